@@ -1,0 +1,188 @@
+"""`gdos-agent` / `python -m agent`: enrol once, then keep this node managed."""
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import ssl
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import httpx
+
+from agent import credential, local_health
+from agent.credential import Credential, EnrollmentRefused
+from agent.executor import deploy
+from agent.executor.supervisor import Supervisor
+from agent.hostinfo import host_info
+from agent.link import Link
+from agent.state import StateFile
+from protocol import __version__
+from protocol.messages import PackageRef
+from protocol.seedargs import normalize_seed_args
+
+log = logging.getLogger("gdos.agent")
+
+STATE_FILE = "agent-state.json"
+
+
+def _env(name: str, default: str | None) -> str | None:
+    return os.environ.get("GDOS_AGENT_" + name.upper().replace("-", "_"), default)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="gdos-agent",
+        description="GDOS agent: runs and watches the services the master places on this host.",
+        epilog="Flags can also be set with GDOS_AGENT_<FLAG> (e.g. GDOS_AGENT_MASTER).",
+    )
+    p.add_argument("--version", action="store_true", help="print version and build info, exit")
+    p.add_argument("--master", default=_env("master", "http://127.0.0.1:8080"), help="master URL")
+    p.add_argument("--token", default=_env("token", None), help="join token (first start only)")
+    p.add_argument("--work-dir", type=Path, default=Path(_env("work-dir", "./instances") or "."))
+    p.add_argument(
+        "--port",
+        type=int,
+        default=_env("port", None),
+        help="serve GET /healthz on 127.0.0.1:PORT (off unless given)",
+    )
+    p.add_argument(
+        "--autostart",
+        choices=["1", "0", "-1"],
+        default=None,
+        help="1: start at boot, 0: stop starting at boot, -1: leave as is",
+    )
+    p.add_argument(
+        "--ca-cert",
+        type=Path,
+        default=_env("ca-cert", None),
+        help="CA bundle to verify an https master",
+    )
+    p.add_argument(
+        "--log-level",
+        default=_env("log-level", "info"),
+        choices=["debug", "info", "warning", "error"],
+    )
+    return p
+
+
+KNOWN_FLAGS = [a.option_strings[0].lstrip("-") for a in build_parser()._actions if a.option_strings]
+
+
+def ssl_context(ca_cert: Path | None) -> ssl.SSLContext | None:
+    return ssl.create_default_context(cafile=str(ca_cert)) if ca_cert else None
+
+
+async def obtain_credential(args: argparse.Namespace, client: httpx.AsyncClient) -> Credential:
+    work_dir: Path = args.work_dir
+    cred = credential.load(work_dir)
+    if cred is not None:
+        if args.master and cred.master != args.master.rstrip("/"):
+            cred = Credential(args.master.rstrip("/"), cred.node_id, cred.node_secret)
+            credential.save(work_dir, cred)
+        return cred
+    if not args.token:
+        raise EnrollmentRefused(
+            f"this node is not enrolled yet ({work_dir / credential.CREDENTIAL_FILE} is missing): "
+            "start it once with --token <join token> (see the master's join-token file)"
+        )
+    delay = 1.0
+    while True:
+        try:
+            host = await asyncio.to_thread(host_info, args.master, work_dir)
+            cred = await credential.enroll(client, args.master.rstrip("/"), args.token, host)
+        except httpx.HTTPError as exc:
+            log.warning(
+                "cannot reach %s to enrol (%s); retrying in %.0f s", args.master, exc, delay
+            )
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 30)
+            continue
+        credential.save(work_dir, cred)
+        log.info("enrolled as node %s", cred.node_id)
+        return cred
+
+
+async def run(args: argparse.Namespace) -> int:
+    work_dir: Path = args.work_dir.absolute()
+    args.work_dir = work_dir
+    work_dir.mkdir(parents=True, exist_ok=True)
+    ctx = ssl_context(args.ca_cert)
+    async with httpx.AsyncClient(
+        verify=ctx if ctx is not None else True, timeout=httpx.Timeout(30.0, read=300.0)
+    ) as client:
+        try:
+            cred = await obtain_credential(args, client)
+        except EnrollmentRefused as exc:
+            log.error("%s", exc)
+            return 2
+
+        link: Link | None = None
+
+        async def fetch(ref: PackageRef, dest: Path) -> None:
+            await deploy.download(client, cred.master, cred.node_secret, ref, dest)
+
+        def report(rep: object) -> None:
+            if link is not None:
+                link.report(rep)  # type: ignore[arg-type]
+
+        supervisor = Supervisor(work_dir, StateFile(work_dir / STATE_FILE), fetch, report)
+        await supervisor.load()
+        link = Link(cred, supervisor, work_dir, ctx)
+        server = None
+        if args.port is not None:
+            server = await local_health.serve(
+                int(args.port),
+                lambda: {
+                    "status": "ok",
+                    "connected": link.connected.is_set() if link else False,
+                    "node_id": cred.node_id,
+                    "instances": len(supervisor.instances),
+                },
+            )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):  # Windows
+                loop.add_signal_handler(sig, stop.set)
+        runner = asyncio.create_task(link.run_forever())
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        log.info("agent stopping; services keep running and are re-adopted at the next start")
+        runner.cancel()
+        stopper.cancel()
+        await asyncio.gather(runner, stopper, return_exceptions=True)
+        await link.close()
+        await supervisor.close()
+        if server is not None:
+            server.close()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(
+        normalize_seed_args(sys.argv[1:] if argv is None else argv, KNOWN_FLAGS)
+    )
+    if args.version:
+        print(
+            f"gdos-agent {__version__} (python {sys.version.split()[0]}, frozen={getattr(sys, 'frozen', False)})"
+        )
+        return 0
+    logging.basicConfig(
+        level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
+    if args.autostart is not None and args.autostart != "-1":
+        print("gdos-agent: --autostart is not available in this build yet", file=sys.stderr)
+        return 2
+    try:
+        return asyncio.run(run(args))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

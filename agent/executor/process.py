@@ -1,0 +1,183 @@
+"""Processes: spawn in their own session, know them by identity, notice exits, stop whole trees.
+
+Identity is (pid, create_time): a PID that was reused by another program never matches,
+so it is never signalled. Exits are events (`pidfd_open` + the loop's reader on Linux), for
+our own children and for processes we re-adopted alike; elsewhere a short poll stands in.
+"""
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO
+
+import psutil
+
+log = logging.getLogger(__name__)
+
+IS_WINDOWS = os.name == "nt"
+CREATE_TIME_TOLERANCE = 0.05  # seconds; psutil rounds create_time
+
+
+@dataclass(frozen=True)
+class Identity:
+    pid: int
+    create_time: float
+
+    def matches(self, proc: psutil.Process) -> bool:
+        try:
+            return abs(proc.create_time() - self.create_time) <= CREATE_TIME_TOLERANCE
+        except (psutil.NoSuchProcess, psutil.ZombieProcess):
+            return False
+
+
+def find(identity: Identity) -> psutil.Process | None:
+    """The live process with this identity, or None (gone, or its PID now belongs to another)."""
+    try:
+        proc = psutil.Process(identity.pid)
+    except psutil.NoSuchProcess:
+        return None
+    if not identity.matches(proc):
+        return None
+    try:
+        if proc.status() == psutil.STATUS_ZOMBIE:
+            return None
+    except psutil.NoSuchProcess:
+        return None
+    return proc
+
+
+def identity_of(pid: int) -> Identity | None:
+    try:
+        return Identity(pid, psutil.Process(pid).create_time())
+    except psutil.NoSuchProcess:
+        return None
+
+
+def spawn(
+    argv: list[str], cwd: Path, env: dict[str, str], stdout: IO[bytes], stderr: IO[bytes]
+) -> subprocess.Popen[bytes]:
+    """Start a service from an argument list (never a shell string) in its own session."""
+    kwargs: dict[str, object] = {}
+    if IS_WINDOWS:
+        kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
+    else:
+        kwargs["start_new_session"] = True
+    return subprocess.Popen(  # type: ignore[call-overload,no-any-return]
+        argv,
+        cwd=cwd,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=stdout,
+        stderr=stderr,
+        close_fds=True,
+        **kwargs,
+    )
+
+
+async def wait_exit(identity: Identity, popen: subprocess.Popen[bytes] | None = None) -> int | None:
+    """Wait until the process ends; returns its exit code when it is our child, else None."""
+    if popen is None and find(identity) is None:
+        return None
+    fd = _pidfd(identity.pid)
+    if fd is not None:
+        try:
+            # The pidfd refers to whatever holds the PID now: check it is still ours.
+            if popen is not None or find(identity) is not None:
+                loop = asyncio.get_running_loop()
+                ready: asyncio.Future[None] = loop.create_future()
+
+                def on_exit() -> None:
+                    if not ready.done():
+                        ready.set_result(None)
+
+                loop.add_reader(fd, on_exit)
+                try:
+                    await ready
+                finally:
+                    loop.remove_reader(fd)
+        finally:
+            os.close(fd)
+    else:
+        while (popen.poll() is None) if popen is not None else find(identity) is not None:
+            await asyncio.sleep(0.1)
+    if popen is not None:
+        return await asyncio.to_thread(popen.wait)  # reaps the zombie
+    return None
+
+
+def _pidfd(pid: int) -> int | None:
+    opener = getattr(os, "pidfd_open", None)
+    if opener is None:
+        return None
+    try:
+        return int(opener(pid))
+    except OSError:  # gone already, or the kernel lacks pidfd
+        return None
+
+
+def tree(proc: psutil.Process) -> list[psutil.Process]:
+    """The process and all its descendants, leaves last."""
+    try:
+        return [proc, *proc.children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def signal_tree(procs: list[psutil.Process], sig: int) -> None:
+    """Signal every process of a tree; psutil refuses a PID that was reused since `procs` was taken."""
+    if IS_WINDOWS:
+        _taskkill(procs[0].pid, force=sig == getattr(signal, "SIGKILL", 9))
+        return
+    leader = procs[0] if procs else None
+    if leader is not None:
+        with contextlib.suppress(ProcessLookupError, PermissionError, psutil.Error):
+            if leader.is_running() and os.getpgid(leader.pid) == leader.pid:
+                os.killpg(leader.pid, sig)  # its whole session's group at once
+    for proc in procs:
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+            proc.send_signal(sig)
+
+
+def taskkill_command(pid: int, force: bool) -> list[str]:
+    """Windows: `taskkill /T` stops the tree; `/F` forces it."""
+    return ["taskkill", "/PID", str(pid), "/T", *(["/F"] if force else [])]
+
+
+def _taskkill(pid: int, force: bool) -> None:
+    subprocess.run(taskkill_command(pid, force), capture_output=True, check=False)
+
+
+def alive(procs: list[psutil.Process]) -> list[psutil.Process]:
+    out = []
+    for p in procs:
+        try:
+            if p.is_running() and p.status() != psutil.STATUS_ZOMBIE:
+                out.append(p)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+async def wait_gone(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait up to `timeout` for the processes to end; returns those still alive."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    delay = 0.01
+    remaining = alive(procs)
+    while remaining and loop.time() < deadline:
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.2)
+        remaining = alive(remaining)
+    return remaining
+
+
+def executable(path: Path) -> Path:
+    """On Windows `bin/app` means `bin/app.exe` when only that exists."""
+    if IS_WINDOWS and not path.exists() and path.with_name(path.name + ".exe").exists():
+        return path.with_name(path.name + ".exe")
+    return path

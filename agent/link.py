@@ -1,0 +1,209 @@
+"""The agent's one connection to the master: dial out, say hello, heartbeat, obey, reconnect.
+
+Reconnects back off exponentially with full jitter (so a thousand agents do not return in
+lockstep after a master restart) and reset once a connection has lived a while.
+"""
+
+import asyncio
+import contextlib
+import logging
+import random
+import ssl
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import websockets
+from pydantic import BaseModel, ValidationError
+from websockets.asyncio.client import ClientConnection, connect
+
+from agent.credential import Credential
+from agent.executor.supervisor import Supervisor
+from agent.hostinfo import current_load, host_info
+from protocol import __version__
+from protocol.errors import ErrorCode, GdosError
+from protocol.messages import (
+    MASTER_MESSAGE,
+    Config,
+    Deploy,
+    Destroy,
+    Heartbeat,
+    Hello,
+    InstanceReport,
+    InstanceStateMsg,
+    Result,
+    Start,
+    Stop,
+    WireError,
+)
+
+log = logging.getLogger(__name__)
+
+BACKOFF_MIN, BACKOFF_MAX, STABLE_AFTER = 0.5, 30.0, 30.0
+
+
+def ws_url(master: str) -> str:
+    base = master.rstrip("/")
+    if base.startswith("https://"):
+        base = "wss://" + base[len("https://") :]
+    elif base.startswith("http://"):
+        base = "ws://" + base[len("http://") :]
+    return base + "/api/v1/agent/ws"
+
+
+def backoff_delays() -> Any:
+    attempt = 0
+    while True:
+        yield random.uniform(0, min(BACKOFF_MAX, BACKOFF_MIN * 2**attempt))
+        attempt += 1
+
+
+class Link:
+    def __init__(
+        self,
+        cred: Credential,
+        supervisor: Supervisor,
+        work_dir: Path,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
+        self.cred = cred
+        self.supervisor = supervisor
+        self.work_dir = work_dir
+        self.ssl_context = ssl_context
+        self.ws: ClientConnection | None = None
+        self.heartbeat_interval = 1.0
+        self.connected = asyncio.Event()
+        self.on_config: Callable[[Config], None] | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- outgoing -----------------------------------------------------------------------------
+
+    def report(self, report: InstanceReport) -> None:
+        """Send an instance's state if connected; otherwise `hello` will carry it later."""
+        if self.ws is not None:
+            msg = InstanceStateMsg(**report.model_dump())
+            self._spawn(self._send(msg))
+
+    async def _send(self, msg: BaseModel) -> None:
+        ws = self.ws
+        if ws is None:
+            return
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await ws.send(msg.model_dump_json())
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- the connection loop ---------------------------------------------------------------------
+
+    async def run_forever(self) -> None:
+        delays = backoff_delays()
+        while True:
+            began = time.monotonic()
+            try:
+                await self._session()
+            except websockets.InvalidStatus as exc:
+                status = exc.response.status_code
+                if status in (401, 403):
+                    log.error(
+                        "the master refused this node's credential (HTTP %d): the node was "
+                        "removed or revoked. Delete %s and enrol again with --token.",
+                        status,
+                        self.work_dir / "agent-credential.json",
+                    )
+                else:
+                    log.warning("master answered HTTP %d; retrying", status)
+            except (OSError, websockets.WebSocketException, TimeoutError) as exc:
+                log.warning(
+                    "connection to %s lost or refused: %s",
+                    self.cred.master,
+                    exc or type(exc).__name__,
+                )
+            finally:
+                self.ws = None
+                self.connected.clear()
+            if time.monotonic() - began > STABLE_AFTER:
+                delays = backoff_delays()
+            delay = next(delays)
+            log.info("reconnecting in %.1f s", delay)
+            await asyncio.sleep(delay)
+
+    async def _session(self) -> None:
+        headers = {"Authorization": f"Bearer {self.cred.node_secret}"}
+        async with connect(
+            ws_url(self.cred.master),
+            additional_headers=headers,
+            ssl=self.ssl_context,
+            open_timeout=10,
+            ping_interval=20,
+            ping_timeout=20,
+            max_size=8 << 20,
+            proxy=None,
+        ) as ws:
+            hello = Hello(
+                agent_version=__version__,
+                host=await asyncio.to_thread(host_info, self.cred.master, self.work_dir),
+                instances=self.supervisor.reports(),
+            )
+            await ws.send(hello.model_dump_json())
+            self.ws = ws
+            self.connected.set()
+            log.info("connected to %s as node %s", self.cred.master, self.cred.node_id)
+            heart = asyncio.create_task(self._heartbeats(ws))
+            try:
+                async for raw in ws:
+                    self._dispatch(raw)
+            finally:
+                heart.cancel()
+
+    async def _heartbeats(self, ws: ClientConnection) -> None:
+        with contextlib.suppress(websockets.ConnectionClosed):
+            while True:
+                load = await asyncio.to_thread(current_load, self.work_dir)
+                await ws.send(Heartbeat(ts=time.time(), load=load).model_dump_json())
+                await asyncio.sleep(self.heartbeat_interval)
+
+    # -- incoming -------------------------------------------------------------------------------
+
+    def _dispatch(self, raw: str | bytes) -> None:
+        try:
+            msg = MASTER_MESSAGE.validate_json(raw)
+        except ValidationError as exc:
+            log.warning("ignoring an invalid message from the master: %s", exc.errors()[:1])
+            return
+        if isinstance(msg, Config):
+            self.heartbeat_interval = msg.heartbeat_interval
+            if self.on_config:
+                self.on_config(msg)
+            return
+        self._spawn(self._execute(msg))
+
+    async def _execute(self, msg: Deploy | Start | Stop | Destroy) -> None:
+        sup = self.supervisor
+        try:
+            if isinstance(msg, Deploy):
+                await sup.deploy(msg.spec)
+            elif isinstance(msg, Start):
+                await sup.start(msg.instance_id)
+            elif isinstance(msg, Stop):
+                await sup.stop(msg.instance_id)
+            elif isinstance(msg, Destroy):
+                await sup.destroy(msg.instance_id)
+            result = Result(reply_to=msg.id, ok=True)
+        except GdosError as exc:
+            result = Result(reply_to=msg.id, ok=False, error=WireError(**exc.to_wire()))
+        except Exception as exc:  # an agent bug must still answer, not leave the master waiting
+            log.exception("%s failed", msg.type)
+            wire = WireError(
+                code=ErrorCode.INTERNAL, message=f"{msg.type} failed on the agent: {exc}"
+            )
+            result = Result(reply_to=msg.id, ok=False, error=wire)
+        await self._send(result)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)

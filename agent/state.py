@@ -1,0 +1,89 @@
+"""The agent's durable memory: what it runs, written atomically so a crash never leaves half a file.
+
+Writes are group-committed: callers `await save()`, and one writer flushes everything changed so
+far (tmp file, fsync, rename, fsync of the directory), so a burst of 100 starts costs a few
+writes, yet nobody is told "done" before their change is on disk.
+"""
+
+import asyncio
+import json
+import logging
+import os
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+STATE_VERSION = 1
+
+
+def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    try:
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    if os.name == "posix":
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+
+
+def read_json(path: Path) -> dict[str, Any] | None:
+    """Read a JSON object; a missing file is None, a corrupt one is set aside and also None."""
+    try:
+        data = json.loads(path.read_bytes())
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        aside = path.with_name(path.name + ".corrupt")
+        log.error("%s is unreadable (%s); moved to %s", path, exc, aside)
+        os.replace(path, aside)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+class StateFile:
+    """`{"version": 1, "instances": {id: record}}` kept in memory and flushed on `save()`."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        loaded = read_json(path) or {}
+        self.instances: dict[str, dict[str, Any]] = dict(loaded.get("instances") or {})
+        self._waiters: list[asyncio.Future[None]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    def snapshot(self) -> bytes:
+        return json.dumps(
+            {"version": STATE_VERSION, "instances": self.instances}, indent=1, sort_keys=True
+        ).encode()
+
+    def save_now(self) -> None:
+        atomic_write(self.path, self.snapshot())
+
+    async def save(self) -> None:
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._waiters.append(fut)
+        if self._writer is None or self._writer.done():
+            self._writer = asyncio.create_task(self._flush())
+        await fut
+
+    async def _flush(self) -> None:
+        while self._waiters:
+            waiters, self._waiters = self._waiters, []
+            data = self.snapshot()
+            try:
+                await asyncio.to_thread(atomic_write, self.path, data)
+            except OSError as exc:
+                for w in waiters:
+                    if not w.done():
+                        w.set_exception(exc)
+                continue
+            for w in waiters:
+                if not w.done():
+                    w.set_result(None)

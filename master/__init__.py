@@ -1,0 +1,1 @@
+"""GDOS master: REST + WebSocket API, metadata in SQLite/PostgreSQL, packages, orchestration."""

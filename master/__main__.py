@@ -1,0 +1,100 @@
+"""`gdos-master` / `python -m master`: serve the API, optionally with a local agent."""
+
+import asyncio
+import logging
+import os
+import subprocess
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import uvicorn
+
+from master.app import create_app
+from master.cli import parse_args, settings_from_args
+from master.config import Settings
+from protocol import __version__
+
+log = logging.getLogger("gdos.master")
+
+
+def agent_command(settings: Settings, work_dir: Path) -> list[str]:
+    """How to start the local agent: the frozen sibling binary, or this Python's `-m agent`."""
+    if getattr(sys, "frozen", False):
+        exe = Path(sys.executable).with_name("gdos-agent" + (".exe" if os.name == "nt" else ""))
+        base = [str(exe)]
+    else:
+        base = [sys.executable, "-m", "agent"]
+    token = settings.join_token_file.read_text().strip()
+    return [*base, "--master", settings.base_url, "--token", token, "--work-dir", str(work_dir)]
+
+
+def print_banner(settings: Settings, with_agent: bool) -> None:
+    pw = settings.admin_password_file
+    lines = [
+        f"GDOS master {__version__} listening on {settings.base_url}",
+        f"  data directory : {settings.data_dir}",
+        f"  admin password : {pw if pw.exists() else '(given with --admin-password)'}",
+        f"  join token     : {settings.join_token_file}",
+    ]
+    if with_agent:
+        lines.append(f"  local agent    : work dir {settings.data_dir / 'agent'}")
+    lines.append("  stop with Ctrl-C (services keep running and are re-adopted at the next start)")
+    print("\n".join(lines), flush=True)
+
+
+async def serve(settings: Settings, with_agent: bool) -> int:
+    app = create_app(settings)
+    config = uvicorn.Config(
+        app,
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
+        ws_max_size=8 << 20,
+        access_log=settings.log_level == "debug",
+        timeout_graceful_shutdown=5,
+    )
+    server = uvicorn.Server(config)
+    serving = asyncio.create_task(server.serve())
+    while not server.started and not serving.done():
+        await asyncio.sleep(0.05)
+    if serving.done():
+        await serving
+        return 1
+    agent: subprocess.Popen[bytes] | None = None
+    print_banner(settings, with_agent)
+    if with_agent:
+        work_dir = settings.data_dir / "agent"
+        agent = subprocess.Popen(agent_command(settings, work_dir))
+    try:
+        await serving
+    finally:
+        if agent is not None and agent.poll() is None:
+            agent.terminate()
+            try:
+                agent.wait(10)
+            except subprocess.TimeoutExpired:
+                agent.kill()
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    if args.version:
+        print(f"gdos-master {__version__}")
+        return 0
+    settings = settings_from_args(args)
+    logging.basicConfig(
+        level=settings.log_level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+    )
+    try:
+        return asyncio.run(serve(settings, args.with_agent))
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

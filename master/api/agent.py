@@ -1,0 +1,145 @@
+"""Agent enrolment and the agent WebSocket (one per node, dialled out by the agent)."""
+
+import asyncio
+import contextlib
+import json
+import logging
+
+from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
+from pydantic import ValidationError
+
+from master.api.deps import ServicesDep, SessionDep, bearer_token
+from master.api.errors import ERROR_RESPONSES
+from master.db import models
+from master.services import accounts
+from master.services.agents import AgentLink
+from master.services.security import new_secret, secret_hash
+from protocol.errors import ErrorCode, GdosError
+from protocol.messages import (
+    AGENT_MESSAGE,
+    CLOSE_AUTH_FAILED,
+    CLOSE_POLICY,
+    CLOSE_REPLACED,
+    Config,
+    Heartbeat,
+    Hello,
+    InstanceStateMsg,
+    Result,
+)
+from protocol.rest import EnrollIn, EnrollOut
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/api/v1/agent", tags=["agent"], responses=ERROR_RESPONSES)
+
+HELLO_TIMEOUT = 10.0
+MAX_FRAME = 4 << 20
+
+
+@router.post("/enroll", response_model=EnrollOut, status_code=201)
+def enroll(body: EnrollIn, request: Request, s: SessionDep) -> EnrollOut:
+    request.state.actor = f"agent@{body.host.hostname}"[:64]
+    token = accounts.valid_join_token(s, body.join_token)
+    if token is None:
+        raise GdosError(
+            ErrorCode.INVALID_CREDENTIALS, "the join token is unknown, expired or revoked"
+        )
+    secret = new_secret("gdn")
+    host = body.host
+    node = models.Node(
+        secret_hash=secret_hash(secret),
+        hostname=host.hostname,
+        ip=host.ip,
+        os=host.os,
+        arch=host.arch,
+        mac=host.mac,
+        cpu_count=host.cpu_count,
+        mem_total=host.mem_total,
+        disk_total=host.disk_total,
+        labels={},
+    )
+    s.add(node)
+    s.commit()
+    request.state.audit_target = f"node={node.id}"
+    request.state.audit_detail = {"hostname": host.hostname, "join_token_id": token.id}
+    log.info("node %s (%s) enrolled", node.id, host.hostname)
+    return EnrollOut(node_id=node.id, node_secret=secret)
+
+
+@router.websocket("/ws")
+async def agent_socket(ws: WebSocket, svc: ServicesDep) -> None:
+    token = bearer_token(ws)
+    with svc.db.session() as s:
+        node = accounts.node_for_secret(s, token) if token else None
+        node_id = node.id if node else None
+    if node_id is None:
+        await ws.close(CLOSE_AUTH_FAILED, "invalid node credential")
+        return
+    await ws.accept()
+    try:
+        first = await asyncio.wait_for(ws.receive_text(), HELLO_TIMEOUT)
+        hello = AGENT_MESSAGE.validate_json(first)
+    except (TimeoutError, ValidationError, WebSocketDisconnect, KeyError) as exc:
+        log.info("node %s: no valid hello (%s)", node_id, type(exc).__name__)
+        await _close(ws, CLOSE_POLICY, "expected hello")
+        return
+    if not isinstance(hello, Hello):
+        await _close(ws, CLOSE_POLICY, "expected hello")
+        return
+    link = AgentLink(node_id, ws)
+    old = svc.agents.attach(link)
+    if old is not None:
+        svc.agents.detach(old)
+        await _close(old.channel, CLOSE_REPLACED, "replaced by a newer connection")  # type: ignore[arg-type]
+    unmanaged = await svc.orchestrator.on_hello(link, hello)
+    link.unmanaged = unmanaged
+    if unmanaged:
+        log.warning("node %s runs instances the master does not know: %s", node_id, unmanaged)
+    await link.send(Config(node_id=node_id, heartbeat_interval=svc.settings.heartbeat_interval))
+    svc.publish_node(node_id)
+    log.info("node %s connected (%s)", node_id, hello.host.hostname)
+    try:
+        await _serve(ws, link, svc)
+    finally:
+        if svc.agents.detach(link):
+            svc.node_offline(link)
+            log.info("node %s disconnected", node_id)
+
+
+async def _serve(ws: WebSocket, link: AgentLink, svc: ServicesDep) -> None:
+    while True:
+        try:
+            text = await ws.receive_text()
+        except (WebSocketDisconnect, RuntimeError):
+            return
+        link.touch()
+        svc.agents.messages_in += 1
+        if len(text) > MAX_FRAME:
+            await _close(ws, 1009, "frame too large")
+            return
+        try:
+            msg = AGENT_MESSAGE.validate_json(text)
+        except ValidationError as exc:
+            log.warning("node %s sent an invalid message: %s", link.node_id, _summary(text, exc))
+            continue
+        if isinstance(msg, Heartbeat):
+            link.load = msg.load
+            svc.publish_node_load(link)
+        elif isinstance(msg, InstanceStateMsg):
+            svc.orchestrator.apply_report(link.node_id, msg)
+        elif isinstance(msg, Result):
+            link.resolve(msg)
+        elif isinstance(msg, Hello):
+            await svc.orchestrator.on_hello(link, msg)
+
+
+def _summary(text: str, exc: ValidationError) -> str:
+    try:
+        kind = json.loads(text).get("type", "?")
+    except (ValueError, AttributeError):
+        kind = "not JSON"
+    return f"type={kind}: {exc.error_count()} error(s)"
+
+
+async def _close(ws: WebSocket, code: int, reason: str) -> None:
+    with contextlib.suppress(RuntimeError):  # already closed
+        await ws.close(code, reason)

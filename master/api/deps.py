@@ -1,0 +1,96 @@
+"""Request dependencies: the app's services, a DB session, and who is calling."""
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, Literal
+
+from fastapi import Depends, Request
+from sqlalchemy.orm import Session
+from starlette.requests import HTTPConnection
+
+from master.services import accounts
+from protocol.errors import ErrorCode, GdosError
+from protocol.rest import ROLE_RANK
+
+if TYPE_CHECKING:
+    from master.app import Services
+
+
+def services(conn: HTTPConnection) -> "Services":
+    return conn.app.state.services  # type: ignore[no-any-return]
+
+
+ServicesDep = Annotated["Services", Depends(services)]
+
+
+def get_session(conn: HTTPConnection) -> Iterator[Session]:
+    with services(conn).db.session() as s:
+        yield s
+
+
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+@dataclass(frozen=True)
+class Principal:
+    kind: Literal["user", "node"]
+    id: str
+    name: str
+    role: str = ""  # users only
+
+    @property
+    def is_node(self) -> bool:
+        return self.kind == "node"
+
+
+def bearer_token(conn: HTTPConnection) -> str | None:
+    header = conn.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    if scheme.lower() == "bearer" and token.strip():
+        return token.strip()
+    return None
+
+
+def resolve_principal(s: Session, token: str | None) -> Principal | None:
+    if not token:
+        return None
+    user = accounts.user_for_token(s, token)
+    if user is not None:
+        return Principal("user", user.id, user.username, user.role)
+    node = accounts.node_for_secret(s, token)
+    if node is not None:
+        return Principal("node", node.id, f"node:{node.id}")
+    return None
+
+
+def authenticated(request: Request, s: SessionDep) -> Principal:
+    principal = resolve_principal(s, bearer_token(request))
+    if principal is None:
+        raise GdosError(
+            ErrorCode.UNAUTHENTICATED,
+            "missing, invalid or expired credentials; log in and send "
+            "'Authorization: Bearer <token>'",
+        )
+    request.state.actor = principal.name
+    return principal
+
+
+def require_role(role: str) -> Any:
+    def check(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
+        if principal.is_node:
+            raise GdosError(ErrorCode.FORBIDDEN, "an agent credential cannot call operator routes")
+        if ROLE_RANK.get(principal.role, -1) < ROLE_RANK[role]:
+            raise GdosError(
+                ErrorCode.FORBIDDEN,
+                f"this needs the {role} role; you are {principal.role}",
+                {"required_role": role},
+            )
+        return principal
+
+    return Depends(check)
+
+
+Viewer = Annotated[Principal, require_role("viewer")]
+Operator = Annotated[Principal, require_role("operator")]
+Admin = Annotated[Principal, require_role("admin")]
+AnyPrincipal = Annotated[Principal, Depends(authenticated)]

@@ -1,0 +1,66 @@
+"""The console event stream: state changes pushed as they happen."""
+
+import asyncio
+import contextlib
+import json
+import logging
+
+from fastapi import APIRouter, WebSocket
+
+from master.api.deps import ServicesDep, bearer_token, resolve_principal
+from master.hub import Subscriber
+from protocol.messages import CLOSE_AUTH_FAILED, CLOSE_TOO_SLOW
+
+log = logging.getLogger(__name__)
+router = APIRouter(prefix="/api/v1", tags=["events"])
+
+MAX_KEYS = 256
+
+
+@router.websocket("/events")
+async def events(ws: WebSocket, svc: ServicesDep) -> None:
+    token = bearer_token(ws) or ws.query_params.get("token")
+    with svc.db.session() as s:
+        principal = resolve_principal(s, token)
+    if principal is None or principal.is_node:
+        await ws.close(CLOSE_AUTH_FAILED, "log in first: a user token is required")
+        return
+    await ws.accept()
+    sub = svc.hub.subscribe()
+    reader = asyncio.create_task(_read_subscriptions(ws, sub))
+    writer = asyncio.create_task(_write_events(ws, sub))
+    try:
+        await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in (reader, writer):
+            task.cancel()
+        # Disconnects surface here as WebSocketDisconnect/RuntimeError: the client left.
+        await asyncio.gather(reader, writer, return_exceptions=True)
+        svc.hub.unsubscribe(sub)
+
+
+async def _write_events(ws: WebSocket, sub: Subscriber) -> None:
+    overflow = asyncio.create_task(sub.overflowed.wait())
+    try:
+        while True:
+            get = asyncio.create_task(sub.queue.get())
+            done, _ = await asyncio.wait({get, overflow}, return_when=asyncio.FIRST_COMPLETED)
+            if overflow in done:
+                get.cancel()
+                await ws.close(CLOSE_TOO_SLOW, "event stream reader too slow")
+                return
+            await ws.send_text(get.result())
+    finally:
+        overflow.cancel()
+
+
+async def _read_subscriptions(ws: WebSocket, sub: Subscriber) -> None:
+    while True:
+        text = await ws.receive_text()
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            msg = json.loads(text)
+            for key in msg.get("subscribe", []) or []:
+                if isinstance(key, str) and len(sub.keys) < MAX_KEYS:
+                    sub.keys.add(key)
+            for key in msg.get("unsubscribe", []) or []:
+                sub.keys.discard(key)

@@ -1,0 +1,71 @@
+"""Nodes: enrolled hosts, their facts and liveness."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request, Response
+from sqlalchemy import select
+
+from master.api.deps import Operator, ServicesDep, SessionDep, Viewer
+from master.api.errors import ERROR_RESPONSES
+from master.db import models
+from master.services.views import node_out
+from protocol.errors import ErrorCode, GdosError
+from protocol.messages import CLOSE_AUTH_FAILED
+from protocol.rest import NodeOut, NodePatch
+
+router = APIRouter(prefix="/api/v1/nodes", tags=["nodes"], responses=ERROR_RESPONSES)
+NodeId = Annotated[str, Path(max_length=64)]
+
+
+def get_node(s: SessionDep, node_id: str) -> models.Node:
+    node = s.get(models.Node, node_id)
+    if node is None:
+        raise GdosError(ErrorCode.NOT_FOUND, f"no node {node_id}")
+    return node
+
+
+@router.get("", response_model=list[NodeOut])
+def list_nodes(_: Viewer, s: SessionDep, svc: ServicesDep) -> list[NodeOut]:
+    nodes = s.scalars(
+        select(models.Node).where(~models.Node.revoked).order_by(models.Node.hostname)
+    )
+    return [node_out(n, svc.agents) for n in nodes]
+
+
+@router.get("/{node_id}", response_model=NodeOut)
+def read_node(node_id: NodeId, _: Viewer, s: SessionDep, svc: ServicesDep) -> NodeOut:
+    return node_out(get_node(s, node_id), svc.agents)
+
+
+@router.patch("/{node_id}", response_model=NodeOut)
+async def update_node(
+    node_id: NodeId, body: NodePatch, _: Operator, s: SessionDep, svc: ServicesDep
+) -> NodeOut:
+    node = get_node(s, node_id)
+    node.labels = dict(body.labels)
+    s.commit()
+    svc.publish_node(node_id)
+    return node_out(node, svc.agents)
+
+
+@router.delete("/{node_id}", status_code=204, response_class=Response)
+async def delete_node(
+    node_id: NodeId, _: Operator, request: Request, s: SessionDep, svc: ServicesDep
+) -> Response:
+    """Remove a node and revoke its credential (409 while it has instances)."""
+    node = get_node(s, node_id)
+    has = s.scalars(select(models.Instance.id).where(models.Instance.node_id == node_id)).first()
+    if has is not None:
+        raise GdosError(
+            ErrorCode.IN_USE, f"node {node.hostname} still has instances; destroy them first"
+        )
+    node.revoked = True
+    node.labels = {}
+    s.commit()
+    link = svc.agents.get(node_id)
+    if link is not None:
+        svc.agents.detach(link)
+        await link.channel.close(CLOSE_AUTH_FAILED, "node removed")
+    request.state.audit_detail = {"hostname": node.hostname}
+    svc.hub.publish("node", {"id": node_id, "deleted": True})
+    return Response(status_code=204)

@@ -1,0 +1,108 @@
+"""Packages: one-shot streamed upload, list, read, download, delete."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request, Response
+from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
+from sqlalchemy import select
+
+from master.api.deps import AnyPrincipal, Operator, ServicesDep, SessionDep, Viewer
+from master.api.errors import ERROR_RESPONSES
+from master.db import models
+from master.services import packages as package_service
+from master.services.views import package_out
+from protocol.errors import ErrorCode, GdosError
+from protocol.rest import PackageOut
+
+router = APIRouter(prefix="/api/v1/packages", tags=["packages"], responses=ERROR_RESPONSES)
+PackageId = Annotated[str, Path(max_length=64)]
+
+
+def get_package(s: SessionDep, package_id: str) -> models.Package:
+    pkg = s.get(models.Package, package_id)
+    if pkg is None:
+        raise GdosError(ErrorCode.NOT_FOUND, f"no package {package_id}")
+    return pkg
+
+
+@router.post(
+    "",
+    response_model=PackageOut,
+    status_code=201,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/zip": {"schema": {"type": "string", "format": "binary"}}},
+        }
+    },
+)
+async def upload_package(
+    request: Request, principal: Operator, s: SessionDep, svc: ServicesDep
+) -> PackageOut:
+    """Upload a package zip as the raw request body (streamed to disk, validated, registered)."""
+    limit = svc.settings.max_package_size
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        raise package_service.too_large(limit)
+    path, sha, size = await package_service.receive_to_file(
+        request.stream(), svc.store.incoming_dir, limit
+    )
+    if size == 0:
+        path.unlink(missing_ok=True)
+        raise GdosError(ErrorCode.INVALID_PACKAGE, "the request body is empty; send the zip file")
+    pkg = await package_service.register_file(s, svc.store, path, sha, size, principal.name)
+    request.state.audit_target = f"package={pkg.id}"
+    request.state.audit_detail = {"name": pkg.name, "version": pkg.version, "sha256": sha}
+    out = package_out(pkg)
+    svc.hub.publish("package", out.model_dump())
+    return out
+
+
+@router.get("", response_model=list[PackageOut])
+def list_packages(_: Viewer, s: SessionDep) -> list[PackageOut]:
+    """Every package, grouped by name, newest version first."""
+    rows = s.scalars(
+        select(models.Package).order_by(models.Package.name, models.Package.uploaded_at.desc())
+    )
+    return [package_out(p) for p in rows]
+
+
+@router.get("/{package_id}", response_model=PackageOut)
+def read_package(package_id: PackageId, _: Viewer, s: SessionDep) -> PackageOut:
+    return package_out(get_package(s, package_id))
+
+
+@router.get(
+    "/{package_id}/download",
+    response_class=Response,
+    responses={200: {"content": {"application/zip": {}}}},
+)
+async def download_package(
+    package_id: PackageId, _: AnyPrincipal, s: SessionDep, svc: ServicesDep
+) -> Response:
+    """The zip itself; operators and agents alike may fetch it."""
+    pkg = get_package(s, package_id)
+    filename = f"{pkg.name}-{pkg.version}.zip"
+    headers = {"X-Checksum-Sha256": pkg.sha256}
+    local = svc.store.local_path(pkg.sha256)
+    if local is not None:
+        if not local.is_file():
+            raise GdosError(ErrorCode.STORAGE_ERROR, f"the file of package {pkg.id} is missing")
+        return FileResponse(local, media_type="application/zip", filename=filename, headers=headers)
+    url = await svc.store.presigned_url(pkg.sha256, 600)
+    if url is not None:
+        return RedirectResponse(url, status_code=307, headers=headers)
+    return StreamingResponse(
+        svc.store.stream(pkg.sha256), media_type="application/zip", headers=headers
+    )
+
+
+@router.delete("/{package_id}", status_code=204, response_class=Response)
+async def delete_package(
+    package_id: PackageId, _: Operator, request: Request, s: SessionDep, svc: ServicesDep
+) -> Response:
+    pkg = get_package(s, package_id)
+    request.state.audit_detail = {"name": pkg.name, "version": pkg.version}
+    await package_service.delete_package(s, svc.store, pkg)
+    svc.hub.publish("package", {"id": package_id, "deleted": True})
+    return Response(status_code=204)

@@ -1,0 +1,140 @@
+"""Command-line flags of the master, seed-compatible (`-port :9090 -store_type minio`).
+
+Every flag can also come from a `GDOS_<FLAG>` environment variable (`GDOS_DATA_DIR=...`).
+"""
+
+import argparse
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from master.config import Settings
+from protocol.seedargs import normalize_seed_args
+
+
+def _env(name: str, default: Any) -> Any:
+    return os.environ.get("GDOS_" + name.upper().replace("-", "_"), default)
+
+
+def _flag(value: str) -> bool:
+    return str(value).lower() in ("1", "true", "yes", "on")
+
+
+def parse_listen(value: str) -> tuple[str | None, int]:
+    """`:9090`, `9090`, `127.0.0.1:9090` or `[::1]:9090` -> (host or None, port)."""
+    host, sep, port = value.rpartition(":")
+    if not sep:
+        host, port = "", value
+    try:
+        number = int(port)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port: {value!r}") from None
+    if not 0 <= number <= 65535:
+        raise argparse.ArgumentTypeError(f"port out of range: {value!r}")
+    return host.strip("[]") or None, number
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="gdos-master",
+        description="GDOS master: REST + WebSocket API for agents and the console.",
+        epilog="Every flag can also be set with GDOS_<FLAG> (e.g. GDOS_DATA_DIR).",
+    )
+    p.add_argument("--version", action="store_true", help="print the version and exit")
+    add = p.add_argument
+    add("--port", default=_env("port", ":8080"), help="listen address, ':8080' or 'host:port'")
+    add("--host", default=_env("host", None), help="interface to bind (default all)")
+    add("--data-dir", type=Path, default=Path(_env("data-dir", ".")), help="state directory")
+    add(
+        "--db-path",
+        type=Path,
+        default=_env("db-path", None),
+        help="SQLite file (<data-dir>/ops_data.db)",
+    )
+    add(
+        "--db-url", default=_env("db-url", ""), help="SQLAlchemy URL, e.g. postgresql+psycopg://..."
+    )
+    add(
+        "--upload-dir",
+        type=Path,
+        default=_env("upload-dir", None),
+        help="package directory (<data-dir>/uploads)",
+    )
+    add("--store-type", choices=["local", "minio"], default=_env("store-type", "local"))
+    add("--minio-endpoint", default=_env("minio-endpoint", ""), help="host:port of MinIO/S3")
+    add("--minio-ak", default=_env("minio-ak", ""), help="access key")
+    add("--minio-sk", default=_env("minio-sk", ""), help="secret key")
+    add("--minio-bucket", default=_env("minio-bucket", "gdos-packages"))
+    add(
+        "--minio-secure",
+        action="store_true",
+        default=_flag(_env("minio-secure", "")),
+        help="HTTPS to MinIO",
+    )
+    add("--admin-password", default=_env("admin-password", None), help="first admin password")
+    add(
+        "--token-ttl",
+        type=float,
+        default=float(_env("token-ttl", 12 * 3600)),
+        help="login lifetime, s",
+    )
+    add("--heartbeat-interval", type=float, default=float(_env("heartbeat-interval", 1.0)))
+    add(
+        "--heartbeat-grace",
+        type=float,
+        default=float(_env("heartbeat-grace", 3.0)),
+        help="seconds of silence before an agent is offline",
+    )
+    add("--max-package-size", type=int, default=int(_env("max-package-size", 4 << 30)))
+    add("--public-url", default=_env("public-url", ""), help="URL agents use to reach this master")
+    add("--tls-cert", type=Path, default=_env("tls-cert", None))
+    add("--tls-key", type=Path, default=_env("tls-key", None))
+    add("--metrics-public", action="store_true", default=_flag(_env("metrics-public", "")))
+    add(
+        "--log-level",
+        default=_env("log-level", "info"),
+        choices=["debug", "info", "warning", "error"],
+    )
+    add(
+        "--with-agent",
+        action="store_true",
+        default=_flag(_env("with-agent", "")),
+        help="also run a local agent, enrolled automatically (work dir <data-dir>/agent)",
+    )
+    return p
+
+
+KNOWN_FLAGS = [a.option_strings[0].lstrip("-") for a in build_parser()._actions if a.option_strings]
+
+
+def parse_args(argv: Sequence[str]) -> argparse.Namespace:
+    return build_parser().parse_args(normalize_seed_args(argv, KNOWN_FLAGS))
+
+
+def settings_from_args(args: argparse.Namespace) -> Settings:
+    host, port = parse_listen(str(args.port))
+    return Settings(
+        host=args.host or host or "0.0.0.0",
+        port=port,
+        data_dir=args.data_dir.absolute(),
+        db_url=args.db_url,
+        db_path=Path(args.db_path) if args.db_path else None,
+        upload_dir=Path(args.upload_dir) if args.upload_dir else None,
+        store_type=args.store_type,
+        minio_endpoint=args.minio_endpoint,
+        minio_ak=args.minio_ak,
+        minio_sk=args.minio_sk,
+        minio_bucket=args.minio_bucket,
+        minio_secure=args.minio_secure,
+        admin_password=args.admin_password,
+        token_ttl=args.token_ttl,
+        heartbeat_interval=args.heartbeat_interval,
+        heartbeat_grace=args.heartbeat_grace,
+        max_package_size=args.max_package_size,
+        public_url=args.public_url,
+        tls_cert=Path(args.tls_cert) if args.tls_cert else None,
+        tls_key=Path(args.tls_key) if args.tls_key else None,
+        metrics_public=args.metrics_public,
+        log_level=args.log_level,
+    )

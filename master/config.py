@@ -1,0 +1,62 @@
+"""The master's settings: one frozen object built from flags, `GDOS_*` variables and defaults."""
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "0.0.0.0"
+    port: int = 8080
+    data_dir: Path = Path(".")
+    db_url: str = ""  # derived from db_path when empty
+    db_path: Path | None = None  # seed default ./ops_data.db (in data_dir)
+    upload_dir: Path | None = None  # seed default ./uploads (in data_dir)
+    store_type: Literal["local", "minio"] = "local"
+    minio_endpoint: str = ""
+    minio_ak: str = ""
+    minio_sk: str = ""
+    minio_bucket: str = "gdos-packages"
+    minio_secure: bool = False
+    admin_password: str | None = None
+    token_ttl: float = 12 * 3600.0
+    heartbeat_interval: float = 1.0
+    heartbeat_grace: float = 3.0  # an agent silent this long is offline
+    max_package_size: int = 4 << 30
+    public_url: str = ""  # how agents reach this master; derived from host/port when empty
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+    metrics_public: bool = False
+    log_level: str = "info"
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def database_url(self) -> str:
+        if self.db_url:
+            return self.db_url
+        return f"sqlite:///{self.sqlite_path}"
+
+    @property
+    def sqlite_path(self) -> Path:
+        return (self.db_path or self.data_dir / "ops_data.db").absolute()
+
+    @property
+    def uploads_path(self) -> Path:
+        return (self.upload_dir or self.data_dir / "uploads").absolute()
+
+    @property
+    def base_url(self) -> str:
+        if self.public_url:
+            return self.public_url.rstrip("/")
+        scheme = "https" if self.tls_cert else "http"
+        host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
+        return f"{scheme}://{host}:{self.port}"
+
+    @property
+    def admin_password_file(self) -> Path:
+        return self.data_dir / "initial-admin-password"
+
+    @property
+    def join_token_file(self) -> Path:
+        return self.data_dir / "join-token"

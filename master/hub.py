@@ -1,0 +1,57 @@
+"""Event fan-out to console subscribers (the `/api/v1/events` stream).
+
+Each subscriber has a bounded queue: a slow reader is cut off (close code 1013) rather than
+letting the master's memory grow. State topics reach everybody; the high-volume topics
+(`metrics:<id>`, `log:<instance>:<name>`) only reach those who subscribed to that key.
+In-process now; a PostgreSQL LISTEN/NOTIFY implementation can replace it behind `publish`.
+"""
+
+import asyncio
+import json
+from typing import Any
+
+BROADCAST_TOPICS = frozenset({"node", "instance", "operation", "alert", "system", "package"})
+
+
+class Subscriber:
+    def __init__(self, maxsize: int = 10_000) -> None:
+        self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize)
+        self.keys: set[str] = set()
+        self.overflowed = asyncio.Event()
+
+    def offer(self, text: str) -> None:
+        try:
+            self.queue.put_nowait(text)
+        except asyncio.QueueFull:
+            self.overflowed.set()
+
+
+class Hub:
+    def __init__(self) -> None:
+        self._subs: set[Subscriber] = set()
+        self.published = 0
+
+    def subscribe(self, maxsize: int = 10_000) -> Subscriber:
+        sub = Subscriber(maxsize)
+        self._subs.add(sub)
+        return sub
+
+    def unsubscribe(self, sub: Subscriber) -> None:
+        self._subs.discard(sub)
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subs)
+
+    def has_key(self, key: str) -> bool:
+        return any(key in s.keys for s in self._subs)
+
+    def publish(self, topic: str, data: dict[str, Any], key: str | None = None) -> None:
+        """Send to every subscriber (state topics) or to those subscribed to `key`."""
+        if not self._subs:
+            return
+        text = json.dumps({"topic": topic, "data": data}, separators=(",", ":"))
+        self.published += 1
+        for sub in self._subs:
+            if key is None or key in sub.keys:
+                sub.offer(text)

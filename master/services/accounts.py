@@ -1,0 +1,116 @@
+"""Users, login tokens, join tokens and node credentials."""
+
+import logging
+import os
+import secrets
+import time
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from master.config import Settings
+from master.db import models
+from master.services.security import (
+    DUMMY_HASH,
+    hash_password,
+    new_secret,
+    secret_hash,
+    verify_password,
+)
+
+log = logging.getLogger(__name__)
+
+
+def write_secret_file(path: Path, content: str) -> None:
+    """Write a file only its owner can read (0600), atomically."""
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(content + "\n")
+    os.replace(tmp, path)
+
+
+def bootstrap(s: Session, settings: Settings) -> None:
+    """First start: the admin user and the default join token."""
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    if s.scalars(select(models.User).where(models.User.username == "admin")).first() is None:
+        password = settings.admin_password or secrets.token_urlsafe(12)
+        s.add(models.User(username="admin", password_hash=hash_password(password), role="admin"))
+        if not settings.admin_password:
+            write_secret_file(settings.admin_password_file, password)
+            print(
+                f"GDOS: created user 'admin' with password {password} "
+                f"(also in {settings.admin_password_file.absolute()})",
+                flush=True,
+            )
+    token_file = settings.join_token_file
+    default = s.scalars(
+        select(models.JoinToken).where(models.JoinToken.is_default, ~models.JoinToken.revoked)
+    ).first()
+    if default is None or not token_file.is_file():
+        if default is not None:
+            default.revoked = True
+        token = new_secret("gdj")
+        s.add(models.JoinToken(token_hash=secret_hash(token), is_default=True, created_by="master"))
+        write_secret_file(token_file, token)
+    s.commit()
+
+
+def login(s: Session, username: str, password: str, ttl: float) -> tuple[str, models.User] | None:
+    user = s.scalars(select(models.User).where(models.User.username == username)).first()
+    # Hash even for an unknown user so the timing does not tell whether it exists.
+    ok = verify_password(password, user.password_hash if user else DUMMY_HASH)
+    if user is None or not ok:
+        return None
+    token = new_secret("gdu")
+    s.add(
+        models.ApiToken(
+            token_hash=secret_hash(token), user_id=user.id, expires_at=time.time() + ttl
+        )
+    )
+    # Expired tokens are dropped here, where a write already happens.
+    s.query(models.ApiToken).filter(models.ApiToken.expires_at < time.time()).delete()
+    s.commit()
+    return token, user
+
+
+def user_for_token(s: Session, token: str) -> models.User | None:
+    row = s.get(models.ApiToken, secret_hash(token))
+    if row is None or row.expires_at < time.time():
+        return None
+    return s.get(models.User, row.user_id)
+
+
+def node_for_secret(s: Session, secret: str) -> models.Node | None:
+    node = s.scalars(
+        select(models.Node).where(models.Node.secret_hash == secret_hash(secret))
+    ).first()
+    if node is None or node.revoked:
+        return None
+    return node
+
+
+def create_join_token(
+    s: Session, ttl: float | None, created_by: str
+) -> tuple[str, models.JoinToken]:
+    token = new_secret("gdj")
+    row = models.JoinToken(
+        token_hash=secret_hash(token),
+        expires_at=time.time() + ttl if ttl else None,
+        created_by=created_by,
+    )
+    s.add(row)
+    s.commit()
+    return token, row
+
+
+def valid_join_token(s: Session, token: str) -> models.JoinToken | None:
+    row = s.scalars(
+        select(models.JoinToken).where(models.JoinToken.token_hash == secret_hash(token))
+    ).first()
+    if row is None or row.revoked:
+        return None
+    if row.expires_at is not None and row.expires_at < time.time():
+        return None
+    return row

@@ -1,0 +1,135 @@
+"""Connected agents: one socket per node, request/reply over it, liveness.
+
+The only place that knows which agent socket this master holds; with several master
+replicas this becomes the router that forwards a command to the replica holding the node.
+"""
+
+import asyncio
+import itertools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+from protocol.errors import ErrorCode, GdosError
+from protocol.messages import Load, Result
+
+log = logging.getLogger(__name__)
+
+
+class Channel(Protocol):
+    async def send_text(self, data: str) -> None: ...
+    async def close(self, code: int = 1000, reason: str | None = None) -> None: ...
+
+
+class AgentLink:
+    """The master's end of one agent's WebSocket."""
+
+    _ids = itertools.count(1)
+
+    def __init__(self, node_id: str, channel: Channel) -> None:
+        self.node_id = node_id
+        self.channel = channel
+        self.pending: dict[str, asyncio.Future[Result]] = {}
+        self.connected_at = time.time()
+        self.last_seen = time.monotonic()
+        self.last_seen_wall = time.time()
+        self.load = Load()
+        self.closed = False
+        self.unmanaged: list[str] = []  # instance ids the agent runs that the master does not know
+        self._send_lock = asyncio.Lock()
+
+    async def send(self, msg: BaseModel) -> None:
+        text = msg.model_dump_json()
+        async with self._send_lock:
+            await self.channel.send_text(text)
+
+    def touch(self) -> None:
+        self.last_seen = time.monotonic()
+        self.last_seen_wall = time.time()
+
+    def next_id(self) -> str:
+        return f"m{next(self._ids)}"
+
+    async def request(self, msg: BaseModel, timeout: float) -> Result:
+        """Send a command carrying `id` and wait for the agent's `result`."""
+        msg_id: str = getattr(msg, "id")  # noqa: B009 - every command model has an id
+        fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self.pending[msg_id] = fut
+        try:
+            await self.send(msg)
+            return await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            raise GdosError(
+                ErrorCode.TIMEOUT, f"node {self.node_id} did not answer within {timeout:.0f} s"
+            ) from None
+        finally:
+            self.pending.pop(msg_id, None)
+
+    def resolve(self, result: Result) -> None:
+        fut = self.pending.get(result.reply_to)
+        if fut is not None and not fut.done():
+            fut.set_result(result)
+
+    def fail_pending(self) -> None:
+        for fut in self.pending.values():
+            if not fut.done():
+                fut.set_exception(
+                    GdosError(ErrorCode.NODE_OFFLINE, f"node {self.node_id} disconnected")
+                )
+        self.pending.clear()
+
+
+class AgentRegistry:
+    def __init__(self) -> None:
+        self.links: dict[str, AgentLink] = {}
+        self.messages_in = 0
+
+    def get(self, node_id: str) -> AgentLink | None:
+        return self.links.get(node_id)
+
+    def require(self, node_id: str) -> AgentLink:
+        link = self.links.get(node_id)
+        if link is None:
+            raise GdosError(
+                ErrorCode.NODE_OFFLINE,
+                f"node {node_id} is offline; try again when its agent is connected",
+                {"node_id": node_id},
+            )
+        return link
+
+    def is_online(self, node_id: str) -> bool:
+        return node_id in self.links
+
+    def attach(self, link: AgentLink) -> AgentLink | None:
+        """Register a link; returns the previous one for the same node (to be closed)."""
+        old = self.links.get(link.node_id)
+        self.links[link.node_id] = link
+        return old
+
+    def detach(self, link: AgentLink) -> bool:
+        """Forget a link if it is still the current one for its node."""
+        link.closed = True
+        link.fail_pending()
+        if self.links.get(link.node_id) is link:
+            del self.links[link.node_id]
+            return True
+        return False
+
+    def stale(self, grace: float) -> list[AgentLink]:
+        limit = time.monotonic() - grace
+        return [link for link in self.links.values() if link.last_seen < limit]
+
+
+async def watch_liveness(
+    registry: AgentRegistry, grace: float, on_stale: Callable[[AgentLink], Awaitable[Any]]
+) -> None:
+    """Close the sockets of agents silent for longer than `grace` seconds (partitions)."""
+    period = min(0.5, grace / 4)
+    while True:
+        await asyncio.sleep(period)
+        for link in registry.stale(grace):
+            log.warning("node %s silent for %.1f s: marking offline", link.node_id, grace)
+            await on_stale(link)

@@ -1,0 +1,424 @@
+"""Instance lifecycle: the master's desired state, the commands it sends, and what agents report.
+
+API calls change the desired state, answer at once (202) and send the command in the
+background; the agent's `instance_state` reports are the truth about processes. After any
+reconnect, `on_hello` compares the two and re-drives what was interrupted, so nothing is
+started twice and nothing is forgotten.
+"""
+
+import asyncio
+import logging
+import time
+from collections.abc import Coroutine
+from typing import Any
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from master.config import Settings
+from master.db import models
+from master.db.session import Database
+from master.hub import Hub
+from master.services.agents import AgentLink, AgentRegistry
+from master.services.views import instance_out
+from protocol.errors import ErrorCode, GdosError
+from protocol.manifest import Manifest
+from protocol.messages import (
+    Deploy,
+    Destroy,
+    Hello,
+    InstanceReport,
+    InstanceSpec,
+    PackageRef,
+    Result,
+    Start,
+    Stop,
+)
+from protocol.states import (
+    ACTIVE_STATES,
+    BUSY_STATES,
+    DOWN_STATES,
+    DesiredState,
+    InstanceState,
+)
+
+log = logging.getLogger(__name__)
+
+DEPLOY_TIMEOUT = 3600.0
+COMMAND_SLACK = 30.0
+
+
+class Orchestrator:
+    def __init__(self, db: Database, agents: AgentRegistry, hub: Hub, settings: Settings) -> None:
+        self.db = db
+        self.agents = agents
+        self.hub = hub
+        self.settings = settings
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def publish(self, inst: models.Instance) -> None:
+        self.hub.publish("instance", instance_out(inst).model_dump())
+
+    def _update(self, instance_id: str, **fields: Any) -> models.Instance | None:
+        with self.db.session() as s:
+            inst = s.get(models.Instance, instance_id)
+            if inst is None:
+                return None
+            for key, value in fields.items():
+                setattr(inst, key, value)
+            s.commit()
+            self.publish(inst)
+            return inst
+
+    def package_ref(self, pkg: models.Package) -> PackageRef:
+        return PackageRef(
+            id=pkg.id,
+            name=pkg.name,
+            version=pkg.version,
+            sha256=pkg.sha256,
+            size=pkg.size,
+            url=f"/api/v1/packages/{pkg.id}/download",
+        )
+
+    def spec_for(self, s: Session, inst: models.Instance) -> InstanceSpec:
+        pkg = s.get(models.Package, inst.package_id) if inst.package_id else None
+        if pkg is None:
+            raise GdosError(ErrorCode.NOT_FOUND, f"the package of instance {inst.name} is gone")
+        mod = s.get(models.Module, inst.module_id) if inst.module_id else None
+        env = dict(pkg.manifest.get("env") or {})
+        args = None
+        if mod is not None:
+            env.update(mod.env or {})
+            args = mod.args
+        return InstanceSpec(
+            instance_id=inst.id, name=inst.name, package=self.package_ref(pkg), env=env, args=args
+        )
+
+    # -- API-facing -------------------------------------------------------------------------
+
+    def resolve_package(self, s: Session, name: str, version: str | None) -> models.Package:
+        q = select(models.Package).where(models.Package.name == name)
+        if version is not None:
+            q = q.where(models.Package.version == version)
+        pkg = s.scalars(q.order_by(models.Package.uploaded_at.desc()).limit(1)).first()
+        if pkg is None:
+            what = f"{name} {version}" if version else name
+            raise GdosError(
+                ErrorCode.NOT_FOUND, f"no package {what} has been uploaded", {"package": name}
+            )
+        return pkg
+
+    async def deploy(self, s: Session, mod: models.Module, node: models.Node) -> models.Instance:
+        pkg = self.resolve_package(s, mod.package_name, mod.version)
+        manifest = Manifest.model_validate(pkg.manifest)
+        if manifest.os and node.os and manifest.os != node.os:
+            raise GdosError(
+                ErrorCode.OS_MISMATCH,
+                f"package {pkg.name} {pkg.version} is for {manifest.os}; node "
+                f"{node.hostname} runs {node.os}",
+            )
+        link = self.agents.require(node.id)
+        inst = self._insert_instance(s, mod, node, pkg)
+        spec = self.spec_for(s, inst)
+        self.publish(inst)
+        self.spawn(self._send_deploy(link, spec))
+        return inst
+
+    def _insert_instance(
+        self, s: Session, mod: models.Module, node: models.Node, pkg: models.Package
+    ) -> models.Instance:
+        taken = set(
+            s.scalars(
+                select(models.Instance.name).where(models.Instance.system_id == mod.system_id)
+            )
+        )
+        n = 1
+        while f"{mod.name}-{n}" in taken:
+            n += 1
+        inst = models.Instance(
+            system_id=mod.system_id,
+            module_id=mod.id,
+            node_id=node.id,
+            name=f"{mod.name}-{n}",
+            package_id=pkg.id,
+            version=pkg.version,
+            state=InstanceState.DEPLOYING,
+            desired_state=DesiredState.STOPPED,
+        )
+        s.add(inst)
+        try:
+            s.commit()
+        except IntegrityError:
+            s.rollback()
+            raise GdosError(ErrorCode.CONFLICT, "another deploy took that name; retry") from None
+        return inst
+
+    async def _send_deploy(self, link: AgentLink, spec: InstanceSpec) -> None:
+        msg = Deploy(id=link.next_id(), spec=spec)
+        await self._command(link, msg, spec.instance_id, DEPLOY_TIMEOUT)
+
+    async def _command(
+        self,
+        link: AgentLink,
+        msg: Deploy | Start | Stop | Destroy,
+        instance_id: str,
+        timeout: float,
+    ) -> Result | None:
+        """Send one command; a failure the agent did not report itself lands on the instance."""
+        try:
+            result = await link.request(msg, timeout)
+        except GdosError as exc:
+            log.warning("%s %s on %s: %s", msg.type, instance_id, link.node_id, exc.message)
+            self._note_failure(instance_id, exc.message)
+            return None
+        if not result.ok:
+            err = result.error.message if result.error else f"{msg.type} failed"
+            self._note_failure(instance_id, err, result.data.get("state"))
+        return result
+
+    def _note_failure(self, instance_id: str, message: str, state: str | None = None) -> None:
+        with self.db.session() as s:
+            inst = s.get(models.Instance, instance_id)
+            if inst is None:
+                return
+            inst.last_error = message
+            if state:
+                inst.state = state
+            elif inst.state in (InstanceState.DEPLOYING, InstanceState.STARTING):
+                inst.state = InstanceState.FAILED
+            elif inst.state == InstanceState.STOPPING:
+                inst.state = InstanceState.UNKNOWN
+            s.commit()
+            self.publish(inst)
+
+    def _stop_timeout(self, s: Session, inst: models.Instance) -> float:
+        pkg = s.get(models.Package, inst.package_id) if inst.package_id else None
+        manifest_timeout = float((pkg.manifest if pkg else {}).get("stop_timeout", 10))
+        return manifest_timeout + COMMAND_SLACK
+
+    def _check_controllable(self, inst: models.Instance) -> AgentLink:
+        if inst.state in BUSY_STATES:
+            raise GdosError(
+                ErrorCode.INVALID_STATE,
+                f"instance {inst.name} is {inst.state}; wait until that finishes",
+                {"state": inst.state},
+            )
+        return self.agents.require(inst.node_id)
+
+    async def start(self, s: Session, inst: models.Instance) -> models.Instance:
+        link = self._check_controllable(inst)
+        inst.desired_state = DesiredState.RUNNING
+        if inst.state in ACTIVE_STATES - {InstanceState.STOPPING}:
+            s.commit()
+            return inst  # already starting or running: never a second process
+        inst.state = InstanceState.STARTING
+        inst.last_error = None
+        s.commit()
+        self.publish(inst)
+        self.spawn(
+            self._command(
+                link, Start(id=link.next_id(), instance_id=inst.id), inst.id, COMMAND_SLACK * 4
+            )
+        )
+        return inst
+
+    async def stop(self, s: Session, inst: models.Instance) -> models.Instance:
+        link = self._check_controllable(inst)
+        inst.desired_state = DesiredState.STOPPED
+        if inst.state in DOWN_STATES:
+            s.commit()
+            return inst
+        inst.state = InstanceState.STOPPING
+        s.commit()
+        self.publish(inst)
+        timeout = self._stop_timeout(s, inst)
+        self.spawn(
+            self._command(link, Stop(id=link.next_id(), instance_id=inst.id), inst.id, timeout)
+        )
+        return inst
+
+    async def restart(self, s: Session, inst: models.Instance) -> models.Instance:
+        link = self._check_controllable(inst)
+        inst.desired_state = DesiredState.RUNNING
+        inst.state = (
+            InstanceState.STOPPING if inst.state in ACTIVE_STATES else InstanceState.STARTING
+        )
+        inst.last_error = None
+        s.commit()
+        self.publish(inst)
+        timeout = self._stop_timeout(s, inst)
+        self.spawn(self._restart(link, inst.id, timeout))
+        return inst
+
+    async def _restart(self, link: AgentLink, instance_id: str, stop_timeout: float) -> None:
+        stopped = await self._command(
+            link, Stop(id=link.next_id(), instance_id=instance_id), instance_id, stop_timeout
+        )
+        if stopped is None or not stopped.ok:
+            return
+        await self._command(
+            link, Start(id=link.next_id(), instance_id=instance_id), instance_id, COMMAND_SLACK * 4
+        )
+
+    async def destroy(
+        self, s: Session, inst: models.Instance, force: bool = False
+    ) -> models.Instance:
+        link = self.agents.get(inst.node_id)
+        if link is None and not force:
+            raise GdosError(
+                ErrorCode.NODE_OFFLINE,
+                f"node {inst.node_id} is offline; destroy with ?force=true to forget the "
+                "instance without touching the node",
+                {"node_id": inst.node_id},
+            )
+        if link is None:
+            self._forget(s, inst)
+            return inst
+        if inst.state == InstanceState.DESTROYING:
+            return inst
+        inst.state = InstanceState.DESTROYING
+        inst.desired_state = DesiredState.STOPPED
+        s.commit()
+        self.publish(inst)
+        timeout = self._stop_timeout(s, inst) + 60
+        self.spawn(self._destroy(link, inst.id, timeout))
+        return inst
+
+    async def _destroy(self, link: AgentLink, instance_id: str, timeout: float) -> None:
+        msg = Destroy(id=link.next_id(), instance_id=instance_id)
+        result = await self._command(link, msg, instance_id, timeout)
+        if result is not None and result.ok:
+            with self.db.session() as s:
+                inst = s.get(models.Instance, instance_id)
+                if inst is not None:
+                    self._forget(s, inst)
+
+    def _forget(self, s: Session, inst: models.Instance) -> None:
+        data = instance_out(inst).model_dump()
+        s.delete(inst)
+        s.commit()
+        data["state"] = "destroyed"
+        data["deleted"] = True
+        self.hub.publish("instance", data)
+
+    # -- agent-facing -----------------------------------------------------------------------
+
+    def apply_report(self, node_id: str, report: InstanceReport) -> None:
+        """An agent says what one of its instances is doing. Identity comes from the socket."""
+        with self.db.session() as s:
+            inst = s.get(models.Instance, report.instance_id)
+            if inst is None or inst.node_id != node_id:
+                log.info("node %s reported unknown instance %s", node_id, report.instance_id)
+                return
+            self._apply(inst, report)
+            s.commit()
+            self.publish(inst)
+
+    def _apply(self, inst: models.Instance, report: InstanceReport) -> None:
+        if inst.state != InstanceState.DESTROYING:
+            inst.state = report.state
+        inst.pid = report.pid
+        inst.started_at = report.started_at
+        inst.exit_code = report.exit_code
+        inst.restarts = report.restarts
+        inst.health = report.health
+        if report.error:
+            inst.last_error = report.error
+
+    async def on_hello(self, link: AgentLink, hello: Hello) -> list[str]:
+        """Reconcile after a (re)connect; returns ids the agent runs that the master does not know."""
+        reported = {r.instance_id: r for r in hello.instances}
+        todo: list[tuple[str, models.Instance]] = []
+        with self.db.session() as s:
+            node = s.get(models.Node, link.node_id)
+            if node is not None:
+                host = hello.host
+                node.hostname, node.ip, node.os, node.arch = (
+                    host.hostname,
+                    host.ip,
+                    host.os,
+                    host.arch,
+                )
+                node.mac, node.cpu_count, node.mem_total = host.mac, host.cpu_count, host.mem_total
+                node.disk_total, node.agent_version = host.disk_total, hello.agent_version
+                node.last_seen = time.time()
+            rows = s.scalars(select(models.Instance).where(models.Instance.node_id == link.node_id))
+            known: set[str] = set()
+            for inst in rows:
+                known.add(inst.id)
+                report = reported.get(inst.id)
+                if report is None:
+                    if inst.state == InstanceState.DESTROYING:
+                        todo.append(("forget", inst))
+                    elif inst.state == InstanceState.DEPLOYING:
+                        todo.append(("deploy", inst))
+                    else:
+                        inst.state = InstanceState.FAILED
+                        inst.pid = None
+                        inst.last_error = "the agent does not have this instance (files removed?)"
+                    continue
+                self._apply(inst, report)
+                if inst.state == InstanceState.DESTROYING:
+                    todo.append(("destroy", inst))
+                elif (
+                    inst.desired_state == DesiredState.RUNNING
+                    and report.state == InstanceState.STOPPED
+                ):
+                    inst.state = InstanceState.STARTING  # a start that never arrived
+                    todo.append(("start", inst))
+                elif inst.desired_state == DesiredState.STOPPED and report.state in ACTIVE_STATES:
+                    inst.state = InstanceState.STOPPING  # a stop that never arrived
+                    todo.append(("stop", inst))
+            s.commit()
+            for inst in s.scalars(
+                select(models.Instance).where(models.Instance.node_id == link.node_id)
+            ):
+                self.publish(inst)
+            for action, inst in todo:
+                self._redrive(s, link, action, inst)
+        return sorted(set(reported) - known)
+
+    def _redrive(self, s: Session, link: AgentLink, action: str, inst: models.Instance) -> None:
+        log.info("reconcile: %s %s on node %s", action, inst.name, link.node_id)
+        if action == "forget":
+            self._forget(s, inst)
+        elif action == "deploy":
+            self.spawn(self._send_deploy(link, self.spec_for(s, inst)))
+        elif action == "start":
+            msg: Start | Stop = Start(id=link.next_id(), instance_id=inst.id)
+            self.spawn(self._command(link, msg, inst.id, COMMAND_SLACK * 4))
+        elif action == "stop":
+            msg = Stop(id=link.next_id(), instance_id=inst.id)
+            self.spawn(self._command(link, msg, inst.id, self._stop_timeout(s, inst)))
+        elif action == "destroy":
+            self.spawn(self._destroy(link, inst.id, self._stop_timeout(s, inst) + 60))
+
+    def mark_node_unknown(self, node_id: str | None = None) -> None:
+        """A node went offline (or, with None, the master just started): its processes are
+        out of sight. Pending deploys and destroys keep their state to be re-driven."""
+        with self.db.session() as s:
+            q = select(models.Instance).where(
+                models.Instance.state.not_in([*BUSY_STATES, InstanceState.UNKNOWN])
+            )
+            if node_id is not None:
+                q = q.where(models.Instance.node_id == node_id)
+            changed = list(s.scalars(q))
+            for inst in changed:
+                inst.state = InstanceState.UNKNOWN
+            s.commit()
+            for inst in changed:
+                self.publish(inst)

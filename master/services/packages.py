@@ -1,0 +1,162 @@
+"""Receiving, validating and registering service packages.
+
+A package is streamed to a temporary file (sha256 computed on the way, never held in memory),
+validated completely (every entry decompressed and counted), then moved into the store and
+registered. Any failure removes the temporary file: nothing is kept from a rejected upload.
+"""
+
+import asyncio
+import errno
+import hashlib
+import logging
+import os
+import secrets
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
+
+from master.db import models
+from master.storage.base import PackageStore
+from protocol.archive import ArchiveLimits, inspect_package
+from protocol.errors import ErrorCode, GdosError
+from protocol.manifest import Manifest
+
+log = logging.getLogger(__name__)
+
+
+def storage_error(exc: OSError) -> GdosError:
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return GdosError(
+            ErrorCode.STORAGE_FULL,
+            "the master's disk is full; free space or move --upload-dir, then upload again",
+        )
+    return GdosError(ErrorCode.STORAGE_ERROR, f"the master could not store the upload: {exc}")
+
+
+def too_large(limit: int) -> GdosError:
+    return GdosError(
+        ErrorCode.TOO_LARGE,
+        f"the package is larger than the limit of {limit} bytes (--max-package-size)",
+        {"limit": limit},
+    )
+
+
+async def receive_to_file(
+    chunks: AsyncIterator[bytes], incoming: Path, limit: int
+) -> tuple[Path, str, int]:
+    """Write a streamed body to a new file in `incoming`; returns (path, sha256, size)."""
+    path = incoming / f"upload-{secrets.token_hex(8)}.part"
+    h = hashlib.sha256()
+    size = 0
+    try:
+        with open(path, "xb") as f:
+            async for chunk in chunks:
+                size += len(chunk)
+                if size > limit:
+                    raise too_large(limit)
+                h.update(chunk)
+                f.write(chunk)
+    except OSError as exc:
+        path.unlink(missing_ok=True)
+        raise storage_error(exc) from None
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+    return path, h.hexdigest(), size
+
+
+def _check_unique(s: Session, manifest: Manifest) -> None:
+    existing = s.scalars(
+        select(models.Package.id).where(
+            models.Package.name == manifest.name, models.Package.version == manifest.version
+        )
+    ).first()
+    if existing is not None:
+        raise GdosError(
+            ErrorCode.ALREADY_EXISTS,
+            f"package {manifest.name} {manifest.version} already exists; bump the version",
+            {"package_id": existing},
+        )
+
+
+async def register_file(
+    s: Session,
+    store: PackageStore,
+    path: Path,
+    sha256: str,
+    size: int,
+    uploaded_by: str,
+    limits: ArchiveLimits | None = None,
+) -> models.Package:
+    """Validate the file at `path` and register it; `path` is consumed either way."""
+    try:
+        manifest = await asyncio.to_thread(inspect_package, path, limits)
+        _check_unique(s, manifest)
+        pkg = models.Package(
+            name=manifest.name,
+            version=manifest.version,
+            description=manifest.description,
+            os=manifest.os,
+            sha256=sha256,
+            size=size,
+            uploaded_by=uploaded_by,
+            manifest=manifest.model_dump(mode="json"),
+        )
+        s.add(pkg)
+        s.flush()  # the unique constraint speaks before the file moves
+        try:
+            await store.put(path, sha256)
+        except OSError as exc:
+            raise storage_error(exc) from None
+        s.commit()
+    except IntegrityError:
+        s.rollback()
+        raise GdosError(
+            ErrorCode.ALREADY_EXISTS, "a package with this name and version was just uploaded"
+        ) from None
+    except BaseException:
+        s.rollback()
+        raise
+    finally:
+        if path.exists():
+            os.unlink(path)
+    log.info("package %s %s registered (%d bytes)", pkg.name, pkg.version, size)
+    return pkg
+
+
+async def delete_package(s: Session, store: PackageStore, pkg: models.Package) -> None:
+    users = s.scalars(
+        select(models.Module.id).where(
+            models.Module.package_name == pkg.name,
+            (models.Module.version == pkg.version) | (models.Module.version.is_(None)),
+        )
+    ).all()
+    pinned = s.scalars(select(models.Instance.id).where(models.Instance.package_id == pkg.id)).all()
+    newest_users = []
+    if users:
+        # A module with version null uses the newest; it only blocks deleting that one.
+        newest = s.scalars(
+            select(models.Package)
+            .where(models.Package.name == pkg.name)
+            .order_by(models.Package.uploaded_at.desc())
+            .limit(1)
+        ).first()
+        for mod_id in users:
+            mod = s.get(models.Module, mod_id)
+            if mod is not None and (mod.version == pkg.version or (newest and newest.id == pkg.id)):
+                newest_users.append(mod_id)
+    if newest_users or pinned:
+        raise GdosError(
+            ErrorCode.IN_USE,
+            f"package {pkg.name} {pkg.version} is in use by modules or instances; remove them first",
+            {"modules": newest_users, "instances": list(pinned)},
+        )
+    sha = pkg.sha256
+    s.delete(pkg)
+    s.commit()
+    still_used = s.scalars(select(models.Package.id).where(models.Package.sha256 == sha)).first()
+    if still_used is None:
+        await store.delete(sha)

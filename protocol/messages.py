@@ -1,0 +1,151 @@
+"""Messages on the agent channel (one WebSocket per node, JSON text frames with a `type`).
+
+Requests carry `id`; the agent answers each with a `result` carrying `reply_to`.
+Times on this channel are UNIX seconds (floats); the REST API speaks ISO 8601.
+"""
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+
+from protocol.states import HealthState, InstanceState
+
+
+class _Msg(BaseModel):
+    model_config = ConfigDict(extra="ignore")
+
+
+class HostInfo(_Msg):
+    hostname: str
+    ip: str = ""
+    os: str = ""
+    arch: str = ""
+    mac: str = ""
+    cpu_count: int = 0
+    mem_total: int = 0
+    disk_total: int = 0
+    disk_free: int = 0
+    platform: str = ""
+
+
+class Load(_Msg):
+    cpu_percent: float = 0.0
+    mem_percent: float = 0.0
+    disk_percent: float = 0.0
+    load1: float = 0.0
+
+
+class InstanceReport(_Msg):
+    """What the agent knows of one instance; sent in `hello` and as `instance_state`."""
+
+    instance_id: str
+    state: InstanceState
+    pid: int | None = None
+    create_time: float | None = None
+    started_at: float | None = None
+    exit_code: int | None = None
+    error: str | None = None
+    restarts: int = 0
+    health: HealthState = HealthState.UNKNOWN
+    adopted: bool = False
+
+
+class WireError(_Msg):
+    code: str
+    message: str
+    details: dict[str, Any] = Field(default_factory=dict)
+
+
+# Agent -> master
+
+
+class Hello(_Msg):
+    type: Literal["hello"] = "hello"
+    agent_version: str
+    host: HostInfo
+    instances: list[InstanceReport] = Field(default_factory=list)
+
+
+class Heartbeat(_Msg):
+    type: Literal["heartbeat"] = "heartbeat"
+    ts: float
+    load: Load = Field(default_factory=Load)
+
+
+class InstanceStateMsg(InstanceReport):
+    type: Literal["instance_state"] = "instance_state"
+
+
+class Result(_Msg):
+    type: Literal["result"] = "result"
+    reply_to: str
+    ok: bool
+    error: WireError | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+AgentMessage = Annotated[Hello | Heartbeat | InstanceStateMsg | Result, Field(discriminator="type")]
+AGENT_MESSAGE: TypeAdapter[AgentMessage] = TypeAdapter(AgentMessage)
+
+
+# Master -> agent
+
+
+class PackageRef(_Msg):
+    id: str
+    name: str
+    version: str
+    sha256: str
+    size: int
+    url: str  # absolute; the master's download route or a presigned object-store URL
+    needs_auth: bool = True  # send the node credential (False for presigned URLs)
+
+
+class InstanceSpec(_Msg):
+    """Everything the agent needs to run an instance without asking the master again."""
+
+    instance_id: str
+    name: str
+    package: PackageRef
+    env: dict[str, str] = Field(default_factory=dict)
+    args: list[str] | None = None  # None: the manifest's args
+
+
+class Deploy(_Msg):
+    type: Literal["deploy"] = "deploy"
+    id: str
+    spec: InstanceSpec
+
+
+class Start(_Msg):
+    type: Literal["start"] = "start"
+    id: str
+    instance_id: str
+
+
+class Stop(_Msg):
+    type: Literal["stop"] = "stop"
+    id: str
+    instance_id: str
+
+
+class Destroy(_Msg):
+    type: Literal["destroy"] = "destroy"
+    id: str
+    instance_id: str
+
+
+class Config(_Msg):
+    type: Literal["config"] = "config"
+    node_id: str
+    heartbeat_interval: float = 1.0
+
+
+MasterMessage = Annotated[Deploy | Start | Stop | Destroy | Config, Field(discriminator="type")]
+MASTER_MESSAGE: TypeAdapter[MasterMessage] = TypeAdapter(MasterMessage)
+
+# WebSocket close codes used on the agent channel and the event stream.
+CLOSE_AUTH_FAILED = 4401
+CLOSE_REPLACED = 4409  # the same node connected again; the older socket is closed
+CLOSE_POLICY = 1008
+CLOSE_TOO_SLOW = 1013
