@@ -8,7 +8,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from master.api import agent, auth, events, health, instances, nodes, packages, systems
+from master.api import agent, audit, auth, events, health, instances, nodes, packages, systems
 from master.api.errors import install as install_error_handlers
 from master.config import Settings
 from master.db import models
@@ -117,7 +117,7 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.services = svc
     install_error_handlers(app)
-    for module in (health, auth, agent, nodes, packages, systems, instances, events):
+    for module in (health, auth, agent, nodes, packages, systems, instances, audit, events):
         app.include_router(module.router)
     app.add_middleware(AuditMiddleware, db=svc.db)
     return app

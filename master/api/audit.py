@@ -1,0 +1,67 @@
+"""The audit trail: who did what, when, from where (read side; rows come from AuditMiddleware)."""
+
+import csv
+import io
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+from fastapi.responses import Response
+from sqlalchemy import select
+
+from master.api.deps import SessionDep, Viewer
+from master.api.errors import ERROR_RESPONSES
+from master.db import models
+from protocol.errors import ErrorCode, GdosError
+from protocol.rest import AuditOut, iso, parse_iso
+
+router = APIRouter(prefix="/api/v1", tags=["audit"], responses=ERROR_RESPONSES)
+
+
+def audit_out(row: models.AuditEntry) -> AuditOut:
+    return AuditOut(
+        ts=iso(row.ts) or "",
+        actor=row.actor,
+        action=row.action,
+        target=row.target,
+        result=row.result,
+        source_ip=row.source_ip,
+        detail=row.detail or {},
+    )
+
+
+@router.get(
+    "/audit",
+    response_model=list[AuditOut],
+    responses={200: {"content": {"text/csv": {}}}},
+)
+def list_audit(
+    _: Viewer,
+    s: SessionDep,
+    since: Annotated[str | None, Query(max_length=64, description="ISO 8601 time")] = None,
+    actor: Annotated[str | None, Query(max_length=64)] = None,
+    action: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=100_000)] = 500,
+    format: Annotated[str, Query(pattern="^(json|csv)$")] = "json",
+) -> list[AuditOut] | Response:
+    """Newest first. `?format=csv` exports the same rows as CSV."""
+    q = select(models.AuditEntry).order_by(models.AuditEntry.id.desc()).limit(limit)
+    if since:
+        try:
+            q = q.where(models.AuditEntry.ts >= parse_iso(since))
+        except ValueError:
+            raise GdosError(
+                ErrorCode.BAD_REQUEST, f"since: not an ISO 8601 time: {since!r}"
+            ) from None
+    if actor:
+        q = q.where(models.AuditEntry.actor == actor)
+    if action:
+        q = q.where(models.AuditEntry.action == action)
+    rows = [audit_out(r) for r in s.scalars(q)]
+    if format == "csv":
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(["ts", "actor", "action", "target", "result", "source_ip", "detail"])
+        for r in rows:
+            writer.writerow([r.ts, r.actor, r.action, r.target, r.result, r.source_ip, r.detail])
+        return Response(buf.getvalue(), media_type="text/csv")
+    return rows

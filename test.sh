@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# Set everything up, then run the whole suite: format, lint, types, unit and end-to-end tests.
+# Extra arguments go to pytest, e.g. ./test.sh -m "not slow" to skip the slow end-to-end group.
+set -euo pipefail
+cd "$(dirname "$0")"
+scripts/bootstrap.sh
+scripts/check.sh
+exec .venv/bin/python -m pytest "$@"

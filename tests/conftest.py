@@ -1,0 +1,89 @@
+"""Fixtures that start real masters and agents; their logs are printed when a test fails."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.support import Agent, Api, Master, Proc, kill_services_under
+
+_started: list[Proc] = []
+
+
+@pytest.hookimpl(wrapper=True, tryfirst=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]):
+    report = yield
+    if report.when == "call" and report.failed:
+        for proc in _started:
+            report.sections.append((f"{proc.name} log ({proc.log_path})", proc.tail(80)))
+    return report
+
+
+@pytest.fixture
+def master_factory(tmp_path: Path) -> Iterator:
+    made: list[Master] = []
+
+    def make(name: str = "master", extra: list[str] | None = None, **kw) -> Master:
+        m = Master(tmp_path / name, extra=extra, **kw)
+        made.append(m)
+        _started.append(m)
+        return m.launch()
+
+    yield make
+    for m in made:
+        m.stop()
+        _started.remove(m) if m in _started else None
+
+
+@pytest.fixture
+def master(master_factory) -> Master:
+    return master_factory()
+
+
+@pytest.fixture
+def api(master: Master) -> Iterator[Api]:
+    client = master.api()
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def agent_factory(tmp_path: Path) -> Iterator:
+    made: list[Agent] = []
+
+    def make(
+        master: Master,
+        name: str = "agent",
+        extra: list[str] | None = None,
+        token: str | None = None,
+    ) -> Agent:
+        a = Agent(master, tmp_path / name, extra=extra, token=token)
+        made.append(a)
+        _started.append(a)
+        return a
+
+    yield make
+    for a in made:
+        a.stop()
+        _started.remove(a) if a in _started else None
+    kill_services_under(tmp_path)
+
+
+@pytest.fixture(scope="module")
+def shared_master(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Master]:
+    """One master for a whole module of API tests that do not disturb each other."""
+    m = Master(tmp_path_factory.mktemp("shared") / "master")
+    _started.append(m)
+    m.launch()
+    yield m
+    m.stop()
+    _started.remove(m)
+
+
+@pytest.fixture(scope="module")
+def shared_api(shared_master: Master) -> Iterator[Api]:
+    client = shared_master.api()
+    yield client
+    client.close()

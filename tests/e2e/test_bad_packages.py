@@ -1,0 +1,90 @@
+"""Every invalid package kind is refused with 422 naming the problem, and nothing is kept."""
+
+import json
+import stat
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from tests.support import build_package
+
+MANIFEST = {"name": "bad", "version": "1", "entrypoint": "bin/run"}
+
+
+def zip_of(path: Path, entries: dict[str, bytes | str], symlink: str | None = None) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in entries.items():
+            zf.writestr(name, data)
+        if symlink:
+            info = zipfile.ZipInfo(symlink)
+            info.external_attr = (stat.S_IFLNK | 0o777) << 16
+            zf.writestr(info, "/etc/passwd")
+    return path
+
+
+def base(**over) -> dict[str, bytes | str]:
+    return {"service.json": json.dumps({**MANIFEST, **over}), "bin/run": "#!/bin/sh\n"}
+
+
+CASES = {
+    "not_a_zip": (lambda p: (p.write_bytes(b"MZ this is no zip"), p)[1], "not a valid zip"),
+    "no_manifest": (lambda p: zip_of(p, {"bin/run": "x"}), "no service.json"),
+    "malformed_json": (lambda p: zip_of(p, {"service.json": "{ nope", "bin/run": ""}), "malformed JSON"),
+    "missing_field": (lambda p: zip_of(p, {"service.json": json.dumps({"name": "x", "entrypoint": "bin/run"}), "bin/run": ""}), "version"),
+    "wrong_type": (lambda p: zip_of(p, base(args="not-a-list")), "args"),
+    "entrypoint_absent": (lambda p: zip_of(p, {"service.json": json.dumps(MANIFEST)}), "entrypoint"),
+    "entrypoint_outside": (lambda p: zip_of(p, base(entrypoint="../../bin/sh")), "entrypoint"),
+    "dotdot_entry": (lambda p: zip_of(p, {**base(), "../../etc/cron.d/x": "boom"}), "outside the package"),
+    "absolute_entry": (lambda p: zip_of(p, {**base(), "/etc/passwd": "boom"}), "outside the package"),
+    "drive_entry": (lambda p: zip_of(p, {**base(), "C:\\Windows\\x.dll": "boom"}), "outside the package"),
+    "symlink_entry": (lambda p: zip_of(p, base(), symlink="bin/link"), "symbolic link"),
+    "zip_bomb": (lambda p: zip_of(p, {**base(), "zeros.bin": b"\0" * (300 << 20)}), "zip bomb"),
+}
+
+
+def leftovers(master) -> list[Path]:
+    uploads = master.data_dir / "uploads"
+    return [p for p in uploads.rglob("*") if p.is_file()]
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_invalid_package_is_422_and_leaves_nothing(shared_master, shared_api, tmp_path, case):
+    make, words = CASES[case]
+    path = make(tmp_path / f"{case}.zip")
+    r = shared_api.upload(path, expect=422)
+    err = r.json()["error"]
+    assert words.lower() in err["message"].lower(), err
+    assert leftovers(shared_master) == [], "a rejected upload left files behind"
+    names = [p["name"] for p in shared_api.get("/packages")]
+    assert "bad" not in names
+
+
+def test_duplicate_is_409_and_delete(shared_master, shared_api, tmp_path):
+    pkg = build_package(tmp_path, name="dup", version="2.0")
+    first = shared_api.upload(pkg, expect=201).json()
+    r = shared_api.upload(pkg, expect=409)
+    assert "already exists" in r.json()["error"]["message"]
+    files = leftovers(shared_master)
+    assert len(files) == 1 and first["sha256"] in files[0].name
+    shared_api.request("DELETE", f"/packages/{first['id']}", expect=204)
+    assert leftovers(shared_master) == []
+
+
+def test_empty_body_and_size_limit(master_factory, tmp_path):
+    m = master_factory("small", extra=["--max-package-size", "1000"])
+    api = m.api()
+    r = api.request("POST", "/packages", content=b"", headers={"Content-Type": "application/zip"})
+    assert r.status_code == 422
+    big = build_package(tmp_path, files={"blob": bytes(range(256)) * 20})
+    r = api.upload(big, expect=413)
+    assert "limit" in r.json()["error"]["message"]
+    assert [p for p in (m.data_dir / "uploads").rglob("*") if p.is_file()] == []
+
+
+def test_package_in_use_cannot_be_deleted(shared_api, tmp_path):
+    pkg = shared_api.upload(build_package(tmp_path, name="used", version="1")).json()
+    system = shared_api.post("/systems", {"name": "uses-it"})
+    shared_api.post(f"/systems/{system['id']}/modules", {"name": "m", "package": "used"})
+    r = shared_api.request("DELETE", f"/packages/{pkg['id']}")
+    assert r.status_code == 409

@@ -1,0 +1,39 @@
+
+from master.cli import parse_args, parse_listen, settings_from_args
+from protocol.seedargs import normalize_seed_args
+
+
+def test_seed_command_line_keeps_working():
+    args = parse_args(["-port", ":9090", "-store_type", "minio", "-minio_endpoint", "s3:9000", "-minio_bucket", "b", "-db_path", "x.db", "-upload_dir", "up"])
+    s = settings_from_args(args)
+    assert (s.host, s.port) == ("0.0.0.0", 9090)
+    assert s.store_type == "minio" and s.minio_endpoint == "s3:9000" and s.minio_bucket == "b"
+    assert s.sqlite_path.name == "x.db" and s.uploads_path.name == "up"
+    assert s.minio_secure is False
+
+
+def test_defaults_match_the_seed(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    s = settings_from_args(parse_args([]))
+    assert s.port == 8080
+    assert s.sqlite_path == tmp_path / "ops_data.db"
+    assert s.uploads_path == tmp_path / "uploads"
+
+
+def test_environment_sets_options(monkeypatch, tmp_path):
+    monkeypatch.setenv("GDOS_DATA_DIR", str(tmp_path))
+    monkeypatch.setenv("GDOS_PORT", "127.0.0.1:7000")
+    s = settings_from_args(parse_args([]))
+    assert s.data_dir == tmp_path and (s.host, s.port) == ("127.0.0.1", 7000)
+
+
+def test_listen_forms():
+    assert parse_listen(":80") == (None, 80)
+    assert parse_listen("8080") == (None, 8080)
+    assert parse_listen("[::1]:9000") == ("::1", 9000)
+
+
+def test_normalize_leaves_values_alone():
+    argv = ["-work_dir", "/x", "--autostart", "-1", "-q"]
+    assert normalize_seed_args(argv, ["work-dir", "autostart"]) == ["--work-dir", "/x", "--autostart", "-1", "-q"]
+    assert normalize_seed_args(["--upload_dir=u"], ["upload-dir"]) == ["--upload-dir=u"]

@@ -1,0 +1,166 @@
+import json
+import stat
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from protocol.archive import ArchiveLimits, PackageError, extract_package, inspect_package
+from protocol.errors import ErrorCode
+
+MANIFEST = json.dumps({"name": "a", "version": "1", "entrypoint": "bin/run"})
+
+
+def make_zip(path: Path, entries: list[tuple[str | zipfile.ZipInfo, bytes]]) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
+        for name, data in entries:
+            zf.writestr(name, data)
+    return path
+
+
+def ok_entries() -> list[tuple[str | zipfile.ZipInfo, bytes]]:
+    return [("service.json", MANIFEST.encode()), ("bin/run", b"#!/bin/sh\n")]
+
+
+def raw_name_zip(path: Path, bad_name: bytes) -> Path:
+    """Write a zip whose second entry has exactly `bad_name` (zipfile would sanitize it)."""
+    placeholder = b"X" * len(bad_name)
+    make_zip(path, [*ok_entries(), (placeholder.decode(), b"data")])
+    data = path.read_bytes().replace(placeholder, bad_name)
+    path.write_bytes(data)
+    return path
+
+
+def test_valid_package(tmp_path):
+    m = inspect_package(make_zip(tmp_path / "p.zip", ok_entries()))
+    assert m.name == "a"
+
+
+def test_not_a_zip(tmp_path):
+    p = tmp_path / "p.zip"
+    p.write_bytes(b"this is not a zip")
+    with pytest.raises(PackageError) as info:
+        inspect_package(p)
+    assert info.value.code == ErrorCode.INVALID_PACKAGE
+
+
+def test_no_manifest(tmp_path):
+    with pytest.raises(PackageError) as info:
+        inspect_package(make_zip(tmp_path / "p.zip", [("bin/run", b"x")]))
+    assert "no service.json" in info.value.message
+
+
+def test_manifest_not_at_root(tmp_path):
+    with pytest.raises(PackageError):
+        inspect_package(
+            make_zip(
+                tmp_path / "p.zip", [("sub/service.json", MANIFEST.encode()), ("bin/run", b"")]
+            )
+        )
+
+
+def test_entrypoint_missing(tmp_path):
+    with pytest.raises(PackageError) as info:
+        inspect_package(make_zip(tmp_path / "p.zip", [("service.json", MANIFEST.encode())]))
+    assert "entrypoint" in info.value.message
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["../evil", "a/../../evil", "/etc/passwd", "C:/windows/x", "..\\evil", "a\\..\\..\\evil"],
+)
+def test_traversal_refused(tmp_path, name):
+    with pytest.raises(PackageError) as info:
+        inspect_package(make_zip(tmp_path / "p.zip", [*ok_entries(), (name, b"x")]))
+    assert info.value.code == ErrorCode.UNSAFE_ARCHIVE
+
+
+def test_nul_byte_in_name_refused(tmp_path):
+    p = raw_name_zip(tmp_path / "p.zip", b"ok\x00.txt")
+    with pytest.raises(PackageError) as info:
+        inspect_package(p)
+    assert "NUL" in info.value.message
+
+
+def test_symlink_refused(tmp_path):
+    info = zipfile.ZipInfo("link")
+    info.external_attr = (stat.S_IFLNK | 0o777) << 16
+    with pytest.raises(PackageError) as exc:
+        inspect_package(make_zip(tmp_path / "p.zip", [*ok_entries(), (info, b"/etc/passwd")]))
+    assert "symbolic link" in exc.value.message
+
+
+def test_duplicate_entries_refused(tmp_path):
+    with pytest.warns(UserWarning):
+        p = make_zip(tmp_path / "p.zip", [*ok_entries(), ("bin/run", b"other")])
+    with pytest.raises(PackageError) as info:
+        inspect_package(p)
+    assert "more than once" in info.value.message
+
+
+def test_zip_bomb_ratio(tmp_path):
+    p = make_zip(tmp_path / "p.zip", [*ok_entries(), ("zeros", b"\0" * (64 << 20))])
+    with pytest.raises(PackageError) as info:
+        inspect_package(p)
+    assert "zip bomb" in info.value.message
+
+
+def test_total_size_limit_counts_actual_bytes(tmp_path):
+    p = make_zip(tmp_path / "p.zip", [*ok_entries(), ("a", bytes(range(256)) * 4096)])
+    with pytest.raises(PackageError) as info:
+        inspect_package(p, ArchiveLimits(max_total_bytes=100_000))
+    assert "beyond the limit" in info.value.message
+
+
+def _patch_sizes(raw: bytearray, name: bytes, size: int) -> None:
+    """Rewrite the declared uncompressed size of `name` in its local and central headers."""
+    import struct
+
+    for sig, size_off, name_off in ((b"PK\x03\x04", 22, 30), (b"PK\x01\x02", 24, 46)):
+        pos = 0
+        while (pos := raw.find(sig, pos)) != -1:
+            name_len = struct.unpack_from("<H", raw, pos + (26 if sig == b"PK\x03\x04" else 28))[0]
+            if raw[pos + name_off : pos + name_off + name_len] == name:
+                struct.pack_into("<I", raw, pos + size_off, size)
+            pos += 4
+
+
+def test_lying_header_sizes_do_not_help(tmp_path):
+    """Headers claiming a tiny size are not trusted: the bytes are counted as they come."""
+    p = make_zip(tmp_path / "p.zip", [*ok_entries(), ("big", b"\0" * (8 << 20))])
+    raw = bytearray(p.read_bytes())
+    _patch_sizes(raw, b"big", 10)
+    p.write_bytes(bytes(raw))
+    assert zipfile.ZipFile(p).getinfo("big").file_size == 10
+    with pytest.raises(PackageError):
+        inspect_package(p, ArchiveLimits(max_total_bytes=1 << 20))
+
+
+def test_entry_count_limit(tmp_path):
+    entries = ok_entries() + [(f"f{i}", b"") for i in range(50)]
+    with pytest.raises(PackageError) as info:
+        inspect_package(make_zip(tmp_path / "p.zip", entries), ArchiveLimits(max_entries=10))
+    assert "entries" in info.value.message
+
+
+def test_extract_keeps_exec_bit_and_refuses_escape(tmp_path):
+    info = zipfile.ZipInfo("bin/run")
+    info.external_attr = 0o755 << 16
+    p = make_zip(tmp_path / "p.zip", [("service.json", MANIFEST.encode()), (info, b"#!/bin/sh\n")])
+    dest = tmp_path / "out"
+    extract_package(p, dest)
+    assert (dest / "bin/run").stat().st_mode & 0o100
+    bad = make_zip(tmp_path / "bad.zip", [*ok_entries(), ("../escape", b"x")])
+    with pytest.raises(PackageError):
+        extract_package(bad, tmp_path / "out2")
+    assert not (tmp_path / "escape").exists()
+
+
+def test_extract_corrupt_data(tmp_path):
+    p = make_zip(tmp_path / "p.zip", [*ok_entries(), ("data", b"abc" * 100000)])
+    raw = bytearray(p.read_bytes())
+    start = raw.find(b"PK\x03\x04", raw.find(b"data") - 60)
+    raw[start + 100 : start + 140] = b"\xff" * 40
+    p.write_bytes(bytes(raw))
+    with pytest.raises(PackageError):
+        inspect_package(p)
