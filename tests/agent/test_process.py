@@ -19,14 +19,16 @@ FAMILY = [
     "-c",
     "import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); time.sleep(60)",
 ]
-STUBBORN = [sys.executable, "-c", "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)"]
+STUBBORN = [
+    sys.executable,
+    "-c",
+    "import signal, time; signal.signal(signal.SIGTERM, signal.SIG_IGN); print('ready', flush=True); time.sleep(60)",
+]
 
 
 def spawn(argv, tmp_path):
-    out = open(tmp_path / "out.log", "ab")
-    p = process.spawn(argv, tmp_path, dict(os.environ), out, out)
-    out.close()
-    return p
+    with open(tmp_path / "out.log", "ab") as out:
+        return process.spawn(argv, tmp_path, dict(os.environ), out, out)
 
 
 def test_spawn_runs_in_its_own_session(tmp_path):

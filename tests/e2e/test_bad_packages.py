@@ -30,14 +30,34 @@ def base(**over) -> dict[str, bytes | str]:
 CASES = {
     "not_a_zip": (lambda p: (p.write_bytes(b"MZ this is no zip"), p)[1], "not a valid zip"),
     "no_manifest": (lambda p: zip_of(p, {"bin/run": "x"}), "no service.json"),
-    "malformed_json": (lambda p: zip_of(p, {"service.json": "{ nope", "bin/run": ""}), "malformed JSON"),
-    "missing_field": (lambda p: zip_of(p, {"service.json": json.dumps({"name": "x", "entrypoint": "bin/run"}), "bin/run": ""}), "version"),
+    "malformed_json": (
+        lambda p: zip_of(p, {"service.json": "{ nope", "bin/run": ""}),
+        "malformed JSON",
+    ),
+    "missing_field": (
+        lambda p: zip_of(
+            p, {"service.json": json.dumps({"name": "x", "entrypoint": "bin/run"}), "bin/run": ""}
+        ),
+        "version",
+    ),
     "wrong_type": (lambda p: zip_of(p, base(args="not-a-list")), "args"),
-    "entrypoint_absent": (lambda p: zip_of(p, {"service.json": json.dumps(MANIFEST)}), "entrypoint"),
+    "entrypoint_absent": (
+        lambda p: zip_of(p, {"service.json": json.dumps(MANIFEST)}),
+        "entrypoint",
+    ),
     "entrypoint_outside": (lambda p: zip_of(p, base(entrypoint="../../bin/sh")), "entrypoint"),
-    "dotdot_entry": (lambda p: zip_of(p, {**base(), "../../etc/cron.d/x": "boom"}), "outside the package"),
-    "absolute_entry": (lambda p: zip_of(p, {**base(), "/etc/passwd": "boom"}), "outside the package"),
-    "drive_entry": (lambda p: zip_of(p, {**base(), "C:\\Windows\\x.dll": "boom"}), "outside the package"),
+    "dotdot_entry": (
+        lambda p: zip_of(p, {**base(), "../../etc/cron.d/x": "boom"}),
+        "outside the package",
+    ),
+    "absolute_entry": (
+        lambda p: zip_of(p, {**base(), "/etc/passwd": "boom"}),
+        "outside the package",
+    ),
+    "drive_entry": (
+        lambda p: zip_of(p, {**base(), "C:\\Windows\\x.dll": "boom"}),
+        "outside the package",
+    ),
     "symlink_entry": (lambda p: zip_of(p, base(), symlink="bin/link"), "symbolic link"),
     "zip_bomb": (lambda p: zip_of(p, {**base(), "zeros.bin": b"\0" * (300 << 20)}), "zip bomb"),
 }

@@ -7,13 +7,22 @@ import httpx
 import psutil
 import pytest
 
-from tests.support import EventStream, build_package, free_port, port_open, processes_with_env, wait_for
+from tests.support import (
+    EventStream,
+    build_package,
+    free_port,
+    port_open,
+    processes_with_env,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
 
 def deploy_hello(api, node_id: str, tmp_path: Path, port: int, name: str = "demo") -> dict:
-    pkg = build_package(tmp_path / "pkgs", manifest={"args": ["--port", str(port)], "env": {"GREETING": "hi there"}})
+    pkg = build_package(
+        tmp_path / "pkgs", manifest={"args": ["--port", str(port)], "env": {"GREETING": "hi there"}}
+    )
     api.upload(pkg)
     system = api.post("/systems", {"name": name})
     module = api.post(f"/systems/{system['id']}/modules", {"name": "web", "package": "hello"})
@@ -27,7 +36,12 @@ def test_deploy_start_stop_destroy(master, api, agent_factory, tmp_path):
     agent = agent_factory(master)
     node_id = agent.start_and_wait(api)
     node = api.get(f"/nodes/{node_id}")
-    assert node["os"] == "linux" and node["cpu_count"] >= 1 and node["mem_total"] > 0 and node["hostname"]
+    assert (
+        node["os"] == "linux"
+        and node["cpu_count"] >= 1
+        and node["mem_total"] > 0
+        and node["hostname"]
+    )
     events = EventStream(master.url, api.token)
     port = free_port()
     inst = deploy_hello(api, node_id, tmp_path, port)
@@ -37,7 +51,9 @@ def test_deploy_start_stop_destroy(master, api, agent_factory, tmp_path):
 
     t0 = time.monotonic()
     api.post(f"/instances/{iid}/start", expect=202)
-    running = wait_for(lambda: (i := api.get(f"/instances/{iid}"))["state"] == "running" and i, what="running")
+    running = wait_for(
+        lambda: (i := api.get(f"/instances/{iid}"))["state"] == "running" and i, what="running"
+    )
     start_to_running = time.monotonic() - t0
     wait_for(lambda: port_open(port), what="service port")
     print(f"\nstart call -> running: {start_to_running * 1000:.0f} ms")
@@ -79,33 +95,43 @@ def test_agent_kill9_keeps_the_service_and_readopts_it(master, api, agent_factor
     wait_for(lambda: port_open(port), what="port")
 
     agent.kill9()
-    wait_for(lambda: api.get(f"/nodes/{node_id}")["status"] == "offline", timeout=10, what="offline")
+    wait_for(
+        lambda: api.get(f"/nodes/{node_id}")["status"] == "offline", timeout=10, what="offline"
+    )
     assert api.get(f"/instances/{iid}")["state"] == "unknown"
     assert port_open(port), "the service must outlive its agent"
 
     agent.start()  # no token needed any more: the credential is in the work dir
     wait_for(lambda: api.get(f"/nodes/{node_id}")["status"] == "online", what="online again")
-    inst = wait_for(lambda: (i := api.get(f"/instances/{iid}"))["state"] == "running" and i, what="running")
+    inst = wait_for(
+        lambda: (i := api.get(f"/instances/{iid}"))["state"] == "running" and i, what="running"
+    )
     assert inst["pid"] == pid
     assert processes_with_env("GDOS_INSTANCE_ID", iid) == [pid]
     assert "re-adopted" in agent.tail()
 
     api.post(f"/instances/{iid}/stop", expect=202)
-    wait_for(lambda: api.get(f"/instances/{iid}")["state"] == "stopped", what="stopped after re-adoption")
+    wait_for(
+        lambda: api.get(f"/instances/{iid}")["state"] == "stopped", what="stopped after re-adoption"
+    )
     assert not port_open(port)
 
 
 def test_process_that_exits_on_its_own_is_reported(master, api, agent_factory, tmp_path):
     agent = agent_factory(master)
     node_id = agent.start_and_wait(api)
-    pkg = build_package(tmp_path / "p", name="oneshot", script="import sys; print('bye'); sys.exit(3)\n")
+    pkg = build_package(
+        tmp_path / "p", name="oneshot", script="import sys; print('bye'); sys.exit(3)\n"
+    )
     api.upload(pkg)
     system = api.post("/systems", {"name": "s"})
     module = api.post(f"/systems/{system['id']}/modules", {"name": "job", "package": "oneshot"})
     iid = api.post("/instances", {"module_id": module["id"], "node_id": node_id}, expect=202)["id"]
     wait_for(lambda: api.get(f"/instances/{iid}")["state"] == "stopped", what="deploy")
     api.post(f"/instances/{iid}/start", expect=202)
-    inst = wait_for(lambda: (i := api.get(f"/instances/{iid}"))["state"] == "exited" and i, what="exited")
+    inst = wait_for(
+        lambda: (i := api.get(f"/instances/{iid}"))["state"] == "exited" and i, what="exited"
+    )
     assert inst["exit_code"] == 3
     assert "code 3" in inst["last_error"]
 

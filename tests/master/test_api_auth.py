@@ -29,9 +29,13 @@ def test_missing_or_wrong_token_is_401(shared_master, header):
 
 
 def test_wrong_password_is_401_and_audited(shared_master, shared_api):
-    r = httpx.post(shared_master.url + "/api/v1/auth/login", json={"username": "admin", "password": "wrong"})
+    r = httpx.post(
+        shared_master.url + "/api/v1/auth/login", json={"username": "admin", "password": "wrong"}
+    )
     assert r.status_code == 401
-    r2 = httpx.post(shared_master.url + "/api/v1/auth/login", json={"username": "ghost", "password": "wrong"})
+    r2 = httpx.post(
+        shared_master.url + "/api/v1/auth/login", json={"username": "ghost", "password": "wrong"}
+    )
     assert r2.status_code == 401
     assert error_of(r)["message"] == error_of(r2)["message"]  # does not tell which one was wrong
     rows = shared_api.get("/audit", params={"action": "login"})
@@ -40,7 +44,9 @@ def test_wrong_password_is_401_and_audited(shared_master, shared_api):
 
 
 def test_viewer_cannot_write(shared_master, shared_api):
-    shared_api.post("/users", {"username": "vera", "password": "viewer-pass-1", "role": "viewer"}, expect=201)
+    shared_api.post(
+        "/users", {"username": "vera", "password": "viewer-pass-1", "role": "viewer"}, expect=201
+    )
     viewer = Api.login(shared_master.url, "vera", "viewer-pass-1")
     assert viewer.request("GET", "/systems").status_code == 200
     r = viewer.request("POST", "/systems", json={"name": "nope"})
@@ -51,26 +57,43 @@ def test_viewer_cannot_write(shared_master, shared_api):
 
 
 def test_operator_cannot_manage_users(shared_master, shared_api):
-    shared_api.post("/users", {"username": "otto", "password": "operator-pass", "role": "operator"}, expect=201)
+    shared_api.post(
+        "/users", {"username": "otto", "password": "operator-pass", "role": "operator"}, expect=201
+    )
     op = Api.login(shared_master.url, "otto", "operator-pass")
     assert op.request("POST", "/systems", json={"name": "ops-sys"}).status_code == 201
-    assert op.request("POST", "/users", json={"username": "x", "password": "xxxxxxxxx", "role": "admin"}).status_code == 403
+    assert (
+        op.request(
+            "POST", "/users", json={"username": "x", "password": "xxxxxxxxx", "role": "admin"}
+        ).status_code
+        == 403
+    )
 
 
 def test_agent_credential_is_refused_on_operator_routes(shared_master):
     host = HostInfo(hostname="fake-host").model_dump()
-    r = httpx.post(shared_master.url + "/api/v1/agent/enroll", json={"join_token": shared_master.join_token, "host": host})
+    r = httpx.post(
+        shared_master.url + "/api/v1/agent/enroll",
+        json={"join_token": shared_master.join_token, "host": host},
+    )
     assert r.status_code == 201
     secret = r.json()["node_secret"]
     agent = Api(shared_master.url, secret)
-    for method, path in [("GET", "/nodes"), ("POST", "/systems"), ("GET", "/users"), ("GET", "/audit")]:
+    for method, path in [
+        ("GET", "/nodes"),
+        ("POST", "/systems"),
+        ("GET", "/users"),
+        ("GET", "/audit"),
+    ]:
         resp = agent.request(method, path, json={"name": "x"} if method == "POST" else None)
         assert resp.status_code == 403, (method, path, resp.text)
 
 
 def test_bad_join_token_is_refused(shared_master):
     host = HostInfo(hostname="intruder").model_dump()
-    r = httpx.post(shared_master.url + "/api/v1/agent/enroll", json={"join_token": "gdj_forged", "host": host})
+    r = httpx.post(
+        shared_master.url + "/api/v1/agent/enroll", json={"join_token": "gdj_forged", "host": host}
+    )
     assert r.status_code == 401
     assert "join token" in error_of(r)["message"]
 
@@ -78,13 +101,18 @@ def test_bad_join_token_is_refused(shared_master):
 def test_revoked_join_token_is_refused(shared_master, shared_api):
     tok = shared_api.post("/join-tokens", {"ttl_seconds": 60})
     shared_api.request("DELETE", f"/join-tokens/{tok['id']}", expect=204)
-    r = httpx.post(shared_master.url + "/api/v1/agent/enroll", json={"join_token": tok["token"], "host": {"hostname": "h"}})
+    r = httpx.post(
+        shared_master.url + "/api/v1/agent/enroll",
+        json={"join_token": tok["token"], "host": {"hostname": "h"}},
+    )
     assert r.status_code == 401
 
 
 def test_malformed_json_is_400(shared_api):
     for body in (b"{bad", b"[1,", b"\xff\xfe"):
-        r = shared_api.request("POST", "/systems", content=body, headers={"Content-Type": "application/json"})
+        r = shared_api.request(
+            "POST", "/systems", content=body, headers={"Content-Type": "application/json"}
+        )
         assert r.status_code == 400, r.text
         assert error_of(r)["code"] == "invalid_json"
 
@@ -110,7 +138,9 @@ def test_token_expires(master_factory):
     m = master_factory("short", extra=["--token-ttl", "1"])
     api = m.api()
     assert api.request("GET", "/nodes").status_code == 200
-    wait_for(lambda: api.request("GET", "/nodes").status_code == 401, timeout=10, what="token expiry")
+    wait_for(
+        lambda: api.request("GET", "/nodes").status_code == 401, timeout=10, what="token expiry"
+    )
 
 
 def test_every_write_is_audited(shared_api):
@@ -119,7 +149,11 @@ def test_every_write_is_audited(shared_api):
     rows = shared_api.get("/audit", params={"action": "create_system"})
     results = [r["result"] for r in rows]
     assert "ok" in results and "error_409" in results
-    assert all(r["actor"] == "admin" and r["source_ip"] == "127.0.0.1" for r in rows if r["actor"] == "admin")
+    assert all(
+        r["actor"] == "admin" and r["source_ip"] == "127.0.0.1"
+        for r in rows
+        if r["actor"] == "admin"
+    )
     csv_text = shared_api.request("GET", "/audit", params={"format": "csv"}, expect=200).text
     assert csv_text.splitlines()[0].startswith("ts,actor,action")
 

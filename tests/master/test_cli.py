@@ -1,10 +1,24 @@
-
 from master.cli import parse_args, parse_listen, settings_from_args
 from protocol.seedargs import normalize_seed_args
 
 
 def test_seed_command_line_keeps_working():
-    args = parse_args(["-port", ":9090", "-store_type", "minio", "-minio_endpoint", "s3:9000", "-minio_bucket", "b", "-db_path", "x.db", "-upload_dir", "up"])
+    args = parse_args(
+        [
+            "-port",
+            ":9090",
+            "-store_type",
+            "minio",
+            "-minio_endpoint",
+            "s3:9000",
+            "-minio_bucket",
+            "b",
+            "-db_path",
+            "x.db",
+            "-upload_dir",
+            "up",
+        ]
+    )
     s = settings_from_args(args)
     assert (s.host, s.port) == ("0.0.0.0", 9090)
     assert s.store_type == "minio" and s.minio_endpoint == "s3:9000" and s.minio_bucket == "b"
@@ -35,5 +49,11 @@ def test_listen_forms():
 
 def test_normalize_leaves_values_alone():
     argv = ["-work_dir", "/x", "--autostart", "-1", "-q"]
-    assert normalize_seed_args(argv, ["work-dir", "autostart"]) == ["--work-dir", "/x", "--autostart", "-1", "-q"]
+    assert normalize_seed_args(argv, ["work-dir", "autostart"]) == [
+        "--work-dir",
+        "/x",
+        "--autostart",
+        "-1",
+        "-q",
+    ]
     assert normalize_seed_args(["--upload_dir=u"], ["upload-dir"]) == ["--upload-dir=u"]
