@@ -9,6 +9,7 @@ from typing import Any
 
 class ErrorCode(StrEnum):
     BAD_REQUEST = "bad_request"
+    METHOD_NOT_ALLOWED = "method_not_allowed"
     INVALID_JSON = "invalid_json"
     VALIDATION_FAILED = "validation_failed"
     UNAUTHENTICATED = "unauthenticated"

@@ -2,9 +2,9 @@
 console's client parses responses with the same classes."""
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from protocol.manifest import NAME_PATTERN
 from protocol.messages import HostInfo
@@ -21,6 +21,18 @@ def iso(ts: float | None) -> str | None:
 
 def parse_iso(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def _json_number(value: Any) -> Any:
+    # JSON Schema's integer admits 58.0 but no number admits `true` or "58".
+    if isinstance(value, bool | str):
+        raise ValueError("must be a JSON number")
+    return value
+
+
+# Constraints go before this in Annotated[...], or the OpenAPI schema loses them.
+JSON_NUMBER = BeforeValidator(_json_number)
+StartOrder = Annotated[int, Field(ge=0, le=10_000), JSON_NUMBER]
 
 
 class _In(BaseModel):
@@ -67,7 +79,9 @@ class UserIn(_In):
 
 
 class JoinTokenIn(_In):
-    ttl_seconds: float | None = Field(default=24 * 3600.0, gt=0, le=10 * 365 * 86400)
+    ttl_seconds: Annotated[float, Field(gt=0, le=10 * 365 * 86400), JSON_NUMBER] | None = (
+        24 * 3600.0
+    )
 
 
 class JoinTokenOut(BaseModel):
@@ -140,14 +154,14 @@ class ModuleIn(_In):
     name: str = Field(min_length=1, max_length=128, pattern=NAME_PATTERN.pattern)
     package: str = Field(min_length=1, max_length=128)
     version: str | None = None
-    start_order: int = Field(default=1, ge=0, le=10_000)
+    start_order: StartOrder = 1
     env: dict[str, str] = Field(default_factory=dict)
     args: list[str] | None = None
 
 
 class ModulePatch(_In):
     version: str | None = None
-    start_order: int | None = Field(default=None, ge=0, le=10_000)
+    start_order: StartOrder | None = None
     env: dict[str, str] | None = None
     args: list[str] | None = None
 
