@@ -8,6 +8,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from master.api.routes import methods_at
 from protocol.errors import ErrorCode, GdosError
 from protocol.rest import ErrorOut
 
@@ -99,16 +100,6 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     )
 
 
-def allowed_methods(request: Request) -> str:
-    """Every method some route serves at this path (Starlette lists only the first route's)."""
-    methods: set[str] = set()
-    for route in request.app.routes:
-        regex = getattr(route, "path_regex", None)
-        if regex is not None and regex.match(request.url.path):
-            methods |= set(getattr(route, "methods", None) or ())
-    return ", ".join(sorted(methods))
-
-
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
     code = _HTTP_CODES.get(exc.status_code, ErrorCode.BAD_REQUEST)
@@ -118,7 +109,7 @@ async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     headers = dict(exc.headers or {})
     if exc.status_code == 405:
         message = "this endpoint does not support that method"
-        headers["Allow"] = allowed_methods(request)
+        headers["Allow"] = ", ".join(sorted(methods_at(request.app, request.url.path)))
     return error_response(exc.status_code, code, message, headers=headers)
 
 
