@@ -49,7 +49,7 @@ def call(base: str, method: str, path: str, token: str | None) -> int:
         except Exception:
             return 101
         return 101
-    body = {} if method in ("POST", "PUT", "PATCH") else None
+    body: dict[str, str] | None = {} if method in ("POST", "PUT", "PATCH") else None
     return httpx.request(method, base + concrete(path), headers=headers, timeout=30, json=body).status_code
 
 
