@@ -18,6 +18,7 @@ from master.services import accounts
 from master.services.agents import AgentLink, AgentRegistry, watch_liveness
 from master.services.audit import AuditMiddleware
 from master.services.orchestrator import Orchestrator
+from master.services.throttle import LoginThrottle
 from master.services.views import node_out
 from master.storage import PackageStore, make_store
 from protocol import __version__
@@ -35,6 +36,7 @@ class Services:
         self.hub = Hub()
         self.agents = AgentRegistry()
         self.orchestrator = Orchestrator(self.db, self.agents, self.hub, settings)
+        self.login_throttle = LoginThrottle()
         self._store: PackageStore | None = None
         self._tasks: list[asyncio.Task[None]] = []
 

@@ -34,6 +34,7 @@ class ErrorCode(StrEnum):
     STORAGE_FULL = "storage_full"
     STORAGE_ERROR = "storage_error"
     TIMEOUT = "timeout"
+    TOO_MANY_REQUESTS = "too_many_requests"
     UNSUPPORTED = "unsupported"
     INTERNAL = "internal_error"
 

@@ -22,9 +22,19 @@ router = APIRouter(prefix="/api/v1", tags=["auth"], responses=ERROR_RESPONSES)
 def login(body: LoginIn, request: Request, s: SessionDep, svc: ServicesDep) -> LoginOut:
     request.state.actor = body.username
     request.state.audit_detail = {"username": body.username}
+    source = request.client.host if request.client else "?"
+    wait = svc.login_throttle.retry_after(source)
+    if wait > 0:
+        raise GdosError(
+            ErrorCode.TOO_MANY_REQUESTS,
+            f"too many failed logins from {source}; try again in {wait:.0f} s",
+            {"retry_after": round(wait, 1)},
+        )
     found = accounts.login(s, body.username, body.password, svc.settings.token_ttl)
     if found is None:
+        svc.login_throttle.failed(source)
         raise GdosError(ErrorCode.INVALID_CREDENTIALS, "wrong username or password")
+    svc.login_throttle.succeeded(source)
     token, user = found
     return LoginOut(
         token=token, expires_at=iso(time.time() + svc.settings.token_ttl) or "", user=user_out(user)

@@ -36,6 +36,7 @@ STATUS = {
     ErrorCode.STORAGE_FULL: 507,
     ErrorCode.STORAGE_ERROR: 503,
     ErrorCode.TIMEOUT: 504,
+    ErrorCode.TOO_MANY_REQUESTS: 429,
     ErrorCode.UNSUPPORTED: 501,
 }
 
@@ -71,7 +72,10 @@ def _field(loc: tuple[Any, ...]) -> str:
 
 async def _gdos_error(_: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, GdosError)
-    return error_response(STATUS.get(exc.code, 500), exc.code, exc.message, exc.details)
+    headers = None
+    if "retry_after" in exc.details:
+        headers = {"Retry-After": str(max(1, round(float(exc.details["retry_after"]))))}
+    return error_response(STATUS.get(exc.code, 500), exc.code, exc.message, exc.details, headers)
 
 
 async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
@@ -133,6 +137,7 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         403: "Not allowed for this role",
         404: "Unknown id",
         409: "Conflict with the current state",
+        429: "Too many attempts; see Retry-After",
         422: "Invalid content",
     }.items()
 }

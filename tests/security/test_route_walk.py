@@ -50,7 +50,9 @@ def call(base: str, method: str, path: str, token: str | None) -> int:
             return 101
         return 101
     body: dict[str, str] | None = {} if method in ("POST", "PUT", "PATCH") else None
-    return httpx.request(method, base + concrete(path), headers=headers, timeout=30, json=body).status_code
+    return httpx.request(
+        method, base + concrete(path), headers=headers, timeout=30, json=body
+    ).status_code
 
 
 def test_the_walk_sees_the_routes():
@@ -59,7 +61,9 @@ def test_the_walk_sees_the_routes():
     assert len(ROUTES) > 25
 
 
-@pytest.mark.parametrize(("method", "path"), [r for r in ROUTES if r not in PUBLIC], ids=lambda v: str(v))
+@pytest.mark.parametrize(
+    ("method", "path"), [r for r in ROUTES if r not in PUBLIC], ids=lambda v: str(v)
+)
 def test_no_credentials_no_answer(shared_master, method, path):
     status = call(shared_master.url, method, path, None)
     assert status in (401, 403), f"{method} {path} answered {status} without credentials"
@@ -67,13 +71,18 @@ def test_no_credentials_no_answer(shared_master, method, path):
 
 @pytest.fixture(scope="module")
 def viewer(shared_master, shared_api):
-    shared_api.post("/users", {"username": "walker", "password": "walker-pass", "role": "viewer"}, expect=201)
+    shared_api.post(
+        "/users", {"username": "walker", "password": "walker-pass", "role": "viewer"}, expect=201
+    )
     return Api.login(shared_master.url, "walker", "walker-pass")
 
 
 @pytest.fixture(scope="module")
 def node_secret(shared_master):
-    r = httpx.post(shared_master.url + "/api/v1/agent/enroll", json={"join_token": shared_master.join_token, "host": {"hostname": "walk"}})
+    r = httpx.post(
+        shared_master.url + "/api/v1/agent/enroll",
+        json={"join_token": shared_master.join_token, "host": {"hostname": "walk"}},
+    )
     assert r.status_code == 201
     return r.json()["node_secret"]
 
