@@ -13,6 +13,7 @@ import uvicorn
 from master.app import create_app
 from master.cli import parse_args, settings_from_args
 from master.config import Settings
+from master.server import GuardedH11Protocol
 from protocol import __version__
 
 log = logging.getLogger("gdos.master")
@@ -47,6 +48,7 @@ async def serve(settings: Settings, with_agent: bool) -> int:
     app = create_app(settings)
     config = uvicorn.Config(
         app,
+        http=GuardedH11Protocol,
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

@@ -8,6 +8,7 @@ import logging
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from pydantic import ValidationError
 
+from master.api import wsutil
 from master.api.deps import ServicesDep, SessionDep, bearer_token
 from master.api.errors import ERROR_RESPONSES
 from master.db import models
@@ -67,6 +68,9 @@ def enroll(body: EnrollIn, request: Request, s: SessionDep) -> EnrollOut:
 
 @router.websocket("/ws")
 async def agent_socket(ws: WebSocket, svc: ServicesDep) -> None:
+    if wsutil.cross_origin(ws):
+        await ws.close(CLOSE_POLICY, "cross-origin WebSocket refused")
+        return
     token = bearer_token(ws)
     with svc.db.session() as s:
         node = accounts.node_for_secret(s, token) if token else None
@@ -108,8 +112,10 @@ async def agent_socket(ws: WebSocket, svc: ServicesDep) -> None:
 async def _serve(ws: WebSocket, link: AgentLink, svc: ServicesDep) -> None:
     while True:
         try:
-            text = await ws.receive_text()
+            text = await wsutil.receive_text(ws)
         except (WebSocketDisconnect, RuntimeError):
+            return
+        if text is None:
             return
         link.touch()
         svc.agents.messages_in += 1
@@ -119,7 +125,12 @@ async def _serve(ws: WebSocket, link: AgentLink, svc: ServicesDep) -> None:
         try:
             msg = AGENT_MESSAGE.validate_json(text)
         except ValidationError as exc:
-            log.warning("node %s sent an invalid message: %s", link.node_id, _summary(text, exc))
+            summary = _summary(text, exc)
+            if "not JSON" in summary:
+                await _close(ws, wsutil.CLOSE_INVALID_PAYLOAD, "frames must be JSON")
+                return
+            # A well-formed message this master does not understand (a newer agent): skip it.
+            log.warning("node %s sent an invalid message: %s", link.node_id, summary)
             continue
         if isinstance(msg, Heartbeat):
             link.load = msg.load

@@ -1,15 +1,15 @@
 """The console event stream: state changes pushed as they happen."""
 
 import asyncio
-import contextlib
 import json
 import logging
 
 from fastapi import APIRouter, WebSocket
 
+from master.api import wsutil
 from master.api.deps import ServicesDep, bearer_token, resolve_principal
 from master.hub import Subscriber
-from protocol.messages import CLOSE_AUTH_FAILED, CLOSE_TOO_SLOW
+from protocol.messages import CLOSE_AUTH_FAILED, CLOSE_POLICY, CLOSE_TOO_SLOW
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["events"])
@@ -19,6 +19,9 @@ MAX_KEYS = 256
 
 @router.websocket("/events")
 async def events(ws: WebSocket, svc: ServicesDep) -> None:
+    if wsutil.cross_origin(ws):
+        await ws.close(CLOSE_POLICY, "cross-origin WebSocket refused")
+        return
     token = bearer_token(ws) or ws.query_params.get("token")
     with svc.db.session() as s:
         principal = resolve_principal(s, token)
@@ -55,12 +58,21 @@ async def _write_events(ws: WebSocket, sub: Subscriber) -> None:
 
 
 async def _read_subscriptions(ws: WebSocket, sub: Subscriber) -> None:
-    while True:
-        text = await ws.receive_text()
-        with contextlib.suppress(ValueError, TypeError, AttributeError):
+    while (text := await wsutil.receive_text(ws)) is not None:
+        try:
             msg = json.loads(text)
-            for key in msg.get("subscribe", []) or []:
-                if isinstance(key, str) and len(sub.keys) < MAX_KEYS:
-                    sub.keys.add(key)
-            for key in msg.get("unsubscribe", []) or []:
-                sub.keys.discard(key)
+        except ValueError:
+            await wsutil.close(ws, wsutil.CLOSE_INVALID_PAYLOAD, "frames must be JSON")
+            return
+        if not isinstance(msg, dict):
+            await wsutil.close(ws, CLOSE_POLICY, 'send {"subscribe": [...]} objects')
+            return
+        for key in _keys(msg.get("subscribe")):
+            if len(sub.keys) < MAX_KEYS:
+                sub.keys.add(key)
+        for key in _keys(msg.get("unsubscribe")):
+            sub.keys.discard(key)
+
+
+def _keys(value: object) -> list[str]:
+    return [k for k in value if isinstance(k, str)] if isinstance(value, list) else []
