@@ -20,7 +20,10 @@ def ws_url(master, path: str) -> str:
 
 
 def enroll(master) -> str:
-    r = httpx.post(master.url + "/api/v1/agent/enroll", json={"join_token": master.join_token, "host": {"hostname": "ws-test"}})
+    r = httpx.post(
+        master.url + "/api/v1/agent/enroll",
+        json={"join_token": master.join_token, "host": {"hostname": "ws-test"}},
+    )
     assert r.status_code == 201
     return r.json()["node_secret"]
 
@@ -42,7 +45,10 @@ def test_cross_origin_upgrade_is_refused(shared_master, shared_api, path):
     assert info.value.response.status_code == 403
     # The same request from the master's own origin is fine.
     same = {**headers, "Origin": shared_master.url}
-    with connect(ws_url(shared_master, "/api/v1/events"), additional_headers={**same, "Authorization": f"Bearer {shared_api.token}"}):
+    with connect(
+        ws_url(shared_master, "/api/v1/events"),
+        additional_headers={**same, "Authorization": f"Bearer {shared_api.token}"},
+    ):
         pass
 
 
@@ -56,19 +62,31 @@ def test_bad_frames_close_with_the_right_code_and_spare_others(shared_master, sh
         (lambda ws: ws.send("x" * (9 << 20)), 1009),  # over the 8 MiB frame limit
     ]
     for send, expected in cases:
-        with connect(ws_url(shared_master, "/api/v1/events"), additional_headers=auth, max_size=None) as ws:
+        with connect(
+            ws_url(shared_master, "/api/v1/events"), additional_headers=auth, max_size=None
+        ) as ws:
             send(ws)
             assert close_code(ws) == expected
     # The bystander still gets events.
     shared_api.post("/systems", {"name": "after-bad-frames"}, expect=201)
-    wait_for(lambda: any(d.get("name") == "after-bad-frames" for d in bystander.topic("system")), timeout=10)
+    wait_for(
+        lambda: any(d.get("name") == "after-bad-frames" for d in bystander.topic("system")),
+        timeout=10,
+    )
     bystander.close()
 
 
 def test_agent_socket_closes_on_garbage(shared_master):
     secret = enroll(shared_master)
-    with connect(ws_url(shared_master, "/api/v1/agent/ws"), additional_headers={"Authorization": f"Bearer {secret}"}) as ws:
-        ws.send(json.dumps({"type": "hello", "agent_version": "t", "host": {"hostname": "g"}, "instances": []}))
+    with connect(
+        ws_url(shared_master, "/api/v1/agent/ws"),
+        additional_headers={"Authorization": f"Bearer {secret}"},
+    ) as ws:
+        ws.send(
+            json.dumps(
+                {"type": "hello", "agent_version": "t", "host": {"hostname": "g"}, "instances": []}
+            )
+        )
         ws.send(json.dumps({"type": "from-the-future"}))  # unknown types are skipped, not fatal
         ws.send("}{")
         assert close_code(ws) == 1007
@@ -88,7 +106,9 @@ def test_idle_socket_flood_is_bounded_and_agents_keep_beating(master, api, agent
     assert refused >= 100, f"only {refused} of the sockets over the cap were closed"
 
     def fresh() -> bool:
-        seen = datetime.fromisoformat(api.get(f"/nodes/{node_id}")["last_seen"].replace("Z", "+00:00"))
+        seen = datetime.fromisoformat(
+            api.get(f"/nodes/{node_id}")["last_seen"].replace("Z", "+00:00")
+        )
         return (datetime.now(UTC) - seen).total_seconds() < 2.5
 
     deadline = time.monotonic() + HEADER_TIMEOUT + 5
