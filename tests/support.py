@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import threading
@@ -168,10 +169,12 @@ class Master(Proc):
         port: int | None = None,
         extra: list[str] | None = None,
         env: dict[str, str] | None = None,
+        ca_file: Path | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
+        self.ca_file = ca_file  # set when the master serves TLS (then extra carries --tls-*)
+        self.url = f"{'https' if ca_file else 'http'}://127.0.0.1:{self.port}"
         data_dir.mkdir(parents=True, exist_ok=True)
         argv = [
             sys.executable,
@@ -201,7 +204,8 @@ class Master(Proc):
         if not self.alive():
             raise RuntimeError(f"master exited:\n{self.tail()}")
         with contextlib.suppress(httpx.HTTPError):
-            return httpx.get(self.url + "/healthz", timeout=2).status_code == 200
+            verify = ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else True
+            return httpx.get(self.url + "/healthz", timeout=2, verify=verify).status_code == 200
         return False
 
     @property
