@@ -34,6 +34,7 @@ class ErrorCode(StrEnum):
     STORAGE_ERROR = "storage_error"
     TIMEOUT = "timeout"
     UNSUPPORTED = "unsupported"
+    UNAVAILABLE = "unavailable"  # the master is busy (restoring a backup); retry shortly
     INTERNAL = "internal_error"
 
 

@@ -11,8 +11,10 @@ from sqlalchemy import select
 from master.api.deps import SessionDep, Viewer
 from master.api.errors import ERROR_RESPONSES
 from master.db import models
+from master.services.audit_chain import verify_rows
 from protocol.errors import ErrorCode, GdosError
 from protocol.rest import AuditOut, iso, parse_iso
+from protocol.rest_ops import AuditBreak, AuditVerifyOut
 
 router = APIRouter(prefix="/api/v1", tags=["audit"], responses=ERROR_RESPONSES)
 
@@ -65,3 +67,28 @@ def list_audit(
             writer.writerow([r.ts, r.actor, r.action, r.target, r.result, r.source_ip, r.detail])
         return Response(buf.getvalue(), media_type="text/csv")
     return rows
+
+
+@router.get("/audit/verify", response_model=AuditVerifyOut)
+def verify_audit(_: Viewer, s: SessionDep) -> AuditVerifyOut:
+    """Walk the hash chain from the first row; report the first broken link, or ok."""
+    a = models.AuditEntry
+    q = select(
+        a.id,
+        a.ts,
+        a.actor,
+        a.action,
+        a.target,
+        a.result,
+        a.source_ip,
+        a.detail,
+        a.prev_hash,
+        a.hash,
+    ).order_by(a.id)
+    rows = (row._asdict() for row in s.execute(q.execution_options(yield_per=2000)))
+    count, head, broken = verify_rows(rows)
+    if broken is not None:
+        return AuditVerifyOut(
+            ok=False, count=count, broken=AuditBreak(id=broken[0], reason=broken[1])
+        )
+    return AuditVerifyOut(ok=True, count=count, head=head)

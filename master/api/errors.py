@@ -36,6 +36,7 @@ STATUS = {
     ErrorCode.STORAGE_ERROR: 503,
     ErrorCode.TIMEOUT: 504,
     ErrorCode.UNSUPPORTED: 501,
+    ErrorCode.UNAVAILABLE: 503,
 }
 
 _HTTP_CODES = {

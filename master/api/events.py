@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from collections.abc import Callable
 
 from fastapi import APIRouter, WebSocket
 
@@ -27,7 +28,7 @@ async def events(ws: WebSocket, svc: ServicesDep) -> None:
         return
     await ws.accept()
     sub = svc.hub.subscribe()
-    reader = asyncio.create_task(_read_subscriptions(ws, sub))
+    reader = asyncio.create_task(_read_subscriptions(ws, sub, svc.hub.keys_changed))
     writer = asyncio.create_task(_write_events(ws, sub))
     try:
         await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
@@ -37,6 +38,8 @@ async def events(ws: WebSocket, svc: ServicesDep) -> None:
         # Disconnects surface here as WebSocketDisconnect/RuntimeError: the client left.
         await asyncio.gather(reader, writer, return_exceptions=True)
         svc.hub.unsubscribe(sub)
+        if sub.keys:
+            svc.hub.keys_changed()
 
 
 async def _write_events(ws: WebSocket, sub: Subscriber) -> None:
@@ -54,7 +57,7 @@ async def _write_events(ws: WebSocket, sub: Subscriber) -> None:
         overflow.cancel()
 
 
-async def _read_subscriptions(ws: WebSocket, sub: Subscriber) -> None:
+async def _read_subscriptions(ws: WebSocket, sub: Subscriber, changed: Callable[[], None]) -> None:
     while True:
         text = await ws.receive_text()
         with contextlib.suppress(ValueError, TypeError, AttributeError):
@@ -64,3 +67,4 @@ async def _read_subscriptions(ws: WebSocket, sub: Subscriber) -> None:
                     sub.keys.add(key)
             for key in msg.get("unsubscribe", []) or []:
                 sub.keys.discard(key)
+        changed()
