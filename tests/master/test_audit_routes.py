@@ -44,10 +44,12 @@ class AnswersFirst:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == "/api/v1/systems":
-            if scope["method"] == "POST":
-                await JSONResponse({"cached": True})(scope, receive, send)
-                return
+        if scope["type"] == "http" and (scope["method"], scope["path"]) == (
+            "POST",
+            "/api/v1/systems",
+        ):
+            await JSONResponse({"cached": True})(scope, receive, send)
+            return
         await self.app(scope, receive, send)
 
 
