@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
@@ -14,7 +15,7 @@ from master.config import Settings
 from tests.support import ADMIN_PASSWORD
 
 
-def settings_for(data_dir: Path, **kw) -> Settings:
+def settings_for(data_dir: Path, **kw: Any) -> Settings:
     return Settings(
         host="127.0.0.1",
         port=1,
@@ -40,5 +41,5 @@ def running(app: FastAPI) -> Iterator[tuple[TestClient, dict[str, str]]]:
         yield client, {"Authorization": f"Bearer {r.json()['token']}"}
 
 
-def make_app(data_dir: Path, **kw) -> FastAPI:
+def make_app(data_dir: Path, **kw: Any) -> FastAPI:
     return create_app(settings_for(data_dir, **kw))

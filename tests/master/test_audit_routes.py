@@ -4,6 +4,8 @@ The walk also runs on apps broken on purpose, to show it catches a write route o
 /api/v1, a middleware that answers before the audit sees the call, and an undeclared socket.
 """
 
+from pathlib import Path
+
 from fastapi import WebSocket
 from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -25,7 +27,7 @@ def test_every_write_route_writes_an_audit_row_and_the_chain_holds(tmp_path):
         assert verdict["ok"] is True and verdict["count"] > made, verdict
 
 
-def test_the_walk_catches_a_write_route_outside_the_api_prefix(tmp_path):
+def test_the_walk_catches_a_write_route_outside_the_api_prefix(tmp_path: Path) -> None:
     app = make_app(tmp_path / "m")
 
     @app.post("/admin/reset")
@@ -61,7 +63,7 @@ def test_the_walk_catches_a_call_that_bypasses_the_audit_middleware(tmp_path):
     assert problems == ["POST /api/v1/systems wrote 0 audit rows (status 200)"]
 
 
-def test_the_walk_catches_an_undeclared_websocket(tmp_path):
+def test_the_walk_catches_an_undeclared_websocket(tmp_path: Path) -> None:
     app = make_app(tmp_path / "m")
 
     @app.websocket("/api/v1/remote-shell")
