@@ -11,7 +11,6 @@ from alembic.config import Config
 from master.db.session import MIGRATIONS, Database
 from master.services import audit
 from master.services.audit_chain import GENESIS, row_hash, verify_rows
-from tests.support import Api
 
 
 def chain(n: int) -> list[dict]:
@@ -116,7 +115,7 @@ def tampered_master(master_factory):
 
 
 def test_a_row_edited_in_the_database_file_is_found_by_verify(tampered_master):
-    api: Api = tampered_master.api()
+    api = tampered_master.api()
     made = {name: api.post("/systems", {"name": name}, expect=201) for name in "abc"}
     api.request("POST", "/systems", json={"name": "a"}, expect=409)
     ok = api.get("/audit/verify")

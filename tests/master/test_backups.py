@@ -17,7 +17,7 @@ from master.db.session import Database
 from master.db.sqlite_files import integrity_problems
 from master.services.backups import BackupService
 from tests.master.inprocess import make_app, running, services_of, settings_for
-from tests.support import ROOT, Master, child_env, wait_for
+from tests.support import ROOT, child_env, wait_for
 
 RATE = 500  # rows per second written while the backup runs
 
@@ -272,9 +272,7 @@ def test_postgresql_masters_are_told_to_use_pg_dump(tmp_path, monkeypatch):
 
 
 def test_scheduled_backups_keep_only_the_newest(master_factory):
-    master: Master = master_factory(
-        "sched", extra=["--backup-interval", "0.5", "--backup-keep", "2"]
-    )
+    master = master_factory("sched", extra=["--backup-interval", "0.5", "--backup-keep", "2"])
     api = master.api()
     api.post("/backups", expect=201)  # manual ones are never pruned
 
