@@ -196,9 +196,14 @@ class AgentLogs:
                 task.cancel()
             return {"following": False}
         if key not in self.followers:
+            start = 0
             with contextlib.suppress(LogMissing):
-                os.close(open_log(entry))  # refuse now rather than in the follower
-            task = asyncio.create_task(self._follow(msg.instance_id, entry))
+                fd = open_log(entry)  # refuse now rather than in the follower
+                try:
+                    start = os.fstat(fd).st_size  # follow from now on
+                finally:
+                    os.close(fd)
+            task = asyncio.create_task(self._follow(msg.instance_id, entry, start))
             self.followers[key] = task
             task.add_done_callback(lambda t, k=key: self._forget(k, t))  # type: ignore[misc]
         return {"following": True}
@@ -213,15 +218,14 @@ class AgentLogs:
             task.cancel()
         self.followers.clear()
 
-    async def _follow(self, instance_id: str, entry: LogFile) -> None:
+    async def _follow(self, instance_id: str, entry: LogFile, offset: int) -> None:
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        offset: int | None = None
         reset = False
         while True:
             try:
                 fd = open_log(entry)
             except LogMissing:
-                offset, reset = 0, offset is not None and offset > 0
+                offset, reset = 0, reset or offset > 0
                 await asyncio.sleep(FOLLOW_INTERVAL)
                 continue
             except GdosError as exc:
@@ -229,8 +233,6 @@ class AgentLogs:
                 return
             try:
                 size = os.fstat(fd).st_size
-                if offset is None:
-                    offset = size  # follow from now on
                 if size < offset:  # rotated (copytruncate) or truncated
                     offset, reset = 0, True
                     decoder.reset()

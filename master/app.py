@@ -76,7 +76,9 @@ class Services:
                 watch_liveness(self.agents, self.settings.heartbeat_grace, self._drop_stale)
             )
         )
-        if self.db.is_sqlite and self.settings.backup_interval > 0:
+        if not self.db.is_sqlite:
+            log.info("scheduled backups are off: back up this database with its own tools")
+        elif self.settings.backup_interval > 0:
             self.backups.clean_partials()
             self._tasks.append(
                 asyncio.create_task(

@@ -209,3 +209,5 @@ class AuditOut(BaseModel):
     result: str
     source_ip: str
     detail: dict[str, Any]
+    id: int | None = None  # the row's place in the hash chain (GET /audit/verify names it)
+    hash: str = ""

@@ -28,6 +28,8 @@ def audit_out(row: models.AuditEntry) -> AuditOut:
         result=row.result,
         source_ip=row.source_ip,
         detail=row.detail or {},
+        id=row.id,
+        hash=row.hash,
     )
 
 
@@ -62,9 +64,10 @@ def list_audit(
     if format == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf)
-        writer.writerow(["ts", "actor", "action", "target", "result", "source_ip", "detail"])
+        fields = ["ts", "actor", "action", "target", "result", "source_ip", "detail", "id", "hash"]
+        writer.writerow(fields)
         for r in rows:
-            writer.writerow([r.ts, r.actor, r.action, r.target, r.result, r.source_ip, r.detail])
+            writer.writerow([getattr(r, f) for f in fields])
         return Response(buf.getvalue(), media_type="text/csv")
     return rows
 

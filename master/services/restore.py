@@ -1,9 +1,9 @@
 """Restoring a backup under the running master, and the command-line restore's file steps.
 
 Live restore, in order: check the backup and prepare a migrated copy next to the database
-(while the master keeps serving); take a safety backup of the current state; hold new
-requests at the gate and let those in flight finish; cancel pending agent commands and close
-the agent sockets; swap the file under the same `Database` object; reopen and migrate; mark
+(while the master keeps serving); hold new requests at the gate and let those in flight
+finish; cancel pending agent commands and close the agent sockets; keep the current state as
+a safety backup; swap the file under the same `Database` object; reopen and migrate; mark
 every instance unknown; open the gate. Agents reconnect with `hello` and the orchestrator
 reconciles them against the restored state. Instances a node runs that the restored state
 does not know are kept running and reported (`unmanaged_instances` on the node).
@@ -24,7 +24,7 @@ from master.db.session import Database
 from master.services import accounts
 from protocol.errors import ErrorCode, GdosError
 from protocol.rest import iso
-from protocol.rest_ops import RestoreOut
+from protocol.rest_ops import BackupOut, RestoreOut
 
 if TYPE_CHECKING:
     from master.app import Services
@@ -133,8 +133,7 @@ async def restore_backup(svc: "Services", backup_id: str, actor: str) -> Restore
         staged = live.with_name(f".{live.name}.restore-{secrets.token_hex(4)}")
         try:
             revision = await asyncio.to_thread(prepare_copy, src, staged)
-            safety = await backups.create("pre-restore", actor)
-            await _swap(svc, staged)
+            safety = await _swap(svc, staged, actor)
         finally:
             for suffix in ("", *sqlite_files.SIDE_FILES):
                 Path(f"{staged}{suffix}").unlink(missing_ok=True)
@@ -154,7 +153,8 @@ async def restore_backup(svc: "Services", backup_id: str, actor: str) -> Restore
     )
 
 
-async def _swap(svc: "Services", staged: Path) -> None:
+async def _swap(svc: "Services", staged: Path, actor: str) -> BackupOut:
+    """Quiesce, keep the current state as a safety backup, swap; returns the safety backup."""
     gate = svc.gate
     gate.close()
     try:
@@ -172,6 +172,8 @@ async def _swap(svc: "Services", staged: Path) -> None:
         for link in links:
             with contextlib.suppress(Exception):
                 await link.channel.close(CLOSE_RESTORED, "the master restored a backup")
+        # Taken now, with nothing else writing, the safety copy is exactly what is replaced.
+        safety = await svc.backups.create("pre-restore", actor)
         # No await from here on: nothing else on the event loop touches the database meanwhile.
         busy = svc.db.engine.pool.checkedout()  # type: ignore[attr-defined]
         if busy:
@@ -189,3 +191,4 @@ async def _swap(svc: "Services", staged: Path) -> None:
             svc.publish_node(node_id)
     finally:
         gate.open()
+    return safety

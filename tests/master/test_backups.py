@@ -13,6 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from master.__main__ import main as master_main
 from master.db.session import Database
 from master.db.sqlite_files import integrity_problems
 from master.services.backups import BackupService
@@ -96,6 +97,13 @@ def test_snapshots_under_500_writes_per_second_are_consistent(tmp_path):
     db.dispose()
 
 
+def restore_in_process(capsys, *args: str) -> tuple[int, str, str]:
+    """`gdos-master restore ...` through the same entry point, without a new interpreter."""
+    code = master_main(["restore", *args])
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
 def restore_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "master", "restore", *args],
@@ -108,7 +116,7 @@ def restore_cli(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 @pytest.mark.slow
-def test_backup_under_load_then_cli_restore_into_a_new_master(master_factory, tmp_path):
+def test_backup_under_load_then_cli_restore_into_a_new_master(master_factory, tmp_path, capsys):
     master = master_factory("live")
     api = master.api()
     writer = Writer(master.data_dir / "ops_data.db")
@@ -134,8 +142,8 @@ def test_backup_under_load_then_cli_restore_into_a_new_master(master_factory, tm
 
     # Refused while a master runs on the data directory; nothing changes.
     before = load_rows(master.data_dir / "ops_data.db")
-    busy = restore_cli(str(copy), "--data-dir", str(master.data_dir))
-    assert busy.returncode == 2 and "a master is running" in busy.stderr
+    code, _, err = restore_in_process(capsys, str(copy), "--data-dir", str(master.data_dir))
+    assert code == 2 and "a master is running" in err
     assert load_rows(master.data_dir / "ops_data.db") == before
 
     fresh = tmp_path / "restored"
@@ -154,7 +162,7 @@ def test_backup_under_load_then_cli_restore_into_a_new_master(master_factory, tm
     api2.close()
 
 
-def test_cli_restore_refuses_bad_files_and_leaves_the_database_alone(tmp_path):
+def test_cli_restore_refuses_bad_files_and_leaves_the_database_alone(tmp_path, capsys):
     settings = settings_for(tmp_path / "data")
     settings.data_dir.mkdir()
     db = Database(settings.database_url)
@@ -182,14 +190,14 @@ def test_cli_restore_refuses_bad_files_and_leaves_the_database_alone(tmp_path):
         (other, "not a GDOS master database"),
         (tmp_path / "missing.db", "does not exist"),
     ]:
-        r = restore_cli(str(path), "--data-dir", str(settings.data_dir))
-        assert r.returncode == 2, (path, r.stdout, r.stderr)
-        assert expected in r.stderr and "Traceback" not in r.stderr, r.stderr
+        code, out, err = restore_in_process(capsys, str(path), "--data-dir", str(settings.data_dir))
+        assert code == 2, (path, out, err)
+        assert expected in err and "Traceback" not in err, err
     assert hashlib.sha256(live.read_bytes()).hexdigest() == digest
     assert not service.dir.exists() or len(list(service.dir.glob("*.db"))) == 1
 
-    ok = restore_cli(str(good), "--data-dir", str(settings.data_dir))
-    assert ok.returncode == 0, ok.stderr
+    code, out, err = restore_in_process(capsys, str(good), "--data-dir", str(settings.data_dir))
+    assert code == 0 and "restored" in out, err
     kinds = sorted(b.kind for b in service.entries())
     assert kinds == ["manual", "pre-restore"]  # the replaced database was kept
 
