@@ -297,3 +297,44 @@ def test_scheduled_backups_keep_only_the_newest(master_factory):
     assert 3 <= len(files) <= 4  # a third scheduled one may be between write and prune
     assert httpx.get(master.url + "/healthz").status_code == 200
     api.close()
+
+
+def test_requests_wait_at_a_closed_gate_then_get_a_clear_503(tmp_path, monkeypatch):
+    from master.services import restore
+
+    app = make_app(tmp_path / "m")
+    with running(app) as (client, admin):
+        gate = services_of(app).gate
+        monkeypatch.setattr(restore, "HOLD_TIMEOUT", 0.3)
+        gate.close()
+        try:
+            r = client.post("/api/v1/systems", headers=admin, json={"name": "held"})
+        finally:
+            gate.open()
+        assert r.status_code == 503 and r.json()["error"]["code"] == "unavailable"
+        assert "restoring a backup" in r.json()["error"]["message"]
+        assert client.get("/api/v1/systems", headers=admin).json() == []
+        rows = client.get("/api/v1/audit", headers=admin, params={"action": "POST /api/v1/systems"})
+        assert [row["result"] for row in rows.json()] == ["error_503"]
+
+
+def test_a_restore_that_cannot_quiesce_changes_nothing(tmp_path, monkeypatch):
+    from master.services import restore
+
+    app = make_app(tmp_path / "m")
+    with running(app) as (client, admin):
+        bid = client.post("/api/v1/backups", headers=admin).json()["id"]
+        client.post("/api/v1/systems", headers=admin, json={"name": "after-backup"})
+        gate = services_of(app).gate
+        monkeypatch.setattr(restore, "DRAIN_TIMEOUT", 0.3)
+        gate.inflight += 1  # a request that does not finish (a long upload, say)
+        try:
+            r = client.post(f"/api/v1/backups/{bid}/restore", headers=admin)
+        finally:
+            gate.inflight -= 1
+        assert r.status_code == 409 and "nothing was restored" in r.json()["error"]["message"]
+        assert gate.is_open
+        names = [s["name"] for s in client.get("/api/v1/systems", headers=admin).json()]
+        assert names == ["after-backup"]
+        assert client.get("/api/v1/audit/verify", headers=admin).json()["ok"] is True
+        assert not list((tmp_path / "m").glob(".ops_data.db.restore-*"))  # staging cleaned up
