@@ -230,6 +230,15 @@ class AgentLogs:
                 continue
             except GdosError as exc:
                 log.warning("stopped following %s of %s: %s", entry.name, instance_id, exc)
+                await self.send(
+                    LogChunk(
+                        instance_id=instance_id,
+                        name=entry.name,
+                        offset=offset,
+                        data="",
+                        error=exc.message,
+                    )
+                )
                 return
             try:
                 size = os.fstat(fd).st_size

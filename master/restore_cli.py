@@ -17,6 +17,8 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from sqlalchemy.engine import make_url
+
 from master.config import Settings
 from master.db import sqlite_files
 from master.db.session import Database
@@ -45,6 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the SQLite file, when not <data-dir>/ops_data.db",
     )
     p.add_argument("--backup-dir", type=Path, default=os.environ.get("GDOS_BACKUP_DIR"))
+    p.add_argument("--db-url", default=os.environ.get("GDOS_DB_URL", ""), help=argparse.SUPPRESS)
     return p
 
 
@@ -102,9 +105,19 @@ def keep_current(live: Path, settings: Settings, actor: str) -> str:
 
 def main(argv: Sequence[str]) -> int:
     args = build_parser().parse_args(argv)
+    if args.db_url and not args.db_url.startswith("sqlite"):
+        print(
+            "gdos-master restore: this master's database is not SQLite; restore it with the "
+            "database's own tools (pg_restore for PostgreSQL)",
+            file=sys.stderr,
+        )
+        return 2
+    db_path = Path(args.db_path) if args.db_path else None
+    if args.db_url:  # sqlite:///path: the file it names
+        db_path = Path(make_url(args.db_url).database or "ops_data.db")
     settings = Settings(
         data_dir=args.data_dir.absolute(),
-        db_path=Path(args.db_path) if args.db_path else None,
+        db_path=db_path,
         backup_dir=Path(args.backup_dir) if args.backup_dir else None,
     )
     try:

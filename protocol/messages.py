@@ -93,6 +93,7 @@ class LogChunk(_Msg):
     offset: int  # where `data` starts in the file as it is now
     data: str
     reset: bool = False  # the file was rotated or truncated since the last chunk
+    error: str | None = None  # following stopped: why (e.g. the file became a symlink)
 
 
 AgentMessage = Annotated[

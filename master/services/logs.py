@@ -110,7 +110,8 @@ class LogRelay:
         key = (chunk.instance_id, chunk.name)
         if self.following.get(key) != node_id:
             return  # not asked for (any more), or not this node's instance
-        self.hub.publish("log", chunk.model_dump(exclude={"type"}), key=log_key(*key))
+        exclude = {"type"} if chunk.error else {"type", "error"}
+        self.hub.publish("log", chunk.model_dump(exclude=exclude), key=log_key(*key))
 
     def keys_changed(self) -> None:
         self._dirty = True

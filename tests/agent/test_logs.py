@@ -258,3 +258,23 @@ async def test_following_a_swapped_log_is_refused(inst: Path, tmp_path: Path):
     with pytest.raises(GdosError, match="symbolic link"):
         await logs.handle(FollowLog(id="1", instance_id="i1", name="stderr"))
     assert logs.followers == {}
+
+
+async def test_a_swap_while_following_stops_the_stream_with_the_reason(inst: Path, tmp_path: Path):
+    sent: list[LogChunk] = []
+
+    async def send(chunk: LogChunk) -> None:
+        sent.append(chunk)
+
+    logs = AgentLogs(supervisor_with(inst, manifest()), send)
+    await logs.handle(FollowLog(id="1", instance_id="i1", name="stdout"))
+    out = inst / "logs" / "stdout.log"
+    out.unlink()
+    out.symlink_to(tmp_path / "secret.txt")
+    for _ in range(100):
+        if sent:
+            break
+        await asyncio.sleep(0.05)
+    assert len(sent) == 1 and "symbolic link" in (sent[0].error or "") and sent[0].data == ""
+    await asyncio.sleep(0.1)
+    assert logs.followers == {}

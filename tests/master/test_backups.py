@@ -196,6 +196,10 @@ def test_cli_restore_refuses_bad_files_and_leaves_the_database_alone(tmp_path, c
     assert hashlib.sha256(live.read_bytes()).hexdigest() == digest
     assert not service.dir.exists() or len(list(service.dir.glob("*.db"))) == 1
 
+    code, _, err = restore_in_process(capsys, str(good), "--db-url", "postgresql://db/gdos")
+    assert code == 2 and "pg_restore" in err
+    assert hashlib.sha256(live.read_bytes()).hexdigest() == digest
+
     code, out, err = restore_in_process(capsys, str(good), "--data-dir", str(settings.data_dir))
     assert code == 0 and "restored" in out, err
     kinds = sorted(b.kind for b in service.entries())
