@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from master.db import sqlite_files
@@ -100,9 +101,8 @@ async def _refuse(scope: Scope, receive: Receive, send: Send) -> None:
     if scope["type"] == "websocket":
         await send({"type": "websocket.close", "code": 1013, "reason": message})
         return
-    from master.api.errors import error_response
-
-    await error_response(503, ErrorCode.UNAVAILABLE, message)(scope, receive, send)
+    body = GdosError(ErrorCode.UNAVAILABLE, message).to_wire()
+    await JSONResponse({"error": body}, status_code=503)(scope, receive, send)
 
 
 def prepare_copy(src: Path, staged: Path) -> str:
