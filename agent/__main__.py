@@ -13,7 +13,7 @@ from pathlib import Path
 
 import httpx
 
-from agent import credential, local_health
+from agent import credential, local_health, logrotate
 from agent.credential import Credential, EnrollmentRefused
 from agent.executor import deploy
 from agent.executor.supervisor import Supervisor
@@ -150,11 +150,12 @@ async def run(args: argparse.Namespace) -> int:
                 loop.add_signal_handler(sig, stop.set)
         runner = asyncio.create_task(link.run_forever())
         stopper = asyncio.create_task(stop.wait())
+        rotator = asyncio.create_task(logrotate.rotate_forever(supervisor))
         await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
         log.info("agent stopping; services keep running and are re-adopted at the next start")
-        runner.cancel()
-        stopper.cancel()
-        await asyncio.gather(runner, stopper, return_exceptions=True)
+        for task in (runner, stopper, rotator):
+            task.cancel()
+        await asyncio.gather(runner, stopper, rotator, return_exceptions=True)
         await link.close()
         await supervisor.close()
         if server is not None:

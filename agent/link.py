@@ -21,6 +21,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from agent.credential import Credential
 from agent.executor.supervisor import Supervisor
 from agent.hostinfo import current_load, host_info
+from agent.logs import AgentLogs
 from protocol import __version__
 from protocol.errors import ErrorCode, GdosError
 from protocol.messages import (
@@ -28,13 +29,16 @@ from protocol.messages import (
     Config,
     Deploy,
     Destroy,
+    FollowLog,
     Heartbeat,
     Hello,
     InstanceReport,
     InstanceStateMsg,
+    ListLogs,
     Result,
     Start,
     Stop,
+    TailLog,
     WireError,
 )
 
@@ -76,6 +80,7 @@ class Link:
         self.connected = asyncio.Event()
         self.on_config: Callable[[Config], None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.logs = AgentLogs(supervisor, self._send)
 
     # -- outgoing -----------------------------------------------------------------------------
 
@@ -158,6 +163,7 @@ class Link:
                     self._dispatch(raw)
             finally:
                 heart.cancel()
+                self.logs.stop_all()
 
     async def _heartbeats(self, ws: ClientConnection) -> None:
         with contextlib.suppress(websockets.ConnectionClosed):
@@ -181,10 +187,15 @@ class Link:
             return
         self._spawn(self._execute(msg))
 
-    async def _execute(self, msg: Deploy | Start | Stop | Destroy) -> None:
+    async def _execute(
+        self, msg: Deploy | Start | Stop | Destroy | ListLogs | TailLog | FollowLog
+    ) -> None:
         sup = self.supervisor
+        data: dict[str, Any] = {}
         try:
-            if isinstance(msg, Deploy):
+            if isinstance(msg, ListLogs | TailLog | FollowLog):
+                data = await self.logs.handle(msg)
+            elif isinstance(msg, Deploy):
                 await sup.deploy(msg.spec)
             elif isinstance(msg, Start):
                 await sup.start(msg.instance_id)
@@ -192,7 +203,7 @@ class Link:
                 await sup.stop(msg.instance_id)
             elif isinstance(msg, Destroy):
                 await sup.destroy(msg.instance_id)
-            result = Result(reply_to=msg.id, ok=True)
+            result = Result(reply_to=msg.id, ok=True, data=data)
         except GdosError as exc:
             result = Result(reply_to=msg.id, ok=False, error=WireError(**exc.to_wire()))
         except Exception as exc:  # an agent bug must still answer, not leave the master waiting

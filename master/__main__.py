@@ -83,7 +83,12 @@ async def serve(settings: Settings, with_agent: bool) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parse_args(sys.argv[1:] if argv is None else argv)
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["restore"]:
+        from master.restore_cli import main as restore_main
+
+        return restore_main(argv[1:])
+    args = parse_args(argv)
     if args.version:
         print(f"gdos-master {__version__}")
         return 0

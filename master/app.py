@@ -8,7 +8,19 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from master.api import agent, audit, auth, events, health, instances, nodes, packages, systems
+from master.api import (
+    agent,
+    audit,
+    auth,
+    backups,
+    events,
+    health,
+    instances,
+    logs,
+    nodes,
+    packages,
+    systems,
+)
 from master.api.errors import install as install_error_handlers
 from master.config import Settings
 from master.db import models
@@ -17,7 +29,10 @@ from master.hub import Hub
 from master.services import accounts
 from master.services.agents import AgentLink, AgentRegistry, watch_liveness
 from master.services.audit import AuditMiddleware
+from master.services.backups import BackupService
+from master.services.logs import LogRelay
 from master.services.orchestrator import Orchestrator
+from master.services.restore import Gate, GateMiddleware
 from master.services.throttle import LoginThrottle
 from master.services.views import node_out
 from master.storage import PackageStore, make_store
@@ -37,6 +52,10 @@ class Services:
         self.agents = AgentRegistry()
         self.orchestrator = Orchestrator(self.db, self.agents, self.hub, settings)
         self.login_throttle = LoginThrottle()
+        self.gate = Gate()
+        self.backups = BackupService(settings, self.db)
+        self.logs = LogRelay(self.db, self.agents, self.hub)
+        self.backups.restore_hooks.append(self.logs.reset)
         self._store: PackageStore | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -59,6 +78,17 @@ class Services:
                 watch_liveness(self.agents, self.settings.heartbeat_grace, self._drop_stale)
             )
         )
+        if not self.db.is_sqlite:
+            log.info("scheduled backups are off: back up this database with its own tools")
+        elif self.settings.backup_interval > 0:
+            self.backups.clean_partials()
+            self._tasks.append(
+                asyncio.create_task(
+                    self.backups.run_schedule(
+                        self.settings.backup_interval, self.settings.backup_keep
+                    )
+                )
+            )
 
     async def stop(self) -> None:
         for task in self._tasks:
@@ -69,6 +99,7 @@ class Services:
             with contextlib.suppress(Exception):
                 await link.channel.close(1001, "master shutting down")
         await self.orchestrator.close()
+        await self.logs.close()
         self.db.dispose()
 
     async def _drop_stale(self, link: AgentLink) -> None:
@@ -121,5 +152,9 @@ def create_app(settings: Settings) -> FastAPI:
     install_error_handlers(app)
     for module in (health, auth, agent, nodes, packages, systems, instances, audit, events):
         app.include_router(module.router)
+    app.include_router(backups.router)
+    app.include_router(logs.router)
+    # The gate sits inside the audit: a request held during a restore is still audited.
+    app.add_middleware(GateMiddleware, gate=svc.gate)
     app.add_middleware(AuditMiddleware, db=svc.db)
     return app

@@ -97,6 +97,19 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["debug", "info", "warning", "error"],
     )
     add(
+        "--backup-interval",
+        type=float,
+        default=float(_env("backup-interval", 86400)),
+        help="seconds between scheduled backups of the SQLite database (0: none)",
+    )
+    add(
+        "--backup-keep",
+        type=int,
+        default=int(_env("backup-keep", 7)),
+        help="scheduled backups to keep (older ones are deleted)",
+    )
+    add("--backup-dir", type=Path, default=_env("backup-dir", None), help="<data-dir>/backups")
+    add(
         "--with-agent",
         action="store_true",
         default=_flag(_env("with-agent", "")),
@@ -137,4 +150,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         tls_key=Path(args.tls_key) if args.tls_key else None,
         metrics_public=args.metrics_public,
         log_level=args.log_level,
+        backup_interval=args.backup_interval,
+        backup_keep=args.backup_keep,
+        backup_dir=Path(args.backup_dir) if args.backup_dir else None,
     )

@@ -29,6 +29,9 @@ class Settings:
     tls_key: Path | None = None
     metrics_public: bool = False
     log_level: str = "info"
+    backup_interval: float = 86400.0  # seconds between scheduled backups; 0 turns them off
+    backup_keep: int = 7  # scheduled backups kept (manual and pre-restore ones are not pruned)
+    backup_dir: Path | None = None  # default <data-dir>/backups
     extra: dict[str, str] = field(default_factory=dict)
 
     @property
@@ -44,6 +47,10 @@ class Settings:
     @property
     def uploads_path(self) -> Path:
         return (self.upload_dir or self.data_dir / "uploads").absolute()
+
+    @property
+    def backup_path(self) -> Path:
+        return (self.backup_dir or self.data_dir / "backups").absolute()
 
     @property
     def base_url(self) -> str:

@@ -8,6 +8,7 @@ In-process now; a PostgreSQL LISTEN/NOTIFY implementation can replace it behind 
 
 import asyncio
 import json
+from collections.abc import Callable
 from typing import Any
 
 BROADCAST_TOPICS = frozenset({"node", "instance", "operation", "alert", "system", "package"})
@@ -30,6 +31,8 @@ class Hub:
     def __init__(self) -> None:
         self._subs: set[Subscriber] = set()
         self.published = 0
+        # Called when the set of subscribed keys may have changed (log follows start and stop).
+        self.key_listeners: list[Callable[[], None]] = []
 
     def subscribe(self, maxsize: int = 10_000) -> Subscriber:
         sub = Subscriber(maxsize)
@@ -45,6 +48,13 @@ class Hub:
 
     def has_key(self, key: str) -> bool:
         return any(key in s.keys for s in self._subs)
+
+    def subscribed_keys(self) -> set[str]:
+        return set().union(*(s.keys for s in self._subs))
+
+    def keys_changed(self) -> None:
+        for listener in self.key_listeners:
+            listener()
 
     def publish(self, topic: str, data: dict[str, Any], key: str | None = None) -> None:
         """Send to every subscriber (state topics) or to those subscribed to `key`."""

@@ -36,6 +36,7 @@ class ErrorCode(StrEnum):
     TIMEOUT = "timeout"
     TOO_MANY_REQUESTS = "too_many_requests"
     UNSUPPORTED = "unsupported"
+    UNAVAILABLE = "unavailable"  # the master is busy (restoring a backup); retry shortly
     INTERNAL = "internal_error"
 
 

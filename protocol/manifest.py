@@ -56,6 +56,29 @@ class HealthCheck(BaseModel):
         return self
 
 
+DEFAULT_LOG_MAX_BYTES = 10 << 20
+DEFAULT_LOG_BACKUPS = 5
+
+
+class LogRotate(BaseModel):
+    """How the agent rotates this service's logs: by size, keeping `backups` older files.
+
+    stdout and stderr are always rotated (unless max_bytes is 0); the files in `log_paths`
+    only when `log_paths` is true (copytruncate, so the service may keep its file open in
+    append mode)."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    max_bytes: int = Field(default=DEFAULT_LOG_MAX_BYTES, ge=0, le=1 << 40)  # 0: never rotate
+    backups: int = Field(default=DEFAULT_LOG_BACKUPS, ge=0, le=1000)
+    log_paths: bool = False
+
+
+def is_absolute_path(path: str) -> bool:
+    normal = path.replace("\\", "/")
+    return normal.startswith("/") or bool(_DRIVE.match(normal))
+
+
 class Manifest(BaseModel):
     """service.json. Relative paths are relative to the package root; the service runs with the
     directory of its entrypoint as working directory (so `../conf/x` reaches `conf/x`)."""
@@ -78,6 +101,7 @@ class Manifest(BaseModel):
     process_cmdline: str | None = None
     restart: Literal["no", "on-failure", "always"] = "no"
     health: HealthCheck | None = None
+    log_rotate: LogRotate = Field(default_factory=LogRotate)
 
     @field_validator("name")
     @classmethod
@@ -116,6 +140,10 @@ class Manifest(BaseModel):
                 raise ValueError(f"invalid log name {key!r}")
             if not path or "\x00" in path:
                 raise ValueError(f"invalid path for {key!r}")
+            if not is_absolute_path(path) and not is_safe_relative_path(path):
+                raise ValueError(
+                    f"path of {key!r} must be absolute or stay inside the package (no '..')"
+                )
         return v
 
     @model_validator(mode="after")

@@ -84,7 +84,21 @@ class Result(_Msg):
     data: dict[str, Any] = Field(default_factory=dict)
 
 
-AgentMessage = Annotated[Hello | Heartbeat | InstanceStateMsg | Result, Field(discriminator="type")]
+class LogChunk(_Msg):
+    """Bytes appended to a followed log (text, decoded as UTF-8 with replacement)."""
+
+    type: Literal["log_chunk"] = "log_chunk"
+    instance_id: str
+    name: str
+    offset: int  # where `data` starts in the file as it is now
+    data: str
+    reset: bool = False  # the file was rotated or truncated since the last chunk
+    error: str | None = None  # following stopped: why (e.g. the file became a symlink)
+
+
+AgentMessage = Annotated[
+    Hello | Heartbeat | InstanceStateMsg | Result | LogChunk, Field(discriminator="type")
+]
 AGENT_MESSAGE: TypeAdapter[AgentMessage] = TypeAdapter(AgentMessage)
 
 
@@ -141,7 +155,38 @@ class Config(_Msg):
     heartbeat_interval: float = 1.0
 
 
-MasterMessage = Annotated[Deploy | Start | Stop | Destroy | Config, Field(discriminator="type")]
+class ListLogs(_Msg):
+    """Which logs an instance has: stdout, stderr, then its manifest's log_paths."""
+
+    type: Literal["list_logs"] = "list_logs"
+    id: str
+    instance_id: str
+
+
+class TailLog(_Msg):
+    """The last `tail_bytes` of one declared log; the reply's data is {"data": base64, ...}."""
+
+    type: Literal["tail_log"] = "tail_log"
+    id: str
+    instance_id: str
+    name: str
+    tail_bytes: int = Field(default=65536, ge=0, le=1 << 20)
+
+
+class FollowLog(_Msg):
+    """Start (follow=True) or stop streaming `log_chunk`s of one declared log."""
+
+    type: Literal["follow_log"] = "follow_log"
+    id: str
+    instance_id: str
+    name: str
+    follow: bool = True
+
+
+MasterMessage = Annotated[
+    Deploy | Start | Stop | Destroy | Config | ListLogs | TailLog | FollowLog,
+    Field(discriminator="type"),
+]
 MASTER_MESSAGE: TypeAdapter[MasterMessage] = TypeAdapter(MasterMessage)
 
 # WebSocket close codes used on the agent channel and the event stream.

@@ -123,6 +123,9 @@ class NodeOut(BaseModel):
     labels: dict[str, str]
     load: LoadOut
     enrolled_at: str | None = None
+    # Instances the node's agent runs that the master does not know (e.g. after a restore);
+    # they are kept running and only reported.
+    unmanaged_instances: list[str] = Field(default_factory=list)
 
 
 class NodePatch(_In):
@@ -220,3 +223,5 @@ class AuditOut(BaseModel):
     result: str
     source_ip: str
     detail: dict[str, Any]
+    id: int | None = None  # the row's place in the hash chain (GET /audit/verify names it)
+    hash: str = ""

@@ -12,7 +12,7 @@ from master.api import wsutil
 from master.api.deps import ServicesDep, SessionDep, bearer_token
 from master.api.errors import ERROR_RESPONSES
 from master.db import models
-from master.services import accounts
+from master.services import accounts, audit
 from master.services.agents import AgentLink
 from master.services.security import new_secret, secret_hash
 from protocol.errors import ErrorCode, GdosError
@@ -25,6 +25,7 @@ from protocol.messages import (
     Heartbeat,
     Hello,
     InstanceStateMsg,
+    LogChunk,
     Result,
 )
 from protocol.rest import EnrollIn, EnrollOut
@@ -98,6 +99,16 @@ async def agent_socket(ws: WebSocket, svc: ServicesDep) -> None:
     link.unmanaged = unmanaged
     if unmanaged:
         log.warning("node %s runs instances the master does not know: %s", node_id, unmanaged)
+        audit.record(
+            svc.db,
+            actor=f"node:{node_id}",
+            action="unmanaged_instances",
+            target=f"node={node_id}",
+            result="reported",
+            source_ip=ws.client.host if ws.client else "",
+            detail={"instances": unmanaged, "note": "kept running on the node, not managed"},
+        )
+    svc.logs.node_connected(node_id)
     await link.send(Config(node_id=node_id, heartbeat_interval=svc.settings.heartbeat_interval))
     svc.publish_node(node_id)
     log.info("node %s connected (%s)", node_id, hello.host.hostname)
@@ -139,6 +150,8 @@ async def _serve(ws: WebSocket, link: AgentLink, svc: ServicesDep) -> None:
             svc.orchestrator.apply_report(link.node_id, msg)
         elif isinstance(msg, Result):
             link.resolve(msg)
+        elif isinstance(msg, LogChunk):
+            svc.logs.on_chunk(link.node_id, msg)
         elif isinstance(msg, Hello):
             await svc.orchestrator.on_hello(link, msg)
 

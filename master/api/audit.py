@@ -12,7 +12,9 @@ from sqlalchemy import select
 from master.api.deps import SessionDep, Viewer
 from master.api.errors import ERROR_RESPONSES
 from master.db import models
+from master.services.audit_chain import verify_rows
 from protocol.rest import AuditOut, iso
+from protocol.rest_ops import AuditBreak, AuditVerifyOut
 
 router = APIRouter(prefix="/api/v1", tags=["audit"], responses=ERROR_RESPONSES)
 
@@ -26,6 +28,8 @@ def audit_out(row: models.AuditEntry) -> AuditOut:
         result=row.result,
         source_ip=row.source_ip,
         detail=row.detail or {},
+        id=row.id,
+        hash=row.hash,
     )
 
 
@@ -59,8 +63,34 @@ def list_audit(
     if format == "csv":
         buf = io.StringIO()
         writer = csv.writer(buf)
-        writer.writerow(["ts", "actor", "action", "target", "result", "source_ip", "detail"])
+        fields = ["ts", "actor", "action", "target", "result", "source_ip", "detail", "id", "hash"]
+        writer.writerow(fields)
         for r in rows:
-            writer.writerow([r.ts, r.actor, r.action, r.target, r.result, r.source_ip, r.detail])
+            writer.writerow([getattr(r, f) for f in fields])
         return Response(buf.getvalue(), media_type="text/csv")
     return rows
+
+
+@router.get("/audit/verify", response_model=AuditVerifyOut)
+def verify_audit(_: Viewer, s: SessionDep) -> AuditVerifyOut:
+    """Walk the hash chain from the first row; report the first broken link, or ok."""
+    a = models.AuditEntry
+    q = select(
+        a.id,
+        a.ts,
+        a.actor,
+        a.action,
+        a.target,
+        a.result,
+        a.source_ip,
+        a.detail,
+        a.prev_hash,
+        a.hash,
+    ).order_by(a.id)
+    rows = (row._asdict() for row in s.execute(q.execution_options(yield_per=2000)))
+    count, head, broken = verify_rows(rows)
+    if broken is not None:
+        return AuditVerifyOut(
+            ok=False, count=count, broken=AuditBreak(id=broken[0], reason=broken[1])
+        )
+    return AuditVerifyOut(ok=True, count=count, head=head)

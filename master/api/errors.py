@@ -38,6 +38,7 @@ STATUS = {
     ErrorCode.TIMEOUT: 504,
     ErrorCode.TOO_MANY_REQUESTS: 429,
     ErrorCode.UNSUPPORTED: 501,
+    ErrorCode.UNAVAILABLE: 503,
 }
 
 _HTTP_CODES = {

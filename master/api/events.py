@@ -3,6 +3,7 @@
 import asyncio
 import json
 import logging
+from collections.abc import Callable
 
 from fastapi import APIRouter, WebSocket
 
@@ -30,7 +31,7 @@ async def events(ws: WebSocket, svc: ServicesDep) -> None:
         return
     await ws.accept()
     sub = svc.hub.subscribe()
-    reader = asyncio.create_task(_read_subscriptions(ws, sub))
+    reader = asyncio.create_task(_read_subscriptions(ws, sub, svc.hub.keys_changed))
     writer = asyncio.create_task(_write_events(ws, sub))
     try:
         await asyncio.wait({reader, writer}, return_when=asyncio.FIRST_COMPLETED)
@@ -40,6 +41,8 @@ async def events(ws: WebSocket, svc: ServicesDep) -> None:
         # Disconnects surface here as WebSocketDisconnect/RuntimeError: the client left.
         await asyncio.gather(reader, writer, return_exceptions=True)
         svc.hub.unsubscribe(sub)
+        if sub.keys:
+            svc.hub.keys_changed()
 
 
 async def _write_events(ws: WebSocket, sub: Subscriber) -> None:
@@ -57,7 +60,7 @@ async def _write_events(ws: WebSocket, sub: Subscriber) -> None:
         overflow.cancel()
 
 
-async def _read_subscriptions(ws: WebSocket, sub: Subscriber) -> None:
+async def _read_subscriptions(ws: WebSocket, sub: Subscriber, changed: Callable[[], None]) -> None:
     while (text := await wsutil.receive_text(ws)) is not None:
         try:
             msg = json.loads(text)
@@ -72,6 +75,7 @@ async def _read_subscriptions(ws: WebSocket, sub: Subscriber) -> None:
                 sub.keys.add(key)
         for key in _keys(msg.get("unsubscribe")):
             sub.keys.discard(key)
+        changed()
 
 
 def _keys(value: object) -> list[str]:

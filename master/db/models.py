@@ -147,3 +147,6 @@ class AuditEntry(Base):
     result: Mapped[str] = mapped_column(String(32))
     source_ip: Mapped[str] = mapped_column(String(64), default="")
     detail: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The hash chain (master/services/audit_chain.py): sha256 of this row and the previous hash.
+    prev_hash: Mapped[str] = mapped_column(String(64), default="")
+    hash: Mapped[str] = mapped_column(String(64), default="")

@@ -6,17 +6,33 @@ response status is known, so no route can forget it. Routes enrich it through
 """
 
 import logging
+import threading
 import time
 from typing import Any
 
+from sqlalchemy import select, text
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from master.db import models
 from master.db.session import Database
+from master.services.audit_chain import GENESIS, normalize_detail, row_hash
 
 log = logging.getLogger(__name__)
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+API_PREFIX = "/api/v1"
+
+# WebSocket routes carry no operator action of their own, so they write no audit row. A new
+# socket must be added here on purpose (tests/master/test_audit_routes.py fails otherwise).
+UNAUDITED_SOCKETS = {
+    "/api/v1/events": "read-only stream of state changes to the console",
+    "/api/v1/agent/ws": "the agent's channel: agents report facts; the commands sent down it "
+    "come from REST calls, which are audited",
+}
+
+# One writer at a time, so every row links to the one written just before it.
+_chain_lock = threading.Lock()
+_PG_CHAIN_LOCK_KEY = 0x6764_6F73_0005  # pg_advisory_xact_lock: one writer across replicas
 
 
 def record(
@@ -29,18 +45,26 @@ def record(
     source_ip: str = "",
     detail: dict[str, Any] | None = None,
 ) -> None:
-    with db.session() as s:
-        s.add(
-            models.AuditEntry(
-                ts=time.time(),
-                actor=actor[:64],
-                action=action[:64],
-                target=target[:255],
-                result=result[:32],
-                source_ip=source_ip[:64],
-                detail=detail or {},
-            )
-        )
+    fields: dict[str, Any] = {
+        "ts": time.time(),
+        "actor": actor[:64],
+        "action": action[:64],
+        "target": target[:255],
+        "result": result[:32],
+        "source_ip": source_ip[:64],
+        "detail": normalize_detail(detail),
+    }
+    with _chain_lock, db.session() as s:
+        if s.get_bind().dialect.name == "postgresql":
+            s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_CHAIN_LOCK_KEY})
+        last = s.execute(
+            select(models.AuditEntry.id, models.AuditEntry.hash)
+            .order_by(models.AuditEntry.id.desc())
+            .limit(1)
+        ).first()
+        prev_id, prev_hash = (last[0], last[1]) if last else (0, GENESIS)
+        fields["id"] = prev_id + 1
+        s.add(models.AuditEntry(**fields, prev_hash=prev_hash, hash=row_hash(prev_hash, fields)))
         s.commit()
 
 
@@ -61,7 +85,7 @@ class AuditMiddleware:
         if (
             scope["type"] != "http"
             or scope["method"] not in WRITE_METHODS
-            or not scope["path"].startswith("/api/v1/")
+            or not (scope["path"] + "/").startswith(API_PREFIX + "/")
         ):
             await self.app(scope, receive, send)
             return

@@ -56,6 +56,7 @@ def node_out(node: models.Node, agents: AgentRegistry) -> NodeOut:
         labels={str(k): str(v) for k, v in (node.labels or {}).items()},
         load=load,
         enrolled_at=iso(node.enrolled_at),
+        unmanaged_instances=list(link.unmanaged) if link else [],
     )
 
 

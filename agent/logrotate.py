@@ -1,0 +1,149 @@
+"""Size-based rotation of service logs by copytruncate, on a timer.
+
+Services hold their log open (stdout/stderr are files the service inherited, opened in append
+mode, so services outlive the agent), so a log cannot be renamed away: when it grows past
+`max_bytes` its content is copied into `<log>.1` (older backups shift to `.2`, ...; beyond
+`backups` they are deleted) and the file is truncated in place; the service's next append
+lands at the start. A file that grew far past the limit between two looks is cut into
+`max_bytes` pieces, newest in `.1`, and what does not fit in `backups` pieces is dropped, so a
+log never takes more than about `max_bytes * (backups + 1)` on disk.
+
+The price of copytruncate: bytes written in the instant between the last copy and the
+truncate can be lost. `log_paths` files are rotated only when the manifest opts in
+(`"log_rotate": {"log_paths": true}`), and only make sense for files the service opens in
+append mode.
+"""
+
+import asyncio
+import contextlib
+import logging
+import math
+import os
+import stat
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from agent.logs import LogFile, LogMissing, declared, open_log, read_range
+from protocol.errors import GdosError
+from protocol.manifest import LogRotate, Manifest
+
+if TYPE_CHECKING:
+    from agent.executor.supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+
+ROTATE_INTERVAL = float(os.environ.get("GDOS_AGENT_LOG_ROTATE_INTERVAL", "1.0"))
+_O_NOFOLLOW = getattr(os, "O_NOFOLLOW", 0)
+_O_BINARY = getattr(os, "O_BINARY", 0)
+DEFAULT = LogRotate()
+
+
+Target = tuple[str, LogFile, LogRotate]
+
+
+class Targets:
+    """The logs to watch, per instance, rebuilt only when an instance or its manifest changes
+    (one pass over 100 instances is then just 200 `stat` calls)."""
+
+    def __init__(self) -> None:
+        self._cache: dict[str, tuple[Manifest | None, list[Target]]] = {}
+
+    def of(self, supervisor: "Supervisor") -> Iterator[Target]:
+        current = supervisor.instances
+        for gone in self._cache.keys() - current.keys():
+            del self._cache[gone]
+        for instance_id, m in list(current.items()):
+            cached = self._cache.get(instance_id)
+            if cached is None or cached[0] is not m.manifest:
+                cached = (m.manifest, _build(supervisor, instance_id, m.manifest))
+                self._cache[instance_id] = cached
+            yield from cached[1]
+
+
+def _build(supervisor: "Supervisor", instance_id: str, manifest: Manifest | None) -> list[Target]:
+    rule = manifest.log_rotate if manifest else DEFAULT
+    if rule.max_bytes <= 0:
+        return []
+    return [
+        (str(entry.path), entry, rule)
+        for entry in declared(supervisor.instance_dir(instance_id), manifest)
+        if entry.own or rule.log_paths
+    ]
+
+
+def needs_rotation(entry: LogFile | str, rule: LogRotate) -> bool:
+    try:
+        st = os.stat(entry if isinstance(entry, str) else entry.path, follow_symlinks=False)
+    except OSError:
+        return False
+    return stat.S_ISREG(st.st_mode) and st.st_size > rule.max_bytes
+
+
+def _write_copy(src_fd: int, start: int, end: int, dest: str) -> None:
+    fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL | _O_NOFOLLOW | _O_BINARY, 0o640)
+    try:
+        pos = start
+        while pos < end:
+            data = read_range(src_fd, pos, min(end - pos, 1 << 20))
+            if not data:
+                break
+            os.write(fd, data)
+            pos += len(data)
+    finally:
+        os.close(fd)
+
+
+def rotate(entry: LogFile, rule: LogRotate) -> int:
+    """Copy, then truncate; returns how many backup files were written."""
+    fd = open_log(entry, write=True)
+    try:
+        size = os.fstat(fd).st_size
+        if size <= rule.max_bytes:
+            return 0
+        base = str(entry.path)
+        pieces = min(rule.backups, math.ceil(size / rule.max_bytes))
+        # Make room: .i -> .i+pieces, and what would land beyond `backups` goes.
+        for i in range(rule.backups, 0, -1):
+            old = f"{base}.{i}"
+            if i + pieces > rule.backups:
+                _unlink(old)
+            elif os.path.lexists(old):
+                os.replace(old, f"{base}.{i + pieces}")
+        end = size
+        for i in range(1, pieces + 1):
+            start = max(0, end - rule.max_bytes)
+            _write_copy(fd, start, end, f"{base}.{i}")
+            end = start
+        # What the service appended while we copied is newer than `.1`: keep it in the file.
+        grown = os.fstat(fd).st_size
+        extra = read_range(fd, size, min(grown - size, rule.max_bytes)) if grown > size else b""
+        os.ftruncate(fd, 0)
+        if extra:
+            os.write(fd, extra)  # O_APPEND: lands at the (new) end
+        return pieces
+    finally:
+        os.close(fd)
+
+
+def _unlink(path: str) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+async def rotate_forever(supervisor: "Supervisor", interval: float = ROTATE_INTERVAL) -> None:
+    warned: set[tuple[str, str]] = set()
+    watched = Targets()
+    while True:
+        await asyncio.sleep(interval)
+        for path, entry, rule in list(watched.of(supervisor)):
+            if not needs_rotation(path, rule):
+                continue
+            try:
+                await asyncio.to_thread(rotate, entry, rule)
+            except LogMissing:
+                continue
+            except (GdosError, OSError) as exc:
+                key = (str(entry.path), str(exc))
+                if key not in warned:  # once per file and reason, not every second
+                    warned.add(key)
+                    log.warning("cannot rotate %s: %s", entry.path, exc)
