@@ -14,6 +14,7 @@ from master.app import create_app
 from master.cli import parse_args, settings_from_args
 from master.config import Settings
 from protocol import __version__
+from protocol.frozen import child_environ, version_text
 
 log = logging.getLogger("gdos.master")
 
@@ -67,7 +68,7 @@ async def serve(settings: Settings, with_agent: bool) -> int:
     print_banner(settings, with_agent)
     if with_agent:
         work_dir = settings.data_dir / "agent"
-        agent = subprocess.Popen(agent_command(settings, work_dir))
+        agent = subprocess.Popen(agent_command(settings, work_dir), env=child_environ())
     try:
         await serving
     finally:
@@ -83,7 +84,7 @@ async def serve(settings: Settings, with_agent: bool) -> int:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.version:
-        print(f"gdos-master {__version__}")
+        print(version_text("gdos-master"))
         return 0
     settings = settings_from_args(args)
     logging.basicConfig(
