@@ -105,6 +105,16 @@ def one_run(
     return {"startup": startup, "rss": rss, "main_rss": main_rss, "processes": len(pids)}
 
 
+def version_time(program: list[str], runs: int) -> float:
+    """Median seconds for `--version`: unpacking (frozen) and interpreter start, no network."""
+    times = []
+    for _ in range(runs):
+        t0 = time.monotonic()
+        subprocess.run([*program, "--version"], env=child_env(), capture_output=True, check=True)
+        times.append(time.monotonic() - t0)
+    return statistics.median(times)
+
+
 def machine() -> str:
     def sh(cmd: str) -> str:
         try:
@@ -134,6 +144,7 @@ def main() -> int:
     size = binary.stat().st_size
     programs = {"frozen": [str(binary)], "source": [sys.executable, "-m", "agent"]}
 
+    versions = {kind: version_time(program, args.runs) for kind, program in programs.items()}
     root = Path(tempfile.mkdtemp(prefix="gdos-bench-frozen-"))
     master = Master(root / "master", env={})
     master.launch()
@@ -157,9 +168,10 @@ def main() -> int:
     )
     print(f"{args.runs} runs each, alternating; idle RSS read {args.idle:.0f} s after online\n")
     print(
-        "| agent | start to hello accepted, median (min-max) | idle RSS, total | of which the agent's Python |"
+        "| agent | start to hello accepted, median (min-max) | `--version`, median "
+        "| idle RSS, total | of which the agent's Python |"
     )
-    print("| --- | --- | --- | --- |")
+    print("| --- | --- | --- | --- | --- |")
     for kind, runs in results.items():
         starts = [r["startup"] * 1000 for r in runs]
         rss = statistics.median(r["rss"] for r in runs) / 2**20
@@ -167,6 +179,7 @@ def main() -> int:
         procs = runs[0]["processes"]
         print(
             f"| {kind} | {statistics.median(starts):.0f} ms ({min(starts):.0f}-{max(starts):.0f}) "
+            f"| {versions[kind] * 1000:.0f} ms "
             f"| {rss:.1f} MiB ({procs} process{'es' if procs > 1 else ''}) | {main_rss:.1f} MiB |"
         )
     return 0
