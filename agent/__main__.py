@@ -13,14 +13,14 @@ from pathlib import Path
 
 import httpx
 
-from agent import credential, local_health, logrotate
+from agent import autostart, credential, local_health, logrotate
 from agent.credential import Credential, EnrollmentRefused
 from agent.executor import deploy
 from agent.executor.supervisor import Supervisor
 from agent.hostinfo import host_info
 from agent.link import Link
 from agent.state import StateFile
-from protocol import __version__
+from protocol.frozen import version_text
 from protocol.messages import PackageRef
 from protocol.seedargs import normalize_seed_args
 
@@ -53,7 +53,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--autostart",
         choices=["1", "0", "-1"],
         default=None,
-        help="1: start at boot, 0: stop starting at boot, -1: leave as is",
+        help="1: install and enable the boot-time service (systemd / Task Scheduler / launchd), "
+        "start it, exit; 0: stop, disable and remove it, exit; -1: leave it as is (default)",
+    )
+    p.add_argument(
+        "--autostart-print",
+        nargs="?",
+        const="auto",
+        choices=["auto", *autostart.OS_CHOICES],
+        metavar="OS",
+        help="print the unit / task / plist --autostart 1 would install (this OS, or linux, "
+        "windows, macos) and exit",
     )
     p.add_argument(
         "--ca-cert",
@@ -104,6 +114,25 @@ async def obtain_credential(args: argparse.Namespace, client: httpx.AsyncClient)
         credential.save(work_dir, cred)
         log.info("enrolled as node %s", cred.node_id)
         return cred
+
+
+def enrol_once(args: argparse.Namespace, timeout: float = 60.0) -> None:
+    """Enrol now (for `--autostart 1`): the boot-time command then needs no join token."""
+
+    async def go() -> None:
+        ctx = ssl_context(args.ca_cert)
+        async with httpx.AsyncClient(verify=ctx if ctx is not None else True) as client:
+            await asyncio.wait_for(obtain_credential(args, client), timeout)
+
+    args.work_dir = Path(args.work_dir).absolute()
+    try:
+        asyncio.run(go())
+    except EnrollmentRefused as exc:
+        raise autostart.AutostartError(str(exc)) from None
+    except TimeoutError:
+        raise autostart.AutostartError(
+            f"could not reach the master at {args.master} to enrol within {timeout:.0f} s"
+        ) from None
 
 
 async def run(args: argparse.Namespace) -> int:
@@ -169,16 +198,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         normalize_seed_args(sys.argv[1:] if argv is None else argv, KNOWN_FLAGS)
     )
     if args.version:
-        print(
-            f"gdos-agent {__version__} (python {sys.version.split()[0]}, frozen={getattr(sys, 'frozen', False)})"
-        )
+        print(version_text("gdos-agent"))
         return 0
+    if args.autostart_print is not None:
+        return autostart.print_definition(args, args.autostart_print)
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    if args.autostart is not None and args.autostart != "-1":
-        print("gdos-agent: --autostart is not available in this build yet", file=sys.stderr)
-        return 2
+    if args.autostart in ("1", "0"):
+        return autostart.apply(args, enrol=lambda: enrol_once(args))
     try:
         return asyncio.run(run(args))
     except KeyboardInterrupt:

@@ -19,7 +19,9 @@ STATE_VERSION = 1
 
 def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    # O_BINARY (Windows only): never translate newlines; `mode` is ignored there beyond read-only.
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
+    fd = os.open(tmp, flags, mode)
     try:
         os.write(fd, data)
         os.fsync(fd)

@@ -15,6 +15,7 @@ from master.cli import parse_args, settings_from_args
 from master.config import Settings
 from master.server import GuardedH11Protocol
 from protocol import __version__
+from protocol.frozen import child_environ, version_text
 
 log = logging.getLogger("gdos.master")
 
@@ -69,7 +70,7 @@ async def serve(settings: Settings, with_agent: bool) -> int:
     print_banner(settings, with_agent)
     if with_agent:
         work_dir = settings.data_dir / "agent"
-        agent = subprocess.Popen(agent_command(settings, work_dir))
+        agent = subprocess.Popen(agent_command(settings, work_dir), env=child_environ())
     try:
         await serving
     finally:
@@ -90,7 +91,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return restore_main(argv[1:])
     args = parse_args(argv)
     if args.version:
-        print(f"gdos-master {__version__}")
+        print(version_text("gdos-master"))
         return 0
     settings = settings_from_args(args)
     logging.basicConfig(

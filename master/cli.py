@@ -41,7 +41,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="GDOS master: REST + WebSocket API for agents and the console.",
         epilog="Every flag can also be set with GDOS_<FLAG> (e.g. GDOS_DATA_DIR).",
     )
-    p.add_argument("--version", action="store_true", help="print the version and exit")
+    p.add_argument("--version", action="store_true", help="print version and build info, exit")
     add = p.add_argument
     add("--port", default=_env("port", ":8080"), help="listen address, ':8080' or 'host:port'")
     add("--host", default=_env("host", None), help="interface to bind (default all)")

@@ -58,8 +58,9 @@ def agent_factory(tmp_path: Path) -> Iterator:
         name: str = "agent",
         extra: list[str] | None = None,
         token: str | None = None,
+        program: list[str] | None = None,
     ) -> Agent:
-        a = Agent(master, tmp_path / name, extra=extra, token=token)
+        a = Agent(master, tmp_path / name, extra=extra, token=token, program=program)
         made.append(a)
         _started.append(a)
         return a

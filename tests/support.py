@@ -223,14 +223,13 @@ class Agent(Proc):
         work_dir: Path,
         extra: list[str] | None = None,
         token: str | None = None,
+        program: list[str] | None = None,
     ) -> None:
         self.master = master
         self.work_dir = work_dir
         work_dir.mkdir(parents=True, exist_ok=True)
         argv = [
-            sys.executable,
-            "-m",
-            "agent",
+            *(program or [sys.executable, "-m", "agent"]),  # e.g. [frozen gdos-agent binary]
             "--master",
             master.url,
             "--work-dir",

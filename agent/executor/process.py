@@ -11,6 +11,7 @@ import logging
 import os
 import signal
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -58,25 +59,48 @@ def identity_of(pid: int) -> Identity | None:
         return None
 
 
+# Windows process-creation flags (the subprocess module defines them only on Windows).
+CREATE_NEW_PROCESS_GROUP = 0x00000200
+CREATE_BREAKAWAY_FROM_JOB = 0x01000000
+CREATE_NO_WINDOW = 0x08000000
+
+
+def popen_options(windows: bool) -> list[dict[str, object]]:
+    """How to detach a service from the agent, best first.
+
+    POSIX: its own session, so signals to the agent's group and the agent's end leave it alone.
+    Windows: its own process group, no console window, and out of the agent's Job Object when
+    the job allows it (Task Scheduler runs tasks in a job; ending the task would otherwise end
+    the services too). A job that forbids breakaway refuses the first form: then the second.
+    """
+    if windows:
+        base = CREATE_NEW_PROCESS_GROUP | CREATE_NO_WINDOW
+        return [{"creationflags": base | CREATE_BREAKAWAY_FROM_JOB}, {"creationflags": base}]
+    return [{"start_new_session": True}]
+
+
 def spawn(
     argv: list[str], cwd: Path, env: dict[str, str], stdout: IO[bytes], stderr: IO[bytes]
 ) -> subprocess.Popen[bytes]:
-    """Start a service from an argument list (never a shell string) in its own session."""
-    kwargs: dict[str, object] = {}
-    if IS_WINDOWS:
-        kwargs["creationflags"] = subprocess.CREATE_NEW_PROCESS_GROUP  # type: ignore[attr-defined]
-    else:
-        kwargs["start_new_session"] = True
-    return subprocess.Popen(  # type: ignore[call-overload,no-any-return]
-        argv,
-        cwd=cwd,
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=stdout,
-        stderr=stderr,
-        close_fds=True,
-        **kwargs,
-    )
+    """Start a service from an argument list (never a shell string), detached from the agent."""
+    options = popen_options(IS_WINDOWS)
+    for i, kwargs in enumerate(options):
+        try:
+            return subprocess.Popen(  # type: ignore[call-overload,no-any-return]
+                argv,
+                cwd=cwd,
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=stdout,
+                stderr=stderr,
+                close_fds=True,
+                **kwargs,
+            )
+        except PermissionError:
+            if i == len(options) - 1:
+                raise
+            log.debug("cannot start %s outside the agent's job; starting it inside", argv[0])
+    raise AssertionError("unreachable")
 
 
 async def wait_exit(identity: Identity, popen: subprocess.Popen[bytes] | None = None) -> int | None:
@@ -128,11 +152,27 @@ def tree(proc: psutil.Process) -> list[psutil.Process]:
         return []
 
 
-def signal_tree(procs: list[psutil.Process], sig: int) -> None:
-    """Signal every process of a tree; psutil refuses a PID that was reused since `procs` was taken."""
+def terminate_tree(procs: list[psutil.Process]) -> None:
+    """Ask a tree to stop: SIGTERM to its group and each member; `taskkill /T` on Windows."""
     if IS_WINDOWS:
-        _taskkill(procs[0].pid, force=sig == getattr(signal, "SIGKILL", 9))
-        return
+        _taskkill(procs, force=False)
+    else:
+        signal_tree(procs, signal.SIGTERM)
+
+
+def kill_tree(procs: list[psutil.Process]) -> None:
+    """Force a tree to stop: SIGKILL; `taskkill /T /F`, then TerminateProcess each, on Windows."""
+    if IS_WINDOWS:
+        _taskkill(procs, force=True)
+        for proc in alive(procs):  # orphans whose parent died are no longer in taskkill's tree
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                proc.kill()
+    else:
+        signal_tree(procs, signal.SIGKILL)
+
+
+def signal_tree(procs: list[psutil.Process], sig: int) -> None:
+    """POSIX: signal every process of a tree; psutil refuses a PID reused since `procs` was taken."""
     leader = procs[0] if procs else None
     if leader is not None:
         with contextlib.suppress(ProcessLookupError, PermissionError, psutil.Error):
@@ -143,13 +183,30 @@ def signal_tree(procs: list[psutil.Process], sig: int) -> None:
             proc.send_signal(sig)
 
 
-def taskkill_command(pid: int, force: bool) -> list[str]:
-    """Windows: `taskkill /T` stops the tree; `/F` forces it."""
-    return ["taskkill", "/PID", str(pid), "/T", *(["/F"] if force else [])]
+def taskkill_command(pids: int | Sequence[int], force: bool) -> list[str]:
+    """Windows: `taskkill /T` stops each tree (one /PID per process); `/F` forces it."""
+    numbers = [pids] if isinstance(pids, int) else list(pids)
+    return [
+        "taskkill",
+        *[a for p in numbers for a in ("/PID", str(p))],
+        "/T",
+        *(["/F"] if force else []),
+    ]
 
 
-def _taskkill(pid: int, force: bool) -> None:
-    subprocess.run(taskkill_command(pid, force), capture_output=True, check=False)
+def run_quiet(argv: list[str]) -> int:
+    """The OS seam for commands the agent issues itself (tests replace it to record them)."""
+    try:
+        return subprocess.run(argv, capture_output=True, check=False).returncode
+    except OSError as exc:
+        log.warning("cannot run %s: %s", argv[0], exc)
+        return -1
+
+
+def _taskkill(procs: list[psutil.Process], force: bool) -> None:
+    pids = [p.pid for p in alive(procs)]
+    if pids:
+        run_quiet(taskkill_command(pids, force))
 
 
 def alive(procs: list[psutil.Process]) -> list[psutil.Process]:

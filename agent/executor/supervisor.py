@@ -7,7 +7,6 @@ the agent will remember after a crash.
 
 import asyncio
 import logging
-import os
 import shutil
 import signal
 import subprocess
@@ -23,6 +22,7 @@ from agent.executor import deploy, process
 from agent.hostinfo import os_name
 from agent.state import StateFile
 from protocol.errors import ErrorCode, GdosError
+from protocol.frozen import child_environ
 from protocol.manifest import Manifest
 from protocol.messages import InstanceReport, InstanceSpec, PackageRef
 from protocol.states import ACTIVE_STATES, BUSY_STATES, HealthState, InstanceState
@@ -231,7 +231,7 @@ class Supervisor:
         app = self.instance_dir(m.id) / "app"
         exe = process.executable(app / manifest.entrypoint)
         args = m.spec.args if m.spec.args is not None else manifest.args
-        env = {**os.environ, **manifest.env, **m.spec.env}
+        env = {**child_environ(), **manifest.env, **m.spec.env}
         env[ENV_INSTANCE_ID] = m.id
         env["GDOS_INSTANCE_NAME"] = m.spec.name
         logs = self.instance_dir(m.id) / "logs"
@@ -295,11 +295,11 @@ class Supervisor:
         if manifest and manifest.stop_entrypoint:
             await self._run_stop_command(m, manifest, timeout)
         else:
-            process.signal_tree(procs, signal.SIGTERM)
+            process.terminate_tree(procs)
         left = await process.wait_gone(procs, timeout)
         if left:
             log.warning("%s did not stop within %.0f s: killing", m.spec.name, timeout)
-            process.signal_tree(left, getattr(signal, "SIGKILL", signal.SIGTERM))
+            process.kill_tree(left)
             left = await process.wait_gone(left, 5.0)
         if m.watcher is not None:
             await asyncio.wait({m.watcher}, timeout=5.0)
@@ -314,7 +314,7 @@ class Supervisor:
         assert manifest.stop_entrypoint
         app = self.instance_dir(m.id) / "app"
         exe = process.executable(app / manifest.stop_entrypoint)
-        env = {**os.environ, **manifest.env, **m.spec.env, ENV_INSTANCE_ID: m.id}
+        env = {**child_environ(), **manifest.env, **m.spec.env, ENV_INSTANCE_ID: m.id}
         try:
             proc = await asyncio.create_subprocess_exec(
                 str(exe),
@@ -328,7 +328,7 @@ class Supervisor:
         except OSError as exc:
             log.warning("stop command of %s failed to start: %s; sending SIGTERM", m.spec.name, exc)
             if m.identity and (p := process.find(m.identity)):
-                process.signal_tree(process.tree(p), signal.SIGTERM)
+                process.terminate_tree(process.tree(p))
             return
         try:
             await asyncio.wait_for(proc.wait(), timeout)

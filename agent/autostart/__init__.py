@@ -1,0 +1,109 @@
+"""`--autostart 1|0|-1` and `--autostart-print`: start this agent at boot, on every OS.
+
+1 installs and enables (and starts the agent under the service manager now), 0 stops, disables
+and removes, -1 (the default) leaves things as they are and just runs the agent. Each OS has a
+backend (systemd, Task Scheduler, launchd) that renders its definition as text and changes the
+host only through `System`, so running the same command twice changes nothing the second time.
+"""
+
+import argparse
+import os
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Protocol
+
+from agent import credential
+from agent.autostart.command import AgentCommand, agent_command
+from agent.autostart.launchd import Launchd
+from agent.autostart.system import AutostartError, RealSystem, System
+from agent.autostart.systemd import Systemd
+from agent.autostart.windows import TaskScheduler
+
+OS_CHOICES = ("linux", "windows", "macos")
+
+__all__ = ["OS_CHOICES", "AutostartError", "apply", "backend_for", "print_definition"]
+
+
+class Backend(Protocol):
+    name: str
+
+    @property
+    def path(self) -> Path: ...
+    def render(self) -> str: ...
+    def preflight(self, system: System) -> None: ...
+    def install(self, system: System) -> list[str]: ...
+    def uninstall(self, system: System) -> list[str]: ...
+
+
+def current_os() -> str:
+    if sys.platform == "win32":
+        return "windows"
+    return "macos" if sys.platform == "darwin" else "linux"
+
+
+def backend_for(
+    os_key: str, command: AgentCommand, environ: Mapping[str, str] | None = None
+) -> Backend:
+    if os_key == "windows":
+        return TaskScheduler(command)
+    if os_key == "macos":
+        return Launchd(command)
+    return Systemd.from_env(command, dict(os.environ if environ is None else environ))
+
+
+def command_from_args(args: argparse.Namespace) -> AgentCommand:
+    return agent_command(
+        args.master,
+        Path(args.work_dir),
+        port=int(args.port) if args.port is not None else None,
+        ca_cert=Path(args.ca_cert) if args.ca_cert else None,
+        log_level=args.log_level,
+    )
+
+
+def print_definition(args: argparse.Namespace, os_key: str = "auto") -> int:
+    """Print the unit / task / plist this command would install, and install nothing."""
+    key = current_os() if os_key == "auto" else os_key
+    backend = backend_for(key, command_from_args(args))
+    print(f"# {backend.name}: {backend.path}", file=sys.stderr)
+    print(backend.render(), end="")
+    return 0
+
+
+def apply(
+    args: argparse.Namespace,
+    enrol: Callable[[], None],
+    system: System | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> int:
+    """`--autostart 1` or `0`: change the host, say what was done; 2 when it cannot be done."""
+    turn_on = args.autostart == "1"
+    work_dir = Path(args.work_dir).absolute()
+    backend = backend_for(current_os(), command_from_args(args), environ)
+    verb = "on" if turn_on else "off"
+    system = system or RealSystem()
+    try:
+        backend.preflight(system)  # rights first: never enrol a node that cannot be installed
+        if turn_on:
+            work_dir.mkdir(parents=True, exist_ok=True)
+            if credential.load(work_dir) is None:
+                if not args.token:
+                    raise AutostartError(
+                        f"this node is not enrolled yet ({work_dir / credential.CREDENTIAL_FILE} "
+                        "is missing): add --token <join token> to enrol it first"
+                    )
+                enrol()
+            done = backend.install(system)
+        else:
+            done = backend.uninstall(system)
+    except AutostartError as exc:
+        print(f"gdos-agent: cannot turn autostart {verb} ({backend.name}): {exc}", file=sys.stderr)
+        return 2
+    if not done:
+        print(f"gdos-agent: autostart is already {verb} ({backend.name}); nothing changed")
+        return 0
+    print(f"gdos-agent: autostart turned {verb} ({backend.name}):")
+    for line in done:
+        print(f"  - {line}")
+    return 0
