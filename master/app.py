@@ -18,8 +18,9 @@ from master.services import accounts
 from master.services.agents import AgentLink, AgentRegistry, watch_liveness
 from master.services.audit import AuditMiddleware
 from master.services.orchestrator import Orchestrator
+from master.services.uploads import UploadService
 from master.services.views import node_out
-from master.storage import PackageStore, make_store
+from master.storage import PackageStore, open_store
 from protocol import __version__
 from protocol.messages import CLOSE_POLICY
 
@@ -36,6 +37,7 @@ class Services:
         self.agents = AgentRegistry()
         self.orchestrator = Orchestrator(self.db, self.agents, self.hub, settings)
         self._store: PackageStore | None = None
+        self._uploads: UploadService | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -43,13 +45,21 @@ class Services:
         assert self._store is not None, "the package store opens at startup"
         return self._store
 
+    @property
+    def uploads(self) -> UploadService:
+        assert self._uploads is not None, "resumable uploads open at startup"
+        return self._uploads
+
     async def start(self) -> None:
         if self.db.is_sqlite:
             self.settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
         self.db.migrate()
         with self.db.session() as s:
             accounts.bootstrap(s, self.settings)
-        self._store = make_store(self.settings)
+        self._store = await open_store(self.settings)
+        self.orchestrator.store = self._store
+        self._uploads = UploadService(self.db, self._store, self.settings)
+        self._tasks.append(asyncio.create_task(self._uploads.expire_forever()))
         # No agent is connected yet: what their processes do is unknown until they say hello.
         self.orchestrator.mark_node_unknown(None)
         self._tasks.append(
