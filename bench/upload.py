@@ -96,7 +96,9 @@ class RawHttp:
     ) -> tuple[int, dict[str, str], bytes]:
         headers = {"Host": "bench", "Authorization": f"Bearer {self.token}", **headers}
         headers["Content-Length"] = str(body[2] if body else 0)
-        head = f"{method} {path} HTTP/1.1\r\n" + "".join(f"{k}: {v}\r\n" for k, v in headers.items())
+        head = f"{method} {path} HTTP/1.1\r\n" + "".join(
+            f"{k}: {v}\r\n" for k, v in headers.items()
+        )
         self.sock.sendall((head + "\r\n").encode())
         if body:
             with open(body[0], "rb") as f:
@@ -126,8 +128,10 @@ class RawHttp:
 def tus_upload(http: RawHttp, path: Path, chunk: int) -> None:
     size = path.stat().st_size
     status, hdrs, body = http.request(
-        "POST", "/api/v1/packages/uploads",
-        {"Tus-Resumable": "1.0.0", "Upload-Length": str(size)}, None,
+        "POST",
+        "/api/v1/packages/uploads",
+        {"Tus-Resumable": "1.0.0", "Upload-Length": str(size)},
+        None,
     )
     assert status == 201, body
     location = "/" + hdrs["location"].split("/", 3)[3]
@@ -135,9 +139,13 @@ def tus_upload(http: RawHttp, path: Path, chunk: int) -> None:
     while at < size:
         n = min(chunk, size - at)
         status, hdrs, body = http.request(
-            "PATCH", location,
-            {"Tus-Resumable": "1.0.0", "Upload-Offset": str(at),
-             "Content-Type": "application/offset+octet-stream"},
+            "PATCH",
+            location,
+            {
+                "Tus-Resumable": "1.0.0",
+                "Upload-Offset": str(at),
+                "Content-Type": "application/offset+octet-stream",
+            },
             (path, at, n),
         )
         assert status == 204, (status, body)
@@ -146,7 +154,9 @@ def tus_upload(http: RawHttp, path: Path, chunk: int) -> None:
 
 def one_shot(http: RawHttp, path: Path, chunk: int) -> None:
     status, _, body = http.request(
-        "POST", "/api/v1/packages", {"Content-Type": "application/zip"},
+        "POST",
+        "/api/v1/packages",
+        {"Content-Type": "application/zip"},
         (path, 0, path.stat().st_size),
     )
     assert status == 201, body
@@ -168,7 +178,9 @@ def run(master: Master, api: httpx.Client, token: str, path: Path, how, chunk: i
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--size-mb", type=int, default=1024)
     ap.add_argument("--dir", type=Path, default=ROOT / "bench" / ".work")
     ap.add_argument("--repeat", type=int, default=2, help="runs of each; the best is reported")
@@ -179,22 +191,39 @@ def main() -> int:
     try:
         src = build(work / "bench.zip", args.size_mb * MB, "1")
         size = src.stat().st_size
-        print(f"package: {size / MB:.0f} MiB in {work} ({os.uname().nodename}, {os.cpu_count()} cpus)")
+        print(
+            f"package: {size / MB:.0f} MiB in {work} ({os.uname().nodename}, {os.cpu_count()} cpus)"
+        )
         master = Master(work / "master")
         master.launch()
         try:
             api = httpx.Client(base_url=master.url, timeout=600)
-            token = api.post("/api/v1/auth/login", json={"username": "admin", "password": "test-admin-pw"}).json()["token"]
+            token = api.post(
+                "/api/v1/auth/login", json={"username": "admin", "password": "test-admin-pw"}
+            ).json()["token"]
             api.headers["Authorization"] = f"Bearer {token}"
             warm = build(work / "warm.zip", 4 * MB, "1")
             run(master, api, token, warm, tus_upload, 1 * MB)  # imports, caches, first allocations
             warm.unlink()
 
-            results: dict[str, list[dict]] = {"cp": [], "tus, one PATCH": [], "tus, 64 MiB PATCHes": [], "one-shot POST": []}
+            results: dict[str, list[dict]] = {
+                "cp": [],
+                "tus, one PATCH": [],
+                "tus, 64 MiB PATCHes": [],
+                "one-shot POST": [],
+            }
             for _ in range(args.repeat):
-                results["cp"].append({"seconds": time_cp(src, work / "copy.zip"), "rss_growth": 0, "cpu": float("nan")})
+                results["cp"].append(
+                    {
+                        "seconds": time_cp(src, work / "copy.zip"),
+                        "rss_growth": 0,
+                        "cpu": float("nan"),
+                    }
+                )
                 results["tus, one PATCH"].append(run(master, api, token, src, tus_upload, size))
-                results["tus, 64 MiB PATCHes"].append(run(master, api, token, src, tus_upload, 64 * MB))
+                results["tus, 64 MiB PATCHes"].append(
+                    run(master, api, token, src, tus_upload, 64 * MB)
+                )
                 results["one-shot POST"].append(run(master, api, token, src, one_shot, size))
             base_rss = results["tus, one PATCH"][0]["rss_base"]
         finally:
@@ -205,7 +234,9 @@ def main() -> int:
     best = {k: min(v, key=lambda r: r["seconds"]) for k, v in results.items()}
     cp_rate = size / best["cp"]["seconds"] / 1e6
     print(f"\nmaster RSS before uploads: {base_rss / MB:.0f} MiB; load: {os.getloadavg()}")
-    print(f"{'what':<22} {'best s':>7} {'MB/s':>7} {'vs cp':>6} {'RSS growth':>11} {'master CPU s':>13}   all runs (s)")
+    print(
+        f"{'what':<22} {'best s':>7} {'MB/s':>7} {'vs cp':>6} {'RSS growth':>11} {'master CPU s':>13}   all runs (s)"
+    )
     for name, r in best.items():
         rate = size / r["seconds"] / 1e6
         runs = ", ".join(f"{x['seconds']:.2f}" for x in results[name])
@@ -216,7 +247,9 @@ def main() -> int:
         )
     tus_best = best["tus, one PATCH"]
     rate = size / tus_best["seconds"] / 1e6
-    growth = max(x["rss_growth"] for x in results["tus, one PATCH"] + results["tus, 64 MiB PATCHes"])
+    growth = max(
+        x["rss_growth"] for x in results["tus, one PATCH"] + results["tus, 64 MiB PATCHes"]
+    )
     ok = rate >= 200 and rate >= cp_rate / 2 and growth < 32 * MB
     print(
         f"\ntargets: >= 200 MB/s [{rate:.0f}], >= half of cp [{rate / cp_rate:.2f}], "
