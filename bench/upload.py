@@ -24,7 +24,9 @@ import sys
 import threading
 import time
 import zipfile
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psutil
@@ -162,7 +164,14 @@ def one_shot(http: RawHttp, path: Path, chunk: int) -> None:
     assert status == 201, body
 
 
-def run(master: Master, api: httpx.Client, token: str, path: Path, how, chunk: int) -> dict:
+def run(
+    master: Master,
+    api: httpx.Client,
+    token: str,
+    path: Path,
+    how: Callable[[RawHttp, Path, int], None],
+    chunk: int,
+) -> dict[str, Any]:
     http = RawHttp(master.port, token)
     os.sync()
     time.sleep(0.5)
@@ -206,7 +215,7 @@ def main() -> int:
             run(master, api, token, warm, tus_upload, 1 * MB)  # imports, caches, first allocations
             warm.unlink()
 
-            results: dict[str, list[dict]] = {
+            results: dict[str, list[dict[str, Any]]] = {
                 "cp": [],
                 "tus, one PATCH": [],
                 "tus, 64 MiB PATCHes": [],
