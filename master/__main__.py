@@ -13,6 +13,7 @@ import uvicorn
 from master.app import create_app
 from master.cli import parse_args, settings_from_args
 from master.config import Settings
+from master.storage import open_store
 from protocol import __version__
 
 log = logging.getLogger("gdos.master")
@@ -44,6 +45,11 @@ def print_banner(settings: Settings, with_agent: bool) -> None:
 
 
 async def serve(settings: Settings, with_agent: bool) -> int:
+    try:
+        await open_store(settings)  # a misconfigured bucket: one clear line, before listening
+    except SystemExit as exc:
+        print(exc, file=sys.stderr, flush=True)
+        return 2
     app = create_app(settings)
     config = uvicorn.Config(
         app,

@@ -47,7 +47,7 @@ async def upload_package(
     """Upload a package zip as the raw request body (streamed to disk, validated, registered)."""
     limit = svc.settings.max_package_size
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise package_service.too_large(limit)
     s.close()  # hold no pooled connection while the body streams
     body = Body(request.receive)

@@ -69,7 +69,7 @@ def _int_header(value: str | None, name: str) -> int | None:
     if value is None:
         return None
     text = value.strip()
-    if not text.isdigit() or len(text) > 19:
+    if not (text.isascii() and text.isdigit()) or len(text) > 19:
         raise GdosError(ErrorCode.BAD_REQUEST, f"{name} must be a whole number of bytes")
     return int(text)
 

@@ -10,7 +10,6 @@ expire after `--upload-ttl` seconds and a background task removes them.
 
 import asyncio
 import base64
-import binascii
 import contextlib
 import logging
 import os
@@ -57,7 +56,7 @@ def parse_metadata(header: str | None) -> dict[str, str]:
             raise bad_request(f"Upload-Metadata has an invalid or repeated key {key!r}")
         try:
             meta[key] = base64.b64decode(value, validate=True).decode() if value else ""
-        except (binascii.Error, UnicodeDecodeError):
+        except ValueError:  # bad base64 (binascii.Error), non-ASCII input, or not UTF-8
             raise bad_request(
                 f"Upload-Metadata value of {key!r} is not base64 of UTF-8 text"
             ) from None

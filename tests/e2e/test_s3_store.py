@@ -3,6 +3,9 @@ land in the bucket, agents download through presigned URLs and check sha256, rej
 nothing in the bucket."""
 
 import hashlib
+import io
+import subprocess
+import sys
 
 import httpx
 import pytest
@@ -11,7 +14,7 @@ from moto.server import ThreadedMotoServer
 
 from tests import tus
 from tests.e2e.test_bad_packages import CASES, tus_send
-from tests.support import Master, build_package, free_port, port_open, wait_for
+from tests.support import Master, build_package, child_env, free_port, port_open, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -177,7 +180,6 @@ def test_a_corrupted_object_is_refused_by_the_agent(
     node_id = agent.start_and_wait(sapi)
     pkg = sapi.upload(build_package(tmp_path, name="s3-bad", version="1")).json()
     key = f"packages/{pkg['sha256'][:2]}/{pkg['sha256']}.zip"
-    import io
 
     evil = b"PK not what was uploaded"
     bucket.put_object(BUCKET, key, io.BytesIO(evil), len(evil))
@@ -191,3 +193,26 @@ def test_a_corrupted_object_is_refused_by_the_agent(
     )
     assert "sha256" in failed["last_error"]
     assert not (agent.work_dir / inst["id"] / "app").exists()
+
+
+def test_a_misconfigured_store_stops_the_master_with_one_clear_line(tmp_path):
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "master",
+            "--port",
+            f"127.0.0.1:{free_port()}",
+            "--data-dir",
+            str(tmp_path),
+            "--store-type",
+            "minio",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=child_env(),
+        cwd=tmp_path,
+    )
+    assert r.returncode == 2, r.stderr
+    assert "--minio-endpoint" in r.stderr and "Traceback" not in r.stderr

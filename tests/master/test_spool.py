@@ -107,7 +107,7 @@ def test_upload_metadata_round_trip_and_errors():
     meta = {"filename": "pay-1.0.zip", "note": "ünïcode, with comma", "flag": ""}
     assert parse_metadata(encode_metadata(meta)) == meta
     assert parse_metadata(None) == {} and parse_metadata("  ") == {}
-    for bad in ("name !!!", "a YQ==,a YQ==", "a YQ==,,b", "bin /w==", "ключ YQ=="):
+    for bad in ("name !!!", "a YQ==,a YQ==", "a YQ==,,b", "bin /w==", "ключ YQ==", "k YQ==é"):
         with pytest.raises(GdosError) as exc:
             parse_metadata(bad)
         assert exc.value.code == ErrorCode.BAD_REQUEST, bad
