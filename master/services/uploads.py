@@ -284,7 +284,7 @@ class UploadService:
         path = self.path(row.id)
         try:
             hasher = await self._hasher_at(row.id, start)
-            fd = os.open(path, os.O_WRONLY | os.O_APPEND)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         except OSError as exc:
             raise self._storage_failure(row, exc) from None
         spool = Spool(fd, hasher, start)
