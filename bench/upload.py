@@ -3,7 +3,8 @@
     .venv/bin/python bench/upload.py                 # 1 GiB, work files in ./bench/.work
     .venv/bin/python bench/upload.py --size-mb 256 --dir /var/tmp/x
 
-In one run, on one disk: `cp` of the package file (the peer), then the same file uploaded to a
+In one run, on one disk: `cp` of the package file (the peer; `dd bs=1M`, a copy through user
+space, and hashlib's sha256 of the file, which every upload must compute, are printed for context), then the same file uploaded to a
 real master subprocess as one tus PATCH, as 64 MiB tus PATCHes (what a tus client with a chunk
 size does), and as a one-shot POST. The client sends with sendfile() so it costs next to no CPU.
 Each upload is timed until the master answered, i.e. until the package was hashed, validated
@@ -37,6 +38,12 @@ sys.path.insert(0, str(ROOT))
 from tests.support import Master  # noqa: E402
 
 MB = 1 << 20
+HASH = (
+    "import hashlib, sys\n"
+    "h = hashlib.sha256()\n"
+    "with open(sys.argv[1], 'rb') as f:\n"
+    "    while c := f.read(1 << 20): h.update(c)\n"
+)
 
 
 def build(path: Path, size: int, version: str) -> Path:
@@ -55,13 +62,18 @@ def build(path: Path, size: int, version: str) -> Path:
     return path
 
 
-def time_cp(src: Path, dst: Path) -> float:
+def time_cmd(argv: list[str], dst: Path | None = None) -> float:
     os.sync()  # no write-back of an earlier run competing with this one
     t = time.perf_counter()
-    subprocess.run(["cp", str(src), str(dst)], check=True)
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     elapsed = time.perf_counter() - t
-    dst.unlink()
+    if dst is not None:
+        dst.unlink()
     return elapsed
+
+
+def peer(seconds: float) -> dict[str, Any]:
+    return {"seconds": seconds, "rss_growth": 0, "cpu": float("nan"), "loop_cpu": float("nan")}
 
 
 class Sampler:
@@ -230,18 +242,20 @@ def main() -> int:
 
             results: dict[str, list[dict[str, Any]]] = {
                 "cp": [],
+                "dd bs=1M (context)": [],
+                "sha256 (context)": [],
                 "tus, one PATCH": [],
                 "tus, 64 MiB PATCHes": [],
                 "one-shot POST": [],
             }
             for _ in range(args.repeat):
-                results["cp"].append(
-                    {
-                        "seconds": time_cp(src, work / "copy.zip"),
-                        "rss_growth": 0,
-                        "cpu": float("nan"),
-                        "loop_cpu": float("nan"),
-                    }
+                copy = work / "copy.zip"
+                results["cp"].append(peer(time_cmd(["cp", str(src), str(copy)], copy)))
+                results["dd bs=1M (context)"].append(
+                    peer(time_cmd(["dd", f"if={src}", f"of={copy}", "bs=1M"], copy))
+                )
+                results["sha256 (context)"].append(
+                    peer(time_cmd([sys.executable, "-c", HASH, str(src)]))
                 )
                 results["tus, one PATCH"].append(run(master, api, token, src, tus_upload, size))
                 results["tus, 64 MiB PATCHes"].append(
