@@ -2,11 +2,13 @@
 
 import json
 import os
+import socket
 import sys
 import threading
 import time
 import zipfile
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 import psutil
@@ -225,6 +227,33 @@ def test_small_upload_in_chunks_then_delete_frees_space(tus_master, tapi, tmp_pa
     assert tapi.client.delete(abandoned, headers=tus.TUS).status_code == 204
     assert partial_files(tus_master) == []
     assert tus.head(tapi, abandoned).status_code == 404
+
+
+def test_second_patch_while_one_streams_is_409_then_resume_works(tapi, tmp_path):
+    """One writer per upload: a PATCH stalled mid-body holds it; a second one is told it is busy
+    (409) instead of interleaving bytes; once the first connection drops, HEAD and resume work."""
+    data = tmp_path / "p.bin"
+    write_big_package(data, 6 << 20, name="busy")
+    size = data.stat().st_size
+    location = tus.create(tapi, size).headers["Location"]
+    url = urlsplit(location)
+    stalled = socket.create_connection((url.hostname, url.port))
+    stalled.sendall(
+        (
+            f"PATCH {url.path} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {tapi.token}\r\n"
+            f"Tus-Resumable: 1.0.0\r\nUpload-Offset: 0\r\nContent-Type: {tus.OCTETS}\r\n"
+            f"Content-Length: {size}\r\n\r\n"
+        ).encode()
+        + data.read_bytes()[: 3 << 20]  # more than one batch of the writer: it reaches the disk
+    )
+    wait_for(lambda: tus.head(tapi, location).headers["Upload-Offset"] != "0", what="bytes in")
+    r = tus.patch_file(tapi, location, data, 0, size)
+    assert r.status_code == 409, r.text
+    assert "busy" in r.json()["error"]["message"]
+    stalled.close()
+    last = tus.send_rest(tapi, location, data)
+    assert last.status_code == 204, last.text
+    assert tapi.client.get(location).json()["sha256"] == tus.sha256_of(data)
 
 
 # -- cuts and restarts ----------------------------------------------------------------------
