@@ -13,7 +13,8 @@ import uvicorn
 from master.app import create_app
 from master.cli import parse_args, settings_from_args
 from master.config import Settings
-from master.server import GuardedH11Protocol
+from master.server import guarded_protocol
+from master.storage import open_store
 from protocol import __version__
 from protocol.frozen import child_environ, version_text
 
@@ -46,10 +47,15 @@ def print_banner(settings: Settings, with_agent: bool) -> None:
 
 
 async def serve(settings: Settings, with_agent: bool) -> int:
+    try:
+        await open_store(settings)  # a misconfigured bucket: one clear line, before listening
+    except SystemExit as exc:
+        print(exc, file=sys.stderr, flush=True)
+        return 2
     app = create_app(settings)
     config = uvicorn.Config(
         app,
-        http=GuardedH11Protocol,
+        http=guarded_protocol(),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

@@ -34,8 +34,9 @@ from master.services.logs import LogRelay
 from master.services.orchestrator import Orchestrator
 from master.services.restore import Gate, GateMiddleware
 from master.services.throttle import LoginThrottle
+from master.services.uploads import UploadService
 from master.services.views import node_out
-from master.storage import PackageStore, make_store
+from master.storage import PackageStore, open_store
 from protocol import __version__
 from protocol.messages import CLOSE_POLICY
 
@@ -57,6 +58,7 @@ class Services:
         self.logs = LogRelay(self.db, self.agents, self.hub)
         self.backups.restore_hooks.append(self.logs.reset)
         self._store: PackageStore | None = None
+        self._uploads: UploadService | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -64,13 +66,21 @@ class Services:
         assert self._store is not None, "the package store opens at startup"
         return self._store
 
+    @property
+    def uploads(self) -> UploadService:
+        assert self._uploads is not None, "resumable uploads open at startup"
+        return self._uploads
+
     async def start(self) -> None:
         if self.db.is_sqlite:
             self.settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
         self.db.migrate()
         with self.db.session() as s:
             accounts.bootstrap(s, self.settings)
-        self._store = make_store(self.settings)
+        self._store = await open_store(self.settings)
+        self.orchestrator.store = self._store
+        self._uploads = UploadService(self.db, self._store, self.settings)
+        self._tasks.append(asyncio.create_task(self._uploads.expire_forever()))
         # No agent is connected yet: what their processes do is unknown until they say hello.
         self.orchestrator.mark_node_unknown(None)
         self._tasks.append(

@@ -72,6 +72,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=_flag(_env("minio-secure", "")),
         help="HTTPS to MinIO",
     )
+    add(
+        "--minio-region",
+        default=_env("minio-region", "us-east-1"),
+        help="region the bucket lives in (presigned URLs are signed for it)",
+    )
     add("--admin-password", default=_env("admin-password", None), help="first admin password")
     add(
         "--token-ttl",
@@ -87,6 +92,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds of silence before an agent is offline",
     )
     add("--max-package-size", type=int, default=int(_env("max-package-size", 4 << 30)))
+    add(
+        "--upload-ttl",
+        type=float,
+        default=float(_env("upload-ttl", 24 * 3600)),
+        help="seconds an unfinished resumable upload is kept after its last byte",
+    )
     add("--public-url", default=_env("public-url", ""), help="URL agents use to reach this master")
     add("--tls-cert", type=Path, default=_env("tls-cert", None))
     add("--tls-key", type=Path, default=_env("tls-key", None))
@@ -140,11 +151,13 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         minio_sk=args.minio_sk,
         minio_bucket=args.minio_bucket,
         minio_secure=args.minio_secure,
+        minio_region=args.minio_region,
         admin_password=args.admin_password,
         token_ttl=args.token_ttl,
         heartbeat_interval=args.heartbeat_interval,
         heartbeat_grace=args.heartbeat_grace,
         max_package_size=args.max_package_size,
+        upload_ttl=args.upload_ttl,
         public_url=args.public_url,
         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
         tls_key=Path(args.tls_key) if args.tls_key else None,

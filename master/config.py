@@ -19,11 +19,13 @@ class Settings:
     minio_sk: str = ""
     minio_bucket: str = "gdos-packages"
     minio_secure: bool = False
+    minio_region: str = "us-east-1"
     admin_password: str | None = None
     token_ttl: float = 12 * 3600.0
     heartbeat_interval: float = 1.0
     heartbeat_grace: float = 3.0  # an agent silent this long is offline
     max_package_size: int = 4 << 30
+    upload_ttl: float = 24 * 3600.0  # an unfinished resumable upload untouched this long expires
     public_url: str = ""  # how agents reach this master; derived from host/port when empty
     tls_cert: Path | None = None
     tls_key: Path | None = None

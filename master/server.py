@@ -1,4 +1,4 @@
-"""uvicorn's h11 protocol with a deadline on request headers and a cap on silent connections.
+"""uvicorn's HTTP protocols with a deadline on request headers and a cap on silent connections.
 
 uvicorn keeps a TCP connection that never sends a request open forever, so a flood of idle
 sockets (or a slowloris dribbling header bytes) would exhaust file descriptors. Here a
@@ -15,38 +15,58 @@ from uvicorn.protocols.http.h11_impl import H11Protocol
 HEADER_TIMEOUT = 10.0
 MAX_SILENT = 1024
 
+_silent: set["_Guard"] = set()
 
-class GuardedH11Protocol(H11Protocol):
-    _silent: ClassVar[set["GuardedH11Protocol"]] = set()
 
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self._deadline: asyncio.TimerHandle | None = None
+class _Guard:
+    """Mixed in before a uvicorn protocol class; `_spoke()` is called once headers are complete."""
 
-    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
-        super().connection_made(transport)
-        if len(self._silent) >= MAX_SILENT:
+    loop: asyncio.AbstractEventLoop
+    transport: asyncio.Transport
+    _deadline: asyncio.TimerHandle | None = None
+    silent: ClassVar[set["_Guard"]] = _silent
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        if len(_silent) >= MAX_SILENT:
             transport.close()
             return
-        self._silent.add(self)
+        _silent.add(self)
         self._deadline = self.loop.call_later(HEADER_TIMEOUT, self._drop_if_silent)
-
-    def handle_events(self) -> None:
-        super().handle_events()
-        if self in self._silent and getattr(self, "scope", None) is not None:
-            self._spoke()  # complete headers arrived (a request, or a WebSocket upgrade)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._spoke()
-        super().connection_lost(exc)
+        super().connection_lost(exc)  # type: ignore[misc]
 
     def _spoke(self) -> None:
-        self._silent.discard(self)
+        _silent.discard(self)
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
 
     def _drop_if_silent(self) -> None:
-        if self in self._silent:
-            self._silent.discard(self)
+        if self in _silent:
+            _silent.discard(self)
             self.transport.close()
+
+
+class GuardedH11Protocol(_Guard, H11Protocol):  # type: ignore[misc]
+    def handle_events(self) -> None:
+        super().handle_events()
+        if self in _silent and getattr(self, "scope", None) is not None:
+            self._spoke()  # complete headers arrived (a request, or a WebSocket upgrade)
+
+
+def guarded_protocol() -> type[Any]:
+    """httptools when installed (much faster on large bodies), else h11; both guarded."""
+    try:
+        from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    except ImportError:
+        return GuardedH11Protocol
+
+    class GuardedHttpToolsProtocol(_Guard, HttpToolsProtocol):  # type: ignore[misc]
+        def on_headers_complete(self) -> None:
+            self._spoke()
+            super().on_headers_complete()
+
+    return GuardedHttpToolsProtocol

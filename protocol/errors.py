@@ -22,6 +22,8 @@ class ErrorCode(StrEnum):
     NODE_OFFLINE = "node_offline"
     INVALID_STATE = "invalid_state"
     TOO_LARGE = "too_large"
+    PRECONDITION_FAILED = "precondition_failed"
+    UNSUPPORTED_MEDIA_TYPE = "unsupported_media_type"
     INVALID_PACKAGE = "invalid_package"
     INVALID_MANIFEST = "invalid_manifest"
     UNSAFE_ARCHIVE = "unsafe_archive"

@@ -144,6 +144,22 @@ class PackageOut(BaseModel):
     manifest: dict[str, Any]
 
 
+class UploadOut(BaseModel):
+    """A resumable (tus) upload; `location` is where HEAD/PATCH/GET/DELETE go."""
+
+    id: str
+    location: str
+    length: int
+    offset: int
+    state: Literal["receiving", "complete", "failed"]
+    metadata: dict[str, str]
+    created_by: str
+    created_at: str
+    expires_at: str
+    package_id: str | None = None
+    error: ErrorDetail | None = None
+
+
 class SystemIn(_In):
     name: str = Field(min_length=1, max_length=128, pattern=NAME_PATTERN.pattern)
     description: str = Field(default="", max_length=4096)

@@ -1,20 +1,25 @@
-"""Packages: one-shot streamed upload, list, read, download, delete."""
+"""Packages: one-shot streamed upload, resumable uploads (./uploads.py), list, read, download,
+delete."""
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request, Response
+from fastapi import APIRouter, Path, Query, Request, Response
 from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 from sqlalchemy import select
 
+from master.api import uploads
 from master.api.deps import AnyPrincipal, Operator, ServicesDep, SessionDep, Viewer
 from master.api.errors import ERROR_RESPONSES
 from master.db import models
 from master.services import packages as package_service
+from master.services.body import Body
 from master.services.views import package_out
 from protocol.errors import ErrorCode, GdosError
 from protocol.rest import PackageOut
 
 router = APIRouter(prefix="/api/v1/packages", tags=["packages"], responses=ERROR_RESPONSES)
+# First, so that `/packages/uploads/...` is never taken for a package id.
+router.include_router(uploads.router)
 PackageId = Annotated[str, Path(max_length=64)]
 
 
@@ -42,11 +47,17 @@ async def upload_package(
     """Upload a package zip as the raw request body (streamed to disk, validated, registered)."""
     limit = svc.settings.max_package_size
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > limit:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > limit:
         raise package_service.too_large(limit)
-    path, sha, size = await package_service.receive_to_file(
-        request.stream(), svc.store.incoming_dir, limit
-    )
+    s.close()  # hold no pooled connection while the body streams
+    body = Body(request.receive)
+    try:
+        path, sha, size = await package_service.receive_to_file(
+            body.chunks(), svc.store.incoming_dir, limit
+        )
+    except GdosError:
+        await body.discard()
+        raise
     if size == 0:
         path.unlink(missing_ok=True)
         raise GdosError(ErrorCode.INVALID_PACKAGE, "the request body is empty; send the zip file")
@@ -59,10 +70,18 @@ async def upload_package(
 
 
 @router.get("", response_model=list[PackageOut])
-def list_packages(_: Viewer, s: SessionDep) -> list[PackageOut]:
-    """Every package, grouped by name, newest version first."""
+def list_packages(
+    _: Viewer,
+    s: SessionDep,
+    name: Annotated[str | None, Query(max_length=128, description="only this package")] = None,
+) -> list[PackageOut]:
+    """Every package (or every version of `name`), grouped by name, newest upload first: the
+    first of a name is what a module with `version: null` deploys."""
+    q = select(models.Package)
+    if name is not None:
+        q = q.where(models.Package.name == name)
     rows = s.scalars(
-        select(models.Package).order_by(models.Package.name, models.Package.uploaded_at.desc())
+        q.order_by(models.Package.name, models.Package.uploaded_at.desc(), models.Package.id.desc())
     )
     return [package_out(p) for p in rows]
 

@@ -89,6 +89,23 @@ class Package(Base):
     manifest: Mapped[dict[str, Any]] = mapped_column(JSON)
 
 
+class PackageUpload(Base):
+    """A resumable (tus) upload in progress or just finished; its bytes are in a partial file."""
+
+    __tablename__ = "package_uploads"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    length: Mapped[int] = mapped_column(BigInteger)
+    offset: Mapped[int] = mapped_column(BigInteger, default=0)  # last known; the file is the truth
+    meta: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    state: Mapped[str] = mapped_column(String(16), default="receiving")
+    created_by: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    updated_at: Mapped[float] = mapped_column(Float, default=time.time)
+    expires_at: Mapped[float] = mapped_column(Float, index=True)
+    package_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
 class System(Base):
     __tablename__ = "systems"
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)

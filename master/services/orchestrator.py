@@ -22,6 +22,7 @@ from master.db.session import Database
 from master.hub import Hub
 from master.services.agents import AgentLink, AgentRegistry
 from master.services.views import instance_out
+from master.storage.base import PackageStore
 from protocol.errors import ErrorCode, GdosError
 from protocol.manifest import Manifest
 from protocol.messages import (
@@ -46,6 +47,7 @@ from protocol.states import (
 log = logging.getLogger(__name__)
 
 DEPLOY_TIMEOUT = 3600.0
+PRESIGNED_TTL = 3600.0  # an agent starts its download within seconds; an hour is ample
 COMMAND_SLACK = 30.0
 
 
@@ -56,6 +58,7 @@ class Orchestrator:
         self.hub = hub
         self.settings = settings
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.store: PackageStore | None = None  # set at startup
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -167,7 +170,21 @@ class Orchestrator:
             raise GdosError(ErrorCode.CONFLICT, "another deploy took that name; retry") from None
         return inst
 
+    async def presigned_ref(self, ref: PackageRef) -> PackageRef:
+        """With an object store, agents fetch straight from the bucket (the master stays out of
+        the data path); the agent still checks sha256 before unpacking."""
+        url = await self.store.presigned_url(ref.sha256, PRESIGNED_TTL) if self.store else None
+        if url is None:
+            return ref
+        return ref.model_copy(update={"url": url, "needs_auth": False})
+
     async def _send_deploy(self, link: AgentLink, spec: InstanceSpec) -> None:
+        try:
+            package = await self.presigned_ref(spec.package)
+        except GdosError as exc:
+            self._note_failure(spec.instance_id, exc.message)
+            return
+        spec = spec.model_copy(update={"package": package})
         msg = Deploy(id=link.next_id(), spec=spec)
         await self._command(link, msg, spec.instance_id, DEPLOY_TIMEOUT)
 

@@ -7,11 +7,10 @@ registered. Any failure removes the temporary file: nothing is kept from a rejec
 
 import asyncio
 import errno
-import hashlib
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
 from sqlalchemy import select
@@ -20,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from master.db import models
 from master.storage.base import PackageStore
+from master.storage.spool import Spool, new_hash
 from protocol.archive import ArchiveLimits, inspect_package
 from protocol.errors import ErrorCode, GdosError
 from protocol.manifest import Manifest
@@ -49,23 +49,29 @@ async def receive_to_file(
 ) -> tuple[Path, str, int]:
     """Write a streamed body to a new file in `incoming`; returns (path, sha256, size)."""
     path = incoming / f"upload-{secrets.token_hex(8)}.part"
-    h = hashlib.sha256()
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        raise storage_error(exc) from None
+    spool = Spool(fd, new_hash(), 0)
     size = 0
     try:
-        with open(path, "xb") as f:
-            async for chunk in chunks:
-                size += len(chunk)
-                if size > limit:
-                    raise too_large(limit)
-                h.update(chunk)
-                f.write(chunk)
+        async for chunk in chunks:
+            size += len(chunk)
+            if size > limit:
+                raise too_large(limit)
+            await spool.feed(chunk)
+        await spool.drain()
     except OSError as exc:
         path.unlink(missing_ok=True)
         raise storage_error(exc) from None
     except BaseException:
         path.unlink(missing_ok=True)
         raise
-    return path, h.hexdigest(), size
+    finally:
+        spool.settle_now()
+        os.close(fd)
+    return path, spool.hasher.hexdigest(), size
 
 
 def _check_unique(s: Session, manifest: Manifest) -> None:
@@ -90,8 +96,12 @@ async def register_file(
     size: int,
     uploaded_by: str,
     limits: ArchiveLimits | None = None,
+    before_commit: Callable[[models.Package], None] | None = None,
 ) -> models.Package:
-    """Validate the file at `path` and register it; `path` is consumed either way."""
+    """Validate the file at `path` and register it; `path` is consumed either way.
+
+    `before_commit` may change rows of the same session, so they commit with the package.
+    """
     try:
         manifest = await asyncio.to_thread(inspect_package, path, limits)
         _check_unique(s, manifest)
@@ -111,6 +121,8 @@ async def register_file(
             await store.put(path, sha256)
         except OSError as exc:
             raise storage_error(exc) from None
+        if before_commit is not None:
+            before_commit(pkg)
         s.commit()
     except IntegrityError:
         s.rollback()

@@ -1,12 +1,15 @@
 """Every invalid package kind is refused with 422 naming the problem, and nothing is kept."""
 
 import json
+import socket
 import stat
 import zipfile
 from pathlib import Path
 
+import httpx
 import pytest
 
+from tests import tus
 from tests.support import build_package
 
 MANIFEST = {"name": "bad", "version": "1", "entrypoint": "bin/run"}
@@ -108,3 +111,70 @@ def test_package_in_use_cannot_be_deleted(shared_api, tmp_path):
     shared_api.post(f"/systems/{system['id']}/modules", {"name": "m", "package": "used"})
     r = shared_api.request("DELETE", f"/packages/{pkg['id']}")
     assert r.status_code == 409
+
+
+def strays(master, api) -> list[Path]:
+    """Files in the upload dir that are not a registered package's."""
+    kept = {p["sha256"] for p in api.get("/packages")}
+    return [p for p in leftovers(master) if p.stem not in kept]
+
+
+def tus_send(api, path: Path) -> tuple[str, "httpx.Response"]:
+    """Upload over tus in two PATCHes (so the refusal comes at the end of a resumed upload)."""
+    size = path.stat().st_size
+    location = tus.create(api, size).headers["Location"]
+    half = size // 2
+    if half:
+        assert tus.patch_file(api, location, path, 0, half).status_code == 204
+    return location, tus.patch_file(api, location, path, half, size - half)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_invalid_package_over_tus_is_refused_and_leaves_nothing(
+    shared_master, shared_api, tmp_path, case
+):
+    make, words = CASES[case]
+    path = make(tmp_path / f"{case}.zip")
+    location, last = tus_send(shared_api, path)
+    assert last.status_code == 422, last.text
+    assert words.lower() in last.json()["error"]["message"].lower()
+    assert last.headers["Tus-Resumable"] == "1.0.0"
+    again = shared_api.client.get(location)  # the client may ask later: same answer
+    assert again.status_code == 422 and again.json() == last.json()
+    assert tus.offset(shared_api, location) == path.stat().st_size  # nothing left to resend
+    assert strays(shared_master, shared_api) == [], "a rejected upload left files behind"
+    assert "bad" not in [p["name"] for p in shared_api.get("/packages")]
+
+
+def test_duplicate_over_tus_is_409_and_leaves_nothing(shared_master, shared_api, tmp_path):
+    pkg = build_package(tmp_path, name="dup-tus", version="1")
+    first = shared_api.upload(pkg, expect=201).json()
+    location, last = tus_send(shared_api, pkg)
+    assert last.status_code == 409 and "already exists" in last.json()["error"]["message"]
+    assert shared_api.client.get(location).status_code == 409
+    assert strays(shared_master, shared_api) == []
+    assert first["sha256"] in [p.stem for p in leftovers(shared_master)]
+    shared_api.request("DELETE", f"/packages/{first['id']}", expect=204)
+    assert first["sha256"] not in [p.stem for p in leftovers(shared_master)]
+
+
+def test_declared_oversize_is_413_before_the_body_is_read(master_factory):
+    """The master answers from the headers alone: the client never has to send the body."""
+    m = master_factory("tiny", extra=["--max-package-size", "1000"])
+    api = m.api()
+    with socket.create_connection(("127.0.0.1", m.port), timeout=30) as sock:
+        sock.sendall(
+            (
+                "POST /api/v1/packages HTTP/1.1\r\nHost: x\r\n"
+                f"Authorization: Bearer {api.token}\r\nContent-Type: application/zip\r\n"
+                "Content-Length: 5000000000\r\n\r\n"
+            ).encode()
+        )
+        answer = ""
+        while "too_large" not in answer and (more := sock.recv(65536)):
+            answer += more.decode(errors="replace")
+    assert answer.startswith("HTTP/1.1 413"), answer
+    assert "too_large" in answer
+    r = tus.create(api, 5_000_000_000, expect=413)
+    assert r.json()["error"]["code"] == "too_large"
+    assert [p for p in (m.data_dir / "uploads").rglob("*") if p.is_file()] == []

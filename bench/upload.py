@@ -1,0 +1,300 @@
+"""Upload benchmark: 1 GiB through the resumable (tus) path over loopback, next to `cp`.
+
+    .venv/bin/python bench/upload.py                 # 1 GiB, work files in ./bench/.work
+    .venv/bin/python bench/upload.py --size-mb 256 --dir /var/tmp/x
+
+In one run, on one disk: `cp` of the package file (the peer; `dd bs=1M`, a copy through user
+space, and hashlib's sha256 of the file, which every upload must compute, are printed for context), then the same file uploaded to a
+real master subprocess as one tus PATCH, as 64 MiB tus PATCHes (what a tus client with a chunk
+size does), and as a one-shot POST. The client sends with sendfile() so it costs next to no CPU.
+Each upload is timed until the master answered, i.e. until the package was hashed, validated
+(every entry read) and registered. The master's RSS is sampled every 10 ms; growth is the peak
+over its RSS just before the upload. Targets (DESIGN.md): >= half of cp, >= 200 MB/s, growth
+< 32 MB.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support import Master  # noqa: E402
+
+MB = 1 << 20
+HASH = (
+    "import hashlib, sys\n"
+    "h = hashlib.sha256()\n"
+    "with open(sys.argv[1], 'rb') as f:\n"
+    "    while c := f.read(1 << 20): h.update(c)\n"
+)
+
+
+def build(path: Path, size: int, version: str) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr(
+            "service.json",
+            json.dumps({"name": "bench", "version": version, "entrypoint": "bin/run"}),
+        )
+        zf.writestr("bin/run", "#!/bin/sh\nsleep 60\n")
+        with zf.open(zipfile.ZipInfo("data/blob.bin"), "w", force_zip64=True) as out:
+            left = size
+            while left > 0:
+                n = min(16 * MB, left)
+                out.write(os.urandom(n))
+                left -= n
+    return path
+
+
+def time_cmd(argv: list[str], dst: Path | None = None) -> float:
+    os.sync()  # no write-back of an earlier run competing with this one
+    t = time.perf_counter()
+    subprocess.run(argv, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    elapsed = time.perf_counter() - t
+    if dst is not None:
+        dst.unlink()
+    return elapsed
+
+
+def peer(seconds: float) -> dict[str, Any]:
+    return {"seconds": seconds, "rss_growth": 0, "cpu": float("nan"), "loop_cpu": float("nan")}
+
+
+class Sampler:
+    def __init__(self, pid: int) -> None:
+        self.proc = psutil.Process(pid)
+        self.base = self.proc.memory_info().rss
+        self.peak = self.base
+        self.cpu0 = self.proc.cpu_times()
+        self.main0 = self._main_cpu()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    def _main_cpu(self) -> float:
+        for t in self.proc.threads():
+            if t.id == self.proc.pid:  # the event loop's thread: HTTP parsing, the app
+                return float(t.user_time + t.system_time)
+        return 0.0
+
+    def finish(self) -> tuple[int, float, float]:
+        self._stop.set()
+        self._thread.join()
+        cpu = self.proc.cpu_times()
+        used = (cpu.user - self.cpu0.user) + (cpu.system - self.cpu0.system)
+        return self.peak - self.base, used, self._main_cpu() - self.main0
+
+
+class RawHttp:
+    """Keep-alive HTTP/1.1 over one socket; bodies go out with sendfile()."""
+
+    def __init__(self, port: int, token: str) -> None:
+        self.sock = socket.create_connection(("127.0.0.1", port))
+        self.token = token
+
+    def request(
+        self, method: str, path: str, headers: dict[str, str], body: tuple[Path, int, int] | None
+    ) -> tuple[int, dict[str, str], bytes]:
+        headers = {"Host": "bench", "Authorization": f"Bearer {self.token}", **headers}
+        headers["Content-Length"] = str(body[2] if body else 0)
+        head = f"{method} {path} HTTP/1.1\r\n" + "".join(
+            f"{k}: {v}\r\n" for k, v in headers.items()
+        )
+        self.sock.sendall((head + "\r\n").encode())
+        if body:
+            with open(body[0], "rb") as f:
+                self.sock.sendfile(f, body[1], body[2])
+        return self._response()
+
+    def _response(self) -> tuple[int, dict[str, str], bytes]:
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            more = self.sock.recv(65536)
+            if not more:
+                raise ConnectionError("the master closed the connection")
+            buf += more
+        head, _, rest = buf.partition(b"\r\n\r\n")
+        lines = head.decode().split("\r\n")
+        status = int(lines[0].split()[1])
+        hdrs = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+        length = int(hdrs.get("content-length", "0"))
+        while len(rest) < length:
+            rest += self.sock.recv(65536)
+        return status, hdrs, rest
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def tus_upload(http: RawHttp, path: Path, chunk: int) -> None:
+    size = path.stat().st_size
+    status, hdrs, body = http.request(
+        "POST",
+        "/api/v1/packages/uploads",
+        {"Tus-Resumable": "1.0.0", "Upload-Length": str(size)},
+        None,
+    )
+    assert status == 201, body
+    location = "/" + hdrs["location"].split("/", 3)[3]
+    at = 0
+    while at < size:
+        n = min(chunk, size - at)
+        status, hdrs, body = http.request(
+            "PATCH",
+            location,
+            {
+                "Tus-Resumable": "1.0.0",
+                "Upload-Offset": str(at),
+                "Content-Type": "application/offset+octet-stream",
+            },
+            (path, at, n),
+        )
+        assert status == 204, (status, body)
+        at = int(hdrs["upload-offset"])
+
+
+def one_shot(http: RawHttp, path: Path, chunk: int) -> None:
+    status, _, body = http.request(
+        "POST",
+        "/api/v1/packages",
+        {"Content-Type": "application/zip"},
+        (path, 0, path.stat().st_size),
+    )
+    assert status == 201, body
+
+
+def run(
+    master: Master,
+    api: httpx.Client,
+    token: str,
+    path: Path,
+    how: Callable[[RawHttp, Path, int], None],
+    chunk: int,
+) -> dict[str, Any]:
+    http = RawHttp(master.port, token)
+    os.sync()
+    time.sleep(0.5)
+    sampler = Sampler(master.pid)
+    t = time.perf_counter()
+    how(http, path, chunk)
+    elapsed = time.perf_counter() - t
+    growth, cpu, loop_cpu = sampler.finish()
+    http.close()
+    for pkg in api.get("/api/v1/packages", params={"name": "bench"}).json():
+        api.delete(f"/api/v1/packages/{pkg['id']}")
+    return {
+        "seconds": elapsed,
+        "rss_growth": growth,
+        "cpu": cpu,
+        "loop_cpu": loop_cpu,
+        "rss_base": sampler.base,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument("--size-mb", type=int, default=1024)
+    ap.add_argument("--dir", type=Path, default=ROOT / "bench" / ".work")
+    ap.add_argument("--repeat", type=int, default=2, help="runs of each; the best is reported")
+    args = ap.parse_args()
+    work = args.dir.absolute()
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    try:
+        src = build(work / "bench.zip", args.size_mb * MB, "1")
+        size = src.stat().st_size
+        print(
+            f"package: {size / MB:.0f} MiB in {work} ({os.uname().nodename}, {os.cpu_count()} cpus)"
+        )
+        master = Master(work / "master")
+        master.launch()
+        try:
+            api = httpx.Client(base_url=master.url, timeout=600)
+            token = api.post(
+                "/api/v1/auth/login", json={"username": "admin", "password": "test-admin-pw"}
+            ).json()["token"]
+            api.headers["Authorization"] = f"Bearer {token}"
+            warm = build(work / "warm.zip", 4 * MB, "1")
+            run(master, api, token, warm, tus_upload, 1 * MB)  # imports, caches, first allocations
+            warm.unlink()
+
+            results: dict[str, list[dict[str, Any]]] = {
+                "cp": [],
+                "dd bs=1M (context)": [],
+                "sha256 (context)": [],
+                "tus, one PATCH": [],
+                "tus, 64 MiB PATCHes": [],
+                "one-shot POST": [],
+            }
+            for _ in range(args.repeat):
+                copy = work / "copy.zip"
+                results["cp"].append(peer(time_cmd(["cp", str(src), str(copy)], copy)))
+                results["dd bs=1M (context)"].append(
+                    peer(time_cmd(["dd", f"if={src}", f"of={copy}", "bs=1M"], copy))
+                )
+                results["sha256 (context)"].append(
+                    peer(time_cmd([sys.executable, "-c", HASH, str(src)]))
+                )
+                results["tus, one PATCH"].append(run(master, api, token, src, tus_upload, size))
+                results["tus, 64 MiB PATCHes"].append(
+                    run(master, api, token, src, tus_upload, 64 * MB)
+                )
+                results["one-shot POST"].append(run(master, api, token, src, one_shot, size))
+            base_rss = results["tus, one PATCH"][0]["rss_base"]
+        finally:
+            master.stop()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+    best = {k: min(v, key=lambda r: r["seconds"]) for k, v in results.items()}
+    cp_rate = size / best["cp"]["seconds"] / 1e6
+    print(f"\nmaster RSS before uploads: {base_rss / MB:.0f} MiB; load: {os.getloadavg()}")
+    print(
+        f"{'what':<22} {'best s':>7} {'MB/s':>7} {'vs cp':>6} {'RSS growth':>11} "
+        f"{'master CPU s':>13} {'(loop thread)':>13}   all runs (s)"
+    )
+    for name, r in best.items():
+        rate = size / r["seconds"] / 1e6
+        runs = ", ".join(f"{x['seconds']:.2f}" for x in results[name])
+        growth = max(x["rss_growth"] for x in results[name])
+        print(
+            f"{name:<22} {r['seconds']:>7.2f} {rate:>7.0f} {rate / cp_rate:>6.2f} "
+            f"{growth / MB:>9.1f}MB {r['cpu']:>13.2f} {r['loop_cpu']:>13.2f}   {runs}"
+        )
+    tus_best = best["tus, one PATCH"]
+    rate = size / tus_best["seconds"] / 1e6
+    growth = max(
+        x["rss_growth"] for x in results["tus, one PATCH"] + results["tus, 64 MiB PATCHes"]
+    )
+    ok = rate >= 200 and rate >= cp_rate / 2 and growth < 32 * MB
+    print(
+        f"\ntargets: >= 200 MB/s [{rate:.0f}], >= half of cp [{rate / cp_rate:.2f}], "
+        f"RSS growth < 32 MB [{growth / MB:.1f}] -> {'met' if ok else 'NOT met'}"
+    )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

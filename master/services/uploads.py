@@ -1,0 +1,462 @@
+"""Resumable package uploads: the tus 1.0 protocol's state, kept so a cut costs only the retry.
+
+Each upload is a row in `package_uploads` plus a partial file `<incoming>/tus/<id>.part`. The
+file's size is the upload's offset: a byte counts once the kernel has it, so a PATCH cut half
+way keeps what arrived and a master restart loses nothing. When the last byte lands the file is
+validated and registered exactly like a one-shot upload (nothing is kept from a rejected one);
+the row then remembers the package or the error for the client's `GET`. Abandoned uploads
+expire after `--upload-ttl` seconds and a background task removes them.
+"""
+
+import asyncio
+import base64
+import contextlib
+import logging
+import os
+import secrets
+import shutil
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from sqlalchemy import select
+from starlette.types import Receive
+
+from master.config import Settings
+from master.db import models
+from master.db.session import Database
+from master.services import packages as package_service
+from master.services.body import Body
+from master.storage.base import PackageStore
+from master.storage.spool import Spool, hash_prefix, new_hash
+from protocol.errors import ErrorCode, GdosError
+
+if TYPE_CHECKING:
+    from hashlib import _Hash
+
+log = logging.getLogger(__name__)
+
+RECEIVING, COMPLETE, FAILED = "receiving", "complete", "failed"
+STALL_TIMEOUT = 60.0  # a PATCH body silent this long counts as cut
+PATCH_LOCK_WAIT = 5.0  # a PATCH waits this long for one still finishing on the same upload
+HEAD_LOCK_WAIT = 2.0
+MAX_METADATA_KEYS = 32
+
+
+def parse_metadata(header: str | None) -> dict[str, str]:
+    """`Upload-Metadata: filename ZGVtby56aXA=,note` -> {"filename": "demo.zip", "note": ""}."""
+    meta: dict[str, str] = {}
+    if not header or not header.strip():
+        return meta
+    for pair in header.split(","):
+        key, _, value = pair.strip().partition(" ")
+        value = value.strip()
+        if not key or not key.isascii() or " " in key or key in meta:
+            raise bad_request(f"Upload-Metadata has an invalid or repeated key {key!r}")
+        try:
+            meta[key] = base64.b64decode(value, validate=True).decode() if value else ""
+        except ValueError:  # bad base64 (binascii.Error), non-ASCII input, or not UTF-8
+            raise bad_request(
+                f"Upload-Metadata value of {key!r} is not base64 of UTF-8 text"
+            ) from None
+        if len(meta) > MAX_METADATA_KEYS:
+            raise bad_request(f"Upload-Metadata has more than {MAX_METADATA_KEYS} keys")
+    return meta
+
+
+def encode_metadata(meta: dict[str, str]) -> str:
+    return ",".join(
+        f"{k} {base64.b64encode(v.encode()).decode()}" if v else k for k, v in meta.items()
+    )
+
+
+def bad_request(message: str) -> GdosError:
+    return GdosError(ErrorCode.BAD_REQUEST, message)
+
+
+def not_found(upload_id: str) -> GdosError:
+    return GdosError(
+        ErrorCode.NOT_FOUND,
+        f"no upload {upload_id} (unknown, finished long ago, or expired); start a new one",
+    )
+
+
+def stored_error(row: models.PackageUpload) -> GdosError:
+    err = row.error or {}
+    code = err.get("code", ErrorCode.INTERNAL)
+    try:
+        code = ErrorCode(code)
+    except ValueError:
+        code = ErrorCode.INTERNAL
+    return GdosError(code, str(err.get("message", "the upload failed")), err.get("details") or {})
+
+
+class _LockEntry:
+    def __init__(self) -> None:
+        self.lock = asyncio.Lock()
+        self.users = 0
+
+
+class UploadService:
+    def __init__(self, db: Database, store: PackageStore, settings: Settings) -> None:
+        self.db = db
+        self.store = store
+        self.settings = settings
+        self.dir = store.incoming_dir / "tus"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._locks: dict[str, _LockEntry] = {}
+        self._hashes: dict[str, tuple[int, _Hash]] = {}  # running sha256 and where it stands
+
+    @property
+    def ttl(self) -> float:
+        return self.settings.upload_ttl
+
+    def path(self, upload_id: str) -> Path:
+        return self.dir / f"{upload_id}.part"
+
+    def received(self, upload_id: str) -> int:
+        try:
+            return self.path(upload_id).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def offset_of(self, row: models.PackageUpload) -> int:
+        return self.received(row.id) if row.state == RECEIVING else row.length
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def load(self, upload_id: str) -> models.PackageUpload:
+        with self.db.session() as s:
+            row = s.get(models.PackageUpload, upload_id)
+        if row is None or row.expires_at < time.time():
+            raise not_found(upload_id)
+        return row
+
+    def listing(self) -> list[models.PackageUpload]:
+        with self.db.session() as s:
+            return list(
+                s.scalars(
+                    select(models.PackageUpload)
+                    .where(models.PackageUpload.expires_at >= time.time())
+                    .order_by(models.PackageUpload.created_at.desc())
+                )
+            )
+
+    # -- creating and removing ----------------------------------------------------------------
+
+    def create(self, length: int, meta: dict[str, str], user: str) -> models.PackageUpload:
+        limit = self.settings.max_package_size
+        if length > limit:
+            raise package_service.too_large(limit)
+        if length == 0:
+            raise GdosError(ErrorCode.INVALID_PACKAGE, "the upload is empty; send the zip file")
+        free = shutil.disk_usage(self.dir).free
+        if free < length:
+            raise GdosError(
+                ErrorCode.STORAGE_FULL,
+                f"the master has {free} bytes free for uploads and this one needs {length}; "
+                "free space or move --upload-dir",
+                {"free": free, "length": length},
+            )
+        now = time.time()
+        row = models.PackageUpload(
+            id=secrets.token_hex(16),
+            length=length,
+            offset=0,
+            meta=meta,
+            state=RECEIVING,
+            created_by=user,
+            created_at=now,
+            updated_at=now,
+            expires_at=now + self.ttl,
+        )
+        with self.db.session() as s:
+            s.add(row)
+            s.commit()
+        try:
+            # The row exists before the file: a file without a row is an orphan (see expire).
+            self.path(row.id).touch(mode=0o600, exist_ok=False)
+        except OSError as exc:
+            self._forget(row.id)
+            raise package_service.storage_error(exc) from None
+        log.info("upload %s created by %s: %d bytes", row.id, user, length)
+        return row
+
+    async def terminate(self, upload_id: str) -> None:
+        self.load(upload_id)
+        async with self._hold(upload_id, PATCH_LOCK_WAIT):
+            self._forget(upload_id)
+
+    def _forget(self, upload_id: str) -> None:
+        self.path(upload_id).unlink(missing_ok=True)
+        self._hashes.pop(upload_id, None)
+        with self.db.session() as s:
+            row = s.get(models.PackageUpload, upload_id)
+            if row is not None:
+                s.delete(row)
+                s.commit()
+
+    # -- locking ------------------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _hold(self, upload_id: str, wait: float) -> AsyncIterator[None]:
+        """One writer per upload; a second one waits a little for the first to wind down."""
+        entry = self._locks.setdefault(upload_id, _LockEntry())
+        entry.users += 1
+        try:
+            try:
+                await asyncio.wait_for(entry.lock.acquire(), wait)
+            except TimeoutError:
+                raise GdosError(
+                    ErrorCode.CONFLICT,
+                    f"upload {upload_id} is busy with another request; retry in a moment",
+                ) from None
+            try:
+                yield
+            finally:
+                entry.lock.release()
+        finally:
+            entry.users -= 1
+            if entry.users == 0:
+                self._locks.pop(upload_id, None)
+
+    def _busy(self, upload_id: str) -> bool:
+        return upload_id in self._locks
+
+    async def settled_offset(self, row: models.PackageUpload) -> int:
+        """The offset once a PATCH still draining (a cut connection) has written what it got."""
+        entry = self._locks.get(row.id)
+        if entry is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(HEAD_LOCK_WAIT):
+                    await entry.lock.acquire()
+                    entry.lock.release()
+        return self.offset_of(self.load(row.id))
+
+    # -- writing ------------------------------------------------------------------------------
+
+    async def write(
+        self, upload_id: str, offset: int, declared: int | None, receive: Receive
+    ) -> models.PackageUpload:
+        """Append one PATCH body at `offset`; returns the row (finished if this was the end)."""
+        self.load(upload_id)
+        async with self._hold(upload_id, PATCH_LOCK_WAIT):
+            row = self.load(upload_id)
+            if row.state != RECEIVING:
+                if offset == row.length and not declared:
+                    return row  # a retried last PATCH whose answer was lost
+                raise GdosError(
+                    ErrorCode.CONFLICT,
+                    f"upload {upload_id} is already {row.state}",
+                    {"offset": row.length, "state": row.state},
+                )
+            current = self.received(upload_id)
+            if offset != current:
+                raise GdosError(
+                    ErrorCode.CONFLICT,
+                    f"Upload-Offset is {offset} but the master has {current} bytes; "
+                    "ask with HEAD and resume from there",
+                    {"offset": current},
+                )
+            if declared is not None and offset + declared > row.length:
+                raise GdosError(
+                    ErrorCode.TOO_LARGE,
+                    f"this PATCH would go past the upload's length of {row.length} bytes",
+                    {"length": row.length, "offset": offset},
+                )
+            if declared != 0:
+                await self._receive(row, current, receive)
+            if self.received(upload_id) == row.length:
+                return await self._finish(row)
+            return self.load(upload_id)
+
+    async def _hasher_at(self, upload_id: str, offset: int) -> "_Hash":
+        cached = self._hashes.pop(upload_id, None)
+        if cached is not None and cached[0] == offset:
+            return cached[1]
+        if offset == 0:
+            return new_hash()
+        # After a restart: hash what is already on disk once, then carry on.
+        return await asyncio.to_thread(hash_prefix, self.path(upload_id), offset)
+
+    async def _receive(self, row: models.PackageUpload, start: int, receive: Receive) -> None:
+        path = self.path(row.id)
+        try:
+            hasher = await self._hasher_at(row.id, start)
+            fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+        except OSError as exc:
+            raise self._storage_failure(row, exc) from None
+        spool = Spool(fd, hasher, start)
+        body = Body(receive)
+        received = start
+        loop = asyncio.get_running_loop()
+        try:
+            async with asyncio.timeout(None) as stall:
+                while True:
+                    stall.reschedule(loop.time() + STALL_TIMEOUT)
+                    chunk = await body.next()
+                    if chunk is None:
+                        break
+                    received += len(chunk)
+                    if received > row.length:
+                        break
+                    await spool.feed(chunk)
+            await spool.drain()  # after a cut too: whatever arrived is kept
+        except TimeoutError:
+            log.info("upload %s: body stalled at %d bytes; keeping them", row.id, received)
+            await self._drain_quietly(spool, row)
+        except OSError as exc:
+            spool.settle_now()
+            os.close(fd)
+            await body.discard()
+            raise self._storage_failure(row, exc) from None
+        except BaseException:
+            spool.settle_now()  # the thread must be done with the fd before it closes
+            os.close(fd)
+            raise
+        if body.cut:
+            log.info("upload %s: client went away at %d bytes; keeping them", row.id, received)
+        if received > row.length:
+            os.ftruncate(fd, start)  # refuse the whole PATCH, not part of it
+            os.close(fd)
+            self._hashes.pop(row.id, None)
+            await body.discard()
+            raise GdosError(
+                ErrorCode.TOO_LARGE,
+                f"the body went past the upload's length of {row.length} bytes; "
+                "nothing of this PATCH was kept",
+                {"length": row.length, "offset": start},
+            )
+        os.close(fd)
+        self._hashes[row.id] = (spool.offset, spool.hasher)
+        self._touch(row.id, spool.offset)
+
+    async def _drain_quietly(self, spool: Spool, row: models.PackageUpload) -> None:
+        try:
+            await spool.drain()
+        except OSError as exc:
+            spool.settle_now()
+            os.close(spool.fd)
+            raise self._storage_failure(row, exc) from None
+
+    def _touch(self, upload_id: str, offset: int) -> None:
+        now = time.time()
+        with self.db.session() as s:
+            row = s.get(models.PackageUpload, upload_id)
+            if row is not None:
+                row.offset = offset
+                row.updated_at = now
+                row.expires_at = now + self.ttl
+                s.commit()
+
+    def _storage_failure(self, row: models.PackageUpload, exc: OSError) -> GdosError:
+        """A full disk: drop the partial file (space back for everyone), remember why."""
+        error = package_service.storage_error(exc)
+        log.warning("upload %s failed: %s", row.id, exc)
+        self.path(row.id).unlink(missing_ok=True)
+        self._hashes.pop(row.id, None)
+        self._mark_failed(row.id, error)
+        return error
+
+    def _mark_failed(self, upload_id: str, error: GdosError) -> None:
+        now = time.time()
+        try:
+            with self.db.session() as s:
+                row = s.get(models.PackageUpload, upload_id)
+                if row is not None:
+                    row.state = FAILED
+                    row.error = error.to_wire()
+                    row.updated_at = now
+                    row.expires_at = now + self.ttl
+                    s.commit()
+        except Exception:  # the client still gets the error; the row expires eventually
+            log.exception("could not record the failure of upload %s", upload_id)
+
+    # -- finishing ----------------------------------------------------------------------------
+
+    async def _finish(self, row: models.PackageUpload) -> models.PackageUpload:
+        """Validate and register the complete file (called with the upload's lock held)."""
+        path = self.path(row.id)
+        try:
+            hasher = await self._hasher_at(row.id, row.length)
+        except OSError as exc:
+            raise self._storage_failure(row, exc) from None
+        self._hashes.pop(row.id, None)
+        sha = hasher.hexdigest()
+
+        def mark_complete(pkg: models.Package) -> None:
+            up = s.get(models.PackageUpload, row.id)
+            if up is not None:
+                now = time.time()
+                up.state, up.package_id, up.offset = COMPLETE, pkg.id, row.length
+                up.updated_at, up.expires_at = now, now + self.ttl
+
+        with self.db.session() as s:
+            try:
+                pkg = await package_service.register_file(
+                    s,
+                    self.store,
+                    path,
+                    sha,
+                    row.length,
+                    row.created_by,
+                    before_commit=mark_complete,
+                )
+            except GdosError as exc:
+                log.info("upload %s refused: %s", row.id, exc.message)
+                self._mark_failed(row.id, exc)
+                return self.load(row.id)
+        log.info("upload %s registered as package %s (%s)", row.id, pkg.id, sha)
+        return self.load(row.id)
+
+    async def finish_if_complete(self, row: models.PackageUpload) -> models.PackageUpload:
+        """Register an upload whose bytes all arrived but whose master stopped before it could."""
+        if row.state != RECEIVING or self.received(row.id) != row.length:
+            return row
+        async with self._hold(row.id, PATCH_LOCK_WAIT):
+            row = self.load(row.id)
+            if row.state == RECEIVING and self.received(row.id) == row.length:
+                return await self._finish(row)
+            return row
+
+    # -- expiry -------------------------------------------------------------------------------
+
+    async def expire(self) -> int:
+        """Remove expired uploads, orphan partial files, and stale one-shot leftovers."""
+        now = time.time()
+        files = list(self.dir.glob("*.part"))  # listed before the rows are read: see create()
+        removed = 0
+        with self.db.session() as s:
+            rows = list(s.scalars(select(models.PackageUpload)))
+        known = {r.id for r in rows}
+        # No await until the orphans are gone: nothing can change under this snapshot.
+        for row in rows:
+            if row.expires_at < now and not self._busy(row.id):
+                log.info("upload %s expired (%s)", row.id, row.state)
+                self._forget(row.id)
+                removed += 1
+        for f in files:
+            if f.stem not in known:
+                f.unlink(missing_ok=True)
+                removed += 1
+        # One-shot uploads write `upload-*.part` and remove them themselves; a crash may not.
+        for f in self.store.incoming_dir.glob("upload-*.part"):
+            with contextlib.suppress(OSError):
+                if f.stat().st_mtime < now - self.ttl:
+                    f.unlink()
+                    removed += 1
+        for row in rows:
+            if row.state == RECEIVING and row.expires_at >= now and not self._busy(row.id):
+                with contextlib.suppress(GdosError):
+                    await self.finish_if_complete(row)
+        return removed
+
+    async def expire_forever(self) -> None:
+        interval = min(60.0, max(0.2, self.ttl / 10))
+        while True:
+            try:
+                await self.expire()
+            except Exception:
+                log.exception("upload cleanup failed; trying again later")
+            await asyncio.sleep(interval)

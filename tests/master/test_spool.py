@@ -1,0 +1,113 @@
+"""The upload hot path at the OS seam: chunks to disk off the loop, hash in step with the file,
+and a full disk (ENOSPC from `os.write`) that leaves a consistent file or none."""
+
+import errno
+import hashlib
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from master.services import packages
+from master.services.uploads import encode_metadata, parse_metadata
+from master.storage.spool import Spool, hash_prefix, new_hash
+from protocol.errors import ErrorCode, GdosError
+
+
+def chunks_of(data: bytes, sizes: list[int]) -> list[bytes]:
+    out: list[bytes] = []
+    i = 0
+    while i < len(data):
+        n = sizes[len(out) % len(sizes)]
+        out.append(data[i : i + n])
+        i += n
+    return out
+
+
+async def test_spool_writes_and_hashes_in_batches(tmp_path: Path):
+    data = os.urandom(3_000_000)
+    path = tmp_path / "f"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    s = Spool(fd, new_hash(), 0, batch=100_000)
+    for chunk in chunks_of(data, [65_536, 1, 250_000, 7]):
+        await s.feed(chunk)
+    await s.drain()
+    os.close(fd)
+    assert path.read_bytes() == data
+    assert s.offset == len(data)
+    assert s.hasher.hexdigest() == hashlib.sha256(data).hexdigest()
+    assert hash_prefix(path, 1000).hexdigest() == hashlib.sha256(data[:1000]).hexdigest()
+
+
+REAL_WRITE = os.write
+
+
+class DiskFillsUp:
+    """`os.write` with `room` bytes left: a short write, then ENOSPC (what a full disk does)."""
+
+    def __init__(self, room: int) -> None:
+        self.room = room
+
+    def __call__(self, fd: int, data: bytes | memoryview) -> int:
+        if self.room <= 0:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        n = REAL_WRITE(fd, bytes(data[: self.room]))
+        self.room -= n
+        return n
+
+
+async def test_full_disk_cuts_back_to_whole_chunks(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(os, "write", DiskFillsUp(250_000))
+    path = tmp_path / "f"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    s = Spool(fd, new_hash(), 0, batch=64_000)
+    data = os.urandom(1_000_000)
+    with pytest.raises(OSError) as exc:
+        for chunk in chunks_of(data, [100_000]):
+            await s.feed(chunk)
+        await s.drain()
+    assert exc.value.errno == errno.ENOSPC
+    s.settle_now()
+    os.close(fd)
+    # Two whole chunks fit; the half-written third was cut off: size and hash agree.
+    assert s.offset == 200_000 == path.stat().st_size
+    assert s.hasher.hexdigest() == hashlib.sha256(data[:200_000]).hexdigest()
+
+
+async def body(data: bytes, n: int = 65_536) -> AsyncIterator[bytes]:
+    for i in range(0, len(data), n):
+        yield data[i : i + n]
+
+
+async def test_receive_to_file_on_a_full_disk_removes_the_file(tmp_path: Path, monkeypatch):
+    monkeypatch.setattr(os, "write", DiskFillsUp(3_000_000))
+    with pytest.raises(GdosError) as exc:
+        await packages.receive_to_file(body(os.urandom(5_000_000)), tmp_path, 10**9)
+    assert exc.value.code == ErrorCode.STORAGE_FULL
+    assert "disk is full" in exc.value.message
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_receive_to_file_over_the_limit_removes_the_file(tmp_path: Path):
+    with pytest.raises(GdosError) as exc:
+        await packages.receive_to_file(body(b"x" * 300_000), tmp_path, 200_000)
+    assert exc.value.code == ErrorCode.TOO_LARGE
+    assert list(tmp_path.iterdir()) == []
+
+
+async def test_receive_to_file_returns_sha_and_size(tmp_path: Path):
+    data = os.urandom(5_000_001)
+    path, sha, size = await packages.receive_to_file(body(data, 70_001), tmp_path, 10**9)
+    assert path.read_bytes() == data and size == len(data)
+    assert sha == hashlib.sha256(data).hexdigest()
+
+
+def test_upload_metadata_round_trip_and_errors():
+    meta = {"filename": "pay-1.0.zip", "note": "ünïcode, with comma", "flag": ""}
+    assert parse_metadata(encode_metadata(meta)) == meta
+    assert parse_metadata(None) == {} and parse_metadata("  ") == {}
+    for bad in ("name !!!", "a YQ==,a YQ==", "a YQ==,,b", "bin /w==", "ключ YQ==", "k YQ==é"):
+        with pytest.raises(GdosError) as exc:
+            parse_metadata(bad)
+        assert exc.value.code == ErrorCode.BAD_REQUEST, bad
