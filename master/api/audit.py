@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
+from pydantic import BeforeValidator
 from sqlalchemy import select
 
 from master.api.deps import SessionDep, Viewer
@@ -33,6 +34,20 @@ def audit_out(row: models.AuditEntry) -> AuditOut:
     )
 
 
+def _iso_only(value: object) -> object:
+    # pydantic would read "0.5" as a UNIX time; the contract says ISO 8601.
+    if isinstance(value, str):
+        try:
+            float(value)
+        except ValueError:
+            return value
+        raise ValueError("must be an ISO 8601 time such as 2026-11-27T10:00:00Z")
+    return value
+
+
+ISO_ONLY = BeforeValidator(_iso_only)
+
+
 def _timestamp(when: datetime) -> float:
     return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
 
@@ -45,7 +60,7 @@ def _timestamp(when: datetime) -> float:
 def list_audit(
     _: Viewer,
     s: SessionDep,
-    since: Annotated[datetime | None, Query(description="ISO 8601 time")] = None,
+    since: Annotated[datetime | None, Query(description="ISO 8601 time"), ISO_ONLY] = None,
     actor: Annotated[str | None, Query(max_length=64)] = None,
     action: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=100_000)] = 500,

@@ -7,9 +7,10 @@ the last byte is in, `DELETE <location>` abandons it. Any tus client works; so d
 
 from collections.abc import Callable, Coroutine
 from email.utils import formatdate
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, Header, Path, Request, Response
+from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
 from master.api.deps import Operator, ServicesDep, SessionDep, Viewer
@@ -18,7 +19,7 @@ from master.db import models
 from master.services import uploads as upload_service
 from master.services.views import package_out
 from protocol.errors import ErrorCode, GdosError
-from protocol.rest import ErrorDetail, PackageOut, UploadOut, iso
+from protocol.rest import ErrorDetail, ErrorOut, PackageOut, UploadOut, iso
 
 TUS_VERSION = "1.0.0"
 TUS_EXTENSIONS = "creation,termination,expiration"
@@ -34,6 +35,17 @@ class TusRoute(APIRoute):
         async def tus_handler(request: Request) -> Response:
             try:
                 response = await handler(request)
+            except RequestValidationError as exc:
+                if not any(_is_tus_header(e.get("loc", ())) for e in exc.errors()):
+                    raise
+                got = request.headers.get("tus-resumable")
+                exc2 = GdosError(
+                    ErrorCode.PRECONDITION_FAILED,
+                    f"this server speaks tus {TUS_VERSION}; send 'Tus-Resumable: {TUS_VERSION}'",
+                    {"tus_version": TUS_VERSION, "got": got},
+                )
+                response = error_response(412, exc2.code, exc2.message, exc2.details)
+                response.headers["Tus-Version"] = TUS_VERSION
             except GdosError as exc:
                 response = error_response(
                     STATUS.get(exc.code, 500), exc.code, exc.message, exc.details
@@ -44,6 +56,10 @@ class TusRoute(APIRoute):
             return response
 
         return tus_handler
+
+
+def _is_tus_header(loc: Any) -> bool:
+    return len(loc) >= 2 and loc[0] == "header" and str(loc[1]).lower() == "tus-resumable"
 
 
 def _check_tus_version(got: str | None) -> None:
@@ -57,15 +73,16 @@ def _check_tus_version(got: str | None) -> None:
 
 # Credentials and role come first (the same cached dependency the route uses): an anonymous
 # caller or a viewer learns nothing from a 412.
-def _tus_for_operator(
-    _: Operator, tus_resumable: Annotated[str | None, Header(alias="Tus-Resumable")] = None
-) -> None:
+# The header is declared exactly (required, one value) so /openapi.json tells clients; a missing
+# or other value is answered 412 by TusRoute, as tus requires, not 422.
+TusHeader = Annotated[Literal["1.0.0"], Header(alias="Tus-Resumable")]
+
+
+def _tus_for_operator(_: Operator, tus_resumable: TusHeader) -> None:
     _check_tus_version(tus_resumable)
 
 
-def _tus_for_viewer(
-    _: Viewer, tus_resumable: Annotated[str | None, Header(alias="Tus-Resumable")] = None
-) -> None:
+def _tus_for_viewer(_: Viewer, tus_resumable: TusHeader) -> None:
     _check_tus_version(tus_resumable)
 
 
@@ -73,8 +90,19 @@ TusWrite = Depends(_tus_for_operator)
 TusRead = Depends(_tus_for_viewer)
 UploadId = Annotated[str, Path(max_length=64)]
 
+TUS_RESPONSES: dict[int | str, dict[str, Any]] = {
+    **ERROR_RESPONSES,
+    412: {"description": "Tus-Resumable missing or not 1.0.0", "model": ErrorOut},
+    413: {
+        "description": "More bytes than Upload-Length, or over the size limit",
+        "model": ErrorOut,
+    },
+    415: {"description": "PATCH body not application/offset+octet-stream", "model": ErrorOut},
+    507: {"description": "The master's disk is full", "model": ErrorOut},
+}
+
 router = APIRouter(
-    prefix="/uploads", tags=["packages"], responses=ERROR_RESPONSES, route_class=TusRoute
+    prefix="/uploads", tags=["packages"], responses=TUS_RESPONSES, route_class=TusRoute
 )
 
 
@@ -195,23 +223,19 @@ async def patch_upload(
     principal: Operator,
     s: SessionDep,
     svc: ServicesDep,
-    upload_offset: Annotated[str | None, Header(alias="Upload-Offset")] = None,
-    content_type: Annotated[str | None, Header(alias="Content-Type")] = None,
-    content_length: Annotated[str | None, Header(alias="Content-Length")] = None,
+    upload_offset: Annotated[int, Header(alias="Upload-Offset", ge=0)],
 ) -> Response:
     """Append bytes at `Upload-Offset`; the last PATCH also validates and registers the package
     (its answer is then the package's error if it is refused)."""
     s.close()  # hold no pooled connection while the body streams (it may take hours)
     request.state.audit_target = f"upload={upload_id}"
-    if (content_type or "").split(";")[0].strip().lower() != OFFSET_TYPE:
+    content_type = request.headers.get("content-type", "")
+    if content_type.split(";")[0].strip().lower() != OFFSET_TYPE:
         raise GdosError(
             ErrorCode.UNSUPPORTED_MEDIA_TYPE, f"a PATCH body must be sent as {OFFSET_TYPE}"
         )
-    offset = _int_header(upload_offset, "Upload-Offset")
-    if offset is None:
-        raise GdosError(ErrorCode.BAD_REQUEST, "send Upload-Offset (ask HEAD for it)")
-    declared = _int_header(content_length, "Content-Length")
-    row = await svc.uploads.write(upload_id, offset, declared, request.receive)
+    declared = _int_header(request.headers.get("content-length"), "Content-Length")
+    row = await svc.uploads.write(upload_id, upload_offset, declared, request.receive)
     request.state.audit_detail = {"offset": svc.uploads.offset_of(row), "state": row.state}
     if row.state == upload_service.FAILED:
         raise upload_service.stored_error(row)
