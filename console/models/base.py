@@ -1,0 +1,302 @@
+"""A table of rows keyed by id, fed by services, updated in batches.
+
+Rows are plain dicts (the API's JSON, merged with what events add). Services call `set_rows()`
+to replace everything (first load, reconnect) and `update()` / `remove()` for single changes;
+those are queued and applied once per tick: new rows in one `rowsInserted`, gone rows per
+contiguous range, and changed rows as ranged `dataChanged` signals (adjacent runs merged), never
+one reset per update and never one signal per cell.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from PySide6.QtCore import (
+    QAbstractTableModel,
+    QByteArray,
+    QModelIndex,
+    QPersistentModelIndex,
+    QSortFilterProxyModel,
+    Qt,
+    QTimer,
+    Signal,
+)
+from PySide6.QtGui import QBrush, QColor
+
+Index = QModelIndex | QPersistentModelIndex
+Row = dict[str, Any]
+
+KEY_ROLE = int(Qt.ItemDataRole.UserRole) + 1  # the row's id
+ROW_ROLE = int(Qt.ItemDataRole.UserRole) + 2  # the whole row dict
+SORT_ROLE = int(Qt.ItemDataRole.UserRole) + 3  # the raw value, for sorting
+RAW_ROLE = SORT_ROLE
+
+STATE_COLORS = {
+    "running": "#1e8e3e",
+    "healthy": "#1e8e3e",
+    "online": "#1e8e3e",
+    "succeeded": "#1e8e3e",
+    "resolved": "#1e8e3e",
+    "starting": "#b06000",
+    "stopping": "#b06000",
+    "deploying": "#1a73e8",
+    "destroying": "#b06000",
+    "stopped": "#5f6368",
+    "exited": "#5f6368",
+    "failed": "#d93025",
+    "unhealthy": "#d93025",
+    "firing": "#d93025",
+    "critical": "#d93025",
+    "warning": "#b06000",
+    "offline": "#d93025",
+    "unknown": "#9aa0a6",
+}
+
+
+@dataclass(frozen=True)
+class Column:
+    key: str
+    title: str
+    fmt: Callable[[Any], str] = lambda v: "" if v is None else str(v)
+    get: Callable[[Row], Any] | None = None
+    numeric: bool = False
+    colored: bool = False  # state-like text gets a color
+    tooltip: str = ""
+
+    def value(self, row: Row) -> Any:
+        return self.get(row) if self.get is not None else row.get(self.key)
+
+
+@dataclass
+class _Pending:
+    changes: dict[str, Row] = field(default_factory=dict)
+    removals: set[str] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.changes or self.removals)
+
+
+class RowTableModel(QAbstractTableModel):
+    COLUMNS: Sequence[Column] = ()
+    KEY = "id"
+
+    flushed = Signal(int)  # number of changes applied in the last tick
+
+    def __init__(self, parent: Any = None, tick_ms: int = 100) -> None:
+        super().__init__(parent)
+        self._rows: list[Row] = []
+        self._index: dict[str, int] = {}
+        self._pending = _Pending()
+        self._col = {c.key: i for i, c in enumerate(self.COLUMNS)}
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(tick_ms)
+        self._timer.timeout.connect(self.flush)
+
+    # -- Qt model interface ---------------------------------------------------------------
+
+    def rowCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self._rows)
+
+    def columnCount(self, parent: Index = QModelIndex()) -> int:  # noqa: B008
+        return 0 if parent.isValid() else len(self.COLUMNS)
+
+    def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
+        if not index.isValid() or index.row() >= len(self._rows):
+            return None
+        row = self._rows[index.row()]
+        col = self.COLUMNS[index.column()]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return col.fmt(col.value(row))
+        if role == SORT_ROLE:
+            value = col.value(row)
+            if col.numeric:
+                return float(value) if isinstance(value, int | float) else -1.0
+            return "" if value is None else str(value).lower()
+        if role == KEY_ROLE:
+            return row.get(self.KEY)
+        if role == ROW_ROLE:
+            return row
+        if role == Qt.ItemDataRole.TextAlignmentRole and col.numeric:
+            return int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+        if role == Qt.ItemDataRole.ForegroundRole and col.colored:
+            color = STATE_COLORS.get(str(col.value(row)))
+            return QBrush(QColor(color)) if color else None
+        if role == Qt.ItemDataRole.ToolTipRole:
+            return self.tooltip(row, col)
+        return None
+
+    def headerData(
+        self, section: int, orientation: Qt.Orientation, role: int = Qt.ItemDataRole.DisplayRole
+    ) -> Any:
+        if orientation != Qt.Orientation.Horizontal or not 0 <= section < len(self.COLUMNS):
+            return None
+        col = self.COLUMNS[section]
+        if role == Qt.ItemDataRole.DisplayRole:
+            return col.title
+        if role == Qt.ItemDataRole.ToolTipRole and col.tooltip:
+            return col.tooltip
+        return None
+
+    def roleNames(self) -> dict[int, QByteArray]:
+        names = super().roleNames()
+        names[KEY_ROLE] = QByteArray(b"key")
+        names[ROW_ROLE] = QByteArray(b"row")
+        names[SORT_ROLE] = QByteArray(b"sortValue")
+        return names
+
+    def tooltip(self, row: Row, col: Column) -> str | None:
+        return None
+
+    # -- reading --------------------------------------------------------------------------
+
+    def column(self, key: str) -> int:
+        return self._col[key]
+
+    def row(self, key: str) -> Row | None:
+        i = self._index.get(key)
+        return None if i is None else self._rows[i]
+
+    def row_at(self, i: int) -> Row:
+        return self._rows[i]
+
+    def key_at(self, i: int) -> str:
+        return str(self._rows[i][self.KEY])
+
+    def row_of(self, key: str) -> int:
+        return self._index.get(key, -1)
+
+    def rows(self) -> list[Row]:
+        return list(self._rows)
+
+    def keys(self) -> list[str]:
+        return list(self._index)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    # -- writing --------------------------------------------------------------------------
+
+    def set_rows(self, rows: Iterable[Row]) -> None:
+        """Replace everything (first load, after a reconnect): one reset, pending work dropped."""
+        self._timer.stop()
+        self._pending = _Pending()
+        self.beginResetModel()
+        self._rows = [dict(r) for r in rows]
+        self._reindex()
+        self.endResetModel()
+        self.flushed.emit(len(self._rows))
+
+    def update(self, row: Row) -> None:
+        """Queue a change: a new row, fields merged into an existing one, or (`deleted`) a removal."""
+        key = str(row[self.KEY])
+        if row.get("deleted"):
+            self.remove(key)
+            return
+        self._pending.removals.discard(key)
+        prev = self._pending.changes.get(key)
+        if prev is None:
+            self._pending.changes[key] = dict(row)
+        else:
+            prev.update(row)
+        self._schedule()
+
+    def update_many(self, rows: Iterable[Row]) -> None:
+        for row in rows:
+            self.update(row)
+
+    def remove(self, key: str) -> None:
+        self._pending.changes.pop(key, None)
+        self._pending.removals.add(key)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if not self._timer.isActive():
+            self._timer.start()
+
+    def flush(self) -> int:
+        """Apply everything queued since the last tick; returns how many rows changed."""
+        self._timer.stop()
+        pending, self._pending = self._pending, _Pending()
+        if not pending:
+            return 0
+        applied = 0
+        if pending.removals:
+            applied += self._apply_removals(pending.removals)
+        changed: list[int] = []
+        new: list[Row] = []
+        for key, change in pending.changes.items():
+            i = self._index.get(key)
+            if i is None:
+                new.append(change)
+            else:
+                self._rows[i].update(change)
+                changed.append(i)
+        if changed:
+            self._emit_changed(changed)
+            applied += len(changed)
+        if new:
+            first = len(self._rows)
+            self.beginInsertRows(QModelIndex(), first, first + len(new) - 1)
+            for n, row in enumerate(new):
+                self._rows.append(row)
+                self._index[str(row[self.KEY])] = first + n
+            self.endInsertRows()
+            applied += len(new)
+        self.flushed.emit(applied)
+        return applied
+
+    def _apply_removals(self, keys: set[str]) -> int:
+        doomed = sorted((self._index[k] for k in keys if k in self._index), reverse=True)
+        if not doomed:
+            return 0
+        # Contiguous runs, last first, so earlier indexes stay valid while removing.
+        runs: list[tuple[int, int]] = []
+        for i in doomed:
+            if runs and runs[-1][0] == i + 1:
+                runs[-1] = (i, runs[-1][1])
+            else:
+                runs.append((i, i))
+        for first, last in runs:
+            self.beginRemoveRows(QModelIndex(), first, last)
+            del self._rows[first : last + 1]
+            self.endRemoveRows()
+        self._reindex()
+        return len(doomed)
+
+    def _emit_changed(self, rows: list[int], gap: int = 16) -> None:
+        rows.sort()
+        last_col = len(self.COLUMNS) - 1
+        start = prev = rows[0]
+        for i in rows[1:]:
+            if i - prev > gap:
+                self.dataChanged.emit(self.index(start, 0), self.index(prev, last_col))
+                start = i
+            prev = i
+        self.dataChanged.emit(self.index(start, 0), self.index(prev, last_col))
+
+    def _reindex(self) -> None:
+        self._index = {str(r[self.KEY]): i for i, r in enumerate(self._rows)}
+
+
+class FilterProxy(QSortFilterProxyModel):
+    """Sorts by the raw value (numbers as numbers) and filters on any column's text."""
+
+    def __init__(self, source: RowTableModel, parent: Any = None) -> None:
+        super().__init__(parent)
+        self.setSourceModel(source)
+        self.setSortRole(SORT_ROLE)
+        self.setFilterCaseSensitivity(Qt.CaseSensitivity.CaseInsensitive)
+        self.setFilterKeyColumn(-1)
+        self.setDynamicSortFilter(True)
+
+    def set_text(self, text: str) -> None:
+        self.setFilterFixedString(text.strip())
+
+    def key_at(self, proxy_row: int) -> str:
+        src = self.mapToSource(self.index(proxy_row, 0))
+        model = self.sourceModel()
+        assert isinstance(model, RowTableModel)
+        return model.key_at(src.row())
