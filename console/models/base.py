@@ -109,7 +109,10 @@ class RowTableModel(QAbstractTableModel):
         row = self._rows[index.row()]
         col = self.COLUMNS[index.column()]
         if role == Qt.ItemDataRole.DisplayRole:
-            return col.fmt(col.value(row))
+            try:
+                return str(col.fmt(col.value(row)))
+            except (TypeError, ValueError):  # a field of an unexpected type: show it raw
+                return str(col.value(row))
         if role == SORT_ROLE:
             value = col.value(row)
             if col.numeric:

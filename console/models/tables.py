@@ -75,7 +75,7 @@ class PackageTableModel(RowTableModel):
         Column("name", "Package"),
         Column("version", "Version"),
         Column("description", "Description"),
-        Column("os", "OS", lambda v: v or "any"),
+        Column("os", "OS", lambda v: str(v) if v else "any"),
         Column("size", "Size", fmt.size, numeric=True),
         Column("uploaded_at", "Uploaded", fmt.when),
         Column("sha256", "sha256", lambda v: (v or "")[:16]),
