@@ -1,38 +1,53 @@
 """`gdos-console`: the desktop console (PySide6, asyncio on Qt's loop through qasync).
 
-    gdos-console                         start screen: connect to a master or start a local one
-    gdos-console --master URL            the log-in dialog for that master (remembered)
-    gdos-console --embedded              a master on 127.0.0.1 plus a local agent, data in the
-                                         user's data directory; quitting stops them
+gdos-console                         start screen: connect to a master or start a local one
+gdos-console --master URL            the log-in dialog for that master (remembered)
+gdos-console --embedded              a master on 127.0.0.1 plus a local agent, data in the
+                                     user's data directory; quitting stops them
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from protocol import __version__
+
+if TYPE_CHECKING:
+    from PySide6.QtWidgets import QApplication
 
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="gdos-console", description="GDOS desktop console.")
     p.add_argument("--version", action="store_true", help="print the version and exit")
-    p.add_argument("--master", default=os.environ.get("GDOS_CONSOLE_MASTER"), help="master URL, e.g. https://gdos.example:8080")
-    p.add_argument("--user", default=os.environ.get("GDOS_CONSOLE_USER"), help="log in as this user")
+    p.add_argument(
+        "--master",
+        default=os.environ.get("GDOS_CONSOLE_MASTER"),
+        help="master URL, e.g. https://gdos.example:8080",
+    )
+    p.add_argument(
+        "--user", default=os.environ.get("GDOS_CONSOLE_USER"), help="log in as this user"
+    )
     p.add_argument(
         "--password-file",
         type=Path,
         default=os.environ.get("GDOS_CONSOLE_PASSWORD_FILE"),
         help="read the password from this file and log in without the dialog",
     )
-    p.add_argument("--ca", default=os.environ.get("GDOS_CONSOLE_CA"), help="CA certificate (PEM) for a TLS master")
-    p.add_argument("--insecure", action="store_true", help="do not verify the master's TLS certificate")
+    p.add_argument(
+        "--ca",
+        default=os.environ.get("GDOS_CONSOLE_CA"),
+        help="CA certificate (PEM) for a TLS master",
+    )
+    p.add_argument(
+        "--insecure", action="store_true", help="do not verify the master's TLS certificate"
+    )
     p.add_argument("--embedded", action="store_true", help="start a local master and agent")
     p.add_argument("--data-dir", type=Path, default=None, help="data directory of --embedded")
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
@@ -66,7 +81,13 @@ async def run(args: argparse.Namespace) -> int:
             console.ask_login(args.master)
         else:
             console.login_with(
-                {"url": args.master, "username": args.user or "admin", "password": password, "verify": verify, "ca": args.ca or ""}
+                {
+                    "url": args.master,
+                    "username": args.user or "admin",
+                    "password": password,
+                    "verify": verify,
+                    "ca": args.ca or "",
+                }
             )
     elif args.master:
         console.ask_login(args.master)
@@ -74,7 +95,7 @@ async def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _qapp():  # type: ignore[no-untyped-def]
+def _qapp() -> QApplication:
     from PySide6.QtWidgets import QApplication
 
     app = QApplication.instance()

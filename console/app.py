@@ -80,7 +80,9 @@ class ConsoleApp:
         self.backups = BackupsService(self.session)
         self.users = UsersService(self.session)
         w = self.window = MainWindow(settings, icon)
-        self.overview = OverviewPage(self.fleet.nodes, self.fleet.instances, self.alerts.alerts, self.fleet.packages)
+        self.overview = OverviewPage(
+            self.fleet.nodes, self.fleet.instances, self.alerts.alerts, self.fleet.packages
+        )
         self.nodes_page = NodesPage(self.fleet, self.metrics, settings)
         self.packages_page = PackagesPage(self.fleet, self.uploads, settings)
         self.systems_page = SystemsPage(self.fleet)
@@ -108,7 +110,11 @@ class ConsoleApp:
         self.session.logged_out.connect(w.set_disconnected)
         self.session.reachable_changed.connect(w.set_reachable)
         self.session.resynced.connect(self._resynced)
-        self.alerts.fired.connect(lambda a: error(f"alert firing: {a.get('rule_name') or a.get('rule_id')} on {a.get('target')}"))
+        self.alerts.fired.connect(
+            lambda a: error(
+                f"alert firing: {a.get('rule_name') or a.get('rule_id')} on {a.get('target')}"
+            )
+        )
         w.connect_requested.connect(self.ask_login)
         w.embedded_requested.connect(self.start_embedded)
         w.disconnect_requested.connect(self.disconnect)
@@ -136,7 +142,9 @@ class ConsoleApp:
     async def login_with(self, values: dict[str, Any]) -> bool:
         self.window.start_page.busy(f"connecting to {values['url']}…")
         try:
-            await self.session.login(values["url"], values["username"], values["password"], values["verify"])
+            await self.session.login(
+                values["url"], values["username"], values["password"], values["verify"]
+            )
         except Exception as exc:
             self.window.start_page.busy("")
             error(f"log-in failed: {describe(exc)}")

@@ -636,6 +636,7 @@ class EventStream:
         self._ws: ClientConnection | None = None
         self._stopping = asyncio.Event()
         self.on_connect: Callable[[], Awaitable[None]] | None = None
+        self._closing: asyncio.Future[None] | None = None
 
     @property
     def url(self) -> str:
@@ -664,7 +665,7 @@ class EventStream:
     def stop(self) -> None:
         self._stopping.set()
         if self._ws is not None:
-            asyncio.ensure_future(self._ws.close())
+            self._closing = asyncio.ensure_future(self._ws.close())
 
     async def run(self) -> None:
         backoff = self.min_backoff

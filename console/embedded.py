@@ -23,8 +23,8 @@ from pathlib import Path
 import httpx
 
 log = logging.getLogger(__name__)
-PASSWORD_FILE = "initial-admin-password"
-CONSOLE_PASSWORD_FILE = "console-admin-password"
+PASSWORD_FILE = "initial-admin-password"  # noqa: S105 - a file name
+CONSOLE_PASSWORD_FILE = "console-admin-password"  # noqa: S105 - a file name
 
 
 def free_port() -> int:
@@ -63,7 +63,9 @@ def admin_password(data_dir: Path) -> tuple[str, bool]:
 
 
 class EmbeddedMaster:
-    def __init__(self, data_dir: Path, port: int | None = None, extra: list[str] | None = None) -> None:
+    def __init__(
+        self, data_dir: Path, port: int | None = None, extra: list[str] | None = None
+    ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
@@ -112,11 +114,15 @@ class EmbeddedMaster:
                     raise RuntimeError(f"the embedded master exited:\n{self.tail()}")
                 with contextlib.suppress(httpx.HTTPError):
                     if (await http.get(self.url + "/healthz")).status_code == 200:
-                        log.info("embedded master ready on %s (data in %s)", self.url, self.data_dir)
+                        log.info(
+                            "embedded master ready on %s (data in %s)", self.url, self.data_dir
+                        )
                         return
                 await asyncio.sleep(0.1)
         self.stop()
-        raise RuntimeError(f"the embedded master did not answer within {timeout:.0f} s:\n{self.tail()}")
+        raise RuntimeError(
+            f"the embedded master did not answer within {timeout:.0f} s:\n{self.tail()}"
+        )
 
     def stop(self, timeout: float = 15.0) -> None:
         """SIGTERM (the master stops its agent), then SIGKILL after `timeout`."""

@@ -174,7 +174,7 @@ class RowTableModel(QAbstractTableModel):
     def rows(self) -> list[Row]:
         return list(self._rows)
 
-    def keys(self) -> list[str]:
+    def key_list(self) -> list[str]:
         return list(self._index)
 
     def __len__(self) -> int:

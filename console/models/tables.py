@@ -25,7 +25,13 @@ class NodeTableModel(RowTableModel):
         Column("cpu", "CPU", fmt.percent, get=_load("cpu_percent"), numeric=True),
         Column("mem", "Memory", fmt.percent, get=_load("mem_percent"), numeric=True),
         Column("disk", "Disk", fmt.percent, get=_load("disk_percent"), numeric=True),
-        Column("load1", "Load", lambda v: "" if v is None else f"{v:.2f}", get=_load("load1"), numeric=True),
+        Column(
+            "load1",
+            "Load",
+            lambda v: "" if v is None else f"{v:.2f}",
+            get=_load("load1"),
+            numeric=True,
+        ),
         Column("cpu_count", "Cores", numeric=True),
         Column("mem_total", "RAM", fmt.size, numeric=True),
         Column("os", "OS", get=lambda r: f"{r.get('os', '')}/{r.get('arch', '')}".strip("/")),
@@ -94,7 +100,9 @@ class AlertRuleTableModel(RowTableModel):
             "Condition",
             get=lambda r: f"{r.get('metric')} {r.get('op')} {r.get('threshold')}",
         ),
-        Column("for_seconds", "For", lambda v: "" if v is None else f"{float(v):g} s", numeric=True),
+        Column(
+            "for_seconds", "For", lambda v: "" if v is None else f"{float(v):g} s", numeric=True
+        ),
         Column(
             "scope",
             "Scope",
@@ -109,10 +117,19 @@ class AlertTableModel(RowTableModel):
         Column("state", "State", colored=True),
         Column("rule_name", "Rule", get=lambda r: r.get("rule_name") or r.get("rule_id")),
         Column("target", "Target"),
-        Column("value", "Value", lambda v: "" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)),
+        Column(
+            "value",
+            "Value",
+            lambda v: "" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v),
+        ),
         Column("started_at", "Since", fmt.when),
         Column("resolved_at", "Resolved", fmt.when),
-        Column("acked", "Acknowledged", lambda v: "yes" if v else "", get=lambda r: r.get("acked_by") or r.get("acked")),
+        Column(
+            "acked",
+            "Acknowledged",
+            lambda v: "yes" if v else "",
+            get=lambda r: r.get("acked_by") or r.get("acked"),
+        ),
     )
 
 

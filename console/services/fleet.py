@@ -79,7 +79,11 @@ class FleetService(QObject):
         self.nodes.set_rows(n.model_dump() for n in nodes)
         self.packages.set_rows(p.model_dump() for p in packages)
         # Metrics already shown survive a reload; they are not part of the instance body.
-        old = {k: {c: r.get(c) for c in METRIC_COLUMNS} for k in self.instances.keys() if (r := self.instances.row(k))}
+        old = {
+            k: {c: r.get(c) for c in METRIC_COLUMNS}
+            for k in self.instances.key_list()
+            if (r := self.instances.row(k))
+        }
         rows = []
         for inst in instances:
             row = self.enrich(inst.model_dump())
@@ -112,7 +116,7 @@ class FleetService(QObject):
         name = data.get("hostname")
         if name and self.node_names.get(node_id) != name:
             self.node_names[node_id] = str(name)
-            for key in self.instances.keys():
+            for key in self.instances.key_list():
                 row = self.instances.row(key)
                 if row is not None and row.get("node_id") == node_id:
                     self.instances.update({"id": key, "node_name": name})
@@ -157,6 +161,8 @@ class FleetService(QObject):
 
     def _reload_stale_systems(self) -> None:
         ids, self._stale_systems = self._stale_systems, set()
+        if not self.session.connected:
+            return
         for system_id in ids:
             self.reload_system(system_id)
 
@@ -288,7 +294,13 @@ class FleetService(QObject):
         names = {i.id: i.name for i in detail.instances}
         levels = {i.id: order.get(i.module_id or "", 0) for i in detail.instances}
         self.operation_steps.set_rows(
-            {"instance_id": i.id, "name": names[i.id], "level": levels[i.id], "state": "pending", "error": ""}
+            {
+                "instance_id": i.id,
+                "name": names[i.id],
+                "level": levels[i.id],
+                "state": "pending",
+                "error": "",
+            }
             for i in detail.instances
         )
         total = len(detail.instances)
@@ -334,12 +346,16 @@ class FleetService(QObject):
         for level in sorted(set(levels.values()), reverse=not start):
             ids = [i for i, lv in levels.items() if lv == level]
             for i in ids:
-                self.operation_steps.update({"instance_id": i, "state": "starting" if start else "stopping"})
+                self.operation_steps.update(
+                    {"instance_id": i, "state": "starting" if start else "stopping"}
+                )
             call = client.start_instance if start else client.stop_instance
             results = await asyncio.gather(*(call(i) for i in ids), return_exceptions=True)
             for i, r in zip(ids, results, strict=True):
                 if isinstance(r, BaseException):
-                    self.operation_steps.update({"instance_id": i, "state": "failed", "error": str(r)})
+                    self.operation_steps.update(
+                        {"instance_id": i, "state": "failed", "error": str(r)}
+                    )
                     return "failed"
             for i in ids:
                 state = await self._wait_state(i, target, start)

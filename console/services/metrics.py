@@ -84,7 +84,9 @@ class MetricsService(QObject):
             )
         except ClientError as exc:
             if exc.endpoint_missing:
-                self.unavailable.emit("this master keeps no metrics history yet (no metrics endpoint)")
+                self.unavailable.emit(
+                    "this master keeps no metrics history yet (no metrics endpoint)"
+                )
                 return
             raise
         fields = INSTANCE_FIELDS if kind == "instance" else NODE_FIELDS

@@ -68,7 +68,9 @@ class AlertsService(RecordService):
         self.rule_names: dict[str, str] = {}
         session.on("alert", self.on_alert)
         session.resynced.connect(self.reload)
-        session.logged_out.connect(lambda: [m.set_rows([]) for m in (self.rules, self.alerts, self.silences)])
+        session.logged_out.connect(
+            lambda: [m.set_rows([]) for m in (self.rules, self.alerts, self.silences)]
+        )
 
     def on_alert(self, data: dict[str, Any]) -> None:
         if "id" not in data:
@@ -91,7 +93,8 @@ class AlertsService(RecordService):
         self.rules.set_rows(r.model_dump() for r in rules)
         alerts = await client.alerts() or []
         self.alerts.set_rows(
-            {**a.model_dump(), "rule_name": self.rule_names.get(a.rule_id or "", "")} for a in alerts
+            {**a.model_dump(), "rule_name": self.rule_names.get(a.rule_id or "", "")}
+            for a in alerts
         )
         silences = await self.guarded("silences", client.silences())
         self.silences.set_rows(s.model_dump() for s in silences or [])

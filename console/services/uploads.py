@@ -60,7 +60,10 @@ class UploadService(QObject):
                 resume = self._setting(key)
                 try:
                     pkg = await client.tus_upload(
-                        path, emit, resume_url=resume, on_created=lambda url: self._remember(key, url)
+                        path,
+                        emit,
+                        resume_url=resume,
+                        on_created=lambda url: self._remember(key, url),
                     )
                 except ClientError as exc:
                     if resume and exc.status in (404, 410):  # expired upload: start again

@@ -68,7 +68,11 @@ class Chart(QWidget):
         self.timer.start()
 
     def set_lines(
-        self, lines: list[Line], unit: str | None = None, scale: float | None = None, title: str = ""
+        self,
+        lines: list[Line],
+        unit: str | None = None,
+        scale: float | None = None,
+        title: str = "",
     ) -> None:
         if unit is not None:
             self.unit = unit
@@ -114,7 +118,10 @@ class Chart(QWidget):
                 continue
             self._versions[n] = series.version
             ts, v = decimate(ts, v, width)
-            self._series[n].replaceNp(np.ascontiguousarray(ts * 1000.0), np.ascontiguousarray(v * self.scale))
+            self._series[n].replaceNp(
+                np.ascontiguousarray(ts * 1000.0),  # type: ignore[arg-type]
+                np.ascontiguousarray(v * self.scale),  # type: ignore[arg-type]
+            )
             drawn += len(ts)
         self.x_axis.setRange(
             QDateTime.fromMSecsSinceEpoch(int((now - self.seconds) * 1000)),
@@ -178,7 +185,9 @@ class ChartPanel(QWidget):
         self.title.setText(f"{kind.capitalize()} {label}")
         if kind == "instance":
             self.cpu.set_lines([Line(target, "cpu_percent", "CPU")], "%", 1.0, "CPU")
-            self.mem.set_lines([Line(target, "rss_bytes", "RSS")], "MiB", 1 / (1 << 20), "Memory (RSS)")
+            self.mem.set_lines(
+                [Line(target, "rss_bytes", "RSS")], "MiB", 1 / (1 << 20), "Memory (RSS)"
+            )
             self.io.set_lines(
                 [Line(target, "read_bps", "read"), Line(target, "write_bps", "write")],
                 "KiB/s",

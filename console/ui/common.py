@@ -56,7 +56,9 @@ class Banner(QWidget):
 
     closed = Signal()
 
-    def __init__(self, object_name: str, closable: bool = True, parent: QWidget | None = None) -> None:
+    def __init__(
+        self, object_name: str, closable: bool = True, parent: QWidget | None = None
+    ) -> None:
         super().__init__(parent)
         self.setObjectName(object_name)
         self.setAttribute(Qt.WidgetAttribute.WA_StyledBackground, True)
@@ -129,16 +131,22 @@ class TablePanel(QWidget):
         header.setStretchLastSection(True)
         header.setHighlightSections(False)
         self.view.sortByColumn(0, Qt.SortOrder.AscendingOrder)
-        self.view.selectionModel().selectionChanged.connect(lambda *_: self.selection_changed.emit())
+        self.view.selectionModel().selectionChanged.connect(
+            lambda *_: self.selection_changed.emit()
+        )
         lay.addWidget(self.view, 1)
         find = QAction("Filter", self)
         find.setShortcut(QKeySequence.StandardKey.Find)
         find.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
-        find.triggered.connect(lambda: (self.filter.setFocus(), self.filter.selectAll()))
+        find.triggered.connect(self._focus_filter)
         self.addAction(find)
         self._sized = False
         model.modelReset.connect(self._size_columns)
         self.restore()
+
+    def _focus_filter(self) -> None:
+        self.filter.setFocus()
+        self.filter.selectAll()
 
     def _size_columns(self) -> None:
         if not self._sized and self.model.rowCount():
@@ -188,5 +196,5 @@ class TablePanel(QWidget):
         if self.settings is not None:
             state = self.settings.value(f"tables/{self.name}")
             if state is not None:
-                self.view.horizontalHeader().restoreState(state)  # type: ignore[arg-type]
+                self.view.horizontalHeader().restoreState(state)
                 self._sized = True

@@ -154,7 +154,9 @@ class ModuleDialog(Form):
 class NodePicker(Form):
     """Pick one or more nodes (deploy a module, adopt on a node)."""
 
-    def __init__(self, title: str, nodes: list[Row], multi: bool = True, parent: QWidget | None = None) -> None:
+    def __init__(
+        self, title: str, nodes: list[Row], multi: bool = True, parent: QWidget | None = None
+    ) -> None:
         super().__init__(title, parent)
         self.multi = multi
         self.list = QListWidget()
@@ -162,7 +164,9 @@ class NodePicker(Form):
             item = QListWidgetItem(f"{n.get('hostname')}  ({n.get('status')}, {n.get('ip')})")
             item.setData(Qt.ItemDataRole.UserRole, n["id"])
             item.setFlags(item.flags() | Qt.ItemFlag.ItemIsUserCheckable)
-            item.setCheckState(Qt.CheckState.Checked if len(nodes) == 1 else Qt.CheckState.Unchecked)
+            item.setCheckState(
+                Qt.CheckState.Checked if len(nodes) == 1 else Qt.CheckState.Unchecked
+            )
             self.list.addItem(item)
         self.form.addRow("Nodes", self.list)
 
@@ -182,7 +186,9 @@ class NodePicker(Form):
 class AdoptDialog(Form):
     STRATEGIES = {"PID file": "pid_file", "Process name": "process_name", "Command line": "cmdline"}
 
-    def __init__(self, systems: dict[str, str], nodes: list[Row], parent: QWidget | None = None) -> None:
+    def __init__(
+        self, systems: dict[str, str], nodes: list[Row], parent: QWidget | None = None
+    ) -> None:
         super().__init__("Adopt a running process", parent)
         self.system = QComboBox()
         for sid, name in sorted(systems.items(), key=lambda kv: kv[1]):
@@ -218,7 +224,11 @@ class AdoptDialog(Form):
         if not self.name.text().strip() or not self.match.text().strip():
             raise ValueError("a name and what to match are needed")
         strategy = self.STRATEGIES[self.strategy.currentText()]
-        field = {"pid_file": "pid_file", "process_name": "process_name", "cmdline": "cmdline_pattern"}[strategy]
+        field = {
+            "pid_file": "pid_file",
+            "process_name": "process_name",
+            "cmdline": "cmdline_pattern",
+        }[strategy]
         body: dict[str, Any] = {
             "system_id": self.system.currentData(),
             "node_id": self.node.currentData(),
@@ -240,9 +250,9 @@ class AlertRuleDialog(Form):
         row = row or {}
         self.row = row
         self.name = QLineEdit(str(row.get("name", "")))
-        self.metric = QComboBox()
-        self.metric.addItems(["cpu_percent", "rss_bytes", "state", "node_status"])
-        self.metric.setCurrentText(str(row.get("metric", "cpu_percent")))
+        self.metric_box = QComboBox()
+        self.metric_box.addItems(["cpu_percent", "rss_bytes", "state", "node_status"])
+        self.metric_box.setCurrentText(str(row.get("metric", "cpu_percent")))
         self.op = QComboBox()
         self.op.addItems([">", "<", "==", "!="])
         self.op.setCurrentText(str(row.get("op", ">")))
@@ -264,7 +274,7 @@ class AlertRuleDialog(Form):
         self.webhook = QLineEdit(str(row.get("webhook_url") or ""))
         for label, w in (
             ("Name", self.name),
-            ("Metric", self.metric),
+            ("Metric", self.metric_box),
             ("Condition", self.op),
             ("Threshold", self.threshold),
             ("For (seconds)", self.for_seconds),
@@ -283,12 +293,12 @@ class AlertRuleDialog(Form):
         try:
             threshold = float(raw)
         except ValueError:
-            if self.metric.currentText() in ("cpu_percent", "rss_bytes"):
+            if self.metric_box.currentText() in ("cpu_percent", "rss_bytes"):
                 raise ValueError("the threshold of a numeric metric is a number") from None
             threshold = raw
         body: dict[str, Any] = {
             "name": self.name.text().strip(),
-            "metric": self.metric.currentText(),
+            "metric": self.metric_box.currentText(),
             "op": self.op.currentText(),
             "threshold": threshold,
             "for_seconds": self.for_seconds.value(),
@@ -332,7 +342,9 @@ class UserDialog(Form):
 class LoginDialog(Form):
     """Master URL, user, password, TLS options; what was typed last is offered again."""
 
-    def __init__(self, url: str = "", username: str = "admin", ca: str = "", parent: QWidget | None = None) -> None:
+    def __init__(
+        self, url: str = "", username: str = "admin", ca: str = "", parent: QWidget | None = None
+    ) -> None:
         super().__init__("Connect to a GDOS master", parent)
         self.url = QLineEdit(url or "http://127.0.0.1:8080")
         self.username = QLineEdit(username)
@@ -354,7 +366,9 @@ class LoginDialog(Form):
         (self.password if username else self.username).setFocus()
 
     def _browse(self) -> None:
-        path, _ = QFileDialog.getOpenFileName(self, "CA certificate", "", "Certificates (*.pem *.crt);;All files (*)")
+        path, _ = QFileDialog.getOpenFileName(
+            self, "CA certificate", "", "Certificates (*.pem *.crt);;All files (*)"
+        )
         if path:
             self.ca.setText(path)
 

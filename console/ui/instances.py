@@ -34,9 +34,11 @@ class InstancesPage(QWidget):
         self.start_action = t.add_action("Start", self.start, "Ctrl+R")
         self.stop_action = t.add_action("Stop", self.stop, "Ctrl+T")
         self.restart_action = t.add_action("Restart", self.restart, "Ctrl+Shift+R")
-        self.destroy_action = t.add_action("Destroy…", self.destroy, "Del")
+        self.destroy_action = t.add_action("Destroy…", self.destroy_selected, "Del")
         t.toolbar.addSeparator()
-        self.adopt_action = t.add_action("Adopt…", self.adopt, "Ctrl+Shift+A", needs_selection=False)
+        self.adopt_action = t.add_action(
+            "Adopt…", self.adopt, "Ctrl+Shift+A", needs_selection=False
+        )
         self.logs_action = t.add_action("Logs", self._logs, "Ctrl+Shift+L")
         self.state_filter = QComboBox()
         self.state_filter.addItem("all states", "")
@@ -82,7 +84,7 @@ class InstancesPage(QWidget):
     def restart(self) -> Any:
         return self._each(self.fleet.restart_instances)
 
-    def destroy(self) -> Any:
+    def destroy_selected(self) -> Any:
         rows = self.table.selected_rows()
         if not rows:
             return None

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtGui import QAction, QCloseEvent, QIcon, QKeySequence
 from PySide6.QtWidgets import (
@@ -10,6 +12,7 @@ from PySide6.QtWidgets import (
     QListWidget,
     QListWidgetItem,
     QMainWindow,
+    QMenu,
     QPushButton,
     QStackedWidget,
     QVBoxLayout,
@@ -49,7 +52,9 @@ class StartPage(QWidget):
         title = QLabel("GDOS console")
         title.setObjectName("startTitle")
         title.setAlignment(Qt.AlignmentFlag.AlignHCenter)
-        sub = QLabel("Run the services of your fleet. Connect to a master, or make this machine a whole installation.")
+        sub = QLabel(
+            "Run the services of your fleet. Connect to a master, or make this machine a whole installation."
+        )
         sub.setObjectName("startSubtitle")
         sub.setWordWrap(True)
         sub.setAlignment(Qt.AlignmentFlag.AlignHCenter)
@@ -128,9 +133,15 @@ class MainWindow(QMainWindow):
     def _menus(self) -> None:
         bar = self.menuBar()
         file = bar.addMenu("&File")
-        self.connect_action = self._add(file, "&Connect to a master…", self.connect_requested.emit, "Ctrl+O")
-        self.embedded_action = self._add(file, "Start a &local master", self.embedded_requested.emit, "Ctrl+E")
-        self.disconnect_action = self._add(file, "&Disconnect", self.disconnect_requested.emit, "Ctrl+Shift+D")
+        self.connect_action = self._add(
+            file, "&Connect to a master…", self.connect_requested.emit, "Ctrl+O"
+        )
+        self.embedded_action = self._add(
+            file, "Start a &local master", self.embedded_requested.emit, "Ctrl+E"
+        )
+        self.disconnect_action = self._add(
+            file, "&Disconnect", self.disconnect_requested.emit, "Ctrl+Shift+D"
+        )
         file.addSeparator()
         self._add(file, "&Quit", self.quit_requested.emit, QKeySequence.StandardKey.Quit)
         view = bar.addMenu("&View")
@@ -138,11 +149,17 @@ class MainWindow(QMainWindow):
         self._add(view, "&Refresh", self.refresh_requested.emit, QKeySequence.StandardKey.Refresh)
         view.addSeparator()
 
-    def _add(self, menu: object, text: str, slot: object, shortcut: object) -> QAction:
+    def _add(
+        self,
+        menu: QMenu,
+        text: str,
+        slot: Callable[[], object],
+        shortcut: str | QKeySequence.StandardKey,
+    ) -> QAction:
         act = QAction(text, self)
-        act.setShortcut(QKeySequence(shortcut))  # type: ignore[arg-type]
-        act.triggered.connect(slot)  # type: ignore[arg-type]
-        menu.addAction(act)  # type: ignore[attr-defined]
+        act.setShortcut(QKeySequence(shortcut))
+        act.triggered.connect(slot)
+        menu.addAction(act)
         return act
 
     def add_page(self, name: str, title: str, page: QWidget) -> None:
@@ -206,10 +223,10 @@ class MainWindow(QMainWindow):
     def restore_state(self) -> None:
         geometry = self.settings.value("window/geometry")
         if geometry is not None:
-            self.restoreGeometry(geometry)  # type: ignore[arg-type]
+            self.restoreGeometry(geometry)
         state = self.settings.value("window/state")
         if state is not None:
-            self.restoreState(state)  # type: ignore[arg-type]
+            self.restoreState(state)
 
     def save_state(self) -> None:
         self.settings.setValue("window/geometry", self.saveGeometry())

@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 from PySide6.QtCore import QSettings, Qt
-from PySide6.QtWidgets import QFormLayout, QGroupBox, QInputDialog, QLabel, QSplitter, QVBoxLayout, QWidget
+from PySide6.QtWidgets import (
+    QFormLayout,
+    QGroupBox,
+    QInputDialog,
+    QLabel,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
 
 from console import fmt
 from console.message import error
@@ -12,7 +23,7 @@ from console.services.metrics import MetricsService
 from console.ui import common
 from console.ui.charts import ChartPanel
 
-FACTS = [
+FACTS: list[tuple[str, str, Callable[[Any], str]]] = [
     ("hostname", "Host", str),
     ("id", "Node id", str),
     ("status", "Status", str),
@@ -106,7 +117,10 @@ class NodesPage(QWidget):
         row = rows[0]
         current = ", ".join(f"{k}={v}" for k, v in sorted((row.get("labels") or {}).items()))
         text, ok = QInputDialog.getText(
-            self, "Node labels", f"Labels of {row.get('hostname')} (key=value, comma separated):", text=current
+            self,
+            "Node labels",
+            f"Labels of {row.get('hostname')} (key=value, comma separated):",
+            text=current,
         )
         if not ok:
             return

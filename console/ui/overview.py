@@ -27,7 +27,7 @@ class Card(QFrame):
         lay = QVBoxLayout(self)
         self.title = QLabel(title)
         self.title.setObjectName("cardTitle")
-        self.value = QLabel("–")
+        self.value = QLabel("-")
         self.value.setObjectName("cardValue")
         self.detail = QLabel("")
         self.detail.setObjectName("cardDetail")
@@ -72,7 +72,9 @@ class OverviewPage(QWidget):
         self.instance_card = Card("Instances")
         self.alert_card = Card("Firing alerts")
         self.package_card = Card("Packages")
-        for n, card in enumerate((self.node_card, self.instance_card, self.alert_card, self.package_card)):
+        for n, card in enumerate(
+            (self.node_card, self.instance_card, self.alert_card, self.package_card)
+        ):
             grid.addWidget(card, 0, n)
         lay.addLayout(grid)
         attention = QLabel("Needs attention")
@@ -125,6 +127,8 @@ class OverviewPage(QWidget):
                 why = f": {r['last_error']}" if r.get("last_error") else ""
                 self.problems.addItem(f"instance {r.get('name')} is {r.get('state')}{why}")
         for r in firing:
-            self.problems.addItem(f"alert {r.get('rule_name') or r.get('rule_id')} firing on {r.get('target')}")
+            self.problems.addItem(
+                f"alert {r.get('rule_name') or r.get('rule_id')} firing on {r.get('target')}"
+            )
         if not self.problems.count():
             self.problems.addItem("Nothing needs attention.")

@@ -24,7 +24,9 @@ class PackagesPage(QWidget):
         title.setObjectName("pageTitle")
         lay.addWidget(title)
         self.table = common.TablePanel(fleet.packages, "packages", settings)
-        self.upload_action = self.table.add_action("Upload…", self.choose_files, "Ctrl+U", needs_selection=False)
+        self.upload_action = self.table.add_action(
+            "Upload…", self.choose_files, "Ctrl+U", needs_selection=False
+        )
         self.table.add_action("Delete", self.delete, "Del")
         hint = QLabel("Drop .zip packages here to upload them.")
         hint.setObjectName("hint")

@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from PySide6.QtCore import QSettings, Qt
+from PySide6.QtCore import QSettings
 from PySide6.QtGui import QFont, QFontDatabase, QKeySequence, QShortcut, QTextCursor, QTextDocument
 from PySide6.QtWidgets import (
     QCheckBox,
@@ -68,11 +68,19 @@ class LogsPage(QWidget):
         self.follow.toggled.connect(self.logs.follow)
         self.search = QLineEdit()
         self.search.setPlaceholderText("Search (Enter: next, Shift+Enter: previous)")
-        self.search.returnPressed.connect(lambda: self.find(backward=False))
-        QShortcut(QKeySequence("Shift+Return"), self.search, lambda: self.find(backward=True))
+        self.search.returnPressed.connect(lambda: self.find_text(backward=False))
+        QShortcut(QKeySequence("Shift+Return"), self.search, lambda: self.find_text(backward=True))
         refresh = QPushButton("Reload")
         refresh.clicked.connect(self._open)
-        for w, stretch in ((QLabel("Instance"), 0), (self.instance, 1), (QLabel("Log"), 0), (self.file, 1), (self.follow, 0), (refresh, 0), (self.search, 2)):
+        for w, stretch in (
+            (QLabel("Instance"), 0),
+            (self.instance, 1),
+            (QLabel("Log"), 0),
+            (self.file, 1),
+            (self.follow, 0),
+            (refresh, 0),
+            (self.search, 2),
+        ):
             top.addWidget(w, stretch)
         lay.addLayout(top)
         self.notice = common.Notice()
@@ -87,13 +95,17 @@ class LogsPage(QWidget):
         self.text.setFont(font)
         lay.addWidget(self.text, 1)
         find = QShortcut(QKeySequence.StandardKey.Find, self)
-        find.activated.connect(lambda: (self.search.setFocus(), self.search.selectAll()))
+        find.activated.connect(self._focus_search)
         logs.files_listed.connect(self._files)
         logs.text_replaced.connect(self._replace)
         logs.text_appended.connect(self._append)
         _watch_availability(logs, self.notice, "logs")
         instances.modelReset.connect(self._fill_instances)
         instances.rowsInserted.connect(lambda *_: self._fill_instances())
+
+    def _focus_search(self) -> None:
+        self.search.setFocus()
+        self.search.selectAll()
 
     def _fill_instances(self) -> None:
         current = self.instance.currentData()
@@ -142,7 +154,7 @@ class LogsPage(QWidget):
         if at_end:
             bar.setValue(bar.maximum())
 
-    def find(self, backward: bool = False) -> bool:
+    def find_text(self, backward: bool = False) -> bool:
         needle = self.search.text()
         if not needle:
             return False
@@ -150,7 +162,9 @@ class LogsPage(QWidget):
         if self.text.find(needle, flags):
             return True
         cursor = self.text.textCursor()
-        cursor.movePosition(QTextCursor.MoveOperation.End if backward else QTextCursor.MoveOperation.Start)
+        cursor.movePosition(
+            QTextCursor.MoveOperation.End if backward else QTextCursor.MoveOperation.Start
+        )
         self.text.setTextCursor(cursor)
         found = self.text.find(needle, flags)
         if not found:
@@ -201,7 +215,9 @@ class AlertsPage(QWidget):
         rows = self.active.selected_rows()
         if not rows:
             return None
-        minutes, ok = QInputDialog.getInt(self, "Silence", "Silence this alert's rule for how many minutes?", 60, 1, 7 * 24 * 60)
+        minutes, ok = QInputDialog.getInt(
+            self, "Silence", "Silence this alert's rule for how many minutes?", 60, 1, 7 * 24 * 60
+        )
         if not ok:
             return None
         now = datetime.now(UTC)
@@ -228,12 +244,16 @@ class AlertsPage(QWidget):
 
     def delete_rule(self) -> None:
         rows = self.rules.selected_rows()
-        if rows and common.confirm(self, "Delete rule", f"Delete alert rule {rows[0].get('name')}?"):
+        if rows and common.confirm(
+            self, "Delete rule", f"Delete alert rule {rows[0].get('name')}?"
+        ):
             self.alerts.delete_rule(str(rows[0]["id"]))
 
     def unsilence(self) -> None:
         keys = self.silences.selected_keys()
-        if keys and common.confirm(self, "Remove silence", "Remove this silence? Matching alerts notify again."):
+        if keys and common.confirm(
+            self, "Remove silence", "Remove this silence? Matching alerts notify again."
+        ):
             self.alerts.unsilence(keys[0])
 
 
@@ -245,7 +265,12 @@ class AuditPage(QWidget):
         lay.addWidget(_title("Audit"))
         filters = QHBoxLayout()
         self.since = QComboBox()
-        for label, hours in (("last hour", 1), ("last day", 24), ("last week", 168), ("everything", 0)):
+        for label, hours in (
+            ("last hour", 1),
+            ("last day", 24),
+            ("last week", 168),
+            ("everything", 0),
+        ):
             self.since.addItem(label, hours)
         self.since.setCurrentIndex(1)
         self.actor = QLineEdit()
@@ -260,19 +285,32 @@ class AuditPage(QWidget):
         apply.clicked.connect(self.load)
         export = QPushButton("Export CSV…")
         export.clicked.connect(self.export)
-        for w in (QLabel("Since"), self.since, self.actor, self.action, QLabel("Limit"), self.limit, apply, export):
+        for w in (
+            QLabel("Since"),
+            self.since,
+            self.actor,
+            self.action,
+            QLabel("Limit"),
+            self.limit,
+            apply,
+            export,
+        ):
             filters.addWidget(w)
         self.actor.returnPressed.connect(self.load)
         self.action.returnPressed.connect(self.load)
         lay.addLayout(filters)
-        self.table = common.TablePanel(audit.model, "audit", settings, filter_hint="Search these rows…")
+        self.table = common.TablePanel(
+            audit.model, "audit", settings, filter_hint="Search these rows…"
+        )
         _watch_availability(audit, self.table.notice, "audit")
         lay.addWidget(self.table, 1)
 
     def filters(self) -> dict[str, Any]:
         hours = int(self.since.currentData() or 0)
         since = (
-            (datetime.now(UTC) - timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%SZ") if hours else None
+            (datetime.now(UTC) - timedelta(hours=hours)).strftime("%Y-%m-%dT%H:%M:%SZ")
+            if hours
+            else None
         )
         return {
             "since": since,
@@ -285,7 +323,9 @@ class AuditPage(QWidget):
         return self.audit.load(self.filters())
 
     def export(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(self, "Export audit trail", "gdos-audit.csv", "CSV (*.csv)")
+        path, _ = QFileDialog.getSaveFileName(
+            self, "Export audit trail", "gdos-audit.csv", "CSV (*.csv)"
+        )
         if path:
             self.audit.filters = self.filters()
             self.audit.export_csv(path)
@@ -346,6 +386,7 @@ class UsersPage(QWidget):
 
     def delete(self) -> None:
         keys = self.table.selected_keys()
-        if keys and common.confirm(self, "Delete user", f"Delete user {keys[0]}? Their sessions end now."):
+        if keys and common.confirm(
+            self, "Delete user", f"Delete user {keys[0]}? Their sessions end now."
+        ):
             self.users.delete(keys[0])
-

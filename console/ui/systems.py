@@ -118,7 +118,9 @@ class SystemsPage(QWidget):
         if item is not None:
             idx = item.index()
             self.tree.selectionModel().setCurrentIndex(
-                idx, self.tree.selectionModel().SelectionFlag.ClearAndSelect | self.tree.selectionModel().SelectionFlag.Rows
+                idx,
+                self.tree.selectionModel().SelectionFlag.ClearAndSelect
+                | self.tree.selectionModel().SelectionFlag.Rows,
             )
             self.tree.scrollTo(idx)
 
@@ -187,7 +189,9 @@ class SystemsPage(QWidget):
         if not system_id:
             return None
         name = self.fleet.system_names.get(system_id, system_id)
-        if not common.confirm(self, "Stop system", f"Stop every instance of {name}, in reverse start order?"):
+        if not common.confirm(
+            self, "Stop system", f"Stop every instance of {name}, in reverse start order?"
+        ):
             return None
         return self.fleet.stop_system(system_id)
 
@@ -215,7 +219,9 @@ class SystemsPage(QWidget):
         name = self.fleet.system_names.get(system_id, system_id)
         self.op_bar.setRange(0, max(1, total))
         self.op_bar.setValue(done)
-        words = {"running": "in progress", "succeeded": "done", "failed": "failed"}.get(state, state)
+        words = {"running": "in progress", "succeeded": "done", "failed": "failed"}.get(
+            state, state
+        )
         self.op_label.setText(f"{name}: {words} ({done} of {total} steps)")
 
     def current_index(self) -> QModelIndex:

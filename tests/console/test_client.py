@@ -70,7 +70,9 @@ async def test_systems_modules_and_conflicts(client, tmp_path):
 
 
 async def test_upload_reports_progress_and_rejects_bad_zip(client, tmp_path):
-    pkg_path = build_package(tmp_path, name="progresspkg", files={"blob.bin": os.urandom(3_000_000)})
+    pkg_path = build_package(
+        tmp_path, name="progresspkg", files={"blob.bin": os.urandom(3_000_000)}
+    )
     seen: list[tuple[int, int]] = []
     pkg = await client.upload_package(pkg_path, lambda sent, total: seen.append((sent, total)))
     size = pkg_path.stat().st_size
@@ -100,7 +102,12 @@ async def test_event_stream_reconnects_after_master_restart(tmp_path):
     events: list[tuple[str, dict]] = []
     c = Client(master.url)
     await c.login("admin", ADMIN_PASSWORD)
-    stream = EventStream(c, lambda t, d: events.append((t, d)), lambda ok, why: statuses.append((ok, why)), max_backoff=1.0)
+    stream = EventStream(
+        c,
+        lambda t, d: events.append((t, d)),
+        lambda ok, why: statuses.append((ok, why)),
+        max_backoff=1.0,
+    )
     task = asyncio.ensure_future(stream.run())
     try:
         await until(lambda: stream.connected, what="stream connected")
@@ -142,7 +149,9 @@ class TusFake:
         if request.method == "PATCH":
             self.patches += 1
             if int(request.headers["Upload-Offset"]) != len(self.data):
-                return httpx.Response(409, json={"error": {"code": "conflict", "message": "wrong offset"}})
+                return httpx.Response(
+                    409, json={"error": {"code": "conflict", "message": "wrong offset"}}
+                )
             body = request.read()
             if self.patches in self.drop_on:
                 self.data += body[: len(body) // 2]  # half arrived, then the line went down
@@ -153,12 +162,20 @@ class TusFake:
             return httpx.Response(
                 200,
                 json={
-                    "id": "p1", "name": "big", "version": "1", "description": "", "os": None,
-                    "sha256": hashlib.sha256(self.data).hexdigest(), "size": len(self.data),
-                    "uploaded_at": "2026-01-01T00:00:00Z", "manifest": {},
+                    "id": "p1",
+                    "name": "big",
+                    "version": "1",
+                    "description": "",
+                    "os": None,
+                    "sha256": hashlib.sha256(self.data).hexdigest(),
+                    "size": len(self.data),
+                    "uploaded_at": "2026-01-01T00:00:00Z",
+                    "manifest": {},
                 },
             )
-        return httpx.Response(404, json={"error": {"code": "not_found", "message": "no such endpoint"}})
+        return httpx.Response(
+            404, json={"error": {"code": "not_found", "message": "no such endpoint"}}
+        )
 
 
 async def test_tus_upload_survives_dropped_connections(tmp_path):

@@ -17,7 +17,7 @@ FAIL = QAbstractItemModelTester.FailureReportingMode.Fatal
 
 
 def _sample_row(model: type[RowTableModel], n: int) -> dict:
-    row = {c.key: n for c in model.COLUMNS}
+    row: dict = {c.key: n for c in model.COLUMNS}
     row.update(
         {
             model.KEY: f"k{n}",
@@ -128,7 +128,10 @@ def test_filter_proxy_sorts_numbers_as_numbers():
     _app()
     model = tables.InstanceTableModel(tick_ms=0)
     model.set_rows(
-        [{"id": f"i{n}", "name": f"web-{n}", "cpu_percent": v} for n, v in enumerate([9.0, 10.0, 100.0, 2.5])]
+        [
+            {"id": f"i{n}", "name": f"web-{n}", "cpu_percent": v}
+            for n, v in enumerate([9.0, 10.0, 100.0, 2.5])
+        ]
     )
     proxy = FilterProxy(model)
     proxy.sort(model.column("cpu_percent"), Qt.SortOrder.DescendingOrder)
@@ -177,7 +180,7 @@ def test_series_are_bounded_and_ordered():
     s = Series(capacity=100)
     for t in range(250):
         s.append(float(t), float(t) * 2)
-    ts, v = s.arrays()
+    ts, _ = s.arrays()
     assert len(ts) == 100 and ts[0] == 150 and ts[-1] == 249 and np.all(np.diff(ts) > 0)
     s.append(10.0, 1.0)  # late sample ignored
     assert s.last == 498.0
