@@ -183,9 +183,12 @@ class RowTableModel(QAbstractTableModel):
     # -- writing --------------------------------------------------------------------------
 
     def set_rows(self, rows: Iterable[Row]) -> None:
-        """Replace everything (first load, after a reconnect): one reset, pending work dropped."""
-        self._timer.stop()
-        self._pending = _Pending()
+        """Replace everything (first load, after a reconnect) with one reset.
+
+        Changes still queued stay queued and are applied on top at the next tick: they came
+        from events that arrived while the snapshot was being fetched, and dropping them would
+        lose e.g. a package uploaded during the fetch.
+        """
         self.beginResetModel()
         self._rows = [dict(r) for r in rows]
         self._reindex()
