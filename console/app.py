@@ -46,7 +46,9 @@ def load_style(app: QApplication) -> QIcon:
     """The style sheet and icon from resources/ (a missing file degrades to Qt's defaults)."""
     qss = resource("style.qss")
     if qss.is_file():
-        app.setStyleSheet(qss.read_text(encoding="utf-8"))
+        app.setStyleSheet(
+            qss.read_text(encoding="utf-8").replace("@RESOURCES@", RESOURCES.as_posix())
+        )
     icon = QIcon(str(resource("icon.svg")))
     app.setWindowIcon(icon)
     return icon

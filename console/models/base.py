@@ -26,6 +26,7 @@ from PySide6.QtCore import (
 from PySide6.QtGui import QBrush, QColor
 
 Index = QModelIndex | QPersistentModelIndex
+_MISSING: Any = object()
 Row = dict[str, Any]
 
 KEY_ROLE = int(Qt.ItemDataRole.UserRole) + 1  # the row's id
@@ -64,6 +65,11 @@ class Column:
     numeric: bool = False
     colored: bool = False  # state-like text gets a color
     tooltip: str = ""
+    deps: tuple[str, ...] = ()  # the row fields a computed (`get`) column reads
+
+    @property
+    def fields(self) -> tuple[str, ...]:
+        return self.deps or (self.key,)
 
     def value(self, row: Row) -> Any:
         return self.get(row) if self.get is not None else row.get(self.key)
@@ -73,6 +79,7 @@ class Column:
 class _Pending:
     changes: dict[str, Row] = field(default_factory=dict)
     removals: set[str] = field(default_factory=set)
+    merged: set[str] = field(default_factory=set)  # keys changed only through `merge()`
 
     def __bool__(self) -> bool:
         return bool(self.changes or self.removals)
@@ -90,6 +97,13 @@ class RowTableModel(QAbstractTableModel):
         self._index: dict[str, int] = {}
         self._pending = _Pending()
         self._col = {c.key: i for i, c in enumerate(self.COLUMNS)}
+        # Which columns show a field: a tick's dataChanged spans only the columns that changed,
+        # so a proxy sorted on an unchanged column does not re-sort 10,000 rows every second.
+        self._field_cols: dict[str, list[int]] = {}
+        for i, c in enumerate(self.COLUMNS):
+            for f in c.fields:
+                self._field_cols.setdefault(f, []).append(i)
+        self._span_cache: dict[tuple[str, ...], tuple[int, int] | None] = {}
         self._timer = QTimer(self)
         self._timer.setSingleShot(True)
         self._timer.setInterval(tick_ms)
@@ -202,6 +216,7 @@ class RowTableModel(QAbstractTableModel):
             self.remove(key)
             return
         self._pending.removals.discard(key)
+        self._pending.merged.discard(key)
         prev = self._pending.changes.get(key)
         if prev is None:
             self._pending.changes[key] = dict(row)
@@ -212,6 +227,19 @@ class RowTableModel(QAbstractTableModel):
     def update_many(self, rows: Iterable[Row]) -> None:
         for row in rows:
             self.update(row)
+
+    def merge(self, key: str, fields: Row) -> None:
+        """The hot path for live figures: merge fields into an existing row at the next tick."""
+        if key not in self._index:
+            return
+        pending = self._pending.changes.get(key)
+        if pending is None:
+            self._pending.changes[key] = fields
+            self._pending.merged.add(key)
+        else:
+            pending.update(fields)
+        if not self._timer.isActive():
+            self._timer.start()
 
     def remove(self, key: str) -> None:
         self._pending.changes.pop(key, None)
@@ -231,18 +259,30 @@ class RowTableModel(QAbstractTableModel):
         applied = 0
         if pending.removals:
             applied += self._apply_removals(pending.removals)
-        changed: list[int] = []
+        # Rows are grouped by the span of columns that really changed: live figures touch a
+        # few numeric columns, a state event one or two; each group gets ranged signals.
+        spans: dict[tuple[int, int], list[int]] = {}
         new: list[Row] = []
+        merged = pending.merged
         for key, change in pending.changes.items():
             i = self._index.get(key)
             if i is None:
-                new.append(change)
+                if self.KEY in change:
+                    new.append(change)
+                continue
+            row = self._rows[i]
+            if key in merged:  # live figures: they change every tick, no need to compare
+                row.update(change)
+                span = self._span(tuple(change))
             else:
-                self._rows[i].update(change)
-                changed.append(i)
-        if changed:
-            self._emit_changed(changed)
-            applied += len(changed)
+                diff = [f for f, v in change.items() if row.get(f, _MISSING) != v]
+                row.update(change)
+                span = self._span(tuple(diff))
+            if span is not None:
+                spans.setdefault(span, []).append(i)
+        for (first_col, last_col), rows in spans.items():
+            self._emit_changed(rows, first_col, last_col)
+            applied += len(rows)
         if new:
             first = len(self._rows)
             self.beginInsertRows(QModelIndex(), first, first + len(new) - 1)
@@ -272,16 +312,24 @@ class RowTableModel(QAbstractTableModel):
         self._reindex()
         return len(doomed)
 
-    def _emit_changed(self, rows: list[int], gap: int = 16) -> None:
+    def _span(self, fields: tuple[str, ...]) -> tuple[int, int] | None:
+        if fields in self._span_cache:
+            return self._span_cache[fields]
+        cols = [c for f in fields for c in self._field_cols.get(f, ())]
+        span = (min(cols), max(cols)) if cols else None
+        if len(self._span_cache) < 1024:
+            self._span_cache[fields] = span
+        return span
+
+    def _emit_changed(self, rows: list[int], first_col: int, last_col: int, gap: int = 16) -> None:
         rows.sort()
-        last_col = len(self.COLUMNS) - 1
         start = prev = rows[0]
         for i in rows[1:]:
             if i - prev > gap:
-                self.dataChanged.emit(self.index(start, 0), self.index(prev, last_col))
+                self.dataChanged.emit(self.index(start, first_col), self.index(prev, last_col))
                 start = i
             prev = i
-        self.dataChanged.emit(self.index(start, 0), self.index(prev, last_col))
+        self.dataChanged.emit(self.index(start, first_col), self.index(prev, last_col))
 
     def _reindex(self) -> None:
         self._index = {str(r[self.KEY]): i for i, r in enumerate(self._rows)}

@@ -25,9 +25,9 @@ class SystemTreeModel(QStandardItemModel):
         return self._items.get((kind, key))
 
     def set_systems(self, systems: list[Row]) -> None:
-        self.clear()
+        # Rows only: clear() would drop the columns too, and views would lose their header setup.
+        self.removeRows(0, self.rowCount())
         self._items.clear()
-        self.setHorizontalHeaderLabels(list(HEADERS))
         for detail in sorted(systems, key=lambda s: str(s.get("name", ""))):
             self._add_system(detail)
 

@@ -22,19 +22,29 @@ class NodeTableModel(RowTableModel):
         Column("hostname", "Host"),
         Column("status", "Status", colored=True),
         Column("ip", "IP"),
-        Column("cpu", "CPU", fmt.percent, get=_load("cpu_percent"), numeric=True),
-        Column("mem", "Memory", fmt.percent, get=_load("mem_percent"), numeric=True),
-        Column("disk", "Disk", fmt.percent, get=_load("disk_percent"), numeric=True),
+        Column("cpu", "CPU", fmt.percent, get=_load("cpu_percent"), numeric=True, deps=("load",)),
+        Column(
+            "mem", "Memory", fmt.percent, get=_load("mem_percent"), numeric=True, deps=("load",)
+        ),
+        Column(
+            "disk", "Disk", fmt.percent, get=_load("disk_percent"), numeric=True, deps=("load",)
+        ),
         Column(
             "load1",
             "Load",
             lambda v: "" if v is None else f"{v:.2f}",
             get=_load("load1"),
+            deps=("load",),
             numeric=True,
         ),
         Column("cpu_count", "Cores", numeric=True),
         Column("mem_total", "RAM", fmt.size, numeric=True),
-        Column("os", "OS", get=lambda r: f"{r.get('os', '')}/{r.get('arch', '')}".strip("/")),
+        Column(
+            "os",
+            "OS",
+            get=lambda r: f"{r.get('os', '')}/{r.get('arch', '')}".strip("/"),
+            deps=("os", "arch"),
+        ),
         Column("agent_version", "Agent"),
         Column("labels", "Labels", get=_labels),
         Column("last_seen", "Last seen", fmt.ago),
@@ -99,6 +109,7 @@ class AlertRuleTableModel(RowTableModel):
             "condition",
             "Condition",
             get=lambda r: f"{r.get('metric')} {r.get('op')} {r.get('threshold')}",
+            deps=("metric", "op", "threshold"),
         ),
         Column(
             "for_seconds", "For", lambda v: "" if v is None else f"{float(v):g} s", numeric=True
@@ -115,7 +126,12 @@ class AlertRuleTableModel(RowTableModel):
 class AlertTableModel(RowTableModel):
     COLUMNS = (
         Column("state", "State", colored=True),
-        Column("rule_name", "Rule", get=lambda r: r.get("rule_name") or r.get("rule_id")),
+        Column(
+            "rule_name",
+            "Rule",
+            get=lambda r: r.get("rule_name") or r.get("rule_id"),
+            deps=("rule_name", "rule_id"),
+        ),
         Column("target", "Target"),
         Column(
             "value",
@@ -129,6 +145,7 @@ class AlertTableModel(RowTableModel):
             "Acknowledged",
             lambda v: "yes" if v else "",
             get=lambda r: r.get("acked_by") or r.get("acked"),
+            deps=("acked", "acked_by"),
         ),
     )
 
@@ -178,7 +195,12 @@ class OperationStepModel(RowTableModel):
 
     KEY = "instance_id"
     COLUMNS = (
-        Column("name", "Instance", get=lambda r: r.get("name") or r.get("instance_id")),
+        Column(
+            "name",
+            "Instance",
+            get=lambda r: r.get("name") or r.get("instance_id"),
+            deps=("name", "instance_id"),
+        ),
         Column("level", "Order", numeric=True),
         Column("state", "State", colored=True),
         Column("error", "Error"),

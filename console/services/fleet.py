@@ -143,9 +143,17 @@ class FleetService(QObject):
         self.packages.update(data)
 
     def on_metrics(self, data: dict[str, Any]) -> None:
+        merge = self.instances.merge
+        batch = data.get("samples")
+        if type(batch) is list:
+            # The hot path: a node's batch of samples each second, thousands per tick in all.
+            for s in batch:
+                if type(s) is dict and (iid := s.get("instance_id")) is not None:
+                    merge(iid, {f: s[f] for f in METRIC_COLUMNS if f in s})
+            return
         for target, kind, _ts, values in samples_in(data):
-            if kind == "instance" and self.instances.row_of(target) >= 0:
-                self.instances.update({"id": target, **values})
+            if kind == "instance":
+                merge(target, values)
 
     def on_operation(self, data: dict[str, Any]) -> None:
         for step in data.get("steps", []) or []:
@@ -324,6 +332,7 @@ class FleetService(QObject):
         return state
 
     def _done_steps(self, start: bool) -> int:
+        self.operation_steps.flush()
         want = {"running", "succeeded", "healthy"} if start else {*DOWN_STATES, "succeeded"}
         return sum(1 for r in self.operation_steps.rows() if r.get("state") in want)
 

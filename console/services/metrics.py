@@ -20,27 +20,42 @@ from console.models.series import SeriesStore
 from console.services.session import Session
 
 INSTANCE_FIELDS = ("cpu_percent", "rss_bytes", "read_bps", "write_bps", "threads")
+_NUMBER = (int, float)
 NODE_FIELDS = ("cpu_percent", "mem_percent", "net_rx_bps", "net_tx_bps", "disk_percent", "load1")
 
 
 def samples_in(data: dict[str, Any]) -> Iterator[tuple[str, str, float, dict[str, float]]]:
     """(target id, "instance"|"node", ts, numeric fields) for every sample in one event."""
+    # A hot path (thousands of samples a second): plain dict lookups, no per-field isinstance.
     owner_kind = "node" if "node_id" in data and "instance_id" not in data else "instance"
     owner = data.get("instance_id") or data.get("node_id") or data.get("id")
     batch = data.get("samples")
     items = batch if isinstance(batch, list) else [data]
+    now = time.time()
     for sample in items:
-        if not isinstance(sample, dict):
+        if type(sample) is not dict:
             continue
-        kind = owner_kind
-        target = sample.get("instance_id") or sample.get("node_id") or owner
-        if sample.get("node_id") and not sample.get("instance_id"):
-            kind = "node"
+        target = sample.get("instance_id")
+        kind = "instance"
+        if target is None:
+            target = sample.get("node_id")
+            kind = "node" if target is not None else owner_kind
+            target = target or owner
         if not target:
             continue
-        ts = fmt.timestamp(sample.get("ts")) if sample.get("ts") is not None else time.time()
-        fields = INSTANCE_FIELDS if kind == "instance" else NODE_FIELDS
-        values = {f: float(sample[f]) for f in fields if isinstance(sample.get(f), int | float)}
+        raw_ts = sample.get("ts")
+        ts = (
+            raw_ts
+            if type(raw_ts) is float
+            else fmt.timestamp(raw_ts)
+            if raw_ts is not None
+            else now
+        )
+        values = {}
+        for f in INSTANCE_FIELDS if kind == "instance" else NODE_FIELDS:
+            v = sample.get(f)
+            if type(v) in _NUMBER:
+                values[f] = float(v)  # type: ignore[arg-type]
         if values:
             yield str(target), kind, ts, values
 
@@ -60,9 +75,13 @@ class MetricsService(QObject):
         session.on("metrics", self._on_metrics)
 
     def _on_metrics(self, data: dict[str, Any]) -> None:
+        # Only what a chart shows is kept (its history comes from the API when it opens), so a
+        # fleet's worth of samples per second costs a dict lookup each, not a series append.
+        watched = self.watched
         for target, kind, ts, values in samples_in(data):
-            self.kinds.setdefault(target, kind)
-            self.store.add(target, ts, values)
+            if target in watched:
+                self.kinds.setdefault(target, kind)
+                self.store.add(target, ts, values)
 
     def add_sample(self, target: str, ts: float, values: dict[str, float]) -> None:
         self.store.add(target, ts, values)

@@ -6,8 +6,8 @@ import time
 from dataclasses import dataclass
 
 import numpy as np
-from PySide6.QtCharts import QChart, QChartView, QDateTimeAxis, QLineSeries, QValueAxis
-from PySide6.QtCore import QDateTime, QMargins, Qt, QTimer
+from PySide6.QtCharts import QChart, QChartView, QLineSeries, QValueAxis
+from PySide6.QtCore import QMargins, Qt, QTimer
 from PySide6.QtGui import QColor, QPainter, QPen
 from PySide6.QtWidgets import QButtonGroup, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
@@ -41,17 +41,21 @@ class Chart(QWidget):
         self.scale = unit_scale
         self.unit = unit
         self.seconds = 300
+        self.decimation = True  # min/max per pixel column: same picture, bounded cost
         self.lines: list[Line] = []
         self._series: list[QLineSeries] = []
-        self._versions: list[int] = []
         self.chart = QChart()
         self.chart.setTitle(title)
         self.chart.setMargins(QMargins(4, 4, 4, 4))
         self.chart.legend().setAlignment(Qt.AlignmentFlag.AlignBottom)
         self.chart.setAnimationOptions(QChart.AnimationOption.NoAnimation)
-        self.x_axis = QDateTimeAxis()
-        self.x_axis.setFormat("HH:mm")
+        # x is "minutes ago" (now = 0): the axis stays put while the lines scroll, so a redraw
+        # replaces points once instead of also re-laying out every series for a new range.
+        self.x_axis = QValueAxis()
+        self.x_axis.setLabelFormat("%.0f min")
         self.x_axis.setTickCount(6)
+        self.x_axis.setRange(-self.seconds / 60, 0)
+        self._top = 1.0
         self.y_axis = QValueAxis()
         self.y_axis.setLabelFormat("%.0f" + (" " + unit.replace("%", "%%") if unit else ""))
         self.y_axis.setRange(0, 1)
@@ -83,7 +87,7 @@ class Chart(QWidget):
             self.chart.setTitle(title)
         for s in self._series:
             self.chart.removeSeries(s)
-        self._series, self.lines, self._versions = [], list(lines), []
+        self._series, self.lines = [], list(lines)
         for n, line in enumerate(lines):
             s = QLineSeries()
             s.setName(line.label)
@@ -93,42 +97,38 @@ class Chart(QWidget):
             s.attachAxis(self.x_axis)
             s.attachAxis(self.y_axis)
             self._series.append(s)
-            self._versions.append(-1)
         self.redraw(force=True)
 
     def set_window(self, seconds: int) -> None:
         self.seconds = seconds
+        self.x_axis.setRange(-seconds / 60, 0)
+        self.x_axis.setLabelFormat("%.1f min" if seconds < 600 else "%.0f min")
         self.redraw(force=True)
 
     def redraw(self, force: bool = False) -> int:
         """Replace each line's points with the current window; returns points drawn."""
         now = time.time()
-        width = max(100, int(self.view.width() or 800))
+        # One point per pixel column on average (min and max of every two columns).
+        buckets = max(50, int(self.chart.plotArea().width() or self.view.width() or 800) // 2)
         top = 0.0
         drawn = 0
         for n, line in enumerate(self.lines):
             if not self.store.has(line.target, line.field):
                 continue
-            series = self.store.get(line.target, line.field)
-            ts, v = series.window(self.seconds, now)
+            ts, v = self.store.get(line.target, line.field).window(self.seconds, now)
             if len(v):
                 top = max(top, float(v.max()) * self.scale)
-            if not force and series.version == self._versions[n]:
-                drawn += len(ts)
-                continue
-            self._versions[n] = series.version
-            ts, v = decimate(ts, v, width)
+            if self.decimation:
+                ts, v = decimate(ts, v, buckets)
             self._series[n].replaceNp(
-                np.ascontiguousarray(ts * 1000.0),  # type: ignore[arg-type]
+                np.ascontiguousarray((ts - now) / 60.0),  # type: ignore[arg-type]
                 np.ascontiguousarray(v * self.scale),  # type: ignore[arg-type]
             )
             drawn += len(ts)
-        self.x_axis.setRange(
-            QDateTime.fromMSecsSinceEpoch(int((now - self.seconds) * 1000)),
-            QDateTime.fromMSecsSinceEpoch(int(now * 1000)),
-        )
-        self.x_axis.setFormat("HH:mm:ss" if self.seconds <= 300 else "HH:mm")
-        self.y_axis.setRange(0, _nice(top))
+        nice = _nice(top)
+        if nice != self._top or force:
+            self._top = nice
+            self.y_axis.setRange(0, nice)
         return drawn
 
 

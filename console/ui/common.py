@@ -142,6 +142,7 @@ class TablePanel(QWidget):
         self.addAction(find)
         self._sized = False
         model.modelReset.connect(self._size_columns)
+        model.rowsInserted.connect(lambda *_: self._size_columns() if len(model) <= 200 else None)
         self.restore()
 
     def _focus_filter(self) -> None:
@@ -149,8 +150,9 @@ class TablePanel(QWidget):
         self.filter.selectAll()
 
     def _size_columns(self) -> None:
+        # Fit the columns to the first screenful of a (re)load, until the user's own widths
+        # were restored; sizing looks at the visible rows only, so 10,000 rows cost nothing.
         if not self._sized and self.model.rowCount():
-            self._sized = True
             self.view.resizeColumnsToContents()
             for c in range(self.model.columnCount()):
                 self.view.setColumnWidth(c, min(max(self.view.columnWidth(c), 60), 320))

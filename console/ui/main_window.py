@@ -70,8 +70,9 @@ class StartPage(QWidget):
         self.status.setAlignment(Qt.AlignmentFlag.AlignHCenter)
         for w in (title, sub, self.connect_button, self.embedded_button, self.status):
             box.addWidget(w, 0, Qt.AlignmentFlag.AlignHCenter)
-        sub.setMaximumWidth(520)
-        self.status.setMaximumWidth(520)
+        sub.setFixedWidth(560)
+        sub.setMinimumHeight(60)
+        self.status.setFixedWidth(560)
         outer.addLayout(box)
         outer.addStretch(2)
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 from collections import Counter
 
 from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QBrush, QColor
 from PySide6.QtWidgets import (
     QFrame,
     QGridLayout,
     QLabel,
     QListWidget,
+    QTableWidget,
+    QTableWidgetItem,
     QVBoxLayout,
     QWidget,
 )
@@ -18,6 +21,7 @@ from console.models.base import STATE_COLORS, RowTableModel
 from protocol.states import InstanceState
 
 STATES = [s.value for s in InstanceState]
+MAX_PROBLEMS = 200
 
 
 class Card(QFrame):
@@ -77,6 +81,19 @@ class OverviewPage(QWidget):
         ):
             grid.addWidget(card, 0, n)
         lay.addLayout(grid)
+        systems = QLabel("Systems")
+        systems.setObjectName("sectionTitle")
+        lay.addWidget(systems)
+        self.systems = QTableWidget(0, 3)
+        self.systems.setObjectName("systemsSummary")
+        self.systems.setHorizontalHeaderLabels(["System", "Running", "Instances by state"])
+        self.systems.verticalHeader().hide()
+        self.systems.horizontalHeader().setStretchLastSection(True)
+        self.systems.setColumnWidth(0, 220)
+        self.systems.setColumnWidth(1, 120)
+        self.systems.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.systems.setSelectionMode(QTableWidget.SelectionMode.NoSelection)
+        lay.addWidget(self.systems, 1)
         attention = QLabel("Needs attention")
         attention.setObjectName("sectionTitle")
         lay.addWidget(attention)
@@ -118,14 +135,36 @@ class OverviewPage(QWidget):
         )
         names = {str(r.get("name")) for r in self.packages.rows()}
         self.package_card.show_value(str(len(names)), f"{len(self.packages)} versions")
+        by_system: dict[str, Counter[str]] = {}
+        for r in self.instances.rows():
+            by_system.setdefault(str(r.get("system_name") or r.get("system_id")), Counter())[
+                str(r.get("state"))
+            ] += 1
+        self.systems.setRowCount(len(by_system))
+        for n, (name, counts) in enumerate(sorted(by_system.items())):
+            total = sum(counts.values())
+            cell = QTableWidgetItem(f"{counts.get('running', 0)} / {total}")
+            cell.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            if counts.get("running", 0) == total:
+                cell.setForeground(QBrush(QColor(STATE_COLORS["running"])))
+            states = QLabel(_colored(counts, STATES))
+            states.setTextFormat(Qt.TextFormat.RichText)
+            self.systems.setItem(n, 0, QTableWidgetItem(name))
+            self.systems.setItem(n, 1, cell)
+            self.systems.setCellWidget(n, 2, states)
         self.problems.clear()
+        shown = 0
         for r in self.nodes.rows():
             if r.get("status") == "offline":
                 self.problems.addItem(f"node {r.get('hostname')} is offline")
         for r in self.instances.rows():
             if r.get("state") in ("failed", "unknown", "exited"):
                 why = f": {r['last_error']}" if r.get("last_error") else ""
-                self.problems.addItem(f"instance {r.get('name')} is {r.get('state')}{why}")
+                shown += 1
+                if shown <= MAX_PROBLEMS:
+                    self.problems.addItem(f"instance {r.get('name')} is {r.get('state')}{why}")
+        if shown > MAX_PROBLEMS:
+            self.problems.addItem(f"… and {shown - MAX_PROBLEMS} more instances (see Instances)")
         for r in firing:
             self.problems.addItem(
                 f"alert {r.get('rule_name') or r.get('rule_id')} firing on {r.get('target')}"

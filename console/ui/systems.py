@@ -53,9 +53,10 @@ class SystemsPage(QWidget):
         self.tree.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
         self.tree.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.tree.setAlternatingRowColors(True)
-        self.tree.header().setSectionResizeMode(0, QHeaderView.ResizeMode.Interactive)
-        self.tree.setColumnWidth(0, 260)
-        self.tree.setColumnWidth(1, 380)
+        # Systems trees are small (dozens of rows): sizing to contents is cheap and always right.
+        self.tree.header().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        self.tree.header().setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        self.tree.header().setStretchLastSection(True)
         self.tree.doubleClicked.connect(lambda _: self.edit())
         self.tree.selectionModel().selectionChanged.connect(lambda *_: self._enable())
         fleet.systems.rowsInserted.connect(lambda *_: self.tree.expandAll())

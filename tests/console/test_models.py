@@ -98,11 +98,50 @@ def test_updates_are_batched_into_ranged_data_changed():
     model.update({"id": "new2", "name": "new2", "state": "deploying"})
     assert changed == [] and inserted == []  # nothing until the tick
     assert model.flush() == 502
-    assert changed == [(100, 599, 0, len(model.COLUMNS) - 1)]  # one ranged signal
+    cpu, rss = model.column("cpu_percent"), model.column("rss_bytes")
+    assert changed == [(100, 599, cpu, rss)]  # one ranged signal, only the columns that changed
     assert inserted == [(1000, 1001)]
     assert resets == []
     row = model.row("i300")
     assert row["cpu_percent"] == 300.0 and row["rss_bytes"] == 300_000 and row["state"] == "stopped"
+
+
+def test_a_metrics_tick_does_not_resort_a_proxy_sorted_by_name():
+    _app()
+    model = tables.InstanceTableModel(tick_ms=1000)
+    model.set_rows([{"id": f"i{n}", "name": f"i{n:04d}", "state": "running"} for n in range(2000)])
+    proxy = FilterProxy(model)
+    proxy.sort(model.column("name"))
+    layouts = []
+    proxy.layoutChanged.connect(lambda *a: layouts.append(1))
+    for n in range(2000):
+        model.merge(f"i{n}", {"cpu_percent": float(n % 97)})
+    model.merge("unknown", {"cpu_percent": 1.0})  # not a row: ignored
+    model.flush()
+    assert layouts == []
+    assert model.row("i5")["cpu_percent"] == 5.0 and model.row("unknown") is None
+    proxy.sort(model.column("cpu_percent"))
+    layouts.clear()
+    for n in range(2000):
+        model.merge(f"i{n}", {"cpu_percent": float((n * 7) % 101)})
+    model.flush()
+    assert layouts  # sorted by the changing column: the proxy re-sorts, as it must
+    top = proxy.index(0, model.column("cpu_percent")).data(SORT_ROLE)
+    assert top == 0.0
+
+
+def test_an_update_that_changes_nothing_signals_nothing():
+    _app()
+    model = tables.InstanceTableModel(tick_ms=1000)
+    model.set_rows([{"id": "i1", "name": "a", "state": "running", "pid": 7}])
+    changed = []
+    model.dataChanged.connect(lambda a, b, roles=None: changed.append((a.column(), b.column())))
+    model.update({"id": "i1", "name": "a", "state": "running", "pid": 7})
+    model.flush()
+    assert changed == []
+    model.update({"id": "i1", "name": "a", "state": "stopped", "pid": None})
+    model.flush()
+    assert changed == [(model.column("state"), model.column("pid"))]
 
 
 def test_sparse_updates_give_one_signal_per_run_and_removals_keep_index():

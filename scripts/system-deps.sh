@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# Install the Debian packages the project needs, only those missing (idempotent; root or sudo).
+#   scripts/system-deps.sh               what the test suite needs (Qt's offscreen console tests)
+#   scripts/system-deps.sh screenshots   also Xvfb and the X11/xcb libraries Qt's xcb platform loads
+# Groups are plain lists below: add a group or a package there.
+set -euo pipefail
+
+# PySide6's QtGui/QtWidgets/QtCharts link these even when drawing offscreen.
+TEST_PKGS="libgl1 libegl1 libfontconfig1 libfreetype6 libxkbcommon0 libglib2.0-0 libdbus-1-3 fonts-dejavu-core"
+# Qt's xcb platform plugin under Xvfb (scripts/screenshots.sh, a desktop session).
+SCREENSHOT_PKGS="xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-randr0
+ libxcb-shape0 libxcb-xfixes0 libxcb-xinerama0 libxcb-xkb1 libxcb-cursor0 libxcb-sync1 libxcb-shm0
+ libxcb-util1 libxkbcommon-x11-0 libx11-xcb1"
+
+want="$TEST_PKGS"
+for group in "$@"; do
+  case "$group" in
+    screenshots) want="$want $SCREENSHOT_PKGS" ;;
+    *) echo "system-deps: unknown group '$group' (known: screenshots)" >&2; exit 2 ;;
+  esac
+done
+
+command -v dpkg-query >/dev/null 2>&1 || { echo "system-deps: not a Debian-like system; install the equivalents of: $want" >&2; exit 0; }
+missing=""
+for p in $want; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null 2>&1 || { echo "system-deps: need root to install:$missing" >&2; exit 1; }
+  SUDO=sudo
+fi
+echo "system-deps: installing$missing"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null
