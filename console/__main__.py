@@ -50,6 +50,9 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     )
     p.add_argument("--embedded", action="store_true", help="start a local master and agent")
     p.add_argument("--data-dir", type=Path, default=None, help="data directory of --embedded")
+    p.add_argument(
+        "--embedded-port", type=int, default=None, help="port of --embedded (default: a free one)"
+    )
     p.add_argument("--log-level", default="warning", choices=["debug", "info", "warning", "error"])
     return p.parse_args(list(argv))
 
@@ -62,7 +65,7 @@ async def run(args: argparse.Namespace) -> int:
 
     app = _qapp()
     icon = load_style(app)
-    console = ConsoleApp(QSettings(), icon, args.data_dir)
+    console = ConsoleApp(QSettings(), icon, args.data_dir, embedded_port=args.embedded_port)
     console.window.show()
     # Ctrl-C in the terminal quits like the menu does (and stops what we started); the timer
     # gives Python a moment now and then to run the handler while Qt's loop has control.

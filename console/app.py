@@ -66,8 +66,10 @@ class ConsoleApp:
         icon: QIcon | None = None,
         data_dir: Path | None = None,
         tick_ms: int = 100,
+        embedded_port: int | None = None,
     ) -> None:
         self.settings = settings
+        self.embedded_port = embedded_port
         self.data_dir = data_dir or default_data_dir()
         self.embedded: EmbeddedMaster | None = None
         self.closed = asyncio.Event()
@@ -163,7 +165,7 @@ class ConsoleApp:
             info("the local master is already running")
             return True
         self.window.start_page.busy(f"starting a local master and agent (data in {self.data_dir})…")
-        master = EmbeddedMaster(self.data_dir)
+        master = EmbeddedMaster(self.data_dir, self.embedded_port)
         try:
             await master.start()
             self.embedded = master

@@ -136,6 +136,9 @@ def demo_metrics(app: ConsoleApp) -> None:
     """Feed 60 minutes of plausible samples through the `metrics` event handler."""
     now = time.time()
     rng = random.Random(7)
+    # Charts keep series only for what they watch (their history comes from the master).
+    app.metrics.watched.update(app.fleet.instances.key_list())
+    app.metrics.watched.update(app.fleet.nodes.key_list())
     for n, row in enumerate(app.fleet.instances.rows()):
         running = row.get("state") == "running"
         base_cpu = 3 + 9 * n

@@ -33,6 +33,17 @@ KEY_ROLE = int(Qt.ItemDataRole.UserRole) + 1  # the row's id
 ROW_ROLE = int(Qt.ItemDataRole.UserRole) + 2  # the whole row dict
 SORT_ROLE = int(Qt.ItemDataRole.UserRole) + 3  # the raw value, for sorting
 RAW_ROLE = SORT_ROLE
+_SERVED_ROLES = frozenset(
+    {
+        int(Qt.ItemDataRole.DisplayRole),
+        int(Qt.ItemDataRole.TextAlignmentRole),
+        int(Qt.ItemDataRole.ForegroundRole),
+        int(Qt.ItemDataRole.ToolTipRole),
+        KEY_ROLE,
+        ROW_ROLE,
+        SORT_ROLE,
+    }
+)
 
 STATE_COLORS = {
     "running": "#1e8e3e",
@@ -118,9 +129,13 @@ class RowTableModel(QAbstractTableModel):
         return 0 if parent.isValid() else len(self.COLUMNS)
 
     def data(self, index: Index, role: int = Qt.ItemDataRole.DisplayRole) -> Any:
-        if not index.isValid() or index.row() >= len(self._rows):
+        # Views ask each visible cell for ~8 roles per paint; the ones never served leave first.
+        if role not in _SERVED_ROLES:
             return None
-        row = self._rows[index.row()]
+        r = index.row()
+        if r < 0 or r >= len(self._rows):
+            return None
+        row = self._rows[r]
         col = self.COLUMNS[index.column()]
         if role == Qt.ItemDataRole.DisplayRole:
             try:

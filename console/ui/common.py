@@ -154,8 +154,10 @@ class TablePanel(QWidget):
         # were restored; sizing looks at the visible rows only, so 10,000 rows cost nothing.
         if not self._sized and self.model.rowCount():
             self.view.resizeColumnsToContents()
-            for c in range(self.model.columnCount()):
-                self.view.setColumnWidth(c, min(max(self.view.columnWidth(c), 60), 320))
+            for c, col in enumerate(self.model.COLUMNS):
+                # Live figures grow after the first fill: numeric columns get room for them.
+                floor = 96 if col.numeric else 60
+                self.view.setColumnWidth(c, min(max(self.view.columnWidth(c), floor), 320))
 
     def add_action(
         self,
