@@ -54,10 +54,17 @@ class FleetService(QObject):
         self._reload_timer.setSingleShot(True)
         self._reload_timer.setInterval(250)
         self._reload_timer.timeout.connect(self._reload_stale_systems)
-        session.on("node", self.on_node)
-        session.on("instance", self.on_instance)
-        session.on("system", self.on_system)
-        session.on("package", self.on_package)
+        # Events that arrive while a reload is fetching are applied at once and again on top of
+        # the snapshot, which may predate them (a package uploaded during the fetch).
+        self._reloading = 0
+        self._replay: list[tuple[Any, dict[str, Any]]] = []
+        for topic, handler in (
+            ("node", self.on_node),
+            ("instance", self.on_instance),
+            ("system", self.on_system),
+            ("package", self.on_package),
+        ):
+            session.on(topic, self._recording(handler))
         session.on("metrics", self.on_metrics)
         session.on("operation", self.on_operation)
         session.resynced.connect(self.reload)
@@ -65,14 +72,29 @@ class FleetService(QObject):
 
     # -- loading --------------------------------------------------------------------------
 
+    def _recording(self, handler: Any) -> Any:
+        def record(data: dict[str, Any]) -> None:
+            if self._reloading:
+                self._replay.append((handler, data))
+            handler(data)
+
+        return record
+
     @async_slot()
     @action("loading the fleet")
     async def reload(self) -> None:
         client = self.session.require()
-        nodes, instances, packages, systems = await asyncio.gather(
-            client.nodes(), client.instances(), client.packages(), client.systems()
-        )
-        details = await asyncio.gather(*(client.system(s.id) for s in systems))
+        self._reloading += 1
+        try:
+            nodes, instances, packages, systems = await asyncio.gather(
+                client.nodes(), client.instances(), client.packages(), client.systems()
+            )
+            details = await asyncio.gather(*(client.system(s.id) for s in systems))
+        finally:
+            self._reloading -= 1
+        replay = self._replay if not self._reloading else list(self._replay)
+        if not self._reloading:
+            self._replay = []
         self.node_names = {n.id: n.hostname for n in nodes}
         self.system_names = {s.id: s.name for s in systems}
         self.module_names = {m.id: m.name for d in details for m in d.modules}
@@ -91,6 +113,8 @@ class FleetService(QObject):
             rows.append(row)
         self.instances.set_rows(rows)
         self.systems.set_systems([self._enrich_detail(d.model_dump()) for d in details])
+        for handler, data in replay:
+            handler(data)
         self.loaded.emit()
 
     def clear(self) -> None:

@@ -66,6 +66,7 @@ class AlertsService(RecordService):
         self.alerts = AlertTableModel(self, tick_ms)
         self.silences = SilenceTableModel(self, tick_ms)
         self.rule_names: dict[str, str] = {}
+        self._told: set[str] = set()
         session.on("alert", self.on_alert)
         session.resynced.connect(self.reload)
         session.logged_out.connect(
@@ -77,10 +78,14 @@ class AlertsService(RecordService):
             return
         row = dict(data)
         row.setdefault("rule_name", self.rule_names.get(str(row.get("rule_id")), ""))
-        known = self.alerts.row(str(row["id"])) is not None
         self.alerts.update(row)
-        if row.get("state") == "firing" and not known:
-            self.fired.emit(row)
+        alert_id = str(row["id"])
+        if row.get("state") == "firing":
+            if alert_id not in self._told and self.alerts.row(alert_id) is None:
+                self.fired.emit(row)
+            self._told.add(alert_id)  # once per alert, however many events repeat it
+        else:
+            self._told.discard(alert_id)
 
     @async_slot()
     @action("loading alerts")
