@@ -98,7 +98,7 @@ class ContractClient:
 
 async def test_logs_tail_follow_and_live_chunks():
     session = Session()
-    session.client = ContractClient()  # type: ignore[assignment]
+    session.client = ContractClient()
     logs = LogsService(session, poll_ms=50)
     files: list[list] = []
     replaced: list[str] = []
@@ -123,7 +123,7 @@ async def test_logs_tail_follow_and_live_chunks():
 async def test_alerts_rules_ack_and_firing_events():
     session = Session()
     client = ContractClient()
-    session.client = client  # type: ignore[assignment]
+    session.client = client
     alerts = AlertsService(session, tick_ms=0)
     fired: list[dict] = []
     alerts.fired.connect(fired.append)
@@ -173,7 +173,7 @@ async def test_an_event_during_a_reload_is_not_lost():
 
     session = Session()
     client = SlowFleetClient()
-    session.client = client  # type: ignore[assignment]
+    session.client = client
     fleet = FleetService(session, tick_ms=0)
     task = fleet.reload()
     await until(lambda: fleet._reloading == 1, what="reload fetching")
