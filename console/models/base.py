@@ -91,9 +91,11 @@ class _Pending:
     changes: dict[str, Row] = field(default_factory=dict)
     removals: set[str] = field(default_factory=set)
     merged: set[str] = field(default_factory=set)  # keys changed only through `merge()`
+    batch: dict[str, Row] = field(default_factory=dict)  # `merge_many()`: live figures
+    batch_fields: set[str] = field(default_factory=set)
 
     def __bool__(self) -> bool:
-        return bool(self.changes or self.removals)
+        return bool(self.changes or self.removals or self.batch)
 
 
 class RowTableModel(QAbstractTableModel):
@@ -261,6 +263,24 @@ class RowTableModel(QAbstractTableModel):
         self._pending.removals.add(key)
         self._schedule()
 
+    def merge_many(self, batch: dict[str, Row], fields: Iterable[str]) -> None:
+        """Merge many rows' live figures (one event's batch) with one call: the cheapest path.
+
+        `fields` names every field the batch may carry; keys that are not rows are ignored.
+        """
+        pending = self._pending.batch
+        index = self._index
+        for key, values in batch.items():
+            if key in index:
+                prev = pending.get(key)
+                if prev is None:
+                    pending[key] = values
+                else:
+                    prev.update(values)
+        self._pending.batch_fields.update(fields)
+        if not self._timer.isActive():
+            self._timer.start()
+
     def _schedule(self) -> None:
         if not self._timer.isActive():
             self._timer.start()
@@ -295,6 +315,17 @@ class RowTableModel(QAbstractTableModel):
                 span = self._span(tuple(diff))
             if span is not None:
                 spans.setdefault(span, []).append(i)
+        if pending.batch:
+            index, rows_ = self._index, self._rows
+            hit = []
+            for key, values in pending.batch.items():
+                i = index.get(key)
+                if i is not None:
+                    rows_[i].update(values)
+                    hit.append(i)
+            span = self._span(tuple(sorted(pending.batch_fields)))
+            if span is not None and hit:
+                spans.setdefault(span, []).extend(hit)
         for (first_col, last_col), rows in spans.items():
             self._emit_changed(rows, first_col, last_col)
             applied += len(rows)

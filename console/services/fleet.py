@@ -171,9 +171,15 @@ class FleetService(QObject):
         batch = data.get("samples")
         if type(batch) is list:
             # The hot path: a node's batch of samples each second, thousands per tick in all.
-            for s in batch:
-                if type(s) is dict and (iid := s.get("instance_id")) is not None:
-                    merge(iid, {f: s[f] for f in METRIC_COLUMNS if f in s})
+            cols = METRIC_COLUMNS
+            self.instances.merge_many(
+                {
+                    iid: {f: s[f] for f in cols if f in s}
+                    for s in batch
+                    if type(s) is dict and (iid := s.get("instance_id")) is not None
+                },
+                cols,
+            )
             return
         for target, kind, _ts, values in samples_in(data):
             if kind == "instance":

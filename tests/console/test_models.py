@@ -130,6 +130,22 @@ def test_a_metrics_tick_does_not_resort_a_proxy_sorted_by_name():
     assert top == 0.0
 
 
+def test_merge_many_applies_a_batch_in_one_ranged_signal():
+    _app()
+    model = tables.InstanceTableModel(tick_ms=1000)
+    QAbstractItemModelTester(model, FAIL)
+    model.set_rows([{"id": f"i{n}", "name": f"i{n}"} for n in range(100)])
+    changed = []
+    model.dataChanged.connect(lambda a, b, roles=None: changed.append((a.row(), b.row(), a.column(), b.column())))
+    fields = ("cpu_percent", "rss_bytes")
+    model.merge_many({f"i{n}": {"cpu_percent": 1.0 * n} for n in range(50)}, fields)
+    model.merge_many({"i10": {"rss_bytes": 5}, "ghost": {"cpu_percent": 9.0}}, fields)
+    model.flush()
+    assert changed == [(0, 49, model.column("cpu_percent"), model.column("rss_bytes"))]
+    assert model.row("i10") == {"id": "i10", "name": "i10", "cpu_percent": 10.0, "rss_bytes": 5}
+    assert model.row("ghost") is None and len(model) == 100
+
+
 def test_an_update_that_changes_nothing_signals_nothing():
     _app()
     model = tables.InstanceTableModel(tick_ms=1000)
