@@ -70,6 +70,7 @@ async def run(args: argparse.Namespace) -> int:
     # Ctrl-C in the terminal quits like the menu does (and stops what we started); the timer
     # gives Python a moment now and then to run the handler while Qt's loop has control.
     signal.signal(signal.SIGINT, lambda *_: console.quit())
+    signal.signal(signal.SIGTERM, lambda *_: console.quit())
     wake = QTimer()
     wake.start(250)
     wake.timeout.connect(lambda: None)

@@ -11,6 +11,7 @@ No Qt here: tests and scripts use it as it is.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import contextlib
 import logging
 import os
@@ -21,10 +22,33 @@ import sys
 from pathlib import Path
 
 import httpx
+import psutil
 
 log = logging.getLogger(__name__)
 PASSWORD_FILE = "initial-admin-password"  # noqa: S105 - a file name
 CONSOLE_PASSWORD_FILE = "console-admin-password"  # noqa: S105 - a file name
+
+
+def _die_with_parent() -> None:
+    """In the child before exec (Linux): SIGTERM when the console dies, however it dies, so an
+    embedded master never outlives the console that started it."""
+    import ctypes
+
+    pr_set_pdeathsig = 1
+    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, 15)
+
+
+def _stop(pid: int, timeout: float, proc: psutil.Process | None = None) -> None:
+    try:
+        p = proc or psutil.Process(pid)
+        p.terminate()
+        p.wait(timeout)
+    except psutil.TimeoutExpired:
+        with contextlib.suppress(psutil.Error):
+            p.kill()
+            p.wait(5)
+    except psutil.Error:
+        pass  # already gone
 
 
 def free_port() -> int:
@@ -105,7 +129,9 @@ class EmbeddedMaster:
                 stdout=out,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,  # Ctrl-C in a terminal reaches the console only
+                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
             )
+        atexit.register(self.stop)  # however the console ends (a lost display too), stop it
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         async with httpx.AsyncClient(timeout=2.0) as http:
@@ -125,16 +151,24 @@ class EmbeddedMaster:
         )
 
     def stop(self, timeout: float = 15.0) -> None:
-        """SIGTERM (the master stops its agent), then SIGKILL after `timeout`."""
+        """SIGTERM to the master, SIGKILL after `timeout`; then its local agent the same way.
+
+        The agent is the master's direct child; the services the agent started live in their own
+        sessions below the agent and keep running (they are re-adopted at the next start). The
+        agent is stopped here too because a master ended by a signal may not get to stop it.
+        """
         proc, self.proc = self.proc, None
+        atexit.unregister(self.stop)
         if proc is None or proc.poll() is not None:
             return
-        proc.terminate()
         try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+            agents = psutil.Process(proc.pid).children(recursive=False)
+        except psutil.Error:
+            agents = []
+        _stop(proc.pid, timeout)
+        proc.poll()  # reap it
+        for agent in agents:
+            _stop(agent.pid, timeout, agent)
 
     def tail(self, n: int = 30) -> str:
         try:

@@ -8,6 +8,7 @@ master has alert rules).
 
 from __future__ import annotations
 
+import psutil
 import pytest
 from PySide6.QtCore import Qt
 
@@ -127,6 +128,15 @@ async def test_upload_deploy_start_stop_through_the_ui(console, tmp_path):
     await app.instances_page.destroy_selected()
     await until(lambda: app.fleet.instances.row(instance_id) is None, timeout=60, what="destroyed")
     assert app.fleet.systems.item_for("instance", instance_id) is None
+
+    # Quitting stops what the console started: the master and its local agent.
+    master_pid = app.embedded.proc.pid
+    agent_pids = [c.pid for c in psutil.Process(master_pid).children()]
+    assert agent_pids
+    await app.shutdown()
+    assert app.embedded is None
+    for pid in [master_pid, *agent_pids]:
+        assert not psutil.pid_exists(pid) or psutil.Process(pid).status() == psutil.STATUS_ZOMBIE
 
 
 async def test_an_alert_appears_when_a_rule_fires(console):

@@ -136,7 +136,9 @@ def test_merge_many_applies_a_batch_in_one_ranged_signal():
     QAbstractItemModelTester(model, FAIL)
     model.set_rows([{"id": f"i{n}", "name": f"i{n}"} for n in range(100)])
     changed = []
-    model.dataChanged.connect(lambda a, b, roles=None: changed.append((a.row(), b.row(), a.column(), b.column())))
+    model.dataChanged.connect(
+        lambda a, b, roles=None: changed.append((a.row(), b.row(), a.column(), b.column()))
+    )
     fields = ("cpu_percent", "rss_bytes")
     model.merge_many({f"i{n}": {"cpu_percent": 1.0 * n} for n in range(50)}, fields)
     model.merge_many({"i10": {"rss_bytes": 5}, "ghost": {"cpu_percent": 9.0}}, fields)
