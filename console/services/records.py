@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from console.client import ClientError
-from console.message import action, async_slot, info
+from console.message import action, async_slot, info, warning
 from console.models.tables import (
     AlertRuleTableModel,
     AlertTableModel,
@@ -204,11 +204,19 @@ class LogsService(RecordService):
     def on_log(self, data: dict[str, Any]) -> None:
         if str(data.get("instance_id")) != self.instance_id or str(data.get("name")) != self.name:
             return
-        chunk = data.get("text") or data.get("data") or data.get("chunk") or ""
-        if chunk:
-            self._last_event = time.monotonic()
-            self._last_text += str(chunk)
-            self.text_appended.emit(str(chunk))
+        if data.get("error"):  # the master stopped following it, and says why
+            warning(f"following {self.name} stopped: {data['error']}")
+            self._timer.stop()
+            self.following = False
+            return
+        chunk = str(data.get("data") or data.get("text") or data.get("chunk") or "")
+        self._last_event = time.monotonic()
+        if data.get("reset"):  # rotated or truncated: what follows starts a new file
+            self._last_text = chunk
+            self.text_replaced.emit(chunk)
+        elif chunk:
+            self._last_text += chunk
+            self.text_appended.emit(chunk)
 
     def _poll(self) -> None:
         if time.monotonic() - self._last_event > 5:  # no live events lately: read the tail

@@ -281,7 +281,6 @@ class AuditPage(QWidget):
         self.limit.setRange(10, 100_000)
         self.limit.setValue(1000)
         apply = QPushButton("Apply")
-        apply.setShortcut(QKeySequence("F5"))
         apply.clicked.connect(self.load)
         export = QPushButton("Export CSV…")
         export.clicked.connect(self.export)
@@ -341,7 +340,7 @@ class BackupsPage(QWidget):
         self.table.add_action("Create backup", backups.create, "Ctrl+B", needs_selection=False)
         self.table.add_action("Download…", self.download, "Ctrl+S")
         self.table.add_action("Restore…", self.restore)
-        self.table.add_action("Refresh", backups.reload, "F5", needs_selection=False)
+        self.table.add_action("Refresh", backups.reload, needs_selection=False)  # F5: View > Refresh
         _watch_availability(backups, self.table.notice, "backups")
         lay.addWidget(self.table, 1)
 

@@ -116,6 +116,19 @@ async def test_logs_tail_follow_and_live_chunks():
     session.dispatch("log", {"instance_id": "i1", "name": "stdout", "text": "line 3\n"})
     session.dispatch("log", {"instance_id": "i1", "name": "stderr", "text": "not ours\n"})
     assert appended == ["line 2\n", "line 3\n"]
+    # The master's log_chunk shape: `data`, `reset` after a rotation, `error` when it stops.
+    session.dispatch(
+        "log",
+        {"instance_id": "i1", "name": "stdout", "offset": 0, "data": "fresh\n", "reset": True},
+    )
+    assert replaced[-1] == "fresh\n"
+    session.dispatch(
+        "log", {"instance_id": "i1", "name": "stdout", "error": "the file became a symlink"}
+    )
+    assert not logs.following
+    from console import message
+
+    assert "the file became a symlink" in message.bridge().history[-1][1]
     await logs.follow(False)
     assert not logs.following
 
