@@ -340,7 +340,9 @@ class BackupsPage(QWidget):
         self.table.add_action("Create backup", backups.create, "Ctrl+B", needs_selection=False)
         self.table.add_action("Download…", self.download, "Ctrl+S")
         self.table.add_action("Restore…", self.restore)
-        self.table.add_action("Refresh", backups.reload, needs_selection=False)  # F5: View > Refresh
+        self.table.add_action(
+            "Refresh", backups.reload, needs_selection=False
+        )  # F5: View > Refresh
         _watch_availability(backups, self.table.notice, "backups")
         lay.addWidget(self.table, 1)
 
