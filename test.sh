@@ -4,6 +4,6 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 scripts/bootstrap.sh
-scripts/system-deps.sh
+scripts/system-deps.sh   # Debian packages the tests need (Qt libraries for the offscreen console tests)
 scripts/check.sh
 exec .venv/bin/python -m pytest "$@"

@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
-# System packages the tests need, installed only when missing (CI: a fresh Debian 12, as root).
-# Safe to run again. Without apt-get or root it says what is missing and carries on.
+# Install the Debian packages the project needs, only those missing (idempotent; root or sudo).
+#   scripts/system-deps.sh               what the test suite needs
+#   scripts/system-deps.sh screenshots   also Xvfb and the X11/xcb libraries Qt's xcb platform loads
+# Groups are plain lists below: add a group or a package there. On a system without dpkg it says
+# what to install and carries on; without root or sudo it says what is missing and fails.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY=${PYTHON:-.venv/bin/python}
 [ -x "$PY" ] || PY=python3
 
-need=()
+# PySide6's QtGui/QtWidgets/QtCharts link these even when drawing offscreen (console tests).
+TEST_PKGS="libgl1 libegl1 libfontconfig1 libfreetype6 libxkbcommon0 libglib2.0-0 libdbus-1-3 fonts-dejavu-core"
 # `systemd-analyze verify` checks the agent's generated unit (tests/agent/test_autostart_cli.py).
-command -v systemd-analyze >/dev/null 2>&1 || need+=(systemd)
-# PyInstaller on Linux reads binaries with objdump and strips them with strip.
-command -v objdump >/dev/null 2>&1 || need+=(binutils)
+command -v systemd-analyze >/dev/null 2>&1 || TEST_PKGS="$TEST_PKGS systemd"
+# PyInstaller on Linux reads binaries with objdump and strips them with strip (frozen agent test).
+command -v objdump >/dev/null 2>&1 || TEST_PKGS="$TEST_PKGS binutils"
 # PyInstaller bundles Python's shared library; a Debian python3 links it statically.
 libpython=$("$PY" - <<'PY'
 import os, subprocess, sys, sysconfig
@@ -24,13 +28,35 @@ found = os.path.exists(os.path.join(libdir, name)) or name in cache
 print("" if found else "libpython%d.%d" % sys.version_info[:2])
 PY
 )
-[ -n "$libpython" ] && need+=("$libpython")
+[ -n "$libpython" ] && TEST_PKGS="$TEST_PKGS $libpython"
 
-[ ${#need[@]} -eq 0 ] && exit 0
-if command -v apt-get >/dev/null 2>&1 && [ "$(id -u)" = 0 ]; then
-  echo "system-deps: installing ${need[*]}"
-  apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
-else
-  echo "system-deps: missing ${need[*]} (install them with your package manager; some tests need them)" >&2
+# Qt's xcb platform plugin under Xvfb (scripts/screenshots.sh, a desktop session).
+SCREENSHOT_PKGS="xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-randr0
+ libxcb-shape0 libxcb-xfixes0 libxcb-xinerama0 libxcb-xkb1 libxcb-cursor0 libxcb-sync1 libxcb-shm0
+ libxcb-util1 libxkbcommon-x11-0 libx11-xcb1"
+
+want="$TEST_PKGS"
+for group in "$@"; do
+  case "$group" in
+    screenshots) want="$want $SCREENSHOT_PKGS" ;;
+    *) echo "system-deps: unknown group '$group' (known: screenshots)" >&2; exit 2 ;;
+  esac
+done
+
+command -v dpkg-query >/dev/null 2>&1 || { echo "system-deps: not a Debian-like system; install the equivalents of: $want" >&2; exit 0; }
+missing=""
+for p in $want; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing="$missing $p"
+done
+[ -z "$missing" ] && exit 0
+
+SUDO=""
+if [ "$(id -u)" -ne 0 ]; then
+  command -v sudo >/dev/null 2>&1 || { echo "system-deps: need root to install:$missing" >&2; exit 1; }
+  SUDO=sudo
 fi
+echo "system-deps: installing$missing"
+export DEBIAN_FRONTEND=noninteractive
+$SUDO apt-get update -qq
+# shellcheck disable=SC2086
+$SUDO apt-get install -y -qq --no-install-recommends $missing >/dev/null

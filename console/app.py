@@ -1,0 +1,224 @@
+"""Composition root: the session, the services, the window and its pages, wired once."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from PySide6.QtCore import QSettings, QStandardPaths
+from PySide6.QtGui import QIcon
+from PySide6.QtWidgets import QApplication
+
+from console.embedded import EmbeddedMaster
+from console.message import async_slot, describe, error, info
+from console.models.series import SeriesStore
+from console.services.fleet import FleetService
+from console.services.metrics import MetricsService
+from console.services.records import (
+    AlertsService,
+    AuditService,
+    BackupsService,
+    LogsService,
+    UsersService,
+)
+from console.services.session import Session
+from console.services.uploads import UploadService
+from console.ui.dialogs import LoginDialog
+from console.ui.instances import InstancesPage
+from console.ui.main_window import MainWindow
+from console.ui.nodes import NodesPage
+from console.ui.overview import OverviewPage
+from console.ui.packages import PackagesPage
+from console.ui.records import AlertsPage, AuditPage, BackupsPage, LogsPage, UsersPage
+from console.ui.systems import SystemsPage
+
+log = logging.getLogger(__name__)
+RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+
+
+def resource(name: str) -> Path:
+    return RESOURCES / name
+
+
+def load_style(app: QApplication) -> QIcon:
+    """The style sheet and icon from resources/ (a missing file degrades to Qt's defaults)."""
+    qss = resource("style.qss")
+    if qss.is_file():
+        app.setStyleSheet(
+            qss.read_text(encoding="utf-8").replace("@RESOURCES@", RESOURCES.as_posix())
+        )
+    icon = QIcon(str(resource("icon.svg")))
+    app.setWindowIcon(icon)
+    return icon
+
+
+def default_data_dir() -> Path:
+    base = QStandardPaths.writableLocation(QStandardPaths.StandardLocation.AppDataLocation)
+    return Path(base or Path.home() / ".local/share/gdos-console") / "embedded"
+
+
+class ConsoleApp:
+    def __init__(
+        self,
+        settings: QSettings,
+        icon: QIcon | None = None,
+        data_dir: Path | None = None,
+        tick_ms: int = 100,
+        embedded_port: int | None = None,
+    ) -> None:
+        self.settings = settings
+        self.embedded_port = embedded_port
+        self.data_dir = data_dir or default_data_dir()
+        self.embedded: EmbeddedMaster | None = None
+        self.closed = asyncio.Event()
+        self.session = Session()
+        self.store = SeriesStore()
+        self.fleet = FleetService(self.session, tick_ms)
+        self.metrics = MetricsService(self.session, self.store)
+        self.uploads = UploadService(self.session, settings)
+        self.alerts = AlertsService(self.session, tick_ms)
+        self.logs = LogsService(self.session)
+        self.audit = AuditService(self.session)
+        self.backups = BackupsService(self.session)
+        self.users = UsersService(self.session)
+        w = self.window = MainWindow(settings, icon)
+        self.overview = OverviewPage(
+            self.fleet.nodes, self.fleet.instances, self.alerts.alerts, self.fleet.packages
+        )
+        self.nodes_page = NodesPage(self.fleet, self.metrics, settings)
+        self.packages_page = PackagesPage(self.fleet, self.uploads, settings)
+        self.systems_page = SystemsPage(self.fleet)
+        self.instances_page = InstancesPage(self.fleet, self.metrics, settings)
+        self.logs_page = LogsPage(self.logs, self.fleet.instances)
+        self.alerts_page = AlertsPage(self.alerts, settings)
+        self.audit_page = AuditPage(self.audit, settings)
+        self.backups_page = BackupsPage(self.backups, settings)
+        self.users_page = UsersPage(self.users, settings)
+        for name, title, page in (
+            ("overview", "Overview", self.overview),
+            ("nodes", "Nodes", self.nodes_page),
+            ("packages", "Packages", self.packages_page),
+            ("systems", "Systems", self.systems_page),
+            ("instances", "Instances", self.instances_page),
+            ("logs", "Logs", self.logs_page),
+            ("alerts", "Alerts", self.alerts_page),
+            ("audit", "Audit", self.audit_page),
+            ("backups", "Backups", self.backups_page),
+            ("users", "Users", self.users_page),
+        ):
+            w.add_page(name, title, page)
+        self.instances_page.open_logs.connect(self._open_logs)
+        self.session.logged_in.connect(self._logged_in)
+        self.session.logged_out.connect(w.set_disconnected)
+        self.session.reachable_changed.connect(w.set_reachable)
+        self.session.resynced.connect(self._resynced)
+        self.alerts.fired.connect(
+            lambda a: error(
+                f"alert firing: {a.get('rule_name') or a.get('rule_id')} on {a.get('target')}"
+            )
+        )
+        w.connect_requested.connect(self.ask_login)
+        w.embedded_requested.connect(self.start_embedded)
+        w.disconnect_requested.connect(self.disconnect)
+        w.refresh_requested.connect(self._refresh)
+        w.quit_requested.connect(self.quit)
+        w.restore_state()
+        self._login_dialog: LoginDialog | None = None
+
+    # -- connecting -----------------------------------------------------------------------
+
+    def ask_login(self, url: str = "") -> LoginDialog:
+        s = self.settings
+        dlg = LoginDialog(
+            url or str(s.value("login/url", "")),
+            str(s.value("login/username", "admin")),
+            str(s.value("login/ca", "")),
+            self.window,
+        )
+        dlg.accepted.connect(lambda: self.login_with(dlg.values()))
+        dlg.open()
+        self._login_dialog = dlg
+        return dlg
+
+    @async_slot(dict)
+    async def login_with(self, values: dict[str, Any]) -> bool:
+        self.window.start_page.busy(f"connecting to {values['url']}…")
+        try:
+            await self.session.login(
+                values["url"], values["username"], values["password"], values["verify"]
+            )
+        except Exception as exc:
+            self.window.start_page.busy("")
+            error(f"log-in failed: {describe(exc)}")
+            dlg = self.ask_login(values["url"])
+            dlg.show_problem(describe(exc))
+            return False
+        for key in ("url", "username", "ca"):
+            self.settings.setValue(f"login/{key}", values.get(key, ""))
+        return True
+
+    @async_slot()
+    async def start_embedded(self) -> bool:
+        if self.embedded is not None and self.embedded.running:
+            info("the local master is already running")
+            return True
+        self.window.start_page.busy(f"starting a local master and agent (data in {self.data_dir})…")
+        master = EmbeddedMaster(self.data_dir, self.embedded_port)
+        try:
+            await master.start()
+            self.embedded = master
+            await self.session.login(master.url, "admin", master.password)
+        except Exception as exc:
+            master.stop()
+            self.embedded = None
+            self.window.start_page.busy("")
+            error(f"starting the local master failed: {describe(exc)}")
+            return False
+        info(f"local master on {master.url}, data in {self.data_dir}")
+        return True
+
+    @async_slot()
+    async def disconnect(self) -> None:
+        await self.session.logout()
+        if self.embedded is not None:
+            self.embedded.stop()
+            self.embedded = None
+
+    def _logged_in(self, url: str, username: str, role: str) -> None:
+        self.window.set_connected(url, username, role)
+
+    def _resynced(self) -> None:
+        self.fleet.reload()
+        self.alerts.reload()
+        self.users.reload()
+        self.backups.reload()
+        self.audit_page.load()
+
+    def _refresh(self) -> None:
+        if self.session.connected:
+            self._resynced()
+
+    def _open_logs(self, instance_id: str) -> None:
+        self.window.show_page("logs")
+        self.logs_page.show_instance(instance_id)
+
+    # -- quitting -------------------------------------------------------------------------
+
+    @async_slot()
+    async def quit(self) -> None:
+        self.window.save_state()
+        self.settings.sync()
+        await self.shutdown()
+        self.window.hide()
+        self.closed.set()
+
+    async def shutdown(self) -> None:
+        """Log out and stop what this console started (the embedded master and its agent)."""
+        try:
+            await self.session.logout(quiet=True)
+        finally:
+            if self.embedded is not None:
+                await asyncio.to_thread(self.embedded.stop)
+                self.embedded = None

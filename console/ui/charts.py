@@ -1,0 +1,209 @@
+"""Live charts: bounded series drawn on a timer (never per message), 5/15/60-minute windows."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import numpy as np
+from PySide6.QtCharts import QChart, QChartView, QLineSeries, QValueAxis
+from PySide6.QtCore import QMargins, Qt, QTimer
+from PySide6.QtGui import QColor, QPainter, QPen
+from PySide6.QtWidgets import QButtonGroup, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
+
+from console.models.series import SeriesStore, decimate
+
+WINDOWS = {"5 min": 300, "15 min": 900, "60 min": 3600}
+PALETTE = ["#1a73e8", "#d93025", "#1e8e3e", "#f9ab00", "#9334e6", "#12b5cb", "#e8710a", "#5f6368"]
+
+
+@dataclass(frozen=True)
+class Line:
+    target: str
+    field: str
+    label: str
+
+
+class Chart(QWidget):
+    """One chart of several lines from a SeriesStore; `redraw()` runs on a timer."""
+
+    def __init__(
+        self,
+        store: SeriesStore,
+        title: str,
+        unit_scale: float = 1.0,
+        unit: str = "",
+        parent: QWidget | None = None,
+        interval_ms: int = 1000,
+    ) -> None:
+        super().__init__(parent)
+        self.store = store
+        self.scale = unit_scale
+        self.unit = unit
+        self.seconds = 300
+        self.decimation = True  # min/max per pixel column: same picture, bounded cost
+        self.lines: list[Line] = []
+        self._series: list[QLineSeries] = []
+        self.chart = QChart()
+        self.chart.setTitle(title)
+        self.chart.setMargins(QMargins(4, 4, 4, 4))
+        self.chart.legend().setAlignment(Qt.AlignmentFlag.AlignBottom)
+        self.chart.setAnimationOptions(QChart.AnimationOption.NoAnimation)
+        # x is "minutes ago" (now = 0): the axis stays put while the lines scroll, so a redraw
+        # replaces points once instead of also re-laying out every series for a new range.
+        self.x_axis = QValueAxis()
+        self.x_axis.setLabelFormat("%.0f min")
+        self.x_axis.setTickCount(6)
+        self.x_axis.setRange(-self.seconds / 60, 0)
+        self._top = 1.0
+        self.y_axis = QValueAxis()
+        self.y_axis.setLabelFormat("%.0f" + (" " + unit.replace("%", "%%") if unit else ""))
+        self.y_axis.setRange(0, 1)
+        self.chart.addAxis(self.x_axis, Qt.AlignmentFlag.AlignBottom)
+        self.chart.addAxis(self.y_axis, Qt.AlignmentFlag.AlignLeft)
+        self.view = QChartView(self.chart)
+        self.view.setRenderHint(QPainter.RenderHint.Antialiasing, False)
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        lay.addWidget(self.view)
+        self.timer = QTimer(self)
+        self.timer.setInterval(interval_ms)
+        self.timer.timeout.connect(self.redraw)
+        self.timer.start()
+
+    def set_lines(
+        self,
+        lines: list[Line],
+        unit: str | None = None,
+        scale: float | None = None,
+        title: str = "",
+    ) -> None:
+        if unit is not None:
+            self.unit = unit
+            self.y_axis.setLabelFormat("%.0f" + (" " + unit.replace("%", "%%") if unit else ""))
+        if scale is not None:
+            self.scale = scale
+        if title:
+            self.chart.setTitle(title)
+        for s in self._series:
+            self.chart.removeSeries(s)
+        self._series, self.lines = [], list(lines)
+        for n, line in enumerate(lines):
+            s = QLineSeries()
+            s.setName(line.label)
+            s.setPen(QPen(QColor(PALETTE[n % len(PALETTE)]), 1.5))
+            s.setUseOpenGL(False)
+            self.chart.addSeries(s)
+            s.attachAxis(self.x_axis)
+            s.attachAxis(self.y_axis)
+            self._series.append(s)
+        self.redraw(force=True)
+
+    def set_window(self, seconds: int) -> None:
+        self.seconds = seconds
+        self.x_axis.setRange(-seconds / 60, 0)
+        self.x_axis.setLabelFormat("%.1f min" if seconds < 600 else "%.0f min")
+        self.redraw(force=True)
+
+    def redraw(self, force: bool = False) -> int:
+        """Replace each line's points with the current window; returns points drawn."""
+        now = time.time()
+        # One point per pixel column on average (min and max of every two columns).
+        buckets = max(50, int(self.chart.plotArea().width() or self.view.width() or 800) // 2)
+        top = 0.0
+        drawn = 0
+        for n, line in enumerate(self.lines):
+            if not self.store.has(line.target, line.field):
+                continue
+            ts, v = self.store.get(line.target, line.field).window(self.seconds, now)
+            if len(v):
+                top = max(top, float(v.max()) * self.scale)
+            if self.decimation:
+                ts, v = decimate(ts, v, buckets)
+            self._series[n].replaceNp(
+                np.ascontiguousarray((ts - now) / 60.0),  # type: ignore[arg-type]
+                np.ascontiguousarray(v * self.scale),  # type: ignore[arg-type]
+            )
+            drawn += len(ts)
+        nice = _nice(top)
+        if nice != self._top or force:
+            self._top = nice
+            self.y_axis.setRange(0, nice)
+        return drawn
+
+
+def _nice(value: float) -> float:
+    if value <= 0:
+        return 1.0
+    exp = 10 ** np.floor(np.log10(value))
+    for step in (1, 2, 2.5, 5, 10):
+        if value <= step * exp:
+            return float(step * exp)
+    return float(10 * exp)  # pragma: no cover
+
+
+class ChartPanel(QWidget):
+    """CPU, memory and IO charts for one target, with the 5/15/60-minute switch."""
+
+    def __init__(self, store: SeriesStore, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.store = store
+        lay = QVBoxLayout(self)
+        lay.setContentsMargins(0, 0, 0, 0)
+        top = QHBoxLayout()
+        self.title = QLabel("Pick an instance or a node")
+        self.title.setObjectName("sectionTitle")
+        top.addWidget(self.title, 1)
+        self.buttons = QButtonGroup(self)
+        for n, (label, seconds) in enumerate(WINDOWS.items()):
+            b = QPushButton(label)
+            b.setCheckable(True)
+            b.setChecked(n == 0)
+            b.setObjectName("windowButton")
+            self.buttons.addButton(b, seconds)
+            top.addWidget(b)
+        self.buttons.idClicked.connect(self.set_window)
+        lay.addLayout(top)
+        self.notice = QLabel("")
+        self.notice.setObjectName("notice")
+        self.notice.hide()
+        lay.addWidget(self.notice)
+        self.cpu = Chart(store, "CPU", unit="%")
+        self.mem = Chart(store, "Memory", unit="MiB", unit_scale=1 / (1 << 20))
+        self.io = Chart(store, "IO", unit="KiB/s", unit_scale=1 / 1024)
+        charts = QHBoxLayout()
+        for c in (self.cpu, self.mem, self.io):
+            c.setMinimumHeight(220)
+            charts.addWidget(c)
+        lay.addLayout(charts, 1)
+
+    def set_window(self, seconds: int) -> None:
+        for c in (self.cpu, self.mem, self.io):
+            c.set_window(seconds)
+
+    def show_target(self, kind: str, target: str, label: str) -> None:
+        self.title.setText(f"{kind.capitalize()} {label}")
+        if kind == "instance":
+            self.cpu.set_lines([Line(target, "cpu_percent", "CPU")], "%", 1.0, "CPU")
+            self.mem.set_lines(
+                [Line(target, "rss_bytes", "RSS")], "MiB", 1 / (1 << 20), "Memory (RSS)"
+            )
+            self.io.set_lines(
+                [Line(target, "read_bps", "read"), Line(target, "write_bps", "write")],
+                "KiB/s",
+                1 / 1024,
+                "Disk IO",
+            )
+        else:
+            self.cpu.set_lines([Line(target, "cpu_percent", "CPU")], "%", 1.0, "CPU")
+            self.mem.set_lines([Line(target, "mem_percent", "memory")], "%", 1.0, "Memory")
+            self.io.set_lines(
+                [Line(target, "net_rx_bps", "in"), Line(target, "net_tx_bps", "out")],
+                "KiB/s",
+                1 / 1024,
+                "Network",
+            )
+
+    def say(self, text: str) -> None:
+        self.notice.setText(text)
+        self.notice.setVisible(bool(text))

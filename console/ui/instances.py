@@ -1,0 +1,110 @@
+"""Instances: sortable, filterable, live; start, stop, restart, destroy, adopt; charts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtCore import QSettings, Qt, Signal
+from PySide6.QtWidgets import QComboBox, QLabel, QSplitter, QVBoxLayout, QWidget
+
+from console.services.fleet import FleetService
+from console.services.metrics import MetricsService
+from console.ui import common
+from console.ui.charts import ChartPanel
+from console.ui.dialogs import AdoptDialog
+from protocol.states import InstanceState
+
+
+class InstancesPage(QWidget):
+    open_logs = Signal(str)  # instance id
+
+    def __init__(
+        self, fleet: FleetService, metrics: MetricsService, settings: QSettings | None = None
+    ) -> None:
+        super().__init__()
+        self.fleet, self.metrics = fleet, metrics
+        lay = QVBoxLayout(self)
+        title = QLabel("Instances")
+        title.setObjectName("pageTitle")
+        lay.addWidget(title)
+        split = QSplitter(Qt.Orientation.Vertical)
+        self.table = common.TablePanel(fleet.instances, "instances", settings)
+        t = self.table
+        self.start_action = t.add_action("Start", self.start, "Ctrl+R")
+        self.stop_action = t.add_action("Stop", self.stop, "Ctrl+T")
+        self.restart_action = t.add_action("Restart", self.restart, "Ctrl+Shift+R")
+        self.destroy_action = t.add_action("Destroy…", self.destroy_selected, "Del")
+        t.toolbar.addSeparator()
+        self.adopt_action = t.add_action(
+            "Adopt…", self.adopt, "Ctrl+Shift+A", needs_selection=False
+        )
+        self.logs_action = t.add_action("Logs", self._logs, "Ctrl+Shift+L")
+        self.state_filter = QComboBox()
+        self.state_filter.addItem("all states", "")
+        for s in InstanceState:
+            self.state_filter.addItem(s.value, s.value)
+        self.state_filter.currentIndexChanged.connect(self._state_filter)
+        t.toolbar.addSeparator()
+        t.toolbar.addWidget(self.state_filter)
+        split.addWidget(t)
+        self.charts = ChartPanel(metrics.store)
+        split.addWidget(self.charts)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 2)
+        lay.addWidget(split, 1)
+        self.current = ""
+        t.selection_changed.connect(self._selected)
+        metrics.unavailable.connect(self.charts.say)
+
+    def _state_filter(self) -> None:
+        state = str(self.state_filter.currentData() or "")
+        self.table.proxy.setFilterKeyColumn(self.fleet.instances.column("state") if state else -1)
+        self.table.filter.setText(state)
+
+    def _selected(self) -> None:
+        keys = self.table.selected_keys()
+        if not keys or keys[0] == self.current:
+            return
+        self.current = keys[0]
+        row = self.fleet.instances.row(self.current) or {}
+        self.charts.show_target("instance", self.current, str(row.get("name", self.current)))
+        self.metrics.watch("instance", self.current, 3600)
+
+    def _each(self, call: Callable[[list[str]], Any]) -> Any:
+        keys = self.table.selected_keys()
+        return call(keys) if keys else None
+
+    def start(self) -> Any:
+        return self._each(self.fleet.start_instances)
+
+    def stop(self) -> Any:
+        return self._each(self.fleet.stop_instances)
+
+    def restart(self) -> Any:
+        return self._each(self.fleet.restart_instances)
+
+    def destroy_selected(self) -> Any:
+        rows = self.table.selected_rows()
+        if not rows:
+            return None
+        names = ", ".join(str(r.get("name")) for r in rows[:5]) + (" …" if len(rows) > 5 else "")
+        if not common.confirm(
+            self,
+            "Destroy",
+            f"Destroy {len(rows)} instance(s) ({names})? Deployed ones are stopped and their "
+            "files removed from the node; adopted ones are only forgotten.",
+        ):
+            return None
+        return self.fleet.destroy_instances([str(r["id"]) for r in rows])
+
+    def adopt(self) -> Any:
+        dlg = AdoptDialog(self.fleet.system_names, self.fleet.nodes.rows(), self)
+        if not dlg.exec():
+            return None
+        return self.fleet.adopt(dlg.values())
+
+    def _logs(self) -> None:
+        keys = self.table.selected_keys()
+        if keys:
+            self.open_logs.emit(keys[0])

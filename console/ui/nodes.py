@@ -1,0 +1,142 @@
+"""Nodes: live load, host facts, labels, per-node charts."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from PySide6.QtCore import QSettings, Qt
+from PySide6.QtWidgets import (
+    QFormLayout,
+    QGroupBox,
+    QInputDialog,
+    QLabel,
+    QSplitter,
+    QVBoxLayout,
+    QWidget,
+)
+
+from console import fmt
+from console.message import error
+from console.services.fleet import FleetService
+from console.services.metrics import MetricsService
+from console.ui import common
+from console.ui.charts import ChartPanel
+
+FACTS: list[tuple[str, str, Callable[[Any], str]]] = [
+    ("hostname", "Host", str),
+    ("id", "Node id", str),
+    ("status", "Status", str),
+    ("ip", "IP", str),
+    ("mac", "MAC", str),
+    ("os", "OS", str),
+    ("arch", "Architecture", str),
+    ("cpu_count", "Cores", str),
+    ("mem_total", "Memory", fmt.size),
+    ("disk_total", "Disk", fmt.size),
+    ("agent_version", "Agent", str),
+    ("last_seen", "Last seen", fmt.when),
+    ("enrolled_at", "Enrolled", fmt.when),
+]
+
+
+def parse_labels(text: str) -> dict[str, str]:
+    labels: dict[str, str] = {}
+    for part in text.replace("\n", ",").split(","):
+        if not part.strip():
+            continue
+        key, sep, value = part.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"'{part.strip()}' is not key=value")
+        labels[key.strip()] = value.strip()
+    return labels
+
+
+class NodesPage(QWidget):
+    def __init__(
+        self, fleet: FleetService, metrics: MetricsService, settings: QSettings | None = None
+    ) -> None:
+        super().__init__()
+        self.fleet, self.metrics = fleet, metrics
+        lay = QVBoxLayout(self)
+        title = QLabel("Nodes")
+        title.setObjectName("pageTitle")
+        lay.addWidget(title)
+        split = QSplitter(Qt.Orientation.Vertical)
+        top = QSplitter(Qt.Orientation.Horizontal)
+        self.table = common.TablePanel(fleet.nodes, "nodes", settings)
+        self.table.add_action("Edit labels…", self.edit_labels, "Ctrl+L")
+        self.table.add_action("Remove node", self.remove, "Del")
+        top.addWidget(self.table)
+        facts = QGroupBox("Host facts")
+        self.form = QFormLayout(facts)
+        self.values: dict[str, QLabel] = {}
+        for key, label, _ in FACTS:
+            v = QLabel("")
+            v.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
+            self.values[key] = v
+            self.form.addRow(label, v)
+        self.labels_value = QLabel("")
+        self.form.addRow("Labels", self.labels_value)
+        top.addWidget(facts)
+        top.setStretchFactor(0, 3)
+        top.setStretchFactor(1, 1)
+        split.addWidget(top)
+        self.charts = ChartPanel(metrics.store)
+        split.addWidget(self.charts)
+        lay.addWidget(split, 1)
+        self.current = ""
+        self.table.selection_changed.connect(self._selected)
+        fleet.nodes.dataChanged.connect(lambda *_: self._show_facts())
+        metrics.unavailable.connect(self.charts.say)
+
+    def _selected(self) -> None:
+        keys = self.table.selected_keys()
+        if not keys or keys[0] == self.current:
+            return
+        if self.current:
+            self.metrics.unwatch(self.current)
+        self.current = keys[0]
+        row = self.fleet.nodes.row(self.current) or {}
+        self._show_facts()
+        self.charts.show_target("node", self.current, str(row.get("hostname", self.current)))
+        self.metrics.watch("node", self.current, 3600)
+
+    def _show_facts(self) -> None:
+        row = self.fleet.nodes.row(self.current) if self.current else None
+        for key, _, f in FACTS:
+            value = (row or {}).get(key)
+            self.values[key].setText("" if value is None else f(value))
+        labels = (row or {}).get("labels") or {}
+        self.labels_value.setText(", ".join(f"{k}={v}" for k, v in sorted(labels.items())))
+
+    def edit_labels(self) -> None:
+        rows = self.table.selected_rows()
+        if not rows:
+            return
+        row = rows[0]
+        current = ", ".join(f"{k}={v}" for k, v in sorted((row.get("labels") or {}).items()))
+        text, ok = QInputDialog.getText(
+            self,
+            "Node labels",
+            f"Labels of {row.get('hostname')} (key=value, comma separated):",
+            text=current,
+        )
+        if not ok:
+            return
+        try:
+            labels = parse_labels(text)
+        except ValueError as exc:
+            error(f"labels not saved: {exc}")
+            return
+        self.fleet.set_node_labels(str(row["id"]), labels)
+
+    def remove(self) -> None:
+        rows = self.table.selected_rows()
+        if rows and common.confirm(
+            self,
+            "Remove node",
+            f"Remove node {rows[0].get('hostname')} and revoke its credential? "
+            "Its agent will have to enrol again.",
+        ):
+            self.fleet.delete_node(str(rows[0]["id"]))

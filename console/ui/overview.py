@@ -1,0 +1,173 @@
+"""Overview: nodes online/offline, instances by state, firing alerts, what needs attention."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+from PySide6.QtCore import Qt, QTimer
+from PySide6.QtGui import QBrush, QColor
+from PySide6.QtWidgets import (
+    QFrame,
+    QGridLayout,
+    QLabel,
+    QListWidget,
+    QTableWidget,
+    QTableWidgetItem,
+    QVBoxLayout,
+    QWidget,
+)
+
+from console.models.base import STATE_COLORS, RowTableModel
+from protocol.states import InstanceState
+
+STATES = [s.value for s in InstanceState]
+MAX_PROBLEMS = 200
+
+
+class Card(QFrame):
+    def __init__(self, title: str, parent: QWidget | None = None) -> None:
+        super().__init__(parent)
+        self.setObjectName("card")
+        lay = QVBoxLayout(self)
+        self.title = QLabel(title)
+        self.title.setObjectName("cardTitle")
+        self.value = QLabel("-")
+        self.value.setObjectName("cardValue")
+        self.detail = QLabel("")
+        self.detail.setObjectName("cardDetail")
+        self.detail.setWordWrap(True)
+        self.detail.setTextFormat(Qt.TextFormat.RichText)
+        for w in (self.title, self.value, self.detail):
+            lay.addWidget(w)
+        lay.addStretch(1)
+
+    def show_value(self, value: str, detail: str = "", color: str | None = None) -> None:
+        self.value.setText(value)
+        self.value.setStyleSheet(f"color: {color};" if color else "")
+        self.detail.setText(detail)
+
+
+def _colored(counts: Counter[str], order: list[str]) -> str:
+    parts = []
+    for key in order + sorted(set(counts) - set(order)):
+        if counts.get(key):
+            color = STATE_COLORS.get(key, "#5f6368")
+            parts.append(f'<span style="color:{color}">{counts[key]} {key}</span>')
+    return " · ".join(parts) or "none"
+
+
+class OverviewPage(QWidget):
+    def __init__(
+        self,
+        nodes: RowTableModel,
+        instances: RowTableModel,
+        alerts: RowTableModel,
+        packages: RowTableModel,
+        parent: QWidget | None = None,
+    ) -> None:
+        super().__init__(parent)
+        self.nodes, self.instances, self.alerts, self.packages = nodes, instances, alerts, packages
+        lay = QVBoxLayout(self)
+        heading = QLabel("Overview")
+        heading.setObjectName("pageTitle")
+        lay.addWidget(heading)
+        grid = QGridLayout()
+        self.node_card = Card("Nodes")
+        self.instance_card = Card("Instances")
+        self.alert_card = Card("Firing alerts")
+        self.package_card = Card("Packages")
+        for n, card in enumerate(
+            (self.node_card, self.instance_card, self.alert_card, self.package_card)
+        ):
+            grid.addWidget(card, 0, n)
+        lay.addLayout(grid)
+        systems = QLabel("Systems")
+        systems.setObjectName("sectionTitle")
+        lay.addWidget(systems)
+        self.systems = QTableWidget(0, 3)
+        self.systems.setObjectName("systemsSummary")
+        self.systems.setHorizontalHeaderLabels(["System", "Running", "Instances by state"])
+        self.systems.verticalHeader().hide()
+        self.systems.horizontalHeader().setStretchLastSection(True)
+        self.systems.setColumnWidth(0, 220)
+        self.systems.setColumnWidth(1, 120)
+        self.systems.setEditTriggers(QTableWidget.EditTrigger.NoEditTriggers)
+        self.systems.setSelectionMode(QTableWidget.SelectionMode.NoSelection)
+        lay.addWidget(self.systems, 1)
+        attention = QLabel("Needs attention")
+        attention.setObjectName("sectionTitle")
+        lay.addWidget(attention)
+        self.problems = QListWidget()
+        self.problems.setObjectName("problems")
+        lay.addWidget(self.problems, 1)
+        self._timer = QTimer(self)
+        self._timer.setSingleShot(True)
+        self._timer.setInterval(300)
+        self._timer.timeout.connect(self.refresh)
+        for model in (nodes, instances, alerts, packages):
+            for sig in (model.modelReset, model.rowsInserted, model.rowsRemoved, model.dataChanged):
+                sig.connect(lambda *_: self._timer.start())
+        self.refresh()
+
+    def refresh(self) -> None:
+        node_states = Counter(str(r.get("status")) for r in self.nodes.rows())
+        online = node_states.get("online", 0)
+        offline = node_states.get("offline", 0)
+        self.node_card.show_value(
+            f"{online} / {online + offline}",
+            _colored(node_states, ["online", "offline"]),
+            STATE_COLORS["offline"] if offline else STATE_COLORS["online"],
+        )
+        inst_states = Counter(str(r.get("state")) for r in self.instances.rows())
+        running = inst_states.get("running", 0)
+        bad = inst_states.get("failed", 0) + inst_states.get("unknown", 0)
+        self.instance_card.show_value(
+            f"{running} running",
+            _colored(inst_states, STATES),
+            STATE_COLORS["failed"] if bad else None,
+        )
+        firing = [r for r in self.alerts.rows() if r.get("state") == "firing"]
+        unacked = [r for r in firing if not r.get("acked")]
+        self.alert_card.show_value(
+            str(len(firing)),
+            f"{len(unacked)} not acknowledged" if firing else "all quiet",
+            STATE_COLORS["firing"] if firing else STATE_COLORS["resolved"],
+        )
+        names = {str(r.get("name")) for r in self.packages.rows()}
+        self.package_card.show_value(str(len(names)), f"{len(self.packages)} versions")
+        by_system: dict[str, Counter[str]] = {}
+        for r in self.instances.rows():
+            by_system.setdefault(str(r.get("system_name") or r.get("system_id")), Counter())[
+                str(r.get("state"))
+            ] += 1
+        self.systems.setRowCount(len(by_system))
+        for n, (name, counts) in enumerate(sorted(by_system.items())):
+            total = sum(counts.values())
+            cell = QTableWidgetItem(f"{counts.get('running', 0)} / {total}")
+            cell.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
+            if counts.get("running", 0) == total:
+                cell.setForeground(QBrush(QColor(STATE_COLORS["running"])))
+            states = QLabel(_colored(counts, STATES))
+            states.setTextFormat(Qt.TextFormat.RichText)
+            self.systems.setItem(n, 0, QTableWidgetItem(name))
+            self.systems.setItem(n, 1, cell)
+            self.systems.setCellWidget(n, 2, states)
+        self.problems.clear()
+        shown = 0
+        for r in self.nodes.rows():
+            if r.get("status") == "offline":
+                self.problems.addItem(f"node {r.get('hostname')} is offline")
+        for r in self.instances.rows():
+            if r.get("state") in ("failed", "unknown", "exited"):
+                why = f": {r['last_error']}" if r.get("last_error") else ""
+                shown += 1
+                if shown <= MAX_PROBLEMS:
+                    self.problems.addItem(f"instance {r.get('name')} is {r.get('state')}{why}")
+        if shown > MAX_PROBLEMS:
+            self.problems.addItem(f"… and {shown - MAX_PROBLEMS} more instances (see Instances)")
+        for r in firing:
+            self.problems.addItem(
+                f"alert {r.get('rule_name') or r.get('rule_id')} firing on {r.get('target')}"
+            )
+        if not self.problems.count():
+            self.problems.addItem("Nothing needs attention.")

@@ -1,0 +1,88 @@
+"""Packages: versions table; upload by file dialog or drag and drop, with a progress bar."""
+
+from __future__ import annotations
+
+from PySide6.QtCore import QSettings
+from PySide6.QtGui import QDragEnterEvent, QDropEvent
+from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QProgressBar, QVBoxLayout, QWidget
+
+from console import fmt
+from console.services.fleet import FleetService
+from console.services.uploads import UploadService
+from console.ui import common
+
+
+class PackagesPage(QWidget):
+    def __init__(
+        self, fleet: FleetService, uploads: UploadService, settings: QSettings | None = None
+    ) -> None:
+        super().__init__()
+        self.fleet, self.uploads = fleet, uploads
+        self.setAcceptDrops(True)
+        lay = QVBoxLayout(self)
+        title = QLabel("Packages")
+        title.setObjectName("pageTitle")
+        lay.addWidget(title)
+        self.table = common.TablePanel(fleet.packages, "packages", settings)
+        self.upload_action = self.table.add_action(
+            "Upload…", self.choose_files, "Ctrl+U", needs_selection=False
+        )
+        self.table.add_action("Delete", self.delete, "Del")
+        hint = QLabel("Drop .zip packages here to upload them.")
+        hint.setObjectName("hint")
+        lay.addWidget(hint)
+        lay.addWidget(self.table, 1)
+        row = QHBoxLayout()
+        self.status = QLabel("")
+        self.bar = QProgressBar()
+        self.bar.setRange(0, 1000)
+        self.bar.setTextVisible(True)
+        self.bar.hide()
+        row.addWidget(self.status, 1)
+        row.addWidget(self.bar, 2)
+        lay.addLayout(row)
+        uploads.progress.connect(self._progress)
+        uploads.finished.connect(self._finished)
+        uploads.mode_known.connect(lambda mode: self.status.setText(f"{mode} upload…"))
+
+    def choose_files(self) -> None:
+        paths, _ = QFileDialog.getOpenFileNames(
+            self, "Upload packages", "", "Service packages (*.zip);;All files (*)"
+        )
+        if paths:
+            self.upload(paths)
+
+    def upload(self, paths: list[str]) -> None:
+        self.bar.setValue(0)
+        self.bar.show()
+        self.uploads.upload(paths)
+
+    def dragEnterEvent(self, event: QDragEnterEvent) -> None:
+        urls = event.mimeData().urls()
+        if urls and all(u.isLocalFile() for u in urls):
+            event.acceptProposedAction()
+
+    def dropEvent(self, event: QDropEvent) -> None:
+        paths = [u.toLocalFile() for u in event.mimeData().urls() if u.isLocalFile()]
+        if paths:
+            event.acceptProposedAction()
+            self.upload(paths)
+
+    def _progress(self, name: str, sent: int, total: int) -> None:
+        self.bar.show()
+        self.bar.setValue(int(1000 * sent / total) if total else 1000)
+        self.bar.setFormat(f"{name}: {fmt.size(sent)} of {fmt.size(total)}")
+
+    def _finished(self, name: str, ok: bool, message: str) -> None:
+        self.status.setText(f"{name}: {'uploaded as ' + message if ok else 'failed: ' + message}")
+        if not self.uploads.active:
+            self.bar.setValue(1000 if ok else self.bar.value())
+            if ok:
+                self.bar.hide()
+
+    def delete(self) -> None:
+        rows = self.table.selected_rows()
+        if rows and common.confirm(
+            self, "Delete package", f"Delete {rows[0].get('name')} {rows[0].get('version')}?"
+        ):
+            self.fleet.delete_package(str(rows[0]["id"]))

@@ -1,0 +1,229 @@
+"""Systems: the systems -> modules -> instances tree; create and edit; deploy; start/stop all."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from PySide6.QtCore import QModelIndex, Qt
+from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtWidgets import (
+    QAbstractItemView,
+    QHeaderView,
+    QLabel,
+    QProgressBar,
+    QSplitter,
+    QTableView,
+    QToolBar,
+    QTreeView,
+    QVBoxLayout,
+    QWidget,
+)
+
+from console.models.base import KEY_ROLE
+from console.models.systems import KIND_ROLE, ROW_ROLE
+from console.services.fleet import FleetService
+from console.ui import common
+from console.ui.dialogs import ModuleDialog, NodePicker, SystemDialog
+
+
+class SystemsPage(QWidget):
+    def __init__(self, fleet: FleetService) -> None:
+        super().__init__()
+        self.fleet = fleet
+        lay = QVBoxLayout(self)
+        title = QLabel("Systems")
+        title.setObjectName("pageTitle")
+        lay.addWidget(title)
+        self.toolbar = QToolBar()
+        self.toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
+        lay.addWidget(self.toolbar)
+        self.new_action = self._action("New system…", self.new_system, "Ctrl+N", always=True)
+        self.edit_action = self._action("Edit…", self.edit, "F2")
+        self.add_module_action = self._action("Add module…", self.add_module, "Ctrl+M")
+        self.deploy_action = self._action("Deploy to nodes…", self.deploy, "Ctrl+D")
+        self.toolbar.addSeparator()
+        self.start_action = self._action("Start system", self.start_system, "Ctrl+Shift+S")
+        self.stop_action = self._action("Stop system", self.stop_system, "Ctrl+Shift+X")
+        self.toolbar.addSeparator()
+        self.delete_action = self._action("Delete", self.delete, "Del")
+        split = QSplitter(Qt.Orientation.Vertical)
+        self.tree = QTreeView()
+        self.tree.setObjectName("systemsTree")
+        self.tree.setModel(fleet.systems)
+        self.tree.setSelectionMode(QAbstractItemView.SelectionMode.SingleSelection)
+        self.tree.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        self.tree.setAlternatingRowColors(True)
+        # Systems trees are small (dozens of rows): sizing to contents is cheap and always right.
+        self.tree.header().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
+        self.tree.header().setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        self.tree.header().setStretchLastSection(True)
+        self.tree.doubleClicked.connect(lambda _: self.edit())
+        self.tree.selectionModel().selectionChanged.connect(lambda *_: self._enable())
+        fleet.systems.rowsInserted.connect(lambda *_: self.tree.expandAll())
+        fleet.systems.modelReset.connect(lambda: self.tree.expandAll())
+        split.addWidget(self.tree)
+        ops = QWidget()
+        ops_lay = QVBoxLayout(ops)
+        ops_lay.setContentsMargins(0, 0, 0, 0)
+        self.op_label = QLabel("No operation running.")
+        self.op_label.setObjectName("sectionTitle")
+        self.op_bar = QProgressBar()
+        self.op_bar.setRange(0, 1)
+        self.op_bar.setValue(0)
+        self.steps = QTableView()
+        self.steps.setObjectName("operationSteps")
+        self.steps.setModel(fleet.operation_steps)
+        self.steps.verticalHeader().hide()
+        self.steps.horizontalHeader().setStretchLastSection(True)
+        self.steps.setColumnWidth(0, 240)
+        for w in (self.op_label, self.op_bar, self.steps):
+            ops_lay.addWidget(w)
+        split.addWidget(ops)
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 1)
+        lay.addWidget(split, 1)
+        fleet.operation_changed.connect(self._operation)
+        self._enable()
+
+    def _action(self, text: str, slot: Any, shortcut: str, always: bool = False) -> QAction:
+        act = QAction(text, self)
+        act.setShortcut(QKeySequence(shortcut))
+        act.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
+        act.triggered.connect(slot)
+        act.setProperty("always", always)
+        self.toolbar.addAction(act)
+        self.addAction(act)
+        return act
+
+    # -- selection ------------------------------------------------------------------------
+
+    def selected(self) -> tuple[str, str, dict[str, Any]]:
+        """(kind, id, row) of the selected node of the tree, or ("", "", {})."""
+        idx = self.tree.selectionModel().currentIndex()
+        rows = self.tree.selectionModel().selectedRows()
+        if rows:
+            idx = rows[0]
+        if not idx.isValid():
+            return "", "", {}
+        idx = idx.siblingAtColumn(0)
+        return str(idx.data(KIND_ROLE)), str(idx.data(KEY_ROLE)), dict(idx.data(ROW_ROLE) or {})
+
+    def system_of_selection(self) -> str:
+        kind, key, row = self.selected()
+        if kind == "system":
+            return key
+        return str(row.get("system_id", ""))
+
+    def select(self, kind: str, key: str) -> None:
+        item = self.fleet.systems.item_for(kind, key)
+        if item is not None:
+            idx = item.index()
+            self.tree.selectionModel().setCurrentIndex(
+                idx,
+                self.tree.selectionModel().SelectionFlag.ClearAndSelect
+                | self.tree.selectionModel().SelectionFlag.Rows,
+            )
+            self.tree.scrollTo(idx)
+
+    def _enable(self) -> None:
+        kind, _, _ = self.selected()
+        self.edit_action.setEnabled(kind in ("system", "module"))
+        self.add_module_action.setEnabled(kind in ("system", "module"))
+        self.deploy_action.setEnabled(kind == "module")
+        self.start_action.setEnabled(bool(kind))
+        self.stop_action.setEnabled(bool(kind))
+        self.delete_action.setEnabled(bool(kind))
+
+    # -- actions --------------------------------------------------------------------------
+
+    def new_system(self, name: str | None = None, description: str = "") -> Any:
+        if name is None:
+            dlg = SystemDialog(parent=self)
+            if not dlg.exec():
+                return None
+            v = dlg.values()
+            name, description = v["name"], v["description"]
+        return self.fleet.create_system(name, description)
+
+    def edit(self) -> None:
+        kind, key, row = self.selected()
+        if kind == "system":
+            dlg = SystemDialog(row, self)
+            if dlg.exec():
+                self.fleet.update_system(key, dlg.values()["description"])
+        elif kind == "module":
+            mdlg = ModuleDialog(self._package_versions(), row, self)
+            if mdlg.exec():
+                v = mdlg.values()
+                changes = {k: v[k] for k in ("version", "start_order", "env", "args")}
+                self.fleet.update_module(str(row.get("system_id")), key, changes)
+
+    def add_module(self, fields: dict[str, Any] | None = None) -> Any:
+        system_id = self.system_of_selection()
+        if not system_id:
+            return None
+        if fields is None:
+            dlg = ModuleDialog(self._package_versions(), parent=self)
+            if not dlg.exec():
+                return None
+            fields = dlg.values()
+        return self.fleet.create_module(system_id, fields)
+
+    def deploy(self, node_ids: list[str] | None = None) -> Any:
+        kind, key, row = self.selected()
+        if kind != "module":
+            return None
+        if node_ids is None:
+            nodes = [r for r in self.fleet.nodes.rows()]
+            dlg = NodePicker(f"Deploy {row.get('name')} to…", nodes, parent=self)
+            if not dlg.exec():
+                return None
+            node_ids = dlg.values()["node_ids"]
+        return self.fleet.deploy(key, node_ids)
+
+    def start_system(self) -> Any:
+        system_id = self.system_of_selection()
+        return self.fleet.start_system(system_id) if system_id else None
+
+    def stop_system(self) -> Any:
+        system_id = self.system_of_selection()
+        if not system_id:
+            return None
+        name = self.fleet.system_names.get(system_id, system_id)
+        if not common.confirm(
+            self, "Stop system", f"Stop every instance of {name}, in reverse start order?"
+        ):
+            return None
+        return self.fleet.stop_system(system_id)
+
+    def delete(self) -> None:
+        kind, key, row = self.selected()
+        name = row.get("name", key)
+        if kind == "system":
+            if common.confirm(self, "Delete system", f"Delete system {name} and its modules?"):
+                self.fleet.delete_system(key)
+        elif kind == "module":
+            if common.confirm(self, "Delete module", f"Delete module {name}?"):
+                self.fleet.delete_module(str(row.get("system_id")), key)
+        elif kind == "instance" and common.confirm(
+            self, "Destroy instance", f"Destroy {name}: stop it and remove its files from the node?"
+        ):
+            self.fleet.destroy_instances([key])
+
+    def _package_versions(self) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for r in self.fleet.packages.rows():
+            out.setdefault(str(r.get("name")), []).append(str(r.get("version")))
+        return out
+
+    def _operation(self, system_id: str, state: str, done: int, total: int) -> None:
+        name = self.fleet.system_names.get(system_id, system_id)
+        self.op_bar.setRange(0, max(1, total))
+        self.op_bar.setValue(done)
+        words = {"running": "in progress", "succeeded": "done", "failed": "failed"}.get(
+            state, state
+        )
+        self.op_label.setText(f"{name}: {words} ({done} of {total} steps)")
+
+    def current_index(self) -> QModelIndex:
+        return self.tree.currentIndex()

@@ -1,0 +1,186 @@
+"""Window behaviour: errors in words, the unreachable banner, missing endpoints, window state."""
+
+from __future__ import annotations
+
+import pytest
+from PySide6.QtCore import QByteArray
+
+from console import message
+from console.__main__ import main, parse_args
+from console.app import ConsoleApp
+from console.client import ClientError
+from console.ui.dialogs import LoginDialog, ModuleDialog, parse_env
+from console.ui.nodes import parse_labels
+from tests.console.conftest import until
+from tests.support import ADMIN_PASSWORD, Master, build_package, free_port
+
+
+@pytest.fixture
+async def console(settings, tmp_path):
+    app = ConsoleApp(settings, data_dir=tmp_path / "embedded", tick_ms=20)
+    app.window.show()
+    message.bridge().history.clear()
+    yield app
+    await app.shutdown()
+    app.window.close()
+
+
+def _login(url: str) -> dict:
+    return {"url": url, "username": "admin", "password": ADMIN_PASSWORD, "verify": True, "ca": ""}
+
+
+async def test_failed_login_says_why_in_words(console):
+    url = f"http://127.0.0.1:{free_port()}"
+    assert await console.login_with(_login(url)) is False
+    level, text = message.bridge().history[-1]
+    assert level == "error"
+    assert text.startswith("log-in failed: cannot reach the master at") and "Traceback" not in text
+    assert console.window.error_banner.isVisible()
+    dialog = console._login_dialog
+    assert isinstance(dialog, LoginDialog) and dialog.isVisible()
+    assert "cannot reach" in dialog.problem.text()
+    assert dialog.url.text() == url
+    dialog.reject()
+    assert not console.session.connected
+    assert console.window.stack.currentWidget() is console.window.start_page
+
+
+async def test_banner_while_the_master_is_unreachable(console, tmp_path, settings):
+    master = Master(tmp_path / "m", port=free_port()).launch()
+    try:
+        assert await console.login_with(_login(master.url))
+        assert settings.value("login/url") == master.url  # remembered for the next log-in
+        await until(lambda: console.session.reachable, what="stream up")
+        assert not console.window.offline_banner.isVisible()
+        master.stop()
+        await until(lambda: console.window.offline_banner.isVisible(), what="banner shown")
+        assert "unreachable" in console.window.offline_banner.label.text()
+        # Actions while it is away fail in words, and the window keeps the last known state.
+        task = console.fleet.create_system("while-away")
+        assert await task is None
+        assert "cannot reach the master" in message.bridge().history[-1][1]
+        master.launch()
+        await until(
+            lambda: not console.window.offline_banner.isVisible(), timeout=60, what="banner gone"
+        )
+        assert await console.fleet.create_system("after-return")
+        await until(lambda: "after-return" in console.fleet.system_names.values())
+    finally:
+        master.stop()
+
+
+async def test_missing_endpoints_show_not_available(console):
+    alerts = console.alerts
+
+    async def missing():
+        raise ClientError("no such endpoint", status=404, code="not_found")
+
+    assert await alerts.guarded("alerts", missing()) is None
+    assert alerts.available["alerts"] is False
+    notice = console.alerts_page.notice
+    assert not notice.isHidden()
+    assert "not available on this master" in notice.text()
+    assert await console.backups.guarded("backups", missing()) is None
+    assert "not available on this master" in console.backups_page.table.notice.text()
+
+    async def unknown_id():
+        raise ClientError("no backup b1", status=404, code="not_found")
+
+    with pytest.raises(ClientError):  # an unknown id is a real error, not a missing feature
+        await console.backups.guarded("backups", unknown_id())
+
+    async def fine():
+        return [1]
+
+    assert await alerts.guarded("alerts", fine()) == [1]
+    assert notice.isHidden()
+
+
+async def test_rejected_upload_reaches_the_user(console, shared_master, tmp_path):
+    assert await console.login_with(_login(shared_master.url))
+    bad = tmp_path / "broken.zip"
+    bad.write_bytes(b"PK\x03\x04 this is not really a zip")
+    results: list[tuple[str, bool, str]] = []
+    console.uploads.finished.connect(lambda *a: results.append(a))
+    assert await console.uploads.upload([str(bad)]) == 0
+    assert results and results[-1][0] == "broken.zip" and results[-1][1] is False
+    assert "uploading broken.zip failed" in message.bridge().history[-1][1]
+    ok = build_package(tmp_path, name="uitest")
+    assert await console.uploads.upload([str(ok)]) == 1
+    await until(lambda: any(r["name"] == "uitest" for r in console.fleet.packages.rows()))
+
+
+async def test_window_state_and_page_are_remembered(settings, tmp_path):
+    first = ConsoleApp(settings, data_dir=tmp_path / "e")
+    first.window.resize(640, 480)
+    first.window.show()
+    first.window.resize(first.window.width() + 37, first.window.height() + 11)
+    size = first.window.size()
+    first.window.set_connected("http://x", "admin", "admin")
+    first.window.show_page("instances")
+    first.window.save_state()
+    first.window.close()
+    second = ConsoleApp(settings, data_dir=tmp_path / "e")
+    assert isinstance(settings.value("window/geometry"), QByteArray)
+    second.window.show()
+    assert second.window.size().height() == size.height()  # (the offscreen screen clamps widths)
+    second.window.set_connected("http://x", "admin", "admin")
+    assert second.window.current_page() == "instances"
+    second.window.close()
+
+
+async def test_instance_actions_follow_the_selection(settings, tmp_path):
+    app = ConsoleApp(settings, data_dir=tmp_path / "e", tick_ms=0)
+    page = app.instances_page
+    assert not page.start_action.isEnabled() and page.adopt_action.isEnabled()
+    app.fleet.instances.set_rows([{"id": "i1", "name": "web-1", "state": "stopped"}])
+    page.table.select_key("i1")
+    assert page.start_action.isEnabled() and page.destroy_action.isEnabled()
+    assert page.table.selected_rows()[0]["name"] == "web-1"
+    await app.shutdown()
+
+
+async def test_overview_counts_from_the_models(settings, tmp_path):
+    app = ConsoleApp(settings, data_dir=tmp_path / "e", tick_ms=0)
+    app.fleet.nodes.set_rows(
+        [
+            {"id": "n1", "hostname": "a", "status": "online"},
+            {"id": "n2", "hostname": "b", "status": "offline"},
+        ]
+    )
+    app.fleet.instances.set_rows(
+        [
+            {"id": "i1", "name": "x", "state": "running"},
+            {"id": "i2", "name": "y", "state": "failed", "last_error": "exit 3"},
+        ]
+    )
+    app.alerts.alerts.set_rows([{"id": "a1", "state": "firing", "rule_name": "cpu", "target": "x"}])
+    app.overview.refresh()
+    assert app.overview.node_card.value.text() == "1 / 2"
+    assert app.overview.instance_card.value.text() == "1 running"
+    assert app.overview.alert_card.value.text() == "1"
+    problems = [app.overview.problems.item(i).text() for i in range(app.overview.problems.count())]
+    assert "node b is offline" in problems and "instance y is failed: exit 3" in problems
+
+
+def test_form_parsing_rejects_bad_input_in_words():
+    assert parse_labels("zone=a, rack = 3") == {"zone": "a", "rack": "3"}
+    with pytest.raises(ValueError, match="not key=value"):
+        parse_labels("zone")
+    assert parse_env("A=1\n# comment\nB=x=y") == {"A": "1", "B": "x=y"}
+    with pytest.raises(ValueError, match="NAME=value"):
+        parse_env("JUSTANAME")
+    dlg = ModuleDialog({"hello": ["1.0.0", "0.9"]})
+    dlg.name.setText("web")
+    dlg.args.setText("--port 'unterminated")
+    with pytest.raises(ValueError, match="arguments"):
+        dlg.values()
+    dlg.args.setText("--port 80")
+    assert dlg.values()["args"] == ["--port", "80"] and dlg.values()["version"] is None
+
+
+def test_command_line(capsys):
+    assert main(["--version"]) == 0
+    assert "gdos-console" in capsys.readouterr().out
+    args = parse_args(["--master", "https://m:8080", "--ca", "/ca.pem", "--embedded"])
+    assert args.master == "https://m:8080" and args.ca == "/ca.pem" and args.embedded
