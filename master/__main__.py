@@ -3,6 +3,7 @@
 import asyncio
 import logging
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import Sequence
@@ -66,6 +67,11 @@ async def serve(settings: Settings, with_agent: bool) -> int:
         timeout_graceful_shutdown=5,
     )
     server = uvicorn.Server(config)
+    # uvicorn re-raises the signal that stopped it once it is done serving; with the default
+    # handlers that kills this process before the local agent is stopped below. Handlers that
+    # only note the signal let the cleanup run (uvicorn installs its own while serving).
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
     serving = asyncio.create_task(server.serve())
     while not server.started and not serving.done():
         await asyncio.sleep(0.05)
