@@ -41,7 +41,7 @@ def test_local_agent_enrols_and_stops_with_the_master(tmp_path, sig):
         assert proc.popen is not None
         proc.popen.send_signal(sig)
         assert proc.popen.wait(30) == 0
-        gone, alive = psutil.wait_procs(children, timeout=15)
+        _gone, alive = psutil.wait_procs(children, timeout=15)
         assert alive == [], "the local agent outlived its master"
     finally:
         proc.stop()
