@@ -8,7 +8,18 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from master.api import agent, audit, auth, events, health, instances, nodes, packages, systems
+from master.api import (
+    agent,
+    audit,
+    auth,
+    events,
+    health,
+    instances,
+    nodes,
+    operations,
+    packages,
+    systems,
+)
 from master.api.errors import install as install_error_handlers
 from master.config import Settings
 from master.db import models
@@ -17,6 +28,7 @@ from master.hub import Hub
 from master.services import accounts
 from master.services.agents import AgentLink, AgentRegistry, watch_liveness
 from master.services.audit import AuditMiddleware
+from master.services.operations import Operations
 from master.services.orchestrator import Orchestrator
 from master.services.views import node_out
 from master.storage import PackageStore, make_store
@@ -35,6 +47,7 @@ class Services:
         self.hub = Hub()
         self.agents = AgentRegistry()
         self.orchestrator = Orchestrator(self.db, self.agents, self.hub, settings)
+        self.operations = Operations(self.db, self.orchestrator, self.agents, self.hub)
         self._store: PackageStore | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -52,6 +65,7 @@ class Services:
         self._store = make_store(self.settings)
         # No agent is connected yet: what their processes do is unknown until they say hello.
         self.orchestrator.mark_node_unknown(None)
+        self.operations.resume_all()  # they wait for their nodes' hello
         self._tasks.append(
             asyncio.create_task(
                 watch_liveness(self.agents, self.settings.heartbeat_grace, self._drop_stale)
@@ -117,7 +131,18 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.services = svc
     install_error_handlers(app)
-    for module in (health, auth, agent, nodes, packages, systems, instances, audit, events):
+    for module in (
+        health,
+        auth,
+        agent,
+        nodes,
+        packages,
+        systems,
+        instances,
+        operations,
+        audit,
+        events,
+    ):
         app.include_router(module.router)
     app.add_middleware(AuditMiddleware, db=svc.db)
     return app

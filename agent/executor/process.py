@@ -1,7 +1,8 @@
 """Processes: spawn in their own session, know them by identity, notice exits, stop whole trees.
 
-Identity is (pid, create_time): a PID that was reused by another program never matches,
-so it is never signalled. Exits are events (`pidfd_open` + the loop's reader on Linux), for
+Identity is (pid, create_time[, cmdline]): a PID that was reused by another program never
+matches, so it is never signalled. The command line is recorded for processes found rather
+than spawned (adopted, or `pid_strategy: match`); our own children are known from the fork. Exits are events (`pidfd_open` + the loop's reader on Linux), for
 our own children and for processes we re-adopted alike; elsewhere a short poll stands in.
 """
 
@@ -27,10 +28,16 @@ CREATE_TIME_TOLERANCE = 0.05  # seconds; psutil rounds create_time
 class Identity:
     pid: int
     create_time: float
+    cmdline: tuple[str, ...] | None = None
 
     def matches(self, proc: psutil.Process) -> bool:
         try:
-            return abs(proc.create_time() - self.create_time) <= CREATE_TIME_TOLERANCE
+            if abs(proc.create_time() - self.create_time) > CREATE_TIME_TOLERANCE:
+                return False
+            if self.cmdline is not None:
+                with contextlib.suppress(psutil.AccessDenied):
+                    return tuple(proc.cmdline()) == self.cmdline
+            return True
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
             return False
 
@@ -56,6 +63,12 @@ def identity_of(pid: int) -> Identity | None:
         return Identity(pid, psutil.Process(pid).create_time())
     except psutil.NoSuchProcess:
         return None
+
+
+def full_identity(proc: psutil.Process) -> Identity:
+    """pid + create time + command line, for a process found rather than spawned."""
+    with proc.oneshot():
+        return Identity(proc.pid, proc.create_time(), tuple(proc.cmdline()))
 
 
 def spawn(

@@ -24,6 +24,7 @@ from protocol.messages import (
     Heartbeat,
     Hello,
     InstanceStateMsg,
+    InstanceStates,
     Result,
 )
 from protocol.rest import EnrollIn, EnrollOut
@@ -126,6 +127,8 @@ async def _serve(ws: WebSocket, link: AgentLink, svc: ServicesDep) -> None:
             svc.publish_node_load(link)
         elif isinstance(msg, InstanceStateMsg):
             svc.orchestrator.apply_report(link.node_id, msg)
+        elif isinstance(msg, InstanceStates):
+            svc.orchestrator.apply_reports(link.node_id, msg.reports)
         elif isinstance(msg, Result):
             link.resolve(msg)
         elif isinstance(msg, Hello):

@@ -36,6 +36,12 @@ STATUS = {
     ErrorCode.STORAGE_ERROR: 503,
     ErrorCode.TIMEOUT: 504,
     ErrorCode.UNSUPPORTED: 501,
+    ErrorCode.PROCESS_IDENTITY: 409,
+    ErrorCode.AMBIGUOUS_MATCH: 409,
+    ErrorCode.PROCESS_NOT_FOUND: 422,
+    ErrorCode.START_FAILED: 409,
+    ErrorCode.STOP_FAILED: 409,
+    ErrorCode.DEPLOY_FAILED: 409,
 }
 
 _HTTP_CODES = {
