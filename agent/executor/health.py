@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import signal
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -47,7 +48,8 @@ async def probe_tcp(host: str, port: int, timeout: float) -> ProbeResult:
     except TimeoutError:
         return ProbeResult(False, f"{what}: no answer within {timeout:g} s")
     except OSError as exc:
-        return ProbeResult(False, f"{what}: {exc.strerror or exc}")
+        why = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+        return ProbeResult(False, f"{what}: {why}")
     writer.close()
     with contextlib.suppress(OSError):
         await writer.wait_closed()
@@ -101,8 +103,7 @@ async def probe_command(argv: list[str], ctx: ProbeContext, timeout: float) -> P
     try:
         _, err = await asyncio.wait_for(proc.communicate(), timeout)
     except TimeoutError:
-        with contextlib.suppress(ProcessLookupError):
-            proc.kill()
+        _kill_group(proc.pid)  # the probe and whatever it started (they hold its pipes)
         await proc.wait()
         return ProbeResult(False, f"{what}: still running after {timeout:g} s")
     if proc.returncode == 0:
@@ -110,6 +111,14 @@ async def probe_command(argv: list[str], ctx: ProbeContext, timeout: float) -> P
     tail = err.decode(errors="replace").strip().splitlines()[-1:] if err else []
     more = f": {tail[0][:200]}" if tail else ""
     return ProbeResult(False, f"{what}: exit {proc.returncode}{more}")
+
+
+def _kill_group(pid: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        if hasattr(os, "killpg"):
+            os.killpg(pid, signal.SIGKILL)  # started in its own session: pgid == pid
+        else:
+            os.kill(pid, signal.SIGTERM)
 
 
 async def probe(check: HealthCheck, ctx: ProbeContext) -> ProbeResult:

@@ -118,5 +118,6 @@ def probe_context(
 ) -> ProbeContext:
     root = instance_dir / "app" if spec.adopt is None else None
     env = {**(manifest.env if manifest else {}), **spec.env}
-    env[ENV_INSTANCE_ID], env[ENV_INSTANCE_NAME] = spec.instance_id, spec.name
+    # The name, not the id marker: a probe is not one of the service's processes.
+    env[ENV_INSTANCE_NAME] = spec.name
     return ProbeContext(root=root, env=env)

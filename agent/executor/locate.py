@@ -21,12 +21,16 @@ import psutil
 from protocol.errors import ErrorCode, GdosError
 
 # A PID file is written by (or just after starting) its process: a process created more than
-# this long after the file's last write cannot be the one the file names.
-PID_FILE_SLACK = 1.0
+# this long after the file's last write cannot be the one the file names. (psutil's create
+# times derive from a boot time in whole seconds, so they may read up to 1 s early.)
+PID_FILE_SLACK = 2.0
 # create_time has clock-tick resolution; a process found after a launch may predate the launch
 # timestamp by that much.
 LAUNCH_SLACK = 0.05
 POLL = 0.05
+# A start command that matches and is still running after this long is taken to be the
+# service itself (a start command that does not daemonize).
+LAUNCHER_SETTLE = 1.0
 MAX_LISTED = 20
 
 
@@ -187,21 +191,28 @@ async def find_started(
     marker: tuple[str, str],
     timeout: float,
 ) -> psutil.Process:
-    """After running a start command at `since`, wait for the process it brings up.
+    """After running a start command at `since` (wall clock), wait for the process it brings up.
 
     Only processes created after the launch count, so an older unrelated process that happens
     to match is never taken. When several match, those carrying this instance's environment
     marker (inherited from the start command) win; the launcher itself counts only when it is
     the service (a start command that does not exit)."""
     deadline = time.monotonic() + timeout
+    # Compare create times with the launcher's own, not with the wall clock: psutil's create
+    # times can be off from time.time() by up to a second.
+    try:
+        born = psutil.Process(launcher.pid).create_time()
+    except psutil.Error:
+        born = since - 1.0
     while True:
         code = launcher.poll()
         if code not in (None, 0):
             raise GdosError(
                 ErrorCode.START_FAILED, f"the start command exited with code {code}", {"code": code}
             )
-        found = _started(target, since, exclude, launcher.pid, marker)
-        if found is not None:
+        found = _started(target, since, born, exclude, launcher.pid, marker)
+        settled = time.monotonic() > deadline - timeout + LAUNCHER_SETTLE
+        if found is not None and (found.pid != launcher.pid or settled):
             return found
         if time.monotonic() > deadline:
             raise GdosError(
@@ -213,7 +224,12 @@ async def find_started(
 
 
 def _started(
-    target: Target, since: float, exclude: set[int], launcher: int, marker: tuple[str, str]
+    target: Target,
+    since: float,
+    born: float,
+    exclude: set[int],
+    launcher: int,
+    marker: tuple[str, str],
 ) -> psutil.Process | None:
     if target.pid_file is not None:
         try:
@@ -230,7 +246,7 @@ def _started(
             raise
         return proc if proc.pid == pid and proc.pid not in exclude else None
     assert target.matcher is not None
-    found = scan(target.matcher, exclude, since)
+    found = scan(target.matcher, exclude, born)
     if len(found) > 1:
         found = [p for p in found if p.pid != launcher] or found
     if len(found) > 1:
