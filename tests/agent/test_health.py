@@ -99,7 +99,11 @@ async def test_monitor_follows_a_real_command_and_reports_changes_only(tmp_path)
         await _until(lambda: seen[-1][0] == HealthState.UNHEALTHY, "unhealthy again")
     finally:
         mon.stop()
-    assert [h for h, _ in seen] == [HealthState.UNHEALTHY, HealthState.HEALTHY, HealthState.UNHEALTHY]
+    assert [h for h, _ in seen] == [
+        HealthState.UNHEALTHY,
+        HealthState.HEALTHY,
+        HealthState.UNHEALTHY,
+    ]
 
 
 async def test_monitor_needs_threshold_failures_once_healthy(monkeypatch):

@@ -65,7 +65,9 @@ def test_by_cmdline_pattern_never_matches_the_agent_itself(procs):
     assert [x.pid for x in locate.scan(m, set())] == [p.pid]
     # This test process's own command line does not contain the tag, but a pattern that
     # matches "python" would match pytest too: the agent's own lineage is always excluded.
-    assert os.getpid() not in [x.pid for x in locate.scan(locate.Matcher(cmdline_pattern="python"), set())]
+    assert os.getpid() not in [
+        x.pid for x in locate.scan(locate.Matcher(cmdline_pattern="python"), set())
+    ]
 
 
 def test_pid_file(tmp_path, procs):
@@ -96,12 +98,19 @@ def test_pid_file_naming_another_program_is_refused(tmp_path, procs):
     pid_file.write_text(str(p.pid))
     with pytest.raises(GdosError) as exc:
         locate.from_pid_file(pid_file, locate.Matcher(process_name="postgres"))
-    assert exc.value.code == ErrorCode.PROCESS_IDENTITY and "not a process named 'postgres'" in exc.value.message
+    assert (
+        exc.value.code == ErrorCode.PROCESS_IDENTITY
+        and "not a process named 'postgres'" in exc.value.message
+    )
 
 
 @pytest.mark.parametrize(
     ("content", "code"),
-    [(None, ErrorCode.PROCESS_NOT_FOUND), ("garbage", ErrorCode.PROCESS_NOT_FOUND), ("999999999", ErrorCode.PROCESS_NOT_FOUND)],
+    [
+        (None, ErrorCode.PROCESS_NOT_FOUND),
+        ("garbage", ErrorCode.PROCESS_NOT_FOUND),
+        ("999999999", ErrorCode.PROCESS_NOT_FOUND),
+    ],
 )
 def test_pid_file_problems(tmp_path, content, code):
     pid_file = tmp_path / "x.pid"
@@ -138,7 +147,9 @@ async def test_find_started_takes_the_new_process_not_an_older_twin(tmp_path, pr
         env={**os.environ, "GDOS_INSTANCE_ID": "i-1"},
     )
     target = locate.Target(locate.Matcher(cmdline_pattern=tag))
-    found = await locate.find_started(target, launcher, since, set(), ("GDOS_INSTANCE_ID", "i-1"), 20)
+    found = await locate.find_started(
+        target, launcher, since, set(), ("GDOS_INSTANCE_ID", "i-1"), 20
+    )
     try:
         assert found.pid not in (old.pid, launcher.pid)
         assert found.environ().get("GDOS_INSTANCE_ID") == "i-1"

@@ -95,7 +95,9 @@ def deploy_all(api: Api, placements: list[tuple[str, str]], timeout: float = 120
     return ids
 
 
-def run_operation(api: Api, system_id: str, kind: str, body: Any = None, timeout: float = 120) -> dict:
+def run_operation(
+    api: Api, system_id: str, kind: str, body: Any = None, timeout: float = 120
+) -> dict:
     started = api.post(f"/systems/{system_id}/{kind}", body, expect=202)
     assert started["operation_id"] == started["id"] and started["kind"] == kind
     return wait_operation(api, started["operation_id"], timeout)
@@ -123,3 +125,29 @@ def read_events(path: Path) -> dict[tuple[str, str], list[float]]:
 
 def now() -> float:
     return time.time()
+
+
+# A service that becomes ready (creates `ready` in its working directory) after a delay.
+SLOW_READY = """\
+import pathlib, sys, time
+time.sleep(float(sys.argv[1]))
+pathlib.Path("ready").touch()
+while True:
+    time.sleep(3600)
+"""
+READY_FILE_CHECK = {"command": ["/bin/sh", "-c", "test -f bin/ready"], "interval": 0.5}
+
+
+def processes_by_marker() -> dict[str, list[int]]:
+    """{GDOS_INSTANCE_ID: [pids]} in one pass over the process table."""
+    import contextlib
+
+    import psutil
+
+    found: dict[str, list[int]] = {}
+    for proc in psutil.process_iter(["pid"]):
+        with contextlib.suppress(psutil.Error, OSError):
+            value = proc.environ().get("GDOS_INSTANCE_ID")
+            if value:
+                found.setdefault(value, []).append(proc.pid)
+    return found

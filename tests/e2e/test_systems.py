@@ -25,7 +25,15 @@ def upload_three_tiers(api, tmp_path, events, db_port, app_base, web_port, db_ar
             pkgs,
             "db",
             {
-                "args": ["--port", str(db_port), "--ready-after", "0.8", "--events", str(events), *db_args],
+                "args": [
+                    "--port",
+                    str(db_port),
+                    "--ready-after",
+                    "0.8",
+                    "--events",
+                    str(events),
+                    *db_args,
+                ],
                 "health": {"tcp": db_port, "ready_timeout": 30},
             },
         )
@@ -35,7 +43,14 @@ def upload_three_tiers(api, tmp_path, events, db_port, app_base, web_port, db_ar
             pkgs,
             "app",
             {
-                "args": ["--port-base", str(app_base), "--ready-after", "0.5", "--events", str(events)],
+                "args": [
+                    "--port-base",
+                    str(app_base),
+                    "--ready-after",
+                    "0.5",
+                    "--events",
+                    str(events),
+                ],
                 "health": {"command": [sys.executable, "bin/check.py", str(app_base)]},
             },
             files={"bin/check.py": CHECK_BY_NAME},
@@ -46,7 +61,15 @@ def upload_three_tiers(api, tmp_path, events, db_port, app_base, web_port, db_ar
             pkgs,
             "web",
             {
-                "args": ["--port", str(web_port), "--http", "--ready-after", "0.3", "--events", str(events)],
+                "args": [
+                    "--port",
+                    str(web_port),
+                    "--http",
+                    "--ready-after",
+                    "0.3",
+                    "--events",
+                    str(events),
+                ],
                 "health": {"http": f"http://127.0.0.1:{web_port}/"},
             },
         )
@@ -99,9 +122,12 @@ def test_three_levels_start_in_order_behind_health_gates_and_stop_in_reverse(
     assert max(apps_ready) <= web_start, ev
     # The master's started_at agrees.
     started = {n: i["started_at"] for n, i in insts.items()}
-    assert started["db-1"] < min(started["app-1"], started["app-2"]) <= max(
-        started["app-1"], started["app-2"]
-    ) < started["web-1"]
+    assert (
+        started["db-1"]
+        < min(started["app-1"], started["app-2"])
+        <= max(started["app-1"], started["app-2"])
+        < started["web-1"]
+    )
     # The operation was published live on the event stream, step by step.
     op_events = [e for e in stream.topic("operation") if e["id"] == op["id"]]
     assert op_events[0]["state"] == "running" and op_events[-1]["state"] == "succeeded"
@@ -138,7 +164,9 @@ def test_a_level_that_never_becomes_healthy_fails_and_starts_nothing_above(
     node = agent_factory(master).start_and_wait(api)
     events = tmp_path / "events.log"
     db_port, web_port, app_base = free_port(), free_port(), free_port() + 100
-    upload_three_tiers(api, tmp_path, events, db_port, app_base, web_port, db_args=["--never-ready"])
+    upload_three_tiers(
+        api, tmp_path, events, db_port, app_base, web_port, db_args=["--never-ready"]
+    )
     system_id, mods = system_with_modules(
         api,
         "broken",
