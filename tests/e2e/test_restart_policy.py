@@ -1,6 +1,7 @@
 """Restart policies applied by the agent on the exit event (with backoff, a limit, a reset by a
 manual start, and while the master is away), and `pid_strategy: match`."""
 
+import itertools
 import uuid
 
 import psutil
@@ -38,7 +39,7 @@ def node(shared_master, shared_api, tmp_path_factory):
 
 def one_instance(api, node_id, pkg_path, package):
     api.upload(pkg_path)
-    system_id, mods = system_with_modules(
+    _system_id, mods = system_with_modules(
         api, f"s-{uuid.uuid4().hex[:6]}", [{"name": package, "package": package}]
     )
     return deploy_all(api, [(mods[package], node_id)])[0]
@@ -66,7 +67,7 @@ def test_on_failure_backs_off_then_fails_and_a_manual_start_resets(
     assert inst["restarts"] == 3 and inst["pid"] is None
     times = [float(x) for x in starts.read_text().split()]
     assert len(times) == 4, "the first run and three restarts, then no more"
-    gaps = [b - a for a, b in zip(times, times[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(times)]
     # Backoff: immediate, then ~0.5 s, then ~1 s (+-20 % jitter; start-up time comes on top).
     assert gaps[1] >= 0.4 and gaps[2] >= 0.8 and gaps[2] > gaps[0], gaps
     errors = [e.get("last_error") or "" for e in stream.topic("instance") if e["id"] == iid]
