@@ -66,7 +66,7 @@ socket.create_connection(("127.0.0.1", port), timeout=1).close()
 
 
 def service_package(
-    dest: Path, name: str, manifest: dict[str, Any], files: dict[str, str] | None = None
+    dest: Path, name: str, manifest: dict[str, Any], files: dict[str, str | bytes] | None = None
 ) -> Path:
     return build_package(dest, name=name, manifest=manifest, script=SERVICE, files=files)
 
