@@ -85,11 +85,19 @@ def stop_plan(spec: InstanceSpec, manifest: Manifest | None, instance_dir: Path)
     if spec.adopt is not None:
         if not spec.adopt.stop_command:
             return None
-        return Plan(shell_argv(spec.adopt.stop_command), instance_dir, base_env(spec, manifest))
+        return Plan(shell_argv(spec.adopt.stop_command), instance_dir, _stop_env(spec, manifest))
     if manifest is None or not manifest.stop_entrypoint:
         return None
     exe = process.executable(instance_dir / "app" / manifest.stop_entrypoint)
-    return Plan([str(exe), *manifest.stop_args], exe.parent, base_env(spec, manifest))
+    return Plan([str(exe), *manifest.stop_args], exe.parent, _stop_env(spec, manifest))
+
+
+def _stop_env(spec: InstanceSpec, manifest: Manifest | None) -> dict[str, str]:
+    # Without the id marker: a stop command is not one of the service's processes, and must
+    # never be taken for it when an agent looks for its services by marker after a restart.
+    env = base_env(spec, manifest)
+    env.pop(ENV_INSTANCE_ID)
+    return env
 
 
 def stop_timeout(spec: InstanceSpec, manifest: Manifest | None) -> float:

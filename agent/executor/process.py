@@ -12,6 +12,8 @@ import logging
 import os
 import signal
 import subprocess
+import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -92,6 +94,23 @@ def spawn(
     )
 
 
+# Popen returns only once the child has exec'd, and on a busy host that means waiting for the
+# child to be scheduled: spawning from a few threads overlaps those waits across a batch.
+_spawner = ThreadPoolExecutor(max_workers=16, thread_name_prefix="gdos-spawn")
+
+
+async def spawn_logged(
+    argv: list[str], cwd: Path, env: dict[str, str], stdout: Path, stderr: Path
+) -> subprocess.Popen[bytes]:
+    """`spawn` with stdout and stderr appended to files, off the event loop."""
+
+    def run() -> subprocess.Popen[bytes]:
+        with open(stdout, "ab") as out, open(stderr, "ab") as err:
+            return spawn(argv, cwd, env, out, err)
+
+    return await asyncio.get_running_loop().run_in_executor(_spawner, run)
+
+
 async def wait_exit(identity: Identity, popen: subprocess.Popen[bytes] | None = None) -> int | None:
     """Wait until the process ends; returns its exit code when it is our child, else None."""
     if popen is None and find(identity) is None:
@@ -133,12 +152,63 @@ def _pidfd(pid: int) -> int | None:
         return None
 
 
-def tree(proc: psutil.Process) -> list[psutil.Process]:
-    """The process and all its descendants, leaves last."""
+_CHILDREN_TTL = 0.1
+_children_cache: tuple[float, dict[int, list[int]]] | None = None
+
+
+def _children_map() -> dict[int, list[int]]:
+    """Parent pid -> child pids from one pass over the process table, shared by the calls of
+    the next 0.1 s (used where /proc/<pid>/task/<tid>/children is not available)."""
+    global _children_cache
+    now = time.monotonic()
+    if _children_cache is not None and now - _children_cache[0] < _CHILDREN_TTL:
+        return _children_cache[1]
+    kids: dict[int, list[int]] = {}
+    for p in psutil.process_iter(["ppid"]):
+        kids.setdefault(p.info["ppid"], []).append(p.pid)
+    _children_cache = (now, kids)
+    return kids
+
+
+def _direct_children(pid: int) -> list[int] | None:
+    """Linux: a process's children straight from the kernel, without scanning every process
+    (what psutil does); None where the kernel does not offer it."""
     try:
-        return [proc, *proc.children(recursive=True)]
-    except psutil.NoSuchProcess:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return [] if os.path.isdir("/proc/self/task") else None
+    out: list[int] = []
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                out.extend(int(x) for x in f.read().split())
+        except FileNotFoundError:
+            return None  # kernel without CONFIG_PROC_CHILDREN
+        except OSError:
+            continue  # the thread ended meanwhile
+    return out
+
+
+def tree(proc: psutil.Process) -> list[psutil.Process]:
+    """The process and all its descendants, parents before their children."""
+    if not proc.is_running():
         return []
+    scanned: dict[int, list[int]] | None = None
+    out, queue, seen = [proc], [proc.pid], {proc.pid}
+    while queue:
+        pid = queue.pop(0)
+        kids = _direct_children(pid)
+        if kids is None:
+            scanned = scanned if scanned is not None else _children_map()
+            kids = scanned.get(pid, [])
+        for child in kids:
+            if child in seen:
+                continue
+            seen.add(child)
+            with contextlib.suppress(psutil.NoSuchProcess):
+                out.append(psutil.Process(child))
+                queue.append(child)
+    return out
 
 
 def signal_tree(procs: list[psutil.Process], sig: int) -> None:

@@ -61,6 +61,7 @@ class Managed:
     monitor: HealthMonitor | None = None
     backoff: Backoff | None = None
     restart_task: asyncio.Task[None] | None = None
+    _static: dict[str, Any] | None = None  # spec and manifest, dumped once
 
     @property
     def id(self) -> str:
@@ -89,9 +90,15 @@ class Managed:
         )
 
     def record(self) -> dict[str, Any]:
+        if self._static is None or self._static["manifest_obj"] is not self.manifest:
+            self._static = {
+                "spec": self.spec.model_dump(mode="json"),
+                "manifest": self.manifest.model_dump(mode="json") if self.manifest else None,
+                "manifest_obj": self.manifest,
+            }
         return {
-            "spec": self.spec.model_dump(mode="json"),
-            "manifest": self.manifest.model_dump(mode="json") if self.manifest else None,
+            "spec": self._static["spec"],
+            "manifest": self._static["manifest"],
             "cmdline": self.cmdline,
             "restart_pending": self.restart_pending,
             **self.report().model_dump(
@@ -174,10 +181,10 @@ class Supervisor:
             self.instances[m.id] = m
             ident = m.identity
             proc = process.find(ident) if ident else None
-            if proc is None and m.state in (InstanceState.STARTING, InstanceState.RUNNING):
+            if proc is None and not m.adopted:
                 if markers is None:
                     markers = _processes_by_marker()  # one scan for all instances
-                proc = markers.get(m.id)  # crashed between spawn and save
+                proc = markers.get(m.id)  # spawned just before the last agent died
                 if proc is not None and m.cmdline is not None:
                     m.cmdline = _cmdline(proc)
             if self._readopt(m, proc):
@@ -192,7 +199,7 @@ class Supervisor:
     def _readopt(self, m: Managed, proc: psutil.Process | None) -> bool:
         """Take up where the last agent left; True when the restart policy has a say."""
         policy = launch.restart_policy(m.spec, m.manifest)
-        if proc is not None and m.state in ACTIVE_STATES:
+        if proc is not None and m.state != InstanceState.DESTROYING:
             m.pid, m.create_time = proc.pid, proc.create_time()
             m.state = InstanceState.RUNNING
             log.info("re-adopted %s (pid %d)", m.spec.name, m.pid)
@@ -373,14 +380,13 @@ class Supervisor:
         logs = inst_dir / "logs"
         logs.mkdir(parents=True, exist_ok=True)
         m.state, m.error, m.exit_code = InstanceState.STARTING, None, None
-        if manual:
-            # Saved before the spawn so that a crash right after it finds the process again
-            # by its marker. (An automatic restart is already saved as running.)
-            await self._commit(m)
+        # No save before the spawn: if the agent dies right after it, the next agent finds the
+        # process by its environment marker (see load), whatever state was saved.
         since = time.time()
         try:
-            with open(logs / "stdout.log", "ab") as out, open(logs / "stderr.log", "ab") as err:
-                popen = process.spawn(plan.argv, plan.cwd, plan.env, out, err)
+            popen = await process.spawn_logged(
+                plan.argv, plan.cwd, plan.env, logs / "stdout.log", logs / "stderr.log"
+            )
         except OSError as exc:
             m.state = InstanceState.FAILED
             m.error = f"cannot start {plan.argv[0]}: {exc.strerror or exc}"
@@ -444,7 +450,10 @@ class Supervisor:
             await self._commit(m)
             return
         m.state = transition
-        await self._commit(m)
+        # The save runs while the process stops (it used to come first): stop latency is then
+        # the longer of the two, not their sum. An agent dying in that window finds the
+        # process gone and the state running: the master, wanting it stopped, says so again.
+        saving = asyncio.ensure_future(self._commit(m))
         timeout = launch.stop_timeout(m.spec, m.manifest)
         procs = process.tree(proc)
         plan = launch.stop_plan(m.spec, m.manifest, self.instance_dir(m.id))
@@ -453,6 +462,7 @@ class Supervisor:
         else:
             process.signal_tree(procs, signal.SIGTERM)
         left = await self._wait_stopped(m, procs, timeout)
+        await saving
         if left:
             log.warning("%s did not stop within %.0f s: killing", m.spec.name, timeout)
             process.signal_tree(left, getattr(signal, "SIGKILL", signal.SIGTERM))

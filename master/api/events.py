@@ -15,6 +15,7 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1", tags=["events"])
 
 MAX_KEYS = 256
+MAX_BATCH = 1000
 
 
 @router.websocket("/events")
@@ -49,7 +50,15 @@ async def _write_events(ws: WebSocket, sub: Subscriber) -> None:
                 get.cancel()
                 await ws.close(CLOSE_TOO_SLOW, "event stream reader too slow")
                 return
-            await ws.send_text(get.result())
+            text = get.result()
+            if sub.batch:
+                # Everything queued goes in one frame: a batch of 100 instance changes costs
+                # one socket write instead of 100.
+                texts = [text]
+                while len(texts) < MAX_BATCH and not sub.queue.empty():
+                    texts.append(sub.queue.get_nowait())
+                text = "[" + ",".join(texts) + "]"
+            await ws.send_text(text)
     finally:
         overflow.cancel()
 
@@ -59,6 +68,8 @@ async def _read_subscriptions(ws: WebSocket, sub: Subscriber) -> None:
         text = await ws.receive_text()
         with contextlib.suppress(ValueError, TypeError, AttributeError):
             msg = json.loads(text)
+            if "batch" in msg:
+                sub.batch = msg["batch"] is True
             for key in msg.get("subscribe", []) or []:
                 if isinstance(key, str) and len(sub.keys) < MAX_KEYS:
                     sub.keys.add(key)

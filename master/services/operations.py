@@ -29,6 +29,7 @@ from sqlalchemy.orm import Session
 from master.db import models
 from master.db.session import Database
 from master.hub import Hub
+from master.services import instance_rows
 from master.services.agents import AgentRegistry
 from master.services.orchestrator import COMMAND_SLACK, Orchestrator
 from protocol.errors import ErrorCode, GdosError
@@ -44,7 +45,7 @@ from protocol.states import (
 
 log = logging.getLogger(__name__)
 
-FLUSH_DELAY = 0.05
+FLUSH_DELAY = 0.2
 DEFAULT_READY_TIMEOUT = 60.0
 START_TIMEOUT = COMMAND_SLACK * 4  # reaching `running` without a health check
 RESUME_GRACE = 60.0  # how long a resumed operation waits for its nodes to come back
@@ -83,6 +84,7 @@ class Step:
     error: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    _view: tuple[tuple[Any, ...], dict[str, Any]] | None = field(default=None, repr=False)
 
     @property
     def final(self) -> bool:
@@ -119,17 +121,28 @@ class Step:
             finished_at=r.get("finished_at"),
         )
 
+    def view(self) -> dict[str, Any]:
+        """StepOut as a plain dict, rebuilt only when the step changed (an operation of a
+        hundred steps is published several times a second while it runs)."""
+        key = (self.state, self.error, self.started_at, self.finished_at)
+        if self._view is None or self._view[0] != key:
+            self._view = (key, self._build_view())
+        return self._view[1]
+
+    def _build_view(self) -> dict[str, Any]:
+        return {
+            "instance_id": self.instance_id,
+            "name": self.name,
+            "node_id": self.node_id,
+            "level": self.level,
+            "state": str(self.state),
+            "error": self.error,
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+        }
+
     def out(self) -> StepOut:
-        return StepOut(
-            instance_id=self.instance_id,
-            name=self.name,
-            node_id=self.node_id,
-            level=self.level,
-            state=str(self.state),
-            error=self.error,
-            started_at=iso(self.started_at),
-            finished_at=iso(self.finished_at),
-        )
+        return StepOut(**self.view())
 
 
 @dataclass
@@ -148,21 +161,26 @@ class Op:
     finished_at: float | None = None
     task: asyncio.Task[None] | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    touched: set[str] = field(default_factory=set)  # instances changed since the last look
+
+    def view(self) -> dict[str, Any]:
+        """OperationOut as a plain dict: what the event stream carries."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "system_id": self.system_id,
+            "state": str(self.state),
+            "error": self.error,
+            "actor": self.actor,
+            "created_at": iso(self.created_at),
+            "finished_at": iso(self.finished_at),
+            "level": self.level,
+            "resumed": self.resumed,
+            "steps": [st.view() for st in self.steps],
+        }
 
     def out(self) -> OperationOut:
-        return OperationOut(
-            id=self.id,
-            kind=self.kind,
-            system_id=self.system_id,
-            state=str(self.state),
-            error=self.error,
-            actor=self.actor,
-            created_at=iso(self.created_at),
-            finished_at=iso(self.finished_at),
-            level=self.level,
-            resumed=self.resumed,
-            steps=[st.out() for st in self.steps],
-        )
+        return OperationOut.model_validate(self.view())
 
 
 def operation_out(row: models.Operation) -> OperationOut:
@@ -229,7 +247,7 @@ class Operations:
             ready_timeout=ready_timeout,
         )
         self._track(op)
-        self.hub.publish("operation", op.out().model_dump())
+        self.hub.publish("operation", op.view())
         op.task = self.orch.spawn(self._run(op))
         log.info("operation %s: %s system %s (%d instances)", op.id, kind, system.name, len(steps))
         return op
@@ -298,38 +316,41 @@ class Operations:
 
     async def _level(self, op: Op, steps: list[Step]) -> str | None:
         starting = op.kind == "start"
-        with self.db.session() as s:
-            rows = {st.instance_id: s.get(models.Instance, st.instance_id) for st in steps}
+        sends: dict[str, list[str]] = {}
+        with self.db.engine.begin() as conn:  # Core: a level may hold hundreds of rows
+            rows = instance_rows.load(conn, (st.instance_id for st in steps))
             problem = self._preflight(op, steps, rows)
             if problem is not None:
                 return problem
-            sends: dict[str, list[str]] = {}
+            changes: dict[str, dict[str, Any]] = {}
             now = time.time()
             for st in steps:
-                inst = rows[st.instance_id]
+                row = rows.get(st.instance_id)
                 st.started_at, st.error = now, None
-                if inst is None:  # destroyed meanwhile: nothing to stop
+                if row is None:  # destroyed meanwhile: nothing to stop
                     self._finish_step(op, st, StepState.DONE)
                     continue
+                state = row["state"]
                 if starting:
-                    inst.desired_state = DesiredState.RUNNING
+                    change: dict[str, Any] = {"desired_state": DesiredState.RUNNING}
                     st.state = StepState.STARTING
-                    if inst.state in (InstanceState.RUNNING, InstanceState.STARTING):
-                        continue  # already up (or on its way): never a second process
-                    inst.state, inst.last_error = InstanceState.STARTING, None
+                    if state not in (InstanceState.RUNNING, InstanceState.STARTING):
+                        change.update(state=InstanceState.STARTING, last_error=None)
+                        sends.setdefault(row["node_id"], []).append(row["id"])
+                    # else: already up (or on its way): never a second process
                 else:
-                    inst.desired_state = DesiredState.STOPPED
+                    change = {"desired_state": DesiredState.STOPPED}
                     st.state = StepState.STOPPING
-                    if inst.state == InstanceState.STOPPED:
-                        continue
-                    if inst.state in ACTIVE_STATES:
-                        inst.state = InstanceState.STOPPING
-                    # exited/failed ones get the stop too: it cancels a pending restart
-                sends.setdefault(inst.node_id, []).append(inst.id)
-            s.commit()
-            for inst in rows.values():
-                if inst is not None:
-                    self.orch.publish(inst)  # also refreshes our view of it
+                    if state in ACTIVE_STATES:
+                        change["state"] = InstanceState.STOPPING
+                    if state != InstanceState.STOPPED:
+                        # exited/failed ones get the stop too: it cancels a pending restart
+                        sends.setdefault(row["node_id"], []).append(row["id"])
+                row.update(change)
+                changes[row["id"]] = change
+            instance_rows.write(conn, changes)
+        for row in rows.values():
+            self.orch.publish_view(instance_rows.view(row))  # also refreshes our view of it
         self._touch(op)
         for node_id, ids in sends.items():
             timeout = (
@@ -340,27 +361,25 @@ class Operations:
             self.orch.spawn(self._send(op, node_id, "start" if starting else "stop", ids, timeout))
         return await self._settle(op, steps)
 
-    def _preflight(
-        self, op: Op, steps: list[Step], rows: dict[str, models.Instance | None]
-    ) -> str | None:
+    def _preflight(self, op: Op, steps: list[Step], rows: dict[str, dict[str, Any]]) -> str | None:
         """Refuse a level before touching any of it when one of its instances cannot move."""
         for st in steps:
-            inst = rows[st.instance_id]
+            row = rows.get(st.instance_id)
             reason = None
-            if inst is None:
+            if row is None:
                 if op.kind == "start":
                     reason = f"{st.name} was destroyed"
-            elif inst.state in BUSY_STATES:
-                reason = f"{inst.name} is {inst.state}"
-            elif not self.agents.is_online(inst.node_id):
-                reason = f"{inst.name}: node {inst.node_id} is offline"
+            elif row["state"] in BUSY_STATES:
+                reason = f"{row['name']} is {row['state']}"
+            elif not self.agents.is_online(row["node_id"]):
+                reason = f"{row['name']}: node {row['node_id']} is offline"
             elif (
                 op.kind == "start"
-                and inst.state not in ACTIVE_STATES
-                and inst.adopted
-                and not (inst.adoption or {}).get("start_command")
+                and row["state"] not in ACTIVE_STATES
+                and row["adopted"]
+                and not (row["adoption"] or {}).get("start_command")
             ):
-                reason = f"{inst.name} is not running and was adopted without a start command"
+                reason = f"{row['name']} is not running and was adopted without a start command"
             if reason is not None:
                 st.started_at = time.time()
                 self._finish_step(op, st, StepState.FAILED, reason)
@@ -400,10 +419,12 @@ class Operations:
         loop = asyncio.get_running_loop()
         begun = loop.time()
         deadlines = {st.instance_id: begun + self._allowed(op, st) for st in steps}
+        op.touched.update(deadlines)
         while True:
             op.changed.clear()
+            touched, op.touched = op.touched, set()
             for st in steps:
-                if not st.final:
+                if not st.final and st.instance_id in touched:
                     self._evaluate(op, st)
             now = loop.time()
             for st in steps:
@@ -484,6 +505,7 @@ class Operations:
         op = self._following.get(view.id)
         if op is not None:
             self._views[view.id] = view
+            op.touched.add(view.id)
             op.changed.set()
 
     def _end(self, op: Op, state: OpState, error: str | None = None) -> None:
@@ -533,7 +555,7 @@ class Operations:
             s.commit()
         for op in ops:
             self._dirty.discard(op.id)
-            self.hub.publish("operation", op.out().model_dump())
+            self.hub.publish("operation", op.view())
 
     # -- master restart ----------------------------------------------------------------------
 

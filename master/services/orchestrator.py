@@ -20,6 +20,7 @@ from master.config import Settings
 from master.db import models
 from master.db.session import Database
 from master.hub import Hub
+from master.services import instance_rows
 from master.services.agents import AgentLink, AgentRegistry
 from master.services.views import instance_out
 from protocol.errors import ErrorCode, GdosError
@@ -76,7 +77,9 @@ class Orchestrator:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def publish(self, inst: models.Instance) -> None:
-        out = instance_out(inst)
+        self.publish_view(instance_out(inst))
+
+    def publish_view(self, out: InstanceOut) -> None:
         self.hub.publish("instance", out.model_dump())
         for listener in self.listeners:
             listener(out)
@@ -343,21 +346,22 @@ class Orchestrator:
         self.apply_reports(node_id, [report])
 
     def apply_reports(self, node_id: str, reports: list[InstanceReport]) -> None:
-        """Several reports from one node, in one transaction."""
-        with self.db.session() as s:
-            changed = []
+        """Several reports from one node, in one transaction (Core: the hot path)."""
+        with self.db.engine.begin() as conn:
+            rows = instance_rows.load(conn, (r.instance_id for r in reports))
+            changes = {}
             for report in reports:
-                inst = s.get(models.Instance, report.instance_id)
-                if inst is None or inst.node_id != node_id:
+                row = rows.get(report.instance_id)
+                if row is None or row["node_id"] != node_id:
                     log.info("node %s reported unknown instance %s", node_id, report.instance_id)
                     continue
-                self._apply(inst, report)
-                changed.append(inst)
-            if not changed:
+                changes[row["id"]] = instance_rows.report_changes(row, report)
+                row.update(changes[row["id"]])
+            if not changes:
                 return
-            s.commit()
-            for inst in changed:
-                self.publish(inst)
+            instance_rows.write(conn, changes)
+        for instance_id in changes:
+            self.publish_view(instance_rows.view(rows[instance_id]))
 
     def _apply(self, inst: models.Instance, report: InstanceReport) -> None:
         if inst.state != InstanceState.DESTROYING:

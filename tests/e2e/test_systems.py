@@ -98,6 +98,8 @@ def test_three_levels_start_in_order_behind_health_gates_and_stop_in_reverse(
         [(mods["db"], node_a), (mods["app"], node_a), (mods["app"], node_b), (mods["web"], node_b)],
     )
     stream = EventStream(master.url, api.token)
+    batched = EventStream(master.url, api.token)
+    batched.send({"batch": True})  # opt in: one JSON array per burst of events
 
     op = run_operation(api, system_id, "start")
     assert op["state"] == "succeeded", op
@@ -134,6 +136,13 @@ def test_three_levels_start_in_order_behind_health_gates_and_stop_in_reverse(
     assert any(
         s["state"] == "waiting_health" for e in op_events for s in e["steps"] if s["name"] == "db-1"
     )
+    with batched._lock:
+        frames = list(batched.events)
+    assert frames and all(isinstance(f, list) for f in frames)
+    flat = [e for f in frames for e in f]
+    assert [e["data"]["state"] for e in flat if e["topic"] == "operation"][-1] == "succeeded"
+    assert len(flat) > len(frames), "several events share a frame"
+    batched.close()
 
     # Starting a running system again is a no-op: the same processes, never a second one.
     pids = {n: i["pid"] for n, i in insts.items()}
