@@ -128,6 +128,7 @@ class Result:
         self.tool = tool
         self.start: list[float] = []
         self.stop: list[float] = []
+        self.gone: list[float] = []  # stop-all until the last process is gone (seen by us)
         self.respawn: list[float] = []
         self.rss: list[float] = []
         self.note = ""
@@ -140,11 +141,21 @@ class Result:
             "start_all_min_s": min(self.start, default=float("nan")),
             "stop_all_s": median(self.stop),
             "stop_all_min_s": min(self.stop, default=float("nan")),
+            "stop_all_gone_s": median(self.gone),
             "respawn_ms": median(self.respawn) * 1000,
             "daemon_rss_mib": sum(self.rss),
             "note": self.note,
             "load": self.load,
         }
+
+
+def time_until_count(root: Path, n: int, t0: float, timeout: float = 60) -> float:
+    """Seconds from `t0` until exactly `n` of the program's processes remain (polled)."""
+    while len(running_progs(root)) != n:
+        if time.perf_counter() - t0 > timeout:
+            raise TimeoutError(f"{n} processes")
+        time.sleep(0.005)
+    return time.perf_counter() - t0
 
 
 def wait_count(root: Path, n: int, timeout: float = 60) -> None:
@@ -161,7 +172,8 @@ class OpWatcher:
         from websockets.sync.client import connect
 
         ws_url = url.replace("http://", "ws://") + "/api/v1/events"
-        self.ws = connect(ws_url, additional_headers={"Authorization": f"Bearer {token}"})
+        self._cm = connect(ws_url, additional_headers={"Authorization": f"Bearer {token}"})
+        self.ws = self._cm.__enter__()
         self.ws.send(json.dumps({"batch": True}))  # what a console does: arrays per burst
         self.done: dict[str, tuple[float, dict[str, Any]]] = {}
         self.cond = threading.Condition()
@@ -188,7 +200,7 @@ class OpWatcher:
             return self.done[op_id]
 
     def close(self) -> None:
-        self.ws.close()
+        self._cm.__exit__(None, None, None)
 
 
 def gdos_package(dest: Path) -> Path:
@@ -223,10 +235,11 @@ def bench_gdos(work: Path, n: int, n_agents: int, rounds: int, label: str = "GDO
         ]
         for a in agents:
             a.start()
-        nodes = [
-            wait_for(lambda a=a: (a.work_dir / "agent-credential.json").exists() and a.node_id, 60)
-            for a in agents
-        ]
+        nodes: list[str] = []
+        for a in agents:
+            cred = a.work_dir / "agent-credential.json"
+            wait_for(cred.exists, 60, what="enrolment")
+            nodes.append(a.node_id)
         wait_for(lambda: all(x["status"] == "online" for x in api.get("/nodes")), 60, what="agents")
         api.upload(gdos_package(work))
         system = api.post("/systems", {"name": "bench"})
@@ -260,6 +273,8 @@ def bench_gdos(work: Path, n: int, n_agents: int, rounds: int, label: str = "GDO
                 assert final["state"] == "succeeded", final
                 out.append(t1 - t0)
                 cpu[kind].append((c1[0] - c0[0], sum(c1[1:]) - sum(c0[1:])))
+                if kind == "stop":
+                    res.gone.append(time_until_count(work, 0, t0))
                 wait_count(work, n if kind == "start" else 0)
         # Respawn after kill -9, and memory with everything running.
         op = api.post(f"/systems/{system['id']}/start", expect=202)
@@ -329,13 +344,17 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
     print(
         f"{args.n} processes; GDOS over {args.agents} agents; {args.rounds} rounds (median, best)"
     )
-    print("| tool | start-all | stop-all | respawn after kill -9 | daemon RSS |")
-    print("| --- | --- | --- | --- | --- |")
+    print(
+        "| tool | start-all | stop-all | stop-all, last process gone "
+        "| respawn after kill -9 | daemon RSS |"
+    )
+    print("| --- | --- | --- | --- | --- | --- |")
     for r in results:
         row = r.row()
         print(
             f"| {r.tool} | {row['start_all_s']:.3f} s ({row['start_all_min_s']:.3f}) "
             f"| {row['stop_all_s']:.3f} s ({row['stop_all_min_s']:.3f}) "
+            f"| {row['stop_all_gone_s']:.3f} s "
             f"| {row['respawn_ms']:.1f} ms | {row['daemon_rss_mib']:.1f} MiB |"
         )
     for r in results:
@@ -397,7 +416,10 @@ def measure_peer(
     for _ in range(rounds):
         for act, out, want in ((start, res.start, n), (stop, res.stop, 0)):
             time.sleep(1.0)
+            t0 = time.perf_counter()
             out.append(act())
+            if want == 0:
+                res.gone.append(time_until_count(work, 0, t0))
             wait_count(work, want)
     start()
     wait_count(work, n)
@@ -448,7 +470,7 @@ supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    rpc = xmlrpc.client.ServerProxy(f"http://127.0.0.1:{port}/RPC2")
+    rpc: Any = xmlrpc.client.ServerProxy(f"http://127.0.0.1:{port}/RPC2")
     try:
         wait_for(
             lambda: rpc.supervisor.getState()["statename"] == "RUNNING", 30, what="supervisord"

@@ -61,6 +61,7 @@ class Managed:
     monitor: HealthMonitor | None = None
     backoff: Backoff | None = None
     restart_task: asyncio.Task[None] | None = None
+    stopping_saved: asyncio.Future[None] | None = None  # the save of `stopping`, once begun
     _static: dict[str, Any] | None = None  # spec and manifest, dumped once
 
     @property
@@ -253,6 +254,15 @@ class Supervisor:
         self._stop_monitor(m)
         m.popen, m.pid, m.create_time, m.cmdline = None, None, None, None
         m.exit_code = code
+        if m.state == InstanceState.STOPPING and m.stopping_saved is not None:
+            m.state = InstanceState.STOPPED
+            # Reported before its own save: once `stopping` is on disk, an agent that dies now
+            # comes back to "stopping, process gone", which it reads as stopped. One disk sync
+            # less between the exit and the master hearing of it.
+            await m.stopping_saved
+            self.on_report(m.report())
+            await self._commit()
+            return
         if m.state in (InstanceState.STOPPING, InstanceState.DESTROYING):
             if m.state == InstanceState.STOPPING:
                 m.state = InstanceState.STOPPED
@@ -454,6 +464,7 @@ class Supervisor:
         # the longer of the two, not their sum. An agent dying in that window finds the
         # process gone and the state running: the master, wanting it stopped, says so again.
         saving = asyncio.ensure_future(self._commit(m))
+        m.stopping_saved = saving
         timeout = launch.stop_timeout(m.spec, m.manifest)
         procs = process.tree(proc)
         plan = launch.stop_plan(m.spec, m.manifest, self.instance_dir(m.id))
@@ -463,6 +474,7 @@ class Supervisor:
             process.signal_tree(procs, signal.SIGTERM)
         left = await self._wait_stopped(m, procs, timeout)
         await saving
+        m.stopping_saved = None
         if left:
             log.warning("%s did not stop within %.0f s: killing", m.spec.name, timeout)
             process.signal_tree(left, getattr(signal, "SIGKILL", signal.SIGTERM))

@@ -317,6 +317,7 @@ class Operations:
     async def _level(self, op: Op, steps: list[Step]) -> str | None:
         starting = op.kind == "start"
         sends: dict[str, list[str]] = {}
+        began = time.perf_counter()
         with self.db.engine.begin() as conn:  # Core: a level may hold hundreds of rows
             rows = instance_rows.load(conn, (st.instance_id for st in steps))
             problem = self._preflight(op, steps, rows)
@@ -359,7 +360,17 @@ class Operations:
                 else max(st.stop_timeout for st in steps if st.instance_id in ids) + COMMAND_SLACK
             )
             self.orch.spawn(self._send(op, node_id, "start" if starting else "stop", ids, timeout))
-        return await self._settle(op, steps)
+        sent = time.perf_counter()
+        outcome = await self._settle(op, steps)
+        log.info(
+            "operation %s level %s: %d instances, commands out after %.0f ms, settled after %.0f ms",
+            op.id,
+            op.level,
+            len(steps),
+            (sent - began) * 1000,
+            (time.perf_counter() - began) * 1000,
+        )
+        return outcome
 
     def _preflight(self, op: Op, steps: list[Step], rows: dict[str, dict[str, Any]]) -> str | None:
         """Refuse a level before touching any of it when one of its instances cannot move."""
