@@ -304,6 +304,9 @@ def bench_gdos(work: Path, n: int, n_agents: int, rounds: int, label: str = "GDO
         watcher.wait(op["operation_id"])
         watcher.close()
         api.close()
+    except BaseException:
+        print(f"GDOS run failed; master log tail:\n{master.tail(40)}", file=sys.stderr)
+        raise
     finally:
         for a in agents:
             a.stop()

@@ -140,10 +140,11 @@ class Supervisor:
     def instance_dir(self, instance_id: str) -> Path:
         return self.work_dir / instance_id
 
-    async def _commit(self, m: Managed | None = None) -> None:
-        """Save the table, then tell the master about `m`."""
+    async def _commit(self, m: Managed | None = None, durable: bool = True) -> None:
+        """Save the table, then tell the master about `m`. Changes of a process's state need
+        not be `durable` (see StateFile.save); what is deployed here must be."""
         self.state.instances = {i: x.record() for i, x in self.instances.items()}
-        await self.state.save()
+        await self.state.save(durable)
         if m is not None:
             self.on_report(m.report())
 
@@ -261,12 +262,12 @@ class Supervisor:
             # less between the exit and the master hearing of it.
             await m.stopping_saved
             self.on_report(m.report())
-            await self._commit()
+            await self._commit(durable=False)
             return
         if m.state in (InstanceState.STOPPING, InstanceState.DESTROYING):
             if m.state == InstanceState.STOPPING:
                 m.state = InstanceState.STOPPED
-            await self._commit(m)
+            await self._commit(m, durable=False)
             return
         await self._after_unexpected_exit(m, _exit_text(code), code)
 
@@ -276,7 +277,7 @@ class Supervisor:
         if not policy.wants_restart(code):
             m.state, m.error, m.restart_pending = InstanceState.EXITED, reason, False
             log.warning("%s exited on its own: %s", m.spec.name, reason)
-            await self._commit(m)
+            await self._commit(m, durable=False)
             return
         if m.backoff is None or m.backoff.policy != policy:
             m.backoff = Backoff(policy)
@@ -288,14 +289,14 @@ class Supervisor:
                 "(a manual start tries again)"
             )
             log.error("%s: %s", m.spec.name, m.error)
-            await self._commit(m)
+            await self._commit(m, durable=False)
             return
         m.state, m.restart_pending = InstanceState.EXITED, True
         m.error = f"{reason}; restarting" + (f" in {delay:.1f} s" if delay else "")
         log.warning("%s: %s", m.spec.name, m.error)
         m.restart_task = asyncio.create_task(self._restart_later(m, delay))
         if delay > 0:
-            await self._commit(m)
+            await self._commit(m, durable=False)
         # With no delay the restart saves once, right after its spawn: the state file still
         # says running, and a crash in between is recovered by the environment marker.
 
@@ -400,7 +401,7 @@ class Supervisor:
         except OSError as exc:
             m.state = InstanceState.FAILED
             m.error = f"cannot start {plan.argv[0]}: {exc.strerror or exc}"
-            await self._commit(m)
+            await self._commit(m, durable=False)
             raise GdosError(ErrorCode.START_FAILED, m.error) from None
         if plan.target is None:
             ident = process.identity_of(popen.pid) or process.Identity(popen.pid, time.time())
@@ -419,7 +420,7 @@ class Supervisor:
                 self._discard_launcher(popen)
                 m.state = InstanceState.FAILED
                 m.error = f"{m.spec.name} did not start: {_message(exc)}"
-                await self._commit(m)
+                await self._commit(m, durable=False)
                 raise GdosError(ErrorCode.START_FAILED, m.error) from None
         child: subprocess.Popen[bytes] | None = popen
         if ident.pid != popen.pid:
@@ -430,7 +431,7 @@ class Supervisor:
         m.cmdline = list(ident.cmdline) if ident.cmdline is not None else None
         m.state, m.started_at = InstanceState.RUNNING, time.time()
         self._watch_process(m, child)
-        await self._commit(m)
+        await self._commit(m, durable=False)
         log.info("started %s (pid %d)", m.spec.name, m.pid)
 
     def _discard_launcher(self, popen: subprocess.Popen[bytes]) -> None:
@@ -457,13 +458,13 @@ class Supervisor:
             elif m.state != InstanceState.STOPPED:
                 # Also acknowledges an exited or failed instance: nothing restarts it now.
                 m.state, m.pid, m.create_time, m.cmdline = InstanceState.STOPPED, None, None, None
-            await self._commit(m)
+            await self._commit(m, durable=False)
             return
         m.state = transition
         # The save runs while the process stops (it used to come first): stop latency is then
         # the longer of the two, not their sum. An agent dying in that window finds the
         # process gone and the state running: the master, wanting it stopped, says so again.
-        saving = asyncio.ensure_future(self._commit(m))
+        saving = asyncio.ensure_future(self._commit(m, durable=False))
         m.stopping_saved = saving
         timeout = launch.stop_timeout(m.spec, m.manifest)
         procs = process.tree(proc)

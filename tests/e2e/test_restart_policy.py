@@ -69,7 +69,7 @@ def test_on_failure_backs_off_then_fails_and_a_manual_start_resets(
     assert len(times) == 4, "the first run and three restarts, then no more"
     gaps = [b - a for a, b in itertools.pairwise(times)]
     # Backoff: immediate, then ~0.5 s, then ~1 s (+-20 % jitter; start-up time comes on top).
-    assert gaps[1] >= 0.4 and gaps[2] >= 0.8 and gaps[2] > gaps[0], gaps
+    assert gaps[1] >= 0.4 and gaps[2] >= 0.8, gaps
     errors = [e.get("last_error") or "" for e in stream.topic("instance") if e["id"] == iid]
     assert any("restarting in" in e for e in errors), errors
 
