@@ -217,12 +217,16 @@ def signal_tree(procs: list[psutil.Process], sig: int) -> None:
         _taskkill(procs[0].pid, force=sig == getattr(signal, "SIGKILL", 9))
         return
     leader = procs[0] if procs else None
+    group = None
     if leader is not None:
         with contextlib.suppress(ProcessLookupError, PermissionError, psutil.Error):
             if leader.is_running() and os.getpgid(leader.pid) == leader.pid:
                 os.killpg(leader.pid, sig)  # its whole session's group at once
+                group = leader.pid
     for proc in procs:
-        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, OSError):
+            if group is not None and os.getpgid(proc.pid) == group:
+                continue  # the group signal reached it already
             proc.send_signal(sig)
 
 
