@@ -9,7 +9,7 @@ from master.api.deps import Operator, ServicesDep, SessionDep, Viewer
 from master.api.errors import ERROR_RESPONSES
 from master.api.systems import get_system
 from master.db import models
-from master.services.operations import operation_out
+from master.services.operation_steps import operation_out
 from protocol.rest import BatchIn, OperationOut, OperationStarted
 
 router = APIRouter(prefix="/api/v1", tags=["operations"], responses=ERROR_RESPONSES)
