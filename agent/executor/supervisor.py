@@ -257,9 +257,9 @@ class Supervisor:
         m.exit_code = code
         if m.state == InstanceState.STOPPING and m.stopping_saved is not None:
             m.state = InstanceState.STOPPED
-            # Reported before its own save: once `stopping` is on disk, an agent that dies now
-            # comes back to "stopping, process gone", which it reads as stopped. One disk sync
-            # less between the exit and the master hearing of it.
+            # Reported before its own save: once `stopping` is written, an agent that dies now
+            # comes back to "stopping, process gone", which it reads as stopped. One state
+            # write less between the exit and the master hearing of it.
             await m.stopping_saved
             self.on_report(m.report())
             await self._commit(durable=False)
