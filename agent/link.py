@@ -26,6 +26,8 @@ from protocol import __version__
 from protocol.errors import ErrorCode, GdosError
 from protocol.messages import (
     MASTER_MESSAGE,
+    Adopt,
+    Batch,
     Config,
     Deploy,
     Destroy,
@@ -34,6 +36,7 @@ from protocol.messages import (
     Hello,
     InstanceReport,
     InstanceStateMsg,
+    InstanceStates,
     ListLogs,
     Result,
     Start,
@@ -81,14 +84,27 @@ class Link:
         self.on_config: Callable[[Config], None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self.logs = AgentLogs(supervisor, self._send)
+        self._outbox: dict[str, InstanceReport] = {}
 
     # -- outgoing -----------------------------------------------------------------------------
 
     def report(self, report: InstanceReport) -> None:
-        """Send an instance's state if connected; otherwise `hello` will carry it later."""
-        if self.ws is not None:
-            msg = InstanceStateMsg(**report.model_dump())
-            self._spawn(self._send(msg))
+        """Send an instance's state if connected; otherwise `hello` will carry it later.
+
+        Reports made in the same turn of the loop (a batch of starts) go up as one message,
+        the newest state per instance, so the master writes them in one transaction."""
+        if self.ws is None:
+            return
+        if not self._outbox:
+            asyncio.get_running_loop().call_soon(self._flush_reports)
+        self._outbox[report.instance_id] = report
+
+    def _flush_reports(self) -> None:
+        reports, self._outbox = list(self._outbox.values()), {}
+        if len(reports) == 1:
+            self._spawn(self._send(InstanceStateMsg(**reports[0].model_dump())))
+        elif reports:
+            self._spawn(self._send(InstanceStates(reports=reports)))
 
     async def _send(self, msg: BaseModel) -> None:
         ws = self.ws
@@ -188,11 +204,12 @@ class Link:
         self._spawn(self._execute(msg))
 
     async def _execute(
-        self, msg: Deploy | Start | Stop | Destroy | ListLogs | TailLog | FollowLog
+        self, msg: Deploy | Start | Stop | Destroy | Batch | Adopt | ListLogs | TailLog | FollowLog
     ) -> None:
         sup = self.supervisor
         data: dict[str, Any] = {}
         try:
+            ok = True
             if isinstance(msg, ListLogs | TailLog | FollowLog):
                 data = await self.logs.handle(msg)
             elif isinstance(msg, Deploy):
@@ -203,7 +220,12 @@ class Link:
                 await sup.stop(msg.instance_id)
             elif isinstance(msg, Destroy):
                 await sup.destroy(msg.instance_id)
-            result = Result(reply_to=msg.id, ok=True, data=data)
+            elif isinstance(msg, Batch):
+                data["results"] = await self._batch(msg)
+                ok = not any(data["results"].values())
+            elif isinstance(msg, Adopt):
+                data["report"] = (await sup.adopt(msg.spec)).model_dump(mode="json")
+            result = Result(reply_to=msg.id, ok=ok, data=data)
         except GdosError as exc:
             result = Result(reply_to=msg.id, ok=False, error=WireError(**exc.to_wire()))
         except Exception as exc:  # an agent bug must still answer, not leave the master waiting
@@ -213,6 +235,23 @@ class Link:
             )
             result = Result(reply_to=msg.id, ok=False, error=wire)
         await self._send(result)
+
+    async def _batch(self, msg: Batch) -> dict[str, dict[str, Any] | None]:
+        """Every instance at once; each answers for itself (null = done, else its error)."""
+        act = self.supervisor.start if msg.action == "start" else self.supervisor.stop
+
+        async def one(instance_id: str) -> dict[str, Any] | None:
+            try:
+                await act(instance_id)
+            except GdosError as exc:
+                return exc.to_wire()
+            except Exception as exc:  # an agent bug answers for this instance only
+                log.exception("%s of %s failed", msg.action, instance_id)
+                return GdosError(ErrorCode.INTERNAL, f"{msg.action} failed: {exc}").to_wire()
+            return None
+
+        outcomes = await asyncio.gather(*(one(i) for i in msg.instance_ids))
+        return dict(zip(msg.instance_ids, outcomes, strict=True))
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -18,6 +18,7 @@ from master.api import (
     instances,
     logs,
     nodes,
+    operations,
     packages,
     systems,
 )
@@ -31,6 +32,7 @@ from master.services.agents import AgentLink, AgentRegistry, watch_liveness
 from master.services.audit import AuditMiddleware
 from master.services.backups import BackupService
 from master.services.logs import LogRelay
+from master.services.operations import Operations
 from master.services.orchestrator import Orchestrator
 from master.services.restore import Gate, GateMiddleware
 from master.services.throttle import LoginThrottle
@@ -57,6 +59,7 @@ class Services:
         self.backups = BackupService(settings, self.db)
         self.logs = LogRelay(self.db, self.agents, self.hub)
         self.backups.restore_hooks.append(self.logs.reset)
+        self.operations = Operations(self.db, self.orchestrator, self.agents, self.hub)
         self._store: PackageStore | None = None
         self._uploads: UploadService | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -83,6 +86,7 @@ class Services:
         self._tasks.append(asyncio.create_task(self._uploads.expire_forever()))
         # No agent is connected yet: what their processes do is unknown until they say hello.
         self.orchestrator.mark_node_unknown(None)
+        self.operations.resume_all()  # they wait for their nodes' hello
         self._tasks.append(
             asyncio.create_task(
                 watch_liveness(self.agents, self.settings.heartbeat_grace, self._drop_stale)
@@ -160,7 +164,18 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.services = svc
     install_error_handlers(app)
-    for module in (health, auth, agent, nodes, packages, systems, instances, audit, events):
+    for module in (
+        health,
+        auth,
+        agent,
+        nodes,
+        packages,
+        systems,
+        instances,
+        operations,
+        audit,
+        events,
+    ):
         app.include_router(module.router)
     app.include_router(backups.router)
     app.include_router(logs.router)

@@ -19,6 +19,7 @@ class Subscriber:
         self.queue: asyncio.Queue[str] = asyncio.Queue(maxsize)
         self.keys: set[str] = set()
         self.overflowed = asyncio.Event()
+        self.batch = False  # the client asked for JSON arrays of events (one frame per burst)
 
     def offer(self, text: str) -> None:
         try:

@@ -33,6 +33,8 @@ class ErrorCode(StrEnum):
     START_FAILED = "start_failed"
     STOP_FAILED = "stop_failed"
     PROCESS_IDENTITY = "process_identity_mismatch"
+    PROCESS_NOT_FOUND = "process_not_found"
+    AMBIGUOUS_MATCH = "ambiguous_match"
     STORAGE_FULL = "storage_full"
     STORAGE_ERROR = "storage_error"
     TIMEOUT = "timeout"

@@ -39,10 +39,15 @@ class HealthCheck(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     tcp: int | None = Field(default=None, ge=1, le=65535)
+    host: str = Field(default="127.0.0.1", min_length=1, max_length=255)  # for tcp
     http: str | None = None
     command: list[str] | None = None
-    timeout: float = Field(default=3.0, gt=0, le=300)
-    interval: float = Field(default=1.0, gt=0, le=3600)
+    timeout: float = Field(default=3.0, gt=0, le=300)  # one probe
+    interval: float = Field(default=1.0, gt=0, le=3600)  # between probes once healthy
+    # How long a batch start waits for this instance to become healthy before it gives up.
+    ready_timeout: float = Field(default=60.0, gt=0, le=24 * 3600)
+    # Consecutive failed probes before a healthy instance is reported unhealthy.
+    failure_threshold: int = Field(default=3, ge=1, le=100)
 
     @model_validator(mode="after")
     def _exactly_one(self) -> "HealthCheck":
@@ -100,6 +105,9 @@ class Manifest(BaseModel):
     process_name: str | None = None
     process_cmdline: str | None = None
     restart: Literal["no", "on-failure", "always"] = "no"
+    # The agent gives up (state `failed`) after this many unexpected exits within the window.
+    restart_limit: int = Field(default=5, ge=1, le=1000)
+    restart_window: float = Field(default=60.0, gt=0, le=24 * 3600)
     health: HealthCheck | None = None
     log_rotate: LogRotate = Field(default_factory=LogRotate)
 

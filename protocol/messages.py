@@ -8,7 +8,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
+from protocol.manifest import HealthCheck
 from protocol.states import HealthState, InstanceState
+
+RestartMode = Literal["no", "on-failure", "always"]
 
 
 class _Msg(BaseModel):
@@ -48,6 +51,7 @@ class InstanceReport(_Msg):
     restarts: int = 0
     health: HealthState = HealthState.UNKNOWN
     adopted: bool = False
+    health_detail: str | None = None  # what the last probe said (why it is unhealthy)
 
 
 class WireError(_Msg):
@@ -76,6 +80,13 @@ class InstanceStateMsg(InstanceReport):
     type: Literal["instance_state"] = "instance_state"
 
 
+class InstanceStates(_Msg):
+    """Several `instance_state` reports at once: what changed in one turn of the agent's loop."""
+
+    type: Literal["instance_states"] = "instance_states"
+    reports: list[InstanceReport]
+
+
 class Result(_Msg):
     type: Literal["result"] = "result"
     reply_to: str
@@ -97,7 +108,8 @@ class LogChunk(_Msg):
 
 
 AgentMessage = Annotated[
-    Hello | Heartbeat | InstanceStateMsg | Result | LogChunk, Field(discriminator="type")
+    Hello | Heartbeat | InstanceStateMsg | InstanceStates | Result | LogChunk,
+    Field(discriminator="type"),
 ]
 AGENT_MESSAGE: TypeAdapter[AgentMessage] = TypeAdapter(AgentMessage)
 
@@ -115,14 +127,33 @@ class PackageRef(_Msg):
     needs_auth: bool = True  # send the node credential (False for presigned URLs)
 
 
+class AdoptSpec(_Msg):
+    """How to find (and optionally start and stop) a process GDOS did not start."""
+
+    strategy: Literal["pid_file", "process_name", "cmdline"]
+    pid_file: str | None = None
+    process_name: str | None = None
+    cmdline_pattern: str | None = None  # a regular expression searched in the joined cmdline
+    start_command: str | list[str] | None = None  # a string is split into words; no shell
+    stop_command: str | list[str] | None = None  # without it: SIGTERM to the tree, then SIGKILL
+    stop_timeout: float = 10.0
+    log_paths: dict[str, str] = Field(default_factory=dict)
+    health: HealthCheck | None = None
+    restart: RestartMode = "no"
+    restart_limit: int = 5
+    restart_window: float = 60.0
+    start_order: int = 0  # its level in a system's batch start (adopted instances have no module)
+
+
 class InstanceSpec(_Msg):
     """Everything the agent needs to run an instance without asking the master again."""
 
     instance_id: str
     name: str
-    package: PackageRef
+    package: PackageRef | None = None  # None for an adopted process
     env: dict[str, str] = Field(default_factory=dict)
     args: list[str] | None = None  # None: the manifest's args
+    adopt: AdoptSpec | None = None
 
 
 class Deploy(_Msg):
@@ -147,6 +178,24 @@ class Destroy(_Msg):
     type: Literal["destroy"] = "destroy"
     id: str
     instance_id: str
+
+
+class Batch(_Msg):
+    """Start or stop several instances in one message; the result's `data.results` maps each
+    instance id to null (done) or its error."""
+
+    type: Literal["batch"] = "batch"
+    id: str
+    action: Literal["start", "stop"]
+    instance_ids: list[str]
+
+
+class Adopt(_Msg):
+    """Take over a running process; the result's `data.report` is the new instance's state."""
+
+    type: Literal["adopt"] = "adopt"
+    id: str
+    spec: InstanceSpec
 
 
 class Config(_Msg):
@@ -184,7 +233,7 @@ class FollowLog(_Msg):
 
 
 MasterMessage = Annotated[
-    Deploy | Start | Stop | Destroy | Config | ListLogs | TailLog | FollowLog,
+    Deploy | Start | Stop | Destroy | Batch | Adopt | Config | ListLogs | TailLog | FollowLog,
     Field(discriminator="type"),
 ]
 MASTER_MESSAGE: TypeAdapter[MasterMessage] = TypeAdapter(MasterMessage)

@@ -1,13 +1,16 @@
 """REST request and response bodies (API.md). FastAPI renders these into /openapi.json, and the
 console's client parses responses with the same classes."""
 
-from datetime import UTC, datetime
+import math
+import re
+import time
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
 
-from protocol.manifest import NAME_PATTERN
-from protocol.messages import HostInfo
+from protocol.manifest import NAME_PATTERN, HealthCheck
+from protocol.messages import HostInfo, RestartMode
 
 Role = Literal["admin", "operator", "viewer"]
 ROLE_RANK: dict[str, int] = {"viewer": 0, "operator": 1, "admin": 2}
@@ -16,7 +19,13 @@ ROLE_RANK: dict[str, int] = {"viewer": 0, "operator": 1, "admin": 2}
 def iso(ts: float | None) -> str | None:
     if ts is None:
         return None
-    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # time.strftime is three times cheaper than datetime here, and this runs for every
+    # timestamp of every instance event.
+    whole = math.floor(ts)
+    micros = round((ts - whole) * 1e6)
+    if micros == 1_000_000:
+        whole, micros = whole + 1, 0
+    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(whole))}.{micros:06d}Z"
 
 
 def parse_iso(text: str) -> float:
@@ -217,6 +226,92 @@ class InstanceOut(BaseModel):
     last_error: str | None
     adopted: bool
     version: str | None
+    health_detail: str | None = None
+
+
+class AdoptIn(_In):
+    """Take over a process GDOS did not start (API.md, "Adopt an external process")."""
+
+    system_id: str = Field(min_length=1, max_length=64)
+    node_id: str = Field(min_length=1, max_length=64)
+    name: str = Field(min_length=1, max_length=160, pattern=NAME_PATTERN.pattern)
+    strategy: Literal["pid_file", "process_name", "cmdline"]
+    pid_file: str | None = Field(default=None, min_length=1, max_length=4096)
+    process_name: str | None = Field(default=None, min_length=1, max_length=255)
+    cmdline_pattern: str | None = Field(default=None, min_length=1, max_length=1024)
+    start_command: str | list[str] | None = None
+    stop_command: str | list[str] | None = None
+    stop_timeout: float = Field(default=10.0, gt=0, le=3600)
+    log_paths: dict[str, str] = Field(default_factory=dict)
+    health: HealthCheck | None = None
+    restart: RestartMode = "no"
+    restart_limit: int = Field(default=5, ge=1, le=1000)
+    restart_window: float = Field(default=60.0, gt=0, le=24 * 3600)
+    start_order: int = Field(default=0, ge=0, le=10_000)
+
+    @model_validator(mode="after")
+    def _strategy_has_its_field(self) -> "AdoptIn":
+        needed = {
+            "pid_file": "pid_file",
+            "process_name": "process_name",
+            "cmdline": "cmdline_pattern",
+        }
+        field = needed[self.strategy]
+        if not getattr(self, field):
+            raise ValueError(f"strategy {self.strategy!r} needs {field!r}")
+        if self.cmdline_pattern is not None:
+            try:
+                re.compile(self.cmdline_pattern)
+            except re.error as exc:
+                raise ValueError(
+                    f"cmdline_pattern is not a valid regular expression: {exc}"
+                ) from None
+        if self.restart != "no" and not self.start_command:
+            raise ValueError("a restart policy needs a start_command")
+        for cmd in (self.start_command, self.stop_command):
+            if isinstance(cmd, list) and (not cmd or not all(cmd)):
+                raise ValueError("a command given as a list needs a non-empty program")
+            if isinstance(cmd, str) and not cmd.strip():
+                raise ValueError("a command must not be empty")
+        return self
+
+
+class BatchIn(_In):
+    ready_timeout: float | None = Field(
+        default=None,
+        gt=0,
+        le=24 * 3600,
+        description="seconds each instance may take to become healthy (default: its health check's ready_timeout)",
+    )
+
+
+class StepOut(BaseModel):
+    instance_id: str
+    name: str
+    node_id: str
+    level: int
+    state: str  # pending|starting|waiting_health|stopping|done|failed|skipped|cancelled
+    error: str | None
+    started_at: str | None
+    finished_at: str | None
+
+
+class OperationOut(BaseModel):
+    id: str
+    kind: Literal["start", "stop"]
+    system_id: str
+    state: Literal["running", "succeeded", "failed"]
+    error: str | None
+    actor: str
+    created_at: str | None
+    finished_at: str | None
+    level: int | None  # the start_order being worked on
+    resumed: int  # how many times a master restart resumed it
+    steps: list[StepOut]
+
+
+class OperationStarted(OperationOut):
+    operation_id: str
 
 
 class SystemOut(BaseModel):

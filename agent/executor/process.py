@@ -1,7 +1,8 @@
 """Processes: spawn in their own session, know them by identity, notice exits, stop whole trees.
 
-Identity is (pid, create_time): a PID that was reused by another program never matches,
-so it is never signalled. Exits are events (`pidfd_open` + the loop's reader on Linux), for
+Identity is (pid, create_time[, cmdline]): a PID that was reused by another program never
+matches, so it is never signalled. The command line is recorded for processes found rather
+than spawned (adopted, or `pid_strategy: match`); our own children are known from the fork. Exits are events (`pidfd_open` + the loop's reader on Linux), for
 our own children and for processes we re-adopted alike; elsewhere a short poll stands in.
 """
 
@@ -11,7 +12,9 @@ import logging
 import os
 import signal
 import subprocess
+import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
@@ -28,10 +31,16 @@ CREATE_TIME_TOLERANCE = 0.05  # seconds; psutil rounds create_time
 class Identity:
     pid: int
     create_time: float
+    cmdline: tuple[str, ...] | None = None
 
     def matches(self, proc: psutil.Process) -> bool:
         try:
-            return abs(proc.create_time() - self.create_time) <= CREATE_TIME_TOLERANCE
+            if abs(proc.create_time() - self.create_time) > CREATE_TIME_TOLERANCE:
+                return False
+            if self.cmdline is not None:
+                with contextlib.suppress(psutil.AccessDenied):
+                    return tuple(proc.cmdline()) == self.cmdline
+            return True
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
             return False
 
@@ -57,6 +66,12 @@ def identity_of(pid: int) -> Identity | None:
         return Identity(pid, psutil.Process(pid).create_time())
     except psutil.NoSuchProcess:
         return None
+
+
+def full_identity(proc: psutil.Process) -> Identity:
+    """pid + create time + command line, for a process found rather than spawned."""
+    with proc.oneshot():
+        return Identity(proc.pid, proc.create_time(), tuple(proc.cmdline()))
 
 
 # Windows process-creation flags (the subprocess module defines them only on Windows).
@@ -103,6 +118,23 @@ def spawn(
     raise AssertionError("unreachable")
 
 
+# Popen returns only once the child has exec'd, and on a busy host that means waiting for the
+# child to be scheduled: spawning from a few threads overlaps those waits across a batch.
+_spawner = ThreadPoolExecutor(max_workers=16, thread_name_prefix="gdos-spawn")
+
+
+async def spawn_logged(
+    argv: list[str], cwd: Path, env: dict[str, str], stdout: Path, stderr: Path
+) -> subprocess.Popen[bytes]:
+    """`spawn` with stdout and stderr appended to files, off the event loop."""
+
+    def run() -> subprocess.Popen[bytes]:
+        with open(stdout, "ab") as out, open(stderr, "ab") as err:
+            return spawn(argv, cwd, env, out, err)
+
+    return await asyncio.get_running_loop().run_in_executor(_spawner, run)
+
+
 async def wait_exit(identity: Identity, popen: subprocess.Popen[bytes] | None = None) -> int | None:
     """Wait until the process ends; returns its exit code when it is our child, else None."""
     if popen is None and find(identity) is None:
@@ -144,12 +176,63 @@ def _pidfd(pid: int) -> int | None:
         return None
 
 
-def tree(proc: psutil.Process) -> list[psutil.Process]:
-    """The process and all its descendants, leaves last."""
+_CHILDREN_TTL = 0.1
+_children_cache: tuple[float, dict[int, list[int]]] | None = None
+
+
+def _children_map() -> dict[int, list[int]]:
+    """Parent pid -> child pids from one pass over the process table, shared by the calls of
+    the next 0.1 s (used where /proc/<pid>/task/<tid>/children is not available)."""
+    global _children_cache
+    now = time.monotonic()
+    if _children_cache is not None and now - _children_cache[0] < _CHILDREN_TTL:
+        return _children_cache[1]
+    kids: dict[int, list[int]] = {}
+    for p in psutil.process_iter(["ppid"]):
+        kids.setdefault(p.info["ppid"], []).append(p.pid)
+    _children_cache = (now, kids)
+    return kids
+
+
+def _direct_children(pid: int) -> list[int] | None:
+    """Linux: a process's children straight from the kernel, without scanning every process
+    (what psutil does); None where the kernel does not offer it."""
     try:
-        return [proc, *proc.children(recursive=True)]
-    except psutil.NoSuchProcess:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return [] if os.path.isdir("/proc/self/task") else None
+    out: list[int] = []
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children", "rb") as f:
+                out.extend(int(x) for x in f.read().split())
+        except FileNotFoundError:
+            return None  # kernel without CONFIG_PROC_CHILDREN
+        except OSError:
+            continue  # the thread ended meanwhile
+    return out
+
+
+def tree(proc: psutil.Process) -> list[psutil.Process]:
+    """The process and all its descendants, parents before their children."""
+    if not proc.is_running():
         return []
+    scanned: dict[int, list[int]] | None = None
+    out, queue, seen = [proc], [proc.pid], {proc.pid}
+    while queue:
+        pid = queue.pop(0)
+        kids = _direct_children(pid)
+        if kids is None:
+            scanned = scanned if scanned is not None else _children_map()
+            kids = scanned.get(pid, [])
+        for child in kids:
+            if child in seen:
+                continue
+            seen.add(child)
+            with contextlib.suppress(psutil.NoSuchProcess):
+                out.append(psutil.Process(child))
+                queue.append(child)
+    return out
 
 
 def terminate_tree(procs: list[psutil.Process]) -> None:
@@ -174,12 +257,16 @@ def kill_tree(procs: list[psutil.Process]) -> None:
 def signal_tree(procs: list[psutil.Process], sig: int) -> None:
     """POSIX: signal every process of a tree; psutil refuses a PID reused since `procs` was taken."""
     leader = procs[0] if procs else None
+    group = None
     if leader is not None:
         with contextlib.suppress(ProcessLookupError, PermissionError, psutil.Error):
             if leader.is_running() and os.getpgid(leader.pid) == leader.pid:
                 os.killpg(leader.pid, sig)  # its whole session's group at once
+                group = leader.pid
     for proc in procs:
-        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, OSError):
+            if group is not None and os.getpgid(proc.pid) == group:
+                continue  # the group signal reached it already
             proc.send_signal(sig)
 
 

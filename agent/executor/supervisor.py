@@ -2,7 +2,9 @@
 
 Commands on one instance run one at a time (a lock per instance); different instances run
 concurrently. Every change is saved before it is reported, so what the master hears is what
-the agent will remember after a crash.
+the agent will remember after a crash. An unexpected exit is handled here, on the exit event,
+without the master: the restart policy restarts the service (at once the first time, with
+backoff after that) or gives up (`failed`).
 """
 
 import asyncio
@@ -18,18 +20,21 @@ from typing import Any
 
 import psutil
 
-from agent.executor import deploy, process
+from agent.executor import deploy, launch, locate, process
+from agent.executor.health import HealthMonitor
+from agent.executor.launch import ENV_INSTANCE_ID
+from agent.executor.restart import Backoff
 from agent.hostinfo import os_name
 from agent.state import StateFile
 from protocol.errors import ErrorCode, GdosError
-from protocol.frozen import child_environ
 from protocol.manifest import Manifest
 from protocol.messages import InstanceReport, InstanceSpec, PackageRef
 from protocol.states import ACTIVE_STATES, BUSY_STATES, HealthState, InstanceState
 
 log = logging.getLogger(__name__)
 
-ENV_INSTANCE_ID = "GDOS_INSTANCE_ID"
+__all__ = ["ENV_INSTANCE_ID", "Managed", "Supervisor"]
+
 Fetch = Callable[[PackageRef, Path], Awaitable[None]]
 Report = Callable[[InstanceReport], None]
 
@@ -41,15 +46,23 @@ class Managed:
     state: InstanceState = InstanceState.DEPLOYING
     pid: int | None = None
     create_time: float | None = None
+    cmdline: list[str] | None = None  # recorded for processes found rather than spawned
     started_at: float | None = None
     exit_code: int | None = None
     error: str | None = None
     restarts: int = 0
     health: HealthState = HealthState.UNKNOWN
+    health_detail: str | None = None
     adopted: bool = False
+    restart_pending: bool = False  # an automatic restart is scheduled (survives an agent restart)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     popen: subprocess.Popen[bytes] | None = None
     watcher: asyncio.Task[None] | None = None
+    monitor: HealthMonitor | None = None
+    backoff: Backoff | None = None
+    restart_task: asyncio.Task[None] | None = None
+    stopping_saved: asyncio.Future[None] | None = None  # the save of `stopping`, once begun
+    _static: dict[str, Any] | None = None  # spec and manifest, dumped once
 
     @property
     def id(self) -> str:
@@ -59,7 +72,8 @@ class Managed:
     def identity(self) -> process.Identity | None:
         if self.pid is None or self.create_time is None:
             return None
-        return process.Identity(self.pid, self.create_time)
+        cmdline = tuple(self.cmdline) if self.cmdline is not None else None
+        return process.Identity(self.pid, self.create_time, cmdline)
 
     def report(self) -> InstanceReport:
         return InstanceReport(
@@ -73,13 +87,24 @@ class Managed:
             restarts=self.restarts,
             health=self.health,
             adopted=self.adopted,
+            health_detail=self.health_detail,
         )
 
     def record(self) -> dict[str, Any]:
+        if self._static is None or self._static["manifest_obj"] is not self.manifest:
+            self._static = {
+                "spec": self.spec.model_dump(mode="json"),
+                "manifest": self.manifest.model_dump(mode="json") if self.manifest else None,
+                "manifest_obj": self.manifest,
+            }
         return {
-            "spec": self.spec.model_dump(mode="json"),
-            "manifest": self.manifest.model_dump(mode="json") if self.manifest else None,
-            **self.report().model_dump(mode="json", exclude={"instance_id", "health"}),
+            "spec": self._static["spec"],
+            "manifest": self._static["manifest"],
+            "cmdline": self.cmdline,
+            "restart_pending": self.restart_pending,
+            **self.report().model_dump(
+                mode="json", exclude={"instance_id", "health", "health_detail"}
+            ),
         }
 
     @classmethod
@@ -91,11 +116,13 @@ class Managed:
             state=InstanceState(record.get("state", "stopped")),
             pid=record.get("pid"),
             create_time=record.get("create_time"),
+            cmdline=record.get("cmdline"),
             started_at=record.get("started_at"),
             exit_code=record.get("exit_code"),
             error=record.get("error"),
             restarts=record.get("restarts", 0),
             adopted=record.get("adopted", False),
+            restart_pending=record.get("restart_pending", False),
         )
 
 
@@ -106,16 +133,18 @@ class Supervisor:
         self.fetch = fetch
         self.on_report = report
         self.instances: dict[str, Managed] = {}
+        self._background: set[asyncio.Task[Any]] = set()
 
     # -- persistence and reporting -----------------------------------------------------------
 
     def instance_dir(self, instance_id: str) -> Path:
         return self.work_dir / instance_id
 
-    async def _commit(self, m: Managed | None = None) -> None:
-        """Save the table, then tell the master about `m`."""
+    async def _commit(self, m: Managed | None = None, durable: bool = True) -> None:
+        """Save the table, then tell the master about `m`. Changes of a process's state need
+        not be `durable` (see StateFile.save); what is deployed here must be."""
         self.state.instances = {i: x.record() for i, x in self.instances.items()}
-        await self.state.save()
+        await self.state.save(durable)
         if m is not None:
             self.on_report(m.report())
 
@@ -128,9 +157,19 @@ class Supervisor:
             raise GdosError(ErrorCode.NOT_FOUND, f"this node has no instance {instance_id}")
         return m
 
+    def _spawn_bg(self, coro: Awaitable[Any]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _managed_pids(self) -> set[int]:
+        return {m.pid for m in self.instances.values() if m.pid is not None}
+
     # -- start-up: re-adopt what survived the agent -------------------------------------------
 
     async def load(self) -> None:
+        markers: dict[str, psutil.Process] | None = None
+        ended: list[Managed] = []
         for instance_id, record in self.state.instances.items():
             try:
                 m = Managed.from_record(record)
@@ -142,48 +181,163 @@ class Supervisor:
                 shutil.rmtree(self.instance_dir(m.id), ignore_errors=True)
                 continue
             self.instances[m.id] = m
-            self._readopt(m)
+            ident = m.identity
+            proc = process.find(ident) if ident else None
+            if proc is None and not m.adopted:
+                if markers is None:
+                    markers = _processes_by_marker()  # one scan for all instances
+                proc = markers.get(m.id)  # spawned just before the last agent died
+                if proc is not None and m.cmdline is not None:
+                    m.cmdline = _cmdline(proc)
+            if self._readopt(m, proc):
+                ended.append(m)
         await self._commit()
+        for m in ended:
+            if m.restart_pending:  # it was waiting out a backoff when the agent stopped
+                m.restart_task = asyncio.create_task(self._restart_later(m, 0.0))
+            else:  # it ended while nobody watched: the restart policy still applies
+                await self._after_unexpected_exit(m, m.error or "the process ended", None)
 
-    def _readopt(self, m: Managed) -> None:
-        ident = m.identity
-        proc = process.find(ident) if ident else None
-        if proc is None and m.state in (InstanceState.STARTING, InstanceState.RUNNING):
-            proc = self._find_by_marker(m.id)  # crashed between spawn and save
-        if proc is not None and m.state in ACTIVE_STATES:
+    def _readopt(self, m: Managed, proc: psutil.Process | None) -> bool:
+        """Take up where the last agent left; True when the restart policy has a say."""
+        policy = launch.restart_policy(m.spec, m.manifest)
+        if proc is not None and m.state != InstanceState.DESTROYING:
             m.pid, m.create_time = proc.pid, proc.create_time()
             m.state = InstanceState.RUNNING
             log.info("re-adopted %s (pid %d)", m.spec.name, m.pid)
-            m.watcher = asyncio.create_task(
-                self._watch(m, process.Identity(m.pid, m.create_time), None)
-            )
+            self._watch_process(m, None)
         elif m.state in ACTIVE_STATES:
             was_stopping = m.state == InstanceState.STOPPING
             m.state = InstanceState.STOPPED if was_stopping else InstanceState.EXITED
             m.pid = m.create_time = None
+            m.cmdline = None
             if not was_stopping:
                 m.error = "the process ended while the agent was not running"
+                return policy.wants_restart(None)
         elif m.state == InstanceState.DESTROYING:
             m.state = InstanceState.STOPPED  # the master re-sends the destroy
+        elif m.state == InstanceState.EXITED and m.restart_pending:
+            return True  # a restart was waiting out its backoff
+        return False
 
-    def _find_by_marker(self, instance_id: str) -> psutil.Process | None:
-        for proc in psutil.process_iter(["pid"]):
+    # -- watching a running process -------------------------------------------------------------
+
+    def _watch_process(self, m: Managed, popen: subprocess.Popen[bytes] | None) -> None:
+        ident = m.identity
+        assert ident is not None
+        m.watcher = asyncio.create_task(self._watch(m, ident, popen))
+        check = launch.health_check(m.spec, m.manifest)
+        if check is not None:
+            ctx = launch.probe_context(m.spec, m.manifest, self.instance_dir(m.id))
+            m.monitor = HealthMonitor(check, ctx, lambda h, d: self._health_changed(m, ident, h, d))
+            m.monitor.start()
+
+    def _health_changed(
+        self, m: Managed, ident: process.Identity, health: HealthState, detail: str | None
+    ) -> None:
+        if m.pid != ident.pid:
+            return  # a late probe of a process that is gone
+        m.health, m.health_detail = health, detail
+        self.on_report(m.report())  # not persisted: health is re-probed after an agent restart
+
+    def _stop_monitor(self, m: Managed) -> None:
+        if m.monitor is not None:
+            m.monitor.stop()
+            m.monitor = None
+        m.health, m.health_detail = HealthState.UNKNOWN, None
+
+    async def _watch(
+        self, m: Managed, ident: process.Identity, popen: subprocess.Popen[bytes] | None
+    ) -> None:
+        code = await process.wait_exit(ident, popen)
+        if m.pid != ident.pid:
+            return  # superseded by a newer start
+        self._stop_monitor(m)
+        m.popen, m.pid, m.create_time, m.cmdline = None, None, None, None
+        m.exit_code = code
+        if m.state == InstanceState.STOPPING and m.stopping_saved is not None:
+            m.state = InstanceState.STOPPED
+            # Reported before its own save: once `stopping` is written, an agent that dies now
+            # comes back to "stopping, process gone", which it reads as stopped. One state
+            # write less between the exit and the master hearing of it.
+            await m.stopping_saved
+            self.on_report(m.report())
+            await self._commit(durable=False)
+            return
+        if m.state in (InstanceState.STOPPING, InstanceState.DESTROYING):
+            if m.state == InstanceState.STOPPING:
+                m.state = InstanceState.STOPPED
+            await self._commit(m, durable=False)
+            return
+        await self._after_unexpected_exit(m, _exit_text(code), code)
+
+    async def _after_unexpected_exit(self, m: Managed, reason: str, code: int | None) -> None:
+        """Apply the restart policy: restart (now or after a backoff), or give up."""
+        policy = launch.restart_policy(m.spec, m.manifest)
+        if not policy.wants_restart(code):
+            m.state, m.error, m.restart_pending = InstanceState.EXITED, reason, False
+            log.warning("%s exited on its own: %s", m.spec.name, reason)
+            await self._commit(m, durable=False)
+            return
+        if m.backoff is None or m.backoff.policy != policy:
+            m.backoff = Backoff(policy)
+        delay = m.backoff.on_failure()
+        if delay is None:
+            m.state, m.restart_pending = InstanceState.FAILED, False
+            m.error = (
+                f"{reason}; gave up after {policy.limit} failures within {policy.window:g} s "
+                "(a manual start tries again)"
+            )
+            log.error("%s: %s", m.spec.name, m.error)
+            await self._commit(m, durable=False)
+            return
+        m.state, m.restart_pending = InstanceState.EXITED, True
+        m.error = f"{reason}; restarting" + (f" in {delay:.1f} s" if delay else "")
+        log.warning("%s: %s", m.spec.name, m.error)
+        m.restart_task = asyncio.create_task(self._restart_later(m, delay))
+        if delay > 0:
+            await self._commit(m, durable=False)
+        # With no delay the restart saves once, right after its spawn: the state file still
+        # says running, and a crash in between is recovered by the environment marker.
+
+    async def _restart_later(self, m: Managed, delay: float) -> None:
+        if delay > 0:
+            await asyncio.sleep(delay)
+        async with m.lock:
+            if m.state != InstanceState.EXITED or not m.restart_pending:
+                return  # a stop or a manual start came first
+            m.restarts += 1
             try:
-                if proc.environ().get(ENV_INSTANCE_ID) == instance_id:
-                    return proc
-            except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
-                continue
-        return None
+                await self._start_locked(m, manual=False)
+            except GdosError as exc:
+                failure = exc.message
+            else:
+                return
+        await self._after_unexpected_exit(m, failure, None)
+
+    def _cancel_restart(self, m: Managed) -> None:
+        m.restart_pending = False
+        task, m.restart_task = m.restart_task, None
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
 
     # -- commands ---------------------------------------------------------------------------
 
     async def deploy(self, spec: InstanceSpec) -> None:
         existing = self.instances.get(spec.instance_id)
         if existing is not None:
-            if existing.spec.package.sha256 == spec.package.sha256 and existing.manifest:
+            same = (
+                existing.spec.package is not None
+                and spec.package is not None
+                and existing.spec.package.sha256 == spec.package.sha256
+            )
+            if same and existing.manifest:
                 self.on_report(existing.report())
                 return  # the same deploy again (after a reconnect): nothing to do
             raise GdosError(ErrorCode.CONFLICT, f"instance {spec.name} is already deployed here")
+        package = spec.package
+        if package is None:
+            raise GdosError(ErrorCode.BAD_REQUEST, f"deploy of {spec.name} names no package")
         m = Managed(spec=spec)
         self.instances[m.id] = m
         async with m.lock:
@@ -192,13 +346,13 @@ class Supervisor:
             try:
                 inst_dir.mkdir(parents=True, exist_ok=True)
                 zip_path = inst_dir / "package.zip"
-                await self.fetch(spec.package, zip_path)
+                await self.fetch(package, zip_path)
                 manifest = await asyncio.to_thread(deploy.unpack, zip_path, inst_dir / "app")
                 zip_path.unlink(missing_ok=True)
                 if manifest.os and manifest.os != os_name():
                     raise GdosError(
                         ErrorCode.OS_MISMATCH,
-                        f"package {spec.package.name} is for {manifest.os}; this node runs {os_name()}",
+                        f"package {package.name} is for {manifest.os}; this node runs {os_name()}",
                     )
             except (GdosError, OSError) as exc:
                 shutil.rmtree(inst_dir, ignore_errors=True)
@@ -211,66 +365,82 @@ class Supervisor:
             m.manifest = manifest
             m.state, m.error = InstanceState.STOPPED, None
             await self._commit(m)
-            log.info("deployed %s (%s %s)", spec.name, spec.package.name, spec.package.version)
+            log.info("deployed %s (%s %s)", spec.name, package.name, package.version)
 
     async def start(self, instance_id: str) -> None:
         m = self.get(instance_id)
         async with m.lock:
-            await self._start_locked(m)
+            await self._start_locked(m, manual=True)
 
-    async def _start_locked(self, m: Managed) -> None:
+    async def _start_locked(self, m: Managed, manual: bool) -> None:
         if (
             m.state in (InstanceState.RUNNING, InstanceState.STARTING)
             and m.identity
             and process.find(m.identity)
         ):
             return  # never a second process
-        if m.state in BUSY_STATES or m.manifest is None:
+        if m.state in BUSY_STATES or (m.manifest is None and not m.adopted):
             raise GdosError(ErrorCode.INVALID_STATE, f"instance {m.spec.name} is {m.state}")
-        manifest = m.manifest
-        app = self.instance_dir(m.id) / "app"
-        exe = process.executable(app / manifest.entrypoint)
-        args = m.spec.args if m.spec.args is not None else manifest.args
-        env = {**child_environ(), **manifest.env, **m.spec.env}
-        env[ENV_INSTANCE_ID] = m.id
-        env["GDOS_INSTANCE_NAME"] = m.spec.name
-        logs = self.instance_dir(m.id) / "logs"
-        logs.mkdir(exist_ok=True)
+        if manual:
+            self._cancel_restart(m)  # an operator's start resets the restart policy
+            if m.backoff is not None:
+                m.backoff.reset()
+        m.restart_pending = False
+        inst_dir = self.instance_dir(m.id)
+        plan = launch.start_plan(m.spec, m.manifest, inst_dir)
+        logs = inst_dir / "logs"
+        logs.mkdir(parents=True, exist_ok=True)
         m.state, m.error, m.exit_code = InstanceState.STARTING, None, None
-        await self._commit(m)
+        # No save before the spawn: if the agent dies right after it, the next agent finds the
+        # process by its environment marker (see load), whatever state was saved.
+        since = time.time()
         try:
-            with open(logs / "stdout.log", "ab") as out, open(logs / "stderr.log", "ab") as err:
-                popen = process.spawn([str(exe), *args], exe.parent, env, out, err)
-        except OSError as exc:
-            m.state, m.error = (
-                InstanceState.FAILED,
-                f"cannot start {manifest.entrypoint}: {exc.strerror or exc}",
+            popen = await process.spawn_logged(
+                plan.argv, plan.cwd, plan.env, logs / "stdout.log", logs / "stderr.log"
             )
-            await self._commit(m)
+        except OSError as exc:
+            m.state = InstanceState.FAILED
+            m.error = f"cannot start {plan.argv[0]}: {exc.strerror or exc}"
+            await self._commit(m, durable=False)
             raise GdosError(ErrorCode.START_FAILED, m.error) from None
-        ident = process.identity_of(popen.pid) or process.Identity(popen.pid, time.time())
-        m.popen, m.pid, m.create_time = popen, ident.pid, ident.create_time
+        if plan.target is None:
+            ident = process.identity_of(popen.pid) or process.Identity(popen.pid, time.time())
+        else:
+            try:
+                found = await locate.find_started(
+                    plan.target,
+                    popen,
+                    since,
+                    self._managed_pids(),
+                    (ENV_INSTANCE_ID, m.id),
+                    launch.LOCATE_TIMEOUT,
+                )
+                ident = process.full_identity(found)
+            except (GdosError, psutil.Error) as exc:
+                self._discard_launcher(popen)
+                m.state = InstanceState.FAILED
+                m.error = f"{m.spec.name} did not start: {_message(exc)}"
+                await self._commit(m, durable=False)
+                raise GdosError(ErrorCode.START_FAILED, m.error) from None
+        child: subprocess.Popen[bytes] | None = popen
+        if ident.pid != popen.pid:
+            self._spawn_bg(_reap(popen))  # the start command: done once it exits
+            child = None
+        m.popen = child
+        m.pid, m.create_time = ident.pid, ident.create_time
+        m.cmdline = list(ident.cmdline) if ident.cmdline is not None else None
         m.state, m.started_at = InstanceState.RUNNING, time.time()
-        m.watcher = asyncio.create_task(self._watch(m, ident, popen))
-        await self._commit(m)
+        self._watch_process(m, child)
+        await self._commit(m, durable=False)
         log.info("started %s (pid %d)", m.spec.name, m.pid)
 
-    async def _watch(
-        self, m: Managed, ident: process.Identity, popen: subprocess.Popen[bytes] | None
-    ) -> None:
-        code = await process.wait_exit(ident, popen)
-        if m.pid != ident.pid:
-            return  # superseded by a newer start
-        m.popen, m.pid, m.create_time = None, None, None
-        m.exit_code = code
-        if m.state in (InstanceState.STOPPING, InstanceState.DESTROYING):
-            if m.state == InstanceState.STOPPING:
-                m.state = InstanceState.STOPPED
-        else:
-            m.state = InstanceState.EXITED
-            m.error = _exit_text(code)
-            log.warning("%s exited on its own: %s", m.spec.name, m.error)
-        await self._commit(m)
+    def _discard_launcher(self, popen: subprocess.Popen[bytes]) -> None:
+        """A start command that brought up nothing usable: stop what it started."""
+        ident = process.identity_of(popen.pid)
+        proc = process.find(ident) if ident else None
+        if proc is not None:
+            process.kill_tree(process.tree(proc))
+        self._spawn_bg(_reap(popen))
 
     async def stop(self, instance_id: str) -> None:
         m = self.get(instance_id)
@@ -278,25 +448,34 @@ class Supervisor:
             await self._stop_locked(m, InstanceState.STOPPING)
 
     async def _stop_locked(self, m: Managed, transition: InstanceState) -> None:
+        self._cancel_restart(m)
         ident = m.identity
         proc = process.find(ident) if ident else None
         if proc is None:
-            if m.state in ACTIVE_STATES:
-                m.state, m.pid, m.create_time = InstanceState.STOPPED, None, None
+            self._stop_monitor(m)
             if transition == InstanceState.DESTROYING:
                 m.state = transition
-            await self._commit(m)
+            elif m.state != InstanceState.STOPPED:
+                # Also acknowledges an exited or failed instance: nothing restarts it now.
+                m.state, m.pid, m.create_time, m.cmdline = InstanceState.STOPPED, None, None, None
+            await self._commit(m, durable=False)
             return
         m.state = transition
-        await self._commit(m)
-        manifest = m.manifest
-        timeout = manifest.stop_timeout if manifest else 10.0
+        # The save runs while the process stops (it used to come first): stop latency is then
+        # the longer of the two, not their sum. An agent dying in that window finds the
+        # process gone and the state running: the master, wanting it stopped, says so again.
+        saving = asyncio.ensure_future(self._commit(m, durable=False))
+        m.stopping_saved = saving
+        timeout = launch.stop_timeout(m.spec, m.manifest)
         procs = process.tree(proc)
-        if manifest and manifest.stop_entrypoint:
-            await self._run_stop_command(m, manifest, timeout)
+        plan = launch.stop_plan(m.spec, m.manifest, self.instance_dir(m.id))
+        if plan is not None:
+            await self._run_stop_command(m, plan, timeout)
         else:
             process.terminate_tree(procs)
-        left = await process.wait_gone(procs, timeout)
+        left = await self._wait_stopped(m, procs, timeout)
+        await saving
+        m.stopping_saved = None
         if left:
             log.warning("%s did not stop within %.0f s: killing", m.spec.name, timeout)
             process.kill_tree(left)
@@ -310,17 +489,22 @@ class Supervisor:
                 {"pids": [p.pid for p in left]},
             )
 
-    async def _run_stop_command(self, m: Managed, manifest: Manifest, timeout: float) -> None:
-        assert manifest.stop_entrypoint
-        app = self.instance_dir(m.id) / "app"
-        exe = process.executable(app / manifest.stop_entrypoint)
-        env = {**child_environ(), **manifest.env, **m.spec.env, ENV_INSTANCE_ID: m.id}
+    async def _wait_stopped(
+        self, m: Managed, procs: list[psutil.Process], timeout: float
+    ) -> list[psutil.Process]:
+        """The leader's exit is an event (its watcher); the rest of the tree is checked after."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if m.watcher is not None and not m.watcher.done():
+            await asyncio.wait({m.watcher}, timeout=timeout)
+        return await process.wait_gone(procs, max(0.0, deadline - loop.time()))
+
+    async def _run_stop_command(self, m: Managed, plan: launch.Plan, timeout: float) -> None:
         try:
             proc = await asyncio.create_subprocess_exec(
-                str(exe),
-                *manifest.stop_args,
-                cwd=exe.parent,
-                env=env,
+                *plan.argv,
+                cwd=plan.cwd,
+                env=plan.env,
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -336,23 +520,106 @@ class Supervisor:
             proc.kill()
             await proc.wait()
 
+    async def adopt(self, spec: InstanceSpec) -> InstanceReport:
+        """Take over a running process found by PID file, name or command line."""
+        adopt = spec.adopt
+        if adopt is None:
+            raise GdosError(ErrorCode.BAD_REQUEST, "adopt needs an adopt spec")
+        existing = self.instances.get(spec.instance_id)
+        if existing is not None:
+            if existing.adopted and existing.spec.adopt == adopt:
+                return existing.report()  # the same adopt again (a retry): nothing to do
+            raise GdosError(ErrorCode.CONFLICT, f"instance {spec.name} already exists here")
+        managed = self._managed_pids()
+        target = launch.adopt_target(adopt)
+        if target.pid_file is not None:
+            proc = locate.from_pid_file(target.pid_file, target.matcher)
+        else:
+            assert target.matcher is not None
+            proc = locate.only_one(locate.scan(target.matcher, managed), target.matcher.description)
+        if proc.pid in managed:
+            owner = next(m for m in self.instances.values() if m.pid == proc.pid)
+            raise GdosError(
+                ErrorCode.CONFLICT,
+                f"process {proc.pid} is already managed here as {owner.spec.name}",
+                {"instance_id": owner.id},
+            )
+        try:
+            ident = process.full_identity(proc)
+        except psutil.Error:
+            raise GdosError(
+                ErrorCode.PROCESS_NOT_FOUND, f"process {proc.pid} ended while being adopted"
+            ) from None
+        m = Managed(spec=spec, adopted=True, state=InstanceState.RUNNING)
+        m.pid, m.create_time, m.cmdline = ident.pid, ident.create_time, list(ident.cmdline or ())
+        m.started_at = ident.create_time
+        self.instance_dir(m.id).mkdir(parents=True, exist_ok=True)  # logs of its commands
+        self.instances[m.id] = m
+        async with m.lock:
+            self._watch_process(m, None)
+            await self._commit(m)
+        log.info("adopted %s (pid %d: %s)", spec.name, m.pid, " ".join(m.cmdline)[:200])
+        return m.report()
+
     async def destroy(self, instance_id: str) -> None:
         m = self.instances.get(instance_id)
         if m is None:
             return  # already gone: destroy is idempotent
         async with m.lock:
-            await self._stop_locked(m, InstanceState.DESTROYING)
-            if not m.adopted:
+            if m.adopted:
+                # Forget it: the process and its files were never ours; it keeps running.
+                self._cancel_restart(m)
+                self._stop_monitor(m)
+                if m.watcher is not None:
+                    m.watcher.cancel()
+                m.pid = None  # a late exit event must not touch it any more
+            else:
+                await self._stop_locked(m, InstanceState.DESTROYING)
                 await asyncio.to_thread(shutil.rmtree, self.instance_dir(m.id), True)
             self.instances.pop(m.id, None)
             await self._commit()
-            log.info("destroyed %s", m.spec.name)
+            log.info("%s %s", "forgot" if m.adopted else "destroyed", m.spec.name)
 
     async def close(self) -> None:
         """Agent shutdown: stop watching; the services themselves keep running."""
         for m in self.instances.values():
-            if m.watcher is not None:
-                m.watcher.cancel()
+            if m.monitor is not None:
+                m.monitor.stop()
+            for task in (m.watcher, m.restart_task):
+                if task is not None:
+                    task.cancel()
+        for task in list(self._background):
+            task.cancel()
+
+
+async def _reap(popen: subprocess.Popen[bytes]) -> None:
+    ident = process.identity_of(popen.pid) or process.Identity(popen.pid, 0.0)
+    await process.wait_exit(ident, popen)
+
+
+def _processes_by_marker() -> dict[str, psutil.Process]:
+    """Instance id -> the oldest live process carrying it (a service's own children inherit
+    the marker; the oldest is the one the agent started)."""
+    found: dict[str, psutil.Process] = {}
+    for proc in psutil.process_iter(["create_time", "status"]):
+        if proc.info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        try:
+            value = proc.environ().get(ENV_INSTANCE_ID)
+        except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
+            continue
+        if value and (
+            value not in found or proc.info["create_time"] < found[value].info["create_time"]
+        ):
+            found[value] = proc
+    return found
+
+
+def _cmdline(proc: psutil.Process) -> list[str] | None:
+    try:
+        return proc.cmdline()
+    except psutil.Error:
+        return None
 
 
 def _message(exc: BaseException) -> str:

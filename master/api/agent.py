@@ -25,6 +25,7 @@ from protocol.messages import (
     Heartbeat,
     Hello,
     InstanceStateMsg,
+    InstanceStates,
     LogChunk,
     Result,
 )
@@ -148,6 +149,8 @@ async def _serve(ws: WebSocket, link: AgentLink, svc: ServicesDep) -> None:
             svc.publish_node_load(link)
         elif isinstance(msg, InstanceStateMsg):
             svc.orchestrator.apply_report(link.node_id, msg)
+        elif isinstance(msg, InstanceStates):
+            svc.orchestrator.apply_reports(link.node_id, msg.reports)
         elif isinstance(msg, Result):
             link.resolve(msg)
         elif isinstance(msg, LogChunk):

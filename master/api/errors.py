@@ -41,6 +41,12 @@ STATUS = {
     ErrorCode.TOO_MANY_REQUESTS: 429,
     ErrorCode.UNSUPPORTED: 501,
     ErrorCode.UNAVAILABLE: 503,
+    ErrorCode.PROCESS_IDENTITY: 409,
+    ErrorCode.AMBIGUOUS_MATCH: 409,
+    ErrorCode.PROCESS_NOT_FOUND: 422,
+    ErrorCode.START_FAILED: 409,
+    ErrorCode.STOP_FAILED: 409,
+    ErrorCode.DEPLOY_FAILED: 409,
 }
 
 _HTTP_CODES = {

@@ -8,9 +8,10 @@ from sqlalchemy import select
 from master.api.deps import Operator, ServicesDep, SessionDep, Viewer
 from master.api.errors import ERROR_RESPONSES
 from master.db import models
+from master.services import adoption
 from master.services.views import instance_out
 from protocol.errors import ErrorCode, GdosError
-from protocol.rest import InstanceCreate, InstanceOut
+from protocol.rest import AdoptIn, InstanceCreate, InstanceOut
 
 router = APIRouter(prefix="/api/v1/instances", tags=["instances"], responses=ERROR_RESPONSES)
 Id = Annotated[str, Path(max_length=64)]
@@ -37,6 +38,18 @@ async def create_instance(
     inst = await svc.orchestrator.deploy(s, mod, node)
     request.state.audit_target = f"instance={inst.id}"
     request.state.audit_detail = {"module": mod.name, "node": node.id, "version": inst.version}
+    return instance_out(inst)
+
+
+@router.post("/adopt", response_model=InstanceOut, status_code=201)
+async def adopt_instance(
+    body: AdoptIn, _: Operator, request: Request, s: SessionDep, svc: ServicesDep
+) -> InstanceOut:
+    """Take over a running process GDOS did not start (by PID file, name or command line).
+    Several matching processes are refused with the candidates listed in `details`."""
+    inst = await adoption.adopt(svc.orchestrator, s, body)
+    request.state.audit_target = f"instance={inst.id}"
+    request.state.audit_detail = {"strategy": body.strategy, "node": body.node_id, "pid": inst.pid}
     return instance_out(inst)
 
 

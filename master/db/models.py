@@ -24,7 +24,7 @@ def new_id() -> str:
 
 
 class Base(DeclarativeBase):
-    type_annotation_map = {dict[str, Any]: JSON, list[str]: JSON}
+    type_annotation_map = {dict[str, Any]: JSON, list[str]: JSON, list[dict[str, Any]]: JSON}
 
 
 class User(Base):
@@ -152,6 +152,27 @@ class Instance(Base):
     adopted: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[float] = mapped_column(Float, default=time.time)
     updated_at: Mapped[float] = mapped_column(Float, default=time.time, onupdate=time.time)
+    health_detail: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # How an adopted process is found, started and stopped (protocol.messages.AdoptSpec).
+    adoption: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class Operation(Base):
+    """A batch start or stop of a system: its steps (one per instance) and how it ended."""
+
+    __tablename__ = "operations"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    kind: Mapped[str] = mapped_column(String(16))
+    system_id: Mapped[str] = mapped_column(ForeignKey("systems.id", ondelete="CASCADE"), index=True)
+    state: Mapped[str] = mapped_column(String(16), index=True)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    actor: Mapped[str] = mapped_column(String(64), default="")
+    level: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    ready_timeout: Mapped[float | None] = mapped_column(Float, nullable=True)
+    resumed: Mapped[int] = mapped_column(Integer, default=0)
+    steps: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
+    created_at: Mapped[float] = mapped_column(Float, default=time.time, index=True)
+    finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
 
 
 class AuditEntry(Base):

@@ -9,7 +9,7 @@ started twice and nothing is forgotten.
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 from sqlalchemy import select
@@ -20,12 +20,14 @@ from master.config import Settings
 from master.db import models
 from master.db.session import Database
 from master.hub import Hub
+from master.services import instance_rows
 from master.services.agents import AgentLink, AgentRegistry
 from master.services.views import instance_out
 from master.storage.base import PackageStore
 from protocol.errors import ErrorCode, GdosError
 from protocol.manifest import Manifest
 from protocol.messages import (
+    Batch,
     Deploy,
     Destroy,
     Hello,
@@ -36,10 +38,10 @@ from protocol.messages import (
     Start,
     Stop,
 )
+from protocol.rest import InstanceOut
 from protocol.states import (
     ACTIVE_STATES,
     BUSY_STATES,
-    DOWN_STATES,
     DesiredState,
     InstanceState,
 )
@@ -59,6 +61,10 @@ class Orchestrator:
         self.settings = settings
         self._tasks: set[asyncio.Task[Any]] = set()
         self.store: PackageStore | None = None  # set at startup
+        # Called with every instance change (after commit); batch operations follow steps here.
+        self.listeners: list[Callable[[InstanceOut], None]] = []
+        # Nodes whose `hello` has been applied since they (or this master) last went away.
+        self.reconciled: set[str] = set()
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -74,7 +80,12 @@ class Orchestrator:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def publish(self, inst: models.Instance) -> None:
-        self.hub.publish("instance", instance_out(inst).model_dump())
+        self.publish_view(instance_out(inst))
+
+    def publish_view(self, out: InstanceOut) -> None:
+        self.hub.publish("instance", out.model_dump())
+        for listener in self.listeners:
+            listener(out)
 
     def _update(self, instance_id: str, **fields: Any) -> models.Instance | None:
         with self.db.session() as s:
@@ -179,6 +190,7 @@ class Orchestrator:
         return ref.model_copy(update={"url": url, "needs_auth": False})
 
     async def _send_deploy(self, link: AgentLink, spec: InstanceSpec) -> None:
+        assert spec.package is not None, "only packaged instances are deployed"
         try:
             package = await self.presigned_ref(spec.package)
         except GdosError as exc:
@@ -191,7 +203,7 @@ class Orchestrator:
     async def _command(
         self,
         link: AgentLink,
-        msg: Deploy | Start | Stop | Destroy,
+        msg: Deploy | Start | Stop | Destroy | Batch,
         instance_id: str,
         timeout: float,
     ) -> Result | None:
@@ -224,8 +236,17 @@ class Orchestrator:
 
     def _stop_timeout(self, s: Session, inst: models.Instance) -> float:
         pkg = s.get(models.Package, inst.package_id) if inst.package_id else None
-        manifest_timeout = float((pkg.manifest if pkg else {}).get("stop_timeout", 10))
-        return manifest_timeout + COMMAND_SLACK
+        source = pkg.manifest if pkg else (inst.adoption or {})
+        return float(source.get("stop_timeout", 10)) + COMMAND_SLACK
+
+    def check_startable(self, inst: models.Instance) -> None:
+        """An adopted process without a start command can be watched and stopped, not started."""
+        if inst.adopted and not (inst.adoption or {}).get("start_command"):
+            raise GdosError(
+                ErrorCode.INVALID_STATE,
+                f"{inst.name} was adopted without a start command: GDOS cannot start it",
+                {"instance_id": inst.id},
+            )
 
     def _check_controllable(self, inst: models.Instance) -> AgentLink:
         if inst.state in BUSY_STATES:
@@ -238,6 +259,8 @@ class Orchestrator:
 
     async def start(self, s: Session, inst: models.Instance) -> models.Instance:
         link = self._check_controllable(inst)
+        if inst.state not in ACTIVE_STATES:
+            self.check_startable(inst)
         inst.desired_state = DesiredState.RUNNING
         if inst.state in ACTIVE_STATES - {InstanceState.STOPPING}:
             s.commit()
@@ -256,9 +279,10 @@ class Orchestrator:
     async def stop(self, s: Session, inst: models.Instance) -> models.Instance:
         link = self._check_controllable(inst)
         inst.desired_state = DesiredState.STOPPED
-        if inst.state in DOWN_STATES:
+        if inst.state == InstanceState.STOPPED:
             s.commit()
             return inst
+        # Sent for exited and failed instances too: the agent then cancels a pending restart.
         inst.state = InstanceState.STOPPING
         s.commit()
         self.publish(inst)
@@ -270,6 +294,7 @@ class Orchestrator:
 
     async def restart(self, s: Session, inst: models.Instance) -> models.Instance:
         link = self._check_controllable(inst)
+        self.check_startable(inst)
         inst.desired_state = DesiredState.RUNNING
         inst.state = (
             InstanceState.STOPPING if inst.state in ACTIVE_STATES else InstanceState.STARTING
@@ -325,25 +350,36 @@ class Orchestrator:
                     self._forget(s, inst)
 
     def _forget(self, s: Session, inst: models.Instance) -> None:
-        data = instance_out(inst).model_dump()
+        out = instance_out(inst).model_copy(update={"state": "destroyed"})
         s.delete(inst)
         s.commit()
-        data["state"] = "destroyed"
-        data["deleted"] = True
-        self.hub.publish("instance", data)
+        self.hub.publish("instance", {**out.model_dump(), "deleted": True})
+        for listener in self.listeners:
+            listener(out)
 
     # -- agent-facing -----------------------------------------------------------------------
 
     def apply_report(self, node_id: str, report: InstanceReport) -> None:
         """An agent says what one of its instances is doing. Identity comes from the socket."""
-        with self.db.session() as s:
-            inst = s.get(models.Instance, report.instance_id)
-            if inst is None or inst.node_id != node_id:
-                log.info("node %s reported unknown instance %s", node_id, report.instance_id)
+        self.apply_reports(node_id, [report])
+
+    def apply_reports(self, node_id: str, reports: list[InstanceReport]) -> None:
+        """Several reports from one node, in one transaction (Core: the hot path)."""
+        with self.db.engine.begin() as conn:
+            rows = instance_rows.load(conn, (r.instance_id for r in reports))
+            changes = {}
+            for report in reports:
+                row = rows.get(report.instance_id)
+                if row is None or row["node_id"] != node_id:
+                    log.info("node %s reported unknown instance %s", node_id, report.instance_id)
+                    continue
+                changes[row["id"]] = instance_rows.report_changes(row, report)
+                row.update(changes[row["id"]])
+            if not changes:
                 return
-            self._apply(inst, report)
-            s.commit()
-            self.publish(inst)
+            instance_rows.write(conn, changes)
+        for instance_id in changes:
+            self.publish_view(instance_rows.view(rows[instance_id]))
 
     def _apply(self, inst: models.Instance, report: InstanceReport) -> None:
         if inst.state != InstanceState.DESTROYING:
@@ -353,6 +389,7 @@ class Orchestrator:
         inst.exit_code = report.exit_code
         inst.restarts = report.restarts
         inst.health = report.health
+        inst.health_detail = report.health_detail
         if report.error:
             inst.last_error = report.error
 
@@ -407,6 +444,7 @@ class Orchestrator:
                 self.publish(inst)
             for action, inst in todo:
                 self._redrive(s, link, action, inst)
+        self.reconciled.add(link.node_id)
         return sorted(set(reported) - known)
 
     def _redrive(self, s: Session, link: AgentLink, action: str, inst: models.Instance) -> None:
@@ -427,6 +465,10 @@ class Orchestrator:
     def mark_node_unknown(self, node_id: str | None = None) -> None:
         """A node went offline (or, with None, the master just started): its processes are
         out of sight. Pending deploys and destroys keep their state to be re-driven."""
+        if node_id is None:
+            self.reconciled.clear()
+        else:
+            self.reconciled.discard(node_id)
         with self.db.session() as s:
             q = select(models.Instance).where(
                 models.Instance.state.not_in([*BUSY_STATES, InstanceState.UNKNOWN])

@@ -31,6 +31,7 @@ def instance_out(inst: models.Instance) -> InstanceOut:
         last_error=inst.last_error,
         adopted=inst.adopted,
         version=inst.version,
+        health_detail=inst.health_detail,
     )
 
 

@@ -119,3 +119,17 @@ async def _wait_ready(tmp_path):
             return
         await asyncio.sleep(0.05)
     pytest.fail("child never got ready")
+
+
+async def test_tree_lists_children_and_grandchildren(tmp_path):
+    p = spawn(FAMILY, tmp_path)
+    try:
+        proc = psutil.Process(p.pid)
+        kids = await _children(proc)
+        assert [x.pid for x in process.tree(proc)] == [p.pid, *[k.pid for k in kids]]
+        # The same answer through the fallback that scans every process.
+        assert process._direct_children(p.pid) is not None
+        assert process._children_map()[p.pid] == [k.pid for k in kids]
+    finally:
+        process.signal_tree(process.tree(psutil.Process(p.pid)), signal.SIGKILL)
+        p.wait(5)

@@ -1,0 +1,134 @@
+"""How an instance is started and stopped, as data: the command, where it runs, its environment,
+and how the real process is recognised when the command is not the service itself.
+
+A deployed package starts its entrypoint (`pid_strategy: spawn`: that process is the service;
+`match`: the entrypoint exits and the service is found by name or command line). An adopted
+process starts with its `start_command` and is found again the way it was adopted. Pure
+functions of the spec, so tests assert on plans without starting anything.
+"""
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+
+from agent.executor import locate, process
+from agent.executor.health import ProbeContext
+from agent.executor.restart import RestartPolicy
+from protocol.errors import ErrorCode, GdosError
+from protocol.frozen import child_environ
+from protocol.manifest import HealthCheck, Manifest
+from protocol.messages import AdoptSpec, InstanceSpec
+
+ENV_INSTANCE_ID = "GDOS_INSTANCE_ID"
+ENV_INSTANCE_NAME = "GDOS_INSTANCE_NAME"
+LOCATE_TIMEOUT = 30.0  # how long a start command may take to bring its process up
+
+
+@dataclass(frozen=True)
+class Plan:
+    argv: list[str]
+    cwd: Path
+    env: dict[str, str]
+    target: locate.Target | None = None  # None: the spawned process is the service
+
+
+def command_argv(command: str | list[str]) -> list[str]:
+    """A list runs as given; a string is split into words the way a shell splits them, but no
+    shell runs it (no pipes, `&&`, `$VAR` or globbing: GDOS never hands a string to a shell).
+    An operator who wants a shell writes `["/bin/sh", "-c", "..."]` and owns that choice."""
+    if isinstance(command, list):
+        return list(command)
+    words = shlex.split(command, posix=not process.IS_WINDOWS)
+    if not words:
+        raise GdosError(ErrorCode.VALIDATION_FAILED, "the command is empty")
+    return words
+
+
+def base_env(spec: InstanceSpec, manifest: Manifest | None) -> dict[str, str]:
+    env = {**child_environ(), **(manifest.env if manifest else {}), **spec.env}
+    env[ENV_INSTANCE_ID] = spec.instance_id
+    env[ENV_INSTANCE_NAME] = spec.name
+    return env
+
+
+def adopt_target(adopt: AdoptSpec) -> locate.Target:
+    matcher = None
+    if adopt.process_name or adopt.cmdline_pattern:
+        matcher = locate.Matcher(adopt.process_name, adopt.cmdline_pattern)
+    if adopt.strategy == "pid_file":
+        assert adopt.pid_file
+        return locate.Target(matcher=matcher, pid_file=Path(adopt.pid_file))
+    assert matcher is not None
+    return locate.Target(matcher=matcher)
+
+
+def start_plan(spec: InstanceSpec, manifest: Manifest | None, instance_dir: Path) -> Plan:
+    env = base_env(spec, manifest)
+    if spec.adopt is not None:
+        if not spec.adopt.start_command:
+            raise GdosError(
+                ErrorCode.INVALID_STATE,
+                f"{spec.name} was adopted without a start command: GDOS cannot start it",
+            )
+        return Plan(
+            command_argv(spec.adopt.start_command), instance_dir, env, adopt_target(spec.adopt)
+        )
+    if manifest is None:
+        raise GdosError(ErrorCode.INVALID_STATE, f"instance {spec.name} is not deployed")
+    exe = process.executable(instance_dir / "app" / manifest.entrypoint)
+    args = spec.args if spec.args is not None else manifest.args
+    target = None
+    if manifest.pid_strategy == "match":
+        target = locate.Target(locate.Matcher(manifest.process_name, manifest.process_cmdline))
+    return Plan([str(exe), *args], exe.parent, env, target)
+
+
+def stop_plan(spec: InstanceSpec, manifest: Manifest | None, instance_dir: Path) -> Plan | None:
+    """The stop command, or None to stop by signals."""
+    if spec.adopt is not None:
+        if not spec.adopt.stop_command:
+            return None
+        return Plan(command_argv(spec.adopt.stop_command), instance_dir, _stop_env(spec, manifest))
+    if manifest is None or not manifest.stop_entrypoint:
+        return None
+    exe = process.executable(instance_dir / "app" / manifest.stop_entrypoint)
+    return Plan([str(exe), *manifest.stop_args], exe.parent, _stop_env(spec, manifest))
+
+
+def _stop_env(spec: InstanceSpec, manifest: Manifest | None) -> dict[str, str]:
+    # Without the id marker: a stop command is not one of the service's processes, and must
+    # never be taken for it when an agent looks for its services by marker after a restart.
+    env = base_env(spec, manifest)
+    env.pop(ENV_INSTANCE_ID)
+    return env
+
+
+def stop_timeout(spec: InstanceSpec, manifest: Manifest | None) -> float:
+    if spec.adopt is not None:
+        return spec.adopt.stop_timeout
+    return manifest.stop_timeout if manifest else 10.0
+
+
+def restart_policy(spec: InstanceSpec, manifest: Manifest | None) -> RestartPolicy:
+    if spec.adopt is not None:
+        a = spec.adopt
+        return RestartPolicy(a.restart, a.restart_limit, a.restart_window)
+    if manifest is None:
+        return RestartPolicy()
+    return RestartPolicy(manifest.restart, manifest.restart_limit, manifest.restart_window)
+
+
+def health_check(spec: InstanceSpec, manifest: Manifest | None) -> HealthCheck | None:
+    if spec.adopt is not None:
+        return spec.adopt.health
+    return manifest.health if manifest else None
+
+
+def probe_context(
+    spec: InstanceSpec, manifest: Manifest | None, instance_dir: Path
+) -> ProbeContext:
+    root = instance_dir / "app" if spec.adopt is None else None
+    env = {**(manifest.env if manifest else {}), **spec.env}
+    # The name, not the id marker: a probe is not one of the service's processes.
+    env[ENV_INSTANCE_NAME] = spec.name
+    return ProbeContext(root=root, env=env)

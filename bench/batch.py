@@ -1,0 +1,693 @@
+#!/usr/bin/env python3
+"""Batch start/stop of 100 processes over 10 real agents, next to supervisord, PM2 and Circus.
+
+    .venv/bin/python bench/batch.py                  # everything, 3 rounds (a few minutes)
+    .venv/bin/python bench/batch.py --only gdos      # just GDOS (e.g. while profiling)
+    .venv/bin/python bench/batch.py --n 100 --agents 10 --rounds 5
+
+Every tool runs the same small long-running Python program (`bench/prog.py` semantics, written
+to the work dir) as N separate processes, with stdout/stderr to files and respawn on a crash.
+Peers are installed on first use: supervisor and circus from PyPI into bench/.peers-venv, pm2
+from npm into bench/.node. Measured, per tool:
+  start-all   from the request until the manager says all N run (GDOS: POST /systems/{id}/start
+              until the operation's `succeeded` event on the event stream; supervisord:
+              startAllProcesses(wait) over XML-RPC; Circus: `start` with waiting over ZeroMQ;
+              PM2: pm2.start(apps) through its node API). Clients are connected beforehand, so
+              no CLI start-up is counted for anybody. Then the N processes are counted.
+  stop-all    the same, for stopping (SIGTERM; all programs exit at once on it).
+  respawn     kill -9 one process; time until its replacement exists (a new child of the
+              managing daemon running the program), polled every 0.2 ms; median of 5.
+  RSS         of the managing daemon(s) with the N running.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import xmlrpc.client
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from tests.support import Agent, Master, free_port, wait_for  # noqa: E402
+
+BENCH = Path(__file__).resolve().parent
+PEERS_VENV = BENCH / ".peers-venv"
+NODE_DIR = BENCH / ".node"
+LOG_LEVEL = os.environ.get("BENCH_LOG_LEVEL", "warning")
+PY = "/usr/bin/python3" if Path("/usr/bin/python3").exists() else sys.executable
+
+PROG = f"""#!{PY}
+import signal, sys, time
+def bye(*_):
+    sys.exit(0)
+signal.signal(signal.SIGTERM, bye)
+signal.signal(signal.SIGINT, bye)
+while True:
+    time.sleep(3600)
+"""
+
+
+# -- helpers ------------------------------------------------------------------------------------
+
+
+def load() -> str:
+    one, five, _ = os.getloadavg()
+    return f"load {one:.2f} / {five:.2f} (1/5 min)"
+
+
+def children(pid: int) -> set[int]:
+    out: set[int] = set()
+    with contextlib.suppress(OSError):
+        for task in os.listdir(f"/proc/{pid}/task"):
+            with contextlib.suppress(OSError), open(f"/proc/{pid}/task/{task}/children") as f:
+                out.update(int(x) for x in f.read().split())
+    return out
+
+
+def cmdline(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            return f.read().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+def running_progs(root: Path) -> list[int]:
+    """Live processes running this bench's program (under `root`)."""
+    found = []
+    needle = str(root)
+    for proc in psutil.process_iter(["cmdline", "status"]):
+        info = proc.info
+        if info["status"] == psutil.STATUS_ZOMBIE:
+            continue
+        if any("prog.py" in part and needle in part for part in info["cmdline"] or []):
+            found.append(proc.pid)
+    return found
+
+
+def respawn_latency(daemon_pid: int, victim: int, timeout: float = 30.0) -> float:
+    """kill -9 `victim`; seconds until a new child of the daemon runs the program."""
+    before = children(daemon_pid)
+    t0 = time.perf_counter()
+    os.kill(victim, signal.SIGKILL)
+    deadline = t0 + timeout
+    while time.perf_counter() < deadline:
+        for pid in children(daemon_pid) - before:
+            if "prog.py" in cmdline(pid):
+                return time.perf_counter() - t0
+        time.sleep(0.0002)
+    raise TimeoutError(f"no respawn of {victim} within {timeout} s")
+
+
+def rss_mib(pids: list[int]) -> list[float]:
+    return [psutil.Process(p).memory_info().rss / 2**20 for p in pids]
+
+
+def median(xs: list[float]) -> float:
+    return statistics.median(xs) if xs else float("nan")
+
+
+class Result:
+    def __init__(self, tool: str) -> None:
+        self.tool = tool
+        self.start: list[float] = []
+        self.stop: list[float] = []
+        self.gone: list[float] = []  # stop-all until the last process is gone (seen by us)
+        self.respawn: list[float] = []
+        self.rss: list[float] = []
+        self.note = ""
+        self.load = ""
+
+    def row(self) -> dict[str, Any]:
+        return {
+            "tool": self.tool,
+            "start_all_s": median(self.start),
+            "start_all_min_s": min(self.start, default=float("nan")),
+            "stop_all_s": median(self.stop),
+            "stop_all_min_s": min(self.stop, default=float("nan")),
+            "stop_all_gone_s": median(self.gone),
+            "respawn_ms": median(self.respawn) * 1000,
+            "daemon_rss_mib": sum(self.rss),
+            "note": self.note,
+            "load": self.load,
+        }
+
+
+def time_until_count(root: Path, n: int, t0: float, timeout: float = 60) -> float:
+    """Seconds from `t0` until exactly `n` of the program's processes remain (polled)."""
+    while len(running_progs(root)) != n:
+        if time.perf_counter() - t0 > timeout:
+            raise TimeoutError(f"{n} processes")
+        time.sleep(0.005)
+    return time.perf_counter() - t0
+
+
+def wait_count(root: Path, n: int, timeout: float = 60) -> None:
+    wait_for(lambda: len(running_progs(root)) == n, timeout, interval=0.1, what=f"{n} processes")
+
+
+# -- GDOS -----------------------------------------------------------------------------------------
+
+
+class OpWatcher:
+    """Reads the event stream; remembers when each operation reached a final state."""
+
+    def __init__(self, url: str, token: str) -> None:
+        from websockets.sync.client import connect
+
+        ws_url = url.replace("http://", "ws://") + "/api/v1/events"
+        self._cm = connect(ws_url, additional_headers={"Authorization": f"Bearer {token}"})
+        self.ws = self._cm.__enter__()
+        self.ws.send(json.dumps({"batch": True}))  # what a console does: arrays per burst
+        self.done: dict[str, tuple[float, dict[str, Any]]] = {}
+        self.cond = threading.Condition()
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        with contextlib.suppress(Exception):
+            for raw in self.ws:
+                now = time.perf_counter()
+                if '"topic":"operation"' not in raw:
+                    continue
+                decoded = json.loads(raw)
+                for event in decoded if isinstance(decoded, list) else [decoded]:
+                    data = event["data"]
+                    if event["topic"] == "operation" and data["state"] != "running":
+                        with self.cond:
+                            self.done.setdefault(data["id"], (now, data))
+                            self.cond.notify_all()
+
+    def wait(self, op_id: str, timeout: float = 120) -> tuple[float, dict[str, Any]]:
+        with self.cond:
+            if not self.cond.wait_for(lambda: op_id in self.done, timeout):
+                raise TimeoutError(f"operation {op_id}")
+            return self.done[op_id]
+
+    def close(self) -> None:
+        self._cm.__exit__(None, None, None)
+
+
+def gdos_package(dest: Path) -> Path:
+    path = dest / "prog.zip"
+    manifest = {
+        "name": "prog",
+        "version": "1.0.0",
+        "entrypoint": "bin/prog.py",
+        "stop_timeout": 10,
+        "restart": "on-failure",
+    }
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("service.json", json.dumps(manifest))
+        info = zipfile.ZipInfo("bin/prog.py")
+        info.external_attr = 0o755 << 16
+        zf.writestr(info, PROG)
+    return path
+
+
+def bench_gdos(work: Path, n: int, n_agents: int, rounds: int, label: str = "GDOS") -> Result:
+    res = Result(label)
+    work.mkdir(parents=True, exist_ok=True)
+    # A generous grace: on a shared, overloaded machine a starved agent misses heartbeats.
+    master = Master(work / "master", extra=["--log-level", LOG_LEVEL, "--heartbeat-grace", "15"])
+    agents: list[Agent] = []
+    try:
+        master.launch()
+        api = master.api()
+        agents = [
+            Agent(master, work / f"agent-{i}", extra=["--log-level", LOG_LEVEL])
+            for i in range(n_agents)
+        ]
+        for a in agents:
+            a.start()
+        nodes: list[str] = []
+        for a in agents:
+            cred = a.work_dir / "agent-credential.json"
+            wait_for(cred.exists, 60, what="enrolment")
+            nodes.append(a.node_id)
+        wait_for(lambda: all(x["status"] == "online" for x in api.get("/nodes")), 60, what="agents")
+        api.upload(gdos_package(work))
+        system = api.post("/systems", {"name": "bench"})
+        module = api.post(f"/systems/{system['id']}/modules", {"name": "p", "package": "prog"})
+        for i in range(n):
+            api.post("/instances", {"module_id": module["id"], "node_id": nodes[i % n_agents]})
+        wait_for(
+            lambda: all(
+                i["state"] == "stopped" for i in api.get(f"/instances?system_id={system['id']}")
+            ),
+            300,
+            interval=0.5,
+            what="deploys",
+        )
+        watcher = OpWatcher(master.url, api.token or "")
+        res.load = load()
+        procs = [psutil.Process(master.pid)] + [psutil.Process(a.pid) for a in agents]
+        cpu: dict[str, list[tuple[float, float]]] = {"start": [], "stop": []}
+
+        def cpu_now() -> list[float]:
+            return [sum(p.cpu_times()[:2]) for p in procs]
+
+        for _ in range(rounds):
+            for kind, out in (("start", res.start), ("stop", res.stop)):
+                time.sleep(1.0)  # let the previous round's reports and saves settle
+                c0 = cpu_now()
+                t0 = time.perf_counter()
+                op = api.post(f"/systems/{system['id']}/{kind}", expect=202)
+                t1, final = watcher.wait(op["operation_id"])
+                c1 = cpu_now()
+                assert final["state"] == "succeeded", final
+                out.append(t1 - t0)
+                cpu[kind].append((c1[0] - c0[0], sum(c1[1:]) - sum(c0[1:])))
+                if kind == "stop":
+                    res.gone.append(time_until_count(work, 0, t0))
+                wait_count(work, n if kind == "start" else 0)
+        # Respawn after kill -9, and memory with everything running.
+        op = api.post(f"/systems/{system['id']}/start", expect=202)
+        watcher.wait(op["operation_id"])
+        wait_count(work, n)
+        time.sleep(2.0)
+        insts = api.get(f"/instances?system_id={system['id']}")
+        agent_of = {a.node_id: a for a in agents}
+        for inst in insts[:5]:
+            res.respawn.append(respawn_latency(agent_of[inst["node_id"]].pid, inst["pid"]))
+            time.sleep(0.3)
+        wait_count(work, n)
+        time.sleep(1.0)
+        per_agent = rss_mib([a.pid for a in agents])
+        res.rss = per_agent
+        master_rss = rss_mib([master.pid])[0]
+        res.note = (
+            f"{n_agents} agents: {median(per_agent):.1f} MiB each (min {min(per_agent):.1f}, "
+            f"max {max(per_agent):.1f}); master {master_rss:.1f} MiB not included. CPU per "
+            "operation, master / all agents: "
+            + ", ".join(
+                f"{k} {median([m for m, _ in v]) * 1000:.0f} / {median([a for _, a in v]) * 1000:.0f} ms"
+                for k, v in cpu.items()
+            )
+        )
+        op = api.post(f"/systems/{system['id']}/stop", expect=202)
+        watcher.wait(op["operation_id"])
+        watcher.close()
+        api.close()
+    except BaseException:
+        print(f"GDOS run failed; master log tail:\n{master.tail(40)}", file=sys.stderr)
+        raise
+    finally:
+        for a in agents:
+            a.stop()
+        master.stop()
+        for pid in running_progs(work):
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(pid).kill()
+    return res
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--n", type=int, default=100)
+    p.add_argument("--agents", type=int, default=10)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--only", choices=["gdos", "supervisord", "circus", "pm2"], action="append")
+    p.add_argument("--work", type=Path, default=Path("/tmp/gdos-bench-batch"))
+    args = p.parse_args()
+    tools = args.only or ["gdos", "supervisord", "circus", "pm2"]
+    shutil.rmtree(args.work, ignore_errors=True)
+    results = []
+    for tool in tools:
+        print(f"-- {tool} ({load()})", flush=True)
+        if tool == "gdos":
+            r = bench_gdos(args.work / "gdos", args.n, args.agents, args.rounds)
+        else:
+            r = PEERS[tool](args.work / tool, args.n, args.rounds)
+        results.append(r)
+        print(json.dumps(r.row()), flush=True)
+    print_table(results, args)
+    return 0
+
+
+def print_table(results: list[Result], args: argparse.Namespace) -> None:
+    print()
+    print(
+        f"{args.n} processes; GDOS over {args.agents} agents; {args.rounds} rounds (median, best)"
+    )
+    print(
+        "| tool | start-all | stop-all | stop-all, last process gone "
+        "| respawn after kill -9 | daemon RSS |"
+    )
+    print("| --- | --- | --- | --- | --- | --- |")
+    for r in results:
+        row = r.row()
+        print(
+            f"| {r.tool} | {row['start_all_s']:.3f} s ({row['start_all_min_s']:.3f}) "
+            f"| {row['stop_all_s']:.3f} s ({row['stop_all_min_s']:.3f}) "
+            f"| {row['stop_all_gone_s']:.3f} s "
+            f"| {row['respawn_ms']:.1f} ms | {row['daemon_rss_mib']:.1f} MiB |"
+        )
+    for r in results:
+        if r.note:
+            print(f"- {r.tool}: {r.note}")
+
+
+# -- peers ----------------------------------------------------------------------------------------
+
+
+def ensure_python_peers() -> Path:
+    """supervisor and circus from PyPI into a bench-local venv (first run only)."""
+    py = PEERS_VENV / "bin" / "python"
+    if (
+        not (PEERS_VENV / "bin" / "circusd").exists()
+        or not (PEERS_VENV / "bin" / "supervisord").exists()
+    ):
+        print("installing supervisor and circus into", PEERS_VENV, flush=True)
+        subprocess.run([sys.executable, "-m", "venv", str(PEERS_VENV)], check=True)
+        subprocess.run(
+            [str(py), "-m", "pip", "install", "-q", "supervisor==4.3.0", "circus==0.19.0"],
+            check=True,
+        )
+    return py
+
+
+def ensure_pm2() -> Path:
+    pm2 = NODE_DIR / "node_modules" / "pm2"
+    if not pm2.exists():
+        print("installing pm2 into", NODE_DIR, flush=True)
+        NODE_DIR.mkdir(parents=True, exist_ok=True)
+        subprocess.run(
+            ["npm", "install", "--prefix", str(NODE_DIR), "--no-audit", "--no-fund", "pm2@6"],
+            check=True,
+        )
+    return pm2
+
+
+def write_prog(work: Path) -> Path:
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "logs").mkdir(exist_ok=True)
+    prog = work / "prog.py"
+    prog.write_text(PROG)
+    prog.chmod(0o755)
+    return prog
+
+
+def measure_peer(
+    res: Result,
+    work: Path,
+    n: int,
+    rounds: int,
+    start: Callable[[], float],
+    stop: Callable[[], float],
+    daemon_pid: Callable[[], int],
+    pids: Callable[[], list[int]],
+) -> None:
+    res.load = load()
+    for _ in range(rounds):
+        for act, out, want in ((start, res.start, n), (stop, res.stop, 0)):
+            time.sleep(1.0)
+            t0 = time.perf_counter()
+            out.append(act())
+            if want == 0:
+                res.gone.append(time_until_count(work, 0, t0))
+            wait_count(work, want)
+    start()
+    wait_count(work, n)
+    time.sleep(2.0)
+    daemon = daemon_pid()
+    for victim in pids()[:5]:
+        res.respawn.append(respawn_latency(daemon, victim))
+        time.sleep(0.3)
+    wait_count(work, n)
+    time.sleep(1.0)
+    res.rss = rss_mib([daemon])
+    stop()
+
+
+def bench_supervisord(work: Path, n: int, rounds: int) -> Result:
+    res = Result("supervisord")
+    py = ensure_python_peers()
+    prog = write_prog(work)
+    port = free_port()
+    programs = "".join(
+        f"""
+[program:p{i}]
+command={PY} {prog} p{i}
+autostart=false
+autorestart=true
+startsecs=0
+startretries=3
+stopwaitsecs=10
+stdout_logfile={work}/logs/p{i}.out
+stderr_logfile={work}/logs/p{i}.err
+"""
+        for i in range(n)
+    )
+    conf = work / "supervisord.conf"
+    conf.write_text(
+        f"""[supervisord]
+logfile={work}/supervisord.log
+pidfile={work}/supervisord.pid
+nodaemon=true
+[inet_http_server]
+port=127.0.0.1:{port}
+[rpcinterface:supervisor]
+supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
+{programs}"""
+    )
+    daemon = subprocess.Popen(
+        [str(py.parent / "supervisord"), "-c", str(conf)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    rpc: Any = xmlrpc.client.ServerProxy(f"http://127.0.0.1:{port}/RPC2")
+    try:
+        wait_for(
+            lambda: rpc.supervisor.getState()["statename"] == "RUNNING", 30, what="supervisord"
+        )
+        res.note = "startsecs=0 (RUNNING as soon as spawned, like GDOS), autorestart=true, XML-RPC"
+
+        def timed(call: Callable[[], Any]) -> float:
+            t0 = time.perf_counter()
+            call()
+            return time.perf_counter() - t0
+
+        def pids() -> list[int]:
+            return [p["pid"] for p in rpc.supervisor.getAllProcessInfo() if p["pid"]]
+
+        measure_peer(
+            res,
+            work,
+            n,
+            rounds,
+            lambda: timed(lambda: rpc.supervisor.startAllProcesses(True)),
+            lambda: timed(lambda: rpc.supervisor.stopAllProcesses(True)),
+            lambda: daemon.pid,
+            pids,
+        )
+    finally:
+        daemon.terminate()
+        daemon.wait(30)
+    return res
+
+
+CIRCUS_CALL = """
+import json, sys, time
+from circus.client import CircusClient
+c = CircusClient(endpoint=sys.argv[1], timeout=120)
+c.call({"command": "list", "properties": {}})
+for line in sys.stdin:
+    cmd = line.strip()
+    t0 = time.perf_counter()
+    if cmd == "pids":
+        out = []
+        for w in c.call({"command": "list", "properties": {}})["watchers"]:
+            out += c.call({"command": "list", "properties": {"name": w}}).get("pids", [])
+        print(json.dumps(out), flush=True)
+        continue
+    r = c.call({"command": cmd, "properties": {"waiting": True}})
+    print(json.dumps({"s": time.perf_counter() - t0, "status": r.get("status")}), flush=True)
+"""
+
+
+def bench_circus(work: Path, n: int, rounds: int) -> Result:
+    res = Result("Circus")
+    py = ensure_python_peers()
+    prog = write_prog(work)
+    endpoint, pubsub = (f"tcp://127.0.0.1:{free_port()}" for _ in range(2))
+    watchers = "".join(
+        f"""
+[watcher:p{i}]
+cmd = {PY} {prog} p{i}
+numprocesses = 1
+autostart = true
+respawn = true
+warmup_delay = 0
+stdout_stream.class = FileStream
+stdout_stream.filename = {work}/logs/p{i}.out
+stderr_stream.class = FileStream
+stderr_stream.filename = {work}/logs/p{i}.err
+"""
+        for i in range(n)
+    )
+    conf = work / "circus.ini"
+    conf.write_text(
+        f"""[circus]
+endpoint = {endpoint}
+pubsub_endpoint = {pubsub}
+statsd = false
+check_delay = 5
+{watchers}"""
+    )
+    daemon = subprocess.Popen(
+        [str(py.parent / "circusd"), str(conf)],
+        cwd=work,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    client = subprocess.Popen(
+        [str(py), "-c", CIRCUS_CALL, endpoint],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    assert client.stdin is not None and client.stdout is not None
+
+    def call(cmd: str) -> Any:
+        assert client.stdin is not None and client.stdout is not None
+        client.stdin.write(cmd + "\n")
+        client.stdin.flush()
+        return json.loads(client.stdout.readline())
+
+    try:
+        wait_for(lambda: call("pids") is not None, 30, what="circusd")
+        # Circus's `start` (all) starts the autostart watchers: they start with the daemon,
+        # so stop them first; the rounds then measure start-all and stop-all as for the others.
+        wait_count(work, n)
+        call("stop")
+        wait_count(work, 0)
+        res.note = "warmup_delay=0, respawn=true, ZeroMQ client (waiting=True)"
+        measure_peer(
+            res,
+            work,
+            n,
+            rounds,
+            lambda: call("start")["s"],
+            lambda: call("stop")["s"],
+            lambda: daemon.pid,
+            lambda: call("pids"),
+        )
+    finally:
+        client.kill()
+        daemon.terminate()
+        try:
+            daemon.wait(30)
+        except subprocess.TimeoutExpired:
+            daemon.kill()
+    return res
+
+
+PM2_CALL = """
+const pm2 = require(process.argv[2]);
+const apps = JSON.parse(require('fs').readFileSync(process.argv[3]));
+const rl = require('readline').createInterface({input: process.stdin});
+pm2.connect((err) => {
+  if (err) { console.error(err); process.exit(2); }
+  console.log(JSON.stringify({ready: true}));
+  rl.on('line', (cmd) => {
+    const t0 = process.hrtime.bigint();
+    const done = (e, out) => {
+      const s = Number(process.hrtime.bigint() - t0) / 1e9;
+      if (cmd === 'pids') {
+        console.log(JSON.stringify((out || []).filter(p => p.pid).map(p => p.pid)));
+      } else {
+        console.log(JSON.stringify({s, error: e ? String(e) : null}));
+      }
+    };
+    if (cmd === 'start') pm2.start(apps, done);
+    else if (cmd === 'stop') pm2.stop('all', done);
+    else if (cmd === 'pids') pm2.list(done);
+    else if (cmd === 'kill') pm2.killDaemon(() => { console.log('{}'); process.exit(0); });
+  });
+});
+"""
+
+
+def bench_pm2(work: Path, n: int, rounds: int) -> Result:
+    res = Result("PM2")
+    pm2 = ensure_pm2()
+    prog = write_prog(work)
+    apps = [
+        {
+            "name": f"p{i}",
+            "script": str(prog),
+            "interpreter": PY,
+            "args": [f"p{i}"],
+            "autorestart": True,
+            "out_file": f"{work}/logs/p{i}.out",
+            "error_file": f"{work}/logs/p{i}.err",
+        }
+        for i in range(n)
+    ]
+    (work / "apps.json").write_text(json.dumps(apps))
+    (work / "call.js").write_text(PM2_CALL)
+    env = {**os.environ, "PM2_HOME": str(work / "pm2-home")}
+    client = subprocess.Popen(
+        ["node", str(work / "call.js"), str(pm2), str(work / "apps.json")],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+
+    def call(cmd: str) -> Any:
+        assert client.stdin is not None and client.stdout is not None
+        client.stdin.write(cmd + "\n")
+        client.stdin.flush()
+        return json.loads(client.stdout.readline())
+
+    def daemon_pid() -> int:
+        return int((work / "pm2-home" / "pm2.pid").read_text())
+
+    try:
+        assert client.stdout is not None
+        assert json.loads(client.stdout.readline())["ready"]
+        res.note = "pm2 6 node API (pm2.start(apps) / pm2.stop('all')), fork mode, autorestart"
+        measure_peer(
+            res,
+            work,
+            n,
+            rounds,
+            lambda: call("start")["s"],
+            lambda: call("stop")["s"],
+            daemon_pid,
+            lambda: call("pids"),
+        )
+    finally:
+        with contextlib.suppress(Exception):
+            call("kill")
+        client.kill()
+    return res
+
+
+PEERS: dict[str, Callable[[Path, int, int], Result]] = {
+    "supervisord": bench_supervisord,
+    "circus": bench_circus,
+    "pm2": bench_pm2,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,160 @@
+"""The `operation` resource in memory: its steps (one per instance), their states, and the
+shapes it is saved and published in. The runner that moves them is master/services/operations.py."""
+
+import asyncio
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+from master.db import models
+from protocol.rest import OperationOut, StepOut, iso
+
+DEFAULT_READY_TIMEOUT = 60.0
+
+
+class OpState(StrEnum):
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+class StepState(StrEnum):
+    PENDING = "pending"
+    STARTING = "starting"
+    WAITING_HEALTH = "waiting_health"
+    STOPPING = "stopping"
+    DONE = "done"
+    FAILED = "failed"
+    SKIPPED = "skipped"  # never reached: a lower level failed
+    CANCELLED = "cancelled"  # in progress when the operation ended
+
+
+FINAL_STEPS = frozenset({StepState.DONE, StepState.FAILED, StepState.SKIPPED, StepState.CANCELLED})
+
+
+@dataclass
+class Step:
+    instance_id: str
+    name: str
+    node_id: str
+    level: int
+    gated: bool = False  # has a health check: done only when healthy
+    ready_timeout: float = DEFAULT_READY_TIMEOUT
+    stop_timeout: float = 10.0
+    state: StepState = StepState.PENDING
+    error: str | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    _view: tuple[tuple[Any, ...], dict[str, Any]] | None = field(default=None, repr=False)
+
+    @property
+    def final(self) -> bool:
+        return self.state in FINAL_STEPS
+
+    def record(self) -> dict[str, Any]:
+        return {
+            "instance_id": self.instance_id,
+            "name": self.name,
+            "node_id": self.node_id,
+            "level": self.level,
+            "gated": self.gated,
+            "ready_timeout": self.ready_timeout,
+            "stop_timeout": self.stop_timeout,
+            "state": str(self.state),
+            "error": self.error,
+            "started_at": self.started_at,
+            "finished_at": self.finished_at,
+        }
+
+    @classmethod
+    def from_record(cls, r: dict[str, Any]) -> "Step":
+        return cls(
+            instance_id=r["instance_id"],
+            name=r.get("name", ""),
+            node_id=r.get("node_id", ""),
+            level=int(r.get("level", 0)),
+            gated=bool(r.get("gated", False)),
+            ready_timeout=float(r.get("ready_timeout", DEFAULT_READY_TIMEOUT)),
+            stop_timeout=float(r.get("stop_timeout", 10.0)),
+            state=StepState(r.get("state", "pending")),
+            error=r.get("error"),
+            started_at=r.get("started_at"),
+            finished_at=r.get("finished_at"),
+        )
+
+    def view(self) -> dict[str, Any]:
+        """StepOut as a plain dict, rebuilt only when the step changed (an operation of a
+        hundred steps is published several times a second while it runs)."""
+        key = (self.state, self.error, self.started_at, self.finished_at)
+        if self._view is None or self._view[0] != key:
+            self._view = (key, self._build_view())
+        return self._view[1]
+
+    def _build_view(self) -> dict[str, Any]:
+        return {
+            "instance_id": self.instance_id,
+            "name": self.name,
+            "node_id": self.node_id,
+            "level": self.level,
+            "state": str(self.state),
+            "error": self.error,
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+        }
+
+    def out(self) -> StepOut:
+        return StepOut(**self.view())
+
+
+@dataclass
+class Op:
+    id: str
+    kind: str  # start | stop
+    system_id: str
+    actor: str
+    created_at: float
+    steps: list[Step]
+    ready_timeout: float | None = None
+    state: OpState = OpState.RUNNING
+    error: str | None = None
+    level: int | None = None
+    resumed: int = 0
+    finished_at: float | None = None
+    task: asyncio.Task[None] | None = None
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    touched: set[str] = field(default_factory=set)  # instances changed since the last look
+
+    def view(self) -> dict[str, Any]:
+        """OperationOut as a plain dict: what the event stream carries."""
+        return {
+            "id": self.id,
+            "kind": self.kind,
+            "system_id": self.system_id,
+            "state": str(self.state),
+            "error": self.error,
+            "actor": self.actor,
+            "created_at": iso(self.created_at),
+            "finished_at": iso(self.finished_at),
+            "level": self.level,
+            "resumed": self.resumed,
+            "steps": [st.view() for st in self.steps],
+        }
+
+    def out(self) -> OperationOut:
+        return OperationOut.model_validate(self.view())
+
+
+def operation_out(row: models.Operation) -> OperationOut:
+    return OperationOut(
+        id=row.id,
+        kind=row.kind,
+        system_id=row.system_id,
+        state=row.state,
+        error=row.error,
+        actor=row.actor,
+        created_at=iso(row.created_at),
+        finished_at=iso(row.finished_at),
+        level=row.level,
+        resumed=row.resumed,
+        steps=[Step.from_record(r).out() for r in row.steps or []],
+    )
