@@ -363,7 +363,13 @@ class FleetService(QObject):
 
     def _done_steps(self, start: bool) -> int:
         self.operation_steps.flush()
-        want = {"running", "succeeded", "healthy"} if start else {*DOWN_STATES, "succeeded"}
+        # Steps of the master's operation end "done"; the console's own ordering (a master
+        # without batch operations) records the instance states it reached.
+        want = (
+            {"done", "running", "succeeded", "healthy"}
+            if start
+            else {"done", *DOWN_STATES, "succeeded"}
+        )
         return sum(1 for r in self.operation_steps.rows() if r.get("state") in want)
 
     async def _follow(self, system_id: str, op_id: str, total: int) -> str:
@@ -372,7 +378,7 @@ class FleetService(QObject):
             op = await client.operation(op_id)
             self.on_operation(op.model_dump())
             self.operation_steps.flush()
-            done = sum(1 for s in op.steps if s.state in ("running", "stopped", "succeeded"))
+            done = sum(1 for s in op.steps if s.state in ("done", "skipped"))
             self.operation_changed.emit(system_id, op.state, done, total)
             if op.state != "running":
                 return op.state

@@ -38,8 +38,11 @@ def _table(app: FastAPI) -> tuple[RouteInfo, ...]:
 
 def methods_at(app: FastAPI, path: str) -> set[str]:
     """Every HTTP method some route serves at this concrete path."""
+    matching = [r for r in _table(app) if r.kind == "http" and r.regex.match(path)]
+    # A literal path (/instances/adopt) outranks a template that also matches it
+    # (/instances/{instance_id}), as it does when the request is routed.
+    literal = [r for r in matching if r.path == path]
     found: set[str] = set()
-    for route in _table(app):
-        if route.kind == "http" and route.regex.match(path):
-            found |= route.methods
+    for route in literal or matching:
+        found |= route.methods
     return found

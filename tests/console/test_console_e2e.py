@@ -112,7 +112,7 @@ async def test_upload_deploy_start_stop_through_the_ui(console, tmp_path):
         lambda: state_cell(app, instance_id) == "stopped", what="stopped by the system stop"
     )
     assert ops[-1] == ("succeeded", 1, 1)
-    assert app.fleet.operation_steps.row(instance_id)["state"] in ("stopped", "succeeded")
+    assert app.fleet.operation_steps.row(instance_id)["state"] in ("stopped", "done")
     await page.start_system()
     await until(lambda: state_cell(app, instance_id) == "running", timeout=60, what="system start")
     assert ops[-1] == ("succeeded", 1, 1)
