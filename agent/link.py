@@ -32,6 +32,7 @@ from protocol.messages import (
     Hello,
     InstanceReport,
     InstanceStateMsg,
+    Load,
     Result,
     Start,
     Stop,
@@ -75,6 +76,8 @@ class Link:
         self.heartbeat_interval = 1.0
         self.connected = asyncio.Event()
         self.on_config: Callable[[Config], None] | None = None
+        # Where heartbeats take the node's load from (the monitor's latest sample), if anywhere.
+        self.load_source: Callable[[], Load | None] | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- outgoing -----------------------------------------------------------------------------
@@ -84,6 +87,14 @@ class Link:
         if self.ws is not None:
             msg = InstanceStateMsg(**report.model_dump())
             self._spawn(self._send(msg))
+
+    async def send_text(self, text: str) -> None:
+        """Send an already encoded message if connected (metrics: dropped while offline)."""
+        ws = self.ws
+        if ws is None:
+            return
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await ws.send(text)
 
     async def _send(self, msg: BaseModel) -> None:
         ws = self.ws
@@ -162,7 +173,9 @@ class Link:
     async def _heartbeats(self, ws: ClientConnection) -> None:
         with contextlib.suppress(websockets.ConnectionClosed):
             while True:
-                load = await asyncio.to_thread(current_load, self.work_dir)
+                load = self.load_source() if self.load_source else None
+                if load is None:
+                    load = await asyncio.to_thread(current_load, self.work_dir)
                 await ws.send(Heartbeat(ts=time.time(), load=load).model_dump_json())
                 await asyncio.sleep(self.heartbeat_interval)
 

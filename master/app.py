@@ -3,12 +3,25 @@
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from master.api import agent, audit, auth, events, health, instances, nodes, packages, systems
+from master.api import (
+    agent,
+    alerts,
+    audit,
+    auth,
+    events,
+    health,
+    instances,
+    monitoring,
+    nodes,
+    packages,
+    systems,
+)
 from master.api.errors import install as install_error_handlers
 from master.config import Settings
 from master.db import models
@@ -16,7 +29,11 @@ from master.db.session import Database
 from master.hub import Hub
 from master.services import accounts
 from master.services.agents import AgentLink, AgentRegistry, watch_liveness
+from master.services.alerting.engine import AlertEngine
+from master.services.alerting.webhooks import Notifier
 from master.services.audit import AuditMiddleware
+from master.services.directory import Directory
+from master.services.metrics import MetricsService, MetricsStore
 from master.services.orchestrator import Orchestrator
 from master.services.views import node_out
 from master.storage import PackageStore, make_store
@@ -24,6 +41,10 @@ from protocol import __version__
 from protocol.messages import CLOSE_POLICY
 
 log = logging.getLogger(__name__)
+
+NODE_LOAD_EVERY = (
+    5.0  # seconds between broadcast `node` load events per node (full rate: metrics:<id>)
+)
 
 
 class Services:
@@ -35,6 +56,20 @@ class Services:
         self.hub = Hub()
         self.agents = AgentRegistry()
         self.orchestrator = Orchestrator(self.db, self.agents, self.hub, settings)
+        # Hub listeners run in this order: the directory first, so the others see fresh facts.
+        self.directory = Directory(self.hub)
+        store = MetricsStore(
+            settings.metrics_recent_seconds,
+            settings.metrics_history_minutes,
+            settings.metrics_max_series,
+        )
+        self.metrics = MetricsService(store, self.directory, self.hub)
+        self.notifier = Notifier()
+        self.alerts = AlertEngine(
+            self.db, self.hub, self.directory, self.agents, self.notifier, settings.base_url
+        )
+        self.metrics.on_samples = self.alerts.observe_samples
+        self._load_published: dict[str, float] = {}
         self._store: PackageStore | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -49,7 +84,11 @@ class Services:
         self.db.migrate()
         with self.db.session() as s:
             accounts.bootstrap(s, self.settings)
+            self.directory.load(s)
+            self.alerts.load(s)
         self._store = make_store(self.settings)
+        await self.notifier.start()
+        await self.alerts.start()
         # No agent is connected yet: what their processes do is unknown until they say hello.
         self.orchestrator.mark_node_unknown(None)
         self._tasks.append(
@@ -67,6 +106,8 @@ class Services:
             with contextlib.suppress(Exception):
                 await link.channel.close(1001, "master shutting down")
         await self.orchestrator.close()
+        await self.alerts.stop()
+        await self.notifier.stop()
         self.db.dispose()
 
     async def _drop_stale(self, link: AgentLink) -> None:
@@ -82,6 +123,10 @@ class Services:
                 self.hub.publish("node", node_out(node, self.agents).model_dump())
 
     def publish_node_load(self, link: AgentLink) -> None:
+        now = time.monotonic()
+        if now - self._load_published.get(link.node_id, 0.0) < NODE_LOAD_EVERY:
+            return  # a table refresh every few seconds; charts subscribe to metrics:<node id>
+        self._load_published[link.node_id] = now
         self.hub.publish(
             "node", {"id": link.node_id, "status": "online", "load": link.load.model_dump()}
         )
@@ -117,7 +162,19 @@ def create_app(settings: Settings) -> FastAPI:
     )
     app.state.services = svc
     install_error_handlers(app)
-    for module in (health, auth, agent, nodes, packages, systems, instances, audit, events):
+    for module in (
+        health,
+        auth,
+        agent,
+        nodes,
+        packages,
+        systems,
+        instances,
+        audit,
+        events,
+        monitoring,
+        alerts,
+    ):
         app.include_router(module.router)
     app.add_middleware(AuditMiddleware, db=svc.db)
     return app

@@ -24,6 +24,7 @@ from protocol.messages import (
     Heartbeat,
     Hello,
     InstanceStateMsg,
+    Metrics,
     Result,
 )
 from protocol.rest import EnrollIn, EnrollOut
@@ -94,7 +95,13 @@ async def agent_socket(ws: WebSocket, svc: ServicesDep) -> None:
     link.unmanaged = unmanaged
     if unmanaged:
         log.warning("node %s runs instances the master does not know: %s", node_id, unmanaged)
-    await link.send(Config(node_id=node_id, heartbeat_interval=svc.settings.heartbeat_interval))
+    await link.send(
+        Config(
+            node_id=node_id,
+            heartbeat_interval=svc.settings.heartbeat_interval,
+            metrics_interval=svc.settings.metrics_interval,
+        )
+    )
     svc.publish_node(node_id)
     log.info("node %s connected (%s)", node_id, hello.host.hostname)
     try:
@@ -121,7 +128,9 @@ async def _serve(ws: WebSocket, link: AgentLink, svc: ServicesDep) -> None:
         except ValidationError as exc:
             log.warning("node %s sent an invalid message: %s", link.node_id, _summary(text, exc))
             continue
-        if isinstance(msg, Heartbeat):
+        if isinstance(msg, Metrics):
+            svc.metrics.ingest(link.node_id, msg)
+        elif isinstance(msg, Heartbeat):
             link.load = msg.load
             svc.publish_node_load(link)
         elif isinstance(msg, InstanceStateMsg):

@@ -1,0 +1,303 @@
+"""Live metrics in memory: bounded ring buffers per series, a fixed ceiling whatever the fleet.
+
+Each series (one node or one instance) holds two preallocated `array('f')` rings, numbers only,
+never a Python object per sample:
+- recent: one slot per second for `recent_seconds` (10 minutes by default);
+- history: one average per minute for `history_minutes` (2 hours by default).
+A slot with no sample holds NaN, so gaps cost nothing to mark and are skipped when read.
+The number of series is capped (`max_series`); a new series beyond the cap evicts the one
+written least recently. So memory is at most `max_series x bytes_per_series`, allocated as
+series appear, and nothing grows afterwards.
+
+Ingest is O(samples) with no database access: ownership checks come from the in-memory
+`Directory`, and `metrics:<id>` events are built only when somebody subscribed to that key.
+This is the in-process implementation of the metrics store; a multi-master deployment would
+shard series by node behind the same `ingest`/`query` calls.
+"""
+
+import math
+import time
+from array import array
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from master.hub import Hub
+from master.services.directory import Directory
+from protocol.messages import INSTANCE_FIELDS, NODE_FIELDS, Metrics
+from protocol.rest import iso
+
+NAN = math.nan
+NODE_WIDTH = len(NODE_FIELDS)
+INSTANCE_WIDTH = len(INSTANCE_FIELDS)
+MAX_SKEW = 30.0  # seconds; an agent clock further off than this is replaced by the master's
+FRESH_FOR = 120.0  # seconds; older latest values are not exported to Prometheus
+
+SampleHook = Callable[[str, float, float, list[tuple[Any, ...]]], None]
+
+
+class Series:
+    """Two rings of `width` float32 columns: per second (recent) and per minute (history)."""
+
+    __slots__ = (
+        "acc",
+        "acc_min",
+        "acc_n",
+        "coarse",
+        "coarse_last",
+        "coarse_slots",
+        "fine",
+        "fine_last",
+        "fine_slots",
+        "width",
+    )
+
+    def __init__(self, width: int, fine_slots: int, coarse_slots: int) -> None:
+        self.width = width
+        self.fine_slots = fine_slots
+        self.coarse_slots = coarse_slots
+        self.fine = array("f", [NAN]) * (fine_slots * width)
+        self.coarse = array("f", [NAN]) * (coarse_slots * width)
+        self.fine_last = -1  # newest second written
+        self.coarse_last = -1  # newest minute written to history
+        self.acc = [0.0] * width  # sums of the minute being accumulated
+        self.acc_n = 0
+        self.acc_min = -1
+
+    @staticmethod
+    def nbytes(width: int, fine_slots: int, coarse_slots: int) -> int:
+        return (fine_slots + coarse_slots) * width * 4
+
+    def add(self, sec: int, values: Sequence[Any], offset: int = 0) -> bool:
+        """Store `values[offset:offset+width]` for second `sec`; False if too old to keep."""
+        w, fs, fine = self.width, self.fine_slots, self.fine
+        last = self.fine_last
+        if sec <= last:
+            if sec <= last - fs:
+                return False
+            self._overwrite(sec, values, offset)
+            return True
+        if last >= 0 and sec - last > 1:
+            for gap in range(last + 1, min(sec, last + 1 + fs)):
+                base = (gap % fs) * w
+                for j in range(w):
+                    fine[base + j] = NAN
+        base = (sec % fs) * w
+        for j in range(w):
+            fine[base + j] = values[offset + j]
+        self.fine_last = sec
+        minute = sec // 60
+        if minute != self.acc_min:
+            self._close_minute()
+            self.acc_min = minute
+        acc = self.acc
+        for j in range(w):
+            acc[j] += values[offset + j]
+        self.acc_n += 1
+        return True
+
+    def _overwrite(self, sec: int, values: Sequence[Any], offset: int) -> None:
+        """A second sample for a second already written (intervals under 1 s): the last wins."""
+        w = self.width
+        base = (sec % self.fine_slots) * w
+        same_minute = sec // 60 == self.acc_min
+        had = not math.isnan(self.fine[base])
+        for j in range(w):
+            if same_minute and had:
+                self.acc[j] -= self.fine[base + j]
+            if same_minute:
+                self.acc[j] += values[offset + j]
+            self.fine[base + j] = values[offset + j]
+        if same_minute and not had:
+            self.acc_n += 1
+
+    def _close_minute(self) -> None:
+        if self.acc_n == 0:
+            return
+        w, cs, coarse = self.width, self.coarse_slots, self.coarse
+        minute = self.acc_min
+        last = self.coarse_last
+        if last >= 0 and minute - last > 1:
+            for gap in range(last + 1, min(minute, last + 1 + cs)):
+                base = (gap % cs) * w
+                for j in range(w):
+                    coarse[base + j] = NAN
+        base = (minute % cs) * w
+        n = self.acc_n
+        for j in range(w):
+            coarse[base + j] = self.acc[j] / n
+            self.acc[j] = 0.0
+        self.acc_n = 0
+        self.coarse_last = minute
+
+    def latest(self) -> tuple[int, list[float]] | None:
+        if self.fine_last < 0:
+            return None
+        base = (self.fine_last % self.fine_slots) * self.width
+        return self.fine_last, list(self.fine[base : base + self.width])
+
+    def read(self, since: int) -> list[tuple[int, list[float]]]:
+        """Samples from second `since` on: minute averages before the recent window, then
+        every second of the recent window that has a sample. Oldest first."""
+        out: list[tuple[int, list[float]]] = []
+        w = self.width
+        fine_start = self.fine_last - self.fine_slots + 1
+        if since < fine_start and self.coarse_last >= 0:
+            first = max(since // 60, self.coarse_last - self.coarse_slots + 1)
+            # Whole minutes before the recent window (the one it starts in is read per second).
+            end = min(self.coarse_last, fine_start // 60 - 1)
+            for minute in range(first, end + 1):
+                base = (minute % self.coarse_slots) * w
+                row = list(self.coarse[base : base + w])
+                if not math.isnan(row[0]):
+                    out.append((minute * 60, row))
+        for sec in range(max(since, fine_start, 0), self.fine_last + 1):
+            base = (sec % self.fine_slots) * w
+            row = list(self.fine[base : base + w])
+            if not math.isnan(row[0]):
+                out.append((sec, row))
+        return out
+
+
+class MetricsStore:
+    def __init__(
+        self, recent_seconds: int = 600, history_minutes: int = 120, max_series: int = 25_000
+    ) -> None:
+        self.fine_slots = max(int(recent_seconds), 1)
+        self.coarse_slots = max(int(history_minutes), 1)
+        self.max_series = max(int(max_series), 1)
+        # Least recently written first: eviction pops from the front.
+        self._series: OrderedDict[str, Series] = OrderedDict()
+        self.evicted = 0
+        self.dropped_old = 0
+
+    def __len__(self) -> int:
+        return len(self._series)
+
+    def ceiling_bytes(self) -> int:
+        """The most the sample buffers can take, with every series a node (the wider kind)."""
+        return self.max_series * Series.nbytes(NODE_WIDTH, self.fine_slots, self.coarse_slots)
+
+    def allocated_bytes(self) -> int:
+        series = list(self._series.values())  # a snapshot: scrapes run in a worker thread
+        return sum(Series.nbytes(s.width, s.fine_slots, s.coarse_slots) for s in series)
+
+    def add(self, key: str, width: int, sec: int, values: Sequence[Any], offset: int = 0) -> None:
+        series = self._series.get(key)
+        if series is None:
+            if len(self._series) >= self.max_series:
+                self._series.popitem(last=False)
+                self.evicted += 1
+            series = self._series[key] = Series(width, self.fine_slots, self.coarse_slots)
+        else:
+            self._series.move_to_end(key)
+        if not series.add(sec, values, offset):
+            self.dropped_old += 1
+
+    def get(self, key: str) -> Series | None:
+        return self._series.get(key)
+
+    def drop(self, key: str) -> None:
+        self._series.pop(key, None)
+
+    def items(self) -> list[tuple[str, Series]]:
+        return list(self._series.items())  # a snapshot: safe to walk while ingest goes on
+
+
+def node_key(node_id: str) -> str:
+    return "n:" + node_id
+
+
+def instance_key(instance_id: str) -> str:
+    return "i:" + instance_id
+
+
+def _sample(fields: Sequence[str], ts: float, values: Sequence[float]) -> dict[str, Any]:
+    out: dict[str, Any] = {"ts": iso(ts)}
+    for name, value in zip(fields, values, strict=True):
+        out[name] = (
+            round(value, 2)
+            if name in ("cpu_percent", "mem_percent", "disk_percent", "load1")
+            else int(value)
+        )
+    return out
+
+
+class MetricsService:
+    """Ingest from agents, queries for the API, live `metrics:<id>` events, health counters."""
+
+    def __init__(self, store: MetricsStore, directory: Directory, hub: Hub) -> None:
+        self.store = store
+        self.directory = directory
+        self.hub = hub
+        self.on_samples: SampleHook | None = None  # the alert engine
+        self.messages = 0
+        self.samples = 0
+        self.rejected = 0  # rows for instances the sending node does not run
+        self.rate = 0.0  # samples per second over the last few seconds
+        self._rate_at = time.monotonic()
+        self._rate_base = 0
+        hub.listen("instance", self._on_instance)
+
+    def _on_instance(self, data: dict[str, Any]) -> None:
+        if data.get("deleted") and isinstance(data.get("id"), str):
+            self.store.drop(instance_key(data["id"]))
+
+    def ingest(self, node_id: str, msg: Metrics) -> None:
+        now = time.time()
+        ts = msg.ts if abs(msg.ts - now) <= MAX_SKEW else now
+        sec = int(ts)
+        store = self.store
+        count = 0
+        if msg.node is not None:
+            store.add("n:" + node_id, NODE_WIDTH, sec, msg.node)
+            count += 1
+        owned = self.directory.owned_by(node_id)
+        rows = msg.instances
+        if rows:
+            accepted = [row for row in rows if row[0] in owned]
+            self.rejected += len(rows) - len(accepted)
+            for row in accepted:
+                store.add("i:" + row[0], INSTANCE_WIDTH, sec, row, 1)
+            count += len(accepted)
+        else:
+            accepted = []
+        self.messages += 1
+        self.samples += count
+        self._update_rate()
+        if self.hub.has_keyed_subscribers():
+            self._publish(node_id, ts, msg, accepted)
+        if self.on_samples is not None and accepted:
+            self.on_samples(node_id, ts, msg.interval, accepted)
+
+    def _update_rate(self) -> None:
+        mono = time.monotonic()
+        elapsed = mono - self._rate_at
+        if elapsed >= 5.0:
+            self.rate = (self.samples - self._rate_base) / elapsed
+            self._rate_at, self._rate_base = mono, self.samples
+
+    def _publish(self, node_id: str, ts: float, msg: Metrics, rows: list[tuple[Any, ...]]) -> None:
+        hub = self.hub
+        key = "metrics:" + node_id
+        if msg.node is not None and hub.has_key(key):
+            data = _sample(NODE_FIELDS, ts, msg.node)
+            data.update(id=node_id, kind="node")
+            hub.publish("metrics", data, key=key)
+        for row in rows:
+            key = "metrics:" + row[0]
+            if hub.has_key(key):
+                data = _sample(INSTANCE_FIELDS, ts, row[1:])
+                data.update(id=row[0], kind="instance", node_id=node_id)
+                hub.publish("metrics", data, key=key)
+
+    def query(self, key: str, fields: Sequence[str], seconds: float) -> list[dict[str, Any]]:
+        series = self.store.get(key)
+        if series is None:
+            return []
+        since = int(time.time() - seconds) + 1
+        return [_sample(fields, sec, values) for sec, values in series.read(since)]
+
+    def latest(self, key: str) -> tuple[int, list[float]] | None:
+        series = self.store.get(key)
+        return series.latest() if series is not None else None
