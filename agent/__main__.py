@@ -139,7 +139,7 @@ async def run(args: argparse.Namespace) -> int:
         supervisor = Supervisor(work_dir, StateFile(work_dir / STATE_FILE), fetch, report)
         await supervisor.load()
         link = Link(cred, supervisor, work_dir, ctx)
-        monitor = Monitor(supervisor, work_dir, link.send_text, args.metrics_interval)
+        monitor = Monitor(supervisor, work_dir, link.send_metrics, args.metrics_interval)
         link.load_source = monitor.load
 
         def on_config(cfg: Config) -> None:

@@ -78,6 +78,7 @@ class Link:
         self.on_config: Callable[[Config], None] | None = None
         # Where heartbeats take the node's load from (the monitor's latest sample), if anywhere.
         self.load_source: Callable[[], Load | None] | None = None
+        self.metrics_sent_at = 0.0  # monotonic
         self._tasks: set[asyncio.Task[Any]] = set()
 
     # -- outgoing -----------------------------------------------------------------------------
@@ -88,13 +89,14 @@ class Link:
             msg = InstanceStateMsg(**report.model_dump())
             self._spawn(self._send(msg))
 
-    async def send_text(self, text: str) -> None:
-        """Send an already encoded message if connected (metrics: dropped while offline)."""
+    async def send_metrics(self, text: str) -> None:
+        """Send an encoded `metrics` message if connected (dropped while offline: live data)."""
         ws = self.ws
         if ws is None:
             return
         with contextlib.suppress(websockets.ConnectionClosed):
             await ws.send(text)
+            self.metrics_sent_at = time.monotonic()
 
     async def _send(self, msg: BaseModel) -> None:
         ws = self.ws
@@ -173,10 +175,13 @@ class Link:
     async def _heartbeats(self, ws: ClientConnection) -> None:
         with contextlib.suppress(websockets.ConnectionClosed):
             while True:
-                load = self.load_source() if self.load_source else None
-                if load is None:
-                    load = await asyncio.to_thread(current_load, self.work_dir)
-                await ws.send(Heartbeat(ts=time.time(), load=load).model_dump_json())
+                # Any message proves liveness: while metrics (which carry the node's load) go
+                # out every interval, a heartbeat would only double the master's work.
+                if time.monotonic() - self.metrics_sent_at >= self.heartbeat_interval * 0.9:
+                    load = self.load_source() if self.load_source else None
+                    if load is None:
+                        load = await asyncio.to_thread(current_load, self.work_dir)
+                    await ws.send(Heartbeat(ts=time.time(), load=load).model_dump_json())
                 await asyncio.sleep(self.heartbeat_interval)
 
     # -- incoming -------------------------------------------------------------------------------

@@ -92,7 +92,8 @@ class Metrics(_Msg):
 
     `node` follows NODE_FIELDS; each row of `instances` is `[instance_id, *INSTANCE_FIELDS]`
     (CPU in percent of one core, summed over the instance's process tree; bytes and bytes/s).
-    Each figure covers the `interval` seconds that end at `ts`.
+    Each figure covers the `interval` seconds that end at `ts`. Like any message it proves the
+    agent alive, and its node row carries the load, so agents skip heartbeats while metrics flow.
     """
 
     model_config = ConfigDict(extra="ignore", allow_inf_nan=False)

@@ -24,6 +24,7 @@ from protocol.messages import (
     Heartbeat,
     Hello,
     InstanceStateMsg,
+    Load,
     Metrics,
     Result,
 )
@@ -130,6 +131,10 @@ async def _serve(ws: WebSocket, link: AgentLink, svc: ServicesDep) -> None:
             continue
         if isinstance(msg, Metrics):
             svc.metrics.ingest(link.node_id, msg)
+            if msg.node is not None:  # agents skip heartbeats while metrics carry the load
+                cpu, mem, disk, _, _, load1 = msg.node
+                link.load = Load(cpu_percent=cpu, mem_percent=mem, disk_percent=disk, load1=load1)
+                svc.publish_node_load(link)
         elif isinstance(msg, Heartbeat):
             link.load = msg.load
             svc.publish_node_load(link)
