@@ -128,6 +128,13 @@ class Console:
         self.keys: list[str] = []
 
     async def run(self) -> None:
+        try:
+            await self._run()
+        except Exception as exc:
+            print(f"console stream ended: {exc!r}", flush=True)
+            raise
+
+    async def _run(self) -> None:
         async with connect(
             self.url,
             additional_headers={"Authorization": f"Bearer {self.token}"},

@@ -91,9 +91,9 @@ def test_a_second_sample_in_the_same_second_replaces_the_first():
 
 
 def test_samples_older_than_the_ring_are_dropped():
-    store = MetricsStore(recent_seconds=10, history_minutes=2, max_series=5)
+    store = MetricsStore(recent_seconds=60, history_minutes=2, max_series=5)
     store.add("n:x", 2, T0 + 100, [1.0, 1.0])
-    store.add("n:x", 2, T0 + 50, [9.0, 9.0])
+    store.add("n:x", 2, T0 + 30, [9.0, 9.0])
     assert store.dropped_old == 1
     series = store.get("n:x")
     assert series is not None and series.read(T0) == [(T0 + 100, [1.0, 1.0])]
