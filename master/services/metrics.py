@@ -230,11 +230,17 @@ class MetricsService:
         self.rate = 0.0  # samples per second over the last few seconds
         self._rate_at = time.monotonic()
         self._rate_base = 0
-        hub.listen("instance", self._on_instance)
+        hub.listen("instance", self._on_gone(instance_key))
+        hub.listen("node", self._on_gone(node_key))
 
-    def _on_instance(self, data: dict[str, Any]) -> None:
-        if data.get("deleted") and isinstance(data.get("id"), str):
-            self.store.drop(instance_key(data["id"]))
+    def _on_gone(self, key_of: Callable[[str], str]) -> Callable[[dict[str, Any]], None]:
+        """A destroyed instance or a removed node: its series go at once, not at eviction."""
+
+        def listener(data: dict[str, Any]) -> None:
+            if data.get("deleted") and isinstance(data.get("id"), str):
+                self.store.drop(key_of(data["id"]))
+
+        return listener
 
     def ingest(self, node_id: str, msg: Metrics) -> None:
         now = time.time()
