@@ -181,13 +181,26 @@ def default_source() -> ProcSource:
 class _Tracked:
     """One process that belongs to an instance, with the counters of the previous tick."""
 
-    __slots__ = ("cpu", "io_ok", "owner", "pid", "ppid", "primed", "read", "sid", "start", "write")
+    __slots__ = (
+        "cpu",
+        "io_ok",
+        "newborn",
+        "owner",
+        "pid",
+        "ppid",
+        "primed",
+        "read",
+        "sid",
+        "start",
+        "write",
+    )
 
-    def __init__(self, pid: int, facts: tuple[int, int, float], owner: str) -> None:
+    def __init__(self, pid: int, facts: tuple[int, int, float], owner: str, newborn: bool) -> None:
         self.pid = pid
         self.ppid, self.sid, self.start = facts
         self.owner = owner
         self.primed = False  # no counters from an earlier tick yet
+        self.newborn = newborn  # not in the previous tick's process list: all its use is new
         self.cpu = 0.0
         self.read = self.write = 0
         self.io_ok = True
@@ -202,6 +215,7 @@ class Sampler:
         # Foreign PIDs, remembered with what decided it: (ppid, sid, create_time).
         self._foreign: dict[int, tuple[int, int, float]] = {}
         self._roots_key: frozenset[tuple[str, int]] = frozenset()
+        self._pids: set[int] | None = None  # the previous tick's process list
         self._last: float | None = None
         self._ticks = 0
         self.inspected = 0  # PIDs looked at to decide ownership (tests watch this stay small)
@@ -238,18 +252,27 @@ class Sampler:
             # Unreadable (a zombie, hidden): foreign until the next rescan.
             fresh[pid] = (st[0], st[1], st[2]) if st is not None else (0, 0, 0.0)
         if key != self._roots_key or fresh:
-            self._assign(by_pid, fresh, reassign=key != self._roots_key)
+            # New since the last list: born during this tick. (Comparing create times with the
+            # clock would not do: the kernel's boot time is rounded to the second.)
+            prev = self._pids
+            born = {p for p in fresh if prev is not None and p not in prev}
+            self._assign(by_pid, fresh, born, reassign=key != self._roots_key)
             self._roots_key = key
+        self._pids = pids
 
         last = self._last
         self._last = now
         if last is None:
-            self._collect(now, 1.0, float("inf"))  # counters become the baselines
+            self._collect(1.0)  # counters become the baselines
             return None
-        return self._collect(now, now - last, last)
+        return self._collect(now - last)
 
     def _assign(
-        self, by_pid: dict[int, Root], fresh: dict[int, tuple[int, int, float]], reassign: bool
+        self,
+        by_pid: dict[int, Root],
+        fresh: dict[int, tuple[int, int, float]],
+        born: set[int],
+        reassign: bool,
     ) -> None:
         """Decide the owner of new PIDs (and of all known ones when the roots changed)."""
         info = dict(fresh)
@@ -286,11 +309,11 @@ class Sampler:
             self._foreign.pop(pid, None)
             t = self._tracked.get(pid)
             if t is None:
-                self._tracked[pid] = _Tracked(pid, facts, who)
+                self._tracked[pid] = _Tracked(pid, facts, who, pid in born)
             else:
                 t.owner = who
 
-    def _collect(self, now: float, dt: float, last: float) -> list[Row]:
+    def _collect(self, dt: float) -> list[Row]:
         src = self.source
         acc: dict[str, list[float]] = {}
         gone: list[int] = []
@@ -301,7 +324,7 @@ class Sampler:
                 continue
             # A process born during this tick spent all its CPU and IO inside it; one seen for
             # the first time but older (adopted, re-adopted) starts counting from now.
-            counts = t.primed or t.start > last
+            counts = t.primed or t.newborn
             t.primed = True
             cpu_delta = st[3] - t.cpu if counts else 0.0
             t.cpu = st[3]
