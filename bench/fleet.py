@@ -298,7 +298,7 @@ async def worker(args: argparse.Namespace) -> None:
                 agents[node_id] = agent
                 for iid in agent.instances:
                     by_instance[iid] = agent
-            ramp = float(cmd.get("ramp_per_second", 50))
+            ramp = float(cmd.get("ramp_per_second", 25))
             for n, agent in enumerate(agents.values()):
                 tasks.append(asyncio.create_task(agent.run()))
                 if ramp and n % 20 == 19:

@@ -230,6 +230,12 @@ def render(svc: "Services") -> str:
         "webhook notifications dropped (queue full)",
         notifier.dropped,
     )
+    page.one(
+        "gdos_master_event_loop_lag_seconds",
+        "gauge",
+        "worst lateness of the master's event loop over the last 10 s",
+        max(list(alerts.loop_lags), default=0.0),
+    )
     page.one("gdos_master_alerts_fired_total", "counter", "alerts fired since start", alerts.fired)
     page.family(
         "gdos_alerts_firing",
