@@ -258,3 +258,24 @@ def test_alerts_fire_resolve_notify_and_respect_node_loss(master, api, agent_fac
     finally:
         events.close()
         hook.close()
+
+
+def test_the_master_sets_the_agents_sampling_interval(master_factory, agent_factory):
+    master = master_factory(extra=["--metrics-interval", "2"])
+    api = master.api()
+    agent = agent_factory(master, extra=["--metrics-interval", "1"])
+    node_id = agent.start_and_wait(api)
+    samples = wait_for(
+        lambda: (
+            (s := api.get(f"/nodes/{node_id}/metrics", params={"seconds": 60})["samples"])
+            and len(s) >= 4
+            and s
+        ),
+        timeout=60,
+        what="node samples",
+    )
+    from protocol.rest import parse_iso
+
+    stamps = [parse_iso(x["ts"]) for x in samples[-4:]]
+    span = stamps[-1] - stamps[0]  # three intervals: ~6 s at the master's 2 s, ~3 s at 1 s
+    assert 5 <= span <= 7, samples
