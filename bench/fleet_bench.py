@@ -126,13 +126,17 @@ class Console:
         self.events = 0
         self.ready = asyncio.Event()
         self.keys: list[str] = []
+        self.reconnects = 0
 
     async def run(self) -> None:
-        try:
-            await self._run()
-        except Exception as exc:
-            print(f"console stream ended: {exc!r}", flush=True)
-            raise
+        """Like the console: when the master cuts a slow reader off (1013), connect again."""
+        while True:
+            try:
+                await self._run()
+            except Exception as exc:
+                self.reconnects += 1
+                print(f"console stream ended ({exc!r}); reconnecting", flush=True)
+                await asyncio.sleep(0.5)
 
     async def _run(self) -> None:
         async with connect(
@@ -426,6 +430,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         result["node_loss_frozen_seen"] = f"{len(frozen)}/10"
         os.kill(freeze_group.popen.pid, signal.SIGCONT)
         result["console_events"] = console.events
+        result["console_reconnects"] = console.reconnects
         console_task.cancel()
         workers_cpu = 0.0
         for g in workers:

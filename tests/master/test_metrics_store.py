@@ -3,6 +3,8 @@
 import math
 import tracemalloc
 
+import pytest
+
 from master.services.metrics import INSTANCE_WIDTH, MetricsStore, Series
 
 T0 = 1_800_000_000 - 1_800_000_000 % 60  # a minute boundary
@@ -47,19 +49,21 @@ def test_series_cap_evicts_the_stalest():
     assert store.ceiling_bytes() == 3 * Series.nbytes(6, 10, 2)
 
 
-def test_recent_seconds_are_exact_and_older_minutes_are_averages():
-    s = Series(width=2, fine_slots=120, coarse_slots=60)
-    feed(s, range(T0, T0 + 600))  # ten minutes, value = the second itself
-    rows = s.read(T0)
+@pytest.mark.parametrize("phase", [0, 17])
+def test_recent_seconds_are_exact_and_older_minutes_are_averages(phase):
+    # A series' minutes start at its own second (so series do not all close one together).
+    s = Series(width=2, fine_slots=120, coarse_slots=60, phase=phase)
+    feed(s, range(T0 + phase, T0 + phase + 600))  # ten minutes, value = seconds since T0
+    rows = [(ts - phase, v) for ts, v in s.read(T0 + phase)]
     per_minute = [(ts, v) for ts, v in rows if ts < T0 + 600 - 120]
     per_second = [(ts, v) for ts, v in rows if ts >= T0 + 600 - 120]
     # The recent window (2 minutes) is every second, exactly.
     assert [ts for ts, _ in per_second] == list(range(T0 + 480, T0 + 600))
-    assert all(v == [float(ts - T0)] * 2 for ts, v in per_second)
+    assert all(v == [float(ts - T0 + phase)] * 2 for ts, v in per_second)
     # Before it, one sample per whole minute: the mean of that minute's 60 seconds.
     assert [ts for ts, _ in per_minute] == [T0 + 60 * m for m in range(8)]
     for ts, v in per_minute:
-        assert v[0] == ts - T0 + 29.5 and v[1] == ts - T0 + 29.5
+        assert v[0] == ts - T0 + phase + 29.5 and v[1] == v[0]
 
 
 def test_gaps_are_not_invented_and_old_data_is_cleared():
