@@ -44,6 +44,22 @@ def _labels(**labels: str | None) -> str:
     return "{" + inner + "}"
 
 
+# Label sets change rarely; 20,000 instances' worth are built once, not at every scrape.
+_instance_labels: dict[tuple[str, str, str, str], str] = {}
+
+
+def _instance_labels_of(iid: str, name: str, node_id: str, system_id: str) -> str:
+    key = (iid, name, node_id, system_id)
+    text = _instance_labels.get(key)
+    if text is None:
+        if len(_instance_labels) > 100_000:
+            _instance_labels.clear()  # renamed and removed instances: start over
+        text = _instance_labels[key] = _labels(
+            instance_id=iid, name=name, node_id=node_id, system_id=system_id
+        )
+    return text
+
+
 def _num(value: float) -> str:
     if value != value:  # NaN
         return "NaN"
@@ -91,12 +107,7 @@ def render(svc: "Services") -> str:
             info = directory.instances.get(ident)
             if info is None:
                 continue
-            labels = _labels(
-                instance_id=ident,
-                name=info.name,
-                node_id=info.node_id,
-                system_id=info.system_id,
-            )
+            labels = _instance_labels_of(ident, info.name, info.node_id, info.system_id)
             instances.append((labels, latest[1]))
 
     page.family(
@@ -116,7 +127,7 @@ def render(svc: "Services") -> str:
         "1 while the instance is running",
         (
             (
-                _labels(instance_id=i.id, name=i.name, node_id=i.node_id, system_id=i.system_id),
+                _instance_labels_of(i.id, i.name, i.node_id, i.system_id),
                 1.0 if i.state == "running" else 0.0,
             )
             for i in list(directory.instances.values())
