@@ -71,13 +71,15 @@ class Sampler:
         return (sum(self.proc.cpu_times()[:2]) - self.cpu0) / (time.monotonic() - self.t0) * 100
 
 
-def run_gdos(tmp: Path, n: int, interval: float) -> tuple[Master, Agent, Api]:
+def run_gdos(tmp: Path, n: int, interval: float, started: list) -> tuple[Master, Agent, Api]:
     master = Master(tmp / "master", extra=["--log-level", "warning"])
+    started.append(master)
     master.launch()
     api = master.api()
     agent = Agent(
         master, tmp / "agent", extra=["--metrics-interval", str(interval), "--log-level", "warning"]
     )
+    started.append(agent)
     node = agent.start_and_wait(api)
     time.sleep(3)
     idle = psutil.Process(agent.pid).memory_info().rss / 2**20
@@ -164,8 +166,9 @@ def main() -> None:
     poller = None
     pm2_env: dict[str, str] | None = None
     ok = False
+    started: list = []  # stopped even when setting up fails half-way
     try:
-        master, agent, api = run_gdos(tmp, n, args.metrics_interval)
+        master, agent, api = run_gdos(tmp, n, args.metrics_interval, started)
         if not args.no_pm2:
             pm2_env, poller, daemon = run_pm2(tmp, n)
         time.sleep(5)  # settle: first samples, PM2's first list
@@ -211,10 +214,8 @@ def main() -> None:
                     capture_output=True,
                     timeout=60,
                 )
-        if agent is not None:
-            agent.stop()
-        if master is not None:
-            master.stop()
+        for proc in reversed(started):
+            proc.stop()
         kill_services_under(tmp)
         if ok:
             shutil.rmtree(tmp, ignore_errors=True)
