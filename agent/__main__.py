@@ -19,9 +19,10 @@ from agent.executor import deploy
 from agent.executor.supervisor import Supervisor
 from agent.hostinfo import host_info
 from agent.link import Link
+from agent.monitor import Monitor
 from agent.state import StateFile
 from protocol.frozen import version_text
-from protocol.messages import PackageRef
+from protocol.messages import Config, PackageRef
 from protocol.seedargs import normalize_seed_args
 
 log = logging.getLogger("gdos.agent")
@@ -70,6 +71,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         default=_env("ca-cert", None),
         help="CA bundle to verify an https master",
+    )
+    p.add_argument(
+        "--metrics-interval",
+        type=float,
+        default=float(_env("metrics-interval", "1.0") or 1.0),
+        help="seconds between samples of process and node figures (0: off; the master may override)",
     )
     p.add_argument(
         "--log-level",
@@ -161,6 +168,15 @@ async def run(args: argparse.Namespace) -> int:
         supervisor = Supervisor(work_dir, StateFile(work_dir / STATE_FILE), fetch, report)
         await supervisor.load()
         link = Link(cred, supervisor, work_dir, ctx)
+        monitor = Monitor(supervisor, work_dir, link.send_metrics, args.metrics_interval)
+        link.load_source = monitor.load
+
+        def on_config(cfg: Config) -> None:
+            monitor.set_interval(
+                cfg.metrics_interval if cfg.metrics_interval is not None else args.metrics_interval
+            )
+
+        link.on_config = on_config
         server = None
         if args.port is not None:
             server = await local_health.serve(
@@ -178,13 +194,14 @@ async def run(args: argparse.Namespace) -> int:
             with contextlib.suppress(NotImplementedError):  # Windows
                 loop.add_signal_handler(sig, stop.set)
         runner = asyncio.create_task(link.run_forever())
+        sampler = asyncio.create_task(monitor.run())
         stopper = asyncio.create_task(stop.wait())
         rotator = asyncio.create_task(logrotate.rotate_forever(supervisor))
         await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
         log.info("agent stopping; services keep running and are re-adopted at the next start")
-        for task in (runner, stopper, rotator):
+        for task in (runner, sampler, stopper, rotator):
             task.cancel()
-        await asyncio.gather(runner, stopper, rotator, return_exceptions=True)
+        await asyncio.gather(runner, sampler, stopper, rotator, return_exceptions=True)
         await link.close()
         await supervisor.close()
         if server is not None:

@@ -38,6 +38,7 @@ from protocol.messages import (
     InstanceStateMsg,
     InstanceStates,
     ListLogs,
+    Load,
     Result,
     Start,
     Stop,
@@ -82,6 +83,9 @@ class Link:
         self.heartbeat_interval = 1.0
         self.connected = asyncio.Event()
         self.on_config: Callable[[Config], None] | None = None
+        # Where heartbeats take the node's load from (the monitor's latest sample), if anywhere.
+        self.load_source: Callable[[], Load | None] | None = None
+        self.metrics_sent_at = 0.0  # monotonic
         self._tasks: set[asyncio.Task[Any]] = set()
         self.logs = AgentLogs(supervisor, self._send)
         self._outbox: dict[str, InstanceReport] = {}
@@ -105,6 +109,15 @@ class Link:
             self._spawn(self._send(InstanceStateMsg(**reports[0].model_dump())))
         elif reports:
             self._spawn(self._send(InstanceStates(reports=reports)))
+
+    async def send_metrics(self, text: str) -> None:
+        """Send an encoded `metrics` message if connected (dropped while offline: live data)."""
+        ws = self.ws
+        if ws is None:
+            return
+        with contextlib.suppress(websockets.ConnectionClosed):
+            await ws.send(text)
+            self.metrics_sent_at = time.monotonic()
 
     async def _send(self, msg: BaseModel) -> None:
         ws = self.ws
@@ -184,8 +197,13 @@ class Link:
     async def _heartbeats(self, ws: ClientConnection) -> None:
         with contextlib.suppress(websockets.ConnectionClosed):
             while True:
-                load = await asyncio.to_thread(current_load, self.work_dir)
-                await ws.send(Heartbeat(ts=time.time(), load=load).model_dump_json())
+                # Any message proves liveness: while metrics (which carry the node's load) go
+                # out every interval, a heartbeat would only double the master's work.
+                if time.monotonic() - self.metrics_sent_at >= self.heartbeat_interval * 0.9:
+                    load = self.load_source() if self.load_source else None
+                    if load is None:
+                        load = await asyncio.to_thread(current_load, self.work_dir)
+                    await ws.send(Heartbeat(ts=time.time(), load=load).model_dump_json())
                 await asyncio.sleep(self.heartbeat_interval)
 
     # -- incoming -------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -10,6 +11,7 @@ from fastapi import FastAPI
 
 from master.api import (
     agent,
+    alerts,
     audit,
     auth,
     backups,
@@ -17,6 +19,7 @@ from master.api import (
     health,
     instances,
     logs,
+    monitoring,
     nodes,
     operations,
     packages,
@@ -29,9 +32,13 @@ from master.db.session import Database
 from master.hub import Hub
 from master.services import accounts
 from master.services.agents import AgentLink, AgentRegistry, watch_liveness
+from master.services.alerting.engine import AlertEngine
+from master.services.alerting.webhooks import Notifier
 from master.services.audit import AuditMiddleware
 from master.services.backups import BackupService
+from master.services.directory import Directory
 from master.services.logs import LogRelay
+from master.services.metrics import MetricsService, MetricsStore
 from master.services.operations import Operations
 from master.services.orchestrator import Orchestrator
 from master.services.restore import Gate, GateMiddleware
@@ -43,6 +50,10 @@ from protocol import __version__
 from protocol.messages import CLOSE_POLICY
 
 log = logging.getLogger(__name__)
+
+NODE_LOAD_EVERY = (
+    5.0  # seconds between broadcast `node` load events per node (full rate: metrics:<id>)
+)
 
 
 class Services:
@@ -60,6 +71,22 @@ class Services:
         self.logs = LogRelay(self.db, self.agents, self.hub)
         self.backups.restore_hooks.append(self.logs.reset)
         self.operations = Operations(self.db, self.orchestrator, self.agents, self.hub)
+        # Hub listeners run in this order: the directory first, so the others see fresh facts.
+        self.directory = Directory(self.hub)
+        store = MetricsStore(
+            settings.metrics_recent_seconds,
+            settings.metrics_history_minutes,
+            settings.metrics_max_series,
+        )
+        self.metrics = MetricsService(store, self.directory, self.hub)
+        self.notifier = Notifier()
+        self.alerts = AlertEngine(
+            self.db, self.hub, self.directory, self.agents, self.notifier, settings.base_url
+        )
+        self.metrics.on_samples = self.alerts.observe_samples
+        self._load_published: dict[str, float] = {}
+        # Caches of database state start over from the restored database.
+        self.backups.restore_hooks.append(self._reload_caches)
         self._store: PackageStore | None = None
         self._uploads: UploadService | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -80,10 +107,14 @@ class Services:
         self.db.migrate()
         with self.db.session() as s:
             accounts.bootstrap(s, self.settings)
+            self.directory.load(s)
+            self.alerts.load(s)
         self._store = await open_store(self.settings)
         self.orchestrator.store = self._store
         self._uploads = UploadService(self.db, self._store, self.settings)
         self._tasks.append(asyncio.create_task(self._uploads.expire_forever()))
+        await self.notifier.start()
+        await self.alerts.start()
         # No agent is connected yet: what their processes do is unknown until they say hello.
         self.orchestrator.mark_node_unknown(None)
         self.operations.resume_all()  # they wait for their nodes' hello
@@ -114,7 +145,14 @@ class Services:
                 await link.channel.close(1001, "master shutting down")
         await self.orchestrator.close()
         await self.logs.close()
+        await self.alerts.stop()
+        await self.notifier.stop()
         self.db.dispose()
+
+    def _reload_caches(self) -> None:
+        with self.db.session() as s:
+            self.directory.reload(s)
+            self.alerts.reload(s)
 
     async def _drop_stale(self, link: AgentLink) -> None:
         if self.agents.detach(link):
@@ -129,6 +167,10 @@ class Services:
                 self.hub.publish("node", node_out(node, self.agents).model_dump())
 
     def publish_node_load(self, link: AgentLink) -> None:
+        now = time.monotonic()
+        if now - self._load_published.get(link.node_id, 0.0) < NODE_LOAD_EVERY:
+            return  # a table refresh every few seconds; charts subscribe to metrics:<node id>
+        self._load_published[link.node_id] = now
         self.hub.publish(
             "node", {"id": link.node_id, "status": "online", "load": link.load.model_dump()}
         )
@@ -175,6 +217,8 @@ def create_app(settings: Settings) -> FastAPI:
         operations,
         audit,
         events,
+        monitoring,
+        alerts,
     ):
         app.include_router(module.router)
     app.include_router(backups.router)

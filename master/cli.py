@@ -101,7 +101,36 @@ def build_parser() -> argparse.ArgumentParser:
     add("--public-url", default=_env("public-url", ""), help="URL agents use to reach this master")
     add("--tls-cert", type=Path, default=_env("tls-cert", None))
     add("--tls-key", type=Path, default=_env("tls-key", None))
-    add("--metrics-public", action="store_true", default=_flag(_env("metrics-public", "")))
+    add(
+        "--metrics-public",
+        action="store_true",
+        default=_flag(_env("metrics-public", "")),
+        help="serve GET /metrics (Prometheus) without a token",
+    )
+    add(
+        "--metrics-interval",
+        type=float,
+        default=_env("metrics-interval", None),
+        help="seconds between agents' samples, for every agent (default: each agent's own, 1)",
+    )
+    add(
+        "--metrics-recent-seconds",
+        type=int,
+        default=int(_env("metrics-recent-seconds", 600)),
+        help="per-second samples kept in memory per series",
+    )
+    add(
+        "--metrics-history-minutes",
+        type=int,
+        default=int(_env("metrics-history-minutes", 120)),
+        help="per-minute averages kept in memory per series",
+    )
+    add(
+        "--metrics-max-series",
+        type=int,
+        default=int(_env("metrics-max-series", 25_000)),
+        help="at most this many series (nodes + instances) in memory; the stalest go first",
+    )
     add(
         "--log-level",
         default=_env("log-level", "info"),
@@ -162,6 +191,10 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
         tls_key=Path(args.tls_key) if args.tls_key else None,
         metrics_public=args.metrics_public,
+        metrics_interval=None if args.metrics_interval is None else float(args.metrics_interval),
+        metrics_recent_seconds=args.metrics_recent_seconds,
+        metrics_history_minutes=args.metrics_history_minutes,
+        metrics_max_series=args.metrics_max_series,
         log_level=args.log_level,
         backup_interval=args.backup_interval,
         backup_keep=args.backup_keep,

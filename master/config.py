@@ -30,6 +30,10 @@ class Settings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     metrics_public: bool = False
+    metrics_interval: float | None = None  # sent to agents in `config`; None: each agent's own
+    metrics_recent_seconds: int = 600  # per-second samples kept per series
+    metrics_history_minutes: int = 120  # per-minute averages kept per series
+    metrics_max_series: int = 25_000  # the memory ceiling: beyond it the stalest series go
     log_level: str = "info"
     backup_interval: float = 86400.0  # seconds between scheduled backups; 0 turns them off
     backup_keep: int = 7  # scheduled backups kept (manual and pre-restore ones are not pruned)

@@ -8,8 +8,12 @@ In-process now; a PostgreSQL LISTEN/NOTIFY implementation can replace it behind 
 
 import asyncio
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
+
+log = logging.getLogger(__name__)
+Listener = Callable[[dict[str, Any]], None]
 
 BROADCAST_TOPICS = frozenset({"node", "instance", "operation", "alert", "system", "package"})
 
@@ -31,9 +35,15 @@ class Subscriber:
 class Hub:
     def __init__(self) -> None:
         self._subs: set[Subscriber] = set()
+        self._listeners: dict[str, list[Listener]] = {}
         self.published = 0
         # Called when the set of subscribed keys may have changed (log follows start and stop).
         self.key_listeners: list[Callable[[], None]] = []
+
+    def listen(self, topic: str, listener: Listener) -> None:
+        """Call `listener(data)` in-process for every event of a broadcast topic (the alert
+        engine and the instance directory follow state changes this way)."""
+        self._listeners.setdefault(topic, []).append(listener)
 
     def subscribe(self, maxsize: int = 10_000) -> Subscriber:
         sub = Subscriber(maxsize)
@@ -57,8 +67,22 @@ class Hub:
         for listener in self.key_listeners:
             listener()
 
+    def has_keyed_subscribers(self) -> bool:
+        """Cheap pre-check for hot paths: does anybody want any keyed (high-volume) topic?"""
+        return any(s.keys for s in self._subs)
+
+    def queue_depths(self) -> list[int]:
+        """Safe from another thread (a scrape): works on a copy of the subscriber set."""
+        return [s.queue.qsize() for s in list(self._subs)]
+
     def publish(self, topic: str, data: dict[str, Any], key: str | None = None) -> None:
         """Send to every subscriber (state topics) or to those subscribed to `key`."""
+        if key is None:
+            for listener in self._listeners.get(topic, ()):
+                try:
+                    listener(data)
+                except Exception:  # an observer's bug must not break the publisher's change
+                    log.exception("event listener for %s failed", topic)
         if not self._subs:
             return
         text = json.dumps({"topic": topic, "data": data}, separators=(",", ":"))

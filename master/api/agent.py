@@ -26,7 +26,9 @@ from protocol.messages import (
     Hello,
     InstanceStateMsg,
     InstanceStates,
+    Load,
     LogChunk,
+    Metrics,
     Result,
 )
 from protocol.rest import EnrollIn, EnrollOut
@@ -110,7 +112,13 @@ async def agent_socket(ws: WebSocket, svc: ServicesDep) -> None:
             detail={"instances": unmanaged, "note": "kept running on the node, not managed"},
         )
     svc.logs.node_connected(node_id)
-    await link.send(Config(node_id=node_id, heartbeat_interval=svc.settings.heartbeat_interval))
+    await link.send(
+        Config(
+            node_id=node_id,
+            heartbeat_interval=svc.settings.heartbeat_interval,
+            metrics_interval=svc.settings.metrics_interval,
+        )
+    )
     svc.publish_node(node_id)
     log.info("node %s connected (%s)", node_id, hello.host.hostname)
     try:
@@ -144,7 +152,13 @@ async def _serve(ws: WebSocket, link: AgentLink, svc: ServicesDep) -> None:
             # A well-formed message this master does not understand (a newer agent): skip it.
             log.warning("node %s sent an invalid message: %s", link.node_id, summary)
             continue
-        if isinstance(msg, Heartbeat):
+        if isinstance(msg, Metrics):
+            svc.metrics.ingest(link.node_id, msg)
+            if msg.node is not None:  # agents skip heartbeats while metrics carry the load
+                cpu, mem, disk, _, _, load1 = msg.node
+                link.load = Load(cpu_percent=cpu, mem_percent=mem, disk_percent=disk, load1=load1)
+                svc.publish_node_load(link)
+        elif isinstance(msg, Heartbeat):
             link.load = msg.load
             svc.publish_node_load(link)
         elif isinstance(msg, InstanceStateMsg):

@@ -188,3 +188,64 @@ class AuditEntry(Base):
     # The hash chain (master/services/audit_chain.py): sha256 of this row and the previous hash.
     prev_hash: Mapped[str] = mapped_column(String(64), default="")
     hash: Mapped[str] = mapped_column(String(64), default="")
+
+
+class AlertRule(Base):
+    __tablename__ = "alert_rules"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    name: Mapped[str] = mapped_column(String(128))
+    metric: Mapped[str] = mapped_column(String(32))
+    op: Mapped[str] = mapped_column(String(4))
+    threshold: Mapped[Any] = mapped_column(JSON)  # a number, or a state word
+    for_seconds: Mapped[float] = mapped_column(Float, default=0.0)
+    scope_kind: Mapped[str] = mapped_column(String(16), default="global")
+    scope_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    severity: Mapped[str] = mapped_column(String(16), default="warning")
+    webhook_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    hysteresis: Mapped[float | None] = mapped_column(Float, nullable=True)  # None: the default
+    resolve_for_seconds: Mapped[float | None] = mapped_column(Float, nullable=True)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_by: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)
+    updated_at: Mapped[float] = mapped_column(Float, default=time.time, onupdate=time.time)
+
+
+class Alert(Base):
+    """One firing of a rule for one target; `resolved_at` is set when it ends."""
+
+    __tablename__ = "alerts"
+    __table_args__ = (
+        Index("ix_alerts_state_started", "state", "started_at"),
+        Index("ix_alerts_rule_target", "rule_id", "target_id"),
+    )
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    rule_id: Mapped[str | None] = mapped_column(String(32), nullable=True)  # kept after a delete
+    rule_name: Mapped[str] = mapped_column(String(128), default="")
+    metric: Mapped[str] = mapped_column(String(32))
+    severity: Mapped[str] = mapped_column(String(16))
+    target_kind: Mapped[str] = mapped_column(String(16))
+    target_id: Mapped[str] = mapped_column(String(64))
+    target_name: Mapped[str] = mapped_column(String(255), default="")
+    node_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    system_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    value: Mapped[Any] = mapped_column(JSON, nullable=True)
+    resolved_value: Mapped[Any] = mapped_column(JSON, nullable=True)
+    state: Mapped[str] = mapped_column(String(16))
+    started_at: Mapped[float] = mapped_column(Float)
+    resolved_at: Mapped[float | None] = mapped_column(Float, nullable=True, index=True)
+    duration: Mapped[float | None] = mapped_column(Float, nullable=True)
+    acked_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    acked_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    silenced: Mapped[bool] = mapped_column(Boolean, default=False)
+    notified: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class Silence(Base):
+    __tablename__ = "silences"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    matcher: Mapped[dict[str, Any]] = mapped_column(JSON)
+    starts_at: Mapped[float] = mapped_column(Float)
+    ends_at: Mapped[float] = mapped_column(Float, index=True)
+    comment: Mapped[str] = mapped_column(Text, default="")
+    created_by: Mapped[str] = mapped_column(String(64), default="")
+    created_at: Mapped[float] = mapped_column(Float, default=time.time)

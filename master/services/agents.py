@@ -118,6 +118,10 @@ class AgentRegistry:
             return True
         return False
 
+    def excuse(self, seconds: float) -> None:
+        for link in self.links.values():
+            link.last_seen += seconds
+
     def stale(self, grace: float) -> list[AgentLink]:
         limit = time.monotonic() - grace
         return [link for link in self.links.values() if link.last_seen < limit]
@@ -126,10 +130,21 @@ class AgentRegistry:
 async def watch_liveness(
     registry: AgentRegistry, grace: float, on_stale: Callable[[AgentLink], Awaitable[Any]]
 ) -> None:
-    """Close the sockets of agents silent for longer than `grace` seconds (partitions)."""
+    """Close the sockets of agents silent for longer than `grace` seconds (partitions).
+
+    When the master's own event loop was stalled (a long database write, a burst), the
+    agents' messages sat unread in socket buffers: that silence is the master's, so every
+    link gets the stalled time back instead of a mass "offline" that would make it worse."""
     period = min(0.5, grace / 4)
+    loop = asyncio.get_running_loop()
     while True:
+        began = loop.time()
         await asyncio.sleep(period)
+        late = loop.time() - began - period
+        if late > grace / 4:
+            log.warning("master event loop stalled %.1f s: liveness grace extended", late)
+            registry.excuse(late)
+            continue
         for link in registry.stale(grace):
             log.warning("node %s silent for %.1f s: marking offline", link.node_id, grace)
             await on_stale(link)

@@ -177,6 +177,8 @@ GUARDED = {
     ("agent/executor/process.py", "wait_exit"): {"add_reader"},  # only with a pidfd (Linux)
     ("agent/hostinfo.py", "current_load"): {"getloadavg"},
     ("agent/autostart/system.py", "is_admin"): {"geteuid"},
+    ("agent/monitor.py", "__init__"): {"getsid"},  # getattr(os, "getsid", None)
+    ("agent/monitor.py", "sample"): {"getloadavg"},  # except AttributeError (Windows)
 }
 
 

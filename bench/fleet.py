@@ -1,0 +1,351 @@
+"""Fleet simulator: many simulated agents over real WebSockets, speaking the real agent protocol.
+
+Each simulated agent enrolls through the API with the join token (`POST /api/v1/agent/enroll`),
+connects to `/api/v1/agent/ws` with the node credential it got, says `hello` (with the
+instances it runs), sends a `metrics` message (one row per process; a `heartbeat` instead when
+metrics are paused) every tick, and answers the master's commands (deploy, start, stop, destroy) the way a real agent
+does: a `result`, then `instance_state`. Nothing is mocked on the master's side.
+
+As a library (tests, benches): `enroll()`, `SimAgent`.
+As a worker process driving a slice of the fleet (what bench/fleet_bench.py starts; many
+connections per process, several processes when one core is not enough):
+
+    .venv/bin/python -m bench.fleet --master http://127.0.0.1:8080 --token <join token> \\
+        --agents 500 --first 0 --state-dir /tmp/fleet
+
+It enrolls its agents (or reuses `<state-dir>/creds-<first>.json`), prints
+`{"event": "enrolled", "nodes": [...]}`, then obeys JSON lines on stdin:
+`{"cmd": "connect", "instances": {node_id: [instance ids]}}`, `{"cmd": "burn", "instance_id":
+...}` (that process reports 90 % CPU from its agent's next tick on; the answer carries that tick
+as `breach_at`), `{"cmd": "pause"}` (no more metrics), `{"cmd": "stats"}`, `{"cmd": "stop"}`.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import json
+import math
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+BASE_CPU = 2.0
+BURN_CPU = 90.0
+
+
+def ws_url(master: str) -> str:
+    return master.replace("https://", "wss://").replace("http://", "ws://").rstrip("/") + (
+        "/api/v1/agent/ws"
+    )
+
+
+def host_facts(hostname: str) -> dict[str, Any]:
+    return {
+        "hostname": hostname,
+        "ip": "10.0.0.1",
+        "os": "linux",
+        "arch": "x86_64",
+        "cpu_count": 4,
+        "mem_total": 8 << 30,
+        "disk_total": 100 << 30,
+        "platform": "simulated",
+    }
+
+
+async def enroll(
+    client: httpx.AsyncClient, master: str, join_token: str, hostname: str
+) -> tuple[str, str]:
+    """The real enrolment call; returns (node_id, node_secret)."""
+    r = await client.post(
+        master.rstrip("/") + "/api/v1/agent/enroll",
+        json={"join_token": join_token, "host": host_facts(hostname)},
+    )
+    r.raise_for_status()
+    body = r.json()
+    return body["node_id"], body["node_secret"]
+
+
+@dataclass
+class SimInstance:
+    id: str
+    state: str = "running"
+    pid: int = 0
+    rss: int = 48 << 20
+    burn_from: float | None = None  # samples whose window starts at or after this burn
+
+    def cpu(self, tick: float, interval: float) -> float:
+        if self.burn_from is not None and tick - interval >= self.burn_from - 1e-3:
+            return BURN_CPU
+        return BASE_CPU + random.random()
+
+
+class SimAgent:
+    def __init__(
+        self,
+        master: str,
+        node_id: str,
+        secret: str,
+        hostname: str,
+        instances: list[str] | None = None,
+        interval: float = 1.0,
+        phase: float | None = None,
+    ) -> None:
+        self.master = master
+        self.node_id = node_id
+        self.secret = secret
+        self.hostname = hostname
+        self.instances: dict[str, SimInstance] = {
+            iid: SimInstance(iid, pid=10_000 + n) for n, iid in enumerate(instances or [])
+        }
+        self.interval = interval
+        # Agents start at different moments in reality: spread their ticks over the interval.
+        self.phase = random.random() if phase is None else phase
+        self.send_metrics = True
+        self.metrics_sent = 0
+        self.rows_sent = 0
+        self.heartbeats_sent = 0
+        self.commands = 0
+        self.connected = asyncio.Event()
+        self.ws: ClientConnection | None = None
+        self._stop = False
+
+    # -- ticks -----------------------------------------------------------------------------
+
+    def next_tick(self, after: float | None = None) -> float:
+        after = time.time() if after is None else after
+        step = self.interval
+        offset = self.phase * step
+        return math.floor((after - offset) / step + 1) * step + offset
+
+    def metrics_text(self, ts: float) -> str:
+        rows = [
+            [i.id, round(i.cpu(ts, self.interval), 2), i.rss, 0, 4096, 4]
+            for i in self.instances.values()
+            if i.state == "running"
+        ]
+        node = [35.0 + random.random(), 41.0, 63.0, 120_000, 80_000, 0.7]
+        body = {
+            "type": "metrics",
+            "ts": ts,
+            "interval": self.interval,
+            "node": node,
+            "instances": rows,
+        }
+        self.rows_sent += len(rows)
+        return json.dumps(body, separators=(",", ":"))
+
+    def heartbeat_text(self, ts: float) -> str:
+        load = {"cpu_percent": 35.0, "mem_percent": 41.0, "disk_percent": 63.0, "load1": 0.7}
+        return json.dumps({"type": "heartbeat", "ts": ts, "load": load}, separators=(",", ":"))
+
+    async def _ticker(self, ws: ClientConnection) -> None:
+        while True:
+            tick = self.next_tick()
+            await asyncio.sleep(max(0.0, tick - time.time()))
+            # Like the real agent: metrics carry the node's load and prove liveness; a
+            # heartbeat goes out only when no metrics do.
+            if self.send_metrics:
+                await ws.send(self.metrics_text(time.time()))
+                self.metrics_sent += 1
+            else:
+                await ws.send(self.heartbeat_text(tick))
+                self.heartbeats_sent += 1
+
+    # -- the connection ------------------------------------------------------------------------
+
+    def hello_text(self) -> str:
+        reports = [
+            {"instance_id": i.id, "state": i.state, "pid": i.pid or None, "restarts": 0}
+            for i in self.instances.values()
+        ]
+        return json.dumps(
+            {
+                "type": "hello",
+                "agent_version": "0.1.0-sim",
+                "host": host_facts(self.hostname),
+                "instances": reports,
+            }
+        )
+
+    async def run(self, reconnect: bool = True) -> None:
+        while not self._stop:
+            try:
+                async with connect(
+                    ws_url(self.master),
+                    additional_headers={"Authorization": f"Bearer {self.secret}"},
+                    open_timeout=60,
+                    ping_interval=20,
+                    ping_timeout=60,
+                    max_size=8 << 20,
+                    proxy=None,
+                ) as ws:
+                    await ws.send(self.hello_text())
+                    self.ws = ws
+                    self.connected.set()
+                    ticker = asyncio.create_task(self._ticker(ws))
+                    try:
+                        async for raw in ws:
+                            await self._handle(ws, json.loads(raw))
+                    finally:
+                        ticker.cancel()
+                        with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                            await ticker
+            except (OSError, ConnectionClosed, InvalidStatus, TimeoutError):
+                pass
+            finally:
+                self.ws = None
+                self.connected.clear()
+            if not reconnect:
+                return
+            await asyncio.sleep(1.0 + random.random())
+
+    def stop(self) -> None:
+        self._stop = True
+
+    async def _report(self, ws: ClientConnection, inst: SimInstance) -> None:
+        body = {
+            "type": "instance_state",
+            "instance_id": inst.id,
+            "state": inst.state,
+            "pid": inst.pid if inst.state == "running" else None,
+            "restarts": 0,
+        }
+        await ws.send(json.dumps(body))
+
+    async def _handle(self, ws: ClientConnection, msg: dict[str, Any]) -> None:
+        kind = msg.get("type")
+        if kind == "config":
+            if msg.get("metrics_interval"):
+                self.interval = float(msg["metrics_interval"])
+            return
+        self.commands += 1
+        inst: SimInstance | None = None
+        if kind == "deploy":
+            iid = msg["spec"]["instance_id"]
+            inst = self.instances.setdefault(iid, SimInstance(iid, state="stopped"))
+        elif kind in ("start", "stop", "destroy"):
+            inst = self.instances.get(msg["instance_id"])
+            if inst is not None and kind == "start":
+                inst.state, inst.pid = "running", 20_000 + len(self.instances)
+            elif inst is not None and kind == "stop":
+                inst.state, inst.pid = "stopped", 0
+            elif kind == "destroy":
+                self.instances.pop(msg["instance_id"], None)
+                inst = None
+        await ws.send(json.dumps({"type": "result", "reply_to": msg.get("id", ""), "ok": True}))
+        if inst is not None:
+            await self._report(ws, inst)
+
+
+# -- worker process ------------------------------------------------------------------------------
+
+
+def emit(event: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(event) + "\n")
+    sys.stdout.flush()
+
+
+async def enroll_many(
+    master: str, token: str, first: int, count: int, creds: Path
+) -> list[tuple[str, str, str]]:
+    if creds.exists():
+        return [(x[0], x[1], x[2]) for x in json.loads(creds.read_text())]
+    sem = asyncio.Semaphore(16)
+    out: list[tuple[str, str, str]] = []
+    async with httpx.AsyncClient(timeout=60) as client:
+
+        async def one(n: int) -> None:
+            hostname = f"sim-{n:05d}"
+            async with sem:
+                node_id, secret = await enroll(client, master, token, hostname)
+            out.append((node_id, secret, hostname))
+
+        await asyncio.gather(*(one(n) for n in range(first, first + count)))
+    creds.write_text(json.dumps(out))
+    return out
+
+
+async def worker(args: argparse.Namespace) -> None:
+    state = Path(args.state_dir)
+    state.mkdir(parents=True, exist_ok=True)
+    creds = await enroll_many(
+        args.master, args.token, args.first, args.agents, state / f"creds-{args.first}.json"
+    )
+    emit({"event": "enrolled", "nodes": [c[0] for c in creds]})
+    agents: dict[str, SimAgent] = {}
+    by_instance: dict[str, SimAgent] = {}
+    tasks: list[asyncio.Task[None]] = []
+    loop = asyncio.get_running_loop()
+    reader = asyncio.StreamReader(limit=64 << 20)
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    while True:
+        line = await reader.readline()
+        if not line:
+            break
+        cmd = json.loads(line)
+        what = cmd.get("cmd")
+        if what == "connect":
+            instances = cmd.get("instances", {})
+            for node_id, secret, hostname in creds:
+                agent = SimAgent(args.master, node_id, secret, hostname, instances.get(node_id, []))
+                agents[node_id] = agent
+                for iid in agent.instances:
+                    by_instance[iid] = agent
+            ramp = float(cmd.get("ramp_per_second", 25))
+            for n, agent in enumerate(agents.values()):
+                tasks.append(asyncio.create_task(agent.run()))
+                if ramp and n % 20 == 19:
+                    await asyncio.sleep(20 / ramp)
+            await asyncio.gather(*(a.connected.wait() for a in agents.values()))
+            emit({"event": "connected", "count": len(agents)})
+        elif what == "burn":
+            agent = by_instance[cmd["instance_id"]]
+            breach = agent.next_tick()
+            agent.instances[cmd["instance_id"]].burn_from = breach
+            emit({"event": "burn", "instance_id": cmd["instance_id"], "breach_at": breach})
+        elif what == "calm":
+            agent = by_instance[cmd["instance_id"]]
+            agent.instances[cmd["instance_id"]].burn_from = None
+        elif what == "pause":
+            for agent in agents.values():
+                agent.send_metrics = False
+            emit({"event": "paused"})
+        elif what == "stats":
+            emit(
+                {
+                    "event": "stats",
+                    "agents": len(agents),
+                    "connected": sum(a.connected.is_set() for a in agents.values()),
+                    "metrics_messages": sum(a.metrics_sent for a in agents.values()),
+                    "rows": sum(a.rows_sent for a in agents.values()),
+                    "heartbeats": sum(a.heartbeats_sent for a in agents.values()),
+                }
+            )
+        elif what == "stop":
+            break
+    for agent in agents.values():
+        agent.stop()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--master", required=True)
+    p.add_argument("--token", required=True, help="join token")
+    p.add_argument("--agents", type=int, default=100)
+    p.add_argument("--first", type=int, default=0, help="index of this worker's first agent")
+    p.add_argument("--state-dir", default="/tmp/gdos-fleet")
+    asyncio.run(worker(p.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

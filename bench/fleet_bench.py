@@ -1,0 +1,477 @@
+"""Fleet benchmark (issue 4): one master, N simulated agents x M processes at 1 Hz.
+
+    .venv/bin/python -m bench.fleet_bench                       # 1,000 agents x 20, 120 s
+    .venv/bin/python -m bench.fleet_bench --agents 200 --duration 30   # a quick look
+
+What it does, all over real sockets (see bench/fleet.py for the simulated agents):
+1. starts a master (its own data dir under /tmp), enrolls every agent through the API;
+2. writes the fleet's instances straight into the master's database (setup only: creating
+   20,000 instances through the deploy API would take longer than the benchmark), then connects
+   the agents, whose `hello` carries those instances;
+3. a console connection subscribes to `metrics:<id>` of 100 instances and measures
+   ingest-to-event latency (agent send -> console receive); an alert rule
+   `cpu_percent > 50 for 3s` covers the whole fleet while the master's CPU and RSS are sampled;
+4. near the end, 20 processes start "burning" at a known tick: breach -> `alert` event latency;
+5. metrics stop; messages and rows sent are compared with what the master stored;
+6. node loss: 10 agents killed (their worker process gets SIGKILL: sockets close) and 10 frozen
+   (SIGSTOP: sockets stay open, silence only); time until the console sees them offline.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import resource
+import secrets
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+from websockets.asyncio.client import connect
+
+ROOT = Path(__file__).resolve().parents[1]
+PY = sys.executable
+ADMIN_PASSWORD = "fleet-bench-pw"
+
+
+def pct(values: list[float], q: float) -> float:
+    if not values:
+        return float("nan")
+    values = sorted(values)
+    return values[min(len(values) - 1, round(q / 100 * (len(values) - 1)))]
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def raise_nofile() -> None:
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+
+class Worker:
+    """One `bench.fleet` process and its JSON-lines conversation."""
+
+    def __init__(self, name: str, master: str, token: str, first: int, count: int, state: Path):
+        self.name = name
+        self.popen = subprocess.Popen(
+            [
+                PY,
+                "-m",
+                "bench.fleet",
+                "--master",
+                master,
+                "--token",
+                token,
+                "--agents",
+                str(count),
+                "--first",
+                str(first),
+                "--state-dir",
+                str(state),
+            ],
+            cwd=ROOT,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            bufsize=1,
+            preexec_fn=raise_nofile,
+        )
+        self.nodes: list[str] = []
+
+    def send(self, cmd: dict[str, Any]) -> None:
+        assert self.popen.stdin is not None
+        self.popen.stdin.write(json.dumps(cmd) + "\n")
+        self.popen.stdin.flush()
+
+    def read(self, event: str, timeout: float = 600) -> dict[str, Any]:
+        assert self.popen.stdout is not None
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            line = self.popen.stdout.readline()
+            if not line:
+                raise RuntimeError(f"worker {self.name} exited")
+            msg = json.loads(line)
+            if msg.get("event") == event:
+                return msg
+        raise TimeoutError(event)
+
+    async def ask(self, cmd: dict[str, Any], event: str) -> dict[str, Any]:
+        self.send(cmd)
+        return await asyncio.to_thread(self.read, event)
+
+
+class Console:
+    """The console's event stream: records metrics latencies, node offline and alert events."""
+
+    def __init__(self, url: str, token: str) -> None:
+        self.url = url.replace("http://", "ws://") + "/api/v1/events"
+        self.token = token
+        self.latencies: list[float] = []
+        self.measuring = False
+        self.offline_at: dict[str, float] = {}
+        self.alerts: dict[str, tuple[float, dict[str, Any]]] = {}
+        self.events = 0
+        self.ready = asyncio.Event()
+        self.keys: list[str] = []
+        self.reconnects = 0
+
+    async def run(self) -> None:
+        """Like the console: when the master cuts a slow reader off (1013), connect again."""
+        while True:
+            try:
+                await self._run()
+            except Exception as exc:
+                self.reconnects += 1
+                print(f"console stream ended ({exc!r}); reconnecting", flush=True)
+                await asyncio.sleep(0.5)
+
+    async def _run(self) -> None:
+        async with connect(
+            self.url,
+            additional_headers={"Authorization": f"Bearer {self.token}"},
+            max_size=16 << 20,
+            proxy=None,
+        ) as ws:
+            if self.keys:
+                await ws.send(json.dumps({"subscribe": self.keys}))
+            self.ready.set()
+            async for raw in ws:
+                now = time.time()
+                msg = json.loads(raw)
+                self.events += 1
+                topic, data = msg["topic"], msg["data"]
+                if topic == "metrics" and self.measuring:
+                    sent = parse_iso(data["ts"])
+                    self.latencies.append(now - sent)
+                elif topic == "node" and data.get("status") == "offline":
+                    self.offline_at.setdefault(data["id"], now)
+                elif topic == "alert" and data.get("state") == "firing":
+                    self.alerts.setdefault(data["target_id"], (now, data))
+
+
+def parse_iso(text: str) -> float:
+    from datetime import datetime
+
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def seed_instances(db_path: Path, nodes: list[str], per_node: int) -> dict[str, list[str]]:
+    """Setup shortcut: one system and per_node running instances per node, written directly."""
+    sys.path.insert(0, str(ROOT))
+    from sqlalchemy import create_engine, insert
+
+    from master.db import models
+
+    engine = create_engine(f"sqlite:///{db_path}")
+    now = time.time()
+    system_id = secrets.token_hex(6)
+    mapping: dict[str, list[str]] = {}
+    rows = []
+    for n, node_id in enumerate(nodes):
+        ids = [secrets.token_hex(6) for _ in range(per_node)]
+        mapping[node_id] = ids
+        for j, iid in enumerate(ids):
+            rows.append(
+                {
+                    "id": iid,
+                    "system_id": system_id,
+                    "module_id": None,
+                    "node_id": node_id,
+                    "name": f"a{n:05d}-p{j:02d}",
+                    "package_id": None,
+                    "version": "1.0",
+                    "state": "running",
+                    "desired_state": "running",
+                    "health": "unknown",
+                    "pid": 10_000 + j,
+                    "started_at": now,
+                    "restarts": 0,
+                    "exit_code": None,
+                    "last_error": None,
+                    "adopted": False,
+                    "created_at": now,
+                    "updated_at": now,
+                }
+            )
+    with engine.begin() as conn:
+        conn.execute(
+            insert(models.System),
+            [{"id": system_id, "name": "fleet", "description": "fleet bench", "created_at": now}],
+        )
+        conn.execute(insert(models.Instance), rows)
+    engine.dispose()
+    return mapping
+
+
+def _count_offline(log: Path) -> int:
+    """Agents the master declared silent before the node-loss phase (an overloaded machine)."""
+    return sum("marking offline" in line for line in log.read_text(errors="replace").splitlines())
+
+
+def scrape(url: str, token: str) -> dict[str, float]:
+    text = httpx.get(
+        url + "/metrics", headers={"Authorization": f"Bearer {token}"}, timeout=60
+    ).text
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if line.startswith("gdos_master_") or line.startswith("process_"):
+            name, _, value = line.rpartition(" ")
+            out[name] = float(value)
+    return out
+
+
+async def bench(args: argparse.Namespace) -> dict[str, Any]:
+    data = Path(args.data_dir or f"/tmp/gdos-fleet-bench-{os.getpid()}")
+    data.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    master_log = open(data / "master.log", "ab")  # noqa: SIM115
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
+    master = subprocess.Popen(
+        [
+            PY,
+            *profile,
+            "-m",
+            "master",
+            "--port",
+            f"127.0.0.1:{port}",
+            "--data-dir",
+            str(data / "master"),
+            "--admin-password",
+            ADMIN_PASSWORD,
+            "--log-level",
+            "warning",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=master_log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=raise_nofile,
+    )
+    workers: list[Worker] = []
+    groups: list[Worker] = []
+    result: dict[str, Any] = {"agents": args.agents, "processes": args.processes}
+    try:
+        for _ in range(600):
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    break
+            await asyncio.sleep(0.1)
+        token = httpx.post(
+            url + "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+        ).json()["token"]
+        join = (data / "master" / "join-token").read_text().strip()
+        state = data / "sim"
+        per = -(-args.agents // args.workers)
+        first = 0
+        for w in range(args.workers):
+            count = min(per, args.agents - first)
+            workers.append(Worker(f"w{w}", url, join, first, count, state))
+            first += count
+        kill_group = Worker("kill", url, join, 900_000, 10, state)
+        freeze_group = Worker("freeze", url, join, 910_000, 10, state)
+        groups.extend([*workers, kill_group, freeze_group])
+        t0 = time.monotonic()
+        for g in groups:
+            g.nodes = (await asyncio.to_thread(g.read, "enrolled"))["nodes"]
+        print(
+            f"enrolled {sum(len(g.nodes) for g in groups)} agents in {time.monotonic() - t0:.1f} s",
+            flush=True,
+        )
+        all_nodes = [n for g in groups for n in g.nodes]
+        mapping = seed_instances(data / "master" / "ops_data.db", all_nodes, args.processes)
+        api = httpx.Client(
+            base_url=url + "/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=60
+        )
+        api.post(
+            "/alert-rules",
+            json={
+                "name": "hot",
+                "metric": "cpu_percent",
+                "op": ">",
+                "threshold": 50,
+                "for_seconds": 3,
+            },
+        ).raise_for_status()
+
+        t0 = time.monotonic()
+        await asyncio.gather(
+            *(
+                g.ask(
+                    {"cmd": "connect", "instances": {n: mapping[n] for n in g.nodes}}, "connected"
+                )
+                for g in groups
+            )
+        )
+        print(
+            f"connected in {time.monotonic() - t0:.1f} s; warming up {args.warmup:.0f} s",
+            flush=True,
+        )
+        # The console connects once the fleet is up: during a mass connect every hello
+        # republishes its instances (20,000 events) and a slow reader is cut off (1013).
+        console = Console(url, token)
+        watched = [ids[0] for ids in list(mapping.values())[: args.watch]]
+        console.keys = [f"metrics:{iid}" for iid in watched]
+        console_task = asyncio.create_task(console.run())
+        await console.ready.wait()
+        await asyncio.sleep(args.warmup)
+
+        proc = psutil.Process(master.pid)
+        console.measuring = True
+        samples: list[tuple[float, float, float]] = []  # (t, cpu cores, rss MiB)
+        last_cpu = sum(proc.cpu_times()[:2])
+        last_t = time.monotonic()
+        start = last_t
+        burns: dict[str, float] = {}
+        burn_after = max(args.duration - 35, 5)
+        while time.monotonic() - start < args.duration:
+            await asyncio.sleep(5)
+            now = time.monotonic()
+            cpu = sum(proc.cpu_times()[:2])
+            samples.append(
+                (now - start, (cpu - last_cpu) / (now - last_t), proc.memory_info().rss / 2**20)
+            )
+            last_cpu, last_t = cpu, now
+            print(
+                f"  t={now - start:5.0f}s master cpu {samples[-1][1]:.2f} cores, rss {samples[-1][2]:.0f} MiB, load {os.getloadavg()[0]:.1f}",
+                flush=True,
+            )
+            if not burns and now - start >= burn_after:
+                targets = [ids[1] for ids in list(mapping.values())[: args.burns * 7 : 7]][
+                    : args.burns
+                ]
+                for iid in targets:
+                    group = next(g for g in workers if any(iid in mapping[n] for n in g.nodes))
+                    ev = await group.ask({"cmd": "burn", "instance_id": iid}, "burn")
+                    burns[iid] = ev["breach_at"]
+                    await asyncio.sleep(0.37)
+        console.measuring = False
+        await asyncio.sleep(5)  # the last alerts
+
+        cpu_cores = [c for _, c, _ in samples]
+        rss = [r for _, _, r in samples]
+        result["master_cpu_cores_avg"] = round(statistics.mean(cpu_cores), 3)
+        result["master_cpu_cores_max"] = round(max(cpu_cores), 3)
+        result["master_rss_mib_first"] = round(rss[0], 1)
+        result["master_rss_mib_last"] = round(rss[-1], 1)
+        result["master_rss_mib_max"] = round(max(rss), 1)
+        lat = [x * 1000 for x in console.latencies]
+        result["ingest_to_event_ms_p50"] = round(pct(lat, 50), 1)
+        result["ingest_to_event_ms_p99"] = round(pct(lat, 99), 1)
+        result["ingest_to_event_events"] = len(lat)
+        alert_lat = [console.alerts[i][0] - b for i, b in burns.items() if i in console.alerts]
+        # The same, split: the master's evaluation (its started_at) and the event's delivery.
+        fired = [
+            parse_iso(console.alerts[i][1]["started_at"]) - b
+            for i, b in burns.items()
+            if i in console.alerts
+        ]
+        result["alert_fired_after_breach_s_p50"] = round(pct(fired, 50), 2)
+        result["alert_fired_after_breach_s_p99"] = round(pct(fired, 99), 2)
+        result["alert_rule"] = "cpu_percent > 50 for 3s"
+        result["alert_latency_s_p50"] = round(pct(alert_lat, 50), 2)
+        result["alert_latency_s_p99"] = round(pct(alert_lat, 99), 2)
+        result["alert_latency_s_max"] = round(max(alert_lat, default=float("nan")), 2)
+        result["alerts_seen"] = f"{len(alert_lat)}/{len(burns)}"
+
+        # Nothing dropped: stop metrics everywhere, then compare what was sent and stored.
+        for g in groups:
+            await g.ask({"cmd": "pause"}, "paused")
+        await asyncio.sleep(3)
+        stats = [await g.ask({"cmd": "stats"}, "stats") for g in groups]
+        stored = scrape(url, token)
+        sent_msgs = sum(s["metrics_messages"] for s in stats)
+        sent_rows = sum(s["rows"] for s in stats)
+        result["metrics_messages_sent"] = sent_msgs
+        result["metrics_messages_stored"] = int(stored["gdos_master_metrics_messages_total"])
+        result["samples_sent"] = sent_msgs + sent_rows  # one node row per message + process rows
+        result["samples_stored"] = int(stored["gdos_master_metrics_samples_total"])
+        result["samples_rejected"] = int(stored["gdos_master_metrics_rejected_samples_total"])
+        result["series_in_memory"] = int(stored["gdos_master_metrics_series"])
+        result["metrics_buffer_mib"] = round(stored["gdos_master_metrics_buffer_bytes"] / 2**20, 1)
+        result["master_loop_lag_s_last_10s"] = stored["gdos_master_event_loop_lag_seconds"]
+        result["false_offline_during_run"] = _count_offline(data / "master.log")
+
+        # Node loss.
+        console.offline_at.clear()
+        t_kill = time.time()
+        os.kill(kill_group.popen.pid, signal.SIGKILL)
+        t_freeze = time.time()
+        os.kill(freeze_group.popen.pid, signal.SIGSTOP)
+        deadline = time.time() + 30
+        while time.time() < deadline and not all(
+            n in console.offline_at for n in kill_group.nodes + freeze_group.nodes
+        ):
+            await asyncio.sleep(0.05)
+        killed = [
+            console.offline_at[n] - t_kill for n in kill_group.nodes if n in console.offline_at
+        ]
+        frozen = [
+            console.offline_at[n] - t_freeze for n in freeze_group.nodes if n in console.offline_at
+        ]
+        result["node_loss_killed_s_max"] = round(max(killed, default=float("nan")), 2)
+        result["node_loss_killed_seen"] = f"{len(killed)}/10"
+        result["node_loss_frozen_s_max"] = round(max(frozen, default=float("nan")), 2)
+        result["node_loss_frozen_s_min"] = round(min(frozen, default=float("nan")), 2)
+        result["node_loss_frozen_seen"] = f"{len(frozen)}/10"
+        os.kill(freeze_group.popen.pid, signal.SIGCONT)
+        result["console_events"] = console.events
+        result["console_reconnects"] = console.reconnects
+        console_task.cancel()
+        workers_cpu = 0.0
+        for g in workers:
+            with contextlib.suppress(psutil.Error):
+                workers_cpu += sum(psutil.Process(g.popen.pid).cpu_times()[:2])
+        result["simulator_cpu_seconds"] = round(workers_cpu, 1)
+        return result
+    finally:
+        for g in groups or workers:
+            with contextlib.suppress(Exception):
+                os.kill(g.popen.pid, signal.SIGCONT)
+                g.popen.kill()
+                g.popen.wait(10)
+        master.terminate()
+        try:
+            master.wait(20)
+        except subprocess.TimeoutExpired:
+            master.kill()
+        master_log.close()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description="GDOS fleet benchmark (issue 4)")
+    p.add_argument("--agents", type=int, default=1000)
+    p.add_argument("--processes", type=int, default=20)
+    p.add_argument("--duration", type=float, default=120, help="measured seconds (after warm-up)")
+    p.add_argument("--warmup", type=float, default=20)
+    p.add_argument("--workers", type=int, default=4, help="simulator processes")
+    p.add_argument("--watch", type=int, default=100, help="instances the console subscribes to")
+    p.add_argument("--burns", type=int, default=20, help="processes that breach the alert rule")
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--profile", default=None, help="run the master under cProfile, write here")
+    args = p.parse_args()
+    print(
+        f"fleet bench: {args.agents} agents x {args.processes} processes, {args.duration:.0f} s; "
+        f"{os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}",
+        flush=True,
+    )
+    result = asyncio.run(bench(args))
+    print(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()

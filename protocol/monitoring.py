@@ -1,0 +1,208 @@
+"""REST bodies of monitoring and alerting (API.md "Monitoring and alerts"): metrics queries,
+alert rules, alerts, silences, and the webhook body. Kept apart from `rest.py` so the
+vocabulary of alerts stays in one place."""
+
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+
+Metric = Literal["cpu_percent", "rss_bytes", "state", "node_status"]
+Op = Literal[">", "<", "==", "!="]
+Severity = Literal["warning", "critical"]
+AlertState = Literal["firing", "resolved"]
+
+NUMERIC_METRICS = frozenset({"cpu_percent", "rss_bytes"})
+NODE_METRICS = frozenset({"node_status"})
+NODE_STATUSES = ("online", "offline")
+MAX_FOR_SECONDS = 7 * 86400.0
+
+
+class _In(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+# -- metrics -------------------------------------------------------------------------------
+
+
+class NodeSample(BaseModel):
+    ts: str
+    cpu_percent: float
+    mem_percent: float
+    disk_percent: float
+    net_rx_bps: int
+    net_tx_bps: int
+    load1: float
+
+
+class InstanceSample(BaseModel):
+    ts: str
+    cpu_percent: float
+    rss_bytes: int
+    read_bps: int
+    write_bps: int
+    threads: int
+
+
+class NodeMetricsOut(BaseModel):
+    id: str
+    seconds: float
+    samples: list[NodeSample]
+
+
+class InstanceMetricsOut(BaseModel):
+    id: str
+    seconds: float
+    samples: list[InstanceSample]
+
+
+# -- alert rules ---------------------------------------------------------------------------
+
+
+class Scope(_In):
+    """At most one of the three; none means every instance (or node) of the cluster."""
+
+    system_id: str | None = Field(default=None, max_length=64)
+    node_id: str | None = Field(default=None, max_length=64)
+    instance_id: str | None = Field(default=None, max_length=64)
+
+
+class AlertRuleIn(_In):
+    name: str = Field(min_length=1, max_length=128)
+    metric: Metric
+    op: Op
+    threshold: float | str = Field(
+        description="a number for cpu_percent (percent of one core) and rss_bytes; an instance "
+        "state word for state; online|offline for node_status"
+    )
+    for_seconds: float = Field(default=0.0, ge=0, le=MAX_FOR_SECONDS)
+    scope: Scope = Field(default_factory=Scope)
+    severity: Severity = "warning"
+    webhook_url: HttpUrl | None = None
+    hysteresis: float | None = Field(
+        default=None,
+        ge=0,
+        description="numeric rules resolve only once the value is this far on the good side "
+        "(default 5 % of the threshold)",
+    )
+    resolve_for_seconds: float | None = Field(
+        default=None,
+        ge=0,
+        le=MAX_FOR_SECONDS,
+        description="...and has stayed there this long (default max(for_seconds, 5))",
+    )
+    enabled: bool = True
+
+
+class AlertRulePatch(_In):
+    name: str | None = Field(default=None, min_length=1, max_length=128)
+    metric: Metric | None = None
+    op: Op | None = None
+    threshold: float | str | None = None
+    for_seconds: float | None = Field(default=None, ge=0, le=MAX_FOR_SECONDS)
+    scope: Scope | None = None
+    severity: Severity | None = None
+    webhook_url: HttpUrl | None = None
+    hysteresis: float | None = Field(default=None, ge=0)
+    resolve_for_seconds: float | None = Field(default=None, ge=0, le=MAX_FOR_SECONDS)
+    enabled: bool | None = None
+
+
+class AlertRuleOut(BaseModel):
+    id: str
+    name: str
+    metric: str
+    op: str
+    threshold: float | str
+    for_seconds: float
+    scope: dict[str, str]
+    severity: str
+    webhook_url: str | None
+    hysteresis: float
+    resolve_for_seconds: float
+    enabled: bool
+    created_at: str | None
+    updated_at: str | None
+
+
+# -- alerts --------------------------------------------------------------------------------
+
+
+class AlertOut(BaseModel):
+    id: str
+    rule_id: str | None
+    rule_name: str
+    metric: str
+    severity: str
+    target: str  # "<kind>/<id>", e.g. "instance/4f2a9c01b7de"
+    target_kind: Literal["instance", "node"]
+    target_id: str
+    target_name: str
+    node_id: str | None
+    system_id: str | None
+    value: float | str | None  # the value that fired it
+    resolved_value: float | str | None
+    state: AlertState
+    started_at: str
+    resolved_at: str | None
+    duration_seconds: float | None
+    acked: bool
+    acked_at: str | None
+    acked_by: str | None
+    silenced: bool
+
+
+# -- silences ------------------------------------------------------------------------------
+
+
+class Matcher(_In):
+    """Every given field must equal the alert's; a node_id also matches that node's instances."""
+
+    rule_id: str | None = Field(default=None, max_length=64)
+    metric: Metric | None = None
+    severity: Severity | None = None
+    system_id: str | None = Field(default=None, max_length=64)
+    node_id: str | None = Field(default=None, max_length=64)
+    instance_id: str | None = Field(default=None, max_length=64)
+
+
+class SilenceIn(_In):
+    matcher: Matcher
+    starts_at: str | None = Field(default=None, description="ISO 8601; default now")
+    ends_at: str | None = Field(default=None, description="ISO 8601; or give duration_seconds")
+    duration_seconds: float | None = Field(default=None, gt=0, le=366 * 86400.0)
+    comment: str = Field(default="", max_length=1024)
+
+
+class SilenceOut(BaseModel):
+    id: str
+    matcher: dict[str, str]
+    starts_at: str
+    ends_at: str
+    comment: str
+    created_by: str
+    created_at: str | None
+    active: bool
+
+
+# -- webhooks ------------------------------------------------------------------------------
+
+
+class WebhookRule(BaseModel):
+    id: str | None
+    name: str
+    metric: str
+    op: str
+    threshold: float | str | None
+    for_seconds: float | None
+    severity: str
+
+
+class WebhookBody(BaseModel):
+    """What a rule's `webhook_url` receives (POST, application/json), once per transition."""
+
+    version: Literal[1] = 1
+    event: AlertState
+    alert: AlertOut
+    rule: WebhookRule
+    master: str
+    sent_at: str

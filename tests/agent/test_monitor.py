@@ -1,0 +1,183 @@
+"""The sampler: children summed into their instance (real processes), only new PIDs inspected,
+vanished and reused PIDs handled."""
+
+import os
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from agent.executor import process
+from agent.monitor import ProcfsSource, PsutilSource, Root, Sampler, Stat, encode
+from protocol.messages import AGENT_MESSAGE, Metrics
+
+BURN = """\
+import sys, time
+ballast = bytearray(40 << 20)  # touched: 40 MB resident
+t = time.process_time()
+while time.process_time() - t < 0.4:
+    pass
+open(sys.argv[1], "w").close()
+time.sleep(120)
+"""
+# Starts a burner and exits at once: the burner is orphaned but stays in the session.
+ORPHANER = """\
+import subprocess, sys
+subprocess.Popen([sys.executable, sys.argv[1], sys.argv[2]])
+"""
+ROOT = """\
+import subprocess, sys, time
+d = sys.argv[1]
+subprocess.Popen([sys.executable, d + "/burn.py", d + "/a.done"])
+subprocess.Popen([sys.executable, d + "/orphaner.py", d + "/burn.py", d + "/b.done"]).wait()
+subprocess.Popen([sys.executable, "-c", "pass"])  # never waited for: a zombie
+time.sleep(120)
+"""
+
+SOURCES = [ProcfsSource, PsutilSource] if sys.platform.startswith("linux") else [PsutilSource]
+
+
+def spawn_family(tmp_path: Path):
+    for name, text in (("burn.py", BURN), ("orphaner.py", ORPHANER), ("root.py", ROOT)):
+        (tmp_path / name).write_text(text)
+    with open(tmp_path / "out.log", "ab") as out:
+        popen = process.spawn(
+            [sys.executable, str(tmp_path / "root.py"), str(tmp_path)],
+            tmp_path,
+            dict(os.environ),
+            out,
+            out,
+        )
+    ident = process.identity_of(popen.pid)
+    assert ident is not None
+    return popen, Root("inst-1", ident.pid, ident.create_time)
+
+
+def kill_session(popen) -> None:
+    os.killpg(popen.pid, 9)
+    popen.wait()
+
+
+@pytest.mark.parametrize("source", SOURCES)
+def test_children_are_summed_into_their_instance(tmp_path, source):
+    outsider = psutil.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    popen, root = spawn_family(tmp_path)
+    sampler = Sampler(source())
+    try:
+        last = time.time()
+        assert sampler.sample([root], last) is None  # the priming tick has no rates yet
+        counted_cpu = 0.0
+        rows: list = []
+        deadline = last + 60
+        done = False
+        while time.time() < deadline:
+            time.sleep(0.3)
+            now = time.time()
+            rows = sampler.sample([root], now) or []
+            counted_cpu += sum(r[1] for r in rows) / 100 * (now - last)
+            last = now
+            if done:
+                break
+            done = (tmp_path / "a.done").exists() and (tmp_path / "b.done").exists()
+        assert done, "the burners did not finish"
+
+        [(iid, _cpu, rss, read_bps, write_bps, threads)] = rows
+        tracked = sampler.tracked_pids
+        procs = [psutil.Process(pid) for pid in tracked]
+        burners = [p for p in procs if "burn.py" in " ".join(p.cmdline())]
+        assert iid == "inst-1"
+        assert root.pid in tracked and len(burners) == 2 and len(tracked) == 3
+        assert any(p.ppid() not in tracked for p in burners), "the orphan is still counted"
+        assert outsider.pid not in tracked and os.getpid() not in tracked
+        assert rss >= 80 << 20  # both burners' ballast
+        assert threads >= 3
+        assert read_bps >= 0 and write_bps >= 0
+        # Two burners spent 0.4 s of CPU each (plus interpreter start-up): all of it was seen.
+        spent = sum(sum(p.cpu_times()[:2]) for p in procs)
+        assert 0.76 <= counted_cpu <= spent + 0.1, (counted_cpu, spent)
+    finally:
+        kill_session(popen)
+        outsider.kill()
+        outsider.wait()
+
+
+def test_vanished_processes_are_dropped_quietly(tmp_path):
+    popen, root = spawn_family(tmp_path)
+    sampler = Sampler()
+    try:
+        sampler.sample([root])
+        time.sleep(0.5)
+        sampler.sample([root])
+        children = [pid for pid in sampler.tracked_pids if pid != root.pid]
+        assert children
+        for pid in children:
+            psutil.Process(pid).kill()
+        time.sleep(0.3)
+        rows = sampler.sample([root])
+        assert rows is not None and [r[0] for r in rows] == ["inst-1"]
+        assert set(sampler.tracked_pids) == {root.pid}
+    finally:
+        kill_session(popen)
+    assert sampler.sample([root]) == []  # the root is gone too: no row, no error
+    assert sampler.sample([]) == []
+
+
+class FakeSource:
+    """The OS seam: a process table the test edits, counting what the sampler reads."""
+
+    def __init__(self) -> None:
+        self.table: dict[int, Stat] = {}
+        self.stat_calls: list[int] = []
+
+    def pids(self):
+        return list(self.table)
+
+    def stat(self, pid: int) -> Stat | None:
+        self.stat_calls.append(pid)
+        return self.table.get(pid)
+
+    def io(self, pid: int):
+        return (0, 0)
+
+    def forget(self, pid: int) -> None:
+        pass
+
+
+def test_only_new_pids_are_inspected_and_a_reused_pid_starts_over():
+    src = FakeSource()
+    src.table = {pid: (1, pid, 100.0, 0.0, 1000, 1) for pid in range(2, 500)}  # strangers
+    src.table[700] = (1, 700, 100.0, 5.0, 4096, 2)  # the instance's main process
+    root = Root("i", 700, 100.0)
+    sampler = Sampler(src)
+    sampler.sample([root], now=1000.0)
+    assert sampler.inspected == 499
+
+    src.table[700] = (1, 700, 100.0, 5.5, 4096, 2)
+    rows = sampler.sample([root], now=1001.0)
+    assert sampler.inspected == 499  # nothing new: nobody inspected again
+    assert rows == [("i", 50.0, 4096, 0, 0, 2)]
+
+    src.table[701] = (700, 700, 1001.5, 0.2, 2048, 1)  # a child born during the tick
+    src.table[700] = (1, 700, 100.0, 6.0, 4096, 2)
+    rows = sampler.sample([root], now=1002.0)
+    assert sampler.inspected == 500  # only the newcomer
+    assert rows == [("i", 70.0, 6144, 0, 0, 3)]  # its whole 0.2 s of CPU counts
+
+    # PID 701 ends and a stranger takes the number: its counters must not be taken as ours.
+    src.table[701] = (1, 9, 1002.5, 30.0, 999, 1)
+    src.table[700] = (1, 700, 100.0, 6.0, 4096, 2)
+    rows = sampler.sample([root], now=1003.0)
+    assert rows == [("i", 0.0, 4096, 0, 0, 2)]
+    assert set(sampler.tracked_pids) == {700}
+    sampler.sample([root], now=1004.0)
+    assert sampler.inspected == 501 and set(sampler.tracked_pids) == {700}  # a stranger now
+
+
+def test_the_encoded_message_is_what_the_master_parses():
+    text = encode(1000.5, 1.0, (12.5, 40.0, 71.0, 1200, 800, 0.5), [("i", 3.2, 4096, 0, 10, 4)])
+    msg = AGENT_MESSAGE.validate_json(text)
+    assert isinstance(msg, Metrics)
+    assert msg.node == (12.5, 40.0, 71.0, 1200, 800, 0.5)
+    assert msg.instances == [("i", 3.2, 4096, 0, 10, 4)]
