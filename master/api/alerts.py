@@ -1,6 +1,7 @@
 """Alert rules, alerts (firing and resolved, with ack) and silences."""
 
 import time
+from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Path, Query, Request, Response
@@ -8,6 +9,7 @@ from sqlalchemy import or_, select
 
 from master.api.deps import Operator, ServicesDep, SessionDep, Viewer
 from master.api.errors import ERROR_RESPONSES
+from master.api.params import ISO_ONLY, timestamp
 from master.db import models
 from master.services.alerting import rules
 from master.services.alerting.records import alert_out, rule_out, silence_out
@@ -150,11 +152,9 @@ def list_alerts(
     s: SessionDep,
     state: Literal["firing", "resolved"] | None = None,
     since: Annotated[
-        str | None,
-        Query(
-            max_length=64,
-            description="ISO 8601: alerts that started or resolved at or after this time",
-        ),
+        datetime | None,
+        Query(description="ISO 8601: alerts that started or resolved at or after this time"),
+        ISO_ONLY,
     ] = None,
     rule_id: Annotated[str | None, Query(max_length=64)] = None,
     target_id: Annotated[str | None, Query(max_length=64)] = None,
@@ -164,8 +164,8 @@ def list_alerts(
     q = select(models.Alert)
     if state:
         q = q.where(models.Alert.state == state)
-    if since:
-        t = _time("since", since)
+    if since is not None:
+        t = timestamp(since)
         q = q.where(or_(models.Alert.started_at >= t, models.Alert.resolved_at >= t))
     if rule_id:
         q = q.where(models.Alert.rule_id == rule_id)

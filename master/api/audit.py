@@ -2,16 +2,16 @@
 
 import csv
 import io
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated
 
 from fastapi import APIRouter, Query
 from fastapi.responses import Response
-from pydantic import BeforeValidator
 from sqlalchemy import select
 
 from master.api.deps import SessionDep, Viewer
 from master.api.errors import ERROR_RESPONSES
+from master.api.params import ISO_ONLY, timestamp
 from master.db import models
 from master.services.audit_chain import verify_rows
 from protocol.rest import AuditOut, iso
@@ -34,24 +34,6 @@ def audit_out(row: models.AuditEntry) -> AuditOut:
     )
 
 
-def _iso_only(value: object) -> object:
-    # pydantic would read "0.5" as a UNIX time; the contract says ISO 8601.
-    if isinstance(value, str):
-        try:
-            float(value)
-        except ValueError:
-            return value
-        raise ValueError("must be an ISO 8601 time such as 2026-11-27T10:00:00Z")
-    return value
-
-
-ISO_ONLY = BeforeValidator(_iso_only)
-
-
-def _timestamp(when: datetime) -> float:
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)).timestamp()
-
-
 @router.get(
     "/audit",
     response_model=list[AuditOut],
@@ -69,7 +51,7 @@ def list_audit(
     """Newest first. `?format=csv` exports the same rows as CSV."""
     q = select(models.AuditEntry).order_by(models.AuditEntry.id.desc()).limit(limit)
     if since is not None:
-        q = q.where(models.AuditEntry.ts >= _timestamp(since))
+        q = q.where(models.AuditEntry.ts >= timestamp(since))
     if actor:
         q = q.where(models.AuditEntry.actor == actor)
     if action:
