@@ -11,13 +11,12 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-import httpx
-
 from agent import autostart, credential, local_health, logrotate
 from agent.credential import Credential, EnrollmentRefused
 from agent.executor import deploy
 from agent.executor.supervisor import Supervisor
 from agent.hostinfo import host_info
+from agent.http import Http, HttpError
 from agent.link import Link
 from agent.monitor import Monitor
 from agent.state import StateFile
@@ -93,7 +92,7 @@ def ssl_context(ca_cert: Path | None) -> ssl.SSLContext | None:
     return ssl.create_default_context(cafile=str(ca_cert)) if ca_cert else None
 
 
-async def obtain_credential(args: argparse.Namespace, client: httpx.AsyncClient) -> Credential:
+async def obtain_credential(args: argparse.Namespace, http: Http) -> Credential:
     work_dir: Path = args.work_dir
     cred = credential.load(work_dir)
     if cred is not None:
@@ -110,8 +109,8 @@ async def obtain_credential(args: argparse.Namespace, client: httpx.AsyncClient)
     while True:
         try:
             host = await asyncio.to_thread(host_info, args.master, work_dir)
-            cred = await credential.enroll(client, args.master.rstrip("/"), args.token, host)
-        except httpx.HTTPError as exc:
+            cred = await credential.enroll(http, args.master.rstrip("/"), args.token, host)
+        except HttpError as exc:
             log.warning(
                 "cannot reach %s to enrol (%s); retrying in %.0f s", args.master, exc, delay
             )
@@ -127,9 +126,8 @@ def enrol_once(args: argparse.Namespace, timeout: float = 60.0) -> None:
     """Enrol now (for `--autostart 1`): the boot-time command then needs no join token."""
 
     async def go() -> None:
-        ctx = ssl_context(args.ca_cert)
-        async with httpx.AsyncClient(verify=ctx if ctx is not None else True) as client:
-            await asyncio.wait_for(obtain_credential(args, client), timeout)
+        http = Http(ssl_context(args.ca_cert))
+        await asyncio.wait_for(obtain_credential(args, http), timeout)
 
     args.work_dir = Path(args.work_dir).absolute()
     try:
@@ -147,65 +145,63 @@ async def run(args: argparse.Namespace) -> int:
     args.work_dir = work_dir
     work_dir.mkdir(parents=True, exist_ok=True)
     ctx = ssl_context(args.ca_cert)
-    async with httpx.AsyncClient(
-        verify=ctx if ctx is not None else True, timeout=httpx.Timeout(30.0, read=300.0)
-    ) as client:
-        try:
-            cred = await obtain_credential(args, client)
-        except EnrollmentRefused as exc:
-            log.error("%s", exc)
-            return 2
+    http = Http(ctx)
+    try:
+        cred = await obtain_credential(args, http)
+    except EnrollmentRefused as exc:
+        log.error("%s", exc)
+        return 2
 
-        link: Link | None = None
+    link: Link | None = None
 
-        async def fetch(ref: PackageRef, dest: Path) -> None:
-            await deploy.download(client, cred.master, cred.node_secret, ref, dest)
+    async def fetch(ref: PackageRef, dest: Path) -> None:
+        await deploy.download(http, cred.master, cred.node_secret, ref, dest)
 
-        def report(rep: object) -> None:
-            if link is not None:
-                link.report(rep)  # type: ignore[arg-type]
+    def report(rep: object) -> None:
+        if link is not None:
+            link.report(rep)  # type: ignore[arg-type]
 
-        supervisor = Supervisor(work_dir, StateFile(work_dir / STATE_FILE), fetch, report)
-        await supervisor.load()
-        link = Link(cred, supervisor, work_dir, ctx)
-        monitor = Monitor(supervisor, work_dir, link.send_metrics, args.metrics_interval)
-        link.load_source = monitor.load
+    supervisor = Supervisor(work_dir, StateFile(work_dir / STATE_FILE), fetch, report)
+    await supervisor.load()
+    link = Link(cred, supervisor, work_dir, ctx)
+    monitor = Monitor(supervisor, work_dir, link.send_metrics, args.metrics_interval)
+    link.load_source = monitor.load
 
-        def on_config(cfg: Config) -> None:
-            monitor.set_interval(
-                cfg.metrics_interval if cfg.metrics_interval is not None else args.metrics_interval
-            )
+    def on_config(cfg: Config) -> None:
+        monitor.set_interval(
+            cfg.metrics_interval if cfg.metrics_interval is not None else args.metrics_interval
+        )
 
-        link.on_config = on_config
-        server = None
-        if args.port is not None:
-            server = await local_health.serve(
-                int(args.port),
-                lambda: {
-                    "status": "ok",
-                    "connected": link.connected.is_set() if link else False,
-                    "node_id": cred.node_id,
-                    "instances": len(supervisor.instances),
-                },
-            )
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):  # Windows
-                loop.add_signal_handler(sig, stop.set)
-        runner = asyncio.create_task(link.run_forever())
-        sampler = asyncio.create_task(monitor.run())
-        stopper = asyncio.create_task(stop.wait())
-        rotator = asyncio.create_task(logrotate.rotate_forever(supervisor))
-        await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        log.info("agent stopping; services keep running and are re-adopted at the next start")
-        for task in (runner, sampler, stopper, rotator):
-            task.cancel()
-        await asyncio.gather(runner, sampler, stopper, rotator, return_exceptions=True)
-        await link.close()
-        await supervisor.close()
-        if server is not None:
-            server.close()
+    link.on_config = on_config
+    server = None
+    if args.port is not None:
+        server = await local_health.serve(
+            int(args.port),
+            lambda: {
+                "status": "ok",
+                "connected": link.connected.is_set() if link else False,
+                "node_id": cred.node_id,
+                "instances": len(supervisor.instances),
+            },
+        )
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):  # Windows
+            loop.add_signal_handler(sig, stop.set)
+    runner = asyncio.create_task(link.run_forever())
+    sampler = asyncio.create_task(monitor.run())
+    stopper = asyncio.create_task(stop.wait())
+    rotator = asyncio.create_task(logrotate.rotate_forever(supervisor))
+    await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    log.info("agent stopping; services keep running and are re-adopted at the next start")
+    for task in (runner, sampler, stopper, rotator):
+        task.cancel()
+    await asyncio.gather(runner, sampler, stopper, rotator, return_exceptions=True)
+    await link.close()
+    await supervisor.close()
+    if server is not None:
+        server.close()
     return 0
 
 

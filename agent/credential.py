@@ -5,8 +5,7 @@ import logging
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
-
+from agent.http import Http, HttpError
 from agent.state import atomic_write, read_json
 from protocol.messages import HostInfo
 
@@ -41,17 +40,18 @@ def save(work_dir: Path, cred: Credential) -> None:
     atomic_write(work_dir / CREDENTIAL_FILE, json.dumps(body, indent=1).encode(), mode=0o600)
 
 
-async def enroll(
-    client: httpx.AsyncClient, master: str, join_token: str, host: HostInfo
-) -> Credential:
+async def enroll(http: Http, master: str, join_token: str, host: HostInfo) -> Credential:
+    """Trade the join token for this node's credential. EnrollmentRefused when the master says
+    no (retrying will not help); HttpError when it cannot be reached (retry later)."""
     url = master.rstrip("/") + "/api/v1/agent/enroll"
-    resp = await client.post(url, json={"join_token": join_token, "host": host.model_dump()})
-    if resp.status_code in (401, 403, 422):
-        try:
-            message = resp.json()["error"]["message"]
-        except (ValueError, KeyError, TypeError):
-            message = resp.text[:200]
-        raise EnrollmentRefused(f"the master refused enrolment: {message}")
-    resp.raise_for_status()
-    data = resp.json()
+    try:
+        data = await http.post_json(url, {"join_token": join_token, "host": host.to_dict()})
+    except HttpError as exc:
+        if exc.status in (401, 403, 422):
+            try:
+                message = json.loads(exc.body)["error"]["message"]
+            except (ValueError, KeyError, TypeError):
+                message = exc.body[:200].decode(errors="replace")
+            raise EnrollmentRefused(f"the master refused enrolment: {message}") from None
+        raise
     return Credential(master, data["node_id"], data["node_secret"])

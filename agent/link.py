@@ -15,7 +15,6 @@ from pathlib import Path
 from typing import Any
 
 import websockets
-from pydantic import BaseModel, ValidationError
 from websockets.asyncio.client import ClientConnection, connect
 
 from agent.credential import Credential
@@ -29,6 +28,7 @@ from protocol.messages import (
     Adopt,
     Batch,
     Config,
+    DecodeError,
     Deploy,
     Destroy,
     FollowLog,
@@ -45,6 +45,7 @@ from protocol.messages import (
     TailLog,
     WireError,
 )
+from protocol.wire import Struct
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +107,7 @@ class Link:
     def _flush_reports(self) -> None:
         reports, self._outbox = list(self._outbox.values()), {}
         if len(reports) == 1:
-            self._spawn(self._send(InstanceStateMsg(**reports[0].model_dump())))
+            self._spawn(self._send(InstanceStateMsg.of(reports[0])))
         elif reports:
             self._spawn(self._send(InstanceStates(reports=reports)))
 
@@ -119,12 +120,12 @@ class Link:
             await ws.send(text)
             self.metrics_sent_at = time.monotonic()
 
-    async def _send(self, msg: BaseModel) -> None:
+    async def _send(self, msg: Struct) -> None:
         ws = self.ws
         if ws is None:
             return
         with contextlib.suppress(websockets.ConnectionClosed):
-            await ws.send(msg.model_dump_json())
+            await ws.send(msg.to_json())
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.create_task(coro)
@@ -182,7 +183,7 @@ class Link:
                 host=await asyncio.to_thread(host_info, self.cred.master, self.work_dir),
                 instances=self.supervisor.reports(),
             )
-            await ws.send(hello.model_dump_json())
+            await ws.send(hello.to_json())
             self.ws = ws
             self.connected.set()
             log.info("connected to %s as node %s", self.cred.master, self.cred.node_id)
@@ -203,16 +204,16 @@ class Link:
                     load = self.load_source() if self.load_source else None
                     if load is None:
                         load = await asyncio.to_thread(current_load, self.work_dir)
-                    await ws.send(Heartbeat(ts=time.time(), load=load).model_dump_json())
+                    await ws.send(Heartbeat(ts=time.time(), load=load).to_json())
                 await asyncio.sleep(self.heartbeat_interval)
 
     # -- incoming -------------------------------------------------------------------------------
 
     def _dispatch(self, raw: str | bytes) -> None:
         try:
-            msg = MASTER_MESSAGE.validate_json(raw)
-        except ValidationError as exc:
-            log.warning("ignoring an invalid message from the master: %s", exc.errors()[:1])
+            msg = MASTER_MESSAGE.decode(raw)
+        except DecodeError as exc:
+            log.warning("ignoring an invalid message from the master: %s", exc)
             return
         if isinstance(msg, Config):
             self.heartbeat_interval = msg.heartbeat_interval
@@ -242,7 +243,7 @@ class Link:
                 data["results"] = await self._batch(msg)
                 ok = not any(data["results"].values())
             elif isinstance(msg, Adopt):
-                data["report"] = (await sup.adopt(msg.spec)).model_dump(mode="json")
+                data["report"] = (await sup.adopt(msg.spec)).to_dict()
             result = Result(reply_to=msg.id, ok=ok, data=data)
         except GdosError as exc:
             result = Result(reply_to=msg.id, ok=False, error=WireError(**exc.to_wire()))

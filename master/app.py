@@ -172,7 +172,7 @@ class Services:
             return  # a table refresh every few seconds; charts subscribe to metrics:<node id>
         self._load_published[link.node_id] = now
         self.hub.publish(
-            "node", {"id": link.node_id, "status": "online", "load": link.load.model_dump()}
+            "node", {"id": link.node_id, "status": "online", "load": link.load.to_dict()}
         )
 
     def node_offline(self, link: AgentLink) -> None:

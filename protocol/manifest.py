@@ -3,11 +3,15 @@
 import json
 import posixpath
 import re
-from typing import Any, Literal
+import typing
+from collections.abc import Callable
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+import msgspec
+from msgspec import Meta
 
 from protocol import jsonc
+from protocol.wire import FrozenStruct, describe
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -31,26 +35,28 @@ def is_safe_relative_path(path: str) -> bool:
     return ".." not in normal.split("/")
 
 
+def is_absolute_path(path: str) -> bool:
+    normal = path.replace("\\", "/")
+    return normal.startswith("/") or bool(_DRIVE.match(normal))
+
+
 def normalize_relative(path: str) -> str:
     return posixpath.normpath(path.replace("\\", "/"))
 
 
-class HealthCheck(BaseModel):
-    model_config = ConfigDict(extra="ignore")
-
-    tcp: int | None = Field(default=None, ge=1, le=65535)
-    host: str = Field(default="127.0.0.1", min_length=1, max_length=255)  # for tcp
+class HealthCheck(FrozenStruct, frozen=True):
+    tcp: Annotated[int, Meta(ge=1, le=65535)] | None = None
+    host: Annotated[str, Meta(min_length=1, max_length=255)] = "127.0.0.1"  # for tcp
     http: str | None = None
     command: list[str] | None = None
-    timeout: float = Field(default=3.0, gt=0, le=300)  # one probe
-    interval: float = Field(default=1.0, gt=0, le=3600)  # between probes once healthy
+    timeout: Annotated[float, Meta(gt=0, le=300)] = 3.0  # one probe
+    interval: Annotated[float, Meta(gt=0, le=3600)] = 1.0  # between probes once healthy
     # How long a batch start waits for this instance to become healthy before it gives up.
-    ready_timeout: float = Field(default=60.0, gt=0, le=24 * 3600)
+    ready_timeout: Annotated[float, Meta(gt=0, le=24 * 3600)] = 60.0
     # Consecutive failed probes before a healthy instance is reported unhealthy.
-    failure_threshold: int = Field(default=3, ge=1, le=100)
+    failure_threshold: Annotated[int, Meta(ge=1, le=100)] = 3
 
-    @model_validator(mode="after")
-    def _exactly_one(self) -> "HealthCheck":
+    def __post_init__(self) -> None:
         given = [k for k in ("tcp", "http", "command") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of tcp, http, command")
@@ -58,124 +64,156 @@ class HealthCheck(BaseModel):
             raise ValueError("http must be an http:// or https:// URL")
         if self.command is not None and not self.command:
             raise ValueError("command must not be empty")
-        return self
 
 
 DEFAULT_LOG_MAX_BYTES = 10 << 20
 DEFAULT_LOG_BACKUPS = 5
 
 
-class LogRotate(BaseModel):
+class LogRotate(FrozenStruct, frozen=True):
     """How the agent rotates this service's logs: by size, keeping `backups` older files.
 
     stdout and stderr are always rotated (unless max_bytes is 0); the files in `log_paths`
     only when `log_paths` is true (copytruncate, so the service may keep its file open in
     append mode)."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    max_bytes: int = Field(default=DEFAULT_LOG_MAX_BYTES, ge=0, le=1 << 40)  # 0: never rotate
-    backups: int = Field(default=DEFAULT_LOG_BACKUPS, ge=0, le=1000)
+    max_bytes: Annotated[int, Meta(ge=0, le=1 << 40)] = DEFAULT_LOG_MAX_BYTES  # 0: never rotate
+    backups: Annotated[int, Meta(ge=0, le=1000)] = DEFAULT_LOG_BACKUPS
     log_paths: bool = False
 
 
-def is_absolute_path(path: str) -> bool:
-    normal = path.replace("\\", "/")
-    return normal.startswith("/") or bool(_DRIVE.match(normal))
+_Name = Annotated[str, Meta(min_length=1, max_length=128, pattern=NAME_PATTERN.pattern)]
+_Version = Annotated[str, Meta(min_length=1, max_length=64, pattern=NAME_PATTERN.pattern)]
 
 
-class Manifest(BaseModel):
+def _inside(value: str | None) -> None:
+    if value is not None and not is_safe_relative_path(value):
+        raise ValueError("must be a relative path inside the package")
+
+
+def _env_names(env: dict[str, str]) -> None:
+    for key in env:
+        if not key or "=" in key or "\x00" in key:
+            raise ValueError(f"invalid variable name {key!r}")
+
+
+def _log_paths(paths: dict[str, str]) -> None:
+    for key, path in paths.items():
+        if key in ("stdout", "stderr") or not key.strip() or "/" in key or "\x00" in key:
+            raise ValueError(f"invalid log name {key!r}")
+        if not path or "\x00" in path:
+            raise ValueError(f"invalid path for {key!r}")
+        if not is_absolute_path(path) and not is_safe_relative_path(path):
+            raise ValueError(
+                f"path of {key!r} must be absolute or stay inside the package (no '..')"
+            )
+
+
+# Checks beyond types and ranges, by field: each raises ValueError with a sentence.
+_FIELD_CHECKS: dict[str, Callable[[Any], None]] = {
+    "entrypoint": _inside,
+    "stop_entrypoint": _inside,
+    "env": _env_names,
+    "log_paths": _log_paths,
+}
+
+
+class Manifest(FrozenStruct, frozen=True):
     """service.json. Relative paths are relative to the package root; the service runs with the
     directory of its entrypoint as working directory (so `../conf/x` reaches `conf/x`)."""
 
-    model_config = ConfigDict(extra="ignore", frozen=True)
-
-    name: str = Field(min_length=1, max_length=128)
-    version: str = Field(min_length=1, max_length=64)
+    name: _Name
+    version: _Version
+    entrypoint: Annotated[str, Meta(min_length=1)]
     description: str = ""
     os: Literal["linux", "windows", "darwin"] | None = None
-    entrypoint: str = Field(min_length=1)
-    args: list[str] = Field(default_factory=list)
-    env: dict[str, str] = Field(default_factory=dict)
+    args: list[str] = []
+    env: dict[str, str] = {}
     stop_entrypoint: str | None = None
-    stop_args: list[str] = Field(default_factory=list)
-    stop_timeout: float = Field(default=10.0, gt=0, le=3600)
-    log_paths: dict[str, str] = Field(default_factory=dict)
+    stop_args: list[str] = []
+    stop_timeout: Annotated[float, Meta(gt=0, le=3600)] = 10.0
+    log_paths: dict[str, str] = {}
     pid_strategy: Literal["spawn", "match"] = "spawn"
     process_name: str | None = None
     process_cmdline: str | None = None
     restart: Literal["no", "on-failure", "always"] = "no"
     # The agent gives up (state `failed`) after this many unexpected exits within the window.
-    restart_limit: int = Field(default=5, ge=1, le=1000)
-    restart_window: float = Field(default=60.0, gt=0, le=24 * 3600)
+    restart_limit: Annotated[int, Meta(ge=1, le=1000)] = 5
+    restart_window: Annotated[float, Meta(gt=0, le=24 * 3600)] = 60.0
     health: HealthCheck | None = None
-    log_rotate: LogRotate = Field(default_factory=LogRotate)
+    log_rotate: LogRotate = msgspec.field(default_factory=LogRotate)
 
-    @field_validator("name")
-    @classmethod
-    def _name(cls, v: str) -> str:
-        if not NAME_PATTERN.match(v):
-            raise ValueError("must match [A-Za-z0-9._-]+")
-        return v
-
-    @field_validator("version")
-    @classmethod
-    def _version(cls, v: str) -> str:
-        if not NAME_PATTERN.match(v):
-            raise ValueError("must match [A-Za-z0-9._-]+ (no spaces or slashes)")
-        return v
-
-    @field_validator("entrypoint", "stop_entrypoint")
-    @classmethod
-    def _inside(cls, v: str | None) -> str | None:
-        if v is not None and not is_safe_relative_path(v):
-            raise ValueError("must be a relative path inside the package")
-        return None if v is None else normalize_relative(v)
-
-    @field_validator("env")
-    @classmethod
-    def _env(cls, v: dict[str, str]) -> dict[str, str]:
-        for key in v:
-            if not key or "=" in key or "\x00" in key:
-                raise ValueError(f"invalid variable name {key!r}")
-        return v
-
-    @field_validator("log_paths")
-    @classmethod
-    def _log_names(cls, v: dict[str, str]) -> dict[str, str]:
-        for key, path in v.items():
-            if key in ("stdout", "stderr") or not key.strip() or "/" in key or "\x00" in key:
-                raise ValueError(f"invalid log name {key!r}")
-            if not path or "\x00" in path:
-                raise ValueError(f"invalid path for {key!r}")
-            if not is_absolute_path(path) and not is_safe_relative_path(path):
-                raise ValueError(
-                    f"path of {key!r} must be absolute or stay inside the package (no '..')"
-                )
-        return v
-
-    @model_validator(mode="after")
-    def _match_needs_target(self) -> "Manifest":
+    def __post_init__(self) -> None:
+        for field, check in _FIELD_CHECKS.items():
+            check(getattr(self, field))
+        for field in ("entrypoint", "stop_entrypoint"):
+            value = getattr(self, field)
+            if value is not None:
+                msgspec.structs.force_setattr(self, field, normalize_relative(value))
         if self.pid_strategy == "match" and not (self.process_name or self.process_cmdline):
             raise ValueError("pid_strategy 'match' needs process_name or process_cmdline")
-        return self
 
 
-def _loc(loc: tuple[int | str, ...]) -> str:
-    return ".".join(str(p) for p in loc) or "service.json"
+def _field_problems(data: dict[str, Any]) -> list[dict[str, str]]:
+    """Every field checked on its own, so that all violations are reported at once."""
+    problems: list[dict[str, str]] = []
+    for field in msgspec.structs.fields(Manifest):
+        if field.encode_name not in data:
+            if field.required:
+                problems.append({"field": field.name, "message": "is required"})
+            continue
+        try:
+            value = msgspec.convert(data[field.encode_name], field.type)
+            check = _FIELD_CHECKS.get(field.name)
+            if check is not None:
+                check(value)
+        except msgspec.ValidationError as exc:
+            path, message = describe(exc)
+            if path.startswith("[...]"):  # msgspec does not name the dict key: find it
+                path = _bad_key(data[field.encode_name], field.type) or path
+            choices = _choices(field.type)
+            if choices and message.startswith("Invalid enum value"):
+                message = f"must be one of {', '.join(choices)}"
+            problems.append(
+                {"field": ".".join(p for p in (field.name, path) if p), "message": message}
+            )
+        except ValueError as exc:
+            problems.append({"field": field.name, "message": str(exc)})
+    return problems
+
+
+def _choices(field_type: Any) -> list[str]:
+    """The allowed words of a Literal field (also inside `X | None`)."""
+    for arg in (field_type, *typing.get_args(field_type)):
+        if typing.get_origin(arg) is Literal:
+            return [str(a) for a in typing.get_args(arg)]
+    return []
+
+
+def _bad_key(value: Any, field_type: Any) -> str | None:
+    """The first key of a mapping whose value does not convert to the mapping's value type."""
+    args = typing.get_args(field_type)
+    if not isinstance(value, dict) or len(args) != 2:
+        return None
+    for key, item in value.items():
+        try:
+            msgspec.convert(item, args[1])
+        except msgspec.ValidationError:
+            return str(key)
+    return None
 
 
 def manifest_from_data(data: Any) -> Manifest:
     if not isinstance(data, dict):
         raise ManifestError([{"field": "service.json", "message": "must be a JSON object"}])
+    problems = _field_problems(data)
+    if problems:
+        raise ManifestError(problems)
     try:
-        return Manifest.model_validate(data)
-    except ValidationError as exc:
-        problems = []
-        for err in exc.errors():
-            msg = err["msg"].removeprefix("Value error, ")
-            problems.append({"field": _loc(err["loc"]), "message": msg})
-        raise ManifestError(problems) from None
+        return msgspec.convert(data, Manifest)
+    except msgspec.ValidationError as exc:  # a rule across fields (pid_strategy, ...)
+        path, message = describe(exc)
+        raise ManifestError([{"field": path or "service.json", "message": message}]) from None
 
 
 def parse_manifest(text: str | bytes) -> Manifest:

@@ -7,10 +7,12 @@ import time
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, model_validator
+import msgspec
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from protocol.manifest import NAME_PATTERN, HealthCheck
-from protocol.messages import HostInfo, RestartMode
+from protocol.messages import RestartMode
+from protocol.wire import describe
 
 Role = Literal["admin", "operator", "viewer"]
 ROLE_RANK: dict[str, int] = {"viewer": 0, "operator": 1, "admin": 2}
@@ -99,9 +101,26 @@ class JoinTokenOut(BaseModel):
     expires_at: str | None
 
 
+class HostIn(BaseModel):
+    """The host facts an agent enrols with (the same fields as the channel's HostInfo)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    hostname: str = Field(min_length=1, max_length=255)
+    ip: str = Field(default="", max_length=64)
+    os: str = Field(default="", max_length=32)
+    arch: str = Field(default="", max_length=32)
+    mac: str = Field(default="", max_length=32)
+    cpu_count: Annotated[int, Field(ge=0, le=1 << 20), JSON_NUMBER] = 0
+    mem_total: Annotated[int, Field(ge=0), JSON_NUMBER] = 0
+    disk_total: Annotated[int, Field(ge=0), JSON_NUMBER] = 0
+    disk_free: Annotated[int, Field(ge=0), JSON_NUMBER] = 0
+    platform: str = Field(default="", max_length=255)
+
+
 class EnrollIn(_In):
     join_token: str = Field(min_length=1, max_length=256)
-    host: HostInfo
+    host: HostIn
 
 
 class EnrollOut(BaseModel):
@@ -241,13 +260,28 @@ class AdoptIn(_In):
     cmdline_pattern: str | None = Field(default=None, min_length=1, max_length=1024)
     start_command: str | list[str] | None = None
     stop_command: str | list[str] | None = None
-    stop_timeout: float = Field(default=10.0, gt=0, le=3600)
+    stop_timeout: Annotated[float, Field(gt=0, le=3600), JSON_NUMBER] = 10.0
     log_paths: dict[str, str] = Field(default_factory=dict)
-    health: HealthCheck | None = None
+    health: dict[str, Any] | None = Field(
+        default=None,
+        description='as in service.json: {"tcp": 8888} | {"http": URL} | {"command": [...]}, '
+        "with optional timeout, interval, ready_timeout, failure_threshold, host",
+    )
     restart: RestartMode = "no"
-    restart_limit: int = Field(default=5, ge=1, le=1000)
-    restart_window: float = Field(default=60.0, gt=0, le=24 * 3600)
-    start_order: int = Field(default=0, ge=0, le=10_000)
+    restart_limit: Annotated[int, Field(ge=1, le=1000), JSON_NUMBER] = 5
+    restart_window: Annotated[float, Field(gt=0, le=24 * 3600), JSON_NUMBER] = 60.0
+    start_order: StartOrder = 0
+
+    @field_validator("health")
+    @classmethod
+    def _health(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
+        if value is None:
+            return None
+        try:
+            return HealthCheck.from_data(value).to_dict()  # service.json's rules, defaults filled
+        except msgspec.ValidationError as exc:
+            path, message = describe(exc)
+            raise ValueError(f"health{'.' + path if path else ''}: {message}") from None
 
     @model_validator(mode="after")
     def _strategy_has_its_field(self) -> "AdoptIn":

@@ -1,54 +1,41 @@
 """Fetch a package, check its sha256, and unpack it safely into the instance directory."""
 
-import asyncio
-import hashlib
+import logging
 import os
 import shutil
 import stat
 from pathlib import Path
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
-import httpx
-
+from agent.http import Http, HttpError
 from protocol.archive import extract_package
 from protocol.errors import ErrorCode, GdosError
 from protocol.manifest import Manifest
 from protocol.messages import PackageRef
 
-_CHUNK = 1 << 20
+log = logging.getLogger(__name__)
 
 
-async def download(
-    client: httpx.AsyncClient, master_url: str, secret: str, ref: PackageRef, dest: Path
-) -> None:
+async def download(http: Http, master_url: str, secret: str, ref: PackageRef, dest: Path) -> None:
     """Stream the package to `dest`, hashing on the way; a mismatch removes the file."""
     url = urljoin(master_url.rstrip("/") + "/", ref.url.lstrip("/")) if ref.needs_auth else ref.url
     headers = {"Authorization": f"Bearer {secret}"} if ref.needs_auth else {}
-    h = hashlib.sha256()
+    # The query of a presigned URL is a credential: log where from, not the URL.
+    source = "the master" if ref.needs_auth else f"{urlsplit(url).netloc} (presigned URL)"
+    log.info("fetching package %s %s from %s", ref.name, ref.version, source)
     try:
-        async with client.stream("GET", url, headers=headers, follow_redirects=True) as resp:
-            if resp.status_code != 200:
-                await resp.aread()
-                raise GdosError(
-                    ErrorCode.DEPLOY_FAILED,
-                    f"download of {ref.name} {ref.version} failed: HTTP {resp.status_code}",
-                )
-            with open(dest, "wb") as f:
-                async for chunk in resp.aiter_bytes(_CHUNK):
-                    h.update(chunk)
-                    await asyncio.to_thread(f.write, chunk)
-    except httpx.HTTPError as exc:
-        dest.unlink(missing_ok=True)
-        raise GdosError(ErrorCode.DEPLOY_FAILED, f"download of {ref.name} failed: {exc}") from None
-    except BaseException:
-        dest.unlink(missing_ok=True)
-        raise
-    if h.hexdigest() != ref.sha256:
+        digest = await http.download(url, headers, dest)
+    except HttpError as exc:
+        raise GdosError(
+            ErrorCode.DEPLOY_FAILED, f"download of {ref.name} {ref.version} failed: {exc}"
+        ) from None
+    except OSError as exc:
+        raise GdosError(ErrorCode.DEPLOY_FAILED, f"cannot write {ref.name}: {exc}") from None
+    if digest != ref.sha256:
         dest.unlink(missing_ok=True)
         raise GdosError(
             ErrorCode.CHECKSUM_MISMATCH,
-            f"package {ref.name} {ref.version} arrived corrupted: sha256 {h.hexdigest()} "
-            f"!= {ref.sha256}",
+            f"package {ref.name} {ref.version} arrived corrupted: sha256 {digest} != {ref.sha256}",
         )
 
 

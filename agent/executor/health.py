@@ -16,9 +16,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 
+from agent import http
 from agent.executor import process
 from protocol.frozen import child_environ
 from protocol.manifest import HealthCheck
@@ -27,7 +27,6 @@ from protocol.states import HealthState
 log = logging.getLogger(__name__)
 
 FIRST_PROBE_DELAY = 0.05
-_client: httpx.AsyncClient | None = None
 
 
 @dataclass(frozen=True)
@@ -59,26 +58,16 @@ async def probe_tcp(host: str, port: int, timeout: float) -> ProbeResult:
     return ProbeResult(True, f"{what}: accepting")
 
 
-def _http_client() -> httpx.AsyncClient:
-    # One client per agent: building an SSL context per probe would cost more than the probe.
-    # Like Kubernetes' httpGet probes, certificates are not verified (internal endpoints often
-    # use self-signed ones); the probe asks "does it answer", not "is it who it says".
-    global _client
-    if _client is None or _client.is_closed:
-        _client = httpx.AsyncClient(verify=False, follow_redirects=False, trust_env=False)  # noqa: S501
-    return _client
-
-
 async def probe_http(url: str, timeout: float) -> ProbeResult:
     try:
-        resp = await _http_client().get(url, timeout=timeout)
-    except httpx.TimeoutException:
-        return ProbeResult(False, f"GET {url}: no answer within {timeout:g} s")
-    except httpx.HTTPError as exc:
-        return ProbeResult(False, f"GET {url}: {exc or type(exc).__name__}")
-    if 200 <= resp.status_code < 300:
-        return ProbeResult(True, f"GET {url}: HTTP {resp.status_code}")
-    return ProbeResult(False, f"GET {url}: HTTP {resp.status_code} (expected 2xx)")
+        status = await http.probe_status(url, timeout)
+    except http.HttpError as exc:
+        if "timed out" in str(exc):
+            return ProbeResult(False, f"GET {url}: no answer within {timeout:g} s")
+        return ProbeResult(False, f"GET {url}: {exc}")
+    if 200 <= status < 300:
+        return ProbeResult(True, f"GET {url}: HTTP {status}")
+    return ProbeResult(False, f"GET {url}: HTTP {status} (expected 2xx)")
 
 
 def command_argv(argv: list[str], root: Path | None) -> list[str]:

@@ -93,8 +93,8 @@ class Managed:
     def record(self) -> dict[str, Any]:
         if self._static is None or self._static["manifest_obj"] is not self.manifest:
             self._static = {
-                "spec": self.spec.model_dump(mode="json"),
-                "manifest": self.manifest.model_dump(mode="json") if self.manifest else None,
+                "spec": self.spec.to_dict(),
+                "manifest": self.manifest.to_dict() if self.manifest else None,
                 "manifest_obj": self.manifest,
             }
         return {
@@ -102,17 +102,19 @@ class Managed:
             "manifest": self._static["manifest"],
             "cmdline": self.cmdline,
             "restart_pending": self.restart_pending,
-            **self.report().model_dump(
-                mode="json", exclude={"instance_id", "health", "health_detail"}
-            ),
+            **{
+                k: v
+                for k, v in self.report().to_dict().items()
+                if k not in ("instance_id", "health", "health_detail")
+            },
         }
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> "Managed":
         manifest = record.get("manifest")
         return cls(
-            spec=InstanceSpec.model_validate(record["spec"]),
-            manifest=Manifest.model_validate(manifest) if manifest else None,
+            spec=InstanceSpec.from_data(record["spec"]),
+            manifest=Manifest.from_data(manifest) if manifest else None,
             state=InstanceState(record.get("state", "stopped")),
             pid=record.get("pid"),
             create_time=record.get("create_time"),

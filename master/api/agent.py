@@ -6,7 +6,6 @@ import json
 import logging
 
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
-from pydantic import ValidationError
 
 from master.api import wsutil
 from master.api.deps import ServicesDep, SessionDep, bearer_token
@@ -22,6 +21,7 @@ from protocol.messages import (
     CLOSE_POLICY,
     CLOSE_REPLACED,
     Config,
+    DecodeError,
     Heartbeat,
     Hello,
     InstanceStateMsg,
@@ -30,6 +30,7 @@ from protocol.messages import (
     LogChunk,
     Metrics,
     Result,
+    ValidationError,
 )
 from protocol.rest import EnrollIn, EnrollOut
 
@@ -85,8 +86,8 @@ async def agent_socket(ws: WebSocket, svc: ServicesDep) -> None:
     await ws.accept()
     try:
         first = await asyncio.wait_for(ws.receive_text(), HELLO_TIMEOUT)
-        hello = AGENT_MESSAGE.validate_json(first)
-    except (TimeoutError, ValidationError, WebSocketDisconnect, KeyError) as exc:
+        hello = AGENT_MESSAGE.decode(first)
+    except (TimeoutError, DecodeError, WebSocketDisconnect, KeyError) as exc:
         log.info("node %s: no valid hello (%s)", node_id, type(exc).__name__)
         await _close(ws, CLOSE_POLICY, "expected hello")
         return
@@ -143,15 +144,14 @@ async def _serve(ws: WebSocket, link: AgentLink, svc: ServicesDep) -> None:
             await _close(ws, 1009, "frame too large")
             return
         try:
-            msg = AGENT_MESSAGE.validate_json(text)
+            msg = AGENT_MESSAGE.decode(text)
         except ValidationError as exc:
-            summary = _summary(text, exc)
-            if "not JSON" in summary:
-                await _close(ws, wsutil.CLOSE_INVALID_PAYLOAD, "frames must be JSON")
-                return
-            # A well-formed message this master does not understand (a newer agent): skip it.
-            log.warning("node %s sent an invalid message: %s", link.node_id, summary)
+            # JSON this master does not understand (a newer agent's message): skip it.
+            log.warning("node %s sent an invalid message: %s", link.node_id, _summary(text, exc))
             continue
+        except DecodeError:
+            await _close(ws, wsutil.CLOSE_INVALID_PAYLOAD, "frames must be JSON")
+            return
         if isinstance(msg, Metrics):
             svc.metrics.ingest(link.node_id, msg)
             if msg.node is not None:  # agents skip heartbeats while metrics carry the load
@@ -177,8 +177,8 @@ def _summary(text: str, exc: ValidationError) -> str:
     try:
         kind = json.loads(text).get("type", "?")
     except (ValueError, AttributeError):
-        kind = "not JSON"
-    return f"type={kind}: {exc.error_count()} error(s)"
+        kind = "?"
+    return f"type={kind}: {exc}"
 
 
 async def _close(ws: WebSocket, code: int, reason: str) -> None:

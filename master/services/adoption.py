@@ -35,7 +35,7 @@ async def adopt(orch: Orchestrator, s: Session, body: AdoptIn) -> models.Instanc
             ErrorCode.ALREADY_EXISTS, f"the system already has an instance named {body.name}"
         )
     link = orch.agents.require(node.id)
-    spec = AdoptSpec(**body.model_dump(exclude={"system_id", "node_id", "name"}))
+    spec = AdoptSpec.from_data(body.model_dump(exclude={"system_id", "node_id", "name"}))
     # The row exists before the agent acts so that its first reports (a health probe may
     # answer before the adopt result) land on it; it is published only once adopted.
     inst = models.Instance(
@@ -48,7 +48,7 @@ async def adopt(orch: Orchestrator, s: Session, body: AdoptIn) -> models.Instanc
         state=InstanceState.UNKNOWN,
         desired_state=DesiredState.RUNNING,
         adopted=True,
-        adoption=spec.model_dump(mode="json"),
+        adoption=spec.to_dict(),
     )
     s.add(inst)
     try:
@@ -76,7 +76,7 @@ async def adopt(orch: Orchestrator, s: Session, body: AdoptIn) -> models.Instanc
         raise GdosError(code, err.message, err.details)
     s.refresh(inst)
     if inst.pid is None:  # no report arrived before the result: apply the result's
-        orch._apply(inst, InstanceReport.model_validate(result.data["report"]))
+        orch._apply(inst, InstanceReport.from_data(result.data["report"]))
     s.commit()
     orch.publish(inst)
     log.info("adopted %s on node %s (pid %s)", inst.name, node.id, inst.pid)

@@ -11,10 +11,9 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from pydantic import BaseModel
-
 from protocol.errors import ErrorCode, GdosError
 from protocol.messages import Load, Result
+from protocol.wire import Struct
 
 log = logging.getLogger(__name__)
 
@@ -41,8 +40,8 @@ class AgentLink:
         self.unmanaged: list[str] = []  # instance ids the agent runs that the master does not know
         self._send_lock = asyncio.Lock()
 
-    async def send(self, msg: BaseModel) -> None:
-        text = msg.model_dump_json()
+    async def send(self, msg: Struct) -> None:
+        text = msg.to_json()
         async with self._send_lock:
             await self.channel.send_text(text)
 
@@ -53,7 +52,7 @@ class AgentLink:
     def next_id(self) -> str:
         return f"m{next(self._ids)}"
 
-    async def request(self, msg: BaseModel, timeout: float) -> Result:
+    async def request(self, msg: Struct, timeout: float) -> Result:
         """Send a command carrying `id` and wait for the agent's `result`."""
         msg_id: str = getattr(msg, "id")  # noqa: B009 - every command model has an id
         fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()

@@ -110,8 +110,11 @@ class LogRelay:
         key = (chunk.instance_id, chunk.name)
         if self.following.get(key) != node_id:
             return  # not asked for (any more), or not this node's instance
-        exclude = {"type"} if chunk.error else {"type", "error"}
-        self.hub.publish("log", chunk.model_dump(exclude=exclude), key=log_key(*key))
+        data = chunk.to_dict()
+        del data["type"]
+        if not chunk.error:
+            del data["error"]
+        self.hub.publish("log", data, key=log_key(*key))
 
     def keys_changed(self) -> None:
         self._dirty = True

@@ -19,7 +19,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Literal
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -258,7 +258,7 @@ class Operations:
         return None
 
     async def _send(
-        self, op: Op, node_id: str, action: str, ids: list[str], timeout: float
+        self, op: Op, node_id: str, action: Literal["start", "stop"], ids: list[str], timeout: float
     ) -> None:
         link = self.agents.get(node_id)
         errors: dict[str, str] = {}

@@ -138,7 +138,7 @@ class Orchestrator:
 
     async def deploy(self, s: Session, mod: models.Module, node: models.Node) -> models.Instance:
         pkg = self.resolve_package(s, mod.package_name, mod.version)
-        manifest = Manifest.model_validate(pkg.manifest)
+        manifest = Manifest.from_data(pkg.manifest)
         if manifest.os and node.os and manifest.os != node.os:
             raise GdosError(
                 ErrorCode.OS_MISMATCH,
@@ -187,7 +187,7 @@ class Orchestrator:
         url = await self.store.presigned_url(ref.sha256, PRESIGNED_TTL) if self.store else None
         if url is None:
             return ref
-        return ref.model_copy(update={"url": url, "needs_auth": False})
+        return ref.replace(url=url, needs_auth=False)
 
     async def _send_deploy(self, link: AgentLink, spec: InstanceSpec) -> None:
         assert spec.package is not None, "only packaged instances are deployed"
@@ -196,7 +196,7 @@ class Orchestrator:
         except GdosError as exc:
             self._note_failure(spec.instance_id, exc.message)
             return
-        spec = spec.model_copy(update={"package": package})
+        spec = spec.replace(package=package)
         msg = Deploy(id=link.next_id(), spec=spec)
         await self._command(link, msg, spec.instance_id, DEPLOY_TIMEOUT)
 

@@ -113,7 +113,7 @@ async def register_file(
             sha256=sha256,
             size=size,
             uploaded_by=uploaded_by,
-            manifest=manifest.model_dump(mode="json"),
+            manifest=manifest.to_dict(),
         )
         s.add(pkg)
         s.flush()  # the unique constraint speaks before the file moves

@@ -37,7 +37,7 @@ def instance_out(inst: models.Instance) -> InstanceOut:
 
 def node_out(node: models.Node, agents: AgentRegistry) -> NodeOut:
     link = agents.get(node.id)
-    load = LoadOut(**link.load.model_dump()) if link else LoadOut()
+    load = LoadOut(**link.load.to_dict()) if link else LoadOut()
     last_seen = node.last_seen
     if link is not None:
         last_seen = max(last_seen or 0.0, link.last_seen_wall)

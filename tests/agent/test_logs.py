@@ -6,6 +6,7 @@ import os
 import sys
 from pathlib import Path
 
+import msgspec
 import pytest
 
 from agent import logrotate
@@ -86,9 +87,8 @@ def test_a_directory_on_the_path_swapped_for_a_symlink_is_refused(inst: Path, tm
 
 def test_paths_leaving_the_instance_are_refused(inst: Path):
     # service.json validation already rejects this; the agent does not rely on it.
-    crafted = Manifest.model_construct(
-        **{**manifest().__dict__, "log_paths": {"x": "../../../secret.txt"}}
-    )
+    crafted = manifest()
+    msgspec.structs.force_setattr(crafted, "log_paths", {"x": "../../../secret.txt"})
     entry = find(declared(inst, crafted), "x")
     assert "leaves the instance" in refused(entry)
     with pytest.raises(ValueError, match="stay inside the package"):

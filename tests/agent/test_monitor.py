@@ -177,7 +177,7 @@ def test_only_new_pids_are_inspected_and_a_reused_pid_starts_over():
 
 def test_the_encoded_message_is_what_the_master_parses():
     text = encode(1000.5, 1.0, (12.5, 40.0, 71.0, 1200, 800, 0.5), [("i", 3.2, 4096, 0, 10, 4)])
-    msg = AGENT_MESSAGE.validate_json(text)
+    msg = AGENT_MESSAGE.decode(text)
     assert isinstance(msg, Metrics)
     assert msg.node == (12.5, 40.0, 71.0, 1200, 800, 0.5)
     assert msg.instances == [("i", 3.2, 4096, 0, 10, 4)]

@@ -152,9 +152,14 @@ def test_deploy_start_stop_through_presigned_urls(s3_master, sapi, bucket, agent
     )
     assert done["state"] == "stopped", done
     assert done["version"] == "1.1.0"
-    fetches = [line for line in agent.log_path.read_text().splitlines() if "GET http" in line]
-    assert fetches and all("X-Amz-Signature=" in line for line in fetches), fetches
-    assert not any("/download" in line for line in fetches), "fetched through the master"
+    fetches = [
+        line for line in agent.log_path.read_text().splitlines() if "fetching package" in line
+    ]
+    assert fetches and all("(presigned URL)" in line for line in fetches), fetches
+    assert not any("from the master" in line for line in fetches), "fetched through the master"
+    assert "X-Amz-Signature" not in agent.log_path.read_text(), (
+        "a presigned URL leaked into the log"
+    )
 
     sapi.post(f"/instances/{iid}/start", expect=202)
     wait_for(lambda: sapi.get(f"/instances/{iid}")["state"] == "running", what="running")

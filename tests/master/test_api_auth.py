@@ -71,7 +71,7 @@ def test_operator_cannot_manage_users(shared_master, shared_api):
 
 
 def test_agent_credential_is_refused_on_operator_routes(shared_master):
-    host = HostInfo(hostname="fake-host").model_dump()
+    host = HostInfo(hostname="fake-host").to_dict()
     r = httpx.post(
         shared_master.url + "/api/v1/agent/enroll",
         json={"join_token": shared_master.join_token, "host": host},
@@ -90,7 +90,7 @@ def test_agent_credential_is_refused_on_operator_routes(shared_master):
 
 
 def test_bad_join_token_is_refused(shared_master):
-    host = HostInfo(hostname="intruder").model_dump()
+    host = HostInfo(hostname="intruder").to_dict()
     r = httpx.post(
         shared_master.url + "/api/v1/agent/enroll", json={"join_token": "gdj_forged", "host": host}
     )

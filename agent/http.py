@@ -1,0 +1,148 @@
+"""The agent's HTTP client: enrolment, package downloads and health probes.
+
+urllib in worker threads rather than an async HTTP library: the agent makes a handful of
+requests (one enrolment, one download per deploy, probes) and every MiB of RSS counts on
+every host; httpx and its dependencies alone cost ~7 MiB. Environment proxies are ignored,
+like on the agent's WebSocket: the agent talks to its master (or the master's object store)
+directly.
+"""
+
+import asyncio
+import hashlib
+import json
+import ssl
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+_CHUNK = 1 << 20
+# Dedicated threads: a hanging probe or a slow download must not hold up the default executor
+# the agent saves its state with.
+_pool = ThreadPoolExecutor(max_workers=16, thread_name_prefix="gdos-http")
+
+
+class HttpError(Exception):
+    """No usable answer: `status` is the HTTP status when there was one, else None."""
+
+    def __init__(self, message: str, status: int | None = None, body: bytes = b"") -> None:
+        super().__init__(message)
+        self.status = status
+        self.body = body
+
+
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None  # a probe judges the answer it got; a 3xx is not healthy
+
+
+def _opener(
+    context: ssl.SSLContext | None, follow_redirects: bool
+) -> urllib.request.OpenerDirector:
+    handlers: list[urllib.request.BaseHandler] = [
+        urllib.request.ProxyHandler({}),
+        urllib.request.HTTPSHandler(context=context),
+    ]
+    if not follow_redirects:
+        handlers.append(_NoRedirect())
+    return urllib.request.build_opener(*handlers)
+
+
+async def _in_thread(fn: Any, *args: Any) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(_pool, fn, *args)
+
+
+def _checked(url: str) -> str:
+    # urllib would also open file:// and ftp:// URLs; only HTTP belongs here.
+    if not url.lower().startswith(("http://", "https://")):
+        raise HttpError(f"not an http(s) URL: {url[:100]!r}")
+    return url
+
+
+def _describe(exc: BaseException) -> str:
+    if isinstance(exc, urllib.error.URLError) and not isinstance(exc, urllib.error.HTTPError):
+        return str(exc.reason)
+    return str(exc) or type(exc).__name__
+
+
+class Http:
+    def __init__(self, context: ssl.SSLContext | None = None) -> None:
+        self._opener = _opener(context, follow_redirects=True)
+
+    def _open(self, request: urllib.request.Request, timeout: float) -> Any:
+        try:
+            return self._opener.open(request, timeout=timeout)
+        except urllib.error.HTTPError as exc:
+            body = exc.read()
+            raise HttpError(f"HTTP {exc.code}", exc.code, body) from None
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise HttpError(_describe(exc)) from None
+
+    async def post_json(self, url: str, body: dict[str, Any], timeout: float = 30.0) -> Any:
+        """POST JSON, return the decoded answer; HttpError carries status and body otherwise."""
+
+        def go() -> Any:
+            request = urllib.request.Request(  # noqa: S310 - scheme checked by _checked
+                _checked(url),
+                data=json.dumps(body).encode(),
+                headers={"Content-Type": "application/json"},
+                method="POST",
+            )
+            with self._open(request, timeout) as resp:
+                return json.loads(resp.read())
+
+        return await _in_thread(go)
+
+    async def download(
+        self, url: str, headers: dict[str, str], dest: Path, timeout: float = 300.0
+    ) -> str:
+        """Stream `url` into `dest` (following redirects) and return its sha256."""
+
+        def go() -> str:
+            h = hashlib.sha256()
+            request = urllib.request.Request(_checked(url), headers=headers)  # noqa: S310
+            with self._open(request, timeout) as resp, open(dest, "wb") as f:
+                if resp.status != 200:
+                    raise HttpError(f"HTTP {resp.status}", resp.status)
+                while chunk := resp.read(_CHUNK):
+                    h.update(chunk)
+                    f.write(chunk)
+            return h.hexdigest()
+
+        try:
+            return str(await _in_thread(go))
+        except (HttpError, OSError):
+            dest.unlink(missing_ok=True)
+            raise
+
+
+# Health probes: like Kubernetes' httpGet probes, certificates are not verified (internal
+# endpoints often use self-signed ones) and redirects are not followed; a probe asks "does
+# it answer 2xx", not "is it who it says".
+_probe_opener: urllib.request.OpenerDirector | None = None
+
+
+def _probes() -> urllib.request.OpenerDirector:
+    global _probe_opener
+    if _probe_opener is None:  # built on first use: most agents never probe over HTTP
+        context = ssl.create_default_context()
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+        _probe_opener = _opener(context, follow_redirects=False)
+    return _probe_opener
+
+
+async def probe_status(url: str, timeout: float) -> int:
+    """The HTTP status `GET url` answers; HttpError when there is no answer."""
+
+    def go() -> int:
+        try:
+            with _probes().open(_checked(url), timeout=timeout) as resp:
+                return int(resp.status)
+        except urllib.error.HTTPError as exc:
+            return int(exc.code)
+        except (urllib.error.URLError, OSError, ValueError) as exc:
+            raise HttpError(_describe(exc)) from None
+
+    return int(await _in_thread(go))
