@@ -103,6 +103,9 @@ async def download_package(
     pkg = get_package(s, package_id)
     filename = f"{pkg.name}-{pkg.version}.zip"
     headers = {"X-Checksum-Sha256": pkg.sha256}
+    # The response streams for as long as the client reads; a pooled connection held that
+    # long would starve the pool when many agents deploy at once.
+    s.close()
     local = svc.store.local_path(pkg.sha256)
     if local is not None:
         if not local.is_file():

@@ -410,7 +410,11 @@ class Orchestrator:
                 node.mac, node.cpu_count, node.mem_total = host.mac, host.cpu_count, host.mem_total
                 node.disk_total, node.agent_version = host.disk_total, hello.agent_version
                 node.last_seen = time.time()
-            rows = s.scalars(select(models.Instance).where(models.Instance.node_id == link.node_id))
+            rows = list(
+                s.scalars(select(models.Instance).where(models.Instance.node_id == link.node_id))
+            )
+            # Only what changed is published: a fleet reconnecting must not flood consoles.
+            before = {inst.id: instance_out(inst) for inst in rows}
             known: set[str] = set()
             for inst in rows:
                 known.add(inst.id)
@@ -438,10 +442,9 @@ class Orchestrator:
                     inst.state = InstanceState.STOPPING  # a stop that never arrived
                     todo.append(("stop", inst))
             s.commit()
-            for inst in s.scalars(
-                select(models.Instance).where(models.Instance.node_id == link.node_id)
-            ):
-                self.publish(inst)
+            for inst in rows:
+                if instance_out(inst) != before[inst.id]:
+                    self.publish(inst)
             for action, inst in todo:
                 self._redrive(s, link, action, inst)
         self.reconciled.add(link.node_id)

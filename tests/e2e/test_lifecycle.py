@@ -147,3 +147,32 @@ def test_deploy_to_offline_node_is_409(master, api, agent_factory, tmp_path):
     r = api.request("POST", "/instances", json={"module_id": module["id"], "node_id": node_id})
     assert r.status_code == 409
     assert r.json()["error"]["code"] == "node_offline"
+
+
+def test_many_deploys_at_once_do_not_starve_the_master(master, api, agent_factory, tmp_path):
+    """30 agents' worth of downloads in flight: the database pool must not run dry (a download
+    holding a pooled connection while it streams once froze the whole master)."""
+    import os
+
+    agent = agent_factory(master)
+    node_id = agent.start_and_wait(api)
+    api.upload(build_package(tmp_path / "p", name="bulky", files={"blob.bin": os.urandom(6 << 20)}))
+    system = api.post("/systems", {"name": "many"})
+    module = api.post(f"/systems/{system['id']}/modules", {"name": "b", "package": "bulky"})
+    ids = [
+        api.post("/instances", {"module_id": module["id"], "node_id": node_id}, expect=202)["id"]
+        for _ in range(30)
+    ]
+    slowest = 0.0
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        t0 = time.monotonic()
+        states = {
+            i["id"]: i["state"] for i in api.get("/instances", params={"system_id": system["id"]})
+        }
+        slowest = max(slowest, time.monotonic() - t0)
+        if all(states[i] == "stopped" for i in ids):
+            break
+        time.sleep(0.2)
+    assert all(states[i] == "stopped" for i in ids), states
+    assert slowest < 10, f"the API took {slowest:.1f} s to answer during the deploys"
