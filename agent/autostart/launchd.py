@@ -6,7 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.autostart.command import AgentCommand
-from agent.autostart.system import AutostartError, System
+from agent.autostart.system import AutostartError, System, run_checked
 
 LABEL = "com.gdos.agent"
 PLIST_DIR = Path("/Library/LaunchDaemons")
@@ -62,13 +62,6 @@ class Launchd:
     def preflight(self, system: System) -> None:
         self._tool(system)
 
-    def _must(self, system: System, argv: list[str]) -> None:
-        done = system.run(argv)
-        if done.returncode != 0:
-            raise AutostartError(
-                f"`{' '.join(argv)}` failed (exit code {done.returncode}): {done.output}"
-            )
-
     def install(self, system: System) -> list[str]:
         tool = self._tool(system)
         data = self.render().encode()
@@ -79,12 +72,12 @@ class Launchd:
             system.write(self.path, data)
             done.append(f"{'wrote' if current is None else 'updated'} {self.path}")
             if loaded:
-                self._must(system, [tool, "bootout", f"system/{LABEL}"])
+                run_checked(system, [tool, "bootout", f"system/{LABEL}"])
                 done.append(f"unloaded the old {LABEL} (services keep running)")
                 loaded = False
         if not loaded:
-            self._must(system, [tool, "enable", f"system/{LABEL}"])
-            self._must(system, [tool, "bootstrap", "system", str(self.path)])
+            run_checked(system, [tool, "enable", f"system/{LABEL}"])
+            run_checked(system, [tool, "bootstrap", "system", str(self.path)])
             done.append(f"loaded {LABEL}: the agent runs now and at every boot")
         return done
 
@@ -92,7 +85,7 @@ class Launchd:
         tool = self._tool(system)
         done: list[str] = []
         if system.run([tool, "print", f"system/{LABEL}"]).returncode == 0:
-            self._must(system, [tool, "bootout", f"system/{LABEL}"])
+            run_checked(system, [tool, "bootout", f"system/{LABEL}"])
             done.append(f"stopped and unloaded {LABEL} (the services it started keep running)")
         if system.remove(self.path):
             done.append(f"removed {self.path}")

@@ -36,6 +36,15 @@ class System(Protocol):
     def writable(self, directory: Path) -> bool: ...
 
 
+def run_checked(system: "System", argv: list[str]) -> None:
+    """Run a command through the seam; a failure is an AutostartError quoting its output."""
+    done = system.run(argv)
+    if done.returncode != 0:
+        raise AutostartError(
+            f"`{' '.join(argv)}` failed (exit code {done.returncode}): {done.output}"
+        )
+
+
 class RealSystem:
     def run(self, argv: list[str]) -> Completed:
         try:

@@ -4,7 +4,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.autostart.command import DESCRIPTION, AgentCommand
-from agent.autostart.system import AutostartError, System
+from agent.autostart.system import AutostartError, System, run_checked
 
 UNIT = "gdos-agent.service"
 UNIT_DIR = Path("/etc/systemd/system")
@@ -109,13 +109,6 @@ class Systemd:
     def preflight(self, system: System) -> None:
         self._ctl(system)
 
-    def _must(self, system: System, argv: list[str]) -> None:
-        done = system.run(argv)
-        if done.returncode != 0:
-            raise AutostartError(
-                f"`{' '.join(argv)}` failed (exit code {done.returncode}): {done.output}"
-            )
-
     def install(self, system: System) -> list[str]:
         ctl = self._ctl(system)
         done: list[str] = []
@@ -125,16 +118,16 @@ class Systemd:
         if changed:
             system.write(self.path, text)
             done.append(f"{'wrote' if current is None else 'updated'} {self.path}")
-            self._must(system, [ctl, "daemon-reload"])
+            run_checked(system, [ctl, "daemon-reload"])
             done.append("reloaded systemd (systemctl daemon-reload)")
         if system.run([ctl, "is-enabled", UNIT]).output.strip() != "enabled":
-            self._must(system, [ctl, "enable", UNIT])
+            run_checked(system, [ctl, "enable", UNIT])
             done.append(f"enabled {UNIT}: the agent starts at every boot")
         if system.run([ctl, "is-active", "--quiet", UNIT]).returncode != 0:
-            self._must(system, [ctl, "start", UNIT])
+            run_checked(system, [ctl, "start", UNIT])
             done.append(f"started {UNIT}: the agent runs now (journalctl -u gdos-agent)")
         elif changed:
-            self._must(system, [ctl, "restart", UNIT])
+            run_checked(system, [ctl, "restart", UNIT])
             done.append(f"restarted {UNIT} with the new settings (services keep running)")
         return done
 
@@ -142,10 +135,10 @@ class Systemd:
         ctl = self._ctl(system)
         if not system.exists(self.path):
             return []
-        self._must(system, [ctl, "disable", "--now", UNIT])
+        run_checked(system, [ctl, "disable", "--now", UNIT])
         done = [f"stopped and disabled {UNIT} (the services it started keep running)"]
         system.remove(self.path)
         done.append(f"removed {self.path}")
-        self._must(system, [ctl, "daemon-reload"])
+        run_checked(system, [ctl, "daemon-reload"])
         done.append("reloaded systemd (systemctl daemon-reload)")
         return done

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from agent.autostart.command import DESCRIPTION, AgentCommand
-from agent.autostart.system import AutostartError, System
+from agent.autostart.system import AutostartError, System, run_checked
 
 TASK = "GDOS-Agent"
 XML_FILE = "gdos-agent-task.xml"
@@ -103,13 +103,6 @@ class TaskScheduler:
     def preflight(self, system: System) -> None:
         self._tool(system)
 
-    def _must(self, system: System, argv: list[str]) -> None:
-        done = system.run(argv)
-        if done.returncode != 0:
-            raise AutostartError(
-                f"`{' '.join(argv)}` failed (exit code {done.returncode}): {done.output}"
-            )
-
     def install(self, system: System) -> list[str]:
         tool = self._tool(system)
         xml_path = self.path
@@ -118,11 +111,11 @@ class TaskScheduler:
         if registered and system.read(xml_path) == data:
             return []
         system.write(xml_path, data)
-        self._must(system, [tool, "/Create", "/XML", str(xml_path), "/TN", TASK, "/F"])
+        run_checked(system, [tool, "/Create", "/XML", str(xml_path), "/TN", TASK, "/F"])
         done = [f"registered task {TASK} from {xml_path}: the agent starts at boot as SYSTEM"]
         if registered:  # the old definition may be running: restart it with the new one
             system.run([tool, "/End", "/TN", TASK])
-        self._must(system, [tool, "/Run", "/TN", TASK])
+        run_checked(system, [tool, "/Run", "/TN", TASK])
         done.append(f"started task {TASK}: the agent runs now")
         return done
 
@@ -132,7 +125,7 @@ class TaskScheduler:
         done: list[str] = []
         if system.run([tool, "/Query", "/TN", TASK]).returncode == 0:
             system.run([tool, "/End", "/TN", TASK])  # fails harmlessly when it is not running
-            self._must(system, [tool, "/Delete", "/TN", TASK, "/F"])
+            run_checked(system, [tool, "/Delete", "/TN", TASK, "/F"])
             done.append(f"stopped and deleted task {TASK}")
         if system.remove(xml_path):
             done.append(f"removed {xml_path}")
