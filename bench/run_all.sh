@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Every benchmark, one after the other, on a machine doing nothing else (about 25 minutes).
+# Figures are printed; copy them into bench/RESULTS.md with the date and machine printed first.
+#   bench/run_all.sh               all of them
+#   bench/run_all.sh batch fleet   only those (names below)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/bootstrap.sh
+PY=.venv/bin/python
+echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
+echo "machine: $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p'), $(free -g | awk '/Mem:/{print $2}') GiB RAM"
+echo "python: $($PY --version)"
+all=(foundation batch footprint fleet upload frozen console)
+wanted=("$@")
+[ ${#wanted[@]} -eq 0 ] && wanted=("${all[@]}")
+for name in "${wanted[@]}"; do
+  echo; echo "=== $name (load: $(cut -d' ' -f1-3 /proc/loadavg))"
+  case "$name" in
+    foundation) $PY bench/foundation.py ;;
+    batch) $PY bench/batch.py --rounds 3 ;;
+    footprint) $PY -m bench.agent_footprint ;;
+    fleet) $PY -m bench.fleet_bench ;;
+    upload) $PY bench/upload.py ;;
+    frozen) $PY bench/frozen_agent.py --runs 5 ;;
+    console) QT_QPA_PLATFORM=offscreen $PY bench/console_table.py ;;
+    *) echo "unknown benchmark '$name' (known: ${all[*]})" >&2; exit 2 ;;
+  esac
+done
