@@ -94,17 +94,21 @@ class AlertRuleIn(_In):
 
 
 class AlertRulePatch(_In):
-    name: str | None = Field(default=None, min_length=1, max_length=128)
-    metric: Metric | None = None
-    op: Op | None = None
-    threshold: float | str | None = None
-    for_seconds: float | None = Field(default=None, ge=0, le=MAX_FOR_SECONDS)
+    """Only the fields given change. Fields a rule cannot be without are not nullable here
+    (a default of None marks "not given"); scope, webhook_url, hysteresis and
+    resolve_for_seconds take null to go back to their defaults."""
+
+    name: str = Field(default=None, min_length=1, max_length=128)
+    metric: Metric = Field(default=None)
+    op: Op = Field(default=None)
+    threshold: float | str = Field(default=None)
+    for_seconds: float = Field(default=None, ge=0, le=MAX_FOR_SECONDS)
     scope: Scope | None = None
-    severity: Severity | None = None
+    severity: Severity = Field(default=None)
     webhook_url: HttpUrl | None = None
     hysteresis: float | None = Field(default=None, ge=0)
     resolve_for_seconds: float | None = Field(default=None, ge=0, le=MAX_FOR_SECONDS)
-    enabled: bool | None = None
+    enabled: bool = Field(default=None)
 
 
 class AlertRuleOut(BaseModel):
