@@ -173,9 +173,13 @@ async def running_service(app: ConsoleApp, tmp_path, script: str = CHATTY) -> tu
     pkg = build_package(tmp_path / "pkgs", name="chatty", script=script)
     assert await app.uploads.upload([str(pkg)]) == 1
     system_id = await app.fleet.create_system("ops", "")
+    assert system_id
     module = {"name": "chatty", "package": "chatty", "version": None, "start_order": 1}
     module_id = await app.fleet.create_module(system_id, {**module, "env": {}, "args": None})
-    [instance_id] = await app.fleet.deploy(module_id, [node_id])
+    assert module_id
+    made = await app.fleet.deploy(module_id, [node_id])
+    assert made
+    [instance_id] = made
     await until(lambda: state_cell(app, instance_id) == "stopped", timeout=60, what="deployed")
     await app.fleet.start_instances([instance_id])
     await until(lambda: state_cell(app, instance_id) == "running", timeout=60, what="running")
