@@ -68,6 +68,7 @@ class FleetService(QObject):
             ("package", self.on_package),
         ):
             session.on(topic, self._recording(handler))
+        self.instances.attach_live(session.live.samples)
         session.on_metrics(self.on_metrics)
         session.on("operation", self.on_operation)
         session.resynced.connect(self.reload)
@@ -157,19 +158,15 @@ class FleetService(QObject):
     def on_package(self, data: dict[str, Any]) -> None:
         self.packages.update(data)
 
-    def on_metrics(self, samples: dict[str, dict[str, Any]]) -> None:
-        """`metrics:<id>` samples: instances' into the table's live columns (one dict update
-        for any number), nodes' (few) into their load."""
-        self.instances.set_live(samples)
-        if len(self.nodes) and len(self.nodes) < len(samples) * 4:
-            for node_id in self.nodes.key_list():
+    def on_metrics(self, samples: dict[str, dict[str, Any]], changed: set[str] | None) -> None:
+        """New `metrics:<id>` samples: the instance table's live columns read `samples`
+        themselves (nothing per sample here); nodes' (few) go into their load."""
+        self.instances.live_changed(changed)
+        for node_id in self.nodes.key_list() if changed is None else changed:
+            if self.nodes.row_of(node_id) >= 0:
                 sample = samples.get(node_id)
-                if sample is not None:
+                if sample is not None and sample.get("kind") == "node":
                     self._node_load(node_id, sample)
-        else:
-            for key, sample in samples.items():
-                if sample.get("kind") == "node":
-                    self._node_load(key, sample)
 
     def _node_load(self, node_id: str, sample: dict[str, Any]) -> None:
         row = self.nodes.row(node_id)

@@ -52,6 +52,7 @@ class MetricsService(QObject):
         self.table_rows: list[str] = []  # instance ids the table wants live, most wanted first
         self.subscribed: set[str] = set()  # targets with a `metrics:<id>` subscription
         self._loading: dict[str, list[dict[str, Any]]] = {}  # live samples held during history
+        self._last: dict[str, dict[str, Any]] = {}  # the sample last stored per chart
         self._sync_timer = QTimer(self)
         self._sync_timer.setSingleShot(True)
         self._sync_timer.setInterval(150)
@@ -63,16 +64,20 @@ class MetricsService(QObject):
     def watched(self) -> set[str]:
         return set(self.charted)
 
-    def _on_metrics(self, samples: dict[str, dict[str, Any]]) -> None:
-        # Series only for what a chart shows (a dict lookup per chart, not per sample).
+    def _on_metrics(self, samples: dict[str, dict[str, Any]], changed: set[str] | None) -> None:
+        # Series only for what a chart shows: a lookup per chart, nothing per sample.
         for target, kind in self.charted.items():
+            if changed is not None and target not in changed:
+                continue
             sample = samples.get(target)
-            if sample is not None:
-                held = self._loading.get(target)
-                if held is not None:  # its history is on the way: these come after it
-                    held.append(sample)
-                else:
-                    self._store(target, kind, sample)
+            if sample is None or sample is self._last.get(target):
+                continue
+            self._last[target] = sample
+            held = self._loading.get(target)
+            if held is not None:  # its history is on the way: these come after it
+                held.append(sample)
+            else:
+                self._store(target, kind, sample)
 
     def _store(self, target: str, kind: str, sample: dict[str, Any]) -> None:
         fields = INSTANCE_FIELDS if kind == "instance" else NODE_FIELDS
@@ -153,4 +158,5 @@ class MetricsService(QObject):
     @action("stopping a metrics subscription")
     async def unwatch(self, target: str) -> None:
         if self.charted.pop(target, None) is not None:
+            self._last.pop(target, None)
             await self.sync()

@@ -11,18 +11,22 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from PySide6.QtCore import QObject, Qt, Signal
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
 
 from console.client import Client, ClientError
-from console.services.stream import CONNECTED, STATUS, Inbox, StreamThread
+from console.services.stream import CONNECTED, STATUS, Inbox, LiveFigures, StreamThread
 
 log = logging.getLogger(__name__)
 Handler = Callable[[dict[str, Any]], None]
-MetricsHandler = Callable[[dict[str, dict[str, Any]]], None]
+# (every target's newest sample, the targets that changed or None for "many, maybe all")
+MetricsHandler = Callable[[dict[str, dict[str, Any]], set[str] | None], None]
+DRAIN_MS = 30  # the stream is taken after this much quiet...
+MAX_WAIT = 0.3  # ...or this many seconds after its first event, whichever comes first
 
 
 class Session(QObject):
@@ -32,7 +36,7 @@ class Session(QObject):
     resynced = Signal()  # the stream (re)connected: reload full state, events may have been missed
     _wake = Signal()  # emitted by the stream thread; delivered queued on the GUI thread
 
-    def __init__(self, parent: QObject | None = None) -> None:
+    def __init__(self, parent: QObject | None = None, drain_ms: int = DRAIN_MS) -> None:
         super().__init__(parent)
         self.client: Client | None = None
         self.stream: StreamThread | None = None
@@ -41,8 +45,16 @@ class Session(QObject):
         self.role = ""
         self._handlers: dict[str, list[Handler]] = defaultdict(list)
         self._metrics_handlers: list[MetricsHandler] = []
-        self.inbox = Inbox(self._wake.emit)
-        self._wake.connect(self.drain, Qt.ConnectionType.QueuedConnection)
+        self.live = LiveFigures()
+        self.inbox = Inbox(self._wake.emit, self.live)
+        # Events are taken once the stream has been quiet for `drain_ms` (or `MAX_WAIT` after
+        # the first): a second's burst of frames becomes one drain and one repaint, not dozens.
+        self._drain_ms = drain_ms
+        self._first_wake = 0.0
+        self._drain_timer = QTimer(self)
+        self._drain_timer.setSingleShot(True)
+        self._drain_timer.timeout.connect(self._drain_due)
+        self._wake.connect(self._woken, Qt.ConnectionType.QueuedConnection)
         self.events_received = 0
 
     # -- who listens ----------------------------------------------------------------------
@@ -51,7 +63,9 @@ class Session(QObject):
         self._handlers[topic].append(handler)
 
     def on_metrics(self, handler: MetricsHandler) -> None:
-        """`handler({target id: sample})` with the newest live sample of each target."""
+        """`handler(samples, changed)`: `samples` holds every target's newest live sample (the
+        stream thread keeps writing it: read it, never iterate it); `changed` names the targets
+        with a new one since the last call, or is None when there were many."""
         self._metrics_handlers.append(handler)
 
     def dispatch(self, topic: str, data: dict[str, Any]) -> None:
@@ -59,7 +73,8 @@ class Session(QObject):
         if topic == "metrics":
             key = data.get("id")
             if isinstance(key, str):
-                self.dispatch_metrics({key: data})
+                self.live.put(key, data)
+                self.dispatch_metrics(self.live.take())
             return
         self.events_received += 1
         for handler in self._handlers.get(topic, ()):
@@ -68,17 +83,29 @@ class Session(QObject):
             except Exception:  # one bad handler must not stop the stream
                 log.exception("handler for %s events failed", topic)
 
-    def dispatch_metrics(self, samples: dict[str, dict[str, Any]]) -> None:
-        self.events_received += len(samples)
+    def dispatch_metrics(self, changed: set[str] | None) -> None:
+        samples = self.live.samples
         for handler in self._metrics_handlers:
             try:
-                handler(samples)
+                handler(samples, changed)
             except Exception:
                 log.exception("handler for metrics failed")
 
+    def _woken(self) -> None:
+        self._first_wake = time.monotonic()
+        self._drain_timer.start(self._drain_ms)
+
+    def _drain_due(self) -> None:
+        now = time.monotonic()
+        quiet = now - self.inbox.last_put
+        if quiet * 1000 < self._drain_ms and now - self._first_wake < MAX_WAIT:
+            self._drain_timer.start(max(1, self._drain_ms - int(quiet * 1000)))
+            return
+        self.drain()
+
     def drain(self) -> int:
         """Take what the stream thread queued and hand it out; returns how many events."""
-        events, metrics = self.inbox.take()
+        events, live = self.inbox.take()
         for topic, data in events:
             if topic == STATUS:
                 self._on_status(*data)
@@ -86,9 +113,9 @@ class Session(QObject):
                 self.resynced.emit()
             else:
                 self.dispatch(topic, data)
-        if metrics:
-            self.dispatch_metrics(metrics)
-        return len(events) + len(metrics)
+        if live:
+            self.dispatch_metrics(self.live.take())
+        return len(events) + int(live)
 
     @property
     def connected(self) -> bool:
@@ -123,7 +150,7 @@ class Session(QObject):
 
     def start_stream(self, client: Client) -> None:
         """Follow `client`'s event stream (login does this; the benchmark calls it directly)."""
-        self.inbox = Inbox(self._wake.emit)  # a fresh one: nothing of a previous stream
+        self.inbox = Inbox(self._wake.emit, self.live)  # fresh: nothing of a previous stream
         self.stream = StreamThread(client, self.inbox)
         self.stream.start()
 
@@ -131,9 +158,11 @@ class Session(QObject):
         stream, client = self.stream, self.client
         self.stream = self.client = None
         if stream is not None:
-            self.inbox = Inbox(self._wake.emit)  # what the old one still queues goes nowhere
+            self.inbox = Inbox(self._wake.emit, LiveFigures())  # the old stream's last words
             with contextlib.suppress(Exception):
                 await stream.stop()
+            self.live.samples.clear()
+            self.live.take()
         if client is not None:
             await client.close()
             if not quiet:

@@ -15,13 +15,13 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QMessageBox,
     QPushButton,
-    QTableView,
     QToolBar,
     QVBoxLayout,
     QWidget,
 )
 
 from console.models.base import FilterProxy, RowTableModel
+from console.ui.tableview import TableView
 
 
 def confirm(parent: QWidget | None, title: str, text: str, destructive: bool = True) -> bool:
@@ -117,7 +117,7 @@ class TablePanel(QWidget):
         lay.addLayout(top)
         self.notice = Notice()
         lay.addWidget(self.notice)
-        self.view = QTableView()
+        self.view = TableView()
         self.view.setObjectName(f"{name}Table")
         self.view.setModel(self.proxy)
         self.view.setSortingEnabled(True)
@@ -133,6 +133,7 @@ class TablePanel(QWidget):
         header.setStretchLastSection(True)
         header.setHighlightSections(False)
         self.view.sortByColumn(0, Qt.SortOrder.AscendingOrder)
+        self.view.paint_rows_of(self.proxy)
         self.view.selectionModel().selectionChanged.connect(
             lambda *_: self.selection_changed.emit()
         )
