@@ -417,7 +417,7 @@ def main() -> int:
     ]
     for name, kw in runs:
         ticks = args.ticks if not kw.get("naive") else max(6, args.ticks // 4)
-        r = bench_table(args.rows, ticks, **kw)  # type: ignore[arg-type]
+        r = bench_table(args.rows, ticks, **kw)
         parts = ", ".join(f"{k} {v:.1f}" for k, v in r["parts_ms"].items())
         if r["naive"]:  # a reset takes longer than a tick: its own cost is the figure
             reset = r["parts_ms"]["flush"] + r["parts_ms"]["paint"]
