@@ -10,6 +10,10 @@ the backups view is downloaded and restored.
 
 from __future__ import annotations
 
+import subprocess
+import sys
+import uuid
+
 import psutil
 import pytest
 from PySide6.QtCore import Qt
@@ -129,6 +133,40 @@ async def test_upload_deploy_start_stop_through_the_ui(console, tmp_path):
     await app.instances_page.destroy_selected()
     await until(lambda: app.fleet.instances.row(instance_id) is None, timeout=60, what="destroyed")
     assert app.fleet.systems.item_for("instance", instance_id) is None
+
+    # Adopt a process GDOS did not start, through the instances page's service.
+    marker = f"adopt-me-{uuid.uuid4().hex[:8]}"
+    twins = f"twins-{uuid.uuid4().hex[:8]}"
+    sleeper = [sys.executable, "-c", "import time, sys; time.sleep(600)"]
+    procs = [subprocess.Popen([*sleeper, marker])] + [
+        subprocess.Popen([*sleeper, twins]) for _ in range(2)
+    ]
+    try:
+        body = {
+            "system_id": system_id,
+            "node_id": node_id,
+            "name": "legacy",
+            "strategy": "cmdline",
+            "cmdline_pattern": twins,
+        }
+        assert await app.fleet.adopt(body) is None  # two match: refused, and said which
+        from console import message
+
+        said = message.bridge().history[-1][1]
+        assert "adopting a process failed" in said
+        assert all(f"pid {p.pid}" in said for p in procs[1:])
+        adopted = await app.fleet.adopt({**body, "cmdline_pattern": marker})
+        assert adopted
+        await until(lambda: state_cell(app, adopted) == "running", what="the adopted process")
+        assert app.fleet.instances.row(adopted)["pid"] == procs[0].pid
+        panel.select_key(adopted)
+        await app.instances_page.destroy_selected()  # forgets it; the process keeps running
+        await until(lambda: app.fleet.instances.row(adopted) is None, what="forgotten")
+        assert procs[0].poll() is None
+    finally:
+        for proc in procs:
+            proc.kill()
+            proc.wait()
 
     # Quitting stops what the console started: the master and its local agent.
     master_pid = app.embedded.proc.pid
