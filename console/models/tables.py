@@ -65,7 +65,12 @@ class InstanceTableModel(RowTableModel):
         Column("system_name", "System"),
         Column("node_name", "Node"),
         Column("state", "State", colored=True),
-        Column("health", "Health", lambda v: "" if v in (None, "none") else str(v), colored=True),
+        Column(
+            "health",
+            "Health",
+            lambda v: "" if v in (None, "none", "unknown") else str(v),  # no check, or no word yet
+            colored=True,
+        ),
         Column("cpu_percent", "CPU", fmt.percent, numeric=True, live=True),
         Column("rss_bytes", "RSS", fmt.size, numeric=True, live=True),
         Column("read_bps", "Read", fmt.rate, numeric=True, live=True),

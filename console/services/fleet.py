@@ -25,11 +25,13 @@ from console.models.tables import (
 )
 from console.services.records import NOT_AVAILABLE
 from console.services.session import Session
+from protocol.states import DOWN_STATES
 
 log = logging.getLogger(__name__)
 NODE_LOAD = ("cpu_percent", "mem_percent", "disk_percent", "load1")
 OPERATION_POLL = 2.0  # seconds; operations are followed by events, this is the safety net
 FINISHED_STEPS = frozenset({"done", "skipped"})
+GONE_STATES = frozenset({*DOWN_STATES, "unknown", "deploying", "destroying"})
 
 
 class FleetService(QObject):
@@ -106,6 +108,7 @@ class FleetService(QObject):
         self.packages.set_rows(p.model_dump() for p in packages)
         # Live figures already shown survive a reload: the model keeps them apart from rows.
         self.instances.set_rows(self.enrich(inst.model_dump()) for inst in instances)
+        self.instances.clear_live(i.id for i in instances if i.state in GONE_STATES)
         self.systems.set_systems([self._enrich_detail(d.model_dump()) for d in details])
         for handler, data in replay:
             handler(data)
@@ -142,6 +145,8 @@ class FleetService(QObject):
     def on_instance(self, data: dict[str, Any]) -> None:
         row = self.enrich(dict(data))
         self.instances.update(row)
+        if data.get("state") in GONE_STATES:  # no process: its last figures are not live
+            self.instances.clear_live([str(data["id"])])
         if not self.systems.update_instance(row) and not data.get("deleted"):
             self._mark_stale(str(data.get("system_id", "")))
 

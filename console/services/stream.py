@@ -129,7 +129,9 @@ class StreamThread:
         self._ready.wait(10)
 
     def _main(self) -> None:
-        loop = asyncio.new_event_loop()
+        # A plain asyncio loop of the platform's default kind: the GUI thread runs qasync's
+        # policy, whose loops belong to the Qt application and its thread.
+        loop = asyncio.DefaultEventLoopPolicy().new_event_loop()
         self.loop = loop
         asyncio.set_event_loop(loop)
         self._ready.set()

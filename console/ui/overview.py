@@ -138,7 +138,7 @@ class OverviewPage(QWidget):
         self.instance_card.show_value(
             f"{running} running",
             _colored(inst_states, STATES),
-            STATE_COLORS["failed"] if bad else None,
+            STATE_COLORS["warning"] if bad else None,  # the detail line says which
         )
         firing = [r for r in self.alerts.rows() if r.get("state") == "firing"]
         unacked = [r for r in firing if not r.get("acked")]
@@ -181,7 +181,10 @@ class OverviewPage(QWidget):
             self.problems.addItem(f"… and {shown - MAX_PROBLEMS} more instances (see Instances)")
         for r in firing:
             self.problems.addItem(
-                f"alert {r.get('rule_name') or r.get('rule_id')} firing on {r.get('target')}"
+                f"alert {r.get('rule_name') or r.get('rule_id')} ({r.get('severity')}) firing on "
+                f"{r.get('target_kind', '')} {r.get('target_name') or r.get('target')}"
+                + (" (acknowledged)" if r.get("acked") else "")
+                + (" (silenced)" if r.get("silenced") else "")
             )
         if not self.problems.count():
             self.problems.addItem("Nothing needs attention.")

@@ -320,7 +320,11 @@ class AuditPage(QWidget):
         self.action.returnPressed.connect(self.load)
         lay.addLayout(filters)
         self.table = common.TablePanel(
-            audit.model, "audit", settings, filter_hint="Search these rows…"
+            audit.model,
+            "audit",
+            settings,
+            filter_hint="Search these rows…",
+            sort=("ts", Qt.SortOrder.DescendingOrder),
         )
         _watch_availability(audit, self.table.notice, "audit")
         lay.addWidget(self.table, 1)
@@ -357,7 +361,9 @@ class BackupsPage(QWidget):
         self.backups = backups
         lay = QVBoxLayout(self)
         lay.addWidget(_title("Backups"))
-        self.table = common.TablePanel(backups.model, "backups", settings)
+        self.table = common.TablePanel(
+            backups.model, "backups", settings, sort=("created_at", Qt.SortOrder.DescendingOrder)
+        )
         t = self.table
         self.create_action = t.add_action(
             "Create backup", backups.create, "Ctrl+B", needs_selection=False

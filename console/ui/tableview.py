@@ -26,7 +26,7 @@ from PySide6.QtWidgets import QStyle, QStyleOptionViewItem, QTableView, QWidget
 
 from console.models.base import FilterProxy, RowTableModel
 
-MARGIN = 4  # pixels between a cell's text and its edge, as Qt's delegate leaves them
+MARGIN = 3  # pixels between a cell's text and its edge: Qt's delegate leaves (and sizes for) 3
 MAX_TEXTS = 8192  # distinct strings whose width is kept
 _RIGHT = int(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
 _LEFT = int(Qt.AlignmentFlag.AlignLeft | Qt.AlignmentFlag.AlignVCenter)

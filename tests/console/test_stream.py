@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import threading
 
@@ -91,3 +92,27 @@ async def test_a_session_takes_batched_frames_from_its_stream_thread():
         finally:
             await session.logout(quiet=True)
         assert session.stream is None and session.live.samples == {}
+
+
+def test_the_stream_thread_runs_a_plain_loop_under_the_apps_qasync_policy():
+    """The app runs under `qasync.run`, whose policy makes every new loop a Qt one (bound to
+    the GUI thread); the stream thread must not get one of those."""
+    import qasync
+
+    from console.services.stream import StreamThread
+    from tests.console.conftest import _app
+
+    _app()
+    old = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(qasync.DefaultQEventLoopPolicy())
+    try:
+        stream = StreamThread(Client("http://127.0.0.1:9", token="t"), Inbox(lambda: None))
+        stream.start()
+        assert stream.loop is not None and not isinstance(stream.loop, qasync.QEventLoop)
+        loop = asyncio.DefaultEventLoopPolicy().new_event_loop()  # not the qasync one
+        try:
+            loop.run_until_complete(stream.stop())
+        finally:
+            loop.close()
+    finally:
+        asyncio.set_event_loop_policy(old)
