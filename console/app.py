@@ -12,7 +12,7 @@ from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
 from console.embedded import EmbeddedMaster
-from console.message import async_slot, describe, error, info
+from console.message import async_slot, describe, error, info, warning
 from console.models.series import SeriesStore
 from console.services.fleet import FleetService
 from console.services.metrics import MetricsService
@@ -92,7 +92,7 @@ class ConsoleApp:
         self.systems_page = SystemsPage(self.fleet)
         self.instances_page = InstancesPage(self.fleet, self.metrics, settings)
         self.logs_page = LogsPage(self.logs, self.fleet.instances)
-        self.alerts_page = AlertsPage(self.alerts, settings)
+        self.alerts_page = AlertsPage(self.alerts, settings, self._scopes)
         self.audit_page = AuditPage(self.audit, settings)
         self.backups_page = BackupsPage(self.backups, settings)
         self.users_page = UsersPage(self.users, settings)
@@ -110,13 +110,16 @@ class ConsoleApp:
         ):
             w.add_page(name, title, page)
         self.instances_page.open_logs.connect(self._open_logs)
+        self.metrics.released.connect(self.fleet.instances.clear_live)
+        self.alerts.names = self._name_of
         self.session.logged_in.connect(self._logged_in)
         self.session.logged_out.connect(w.set_disconnected)
         self.session.reachable_changed.connect(w.set_reachable)
         self.session.resynced.connect(self._resynced)
         self.alerts.fired.connect(
-            lambda a: error(
-                f"alert firing: {a.get('rule_name') or a.get('rule_id')} on {a.get('target')}"
+            lambda a: warning(
+                f"alert {a.get('rule_name') or a.get('rule_id')} firing on "
+                f"{a.get('target_kind', '')} {a.get('target_name') or a.get('target')}"
             )
         )
         w.connect_requested.connect(self.ask_login)
@@ -199,6 +202,22 @@ class ConsoleApp:
     def _refresh(self) -> None:
         if self.session.connected:
             self._resynced()
+
+    def _name_of(self, kind: str, ident: str) -> str:
+        if kind == "system":
+            return self.fleet.system_names.get(ident, ident)
+        if kind == "node":
+            return self.fleet.node_names.get(ident, ident)
+        row = self.fleet.instances.row(ident)
+        return str(row.get("name")) if row else ident
+
+    def _scopes(self) -> dict[str, list[tuple[str, str]]]:
+        """What an alert rule can watch, by name (the rule dialog's scope picker)."""
+        return {
+            "system": sorted(self.fleet.system_names.items(), key=lambda kv: kv[1]),
+            "node": sorted(self.fleet.node_names.items(), key=lambda kv: kv[1]),
+            "instance": [(str(r["id"]), str(r.get("name"))) for r in self.fleet.instances.rows()],
+        }
 
     def _open_logs(self, instance_id: str) -> None:
         self.window.show_page("logs")

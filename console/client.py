@@ -25,6 +25,7 @@ import os
 import random
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, TypeVar
@@ -34,16 +35,14 @@ import websockets
 from pydantic import BaseModel, TypeAdapter, ValidationError
 from websockets.asyncio.client import ClientConnection
 
-from console.schemas import (
-    Alert,
-    AlertRule,
-    Backup,
+from protocol.monitoring import (
+    AlertOut,
+    AlertRuleOut,
+    InstanceMetricsOut,
     InstanceSample,
-    LogFile,
+    NodeMetricsOut,
     NodeSample,
-    Operation,
-    OperationRef,
-    Silence,
+    SilenceOut,
 )
 from protocol.rest import (
     AuditOut,
@@ -51,11 +50,15 @@ from protocol.rest import (
     LoginOut,
     ModuleOut,
     NodeOut,
+    OperationOut,
+    OperationStarted,
     PackageOut,
     SystemDetail,
     SystemOut,
+    UploadOut,
     UserOut,
 )
+from protocol.rest_ops import BackupOut, LogFileOut, RestoreOut
 
 log = logging.getLogger(__name__)
 API = "/api/v1"
@@ -250,11 +253,10 @@ class Client:
     async def delete_node(self, node_id: str) -> None:
         await self.request("DELETE", f"/nodes/{node_id}")
 
-    async def node_metrics(self, node_id: str, seconds: int = 300) -> list[NodeSample]:
-        data = (
-            await self.request("GET", f"/nodes/{node_id}/metrics", params={"seconds": seconds})
-        ).json()
-        return _parse_list(NodeSample, data.get("samples", []))
+    async def node_metrics(self, node_id: str, seconds: float = 300) -> list[NodeSample]:
+        """Per-second samples for the recent window, per-minute averages before it."""
+        out = await self._get(f"/nodes/{node_id}/metrics", NodeMetricsOut, seconds=seconds)
+        return out.samples
 
     # -- packages -------------------------------------------------------------------------
 
@@ -300,6 +302,16 @@ class Client:
                 return False
             raise
         return "tus-version" in resp.headers or "tus-resumable" in resp.headers
+
+    async def uploads(self) -> list[UploadOut]:
+        """Resumable uploads in progress and recently finished, newest first."""
+        return await self._list("/packages/uploads", UploadOut)
+
+    async def cancel_upload(self, location: str) -> None:
+        """Abandon a resumable upload (its URL or path) and free its space on the master."""
+        await self.request(
+            "DELETE", _absolute_path(location), absolute=True, headers={"Tus-Resumable": "1.0.0"}
+        )
 
     async def tus_upload(
         self,
@@ -410,16 +422,25 @@ class Client:
     async def delete_module(self, module_id: str) -> None:
         await self.request("DELETE", f"/modules/{module_id}")
 
-    async def start_system(self, system_id: str) -> str:
-        out = await self._send("POST", f"/systems/{system_id}/start", OperationRef)
-        return out.operation_id
+    async def start_system(
+        self, system_id: str, ready_timeout: float | None = None
+    ) -> OperationStarted:
+        """Start every instance level by level (202); follow it with `operation` events."""
+        body = {"ready_timeout": ready_timeout} if ready_timeout is not None else None
+        return await self._send("POST", f"/systems/{system_id}/start", OperationStarted, body)
 
-    async def stop_system(self, system_id: str) -> str:
-        out = await self._send("POST", f"/systems/{system_id}/stop", OperationRef)
-        return out.operation_id
+    async def stop_system(self, system_id: str) -> OperationStarted:
+        return await self._send("POST", f"/systems/{system_id}/stop", OperationStarted)
 
-    async def operation(self, operation_id: str) -> Operation:
-        return await self._get(f"/operations/{operation_id}", Operation)
+    async def operation(self, operation_id: str) -> OperationOut:
+        return await self._get(f"/operations/{operation_id}", OperationOut)
+
+    async def operations(
+        self, system_id: str | None = None, state: str | None = None, limit: int = 50
+    ) -> list[OperationOut]:
+        return await self._list(
+            "/operations", OperationOut, system_id=system_id, state=state, limit=limit
+        )
 
     # -- instances ------------------------------------------------------------------------
 
@@ -453,45 +474,75 @@ class Client:
     async def adopt(self, body: dict[str, Any]) -> InstanceOut:
         return await self._send("POST", "/instances/adopt", InstanceOut, body)
 
-    async def instance_metrics(self, instance_id: str, seconds: int = 300) -> list[InstanceSample]:
+    async def instance_metrics(
+        self, instance_id: str, seconds: float = 300
+    ) -> list[InstanceSample]:
         path = f"/instances/{instance_id}/metrics"
-        data = (await self.request("GET", path, params={"seconds": seconds})).json()
-        return _parse_list(InstanceSample, data.get("samples", []))
+        return (await self._get(path, InstanceMetricsOut, seconds=seconds)).samples
 
     # -- logs -----------------------------------------------------------------------------
 
-    async def logs(self, instance_id: str) -> list[LogFile]:
-        return await self._list(f"/instances/{instance_id}/logs", LogFile)
+    async def logs(self, instance_id: str) -> list[LogFileOut]:
+        """stdout, stderr, then the manifest's log_paths (409 while the node is offline)."""
+        return await self._list(f"/instances/{instance_id}/logs", LogFileOut)
 
-    async def log_text(self, instance_id: str, name: str, tail_bytes: int = 65536) -> str:
+    async def log_tail(self, instance_id: str, name: str, tail_bytes: int = 65536) -> LogTail:
+        """The last `tail_bytes` of one log; `tail_bytes=0` asks only for its size."""
         path = f"/instances/{instance_id}/logs/{_quote(name)}"
-        return (await self.request("GET", path, params={"tail_bytes": tail_bytes})).text
+        resp = await self.request("GET", path, params={"tail_bytes": tail_bytes})
+        data = resp.content
+        size = _int_header(resp, "X-Log-Size", len(data))
+        return LogTail(
+            data.decode("utf-8", errors="replace"),
+            size,
+            _int_header(resp, "X-Log-Offset", size - len(data)),
+            len(data),
+        )
 
     # -- alerts ---------------------------------------------------------------------------
 
-    async def alert_rules(self) -> list[AlertRule]:
-        return await self._list("/alert-rules", AlertRule)
+    async def alert_rules(self) -> list[AlertRuleOut]:
+        return await self._list("/alert-rules", AlertRuleOut)
 
-    async def create_alert_rule(self, body: dict[str, Any]) -> AlertRule:
-        return await self._send("POST", "/alert-rules", AlertRule, body)
+    async def create_alert_rule(self, body: dict[str, Any]) -> AlertRuleOut:
+        return await self._send("POST", "/alert-rules", AlertRuleOut, body)
 
-    async def update_alert_rule(self, rule_id: str, changes: dict[str, Any]) -> AlertRule:
-        return await self._send("PATCH", f"/alert-rules/{rule_id}", AlertRule, changes)
+    async def update_alert_rule(self, rule_id: str, changes: dict[str, Any]) -> AlertRuleOut:
+        """Only the given fields change."""
+        return await self._send("PATCH", f"/alert-rules/{rule_id}", AlertRuleOut, changes)
 
     async def delete_alert_rule(self, rule_id: str) -> None:
         await self.request("DELETE", f"/alert-rules/{rule_id}")
 
-    async def alerts(self, state: str | None = None, since: str | None = None) -> list[Alert]:
-        return await self._list("/alerts", Alert, state=state, since=since)
+    async def alerts(
+        self,
+        state: str | None = None,
+        since: str | None = None,
+        rule_id: str | None = None,
+        target_id: str | None = None,
+        limit: int = 500,
+    ) -> list[AlertOut]:
+        """Firing and resolved alerts, newest first."""
+        return await self._list(
+            "/alerts",
+            AlertOut,
+            state=state,
+            since=since,
+            rule_id=rule_id,
+            target_id=target_id,
+            limit=limit,
+        )
 
-    async def ack_alert(self, alert_id: str) -> None:
-        await self.request("POST", f"/alerts/{alert_id}/ack")
+    async def ack_alert(self, alert_id: str) -> AlertOut:
+        return await self._send("POST", f"/alerts/{alert_id}/ack", AlertOut)
 
-    async def silences(self) -> list[Silence]:
-        return await self._list("/silences", Silence)
+    async def silences(self, include_expired: bool = False) -> list[SilenceOut]:
+        params = {"all": "true"} if include_expired else {}
+        return await self._list("/silences", SilenceOut, **params)
 
-    async def create_silence(self, body: dict[str, Any]) -> Silence:
-        return await self._send("POST", "/silences", Silence, body)
+    async def create_silence(self, body: dict[str, Any]) -> SilenceOut:
+        """`{"matcher": {...}, "duration_seconds" | "ends_at", "comment"}`."""
+        return await self._send("POST", "/silences", SilenceOut, body)
 
     async def delete_silence(self, silence_id: str) -> None:
         await self.request("DELETE", f"/silences/{silence_id}")
@@ -519,18 +570,22 @@ class Client:
         params = {"since": since, "actor": actor, "action": action, "limit": limit}
         return (await self.request("GET", "/audit", params={**params, "format": "csv"})).text
 
-    async def backups(self) -> list[Backup]:
-        return await self._list("/backups", Backup)
+    async def backups(self) -> list[BackupOut]:
+        return await self._list("/backups", BackupOut)
 
-    async def create_backup(self) -> Backup:
-        return await self._send("POST", "/backups", Backup)
+    async def create_backup(self) -> BackupOut:
+        return await self._send("POST", "/backups", BackupOut)
+
+    async def delete_backup(self, backup_id: str) -> None:
+        await self.request("DELETE", f"/backups/{backup_id}")
 
     async def download_backup(self, backup_id: str, dest: Path) -> Path:
         await self._download(f"{API}/backups/{backup_id}/download", dest)
         return dest
 
-    async def restore_backup(self, backup_id: str) -> None:
-        await self.request("POST", f"/backups/{backup_id}/restore")
+    async def restore_backup(self, backup_id: str) -> RestoreOut:
+        """Admin only; the master serves the restored state at once (no restart)."""
+        return await self._send("POST", f"/backups/{backup_id}/restore", RestoreOut)
 
     async def _download(self, url: str, dest: Path) -> None:
         part = dest.with_name(dest.name + ".part")
@@ -575,6 +630,27 @@ def _parse_list(model: type[M], data: Any) -> list[M]:
         ) from None
 
 
+@dataclass(frozen=True)
+class LogTail:
+    """The end of a log: `text` holds the file's bytes [offset, offset + length)."""
+
+    text: str
+    size: int  # the file's size when read
+    offset: int  # where `text` starts in the file
+    length: int  # bytes read
+
+    @property
+    def end(self) -> int:
+        return self.offset + self.length
+
+
+def _int_header(resp: httpx.Response, name: str, default: int) -> int:
+    try:
+        return int(resp.headers.get(name, default))
+    except ValueError:
+        return default
+
+
 def _quote(name: str) -> str:
     from urllib.parse import quote
 
@@ -612,8 +688,9 @@ StatusHandler = Callable[[bool, str], None]
 class EventStream:
     """The `/api/v1/events` WebSocket, reconnecting by itself with jittered backoff.
 
-    `on_event(topic, data)` is called for every message; `on_status(connected, reason)` on every
-    change of connectivity. Subscriptions (`metrics:<id>`, `log:<id>:<name>`) are remembered and
+    `on_event(topic, data)` is called for every event (the stream asks for batched frames: one
+    JSON array of events per frame); `on_status(connected, reason)` on every change of
+    connectivity. Subscriptions (`metrics:<id>`, `log:<id>:<name>`) are remembered and
     sent again after each reconnect. `run()` returns only when `stop()` is called.
     """
 
@@ -624,8 +701,10 @@ class EventStream:
         on_status: StatusHandler | None = None,
         min_backoff: float = 0.5,
         max_backoff: float = 10.0,
+        batch: bool = True,
     ) -> None:
         self.client = client
+        self.batch = batch
         self.on_event = on_event or (lambda topic, data: None)
         self.on_status = on_status or (lambda connected, reason: None)
         self.min_backoff = min_backoff
@@ -680,6 +759,8 @@ class EventStream:
                     max_size=16 << 20,
                 ) as ws:
                     self._ws = ws
+                    if self.batch:  # a JSON array of events per frame: far cheaper at volume
+                        await ws.send(json.dumps({"batch": True}))
                     if self.keys:
                         await ws.send(json.dumps({"subscribe": sorted(self.keys)}))
                     self.connected = True
@@ -711,12 +792,18 @@ class EventStream:
     def _dispatch(self, raw: str | bytes) -> None:
         try:
             msg = json.loads(raw)
-            topic, data = str(msg["topic"]), msg["data"]
-        except (ValueError, KeyError, TypeError):
+        except ValueError:
             log.warning("ignored a malformed event: %.120r", raw)
             return
-        if isinstance(data, dict):
-            self.on_event(topic, data)
+        on_event = self.on_event
+        for event in msg if type(msg) is list else (msg,):
+            try:
+                topic, data = event["topic"], event["data"]
+            except (KeyError, TypeError):
+                log.warning("ignored a malformed event: %.120r", event)
+                continue
+            if type(data) is dict:
+                on_event(str(topic), data)
 
 
 def _ws_ssl(client: Client) -> ssl.SSLContext | None:

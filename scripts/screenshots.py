@@ -1,12 +1,11 @@
 """Screenshots of the console's main views, for docs/screenshots/ (run by scripts/screenshots.sh).
 
-Starts the console with an embedded master and agent in a temporary data directory, makes some
-demo data through the console's own services (packages, two systems, deployed and started
-instances, one that keeps failing), then shows each page and saves it as a PNG.
-
-The master of this branch has no metrics yet (another issue builds them), so the CPU/RSS/IO
-figures in the instance table and the charts are demo samples fed through the console's
-`metrics` event handler, the same path the master's events take.
+Starts the console with an embedded master and agent in a temporary data directory and makes
+real demo data through the console's own services: packages, two systems, instances started by
+a real batch operation, one that keeps failing, real CPU/RSS/IO from the services (some burn
+CPU and hold memory), real logs, alert rules that really fire (one acknowledged, one silenced),
+and a backup. It lets a couple of minutes of metrics accumulate, then shows each page and saves
+it as a PNG.
 """
 
 from __future__ import annotations
@@ -14,8 +13,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import math
-import random
 import shutil
 import sys
 import tempfile
@@ -30,16 +27,20 @@ from PySide6.QtWidgets import QApplication
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+SETTLE = 100.0  # seconds of metrics before the pictures (the charts show the last 5 minutes)
 
 from console.app import ConsoleApp, load_style  # noqa: E402
 
 SERVICE = """\
-import http.server, os, sys, time
+import http.server, os, random, sys, threading, time
 if os.environ.get("CRASH"):
-    print("connecting to the database...", flush=True)
+    print("connecting to the database at db.internal:5432...", flush=True)
     time.sleep(0.5)
-    print("fatal: database refused the connection", file=sys.stderr, flush=True)
+    print("fatal: database refused the connection (password authentication failed)",
+          file=sys.stderr, flush=True)
     sys.exit(3)
+busy = float(os.environ.get("BUSY", "0.02"))  # share of one core to burn
+hold = bytearray(int(os.environ.get("HOLD_MIB", "8")) << 20)  # memory to hold (RSS)
 port = int(sys.argv[sys.argv.index("--port") + 1])
 try:
     server = http.server.ThreadingHTTPServer(("127.0.0.1", port), None)
@@ -50,10 +51,30 @@ class H(http.server.BaseHTTPRequestHandler):
     def do_GET(self):
         self.send_response(200); self.end_headers(); self.wfile.write(b"ok\\n")
     def log_message(self, fmt, *args):
-        print("GET", self.path, flush=True)
+        pass
 httpd = http.server.ThreadingHTTPServer(("127.0.0.1", port), H)
 print("listening on", httpd.server_address[1], flush=True)
-httpd.serve_forever()
+threading.Thread(target=httpd.serve_forever, daemon=True).start()
+os.makedirs("../logs", exist_ok=True)
+paths = ["/api/orders", "/api/orders/1042", "/api/cart", "/healthz", "/api/payments"]
+n = 0
+while True:
+    start = time.monotonic()
+    while time.monotonic() - start < busy:
+        sum(i * i for i in range(2000))
+    n += 1
+    if n % 5 == 0:
+        path = random.choice(paths)
+        took = random.randint(2, 80)
+        status = 200 if random.random() > 0.05 else 503
+        line = time.strftime("%H:%M:%S") + f" GET {path} {status} {took} ms"
+        print(line, flush=True)
+        with open("../logs/access.log", "a") as log:
+            log.write(line + "\\n")
+        if status != 200:
+            print(time.strftime("%H:%M:%S") + f" warning: upstream timeout on {path}",
+                  file=sys.stderr, flush=True)
+    time.sleep(max(0.0, 0.2 - busy))
 """
 
 
@@ -65,6 +86,8 @@ def package(dest: Path, name: str, version: str, description: str) -> Path:
         "entrypoint": "bin/run",
         "stop_timeout": 5,
         "log_paths": {"Access Log": "logs/access.log"},
+        "restart": "on-failure",
+        "restart_limit": 2,
     }
     path = dest / f"{name}-{version}.zip"
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as zf:
@@ -85,7 +108,9 @@ async def until(pred, timeout: float = 60.0) -> None:  # type: ignore[no-untyped
         if pred():
             return
         await asyncio.sleep(0.1)
-    raise TimeoutError(str(pred))
+    from console.message import bridge
+
+    raise TimeoutError(f"{pred}: {bridge().history[-5:]}")
 
 
 async def demo_data(app: ConsoleApp, work: Path) -> dict[str, str]:
@@ -105,74 +130,62 @@ async def demo_data(app: ConsoleApp, work: Path) -> dict[str, str]:
         ("billing-worker", "0.9.0", "Invoices and payment retries"),
     ):
         await app.uploads.upload_one(package(pkgs, name, version, desc))
-    port = 18400 + random.randint(0, 500)
+    port = 18400 + int(time.time()) % 500
     shop = await client.create_system("shop", "The web shop: proxy, API and storefront")
     billing = await client.create_system("billing", "Invoicing")
     mods = [
-        (shop.id, "db-proxy", "postgres-proxy", 1, {}),
-        (shop.id, "api", "orders-api", 2, {}),
-        (shop.id, "web", "storefront", 3, {}),
+        (shop.id, "db-proxy", "postgres-proxy", 1, {"BUSY": "0.01", "HOLD_MIB": "24"}),
+        (shop.id, "api", "orders-api", 2, {"BUSY": "0.05", "HOLD_MIB": "96"}),
+        (shop.id, "web", "storefront", 3, {"BUSY": "0.12", "HOLD_MIB": "48"}),
         (billing.id, "worker", "billing-worker", 1, {"CRASH": "1"}),
     ]
     ids: dict[str, str] = {}
     for n, (sid, name, pkg, order, env) in enumerate(mods):
         m = await client.create_module(sid, name, pkg, None, order, env, ["--port", str(port + n)])
-        count = 2 if name == "api" else 1
-        for _ in range(count):
+        for _ in range(2 if name == "api" else 1):
             inst = await client.deploy(m.id, node)
             ids.setdefault(name, inst.id)
     await until(lambda: all(r.get("state") == "stopped" for r in app.fleet.instances.rows()), 90)
-    await app.fleet.start_system(shop.id)
-    await client.start_instance(ids["worker"])
-    await until(
-        lambda: (app.fleet.instances.row(ids["worker"]) or {}).get("state") in ("exited", "failed"),
-        30,
+    # Alert rules that fire for real: a failing worker, and the storefront's CPU.
+    await app.alerts.save_rule(
+        {
+            "name": "worker failing",
+            "metric": "state",
+            "op": "==",
+            "threshold": "failed",
+            "for_seconds": 0,
+            "scope": {"system_id": billing.id},
+            "severity": "critical",
+        }
     )
+    await app.alerts.save_rule(
+        {
+            "name": "storefront busy",
+            "metric": "cpu_percent",
+            "op": ">",
+            "threshold": 5,
+            "for_seconds": 10,
+            "scope": {"instance_id": ids["web"]},
+            "severity": "warning",
+        }
+    )
+    await app.alerts.save_rule(
+        {
+            "name": "api memory",
+            "metric": "rss_bytes",
+            "op": ">",
+            "threshold": 2 << 30,
+            "for_seconds": 60,
+            "scope": {"system_id": shop.id},
+            "severity": "critical",
+        }
+    )
+    await app.fleet.start_system(shop.id)  # a real batch operation, level by level
+    await client.start_instance(ids["worker"])  # restarts twice, then stays `failed`
+    await until(lambda: (app.fleet.instances.row(ids["worker"]) or {}).get("state") == "failed", 60)
     ids["shop"] = shop.id
+    ids["billing"] = billing.id
     return ids
-
-
-def demo_metrics(app: ConsoleApp) -> None:
-    """Feed 60 minutes of plausible samples through the `metrics` event handler."""
-    now = time.time()
-    rng = random.Random(7)
-    # Charts keep series only for what they watch (their history comes from the master).
-    app.metrics.watched.update(app.fleet.instances.key_list())
-    app.metrics.watched.update(app.fleet.nodes.key_list())
-    for n, row in enumerate(app.fleet.instances.rows()):
-        running = row.get("state") == "running"
-        base_cpu = 3 + 9 * n
-        base_rss = (40 + 25 * n) * (1 << 20)
-        for k in range(3600, -1, -5):
-            ts = now - k
-            wave = math.sin((ts / 240.0) + n)
-            sample = {
-                "instance_id": row["id"],
-                "ts": ts,
-                "cpu_percent": max(0.0, base_cpu + 4 * wave + rng.random() * 3) if running else 0.0,
-                "rss_bytes": base_rss * (1 + 0.1 * wave) if running else 0.0,
-                "read_bps": max(0.0, 20_000 + 15_000 * wave + rng.random() * 8000)
-                if running
-                else 0.0,
-                "write_bps": max(0.0, 60_000 + 40_000 * math.cos(ts / 300.0) + rng.random() * 9000)
-                if running
-                else 0.0,
-            }
-            app.session.dispatch("metrics", sample)
-    for row in app.fleet.nodes.rows():
-        for k in range(3600, -1, -5):
-            ts = now - k
-            app.session.dispatch(
-                "metrics",
-                {
-                    "node_id": row["id"],
-                    "ts": ts,
-                    "cpu_percent": 25 + 15 * math.sin(ts / 400.0) + rng.random() * 6,
-                    "mem_percent": 38 + 4 * math.sin(ts / 900.0),
-                    "net_rx_bps": 200_000 + 90_000 * math.sin(ts / 200.0) + rng.random() * 30_000,
-                    "net_tx_bps": 120_000 + 50_000 * math.cos(ts / 250.0) + rng.random() * 20_000,
-                },
-            )
 
 
 async def shoot(app: ConsoleApp, out: Path, name: str, settle: float = 0.8) -> None:
@@ -202,13 +215,28 @@ async def main(out: Path) -> int:
             print("the embedded master did not start", file=sys.stderr)
             return 1
         ids = await demo_data(app, work)
-        demo_metrics(app)
-        app.fleet.instances.flush()
+        w.show_page("instances")  # the table follows the live figures of the rows it shows
+        print(f"letting {SETTLE:.0f} s of real metrics accumulate…", flush=True)
+        await asyncio.sleep(SETTLE)
+        await until(lambda: any(a.get("state") == "firing" for a in app.alerts.alerts.rows()))
+        firing = [a for a in app.alerts.alerts.rows() if a.get("state") == "firing"]
+        critical = [a for a in firing if a.get("severity") == "critical"]
+        if critical:
+            await app.alerts.ack([str(critical[0]["id"])])
+        await app.alerts.silence(
+            {
+                "matcher": {"system_id": ids["billing"]},
+                "duration_seconds": 4 * 3600,
+                "comment": "billing DB migration tonight",
+            }
+        )
+        await app.backups.create()
         w.show_page("overview")
+        app.overview.refresh()
         await shoot(app, out, "overview")
         w.show_page("nodes")
         app.nodes_page.table.select_key(app.fleet.nodes.key_at(0))
-        await shoot(app, out, "nodes", 1.5)
+        await shoot(app, out, "nodes", 2.0)
         w.show_page("packages")
         await shoot(app, out, "packages")
         w.show_page("systems")
@@ -218,17 +246,20 @@ async def main(out: Path) -> int:
         app.instances_page.table.view.sortByColumn(
             app.fleet.instances.column("cpu_percent"), Qt.SortOrder.DescendingOrder
         )
-        app.instances_page.table.select_key(ids["api"])
-        app.instances_page.charts.buttons.button(900).click()
-        await shoot(app, out, "instances", 1.5)
+        app.instances_page.table.select_key(ids["web"])
+        await shoot(app, out, "instances", 2.0)
         w.show_page("logs")
-        app.logs_page.show_instance(ids["worker"])
+        app.logs_page.follow.setChecked(True)
+        app.logs_page.show_instance(ids["web"])
+        await until(lambda: "GET" in app.logs_page.text.toPlainText(), 30)
         await shoot(app, out, "logs", 1.5)
         w.show_page("alerts")
         await shoot(app, out, "alerts")
         w.show_page("audit")
         await app.audit_page.load()
         await shoot(app, out, "audit")
+        w.show_page("backups")
+        await shoot(app, out, "backups")
         w.show_page("users")
         await shoot(app, out, "users")
         return 0

@@ -55,7 +55,7 @@ class NodeTableModel(RowTableModel):
 
 
 class InstanceTableModel(RowTableModel):
-    """Instances with their live metrics merged in (`cpu_percent`, `rss_bytes`, `read_bps`...).
+    """Instances; CPU, RSS and IO are live columns (`set_live` with `metrics:<id>` samples).
 
     The service adds `system_name`, `module_name` and `node_name` so the table needs no lookups.
     """
@@ -65,11 +65,16 @@ class InstanceTableModel(RowTableModel):
         Column("system_name", "System"),
         Column("node_name", "Node"),
         Column("state", "State", colored=True),
-        Column("health", "Health", colored=True),
-        Column("cpu_percent", "CPU", fmt.percent, numeric=True),
-        Column("rss_bytes", "RSS", fmt.size, numeric=True),
-        Column("read_bps", "Read", fmt.rate, numeric=True),
-        Column("write_bps", "Write", fmt.rate, numeric=True),
+        Column(
+            "health",
+            "Health",
+            lambda v: "" if v in (None, "none", "unknown") else str(v),  # no check, or no word yet
+            colored=True,
+        ),
+        Column("cpu_percent", "CPU", fmt.percent, numeric=True, live=True),
+        Column("rss_bytes", "RSS", fmt.size, numeric=True, live=True),
+        Column("read_bps", "Read", fmt.rate, numeric=True, live=True),
+        Column("write_bps", "Write", fmt.rate, numeric=True, live=True),
         Column("pid", "PID", numeric=True),
         Column("restarts", "Restarts", numeric=True),
         Column("version", "Version"),
@@ -81,8 +86,13 @@ class InstanceTableModel(RowTableModel):
         parts = [f"{row.get('name')} ({row.get('id')})"]
         if row.get("last_error"):
             parts.append(f"last error: {row['last_error']}")
+        if row.get("health_detail"):
+            parts.append(f"health: {row['health_detail']}")
         if row.get("exit_code") is not None:
             parts.append(f"exit code {row['exit_code']}")
+        live = self.live(str(row.get("id")))
+        if live and live.get("threads"):
+            parts.append(f"{live['threads']} threads")
         return "\n".join(parts)
 
 
@@ -101,62 +111,123 @@ class PackageTableModel(RowTableModel):
         return json.dumps(row.get("manifest", {}), indent=2)[:2000]
 
 
+def _number(v: Any) -> str:
+    return "" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+def _seconds(v: Any) -> str:
+    if v is None:
+        return ""
+    secs = float(v)
+    if secs < 120:
+        return f"{secs:g} s"
+    if secs < 7200:
+        return f"{secs / 60:.0f} min"
+    return f"{secs / 3600:.1f} h"
+
+
+def _condition(row: Row) -> str:
+    threshold = row.get("threshold")
+    if row.get("metric") == "rss_bytes" and isinstance(threshold, int | float):
+        threshold = fmt.size(threshold)
+    return f"{row.get('metric')} {row.get('op')} {_number(threshold)}"
+
+
 class AlertRuleTableModel(RowTableModel):
+    """Rules; the service adds `scope_text` (the scope's name, not its id)."""
+
     COLUMNS = (
         Column("name", "Rule"),
+        Column("enabled", "Enabled", lambda v: "yes" if v else "off"),
         Column("severity", "Severity", colored=True),
+        Column("condition", "Condition", get=_condition, deps=("metric", "op", "threshold")),
+        Column("for_seconds", "For", _seconds, numeric=True),
         Column(
-            "condition",
-            "Condition",
-            get=lambda r: f"{r.get('metric')} {r.get('op')} {r.get('threshold')}",
-            deps=("metric", "op", "threshold"),
-        ),
-        Column(
-            "for_seconds", "For", lambda v: "" if v is None else f"{float(v):g} s", numeric=True
-        ),
-        Column(
-            "scope",
+            "scope_text",
             "Scope",
-            get=lambda r: ", ".join(f"{k}={v}" for k, v in (r.get("scope") or {}).items()) or "all",
+            get=lambda r: r.get("scope_text") or "all",
+            deps=("scope_text", "scope"),
         ),
+        Column("resolve_for_seconds", "Resolves after", _seconds, numeric=True),
         Column("webhook_url", "Webhook"),
     )
+
+    def tooltip(self, row: Row, col: Column) -> str | None:
+        return (
+            f"{row.get('name')} ({row.get('id')})\nhysteresis {_number(row.get('hysteresis'))}, "
+            f"created {fmt.when(row.get('created_at'))}"
+        )
+
+
+def _value(row: Row) -> str:
+    value = row.get("value")
+    if row.get("metric") == "rss_bytes" and isinstance(value, int | float):
+        return fmt.size(value)
+    if row.get("metric") == "cpu_percent" and isinstance(value, int | float):
+        return fmt.percent(value)
+    return _number(value)
 
 
 class AlertTableModel(RowTableModel):
     COLUMNS = (
         Column("state", "State", colored=True),
+        Column("severity", "Severity", colored=True),
         Column(
             "rule_name",
             "Rule",
             get=lambda r: r.get("rule_name") or r.get("rule_id"),
             deps=("rule_name", "rule_id"),
         ),
-        Column("target", "Target"),
         Column(
-            "value",
-            "Value",
-            lambda v: "" if v is None else f"{v:.4g}" if isinstance(v, float) else str(v),
+            "target_name",
+            "Target",
+            get=lambda r: (
+                f"{r.get('target_kind', '')} {r.get('target_name') or r.get('target_id') or r.get('target', '')}".strip()
+            ),
+            deps=("target_kind", "target_name", "target_id", "target"),
         ),
+        Column("value", "Value", get=_value, deps=("value", "metric")),
         Column("started_at", "Since", fmt.when),
         Column("resolved_at", "Resolved", fmt.when),
         Column(
             "acked",
             "Acknowledged",
-            lambda v: "yes" if v else "",
-            get=lambda r: r.get("acked_by") or r.get("acked"),
+            get=lambda r: r.get("acked_by") or ("yes" if r.get("acked") else ""),
             deps=("acked", "acked_by"),
         ),
+        Column("silenced", "Silenced", lambda v: "silenced" if v else ""),
     )
+
+    def tooltip(self, row: Row, col: Column) -> str | None:
+        parts = [f"alert {row.get('id')} of rule {row.get('rule_name') or row.get('rule_id')}"]
+        if row.get("resolved_value") is not None:
+            parts.append(f"resolved at {_number(row.get('resolved_value'))}")
+        if row.get("duration_seconds") is not None:
+            parts.append(f"lasted {_seconds(row.get('duration_seconds'))}")
+        if row.get("acked_at"):
+            parts.append(f"acknowledged {fmt.when(row.get('acked_at'))}")
+        return "\n".join(parts)
+
+
+def _matcher(row: Row) -> str:
+    return ", ".join(f"{k}={v}" for k, v in sorted((row.get("matcher") or {}).items()))
 
 
 class SilenceTableModel(RowTableModel):
+    """Silences; the service adds `matcher_text` (names instead of ids where it knows them)."""
+
     COLUMNS = (
-        Column("rule_id", "Rule"),
-        Column("target", "Target"),
+        Column(
+            "matcher_text",
+            "Matches",
+            get=lambda r: r.get("matcher_text") or _matcher(r),
+            deps=("matcher_text", "matcher"),
+        ),
+        Column("active", "Active", lambda v: "active" if v else "not yet / over"),
         Column("starts_at", "From", fmt.when),
         Column("ends_at", "Until", fmt.when),
         Column("comment", "Comment"),
+        Column("created_by", "By"),
     )
 
 
@@ -184,14 +255,18 @@ class UserTableModel(RowTableModel):
 
 class BackupTableModel(RowTableModel):
     COLUMNS = (
-        Column("id", "Backup"),
         Column("created_at", "Created", fmt.when),
+        Column("kind", "Kind"),
         Column("size", "Size", fmt.size, numeric=True),
+        Column("created_by", "By"),
+        Column("id", "Backup"),
+        Column("sha256", "sha256", lambda v: (v or "")[:16]),
+        Column("schema_revision", "Schema"),
     )
 
 
 class OperationStepModel(RowTableModel):
-    """Steps of one system start/stop, keyed by instance id."""
+    """Steps of one system start/stop (the master's operation), keyed by instance id."""
 
     KEY = "instance_id"
     COLUMNS = (
@@ -201,7 +276,10 @@ class OperationStepModel(RowTableModel):
             get=lambda r: r.get("name") or r.get("instance_id"),
             deps=("name", "instance_id"),
         ),
+        Column("node_name", "Node"),
         Column("level", "Order", numeric=True),
-        Column("state", "State", colored=True),
+        Column("state", "State", lambda v: str(v or "").replace("_", " "), colored=True),
+        Column("started_at", "Started", fmt.when),
+        Column("finished_at", "Finished", fmt.when),
         Column("error", "Error"),
     )

@@ -23,18 +23,21 @@ from console.models.tables import (
     OperationStepModel,
     PackageTableModel,
 )
-from console.services.metrics import samples_in
+from console.services.records import NOT_AVAILABLE
 from console.services.session import Session
-from protocol.states import DOWN_STATES, InstanceState
+from protocol.states import DOWN_STATES
 
 log = logging.getLogger(__name__)
-METRIC_COLUMNS = ("cpu_percent", "rss_bytes", "read_bps", "write_bps")
-OPERATION_STEP_TIMEOUT = 120.0
+NODE_LOAD = ("cpu_percent", "mem_percent", "disk_percent", "load1")
+OPERATION_POLL = 2.0  # seconds; operations are followed by events, this is the safety net
+FINISHED_STEPS = frozenset({"done", "skipped"})
+GONE_STATES = frozenset({*DOWN_STATES, "unknown", "deploying", "destroying"})
 
 
 class FleetService(QObject):
     loaded = Signal()  # a full reload finished
     operation_changed = Signal(str, str, int, int)  # system id, state, steps done, steps total
+    operation_shown = Signal(dict)  # the operation the steps table now shows (OperationOut)
     instances_deployed = Signal(list)  # ids of instances created by `deploy`
 
     def __init__(self, session: Session, tick_ms: int = 100) -> None:
@@ -49,6 +52,8 @@ class FleetService(QObject):
         self.system_names: dict[str, str] = {}
         self.module_names: dict[str, str] = {}
         self.operation_state = ""
+        self.operation: dict[str, Any] = {}  # the operation the steps table shows
+        self._operation_done = asyncio.Event()
         self._stale_systems: set[str] = set()
         self._reload_timer = QTimer(self)
         self._reload_timer.setSingleShot(True)
@@ -65,7 +70,8 @@ class FleetService(QObject):
             ("package", self.on_package),
         ):
             session.on(topic, self._recording(handler))
-        session.on("metrics", self.on_metrics)
+        self.instances.attach_live(session.live.samples)
+        session.on_metrics(self.on_metrics)
         session.on("operation", self.on_operation)
         session.resynced.connect(self.reload)
         session.logged_out.connect(self.clear)
@@ -100,18 +106,9 @@ class FleetService(QObject):
         self.module_names = {m.id: m.name for d in details for m in d.modules}
         self.nodes.set_rows(n.model_dump() for n in nodes)
         self.packages.set_rows(p.model_dump() for p in packages)
-        # Metrics already shown survive a reload; they are not part of the instance body.
-        old = {
-            k: {c: r.get(c) for c in METRIC_COLUMNS}
-            for k in self.instances.key_list()
-            if (r := self.instances.row(k))
-        }
-        rows = []
-        for inst in instances:
-            row = self.enrich(inst.model_dump())
-            row.update({k: v for k, v in old.get(inst.id, {}).items() if v is not None})
-            rows.append(row)
-        self.instances.set_rows(rows)
+        # Live figures already shown survive a reload: the model keeps them apart from rows.
+        self.instances.set_rows(self.enrich(inst.model_dump()) for inst in instances)
+        self.instances.clear_live(i.id for i in instances if i.state in GONE_STATES)
         self.systems.set_systems([self._enrich_detail(d.model_dump()) for d in details])
         for handler, data in replay:
             handler(data)
@@ -148,10 +145,10 @@ class FleetService(QObject):
     def on_instance(self, data: dict[str, Any]) -> None:
         row = self.enrich(dict(data))
         self.instances.update(row)
+        if data.get("state") in GONE_STATES:  # no process: its last figures are not live
+            self.instances.clear_live([str(data["id"])])
         if not self.systems.update_instance(row) and not data.get("deleted"):
             self._mark_stale(str(data.get("system_id", "")))
-        if self.operation_steps.row(str(data.get("id"))) is not None and "state" in data:
-            self.operation_steps.update({"instance_id": data["id"], "state": data["state"]})
 
     def on_system(self, data: dict[str, Any]) -> None:
         system_id = str(data["id"])
@@ -166,31 +163,57 @@ class FleetService(QObject):
     def on_package(self, data: dict[str, Any]) -> None:
         self.packages.update(data)
 
-    def on_metrics(self, data: dict[str, Any]) -> None:
-        merge = self.instances.merge
-        batch = data.get("samples")
-        if type(batch) is list:
-            # The hot path: a node's batch of samples each second, thousands per tick in all.
-            cols = METRIC_COLUMNS
-            self.instances.merge_many(
-                {
-                    iid: {f: s[f] for f in cols if f in s}
-                    for s in batch
-                    if type(s) is dict and (iid := s.get("instance_id")) is not None
-                },
-                cols,
-            )
-            return
-        for target, kind, _ts, values in samples_in(data):
-            if kind == "instance":
-                merge(target, values)
+    def on_metrics(self, samples: dict[str, dict[str, Any]], changed: set[str] | None) -> None:
+        """New `metrics:<id>` samples: the instance table's live columns read `samples`
+        themselves (nothing per sample here); nodes' (few) go into their load."""
+        self.instances.live_changed(changed)
+        for node_id in self.nodes.key_list() if changed is None else changed:
+            if self.nodes.row_of(node_id) >= 0:
+                sample = samples.get(node_id)
+                if sample is not None and sample.get("kind") == "node":
+                    self._node_load(node_id, sample)
+
+    def _node_load(self, node_id: str, sample: dict[str, Any]) -> None:
+        row = self.nodes.row(node_id)
+        if row is not None:
+            load = dict(row.get("load") or {})
+            load.update({f: sample[f] for f in NODE_LOAD if f in sample})
+            self.nodes.update({"id": node_id, "load": load})
 
     def on_operation(self, data: dict[str, Any]) -> None:
-        for step in data.get("steps", []) or []:
-            if isinstance(step, dict) and step.get("instance_id"):
-                self.operation_steps.update(step)
-        if data.get("state"):
-            self.operation_state = str(data["state"])
+        """Operation events carry every step: show the one followed, or a new one starting."""
+        op_id = data.get("id")
+        if not op_id:
+            return
+        if op_id != self.operation.get("id"):
+            if data.get("state") != "running" and self.operation.get("state") == "running":
+                return  # an old operation's last word while another one is shown
+            self.show_operation(data)
+            return
+        self._apply_operation(data)
+
+    def show_operation(self, data: dict[str, Any]) -> None:
+        self.operation = dict(data)
+        steps = [self._step_row(s) for s in data.get("steps") or [] if isinstance(s, dict)]
+        self.operation_steps.set_rows(steps)
+        self.operation_shown.emit(dict(data))
+        self._apply_operation(data)
+
+    def _apply_operation(self, data: dict[str, Any]) -> None:
+        self.operation.update(data)
+        steps = [s for s in data.get("steps") or [] if isinstance(s, dict)]
+        for step in steps:
+            self.operation_steps.update(self._step_row(step))
+        state = str(data.get("state") or "running")
+        self.operation_state = state
+        done = sum(1 for s in steps if s.get("state") in FINISHED_STEPS)
+        self.operation_changed.emit(str(data.get("system_id", "")), state, done, len(steps))
+        if state != "running":
+            self._operation_done.set()
+
+    def _step_row(self, step: dict[str, Any]) -> dict[str, Any]:
+        node = str(step.get("node_id") or "")
+        return {**step, "node_name": self.node_names.get(node, node), "error": step.get("error")}
 
     def _mark_stale(self, system_id: str) -> None:
         if system_id:
@@ -266,7 +289,17 @@ class FleetService(QObject):
     @async_slot(dict)
     @action("adopting a process")
     async def adopt(self, body: dict[str, Any]) -> str | None:
-        inst = await self.session.require().adopt(body)
+        try:
+            inst = await self.session.require().adopt(body)
+        except ClientError as exc:
+            candidates = exc.details.get("candidates") if exc.code == "ambiguous_match" else None
+            if candidates:  # say which processes matched, so the pattern can be narrowed
+                listed = "; ".join(
+                    f"pid {c.get('pid')} {c.get('cmdline') or c.get('name')}"[:120]
+                    for c in candidates[:5]
+                )
+                raise ClientError(f"{exc.message}: {listed}", code=exc.code) from None
+            raise
         self.on_instance(inst.model_dump())
         info(f"adopted {inst.name}")
         return inst.id
@@ -324,107 +357,40 @@ class FleetService(QObject):
         return await self._run_system(system_id, start=False)
 
     async def _run_system(self, system_id: str, start: bool) -> str:
-        """The master's batch operation, followed step by step; ordered by the console when the
-        master has no batch endpoint yet (same order: ascending start_order, reverse to stop)."""
+        """The master's batch operation (level by level), followed by its `operation` events
+        (and a slow poll, should an event be missed) until it succeeds or fails."""
         client = self.session.require()
-        detail = await client.system(system_id)
-        order = {m.id: m.start_order for m in detail.modules}
-        names = {i.id: i.name for i in detail.instances}
-        levels = {i.id: order.get(i.module_id or "", 0) for i in detail.instances}
-        self.operation_steps.set_rows(
-            {
-                "instance_id": i.id,
-                "name": names[i.id],
-                "level": levels[i.id],
-                "state": "pending",
-                "error": "",
-            }
-            for i in detail.instances
-        )
-        total = len(detail.instances)
-        self.operation_state = "running"
-        self.operation_changed.emit(system_id, "running", 0, total)
         try:
-            op_id = await (client.start_system if start else client.stop_system)(system_id)
+            if start:
+                op = await client.start_system(system_id)
+            else:
+                op = await client.stop_system(system_id)
         except ClientError as exc:
-            if not exc.endpoint_missing:
-                raise
-            state = await self._ordered(system_id, levels, start)
-        else:
-            state = await self._follow(system_id, op_id, total)
-        self.operation_state = state
-        self.operation_changed.emit(system_id, state, self._done_steps(start), total)
-        if state == "failed":
-            failed = [r for r in self.operation_steps.rows() if r.get("error")]
-            why = f"{failed[0]['name']}: {failed[0]['error']}" if failed else "a step failed"
-            raise ClientError(why, code="operation_failed")
-        info(f"system {detail.name} {'started' if start else 'stopped'}")
-        return state
-
-    def _done_steps(self, start: bool) -> int:
+            if exc.endpoint_missing:
+                raise ClientError(
+                    f"starting or stopping a whole system is {NOT_AVAILABLE} "
+                    "(it needs a newer master)",
+                    code="not_available",
+                ) from None
+            raise
+        self._operation_done = done = asyncio.Event()
+        self.show_operation(op.model_dump())
+        while self.operation.get("id") == op.id and self.operation_state == "running":
+            try:
+                await asyncio.wait_for(done.wait(), OPERATION_POLL)
+            except TimeoutError:
+                if self.operation.get("id") == op.id:
+                    self._apply_operation((await client.operation(op.id)).model_dump())
         self.operation_steps.flush()
-        # Steps of the master's operation end "done"; the console's own ordering (a master
-        # without batch operations) records the instance states it reached.
-        want = (
-            {"done", "running", "succeeded", "healthy"}
-            if start
-            else {"done", *DOWN_STATES, "succeeded"}
-        )
-        return sum(1 for r in self.operation_steps.rows() if r.get("state") in want)
-
-    async def _follow(self, system_id: str, op_id: str, total: int) -> str:
-        client = self.session.require()
-        while True:
-            op = await client.operation(op_id)
-            self.on_operation(op.model_dump())
-            self.operation_steps.flush()
-            done = sum(1 for s in op.steps if s.state in ("done", "skipped"))
-            self.operation_changed.emit(system_id, op.state, done, total)
-            if op.state != "running":
-                return op.state
-            await asyncio.sleep(0.3)
-
-    async def _ordered(self, system_id: str, levels: dict[str, int], start: bool) -> str:
-        client = self.session.require()
-        target = InstanceState.RUNNING if start else InstanceState.STOPPED
-        done = 0
-        for level in sorted(set(levels.values()), reverse=not start):
-            ids = [i for i, lv in levels.items() if lv == level]
-            for i in ids:
-                self.operation_steps.update(
-                    {"instance_id": i, "state": "starting" if start else "stopping"}
-                )
-            call = client.start_instance if start else client.stop_instance
-            results = await asyncio.gather(*(call(i) for i in ids), return_exceptions=True)
-            for i, r in zip(ids, results, strict=True):
-                if isinstance(r, BaseException):
-                    self.operation_steps.update(
-                        {"instance_id": i, "state": "failed", "error": str(r)}
-                    )
-                    return "failed"
-            for i in ids:
-                state = await self._wait_state(i, target, start)
-                self.operation_steps.update({"instance_id": i, "state": state})
-                if state != target:
-                    row = self.instances.row(i) or {}
-                    why = row.get("last_error") or f"ended {state}"
-                    self.operation_steps.update({"instance_id": i, "error": why})
-                    return "failed"
-                done += 1
-                self.operation_changed.emit(system_id, "running", done, len(levels))
-        return "succeeded"
-
-    async def _wait_state(self, instance_id: str, target: str, start: bool) -> str:
-        client = self.session.require()
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + OPERATION_STEP_TIMEOUT
-        state = ""
-        while loop.time() < deadline:
-            state = (await client.instance(instance_id)).state
-            if state == target or (start and state in ("failed", "exited")):
-                return state
-            await asyncio.sleep(0.25)
-        return state or "timeout"
+        final = str(self.operation.get("state")) if self.operation.get("id") == op.id else ""
+        if not final:  # another operation on the system superseded this one
+            final = (await client.operation(op.id)).state
+        name = self.system_names.get(system_id, system_id)
+        if final == "failed":
+            why = self.operation.get("error") if self.operation.get("id") == op.id else None
+            raise ClientError(why or f"the operation on {name} failed", code="operation_failed")
+        info(f"system {name} {'started' if start else 'stopped'}")
+        return final
 
     # -- nodes and packages ---------------------------------------------------------------
 

@@ -8,13 +8,13 @@ words instead of an error box per click.
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
+from console import fmt
 from console.client import ClientError
 from console.message import action, async_slot, info, warning
 from console.models.tables import (
@@ -57,16 +57,22 @@ class RecordService(QObject):
             self.availability.emit(feature, ok, message)
 
 
-class AlertsService(RecordService):
-    fired = Signal(dict)  # a new firing alert (for a tray message or the overview)
+Namer = Callable[[str, str], str]  # (kind "system"|"node"|"instance", id) -> a name
 
-    def __init__(self, session: Session, tick_ms: int = 100) -> None:
+
+class AlertsService(RecordService):
+    """Rules, alerts (firing and history, kept live by `alert` events), ack, silences."""
+
+    fired = Signal(dict)  # a new firing alert (for the status bar or a tray message)
+
+    def __init__(self, session: Session, tick_ms: int = 100, history: int = 500) -> None:
         super().__init__(session)
         self.rules = AlertRuleTableModel(self, tick_ms)
         self.alerts = AlertTableModel(self, tick_ms)
         self.silences = SilenceTableModel(self, tick_ms)
-        self.rule_names: dict[str, str] = {}
-        self._told: set[str] = set()
+        self.history = history
+        self.names: Namer = lambda kind, ident: ident
+        self._seen: set[str] = set()  # alert ids already told about
         session.on("alert", self.on_alert)
         session.resynced.connect(self.reload)
         session.logged_out.connect(
@@ -74,18 +80,36 @@ class AlertsService(RecordService):
         )
 
     def on_alert(self, data: dict[str, Any]) -> None:
-        if "id" not in data:
+        alert_id = data.get("id")
+        if not alert_id:
             return
-        row = dict(data)
-        row.setdefault("rule_name", self.rule_names.get(str(row.get("rule_id")), ""))
-        self.alerts.update(row)
-        alert_id = str(row["id"])
-        if row.get("state") == "firing":
-            if alert_id not in self._told and self.alerts.row(alert_id) is None:
-                self.fired.emit(row)
-            self._told.add(alert_id)  # once per alert, however many events repeat it
-        else:
-            self._told.discard(alert_id)
+        self.alerts.update(data)
+        if data.get("state") == "firing" and alert_id not in self._seen:
+            self._seen.add(alert_id)
+            if not data.get("silenced"):
+                self.fired.emit(dict(data))
+
+    def _rule_row(self, rule: dict[str, Any]) -> dict[str, Any]:
+        scope = rule.get("scope") or {}
+        rule["scope_text"] = ", ".join(
+            f"{kind.removesuffix('_id')} {self.names(kind.removesuffix('_id'), str(ident))}"
+            for kind, ident in scope.items()
+        )
+        return rule
+
+    def _silence_row(self, silence: dict[str, Any]) -> dict[str, Any]:
+        parts = []
+        for key, value in sorted((silence.get("matcher") or {}).items()):
+            kind = key.removesuffix("_id")
+            if key == "rule_id":
+                row = self.rules.row(str(value))
+                parts.append(f"rule {row['name'] if row else value}")
+            elif kind in ("system", "node", "instance"):
+                parts.append(f"{kind} {self.names(kind, str(value))}")
+            else:
+                parts.append(f"{key} {value}")
+        silence["matcher_text"] = ", ".join(parts)
+        return silence
 
     @async_slot()
     @action("loading alerts")
@@ -94,27 +118,33 @@ class AlertsService(RecordService):
         rules = await self.guarded("alerts", client.alert_rules())
         if rules is None:
             return
-        self.rule_names = {r.id: r.name for r in rules}
-        self.rules.set_rows(r.model_dump() for r in rules)
-        alerts = await client.alerts() or []
-        self.alerts.set_rows(
-            {**a.model_dump(), "rule_name": self.rule_names.get(a.rule_id or "", "")}
-            for a in alerts
-        )
+        self.rules.set_rows(self._rule_row(r.model_dump()) for r in rules)
+        alerts = await client.alerts(limit=self.history)
+        self._seen.update(a.id for a in alerts)
+        self.alerts.set_rows(a.model_dump() for a in alerts)
         silences = await self.guarded("silences", client.silences())
-        self.silences.set_rows(s.model_dump() for s in silences or [])
+        self.silences.set_rows(self._silence_row(s.model_dump()) for s in silences or [])
 
     @async_slot(dict)
     @action("saving the alert rule")
-    async def save_rule(self, body: dict[str, Any]) -> None:
+    async def save_rule(self, body: dict[str, Any]) -> str:
+        """Create a rule, or (with `id`) change the given fields of one."""
         client = self.session.require()
+        body = dict(body)
         rule_id = body.pop("id", None)
         if rule_id:
             rule = await client.update_alert_rule(str(rule_id), body)
         else:
             rule = await client.create_alert_rule(body)
-        self.rule_names[rule.id] = rule.name
-        self.rules.update(rule.model_dump())
+        self.rules.update(self._rule_row(rule.model_dump()))
+        info(f"alert rule {rule.name} saved")
+        return rule.id
+
+    @async_slot(str, bool)
+    @action("switching the alert rule")
+    async def enable_rule(self, rule_id: str, enabled: bool) -> None:
+        rule = await self.session.require().update_alert_rule(rule_id, {"enabled": enabled})
+        self.rules.update(self._rule_row(rule.model_dump()))
 
     @async_slot(str)
     @action("deleting the alert rule")
@@ -126,43 +156,57 @@ class AlertsService(RecordService):
     @action("acknowledging")
     async def ack(self, alert_ids: list[str]) -> None:
         client = self.session.require()
-        await asyncio.gather(*(client.ack_alert(a) for a in alert_ids))
-        for a in alert_ids:
-            self.alerts.update({"id": a, "acked": True, "acked_by": self.session.username})
+        for alert in await asyncio.gather(*(client.ack_alert(a) for a in alert_ids)):
+            self.alerts.update(alert.model_dump())
 
     @async_slot(dict)
     @action("creating the silence")
-    async def silence(self, body: dict[str, Any]) -> None:
+    async def silence(self, body: dict[str, Any]) -> str | None:
+        """`{"matcher": {...}, "duration_seconds" | "ends_at", "comment"}`."""
         s = await self.guarded("silences", self.session.require().create_silence(body))
-        if s is not None:
-            self.silences.update(s.model_dump())
+        if s is None:
+            return None
+        self.silences.update(self._silence_row(s.model_dump()))
+        info("silenced: matching alerts are shown but notify nobody until it ends")
+        return s.id
 
     @async_slot(str)
-    @action("removing the silence")
+    @action("ending the silence")
     async def unsilence(self, silence_id: str) -> None:
         await self.session.require().delete_silence(silence_id)
         self.silences.remove(silence_id)
 
 
 class LogsService(RecordService):
-    """One log at a time: tail it, then follow it (events when the master sends them, else a poll)."""
+    """One log at a time: its tail, then followed live through `log:<instance>:<name>` events.
 
-    files_listed = Signal(str, list)  # instance id, [{"name","path","size"}]
+    What is shown is the file's bytes up to `end`; live chunks carry their offset in the file,
+    so a chunk already shown is skipped, an overlapping one is trimmed, and a gap (missed
+    while reconnecting) is filled from the tail. A slow check asks the master for the size
+    alone (`tail_bytes=0`) and catches up if the stream said nothing.
+    """
+
+    files_listed = Signal(str, list)  # instance id, [{"name","path","size","exists","error"}]
     text_replaced = Signal(str)
     text_appended = Signal(str)
 
-    def __init__(self, session: Session, poll_ms: int = 2000) -> None:
+    def __init__(self, session: Session, check_ms: int = 5000) -> None:
         super().__init__(session)
         self.instance_id = ""
         self.name = ""
         self.tail_bytes = 256 * 1024
         self.following = False
-        self._last_text = ""
-        self._last_event = 0.0
+        self.end = 0  # where what is shown ends, as an offset in the file
+        self._chunk_seen = False
         self._timer = QTimer(self)
-        self._timer.setInterval(poll_ms)
-        self._timer.timeout.connect(self._poll)
+        self._timer.setInterval(check_ms)
+        self._timer.timeout.connect(self._tick)
         session.on("log", self.on_log)
+        session.resynced.connect(self._resynced)
+
+    @property
+    def key(self) -> str:
+        return f"log:{self.instance_id}:{self.name}"
 
     @async_slot(str)
     @action("listing logs")
@@ -171,17 +215,24 @@ class LogsService(RecordService):
         if files is not None:
             self.files_listed.emit(instance_id, [f.model_dump() for f in files])
 
-    @async_slot(str, str)
+    @async_slot(str, str, bool)
     @action("reading the log")
-    async def open(self, instance_id: str, name: str) -> None:
+    async def open(self, instance_id: str, name: str, follow: bool = False) -> None:
+        """Show the tail of a log; follow it live if asked (or if the last one was followed)."""
+        follow = follow or self.following
         await self._unfollow()
         self.instance_id, self.name = instance_id, name
-        text = await self.guarded(
-            "logs", self.session.require().log_text(instance_id, name, self.tail_bytes)
+        await self._reload()
+        if follow:
+            await self.follow(True)
+
+    async def _reload(self) -> None:
+        tail = await self.guarded(
+            "logs", self.session.require().log_tail(self.instance_id, self.name, self.tail_bytes)
         )
-        if text is not None:
-            self._last_text = text
-            self.text_replaced.emit(text)
+        if tail is not None:
+            self.end = tail.end
+            self.text_replaced.emit(tail.text)
 
     @async_slot(bool)
     @action("following the log")
@@ -189,51 +240,82 @@ class LogsService(RecordService):
         if not on:
             await self._unfollow()
             return
-        if not self.instance_id:
+        if not self.instance_id or self.following:
             return
+        await self.session.subscribe([self.key])
         self.following = True
-        await self.session.subscribe([f"log:{self.instance_id}:{self.name}"])
         self._timer.start()
+        await self._check()  # what was written between the tail and the subscription
 
     async def _unfollow(self) -> None:
         self._timer.stop()
         if self.following and self.instance_id:
-            await self.session.unsubscribe([f"log:{self.instance_id}:{self.name}"])
+            self.following = False
+            await self.session.unsubscribe([self.key])
         self.following = False
 
     def on_log(self, data: dict[str, Any]) -> None:
-        if str(data.get("instance_id")) != self.instance_id or str(data.get("name")) != self.name:
+        if data.get("instance_id") != self.instance_id or data.get("name") != self.name:
             return
         if data.get("error"):  # the master stopped following it, and says why
             warning(f"following {self.name} stopped: {data['error']}")
             self._timer.stop()
             self.following = False
             return
-        chunk = str(data.get("data") or data.get("text") or data.get("chunk") or "")
-        self._last_event = time.monotonic()
+        text = str(data.get("data") or "")
+        start = int(data.get("offset") or 0)
+        stop = start + len(text.encode())
+        self._chunk_seen = True
         if data.get("reset"):  # rotated or truncated: what follows starts a new file
-            self._last_text = chunk
-            self.text_replaced.emit(chunk)
-        elif chunk:
-            self._last_text += chunk
-            self.text_appended.emit(chunk)
+            self.end = stop
+            self.text_replaced.emit(text)
+        elif stop <= self.end:
+            return  # shown already (the tail had it)
+        elif start > self.end:
+            self._catch_up()  # a gap: fill it from the tail, this chunk included
+        else:
+            self.text_appended.emit(text.encode()[self.end - start :].decode(errors="replace"))
+            self.end = stop
 
-    def _poll(self) -> None:
-        if time.monotonic() - self._last_event > 5:  # no live events lately: read the tail
-            self._refresh()
+    def _resynced(self) -> None:
+        if self.following:
+            self._catch_up()
 
     @async_slot()
     @action("reading the log")
-    async def _refresh(self) -> None:
-        if not self.instance_id or self.session.client is None:
+    async def _catch_up(self) -> None:
+        await self._check(force=True)
+
+    @async_slot()
+    @action("reading the log")
+    async def _tick(self) -> None:
+        await self._check()
+
+    async def _check(self, force: bool = False) -> None:
+        """Append what the stream did not bring (or reload after a rotation)."""
+        client = self.session.client
+        if not self.instance_id or client is None or client.token is None:
             return
-        text = await self.session.client.log_text(self.instance_id, self.name, self.tail_bytes)
-        if text != self._last_text:
-            if text.startswith(self._last_text):
-                self.text_appended.emit(text[len(self._last_text) :])
-            else:
-                self.text_replaced.emit(text)
-            self._last_text = text
+        seen, self._chunk_seen = self._chunk_seen, False
+        if seen and not force:
+            return  # the stream is doing its job
+        try:
+            size = (await client.log_tail(self.instance_id, self.name, 0)).size
+        except ClientError:
+            return  # the node may be away; the next check tries again
+        if size == self.end:
+            return
+        missing = size - self.end
+        if missing < 0 or missing > self.tail_bytes:
+            await self._reload()
+            return
+        tail = await client.log_tail(self.instance_id, self.name, missing)
+        if tail.offset != self.end:  # it moved meanwhile: start over from its tail
+            await self._reload()
+            return
+        self.end = tail.end
+        if tail.text:
+            self.text_appended.emit(tail.text)
 
 
 class AuditService(RecordService):
@@ -260,6 +342,8 @@ class AuditService(RecordService):
 
 
 class BackupsService(RecordService):
+    restored = Signal(dict)  # RestoreOut: the master now serves the backup's state
+
     def __init__(self, session: Session) -> None:
         super().__init__(session)
         self.model = BackupTableModel(self)
@@ -273,11 +357,13 @@ class BackupsService(RecordService):
 
     @async_slot()
     @action("creating a backup")
-    async def create(self) -> None:
+    async def create(self) -> str | None:
         b = await self.guarded("backups", self.session.require().create_backup())
-        if b is not None:
-            self.model.update(b.model_dump())
-            info(f"backup {b.id} created")
+        if b is None:
+            return None
+        self.model.update(b.model_dump())
+        info(f"backup {b.id} created ({fmt.size(b.size)})")
+        return b.id
 
     @async_slot(str, str)
     @action("downloading the backup")
@@ -286,11 +372,22 @@ class BackupsService(RecordService):
         info(f"backup saved to {path}")
 
     @async_slot(str)
+    @action("deleting the backup")
+    async def delete(self, backup_id: str) -> None:
+        await self.session.require().delete_backup(backup_id)
+        self.model.remove(backup_id)
+
+    @async_slot(str)
     @action("restoring the backup")
-    async def restore(self, backup_id: str) -> None:
-        await self.session.require().restore_backup(backup_id)
-        info(f"backup {backup_id} restored; reloading")
-        self.session.resynced.emit()
+    async def restore(self, backup_id: str) -> str:
+        out = await self.session.require().restore_backup(backup_id)
+        info(
+            f"backup {out.restored} restored; the state before it is kept as backup "
+            f"{out.safety_backup}"
+        )
+        self.restored.emit(out.model_dump())
+        self.session.resynced.emit()  # everything may have changed: reload it all
+        return out.safety_backup
 
 
 class UsersService(RecordService):

@@ -1,25 +1,32 @@
 """The connection to one master: log-in, the event stream, and who is listening to it.
 
 Services register plain callbacks per topic with `on(topic, fn)` (the stream can carry thousands
-of messages a second, so they do not each become a Qt signal); connectivity and log-in changes
-are Qt signals for the widgets.
+of messages a second, so they do not each become a Qt signal), and `on_metrics(fn)` for live
+samples, which arrive as one dict per drain (`{target id: sample}`). The stream itself is read
+and parsed on its own thread (services/stream.py); the GUI thread only takes what piled up.
+Connectivity and log-in changes are Qt signals for the widgets.
 """
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from PySide6.QtCore import QObject, Signal
+from PySide6.QtCore import QObject, Qt, QTimer, Signal
 
-from console.client import Client, ClientError, EventStream
+from console.client import Client, ClientError
+from console.services.stream import CONNECTED, STATUS, Inbox, LiveFigures, StreamThread
 
 log = logging.getLogger(__name__)
 Handler = Callable[[dict[str, Any]], None]
+# (every target's newest sample, the targets that changed or None for "many, maybe all")
+MetricsHandler = Callable[[dict[str, dict[str, Any]], set[str] | None], None]
+DRAIN_MS = 30  # the stream is taken after this much quiet...
+MAX_WAIT = 0.3  # ...or this many seconds after its first event, whichever comes first
 
 
 class Session(QObject):
@@ -27,16 +34,27 @@ class Session(QObject):
     logged_out = Signal()
     reachable_changed = Signal(bool, str)  # reachable, reason
     resynced = Signal()  # the stream (re)connected: reload full state, events may have been missed
+    _wake = Signal()  # emitted by the stream thread; delivered queued on the GUI thread
 
-    def __init__(self, parent: QObject | None = None) -> None:
+    def __init__(self, parent: QObject | None = None, drain_ms: int = DRAIN_MS) -> None:
         super().__init__(parent)
         self.client: Client | None = None
-        self.stream: EventStream | None = None
+        self.stream: StreamThread | None = None
         self.reachable = False
         self.username = ""
         self.role = ""
         self._handlers: dict[str, list[Handler]] = defaultdict(list)
-        self._task: asyncio.Task[None] | None = None
+        self._metrics_handlers: list[MetricsHandler] = []
+        self.live = LiveFigures()
+        self.inbox = Inbox(self._wake.emit, self.live)
+        # Events are taken once the stream has been quiet for `drain_ms` (or `MAX_WAIT` after
+        # the first): a second's burst of frames becomes one drain and one repaint, not dozens.
+        self._drain_ms = drain_ms
+        self._first_wake = 0.0
+        self._drain_timer = QTimer(self)
+        self._drain_timer.setSingleShot(True)
+        self._drain_timer.timeout.connect(self._drain_due)
+        self._wake.connect(self._woken, Qt.ConnectionType.QueuedConnection)
         self.events_received = 0
 
     # -- who listens ----------------------------------------------------------------------
@@ -44,14 +62,60 @@ class Session(QObject):
     def on(self, topic: str, handler: Handler) -> None:
         self._handlers[topic].append(handler)
 
+    def on_metrics(self, handler: MetricsHandler) -> None:
+        """`handler(samples, changed)`: `samples` holds every target's newest live sample (the
+        stream thread keeps writing it: read it, never iterate it); `changed` names the targets
+        with a new one since the last call, or is None when there were many."""
+        self._metrics_handlers.append(handler)
+
     def dispatch(self, topic: str, data: dict[str, Any]) -> None:
         """Hand one event to its listeners (also how tests and the benchmark replay a stream)."""
+        if topic == "metrics":
+            key = data.get("id")
+            if isinstance(key, str):
+                self.live.put(key, data)
+                self.dispatch_metrics(self.live.take())
+            return
         self.events_received += 1
         for handler in self._handlers.get(topic, ()):
             try:
                 handler(data)
             except Exception:  # one bad handler must not stop the stream
                 log.exception("handler for %s events failed", topic)
+
+    def dispatch_metrics(self, changed: set[str] | None) -> None:
+        samples = self.live.samples
+        for handler in self._metrics_handlers:
+            try:
+                handler(samples, changed)
+            except Exception:
+                log.exception("handler for metrics failed")
+
+    def _woken(self) -> None:
+        self._first_wake = time.monotonic()
+        self._drain_timer.start(self._drain_ms)
+
+    def _drain_due(self) -> None:
+        now = time.monotonic()
+        quiet = now - self.inbox.last_put
+        if quiet * 1000 < self._drain_ms and now - self._first_wake < MAX_WAIT:
+            self._drain_timer.start(max(1, self._drain_ms - int(quiet * 1000)))
+            return
+        self.drain()
+
+    def drain(self) -> int:
+        """Take what the stream thread queued and hand it out; returns how many events."""
+        events, live = self.inbox.take()
+        for topic, data in events:
+            if topic == STATUS:
+                self._on_status(*data)
+            elif topic == CONNECTED:
+                self.resynced.emit()
+            else:
+                self.dispatch(topic, data)
+        if live:
+            self.dispatch_metrics(self.live.take())
+        return len(events) + int(live)
 
     @property
     def connected(self) -> bool:
@@ -81,20 +145,24 @@ class Session(QObject):
         await self.logout(quiet=True)
         self.client = client
         self.username, self.role = out.user.username, out.user.role
-        self.stream = EventStream(client, self.dispatch, self._on_status)
-        self.stream.on_connect = self._on_stream_connect
-        self._task = asyncio.ensure_future(self.stream.run())
+        self.start_stream(client)
         self.logged_in.emit(client.base_url, self.username, self.role)
 
+    def start_stream(self, client: Client) -> None:
+        """Follow `client`'s event stream (login does this; the benchmark calls it directly)."""
+        self.inbox = Inbox(self._wake.emit, self.live)  # fresh: nothing of a previous stream
+        self.stream = StreamThread(client, self.inbox)
+        self.stream.start()
+
     async def logout(self, quiet: bool = False) -> None:
-        stream, task, client = self.stream, self._task, self.client
-        self.stream = self._task = self.client = None
+        stream, client = self.stream, self.client
+        self.stream = self.client = None
         if stream is not None:
-            stream.stop()
-        if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+            self.inbox = Inbox(self._wake.emit, LiveFigures())  # the old stream's last words
+            with contextlib.suppress(Exception):
+                await stream.stop()
+            self.live.samples.clear()
+            self.live.take()
         if client is not None:
             await client.close()
             if not quiet:
@@ -108,9 +176,6 @@ class Session(QObject):
     async def unsubscribe(self, keys: Iterable[str]) -> None:
         if self.stream is not None:
             await self.stream.unsubscribe(keys)
-
-    async def _on_stream_connect(self) -> None:
-        self.resynced.emit()
 
     def _on_status(self, connected: bool, reason: str) -> None:
         if connected != self.reachable or not connected:

@@ -129,6 +129,10 @@ class Chart(QWidget):
         if nice != self._top or force:
             self._top = nice
             self.y_axis.setRange(0, nice)
+            # Enough decimals that the five labels differ (0 - 1 KiB/s needs two).
+            digits = 0 if nice >= 20 else 1 if nice >= 2 else 2
+            unit = " " + self.unit.replace("%", "%%") if self.unit else ""
+            self.y_axis.setLabelFormat(f"%.{digits}f{unit}")
         return drawn
 
 

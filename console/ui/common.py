@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import QSettings, Qt, Signal
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtGui import QAction, QKeySequence, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
@@ -15,13 +15,14 @@ from PySide6.QtWidgets import (
     QLineEdit,
     QMessageBox,
     QPushButton,
-    QTableView,
     QToolBar,
     QVBoxLayout,
     QWidget,
 )
 
+from console import fmt
 from console.models.base import FilterProxy, RowTableModel
+from console.ui.tableview import TableView
 
 
 def confirm(parent: QWidget | None, title: str, text: str, destructive: bool = True) -> bool:
@@ -96,6 +97,7 @@ class TablePanel(QWidget):
         settings: QSettings | None = None,
         parent: QWidget | None = None,
         filter_hint: str = "Filter (any column)…",
+        sort: tuple[str | int, Qt.SortOrder] | None = None,
     ) -> None:
         super().__init__(parent)
         self.model = model
@@ -117,20 +119,24 @@ class TablePanel(QWidget):
         lay.addLayout(top)
         self.notice = Notice()
         lay.addWidget(self.notice)
-        self.view = QTableView()
+        self.view = TableView()
         self.view.setObjectName(f"{name}Table")
         self.view.setModel(self.proxy)
         self.view.setSortingEnabled(True)
         self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
         self.view.setAlternatingRowColors(True)
         self.view.setWordWrap(False)
+        # Fixed row heights: the view never asks the model for size hints per row.
         self.view.verticalHeader().hide()
+        self.view.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
         self.view.verticalHeader().setDefaultSectionSize(24)
         header = self.view.horizontalHeader()
         header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
         header.setStretchLastSection(True)
         header.setHighlightSections(False)
-        self.view.sortByColumn(0, Qt.SortOrder.AscendingOrder)
+        column, order = sort if sort is not None else (0, Qt.SortOrder.AscendingOrder)
+        self.view.sortByColumn(model.column(column) if isinstance(column, str) else column, order)
+        self.view.paint_rows_of(self.proxy)
         self.view.selectionModel().selectionChanged.connect(
             lambda *_: self.selection_changed.emit()
         )
@@ -141,6 +147,7 @@ class TablePanel(QWidget):
         find.triggered.connect(self._focus_filter)
         self.addAction(find)
         self._sized = False
+        self._shown = False
         model.modelReset.connect(self._size_columns)
         model.rowsInserted.connect(lambda *_: self._size_columns() if len(model) <= 200 else None)
         self.restore()
@@ -149,14 +156,23 @@ class TablePanel(QWidget):
         self.filter.setFocus()
         self.filter.selectAll()
 
+    def showEvent(self, event: QShowEvent) -> None:
+        super().showEvent(event)
+        if not self._shown:  # sized again now that the style sheet's font applies
+            self._shown = True
+            self._size_columns()
+
     def _size_columns(self) -> None:
         # Fit the columns to the first screenful of a (re)load, until the user's own widths
         # were restored; sizing looks at the visible rows only, so 10,000 rows cost nothing.
         if not self._sized and self.model.rowCount():
+            self.view.ensurePolished()  # measure with the font the style sheet gives
             self.view.resizeColumnsToContents()
+            date = self.view.fontMetrics().horizontalAdvance("2026-11-28 03:45:12") + 12
             for c, col in enumerate(self.model.COLUMNS):
-                # Live figures grow after the first fill: numeric columns get room for them.
-                floor = 96 if col.numeric else 60
+                # Live figures grow after the first fill: numeric columns get room for them,
+                # and times, which a first fill may not have had yet, room for a whole one.
+                floor = 96 if col.numeric else date if col.fmt is fmt.when else 60
                 self.view.setColumnWidth(c, min(max(self.view.columnWidth(c), floor), 320))
 
     def add_action(

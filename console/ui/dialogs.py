@@ -184,7 +184,14 @@ class NodePicker(Form):
 
 
 class AdoptDialog(Form):
+    """`POST /instances/adopt`: take over a process GDOS did not start."""
+
     STRATEGIES = {"PID file": "pid_file", "Process name": "process_name", "Command line": "cmdline"}
+    HINTS = {
+        "pid_file": "/run/app.pid",
+        "process_name": "java",
+        "cmdline": "a regular expression, e.g. app\\.jar",
+    }
 
     def __init__(
         self, systems: dict[str, str], nodes: list[Row], parent: QWidget | None = None
@@ -195,14 +202,20 @@ class AdoptDialog(Form):
             self.system.addItem(name, sid)
         self.node = QComboBox()
         for n in nodes:
-            self.node.addItem(str(n.get("hostname")), n["id"])
+            self.node.addItem(f"{n.get('hostname')} ({n.get('status')})", n["id"])
         self.name = QLineEdit()
         self.strategy = QComboBox()
         self.strategy.addItems(list(self.STRATEGIES))
         self.match = QLineEdit()
-        self.match.setPlaceholderText("/run/app.pid, java, or a cmdline pattern")
+        self.strategy.currentTextChanged.connect(self._hint)
         self.start_cmd = QLineEdit()
+        self.start_cmd.setPlaceholderText("optional; needed to start or restart it")
         self.stop_cmd = QLineEdit()
+        self.stop_cmd.setPlaceholderText("optional; without it: SIGTERM, then SIGKILL")
+        self.restart = QComboBox()
+        self.restart.addItems(["no", "on-failure", "always"])
+        self.start_order = QSpinBox()
+        self.start_order.setRange(0, 10_000)
         self.logs = QPlainTextEdit()
         self.logs.setPlaceholderText("Name=/path/to/file.log, one per line")
         self.logs.setMaximumHeight(70)
@@ -214,9 +227,15 @@ class AdoptDialog(Form):
             ("Match", self.match),
             ("Start command", self.start_cmd),
             ("Stop command", self.stop_cmd),
+            ("Restart", self.restart),
+            ("Start order", self.start_order),
             ("Log files", self.logs),
         ):
             self.form.addRow(label, w)
+        self._hint(self.strategy.currentText())
+
+    def _hint(self, text: str) -> None:
+        self.match.setPlaceholderText(self.HINTS[self.STRATEGIES[text]])
 
     def values(self) -> dict[str, Any]:
         if not self.system.currentData() or not self.node.currentData():
@@ -229,6 +248,9 @@ class AdoptDialog(Form):
             "process_name": "process_name",
             "cmdline": "cmdline_pattern",
         }[strategy]
+        restart = self.restart.currentText()
+        if restart != "no" and not self.start_cmd.text().strip():
+            raise ValueError("a restart policy needs a start command")
         body: dict[str, Any] = {
             "system_id": self.system.currentData(),
             "node_id": self.node.currentData(),
@@ -236,6 +258,8 @@ class AdoptDialog(Form):
             "strategy": strategy,
             field: self.match.text().strip(),
             "log_paths": parse_env(self.logs.toPlainText()),
+            "restart": restart,
+            "start_order": self.start_order.value(),
         }
         if self.start_cmd.text().strip():
             body["start_command"] = self.start_cmd.text().strip()
@@ -244,75 +268,193 @@ class AdoptDialog(Form):
         return body
 
 
+Choices = dict[str, list[tuple[str, str]]]  # scope kind -> [(id, name)]
+METRICS = {
+    "cpu_percent": "CPU (% of one core)",
+    "rss_bytes": "memory (RSS, bytes)",
+    "state": "instance state",
+    "node_status": "node status",
+}
+
+
 class AlertRuleDialog(Form):
-    def __init__(self, row: Row | None = None, parent: QWidget | None = None) -> None:
+    """A rule (`POST/PATCH /alert-rules`); the scope is picked by name."""
+
+    def __init__(
+        self, row: Row | None = None, scopes: Choices | None = None, parent: QWidget | None = None
+    ) -> None:
         super().__init__("Edit alert rule" if row else "New alert rule", parent)
         row = row or {}
         self.row = row
+        self.scopes = scopes or {}
         self.name = QLineEdit(str(row.get("name", "")))
+        self.enabled = QCheckBox("Evaluate this rule")
+        self.enabled.setChecked(bool(row.get("enabled", True)))
         self.metric_box = QComboBox()
-        self.metric_box.addItems(["cpu_percent", "rss_bytes", "state", "node_status"])
-        self.metric_box.setCurrentText(str(row.get("metric", "cpu_percent")))
+        for key, label in METRICS.items():
+            self.metric_box.addItem(label, key)
+        self.metric_box.setCurrentIndex(
+            max(0, self.metric_box.findData(row.get("metric", "cpu_percent")))
+        )
         self.op = QComboBox()
         self.op.addItems([">", "<", "==", "!="])
         self.op.setCurrentText(str(row.get("op", ">")))
-        self.threshold = QLineEdit(str(row.get("threshold", "90")))
+        threshold = row.get("threshold", 90)
+        self.threshold = QLineEdit(
+            f"{threshold:g}" if isinstance(threshold, float) else str(threshold)
+        )
         self.for_seconds = QDoubleSpinBox()
-        self.for_seconds.setRange(0, 86400)
+        self.for_seconds.setRange(0, 7 * 86400)
         self.for_seconds.setValue(float(row.get("for_seconds", 30)))
+        self.for_seconds.setSuffix(" s")
         self.scope_kind = QComboBox()
-        self.scope_kind.addItems(["everything", "system_id", "node_id", "instance_id"])
+        self.scope_kind.addItem("everything", "")
+        for kind in ("system", "node", "instance"):
+            self.scope_kind.addItem(kind, kind)
+        self.scope_target = QComboBox()
+        self.scope_target.setEditable(True)  # an id typed by hand works too
+        self.scope_kind.currentIndexChanged.connect(lambda _: self._targets())
         scope = row.get("scope") or {}
-        self.scope_id = QLineEdit()
         if scope:
             kind, value = next(iter(scope.items()))
-            self.scope_kind.setCurrentText(kind)
-            self.scope_id.setText(str(value))
+            self.scope_kind.setCurrentIndex(
+                max(0, self.scope_kind.findData(kind.removesuffix("_id")))
+            )
+            self._targets()
+            i = self.scope_target.findData(value)
+            if i >= 0:
+                self.scope_target.setCurrentIndex(i)
+            else:
+                self.scope_target.setEditText(str(value))
+        else:
+            self._targets()
         self.severity = QComboBox()
         self.severity.addItems(["warning", "critical"])
         self.severity.setCurrentText(str(row.get("severity", "warning")))
         self.webhook = QLineEdit(str(row.get("webhook_url") or ""))
+        self.webhook.setPlaceholderText("optional: https://… receives firing and resolved")
+        self.metric_box.currentIndexChanged.connect(lambda _: self._metric_hint())
+        self._metric_hint()
         for label, w in (
             ("Name", self.name),
+            ("", self.enabled),
             ("Metric", self.metric_box),
             ("Condition", self.op),
             ("Threshold", self.threshold),
-            ("For (seconds)", self.for_seconds),
+            ("For", self.for_seconds),
             ("Scope", self.scope_kind),
-            ("Scope id", self.scope_id),
+            ("Of", self.scope_target),
             ("Severity", self.severity),
             ("Webhook URL", self.webhook),
         ):
             self.form.addRow(label, w)
 
+    def _metric_hint(self) -> None:
+        hints = {
+            "cpu_percent": "a number, e.g. 90",
+            "rss_bytes": "a number of bytes, e.g. 1073741824",
+            "state": "an instance state: failed, exited, stopped, running…",
+            "node_status": "online or offline",
+        }
+        self.threshold.setPlaceholderText(hints[str(self.metric_box.currentData())])
+
+    def _targets(self) -> None:
+        kind = str(self.scope_kind.currentData() or "")
+        self.scope_target.clear()
+        self.scope_target.setEnabled(bool(kind))
+        for ident, name in sorted(self.scopes.get(kind, []), key=lambda t: t[1]):
+            self.scope_target.addItem(f"{name} ({ident})", ident)
+
+    def scope(self) -> dict[str, str]:
+        kind = str(self.scope_kind.currentData() or "")
+        if not kind:
+            return {}
+        i = self.scope_target.currentIndex()
+        text = self.scope_target.currentText().strip()
+        ident = (
+            self.scope_target.itemData(i)
+            if i >= 0 and self.scope_target.itemText(i) == text
+            else text
+        )
+        if not ident:
+            raise ValueError(f"pick the {kind} the rule watches")
+        return {f"{kind}_id": str(ident)}
+
     def values(self) -> dict[str, Any]:
         if not self.name.text().strip():
             raise ValueError("a rule needs a name")
+        metric = str(self.metric_box.currentData())
         raw = self.threshold.text().strip()
         threshold: float | str
-        try:
-            threshold = float(raw)
-        except ValueError:
-            if self.metric_box.currentText() in ("cpu_percent", "rss_bytes"):
+        if metric in ("cpu_percent", "rss_bytes"):
+            try:
+                threshold = float(raw)
+            except ValueError:
                 raise ValueError("the threshold of a numeric metric is a number") from None
+        else:
+            if self.op.currentText() not in ("==", "!="):
+                raise ValueError(f"{METRICS[metric]} compares with == or != only")
+            if not raw:
+                raise ValueError("give the state the rule compares with")
             threshold = raw
         body: dict[str, Any] = {
             "name": self.name.text().strip(),
-            "metric": self.metric_box.currentText(),
+            "enabled": self.enabled.isChecked(),
+            "metric": metric,
             "op": self.op.currentText(),
             "threshold": threshold,
             "for_seconds": self.for_seconds.value(),
             "severity": self.severity.currentText(),
-            "scope": {},
+            "scope": self.scope(),
             "webhook_url": self.webhook.text().strip() or None,
         }
-        if self.scope_kind.currentText() != "everything":
-            if not self.scope_id.text().strip():
-                raise ValueError("give the id the rule is scoped to")
-            body["scope"] = {self.scope_kind.currentText(): self.scope_id.text().strip()}
         if self.row.get("id"):
             body["id"] = self.row["id"]
         return body
+
+
+class SilenceDialog(Form):
+    """`POST /silences`: alerts matching stay visible but notify nobody for a while."""
+
+    def __init__(self, alert: Row, parent: QWidget | None = None) -> None:
+        super().__init__("Silence alerts", parent)
+        self.alert = alert
+        self.what = QComboBox()
+        target = f"{alert.get('target_kind')} {alert.get('target_name') or alert.get('target_id')}"
+        rule = alert.get("rule_name") or alert.get("rule_id")
+        if alert.get("rule_id") and alert.get("target_id"):
+            self.what.addItem(f"rule {rule} on {target}", "rule+target")
+        if alert.get("rule_id"):
+            self.what.addItem(f"rule {rule} everywhere", "rule")
+        if alert.get("target_id"):
+            self.what.addItem(f"every rule on {target}", "target")
+        self.minutes = QSpinBox()
+        self.minutes.setRange(1, 366 * 24 * 60)
+        self.minutes.setValue(60)
+        self.minutes.setSuffix(" min")
+        self.comment = QLineEdit()
+        self.comment.setPlaceholderText("why (shown to everyone)")
+        self.form.addRow("Silence", self.what)
+        self.form.addRow("For", self.minutes)
+        self.form.addRow("Comment", self.comment)
+
+    def values(self) -> dict[str, Any]:
+        what = str(self.what.currentData() or "")
+        if not what:
+            raise ValueError("this alert has neither a rule nor a target to match")
+        a = self.alert
+        matcher: dict[str, str] = {}
+        if what in ("rule+target", "rule"):
+            matcher["rule_id"] = str(a["rule_id"])
+        if what in ("rule+target", "target"):
+            matcher[f"{a.get('target_kind', 'instance')}_id"] = str(a["target_id"])
+        minutes = self.minutes.value()
+        return {
+            "matcher": matcher,
+            "duration_seconds": minutes * 60,
+            "comment": self.comment.text().strip()
+            or f"silenced from the console for {minutes} min",
+        }
 
 
 class UserDialog(Form):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from PySide6.QtCore import QSettings, Qt, Signal
+from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtWidgets import QComboBox, QLabel, QSplitter, QVBoxLayout, QWidget
 
 from console.services.fleet import FleetService
@@ -56,16 +56,49 @@ class InstancesPage(QWidget):
         self.current = ""
         t.selection_changed.connect(self._selected)
         metrics.unavailable.connect(self.charts.say)
+        # Live figures are followed for the rows in view (the master caps subscriptions):
+        # asked again, a moment after scrolling, sorting, filtering or the rows changing.
+        self._rows_timer = QTimer(self)
+        self._rows_timer.setSingleShot(True)
+        self._rows_timer.setInterval(200)
+        self._rows_timer.timeout.connect(self.follow_visible_rows)
+        proxy = t.proxy
+        for sig in (proxy.modelReset, proxy.layoutChanged, proxy.rowsInserted, proxy.rowsRemoved):
+            sig.connect(lambda *_: self._rows_timer.start())
+        t.view.verticalScrollBar().valueChanged.connect(lambda _: self._rows_timer.start())
+
+    def resizeEvent(self, event: Any) -> None:
+        super().resizeEvent(event)
+        self._rows_timer.start()
+
+    def visible_keys(self, margin: int = 10) -> list[str]:
+        """Instance ids whose rows are in view (with a margin), or all when they all fit."""
+        model, proxy, view = self.fleet.instances, self.table.proxy, self.table.view
+        room = self.metrics.budget - len(self.metrics.charted)
+        if len(model) <= room:
+            return model.key_list()
+        first = max(0, view.rowAt(0))
+        last = view.rowAt(view.viewport().height() - 1)
+        if last < 0:
+            last = proxy.rowCount() - 1
+        rows = range(max(0, first - margin), min(proxy.rowCount(), last + margin + 1))
+        return [proxy.key_at(r) for r in rows][:room]
+
+    def follow_visible_rows(self) -> None:
+        self.metrics.want_rows(self.visible_keys())
 
     def _state_filter(self) -> None:
         state = str(self.state_filter.currentData() or "")
-        self.table.proxy.setFilterKeyColumn(self.fleet.instances.column("state") if state else -1)
-        self.table.filter.setText(state)
+        self.table.filter.setEnabled(not state)
+        col = self.fleet.instances.column("state")
+        self.table.proxy.set_text(state or self.table.filter.text(), col if state else -1)
 
     def _selected(self) -> None:
         keys = self.table.selected_keys()
         if not keys or keys[0] == self.current:
             return
+        if self.current:
+            self.metrics.unwatch(self.current)
         self.current = keys[0]
         row = self.fleet.instances.row(self.current) or {}
         self.charts.show_target("instance", self.current, str(row.get("name", self.current)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from typing import Any
 
 from PySide6.QtCore import Qt, QTimer
 from PySide6.QtGui import QBrush, QColor
@@ -104,12 +105,25 @@ class OverviewPage(QWidget):
         self._timer.setSingleShot(True)
         self._timer.setInterval(300)
         self._timer.timeout.connect(self.refresh)
+        # Counted again when rows come, go or change, never for live figures alone (those
+        # change every second), and only while the page is shown.
+        self._stale = True
         for model in (nodes, instances, alerts, packages):
-            for sig in (model.modelReset, model.rowsInserted, model.rowsRemoved, model.dataChanged):
-                sig.connect(lambda *_: self._timer.start())
+            model.content_changed.connect(self._changed)
         self.refresh()
 
+    def _changed(self) -> None:
+        self._stale = True
+        if self.isVisible():
+            self._timer.start()
+
+    def showEvent(self, event: Any) -> None:
+        super().showEvent(event)
+        if self._stale:
+            self.refresh()
+
     def refresh(self) -> None:
+        self._stale = False
         node_states = Counter(str(r.get("status")) for r in self.nodes.rows())
         online = node_states.get("online", 0)
         offline = node_states.get("offline", 0)
@@ -124,7 +138,7 @@ class OverviewPage(QWidget):
         self.instance_card.show_value(
             f"{running} running",
             _colored(inst_states, STATES),
-            STATE_COLORS["failed"] if bad else None,
+            STATE_COLORS["warning"] if bad else None,  # the detail line says which
         )
         firing = [r for r in self.alerts.rows() if r.get("state") == "firing"]
         unacked = [r for r in firing if not r.get("acked")]
@@ -167,7 +181,10 @@ class OverviewPage(QWidget):
             self.problems.addItem(f"… and {shown - MAX_PROBLEMS} more instances (see Instances)")
         for r in firing:
             self.problems.addItem(
-                f"alert {r.get('rule_name') or r.get('rule_id')} firing on {r.get('target')}"
+                f"alert {r.get('rule_name') or r.get('rule_id')} ({r.get('severity')}) firing on "
+                f"{r.get('target_kind', '')} {r.get('target_name') or r.get('target')}"
+                + (" (acknowledged)" if r.get("acked") else "")
+                + (" (silenced)" if r.get("silenced") else "")
             )
         if not self.problems.count():
             self.problems.addItem("Nothing needs attention.")

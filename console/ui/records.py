@@ -2,17 +2,17 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from PySide6.QtCore import QSettings
+from PySide6.QtCore import QSettings, Qt
 from PySide6.QtGui import QFont, QFontDatabase, QKeySequence, QShortcut, QTextCursor, QTextDocument
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
     QFileDialog,
     QHBoxLayout,
-    QInputDialog,
     QLabel,
     QLineEdit,
     QPlainTextEdit,
@@ -23,6 +23,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
+from console import fmt
 from console.message import info
 from console.models.base import RowTableModel
 from console.services.records import (
@@ -34,7 +35,7 @@ from console.services.records import (
     UsersService,
 )
 from console.ui import common
-from console.ui.dialogs import AlertRuleDialog, UserDialog
+from console.ui.dialogs import AlertRuleDialog, Choices, SilenceDialog, UserDialog
 
 MAX_LOG_CHARS = 2_000_000
 
@@ -130,16 +131,24 @@ class LogsPage(QWidget):
             return
         self.file.clear()
         for f in files:
-            self.file.addItem(f"{f['name']} ({f.get('size', 0)} B)", f["name"])
+            if f.get("error"):
+                label = f"{f['name']} (refused: {f['error']})"
+            elif f.get("exists") is False:
+                label = f"{f['name']} (not written yet)"
+            else:
+                label = f"{f['name']} ({fmt.size(f.get('size', 0))})"
+            self.file.addItem(label, f["name"])
+            self.file.setItemData(
+                self.file.count() - 1, f.get("path", ""), Qt.ItemDataRole.ToolTipRole
+            )
         if files:
             self._open()
 
-    def _open(self) -> None:
+    def _open(self) -> Any:
         iid, name = self.instance.currentData(), self.file.currentData()
         if iid and name:
-            self.logs.open(str(iid), str(name))
-            if self.follow.isChecked():
-                self.logs.follow(True)
+            return self.logs.open(str(iid), str(name), self.follow.isChecked())
+        return None
 
     def _replace(self, text: str) -> None:
         self.text.setPlainText(text[-MAX_LOG_CHARS:])
@@ -173,9 +182,15 @@ class LogsPage(QWidget):
 
 
 class AlertsPage(QWidget):
-    def __init__(self, alerts: AlertsService, settings: QSettings | None = None) -> None:
+    def __init__(
+        self,
+        alerts: AlertsService,
+        settings: QSettings | None = None,
+        scopes: Callable[[], Choices] | None = None,
+    ) -> None:
         super().__init__()
         self.alerts = alerts
+        self.scopes = scopes or dict
         lay = QVBoxLayout(self)
         lay.addWidget(_title("Alerts"))
         self.notice = common.Notice()
@@ -184,8 +199,8 @@ class AlertsPage(QWidget):
         tabs = QTabWidget()
         self.tabs = tabs
         self.active = common.TablePanel(alerts.alerts, "alerts", settings)
-        self.active.add_action("Acknowledge", self.ack, "Ctrl+K")
-        self.active.add_action("Silence…", self.silence, "Ctrl+Shift+M")
+        self.ack_action = self.active.add_action("Acknowledge", self.ack, "Ctrl+K")
+        self.silence_action = self.active.add_action("Silence…", self.silence, "Ctrl+Shift+M")
         self.only_firing = QCheckBox("Only firing")
         self.only_firing.toggled.connect(self._only_firing)
         self.active.toolbar.addWidget(self.only_firing)
@@ -193,66 +208,72 @@ class AlertsPage(QWidget):
         self.rules = common.TablePanel(alerts.rules, "alertRules", settings)
         self.rules.add_action("New rule…", self.new_rule, "Ctrl+N", needs_selection=False)
         self.rules.add_action("Edit…", self.edit_rule, "F2")
+        self.toggle_action = self.rules.add_action("Enable / disable", self.toggle_rule, "Ctrl+E")
         self.rules.add_action("Delete", self.delete_rule, "Del")
         self.rules.view.doubleClicked.connect(lambda _: self.edit_rule())
         tabs.addTab(self.rules, "Rules")
         self.silences = common.TablePanel(alerts.silences, "silences", settings)
-        self.silences.add_action("Remove silence", self.unsilence, "Del")
+        self.silences.add_action("End silence", self.unsilence, "Del")
         _watch_availability(alerts, self.silences.notice, "silences")
         tabs.addTab(self.silences, "Silences")
         lay.addWidget(tabs, 1)
 
     def _only_firing(self, on: bool) -> None:
-        proxy = self.active.proxy
-        proxy.setFilterKeyColumn(self.alerts.alerts.column("state") if on else -1)
-        self.active.filter.setText("firing" if on else "")
+        col = self.alerts.alerts.column("state")
+        self.active.filter.setEnabled(not on)
+        self.active.proxy.set_text("firing" if on else self.active.filter.text(), col if on else -1)
 
     def ack(self) -> Any:
         keys = self.active.selected_keys()
         return self.alerts.ack(keys) if keys else None
 
-    def silence(self) -> Any:
+    def silence(self, body: dict[str, Any] | None = None) -> Any:
         rows = self.active.selected_rows()
-        if not rows:
-            return None
-        minutes, ok = QInputDialog.getInt(
-            self, "Silence", "Silence this alert's rule for how many minutes?", 60, 1, 7 * 24 * 60
-        )
-        if not ok:
-            return None
-        now = datetime.now(UTC)
-        body = {
-            "rule_id": rows[0].get("rule_id"),
-            "target": rows[0].get("target"),
-            "starts_at": now.strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "ends_at": (now + timedelta(minutes=minutes)).strftime("%Y-%m-%dT%H:%M:%SZ"),
-            "comment": f"silenced from the console for {minutes} min",
-        }
+        if body is None:
+            if not rows:
+                return None
+            dlg = SilenceDialog(rows[0], self)
+            if not dlg.exec():
+                return None
+            body = dlg.values()
         return self.alerts.silence(body)
 
-    def new_rule(self) -> None:
-        dlg = AlertRuleDialog(parent=self)
-        if dlg.exec():
-            self.alerts.save_rule(dlg.values())
+    def new_rule(self, body: dict[str, Any] | None = None) -> Any:
+        if body is None:
+            dlg = AlertRuleDialog(scopes=self.scopes(), parent=self)
+            if not dlg.exec():
+                return None
+            body = dlg.values()
+        return self.alerts.save_rule(body)
 
-    def edit_rule(self) -> None:
+    def edit_rule(self) -> Any:
         rows = self.rules.selected_rows()
         if rows:
-            dlg = AlertRuleDialog(rows[0], self)
+            dlg = AlertRuleDialog(rows[0], self.scopes(), self)
             if dlg.exec():
-                self.alerts.save_rule(dlg.values())
+                return self.alerts.save_rule(dlg.values())
+        return None
+
+    def toggle_rule(self) -> Any:
+        rows = self.rules.selected_rows()
+        if rows:
+            return self.alerts.enable_rule(str(rows[0]["id"]), not rows[0].get("enabled", True))
+        return None
 
     def delete_rule(self) -> None:
         rows = self.rules.selected_rows()
         if rows and common.confirm(
-            self, "Delete rule", f"Delete alert rule {rows[0].get('name')}?"
+            self,
+            "Delete rule",
+            f"Delete alert rule {rows[0].get('name')}? Its firing alerts resolve; "
+            "past alerts stay in the history.",
         ):
             self.alerts.delete_rule(str(rows[0]["id"]))
 
     def unsilence(self) -> None:
         keys = self.silences.selected_keys()
         if keys and common.confirm(
-            self, "Remove silence", "Remove this silence? Matching alerts notify again."
+            self, "End silence", "End this silence now? Matching alerts notify again."
         ):
             self.alerts.unsilence(keys[0])
 
@@ -299,7 +320,11 @@ class AuditPage(QWidget):
         self.action.returnPressed.connect(self.load)
         lay.addLayout(filters)
         self.table = common.TablePanel(
-            audit.model, "audit", settings, filter_hint="Search these rows…"
+            audit.model,
+            "audit",
+            settings,
+            filter_hint="Search these rows…",
+            sort=("ts", Qt.SortOrder.DescendingOrder),
         )
         _watch_availability(audit, self.table.notice, "audit")
         lay.addWidget(self.table, 1)
@@ -336,22 +361,44 @@ class BackupsPage(QWidget):
         self.backups = backups
         lay = QVBoxLayout(self)
         lay.addWidget(_title("Backups"))
-        self.table = common.TablePanel(backups.model, "backups", settings)
-        self.table.add_action("Create backup", backups.create, "Ctrl+B", needs_selection=False)
-        self.table.add_action("Download…", self.download, "Ctrl+S")
-        self.table.add_action("Restore…", self.restore)
-        self.table.add_action(
-            "Refresh", backups.reload, needs_selection=False
-        )  # F5: View > Refresh
-        _watch_availability(backups, self.table.notice, "backups")
-        lay.addWidget(self.table, 1)
+        self.table = common.TablePanel(
+            backups.model, "backups", settings, sort=("created_at", Qt.SortOrder.DescendingOrder)
+        )
+        t = self.table
+        self.create_action = t.add_action(
+            "Create backup", backups.create, "Ctrl+B", needs_selection=False
+        )
+        t.add_action("Download…", self.download, "Ctrl+S")
+        self.restore_action = t.add_action("Restore…", self.restore)
+        t.add_action("Delete…", self.delete, "Del")
+        t.add_action("Refresh", backups.reload, needs_selection=False)
+        _watch_availability(backups, t.notice, "backups")
+        hint = QLabel(
+            "Backups are consistent copies of the master's database, taken while it runs. "
+            "Restoring one puts every system, module, instance, rule and user back as it was; "
+            "the state just before is kept as a pre-restore backup. Downloading, deleting and "
+            "restoring need the admin role."
+        )
+        hint.setObjectName("hint")
+        hint.setWordWrap(True)
+        lay.addWidget(hint)
+        lay.addWidget(t, 1)
 
-    def download(self) -> None:
+    def download(self, path: str | None = None) -> Any:
         keys = self.table.selected_keys()
-        if keys:
-            path, _ = QFileDialog.getSaveFileName(self, "Save backup", f"gdos-backup-{keys[0]}.db")
-            if path:
-                self.backups.download(keys[0], path)
+        if not keys:
+            return None
+        if path is None:
+            path, _ = QFileDialog.getSaveFileName(
+                self, "Save backup", f"gdos-backup-{keys[0]}.db", "SQLite (*.db)"
+            )
+        return self.backups.download(keys[0], path) if path else None
+
+    def delete(self) -> Any:
+        keys = self.table.selected_keys()
+        if keys and common.confirm(self, "Delete backup", f"Delete backup {keys[0]} for good?"):
+            return self.backups.delete(keys[0])
+        return None
 
     def restore(self) -> Any:
         rows = self.table.selected_rows()
@@ -360,8 +407,10 @@ class BackupsPage(QWidget):
         if not common.confirm(
             self,
             "Restore",
-            f"Restore backup {rows[0]['id']} from {rows[0].get('created_at')}? Everything changed "
-            "since then (systems, modules, instances, users) goes back to that moment.",
+            f"Restore backup {rows[0]['id']} from {fmt.when(rows[0].get('created_at'))}? "
+            "Everything changed since then (systems, modules, instances, rules, users) goes back "
+            "to that moment. Running services the backup does not know keep running and are "
+            "listed on their nodes as unmanaged.",
         ):
             return None
         return self.backups.restore(str(rows[0]["id"]))

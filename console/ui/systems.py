@@ -75,7 +75,14 @@ class SystemsPage(QWidget):
         self.steps.setModel(fleet.operation_steps)
         self.steps.verticalHeader().hide()
         self.steps.horizontalHeader().setStretchLastSection(True)
-        self.steps.setColumnWidth(0, 240)
+        self.steps.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+        self.steps.verticalHeader().setDefaultSectionSize(24)
+        self.steps.setColumnWidth(0, 220)
+        self.steps.setColumnWidth(1, 140)
+        self.steps.setColumnWidth(2, 60)
+        self.steps.setColumnWidth(3, 120)
+        self.steps.setColumnWidth(4, 150)
+        self.steps.setColumnWidth(5, 150)
         for w in (self.op_label, self.op_bar, self.steps):
             ops_lay.addWidget(w)
         split.addWidget(ops)
@@ -217,13 +224,19 @@ class SystemsPage(QWidget):
         return out
 
     def _operation(self, system_id: str, state: str, done: int, total: int) -> None:
+        op = self.fleet.operation
         name = self.fleet.system_names.get(system_id, system_id)
         self.op_bar.setRange(0, max(1, total))
         self.op_bar.setValue(done)
         words = {"running": "in progress", "succeeded": "done", "failed": "failed"}.get(
             state, state
         )
-        self.op_label.setText(f"{name}: {words} ({done} of {total} steps)")
+        level = f", start order {op['level']}" if state == "running" and op.get("level") else ""
+        by = f" by {op['actor']}" if op.get("actor") else ""
+        text = f"{op.get('kind', 'operation')} {name}{by}: {words} ({done} of {total} steps{level})"
+        if state == "failed" and op.get("error"):
+            text += f": {op['error']}"
+        self.op_label.setText(text)
 
     def current_index(self) -> QModelIndex:
         return self.tree.currentIndex()

@@ -92,60 +92,103 @@ def test_updates_are_batched_into_ranged_data_changed():
     model.modelReset.connect(lambda: resets.append(1))
     model.rowsInserted.connect(lambda parent, a, b: inserted.append((a, b)))
     for n in range(100, 600):
-        model.update({"id": f"i{n}", "cpu_percent": float(n)})
-        model.update({"id": f"i{n}", "rss_bytes": n * 1000})  # two updates of one row: merged
+        model.update({"id": f"i{n}", "state": "running"})
+        model.update({"id": f"i{n}", "pid": n})  # two updates of one row: merged
     model.update({"id": "new1", "name": "new1", "state": "deploying"})
     model.update({"id": "new2", "name": "new2", "state": "deploying"})
     assert changed == [] and inserted == []  # nothing until the tick
     assert model.flush() == 502
-    cpu, rss = model.column("cpu_percent"), model.column("rss_bytes")
-    assert changed == [(100, 599, cpu, rss)]  # one ranged signal, only the columns that changed
+    state, pid = model.column("state"), model.column("pid")
+    assert changed == [(100, 599, state, pid)]  # one ranged signal, only the columns that changed
     assert inserted == [(1000, 1001)]
     assert resets == []
     row = model.row("i300")
-    assert row["cpu_percent"] == 300.0 and row["rss_bytes"] == 300_000 and row["state"] == "stopped"
+    assert row["pid"] == 300 and row["state"] == "running"
 
 
-def test_a_metrics_tick_does_not_resort_a_proxy_sorted_by_name():
+def _cpu(n: float) -> dict:
+    return {"id": "x", "kind": "instance", "cpu_percent": n, "rss_bytes": 1 << 20}
+
+
+def test_live_figures_take_one_dict_update_and_one_ranged_signal():
     _app()
     model = tables.InstanceTableModel(tick_ms=1000)
-    model.set_rows([{"id": f"i{n}", "name": f"i{n:04d}", "state": "running"} for n in range(2000)])
+    QAbstractItemModelTester(model, FAIL)
+    model.set_rows([{"id": f"i{n}", "name": f"i{n:04d}"} for n in range(2000)])
+    changed: list[tuple[int, int, int, int, list]] = []
+    model.dataChanged.connect(
+        lambda a, b, roles=None: changed.append(
+            (a.row(), b.row(), a.column(), b.column(), list(roles or []))
+        )
+    )
+    model.set_live({f"i{n}": _cpu(float(n % 97)) for n in range(2000)})
+    model.set_live({"unknown": _cpu(1.0)})  # not a row: never shown
+    assert changed == []
+    model.flush()
+    cpu, write = model.column("cpu_percent"), model.column("write_bps")
+    assert changed == [(0, 1999, cpu, write, [int(Qt.ItemDataRole.DisplayRole)])]
+    assert model.row("i5") == {"id": "i5", "name": "i0005"}  # rows are not touched
+    assert model.data(model.index(5, cpu)) == "5.0 %"
+    assert model.data(model.index(5, model.column("rss_bytes"))) == "1.0 MiB"
+    assert model.data(model.index(5, cpu), SORT_ROLE) == 5.0
+    # A few samples (what subscriptions bring): ranged runs over just those rows.
+    changed.clear()
+    model.set_live({"i10": _cpu(50.0), "i11": _cpu(51.0), "i1500": _cpu(1.0)})
+    model.flush()
+    assert [(a, b) for a, b, *_ in changed] == [(10, 11), (1500, 1500)]
+    assert model.data(model.index(10, cpu)) == "50.0 %"
+    # No longer followed: blank, never a stale figure shown as live.
+    model.clear_live(["i10"])
+    model.flush()
+    assert model.data(model.index(10, cpu)) == ""
+
+
+def test_a_live_tick_does_not_resort_a_table_sorted_by_name():
+    _app()
+    model = tables.InstanceTableModel(tick_ms=1000, resort_ms=1_000_000)
+    model.set_rows([{"id": f"i{n}", "name": f"i{n:04d}", "state": "running"} for n in range(3000)])
     proxy = FilterProxy(model)
     proxy.sort(model.column("name"))
     layouts = []
     proxy.layoutChanged.connect(lambda *a: layouts.append(1))
-    for n in range(2000):
-        model.merge(f"i{n}", {"cpu_percent": float(n % 97)})
-    model.merge("unknown", {"cpu_percent": 1.0})  # not a row: ignored
+    model.set_live({f"i{n}": _cpu(float(n % 97)) for n in range(3000)})
     model.flush()
-    assert layouts == []
-    assert model.row("i5")["cpu_percent"] == 5.0 and model.row("unknown") is None
-    proxy.sort(model.column("cpu_percent"))
+    assert layouts == [] and model.resorts == 0
+    # Sorted by the changing column: the order follows on the slower timer, not every tick.
+    proxy.sort(model.column("cpu_percent"), Qt.SortOrder.DescendingOrder)
+    assert proxy.index(0, model.column("cpu_percent")).data(SORT_ROLE) == 96.0
     layouts.clear()
-    for n in range(2000):
-        model.merge(f"i{n}", {"cpu_percent": float((n * 7) % 101)})
+    model.set_live({f"i{n}": _cpu(float((n * 7) % 101)) for n in range(3000)})
     model.flush()
-    assert layouts  # sorted by the changing column: the proxy re-sorts, as it must
-    top = proxy.index(0, model.column("cpu_percent")).data(SORT_ROLE)
-    assert top == 0.0
+    assert layouts == [] and model._resort_timer.isActive()
+    model.resort()  # what the timer does
+    assert layouts == [1]
+    assert proxy.index(0, model.column("cpu_percent")).data(SORT_ROLE) == 100.0
 
 
-def test_merge_many_applies_a_batch_in_one_ranged_signal():
+def test_sorting_keeps_the_selection_on_its_row():
     _app()
+    from PySide6.QtCore import QItemSelectionModel
+
     model = tables.InstanceTableModel(tick_ms=1000)
-    QAbstractItemModelTester(model, FAIL)
-    model.set_rows([{"id": f"i{n}", "name": f"i{n}"} for n in range(100)])
-    changed = []
-    model.dataChanged.connect(
-        lambda a, b, roles=None: changed.append((a.row(), b.row(), a.column(), b.column()))
+    model.set_rows([{"id": f"i{n}", "name": f"n{n}", "pid": n} for n in range(10)])
+    proxy = FilterProxy(model)
+    QAbstractItemModelTester(proxy, FAIL)
+    selection = QItemSelectionModel(proxy)
+    proxy.sort(model.column("pid"))
+    selection.select(
+        proxy.index(3, 0),
+        QItemSelectionModel.SelectionFlag.ClearAndSelect | QItemSelectionModel.SelectionFlag.Rows,
     )
-    fields = ("cpu_percent", "rss_bytes")
-    model.merge_many({f"i{n}": {"cpu_percent": 1.0 * n} for n in range(50)}, fields)
-    model.merge_many({"i10": {"rss_bytes": 5}, "ghost": {"cpu_percent": 9.0}}, fields)
+    assert proxy.key_at(selection.selectedRows()[0].row()) == "i3"
+    proxy.sort(model.column("pid"), Qt.SortOrder.DescendingOrder)
+    assert proxy.key_at(selection.selectedRows()[0].row()) == "i3"
+    assert proxy.key_at(0) == "i9"
+    # A small table follows a change of the sorted column at the next tick.
+    model.update({"id": "i0", "pid": 100})
     model.flush()
-    assert changed == [(0, 49, model.column("cpu_percent"), model.column("rss_bytes"))]
-    assert model.row("i10") == {"id": "i10", "name": "i10", "cpu_percent": 10.0, "rss_bytes": 5}
-    assert model.row("ghost") is None and len(model) == 100
+    assert proxy.key_at(0) == "i0"
+    assert proxy.key_at(selection.selectedRows()[0].row()) == "i3"
 
 
 def test_an_update_that_changes_nothing_signals_nothing():
@@ -181,20 +224,33 @@ def test_sparse_updates_give_one_signal_per_run_and_removals_keep_index():
     assert model.row("i10") is None
 
 
-def test_filter_proxy_sorts_numbers_as_numbers():
+def test_filter_proxy_sorts_numbers_as_numbers_and_filters_text():
     _app()
     model = tables.InstanceTableModel(tick_ms=0)
     model.set_rows(
         [
-            {"id": f"i{n}", "name": f"web-{n}", "cpu_percent": v}
-            for n, v in enumerate([9.0, 10.0, 100.0, 2.5])
+            {"id": f"i{n}", "name": f"web-{n}", "state": s, "pid": v}
+            for n, (v, s) in enumerate(
+                [(9, "running"), (10, "stopped"), (100, "running"), (2, "failed")]
+            )
         ]
     )
     proxy = FilterProxy(model)
-    proxy.sort(model.column("cpu_percent"), Qt.SortOrder.DescendingOrder)
+    QAbstractItemModelTester(proxy, FAIL)
+    proxy.sort(model.column("pid"), Qt.SortOrder.DescendingOrder)
     assert [proxy.key_at(r) for r in range(4)] == ["i2", "i1", "i0", "i3"]
     proxy.set_text("WEB-1")
     assert proxy.rowCount() == 1 and proxy.key_at(0) == "i1"
+    proxy.set_text("running", model.column("state"))
+    assert sorted(proxy.key_at(r) for r in range(proxy.rowCount())) == ["i0", "i2"]
+    # Not dynamic: a change reaches the filter on its timer, not per signal.
+    model.update({"id": "i3", "state": "running"})
+    model.flush()
+    assert proxy.rowCount() == 2
+    proxy.refilter()  # what the re-filter timer does
+    assert proxy.rowCount() == 3
+    proxy.set_text("")
+    assert proxy.rowCount() == 4
 
 
 def test_system_tree_passes_the_model_tester_and_updates_in_place():

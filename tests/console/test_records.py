@@ -1,5 +1,5 @@
-"""Audit, users, logs and alerts services: against a real master where it has the endpoints, and
-against a stand-in for our own client (documented contract) where the master does not yet."""
+"""Audit, users and alert services against a real master (no agent needed); the log follower's
+offset logic against a stand-in for the client's `log_tail`."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ import io
 
 import pytest
 
-from console.client import ClientError
-from console.schemas import Alert, AlertRule, LogFile
+from console.client import LogTail
 from console.services.records import AlertsService, AuditService, LogsService, UsersService
 from console.services.session import Session
+from protocol.rest_ops import LogFileOut
 from tests.console.conftest import until
 from tests.support import ADMIN_PASSWORD
 
@@ -57,49 +57,38 @@ async def test_users_create_and_delete_and_a_clear_refusal(session):
     assert users.model.row("admin") is not None
 
 
-class ContractClient:
-    """Answers the documented logs and alerts endpoints (API.md) the way a newer master does."""
+class LogClient:
+    """Stands in for the master's log endpoints (`log_tail`) with a file that grows."""
+
+    token = "t"
 
     def __init__(self) -> None:
-        self.text = "line 1\n"
-        self.acked: list[str] = []
-        self.rules: list[AlertRule] = []
-        self.token = "t"
+        self.data = b"line 1\n"
+        self.reads: list[int] = []
 
     async def logs(self, instance_id):
         return [
-            LogFile(name="stdout", path="/x/stdout.log", size=7),
-            LogFile(name="Access Log", size=0),
+            LogFileOut(name="stdout", path="/x/stdout.log", size=7),
+            LogFileOut(name="Access Log", path="/x/access.log", size=0, exists=False),
         ]
 
-    async def log_text(self, instance_id, name, tail_bytes=65536):
-        return self.text
-
-    async def alert_rules(self):
-        return self.rules
-
-    async def create_alert_rule(self, body):
-        rule = AlertRule(id=f"r{len(self.rules) + 1}", **body)
-        self.rules.append(rule)
-        return rule
-
-    async def alerts(self, state=None, since=None):
-        return [Alert(id="a1", rule_id="r1", target="instance=i1", value=93.5, state="firing")]
-
-    async def ack_alert(self, alert_id):
-        self.acked.append(alert_id)
-
-    async def silences(self):
-        raise ClientError("no such endpoint", status=404, code="not_found")
-
-    async def subscribe(self, keys):
-        pass
+    async def log_tail(self, instance_id, name, tail_bytes=65536):
+        self.reads.append(tail_bytes)
+        part = self.data[len(self.data) - min(tail_bytes, len(self.data)) :]
+        return LogTail(part.decode(), len(self.data), len(self.data) - len(part), len(part))
 
 
-async def test_logs_tail_follow_and_live_chunks():
+async def test_logs_tail_then_live_chunks_placed_by_offset():
     session = Session()
-    session.client = ContractClient()
-    logs = LogsService(session, poll_ms=50)
+    client = LogClient()
+    session.client = client
+    subscribed: list[str] = []
+
+    async def subscribe(keys):
+        subscribed.extend(keys)
+
+    session.subscribe = subscribe
+    logs = LogsService(session, check_ms=60_000)
     files: list[list] = []
     replaced: list[str] = []
     appended: list[str] = []
@@ -107,54 +96,114 @@ async def test_logs_tail_follow_and_live_chunks():
     logs.text_replaced.connect(replaced.append)
     logs.text_appended.connect(appended.append)
     await logs.list_files("i1")
-    assert [f["name"] for f in files[-1]] == ["stdout", "Access Log"]
-    await logs.open("i1", "stdout")
-    assert replaced == ["line 1\n"]
-    await logs.follow(True)
-    session.client.text = "line 1\nline 2\n"
-    await until(lambda: appended == ["line 2\n"], what="polled tail appended")
-    session.dispatch("log", {"instance_id": "i1", "name": "stdout", "text": "line 3\n"})
-    session.dispatch("log", {"instance_id": "i1", "name": "stderr", "text": "not ours\n"})
-    assert appended == ["line 2\n", "line 3\n"]
-    # The master's log_chunk shape: `data`, `reset` after a rotation, `error` when it stops.
-    session.dispatch(
-        "log",
-        {"instance_id": "i1", "name": "stdout", "offset": 0, "data": "fresh\n", "reset": True},
-    )
-    assert replaced[-1] == "fresh\n"
-    session.dispatch(
-        "log", {"instance_id": "i1", "name": "stdout", "error": "the file became a symlink"}
-    )
+    assert [(f["name"], f["exists"]) for f in files[-1]] == [
+        ("stdout", True),
+        ("Access Log", False),
+    ]
+    await logs.open("i1", "stdout", True)
+    assert replaced == ["line 1\n"] and logs.end == 7
+    assert subscribed == ["log:i1:stdout"] and logs.following
+    # The master's `log` events carry where their bytes start in the file.
+    chunk = {"instance_id": "i1", "name": "stdout", "reset": False}
+    session.dispatch("log", {**chunk, "offset": 0, "data": "line 1\n"})  # the tail had it
+    session.dispatch("log", {**chunk, "offset": 7, "data": "line 2\n"})
+    session.dispatch("log", {**chunk, "offset": 10, "data": "e 2\nline 3\n"})  # overlaps
+    session.dispatch("log", {**chunk, "name": "stderr", "offset": 21, "data": "not ours\n"})
+    assert appended == ["line 2\n", "line 3\n"] and logs.end == 21
+    # A gap (missed while reconnecting) is filled from the tail.
+    client.data = b"line 1\nline 2\nline 3\nline 4\nline 5\n"
+    session.dispatch("log", {**chunk, "offset": 28, "data": "line 5\n"})
+    await until(lambda: appended[-1:] == ["line 4\nline 5\n"], what="the gap filled")
+    assert logs.end == len(client.data)
+    # The slow check: the stream said nothing, the size grew: the missing bytes are fetched.
+    client.data += b"line 6\n"
+    await logs._check()
+    assert appended[-1] == "line 6\n" and client.reads[-2:] == [0, 7]
+    # Rotated: what follows starts a new file.
+    session.dispatch("log", {**chunk, "offset": 0, "data": "fresh\n", "reset": True})
+    assert replaced[-1] == "fresh\n" and logs.end == 6
+    session.dispatch("log", {**chunk, "error": "the file became a symlink"})
     assert not logs.following
     from console import message
 
     assert "the file became a symlink" in message.bridge().history[-1][1]
-    await logs.follow(False)
-    assert not logs.following
 
 
-async def test_alerts_rules_ack_and_firing_events():
+async def test_alert_rules_and_silences_against_a_real_master(session):
+    alerts = AlertsService(session, tick_ms=0)
+    await alerts.reload()
+    assert alerts.available == {"alerts": True, "silences": True}
+    builtin = [r for r in alerts.rules.rows() if r["id"] == "node-offline"]
+    assert builtin and builtin[0]["metric"] == "node_status"  # the master's built-in rule
+    rule_id = await alerts.save_rule(
+        {"name": "hot", "metric": "cpu_percent", "op": ">", "threshold": 90, "for_seconds": 5}
+    )
+    alerts.rules.flush()
+    row = alerts.rules.row(rule_id)
+    assert row["enabled"] is True and row["resolve_for_seconds"] == 5.0
+    cond = alerts.rules.column("condition")
+    assert alerts.rules.data(alerts.rules.index(alerts.rules.row_of(rule_id), cond)) == (
+        "cpu_percent > 90"
+    )
+    await alerts.enable_rule(rule_id, False)
+    alerts.rules.flush()
+    assert alerts.rules.row(rule_id)["enabled"] is False
+    # A bad rule is refused in words and changes nothing.
+    from console import message
+
+    rules_before = len(alerts.rules)
+    bad = {"name": "bad", "metric": "state", "op": ">", "threshold": "running"}
+    assert await alerts.save_rule(bad) is None
+    assert "saving the alert rule failed" in message.bridge().history[-1][1]
+    alerts.rules.flush()
+    assert len(alerts.rules) == rules_before
+    silence_id = await alerts.silence(
+        {"matcher": {"rule_id": rule_id}, "duration_seconds": 600, "comment": "maintenance"}
+    )
+    alerts.silences.flush()
+    silence = alerts.silences.row(silence_id)
+    assert silence["active"] is True and silence["matcher_text"] == "rule hot"
+    await alerts.unsilence(silence_id)
+    alerts.silences.flush()
+    assert alerts.silences.row(silence_id) is None
+    await alerts.reload()
+    assert alerts.silences.row(silence_id) is None  # ended on the master, not only here
+    assert alerts.rules.row(rule_id)["enabled"] is False
+    await alerts.delete_rule(rule_id)
+    alerts.rules.flush()
+    assert alerts.rules.row(rule_id) is None
+
+
+async def test_alert_events_tell_once_and_show_the_alert():
     session = Session()
-    client = ContractClient()
-    session.client = client
     alerts = AlertsService(session, tick_ms=0)
     fired: list[dict] = []
     alerts.fired.connect(fired.append)
-    await alerts.save_rule(
-        {"name": "hot", "metric": "cpu_percent", "op": ">", "threshold": 90, "for_seconds": 5}
-    )
-    await alerts.reload()
-    assert alerts.rules.row("r1")["name"] == "hot"
-    assert alerts.alerts.row("a1")["rule_name"] == "hot"
-    assert alerts.available == {"alerts": True, "silences": False}
-    await alerts.ack(["a1"])
-    alerts.alerts.flush()
-    assert client.acked == ["a1"] and alerts.alerts.row("a1")["acked"] is True
-    session.dispatch("alert", {"id": "a2", "rule_id": "r1", "state": "firing", "target": "node=n1"})
-    session.dispatch("alert", {"id": "a2", "rule_id": "r1", "state": "firing", "target": "node=n1"})
+    alert = {
+        "id": "a2",
+        "rule_id": "r1",
+        "rule_name": "hot",
+        "metric": "cpu_percent",
+        "severity": "critical",
+        "target": "instance/i1",
+        "target_kind": "instance",
+        "target_id": "i1",
+        "target_name": "web-1",
+        "value": 93.5,
+        "state": "firing",
+        "acked": False,
+        "silenced": False,
+    }
+    session.dispatch("alert", alert)
+    session.dispatch("alert", {**alert, "acked": True, "acked_by": "ops"})
     assert [a["id"] for a in fired] == ["a2"]  # told once, not per repeat
     alerts.alerts.flush()
-    assert alerts.alerts.row("a2")["rule_name"] == "hot"
+    model = alerts.alerts
+    texts = [model.data(model.index(0, c)) for c in range(model.columnCount())]
+    assert texts[:5] == ["firing", "critical", "hot", "instance web-1", "93.5 %"]
+    assert texts[7] == "ops"
+    session.dispatch("alert", {**alert, "id": "a3", "silenced": True})
+    assert [a["id"] for a in fired] == ["a2"]  # silenced: shown, not announced
 
 
 class SlowFleetClient:
