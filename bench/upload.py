@@ -3,21 +3,32 @@
     .venv/bin/python bench/upload.py                 # 1 GiB, work files in ./bench/.work
     .venv/bin/python bench/upload.py --size-mb 256 --dir /var/tmp/x
 
-In one run, on one disk: `cp` of the package file (the peer; `dd bs=1M`, a copy through user
-space, and hashlib's sha256 of the file, which every upload must compute, are printed for context), then the same file uploaded to a
-real master subprocess as one tus PATCH, as 64 MiB tus PATCHes (what a tus client with a chunk
-size does), and as a one-shot POST. The client sends with sendfile() so it costs next to no CPU.
-Each upload is timed until the master answered, i.e. until the package was hashed, validated
-(every entry read) and registered. The master's RSS is sampled every 10 ms; growth is the peak
-over its RSS just before the upload. Targets (DESIGN.md): >= half of cp, >= 200 MB/s, growth
-< 32 MB.
+In one run, on one disk: `cp` of the package file (the peer, page cache warm as it is for the
+uploads), then the same file uploaded to a real master subprocess (`python -m master`, the
+`gdos-master` entry point) as one tus PATCH, as 64 MiB tus PATCHes (what a tus client with a
+chunk size does), and as a one-shot POST. Printed for context: `cp` with the source evicted
+from the page cache, `dd bs=1M` (a copy through user space), `dd conv=fsync` (until the copy
+is on disk), sha256 of the file and of the same bytes already in memory (which every upload must
+compute, on one core: it cannot be split).
+
+The client sends with sendfile() so it costs next to no CPU (its CPU time is printed). Each
+upload is timed until the master answered, i.e. until the package was hashed, validated (every
+entry's CRC checked) and registered; "tail" is the part after the client's last byte left. The
+master's RSS is sampled every 10 ms (growth = peak over its RSS just before the upload), and
+so is its CPU per thread: all threads, the event loop's, and the busiest other one (the sha256
+thread). "others" is the CPU that processes other than the master and this client used during
+the upload (the machine may be shared), in cores. Targets (DESIGN.md): >= half of cp,
+>= 200 MB/s, growth < 32 MB.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import hashlib
 import json
 import os
+import resource
 import shutil
 import socket
 import subprocess
@@ -72,37 +83,75 @@ def time_cmd(argv: list[str], dst: Path | None = None) -> float:
     return elapsed
 
 
+def cold(path: Path) -> None:
+    """Drop `path` (only it) from the page cache, so the next read comes from the disk."""
+    os.sync()
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
+def sha256_in_memory(size: int) -> float:
+    """Seconds hashlib needs for `size` bytes already in memory (1 MiB updates, one core)."""
+    block = os.urandom(1 << 20)
+    h = hashlib.sha256()
+    t = time.perf_counter()
+    for _ in range(size >> 20):
+        h.update(block)
+    return time.perf_counter() - t
+
+
 def peer(seconds: float) -> dict[str, Any]:
-    return {"seconds": seconds, "rss_growth": 0, "cpu": float("nan"), "loop_cpu": float("nan")}
+    nan = float("nan")
+    return {"seconds": seconds, "rss_growth": 0, "cpu": nan, "loop_cpu": nan, "top_cpu": nan}
+
+
+def busy_seconds() -> float:
+    """CPU seconds all processes have used since boot (user, nice, system, irq, softirq)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:8]]
+    user, nice, system, _idle, _iowait, irq, softirq = fields
+    return (user + nice + system + irq + softirq) / os.sysconf("SC_CLK_TCK")
 
 
 class Sampler:
+    """The master's RSS peak and CPU per thread (its spool threads live only for one body)."""
+
     def __init__(self, pid: int) -> None:
         self.proc = psutil.Process(pid)
         self.base = self.proc.memory_info().rss
         self.peak = self.base
-        self.cpu0 = self.proc.cpu_times()
-        self.main0 = self._main_cpu()
+        self.start = self._threads()
+        self.last = dict(self.start)
+        self.machine0 = busy_seconds()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
+    def _threads(self) -> dict[int, float]:
+        return {t.id: t.user_time + t.system_time for t in self.proc.threads()}
+
     def _run(self) -> None:
         while not self._stop.wait(0.01):
             self.peak = max(self.peak, self.proc.memory_info().rss)
+            with contextlib.suppress(psutil.Error):
+                self.last.update(self._threads())
 
-    def _main_cpu(self) -> float:
-        for t in self.proc.threads():
-            if t.id == self.proc.pid:  # the event loop's thread: HTTP parsing, the app
-                return float(t.user_time + t.system_time)
-        return 0.0
-
-    def finish(self) -> tuple[int, float, float]:
+    def finish(self) -> dict[str, float]:
         self._stop.set()
         self._thread.join()
-        cpu = self.proc.cpu_times()
-        used = (cpu.user - self.cpu0.user) + (cpu.system - self.cpu0.system)
-        return self.peak - self.base, used, self._main_cpu() - self.main0
+        self.last.update(self._threads())
+        used = {tid: cpu - self.start.get(tid, 0.0) for tid, cpu in self.last.items()}
+        loop = used.pop(self.proc.pid, 0.0)  # the event loop's thread: HTTP, the app
+        return {
+            "rss_growth": self.peak - self.base,
+            "cpu": loop + sum(used.values()),
+            "loop_cpu": loop,
+            "top_cpu": max(used.values(), default=0.0),
+            "machine": busy_seconds() - self.machine0,
+        }
 
 
 class RawHttp:
@@ -111,6 +160,8 @@ class RawHttp:
     def __init__(self, port: int, token: str) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port))
         self.token = token
+
+    last_byte = 0.0  # when the last body byte was handed to the kernel
 
     def request(
         self, method: str, path: str, headers: dict[str, str], body: tuple[Path, int, int] | None
@@ -124,6 +175,7 @@ class RawHttp:
         if body:
             with open(body[0], "rb") as f:
                 self.sock.sendfile(f, body[1], body[2])
+            self.last_byte = time.perf_counter()
         return self._response()
 
     def _response(self) -> tuple[int, dict[str, str], bytes]:
@@ -195,19 +247,24 @@ def run(
     os.sync()
     time.sleep(0.5)
     sampler = Sampler(master.pid)
+    client0 = resource.getrusage(resource.RUSAGE_THREAD)
     t = time.perf_counter()
     how(http, path, chunk)
     elapsed = time.perf_counter() - t
-    growth, cpu, loop_cpu = sampler.finish()
+    client1 = resource.getrusage(resource.RUSAGE_THREAD)
+    figures = sampler.finish()
     http.close()
     for pkg in api.get("/api/v1/packages", params={"name": "bench"}).json():
         api.delete(f"/api/v1/packages/{pkg['id']}")
+    client = (client1.ru_utime - client0.ru_utime) + (client1.ru_stime - client0.ru_stime)
+    others = max(0.0, figures.pop("machine") - figures["cpu"] - client)
     return {
         "seconds": elapsed,
-        "rss_growth": growth,
-        "cpu": cpu,
-        "loop_cpu": loop_cpu,
+        "tail": t + elapsed - http.last_byte,
+        "client_cpu": client,
+        "others": others / elapsed,
         "rss_base": sampler.base,
+        **figures,
     }
 
 
@@ -242,8 +299,11 @@ def main() -> int:
 
             results: dict[str, list[dict[str, Any]]] = {
                 "cp": [],
-                "dd bs=1M (context)": [],
-                "sha256 (context)": [],
+                "cp, source not cached": [],
+                "dd bs=1M": [],
+                "dd bs=1M conv=fsync": [],
+                "sha256 of the file": [],
+                "sha256 in memory": [],
                 "tus, one PATCH": [],
                 "tus, 64 MiB PATCHes": [],
                 "one-shot POST": [],
@@ -251,12 +311,20 @@ def main() -> int:
             for _ in range(args.repeat):
                 copy = work / "copy.zip"
                 results["cp"].append(peer(time_cmd(["cp", str(src), str(copy)], copy)))
-                results["dd bs=1M (context)"].append(
+                cold(src)
+                results["cp, source not cached"].append(
+                    peer(time_cmd(["cp", str(src), str(copy)], copy))
+                )
+                results["dd bs=1M"].append(
                     peer(time_cmd(["dd", f"if={src}", f"of={copy}", "bs=1M"], copy))
                 )
-                results["sha256 (context)"].append(
+                results["dd bs=1M conv=fsync"].append(
+                    peer(time_cmd(["dd", f"if={src}", f"of={copy}", "bs=1M", "conv=fsync"], copy))
+                )
+                results["sha256 of the file"].append(
                     peer(time_cmd([sys.executable, "-c", HASH, str(src)]))
                 )
+                results["sha256 in memory"].append(peer(sha256_in_memory(size)))
                 results["tus, one PATCH"].append(run(master, api, token, src, tus_upload, size))
                 results["tus, 64 MiB PATCHes"].append(
                     run(master, api, token, src, tus_upload, 64 * MB)
@@ -272,17 +340,26 @@ def main() -> int:
     cp_rate = size / best["cp"]["seconds"] / 1e6
     print(f"\nmaster RSS before uploads: {base_rss / MB:.0f} MiB; load: {os.getloadavg()}")
     print(
-        f"{'what':<22} {'best s':>7} {'MB/s':>7} {'vs cp':>6} {'RSS growth':>11} "
-        f"{'master CPU s':>13} {'(loop thread)':>13}   all runs (s)"
+        f"{'what':<22} {'best s':>6} {'MB/s':>5} {'vs cp':>5} {'RSS +':>7} {'tail':>5} "
+        f"{'master CPU s: all':>17} {'loop':>5} {'hash':>5} {'client':>6} {'others':>6}"
+        "   all runs: s (others)"
     )
     for name, r in best.items():
         rate = size / r["seconds"] / 1e6
-        runs = ", ".join(f"{x['seconds']:.2f}" for x in results[name])
-        growth = max(x["rss_growth"] for x in results[name])
-        print(
-            f"{name:<22} {r['seconds']:>7.2f} {rate:>7.0f} {rate / cp_rate:>6.2f} "
-            f"{growth / MB:>9.1f}MB {r['cpu']:>13.2f} {r['loop_cpu']:>13.2f}   {runs}"
+        runs = ", ".join(
+            f"{x['seconds']:.2f}" + (f" ({x['others']:.1f})" if "others" in x else "")
+            for x in results[name]
         )
+        line = f"{name:<22} {r['seconds']:>6.2f} {rate:>5.0f} {rate / cp_rate:>5.2f}"
+        if "tail" in r:
+            growth = max(x["rss_growth"] for x in results[name])
+            line += (
+                f" {growth / MB:>5.1f}MB {r['tail']:>5.2f} {r['cpu']:>17.2f} {r['loop_cpu']:>5.2f}"
+                f" {r['top_cpu']:>5.2f} {r['client_cpu']:>6.2f} {r['others']:>6.2f}"
+            )
+        else:
+            line += " " * 57
+        print(f"{line}   {runs}")
     tus_best = best["tus, one PATCH"]
     rate = size / tus_best["seconds"] / 1e6
     growth = max(

@@ -14,7 +14,7 @@ import uvicorn
 from master.app import create_app
 from master.cli import parse_args, settings_from_args
 from master.config import Settings
-from master.server import guarded_protocol
+from master.server import guarded_protocol, tune_allocator
 from master.storage import open_store
 from protocol import __version__
 from protocol.frozen import child_environ, version_text
@@ -110,6 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
+    tune_allocator()  # before the first request: uploads read 1 MiB at a time
     try:
         return asyncio.run(serve(settings, args.with_agent))
     except KeyboardInterrupt:

@@ -5,15 +5,57 @@ sockets (or a slowloris dribbling header bytes) would exhaust file descriptors. 
 connection must deliver complete request headers within `HEADER_TIMEOUT` seconds, and at most
 `MAX_SILENT` connections may be waiting for theirs at once; agents and consoles finish their
 handshake in milliseconds, so only idle sockets are ever cut.
+
+It also makes large request bodies (package uploads) cheap for the event loop: see
+`tune_allocator` and `_FastBody`.
 """
 
 import asyncio
+import contextlib
+import ctypes
+import ctypes.util
+import logging
+import sys
+from collections.abc import Callable
 from typing import Any, ClassVar
 
+from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
 HEADER_TIMEOUT = 10.0
 MAX_SILENT = 1024
+READ_SIZE = 1 << 20  # bytes asked of the socket per read (asyncio's default is 256 KiB)
+_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD = -1, -3  # glibc's mallopt() parameters
+MMAP_THRESHOLD = 4 << 20
+TRIM_THRESHOLD = 8 << 20
+
+log = logging.getLogger(__name__)
+
+
+def tune_allocator() -> bool:
+    """Keep glibc from mapping and unmapping a fresh region for every socket read.
+
+    Each read of a request body is a new bytes object of up to `READ_SIZE`; glibc serves
+    blocks over 128 KiB with mmap() (and trims its heap as soon as 128 KiB are free), so every
+    read used to pay page faults and zeroing for each 4 KiB page: on a 1 GiB upload that
+    was half the event loop's CPU. Blocks under `MMAP_THRESHOLD` now come from the heap and up
+    to `TRIM_THRESHOLD` bytes of free heap are kept for the next read. Returns whether the
+    tuning applied (only on glibc; elsewhere nothing changes).
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # musl or another libc without mallopt
+        return False
+    ok = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
+        mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
+    )
+    if not ok:
+        log.debug("mallopt refused the allocator tuning")
+    return ok
+
 
 _silent: set["_Guard"] = set()
 
@@ -57,6 +99,97 @@ class GuardedH11Protocol(_Guard, H11Protocol):  # type: ignore[misc]
             self._spoke()  # complete headers arrived (a request, or a WebSocket upgrade)
 
 
+class _FastBody:
+    """Request bodies through uvicorn's httptools protocol with fewer copies and parser trips.
+
+    Mixed in before `HttpToolsProtocol`. Three things, each measured on a 1 GiB upload:
+    - the socket is read 1 MiB at a time instead of 256 KiB (4x fewer trips through the
+      parser and the app);
+    - a body piece goes to the app as the bytes object it arrived in: uvicorn appends every
+      piece to a bytearray and copies that into a new bytes, two copies of every byte;
+    - once the headers of a request with a single Content-Length (no Transfer-Encoding, no
+      upgrade) are parsed, the rest of the body bypasses the parser: it only counts bytes
+      there, but makes yet another copy of each. When the body is complete the parser is
+      replaced by a fresh one for the next request on the connection, in the state the old
+      one would have reached.
+    """
+
+    cycle: Any
+    parser: Any
+    flow: Any
+    headers: list[tuple[bytes, bytes]]
+    _unset_keepalive_if_required: Callable[[], None]
+    on_message_complete: Callable[[], None]
+    _body_left = 0  # bytes of the current body that the parser has not seen and will not
+
+    def connection_made(self, transport: asyncio.Transport) -> None:
+        super().connection_made(transport)  # type: ignore[misc]
+        # asyncio's socket transport reads `max_size` bytes at a time (a class attribute);
+        # other transports (TLS) have no such attribute and are left alone.
+        if hasattr(transport, "max_size"):
+            transport.max_size = READ_SIZE
+
+    def on_headers_complete(self) -> None:
+        super().on_headers_complete()  # type: ignore[misc]
+        self._body_left = 0 if self.parser.should_upgrade() else _plain_length(self.headers)
+
+    def on_body(self, body: bytes) -> None:
+        self._body_left -= len(body)
+        if self.cycle.body or self.parser.should_upgrade():
+            super().on_body(body)  # type: ignore[misc]
+        else:
+            self._take(body)
+
+    def data_received(self, data: bytes) -> None:
+        left = self._body_left
+        if left <= 0:
+            super().data_received(data)  # type: ignore[misc]
+            return
+        self._unset_keepalive_if_required()
+        if len(data) < left:
+            self._body_left = left - len(data)
+            self._take(data)
+            return
+        self._body_left = 0
+        self._take(data if len(data) == left else data[:left])
+        self.parser = _new_parser(self)
+        self.on_message_complete()
+        if len(data) > left:
+            super().data_received(data[left:])  # type: ignore[misc]  # a pipelined request
+
+    def _take(self, body: bytes) -> None:
+        """uvicorn's on_body, without its copies: receive() hands bytes on as they are."""
+        cycle = self.cycle
+        if cycle.response_complete:
+            return
+        if cycle.body:  # the app has not taken the last piece yet
+            cycle.body += body
+        else:
+            cycle.body = body
+        if len(cycle.body) > HIGH_WATER_LIMIT:
+            self.flow.pause_reading()
+        cycle.message_event.set()
+
+
+def _plain_length(headers: list[tuple[bytes, bytes]]) -> int:
+    """The Content-Length of a request whose body is exactly that many bytes, else 0."""
+    lengths = [value for name, value in headers if name == b"content-length"]
+    if len(lengths) != 1 or any(name == b"transfer-encoding" for name, _ in headers):
+        return 0
+    text = lengths[0].strip()
+    return int(text) if text.isdigit() else 0
+
+
+def _new_parser(protocol: object) -> Any:
+    """A parser like the one uvicorn creates per connection."""
+    import httptools
+
+    parser = httptools.HttpRequestParser(protocol)
+    with contextlib.suppress(AttributeError):  # httptools < 0.6.3, as in uvicorn
+        parser.set_dangerous_leniencies(lenient_data_after_close=True)
+    return parser
+
+
 def guarded_protocol() -> type[Any]:
     """httptools when installed (much faster on large bodies), else h11; both guarded."""
     try:
@@ -64,7 +197,7 @@ def guarded_protocol() -> type[Any]:
     except ImportError:
         return GuardedH11Protocol
 
-    class GuardedHttpToolsProtocol(_Guard, HttpToolsProtocol):  # type: ignore[misc]
+    class GuardedHttpToolsProtocol(_Guard, _FastBody, HttpToolsProtocol):  # type: ignore[misc]
         def on_headers_complete(self) -> None:
             self._spoke()
             super().on_headers_complete()

@@ -5,22 +5,30 @@ The master runs `inspect_package` before it registers an upload; the agent runs
 decompressed, never on what the zip headers claim:
 no entry outside the root (`..`, absolute, drive letter, backslash tricks, NUL bytes),
 no symlinks, no duplicate names, and limits on entry count, total size and ratio.
+
+A large entry stored without compression is checked straight from the file (its bytes are the
+file's bytes): its CRC-32 is summed over that range in parallel pieces (`protocol.crc`) rather
+than streamed through zipfile on one core. Same rules, same errors, a fraction of the time.
 """
 
 import hashlib
 import os
 import stat
+import struct
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO
 
+from protocol.crc import file_crc32
 from protocol.errors import ErrorCode, GdosError
 from protocol.manifest import Manifest, ManifestError, is_safe_relative_path, parse_manifest
 
 MANIFEST_NAME = "service.json"
 _CHUNK = 1 << 20
+STORED_FAST_MIN = 8 << 20  # stored entries from this size on are checked in place
+_LOCAL_HEADER = struct.Struct("<4s22xHH")  # signature ... file name length, extra field length
 
 
 @dataclass(frozen=True)
@@ -94,26 +102,38 @@ class _Budget:
 
     def copy(self, info: zipfile.ZipInfo, src: IO[bytes], sink: Callable[[bytes], object]) -> int:
         written = 0
-        compressed = max(info.compress_size, 1)
         while chunk := src.read(_CHUNK):
             written += len(chunk)
-            self.total += len(chunk)
-            if self.total > self.limits.max_total_bytes:
-                raise PackageError(
-                    ErrorCode.UNSAFE_ARCHIVE,
-                    "the archive expands beyond the limit of "
-                    f"{self.limits.max_total_bytes} bytes (zip bomb?)",
-                    {"entry": info.orig_filename},
-                )
-            if written > self.limits.ratio_floor and written / compressed > self.limits.max_ratio:
-                raise PackageError(
-                    ErrorCode.UNSAFE_ARCHIVE,
-                    f"entry {info.orig_filename!r} expands more than {self.limits.max_ratio:.0f}"
-                    " times its compressed size (zip bomb?)",
-                    {"entry": info.orig_filename},
-                )
+            self.count(info, len(chunk), written)
             sink(chunk)
         return written
+
+    def count(self, info: zipfile.ZipInfo, more: int, written: int) -> None:
+        """Count `more` bytes of `info` (`written` of it so far, these included)."""
+        self.total += more
+        if self.total > self.limits.max_total_bytes:
+            raise PackageError(
+                ErrorCode.UNSAFE_ARCHIVE,
+                "the archive expands beyond the limit of "
+                f"{self.limits.max_total_bytes} bytes (zip bomb?)",
+                {"entry": info.orig_filename},
+            )
+        compressed = max(info.compress_size, 1)
+        if written > self.limits.ratio_floor and written / compressed > self.limits.max_ratio:
+            raise PackageError(
+                ErrorCode.UNSAFE_ARCHIVE,
+                f"entry {info.orig_filename!r} expands more than {self.limits.max_ratio:.0f}"
+                " times its compressed size (zip bomb?)",
+                {"entry": info.orig_filename},
+            )
+
+
+def _unreadable(info: zipfile.ZipInfo, why: object) -> PackageError:
+    return PackageError(
+        ErrorCode.INVALID_PACKAGE,
+        f"entry {info.orig_filename!r} cannot be read ({why})",
+        {"entry": info.orig_filename},
+    )
 
 
 def _read_entry(
@@ -124,11 +144,40 @@ def _read_entry(
             budget.copy(info, src, sink)
     except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError, RuntimeError) as exc:
         # Corrupt data, bad CRC, unsupported compression or an encrypted entry.
-        raise PackageError(
-            ErrorCode.INVALID_PACKAGE,
-            f"entry {info.orig_filename!r} cannot be read ({exc})",
-            {"entry": info.orig_filename},
-        ) from None
+        raise _unreadable(info, exc) from None
+
+
+def _check_stored_in_place(
+    zf: zipfile.ZipFile, path: Path, info: zipfile.ZipInfo, budget: _Budget
+) -> bool:
+    """Check a large stored entry without streaming it; False if `info` is not one."""
+    if (
+        info.compress_type != zipfile.ZIP_STORED
+        or info.compress_size != info.file_size
+        or info.file_size < STORED_FAST_MIN
+    ):
+        return False
+    try:
+        with zf.open(info):  # zipfile's own checks of the local header: name, flags, encryption
+            pass
+        with open(path, "rb") as f:
+            f.seek(info.header_offset)
+            magic, name_len, extra_len = _LOCAL_HEADER.unpack(f.read(_LOCAL_HEADER.size))
+    except (zipfile.BadZipFile, EOFError, ValueError, NotImplementedError, RuntimeError) as exc:
+        raise _unreadable(info, exc) from None
+    except struct.error:
+        raise _unreadable(info, "truncated local header") from None
+    if magic != b"PK\x03\x04":
+        raise _unreadable(info, "bad magic number for file header")
+    budget.count(info, info.file_size, info.file_size)
+    start = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len
+    try:
+        crc = file_crc32(path, start, info.file_size)
+    except EOFError:
+        raise _unreadable(info, "the archive ends inside it") from None
+    if crc != info.CRC:
+        raise _unreadable(info, f"Bad CRC-32 for file {info.filename!r}")
+    return True
 
 
 def _parse_manifest_bytes(data: bytes) -> Manifest:
@@ -169,7 +218,7 @@ def inspect_package(path: Path, limits: ArchiveLimits | None = None) -> Manifest
             if name == MANIFEST_NAME:
                 manifest_bytes = bytearray()
                 _read_entry(zf, info, budget, _bounded_append(manifest_bytes, limits))
-            else:
+            elif not _check_stored_in_place(zf, path, info, budget):
                 _read_entry(zf, info, budget, _discard)
     if manifest_bytes is None:
         raise PackageError(

@@ -1,15 +1,20 @@
 """Append a streamed request body to a file, hashing on the way, without holding it in memory.
 
-The event loop only collects the chunks the server hands it; a worker thread writes and hashes
-them (both release the GIL), one batch while the loop gathers the next. So a body costs at most
-two batches of memory whatever its size, and the two cores share the work.
+The event loop only collects the chunks the server hands it, in batches. Two threads of the
+spool's own take each batch in order: one writes it to the file, the other feeds it to sha256
+(both release the GIL). sha256 is the slowest step of an upload and cannot be split (each block
+depends on the one before), so it gets a thread to itself that never waits for disk writes or
+for the loop: the loop may run up to `WINDOW` batches ahead. A body costs at most `WINDOW + 1`
+batches of memory whatever its size.
 
 A byte counts as received once the kernel has it (`os.write` returned): that survives the
-master process dying, which is what a resumable upload needs. A failed write is cut back to the
-last whole chunk, so the file size and the running hash always agree.
+master process dying, which is what a resumable upload needs. The hasher only takes bytes the
+writer has written, so after a failed write (cut back to the last whole chunk) the file size
+and the running hash still agree.
 """
 
 import asyncio
+import collections
 import concurrent.futures
 import hashlib
 import os
@@ -19,10 +24,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     from hashlib import _Hash
 
-BATCH = 2 << 20  # bytes handed to the writer thread at once
+BATCH = 2 << 20  # bytes handed to the threads at once
+WINDOW = 3  # batches the loop may have handed over and not yet seen hashed
 _READ = 1 << 20
-
-_pool = concurrent.futures.ThreadPoolExecutor(max_workers=8, thread_name_prefix="gdos-spool")
 
 
 def new_hash() -> "_Hash":
@@ -46,14 +50,20 @@ def hash_prefix(path: Path, size: int) -> "_Hash":
 class Spool:
     """Writes chunks at the end of an open file; `offset` counts the bytes the kernel holds."""
 
-    def __init__(self, fd: int, hasher: "_Hash", offset: int, batch: int = BATCH) -> None:
+    def __init__(
+        self, fd: int, hasher: "_Hash", offset: int, batch: int = BATCH, window: int = WINDOW
+    ) -> None:
         self.fd = fd
         self.hasher = hasher
         self.offset = offset
         self._batch = batch
+        self._window = window
         self._chunks: list[bytes] = []
         self._pending = 0
-        self._flight: concurrent.futures.Future[None] | None = None
+        self._failed = False  # a write failed: later batches are not written (nor hashed)
+        self._flights: collections.deque[concurrent.futures.Future[None]] = collections.deque()
+        self._writer: concurrent.futures.ThreadPoolExecutor | None = None
+        self._hashing: concurrent.futures.ThreadPoolExecutor | None = None
 
     async def feed(self, chunk: bytes) -> None:
         self._chunks.append(chunk)
@@ -62,40 +72,69 @@ class Spool:
             await self._hand_off()
 
     async def drain(self) -> None:
-        """Wait until every chunk fed so far is written (raises the write's OSError)."""
+        """Wait until every chunk fed so far is written and hashed (raises the write's OSError)."""
         await self._hand_off()
-        await self._settle()
+        try:
+            while self._flights:
+                await self._settle_oldest()
+        finally:
+            if not self._flights:
+                self._stop_threads()
 
     def settle_now(self) -> None:
-        """Block until the writer thread is idle (after a cancellation: the fd must outlive it)."""
-        if self._flight is not None:
-            concurrent.futures.wait([self._flight])
+        """Block until the threads are idle (after a cancellation or an error: the fd must
+        outlive them)."""
+        concurrent.futures.wait(self._flights)
+        self._flights.clear()
+        self._stop_threads()
 
     async def _hand_off(self) -> None:
-        await self._settle()
         if not self._chunks:
             return
+        while len(self._flights) >= self._window:
+            await self._settle_oldest()
         chunks, self._chunks, self._pending = self._chunks, [], 0
-        self._flight = _pool.submit(self._write, chunks)
+        if self._writer is None or self._hashing is None:
+            self._writer = concurrent.futures.ThreadPoolExecutor(1, "gdos-spool-write")
+            self._hashing = concurrent.futures.ThreadPoolExecutor(1, "gdos-spool-hash")
+        written = self._writer.submit(self._write, chunks)
+        self._flights.append(self._hashing.submit(self._hash, chunks, written))
 
-    async def _settle(self) -> None:
-        flight, self._flight = self._flight, None
-        if flight is not None:
-            try:
-                await asyncio.wrap_future(flight)
-            except asyncio.CancelledError:
-                self._flight = flight  # still running in its thread; settle_now() waits for it
-                raise
+    async def _settle_oldest(self) -> None:
+        flight = self._flights[0]
+        await asyncio.shield(asyncio.wrap_future(flight))  # cancelled: settle_now() waits
+        self._flights.popleft()
 
-    def _write(self, chunks: list[bytes]) -> None:
-        fd, hasher = self.fd, self.hasher
-        for chunk in chunks:
+    def _stop_threads(self) -> None:
+        for pool in (self._writer, self._hashing):
+            if pool is not None:
+                pool.shutdown(wait=False)
+        self._writer = self._hashing = None
+
+    def _write(self, chunks: list[bytes]) -> tuple[int, OSError | None]:
+        """Write whole chunks; returns how many made it, and the error that stopped it."""
+        fd = self.fd
+        for i, chunk in enumerate(chunks):
+            if self._failed:
+                return i, None
             view = memoryview(chunk)
             try:
                 while view:
                     view = view[os.write(fd, view) :]
-            except OSError:
+            except OSError as exc:
+                self._failed = True
                 os.ftruncate(fd, self.offset)  # never half a chunk: size and hash stay in step
-                raise
-            hasher.update(chunk)
+                return i, exc
             self.offset += len(chunk)
+        return len(chunks), None
+
+    def _hash(
+        self, chunks: list[bytes], written: "concurrent.futures.Future[tuple[int, OSError | None]]"
+    ) -> None:
+        """Hash what the writer wrote of this batch (it is usually done long before)."""
+        hasher = self.hasher
+        count, error = written.result()
+        for chunk in chunks[:count]:
+            hasher.update(chunk)
+        if error is not None:
+            raise error

@@ -43,6 +43,44 @@ async def test_spool_writes_and_hashes_in_batches(tmp_path: Path):
 REAL_WRITE = os.write
 
 
+async def test_memory_stays_bounded_while_the_disk_is_slow(tmp_path: Path, monkeypatch):
+    """The loop may run WINDOW batches ahead of the threads, no more: with the disk stuck, feed()
+    stops taking chunks once WINDOW batches wait and one more is gathered."""
+    import asyncio
+    import threading
+
+    from master.storage import spool as spool_module
+
+    disk = threading.Event()
+
+    def stuck_write(fd: int, data: bytes | memoryview) -> int:
+        disk.wait()
+        return REAL_WRITE(fd, data)
+
+    monkeypatch.setattr(os, "write", stuck_write)
+    path = tmp_path / "f"
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT)
+    s = Spool(fd, new_hash(), 0, batch=1000)
+    data = os.urandom(100_000)
+    fed = 0
+
+    async def feed_all() -> None:
+        nonlocal fed
+        for chunk in chunks_of(data, [500]):
+            await s.feed(chunk)
+            fed += len(chunk)
+        await s.drain()
+
+    task = asyncio.create_task(feed_all())
+    await asyncio.sleep(0.5)
+    assert not task.done()
+    assert fed == (spool_module.WINDOW + 1) * 1000 - 500  # the next batch is one chunk short
+    disk.set()
+    await asyncio.wait_for(task, 30)
+    os.close(fd)
+    assert path.read_bytes() == data and s.hasher.hexdigest() == hashlib.sha256(data).hexdigest()
+
+
 class DiskFillsUp:
     """`os.write` with `room` bytes left: a short write, then ENOSPC (what a full disk does)."""
 

@@ -164,3 +164,125 @@ def test_extract_corrupt_data(tmp_path):
     p.write_bytes(bytes(raw))
     with pytest.raises(PackageError):
         inspect_package(p)
+
+
+# -- large stored entries, checked in place ---------------------------------------------------
+
+
+@pytest.fixture
+def small_in_place(monkeypatch):
+    """Take the in-place path from 1 MiB on, split into pieces from 256 KiB: small test files
+    go through the same code as a 1 GiB upload, combine of pieces included."""
+    from protocol import archive, crc
+
+    monkeypatch.setattr(archive, "STORED_FAST_MIN", 1 << 20)
+    monkeypatch.setattr(crc, "PIECE_MIN", 256 << 10)
+
+
+def stored_zip(path: Path, entries: list[tuple[str, bytes]]) -> Path:
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_STORED) as zf:
+        zf.writestr("service.json", MANIFEST)
+        zf.writestr("bin/run", "#!/bin/sh\n")
+        for name, data in entries:
+            zf.writestr(name, data)
+    return path
+
+
+def test_crc32_combine_matches_zlib():
+    import os
+    import random
+    import zlib
+
+    from protocol.crc import crc32_combine
+
+    rng = random.Random(7)
+    for _ in range(40):
+        a = os.urandom(rng.choice([0, 1, 3, 1000, 70_000]))
+        b = os.urandom(rng.choice([0, 1, 5, 4096, 1 << 20 | 7]))
+        assert crc32_combine(zlib.crc32(a), zlib.crc32(b), len(b)) == zlib.crc32(a + b)
+
+
+@pytest.mark.parametrize("workers", [1, 2, 3, 8])
+def test_file_crc32_in_pieces_equals_one_pass(tmp_path, monkeypatch, workers):
+    import os
+    import zlib
+
+    from protocol import crc
+
+    monkeypatch.setattr(crc, "PIECE_MIN", 100_000)
+    data = os.urandom(1_234_567)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    assert crc.file_crc32(path, 1001, 1_200_000, workers) == zlib.crc32(data[1001:1_201_001])
+    with pytest.raises(EOFError):
+        crc.file_crc32(path, 1001, len(data), workers)
+
+
+def test_large_stored_entry_is_checked_in_place(tmp_path, small_in_place, monkeypatch):
+    import os
+
+    from protocol import archive
+
+    calls: list[tuple[int, int]] = []
+    real = archive.file_crc32
+
+    def spy(path: Path, start: int, length: int) -> int:
+        calls.append((start, length))
+        return real(path, start, length)
+
+    monkeypatch.setattr(archive, "file_crc32", spy)
+    data = os.urandom(3 << 20)
+    p = stored_zip(tmp_path / "p.zip", [("data/blob.bin", data), ("small", b"x" * 1000)])
+    assert inspect_package(p).name == "a"
+    assert [n for _, n in calls] == [len(data)]  # only the large entry; the rest streamed
+    start = calls[0][0]
+    assert p.read_bytes()[start : start + len(data)] == data
+
+
+def test_large_stored_entry_with_a_bad_byte_is_refused(tmp_path, small_in_place):
+    import os
+
+    data = os.urandom(3 << 20)
+    p = stored_zip(tmp_path / "p.zip", [("data/blob.bin", data)])
+    raw = bytearray(p.read_bytes())
+    at = raw.find(data[:64]) + 2_000_000
+    raw[at] ^= 0xFF
+    p.write_bytes(bytes(raw))
+    with pytest.raises(PackageError) as info:
+        inspect_package(p)
+    assert info.value.code == ErrorCode.INVALID_PACKAGE
+    assert "data/blob.bin" in info.value.message and "CRC" in info.value.message
+
+
+def test_large_stored_entry_counts_toward_the_total(tmp_path, small_in_place):
+    p = stored_zip(tmp_path / "p.zip", [("a", b"a" * (2 << 20)), ("b", b"b" * (2 << 20))])
+    with pytest.raises(PackageError) as info:
+        inspect_package(p, ArchiveLimits(max_total_bytes=3 << 20))
+    assert "beyond the limit" in info.value.message and info.value.details["entry"] == "b"
+
+
+def test_large_stored_entry_whose_headers_lie_is_refused(tmp_path, small_in_place):
+    """The local header names another file, or the entry claims more bytes than the archive
+    has: both refused as unreadable, as zipfile's own reading would."""
+    import struct
+
+    p = stored_zip(tmp_path / "p.zip", [("data/blob.bin", b"z" * (2 << 20))])
+    raw = bytearray(p.read_bytes())
+    local_name = raw.find(b"data/blob.bin")  # the local header's copy of the name comes first
+    raw[local_name : local_name + 4] = b"evil"
+    renamed = tmp_path / "renamed.zip"
+    renamed.write_bytes(bytes(raw))
+    with pytest.raises(PackageError) as info:
+        inspect_package(renamed)
+    assert info.value.code == ErrorCode.INVALID_PACKAGE
+    assert "'data/blob.bin' cannot be read" in info.value.message and "evil" in info.value.message
+
+    raw = bytearray(p.read_bytes())
+    central = raw.rfind(b"PK\x01\x02", 0, raw.rfind(b"data/blob.bin"))
+    struct.pack_into("<II", raw, central + 20, 3 << 20, 3 << 20)  # compressed, uncompressed
+    too_long = tmp_path / "long.zip"
+    too_long.write_bytes(bytes(raw))
+    with pytest.raises(PackageError) as info:
+        inspect_package(too_long)
+    assert info.value.code == ErrorCode.INVALID_PACKAGE
+    assert "ends inside it" in info.value.message
