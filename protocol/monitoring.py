@@ -5,6 +5,7 @@ vocabulary of alerts stays in one place."""
 from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from pydantic.json_schema import SkipJsonSchema
 
 Metric = Literal["cpu_percent", "rss_bytes", "state", "node_status"]
 Op = Literal[">", "<", "==", "!="]
@@ -15,6 +16,7 @@ NUMERIC_METRICS = frozenset({"cpu_percent", "rss_bytes"})
 NODE_METRICS = frozenset({"node_status"})
 NODE_STATUSES = ("online", "offline")
 MAX_FOR_SECONDS = 7 * 86400.0
+NotNull = SkipJsonSchema[None]  # accepted as "not given", but not offered in the schema
 
 
 class _In(BaseModel):
@@ -94,21 +96,21 @@ class AlertRuleIn(_In):
 
 
 class AlertRulePatch(_In):
-    """Only the fields given change. Fields a rule cannot be without are not nullable here
-    (a default of None marks "not given"); scope, webhook_url, hysteresis and
+    """Only the fields given change. Fields a rule cannot be without are not nullable in the
+    schema (None only marks "not given"; an explicit null is refused by the route); scope, webhook_url, hysteresis and
     resolve_for_seconds take null to go back to their defaults."""
 
-    name: str = Field(default=None, min_length=1, max_length=128)
-    metric: Metric = Field(default=None)
-    op: Op = Field(default=None)
-    threshold: float | str = Field(default=None)
-    for_seconds: float = Field(default=None, ge=0, le=MAX_FOR_SECONDS)
+    name: str | NotNull = Field(default=None, min_length=1, max_length=128)
+    metric: Metric | NotNull = None
+    op: Op | NotNull = None
+    threshold: float | str | NotNull = None
+    for_seconds: float | NotNull = Field(default=None, ge=0, le=MAX_FOR_SECONDS)
     scope: Scope | None = None
-    severity: Severity = Field(default=None)
+    severity: Severity | NotNull = None
     webhook_url: HttpUrl | None = None
     hysteresis: float | None = Field(default=None, ge=0)
     resolve_for_seconds: float | None = Field(default=None, ge=0, le=MAX_FOR_SECONDS)
-    enabled: bool = Field(default=None)
+    enabled: bool | NotNull = None
 
 
 class AlertRuleOut(BaseModel):
