@@ -7,7 +7,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QSettings, QStandardPaths
+from PySide6.QtCore import QSettings, QStandardPaths, QTimer
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
@@ -238,6 +238,17 @@ class ConsoleApp:
         try:
             await self.session.logout(quiet=True)
         finally:
+            # Nothing may tick after this: a timer's async slot would find no loop to run on.
+            for owner in (
+                self.session,
+                self.fleet,
+                self.metrics,
+                self.alerts,
+                self.logs,
+                self.window,
+            ):
+                for timer in owner.findChildren(QTimer):
+                    timer.stop()
             if self.embedded is not None:
                 await asyncio.to_thread(self.embedded.stop)
                 self.embedded = None

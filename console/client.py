@@ -128,11 +128,14 @@ def _transport_error(base_url: str, exc: Exception) -> ClientError:
     return ClientError(f"cannot reach the master at {base_url}: {what}", code="unreachable")
 
 
-def ssl_context(verify: bool | str) -> ssl.SSLContext | bool:
-    """`True` (system CAs), `False` (no checks) or a CA bundle path, for httpx and websockets."""
-    if isinstance(verify, str):
-        return ssl.create_default_context(cafile=verify)
-    return verify
+def ssl_context(verify: bool | str) -> ssl.SSLContext:
+    """`True` (system CAs), `False` (no checks) or a CA bundle path: one context for both the
+    REST calls (httpx) and the event stream (websockets), so they trust the same master."""
+    ctx = ssl.create_default_context(cafile=verify if isinstance(verify, str) else None)
+    if verify is False:
+        ctx.check_hostname = False
+        ctx.verify_mode = ssl.CERT_NONE
+    return ctx
 
 
 class Client:
@@ -807,16 +810,7 @@ class EventStream:
 
 
 def _ws_ssl(client: Client) -> ssl.SSLContext | None:
-    if not client.base_url.startswith("https://"):
-        return None
-    verify = client.verify
-    if isinstance(verify, str):
-        return ssl.create_default_context(cafile=verify)
-    ctx = ssl.create_default_context()
-    if not verify:
-        ctx.check_hostname = False
-        ctx.verify_mode = ssl.CERT_NONE
-    return ctx
+    return ssl_context(client.verify) if client.base_url.startswith("https://") else None
 
 
 def _close_reason(ws: ClientConnection) -> str:

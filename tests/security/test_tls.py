@@ -83,3 +83,50 @@ def test_wrong_certificate_is_refused(tls_master, tmp_path):
     with pytest.raises(httpx.HTTPError):
         httpx.get(tls_master.url.replace("https", "http") + "/healthz")
     assert Path(tls_master.ca_file).exists()
+
+
+async def test_console_verifies_the_master_certificate(tls_master, tmp_path):
+    """The console trusts the CA it is given (REST and event stream alike) and nothing else."""
+    import asyncio
+
+    from console.client import Client, ClientError, EventStream
+
+    async with Client(tls_master.url, verify=str(tls_master.ca_file)) as good:
+        await good.login("admin", "test-admin-pw")
+        assert good.user is not None and good.user.username == "admin"
+        seen: list[bool] = []
+        stream = EventStream(good, on_status=lambda up, reason: seen.append(up))
+        task = asyncio.ensure_future(stream.run())
+        try:
+            deadline = asyncio.get_running_loop().time() + 30
+            while not seen and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.05)
+            assert seen and seen[0] is True, "the event stream did not connect over wss"
+        finally:
+            stream.stop()
+            await asyncio.wait_for(task, 30)
+
+    other_ca = trustme.CA()
+    wrong = tmp_path / "wrong-ca.pem"
+    other_ca.cert_pem.write_to_path(str(wrong))
+    for verify in (str(wrong), True):  # another CA, and the system's CAs
+        async with Client(tls_master.url, verify=verify) as bad:
+            with pytest.raises(ClientError) as info:
+                await bad.login("admin", "test-admin-pw")
+            assert info.value.unreachable and "TLS failed" in info.value.message, info.value.message
+            assert "certificate verify failed" in info.value.message.lower()
+            assert bad.token is None
+        reasons: list[str] = []
+        stream = EventStream(
+            Client(tls_master.url, verify=verify, token="x"),
+            on_status=lambda up, reason, seen=reasons: seen.append(reason),
+        )
+        task = asyncio.ensure_future(stream.run())
+        try:
+            deadline = asyncio.get_running_loop().time() + 30
+            while not reasons and asyncio.get_running_loop().time() < deadline:
+                await asyncio.sleep(0.05)
+            assert reasons and "certificate" in reasons[0].lower(), reasons
+        finally:
+            stream.stop()
+            await asyncio.wait_for(task, 30)
