@@ -160,6 +160,9 @@ def serve(path: Path, port: int) -> None:
     asyncio.run(main())
 
 
+KEEP: list[Any] = []
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -298,6 +301,9 @@ def bench_table(
         for f in tmp.iterdir():
             f.unlink()
         tmp.rmdir()
+    # Kept alive to the end: if the cyclic GC freed these QObjects later, it could do so on the
+    # next run's stream thread, and Qt aborts when timers die on a thread not their own.
+    KEEP.append((session, fleet, model, panel))
     resorted: list[bool] = []
     for a, b in itertools.pairwise(samples):
         per_tick.append(b[0] - a[0])
@@ -405,9 +411,11 @@ def main() -> int:
     from PySide6.QtWidgets import QApplication
 
     from console.app import load_style
+    from console.gui_gc import GuiGarbageCollector
 
     app = QApplication([])
     load_style(app)
+    GuiGarbageCollector(app).start()  # as the console does
     print(f"load before: {os.getloadavg()[0]:.2f} (1-min average, {os.cpu_count()} CPUs)")
     runs = [
         ("every row's figures each second", dict(live=args.rows, profile=args.profile)),

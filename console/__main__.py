@@ -61,10 +61,13 @@ async def run(args: argparse.Namespace) -> int:
     from PySide6.QtCore import QSettings, QTimer
 
     from console.app import ConsoleApp, load_style
+    from console.gui_gc import GuiGarbageCollector
     from console.message import describe, error
 
     app = _qapp()
     icon = load_style(app)
+    collector = GuiGarbageCollector(app)  # cycles freed on the GUI thread, not the stream's
+    collector.start()
     console = ConsoleApp(QSettings(), icon, args.data_dir, embedded_port=args.embedded_port)
     console.window.show()
     # Ctrl-C in the terminal quits like the menu does (and stops what we started); the timer

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -35,6 +35,18 @@ def pytest_asyncio_loop_factories(
     config, item
 ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
     return {"qasync": _qasync_loop}
+
+
+@pytest.fixture(autouse=True)
+def gui_thread_gc() -> Iterator[None]:
+    """As in the console: cycles are collected on the GUI thread, not on a stream thread."""
+    from console.gui_gc import GuiGarbageCollector
+
+    collector = GuiGarbageCollector(_app())
+    collector.start()
+    yield
+    collector.stop()
+    collector.deleteLater()
 
 
 @pytest.fixture
