@@ -2,10 +2,9 @@
 alert rules, alerts, silences, and the webhook body. Kept apart from `rest.py` so the
 vocabulary of alerts stays in one place."""
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, HttpUrl
-from pydantic.json_schema import SkipJsonSchema
 
 Metric = Literal["cpu_percent", "rss_bytes", "state", "node_status"]
 Op = Literal[">", "<", "==", "!="]
@@ -16,11 +15,19 @@ NUMERIC_METRICS = frozenset({"cpu_percent", "rss_bytes"})
 NODE_METRICS = frozenset({"node_status"})
 NODE_STATUSES = ("online", "offline")
 MAX_FOR_SECONDS = 7 * 86400.0
-NotNull = SkipJsonSchema[None]  # accepted as "not given", but not offered in the schema
 
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+def _no_null(schema: dict[str, Any]) -> None:
+    """Schema of an optional field without its `null`: None then only means "not given"."""
+    options = [o for o in schema.pop("anyOf", []) if o.get("type") != "null"]
+    if len(options) == 1:
+        schema.update(options[0])
+    elif options:
+        schema["anyOf"] = options
 
 
 # -- metrics -------------------------------------------------------------------------------
@@ -96,21 +103,23 @@ class AlertRuleIn(_In):
 
 
 class AlertRulePatch(_In):
-    """Only the fields given change. Fields a rule cannot be without are not nullable in the
-    schema (None only marks "not given"; an explicit null is refused by the route); scope, webhook_url, hysteresis and
+    """Only the fields given change. The fields a rule cannot be without take no null (the
+    schema does not offer it, the route refuses it by name); scope, webhook_url, hysteresis and
     resolve_for_seconds take null to go back to their defaults."""
 
-    name: str | NotNull = Field(default=None, min_length=1, max_length=128)
-    metric: Metric | NotNull = None
-    op: Op | NotNull = None
-    threshold: float | str | NotNull = None
-    for_seconds: float | NotNull = Field(default=None, ge=0, le=MAX_FOR_SECONDS)
+    name: str | None = Field(default=None, min_length=1, max_length=128, json_schema_extra=_no_null)
+    metric: Metric | None = Field(default=None, json_schema_extra=_no_null)
+    op: Op | None = Field(default=None, json_schema_extra=_no_null)
+    threshold: float | str | None = Field(default=None, json_schema_extra=_no_null)
+    for_seconds: float | None = Field(
+        default=None, ge=0, le=MAX_FOR_SECONDS, json_schema_extra=_no_null
+    )
     scope: Scope | None = None
-    severity: Severity | NotNull = None
+    severity: Severity | None = Field(default=None, json_schema_extra=_no_null)
     webhook_url: HttpUrl | None = None
     hysteresis: float | None = Field(default=None, ge=0)
     resolve_for_seconds: float | None = Field(default=None, ge=0, le=MAX_FOR_SECONDS)
-    enabled: bool | NotNull = None
+    enabled: bool | None = Field(default=None, json_schema_extra=_no_null)
 
 
 class AlertRuleOut(BaseModel):

@@ -59,6 +59,27 @@ def test_rule_crud_and_patch_keeps_what_is_not_given(shared_api):
     assert shared_api.request("GET", f"/alert-rules/{rule['id']}").status_code == 404
 
 
+@pytest.mark.parametrize(
+    "field", ["name", "metric", "op", "threshold", "for_seconds", "severity", "enabled"]
+)
+def test_a_patch_cannot_null_what_a_rule_needs(shared_master, shared_api, field):
+    """The schema does not offer null for these; a client that sends it anyway gets a 422
+    naming the field (a constrained field once answered 500 here), and the rule is unchanged."""
+    rule = shared_api.post("/alert-rules", {**RULE, "name": f"null-{field}"}, expect=201)
+    try:
+        r = shared_api.request("PATCH", f"/alert-rules/{rule['id']}", json={field: None})
+        assert r.status_code == 422, r.text
+        assert error_of(r)["details"]["field"] == field
+        assert shared_api.get(f"/alert-rules/{rule['id']}") == rule
+        doc = httpx.get(shared_master.url + "/openapi.json", timeout=30).json()
+        schema = doc["components"]["schemas"]["AlertRulePatch"]
+        assert "anyOf" not in schema["properties"][field] or all(
+            o.get("type") != "null" for o in schema["properties"][field]["anyOf"]
+        )
+    finally:
+        shared_api.request("DELETE", f"/alert-rules/{rule['id']}", expect=204)
+
+
 def test_the_built_in_node_offline_rule_is_there(shared_api):
     builtin = shared_api.get("/alert-rules/node-offline")
     assert (builtin["metric"], builtin["op"], builtin["threshold"]) == (
