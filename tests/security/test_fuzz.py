@@ -35,8 +35,11 @@ def test_schemathesis_finds_nothing(shared_master, shared_api, tmp_path):
         str(BUDGET_SECONDS),
         "--request-timeout",
         "30",
+        # One worker: with two threads, Hypothesis's lambda pretty-printer (ast.parse) now and
+        # then hits CPython 3.11's "AST constructor recursion depth mismatch" (gh-106905), an
+        # error inside schemathesis, not an answer of the master.
         "--workers",
-        "2",
+        "1",
         "--suppress-health-check",
         "all",
         # Logging in with random credentials only exercises the (separately tested) throttle.
