@@ -155,7 +155,9 @@ def serve(path: Path, port: int) -> None:
     async def main() -> None:
         async with websockets.serve(handler, "127.0.0.1", port, max_size=None):
             print("ready", flush=True)
-            await asyncio.Future()
+            parent = os.getppid()
+            while os.getppid() == parent:  # never outlive the benchmark, even if it crashed
+                await asyncio.sleep(1.0)
 
     asyncio.run(main())
 
