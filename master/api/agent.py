@@ -162,9 +162,9 @@ async def _serve(ws: WebSocket, link: AgentLink, svc: ServicesDep) -> None:
             link.load = msg.load
             svc.publish_node_load(link)
         elif isinstance(msg, InstanceStateMsg):
-            svc.orchestrator.apply_report(link.node_id, msg)
+            svc.orchestrator.queue_reports(link.node_id, [msg])
         elif isinstance(msg, InstanceStates):
-            svc.orchestrator.apply_reports(link.node_id, msg.reports)
+            svc.orchestrator.queue_reports(link.node_id, msg.reports)
         elif isinstance(msg, Result):
             link.resolve(msg)
         elif isinstance(msg, LogChunk):

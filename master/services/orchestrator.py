@@ -65,6 +65,7 @@ class Orchestrator:
         self.listeners: list[Callable[[InstanceOut], None]] = []
         # Nodes whose `hello` has been applied since they (or this master) last went away.
         self.reconciled: set[str] = set()
+        self._queued: list[tuple[str, list[InstanceReport]]] = []  # see queue_reports
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -75,6 +76,7 @@ class Orchestrator:
         return task
 
     async def close(self) -> None:
+        self.flush_reports()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -363,18 +365,47 @@ class Orchestrator:
         """An agent says what one of its instances is doing. Identity comes from the socket."""
         self.apply_reports(node_id, [report])
 
+    def queue_reports(self, node_id: str, reports: list[InstanceReport]) -> None:
+        """Reports as they arrive: applied at the end of this turn of the event loop, together
+        with those of every other agent whose messages arrived in the same turn. A batch stop
+        of 100 instances brings ~100 report messages from 10 agents in bursts; one transaction
+        per burst instead of one per message halves the master's CPU for them. Order is kept:
+        the flush is scheduled before any waiter a later message of the turn wakes."""
+        self._queued.append((node_id, reports))
+        if len(self._queued) == 1:
+            asyncio.get_running_loop().call_soon(self.flush_reports)
+
+    def flush_reports(self) -> None:
+        """Apply what `queue_reports` holds (also called before anything reads it back)."""
+        queued, self._queued = self._queued, []
+        if not queued:
+            return
+        try:
+            self.apply_reports_of(queued)
+        except Exception:  # a callback of the loop: nobody else would see it
+            log.exception("could not apply %d report messages", len(queued))
+
     def apply_reports(self, node_id: str, reports: list[InstanceReport]) -> None:
         """Several reports from one node, in one transaction (Core: the hot path)."""
+        self.apply_reports_of([(node_id, reports)])
+
+    def apply_reports_of(self, batches: list[tuple[str, list[InstanceReport]]]) -> None:
+        """Reports of one or more nodes, in order, in one transaction."""
+        ids = {r.instance_id for _, reports in batches for r in reports}
         with self.db.engine.begin() as conn:
-            rows = instance_rows.load(conn, (r.instance_id for r in reports))
-            changes = {}
-            for report in reports:
-                row = rows.get(report.instance_id)
-                if row is None or row["node_id"] != node_id:
-                    log.info("node %s reported unknown instance %s", node_id, report.instance_id)
-                    continue
-                changes[row["id"]] = instance_rows.report_changes(row, report)
-                row.update(changes[row["id"]])
+            rows = instance_rows.load(conn, ids)
+            changes: dict[str, dict[str, Any]] = {}
+            for node_id, reports in batches:
+                for report in reports:
+                    row = rows.get(report.instance_id)
+                    if row is None or row["node_id"] != node_id:
+                        log.info(
+                            "node %s reported unknown instance %s", node_id, report.instance_id
+                        )
+                        continue
+                    change = instance_rows.report_changes(row, report)
+                    row.update(change)
+                    changes.setdefault(row["id"], {}).update(change)
             if not changes:
                 return
             instance_rows.write(conn, changes)
@@ -395,6 +426,7 @@ class Orchestrator:
 
     async def on_hello(self, link: AgentLink, hello: Hello) -> list[str]:
         """Reconcile after a (re)connect; returns ids the agent runs that the master does not know."""
+        self.flush_reports()  # what the previous connection said comes first
         reported = {r.instance_id: r for r in hello.instances}
         todo: list[tuple[str, models.Instance]] = []
         with self.db.session() as s:
@@ -468,6 +500,7 @@ class Orchestrator:
     def mark_node_unknown(self, node_id: str | None = None) -> None:
         """A node went offline (or, with None, the master just started): its processes are
         out of sight. Pending deploys and destroys keep their state to be re-driven."""
+        self.flush_reports()
         if node_id is None:
             self.reconciled.clear()
         else:
