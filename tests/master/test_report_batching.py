@@ -1,0 +1,57 @@
+"""Agent reports are applied at the end of the event-loop turn they arrive in: all of them in
+one transaction, in order, each node only touching its own instances."""
+
+from __future__ import annotations
+
+import asyncio
+
+from sqlalchemy import event
+
+from master.db import models
+from protocol.messages import InstanceReport
+from protocol.states import InstanceState
+from tests.master.inprocess import make_app, running, services_of
+
+
+def test_reports_of_one_loop_turn_go_in_one_transaction_in_order(tmp_path):
+    app = make_app(tmp_path / "m")
+    with running(app) as (client, _):
+        svc = services_of(app)
+        with svc.db.session() as s:
+            a, b = models.Node(secret_hash="a"), models.Node(secret_hash="b")
+            system = models.System(name="s")
+            s.add_all([a, b, system])
+            s.flush()
+            i1 = models.Instance(system_id=system.id, node_id=a.id, name="i1", state="starting")
+            i2 = models.Instance(system_id=system.id, node_id=b.id, name="i2", state="starting")
+            s.add_all([i1, i2])
+            s.commit()
+            node_a, node_b, id1, id2 = a.id, b.id, i1.id, i2.id
+        seen: list[tuple[str, str]] = []
+        svc.orchestrator.listeners.append(lambda view: seen.append((view.id, view.state)))
+        commits: list[int] = []
+        listener = lambda conn: commits.append(1)  # noqa: E731
+        event.listen(svc.db.engine, "commit", listener)
+        orch = svc.orchestrator
+
+        async def burst() -> int:
+            orch.queue_reports(node_a, [InstanceReport(id1, InstanceState.RUNNING, pid=11)])
+            orch.queue_reports(node_b, [InstanceReport(id2, InstanceState.RUNNING, pid=22)])
+            orch.queue_reports(node_a, [InstanceReport(id1, InstanceState.STOPPED)])
+            # Node b cannot speak for node a's instance: ignored.
+            orch.queue_reports(node_b, [InstanceReport(id1, InstanceState.FAILED)])
+            before = len(commits)
+            await asyncio.sleep(0)  # the end of this turn: the flush runs
+            return before
+
+        try:
+            assert client.portal.call(burst) == 0, "applied before the turn ended"
+        finally:
+            event.remove(svc.db.engine, "commit", listener)
+        assert len(commits) == 1
+        with svc.db.session() as s:
+            r1, r2 = s.get(models.Instance, id1), s.get(models.Instance, id2)
+            assert r1 is not None and r2 is not None
+            assert (r1.state, r1.pid) == ("stopped", None)  # the later report wins
+            assert (r2.state, r2.pid) == ("running", 22)
+        assert sorted(seen) == sorted([(id1, "stopped"), (id2, "running")])
