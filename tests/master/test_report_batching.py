@@ -29,9 +29,13 @@ def test_reports_of_one_loop_turn_go_in_one_transaction_in_order(tmp_path):
             node_a, node_b, id1, id2 = a.id, b.id, i1.id, i2.id
         seen: list[tuple[str, str]] = []
         svc.orchestrator.listeners.append(lambda view: seen.append((view.id, view.state)))
-        commits: list[int] = []
-        listener = lambda conn: commits.append(1)  # noqa: E731
-        event.listen(svc.db.engine, "commit", listener)
+        updates: list[str] = []  # UPDATEs of instance rows (other tasks may commit meanwhile)
+
+        def listener(conn, cursor, statement, parameters, context, executemany) -> None:
+            if statement.lstrip().upper().startswith("UPDATE INSTANCES"):
+                updates.append(statement)
+
+        event.listen(svc.db.engine, "before_cursor_execute", listener)
         orch = svc.orchestrator
 
         async def burst() -> int:
@@ -40,15 +44,15 @@ def test_reports_of_one_loop_turn_go_in_one_transaction_in_order(tmp_path):
             orch.queue_reports(node_a, [InstanceReport(id1, InstanceState.STOPPED)])
             # Node b cannot speak for node a's instance: ignored.
             orch.queue_reports(node_b, [InstanceReport(id1, InstanceState.FAILED)])
-            before = len(commits)
+            before = len(updates)
             await asyncio.sleep(0)  # the end of this turn: the flush runs
             return before
 
         try:
             assert client.portal.call(burst) == 0, "applied before the turn ended"
         finally:
-            event.remove(svc.db.engine, "commit", listener)
-        assert len(commits) == 1
+            event.remove(svc.db.engine, "before_cursor_execute", listener)
+        assert len(updates) == 1, updates  # one executemany for all of them
         with svc.db.session() as s:
             r1, r2 = s.get(models.Instance, id1), s.get(models.Instance, id2)
             assert r1 is not None and r2 is not None
