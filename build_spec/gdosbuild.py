@@ -7,12 +7,14 @@ reads in a frozen program: the git commit and the build date. `GDOS_BUILD_COMMIT
 
 import importlib.util
 import os
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+from protocol.frozen import git_describe  # noqa: E402  (after ROOT is importable)
+
 BUILD_INFO_MODULE = "_gdos_build_info"
 
 # Things a development venv holds (or optional imports reach) that no GDOS program needs frozen:
@@ -48,17 +50,7 @@ EXCLUDES = [
 def git_commit() -> str:
     if os.environ.get("GDOS_BUILD_COMMIT"):
         return os.environ["GDOS_BUILD_COMMIT"]
-    try:
-        out = subprocess.run(
-            ["git", "-C", str(ROOT), "describe", "--always", "--dirty", "--tags"],
-            capture_output=True,
-            text=True,
-            timeout=10,
-            check=False,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return "unknown"
-    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+    return git_describe(ROOT) or "unknown"
 
 
 def build_date() -> str:

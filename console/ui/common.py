@@ -85,6 +85,13 @@ class Banner(QWidget):
         self.closed.emit()
 
 
+def page_title(text: str) -> QLabel:
+    """The heading every page starts with (styled by `#pageTitle` in the style sheet)."""
+    label = QLabel(text)
+    label.setObjectName("pageTitle")
+    return label
+
+
 class TablePanel(QWidget):
     """A toolbar, a filter box and a sortable table over a `RowTableModel`."""
 

@@ -6,7 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import QSettings, Qt, QTimer, Signal
-from PySide6.QtWidgets import QComboBox, QLabel, QSplitter, QVBoxLayout, QWidget
+from PySide6.QtWidgets import QComboBox, QSplitter, QVBoxLayout, QWidget
 
 from console.services.fleet import FleetService
 from console.services.metrics import MetricsService
@@ -25,9 +25,7 @@ class InstancesPage(QWidget):
         super().__init__()
         self.fleet, self.metrics = fleet, metrics
         lay = QVBoxLayout(self)
-        title = QLabel("Instances")
-        title.setObjectName("pageTitle")
-        lay.addWidget(title)
+        lay.addWidget(common.page_title("Instances"))
         split = QSplitter(Qt.Orientation.Vertical)
         self.table = common.TablePanel(fleet.instances, "instances", settings)
         t = self.table

@@ -59,9 +59,7 @@ class NodesPage(QWidget):
         super().__init__()
         self.fleet, self.metrics = fleet, metrics
         lay = QVBoxLayout(self)
-        title = QLabel("Nodes")
-        title.setObjectName("pageTitle")
-        lay.addWidget(title)
+        lay.addWidget(common.page_title("Nodes"))
         split = QSplitter(Qt.Orientation.Vertical)
         top = QSplitter(Qt.Orientation.Horizontal)
         self.table = common.TablePanel(fleet.nodes, "nodes", settings)

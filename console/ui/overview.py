@@ -19,6 +19,7 @@ from PySide6.QtWidgets import (
 )
 
 from console.models.base import STATE_COLORS, RowTableModel
+from console.ui import common
 from protocol.states import InstanceState
 
 STATES = [s.value for s in InstanceState]
@@ -69,9 +70,7 @@ class OverviewPage(QWidget):
         super().__init__(parent)
         self.nodes, self.instances, self.alerts, self.packages = nodes, instances, alerts, packages
         lay = QVBoxLayout(self)
-        heading = QLabel("Overview")
-        heading.setObjectName("pageTitle")
-        lay.addWidget(heading)
+        lay.addWidget(common.page_title("Overview"))
         grid = QGridLayout()
         self.node_card = Card("Nodes")
         self.instance_card = Card("Instances")

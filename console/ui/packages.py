@@ -20,9 +20,7 @@ class PackagesPage(QWidget):
         self.fleet, self.uploads = fleet, uploads
         self.setAcceptDrops(True)
         lay = QVBoxLayout(self)
-        title = QLabel("Packages")
-        title.setObjectName("pageTitle")
-        lay.addWidget(title)
+        lay.addWidget(common.page_title("Packages"))
         self.table = common.TablePanel(fleet.packages, "packages", settings)
         self.upload_action = self.table.add_action(
             "Upload…", self.choose_files, "Ctrl+U", needs_selection=False

@@ -40,12 +40,6 @@ from console.ui.dialogs import AlertRuleDialog, Choices, SilenceDialog, UserDial
 MAX_LOG_CHARS = 2_000_000
 
 
-def _title(text: str) -> QLabel:
-    label = QLabel(text)
-    label.setObjectName("pageTitle")
-    return label
-
-
 def _watch_availability(service: RecordService, notice: common.Notice, feature: str) -> None:
     service.availability.connect(
         lambda f, ok, message: notice.say("" if ok else message) if f == feature else None
@@ -57,7 +51,7 @@ class LogsPage(QWidget):
         super().__init__()
         self.logs, self.instances = logs, instances
         lay = QVBoxLayout(self)
-        lay.addWidget(_title("Logs"))
+        lay.addWidget(common.page_title("Logs"))
         top = QHBoxLayout()
         self.instance = QComboBox()
         self.instance.setMinimumWidth(260)
@@ -192,7 +186,7 @@ class AlertsPage(QWidget):
         self.alerts = alerts
         self.scopes = scopes or dict
         lay = QVBoxLayout(self)
-        lay.addWidget(_title("Alerts"))
+        lay.addWidget(common.page_title("Alerts"))
         self.notice = common.Notice()
         lay.addWidget(self.notice)
         _watch_availability(alerts, self.notice, "alerts")
@@ -283,7 +277,7 @@ class AuditPage(QWidget):
         super().__init__()
         self.audit = audit
         lay = QVBoxLayout(self)
-        lay.addWidget(_title("Audit"))
+        lay.addWidget(common.page_title("Audit"))
         filters = QHBoxLayout()
         self.since = QComboBox()
         for label, hours in (
@@ -360,7 +354,7 @@ class BackupsPage(QWidget):
         super().__init__()
         self.backups = backups
         lay = QVBoxLayout(self)
-        lay.addWidget(_title("Backups"))
+        lay.addWidget(common.page_title("Backups"))
         self.table = common.TablePanel(
             backups.model, "backups", settings, sort=("created_at", Qt.SortOrder.DescendingOrder)
         )
@@ -421,7 +415,7 @@ class UsersPage(QWidget):
         super().__init__()
         self.users = users
         lay = QVBoxLayout(self)
-        lay.addWidget(_title("Users"))
+        lay.addWidget(common.page_title("Users"))
         self.table = common.TablePanel(users.model, "users", settings)
         self.table.add_action("New user…", self.new_user, "Ctrl+N", needs_selection=False)
         self.table.add_action("Delete", self.delete, "Del")

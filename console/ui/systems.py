@@ -31,9 +31,7 @@ class SystemsPage(QWidget):
         super().__init__()
         self.fleet = fleet
         lay = QVBoxLayout(self)
-        title = QLabel("Systems")
-        title.setObjectName("pageTitle")
-        lay.addWidget(title)
+        lay.addWidget(common.page_title("Systems"))
         self.toolbar = QToolBar()
         self.toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
         lay.addWidget(self.toolbar)

@@ -11,6 +11,7 @@ from master.api.deps import Operator, ServicesDep, SessionDep, Viewer
 from master.api.errors import ERROR_RESPONSES
 from master.api.params import ISO_ONLY, timestamp
 from master.db import models
+from master.db.session import get_or_404
 from master.services.alerting import rules
 from master.services.alerting.records import alert_out, rule_out, silence_out
 from protocol.errors import ErrorCode, GdosError
@@ -41,10 +42,7 @@ def _time(field: str, text: str) -> float:
 
 
 def get_rule(s: SessionDep, rule_id: str) -> models.AlertRule:
-    row = s.get(models.AlertRule, rule_id)
-    if row is None:
-        raise GdosError(ErrorCode.NOT_FOUND, f"no alert rule {rule_id}")
-    return row
+    return get_or_404(s, models.AlertRule, rule_id, "alert rule")
 
 
 def _check_scope(s: SessionDep, values: dict[str, Any]) -> None:
@@ -177,10 +175,7 @@ def list_alerts(
 
 @router.get("/alerts/{alert_id}", response_model=AlertOut)
 def read_alert(alert_id: Id, _: Viewer, s: SessionDep) -> AlertOut:
-    row = s.get(models.Alert, alert_id)
-    if row is None:
-        raise GdosError(ErrorCode.NOT_FOUND, f"no alert {alert_id}")
-    return alert_out(row)
+    return alert_out(get_or_404(s, models.Alert, alert_id, "alert"))
 
 
 @router.post("/alerts/{alert_id}/ack", response_model=AlertOut)
@@ -193,10 +188,7 @@ async def ack_alert(alert_id: Id, principal: Operator, s: SessionDep, svc: Servi
 
 
 def get_silence(s: SessionDep, silence_id: str) -> models.Silence:
-    row = s.get(models.Silence, silence_id)
-    if row is None:
-        raise GdosError(ErrorCode.NOT_FOUND, f"no silence {silence_id}")
-    return row
+    return get_or_404(s, models.Silence, silence_id, "silence")
 
 
 @router.post("/silences", response_model=SilenceOut, status_code=201)

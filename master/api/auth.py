@@ -9,6 +9,7 @@ from sqlalchemy import select
 from master.api.deps import Admin, ServicesDep, SessionDep
 from master.api.errors import ERROR_RESPONSES
 from master.db import models
+from master.db.session import get_or_404
 from master.services import accounts
 from master.services.security import hash_password
 from master.services.views import user_out
@@ -88,9 +89,7 @@ def create_join_token(
 def revoke_join_token(
     token_id: Annotated[str, Path(max_length=64)], _: Admin, s: SessionDep
 ) -> Response:
-    row = s.get(models.JoinToken, token_id)
-    if row is None:
-        raise GdosError(ErrorCode.NOT_FOUND, f"no join token {token_id}")
+    row = get_or_404(s, models.JoinToken, token_id, "join token")
     row.revoked = True
     s.commit()
     return Response(status_code=204)

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from master.api.deps import Operator, ServicesDep, SessionDep, Viewer
 from master.api.errors import ERROR_RESPONSES
 from master.db import models
+from master.db.session import get_or_404
 from master.services import adoption
 from master.services.views import instance_out
 from protocol.errors import ErrorCode, GdosError
@@ -18,10 +19,7 @@ Id = Annotated[str, Path(max_length=64)]
 
 
 def get_instance(s: SessionDep, instance_id: str) -> models.Instance:
-    inst = s.get(models.Instance, instance_id)
-    if inst is None:
-        raise GdosError(ErrorCode.NOT_FOUND, f"no instance {instance_id}")
-    return inst
+    return get_or_404(s, models.Instance, instance_id, "instance")
 
 
 @router.post("", response_model=InstanceOut, status_code=202)

@@ -8,6 +8,7 @@ from sqlalchemy import select
 from master.api.deps import Operator, ServicesDep, SessionDep, Viewer
 from master.api.errors import ERROR_RESPONSES
 from master.db import models
+from master.db.session import get_or_404
 from master.services.views import node_out
 from protocol.errors import ErrorCode, GdosError
 from protocol.messages import CLOSE_AUTH_FAILED
@@ -18,10 +19,7 @@ NodeId = Annotated[str, Path(max_length=64)]
 
 
 def get_node(s: SessionDep, node_id: str) -> models.Node:
-    node = s.get(models.Node, node_id)
-    if node is None:
-        raise GdosError(ErrorCode.NOT_FOUND, f"no node {node_id}")
-    return node
+    return get_or_404(s, models.Node, node_id, "node")
 
 
 @router.get("", response_model=list[NodeOut])

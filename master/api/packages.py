@@ -11,6 +11,7 @@ from master.api import uploads
 from master.api.deps import AnyPrincipal, Operator, ServicesDep, SessionDep, Viewer
 from master.api.errors import ERROR_RESPONSES
 from master.db import models
+from master.db.session import get_or_404
 from master.services import packages as package_service
 from master.services.body import Body
 from master.services.views import package_out
@@ -24,10 +25,7 @@ PackageId = Annotated[str, Path(max_length=64)]
 
 
 def get_package(s: SessionDep, package_id: str) -> models.Package:
-    pkg = s.get(models.Package, package_id)
-    if pkg is None:
-        raise GdosError(ErrorCode.NOT_FOUND, f"no package {package_id}")
-    return pkg
+    return get_or_404(s, models.Package, package_id, "package")
 
 
 @router.post(

@@ -9,6 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from master.api.deps import Operator, ServicesDep, SessionDep, Viewer
 from master.api.errors import ERROR_RESPONSES
 from master.db import models
+from master.db.session import get_or_404
 from master.services.views import instance_out, module_out, system_out
 from protocol.errors import ErrorCode, GdosError
 from protocol.rest import (
@@ -26,17 +27,11 @@ Id = Annotated[str, Path(max_length=64)]
 
 
 def get_system(s: SessionDep, system_id: str) -> models.System:
-    system = s.get(models.System, system_id)
-    if system is None:
-        raise GdosError(ErrorCode.NOT_FOUND, f"no system {system_id}")
-    return system
+    return get_or_404(s, models.System, system_id, "system")
 
 
 def get_module(s: SessionDep, module_id: str) -> models.Module:
-    mod = s.get(models.Module, module_id)
-    if mod is None:
-        raise GdosError(ErrorCode.NOT_FOUND, f"no module {module_id}")
-    return mod
+    return get_or_404(s, models.Module, module_id, "module")
 
 
 def system_detail(s: SessionDep, system: models.System) -> SystemDetail:

@@ -3,14 +3,17 @@
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import Engine, create_engine, event
 from sqlalchemy.orm import Session, sessionmaker
 
+from protocol.errors import ErrorCode, GdosError
+
 MIGRATIONS = Path(__file__).with_name("migrations")
+T = TypeVar("T")
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -84,3 +87,11 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+def get_or_404(s: Session, model: type[T], ident: str, noun: str) -> T:
+    """The row with this primary key, or the API's 404 ("no <noun> <id>")."""
+    row = s.get(model, ident)
+    if row is None:
+        raise GdosError(ErrorCode.NOT_FOUND, f"no {noun} {ident}")
+    return row

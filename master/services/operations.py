@@ -25,7 +25,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from master.db import models
-from master.db.session import Database
+from master.db.session import Database, get_or_404
 from master.hub import Hub
 from master.services import instance_rows
 from master.services.agents import AgentRegistry
@@ -38,7 +38,7 @@ from master.services.operation_steps import (
     operation_out,
 )
 from master.services.orchestrator import COMMAND_SLACK, Orchestrator
-from protocol.errors import ErrorCode, GdosError
+from protocol.errors import GdosError
 from protocol.messages import Batch
 from protocol.rest import InstanceOut, OperationOut
 from protocol.states import (
@@ -113,10 +113,7 @@ class Operations:
         op = self.live.get(operation_id)
         if op is not None:
             return op.out()
-        row = s.get(models.Operation, operation_id)
-        if row is None:
-            raise GdosError(ErrorCode.NOT_FOUND, f"no operation {operation_id}")
-        return operation_out(row)
+        return operation_out(get_or_404(s, models.Operation, operation_id, "operation"))
 
     def _plan(self, s: Session, system_id: str) -> list[Step]:
         instances = list(

@@ -361,10 +361,6 @@ class Orchestrator:
 
     # -- agent-facing -----------------------------------------------------------------------
 
-    def apply_report(self, node_id: str, report: InstanceReport) -> None:
-        """An agent says what one of its instances is doing. Identity comes from the socket."""
-        self.apply_reports(node_id, [report])
-
     def queue_reports(self, node_id: str, reports: list[InstanceReport]) -> None:
         """Reports as they arrive: applied at the end of this turn of the event loop, together
         with those of every other agent whose messages arrived in the same turn. A batch stop
@@ -381,31 +377,24 @@ class Orchestrator:
         if not queued:
             return
         try:
-            self.apply_reports_of(queued)
+            self.apply_reports(queued)
         except Exception:  # a callback of the loop: nobody else would see it
             log.exception("could not apply %d report messages", len(queued))
 
-    def apply_reports(self, node_id: str, reports: list[InstanceReport]) -> None:
-        """Several reports from one node, in one transaction (Core: the hot path)."""
-        self.apply_reports_of([(node_id, reports)])
-
-    def apply_reports_of(self, batches: list[tuple[str, list[InstanceReport]]]) -> None:
-        """Reports of one or more nodes, in order, in one transaction."""
-        ids = {r.instance_id for _, reports in batches for r in reports}
+    def apply_reports(self, batches: list[tuple[str, list[InstanceReport]]]) -> None:
+        """Reports of one or more nodes, in order, in one transaction (Core: the hot path).
+        Identity comes from the socket: a node only changes its own instances."""
+        flat = [(node_id, report) for node_id, reports in batches for report in reports]
         with self.db.engine.begin() as conn:
-            rows = instance_rows.load(conn, ids)
-            changes: dict[str, dict[str, Any]] = {}
-            for node_id, reports in batches:
-                for report in reports:
-                    row = rows.get(report.instance_id)
-                    if row is None or row["node_id"] != node_id:
-                        log.info(
-                            "node %s reported unknown instance %s", node_id, report.instance_id
-                        )
-                        continue
-                    change = instance_rows.report_changes(row, report)
-                    row.update(change)
-                    changes.setdefault(row["id"], {}).update(change)
+            rows = instance_rows.load(conn, {report.instance_id for _, report in flat})
+            changes: dict[str, dict[str, Any]] = {}  # a later report of an instance wins
+            for node_id, report in flat:
+                row = rows.get(report.instance_id)
+                if row is None or row["node_id"] != node_id:
+                    log.info("node %s reported unknown instance %s", node_id, report.instance_id)
+                    continue
+                changes[row["id"]] = instance_rows.report_changes(row, report)
+                row.update(changes[row["id"]])
             if not changes:
                 return
             instance_rows.write(conn, changes)

@@ -27,7 +27,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from master.db import models
-from master.db.session import Database
+from master.db.session import Database, get_or_404
 from master.hub import Hub
 from master.services.agents import AgentRegistry
 from master.services.alerting import evaluator
@@ -41,7 +41,6 @@ from master.services.alerting.records import (
 from master.services.alerting.rules import Rule, from_row
 from master.services.alerting.webhooks import Notifier
 from master.services.directory import Directory, InstanceInfo
-from protocol.errors import ErrorCode, GdosError
 
 log = logging.getLogger(__name__)
 
@@ -457,9 +456,7 @@ class AlertEngine:
     # -- operator actions ------------------------------------------------------------------
 
     def ack(self, s: Session, alert_id: str, user: str) -> models.Alert:
-        row = s.get(models.Alert, alert_id)
-        if row is None:
-            raise GdosError(ErrorCode.NOT_FOUND, f"no alert {alert_id}")
+        row = get_or_404(s, models.Alert, alert_id, "alert")
         if row.acked_at is None:
             row.acked_at, row.acked_by = time.time(), user
             s.commit()
