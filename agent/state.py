@@ -9,8 +9,11 @@ import asyncio
 import json
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+
+import msgspec
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +64,19 @@ class StateFile:
         self.path = path
         loaded = read_json(path) or {}
         self.instances: dict[str, dict[str, Any]] = dict(loaded.get("instances") or {})
+        # Where the records come from, asked once per write rather than once per change: a
+        # batch of a hundred changes that land in one write then builds the table once.
+        self.collect: Callable[[], dict[str, dict[str, Any]]] | None = None
         self._waiters: list[tuple[asyncio.Future[None], bool]] = []
         self._writer: asyncio.Task[None] | None = None
 
     def snapshot(self) -> bytes:
-        # Compact: only then does json use its C encoder (an indented dump of 100 instances
-        # costs tens of milliseconds on every save).
-        return json.dumps(
-            {"version": STATE_VERSION, "instances": self.instances},
-            separators=(",", ":"),
-            sort_keys=True,
-        ).encode()
+        if self.collect is not None:
+            self.instances = self.collect()
+        # msgspec rather than json: several times faster on a table of a hundred manifests.
+        return msgspec.json.encode(
+            {"version": STATE_VERSION, "instances": self.instances}, order="sorted"
+        )
 
     def save_now(self) -> None:
         atomic_write(self.path, self.snapshot())

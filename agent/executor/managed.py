@@ -66,6 +66,8 @@ class Managed:
         )
 
     def record(self) -> dict[str, Any]:
+        """What the state file keeps (the report's fields but health, which is re-probed after
+        an agent restart). Built field by field: a save of a host's table builds every record."""
         if self._static is None or self._static["manifest_obj"] is not self.manifest:
             self._static = {
                 "spec": self.spec.to_dict(),
@@ -77,11 +79,14 @@ class Managed:
             "manifest": self._static["manifest"],
             "cmdline": self.cmdline,
             "restart_pending": self.restart_pending,
-            **{
-                k: v
-                for k, v in self.report().to_dict().items()
-                if k not in ("instance_id", "health", "health_detail")
-            },
+            "state": self.state.value,
+            "pid": self.pid,
+            "create_time": self.create_time,
+            "started_at": self.started_at,
+            "exit_code": self.exit_code,
+            "error": self.error,
+            "restarts": self.restarts,
+            "adopted": self.adopted,
         }
 
     @classmethod

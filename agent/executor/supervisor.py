@@ -45,6 +45,7 @@ class Supervisor:
         self.fetch = fetch
         self.on_report = report
         self.instances: dict[str, Managed] = {}
+        state.collect = lambda: {i: m.record() for i, m in self.instances.items()}
         self._background: set[asyncio.Task[Any]] = set()
 
     # -- persistence and reporting -----------------------------------------------------------
@@ -55,7 +56,6 @@ class Supervisor:
     async def _commit(self, m: Managed | None = None, durable: bool = True) -> None:
         """Save the table, then tell the master about `m`. Changes of a process's state need
         not be `durable` (see StateFile.save); what is deployed here must be."""
-        self.state.instances = {i: x.record() for i, x in self.instances.items()}
         await self.state.save(durable)
         if m is not None:
             self.on_report(m.report())
