@@ -15,10 +15,11 @@ from typing import Protocol
 
 from agent import credential
 from agent.autostart.command import AgentCommand, agent_command
-from agent.autostart.launchd import Launchd
 from agent.autostart.system import AutostartError, RealSystem, System
-from agent.autostart.systemd import Systemd
-from agent.autostart.windows import TaskScheduler
+
+# The backends are imported when one is needed: every agent imports this package (for its
+# command line), few ever install autostart, and launchd's plistlib and Task Scheduler's
+# ElementTree (with pyexpat) cost a running agent ~1 MiB of RSS for nothing.
 
 OS_CHOICES = ("linux", "windows", "macos")
 
@@ -46,9 +47,15 @@ def backend_for(
     os_key: str, command: AgentCommand, environ: Mapping[str, str] | None = None
 ) -> Backend:
     if os_key == "windows":
+        from agent.autostart.windows import TaskScheduler
+
         return TaskScheduler(command)
     if os_key == "macos":
+        from agent.autostart.launchd import Launchd
+
         return Launchd(command)
+    from agent.autostart.systemd import Systemd
+
     return Systemd.from_env(command, dict(os.environ if environ is None else environ))
 
 

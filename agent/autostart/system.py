@@ -6,7 +6,6 @@ would be issued on a host they cannot (or must not) change.
 """
 
 import contextlib
-import ctypes
 import os
 import shutil
 import subprocess
@@ -90,6 +89,8 @@ class RealSystem:
 
     def is_admin(self) -> bool:
         if os.name == "nt":
+            import ctypes  # Windows only: not worth its RSS on every other agent
+
             try:
                 return bool(ctypes.windll.shell32.IsUserAnAdmin())  # type: ignore[attr-defined]
             except (AttributeError, OSError):
