@@ -144,6 +144,8 @@ class Result:
             "stop_all_gone_s": median(self.gone),
             "respawn_ms": median(self.respawn) * 1000,
             "daemon_rss_mib": sum(self.rss),
+            "start_all_rounds_s": [round(x, 3) for x in self.start],
+            "stop_all_rounds_s": [round(x, 3) for x in self.stop],
             "note": self.note,
             "load": self.load,
         }

@@ -96,6 +96,7 @@ class SimAgent:
         instances: list[str] | None = None,
         interval: float = 1.0,
         phase: float | None = None,
+        stopped: list[str] | None = None,
     ) -> None:
         self.master = master
         self.node_id = node_id
@@ -104,6 +105,9 @@ class SimAgent:
         self.instances: dict[str, SimInstance] = {
             iid: SimInstance(iid, pid=10_000 + n) for n, iid in enumerate(instances or [])
         }
+        for iid in stopped or []:
+            self.instances[iid] = SimInstance(iid, state="stopped")
+        self.batches_received: list[float] = []  # wall time each `batch` command arrived
         self.interval = interval
         # Agents start at different moments in reality: spread their ticks over the interval.
         self.phase = random.random() if phase is None else phase
@@ -226,6 +230,9 @@ class SimAgent:
                 self.interval = float(msg["metrics_interval"])
             return
         self.commands += 1
+        if kind == "batch":
+            await self._batch(ws, msg)
+            return
         inst: SimInstance | None = None
         if kind == "deploy":
             iid = msg["spec"]["instance_id"]
@@ -242,6 +249,29 @@ class SimAgent:
         await ws.send(json.dumps({"type": "result", "reply_to": msg.get("id", ""), "ok": True}))
         if inst is not None:
             await self._report(ws, inst)
+
+    async def _batch(self, ws: ClientConnection, msg: dict[str, Any]) -> None:
+        """Like the agent: every instance at once, one result, then one `instance_states`."""
+        self.batches_received.append(time.time())
+        start = msg["action"] == "start"
+        results: dict[str, dict[str, str] | None] = {}
+        reports = []
+        for iid in msg["instance_ids"]:
+            inst = self.instances.get(iid)
+            if inst is None:
+                results[iid] = {"code": "not_found", "message": f"no instance {iid}"}
+                continue
+            inst.state = "running" if start else "stopped"
+            inst.pid = 30_000 + len(self.batches_received) if start else 0
+            results[iid] = None
+            reports.append(
+                {"instance_id": iid, "state": inst.state, "pid": inst.pid or None, "restarts": 0}
+            )
+        ok = not any(results.values())
+        result = {"type": "result", "reply_to": msg["id"], "ok": ok, "data": {"results": results}}
+        await ws.send(json.dumps(result))
+        if reports:
+            await ws.send(json.dumps({"type": "instance_states", "reports": reports}))
 
 
 # -- worker process ------------------------------------------------------------------------------
@@ -293,8 +323,16 @@ async def worker(args: argparse.Namespace) -> None:
         what = cmd.get("cmd")
         if what == "connect":
             instances = cmd.get("instances", {})
+            stopped = cmd.get("stopped", {})
             for node_id, secret, hostname in creds:
-                agent = SimAgent(args.master, node_id, secret, hostname, instances.get(node_id, []))
+                agent = SimAgent(
+                    args.master,
+                    node_id,
+                    secret,
+                    hostname,
+                    instances.get(node_id, []),
+                    stopped=stopped.get(node_id, []),
+                )
                 agents[node_id] = agent
                 for iid in agent.instances:
                     by_instance[iid] = agent
@@ -328,6 +366,11 @@ async def worker(args: argparse.Namespace) -> None:
                     "heartbeats": sum(a.heartbeats_sent for a in agents.values()),
                 }
             )
+        elif what == "batches":  # when each agent received its `batch` commands; then forget
+            received = [t for a in agents.values() for t in a.batches_received]
+            for agent in agents.values():
+                agent.batches_received.clear()
+            emit({"event": "batches", "received": received})
         elif what == "stop":
             break
     for agent in agents.values():

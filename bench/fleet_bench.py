@@ -12,6 +12,9 @@ What it does, all over real sockets (see bench/fleet.py for the simulated agents
    ingest-to-event latency (agent send -> console receive); an alert rule
    `cpu_percent > 50 for 3s` covers the whole fleet while the master's CPU and RSS are sampled;
 4. near the end, 20 processes start "burning" at a known tick: breach -> `alert` event latency;
+4b. command fan-out (DESIGN.md): a system with one instance on each of the fleet's agents is
+   started and stopped through the API (`--fanout-rounds`), metrics still flowing: when each
+   agent received its `batch`, and when the operation succeeded (every agent acknowledged);
 5. metrics stop; messages and rows sent are compared with what the master stored;
 6. node loss: 10 agents killed (their worker process gets SIGKILL: sockets close) and 10 frozen
    (SIGSTOP: sockets stay open, silence only); time until the console sees them offline.
@@ -123,6 +126,7 @@ class Console:
         self.measuring = False
         self.offline_at: dict[str, float] = {}
         self.alerts: dict[str, tuple[float, dict[str, Any]]] = {}
+        self.ops_done: dict[str, tuple[float, dict[str, Any]]] = {}  # operation id -> final event
         self.events = 0
         self.ready = asyncio.Event()
         self.keys: list[str] = []
@@ -145,21 +149,29 @@ class Console:
             max_size=16 << 20,
             proxy=None,
         ) as ws:
+            # Like the console: a burst of events comes as one JSON array.
+            await ws.send(json.dumps({"batch": True}))
             if self.keys:
                 await ws.send(json.dumps({"subscribe": self.keys}))
             self.ready.set()
             async for raw in ws:
                 now = time.time()
-                msg = json.loads(raw)
-                self.events += 1
-                topic, data = msg["topic"], msg["data"]
-                if topic == "metrics" and self.measuring:
-                    sent = parse_iso(data["ts"])
-                    self.latencies.append(now - sent)
-                elif topic == "node" and data.get("status") == "offline":
-                    self.offline_at.setdefault(data["id"], now)
-                elif topic == "alert" and data.get("state") == "firing":
-                    self.alerts.setdefault(data["target_id"], (now, data))
+                decoded = json.loads(raw)
+                for msg in decoded if isinstance(decoded, list) else [decoded]:
+                    self._seen(now, msg)
+
+    def _seen(self, now: float, msg: dict[str, Any]) -> None:
+        self.events += 1
+        topic, data = msg["topic"], msg["data"]
+        if topic == "metrics" and self.measuring:
+            sent = parse_iso(data["ts"])
+            self.latencies.append(now - sent)
+        elif topic == "node" and data.get("status") == "offline":
+            self.offline_at.setdefault(data["id"], now)
+        elif topic == "alert" and data.get("state") == "firing":
+            self.alerts.setdefault(data["target_id"], (now, data))
+        elif topic == "operation" and data.get("state") != "running":
+            self.ops_done.setdefault(data["id"], (now, data))
 
 
 def parse_iso(text: str) -> float:
@@ -168,8 +180,10 @@ def parse_iso(text: str) -> float:
     return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
 
 
-def seed_instances(db_path: Path, nodes: list[str], per_node: int) -> dict[str, list[str]]:
-    """Setup shortcut: one system and per_node running instances per node, written directly."""
+def seed_instances(
+    db_path: Path, nodes: list[str], per_node: int, name: str = "fleet", state: str = "running"
+) -> tuple[str, dict[str, list[str]]]:
+    """Setup shortcut: one system and per_node instances per node, written directly."""
     sys.path.insert(0, str(ROOT))
     from sqlalchemy import create_engine, insert
 
@@ -190,14 +204,14 @@ def seed_instances(db_path: Path, nodes: list[str], per_node: int) -> dict[str, 
                     "system_id": system_id,
                     "module_id": None,
                     "node_id": node_id,
-                    "name": f"a{n:05d}-p{j:02d}",
+                    "name": f"{name[0]}{n:05d}-p{j:02d}",
                     "package_id": None,
                     "version": "1.0",
-                    "state": "running",
-                    "desired_state": "running",
+                    "state": state,
+                    "desired_state": state,
                     "health": "unknown",
-                    "pid": 10_000 + j,
-                    "started_at": now,
+                    "pid": 10_000 + j if state == "running" else None,
+                    "started_at": now if state == "running" else None,
                     "restarts": 0,
                     "exit_code": None,
                     "last_error": None,
@@ -209,11 +223,53 @@ def seed_instances(db_path: Path, nodes: list[str], per_node: int) -> dict[str, 
     with engine.begin() as conn:
         conn.execute(
             insert(models.System),
-            [{"id": system_id, "name": "fleet", "description": "fleet bench", "created_at": now}],
+            [{"id": system_id, "name": name, "description": "fleet bench", "created_at": now}],
         )
         conn.execute(insert(models.Instance), rows)
     engine.dispose()
-    return mapping
+    return system_id, mapping
+
+
+async def fanout(
+    api: httpx.Client, console: Console, workers: list[Worker], system_id: str, rounds: int
+) -> dict[str, Any]:
+    """DESIGN.md's command fan-out: a system start (then stop) over one instance on each agent
+    of the fleet, while the fleet's metrics flow. Per round: when each agent received its
+    `batch` command (the simulators note the wall time; same clock) and when the operation
+    succeeded on the event stream, i.e. every agent's result and report applied by the master."""
+    received: list[float] = []
+    done: dict[str, list[float]] = {"start": [], "stop": []}
+    agents = sum(len(g.nodes) for g in workers)
+    for _ in range(rounds):
+        for action in ("start", "stop"):
+            await asyncio.sleep(2.0)
+            t0 = time.time()
+            reply = await asyncio.to_thread(api.post, f"/systems/{system_id}/{action}")
+            reply.raise_for_status()
+            op_id = reply.json()["operation_id"]
+            deadline = time.monotonic() + 120
+            while op_id not in console.ops_done and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            at, final = console.ops_done[op_id]
+            if final["state"] != "succeeded":
+                raise RuntimeError(f"fan-out {action} ended {final['state']}: {final.get('error')}")
+            done[action].append(at - t0)
+            got = [
+                t for g in workers for t in (await g.ask({"cmd": "batches"}, "batches"))["received"]
+            ]
+            if len(got) != agents:
+                raise RuntimeError(f"{len(got)} of {agents} agents received the {action} command")
+            received.extend(t - t0 for t in got)
+    ms = [x * 1000 for x in received]
+    return {
+        "fanout_agents": agents,
+        "fanout_rounds": rounds,
+        "fanout_command_received_ms_p50": round(pct(ms, 50), 1),
+        "fanout_command_received_ms_p99": round(pct(ms, 99), 1),
+        "fanout_command_received_ms_max": round(max(ms), 1),
+        "fanout_start_all_acked_s": [round(x, 3) for x in done["start"]],
+        "fanout_stop_all_acked_s": [round(x, 3) for x in done["stop"]],
+    }
 
 
 def _count_offline(log: Path) -> int:
@@ -293,7 +349,11 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
             flush=True,
         )
         all_nodes = [n for g in groups for n in g.nodes]
-        mapping = seed_instances(data / "master" / "ops_data.db", all_nodes, args.processes)
+        db_file = data / "master" / "ops_data.db"
+        _, mapping = seed_instances(db_file, all_nodes, args.processes)
+        # The fan-out system: one stopped instance on each agent of the measured fleet.
+        fleet_nodes = [n for g in workers for n in g.nodes]
+        fan_system, fan_mapping = seed_instances(db_file, fleet_nodes, 1, "fanout", "stopped")
         api = httpx.Client(
             base_url=url + "/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=60
         )
@@ -312,7 +372,12 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.gather(
             *(
                 g.ask(
-                    {"cmd": "connect", "instances": {n: mapping[n] for n in g.nodes}}, "connected"
+                    {
+                        "cmd": "connect",
+                        "instances": {n: mapping[n] for n in g.nodes},
+                        "stopped": {n: fan_mapping[n] for n in g.nodes if n in fan_mapping},
+                    },
+                    "connected",
                 )
                 for g in groups
             )
@@ -351,9 +416,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                 flush=True,
             )
             if not burns and now - start >= burn_after:
-                targets = [ids[1] for ids in list(mapping.values())[: args.burns * 7 : 7]][
-                    : args.burns
-                ]
+                # From the measured fleet only (the node-loss groups have no worker to ask).
+                targets = [mapping[n][1] for n in fleet_nodes[: args.burns * 7 : 7]]
                 for iid in targets:
                     group = next(g for g in workers if any(iid in mapping[n] for n in g.nodes))
                     ev = await group.ask({"cmd": "burn", "instance_id": iid}, "burn")
@@ -361,6 +425,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     await asyncio.sleep(0.37)
         console.measuring = False
         await asyncio.sleep(5)  # the last alerts
+        result.update(await fanout(api, console, workers, fan_system, args.fanout_rounds))
 
         cpu_cores = [c for _, c, _ in samples]
         rss = [r for _, _, r in samples]
@@ -461,6 +526,7 @@ def main() -> None:
     p.add_argument("--workers", type=int, default=4, help="simulator processes")
     p.add_argument("--watch", type=int, default=100, help="instances the console subscribes to")
     p.add_argument("--burns", type=int, default=20, help="processes that breach the alert rule")
+    p.add_argument("--fanout-rounds", type=int, default=3, help="system start+stop over the fleet")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--profile", default=None, help="run the master under cProfile, write here")
     args = p.parse_args()

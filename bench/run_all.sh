@@ -17,7 +17,7 @@ for name in "${wanted[@]}"; do
   echo; echo "=== $name (load: $(cut -d' ' -f1-3 /proc/loadavg))"
   case "$name" in
     foundation) $PY bench/foundation.py ;;
-    batch) $PY bench/batch.py --rounds 3 ;;
+    batch) $PY bench/batch.py --rounds 5 ;;
     footprint) $PY -m bench.agent_footprint ;;
     fleet) $PY -m bench.fleet_bench ;;
     upload) $PY bench/upload.py ;;

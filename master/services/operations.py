@@ -116,25 +116,38 @@ class Operations:
         return operation_out(get_or_404(s, models.Operation, operation_id, "operation"))
 
     def _plan(self, s: Session, system_id: str) -> list[Step]:
-        instances = list(
-            s.scalars(select(models.Instance).where(models.Instance.system_id == system_id))
-        )
-        modules = {
-            m.id: m
-            for m in s.scalars(select(models.Module).where(models.Module.system_id == system_id))
+        # Columns, not ORM entities: a system may span a fleet (1,000 instances loaded as
+        # entities took ~60 ms of the event loop per operation).
+        inst_t, mod_t, pkg_t = models.Instance, models.Module, models.Package
+        instances = s.execute(
+            select(
+                inst_t.id,
+                inst_t.name,
+                inst_t.node_id,
+                inst_t.module_id,
+                inst_t.package_id,
+                inst_t.adopted,
+                inst_t.adoption,
+            ).where(inst_t.system_id == system_id)
+        ).all()
+        start_order: dict[str, int] = {
+            row.id: row.start_order
+            for row in s.execute(
+                select(mod_t.id, mod_t.start_order).where(mod_t.system_id == system_id)
+            )
         }
         package_ids = {i.package_id for i in instances if i.package_id}
-        manifests = {
-            p.id: p.manifest
-            for p in s.scalars(select(models.Package).where(models.Package.id.in_(package_ids)))
+        manifests: dict[str, dict[str, Any]] = {
+            row.id: row.manifest
+            for row in s.execute(select(pkg_t.id, pkg_t.manifest).where(pkg_t.id.in_(package_ids)))
         }
         steps = []
         for inst in instances:
-            mod = modules.get(inst.module_id or "")
+            order = start_order.get(inst.module_id or "")
             adoption = inst.adoption or {}
             source = manifests.get(inst.package_id or "", {}) if not inst.adopted else adoption
             health = source.get("health") or None
-            level = mod.start_order if mod is not None else int(adoption.get("start_order", 0))
+            level = order if order is not None else int(adoption.get("start_order", 0))
             steps.append(
                 Step(
                     instance_id=inst.id,
@@ -207,11 +220,12 @@ class Operations:
         for row in rows.values():
             self.orch.publish_view(instance_rows.view(row))  # also refreshes our view of it
         self._touch(op)
+        # Per node, from a map: a scan of the level per node is O(n^2) at a fleet's width
+        # (1,000 nodes x 1,000 steps: ~50 ms of the loop per operation).
+        stop_timeout = {st.instance_id: st.stop_timeout for st in steps}
         for node_id, ids in sends.items():
             timeout = (
-                START_TIMEOUT
-                if starting
-                else max(st.stop_timeout for st in steps if st.instance_id in ids) + COMMAND_SLACK
+                START_TIMEOUT if starting else max(stop_timeout[i] for i in ids) + COMMAND_SLACK
             )
             self.orch.spawn(self._send(op, node_id, "start" if starting else "stop", ids, timeout))
         sent = time.perf_counter()
@@ -271,7 +285,8 @@ class Operations:
                 for iid, err in (result.data.get("results") or {}).items():
                     if err:
                         errors[iid] = str(err.get("message") or f"{action} failed")
-        steps = {st.instance_id: st for st in op.steps}
+        # Only on errors: one answer per node, and a map of every step per answer is O(n^2).
+        steps = {st.instance_id: st for st in op.steps} if errors else {}
         for iid, message in errors.items():
             self.orch._note_failure(iid, message)
             st = steps.get(iid)
