@@ -108,7 +108,9 @@ class EmbeddedMaster:
             str(self.data_dir),
         ]
         if not (self.data_dir / PASSWORD_FILE).is_file():
-            argv += ["--admin-password", self.password]
+            # One word with `=`: a generated password may begin with "-" (one in 64 do), and
+            # argparse takes "--admin-password -x..." for a missing value and another option.
+            argv.append(f"--admin-password={self.password}")
         return argv + self.extra
 
     @property
