@@ -17,7 +17,9 @@ What it does, all over real sockets (see bench/fleet.py for the simulated agents
    agent received its `batch`, and when the operation succeeded (every agent acknowledged);
 5. metrics stop; messages and rows sent are compared with what the master stored;
 6. node loss: 10 agents killed (their worker process gets SIGKILL: sockets close) and 10 frozen
-   (SIGSTOP: sockets stay open, silence only); time until the console sees them offline.
+   (SIGSTOP: sockets stay open, silence only); time until the console sees them offline;
+7. master crash: kill -9 and a restart on the same data; time until every agent of the fleet
+   is back online (`GET /nodes`, polled), and the event loop's lag over that reconnect storm.
 """
 
 import argparse
@@ -297,36 +299,43 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
     master_log = open(data / "master.log", "ab")  # noqa: SIM115
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     profile = ["-m", "cProfile", "-o", args.profile] if args.profile else []
-    master = subprocess.Popen(
-        [
-            PY,
-            *profile,
-            "-m",
-            "master",
-            "--port",
-            f"127.0.0.1:{port}",
-            "--data-dir",
-            str(data / "master"),
-            "--admin-password",
-            ADMIN_PASSWORD,
-            "--log-level",
-            "warning",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=master_log,
-        stderr=subprocess.STDOUT,
-        preexec_fn=raise_nofile,
-    )
+
+    def launch_master() -> subprocess.Popen[bytes]:
+        return subprocess.Popen(
+            [
+                PY,
+                *profile,
+                "-m",
+                "master",
+                "--port",
+                f"127.0.0.1:{port}",
+                "--data-dir",
+                str(data / "master"),
+                "--admin-password",
+                ADMIN_PASSWORD,
+                "--log-level",
+                "warning",
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=master_log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=raise_nofile,
+        )
+
+    async def healthy() -> None:
+        for _ in range(600):
+            with contextlib.suppress(httpx.HTTPError):
+                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
+                    return
+            await asyncio.sleep(0.1)
+
+    master = launch_master()
     workers: list[Worker] = []
     groups: list[Worker] = []
     result: dict[str, Any] = {"agents": args.agents, "processes": args.processes}
     try:
-        for _ in range(600):
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(url + "/healthz", timeout=1).status_code == 200:
-                    break
-            await asyncio.sleep(0.1)
+        await healthy()
         token = httpx.post(
             url + "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
         ).json()["token"]
@@ -494,6 +503,34 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         result["node_loss_frozen_s_min"] = round(min(frozen, default=float("nan")), 2)
         result["node_loss_frozen_seen"] = f"{len(frozen)}/10"
         os.kill(freeze_group.popen.pid, signal.SIGCONT)
+
+        # Master crash and restart: kill -9, start again on the same data, every agent of the
+        # fleet reconnects (1-2 s jittered) and says `hello`; the master reconciles each.
+        await asyncio.sleep(3)
+        os.kill(master.pid, signal.SIGKILL)
+        master.wait()
+        t_restart = time.time()
+        master = launch_master()
+        await healthy()
+        t_healthy = time.time()
+        # Polled (every 0.5 s) rather than read from the console's stream, which reconnects
+        # too and would miss the agents that were quicker than it.
+        online_at: dict[str, float] = {}
+        deadline = time.time() + 120
+        while time.time() < deadline and not all(n in online_at for n in fleet_nodes):
+            with contextlib.suppress(httpx.HTTPError):  # the old master's keep-alive socket
+                nodes = (await asyncio.to_thread(api.get, "/nodes")).json()
+                now = time.time()
+                for node in nodes:
+                    if node["status"] == "online":
+                        online_at.setdefault(node["id"], now)
+            await asyncio.sleep(0.5)
+        back = [online_at[n] - t_restart for n in fleet_nodes if n in online_at]
+        result["restart_master_healthy_s"] = round(t_healthy - t_restart, 2)
+        result["restart_all_online_s"] = round(max(back, default=float("nan")), 2)
+        result["restart_online_seen"] = f"{len(back)}/{len(fleet_nodes)}"
+        after = await asyncio.to_thread(scrape, url, token)
+        result["restart_loop_lag_s_last_10s"] = after["gdos_master_event_loop_lag_seconds"]
         result["console_events"] = console.events
         result["console_reconnects"] = console.reconnects
         console_task.cancel()
