@@ -10,9 +10,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Table, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -47,6 +47,8 @@ from protocol.states import (
 )
 
 log = logging.getLogger(__name__)
+
+NODES = cast(Table, models.Node.__table__)
 
 DEPLOY_TIMEOUT = 3600.0
 PRESIGNED_TTL = 3600.0  # an agent starts its download within seconds; an hour is ample
@@ -414,62 +416,82 @@ class Orchestrator:
             inst.last_error = report.error
 
     async def on_hello(self, link: AgentLink, hello: Hello) -> list[str]:
-        """Reconcile after a (re)connect; returns ids the agent runs that the master does not know."""
+        """Reconcile after a (re)connect; returns ids the agent runs that the master does not know.
+
+        Core, not the ORM: after a master restart the whole fleet says hello within seconds
+        (py-spy, 1,000 agents x 20 instances: 6.5 ms of the event loop per hello through the
+        ORM, most of it the unit of work's per-row UPDATEs)."""
         self.flush_reports()  # what the previous connection said comes first
         reported = {r.instance_id: r for r in hello.instances}
-        todo: list[tuple[str, models.Instance]] = []
-        with self.db.session() as s:
-            node = s.get(models.Node, link.node_id)
-            if node is not None:
-                host = hello.host
-                node.hostname, node.ip, node.os, node.arch = (
-                    host.hostname,
-                    host.ip,
-                    host.os,
-                    host.arch,
+        todo: list[tuple[str, str]] = []  # (action, instance id) to re-drive
+        host = hello.host
+        table = instance_rows.TABLE
+        with self.db.engine.begin() as conn:
+            conn.execute(
+                update(NODES)
+                .where(NODES.c.id == link.node_id)
+                .values(
+                    hostname=host.hostname,
+                    ip=host.ip,
+                    os=host.os,
+                    arch=host.arch,
+                    mac=host.mac,
+                    cpu_count=host.cpu_count,
+                    mem_total=host.mem_total,
+                    disk_total=host.disk_total,
+                    agent_version=hello.agent_version,
+                    last_seen=time.time(),
                 )
-                node.mac, node.cpu_count, node.mem_total = host.mac, host.cpu_count, host.mem_total
-                node.disk_total, node.agent_version = host.disk_total, hello.agent_version
-                node.last_seen = time.time()
-            rows = list(
-                s.scalars(select(models.Instance).where(models.Instance.node_id == link.node_id))
             )
+            rows = {
+                row.id: dict(row._mapping)
+                for row in conn.execute(select(table).where(table.c.node_id == link.node_id))
+            }
             # Only what changed is published: a fleet reconnecting must not flood consoles.
-            before = {inst.id: instance_out(inst) for inst in rows}
-            known: set[str] = set()
-            for inst in rows:
-                known.add(inst.id)
-                report = reported.get(inst.id)
+            before = {iid: instance_rows.view(row) for iid, row in rows.items()}
+            changes: dict[str, dict[str, Any]] = {}
+            for iid, row in rows.items():
+                report = reported.get(iid)
                 if report is None:
-                    if inst.state == InstanceState.DESTROYING:
-                        todo.append(("forget", inst))
-                    elif inst.state == InstanceState.DEPLOYING:
-                        todo.append(("deploy", inst))
+                    if row["state"] == InstanceState.DESTROYING:
+                        todo.append(("forget", iid))
+                    elif row["state"] == InstanceState.DEPLOYING:
+                        todo.append(("deploy", iid))
                     else:
-                        inst.state = InstanceState.FAILED
-                        inst.pid = None
-                        inst.last_error = "the agent does not have this instance (files removed?)"
+                        changes[iid] = {
+                            "state": InstanceState.FAILED,
+                            "pid": None,
+                            "last_error": "the agent does not have this instance (files removed?)",
+                        }
                     continue
-                self._apply(inst, report)
-                if inst.state == InstanceState.DESTROYING:
-                    todo.append(("destroy", inst))
+                change = instance_rows.report_changes(row, report)
+                if change["state"] == InstanceState.DESTROYING:
+                    todo.append(("destroy", iid))
                 elif (
-                    inst.desired_state == DesiredState.RUNNING
+                    row["desired_state"] == DesiredState.RUNNING
                     and report.state == InstanceState.STOPPED
                 ):
-                    inst.state = InstanceState.STARTING  # a start that never arrived
-                    todo.append(("start", inst))
-                elif inst.desired_state == DesiredState.STOPPED and report.state in ACTIVE_STATES:
-                    inst.state = InstanceState.STOPPING  # a stop that never arrived
-                    todo.append(("stop", inst))
-            s.commit()
-            for inst in rows:
-                if instance_out(inst) != before[inst.id]:
-                    self.publish(inst)
-            for action, inst in todo:
-                self._redrive(s, link, action, inst)
+                    change["state"] = InstanceState.STARTING  # a start that never arrived
+                    todo.append(("start", iid))
+                elif row["desired_state"] == DesiredState.STOPPED and report.state in ACTIVE_STATES:
+                    change["state"] = InstanceState.STOPPING  # a stop that never arrived
+                    todo.append(("stop", iid))
+                changes[iid] = change
+            for iid, change in changes.items():
+                rows[iid].update(change)
+            changed = [iid for iid in changes if instance_rows.view(rows[iid]) != before[iid]]
+            instance_rows.write(conn, {iid: changes[iid] for iid in changed})
+        for iid in changed:
+            self.publish_view(instance_rows.view(rows[iid]))
+        if todo:  # rare (a command lost with the connection): the ORM is fine here
+            with self.db.session() as s:
+                for action, iid in todo:
+                    inst = s.get(models.Instance, iid)
+                    if inst is not None:
+                        self._redrive(s, link, action, inst)
+                s.commit()
         self.reconciled.add(link.node_id)
-        return sorted(set(reported) - known)
+        return sorted(set(reported) - set(rows))
 
     def _redrive(self, s: Session, link: AgentLink, action: str, inst: models.Instance) -> None:
         log.info("reconcile: %s %s on node %s", action, inst.name, link.node_id)
@@ -494,15 +516,18 @@ class Orchestrator:
             self.reconciled.clear()
         else:
             self.reconciled.discard(node_id)
-        with self.db.session() as s:
-            q = select(models.Instance).where(
-                models.Instance.state.not_in([*BUSY_STATES, InstanceState.UNKNOWN])
-            )
-            if node_id is not None:
-                q = q.where(models.Instance.node_id == node_id)
-            changed = list(s.scalars(q))
-            for inst in changed:
-                inst.state = InstanceState.UNKNOWN
-            s.commit()
-            for inst in changed:
-                self.publish(inst)
+        # Core: at a master's start this is every instance of the fleet (21,000 rows through
+        # the ORM took 3 s before the master answered).
+        table = instance_rows.TABLE
+        which: list[ColumnElement[bool]] = [
+            table.c.state.not_in([*BUSY_STATES, InstanceState.UNKNOWN])
+        ]
+        if node_id is not None:
+            which.append(table.c.node_id == node_id)
+        with self.db.engine.begin() as conn:
+            rows = [dict(row._mapping) for row in conn.execute(select(table).where(*which))]
+            if rows:
+                conn.execute(update(table).where(*which).values(state=InstanceState.UNKNOWN))
+        for row in rows:
+            row["state"] = InstanceState.UNKNOWN
+            self.publish_view(instance_rows.view(row))
