@@ -488,8 +488,7 @@ class Orchestrator:
                 for action, iid in todo:
                     inst = s.get(models.Instance, iid)
                     if inst is not None:
-                        self._redrive(s, link, action, inst)
-                s.commit()
+                        self._redrive(s, link, action, inst)  # commits what it changes
         self.reconciled.add(link.node_id)
         return sorted(set(reported) - set(rows))
 
