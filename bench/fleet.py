@@ -28,6 +28,7 @@ import math
 import random
 import sys
 import time
+from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -274,6 +275,34 @@ class SimAgent:
             await ws.send(json.dumps({"type": "instance_states", "reports": reports}))
 
 
+async def stop_agents(agents: Iterable[SimAgent], tasks: Sequence[asyncio.Task[None]]) -> None:
+    for agent in agents:
+        agent.stop()
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
+
+
+@contextlib.asynccontextmanager
+async def connected_agents(
+    master: str, join_token: str, hostnames: Sequence[str], **kwargs: Any
+) -> AsyncIterator[list[SimAgent]]:
+    """Enrol one simulated agent per hostname and connect them all (no reconnects); tests use
+    this to speak the real protocol to a real master. Stopped when the block ends."""
+    async with httpx.AsyncClient() as client:
+        creds = [await enroll(client, master, join_token, h) for h in hostnames]
+    agents = [
+        SimAgent(master, node, secret, h, **kwargs)
+        for (node, secret), h in zip(creds, hostnames, strict=True)
+    ]
+    tasks = [asyncio.create_task(a.run(reconnect=False)) for a in agents]
+    try:
+        await asyncio.gather(*(a.connected.wait() for a in agents))
+        yield agents
+    finally:
+        await stop_agents(agents, tasks)
+
+
 # -- worker process ------------------------------------------------------------------------------
 
 
@@ -373,11 +402,7 @@ async def worker(args: argparse.Namespace) -> None:
             emit({"event": "batches", "received": received})
         elif what == "stop":
             break
-    for agent in agents.values():
-        agent.stop()
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
+    await stop_agents(agents.values(), tasks)
 
 
 def main() -> None:

@@ -51,18 +51,7 @@ def enroll(body: EnrollIn, request: Request, s: SessionDep) -> EnrollOut:
         )
     secret = new_secret("gdn")
     host = body.host
-    node = models.Node(
-        secret_hash=secret_hash(secret),
-        hostname=host.hostname,
-        ip=host.ip,
-        os=host.os,
-        arch=host.arch,
-        mac=host.mac,
-        cpu_count=host.cpu_count,
-        mem_total=host.mem_total,
-        disk_total=host.disk_total,
-        labels={},
-    )
+    node = models.Node(secret_hash=secret_hash(secret), labels={}, **accounts.host_columns(host))
     s.add(node)
     s.commit()
     request.state.audit_target = f"node={node.id}"

@@ -5,6 +5,7 @@ import os
 import secrets
 import time
 from pathlib import Path
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -18,6 +19,8 @@ from master.services.security import (
     secret_hash,
     verify_password,
 )
+from protocol.messages import HostInfo
+from protocol.rest import HostIn
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +83,20 @@ def user_for_token(s: Session, token: str) -> models.User | None:
     if row is None or row.expires_at < time.time():
         return None
     return s.get(models.User, row.user_id)
+
+
+def host_columns(host: HostInfo | HostIn) -> dict[str, Any]:
+    """The node columns an agent's host facts fill (at enrolment and at every hello)."""
+    return {
+        "hostname": host.hostname,
+        "ip": host.ip,
+        "os": host.os,
+        "arch": host.arch,
+        "mac": host.mac,
+        "cpu_count": host.cpu_count,
+        "mem_total": host.mem_total,
+        "disk_total": host.disk_total,
+    }
 
 
 def node_for_secret(s: Session, secret: str) -> models.Node | None:

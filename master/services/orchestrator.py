@@ -20,7 +20,7 @@ from master.config import Settings
 from master.db import models
 from master.db.session import Database
 from master.hub import Hub
-from master.services import instance_rows
+from master.services import accounts, instance_rows
 from master.services.agents import AgentLink, AgentRegistry
 from master.services.views import instance_out
 from master.storage.base import PackageStore
@@ -404,16 +404,10 @@ class Orchestrator:
             self.publish_view(instance_rows.view(rows[instance_id]))
 
     def _apply(self, inst: models.Instance, report: InstanceReport) -> None:
-        if inst.state != InstanceState.DESTROYING:
-            inst.state = report.state
-        inst.pid = report.pid
-        inst.started_at = report.started_at
-        inst.exit_code = report.exit_code
-        inst.restarts = report.restarts
-        inst.health = report.health
-        inst.health_detail = report.health_detail
-        if report.error:
-            inst.last_error = report.error
+        """`instance_rows.report_changes` on an ORM instance (the adoption path)."""
+        current = {"state": inst.state, "last_error": inst.last_error}
+        for key, value in instance_rows.report_changes(current, report).items():
+            setattr(inst, key, value)
 
     async def on_hello(self, link: AgentLink, hello: Hello) -> list[str]:
         """Reconcile after a (re)connect; returns ids the agent runs that the master does not know.
@@ -431,14 +425,7 @@ class Orchestrator:
                 update(NODES)
                 .where(NODES.c.id == link.node_id)
                 .values(
-                    hostname=host.hostname,
-                    ip=host.ip,
-                    os=host.os,
-                    arch=host.arch,
-                    mac=host.mac,
-                    cpu_count=host.cpu_count,
-                    mem_total=host.mem_total,
-                    disk_total=host.disk_total,
+                    **accounts.host_columns(host),
                     agent_version=hello.agent_version,
                     last_seen=time.time(),
                 )

@@ -8,7 +8,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.fleet import SimAgent, SimInstance, enroll
+from bench.fleet import SimInstance, connected_agents
 from tests.master.test_api_auth import error_of
 from tests.support import Api, build_package, wait_for
 
@@ -178,18 +178,10 @@ def test_agents_feed_only_their_own_instances(shared_master, shared_api, tmp_pat
     module = api.post(f"/systems/{system['id']}/modules", {"name": "svc", "package": "simsvc"})
 
     async def scenario() -> tuple[str, str]:
-        async with httpx.AsyncClient() as client:
-            creds = [
-                await enroll(client, shared_master.url, shared_master.join_token, f"sim-{n}")
-                for n in range(2)
-            ]
-        agents = [
-            SimAgent(shared_master.url, node, secret, f"sim-{n}", interval=0.5)
-            for n, (node, secret) in enumerate(creds)
-        ]
-        tasks = [asyncio.create_task(a.run(reconnect=False)) for a in agents]
-        try:
-            await asyncio.gather(*(a.connected.wait() for a in agents))
+        names = ["sim-0", "sim-1"]
+        async with connected_agents(
+            shared_master.url, shared_master.join_token, names, interval=0.5
+        ) as agents:
             mine = await asyncio.to_thread(
                 api.post, "/instances", {"module_id": module["id"], "node_id": agents[0].node_id}
             )
@@ -204,12 +196,6 @@ def test_agents_feed_only_their_own_instances(shared_master, shared_api, tmp_pat
             agents[1].instances[mine["id"]] = SimInstance(mine["id"], rss=1 << 20)
             await asyncio.sleep(2.5)
             return mine["id"], agents[1].node_id
-        finally:
-            for a in agents:
-                a.stop()
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
 
     iid, other_node = asyncio.run(scenario())
     samples = api.get(f"/instances/{iid}/metrics", params={"seconds": 30})["samples"]

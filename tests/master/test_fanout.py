@@ -6,9 +6,7 @@ instance ends in the state asked for. Also keeps the benchmark's simulator hones
 
 import asyncio
 
-import httpx
-
-from bench.fleet import SimAgent, enroll
+from bench.fleet import connected_agents
 from tests.support import build_package, wait_for
 
 NODES = 40
@@ -33,18 +31,8 @@ def test_a_system_over_many_nodes_starts_and_stops_once_per_node(master_factory,
         )
 
     async def scenario() -> tuple[dict, dict, list[int], list[dict]]:
-        async with httpx.AsyncClient() as client:
-            creds = [
-                await enroll(client, master.url, master.join_token, f"wide-{n}")
-                for n in range(NODES)
-            ]
-        agents = [
-            SimAgent(master.url, node, secret, f"wide-{n}")
-            for n, (node, secret) in enumerate(creds)
-        ]
-        tasks = [asyncio.create_task(a.run(reconnect=False)) for a in agents]
-        try:
-            await asyncio.gather(*(a.connected.wait() for a in agents))
+        names = [f"wide-{n}" for n in range(NODES)]
+        async with connected_agents(master.url, master.join_token, names) as agents:
             for a in agents:
                 await asyncio.to_thread(
                     api.post, "/instances", {"module_id": module["id"], "node_id": a.node_id}
@@ -60,12 +48,6 @@ def test_a_system_over_many_nodes_starts_and_stops_once_per_node(master_factory,
             stopped = await asyncio.to_thread(operation, "stop")
             down = await asyncio.to_thread(instances)  # before the agents go (then: unknown)
             return started, stopped, [len(a.batches_received) for a in agents], up + down
-        finally:
-            for a in agents:
-                a.stop()
-            for t in tasks:
-                t.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
 
     started, stopped, per_node, seen = asyncio.run(scenario())
     assert started["state"] == "succeeded", started
