@@ -9,13 +9,18 @@ directly.
 
 import asyncio
 import hashlib
+import http.client
 import json
-import ssl
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from agent import tls
+
+if TYPE_CHECKING:
+    import ssl
 
 _CHUNK = 1 << 20
 # Dedicated threads: a hanging probe or a slow download must not hold up the default executor
@@ -32,17 +37,50 @@ class HttpError(Exception):
         self.body = body
 
 
+class _TlsConnection(http.client.HTTPConnection):
+    default_port = 443
+
+    def __init__(self, host: str, *, context: "ssl.SSLContext", **kw: Any) -> None:
+        super().__init__(host, **kw)
+        self._context = context
+
+    def connect(self) -> None:
+        super().connect()
+        self.sock = self._context.wrap_socket(self.sock, server_hostname=self.host)
+
+
+class HttpsHandler(urllib.request.AbstractHTTPHandler):
+    """urllib's https, whether or not `ssl` was there when urllib was imported (agent.tls)."""
+
+    handler_order = 499  # ahead of urllib's own HTTPSHandler, where that exists
+
+    def __init__(self, context: "ssl.SSLContext | None" = None, *, verify: bool = True) -> None:
+        super().__init__()
+        self._context = context
+        self._verify = verify
+
+    def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
+        if self._context is None:  # the first https URL: only now is OpenSSL needed
+            self._context = (
+                tls.load().create_default_context() if self._verify else tls.unverified()
+            )
+        # context= reaches the connection as it does urllib's own HTTPSConnection
+        return self.do_open(_TlsConnection, req, context=self._context)  # type: ignore[arg-type]
+
+    https_request = urllib.request.AbstractHTTPHandler.do_request_
+
+
 class _NoRedirect(urllib.request.HTTPRedirectHandler):
     def redirect_request(self, *args: Any, **kwargs: Any) -> None:
         return None  # a probe judges the answer it got; a 3xx is not healthy
 
 
 def _opener(
-    context: ssl.SSLContext | None, follow_redirects: bool
+    context: "ssl.SSLContext | None", follow_redirects: bool, verify: bool = True
 ) -> urllib.request.OpenerDirector:
     handlers: list[urllib.request.BaseHandler] = [
         urllib.request.ProxyHandler({}),
-        urllib.request.HTTPSHandler(context=context),
+        HttpsHandler(context, verify=verify),  # ssl is loaded at the first https URL
     ]
     if not follow_redirects:
         handlers.append(_NoRedirect())
@@ -67,7 +105,7 @@ def _describe(exc: BaseException) -> str:
 
 
 class Http:
-    def __init__(self, context: ssl.SSLContext | None = None) -> None:
+    def __init__(self, context: "ssl.SSLContext | None" = None) -> None:
         self._opener = _opener(context, follow_redirects=True)
 
     def _open(self, request: urllib.request.Request, timeout: float) -> Any:
@@ -126,10 +164,7 @@ _probe_opener: urllib.request.OpenerDirector | None = None
 def _probes() -> urllib.request.OpenerDirector:
     global _probe_opener
     if _probe_opener is None:  # built on first use: most agents never probe over HTTP
-        context = ssl.create_default_context()
-        context.check_hostname = False
-        context.verify_mode = ssl.CERT_NONE
-        _probe_opener = _opener(context, follow_redirects=False)
+        _probe_opener = _opener(None, follow_redirects=False, verify=False)
     return _probe_opener
 
 

@@ -8,19 +8,22 @@ import asyncio
 import contextlib
 import logging
 import random
-import ssl
 import time
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
-
-import websockets
-from websockets.asyncio.client import ClientConnection, connect
+from typing import TYPE_CHECKING, Any
 
 from agent.credential import Credential
 from agent.executor.supervisor import Supervisor
 from agent.hostinfo import current_load, host_info
 from agent.logs import AgentLogs
+from agent.wsclient import (
+    ClientConnection,
+    ConnectionClosed,
+    InvalidStatus,
+    WebSocketError,
+    connect,
+)
 from protocol import __version__
 from protocol.errors import ErrorCode, GdosError
 from protocol.messages import (
@@ -46,6 +49,9 @@ from protocol.messages import (
     WireError,
 )
 from protocol.wire import Struct
+
+if TYPE_CHECKING:
+    import ssl
 
 log = logging.getLogger(__name__)
 
@@ -74,7 +80,7 @@ class Link:
         cred: Credential,
         supervisor: Supervisor,
         work_dir: Path,
-        ssl_context: ssl.SSLContext | None = None,
+        ssl_context: "ssl.SSLContext | None" = None,
     ) -> None:
         self.cred = cred
         self.supervisor = supervisor
@@ -116,7 +122,7 @@ class Link:
         ws = self.ws
         if ws is None:
             return
-        with contextlib.suppress(websockets.ConnectionClosed):
+        with contextlib.suppress(ConnectionClosed):
             await ws.send(text)
             self.metrics_sent_at = time.monotonic()
 
@@ -124,7 +130,7 @@ class Link:
         ws = self.ws
         if ws is None:
             return
-        with contextlib.suppress(websockets.ConnectionClosed):
+        with contextlib.suppress(ConnectionClosed):
             await ws.send(msg.to_json())
 
     def _spawn(self, coro: Any) -> None:
@@ -140,8 +146,8 @@ class Link:
             began = time.monotonic()
             try:
                 await self._session()
-            except websockets.InvalidStatus as exc:
-                status = exc.response.status_code
+            except InvalidStatus as exc:
+                status = exc.status
                 if status in (401, 403):
                     log.error(
                         "the master refused this node's credential (HTTP %d): the node was "
@@ -151,7 +157,7 @@ class Link:
                     )
                 else:
                     log.warning("master answered HTTP %d; retrying", status)
-            except (OSError, websockets.WebSocketException, TimeoutError) as exc:
+            except (OSError, WebSocketError, TimeoutError) as exc:
                 log.warning(
                     "connection to %s lost or refused: %s",
                     self.cred.master,
@@ -168,16 +174,16 @@ class Link:
 
     async def _session(self) -> None:
         headers = {"Authorization": f"Bearer {self.cred.node_secret}"}
-        async with connect(
+        ws = await connect(
             ws_url(self.cred.master),
-            additional_headers=headers,
+            headers=headers,
             ssl=self.ssl_context,
             open_timeout=10,
             ping_interval=20,
             ping_timeout=20,
             max_size=8 << 20,
-            proxy=None,
-        ) as ws:
+        )
+        async with ws:
             hello = Hello(
                 agent_version=__version__,
                 host=await asyncio.to_thread(host_info, self.cred.master, self.work_dir),
@@ -196,7 +202,7 @@ class Link:
                 self.logs.stop_all()
 
     async def _heartbeats(self, ws: ClientConnection) -> None:
-        with contextlib.suppress(websockets.ConnectionClosed):
+        with contextlib.suppress(ConnectionClosed):
             while True:
                 # Any message proves liveness: while metrics (which carry the node's load) go
                 # out every interval, a heartbeat would only double the master's work.

@@ -190,6 +190,7 @@ class SimAgent:
                     ping_timeout=60,
                     max_size=8 << 20,
                     proxy=None,
+                    compression=None,  # as the real agent (agent.wsclient offers no deflate)
                 ) as ws:
                     await ws.send(self.hello_text())
                     self.ws = ws

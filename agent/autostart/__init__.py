@@ -13,7 +13,6 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Protocol
 
-from agent import credential
 from agent.autostart.command import AgentCommand, agent_command
 from agent.autostart.system import AutostartError, RealSystem, System
 
@@ -94,6 +93,8 @@ def apply(
         backend.preflight(system)  # rights first: never enrol a node that cannot be installed
         if turn_on:
             work_dir.mkdir(parents=True, exist_ok=True)
+            from agent import credential  # its HTTP client is not needed to print a unit
+
             if credential.load(work_dir) is None:
                 if not args.token:
                     raise AutostartError(

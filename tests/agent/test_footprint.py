@@ -5,24 +5,63 @@ pull in modules only some agents ever need."""
 import json
 import subprocess
 import sys
+from pathlib import Path
 
-from tests.support import ROOT
+import pytest
+
+from tests.support import ROOT, Agent, Api, Master
 
 # Each of these is imported where it is needed: the autostart backends (plistlib, ElementTree
 # with pyexpat, ctypes for Windows' admin check), the master's stack (pydantic, SQLAlchemy,
 # FastAPI) and httpx, which the agent replaced with urllib.
+# OpenSSL (ssl, _hashlib) only when the link to the master is TLS (agent.tls), and the
+# websockets library not at all (agent.wsclient).
 ONLY_WHEN_NEEDED = ("plistlib", "xml", "pyexpat", "ctypes", "pydantic", "sqlalchemy", "httpx")
+OPENSSL = ("ssl", "_ssl", "_hashlib")
+
+
+def loaded_after(code: str) -> list[str]:
+    names = (*ONLY_WHEN_NEEDED, *OPENSSL, "websockets")
+    check = f"import json, sys; print(json.dumps([m for m in {names!r} if sys.modules.get(m)]))"
+    out = subprocess.run(
+        [sys.executable, "-c", f"{code}; {check}"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return list(json.loads(out.stdout))
 
 
 def test_the_agent_does_not_import_what_only_some_agents_need() -> None:
-    code = (
-        "import json, sys; import agent.__main__; "
-        f"print(json.dumps([m for m in {ONLY_WHEN_NEEDED!r} if m in sys.modules]))"
+    # What main() does for a plain-http master before it imports the running agent.
+    assert (
+        loaded_after("from agent import tls; tls.forgo(); import agent.__main__, agent.runtime")
+        == []
     )
-    out = subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True
-    )
-    assert json.loads(out.stdout) == []
+
+
+def test_a_tls_agent_loads_ssl_and_nothing_else_extra() -> None:
+    assert loaded_after("import agent.__main__, agent.runtime") == list(OPENSSL)
+
+
+def mapped_libraries(pid: int) -> str:
+    return Path(f"/proc/{pid}/maps").read_text()
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/maps").exists(), reason="reads /proc/<pid>/maps")
+def test_a_running_plain_http_agent_never_maps_openssl(
+    master: Master, api: Api, tmp_path: Path
+) -> None:
+    assert "libcrypto" in mapped_libraries(master.pid)  # the check can see it when it is there
+    agent = Agent(master, tmp_path / "agent")
+    try:
+        agent.start_and_wait(api)
+        maps = mapped_libraries(agent.pid)
+        assert "libcrypto" not in maps and "libssl" not in maps
+    finally:
+        agent.stop()
 
 
 def test_an_autostart_backend_still_loads_when_asked_for() -> None:

@@ -1,0 +1,65 @@
+"""OpenSSL only in an agent that needs it.
+
+Loading OpenSSL (libcrypto, libssl and the `ssl` module) costs ~4.8 MiB of RSS, on every
+host: as much as the whole gap between this agent and supervisord (issue 9). TLS to the master
+is opt-in (the master's `--tls-cert`), so an agent whose master URL is `http://` and that has no
+CA bundle starts with `ssl`, `_ssl` and `_hashlib` blocked (`forgo`). The stdlib modules that
+import `ssl` optionally (asyncio, http.client, urllib.request) then run without it, and hashlib
+falls back to Python's built-in sha256 (~180 MB/s here against OpenSSL's ~1.1 GB/s: faster
+than a 1 Gbit/s link, slower on loopback). An `https://` URL met later (a health probe, a
+package redirected to an https object store) loads `ssl` then (`load`) and goes through
+`agent.http.HttpsHandler`, which does not need urllib's own HTTPS class (absent when urllib was
+imported without ssl). This module imports nothing that imports ssl: it runs before them.
+"""
+
+import importlib
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import ssl
+
+_SSL = ("ssl", "_ssl")
+_OPENSSL = (*_SSL, "_hashlib")
+
+
+def needed(master_url: str, ca_cert: Path | None) -> bool:
+    """Does the link to the master itself use TLS?"""
+    return master_url.strip().lower().startswith("https://") or ca_cert is not None
+
+
+def forgo() -> bool:
+    """Block OpenSSL's modules for imports to come; False if some are already loaded."""
+    if any(name in sys.modules for name in _OPENSSL):
+        return False
+    for name in _OPENSSL:
+        sys.modules[name] = None  # type: ignore[assignment]  # the import system's "not here"
+    return True
+
+
+def forgone() -> bool:
+    return sys.modules.get("ssl", False) is None
+
+
+def load() -> ModuleType:
+    """The `ssl` module, imported now if `forgo` kept it out (libcrypto comes with it)."""
+    for name in _SSL:
+        if name in sys.modules and sys.modules.get(name) is None:
+            sys.modules.pop(name, None)
+    return importlib.import_module("ssl")
+
+
+def context(ca_cert: Path | None) -> "ssl.SSLContext | None":
+    """The context to verify an https master with: its CA bundle, else the system's."""
+    return load().create_default_context(cafile=str(ca_cert)) if ca_cert else None
+
+
+def unverified() -> "ssl.SSLContext":
+    """For health probes: internal endpoints often use self-signed certificates."""
+    mod = load()
+    ctx: ssl.SSLContext = mod.create_default_context()
+    ctx.check_hostname = False
+    ctx.verify_mode = mod.CERT_NONE
+    return ctx

@@ -1,0 +1,219 @@
+"""The agent's WebSocket client against a real server (the `websockets` library the master serves
+with), over TLS too, and against raw sockets for what a well-behaved server never does."""
+
+import asyncio
+import base64
+import contextlib
+import ssl
+from collections.abc import AsyncIterator, Awaitable, Callable
+from http import HTTPStatus
+from typing import Any
+
+import pytest
+import trustme
+from websockets.asyncio.server import ServerConnection, serve
+
+from agent import wsclient
+from agent.wsclient import ConnectionClosed, InvalidStatus, WebSocketError, connect
+
+Handler = Callable[[ServerConnection], Awaitable[None]]
+
+
+@contextlib.asynccontextmanager
+async def server(handler: Handler, **kw: Any) -> AsyncIterator[str]:
+    async with serve(handler, "127.0.0.1", 0, **kw) as srv:
+        port = next(iter(srv.sockets)).getsockname()[1]
+        scheme = "wss" if kw.get("ssl") else "ws"
+        yield f"{scheme}://127.0.0.1:{port}/api/v1/agent/ws?x=1"
+
+
+@contextlib.asynccontextmanager
+async def raw_server(
+    respond: Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]],
+) -> AsyncIterator[str]:
+    async def on_client(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(ConnectionError, asyncio.IncompleteReadError):
+            await respond(reader, writer)
+
+    srv = await asyncio.start_server(on_client, "127.0.0.1", 0)
+    async with srv:
+        yield f"ws://127.0.0.1:{srv.sockets[0].getsockname()[1]}/"
+
+
+async def upgrade(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    """Answer the handshake correctly, as a server would, and nothing more."""
+    head = (await reader.readuntil(b"\r\n\r\n")).decode()
+    key = next(
+        line.split(":", 1)[1].strip()
+        for line in head.split("\r\n")
+        if line.lower().startswith("sec-websocket-key:")
+    )
+    writer.write(
+        b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+        + f"Sec-WebSocket-Accept: {wsclient.accept_key(key)}\r\n\r\n".encode()
+    )
+    await writer.drain()
+
+
+async def test_messages_both_ways_with_headers_path_and_sizes() -> None:
+    seen: dict[str, Any] = {}
+
+    async def echo(ws: ServerConnection) -> None:
+        assert ws.request is not None
+        seen["auth"] = ws.request.headers["Authorization"]
+        seen["path"] = ws.request.path
+        seen["extensions"] = ws.request.headers.get("Sec-WebSocket-Extensions")
+        async for msg in ws:
+            await ws.send(msg)
+
+    big = "x" * 70_000 + "é"  # a 64-bit length, and UTF-8 across the masking
+    async with server(echo, max_size=None) as url:
+        ws = await connect(url, headers={"Authorization": "Bearer s3cret"}, max_size=1 << 20)
+        async with ws:
+            for msg in ("hello", "", big, "y" * 200):
+                await ws.send(msg)
+                assert await ws.recv() == msg
+            await ws.send(b"\x00\xffbin")
+            assert await ws.recv() == b"\x00\xffbin"
+    assert seen == {"auth": "Bearer s3cret", "path": "/api/v1/agent/ws?x=1", "extensions": None}
+
+
+async def test_fragmented_messages_and_server_pings() -> None:
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send(["frag", "men", "ted"])  # three frames, one message
+        pong = await ws.ping(b"are you there")
+        await asyncio.wait_for(pong, 5)  # our client answered it
+        await ws.send("after the ping")
+        await ws.close(1000, "bye")
+
+    async with server(handler) as url, await connect(url) as ws:
+        got = [msg async for msg in ws]  # ends quietly on a normal close
+    assert got == ["fragmented", "after the ping"]
+
+
+async def test_an_abnormal_close_raises_with_its_code() -> None:
+    async def handler(ws: ServerConnection) -> None:
+        await ws.close(1011, "master shutting down badly")
+
+    async with server(handler) as url, await connect(url) as ws:
+        with pytest.raises(ConnectionClosed) as info:
+            async for _ in ws:
+                pass
+    assert info.value.code == 1011 and "badly" in info.value.reason
+    with pytest.raises(ConnectionClosed):
+        await ws.send("too late")
+
+
+async def test_a_refused_upgrade_gives_its_status() -> None:
+    def refuse(conn: ServerConnection, request: Any) -> Any:
+        return conn.respond(HTTPStatus.UNAUTHORIZED, "revoked\n")
+
+    async with server(lambda ws: ws.wait_closed(), process_request=refuse) as url:
+        with pytest.raises(InvalidStatus) as info:
+            await connect(url)
+    assert info.value.status == 401
+
+
+async def test_an_oversized_message_closes_with_1009() -> None:
+    closed: asyncio.Future[int | None] = asyncio.get_running_loop().create_future()
+
+    async def handler(ws: ServerConnection) -> None:
+        await ws.send("z" * 5000)
+        await ws.wait_closed()
+        closed.set_result(ws.close_code)
+
+    async with server(handler) as url, await connect(url, max_size=4096) as ws:
+        with pytest.raises(ConnectionClosed) as info:
+            await ws.recv()
+        assert info.value.code == 1009
+        assert await asyncio.wait_for(closed, 5) == 1009  # the server was told why
+
+
+async def test_a_silent_server_is_dropped_by_the_keepalive() -> None:
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upgrade(reader, writer)
+        await asyncio.sleep(30)  # reads nothing, answers no ping
+
+    async with raw_server(silent) as url:
+        ws = await connect(url, ping_interval=0.1, ping_timeout=0.3)
+        with pytest.raises(ConnectionClosed) as info:
+            await asyncio.wait_for(ws.recv(), 20)
+    assert info.value.code == 1011 and "ping" in info.value.reason
+
+
+@pytest.mark.parametrize(
+    "answer, error",
+    [
+        (
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+            b"Sec-WebSocket-Accept: d3Jvbmc=\r\n\r\n",
+            "Sec-WebSocket-Accept",
+        ),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", "HTTP 200"),
+        (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", "not an HTTP response"),
+        (b"HTTP/1.1 101 Switching", "closed the connection during the upgrade"),
+    ],
+)
+async def test_a_wrong_handshake_is_refused(answer: bytes, error: str) -> None:
+    async def wrong(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.readuntil(b"\r\n\r\n")
+        writer.write(answer)
+        await writer.drain()
+        writer.close()
+
+    async with raw_server(wrong) as url:
+        with pytest.raises(WebSocketError, match=error):
+            await connect(url, open_timeout=5)
+
+
+async def test_a_masked_or_extension_frame_from_the_server_is_a_protocol_error() -> None:
+    async def bad(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upgrade(reader, writer)
+        writer.write(b"\xc1\x02hi")  # RSV1 set: compression that was never negotiated
+        await writer.drain()
+        await reader.read(100)  # the client's close frame
+
+    async with raw_server(bad) as url, await connect(url) as ws:
+        with pytest.raises(ConnectionClosed) as info:
+            await ws.recv()
+    assert info.value.code == 1002
+
+
+async def test_the_open_timeout_covers_a_server_that_never_answers() -> None:
+    async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await asyncio.sleep(30)
+
+    async with raw_server(mute) as url:
+        with pytest.raises(TimeoutError):
+            await connect(url, open_timeout=0.3)
+
+
+async def test_over_tls_with_a_private_ca() -> None:
+    ca = trustme.CA()
+    server_ctx = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1").configure_cert(server_ctx)
+    client_ctx = ssl.create_default_context()
+    ca.configure_trust(client_ctx)
+
+    async def echo(ws: ServerConnection) -> None:
+        async for msg in ws:
+            await ws.send(msg)
+
+    async with server(echo, ssl=server_ctx) as url:
+        async with await connect(url, ssl=client_ctx) as ws:
+            await ws.send("over tls")
+            assert await ws.recv() == "over tls"
+        with pytest.raises(ssl.SSLCertVerificationError):
+            await connect(url)  # the system's CAs do not know this one
+
+
+def test_masking_round_trips() -> None:
+    key = b"\x01\x02\x03\x04"
+    for data in (b"", b"a", b"abcd", bytes(range(256)) * 3):
+        masked = wsclient._mask(data, key)
+        assert wsclient._mask(masked, key) == data
+        assert len(masked) == len(data)
+    assert wsclient._mask(b"\x00\x00\x00\x00\x00", key) == b"\x01\x02\x03\x04\x01"
+    assert base64.b64decode(wsclient.accept_key("dGhlIHNhbXBsZSBub25jZQ==")) == base64.b64decode(
+        "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="  # RFC 6455 section 1.3's example
+    )
