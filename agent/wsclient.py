@@ -264,7 +264,10 @@ async def connect(
         from agent import tls
 
         ssl = tls.load().create_default_context()
-    port = parts.port or (443 if secure else 80)
+    try:
+        port = parts.port or (443 if secure else 80)
+    except ValueError as exc:  # e.g. a port over 65535
+        raise WebSocketError(f"bad WebSocket URL {url[:100]!r}: {exc}") from None
     host_header = parts.netloc.rpartition("@")[2]
     path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
     key = base64.b64encode(os.urandom(16)).decode()

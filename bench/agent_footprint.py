@@ -31,6 +31,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import compile_sources  # noqa: E402
 from tests.support import Agent, Api, Master, build_package, kill_services_under  # noqa: E402
 
 NODE_DIR = ROOT / "bench" / ".node"
@@ -146,6 +147,7 @@ def run_pm2(tmp: Path, n: int) -> tuple[dict[str, str], subprocess.Popen[str], i
 
 
 def main() -> None:
+    compile_sources()
     p = argparse.ArgumentParser(description="agent footprint vs PM2 (issue 4)")
     p.add_argument("--processes", type=int, default=200)
     p.add_argument("--seconds", type=float, default=60)

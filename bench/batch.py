@@ -44,6 +44,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import compile_sources  # noqa: E402
 from tests.support import Agent, Master, free_port, wait_for  # noqa: E402
 
 BENCH = Path(__file__).resolve().parent
@@ -320,6 +321,7 @@ def bench_gdos(work: Path, n: int, n_agents: int, rounds: int, label: str = "GDO
 
 
 def main() -> int:
+    compile_sources()
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -41,6 +41,8 @@ import httpx
 import psutil
 from websockets.asyncio.client import connect
 
+from bench import compile_sources
+
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
 ADMIN_PASSWORD = "fleet-bench-pw"
@@ -555,6 +557,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def main() -> None:
+    compile_sources()
     p = argparse.ArgumentParser(description="GDOS fleet benchmark (issue 4)")
     p.add_argument("--agents", type=int, default=1000)
     p.add_argument("--processes", type=int, default=20)

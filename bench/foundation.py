@@ -13,6 +13,7 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench import compile_sources
 from tests.support import (
     Agent,
     Master,
@@ -27,6 +28,7 @@ ROUNDS = 20
 
 
 def main() -> None:
+    compile_sources()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         master = Master(root / "master")

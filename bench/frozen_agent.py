@@ -31,6 +31,7 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench import compile_sources  # noqa: E402
 from tests.frozen_build import agent_processes, frozen_agent  # noqa: E402
 from tests.support import Api, Master, child_env, wait_for  # noqa: E402
 
@@ -132,6 +133,7 @@ def machine() -> str:
 
 
 def main() -> int:
+    compile_sources()
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=5)
     ap.add_argument("--idle", type=float, default=5.0, help="seconds online before RSS is read")

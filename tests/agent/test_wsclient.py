@@ -179,6 +179,12 @@ async def test_a_masked_or_extension_frame_from_the_server_is_a_protocol_error()
     assert info.value.code == 1002
 
 
+@pytest.mark.parametrize("url", ["http://127.0.0.1:1/", "ws://127.0.0.1:99999/", "ws:///nohost"])
+async def test_a_bad_url_is_a_websocket_error(url: str) -> None:
+    with pytest.raises(WebSocketError, match="URL"):
+        await connect(url)
+
+
 async def test_the_open_timeout_covers_a_server_that_never_answers() -> None:
     async def mute(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await asyncio.sleep(30)
