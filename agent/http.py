@@ -139,6 +139,7 @@ class Http:
 
         def go() -> str:
             h = hashlib.sha256()
+            got = 0
             request = urllib.request.Request(_checked(url), headers=headers)  # noqa: S310
             with self._open(request, timeout) as resp, open(dest, "wb") as f:
                 if resp.status != 200:
@@ -146,6 +147,12 @@ class Http:
                 while chunk := resp.read(_CHUNK):
                     h.update(chunk)
                     f.write(chunk)
+                    got += len(chunk)
+                # read(n) ends quietly when the connection drops early: say so, rather than
+                # leave it to the checksum to call the package corrupted.
+                expected = resp.headers.get("Content-Length")
+                if expected and expected.isascii() and expected.isdigit() and got < int(expected):
+                    raise HttpError(f"connection closed after {got} of {expected} bytes")
             return h.hexdigest()
 
         try:

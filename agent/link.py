@@ -163,6 +163,8 @@ class Link:
                     self.cred.master,
                     exc or type(exc).__name__,
                 )
+            except Exception:  # a bug must cost one connection, never the node's link for good
+                log.exception("connection to %s failed unexpectedly", self.cred.master)
             finally:
                 self.ws = None
                 self.connected.clear()

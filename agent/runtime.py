@@ -129,6 +129,9 @@ async def run(args: argparse.Namespace) -> int:
     stopper = asyncio.create_task(stop.wait())
     rotator = asyncio.create_task(logrotate.rotate_forever(supervisor))
     await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    failed = runner.done() and not runner.cancelled() and runner.exception() is not None
+    if failed:  # exit non-zero, so that the service manager starts the agent again
+        log.error("the link to the master ended", exc_info=runner.exception())
     log.info("agent stopping; services keep running and are re-adopted at the next start")
     for task in (runner, sampler, stopper, rotator):
         task.cancel()
@@ -137,4 +140,4 @@ async def run(args: argparse.Namespace) -> int:
     await supervisor.close()
     if server is not None:
         server.close()
-    return 0
+    return 1 if failed else 0

@@ -14,6 +14,7 @@ imported without ssl). This module imports nothing that imports ssl: it runs bef
 
 import importlib
 import sys
+import threading
 from pathlib import Path
 from types import ModuleType
 from typing import TYPE_CHECKING
@@ -43,12 +44,16 @@ def forgone() -> bool:
     return sys.modules.get("ssl", False) is None
 
 
+_loading = threading.Lock()  # the first https probes can come from several threads at once
+
+
 def load() -> ModuleType:
     """The `ssl` module, imported now if `forgo` kept it out (libcrypto comes with it)."""
-    for name in _SSL:
-        if name in sys.modules and sys.modules.get(name) is None:
-            sys.modules.pop(name, None)
-    return importlib.import_module("ssl")
+    with _loading:
+        for name in _SSL:
+            if name in sys.modules and sys.modules[name] is None:
+                del sys.modules[name]
+        return importlib.import_module("ssl")
 
 
 def context(ca_cert: Path | None) -> "ssl.SSLContext | None":

@@ -12,6 +12,7 @@ import base64
 import contextlib
 import hashlib
 import os
+import re
 import struct
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
@@ -21,6 +22,7 @@ if TYPE_CHECKING:
     import ssl
 
 _GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+_STATUS_LINE = re.compile(r"HTTP/1\.[01] ([0-9]{3})(?: .*)?")
 _CONT, _TEXT, _BINARY, _CLOSE, _PING, _PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 _NORMAL = (1000, 1001, 1005)  # 1005: the server closed without a code
 
@@ -68,6 +70,13 @@ def _frame(opcode: int, payload: bytes) -> bytes:
         head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
     key = os.urandom(4)  # clients must mask every frame (RFC 6455 5.3)
     return head + key + _mask(payload, key)
+
+
+def _sendable_close_code(code: int) -> bool:
+    """RFC 6455 7.4: 1005, 1006 and 1015 never go on the wire; 1016-2999 are unassigned."""
+    return code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014) or (
+        3000 <= code <= 4999
+    )
 
 
 def accept_key(key: str) -> str:
@@ -202,8 +211,15 @@ class ClientConnection:
         elif opcode == _PONG:
             self._pong.set()
         elif opcode == _CLOSE:
-            code = struct.unpack("!H", payload[:2])[0] if len(payload) >= 2 else 1005
-            reason = payload[2:].decode(errors="replace")
+            if len(payload) == 1:
+                raise _ProtocolError(1002, "close frame with a one-byte body")
+            code = struct.unpack("!H", payload[:2])[0] if payload else 1005
+            if payload and not _sendable_close_code(code):
+                raise _ProtocolError(1002, f"invalid close code {code}")
+            try:
+                reason = payload[2:].decode()
+            except UnicodeDecodeError:
+                raise _ProtocolError(1007, "invalid UTF-8 in a close reason") from None
             await self._fail(code, reason, body=payload[:2])  # echo it; the server then hangs up
             raise self._error()
         else:
@@ -226,7 +242,9 @@ class ClientConnection:
     def _abort(self, code: int, reason: str) -> None:
         if self._closed is None:
             self._closed = ConnectionClosed(code, reason)
-        self._writer.close()
+        # abort(), not close(): close() waits until unsent data is written, and a peer that
+        # reads nothing would then keep the socket and the pending recv() alive.
+        self._writer.transport.abort()
         if self._keepalive is not None and self._keepalive is not asyncio.current_task():
             self._keepalive.cancel()
 
@@ -236,8 +254,11 @@ class ClientConnection:
             await asyncio.sleep(interval)
             self._pong.clear()
             try:
-                await self._write(_PING, os.urandom(4))
-                await asyncio.wait_for(self._pong.wait(), self._ping_timeout)
+                # The timeout covers the write too: a peer that stopped reading fills the send
+                # buffer, and then the ping itself never leaves.
+                async with asyncio.timeout(self._ping_timeout):
+                    await self._write(_PING, os.urandom(4))
+                    await self._pong.wait()
             except ConnectionClosed:
                 return
             except TimeoutError:
@@ -281,9 +302,14 @@ async def connect(
         *(f"{k}: {v}" for k, v in (headers or {}).items()),
     ]
     async with asyncio.timeout(open_timeout):
-        reader, writer = await asyncio.open_connection(
-            parts.hostname, port, ssl=ssl if secure else None, limit=1 << 16
-        )
+        try:
+            reader, writer = await asyncio.open_connection(
+                parts.hostname, port, ssl=ssl if secure else None, limit=1 << 16
+            )
+        except OSError:
+            raise  # ssl's verification error is a ValueError too: keep it what it is
+        except (ValueError, UnicodeError) as exc:  # e.g. a host name IDNA cannot encode
+            raise WebSocketError(f"cannot connect to {url[:100]!r}: {exc}") from None
         try:
             writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
             await writer.drain()
@@ -304,11 +330,11 @@ async def connect(
 
 def _check_upgrade(head: bytes, key: str) -> None:
     status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    fields = status_line.split(" ", 2)
-    if len(fields) < 2 or not fields[0].startswith("HTTP/") or not fields[1].isdigit():
+    status = _STATUS_LINE.fullmatch(status_line)
+    if status is None:
         raise WebSocketError(f"not an HTTP response to the upgrade: {status_line[:100]!r}")
-    if int(fields[1]) != 101:
-        raise InvalidStatus(int(fields[1]))
+    if int(status[1]) != 101:
+        raise InvalidStatus(int(status[1]))
     got: dict[str, str] = {}
     for line in header_lines:
         name, sep, value = line.partition(":")

