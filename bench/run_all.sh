@@ -10,6 +10,9 @@ PY=.venv/bin/python
 echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "machine: $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p'), $(free -g | awk '/Mem:/{print $2}') GiB RAM"
 echo "python: $($PY --version)"
+# A raised autogroup priority lasts for the whole shell session that set it, and flatters GDOS
+# against services in sessions of their own (see Issue 9 in RESULTS.md): print it with the run.
+echo "autogroup: $(cat /proc/self/autogroup 2>/dev/null || echo n/a)"
 all=(foundation batch footprint fleet upload frozen console)
 wanted=("$@")
 [ ${#wanted[@]} -eq 0 ] && wanted=("${all[@]}")
