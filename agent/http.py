@@ -61,9 +61,7 @@ class HttpsHandler(urllib.request.AbstractHTTPHandler):
 
     def https_open(self, req: urllib.request.Request) -> http.client.HTTPResponse:
         if self._context is None:  # the first https URL: only now is OpenSSL needed
-            self._context = (
-                tls.load().create_default_context() if self._verify else tls.unverified()
-            )
+            self._context = tls.verifying() if self._verify else tls.unverified()
         # context= reaches the connection as it does urllib's own HTTPSConnection
         return self.do_open(_TlsConnection, req, context=self._context)  # type: ignore[arg-type]
 

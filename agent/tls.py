@@ -40,10 +40,6 @@ def forgo() -> bool:
     return True
 
 
-def forgone() -> bool:
-    return sys.modules.get("ssl", False) is None
-
-
 _loading = threading.Lock()  # the first https probes can come from several threads at once
 
 
@@ -56,9 +52,15 @@ def load() -> ModuleType:
         return importlib.import_module("ssl")
 
 
+def verifying(ca_cert: Path | None = None) -> "ssl.SSLContext":
+    """A context that verifies certificates: against `ca_cert`, else the system's CAs."""
+    ctx: ssl.SSLContext = load().create_default_context(cafile=str(ca_cert) if ca_cert else None)
+    return ctx
+
+
 def context(ca_cert: Path | None) -> "ssl.SSLContext | None":
-    """The context to verify an https master with: its CA bundle, else the system's."""
-    return load().create_default_context(cafile=str(ca_cert)) if ca_cert else None
+    """For the master's link: None (and no OpenSSL) unless a CA bundle was given."""
+    return verifying(ca_cert) if ca_cert else None
 
 
 def unverified() -> "ssl.SSLContext":

@@ -18,6 +18,8 @@ from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 from urllib.parse import urlsplit
 
+from agent import tls
+
 if TYPE_CHECKING:
     import ssl
 
@@ -135,9 +137,7 @@ class ClientConnection:
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         if self._closed is None:
-            await self._fail(code, reason)
-        if self._keepalive is not None:
-            self._keepalive.cancel()
+            await self._fail(code, reason)  # which also ends the keepalive
 
     async def __aenter__(self) -> "ClientConnection":
         return self
@@ -282,9 +282,7 @@ async def connect(
         raise WebSocketError(f"not a WebSocket URL: {url[:100]!r}")
     secure = parts.scheme == "wss"
     if secure and ssl is None:
-        from agent import tls
-
-        ssl = tls.load().create_default_context()
+        ssl = tls.verifying()
     try:
         port = parts.port or (443 if secure else 80)
     except ValueError as exc:  # e.g. a port over 65535
@@ -308,7 +306,7 @@ async def connect(
             )
         except OSError:
             raise  # ssl's verification error is a ValueError too: keep it what it is
-        except (ValueError, UnicodeError) as exc:  # e.g. a host name IDNA cannot encode
+        except ValueError as exc:  # e.g. a host name IDNA cannot encode (a UnicodeError)
             raise WebSocketError(f"cannot connect to {url[:100]!r}: {exc}") from None
         try:
             writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
