@@ -3,17 +3,26 @@
 Writes are group-committed: callers `await save()`, and one writer flushes everything changed so
 far (tmp file, fsync, rename, fsync of the directory), so a burst of 100 starts costs a few
 writes, yet nobody is told "done" before their change is on disk.
+
+Every write runs on the state file's own thread, never on the event loop, even without fsync:
+on ext4 a rename over the old file first starts writing the new one out (`auto_da_alloc`, what
+keeps a power loss from leaving an empty file), and under the write load of a batch of starts
+that rename blocked for up to 0.8 s (bench/RESULTS.md, Issue 9).
 """
 
 import asyncio
+import functools
 import json
 import logging
 import os
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import msgspec
+
+from agent import pools
 
 log = logging.getLogger(__name__)
 
@@ -69,6 +78,8 @@ class StateFile:
         self.collect: Callable[[], dict[str, dict[str, Any]]] | None = None
         self._waiters: list[tuple[asyncio.Future[None], bool]] = []
         self._writer: asyncio.Task[None] | None = None
+        self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gdos-state")
+        pools.prestart(self._io, 1)
 
     def snapshot(self) -> bytes:
         if self.collect is not None:
@@ -97,12 +108,11 @@ class StateFile:
         while self._waiters:
             waiters, self._waiters = self._waiters, []
             data = self.snapshot()
-            durable = any(d for _, d in waiters)
+            write = functools.partial(
+                atomic_write, self.path, data, durable=any(d for _, d in waiters)
+            )
             try:
-                if durable:
-                    await asyncio.to_thread(atomic_write, self.path, data)
-                else:  # a small write and a rename: cheaper than a trip to a thread
-                    atomic_write(self.path, data, durable=False)
+                await asyncio.get_running_loop().run_in_executor(self._io, write)
             except OSError as exc:
                 for w, _ in waiters:
                     if not w.done():

@@ -21,6 +21,8 @@ from typing import IO
 
 import psutil
 
+from agent import pools
+
 log = logging.getLogger(__name__)
 
 IS_WINDOWS = os.name == "nt"
@@ -120,7 +122,13 @@ def spawn(
 
 # Popen returns only once the child has exec'd, and on a busy host that means waiting for the
 # child to be scheduled: spawning from a few threads overlaps those waits across a batch.
-_spawner = ThreadPoolExecutor(max_workers=16, thread_name_prefix="gdos-spawn")
+SPAWN_THREADS = 16
+_spawner = ThreadPoolExecutor(max_workers=SPAWN_THREADS, thread_name_prefix="gdos-spawn")
+
+
+def start_spawn_threads() -> None:
+    """Start the spawn threads at agent start rather than during the first batch (see pools)."""
+    pools.prestart(_spawner, SPAWN_THREADS)
 
 
 async def spawn_logged(

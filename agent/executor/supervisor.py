@@ -343,7 +343,14 @@ class Supervisor:
         m.cmdline = list(ident.cmdline) if ident.cmdline is not None else None
         m.state, m.started_at = InstanceState.RUNNING, time.time()
         self._watch_process(m, child)
-        await self._commit(m, durable=False)
+        if plan.target is None:
+            # Reported before its save, so that the last report of a batch waits for no write:
+            # an agent that dies in between finds the process by its environment marker (see
+            # load). A process found by name or command line may not carry the marker.
+            self.on_report(m.report())
+            await self._commit(durable=False)
+        else:
+            await self._commit(m, durable=False)
         log.info("started %s (pid %d)", m.spec.name, m.pid)
 
     def _discard_launcher(self, popen: subprocess.Popen[bytes]) -> None:

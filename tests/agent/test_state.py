@@ -26,10 +26,10 @@ async def test_group_commit_saves_every_change(tmp_path):
     writes = 0
     real = atomic_write
 
-    def counting(path, data, mode=0o600):
+    def counting(path, data, mode=0o600, durable=True):
         nonlocal writes
         writes += 1
-        real(path, data, mode)
+        real(path, data, mode, durable)
 
     import agent.state as mod
 
