@@ -18,6 +18,11 @@ from npm into bench/.node. Measured, per tool:
   respawn     kill -9 one process; time until its replacement exists (a new child of the
               managing daemon running the program), polled every 0.2 ms; median of 5.
   RSS         of the managing daemon(s) with the N running.
+
+--disk-pressure runs it all while another process keeps the disk busy with buffered writes (a
+2 GiB file rewritten over and over in the work dir, as a database or a chatty service would),
+and times agent 0's loopback /healthz every 20 ms meanwhile (`--probe-agent` alone does that):
+    .venv/bin/python bench/batch.py --disk-pressure --n 10 --agents 1 --rounds 8
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import statistics
 import subprocess
 import sys
@@ -35,7 +41,7 @@ import threading
 import time
 import xmlrpc.client
 import zipfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -152,6 +158,39 @@ class Result:
         }
 
 
+class LoopProber:
+    """GETs an agent's loopback /healthz (`--port`) every 20 ms. The answer's latency is how long
+    the agent's event loop was kept from running: its stalls, seen from outside."""
+
+    def __init__(self, port: int) -> None:
+        self.port = port
+        self.latencies: list[float] = []
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._done.is_set():
+            t0 = time.perf_counter()
+            with socket.create_connection(("127.0.0.1", self.port), timeout=60) as s:
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: agent\r\n\r\n")
+                while s.recv(4096):
+                    pass
+            self.latencies.append(time.perf_counter() - t0)
+            self._done.wait(0.02)
+
+    def close(self) -> str:
+        self._done.set()
+        self._thread.join(60)
+        ms = sorted(x * 1000 for x in self.latencies)
+        p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
+        return (
+            f"agent 0 /healthz every 20 ms during the rounds: median {statistics.median(ms):.1f} "
+            f"ms, p99 {p99:.0f} ms, max {ms[-1]:.0f} ms, {sum(x > 100 for x in ms)} over 100 ms "
+            f"({len(ms)} probes)"
+        )
+
+
 def time_until_count(root: Path, n: int, t0: float, timeout: float = 60) -> float:
     """Seconds from `t0` until exactly `n` of the program's processes remain (polled)."""
     while len(running_progs(root)) != n:
@@ -223,7 +262,9 @@ def gdos_package(dest: Path) -> Path:
     return path
 
 
-def bench_gdos(work: Path, n: int, n_agents: int, rounds: int, label: str = "GDOS") -> Result:
+def bench_gdos(
+    work: Path, n: int, n_agents: int, rounds: int, label: str = "GDOS", probe: bool = False
+) -> Result:
     res = Result(label)
     work.mkdir(parents=True, exist_ok=True)
     # A generous grace: on a shared, overloaded machine a starved agent misses heartbeats.
@@ -232,8 +273,14 @@ def bench_gdos(work: Path, n: int, n_agents: int, rounds: int, label: str = "GDO
     try:
         master.launch()
         api = master.api()
+        probe_port = free_port()
         agents = [
-            Agent(master, work / f"agent-{i}", extra=["--log-level", LOG_LEVEL])
+            Agent(
+                master,
+                work / f"agent-{i}",
+                extra=["--log-level", LOG_LEVEL]
+                + (["--port", str(probe_port)] if probe and i == 0 else []),
+            )
             for i in range(n_agents)
         ]
         for a in agents:
@@ -265,6 +312,7 @@ def bench_gdos(work: Path, n: int, n_agents: int, rounds: int, label: str = "GDO
         def cpu_now() -> list[float]:
             return [sum(p.cpu_times()[:2]) for p in procs]
 
+        prober = LoopProber(probe_port) if probe else None
         for _ in range(rounds):
             for kind, out in (("start", res.start), ("stop", res.stop)):
                 time.sleep(1.0)  # let the previous round's reports and saves settle
@@ -279,6 +327,7 @@ def bench_gdos(work: Path, n: int, n_agents: int, rounds: int, label: str = "GDO
                 if kind == "stop":
                     res.gone.append(time_until_count(work, 0, t0))
                 wait_count(work, n if kind == "start" else 0)
+        probed = prober.close() if prober else ""
         # Respawn after kill -9, and memory with everything running.
         op = api.post(f"/systems/{system['id']}/start", expect=202)
         watcher.wait(op["operation_id"])
@@ -302,6 +351,7 @@ def bench_gdos(work: Path, n: int, n_agents: int, rounds: int, label: str = "GDO
                 f"{k} {median([m for m, _ in v]) * 1000:.0f} / {median([a for _, a in v]) * 1000:.0f} ms"
                 for k, v in cpu.items()
             )
+            + (f"; {probed}" if probed else "")
         )
         op = api.post(f"/systems/{system['id']}/stop", expect=202)
         watcher.wait(op["operation_id"])
@@ -330,26 +380,62 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--only", choices=["gdos", "supervisord", "circus", "pm2"], action="append")
     p.add_argument("--work", type=Path, default=Path("/tmp/gdos-bench-batch"))
+    p.add_argument(
+        "--disk-pressure", action="store_true", help="another process writes to disk meanwhile"
+    )
+    p.add_argument(
+        "--probe-agent",
+        action="store_true",
+        help="time agent 0's /healthz every 20 ms (its event loop's stalls); on with --disk-pressure",
+    )
     args = p.parse_args()
     tools = args.only or ["gdos", "supervisord", "circus", "pm2"]
     shutil.rmtree(args.work, ignore_errors=True)
+    args.work.mkdir(parents=True)
     results = []
     for tool in tools:
         print(f"-- {tool} ({load()})", flush=True)
-        if tool == "gdos":
-            r = bench_gdos(args.work / "gdos", args.n, args.agents, args.rounds)
-        else:
-            r = PEERS[tool](args.work / tool, args.n, args.rounds)
+        with disk_writer(args.work) if args.disk_pressure else contextlib.nullcontext():
+            if tool == "gdos":
+                probe = args.probe_agent or args.disk_pressure
+                r = bench_gdos(args.work / "gdos", args.n, args.agents, args.rounds, probe=probe)
+            else:
+                r = PEERS[tool](args.work / tool, args.n, args.rounds)
         results.append(r)
         print(json.dumps(r.row()), flush=True)
     print_table(results, args)
     return 0
 
 
+WRITER = """
+import os, sys
+block = b"x" * (1 << 20)
+path = os.path.join(sys.argv[1], "pressure.bin")
+while True:  # as `dd bs=1M count=2048 of=...` in a loop: each round truncates the last
+    with open(path, "wb") as f:
+        for _ in range(2048):
+            f.write(block)
+"""
+
+
+@contextlib.contextmanager
+def disk_writer(work: Path) -> Iterator[None]:
+    """Buffered writes of 2 GiB over and over, for as long as the block runs."""
+    writer = subprocess.Popen([sys.executable, "-c", WRITER, str(work)])
+    try:
+        time.sleep(2.0)  # until writeback is under way
+        yield
+    finally:
+        writer.kill()
+        writer.wait()
+        (work / "pressure.bin").unlink(missing_ok=True)
+
+
 def print_table(results: list[Result], args: argparse.Namespace) -> None:
     print()
     print(
         f"{args.n} processes; GDOS over {args.agents} agents; {args.rounds} rounds (median, best)"
+        + ("; another process writing to disk throughout" if args.disk_pressure else "")
     )
     print(
         "| tool | start-all | stop-all | stop-all, last process gone "
