@@ -13,7 +13,7 @@ echo "python: $($PY --version)"
 # A raised autogroup priority lasts for the whole shell session that set it, and flatters GDOS
 # against services in sessions of their own (see Issue 9 in RESULTS.md): print it with the run.
 echo "autogroup: $(cat /proc/self/autogroup 2>/dev/null || echo n/a)"
-all=(foundation batch footprint fleet upload frozen console)
+all=(foundation batch batch-disk footprint fleet upload frozen console)
 wanted=("$@")
 [ ${#wanted[@]} -eq 0 ] && wanted=("${all[@]}")
 for name in "${wanted[@]}"; do
@@ -21,6 +21,7 @@ for name in "${wanted[@]}"; do
   case "$name" in
     foundation) $PY bench/foundation.py ;;
     batch) $PY bench/batch.py --rounds 5 ;;
+    batch-disk) $PY bench/batch.py --disk-pressure --n 10 --agents 1 --rounds 8 ;;
     footprint) $PY -m bench.agent_footprint ;;
     fleet) $PY -m bench.fleet_bench ;;
     upload) $PY bench/upload.py ;;
