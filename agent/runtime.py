@@ -13,7 +13,7 @@ from pathlib import Path
 
 from agent import autostart, credential, local_health, logrotate, tls
 from agent.credential import Credential, EnrollmentRefused
-from agent.executor import deploy, process
+from agent.executor import deploy
 from agent.executor.supervisor import Supervisor
 from agent.hostinfo import host_info
 from agent.http import Http, HttpError
@@ -87,7 +87,6 @@ async def run(args: argparse.Namespace) -> int:
         log.error("%s", exc)
         return 2
 
-    process.start_spawn_threads()
     link: Link | None = None
 
     async def fetch(ref: PackageRef, dest: Path) -> None:

@@ -22,8 +22,6 @@ from typing import Any
 
 import msgspec
 
-from agent import pools
-
 log = logging.getLogger(__name__)
 
 STATE_VERSION = 1
@@ -79,7 +77,7 @@ class StateFile:
         self._waiters: list[tuple[asyncio.Future[None], bool]] = []
         self._writer: asyncio.Task[None] | None = None
         self._io = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gdos-state")
-        pools.prestart(self._io, 1)
+        self._io.submit(lambda: None).result()  # its thread starts now, not in a busy moment
 
     def snapshot(self) -> bytes:
         if self.collect is not None:
@@ -88,9 +86,6 @@ class StateFile:
         return msgspec.json.encode(
             {"version": STATE_VERSION, "instances": self.instances}, order="sorted"
         )
-
-    def save_now(self) -> None:
-        atomic_write(self.path, self.snapshot())
 
     async def save(self, durable: bool = True) -> None:
         """Wait until the table as it is now is written (and synced to disk when `durable`).

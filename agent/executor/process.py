@@ -21,8 +21,6 @@ from typing import IO
 
 import psutil
 
-from agent import pools
-
 log = logging.getLogger(__name__)
 
 IS_WINDOWS = os.name == "nt"
@@ -122,13 +120,9 @@ def spawn(
 
 # Popen returns only once the child has exec'd, and on a busy host that means waiting for the
 # child to be scheduled: spawning from a few threads overlaps those waits across a batch.
-SPAWN_THREADS = 16
-_spawner = ThreadPoolExecutor(max_workers=SPAWN_THREADS, thread_name_prefix="gdos-spawn")
-
-
-def start_spawn_threads() -> None:
-    """Start the spawn threads at agent start rather than during the first batch (see pools)."""
-    pools.prestart(_spawner, SPAWN_THREADS)
+# Started on demand: starting all 16 with the agent (+0.3 MiB) kept `Thread.start()` off the
+# event loop during a batch but moved no figure (bench/RESULTS.md, Issue 9).
+_spawner = ThreadPoolExecutor(max_workers=16, thread_name_prefix="gdos-spawn")
 
 
 async def spawn_logged(

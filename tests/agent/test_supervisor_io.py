@@ -1,23 +1,25 @@
-"""The agent's event loop during a batch: state writes run on their own thread, spawns start no
-thread, and a start is reported before its state write without losing the service when the
-agent dies in between. Real child processes, real files."""
+"""The agent's event loop and its state file: writes run on their own thread, and a start is
+reported before its state write without losing the service when the agent dies in between.
+Real child processes, real files."""
 
 import asyncio
+import contextlib
 import os
 import shutil
-import sys
 import threading
+import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import psutil
 import pytest
 
-from agent.executor import process
+from agent.executor.launch import ENV_INSTANCE_ID
 from agent.executor.supervisor import Supervisor
 from agent.state import StateFile
 from protocol.messages import InstanceReport, InstanceSpec, PackageRef
 from protocol.states import InstanceState
-from tests.support import build_package, wait_for
+from tests.support import build_package, processes_with_env, wait_for
 
 SLEEPER = "import time\nwhile True: time.sleep(1)\n"
 
@@ -43,33 +45,17 @@ async def test_state_writes_never_run_on_the_event_loop(tmp_path: Path, monkeypa
     assert set(StateFile(tmp_path / "state.json").instances) == {"a", "b"}
 
 
-async def test_a_batch_of_spawns_starts_no_thread(tmp_path: Path):
-    """`Thread.start()` waits for the new thread to run; on a saturated host that blocked the
-    loop for most of a second, so the agent starts its spawn threads before any batch."""
-    process.start_spawn_threads()
-    before = {t.ident for t in threading.enumerate()}
-    argv = [sys.executable, "-c", "import time; time.sleep(30)"]
-    log = tmp_path / "out.log"
-    popens = await asyncio.gather(
-        *(
-            process.spawn_logged(argv, tmp_path, dict(os.environ), log, log)
-            for _ in range(process.SPAWN_THREADS)
-        )
-    )
-    try:
-        assert {t.ident for t in threading.enumerate()} == before
-        assert all(p.poll() is None for p in popens)
-    finally:
-        for p in popens:
-            p.kill()
-            p.wait()
-
-
 @pytest.fixture
-def deployed(tmp_path: Path) -> tuple[Path, InstanceSpec]:
+def deployed(tmp_path: Path) -> Iterator[tuple[Path, InstanceSpec]]:
+    """A package and an instance spec; whatever carries the instance's marker is killed after."""
     pkg = build_package(tmp_path / "pkg", name="sleeper", script=SLEEPER)
     ref = PackageRef(id="p", name="sleeper", version="1.0.0", sha256="0" * 64, size=1, url="/x")
-    return pkg, InstanceSpec(instance_id="i1", name="sleeper-1", package=ref)
+    # A unique id: the next agent finds the service by this marker among all processes.
+    iid = f"i-{uuid.uuid4().hex[:12]}"
+    yield pkg, InstanceSpec(instance_id=iid, name="sleeper-1", package=ref)
+    for pid in processes_with_env(ENV_INSTANCE_ID, iid):
+        with contextlib.suppress(psutil.Error):
+            psutil.Process(pid).kill()
 
 
 async def test_running_is_reported_before_its_save_and_survives_an_agent_death(
@@ -86,7 +72,7 @@ async def test_running_is_reported_before_its_save_and_survives_an_agent_death(
     state = StateFile(work / "state.json")
     sup = Supervisor(work, state, fetch, reports.append)
     await sup.deploy(spec)
-    assert StateFile(work / "state.json").instances["i1"]["state"] == InstanceState.STOPPED
+    assert StateFile(work / "state.json").instances[spec.instance_id]["state"] == "stopped"
 
     # The agent "dies" before its state write after the spawn: that write never completes.
     never = asyncio.Event()
@@ -95,27 +81,23 @@ async def test_running_is_reported_before_its_save_and_survives_an_agent_death(
         await never.wait()
 
     state.save = stuck_save  # type: ignore[method-assign]
-    starting = asyncio.create_task(sup.start("i1"))
+    starting = asyncio.create_task(sup.start(spec.instance_id))
     running = await asyncio.wait_for(_first_running(reports), 30)
     pid = running.pid
     assert pid is not None
     starting.cancel()
     await sup.close()
-    try:
-        saved = StateFile(work / "state.json").instances["i1"]
-        assert saved["state"] == InstanceState.STOPPED, "the master heard before the save"
+    saved = StateFile(work / "state.json").instances[spec.instance_id]
+    assert saved["state"] == InstanceState.STOPPED, "the master heard before the save"
 
-        # The next agent finds the service by its environment marker: running, the same process.
-        again = Supervisor(work, StateFile(work / "state.json"), fetch, lambda r: None)
-        await again.load()
-        m = again.get("i1")
-        assert (m.state, m.pid) == (InstanceState.RUNNING, pid)
-        await again.stop("i1")
-        assert again.get("i1").state == InstanceState.STOPPED
-        await again.close()
-    finally:
-        if psutil.pid_exists(pid):
-            psutil.Process(pid).kill()
+    # The next agent finds the service by its environment marker: running, the same process.
+    again = Supervisor(work, StateFile(work / "state.json"), fetch, lambda r: None)
+    await again.load()
+    m = again.get(spec.instance_id)
+    assert (m.state, m.pid) == (InstanceState.RUNNING, pid)
+    await again.stop(spec.instance_id)
+    assert again.get(spec.instance_id).state == InstanceState.STOPPED
+    await again.close()
     wait_for(lambda: not _alive(pid), what="the service gone")
 
 
