@@ -8,7 +8,7 @@ import os
 import shutil
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import psutil
@@ -25,23 +25,24 @@ SLEEPER = "import time\nwhile True: time.sleep(1)\n"
 
 
 async def test_state_writes_never_run_on_the_event_loop(tmp_path: Path, monkeypatch):
-    """A rename over the old file can block for long on ext4 (it starts writing the new file
-    out first): neither the durable nor the plain write may do it on the loop's thread."""
-    renamed_on: list[int] = []
-    real = os.replace
+    """Writes can wait for the disk (on ext4 beside a busy writer, a rename for seconds):
+    neither the durable save nor a process-state save may do it on the loop's thread."""
+    written_on: list[int] = []
+    for name in ("replace", "pwrite"):
+        real = getattr(os, name)
 
-    def replace(src: str | os.PathLike[str], dst: str | os.PathLike[str]) -> None:
-        renamed_on.append(threading.get_ident())
-        real(src, dst)
+        def spy(*args: object, _real: Callable[..., object] = real) -> object:
+            written_on.append(threading.get_ident())
+            return _real(*args)
 
-    monkeypatch.setattr(os, "replace", replace)
+        monkeypatch.setattr(os, name, spy)
     state = StateFile(tmp_path / "state.json")
     state.instances["a"] = {"n": 1}
     await state.save(durable=False)
     state.instances["b"] = {"n": 2}
     await state.save(durable=True)
-    assert len(renamed_on) == 2
-    assert threading.get_ident() not in renamed_on
+    assert len(written_on) == 2
+    assert threading.get_ident() not in written_on
     assert set(StateFile(tmp_path / "state.json").instances) == {"a", "b"}
 
 
