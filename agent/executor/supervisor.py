@@ -256,7 +256,7 @@ class Supervisor:
             await self._commit(m)
             inst_dir = self.instance_dir(m.id)
             try:
-                inst_dir.mkdir(parents=True, exist_ok=True)
+                await asyncio.to_thread(inst_dir.mkdir, parents=True, exist_ok=True)
                 zip_path = inst_dir / "package.zip"
                 await self.fetch(package, zip_path)
                 manifest = await asyncio.to_thread(deploy.unpack, zip_path, inst_dir / "app")
@@ -300,8 +300,7 @@ class Supervisor:
         m.restart_pending = False
         inst_dir = self.instance_dir(m.id)
         plan = launch.start_plan(m.spec, m.manifest, inst_dir)
-        logs = inst_dir / "logs"
-        logs.mkdir(parents=True, exist_ok=True)
+        logs = inst_dir / "logs"  # made by the spawn's thread: a mkdir can wait for the disk
         m.state, m.error, m.exit_code = InstanceState.STARTING, None, None
         # No save before the spawn: if the agent dies right after it, the next agent finds the
         # process by its environment marker (see load), whatever state was saved.
@@ -472,9 +471,14 @@ class Supervisor:
         m = Managed(spec=spec, adopted=True, state=InstanceState.RUNNING)
         m.pid, m.create_time, m.cmdline = ident.pid, ident.create_time, list(ident.cmdline or ())
         m.started_at = ident.create_time
-        self.instance_dir(m.id).mkdir(parents=True, exist_ok=True)  # logs of its commands
         self.instances[m.id] = m
         async with m.lock:
+            # For the logs of its commands; off the loop, as a mkdir can wait for the disk.
+            try:
+                await asyncio.to_thread(self.instance_dir(m.id).mkdir, parents=True, exist_ok=True)
+            except OSError as exc:
+                del self.instances[m.id]
+                raise GdosError(ErrorCode.INTERNAL, f"cannot adopt {spec.name}: {exc}") from None
             self._watch_process(m, None)
             await self._commit(m)
         log.info("adopted %s (pid %d: %s)", spec.name, m.pid, " ".join(m.cmdline)[:200])
