@@ -4,60 +4,95 @@ new file, no truncate and no rename.
 The agent saves its table on every start and stop. The atomic way, a temporary file renamed
 over the old one, needs the filesystem's journal for the create and the rename, and on ext4
 beside a busy writer those took 5-7.5 ms median and up to 1-2 s (bench/RESULTS.md, Issue 9),
-while a write into an existing file took 0.04 ms. Writes alternate between the two slots, so a
-write cut short (the agent killed in the middle of it) spoils only the slot being written: its
-checksum fails, and the other slot, one write older, is read. Nothing here is synced to disk:
-the slots hold changes that need not survive a power loss; the durable file holds the rest.
+while a write into an existing file took 0.04 ms. A write goes to the slot that does not hold
+the last good write, so a write cut short (the agent killed in the middle of it, or a failed
+write) spoils only that slot: its checksum fails, and the other slot is read. Nothing here is
+synced to disk: the slots hold changes that need not survive a power loss; the durable file
+holds the rest, and each slot names the durable write it follows (`base`), so slots left from
+another history (an older agent's file, a file put back by hand) are never read.
 """
 
 import os
 import struct
 import zlib
+from dataclasses import dataclass
 from pathlib import Path
 
 SUPPORTED = hasattr(os, "pwrite")  # POSIX; elsewhere the agent writes a whole file each time
 
-MAGIC = b"GDOSSLOT"
-HEADER = struct.Struct("<8sQII")  # magic, sequence number, payload length, crc32 of the payload
+MAGIC = b"GDOSSLT2"
+# magic, sequence number, base (the sequence number of the durable file it follows), payload
+# length, crc32 of everything before it in the header and of the payload
+HEADER = struct.Struct("<8sQQI")
+CRC = struct.Struct("<I")
+
+
+@dataclass(frozen=True)
+class Slot:
+    index: int
+    seq: int
+    base: int
+    payload: bytes
 
 
 class Slots:
-    """`.<name>.slot0` and `.<name>.slot1` beside `base`; the even sequence numbers go to 0."""
+    """`.<name>.slot0` and `.<name>.slot1` beside `path`."""
 
-    def __init__(self, base: Path) -> None:
-        self.paths = [base.with_name(f".{base.name}.slot{i}") for i in (0, 1)]
+    def __init__(self, path: Path) -> None:
+        self.paths = [path.with_name(f".{path.name}.slot{i}") for i in (0, 1)]
         self._fds: list[int | None] = [None, None]
+        self._last_good: int | None = None  # the slot holding the newest whole write
 
-    def write(self, seq: int, payload: bytes) -> None:
-        """One positioned write of header and payload; what lies beyond them is stale, unread."""
-        i = seq % 2
+    def write(self, seq: int, base: int, payload: bytes) -> None:
+        """Header and payload at offset 0 of the slot not holding the last good write; what lies
+        beyond them is stale and never read."""
+        i = 1 if self._last_good == 0 else 0
         fd = self._fds[i]
         if fd is None:
             fd = os.open(self.paths[i], os.O_RDWR | os.O_CREAT, 0o600)
             self._fds[i] = fd
-        header = HEADER.pack(MAGIC, seq, len(payload), zlib.crc32(payload))
-        os.pwrite(fd, header + payload, 0)
+        head = HEADER.pack(MAGIC, seq, base, len(payload))
+        data = head + CRC.pack(zlib.crc32(payload, zlib.crc32(head))) + payload
+        pwrite_all(fd, data)
+        self._last_good = i
 
-    def newest(self) -> tuple[int, bytes] | None:
-        """The whole slot with the highest sequence number, if any slot is whole."""
-        best: tuple[int, bytes] | None = None
-        for path in self.paths:
+    def whole(self) -> list[Slot]:
+        """The slots whose checksum holds, newest first; the next write avoids the newest."""
+        found: list[Slot] = []
+        for i, path in enumerate(self.paths):
             try:
                 raw = path.read_bytes()
             except FileNotFoundError:
                 continue
-            if len(raw) < HEADER.size:
+            size = HEADER.size + CRC.size
+            if len(raw) < size:
                 continue
-            magic, seq, length, crc = HEADER.unpack_from(raw)
-            payload = raw[HEADER.size : HEADER.size + length]
-            if magic != MAGIC or len(payload) != length or zlib.crc32(payload) != crc:
+            magic, seq, base, length = HEADER.unpack_from(raw)
+            (crc,) = CRC.unpack_from(raw, HEADER.size)
+            payload = raw[size : size + length]
+            if magic != MAGIC or len(payload) != length:
                 continue
-            if best is None or seq > best[0]:
-                best = (seq, payload)
-        return best
+            if zlib.crc32(payload, zlib.crc32(raw[: HEADER.size])) != crc:
+                continue
+            found.append(Slot(i, seq, base, payload))
+        found.sort(key=lambda s: s.seq, reverse=True)
+        if found:
+            self._last_good = found[0].index
+        return found
 
     def close(self) -> None:
         for i, fd in enumerate(self._fds):
             if fd is not None:
                 os.close(fd)
                 self._fds[i] = None
+
+
+def pwrite_all(fd: int, data: bytes) -> None:
+    """`os.pwrite` until all of `data` is written at offset 0 (a short write is not an error)."""
+    view = memoryview(data)
+    done = 0
+    while done < len(data):
+        n = os.pwrite(fd, view[done:], done)
+        if n <= 0:
+            raise OSError(f"pwrite wrote nothing at offset {done} of {len(data)}")
+        done += n

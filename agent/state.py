@@ -41,7 +41,12 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600, durable: bool = Tru
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
     fd = os.open(tmp, flags, mode)
     try:
-        os.write(fd, data)
+        view = memoryview(data)
+        while view:  # a short write (a full disk) must not be renamed over the good file
+            n = os.write(fd, view)
+            if n <= 0:
+                raise OSError(f"write to {tmp} wrote nothing")
+            view = view[n:]
         if durable:
             os.fsync(fd)
     finally:
@@ -75,19 +80,26 @@ class StateFile:
     def __init__(self, path: Path) -> None:
         self.path = path
         self.slots = Slots(path) if SLOTS_SUPPORTED else None
-        loaded = read_json(path) or {}
-        self._seq = _seq_of(loaded)
-        newest = self.slots.newest() if self.slots else None
-        if newest is not None and newest[0] > self._seq:
+        loaded = read_json(path)
+        # The durable write the slots follow: None for no file, or a file without a sequence
+        # number (an older agent wrote it). Then no slot is read, and the first save writes
+        # the file, so that every later slot names the file it follows.
+        self._base = _seq_of(loaded)
+        whole = self.slots.whole() if self.slots else []  # newest first
+        # New writes come after anything on disk, read or not.
+        self._seq = max([self._base or 0, *(slot.seq for slot in whole)])
+        for slot in whole:
+            if self._base is None or slot.base != self._base or slot.seq <= self._base:
+                continue  # from another history, or older than the file
             try:
-                table = json.loads(newest[1])
+                table = json.loads(slot.payload)
             except ValueError:  # whole by its checksum, yet unreadable: not ours to trust
                 table = None
             if isinstance(table, dict):
-                loaded, self._seq = table, newest[0]
-            else:
-                log.error("the newest state slot is unreadable; using %s", path.name)
-        self.instances: dict[str, dict[str, Any]] = dict(loaded.get("instances") or {})
+                loaded = table
+                break
+            log.error("state slot %s is unreadable; trying an older copy", slot.index)
+        self.instances: dict[str, dict[str, Any]] = dict((loaded or {}).get("instances") or {})
         # Where the records come from, asked once per write rather than once per change: a
         # batch of a hundred changes that land in one write then builds the table once.
         self.collect: Callable[[], dict[str, dict[str, Any]]] | None = None
@@ -121,14 +133,20 @@ class StateFile:
         while self._waiters:
             waiters, self._waiters = self._waiters, []
             self._seq += 1
-            data = self.snapshot()
-            if any(d for _, d in waiters) or self.slots is None:
-                durable = any(d for _, d in waiters)
-                write = functools.partial(atomic_write, self.path, data, durable=durable)
+            seq, data = self._seq, self.snapshot()
+            durable = any(d for _, d in waiters)
+            whole_file = self.slots is None or durable or self._base is None
+            if whole_file:
+                write = functools.partial(
+                    atomic_write, self.path, data, durable=durable or self._base is None
+                )
             else:
-                write = functools.partial(self.slots.write, self._seq, data)
+                assert self.slots is not None and self._base is not None
+                write = functools.partial(self.slots.write, seq, self._base, data)
             try:
                 await asyncio.get_running_loop().run_in_executor(self._io, write)
+                if whole_file:
+                    self._base = seq
             except OSError as exc:
                 for w, _ in waiters:
                     if not w.done():
@@ -139,6 +157,6 @@ class StateFile:
                     w.set_result(None)
 
 
-def _seq_of(table: dict[str, Any]) -> int:
-    seq = table.get("seq", 0)
-    return seq if isinstance(seq, int) else 0
+def _seq_of(table: dict[str, Any] | None) -> int | None:
+    seq = table.get("seq") if table is not None else None
+    return seq if isinstance(seq, int) and not isinstance(seq, bool) else None

@@ -478,6 +478,7 @@ class Supervisor:
                 await asyncio.to_thread(self.instance_dir(m.id).mkdir, parents=True, exist_ok=True)
             except OSError as exc:
                 del self.instances[m.id]
+                await self._commit()  # another save may have written it meanwhile
                 raise GdosError(ErrorCode.INTERNAL, f"cannot adopt {spec.name}: {exc}") from None
             self._watch_process(m, None)
             await self._commit(m)

@@ -2,7 +2,9 @@ import asyncio
 import json
 import os
 
-from agent.slots import HEADER
+import pytest
+
+from agent.slots import CRC, HEADER
 from agent.state import StateFile, atomic_write, read_json
 
 
@@ -108,6 +110,19 @@ async def test_process_states_go_to_the_slots_and_the_newest_copy_is_loaded(tmp_
     assert _loaded(p) == 5
 
 
+def _spoil(slot) -> None:
+    """A write cut short: part of the payload is not what the checksum covered."""
+    raw = bytearray(slot.read_bytes())
+    raw[HEADER.size + CRC.size + 1] ^= 0xFF
+    slot.write_bytes(bytes(raw))
+
+
+def _newest_slot(state: StateFile):
+    assert state.slots is not None
+    written = [s for s in state.slots.paths if s.exists()]
+    return max(written, key=lambda s: HEADER.unpack_from(s.read_bytes())[1])
+
+
 async def test_a_slot_cut_short_falls_back_to_the_other(tmp_path):
     """An agent killed in the middle of a write leaves that slot half old, half new."""
     p = tmp_path / "state.json"
@@ -115,20 +130,70 @@ async def test_a_slot_cut_short_falls_back_to_the_other(tmp_path):
     await _save(state, 1, durable=True)
     await _save(state, 2, durable=False)
     await _save(state, 3, durable=False)
-    assert state.slots is not None
-    newest = max(state.slots.paths, key=lambda s: HEADER.unpack_from(s.read_bytes())[1])
-    raw = bytearray(newest.read_bytes())
-    raw[-3:] = b"\x00\x00\x00"
-    newest.write_bytes(bytes(raw))
+    _spoil(_newest_slot(state))
     assert _loaded(p) == 2
+    assert state.slots is not None
     for slot in state.slots.paths:
-        slot.write_bytes(b"GDOSSLOT garbage")
+        slot.write_bytes(b"GDOSSLT2 garbage")
     assert _loaded(p) == 1, "both slots spoilt: the durable copy"
+
+
+async def test_a_failed_write_never_costs_the_newest_good_copy(tmp_path, monkeypatch):
+    """The next write goes to the slot without the last good write, whatever failed between."""
+    p = tmp_path / "state.json"
+    state = StateFile(p)
+    await _save(state, 1, durable=True)
+    await _save(state, 2, durable=False)
+    await _save(state, 3, durable=False)  # the newest good copy
+    real = os.pwrite
+
+    def full_disk(*args: object) -> int:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(os, "pwrite", full_disk)
+    with pytest.raises(OSError):
+        await _save(state, 4, durable=False)
+    monkeypatch.setattr(os, "pwrite", real)
+    await _save(state, 5, durable=False)
+    _spoil(_newest_slot(state))  # and the agent is killed in the middle of that one
+    assert _loaded(p) == 3
+
+
+async def test_slots_of_another_history_are_never_read(tmp_path):
+    """An older agent (no sequence numbers) rewrote the file after these slots were written,
+    or the file was put back by hand: the slots do not follow this file."""
+    p = tmp_path / "state.json"
+    state = StateFile(p)
+    await _save(state, 1, durable=True)
+    await _save(state, 2, durable=False)
+    await _save(state, 3, durable=False)
+    atomic_write(p, json.dumps({"version": 1, "instances": {"b": {"n": 9}}}).encode())
+    fresh = StateFile(p)
+    assert fresh.instances == {"b": {"n": 9}}
+    fresh.instances["b"] = {"n": 10}
+    await fresh.save(durable=False)  # the first save writes the file, with a sequence number
+    assert json.loads(p.read_bytes())["instances"] == {"b": {"n": 10}}
+    fresh.instances["b"] = {"n": 11}
+    await fresh.save(durable=False)
+    assert StateFile(p).instances == {"b": {"n": 11}}
+    p.unlink()  # a lost file: the slots alone are not trusted either
+    assert StateFile(p).instances == {}
+
+
+async def test_a_slot_shorter_than_its_header_says_is_not_read(tmp_path):
+    p = tmp_path / "state.json"
+    state = StateFile(p)
+    await _save(state, 1, durable=True)
+    await _save(state, 2, durable=False)
+    slot = _newest_slot(state)
+    slot.write_bytes(slot.read_bytes()[:-5])
+    assert _loaded(p) == 1
 
 
 async def test_a_shorter_table_after_a_longer_one_reads_back_whole(tmp_path):
     p = tmp_path / "state.json"
     state = StateFile(p)
+    await state.save(durable=True)
     state.instances = {str(i): {"n": i} for i in range(200)}
     await state.save(durable=False)
     await state.save(durable=False)
@@ -136,13 +201,3 @@ async def test_a_shorter_table_after_a_longer_one_reads_back_whole(tmp_path):
     await state.save(durable=False)
     await state.save(durable=False)  # both slots now hold the short table over a long tail
     assert StateFile(p).instances == {"a": {"n": 7}}
-
-
-async def test_slots_rescue_a_corrupt_state_file(tmp_path):
-    p = tmp_path / "state.json"
-    state = StateFile(p)
-    await _save(state, 1, durable=True)
-    await _save(state, 2, durable=False)
-    p.write_bytes(b'{"instances": {')
-    assert _loaded(p) == 2
-    assert (tmp_path / "state.json.corrupt").exists()
