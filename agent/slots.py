@@ -53,7 +53,7 @@ class Slots:
             self._fds[i] = fd
         head = HEADER.pack(MAGIC, seq, base, len(payload))
         data = head + CRC.pack(zlib.crc32(payload, zlib.crc32(head))) + payload
-        pwrite_all(fd, data)
+        write_all(fd, data, offset=0)
         self._last_good = i
 
     def whole(self) -> list[Slot]:
@@ -80,19 +80,15 @@ class Slots:
             self._last_good = found[0].index
         return found
 
-    def close(self) -> None:
-        for i, fd in enumerate(self._fds):
-            if fd is not None:
-                os.close(fd)
-                self._fds[i] = None
 
-
-def pwrite_all(fd: int, data: bytes) -> None:
-    """`os.pwrite` until all of `data` is written at offset 0 (a short write is not an error)."""
+def write_all(fd: int, data: bytes, offset: int | None = None) -> None:
+    """Write all of `data` (a short write is not an error), at `offset` with `os.pwrite`, else at
+    the file's position. Used by the slots and by the state file's whole-file writes."""
     view = memoryview(data)
-    done = 0
-    while done < len(data):
-        n = os.pwrite(fd, view[done:], done)
+    while view:
+        n = os.write(fd, view) if offset is None else os.pwrite(fd, view, offset)
         if n <= 0:
-            raise OSError(f"pwrite wrote nothing at offset {done} of {len(data)}")
-        done += n
+            raise OSError(f"a write of {len(view)} bytes wrote nothing")
+        view = view[n:]
+        if offset is not None:
+            offset += n

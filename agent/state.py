@@ -25,7 +25,7 @@ from typing import Any
 import msgspec
 
 from agent.slots import SUPPORTED as SLOTS_SUPPORTED
-from agent.slots import Slots
+from agent.slots import Slots, write_all
 
 log = logging.getLogger(__name__)
 
@@ -41,12 +41,7 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600, durable: bool = Tru
     flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_BINARY", 0)
     fd = os.open(tmp, flags, mode)
     try:
-        view = memoryview(data)
-        while view:  # a short write (a full disk) must not be renamed over the good file
-            n = os.write(fd, view)
-            if n <= 0:
-                raise OSError(f"write to {tmp} wrote nothing")
-            view = view[n:]
+        write_all(fd, data)  # a short write (a full disk) must not be renamed over the good file
         if durable:
             os.fsync(fd)
     finally:
@@ -88,8 +83,8 @@ class StateFile:
         whole = self.slots.whole() if self.slots else []  # newest first
         # New writes come after anything on disk, read or not.
         self._seq = max([self._base or 0, *(slot.seq for slot in whole)])
-        for slot in whole:
-            if self._base is None or slot.base != self._base or slot.seq <= self._base:
+        for slot in whole if self._base is not None else []:
+            if slot.base != self._base or slot.seq <= self._base:
                 continue  # from another history, or older than the file
             try:
                 table = json.loads(slot.payload)

@@ -131,8 +131,8 @@ async def spawn_logged(
     """`spawn` with stdout and stderr appended to files, off the event loop."""
 
     def run() -> subprocess.Popen[bytes]:
-        stdout.parent.mkdir(parents=True, exist_ok=True)
-        stderr.parent.mkdir(parents=True, exist_ok=True)
+        for folder in {stdout.parent, stderr.parent}:
+            folder.mkdir(parents=True, exist_ok=True)
         with open(stdout, "ab") as out, open(stderr, "ab") as err:
             return spawn(argv, cwd, env, out, err)
 

@@ -91,12 +91,18 @@ def _loaded(p) -> int:
     return StateFile(p).instances["a"]["n"]
 
 
-async def test_process_states_go_to_the_slots_and_the_newest_copy_is_loaded(tmp_path):
-    p = tmp_path / "state.json"
+async def _file_then_two_slots(p) -> StateFile:
+    """n=1 in the file (durable), then n=2 and n=3 in the slots."""
     state = StateFile(p)
     await _save(state, 1, durable=True)
     await _save(state, 2, durable=False)
     await _save(state, 3, durable=False)
+    return state
+
+
+async def test_process_states_go_to_the_slots_and_the_newest_copy_is_loaded(tmp_path):
+    p = tmp_path / "state.json"
+    state = await _file_then_two_slots(p)
     assert json.loads(p.read_bytes())["instances"]["a"] == {"n": 1}, "the file: the durable copy"
     assert sorted(x.name for x in tmp_path.iterdir()) == [
         ".state.json.slot0",
@@ -126,10 +132,7 @@ def _newest_slot(state: StateFile):
 async def test_a_slot_cut_short_falls_back_to_the_other(tmp_path):
     """An agent killed in the middle of a write leaves that slot half old, half new."""
     p = tmp_path / "state.json"
-    state = StateFile(p)
-    await _save(state, 1, durable=True)
-    await _save(state, 2, durable=False)
-    await _save(state, 3, durable=False)
+    state = await _file_then_two_slots(p)
     _spoil(_newest_slot(state))
     assert _loaded(p) == 2
     assert state.slots is not None
@@ -163,10 +166,7 @@ async def test_slots_of_another_history_are_never_read(tmp_path):
     """An older agent (no sequence numbers) rewrote the file after these slots were written,
     or the file was put back by hand: the slots do not follow this file."""
     p = tmp_path / "state.json"
-    state = StateFile(p)
-    await _save(state, 1, durable=True)
-    await _save(state, 2, durable=False)
-    await _save(state, 3, durable=False)
+    await _file_then_two_slots(p)
     atomic_write(p, json.dumps({"version": 1, "instances": {"b": {"n": 9}}}).encode())
     fresh = StateFile(p)
     assert fresh.instances == {"b": {"n": 9}}
