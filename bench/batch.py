@@ -185,7 +185,7 @@ class LoopProber:
         ms = sorted(x * 1000 for x in self.latencies)
         p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
         return (
-            f"agent 0 /healthz every 20 ms during the rounds: median {statistics.median(ms):.1f} "
+            f"agent 0 /healthz every 20 ms during the rounds: median {median(ms):.1f} "
             f"ms, p99 {p99:.0f} ms, max {ms[-1]:.0f} ms, {sum(x > 100 for x in ms)} over 100 ms "
             f"({len(ms)} probes)"
         )
