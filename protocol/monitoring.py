@@ -2,9 +2,11 @@
 alert rules, alerts, silences, and the webhook body. Kept apart from `rest.py` so the
 vocabulary of alerts stays in one place."""
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, HttpUrl
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, HttpUrl, StrictBool
+
+from protocol.rest import JSON_NUMBER
 
 Metric = Literal["cpu_percent", "rss_bytes", "state", "node_status"]
 Op = Literal[">", "<", "==", "!="]
@@ -15,6 +17,19 @@ NUMERIC_METRICS = frozenset({"cpu_percent", "rss_bytes"})
 NODE_METRICS = frozenset({"node_status"})
 NODE_STATUSES = ("online", "offline")
 MAX_FOR_SECONDS = 7 * 86400.0
+
+
+def _not_a_boolean(value: Any) -> Any:
+    if isinstance(value, bool):
+        raise ValueError("must be a number or a state word, not true or false")
+    return value
+
+
+# JSON numbers only: pydantic's lax mode would read `true` as 1.0 and "5" as 5.0. A threshold
+# is a number or a word, checked as a whole so an error names the field, not a union member.
+Threshold = Annotated[float | str, BeforeValidator(_not_a_boolean)]
+ForSeconds = Annotated[float, Field(ge=0, le=MAX_FOR_SECONDS), JSON_NUMBER]
+Hysteresis = Annotated[float, Field(ge=0), JSON_NUMBER]
 
 
 class _In(BaseModel):
@@ -79,27 +94,24 @@ class AlertRuleIn(_In):
     name: str = Field(min_length=1, max_length=128)
     metric: Metric
     op: Op
-    threshold: float | str = Field(
+    threshold: Threshold = Field(
         description="a number for cpu_percent (percent of one core) and rss_bytes; an instance "
         "state word for state; online|offline for node_status"
     )
-    for_seconds: float = Field(default=0.0, ge=0, le=MAX_FOR_SECONDS)
+    for_seconds: ForSeconds = 0.0
     scope: Scope = Field(default_factory=Scope)
     severity: Severity = "warning"
     webhook_url: HttpUrl | None = None
-    hysteresis: float | None = Field(
+    hysteresis: Hysteresis | None = Field(
         default=None,
-        ge=0,
         description="numeric rules resolve only once the value is this far on the good side "
         "(default 5 % of the threshold)",
     )
-    resolve_for_seconds: float | None = Field(
+    resolve_for_seconds: ForSeconds | None = Field(
         default=None,
-        ge=0,
-        le=MAX_FOR_SECONDS,
         description="...and has stayed there this long (default max(for_seconds, 5))",
     )
-    enabled: bool = True
+    enabled: StrictBool = True  # lax bool would take 1, "yes" and "0"
 
 
 class AlertRulePatch(_In):
@@ -110,16 +122,14 @@ class AlertRulePatch(_In):
     name: str | None = Field(default=None, min_length=1, max_length=128, json_schema_extra=_no_null)
     metric: Metric | None = Field(default=None, json_schema_extra=_no_null)
     op: Op | None = Field(default=None, json_schema_extra=_no_null)
-    threshold: float | str | None = Field(default=None, json_schema_extra=_no_null)
-    for_seconds: float | None = Field(
-        default=None, ge=0, le=MAX_FOR_SECONDS, json_schema_extra=_no_null
-    )
+    threshold: Threshold | None = Field(default=None, json_schema_extra=_no_null)
+    for_seconds: ForSeconds | None = Field(default=None, json_schema_extra=_no_null)
     scope: Scope | None = None
     severity: Severity | None = Field(default=None, json_schema_extra=_no_null)
     webhook_url: HttpUrl | None = None
-    hysteresis: float | None = Field(default=None, ge=0)
-    resolve_for_seconds: float | None = Field(default=None, ge=0, le=MAX_FOR_SECONDS)
-    enabled: bool | None = Field(default=None, json_schema_extra=_no_null)
+    hysteresis: Hysteresis | None = None
+    resolve_for_seconds: ForSeconds | None = None
+    enabled: StrictBool | None = Field(default=None, json_schema_extra=_no_null)
 
 
 class AlertRuleOut(BaseModel):
@@ -184,7 +194,7 @@ class SilenceIn(_In):
     matcher: Matcher
     starts_at: str | None = Field(default=None, description="ISO 8601; default now")
     ends_at: str | None = Field(default=None, description="ISO 8601; or give duration_seconds")
-    duration_seconds: float | None = Field(default=None, gt=0, le=366 * 86400.0)
+    duration_seconds: Annotated[float, Field(gt=0, le=366 * 86400.0), JSON_NUMBER] | None = None
     comment: str = Field(default="", max_length=1024)
 
 

@@ -311,10 +311,8 @@ class AdoptIn(_In):
 
 
 class BatchIn(_In):
-    ready_timeout: float | None = Field(
+    ready_timeout: Annotated[float, Field(gt=0, le=24 * 3600), JSON_NUMBER] | None = Field(
         default=None,
-        gt=0,
-        le=24 * 3600,
         description="seconds each instance may take to become healthy (default: its health check's ready_timeout)",
     )
 

@@ -34,6 +34,9 @@ def rules_of(api: Api) -> list[dict]:
         ({**RULE, "scope": {"node_id": "a", "instance_id": "b"}}, 422, "scope"),
         ({**RULE, "scope": {"node_id": "nope"}}, 404, "scope.node_id"),
         ({**RULE, "surprise": 1}, 422, "surprise"),
+        ({**RULE, "for_seconds": True}, 422, "for_seconds"),
+        ({**RULE, "resolve_for_seconds": "5"}, 422, "resolve_for_seconds"),
+        ({**RULE, "threshold": False}, 422, "threshold"),
     ],
 )
 def test_bad_rules_are_refused_and_nothing_changes(shared_api, body, status, field):
@@ -54,6 +57,13 @@ def test_rule_crud_and_patch_keeps_what_is_not_given(shared_api):
     assert patched["threshold"] == 90 and not patched["enabled"] and patched["name"] == "hot"
     bad = shared_api.request("PATCH", f"/alert-rules/{rule['id']}", json={"metric": "state"})
     assert bad.status_code == 422 and error_of(bad)["details"]["field"] == "op"
+    # What schemathesis found (ST201): `false` was read as 0.0 and the patch went through.
+    bad = shared_api.request(
+        "PATCH", f"/alert-rules/{rule['id']}", json={"resolve_for_seconds": False}
+    )
+    assert bad.status_code == 422
+    assert error_of(bad)["message"] == "resolve_for_seconds: Value error, must be a JSON number"
+    assert shared_api.get(f"/alert-rules/{rule['id']}") == patched
     assert shared_api.get(f"/alert-rules/{rule['id']}") == patched
     shared_api.request("DELETE", f"/alert-rules/{rule['id']}", expect=204)
     assert shared_api.request("GET", f"/alert-rules/{rule['id']}").status_code == 404
