@@ -89,11 +89,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     import asyncio
 
     from agent import runtime
+    from agent.state import Unreadable
 
-    if args.autostart in ("1", "0"):
-        return autostart.apply(args, enrol=lambda: runtime.enrol_once(args))
     try:
+        if args.autostart in ("1", "0"):
+            return autostart.apply(args, enrol=lambda: runtime.enrol_once(args))
         return asyncio.run(runtime.run(args))
+    except Unreadable as exc:
+        print(f"gdos-agent: {exc}", file=sys.stderr)
+        return 2
     except KeyboardInterrupt:
         return 130
 

@@ -8,8 +8,9 @@ while a write into an existing file took 0.04 ms. A write goes to the slot that 
 the last good write, so a write cut short (the agent killed in the middle of it, or a failed
 write) spoils only that slot: its checksum fails, and the other slot is read. Nothing here is
 synced to disk: the slots hold changes that need not survive a power loss; the durable file
-holds the rest, and each slot names the durable write it follows (`base`), so slots left from
-another history (an older agent's file, a file put back by hand) are never read.
+holds the rest, and each slot names the durable write it follows (`base`), so a slot that does
+not follow the file on disk (left from an older agent's file, or a file put back by hand) is
+never read.
 """
 
 import os
@@ -55,6 +56,10 @@ class Slots:
         data = head + CRC.pack(zlib.crc32(payload, zlib.crc32(head))) + payload
         write_all(fd, data, offset=0)
         self._last_good = i
+
+    def keep(self, index: int) -> None:
+        """The next write goes to the other slot: this one holds the copy to fall back on."""
+        self._last_good = index
 
     def whole(self) -> list[Slot]:
         """The slots whose checksum holds, newest first; the next write avoids the newest."""

@@ -55,13 +55,27 @@ def atomic_write(path: Path, data: bytes, mode: int = 0o600, durable: bool = Tru
             os.close(dir_fd)
 
 
+class Unreadable(Exception):
+    """A file the agent needs is there but cannot be read (permissions, a failing disk, a folder
+    in its place). The agent stops with this message rather than start afresh without it."""
+
+
 def read_json(path: Path) -> dict[str, Any] | None:
-    """Read a JSON object; a missing file is None, a corrupt one is set aside and also None."""
+    """Read a JSON object; a missing file is None, a corrupt one is set aside and also None.
+    A file that cannot be read at all raises `Unreadable` and is left as it is: setting it aside
+    would make the agent forget everything it runs over what may be a passing fault."""
     try:
-        data = json.loads(path.read_bytes())
+        raw = path.read_bytes()
     except FileNotFoundError:
         return None
-    except (OSError, ValueError) as exc:
+    except OSError as exc:
+        raise Unreadable(
+            f"cannot read {path}: {exc.strerror or exc}; it was left as it is: make it readable "
+            "and start the agent again"
+        ) from exc
+    try:
+        data = json.loads(raw)
+    except ValueError as exc:
         aside = path.with_name(path.name + ".corrupt")
         log.error("%s is unreadable (%s); moved to %s", path, exc, aside)
         os.replace(path, aside)
@@ -80,7 +94,13 @@ class StateFile:
         # number (an older agent wrote it). Then no slot is read, and the first save writes
         # the file, so that every later slot names the file it follows.
         self._base = _seq_of(loaded)
-        whole = self.slots.whole() if self.slots else []  # newest first
+        try:
+            whole = self.slots.whole() if self.slots else []  # newest first
+        except OSError as exc:
+            raise Unreadable(
+                f"cannot read the state slots beside {path} ({exc}); they were left as they are: "
+                f"make them readable, or delete them to start from {path.name} alone"
+            ) from exc
         # New writes come after anything on disk, read or not.
         self._seq = max([self._base or 0, *(slot.seq for slot in whole)])
         for slot in whole if self._base is not None else []:
@@ -92,6 +112,10 @@ class StateFile:
                 table = None
             if isinstance(table, dict):
                 loaded = table
+                # The next write must not land on the copy just read: the newest slot may be
+                # from another history, and a write cut short there would leave only the file.
+                assert self.slots is not None  # the slot was read from them
+                self.slots.keep(slot.index)
                 break
             log.error("state slot %s is unreadable; trying an older copy", slot.index)
         self.instances: dict[str, dict[str, Any]] = dict((loaded or {}).get("instances") or {})
@@ -143,6 +167,12 @@ class StateFile:
                 if whole_file:
                     self._base = seq
             except OSError as exc:
+                if whole_file:
+                    # The rename may have happened (the directory's sync failed after it): which
+                    # file is on disk is unknown, so no slot may name one until the next save
+                    # writes the file again. Else later slots would name the file before, and
+                    # a restart would pass them over for the file, losing saves reported done.
+                    self._base = None
                 for w, _ in waiters:
                     if not w.done():
                         w.set_exception(exc)

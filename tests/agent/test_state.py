@@ -1,11 +1,14 @@
 import asyncio
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
 from agent.slots import CRC, HEADER
-from agent.state import StateFile, atomic_write, read_json
+from agent.state import StateFile, Unreadable, atomic_write, read_json
+from tests.support import ROOT, child_env
 
 
 def test_atomic_write_mode_and_content(tmp_path):
@@ -21,6 +24,27 @@ def test_corrupt_state_is_set_aside(tmp_path):
     p.write_text('{"instances": {')  # a torn write from some older tool
     assert read_json(p) is None
     assert (tmp_path / "s.json.corrupt").exists()
+
+
+def test_a_state_file_that_cannot_be_read_is_left_alone_and_named(tmp_path, monkeypatch):
+    """Unlike a corrupt file, an unreadable one may be a passing fault (a failing disk, a wrong
+    owner): setting it aside would make the agent forget all it runs. It stops instead."""
+    p = tmp_path / "s.json"
+    p.mkdir()  # a folder where the file should be: reading it fails
+    with pytest.raises(Unreadable, match=r"cannot read .*s\.json"):
+        read_json(p)
+    assert p.is_dir() and not (tmp_path / "s.json.corrupt").exists()
+    p.rmdir()
+    p.write_text('{"instances": {}}')
+
+    def denied(self):
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(type(p), "read_bytes", denied)  # root reads anything: fault at the seam
+    with pytest.raises(Unreadable, match=r"Permission denied.*left as it is"):
+        StateFile(p)
+    monkeypatch.undo()
+    assert read_json(p) == {"instances": {}}
 
 
 async def test_group_commit_saves_every_change(tmp_path):
@@ -180,6 +204,25 @@ async def test_slots_of_another_history_are_never_read(tmp_path):
     assert StateFile(p).instances == {}
 
 
+async def test_the_next_write_never_lands_on_the_slot_just_loaded(tmp_path):
+    """A file put back by hand, with one slot that follows it and a newer one from the history
+    since: the slot that follows it is loaded, and the next write must go to the other slot, so
+    that a write cut short still leaves what was loaded (not the older file)."""
+    p = tmp_path / "state.json"
+    state = StateFile(p)
+    await _save(state, 1, durable=True)
+    await _save(state, 2, durable=False)  # follows the file with n=1
+    backup = p.read_bytes()
+    await _save(state, 10, durable=True)
+    await _save(state, 11, durable=False)  # the newest slot, following the file with n=10
+    p.write_bytes(backup)  # put back by hand
+    fresh = StateFile(p)
+    assert fresh.instances["a"] == {"n": 2}
+    await _save(fresh, 3, durable=False)
+    _spoil(_newest_slot(fresh))  # that write cut short
+    assert _loaded(p) == 2
+
+
 async def test_a_slot_shorter_than_its_header_says_is_not_read(tmp_path):
     p = tmp_path / "state.json"
     state = StateFile(p)
@@ -201,3 +244,26 @@ async def test_a_shorter_table_after_a_longer_one_reads_back_whole(tmp_path):
     await state.save(durable=False)
     await state.save(durable=False)  # both slots now hold the short table over a long tail
     assert StateFile(p).instances == {"a": {"n": 7}}
+
+
+def test_the_agent_stops_with_a_clear_error_when_its_state_cannot_be_read(tmp_path):
+    """The agent as a user runs it: exit 2 and one line naming the file, no traceback, and the
+    state left where it was (it used to be set aside, and the agent forgot all it ran)."""
+    work = tmp_path / "work"
+    work.mkdir()
+    cred = {"master": "http://127.0.0.1:9", "node_id": "n1", "node_secret": "s"}
+    (work / "agent-credential.json").write_text(json.dumps(cred))
+    (work / "agent-state.json").mkdir()
+    proc = subprocess.run(
+        [sys.executable, "-m", "agent", "--master", cred["master"], "--work-dir", str(work)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        env=child_env(),
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "gdos-agent: cannot read" in proc.stderr and "agent-state.json" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert (work / "agent-state.json").is_dir()
+    assert not list(work.glob("*.corrupt"))
