@@ -42,7 +42,8 @@ class Slots:
     def __init__(self, path: Path) -> None:
         self.paths = [path.with_name(f".{path.name}.slot{i}") for i in (0, 1)]
         self._fds: list[int | None] = [None, None]
-        self._last_good: int | None = None  # the slot holding the newest whole write
+        # The slot holding the copy to fall back on: the last good write, or the copy loaded.
+        self._last_good: int | None = None
 
     def write(self, seq: int, base: int, payload: bytes) -> None:
         """Header and payload at offset 0 of the slot not holding the last good write; what lies
@@ -62,7 +63,7 @@ class Slots:
         self._last_good = index
 
     def whole(self) -> list[Slot]:
-        """The slots whose checksum holds, newest first; the next write avoids the newest."""
+        """The slots whose checksum holds, newest first."""
         found: list[Slot] = []
         for i, path in enumerate(self.paths):
             try:
@@ -81,8 +82,6 @@ class Slots:
                 continue
             found.append(Slot(i, seq, base, payload))
         found.sort(key=lambda s: s.seq, reverse=True)
-        if found:
-            self._last_good = found[0].index
         return found
 
 
