@@ -21,7 +21,8 @@ from npm into bench/.node. Measured, per tool:
 
 --disk-pressure runs it all while another process keeps the disk busy with buffered writes (a
 2 GiB file rewritten over and over in the work dir, as a database or a chatty service would),
-and times agent 0's loopback /healthz every 20 ms meanwhile (`--probe-agent` alone does that):
+and times agent 0's loopback /healthz and the master's every 20 ms meanwhile (`--probe-agent`
+alone does that):
     .venv/bin/python bench/batch.py --disk-pressure --n 10 --agents 1 --rounds 8
 """
 
@@ -159,10 +160,12 @@ class Result:
 
 
 class LoopProber:
-    """GETs an agent's loopback /healthz (`--port`) every 20 ms. The answer's latency is how long
-    the agent's event loop was kept from running: its stalls, seen from outside."""
+    """GETs a daemon's /healthz every 20 ms (an agent's loopback `--port`, or the master's). The
+    answer's latency is how long the daemon's event loop was kept from running: its stalls, seen
+    from outside."""
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, name: str, port: int) -> None:
+        self.name = name
         self.port = port
         self.latencies: list[float] = []
         self._done = threading.Event()
@@ -173,7 +176,7 @@ class LoopProber:
         while not self._done.is_set():
             t0 = time.perf_counter()
             with socket.create_connection(("127.0.0.1", self.port), timeout=60) as s:
-                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: agent\r\n\r\n")
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: gdos\r\nConnection: close\r\n\r\n")
                 while s.recv(4096):
                     pass
             self.latencies.append(time.perf_counter() - t0)
@@ -185,7 +188,7 @@ class LoopProber:
         ms = sorted(x * 1000 for x in self.latencies)
         p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
         return (
-            f"agent 0 /healthz every 20 ms during the rounds: median {median(ms):.1f} "
+            f"{self.name} /healthz every 20 ms during the rounds: median {median(ms):.1f} "
             f"ms, p99 {p99:.0f} ms, max {ms[-1]:.0f} ms, {sum(x > 100 for x in ms)} over 100 ms "
             f"({len(ms)} probes)"
         )
@@ -312,7 +315,9 @@ def bench_gdos(
         def cpu_now() -> list[float]:
             return [sum(p.cpu_times()[:2]) for p in procs]
 
-        prober = LoopProber(probe_port) if probe else None
+        probers = (
+            [LoopProber("agent 0", probe_port), LoopProber("master", master.port)] if probe else []
+        )
         for _ in range(rounds):
             for kind, out in (("start", res.start), ("stop", res.stop)):
                 time.sleep(1.0)  # let the previous round's reports and saves settle
@@ -327,7 +332,7 @@ def bench_gdos(
                 if kind == "stop":
                     res.gone.append(time_until_count(work, 0, t0))
                 wait_count(work, n if kind == "start" else 0)
-        probed = prober.close() if prober else ""
+        probed = "; ".join(p.close() for p in probers)
         # Respawn after kill -9, and memory with everything running.
         op = api.post(f"/systems/{system['id']}/start", expect=202)
         watcher.wait(op["operation_id"])
@@ -386,7 +391,8 @@ def main() -> int:
     p.add_argument(
         "--probe-agent",
         action="store_true",
-        help="time agent 0's /healthz every 20 ms (its event loop's stalls); on with --disk-pressure",
+        help="time agent 0's and the master's /healthz every 20 ms (their event loops' stalls); "
+        "on with --disk-pressure",
     )
     args = p.parse_args()
     tools = args.only or ["gdos", "supervisord", "circus", "pm2"]
@@ -411,10 +417,13 @@ WRITER = """
 import os, sys
 block = b"x" * (1 << 20)
 path = os.path.join(sys.argv[1], "pressure.bin")
-while True:  # as `dd bs=1M count=2048 of=...` in a loop: each round truncates the last
-    with open(path, "wb") as f:
+parent = os.getppid()
+while os.getppid() == parent:  # a bench killed mid-run must not leave it writing for good
+    with open(path, "wb") as f:  # as `dd bs=1M count=2048 of=...` in a loop
         for _ in range(2048):
             f.write(block)
+            if os.getppid() != parent:
+                break
 """
 
 
