@@ -45,6 +45,11 @@ def test_a_state_file_that_cannot_be_read_is_left_alone_and_named(tmp_path, monk
         StateFile(p)
     monkeypatch.undo()
     assert read_json(p) == {"instances": {}}
+    slot = tmp_path / ".s.json.slot1"
+    slot.mkdir()  # an unreadable slot: named, and left too
+    with pytest.raises(Unreadable, match=r"state slots beside .*delete them"):
+        StateFile(p)
+    assert slot.is_dir() and read_json(p) == {"instances": {}}
 
 
 async def test_group_commit_saves_every_change(tmp_path):
