@@ -4,9 +4,9 @@ vocabulary of alerts stays in one place."""
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, HttpUrl, StrictBool
+from pydantic import BaseModel, BeforeValidator, Field, HttpUrl, StrictBool
 
-from protocol.rest import JSON_NUMBER
+from protocol.rest import JSON_NUMBER, _In
 
 Metric = Literal["cpu_percent", "rss_bytes", "state", "node_status"]
 Op = Literal[">", "<", "==", "!="]
@@ -30,10 +30,6 @@ def _not_a_boolean(value: Any) -> Any:
 Threshold = Annotated[float | str, BeforeValidator(_not_a_boolean)]
 ForSeconds = Annotated[float, Field(ge=0, le=MAX_FOR_SECONDS), JSON_NUMBER]
 Hysteresis = Annotated[float, Field(ge=0), JSON_NUMBER]
-
-
-class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 def _no_null(schema: dict[str, Any]) -> None:

@@ -47,7 +47,10 @@ StartOrder = Annotated[int, Field(ge=0, le=10_000), JSON_NUMBER]
 
 
 class _In(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: unknown fields and non-finite numbers (Python's json reads `Infinity` and
+    `NaN`, which are not JSON) are refused."""
+
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class ErrorDetail(BaseModel):

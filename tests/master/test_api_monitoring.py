@@ -48,6 +48,23 @@ def test_bad_rules_are_refused_and_nothing_changes(shared_api, body, status, fie
     assert rules_of(shared_api) == before
 
 
+@pytest.mark.parametrize("literal", ["Infinity", "-Infinity", "NaN"])
+def test_non_finite_numbers_are_refused(shared_api, literal):
+    """Not JSON, yet Python's json reads them (and json.dumps writes them): an infinite
+    hysteresis was stored, and listed back as null, which the response schema does not allow."""
+    before = rules_of(shared_api)
+    body = '{"name": "inf", "metric": "cpu_percent", "op": ">", "threshold": 5, "hysteresis": %s}'
+    r = shared_api.request(
+        "POST",
+        "/alert-rules",
+        content=body % literal,
+        headers={"Content-Type": "application/json"},
+    )
+    assert r.status_code == 422, r.text
+    assert error_of(r)["message"].startswith("hysteresis:")
+    assert rules_of(shared_api) == before
+
+
 def test_rule_crud_and_patch_keeps_what_is_not_given(shared_api):
     rule = shared_api.post("/alert-rules", RULE, expect=201)
     assert rule["scope"] == {} and rule["hysteresis"] == 4.0 and rule["resolve_for_seconds"] == 5.0
