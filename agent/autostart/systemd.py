@@ -45,7 +45,8 @@ ExecStart={" ".join(quote(a) for a in command.argv)}
 WorkingDirectory={str(command.work_dir).replace("%", "%%")}
 {env_lines}Restart=on-failure
 RestartSec={RESTART_SEC}
-# Exit code 2 means "not enrolled" or "refused by the master": restarting will not help.
+# Exit code 2 means "not enrolled", "refused by the master" or "its state cannot be read":
+# restarting will not help.
 RestartPreventExitStatus=2
 # KillMode=process: stopping or restarting this unit stops the agent process only. The services
 # it started are its descendants, so they live in this unit's control group, in their own
