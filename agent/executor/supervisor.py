@@ -9,6 +9,7 @@ backoff after that) or gives up (`failed`).
 
 import asyncio
 import logging
+import os
 import shutil
 import signal
 import subprocess
@@ -522,21 +523,30 @@ async def _reap(popen: subprocess.Popen[bytes]) -> None:
 
 
 def _processes_by_marker() -> dict[str, psutil.Process]:
-    """Instance id -> the oldest live process carrying it (a service's own children inherit
-    the marker; the oldest is the one the agent started)."""
-    found: dict[str, psutil.Process] = {}
+    """Instance id -> the live process carrying it that the agent started.
+
+    A service's own children inherit the marker. The agent starts every service as the leader
+    of a new session, and a child stays in its parent's session, so a leader is taken first,
+    then the oldest. Oldest alone would take the child a crashed service left running over the
+    service restarted after it (where there are no sessions, oldest it is)."""
+    found: dict[str, tuple[tuple[bool, float], psutil.Process]] = {}
     for proc in psutil.process_iter(["create_time", "status"]):
         if proc.info["status"] == psutil.STATUS_ZOMBIE:
             continue
         try:
             value = proc.environ().get(ENV_INSTANCE_ID)
+            rank = (not _leads_its_session(proc.pid), proc.info["create_time"])
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
             continue
-        if value and (
-            value not in found or proc.info["create_time"] < found[value].info["create_time"]
-        ):
-            found[value] = proc
-    return found
+        if value and (value not in found or rank < found[value][0]):
+            found[value] = (rank, proc)
+    return {value: proc for value, (_, proc) in found.items()}
+
+
+def _leads_its_session(pid: int) -> bool:
+    if not hasattr(os, "getsid"):  # Windows has no sessions of this kind
+        return False
+    return os.getsid(pid) == pid
 
 
 def _cmdline(proc: psutil.Process) -> list[str] | None:

@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import os
 import shutil
+import signal
+import subprocess
 import threading
 import uuid
 from collections.abc import Callable, Iterator
@@ -15,7 +17,7 @@ import psutil
 import pytest
 
 from agent.executor.launch import ENV_INSTANCE_ID
-from agent.executor.supervisor import Supervisor
+from agent.executor.supervisor import Supervisor, _processes_by_marker
 from agent.state import StateFile
 from protocol.messages import InstanceReport, InstanceSpec, PackageRef
 from protocol.states import InstanceState
@@ -115,3 +117,34 @@ def _alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+@pytest.mark.skipif(not hasattr(os, "getsid"), reason="POSIX sessions")
+def test_the_marker_scan_takes_the_restarted_service_not_a_child_its_predecessor_left():
+    """A service forked a child that outlived it, crashed, and was started again just before the
+    agent died (unsaved). Both carry the instance's marker and the child is older; the scan must
+    take the service the agent started, the leader of its own session."""
+    iid = f"scan-{uuid.uuid4().hex[:10]}"
+    env = {**os.environ, ENV_INSTANCE_ID: iid}
+    crashed = subprocess.run(
+        ["sh", "-c", "sleep 300 >/dev/null 2>&1 & echo $!"],
+        env=env,
+        start_new_session=True,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    child = int(crashed.stdout.split()[0])  # still in the crashed service's session
+    restarted = subprocess.Popen(["sleep", "300"], env=env, start_new_session=True)
+    try:
+        assert psutil.Process(child).create_time() <= psutil.Process(restarted.pid).create_time()
+        # Popen returns at exec; the new program's environment is readable a moment later.
+        both = sorted([child, restarted.pid])
+        wait_for(lambda: sorted(processes_with_env(ENV_INSTANCE_ID, iid)) == both, 30)
+        found = _processes_by_marker()[iid]
+        assert found.pid == restarted.pid, f"took pid {found.pid}, the crashed service's child"
+    finally:
+        restarted.kill()
+        restarted.wait(10)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child, signal.SIGKILL)

@@ -178,6 +178,7 @@ GUARDED = {
     ("agent/hostinfo.py", "current_load"): {"getloadavg"},
     ("agent/autostart/system.py", "is_admin"): {"geteuid"},
     ("agent/monitor.py", "__init__"): {"getsid"},  # getattr(os, "getsid", None)
+    ("agent/executor/supervisor.py", "_leads_its_session"): {"getsid"},  # hasattr(os, "getsid")
     ("agent/monitor.py", "sample"): {"getloadavg"},  # except AttributeError (Windows)
 }
 
