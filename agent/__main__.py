@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agent import autostart, tls
+from protocol.errors import GdosError
 from protocol.frozen import version_text
 from protocol.seedargs import normalize_seed_args
 
@@ -98,6 +99,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except Unreadable as exc:
         print(f"gdos-agent: {exc}", file=sys.stderr)
         return 2
+    except GdosError as exc:  # e.g. its state cannot be saved at start-up (a full disk)
+        print(f"gdos-agent: {exc.message}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         return 130
 

@@ -8,6 +8,7 @@ backoff after that) or gives up (`failed`).
 """
 
 import asyncio
+import errno
 import logging
 import os
 import shutil
@@ -56,8 +57,23 @@ class Supervisor:
 
     async def _commit(self, m: Managed | None = None, durable: bool = True) -> None:
         """Save the table, then tell the master about `m`. Changes of a process's state need
-        not be `durable` (see StateFile.save); what is deployed here must be."""
-        await self.state.save(durable)
+        not be `durable` (see StateFile.save); what is deployed here must be.
+
+        A save that fails (a full disk) raises a storage error that says so, and `m` is
+        reported anyway: the change has happened (a process runs), only not on disk yet; the
+        next save that succeeds writes the whole table, this change included."""
+        try:
+            await self.state.save(durable)
+        except OSError as exc:
+            if m is not None:
+                self.on_report(m.report())
+            full = exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+            raise GdosError(
+                ErrorCode.STORAGE_FULL if full else ErrorCode.STORAGE_ERROR,
+                f"the agent could not save its state in {self.work_dir}: "
+                f"{exc.strerror or exc}; the change is kept in memory and saved with the next "
+                "save that succeeds",
+            ) from exc
         if m is not None:
             self.on_report(m.report())
 

@@ -4,6 +4,7 @@ Real child processes, real files."""
 
 import asyncio
 import contextlib
+import errno
 import os
 import shutil
 import signal
@@ -16,9 +17,11 @@ from pathlib import Path
 import psutil
 import pytest
 
+import agent.slots
 from agent.executor.launch import ENV_INSTANCE_ID
 from agent.executor.supervisor import Supervisor, _processes_by_marker
 from agent.state import StateFile
+from protocol.errors import ErrorCode, GdosError
 from protocol.messages import InstanceReport, InstanceSpec, PackageRef
 from protocol.states import InstanceState
 from tests.support import build_package, processes_with_env, wait_for
@@ -148,3 +151,43 @@ def test_the_marker_scan_takes_the_restarted_service_not_a_child_its_predecessor
         restarted.wait(10)
         with contextlib.suppress(ProcessLookupError):
             os.kill(child, signal.SIGKILL)
+
+
+async def test_a_start_whose_save_fails_says_so_and_keeps_the_process(
+    tmp_path: Path, deployed: tuple[Path, InstanceSpec], monkeypatch
+):
+    """A full disk when the state is saved after a spawn: the start answers with a storage
+    error that says what happened, the process runs and is reported, and the next save that
+    succeeds writes it."""
+    pkg, spec = deployed
+    work = tmp_path / "work"
+    work.mkdir()
+
+    async def fetch(ref: PackageRef, dest: Path) -> None:
+        shutil.copy(pkg, dest)
+
+    reports: list[InstanceReport] = []
+    state = StateFile(work / "state.json")
+    sup = Supervisor(work, state, fetch, reports.append)
+    await sup.deploy(spec)
+
+    def full(fd: int, data: bytes, offset: int | None = None) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(agent.slots, "write_all", full)  # the OS seam of a process-state save
+    with pytest.raises(GdosError) as caught:
+        await sup.start(spec.instance_id)
+    assert caught.value.code == ErrorCode.STORAGE_FULL
+    assert caught.value.message.startswith(f"the agent could not save its state in {work}: ")
+    assert "No space left on device" in caught.value.message
+    m = sup.get(spec.instance_id)
+    assert m.state == InstanceState.RUNNING and m.pid is not None and _alive(m.pid)
+    assert (await _first_running(reports)).pid == m.pid
+    assert StateFile(work / "state.json").instances[spec.instance_id]["state"] == "stopped"
+
+    monkeypatch.undo()
+    await state.save(durable=False)  # the next save that succeeds
+    saved = StateFile(work / "state.json").instances[spec.instance_id]
+    assert (saved["state"], saved["pid"]) == ("running", m.pid)
+    await sup.stop(spec.instance_id)
+    await sup.close()
