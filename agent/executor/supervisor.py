@@ -67,15 +67,18 @@ class Supervisor:
         except OSError as exc:
             if m is not None:
                 self.on_report(m.report())
-            full = exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
-            raise GdosError(
-                ErrorCode.STORAGE_FULL if full else ErrorCode.STORAGE_ERROR,
-                f"the agent could not save its state in {self.work_dir}: "
-                f"{exc.strerror or exc}; the change is kept in memory and saved with the next "
-                "save that succeeds",
+            raise self._not_saved(
+                exc, "; the change is kept in memory and saved with the next save that succeeds"
             ) from exc
         if m is not None:
             self.on_report(m.report())
+
+    def _not_saved(self, exc: OSError, then: str = "") -> GdosError:
+        full = exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+        return GdosError(
+            ErrorCode.STORAGE_FULL if full else ErrorCode.STORAGE_ERROR,
+            f"the agent could not save its state in {self.work_dir}: {exc.strerror or exc}{then}",
+        )
 
     def reports(self) -> list[InstanceReport]:
         return [m.report() for m in self.instances.values()]
@@ -120,7 +123,10 @@ class Supervisor:
                     m.cmdline = _cmdline(proc)
             if self._readopt(m, proc):
                 ended.append(m)
-        await self._commit()
+        try:
+            await self.state.save()
+        except OSError as exc:  # the agent cannot run like this: it stops (see __main__)
+            raise self._not_saved(exc) from exc
         for m in ended:
             if m.restart_pending:  # it was waiting out a backoff when the agent stopped
                 m.restart_task = asyncio.create_task(self._restart_later(m, 0.0))

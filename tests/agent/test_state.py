@@ -3,6 +3,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -251,24 +252,45 @@ async def test_a_shorter_table_after_a_longer_one_reads_back_whole(tmp_path):
     assert StateFile(p).instances == {"a": {"n": 7}}
 
 
-def test_the_agent_stops_with_a_clear_error_when_its_state_cannot_be_read(tmp_path):
-    """The agent as a user runs it: exit 2 and one line naming the file, no traceback, and the
-    state left where it was (it used to be set aside, and the agent forgot all it ran)."""
+def _enrolled_work_dir(tmp_path) -> Path:
     work = tmp_path / "work"
     work.mkdir()
     cred = {"master": "http://127.0.0.1:9", "node_id": "n1", "node_secret": "s"}
     (work / "agent-credential.json").write_text(json.dumps(cred))
-    (work / "agent-state.json").mkdir()
-    proc = subprocess.run(
-        [sys.executable, "-m", "agent", "--master", cred["master"], "--work-dir", str(work)],
+    return work
+
+
+def _run_agent(work: Path) -> subprocess.CompletedProcess[str]:
+    """The agent as a user runs it, up to where it has loaded and saved its state."""
+    return subprocess.run(
+        [sys.executable, "-m", "agent", "--master", "http://127.0.0.1:9", "--work-dir", str(work)],
         capture_output=True,
         text=True,
         timeout=120,
         cwd=ROOT,
         env=child_env(),
     )
+
+
+def test_the_agent_stops_with_a_clear_error_when_its_state_cannot_be_read(tmp_path):
+    """Exit 2 and one line naming the file, no traceback, and the state left where it was (it
+    used to be set aside, and the agent forgot all it ran)."""
+    work = _enrolled_work_dir(tmp_path)
+    (work / "agent-state.json").mkdir()
+    proc = _run_agent(work)
     assert proc.returncode == 2, proc.stderr
     assert "gdos-agent: cannot read" in proc.stderr and "agent-state.json" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert (work / "agent-state.json").is_dir()
     assert not list(work.glob("*.corrupt"))
+
+
+def test_the_agent_stops_with_a_clear_error_when_its_state_cannot_be_saved(tmp_path):
+    """Exit 1 (a service manager tries again: a full disk passes) and one line, no traceback."""
+    work = _enrolled_work_dir(tmp_path)
+    (work / ".agent-state.json.tmp").mkdir()  # the durable save's temporary file cannot be made
+    proc = _run_agent(work)
+    assert proc.returncode == 1, proc.stderr
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last == f"gdos-agent: the agent could not save its state in {work}: Is a directory"
+    assert "Traceback" not in proc.stderr
