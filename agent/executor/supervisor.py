@@ -557,10 +557,12 @@ def _processes_by_marker() -> dict[str, psutil.Process]:
             continue
         try:
             value = proc.environ().get(ENV_INSTANCE_ID)
+            if not value:
+                continue
             rank = (not _leads_its_session(proc.pid), proc.info["create_time"])
         except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess, OSError):
             continue
-        if value and (value not in found or rank < found[value][0]):
+        if value not in found or rank < found[value][0]:
             found[value] = (rank, proc)
     return {value: proc for value, (_, proc) in found.items()}
 

@@ -11,8 +11,9 @@ import signal
 import subprocess
 import threading
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 import psutil
 import pytest
@@ -64,10 +65,16 @@ def deployed(tmp_path: Path) -> Iterator[tuple[Path, InstanceSpec]]:
             psutil.Process(pid).kill()
 
 
-async def test_running_is_reported_before_its_save_and_survives_an_agent_death(
-    tmp_path: Path, deployed: tuple[Path, InstanceSpec]
-):
-    pkg, spec = deployed
+class Agent(NamedTuple):
+    work: Path
+    state: StateFile
+    sup: Supervisor
+    reports: list[InstanceReport]
+    fetch: Callable[[PackageRef, Path], Awaitable[None]]
+
+
+async def _agent_with(tmp_path: Path, pkg: Path, spec: InstanceSpec) -> Agent:
+    """A Supervisor on its own work dir, with `spec` deployed (stopped)."""
     work = tmp_path / "work"
     work.mkdir()
 
@@ -78,6 +85,14 @@ async def test_running_is_reported_before_its_save_and_survives_an_agent_death(
     state = StateFile(work / "state.json")
     sup = Supervisor(work, state, fetch, reports.append)
     await sup.deploy(spec)
+    return Agent(work, state, sup, reports, fetch)
+
+
+async def test_running_is_reported_before_its_save_and_survives_an_agent_death(
+    tmp_path: Path, deployed: tuple[Path, InstanceSpec]
+):
+    pkg, spec = deployed
+    work, state, sup, reports, fetch = await _agent_with(tmp_path, pkg, spec)
     assert StateFile(work / "state.json").instances[spec.instance_id]["state"] == "stopped"
 
     # The agent "dies" before its state write after the spawn: that write never completes.
@@ -160,16 +175,7 @@ async def test_a_start_whose_save_fails_says_so_and_keeps_the_process(
     error that says what happened, the process runs and is reported, and the next save that
     succeeds writes it."""
     pkg, spec = deployed
-    work = tmp_path / "work"
-    work.mkdir()
-
-    async def fetch(ref: PackageRef, dest: Path) -> None:
-        shutil.copy(pkg, dest)
-
-    reports: list[InstanceReport] = []
-    state = StateFile(work / "state.json")
-    sup = Supervisor(work, state, fetch, reports.append)
-    await sup.deploy(spec)
+    work, state, sup, reports, _ = await _agent_with(tmp_path, pkg, spec)
 
     def full(fd: int, data: bytes, offset: int | None = None) -> None:
         raise OSError(errno.ENOSPC, "No space left on device")
