@@ -9,6 +9,7 @@ scripts/bootstrap.sh
 PY=.venv/bin/python
 echo "date: $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "machine: $(nproc) CPUs, $(lscpu | sed -n 's/^Model name: *//p'), $(free -g | awk '/Mem:/{print $2}') GiB RAM"
+echo "kernel: $(uname -r) (its scheduler shapes the batch figures: see Issue 9 in RESULTS.md)"
 echo "python: $($PY --version)"
 # A raised autogroup priority lasts for the whole shell session that set it, and flatters GDOS
 # against services in sessions of their own (see Issue 9 in RESULTS.md): print it with the run.

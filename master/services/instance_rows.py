@@ -20,10 +20,14 @@ from protocol.states import InstanceState
 
 TABLE = cast(Table, models.Instance.__table__)
 Row = dict[str, Any]
+# One statement object for every call: SQLAlchemy re-keys a cached statement's result columns
+# for each new but equal statement (`_adapt_to_context`), which py-spy showed as half of the
+# master's time applying agent reports; the same object skips that (0.23 -> 0.12 ms per 10 rows).
+_BY_IDS = select(TABLE).where(TABLE.c.id.in_(bindparam("ids", expanding=True)))
 
 
 def load(conn: Connection, ids: Iterable[str]) -> dict[str, Row]:
-    rows = conn.execute(select(TABLE).where(TABLE.c.id.in_(list(ids))))
+    rows = conn.execute(_BY_IDS, {"ids": list(ids)})
     return {row.id: dict(row._mapping) for row in rows}
 
 
