@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field, HttpUrl, StrictBool
 
-from protocol.rest import JSON_NUMBER, _In
+from protocol.rest import JSON_NUMBER, RequestBody
 
 Metric = Literal["cpu_percent", "rss_bytes", "state", "node_status"]
 Op = Literal[">", "<", "==", "!="]
@@ -78,7 +78,7 @@ class InstanceMetricsOut(BaseModel):
 # -- alert rules ---------------------------------------------------------------------------
 
 
-class Scope(_In):
+class Scope(RequestBody):
     """At most one of the three; none means every instance (or node) of the cluster."""
 
     system_id: str | None = Field(default=None, max_length=64)
@@ -86,7 +86,7 @@ class Scope(_In):
     instance_id: str | None = Field(default=None, max_length=64)
 
 
-class AlertRuleIn(_In):
+class AlertRuleIn(RequestBody):
     name: str = Field(min_length=1, max_length=128)
     metric: Metric
     op: Op
@@ -110,7 +110,7 @@ class AlertRuleIn(_In):
     enabled: StrictBool = True  # lax bool would take 1, "yes" and "0"
 
 
-class AlertRulePatch(_In):
+class AlertRulePatch(RequestBody):
     """Only the fields given change. The fields a rule cannot be without take no null (the
     schema does not offer it, the route refuses it by name); scope, webhook_url, hysteresis and
     resolve_for_seconds take null to go back to their defaults."""
@@ -175,7 +175,7 @@ class AlertOut(BaseModel):
 # -- silences ------------------------------------------------------------------------------
 
 
-class Matcher(_In):
+class Matcher(RequestBody):
     """Every given field must equal the alert's; a node_id also matches that node's instances."""
 
     rule_id: str | None = Field(default=None, max_length=64)
@@ -186,7 +186,7 @@ class Matcher(_In):
     instance_id: str | None = Field(default=None, max_length=64)
 
 
-class SilenceIn(_In):
+class SilenceIn(RequestBody):
     matcher: Matcher
     starts_at: str | None = Field(default=None, description="ISO 8601; default now")
     ends_at: str | None = Field(default=None, description="ISO 8601; or give duration_seconds")

@@ -46,7 +46,7 @@ JSON_NUMBER = BeforeValidator(_json_number)
 StartOrder = Annotated[int, Field(ge=0, le=10_000), JSON_NUMBER]
 
 
-class _In(BaseModel):
+class RequestBody(BaseModel):
     """A request body: unknown fields and non-finite numbers (Python's json reads `Infinity` and
     `NaN`, which are not JSON) are refused."""
 
@@ -68,7 +68,7 @@ class HealthOut(BaseModel):
     version: str
 
 
-class LoginIn(_In):
+class LoginIn(RequestBody):
     username: str = Field(min_length=1, max_length=64)
     password: str = Field(min_length=1, max_length=1024)
 
@@ -86,13 +86,13 @@ class LoginOut(BaseModel):
     user: UserOut
 
 
-class UserIn(_In):
+class UserIn(RequestBody):
     username: str = Field(min_length=1, max_length=64, pattern=NAME_PATTERN.pattern)
     password: str = Field(min_length=8, max_length=1024)
     role: Role
 
 
-class JoinTokenIn(_In):
+class JoinTokenIn(RequestBody):
     ttl_seconds: Annotated[float, Field(gt=0, le=10 * 365 * 86400), JSON_NUMBER] | None = (
         24 * 3600.0
     )
@@ -121,7 +121,7 @@ class HostIn(BaseModel):
     platform: str = Field(default="", max_length=255)
 
 
-class EnrollIn(_In):
+class EnrollIn(RequestBody):
     join_token: str = Field(min_length=1, max_length=256)
     host: HostIn
 
@@ -159,7 +159,7 @@ class NodeOut(BaseModel):
     unmanaged_instances: list[str] = Field(default_factory=list)
 
 
-class NodePatch(_In):
+class NodePatch(RequestBody):
     labels: dict[str, str]
 
 
@@ -191,16 +191,16 @@ class UploadOut(BaseModel):
     error: ErrorDetail | None = None
 
 
-class SystemIn(_In):
+class SystemIn(RequestBody):
     name: str = Field(min_length=1, max_length=128, pattern=NAME_PATTERN.pattern)
     description: str = Field(default="", max_length=4096)
 
 
-class SystemPatch(_In):
+class SystemPatch(RequestBody):
     description: str = Field(max_length=4096)
 
 
-class ModuleIn(_In):
+class ModuleIn(RequestBody):
     name: str = Field(min_length=1, max_length=128, pattern=NAME_PATTERN.pattern)
     package: str = Field(min_length=1, max_length=128)
     version: str | None = None
@@ -209,7 +209,7 @@ class ModuleIn(_In):
     args: list[str] | None = None
 
 
-class ModulePatch(_In):
+class ModulePatch(RequestBody):
     version: str | None = None
     start_order: StartOrder | None = None
     env: dict[str, str] | None = None
@@ -227,7 +227,7 @@ class ModuleOut(BaseModel):
     args: list[str] | None
 
 
-class InstanceCreate(_In):
+class InstanceCreate(RequestBody):
     module_id: str = Field(min_length=1, max_length=64)
     node_id: str = Field(min_length=1, max_length=64)
 
@@ -251,7 +251,7 @@ class InstanceOut(BaseModel):
     health_detail: str | None = None
 
 
-class AdoptIn(_In):
+class AdoptIn(RequestBody):
     """Take over a process GDOS did not start (API.md, "Adopt an external process")."""
 
     system_id: str = Field(min_length=1, max_length=64)
@@ -313,7 +313,7 @@ class AdoptIn(_In):
         return self
 
 
-class BatchIn(_In):
+class BatchIn(RequestBody):
     ready_timeout: Annotated[float, Field(gt=0, le=24 * 3600), JSON_NUMBER] | None = Field(
         default=None,
         description="seconds each instance may take to become healthy (default: its health check's ready_timeout)",
