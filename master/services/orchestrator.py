@@ -434,8 +434,6 @@ class Orchestrator:
                 row.id: dict(row._mapping)
                 for row in conn.execute(select(table).where(table.c.node_id == link.node_id))
             }
-            # Only what changed is published: a fleet reconnecting must not flood consoles.
-            before = {iid: instance_rows.view(row) for iid, row in rows.items()}
             changes: dict[str, dict[str, Any]] = {}
             for iid, row in rows.items():
                 report = reported.get(iid)
@@ -464,12 +462,17 @@ class Orchestrator:
                     change["state"] = InstanceState.STOPPING  # a stop that never arrived
                     todo.append(("stop", iid))
                 changes[iid] = change
+            # Only what changed is published: a fleet reconnecting must not flood consoles.
+            # Each row is rendered once before and once after (a master restart renders every
+            # instance of the fleet here).
+            before = {iid: instance_rows.view(rows[iid]) for iid in changes}
             for iid, change in changes.items():
                 rows[iid].update(change)
-            changed = [iid for iid in changes if instance_rows.view(rows[iid]) != before[iid]]
+            after = {iid: instance_rows.view(rows[iid]) for iid in changes}
+            changed = [iid for iid, view in after.items() if view != before[iid]]
             instance_rows.write(conn, {iid: changes[iid] for iid in changed})
         for iid in changed:
-            self.publish_view(instance_rows.view(rows[iid]))
+            self.publish_view(after[iid])
         if todo:  # rare (a command lost with the connection): the ORM is fine here
             with self.db.session() as s:
                 for action, iid in todo:

@@ -4,11 +4,12 @@ one transaction, in order, each node only touching its own instances."""
 from __future__ import annotations
 
 import asyncio
+from types import SimpleNamespace
 
 from sqlalchemy import event
 
 from master.db import models
-from protocol.messages import InstanceReport
+from protocol.messages import Hello, HostInfo, InstanceReport
 from protocol.states import InstanceState
 from tests.master.inprocess import make_app, running, services_of
 
@@ -59,3 +60,54 @@ def test_reports_of_one_loop_turn_go_in_one_transaction_in_order(tmp_path):
             assert (r1.state, r1.pid) == ("stopped", None)  # the later report wins
             assert (r2.state, r2.pid) == ("running", 22)
         assert sorted(seen) == sorted([(id1, "stopped"), (id2, "running")])
+
+
+def test_hello_publishes_each_changed_instance_once_and_nothing_unchanged(tmp_path):
+    """After a reconnect the whole node says hello: consoles get what changed, once each, not
+    the node's every instance (a master restart sends the fleet's every hello at once)."""
+    app = make_app(tmp_path / "m")
+    with running(app) as (client, _):
+        svc = services_of(app)
+        with svc.db.session() as s:
+            node = models.Node(secret_hash="a")
+            system = models.System(name="s")
+            s.add_all([node, system])
+            s.flush()
+            same = models.Instance(
+                system_id=system.id,
+                node_id=node.id,
+                name="same",
+                state="running",
+                pid=11,
+                desired_state="running",
+                health="unknown",
+            )
+            moved = models.Instance(
+                system_id=system.id,
+                node_id=node.id,
+                name="moved",
+                state="unknown",
+                desired_state="running",
+            )
+            s.add_all([same, moved])
+            s.commit()
+            node_id, same_id, moved_id = node.id, same.id, moved.id
+        orch = svc.orchestrator
+        seen: list[tuple[str, str, int | None]] = []
+        orch.listeners.append(lambda view: seen.append((view.id, view.state, view.pid)))
+        hello = Hello(
+            agent_version="t",
+            host=HostInfo(hostname="h"),
+            instances=[
+                InstanceReport(same_id, InstanceState.RUNNING, pid=11),
+                InstanceReport(moved_id, InstanceState.RUNNING, pid=22),
+                InstanceReport("not-known-here", InstanceState.RUNNING, pid=33),
+            ],
+        )
+        link = SimpleNamespace(node_id=node_id)
+        unmanaged = client.portal.call(orch.on_hello, link, hello)
+        assert unmanaged == ["not-known-here"]
+        assert seen == [(moved_id, "running", 22)]
+        with svc.db.session() as s:
+            row = s.get(models.Instance, moved_id)
+            assert row is not None and (row.state, row.pid) == ("running", 22)
