@@ -301,7 +301,13 @@ def build_package(
         "stop_timeout": 5,
     }
     body.update(manifest or {})
-    wrapper = f'#!/bin/sh\nexec "{sys.executable}" "$(dirname "$0")/service.py" "$@"\n'
+    # No `$(dirname "$0")`: its subshell would be a second process carrying the instance's
+    # marker for a moment after the start, and tests count those (exactly one per instance).
+    wrapper = (
+        "#!/bin/sh\n"
+        'case "$0" in */*) here="${0%/*}" ;; *) here=. ;; esac\n'
+        f'exec "{sys.executable}" "$here/service.py" "$@"\n'
+    )
     entries: dict[str, str | bytes] = {
         "service.json": json.dumps(body),
         "bin/run": wrapper,

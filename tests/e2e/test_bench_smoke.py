@@ -1,0 +1,29 @@
+"""The batch benchmark still runs (GDOS only, 4 processes over 2 agents, one round): a change
+to the API or the agent must not leave bench/batch.py broken until the next benchmark run."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def test_batch_bench_runs_and_reports_every_figure(tmp_path):
+    work = tmp_path / "bench"
+    argv = [sys.executable, str(ROOT / "bench" / "batch.py"), "--only", "gdos", "--n", "4"]
+    argv += ["--agents", "2", "--rounds", "1", "--work", str(work)]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    rows = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert [r["tool"] for r in rows] == ["GDOS"]
+    row = rows[0]
+    assert len(row["start_all_rounds_s"]) == 1 and len(row["stop_all_rounds_s"]) == 1
+    assert 0 < row["start_all_s"] < 60 and 0 < row["stop_all_s"] < 60
+    assert 0 < row["respawn_ms"] < 30_000  # each kill -9 victim was replaced
+    assert row["daemon_rss_mib"] > 5  # two agents' RSS, read with the 4 processes running
+    assert "| GDOS |" in done.stdout  # the table a reader copies into RESULTS.md
