@@ -419,7 +419,6 @@ class Orchestrator:
         reported = {r.instance_id: r for r in hello.instances}
         todo: list[tuple[str, str]] = []  # (action, instance id) to re-drive
         host = hello.host
-        table = instance_rows.TABLE
         with self.db.engine.begin() as conn:
             conn.execute(
                 update(NODES)
@@ -430,10 +429,7 @@ class Orchestrator:
                     last_seen=time.time(),
                 )
             )
-            rows = {
-                row.id: dict(row._mapping)
-                for row in conn.execute(select(table).where(table.c.node_id == link.node_id))
-            }
+            rows = instance_rows.load_node(conn, link.node_id)
             changes: dict[str, dict[str, Any]] = {}
             for iid, row in rows.items():
                 report = reported.get(iid)

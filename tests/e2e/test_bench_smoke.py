@@ -4,13 +4,12 @@ to the API or the agent must not leave bench/batch.py broken until the next benc
 import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.slow
+from tests.support import ROOT
 
-ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
 
 
 def test_batch_bench_runs_and_reports_every_figure(tmp_path):
