@@ -12,6 +12,7 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -20,6 +21,8 @@ from pathlib import Path
 from typing import IO
 
 import psutil
+
+from protocol.errors import ErrorCode, GdosError
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +75,64 @@ def full_identity(proc: psutil.Process) -> Identity:
     """pid + create time + command line, for a process found rather than spawned."""
     with proc.oneshot():
         return Identity(proc.pid, proc.create_time(), tuple(proc.cmdline()))
+
+
+# -- processes GDOS must never adopt or signal ---------------------------------------------------
+
+KTHREADD = 2  # Linux: the parent of every kernel thread
+
+
+def protected_pids() -> set[int]:
+    """PID 1, this agent and its ancestors: signalling any of them would hit the host itself."""
+    pids = {1, os.getpid()}
+    with contextlib.suppress(psutil.Error):
+        pids.update(p.pid for p in psutil.Process().parents())
+    return pids
+
+
+def is_kernel_thread(pid: int, ppid: int | None) -> bool:
+    return sys.platform.startswith("linux") and (pid == KTHREADD or ppid == KTHREADD)
+
+
+def why_protected(proc: psutil.Process, protected: set[int] | None = None) -> str | None:
+    """Why GDOS must leave this process alone, or None when it may take it."""
+    if proc.pid == 1:
+        return "it is PID 1, the node's init process"
+    if proc.pid == os.getpid():
+        return "it is this GDOS agent"
+    if proc.pid in (protected if protected is not None else protected_pids()):
+        return "it is an ancestor of this GDOS agent"
+    try:
+        ppid = proc.ppid()
+    except psutil.Error:
+        ppid = None
+    if is_kernel_thread(proc.pid, ppid):
+        return "it is a kernel thread"
+    return None
+
+
+def guard_tree(procs: list[psutil.Process], name: str) -> None:
+    """Refuse to signal a tree that holds a protected process (checked again at every stop:
+    what an adopted process's tree holds can change after the adoption)."""
+    protected = protected_pids()
+    for proc in procs:
+        why = why_protected(proc, protected)
+        if why is not None:
+            raise GdosError(
+                ErrorCode.FORBIDDEN,
+                f"refusing to signal the processes of {name}: process {proc.pid} in its tree "
+                f"must not be signalled ({why})",
+                {"pid": proc.pid},
+            )
+
+
+def _group_is_safe(pgid: int) -> bool:
+    """No protected process is in this process group (a group signal would reach it)."""
+    for pid in protected_pids():
+        with contextlib.suppress(OSError):
+            if os.getpgid(pid) == pgid:
+                return False
+    return True
 
 
 # Windows process-creation flags (the subprocess module defines them only on Windows).
@@ -259,12 +320,16 @@ def kill_tree(procs: list[psutil.Process]) -> None:
 
 
 def signal_tree(procs: list[psutil.Process], sig: int) -> None:
-    """POSIX: signal every process of a tree; psutil refuses a PID reused since `procs` was taken."""
+    """POSIX: signal every process of a tree; psutil refuses a PID reused since `procs` was taken.
+    The leader's group is signalled at once only when no protected process is in it."""
+    protected = protected_pids()
+    procs = [p for p in procs if p.pid not in protected]
     leader = procs[0] if procs else None
     group = None
     if leader is not None:
         with contextlib.suppress(ProcessLookupError, PermissionError, psutil.Error):
-            if leader.is_running() and os.getpgid(leader.pid) == leader.pid:
+            pgid = os.getpgid(leader.pid)
+            if leader.is_running() and pgid == leader.pid and _group_is_safe(pgid):
                 os.killpg(leader.pid, sig)  # its whole session's group at once
                 group = leader.pid
     for proc in procs:

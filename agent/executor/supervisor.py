@@ -401,6 +401,8 @@ class Supervisor:
                 m.state, m.pid, m.create_time, m.cmdline = InstanceState.STOPPED, None, None, None
             await self._commit(m, durable=False)
             return
+        procs = process.tree(proc)
+        process.guard_tree(procs, m.spec.name)  # before anything changes: it keeps running
         m.state = transition
         # The save runs while the process stops (it used to come first): stop latency is then
         # the longer of the two, not their sum. An agent dying in that window finds the
@@ -408,7 +410,6 @@ class Supervisor:
         saving = asyncio.ensure_future(self._commit(m, durable=False))
         m.stopping_saved = saving
         timeout = launch.stop_timeout(m.spec, m.manifest)
-        procs = process.tree(proc)
         plan = launch.stop_plan(m.spec, m.manifest, self.instance_dir(m.id))
         if plan is not None:
             await self._run_stop_command(m, plan, timeout)
@@ -477,7 +478,11 @@ class Supervisor:
             proc = locate.from_pid_file(target.pid_file, target.matcher)
         else:
             assert target.matcher is not None
-            proc = locate.only_one(locate.scan(target.matcher, managed), target.matcher.description)
+            barred: list[psutil.Process] = []
+            found = await asyncio.to_thread(locate.scan, target.matcher, managed, None, barred)
+            if not found and barred:
+                locate.refuse_protected(barred[0], target.matcher.description)
+            proc = locate.only_one(found, target.matcher.description)
         if proc.pid in managed:
             owner = next(m for m in self.instances.values() if m.pid == proc.pid)
             raise GdosError(
