@@ -96,7 +96,14 @@ async def run(args: argparse.Namespace) -> int:
         if link is not None:
             link.report(rep)  # type: ignore[arg-type]
 
-    supervisor = Supervisor(work_dir, StateFile(work_dir / STATE_FILE), fetch, report)
+    supervisor = Supervisor(
+        work_dir,
+        StateFile(work_dir / STATE_FILE),
+        fetch,
+        report,
+        default_user=args.default_user,
+        log_roots=args.log_roots,
+    )
     await supervisor.load()
     link = Link(cred, supervisor, work_dir, ctx)
     monitor = Monitor(supervisor, work_dir, link.send_metrics, args.metrics_interval)

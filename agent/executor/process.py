@@ -18,7 +18,7 @@ from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import psutil
 
@@ -126,15 +126,6 @@ def guard_tree(procs: list[psutil.Process], name: str) -> None:
             )
 
 
-def _group_is_safe(pgid: int) -> bool:
-    """No protected process is in this process group (a group signal would reach it)."""
-    for pid in protected_pids():
-        with contextlib.suppress(OSError):
-            if os.getpgid(pid) == pgid:
-                return False
-    return True
-
-
 # Windows process-creation flags (the subprocess module defines them only on Windows).
 CREATE_NEW_PROCESS_GROUP = 0x00000200
 CREATE_BREAKAWAY_FROM_JOB = 0x01000000
@@ -156,11 +147,18 @@ def popen_options(windows: bool) -> list[dict[str, object]]:
 
 
 def spawn(
-    argv: list[str], cwd: Path, env: dict[str, str], stdout: IO[bytes], stderr: IO[bytes]
+    argv: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    stdout: IO[bytes],
+    stderr: IO[bytes],
+    run_as: dict[str, Any] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start a service from an argument list (never a shell string), detached from the agent."""
+    """Start a service from an argument list (never a shell string), detached from the agent;
+    `run_as` holds Popen's user/group/extra_groups for another account (runas.Account)."""
     options = popen_options(IS_WINDOWS)
     for i, kwargs in enumerate(options):
+        kwargs = {**kwargs, **(run_as or {})}
         try:
             return subprocess.Popen(  # type: ignore[call-overload,no-any-return]
                 argv,
@@ -187,17 +185,29 @@ _spawner = ThreadPoolExecutor(max_workers=16, thread_name_prefix="gdos-spawn")
 
 
 async def spawn_logged(
-    argv: list[str], cwd: Path, env: dict[str, str], stdout: Path, stderr: Path
+    argv: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    stdout: Path,
+    stderr: Path,
+    run_as: dict[str, Any] | None = None,
+    folders: tuple[Path, ...] = (),
 ) -> subprocess.Popen[bytes]:
-    """`spawn` with stdout and stderr appended to files, off the event loop."""
+    """`spawn` with stdout and stderr appended to files, off the event loop; `folders` are
+    made first if missing. The log files are opened without following a symlink."""
 
     def run() -> subprocess.Popen[bytes]:
-        for folder in {stdout.parent, stderr.parent}:
+        for folder in {stdout.parent, stderr.parent, *folders}:
             folder.mkdir(parents=True, exist_ok=True)
-        with open(stdout, "ab") as out, open(stderr, "ab") as err:
-            return spawn(argv, cwd, env, out, err)
+        with _append(stdout) as out, _append(stderr) as err:
+            return spawn(argv, cwd, env, out, err, run_as)
 
     return await asyncio.get_running_loop().run_in_executor(_spawner, run)
+
+
+def _append(path: Path) -> IO[bytes]:
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    return os.fdopen(os.open(path, flags | getattr(os, "O_BINARY", 0), 0o644), "ab")
 
 
 async def wait_exit(identity: Identity, popen: subprocess.Popen[bytes] | None = None) -> int | None:
@@ -329,7 +339,9 @@ def signal_tree(procs: list[psutil.Process], sig: int) -> None:
     if leader is not None:
         with contextlib.suppress(ProcessLookupError, PermissionError, psutil.Error):
             pgid = os.getpgid(leader.pid)
-            if leader.is_running() and pgid == leader.pid and _group_is_safe(pgid):
+            # No protected process may be in the group (a group signal would reach it).
+            shared = any(_pgid(pid) == pgid for pid in protected)
+            if leader.is_running() and pgid == leader.pid and not shared:
                 os.killpg(leader.pid, sig)  # its whole session's group at once
                 group = leader.pid
     for proc in procs:
@@ -337,6 +349,13 @@ def signal_tree(procs: list[psutil.Process], sig: int) -> None:
             if group is not None and os.getpgid(proc.pid) == group:
                 continue  # the group signal reached it already
             proc.send_signal(sig)
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
 
 
 def taskkill_command(pids: int | Sequence[int], force: bool) -> list[str]:

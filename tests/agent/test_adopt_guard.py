@@ -3,7 +3,9 @@ by every strategy, a tree that holds one of them is never signalled, and errors 
 file's content. Command-line patterns run on RE2 (linear time). Real processes throughout."""
 
 import asyncio
+import contextlib
 import os
+import signal
 import subprocess
 import time
 import uuid
@@ -93,7 +95,6 @@ def test_a_tree_holding_the_agent_is_never_signalled():
     with pytest.raises(GdosError) as exc:
         process.guard_tree([me], "svc")
     assert exc.value.code == ErrorCode.FORBIDDEN and "this GDOS agent" in exc.value.message
-    assert not process._group_is_safe(os.getpgid(0))
 
 
 async def test_stop_refuses_a_tree_the_agent_has_joined(tmp_path: Path, monkeypatch):
@@ -122,3 +123,22 @@ async def test_stop_refuses_a_tree_the_agent_has_joined(tmp_path: Path, monkeypa
     finally:
         shell.kill()
         shell.wait()
+
+
+def test_a_group_holding_a_protected_process_is_not_signalled_as_a_group(monkeypatch):
+    """The leader is signalled on its own; the protected member of its group is left alone."""
+    shell = subprocess.Popen(["/bin/sh", "-c", "sleep 60 & wait"], start_new_session=True)
+    try:
+        time.sleep(0.2)
+        member = psutil.Process(shell.pid).children()[0]
+        assert os.getpgid(member.pid) == shell.pid
+        real = process.protected_pids
+        monkeypatch.setattr(process, "protected_pids", lambda: real() | {member.pid})
+        process.signal_tree(process.tree(psutil.Process(shell.pid)), signal.SIGKILL)
+        assert shell.wait(10) == -signal.SIGKILL
+        assert member.is_running() and member.status() != psutil.STATUS_ZOMBIE
+    finally:
+        shell.kill()
+        shell.wait()
+        with contextlib.suppress(psutil.Error):
+            member.kill()
