@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agent import autostart, tls
-from agent.logroots import DEFAULT_LOG_ROOTS, parse_log_roots
+from agent.flags import DEFAULT_DOWNLOAD_RETRY_SECONDS, DEFAULT_LOG_ROOTS, parse_log_roots
 from protocol.errors import GdosError
 from protocol.frozen import version_text
 from protocol.seedargs import normalize_seed_args
@@ -76,6 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DIRS",
         help="folders (comma-separated) that absolute log_paths may point into, besides each "
         "instance's own folder; others are refused at deploy and adopt (default: %(default)s)",
+    )
+    p.add_argument(
+        "--download-retry-seconds",
+        type=float,
+        default=float(_env("download-retry-seconds", None) or DEFAULT_DOWNLOAD_RETRY_SECONDS),
+        metavar="SECONDS",
+        help="how long a package download keeps retrying a store that is down or cuts the "
+        "connection (backoff with jitter, resuming where it stopped) before the deploy fails "
+        "(default: %(default)g)",
     )
     p.add_argument(
         "--log-level",

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from agent.logroots import DEFAULT_LOG_ROOTS
+from agent.flags import DEFAULT_LOG_ROOTS
 from protocol.errors import ErrorCode, GdosError
 from protocol.manifest import Manifest, is_absolute_path
 from protocol.messages import FollowLog, ListLogs, LogChunk, TailLog

@@ -90,7 +90,9 @@ async def run(args: argparse.Namespace) -> int:
     link: Link | None = None
 
     async def fetch(ref: PackageRef, dest: Path) -> None:
-        await deploy.download(http, cred.master, cred.node_secret, ref, dest)
+        await deploy.download(
+            http, cred.master, cred.node_secret, ref, dest, args.download_retry_seconds
+        )
 
     def report(rep: object) -> None:
         if link is not None:

@@ -15,7 +15,7 @@ from typing import Protocol
 
 from agent.autostart.command import AgentCommand, agent_command
 from agent.autostart.system import AutostartError, RealSystem, System
-from agent.logroots import DEFAULT_LOG_ROOTS
+from agent.flags import DEFAULT_DOWNLOAD_RETRY_SECONDS, DEFAULT_LOG_ROOTS
 
 # The backends are imported when one is needed: every agent imports this package (for its
 # command line), few ever install autostart, and launchd's plistlib and Task Scheduler's
@@ -75,6 +75,9 @@ def running_flags(args: argparse.Namespace) -> list[str]:
     flags: list[str] = []
     if getattr(args, "default_user", None):
         flags += ["--default-user", args.default_user]
+    retry = getattr(args, "download_retry_seconds", None)
+    if retry is not None and retry != DEFAULT_DOWNLOAD_RETRY_SECONDS:
+        flags += ["--download-retry-seconds", f"{retry:g}"]
     roots = getattr(args, "log_roots", None)
     if roots is not None and tuple(roots) != DEFAULT_LOG_ROOTS:
         flags += ["--log-roots", ",".join(str(r) for r in roots)]

@@ -27,8 +27,8 @@ from agent.executor.health import HealthMonitor
 from agent.executor.launch import ENV_INSTANCE_ID
 from agent.executor.managed import Managed
 from agent.executor.restart import Backoff
+from agent.flags import DEFAULT_LOG_ROOTS
 from agent.hostinfo import os_name
-from agent.logroots import DEFAULT_LOG_ROOTS
 from agent.state import StateFile
 from protocol.errors import ErrorCode, GdosError
 from protocol.manifest import Manifest

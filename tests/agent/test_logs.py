@@ -12,7 +12,7 @@ import pytest
 from agent import logrotate
 from agent.executor import process
 from agent.executor.supervisor import Managed, Supervisor
-from agent.logroots import parse_log_roots
+from agent.flags import parse_log_roots
 from agent.logs import AgentLogs, LogFile, check_log_roots, declared, describe, find, tail
 from agent.state import StateFile
 from protocol.errors import GdosError

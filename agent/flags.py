@@ -1,13 +1,16 @@
-"""Where absolute `log_paths` may point (`--log-roots`), besides each instance's own folder.
+"""Defaults of the agent's flags that its parts share with its command line (and autostart).
 
-Its own module, free of heavy imports: the agent's command line reads it before `agent.tls`
-decides whether OpenSSL is loaded.
+Free of heavy imports: the command line reads it before `agent.tls` decides whether OpenSSL
+is loaded.
 """
 
 import os
 from pathlib import Path
 
+# Where absolute `log_paths` may point (`--log-roots`), besides each instance's own folder.
 DEFAULT_LOG_ROOTS: tuple[Path, ...] = () if os.name == "nt" else (Path("/var/log"),)
+# How long a package download keeps retrying (`--download-retry-seconds`).
+DEFAULT_DOWNLOAD_RETRY_SECONDS = 300.0
 
 
 def parse_log_roots(text: str) -> tuple[Path, ...]:
