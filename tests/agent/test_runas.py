@@ -236,6 +236,30 @@ def test_windows_refuses_another_account_clearly(monkeypatch):
     )
 
 
+async def test_an_adopted_start_command_runs_as_the_adopt_user(open_dir: Path):
+    import subprocess
+
+    from protocol.messages import AdoptSpec
+
+    tag = f"adopt-{uuid.uuid4().hex[:8]}"
+    command = ["/bin/sh", "-c", "sleep 600; :", tag]
+    outside = subprocess.Popen(command, start_new_session=True)  # root's, started by hand
+    sup, _ = make_supervisor(open_dir / "work", open_dir / "none.zip")
+    adopt = AdoptSpec(strategy="cmdline", cmdline_pattern=tag, start_command=command, user="nobody")
+    try:
+        report = await sup.adopt(InstanceSpec(instance_id="a1", name="a1", adopt=adopt))
+        assert report.user == "root"  # what it was found running as
+        await sup.stop("a1")
+        await sup.start("a1")
+        m = sup.get("a1")
+        assert psutil.Process(m.pid).uids().real == NOBODY.pw_uid and m.report().user == "nobody"
+        await sup.stop("a1")
+    finally:
+        outside.kill()
+        outside.wait()
+        await sup.close()
+
+
 def test_an_adopt_naming_a_missing_user_is_refused(open_dir: Path):
     from protocol.messages import AdoptSpec
 
