@@ -48,7 +48,14 @@ async def download(
     headers = {"Authorization": f"Bearer {secret}"} if ref.needs_auth else {}
     master_host = urlsplit(master_url).netloc
     # The query of a presigned URL is a credential: log where from, not the URL.
-    log.info("fetching package %s %s from %s", ref.name, ref.version, _store(url, master_host))
+    presigned = "" if ref.needs_auth else " (presigned URL)"
+    log.info(
+        "fetching package %s %s from %s%s",
+        ref.name,
+        ref.version,
+        _store(url, master_host),
+        presigned,
+    )
     loop = asyncio.get_running_loop()
     began = loop.time()
     progress = Progress()

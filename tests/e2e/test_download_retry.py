@@ -13,7 +13,7 @@ import httpx
 import pytest
 from moto.server import ThreadedMotoServer
 
-from tests.e2e.test_s3_store import BUCKET, KEYS
+from tests.e2e.test_s3_store import s3_flags
 from tests.support import Master, build_package, free_port, wait_for
 
 pytestmark = pytest.mark.slow
@@ -49,21 +49,7 @@ def s3() -> Iterator[S3]:
 
 @pytest.fixture(scope="module")
 def s3_master(tmp_path_factory, s3: S3) -> Iterator[Master]:
-    m = Master(
-        tmp_path_factory.mktemp("dl") / "master",
-        extra=[
-            "--store-type",
-            "minio",
-            "--minio-endpoint",
-            s3.endpoint,
-            "--minio-ak",
-            KEYS[0],
-            "--minio-sk",
-            KEYS[1],
-            "--minio-bucket",
-            BUCKET,
-        ],
-    )
+    m = Master(tmp_path_factory.mktemp("dl") / "master", extra=s3_flags(s3.endpoint))
     m.launch()
     yield m
     m.stop()
