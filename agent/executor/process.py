@@ -207,7 +207,7 @@ async def spawn_logged(
 
 def _append(path: Path) -> IO[bytes]:
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
-    return os.fdopen(os.open(path, flags | getattr(os, "O_BINARY", 0), 0o644), "ab")
+    return os.fdopen(os.open(path, flags | getattr(os, "O_BINARY", 0), 0o640), "ab")
 
 
 async def wait_exit(identity: Identity, popen: subprocess.Popen[bytes] | None = None) -> int | None:

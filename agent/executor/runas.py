@@ -6,8 +6,9 @@ group defaults to the user's primary group; the user's supplementary groups come
 root agent can run a service as another account; on Windows this is not supported yet.
 
 Folders of an instance run as another account (who owns what):
-- `<instance>/` and `app/`: the agent's, readable by the service, never writable by it (a
-  compromised service cannot rewrite its own code or the agent's files);
+- `<instance>/` (group: the service's, 0750: other accounts stay out) and `app/`: the agent's,
+  readable by the service, never writable by it (a compromised service cannot rewrite its own
+  code or the agent's files);
 - `data/`: the service's (mode 0750), its place to write (`GDOS_DATA_DIR`);
 - the folders of its relative `log_paths` inside `app/` (and those files): the service's;
 - `logs/` (stdout, stderr): the agent's; the service writes them through inherited handles.
@@ -171,10 +172,13 @@ def prepare_folders(instance_dir: Path, account: Account, manifest: Manifest | N
     if not account.switch:
         return
     check_reachable(instance_dir, account)
+    # The instance's folder is open to its service's group only: other services' accounts
+    # cannot read its code or logs. Inside, the agent's files are readable, never writable.
+    os.chown(instance_dir, -1, account.gid, follow_symlinks=False)
+    os.chmod(instance_dir, 0o750)  # noqa: S103 - the service's group may enter, no one else
     app = instance_dir / "app"
-    for folder in (instance_dir, app):
-        if folder.is_dir() and not folder.is_symlink():
-            os.chmod(folder, 0o755)  # noqa: S103 - readable, never writable, by the service
+    if app.is_dir() and not app.is_symlink():
+        os.chmod(app, 0o755)  # noqa: S103 - readable, never writable, by the service
     _own(data, account, 0o750)
     for rel in log_files(manifest):
         target = app / rel

@@ -116,7 +116,8 @@ async def test_a_service_runs_as_its_user_and_writes_only_its_own_folders(open_d
     inst = sup.instance_dir(s.instance_id)
     me = (0, 0)
     nobody = (NOBODY.pw_uid, NOBODY.pw_gid)
-    assert owner(inst) == me and owner(inst / "app") == me and owner(inst / "app" / "bin") == me
+    assert owner(inst) == (0, NOBODY.pw_gid) and stat.S_IMODE(inst.stat().st_mode) == 0o750
+    assert owner(inst / "app") == me and owner(inst / "app" / "bin") == me
     assert owner(inst / "data") == nobody and stat.S_IMODE((inst / "data").stat().st_mode) == 0o750
     assert (
         owner(inst / "app" / "logs") == nobody
