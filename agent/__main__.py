@@ -8,6 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agent import autostart, tls
+from agent.flags import DEFAULT_DOWNLOAD_RETRY_SECONDS, DEFAULT_LOG_ROOTS, parse_log_roots
 from protocol.errors import GdosError
 from protocol.frozen import version_text
 from protocol.seedargs import normalize_seed_args
@@ -62,6 +63,30 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds between samples of process and node figures (0: off; the master may override)",
     )
     p.add_argument(
+        "--default-user",
+        default=_env("default-user", None),
+        metavar="USER",
+        help="run services whose service.json, instance or adopt request names no `user` as "
+        "this account (default: the agent's own user; another account needs a root agent; "
+        "not supported on Windows)",
+    )
+    p.add_argument(
+        "--log-roots",
+        default=_env("log-roots", ",".join(str(r) for r in DEFAULT_LOG_ROOTS)),
+        metavar="DIRS",
+        help="folders (comma-separated) that absolute log_paths may point into, besides each "
+        "instance's own folder; others are refused at deploy and adopt (default: %(default)s)",
+    )
+    p.add_argument(
+        "--download-retry-seconds",
+        type=float,
+        default=float(_env("download-retry-seconds", None) or DEFAULT_DOWNLOAD_RETRY_SECONDS),
+        metavar="SECONDS",
+        help="how long a package download keeps retrying a store that is down or cuts the "
+        "connection (backoff with jitter, resuming where it stopped) before the deploy fails "
+        "(default: %(default)g)",
+    )
+    p.add_argument(
         "--log-level",
         default=_env("log-level", "info"),
         choices=["debug", "info", "warning", "error"],
@@ -80,6 +105,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.version:
         print(version_text("gdos-agent"))
         return 0
+    try:
+        args.log_roots = parse_log_roots(args.log_roots)
+    except ValueError as exc:
+        parser.error(str(exc))
     if args.autostart_print is not None:
         return autostart.print_definition(args, args.autostart_print)
     logging.basicConfig(

@@ -16,6 +16,7 @@ import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urljoin, urlsplit
 
 from agent import tls
 
@@ -105,6 +106,7 @@ def _describe(exc: BaseException) -> str:
 class Http:
     def __init__(self, context: "ssl.SSLContext | None" = None) -> None:
         self._opener = _opener(context, follow_redirects=True)
+        self._direct = _opener(context, follow_redirects=False)  # downloads follow by hand
 
     def _open(self, request: urllib.request.Request, timeout: float) -> Any:
         try:
@@ -133,31 +135,111 @@ class Http:
     async def download(
         self, url: str, headers: dict[str, str], dest: Path, timeout: float = 300.0
     ) -> str:
-        """Stream `url` into `dest` (following redirects) and return its sha256."""
-
-        def go() -> str:
-            h = hashlib.sha256()
-            got = 0
-            request = urllib.request.Request(_checked(url), headers=headers)  # noqa: S310
-            with self._open(request, timeout) as resp, open(dest, "wb") as f:
-                if resp.status != 200:
-                    raise HttpError(f"HTTP {resp.status}", resp.status)
-                while chunk := resp.read(_CHUNK):
-                    h.update(chunk)
-                    f.write(chunk)
-                    got += len(chunk)
-                # read(n) ends quietly when the connection drops early: say so, rather than
-                # leave it to the checksum to call the package corrupted.
-                expected = resp.headers.get("Content-Length")
-                if expected and expected.isascii() and expected.isdigit() and got < int(expected):
-                    raise HttpError(f"connection closed after {got} of {expected} bytes")
-            return h.hexdigest()
-
+        """Stream `url` into `dest` in one attempt (following redirects); returns its sha256."""
+        progress = Progress()
         try:
-            return str(await _in_thread(go))
+            await self.fetch_into(url, headers, dest, progress, timeout)
         except (HttpError, OSError):
             dest.unlink(missing_ok=True)
             raise
+        return progress.sha256.hexdigest()
+
+    async def fetch_into(
+        self, url: str, headers: dict[str, str], dest: Path, progress: "Progress", timeout: float
+    ) -> None:
+        """One attempt at `url` into `dest`, resuming at `progress.got` with a Range request.
+
+        A store that ignores the Range (200) starts the file again. Redirects are followed
+        here, not by urllib, to know which host failed (`progress.source`) and never to send
+        the node's credential to another host (an object store's presigned URL)."""
+        await _in_thread(self._fetch, url, headers, dest, progress, timeout)
+
+    def _fetch(
+        self, url: str, headers: dict[str, str], dest: Path, progress: "Progress", timeout: float
+    ) -> None:
+        for _ in range(_MAX_REDIRECTS + 1):
+            progress.source = urlsplit(url).netloc
+            sent = dict(headers)
+            if progress.got:
+                sent["Range"] = f"bytes={progress.got}-"
+            request = urllib.request.Request(_checked(url), headers=sent)  # noqa: S310
+            try:
+                resp = self._direct.open(request, timeout=timeout)
+            except urllib.error.HTTPError as exc:
+                if exc.code in _REDIRECTS and exc.headers.get("Location"):
+                    target = urljoin(url, exc.headers["Location"])
+                    exc.close()
+                    if urlsplit(target).netloc != urlsplit(url).netloc:
+                        headers = {k: v for k, v in headers.items() if k.lower() != "authorization"}
+                    url = target
+                    continue
+                if exc.code == 416 and progress.got:  # the range is past the end: start again
+                    exc.close()
+                    progress.restart()
+                    raise HttpError("the store refused to resume; starting again", 503) from None
+                body = exc.read()
+                raise HttpError(f"HTTP {exc.code}", exc.code, body) from None
+            except (urllib.error.URLError, OSError, ValueError) as exc:
+                raise HttpError(_describe(exc)) from None
+            with resp:
+                _receive(resp, dest, progress)
+            return
+        raise HttpError(f"more than {_MAX_REDIRECTS} redirects")
+
+
+_MAX_REDIRECTS = 5
+_REDIRECTS = (301, 302, 303, 307, 308)
+
+
+class Progress:
+    """A download across attempts: the bytes in the file so far and their running sha256."""
+
+    def __init__(self) -> None:
+        self.got = 0
+        self.total: int | None = None
+        self.sha256 = hashlib.sha256()
+        self.source = ""  # host[:port] of the last request (the master, or an object store)
+
+    def restart(self) -> None:
+        self.got, self.total, self.sha256 = 0, None, hashlib.sha256()
+
+
+def _content_range_start(value: str | None) -> int | None:
+    """`bytes 100-199/200` -> 100."""
+    if not value or not value.startswith("bytes "):
+        return None
+    first = value[6:].split("-", 1)[0].strip()
+    return int(first) if first.isascii() and first.isdigit() else None
+
+
+def _receive(resp: Any, dest: Path, progress: Progress) -> None:
+    if (
+        resp.status == 206
+        and _content_range_start(resp.headers.get("Content-Range")) == progress.got
+    ):
+        mode = "r+b"  # resume where the file ends
+    elif resp.status == 200:
+        progress.restart()  # no Range support (or none asked): the whole file again
+        mode = "wb"
+    elif resp.status == 206:
+        progress.restart()
+        raise HttpError("the store answered another range than asked; starting again")
+    else:
+        raise HttpError(f"HTTP {resp.status}", resp.status)
+    length = resp.headers.get("Content-Length")
+    if length and length.isascii() and length.isdigit():
+        progress.total = progress.got + int(length)
+    with open(dest, mode) as f:
+        f.seek(progress.got)
+        f.truncate()
+        while chunk := resp.read(_CHUNK):
+            f.write(chunk)
+            progress.sha256.update(chunk)
+            progress.got += len(chunk)
+    # read(n) ends quietly when the connection drops early: say so, rather than leave it to
+    # the checksum to call the package corrupted.
+    if progress.total is not None and progress.got < progress.total:
+        raise HttpError(f"connection closed after {progress.got} of {progress.total} bytes")
 
 
 # Health probes: like Kubernetes' httpGet probes, certificates are not verified (internal

@@ -66,7 +66,7 @@ def _build(supervisor: "Supervisor", instance_id: str, manifest: Manifest | None
         return []
     return [
         (str(entry.path), entry, rule)
-        for entry in declared(supervisor.instance_dir(instance_id), manifest)
+        for entry in declared(supervisor.instance_dir(instance_id), manifest, supervisor.log_roots)
         if entry.own or rule.log_paths
     ]
 

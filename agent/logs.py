@@ -2,10 +2,11 @@
 
 Only declared logs are readable: `stdout` and `stderr` (`<work>/<instance>/logs/*.log`) and the
 manifest's `log_paths` (relative ones inside the instance's `app/` directory, absolute ones
-exactly as declared). Paths are resolved on every read: the file is opened without following a
-symlink, must be a regular file, and must be the file that the declared path resolves to inside
-the instance directory, so a log swapped for a symlink (or a directory on its way swapped for
-one) to somewhere else is refused instead of read.
+exactly as declared, and only under the agent's `--log-roots` or the instance's own folder: a
+declaration cannot reach /etc/shadow). Paths are resolved on every read: the file is opened
+without following a symlink, must be a regular file, and must be the file that the declared path
+resolves to inside the instance directory (or inside its log root), so a log swapped for a
+symlink (or a directory on its way swapped for one) to somewhere else is refused instead of read.
 """
 
 import asyncio
@@ -22,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agent.flags import DEFAULT_LOG_ROOTS
 from protocol.errors import ErrorCode, GdosError
 from protocol.manifest import Manifest, is_absolute_path
 from protocol.messages import FollowLog, ListLogs, LogChunk, TailLog
@@ -45,11 +47,43 @@ class LogMissing(GdosError):
     """A declared log that does not exist (yet): not an error for listing or rotation."""
 
 
+def _inside(path: str, root: str) -> bool:
+    try:
+        return os.path.commonpath([root, path]) == root
+    except ValueError:  # different drives
+        return False
+
+
+def allowed_root(raw: str, roots: tuple[Path, ...], instance_dir: Path) -> Path | None:
+    """The allowed folder an absolute log path lies in (lexically: `..` is resolved first)."""
+    path = os.path.normpath(raw)
+    for root in (*roots, instance_dir):
+        if _inside(path, os.path.normpath(root)):
+            return root
+    return None
+
+
+def check_log_roots(log_paths: dict[str, str], roots: tuple[Path, ...], instance_dir: Path) -> None:
+    """Refuse (at deploy and at adopt) an absolute log outside the allowed folders."""
+    for name, raw in log_paths.items():
+        if is_absolute_path(raw) and allowed_root(raw, roots, instance_dir) is None:
+            where = ", ".join(str(r) for r in roots) or "none"
+            raise GdosError(
+                ErrorCode.FORBIDDEN,
+                f"log {name!r} at {raw} is outside the folders this agent serves logs from "
+                f"(--log-roots: {where}; and the instance's own folder): start the agent with "
+                "--log-roots naming its folder to allow it",
+                {"name": name, "log_roots": [str(r) for r in roots]},
+            )
+
+
 @dataclass(frozen=True)
 class LogFile:
     name: str
     path: Path  # absolute, as declared
-    root: Path | None  # the instance directory it must resolve inside; None: absolute declaration
+    # The folder it must resolve inside: the instance's, or the log root of an absolute path;
+    # None for an absolute path outside every allowed folder (never opened).
+    root: Path | None
     own: bool  # stdout/stderr, written through the agent's own file handles
 
     def refused(self, why: str) -> GdosError:
@@ -58,7 +92,11 @@ class LogFile:
         )
 
 
-def declared(instance_dir: Path, manifest: Manifest | None) -> list[LogFile]:
+def declared(
+    instance_dir: Path,
+    manifest: Manifest | None,
+    log_roots: tuple[Path, ...] = DEFAULT_LOG_ROOTS,
+) -> list[LogFile]:
     """stdout, stderr, then the manifest's log_paths, in that order."""
     out = [
         LogFile(name, instance_dir / "logs" / f"{name}.log", instance_dir, True)
@@ -66,7 +104,8 @@ def declared(instance_dir: Path, manifest: Manifest | None) -> list[LogFile]:
     ]
     for name, raw in (manifest.log_paths if manifest else {}).items():
         if is_absolute_path(raw):
-            out.append(LogFile(name, Path(raw), None, False))
+            root = allowed_root(raw, log_roots, instance_dir)
+            out.append(LogFile(name, Path(raw), root, False))
         else:
             rel = posixpath.normpath("app/" + raw.replace("\\", "/"))
             out.append(LogFile(name, instance_dir / rel, instance_dir, False))
@@ -87,11 +126,14 @@ def find(logs: list[LogFile], name: str) -> LogFile:
 
 def open_log(entry: LogFile, write: bool = False) -> int:
     """Open a declared log (read-only, or read-write in append mode for rotation), checked."""
-    if entry.root is not None:
-        root = os.path.realpath(entry.root)
-        expected = os.path.normpath(os.path.join(root, os.path.relpath(entry.path, entry.root)))
-        if os.path.commonpath([root, expected]) != root:
-            raise entry.refused("its path leaves the instance's directory")
+    if entry.root is None:  # an absolute declaration outside every allowed folder
+        raise entry.refused(
+            "it is outside the folders this agent serves logs from (see the agent's --log-roots)"
+        )
+    root = os.path.realpath(entry.root)
+    expected = os.path.normpath(os.path.join(root, os.path.relpath(entry.path, entry.root)))
+    if os.path.commonpath([root, expected]) != root:
+        raise entry.refused("its path leaves the instance's directory")
     flags = (os.O_RDWR | os.O_APPEND) if write else os.O_RDONLY
     try:
         fd = os.open(entry.path, flags | _O_NOFOLLOW | _O_NONBLOCK | _O_CLOEXEC | _O_BINARY)
@@ -107,14 +149,13 @@ def open_log(entry: LogFile, write: bool = False) -> int:
         st = os.fstat(fd)
         if not stat.S_ISREG(st.st_mode):
             raise entry.refused("it is not a regular file")
-        if entry.root is not None:
-            resolved = os.path.realpath(entry.path)
-            if resolved != expected:
-                raise entry.refused("a directory on its path is a symbolic link")
-            # The file opened must still be the one at the resolved path (no swap in between).
-            now = os.stat(resolved)
-            if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
-                raise entry.refused("it was replaced while being opened")
+        resolved = os.path.realpath(entry.path)
+        if resolved != expected:
+            raise entry.refused("a directory on its path is a symbolic link")
+        # The file opened must still be the one at the resolved path (no swap in between).
+        now = os.stat(resolved)
+        if (now.st_dev, now.st_ino) != (st.st_dev, st.st_ino):
+            raise entry.refused("it was replaced while being opened")
     except BaseException:
         os.close(fd)
         raise
@@ -176,7 +217,8 @@ class AgentLogs:
 
     def logs_of(self, instance_id: str) -> list[LogFile]:
         m = self.supervisor.get(instance_id)
-        return declared(self.supervisor.instance_dir(instance_id), m.manifest)
+        sup = self.supervisor
+        return declared(sup.instance_dir(instance_id), m.manifest, sup.log_roots)
 
     async def handle(self, msg: ListLogs | TailLog | FollowLog) -> dict[str, Any]:
         logs = self.logs_of(msg.instance_id)

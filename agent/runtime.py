@@ -90,13 +90,22 @@ async def run(args: argparse.Namespace) -> int:
     link: Link | None = None
 
     async def fetch(ref: PackageRef, dest: Path) -> None:
-        await deploy.download(http, cred.master, cred.node_secret, ref, dest)
+        await deploy.download(
+            http, cred.master, cred.node_secret, ref, dest, args.download_retry_seconds
+        )
 
     def report(rep: object) -> None:
         if link is not None:
             link.report(rep)  # type: ignore[arg-type]
 
-    supervisor = Supervisor(work_dir, StateFile(work_dir / STATE_FILE), fetch, report)
+    supervisor = Supervisor(
+        work_dir,
+        StateFile(work_dir / STATE_FILE),
+        fetch,
+        report,
+        default_user=args.default_user,
+        log_roots=args.log_roots,
+    )
     await supervisor.load()
     link = Link(cred, supervisor, work_dir, ctx)
     monitor = Monitor(supervisor, work_dir, link.send_metrics, args.metrics_interval)

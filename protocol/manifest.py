@@ -10,10 +10,12 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from protocol import jsonc
+from protocol import jsonc, pattern
 from protocol.wire import FrozenStruct, describe
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
+# A POSIX user or group name: no leading '-', at most 32 characters, an optional trailing '$'.
+ACCOUNT_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\$?")
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 
@@ -109,12 +111,29 @@ def _log_paths(paths: dict[str, str]) -> None:
             )
 
 
+def check_account(value: str | None) -> None:
+    """A user or group name as the node's account database spells it."""
+    if value is not None and ACCOUNT_PATTERN.fullmatch(value) is None:
+        raise ValueError(
+            f"{value[:40]!r} is not a user or group name (letters, digits, '_', '.', '-'; "
+            "at most 32 characters, not starting with '-')"
+        )
+
+
+def _cmdline_pattern(value: str | None) -> None:
+    if value is not None:
+        pattern.check(value)  # PatternError is a ValueError with a sentence
+
+
 # Checks beyond types and ranges, by field: each raises ValueError with a sentence.
 _FIELD_CHECKS: dict[str, Callable[[Any], None]] = {
     "entrypoint": _inside,
     "stop_entrypoint": _inside,
     "env": _env_names,
     "log_paths": _log_paths,
+    "process_cmdline": _cmdline_pattern,
+    "user": check_account,
+    "group": check_account,
 }
 
 
@@ -142,6 +161,10 @@ class Manifest(FrozenStruct, frozen=True):
     restart_window: Annotated[float, Meta(gt=0, le=24 * 3600)] = 60.0
     health: HealthCheck | None = None
     log_rotate: LogRotate = msgspec.field(default_factory=LogRotate)
+    # Who the service runs as on the node (None: the agent's --default-user); `group` defaults
+    # to the user's primary group.
+    user: str | None = None
+    group: str | None = None
 
     def __post_init__(self) -> None:
         for field, check in _FIELD_CHECKS.items():

@@ -62,6 +62,7 @@ class InstanceReport(Struct):
     health: HealthState = HealthState.UNKNOWN
     adopted: bool = False
     health_detail: str | None = None  # what the last probe said (why it is unhealthy)
+    user: str | None = None  # the account its process runs as (or will run as)
 
 
 class WireError(Struct):
@@ -176,6 +177,8 @@ class AdoptSpec(Struct):
     restart_limit: int = 5
     restart_window: float = 60.0
     start_order: int = 0  # its level in a system's batch start (adopted instances have no module)
+    user: str | None = None  # who its start, stop and probe commands run as (None: the default)
+    group: str | None = None
 
 
 class InstanceSpec(Struct):
@@ -187,6 +190,10 @@ class InstanceSpec(Struct):
     env: dict[str, str] = {}
     args: list[str] | None = None  # None: the manifest's args
     adopt: AdoptSpec | None = None
+    # A per-instance setting over service.json's `user`/`group` (None: the manifest's, then the
+    # agent's --default-user).
+    user: str | None = None
+    group: str | None = None
 
 
 class Deploy(Message, tag="deploy"):

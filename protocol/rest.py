@@ -2,7 +2,6 @@
 console's client parses responses with the same classes."""
 
 import math
-import re
 import time
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -10,7 +9,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
-from protocol.manifest import NAME_PATTERN, HealthCheck
+from protocol import pattern
+from protocol.manifest import NAME_PATTERN, HealthCheck, check_account
 from protocol.messages import RestartMode
 from protocol.wire import describe
 
@@ -249,6 +249,9 @@ class InstanceOut(BaseModel):
     adopted: bool
     version: str | None
     health_detail: str | None = None
+    user: str | None = Field(
+        default=None, description="the account its process runs as on the node ('root' is marked)"
+    )
 
 
 class AdoptIn(RequestBody):
@@ -260,7 +263,12 @@ class AdoptIn(RequestBody):
     strategy: Literal["pid_file", "process_name", "cmdline"]
     pid_file: str | None = Field(default=None, min_length=1, max_length=4096)
     process_name: str | None = Field(default=None, min_length=1, max_length=255)
-    cmdline_pattern: str | None = Field(default=None, min_length=1, max_length=1024)
+    cmdline_pattern: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=pattern.MAX_PATTERN,
+        description="RE2 syntax (linear time; no backreferences or lookaround)",
+    )
     start_command: str | list[str] | None = None
     stop_command: str | list[str] | None = None
     stop_timeout: Annotated[float, Field(gt=0, le=3600), JSON_NUMBER] = 10.0
@@ -274,6 +282,18 @@ class AdoptIn(RequestBody):
     restart_limit: Annotated[int, Field(ge=1, le=1000), JSON_NUMBER] = 5
     restart_window: Annotated[float, Field(gt=0, le=24 * 3600), JSON_NUMBER] = 60.0
     start_order: StartOrder = 0
+    user: str | None = Field(
+        default=None,
+        max_length=33,
+        description="who the start, stop and probe commands run as (default: the agent's --default-user)",
+    )
+    group: str | None = Field(default=None, max_length=33)
+
+    @field_validator("user", "group")
+    @classmethod
+    def _account(cls, value: str | None) -> str | None:
+        check_account(value)
+        return value
 
     @field_validator("health")
     @classmethod
@@ -298,11 +318,9 @@ class AdoptIn(RequestBody):
             raise ValueError(f"strategy {self.strategy!r} needs {field!r}")
         if self.cmdline_pattern is not None:
             try:
-                re.compile(self.cmdline_pattern)
-            except re.error as exc:
-                raise ValueError(
-                    f"cmdline_pattern is not a valid regular expression: {exc}"
-                ) from None
+                pattern.check(self.cmdline_pattern)
+            except pattern.PatternError as exc:
+                raise ValueError(f"cmdline_pattern: {exc}") from None
         if self.restart != "no" and not self.start_command:
             raise ValueError("a restart policy needs a start_command")
         for cmd in (self.start_command, self.stop_command):

@@ -15,6 +15,7 @@ from typing import Protocol
 
 from agent.autostart.command import AgentCommand, agent_command
 from agent.autostart.system import AutostartError, RealSystem, System
+from agent.flags import DEFAULT_DOWNLOAD_RETRY_SECONDS, DEFAULT_LOG_ROOTS
 
 # The backends are imported when one is needed: every agent imports this package (for its
 # command line), few ever install autostart, and launchd's plistlib and Task Scheduler's
@@ -65,7 +66,22 @@ def command_from_args(args: argparse.Namespace) -> AgentCommand:
         port=int(args.port) if args.port is not None else None,
         ca_cert=Path(args.ca_cert) if args.ca_cert else None,
         log_level=args.log_level,
+        extra=running_flags(args),
     )
+
+
+def running_flags(args: argparse.Namespace) -> list[str]:
+    """The flags given that change how services run: the boot-time agent keeps them."""
+    flags: list[str] = []
+    if getattr(args, "default_user", None):
+        flags += ["--default-user", args.default_user]
+    retry = getattr(args, "download_retry_seconds", None)
+    if retry is not None and retry != DEFAULT_DOWNLOAD_RETRY_SECONDS:
+        flags += ["--download-retry-seconds", f"{retry:g}"]
+    roots = getattr(args, "log_roots", None)
+    if roots is not None and tuple(roots) != DEFAULT_LOG_ROOTS:
+        flags += ["--log-roots", ",".join(str(r) for r in roots)]
+    return flags
 
 
 def print_definition(args: argparse.Namespace, os_key: str = "auto") -> int:

@@ -2,7 +2,7 @@
 
 It is this very agent (the frozen binary itself, or this Python with `-m agent`), with absolute
 paths and the flags that matter for running: master URL, work dir, health port, CA bundle, log
-level. Never the join token: once enrolled, the credential lives in the work dir.
+level, the services' default user, log roots and download limits. Never the join token: once enrolled, the credential lives in the work dir.
 """
 
 import os
@@ -30,7 +30,9 @@ def agent_command(
     log_level: str = "info",
     frozen: bool | None = None,
     executable: str | None = None,
+    extra: list[str] | None = None,
 ) -> AgentCommand:
+    """`extra`: further flags that matter for running (--default-user, --log-roots, ...)."""
     exe = os.path.abspath(executable or sys.executable)
     env: dict[str, str] = {}
     if is_frozen() if frozen is None else frozen:
@@ -46,4 +48,5 @@ def agent_command(
         flags += ["--ca-cert", str(ca_cert.absolute())]
     if log_level != "info":
         flags += ["--log-level", log_level]
+    flags += extra or []
     return AgentCommand([*program, *flags], work_dir.absolute(), env)

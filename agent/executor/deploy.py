@@ -1,13 +1,16 @@
 """Fetch a package, check its sha256, and unpack it safely into the instance directory."""
 
+import asyncio
 import logging
 import os
+import random
 import shutil
 import stat
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
-from agent.http import Http, HttpError
+from agent.flags import DEFAULT_DOWNLOAD_RETRY_SECONDS
+from agent.http import Http, HttpError, Progress
 from protocol.archive import extract_package
 from protocol.errors import ErrorCode, GdosError
 from protocol.manifest import Manifest
@@ -16,27 +19,93 @@ from protocol.messages import PackageRef
 log = logging.getLogger(__name__)
 
 
-async def download(http: Http, master_url: str, secret: str, ref: PackageRef, dest: Path) -> None:
-    """Stream the package to `dest`, hashing on the way; a mismatch removes the file."""
+# Retries of a package download: exponential backoff with jitter, for at most --download-retry-seconds.
+RETRY_FIRST = 0.5
+RETRY_MAX = 10.0
+RETRY_JITTER = 0.2  # each pause is +-20 %
+READ_TIMEOUT = 30.0  # a connection that delivers nothing for this long is cut and resumed
+
+
+def retryable(exc: HttpError) -> bool:
+    """Worth another try: no answer at all, or an answer that says "later"."""
+    return exc.status is None or exc.status in (408, 425, 429) or exc.status >= 500
+
+
+async def download(
+    http: Http,
+    master_url: str,
+    secret: str,
+    ref: PackageRef,
+    dest: Path,
+    retry_seconds: float = DEFAULT_DOWNLOAD_RETRY_SECONDS,
+) -> None:
+    """Stream the package to `dest`, hashing on the way; a mismatch removes the file.
+
+    A dropped connection or a store that is down is retried (backoff with jitter), resuming
+    with a Range request where the store allows, until `retry_seconds` have passed; the final
+    error names the store (the master, or the object store a presigned URL points to)."""
     url = urljoin(master_url.rstrip("/") + "/", ref.url.lstrip("/")) if ref.needs_auth else ref.url
     headers = {"Authorization": f"Bearer {secret}"} if ref.needs_auth else {}
+    master_host = urlsplit(master_url).netloc
     # The query of a presigned URL is a credential: log where from, not the URL.
-    source = "the master" if ref.needs_auth else f"{urlsplit(url).netloc} (presigned URL)"
-    log.info("fetching package %s %s from %s", ref.name, ref.version, source)
-    try:
-        digest = await http.download(url, headers, dest)
-    except HttpError as exc:
-        raise GdosError(
-            ErrorCode.DEPLOY_FAILED, f"download of {ref.name} {ref.version} failed: {exc}"
-        ) from None
-    except OSError as exc:
-        raise GdosError(ErrorCode.DEPLOY_FAILED, f"cannot write {ref.name}: {exc}") from None
+    presigned = "" if ref.needs_auth else " (presigned URL)"
+    log.info(
+        "fetching package %s %s from %s%s",
+        ref.name,
+        ref.version,
+        _store(url, master_host),
+        presigned,
+    )
+    loop = asyncio.get_running_loop()
+    began = loop.time()
+    progress = Progress()
+    delay, tries = RETRY_FIRST, 0
+    while True:
+        tries += 1
+        left = began + retry_seconds - loop.time()
+        try:
+            await http.fetch_into(url, headers, dest, progress, max(1.0, min(READ_TIMEOUT, left)))
+            break
+        except HttpError as exc:
+            store = _store(progress.source or url, master_host)
+            left = began + retry_seconds - loop.time()
+            if not retryable(exc) or left <= 0:
+                dest.unlink(missing_ok=True)
+                spent = loop.time() - began
+                over = f" ({tries} tries over {spent:.0f} s)" if tries > 1 else ""
+                raise GdosError(
+                    ErrorCode.DEPLOY_FAILED,
+                    f"download of {ref.name} {ref.version} from {store} failed{over}: {exc}",
+                    {"store": store, "tries": tries},
+                ) from None
+            pause = min(left, delay * random.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER))
+            log.warning(
+                "download of %s %s from %s: %s; retry %d in %.1f s (from byte %d)",
+                ref.name,
+                ref.version,
+                store,
+                exc,
+                tries,
+                pause,
+                progress.got,
+            )
+            await asyncio.sleep(pause)
+            delay = min(delay * 2, RETRY_MAX)
+        except OSError as exc:
+            dest.unlink(missing_ok=True)
+            raise GdosError(ErrorCode.DEPLOY_FAILED, f"cannot write {ref.name}: {exc}") from None
+    digest = progress.sha256.hexdigest()
     if digest != ref.sha256:
         dest.unlink(missing_ok=True)
         raise GdosError(
             ErrorCode.CHECKSUM_MISMATCH,
             f"package {ref.name} {ref.version} arrived corrupted: sha256 {digest} != {ref.sha256}",
         )
+
+
+def _store(url: str, master_host: str) -> str:
+    host = urlsplit(url).netloc if "://" in url else url
+    return f"the master ({host})" if host == master_host else f"the object store at {host}"
 
 
 def unpack(zip_path: Path, app_dir: Path) -> Manifest:

@@ -20,6 +20,7 @@ import psutil
 
 from agent import http
 from agent.executor import process
+from agent.executor.runas import Account
 from protocol.frozen import child_environ
 from protocol.manifest import HealthCheck
 from protocol.states import HealthState
@@ -41,6 +42,8 @@ class ProbeContext:
 
     root: Path | None = None
     env: dict[str, str] = field(default_factory=dict)
+    account: Account | None = None  # who command probes run as (None: the agent itself)
+    refusal: str | None = None  # why command probes cannot run as the service's account
 
 
 async def probe_tcp(host: str, port: int, timeout: float) -> ProbeResult:
@@ -80,7 +83,11 @@ def command_argv(argv: list[str], root: Path | None) -> list[str]:
 async def probe_command(argv: list[str], ctx: ProbeContext, timeout: float) -> ProbeResult:
     full = command_argv(argv, ctx.root)
     what = " ".join(argv)
+    if ctx.refusal is not None:
+        return ProbeResult(False, f"{what}: not run: {ctx.refusal}")
     detach: dict[str, Any] = dict(process.popen_options(process.IS_WINDOWS)[-1])
+    if ctx.account is not None:
+        detach.update(ctx.account.popen_options())  # as the service's own account
     try:
         proc = await asyncio.create_subprocess_exec(
             *full,

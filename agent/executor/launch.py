@@ -14,6 +14,7 @@ from pathlib import Path
 from agent.executor import locate, process
 from agent.executor.health import ProbeContext
 from agent.executor.restart import RestartPolicy
+from agent.executor.runas import DATA_DIR, ENV_DATA_DIR, Account
 from protocol.errors import ErrorCode, GdosError
 from protocol.frozen import child_environ
 from protocol.manifest import HealthCheck, Manifest
@@ -125,10 +126,26 @@ def health_check(spec: InstanceSpec, manifest: Manifest | None) -> HealthCheck |
 
 
 def probe_context(
-    spec: InstanceSpec, manifest: Manifest | None, instance_dir: Path
+    spec: InstanceSpec,
+    manifest: Manifest | None,
+    instance_dir: Path,
+    account: Account | None = None,
+    refusal: str | None = None,
 ) -> ProbeContext:
+    """A command probe runs as the service's account; `refusal` (that account cannot be used)
+    fails every command probe with that sentence rather than run it as the agent."""
     root = instance_dir / "app" if spec.adopt is None else None
     env = {**(manifest.env if manifest else {}), **spec.env}
     # The name, not the id marker: a probe is not one of the service's processes.
     env[ENV_INSTANCE_NAME] = spec.name
-    return ProbeContext(root=root, env=env)
+    if account is not None:
+        env.update(account.env())
+    return ProbeContext(root=root, env=env, account=account, refusal=refusal)
+
+
+def with_account(plan: Plan, account: Account, instance_dir: Path, deployed: bool) -> Plan:
+    """The plan's environment for its account (and, for a deployed service, its data folder)."""
+    env = {**plan.env, **account.env()}
+    if deployed:
+        env[ENV_DATA_DIR] = str(instance_dir / DATA_DIR)
+    return Plan(plan.argv, plan.cwd, env, plan.target)

@@ -9,7 +9,7 @@ process started after the file was written names a reused PID (never adopted, ne
 import asyncio
 import contextlib
 import os
-import re
+import stat
 import subprocess
 import time
 from dataclasses import dataclass
@@ -18,6 +18,8 @@ from typing import Any
 
 import psutil
 
+from agent.executor import process
+from protocol import pattern
 from protocol.errors import ErrorCode, GdosError
 
 # A PID file is written by (or just after starting) its process: a process created more than
@@ -32,11 +34,13 @@ POLL = 0.05
 # service itself (a start command that does not daemonize).
 LAUNCHER_SETTLE = 1.0
 MAX_LISTED = 20
+PID_FILE_BYTES = 64  # a PID file holds a number; nothing past this is read
 
 
 @dataclass(frozen=True)
 class Matcher:
-    """What the process looks like: its name, or a regex searched in its joined command line."""
+    """What the process looks like: its name, or a pattern (RE2: linear time, see
+    protocol.pattern) searched in its joined command line."""
 
     process_name: str | None = None
     cmdline_pattern: str | None = None
@@ -55,7 +59,12 @@ class Matcher:
             first = os.path.basename(cmdline[0]) if cmdline else ""
             return self.process_name in (name, first)
         assert self.cmdline_pattern is not None
-        return re.search(self.cmdline_pattern, " ".join(cmdline)) is not None
+        try:
+            return pattern.search(self.cmdline_pattern, " ".join(cmdline))
+        except pattern.PatternError as exc:
+            raise GdosError(
+                ErrorCode.VALIDATION_FAILED, f"cmdline pattern {self.cmdline_pattern!r}: {exc}"
+            ) from None
 
 
 def describe(proc: psutil.Process) -> dict[str, Any]:
@@ -70,26 +79,41 @@ def describe(proc: psutil.Process) -> dict[str, Any]:
     return {"pid": proc.pid, "name": "?", "cmdline": "", "create_time": None}
 
 
-def _own_lineage() -> set[int]:
-    """This agent and its ancestors: never candidates (their command lines contain anything)."""
-    pids = {os.getpid()}
-    with contextlib.suppress(psutil.Error):
-        pids.update(p.pid for p in psutil.Process().parents())
-    return pids
+def refuse_protected(proc: psutil.Process, how: str) -> None:
+    """PID 1, kernel threads, this agent and its ancestors are never adopted (stopping an
+    adopted process signals its whole tree)."""
+    why = process.why_protected(proc)
+    if why is not None:
+        raise GdosError(
+            ErrorCode.FORBIDDEN,
+            f"refusing to adopt process {proc.pid} ({how}): {why}",
+            {"pid": proc.pid},
+        )
 
 
-def scan(matcher: Matcher, exclude: set[int], since: float | None = None) -> list[psutil.Process]:
-    """Live processes that match, oldest first; `since` keeps only those created after it."""
-    skip = exclude | _own_lineage()
-    found = []
-    for proc in psutil.process_iter(["name", "cmdline", "create_time", "status"]):
+def scan(
+    matcher: Matcher,
+    exclude: set[int],
+    since: float | None = None,
+    protected: list[psutil.Process] | None = None,
+) -> list[psutil.Process]:
+    """Live processes that match, oldest first; `since` keeps only those created after it.
+
+    PID 1, kernel threads, this agent and its ancestors are never candidates (the agent's
+    command line contains anything); those that match are added to `protected` if given."""
+    skip = process.protected_pids()
+    found: list[psutil.Process] = []
+    for proc in psutil.process_iter(["name", "cmdline", "create_time", "status", "ppid"]):
         info = proc.info
-        if proc.pid in skip or info["status"] == psutil.STATUS_ZOMBIE:
+        if proc.pid in exclude or info["status"] == psutil.STATUS_ZOMBIE:
             continue
         if since is not None and (info["create_time"] or 0) < since - LAUNCH_SLACK:
             continue
+        barred = proc.pid in skip or process.is_kernel_thread(proc.pid, info["ppid"])
+        if barred and protected is None:
+            continue
         if matcher.matches(info["name"] or "", info["cmdline"] or []):
-            found.append(proc)
+            (protected if barred and protected is not None else found).append(proc)
     found.sort(key=lambda p: p.info["create_time"] or 0)
     return found
 
@@ -109,10 +133,20 @@ def only_one(found: list[psutil.Process], what: str) -> psutil.Process:
 
 
 def read_pid_file(path: Path) -> tuple[int, float]:
-    """The PID a file names and when the file was last written."""
+    """The PID a file names and when the file was last written (only its first bytes are read,
+    and only from a regular file: a FIFO or a device named as a PID file must not hang)."""
     try:
-        text = path.read_text(errors="replace").strip()
-        mtime = path.stat().st_mtime
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise GdosError(
+                    ErrorCode.PROCESS_NOT_FOUND, f"PID file {path} is not a regular file"
+                )
+            text = os.read(fd, PID_FILE_BYTES).decode(errors="replace").strip()
+            mtime = st.st_mtime
+        finally:
+            os.close(fd)
     except FileNotFoundError:
         raise GdosError(ErrorCode.PROCESS_NOT_FOUND, f"PID file {path} does not exist") from None
     except OSError as exc:
@@ -121,9 +155,8 @@ def read_pid_file(path: Path) -> tuple[int, float]:
         ) from None
     first = text.split()[0] if text else ""
     if not first.isdigit() or int(first) <= 0:
-        raise GdosError(
-            ErrorCode.PROCESS_NOT_FOUND, f"PID file {path} does not hold a PID ({text[:40]!r})"
-        )
+        # Never quote the file: the path is the caller's, the content may be anything readable.
+        raise GdosError(ErrorCode.PROCESS_NOT_FOUND, f"PID file {path} does not hold a PID")
     return int(first), mtime
 
 
@@ -144,6 +177,7 @@ def from_pid_file(path: Path, matcher: Matcher | None = None) -> psutil.Process:
         raise GdosError(
             ErrorCode.PROCESS_NOT_FOUND, f"PID {pid} from {path} has exited", {"pid": pid}
         )
+    refuse_protected(proc, f"named by PID file {path}")
     seen = describe(proc)
     if created > written + PID_FILE_SLACK:
         raise GdosError(

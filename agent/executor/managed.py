@@ -29,6 +29,7 @@ class Managed:
     health: HealthState = HealthState.UNKNOWN
     health_detail: str | None = None
     adopted: bool = False
+    user: str | None = None  # the account its process runs as (or will run as)
     restart_pending: bool = False  # an automatic restart is scheduled (survives an agent restart)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     popen: subprocess.Popen[bytes] | None = None
@@ -63,6 +64,7 @@ class Managed:
             health=self.health,
             adopted=self.adopted,
             health_detail=self.health_detail,
+            user=self.user,
         )
 
     def record(self) -> dict[str, Any]:
@@ -87,6 +89,7 @@ class Managed:
             "error": self.error,
             "restarts": self.restarts,
             "adopted": self.adopted,
+            "user": self.user,
         }
 
     @classmethod
@@ -104,5 +107,6 @@ class Managed:
             error=record.get("error"),
             restarts=record.get("restarts", 0),
             adopted=record.get("adopted", False),
+            user=record.get("user"),
             restart_pending=record.get("restart_pending", False),
         )

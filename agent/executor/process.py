@@ -12,14 +12,17 @@ import logging
 import os
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import psutil
+
+from protocol.errors import ErrorCode, GdosError
 
 log = logging.getLogger(__name__)
 
@@ -74,6 +77,55 @@ def full_identity(proc: psutil.Process) -> Identity:
         return Identity(proc.pid, proc.create_time(), tuple(proc.cmdline()))
 
 
+# -- processes GDOS must never adopt or signal ---------------------------------------------------
+
+KTHREADD = 2  # Linux: the parent of every kernel thread
+
+
+def protected_pids() -> set[int]:
+    """PID 1, this agent and its ancestors: signalling any of them would hit the host itself."""
+    pids = {1, os.getpid()}
+    with contextlib.suppress(psutil.Error):
+        pids.update(p.pid for p in psutil.Process().parents())
+    return pids
+
+
+def is_kernel_thread(pid: int, ppid: int | None) -> bool:
+    return sys.platform.startswith("linux") and (pid == KTHREADD or ppid == KTHREADD)
+
+
+def why_protected(proc: psutil.Process, protected: set[int] | None = None) -> str | None:
+    """Why GDOS must leave this process alone, or None when it may take it."""
+    if proc.pid == 1:
+        return "it is PID 1, the node's init process"
+    if proc.pid == os.getpid():
+        return "it is this GDOS agent"
+    if proc.pid in (protected if protected is not None else protected_pids()):
+        return "it is an ancestor of this GDOS agent"
+    try:
+        ppid = proc.ppid()
+    except psutil.Error:
+        ppid = None
+    if is_kernel_thread(proc.pid, ppid):
+        return "it is a kernel thread"
+    return None
+
+
+def guard_tree(procs: list[psutil.Process], name: str) -> None:
+    """Refuse to signal a tree that holds a protected process (checked again at every stop:
+    what an adopted process's tree holds can change after the adoption)."""
+    protected = protected_pids()
+    for proc in procs:
+        why = why_protected(proc, protected)
+        if why is not None:
+            raise GdosError(
+                ErrorCode.FORBIDDEN,
+                f"refusing to signal the processes of {name}: process {proc.pid} in its tree "
+                f"must not be signalled ({why})",
+                {"pid": proc.pid},
+            )
+
+
 # Windows process-creation flags (the subprocess module defines them only on Windows).
 CREATE_NEW_PROCESS_GROUP = 0x00000200
 CREATE_BREAKAWAY_FROM_JOB = 0x01000000
@@ -95,11 +147,18 @@ def popen_options(windows: bool) -> list[dict[str, object]]:
 
 
 def spawn(
-    argv: list[str], cwd: Path, env: dict[str, str], stdout: IO[bytes], stderr: IO[bytes]
+    argv: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    stdout: IO[bytes],
+    stderr: IO[bytes],
+    run_as: dict[str, Any] | None = None,
 ) -> subprocess.Popen[bytes]:
-    """Start a service from an argument list (never a shell string), detached from the agent."""
+    """Start a service from an argument list (never a shell string), detached from the agent;
+    `run_as` holds Popen's user/group/extra_groups for another account (runas.Account)."""
     options = popen_options(IS_WINDOWS)
     for i, kwargs in enumerate(options):
+        kwargs = {**kwargs, **(run_as or {})}
         try:
             return subprocess.Popen(  # type: ignore[call-overload,no-any-return]
                 argv,
@@ -126,17 +185,29 @@ _spawner = ThreadPoolExecutor(max_workers=16, thread_name_prefix="gdos-spawn")
 
 
 async def spawn_logged(
-    argv: list[str], cwd: Path, env: dict[str, str], stdout: Path, stderr: Path
+    argv: list[str],
+    cwd: Path,
+    env: dict[str, str],
+    stdout: Path,
+    stderr: Path,
+    run_as: dict[str, Any] | None = None,
+    folders: tuple[Path, ...] = (),
 ) -> subprocess.Popen[bytes]:
-    """`spawn` with stdout and stderr appended to files, off the event loop."""
+    """`spawn` with stdout and stderr appended to files, off the event loop; `folders` are
+    made first if missing. The log files are opened without following a symlink."""
 
     def run() -> subprocess.Popen[bytes]:
-        for folder in {stdout.parent, stderr.parent}:
+        for folder in {stdout.parent, stderr.parent, *folders}:
             folder.mkdir(parents=True, exist_ok=True)
-        with open(stdout, "ab") as out, open(stderr, "ab") as err:
-            return spawn(argv, cwd, env, out, err)
+        with _append(stdout) as out, _append(stderr) as err:
+            return spawn(argv, cwd, env, out, err, run_as)
 
     return await asyncio.get_running_loop().run_in_executor(_spawner, run)
+
+
+def _append(path: Path) -> IO[bytes]:
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    return os.fdopen(os.open(path, flags | getattr(os, "O_BINARY", 0), 0o640), "ab")
 
 
 async def wait_exit(identity: Identity, popen: subprocess.Popen[bytes] | None = None) -> int | None:
@@ -259,12 +330,18 @@ def kill_tree(procs: list[psutil.Process]) -> None:
 
 
 def signal_tree(procs: list[psutil.Process], sig: int) -> None:
-    """POSIX: signal every process of a tree; psutil refuses a PID reused since `procs` was taken."""
+    """POSIX: signal every process of a tree; psutil refuses a PID reused since `procs` was taken.
+    The leader's group is signalled at once only when no protected process is in it."""
+    protected = protected_pids()
+    procs = [p for p in procs if p.pid not in protected]
     leader = procs[0] if procs else None
     group = None
     if leader is not None:
         with contextlib.suppress(ProcessLookupError, PermissionError, psutil.Error):
-            if leader.is_running() and os.getpgid(leader.pid) == leader.pid:
+            pgid = os.getpgid(leader.pid)
+            # No protected process may be in the group (a group signal would reach it).
+            shared = any(_pgid(pid) == pgid for pid in protected)
+            if leader.is_running() and pgid == leader.pid and not shared:
                 os.killpg(leader.pid, sig)  # its whole session's group at once
                 group = leader.pid
     for proc in procs:
@@ -272,6 +349,13 @@ def signal_tree(procs: list[psutil.Process], sig: int) -> None:
             if group is not None and os.getpgid(proc.pid) == group:
                 continue  # the group signal reached it already
             proc.send_signal(sig)
+
+
+def _pgid(pid: int) -> int | None:
+    try:
+        return os.getpgid(pid)
+    except OSError:
+        return None
 
 
 def taskkill_command(pids: int | Sequence[int], force: bool) -> list[str]:

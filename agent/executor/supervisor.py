@@ -21,14 +21,17 @@ from typing import Any
 
 import psutil
 
-from agent.executor import deploy, launch, locate, process
+from agent import logs
+from agent.executor import deploy, launch, locate, process, runas
 from agent.executor.health import HealthMonitor
 from agent.executor.launch import ENV_INSTANCE_ID
 from agent.executor.managed import Managed
 from agent.executor.restart import Backoff
+from agent.flags import DEFAULT_LOG_ROOTS
 from agent.hostinfo import os_name
 from agent.state import StateFile
 from protocol.errors import ErrorCode, GdosError
+from protocol.manifest import Manifest
 from protocol.messages import InstanceReport, InstanceSpec, PackageRef
 from protocol.states import ACTIVE_STATES, BUSY_STATES, HealthState, InstanceState
 
@@ -41,8 +44,19 @@ Report = Callable[[InstanceReport], None]
 
 
 class Supervisor:
-    def __init__(self, work_dir: Path, state: StateFile, fetch: Fetch, report: Report) -> None:
+    def __init__(
+        self,
+        work_dir: Path,
+        state: StateFile,
+        fetch: Fetch,
+        report: Report,
+        *,
+        default_user: str | None = None,
+        log_roots: tuple[Path, ...] = DEFAULT_LOG_ROOTS,
+    ) -> None:
         self.work_dir = work_dir
+        self.default_user = default_user  # None: the agent's own user (--default-user)
+        self.log_roots = log_roots  # where absolute log_paths may point (--log-roots)
         self.state = state
         self.fetch = fetch
         self.on_report = report
@@ -93,6 +107,11 @@ class Supervisor:
         task = asyncio.ensure_future(coro)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
+
+    def account(self, spec: InstanceSpec, manifest: Manifest | None) -> runas.Account:
+        """Who the instance's processes run as; GdosError when that account cannot be used."""
+        user, group = runas.wanted(spec, manifest)
+        return runas.resolve(user, group, self.default_user)
 
     def _managed_pids(self) -> set[int]:
         return {m.pid for m in self.instances.values() if m.pid is not None}
@@ -163,7 +182,15 @@ class Supervisor:
         m.watcher = asyncio.create_task(self._watch(m, ident, popen))
         check = launch.health_check(m.spec, m.manifest)
         if check is not None:
-            ctx = launch.probe_context(m.spec, m.manifest, self.instance_dir(m.id))
+            account, refusal = None, None
+            if check.command is not None:
+                try:
+                    account = self.account(m.spec, m.manifest)
+                except GdosError as exc:
+                    refusal = exc.message
+            ctx = launch.probe_context(
+                m.spec, m.manifest, self.instance_dir(m.id), account, refusal
+            )
             m.monitor = HealthMonitor(check, ctx, lambda h, d: self._health_changed(m, ident, h, d))
             m.monitor.start()
 
@@ -289,6 +316,9 @@ class Supervisor:
                         ErrorCode.OS_MISMATCH,
                         f"package {package.name} is for {manifest.os}; this node runs {os_name()}",
                     )
+                logs.check_log_roots(manifest.log_paths, self.log_roots, inst_dir)
+                account = self.account(spec, manifest)
+                await asyncio.to_thread(runas.prepare_folders, inst_dir, account, manifest)
             except (GdosError, OSError) as exc:
                 shutil.rmtree(inst_dir, ignore_errors=True)
                 del self.instances[m.id]
@@ -297,7 +327,7 @@ class Supervisor:
                 if isinstance(exc, GdosError):
                     raise
                 raise GdosError(ErrorCode.DEPLOY_FAILED, f"deploy failed: {exc}") from None
-            m.manifest = manifest
+            m.manifest, m.user = manifest, account.user
             m.state, m.error = InstanceState.STOPPED, None
             await self._commit(m)
             log.info("deployed %s (%s %s)", spec.name, package.name, package.version)
@@ -323,14 +353,28 @@ class Supervisor:
         m.restart_pending = False
         inst_dir = self.instance_dir(m.id)
         plan = launch.start_plan(m.spec, m.manifest, inst_dir)
-        logs = inst_dir / "logs"  # made by the spawn's thread: a mkdir can wait for the disk
+        try:
+            account = self.account(m.spec, m.manifest)
+        except GdosError as exc:
+            m.state, m.error = InstanceState.FAILED, f"cannot start {m.spec.name}: {exc.message}"
+            await self._commit(m, durable=False)
+            raise GdosError(exc.code, m.error) from None
+        plan = launch.with_account(plan, account, inst_dir, deployed=not m.adopted)
+        log_dir = inst_dir / "logs"  # made by the spawn's thread: a mkdir can wait for the disk
+        data = () if m.adopted else (inst_dir / runas.DATA_DIR,)
         m.state, m.error, m.exit_code = InstanceState.STARTING, None, None
         # No save before the spawn: if the agent dies right after it, the next agent finds the
         # process by its environment marker (see load), whatever state was saved.
         since = time.time()
         try:
             popen = await process.spawn_logged(
-                plan.argv, plan.cwd, plan.env, logs / "stdout.log", logs / "stderr.log"
+                plan.argv,
+                plan.cwd,
+                plan.env,
+                log_dir / "stdout.log",
+                log_dir / "stderr.log",
+                account.popen_options(),
+                data,
             )
         except OSError as exc:
             m.state = InstanceState.FAILED
@@ -361,6 +405,7 @@ class Supervisor:
             self._spawn_bg(_reap(popen))  # the start command: done once it exits
             child = None
         m.popen = child
+        m.user = account.user if child is not None else _owner(ident.pid) or account.user
         m.pid, m.create_time = ident.pid, ident.create_time
         m.cmdline = list(ident.cmdline) if ident.cmdline is not None else None
         m.state, m.started_at = InstanceState.RUNNING, time.time()
@@ -401,6 +446,8 @@ class Supervisor:
                 m.state, m.pid, m.create_time, m.cmdline = InstanceState.STOPPED, None, None, None
             await self._commit(m, durable=False)
             return
+        procs = process.tree(proc)
+        process.guard_tree(procs, m.spec.name)  # before anything changes: it keeps running
         m.state = transition
         # The save runs while the process stops (it used to come first): stop latency is then
         # the longer of the two, not their sum. An agent dying in that window finds the
@@ -408,7 +455,6 @@ class Supervisor:
         saving = asyncio.ensure_future(self._commit(m, durable=False))
         m.stopping_saved = saving
         timeout = launch.stop_timeout(m.spec, m.manifest)
-        procs = process.tree(proc)
         plan = launch.stop_plan(m.spec, m.manifest, self.instance_dir(m.id))
         if plan is not None:
             await self._run_stop_command(m, plan, timeout)
@@ -442,6 +488,8 @@ class Supervisor:
 
     async def _run_stop_command(self, m: Managed, plan: launch.Plan, timeout: float) -> None:
         try:
+            account = self.account(m.spec, m.manifest)  # the stop command runs as the service
+            plan = launch.with_account(plan, account, self.instance_dir(m.id), not m.adopted)
             proc = await asyncio.create_subprocess_exec(
                 *plan.argv,
                 cwd=plan.cwd,
@@ -449,7 +497,13 @@ class Supervisor:
                 stdin=subprocess.DEVNULL,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
+                **account.popen_options(),
             )
+        except GdosError as exc:
+            log.warning("stop command of %s not run: %s; sending SIGTERM", m.spec.name, exc)
+            if m.identity and (p := process.find(m.identity)):
+                process.terminate_tree(process.tree(p))
+            return
         except OSError as exc:
             log.warning("stop command of %s failed to start: %s; sending SIGTERM", m.spec.name, exc)
             if m.identity and (p := process.find(m.identity)):
@@ -471,13 +525,20 @@ class Supervisor:
             if existing.adopted and existing.spec.adopt == adopt:
                 return existing.report()  # the same adopt again (a retry): nothing to do
             raise GdosError(ErrorCode.CONFLICT, f"instance {spec.name} already exists here")
+        logs.check_log_roots(adopt.log_paths, self.log_roots, self.instance_dir(spec.instance_id))
+        if adopt.user or adopt.group or spec.user or spec.group:
+            self.account(spec, None)  # an account named for its commands must be usable here
         managed = self._managed_pids()
         target = launch.adopt_target(adopt)
         if target.pid_file is not None:
             proc = locate.from_pid_file(target.pid_file, target.matcher)
         else:
             assert target.matcher is not None
-            proc = locate.only_one(locate.scan(target.matcher, managed), target.matcher.description)
+            barred: list[psutil.Process] = []
+            found = await asyncio.to_thread(locate.scan, target.matcher, managed, None, barred)
+            if not found and barred:
+                locate.refuse_protected(barred[0], target.matcher.description)
+            proc = locate.only_one(found, target.matcher.description)
         if proc.pid in managed:
             owner = next(m for m in self.instances.values() if m.pid == proc.pid)
             raise GdosError(
@@ -493,7 +554,7 @@ class Supervisor:
             ) from None
         m = Managed(spec=spec, adopted=True, state=InstanceState.RUNNING)
         m.pid, m.create_time, m.cmdline = ident.pid, ident.create_time, list(ident.cmdline or ())
-        m.started_at = ident.create_time
+        m.started_at, m.user = ident.create_time, _owner(ident.pid)
         self.instances[m.id] = m
         async with m.lock:
             # For the logs of its commands; off the loop, as a mkdir can wait for the disk.
@@ -571,6 +632,14 @@ def _leads_its_session(pid: int) -> bool:
     if not hasattr(os, "getsid"):  # Windows has no sessions of this kind
         return False
     return os.getsid(pid) == pid
+
+
+def _owner(pid: int) -> str | None:
+    """The account a process runs as (None when it cannot be told)."""
+    try:
+        return psutil.Process(pid).username()
+    except (psutil.Error, KeyError):
+        return None
 
 
 def _cmdline(proc: psutil.Process) -> list[str] | None:

@@ -86,6 +86,7 @@ STATE_COLORS = {
     "warning": "#b06000",
     "offline": "#d93025",
     "unknown": "#9aa0a6",
+    "root": "#d93025",  # an instance's user: a service running as root is marked
 }
 _COLORS = {state: QColor(color) for state, color in STATE_COLORS.items()}
 _BRUSHES = {state: QBrush(color) for state, color in _COLORS.items()}

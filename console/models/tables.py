@@ -54,6 +54,10 @@ class NodeTableModel(RowTableModel):
         return f"{row.get('hostname')} ({row.get('id')})\nMAC {row.get('mac', '')}"
 
 
+def _user(v: Any) -> str:
+    return "" if not v else f"{v} (!)" if v == "root" else str(v)  # root is marked
+
+
 class InstanceTableModel(RowTableModel):
     """Instances; CPU, RSS and IO are live columns (`set_live` with `metrics:<id>` samples).
 
@@ -76,6 +80,7 @@ class InstanceTableModel(RowTableModel):
         Column("read_bps", "Read", fmt.rate, numeric=True, live=True),
         Column("write_bps", "Write", fmt.rate, numeric=True, live=True),
         Column("pid", "PID", numeric=True),
+        Column("user", "User", _user, colored=True, tooltip="the account its process runs as"),
         Column("restarts", "Restarts", numeric=True),
         Column("version", "Version"),
         Column("started_at", "Started", fmt.when),
@@ -90,6 +95,8 @@ class InstanceTableModel(RowTableModel):
             parts.append(f"health: {row['health_detail']}")
         if row.get("exit_code") is not None:
             parts.append(f"exit code {row['exit_code']}")
+        if row.get("user") == "root":
+            parts.append("runs as root: it can do anything on its node")
         live = self.live(str(row.get("id")))
         if live and live.get("threads"):
             parts.append(f"{live['threads']} threads")

@@ -155,6 +155,8 @@ class Instance(Base):
     health_detail: Mapped[str | None] = mapped_column(Text, nullable=True)
     # How an adopted process is found, started and stopped (protocol.messages.AdoptSpec).
     adoption: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # The account its process runs as on the node, as its agent reports it.
+    user: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
 class Operation(Base):

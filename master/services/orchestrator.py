@@ -405,7 +405,7 @@ class Orchestrator:
 
     def _apply(self, inst: models.Instance, report: InstanceReport) -> None:
         """`instance_rows.report_changes` on an ORM instance (the adoption path)."""
-        current = {"state": inst.state, "last_error": inst.last_error}
+        current = {"state": inst.state, "last_error": inst.last_error, "user": inst.user}
         for key, value in instance_rows.report_changes(current, report).items():
             setattr(inst, key, value)
 

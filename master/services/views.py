@@ -32,6 +32,7 @@ def instance_out(inst: models.Instance) -> InstanceOut:
         adopted=inst.adopted,
         version=inst.version,
         health_detail=inst.health_detail,
+        user=inst.user,
     )
 
 

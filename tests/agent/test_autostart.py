@@ -333,6 +333,20 @@ def test_autostart_print_shows_the_definition_and_installs_nothing(tmp_path, cap
     assert "<BootTrigger>" in capsys.readouterr().out
 
 
+def test_the_boot_time_agent_keeps_the_least_privilege_flags(tmp_path, capsys):
+    argv = ["--autostart-print", "linux", "--work-dir", str(tmp_path / "w"), "--master", "http://m"]
+    assert main(argv) == 0
+    plain = capsys.readouterr().out
+    assert "--default-user" not in plain and "--log-roots" not in plain
+    extra = ["--default-user", "svc", "--log-roots", "/var/log,/srv/logs"]
+    assert main([*argv, *extra, "--download-retry-seconds", "60"]) == 0
+    out = capsys.readouterr().out
+    assert "--default-user svc --download-retry-seconds 60 --log-roots /var/log,/srv/logs" in out
+    with pytest.raises(SystemExit):
+        main([*argv, "--log-roots", "relative/logs"])
+    assert "absolute folders" in capsys.readouterr().err
+
+
 def test_version_prints_build_info(capsys):
     assert main(["--version"]) == 0
     out = capsys.readouterr().out

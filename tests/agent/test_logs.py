@@ -12,7 +12,8 @@ import pytest
 from agent import logrotate
 from agent.executor import process
 from agent.executor.supervisor import Managed, Supervisor
-from agent.logs import AgentLogs, LogFile, declared, describe, find, tail
+from agent.flags import parse_log_roots
+from agent.logs import AgentLogs, LogFile, check_log_roots, declared, describe, find, tail
 from agent.state import StateFile
 from protocol.errors import GdosError
 from protocol.manifest import LogRotate, Manifest
@@ -95,14 +96,44 @@ def test_paths_leaving_the_instance_are_refused(inst: Path):
         manifest(log_paths={"x": "../x.log"})
 
 
-def test_an_absolute_log_is_read_exactly_as_declared(inst: Path, tmp_path: Path):
-    real = tmp_path / "sys.log"
+def test_an_absolute_log_is_read_only_under_the_log_roots(inst: Path, tmp_path: Path):
+    roots = (tmp_path / "var-log",)
+    roots[0].mkdir()
+    real = roots[0] / "sys.log"
     real.write_text("system\n")
-    entry = find(declared(inst, manifest(log_paths={"Sys": str(real)})), "Sys")
+    m = manifest(log_paths={"Sys": str(real)})
+    entry = find(declared(inst, m, roots), "Sys")
     assert tail(entry, 100)[0] == b"system\n"
     real.unlink()
     real.symlink_to(tmp_path / "secret.txt")
     assert "symbolic link" in refused(entry)
+    # A file outside every root (an /etc/shadow), also reached by `..`: refused, never read.
+    secret = str(tmp_path / "secret.txt")
+    for path in (secret, f"{roots[0]}/../secret.txt"):
+        crafted = manifest(log_paths={"Shadow": path})
+        with pytest.raises(GdosError) as info:
+            check_log_roots(crafted.log_paths, roots, inst)
+        assert info.value.code == "forbidden" and "--log-roots" in info.value.message
+        entry = find(declared(inst, crafted, roots), "Shadow")
+        assert "--log-roots" in refused(entry)
+        assert describe(entry)["size"] == 0
+    # A folder inside the root that is a link out of it is refused at read time.
+    (roots[0] / "app").symlink_to(tmp_path)
+    linked = find(
+        declared(inst, manifest(log_paths={"L": f"{roots[0]}/app/secret.txt"}), roots), "L"
+    )
+    assert "directory on its path" in refused(linked)
+    # The instance's own folder is always allowed, by absolute path too.
+    own = manifest(log_paths={"Own": str(inst / "logs" / "stdout.log")})
+    check_log_roots(own.log_paths, (), inst)
+    assert tail(find(declared(inst, own, ()), "Own"), 100)[0] == b"out line\n"
+
+
+def test_log_roots_flag_parsing():
+    assert parse_log_roots("/var/log, /srv/logs") == (Path("/var/log"), Path("/srv/logs"))
+    assert parse_log_roots("") == ()
+    with pytest.raises(ValueError, match="absolute"):
+        parse_log_roots("logs")
 
 
 def test_a_fifo_is_refused_without_hanging(inst: Path):

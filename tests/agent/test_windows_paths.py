@@ -171,6 +171,11 @@ POSIX_ONLY = {
 }
 GUARDED = {
     ("agent/executor/process.py", "signal_tree"): {"killpg", "getpgid"},
+    ("agent/executor/process.py", "_pgid"): {"getpgid"},  # only from signal_tree
+    ("agent/executor/runas.py", "own_user"): {"geteuid"},  # after `if IS_WINDOWS`
+    ("agent/executor/runas.py", "resolve"): {"geteuid"},  # after `if IS_WINDOWS`
+    # Only for another account, which resolve() never gives on Windows.
+    ("agent/executor/runas.py", "_own"): {"fchmod"},
     ("agent/executor/process.py", "kill_tree"): {"SIGKILL"},
     ("agent/executor/process.py", "popen_options"): {"start_new_session"},
     ("agent/executor/process.py", "_pidfd"): {"pidfd_open"},

@@ -79,6 +79,26 @@ def test_table_models_pass_the_model_tester(cls):
     del tester
 
 
+def test_the_instance_table_shows_each_user_and_marks_root():
+    _app()
+    model = tables.InstanceTableModel(tick_ms=0)
+    model.set_rows(
+        [
+            {"id": "a", "name": "web", "user": "nobody"},
+            {"id": "b", "name": "db", "user": "root"},
+            {"id": "c", "name": "old"},  # an agent that does not report users yet
+        ]
+    )
+    col = model.column("user")
+    assert model.headerData(col, Qt.Orientation.Horizontal) == "User"
+    shown = [model.data(model.index(r, col)) for r in range(3)]
+    assert shown == ["nobody", "root (!)", ""]
+    fg = Qt.ItemDataRole.ForegroundRole
+    assert model.data(model.index(0, col), fg) is None
+    assert model.data(model.index(1, col), fg) is not None  # root in the warning colour
+    assert "runs as root" in model.data(model.index(1, 0), Qt.ItemDataRole.ToolTipRole)
+
+
 def test_updates_are_batched_into_ranged_data_changed():
     _app()
     model = tables.InstanceTableModel(tick_ms=1000)

@@ -40,9 +40,11 @@ def on_disk(path: Path) -> int:
 
 
 def test_logs(master, api, agent_factory, tmp_path):
-    agent = agent_factory(master)
+    log_root = tmp_path / "var-log"  # the agent's --log-roots: absolute logs only in there
+    log_root.mkdir()
+    agent = agent_factory(master, extra=["--log-roots", str(log_root)])
     node_id = agent.start_and_wait(api)
-    system_log = tmp_path / "system.log"
+    system_log = log_root / "system.log"
     system_log.write_text("declared absolute log\n")
     manifest = {
         "log_paths": {"App Log": "logs/app.log", "System": str(system_log)},
@@ -116,6 +118,20 @@ def test_logs(master, api, agent_factory, tmp_path):
     r = api.request("GET", f"/instances/{iid}/logs/App%20Log")
     assert r.status_code == 403 and "decoy" not in r.text
     assert api.request("GET", "/instances/nope/logs").status_code == 404
+
+    # An absolute log outside the log roots (an /etc/shadow) fails the deploy, naming the flag.
+    secret = tmp_path / "shadow"
+    secret.write_text("root:$6$hash:::\n")
+    api.upload(
+        build_package(tmp_path / "p2", name="nosy", manifest={"log_paths": {"Shadow": str(secret)}})
+    )
+    nosy = api.post(f"/systems/{sid}/modules", {"name": "nosy", "package": "nosy"})["id"]
+    bad = api.post("/instances", {"module_id": nosy, "node_id": node_id}, expect=202)["id"]
+    failed = wait_for(
+        lambda: (i := api.get(f"/instances/{bad}"))["state"] == "failed" and i, what="refused"
+    )
+    assert "outside the folders this agent serves logs from" in failed["last_error"]
+    assert "--log-roots" in failed["last_error"] and not (agent.work_dir / bad).exists()
 
     # Follow over the event stream while subscribed; only subscribers get the chunks.
     events = EventStream(master.url, api.token)

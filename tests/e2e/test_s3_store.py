@@ -42,23 +42,25 @@ def objects(client: Minio) -> list[str]:
     return sorted(o.object_name for o in client.list_objects(BUCKET, recursive=True))
 
 
+def s3_flags(endpoint: str) -> list[str]:
+    """The master's flags for the test bucket on an S3 server at `endpoint`."""
+    return [
+        "--store-type",
+        "minio",
+        "--minio-endpoint",
+        endpoint,
+        "--minio-ak",
+        KEYS[0],
+        "--minio-sk",
+        KEYS[1],
+        "--minio-bucket",
+        BUCKET,
+    ]
+
+
 @pytest.fixture(scope="module")
 def s3_master(tmp_path_factory, s3_endpoint, bucket):
-    m = Master(
-        tmp_path_factory.mktemp("s3") / "master",
-        extra=[
-            "--store-type",
-            "minio",
-            "--minio-endpoint",
-            s3_endpoint,
-            "--minio-ak",
-            KEYS[0],
-            "--minio-sk",
-            KEYS[1],
-            "--minio-bucket",
-            BUCKET,
-        ],
-    )
+    m = Master(tmp_path_factory.mktemp("s3") / "master", extra=s3_flags(s3_endpoint))
     m.launch()
     yield m
     m.stop()

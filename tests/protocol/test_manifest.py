@@ -59,6 +59,13 @@ def test_strip_keeps_strings_with_escapes():
             "health.tcp",
         ),
         ('{"name": "a", "version": "1", "entrypoint": "a", "env": {"A": 1}}', "env.A"),
+        ('{"name": "a", "version": "1", "entrypoint": "a", "user": "-x"}', "user"),
+        ('{"name": "a", "version": "1", "entrypoint": "a", "group": "a b"}', "group"),
+        ('{"name": "a", "version": "1", "entrypoint": "a", "user": "root\\n"}', "user"),
+        (
+            '{"name": "a", "version": "1", "entrypoint": "a", "process_cmdline": "(a)\\\\1"}',
+            "process_cmdline",
+        ),
         ("[1, 2]", "service.json"),
         ('{"name": ', "service.json"),
     ],
