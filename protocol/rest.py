@@ -96,12 +96,16 @@ class JoinTokenIn(RequestBody):
     ttl_seconds: Annotated[float, Field(gt=0, le=10 * 365 * 86400), JSON_NUMBER] | None = (
         24 * 3600.0
     )
+    # How many nodes may enrol with it (1: single-use); null or absent: any number until it expires.
+    max_uses: Annotated[int, Field(ge=1, le=1_000_000), JSON_NUMBER] | None = None
 
 
 class JoinTokenOut(BaseModel):
     id: str
     token: str
     expires_at: str | None
+    max_uses: int | None = None
+    uses: int = 0
 
 
 class HostIn(BaseModel):

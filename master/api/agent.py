@@ -14,7 +14,7 @@ from master.db import models
 from master.services import accounts, audit
 from master.services.agents import AgentLink
 from master.services.security import new_secret, secret_hash
-from protocol.errors import ErrorCode, GdosError
+from protocol.errors import GdosError
 from protocol.messages import (
     AGENT_MESSAGE,
     CLOSE_AUTH_FAILED,
@@ -32,7 +32,7 @@ from protocol.messages import (
     Result,
     ValidationError,
 )
-from protocol.rest import EnrollIn, EnrollOut
+from protocol.rest import EnrollIn, EnrollOut, iso
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1/agent", tags=["agent"], responses=ERROR_RESPONSES)
@@ -44,19 +44,32 @@ MAX_FRAME = 4 << 20
 @router.post("/enroll", response_model=EnrollOut, status_code=201)
 def enroll(body: EnrollIn, request: Request, s: SessionDep) -> EnrollOut:
     request.state.actor = f"agent@{body.host.hostname}"[:64]
-    token = accounts.valid_join_token(s, body.join_token)
-    if token is None:
-        raise GdosError(
-            ErrorCode.INVALID_CREDENTIALS, "the join token is unknown, expired or revoked"
-        )
+    request.state.audit_detail = {"hostname": body.host.hostname}
+    try:
+        token = accounts.claim_join_token(s, body.join_token)
+    except GdosError as exc:
+        request.state.audit_detail.update(exc.details)  # which token was used up, if one was
+        raise
     secret = new_secret("gdn")
     host = body.host
     node = models.Node(secret_hash=secret_hash(secret), labels={}, **accounts.host_columns(host))
     s.add(node)
     s.commit()
     request.state.audit_target = f"node={node.id}"
-    request.state.audit_detail = {"hostname": host.hostname, "join_token_id": token.id}
-    log.info("node %s (%s) enrolled", node.id, host.hostname)
+    request.state.audit_detail = {
+        "hostname": host.hostname,
+        "join_token_id": token.id,
+        # The default token sits in a file on the master and never expires: say when it is used.
+        "join_token": "default" if token.is_default else "issued",
+        "uses": token.uses,
+        "max_uses": token.max_uses,
+    }
+    log.info(
+        "node %s (%s) enrolled with the %s join token",
+        node.id,
+        host.hostname,
+        "default" if token.is_default else f"issued {token.id}",
+    )
     return EnrollOut(node_id=node.id, node_secret=secret)
 
 
@@ -84,10 +97,25 @@ async def agent_socket(ws: WebSocket, svc: ServicesDep) -> None:
         await _close(ws, CLOSE_POLICY, "expected hello")
         return
     link = AgentLink(node_id, ws)
+    link.peer = ws.client.host if ws.client else ""
     old = svc.agents.attach(link)
     if old is not None:
         svc.agents.detach(old)
         await _close(old.channel, CLOSE_REPLACED, "replaced by a newer connection")  # type: ignore[arg-type]
+        # Two connections with one node credential: an agent reconnecting before its old socket
+        # timed out, or a copied credential. Either way it is worth a line in the audit.
+        log.warning(
+            "node %s: connection from %s replaced the one from %s", node_id, link.peer, old.peer
+        )
+        audit.record(
+            svc.db,
+            actor=f"node:{node_id}",
+            action="agent_connection_replaced",
+            target=f"node={node_id}",
+            result="replaced",
+            source_ip=link.peer,
+            detail={"previous_ip": old.peer, "connected_at": iso(old.connected_at)},
+        )
     unmanaged = await svc.orchestrator.on_hello(link, hello)
     link.unmanaged = unmanaged
     if unmanaged:
