@@ -6,6 +6,7 @@ import json
 import logging
 
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocketState
 
 from master.api import wsutil
 from master.api.deps import ServicesDep, SessionDep, bearer_token
@@ -14,6 +15,7 @@ from master.db import models
 from master.services import accounts, audit
 from master.services.agents import AgentLink
 from master.services.security import new_secret, secret_hash
+from master.services.throttle import LogBudget
 from protocol.errors import GdosError
 from protocol.messages import (
     AGENT_MESSAGE,
@@ -39,6 +41,7 @@ router = APIRouter(prefix="/api/v1/agent", tags=["agent"], responses=ERROR_RESPO
 
 HELLO_TIMEOUT = 10.0
 MAX_FRAME = 4 << 20
+_noisy = LogBudget()  # lines a misbehaving node can cause in the master's log
 
 
 @router.post("/enroll", response_model=EnrollOut, status_code=201)
@@ -99,23 +102,48 @@ async def agent_socket(ws: WebSocket, svc: ServicesDep) -> None:
     link = AgentLink(node_id, ws)
     link.peer = ws.client.host if ws.client else ""
     old = svc.agents.attach(link)
-    if old is not None:
-        svc.agents.detach(old)
-        await _close(old.channel, CLOSE_REPLACED, "replaced by a newer connection")  # type: ignore[arg-type]
-        # Two connections with one node credential: an agent reconnecting before its old socket
-        # timed out, or a copied credential. Either way it is worth a line in the audit.
+    try:
+        if old is not None:
+            await _replace(old, link, svc)
+        await _greet(ws, link, hello, svc)
+        await _serve(ws, link, svc)
+    except WebSocketDisconnect:
+        pass  # gone (or replaced) while it was being greeted
+    except RuntimeError:
+        if ws.application_state != WebSocketState.DISCONNECTED:
+            raise
+    finally:
+        if svc.agents.detach(link):
+            svc.node_offline(link)
+            log.info("node %s disconnected", node_id)
+
+
+async def _replace(old: AgentLink, link: AgentLink, svc: ServicesDep) -> None:
+    """Two connections with one node credential: an agent reconnecting before its old socket
+    timed out, or a copied credential. The older one goes, and the audit says so."""
+    svc.agents.detach(old)
+    await _close(old.channel, CLOSE_REPLACED, "replaced by a newer connection")  # type: ignore[arg-type]
+    if _noisy.allow(f"replaced:{link.node_id}") is not None:
         log.warning(
-            "node %s: connection from %s replaced the one from %s", node_id, link.peer, old.peer
+            "node %s: connection from %s replaced the one from %s",
+            link.node_id,
+            link.peer,
+            old.peer,
         )
-        audit.record(
-            svc.db,
-            actor=f"node:{node_id}",
-            action="agent_connection_replaced",
-            target=f"node={node_id}",
-            result="replaced",
-            source_ip=link.peer,
-            detail={"previous_ip": old.peer, "connected_at": iso(old.connected_at)},
-        )
+    audit.record(
+        svc.db,
+        actor=f"node:{link.node_id}",
+        action="agent_connection_replaced",
+        target=f"node={link.node_id}",
+        result="replaced",
+        source_ip=link.peer,
+        detail={"previous_ip": old.peer, "connected_at": iso(old.connected_at)},
+    )
+
+
+async def _greet(ws: WebSocket, link: AgentLink, hello: Hello, svc: ServicesDep) -> None:
+    """Reconcile from the hello, then send the agent its configuration."""
+    node_id = link.node_id
     unmanaged = await svc.orchestrator.on_hello(link, hello)
     link.unmanaged = unmanaged
     if unmanaged:
@@ -139,12 +167,6 @@ async def agent_socket(ws: WebSocket, svc: ServicesDep) -> None:
     )
     svc.publish_node(node_id)
     log.info("node %s connected (%s)", node_id, hello.host.hostname)
-    try:
-        await _serve(ws, link, svc)
-    finally:
-        if svc.agents.detach(link):
-            svc.node_offline(link)
-            log.info("node %s disconnected", node_id)
 
 
 async def _serve(ws: WebSocket, link: AgentLink, svc: ServicesDep) -> None:
@@ -164,7 +186,14 @@ async def _serve(ws: WebSocket, link: AgentLink, svc: ServicesDep) -> None:
             msg = AGENT_MESSAGE.decode(text)
         except ValidationError as exc:
             # JSON this master does not understand (a newer agent's message): skip it.
-            log.warning("node %s sent an invalid message: %s", link.node_id, _summary(text, exc))
+            held = _noisy.allow(f"invalid:{link.node_id}")
+            if held is not None:
+                log.warning(
+                    "node %s sent an invalid message: %s%s",
+                    link.node_id,
+                    _summary(text, exc),
+                    f" ({held} more since, not logged)" if held else "",
+                )
             continue
         except DecodeError:
             await _close(ws, wsutil.CLOSE_INVALID_PAYLOAD, "frames must be JSON")
