@@ -5,11 +5,11 @@ no leading '-' (it reads as an option), no '.' or '..'."""
 import json
 
 import pytest
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel
 
 from protocol.manifest import NAME_SCHEMA_PATTERN
 from tests.e2e.test_bad_packages import leftovers, zip_of
-from tests.security.test_json_scalars import MODELS
+from tests.security.test_json_scalars import MODELS, _refused
 
 REFUSED = ["abc\n", "-abc", "..", ".x"]
 
@@ -31,14 +31,6 @@ def test_the_walk_finds_the_name_fields():
     found = {(m.__name__, n) for m, n in FIELDS}
     assert {("SystemIn", "name"), ("ModuleIn", "name"), ("AdoptIn", "name")} <= found
     assert ("UserIn", "username") in found
-
-
-def _refused(model: type[BaseModel], name: str, value: str) -> bool:
-    try:
-        model.model_validate({name: value})
-    except ValidationError as exc:
-        return any(err["loc"][:1] == (name,) for err in exc.errors())
-    return False
 
 
 @pytest.mark.parametrize(("model", "name"), FIELDS, ids=lambda v: getattr(v, "__name__", v))
