@@ -36,6 +36,7 @@ from master.services.alerting.engine import AlertEngine
 from master.services.alerting.webhooks import Notifier
 from master.services.audit import AuditMiddleware
 from master.services.backups import BackupService
+from master.services.body_limits import BodyLimitMiddleware
 from master.services.directory import Directory
 from master.services.logs import LogRelay
 from master.services.metrics import MetricsService, MetricsStore
@@ -226,4 +227,11 @@ def create_app(settings: Settings) -> FastAPI:
     # The gate sits inside the audit: a request held during a restore is still audited.
     app.add_middleware(GateMiddleware, gate=svc.gate)
     app.add_middleware(AuditMiddleware, db=svc.db)
+    # Outermost: a body over the limit is refused before it is audited, authenticated or routed.
+    app.add_middleware(
+        BodyLimitMiddleware,
+        max_bytes=settings.max_body_bytes,
+        timeout=settings.body_timeout,
+        streamed=packages.streams_its_body,
+    )
     return app

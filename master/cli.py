@@ -93,6 +93,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add("--max-package-size", type=int, default=int(_env("max-package-size", 4 << 30)))
     add(
+        "--max-body-bytes",
+        type=int,
+        default=int(_env("max-body-bytes", 1 << 20)),
+        help="largest JSON request body, bytes (package uploads have --max-package-size)",
+    )
+    add(
+        "--body-timeout",
+        type=float,
+        default=float(_env("body-timeout", 30)),
+        help="seconds a JSON request body may take to arrive, and an upload may pause",
+    )
+    add(
         "--upload-ttl",
         type=float,
         default=float(_env("upload-ttl", 24 * 3600)),
@@ -186,6 +198,8 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         heartbeat_interval=args.heartbeat_interval,
         heartbeat_grace=args.heartbeat_grace,
         max_package_size=args.max_package_size,
+        max_body_bytes=args.max_body_bytes,
+        body_timeout=args.body_timeout,
         upload_ttl=args.upload_ttl,
         public_url=args.public_url,
         tls_cert=Path(args.tls_cert) if args.tls_cert else None,

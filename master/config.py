@@ -25,6 +25,8 @@ class Settings:
     heartbeat_interval: float = 1.0
     heartbeat_grace: float = 3.0  # an agent silent this long is offline
     max_package_size: int = 4 << 30
+    max_body_bytes: int = 1 << 20  # JSON request bodies; uploads have max_package_size
+    body_timeout: float = 30.0  # a JSON body must arrive within this; an upload may pause this long
     upload_ttl: float = 24 * 3600.0  # an unfinished resumable upload untouched this long expires
     public_url: str = ""  # how agents reach this master; derived from host/port when empty
     tls_cert: Path | None = None

@@ -38,6 +38,7 @@ class ErrorCode(StrEnum):
     STORAGE_FULL = "storage_full"
     STORAGE_ERROR = "storage_error"
     TIMEOUT = "timeout"
+    REQUEST_TIMEOUT = "request_timeout"  # the client sent its request body too slowly
     TOO_MANY_REQUESTS = "too_many_requests"
     UNSUPPORTED = "unsupported"
     UNAVAILABLE = "unavailable"  # the master is busy (restoring a backup); retry shortly

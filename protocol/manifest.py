@@ -13,7 +13,13 @@ from msgspec import Meta
 from protocol import jsonc, pattern
 from protocol.wire import FrozenStruct, describe
 
-NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
+# A name or version: a letter or digit, then letters, digits, '.', '_' or '-' (so never an
+# option-like "-x", nor "." or ".."). The whole value must match: Python's `$` also matches
+# before a final newline and msgspec searches, so the Python form ends with `\Z`; JSON Schema
+# and pydantic (whose `$` is the end of the text, and which has no `\Z`) use the `$` form.
+NAME_PATTERN = re.compile(r"\A[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+NAME_SCHEMA_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._-]*$"
+NAME_RULE = "must start with a letter or digit and hold only letters, digits, '.', '_' and '-'"
 # A POSIX user or group name: no leading '-', at most 32 characters, an optional trailing '$'.
 ACCOUNT_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\$?")
 _DRIVE = re.compile(r"^[A-Za-z]:")
@@ -197,6 +203,8 @@ def _field_problems(data: dict[str, Any]) -> list[dict[str, str]]:
             choices = _choices(field.type)
             if choices and message.startswith("Invalid enum value"):
                 message = f"must be one of {', '.join(choices)}"
+            if field.name in ("name", "version") and "matching regex" in message:
+                message = NAME_RULE
             problems.append(
                 {"field": ".".join(p for p in (field.name, path) if p), "message": message}
             )

@@ -10,7 +10,7 @@ import msgspec
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 from protocol import pattern
-from protocol.manifest import NAME_PATTERN, HealthCheck, check_account
+from protocol.manifest import NAME_SCHEMA_PATTERN, HealthCheck, check_account
 from protocol.messages import RestartMode
 from protocol.wire import describe
 
@@ -87,7 +87,7 @@ class LoginOut(BaseModel):
 
 
 class UserIn(RequestBody):
-    username: str = Field(min_length=1, max_length=64, pattern=NAME_PATTERN.pattern)
+    username: str = Field(min_length=1, max_length=64, pattern=NAME_SCHEMA_PATTERN)
     password: str = Field(min_length=8, max_length=1024)
     role: Role
 
@@ -96,12 +96,16 @@ class JoinTokenIn(RequestBody):
     ttl_seconds: Annotated[float, Field(gt=0, le=10 * 365 * 86400), JSON_NUMBER] | None = (
         24 * 3600.0
     )
+    # How many nodes may enrol with it (1: single-use); null or absent: any number until it expires.
+    max_uses: Annotated[int, Field(ge=1, le=1_000_000), JSON_NUMBER] | None = None
 
 
 class JoinTokenOut(BaseModel):
     id: str
     token: str
     expires_at: str | None
+    max_uses: int | None = None
+    uses: int = 0
 
 
 class HostIn(BaseModel):
@@ -192,7 +196,7 @@ class UploadOut(BaseModel):
 
 
 class SystemIn(RequestBody):
-    name: str = Field(min_length=1, max_length=128, pattern=NAME_PATTERN.pattern)
+    name: str = Field(min_length=1, max_length=128, pattern=NAME_SCHEMA_PATTERN)
     description: str = Field(default="", max_length=4096)
 
 
@@ -201,7 +205,7 @@ class SystemPatch(RequestBody):
 
 
 class ModuleIn(RequestBody):
-    name: str = Field(min_length=1, max_length=128, pattern=NAME_PATTERN.pattern)
+    name: str = Field(min_length=1, max_length=128, pattern=NAME_SCHEMA_PATTERN)
     package: str = Field(min_length=1, max_length=128)
     version: str | None = None
     start_order: StartOrder = 1
@@ -259,7 +263,7 @@ class AdoptIn(RequestBody):
 
     system_id: str = Field(min_length=1, max_length=64)
     node_id: str = Field(min_length=1, max_length=64)
-    name: str = Field(min_length=1, max_length=160, pattern=NAME_PATTERN.pattern)
+    name: str = Field(min_length=1, max_length=160, pattern=NAME_SCHEMA_PATTERN)
     strategy: Literal["pid_file", "process_name", "cmdline"]
     pid_file: str | None = Field(default=None, min_length=1, max_length=4096)
     process_name: str | None = Field(default=None, min_length=1, max_length=255)

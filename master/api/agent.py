@@ -6,6 +6,7 @@ import json
 import logging
 
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
+from starlette.websockets import WebSocketState
 
 from master.api import wsutil
 from master.api.deps import ServicesDep, SessionDep, bearer_token
@@ -14,7 +15,8 @@ from master.db import models
 from master.services import accounts, audit
 from master.services.agents import AgentLink
 from master.services.security import new_secret, secret_hash
-from protocol.errors import ErrorCode, GdosError
+from master.services.throttle import LogBudget
+from protocol.errors import GdosError
 from protocol.messages import (
     AGENT_MESSAGE,
     CLOSE_AUTH_FAILED,
@@ -32,31 +34,45 @@ from protocol.messages import (
     Result,
     ValidationError,
 )
-from protocol.rest import EnrollIn, EnrollOut
+from protocol.rest import EnrollIn, EnrollOut, iso
 
 log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1/agent", tags=["agent"], responses=ERROR_RESPONSES)
 
 HELLO_TIMEOUT = 10.0
 MAX_FRAME = 4 << 20
+_noisy = LogBudget()  # lines a misbehaving node can cause in the master's log
 
 
 @router.post("/enroll", response_model=EnrollOut, status_code=201)
 def enroll(body: EnrollIn, request: Request, s: SessionDep) -> EnrollOut:
     request.state.actor = f"agent@{body.host.hostname}"[:64]
-    token = accounts.valid_join_token(s, body.join_token)
-    if token is None:
-        raise GdosError(
-            ErrorCode.INVALID_CREDENTIALS, "the join token is unknown, expired or revoked"
-        )
+    request.state.audit_detail = {"hostname": body.host.hostname}
+    try:
+        token = accounts.claim_join_token(s, body.join_token)
+    except GdosError as exc:
+        request.state.audit_detail.update(exc.details)  # which token was used up, if one was
+        raise
     secret = new_secret("gdn")
     host = body.host
     node = models.Node(secret_hash=secret_hash(secret), labels={}, **accounts.host_columns(host))
     s.add(node)
     s.commit()
     request.state.audit_target = f"node={node.id}"
-    request.state.audit_detail = {"hostname": host.hostname, "join_token_id": token.id}
-    log.info("node %s (%s) enrolled", node.id, host.hostname)
+    request.state.audit_detail = {
+        "hostname": host.hostname,
+        "join_token_id": token.id,
+        # The default token sits in a file on the master and never expires: say when it is used.
+        "join_token": "default" if token.is_default else "issued",
+        "uses": token.uses,
+        "max_uses": token.max_uses,
+    }
+    log.info(
+        "node %s (%s) enrolled with the %s join token",
+        node.id,
+        host.hostname,
+        "default" if token.is_default else f"issued {token.id}",
+    )
     return EnrollOut(node_id=node.id, node_secret=secret)
 
 
@@ -84,10 +100,50 @@ async def agent_socket(ws: WebSocket, svc: ServicesDep) -> None:
         await _close(ws, CLOSE_POLICY, "expected hello")
         return
     link = AgentLink(node_id, ws)
+    link.peer = ws.client.host if ws.client else ""
     old = svc.agents.attach(link)
-    if old is not None:
-        svc.agents.detach(old)
-        await _close(old.channel, CLOSE_REPLACED, "replaced by a newer connection")  # type: ignore[arg-type]
+    try:
+        if old is not None:
+            await _replace(old, link, svc)
+        await _greet(ws, link, hello, svc)
+        await _serve(ws, link, svc)
+    except WebSocketDisconnect:
+        pass  # gone (or replaced) while it was being greeted
+    except RuntimeError:
+        if ws.application_state != WebSocketState.DISCONNECTED:
+            raise
+    finally:
+        if svc.agents.detach(link):
+            svc.node_offline(link)
+            log.info("node %s disconnected", node_id)
+
+
+async def _replace(old: AgentLink, link: AgentLink, svc: ServicesDep) -> None:
+    """Two connections with one node credential: an agent reconnecting before its old socket
+    timed out, or a copied credential. The older one goes, and the audit says so."""
+    svc.agents.detach(old)
+    await _close(old.channel, CLOSE_REPLACED, "replaced by a newer connection")  # type: ignore[arg-type]
+    if _noisy.allow(f"replaced:{link.node_id}") is not None:
+        log.warning(
+            "node %s: connection from %s replaced the one from %s",
+            link.node_id,
+            link.peer,
+            old.peer,
+        )
+    audit.record(
+        svc.db,
+        actor=f"node:{link.node_id}",
+        action="agent_connection_replaced",
+        target=f"node={link.node_id}",
+        result="replaced",
+        source_ip=link.peer,
+        detail={"previous_ip": old.peer, "connected_at": iso(old.connected_at)},
+    )
+
+
+async def _greet(ws: WebSocket, link: AgentLink, hello: Hello, svc: ServicesDep) -> None:
+    """Reconcile from the hello, then send the agent its configuration."""
+    node_id = link.node_id
     unmanaged = await svc.orchestrator.on_hello(link, hello)
     link.unmanaged = unmanaged
     if unmanaged:
@@ -111,12 +167,6 @@ async def agent_socket(ws: WebSocket, svc: ServicesDep) -> None:
     )
     svc.publish_node(node_id)
     log.info("node %s connected (%s)", node_id, hello.host.hostname)
-    try:
-        await _serve(ws, link, svc)
-    finally:
-        if svc.agents.detach(link):
-            svc.node_offline(link)
-            log.info("node %s disconnected", node_id)
 
 
 async def _serve(ws: WebSocket, link: AgentLink, svc: ServicesDep) -> None:
@@ -136,7 +186,14 @@ async def _serve(ws: WebSocket, link: AgentLink, svc: ServicesDep) -> None:
             msg = AGENT_MESSAGE.decode(text)
         except ValidationError as exc:
             # JSON this master does not understand (a newer agent's message): skip it.
-            log.warning("node %s sent an invalid message: %s", link.node_id, _summary(text, exc))
+            held = _noisy.allow(f"invalid:{link.node_id}")
+            if held is not None:
+                log.warning(
+                    "node %s sent an invalid message: %s%s",
+                    link.node_id,
+                    _summary(text, exc),
+                    f" ({held} more since, not logged)" if held else "",
+                )
             continue
         except DecodeError:
             await _close(ws, wsutil.CLOSE_INVALID_PAYLOAD, "frames must be JSON")

@@ -80,9 +80,11 @@ def delete_user(
 def create_join_token(
     principal: Admin, s: SessionDep, body: JoinTokenIn | None = None
 ) -> JoinTokenOut:
-    ttl = (body or JoinTokenIn()).ttl_seconds
-    token, row = accounts.create_join_token(s, ttl, principal.name)
-    return JoinTokenOut(id=row.id, token=token, expires_at=iso(row.expires_at))
+    body = body or JoinTokenIn()
+    token, row = accounts.create_join_token(s, body.ttl_seconds, principal.name, body.max_uses)
+    return JoinTokenOut(
+        id=row.id, token=token, expires_at=iso(row.expires_at), max_uses=row.max_uses, uses=0
+    )
 
 
 @router.delete("/join-tokens/{token_id}", status_code=204, response_class=Response)

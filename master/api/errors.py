@@ -38,6 +38,7 @@ STATUS = {
     ErrorCode.STORAGE_FULL: 507,
     ErrorCode.STORAGE_ERROR: 503,
     ErrorCode.TIMEOUT: 504,
+    ErrorCode.REQUEST_TIMEOUT: 408,
     ErrorCode.TOO_MANY_REQUESTS: 429,
     ErrorCode.UNSUPPORTED: 501,
     ErrorCode.UNAVAILABLE: 503,
@@ -55,6 +56,7 @@ _HTTP_CODES = {
     403: ErrorCode.FORBIDDEN,
     404: ErrorCode.NOT_FOUND,
     405: ErrorCode.METHOD_NOT_ALLOWED,
+    408: ErrorCode.REQUEST_TIMEOUT,
     409: ErrorCode.CONFLICT,
     413: ErrorCode.TOO_LARGE,
 }
@@ -115,6 +117,10 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
 
 async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)
+    if isinstance(exc.__cause__, RecursionError):  # FastAPI's JSON parsing, on `[[[[...`
+        return error_response(
+            400, ErrorCode.INVALID_JSON, "the request body is JSON nested too deeply"
+        )
     code = _HTTP_CODES.get(exc.status_code, ErrorCode.BAD_REQUEST)
     message = exc.detail if isinstance(exc.detail, str) else "request refused"
     if exc.status_code == 404 and message == "Not Found":

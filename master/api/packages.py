@@ -24,6 +24,13 @@ router.include_router(uploads.router)
 PackageId = Annotated[str, Path(max_length=64)]
 
 
+def streams_its_body(method: str, path: str) -> bool:
+    """The package uploads: they read their bodies themselves, with their own size limits."""
+    return (method == "POST" and path == router.prefix) or (
+        method == "PATCH" and path.startswith(f"{router.prefix}/uploads/")
+    )
+
+
 def get_package(s: SessionDep, package_id: str) -> models.Package:
     return get_or_404(s, models.Package, package_id, "package")
 

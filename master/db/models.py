@@ -53,6 +53,8 @@ class JoinToken(Base):
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
     is_default: Mapped[bool] = mapped_column(Boolean, default=False)
     created_by: Mapped[str] = mapped_column(String(64), default="")
+    max_uses: Mapped[int | None] = mapped_column(Integer, nullable=True)  # None: any number
+    uses: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # nodes enrolled
 
 
 class Node(Base):

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from master.config import Settings
@@ -19,6 +19,7 @@ from master.services.security import (
     secret_hash,
     verify_password,
 )
+from protocol.errors import ErrorCode, GdosError
 from protocol.messages import HostInfo
 from protocol.rest import HostIn
 
@@ -109,13 +110,15 @@ def node_for_secret(s: Session, secret: str) -> models.Node | None:
 
 
 def create_join_token(
-    s: Session, ttl: float | None, created_by: str
+    s: Session, ttl: float | None, created_by: str, max_uses: int | None = None
 ) -> tuple[str, models.JoinToken]:
     token = new_secret("gdj")
     row = models.JoinToken(
         token_hash=secret_hash(token),
         expires_at=time.time() + ttl if ttl else None,
         created_by=created_by,
+        max_uses=max_uses,
+        uses=0,
     )
     s.add(row)
     s.commit()
@@ -130,4 +133,32 @@ def valid_join_token(s: Session, token: str) -> models.JoinToken | None:
         return None
     if row.expires_at is not None and row.expires_at < time.time():
         return None
+    return row
+
+
+def claim_join_token(s: Session, token: str) -> models.JoinToken:
+    """Count one enrolment against a join token, or refuse: unknown, expired or revoked (401),
+    or every use it allowed is taken (403). The count is one conditional UPDATE, so two nodes
+    enrolling at once cannot both take a single-use token's last use."""
+    row = valid_join_token(s, token)
+    if row is None:
+        raise GdosError(
+            ErrorCode.INVALID_CREDENTIALS, "the join token is unknown, expired or revoked"
+        )
+    table = models.JoinToken
+    claimed = s.execute(
+        update(table)
+        .where(table.id == row.id, (table.max_uses.is_(None)) | (table.uses < table.max_uses))
+        .values(uses=table.uses + 1)
+        .execution_options(synchronize_session=False)
+    )
+    if claimed.rowcount != 1:  # type: ignore[attr-defined]
+        s.rollback()
+        raise GdosError(
+            ErrorCode.FORBIDDEN,
+            f"this join token is used up: it allowed {row.max_uses} node(s); "
+            "ask an admin for a new one",
+            {"join_token_id": row.id, "max_uses": row.max_uses},
+        )
+    s.refresh(row)
     return row

@@ -38,6 +38,7 @@ class AgentLink:
         self.load = Load()
         self.closed = False
         self.unmanaged: list[str] = []  # instance ids the agent runs that the master does not know
+        self.peer = ""  # the agent's address as the master sees it
         self._send_lock = asyncio.Lock()
 
     async def send(self, msg: Struct) -> None:

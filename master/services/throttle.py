@@ -59,3 +59,31 @@ class LoginThrottle:
     def succeeded(self, source: str) -> None:
         with self._lock:
             self._records.pop(source, None)
+
+
+class LogBudget:
+    """At most `lines` log lines per key in each `window` seconds, so that a peer sending junk
+    at a high rate cannot fill the disk with the master's log. What is held back is counted and
+    told with the next line let through. Bounded memory (the stalest keys are forgotten)."""
+
+    def __init__(self, lines: int = 10, window: float = 60.0, max_keys: int = 10_000) -> None:
+        self.lines = lines
+        self.window = window
+        self.max_keys = max_keys
+        self._spent: OrderedDict[str, tuple[float, int, int]] = OrderedDict()  # start, used, held
+
+    def allow(self, key: str, now: float | None = None) -> int | None:
+        """None: stay quiet; else log, adding that this many lines were held back before it."""
+        now = time.monotonic() if now is None else now
+        start, used, held = self._spent.pop(key, (now, 0, 0))
+        if now - start >= self.window:
+            start, used = now, 0
+        if used >= self.lines:
+            self._spent[key] = (start, used, held + 1)
+            answer = None
+        else:
+            self._spent[key] = (start, used + 1, 0)
+            answer = held
+        while len(self._spent) > self.max_keys:
+            self._spent.popitem(last=False)
+        return answer

@@ -38,7 +38,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 RECEIVING, COMPLETE, FAILED = "receiving", "complete", "failed"
-STALL_TIMEOUT = 60.0  # a PATCH body silent this long counts as cut
 PATCH_LOCK_WAIT = 5.0  # a PATCH waits this long for one still finishing on the same upload
 HEAD_LOCK_WAIT = 2.0
 MAX_METADATA_KEYS = 32
@@ -288,24 +287,16 @@ class UploadService:
         except OSError as exc:
             raise self._storage_failure(row, exc) from None
         spool = Spool(fd, hasher, start)
+        # A body that stalls reads as cut (master/services/body_limits.py): what arrived is kept.
         body = Body(receive)
         received = start
-        loop = asyncio.get_running_loop()
         try:
-            async with asyncio.timeout(None) as stall:
-                while True:
-                    stall.reschedule(loop.time() + STALL_TIMEOUT)
-                    chunk = await body.next()
-                    if chunk is None:
-                        break
-                    received += len(chunk)
-                    if received > row.length:
-                        break
-                    await spool.feed(chunk)
+            while (chunk := await body.next()) is not None:
+                received += len(chunk)
+                if received > row.length:
+                    break
+                await spool.feed(chunk)
             await spool.drain()  # after a cut too: whatever arrived is kept
-        except TimeoutError:
-            log.info("upload %s: body stalled at %d bytes; keeping them", row.id, received)
-            await self._drain_quietly(spool, row)
         except OSError as exc:
             spool.settle_now()
             os.close(fd)
@@ -331,14 +322,6 @@ class UploadService:
         os.close(fd)
         self._hashes[row.id] = (spool.offset, spool.hasher)
         self._touch(row.id, spool.offset)
-
-    async def _drain_quietly(self, spool: Spool, row: models.PackageUpload) -> None:
-        try:
-            await spool.drain()
-        except OSError as exc:
-            spool.settle_now()
-            os.close(spool.fd)
-            raise self._storage_failure(row, exc) from None
 
     def _touch(self, upload_id: str, offset: int) -> None:
         now = time.time()

@@ -1,8 +1,11 @@
 """Every invalid package kind is refused with 422 naming the problem, and nothing is kept."""
 
+import hashlib
 import json
+import os
 import socket
 import stat
+import struct
 import zipfile
 from pathlib import Path
 
@@ -10,7 +13,7 @@ import httpx
 import pytest
 
 from tests import tus
-from tests.support import build_package
+from tests.support import build_package, wait_for
 
 MANIFEST = {"name": "bad", "version": "1", "entrypoint": "bin/run"}
 
@@ -178,3 +181,33 @@ def test_declared_oversize_is_413_before_the_body_is_read(master_factory):
     r = tus.create(api, 5_000_000_000, expect=413)
     assert r.json()["error"]["code"] == "too_large"
     assert [p for p in (m.data_dir / "uploads").rglob("*") if p.is_file()] == []
+
+
+def test_a_one_shot_upload_cut_midway_leaves_no_row_and_no_file(
+    shared_master, shared_api, tmp_path
+):
+    pkg = build_package(tmp_path, name="cut-midway", files={"data.bin": os.urandom(8 << 20)})
+    data = pkg.read_bytes()
+    files_before = leftovers(shared_master)
+    tracebacks = shared_master.log_path.read_text().count("Traceback")
+    incoming = shared_master.data_dir / "uploads" / ".incoming"
+    with socket.create_connection(("127.0.0.1", shared_master.port), timeout=30) as sock:
+        sock.sendall(
+            (
+                "POST /api/v1/packages HTTP/1.1\r\nHost: x\r\nContent-Type: application/zip\r\n"
+                f"Authorization: Bearer {shared_api.token}\r\nContent-Length: {len(data)}\r\n\r\n"
+            ).encode()
+            + data[: len(data) // 2]
+        )
+        wait_for(
+            lambda: any(p.stat().st_size > 0 for p in incoming.glob("*.part")),
+            what="the first half on the master's disk",
+        )
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # RST
+    wait_for(lambda: leftovers(shared_master) == files_before, timeout=15, what="no partial file")
+    assert all(p["name"] != "cut-midway" for p in shared_api.get("/packages"))
+    assert shared_master.log_path.read_text().count("Traceback") == tracebacks
+    # Nothing else changed: the same upload, whole, goes through.
+    whole = shared_api.upload(pkg).json()
+    assert whole["sha256"] == hashlib.sha256(data).hexdigest()
+    shared_api.request("DELETE", f"/packages/{whole['id']}", expect=204)

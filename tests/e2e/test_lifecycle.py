@@ -176,3 +176,62 @@ def test_many_deploys_at_once_do_not_starve_the_master(master, api, agent_factor
         time.sleep(0.2)
     assert all(states[i] == "stopped" for i in ids), states
     assert slowest < 10, f"the API took {slowest:.1f} s to answer during the deploys"
+
+
+def test_agent_restart_readopts_running_keeps_stopped_and_reports_the_dead(
+    master, api, agent_factory, tmp_path
+):
+    """Killed agent, then: A kept running, B was stopped, C died while no agent watched, D had
+    exited on its own before. The new agent re-adopts A with its PID and starts nothing."""
+    agent = agent_factory(master)
+    node_id = agent.start_and_wait(api)
+    api.upload(build_package(tmp_path / "pkgs"))
+    api.upload(build_package(tmp_path / "pkgs", name="oneshot", script="import sys; sys.exit(3)\n"))
+    system = api.post("/systems", {"name": "mix"})
+    ports = {name: free_port() for name in "abc"}
+    ids = {}
+    for name in "abcd":
+        body = {"name": name, "package": "oneshot" if name == "d" else "hello"}
+        if name in ports:
+            body["args"] = ["--port", str(ports[name])]
+        module = api.post(f"/systems/{system['id']}/modules", body)
+        inst = api.post("/instances", {"module_id": module["id"], "node_id": node_id}, expect=202)
+        ids[name] = inst["id"]
+    for iid in ids.values():
+        wait_for(lambda i=iid: api.get(f"/instances/{i}")["state"] == "stopped", what="deployed")
+        api.post(f"/instances/{iid}/start", expect=202)
+    pids = {
+        n: wait_for(lambda i=ids[n]: api.get(f"/instances/{i}")["pid"], what=f"{n} pid")
+        for n in "abc"
+    }
+    wait_for(lambda: all(port_open(ports[n]) for n in "abc"), what="ports")
+    wait_for(lambda: api.get(f"/instances/{ids['d']}")["state"] == "exited", what="d exited")
+    api.post(f"/instances/{ids['b']}/stop", expect=202)
+    wait_for(lambda: api.get(f"/instances/{ids['b']}")["state"] == "stopped", what="b stopped")
+
+    agent.kill9()
+    wait_for(lambda: api.get(f"/nodes/{node_id}")["status"] == "offline", what="offline")
+    psutil.Process(pids["c"]).kill()  # dies while no agent watches
+    wait_for(lambda: not port_open(ports["c"]), what="c gone")
+
+    agent.start()
+    wait_for(lambda: api.get(f"/nodes/{node_id}")["status"] == "online", what="online again")
+    states = wait_for(
+        lambda: (
+            (s := {n: api.get(f"/instances/{i}") for n, i in ids.items()})["c"]["state"] == "exited"
+            and s["a"]["state"] == "running"
+            and s
+        ),
+        what="states after the restart",
+    )
+    assert states["a"]["pid"] == pids["a"]
+    assert processes_with_env("GDOS_INSTANCE_ID", ids["a"]) == [pids["a"]]
+    assert port_open(ports["a"])
+    assert states["b"]["state"] == "stopped" and states["b"]["pid"] is None
+    assert processes_with_env("GDOS_INSTANCE_ID", ids["b"]) == []
+    assert not port_open(ports["b"])
+    assert states["c"]["pid"] is None
+    assert "ended while the agent was not running" in states["c"]["last_error"]
+    assert processes_with_env("GDOS_INSTANCE_ID", ids["c"]) == []  # not started again
+    assert (states["d"]["state"], states["d"]["exit_code"]) == ("exited", 3)
+    assert "re-adopted" in agent.tail()

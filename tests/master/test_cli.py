@@ -57,3 +57,14 @@ def test_normalize_leaves_values_alone():
         "-q",
     ]
     assert normalize_seed_args(["--upload_dir=u"], ["upload-dir"]) == ["--upload-dir=u"]
+
+
+def test_body_limits_come_from_flags_and_environment(monkeypatch):
+    s = settings_from_args(parse_args([]))
+    assert (s.max_body_bytes, s.body_timeout) == (1 << 20, 30.0)
+    s = settings_from_args(parse_args(["--max-body-bytes", "4096", "--body-timeout", "5"]))
+    assert (s.max_body_bytes, s.body_timeout) == (4096, 5.0)
+    monkeypatch.setenv("GDOS_MAX_BODY_BYTES", "2048")
+    monkeypatch.setenv("GDOS_BODY_TIMEOUT", "7.5")
+    s = settings_from_args(parse_args([]))
+    assert (s.max_body_bytes, s.body_timeout) == (2048, 7.5)

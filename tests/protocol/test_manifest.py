@@ -1,3 +1,4 @@
+import json
 import re
 from pathlib import Path
 
@@ -93,3 +94,45 @@ def test_malformed_json_gives_position():
 def test_match_strategy_needs_a_target():
     with pytest.raises(ManifestError):
         parse_manifest('{"name": "a", "version": "1", "entrypoint": "a", "pid_strategy": "match"}')
+
+
+NAMES_REFUSED = ["abc\n", "abc\r\n", "\nabc", "-abc", "-", ".", "..", ".hidden", "_x", "a b", ""]
+NAMES_ACCEPTED = ["a", "abc", "payment-service", "v1.0.2", "1.0.0-rc.1", "A_b-C.9", "x-"]
+
+
+@pytest.mark.parametrize("field", ["name", "version"])
+@pytest.mark.parametrize("value", NAMES_REFUSED)
+def test_a_name_or_version_must_match_in_full(field, value):
+    """No trailing newline (msgspec searches, and Python's `$` matches before a final newline),
+    no leading '-' (an option to a command), no '.'/'..'."""
+    data = {"name": "a", "version": "1", "entrypoint": "a", field: value}
+    with pytest.raises(ManifestError) as info:
+        parse_manifest(json.dumps(data))
+    problem = next(p for p in info.value.problems if p["field"] == field)
+    if value:
+        assert "must start with a letter or digit" in problem["message"]
+
+
+@pytest.mark.parametrize("value", NAMES_ACCEPTED)
+def test_ordinary_names_and_versions_still_pass(value):
+    m = parse_manifest(json.dumps({"name": value, "version": value, "entrypoint": "a"}))
+    assert (m.name, m.version) == (value, value)
+
+
+@pytest.mark.parametrize("value", NAMES_REFUSED + NAMES_ACCEPTED)
+def test_the_schema_form_of_the_name_rule_agrees_with_the_python_form(value):
+    """REST bodies (pydantic, and the OpenAPI document) use NAME_SCHEMA_PATTERN; service.json uses
+    NAME_PATTERN: both must accept exactly the same names."""
+    from pydantic import BaseModel, Field, ValidationError
+
+    from protocol.manifest import NAME_PATTERN, NAME_SCHEMA_PATTERN
+
+    class Named(BaseModel):
+        name: str = Field(pattern=NAME_SCHEMA_PATTERN)
+
+    try:
+        Named(name=value)
+        schema_ok = True
+    except ValidationError:
+        schema_ok = False
+    assert schema_ok == bool(NAME_PATTERN.search(value)) == (value in NAMES_ACCEPTED)

@@ -3,10 +3,11 @@ tries to speak for another node."""
 
 import json
 import time
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
-from websockets.exceptions import InvalidStatus
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 from websockets.sync.client import connect
 
 from tests.support import build_package, wait_for
@@ -92,3 +93,88 @@ def test_an_agent_cannot_act_as_another_node(master, api, agent_factory, tmp_pat
     assert (
         inst["state"] == "stopped" and inst["last_error"] != "pwned" and inst["node_id"] == node_a
     )
+
+
+def audit_rows(api, action: str) -> list[dict]:
+    return [e for e in api.get("/audit", params={"action": action, "limit": 1000})]
+
+
+def test_a_single_use_token_enrols_one_agent_and_refuses_the_next(master, api, agent_factory):
+    tok = api.post("/join-tokens", {"ttl_seconds": 600, "max_uses": 1}, expect=201)
+    assert (tok["max_uses"], tok["uses"]) == (1, 0)
+    first = agent_factory(master, "first", token=tok["token"])
+    node_id = first.start_and_wait(api)
+    second = agent_factory(master, "second", token=tok["token"])
+    second.start()
+    wait_for(lambda: not second.alive(), timeout=30, what="the second agent to give up")
+    assert second.popen is not None and second.popen.returncode == 2
+    assert "join token is used up: it allowed 1 node(s)" in second.tail()
+    assert not (second.work_dir / "agent-credential.json").exists()
+    r = enroll(master, tok["token"], "third")
+    assert r.status_code == 403
+    assert r.json()["error"]["code"] == "forbidden"
+    assert r.json()["error"]["details"] == {"join_token_id": tok["id"], "max_uses": 1}
+    # Nothing else changed: one node, online; the default token still enrols.
+    assert [n["id"] for n in api.get("/nodes")] == [node_id]
+    assert enroll(master, master.join_token, "other").status_code == 201
+    used = [e for e in audit_rows(api, "enroll") if e["detail"].get("join_token_id") == tok["id"]]
+    assert [(e["result"], e["detail"].get("uses")) for e in used] == [
+        ("denied", None),  # newest first: the third call, then the second agent
+        ("denied", None),
+        ("ok", 1),
+    ]
+
+
+def test_a_token_for_n_nodes_enrols_exactly_n_even_at_once(shared_master, shared_api):
+    tok = shared_api.post("/join-tokens", {"max_uses": 3}, expect=201)
+    with ThreadPoolExecutor(8) as pool:
+        codes = list(
+            pool.map(lambda i: enroll(shared_master, tok["token"], f"n{i}").status_code, range(8))
+        )
+    assert sorted(codes) == [201] * 3 + [403] * 5
+    # No limit (the default) stays unlimited.
+    free = shared_api.post("/join-tokens", {"ttl_seconds": 60}, expect=201)
+    assert free["max_uses"] is None
+    assert [enroll(shared_master, free["token"], f"f{i}").status_code for i in range(4)] == [
+        201
+    ] * 4
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "2"])
+def test_max_uses_must_be_a_positive_integer(shared_api, bad):
+    r = shared_api.request("POST", "/join-tokens", json={"max_uses": bad})
+    assert r.status_code == 422, r.text
+
+
+def test_default_token_use_and_a_replaced_connection_are_audited(master, api, agent_factory):
+    agent = agent_factory(master)
+    node_id = agent.start_and_wait(api)
+    enrolled = [e for e in audit_rows(api, "enroll") if e["target"] == f"node={node_id}"]
+    assert len(enrolled) == 1
+    assert enrolled[0]["detail"]["join_token"] == "default"
+    assert enrolled[0]["detail"]["hostname"]
+
+    # A second connection with the same node credential (a copied credential file).
+    secret = json.loads((agent.work_dir / "agent-credential.json").read_text())["node_secret"]
+    url = master.url.replace("http", "ws") + "/api/v1/agent/ws"
+    hello = {"type": "hello", "agent_version": "x", "host": {"hostname": "copy"}, "instances": []}
+    with connect(url, additional_headers={"Authorization": f"Bearer {secret}"}) as ws:
+        ws.send(json.dumps(hello))
+        wait_for(
+            lambda: "4409: replaced by a newer connection" in agent.tail(),
+            timeout=15,
+            what="the real agent's socket closed as replaced",
+        )
+        # The real agent reconnects in turn: now this copy is the older one and is closed.
+        with pytest.raises(ConnectionClosed) as info:
+            while True:
+                ws.recv(timeout=30)
+        assert info.value.rcvd is not None and info.value.rcvd.code == 4409
+    replaced = wait_for(
+        lambda: len(rows := audit_rows(api, "agent_connection_replaced")) >= 2 and rows,
+        timeout=10,
+        what="two replacements audited",
+    )
+    assert {r["target"] for r in replaced} == {f"node={node_id}"}
+    assert all(r["result"] == "replaced" and r["detail"]["previous_ip"] for r in replaced)
+    assert api.get(f"/nodes/{node_id}")["status"] == "online"

@@ -11,7 +11,7 @@ from websockets.sync.client import connect
 from master.api.routes import walk
 from master.app import create_app
 from master.config import Settings
-from tests.support import Api
+from tests.support import ADMIN_PASSWORD, Api
 
 # Reachable without credentials, on purpose.
 PUBLIC = {("GET", "/healthz"), ("POST", "/api/v1/auth/login"), ("POST", "/api/v1/agent/enroll")}
@@ -103,3 +103,19 @@ OPERATOR_ROUTES = [r for r in ROUTES if r not in PUBLIC and r not in AGENT_ALLOW
 def test_agent_credential_cannot_act_as_operator(shared_master, node_secret, method, path):
     status = call(shared_master.url, method, path, node_secret)
     assert status in (401, 403), f"{method} {path} answered {status} to an agent credential"
+
+
+def test_the_api_description_is_public_by_choice_and_holds_no_secret(shared_master, shared_api):
+    """/openapi.json, /docs and /redoc answer without credentials (docs/DESIGN.md says why): they
+    describe the routes walked above, which all refuse anonymous callers, and carry no secret."""
+    secrets = [ADMIN_PASSWORD, shared_master.join_token, shared_api.token]
+    doc = httpx.get(shared_master.url + "/openapi.json", timeout=30)
+    assert doc.status_code == 200
+    described = {path for path in doc.json()["paths"]}
+    assert {concrete(p) for m, p in ROUTES if m != "WS"} <= {concrete(p) for p in described}
+    for path in ("/docs", "/redoc"):
+        page = httpx.get(shared_master.url + path, timeout=30)
+        assert page.status_code == 200 and "/openapi.json" in page.text
+        assert not [s for s in secrets if s in page.text], f"{path} shows a secret"
+    assert not [s for s in secrets if s in doc.text], "the OpenAPI document holds a secret"
+    assert not re.search(r"gd[jnu]_[A-Za-z0-9_-]{8,}", doc.text), "a token-like string"
