@@ -26,9 +26,9 @@ from typing import Protocol
 import psutil
 
 from agent.executor.process import CREATE_TIME_TOLERANCE
+from agent.executor.states import ACTIVE
 from agent.executor.supervisor import Supervisor
 from protocol.messages import Load
-from protocol.states import ACTIVE_STATES
 
 log = logging.getLogger(__name__)
 
@@ -408,7 +408,7 @@ def roots_of(supervisor: Supervisor) -> list[Root]:
     return [
         Root(m.id, m.pid, m.create_time)
         for m in supervisor.instances.values()
-        if m.pid is not None and m.create_time is not None and m.state in ACTIVE_STATES
+        if m.pid is not None and m.create_time is not None and m.state in ACTIVE
     ]
 
 
