@@ -11,14 +11,17 @@ from protocol.states import InstanceState
 
 
 class ProcessState(StrEnum):
-    DEPLOYING = "deploying"
+    # No process: it ended, or never was.
     STOPPED = "stopped"
-    STARTING = "starting"
-    RUNNING = "running"
-    STOPPING = "stopping"
     EXITED = "exited"
     BACKOFF = "backoff"  # ended unexpectedly; an automatic restart is scheduled
     FAILED = "failed"
+    # A process exists, or is about to.
+    STARTING = "starting"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    # The instance's files are being made or removed: nothing starts meanwhile.
+    DEPLOYING = "deploying"
     DESTROYING = "destroying"
 
 
