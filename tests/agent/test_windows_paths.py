@@ -182,7 +182,7 @@ GUARDED = {
     ("agent/executor/process.py", "wait_exit"): {"add_reader"},  # only with a pidfd (Linux)
     ("agent/hostinfo.py", "current_load"): {"getloadavg"},
     ("agent/autostart/system.py", "is_admin"): {"geteuid"},
-    ("agent/monitor.py", "__init__"): {"getsid"},  # getattr(os, "getsid", None)
+    ("agent/proc_source.py", "__init__"): {"getsid"},  # getattr(os, "getsid", None)
     ("agent/executor/readopt.py", "_leads_its_session"): {"getsid"},  # hasattr(os, "getsid")
     ("agent/monitor.py", "sample"): {"getloadavg"},  # except AttributeError (Windows)
 }
