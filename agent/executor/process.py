@@ -2,8 +2,9 @@
 
 Identity is (pid, create_time[, cmdline]): a PID that was reused by another program never
 matches, so it is never signalled. The command line is recorded for processes found rather
-than spawned (adopted, or `pid_strategy: match`); our own children are known from the fork. Exits are events (`pidfd_open` + the loop's reader on Linux), for
-our own children and for processes we re-adopted alike; elsewhere a short poll stands in.
+than spawned (adopted, or `pid_strategy: match`); our own children are known from the fork.
+Exits are events (`pidfd_open` + the loop's reader on Linux), for our own children and for
+processes we re-adopted alike; elsewhere a short poll stands in.
 """
 
 import asyncio
