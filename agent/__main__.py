@@ -19,6 +19,7 @@ def _env(name: str, default: str | None) -> str | None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every flag of the agent, one `add_argument` each: long, but one flat list reads best."""
     p = argparse.ArgumentParser(
         prog="gdos-agent",
         description="GDOS agent: runs and watches the services the master places on this host.",

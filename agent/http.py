@@ -1,8 +1,8 @@
 """The agent's HTTP client: enrolment, package downloads and health probes.
 
 urllib in worker threads rather than an async HTTP library: the agent makes a handful of
-requests (one enrolment, one download per deploy, probes) and every MiB of RSS counts on
-every host; httpx and its dependencies alone cost ~7 MiB. Environment proxies are ignored,
+requests (one enrolment, one download per deploy, probes) and its memory is paid on every
+host, where httpx and its dependencies would cost several MiB. Environment proxies are ignored,
 like on the agent's WebSocket: the agent talks to its master (or the master's object store)
 directly.
 """

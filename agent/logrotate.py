@@ -43,7 +43,7 @@ Target = tuple[str, LogFile, LogRotate]
 
 class Targets:
     """The logs to watch, per instance, rebuilt only when an instance or its manifest changes
-    (one pass over 100 instances is then just 200 `stat` calls)."""
+    (a pass is then one `stat` per log)."""
 
     def __init__(self) -> None:
         self._cache: dict[str, tuple[Manifest | None, list[Target]]] = {}

@@ -20,7 +20,7 @@ from agent.http import Http, HttpError
 from agent.link import Link
 from agent.monitor import Monitor
 from agent.state import StateFile
-from protocol.messages import Config, PackageRef
+from protocol.messages import Config, InstanceReport, PackageRef
 
 log = logging.getLogger("gdos.agent")
 
@@ -76,6 +76,8 @@ def enrol_once(args: argparse.Namespace, timeout: float = 60.0) -> None:
 
 
 async def run(args: argparse.Namespace) -> int:
+    """Run until SIGINT or SIGTERM (0), or until the link to the master fails (1: the service
+    manager starts the agent again); 2 when this node cannot enrol."""
     work_dir: Path = args.work_dir.absolute()
     args.work_dir = work_dir
     work_dir.mkdir(parents=True, exist_ok=True)
@@ -94,9 +96,9 @@ async def run(args: argparse.Namespace) -> int:
             http, cred.master, cred.node_secret, ref, dest, args.download_retry_seconds
         )
 
-    def report(rep: object) -> None:
+    def report(rep: InstanceReport) -> None:
         if link is not None:
-            link.report(rep)  # type: ignore[arg-type]
+            link.report(rep)
 
     supervisor = Supervisor(
         work_dir,
@@ -108,7 +110,20 @@ async def run(args: argparse.Namespace) -> int:
     )
     await supervisor.load()
     link = Link(cred, supervisor, work_dir, ctx)
-    monitor = Monitor(supervisor, work_dir, link.send_metrics, args.metrics_interval)
+    monitor = _monitor(args, supervisor, link)
+    server = None
+    if args.port is not None:
+        server = await _health_endpoint(int(args.port), link, cred, supervisor)
+    try:
+        return await _serve(link, monitor, supervisor)
+    finally:
+        if server is not None:
+            server.close()
+
+
+def _monitor(args: argparse.Namespace, supervisor: Supervisor, link: Link) -> Monitor:
+    """The sampler, at the master's interval when it sets one, else at --metrics-interval."""
+    monitor = Monitor(supervisor, args.work_dir, link.send_metrics, args.metrics_interval)
     link.load_source = monitor.load
 
     def on_config(cfg: Config) -> None:
@@ -117,17 +132,24 @@ async def run(args: argparse.Namespace) -> int:
         )
 
     link.on_config = on_config
-    server = None
-    if args.port is not None:
-        server = await local_health.serve(
-            int(args.port),
-            lambda: {
-                "status": "ok",
-                "connected": link.connected.is_set() if link else False,
-                "node_id": cred.node_id,
-                "instances": len(supervisor.instances),
-            },
-        )
+    return monitor
+
+
+async def _health_endpoint(
+    port: int, link: Link, cred: Credential, supervisor: Supervisor
+) -> asyncio.Server:
+    return await local_health.serve(
+        port,
+        lambda: {
+            "status": "ok",
+            "connected": link.connected.is_set(),
+            "node_id": cred.node_id,
+            "instances": len(supervisor.instances),
+        },
+    )
+
+
+async def _serve(link: Link, monitor: Monitor, supervisor: Supervisor) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -147,6 +169,4 @@ async def run(args: argparse.Namespace) -> int:
     await asyncio.gather(runner, sampler, stopper, rotator, return_exceptions=True)
     await link.close()
     await supervisor.close()
-    if server is not None:
-        server.close()
     return 1 if failed else 0

@@ -1,16 +1,10 @@
-"""Two checksummed slots, each a small file rewritten in place: a crash-safe write that needs no
-new file, no truncate and no rename.
+"""Two checksummed slots rewritten in place: a crash-safe write with no new file, no truncate
+and no rename (each of which waits for the filesystem's journal).
 
-The agent saves its table on every start and stop. The atomic way, a temporary file renamed
-over the old one, needs the filesystem's journal for the create and the rename, and on ext4
-beside a busy writer those took 5-7.5 ms median and up to 1-2 s (bench/RESULTS.md, Issue 9),
-while a write into an existing file took 0.04 ms. A write goes to the slot that does not hold
-the last good write, so a write cut short (the agent killed in the middle of it, or a failed
-write) spoils only that slot: its checksum fails, and the other slot is read. Nothing here is
-synced to disk: the slots hold changes that need not survive a power loss; the durable file
-holds the rest, and each slot names the durable write it follows (`base`), so a slot that does
-not follow the file on disk (left from an older agent's file, or a file put back by hand) is
-never read.
+A write goes to the slot not holding the last good write, so a write cut short spoils only that
+slot (its checksum fails; the other is read). Nothing is synced to disk: the slots hold changes
+that need not survive a power loss, and each names the durable file it follows (`base`), so a
+slot left from another history is never read.
 """
 
 import os

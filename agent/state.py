@@ -1,15 +1,10 @@
-"""The agent's durable memory: what it runs, written atomically so a crash never leaves half a file.
+"""The agent's durable memory: what it runs, written so that a crash never leaves half a file.
 
-Writes are group-committed: callers `await save()`, and one writer flushes everything changed so
-far, so a burst of 100 starts costs a few writes, yet nobody is told "done" before their change
-is written. Durable saves (deploys, adoptions, destroys) replace the state file (tmp file,
-fsync, rename, fsync of the directory); process states, which need not survive a power loss,
-go to two slots rewritten in place (`agent.slots`), because the rename waited for ext4's
-journal for up to 1-2 s beside another process's heavy writes. Every save carries a sequence
-number, and loading takes the newest whole copy among the file and the slots.
-
-Every write runs on the state file's own thread, never on the event loop (bench/RESULTS.md,
-Issue 9: the renames, when they ran on the loop, stopped it for up to 0.8 s in a batch start).
+Saves are group-committed (one writer flushes every change so far; nobody hears "done" before
+their change is written) and run on the state file's own thread, never on the event loop.
+Deploys, adoptions and destroys replace the file (fsync, rename); process states go to two slots
+rewritten in place (`agent.slots`), as a rename waits for the filesystem's journal. Every save
+carries a sequence number; loading takes the newest whole copy among the file and the slots.
 """
 
 import asyncio
@@ -120,7 +115,7 @@ class StateFile:
             log.error("state slot %s is unreadable; trying an older copy", slot.index)
         self.instances: dict[str, dict[str, Any]] = dict((loaded or {}).get("instances") or {})
         # Where the records come from, asked once per write rather than once per change: a
-        # batch of a hundred changes that land in one write then builds the table once.
+        # batch of changes that land in one write then builds the table once.
         self.collect: Callable[[], dict[str, dict[str, Any]]] | None = None
         self._waiters: list[tuple[asyncio.Future[None], bool]] = []
         self._writer: asyncio.Task[None] | None = None
@@ -130,7 +125,7 @@ class StateFile:
     def snapshot(self) -> bytes:
         if self.collect is not None:
             self.instances = self.collect()
-        # msgspec rather than json: several times faster on a table of a hundred manifests.
+        # msgspec rather than json: much faster on a table of many manifests.
         return msgspec.json.encode(
             {"version": STATE_VERSION, "seq": self._seq, "instances": self.instances},
             order="sorted",

@@ -1,15 +1,9 @@
-"""OpenSSL only in an agent that needs it.
+"""OpenSSL only in an agent that needs it: loading it costs several MiB on every host.
 
-Loading OpenSSL (libcrypto, libssl and the `ssl` module) costs ~4.8 MiB of RSS, on every
-host: as much as the whole gap between this agent and supervisord (issue 9). TLS to the master
-is opt-in (the master's `--tls-cert`), so an agent whose master URL is `http://` and that has no
-CA bundle starts with `ssl`, `_ssl` and `_hashlib` blocked (`forgo`). The stdlib modules that
-import `ssl` optionally (asyncio, http.client, urllib.request) then run without it, and hashlib
-falls back to Python's built-in sha256 (~180 MB/s here against OpenSSL's ~1.1 GB/s: faster
-than a 1 Gbit/s link, slower on loopback). An `https://` URL met later (a health probe, a
-package redirected to an https object store) loads `ssl` then (`load`) and goes through
-`agent.http.HttpsHandler`, which does not need urllib's own HTTPS class (absent when urllib was
-imported without ssl). This module imports nothing that imports ssl: it runs before them.
+An agent whose master is `http://`, with no CA bundle, starts with `ssl`, `_ssl` and `_hashlib`
+blocked (`forgo`); the stdlib runs without them (hashlib falls back to Python's own sha256). The
+first `https://` URL it meets (a probe, a package on an https store) loads `ssl` (`load`), used
+through `agent.http.HttpsHandler`. This module imports nothing that imports ssl: it runs first.
 """
 
 import importlib

@@ -1,10 +1,8 @@
 """The agent's WebSocket client: RFC 6455, client side, no extensions, over asyncio streams.
 
-Why not the `websockets` library (the master serves with it): its client imports `ssl`
-unconditionally, so every agent would carry OpenSSL (~4.8 MiB of RSS) and websockets itself
-(~0.6 MiB) even on a plain-HTTP link; see `agent.tls`. The agent needs little of a WebSocket:
-text messages both ways, pings both ways, a close handshake and a size limit. No compression is
-offered: the master then keeps no zlib state per agent either.
+Not the `websockets` library: its client imports `ssl` unconditionally, which would put OpenSSL
+in every agent (see `agent.tls`). The agent needs text messages, pings both ways, a close
+handshake and a size limit; no compression, so the master keeps no zlib state per agent.
 """
 
 import asyncio

@@ -20,6 +20,8 @@ from typing import Any
 
 import httpx
 
+from agent.executor.states import ILLEGAL
+
 ROOT = Path(__file__).resolve().parents[1]
 ADMIN_PASSWORD = "test-admin-pw"
 
@@ -245,6 +247,16 @@ class Agent(Proc):
     @property
     def node_id(self) -> str:
         return json.loads((self.work_dir / "agent-credential.json").read_text())["node_id"]
+
+    def stop(self, timeout: float = 15) -> None:
+        """Stop the agent; an illegal state change in its log fails the test (after its
+        services are killed: a failed test leaves nothing running)."""
+        super().stop(timeout)
+        logged = iter_lines(self.log_path) if self.log_path.exists() else iter([])
+        illegal = [line.strip() for line in logged if ILLEGAL in line]
+        if illegal:
+            kill_services_under(self.work_dir)
+            raise AssertionError(f"the agent logged {ILLEGAL}s:\n" + "\n".join(illegal))
 
     def start_and_wait(self, api: Api, timeout: float = 60) -> str:
         """Start and wait until the master shows this node online; returns the node id."""

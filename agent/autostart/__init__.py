@@ -19,7 +19,7 @@ from agent.flags import DEFAULT_DOWNLOAD_RETRY_SECONDS, DEFAULT_LOG_ROOTS
 
 # The backends are imported when one is needed: every agent imports this package (for its
 # command line), few ever install autostart, and launchd's plistlib and Task Scheduler's
-# ElementTree (with pyexpat) cost a running agent ~1 MiB of RSS for nothing.
+# ElementTree (with pyexpat) would cost every running agent memory for nothing.
 
 OS_CHOICES = ("linux", "windows", "macos")
 

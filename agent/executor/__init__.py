@@ -1,1 +1,1 @@
-"""Doing things to services: deploy, start, stop, destroy (and, later, adopt and health)."""
+"""Doing things to services: deploy, start, stop, adopt and destroy them, and watch them run."""

@@ -6,10 +6,14 @@ import os
 import random
 import shutil
 import stat
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
+from agent import logs
+from agent.executor import runas
 from agent.flags import DEFAULT_DOWNLOAD_RETRY_SECONDS
+from agent.hostinfo import os_name
 from agent.http import Http, HttpError, Progress
 from protocol.archive import extract_package
 from protocol.errors import ErrorCode, GdosError
@@ -17,6 +21,8 @@ from protocol.manifest import Manifest
 from protocol.messages import PackageRef
 
 log = logging.getLogger(__name__)
+
+Fetch = Callable[[PackageRef, Path], Awaitable[None]]  # a package to a local file
 
 
 # Retries of a package download: exponential backoff with jitter, for at most --download-retry-seconds.
@@ -71,13 +77,7 @@ async def download(
             left = began + retry_seconds - loop.time()
             if not retryable(exc) or left <= 0:
                 dest.unlink(missing_ok=True)
-                spent = loop.time() - began
-                over = f" ({tries} tries over {spent:.0f} s)" if tries > 1 else ""
-                raise GdosError(
-                    ErrorCode.DEPLOY_FAILED,
-                    f"download of {ref.name} {ref.version} from {store} failed{over}: {exc}",
-                    {"store": store, "tries": tries},
-                ) from None
+                raise _gave_up(ref, store, exc, tries, loop.time() - began) from None
             pause = min(left, delay * random.uniform(1 - RETRY_JITTER, 1 + RETRY_JITTER))
             log.warning(
                 "download of %s %s from %s: %s; retry %d in %.1f s (from byte %d)",
@@ -94,7 +94,19 @@ async def download(
         except OSError as exc:
             dest.unlink(missing_ok=True)
             raise GdosError(ErrorCode.DEPLOY_FAILED, f"cannot write {ref.name}: {exc}") from None
-    digest = progress.sha256.hexdigest()
+    _check_digest(ref, dest, progress.sha256.hexdigest())
+
+
+def _gave_up(ref: PackageRef, store: str, exc: HttpError, tries: int, spent: float) -> GdosError:
+    over = f" ({tries} tries over {spent:.0f} s)" if tries > 1 else ""
+    return GdosError(
+        ErrorCode.DEPLOY_FAILED,
+        f"download of {ref.name} {ref.version} from {store} failed{over}: {exc}",
+        {"store": store, "tries": tries},
+    )
+
+
+def _check_digest(ref: PackageRef, dest: Path, digest: str) -> None:
     if digest != ref.sha256:
         dest.unlink(missing_ok=True)
         raise GdosError(
@@ -106,6 +118,31 @@ async def download(
 def _store(url: str, master_host: str) -> str:
     host = urlsplit(url).netloc if "://" in url else url
     return f"the master ({host})" if host == master_host else f"the object store at {host}"
+
+
+async def install(
+    fetch: Fetch,
+    package: PackageRef,
+    instance_dir: Path,
+    log_roots: tuple[Path, ...],
+    account: Callable[[Manifest], runas.Account],
+) -> tuple[Manifest, runas.Account]:
+    """Fetch, check and unpack a package into `instance_dir`; its folders made ready for the
+    account it runs as (returned with its manifest). Raises GdosError or OSError."""
+    await asyncio.to_thread(instance_dir.mkdir, parents=True, exist_ok=True)
+    zip_path = instance_dir / "package.zip"
+    await fetch(package, zip_path)
+    manifest = await asyncio.to_thread(unpack, zip_path, instance_dir / "app")
+    zip_path.unlink(missing_ok=True)
+    if manifest.os and manifest.os != os_name():
+        raise GdosError(
+            ErrorCode.OS_MISMATCH,
+            f"package {package.name} is for {manifest.os}; this node runs {os_name()}",
+        )
+    logs.check_log_roots(manifest.log_paths, log_roots, instance_dir)
+    run_as = account(manifest)
+    await asyncio.to_thread(runas.prepare_folders, instance_dir, run_as, manifest)
+    return manifest, run_as
 
 
 def unpack(zip_path: Path, app_dir: Path) -> Manifest:

@@ -18,7 +18,7 @@ from typing import Any
 
 import psutil
 
-from agent.executor import process
+from agent.executor import protected
 from protocol import pattern
 from protocol.errors import ErrorCode, GdosError
 
@@ -82,7 +82,7 @@ def describe(proc: psutil.Process) -> dict[str, Any]:
 def refuse_protected(proc: psutil.Process, how: str) -> None:
     """PID 1, kernel threads, this agent and its ancestors are never adopted (stopping an
     adopted process signals its whole tree)."""
-    why = process.why_protected(proc)
+    why = protected.why_protected(proc)
     if why is not None:
         raise GdosError(
             ErrorCode.FORBIDDEN,
@@ -95,13 +95,13 @@ def scan(
     matcher: Matcher,
     exclude: set[int],
     since: float | None = None,
-    protected: list[psutil.Process] | None = None,
+    refused: list[psutil.Process] | None = None,
 ) -> list[psutil.Process]:
     """Live processes that match, oldest first; `since` keeps only those created after it.
 
     PID 1, kernel threads, this agent and its ancestors are never candidates (the agent's
-    command line contains anything); those that match are added to `protected` if given."""
-    skip = process.protected_pids()
+    command line contains anything); those that match are added to `refused` if given."""
+    skip = protected.protected_pids()
     found: list[psutil.Process] = []
     for proc in psutil.process_iter(["name", "cmdline", "create_time", "status", "ppid"]):
         info = proc.info
@@ -109,11 +109,11 @@ def scan(
             continue
         if since is not None and (info["create_time"] or 0) < since - LAUNCH_SLACK:
             continue
-        barred = proc.pid in skip or process.is_kernel_thread(proc.pid, info["ppid"])
-        if barred and protected is None:
+        barred = proc.pid in skip or protected.is_kernel_thread(proc.pid, info["ppid"])
+        if barred and refused is None:
             continue
         if matcher.matches(info["name"] or "", info["cmdline"] or []):
-            (protected if barred and protected is not None else found).append(proc)
+            (refused if barred and refused is not None else found).append(proc)
     found.sort(key=lambda p: p.info["create_time"] or 0)
     return found
 
@@ -215,6 +215,18 @@ class Target:
             return f"named by PID file {self.pid_file}"
         assert self.matcher is not None
         return self.matcher.description
+
+
+async def find_adoptable(target: Target, managed: set[int]) -> psutil.Process:
+    """The one process an adopt request names (never one of `managed`, never a protected one)."""
+    if target.pid_file is not None:
+        return from_pid_file(target.pid_file, target.matcher)
+    assert target.matcher is not None
+    barred: list[psutil.Process] = []
+    found = await asyncio.to_thread(scan, target.matcher, managed, None, barred)
+    if not found and barred:
+        refuse_protected(barred[0], target.matcher.description)
+    return only_one(found, target.matcher.description)
 
 
 async def find_started(

@@ -2,23 +2,35 @@
 that goes into the state file (and comes back from it after a restart)."""
 
 import asyncio
+import logging
 import subprocess
 from dataclasses import dataclass, field
-from typing import Any
+from enum import Enum
+from typing import Any, Literal
 
-from agent.executor import process
+from agent.executor import process, states
 from agent.executor.health import HealthMonitor
 from agent.executor.restart import Backoff
+from agent.executor.states import ProcessState
 from protocol.manifest import Manifest
 from protocol.messages import InstanceReport, InstanceSpec
-from protocol.states import HealthState, InstanceState
+from protocol.states import HealthState
+
+log = logging.getLogger(__name__)
+
+
+class _Keep(Enum):
+    KEEP = "keep"
+
+
+KEEP = _Keep.KEEP  # change_state(error=KEEP): the error stays as it is
 
 
 @dataclass
 class Managed:
     spec: InstanceSpec
     manifest: Manifest | None = None
-    state: InstanceState = InstanceState.DEPLOYING
+    state: ProcessState = ProcessState.DEPLOYING  # changed through change_state only
     pid: int | None = None
     create_time: float | None = None
     cmdline: list[str] | None = None  # recorded for processes found rather than spawned
@@ -30,7 +42,6 @@ class Managed:
     health_detail: str | None = None
     adopted: bool = False
     user: str | None = None  # the account its process runs as (or will run as)
-    restart_pending: bool = False  # an automatic restart is scheduled (survives an agent restart)
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     popen: subprocess.Popen[bytes] | None = None
     watcher: asyncio.Task[None] | None = None
@@ -51,10 +62,30 @@ class Managed:
         cmdline = tuple(self.cmdline) if self.cmdline is not None else None
         return process.Identity(self.pid, self.create_time, cmdline)
 
+    def change_state(
+        self, new: ProcessState, *, error: str | Literal[_Keep.KEEP] | None = KEEP
+    ) -> None:
+        """The one way a state changes: checked against `states.TRANSITIONS`, logged. An
+        illegal change is a bug: logged as an error and made anyway (raised when STRICT)."""
+        old = self.state
+        if not states.allowed(old, new):
+            log.error("%s of %s: %s -> %s", states.ILLEGAL, self.spec.name, old, new)
+            if states.STRICT:
+                raise states.IllegalTransition(f"{self.spec.name}: {old} -> {new}")
+        if error is not KEEP:
+            self.error = error
+        self.state = new
+        if new != old:
+            log.debug("%s: %s -> %s", self.spec.name, old, new)
+
+    def forget_process(self) -> None:
+        """The process is gone (or no longer ours): nothing may be signalled by its identity."""
+        self.popen, self.pid, self.create_time, self.cmdline = None, None, None, None
+
     def report(self) -> InstanceReport:
         return InstanceReport(
             instance_id=self.id,
-            state=self.state,
+            state=states.on_wire(self.state),
             pid=self.pid,
             create_time=self.create_time,
             started_at=self.started_at,
@@ -76,12 +107,14 @@ class Managed:
                 "manifest": self.manifest.to_dict() if self.manifest else None,
                 "manifest_obj": self.manifest,
             }
+        backoff = self.state == ProcessState.BACKOFF
         return {
             "spec": self._static["spec"],
             "manifest": self._static["manifest"],
             "cmdline": self.cmdline,
-            "restart_pending": self.restart_pending,
-            "state": self.state.value,
+            # BACKOFF is written as older agents wrote it, so that either can read the file.
+            "restart_pending": backoff,
+            "state": ProcessState.EXITED.value if backoff else self.state.value,
             "pid": self.pid,
             "create_time": self.create_time,
             "started_at": self.started_at,
@@ -95,10 +128,13 @@ class Managed:
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> "Managed":
         manifest = record.get("manifest")
+        state = ProcessState(record.get("state", "stopped"))
+        if state == ProcessState.EXITED and record.get("restart_pending"):
+            state = ProcessState.BACKOFF
         return cls(
             spec=InstanceSpec.from_data(record["spec"]),
             manifest=Manifest.from_data(manifest) if manifest else None,
-            state=InstanceState(record.get("state", "stopped")),
+            state=state,
             pid=record.get("pid"),
             create_time=record.get("create_time"),
             cmdline=record.get("cmdline"),
@@ -108,5 +144,4 @@ class Managed:
             restarts=record.get("restarts", 0),
             adopted=record.get("adopted", False),
             user=record.get("user"),
-            restart_pending=record.get("restart_pending", False),
         )

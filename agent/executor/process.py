@@ -2,8 +2,9 @@
 
 Identity is (pid, create_time[, cmdline]): a PID that was reused by another program never
 matches, so it is never signalled. The command line is recorded for processes found rather
-than spawned (adopted, or `pid_strategy: match`); our own children are known from the fork. Exits are events (`pidfd_open` + the loop's reader on Linux), for
-our own children and for processes we re-adopted alike; elsewhere a short poll stands in.
+than spawned (adopted, or `pid_strategy: match`); our own children are known from the fork.
+Exits are events (`pidfd_open` + the loop's reader on Linux), for our own children and for
+processes we re-adopted alike; elsewhere a short poll stands in.
 """
 
 import asyncio
@@ -12,7 +13,6 @@ import logging
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -22,7 +22,7 @@ from typing import IO, Any
 
 import psutil
 
-from protocol.errors import ErrorCode, GdosError
+from agent.executor import protected
 
 log = logging.getLogger(__name__)
 
@@ -77,55 +77,6 @@ def full_identity(proc: psutil.Process) -> Identity:
         return Identity(proc.pid, proc.create_time(), tuple(proc.cmdline()))
 
 
-# -- processes GDOS must never adopt or signal ---------------------------------------------------
-
-KTHREADD = 2  # Linux: the parent of every kernel thread
-
-
-def protected_pids() -> set[int]:
-    """PID 1, this agent and its ancestors: signalling any of them would hit the host itself."""
-    pids = {1, os.getpid()}
-    with contextlib.suppress(psutil.Error):
-        pids.update(p.pid for p in psutil.Process().parents())
-    return pids
-
-
-def is_kernel_thread(pid: int, ppid: int | None) -> bool:
-    return sys.platform.startswith("linux") and (pid == KTHREADD or ppid == KTHREADD)
-
-
-def why_protected(proc: psutil.Process, protected: set[int] | None = None) -> str | None:
-    """Why GDOS must leave this process alone, or None when it may take it."""
-    if proc.pid == 1:
-        return "it is PID 1, the node's init process"
-    if proc.pid == os.getpid():
-        return "it is this GDOS agent"
-    if proc.pid in (protected if protected is not None else protected_pids()):
-        return "it is an ancestor of this GDOS agent"
-    try:
-        ppid = proc.ppid()
-    except psutil.Error:
-        ppid = None
-    if is_kernel_thread(proc.pid, ppid):
-        return "it is a kernel thread"
-    return None
-
-
-def guard_tree(procs: list[psutil.Process], name: str) -> None:
-    """Refuse to signal a tree that holds a protected process (checked again at every stop:
-    what an adopted process's tree holds can change after the adoption)."""
-    protected = protected_pids()
-    for proc in procs:
-        why = why_protected(proc, protected)
-        if why is not None:
-            raise GdosError(
-                ErrorCode.FORBIDDEN,
-                f"refusing to signal the processes of {name}: process {proc.pid} in its tree "
-                f"must not be signalled ({why})",
-                {"pid": proc.pid},
-            )
-
-
 # Windows process-creation flags (the subprocess module defines them only on Windows).
 CREATE_NEW_PROCESS_GROUP = 0x00000200
 CREATE_BREAKAWAY_FROM_JOB = 0x01000000
@@ -178,9 +129,8 @@ def spawn(
 
 
 # Popen returns only once the child has exec'd, and on a busy host that means waiting for the
-# child to be scheduled: spawning from a few threads overlaps those waits across a batch.
-# Started on demand: starting all 16 with the agent (+0.3 MiB) kept `Thread.start()` off the
-# event loop during a batch but moved no figure (bench/RESULTS.md, Issue 9).
+# child to be scheduled: spawning from a few threads overlaps those waits across a batch. The
+# threads start on demand, so an agent that starts nothing does not pay for them.
 _spawner = ThreadPoolExecutor(max_workers=16, thread_name_prefix="gdos-spawn")
 
 
@@ -239,6 +189,20 @@ async def wait_exit(identity: Identity, popen: subprocess.Popen[bytes] | None = 
     if popen is not None:
         return await asyncio.to_thread(popen.wait)  # reaps the zombie
     return None
+
+
+async def reap(popen: subprocess.Popen[bytes]) -> None:
+    """Wait for a child the agent does not watch (a start command), so it leaves no zombie."""
+    ident = identity_of(popen.pid) or Identity(popen.pid, 0.0)
+    await wait_exit(ident, popen)
+
+
+def owner(pid: int) -> str | None:
+    """The account a process runs as (None when it cannot be told)."""
+    try:
+        return psutil.Process(pid).username()
+    except (psutil.Error, KeyError):
+        return None
 
 
 def _pidfd(pid: int) -> int | None:
@@ -332,15 +296,15 @@ def kill_tree(procs: list[psutil.Process]) -> None:
 def signal_tree(procs: list[psutil.Process], sig: int) -> None:
     """POSIX: signal every process of a tree; psutil refuses a PID reused since `procs` was taken.
     The leader's group is signalled at once only when no protected process is in it."""
-    protected = protected_pids()
-    procs = [p for p in procs if p.pid not in protected]
+    barred = protected.protected_pids()
+    procs = [p for p in procs if p.pid not in barred]
     leader = procs[0] if procs else None
     group = None
     if leader is not None:
         with contextlib.suppress(ProcessLookupError, PermissionError, psutil.Error):
             pgid = os.getpgid(leader.pid)
             # No protected process may be in the group (a group signal would reach it).
-            shared = any(_pgid(pid) == pgid for pid in protected)
+            shared = any(_pgid(pid) == pgid for pid in barred)
             if leader.is_running() and pgid == leader.pid and not shared:
                 os.killpg(leader.pid, sig)  # its whole session's group at once
                 group = leader.pid

@@ -14,12 +14,12 @@ from pathlib import Path
 import psutil
 import pytest
 
-from agent.executor import locate, process
+from agent.executor import locate, process, protected
+from agent.executor.states import ProcessState
 from agent.executor.supervisor import Supervisor
 from agent.state import StateFile
 from protocol.errors import ErrorCode, GdosError
 from protocol.messages import AdoptSpec, InstanceSpec
-from protocol.states import InstanceState
 
 
 def pid_file(tmp_path: Path, pid: int) -> Path:
@@ -31,7 +31,7 @@ def pid_file(tmp_path: Path, pid: int) -> Path:
 
 def kernel_thread() -> int:
     for proc in psutil.process_iter(["ppid"]):
-        if proc.info["ppid"] == process.KTHREADD:
+        if proc.info["ppid"] == protected.KTHREADD:
             return proc.pid
     pytest.skip("no kernel threads are visible here")
 
@@ -93,7 +93,7 @@ def test_catastrophic_patterns_run_in_linear_time():
 def test_a_tree_holding_the_agent_is_never_signalled():
     me = psutil.Process()
     with pytest.raises(GdosError) as exc:
-        process.guard_tree([me], "svc")
+        protected.guard_tree([me], "svc")
     assert exc.value.code == ErrorCode.FORBIDDEN and "this GDOS agent" in exc.value.message
 
 
@@ -109,16 +109,16 @@ async def test_stop_refuses_a_tree_the_agent_has_joined(tmp_path: Path, monkeypa
         sup = Supervisor(tmp_path / "work", state, None, lambda r: None)  # type: ignore[arg-type]
         adopt = AdoptSpec(strategy="cmdline", cmdline_pattern=tag)
         await sup.adopt(InstanceSpec(instance_id="a1", name="guarded", adopt=adopt))
-        real = process.protected_pids
-        monkeypatch.setattr(process, "protected_pids", lambda: real() | {child.pid})
+        real = protected.protected_pids
+        monkeypatch.setattr(protected, "protected_pids", lambda: real() | {child.pid})
         with pytest.raises(GdosError) as exc:
             await sup.stop("a1")
         assert exc.value.code == ErrorCode.FORBIDDEN and str(child.pid) in exc.value.message
         assert shell.poll() is None and child.is_running()
-        assert sup.get("a1").state == InstanceState.RUNNING
+        assert sup.get("a1").state == ProcessState.RUNNING
         monkeypatch.undo()
         await sup.stop("a1")  # once the tree is clear, it stops as usual
-        assert sup.get("a1").state == InstanceState.STOPPED
+        assert sup.get("a1").state == ProcessState.STOPPED
         await sup.close()
     finally:
         shell.kill()
@@ -132,8 +132,8 @@ def test_a_group_holding_a_protected_process_is_not_signalled_as_a_group(monkeyp
         time.sleep(0.2)
         member = psutil.Process(shell.pid).children()[0]
         assert os.getpgid(member.pid) == shell.pid
-        real = process.protected_pids
-        monkeypatch.setattr(process, "protected_pids", lambda: real() | {member.pid})
+        real = protected.protected_pids
+        monkeypatch.setattr(protected, "protected_pids", lambda: real() | {member.pid})
         process.signal_tree(process.tree(psutil.Process(shell.pid)), signal.SIGKILL)
         assert shell.wait(10) == -signal.SIGKILL
         assert member.is_running() and member.status() != psutil.STATUS_ZOMBIE

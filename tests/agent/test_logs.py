@@ -11,6 +11,7 @@ import pytest
 
 from agent import logrotate
 from agent.executor import process
+from agent.executor.states import ProcessState
 from agent.executor.supervisor import Managed, Supervisor
 from agent.flags import parse_log_roots
 from agent.logs import AgentLogs, LogFile, check_log_roots, declared, describe, find, tail
@@ -18,7 +19,6 @@ from agent.state import StateFile
 from protocol.errors import GdosError
 from protocol.manifest import LogRotate, Manifest
 from protocol.messages import FollowLog, InstanceSpec, ListLogs, LogChunk, PackageRef, TailLog
-from protocol.states import InstanceState
 
 SECRET = "root:x:0:0:the secret\n"
 
@@ -227,7 +227,7 @@ def supervisor_with(inst: Path, m: Manifest) -> Supervisor:
     sup = Supervisor(inst.parent, StateFile(inst.parent / "state.json"), None, lambda r: None)  # type: ignore[arg-type]
     ref = PackageRef(id="p", name="svc", version="1", sha256="0" * 64, size=1, url="/x")
     spec = InstanceSpec(instance_id=inst.name, name="svc-1", package=ref)
-    sup.instances[inst.name] = Managed(spec=spec, manifest=m, state=InstanceState.RUNNING)
+    sup.instances[inst.name] = Managed(spec=spec, manifest=m, state=ProcessState.RUNNING)
     return sup
 
 

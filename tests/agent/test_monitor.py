@@ -10,7 +10,9 @@ import psutil
 import pytest
 
 from agent.executor import process
-from agent.monitor import ProcfsSource, PsutilSource, Root, Sampler, Stat, encode
+from agent.monitor import encode
+from agent.proc_source import ProcfsSource, PsutilSource, Stat
+from agent.sampler import Root, Sampler
 from protocol.messages import AGENT_MESSAGE, Metrics
 
 BURN = """\

@@ -19,6 +19,7 @@ import psutil
 import pytest
 
 from agent.executor import runas
+from agent.executor.states import ProcessState
 from agent.executor.supervisor import Supervisor
 from agent.state import StateFile
 from protocol.errors import ErrorCode, GdosError
@@ -148,7 +149,7 @@ async def test_a_service_runs_as_its_user_and_writes_only_its_own_folders(open_d
     await until(lambda: m.health == HealthState.HEALTHY, "the probe passes")
     assert (inst / "app" / "logs" / "probe-uid").read_text().strip() == str(NOBODY.pw_uid)
     await sup.stop(s.instance_id)
-    assert m.state == InstanceState.STOPPED
+    assert m.state == ProcessState.STOPPED
     assert (data / "stop-uid").read_text().strip() == str(NOBODY.pw_uid)
     assert not proc.is_running()
     await sup.close()

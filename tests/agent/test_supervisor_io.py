@@ -20,7 +20,9 @@ import pytest
 
 import agent.slots
 from agent.executor.launch import ENV_INSTANCE_ID
-from agent.executor.supervisor import Supervisor, _processes_by_marker
+from agent.executor.readopt import processes_by_marker
+from agent.executor.states import ProcessState
+from agent.executor.supervisor import Supervisor
 from agent.state import StateFile
 from protocol.errors import ErrorCode, GdosError
 from protocol.messages import InstanceReport, InstanceSpec, PackageRef
@@ -115,9 +117,9 @@ async def test_running_is_reported_before_its_save_and_survives_an_agent_death(
     again = Supervisor(work, StateFile(work / "state.json"), fetch, lambda r: None)
     await again.load()
     m = again.get(spec.instance_id)
-    assert (m.state, m.pid) == (InstanceState.RUNNING, pid)
+    assert (m.state, m.pid) == (ProcessState.RUNNING, pid)
     await again.stop(spec.instance_id)
-    assert again.get(spec.instance_id).state == InstanceState.STOPPED
+    assert again.get(spec.instance_id).state == ProcessState.STOPPED
     await again.close()
     wait_for(lambda: not _alive(pid), what="the service gone")
 
@@ -159,7 +161,7 @@ def test_the_marker_scan_takes_the_restarted_service_not_a_child_its_predecessor
         # Popen returns at exec; the new program's environment is readable a moment later.
         both = sorted([child, restarted.pid])
         wait_for(lambda: sorted(processes_with_env(ENV_INSTANCE_ID, iid)) == both, 30)
-        found = _processes_by_marker()[iid]
+        found = processes_by_marker()[iid]
         assert found.pid == restarted.pid, f"took pid {found.pid}, the crashed service's child"
     finally:
         restarted.kill()
@@ -187,7 +189,7 @@ async def test_a_start_whose_save_fails_says_so_and_keeps_the_process(
     assert caught.value.message.startswith(f"the agent could not save its state in {work}: ")
     assert "No space left on device" in caught.value.message
     m = sup.get(spec.instance_id)
-    assert m.state == InstanceState.RUNNING and m.pid is not None and _alive(m.pid)
+    assert m.state == ProcessState.RUNNING and m.pid is not None and _alive(m.pid)
     assert (await _first_running(reports)).pid == m.pid
     assert StateFile(work / "state.json").instances[spec.instance_id]["state"] == "stopped"
 

@@ -13,11 +13,11 @@ import psutil
 import pytest
 
 from agent.executor import process
+from agent.executor.states import ProcessState
 from agent.executor.supervisor import Managed, Supervisor
 from agent.state import StateFile
 from protocol.manifest import Manifest
 from protocol.messages import InstanceSpec, PackageRef
-from protocol.states import InstanceState
 
 ROOT = Path(__file__).resolve().parents[2]
 # Ignores a polite request the way a console program ignores `taskkill` without /F.
@@ -112,12 +112,12 @@ async def test_windows_stop_asks_then_forces_after_the_timeout(windows, tmp_path
                 ),
             ),
             manifest=Manifest(name="p", version="1", entrypoint="app.exe", stop_timeout=0.5),
-            state=InstanceState.RUNNING,
+            state=ProcessState.RUNNING,
             pid=ident.pid,
             create_time=ident.create_time,
         )
         m.popen = popen
-        m.watcher = asyncio.create_task(sup._watch(m, ident, popen))
+        sup.watch.begin(m, popen)
         sup.instances[m.id] = m
         t0 = time.monotonic()
         await asyncio.wait_for(sup.stop(m.id), 30)
@@ -126,7 +126,7 @@ async def test_windows_stop_asks_then_forces_after_the_timeout(windows, tmp_path
             ["taskkill", "/PID", str(popen.pid), "/T"],
             ["taskkill", "/PID", str(popen.pid), "/T", "/F"],
         ]
-        assert m.state == InstanceState.STOPPED
+        assert m.state == ProcessState.STOPPED
         assert popen.poll() is not None  # TerminateProcess (psutil kill) after taskkill /F
     finally:
         if popen.poll() is None:
@@ -182,8 +182,8 @@ GUARDED = {
     ("agent/executor/process.py", "wait_exit"): {"add_reader"},  # only with a pidfd (Linux)
     ("agent/hostinfo.py", "current_load"): {"getloadavg"},
     ("agent/autostart/system.py", "is_admin"): {"geteuid"},
-    ("agent/monitor.py", "__init__"): {"getsid"},  # getattr(os, "getsid", None)
-    ("agent/executor/supervisor.py", "_leads_its_session"): {"getsid"},  # hasattr(os, "getsid")
+    ("agent/proc_source.py", "__init__"): {"getsid"},  # getattr(os, "getsid", None)
+    ("agent/executor/readopt.py", "_leads_its_session"): {"getsid"},  # hasattr(os, "getsid")
     ("agent/monitor.py", "sample"): {"getloadavg"},  # except AttributeError (Windows)
 }
 

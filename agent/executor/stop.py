@@ -1,0 +1,90 @@
+"""Bringing a process tree down: the stop command (run as the service) or SIGTERM to the tree,
+a wait for the leader's exit event, then SIGKILL for whatever is left.
+
+The state changes around a stop are the supervisor's; this is the work on the host.
+"""
+
+import asyncio
+import logging
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import psutil
+
+from agent.executor import launch, process, runas
+from agent.executor.managed import Managed
+from protocol.errors import GdosError
+
+log = logging.getLogger(__name__)
+
+KILL_WAIT = 5.0  # how long SIGKILL may take to end a tree
+
+
+async def request_stop(
+    m: Managed,
+    procs: list[psutil.Process],
+    instance_dir: Path,
+    account: Callable[[], runas.Account],
+    timeout: float,
+) -> None:
+    """The instance's stop command when it has one, else SIGTERM to its tree."""
+    plan = launch.stop_plan(m.spec, m.manifest, instance_dir)
+    if plan is None:
+        process.terminate_tree(procs)
+    else:
+        await _run_stop_command(m, plan, instance_dir, account, timeout)
+
+
+async def wait_stopped(
+    watcher: asyncio.Task[None] | None, procs: list[psutil.Process], timeout: float
+) -> list[psutil.Process]:
+    """The leader's exit is an event (its watcher); the rest of the tree is checked after.
+    Returns the processes still alive at `timeout`."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    if watcher is not None and not watcher.done():
+        await asyncio.wait({watcher}, timeout=timeout)
+    return await process.wait_gone(procs, max(0.0, deadline - loop.time()))
+
+
+async def kill_left(left: list[psutil.Process], name: str, timeout: float) -> list[psutil.Process]:
+    """SIGKILL what outlived the polite request; returns what outlives even that."""
+    if not left:
+        return []
+    log.warning("%s did not stop within %.0f s: killing", name, timeout)
+    process.kill_tree(left)
+    return await process.wait_gone(left, KILL_WAIT)
+
+
+async def _run_stop_command(
+    m: Managed,
+    plan: launch.Plan,
+    instance_dir: Path,
+    account: Callable[[], runas.Account],
+    timeout: float,
+) -> None:
+    """Run the stop command for at most `timeout`; one that cannot run falls back to SIGTERM."""
+    try:
+        run_as = account()  # the stop command runs as the service
+        plan = launch.with_account(plan, run_as, instance_dir, not m.adopted)
+        proc = await asyncio.create_subprocess_exec(
+            *plan.argv,
+            cwd=plan.cwd,
+            env=plan.env,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            **run_as.popen_options(),
+        )
+    except (GdosError, OSError) as exc:
+        how = "not run" if isinstance(exc, GdosError) else "failed to start"
+        log.warning("stop command of %s %s: %s; sending SIGTERM", m.spec.name, how, exc)
+        if m.identity and (p := process.find(m.identity)):
+            process.terminate_tree(process.tree(p))
+        return
+    try:
+        await asyncio.wait_for(proc.wait(), timeout)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()

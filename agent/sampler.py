@@ -1,0 +1,211 @@
+"""Per-instance figures from the process table, one pass per tick, the way glances does it,
+but with a memory: a process is inspected once, when its PID first shows up, to learn which
+instance it belongs to (the instance's main process, a process in the session the agent started
+it in, or a descendant of either). After that only its counters are read. Children are summed
+into their instance: CPU % (of one core), RSS, IO bytes per second, threads.
+"""
+
+import time
+from dataclasses import dataclass
+
+from agent.executor.process import CREATE_TIME_TOLERANCE
+from agent.proc_source import ProcSource, default_source
+
+RESCAN_EVERY = 30  # ticks: re-inspect foreign PIDs now and then (reused PIDs, reparenting)
+MAX_DEPTH = 64  # parent-chain walk limit
+
+# (instance_id, cpu_percent, rss_bytes, read_bps, write_bps, threads)
+Row = tuple[str, float, int, int, int, int]
+
+
+@dataclass(frozen=True)
+class Root:
+    """An instance's main process, as the supervisor knows it."""
+
+    instance_id: str
+    pid: int
+    create_time: float
+
+
+class _Tracked:
+    """One process that belongs to an instance, with the counters of the previous tick."""
+
+    __slots__ = (
+        "cpu",
+        "io_ok",
+        "newborn",
+        "owner",
+        "pid",
+        "ppid",
+        "primed",
+        "read",
+        "sid",
+        "start",
+        "write",
+    )
+
+    def __init__(self, pid: int, facts: tuple[int, int, float], owner: str, newborn: bool) -> None:
+        self.pid = pid
+        self.ppid, self.sid, self.start = facts
+        self.owner = owner
+        self.primed = False  # no counters from an earlier tick yet
+        self.newborn = newborn  # not in the previous tick's process list: all its use is new
+        self.cpu = 0.0
+        self.read = self.write = 0
+        self.io_ok = True
+
+
+class Sampler:
+    """Per-instance rows from the process table; call `sample()` once per tick."""
+
+    def __init__(self, source: ProcSource | None = None) -> None:
+        self.source = source or default_source()
+        self._tracked: dict[int, _Tracked] = {}
+        # Foreign PIDs, remembered with what decided it: (ppid, sid, create_time).
+        self._foreign: dict[int, tuple[int, int, float]] = {}
+        self._roots_key: frozenset[tuple[str, int]] = frozenset()
+        self._pids: set[int] | None = None  # the previous tick's process list
+        self._last: float | None = None
+        self._ticks = 0
+        self.inspected = 0  # PIDs looked at to decide ownership (tests watch this stay small)
+
+    @property
+    def tracked_pids(self) -> dict[int, str]:
+        return {pid: t.owner for pid, t in self._tracked.items()}
+
+    def sample(self, roots: list[Root], now: float | None = None) -> list[Row] | None:
+        """Rows for instances with live processes; None on the first (priming) tick."""
+        now = time.time() if now is None else now
+        src = self.source
+        by_pid = {r.pid: r for r in roots}
+        key = frozenset((r.instance_id, r.pid) for r in roots)
+        rescan = self._ticks % RESCAN_EVERY == RESCAN_EVERY - 1
+        self._ticks += 1
+        pids = set(src.pids())
+
+        for pid in [p for p in self._tracked if p not in pids]:
+            del self._tracked[pid]
+            src.forget(pid)
+        if rescan:
+            self._foreign.clear()
+        else:
+            for pid in [p for p in self._foreign if p not in pids]:
+                del self._foreign[pid]
+
+        fresh: dict[int, tuple[int, int, float]] = {}
+        for pid in pids:
+            if pid in self._tracked or pid in self._foreign:
+                continue
+            st = src.stat(pid)
+            self.inspected += 1
+            # Unreadable (a zombie, hidden): foreign until the next rescan.
+            fresh[pid] = (st[0], st[1], st[2]) if st is not None else (0, 0, 0.0)
+        if key != self._roots_key or fresh:
+            # New since the last list: born during this tick. (Comparing create times with the
+            # clock would not do: the kernel's boot time is rounded to the second.)
+            prev = self._pids
+            born = {p for p in fresh if prev is not None and p not in prev}
+            self._assign(by_pid, fresh, born, reassign=key != self._roots_key)
+            self._roots_key = key
+        self._pids = pids
+
+        last = self._last
+        self._last = now
+        if last is None:
+            self._collect(1.0)  # counters become the baselines
+            return None
+        return self._collect(now - last)
+
+    def _assign(
+        self,
+        by_pid: dict[int, Root],
+        fresh: dict[int, tuple[int, int, float]],
+        born: set[int],
+        reassign: bool,
+    ) -> None:
+        """Decide the owner of new PIDs (and of all known ones when the roots changed)."""
+        info = dict(fresh)
+        if reassign:
+            info.update(self._foreign)
+            info.update({p: (t.ppid, t.sid, t.start) for p, t in self._tracked.items()})
+        memo: dict[int, str | None] = {}
+
+        def owner(pid: int, depth: int = 0) -> str | None:
+            if pid in memo:
+                return memo[pid]
+            facts = info.get(pid)
+            if facts is None:
+                t = self._tracked.get(pid)
+                return t.owner if t is not None else None
+            ppid, sid, start = facts
+            found: str | None = None
+            root = by_pid.get(pid)
+            if root is not None and abs(root.create_time - start) <= CREATE_TIME_TOLERANCE:
+                found = root.instance_id
+            elif sid in by_pid and sid != pid:
+                found = by_pid[sid].instance_id  # the session the agent started the service in
+            elif ppid > 1 and depth < MAX_DEPTH:
+                found = owner(ppid, depth + 1)
+            memo[pid] = found
+            return found
+
+        for pid, facts in info.items():
+            who = owner(pid)
+            if who is None:
+                self._tracked.pop(pid, None)
+                self._foreign[pid] = facts
+                continue
+            self._foreign.pop(pid, None)
+            t = self._tracked.get(pid)
+            if t is None:
+                self._tracked[pid] = _Tracked(pid, facts, who, pid in born)
+            else:
+                t.owner = who
+
+    def _collect(self, dt: float) -> list[Row]:
+        src = self.source
+        acc: dict[str, list[float]] = {}
+        gone: list[int] = []
+        for pid, t in self._tracked.items():
+            st = src.stat(pid)
+            if st is None or abs(st[2] - t.start) > CREATE_TIME_TOLERANCE:
+                gone.append(pid)  # ended, a zombie, or its PID now belongs to someone else
+                continue
+            # A process born during this tick spent all its CPU and IO inside it; one seen for
+            # the first time but older (adopted, re-adopted) starts counting from now.
+            counts = t.primed or t.newborn
+            t.primed = True
+            cpu_delta = st[3] - t.cpu if counts else 0.0
+            t.cpu = st[3]
+            read_delta = write_delta = 0
+            if t.io_ok:
+                io = src.io(pid)
+                if io is None:
+                    t.io_ok = False
+                else:
+                    if counts:
+                        read_delta, write_delta = io[0] - t.read, io[1] - t.write
+                    t.read, t.write = io
+            a = acc.get(t.owner)
+            if a is None:
+                acc[t.owner] = [
+                    max(cpu_delta, 0.0),
+                    st[4],
+                    max(read_delta, 0),
+                    max(write_delta, 0),
+                    st[5],
+                ]
+            else:
+                a[0] += max(cpu_delta, 0.0)
+                a[1] += st[4]
+                a[2] += max(read_delta, 0)
+                a[3] += max(write_delta, 0)
+                a[4] += st[5]
+        for pid in gone:
+            del self._tracked[pid]
+            src.forget(pid)
+        dt = max(dt, 1e-3)
+        return [
+            (iid, round(a[0] / dt * 100.0, 2), int(a[1]), int(a[2] / dt), int(a[3] / dt), int(a[4]))
+            for iid, a in acc.items()
+        ]
