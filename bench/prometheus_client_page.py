@@ -3,7 +3,6 @@
 hand-written `master.services.prometheus`. Same families, labels and values."""
 
 import os
-import time
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -13,7 +12,6 @@ from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamil
 from prometheus_client.registry import Collector
 
 from master.services import prometheus as page
-from master.services.metrics import FRESH_FOR
 
 NODE_LABELS = ("node_id", "hostname")
 INSTANCE_LABELS = ("instance_id", "name", "node_id", "system_id")
@@ -30,7 +28,10 @@ class GdosCollector(Collector):
 
     def collect(self) -> Iterator[Metric]:
         svc = self.svc
-        nodes, instances = latest_samples(svc)
+        node_rows, instance_rows = page.latest_samples(svc)
+        hostnames = svc.directory.hostnames
+        nodes = [([n, hostnames.get(n) or ""], v) for n, v in node_rows]
+        instances = [([i.id, i.name, i.node_id, i.system_id], v) for i, v in instance_rows]
         up = GaugeMetricFamily(
             "gdos_node_up", "1 while the node's agent is connected", labels=NODE_LABELS
         )
@@ -67,22 +68,6 @@ class GdosCollector(Collector):
             yield GaugeMetricFamily(
                 "process_start_time_seconds", "master start time", proc.create_time()
             )
-
-
-def latest_samples(svc: Any) -> tuple[list[Row], list[Row]]:
-    now = time.time()
-    nodes: list[Row] = []
-    instances: list[Row] = []
-    for key, series in svc.metrics.store.items():
-        latest = series.latest()
-        if latest is None or now - latest[0] > FRESH_FOR:
-            continue
-        kind, ident = key[0], key[2:]
-        if kind == "n":
-            nodes.append(([ident, svc.directory.hostnames.get(ident) or ""], latest[1]))
-        elif (info := svc.directory.instances.get(ident)) is not None:
-            instances.append(([ident, info.name, info.node_id, info.system_id], latest[1]))
-    return nodes, instances
 
 
 def columns(

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 import psutil
 
+from master.services.directory import InstanceInfo
 from master.services.metrics import FRESH_FOR
 
 if TYPE_CHECKING:
@@ -68,12 +69,14 @@ MASTER_SERIES = {  # name: (type, help); the values come from _master_values
 }
 
 Samples = Iterable[tuple[str, float]]  # (label set, value)
-Row = tuple[str, list[float]]  # (label set, latest sample)
 
 
 def render(svc: "Services") -> str:
     page = _Page()
-    nodes, instances = _latest_samples(svc)
+    node_rows, instance_rows = latest_samples(svc)
+    hostnames = svc.directory.hostnames
+    nodes = [(_labels(node_id=n, hostname=hostnames.get(n)), v) for n, v in node_rows]
+    instances = [(_instance_labels(i), v) for i, v in instance_rows]
     page.family("gdos_node_up", "gauge", "1 while the node's agent is connected", _node_up(svc))
     page.columns(NODE_SERIES, nodes)
     page.family("gdos_instance_running", "gauge", "1 while the instance is running", _running(svc))
@@ -95,7 +98,9 @@ class _Page:
         self.lines.append(f"# TYPE {name} {kind}")
         self.lines.extend(f"{name}{labels} {_num(value)}" for labels, value in samples)
 
-    def columns(self, series: Iterable[tuple[str, str]], rows: list[Row]) -> None:
+    def columns(
+        self, series: Iterable[tuple[str, str]], rows: list[tuple[str, list[float]]]
+    ) -> None:
         """One gauge per column of the latest samples."""
         for column, (name, help_text) in enumerate(series):
             self.family(name, "gauge", help_text, ((lbl, vals[column]) for lbl, vals in rows))
@@ -104,23 +109,22 @@ class _Page:
         return "\n".join(self.lines) + "\n"
 
 
-def _latest_samples(svc: "Services") -> tuple[list[Row], list[Row]]:
-    """Each node's and instance's latest sample, unless stale (stopped, or gone quiet)."""
+def latest_samples(
+    svc: "Services",
+) -> tuple[list[tuple[str, list[float]]], list[tuple[InstanceInfo, list[float]]]]:
+    """Each node's (by id) and instance's latest sample, unless stale (stopped, gone quiet)."""
     now = time.time()
-    directory = svc.directory
-    nodes: list[Row] = []
-    instances: list[Row] = []
+    nodes: list[tuple[str, list[float]]] = []
+    instances: list[tuple[InstanceInfo, list[float]]] = []
     for key, series in svc.metrics.store.items():
         latest = series.latest()
         if latest is None or now - latest[0] > FRESH_FOR:
             continue
         kind, ident = key[0], key[2:]
         if kind == "n":
-            labels = _labels(node_id=ident, hostname=directory.hostnames.get(ident))
-            nodes.append((labels, latest[1]))
-        elif (info := directory.instances.get(ident)) is not None:
-            labels = _instance_labels(ident, info.name, info.node_id, info.system_id)
-            instances.append((labels, latest[1]))
+            nodes.append((ident, latest[1]))
+        elif (info := svc.directory.instances.get(ident)) is not None:
+            instances.append((info, latest[1]))
     return nodes, instances
 
 
@@ -159,8 +163,7 @@ def _node_up(svc: "Services") -> Samples:
 
 def _running(svc: "Services") -> Samples:
     for i in list(svc.directory.instances.values()):  # a snapshot: ingest goes on meanwhile
-        labels = _instance_labels(i.id, i.name, i.node_id, i.system_id)
-        yield labels, 1.0 if i.state == "running" else 0.0
+        yield _instance_labels(i), 1.0 if i.state == "running" else 0.0
 
 
 def _alerts_firing(svc: "Services") -> Samples:
@@ -192,14 +195,14 @@ def _labels(**labels: str | None) -> str:
 _instance_label_cache: dict[tuple[str, str, str, str], str] = {}
 
 
-def _instance_labels(iid: str, name: str, node_id: str, system_id: str) -> str:
-    key = (iid, name, node_id, system_id)
+def _instance_labels(i: InstanceInfo) -> str:
+    key = (i.id, i.name, i.node_id, i.system_id)
     text = _instance_label_cache.get(key)
     if text is None:
         if len(_instance_label_cache) > 100_000:
             _instance_label_cache.clear()  # renamed and removed instances: start over
         text = _instance_label_cache[key] = _labels(
-            instance_id=iid, name=name, node_id=node_id, system_id=system_id
+            instance_id=i.id, name=i.name, node_id=i.node_id, system_id=i.system_id
         )
     return text
 
