@@ -82,8 +82,8 @@ class ClientConnection:
         )
 
     async def send(self, message: str | bytes) -> None:
-        if self._closed is not None:
-            raise self._closed
+        if self._closed is not None or self._protocol.state is not OPEN:
+            raise self._error()
         if isinstance(message, str):
             self._protocol.send_text(message.encode())
         else:
@@ -173,7 +173,10 @@ class ClientConnection:
             await self._shut(_closed_by(protocol))  # the echo of a close frame, or our own
 
     async def _flush(self) -> None:
-        self._writer.writelines(self._protocol.data_to_send())  # never interleaved: no await
+        pending = self._protocol.data_to_send()
+        if not pending:
+            return  # no drain: a full send buffer must not hold up a recv() with nothing to send
+        self._writer.writelines(pending)  # never interleaved: no await since data_to_send()
         try:
             await self._writer.drain()
         except OSError:
@@ -190,7 +193,7 @@ class ClientConnection:
         self._abort(closed)
 
     def _error(self) -> ConnectionClosed:
-        return self._closed or ConnectionClosed(1006, "connection lost")
+        return self._closed or _closed_by(self._protocol)
 
     def _abort(self, closed: ConnectionClosed) -> None:
         if self._closed is None:

@@ -150,6 +150,37 @@ async def test_a_server_that_stops_reading_is_dropped_by_the_keepalive() -> None
             await asyncio.wait_for(sender, 5)  # the blocked send is released too
 
 
+async def test_a_message_arrives_while_a_send_waits_for_a_full_buffer() -> None:
+    """Receiving sends nothing back, so it never waits for the send buffer to drain."""
+    buffer_full, checked = asyncio.Event(), asyncio.Event()
+
+    async def busy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upgrade(reader, writer)
+        await buffer_full.wait()  # reads nothing until then
+        writer.write(b"\x81\x05hello")
+        await writer.drain()
+        await checked.wait()
+        writer.transport.abort()  # so that the client's close need not wait for the buffer
+
+    async with raw_server(busy) as url, await connect(url, ping_interval=None) as ws:
+
+        async def flood() -> None:
+            while True:
+                await ws.send("x" * (1 << 20))
+
+        sender = asyncio.create_task(flood())
+        transport = ws._writer.transport
+        for _ in range(500):
+            if transport.get_write_buffer_size() > 0:  # the kernel's buffer is full too
+                break
+            await asyncio.sleep(0.01)
+        buffer_full.set()
+        assert await asyncio.wait_for(ws.recv(), 5) == "hello"
+        assert not sender.done()  # still waiting for the buffer
+        sender.cancel()
+        checked.set()
+
+
 async def test_a_silent_server_is_dropped_by_the_keepalive() -> None:
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await upgrade(reader, writer)
