@@ -14,7 +14,7 @@ from master.db import models
 from master.db.session import get_or_404
 from master.services import packages as package_service
 from master.services.body import Body
-from master.services.views import package_out
+from master.services.serializers import package_out
 from protocol.errors import ErrorCode, GdosError
 from protocol.rest import PackageOut
 

@@ -17,7 +17,7 @@ from master.api.deps import Operator, ServicesDep, SessionDep, Viewer
 from master.api.errors import ERROR_RESPONSES, STATUS, error_response
 from master.db import models
 from master.services import uploads as upload_service
-from master.services.views import package_out
+from master.services.serializers import package_out
 from protocol.errors import ErrorCode, GdosError
 from protocol.rest import ErrorDetail, ErrorOut, PackageOut, UploadOut, iso
 

@@ -22,7 +22,7 @@ from master.db.session import Database
 from master.hub import Hub
 from master.services import accounts, instance_rows
 from master.services.agents import AgentLink, AgentRegistry
-from master.services.views import instance_out
+from master.services.serializers import instance_out
 from master.storage.base import PackageStore
 from protocol.errors import ErrorCode, GdosError
 from protocol.manifest import Manifest

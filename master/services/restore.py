@@ -28,7 +28,7 @@ from protocol.rest import iso
 from protocol.rest_ops import BackupOut, RestoreOut
 
 if TYPE_CHECKING:
-    from master.app import Services
+    from master.services.wiring import Services
 
 log = logging.getLogger(__name__)
 
@@ -188,7 +188,7 @@ async def _swap(svc: "Services", staged: Path, actor: str) -> BackupOut:
             accounts.bootstrap(s, svc.settings)
         svc.orchestrator.mark_node_unknown(None)
         for node_id in {link.node_id for link in links}:
-            svc.publish_node(node_id)
+            svc.nodes.publish(node_id)
     finally:
         gate.open()
     return safety
