@@ -22,11 +22,10 @@ from master.api import (
     packages,
     systems,
 )
+from master.api.body_limits import BodyLimitMiddleware
 from master.api.errors import install as install_error_handlers
+from master.api.middleware import AuditMiddleware, GateMiddleware
 from master.config import Settings
-from master.services.audit import AuditMiddleware
-from master.services.body_limits import BodyLimitMiddleware
-from master.services.restore import GateMiddleware
 from master.services.wiring import Services
 from protocol import __version__
 
