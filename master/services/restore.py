@@ -22,7 +22,7 @@ from master.db.session import Database
 from master.services import accounts
 from protocol.errors import ErrorCode, GdosError
 from protocol.rest import iso
-from protocol.rest_ops import BackupOut, RestoreOut
+from protocol.rest_records import BackupOut, RestoreOut
 
 if TYPE_CHECKING:
     from master.services.wiring import Services
