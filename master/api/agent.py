@@ -208,9 +208,9 @@ async def _serve(ws: WebSocket, link: AgentLink, svc: ServicesDep) -> None:
             link.load = msg.load
             svc.nodes.publish_load(link)
         elif isinstance(msg, InstanceStateMsg):
-            svc.orchestrator.queue_reports(link.node_id, [msg])
+            svc.orchestrator.reports.queue(link.node_id, [msg])
         elif isinstance(msg, InstanceStates):
-            svc.orchestrator.queue_reports(link.node_id, msg.reports)
+            svc.orchestrator.reports.queue(link.node_id, msg.reports)
         elif isinstance(msg, Result):
             link.resolve(msg)
         elif isinstance(msg, LogChunk):

@@ -29,6 +29,7 @@ from master.db.session import Database, get_or_404
 from master.hub import Hub
 from master.services import instance_rows
 from master.services.agents import AgentRegistry
+from master.services.commands import COMMAND_SLACK, START_TIMEOUT
 from master.services.operation_steps import (
     DEFAULT_READY_TIMEOUT,
     Op,
@@ -37,7 +38,7 @@ from master.services.operation_steps import (
     StepState,
     operation_out,
 )
-from master.services.orchestrator import COMMAND_SLACK, Orchestrator
+from master.services.orchestrator import Orchestrator
 from protocol.errors import GdosError
 from protocol.messages import Batch
 from protocol.rest import InstanceOut, OperationOut
@@ -52,7 +53,6 @@ from protocol.states import (
 log = logging.getLogger(__name__)
 
 FLUSH_DELAY = 0.2
-START_TIMEOUT = COMMAND_SLACK * 4  # reaching `running` without a health check
 RESUME_GRACE = 60.0  # how long a resumed operation waits for its nodes to come back
 
 
@@ -69,7 +69,7 @@ class Operations:
         self._views: dict[str, InstanceOut] = {}  # the newest view of each followed instance
         self._dirty: set[str] = set()
         self._flush_handle: asyncio.TimerHandle | None = None
-        orchestrator.listeners.append(self._on_instance)
+        orchestrator.feed.listeners.append(self._on_instance)
 
     # -- API-facing -------------------------------------------------------------------------
 
@@ -218,7 +218,7 @@ class Operations:
                 changes[row["id"]] = change
             instance_rows.write(conn, changes)
         for row in rows.values():
-            self.orch.publish_view(instance_rows.view(row))  # also refreshes our view of it
+            self.orch.feed.publish_view(instance_rows.view(row))  # also refreshes our view of it
         self._touch(op)
         # Per node, from a map: a scan of the level per node is O(n^2) at a fleet's width
         # (1,000 nodes x 1,000 steps: ~50 ms of the loop per operation).
@@ -288,7 +288,7 @@ class Operations:
         # Only on errors: one answer per node, and a map of every step per answer is O(n^2).
         steps = {st.instance_id: st for st in op.steps} if errors else {}
         for iid, message in errors.items():
-            self.orch._note_failure(iid, message)
+            self.orch.commands.note_failure(iid, message)
             st = steps.get(iid)
             if st is not None and not st.final and self.live.get(op.id) is op:
                 self._finish_step(op, st, StepState.FAILED, f"{st.name}: {message}")

@@ -80,7 +80,7 @@ class Services:
             self.directory.load(s)
             self.alerts.load(s)
         self._store = await open_store(self.settings)
-        self.orchestrator.store = self._store
+        self.orchestrator.commands.store = self._store
         self._uploads = UploadService(self.db, self._store, self.settings)
         self._tasks.append(asyncio.create_task(self._uploads.expire_forever()))
         await self.notifier.start()
