@@ -36,6 +36,7 @@ def parse_listen(value: str) -> tuple[str | None, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every flag of the master, one `add_argument` each: long, but one flat list reads best."""
     p = argparse.ArgumentParser(
         prog="gdos-master",
         description="GDOS master: REST + WebSocket API for agents and the console.",
