@@ -75,6 +75,15 @@ class InstanceMetricsOut(BaseModel):
     samples: list[InstanceSample]
 
 
+class LoopLagOut(BaseModel):
+    """The master's event-loop lateness samples (a debug endpoint for benchmarks)."""
+
+    period: float = Field(description="seconds between samples")
+    samples: list[tuple[float, float]] = Field(
+        description="[wall time (seconds since the epoch), lag in seconds], oldest first"
+    )
+
+
 # -- alert rules ---------------------------------------------------------------------------
 
 
