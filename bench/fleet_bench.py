@@ -74,6 +74,16 @@ def raise_nofile() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
+SIMULATOR_NICE = 10
+
+
+def simulator_setup() -> None:
+    """The simulated agents stand for a thousand other machines: on this one they yield the
+    CPU to the master under test (niceness applies within this benchmark's own session)."""
+    raise_nofile()
+    os.nice(SIMULATOR_NICE)
+
+
 class Worker:
     """One `bench.fleet` process and its JSON-lines conversation."""
 
@@ -100,7 +110,7 @@ class Worker:
             stdout=subprocess.PIPE,
             text=True,
             bufsize=1,
-            preexec_fn=raise_nofile,
+            preexec_fn=simulator_setup,
         )
         self.nodes: list[str] = []
 
@@ -303,11 +313,15 @@ def spread(prefix: str, values: list[float]) -> dict[str, Any]:
 
 
 def loop_lag(api: httpx.Client, phase: str, windows: list[Window]) -> dict[str, Any]:
-    """The master's own lag samples over the phase's windows."""
+    """The master's own lag samples over the phase's windows. `loop_busy` is the part of each
+    lateness the master spent on the CPU (at most the CPU it used meanwhile): on a machine
+    short of cores the rest is waiting for one, which the master cannot help."""
     since = min(start for start, _ in windows) - 1
     body = api.get("/debug/loop-lag", params={"since": since}).json()
-    lags = [lag * 1000 for t, lag in body["samples"] if _inside(t, windows)]
-    return spread(f"loop_lag_ms_{phase}", lags)
+    inside = [(lag, cpu) for t, lag, cpu in body["samples"] if _inside(t, windows)]
+    out = spread(f"loop_lag_ms_{phase}", [lag * 1000 for lag, _ in inside])
+    out.update(spread(f"loop_busy_ms_{phase}", [min(lag, cpu) * 1000 for lag, cpu in inside]))
+    return out
 
 
 def probed(
@@ -495,6 +509,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         console.measuring = False
         steady: list[Window] = [(steady_from, time.time())]
         await asyncio.sleep(5)  # the last alerts
+        print(f"fan-out: {args.fanout_rounds} rounds (master pid {master.pid})", flush=True)
         result.update(await fanout(api, console, workers, fan_system, args.fanout_rounds))
         fan_windows: list[Window] = result.pop("fanout_windows")
         result.update(loop_lag(api, "steady", steady))
@@ -575,6 +590,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         master.wait()
         t_restart = time.time()
         master = launch_master()
+        print(f"master restarted (pid {master.pid})", flush=True)
         await healthy()
         t_healthy = time.time()
         # Polled (every 0.5 s) rather than read from the console's stream, which reconnects

@@ -12,9 +12,14 @@ from tests.master.test_prometheus_page import parse, samples
 def test_since_returns_the_kept_samples_after_a_time_oldest_first():
     lag = LoopLag(keep=4)
     for n in range(6):  # the ring keeps the last 4
-        lag.record(100.0 + n, n / 1000)
-    assert lag.since(0) == [(102.0, 0.002), (103.0, 0.003), (104.0, 0.004), (105.0, 0.005)]
-    assert lag.since(103.0) == [(104.0, 0.004), (105.0, 0.005)]
+        lag.record(100.0 + n, n / 1000, n / 100)
+    assert lag.since(0) == [
+        (102.0, 0.002, 0.02),
+        (103.0, 0.003, 0.03),
+        (104.0, 0.004, 0.04),
+        (105.0, 0.005, 0.05),
+    ]
+    assert lag.since(103.0) == [(104.0, 0.004, 0.04), (105.0, 0.005, 0.05)]
     assert lag.since(105.0) == []
     assert lag.count == 6 and abs(lag.total - 0.015) < 1e-12
 
@@ -69,4 +74,4 @@ def test_the_debug_route_exists_only_with_the_flag(tmp_path):
         assert body.status_code == 200, body.text
         got = body.json()
         assert got["period"] > 0 and got["samples"], got
-        assert all(t > before and lag >= 0 for t, lag in got["samples"])
+        assert all(t > before and lag >= 0 and cpu >= 0 for t, lag, cpu in got["samples"])
