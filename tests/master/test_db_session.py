@@ -1,0 +1,18 @@
+"""The database's start-up: the schema's head read without alembic agrees with alembic's."""
+
+from alembic.script import ScriptDirectory
+
+from master.db.session import MIGRATIONS, Database, script_head
+
+
+def test_the_head_read_from_the_files_is_alembics():
+    assert script_head() == ScriptDirectory(str(MIGRATIONS)).get_current_head()
+
+
+def test_a_new_database_is_migrated_and_then_seen_at_head(tmp_path):
+    db = Database(f"sqlite:///{tmp_path / 'x.db'}")
+    assert not db._at_head()
+    db.migrate()
+    assert db._at_head()
+    db.migrate()  # nothing to do, and nothing breaks
+    db.dispose()
