@@ -74,7 +74,7 @@ def raise_nofile() -> None:
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
-SIMULATOR_NICE = 10
+SIMULATOR_NICE = 5
 
 
 def simulator_setup() -> None:

@@ -14,7 +14,7 @@ import uvicorn
 from master.app import create_app
 from master.cli import parse_args, settings_from_args
 from master.config import Settings
-from master.server import guarded_protocol, tune_allocator
+from master.server import guarded_protocol, paced_websocket_protocol, tune_allocator
 from master.storage import open_store
 from protocol import __version__
 from protocol.frozen import child_environ, version_text
@@ -57,6 +57,7 @@ async def serve(settings: Settings, with_agent: bool) -> int:
     config = uvicorn.Config(
         app,
         http=guarded_protocol(),
+        ws=paced_websocket_protocol(),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,
