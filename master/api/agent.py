@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from functools import partial
 
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketState
@@ -112,6 +113,7 @@ async def agent_socket(ws: WebSocket, svc: ServicesDep) -> None:
         if ws.application_state != WebSocketState.DISCONNECTED:
             raise
     finally:
+        svc.orchestrator.reports.flush()  # its answers still queued reach their waiters
         if svc.agents.detach(link):
             svc.nodes.offline(link)
             log.info("node %s disconnected", node_id)
@@ -211,7 +213,7 @@ async def _serve(ws: WebSocket, link: AgentLink, svc: ServicesDep) -> None:
         elif isinstance(msg, InstanceStates):
             svc.orchestrator.reports.queue(link.node_id, msg.reports)
         elif isinstance(msg, Result):
-            link.resolve(msg)
+            svc.orchestrator.reports.after(partial(link.resolve, msg))
         elif isinstance(msg, LogChunk):
             svc.logs.on_chunk(link.node_id, msg)
         elif isinstance(msg, Hello):

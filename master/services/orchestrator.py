@@ -250,7 +250,7 @@ class Orchestrator:
         if node_id is not None:
             which.append(table.c.node_id == node_id)
         with self.db.engine.begin() as conn:
-            rows = [dict(row._mapping) for row in conn.execute(select(table).where(*which))]
+            rows = instance_rows.rows(conn.execute(select(table).where(*which)))
             if rows:
                 conn.execute(update(table).where(*which).values(state=InstanceState.UNKNOWN))
         for row in rows:
