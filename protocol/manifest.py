@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from protocol import jsonc
+from protocol import jsonc, launch
 from protocol.wire import FrozenStruct, describe
 
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9._-]+$")
@@ -62,8 +62,12 @@ class HealthCheck(FrozenStruct, frozen=True):
             raise ValueError("give exactly one of tcp, http, command")
         if self.http is not None and not self.http.startswith(("http://", "https://")):
             raise ValueError("http must be an http:// or https:// URL")
-        if self.command is not None and not self.command:
-            raise ValueError("command must not be empty")
+        if self.command is not None:
+            try:
+                launch.check_command(self.command)
+            except launch.LaunchError as exc:
+                where = f"command.{exc.where}" if exc.where is not None else "command"
+                raise ValueError(f"{where}: {exc}") from None
 
 
 DEFAULT_LOG_MAX_BYTES = 10 << 20
@@ -91,12 +95,6 @@ def _inside(value: str | None) -> None:
         raise ValueError("must be a relative path inside the package")
 
 
-def _env_names(env: dict[str, str]) -> None:
-    for key in env:
-        if not key or "=" in key or "\x00" in key:
-            raise ValueError(f"invalid variable name {key!r}")
-
-
 def _log_paths(paths: dict[str, str]) -> None:
     for key, path in paths.items():
         if key in ("stdout", "stderr") or not key.strip() or "/" in key or "\x00" in key:
@@ -113,7 +111,9 @@ def _log_paths(paths: dict[str, str]) -> None:
 _FIELD_CHECKS: dict[str, Callable[[Any], None]] = {
     "entrypoint": _inside,
     "stop_entrypoint": _inside,
-    "env": _env_names,
+    "env": launch.check_env,
+    "args": launch.check_args,
+    "stop_args": launch.check_args,
     "log_paths": _log_paths,
 }
 
@@ -146,6 +146,7 @@ class Manifest(FrozenStruct, frozen=True):
     def __post_init__(self) -> None:
         for field, check in _FIELD_CHECKS.items():
             check(getattr(self, field))
+        launch.check_total(self.env, self.args)
         for field in ("entrypoint", "stop_entrypoint"):
             value = getattr(self, field)
             if value is not None:
@@ -177,8 +178,16 @@ def _field_problems(data: dict[str, Any]) -> list[dict[str, str]]:
             problems.append(
                 {"field": ".".join(p for p in (field.name, path) if p), "message": message}
             )
+        except launch.LaunchError as exc:
+            where = f"{field.name}.{exc.where}" if exc.where is not None else field.name
+            problems.append({"field": where, "message": str(exc)})
         except ValueError as exc:
             problems.append({"field": field.name, "message": str(exc)})
+    if not problems:
+        try:
+            launch.check_total(data.get("env"), data.get("args"))
+        except launch.LaunchError as exc:
+            problems.append({"field": exc.where or "service.json", "message": str(exc)})
     return problems
 
 

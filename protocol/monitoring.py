@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, BeforeValidator, Field, HttpUrl, StrictBool
 
-from protocol.rest import JSON_NUMBER, RequestBody
+from protocol.rest import JSON_NUMBER, NullMeans, PatchBody, RequestBody
 
 Metric = Literal["cpu_percent", "rss_bytes", "state", "node_status"]
 Op = Literal[">", "<", "==", "!="]
@@ -30,15 +30,6 @@ def _not_a_boolean(value: Any) -> Any:
 Threshold = Annotated[float | str, BeforeValidator(_not_a_boolean)]
 ForSeconds = Annotated[float, Field(ge=0, le=MAX_FOR_SECONDS), JSON_NUMBER]
 Hysteresis = Annotated[float, Field(ge=0), JSON_NUMBER]
-
-
-def _no_null(schema: dict[str, Any]) -> None:
-    """Schema of an optional field without its `null`: None then only means "not given"."""
-    options = [o for o in schema.pop("anyOf", []) if o.get("type") != "null"]
-    if len(options) == 1:
-        schema.update(options[0])
-    elif options:
-        schema["anyOf"] = options
 
 
 # -- metrics -------------------------------------------------------------------------------
@@ -110,22 +101,23 @@ class AlertRuleIn(RequestBody):
     enabled: StrictBool = True  # lax bool would take 1, "yes" and "0"
 
 
-class AlertRulePatch(RequestBody):
-    """Only the fields given change. The fields a rule cannot be without take no null (the
-    schema does not offer it, the route refuses it by name); scope, webhook_url, hysteresis and
-    resolve_for_seconds take null to go back to their defaults."""
+class AlertRulePatch(PatchBody):
+    """Only the fields given change. Null puts scope, webhook_url, hysteresis and
+    resolve_for_seconds back to their defaults; the other fields take no null."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=128, json_schema_extra=_no_null)
-    metric: Metric | None = Field(default=None, json_schema_extra=_no_null)
-    op: Op | None = Field(default=None, json_schema_extra=_no_null)
-    threshold: Threshold | None = Field(default=None, json_schema_extra=_no_null)
-    for_seconds: ForSeconds | None = Field(default=None, json_schema_extra=_no_null)
-    scope: Scope | None = None
-    severity: Severity | None = Field(default=None, json_schema_extra=_no_null)
-    webhook_url: HttpUrl | None = None
-    hysteresis: Hysteresis | None = None
-    resolve_for_seconds: ForSeconds | None = None
-    enabled: StrictBool | None = Field(default=None, json_schema_extra=_no_null)
+    name: str | None = Field(default=None, min_length=1, max_length=128)
+    metric: Metric | None = None
+    op: Op | None = None
+    threshold: Threshold | None = None
+    for_seconds: ForSeconds | None = None
+    scope: Annotated[Scope | None, NullMeans("every instance (or node)")] = None
+    severity: Severity | None = None
+    webhook_url: Annotated[HttpUrl | None, NullMeans("no webhook")] = None
+    hysteresis: Annotated[Hysteresis | None, NullMeans("the default, 5 % of the threshold")] = None
+    resolve_for_seconds: Annotated[
+        ForSeconds | None, NullMeans("the default, max(for_seconds, 5)")
+    ] = None
+    enabled: StrictBool | None = None
 
 
 class AlertRuleOut(BaseModel):

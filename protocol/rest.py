@@ -8,10 +8,23 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, PydanticCustomError
 
 from protocol.manifest import NAME_PATTERN, HealthCheck
 from protocol.messages import RestartMode
+from protocol.rest_launch import ArgList, Command, EnvMap, LaunchSettings
 from protocol.wire import describe
 
 Role = Literal["admin", "operator", "viewer"]
@@ -51,6 +64,54 @@ class RequestBody(BaseModel):
     `NaN`, which are not JSON) are refused."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class NullMeans:
+    """Marks a PATCH field whose null means something, e.g. `Annotated[str | None,
+    NullMeans("the newest version")]`; the schema offers null with that meaning."""
+
+    def __init__(self, meaning: str) -> None:
+        self.meaning = meaning
+
+
+def _null_meaning(field: FieldInfo) -> str | None:
+    return next((m.meaning for m in field.metadata if isinstance(m, NullMeans)), None)
+
+
+class PatchBody(RequestBody):
+    """A PATCH body: only the fields given change. A field left out keeps its value; an explicit
+    null is refused by name (422) unless the field is marked `NullMeans`, and the schema offers
+    null only where it is accepted."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _null_only_where_it_means_something(cls, value: Any, info: ValidationInfo) -> Any:
+        name = info.field_name
+        if value is None and name is not None and _null_meaning(cls.model_fields[name]) is None:
+            raise PydanticCustomError(
+                "null", "cannot be null: leave the field out to keep its current value"
+            )
+        return value
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler.resolve_ref_schema(handler(core_schema))
+        for name, field in cls.model_fields.items():
+            prop = schema["properties"][field.alias or name]
+            meaning = _null_meaning(field)
+            if meaning is not None:
+                prop["description"] = f"{prop.get('description', '')}; null: {meaning}".lstrip("; ")
+                continue
+            options = [o for o in prop.pop("anyOf", []) if o.get("type") != "null"]
+            if len(options) == 1:
+                prop.update(options[0])
+            elif options:
+                prop["anyOf"] = options
+            if "default" in prop and prop["default"] is None:
+                del prop["default"]
+        return schema
 
 
 class ErrorDetail(BaseModel):
@@ -159,7 +220,7 @@ class NodeOut(BaseModel):
     unmanaged_instances: list[str] = Field(default_factory=list)
 
 
-class NodePatch(RequestBody):
+class NodePatch(PatchBody):
     labels: dict[str, str]
 
 
@@ -196,24 +257,24 @@ class SystemIn(RequestBody):
     description: str = Field(default="", max_length=4096)
 
 
-class SystemPatch(RequestBody):
+class SystemPatch(PatchBody):
     description: str = Field(max_length=4096)
 
 
-class ModuleIn(RequestBody):
+class ModuleIn(RequestBody, LaunchSettings):
     name: str = Field(min_length=1, max_length=128, pattern=NAME_PATTERN.pattern)
     package: str = Field(min_length=1, max_length=128)
     version: str | None = None
     start_order: StartOrder = 1
-    env: dict[str, str] = Field(default_factory=dict)
-    args: list[str] | None = None
+    env: EnvMap = Field(default_factory=dict)
+    args: ArgList | None = None
 
 
-class ModulePatch(RequestBody):
-    version: str | None = None
+class ModulePatch(PatchBody, LaunchSettings):
+    version: Annotated[str | None, NullMeans("the newest version of the package")] = None
     start_order: StartOrder | None = None
-    env: dict[str, str] | None = None
-    args: list[str] | None = None
+    env: EnvMap | None = None
+    args: Annotated[ArgList | None, NullMeans("the args of the package's service.json")] = None
 
 
 class ModuleOut(BaseModel):
@@ -261,8 +322,8 @@ class AdoptIn(RequestBody):
     pid_file: str | None = Field(default=None, min_length=1, max_length=4096)
     process_name: str | None = Field(default=None, min_length=1, max_length=255)
     cmdline_pattern: str | None = Field(default=None, min_length=1, max_length=1024)
-    start_command: str | list[str] | None = None
-    stop_command: str | list[str] | None = None
+    start_command: Command | None = None
+    stop_command: Command | None = None
     stop_timeout: Annotated[float, Field(gt=0, le=3600), JSON_NUMBER] = 10.0
     log_paths: dict[str, str] = Field(default_factory=dict)
     health: dict[str, Any] | None = Field(
@@ -305,11 +366,6 @@ class AdoptIn(RequestBody):
                 ) from None
         if self.restart != "no" and not self.start_command:
             raise ValueError("a restart policy needs a start_command")
-        for cmd in (self.start_command, self.stop_command):
-            if isinstance(cmd, list) and (not cmd or not all(cmd)):
-                raise ValueError("a command given as a list needs a non-empty program")
-            if isinstance(cmd, str) and not cmd.strip():
-                raise ValueError("a command must not be empty")
         return self
 
 

@@ -62,6 +62,8 @@ CASES = {
         "outside the package",
     ),
     "symlink_entry": (lambda p: zip_of(p, base(), symlink="bin/link"), "symbolic link"),
+    "env_cannot_run": (lambda p: zip_of(p, base(env={"A=B": "1"})), "env.A=B"),
+    "arg_cannot_run": (lambda p: zip_of(p, base(args=["ok", "n\x00l"])), "args.1"),
     "zip_bomb": (lambda p: zip_of(p, {**base(), "zeros.bin": b"\0" * (300 << 20)}), "zip bomb"),
 }
 
