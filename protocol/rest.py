@@ -15,6 +15,7 @@ from pydantic import (
     Field,
     GetJsonSchemaHandler,
     ValidationInfo,
+    WithJsonSchema,
     field_validator,
     model_validator,
 )
@@ -24,7 +25,7 @@ from pydantic_core import CoreSchema, PydanticCustomError
 
 from protocol.manifest import NAME_PATTERN, HealthCheck
 from protocol.messages import RestartMode
-from protocol.rest_launch import ArgList, Command, EnvMap, LaunchSettings
+from protocol.rest_launch import COMMAND_LIST_SCHEMA, ArgList, Command, EnvMap, LaunchSettings
 from protocol.wire import describe
 
 Role = Literal["admin", "operator", "viewer"]
@@ -44,7 +45,8 @@ def iso(ts: float | None) -> str | None:
 
 
 def parse_iso(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    # RFC 3339 also allows a lowercase "t" and "z".
+    return datetime.fromisoformat(text.upper().replace("Z", "+00:00")).timestamp()
 
 
 def _json_number(value: Any) -> Any:
@@ -148,6 +150,12 @@ class LoginOut(BaseModel):
 
 
 class UserIn(RequestBody):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"username": "ops", "password": "a long passphrase", "role": "operator"}]
+        }
+    )
+
     username: str = Field(min_length=1, max_length=64, pattern=NAME_PATTERN.pattern)
     password: str = Field(min_length=8, max_length=1024)
     role: Role
@@ -221,6 +229,10 @@ class NodeOut(BaseModel):
 
 
 class NodePatch(PatchBody):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"labels": {"rack": "r12", "tier": "web"}}]}
+    )
+
     labels: dict[str, str]
 
 
@@ -253,15 +265,40 @@ class UploadOut(BaseModel):
 
 
 class SystemIn(RequestBody):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"name": "payments", "description": "payment gateway and its workers"}]
+        }
+    )
+
     name: str = Field(min_length=1, max_length=128, pattern=NAME_PATTERN.pattern)
     description: str = Field(default="", max_length=4096)
 
 
 class SystemPatch(PatchBody):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"description": "payment gateway, workers and reports"}]}
+    )
+
     description: str = Field(max_length=4096)
 
 
 class ModuleIn(RequestBody, LaunchSettings):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "api",
+                    "package": "payment-service",
+                    "version": None,
+                    "start_order": 2,
+                    "env": {"GIN_MODE": "release"},
+                    "args": ["-c", "../conf/config.yaml"],
+                }
+            ]
+        }
+    )
+
     name: str = Field(min_length=1, max_length=128, pattern=NAME_PATTERN.pattern)
     package: str = Field(min_length=1, max_length=128)
     version: str | None = None
@@ -271,6 +308,12 @@ class ModuleIn(RequestBody, LaunchSettings):
 
 
 class ModulePatch(PatchBody, LaunchSettings):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"version": "1.0.2", "env": {"GIN_MODE": "debug"}}, {"start_order": 3}]
+        }
+    )
+
     version: Annotated[str | None, NullMeans("the newest version of the package")] = None
     start_order: StartOrder | None = None
     env: EnvMap | None = None
@@ -289,6 +332,10 @@ class ModuleOut(BaseModel):
 
 
 class InstanceCreate(RequestBody):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"module_id": "4f2a9c01b7de", "node_id": "9d1e0c4b2a77"}]}
+    )
+
     module_id: str = Field(min_length=1, max_length=64)
     node_id: str = Field(min_length=1, max_length=64)
 
@@ -312,8 +359,69 @@ class InstanceOut(BaseModel):
     health_detail: str | None = None
 
 
+def _health_schema() -> dict[str, Any]:
+    """service.json's health check as JSON Schema: msgspec's, plus what HealthCheck checks."""
+    schema: dict[str, Any] = msgspec.json.schema(HealthCheck)["$defs"]["HealthCheck"]
+    props = schema["properties"]
+    props["http"]["anyOf"][0]["pattern"] = "^https?://"
+    props["command"]["anyOf"][0] = COMMAND_LIST_SCHEMA
+    schema["oneOf"] = [
+        {"required": [kind], "not": {"properties": {kind: {"type": "null"}}}}
+        for kind in ("tcp", "http", "command")
+    ]
+    return schema
+
+
+HEALTH_SCHEMA = _health_schema()
+
+_ADOPT_NEEDS = {
+    "pid_file": "pid_file",
+    "process_name": "process_name",
+    "cmdline": "cmdline_pattern",
+}
+# The rules across fields that AdoptIn's validator checks, stated in its schema too.
+_ADOPT_RULES: dict[str, Any] = {
+    "allOf": [
+        *(
+            {
+                "if": {"properties": {"strategy": {"const": strategy}}},
+                "then": {"required": [field], "properties": {field: {"type": "string"}}},
+            }
+            for strategy, field in _ADOPT_NEEDS.items()
+        ),
+        {
+            "if": {
+                "properties": {"restart": {"enum": ["on-failure", "always"]}},
+                "required": ["restart"],
+            },
+            "then": {
+                "required": ["start_command"],
+                "not": {"properties": {"start_command": {"type": "null"}}},
+            },
+        },
+    ]
+}
+
+
 class AdoptIn(RequestBody):
     """Take over a process GDOS did not start (API.md, "Adopt an external process")."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            **_ADOPT_RULES,
+            "examples": [
+                {
+                    "system_id": "5c3e9b7a1d20",
+                    "node_id": "9d1e0c4b2a77",
+                    "name": "legacy-billing",
+                    "strategy": "pid_file",
+                    "pid_file": "/var/run/billing.pid",
+                    "start_command": ["/opt/billing/bin/start", "--daemon"],
+                    "restart": "on-failure",
+                }
+            ],
+        }
+    )
 
     system_id: str = Field(min_length=1, max_length=64)
     node_id: str = Field(min_length=1, max_length=64)
@@ -321,12 +429,14 @@ class AdoptIn(RequestBody):
     strategy: Literal["pid_file", "process_name", "cmdline"]
     pid_file: str | None = Field(default=None, min_length=1, max_length=4096)
     process_name: str | None = Field(default=None, min_length=1, max_length=255)
-    cmdline_pattern: str | None = Field(default=None, min_length=1, max_length=1024)
+    cmdline_pattern: str | None = Field(
+        default=None, min_length=1, max_length=1024, json_schema_extra={"format": "regex"}
+    )
     start_command: Command | None = None
     stop_command: Command | None = None
     stop_timeout: Annotated[float, Field(gt=0, le=3600), JSON_NUMBER] = 10.0
     log_paths: dict[str, str] = Field(default_factory=dict)
-    health: dict[str, Any] | None = Field(
+    health: Annotated[dict[str, Any], WithJsonSchema(HEALTH_SCHEMA)] | None = Field(
         default=None,
         description='as in service.json: {"tcp": 8888} | {"http": URL} | {"command": [...]}, '
         "with optional timeout, interval, ready_timeout, failure_threshold, host",
@@ -349,12 +459,7 @@ class AdoptIn(RequestBody):
 
     @model_validator(mode="after")
     def _strategy_has_its_field(self) -> "AdoptIn":
-        needed = {
-            "pid_file": "pid_file",
-            "process_name": "process_name",
-            "cmdline": "cmdline_pattern",
-        }
-        field = needed[self.strategy]
+        field = _ADOPT_NEEDS[self.strategy]
         if not getattr(self, field):
             raise ValueError(f"strategy {self.strategy!r} needs {field!r}")
         if self.cmdline_pattern is not None:

@@ -51,6 +51,12 @@ def _command(value: str | list[str]) -> None:
 
 _ARG: dict[str, Any] = {"type": "string", "pattern": NO_NUL_PATTERN, "maxLength": MAX_ARG_CHARS}
 _SIZES = "at most 128 KiB each in UTF-8, and env and args at most 1 MiB together"
+COMMAND_LIST_SCHEMA: dict[str, Any] = {
+    "type": "array",
+    "prefixItems": [{**_ARG, "minLength": 1}],
+    "items": _ARG,
+    "minItems": 1,
+}
 
 EnvMap = Annotated[
     dict[str, str],
@@ -89,12 +95,7 @@ Command = Annotated[
                     "pattern": "^[^\\x00]*[^\\x00\\s][^\\x00]*$",
                     "maxLength": MAX_ARG_CHARS,
                 },
-                {
-                    "type": "array",
-                    "prefixItems": [{**_ARG, "minLength": 1}],
-                    "items": _ARG,
-                    "minItems": 1,
-                },
+                COMMAND_LIST_SCHEMA,
             ],
             "description": "a string (split into words as a shell would, never run by one) or "
             "an argument list whose first word is the program; without NUL",

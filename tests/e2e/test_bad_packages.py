@@ -180,3 +180,14 @@ def test_declared_oversize_is_413_before_the_body_is_read(master_factory):
     r = tus.create(api, 5_000_000_000, expect=413)
     assert r.json()["error"]["code"] == "too_large"
     assert [p for p in (m.data_dir / "uploads").rglob("*") if p.is_file()] == []
+
+
+def test_a_package_whose_zip_is_gone_is_404_not_a_server_error(shared_master, shared_api, tmp_path):
+    """A restored backup can name a package deleted after it was taken: its zip is gone."""
+    pkg = shared_api.upload(build_package(tmp_path, name="gone", version="1")).json()
+    (zip_file,) = [p for p in leftovers(shared_master) if pkg["sha256"] in p.name]
+    zip_file.unlink()
+    r = shared_api.request("GET", f"/packages/{pkg['id']}/download")
+    assert r.status_code == 404, r.text
+    assert "upload it again" in r.json()["error"]["message"]
+    shared_api.request("DELETE", f"/packages/{pkg['id']}", expect=204)

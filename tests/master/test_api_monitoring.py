@@ -37,6 +37,7 @@ def rules_of(api: Api) -> list[dict]:
         ({**RULE, "for_seconds": True}, 422, "for_seconds"),
         ({**RULE, "resolve_for_seconds": "5"}, 422, "resolve_for_seconds"),
         ({**RULE, "threshold": False}, 422, "threshold"),
+        ({**RULE, "threshold": "80"}, 422, "threshold"),  # a number, as the schema says
     ],
 )
 def test_bad_rules_are_refused_and_nothing_changes(shared_api, body, status, field):

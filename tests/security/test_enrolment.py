@@ -92,3 +92,12 @@ def test_an_agent_cannot_act_as_another_node(master, api, agent_factory, tmp_pat
     assert (
         inst["state"] == "stopped" and inst["last_error"] != "pwned" and inst["node_id"] == node_a
     )
+
+
+def test_a_removed_node_is_gone_from_the_api(shared_master, shared_api):
+    """Found by fuzzing: a removed node was still read (200) and patched by its id."""
+    node_id = enroll(shared_master, shared_master.join_token, "removed").json()["node_id"]
+    shared_api.request("DELETE", f"/nodes/{node_id}", expect=204)
+    assert shared_api.request("GET", f"/nodes/{node_id}").status_code == 404
+    assert shared_api.request("PATCH", f"/nodes/{node_id}", json={"labels": {}}).status_code == 404
+    assert shared_api.request("DELETE", f"/nodes/{node_id}").status_code == 404
