@@ -373,6 +373,7 @@ def _health_schema() -> dict[str, Any]:
 
 
 HEALTH_SCHEMA = _health_schema()
+_HEALTH_INTS = {k for k, v in HEALTH_SCHEMA["properties"].items() if "integer" in str(v)}
 
 _ADOPT_NEEDS = {
     "pid_file": "pid_file",
@@ -451,6 +452,11 @@ class AdoptIn(RequestBody):
     def _health(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         if value is None:
             return None
+        # JSON Schema's integer admits 8888.0; msgspec's int does not.
+        value = {
+            k: int(v) if k in _HEALTH_INTS and isinstance(v, float) and v.is_integer() else v
+            for k, v in value.items()
+        }
         try:
             return HealthCheck.from_data(value).to_dict()  # service.json's rules, defaults filled
         except msgspec.ValidationError as exc:

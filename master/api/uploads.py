@@ -179,7 +179,12 @@ def create_upload(
             json_schema_extra={"pattern": "^0*[1-9][0-9]*$", "maxLength": 19},
         ),
     ],
-    upload_metadata: Annotated[str | None, Header(alias="Upload-Metadata")] = None,
+    upload_metadata: Annotated[
+        str | None,
+        Header(
+            alias="Upload-Metadata", json_schema_extra={"pattern": upload_service.METADATA_PATTERN}
+        ),
+    ] = None,
 ) -> UploadOut:
     """Start a resumable upload of `Upload-Length` bytes; `Location` is where to PATCH."""
     length = _int_header(upload_length, "Upload-Length")

@@ -125,3 +125,25 @@ def test_an_adopt_command_that_cannot_run_is_refused(shared_api, module, command
     # An argument may be empty; only the program may not (the node is what is missing here).
     body["start_command"] = ["prog", ""]
     assert shared_api.request("POST", "/instances/adopt", json=body).status_code == 404
+
+
+@pytest.mark.parametrize(
+    ("health", "status"),
+    [
+        ({"tcp": 8080.0}, 404),  # JSON Schema's integer: the body is valid, the node is missing
+        ({"tcp": 8080.5}, 422),
+        ({}, 422),  # exactly one of tcp, http, command
+        ({"command": ["check", "\x00"]}, 422),
+    ],
+)
+def test_an_adopt_health_check_follows_its_schema(shared_api, module, health, status):
+    body = {
+        "system_id": module["system_id"],
+        "node_id": "no-such-node",
+        "name": "adopted",
+        "strategy": "process_name",
+        "process_name": "sleep",
+        "health": health,
+    }
+    r = shared_api.request("POST", "/instances/adopt", json=body)
+    assert r.status_code == status, r.text
