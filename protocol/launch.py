@@ -6,8 +6,6 @@ from collections.abc import Iterable, Mapping, Sequence
 
 MAX_STRING_BYTES = 128 * 1024  # Linux MAX_ARG_STRLEN: one argument or NAME=value, NUL included
 MAX_TOTAL_BYTES = 1024 * 1024  # all arguments and environment entries of one start together
-# The longest argument (in characters) that can fit: a schema's maxLength.
-MAX_ARG_CHARS = MAX_STRING_BYTES - 1
 
 NO_NUL_PATTERN = "^[^\\x00]*$"
 ENV_NAME_PATTERN = "^[^=\\x00]+$"

@@ -11,7 +11,6 @@ from pydantic_core import PydanticCustomError
 
 from protocol.launch import (
     ENV_NAME_PATTERN,
-    MAX_ARG_CHARS,
     NO_NUL_PATTERN,
     LaunchError,
     check_args,
@@ -49,7 +48,8 @@ def _command(value: str | list[str]) -> None:
     check_args([value])
 
 
-_ARG: dict[str, Any] = {"type": "string", "pattern": NO_NUL_PATTERN, "maxLength": MAX_ARG_CHARS}
+# Sizes are in bytes, which JSON Schema cannot count: the descriptions give them.
+_ARG: dict[str, Any] = {"type": "string", "pattern": NO_NUL_PATTERN}
 _SIZES = "at most 128 KiB each in UTF-8, and env and args at most 1 MiB together"
 COMMAND_LIST_SCHEMA: dict[str, Any] = {
     "type": "array",
@@ -93,7 +93,6 @@ Command = Annotated[
                 {
                     "type": "string",
                     "pattern": "^[^\\x00]*[^\\x00\\s][^\\x00]*$",
-                    "maxLength": MAX_ARG_CHARS,
                 },
                 COMMAND_LIST_SCHEMA,
             ],
