@@ -117,9 +117,6 @@ async def update_rule(
     merged.update(body.model_dump(mode="json", exclude_unset=True))
     if merged.get("scope") is None:
         merged["scope"] = {}
-    for field in ("name", "metric", "op", "threshold", "for_seconds", "severity", "enabled"):
-        if merged.get(field) is None:
-            raise rules.invalid(field, "cannot be null")
     values = rules.normalize(merged)
     _check_scope(s, values)
     for key, value in values.items():

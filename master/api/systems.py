@@ -12,6 +12,7 @@ from master.db import models
 from master.db.session import get_or_404
 from master.services.serializers import instance_out, module_out, system_out
 from protocol.errors import ErrorCode, GdosError
+from protocol.launch import LaunchError, check_total
 from protocol.rest import (
     ModuleIn,
     ModuleOut,
@@ -141,6 +142,11 @@ def update_module(
     given = body.model_dump(exclude_unset=True)
     if "version" in given:
         svc.orchestrator.resolve_package(s, mod.package_name, given["version"])
+    try:  # the body alone was checked; what is kept must fit with it
+        check_total(given.get("env", mod.env), given.get("args", mod.args))
+    except LaunchError as exc:
+        where = exc.where or "env"
+        raise GdosError(ErrorCode.VALIDATION_FAILED, f"{where}: {exc}", {"field": where}) from None
     for key, value in given.items():
         setattr(mod, key, value)
     s.commit()
