@@ -22,6 +22,7 @@ NAME_SCHEMA_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._-]*$"
 NAME_RULE = "must start with a letter or digit and hold only letters, digits, '.', '_' and '-'"
 # A POSIX user or group name: no leading '-', at most 32 characters, an optional trailing '$'.
 ACCOUNT_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\$?")
+ACCOUNT_SCHEMA_PATTERN = "^" + ACCOUNT_PATTERN.pattern + "$"  # the same rule for JSON Schema
 _DRIVE = re.compile(r"^[A-Za-z]:")
 
 

@@ -23,7 +23,12 @@ from pydantic.json_schema import JsonSchemaValue
 from pydantic_core import CoreSchema, PydanticCustomError
 
 from protocol import pattern
-from protocol.manifest import NAME_SCHEMA_PATTERN, HealthCheck, check_account
+from protocol.manifest import (
+    ACCOUNT_SCHEMA_PATTERN,
+    NAME_SCHEMA_PATTERN,
+    HealthCheck,
+    check_account,
+)
 from protocol.messages import RestartMode
 from protocol.rest_launch import COMMAND_LIST_SCHEMA, ArgList, Command, EnvMap, LaunchSettings
 from protocol.wire import describe
@@ -460,8 +465,11 @@ class AdoptIn(RequestBody):
         default=None,
         max_length=33,
         description="who the start, stop and probe commands run as (default: the agent's --default-user)",
+        json_schema_extra={"pattern": ACCOUNT_SCHEMA_PATTERN},
     )
-    group: str | None = Field(default=None, max_length=33)
+    group: str | None = Field(
+        default=None, max_length=33, json_schema_extra={"pattern": ACCOUNT_SCHEMA_PATTERN}
+    )
 
     @field_validator("user", "group")
     @classmethod

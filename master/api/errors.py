@@ -110,7 +110,8 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
     problems = [
         {
             "field": _field(tuple(e.get("loc", ())), (e.get("ctx") or {}).get("where")),
-            "message": str(e.get("msg")),
+            # pydantic prefixes a validator's own sentence with "Value error, ".
+            "message": str(e.get("msg")).removeprefix("Value error, "),
         }
         for e in errors
     ]

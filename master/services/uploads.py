@@ -48,6 +48,8 @@ class BodySource(Protocol):
 
     async def next(self) -> bytes | None: ...
     async def discard(self) -> None: ...
+
+
 # tus: comma-separated `key base64value` pairs; keys are printable ASCII without spaces or commas.
 _KEY = r"[!-+\--~]+"
 _B64 = r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?"

@@ -213,6 +213,8 @@ def test_a_one_shot_upload_cut_midway_leaves_no_row_and_no_file(
     whole = shared_api.upload(pkg).json()
     assert whole["sha256"] == hashlib.sha256(data).hexdigest()
     shared_api.request("DELETE", f"/packages/{whole['id']}", expect=204)
+
+
 def test_a_package_whose_zip_is_gone_is_404_not_a_server_error(shared_master, shared_api, tmp_path):
     """A restored backup can name a package deleted after it was taken: its zip is gone."""
     pkg = shared_api.upload(build_package(tmp_path, name="gone", version="1")).json()
