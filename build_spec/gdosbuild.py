@@ -1,21 +1,33 @@
 """Shared by the PyInstaller specs in this directory (they import it through SPECPATH).
 
 `write_build_info()` generates the `_gdos_build_info` module that `protocol.frozen.build_info()`
-reads in a frozen program: the git commit and the build date. `GDOS_BUILD_COMMIT` and
-`SOURCE_DATE_EPOCH` override them (release pipelines, reproducible builds).
+reads in a frozen program: the git commit, the build date and the list of GDOS modules that
+`--self-check` imports. `GDOS_BUILD_COMMIT` and `SOURCE_DATE_EPOCH` override the first two
+(release pipelines, reproducible builds). `*_analysis()` are the Analysis arguments of each
+program, shared by its own spec and the console bundle, which carries all three.
 """
 
+from __future__ import annotations
+
+import fnmatch
+import hashlib
 import importlib.util
 import os
+import shutil
+import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
-from protocol.frozen import git_describe  # noqa: E402  (after ROOT is importable)
+from protocol.frozen import git_describe  # noqa: E402
+from protocol.selfcheck import source_modules  # noqa: E402
 
 BUILD_INFO_MODULE = "_gdos_build_info"
+PACKAGES = ("protocol", "agent", "master", "console")
+MIGRATIONS = ROOT / "master" / "db" / "migrations"
 
 # Things a development venv holds (or optional imports reach) that no GDOS program needs frozen:
 # werkzeug comes in through a test dependency's hook and drags in cryptography (14 MB).
@@ -34,17 +46,75 @@ EXCLUDES = [
     "_tkinter",
     "pytest",
     "_pytest",
+    "hypothesis",
     "mypy",
     "ruff",
     "moto",
     "boto3",
     "botocore",
     "IPython",
-    "numpy",
     "PyInstaller",
     "setuptools",
     "pip",
 ]
+# The console draws with QtWidgets and QtCharts only; the hooks of these would bring their Qt
+# libraries and plugins (QML and Quick alone are 15 MB).
+CONSOLE_EXCLUDES = [
+    "PySide6.QtNetwork",
+    "PySide6.QtOpenGL",
+    "PySide6.QtOpenGLWidgets",
+    "PySide6.QtDBus",
+    "PySide6.QtQml",
+    "PySide6.QtQuick",
+    "PySide6.QtSvg",
+    "PySide6.QtPdf",
+    # numpy parts the console's series and sorting never import.
+    "numpy.random",
+    "numpy.fft",
+    "numpy.polynomial",
+    "numpy.ma",
+    "numpy.f2py",
+    "numpy.distutils",
+    "numpy.testing",
+]
+# What the console's Qt keeps out, by path in the bundle: translations (the console is in
+# English), the GTK theme (the build cannot find its GTK libraries; Qt falls back to its own
+# style), input and device plugins that load QML or QtNetwork, embedded-display platforms, and
+# image formats other than SVG and ICO. Qt libraries only these needed go with them.
+QT_UNUSED = [
+    "PySide6/Qt/translations/*",
+    "PySide6/Qt/plugins/platformthemes/libqgtk3.so",
+    "PySide6/Qt/plugins/platforminputcontexts/libqtvirtualkeyboardplugin.so",
+    "PySide6/Qt/plugins/egldeviceintegrations/*",
+    "PySide6/Qt/plugins/generic/*",
+    "PySide6/Qt/plugins/networkinformation/*",
+    "PySide6/Qt/plugins/tls/*",
+    "PySide6/Qt/plugins/platforms/libqeglfs.so",
+    "PySide6/Qt/plugins/platforms/libqlinuxfb.so",
+    "PySide6/Qt/plugins/platforms/libqminimalegl.so",
+    "PySide6/Qt/plugins/platforms/libqvkkhrdisplay.so",
+    "PySide6/Qt/plugins/platforms/libqvnc.so",
+    "PySide6/Qt/plugins/imageformats/libqgif.so",
+    "PySide6/Qt/plugins/imageformats/libqicns.so",
+    "PySide6/Qt/plugins/imageformats/libqjpeg.so",
+    "PySide6/Qt/plugins/imageformats/libqpdf.so",
+    "PySide6/Qt/plugins/imageformats/libqtga.so",
+    "PySide6/Qt/plugins/imageformats/libqtiff.so",
+    "PySide6/Qt/plugins/imageformats/libqwbmp.so",
+    "PySide6/Qt/plugins/imageformats/libqwebp.so",
+    # numpy's compiled self-tests.
+    "numpy/_core/_simd.*",
+    "numpy/_core/_multiarray_tests.*",
+    "numpy/_core/_umath_tests.*",
+    "numpy/_core/_rational_tests.*",
+    "numpy/_core/_struct_ufunc_tests.*",
+    "numpy/_core/_operand_flag_tests.*",
+    "numpy/_core/tests/*",
+]
+
+# Linux binaries (libpython above all) carry symbol tables worth ~20 MB: `stripped()` removes
+# them; elsewhere they stay.
+STRIP = sys.platform.startswith("linux")
 
 
 def git_commit() -> str:
@@ -59,21 +129,195 @@ def build_date() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
 
 
-def write_build_info(program: str) -> str:
-    """Write the module into build/buildinfo/<program>/ and return that directory (for pathex)."""
-    out_dir = ROOT / "build" / "buildinfo" / program
+def write_build_info() -> str:
+    """Write the module into build/buildinfo/ and return that directory (for pathex)."""
+    out_dir = ROOT / "build" / "buildinfo"
     out_dir.mkdir(parents=True, exist_ok=True)
-    body = f'COMMIT = "{git_commit()}"\nBUILD_DATE = "{build_date()}"\n'
+    modules = "".join(f"    {name!r},\n" for name in source_modules(PACKAGES, ROOT))
+    body = (
+        f'COMMIT = "{git_commit()}"\nBUILD_DATE = "{build_date()}"\n'
+        f"# Every GDOS module in the source tree; `--self-check` imports its program's.\n"
+        f"MODULES = (\n{modules})\n"
+    )
     (out_dir / f"{BUILD_INFO_MODULE}.py").write_text(
         f'"""Generated by build_spec/gdosbuild.py at build time; not in git."""\n\n{body}'
     )
     return str(out_dir)
 
 
-# Linux binaries (libpython above all) carry debug symbols worth ~20 MB; elsewhere leave them.
-STRIP = sys.platform.startswith("linux")
-
-
 def optional(*modules: str) -> list[str]:
     """The modules of an optional extra that are installed (e.g. minio for S3)."""
     return [m for m in modules if importlib.util.find_spec(m) is not None]
+
+
+def gdos_modules(*packages: str) -> list[str]:
+    """Named so that modules only `--self-check` imports (by name) are in the build too."""
+    return source_modules(packages, ROOT)
+
+
+def agent_analysis(info_dir: str) -> dict[str, Any]:
+    return {
+        "scripts": [str(ROOT / "build_spec" / "run_agent.py")],
+        "pathex": [str(ROOT), info_dir],
+        "hiddenimports": [BUILD_INFO_MODULE, *gdos_modules("protocol", "agent")],
+        # The agent speaks WebSocket through agent.wsclient, not the websockets library.
+        "excludes": [
+            *EXCLUDES,
+            "numpy",
+            "click",
+            "PySide6",
+            "shiboken6",
+            "qasync",
+            "fastapi",
+            "uvicorn",
+            "sqlalchemy",
+            "alembic",
+            "websockets",
+        ],
+        "noarchive": False,
+    }
+
+
+def master_analysis(info_dir: str) -> dict[str, Any]:
+    from PyInstaller.utils.hooks import collect_submodules  # type: ignore[import-untyped]
+
+    return {
+        "scripts": [str(ROOT / "build_spec" / "run_master.py")],
+        "pathex": [str(ROOT), info_dir],
+        # Alembic reads env.py and versions/*.py as source files at run time.
+        "datas": [
+            (str(MIGRATIONS / "env.py"), "master/db/migrations"),
+            (str(MIGRATIONS / "script.py.mako"), "master/db/migrations"),
+            (str(MIGRATIONS / "versions" / "*.py"), "master/db/migrations/versions"),
+        ],
+        "hiddenimports": [
+            BUILD_INFO_MODULE,
+            *gdos_modules("protocol", "master"),
+            # uvicorn picks its loop, protocols and lifespan by name at run time.
+            *collect_submodules("uvicorn"),
+            *collect_submodules("websockets"),
+            "sqlalchemy.dialects.sqlite",
+            "sqlalchemy.dialects.sqlite.pysqlite",
+            # Alembic's DDL implementations and operations are looked up by dialect name; the
+            # migration scripts import alembic.op and sqlalchemy themselves.
+            *collect_submodules(
+                "alembic", filter=lambda name: not name.startswith("alembic.testing")
+            ),
+            *optional("minio"),
+        ],
+        "excludes": [*EXCLUDES, "numpy", "PySide6", "shiboken6", "qasync"],
+        "noarchive": False,
+    }
+
+
+def console_analysis(info_dir: str) -> dict[str, Any]:
+    resources = ROOT / "resources"
+    return {
+        "scripts": [str(ROOT / "build_spec" / "run_console.py")],
+        "pathex": [str(ROOT), info_dir],
+        "datas": [(str(resources), "resources")],
+        "hiddenimports": [
+            BUILD_INFO_MODULE,
+            *gdos_modules("protocol", "console"),
+            # Named so PySide6's hooks collect their Qt plugins even while the console imports
+            # them lazily.
+            *optional("PySide6.QtCore", "PySide6.QtGui", "PySide6.QtWidgets", "PySide6.QtCharts"),
+            *optional("qasync", "numpy"),
+        ],
+        "excludes": [*EXCLUDES, *CONSOLE_EXCLUDES, "fastapi", "uvicorn", "sqlalchemy", "alembic"],
+        "noarchive": False,
+    }
+
+
+def icon_file() -> str | None:
+    """The programs' icon for Windows (.ico) or macOS (.icns); None elsewhere (a Linux desktop
+    entry names the SVG itself)."""
+    kind = {"win32": "ico", "darwin": "icns"}.get(sys.platform)
+    return str(render_icon(kind, ROOT / "build" / "icons")) if kind else None
+
+
+def render_icon(kind: str, out_dir: Path, size: int = 256) -> Path:
+    """resources/icon.svg drawn at `size` pixels into an .ico, .icns or .png (Qt's writers)."""
+    from PySide6.QtGui import QGuiApplication, QIcon
+
+    app = QGuiApplication.instance() or QGuiApplication(["gdosbuild", "-platform", "offscreen"])
+    image = QIcon(str(ROOT / "resources" / "icon.svg")).pixmap(size, size).toImage()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / f"gdos-console.{kind}"
+    if image.isNull() or not image.save(str(path), kind.upper().encode()):
+        raise RuntimeError(f"could not draw the icon as {kind} (Qt's SVG or {kind} plugin?)")
+    del app
+    return path
+
+
+Entry = tuple[str, str, str]  # PyInstaller's (name in the bundle, source path, kind)
+
+
+def stripped(entries: list[Entry]) -> list[Entry]:
+    """On Linux, the binaries with their symbol tables stripped (copies kept in build/strip-cache),
+    except the libraries a wheel vendors in `<package>.libs/`: patchelf rewrote those and strip
+    corrupts them (numpy's OpenBLAS then fails with "ELF load command ... not page-aligned").
+    The specs pass strip=False to PyInstaller, which would strip every binary."""
+    if not STRIP:
+        return entries
+    cache = ROOT / "build" / "strip-cache"
+    out: list[Entry] = []
+    for dest, src, kind in entries:
+        if kind not in ("BINARY", "EXTENSION") or ".libs/" in dest:
+            out.append((dest, src, kind))
+            continue
+        st = os.stat(src)
+        key = hashlib.sha256(f"{os.path.realpath(src)}|{st.st_size}|{st.st_mtime_ns}".encode())
+        target = cache / key.hexdigest()[:20] / os.path.basename(dest)
+        if not target.exists():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_name(f".{target.name}.{os.getpid()}")
+            shutil.copy2(src, partial)
+            subprocess.run(["strip", str(partial)], check=True, capture_output=True)
+            os.replace(partial, target)  # whole or absent, for builds running side by side
+        out.append((dest, str(target), kind))
+    return out
+
+
+def without_unused(entries: list[Entry]) -> list[Entry]:
+    """`entries` minus QT_UNUSED, and on Linux minus the shared libraries nothing kept needs."""
+    kept = [e for e in entries if not any(fnmatch.fnmatch(e[0], p) for p in QT_UNUSED)]
+    if sys.platform.startswith("linux"):
+        kept = _needed_only(kept)
+    return kept
+
+
+def _is_library(name: str) -> bool:
+    """A shared library found as a dependency (not a Python extension, a Qt plugin or libpython)."""
+    base = os.path.basename(name)
+    return (
+        base.startswith("lib")
+        and ".so" in base
+        and "/plugins/" not in name
+        and not base.startswith("libpython")
+    )
+
+
+def _needed(path: str) -> list[str]:
+    out = subprocess.run(["objdump", "-p", path], capture_output=True, text=True, check=False)
+    return [
+        line.split()[1] for line in out.stdout.splitlines() if line.strip().startswith("NEEDED")
+    ]
+
+
+def _needed_only(entries: list[Entry]) -> list[Entry]:
+    """Drop the libraries no kept binary reaches through DT_NEEDED (the dropped plugins' own)."""
+    binaries = [e for e in entries if e[2] in ("BINARY", "EXTENSION")]
+    by_base = {os.path.basename(e[0]): e for e in binaries if _is_library(e[0])}
+    todo = [e for e in binaries if not _is_library(e[0])]
+    reached: set[str] = set()
+    while todo:
+        entry = todo.pop()
+        for lib in _needed(entry[1]):
+            if lib in by_base and lib not in reached:
+                reached.add(lib)
+                todo.append(by_base[lib])
+    dropped = sorted(base for base in by_base if base not in reached)
+    if dropped:
+        print(f"gdosbuild: leaving out libraries nothing kept needs: {', '.join(dropped)}")
+    return [e for e in entries if e[1] not in {by_base[b][1] for b in dropped}]
