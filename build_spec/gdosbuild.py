@@ -3,13 +3,15 @@
 `write_build_info()` generates the `_gdos_build_info` module that `protocol.frozen.build_info()`
 reads in a frozen program: the git commit, the build date and the list of GDOS modules that
 `--self-check` imports. `GDOS_BUILD_COMMIT` and `SOURCE_DATE_EPOCH` override the first two
-(release pipelines, reproducible builds). `*_analysis()` are the Analysis arguments of each
-program, shared by its own spec and the console bundle, which carries all three.
+(release pipelines, reproducible builds). `analyse()` runs PyInstaller's analysis of one
+program; `onefile()` and `console_bundle()` make the executables from it, so all.spec analyses
+each program once for its one-file build and the console bundle alike.
 """
 
 from __future__ import annotations
 
 import fnmatch
+import functools
 import hashlib
 import importlib.util
 import os
@@ -22,6 +24,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from protocol import __version__ as VERSION  # noqa: E402  (after ROOT is importable)
 from protocol.frozen import git_describe  # noqa: E402
 from protocol.selfcheck import source_modules  # noqa: E402
 
@@ -129,8 +132,10 @@ def build_date() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
 
 
+@functools.cache
 def write_build_info() -> str:
-    """Write the module into build/buildinfo/ and return that directory (for pathex)."""
+    """Write the module into build/buildinfo/ (once per build, so all programs carry the same)
+    and return that directory (for pathex)."""
     out_dir = ROOT / "build" / "buildinfo"
     out_dir.mkdir(parents=True, exist_ok=True)
     modules = "".join(f"    {name!r},\n" for name in source_modules(PACKAGES, ROOT))
@@ -153,6 +158,73 @@ def optional(*modules: str) -> list[str]:
 def gdos_modules(*packages: str) -> list[str]:
     """Named so that modules only `--self-check` imports (by name) are in the build too."""
     return source_modules(packages, ROOT)
+
+
+def analyse(program: str) -> Any:
+    """PyInstaller's Analysis of `agent`, `master` or `console` (spec context only)."""
+    from PyInstaller.building.build_main import Analysis  # type: ignore[import-untyped]
+
+    kwargs = {"agent": agent_analysis, "master": master_analysis, "console": console_analysis}
+    return Analysis(**kwargs[program](write_build_info()))
+
+
+def onefile(analysis: Any, name: str) -> Any:
+    """One self-contained file (dist/<name>): what a server gets, copied or packaged."""
+    from PyInstaller.building.api import EXE, PYZ  # type: ignore[import-untyped]
+
+    return EXE(
+        PYZ(analysis.pure),
+        analysis.scripts,
+        stripped(analysis.binaries),
+        analysis.datas,
+        [],
+        name=name,
+        console=True,
+        strip=False,  # stripped() did it, sparing the libraries strip corrupts
+        upx=False,
+        runtime_tmpdir=None,
+    )
+
+
+def console_bundle(console: Any, master: Any, agent: Any) -> Any:
+    """dist/gdos-console/: the console, and the master and agent its embedded mode starts, as
+    three programs sharing one _internal/ folder of libraries (on macOS an .app of them)."""
+    from PyInstaller.building.api import COLLECT, EXE, PYZ
+    from PyInstaller.building.osx import BUNDLE  # type: ignore[import-untyped]
+
+    icon = icon_file()
+    programs = [("gdos-console", console, False), ("gdos-master", master, True)]
+    programs.append(("gdos-agent", agent, True))
+    exes = [
+        EXE(
+            PYZ(a.pure),
+            a.scripts,
+            [],
+            exclude_binaries=True,
+            name=name,
+            console=terminal,  # Windows: the console opens no terminal window
+            icon=icon,
+            strip=False,
+            upx=False,
+        )
+        for name, a, terminal in programs
+    ]
+    folder = COLLECT(
+        *exes,
+        stripped(without_unused([e for _, a, _ in programs for e in (*a.binaries, *a.datas)])),
+        strip=False,
+        upx=False,
+        name="gdos-console",
+    )
+    if sys.platform != "darwin":
+        return folder
+    return BUNDLE(
+        folder,
+        name="GDOS Console.app",
+        icon=icon,
+        bundle_identifier="org.gdos.console",
+        info_plist={"NSHighResolutionCapable": True, "CFBundleShortVersionString": VERSION},
+    )
 
 
 def agent_analysis(info_dir: str) -> dict[str, Any]:
@@ -284,7 +356,13 @@ def without_unused(entries: list[Entry]) -> list[Entry]:
     kept = [e for e in entries if not any(fnmatch.fnmatch(e[0], p) for p in QT_UNUSED)]
     if sys.platform.startswith("linux"):
         kept = _needed_only(kept)
-    return kept
+    # PyInstaller's links to libraries (src: the target, relative to the link) go with them.
+    names = {e[0] for e in kept if e[2] != "SYMLINK"}
+    return [
+        e
+        for e in kept
+        if e[2] != "SYMLINK" or os.path.normpath(os.path.join(os.path.dirname(e[0]), e[1])) in names
+    ]
 
 
 def _is_library(name: str) -> bool:
