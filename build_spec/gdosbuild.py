@@ -50,6 +50,7 @@ EXCLUDES = [
     "pytest",
     "_pytest",
     "hypothesis",
+    "readline",  # no interactive prompt anywhere; it would bring libreadline and ncurses
     "mypy",
     "ruff",
     "moto",
@@ -209,6 +210,8 @@ def console_bundle(console: Any, master: Any, agent: Any) -> Any:
         )
         for name, a, terminal in programs
     ]
+    for exe in exes:  # the modules the bootloader itself needs (zlib, _struct) come through here
+        exe.dependencies = stripped(exe.dependencies)
     folder = COLLECT(
         *exes,
         stripped(without_unused([e for _, a, _ in programs for e in (*a.binaries, *a.datas)])),
@@ -339,13 +342,17 @@ def stripped(entries: list[Entry]) -> list[Entry]:
             out.append((dest, src, kind))
             continue
         st = os.stat(src)
-        key = hashlib.sha256(f"{os.path.realpath(src)}|{st.st_size}|{st.st_mtime_ns}".encode())
+        recipe = "strip, $ORIGIN-only search path"  # a change here must miss the old copies
+        key = hashlib.sha256(
+            f"{recipe}|{os.path.realpath(src)}|{st.st_size}|{st.st_mtime_ns}".encode()
+        )
         target = cache / key.hexdigest()[:20] / os.path.basename(dest)
         if not target.exists():
             target.parent.mkdir(parents=True, exist_ok=True)
             partial = target.with_name(f".{target.name}.{os.getpid()}")
             shutil.copy2(src, partial)
             subprocess.run(["strip", str(partial)], check=True, capture_output=True)
+            _drop_outside_search_paths(partial)
             os.replace(partial, target)  # whole or absent, for builds running side by side
         out.append((dest, str(target), kind))
     return out
@@ -363,6 +370,25 @@ def without_unused(entries: list[Entry]) -> list[Entry]:
         for e in kept
         if e[2] != "SYMLINK" or os.path.normpath(os.path.join(os.path.dirname(e[0]), e[1])) in names
     ]
+
+
+def _drop_outside_search_paths(path: Path) -> None:
+    """Keep only the `$ORIGIN` entries of a library search path (RUNPATH, RPATH): a Python
+    built into a prefix (pyenv) records that prefix, which would point the bundle's modules at
+    the build machine's directories."""
+    dump = subprocess.run(["objdump", "-p", str(path)], capture_output=True, text=True).stdout
+    found = [
+        ln.split()[1] for ln in dump.splitlines() if ln.split()[:1] in (["RUNPATH"], ["RPATH"])
+    ]
+    if not found:
+        return
+    kept = [entry for entry in found[0].split(":") if entry.startswith("$ORIGIN")]
+    if len(kept) == len(found[0].split(":")):
+        return
+    if shutil.which("patchelf") is None:
+        raise RuntimeError(f"patchelf is needed to clean {path.name} (scripts/system-deps.sh)")
+    change = ["--set-rpath", ":".join(kept)] if kept else ["--remove-rpath"]
+    subprocess.run(["patchelf", *change, str(path)], check=True, capture_output=True)
 
 
 def _is_library(name: str) -> bool:
