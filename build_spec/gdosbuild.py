@@ -86,26 +86,28 @@ CONSOLE_EXCLUDES = [
 # style), input and device plugins that load QML or QtNetwork, embedded-display platforms, and
 # image formats other than SVG and ICO. Qt libraries only these needed go with them.
 QT_UNUSED = [
-    "PySide6/Qt/translations/*",
-    "PySide6/Qt/plugins/platformthemes/libqgtk3.so",
-    "PySide6/Qt/plugins/platforminputcontexts/libqtvirtualkeyboardplugin.so",
-    "PySide6/Qt/plugins/egldeviceintegrations/*",
-    "PySide6/Qt/plugins/generic/*",
-    "PySide6/Qt/plugins/networkinformation/*",
-    "PySide6/Qt/plugins/tls/*",
-    "PySide6/Qt/plugins/platforms/libqeglfs.so",
-    "PySide6/Qt/plugins/platforms/libqlinuxfb.so",
-    "PySide6/Qt/plugins/platforms/libqminimalegl.so",
-    "PySide6/Qt/plugins/platforms/libqvkkhrdisplay.so",
-    "PySide6/Qt/plugins/platforms/libqvnc.so",
-    "PySide6/Qt/plugins/imageformats/libqgif.so",
-    "PySide6/Qt/plugins/imageformats/libqicns.so",
-    "PySide6/Qt/plugins/imageformats/libqjpeg.so",
-    "PySide6/Qt/plugins/imageformats/libqpdf.so",
-    "PySide6/Qt/plugins/imageformats/libqtga.so",
-    "PySide6/Qt/plugins/imageformats/libqtiff.so",
-    "PySide6/Qt/plugins/imageformats/libqwbmp.so",
-    "PySide6/Qt/plugins/imageformats/libqwebp.so",
+    # PySide6's wheels put Qt under PySide6/Qt/ (Linux, macOS) or PySide6/ (Windows); plugins
+    # are lib<name>.so, lib<name>.dylib or <name>.dll, hence the wildcards.
+    "PySide6/*translations/*",
+    "PySide6/*plugins/platformthemes/*qgtk3.*",
+    "PySide6/*plugins/platforminputcontexts/*qtvirtualkeyboardplugin.*",
+    "PySide6/*plugins/egldeviceintegrations/*",
+    "PySide6/*plugins/generic/*",
+    "PySide6/*plugins/networkinformation/*",
+    "PySide6/*plugins/tls/*",
+    "PySide6/*plugins/platforms/*qeglfs.*",
+    "PySide6/*plugins/platforms/*qlinuxfb.*",
+    "PySide6/*plugins/platforms/*qminimalegl.*",
+    "PySide6/*plugins/platforms/*qvkkhrdisplay.*",
+    "PySide6/*plugins/platforms/*qvnc.*",
+    "PySide6/*plugins/imageformats/*qgif.*",
+    "PySide6/*plugins/imageformats/*qicns.*",
+    "PySide6/*plugins/imageformats/*qjpeg.*",
+    "PySide6/*plugins/imageformats/*qpdf.*",
+    "PySide6/*plugins/imageformats/*qtga.*",
+    "PySide6/*plugins/imageformats/*qtiff.*",
+    "PySide6/*plugins/imageformats/*qwbmp.*",
+    "PySide6/*plugins/imageformats/*qwebp.*",
     # numpy's compiled self-tests.
     "numpy/_core/_simd.*",
     "numpy/_core/_multiarray_tests.*",
@@ -181,6 +183,7 @@ def onefile(analysis: Any, name: str) -> Any:
         [],
         name=name,
         console=True,
+        icon=icon_file(),
         strip=False,  # stripped() did it, sparing the libraries strip corrupts
         upx=False,
         runtime_tmpdir=None,
@@ -319,7 +322,7 @@ def render_icon(kind: str, out_dir: Path, size: int = 256) -> Path:
     image = QIcon(str(ROOT / "resources" / "icon.svg")).pixmap(size, size).toImage()
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / f"gdos-console.{kind}"
-    if image.isNull() or not image.save(str(path), kind.upper().encode()):
+    if image.isNull() or not image.save(str(path)):  # the format follows the suffix
         raise RuntimeError(f"could not draw the icon as {kind} (Qt's SVG or {kind} plugin?)")
     del app
     return path
@@ -358,9 +361,15 @@ def stripped(entries: list[Entry]) -> list[Entry]:
     return out
 
 
+def unused(name: str) -> bool:
+    """In QT_UNUSED (`name`: the path in the bundle, either separator)."""
+    posix = name.replace("\\", "/")
+    return any(fnmatch.fnmatchcase(posix, pattern) for pattern in QT_UNUSED)
+
+
 def without_unused(entries: list[Entry]) -> list[Entry]:
     """`entries` minus QT_UNUSED, and on Linux minus the shared libraries nothing kept needs."""
-    kept = [e for e in entries if not any(fnmatch.fnmatch(e[0], p) for p in QT_UNUSED)]
+    kept = [e for e in entries if not unused(e[0])]
     if sys.platform.startswith("linux"):
         kept = _needed_only(kept)
     # PyInstaller's links to libraries (src: the target, relative to the link) go with them.
