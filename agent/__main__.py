@@ -86,7 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.self_check:
         from protocol import selfcheck
 
-        return selfcheck.run("gdos-agent", ("protocol", "agent"))
+        return selfcheck.run("gdos-agent", "agent")
     if args.autostart_print is not None:
         return autostart.print_definition(args, args.autostart_print)
     logging.basicConfig(

@@ -10,7 +10,6 @@ from pathlib import Path
 from protocol import selfcheck
 from protocol.frozen import child_environ, is_frozen, program_command
 
-PACKAGES = ("protocol", "console")
 LOADED_BY_NAME = ("PySide6.QtCharts", "numpy", "qasync")
 # Platform plugins a desktop of this OS needs (the others are optional).
 PLATFORM_PLUGINS = {"linux": ("xcb",), "win32": ("windows",), "darwin": ("cocoa",)}
@@ -59,4 +58,4 @@ def siblings() -> str:
 
 def run() -> int:
     checks = [("resources", resources), ("Qt plugins", qt_plugins), ("bundled programs", siblings)]
-    return selfcheck.run("gdos-console", PACKAGES, LOADED_BY_NAME, checks)
+    return selfcheck.run("gdos-console", "console", LOADED_BY_NAME, checks)

@@ -3,7 +3,6 @@ on a database in memory (the scripts are data files a build must carry)."""
 
 from protocol import selfcheck
 
-PACKAGES = ("protocol", "master")
 # uvicorn picks its event loop, WebSocket protocol and lifespan by name when it starts serving.
 LOADED_BY_NAME = (
     "uvicorn.loops.auto",
@@ -33,4 +32,4 @@ def migrations() -> str:
 
 
 def run() -> int:
-    return selfcheck.run("gdos-master", PACKAGES, LOADED_BY_NAME, [("migrations", migrations)])
+    return selfcheck.run("gdos-master", "master", LOADED_BY_NAME, [("migrations", migrations)])

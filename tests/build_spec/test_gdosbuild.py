@@ -69,5 +69,8 @@ def test_the_build_lists_every_gdos_module_for_the_self_check():
         gdosbuild.write_build_info.cache_clear()
     assert info_dir.endswith("buildinfo")
     modules = namespace["MODULES"]
-    assert {"agent.__main__", "master.selfcheck", "console.app", "protocol.frozen"} <= set(modules)
+    assert sorted(modules) == ["agent", "console", "master"]
+    assert {"agent.__main__", "protocol.frozen"} <= set(modules["agent"])
+    assert {"master.selfcheck", "master.db.session"} <= set(modules["master"])
+    assert {"console.app", "console.selfcheck"} <= set(modules["console"])
     assert namespace["COMMIT"] and namespace["BUILD_DATE"][:2] == "20"

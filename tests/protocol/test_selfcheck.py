@@ -18,8 +18,18 @@ def test_source_modules_are_the_packages_files_without_the_migration_scripts():
     assert len(names) == len(set(names))
 
 
+def test_a_program_reaches_its_package_and_the_gdos_modules_it_imports_only():
+    agent = selfcheck.reachable_modules("agent")
+    assert "agent.autostart.systemd" in agent and "protocol.messages" in agent
+    # The REST models (pydantic) are the master's and the console's: the agent stays small.
+    assert "protocol.rest" not in agent and not [m for m in agent if m.startswith("master")]
+    console = selfcheck.reachable_modules("console")
+    assert "console.ui.charts" in console and "protocol.rest" in console
+    assert not [m for m in console if m.startswith(("master", "agent"))]
+
+
 def test_a_module_that_does_not_import_is_named_and_the_exit_is_1(capsys):
-    code = selfcheck.run("gdos-test", ["protocol"], loaded_by_name=["gdos_no_such_module"])
+    code = selfcheck.run("gdos-test", "protocol", loaded_by_name=["gdos_no_such_module"])
     assert code == 1
     out, err = capsys.readouterr()
     assert "self-check failed: cannot import gdos_no_such_module: ModuleNotFoundError" in err
@@ -30,7 +40,7 @@ def test_a_failing_check_is_named_after_the_imports(capsys):
     def broken() -> str:
         raise OSError("no such file: env.py")
 
-    code = selfcheck.run("gdos-test", ["protocol"], checks=[("migrations", broken)])
+    code = selfcheck.run("gdos-test", "protocol", checks=[("migrations", broken)])
     out, err = capsys.readouterr()
     assert code == 1
     assert "gdos-test: imported" in out
@@ -40,19 +50,19 @@ def test_a_failing_check_is_named_after_the_imports(capsys):
 def test_a_frozen_program_imports_the_modules_its_build_listed(monkeypatch, capsys):
     """A bundle that left a module out fails on it, though walking the bundle would not see it."""
     generated = types.ModuleType(frozen.BUILD_INFO_MODULE)
-    generated.MODULES = ("protocol", "protocol.selfcheck", "agent.left_out_by_the_build")
+    generated.MODULES = {"agent": ("protocol", "agent.left_out_by_the_build"), "master": ()}
     monkeypatch.setitem(sys.modules, frozen.BUILD_INFO_MODULE, generated)
     monkeypatch.setattr(sys, "frozen", True, raising=False)
-    assert selfcheck.program_modules(["protocol"]) == ["protocol", "protocol.selfcheck"]
-    assert selfcheck.run("gdos-agent", ["protocol", "agent"]) == 1
+    assert selfcheck.program_modules("agent") == ["protocol", "agent.left_out_by_the_build"]
+    assert selfcheck.run("gdos-agent", "agent") == 1
     assert "cannot import agent.left_out_by_the_build" in capsys.readouterr().err
 
 
 def test_a_frozen_program_without_a_module_list_fails(monkeypatch, capsys):
     monkeypatch.setitem(sys.modules, frozen.BUILD_INFO_MODULE, types.ModuleType("empty"))
     monkeypatch.setattr(sys, "frozen", True, raising=False)
-    assert selfcheck.run("gdos-agent", ["agent"]) == 1
-    assert "the build carries no module list" in capsys.readouterr().err
+    assert selfcheck.run("gdos-agent", "agent") == 1
+    assert "the build carries no module list for agent" in capsys.readouterr().err
 
 
 def test_the_console_passes_its_self_check_from_source_and_so_do_master_and_agent():
