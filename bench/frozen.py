@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import argparse
+import fnmatch
 import re
 import shutil
 import statistics
@@ -57,7 +58,7 @@ def console_breakdown(folder: Path) -> list[tuple[str, int]]:
     groups = {
         "ICU (Qt's Unicode data and libraries)": "_internal/PySide6/Qt/lib/libicu*",
         "other Qt libraries and plugins": "_internal/PySide6/Qt/*",
-        "PySide6 bindings": "_internal/PySide6/*.so*",
+        "PySide6 bindings and shiboken": "_internal/*/*.abi3.so*",
         "NumPy's OpenBLAS and Fortran runtime": "_internal/numpy.libs/*",
         "NumPy": "_internal/numpy/*",
         "the three programs' code archives": "gdos-*",
@@ -66,7 +67,7 @@ def console_breakdown(folder: Path) -> list[tuple[str, int]]:
     left = {p: p.stat().st_size for p in files}
     rows = []
     for label, pattern in groups.items():
-        matched = [p for p in left if p.relative_to(folder).match(pattern)]
+        matched = [p for p in left if fnmatch.fnmatch(p.relative_to(folder).as_posix(), pattern)]
         rows.append((label, sum(left.pop(p) for p in matched)))
     rows.append(("Python, its modules and the other libraries", sum(left.values())))
     return rows
@@ -170,16 +171,12 @@ def main() -> int:
 
     before = machine()
     kernel = subprocess.run(["uname", "-r"], capture_output=True, text=True).stdout.strip()
+    print(f"machine at start: {before}; kernel {kernel}\n", flush=True)
     dist, build_s = build(args.rebuild)
-    debs = None if args.no_deb else packages(dist)
-    consoles = console_runs(dist, args.runs)
-    agents = agent_runs(dist, args.runs)
-
-    print(f"machine at start: {before}; kernel {kernel}")
-    print(f"machine at end  : {machine()}\n")
     print(
         f"Build: {build_s:.0f} s for all three (build_spec/all.spec, each program analysed once)\n"
     )
+    debs = None if args.no_deb else packages(dist)
     print("| program | size | package (xz) | packaging |")
     print("| --- | --- | --- | --- |")
     for name in ("gdos-agent", "gdos-master", "gdos-console"):
@@ -192,17 +189,19 @@ def main() -> int:
     print("| --- | --- |")
     for label, size in console_breakdown(dist / "gdos-console"):
         print(f"| {label} | {mib(size)} |")
-    print(f"\n{args.runs} runs each, alternating, after one unmeasured run each\n")
+    print(f"\n{args.runs} runs each, alternating, after one unmeasured run each\n", flush=True)
+    consoles = console_runs(dist, args.runs)
     print("| console | start to window mapped, median (min-max) | start to window drawn |")
     print("| --- | --- | --- |")
     for kind, runs in consoles.items():
-        print(
-            f"| {kind} | {median_range([r[0] for r in runs])} | {median_range([r[1] for r in runs])} |"
-        )
+        mapped, drawn = median_range([r[0] for r in runs]), median_range([r[1] for r in runs])
+        print(f"| {kind} | {mapped} | {drawn} |", flush=True)
+    agents = agent_runs(dist, args.runs)
     print("\n| agent | start to hello accepted, median (min-max) |")
     print("| --- | --- |")
     for kind, agent in agents.items():
         print(f"| {kind} | {median_range([r['startup'] for r in agent])} |")
+    print(f"\nmachine at end: {machine()}")
     return 0
 
 

@@ -16,6 +16,7 @@ import importlib.metadata
 import shutil
 import subprocess
 import sys
+import sysconfig
 import tempfile
 import time
 from pathlib import Path
@@ -28,8 +29,10 @@ BUILT = ("gdos-agent", "gdos-master", "gdos-console")
 
 def source_hash() -> str:
     h = hashlib.sha256(sys.version.encode())
+    # The venv's packages only: on sys.path a checkout's own *.egg-info may count twice or not.
+    site = sorted({sysconfig.get_path("purelib"), sysconfig.get_path("platlib")})
     installed = sorted(
-        f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions()
+        {f"{d.metadata['Name']}=={d.version}" for d in importlib.metadata.distributions(path=site)}
     )
     h.update("\n".join(installed).encode())
     files = [ROOT / "pyproject.toml", *(ROOT / "resources").rglob("*")]

@@ -77,11 +77,12 @@ def screenshot_colours(display: str, step: int = 2) -> int:
     fields = struct.unpack(">25I", data[:100])
     header_size, width, height = fields[0], fields[4], fields[5]
     bits_per_pixel, bytes_per_line, colour_entries = fields[11], fields[12], fields[19]
-    if bits_per_pixel != 32:
-        raise ValueError(f"expected 32 bits per pixel, the screenshot has {bits_per_pixel}")
+    size = bits_per_pixel // 8  # 4 (24-bit colour padded) or 3 (packed), as the server chose
+    if size not in (3, 4):
+        raise ValueError(f"expected 24 or 32 bits per pixel, the screenshot has {bits_per_pixel}")
     pixels = data[header_size + 12 * colour_entries :]
     seen: set[bytes] = set()
     for y in range(0, height, step):
-        row = pixels[y * bytes_per_line : y * bytes_per_line + 4 * width]
-        seen.update(row[x : x + 4] for x in range(0, len(row), 4 * step))
+        row = pixels[y * bytes_per_line : y * bytes_per_line + size * width]
+        seen.update(row[x : x + size] for x in range(0, len(row), size * step))
     return len(seen)
