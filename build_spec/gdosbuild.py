@@ -235,12 +235,31 @@ def console_bundle(console: Any, master: Any, agent: Any) -> Any:
     )
 
 
+WEBSOCKETS_UNUSED_BY_THE_AGENT = [
+    f"websockets.{name}"
+    for name in (
+        "asyncio",
+        "sync",
+        "legacy",
+        "trio",
+        "cli",
+        "__main__",
+        "server",
+        "auth",
+        "proxy",
+        "connection",
+        "extensions.permessage_deflate",
+    )
+]
+
+
 def agent_analysis(info_dir: str) -> dict[str, Any]:
     return {
         "scripts": [str(ROOT / "build_spec" / "run_agent.py")],
         "pathex": [str(ROOT), info_dir],
         "hiddenimports": [BUILD_INFO_MODULE, *gdos_modules("agent")],
-        # The agent speaks WebSocket through agent.wsclient, not the websockets library.
+        "hookspath": [str(ROOT / "build_spec" / "agent_hooks")],
+        # Of websockets the agent uses at most the sans-I/O client protocol (agent.wsclient).
         "excludes": [
             *EXCLUDES,
             "numpy",
@@ -252,7 +271,7 @@ def agent_analysis(info_dir: str) -> dict[str, Any]:
             "uvicorn",
             "sqlalchemy",
             "alembic",
-            "websockets",
+            *WEBSOCKETS_UNUSED_BY_THE_AGENT,
         ],
         "noarchive": False,
     }
