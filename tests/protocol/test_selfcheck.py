@@ -65,6 +65,7 @@ def test_a_frozen_program_without_a_module_list_fails(monkeypatch, capsys):
     assert "the build carries no module list for agent" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_the_console_passes_its_self_check_from_source_and_so_do_master_and_agent():
     """From source the console's check runs `-m master` and `-m agent --self-check` too."""
     done = subprocess.run(
