@@ -62,7 +62,7 @@ EXCLUDES = [
     "pip",
 ]
 # The console draws with QtWidgets and QtCharts only; the hooks of these would bring their Qt
-# libraries and plugins (QML and Quick alone are 15 MB).
+# libraries and plugins (QML and Quick above all).
 CONSOLE_EXCLUDES = [
     "PySide6.QtNetwork",
     "PySide6.QtOpenGL",
@@ -118,7 +118,7 @@ QT_UNUSED = [
     "numpy/_core/tests/*",
 ]
 
-# Linux binaries (libpython above all) carry symbol tables worth ~20 MB: `stripped()` removes
+# Linux binaries (libpython above all) carry symbol tables: `stripped()` removes
 # them; elsewhere they stay.
 STRIP = sys.platform.startswith("linux")
 
