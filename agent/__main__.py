@@ -26,6 +26,9 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Flags can also be set with GDOS_AGENT_<FLAG> (e.g. GDOS_AGENT_MASTER).",
     )
     p.add_argument("--version", action="store_true", help="print version and build info, exit")
+    p.add_argument(
+        "--self-check", action="store_true", help="import every module; exit 1 naming what failed"
+    )
     p.add_argument("--master", default=_env("master", "http://127.0.0.1:8080"), help="master URL")
     p.add_argument("--token", default=_env("token", None), help="join token (first start only)")
     p.add_argument("--work-dir", type=Path, default=Path(_env("work-dir", "./instances") or "."))
@@ -106,6 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.version:
         print(version_text("gdos-agent"))
         return 0
+    if args.self_check:
+        from protocol import selfcheck
+
+        return selfcheck.run("gdos-agent", "agent")
     try:
         args.log_roots = parse_log_roots(args.log_roots)
     except ValueError as exc:

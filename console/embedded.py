@@ -24,6 +24,8 @@ from pathlib import Path
 import httpx
 import psutil
 
+from protocol.frozen import child_environ, program_command
+
 log = logging.getLogger(__name__)
 PASSWORD_FILE = "initial-admin-password"  # noqa: S105 - a file name
 CONSOLE_PASSWORD_FILE = "console-admin-password"  # noqa: S105 - a file name
@@ -59,10 +61,7 @@ def free_port() -> int:
 
 def master_command() -> list[str]:
     """The frozen sibling `gdos-master`, else this Python's `-m master`."""
-    if getattr(sys, "frozen", False):
-        exe = Path(sys.executable).with_name("gdos-master" + (".exe" if os.name == "nt" else ""))
-        return [str(exe)]
-    return [sys.executable, "-m", "master"]
+    return program_command("gdos-master")
 
 
 def admin_password(data_dir: Path) -> tuple[str, bool]:
@@ -121,7 +120,8 @@ class EmbeddedMaster:
         """Start and wait until `/healthz` answers; raises RuntimeError with the log's tail."""
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.password, _ = admin_password(self.data_dir)
-        env = {k: v for k, v in os.environ.items() if not k.startswith("GDOS_")}
+        # A frozen console's own bootloader variables must not reach the frozen master.
+        env = {k: v for k, v in child_environ().items() if not k.startswith("GDOS_")}
         env["PYTHONUNBUFFERED"] = "1"
         with open(self.log_path, "ab") as out:
             self.proc = subprocess.Popen(

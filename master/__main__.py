@@ -2,7 +2,6 @@
 
 import asyncio
 import logging
-import os
 import signal
 import subprocess
 import sys
@@ -17,18 +16,14 @@ from master.config import Settings
 from master.server import guarded_protocol, tune_allocator
 from master.storage import open_store
 from protocol import __version__
-from protocol.frozen import child_environ, version_text
+from protocol.frozen import child_environ, program_command, version_text
 
 log = logging.getLogger("gdos.master")
 
 
 def agent_command(settings: Settings, work_dir: Path) -> list[str]:
     """How to start the local agent: the frozen sibling binary, or this Python's `-m agent`."""
-    if getattr(sys, "frozen", False):
-        exe = Path(sys.executable).with_name("gdos-agent" + (".exe" if os.name == "nt" else ""))
-        base = [str(exe)]
-    else:
-        base = [sys.executable, "-m", "agent"]
+    base = program_command("gdos-agent")
     token = settings.join_token_file.read_text().strip()
     return [*base, "--master", settings.base_url, "--token", token, "--work-dir", str(work_dir)]
 
@@ -105,6 +100,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.version:
         print(version_text("gdos-master"))
         return 0
+    if args.self_check:
+        from master import selfcheck
+
+        return selfcheck.run()
     settings = settings_from_args(args)
     logging.basicConfig(
         level=settings.log_level.upper(),

@@ -43,6 +43,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Every flag can also be set with GDOS_<FLAG> (e.g. GDOS_DATA_DIR).",
     )
     p.add_argument("--version", action="store_true", help="print version and build info, exit")
+    p.add_argument(
+        "--self-check",
+        action="store_true",
+        help="import every module and run the migrations in memory; exit 1 naming what failed",
+    )
     add = p.add_argument
     add("--port", default=_env("port", ":8080"), help="listen address, ':8080' or 'host:port'")
     add("--host", default=_env("host", None), help="interface to bind (default all)")
