@@ -100,6 +100,7 @@ async def agent_socket(ws: WebSocket, svc: ServicesDep) -> None:
             result="reported",
             source_ip=ws.client.host if ws.client else "",
             detail={"instances": unmanaged, "note": "kept running on the node, not managed"},
+            hub=svc.hub,
         )
     svc.logs.node_connected(node_id)
     await link.send(

@@ -102,7 +102,12 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
             "the request body is not a JSON object (send application/json)",
         )
     problems = [
-        {"field": _field(tuple(e.get("loc", ()))), "message": str(e.get("msg"))} for e in errors
+        {
+            "field": _field(tuple(e.get("loc", ()))),
+            "message": str(e.get("msg")),
+            "type": str(e.get("type", "")),
+        }
+        for e in errors
     ]
     first = problems[0] if problems else {"field": "body", "message": "invalid"}
     return error_response(

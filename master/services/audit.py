@@ -15,7 +15,9 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from master.db import models
 from master.db.session import Database
+from master.hub import Hub
 from master.services.audit_chain import GENESIS, normalize_detail, row_hash
+from protocol.rest import AuditOut, iso
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +37,20 @@ _chain_lock = threading.Lock()
 _PG_CHAIN_LOCK_KEY = 0x6764_6F73_0005  # pg_advisory_xact_lock: one writer across replicas
 
 
+def audit_out(row: models.AuditEntry) -> AuditOut:
+    return AuditOut(
+        ts=iso(row.ts) or "",
+        actor=row.actor,
+        action=row.action,
+        target=row.target,
+        result=row.result,
+        source_ip=row.source_ip,
+        detail=row.detail or {},
+        id=row.id,
+        hash=row.hash,
+    )
+
+
 def record(
     db: Database,
     *,
@@ -44,7 +60,10 @@ def record(
     result: str = "ok",
     source_ip: str = "",
     detail: dict[str, Any] | None = None,
+    hub: Hub | None = None,
 ) -> None:
+    """Append one row to the chain; with `hub` (on the event loop's thread), tell the console
+    event stream too (topic `audit`)."""
     fields: dict[str, Any] = {
         "ts": time.time(),
         "actor": actor[:64],
@@ -64,8 +83,11 @@ def record(
         ).first()
         prev_id, prev_hash = (last[0], last[1]) if last else (0, GENESIS)
         fields["id"] = prev_id + 1
-        s.add(models.AuditEntry(**fields, prev_hash=prev_hash, hash=row_hash(prev_hash, fields)))
+        entry = models.AuditEntry(**fields, prev_hash=prev_hash, hash=row_hash(prev_hash, fields))
+        s.add(entry)
         s.commit()
+    if hub is not None:
+        hub.publish("audit", audit_out(entry).model_dump())
 
 
 def result_word(status: int) -> str:
@@ -77,9 +99,10 @@ def result_word(status: int) -> str:
 
 
 class AuditMiddleware:
-    def __init__(self, app: ASGIApp, db: Database) -> None:
+    def __init__(self, app: ASGIApp, db: Database, hub: Hub | None = None) -> None:
         self.app = app
         self.db = db
+        self.hub = hub
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -118,6 +141,7 @@ class AuditMiddleware:
                 result=result_word(status),
                 source_ip=client[0] if client else "",
                 detail=state.get("audit_detail") or {},
+                hub=self.hub,
             )
         except Exception:  # the audit must never turn a served request into a crash
             log.exception("could not write the audit row for %s %s", scope["method"], scope["path"])
