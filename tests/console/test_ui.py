@@ -38,7 +38,7 @@ async def test_failed_login_says_why_in_words(console):
     assert console.window.error_banner.isVisible()
     dialog = console._login_dialog
     assert isinstance(dialog, LoginDialog) and dialog.isVisible()
-    assert "cannot reach" in dialog.problem.text()
+    assert "cannot reach" in dialog.problem.text().lower()
     assert dialog.url.text() == url
     dialog.reject()
     assert not console.session.connected
