@@ -144,7 +144,7 @@ class MainWindow(QMainWindow):
             file, "&Disconnect", self.disconnect_requested.emit, "Ctrl+Shift+D"
         )
         file.addSeparator()
-        self._add(file, "&Quit", self.quit_requested.emit, QKeySequence.StandardKey.Quit)
+        self._add(file, "&Quit", self.quit_requested.emit, "Ctrl+Q")  # on every platform
         view = bar.addMenu("&View")
         self.view_menu = view
         self._add(view, "&Refresh", self.refresh_requested.emit, QKeySequence.StandardKey.Refresh)
