@@ -63,12 +63,18 @@ def info(text: str) -> None:
     bridge().show(INFO, text)
 
 
+# Raised with a sentence meant for the user; any other exception is the console's own bug.
+WORDED = (ClientError, OSError, ValueError, RuntimeError, TimeoutError)
+
+
 def describe(exc: BaseException) -> str:
     if isinstance(exc, ClientError):
         return errors.sentence(exc)
     if isinstance(exc, OSError):
         return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
-    return str(exc) or type(exc).__name__
+    if isinstance(exc, WORDED):
+        return str(exc) or type(exc).__name__
+    return f"an unexpected error in the console ({type(exc).__name__}); the details are in its log"
 
 
 def report(what: str, exc: BaseException) -> None:

@@ -131,6 +131,23 @@ async def choose_file(qtbot: QtBot, path: Path, what: str = "the file dialog") -
     await until(lambda: not isValid(files) or not files.isVisible(), timeout=10, what="chosen")
 
 
+async def click_row(qtbot: QtBot, panel: Any, key: str) -> None:
+    """Click the row of `key` in a TablePanel's table (scrolled into view first)."""
+    src = panel.model.row_of(key)
+    assert src >= 0, f"no row {key}"
+    idx = panel.proxy.mapFromSource(panel.model.index(src, 0))
+    panel.view.scrollTo(idx)
+    rect = panel.view.visualRect(idx)
+    await in_qt(
+        qtbot.mouseClick,
+        panel.view.viewport(),
+        Qt.MouseButton.LeftButton,
+        Qt.KeyboardModifier.NoModifier,
+        rect.center(),
+    )
+    await until(lambda: panel.selected_keys() == [key], timeout=5, what=f"row {key} selected")
+
+
 def cell_texts(view: Any, column: int) -> list[str]:
     model = view.model()
     return [str(model.index(r, column).data()) for r in range(model.rowCount())]

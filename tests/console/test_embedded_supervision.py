@@ -49,10 +49,16 @@ def agents_on(work_dir: str) -> list[psutil.Process]:
     return found
 
 
+def master_pid(app: ConsoleApp) -> int:
+    assert app.embedded is not None and app.embedded.proc is not None
+    return app.embedded.proc.pid
+
+
 def no_secrets(app: ConsoleApp) -> None:
     data = app.data_dir
+    assert app.embedded is not None
     secrets = [app.embedded.password, (data / "join-token").read_text().strip()]
-    master = psutil.Process(app.embedded.proc.pid)
+    master = psutil.Process(master_pid(app))
     [agent] = agents_on(str(data / "agent"))
     for proc in (master, agent):
         with open(f"/proc/{proc.pid}/cmdline", "rb") as f:
@@ -61,11 +67,13 @@ def no_secrets(app: ConsoleApp) -> None:
 
 
 async def kill_master(app: ConsoleApp) -> tuple[int, list[psutil.Process]]:
-    pid = app.embedded.proc.pid
+    pid = master_pid(app)
     agents = agents_on(str(app.data_dir / "agent"))
     assert len(agents) == 1
     os.kill(pid, signal.SIGKILL)
-    await until(lambda: app.embedded.exit_reason, what="the death noticed")
+    embedded = app.embedded
+    assert embedded is not None
+    await until(lambda: embedded.exit_reason, what="the death noticed")
     return pid, agents
 
 

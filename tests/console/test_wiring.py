@@ -45,7 +45,11 @@ async def test_no_two_live_actions_share_a_shortcut(settings, tmp_path):
     """A page's shortcut that the window also has is ambiguous: Qt runs neither."""
     app = ConsoleApp(settings, data_dir=tmp_path / "e", tick_ms=0)
     window_keys = _shortcuts(
-        [a for a in app.window.actions() if a.shortcutContext() == Qt.ShortcutContext.WindowShortcut]
+        [
+            a
+            for a in app.window.actions()
+            if a.shortcutContext() == Qt.ShortcutContext.WindowShortcut
+        ]
     )
     assert len(window_keys) == len(set(window_keys)), Counter(window_keys)
     for name, page in app.window.pages.items():
@@ -155,9 +159,14 @@ def test_refusals_are_keyed_by_field():
     assert sentence(invalid).startswith("name may contain only letters")
     taken = ClientError("a system named shop exists", status=409, code="already_exists")
     assert field_problems(taken) == {"name": "a system named shop exists"}
-    assert field_problems(taken, name_field="username") == {"username": "a system named shop exists"}
+    assert field_problems(taken, name_field="username") == {
+        "username": "a system named shop exists"
+    }
     scope = ClientError(
-        "scope.node_id: no node n1", status=404, code="not_found", details={"field": "scope.node_id"}
+        "scope.node_id: no node n1",
+        status=404,
+        code="not_found",
+        details={"field": "scope.node_id"},
     )
     assert field_problems(scope) == {"scope.node_id": "no node n1"}
     offline = ClientError("node n1 is offline", status=409, code="node_offline")
@@ -176,3 +185,38 @@ def test_small_words():
     assert worth_showing(files) == 1  # stderr: the first with something in it
     assert worth_showing([{"name": "stdout", "size": 3}, {"name": "stderr", "size": 9}]) == 0
     assert worth_showing([{"name": "stdout", "exists": False}, {"name": "x", "error": "no"}]) == 0
+
+
+def test_an_internal_error_is_not_shown_as_python():
+    from console.message import describe
+
+    said = describe(TypeError("argument after ** must be a mapping, not bool"))
+    assert "mapping" not in said and said.startswith("an unexpected error in the console")
+    assert (
+        describe(ValueError("the line 'x' is not NAME=value")) == "the line 'x' is not NAME=value"
+    )
+
+
+async def test_empty_tables_show_whole_titles_and_log_labels_follow_sizes(settings, tmp_path):
+    app = ConsoleApp(settings, data_dir=tmp_path / "e", tick_ms=0)
+    app.window.set_connected("http://x", "admin", "admin")
+    app.window.show()
+    app.window.show_page("alerts")
+    panel = app.alerts_page.active
+    header = panel.view.horizontalHeader()
+    col = app.alerts.alerts.column("acked")
+    assert panel.view.columnWidth(col) >= header.sectionSizeHint(col)  # not "cknowledge"
+
+    logs = app.logs_page
+    app.fleet.instances.set_rows([{"id": "i1", "name": "web-1", "node_name": "n"}])
+    logs.show_instance("i1")
+    opened: list[str] = []
+    logs._open = lambda: opened.append(str(logs.file.currentData()))
+    files = [{"name": "stdout", "size": 0}, {"name": "stderr", "size": 10}]
+    logs._files("i1", files)
+    assert logs.file.currentData() == "stderr" and opened == ["stderr"]
+    logs._size("i1", "stderr", 4096)
+    assert logs.file.itemText(1) == "stderr (4.0 KiB)"
+    logs._files("i1", [{"name": "stdout", "size": 7}, {"name": "stderr", "size": 5000}])
+    assert logs.file.itemText(0) == "stdout (7 B)" and opened == ["stderr"]  # labels only
+    await app.shutdown()
