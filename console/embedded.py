@@ -28,7 +28,7 @@ from pathlib import Path
 import httpx
 import psutil
 
-from protocol.procs import describe_exit, tied_to_parent, wait_exit
+from protocol.procs import describe_exit, stop_child, tied_to_parent, wait_exit
 from protocol.worklock import holder
 
 log = logging.getLogger(__name__)
@@ -209,13 +209,7 @@ class EmbeddedMaster:
         atexit.unregister(self.stop)
         if proc is None:
             return
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(5)
+        stop_child(proc, timeout)
         stop_stray_agent(self.agent_dir, timeout)
 
     def last_words(self) -> str:

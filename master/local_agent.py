@@ -15,7 +15,7 @@ from pathlib import Path
 
 from master.config import Settings
 from protocol.frozen import child_environ
-from protocol.procs import describe_exit, tied_to_parent, wait_exit
+from protocol.procs import describe_exit, stop_child, tied_to_parent, wait_exit
 
 log = logging.getLogger("gdos.master.agent")
 
@@ -76,12 +76,5 @@ class LocalAgent:
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM, SIGKILL after `timeout`; the services it started keep running."""
         self._stopping.set()
-        proc = self.proc
-        if proc is None or proc.poll() is not None:
-            return
-        proc.terminate()
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
+        if self.proc is not None:
+            stop_child(self.proc, timeout)

@@ -54,6 +54,18 @@ async def wait_exit(proc: subprocess.Popen[bytes]) -> int:
     return await done
 
 
+def stop_child(proc: subprocess.Popen[bytes], timeout: float) -> None:
+    """SIGTERM, then SIGKILL after `timeout`; reaped either way."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(5)
+
+
 def describe_exit(code: int) -> str:
     """How a child ended, in words: "was killed by signal 9 (SIGKILL)", "exited with code 3"."""
     if code < 0:

@@ -111,16 +111,37 @@ def confirm(
     return box
 
 
-def _start_dir(settings: QSettings | None, key: str, fallback: str = "") -> str:
+def _file_dialog(
+    parent: QWidget,
+    title: str,
+    name_filter: str,
+    settings: QSettings | None,
+    key: str,
+    then: Callable[[list[str]], object],
+    save: bool,
+) -> QFileDialog:
+    """Qt's own (not the platform's) file dialog, window-modal and not blocking, opened in the
+    folder used last under `key` (else the home folder), which it then remembers."""
     folder = str(settings.value(key, "") or "") if settings is not None else ""
-    if folder and Path(folder).is_dir():
-        return folder
-    return fallback or str(Path.home())
+    start = folder if folder and Path(folder).is_dir() else str(Path.home())
+    dlg = QFileDialog(parent, title, start, name_filter)
+    dlg.setObjectName("saveFile" if save else "openFiles")
+    dlg.setFileMode(QFileDialog.FileMode.AnyFile if save else QFileDialog.FileMode.ExistingFiles)
+    dlg.setAcceptMode(
+        QFileDialog.AcceptMode.AcceptSave if save else QFileDialog.AcceptMode.AcceptOpen
+    )
+    dlg.setOption(QFileDialog.Option.DontUseNativeDialog)
+    dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
 
+    def chosen(paths: Sequence[str]) -> None:
+        if paths:
+            if settings is not None:
+                settings.setValue(key, str(Path(paths[0]).parent))
+            then(list(paths))
 
-def _remember_dir(settings: QSettings | None, key: str, path: str) -> None:
-    if settings is not None and path:
-        settings.setValue(key, str(Path(path).parent))
+    dlg.filesSelected.connect(chosen)
+    dlg.open()
+    return dlg
 
 
 def open_files(
@@ -131,22 +152,8 @@ def open_files(
     settings: QSettings | None = None,
     key: str = "dialogs/open",
 ) -> QFileDialog:
-    """Pick existing files, starting in the last folder used (else the home folder)."""
-    dlg = QFileDialog(parent, title, _start_dir(settings, key), name_filter)
-    dlg.setObjectName("openFiles")
-    dlg.setFileMode(QFileDialog.FileMode.ExistingFiles)
-    dlg.setAcceptMode(QFileDialog.AcceptMode.AcceptOpen)
-    dlg.setOption(QFileDialog.Option.DontUseNativeDialog)
-    dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
-
-    def chosen(paths: Sequence[str]) -> None:
-        if paths:
-            _remember_dir(settings, key, paths[0])
-            then(list(paths))
-
-    dlg.filesSelected.connect(chosen)
-    dlg.open()
-    return dlg
+    """Pick existing files."""
+    return _file_dialog(parent, title, name_filter, settings, key, then, save=False)
 
 
 def save_file(
@@ -158,22 +165,9 @@ def save_file(
     settings: QSettings | None = None,
     key: str = "dialogs/save",
 ) -> QFileDialog:
-    """Pick where to save `name`, starting in the last folder used (else the home folder)."""
-    dlg = QFileDialog(parent, title, _start_dir(settings, key), name_filter)
-    dlg.setObjectName("saveFile")
-    dlg.setFileMode(QFileDialog.FileMode.AnyFile)
-    dlg.setAcceptMode(QFileDialog.AcceptMode.AcceptSave)
-    dlg.setOption(QFileDialog.Option.DontUseNativeDialog)
-    dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+    """Pick where to save a file, offered as `name`."""
+    dlg = _file_dialog(parent, title, name_filter, settings, key, lambda p: then(p[0]), save=True)
     dlg.selectFile(name)
-
-    def chosen(path: str) -> None:
-        if path:
-            _remember_dir(settings, key, path)
-            then(path)
-
-    dlg.fileSelected.connect(chosen)
-    dlg.open()
     return dlg
 
 

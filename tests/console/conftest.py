@@ -81,6 +81,24 @@ def gui_thread_gc() -> Iterator[None]:
 
 
 @pytest.fixture
+async def local_console(tmp_path, settings):
+    """A console window (offscreen) for an embedded master and agent under `tmp_path`; stops
+    them, and the services they started, afterwards."""
+    from console.app import ConsoleApp
+    from tests.support import kill_services_under
+
+    app = ConsoleApp(settings, data_dir=tmp_path / "embedded", tick_ms=50)
+    app.window.resize(1200, 800)
+    app.window.show()
+    try:
+        yield app
+    finally:
+        await app.shutdown()
+        app.window.close()
+        kill_services_under(tmp_path)
+
+
+@pytest.fixture
 def settings(tmp_path) -> QSettings:
     """A QSettings in a temporary file: tests never touch the user's real settings."""
     _app()

@@ -22,7 +22,7 @@ from console.app import ConsoleApp
 from console.models.base import KEY_ROLE
 from console.ui import common
 from tests.console.conftest import until
-from tests.support import build_package, free_port, kill_services_under, port_open
+from tests.support import build_package, free_port, port_open
 
 pytestmark = pytest.mark.slow
 
@@ -39,17 +39,9 @@ def state_cell(app: ConsoleApp, instance_id: str) -> str:
 
 
 @pytest.fixture
-async def console(tmp_path, settings, monkeypatch):
+def console(local_console, monkeypatch):
     monkeypatch.setattr(common, "confirm", lambda parent, title, text, then, **k: then())
-    app = ConsoleApp(settings, data_dir=tmp_path / "embedded", tick_ms=50)
-    app.window.resize(1200, 800)
-    app.window.show()
-    try:
-        yield app
-    finally:
-        await app.shutdown()
-        app.window.close()
-        kill_services_under(tmp_path)
+    return local_console
 
 
 async def test_upload_deploy_start_stop_through_the_ui(console, tmp_path):

@@ -14,11 +14,9 @@ import pytest
 import console.app
 from console.app import ConsoleApp
 from console.models.base import STALE_COLOR
-from console.ui import common
 from tests.console.clicks import click
 from tests.console.conftest import until
 from tests.console.test_console_e2e import running_service
-from tests.support import kill_services_under
 
 pytestmark = [
     pytest.mark.slow,
@@ -27,17 +25,8 @@ pytestmark = [
 
 
 @pytest.fixture
-async def app(tmp_path, settings, monkeypatch):
-    monkeypatch.setattr(common, "confirm", lambda parent, title, text, then, **k: then())
-    console_app = ConsoleApp(settings, data_dir=tmp_path / "embedded", tick_ms=50)
-    console_app.window.resize(1200, 800)
-    console_app.window.show()
-    try:
-        yield console_app
-    finally:
-        await console_app.shutdown()
-        console_app.window.close()
-        kill_services_under(tmp_path)
+def app(local_console):
+    return local_console
 
 
 def agents_on(work_dir: str) -> list[psutil.Process]:

@@ -8,7 +8,6 @@ import pytest
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QTabBar
 
-from console.app import ConsoleApp
 from console.ui.dialogs import AlertRuleDialog, ModuleDialog, NodePicker, SystemDialog
 from tests.console.clicks import (
     accepted,
@@ -22,7 +21,7 @@ from tests.console.clicks import (
     type_in,
 )
 from tests.console.conftest import until
-from tests.support import build_package, free_port, kill_services_under
+from tests.support import build_package, free_port
 
 pytestmark = pytest.mark.slow
 
@@ -38,16 +37,8 @@ while True:
 
 
 @pytest.fixture
-async def app(tmp_path, settings):
-    console = ConsoleApp(settings, data_dir=tmp_path / "embedded", tick_ms=50)
-    console.window.resize(1280, 800)
-    console.window.show()
-    try:
-        yield console
-    finally:
-        await console.shutdown()
-        console.window.close()
-        kill_services_under(tmp_path)
+def app(local_console):
+    return local_console
 
 
 async def test_the_operator_loop_by_clicks_and_keys(qtbot, app, tmp_path):

@@ -11,23 +11,18 @@ from tests.support import ADMIN_PASSWORD, Api, Proc, child_env, free_port, wait_
 pytestmark = pytest.mark.slow
 
 
+def master_with_agent(tmp_path, port: int, *password: str) -> Proc:
+    argv = [sys.executable, "-m", "master", "--with-agent", "--port", f"127.0.0.1:{port}"]
+    argv += ["--data-dir", str(tmp_path / "d"), *password]
+    proc = Proc("master+agent", argv, tmp_path / "out.log", tmp_path, child_env())
+    proc.start()
+    return proc
+
+
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_local_agent_enrols_and_stops_with_the_master(tmp_path, sig):
     port = free_port()
-    argv = [
-        sys.executable,
-        "-m",
-        "master",
-        "--with-agent",
-        "--port",
-        f"127.0.0.1:{port}",
-        "--data-dir",
-        str(tmp_path / "d"),
-        "--admin-password",
-        ADMIN_PASSWORD,
-    ]
-    proc = Proc("master+agent", argv, tmp_path / "out.log", tmp_path, child_env())
-    proc.start()
+    proc = master_with_agent(tmp_path, port, "--admin-password", ADMIN_PASSWORD)
     try:
         url = f"http://127.0.0.1:{port}"
         api = wait_for(lambda: Api.login(url), timeout=60, what="master up")
@@ -62,20 +57,7 @@ def test_the_local_agent_is_kept_and_never_orphaned_and_no_secret_is_in_argv(tmp
     secret = tmp_path / "pw"
     secret.write_text("file-given-admin-pw\n")
     secret.chmod(0o600)
-    argv = [
-        sys.executable,
-        "-m",
-        "master",
-        "--with-agent",
-        "--port",
-        f"127.0.0.1:{port}",
-        "--data-dir",
-        str(data),
-        "--admin-password-file",
-        str(secret),
-    ]
-    proc = Proc("master+agent", argv, tmp_path / "out.log", tmp_path, child_env())
-    proc.start()
+    proc = master_with_agent(tmp_path, port, "--admin-password-file", str(secret))
     try:
         url = f"http://127.0.0.1:{port}"
         api = wait_for(
