@@ -52,16 +52,20 @@ from tests.support import (
 
 
 @pytest.fixture(scope="module")
-def node(
-    shared_master: Master, shared_api: Api, tmp_path_factory: pytest.TempPathFactory
-) -> Iterator[str]:
-    """One real agent for the module; its node id."""
+def node_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The work directory of the module's agent."""
     root = tmp_path_factory.mktemp("node")
-    agent = Agent(shared_master, root / "agent")
+    yield root / "agent"
+    kill_services_under(root)
+
+
+@pytest.fixture(scope="module")
+def node(shared_master: Master, shared_api: Api, node_dir: Path) -> Iterator[str]:
+    """One real agent for the module; its node id."""
+    agent = Agent(shared_master, node_dir)
     node_id = agent.start_and_wait(shared_api)
     yield node_id
     agent.stop()
-    kill_services_under(root)
 
 
 @pytest.fixture
@@ -332,7 +336,13 @@ async def test_backups_and_audit_by_keys_and_clicks(qtbot, app, tmp_path):
     assert "create_system" in (tmp_path / "audit.csv").read_text()
 
 
-async def test_instances_logs_and_alerts_by_keys_and_clicks(qtbot, app, tmp_path, node):
+def stderr_written(work_dir: Path, instance_id: str) -> bool:
+    """Whether the service has written to its stderr (on the agent's disk)."""
+    path = work_dir / instance_id / "logs" / "stderr.log"
+    return path.is_file() and path.stat().st_size > 0
+
+
+async def test_instances_logs_and_alerts_by_keys_and_clicks(qtbot, app, tmp_path, node, node_dir):
     fleet = app.fleet
     script = (
         "import sys, time\nprint('only stderr', file=sys.stderr, flush=True)\ntime.sleep(600)\n"
@@ -361,6 +371,7 @@ async def test_instances_logs_and_alerts_by_keys_and_clicks(qtbot, app, tmp_path
     assert page.stop_action.isEnabled() and page.restart_action.isEnabled()
 
     # Logs (Ctrl+Shift+L): only stderr has something, so stderr is what opens.
+    await until(lambda: stderr_written(node_dir, instance_id), what="the service's stderr line")
     await press(qtbot, page.table.view, "Ctrl+Shift+L")
     assert app.window.current_page() == "logs"
     logs = app.logs_page
@@ -451,8 +462,13 @@ async def test_instances_logs_and_alerts_by_keys_and_clicks(qtbot, app, tmp_path
     # Restart, then destroy from the instances page.
     shown(app, "instances")
     page.table.select_key(instance_id)
+    assert page.restart_action.isEnabled()
     await press(qtbot, page.table.view, "Ctrl+Shift+R")
-    await until(lambda: fleet.instances.row(instance_id)["state"] == "running", 60, what="run")
+    await until(
+        lambda: fleet.instances.row(instance_id)["state"] == "running",
+        60,
+        what=f"running again ({fleet.instances.row(instance_id)}, {message.bridge().history})",
+    )
     page.table.select_key(instance_id)
     await press(qtbot, page.table.view, "Ctrl+T")
     await until(lambda: fleet.instances.row(instance_id)["state"] == "stopped", 60, what="stop")
