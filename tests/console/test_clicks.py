@@ -50,6 +50,8 @@ from tests.support import (
     kill_services_under,
 )
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def node_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
@@ -500,3 +502,25 @@ async def test_window_keys_reach_their_pages_from_any_focus(qtbot, app):
     await press(qtbot, app.window.nav, "Ctrl+O")
     login = await dialog(LoginDialog)
     login.reject()
+
+
+async def test_changes_made_elsewhere_show_up_without_f5(app, shared_api, tmp_path):
+    """Another operator (here the REST API) adds a module and a rule: pushed, not pulled."""
+    await app.uploads.upload([str(build_package(tmp_path, name="elsewhere"))])
+    system = shared_api.post("/systems", {"name": "made-elsewhere"})
+    await until(lambda: app.fleet.systems.item_for("system", system["id"]), what="the system")
+    module = shared_api.post(
+        f"/systems/{system['id']}/modules", {"name": "api", "package": "elsewhere", "env": {}}
+    )
+    await until(lambda: app.fleet.systems.item_for("module", module["id"]), what="the module")
+    shared_api.request("DELETE", f"/modules/{module['id']}", expect=204)
+    await until(lambda: app.fleet.systems.item_for("module", module["id"]) is None, what="gone")
+    rule = shared_api.post(
+        "/alert-rules",
+        {"name": "elsewhere-cpu", "metric": "cpu_percent", "op": ">", "threshold": 95},
+    )
+    await until(lambda: app.alerts.rules.row(rule["id"]), what="the rule listed")
+    shared_api.request("PATCH", f"/alert-rules/{rule['id']}", expect=200, json={"threshold": 80})
+    await until(lambda: app.alerts.rules.row(rule["id"])["threshold"] == 80, what="changed")
+    shared_api.request("DELETE", f"/alert-rules/{rule['id']}", expect=204)
+    await until(lambda: app.alerts.rules.row(rule["id"]) is None, what="the rule gone")

@@ -12,6 +12,7 @@ import psutil
 import pytest
 
 import console.app
+from console import fmt
 from console.app import ConsoleApp
 from console.models.base import STALE_COLOR
 from tests.console.clicks import click
@@ -115,7 +116,10 @@ async def test_a_killed_local_master_is_noticed_restarted_and_live_again(
     shown = logs.text.toPlainText().count("tick")
     await until(lambda: logs.text.toPlainText().count("tick") > shown + 2, what="logs followed")
     app.window.show_page("instances")
-    await until(lambda: app.fleet.instances.live(instance_id), what="live figures in the table")
+    await until(
+        lambda: fmt.timestamp((app.fleet.instances.live(instance_id) or {}).get("ts")) > since,
+        what="new live figures in the table",
+    )
 
     # Killed again soon after: no restart by itself this time (patched delay), the banner's
     # Restart button does it.
