@@ -31,6 +31,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--master", default=_env("master", "http://127.0.0.1:8080"), help="master URL")
     p.add_argument("--token", default=_env("token", None), help="join token (first start only)")
+    p.add_argument(
+        "--token-file",
+        type=Path,
+        default=_env("token-file", None),
+        help="read the join token from this file (keeps it out of the process list)",
+    )
     p.add_argument("--work-dir", type=Path, default=Path(_env("work-dir", "./instances") or "."))
     p.add_argument(
         "--port",
@@ -119,6 +125,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     if args.autostart_print is not None:
         return autostart.print_definition(args, args.autostart_print)
+    if args.token_file is not None and not args.token:
+        try:
+            args.token = Path(args.token_file).read_text().strip()
+        except OSError as exc:
+            print(
+                f"gdos-agent: cannot read the token file {args.token_file}: {exc}", file=sys.stderr
+            )
+            return 2
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

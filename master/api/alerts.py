@@ -87,7 +87,9 @@ async def create_rule(
     rule = svc.alerts.set_rule(row)
     request.state.audit_target = f"alert_rule={row.id}"
     request.state.audit_detail = {"rule": rule.describe()}
-    return rule_out(row, rule)
+    out = rule_out(row, rule)
+    svc.hub.publish("alert_rule", out.model_dump(mode="json"))
+    return out
 
 
 @router.get("/alert-rules", response_model=list[AlertRuleOut])
@@ -125,7 +127,9 @@ async def update_rule(
     s.commit()
     rule = svc.alerts.set_rule(row)
     request.state.audit_detail = {"rule": rule.describe()}
-    return rule_out(row, rule)
+    out = rule_out(row, rule)
+    svc.hub.publish("alert_rule", out.model_dump(mode="json"))
+    return out
 
 
 @router.delete("/alert-rules/{rule_id}", status_code=204, response_class=Response)
@@ -135,6 +139,7 @@ async def delete_rule(rule_id: Id, _: Operator, s: SessionDep, svc: ServicesDep)
     s.delete(row)
     s.commit()
     svc.alerts.remove_rule(rule_id)
+    svc.hub.publish("alert_rule", {"id": rule_id, "deleted": True})
     return Response(status_code=204)
 
 

@@ -112,6 +112,7 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
             "field": _field(tuple(e.get("loc", ())), (e.get("ctx") or {}).get("where")),
             # pydantic prefixes a validator's own sentence with "Value error, ".
             "message": str(e.get("msg")).removeprefix("Value error, "),
+            "type": str(e.get("type", "")),
         }
         for e in errors
     ]

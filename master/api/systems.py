@@ -130,11 +130,13 @@ async def create_module(
             ErrorCode.ALREADY_EXISTS, f"the system already has a module {body.name}"
         ) from None
     request.state.audit_target = f"module={mod.id}"
-    return module_out(mod)
+    out = module_out(mod)
+    svc.hub.publish("module", out.model_dump())
+    return out
 
 
 @router.patch("/modules/{module_id}", response_model=ModuleOut)
-def update_module(
+async def update_module(
     module_id: Id, body: ModulePatch, _: Operator, s: SessionDep, svc: ServicesDep
 ) -> ModuleOut:
     """Change a module; running instances keep what they were deployed with until redeployed."""
@@ -150,16 +152,20 @@ def update_module(
     for key, value in given.items():
         setattr(mod, key, value)
     s.commit()
-    return module_out(mod)
+    out = module_out(mod)
+    svc.hub.publish("module", out.model_dump())
+    return out
 
 
 @router.delete("/modules/{module_id}", status_code=204, response_class=Response)
-def delete_module(module_id: Id, _: Operator, s: SessionDep) -> Response:
+async def delete_module(module_id: Id, _: Operator, s: SessionDep, svc: ServicesDep) -> Response:
     mod = get_module(s, module_id)
     if s.scalars(select(models.Instance.id).where(models.Instance.module_id == module_id)).first():
         raise GdosError(
             ErrorCode.IN_USE, f"module {mod.name} still has instances; destroy them first"
         )
+    system_id = mod.system_id
     s.delete(mod)
     s.commit()
+    svc.hub.publish("module", {"id": module_id, "system_id": system_id, "deleted": True})
     return Response(status_code=204)
