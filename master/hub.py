@@ -17,7 +17,9 @@ log = logging.getLogger(__name__)
 _encode = msgspec.json.Encoder().encode  # several times faster than json.dumps, once per event
 Listener = Callable[[dict[str, Any]], None]
 
-BROADCAST_TOPICS = frozenset({"node", "instance", "operation", "alert", "system", "package"})
+BROADCAST_TOPICS = frozenset(
+    {"node", "instance", "operation", "alert", "system", "package", "module", "alert_rule", "audit"}
+)
 
 
 class Subscriber:
