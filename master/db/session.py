@@ -37,6 +37,9 @@ class Database:
         if self.is_sqlite:
             # Sessions are used from the event loop thread and from worker threads.
             kwargs["connect_args"] = {"check_same_thread": False}
+            # No cap on connections: a capped pool makes the event loop wait, blocked, for a
+            # connection a suspended request holds, and that request needs the loop to finish.
+            kwargs["max_overflow"] = -1
         self.engine: Engine = create_engine(self.url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
