@@ -1,6 +1,5 @@
 """A batch operation's decisions, without I/O: its steps from the system's rows, whether a
-level may begin, in which slices it goes, what each step changes, how long it may take and
-when it is done."""
+level may begin, what each step changes, how long it may take and when it is done."""
 
 from typing import Any
 
@@ -22,7 +21,6 @@ from protocol.states import (
 )
 
 Outcome = tuple[StepState, str | None]  # the step's new state and, when it failed, why
-SLICE = 100  # instances a level starts (or stops) between two turns of the event loop
 
 
 def plan(s: Session, system_id: str) -> list[Step]:
@@ -143,21 +141,3 @@ def outcome(kind: str, st: Step, view: InstanceOut) -> Outcome | None:
     if state in (InstanceState.EXITED, InstanceState.FAILED):
         return StepState.FAILED, f"{st.name} {state}: {view.last_error or state}"
     return offline if state == InstanceState.UNKNOWN else None
-
-
-def slices(steps: list[Step], size: int = SLICE) -> list[list[Step]]:
-    """A level in slices of about `size` instances, a node's instances always in one slice
-    (one `batch` command per agent per level)."""
-    by_node: dict[str, list[Step]] = {}
-    for st in steps:
-        by_node.setdefault(st.node_id, []).append(st)
-    out: list[list[Step]] = []
-    part: list[Step] = []
-    for group in by_node.values():
-        part.extend(group)
-        if len(part) >= size:
-            out.append(part)
-            part = []
-    if part:
-        out.append(part)
-    return out

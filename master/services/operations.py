@@ -98,35 +98,13 @@ class Operations:
 
     async def _level(self, op: Op, steps: list[Step]) -> str | None:
         starting = op.kind == "start"
-        began = time.perf_counter()
-        with self.db.engine.connect() as conn:  # the whole level is refused before any of it moves
-            rows = instance_rows.load(conn, (st.instance_id for st in steps))
-        problem = self._preflight(op, steps, rows)
-        if problem is not None:
-            return problem
-        # A slice at a time, the loop serving everything else (reports, API calls, consoles)
-        # in between: a level may be a fleet wide.
-        for part in operation_plan.slices(steps):
-            self._begin(op, part, starting)
-            await asyncio.sleep(0)
-        sent = time.perf_counter()
-        outcome = await self._settle(op, steps)
-        log.info(
-            "operation %s level %s: %d instances, commands out after %.0f ms, settled after %.0f ms",
-            op.id,
-            op.level,
-            len(steps),
-            (sent - began) * 1000,
-            (time.perf_counter() - began) * 1000,
-        )
-        return outcome
-
-    def _begin(self, op: Op, steps: list[Step], starting: bool) -> None:
-        """Start (or stop) a slice of a level: rows written, their views published, commands
-        sent (by `_send`, one task per node)."""
         sends: dict[str, list[str]] = {}
-        with self.db.engine.begin() as conn:  # Core: a slice may hold hundreds of rows
+        began = time.perf_counter()
+        with self.db.engine.begin() as conn:  # Core: a level may hold hundreds of rows
             rows = instance_rows.load(conn, (st.instance_id for st in steps))
+            problem = self._preflight(op, steps, rows)
+            if problem is not None:
+                return problem
             changes: dict[str, dict[str, Any]] = {}
             now = time.time()
             for st in steps:
@@ -151,6 +129,17 @@ class Operations:
                 START_TIMEOUT if starting else max(stop_timeout[i] for i in ids) + COMMAND_SLACK
             )
             self.orch.spawn(self._send(op, node_id, "start" if starting else "stop", ids, timeout))
+        sent = time.perf_counter()
+        outcome = await self._settle(op, steps)
+        log.info(
+            "operation %s level %s: %d instances, commands out after %.0f ms, settled after %.0f ms",
+            op.id,
+            op.level,
+            len(steps),
+            (sent - began) * 1000,
+            (time.perf_counter() - began) * 1000,
+        )
+        return outcome
 
     def _preflight(self, op: Op, steps: list[Step], rows: dict[str, dict[str, Any]]) -> str | None:
         """Refuse a level before touching any of it when one of its instances cannot move."""

@@ -1,6 +1,6 @@
 """Bulk work in batches on real SQLite: report bursts larger than a transaction, hellos of one
-loop turn in one transaction, a fleet-wide level started in slices. Nothing is lost, order is
-kept, and nothing is published (or answered) before the rows it shows are committed."""
+loop turn in one transaction. Nothing is lost, order is kept, and nothing is published (or
+answered) before the rows it shows are committed."""
 
 from __future__ import annotations
 
@@ -17,8 +17,6 @@ from sqlalchemy import event
 from master.db import models
 from master.services import hellos as hellos_module
 from master.services import reports as reports_module
-from master.services.operation_plan import slices
-from master.services.operation_steps import Step, StepState
 from master.services.wiring import Services
 from protocol.messages import Hello, HostInfo, InstanceReport
 from protocol.states import InstanceState
@@ -242,29 +240,3 @@ def test_a_hello_storm_larger_than_a_transaction_loses_none(
     committed.close()
     assert states[0] == ["failed"] * 3, "the node's second hello is the newer word"
     assert states[1:] == [["running"] * 3] * 4
-
-
-def step(node: str, k: int) -> Step:
-    return Step(
-        instance_id=f"{node}-{k}",
-        name=f"{node}-{k}",
-        node_id=node,
-        level=0,
-        stop_timeout=1.0,
-        state=StepState.PENDING,
-    )
-
-
-def test_a_level_in_slices_keeps_each_node_whole_and_every_step_once() -> None:
-    steps = [step(f"n{n}", k) for k in range(3) for n in range(50)]  # interleaved by node
-    parts = slices(steps, size=20)
-    assert len(parts) > 1
-    assert sorted(st.instance_id for part in parts for st in part) == sorted(
-        st.instance_id for st in steps
-    )
-    for part in parts:
-        assert len(part) < 20 + 3
-    owner = {st.node_id: i for i, part in enumerate(parts) for st in part}
-    assert all(st.node_id in owner for st in steps)
-    assert all(owner[st.node_id] == i for i, part in enumerate(parts) for st in part)
-    assert slices([], size=20) == []
