@@ -7,22 +7,24 @@ import pytest
 from protocol.jsonc import strip_jsonc
 from protocol.manifest import ManifestError, parse_manifest
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+PACKAGES_DOC = Path(__file__).resolve().parents[2] / "docs" / "packages.md"
 
 
-def readme_example() -> str:
-    text = README.read_text()
+def documented_example() -> str:
+    text = PACKAGES_DOC.read_text()
     match = re.search(r"```jsonc\n(.*?)```", text, re.S)
-    assert match, "README must carry the service.json example in a ```jsonc block"
+    assert match, "docs/packages.md must carry the service.json example in a ```jsonc block"
     return match.group(1)
 
 
-def test_readme_example_parses_as_written():
-    m = parse_manifest(readme_example())
+def test_documented_example_parses_as_written():
+    m = parse_manifest(documented_example())
     assert m.name == "payment-service"
     assert m.entrypoint == "bin/app_linux"
     assert m.args == ["-c", "../conf/config.yaml"]
     assert m.log_paths["Access Log"] == "logs/access.log"
+    assert m.user == "payments"
+    assert m.restart_limit == 5
 
 
 def test_comments_and_trailing_commas():
