@@ -122,6 +122,11 @@ def test_filter_boxes_leave_ctrl_u_to_the_upload_under_x11():
     ("message", "said"),
     [
         (
+            "String should match pattern '^[A-Za-z0-9][A-Za-z0-9._-]*$'",
+            "may contain only letters, digits, '.', '-' and '_' (no spaces) and must start with "
+            "a letter or digit",
+        ),
+        (
             "String should match pattern '^[A-Za-z0-9._-]+$'",
             "may contain only letters, digits, '.', '-' and '_' (no spaces)",
         ),
