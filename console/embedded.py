@@ -21,7 +21,6 @@ import os
 import secrets
 import socket
 import subprocess
-import sys
 from collections.abc import Callable
 from pathlib import Path
 

@@ -56,6 +56,8 @@ class NodeTableModel(RowTableModel):
 
 def _user(v: Any) -> str:
     return "" if not v else f"{v} (!)" if v == "root" else str(v)  # root is marked
+
+
 def _health(row: Row) -> str:
     """healthy / unhealthy; "no check" when its package has none; "—" while unknown."""
     health = row.get("health")

@@ -15,7 +15,7 @@ from master.api.params import ISO_ONLY, timestamp
 from master.db import models
 from master.services.audit import audit_out
 from master.services.audit_chain import verify_rows
-from protocol.rest import AuditOut, iso
+from protocol.rest import AuditOut
 from protocol.rest_records import AuditBreak, AuditVerifyOut
 
 router = APIRouter(prefix="/api/v1", tags=["audit"], responses=ERROR_RESPONSES)
