@@ -198,7 +198,7 @@ def bench_table(
     from console.client import Client
     from console.services.fleet import FleetService
     from console.services.session import Session
-    from console.ui.common import TablePanel
+    from console.ui.table_panel import TablePanel
 
     app = QApplication.instance()
     assert isinstance(app, QApplication)

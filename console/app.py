@@ -15,25 +15,28 @@ from PySide6.QtWidgets import QApplication
 from console.embedded import EmbeddedMaster
 from console.message import async_slot, describe, error, info, warning
 from console.models.series import SeriesStore
+from console.services.alerts import AlertsService
+from console.services.audit import AuditService
+from console.services.backups import BackupsService
 from console.services.fleet import FleetService
+from console.services.logs import LogsService
 from console.services.metrics import MetricsService
-from console.services.records import (
-    AlertsService,
-    AuditService,
-    BackupsService,
-    LogsService,
-    UsersService,
-)
+from console.services.operations import OperationsService
 from console.services.session import Session
 from console.services.uploads import UploadService
-from console.ui.dialogs import LoginDialog
+from console.services.users import UsersService
+from console.ui.alerts_page import AlertsPage
+from console.ui.audit_page import AuditPage
+from console.ui.backups_page import BackupsPage
+from console.ui.dialogs.login import LoginDialog
 from console.ui.instances import InstancesPage
+from console.ui.logs_page import LogsPage
 from console.ui.main_window import MainWindow
 from console.ui.nodes import NodesPage
 from console.ui.overview import OverviewPage
 from console.ui.packages import PackagesPage
-from console.ui.records import AlertsPage, AuditPage, BackupsPage, LogsPage, UsersPage
 from console.ui.systems import SystemsPage
+from console.ui.users_page import UsersPage
 
 log = logging.getLogger(__name__)
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
@@ -80,6 +83,7 @@ class ConsoleApp:
         self.session = Session()
         self.store = SeriesStore()
         self.fleet = FleetService(self.session, tick_ms)
+        self.operations = OperationsService(self.session, self.fleet, tick_ms)
         self.metrics = MetricsService(self.session, self.store)
         self.uploads = UploadService(self.session, settings)
         self.alerts = AlertsService(self.session, tick_ms)
@@ -93,7 +97,7 @@ class ConsoleApp:
         )
         self.nodes_page = NodesPage(self.fleet, self.metrics, settings)
         self.packages_page = PackagesPage(self.fleet, self.uploads, settings)
-        self.systems_page = SystemsPage(self.fleet)
+        self.systems_page = SystemsPage(self.fleet, self.operations)
         self.instances_page = InstancesPage(self.fleet, self.metrics, settings)
         self.logs_page = LogsPage(self.logs, self.fleet.instances)
         self.alerts_page = AlertsPage(self.alerts, settings, self._scopes)
@@ -353,6 +357,7 @@ class ConsoleApp:
             for owner in (
                 self.session,
                 self.fleet,
+                self.operations,
                 self.metrics,
                 self.alerts,
                 self.logs,

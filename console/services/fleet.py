@@ -17,13 +17,7 @@ from console.client import ClientError
 from console.message import action, async_slot, info
 from console.models.base import Row
 from console.models.systems import SystemTreeModel
-from console.models.tables import (
-    InstanceTableModel,
-    NodeTableModel,
-    OperationStepModel,
-    PackageTableModel,
-)
-from console.services.records import NOT_AVAILABLE
+from console.models.tables import InstanceTableModel, NodeTableModel, PackageTableModel
 from console.services.session import Session
 from protocol.states import DOWN_STATES
 
@@ -35,15 +29,11 @@ def _has_check(manifest: dict[str, Any]) -> bool:
 
 
 NODE_LOAD = ("cpu_percent", "mem_percent", "disk_percent", "load1")
-OPERATION_POLL = 2.0  # seconds; operations are followed by events, this is the safety net
-FINISHED_STEPS = frozenset({"done", "skipped"})
 GONE_STATES = frozenset({*DOWN_STATES, "unknown", "deploying", "destroying"})
 
 
 class FleetService(QObject):
     loaded = Signal()  # a full reload finished
-    operation_changed = Signal(str, str, int, int)  # system id, state, steps done, steps total
-    operation_shown = Signal(dict)  # the operation the steps table now shows (OperationOut)
     instances_deployed = Signal(list)  # ids of instances created by `deploy`
 
     def __init__(self, session: Session, tick_ms: int = 100) -> None:
@@ -53,15 +43,11 @@ class FleetService(QObject):
         self.instances = InstanceTableModel(self, tick_ms)
         self.packages = PackageTableModel(self, tick_ms)
         self.systems = SystemTreeModel(self)
-        self.operation_steps = OperationStepModel(self, tick_ms)
         self.node_names: dict[str, str] = {}
         self.system_names: dict[str, str] = {}
         self.module_names: dict[str, str] = {}
         self.module_packages: dict[str, str] = {}  # module id -> package name
         self.package_checks: dict[tuple[str, str], bool] = {}  # (name, version) -> has a check
-        self.operation_state = ""
-        self.operation: dict[str, Any] = {}  # the operation the steps table shows
-        self._operation_done = asyncio.Event()
         self._stale_systems: set[str] = set()
         self._reload_timer = QTimer(self)
         self._reload_timer.setSingleShot(True)
@@ -81,7 +67,6 @@ class FleetService(QObject):
             session.on(topic, self._recording(handler))
         self.instances.attach_live(session.live.samples)
         session.on_metrics(self.on_metrics)
-        session.on("operation", self.on_operation)
         session.resynced.connect(self.reload)
         session.logged_out.connect(self.clear)
 
@@ -126,7 +111,7 @@ class FleetService(QObject):
         self.loaded.emit()
 
     def clear(self) -> None:
-        for model in (self.nodes, self.instances, self.packages, self.operation_steps):
+        for model in (self.nodes, self.instances, self.packages):
             model.set_rows([])
         self.systems.set_systems([])
 
@@ -208,41 +193,6 @@ class FleetService(QObject):
             load = dict(row.get("load") or {})
             load.update({f: sample[f] for f in NODE_LOAD if f in sample})
             self.nodes.update({"id": node_id, "load": load})
-
-    def on_operation(self, data: dict[str, Any]) -> None:
-        """Operation events carry every step: show the one followed, or a new one starting."""
-        op_id = data.get("id")
-        if not op_id:
-            return
-        if op_id != self.operation.get("id"):
-            if data.get("state") != "running" and self.operation.get("state") == "running":
-                return  # an old operation's last word while another one is shown
-            self.show_operation(data)
-            return
-        self._apply_operation(data)
-
-    def show_operation(self, data: dict[str, Any]) -> None:
-        self.operation = dict(data)
-        steps = [self._step_row(s) for s in data.get("steps") or [] if isinstance(s, dict)]
-        self.operation_steps.set_rows(steps)
-        self.operation_shown.emit(dict(data))
-        self._apply_operation(data)
-
-    def _apply_operation(self, data: dict[str, Any]) -> None:
-        self.operation.update(data)
-        steps = [s for s in data.get("steps") or [] if isinstance(s, dict)]
-        for step in steps:
-            self.operation_steps.update(self._step_row(step))
-        state = str(data.get("state") or "running")
-        self.operation_state = state
-        done = sum(1 for s in steps if s.get("state") in FINISHED_STEPS)
-        self.operation_changed.emit(str(data.get("system_id", "")), state, done, len(steps))
-        if state != "running":
-            self._operation_done.set()
-
-    def _step_row(self, step: dict[str, Any]) -> dict[str, Any]:
-        node = str(step.get("node_id") or "")
-        return {**step, "node_name": self.node_names.get(node, node), "error": step.get("error")}
 
     def _mark_stale(self, system_id: str) -> None:
         if system_id:
@@ -375,52 +325,6 @@ class FleetService(QObject):
     async def delete_module(self, system_id: str, module_id: str) -> None:
         await self.session.require().delete_module(module_id)
         await self.reload_system(system_id)
-
-    @async_slot(str)
-    @action("starting the system")
-    async def start_system(self, system_id: str) -> str:
-        return await self._run_system(system_id, start=True)
-
-    @async_slot(str)
-    @action("stopping the system")
-    async def stop_system(self, system_id: str) -> str:
-        return await self._run_system(system_id, start=False)
-
-    async def _run_system(self, system_id: str, start: bool) -> str:
-        """The master's batch operation (level by level), followed by its `operation` events
-        (and a slow poll, should an event be missed) until it succeeds or fails."""
-        client = self.session.require()
-        try:
-            if start:
-                op = await client.start_system(system_id)
-            else:
-                op = await client.stop_system(system_id)
-        except ClientError as exc:
-            if exc.endpoint_missing:
-                raise ClientError(
-                    f"starting or stopping a whole system is {NOT_AVAILABLE} "
-                    "(it needs a newer master)",
-                    code="not_available",
-                ) from None
-            raise
-        self._operation_done = done = asyncio.Event()
-        self.show_operation(op.model_dump())
-        while self.operation.get("id") == op.id and self.operation_state == "running":
-            try:
-                await asyncio.wait_for(done.wait(), OPERATION_POLL)
-            except TimeoutError:
-                if self.operation.get("id") == op.id:
-                    self._apply_operation((await client.operation(op.id)).model_dump())
-        self.operation_steps.flush()
-        final = str(self.operation.get("state")) if self.operation.get("id") == op.id else ""
-        if not final:  # another operation on the system superseded this one
-            final = (await client.operation(op.id)).state
-        name = self.system_names.get(system_id, system_id)
-        if final == "failed":
-            why = self.operation.get("error") if self.operation.get("id") == op.id else None
-            raise ClientError(why or f"the operation on {name} failed", code="operation_failed")
-        info(f"system {name} {'started' if start else 'stopped'}")
-        return final
 
     # -- nodes and packages ---------------------------------------------------------------
 

@@ -13,7 +13,8 @@ from console.services.fleet import FleetService
 from console.services.metrics import MetricsService
 from console.ui import common
 from console.ui.charts import ChartPanel
-from console.ui.dialogs import AdoptDialog
+from console.ui.dialogs.adopt import AdoptDialog
+from console.ui.table_panel import TablePanel
 from protocol.states import ACTIVE_STATES, BUSY_STATES, STARTABLE_STATES, InstanceState
 
 
@@ -37,7 +38,7 @@ class InstancesPage(QWidget):
         lay = QVBoxLayout(self)
         lay.addWidget(common.page_title("Instances"))
         split = QSplitter(Qt.Orientation.Vertical)
-        self.table = common.TablePanel(fleet.instances, "instances", settings)
+        self.table = TablePanel(fleet.instances, "instances", settings)
         t = self.table
         # Start only what has no process, stop only what has one.
         self.start_action = t.add_action(

@@ -20,7 +20,8 @@ from console.services.fleet import FleetService
 from console.services.metrics import MetricsService
 from console.ui import common
 from console.ui.charts import ChartPanel
-from console.ui.dialogs import LabelsDialog, parse_labels
+from console.ui.dialogs.labels import LabelsDialog, parse_labels
+from console.ui.table_panel import TablePanel
 
 __all__ = ["FACTS", "NodesPage", "parse_labels"]
 
@@ -51,7 +52,7 @@ class NodesPage(QWidget):
         lay.addWidget(common.page_title("Nodes"))
         split = QSplitter(Qt.Orientation.Vertical)
         top = QSplitter(Qt.Orientation.Horizontal)
-        self.table = common.TablePanel(fleet.nodes, "nodes", settings)
+        self.table = TablePanel(fleet.nodes, "nodes", settings)
         self.labels_action = self.table.add_action("Edit labels…", self.edit_labels, "Ctrl+L")
         self.remove_action = self.table.add_action("Remove node", self.remove, "Del")
         top.addWidget(self.table)

@@ -12,6 +12,7 @@ from console import fmt
 from console.services.fleet import FleetService
 from console.services.uploads import UploadService
 from console.ui import common
+from console.ui.table_panel import TablePanel
 
 
 class PackagesPage(QWidget):
@@ -23,7 +24,7 @@ class PackagesPage(QWidget):
         self.setAcceptDrops(True)
         lay = QVBoxLayout(self)
         lay.addWidget(common.page_title("Packages"))
-        self.table = common.TablePanel(fleet.packages, "packages", settings)
+        self.table = TablePanel(fleet.packages, "packages", settings)
         self.upload_action = self.table.add_action(
             "Upload…", self.choose_files, "Ctrl+U", needs_selection=False
         )

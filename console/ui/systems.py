@@ -22,14 +22,17 @@ from PySide6.QtWidgets import (
 from console.models.base import KEY_ROLE
 from console.models.systems import KIND_ROLE, ROW_ROLE
 from console.services.fleet import FleetService
+from console.services.operations import OperationsService
 from console.ui import common
-from console.ui.dialogs import ModuleDialog, NodePicker, SystemDialog
+from console.ui.dialogs.module import ModuleDialog
+from console.ui.dialogs.node_picker import NodePicker
+from console.ui.dialogs.system import SystemDialog
 
 
 class SystemsPage(QWidget):
-    def __init__(self, fleet: FleetService) -> None:
+    def __init__(self, fleet: FleetService, operations: OperationsService) -> None:
         super().__init__()
-        self.fleet = fleet
+        self.fleet, self.operations = fleet, operations
         lay = QVBoxLayout(self)
         lay.addWidget(common.page_title("Systems"))
         self.toolbar = QToolBar()
@@ -77,7 +80,7 @@ class SystemsPage(QWidget):
         self.op_bar.setValue(0)
         self.steps = QTableView()
         self.steps.setObjectName("operationSteps")
-        self.steps.setModel(fleet.operation_steps)
+        self.steps.setModel(operations.steps)
         self.steps.verticalHeader().hide()
         self.steps.horizontalHeader().setStretchLastSection(True)
         self.steps.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
@@ -94,7 +97,7 @@ class SystemsPage(QWidget):
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 1)
         lay.addWidget(split, 1)
-        fleet.operation_changed.connect(self._operation)
+        operations.changed.connect(self._operation)
         self._enable()
 
     def _action(self, text: str, slot: Any, shortcut: str, always: bool = False) -> QAction:
@@ -217,7 +220,7 @@ class SystemsPage(QWidget):
 
     def start_system(self) -> Any:
         system_id = self.system_of_selection()
-        return self.fleet.start_system(system_id) if system_id else None
+        return self.operations.start_system(system_id) if system_id else None
 
     def stop_system(self) -> Any:
         system_id = self.system_of_selection()
@@ -228,7 +231,7 @@ class SystemsPage(QWidget):
             self,
             "Stop system",
             f"Stop every instance of {name}, in reverse start order?",
-            lambda: self.fleet.stop_system(system_id),
+            lambda: self.operations.stop_system(system_id),
         )
 
     def delete(self) -> Any:
@@ -265,7 +268,7 @@ class SystemsPage(QWidget):
         return out
 
     def _operation(self, system_id: str, state: str, done: int, total: int) -> None:
-        op = self.fleet.operation
+        op = self.operations.current
         name = self.fleet.system_names.get(system_id, system_id)
         self.op_bar.setRange(0, max(1, total))
         self.op_bar.setValue(done)
