@@ -6,7 +6,7 @@ from typing import Any
 
 from PySide6.QtGui import QBrush, QColor, QStandardItem, QStandardItemModel
 
-from console.models.base import KEY_ROLE, STATE_COLORS, Row
+from console.models.cells import KEY_ROLE, STATE_COLORS, Row
 
 KIND_ROLE = KEY_ROLE + 10
 ROW_ROLE = KEY_ROLE + 11

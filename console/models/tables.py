@@ -6,7 +6,8 @@ import json
 from typing import Any
 
 from console import fmt
-from console.models.base import Column, Row, RowTableModel
+from console.models.base import RowTableModel
+from console.models.cells import Column, Row
 
 
 def _load(key: str) -> Any:

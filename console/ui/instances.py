@@ -8,7 +8,7 @@ from typing import Any
 from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtWidgets import QComboBox, QSplitter, QVBoxLayout, QWidget
 
-from console.models.base import Row
+from console.models.cells import Row
 from console.services.fleet import FleetService
 from console.services.metrics import MetricsService
 from console.ui import common

@@ -18,7 +18,8 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from console.models.base import STATE_COLORS, RowTableModel
+from console.models.base import RowTableModel
+from console.models.cells import STATE_COLORS
 from console.ui import common
 from protocol.states import InstanceState
 

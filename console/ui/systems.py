@@ -19,7 +19,7 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from console.models.base import KEY_ROLE
+from console.models.cells import KEY_ROLE
 from console.models.systems import KIND_ROLE, ROW_ROLE
 from console.services.fleet import FleetService
 from console.services.operations import OperationsService

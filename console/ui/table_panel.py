@@ -17,7 +17,9 @@ from PySide6.QtWidgets import (
 )
 
 from console import fmt
-from console.models.base import FilterProxy, Row, RowTableModel
+from console.models.base import RowTableModel
+from console.models.cells import Row
+from console.models.filter_proxy import FilterProxy
 from console.ui.common import Notice, SearchBox, Shortcut, make_action
 from console.ui.tableview import TableView
 

@@ -24,7 +24,9 @@ from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QPointF, QRect, Q
 from PySide6.QtGui import QColor, QPainter, QPaintEvent, QPalette, QRegion
 from PySide6.QtWidgets import QStyle, QStyleOptionViewItem, QTableView, QWidget
 
-from console.models.base import STALE_COLOR, FilterProxy, RowTableModel
+from console.models.base import RowTableModel
+from console.models.cells import STALE_COLOR
+from console.models.filter_proxy import FilterProxy
 
 MARGIN = 3  # pixels between a cell's text and its edge: Qt's delegate leaves (and sizes for) 3
 MAX_TEXTS = 8192  # distinct strings whose width is kept

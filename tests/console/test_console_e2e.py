@@ -19,7 +19,7 @@ import pytest
 from PySide6.QtCore import Qt
 
 from console.app import ConsoleApp
-from console.models.base import KEY_ROLE
+from console.models.cells import KEY_ROLE
 from console.ui import common
 from tests.console.conftest import until
 from tests.support import build_package, free_port, port_open

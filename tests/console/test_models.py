@@ -8,7 +8,9 @@ from PySide6.QtCore import QModelIndex, QObject, Qt, Signal
 from PySide6.QtTest import QAbstractItemModelTester
 
 from console.models import tables
-from console.models.base import KEY_ROLE, ROW_ROLE, SORT_ROLE, FilterProxy, RowTableModel
+from console.models.base import RowTableModel
+from console.models.cells import KEY_ROLE, ROW_ROLE, SORT_ROLE
+from console.models.filter_proxy import FilterProxy
 from console.models.series import Series, SeriesStore, decimate
 from console.models.systems import KIND_ROLE, SystemTreeModel
 from tests.console.conftest import _app

@@ -7,7 +7,7 @@ from typing import Any
 
 from PySide6.QtWidgets import QComboBox, QLineEdit, QPlainTextEdit, QSpinBox, QWidget
 
-from console.models.base import Row
+from console.models.cells import Row
 from console.ui.dialogs.form import FieldError, Form, parse_env
 
 

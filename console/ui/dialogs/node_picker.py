@@ -7,7 +7,7 @@ from typing import Any
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QListWidget, QListWidgetItem, QWidget
 
-from console.models.base import Row
+from console.models.cells import Row
 from console.ui.dialogs.form import FieldError, Form
 
 

@@ -6,7 +6,7 @@ from typing import Any
 
 from PySide6.QtWidgets import QComboBox, QLineEdit, QSpinBox, QWidget
 
-from console.models.base import Row
+from console.models.cells import Row
 from console.ui.dialogs.form import FieldError, Form
 
 

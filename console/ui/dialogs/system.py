@@ -6,7 +6,7 @@ from typing import Any
 
 from PySide6.QtWidgets import QLineEdit, QPlainTextEdit, QWidget
 
-from console.models.base import Row
+from console.models.cells import Row
 from console.ui.dialogs.form import FieldError, Form
 
 
