@@ -18,7 +18,7 @@ from typing import Any
 
 from PySide6.QtCore import QModelIndex, QTimer, Signal
 
-from console.models.cached_rows import RESORT_MS, CachedRows
+from console.models.cached_rows import RESORT_MS, CachedRows, RowT
 from console.models.cells import DISPLAY, FOREGROUND, TOOLTIP, Row
 
 _MISSING: Any = object()
@@ -36,7 +36,7 @@ class _Pending:
         return bool(self.changes or self.removals or self.live or self.live_all)
 
 
-class RowTableModel(CachedRows):
+class RowTableModel(CachedRows[RowT]):
     flushed = Signal(int)  # number of changes applied in the last tick
     content_changed = Signal()  # rows came, went or changed (not only live figures)
 
@@ -55,7 +55,7 @@ class RowTableModel(CachedRows):
         self._timer.setInterval(tick_ms)
         self._timer.timeout.connect(self.flush)
 
-    def set_rows(self, rows: Iterable[Row]) -> None:
+    def set_rows(self, rows: Iterable[RowT]) -> None:
         """Replace everything (first load, after a reconnect) with one reset.
 
         Changes still queued stay queued and are applied on top at the next tick: they came
@@ -74,7 +74,7 @@ class RowTableModel(CachedRows):
         self.flushed.emit(len(self._rows))
         self.content_changed.emit()
 
-    def update(self, row: Row) -> None:
+    def update(self, row: RowT) -> None:
         """Queue a change: a new row, fields merged into an existing one, or (`deleted`) a removal."""
         key = str(row[self.KEY])
         if row.get("deleted"):
@@ -88,7 +88,7 @@ class RowTableModel(CachedRows):
             prev.update(row)
         self._schedule()
 
-    def update_many(self, rows: Iterable[Row]) -> None:
+    def update_many(self, rows: Iterable[RowT]) -> None:
         for row in rows:
             self.update(row)
 

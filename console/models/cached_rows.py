@@ -12,8 +12,8 @@ next tick and large ones on a slower timer.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Mapping, Sequence
+from typing import Any, Generic, TypeVar, cast
 
 import numpy as np
 from PySide6.QtCore import (
@@ -44,6 +44,7 @@ from console.models.cells import (
 )
 
 Index = QModelIndex | QPersistentModelIndex
+RowT = TypeVar("RowT", bound=Mapping[str, Any])  # the row type of a table (models/rows.py)
 _SERVED_ROLES = frozenset(
     {DISPLAY, ALIGN, FOREGROUND, TOOLTIP, KEY_ROLE, ROW_ROLE, SORT_ROLE, FILTER_ROLE}
 )
@@ -54,7 +55,7 @@ SMALL_TABLE = 2000  # rows; up to this many, a changed sort column re-sorts at t
 RESORT_MS = 2000  # larger tables re-sort at most this often while the sorted column changes
 
 
-class CachedRows(QAbstractTableModel):
+class CachedRows(QAbstractTableModel, Generic[RowT]):
     COLUMNS: Sequence[Column] = ()
     KEY = "id"
 
@@ -120,7 +121,7 @@ class CachedRows(QAbstractTableModel):
         if role == ROW_ROLE:
             return rows[r]
         if role == TOOLTIP:
-            return self.tooltip(rows[r], col)
+            return self.tooltip(cast(RowT, rows[r]), col)
         if role == FILTER_ROLE:
             return self.filter_text(r)
         return None
@@ -149,7 +150,7 @@ class CachedRows(QAbstractTableModel):
         self.sort_order = order
         self.resort()
 
-    def tooltip(self, row: Row, col: Column) -> str | None:
+    def tooltip(self, row: RowT, col: Column) -> str | None:
         return None
 
     def set_stale(self, stale: bool) -> None:
@@ -206,12 +207,12 @@ class CachedRows(QAbstractTableModel):
     def column(self, key: str) -> int:
         return self._col[key]
 
-    def row(self, key: str) -> Row | None:
+    def row(self, key: str) -> RowT | None:
         i = self._index.get(key)
-        return None if i is None else self._rows[i]
+        return None if i is None else cast(RowT, self._rows[i])
 
-    def row_at(self, i: int) -> Row:
-        return self._rows[i]
+    def row_at(self, i: int) -> RowT:
+        return cast(RowT, self._rows[i])
 
     def key_at(self, i: int) -> str:
         return str(self._rows[i][self.KEY])
@@ -219,8 +220,8 @@ class CachedRows(QAbstractTableModel):
     def row_of(self, key: str) -> int:
         return self._index.get(key, -1)
 
-    def rows(self) -> list[Row]:
-        return list(self._rows)
+    def rows(self) -> list[RowT]:
+        return cast("list[RowT]", list(self._rows))
 
     def key_list(self) -> list[str]:
         return list(self._index)

@@ -23,7 +23,9 @@ class FilterProxy(QSortFilterProxyModel):
     on a short timer instead.
     """
 
-    def __init__(self, source: RowTableModel, parent: Any = None, refilter_ms: int = 300) -> None:
+    def __init__(
+        self, source: RowTableModel[Any], parent: Any = None, refilter_ms: int = 300
+    ) -> None:
         super().__init__(parent)
         self.setSourceModel(source)
         self.source = source

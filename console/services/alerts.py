@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 from PySide6.QtCore import Signal
 
 from console.message import action, async_slot, info
+from console.models.rows import AlertRow, AlertRuleRow, SilenceRow, as_row
 from console.models.tables import AlertRuleTableModel, AlertTableModel, SilenceTableModel
 from console.services.feature import FeatureService
 from console.services.session import Session
@@ -17,8 +18,6 @@ Namer = Callable[[str, str], str]  # (kind "system"|"node"|"instance", id) -> a 
 
 
 class AlertsService(FeatureService):
-    """Rules, alerts (firing and history, kept live by `alert` events), ack, silences."""
-
     fired = Signal(dict)  # a new firing alert (for the status bar or a tray message)
 
     def __init__(self, session: Session, tick_ms: int = 100, history: int = 500) -> None:
@@ -40,7 +39,7 @@ class AlertsService(FeatureService):
         alert_id = data.get("id")
         if not alert_id:
             return
-        self.alerts.update(data)
+        self.alerts.update(cast(AlertRow, data))
         if data.get("state") == "firing" and alert_id not in self._seen:
             self._seen.add(alert_id)
             if not data.get("silenced"):
@@ -50,9 +49,11 @@ class AlertsService(FeatureService):
         """A rule made, changed or deleted (by anyone): the rules table follows."""
         if not data.get("id"):
             return
-        self.rules.update(data if data.get("deleted") else self._rule_row(dict(data)))
+        rule = cast(AlertRuleRow, data)
+        self.rules.update(rule if rule.get("deleted") else self._rule_row(rule.copy()))
 
-    def _rule_row(self, rule: dict[str, Any]) -> dict[str, Any]:
+    def _rule_row(self, rule: AlertRuleRow) -> AlertRuleRow:
+        """The rule with its scope by name."""
         scope = rule.get("scope") or {}
         rule["scope_text"] = ", ".join(
             f"{kind.removesuffix('_id')} {self.names(kind.removesuffix('_id'), str(ident))}"
@@ -60,7 +61,8 @@ class AlertsService(FeatureService):
         )
         return rule
 
-    def _silence_row(self, silence: dict[str, Any]) -> dict[str, Any]:
+    def _silence_row(self, silence: SilenceRow) -> SilenceRow:
+        """The silence with its matcher by name."""
         parts = []
         for key, value in sorted((silence.get("matcher") or {}).items()):
             kind = key.removesuffix("_id")
@@ -81,12 +83,12 @@ class AlertsService(FeatureService):
         rules = await self.guarded("alerts", client.alert_rules())
         if rules is None:
             return
-        self.rules.set_rows(self._rule_row(r.model_dump()) for r in rules)
+        self.rules.set_rows(self._rule_row(as_row(r, AlertRuleRow)) for r in rules)
         alerts = await client.alerts(limit=self.history)
         self._seen.update(a.id for a in alerts)
-        self.alerts.set_rows(a.model_dump() for a in alerts)
+        self.alerts.set_rows(as_row(a, AlertRow) for a in alerts)
         silences = await self.guarded("silences", client.silences())
-        self.silences.set_rows(self._silence_row(s.model_dump()) for s in silences or [])
+        self.silences.set_rows(self._silence_row(as_row(s, SilenceRow)) for s in silences or [])
 
     @async_slot(dict)
     @action("saving the alert rule")
@@ -99,7 +101,7 @@ class AlertsService(FeatureService):
             rule = await client.update_alert_rule(str(rule_id), body)
         else:
             rule = await client.create_alert_rule(body)
-        self.rules.update(self._rule_row(rule.model_dump()))
+        self.rules.update(self._rule_row(as_row(rule, AlertRuleRow)))
         info(f"alert rule {rule.name} saved")
         return rule.id
 
@@ -107,7 +109,7 @@ class AlertsService(FeatureService):
     @action("switching the alert rule")
     async def enable_rule(self, rule_id: str, enabled: bool) -> None:
         rule = await self.session.require().update_alert_rule(rule_id, {"enabled": enabled})
-        self.rules.update(self._rule_row(rule.model_dump()))
+        self.rules.update(self._rule_row(as_row(rule, AlertRuleRow)))
 
     @async_slot(str)
     @action("deleting the alert rule")
@@ -120,7 +122,7 @@ class AlertsService(FeatureService):
     async def ack(self, alert_ids: list[str]) -> None:
         client = self.session.require()
         for alert in await asyncio.gather(*(client.ack_alert(a) for a in alert_ids)):
-            self.alerts.update(alert.model_dump())
+            self.alerts.update(as_row(alert, AlertRow))
 
     @async_slot(dict)
     @action("creating the silence")
@@ -129,7 +131,7 @@ class AlertsService(FeatureService):
         s = await self.guarded("silences", self.session.require().create_silence(body))
         if s is None:
             return None
-        self.silences.update(self._silence_row(s.model_dump()))
+        self.silences.update(self._silence_row(as_row(s, SilenceRow)))
         info("silenced: matching alerts are shown but notify nobody until it ends")
         return s.id
 

@@ -9,16 +9,25 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from console.client import ClientError
 from console.message import action, async_slot, info
-from console.models.cells import Row
+from console.models.rows import (
+    InstanceRow,
+    LoadRow,
+    NodeRow,
+    PackageRow,
+    SystemRow,
+    as_row,
+)
 from console.models.systems import SystemTreeModel
 from console.models.tables import InstanceTableModel, NodeTableModel, PackageTableModel
 from console.services.session import Session
+from protocol.rest import InstanceOut
 from protocol.states import DOWN_STATES
 
 log = logging.getLogger(__name__)
@@ -100,12 +109,12 @@ class FleetService(QObject):
         self.module_names = {m.id: m.name for d in details for m in d.modules}
         self.module_packages = {m.id: m.package for d in details for m in d.modules}
         self.package_checks = {(p.name, p.version): _has_check(p.manifest) for p in packages}
-        self.nodes.set_rows(n.model_dump() for n in nodes)
-        self.packages.set_rows(p.model_dump() for p in packages)
+        self.nodes.set_rows(as_row(n, NodeRow) for n in nodes)
+        self.packages.set_rows(as_row(p, PackageRow) for p in packages)
         # Live figures already shown survive a reload: the model keeps them apart from rows.
-        self.instances.set_rows(self.enrich(inst.model_dump()) for inst in instances)
+        self.instances.set_rows(self.enrich(as_row(i, InstanceRow)) for i in instances)
         self.instances.clear_live(i.id for i in instances if i.state in GONE_STATES)
-        self.systems.set_systems([self._enrich_detail(d.model_dump()) for d in details])
+        self.systems.set_systems([self._enrich_detail(as_row(d, SystemRow)) for d in details])
         for handler, data in replay:
             handler(data)
         self.loaded.emit()
@@ -115,9 +124,12 @@ class FleetService(QObject):
             model.set_rows([])
         self.systems.set_systems([])
 
-    def enrich(self, row: Row) -> Row:
-        row["system_name"] = self.system_names.get(row.get("system_id", ""), row.get("system_id"))
-        row["node_name"] = self.node_names.get(row.get("node_id", ""), row.get("node_id"))
+    def enrich(self, row: InstanceRow) -> InstanceRow:
+        """The instance with the names of its system, node and module, and whether its package
+        has a health check (when known)."""
+        system_id, node_id = row.get("system_id", ""), row.get("node_id", "")
+        row["system_name"] = self.system_names.get(system_id, system_id)
+        row["node_name"] = self.node_names.get(node_id, node_id)
         row["module_name"] = self.module_names.get(row.get("module_id") or "", "")
         package = self.module_packages.get(row.get("module_id") or "")
         check = self.package_checks.get((package, str(row.get("version")))) if package else None
@@ -125,7 +137,7 @@ class FleetService(QObject):
             row["health_check"] = check
         return row
 
-    def _enrich_detail(self, detail: Row) -> Row:
+    def _enrich_detail(self, detail: SystemRow) -> SystemRow:
         detail["instances"] = [self.enrich(i) for i in detail.get("instances", [])]
         return detail
 
@@ -133,7 +145,7 @@ class FleetService(QObject):
 
     def on_node(self, data: dict[str, Any]) -> None:
         node_id = str(data["id"])
-        self.nodes.update(data)
+        self.nodes.update(cast(NodeRow, data))
         name = data.get("hostname")
         if name and self.node_names.get(node_id) != name:
             self.node_names[node_id] = str(name)
@@ -143,7 +155,7 @@ class FleetService(QObject):
                     self.instances.update({"id": key, "node_name": name})
 
     def on_instance(self, data: dict[str, Any]) -> None:
-        row = self.enrich(dict(data))
+        row = self.enrich(cast(InstanceRow, dict(data)))
         self.instances.update(row)
         if data.get("state") in GONE_STATES:  # no process: its last figures are not live
             self.instances.clear_live([str(data["id"])])
@@ -165,7 +177,7 @@ class FleetService(QObject):
             self.package_checks[(str(data["name"]), str(data["version"]))] = _has_check(
                 data.get("manifest") or {}
             )
-        self.packages.update(data)
+        self.packages.update(cast(PackageRow, data))
 
     def on_module(self, data: dict[str, Any]) -> None:
         """A module was added, changed or deleted: its system's subtree is loaded again."""
@@ -190,8 +202,8 @@ class FleetService(QObject):
     def _node_load(self, node_id: str, sample: dict[str, Any]) -> None:
         row = self.nodes.row(node_id)
         if row is not None:
-            load = dict(row.get("load") or {})
-            load.update({f: sample[f] for f in NODE_LOAD if f in sample})
+            figures = {f: sample[f] for f in NODE_LOAD if f in sample}
+            load = cast(LoadRow, {**(row.get("load") or {}), **figures})
             self.nodes.update({"id": node_id, "load": load})
 
     def _mark_stale(self, system_id: str) -> None:
@@ -220,15 +232,15 @@ class FleetService(QObject):
         self.system_names[detail.id] = detail.name
         self.module_names.update({m.id: m.name for m in detail.modules})
         self.module_packages.update({m.id: m.package for m in detail.modules})
-        self.systems.upsert_system(self._enrich_detail(detail.model_dump()))
+        self.systems.upsert_system(self._enrich_detail(as_row(detail, SystemRow)))
 
     # -- instances ------------------------------------------------------------------------
 
-    async def _each(self, ids: list[str], call: Any) -> None:
+    async def _each(self, ids: list[str], call: Callable[[str], Awaitable[InstanceOut]]) -> None:
         results = await asyncio.gather(*(call(i) for i in ids), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         for r in results:
-            if not isinstance(r, BaseException) and hasattr(r, "model_dump"):
+            if isinstance(r, InstanceOut):
                 self.on_instance(r.model_dump())
         if errors:
             raise errors[0]
@@ -332,7 +344,7 @@ class FleetService(QObject):
     @action("saving the node's labels")
     async def set_node_labels(self, node_id: str, labels: dict[str, str]) -> None:
         node = await self.session.require().set_node_labels(node_id, labels)
-        self.nodes.update(node.model_dump())
+        self.nodes.update(as_row(node, NodeRow))
 
     @async_slot(str)
     @action("removing the node")

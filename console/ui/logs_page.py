@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
 from console import fmt
 from console.message import info
 from console.models.base import RowTableModel
+from console.models.rows import InstanceRow
 from console.services.logs import LogsService
 from console.ui import common
 
@@ -43,7 +44,7 @@ def worth_showing(files: list[dict[str, Any]]) -> int:
 
 
 class LogsPage(QWidget):
-    def __init__(self, logs: LogsService, instances: RowTableModel) -> None:
+    def __init__(self, logs: LogsService, instances: RowTableModel[InstanceRow]) -> None:
         super().__init__()
         self.logs, self.instances = logs, instances
         self._keep = False  # the next listing keeps the log shown (Reload), else picks one

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from PySide6.QtCore import QSettings, Qt
@@ -85,17 +85,20 @@ class NodesPage(QWidget):
         if self.current:
             self.metrics.unwatch(self.current)
         self.current = keys[0]
-        row = self.fleet.nodes.row(self.current) or {}
+        row = self.fleet.nodes.row(self.current)
         self._show_facts()
-        self.charts.show_target("node", self.current, str(row.get("hostname", self.current)))
+        name = row.get("hostname", self.current) if row else self.current
+        self.charts.show_target("node", self.current, str(name))
         self.metrics.watch("node", self.current, 3600)
 
     def _show_facts(self) -> None:
-        row = self.fleet.nodes.row(self.current) if self.current else None
+        row: Mapping[str, Any] = (
+            self.fleet.nodes.row(self.current) if self.current else None
+        ) or {}
         for key, _, f in FACTS:
-            value = (row or {}).get(key)
+            value = row.get(key)
             self.values[key].setText("" if value is None else f(value))
-        labels = (row or {}).get("labels") or {}
+        labels = row.get("labels") or {}
         self.labels_value.setText(", ".join(f"{k}={v}" for k, v in sorted(labels.items())))
 
     def edit_labels(self) -> LabelsDialog | None:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from PySide6.QtCore import QModelIndex, Qt
 from PySide6.QtGui import QAction
@@ -20,6 +20,7 @@ from PySide6.QtWidgets import (
 )
 
 from console.models.cells import KEY_ROLE
+from console.models.rows import ModuleRow, SystemRow
 from console.models.systems import KIND_ROLE, ROW_ROLE
 from console.services.fleet import FleetService
 from console.services.operations import OperationsService
@@ -175,12 +176,12 @@ class SystemsPage(QWidget):
     def edit(self) -> SystemDialog | ModuleDialog | None:
         kind, key, row = self.selected()
         if kind == "system":
-            dlg = SystemDialog(row, self)
+            dlg = SystemDialog(cast(SystemRow, row), self)
             dlg.submit = lambda v: self.fleet.update_system(key, v["description"])
             dlg.open()
             return dlg
         if kind == "module":
-            mdlg = ModuleDialog(self._package_versions(), row, self)
+            mdlg = ModuleDialog(self._package_versions(), cast(ModuleRow, row), self)
             system_id = str(row.get("system_id"))
             mdlg.submit = lambda v: self.fleet.update_module(
                 system_id, key, {k: v[k] for k in ("version", "start_order", "env", "args")}
@@ -269,6 +270,8 @@ class SystemsPage(QWidget):
 
     def _operation(self, system_id: str, state: str, done: int, total: int) -> None:
         op = self.operations.current
+        if op is None:
+            return
         name = self.fleet.system_names.get(system_id, system_id)
         self.op_bar.setRange(0, max(1, total))
         self.op_bar.setValue(done)

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Generic
 
 from PySide6.QtCore import QItemSelectionModel, QSettings, Qt, Signal
 from PySide6.QtGui import QAction, QKeySequence, QShowEvent
@@ -18,20 +18,20 @@ from PySide6.QtWidgets import (
 
 from console import fmt
 from console.models.base import RowTableModel
-from console.models.cells import Row
+from console.models.cached_rows import RowT
 from console.models.filter_proxy import FilterProxy
 from console.ui.common import Notice, SearchBox, Shortcut, make_action
 from console.ui.tableview import TableView
 
 
-class TablePanel(QWidget):
+class TablePanel(QWidget, Generic[RowT]):
     """The table of a page: actions enabled by the selection, a filter, remembered widths."""
 
     selection_changed = Signal()
 
     def __init__(
         self,
-        model: RowTableModel,
+        model: RowTableModel[RowT],
         name: str,
         settings: QSettings | None = None,
         parent: QWidget | None = None,
@@ -58,30 +58,10 @@ class TablePanel(QWidget):
         lay.addLayout(top)
         self.notice = Notice()
         lay.addWidget(self.notice)
-        self.view = TableView()
-        self.view.setObjectName(f"{name}Table")
-        self.view.setModel(self.proxy)
-        self.view.setSortingEnabled(True)
-        self.view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
-        self.view.setAlternatingRowColors(True)
-        self.view.setWordWrap(False)
-        # Fixed row heights: the view never asks the model for size hints per row.
-        self.view.verticalHeader().hide()
-        self.view.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
-        self.view.verticalHeader().setDefaultSectionSize(24)
-        header = self.view.horizontalHeader()
-        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
-        header.setStretchLastSection(True)
-        header.setHighlightSections(False)
-        column, order = sort if sort is not None else (0, Qt.SortOrder.AscendingOrder)
-        self.view.sortByColumn(model.column(column) if isinstance(column, str) else column, order)
-        self.view.paint_rows_of(self.proxy)
-        self.view.selectionModel().selectionChanged.connect(
-            lambda *_: self.selection_changed.emit()
-        )
+        self.view = self._make_view(name, sort)
         lay.addWidget(self.view, 1)
         make_action(self, "Filter", self._focus_filter, QKeySequence.StandardKey.Find)
-        self._enablers: list[tuple[QAction, Callable[[list[Row]], bool]]] = []
+        self._enablers: list[tuple[QAction, Callable[[list[RowT]], bool]]] = []
         model.content_changed.connect(self._enable)
         self._sized = False
         self._shown = False
@@ -92,6 +72,28 @@ class TablePanel(QWidget):
         model.modelReset.connect(self._reselect)
         model.rowsInserted.connect(lambda *_: self._size_columns() if len(model) <= 200 else None)
         self.restore()
+
+    def _make_view(self, name: str, sort: tuple[str | int, Qt.SortOrder] | None) -> TableView:
+        view = TableView()
+        view.setObjectName(f"{name}Table")
+        view.setModel(self.proxy)
+        view.setSortingEnabled(True)
+        view.setSelectionBehavior(QAbstractItemView.SelectionBehavior.SelectRows)
+        view.setAlternatingRowColors(True)
+        view.setWordWrap(False)
+        # Fixed row heights: the view never asks the model for size hints per row.
+        view.verticalHeader().hide()
+        view.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
+        view.verticalHeader().setDefaultSectionSize(24)
+        header = view.horizontalHeader()
+        header.setSectionResizeMode(QHeaderView.ResizeMode.Interactive)
+        header.setStretchLastSection(True)
+        header.setHighlightSections(False)
+        column, order = sort if sort is not None else (0, Qt.SortOrder.AscendingOrder)
+        view.sortByColumn(self.model.column(column) if isinstance(column, str) else column, order)
+        view.paint_rows_of(self.proxy)
+        view.selectionModel().selectionChanged.connect(lambda *_: self.selection_changed.emit())
+        return view
 
     def _focus_filter(self) -> None:
         self.filter.setFocus()
@@ -129,7 +131,7 @@ class TablePanel(QWidget):
         slot: Callable[[], Any],
         shortcut: Shortcut | None = None,
         needs_selection: bool = True,
-        enabled_when: Callable[[list[Row]], bool] | None = None,
+        enabled_when: Callable[[list[RowT]], bool] | None = None,
     ) -> QAction:
         """A toolbar button with a shortcut. With `needs_selection` it is enabled while rows are
         selected (and, given `enabled_when(selected rows)`, while that holds too)."""
@@ -163,7 +165,7 @@ class TablePanel(QWidget):
         rows = {i.row() for i in self.view.selectionModel().selectedRows()}
         return [self.proxy.key_at(r) for r in sorted(rows)]
 
-    def selected_rows(self) -> list[dict[str, Any]]:
+    def selected_rows(self) -> list[RowT]:
         return [r for k in self.selected_keys() if (r := self.model.row(k)) is not None]
 
     def select_key(self, key: str) -> None:

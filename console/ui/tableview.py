@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QPointF, QRect, Qt
 from PySide6.QtGui import QColor, QPainter, QPaintEvent, QPalette, QRegion
@@ -111,7 +112,7 @@ class TableView(QTableView):
     def _paint(self, region: QRegion) -> None:
         proxy = self._proxy
         assert proxy is not None
-        model: RowTableModel = proxy.source
+        model: RowTableModel[Any] = proxy.source
         box = region.boundingRect()
         first = self.rowAt(box.top())
         if first < 0:

@@ -6,7 +6,7 @@ from typing import Any
 
 from PySide6.QtWidgets import QComboBox, QLineEdit, QPlainTextEdit, QSpinBox, QWidget
 
-from console.models.cells import Row
+from console.models.rows import NodeRow
 from console.ui.dialogs.form import FieldError, Form, parse_env
 
 
@@ -21,7 +21,7 @@ class AdoptDialog(Form):
     }
 
     def __init__(
-        self, systems: dict[str, str], nodes: list[Row], parent: QWidget | None = None
+        self, systems: dict[str, str], nodes: list[NodeRow], parent: QWidget | None = None
     ) -> None:
         super().__init__("Adopt a running process", parent)
         self.setObjectName("adoptDialog")

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from PySide6.QtWidgets import QCheckBox, QComboBox, QDoubleSpinBox, QLineEdit, QWidget
 
-from console.models.cells import Row
+from console.models.rows import AlertRuleRow
 from console.ui.dialogs.form import FieldError, Form
 
 Choices = dict[str, list[tuple[str, str]]]  # scope kind -> [(id, name)]
@@ -22,61 +23,26 @@ class AlertRuleDialog(Form):
     """A rule (`POST/PATCH /alert-rules`); the scope is picked by name."""
 
     def __init__(
-        self, row: Row | None = None, scopes: Choices | None = None, parent: QWidget | None = None
+        self,
+        row: AlertRuleRow | None = None,
+        scopes: Choices | None = None,
+        parent: QWidget | None = None,
     ) -> None:
         super().__init__("Edit alert rule" if row else "New alert rule", parent)
         self.setObjectName("alertRuleDialog")
-        row = row or {}
         self.row = row
         self.scopes = scopes or {}
-        self.name = QLineEdit(str(row.get("name", "")))
+        shown: Mapping[str, Any] = row or {}
+        self.name = QLineEdit(str(shown.get("name", "")))
         self.enabled = QCheckBox("Evaluate this rule")
-        self.enabled.setChecked(bool(row.get("enabled", True)))
-        self.metric_box = QComboBox()
-        for key, label in METRICS.items():
-            self.metric_box.addItem(label, key)
-        self.metric_box.setCurrentIndex(
-            max(0, self.metric_box.findData(row.get("metric", "cpu_percent")))
-        )
-        self.op = QComboBox()
-        self.op.addItems([">", "<", "==", "!="])
-        self.op.setCurrentText(str(row.get("op", ">")))
-        threshold = row.get("threshold", 90)
-        self.threshold = QLineEdit(
-            f"{threshold:g}" if isinstance(threshold, float) else str(threshold)
-        )
-        self.for_seconds = QDoubleSpinBox()
-        self.for_seconds.setRange(0, 7 * 86400)
-        self.for_seconds.setValue(float(row.get("for_seconds", 30)))
-        self.for_seconds.setSuffix(" s")
-        self.scope_kind = QComboBox()
-        self.scope_kind.addItem("everything", "")
-        for kind in ("system", "node", "instance"):
-            self.scope_kind.addItem(kind, kind)
-        self.scope_target = QComboBox()
-        self.scope_target.setEditable(True)  # an id typed by hand works too
-        self.scope_kind.currentIndexChanged.connect(lambda _: self._targets())
-        scope = row.get("scope") or {}
-        if scope:
-            kind, value = next(iter(scope.items()))
-            self.scope_kind.setCurrentIndex(
-                max(0, self.scope_kind.findData(kind.removesuffix("_id")))
-            )
-            self._targets()
-            i = self.scope_target.findData(value)
-            if i >= 0:
-                self.scope_target.setCurrentIndex(i)
-            else:
-                self.scope_target.setEditText(str(value))
-        else:
-            self._targets()
+        self.enabled.setChecked(bool(shown.get("enabled", True)))
+        self._make_condition(shown)
+        self._make_scope(shown.get("scope") or {})
         self.severity = QComboBox()
         self.severity.addItems(["warning", "critical"])
-        self.severity.setCurrentText(str(row.get("severity", "warning")))
-        self.webhook = QLineEdit(str(row.get("webhook_url") or ""))
+        self.severity.setCurrentText(str(shown.get("severity", "warning")))
+        self.webhook = QLineEdit(str(shown.get("webhook_url") or ""))
         self.webhook.setPlaceholderText("optional: https://… receives firing and resolved")
-        self.metric_box.currentIndexChanged.connect(lambda _: self._metric_hint())
-        self._metric_hint()
         for key, label, w in (
             ("name", "Name", self.name),
             ("enabled", "", self.enabled),
@@ -90,6 +56,49 @@ class AlertRuleDialog(Form):
             ("webhook_url", "Webhook URL", self.webhook),
         ):
             self.add_field(key, label, w)
+
+    def _make_condition(self, rule: Mapping[str, Any]) -> None:
+        """Metric, comparison, threshold (with a hint per metric) and how long it must hold."""
+        self.metric_box = QComboBox()
+        for key, label in METRICS.items():
+            self.metric_box.addItem(label, key)
+        self.metric_box.setCurrentIndex(
+            max(0, self.metric_box.findData(rule.get("metric", "cpu_percent")))
+        )
+        self.op = QComboBox()
+        self.op.addItems([">", "<", "==", "!="])
+        self.op.setCurrentText(str(rule.get("op", ">")))
+        threshold = rule.get("threshold", 90)
+        self.threshold = QLineEdit(
+            f"{threshold:g}" if isinstance(threshold, float) else str(threshold)
+        )
+        self.for_seconds = QDoubleSpinBox()
+        self.for_seconds.setRange(0, 7 * 86400)
+        self.for_seconds.setValue(float(rule.get("for_seconds", 30)))
+        self.for_seconds.setSuffix(" s")
+        self.metric_box.currentIndexChanged.connect(lambda _: self._metric_hint())
+        self._metric_hint()
+
+    def _make_scope(self, scope: dict[str, str]) -> None:
+        """What the rule watches: everything, or one system, node or instance picked by name."""
+        self.scope_kind = QComboBox()
+        self.scope_kind.addItem("everything", "")
+        for kind in ("system", "node", "instance"):
+            self.scope_kind.addItem(kind, kind)
+        self.scope_target = QComboBox()
+        self.scope_target.setEditable(True)  # an id typed by hand works too
+        self.scope_kind.currentIndexChanged.connect(lambda _: self._targets())
+        if not scope:
+            self._targets()
+            return
+        kind, value = next(iter(scope.items()))
+        self.scope_kind.setCurrentIndex(max(0, self.scope_kind.findData(kind.removesuffix("_id"))))
+        self._targets()
+        i = self.scope_target.findData(value)
+        if i >= 0:
+            self.scope_target.setCurrentIndex(i)
+        else:
+            self.scope_target.setEditText(str(value))
 
     def _metric_hint(self) -> None:
         hints = {
@@ -152,6 +161,6 @@ class AlertRuleDialog(Form):
             "scope": self.scope(),
             "webhook_url": self.webhook.text().strip() or None,
         }
-        if self.row.get("id"):
+        if self.row is not None and self.row.get("id"):
             body["id"] = self.row["id"]
         return body

@@ -3,41 +3,46 @@
 from __future__ import annotations
 
 import shlex
+from collections.abc import Mapping
 from typing import Any
 
 from PySide6.QtWidgets import QComboBox, QLineEdit, QPlainTextEdit, QSpinBox, QWidget
 
-from console.models.cells import Row
+from console.models.rows import ModuleRow
 from console.ui.dialogs.form import FieldError, Form, parse_env
 
 
 class ModuleDialog(Form):
     def __init__(
-        self, packages: dict[str, list[str]], row: Row | None = None, parent: QWidget | None = None
+        self,
+        packages: dict[str, list[str]],
+        row: ModuleRow | None = None,
+        parent: QWidget | None = None,
     ) -> None:
         super().__init__("Edit module" if row else "Add module", parent)
         self.setObjectName("moduleDialog")
-        row = row or {}
+        module: Mapping[str, Any] = row or {}
         self.packages = packages
-        self.name = QLineEdit(str(row.get("name", "")))
+        self.name = QLineEdit(str(module.get("name", "")))
         self.name.setReadOnly(bool(row))
         self.package = QComboBox()
         self.package.addItems(sorted(packages))
-        if row.get("package"):
-            self.package.setCurrentText(str(row["package"]))
+        if module.get("package"):
+            self.package.setCurrentText(str(module["package"]))
         self.package.setEnabled(not row)
         self.version = QComboBox()
         self.package.currentTextChanged.connect(self._versions)
         self._versions(self.package.currentText())
-        if row.get("version"):
-            self.version.setCurrentText(str(row["version"]))
+        if module.get("version"):
+            self.version.setCurrentText(str(module["version"]))
         self.order = QSpinBox()
         self.order.setRange(0, 10_000)
-        self.order.setValue(int(row.get("start_order", 1)))
-        self.env = QPlainTextEdit("\n".join(f"{k}={v}" for k, v in (row.get("env") or {}).items()))
+        self.order.setValue(int(module.get("start_order", 1)))
+        env = module.get("env") or {}
+        self.env = QPlainTextEdit("\n".join(f"{k}={v}" for k, v in env.items()))
         self.env.setPlaceholderText("NAME=value, one per line")
         self.env.setMaximumHeight(90)
-        self.args = QLineEdit(shlex.join(row["args"]) if row.get("args") else "")
+        self.args = QLineEdit(shlex.join(module["args"]) if module.get("args") else "")
         self.args.setPlaceholderText("empty = the package's own args")
         self.add_field("name", "Name", self.name)
         self.add_field("package", "Package", self.package)

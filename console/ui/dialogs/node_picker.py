@@ -7,13 +7,13 @@ from typing import Any
 from PySide6.QtCore import Qt
 from PySide6.QtWidgets import QListWidget, QListWidgetItem, QWidget
 
-from console.models.cells import Row
+from console.models.rows import NodeRow
 from console.ui.dialogs.form import FieldError, Form
 
 
 class NodePicker(Form):
     def __init__(
-        self, title: str, nodes: list[Row], multi: bool = True, parent: QWidget | None = None
+        self, title: str, nodes: list[NodeRow], multi: bool = True, parent: QWidget | None = None
     ) -> None:
         super().__init__(title, parent)
         self.setObjectName("nodePicker")

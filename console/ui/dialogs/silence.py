@@ -6,14 +6,14 @@ from typing import Any
 
 from PySide6.QtWidgets import QComboBox, QLineEdit, QSpinBox, QWidget
 
-from console.models.cells import Row
+from console.models.rows import AlertRow
 from console.ui.dialogs.form import FieldError, Form
 
 
 class SilenceDialog(Form):
     """`POST /silences`: alerts matching stay visible but notify nobody for a while."""
 
-    def __init__(self, alert: Row, parent: QWidget | None = None) -> None:
+    def __init__(self, alert: AlertRow, parent: QWidget | None = None) -> None:
         super().__init__("Silence alerts", parent)
         self.setObjectName("silenceDialog")
         self.alert = alert

@@ -6,18 +6,18 @@ from typing import Any
 
 from PySide6.QtWidgets import QLineEdit, QPlainTextEdit, QWidget
 
-from console.models.cells import Row
+from console.models.rows import SystemRow
 from console.ui.dialogs.form import FieldError, Form
 
 
 class SystemDialog(Form):
-    def __init__(self, row: Row | None = None, parent: QWidget | None = None) -> None:
+    def __init__(self, row: SystemRow | None = None, parent: QWidget | None = None) -> None:
         super().__init__("Edit system" if row else "New system", parent)
         self.setObjectName("systemDialog")
-        self.name = QLineEdit(str((row or {}).get("name", "")))
+        self.name = QLineEdit(str(row.get("name", "")) if row else "")
         self.name.setReadOnly(row is not None)
         self.name.setPlaceholderText("letters, digits, . _ -")
-        self.description = QPlainTextEdit(str((row or {}).get("description", "")))
+        self.description = QPlainTextEdit(str(row.get("description", "")) if row else "")
         self.description.setMaximumHeight(90)
         self.add_field("name", "Name", self.name)
         self.add_field("description", "Description", self.description)
