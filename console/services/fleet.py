@@ -16,14 +16,7 @@ from PySide6.QtCore import QObject, QTimer, Signal
 
 from console.client import ClientError
 from console.message import action, async_slot, info
-from console.models.rows import (
-    InstanceRow,
-    LoadRow,
-    NodeRow,
-    PackageRow,
-    SystemRow,
-    as_row,
-)
+from console.models.rows import InstanceRow, LoadRow, NodeRow, PackageRow, SystemRow, as_row
 from console.models.systems import SystemTreeModel
 from console.models.tables import InstanceTableModel, NodeTableModel, PackageTableModel
 from console.services.session import Session

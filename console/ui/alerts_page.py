@@ -6,12 +6,7 @@ from collections.abc import Callable
 from typing import Any
 
 from PySide6.QtCore import QSettings
-from PySide6.QtWidgets import (
-    QCheckBox,
-    QTabWidget,
-    QVBoxLayout,
-    QWidget,
-)
+from PySide6.QtWidgets import QCheckBox, QTabWidget, QVBoxLayout, QWidget
 
 from console.services.alerts import AlertsService
 from console.ui import common
@@ -103,25 +98,18 @@ class AlertsPage(QWidget):
         return None
 
     def delete_rule(self) -> Any:
-        rows = self.rules.selected_rows()
-        if not rows:
-            return None
-        rule_id = str(rows[0]["id"])
-        return common.confirm(
-            self,
+        return self.rules.confirm_first(
             "Delete rule",
-            f"Delete alert rule {rows[0].get('name')}? Its firing alerts resolve; "
-            "past alerts stay in the history.",
-            lambda: self.alerts.delete_rule(rule_id),
+            lambda rule: (
+                f"Delete alert rule {rule.get('name')}? Its firing alerts resolve; "
+                "past alerts stay in the history."
+            ),
+            self.alerts.delete_rule,
         )
 
     def unsilence(self) -> Any:
-        keys = self.silences.selected_keys()
-        if not keys:
-            return None
-        return common.confirm(
-            self,
+        return self.silences.confirm_first(
             "End silence",
-            "End this silence now? Matching alerts notify again.",
-            lambda: self.alerts.unsilence(keys[0]),
+            lambda _: "End this silence now? Matching alerts notify again.",
+            self.alerts.unsilence,
         )

@@ -5,11 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import QSettings, Qt
-from PySide6.QtWidgets import (
-    QLabel,
-    QVBoxLayout,
-    QWidget,
-)
+from PySide6.QtWidgets import QLabel, QVBoxLayout, QWidget
 
 from console import fmt
 from console.services.backups import BackupsService
@@ -65,27 +61,20 @@ class BackupsPage(QWidget):
         return self.backups.download(keys[0], path) if keys else None
 
     def delete(self) -> Any:
-        keys = self.table.selected_keys()
-        if not keys:
-            return None
-        return common.confirm(
-            self,
+        return self.table.confirm_first(
             "Delete backup",
-            f"Delete backup {keys[0]} for good?",
-            lambda: self.backups.delete(keys[0]),
+            lambda backup: f"Delete backup {backup['id']} for good?",
+            self.backups.delete,
         )
 
     def restore(self) -> Any:
-        rows = self.table.selected_rows()
-        if not rows:
-            return None
-        backup_id = str(rows[0]["id"])
-        return common.confirm(
-            self,
+        return self.table.confirm_first(
             "Restore",
-            f"Restore backup {backup_id} from {fmt.when(rows[0].get('created_at'))}? "
-            "Everything changed since then (systems, modules, instances, rules, users) goes back "
-            "to that moment. Running services the backup does not know keep running and are "
-            "listed on their nodes as unmanaged.",
-            lambda: self.backups.restore(backup_id),
+            lambda backup: (
+                f"Restore backup {backup['id']} from {fmt.when(backup.get('created_at'))}? "
+                "Everything changed since then (systems, modules, instances, rules, users) goes back "
+                "to that moment. Running services the backup does not know keep running and are "
+                "listed on their nodes as unmanaged."
+            ),
+            self.backups.restore,
         )

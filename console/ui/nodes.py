@@ -113,14 +113,11 @@ class NodesPage(QWidget):
         return dlg
 
     def remove(self) -> Any:
-        rows = self.table.selected_rows()
-        if not rows:
-            return None
-        node_id = str(rows[0]["id"])
-        return common.confirm(
-            self,
+        return self.table.confirm_first(
             "Remove node",
-            f"Remove node {rows[0].get('hostname')} and revoke its credential? "
-            "Its agent will have to enrol again.",
-            lambda: self.fleet.delete_node(node_id),
+            lambda node: (
+                f"Remove node {node.get('hostname')} and revoke its credential? "
+                "Its agent will have to enrol again."
+            ),
+            self.fleet.delete_node,
         )

@@ -101,13 +101,8 @@ class PackagesPage(QWidget):
         style.polish(self.bar)
 
     def delete(self) -> Any:
-        rows = self.table.selected_rows()
-        if not rows:
-            return None
-        package_id = str(rows[0]["id"])
-        return common.confirm(
-            self,
+        return self.table.confirm_first(
             "Delete package",
-            f"Delete {rows[0].get('name')} {rows[0].get('version')}?",
-            lambda: self.fleet.delete_package(package_id),
+            lambda package: f"Delete {package.get('name')} {package.get('version')}?",
+            self.fleet.delete_package,
         )

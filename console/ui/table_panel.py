@@ -11,6 +11,7 @@ from PySide6.QtWidgets import (
     QAbstractItemView,
     QHBoxLayout,
     QHeaderView,
+    QMessageBox,
     QToolBar,
     QVBoxLayout,
     QWidget,
@@ -20,7 +21,7 @@ from console import fmt
 from console.models.base import RowTableModel
 from console.models.cached_rows import RowT
 from console.models.filter_proxy import FilterProxy
-from console.ui.common import Notice, SearchBox, Shortcut, make_action
+from console.ui.common import Notice, SearchBox, Shortcut, confirm, make_action
 from console.ui.tableview import TableView
 
 
@@ -167,6 +168,18 @@ class TablePanel(QWidget, Generic[RowT]):
 
     def selected_rows(self) -> list[RowT]:
         return [r for k in self.selected_keys() if (r := self.model.row(k)) is not None]
+
+    def confirm_first(
+        self, title: str, question: Callable[[RowT], str], then: Callable[[str], object]
+    ) -> QMessageBox | None:
+        """Ask `question(row)` of the first selected row; `then(its key)` if the user agrees.
+        None when nothing is selected."""
+        keys = self.selected_keys()
+        row = self.model.row(keys[0]) if keys else None
+        if row is None:
+            return None
+        key = keys[0]
+        return confirm(self, title, question(row), lambda: then(key))
 
     def select_key(self, key: str) -> None:
         src = self.model.row_of(key)

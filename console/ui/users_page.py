@@ -5,10 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import QSettings
-from PySide6.QtWidgets import (
-    QVBoxLayout,
-    QWidget,
-)
+from PySide6.QtWidgets import QVBoxLayout, QWidget
 
 from console.services.users import UsersService
 from console.ui import common
@@ -37,12 +34,8 @@ class UsersPage(QWidget):
         return dlg
 
     def delete(self) -> Any:
-        keys = self.table.selected_keys()
-        if not keys:
-            return None
-        return common.confirm(
-            self,
+        return self.table.confirm_first(
             "Delete user",
-            f"Delete user {keys[0]}? Their sessions end now.",
-            lambda: self.users.delete(keys[0]),
+            lambda user: f"Delete user {user['username']}? Their sessions end now.",
+            self.users.delete,
         )
