@@ -2,9 +2,9 @@
 
 The master answers invalid input with `422 validation_failed` and, per field,
 `details.problems: [{"field", "message", "type"}]` in pydantic's words ("String should match
-pattern '^[A-Za-z0-9][A-Za-z0-9._-]*$'"); its own checks name one `details.field`. This turns
-both into phrases a person can act on ("may contain only letters, digits, '.', '-' and '_'"),
-keyed by field, so a form can show each next to its field.
+pattern '^[A-Za-z0-9][A-Za-z0-9._-]*$'"); its own checks name one `details.field`. This turns both
+into phrases a person can act on ("may contain only letters, digits, ...'"), keyed by field, so a
+form can show each next to its field.
 """
 
 from __future__ import annotations
@@ -16,8 +16,7 @@ from console.client import ClientError
 from protocol.manifest import NAME_SCHEMA_PATTERN
 
 WHOLE = ""  # the key of a problem with the request as a whole (no one field)
-NAME_CHARS = "may contain only letters, digits, '.', '-' and '_' (no spaces)"
-NAME_RULE = f"{NAME_CHARS} and must start with a letter or digit"
+NAME_CHARS = "may contain only letters, digits, '.', '-' and '_' (no spaces), starting with a letter or digit"
 
 _Rule = tuple[re.Pattern[str], Callable[[re.Match[str]], str]]
 
@@ -28,11 +27,9 @@ def _n(text: str) -> str:
 
 _RULES: list[_Rule] = [
     (
-        re.compile(f"String should match pattern '{re.escape(NAME_SCHEMA_PATTERN)}'"),
-        lambda m: NAME_RULE,
+        re.compile(re.escape(f"String should match pattern '{NAME_SCHEMA_PATTERN}'")),
+        lambda m: NAME_CHARS,
     ),
-    # an older master's names: any of those characters, anywhere
-    (re.compile(r"String should match pattern '\^\[A-Za-z0-9\._-\]\+\$'"), lambda m: NAME_CHARS),
     (re.compile(r"String should match pattern"), lambda m: "has characters that are not allowed"),
     (re.compile(r"String should have at least 1 character"), lambda m: "cannot be empty"),
     (

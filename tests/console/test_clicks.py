@@ -146,8 +146,8 @@ async def test_systems_page_by_keys_and_clicks(qtbot, app, tmp_path, node):
     await ok(qtbot, form)
     await until(lambda: form.field_problem("name"), what="the problem shown")
     assert form.field_problem("name") == (
-        "Name may contain only letters, digits, '.', '-' and '_' (no spaces) and must start "
-        "with a letter or digit"
+        "Name may contain only letters, digits, '.', '-' and '_' (no spaces), "
+        "starting with a letter or digit"
     )
     assert form.isVisible() and form.name.text() == "my shop"
     form.name.setText("click-shop")

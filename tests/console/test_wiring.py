@@ -123,12 +123,7 @@ def test_filter_boxes_leave_ctrl_u_to_the_upload_under_x11():
     [
         (
             "String should match pattern '^[A-Za-z0-9][A-Za-z0-9._-]*$'",
-            "may contain only letters, digits, '.', '-' and '_' (no spaces) and must start with "
-            "a letter or digit",
-        ),
-        (
-            "String should match pattern '^[A-Za-z0-9._-]+$'",
-            "may contain only letters, digits, '.', '-' and '_' (no spaces)",
+            "may contain only letters, digits, '.', '-' and '_' (no spaces), starting with a letter or digit",
         ),
         ("String should have at least 1 character", "cannot be empty"),
         ("String should have at least 8 characters", "needs at least 8 characters"),
@@ -147,18 +142,21 @@ def test_validation_messages_become_what_to_change(message, said):
 
 def test_refusals_are_keyed_by_field():
     invalid = ClientError(
-        "name: String should match pattern '^[A-Za-z0-9._-]+$'",
+        "name: String should match pattern '^[A-Za-z0-9][A-Za-z0-9._-]*$'",
         status=422,
         code="validation_failed",
         details={
             "problems": [
-                {"field": "name", "message": "String should match pattern '^[A-Za-z0-9._-]+$'"},
+                {
+                    "field": "name",
+                    "message": "String should match pattern '^[A-Za-z0-9][A-Za-z0-9._-]*$'",
+                },
                 {"field": "start_order", "message": "Input should be greater than or equal to 0"},
             ]
         },
     )
     assert field_problems(invalid) == {
-        "name": "may contain only letters, digits, '.', '-' and '_' (no spaces)",
+        "name": "may contain only letters, digits, '.', '-' and '_' (no spaces), starting with a letter or digit",
         "start_order": "must be 0 or more",
     }
     assert sentence(invalid).startswith("name may contain only letters")
