@@ -21,7 +21,8 @@ from console import fmt
 from console.models.base import RowTableModel
 from console.models.cached_rows import RowT
 from console.models.filter_proxy import FilterProxy
-from console.ui.common import Notice, SearchBox, Shortcut, confirm, make_action
+from console.ui import common
+from console.ui.common import Notice, SearchBox, Shortcut, make_action
 from console.ui.tableview import TableView
 
 
@@ -179,7 +180,7 @@ class TablePanel(QWidget, Generic[RowT]):
         if row is None:
             return None
         key = keys[0]
-        return confirm(self, title, question(row), lambda: then(key))
+        return common.confirm(self, title, question(row), lambda: then(key))  # one seam for tests
 
     def select_key(self, key: str) -> None:
         src = self.model.row_of(key)
