@@ -91,7 +91,28 @@ class ConsoleApp:
         self.audit = AuditService(self.session)
         self.backups = BackupsService(self.session)
         self.users = UsersService(self.session)
-        w = self.window = MainWindow(settings, icon)
+        self.window = MainWindow(settings, icon)
+        self._add_pages(settings)
+        self._connect()
+        self.window.restore_state()
+        self._login_dialog: LoginDialog | None = None
+        # The local master's supervision: restarted on the same port when it dies.
+        self._restart_timer = QTimer(self.window)
+        self._restart_timer.setSingleShot(True)
+        self._restart_timer.timeout.connect(lambda: self.restart_embedded())
+        self._quick_deaths = 0
+        self._embedded_since = 0.0
+        self.live_models = (
+            self.fleet.nodes,
+            self.fleet.instances,
+            self.fleet.packages,
+            self.alerts.alerts,
+            self.alerts.rules,
+            self.alerts.silences,
+        )
+
+    def _add_pages(self, settings: QSettings) -> None:
+        """One page per service, added to the window in the sidebar's order."""
         self.overview = OverviewPage(
             self.fleet.nodes, self.fleet.instances, self.alerts.alerts, self.fleet.packages
         )
@@ -116,7 +137,11 @@ class ConsoleApp:
             ("backups", "Backups", self.backups_page),
             ("users", "Users", self.users_page),
         ):
-            w.add_page(name, title, page)
+            self.window.add_page(name, title, page)
+
+    def _connect(self) -> None:
+        """The signals between services, pages and the window."""
+        w = self.window
         self.instances_page.open_logs.connect(self._open_logs)
         self.metrics.released.connect(self.fleet.instances.clear_live)
         self.alerts.names = self._name_of
@@ -135,22 +160,6 @@ class ConsoleApp:
         w.disconnect_requested.connect(self.disconnect)
         w.refresh_requested.connect(self._refresh)
         w.quit_requested.connect(self.quit)
-        w.restore_state()
-        self._login_dialog: LoginDialog | None = None
-        # The local master's supervision: restarted on the same port when it dies.
-        self._restart_timer = QTimer(w)
-        self._restart_timer.setSingleShot(True)
-        self._restart_timer.timeout.connect(lambda: self.restart_embedded())
-        self._quick_deaths = 0
-        self._embedded_since = 0.0
-        self.live_models = (
-            self.fleet.nodes,
-            self.fleet.instances,
-            self.fleet.packages,
-            self.alerts.alerts,
-            self.alerts.rules,
-            self.alerts.silences,
-        )
 
     # -- connecting -----------------------------------------------------------------------
 

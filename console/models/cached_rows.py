@@ -82,7 +82,7 @@ class CachedRows(QAbstractTableModel, Generic[RowT]):
         self._resort_ms = resort_ms
         self._resort_timer.timeout.connect(self.resort)
         self._resorted_at = 0.0
-        self.resorts = 0  # how many times the order was brought up to date (tests, bench)
+        self.resorts = 0  # how many times the order was brought up to date
         self.stale = False  # the last known state, not live: every cell is greyed
 
     # -- Qt model interface ---------------------------------------------------------------

@@ -49,6 +49,16 @@ class SystemsPage(QWidget):
         self.toolbar.addSeparator()
         self.delete_action = self._action("Delete", self.delete, "Del")
         split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(self._build_tree(fleet))
+        split.addWidget(self._build_operation(operations))
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 1)
+        lay.addWidget(split, 1)
+        operations.changed.connect(self._operation)
+        self._enable()
+
+    def _build_tree(self, fleet: FleetService) -> QTreeView:
+        """The systems and their modules; what was selected stays selected through rebuilds."""
         self.tree = QTreeView()
         self.tree.setObjectName("systemsTree")
         self.tree.setModel(fleet.systems)
@@ -70,7 +80,10 @@ class SystemsPage(QWidget):
         fleet.systems.modelAboutToBeReset.connect(self._keep)
         fleet.systems.rowsInserted.connect(lambda *_: self._reselect())
         fleet.systems.modelReset.connect(self._reselect)
-        split.addWidget(self.tree)
+        return self.tree
+
+    def _build_operation(self, operations: OperationsService) -> QWidget:
+        """The running operation: its label, progress bar and steps."""
         ops = QWidget()
         ops_lay = QVBoxLayout(ops)
         ops_lay.setContentsMargins(0, 0, 0, 0)
@@ -94,12 +107,7 @@ class SystemsPage(QWidget):
         self.steps.setColumnWidth(5, 150)
         for w in (self.op_label, self.op_bar, self.steps):
             ops_lay.addWidget(w)
-        split.addWidget(ops)
-        split.setStretchFactor(0, 3)
-        split.setStretchFactor(1, 1)
-        lay.addWidget(split, 1)
-        operations.changed.connect(self._operation)
-        self._enable()
+        return ops
 
     def _action(self, text: str, slot: Any, shortcut: str, always: bool = False) -> QAction:
         act = common.make_action(self, text, slot, shortcut)
