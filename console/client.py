@@ -47,6 +47,7 @@ from protocol.monitoring import (
 from protocol.rest import (
     AuditOut,
     InstanceOut,
+    JoinTokenOut,
     LoginOut,
     ModuleOut,
     NodeOut,
@@ -263,8 +264,9 @@ class Client:
 
     # -- packages -------------------------------------------------------------------------
 
-    async def packages(self) -> list[PackageOut]:
-        return await self._list("/packages", PackageOut)
+    async def packages(self, name: str | None = None) -> list[PackageOut]:
+        """Grouped by name, newest upload first (the first of a name is the newest)."""
+        return await self._list("/packages", PackageOut, name=name)
 
     async def package(self, package_id: str) -> PackageOut:
         return await self._get(f"/packages/{package_id}", PackageOut)
@@ -325,13 +327,18 @@ class Client:
         on_created: Callable[[str], None] | None = None,
         retries: int = 8,
         chunk_size: int = TUS_CHUNK,
+        metadata: dict[str, str] | None = None,
     ) -> PackageOut:
-        """Resumable upload (tus 1.0): a dropped connection resumes from the server's offset."""
+        """Resumable upload (tus 1.0): a dropped connection resumes from the server's offset.
+        `metadata` goes into Upload-Metadata beside the file name (shown in `uploads()`)."""
         size = path.stat().st_size
         tus = {"Tus-Resumable": "1.0.0"}
         url = resume_url
         if url is None:
-            meta = "filename " + base64.b64encode(path.name.encode()).decode()
+            meta = ",".join(
+                f"{key} {base64.b64encode(value.encode()).decode()}"
+                for key, value in {"filename": path.name, **(metadata or {})}.items()
+            )
             resp = await self.request(
                 "POST",
                 "/packages/uploads",
@@ -448,10 +455,19 @@ class Client:
     # -- instances ------------------------------------------------------------------------
 
     async def instances(
-        self, system_id: str | None = None, node_id: str | None = None, state: str | None = None
+        self,
+        system_id: str | None = None,
+        node_id: str | None = None,
+        state: str | None = None,
+        name: str | None = None,
     ) -> list[InstanceOut]:
         return await self._list(
-            "/instances", InstanceOut, system_id=system_id, node_id=node_id, state=state
+            "/instances",
+            InstanceOut,
+            system_id=system_id,
+            node_id=node_id,
+            state=state,
+            name=name,
         )
 
     async def instance(self, instance_id: str) -> InstanceOut:
@@ -476,6 +492,42 @@ class Client:
 
     async def adopt(self, body: dict[str, Any]) -> InstanceOut:
         return await self._send("POST", "/instances/adopt", InstanceOut, body)
+
+    # -- releases (API.md "Releases"): plain JSON, whatever fields this master adds ----------
+
+    async def update_instance(self, instance_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """The instance's own settings (`env`, `args`, `user`), applied at its next start."""
+        return await self._json("PATCH", f"/instances/{instance_id}", changes)
+
+    async def upgrade_instance(self, instance_id: str, version: str | None) -> dict[str, Any]:
+        return await self._json("POST", f"/instances/{instance_id}/upgrade", {"version": version})
+
+    async def rollout_module(self, module_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """An operation of kind `rollout` (202): follow it like a batch start."""
+        return await self._json("POST", f"/modules/{module_id}/rollout", body)
+
+    async def rollback_module(self, module_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._json("POST", f"/modules/{module_id}/rollback", body)
+
+    async def module_releases(self, module_id: str) -> list[dict[str, Any]]:
+        data: list[dict[str, Any]] = (
+            await self.request("GET", f"/modules/{module_id}/releases")
+        ).json()
+        return data
+
+    async def resume_operation(self, operation_id: str) -> dict[str, Any]:
+        return await self._json("POST", f"/operations/{operation_id}/resume")
+
+    async def cancel_operation(self, operation_id: str) -> dict[str, Any]:
+        return await self._json("POST", f"/operations/{operation_id}/cancel")
+
+    async def operation_data(self, operation_id: str) -> dict[str, Any]:
+        """An operation of any kind as the master sends it (rollouts carry more fields)."""
+        return await self._json("GET", f"/operations/{operation_id}")
+
+    async def _json(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        data: dict[str, Any] = (await self.request(method, path, json_body=body)).json()
+        return data
 
     async def instance_metrics(
         self, instance_id: str, seconds: float = 300
@@ -562,6 +614,16 @@ class Client:
         return await self._list(
             "/audit", AuditOut, since=since, actor=actor, action=action, limit=limit
         )
+
+    async def verify_audit(self) -> dict[str, Any]:
+        """`{"ok": true, "count", "head"}` or `{"ok": false, "count", "broken": {"id", "reason"}}`."""
+        return await self._json("GET", "/audit/verify")
+
+    async def create_join_token(
+        self, ttl_seconds: float | None = 24 * 3600.0, max_uses: int | None = None
+    ) -> JoinTokenOut:
+        body = {"ttl_seconds": ttl_seconds, "max_uses": max_uses}
+        return await self._send("POST", "/join-tokens", JoinTokenOut, body)
 
     async def audit_csv(
         self,
@@ -833,3 +895,96 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, TimeoutError):
         return "timed out"
     return str(exc) or type(exc).__name__
+
+
+class LogFollower:
+    """One log followed without Qt (`gdosctl logs -f`): its tail, then what is appended, from
+    `log:<instance>:<name>` events. Chunks carry their offset in the file, so one already shown
+    is skipped, an overlapping one trimmed, a gap (missed while reconnecting) filled from the
+    tail; when the stream says nothing for `check_every` seconds the size is checked too.
+
+        async for text in LogFollower(client, instance_id, "stdout").follow():
+            print(text, end="")
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        instance_id: str,
+        name: str,
+        tail_bytes: int = 65536,
+        check_every: float = 5.0,
+    ) -> None:
+        self.client = client
+        self.instance_id = instance_id
+        self.name = name
+        self.tail_bytes = tail_bytes
+        self.check_every = check_every
+        self.end = 0  # where what was given out ends, as an offset in the file
+
+    async def follow(self) -> AsyncIterator[str]:
+        chunks: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        connected = asyncio.Event()
+
+        def on_event(topic: str, data: dict[str, Any]) -> None:
+            if (
+                topic == "log"
+                and data.get("instance_id") == self.instance_id
+                and data.get("name") == self.name
+            ):
+                chunks.put_nowait(data)
+
+        stream = EventStream(self.client, on_event, lambda up, _: connected.set() if up else None)
+        stream.keys.add(f"log:{self.instance_id}:{self.name}")  # sent at every (re)connect
+        runner = asyncio.create_task(stream.run())
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(connected.wait(), 10)  # else the size checks carry it
+            tail = await self.client.log_tail(self.instance_id, self.name, self.tail_bytes)
+            self.end = tail.end
+            if tail.text:
+                yield tail.text
+            while True:
+                try:
+                    data = await asyncio.wait_for(chunks.get(), self.check_every)
+                except TimeoutError:
+                    text = await self._catch_up()
+                else:
+                    text = await self._chunk(data)
+                if text:
+                    yield text
+        finally:
+            stream.stop()
+            await asyncio.gather(runner, return_exceptions=True)
+
+    async def _chunk(self, data: dict[str, Any]) -> str:
+        if data.get("error"):
+            raise ClientError(f"following {self.name} stopped: {data['error']}", code="log")
+        raw = str(data.get("data") or "").encode()
+        start = int(data.get("offset") or 0)
+        stop = start + len(raw)
+        if data.get("reset"):  # rotated or truncated: what follows starts a new file
+            self.end = stop
+            return raw.decode(errors="replace")
+        if stop <= self.end:
+            return ""  # given out already (the tail had it)
+        if start > self.end:
+            return await self._catch_up()  # a gap: fill it from the tail, this chunk included
+        text = raw[self.end - start :].decode(errors="replace")
+        self.end = stop
+        return text
+
+    async def _catch_up(self) -> str:
+        """What the stream did not bring, read from the tail (all of it after a rotation)."""
+        size = (await self.client.log_tail(self.instance_id, self.name, 0)).size
+        missing = size - self.end
+        if missing == 0:
+            return ""
+        if 0 < missing <= self.tail_bytes:
+            tail = await self.client.log_tail(self.instance_id, self.name, missing)
+            if tail.offset == self.end:
+                self.end = tail.end
+                return tail.text
+        tail = await self.client.log_tail(self.instance_id, self.name, self.tail_bytes)
+        self.end = tail.end
+        return tail.text
