@@ -83,12 +83,13 @@ class Display:
             click.echo(title, err=True)
 
     def set(self, key: str, text: str, header: str = "") -> None:
-        if self.rows.get(key) == text and header == self.header:
+        changed = self.rows.get(key) != text
+        if not changed and header in ("", self.header):
             return
         self.rows[key], self.header = text, header or self.header
         if self.live is not None:
             self.live.update(self._render())
-        else:
+        elif changed:
             click.echo(f"  {key}: {text}", err=True)
 
     def _render(self) -> Any:

@@ -304,7 +304,9 @@ def instance_show(opts: Options, name: str, fmt: str) -> None:
     """
 
     async def go(client: Client) -> dict[str, Any]:
-        return (await lookup.instance(client, name)).model_dump()
+        found = await lookup.instance(client, name)
+        data: dict[str, Any] = (await client.request("GET", f"/instances/{found.id}")).json()
+        return data  # every field the master has
 
     inst = run(opts, go)
     if fmt != "table":

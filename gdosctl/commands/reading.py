@@ -123,19 +123,18 @@ async def instance_rows(
     systems, node_list = await asyncio.gather(client.systems(), client.nodes())
     system_id = (await lookup.system(client, system)).id if system else None
     node_id = (await lookup.node(client, node, node_list)).id if node else None
-    insts = await client.instances(system_id=system_id, node_id=node_id, state=state)
+    # As the master sends them: every field it has, also those newer than this client's model.
+    params = {"system_id": system_id, "node_id": node_id, "state": state}
+    rows: list[dict[str, Any]] = (await client.request("GET", "/instances", params=params)).json()
     system_names = {s.id: s.name for s in systems}
     hostnames = {n.id: n.hostname for n in node_list}
-    rows = []
-    for inst in insts:
-        row = inst.model_dump()
-        up = output.age(inst.started_at) if inst.state == "running" else None
+    for row in rows:
+        up = output.age(row.get("started_at")) if row.get("state") == "running" else None
         row.update(
-            system=system_names.get(inst.system_id, inst.system_id),
-            node=hostnames.get(inst.node_id, inst.node_id),
+            system=system_names.get(row["system_id"], row["system_id"]),
+            node=hostnames.get(row["node_id"], row["node_id"]),
             uptime_seconds=None if up is None else round(up, 1),
         )
-        rows.append(row)
     return rows
 
 
