@@ -31,6 +31,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--version", action="store_true", help="print version and build info, exit")
     p.add_argument(
+        "--self-check", action="store_true", help="import every module; exit 1 naming what failed"
+    )
+    p.add_argument(
         "--master",
         default=_env("master", "http://127.0.0.1:8080"),
         help="URL of the master to join and report to",
@@ -39,6 +42,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--token",
         default=_env("token", None),
         help="join token, needed at the first start only (default: $GDOS_AGENT_TOKEN)",
+    )
+    p.add_argument(
+        "--token-file",
+        type=Path,
+        default=_env("token-file", None),
+        help="read the join token from this file, keeping it out of the process list "
+        "(default: $GDOS_AGENT_TOKEN_FILE, else --token)",
     )
     work_dir = _env("work-dir", None)
     p.add_argument(
@@ -126,6 +136,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.version:
         print(version_text("gdos-agent"))
         return 0
+    if args.self_check:
+        from protocol import selfcheck
+
+        return selfcheck.run("gdos-agent", "agent")
     work_dir_given = args.work_dir is not None
     if not work_dir_given:
         args.work_dir = DEFAULT_WORK_DIR
@@ -135,6 +149,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.error(str(exc))
     if args.autostart_print is not None:
         return autostart.print_definition(args, args.autostart_print)
+    if args.token_file is not None and not args.token:
+        try:
+            args.token = Path(args.token_file).read_text().strip()
+        except OSError as exc:
+            print(
+                f"gdos-agent: cannot read the token file {args.token_file}: {exc}", file=sys.stderr
+            )
+            return 2
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

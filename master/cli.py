@@ -51,6 +51,11 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=DefaultsHelp,
     )
     p.add_argument("--version", action="store_true", help="print version and build info, exit")
+    p.add_argument(
+        "--self-check",
+        action="store_true",
+        help="import every module and run the migrations in memory; exit 1 naming what failed",
+    )
     add = p.add_argument
     add("--port", default=_env("port", ":8080"), help="listen address, ':8080' or 'host:port'")
     add(
@@ -111,6 +116,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env("admin-password", None),
         help="password of the first admin (default: $GDOS_ADMIN_PASSWORD, else one is generated "
         "and written to <data-dir>/initial-admin-password)",
+    )
+    add(
+        "--admin-password-file",
+        type=Path,
+        default=_env("admin-password-file", None),
+        help="read the first admin password from this file, keeping it out of the process list "
+        "(default: $GDOS_ADMIN_PASSWORD_FILE, else none)",
     )
     add(
         "--token-ttl",
@@ -242,6 +254,20 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return build_parser().parse_args(normalize_seed_args(argv, KNOWN_FLAGS))
 
 
+def admin_password(args: argparse.Namespace) -> str | None:
+    """`--admin-password`, else the first line of `--admin-password-file`, else None."""
+    if args.admin_password or args.admin_password_file is None:
+        return str(args.admin_password) if args.admin_password else None
+    try:
+        text = Path(args.admin_password_file).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise SystemExit(
+            f"gdos-master: cannot read the admin password file {args.admin_password_file}: "
+            f"{exc.strerror or exc}"
+        ) from None
+    return text or None
+
+
 def settings_from_args(args: argparse.Namespace) -> Settings:
     host, port = parse_listen(str(args.port))
     return Settings(
@@ -258,7 +284,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         minio_bucket=args.minio_bucket,
         minio_secure=args.minio_secure,
         minio_region=args.minio_region,
-        admin_password=args.admin_password,
+        admin_password=admin_password(args),
         token_ttl=args.token_ttl,
         heartbeat_interval=args.heartbeat_interval,
         heartbeat_grace=args.heartbeat_grace,

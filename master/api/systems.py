@@ -12,6 +12,7 @@ from master.db import models
 from master.db.session import get_or_404
 from master.services.serializers import instance_out, module_out, system_out
 from protocol.errors import ErrorCode, GdosError
+from protocol.launch import LaunchError, check_total
 from protocol.rest import (
     ModuleIn,
     ModuleOut,
@@ -129,11 +130,13 @@ async def create_module(
             ErrorCode.ALREADY_EXISTS, f"the system already has a module {body.name}"
         ) from None
     request.state.audit_target = f"module={mod.id}"
-    return module_out(mod)
+    out = module_out(mod)
+    svc.hub.publish("module", out.model_dump())
+    return out
 
 
 @router.patch("/modules/{module_id}", response_model=ModuleOut)
-def update_module(
+async def update_module(
     module_id: Id, body: ModulePatch, _: Operator, s: SessionDep, svc: ServicesDep
 ) -> ModuleOut:
     """Change a module; running instances keep what they were deployed with until redeployed."""
@@ -141,19 +144,28 @@ def update_module(
     given = body.model_dump(exclude_unset=True)
     if "version" in given:
         svc.orchestrator.resolve_package(s, mod.package_name, given["version"])
+    try:  # the body alone was checked; what is kept must fit with it
+        check_total(given.get("env", mod.env), given.get("args", mod.args))
+    except LaunchError as exc:
+        where = exc.where or "env"
+        raise GdosError(ErrorCode.VALIDATION_FAILED, f"{where}: {exc}", {"field": where}) from None
     for key, value in given.items():
         setattr(mod, key, value)
     s.commit()
-    return module_out(mod)
+    out = module_out(mod)
+    svc.hub.publish("module", out.model_dump())
+    return out
 
 
 @router.delete("/modules/{module_id}", status_code=204, response_class=Response)
-def delete_module(module_id: Id, _: Operator, s: SessionDep) -> Response:
+async def delete_module(module_id: Id, _: Operator, s: SessionDep, svc: ServicesDep) -> Response:
     mod = get_module(s, module_id)
     if s.scalars(select(models.Instance.id).where(models.Instance.module_id == module_id)).first():
         raise GdosError(
             ErrorCode.IN_USE, f"module {mod.name} still has instances; destroy them first"
         )
+    system_id = mod.system_id
     s.delete(mod)
     s.commit()
+    svc.hub.publish("module", {"id": module_id, "system_id": system_id, "deleted": True})
     return Response(status_code=204)

@@ -12,6 +12,7 @@ import asyncio
 import base64
 import logging
 import os
+import re
 import secrets
 import shutil
 import time
@@ -49,6 +50,12 @@ class BodySource(Protocol):
     async def discard(self) -> None: ...
 
 
+# tus: comma-separated `key base64value` pairs; keys are printable ASCII without spaces or commas.
+_KEY = r"[!-+\--~]+"
+_B64 = r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?"
+METADATA_PATTERN = rf"^(?: *{_KEY}(?: +{_B64})? *(?:, *{_KEY}(?: +{_B64})? *)*)?$"
+
+
 def parse_metadata(header: str | None) -> dict[str, str]:
     """`Upload-Metadata: filename ZGVtby56aXA=,note` -> {"filename": "demo.zip", "note": ""}."""
     meta: dict[str, str] = {}
@@ -57,7 +64,7 @@ def parse_metadata(header: str | None) -> dict[str, str]:
     for pair in header.split(","):
         key, _, value = pair.strip().partition(" ")
         value = value.strip()
-        if not key or not key.isascii() or " " in key or key in meta:
+        if not re.fullmatch(_KEY, key) or key in meta:
             raise bad_request(f"Upload-Metadata has an invalid or repeated key {key!r}")
         try:
             meta[key] = base64.b64decode(value, validate=True).decode() if value else ""
