@@ -35,6 +35,7 @@ from protocol.messages import (
     Deploy,
     Destroy,
     FollowLog,
+    Goodbye,
     Heartbeat,
     Hello,
     InstanceReport,
@@ -279,6 +280,15 @@ class Link:
 
         outcomes = await asyncio.gather(*(one(i) for i in msg.instance_ids))
         return dict(zip(msg.instance_ids, outcomes, strict=True))
+
+    async def goodbye(self, reason: str, timeout: float = 2.0) -> None:
+        """Tell the master this node is leaving on purpose, then close the socket."""
+        ws = self.ws
+        if ws is None:
+            return
+        with contextlib.suppress(ConnectionClosed, OSError, TimeoutError):
+            await asyncio.wait_for(ws.send(Goodbye(reason=reason).to_json()), timeout)
+            await asyncio.wait_for(ws.close(), timeout)
 
     async def close(self) -> None:
         for task in list(self._tasks):

@@ -1,5 +1,6 @@
 """The `service.json` manifest: model, parser, and violations reported field by field."""
 
+import difflib
 import json
 import posixpath
 import re
@@ -31,7 +32,14 @@ class ManifestError(ValueError):
 
     def __init__(self, problems: list[dict[str, str]]) -> None:
         self.problems = problems
-        super().__init__("; ".join(f"{p['field']}: {p['message']}" for p in problems))
+        super().__init__("; ".join(_said(p) for p in problems))
+
+
+def _said(problem: dict[str, str]) -> str:
+    # "unknown field restrat (did you mean restart?)" names its field already.
+    if problem["message"].startswith(UNKNOWN_FIELD):
+        return problem["message"]
+    return f"{problem['field']}: {problem['message']}"
 
 
 def is_safe_relative_path(path: str) -> bool:
@@ -244,10 +252,45 @@ def _bad_key(value: Any, field_type: Any) -> str | None:
     return None
 
 
-def manifest_from_data(data: Any) -> Manifest:
+UNKNOWN_FIELD = "unknown field "
+
+
+def unknown_fields(
+    data: dict[str, Any], struct: Any = None, prefix: str = ""
+) -> list[dict[str, str]]:
+    """Keys no field of service.json (or of its `health` and `log_rotate` objects) has: a typo
+    such as `restrat` would otherwise leave the service without the setting it meant."""
+    struct = struct or Manifest
+    fields = {f.encode_name: f for f in msgspec.structs.fields(struct)}
+    problems: list[dict[str, str]] = []
+    for key, value in data.items():
+        path = prefix + str(key)
+        field = fields.get(key)
+        if field is None:
+            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            problems.append({"field": path, "message": f"{UNKNOWN_FIELD}{path}{hint}"})
+            continue
+        inner = _struct_of(field.type)
+        if inner is not None and isinstance(value, dict):
+            problems += unknown_fields(value, inner, path + ".")
+    return problems
+
+
+def _struct_of(field_type: Any) -> Any:
+    """The Struct type of a field (also inside `X | None`), else None."""
+    for arg in (field_type, *typing.get_args(field_type)):
+        if isinstance(arg, type) and issubclass(arg, msgspec.Struct):
+            return arg
+    return None
+
+
+def manifest_from_data(data: Any, strict: bool = False) -> Manifest:
+    """`strict` also refuses unknown keys: the master does, on upload; an agent reading a
+    package it was sent does not, so a newer master's fields never stop an older agent."""
     if not isinstance(data, dict):
         raise ManifestError([{"field": "service.json", "message": "must be a JSON object"}])
-    problems = _field_problems(data)
+    problems = (unknown_fields(data) if strict else []) + _field_problems(data)
     if problems:
         raise ManifestError(problems)
     try:
@@ -257,8 +300,9 @@ def manifest_from_data(data: Any) -> Manifest:
         raise ManifestError([{"field": path or "service.json", "message": message}]) from None
 
 
-def parse_manifest(text: str | bytes) -> Manifest:
-    """Parse service.json text (comments and trailing commas allowed)."""
+def parse_manifest(text: str | bytes, strict: bool = False) -> Manifest:
+    """Parse service.json text (comments and trailing commas allowed); `strict`: see
+    `manifest_from_data`."""
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8-sig")
@@ -277,4 +321,4 @@ def parse_manifest(text: str | bytes) -> Manifest:
                 }
             ]
         ) from None
-    return manifest_from_data(data)
+    return manifest_from_data(data, strict)

@@ -144,7 +144,16 @@ class LogChunk(Message, tag="log_chunk"):
     error: str | None = None  # following stopped: why (e.g. the file became a symlink)
 
 
-AgentMessage = Hello | Heartbeat | InstanceStateMsg | InstanceStates | Metrics | Result | LogChunk
+class Goodbye(Message, tag="goodbye"):
+    """The agent is stopping on purpose (a signal, a service manager): its node going offline
+    next is planned, not a failure to alert on. A master that does not know it skips it."""
+
+    reason: str = ""
+
+
+AgentMessage = (
+    Hello | Heartbeat | InstanceStateMsg | InstanceStates | Metrics | Result | LogChunk | Goodbye
+)
 AGENT_MESSAGE = msgspec.json.Decoder(AgentMessage)
 
 

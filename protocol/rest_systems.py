@@ -117,6 +117,12 @@ class InstanceOut(BaseModel):
     user: str | None = Field(
         default=None, description="the account its process runs as on the node ('root' is marked)"
     )
+    cpu_percent: float | None = Field(
+        default=None, description="newest sample (REST reads only; null when none is recent)"
+    )
+    rss_bytes: int | None = Field(
+        default=None, description="newest sample (REST reads only; null when none is recent)"
+    )
 
 
 def _health_schema() -> dict[str, Any]:

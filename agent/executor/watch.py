@@ -10,7 +10,7 @@ import signal
 import subprocess
 from collections.abc import Awaitable, Callable
 
-from agent.executor import launch, process
+from agent.executor import launch, process, start
 from agent.executor.health import HealthMonitor
 from agent.executor.managed import Managed
 from agent.executor.restart import Backoff
@@ -70,6 +70,7 @@ class Watch:
         code = await process.wait_exit(ident, popen)
         if m.pid != ident.pid:
             return  # superseded by a newer start
+        started_at = m.started_at
         self.stop_monitor(m)
         m.forget_process()
         m.exit_code = code
@@ -87,7 +88,9 @@ class Watch:
                 m.change_state(S.STOPPED)
             await self.table.commit(m, durable=False)
             return
-        await self.after_unexpected_exit(m, exit_text(code), code)
+        reason = exit_text(code)
+        said = start.stderr_tail(self.table.instance_dir(m.id), started_at)
+        await self.after_unexpected_exit(m, f"{reason}; stderr: {said}" if said else reason, code)
 
     async def after_unexpected_exit(self, m: Managed, reason: str, code: int | None) -> None:
         """Apply the restart policy: restart (now or after a backoff), or give up."""

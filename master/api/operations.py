@@ -1,6 +1,6 @@
 """Batch start/stop of a system, and the `operation` resource that shows its progress."""
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from sqlalchemy import select
@@ -71,7 +71,7 @@ def list_operations(
     s: SessionDep,
     svc: ServicesDep,
     system_id: Annotated[str | None, Query(max_length=64)] = None,
-    state: Annotated[str | None, Query(max_length=16)] = None,
+    state: Literal["running", "succeeded", "failed"] | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> list[OperationOut]:
     """Newest first."""

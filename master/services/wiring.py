@@ -31,6 +31,8 @@ class Services:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # Set when this master begins to shut down: the agents it disconnects then are not lost.
+        self.stopping = False
         self.db = Database(settings.database_url)
         self.hub = Hub()
         self.agents = AgentRegistry()
@@ -106,6 +108,7 @@ class Services:
             )
 
     async def stop(self) -> None:
+        self.stopping = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
