@@ -22,7 +22,7 @@ from agent import http
 from agent.executor import process
 from agent.executor.runas import Account
 from protocol.frozen import child_environ
-from protocol.manifest import HealthCheck
+from protocol.manifest import HealthCheck, port_of
 from protocol.states import HealthState
 
 log = logging.getLogger(__name__)
@@ -120,7 +120,11 @@ def _kill_group(pid: int) -> None:
 
 async def probe(check: HealthCheck, ctx: ProbeContext) -> ProbeResult:
     if check.tcp is not None:
-        return await probe_tcp(check.host, check.tcp, check.timeout)
+        try:
+            port = port_of(check.tcp)  # a "${PORT}" is expanded before the monitor begins
+        except ValueError as exc:
+            return ProbeResult(False, str(exc))
+        return await probe_tcp(check.host, port, check.timeout)
     if check.http is not None:
         return await probe_http(check.http, check.timeout)
     assert check.command is not None
