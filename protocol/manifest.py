@@ -125,7 +125,8 @@ def _inside(value: str | None) -> None:
         raise ValueError("must be a relative path inside the package")
 
 
-def _env_names(env: dict[str, str]) -> None:
+def check_env_names(env: dict[str, str]) -> None:
+    """Variable names a process can be given: non-empty, without '=' or NUL."""
     for key in env:
         if not key or "=" in key or "\x00" in key:
             raise ValueError(f"invalid variable name {key!r}")
@@ -184,7 +185,7 @@ def _cmdline_pattern(value: str | None) -> None:
 _FIELD_CHECKS: dict[str, Callable[[Any], None]] = {
     "entrypoint": _inside,
     "stop_entrypoint": _inside,
-    "env": _env_names,
+    "env": check_env_names,
     "shared_paths": _shared_paths,
     "log_paths": _log_paths,
     "process_cmdline": _cmdline_pattern,

@@ -256,6 +256,20 @@ class InstanceOut(BaseModel):
     user: str | None = Field(
         default=None, description="the account its process runs as on the node ('root' is marked)"
     )
+    previous_version: str | None = Field(
+        default=None, description="the version it ran before its last upgrade, rollout or rollback"
+    )
+    drift: bool = Field(
+        default=False,
+        description="its module's version, env or args differ from what it was last started with",
+    )
+    index: int | None = Field(
+        default=None, description="GDOS_INSTANCE_INDEX: 1, 2, ... in its module"
+    )
+    settings: dict[str, Any] = Field(
+        default_factory=lambda: {"env": {}, "args": None, "user": None},
+        description='its own settings over its module\'s: {"env", "args", "user"}',
+    )
 
 
 class AdoptIn(RequestBody):
@@ -347,15 +361,35 @@ class StepOut(BaseModel):
     name: str
     node_id: str
     level: int
-    state: str  # pending|starting|waiting_health|stopping|done|failed|skipped|cancelled
+    # pending|starting|waiting_health|stopping|done|failed|skipped|cancelled; rollouts also
+    # preparing|prepared|switching|rolling_back|rolled_back
+    state: str
     error: str | None
     started_at: str | None
     finished_at: str | None
+    # Rollouts and rollbacks: the versions it goes from and to, and its batch (1, 2, ...).
+    from_version: str | None = None
+    to_version: str | None = None
+    batch: int | None = None
+
+
+class RolloutOut(BaseModel):
+    """An operation's rollout settings and where it stands (rollouts and rollbacks only)."""
+
+    modules: dict[str, dict[str, Any]]  # module id -> {"name", "from", "to"}
+    batch_size: int | str
+    canary: int
+    auto_rollback: bool
+    min_ready_seconds: float
+    pause_seconds: float
+    phase: str  # preparing | rolling | paused | rolling_back | done
+    batch: int | None = None  # the batch being worked on (1, 2, ...)
+    batches: int | None = None
 
 
 class OperationOut(BaseModel):
     id: str
-    kind: Literal["start", "stop"]
+    kind: Literal["start", "stop", "rollout", "rollback"]
     system_id: str
     state: Literal["running", "succeeded", "failed"]
     error: str | None
@@ -365,6 +399,11 @@ class OperationOut(BaseModel):
     level: int | None  # the start_order being worked on
     resumed: int  # how many times a master restart resumed it
     steps: list[StepOut]
+    module_id: str | None = None  # a module's rollout or rollback
+    paused: bool = False  # a canary waiting for POST /operations/{id}/resume (or /cancel)
+    rollout: dict[str, Any] | None = (
+        None  # rollouts and rollbacks: protocol.rest_releases.RolloutOut
+    )
 
 
 class OperationStarted(OperationOut):
