@@ -1,30 +1,33 @@
-"""The agent's WebSocket client: RFC 6455, client side, no extensions, over asyncio streams.
+"""The agent's WebSocket client: the `websockets` sans-I/O `ClientProtocol` over asyncio streams.
 
-Not the `websockets` library: its client imports `ssl` unconditionally, which would put OpenSSL
-in every agent (see `agent.tls`). The agent needs text messages, pings both ways, a close
-handshake and a size limit; no compression, so the master keeps no zlib state per agent.
+Not the library's asyncio client, whose module imports `ssl`: an agent whose master is plain
+http keeps OpenSSL out (`agent.tls`), so this module opens the socket itself, with TLS only for
+wss://. The protocol (framing, masking, limits, close codes) is the library's; what is here is
+the I/O around it, message assembly and a keepalive. No extension is offered (no compression).
 """
 
 import asyncio
-import base64
 import contextlib
-import hashlib
 import os
-import re
-import struct
-from collections.abc import AsyncIterator
+from collections import deque
+from collections.abc import AsyncIterator, Iterable
 from typing import TYPE_CHECKING
-from urllib.parse import urlsplit
+
+from websockets.client import ClientProtocol
+from websockets.exceptions import InvalidMessage, InvalidURI
+from websockets.exceptions import InvalidStatus as _Refused
+from websockets.frames import Frame, Opcode
+from websockets.protocol import CONNECTING, OPEN, Protocol
+from websockets.uri import parse_uri
 
 from agent import tls
 
 if TYPE_CHECKING:
     import ssl
 
-_GUID = b"258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
-_STATUS_LINE = re.compile(r"HTTP/1\.[01] ([0-9]{3})(?: .*)?")
-_CONT, _TEXT, _BINARY, _CLOSE, _PING, _PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
+_READ_SIZE = 1 << 16
 _NORMAL = (1000, 1001, 1005)  # 1005: the server closed without a code
+_DATA = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
 
 
 class WebSocketError(Exception):
@@ -46,55 +49,31 @@ class ConnectionClosed(WebSocketError):
         self.reason = reason
 
 
-class _ProtocolError(Exception):
-    def __init__(self, code: int, reason: str) -> None:
-        super().__init__(reason)
-        self.code = code
-
-
-def _mask(data: bytes, key: bytes) -> bytes:
-    n = len(data)
-    if not n:
-        return data
-    stream = int.from_bytes((key * (n // 4 + 1))[:n], "little")
-    return (int.from_bytes(data, "little") ^ stream).to_bytes(n, "little")
-
-
-def _frame(opcode: int, payload: bytes) -> bytes:
-    n = len(payload)
-    if n < 126:
-        head = struct.pack("!BB", 0x80 | opcode, 0x80 | n)
-    elif n < 1 << 16:
-        head = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, n)
-    else:
-        head = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, n)
-    key = os.urandom(4)  # clients must mask every frame (RFC 6455 5.3)
-    return head + key + _mask(payload, key)
-
-
-def _sendable_close_code(code: int) -> bool:
-    """RFC 6455 7.4: 1005, 1006 and 1015 never go on the wire; 1016-2999 are unassigned."""
-    return code in (1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013, 1014) or (
-        3000 <= code <= 4999
-    )
-
-
-def accept_key(key: str) -> str:
-    return base64.b64encode(hashlib.sha1(key.encode() + _GUID).digest()).decode()  # noqa: S324
+def _closed_by(protocol: Protocol) -> ConnectionClosed:
+    """Why the protocol left OPEN: the close frame that started the closing, else a lost link."""
+    rcvd, sent = protocol.close_rcvd, protocol.close_sent
+    close = rcvd if rcvd is not None and (sent is None or protocol.close_rcvd_then_sent) else sent
+    if close is None:
+        return ConnectionClosed(1006, "connection lost")
+    return ConnectionClosed(close.code, close.reason)
 
 
 class ClientConnection:
     def __init__(
         self,
+        protocol: ClientProtocol,
         reader: asyncio.StreamReader,
         writer: asyncio.StreamWriter,
-        max_size: int,
         ping_interval: float | None,
         ping_timeout: float,
+        frames: Iterable[Frame] = (),
     ) -> None:
+        self._protocol = protocol
         self._reader = reader
         self._writer = writer
-        self._max_size = max_size
+        self._frames: deque[Frame] = deque(frames)  # parsed, not yet given to recv()
+        self._parts: list[bytes] = []  # the fragments of the message being received
+        self._text = False
         self._ping_timeout = ping_timeout
         self._pong = asyncio.Event()
         self._closed: ConnectionClosed | None = None
@@ -103,22 +82,30 @@ class ClientConnection:
         )
 
     async def send(self, message: str | bytes) -> None:
+        if self._closed is not None or self._protocol.state is not OPEN:
+            raise self._error()
         if isinstance(message, str):
-            await self._write(_TEXT, message.encode())
+            self._protocol.send_text(message.encode())
         else:
-            await self._write(_BINARY, message)
+            self._protocol.send_binary(message)
+        await self._flush()
 
     async def recv(self) -> str | bytes:
         """The next message; ConnectionClosed once the connection is gone."""
-        if self._closed is not None:
-            raise self._closed
-        try:
-            return await self._next_message()
-        except _ProtocolError as exc:
-            await self._fail(exc.code, str(exc))
-        except (asyncio.IncompleteReadError, OSError):
-            self._abort(1006, "connection lost")
-        raise self._error()
+        while True:
+            while self._frames:
+                try:
+                    message = self._assemble(self._frames.popleft())
+                except UnicodeDecodeError:
+                    self._frames.clear()
+                    self._protocol.fail(1007, "invalid UTF-8 in a text message")
+                    await self._shut(_closed_by(self._protocol))
+                    break
+                if message is not None:
+                    return message
+            if self._closed is not None:
+                raise self._closed
+            await self._receive()
 
     def __aiter__(self) -> AsyncIterator[str | bytes]:
         return self._messages()
@@ -135,7 +122,9 @@ class ClientConnection:
 
     async def close(self, code: int = 1000, reason: str = "") -> None:
         if self._closed is None:
-            await self._fail(code, reason)  # which also ends the keepalive
+            if self._protocol.state is OPEN:
+                self._protocol.send_close(code, reason)
+            await self._shut(ConnectionClosed(code, reason))
 
     async def __aenter__(self) -> "ClientConnection":
         return self
@@ -145,101 +134,70 @@ class ClientConnection:
 
     # -- internals ------------------------------------------------------------------------------
 
-    async def _write(self, opcode: int, payload: bytes) -> None:
-        if self._closed is not None:
-            raise self._closed
+    def _assemble(self, frame: Frame) -> str | bytes | None:
+        """A whole message once its last fragment is in; pongs wake the keepalive."""
+        if frame.opcode is Opcode.PONG:
+            self._pong.set()
+        if frame.opcode not in _DATA:
+            return None  # the protocol answered pings and close frames itself
+        if frame.opcode is not Opcode.CONT:
+            self._text = frame.opcode is Opcode.TEXT
+        self._parts.append(bytes(frame.data))
+        if not frame.fin:
+            return None
+        data = b"".join(self._parts)
+        self._parts = []
+        return data.decode() if self._text else data
+
+    async def _receive(self) -> None:
+        """Feed what arrives to the protocol; send what it answers; end when it closes."""
+        if self._protocol.state is not OPEN:  # a close frame came with the upgrade's answer
+            await self._shut(_closed_by(self._protocol))
+            return
         try:
-            self._writer.write(_frame(opcode, payload))  # one write per frame: never interleaved
+            data = await self._reader.read(_READ_SIZE)
+        except OSError:
+            data = b""
+        if self._closed is not None:
+            return  # closed meanwhile (keepalive, close())
+        protocol = self._protocol
+        if data:
+            protocol.receive_data(data)
+        else:
+            protocol.receive_eof()
+        self._frames.extend(e for e in protocol.events_received() if isinstance(e, Frame))
+        if protocol.state is OPEN:
+            with contextlib.suppress(ConnectionClosed):  # recv() raises it at its next turn
+                await self._flush()  # pongs
+        else:
+            await self._shut(_closed_by(protocol))  # the echo of a close frame, or our own
+
+    async def _flush(self) -> None:
+        pending = self._protocol.data_to_send()
+        if not pending:
+            return  # no drain: a full send buffer must not hold up a recv() with nothing to send
+        self._writer.writelines(pending)  # never interleaved: no await since data_to_send()
+        try:
             await self._writer.drain()
         except OSError:
-            self._abort(1006, "connection lost")
+            self._abort(ConnectionClosed(1006, "connection lost"))
             raise self._error() from None
 
-    async def _next_message(self) -> str | bytes:
-        parts: list[bytes] = []
-        size = 0
-        kind: int | None = None
-        while True:
-            fin, opcode, payload = await self._read_frame()
-            if opcode >= _CLOSE:
-                await self._control(opcode, payload)
-                continue
-            if opcode == _CONT:
-                if kind is None:
-                    raise _ProtocolError(1002, "continuation without a message")
-            elif opcode in (_TEXT, _BINARY):
-                if kind is not None:
-                    raise _ProtocolError(1002, "new message inside a fragmented one")
-                kind = opcode
-            else:
-                raise _ProtocolError(1002, f"unknown opcode {opcode}")
-            size += len(payload)
-            if size > self._max_size:
-                raise _ProtocolError(1009, f"message over {self._max_size} bytes")
-            parts.append(payload)
-            if fin:
-                data = b"".join(parts)
-                if kind == _BINARY:
-                    return data
-                try:
-                    return data.decode()
-                except UnicodeDecodeError:
-                    raise _ProtocolError(1007, "invalid UTF-8 in a text message") from None
-
-    async def _read_frame(self) -> tuple[bool, int, bytes]:
-        b0, b1 = await self._reader.readexactly(2)
-        if b0 & 0x70:
-            raise _ProtocolError(1002, "reserved bits set (no extension was negotiated)")
-        if b1 & 0x80:
-            raise _ProtocolError(1002, "masked frame from the server")
-        fin, opcode, n = bool(b0 & 0x80), b0 & 0x0F, b1 & 0x7F
-        if n == 126:
-            (n,) = struct.unpack("!H", await self._reader.readexactly(2))
-        elif n == 127:
-            (n,) = struct.unpack("!Q", await self._reader.readexactly(8))
-        if opcode >= _CLOSE and (n > 125 or not fin):
-            raise _ProtocolError(1002, "oversized or fragmented control frame")
-        if n > self._max_size:
-            raise _ProtocolError(1009, f"message over {self._max_size} bytes")
-        return fin, opcode, await self._reader.readexactly(n)
-
-    async def _control(self, opcode: int, payload: bytes) -> None:
-        if opcode == _PING:
-            await self._write(_PONG, payload)
-        elif opcode == _PONG:
-            self._pong.set()
-        elif opcode == _CLOSE:
-            if len(payload) == 1:
-                raise _ProtocolError(1002, "close frame with a one-byte body")
-            code = struct.unpack("!H", payload[:2])[0] if payload else 1005
-            if payload and not _sendable_close_code(code):
-                raise _ProtocolError(1002, f"invalid close code {code}")
-            try:
-                reason = payload[2:].decode()
-            except UnicodeDecodeError:
-                raise _ProtocolError(1007, "invalid UTF-8 in a close reason") from None
-            await self._fail(code, reason, body=payload[:2])  # echo it; the server then hangs up
-            raise self._error()
-        else:
-            raise _ProtocolError(1002, f"unknown control opcode {opcode}")
-
-    async def _fail(self, code: int, reason: str, body: bytes | None = None) -> None:
-        """Mark the connection closed, send a close frame (best effort), drop it."""
+    async def _shut(self, closed: ConnectionClosed) -> None:
+        """Mark the connection closed, send what the protocol still has (best effort), drop it."""
         if self._closed is None:
-            self._closed = ConnectionClosed(code, reason)
-            if body is None:
-                body = struct.pack("!H", code) + reason.encode()[:120]
+            self._closed = closed
             with contextlib.suppress(OSError, TimeoutError):
-                self._writer.write(_frame(_CLOSE, body))
+                self._writer.writelines(self._protocol.data_to_send())
                 await asyncio.wait_for(self._writer.drain(), 2)
-        self._abort(code, reason)
+        self._abort(closed)
 
     def _error(self) -> ConnectionClosed:
-        return self._closed or ConnectionClosed(1006, "connection lost")
+        return self._closed or _closed_by(self._protocol)
 
-    def _abort(self, code: int, reason: str) -> None:
+    def _abort(self, closed: ConnectionClosed) -> None:
         if self._closed is None:
-            self._closed = ConnectionClosed(code, reason)
+            self._closed = closed
         # abort(), not close(): close() waits until unsent data is written, and a peer that
         # reads nothing would then keep the socket and the pending recv() alive.
         self._writer.transport.abort()
@@ -255,13 +213,27 @@ class ClientConnection:
                 # The timeout covers the write too: a peer that stopped reading fills the send
                 # buffer, and then the ping itself never leaves.
                 async with asyncio.timeout(self._ping_timeout):
-                    await self._write(_PING, os.urandom(4))
+                    if self._closed is not None:
+                        return
+                    self._protocol.send_ping(os.urandom(4))
+                    await self._flush()
                     await self._pong.wait()
             except ConnectionClosed:
                 return
             except TimeoutError:
-                self._abort(1011, "keepalive ping timeout")
+                self._abort(ConnectionClosed(1011, "keepalive ping timeout"))
                 return
+
+
+def _refusal(exc: Exception) -> WebSocketError:
+    """The library's reason for a failed upgrade, as this module's error."""
+    if isinstance(exc, _Refused):
+        return InvalidStatus(exc.response.status_code)
+    if isinstance(exc, InvalidMessage):
+        if isinstance(exc.__cause__, EOFError):
+            return WebSocketError("the server closed the connection during the upgrade")
+        return WebSocketError(f"not an HTTP response to the upgrade: {exc.__cause__ or exc}")
+    return WebSocketError(f"the server did not upgrade to WebSocket: {exc}")
 
 
 async def connect(
@@ -275,72 +247,40 @@ async def connect(
     max_size: int = 1 << 20,
 ) -> ClientConnection:
     """Open a WebSocket to `url` (ws:// or wss://); InvalidStatus if the server refuses."""
-    parts = urlsplit(url)
-    if parts.scheme not in ("ws", "wss") or not parts.hostname:
-        raise WebSocketError(f"not a WebSocket URL: {url[:100]!r}")
-    secure = parts.scheme == "wss"
-    if secure and ssl is None:
-        ssl = tls.verifying()
     try:
-        port = parts.port or (443 if secure else 80)
-    except ValueError as exc:  # e.g. a port over 65535
-        raise WebSocketError(f"bad WebSocket URL {url[:100]!r}: {exc}") from None
-    host_header = parts.netloc.rpartition("@")[2]
-    path = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
-    key = base64.b64encode(os.urandom(16)).decode()
-    lines = [
-        f"GET {path} HTTP/1.1",
-        f"Host: {host_header}",
-        "Upgrade: websocket",
-        "Connection: Upgrade",
-        f"Sec-WebSocket-Key: {key}",
-        "Sec-WebSocket-Version: 13",
-        *(f"{k}: {v}" for k, v in (headers or {}).items()),
-    ]
+        uri = parse_uri(url)
+    except (InvalidURI, ValueError) as exc:  # ValueError: e.g. a port over 65535
+        raise WebSocketError(f"not a WebSocket URL: {url[:100]!r} ({exc})") from None
+    if uri.secure and ssl is None:
+        ssl = tls.verifying()
+    protocol = ClientProtocol(uri, max_size=max_size)
+    request = protocol.connect()
+    for name, value in (headers or {}).items():
+        request.headers[name] = value
+    protocol.send_request(request)
     async with asyncio.timeout(open_timeout):
         try:
             reader, writer = await asyncio.open_connection(
-                parts.hostname, port, ssl=ssl if secure else None, limit=1 << 16
+                uri.host, uri.port, ssl=ssl if uri.secure else None, limit=_READ_SIZE
             )
         except OSError:
             raise  # ssl's verification error is a ValueError too: keep it what it is
         except ValueError as exc:  # e.g. a host name IDNA cannot encode (a UnicodeError)
             raise WebSocketError(f"cannot connect to {url[:100]!r}: {exc}") from None
         try:
-            writer.write(("\r\n".join(lines) + "\r\n\r\n").encode())
+            writer.writelines(protocol.data_to_send())
             await writer.drain()
-            try:
-                head = await reader.readuntil(b"\r\n\r\n")
-            except asyncio.LimitOverrunError:
-                raise WebSocketError("oversized HTTP response to the upgrade") from None
-            except asyncio.IncompleteReadError:
-                raise WebSocketError(
-                    "the server closed the connection during the upgrade"
-                ) from None
-            _check_upgrade(head, key)
+            while protocol.state is CONNECTING and protocol.handshake_exc is None:
+                data = await reader.read(_READ_SIZE)
+                if data:
+                    protocol.receive_data(data)
+                else:
+                    protocol.receive_eof()
+            if protocol.handshake_exc is not None:
+                raise _refusal(protocol.handshake_exc)
         except BaseException:
             writer.close()
             raise
-    return ClientConnection(reader, writer, max_size, ping_interval, ping_timeout)
-
-
-def _check_upgrade(head: bytes, key: str) -> None:
-    status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    status = _STATUS_LINE.fullmatch(status_line)
-    if status is None:
-        raise WebSocketError(f"not an HTTP response to the upgrade: {status_line[:100]!r}")
-    if int(status[1]) != 101:
-        raise InvalidStatus(int(status[1]))
-    got: dict[str, str] = {}
-    for line in header_lines:
-        name, sep, value = line.partition(":")
-        if sep:
-            got[name.strip().lower()] = value.strip()
-    if got.get("upgrade", "").lower() != "websocket" or "upgrade" not in got.get(
-        "connection", ""
-    ).lower().replace(" ", "").split(","):
-        raise WebSocketError("the server did not upgrade to WebSocket")
-    if got.get("sec-websocket-accept") != accept_key(key):
-        raise WebSocketError("wrong Sec-WebSocket-Accept from the server")
-    if got.get("sec-websocket-extensions"):
-        raise WebSocketError("the server chose an extension that was not offered")
+    frames = [e for e in protocol.events_received() if isinstance(e, Frame)]
+    writer.writelines(protocol.data_to_send())  # pongs to pings that came with the upgrade
+    return ClientConnection(protocol, reader, writer, ping_interval, ping_timeout, frames)

@@ -58,7 +58,7 @@ from protocol.rest import (
     UploadOut,
     UserOut,
 )
-from protocol.rest_ops import BackupOut, LogFileOut, RestoreOut
+from protocol.rest_records import BackupOut, LogFileOut, RestoreOut
 
 log = logging.getLogger(__name__)
 API = "/api/v1"

@@ -114,7 +114,7 @@ async def agent_socket(ws: WebSocket, svc: ServicesDep) -> None:
             raise
     finally:
         if svc.agents.detach(link):
-            svc.node_offline(link)
+            svc.nodes.offline(link)
             log.info("node %s disconnected", node_id)
 
 
@@ -165,7 +165,7 @@ async def _greet(ws: WebSocket, link: AgentLink, hello: Hello, svc: ServicesDep)
             metrics_interval=svc.settings.metrics_interval,
         )
     )
-    svc.publish_node(node_id)
+    svc.nodes.publish(node_id)
     log.info("node %s connected (%s)", node_id, hello.host.hostname)
 
 
@@ -203,14 +203,14 @@ async def _serve(ws: WebSocket, link: AgentLink, svc: ServicesDep) -> None:
             if msg.node is not None:  # agents skip heartbeats while metrics carry the load
                 cpu, mem, disk, _, _, load1 = msg.node
                 link.load = Load(cpu_percent=cpu, mem_percent=mem, disk_percent=disk, load1=load1)
-                svc.publish_node_load(link)
+                svc.nodes.publish_load(link)
         elif isinstance(msg, Heartbeat):
             link.load = msg.load
-            svc.publish_node_load(link)
+            svc.nodes.publish_load(link)
         elif isinstance(msg, InstanceStateMsg):
-            svc.orchestrator.queue_reports(link.node_id, [msg])
+            svc.orchestrator.reports.queue(link.node_id, [msg])
         elif isinstance(msg, InstanceStates):
-            svc.orchestrator.queue_reports(link.node_id, msg.reports)
+            svc.orchestrator.reports.queue(link.node_id, msg.reports)
         elif isinstance(msg, Result):
             link.resolve(msg)
         elif isinstance(msg, LogChunk):

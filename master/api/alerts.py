@@ -13,7 +13,7 @@ from master.api.params import ISO_ONLY, timestamp
 from master.db import models
 from master.db.session import get_or_404
 from master.services.alerting import rules
-from master.services.alerting.records import alert_out, rule_out, silence_out
+from master.services.alerting.serializers import alert_out, rule_out, silence_out
 from protocol.errors import ErrorCode, GdosError
 from protocol.monitoring import (
     AlertOut,

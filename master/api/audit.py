@@ -15,7 +15,7 @@ from master.api.params import ISO_ONLY, timestamp
 from master.db import models
 from master.services.audit_chain import verify_rows
 from protocol.rest import AuditOut, iso
-from protocol.rest_ops import AuditBreak, AuditVerifyOut
+from protocol.rest_records import AuditBreak, AuditVerifyOut
 
 router = APIRouter(prefix="/api/v1", tags=["audit"], responses=ERROR_RESPONSES)
 

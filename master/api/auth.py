@@ -12,7 +12,7 @@ from master.db import models
 from master.db.session import get_or_404
 from master.services import accounts
 from master.services.security import hash_password
-from master.services.views import user_out
+from master.services.serializers import user_out
 from protocol.errors import ErrorCode, GdosError
 from protocol.rest import JoinTokenIn, JoinTokenOut, LoginIn, LoginOut, UserIn, UserOut, iso
 

@@ -10,7 +10,7 @@ from master.api.errors import ERROR_RESPONSES
 from master.services import restore as restore_service
 from protocol.errors import ErrorCode, GdosError
 from protocol.rest import ROLE_RANK
-from protocol.rest_ops import BackupOut, RestoreOut
+from protocol.rest_records import BackupOut, RestoreOut
 
 router = APIRouter(prefix="/api/v1/backups", tags=["backups"], responses=ERROR_RESPONSES)
 BackupId = Annotated[str, Path(max_length=64)]

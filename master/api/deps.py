@@ -13,7 +13,7 @@ from protocol.errors import ErrorCode, GdosError
 from protocol.rest import ROLE_RANK
 
 if TYPE_CHECKING:
-    from master.app import Services
+    from master.services.wiring import Services
 
 
 def services(conn: HTTPConnection) -> "Services":

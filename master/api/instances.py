@@ -10,7 +10,7 @@ from master.api.errors import ERROR_RESPONSES
 from master.db import models
 from master.db.session import get_or_404
 from master.services import adoption
-from master.services.views import instance_out
+from master.services.serializers import instance_out
 from protocol.errors import ErrorCode, GdosError
 from protocol.rest import AdoptIn, InstanceCreate, InstanceOut
 

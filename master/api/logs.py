@@ -8,7 +8,7 @@ from master.api.deps import ServicesDep, SessionDep, Viewer
 from master.api.errors import ERROR_RESPONSES
 from master.api.instances import get_instance
 from master.services.logs import MAX_TAIL
-from protocol.rest_ops import LogFileOut
+from protocol.rest_records import LogFileOut
 
 router = APIRouter(prefix="/api/v1/instances", tags=["logs"], responses=ERROR_RESPONSES)
 Id = Annotated[str, Path(max_length=64)]

@@ -9,7 +9,7 @@ from master.api.deps import Operator, ServicesDep, SessionDep, Viewer
 from master.api.errors import ERROR_RESPONSES
 from master.db import models
 from master.db.session import get_or_404
-from master.services.views import node_out
+from master.services.serializers import node_out
 from protocol.errors import ErrorCode, GdosError
 from protocol.messages import CLOSE_AUTH_FAILED
 from protocol.rest import NodeOut, NodePatch
@@ -42,7 +42,7 @@ async def update_node(
     node = get_node(s, node_id)
     node.labels = dict(body.labels)
     s.commit()
-    svc.publish_node(node_id)
+    svc.nodes.publish(node_id)
     return node_out(node, svc.agents)
 
 

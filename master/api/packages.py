@@ -8,13 +8,13 @@ from fastapi.responses import FileResponse, RedirectResponse, StreamingResponse
 from sqlalchemy import select
 
 from master.api import uploads
+from master.api.body import Body
 from master.api.deps import AnyPrincipal, Operator, ServicesDep, SessionDep, Viewer
 from master.api.errors import ERROR_RESPONSES
 from master.db import models
 from master.db.session import get_or_404
 from master.services import packages as package_service
-from master.services.body import Body
-from master.services.views import package_out
+from master.services.serializers import package_out
 from protocol.errors import ErrorCode, GdosError
 from protocol.rest import PackageOut
 

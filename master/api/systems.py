@@ -10,7 +10,7 @@ from master.api.deps import Operator, ServicesDep, SessionDep, Viewer
 from master.api.errors import ERROR_RESPONSES
 from master.db import models
 from master.db.session import get_or_404
-from master.services.views import instance_out, module_out, system_out
+from master.services.serializers import instance_out, module_out, system_out
 from protocol.errors import ErrorCode, GdosError
 from protocol.rest import (
     ModuleIn,

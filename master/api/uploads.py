@@ -13,11 +13,12 @@ from fastapi import APIRouter, Depends, Header, Path, Request, Response
 from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
+from master.api.body import Body
 from master.api.deps import Operator, ServicesDep, SessionDep, Viewer
 from master.api.errors import ERROR_RESPONSES, STATUS, error_response
 from master.db import models
 from master.services import uploads as upload_service
-from master.services.views import package_out
+from master.services.serializers import package_out
 from protocol.errors import ErrorCode, GdosError
 from protocol.rest import ErrorDetail, ErrorOut, PackageOut, UploadOut, iso
 
@@ -235,7 +236,7 @@ async def patch_upload(
             ErrorCode.UNSUPPORTED_MEDIA_TYPE, f"a PATCH body must be sent as {OFFSET_TYPE}"
         )
     declared = _int_header(request.headers.get("content-length"), "Content-Length")
-    row = await svc.uploads.write(upload_id, upload_offset, declared, request.receive)
+    row = await svc.uploads.write(upload_id, upload_offset, declared, Body(request.receive))
     request.state.audit_detail = {"offset": svc.uploads.offset_of(row), "state": row.state}
     if row.state == upload_service.FAILED:
         raise upload_service.stored_error(row)

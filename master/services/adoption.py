@@ -9,6 +9,7 @@ from sqlalchemy.orm import Session
 
 from master.db import models
 from master.services.orchestrator import Orchestrator
+from master.services.reports import apply_to_instance
 from protocol.errors import ErrorCode, GdosError
 from protocol.messages import Adopt, AdoptSpec, InstanceReport, InstanceSpec
 from protocol.rest import AdoptIn
@@ -76,9 +77,9 @@ async def adopt(orch: Orchestrator, s: Session, body: AdoptIn) -> models.Instanc
         raise GdosError(code, err.message, err.details)
     s.refresh(inst)
     if inst.pid is None:  # no report arrived before the result: apply the result's
-        orch._apply(inst, InstanceReport.from_data(result.data["report"]))
+        apply_to_instance(inst, InstanceReport.from_data(result.data["report"]))
     s.commit()
-    orch.publish(inst)
+    orch.feed.publish(inst)
     log.info("adopted %s on node %s (pid %s)", inst.name, node.id, inst.pid)
     return inst
 

@@ -27,7 +27,7 @@ from master.db.session import Database
 from master.services import audit
 from protocol.errors import ErrorCode, GdosError
 from protocol.rest import iso
-from protocol.rest_ops import BackupKind, BackupOut
+from protocol.rest_records import BackupKind, BackupOut
 
 log = logging.getLogger(__name__)
 

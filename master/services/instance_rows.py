@@ -13,7 +13,7 @@ from typing import Any, cast
 from sqlalchemy import Connection, Table, bindparam, select, update
 
 from master.db import models
-from master.services.views import instance_out
+from master.services.serializers import instance_out
 from protocol.messages import InstanceReport
 from protocol.rest import InstanceOut
 from protocol.states import InstanceState

@@ -19,7 +19,7 @@ from master.hub import Hub
 from master.services.agents import AgentLink, AgentRegistry
 from protocol.errors import ErrorCode, GdosError
 from protocol.messages import FollowLog, ListLogs, LogChunk, Result, TailLog
-from protocol.rest_ops import LogFileOut
+from protocol.rest_records import LogFileOut
 
 log = logging.getLogger(__name__)
 

@@ -17,22 +17,18 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from starlette.responses import JSONResponse
-from starlette.types import ASGIApp, Receive, Scope, Send
-
 from master.db import sqlite_files
 from master.db.session import Database
 from master.services import accounts
 from protocol.errors import ErrorCode, GdosError
 from protocol.rest import iso
-from protocol.rest_ops import BackupOut, RestoreOut
+from protocol.rest_records import BackupOut, RestoreOut
 
 if TYPE_CHECKING:
-    from master.app import Services
+    from master.services.wiring import Services
 
 log = logging.getLogger(__name__)
 
-HOLD_TIMEOUT = 60.0  # how long a request waits at the closed gate before a 503
 DRAIN_TIMEOUT = 30.0  # how long a restore waits for requests in flight
 CLOSE_RESTORED = 1012  # WebSocket "service restart": the agent reconnects and says hello
 
@@ -72,37 +68,6 @@ class Gate:
                 return False
             await asyncio.sleep(0.01)
         return True
-
-
-class GateMiddleware:
-    def __init__(self, app: ASGIApp, gate: Gate) -> None:
-        self.app = app
-        self.gate = gate
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] not in ("http", "websocket"):
-            await self.app(scope, receive, send)
-            return
-        if not await self.gate.wait_open(HOLD_TIMEOUT):
-            await _refuse(scope, receive, send)
-            return
-        if scope["type"] == "websocket":
-            await self.app(scope, receive, send)
-            return
-        self.gate.inflight += 1
-        try:
-            await self.app(scope, receive, send)
-        finally:
-            self.gate.inflight -= 1
-
-
-async def _refuse(scope: Scope, receive: Receive, send: Send) -> None:
-    message = "the master is restoring a backup; retry in a moment"
-    if scope["type"] == "websocket":
-        await send({"type": "websocket.close", "code": 1013, "reason": message})
-        return
-    body = GdosError(ErrorCode.UNAVAILABLE, message).to_wire()
-    await JSONResponse({"error": body}, status_code=503)(scope, receive, send)
 
 
 def prepare_copy(src: Path, staged: Path) -> str:
@@ -188,7 +153,7 @@ async def _swap(svc: "Services", staged: Path, actor: str) -> BackupOut:
             accounts.bootstrap(s, svc.settings)
         svc.orchestrator.mark_node_unknown(None)
         for node_id in {link.node_id for link in links}:
-            svc.publish_node(node_id)
+            svc.nodes.publish(node_id)
     finally:
         gate.open()
     return safety

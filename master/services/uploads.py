@@ -18,16 +18,14 @@ import shutil
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 from sqlalchemy import select
-from starlette.types import Receive
 
 from master.config import Settings
 from master.db import models
 from master.db.session import Database
 from master.services import packages as package_service
-from master.services.body import Body
 from master.storage.base import PackageStore
 from master.storage.spool import Spool, hash_prefix, new_hash
 from protocol.errors import ErrorCode, GdosError
@@ -41,6 +39,15 @@ RECEIVING, COMPLETE, FAILED = "receiving", "complete", "failed"
 PATCH_LOCK_WAIT = 5.0  # a PATCH waits this long for one still finishing on the same upload
 HEAD_LOCK_WAIT = 2.0
 MAX_METADATA_KEYS = 32
+
+
+class BodySource(Protocol):
+    """A request body read chunk by chunk (master/api/body.py's `Body`)."""
+
+    cut: bool  # the client went away before the end
+
+    async def next(self) -> bytes | None: ...
+    async def discard(self) -> None: ...
 
 
 def parse_metadata(header: str | None) -> dict[str, str]:
@@ -236,7 +243,7 @@ class UploadService:
     # -- writing ------------------------------------------------------------------------------
 
     async def write(
-        self, upload_id: str, offset: int, declared: int | None, receive: Receive
+        self, upload_id: str, offset: int, declared: int | None, body: BodySource
     ) -> models.PackageUpload:
         """Append one PATCH body at `offset`; returns the row (finished if this was the end)."""
         self.load(upload_id)
@@ -265,7 +272,7 @@ class UploadService:
                     {"length": row.length, "offset": offset},
                 )
             if declared != 0:
-                await self._receive(row, current, receive)
+                await self._receive(row, current, body)
             if self.received(upload_id) == row.length:
                 return await self._finish(row)
             return self.load(upload_id)
@@ -279,7 +286,7 @@ class UploadService:
         # After a restart: hash what is already on disk once, then carry on.
         return await asyncio.to_thread(hash_prefix, self.path(upload_id), offset)
 
-    async def _receive(self, row: models.PackageUpload, start: int, receive: Receive) -> None:
+    async def _receive(self, row: models.PackageUpload, start: int, body: BodySource) -> None:
         path = self.path(row.id)
         try:
             hasher = await self._hasher_at(row.id, start)
@@ -287,8 +294,7 @@ class UploadService:
         except OSError as exc:
             raise self._storage_failure(row, exc) from None
         spool = Spool(fd, hasher, start)
-        # A body that stalls reads as cut (master/services/body_limits.py): what arrived is kept.
-        body = Body(receive)
+        # A body that stalls reads as cut (master/api/body_limits.py): what arrived is kept.
         received = start
         try:
             while (chunk := await body.next()) is not None:

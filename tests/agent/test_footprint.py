@@ -14,14 +14,21 @@ from tests.support import ROOT, Agent, Api, Master
 # Each of these is imported where it is needed: the autostart backends (plistlib, ElementTree
 # with pyexpat, ctypes for Windows' admin check), the master's stack (pydantic, SQLAlchemy,
 # FastAPI) and httpx, which the agent replaced with urllib.
-# OpenSSL (ssl, _hashlib) only when the link to the master is TLS (agent.tls), and the
-# websockets library not at all (agent.wsclient).
+# OpenSSL (ssl, _hashlib) only when the link to the master is TLS (agent.tls), and of the
+# websockets library only its sans-I/O protocol (agent.wsclient): not its asyncio, sync or
+# legacy clients (the first imports ssl) nor compression.
 ONLY_WHEN_NEEDED = ("plistlib", "xml", "pyexpat", "ctypes", "pydantic", "sqlalchemy", "httpx")
 OPENSSL = ("ssl", "_ssl", "_hashlib")
+WEBSOCKETS_IO = (
+    "websockets.asyncio",
+    "websockets.sync",
+    "websockets.legacy",
+    "websockets.extensions.permessage_deflate",
+)
 
 
 def loaded_after(code: str) -> list[str]:
-    names = (*ONLY_WHEN_NEEDED, *OPENSSL, "websockets")
+    names = (*ONLY_WHEN_NEEDED, *OPENSSL, *WEBSOCKETS_IO)
     check = f"import json, sys; print(json.dumps([m for m in {names!r} if sys.modules.get(m)]))"
     out = subprocess.run(
         [sys.executable, "-c", f"{code}; {check}"],

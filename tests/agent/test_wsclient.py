@@ -2,7 +2,6 @@
 with), over TLS too, and against raw sockets for what a well-behaved server never does."""
 
 import asyncio
-import base64
 import contextlib
 import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -12,8 +11,8 @@ from typing import Any
 import pytest
 import trustme
 from websockets.asyncio.server import ServerConnection, serve
+from websockets.utils import accept_key
 
-from agent import wsclient
 from agent.wsclient import ConnectionClosed, InvalidStatus, WebSocketError, connect
 
 Handler = Callable[[ServerConnection], Awaitable[None]]
@@ -50,7 +49,7 @@ async def upgrade(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) ->
     )
     writer.write(
         b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
-        + f"Sec-WebSocket-Accept: {wsclient.accept_key(key)}\r\n\r\n".encode()
+        + f"Sec-WebSocket-Accept: {accept_key(key)}\r\n\r\n".encode()
     )
     await writer.drain()
 
@@ -151,6 +150,37 @@ async def test_a_server_that_stops_reading_is_dropped_by_the_keepalive() -> None
             await asyncio.wait_for(sender, 5)  # the blocked send is released too
 
 
+async def test_a_message_arrives_while_a_send_waits_for_a_full_buffer() -> None:
+    """Receiving sends nothing back, so it never waits for the send buffer to drain."""
+    buffer_full, checked = asyncio.Event(), asyncio.Event()
+
+    async def busy(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upgrade(reader, writer)
+        await buffer_full.wait()  # reads nothing until then
+        writer.write(b"\x81\x05hello")
+        await writer.drain()
+        await checked.wait()
+        writer.transport.abort()  # so that the client's close need not wait for the buffer
+
+    async with raw_server(busy) as url, await connect(url, ping_interval=None) as ws:
+
+        async def flood() -> None:
+            while True:
+                await ws.send("x" * (1 << 20))
+
+        sender = asyncio.create_task(flood())
+        transport = ws._writer.transport
+        for _ in range(500):
+            if transport.get_write_buffer_size() > 0:  # the kernel's buffer is full too
+                break
+            await asyncio.sleep(0.01)
+        buffer_full.set()
+        assert await asyncio.wait_for(ws.recv(), 5) == "hello"
+        assert not sender.done()  # still waiting for the buffer
+        sender.cancel()
+        checked.set()
+
+
 async def test_a_silent_server_is_dropped_by_the_keepalive() -> None:
     async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await upgrade(reader, writer)
@@ -219,7 +249,7 @@ async def test_a_broken_frame_from_the_server_closes_with_the_right_code(
         close = await asyncio.wait_for(told, 5)
     assert info.value.code == code
     assert close[0] == 0x88 and close[1] & 0x80  # a masked close frame...
-    payload = wsclient._mask(close[6 : 6 + (close[1] & 0x7F)], close[2:6])
+    payload = unmask(close[6 : 6 + (close[1] & 0x7F)], close[2:6])
     assert int.from_bytes(payload[:2], "big") == code  # ...that says why
 
 
@@ -260,13 +290,28 @@ async def test_over_tls_with_a_private_ca() -> None:
             await connect(url)  # the system's CAs do not know this one
 
 
-def test_masking_round_trips() -> None:
-    key = b"\x01\x02\x03\x04"
-    for data in (b"", b"a", b"abcd", bytes(range(256)) * 3):
-        masked = wsclient._mask(data, key)
-        assert wsclient._mask(masked, key) == data
-        assert len(masked) == len(data)
-    assert wsclient._mask(b"\x00\x00\x00\x00\x00", key) == b"\x01\x02\x03\x04\x01"
-    assert base64.b64decode(wsclient.accept_key("dGhlIHNhbXBsZSBub25jZQ==")) == base64.b64decode(
-        "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="  # RFC 6455 section 1.3's example
-    )
+async def test_every_frame_the_client_sends_is_masked() -> None:
+    """Clients must mask (RFC 6455 5.3): with a fresh key per frame, text and binary alike."""
+    frames: asyncio.Future[list[bytes]] = asyncio.get_running_loop().create_future()
+
+    async def read_two(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await upgrade(reader, writer)
+        got = []
+        for _ in range(2):
+            b0, b1 = await reader.readexactly(2)
+            assert b1 & 0x80, "an unmasked frame from the client"
+            key = await reader.readexactly(4)
+            got.append(bytes([b0]) + key + unmask(await reader.readexactly(b1 & 0x7F), key))
+        frames.set_result(got)
+
+    async with raw_server(read_two) as url, await connect(url) as ws:
+        await ws.send("hello")
+        await ws.send(b"\x00\x01")
+        text, binary = await asyncio.wait_for(frames, 5)
+    assert (text[0], text[5:]) == (0x81, b"hello")
+    assert (binary[0], binary[5:]) == (0x82, b"\x00\x01")
+    assert text[1:5] != binary[1:5]
+
+
+def unmask(data: bytes, key: bytes) -> bytes:
+    return bytes(b ^ key[i % 4] for i, b in enumerate(data))

@@ -11,7 +11,7 @@ import pytest
 from console.client import LogTail
 from console.services.records import AlertsService, AuditService, LogsService, UsersService
 from console.services.session import Session
-from protocol.rest_ops import LogFileOut
+from protocol.rest_records import LogFileOut
 from tests.console.conftest import until
 from tests.support import ADMIN_PASSWORD
 

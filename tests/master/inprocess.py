@@ -10,8 +10,9 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from master.app import Services, create_app
+from master.app import create_app
 from master.config import Settings
+from master.services.wiring import Services
 from tests.support import ADMIN_PASSWORD
 
 

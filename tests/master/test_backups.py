@@ -304,12 +304,12 @@ def test_scheduled_backups_keep_only_the_newest(master_factory):
 
 
 def test_requests_wait_at_a_closed_gate_then_get_a_clear_503(tmp_path, monkeypatch):
-    from master.services import restore
+    from master.api import middleware
 
     app = make_app(tmp_path / "m")
     with running(app) as (client, admin):
         gate = services_of(app).gate
-        monkeypatch.setattr(restore, "HOLD_TIMEOUT", 0.3)
+        monkeypatch.setattr(middleware, "HOLD_TIMEOUT", 0.3)
         gate.close()
         try:
             r = client.post("/api/v1/systems", headers=admin, json={"name": "held"})

@@ -16,8 +16,8 @@ from typing import Any
 import pytest
 import uvicorn
 
+from master.api.body import Body
 from master.server import READ_SIZE, guarded_protocol, tune_allocator
-from master.services.body import Body
 from tests.support import free_port, wait_for
 
 pytest.importorskip("httptools")

@@ -29,7 +29,7 @@ def test_reports_of_one_loop_turn_go_in_one_transaction_in_order(tmp_path):
             s.commit()
             node_a, node_b, id1, id2 = a.id, b.id, i1.id, i2.id
         seen: list[tuple[str, str]] = []
-        svc.orchestrator.listeners.append(lambda view: seen.append((view.id, view.state)))
+        svc.orchestrator.feed.listeners.append(lambda view: seen.append((view.id, view.state)))
         updates: list[str] = []  # UPDATEs of instance rows (other tasks may commit meanwhile)
 
         def listener(conn, cursor, statement, parameters, context, executemany) -> None:
@@ -40,11 +40,11 @@ def test_reports_of_one_loop_turn_go_in_one_transaction_in_order(tmp_path):
         orch = svc.orchestrator
 
         async def burst() -> int:
-            orch.queue_reports(node_a, [InstanceReport(id1, InstanceState.RUNNING, pid=11)])
-            orch.queue_reports(node_b, [InstanceReport(id2, InstanceState.RUNNING, pid=22)])
-            orch.queue_reports(node_a, [InstanceReport(id1, InstanceState.STOPPED)])
+            orch.reports.queue(node_a, [InstanceReport(id1, InstanceState.RUNNING, pid=11)])
+            orch.reports.queue(node_b, [InstanceReport(id2, InstanceState.RUNNING, pid=22)])
+            orch.reports.queue(node_a, [InstanceReport(id1, InstanceState.STOPPED)])
             # Node b cannot speak for node a's instance: ignored.
-            orch.queue_reports(node_b, [InstanceReport(id1, InstanceState.FAILED)])
+            orch.reports.queue(node_b, [InstanceReport(id1, InstanceState.FAILED)])
             before = len(updates)
             await asyncio.sleep(0)  # the end of this turn: the flush runs
             return before
@@ -94,7 +94,7 @@ def test_hello_publishes_each_changed_instance_once_and_nothing_unchanged(tmp_pa
             node_id, same_id, moved_id = node.id, same.id, moved.id
         orch = svc.orchestrator
         seen: list[tuple[str, str, int | None]] = []
-        orch.listeners.append(lambda view: seen.append((view.id, view.state, view.pid)))
+        orch.feed.listeners.append(lambda view: seen.append((view.id, view.state, view.pid)))
         hello = Hello(
             agent_version="t",
             host=HostInfo(hostname="h"),

@@ -31,14 +31,10 @@ from master.db.session import Database, get_or_404
 from master.hub import Hub
 from master.services.agents import AgentRegistry
 from master.services.alerting import evaluator
+from master.services.alerting.active import AlertRecord, SilenceRecord
 from master.services.alerting.evaluator import Track, Transition
-from master.services.alerting.records import (
-    AlertRecord,
-    SilenceRecord,
-    alert_out,
-    webhook_body,
-)
 from master.services.alerting.rules import Rule, from_row
+from master.services.alerting.serializers import alert_out, webhook_body
 from master.services.alerting.webhooks import Notifier
 from master.services.directory import Directory, InstanceInfo
 

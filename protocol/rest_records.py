@@ -1,7 +1,4 @@
-"""REST bodies of the operations records: audit verification, backups, logs.
-
-Kept apart from rest.py so that parallel work on the other resources merges cleanly.
-"""
+"""REST bodies of the records the master keeps of what happened: audit, backups, logs."""
 
 from typing import Literal
 

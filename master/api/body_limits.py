@@ -17,7 +17,7 @@ from starlette.datastructures import Headers
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from master.services.body import DISCARD_CAP
+from master.api.body import DISCARD_CAP
 from protocol.errors import ErrorCode, GdosError
 
 Streamed = Callable[[str, str], bool]  # (method, path) -> the route reads its body itself

@@ -1,0 +1,29 @@
+"""Instance changes, once committed, to the event stream (topic `instance`) and to listeners in
+this process (batch operations follow their steps through them)."""
+
+from collections.abc import Callable
+
+from master.db import models
+from master.hub import Hub
+from master.services.serializers import instance_out
+from protocol.rest import InstanceOut
+
+
+class InstanceFeed:
+    def __init__(self, hub: Hub) -> None:
+        self.hub = hub
+        self.listeners: list[Callable[[InstanceOut], None]] = []
+
+    def publish(self, inst: models.Instance) -> None:
+        self.publish_view(instance_out(inst))
+
+    def publish_view(self, out: InstanceOut) -> None:
+        self.hub.publish("instance", out.model_dump())
+        for listener in self.listeners:
+            listener(out)
+
+    def publish_gone(self, out: InstanceOut) -> None:
+        """A forgotten instance: `deleted` on the stream; listeners get its last view."""
+        self.hub.publish("instance", {**out.model_dump(), "deleted": True})
+        for listener in self.listeners:
+            listener(out)

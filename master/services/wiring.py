@@ -1,0 +1,125 @@
+"""The master's wiring: every service built once, started and stopped in order."""
+
+import asyncio
+import contextlib
+import logging
+
+from master.config import Settings
+from master.db.session import Database
+from master.hub import Hub
+from master.services import accounts
+from master.services.agents import AgentRegistry, watch_liveness
+from master.services.alerting.engine import AlertEngine
+from master.services.alerting.webhooks import Notifier
+from master.services.backups import BackupService
+from master.services.directory import Directory
+from master.services.logs import LogRelay
+from master.services.metrics import MetricsService, MetricsStore
+from master.services.nodes import Nodes
+from master.services.operations import Operations
+from master.services.orchestrator import Orchestrator
+from master.services.restore import Gate
+from master.services.throttle import LoginThrottle
+from master.services.uploads import UploadService
+from master.storage import PackageStore, open_store
+
+log = logging.getLogger(__name__)
+
+
+class Services:
+    """Everything a request handler may need, built once per app."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.db = Database(settings.database_url)
+        self.hub = Hub()
+        self.agents = AgentRegistry()
+        self.orchestrator = Orchestrator(self.db, self.agents, self.hub, settings)
+        self.login_throttle = LoginThrottle()
+        self.gate = Gate()
+        self.backups = BackupService(settings, self.db)
+        self.logs = LogRelay(self.db, self.agents, self.hub)
+        self.backups.restore_hooks.append(self.logs.reset)
+        self.operations = Operations(self.db, self.orchestrator, self.agents, self.hub)
+        self.nodes = Nodes(self.db, self.hub, self.agents, self.orchestrator)
+        # Hub listeners run in this order: the directory first, so the others see fresh facts.
+        self.directory = Directory(self.hub)
+        store = MetricsStore(
+            settings.metrics_recent_seconds,
+            settings.metrics_history_minutes,
+            settings.metrics_max_series,
+        )
+        self.metrics = MetricsService(store, self.directory, self.hub)
+        self.notifier = Notifier()
+        self.alerts = AlertEngine(
+            self.db, self.hub, self.directory, self.agents, self.notifier, settings.base_url
+        )
+        self.metrics.on_samples = self.alerts.observe_samples
+        # Caches of database state start over from the restored database.
+        self.backups.restore_hooks.append(self._reload_caches)
+        self._store: PackageStore | None = None
+        self._uploads: UploadService | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def store(self) -> PackageStore:
+        assert self._store is not None, "the package store opens at startup"
+        return self._store
+
+    @property
+    def uploads(self) -> UploadService:
+        assert self._uploads is not None, "resumable uploads open at startup"
+        return self._uploads
+
+    async def start(self) -> None:
+        if self.db.is_sqlite:
+            self.settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
+        self.db.migrate()
+        with self.db.session() as s:
+            accounts.bootstrap(s, self.settings)
+            self.directory.load(s)
+            self.alerts.load(s)
+        self._store = await open_store(self.settings)
+        self.orchestrator.commands.store = self._store
+        self._uploads = UploadService(self.db, self._store, self.settings)
+        self._tasks.append(asyncio.create_task(self._uploads.expire_forever()))
+        await self.notifier.start()
+        await self.alerts.start()
+        # No agent is connected yet: what their processes do is unknown until they say hello.
+        self.orchestrator.mark_node_unknown(None)
+        self.operations.resume_all()  # they wait for their nodes' hello
+        self._tasks.append(
+            asyncio.create_task(
+                watch_liveness(self.agents, self.settings.heartbeat_grace, self.nodes.drop_stale)
+            )
+        )
+        if not self.db.is_sqlite:
+            log.info("scheduled backups are off: back up this database with its own tools")
+        elif self.settings.backup_interval > 0:
+            self.backups.clean_partials()
+            self._tasks.append(
+                asyncio.create_task(
+                    self.backups.run_schedule(
+                        self.settings.backup_interval, self.settings.backup_keep
+                    )
+                )
+            )
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for link in list(self.agents.links.values()):
+            self.agents.detach(link)
+            with contextlib.suppress(Exception):
+                await link.channel.close(1001, "master shutting down")
+        await self.orchestrator.close()
+        await self.logs.close()
+        await self.alerts.stop()
+        await self.notifier.stop()
+        self.db.dispose()
+
+    def _reload_caches(self) -> None:
+        with self.db.session() as s:
+            self.directory.reload(s)
+            self.alerts.reload(s)
