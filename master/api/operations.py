@@ -26,6 +26,7 @@ async def _begin(
     svc: ServicesDep,
 ) -> OperationStarted:
     system = get_system(s, system_id)
+    svc.rollouts.refuse_if_busy(system.id, only_releases=True)  # never superseded silently
     ready_timeout = body.ready_timeout if body else None
     op = svc.operations.begin(s, system, kind, principal.name, ready_timeout)
     request.state.audit_target = f"system={system.id}"

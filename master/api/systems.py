@@ -10,6 +10,7 @@ from master.api.deps import Operator, ServicesDep, SessionDep, Viewer
 from master.api.errors import ERROR_RESPONSES
 from master.db import models
 from master.db.session import get_or_404
+from master.services import instance_settings
 from master.services.serializers import instance_out, module_out, system_out
 from protocol.errors import ErrorCode, GdosError
 from protocol.rest import (
@@ -21,6 +22,7 @@ from protocol.rest import (
     SystemOut,
     SystemPatch,
 )
+from protocol.rest_releases import ModuleChanged
 
 router = APIRouter(prefix="/api/v1", tags=["systems"], responses=ERROR_RESPONSES)
 Id = Annotated[str, Path(max_length=64)]
@@ -132,19 +134,31 @@ async def create_module(
     return module_out(mod)
 
 
-@router.patch("/modules/{module_id}", response_model=ModuleOut)
+@router.get("/modules/{module_id}", response_model=ModuleOut)
+def read_module(module_id: Id, _: Viewer, s: SessionDep) -> ModuleOut:
+    return module_out(get_module(s, module_id))
+
+
+@router.patch("/modules/{module_id}", response_model=ModuleChanged)
 def update_module(
     module_id: Id, body: ModulePatch, _: Operator, s: SessionDep, svc: ServicesDep
-) -> ModuleOut:
-    """Change a module; running instances keep what they were deployed with until redeployed."""
+) -> ModuleChanged:
+    """Change a module. What runs does not change by itself: `drifted` lists the instances that
+    now differ (a new version: until upgraded or rolled out; env or args: until restarted)."""
     mod = get_module(s, module_id)
     given = body.model_dump(exclude_unset=True)
     if "version" in given:
         svc.orchestrator.resolve_package(s, mod.package_name, given["version"])
     for key, value in given.items():
         setattr(mod, key, value)
+    s.flush()
+    insts = instance_settings.of_modules(s, [mod.id])
+    instance_settings.refresh_drift(s, insts)
     s.commit()
-    return module_out(mod)
+    for inst in insts:
+        svc.orchestrator.feed.publish(inst)
+    drifted = sorted(inst.id for inst in insts if inst.drift)
+    return ModuleChanged(**module_out(mod).model_dump(), drifted=drifted)
 
 
 @router.delete("/modules/{module_id}", status_code=204, response_class=Response)

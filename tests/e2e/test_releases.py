@@ -1,0 +1,96 @@
+"""Releases end to end (real master, real agents, real services): a canary rollout in batches
+that keeps each instance's identity, per-instance settings and drift, a rollback from kept
+releases that downloads nothing, and the history of both."""
+
+import pytest
+
+from tests.e2e.release_support import (
+    Fleet,
+    fetches,
+    finished,
+    package,
+    read_events,
+)
+from tests.support import wait_for
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_canary_rollout_then_a_rollback_keep_every_instance(master, api, agent_factory, tmp_path):
+    agents = [agent_factory(master, f"agent-{i}") for i in range(2)]
+    nodes = [a.start_and_wait(api) for a in agents]
+    events = tmp_path / "events"
+    for v in ("1.0.0", "1.0.1"):
+        api.upload(package(tmp_path / "pkgs", v, events, shared_paths=["uploads/"]))
+    fleet = Fleet.make(api, nodes, per_node=2, version="1.0.0")
+    ids = fleet.instances
+    assert sorted(i["index"] for i in fleet.all()) == [1, 2, 3, 4]
+    fleet.start()
+    assert sorted(fleet.answers().values()) == ["1.0.0 1", "1.0.0 2", "1.0.0 3", "1.0.0 4"]
+    rule = api.post(
+        "/alert-rules",
+        {
+            "name": "one",
+            "metric": "state",
+            "op": "==",
+            "threshold": "failed",
+            "scope": {"instance_id": ids[0]},
+        },
+    )
+
+    # A module change that affects what runs answers which instances now differ.
+    r = api.request("PATCH", f"/modules/{fleet.module_id}", json={"env": {"COLOR": "blue"}})
+    assert r.status_code == 200 and sorted(r.json()["drifted"]) == sorted(ids)
+    assert all(i["drift"] for i in fleet.all())
+
+    started = fleet.rollout(version="1.0.1", batch_size=2, canary=1, min_ready_seconds=0.5)
+    assert started["kind"] == "rollout" and started["module_id"] == fleet.module_id
+    op_id = started["operation_id"]
+    wait_for(lambda: api.get(f"/operations/{op_id}")["paused"], 120, 0.2, "the canary's pause")
+    op = api.get(f"/operations/{op_id}")
+    assert op["state"] == "running" and op["rollout"]["phase"] == "paused"
+    done = [st for st in op["steps"] if st["state"] == "done"]
+    assert [st["batch"] for st in done] == [1] and len(done) == 1
+    assert api.get(f"/modules/{fleet.module_id}")["version"] == "1.0.0", "not until it succeeds"
+    r = api.request("POST", f"/modules/{fleet.module_id}/rollout", json={"version": "1.0.1"})
+    assert r.status_code == 409 and r.json()["error"]["details"]["operation_id"] == op_id
+    r = api.request("POST", f"/systems/{fleet.system_id}/stop")
+    assert r.status_code == 409, "a batch stop never supersedes a rollout silently"
+    api.post(f"/operations/{op_id}/resume")
+    op = finished(api, op_id)
+    assert op["state"] == "succeeded", op
+    assert sorted(st["batch"] for st in op["steps"]) == [1, 2, 2, 3]
+    assert api.get(f"/modules/{fleet.module_id}")["version"] == "1.0.1"
+    after = fleet.all()
+    assert [i["id"] for i in after] == ids, "the same instances"
+    assert {(i["version"], i["previous_version"], i["drift"]) for i in after} == {
+        ("1.0.1", "1.0.0", False)
+    }
+    assert sorted(fleet.answers().values()) == ["1.0.1 1", "1.0.1 2", "1.0.1 3", "1.0.1 4"]
+    stdout = api.request("GET", f"/instances/{ids[0]}/logs/stdout").text
+    assert "serving 1.0.0" in stdout and "serving 1.0.1" in stdout, "one log across versions"
+    assert api.get(f"/alert-rules/{rule['id']}")["scope"] == {"instance_id": ids[0]}
+    starts = [e for e in read_events(events) if e[1] == "start" and e[2] == "1.0.1"]
+    assert sorted(name for name, _, _ in starts) == sorted(i["name"] for i in after)
+
+    # Back: from the kept releases, nothing fetched.
+    fetched = [fetches(a.log_path, "1.0.0") for a in agents]
+    back = api.post(f"/modules/{fleet.module_id}/rollback", expect=202)
+    assert back["kind"] == "rollback"
+    op = finished(api, back["operation_id"])
+    assert op["state"] == "succeeded", op
+    assert sorted(fleet.answers().values()) == ["1.0.0 1", "1.0.0 2", "1.0.0 3", "1.0.0 4"]
+    assert [fetches(a.log_path, "1.0.0") for a in agents] == fetched, "no download"
+    assert {i["version"] for i in fleet.all()} == {"1.0.0"}
+
+    history = api.get(f"/modules/{fleet.module_id}/releases")
+    assert [(h["kind"], h["from_version"], h["to_version"], h["state"]) for h in history] == [
+        ("rollback", "1.0.1", "1.0.0", "succeeded"),
+        ("rollout", "1.0.0", "1.0.1", "succeeded"),
+    ]
+    assert {x["instance_id"] for x in history[1]["instances"]} == set(ids)
+    assert all(h["actor"] == "admin" for h in history)
+    audit = api.get("/audit", params={"limit": 200})
+    actions = [a["action"] for a in audit]
+    for action in ("rollout_module", "rollback_module", "rollout_finished", "rollback_finished"):
+        assert action in actions, action
