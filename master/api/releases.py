@@ -195,8 +195,12 @@ async def rollout_system(
 
 
 @router.post("/operations/{operation_id}/resume", response_model=OperationOut)
-def resume_operation(operation_id: Id, _: Operator, svc: ServicesDep) -> OperationOut:
-    """Go on after a canary's pause."""
+def resume_operation(
+    operation_id: Id, _: Operator, s: SessionDep, svc: ServicesDep
+) -> OperationOut:
+    """Go on after a canary's pause (409 when it is not paused)."""
+    if operation_id not in svc.rollouts.live:
+        svc.operations.get(s, operation_id)  # 404 when there is no such operation
     return svc.rollouts.resume(operation_id).out()
 
 

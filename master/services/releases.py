@@ -54,7 +54,10 @@ class Releases:
         except GdosError as exc:
             return exc.message
         if not result.ok:
-            return result.error.message if result.error else "prepare failed"
+            if result.error is None:
+                return "prepare failed"
+            # The code too: `storage_full` tells an operator what to do at a glance.
+            return f"{result.error.message} ({result.error.code})"
         return None
 
     async def switch(

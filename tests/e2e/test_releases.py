@@ -10,6 +10,7 @@ from tests.e2e.release_support import (
     finished,
     package,
     read_events,
+    steps_by_instance,
 )
 from tests.support import wait_for
 
@@ -94,3 +95,62 @@ def test_a_canary_rollout_then_a_rollback_keep_every_instance(master, api, agent
     actions = [a["action"] for a in audit]
     for action in ("rollout_module", "rollback_module", "rollout_finished", "rollback_finished"):
         assert action in actions, action
+
+
+def test_a_failed_batch_rolls_back_what_it_touched_and_leaves_the_rest_alone(
+    master, api, agent_factory, tmp_path
+):
+    node = agent_factory(master).start_and_wait(api)
+    events = tmp_path / "events"
+    pkgs = tmp_path / "pkgs"
+    api.upload(package(pkgs, "1.0.0", events))
+    api.upload(package(pkgs, "2.0.0", events, "--crash"))  # exits 3 at start
+    api.upload(package(pkgs, "3.0.0", events, "--never-ready"))  # never answers its probe
+    fleet = Fleet.make(api, [node], per_node=4, version="1.0.0")
+    fleet.start()
+    pids = fleet.pids()
+
+    op = finished(api, fleet.rollout(version="2.0.0", batch_size=2)["operation_id"])
+    assert op["state"] == "failed"
+    steps = steps_by_instance(op)
+    touched = [i for i in fleet.instances if steps[i]["batch"] == 1]
+    untouched = [i for i in fleet.instances if i not in touched]
+    assert {steps[i]["state"] for i in touched} == {"rolled_back"}
+    assert {steps[i]["state"] for i in untouched} == {"skipped"}
+    failed_name = next(st["name"] for st in op["steps"] if "exited" in (st["error"] or ""))
+    assert failed_name in op["error"] and "exited with code 3" in op["error"], op["error"]
+    assert "rolled back 2 instance(s) to 1.0.0" in op["error"]
+    fleet.wait(lambda i: i["state"] == "running" and i["health"] == "healthy", "back, healthy")
+    now = fleet.pids()
+    assert all(now[i] == pids[i] for i in untouched), "the untouched were never stopped"
+    assert all(now[i] != pids[i] for i in touched)
+    assert {i["version"] for i in fleet.all()} == {"1.0.0"}
+    assert set(fleet.answers().values()) == {f"1.0.0 {n}" for n in (1, 2, 3, 4)}
+    assert api.get(f"/modules/{fleet.module_id}")["version"] == "1.0.0"
+
+    # A version whose health check never passes: the batch times out, naming the last probe.
+    body = {"version": "3.0.0", "batch_size": "50%", "ready_timeout": 3}
+    op = finished(api, fleet.rollout(**body)["operation_id"])
+    assert op["state"] == "failed" and "did not become healthy within 3 s" in op["error"]
+    assert "last probe: tcp 127.0.0.1:" in op["error"], op["error"]
+    fleet.wait(lambda i: i["version"] == "1.0.0" and i["health"] == "healthy", "back again")
+
+    # A canary cancelled while paused: what it touched goes back, nothing else moved.
+    pids = fleet.pids()
+    api.upload(package(pkgs, "1.1.0", events))
+    op_id = fleet.rollout(version="1.1.0", canary=1, min_ready_seconds=0.2)["operation_id"]
+    wait_for(lambda: api.get(f"/operations/{op_id}")["paused"], 120, 0.2, "the canary's pause")
+    r = api.request("POST", f"/operations/{op_id}/resume")
+    assert r.status_code == 200
+    r = api.request("POST", f"/operations/{op_id}/cancel")
+    assert r.status_code == 200, r.text
+    op = finished(api, op_id)
+    assert op["state"] == "failed" and op["error"].startswith("cancelled by admin"), op["error"]
+    moved = [st["instance_id"] for st in op["steps"] if st["state"] == "rolled_back"]
+    assert moved and {i["version"] for i in fleet.all()} == {"1.0.0"}
+    now = fleet.pids()
+    assert all(now[i] == pids[i] for i in fleet.instances if i not in moved)
+    r = api.request("POST", f"/operations/{op_id}/cancel")
+    assert r.status_code == 409, "it has ended"
+    r = api.request("POST", f"/operations/{op_id}/resume")
+    assert r.status_code == 409
