@@ -32,6 +32,7 @@ from master.services.operations import RESUME_GRACE, Operations
 from master.services.orchestrator import Orchestrator
 from master.services.releases import RELEASE_KINDS, Releases, check_os
 from master.services.rollout_plan import InstanceRow, Target
+from master.services.rollout_switch import Switcher, finish
 from protocol.errors import ErrorCode, GdosError
 from protocol.rest import InstanceOut
 from protocol.rest_releases import RolloutSettings
@@ -63,7 +64,7 @@ class Rollouts:
         self._views: dict[str, InstanceOut] = {}
         self._wake: dict[str, asyncio.Event] = {}  # a paused canary's resume (or cancel)
         self._cancelled: dict[str, str] = {}  # op id -> who cancelled it
-        self._health: dict[str, dict[str, Any] | None] = {}  # package id -> its health check
+        self.switcher = Switcher(db, releases, self.store, self._views, self._cancelled)
         orchestrator.feed.listeners.append(self._on_instance)
 
     # -- API-facing -------------------------------------------------------------------------
@@ -258,97 +259,7 @@ class Rollouts:
             st.state, st.touched, st.error = StepState.SWITCHING, True, None
             st.started_at = st.started_at or now
         self.store.save([op])  # before any switch is sent: a restarted master sends them again
-        return await self._switch_all(op, todo, back=False)
-
-    async def _switch_all(self, op: Op, steps: list[Step], back: bool) -> str | None:
-        """Switch each step's instance (to its new release, or `back`), then wait until the
-        started ones are ready; the first failure (or, going back, None after all)."""
-        done = StepState.ROLLED_BACK if back else StepState.DONE
-        results = await asyncio.gather(*(self._switch_one(op, st, back, done) for st in steps))
-        pending = {st.instance_id: (st, *started) for st, started in results if started}
-        failed = next((st for st in steps if st.state == StepState.FAILED), None)
-        if failed is not None and not back:
-            return failed.error
-        return await self._await_ready(op, pending, done, stop_at_first=not back)
-
-    async def _switch_one(
-        self, op: Op, st: Step, back: bool, done: StepState
-    ) -> tuple[Step, tuple[int | None, int, bool] | None]:
-        package = st.from_package if back else st.to_package
-        assert package is not None
-        report, error = await self.releases.switch(
-            st.node_id, st.instance_id, package, st.was_running
-        )
-        if error is not None:
-            what = "rollback failed" if back else "switch failed"
-            self._finish(op, st, StepState.FAILED, f"{st.name}: {what}: {error}")
-            return st, None
-        if not st.was_running:
-            self._finish(op, st, done, st.error if back else None)
-            return st, None
-        if not back:
-            st.state = StepState.WAITING_HEALTH
-            self.store.touch(op)
-        report = report or {}
-        gated = self._check_of(package) is not None
-        return st, (report.get("pid"), int(report.get("restarts") or 0), gated)
-
-    async def _await_ready(
-        self,
-        op: Op,
-        pending: dict[str, tuple[Step, int | None, int, bool]],
-        done: StepState,
-        stop_at_first: bool,
-    ) -> str | None:
-        loop = asyncio.get_running_loop()
-        r = self._settings(op)
-        min_ready = float(r["min_ready_seconds"])
-        deadlines = {}
-        for iid, (st, _, _, gated) in pending.items():
-            package = st.from_package if done == StepState.ROLLED_BACK else st.to_package
-            limit = rollout_plan.ready_allowed(gated, op.ready_timeout, self._check_of(package))
-            deadlines[iid] = (loop.time() + limit + (0 if gated else min_ready), limit)
-        up_since: dict[str, float] = {}
-        first: str | None = None
-        while pending:
-            op.changed.clear()
-            now = loop.time()
-            for iid, (st, pid, restarts, gated) in list(pending.items()):
-                view = self._views.get(iid)
-                moved = (
-                    None if view is None else rollout_plan.readiness(st, view, gated, pid, restarts)
-                )
-                if moved is not None and moved[0] == StepState.DONE:
-                    since = up_since.setdefault(iid, now)
-                    if not gated and now - since < min_ready:
-                        continue
-                    moved = (done, st.error if done == StepState.ROLLED_BACK else None)
-                elif moved is None:
-                    up_since.pop(iid, None)
-                    if now >= deadlines[iid][0]:
-                        late = rollout_plan.not_ready_text(st, view, gated, deadlines[iid][1])
-                        moved = (StepState.FAILED, late)
-                if moved is None:
-                    continue
-                del pending[iid]
-                state, why = moved
-                if state == StepState.FAILED and done == StepState.ROLLED_BACK and why:
-                    why = f"{st.name}: rollback failed: {why}"
-                self._finish(op, st, state, why)
-                if state == StepState.FAILED:
-                    first = first or why
-                    if stop_at_first:
-                        return first
-            if not pending:
-                break
-            if stop_at_first and op.id in self._cancelled:
-                return f"cancelled by {self._cancelled[op.id]}"
-            wake = min(d for d, _ in deadlines.values())
-            if up_since:
-                wake = min(wake, min(up_since.values()) + min_ready)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(op.changed.wait(), max(wake - loop.time(), 0.01))
-        return first
+        return await self.switcher.switch_all(op, todo, back=False)
 
     async def _roll_back(self, op: Op, failure: str) -> None:
         self._settings(op)["failure"] = failure  # for a master that resumes the rollback
@@ -360,7 +271,7 @@ class Rollouts:
         for st in back:
             st.state = StepState.ROLLING_BACK
         self.store.save([op])
-        await self._switch_all(op, [st for st in back if st.from_package], back=True)
+        await self.switcher.switch_all(op, [st for st in back if st.from_package], back=True)
         rolled = [st for st in back if st.state == StepState.ROLLED_BACK]
         stuck = [st for st in back if st.state != StepState.ROLLED_BACK]
         self._end(op, OpState.FAILED, rollout_plan.summary(failure, rolled, stuck))
@@ -390,18 +301,8 @@ class Rollouts:
         self._settings(op)["phase"] = phase
         self.store.save([op])
 
-    def _check_of(self, package_id: str | None) -> dict[str, Any] | None:
-        if package_id is None:
-            return None
-        if package_id not in self._health:
-            with self.db.session() as s:
-                pkg = s.get(models.Package, package_id)
-                self._health[package_id] = (pkg.manifest.get("health") or None) if pkg else None
-        return self._health[package_id]
-
     def _finish(self, op: Op, st: Step, state: StepState, error: str | None = None) -> None:
-        st.state, st.error, st.finished_at = state, error, time.time()
-        self.store.touch(op)
+        finish(self.store, op, st, state, error)
 
     def _track(self, op: Op) -> None:
         self.live[op.id] = op
