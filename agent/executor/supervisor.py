@@ -21,6 +21,7 @@ import psutil
 from agent import logs
 from agent.executor import deploy, launch, locate, process, protected, releases, states, upgrade
 from agent.executor.deploy import Fetch
+from agent.executor.downloads import Downloads
 from agent.executor.launch import ENV_INSTANCE_ID
 from agent.executor.managed import Managed
 from agent.executor.readopt import Survivors
@@ -55,11 +56,13 @@ class Supervisor(InstanceTable):
         super().__init__(work_dir, state, report, default_user)
         self.log_roots = log_roots  # where absolute log_paths may point (--log-roots)
         self.fetch = fetch
+        self.downloads = Downloads(fetch, work_dir)
         self.watch = Watch(self, functools.partial(self._start_locked, manual=False))
 
     # -- start-up: re-adopt what survived the agent -------------------------------------------
 
     async def load(self) -> None:
+        await asyncio.to_thread(self.downloads.clean)
         survivors = Survivors()
         ended: list[Managed] = []
         for instance_id, record in self.state.instances.items():
@@ -148,7 +151,7 @@ class Supervisor(InstanceTable):
             inst_dir = self.instance_dir(m.id)
             try:
                 release, account = await deploy.install(
-                    self.fetch,
+                    self.downloads.get,
                     package,
                     inst_dir,
                     self.log_roots,

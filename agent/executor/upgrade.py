@@ -63,7 +63,7 @@ async def prepare(sup: "Supervisor", m: Managed, package: PackageRef) -> tuple[R
         m.prepare_task = asyncio.current_task()
         try:
             release, _ = await deploy.install(
-                sup.fetch,
+                sup.downloads.get,
                 package,
                 inst_dir,
                 sup.log_roots,

@@ -420,3 +420,16 @@ async def test_a_full_disk_during_unpack_leaves_the_running_release(node: Node, 
     assert m.report().version == "1" and on_disk(sup, iid) == [m.release]
     await sup.stop(iid)
     await sup.close()
+
+
+async def test_instances_preparing_one_package_together_download_it_once(node: Node):
+    for v in ("1", "2"):
+        node.package(v)
+    sup = node.supervisor()
+    ids = [await node.deploy(sup, "1") for _ in range(3)]
+    assert node.fetched == ["1", "1", "1"], "one after another: each its own download"
+    await asyncio.gather(*(sup.prepare(iid, node.refs["2"]) for iid in ids))
+    assert node.fetched == ["1", "1", "1", "2"], "together: one download"
+    assert all(len(on_disk(sup, iid)) == 2 for iid in ids)
+    assert not any((node.work / ".downloads").iterdir()), "the shared file is gone"
+    await sup.close()
