@@ -5,7 +5,7 @@ merges cleanly."""
 import re
 from typing import Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
 from protocol.manifest import check_account, check_env_names
 from protocol.rest import JSON_NUMBER, ModuleOut, RequestBody
@@ -88,7 +88,7 @@ class RolloutSettings(RequestBody):
     canary: Annotated[int, Field(ge=0, le=100_000), JSON_NUMBER] = Field(
         default=0, description="pause after this many instances until resumed (0: no pause)"
     )
-    auto_rollback: bool = True
+    auto_rollback: StrictBool = True  # lax bool would take 1, "yes" and "0"
 
 
 class RolloutIn(RolloutSettings):
@@ -108,7 +108,7 @@ class RollbackIn(RequestBody):
     ready_timeout: ReadyTimeout | None = None
     min_ready_seconds: Seconds = 5.0
     pause_seconds: Seconds = 0.0
-    auto_rollback: bool = False
+    auto_rollback: StrictBool = False
 
 
 class SystemRolloutIn(RolloutSettings):

@@ -42,10 +42,14 @@ def apply_settings(m: Managed, settings: Settings | None) -> None:
 
 
 def _deployed(m: Managed) -> None:
-    if m.adopted or m.manifest is None:
+    if m.adopted:
         raise GdosError(
             ErrorCode.INVALID_STATE,
             f"{m.spec.name} was adopted, not deployed: it has no releases to change",
+        )
+    if m.manifest is None:
+        raise GdosError(
+            ErrorCode.INVALID_STATE, f"{m.spec.name} is {m.state}: wait until its deploy is done"
         )
 
 
