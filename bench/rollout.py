@@ -10,15 +10,15 @@ after it starts and exits 0.3 s after SIGTERM; it writes when it started (its pr
 time), when it answered, when SIGTERM came and when it exited to a shared events file. Measured:
   rollout       POST /modules/{id}/rollout until its `succeeded` event: the prepare phase
                 (every node fetches and unpacks beside the running release; nothing stops) and
-                the rolling phase, against the services' own time: per batch the slowest
-                instance's stop + start + ready, summed over the batches (what any tool must
-                wait for at batch 4).
+                the rolling phase (the first SIGTERM to the last new process answering), against
+                the services' own time: 4 of them started together by the bench itself until all
+                answer, plus stopped together until all exited, times the number of batches.
   downtime      per instance, from the moment its port stops answering to the moment it
                 answers again (a prober per port, every 5 ms), median and max.
-  rollback      POST /modules/{id}/rollback (all at once, from kept releases): total, and per
-                instance the switch (SIGTERM of the old process to the new one answering)
-                minus the service's own stop + start + ready; bytes downloaded (agents log
-                every fetch: none expected).
+  rollback      POST /modules/{id}/rollback (all at once, from kept releases): total, against
+                the services' own time (20 started, then stopped, together by the bench), and per
+                instance the switch (SIGTERM of the old process to the new one answering); bytes
+                downloaded (agents log every fetch: none expected).
   agent RSS     of the agents while they unpack the 50 MiB release (sampled every 20 ms),
                 the largest growth over their RSS just before.
   PM2           `pm2.reload('all')` of the same 20 programs (fork mode), same probers.
@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import json
 import os
 import shutil
@@ -56,7 +57,6 @@ STOP_S, READY_S = 0.3, 0.5
 
 SERVICE = """\
 import os, signal, socket, sys, time
-import psutil
 STOP_S, READY_S = float(sys.argv[4]), float(sys.argv[5])
 port = int(sys.argv[1]); version = sys.argv[2]; events = sys.argv[3]
 name = os.environ.get("GDOS_INSTANCE_NAME") or os.environ.get("name") or f"p{port}"
@@ -70,7 +70,7 @@ def on_term(*_):
     os._exit(0)
 signal.signal(signal.SIGTERM, on_term)
 signal.signal(signal.SIGINT, on_term)
-event("created", psutil.Process().create_time())
+event("begin", time.time())
 time.sleep(READY_S)
 s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
 s.bind(("127.0.0.1", port)); s.listen(64)
@@ -141,16 +141,44 @@ def read_events(path: Path) -> list[tuple[str, str, str, float]]:
     return out
 
 
-def own_costs(events: list[tuple[str, str, str, float]], old: str, new: str) -> dict[str, dict]:
-    """Per instance: SIGTERM of the old process, its exit, the new one's creation and answer."""
-    out: dict[str, dict[str, float]] = {}
+def switches(events: list[tuple[str, str, str, float]], old: str, new: str) -> list[float]:
+    """Per instance: SIGTERM to its old process -> its new one answering (the service's clock)."""
+    term: dict[str, float] = {}
+    ready: dict[str, float] = {}
     for name, kind, version, t in events:
-        rec = out.setdefault(name, {})
-        if (version == old and kind in ("sigterm", "exit")) or (
-            version == new and kind in ("created", "ready")
-        ):
-            rec[kind] = t
-    return {k: v for k, v in out.items() if len(v) == 4}
+        if version == old and kind == "sigterm":
+            term[name] = t
+        elif version == new and kind == "ready":
+            ready[name] = t
+    return [ready[n] - term[n] for n in term if n in ready]
+
+
+def baseline(work: Path, k: int, rounds: int = 3) -> dict[str, float]:
+    """The services' own time, with no manager: `k` of them started together until all answer,
+    then stopped together (SIGTERM) until all have exited; the median of `rounds`."""
+    work.mkdir(parents=True, exist_ok=True)
+    prog = work / "service.py"
+    prog.write_text(SERVICE)
+    starts, stops = [], []
+    for _ in range(rounds):
+        ports = [free_port() for _ in range(k)]
+        t0 = time.perf_counter()
+        procs = [
+            subprocess.Popen(
+                [PY, str(prog), str(p), "b", str(work / "events"), str(STOP_S), str(READY_S)]
+            )
+            for p in ports
+        ]
+        wait_for(functools.partial(all_answer, ports), 60, 0.005, "the services")
+        starts.append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for proc in procs:
+            proc.terminate()
+        for proc in procs:
+            proc.wait(30)
+        stops.append(time.perf_counter() - t0)
+        time.sleep(0.5)
+    return {"start_s": statistics.median(starts), "stop_s": statistics.median(stops)}
 
 
 def summary(xs: list[float]) -> str:
@@ -232,31 +260,21 @@ def bench_gdos(work: Path, n: int, n_agents: int, size: int, batch: int) -> dict
         gaps = prober.close()
         stop.set()
         sampler.join()
-        first_switch = min(
-            parse(st["started_at"]) for st in final["steps"] if st["batch"] is not None
-        )
-        created = parse(final["created_at"])
+        batches = {st["batch"] for st in final["steps"]}
+        own = baseline(work / "baseline", batch)
+        ideal = len(batches) * (own["start_s"] + own["stop_s"])
         evs = read_events(events)
-        costs = own_costs(evs, "1.0.0", "1.0.1")
-        batches: dict[int, list[str]] = {}
-        for st in final["steps"]:
-            batches.setdefault(st["batch"], []).append(st["name"])
-        ideal = sum(
-            max(
-                (c["exit"] - c["sigterm"]) + (c["ready"] - c["created"])
-                for c in (costs[name] for name in members)
-            )
-            for members in batches.values()
-        )
-        first_sigterm = min(c["sigterm"] for c in costs.values())
-        last_ready = max(c["ready"] for c in costs.values())
+        first_sigterm = min(t for _, kind, v, t in evs if kind == "sigterm" and v == "1.0.0")
+        last_ready = max(t for _, kind, v, t in evs if kind == "ready" and v == "1.0.1")
+        created = parse(final["created_at"])
         res["rollout_total_s"] = total
         res["prepare_s"] = first_sigterm - created
         res["rolling_s"] = last_ready - first_sigterm
+        res["own_per_batch"] = own
         res["ideal_s"] = ideal
         res["rolling_overhead_pct"] = (res["rolling_s"] / ideal - 1) * 100
         res["total_overhead_pct"] = (total / ideal - 1) * 100
-        res["first_switch_after_s"] = first_switch - created
+        res["switch"] = summary(switches(evs, "1.0.0", "1.0.1"))
         downtime = [g for gs in gaps.values() for g in gs]
         res["downtime"] = summary(downtime)
         res["downtime_samples"] = len(downtime)
@@ -273,14 +291,10 @@ def bench_gdos(work: Path, n: int, n_agents: int, size: int, batch: int) -> dict
         assert final["state"] == "succeeded", final["error"]
         gaps = prober.close()
         fetched_after = sum(a.log_path.read_text().count("fetching package") for a in agents)
-        back = own_costs(read_events(events), "1.0.1", "1.0.0")
-        switch = [c["ready"] - c["sigterm"] for c in back.values()]
-        own = [(c["exit"] - c["sigterm"]) + (c["ready"] - c["created"]) for c in back.values()]
+        every = baseline(work / "baseline", n)
         res["rollback_total_s"] = t1 - t0
-        res["rollback_switch"] = summary(switch)
-        res["rollback_gdos_per_instance"] = summary(
-            [s - o for s, o in zip(switch, own, strict=True)]
-        )
+        res["rollback_own_s"] = every["start_s"] + every["stop_s"]
+        res["rollback_switch"] = summary(switches(read_events(events), "1.0.1", "1.0.0"))
         res["rollback_downtime"] = summary([g for gs in gaps.values() for g in gs])
         res["rollback_fetches"] = fetched_after - fetched_before
         res["service_own"] = f"stop {STOP_S} s + ready {READY_S} s after start"
@@ -297,6 +311,16 @@ def bench_gdos(work: Path, n: int, n_agents: int, size: int, batch: int) -> dict
 
         kill_services_under(work)
     return res
+
+
+def all_answer(ports: list[int]) -> bool:
+    return all(port_answers(p) for p in ports)
+
+
+def port_answers(port: int) -> bool:
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
+        return True
+    return False
 
 
 def parse(ts: str) -> float:
@@ -381,12 +405,6 @@ def bench_pm2(work: Path, n: int) -> dict[str, Any]:
             call("kill")
         client.kill()
     return res
-
-
-def port_answers(port: int) -> bool:
-    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), timeout=0.2):
-        return True
-    return False
 
 
 def main() -> int:
