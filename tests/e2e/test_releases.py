@@ -44,6 +44,12 @@ def test_a_canary_rollout_then_a_rollback_keep_every_instance(master, api, agent
     assert r.status_code == 200 and sorted(r.json()["drifted"]) == sorted(ids)
     assert all(i["drift"] for i in fleet.all())
 
+    wait_for(
+        lambda: api.get(f"/instances/{ids[0]}/metrics", params={"seconds": 60})["samples"],
+        60,
+        0.5,
+        "metrics of the first version",
+    )
     started = fleet.rollout(version="1.0.1", batch_size=2, canary=1, min_ready_seconds=0.5)
     assert started["kind"] == "rollout" and started["module_id"] == fleet.module_id
     op_id = started["operation_id"]
@@ -71,6 +77,8 @@ def test_a_canary_rollout_then_a_rollback_keep_every_instance(master, api, agent
     stdout = api.request("GET", f"/instances/{ids[0]}/logs/stdout").text
     assert "serving 1.0.0" in stdout and "serving 1.0.1" in stdout, "one log across versions"
     assert api.get(f"/alert-rules/{rule['id']}")["scope"] == {"instance_id": ids[0]}
+    samples = api.get(f"/instances/{ids[0]}/metrics", params={"seconds": 300})["samples"]
+    assert samples[0]["ts"] < op["created_at"] < samples[-1]["ts"], "one series across versions"
     starts = [e for e in read_events(events) if e[1] == "start" and e[2] == "1.0.1"]
     assert sorted(name for name, _, _ in starts) == sorted(i["name"] for i in after)
 
@@ -83,6 +91,9 @@ def test_a_canary_rollout_then_a_rollback_keep_every_instance(master, api, agent
     assert sorted(fleet.answers().values()) == ["1.0.0 1", "1.0.0 2", "1.0.0 3", "1.0.0 4"]
     assert [fetches(a.log_path, "1.0.0") for a in agents] == fetched, "no download"
     assert {i["version"] for i in fleet.all()} == {"1.0.0"}
+    for agent in agents:  # keep_releases 2: both kept, nothing else on disk
+        for inst_dir in agent.work_dir.glob("*/releases"):
+            assert len(list(inst_dir.iterdir())) == 2, list(inst_dir.iterdir())
 
     history = api.get(f"/modules/{fleet.module_id}/releases")
     assert [(h["kind"], h["from_version"], h["to_version"], h["state"]) for h in history] == [
@@ -154,3 +165,18 @@ def test_a_failed_batch_rolls_back_what_it_touched_and_leaves_the_rest_alone(
     assert r.status_code == 409, "it has ended"
     r = api.request("POST", f"/operations/{op_id}/resume")
     assert r.status_code == 409
+
+    # A system's rollout: one operation over its modules, in each module's history.
+    r = api.request(
+        "POST", f"/systems/{fleet.system_id}/rollout", json={"versions": {"nope": None}}
+    )
+    assert r.status_code == 404 and "nope" in r.json()["error"]["message"]
+    body = {"versions": {"svc": "1.1.0"}, "batch_size": "50%", "min_ready_seconds": 0.2}
+    started = api.post(f"/systems/{fleet.system_id}/rollout", body, expect=202)
+    assert started["kind"] == "rollout" and started["module_id"] is None
+    op = finished(api, started["operation_id"])
+    assert op["state"] == "succeeded", op
+    assert api.get(f"/modules/{fleet.module_id}")["version"] == "1.1.0"
+    assert {i["version"] for i in fleet.all()} == {"1.1.0"}
+    history = api.get(f"/modules/{fleet.module_id}/releases")
+    assert history[0]["operation_id"] == op["id"] and history[0]["to_version"] == "1.1.0"
