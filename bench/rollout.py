@@ -394,8 +394,13 @@ def bench_pm2(work: Path, n: int) -> dict[str, Any]:
         time.sleep(2.0)
         res["load"] = load()
         prober = Prober(ports)
+        t0 = time.perf_counter()
         out = call("reload")
+        # Its callback may come before every program answers again: wait for that too.
+        wait_for(lambda: all(port_answers(p) for p in ports.values()), 120, 0.005, "back")
+        time.sleep(0.5)
         gaps = prober.close()
+        res["all_answering_again_s"] = time.perf_counter() - t0
         res["reload_s"] = out["s"]
         res["reload_error"] = out["error"]
         res["downtime"] = summary([g for gs in gaps.values() for g in gs])
