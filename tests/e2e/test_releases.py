@@ -2,6 +2,9 @@
 that keeps each instance's identity, per-instance settings and drift, a rollback from kept
 releases that downloads nothing, and the history of both."""
 
+import os
+import signal
+
 import pytest
 
 from tests.e2e.release_support import (
@@ -22,7 +25,8 @@ def test_a_canary_rollout_then_a_rollback_keep_every_instance(master, api, agent
     nodes = [a.start_and_wait(api) for a in agents]
     events = tmp_path / "events"
     for v in ("1.0.0", "1.0.1"):
-        api.upload(package(tmp_path / "pkgs", v, events, shared_paths=["uploads/"]))
+        pkg = package(tmp_path / "pkgs", v, events, shared_paths=["uploads/"], restart="always")
+        api.upload(pkg)
     fleet = Fleet.make(api, nodes, per_node=2, version="1.0.0")
     ids = fleet.instances
     assert sorted(i["index"] for i in fleet.all()) == [1, 2, 3, 4]
@@ -44,6 +48,9 @@ def test_a_canary_rollout_then_a_rollback_keep_every_instance(master, api, agent
     assert r.status_code == 200 and sorted(r.json()["drifted"]) == sorted(ids)
     assert all(i["drift"] for i in fleet.all())
 
+    os.kill(fleet.get(ids[0])["pid"], signal.SIGKILL)  # a crash, restarted by its policy
+    wait_for(lambda: fleet.get(ids[0])["restarts"] == 1, 60, 0.1, "the restart")
+    fleet.wait(lambda i: i["health"] == "healthy" and i["state"] == "running", "restarted")
     wait_for(
         lambda: api.get(f"/instances/{ids[0]}/metrics", params={"seconds": 60})["samples"],
         60,
@@ -70,6 +77,7 @@ def test_a_canary_rollout_then_a_rollback_keep_every_instance(master, api, agent
     assert api.get(f"/modules/{fleet.module_id}")["version"] == "1.0.1"
     after = fleet.all()
     assert [i["id"] for i in after] == ids, "the same instances"
+    assert [i["restarts"] for i in after] == [1, 0, 0, 0], "its restart count too"
     assert {(i["version"], i["previous_version"], i["drift"]) for i in after} == {
         ("1.0.1", "1.0.0", False)
     }
