@@ -276,7 +276,8 @@ class Link:
                 data["report"] = (await sup.adopt(msg.spec)).to_dict()
             result = Result(reply_to=msg.id, ok=ok, data=data)
         except GdosError as exc:
-            result = Result(reply_to=msg.id, ok=False, error=WireError(**exc.to_wire()))
+            error = WireError(**exc.to_wire())
+            result = Result(reply_to=msg.id, ok=False, error=error, data=self._where(msg))
         except Exception as exc:  # an agent bug must still answer, not leave the master waiting
             log.exception("%s failed", msg.type)
             wire = WireError(
@@ -284,6 +285,14 @@ class Link:
             )
             result = Result(reply_to=msg.id, ok=False, error=wire)
         await self._send(result)
+
+    def _where(self, msg: Any) -> dict[str, Any]:
+        """A failed prepare or switch still says where the instance stands (a switch may have
+        happened and only its start failed)."""
+        if not isinstance(msg, Prepare | Switch):
+            return {}
+        m = self.supervisor.instances.get(msg.instance_id)
+        return {} if m is None else {"release": m.release, "report": m.report().to_dict()}
 
     async def _batch(self, msg: Batch) -> dict[str, dict[str, Any] | None]:
         """Every instance at once; each answers for itself (null = done, else its error)."""

@@ -337,14 +337,17 @@ class Rollouts:
                 self._views.pop(st.instance_id, None)
         self.store.save([op])
         modules = self._settings(op)["modules"]
-        audit.record(
-            self.db,
-            actor=op.actor,
-            action=f"{op.kind}_finished",
-            target=",".join(f"module={m}" for m in modules),
-            result="ok" if state == OpState.SUCCEEDED else "failed",
-            detail={"operation": op.id, "modules": modules, "error": error},
-        )
+        try:
+            audit.record(
+                self.db,
+                actor=op.actor,
+                action=f"{op.kind}_finished",
+                target=",".join(f"module={m}" for m in modules),
+                result="ok" if state == OpState.SUCCEEDED else "failed",
+                detail={"operation": op.id, "modules": modules, "error": error},
+            )
+        except Exception:  # the operation has ended either way; its row says how
+            log.exception("could not write the audit row of operation %s", op.id)
         if state == OpState.FAILED:
             log.warning("operation %s (%s) failed: %s", op.id, op.kind, error)
         else:

@@ -154,6 +154,15 @@ def test_a_failed_batch_rolls_back_what_it_touched_and_leaves_the_rest_alone(
     assert "last probe: tcp 127.0.0.1:" in op["error"], op["error"]
     fleet.wait(lambda i: i["version"] == "1.0.0" and i["health"] == "healthy", "back again")
 
+    # A version whose start cannot even begin (a variable its environment lacks): the switch
+    # happened, its start failed, and the rollback takes it back.
+    api.upload(package(pkgs, "4.0.0", events, "--extra", "${NOPE}"))
+    op = finished(api, fleet.rollout(version="4.0.0", batch_size=1)["operation_id"])
+    assert op["state"] == "failed" and "${NOPE}" in op["error"], op["error"]
+    first = fleet.get(fleet.instances[0])
+    assert (first["version"], first["previous_version"]) == ("1.0.0", "4.0.0"), first
+    fleet.wait(lambda i: i["version"] == "1.0.0" and i["health"] == "healthy", "back once more")
+
     # A canary cancelled while paused: what it touched goes back, nothing else moved.
     pids = fleet.pids()
     api.upload(package(pkgs, "1.1.0", events))
