@@ -4,6 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")"
 scripts/bootstrap.sh
-scripts/system-deps.sh   # Debian packages the tests need (Qt libraries for the offscreen console tests)
+# Debian packages the tests need: Qt libraries for the offscreen console tests; Xvfb and X tools
+# for the frozen console's; lintian and desktop-file-validate for the Debian packages'.
+scripts/system-deps.sh screenshots packaging
 scripts/check.sh
 exec .venv/bin/python -m pytest "$@"

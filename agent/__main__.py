@@ -26,8 +26,17 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="Flags can also be set with GDOS_AGENT_<FLAG> (e.g. GDOS_AGENT_MASTER).",
     )
     p.add_argument("--version", action="store_true", help="print version and build info, exit")
+    p.add_argument(
+        "--self-check", action="store_true", help="import every module; exit 1 naming what failed"
+    )
     p.add_argument("--master", default=_env("master", "http://127.0.0.1:8080"), help="master URL")
     p.add_argument("--token", default=_env("token", None), help="join token (first start only)")
+    p.add_argument(
+        "--token-file",
+        type=Path,
+        default=_env("token-file", None),
+        help="read the join token from this file (keeps it out of the process list)",
+    )
     p.add_argument("--work-dir", type=Path, default=Path(_env("work-dir", "./instances") or "."))
     p.add_argument(
         "--port",
@@ -106,12 +115,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.version:
         print(version_text("gdos-agent"))
         return 0
+    if args.self_check:
+        from protocol import selfcheck
+
+        return selfcheck.run("gdos-agent", "agent")
     try:
         args.log_roots = parse_log_roots(args.log_roots)
     except ValueError as exc:
         parser.error(str(exc))
     if args.autostart_print is not None:
         return autostart.print_definition(args, args.autostart_print)
+    if args.token_file is not None and not args.token:
+        try:
+            args.token = Path(args.token_file).read_text().strip()
+        except OSError as exc:
+            print(
+                f"gdos-agent: cannot read the token file {args.token_file}: {exc}", file=sys.stderr
+            )
+            return 2
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -20,6 +20,7 @@ from agent.http import Http, HttpError
 from agent.link import Link
 from agent.monitor import Monitor
 from agent.state import StateFile
+from protocol import worklock
 from protocol.messages import Config, InstanceReport, PackageRef
 
 log = logging.getLogger("gdos.agent")
@@ -81,6 +82,18 @@ async def run(args: argparse.Namespace) -> int:
     work_dir: Path = args.work_dir.absolute()
     args.work_dir = work_dir
     work_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        lock = worklock.acquire(work_dir)
+    except worklock.WorkDirBusy as exc:
+        log.error("%s", exc)
+        return 3
+    try:
+        return await _run(args, work_dir)
+    finally:
+        worklock.release(lock)
+
+
+async def _run(args: argparse.Namespace, work_dir: Path) -> int:
     ctx = tls.context(args.ca_cert)
     http = Http(ctx)
     try:

@@ -6,7 +6,8 @@ Figures: file size of the one-file agent; cold start to `hello` accepted (from e
 master publishes the node as online: enrolment with a join token + WebSocket + hello, a fresh
 work dir each run, frozen and source runs alternating); idle RSS after the node is online
 (the frozen agent is two processes, the bootloader and the Python it starts: both counted).
-Builds the one-file agent first when build/frozen-cache has none for the current sources.
+Builds the frozen programs first (tests/frozen_build.py) when build/frozen-cache has none for the
+current sources. bench/frozen.py runs the same agent comparison beside the console's figures.
 """
 
 from __future__ import annotations

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from protocol import __version__
+from protocol.frozen import version_text
 
 if TYPE_CHECKING:
     from PySide6.QtWidgets import QApplication
@@ -25,7 +26,13 @@ if TYPE_CHECKING:
 
 def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="gdos-console", description="GDOS desktop console.")
-    p.add_argument("--version", action="store_true", help="print the version and exit")
+    p.add_argument("--version", action="store_true", help="print version and build info, exit")
+    p.add_argument(
+        "--self-check",
+        action="store_true",
+        help="import every module, check resources and Qt plugins, then the bundled master and "
+        "agent; exit 1 naming what failed",
+    )
     p.add_argument(
         "--master",
         default=os.environ.get("GDOS_CONSOLE_MASTER"),
@@ -113,8 +120,12 @@ def _qapp() -> QApplication:
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(sys.argv[1:] if argv is None else argv)
     if args.version:
-        print(f"gdos-console {__version__}")
+        print(version_text("gdos-console"))
         return 0
+    if args.self_check:
+        from console import selfcheck
+
+        return selfcheck.run()
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,9 @@ from console.ui.systems import SystemsPage
 
 log = logging.getLogger(__name__)
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
+RESTART_DELAYS = (1, 2, 4, 8, 16, 30)  # seconds before restarting a local master that died
+STEADY = 60.0  # a local master that ran this long starts the backoff afresh when it dies
+GIVE_UP = 5  # deaths in a row, each within STEADY, after which only the Restart button helps
 
 
 def resource(name: str) -> Path:
@@ -114,7 +118,7 @@ class ConsoleApp:
         self.alerts.names = self._name_of
         self.session.logged_in.connect(self._logged_in)
         self.session.logged_out.connect(w.set_disconnected)
-        self.session.reachable_changed.connect(w.set_reachable)
+        self.session.reachable_changed.connect(self._reachable)
         self.session.resynced.connect(self._resynced)
         self.alerts.fired.connect(
             lambda a: warning(
@@ -129,10 +133,25 @@ class ConsoleApp:
         w.quit_requested.connect(self.quit)
         w.restore_state()
         self._login_dialog: LoginDialog | None = None
+        # The local master's supervision: restarted on the same port when it dies.
+        self._restart_timer = QTimer(w)
+        self._restart_timer.setSingleShot(True)
+        self._restart_timer.timeout.connect(lambda: self.restart_embedded())
+        self._quick_deaths = 0
+        self._embedded_since = 0.0
+        self.live_models = (
+            self.fleet.nodes,
+            self.fleet.instances,
+            self.fleet.packages,
+            self.alerts.alerts,
+            self.alerts.rules,
+            self.alerts.silences,
+        )
 
     # -- connecting -----------------------------------------------------------------------
 
-    def ask_login(self, url: str = "") -> LoginDialog:
+    def ask_login(self, url: str = "", problem: str = "") -> LoginDialog:
+        """The log-in dialog; it stays open, with what was typed, until the log-in works."""
         s = self.settings
         dlg = LoginDialog(
             url or str(s.value("login/url", "")),
@@ -140,38 +159,50 @@ class ConsoleApp:
             str(s.value("login/ca", "")),
             self.window,
         )
-        dlg.accepted.connect(lambda: self.login_with(dlg.values()))
+        dlg.submit = self._login
+        if problem:
+            dlg.show_problem(problem)
         dlg.open()
         self._login_dialog = dlg
         return dlg
 
-    @async_slot(dict)
-    async def login_with(self, values: dict[str, Any]) -> bool:
+    async def _login(self, values: dict[str, Any]) -> None:
+        """Log in (raises ClientError with the master's words); remember where and as whom."""
         self.window.start_page.busy(f"connecting to {values['url']}…")
         try:
             await self.session.login(
                 values["url"], values["username"], values["password"], values["verify"]
             )
-        except Exception as exc:
+        finally:
             self.window.start_page.busy("")
-            error(f"log-in failed: {describe(exc)}")
-            dlg = self.ask_login(values["url"])
-            dlg.show_problem(describe(exc))
-            return False
         for key in ("url", "username", "ca"):
             self.settings.setValue(f"login/{key}", values.get(key, ""))
+
+    @async_slot(dict)
+    async def login_with(self, values: dict[str, Any]) -> bool:
+        """Log in without the dialog (a password file); on failure the dialog says why."""
+        try:
+            await self._login(values)
+        except Exception as exc:
+            error(f"log-in failed: {describe(exc)}")
+            self.ask_login(values["url"], describe(exc))
+            return False
         return True
 
     @async_slot()
     async def start_embedded(self) -> bool:
-        if self.embedded is not None and self.embedded.running:
-            info("the local master is already running")
-            return True
+        if self.embedded is not None:
+            if self.embedded.running:
+                info("the local master is already running")
+                return True
+            return await self.restart_embedded()
         self.window.start_page.busy(f"starting a local master and agent (data in {self.data_dir})…")
         master = EmbeddedMaster(self.data_dir, self.embedded_port)
+        master.on_exit = self._embedded_died
         try:
             await master.start()
             self.embedded = master
+            self._embedded_since = time.monotonic()
             await self.session.login(master.url, "admin", master.password)
         except Exception as exc:
             master.stop()
@@ -182,25 +213,105 @@ class ConsoleApp:
         info(f"local master on {master.url}, data in {self.data_dir}")
         return True
 
+    def _embedded_died(self, how: str) -> None:
+        """The local master ended unasked: say so, grey what is shown, restart it (backoff)."""
+        if self.embedded is None:
+            return
+        quick = time.monotonic() - self._embedded_since < STEADY
+        self._quick_deaths = self._quick_deaths + 1 if quick else 1
+        self._set_live(False)
+        if self._quick_deaths > GIVE_UP:
+            error(
+                f"the local master {how}, {self._quick_deaths} times in a row; it is not "
+                "restarted by itself any more (use Restart)"
+            )
+        else:
+            delay = RESTART_DELAYS[min(self._quick_deaths, len(RESTART_DELAYS)) - 1]
+            error(f"the local master {how}; restarting it in {delay} s")
+            self._restart_timer.start(delay * 1000)
+        self._show_master_state()
+
+    @async_slot()
+    async def restart_embedded(self) -> bool:
+        """Start the local master again on its port: the console reconnects to it by itself."""
+        master = self.embedded
+        self._restart_timer.stop()
+        if master is None:
+            return await self.start_embedded()
+        if master.running:
+            return True
+        self.window.offline_banner.say(
+            f"Starting the local master again (data in {self.data_dir})…"
+        )
+        try:
+            await master.start()
+        except Exception as exc:
+            log.warning("restarting the local master failed: %s", describe(exc))
+            self._embedded_since = time.monotonic()
+            self._embedded_died(f"did not start again ({describe(exc)})")
+            return False
+        self._embedded_since = time.monotonic()
+        if self.session.client is not None and self.session.client.base_url == master.url:
+            self.session.retry_now()  # the stream reconnects now, with its subscriptions
+        else:
+            await self.session.login(master.url, "admin", master.password)
+        info(f"the local master is running again on {master.url}")
+        self._show_master_state()
+        return True
+
     @async_slot()
     async def disconnect(self) -> None:
+        self._restart_timer.stop()
         await self.session.logout()
         if self.embedded is not None:
             self.embedded.stop()
             self.embedded = None
 
+    # -- what is live ---------------------------------------------------------------------
+
+    def _reachable(self, reachable: bool, reason: str) -> None:
+        self._set_live(reachable)
+        self._show_master_state(reason)
+
+    def _set_live(self, live: bool) -> None:
+        """Grey out what is shown while it is not live (the master is away), or show it live."""
+        for model in self.live_models:
+            model.set_stale(not live)
+        self.overview.set_live(live)
+
+    def _show_master_state(self, reason: str = "") -> None:
+        master = self.embedded
+        w = self.window
+        if master is not None and not master.running:
+            how = master.exit_reason or "stopped"
+            if self._restart_timer.isActive():
+                then = "restarting it by itself…"
+            else:
+                then = "it is not restarted by itself any more."
+            w.offline_banner.say(
+                f"The local master {how}; {then} Showing the last known state, greyed. "
+                f"Its log: {master.log_path}",
+                "Restart now",
+                self.restart_embedded,
+            )
+        elif self.session.reachable or not self.session.connected:
+            w.set_reachable(True, "")
+        else:
+            w.set_reachable(False, reason or "no answer")
+
     def _logged_in(self, url: str, username: str, role: str) -> None:
         self.window.set_connected(url, username, role)
 
     def _resynced(self) -> None:
-        self.fleet.reload()
-        self.alerts.reload()
+        """The stream (re)connected: the fleet and the alerts reload themselves; the rest here."""
         self.users.reload()
         self.backups.reload()
         self.audit_page.load()
 
     def _refresh(self) -> None:
         if self.session.connected:
+            self.fleet.reload()
+            self.alerts.reload()
             self._resynced()
 
     def _name_of(self, kind: str, ident: str) -> str:
@@ -249,6 +360,7 @@ class ConsoleApp:
             ):
                 for timer in owner.findChildren(QTimer):
                     timer.stop()
+            self._restart_timer.stop()
             if self.embedded is not None:
                 await asyncio.to_thread(self.embedded.stop)
                 self.embedded = None

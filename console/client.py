@@ -717,6 +717,7 @@ class EventStream:
         self.reconnects = 0
         self._ws: ClientConnection | None = None
         self._stopping = asyncio.Event()
+        self._wake = asyncio.Event()  # ends the wait between two tries: stop, or try now
         self.on_connect: Callable[[], Awaitable[None]] | None = None
         self._closing: asyncio.Future[None] | None = None
 
@@ -746,8 +747,13 @@ class EventStream:
 
     def stop(self) -> None:
         self._stopping.set()
+        self._wake.set()
         if self._ws is not None:
             self._closing = asyncio.ensure_future(self._ws.close())
+
+    def retry_now(self) -> None:
+        """Between two tries: try again now (the master is known to be back)."""
+        self._wake.set()
 
     async def run(self) -> None:
         backoff = self.min_backoff
@@ -787,7 +793,10 @@ class EventStream:
             delay = backoff * (0.75 + random.random() / 2)
             backoff = min(self.max_backoff, backoff * 2)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), delay)
+                await asyncio.wait_for(self._wake.wait(), delay)
+            if not self._stopping.is_set() and self._wake.is_set():
+                backoff = self.min_backoff
+            self._wake.clear()
         if self.connected:
             self.connected = False
             self.on_status(False, "stopped")

@@ -7,14 +7,17 @@ Exceptions are turned into one sentence here; tracebacks go to the log, never to
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
 import functools
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any, ParamSpec, TypeVar, cast
 
 import qasync
 from PySide6.QtCore import QObject, Signal
 
+from console import errors
 from console.client import ClientError
 
 log = logging.getLogger("gdos.console")
@@ -60,12 +63,18 @@ def info(text: str) -> None:
     bridge().show(INFO, text)
 
 
+# Raised with a sentence meant for the user; any other exception is the console's own bug.
+WORDED = (ClientError, OSError, ValueError, RuntimeError, TimeoutError)
+
+
 def describe(exc: BaseException) -> str:
     if isinstance(exc, ClientError):
-        return exc.message
+        return errors.sentence(exc)
     if isinstance(exc, OSError):
         return f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
-    return str(exc) or type(exc).__name__
+    if isinstance(exc, WORDED):
+        return str(exc) or type(exc).__name__
+    return f"an unexpected error in the console ({type(exc).__name__}); the details are in its log"
 
 
 def report(what: str, exc: BaseException) -> None:
@@ -75,21 +84,51 @@ def report(what: str, exc: BaseException) -> None:
     error(f"{what} failed: {describe(exc)}")
 
 
+class Refusal:
+    """Where an action started inside `captured()` leaves its failure."""
+
+    def __init__(self) -> None:
+        self.error: Exception | None = None
+
+
+_sink: contextvars.ContextVar[Refusal | None] = contextvars.ContextVar("sink", default=None)
+
+
+@contextlib.contextmanager
+def captured() -> Iterator[Refusal]:
+    """Actions started inside this block leave their failure in the yielded `Refusal` instead
+    of reporting it (a dialog that keeps its input and shows the problem next to the field)."""
+    refusal = Refusal()
+    token = _sink.set(refusal)
+    try:
+        yield refusal
+    finally:
+        _sink.reset(token)
+
+
 def action(
     what: str,
 ) -> Callable[[Callable[P, Coroutine[Any, Any, R]]], Callable[P, Coroutine[Any, Any, R | None]]]:
-    """Wrap a service coroutine so that any failure reaches the user as a message, not a trace."""
+    """Wrap a service coroutine so that any failure reaches the user as a message, not a trace
+    (or, started inside `captured()`, reaches the caller)."""
 
     def wrap(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, Coroutine[Any, Any, R | None]]:
         @functools.wraps(fn)
         async def run(*args: P.args, **kwargs: P.kwargs) -> R | None:
+            sink = _sink.get()
+            token = _sink.set(None)  # actions this one starts report their own failures
             try:
                 return await fn(*args, **kwargs)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                report(what, exc)
+                if sink is not None:
+                    sink.error = exc
+                else:
+                    report(what, exc)
                 return None
+            finally:
+                _sink.reset(token)
 
         return run
 

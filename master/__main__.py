@@ -2,35 +2,22 @@
 
 import asyncio
 import logging
-import os
 import signal
-import subprocess
 import sys
 from collections.abc import Sequence
-from pathlib import Path
 
 import uvicorn
 
 from master.app import create_app
 from master.cli import parse_args, settings_from_args
 from master.config import Settings
+from master.local_agent import LocalAgent, agent_command
 from master.server import guarded_protocol, tune_allocator
 from master.storage import open_store
 from protocol import __version__
-from protocol.frozen import child_environ, version_text
+from protocol.frozen import version_text
 
 log = logging.getLogger("gdos.master")
-
-
-def agent_command(settings: Settings, work_dir: Path) -> list[str]:
-    """How to start the local agent: the frozen sibling binary, or this Python's `-m agent`."""
-    if getattr(sys, "frozen", False):
-        exe = Path(sys.executable).with_name("gdos-agent" + (".exe" if os.name == "nt" else ""))
-        base = [str(exe)]
-    else:
-        base = [sys.executable, "-m", "agent"]
-    token = settings.join_token_file.read_text().strip()
-    return [*base, "--master", settings.base_url, "--token", token, "--work-dir", str(work_dir)]
 
 
 def print_banner(settings: Settings, with_agent: bool) -> None:
@@ -78,20 +65,18 @@ async def serve(settings: Settings, with_agent: bool) -> int:
     if serving.done():
         await serving
         return 1
-    agent: subprocess.Popen[bytes] | None = None
+    agent: LocalAgent | None = None
+    keeper: asyncio.Task[None] | None = None
     print_banner(settings, with_agent)
     if with_agent:
-        work_dir = settings.data_dir / "agent"
-        agent = subprocess.Popen(agent_command(settings, work_dir), env=child_environ())
+        agent = LocalAgent(agent_command(settings, settings.data_dir / "agent"))
+        keeper = asyncio.create_task(agent.run())
     try:
         await serving
     finally:
-        if agent is not None and agent.poll() is None:
-            agent.terminate()
-            try:
-                agent.wait(10)
-            except subprocess.TimeoutExpired:
-                agent.kill()
+        if agent is not None and keeper is not None:
+            agent.stop()
+            await asyncio.gather(keeper, return_exceptions=True)
     return 0
 
 
@@ -105,6 +90,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.version:
         print(version_text("gdos-master"))
         return 0
+    if args.self_check:
+        from master import selfcheck
+
+        return selfcheck.run()
     settings = settings_from_args(args)
     logging.basicConfig(
         level=settings.log_level.upper(),

@@ -76,7 +76,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(logs.router)
     # The gate sits inside the audit: a request held during a restore is still audited.
     app.add_middleware(GateMiddleware, gate=svc.gate)
-    app.add_middleware(AuditMiddleware, db=svc.db)
+    app.add_middleware(AuditMiddleware, db=svc.db, hub=svc.hub)
     # Outermost: a body over the limit is refused before it is audited, authenticated or routed.
     app.add_middleware(
         BodyLimitMiddleware,

@@ -36,12 +36,18 @@ def parse_listen(value: str) -> tuple[str | None, int]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """Every flag of the master, one `add_argument` each: long, but one flat list reads best."""
     p = argparse.ArgumentParser(
         prog="gdos-master",
         description="GDOS master: REST + WebSocket API for agents and the console.",
         epilog="Every flag can also be set with GDOS_<FLAG> (e.g. GDOS_DATA_DIR).",
     )
     p.add_argument("--version", action="store_true", help="print version and build info, exit")
+    p.add_argument(
+        "--self-check",
+        action="store_true",
+        help="import every module and run the migrations in memory; exit 1 naming what failed",
+    )
     add = p.add_argument
     add("--port", default=_env("port", ":8080"), help="listen address, ':8080' or 'host:port'")
     add("--host", default=_env("host", None), help="interface to bind (default all)")
@@ -78,6 +84,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="region the bucket lives in (presigned URLs are signed for it)",
     )
     add("--admin-password", default=_env("admin-password", None), help="first admin password")
+    add(
+        "--admin-password-file",
+        type=Path,
+        default=_env("admin-password-file", None),
+        help="read the first admin password from this file (keeps it out of the process list)",
+    )
     add(
         "--token-ttl",
         type=float,
@@ -177,6 +189,20 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     return build_parser().parse_args(normalize_seed_args(argv, KNOWN_FLAGS))
 
 
+def admin_password(args: argparse.Namespace) -> str | None:
+    """`--admin-password`, else the first line of `--admin-password-file`, else None."""
+    if args.admin_password or args.admin_password_file is None:
+        return str(args.admin_password) if args.admin_password else None
+    try:
+        text = Path(args.admin_password_file).read_text(encoding="utf-8").strip()
+    except OSError as exc:
+        raise SystemExit(
+            f"gdos-master: cannot read the admin password file {args.admin_password_file}: "
+            f"{exc.strerror or exc}"
+        ) from None
+    return text or None
+
+
 def settings_from_args(args: argparse.Namespace) -> Settings:
     host, port = parse_listen(str(args.port))
     return Settings(
@@ -193,7 +219,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         minio_bucket=args.minio_bucket,
         minio_secure=args.minio_secure,
         minio_region=args.minio_region,
-        admin_password=args.admin_password,
+        admin_password=admin_password(args),
         token_ttl=args.token_ttl,
         heartbeat_interval=args.heartbeat_interval,
         heartbeat_grace=args.heartbeat_grace,

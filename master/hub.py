@@ -15,7 +15,9 @@ from typing import Any
 log = logging.getLogger(__name__)
 Listener = Callable[[dict[str, Any]], None]
 
-BROADCAST_TOPICS = frozenset({"node", "instance", "operation", "alert", "system", "package"})
+BROADCAST_TOPICS = frozenset(
+    {"node", "instance", "operation", "alert", "system", "package", "module", "alert_rule", "audit"}
+)
 
 
 class Subscriber:

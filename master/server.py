@@ -37,10 +37,9 @@ def tune_allocator() -> bool:
 
     Each read of a request body is a new bytes object of up to `READ_SIZE`; glibc serves
     blocks over 128 KiB with mmap() (and trims its heap as soon as 128 KiB are free), so every
-    read used to pay page faults and zeroing for each 4 KiB page: on a 1 GiB upload that
-    was half the event loop's CPU. Blocks under `MMAP_THRESHOLD` now come from the heap and up
-    to `TRIM_THRESHOLD` bytes of free heap are kept for the next read. Returns whether the
-    tuning applied (only on glibc; elsewhere nothing changes).
+    read would pay page faults and zeroing for each 4 KiB page. Blocks under `MMAP_THRESHOLD`
+    come from the heap instead, and up to `TRIM_THRESHOLD` bytes of free heap are kept for the
+    next read. Returns whether the tuning applied (only on glibc; elsewhere nothing changes).
     """
     if not sys.platform.startswith("linux"):
         return False
@@ -102,9 +101,9 @@ class GuardedH11Protocol(_Guard, H11Protocol):  # type: ignore[misc]
 class _FastBody:
     """Request bodies through uvicorn's httptools protocol with fewer copies and parser trips.
 
-    Mixed in before `HttpToolsProtocol`. Three things, each measured on a 1 GiB upload:
-    - the socket is read 1 MiB at a time instead of 256 KiB (4x fewer trips through the
-      parser and the app);
+    Mixed in before `HttpToolsProtocol`. Three things:
+    - the socket is read `READ_SIZE` bytes at a time instead of 256 KiB (fewer trips through
+      the parser and the app);
     - a body piece goes to the app as the bytes object it arrived in: uvicorn appends every
       piece to a bytearray and copies that into a new bytes, two copies of every byte;
     - once the headers of a request with a single Content-Length (no Transfer-Encoding, no

@@ -1,10 +1,9 @@
 """CRC-32 (zip's checksum) of a byte range of a file, in parallel pieces.
 
-CRC-32 of a long range is one sequential pass (about 2.5 GB/s with zlib on one core), but the
-checksums of consecutive pieces combine into the checksum of the whole (`crc32_combine`, the
-algorithm of zlib's function of that name, which Python's zlib module does not expose). So a
-large range is split across threads (zlib releases the GIL while it sums) and the pieces are
-combined, which costs microseconds.
+CRC-32 of a long range is one sequential pass on one core, but the checksums of consecutive
+pieces combine into the checksum of the whole (`crc32_combine`, the algorithm of zlib's function
+of that name, which Python's zlib module does not expose). So a large range is split across
+threads (zlib releases the GIL while it sums) and the pieces are combined, which is cheap.
 """
 
 import concurrent.futures

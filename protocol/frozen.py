@@ -39,6 +39,15 @@ def build_info() -> dict[str, str]:
     }
 
 
+def program_command(program: str) -> list[str]:
+    """How to run another GDOS program (`gdos-master`, `gdos-agent`): in a frozen build the
+    binary beside this one, from source this Python's `-m master` / `-m agent`."""
+    if is_frozen():
+        suffix = ".exe" if os.name == "nt" else ""
+        return [str(Path(sys.executable).with_name(program + suffix))]
+    return [sys.executable, "-m", program.removeprefix("gdos-")]
+
+
 def git_describe(root: Path) -> str | None:
     """`git describe --always --dirty` of a checkout, or None (no git, not a checkout)."""
     try:

@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from protocol import expand, jsonc, pattern
+from protocol import expand, jsonc, launch, pattern
 from protocol.wire import FrozenStruct, describe
 
 # A name or version: a letter or digit, then letters, digits, '.', '_' or '-' (so never an
@@ -22,6 +22,7 @@ NAME_SCHEMA_PATTERN = "^[A-Za-z0-9][A-Za-z0-9._-]*$"
 NAME_RULE = "must start with a letter or digit and hold only letters, digits, '.', '_' and '-'"
 # A POSIX user or group name: no leading '-', at most 32 characters, an optional trailing '$'.
 ACCOUNT_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\$?")
+ACCOUNT_SCHEMA_PATTERN = "^" + ACCOUNT_PATTERN.pattern + "$"  # the same rule for JSON Schema
 _DRIVE = re.compile(r"^[A-Za-z]:")
 MANIFEST_FILE = "service.json"
 
@@ -77,8 +78,12 @@ class HealthCheck(FrozenStruct, frozen=True):
             _port_text(self.tcp)
         if self.http is not None and not self.http.startswith(("http://", "https://", "${")):
             raise ValueError("http must be an http:// or https:// URL")
-        if self.command is not None and not self.command:
-            raise ValueError("command must not be empty")
+        if self.command is not None:
+            try:
+                launch.check_command(self.command)
+            except launch.LaunchError as exc:
+                where = f"command.{exc.where}" if exc.where is not None else "command"
+                raise ValueError(f"{where}: {exc}") from None
 
 
 def _port_text(text: str) -> None:
@@ -123,13 +128,6 @@ _Version = Annotated[str, Meta(min_length=1, max_length=64, pattern=NAME_PATTERN
 def _inside(value: str | None) -> None:
     if value is not None and not is_safe_relative_path(value):
         raise ValueError("must be a relative path inside the package")
-
-
-def check_env_names(env: dict[str, str]) -> None:
-    """Variable names a process can be given: non-empty, without '=' or NUL."""
-    for key in env:
-        if not key or "=" in key or "\x00" in key:
-            raise ValueError(f"invalid variable name {key!r}")
 
 
 def _log_paths(paths: dict[str, str]) -> None:
@@ -185,7 +183,9 @@ def _cmdline_pattern(value: str | None) -> None:
 _FIELD_CHECKS: dict[str, Callable[[Any], None]] = {
     "entrypoint": _inside,
     "stop_entrypoint": _inside,
-    "env": check_env_names,
+    "env": launch.check_env,
+    "args": launch.check_args,
+    "stop_args": launch.check_args,
     "shared_paths": _shared_paths,
     "log_paths": _log_paths,
     "process_cmdline": _cmdline_pattern,
@@ -231,6 +231,7 @@ class Manifest(FrozenStruct, frozen=True):
     def __post_init__(self) -> None:
         for field, check in _FIELD_CHECKS.items():
             check(getattr(self, field))
+        launch.check_total(self.env, self.args)
         for field in ("entrypoint", "stop_entrypoint"):
             value = getattr(self, field)
             if value is not None:
@@ -270,8 +271,16 @@ def _field_problems(data: dict[str, Any]) -> list[dict[str, str]]:
             problems.append(
                 {"field": ".".join(p for p in (field.name, path) if p), "message": message}
             )
+        except launch.LaunchError as exc:
+            where = f"{field.name}.{exc.where}" if exc.where is not None else field.name
+            problems.append({"field": where, "message": str(exc)})
         except ValueError as exc:
             problems.append({"field": field.name, "message": str(exc)})
+    if not problems:
+        try:
+            launch.check_total(data.get("env"), data.get("args"))
+        except launch.LaunchError as exc:
+            problems.append({"field": exc.where or "service.json", "message": str(exc)})
     return problems
 
 

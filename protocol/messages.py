@@ -3,9 +3,9 @@
 Requests carry `id`; the agent answers each with a `result` carrying `reply_to`.
 Times on this channel are UNIX seconds (floats); the REST API speaks ISO 8601.
 
-These are msgspec Structs, not pydantic models: the agent must stay small (pydantic alone costs
-an agent ~15 MiB of RSS) and the master decodes 20,000 samples a second from a fleet. Unknown
-fields are ignored and unknown message types fail to decode, so newer peers stay readable.
+These are msgspec Structs, not pydantic models: the agent must stay small and the master
+decodes every sample of its fleet. Unknown fields are ignored and unknown message types fail
+to decode, so newer peers stay readable.
 """
 
 from typing import Annotated, Any, Literal
@@ -113,8 +113,8 @@ InstanceRow = tuple[str, _Figure, _Figure, _Figure, _Figure, _Figure]
 
 
 class Metrics(Message, tag="metrics"):
-    """One sampling tick of a node: positional rows, not a dict per sample, so that 1,000
-    agents x 20 processes a second stay cheap to encode, send and parse.
+    """One sampling tick of a node: positional rows, not a dict per sample, so that a fleet's
+    samples stay cheap to encode, send and parse.
 
     `node` follows NODE_FIELDS; each row of `instances` is `[instance_id, *INSTANCE_FIELDS]`
     (CPU in percent of one core, summed over the instance's process tree; bytes and bytes/s).

@@ -2,11 +2,22 @@
 alert rules, alerts, silences, and the webhook body. Kept apart from `rest.py` so the
 vocabulary of alerts stays in one place."""
 
+from itertools import combinations
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, BeforeValidator, Field, HttpUrl, StrictBool
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    HttpUrl,
+    StrictBool,
+    WithJsonSchema,
+)
 
-from protocol.rest import JSON_NUMBER, RequestBody
+from protocol.rest import JSON_NUMBER, NullMeans, PatchBody, RequestBody, parse_iso
+from protocol.states import InstanceState
 
 Metric = Literal["cpu_percent", "rss_bytes", "state", "node_status"]
 Op = Literal[">", "<", "==", "!="]
@@ -32,13 +43,62 @@ ForSeconds = Annotated[float, Field(ge=0, le=MAX_FOR_SECONDS), JSON_NUMBER]
 Hysteresis = Annotated[float, Field(ge=0), JSON_NUMBER]
 
 
-def _no_null(schema: dict[str, Any]) -> None:
-    """Schema of an optional field without its `null`: None then only means "not given"."""
-    options = [o for o in schema.pop("anyOf", []) if o.get("type") != "null"]
-    if len(options) == 1:
-        schema.update(options[0])
-    elif options:
-        schema["anyOf"] = options
+def _iso_time(text: str) -> str:
+    try:
+        parse_iso(text)
+    except ValueError:
+        raise ValueError("must be an ISO 8601 time such as 2026-11-27T10:00:00Z") from None
+    return text
+
+
+IsoTime = Annotated[
+    str, AfterValidator(_iso_time), WithJsonSchema({"type": "string", "format": "date-time"})
+]
+
+# What the routes check across fields, stated in the schema too (JSON Schema can say these).
+_GIVEN_ID: dict[str, Any] = {"type": "string", "minLength": 1}  # "" and null mean "not given"
+_THRESHOLD_BY_METRIC: dict[str, Any] = {
+    "allOf": [
+        {
+            "if": {"properties": {"metric": {"enum": sorted(NUMERIC_METRICS)}}},
+            "then": {"properties": {"threshold": {"type": "number", "minimum": 0}}},
+        },
+        *(
+            {
+                "if": {"properties": {"metric": {"const": metric}}},
+                "then": {
+                    "properties": {"op": {"enum": ["==", "!="]}, "threshold": {"enum": words}}
+                },
+            }
+            for metric, words in (
+                ("state", [s.value for s in InstanceState]),
+                ("node_status", list(NODE_STATUSES)),
+            )
+        ),
+    ]
+}
+
+
+_AT_LEAST_ONE: dict[str, Any] = {
+    "anyOf": [
+        *(
+            {"required": [name], "properties": {name: _GIVEN_ID}}
+            for name in ("rule_id", "system_id", "node_id", "instance_id")
+        ),
+        *(
+            {"required": [name], "not": {"properties": {name: {"type": "null"}}}}
+            for name in ("metric", "severity")
+        ),
+    ]
+}
+
+
+def _at_most_one(*names: str) -> dict[str, Any]:
+    pairs = [
+        {"required": [a, b], "properties": {a: _GIVEN_ID, b: _GIVEN_ID}}
+        for a, b in combinations(names, 2)
+    ]
+    return {"not": {"anyOf": pairs}}
 
 
 # -- metrics -------------------------------------------------------------------------------
@@ -81,12 +141,36 @@ class InstanceMetricsOut(BaseModel):
 class Scope(RequestBody):
     """At most one of the three; none means every instance (or node) of the cluster."""
 
+    model_config = ConfigDict(json_schema_extra=_at_most_one("system_id", "node_id", "instance_id"))
+
     system_id: str | None = Field(default=None, max_length=64)
     node_id: str | None = Field(default=None, max_length=64)
     instance_id: str | None = Field(default=None, max_length=64)
 
 
 class AlertRuleIn(RequestBody):
+    model_config = ConfigDict(
+        json_schema_extra={
+            **_THRESHOLD_BY_METRIC,
+            "examples": [
+                {
+                    "name": "hot",
+                    "metric": "cpu_percent",
+                    "op": ">",
+                    "threshold": 80,
+                    "for_seconds": 30,
+                },
+                {
+                    "name": "down",
+                    "metric": "state",
+                    "op": "==",
+                    "threshold": "failed",
+                    "severity": "critical",
+                },
+            ],
+        }
+    )
+
     name: str = Field(min_length=1, max_length=128)
     metric: Metric
     op: Op
@@ -110,22 +194,29 @@ class AlertRuleIn(RequestBody):
     enabled: StrictBool = True  # lax bool would take 1, "yes" and "0"
 
 
-class AlertRulePatch(RequestBody):
-    """Only the fields given change. The fields a rule cannot be without take no null (the
-    schema does not offer it, the route refuses it by name); scope, webhook_url, hysteresis and
-    resolve_for_seconds take null to go back to their defaults."""
+class AlertRulePatch(PatchBody):
+    """Only the fields given change. Null puts scope, webhook_url, hysteresis and
+    resolve_for_seconds back to their defaults; the other fields take no null."""
 
-    name: str | None = Field(default=None, min_length=1, max_length=128, json_schema_extra=_no_null)
-    metric: Metric | None = Field(default=None, json_schema_extra=_no_null)
-    op: Op | None = Field(default=None, json_schema_extra=_no_null)
-    threshold: Threshold | None = Field(default=None, json_schema_extra=_no_null)
-    for_seconds: ForSeconds | None = Field(default=None, json_schema_extra=_no_null)
-    scope: Scope | None = None
-    severity: Severity | None = Field(default=None, json_schema_extra=_no_null)
-    webhook_url: HttpUrl | None = None
-    hysteresis: Hysteresis | None = None
-    resolve_for_seconds: ForSeconds | None = None
-    enabled: StrictBool | None = Field(default=None, json_schema_extra=_no_null)
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"threshold": 90, "enabled": False}, {"severity": "critical"}]
+        }
+    )
+
+    name: str | None = Field(default=None, min_length=1, max_length=128)
+    metric: Metric | None = None
+    op: Op | None = None
+    threshold: Threshold | None = None
+    for_seconds: ForSeconds | None = None
+    scope: Annotated[Scope | None, NullMeans("every instance (or node)")] = None
+    severity: Severity | None = None
+    webhook_url: Annotated[HttpUrl | None, NullMeans("no webhook")] = None
+    hysteresis: Annotated[Hysteresis | None, NullMeans("the default, 5 % of the threshold")] = None
+    resolve_for_seconds: Annotated[
+        ForSeconds | None, NullMeans("the default, max(for_seconds, 5)")
+    ] = None
+    enabled: StrictBool | None = None
 
 
 class AlertRuleOut(BaseModel):
@@ -176,7 +267,10 @@ class AlertOut(BaseModel):
 
 
 class Matcher(RequestBody):
-    """Every given field must equal the alert's; a node_id also matches that node's instances."""
+    """Every given field must equal the alert's; a node_id also matches that node's instances.
+    At least one is given."""
+
+    model_config = ConfigDict(json_schema_extra=_AT_LEAST_ONE)
 
     rule_id: str | None = Field(default=None, max_length=64)
     metric: Metric | None = None
@@ -187,9 +281,24 @@ class Matcher(RequestBody):
 
 
 class SilenceIn(RequestBody):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {"matcher": {"severity": "warning"}, "duration_seconds": 3600, "comment": "upgrade"}
+            ],
+            "oneOf": [
+                {"required": ["ends_at"], "properties": {"ends_at": {"type": "string"}}},
+                {
+                    "required": ["duration_seconds"],
+                    "properties": {"duration_seconds": {"type": "number"}},
+                },
+            ],
+        }
+    )
+
     matcher: Matcher
-    starts_at: str | None = Field(default=None, description="ISO 8601; default now")
-    ends_at: str | None = Field(default=None, description="ISO 8601; or give duration_seconds")
+    starts_at: IsoTime | None = Field(default=None, description="ISO 8601; default now")
+    ends_at: IsoTime | None = Field(default=None, description="ISO 8601; or give duration_seconds")
     duration_seconds: Annotated[float, Field(gt=0, le=366 * 86400.0), JSON_NUMBER] | None = None
     comment: str = Field(default="", max_length=1024)
 

@@ -4,7 +4,7 @@ Python's `re` backtracks: `(.|.)*z` doubles its time with each character of the 
 search runs on the agent's event loop, so one pattern could stop its heartbeats. RE2 never
 backtracks (time linear in the subject) and caps its memory; what it cannot do (backreferences,
 lookaround) is refused when the pattern is given, never at match time. `re2` is imported on
-first use: an agent that matches no pattern does not pay its ~3 MiB.
+first use: an agent that matches no pattern does not load it.
 """
 
 from functools import lru_cache

@@ -7,11 +7,30 @@ from datetime import datetime
 from typing import Annotated, Any, Literal
 
 import msgspec
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    GetJsonSchemaHandler,
+    ValidationInfo,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+from pydantic.fields import FieldInfo
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema, PydanticCustomError
 
 from protocol import pattern
-from protocol.manifest import NAME_SCHEMA_PATTERN, HealthCheck, check_account
+from protocol.manifest import (
+    ACCOUNT_SCHEMA_PATTERN,
+    NAME_SCHEMA_PATTERN,
+    HealthCheck,
+    check_account,
+)
 from protocol.messages import RestartMode
+from protocol.rest_launch import COMMAND_LIST_SCHEMA, ArgList, Command, EnvMap, LaunchSettings
 from protocol.wire import describe
 
 Role = Literal["admin", "operator", "viewer"]
@@ -31,7 +50,8 @@ def iso(ts: float | None) -> str | None:
 
 
 def parse_iso(text: str) -> float:
-    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+    # RFC 3339 also allows a lowercase "t" and "z".
+    return datetime.fromisoformat(text.upper().replace("Z", "+00:00")).timestamp()
 
 
 def _json_number(value: Any) -> Any:
@@ -51,6 +71,54 @@ class RequestBody(BaseModel):
     `NaN`, which are not JSON) are refused."""
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+
+class NullMeans:
+    """Marks a PATCH field whose null means something, e.g. `Annotated[str | None,
+    NullMeans("the newest version")]`; the schema offers null with that meaning."""
+
+    def __init__(self, meaning: str) -> None:
+        self.meaning = meaning
+
+
+def _null_meaning(field: FieldInfo) -> str | None:
+    return next((m.meaning for m in field.metadata if isinstance(m, NullMeans)), None)
+
+
+class PatchBody(RequestBody):
+    """A PATCH body: only the fields given change. A field left out keeps its value; an explicit
+    null is refused by name (422) unless the field is marked `NullMeans`, and the schema offers
+    null only where it is accepted."""
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _null_only_where_it_means_something(cls, value: Any, info: ValidationInfo) -> Any:
+        name = info.field_name
+        if value is None and name is not None and _null_meaning(cls.model_fields[name]) is None:
+            raise PydanticCustomError(
+                "null", "cannot be null: leave the field out to keep its current value"
+            )
+        return value
+
+    @classmethod
+    def __get_pydantic_json_schema__(
+        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
+    ) -> JsonSchemaValue:
+        schema = handler.resolve_ref_schema(handler(core_schema))
+        for name, field in cls.model_fields.items():
+            prop = schema["properties"][field.alias or name]
+            meaning = _null_meaning(field)
+            if meaning is not None:
+                prop["description"] = f"{prop.get('description', '')}; null: {meaning}".lstrip("; ")
+                continue
+            options = [o for o in prop.pop("anyOf", []) if o.get("type") != "null"]
+            if len(options) == 1:
+                prop.update(options[0])
+            elif options:
+                prop["anyOf"] = options
+            if "default" in prop and prop["default"] is None:
+                del prop["default"]
+        return schema
 
 
 class ErrorDetail(BaseModel):
@@ -87,6 +155,12 @@ class LoginOut(BaseModel):
 
 
 class UserIn(RequestBody):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"username": "ops", "password": "a long passphrase", "role": "operator"}]
+        }
+    )
+
     username: str = Field(min_length=1, max_length=64, pattern=NAME_SCHEMA_PATTERN)
     password: str = Field(min_length=8, max_length=1024)
     role: Role
@@ -163,7 +237,11 @@ class NodeOut(BaseModel):
     unmanaged_instances: list[str] = Field(default_factory=list)
 
 
-class NodePatch(RequestBody):
+class NodePatch(PatchBody):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"labels": {"rack": "r12", "tier": "web"}}]}
+    )
+
     labels: dict[str, str]
 
 
@@ -196,28 +274,59 @@ class UploadOut(BaseModel):
 
 
 class SystemIn(RequestBody):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"name": "payments", "description": "payment gateway and its workers"}]
+        }
+    )
+
     name: str = Field(min_length=1, max_length=128, pattern=NAME_SCHEMA_PATTERN)
     description: str = Field(default="", max_length=4096)
 
 
-class SystemPatch(RequestBody):
+class SystemPatch(PatchBody):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"description": "payment gateway, workers and reports"}]}
+    )
+
     description: str = Field(max_length=4096)
 
 
-class ModuleIn(RequestBody):
+class ModuleIn(RequestBody, LaunchSettings):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [
+                {
+                    "name": "api",
+                    "package": "payment-service",
+                    "version": None,
+                    "start_order": 2,
+                    "env": {"GIN_MODE": "release"},
+                    "args": ["-c", "../conf/config.yaml"],
+                }
+            ]
+        }
+    )
+
     name: str = Field(min_length=1, max_length=128, pattern=NAME_SCHEMA_PATTERN)
     package: str = Field(min_length=1, max_length=128)
     version: str | None = None
     start_order: StartOrder = 1
-    env: dict[str, str] = Field(default_factory=dict)
-    args: list[str] | None = None
+    env: EnvMap = Field(default_factory=dict)
+    args: ArgList | None = None
 
 
-class ModulePatch(RequestBody):
-    version: str | None = None
+class ModulePatch(PatchBody, LaunchSettings):
+    model_config = ConfigDict(
+        json_schema_extra={
+            "examples": [{"version": "1.0.2", "env": {"GIN_MODE": "debug"}}, {"start_order": 3}]
+        }
+    )
+
+    version: Annotated[str | None, NullMeans("the newest version of the package")] = None
     start_order: StartOrder | None = None
-    env: dict[str, str] | None = None
-    args: list[str] | None = None
+    env: EnvMap | None = None
+    args: Annotated[ArgList | None, NullMeans("the args of the package's service.json")] = None
 
 
 class ModuleOut(BaseModel):
@@ -232,6 +341,10 @@ class ModuleOut(BaseModel):
 
 
 class InstanceCreate(RequestBody):
+    model_config = ConfigDict(
+        json_schema_extra={"examples": [{"module_id": "4f2a9c01b7de", "node_id": "9d1e0c4b2a77"}]}
+    )
+
     module_id: str = Field(min_length=1, max_length=64)
     node_id: str = Field(min_length=1, max_length=64)
 
@@ -272,8 +385,70 @@ class InstanceOut(BaseModel):
     )
 
 
+def _health_schema() -> dict[str, Any]:
+    """service.json's health check as JSON Schema: msgspec's, plus what HealthCheck checks."""
+    schema: dict[str, Any] = msgspec.json.schema(HealthCheck)["$defs"]["HealthCheck"]
+    props = schema["properties"]
+    props["http"]["anyOf"][0]["pattern"] = "^https?://"
+    props["command"]["anyOf"][0] = COMMAND_LIST_SCHEMA
+    schema["oneOf"] = [
+        {"required": [kind], "not": {"properties": {kind: {"type": "null"}}}}
+        for kind in ("tcp", "http", "command")
+    ]
+    return schema
+
+
+HEALTH_SCHEMA = _health_schema()
+_HEALTH_INTS = {k for k, v in HEALTH_SCHEMA["properties"].items() if "integer" in str(v)}
+
+_ADOPT_NEEDS = {
+    "pid_file": "pid_file",
+    "process_name": "process_name",
+    "cmdline": "cmdline_pattern",
+}
+# The rules across fields that AdoptIn's validator checks, stated in its schema too.
+_ADOPT_RULES: dict[str, Any] = {
+    "allOf": [
+        *(
+            {
+                "if": {"properties": {"strategy": {"const": strategy}}},
+                "then": {"required": [field], "properties": {field: {"type": "string"}}},
+            }
+            for strategy, field in _ADOPT_NEEDS.items()
+        ),
+        {
+            "if": {
+                "properties": {"restart": {"enum": ["on-failure", "always"]}},
+                "required": ["restart"],
+            },
+            "then": {
+                "required": ["start_command"],
+                "not": {"properties": {"start_command": {"type": "null"}}},
+            },
+        },
+    ]
+}
+
+
 class AdoptIn(RequestBody):
     """Take over a process GDOS did not start (API.md, "Adopt an external process")."""
+
+    model_config = ConfigDict(
+        json_schema_extra={
+            **_ADOPT_RULES,
+            "examples": [
+                {
+                    "system_id": "5c3e9b7a1d20",
+                    "node_id": "9d1e0c4b2a77",
+                    "name": "legacy-billing",
+                    "strategy": "pid_file",
+                    "pid_file": "/var/run/billing.pid",
+                    "start_command": ["/opt/billing/bin/start", "--daemon"],
+                    "restart": "on-failure",
+                }
+            ],
+        }
+    )
 
     system_id: str = Field(min_length=1, max_length=64)
     node_id: str = Field(min_length=1, max_length=64)
@@ -287,11 +462,11 @@ class AdoptIn(RequestBody):
         max_length=pattern.MAX_PATTERN,
         description="RE2 syntax (linear time; no backreferences or lookaround)",
     )
-    start_command: str | list[str] | None = None
-    stop_command: str | list[str] | None = None
+    start_command: Command | None = None
+    stop_command: Command | None = None
     stop_timeout: Annotated[float, Field(gt=0, le=3600), JSON_NUMBER] = 10.0
     log_paths: dict[str, str] = Field(default_factory=dict)
-    health: dict[str, Any] | None = Field(
+    health: Annotated[dict[str, Any], WithJsonSchema(HEALTH_SCHEMA)] | None = Field(
         default=None,
         description='as in service.json: {"tcp": 8888} | {"http": URL} | {"command": [...]}, '
         "with optional timeout, interval, ready_timeout, failure_threshold, host",
@@ -304,8 +479,11 @@ class AdoptIn(RequestBody):
         default=None,
         max_length=33,
         description="who the start, stop and probe commands run as (default: the agent's --default-user)",
+        json_schema_extra={"pattern": ACCOUNT_SCHEMA_PATTERN},
     )
-    group: str | None = Field(default=None, max_length=33)
+    group: str | None = Field(
+        default=None, max_length=33, json_schema_extra={"pattern": ACCOUNT_SCHEMA_PATTERN}
+    )
 
     @field_validator("user", "group")
     @classmethod
@@ -318,6 +496,11 @@ class AdoptIn(RequestBody):
     def _health(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
         if value is None:
             return None
+        # JSON Schema's integer admits 8888.0; msgspec's int does not.
+        value = {
+            k: int(v) if k in _HEALTH_INTS and isinstance(v, float) and v.is_integer() else v
+            for k, v in value.items()
+        }
         try:
             return HealthCheck.from_data(value).to_dict()  # service.json's rules, defaults filled
         except msgspec.ValidationError as exc:
@@ -326,12 +509,7 @@ class AdoptIn(RequestBody):
 
     @model_validator(mode="after")
     def _strategy_has_its_field(self) -> "AdoptIn":
-        needed = {
-            "pid_file": "pid_file",
-            "process_name": "process_name",
-            "cmdline": "cmdline_pattern",
-        }
-        field = needed[self.strategy]
+        field = _ADOPT_NEEDS[self.strategy]
         if not getattr(self, field):
             raise ValueError(f"strategy {self.strategy!r} needs {field!r}")
         if self.cmdline_pattern is not None:
@@ -341,11 +519,6 @@ class AdoptIn(RequestBody):
                 raise ValueError(f"cmdline_pattern: {exc}") from None
         if self.restart != "no" and not self.start_command:
             raise ValueError("a restart policy needs a start_command")
-        for cmd in (self.start_command, self.stop_command):
-            if isinstance(cmd, list) and (not cmd or not all(cmd)):
-                raise ValueError("a command given as a list needs a non-empty program")
-            if isinstance(cmd, str) and not cmd.strip():
-                raise ValueError("a command must not be empty")
         return self
 
 

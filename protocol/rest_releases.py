@@ -7,8 +7,9 @@ from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, StrictBool, field_validator
 
-from protocol.manifest import check_account, check_env_names
-from protocol.rest import JSON_NUMBER, ModuleOut, RequestBody
+from protocol.manifest import ACCOUNT_SCHEMA_PATTERN, check_account
+from protocol.rest import JSON_NUMBER, ModuleOut, NullMeans, PatchBody, RequestBody
+from protocol.rest_launch import ArgList, EnvMap, LaunchSettings
 
 _PERCENT = re.compile(r"\A([1-9][0-9]?|100)%\Z")
 
@@ -43,19 +44,14 @@ class InstanceSettings(BaseModel):
     user: str | None = None
 
 
-class InstancePatch(RequestBody):
+class InstancePatch(PatchBody, LaunchSettings):
     """`PATCH /instances/{id}`: only the fields given change; applied at the next start."""
 
-    env: dict[str, str] | None = Field(default=None, description="null clears them")
-    args: list[str] | None = Field(default=None, description="null: the module's args")
-    user: str | None = Field(default=None, max_length=33, description="null: the default")
-
-    @field_validator("env")
-    @classmethod
-    def _env(cls, value: dict[str, str] | None) -> dict[str, str] | None:
-        if value is not None:
-            check_env_names(value)
-        return value
+    env: Annotated[EnvMap | None, NullMeans("no entries of its own")] = None
+    args: Annotated[ArgList | None, NullMeans("the module's args")] = None
+    user: Annotated[str | None, NullMeans("the package's user, then the agent's default")] = Field(
+        default=None, max_length=33, json_schema_extra={"pattern": ACCOUNT_SCHEMA_PATTERN}
+    )
 
     @field_validator("user")
     @classmethod

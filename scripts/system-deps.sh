@@ -2,6 +2,7 @@
 # Install the Debian packages the project needs, only those missing (idempotent; root or sudo).
 #   scripts/system-deps.sh               what the test suite needs
 #   scripts/system-deps.sh screenshots   also Xvfb and the X11/xcb libraries Qt's xcb platform loads
+#   scripts/system-deps.sh packaging     also lintian and desktop-file-validate (scripts/build.sh deb)
 # Groups are plain lists below: add a group or a package there. On a system without dpkg it says
 # what to install and carries on; without root or sudo it says what is missing and fails.
 set -euo pipefail
@@ -13,8 +14,10 @@ PY=${PYTHON:-.venv/bin/python}
 TEST_PKGS="libgl1 libegl1 libfontconfig1 libfreetype6 libxkbcommon0 libglib2.0-0 libdbus-1-3 fonts-dejavu-core"
 # `systemd-analyze verify` checks the agent's generated unit (tests/agent/test_autostart_cli.py).
 command -v systemd-analyze >/dev/null 2>&1 || TEST_PKGS="$TEST_PKGS systemd"
-# PyInstaller on Linux reads binaries with objdump and strips them with strip (frozen agent test).
+# PyInstaller on Linux reads binaries with objdump and strips them with strip (frozen agent test);
+# the build clears search paths a Python built into a prefix records (build_spec/gdosbuild.py).
 command -v objdump >/dev/null 2>&1 || TEST_PKGS="$TEST_PKGS binutils"
+command -v patchelf >/dev/null 2>&1 || TEST_PKGS="$TEST_PKGS patchelf"
 # PyInstaller bundles Python's shared library; a Debian python3 links it statically.
 libpython=$("$PY" - <<'PY'
 import os, subprocess, sys, sysconfig
@@ -30,16 +33,22 @@ PY
 )
 [ -n "$libpython" ] && TEST_PKGS="$TEST_PKGS $libpython"
 
-# Qt's xcb platform plugin under Xvfb (scripts/screenshots.sh, a desktop session).
+# Qt's xcb platform plugin under Xvfb (scripts/screenshots.sh, a desktop session); xwininfo and
+# xwd let the frozen console's test find its window and take a screenshot.
 SCREENSHOT_PKGS="xvfb xauth libxcb-icccm4 libxcb-keysyms1 libxcb-image0 libxcb-render-util0 libxcb-randr0
  libxcb-shape0 libxcb-xfixes0 libxcb-xinerama0 libxcb-xkb1 libxcb-cursor0 libxcb-sync1 libxcb-shm0
- libxcb-util1 libxkbcommon-x11-0 libx11-xcb1"
+ libxcb-util1 libxkbcommon-x11-0 libx11-xcb1 x11-utils x11-apps"
+# Checks of the Debian packages scripts/build.sh deb makes (dpkg-deb itself comes with dpkg), and
+# the Wayland libraries the console's Qt loads on a Wayland desktop: installed here so that
+# the console package can name their packages among its dependencies.
+PACKAGING_PKGS="lintian desktop-file-utils libwayland-client0 libwayland-cursor0 libwayland-egl1"
 
 want="$TEST_PKGS"
 for group in "$@"; do
   case "$group" in
     screenshots) want="$want $SCREENSHOT_PKGS" ;;
-    *) echo "system-deps: unknown group '$group' (known: screenshots)" >&2; exit 2 ;;
+    packaging) want="$want $PACKAGING_PKGS" ;;
+    *) echo "system-deps: unknown group '$group' (known: screenshots, packaging)" >&2; exit 2 ;;
   esac
 done
 

@@ -172,6 +172,7 @@ class Master(Proc):
         extra: list[str] | None = None,
         env: dict[str, str] | None = None,
         ca_file: Path | None = None,
+        program: list[str] | None = None,
     ) -> None:
         self.data_dir = data_dir
         self.port = port or free_port()
@@ -179,9 +180,7 @@ class Master(Proc):
         self.url = f"{'https' if ca_file else 'http'}://127.0.0.1:{self.port}"
         data_dir.mkdir(parents=True, exist_ok=True)
         argv = [
-            sys.executable,
-            "-m",
-            "master",
+            *(program or [sys.executable, "-m", "master"]),  # e.g. [frozen gdos-master binary]
             "--port",
             f"127.0.0.1:{self.port}",
             "--data-dir",

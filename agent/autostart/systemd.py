@@ -28,12 +28,23 @@ def _env_assignment(name: str, value: str) -> str:
     return '"' + pair.replace("\\", "\\\\").replace('"', '\\"') + '"'
 
 
-def unit_text(command: AgentCommand) -> str:
+AUTOSTART_ORIGIN = (
+    "Written by `gdos-agent --autostart 1`; remove it with `gdos-agent --autostart 0`."
+)
+
+
+def unit_text(
+    command: AgentCommand, origin: str = AUTOSTART_ORIGIN, environment_file: Path | None = None
+) -> str:
+    """The unit; `environment_file` (optional, `-` prefixed) sets flags as GDOS_AGENT_* lines,
+    as the Debian package's unit does with /etc/default/gdos-agent."""
     env_lines = "".join(
         f"Environment={_env_assignment(k, v)}\n" for k, v in sorted(command.env.items())
     )
+    if environment_file is not None:
+        env_lines += f"EnvironmentFile=-{environment_file}\n"
     return f"""\
-# Written by `gdos-agent --autostart 1`; remove it with `gdos-agent --autostart 0`.
+# {origin}
 [Unit]
 Description={DESCRIPTION}
 After=network-online.target

@@ -88,8 +88,10 @@ STATE_COLORS = {
     "unknown": "#9aa0a6",
     "root": "#d93025",  # an instance's user: a service running as root is marked
 }
+STALE_COLOR = "#9aa0a6"  # rows that are not live (the master is unreachable)
 _COLORS = {state: QColor(color) for state, color in STATE_COLORS.items()}
 _BRUSHES = {state: QBrush(color) for state, color in _COLORS.items()}
+_STALE_BRUSH = QBrush(QColor(STALE_COLOR))
 
 
 def _text(value: Any) -> str:
@@ -181,6 +183,7 @@ class RowTableModel(QAbstractTableModel):
         self._resort_timer.timeout.connect(self.resort)
         self._resorted_at = 0.0
         self.resorts = 0  # how many times the order was brought up to date (tests, bench)
+        self.stale = False  # the last known state, not live: every cell is greyed
 
     # -- Qt model interface ---------------------------------------------------------------
 
@@ -208,6 +211,8 @@ class RowTableModel(QAbstractTableModel):
             return self._align[c]
         col = self.COLUMNS[c]
         if role == FOREGROUND:
+            if self.stale:
+                return _STALE_BRUSH
             return _BRUSHES.get(_text(col.value(rows[r]))) if col.colored else None
         if role == SORT_ROLE:
             return col.sort_key(self.value(r, c))
@@ -247,6 +252,17 @@ class RowTableModel(QAbstractTableModel):
 
     def tooltip(self, row: Row, col: Column) -> str | None:
         return None
+
+    def set_stale(self, stale: bool) -> None:
+        """Grey every cell while what the rows say may no longer be true (or back to colors)."""
+        if stale != self.stale:
+            self.stale = stale
+            if self._rows:
+                self.dataChanged.emit(
+                    self.index(0, 0),
+                    self.index(len(self._rows) - 1, self._ncols - 1),
+                    [FOREGROUND],
+                )
 
     def _format(self, row: Row) -> list[str]:
         return [

@@ -58,10 +58,19 @@ def _user(v: Any) -> str:
     return "" if not v else f"{v} (!)" if v == "root" else str(v)  # root is marked
 
 
+def _health(row: Row) -> str:
+    """healthy / unhealthy; "no check" when its package has none; "—" while unknown."""
+    health = row.get("health")
+    if health in ("healthy", "unhealthy"):
+        return str(health)
+    return "no check" if row.get("health_check") is False else "—"
+
+
 class InstanceTableModel(RowTableModel):
     """Instances; CPU, RSS and IO are live columns (`set_live` with `metrics:<id>` samples).
 
-    The service adds `system_name`, `module_name` and `node_name` so the table needs no lookups.
+    The service adds `system_name`, `module_name`, `node_name` and `health_check` (whether its
+    package has a health check, when known) so the table needs no lookups.
     """
 
     COLUMNS = (
@@ -69,12 +78,7 @@ class InstanceTableModel(RowTableModel):
         Column("system_name", "System"),
         Column("node_name", "Node"),
         Column("state", "State", colored=True),
-        Column(
-            "health",
-            "Health",
-            lambda v: "" if v in (None, "none", "unknown") else str(v),  # no check, or no word yet
-            colored=True,
-        ),
+        Column("health", "Health", get=_health, deps=("health", "health_check"), colored=True),
         Column("cpu_percent", "CPU", fmt.percent, numeric=True, live=True),
         Column("rss_bytes", "RSS", fmt.size, numeric=True, live=True),
         Column("read_bps", "Read", fmt.rate, numeric=True, live=True),

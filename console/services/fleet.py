@@ -28,6 +28,12 @@ from console.services.session import Session
 from protocol.states import DOWN_STATES
 
 log = logging.getLogger(__name__)
+
+
+def _has_check(manifest: dict[str, Any]) -> bool:
+    return bool(manifest.get("health"))
+
+
 NODE_LOAD = ("cpu_percent", "mem_percent", "disk_percent", "load1")
 OPERATION_POLL = 2.0  # seconds; operations are followed by events, this is the safety net
 FINISHED_STEPS = frozenset({"done", "skipped"})
@@ -51,6 +57,8 @@ class FleetService(QObject):
         self.node_names: dict[str, str] = {}
         self.system_names: dict[str, str] = {}
         self.module_names: dict[str, str] = {}
+        self.module_packages: dict[str, str] = {}  # module id -> package name
+        self.package_checks: dict[tuple[str, str], bool] = {}  # (name, version) -> has a check
         self.operation_state = ""
         self.operation: dict[str, Any] = {}  # the operation the steps table shows
         self._operation_done = asyncio.Event()
@@ -68,6 +76,7 @@ class FleetService(QObject):
             ("instance", self.on_instance),
             ("system", self.on_system),
             ("package", self.on_package),
+            ("module", self.on_module),
         ):
             session.on(topic, self._recording(handler))
         self.instances.attach_live(session.live.samples)
@@ -104,6 +113,8 @@ class FleetService(QObject):
         self.node_names = {n.id: n.hostname for n in nodes}
         self.system_names = {s.id: s.name for s in systems}
         self.module_names = {m.id: m.name for d in details for m in d.modules}
+        self.module_packages = {m.id: m.package for d in details for m in d.modules}
+        self.package_checks = {(p.name, p.version): _has_check(p.manifest) for p in packages}
         self.nodes.set_rows(n.model_dump() for n in nodes)
         self.packages.set_rows(p.model_dump() for p in packages)
         # Live figures already shown survive a reload: the model keeps them apart from rows.
@@ -123,6 +134,10 @@ class FleetService(QObject):
         row["system_name"] = self.system_names.get(row.get("system_id", ""), row.get("system_id"))
         row["node_name"] = self.node_names.get(row.get("node_id", ""), row.get("node_id"))
         row["module_name"] = self.module_names.get(row.get("module_id") or "", "")
+        package = self.module_packages.get(row.get("module_id") or "")
+        check = self.package_checks.get((package, str(row.get("version")))) if package else None
+        if check is not None:
+            row["health_check"] = check
         return row
 
     def _enrich_detail(self, detail: Row) -> Row:
@@ -161,7 +176,21 @@ class FleetService(QObject):
         self._mark_stale(system_id)
 
     def on_package(self, data: dict[str, Any]) -> None:
+        if data.get("name") and data.get("version"):
+            self.package_checks[(str(data["name"]), str(data["version"]))] = _has_check(
+                data.get("manifest") or {}
+            )
         self.packages.update(data)
+
+    def on_module(self, data: dict[str, Any]) -> None:
+        """A module was added, changed or deleted: its system's subtree is loaded again."""
+        module_id = str(data["id"])
+        if data.get("deleted"):
+            self.module_names.pop(module_id, None)
+        elif data.get("name"):
+            self.module_names[module_id] = str(data["name"])
+            self.module_packages[module_id] = str(data.get("package", ""))
+        self._mark_stale(str(data.get("system_id", "")))
 
     def on_metrics(self, samples: dict[str, dict[str, Any]], changed: set[str] | None) -> None:
         """New `metrics:<id>` samples: the instance table's live columns read `samples`
@@ -240,6 +269,7 @@ class FleetService(QObject):
             raise
         self.system_names[detail.id] = detail.name
         self.module_names.update({m.id: m.name for m in detail.modules})
+        self.module_packages.update({m.id: m.package for m in detail.modules})
         self.systems.upsert_system(self._enrich_detail(detail.model_dump()))
 
     # -- instances ------------------------------------------------------------------------

@@ -8,6 +8,7 @@ words instead of an error box per click.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -74,6 +75,7 @@ class AlertsService(RecordService):
         self.names: Namer = lambda kind, ident: ident
         self._seen: set[str] = set()  # alert ids already told about
         session.on("alert", self.on_alert)
+        session.on("alert_rule", self.on_rule)
         session.resynced.connect(self.reload)
         session.logged_out.connect(
             lambda: [m.set_rows([]) for m in (self.rules, self.alerts, self.silences)]
@@ -88,6 +90,12 @@ class AlertsService(RecordService):
             self._seen.add(alert_id)
             if not data.get("silenced"):
                 self.fired.emit(dict(data))
+
+    def on_rule(self, data: dict[str, Any]) -> None:
+        """A rule made, changed or deleted (by anyone): the rules table follows."""
+        if not data.get("id"):
+            return
+        self.rules.update(data if data.get("deleted") else self._rule_row(dict(data)))
 
     def _rule_row(self, rule: dict[str, Any]) -> dict[str, Any]:
         scope = rule.get("scope") or {}
@@ -187,6 +195,7 @@ class LogsService(RecordService):
     """
 
     files_listed = Signal(str, list)  # instance id, [{"name","path","size","exists","error"}]
+    size_known = Signal(str, str, int)  # instance id, log name, its size now
     text_replaced = Signal(str)
     text_appended = Signal(str)
 
@@ -233,6 +242,7 @@ class LogsService(RecordService):
         if tail is not None:
             self.end = tail.end
             self.text_replaced.emit(tail.text)
+            self.size_known.emit(self.instance_id, self.name, tail.size)
 
     @async_slot(bool)
     @action("following the log")
@@ -276,6 +286,7 @@ class LogsService(RecordService):
         else:
             self.text_appended.emit(text.encode()[self.end - start :].decode(errors="replace"))
             self.end = stop
+            self.size_known.emit(self.instance_id, self.name, stop)
 
     def _resynced(self) -> None:
         if self.following:
@@ -290,6 +301,11 @@ class LogsService(RecordService):
     @action("reading the log")
     async def _tick(self) -> None:
         await self._check()
+        client = self.session.client
+        if self.instance_id and client is not None and client.token is not None:
+            with contextlib.suppress(ClientError):  # the other logs' sizes: labels stay true
+                files = await client.logs(self.instance_id)
+                self.files_listed.emit(self.instance_id, [f.model_dump() for f in files])
 
     async def _check(self, force: bool = False) -> None:
         """Append what the stream did not bring (or reload after a rotation)."""
@@ -303,6 +319,7 @@ class LogsService(RecordService):
             size = (await client.log_tail(self.instance_id, self.name, 0)).size
         except ClientError:
             return  # the node may be away; the next check tries again
+        self.size_known.emit(self.instance_id, self.name, size)
         if size == self.end:
             return
         missing = size - self.end
@@ -318,11 +335,19 @@ class LogsService(RecordService):
             self.text_appended.emit(tail.text)
 
 
+def _audit_key(row: dict[str, Any], n: int) -> str:
+    return str(row["id"]) if row.get("id") is not None else f"#{n}"
+
+
 class AuditService(RecordService):
+    """The audit rows the filters select; new ones arrive as `audit` events and are added."""
+
     def __init__(self, session: Session) -> None:
         super().__init__(session)
         self.model = AuditTableModel(self)
         self.filters: dict[str, Any] = {}
+        self.loaded = False
+        session.on("audit", self.on_audit)
 
     @async_slot(dict)
     @action("loading the audit trail")
@@ -330,7 +355,21 @@ class AuditService(RecordService):
         self.filters = {k: v for k, v in filters.items() if v}
         rows = await self.guarded("audit", self.session.require().audit(**self.filters))
         if rows is not None:
-            self.model.set_rows({**r.model_dump(), "_key": str(n)} for n, r in enumerate(rows))
+            self.loaded = True
+            self.model.set_rows(
+                {**r.model_dump(), "_key": _audit_key(r.model_dump(), n)}
+                for n, r in enumerate(rows)
+            )
+
+    def on_audit(self, data: dict[str, Any]) -> None:
+        if not self.loaded or data.get("id") is None:
+            return
+        f = self.filters
+        if (f.get("actor") and data.get("actor") != f["actor"]) or (
+            f.get("action") and data.get("action") != f["action"]
+        ):
+            return
+        self.model.update({**data, "_key": _audit_key(data, 0)})
 
     @async_slot(str)
     @action("exporting the audit trail")

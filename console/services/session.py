@@ -43,6 +43,9 @@ class Session(QObject):
         self.reachable = False
         self.username = ""
         self.role = ""
+        # What the stream is to be subscribed to; a new stream (a new log-in) starts with it,
+        # and a reconnecting one sends it again, so no live view goes quiet after either.
+        self.keys: set[str] = set()
         self._handlers: dict[str, list[Handler]] = defaultdict(list)
         self._metrics_handlers: list[MetricsHandler] = []
         self.live = LiveFigures()
@@ -151,8 +154,13 @@ class Session(QObject):
     def start_stream(self, client: Client) -> None:
         """Follow `client`'s event stream (login does this; the benchmark calls it directly)."""
         self.inbox = Inbox(self._wake.emit, self.live)  # fresh: nothing of a previous stream
-        self.stream = StreamThread(client, self.inbox)
+        self.stream = StreamThread(client, self.inbox, keys=self.keys)
         self.stream.start()
+
+    def retry_now(self) -> None:
+        """The master is back (it was restarted here): reconnect without waiting."""
+        if self.stream is not None:
+            self.stream.retry_now()
 
     async def logout(self, quiet: bool = False) -> None:
         stream, client = self.stream, self.client
@@ -166,16 +174,21 @@ class Session(QObject):
         if client is not None:
             await client.close()
             if not quiet:
+                self.keys.clear()
                 self.logged_out.emit()
         self.reachable = False
 
     async def subscribe(self, keys: Iterable[str]) -> None:
+        wanted = set(keys)
+        self.keys |= wanted
         if self.stream is not None:
-            await self.stream.subscribe(keys)
+            await self.stream.subscribe(wanted)
 
     async def unsubscribe(self, keys: Iterable[str]) -> None:
+        gone = set(keys)
+        self.keys -= gone
         if self.stream is not None:
-            await self.stream.unsubscribe(keys)
+            await self.stream.unsubscribe(gone)
 
     def _on_status(self, connected: bool, reason: str) -> None:
         if connected != self.reachable or not connected:

@@ -116,9 +116,12 @@ class Inbox:
 class StreamThread:
     """Runs `EventStream(client)` on a daemon thread until `stop()`; events go to `inbox`."""
 
-    def __init__(self, client: Client, inbox: Inbox, batch: bool = True) -> None:
+    def __init__(
+        self, client: Client, inbox: Inbox, batch: bool = True, keys: Iterable[str] = ()
+    ) -> None:
         self.inbox = inbox
         self.stream = EventStream(client, inbox.put, self._status, batch=batch)
+        self.stream.keys = set(keys)  # subscribed from the first connection on
         self.stream.on_connect = self._connected
         self.loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
@@ -167,6 +170,13 @@ class StreamThread:
     @property
     def keys(self) -> set[str]:
         return set(self.stream.keys)
+
+    def retry_now(self) -> None:
+        """If the stream is waiting to reconnect, try at once."""
+        loop = self.loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self.stream.retry_now)
 
     async def stop(self, timeout: float = 5.0) -> None:
         loop = self.loop

@@ -15,7 +15,7 @@ from pathlib import Path
 from PySide6.QtCore import QObject, QSettings, Signal
 
 from console.client import ClientError
-from console.message import async_slot, info, report
+from console.message import async_slot, describe, info, report
 from console.services.session import Session
 
 
@@ -78,7 +78,7 @@ class UploadService(QObject):
                 pkg = await client.upload_package(path, emit)
         except Exception as exc:
             report(f"uploading {name}", exc)
-            self.finished.emit(name, False, str(exc))
+            self.finished.emit(name, False, describe(exc))
             return False
         finally:
             self.active.discard(name)

@@ -1,14 +1,16 @@
-"""Pieces every page uses: a filterable table, banners, confirmations."""
+"""Pieces every page uses: actions, a filterable table, banners, confirmations, file pickers."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
-from PySide6.QtCore import QSettings, Qt, Signal
-from PySide6.QtGui import QAction, QKeySequence, QShowEvent
+from PySide6.QtCore import QEvent, QItemSelectionModel, QSettings, Qt, Signal, SignalInstance
+from PySide6.QtGui import QAction, QKeyEvent, QKeySequence, QShowEvent
 from PySide6.QtWidgets import (
     QAbstractItemView,
+    QFileDialog,
     QHBoxLayout,
     QHeaderView,
     QLabel,
@@ -21,21 +23,152 @@ from PySide6.QtWidgets import (
 )
 
 from console import fmt
-from console.models.base import FilterProxy, RowTableModel
+from console.models.base import FilterProxy, Row, RowTableModel
 from console.ui.tableview import TableView
 
+Shortcut = str | QKeySequence.StandardKey
 
-def confirm(parent: QWidget | None, title: str, text: str, destructive: bool = True) -> bool:
-    """Ask before a destructive action. Tests replace this function to answer by themselves."""
+
+def on_trigger(signal: SignalInstance, slot: Callable[[], object]) -> None:
+    """Connect `triggered`/`clicked`/`activated` to a slot called with no arguments.
+
+    Those signals pass `checked` (a bool): a slot whose first parameter is optional would take
+    it for its argument. Every action and button of the console is wired through here."""
+    signal.connect(lambda *_: slot())
+
+
+def make_action(
+    owner: QWidget,
+    text: str,
+    slot: Callable[[], object],
+    shortcut: Shortcut | None = None,
+    context: Qt.ShortcutContext = Qt.ShortcutContext.WidgetWithChildrenShortcut,
+) -> QAction:
+    """An action of `owner` (its shortcut works while the focus is inside `owner`)."""
+    act = QAction(text, owner)
+    if shortcut is not None:
+        act.setShortcut(QKeySequence(shortcut))
+        act.setShortcutContext(context)
+    on_trigger(act.triggered, slot)
+    owner.addAction(act)
+    return act
+
+
+# What a line edit keeps for itself when a Ctrl/Alt key is also a shortcut: editing, clipboard.
+_EDITING_KEYS = (
+    QKeySequence.StandardKey.Copy,
+    QKeySequence.StandardKey.Cut,
+    QKeySequence.StandardKey.Paste,
+    QKeySequence.StandardKey.Undo,
+    QKeySequence.StandardKey.Redo,
+    QKeySequence.StandardKey.SelectAll,
+    QKeySequence.StandardKey.DeleteStartOfWord,
+    QKeySequence.StandardKey.DeleteEndOfWord,
+    QKeySequence.StandardKey.MoveToNextWord,
+    QKeySequence.StandardKey.MoveToPreviousWord,
+    QKeySequence.StandardKey.SelectNextWord,
+    QKeySequence.StandardKey.SelectPreviousWord,
+)
+_COMMAND_MODIFIERS = Qt.KeyboardModifier.ControlModifier | Qt.KeyboardModifier.AltModifier
+
+
+class SearchBox(QLineEdit):
+    """A line edit that leaves Ctrl/Alt keys to the window's shortcuts (Ctrl+U uploads, it does
+    not clear the line); typing, editing and the clipboard keys stay its own."""
+
+    def event(self, e: QEvent) -> bool:
+        if (
+            e.type() == QEvent.Type.ShortcutOverride
+            and isinstance(e, QKeyEvent)
+            and e.modifiers() & _COMMAND_MODIFIERS
+            and not any(e.matches(k) for k in _EDITING_KEYS)
+        ):
+            e.ignore()  # not claimed: a shortcut takes it, or it comes back as a key press
+            return True
+        return super().event(e)
+
+
+def confirm(
+    parent: QWidget | None,
+    title: str,
+    text: str,
+    then: Callable[[], object],
+    destructive: bool = True,
+) -> QMessageBox:
+    """Ask before an action; `then()` runs if the user agrees. The box does not block (it is
+    window-modal): tests find it among the top-level widgets and click its buttons."""
     box = QMessageBox(parent)
+    box.setObjectName("confirmBox")
     box.setIcon(QMessageBox.Icon.Warning if destructive else QMessageBox.Icon.Question)
     box.setWindowTitle(title)
     box.setText(text)
     yes = box.addButton(title, QMessageBox.ButtonRole.DestructiveRole)
     box.addButton(QMessageBox.StandardButton.Cancel)
     box.setDefaultButton(QMessageBox.StandardButton.Cancel)
-    box.exec()
-    return box.clickedButton() is yes
+    box.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+    box.buttonClicked.connect(lambda button: then() if button is yes else None)
+    box.open()
+    return box
+
+
+def _file_dialog(
+    parent: QWidget,
+    title: str,
+    name_filter: str,
+    settings: QSettings | None,
+    key: str,
+    then: Callable[[list[str]], object],
+    save: bool,
+) -> QFileDialog:
+    """Qt's own (not the platform's) file dialog, window-modal and not blocking, opened in the
+    folder used last under `key` (else the home folder), which it then remembers."""
+    folder = str(settings.value(key, "") or "") if settings is not None else ""
+    start = folder if folder and Path(folder).is_dir() else str(Path.home())
+    dlg = QFileDialog(parent, title, start, name_filter)
+    dlg.setObjectName("saveFile" if save else "openFiles")
+    dlg.setFileMode(QFileDialog.FileMode.AnyFile if save else QFileDialog.FileMode.ExistingFiles)
+    dlg.setAcceptMode(
+        QFileDialog.AcceptMode.AcceptSave if save else QFileDialog.AcceptMode.AcceptOpen
+    )
+    dlg.setOption(QFileDialog.Option.DontUseNativeDialog)
+    dlg.setAttribute(Qt.WidgetAttribute.WA_DeleteOnClose)
+
+    def chosen(paths: Sequence[str]) -> None:
+        if paths:
+            if settings is not None:
+                settings.setValue(key, str(Path(paths[0]).parent))
+            then(list(paths))
+
+    dlg.filesSelected.connect(chosen)
+    dlg.open()
+    return dlg
+
+
+def open_files(
+    parent: QWidget,
+    title: str,
+    name_filter: str,
+    then: Callable[[list[str]], object],
+    settings: QSettings | None = None,
+    key: str = "dialogs/open",
+) -> QFileDialog:
+    """Pick existing files."""
+    return _file_dialog(parent, title, name_filter, settings, key, then, save=False)
+
+
+def save_file(
+    parent: QWidget,
+    title: str,
+    name: str,
+    name_filter: str,
+    then: Callable[[str], object],
+    settings: QSettings | None = None,
+    key: str = "dialogs/save",
+) -> QFileDialog:
+    """Pick where to save a file, offered as `name`."""
+    dlg = _file_dialog(parent, title, name_filter, settings, key, lambda p: then(p[0]), save=True)
+    dlg.selectFile(name)
+    return dlg
 
 
 class Notice(QLabel):
@@ -53,7 +186,8 @@ class Notice(QLabel):
 
 
 class Banner(QWidget):
-    """The strip at the top of the window: master unreachable, or the latest error."""
+    """The strip at the top of the window: master unreachable, or the latest error; it may
+    offer one action (Restart)."""
 
     closed = Signal()
 
@@ -69,16 +203,29 @@ class Banner(QWidget):
         self.label.setWordWrap(True)
         self.label.setTextInteractionFlags(Qt.TextInteractionFlag.TextSelectableByMouse)
         lay.addWidget(self.label, 1)
+        self.button = QPushButton()
+        self.button.setObjectName("bannerButton")
+        self.button.hide()
+        on_trigger(self.button.clicked, self._act)
+        lay.addWidget(self.button)
+        self._slot: Callable[[], object] | None = None
         if closable:
             close = QPushButton("Dismiss")
             close.setObjectName("bannerButton")
-            close.clicked.connect(self.dismiss)
+            on_trigger(close.clicked, self.dismiss)
             lay.addWidget(close)
         self.hide()
 
-    def say(self, text: str) -> None:
+    def say(self, text: str, action: str = "", slot: Callable[[], object] | None = None) -> None:
         self.label.setText(text)
+        self._slot = slot
+        self.button.setText(action)
+        self.button.setVisible(bool(action and slot))
         self.setVisible(bool(text))
+
+    def _act(self) -> None:
+        if self._slot is not None:
+            self._slot()
 
     def dismiss(self) -> None:
         self.hide()
@@ -117,7 +264,7 @@ class TablePanel(QWidget):
         self.toolbar = QToolBar()
         self.toolbar.setToolButtonStyle(Qt.ToolButtonStyle.ToolButtonTextOnly)
         top.addWidget(self.toolbar, 1)
-        self.filter = QLineEdit()
+        self.filter = SearchBox()
         self.filter.setPlaceholderText(filter_hint)
         self.filter.setClearButtonEnabled(True)
         self.filter.setMaximumWidth(320)
@@ -148,14 +295,16 @@ class TablePanel(QWidget):
             lambda *_: self.selection_changed.emit()
         )
         lay.addWidget(self.view, 1)
-        find = QAction("Filter", self)
-        find.setShortcut(QKeySequence.StandardKey.Find)
-        find.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
-        find.triggered.connect(self._focus_filter)
-        self.addAction(find)
+        make_action(self, "Filter", self._focus_filter, QKeySequence.StandardKey.Find)
+        self._enablers: list[tuple[QAction, Callable[[list[Row]], bool]]] = []
+        model.content_changed.connect(self._enable)
         self._sized = False
         self._shown = False
         model.modelReset.connect(self._size_columns)
+        # A reload (F5, a reconnect) keeps what the user selected, where those rows remain.
+        self._kept: list[str] = []
+        model.modelAboutToBeReset.connect(lambda: setattr(self, "_kept", self.selected_keys()))
+        model.modelReset.connect(self._reselect)
         model.rowsInserted.connect(lambda *_: self._size_columns() if len(model) <= 200 else None)
         self.restore()
 
@@ -172,6 +321,13 @@ class TablePanel(QWidget):
     def _size_columns(self) -> None:
         # Fit the columns to the first screenful of a (re)load, until the user's own widths
         # were restored; sizing looks at the visible rows only, so 10,000 rows cost nothing.
+        # Empty, each column is as wide as its title (a narrow one clipped "Acknowledged").
+        if not self._sized and not self.model.rowCount():
+            header = self.view.horizontalHeader()
+            self.view.ensurePolished()
+            for c in range(self.model.columnCount()):
+                if self.view.columnWidth(c) < header.sectionSizeHint(c):
+                    self.view.setColumnWidth(c, header.sectionSizeHint(c))
         if not self._sized and self.model.rowCount():
             self.view.ensurePolished()  # measure with the font the style sheet gives
             self.view.resizeColumnsToContents()
@@ -186,20 +342,37 @@ class TablePanel(QWidget):
         self,
         text: str,
         slot: Callable[[], Any],
-        shortcut: str | QKeySequence.StandardKey | None = None,
+        shortcut: Shortcut | None = None,
         needs_selection: bool = True,
+        enabled_when: Callable[[list[Row]], bool] | None = None,
     ) -> QAction:
-        act = QAction(text, self)
-        if shortcut is not None:
-            act.setShortcut(QKeySequence(shortcut))
-            act.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
-        act.triggered.connect(slot)
+        """A toolbar button with a shortcut. With `needs_selection` it is enabled while rows are
+        selected (and, given `enabled_when(selected rows)`, while that holds too)."""
+        act = make_action(self, text, slot, shortcut)
         self.toolbar.addAction(act)
-        self.addAction(act)
-        if needs_selection:
+        if needs_selection or enabled_when is not None:
+            self._enablers.append((act, enabled_when or bool))
             act.setEnabled(False)
-            self.selection_changed.connect(lambda: act.setEnabled(bool(self.selected_keys())))
+            self.selection_changed.connect(self._enable)
         return act
+
+    def _enable(self) -> None:
+        if not self._enablers:
+            return
+        rows = self.selected_rows()
+        for act, when in self._enablers:
+            act.setEnabled(bool(rows) and when(rows))
+
+    def _reselect(self) -> None:
+        kept, self._kept = self._kept, []
+        model = self.view.selectionModel()
+        flags = QItemSelectionModel.SelectionFlag
+        for n, key in enumerate(k for k in kept if self.model.row_of(k) >= 0):
+            idx = self.proxy.mapFromSource(self.model.index(self.model.row_of(key), 0))
+            if n == 0:
+                model.setCurrentIndex(idx, flags.ClearAndSelect | flags.Rows)
+            else:
+                model.select(idx, flags.Select | flags.Rows)
 
     def selected_keys(self) -> list[str]:
         rows = {i.row() for i in self.view.selectionModel().selectedRows()}
@@ -213,7 +386,9 @@ class TablePanel(QWidget):
         if src < 0:
             return
         idx = self.proxy.mapFromSource(self.model.index(src, 0))
-        self.view.selectRow(idx.row())
+        # Not `selectRow`: it toggles the row when Ctrl is held (a shortcut's modifier).
+        flags = QItemSelectionModel.SelectionFlag
+        self.view.selectionModel().setCurrentIndex(idx, flags.ClearAndSelect | flags.Rows)
 
     def save(self) -> None:
         if self.settings is not None:

@@ -8,12 +8,22 @@ from typing import Any
 from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtWidgets import QComboBox, QSplitter, QVBoxLayout, QWidget
 
+from console.models.base import Row
 from console.services.fleet import FleetService
 from console.services.metrics import MetricsService
 from console.ui import common
 from console.ui.charts import ChartPanel
 from console.ui.dialogs import AdoptDialog
-from protocol.states import InstanceState
+from protocol.states import ACTIVE_STATES, BUSY_STATES, STARTABLE_STATES, InstanceState
+
+
+def _any_in(states: frozenset[InstanceState]) -> Callable[[list[Row]], bool]:
+    words = {s.value for s in states}
+    return lambda rows: any(r.get("state") in words for r in rows)
+
+
+def _restartable(rows: list[Row]) -> bool:
+    return any(r.get("state") not in {s.value for s in BUSY_STATES} for r in rows)
 
 
 class InstancesPage(QWidget):
@@ -29,9 +39,16 @@ class InstancesPage(QWidget):
         split = QSplitter(Qt.Orientation.Vertical)
         self.table = common.TablePanel(fleet.instances, "instances", settings)
         t = self.table
-        self.start_action = t.add_action("Start", self.start, "Ctrl+R")
-        self.stop_action = t.add_action("Stop", self.stop, "Ctrl+T")
-        self.restart_action = t.add_action("Restart", self.restart, "Ctrl+Shift+R")
+        # Start only what has no process, stop only what has one.
+        self.start_action = t.add_action(
+            "Start", self.start, "Ctrl+R", enabled_when=_any_in(STARTABLE_STATES)
+        )
+        self.stop_action = t.add_action(
+            "Stop", self.stop, "Ctrl+T", enabled_when=_any_in(ACTIVE_STATES)
+        )
+        self.restart_action = t.add_action(
+            "Restart", self.restart, "Ctrl+Shift+R", enabled_when=_restartable
+        )
         self.destroy_action = t.add_action("Destroy…", self.destroy_selected, "Del")
         t.toolbar.addSeparator()
         self.adopt_action = t.add_action(
@@ -120,20 +137,20 @@ class InstancesPage(QWidget):
         if not rows:
             return None
         names = ", ".join(str(r.get("name")) for r in rows[:5]) + (" …" if len(rows) > 5 else "")
-        if not common.confirm(
+        ids = [str(r["id"]) for r in rows]
+        return common.confirm(
             self,
             "Destroy",
             f"Destroy {len(rows)} instance(s) ({names})? Deployed ones are stopped and their "
             "files removed from the node; adopted ones are only forgotten.",
-        ):
-            return None
-        return self.fleet.destroy_instances([str(r["id"]) for r in rows])
+            lambda: self.fleet.destroy_instances(ids),
+        )
 
-    def adopt(self) -> Any:
+    def adopt(self) -> AdoptDialog:
         dlg = AdoptDialog(self.fleet.system_names, self.fleet.nodes.rows(), self)
-        if not dlg.exec():
-            return None
-        return self.fleet.adopt(dlg.values())
+        dlg.submit = self.fleet.adopt
+        dlg.open()
+        return dlg
 
     def _logs(self) -> None:
         keys = self.table.selected_keys()

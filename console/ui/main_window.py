@@ -20,7 +20,7 @@ from PySide6.QtWidgets import (
 )
 
 from console.message import ERROR, WARNING, bridge
-from console.ui.common import Banner
+from console.ui.common import Banner, make_action, on_trigger
 
 PAGES = [
     "overview",
@@ -60,10 +60,10 @@ class StartPage(QWidget):
         sub.setAlignment(Qt.AlignmentFlag.AlignHCenter)
         self.connect_button = QPushButton("Connect to a master…")
         self.connect_button.setObjectName("primaryButton")
-        self.connect_button.clicked.connect(self.connect_requested)
+        on_trigger(self.connect_button.clicked, self.connect_requested.emit)
         self.embedded_button = QPushButton("Start a local master and agent")
         self.embedded_button.setObjectName("secondaryButton")
-        self.embedded_button.clicked.connect(self.embedded_requested)
+        on_trigger(self.embedded_button.clicked, self.embedded_requested.emit)
         self.status = QLabel("")
         self.status.setObjectName("startStatus")
         self.status.setWordWrap(True)
@@ -144,7 +144,7 @@ class MainWindow(QMainWindow):
             file, "&Disconnect", self.disconnect_requested.emit, "Ctrl+Shift+D"
         )
         file.addSeparator()
-        self._add(file, "&Quit", self.quit_requested.emit, QKeySequence.StandardKey.Quit)
+        self._add(file, "&Quit", self.quit_requested.emit, "Ctrl+Q")  # on every platform
         view = bar.addMenu("&View")
         self.view_menu = view
         self._add(view, "&Refresh", self.refresh_requested.emit, QKeySequence.StandardKey.Refresh)
@@ -157,22 +157,20 @@ class MainWindow(QMainWindow):
         slot: Callable[[], object],
         shortcut: str | QKeySequence.StandardKey,
     ) -> QAction:
-        act = QAction(text, self)
-        act.setShortcut(QKeySequence(shortcut))
-        act.triggered.connect(slot)
+        act = make_action(self, text, slot, shortcut, Qt.ShortcutContext.WindowShortcut)
         menu.addAction(act)
         return act
 
     def add_page(self, name: str, title: str, page: QWidget) -> None:
+        """A page in the list; the first ten are Ctrl+1 … Ctrl+9 and Ctrl+0."""
         self.pages[name] = page
         self.stack.addWidget(page)
         item = QListWidgetItem(title)
         item.setData(Qt.ItemDataRole.UserRole, name)
         self.nav.addItem(item)
         n = self.nav.count()
-        if n <= 9:
-            act = self._add(self.view_menu, title, lambda: self.show_page(name), f"Ctrl+{n}")
-            act.setShortcutContext(Qt.ShortcutContext.WindowShortcut)
+        if n <= 10:
+            self._add(self.view_menu, title, lambda: self.show_page(name), f"Ctrl+{n % 10}")
 
     def show_page(self, name: str) -> None:
         for row in range(self.nav.count()):
@@ -211,7 +209,7 @@ class MainWindow(QMainWindow):
             self.offline_banner.hide()
         else:
             self.offline_banner.say(
-                f"The master is unreachable ({reason}). Showing the last known state; "
+                f"The master is unreachable ({reason}). Showing the last known state, greyed; "
                 "reconnecting by itself…"
             )
 

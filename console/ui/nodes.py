@@ -9,7 +9,6 @@ from PySide6.QtCore import QSettings, Qt
 from PySide6.QtWidgets import (
     QFormLayout,
     QGroupBox,
-    QInputDialog,
     QLabel,
     QSplitter,
     QVBoxLayout,
@@ -17,11 +16,13 @@ from PySide6.QtWidgets import (
 )
 
 from console import fmt
-from console.message import error
 from console.services.fleet import FleetService
 from console.services.metrics import MetricsService
 from console.ui import common
 from console.ui.charts import ChartPanel
+from console.ui.dialogs import LabelsDialog, parse_labels
+
+__all__ = ["FACTS", "NodesPage", "parse_labels"]
 
 FACTS: list[tuple[str, str, Callable[[Any], str]]] = [
     ("hostname", "Host", str),
@@ -40,18 +41,6 @@ FACTS: list[tuple[str, str, Callable[[Any], str]]] = [
 ]
 
 
-def parse_labels(text: str) -> dict[str, str]:
-    labels: dict[str, str] = {}
-    for part in text.replace("\n", ",").split(","):
-        if not part.strip():
-            continue
-        key, sep, value = part.partition("=")
-        if not sep or not key.strip():
-            raise ValueError(f"'{part.strip()}' is not key=value")
-        labels[key.strip()] = value.strip()
-    return labels
-
-
 class NodesPage(QWidget):
     def __init__(
         self, fleet: FleetService, metrics: MetricsService, settings: QSettings | None = None
@@ -63,8 +52,8 @@ class NodesPage(QWidget):
         split = QSplitter(Qt.Orientation.Vertical)
         top = QSplitter(Qt.Orientation.Horizontal)
         self.table = common.TablePanel(fleet.nodes, "nodes", settings)
-        self.table.add_action("Edit labels…", self.edit_labels, "Ctrl+L")
-        self.table.add_action("Remove node", self.remove, "Del")
+        self.labels_action = self.table.add_action("Edit labels…", self.edit_labels, "Ctrl+L")
+        self.remove_action = self.table.add_action("Remove node", self.remove, "Del")
         top.addWidget(self.table)
         facts = QGroupBox("Host facts")
         self.form = QFormLayout(facts)
@@ -108,33 +97,26 @@ class NodesPage(QWidget):
         labels = (row or {}).get("labels") or {}
         self.labels_value.setText(", ".join(f"{k}={v}" for k, v in sorted(labels.items())))
 
-    def edit_labels(self) -> None:
+    def edit_labels(self) -> LabelsDialog | None:
         rows = self.table.selected_rows()
         if not rows:
-            return
+            return None
         row = rows[0]
-        current = ", ".join(f"{k}={v}" for k, v in sorted((row.get("labels") or {}).items()))
-        text, ok = QInputDialog.getText(
-            self,
-            "Node labels",
-            f"Labels of {row.get('hostname')} (key=value, comma separated):",
-            text=current,
-        )
-        if not ok:
-            return
-        try:
-            labels = parse_labels(text)
-        except ValueError as exc:
-            error(f"labels not saved: {exc}")
-            return
-        self.fleet.set_node_labels(str(row["id"]), labels)
+        node_id = str(row["id"])
+        dlg = LabelsDialog(str(row.get("hostname")), dict(row.get("labels") or {}), self)
+        dlg.submit = lambda v: self.fleet.set_node_labels(node_id, v["labels"])
+        dlg.open()
+        return dlg
 
-    def remove(self) -> None:
+    def remove(self) -> Any:
         rows = self.table.selected_rows()
-        if rows and common.confirm(
+        if not rows:
+            return None
+        node_id = str(rows[0]["id"])
+        return common.confirm(
             self,
             "Remove node",
             f"Remove node {rows[0].get('hostname')} and revoke its credential? "
             "Its agent will have to enrol again.",
-        ):
-            self.fleet.delete_node(str(rows[0]["id"]))
+            lambda: self.fleet.delete_node(node_id),
+        )

@@ -24,6 +24,11 @@ from protocol.states import InstanceState
 
 STATES = [s.value for s in InstanceState]
 MAX_PROBLEMS = 200
+STALE = "#9aa0a6"  # what is not live any more: the last known state, greyed
+
+
+def plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
 
 
 class Card(QFrame):
@@ -31,6 +36,7 @@ class Card(QFrame):
         super().__init__(parent)
         self.setObjectName("card")
         lay = QVBoxLayout(self)
+        self.name = title
         self.title = QLabel(title)
         self.title.setObjectName("cardTitle")
         self.value = QLabel("-")
@@ -49,11 +55,11 @@ class Card(QFrame):
         self.detail.setText(detail)
 
 
-def _colored(counts: Counter[str], order: list[str]) -> str:
+def _colored(counts: Counter[str], order: list[str], live: bool = True) -> str:
     parts = []
     for key in order + sorted(set(counts) - set(order)):
         if counts.get(key):
-            color = STATE_COLORS.get(key, "#5f6368")
+            color = STATE_COLORS.get(key, "#5f6368") if live else STALE
             parts.append(f'<span style="color:{color}">{counts[key]} {key}</span>')
     return " · ".join(parts) or "none"
 
@@ -107,9 +113,15 @@ class OverviewPage(QWidget):
         # Counted again when rows come, go or change, never for live figures alone (those
         # change every second), and only while the page is shown.
         self._stale = True
+        self.live = True  # False while the master is unreachable: figures are greyed
         for model in (nodes, instances, alerts, packages):
             model.content_changed.connect(self._changed)
         self.refresh()
+
+    def set_live(self, live: bool) -> None:
+        if live != self.live:
+            self.live = live
+            self.refresh()
 
     def _changed(self) -> None:
         self._stale = True
@@ -123,31 +135,36 @@ class OverviewPage(QWidget):
 
     def refresh(self) -> None:
         self._stale = False
+        live = self.live
         node_states = Counter(str(r.get("status")) for r in self.nodes.rows())
         online = node_states.get("online", 0)
         offline = node_states.get("offline", 0)
         self.node_card.show_value(
             f"{online} / {online + offline}",
-            _colored(node_states, ["online", "offline"]),
-            STATE_COLORS["offline"] if offline else STATE_COLORS["online"],
+            _colored(node_states, ["online", "offline"], live)
+            if live
+            else "last known: the master is unreachable",
+            STALE if not live else STATE_COLORS["offline"] if offline else STATE_COLORS["online"],
         )
         inst_states = Counter(str(r.get("state")) for r in self.instances.rows())
         running = inst_states.get("running", 0)
         bad = inst_states.get("failed", 0) + inst_states.get("unknown", 0)
         self.instance_card.show_value(
             f"{running} running",
-            _colored(inst_states, STATES),
-            STATE_COLORS["warning"] if bad else None,  # the detail line says which
+            _colored(inst_states, STATES, live),
+            STALE if not live else STATE_COLORS["warning"] if bad else None,
         )
         firing = [r for r in self.alerts.rows() if r.get("state") == "firing"]
         unacked = [r for r in firing if not r.get("acked")]
         self.alert_card.show_value(
             str(len(firing)),
             f"{len(unacked)} not acknowledged" if firing else "all quiet",
-            STATE_COLORS["firing"] if firing else STATE_COLORS["resolved"],
+            STALE if not live else STATE_COLORS["firing"] if firing else STATE_COLORS["resolved"],
         )
         names = {str(r.get("name")) for r in self.packages.rows()}
-        self.package_card.show_value(str(len(names)), f"{len(self.packages)} versions")
+        self.package_card.show_value(
+            str(len(names)), plural(len(self.packages), "version"), STALE if not live else None
+        )
         by_system: dict[str, Counter[str]] = {}
         for r in self.instances.rows():
             by_system.setdefault(str(r.get("system_name") or r.get("system_id")), Counter())[
@@ -158,14 +175,20 @@ class OverviewPage(QWidget):
             total = sum(counts.values())
             cell = QTableWidgetItem(f"{counts.get('running', 0)} / {total}")
             cell.setTextAlignment(Qt.AlignmentFlag.AlignRight | Qt.AlignmentFlag.AlignVCenter)
-            if counts.get("running", 0) == total:
+            if not live:
+                cell.setForeground(QBrush(QColor(STALE)))
+            elif counts.get("running", 0) == total:
                 cell.setForeground(QBrush(QColor(STATE_COLORS["running"])))
-            states = QLabel(_colored(counts, STATES))
+            states = QLabel(_colored(counts, STATES, live))
             states.setTextFormat(Qt.TextFormat.RichText)
             self.systems.setItem(n, 0, QTableWidgetItem(name))
             self.systems.setItem(n, 1, cell)
             self.systems.setCellWidget(n, 2, states)
         self.problems.clear()
+        if not live:
+            self.problems.addItem(
+                "The master is unreachable: what is shown is the last known state."
+            )
         shown = 0
         for r in self.nodes.rows():
             if r.get("status") == "offline":
@@ -187,3 +210,5 @@ class OverviewPage(QWidget):
             )
         if not self.problems.count():
             self.problems.addItem("Nothing needs attention.")
+        for card in (self.node_card, self.instance_card, self.alert_card, self.package_card):
+            card.title.setText(card.name + ("" if live else " (last known)"))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from PySide6.QtCore import QSettings
 from PySide6.QtGui import QDragEnterEvent, QDropEvent
 from PySide6.QtWidgets import QFileDialog, QHBoxLayout, QLabel, QProgressBar, QVBoxLayout, QWidget
@@ -17,7 +19,7 @@ class PackagesPage(QWidget):
         self, fleet: FleetService, uploads: UploadService, settings: QSettings | None = None
     ) -> None:
         super().__init__()
-        self.fleet, self.uploads = fleet, uploads
+        self.fleet, self.uploads, self.settings = fleet, uploads, settings
         self.setAcceptDrops(True)
         lay = QVBoxLayout(self)
         lay.addWidget(common.page_title("Packages"))
@@ -33,6 +35,7 @@ class PackagesPage(QWidget):
         row = QHBoxLayout()
         self.status = QLabel("")
         self.bar = QProgressBar()
+        self.bar.setObjectName("uploadBar")
         self.bar.setRange(0, 1000)
         self.bar.setTextVisible(True)
         self.bar.hide()
@@ -43,17 +46,23 @@ class PackagesPage(QWidget):
         uploads.finished.connect(self._finished)
         uploads.mode_known.connect(lambda mode: self.status.setText(f"{mode} upload…"))
 
-    def choose_files(self) -> None:
-        paths, _ = QFileDialog.getOpenFileNames(
-            self, "Upload packages", "", "Service packages (*.zip);;All files (*)"
+    def choose_files(self) -> QFileDialog:
+        """The file dialog opens in the folder of the last upload (else the home folder)."""
+        return common.open_files(
+            self,
+            "Upload packages",
+            "Service packages (*.zip);;All files (*)",
+            self.upload,
+            self.settings,
+            "uploads/folder",
         )
-        if paths:
-            self.upload(paths)
 
-    def upload(self, paths: list[str]) -> None:
+    def upload(self, paths: list[str]) -> Any:
+        self.bar.setProperty("failed", False)
+        self._restyle()
         self.bar.setValue(0)
         self.bar.show()
-        self.uploads.upload(paths)
+        return self.uploads.upload(paths)
 
     def dragEnterEvent(self, event: QDragEnterEvent) -> None:
         urls = event.mimeData().urls()
@@ -72,15 +81,32 @@ class PackagesPage(QWidget):
         self.bar.setFormat(f"{name}: {fmt.size(sent)} of {fmt.size(total)}")
 
     def _finished(self, name: str, ok: bool, message: str) -> None:
-        self.status.setText(f"{name}: {'uploaded as ' + message if ok else 'failed: ' + message}")
-        if not self.uploads.active:
-            self.bar.setValue(1000 if ok else self.bar.value())
-            if ok:
+        """A refused upload says so, and its bar turns red and says "refused" (not a full bar
+        as if it had worked)."""
+        self.status.setText(f"{name}: {'uploaded as ' + message if ok else 'refused: ' + message}")
+        if ok:
+            if not self.uploads.active:
                 self.bar.hide()
+            return
+        self.bar.setProperty("failed", True)
+        self._restyle()
+        self.bar.setValue(0)
+        self.bar.setFormat(f"{name}: refused")
+        self.bar.show()
 
-    def delete(self) -> None:
+    def _restyle(self) -> None:
+        style = self.bar.style()
+        style.unpolish(self.bar)
+        style.polish(self.bar)
+
+    def delete(self) -> Any:
         rows = self.table.selected_rows()
-        if rows and common.confirm(
-            self, "Delete package", f"Delete {rows[0].get('name')} {rows[0].get('version')}?"
-        ):
-            self.fleet.delete_package(str(rows[0]["id"]))
+        if not rows:
+            return None
+        package_id = str(rows[0]["id"])
+        return common.confirm(
+            self,
+            "Delete package",
+            f"Delete {rows[0].get('name')} {rows[0].get('version')}?",
+            lambda: self.fleet.delete_package(package_id),
+        )

@@ -11,10 +11,8 @@ from PySide6.QtGui import QFont, QFontDatabase, QKeySequence, QShortcut, QTextCu
 from PySide6.QtWidgets import (
     QCheckBox,
     QComboBox,
-    QFileDialog,
     QHBoxLayout,
     QLabel,
-    QLineEdit,
     QPlainTextEdit,
     QPushButton,
     QSpinBox,
@@ -40,6 +38,22 @@ from console.ui.dialogs import AlertRuleDialog, Choices, SilenceDialog, UserDial
 MAX_LOG_CHARS = 2_000_000
 
 
+def file_label(f: dict[str, Any]) -> str:
+    if f.get("error"):
+        return f"{f['name']} (refused: {f['error']})"
+    if f.get("exists") is False:
+        return f"{f['name']} (not written yet)"
+    return f"{f['name']} ({fmt.size(f.get('size', 0))})"
+
+
+def worth_showing(files: list[dict[str, Any]]) -> int:
+    """The first log with something in it (stderr when only it has), else the first."""
+    for n, f in enumerate(files):
+        if not f.get("error") and f.get("exists") is not False and f.get("size"):
+            return n
+    return 0
+
+
 def _watch_availability(service: RecordService, notice: common.Notice, feature: str) -> None:
     service.availability.connect(
         lambda f, ok, message: notice.say("" if ok else message) if f == feature else None
@@ -50,23 +64,24 @@ class LogsPage(QWidget):
     def __init__(self, logs: LogsService, instances: RowTableModel) -> None:
         super().__init__()
         self.logs, self.instances = logs, instances
+        self._keep = False  # the next listing keeps the log shown (Reload), else picks one
         lay = QVBoxLayout(self)
         lay.addWidget(common.page_title("Logs"))
         top = QHBoxLayout()
         self.instance = QComboBox()
         self.instance.setMinimumWidth(260)
-        self.instance.activated.connect(lambda _: self._pick_instance())
+        self.instance.activated.connect(lambda _: self._new_instance())
         self.file = QComboBox()
         self.file.setMinimumWidth(200)
         self.file.activated.connect(lambda _: self._open())
         self.follow = QCheckBox("Follow")
         self.follow.toggled.connect(self.logs.follow)
-        self.search = QLineEdit()
+        self.search = common.SearchBox()
         self.search.setPlaceholderText("Search (Enter: next, Shift+Enter: previous)")
         self.search.returnPressed.connect(lambda: self.find_text(backward=False))
         QShortcut(QKeySequence("Shift+Return"), self.search, lambda: self.find_text(backward=True))
-        refresh = QPushButton("Reload")
-        refresh.clicked.connect(self._open)
+        self.reload_button = refresh = QPushButton("Reload")
+        common.on_trigger(refresh.clicked, self.reload)
         for w, stretch in (
             (QLabel("Instance"), 0),
             (self.instance, 1),
@@ -92,11 +107,16 @@ class LogsPage(QWidget):
         find = QShortcut(QKeySequence.StandardKey.Find, self)
         find.activated.connect(self._focus_search)
         logs.files_listed.connect(self._files)
+        logs.size_known.connect(self._size)
         logs.text_replaced.connect(self._replace)
         logs.text_appended.connect(self._append)
         _watch_availability(logs, self.notice, "logs")
         instances.modelReset.connect(self._fill_instances)
         instances.rowsInserted.connect(lambda *_: self._fill_instances())
+
+    def _new_instance(self) -> None:
+        self.file.clear()
+        self._pick_instance()
 
     def _focus_search(self) -> None:
         self.search.setFocus()
@@ -113,30 +133,45 @@ class LogsPage(QWidget):
     def show_instance(self, instance_id: str) -> None:
         self._fill_instances()
         self.instance.setCurrentIndex(max(0, self.instance.findData(instance_id)))
+        self.file.clear()
         self._pick_instance()
 
-    def _pick_instance(self) -> None:
+    def reload(self) -> None:
+        """Reload: the list of logs (their sizes) and the tail of the one shown."""
+        self._pick_instance(keep=True)
+
+    def _pick_instance(self, keep: bool = False) -> None:
         iid = self.instance.currentData()
         if iid:
+            self._keep = keep
             self.logs.list_files(str(iid))
 
     def _files(self, instance_id: str, files: list[dict[str, Any]]) -> None:
         if instance_id != self.instance.currentData():
             return
+        names = [f["name"] for f in files]
+        if names == [self.file.itemData(i) for i in range(self.file.count())]:
+            for i, f in enumerate(files):  # the same logs: their sizes are news
+                self.file.setItemText(i, file_label(f))
+            if self._keep:
+                self._keep = False
+                self._open()
+            return
         self.file.clear()
         for f in files:
-            if f.get("error"):
-                label = f"{f['name']} (refused: {f['error']})"
-            elif f.get("exists") is False:
-                label = f"{f['name']} (not written yet)"
-            else:
-                label = f"{f['name']} ({fmt.size(f.get('size', 0))})"
-            self.file.addItem(label, f["name"])
+            self.file.addItem(file_label(f), f["name"])
             self.file.setItemData(
                 self.file.count() - 1, f.get("path", ""), Qt.ItemDataRole.ToolTipRole
             )
         if files:
+            self.file.setCurrentIndex(worth_showing(files))
             self._open()
+
+    def _size(self, instance_id: str, name: str, size: int) -> None:
+        if instance_id == self.instance.currentData():
+            i = self.file.findData(name)
+            if i >= 0:
+                self.file.setItemText(i, file_label({"name": name, "size": size}))
 
     def _open(self) -> Any:
         iid, name = self.instance.currentData(), self.file.currentData()
@@ -200,14 +235,18 @@ class AlertsPage(QWidget):
         self.active.toolbar.addWidget(self.only_firing)
         tabs.addTab(self.active, "Firing and history")
         self.rules = common.TablePanel(alerts.rules, "alertRules", settings)
-        self.rules.add_action("New rule…", self.new_rule, "Ctrl+N", needs_selection=False)
-        self.rules.add_action("Edit…", self.edit_rule, "F2")
-        self.toggle_action = self.rules.add_action("Enable / disable", self.toggle_rule, "Ctrl+E")
-        self.rules.add_action("Delete", self.delete_rule, "Del")
+        self.new_rule_action = self.rules.add_action(
+            "New rule…", self.new_rule, "Ctrl+N", needs_selection=False
+        )
+        self.edit_rule_action = self.rules.add_action("Edit…", self.edit_rule, "F2")
+        self.toggle_action = self.rules.add_action(
+            "Enable / disable", self.toggle_rule, "Ctrl+Shift+E"
+        )
+        self.delete_rule_action = self.rules.add_action("Delete", self.delete_rule, "Del")
         self.rules.view.doubleClicked.connect(lambda _: self.edit_rule())
         tabs.addTab(self.rules, "Rules")
         self.silences = common.TablePanel(alerts.silences, "silences", settings)
-        self.silences.add_action("End silence", self.unsilence, "Del")
+        self.unsilence_action = self.silences.add_action("End silence", self.unsilence, "Del")
         _watch_availability(alerts, self.silences.notice, "silences")
         tabs.addTab(self.silences, "Silences")
         lay.addWidget(tabs, 1)
@@ -221,32 +260,31 @@ class AlertsPage(QWidget):
         keys = self.active.selected_keys()
         return self.alerts.ack(keys) if keys else None
 
-    def silence(self, body: dict[str, Any] | None = None) -> Any:
+    def silence(self) -> SilenceDialog | None:
         rows = self.active.selected_rows()
-        if body is None:
-            if not rows:
-                return None
-            dlg = SilenceDialog(rows[0], self)
-            if not dlg.exec():
-                return None
-            body = dlg.values()
-        return self.alerts.silence(body)
+        if not rows:
+            return None
+        dlg = SilenceDialog(rows[0], self)
+        dlg.submit = self.alerts.silence
+        dlg.open()
+        return dlg
 
-    def new_rule(self, body: dict[str, Any] | None = None) -> Any:
-        if body is None:
-            dlg = AlertRuleDialog(scopes=self.scopes(), parent=self)
-            if not dlg.exec():
-                return None
-            body = dlg.values()
-        return self.alerts.save_rule(body)
+    def new_rule(self) -> AlertRuleDialog:
+        self.tabs.setCurrentWidget(self.rules)
+        dlg = AlertRuleDialog(scopes=self.scopes(), parent=self)
+        dlg.submit = self.alerts.save_rule
+        dlg.submitted.connect(lambda rule_id: self.rules.select_key(str(rule_id)))
+        dlg.open()
+        return dlg
 
-    def edit_rule(self) -> Any:
+    def edit_rule(self) -> AlertRuleDialog | None:
         rows = self.rules.selected_rows()
-        if rows:
-            dlg = AlertRuleDialog(rows[0], self.scopes(), self)
-            if dlg.exec():
-                return self.alerts.save_rule(dlg.values())
-        return None
+        if not rows:
+            return None
+        dlg = AlertRuleDialog(rows[0], self.scopes(), self)
+        dlg.submit = self.alerts.save_rule
+        dlg.open()
+        return dlg
 
     def toggle_rule(self) -> Any:
         rows = self.rules.selected_rows()
@@ -254,28 +292,36 @@ class AlertsPage(QWidget):
             return self.alerts.enable_rule(str(rows[0]["id"]), not rows[0].get("enabled", True))
         return None
 
-    def delete_rule(self) -> None:
+    def delete_rule(self) -> Any:
         rows = self.rules.selected_rows()
-        if rows and common.confirm(
+        if not rows:
+            return None
+        rule_id = str(rows[0]["id"])
+        return common.confirm(
             self,
             "Delete rule",
             f"Delete alert rule {rows[0].get('name')}? Its firing alerts resolve; "
             "past alerts stay in the history.",
-        ):
-            self.alerts.delete_rule(str(rows[0]["id"]))
+            lambda: self.alerts.delete_rule(rule_id),
+        )
 
-    def unsilence(self) -> None:
+    def unsilence(self) -> Any:
         keys = self.silences.selected_keys()
-        if keys and common.confirm(
-            self, "End silence", "End this silence now? Matching alerts notify again."
-        ):
-            self.alerts.unsilence(keys[0])
+        if not keys:
+            return None
+        return common.confirm(
+            self,
+            "End silence",
+            "End this silence now? Matching alerts notify again.",
+            lambda: self.alerts.unsilence(keys[0]),
+        )
 
 
 class AuditPage(QWidget):
     def __init__(self, audit: AuditService, settings: QSettings | None = None) -> None:
         super().__init__()
         self.audit = audit
+        self.settings = settings
         lay = QVBoxLayout(self)
         lay.addWidget(common.page_title("Audit"))
         filters = QHBoxLayout()
@@ -288,17 +334,17 @@ class AuditPage(QWidget):
         ):
             self.since.addItem(label, hours)
         self.since.setCurrentIndex(1)
-        self.actor = QLineEdit()
+        self.actor = common.SearchBox()
         self.actor.setPlaceholderText("actor (exact)")
-        self.action = QLineEdit()
+        self.action = common.SearchBox()
         self.action.setPlaceholderText("action (exact, e.g. POST /api/v1/systems)")
         self.limit = QSpinBox()
         self.limit.setRange(10, 100_000)
         self.limit.setValue(1000)
-        apply = QPushButton("Apply")
-        apply.clicked.connect(self.load)
-        export = QPushButton("Export CSV…")
-        export.clicked.connect(self.export)
+        self.apply_button = apply = QPushButton("Apply")
+        common.on_trigger(apply.clicked, self.load)
+        self.export_button = export = QPushButton("Export CSV…")
+        common.on_trigger(export.clicked, self.export)
         for w in (
             QLabel("Since"),
             self.since,
@@ -340,19 +386,26 @@ class AuditPage(QWidget):
     def load(self) -> Any:
         return self.audit.load(self.filters())
 
-    def export(self) -> None:
-        path, _ = QFileDialog.getSaveFileName(
-            self, "Export audit trail", "gdos-audit.csv", "CSV (*.csv)"
+    def export(self) -> Any:
+        return common.save_file(
+            self,
+            "Export audit trail",
+            "gdos-audit.csv",
+            "CSV (*.csv)",
+            self.export_to,
+            self.settings,
         )
-        if path:
-            self.audit.filters = self.filters()
-            self.audit.export_csv(path)
+
+    def export_to(self, path: str) -> Any:
+        self.audit.filters = self.filters()
+        return self.audit.export_csv(path)
 
 
 class BackupsPage(QWidget):
     def __init__(self, backups: BackupsService, settings: QSettings | None = None) -> None:
         super().__init__()
         self.backups = backups
+        self.settings = settings
         lay = QVBoxLayout(self)
         lay.addWidget(common.page_title("Backups"))
         self.table = common.TablePanel(
@@ -362,10 +415,10 @@ class BackupsPage(QWidget):
         self.create_action = t.add_action(
             "Create backup", backups.create, "Ctrl+B", needs_selection=False
         )
-        t.add_action("Download…", self.download, "Ctrl+S")
+        self.download_action = t.add_action("Download…", self.download, "Ctrl+S")
         self.restore_action = t.add_action("Restore…", self.restore)
-        t.add_action("Delete…", self.delete, "Del")
-        t.add_action("Refresh", backups.reload, needs_selection=False)
+        self.delete_action = t.add_action("Delete…", self.delete, "Del")
+        self.refresh_action = t.add_action("Refresh", backups.reload, needs_selection=False)
         _watch_availability(backups, t.notice, "backups")
         hint = QLabel(
             "Backups are consistent copies of the master's database, taken while it runs. "
@@ -378,36 +431,48 @@ class BackupsPage(QWidget):
         lay.addWidget(hint)
         lay.addWidget(t, 1)
 
-    def download(self, path: str | None = None) -> Any:
+    def download(self) -> Any:
         keys = self.table.selected_keys()
         if not keys:
             return None
-        if path is None:
-            path, _ = QFileDialog.getSaveFileName(
-                self, "Save backup", f"gdos-backup-{keys[0]}.db", "SQLite (*.db)"
-            )
-        return self.backups.download(keys[0], path) if path else None
+        return common.save_file(
+            self,
+            "Save backup",
+            f"gdos-backup-{keys[0]}.db",
+            "SQLite (*.db)",
+            self.download_to,
+            self.settings,
+        )
+
+    def download_to(self, path: str) -> Any:
+        keys = self.table.selected_keys()
+        return self.backups.download(keys[0], path) if keys else None
 
     def delete(self) -> Any:
         keys = self.table.selected_keys()
-        if keys and common.confirm(self, "Delete backup", f"Delete backup {keys[0]} for good?"):
-            return self.backups.delete(keys[0])
-        return None
+        if not keys:
+            return None
+        return common.confirm(
+            self,
+            "Delete backup",
+            f"Delete backup {keys[0]} for good?",
+            lambda: self.backups.delete(keys[0]),
+        )
 
     def restore(self) -> Any:
         rows = self.table.selected_rows()
         if not rows:
             return None
-        if not common.confirm(
+        backup_id = str(rows[0]["id"])
+        return common.confirm(
             self,
             "Restore",
-            f"Restore backup {rows[0]['id']} from {fmt.when(rows[0].get('created_at'))}? "
+            f"Restore backup {backup_id} from {fmt.when(rows[0].get('created_at'))}? "
             "Everything changed since then (systems, modules, instances, rules, users) goes back "
             "to that moment. Running services the backup does not know keep running and are "
             "listed on their nodes as unmanaged.",
-        ):
-            return None
-        return self.backups.restore(str(rows[0]["id"]))
+            lambda: self.backups.restore(backup_id),
+        )
 
 
 class UsersPage(QWidget):
@@ -417,20 +482,26 @@ class UsersPage(QWidget):
         lay = QVBoxLayout(self)
         lay.addWidget(common.page_title("Users"))
         self.table = common.TablePanel(users.model, "users", settings)
-        self.table.add_action("New user…", self.new_user, "Ctrl+N", needs_selection=False)
-        self.table.add_action("Delete", self.delete, "Del")
+        self.new_action = self.table.add_action(
+            "New user…", self.new_user, "Ctrl+N", needs_selection=False
+        )
+        self.delete_action = self.table.add_action("Delete", self.delete, "Del")
         _watch_availability(users, self.table.notice, "users")
         lay.addWidget(self.table, 1)
 
-    def new_user(self) -> None:
+    def new_user(self) -> UserDialog:
         dlg = UserDialog(self)
-        if dlg.exec():
-            v = dlg.values()
-            self.users.create(v["username"], v["password"], v["role"])
+        dlg.submit = lambda v: self.users.create(v["username"], v["password"], v["role"])
+        dlg.open()
+        return dlg
 
-    def delete(self) -> None:
+    def delete(self) -> Any:
         keys = self.table.selected_keys()
-        if keys and common.confirm(
-            self, "Delete user", f"Delete user {keys[0]}? Their sessions end now."
-        ):
-            self.users.delete(keys[0])
+        if not keys:
+            return None
+        return common.confirm(
+            self,
+            "Delete user",
+            f"Delete user {keys[0]}? Their sessions end now.",
+            lambda: self.users.delete(keys[0]),
+        )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from PySide6.QtCore import QModelIndex, Qt
-from PySide6.QtGui import QAction, QKeySequence
+from PySide6.QtGui import QAction
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHeaderView,
@@ -59,6 +59,13 @@ class SystemsPage(QWidget):
         self.tree.selectionModel().selectionChanged.connect(lambda *_: self._enable())
         fleet.systems.rowsInserted.connect(lambda *_: self.tree.expandAll())
         fleet.systems.modelReset.connect(lambda: self.tree.expandAll())
+        # A system's subtree is rebuilt when it changes (events, reloads): what was selected in
+        # it stays selected.
+        self._kept: tuple[str, str] = ("", "")
+        fleet.systems.rowsAboutToBeRemoved.connect(lambda *_: self._keep())
+        fleet.systems.modelAboutToBeReset.connect(self._keep)
+        fleet.systems.rowsInserted.connect(lambda *_: self._reselect())
+        fleet.systems.modelReset.connect(self._reselect)
         split.addWidget(self.tree)
         ops = QWidget()
         ops_lay = QVBoxLayout(ops)
@@ -91,13 +98,9 @@ class SystemsPage(QWidget):
         self._enable()
 
     def _action(self, text: str, slot: Any, shortcut: str, always: bool = False) -> QAction:
-        act = QAction(text, self)
-        act.setShortcut(QKeySequence(shortcut))
-        act.setShortcutContext(Qt.ShortcutContext.WidgetWithChildrenShortcut)
-        act.triggered.connect(slot)
+        act = common.make_action(self, text, slot, shortcut)
         act.setProperty("always", always)
         self.toolbar.addAction(act)
-        self.addAction(act)
         return act
 
     # -- selection ------------------------------------------------------------------------
@@ -130,6 +133,18 @@ class SystemsPage(QWidget):
             )
             self.tree.scrollTo(idx)
 
+    def _keep(self) -> None:
+        kind, key, _ = self.selected()
+        if kind:
+            self._kept = (kind, key)
+
+    def _reselect(self) -> None:
+        kind, key = self._kept
+        if kind and not self.selected()[0] and self.fleet.systems.item_for(kind, key):
+            self.select(kind, key)
+        if self.selected()[0]:
+            self._kept = ("", "")
+
     def _enable(self) -> None:
         kind, _, _ = self.selected()
         self.edit_action.setEnabled(kind in ("system", "module"))
@@ -141,50 +156,64 @@ class SystemsPage(QWidget):
 
     # -- actions --------------------------------------------------------------------------
 
-    def new_system(self, name: str | None = None, description: str = "") -> Any:
-        if name is None:
-            dlg = SystemDialog(parent=self)
-            if not dlg.exec():
-                return None
-            v = dlg.values()
-            name, description = v["name"], v["description"]
+    # Each dialog stays open until the master accepts what it sends; the `create_*`/`deploy_to`
+    # functions do the work and are what tests call directly.
+
+    def new_system(self) -> SystemDialog:
+        dlg = SystemDialog(parent=self)
+        dlg.submit = lambda v: self.create_system(v["name"], v["description"])
+        dlg.submitted.connect(lambda system_id: self.select("system", str(system_id)))
+        dlg.open()
+        return dlg
+
+    def create_system(self, name: str, description: str = "") -> Any:
         return self.fleet.create_system(name, description)
 
-    def edit(self) -> None:
+    def edit(self) -> SystemDialog | ModuleDialog | None:
         kind, key, row = self.selected()
         if kind == "system":
             dlg = SystemDialog(row, self)
-            if dlg.exec():
-                self.fleet.update_system(key, dlg.values()["description"])
-        elif kind == "module":
+            dlg.submit = lambda v: self.fleet.update_system(key, v["description"])
+            dlg.open()
+            return dlg
+        if kind == "module":
             mdlg = ModuleDialog(self._package_versions(), row, self)
-            if mdlg.exec():
-                v = mdlg.values()
-                changes = {k: v[k] for k in ("version", "start_order", "env", "args")}
-                self.fleet.update_module(str(row.get("system_id")), key, changes)
+            system_id = str(row.get("system_id"))
+            mdlg.submit = lambda v: self.fleet.update_module(
+                system_id, key, {k: v[k] for k in ("version", "start_order", "env", "args")}
+            )
+            mdlg.open()
+            return mdlg
+        return None
 
-    def add_module(self, fields: dict[str, Any] | None = None) -> Any:
+    def add_module(self) -> ModuleDialog | None:
         system_id = self.system_of_selection()
         if not system_id:
             return None
-        if fields is None:
-            dlg = ModuleDialog(self._package_versions(), parent=self)
-            if not dlg.exec():
-                return None
-            fields = dlg.values()
-        return self.fleet.create_module(system_id, fields)
+        dlg = ModuleDialog(self._package_versions(), parent=self)
+        dlg.submit = lambda v: self.fleet.create_module(system_id, v)
+        dlg.submitted.connect(lambda module_id: self.select("module", str(module_id)))
+        dlg.open()
+        return dlg
 
-    def deploy(self, node_ids: list[str] | None = None) -> Any:
+    def create_module(self, fields: dict[str, Any]) -> Any:
+        """A module in the system of the selection."""
+        system_id = self.system_of_selection()
+        return self.fleet.create_module(system_id, fields) if system_id else None
+
+    def deploy(self) -> NodePicker | None:
         kind, key, row = self.selected()
         if kind != "module":
             return None
-        if node_ids is None:
-            nodes = [r for r in self.fleet.nodes.rows()]
-            dlg = NodePicker(f"Deploy {row.get('name')} to…", nodes, parent=self)
-            if not dlg.exec():
-                return None
-            node_ids = dlg.values()["node_ids"]
-        return self.fleet.deploy(key, node_ids)
+        dlg = NodePicker(f"Deploy {row.get('name')} to…", self.fleet.nodes.rows(), parent=self)
+        dlg.submit = lambda v: self.fleet.deploy(key, v["node_ids"])
+        dlg.open()
+        return dlg
+
+    def deploy_to(self, node_ids: list[str]) -> Any:
+        """Instances of the selected module on these nodes."""
+        kind, key, _ = self.selected()
+        return self.fleet.deploy(key, node_ids) if kind == "module" else None
 
     def start_system(self) -> Any:
         system_id = self.system_of_selection()
@@ -195,25 +224,39 @@ class SystemsPage(QWidget):
         if not system_id:
             return None
         name = self.fleet.system_names.get(system_id, system_id)
-        if not common.confirm(
-            self, "Stop system", f"Stop every instance of {name}, in reverse start order?"
-        ):
-            return None
-        return self.fleet.stop_system(system_id)
+        return common.confirm(
+            self,
+            "Stop system",
+            f"Stop every instance of {name}, in reverse start order?",
+            lambda: self.fleet.stop_system(system_id),
+        )
 
-    def delete(self) -> None:
+    def delete(self) -> Any:
         kind, key, row = self.selected()
         name = row.get("name", key)
         if kind == "system":
-            if common.confirm(self, "Delete system", f"Delete system {name} and its modules?"):
-                self.fleet.delete_system(key)
-        elif kind == "module":
-            if common.confirm(self, "Delete module", f"Delete module {name}?"):
-                self.fleet.delete_module(str(row.get("system_id")), key)
-        elif kind == "instance" and common.confirm(
-            self, "Destroy instance", f"Destroy {name}: stop it and remove its files from the node?"
-        ):
-            self.fleet.destroy_instances([key])
+            return common.confirm(
+                self,
+                "Delete system",
+                f"Delete system {name} and its modules?",
+                lambda: self.fleet.delete_system(key),
+            )
+        if kind == "module":
+            system_id = str(row.get("system_id"))
+            return common.confirm(
+                self,
+                "Delete module",
+                f"Delete module {name}?",
+                lambda: self.fleet.delete_module(system_id, key),
+            )
+        if kind == "instance":
+            return common.confirm(
+                self,
+                "Destroy instance",
+                f"Destroy {name}: stop it and remove its files from the node?",
+                lambda: self.fleet.destroy_instances([key]),
+            )
+        return None
 
     def _package_versions(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}

@@ -24,7 +24,7 @@ from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QPointF, QRect, Q
 from PySide6.QtGui import QColor, QPainter, QPaintEvent, QPalette, QRegion
 from PySide6.QtWidgets import QStyle, QStyleOptionViewItem, QTableView, QWidget
 
-from console.models.base import FilterProxy, RowTableModel
+from console.models.base import STALE_COLOR, FilterProxy, RowTableModel
 
 MARGIN = 3  # pixels between a cell's text and its edge: Qt's delegate leaves (and sizes for) 3
 MAX_TEXTS = 8192  # distinct strings whose width is kept
@@ -132,6 +132,9 @@ class TableView(QTableView):
         colored = set(model.colored_columns)
         right = model.right_aligned
         base, alternate, highlight, text, selected_text, grid = self._colors()
+        if model.stale:  # not live: greyed, no state colors
+            text = selected_text = QColor(STALE_COLOR)
+            colored = set()
         alternating = self.alternatingRowColors()
         line = 1 if self.showGrid() else 0
         filtering = proxy.filtering

@@ -156,6 +156,7 @@ async def _greet(ws: WebSocket, link: AgentLink, hello: Hello, svc: ServicesDep)
             result="reported",
             source_ip=ws.client.host if ws.client else "",
             detail={"instances": unmanaged, "note": "kept running on the node, not managed"},
+            hub=svc.hub,
         )
     svc.logs.node_connected(node_id)
     await link.send(

@@ -87,7 +87,9 @@ async def create_rule(
     rule = svc.alerts.set_rule(row)
     request.state.audit_target = f"alert_rule={row.id}"
     request.state.audit_detail = {"rule": rule.describe()}
-    return rule_out(row, rule)
+    out = rule_out(row, rule)
+    svc.hub.publish("alert_rule", out.model_dump(mode="json"))
+    return out
 
 
 @router.get("/alert-rules", response_model=list[AlertRuleOut])
@@ -117,9 +119,6 @@ async def update_rule(
     merged.update(body.model_dump(mode="json", exclude_unset=True))
     if merged.get("scope") is None:
         merged["scope"] = {}
-    for field in ("name", "metric", "op", "threshold", "for_seconds", "severity", "enabled"):
-        if merged.get(field) is None:
-            raise rules.invalid(field, "cannot be null")
     values = rules.normalize(merged)
     _check_scope(s, values)
     for key, value in values.items():
@@ -128,7 +127,9 @@ async def update_rule(
     s.commit()
     rule = svc.alerts.set_rule(row)
     request.state.audit_detail = {"rule": rule.describe()}
-    return rule_out(row, rule)
+    out = rule_out(row, rule)
+    svc.hub.publish("alert_rule", out.model_dump(mode="json"))
+    return out
 
 
 @router.delete("/alert-rules/{rule_id}", status_code=204, response_class=Response)
@@ -138,6 +139,7 @@ async def delete_rule(rule_id: Id, _: Operator, s: SessionDep, svc: ServicesDep)
     s.delete(row)
     s.commit()
     svc.alerts.remove_rule(rule_id)
+    svc.hub.publish("alert_rule", {"id": rule_id, "deleted": True})
     return Response(status_code=204)
 
 

@@ -13,25 +13,12 @@ from master.api.deps import SessionDep, Viewer
 from master.api.errors import ERROR_RESPONSES
 from master.api.params import ISO_ONLY, timestamp
 from master.db import models
+from master.services.audit import audit_out
 from master.services.audit_chain import verify_rows
-from protocol.rest import AuditOut, iso
+from protocol.rest import AuditOut
 from protocol.rest_records import AuditBreak, AuditVerifyOut
 
 router = APIRouter(prefix="/api/v1", tags=["audit"], responses=ERROR_RESPONSES)
-
-
-def audit_out(row: models.AuditEntry) -> AuditOut:
-    return AuditOut(
-        ts=iso(row.ts) or "",
-        actor=row.actor,
-        action=row.action,
-        target=row.target,
-        result=row.result,
-        source_ip=row.source_ip,
-        detail=row.detail or {},
-        id=row.id,
-        hash=row.hash,
-    )
 
 
 @router.get(

@@ -76,8 +76,12 @@ def error_response(
     return JSONResponse(body, status_code=status, headers=all_headers or None)
 
 
-def _field(loc: tuple[Any, ...]) -> str:
+def _field(loc: tuple[Any, ...], where: Any = None) -> str:
+    """The field path a person reads; `where` (a refused key, from the error's context) goes on
+    the end, so `{"env": {"A=B": ""}}` names `env.A=B`."""
     parts = [str(p) for p in loc if p not in ("body", "query", "path", "header")]
+    if where is not None:
+        parts.append(str(where))
     return ".".join(parts) or "body"
 
 
@@ -104,14 +108,20 @@ async def _validation_error(_: Request, exc: Exception) -> JSONResponse:
             "the request body is not a JSON object (send application/json)",
         )
     problems = [
-        {"field": _field(tuple(e.get("loc", ()))), "message": str(e.get("msg"))} for e in errors
+        {
+            "field": _field(tuple(e.get("loc", ())), (e.get("ctx") or {}).get("where")),
+            # pydantic prefixes a validator's own sentence with "Value error, ".
+            "message": str(e.get("msg")).removeprefix("Value error, "),
+            "type": str(e.get("type", "")),
+        }
+        for e in errors
     ]
     first = problems[0] if problems else {"field": "body", "message": "invalid"}
     return error_response(
         422,
         ErrorCode.VALIDATION_FAILED,
         f"{first['field']}: {first['message']}",
-        {"problems": problems},
+        {"field": first["field"], "problems": problems},
     )
 
 

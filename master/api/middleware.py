@@ -7,6 +7,7 @@ from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from master.db.session import Database
+from master.hub import Hub
 from master.services.audit import API_PREFIX, WRITE_METHODS, record, result_word
 from master.services.restore import Gate
 from protocol.errors import ErrorCode, GdosError
@@ -20,9 +21,10 @@ class AuditMiddleware:
     """Writes the audit row of every POST/PUT/PATCH/DELETE under /api/v1 once its status is
     known, so no route can forget it; routes enrich it through `request.state`."""
 
-    def __init__(self, app: ASGIApp, db: Database) -> None:
+    def __init__(self, app: ASGIApp, db: Database, hub: Hub | None = None) -> None:
         self.app = app
         self.db = db
+        self.hub = hub  # new rows also go to the console event stream (topic `audit`)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -61,6 +63,7 @@ class AuditMiddleware:
                 result=result_word(status),
                 source_ip=client[0] if client else "",
                 detail=state.get("audit_detail") or {},
+                hub=self.hub,
             )
         except Exception:  # the audit must never turn a served request into a crash
             log.exception("could not write the audit row for %s %s", scope["method"], scope["path"])

@@ -19,7 +19,11 @@ NodeId = Annotated[str, Path(max_length=64)]
 
 
 def get_node(s: SessionDep, node_id: str) -> models.Node:
-    return get_or_404(s, models.Node, node_id, "node")
+    """A node that was removed (its credential revoked) is gone for the API, as in the list."""
+    node = get_or_404(s, models.Node, node_id, "node")
+    if node.revoked:
+        raise GdosError(ErrorCode.NOT_FOUND, f"no node {node_id} (it was removed)")
+    return node
 
 
 @router.get("", response_model=list[NodeOut])

@@ -113,8 +113,12 @@ async def download_package(
     s.close()
     local = svc.store.local_path(pkg.sha256)
     if local is not None:
-        if not local.is_file():
-            raise GdosError(ErrorCode.STORAGE_ERROR, f"the file of package {pkg.id} is missing")
+        if not local.is_file():  # e.g. a restored backup names a package deleted since
+            raise GdosError(
+                ErrorCode.NOT_FOUND,
+                f"the zip of package {pkg.name} {pkg.version} is no longer in the package store "
+                "(was it deleted after the backup that was restored?): upload it again",
+            )
         return FileResponse(local, media_type="application/zip", filename=filename, headers=headers)
     url = await svc.store.presigned_url(pkg.sha256, 600)
     if url is not None:

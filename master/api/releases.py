@@ -17,6 +17,7 @@ from master.services import instance_settings
 from master.services.rollout_plan import Target
 from master.services.serializers import instance_out
 from protocol.errors import ErrorCode, GdosError
+from protocol.launch import LaunchError, check_total
 from protocol.rest import InstanceOut, OperationOut, OperationStarted
 from protocol.rest_releases import (
     InstancePatch,
@@ -54,6 +55,13 @@ def update_instance(
         inst.override_args = given["args"]
     if "user" in given:
         inst.override_user = given["user"]
+    mod = s.get(models.Module, inst.module_id) if inst.module_id else None
+    merged = instance_settings.settings_for(mod, inst)
+    try:  # the body alone was checked; with the module's entries it must still fit one start
+        check_total(merged.env, merged.args)
+    except LaunchError as exc:
+        where = exc.where or "env"
+        raise GdosError(ErrorCode.VALIDATION_FAILED, f"{where}: {exc}", {"field": where}) from None
     instance_settings.refresh_drift(s, [inst])
     s.commit()
     svc.orchestrator.feed.publish(inst)

@@ -13,6 +13,7 @@ from master.db.session import get_or_404
 from master.services import instance_settings
 from master.services.serializers import instance_out, module_out, system_out
 from protocol.errors import ErrorCode, GdosError
+from protocol.launch import LaunchError, check_total
 from protocol.rest import (
     ModuleIn,
     ModuleOut,
@@ -131,7 +132,9 @@ async def create_module(
             ErrorCode.ALREADY_EXISTS, f"the system already has a module {body.name}"
         ) from None
     request.state.audit_target = f"module={mod.id}"
-    return module_out(mod)
+    out = module_out(mod)
+    svc.hub.publish("module", out.model_dump())
+    return out
 
 
 @router.get("/modules/{module_id}", response_model=ModuleOut)
@@ -140,7 +143,7 @@ def read_module(module_id: Id, _: Viewer, s: SessionDep) -> ModuleOut:
 
 
 @router.patch("/modules/{module_id}", response_model=ModuleChanged)
-def update_module(
+async def update_module(
     module_id: Id, body: ModulePatch, _: Operator, s: SessionDep, svc: ServicesDep
 ) -> ModuleChanged:
     """Change a module. What runs does not change by itself: `drifted` lists the instances that
@@ -149,6 +152,11 @@ def update_module(
     given = body.model_dump(exclude_unset=True)
     if "version" in given:
         svc.orchestrator.resolve_package(s, mod.package_name, given["version"])
+    try:  # the body alone was checked; what is kept must fit with it
+        check_total(given.get("env", mod.env), given.get("args", mod.args))
+    except LaunchError as exc:
+        where = exc.where or "env"
+        raise GdosError(ErrorCode.VALIDATION_FAILED, f"{where}: {exc}", {"field": where}) from None
     for key, value in given.items():
         setattr(mod, key, value)
     s.flush()
@@ -157,17 +165,21 @@ def update_module(
     s.commit()
     for inst in insts:
         svc.orchestrator.feed.publish(inst)
+    out = module_out(mod)
+    svc.hub.publish("module", out.model_dump())
     drifted = sorted(inst.id for inst in insts if inst.drift)
-    return ModuleChanged(**module_out(mod).model_dump(), drifted=drifted)
+    return ModuleChanged(**out.model_dump(), drifted=drifted)
 
 
 @router.delete("/modules/{module_id}", status_code=204, response_class=Response)
-def delete_module(module_id: Id, _: Operator, s: SessionDep) -> Response:
+async def delete_module(module_id: Id, _: Operator, s: SessionDep, svc: ServicesDep) -> Response:
     mod = get_module(s, module_id)
     if s.scalars(select(models.Instance.id).where(models.Instance.module_id == module_id)).first():
         raise GdosError(
             ErrorCode.IN_USE, f"module {mod.name} still has instances; destroy them first"
         )
+    system_id = mod.system_id
     s.delete(mod)
     s.commit()
+    svc.hub.publish("module", {"id": module_id, "system_id": system_id, "deleted": True})
     return Response(status_code=204)

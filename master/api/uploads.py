@@ -25,6 +25,7 @@ from protocol.rest import ErrorDetail, ErrorOut, PackageOut, UploadOut, iso
 TUS_VERSION = "1.0.0"
 TUS_EXTENSIONS = "creation,termination,expiration"
 OFFSET_TYPE = "application/offset+octet-stream"
+NO_LENGTH = "send Upload-Length with the size of the zip (deferred length is not supported)"
 
 
 class TusRoute(APIRoute):
@@ -37,16 +38,20 @@ class TusRoute(APIRoute):
             try:
                 response = await handler(request)
             except RequestValidationError as exc:
-                if not any(_is_tus_header(e.get("loc", ())) for e in exc.errors()):
+                locs = [e.get("loc", ()) for e in exc.errors()]
+                if any(_is_header(loc, "tus-resumable") for loc in locs):
+                    got = request.headers.get("tus-resumable")
+                    exc2 = GdosError(
+                        ErrorCode.PRECONDITION_FAILED,
+                        f"this server speaks tus {TUS_VERSION}; send 'Tus-Resumable: {TUS_VERSION}'",
+                        {"tus_version": TUS_VERSION, "got": got},
+                    )
+                    response = error_response(412, exc2.code, exc2.message, exc2.details)
+                    response.headers["Tus-Version"] = TUS_VERSION
+                elif any(_is_header(loc, "upload-length") for loc in locs):
+                    response = error_response(400, ErrorCode.BAD_REQUEST, NO_LENGTH)
+                else:
                     raise
-                got = request.headers.get("tus-resumable")
-                exc2 = GdosError(
-                    ErrorCode.PRECONDITION_FAILED,
-                    f"this server speaks tus {TUS_VERSION}; send 'Tus-Resumable: {TUS_VERSION}'",
-                    {"tus_version": TUS_VERSION, "got": got},
-                )
-                response = error_response(412, exc2.code, exc2.message, exc2.details)
-                response.headers["Tus-Version"] = TUS_VERSION
             except GdosError as exc:
                 response = error_response(
                     STATUS.get(exc.code, 500), exc.code, exc.message, exc.details
@@ -59,8 +64,8 @@ class TusRoute(APIRoute):
         return tus_handler
 
 
-def _is_tus_header(loc: Any) -> bool:
-    return len(loc) >= 2 and loc[0] == "header" and str(loc[1]).lower() == "tus-resumable"
+def _is_header(loc: Any, name: str) -> bool:
+    return len(loc) >= 2 and loc[0] == "header" and str(loc[1]).lower() == name
 
 
 def _check_tus_version(got: str | None) -> None:
@@ -167,16 +172,25 @@ def create_upload(
     response: Response,
     principal: Operator,
     svc: ServicesDep,
-    upload_length: Annotated[str | None, Header(alias="Upload-Length")] = None,
-    upload_metadata: Annotated[str | None, Header(alias="Upload-Metadata")] = None,
+    # Declared as the schema sees it; _int_header answers 400 for what does not match.
+    upload_length: Annotated[
+        str,
+        Header(
+            alias="Upload-Length",
+            json_schema_extra={"pattern": "^0*[1-9][0-9]*$", "maxLength": 19},
+        ),
+    ],
+    upload_metadata: Annotated[
+        str | None,
+        Header(
+            alias="Upload-Metadata", json_schema_extra={"pattern": upload_service.METADATA_PATTERN}
+        ),
+    ] = None,
 ) -> UploadOut:
     """Start a resumable upload of `Upload-Length` bytes; `Location` is where to PATCH."""
     length = _int_header(upload_length, "Upload-Length")
     if length is None:
-        raise GdosError(
-            ErrorCode.BAD_REQUEST,
-            "send Upload-Length with the size of the zip (deferred length is not supported)",
-        )
+        raise GdosError(ErrorCode.BAD_REQUEST, NO_LENGTH)
     meta = upload_service.parse_metadata(upload_metadata)
     row = svc.uploads.create(length, meta, principal.name)
     request.state.audit_target = f"upload={row.id}"

@@ -13,7 +13,9 @@ from sqlalchemy import select, text
 
 from master.db import models
 from master.db.session import Database
+from master.hub import Hub
 from master.services.audit_chain import GENESIS, normalize_detail, row_hash
+from protocol.rest import AuditOut, iso
 
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 API_PREFIX = "/api/v1"
@@ -31,6 +33,20 @@ _chain_lock = threading.Lock()
 _PG_CHAIN_LOCK_KEY = 0x6764_6F73_0005  # pg_advisory_xact_lock: one writer across replicas
 
 
+def audit_out(row: models.AuditEntry) -> AuditOut:
+    return AuditOut(
+        ts=iso(row.ts) or "",
+        actor=row.actor,
+        action=row.action,
+        target=row.target,
+        result=row.result,
+        source_ip=row.source_ip,
+        detail=row.detail or {},
+        id=row.id,
+        hash=row.hash,
+    )
+
+
 def record(
     db: Database,
     *,
@@ -40,7 +56,10 @@ def record(
     result: str = "ok",
     source_ip: str = "",
     detail: dict[str, Any] | None = None,
+    hub: Hub | None = None,
 ) -> None:
+    """Append one row to the chain; with `hub` (on the event loop's thread), tell the console
+    event stream too (topic `audit`)."""
     fields: dict[str, Any] = {
         "ts": time.time(),
         "actor": actor[:64],
@@ -60,8 +79,11 @@ def record(
         ).first()
         prev_id, prev_hash = (last[0], last[1]) if last else (0, GENESIS)
         fields["id"] = prev_id + 1
-        s.add(models.AuditEntry(**fields, prev_hash=prev_hash, hash=row_hash(prev_hash, fields)))
+        entry = models.AuditEntry(**fields, prev_hash=prev_hash, hash=row_hash(prev_hash, fields))
+        s.add(entry)
         s.commit()
+    if hub is not None:
+        hub.publish("audit", audit_out(entry).model_dump())
 
 
 def result_word(status: int) -> str:

@@ -41,8 +41,8 @@ class Series:
 
     A sample costs one slice assignment. A minute's average is computed once, when the first
     sample of a later minute arrives, from the per-second slots still in the recent ring.
-    Each series' minutes start at its own second (`phase`), so 20,000 series do not all close
-    a minute in the same second.
+    Each series' minutes start at its own second (`phase`), so a fleet's series do not all
+    close a minute in the same second.
     """
 
     __slots__ = (
@@ -271,7 +271,7 @@ class MetricsService:
         accepted = [row for row in rows if row[0] in owned]
         self.rejected += len(rows) - len(accepted)
         series_map = store.series_map
-        for row in accepted:  # MetricsStore.add, inlined: this loop runs 20,000 times a second
+        for row in accepted:  # MetricsStore.add, inlined: the master's hottest loop
             key = "i:" + row[0]
             series = series_map.get(key)
             if series is None:

@@ -5,18 +5,17 @@ file's size is the upload's offset: a byte counts once the kernel has it, so a P
 way keeps what arrived and a master restart loses nothing. When the last byte lands the file is
 validated and registered exactly like a one-shot upload (nothing is kept from a rejected one);
 the row then remembers the package or the error for the client's `GET`. Abandoned uploads
-expire after `--upload-ttl` seconds and a background task removes them.
+expire after `--upload-ttl` seconds (master/services/upload_expiry.py removes them).
 """
 
 import asyncio
 import base64
-import contextlib
 import logging
 import os
+import re
 import secrets
 import shutil
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -26,6 +25,7 @@ from master.config import Settings
 from master.db import models
 from master.db.session import Database
 from master.services import packages as package_service
+from master.services.upload_locks import UploadLocks
 from master.storage.base import PackageStore
 from master.storage.spool import Spool, hash_prefix, new_hash
 from protocol.errors import ErrorCode, GdosError
@@ -50,6 +50,12 @@ class BodySource(Protocol):
     async def discard(self) -> None: ...
 
 
+# tus: comma-separated `key base64value` pairs; keys are printable ASCII without spaces or commas.
+_KEY = r"[!-+\--~]+"
+_B64 = r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?"
+METADATA_PATTERN = rf"^(?: *{_KEY}(?: +{_B64})? *(?:, *{_KEY}(?: +{_B64})? *)*)?$"
+
+
 def parse_metadata(header: str | None) -> dict[str, str]:
     """`Upload-Metadata: filename ZGVtby56aXA=,note` -> {"filename": "demo.zip", "note": ""}."""
     meta: dict[str, str] = {}
@@ -58,7 +64,7 @@ def parse_metadata(header: str | None) -> dict[str, str]:
     for pair in header.split(","):
         key, _, value = pair.strip().partition(" ")
         value = value.strip()
-        if not key or not key.isascii() or " " in key or key in meta:
+        if not re.fullmatch(_KEY, key) or key in meta:
             raise bad_request(f"Upload-Metadata has an invalid or repeated key {key!r}")
         try:
             meta[key] = base64.b64decode(value, validate=True).decode() if value else ""
@@ -98,12 +104,6 @@ def stored_error(row: models.PackageUpload) -> GdosError:
     return GdosError(code, str(err.get("message", "the upload failed")), err.get("details") or {})
 
 
-class _LockEntry:
-    def __init__(self) -> None:
-        self.lock = asyncio.Lock()
-        self.users = 0
-
-
 class UploadService:
     def __init__(self, db: Database, store: PackageStore, settings: Settings) -> None:
         self.db = db
@@ -111,7 +111,7 @@ class UploadService:
         self.settings = settings
         self.dir = store.incoming_dir / "tus"
         self.dir.mkdir(parents=True, exist_ok=True)
-        self._locks: dict[str, _LockEntry] = {}
+        self.locks = UploadLocks()
         self._hashes: dict[str, tuple[int, _Hash]] = {}  # running sha256 and where it stands
 
     @property
@@ -184,17 +184,17 @@ class UploadService:
             # The row exists before the file: a file without a row is an orphan (see expire).
             self.path(row.id).touch(mode=0o600, exist_ok=False)
         except OSError as exc:
-            self._forget(row.id)
+            self.forget(row.id)
             raise package_service.storage_error(exc) from None
         log.info("upload %s created by %s: %d bytes", row.id, user, length)
         return row
 
     async def terminate(self, upload_id: str) -> None:
         self.load(upload_id)
-        async with self._hold(upload_id, PATCH_LOCK_WAIT):
-            self._forget(upload_id)
+        async with self.locks.hold(upload_id, PATCH_LOCK_WAIT):
+            self.forget(upload_id)
 
-    def _forget(self, upload_id: str) -> None:
+    def forget(self, upload_id: str) -> None:
         self.path(upload_id).unlink(missing_ok=True)
         self._hashes.pop(upload_id, None)
         with self.db.session() as s:
@@ -203,41 +203,9 @@ class UploadService:
                 s.delete(row)
                 s.commit()
 
-    # -- locking ------------------------------------------------------------------------------
-
-    @contextlib.asynccontextmanager
-    async def _hold(self, upload_id: str, wait: float) -> AsyncIterator[None]:
-        """One writer per upload; a second one waits a little for the first to wind down."""
-        entry = self._locks.setdefault(upload_id, _LockEntry())
-        entry.users += 1
-        try:
-            try:
-                await asyncio.wait_for(entry.lock.acquire(), wait)
-            except TimeoutError:
-                raise GdosError(
-                    ErrorCode.CONFLICT,
-                    f"upload {upload_id} is busy with another request; retry in a moment",
-                ) from None
-            try:
-                yield
-            finally:
-                entry.lock.release()
-        finally:
-            entry.users -= 1
-            if entry.users == 0:
-                self._locks.pop(upload_id, None)
-
-    def _busy(self, upload_id: str) -> bool:
-        return upload_id in self._locks
-
     async def settled_offset(self, row: models.PackageUpload) -> int:
         """The offset once a PATCH still draining (a cut connection) has written what it got."""
-        entry = self._locks.get(row.id)
-        if entry is not None:
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(HEAD_LOCK_WAIT):
-                    await entry.lock.acquire()
-                    entry.lock.release()
+        await self.locks.settled(row.id, HEAD_LOCK_WAIT)
         return self.offset_of(self.load(row.id))
 
     # -- writing ------------------------------------------------------------------------------
@@ -247,7 +215,7 @@ class UploadService:
     ) -> models.PackageUpload:
         """Append one PATCH body at `offset`; returns the row (finished if this was the end)."""
         self.load(upload_id)
-        async with self._hold(upload_id, PATCH_LOCK_WAIT):
+        async with self.locks.hold(upload_id, PATCH_LOCK_WAIT):
             row = self.load(upload_id)
             if row.state != RECEIVING:
                 if offset == row.length and not declared:
@@ -403,49 +371,8 @@ class UploadService:
         """Register an upload whose bytes all arrived but whose master stopped before it could."""
         if row.state != RECEIVING or self.received(row.id) != row.length:
             return row
-        async with self._hold(row.id, PATCH_LOCK_WAIT):
+        async with self.locks.hold(row.id, PATCH_LOCK_WAIT):
             row = self.load(row.id)
             if row.state == RECEIVING and self.received(row.id) == row.length:
                 return await self._finish(row)
             return row
-
-    # -- expiry -------------------------------------------------------------------------------
-
-    async def expire(self) -> int:
-        """Remove expired uploads, orphan partial files, and stale one-shot leftovers."""
-        now = time.time()
-        files = list(self.dir.glob("*.part"))  # listed before the rows are read: see create()
-        removed = 0
-        with self.db.session() as s:
-            rows = list(s.scalars(select(models.PackageUpload)))
-        known = {r.id for r in rows}
-        # No await until the orphans are gone: nothing can change under this snapshot.
-        for row in rows:
-            if row.expires_at < now and not self._busy(row.id):
-                log.info("upload %s expired (%s)", row.id, row.state)
-                self._forget(row.id)
-                removed += 1
-        for f in files:
-            if f.stem not in known:
-                f.unlink(missing_ok=True)
-                removed += 1
-        # One-shot uploads write `upload-*.part` and remove them themselves; a crash may not.
-        for f in self.store.incoming_dir.glob("upload-*.part"):
-            with contextlib.suppress(OSError):
-                if f.stat().st_mtime < now - self.ttl:
-                    f.unlink()
-                    removed += 1
-        for row in rows:
-            if row.state == RECEIVING and row.expires_at >= now and not self._busy(row.id):
-                with contextlib.suppress(GdosError):
-                    await self.finish_if_complete(row)
-        return removed
-
-    async def expire_forever(self) -> None:
-        interval = min(60.0, max(0.2, self.ttl / 10))
-        while True:
-            try:
-                await self.expire()
-            except Exception:
-                log.exception("upload cleanup failed; trying again later")
-            await asyncio.sleep(interval)

@@ -7,7 +7,7 @@ import logging
 from master.config import Settings
 from master.db.session import Database
 from master.hub import Hub
-from master.services import accounts
+from master.services import accounts, upload_expiry
 from master.services.agents import AgentRegistry, watch_liveness
 from master.services.alerting.engine import AlertEngine
 from master.services.alerting.webhooks import Notifier
@@ -88,7 +88,7 @@ class Services:
         self._store = await open_store(self.settings)
         self.orchestrator.commands.store = self._store
         self._uploads = UploadService(self.db, self._store, self.settings)
-        self._tasks.append(asyncio.create_task(self._uploads.expire_forever()))
+        self._tasks.append(asyncio.create_task(upload_expiry.expire_forever(self._uploads)))
         await self.notifier.start()
         await self.alerts.start()
         # No agent is connected yet: what their processes do is unknown until they say hello.

@@ -12,9 +12,16 @@ os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 os.environ.setdefault("XDG_RUNTIME_DIR", "/tmp")
 
 import pytest
+import pytestqt.plugin
 import qasync
 from PySide6.QtCore import QCoreApplication, QSettings
 from PySide6.QtWidgets import QApplication
+
+# pytest-qt processes Qt events between a test's phases. Here Qt's events carry the asyncio
+# loop's work (qasync): handled while that loop is not running, they would step tasks outside
+# it (httpx then fails with "no running event loop", and closing the loop hangs on them). The
+# loop processes Qt's events itself whenever a test or fixture awaits.
+pytestqt.plugin._process_events = lambda: None
 
 
 def _app() -> QApplication:
@@ -27,8 +34,32 @@ def _app() -> QApplication:
     return app
 
 
+class _TestLoop(qasync.QEventLoop):  # type: ignore[misc]
+    """qasync's loop without the last `processEvents` of `run_until_complete`: run when the
+    loop has stopped, it steps whatever task is in flight outside the loop (the end of every
+    async fixture and test here), which then fails or never ends. What is pending simply runs
+    at the next `run_until_complete`."""
+
+    def run_until_complete(self, future: Any) -> Any:
+        if self.is_running():
+            raise RuntimeError("Event loop already running")
+        task = asyncio.ensure_future(future, loop=self)
+
+        def stop(_: object) -> None:
+            self.stop()
+
+        task.add_done_callback(stop)
+        try:
+            self.run_forever()
+        finally:
+            task.remove_done_callback(stop)
+        if not task.done():
+            raise RuntimeError("Event loop stopped before Future completed.")
+        return task.result()
+
+
 def _qasync_loop() -> asyncio.AbstractEventLoop:
-    return qasync.QEventLoop(_app())
+    return _TestLoop(_app())
 
 
 def pytest_asyncio_loop_factories(
@@ -47,6 +78,24 @@ def gui_thread_gc() -> Iterator[None]:
     yield
     collector.stop()
     collector.deleteLater()
+
+
+@pytest.fixture
+async def local_console(tmp_path, settings):
+    """A console window (offscreen) for an embedded master and agent under `tmp_path`; stops
+    them, and the services they started, afterwards."""
+    from console.app import ConsoleApp
+    from tests.support import kill_services_under
+
+    app = ConsoleApp(settings, data_dir=tmp_path / "embedded", tick_ms=50)
+    app.window.resize(1200, 800)
+    app.window.show()
+    try:
+        yield app
+    finally:
+        await app.shutdown()
+        app.window.close()
+        kill_services_under(tmp_path)
 
 
 @pytest.fixture
@@ -69,3 +118,8 @@ async def until(predicate: Callable[[], Any], timeout: float = 30.0, what: str =
             last = exc
         await asyncio.sleep(0.05)
     raise TimeoutError(f"timed out after {timeout:.0f}s waiting for {what or predicate}: {last!r}")
+
+
+async def settled(timeout: float = 30.0) -> None:
+    """Until no task but the caller's is pending (the loads a log-in starts are done)."""
+    await until(lambda: len(asyncio.all_tasks()) <= 1, timeout, what="the console settled")

@@ -22,7 +22,7 @@ from console.app import ConsoleApp
 from console.models.base import KEY_ROLE
 from console.ui import common
 from tests.console.conftest import until
-from tests.support import build_package, free_port, kill_services_under, port_open
+from tests.support import build_package, free_port, port_open
 
 pytestmark = pytest.mark.slow
 
@@ -39,17 +39,9 @@ def state_cell(app: ConsoleApp, instance_id: str) -> str:
 
 
 @pytest.fixture
-async def console(tmp_path, settings, monkeypatch):
-    monkeypatch.setattr(common, "confirm", lambda *a, **k: True)
-    app = ConsoleApp(settings, data_dir=tmp_path / "embedded", tick_ms=50)
-    app.window.resize(1200, 800)
-    app.window.show()
-    try:
-        yield app
-    finally:
-        await app.shutdown()
-        app.window.close()
-        kill_services_under(tmp_path)
+def console(local_console, monkeypatch):
+    monkeypatch.setattr(common, "confirm", lambda parent, title, text, then, **k: then())
+    return local_console
 
 
 async def test_upload_deploy_start_stop_through_the_ui(console, tmp_path):
@@ -75,10 +67,10 @@ async def test_upload_deploy_start_stop_through_the_ui(console, tmp_path):
     assert app.packages_page.table.proxy.rowCount() == 1
 
     page = app.systems_page
-    system_id = await page.new_system("shop", "made by the e2e test")
+    system_id = await page.create_system("shop", "made by the e2e test")
     assert system_id
     page.select("system", system_id)
-    module_id = await page.add_module(
+    module_id = await page.create_module(
         {
             "name": "web",
             "package": "hello",
@@ -91,7 +83,7 @@ async def test_upload_deploy_start_stop_through_the_ui(console, tmp_path):
     assert module_id
     page.select("module", module_id)
     assert page.deploy_action.isEnabled()
-    [instance_id] = await page.deploy([node_id])
+    [instance_id] = await page.deploy_to([node_id])
     await until(lambda: state_cell(app, instance_id) == "stopped", timeout=60, what="deployed")
     await until(lambda: app.fleet.systems.item_for("instance", instance_id), what="in the tree")
 
@@ -229,7 +221,7 @@ async def test_an_alert_appears_when_a_rule_fires(console, tmp_path):
     _, instance_id = await running_service(app, tmp_path)
     page = app.alerts_page
     # A rule through the alerts page's own action: this instance leaving `running`.
-    rule_id = await page.new_rule(
+    rule_id = await app.alerts.save_rule(
         {
             "name": "chatty-down",
             "metric": "state",
@@ -272,7 +264,7 @@ async def test_an_alert_appears_when_a_rule_fires(console, tmp_path):
     await until(lambda: app.alerts.alerts.row(alert["id"])["acked_by"] == "admin", what="acked")
     # Silence this rule on this instance for an hour; the silences tab lists it.
     panel.select_key(alert["id"])
-    silence_id = await page.silence(
+    silence_id = await app.alerts.silence(
         {"matcher": {"rule_id": rule_id, "instance_id": instance_id}, "duration_seconds": 3600}
     )
     assert silence_id
@@ -336,7 +328,7 @@ async def test_live_metrics_logs_and_a_backup_from_the_views(console, tmp_path):
     assert app.backups.model.row(backup_id)["kind"] == "manual"
     page.table.select_key(backup_id)
     dest = tmp_path / "backup.db"
-    await page.download(str(dest))
+    await page.download_to(str(dest))
     assert dest.read_bytes()[:16] == b"SQLite format 3\x00"
     later = await app.fleet.create_system("made-after-the-backup", "")
     assert later

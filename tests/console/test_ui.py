@@ -38,7 +38,7 @@ async def test_failed_login_says_why_in_words(console):
     assert console.window.error_banner.isVisible()
     dialog = console._login_dialog
     assert isinstance(dialog, LoginDialog) and dialog.isVisible()
-    assert "cannot reach" in dialog.problem.text()
+    assert "cannot reach" in dialog.problem.text().lower()
     assert dialog.url.text() == url
     dialog.reject()
     assert not console.session.connected
@@ -184,3 +184,20 @@ def test_command_line(capsys):
     assert "gdos-console" in capsys.readouterr().out
     args = parse_args(["--master", "https://m:8080", "--ca", "/ca.pem", "--embedded"])
     assert args.master == "https://m:8080" and args.ca == "/ca.pem" and args.embedded
+
+
+async def test_a_new_log_in_keeps_the_live_subscriptions(console, shared_master):
+    """Charts, the table's live columns and followed logs subscribe through the session: a new
+    stream (a new log-in, another local master) starts with all of them, not with none."""
+    assert await console.login_with(_login(shared_master.url))
+    await console.session.subscribe(["metrics:i-1", "log:i-1:stdout"])
+    first = console.session.stream
+    assert first is not None and {"metrics:i-1", "log:i-1:stdout"} <= first.keys
+    assert await console.login_with(_login(shared_master.url))
+    second = console.session.stream
+    assert second is not None and second is not first
+    assert {"metrics:i-1", "log:i-1:stdout"} <= second.keys
+    await console.session.unsubscribe(["log:i-1:stdout"])
+    assert "log:i-1:stdout" not in console.session.keys and "log:i-1:stdout" not in second.keys
+    await console.session.logout()  # logging out on purpose forgets them
+    assert console.session.keys == set()

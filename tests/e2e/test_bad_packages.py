@@ -65,6 +65,8 @@ CASES = {
         "outside the package",
     ),
     "symlink_entry": (lambda p: zip_of(p, base(), symlink="bin/link"), "symbolic link"),
+    "env_cannot_run": (lambda p: zip_of(p, base(env={"A=B": "1"})), "env.A=B"),
+    "arg_cannot_run": (lambda p: zip_of(p, base(args=["ok", "n\x00l"])), "args.1"),
     "zip_bomb": (lambda p: zip_of(p, {**base(), "zeros.bin": b"\0" * (300 << 20)}), "zip bomb"),
 }
 
@@ -211,3 +213,14 @@ def test_a_one_shot_upload_cut_midway_leaves_no_row_and_no_file(
     whole = shared_api.upload(pkg).json()
     assert whole["sha256"] == hashlib.sha256(data).hexdigest()
     shared_api.request("DELETE", f"/packages/{whole['id']}", expect=204)
+
+
+def test_a_package_whose_zip_is_gone_is_404_not_a_server_error(shared_master, shared_api, tmp_path):
+    """A restored backup can name a package deleted after it was taken: its zip is gone."""
+    pkg = shared_api.upload(build_package(tmp_path, name="gone", version="1")).json()
+    (zip_file,) = [p for p in leftovers(shared_master) if pkg["sha256"] in p.name]
+    zip_file.unlink()
+    r = shared_api.request("GET", f"/packages/{pkg['id']}/download")
+    assert r.status_code == 404, r.text
+    assert "upload it again" in r.json()["error"]["message"]
+    shared_api.request("DELETE", f"/packages/{pkg['id']}", expect=204)

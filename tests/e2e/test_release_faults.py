@@ -223,6 +223,14 @@ def test_bad_input_is_refused_before_anything_moves(master, api, agent_factory, 
         assert r.status_code == 422, (body, r.text)
     r = api.request("POST", "/operations/nope/resume")
     assert r.status_code == 404
+    # Each fits, but the instance's entries over its module's would not fit one start.
+    big = {f"M{n}": "x" * 120_000 for n in range(5)}
+    api.request("PATCH", f"/modules/{fleet.module_id}", json={"env": big}).raise_for_status()
+    r = api.request(
+        "PATCH", f"/instances/{iid}", json={"env": {k.lower(): v for k, v in big.items()}}
+    )
+    assert r.status_code == 422 and "1 MiB" in r.json()["error"]["message"], r.text
+    api.request("PATCH", f"/modules/{fleet.module_id}", json={"env": {}}).raise_for_status()
 
     # A setting of its own: drift until the next start, which applies it.
     fleet.start()

@@ -4,13 +4,14 @@ and a full disk (ENOSPC from `os.write`) that leaves a consistent file or none."
 import errno
 import hashlib
 import os
+import re
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
 from master.services import packages
-from master.services.uploads import encode_metadata, parse_metadata
+from master.services.uploads import METADATA_PATTERN, encode_metadata, parse_metadata
 from master.storage.spool import Spool, hash_prefix, new_hash
 from protocol.errors import ErrorCode, GdosError
 
@@ -149,3 +150,14 @@ def test_upload_metadata_round_trip_and_errors():
         with pytest.raises(GdosError) as exc:
             parse_metadata(bad)
         assert exc.value.code == ErrorCode.BAD_REQUEST, bad
+        # The schema's pattern refuses it too, but for what no pattern sees: a repeated key,
+        # base64 that is not of UTF-8 text.
+        assert bad in ("a YQ==,a YQ==", "bin /w==") or not re.search(METADATA_PATTERN, bad), bad
+    with pytest.raises(GdosError):
+        parse_metadata("a\tYQ==")  # a key is printable ASCII, no tab (the pattern's rule)
+
+
+def test_upload_metadata_pattern_takes_what_the_parser_takes():
+    for good in ("filename ZGVtby56aXA=,note", " a ,b YQ==", "k", ""):
+        assert re.search(METADATA_PATTERN, good), good
+        parse_metadata(good)

@@ -67,6 +67,18 @@ def test_strip_keeps_strings_with_escapes():
             '{"name": "a", "version": "1", "entrypoint": "a", "process_cmdline": "(a)\\\\1"}',
             "process_cmdline",
         ),
+        ('{"name": "a", "version": "1", "entrypoint": "a", "env": {"A=B": "1"}}', "env.A=B"),
+        ('{"name": "a", "version": "1", "entrypoint": "a", "env": {"": "1"}}', "env"),
+        ('{"name": "a", "version": "1", "entrypoint": "a", "env": {"A": "\\u0000"}}', "env.A"),
+        ('{"name": "a", "version": "1", "entrypoint": "a", "args": ["x", "\\u0000"]}', "args.1"),
+        (
+            '{"name": "a", "version": "1", "entrypoint": "a", "stop_args": ["\\u0000"]}',
+            "stop_args.0",
+        ),
+        (
+            '{"name": "a", "version": "1", "entrypoint": "a", "health": {"command": ["", "x"]}}',
+            "health",
+        ),
         ("[1, 2]", "service.json"),
         ('{"name": ', "service.json"),
     ],

@@ -178,3 +178,12 @@ def test_default_token_use_and_a_replaced_connection_are_audited(master, api, ag
     assert {r["target"] for r in replaced} == {f"node={node_id}"}
     assert all(r["result"] == "replaced" and r["detail"]["previous_ip"] for r in replaced)
     assert api.get(f"/nodes/{node_id}")["status"] == "online"
+
+
+def test_a_removed_node_is_gone_from_the_api(shared_master, shared_api):
+    """Found by fuzzing: a removed node was still read (200) and patched by its id."""
+    node_id = enroll(shared_master, shared_master.join_token, "removed").json()["node_id"]
+    shared_api.request("DELETE", f"/nodes/{node_id}", expect=204)
+    assert shared_api.request("GET", f"/nodes/{node_id}").status_code == 404
+    assert shared_api.request("PATCH", f"/nodes/{node_id}", json={"labels": {}}).status_code == 404
+    assert shared_api.request("DELETE", f"/nodes/{node_id}").status_code == 404

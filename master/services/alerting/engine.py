@@ -2,9 +2,8 @@
 
 Values arrive three ways: instance samples (`observe_samples`, on the ingest hot path: one
 dict lookup per row when no rule concerns the instance), instance state changes and node
-status changes (hub listeners). A tick every 0.25 s fires and resolves what time alone decides.
-Transitions are collected and written in one transaction per loop turn, then published on the
-`alert` topic and handed to the webhook notifier; nothing here waits for the network.
+status changes (hub listeners). A tick fires and resolves what time alone decides. Transitions
+go to the outbox (master/services/alerting/outbox.py).
 
 An offline node suppresses its instances: their pending and clearing progress is dropped and
 their observations ignored until the node is back, while the node's own `node_status` rule (the
@@ -22,8 +21,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from sqlalchemy import select, update
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from master.db import models
@@ -33,10 +31,12 @@ from master.services.agents import AgentRegistry
 from master.services.alerting import evaluator
 from master.services.alerting.active import AlertRecord, SilenceRecord
 from master.services.alerting.evaluator import Track, Transition
+from master.services.alerting.outbox import AlertOutbox
 from master.services.alerting.rules import Rule, from_row
-from master.services.alerting.serializers import alert_out, webhook_body
+from master.services.alerting.scope import applies_instance, applies_node, covers, target_of
+from master.services.alerting.serializers import alert_out
 from master.services.alerting.webhooks import Notifier
-from master.services.directory import Directory, InstanceInfo
+from master.services.directory import Directory
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +67,10 @@ class AlertEngine:
         master_url: str,
         lease: Lease | None = None,
     ) -> None:
-        self.db = db
         self.hub = hub
         self.directory = directory
         self.agents = agents
-        self.notifier = notifier
-        self.master_url = master_url
+        self.outbox = AlertOutbox(db, hub, notifier, master_url)
         self.lease: Lease = lease or LocalLease()
         self.rules: dict[str, Rule] = {}
         self.tracks: dict[Key, Track] = {}
@@ -86,8 +84,6 @@ class AlertEngine:
         self._nodes: list[Rule] = []
         self._per_instance: dict[str, tuple[Rule, ...]] = {}
         self._node_status: dict[str, str] = {}
-        self._outbox: list[tuple[str, AlertRecord, dict[str, Any], Rule | None]] = []
-        self._flush_soon = False
         self._started = time.time()
         self._startup_checked = False
         self._task: asyncio.Task[None] | None = None
@@ -128,7 +124,7 @@ class AlertEngine:
         self.open.clear()
         self.silences.clear()
         self._node_status.clear()
-        self._outbox.clear()
+        self.outbox.clear()
         self.load(s)
 
     async def start(self) -> None:
@@ -139,7 +135,7 @@ class AlertEngine:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
-        self._flush()
+        self.outbox.flush()
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -171,7 +167,7 @@ class AlertEngine:
             if not rule.enabled or old.metric != rule.metric:
                 self._close(rule.id, old, lambda _: False)
             else:
-                self._close(rule.id, old, lambda target: self._covers(rule, target))
+                self._close(rule.id, old, lambda target: covers(rule, target, self.directory))
         return rule
 
     def remove_rule(self, rule_id: str) -> None:
@@ -179,12 +175,6 @@ class AlertEngine:
         self._reindex()
         if old is not None:
             self._close(rule_id, old, lambda _: False)
-
-    def _covers(self, rule: Rule, target_id: str) -> bool:
-        if rule.on_nodes:
-            return self._applies_node(rule, target_id)
-        info = self.directory.instances.get(target_id)
-        return info is not None and _applies_instance(rule, info)
 
     def _close(self, rule_id: str, rule: Rule, keep: Callable[[str], bool]) -> None:
         now = time.time()
@@ -227,7 +217,7 @@ class AlertEngine:
 
     def _numeric_for(self, instance_id: str) -> tuple[Rule, ...]:
         info = self.directory.instances.get(instance_id)
-        rules = tuple(r for r in self._numeric if _applies_instance(r, info)) if info else ()
+        rules = tuple(r for r in self._numeric if applies_instance(r, info)) if info else ()
         self._per_instance[instance_id] = rules
         return rules
 
@@ -250,16 +240,8 @@ class AlertEngine:
         state = data.get("state")
         now = time.time()
         for rule in self._states:
-            if not _applies_instance(rule, info):
-                continue
-            key = (rule.id, iid)
-            track = self.tracks.get(key)
-            if track is None:
-                if not rule.breached(state):
-                    continue
-                track = self.tracks[key] = Track()
-            step = evaluator.observe(rule, track, state, now, now)
-            self._after(rule, key, track, step, now)
+            if applies_instance(rule, info):
+                self._observe_state(rule, iid, state, now)
 
     def on_node(self, data: dict[str, Any]) -> None:
         node_id = data.get("id")
@@ -280,16 +262,17 @@ class AlertEngine:
             return
         now = time.time()
         for rule in self._nodes:
-            if not self._applies_node(rule, node_id):
-                continue
-            key = (rule.id, node_id)
-            track = self.tracks.get(key)
-            if track is None:
-                if not rule.breached(status):
-                    continue
-                track = self.tracks[key] = Track()
-            step = evaluator.observe(rule, track, status, now, now)
-            self._after(rule, key, track, step, now)
+            if applies_node(rule, node_id, self.directory):
+                self._observe_state(rule, node_id, status, now)
+
+    def _observe_state(self, rule: Rule, target_id: str, value: Any, now: float) -> None:
+        key = (rule.id, target_id)
+        track = self.tracks.get(key)
+        if track is None:
+            if not rule.breached(value):
+                return
+            track = self.tracks[key] = Track()
+        self._after(rule, key, track, evaluator.observe(rule, track, value, now, now), now)
 
     def _suppress_instance(self, iid: str) -> None:
         for rule in (*self._numeric, *self._states):
@@ -311,21 +294,6 @@ class AlertEngine:
             if track.firing:
                 self._resolve(self.rules.get(key[0]), track, None, now)
 
-    def _applies_node(self, rule: Rule, node_id: str) -> bool:
-        kind, sid = rule.scope_kind, rule.scope_id
-        if kind == "global":
-            return True
-        if kind == "node":
-            return sid == node_id
-        if kind == "instance":
-            info = self.directory.instances.get(sid or "")
-            return info is not None and info.node_id == node_id
-        instances = self.directory.instances
-        return any(
-            (i := instances.get(iid)) is not None and i.system_id == sid
-            for iid in self.directory.owned_by(node_id)
-        )
-
     # -- transitions -----------------------------------------------------------------------
 
     def _after(
@@ -344,27 +312,17 @@ class AlertEngine:
 
     def _fire(self, rule: Rule, key: Key, track: Track, now: float) -> None:
         target_id = key[1]
-        node_id: str | None
-        system_id: str | None
-        if rule.on_nodes:
-            kind, node_id, system_id = "node", target_id, None
-            name = self.directory.hostnames.get(target_id, "")
-        else:
-            info = self.directory.instances.get(target_id)
-            kind = "instance"
-            node_id = info.node_id if info else None
-            system_id = info.system_id if info else None
-            name = info.name if info else ""
+        target = target_of(rule, target_id, self.directory)
         rec = AlertRecord(
             rule_id=rule.id,
             rule_name=rule.name,
             metric=rule.metric,
             severity=rule.severity,
-            target_kind=kind,
+            target_kind=target.kind,
             target_id=target_id,
-            target_name=name,
-            node_id=node_id,
-            system_id=system_id,
+            target_name=target.name,
+            node_id=target.node_id,
+            system_id=target.system_id,
             value=track.value,
             started_at=now,
         )
@@ -377,11 +335,11 @@ class AlertEngine:
             "alert %s firing: %s on %s %s = %r",
             rec.id,
             rule.describe(),
-            kind,
-            name or target_id,
+            target.kind,
+            target.name or target_id,
             track.value,
         )
-        self._emit("firing", rec, rule)
+        self.outbox.emit("firing", rec, rule)
 
     def _resolve(self, rule: Rule | None, track: Track, value: Any, now: float) -> None:
         rec = self.open.pop(track.alert_id or "", None)
@@ -393,14 +351,7 @@ class AlertEngine:
         rec.resolved_value = value
         self.resolved += 1
         log.info("alert %s resolved after %.1f s", rec.id, rec.duration or 0.0)
-        self._emit("resolved", rec, rule)
-
-    def _emit(self, event: str, rec: AlertRecord, rule: Rule | None) -> None:
-        self._outbox.append((event, rec, alert_out(rec).model_dump(), rule))
-        if not self._flush_soon:
-            self._flush_soon = True
-            with contextlib.suppress(RuntimeError):  # no loop (unit tests): the tick flushes
-                asyncio.get_running_loop().call_soon(self._flush)
+        self.outbox.emit("resolved", rec, rule)
 
     def tick(self, now: float) -> None:
         if self.lease.held():
@@ -418,36 +369,8 @@ class AlertEngine:
                         self.on_node({"id": node_id, "status": "offline"})
         for sid in [k for k, s in self.silences.items() if s.ends_at <= now]:
             del self.silences[sid]
-        if self._outbox:
-            self._flush()
-
-    def _flush(self) -> None:
-        """Write the transitions of this loop turn in one transaction, then tell everyone."""
-        self._flush_soon = False
-        batch, self._outbox = self._outbox, []
-        if not batch:
-            return
-        try:
-            with self.db.session() as s:
-                new = {rec.id: rec for event, rec, _, _ in batch if event == "firing"}
-                s.add_all(rec.to_row() for rec in new.values())
-                s.flush()
-                for event, rec, _, _ in batch:
-                    if event != "firing" and rec.id not in new:
-                        s.execute(
-                            update(models.Alert)
-                            .where(models.Alert.id == rec.id)
-                            .values(**rec.updates())
-                        )
-                s.commit()
-        except SQLAlchemyError:
-            log.exception("could not store %d alert transition(s)", len(batch))
-        for event, rec, data, rule in batch:
-            self.hub.publish("alert", data)
-            if rec.notified and rule is not None and rule.webhook_url:
-                payload = webhook_body(event, rec, rule, self.master_url)
-                payload["alert"] = data
-                self.notifier.enqueue(rule.webhook_url, payload, event)
+        if self.outbox.pending:
+            self.outbox.flush()
 
     # -- operator actions ------------------------------------------------------------------
 
@@ -475,14 +398,3 @@ class AlertEngine:
         for rec in list(self.open.values()):  # a snapshot: scrapes run in a worker thread
             out[rec.severity] = out.get(rec.severity, 0) + 1
         return out
-
-
-def _applies_instance(rule: Rule, info: InstanceInfo) -> bool:
-    kind = rule.scope_kind
-    if kind == "global":
-        return True
-    if kind == "system":
-        return info.system_id == rule.scope_id
-    if kind == "node":
-        return info.node_id == rule.scope_id
-    return info.id == rule.scope_id

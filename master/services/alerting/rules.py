@@ -88,10 +88,7 @@ def normalize(body: dict[str, Any]) -> dict[str, Any]:
     metric, op, threshold = body["metric"], body["op"], body["threshold"]
     if metric in NUMERIC_METRICS:
         if isinstance(threshold, str):
-            try:
-                threshold = float(threshold)
-            except ValueError:
-                raise invalid("threshold", f"{metric} compares with a number") from None
+            raise invalid("threshold", f"{metric} compares with a number, not a word")
         if not math.isfinite(threshold) or threshold < 0:
             raise invalid("threshold", f"{metric} compares with a finite number >= 0")
         threshold = float(threshold)
