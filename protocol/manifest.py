@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 from msgspec import Meta
 
-from protocol import expand, jsonc, launch, pattern
+from protocol import jsonc, launch, pattern
 from protocol.wire import FrozenStruct, describe
 
 # A name or version: a letter or digit, then letters, digits, '.', '_' or '-' (so never an
@@ -86,11 +86,18 @@ class HealthCheck(FrozenStruct, frozen=True):
                 raise ValueError(f"{where}: {exc}") from None
 
 
+# A port given as text: 1-65535 in digits, or text naming a variable ("${PORT}"; `$${X}` is a
+# literal, no variable). Also JSON Schema's pattern, so `.` is spelled as ECMAScript reads it.
+_LINE_CHAR = "[^\\n\\r\u2028\u2029]"
+PORT_TEXT_PATTERN = (
+    "^(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}"
+    f"|(?:{_LINE_CHAR}*[^$\\n\\r\u2028\u2029])?\\$\\{{[A-Za-z_][A-Za-z0-9_]*\\}}{_LINE_CHAR}*)$"
+)
+_PORT_TEXT = re.compile(PORT_TEXT_PATTERN.removeprefix("^").removesuffix("$"))
+
+
 def _port_text(text: str) -> None:
-    """A port given as text: digits, or something that names a variable ("${PORT}")."""
-    if expand.references(text):
-        return
-    if not text.isdigit() or not 1 <= int(text) <= 65535:
+    if not _PORT_TEXT.fullmatch(text):
         raise ValueError(
             f'tcp must be a port (1-65535) or name a variable like "${{PORT}}", not {text[:40]!r}'
         )

@@ -26,6 +26,7 @@ from protocol import pattern
 from protocol.manifest import (
     ACCOUNT_SCHEMA_PATTERN,
     NAME_SCHEMA_PATTERN,
+    PORT_TEXT_PATTERN,
     HealthCheck,
     check_account,
 )
@@ -389,7 +390,8 @@ def _health_schema() -> dict[str, Any]:
     """service.json's health check as JSON Schema: msgspec's, plus what HealthCheck checks."""
     schema: dict[str, Any] = msgspec.json.schema(HealthCheck)["$defs"]["HealthCheck"]
     props = schema["properties"]
-    props["http"]["anyOf"][0]["pattern"] = "^https?://"
+    props["http"]["anyOf"][0]["pattern"] = "^(https?://|\\$\\{)"
+    props["tcp"]["anyOf"][1]["pattern"] = PORT_TEXT_PATTERN
     props["command"]["anyOf"][0] = COMMAND_LIST_SCHEMA
     schema["oneOf"] = [
         {"required": [kind], "not": {"properties": {kind: {"type": "null"}}}}

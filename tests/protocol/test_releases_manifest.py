@@ -2,11 +2,13 @@
 `${VAR}` expansion."""
 
 import json
+import re
 
 import pytest
 
 from protocol.expand import MissingVariable, expand, references
 from protocol.manifest import HealthCheck, ManifestError, parse_manifest, port_of
+from protocol.rest import HEALTH_SCHEMA
 
 
 def manifest(**fields: object) -> str:
@@ -51,6 +53,32 @@ def test_a_health_check_may_name_its_port_by_variable():
     assert port_of("8080") == 8080 and port_of(8080) == 8080
     with pytest.raises(ValueError, match="not a port"):
         port_of("x")
+
+
+@pytest.mark.parametrize(
+    ("text", "taken"),
+    [
+        ("80", True),
+        ("65535", True),
+        ("x${P}y", True),
+        ("1${P}", True),
+        ("65536", False),
+        ("080", False),
+        ("$${P}", False),  # a literal, no variable
+        ("a$$${P}", False),
+        ("a\n${P}", False),
+        ("${1}", False),
+    ],
+)
+def test_the_schema_takes_the_same_port_text_as_the_health_check(text: str, taken: bool):
+    schema = HEALTH_SCHEMA["properties"]["tcp"]["anyOf"][1]["pattern"]
+    assert (re.compile(schema).search(text) is not None) == taken
+    try:
+        HealthCheck(tcp=text)
+    except ValueError:
+        assert not taken
+    else:
+        assert taken
 
 
 def test_expansion_takes_braced_names_only_and_never_makes_an_empty_string():
