@@ -20,6 +20,7 @@ from master.api import (
     nodes,
     operations,
     packages,
+    releases,
     systems,
 )
 from master.api.body_limits import BodyLimitMiddleware
@@ -66,6 +67,7 @@ def create_app(settings: Settings) -> FastAPI:
         systems,
         instances,
         operations,
+        releases,
         audit,
         events,
         monitoring,

@@ -25,6 +25,7 @@ NAME_RULE = "must start with a letter or digit and hold only letters, digits, '.
 ACCOUNT_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\$?")
 ACCOUNT_SCHEMA_PATTERN = "^" + ACCOUNT_PATTERN.pattern + "$"  # the same rule for JSON Schema
 _DRIVE = re.compile(r"^[A-Za-z]:")
+MANIFEST_FILE = "service.json"
 
 
 class ManifestError(ValueError):
@@ -62,7 +63,11 @@ def normalize_relative(path: str) -> str:
 
 
 class HealthCheck(FrozenStruct, frozen=True):
-    tcp: Annotated[int, Meta(ge=1, le=65535)] | None = None
+    """How the agent tells an instance is healthy. `tcp` may be a string naming a variable
+    ("${PORT}"), and `http`, `host` and `command` may hold `${VAR}`: the agent expands them from
+    the instance's environment (protocol.expand) before it probes."""
+
+    tcp: Annotated[int, Meta(ge=1, le=65535)] | Annotated[str, Meta(max_length=256)] | None = None
     host: Annotated[str, Meta(min_length=1, max_length=255)] = "127.0.0.1"  # for tcp
     http: str | None = None
     command: list[str] | None = None
@@ -77,7 +82,9 @@ class HealthCheck(FrozenStruct, frozen=True):
         given = [k for k in ("tcp", "http", "command") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of tcp, http, command")
-        if self.http is not None and not self.http.startswith(("http://", "https://")):
+        if isinstance(self.tcp, str):
+            _port_text(self.tcp)
+        if self.http is not None and not self.http.startswith(("http://", "https://", "${")):
             raise ValueError("http must be an http:// or https:// URL")
         if self.command is not None:
             try:
@@ -85,6 +92,32 @@ class HealthCheck(FrozenStruct, frozen=True):
             except launch.LaunchError as exc:
                 where = f"command.{exc.where}" if exc.where is not None else "command"
                 raise ValueError(f"{where}: {exc}") from None
+
+
+# A port given as text: 1-65535 in digits, or text naming a variable ("${PORT}"; `$${X}` is a
+# literal, no variable). Also JSON Schema's pattern, so `.` is spelled as ECMAScript reads it.
+_LINE_CHAR = "[^\\n\\r\u2028\u2029]"
+PORT_TEXT_PATTERN = (
+    "^(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}"
+    f"|(?:{_LINE_CHAR}*[^$\\n\\r\u2028\u2029])?\\$\\{{[A-Za-z_][A-Za-z0-9_]*\\}}{_LINE_CHAR}*)$"
+)
+_PORT_TEXT = re.compile(PORT_TEXT_PATTERN.removeprefix("^").removesuffix("$"))
+
+
+def _port_text(text: str) -> None:
+    if not _PORT_TEXT.fullmatch(text):
+        raise ValueError(
+            f'tcp must be a port (1-65535) or name a variable like "${{PORT}}", not {text[:40]!r}'
+        )
+
+
+def port_of(value: int | str) -> int:
+    """The port a probe connects to, once `${VAR}` is expanded; ValueError when it is none."""
+    if isinstance(value, int):
+        return value
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise ValueError(f"the health check's tcp port is {value[:40]!r}, not a port (1-65535)")
+    return int(value)
 
 
 DEFAULT_LOG_MAX_BYTES = 10 << 20
@@ -124,6 +157,29 @@ def _log_paths(paths: dict[str, str]) -> None:
             )
 
 
+def _shared_paths(paths: list[str]) -> None:
+    seen: list[str] = []
+    for raw in paths:
+        if not is_safe_relative_path(raw):
+            raise ValueError(f"{raw[:80]!r} must be a relative path inside the package (no '..')")
+        path = normalize_relative(raw)
+        if path in (".", "") or path == MANIFEST_FILE:
+            raise ValueError(f"{raw[:80]!r} cannot be shared: name a file or folder inside it")
+        for other in seen:
+            if _overlaps(path, other):
+                raise ValueError(f"{raw[:80]!r} overlaps {other!r}: share one or the other")
+        seen.append(path)
+
+
+def _overlaps(a: str, b: str) -> bool:
+    return a == b or a.startswith(b + "/") or b.startswith(a + "/")
+
+
+def shared_path_name(raw: str) -> tuple[str, bool]:
+    """A shared path normalised, and whether it is a folder (written with a trailing '/')."""
+    return normalize_relative(raw), raw.replace("\\", "/").endswith("/")
+
+
 def check_account(value: str | None) -> None:
     """A user or group name as the node's account database spells it."""
     if value is not None and ACCOUNT_PATTERN.fullmatch(value) is None:
@@ -145,6 +201,7 @@ _FIELD_CHECKS: dict[str, Callable[[Any], None]] = {
     "env": launch.check_env,
     "args": launch.check_args,
     "stop_args": launch.check_args,
+    "shared_paths": _shared_paths,
     "log_paths": _log_paths,
     "process_cmdline": _cmdline_pattern,
     "user": check_account,
@@ -180,6 +237,11 @@ class Manifest(FrozenStruct, frozen=True):
     # to the user's primary group.
     user: str | None = None
     group: str | None = None
+    # Releases: how many unpacked versions the agent keeps beside each other (the current and
+    # the previous one are always kept), and files or folders ("uploads/") kept outside every
+    # release and linked into each one.
+    keep_releases: Annotated[int, Meta(ge=1, le=100)] = 3
+    shared_paths: list[str] = []
 
     def __post_init__(self) -> None:
         for field, check in _FIELD_CHECKS.items():
@@ -191,6 +253,12 @@ class Manifest(FrozenStruct, frozen=True):
                 msgspec.structs.force_setattr(self, field, normalize_relative(value))
         if self.pid_strategy == "match" and not (self.process_name or self.process_cmdline):
             raise ValueError("pid_strategy 'match' needs process_name or process_cmdline")
+        for raw in self.shared_paths:
+            shared, _ = shared_path_name(raw)
+            for field in ("entrypoint", "stop_entrypoint"):
+                value = getattr(self, field)
+                if value is not None and _overlaps(shared, value):
+                    raise ValueError(f"shared_paths: {raw!r} would replace the {field} {value!r}")
 
 
 def _field_problems(data: dict[str, Any]) -> list[dict[str, str]]:

@@ -17,6 +17,7 @@ from agent.executor.restart import Backoff
 from agent.executor.states import ProcessState
 from agent.executor.table import InstanceTable
 from protocol.errors import GdosError
+from protocol.expand import MissingVariable
 from protocol.states import HealthState
 
 log = logging.getLogger(__name__)
@@ -37,18 +38,23 @@ class Watch:
         assert ident is not None
         m.watcher = asyncio.create_task(self._watch(m, ident, popen))
         check = launch.health_check(m.spec, m.manifest)
-        if check is not None:
-            account, refusal = None, None
-            if check.command is not None:
-                try:
-                    account = self.table.account(m.spec, m.manifest)
-                except GdosError as exc:
-                    refusal = exc.message
-            ctx = launch.probe_context(
-                m.spec, m.manifest, self.table.instance_dir(m.id), account, refusal
-            )
-            m.monitor = HealthMonitor(check, ctx, lambda h, d: self._health_changed(m, ident, h, d))
-            m.monitor.start()
+        if check is None:
+            return
+        account, refusal = None, None
+        try:
+            account = self.table.account(m.spec, m.manifest)
+        except GdosError as exc:
+            refusal = exc.message
+        env = launch.service_env(m.spec, m.manifest, self.table.instance_dir(m.id), account)
+        try:
+            check = launch.expanded_health(check, env)
+        except (MissingVariable, ValueError) as exc:
+            # Checked at every start: only a process re-adopted under other settings gets here.
+            self._health_changed(m, ident, HealthState.UNHEALTHY, f"not probed: {exc}")
+            return
+        ctx = launch.probe_context(m.spec, m.manifest, self.table.app_dir(m), account, refusal)
+        m.monitor = HealthMonitor(check, ctx, lambda h, d: self._health_changed(m, ident, h, d))
+        m.monitor.start()
 
     def _health_changed(
         self, m: Managed, ident: process.Identity, health: HealthState, detail: str | None

@@ -26,6 +26,7 @@ async def _begin(
     svc: ServicesDep,
 ) -> OperationStarted:
     system = get_system(s, system_id)
+    svc.rollouts.refuse_if_busy(system.id, only_releases=True)  # never superseded silently
     ready_timeout = body.ready_timeout if body else None
     op = svc.operations.begin(s, system, kind, principal.name, ready_timeout)
     request.state.audit_target = f"system={system.id}"
@@ -62,7 +63,8 @@ async def stop_system(
 
 @router.get("/operations/{operation_id}", response_model=OperationOut)
 def read_operation(operation_id: Id, _: Viewer, s: SessionDep, svc: ServicesDep) -> OperationOut:
-    return svc.operations.get(s, operation_id)
+    rollout = svc.rollouts.live.get(operation_id)
+    return rollout.out() if rollout is not None else svc.operations.get(s, operation_id)
 
 
 @router.get("/operations", response_model=list[OperationOut])
@@ -82,6 +84,6 @@ def list_operations(
         q = q.where(models.Operation.state == state)
     out = []
     for row in s.scalars(q):
-        live = svc.operations.live.get(row.id)
+        live = svc.operations.live.get(row.id) or svc.rollouts.live.get(row.id)
         out.append(live.out() if live is not None else operation_out(row))
     return out
