@@ -25,6 +25,7 @@ from protocol.messages import (
     CLOSE_REPLACED,
     Config,
     DecodeError,
+    Goodbye,
     Heartbeat,
     Hello,
     InstanceStateMsg,
@@ -115,8 +116,9 @@ async def agent_socket(ws: WebSocket, svc: ServicesDep) -> None:
     finally:
         svc.orchestrator.reports.flush()  # its answers still queued reach their waiters
         if svc.agents.detach(link):
-            svc.nodes.offline(link)
-            log.info("node %s disconnected", node_id)
+            planned = link.leaving or svc.stopping
+            svc.nodes.offline(link, planned)
+            log.info("node %s disconnected%s", node_id, " (planned)" if planned else "")
 
 
 async def _replace(old: AgentLink, link: AgentLink, svc: ServicesDep) -> None:
@@ -219,6 +221,9 @@ async def _serve(ws: WebSocket, link: AgentLink, svc: ServicesDep) -> None:
             svc.logs.on_chunk(link.node_id, msg)
         elif isinstance(msg, Hello):
             await svc.orchestrator.on_hello(link, msg)
+        elif isinstance(msg, Goodbye):
+            link.leaving = True
+            log.info("node %s is leaving: %s", link.node_id, msg.reason or "no reason given")
 
 
 def _summary(text: str, exc: ValidationError) -> str:

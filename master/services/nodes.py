@@ -51,7 +51,7 @@ class Nodes:
         self.agents = agents
         self.orchestrator = orchestrator
         self._load_published: dict[str, float] = {}
-        self._to_publish: dict[str, None] = {}  # node ids, in order, to publish this turn
+        self._to_publish: dict[str, bool] = {}  # node ids to publish this turn: planned?
 
     def listing_json(self) -> bytes:
         """`GET /nodes` as JSON: one Core query and plain data, cheap enough to poll."""
@@ -59,20 +59,25 @@ class Nodes:
             nodes = [node_view(_columns(row), self.agents) for row in conn.execute(_LISTING)]
         return _encode(nodes)
 
-    def publish(self, node_id: str) -> None:
+    def publish(self, node_id: str, planned: bool = False) -> None:
         """Tell subscribers how the node is now, at the end of this turn of the event loop,
-        with the other nodes that changed in it (one query for a whole reconnect burst)."""
-        self._to_publish[node_id] = None
-        if len(self._to_publish) == 1:
+        with the other nodes that changed in it (one query for a whole reconnect burst).
+        `planned`: the node went offline on purpose (its agent said goodbye, or this master is
+        stopping), which the alert engine does not count as a node lost."""
+        first = not self._to_publish
+        self._to_publish[node_id] = self._to_publish.get(node_id, False) or planned
+        if first:
             try:
                 asyncio.get_running_loop().call_soon(self.flush)
             except RuntimeError:  # no loop (a synchronous caller): at once
                 self.flush()
 
     def flush(self) -> None:
-        ids, self._to_publish = list(self._to_publish), {}
-        if ids:
-            for data in self._read(ids):
+        planned, self._to_publish = self._to_publish, {}
+        if planned:
+            for data in self._read(planned):
+                if planned.get(data["id"]):
+                    data["planned"] = True
                 self.hub.publish("node", data)
 
     def _read(self, ids: Iterable[str]) -> list[dict[str, Any]]:
@@ -89,7 +94,7 @@ class Nodes:
             "node", {"id": link.node_id, "status": "online", "load": link.load.to_dict()}
         )
 
-    def offline(self, link: AgentLink) -> None:
+    def offline(self, link: AgentLink, planned: bool = False) -> None:
         """The node's socket is gone: remember when it was last seen, its processes are unknown."""
         with self.db.engine.begin() as conn:
             conn.execute(
@@ -98,7 +103,7 @@ class Nodes:
                 .values(last_seen=link.last_seen_wall)
             )
         self.orchestrator.mark_node_unknown(link.node_id)
-        self.publish(link.node_id)
+        self.publish(link.node_id, planned)
 
     async def drop_stale(self, link: AgentLink) -> None:
         """An agent silent past the grace: offline, and its socket closed."""
