@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, text
+from sqlalchemy import Engine, create_engine, event, make_url, text
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -37,9 +37,10 @@ class Database:
         if self.is_sqlite:
             # Sessions are used from the event loop thread and from worker threads.
             kwargs["connect_args"] = {"check_same_thread": False}
-            # No cap on connections: a capped pool makes the event loop wait, blocked, for a
-            # connection a suspended request holds, and that request needs the loop to finish.
-            kwargs["max_overflow"] = -1
+            if make_url(self.url).database not in (None, "", ":memory:"):  # a file: QueuePool
+                # No cap on connections: a capped pool makes the event loop wait, blocked, for a
+                # connection a suspended request holds, and that request needs the loop to finish.
+                kwargs["max_overflow"] = -1
         self.engine: Engine = create_engine(self.url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
