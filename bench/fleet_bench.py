@@ -279,7 +279,9 @@ async def fanout(
         for action in ("start", "stop"):
             await asyncio.sleep(2.0)
             t0 = time.time()
-            reply = await asyncio.to_thread(api.post, f"/systems/{system_id}/{action}")
+            # A connection of its own: a pooled one the master closed meanwhile is reset.
+            where = f"{str(api.base_url).rstrip('/')}/systems/{system_id}/{action}"
+            reply = await asyncio.to_thread(httpx.post, where, headers=api.headers, timeout=60)
             reply.raise_for_status()
             op_id = reply.json()["operation_id"]
             deadline = time.monotonic() + 120
