@@ -7,7 +7,6 @@ import uuid
 import pytest
 import yaml
 
-
 pytestmark = pytest.mark.slow
 
 
