@@ -6,7 +6,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def compile_sources() -> None:
+def compile_sources(root: Path = ROOT) -> None:
     """Write the bytecode of the code under test first, as an installed or frozen agent has it.
 
     Without .pyc files (a fresh checkout, or PYTHONDONTWRITEBYTECODE set) every agent and
@@ -14,4 +14,4 @@ def compile_sources() -> None:
     which the figures would then include (a 09:35 A/B on 2026-11-28 did).
     """
     for package in ("agent", "master", "protocol"):
-        compileall.compile_dir(ROOT / package, quiet=1)
+        compileall.compile_dir(root / package, quiet=1)

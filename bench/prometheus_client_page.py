@@ -8,7 +8,12 @@ from typing import Any
 
 import psutil
 from prometheus_client.exposition import generate_latest
-from prometheus_client.metrics_core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.metrics_core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
 
 from master.services import prometheus as page
@@ -56,6 +61,13 @@ class GdosCollector(Collector):
         for severity, n in sorted(svc.alerts.firing_by_severity().items()):
             firing.add_metric([severity], n)
         yield firing
+        lag = svc.loop_lag
+        yield HistogramMetricFamily(
+            "gdos_master_event_loop_delay_seconds",
+            "how late the master's event loop ran a timer, every sample since start",
+            buckets=[(page.le_label(bound), n) for bound, n in lag.cumulative()],
+            sum_value=lag.total,
+        )
         proc = psutil.Process(os.getpid())
         with proc.oneshot():
             cpu = proc.cpu_times()

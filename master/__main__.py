@@ -12,7 +12,12 @@ from master.app import create_app
 from master.cli import parse_args, settings_from_args
 from master.config import Settings
 from master.local_agent import LocalAgent, agent_command
-from master.server import NotifyingServer, guarded_protocol, tune_allocator
+from master.server import (
+    NotifyingServer,
+    guarded_protocol,
+    paced_websocket_protocol,
+    tune_allocator,
+)
 from master.storage import open_store
 from protocol import __version__
 from protocol.frozen import version_text
@@ -44,6 +49,7 @@ async def serve(settings: Settings, with_agent: bool) -> int:
     config = uvicorn.Config(
         app,
         http=guarded_protocol(),
+        ws=paced_websocket_protocol(),
         host=settings.host,
         port=settings.port,
         log_level=settings.log_level,

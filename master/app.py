@@ -12,6 +12,7 @@ from master.api import (
     audit,
     auth,
     backups,
+    debug,
     events,
     health,
     instances,
@@ -76,6 +77,8 @@ def create_app(settings: Settings) -> FastAPI:
         app.include_router(module.router)
     app.include_router(backups.router)
     app.include_router(logs.router)
+    if settings.debug_endpoints:
+        app.include_router(debug.router)
     # The gate sits inside the audit: a request held during a restore is still audited.
     app.add_middleware(GateMiddleware, gate=svc.gate)
     app.add_middleware(AuditMiddleware, db=svc.db, hub=svc.hub)

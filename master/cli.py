@@ -191,6 +191,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="serve GET /metrics (Prometheus) without a token",
     )
     add(
+        "--debug-endpoints",
+        action="store_true",
+        default=_flag(_env("debug-endpoints", "")),
+        help="serve /api/v1/debug/* (the event loop's lag samples, for benchmarks)",
+    )
+    add(
         "--metrics-interval",
         type=float,
         default=_env("metrics-interval", None),
@@ -296,6 +302,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
         tls_key=Path(args.tls_key) if args.tls_key else None,
         metrics_public=args.metrics_public,
+        debug_endpoints=args.debug_endpoints,
         metrics_interval=None if args.metrics_interval is None else float(args.metrics_interval),
         metrics_recent_seconds=args.metrics_recent_seconds,
         metrics_history_minutes=args.metrics_history_minutes,

@@ -32,6 +32,7 @@ class Settings:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     metrics_public: bool = False
+    debug_endpoints: bool = False  # /api/v1/debug/*: the master's internals, for benchmarks
     metrics_interval: float | None = None  # sent to agents in `config`; None: each agent's own
     metrics_recent_seconds: int = 600  # per-second samples kept per series
     metrics_history_minutes: int = 120  # per-minute averages kept per series

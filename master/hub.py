@@ -7,12 +7,14 @@ In-process now; a PostgreSQL LISTEN/NOTIFY implementation can replace it behind 
 """
 
 import asyncio
-import json
 import logging
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
+
 log = logging.getLogger(__name__)
+_encode = msgspec.json.Encoder().encode  # several times faster than json.dumps, once per event
 Listener = Callable[[dict[str, Any]], None]
 
 BROADCAST_TOPICS = frozenset(
@@ -87,7 +89,7 @@ class Hub:
                     log.exception("event listener for %s failed", topic)
         if not self._subs:
             return
-        text = json.dumps({"topic": topic, "data": data}, separators=(",", ":"))
+        text = _encode({"topic": topic, "data": data}).decode()
         self.published += 1
         for sub in self._subs:
             if key is None or key in sub.keys:

@@ -134,6 +134,16 @@ class InstanceMetricsOut(BaseModel):
     samples: list[InstanceSample]
 
 
+class LoopLagOut(BaseModel):
+    """The master's event-loop lateness samples (a debug endpoint for benchmarks)."""
+
+    period: float = Field(description="seconds between samples")
+    samples: list[tuple[float, float, float]] = Field(
+        description="[wall time (seconds since the epoch), lag in seconds, CPU seconds the "
+        "master used over the sample's interval], oldest first"
+    )
+
+
 # -- alert rules ---------------------------------------------------------------------------
 
 

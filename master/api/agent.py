@@ -4,6 +4,7 @@ import asyncio
 import contextlib
 import json
 import logging
+from functools import partial
 
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketState
@@ -83,9 +84,8 @@ async def agent_socket(ws: WebSocket, svc: ServicesDep) -> None:
         await ws.close(CLOSE_POLICY, "cross-origin WebSocket refused")
         return
     token = bearer_token(ws)
-    with svc.db.session() as s:
-        node = accounts.node_for_secret(s, token) if token else None
-        node_id = node.id if node else None
+    with svc.db.engine.connect() as conn:
+        node_id = accounts.node_id_for_secret(conn, token) if token else None
     if node_id is None:
         await ws.close(CLOSE_AUTH_FAILED, "invalid node credential")
         return
@@ -114,6 +114,7 @@ async def agent_socket(ws: WebSocket, svc: ServicesDep) -> None:
         if ws.application_state != WebSocketState.DISCONNECTED:
             raise
     finally:
+        svc.orchestrator.reports.flush()  # its answers still queued reach their waiters
         if svc.agents.detach(link):
             planned = link.leaving or svc.stopping
             svc.nodes.offline(link, planned)
@@ -215,7 +216,7 @@ async def _serve(ws: WebSocket, link: AgentLink, svc: ServicesDep) -> None:
         elif isinstance(msg, InstanceStates):
             svc.orchestrator.reports.queue(link.node_id, msg.reports)
         elif isinstance(msg, Result):
-            link.resolve(msg)
+            svc.orchestrator.reports.after(partial(link.resolve, msg))
         elif isinstance(msg, LogChunk):
             svc.logs.on_chunk(link.node_id, msg)
         elif isinstance(msg, Hello):

@@ -27,11 +27,9 @@ def get_node(s: SessionDep, node_id: str) -> models.Node:
 
 
 @router.get("", response_model=list[NodeOut])
-def list_nodes(_: Viewer, s: SessionDep, svc: ServicesDep) -> list[NodeOut]:
-    nodes = s.scalars(
-        select(models.Node).where(~models.Node.revoked).order_by(models.Node.hostname)
-    )
-    return [node_out(n, svc.agents) for n in nodes]
+def list_nodes(_: Viewer, svc: ServicesDep) -> Response:
+    # Built without a model per node: consoles and scripts poll this on fleets of thousands.
+    return Response(svc.nodes.listing_json(), media_type="application/json")
 
 
 @router.get("/{node_id}", response_model=NodeOut)

@@ -1,13 +1,14 @@
 """Engine and sessions. SQLite runs in WAL mode so readers never block the writer."""
 
+import functools
+import re
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from alembic import command
-from alembic.config import Config
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Engine, create_engine, event, make_url, text
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from protocol.errors import ErrorCode, GdosError
@@ -36,6 +37,10 @@ class Database:
         if self.is_sqlite:
             # Sessions are used from the event loop thread and from worker threads.
             kwargs["connect_args"] = {"check_same_thread": False}
+            if make_url(self.url).database not in (None, "", ":memory:"):  # a file: QueuePool
+                # No cap on connections: a capped pool makes the event loop wait, blocked, for a
+                # connection a suspended request holds, and that request needs the loop to finish.
+                kwargs["max_overflow"] = -1
         self.engine: Engine = create_engine(self.url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -65,12 +70,30 @@ class Database:
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision (creates it on an empty database)."""
+        if self._at_head():
+            return  # the usual start: alembic, a tenth of the start-up, is not even imported
+        from alembic import command
+        from alembic.config import Config
+
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         cfg.attributes["connection"] = None
         with self.engine.begin() as conn:
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
+
+    def _at_head(self) -> bool:
+        head = script_head()
+        if head is None:
+            return False
+        try:
+            with self.engine.connect() as conn:
+                stamped = [
+                    r[0] for r in conn.execute(text("SELECT version_num FROM alembic_version"))
+                ]
+        except SQLAlchemyError:  # a new database: no table yet
+            return False
+        return stamped == [head]
 
     @staticmethod
     def known_revisions() -> set[str]:
@@ -87,6 +110,28 @@ class Database:
 
     def dispose(self) -> None:
         self.engine.dispose()
+
+
+_REVISION = re.compile(r"^revision(?::[^=]*)?=\s*[\"']([^\"']+)[\"']\s*$", re.M)
+_DOWN = re.compile(r"^down_revision(?::[^=]*)?=\s*(?:[\"']([^\"']+)[\"']|None)\s*$", re.M)
+
+
+@functools.cache
+def script_head() -> str | None:
+    """The newest revision under MIGRATIONS, from each file's plain `revision` and
+    `down_revision` lines; None when a file says them otherwise (alembic then decides)."""
+    revisions: set[str] = set()
+    parents: set[str] = set()
+    for path in (MIGRATIONS / "versions").glob("*.py"):
+        source = path.read_text(encoding="utf-8")
+        revision, down = _REVISION.search(source), _DOWN.search(source)
+        if revision is None or down is None:
+            return None
+        revisions.add(revision.group(1))
+        if down.group(1):
+            parents.add(down.group(1))
+    heads = revisions - parents
+    return heads.pop() if len(heads) == 1 else None
 
 
 def get_or_404(s: Session, model: type[T], ident: str, noun: str) -> T:

@@ -7,13 +7,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import Connection, select, update
 from sqlalchemy.orm import Session
 
 from master.config import Settings
 from master.db import models
 from master.services.security import (
-    DUMMY_HASH,
+    dummy_hash,
     hash_password,
     new_secret,
     secret_hash,
@@ -64,7 +64,7 @@ def bootstrap(s: Session, settings: Settings) -> None:
 def login(s: Session, username: str, password: str, ttl: float) -> tuple[str, models.User] | None:
     user = s.scalars(select(models.User).where(models.User.username == username)).first()
     # Hash even for an unknown user so the timing does not tell whether it exists.
-    ok = verify_password(password, user.password_hash if user else DUMMY_HASH)
+    ok = verify_password(password, user.password_hash if user else dummy_hash())
     if user is None or not ok:
         return None
     token = new_secret("gdu")
@@ -107,6 +107,16 @@ def node_for_secret(s: Session, secret: str) -> models.Node | None:
     if node is None or node.revoked:
         return None
     return node
+
+
+def node_id_for_secret(conn: Connection, secret: str) -> str | None:
+    """`node_for_secret` through Core, for the agent socket (a reconnecting fleet's every
+    connection asks)."""
+    table = models.Node.__table__
+    row = conn.execute(
+        select(table.c.id).where(table.c.secret_hash == secret_hash(secret), ~table.c.revoked)
+    ).first()
+    return None if row is None else str(row[0])
 
 
 def create_join_token(

@@ -35,20 +35,12 @@ class Directory:
         hub.listen("node", self.on_node)
 
     def load(self, s: Session) -> None:
-        rows = s.execute(
-            select(
-                models.Instance.id,
-                models.Instance.node_id,
-                models.Instance.system_id,
-                models.Instance.name,
-                models.Instance.state,
-            )
-        )
+        # Table columns, not ORM attributes: plain rows, without the ORM's loading per row.
+        inst, node = models.Instance.__table__.c, models.Node.__table__.c
+        rows = s.execute(select(inst.id, inst.node_id, inst.system_id, inst.name, inst.state))
         for iid, node_id, system_id, name, state in rows:
             self._put(InstanceInfo(iid, node_id, system_id, name, state))
-        for node_id, hostname in s.execute(
-            select(models.Node.id, models.Node.hostname).where(~models.Node.revoked)
-        ):
+        for node_id, hostname in s.execute(select(node.id, node.hostname).where(~node.revoked)):
             self.hostnames[node_id] = hostname
 
     def reload(self, s: Session) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Iterable, Mapping
 from types import SimpleNamespace
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam, select, update
+from sqlalchemy import Connection, Result, Table, bindparam, select, update
 
 from master.db import models
 from master.services.serializers import instance_out
@@ -23,20 +23,26 @@ Row = dict[str, Any]
 # One statement object for every call: SQLAlchemy re-keys a cached statement's result columns
 # for each new but equal statement (`_adapt_to_context`); the same object skips that.
 _BY_IDS = select(TABLE).where(TABLE.c.id.in_(bindparam("ids", expanding=True)))
-_BY_NODE = select(TABLE).where(TABLE.c.node_id == bindparam("node_id"))
+_BY_NODES = select(TABLE).where(TABLE.c.node_id.in_(bindparam("node_ids", expanding=True)))
 
 
 def load(conn: Connection, ids: Iterable[str]) -> dict[str, Row]:
     return _rows(conn.execute(_BY_IDS, {"ids": list(ids)}))
 
 
-def load_node(conn: Connection, node_id: str) -> dict[str, Row]:
-    """Every instance row of a node (a hello; a master restart reads the whole fleet so)."""
-    return _rows(conn.execute(_BY_NODE, {"node_id": node_id}))
+def load_nodes(conn: Connection, node_ids: Iterable[str]) -> dict[str, Row]:
+    """Every instance row of these nodes (a burst of hellos)."""
+    return _rows(conn.execute(_BY_NODES, {"node_ids": list(node_ids)}))
 
 
-def _rows(result: Iterable[Any]) -> dict[str, Row]:
-    return {row.id: dict(row._mapping) for row in result}
+def rows(result: Result[Any]) -> list[Row]:
+    """A query's rows as dicts (zipped: a third of what `dict(row._mapping)` costs a row)."""
+    keys = list(result.keys())
+    return [dict(zip(keys, row, strict=True)) for row in result]
+
+
+def _rows(result: Result[Any]) -> dict[str, Row]:
+    return {row["id"]: row for row in rows(result)}
 
 
 def report_changes(row: Mapping[str, Any], report: InstanceReport) -> Row:

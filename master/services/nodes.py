@@ -1,19 +1,45 @@
-"""A node's life as consoles see it: its changes published, its load throttled, going offline."""
+"""A node's life as consoles see it: its changes published, its load throttled, going offline,
+and the node listing."""
 
+import asyncio
 import contextlib
 import time
+from collections.abc import Iterable
+from typing import Any, cast
+
+import msgspec
+from sqlalchemy import Row, Table, Text, bindparam, select, type_coerce, update
 
 from master.db import models
 from master.db.session import Database
 from master.hub import Hub
 from master.services.agents import AgentLink, AgentRegistry
 from master.services.orchestrator import Orchestrator
-from master.services.serializers import node_out
+from master.services.serializers import NODE_COLUMNS, node_view
 from protocol.messages import CLOSE_POLICY
 
 NODE_LOAD_EVERY = (
     5.0  # seconds between broadcast `node` load events per node (charts: metrics:<id>)
 )
+TABLE = cast(Table, models.Node.__table__)
+# Labels as their stored JSON text: msgspec decodes it several times faster than the JSON type.
+_COLUMNS = [
+    type_coerce(TABLE.c.labels, Text).label(n) if n == "labels" else TABLE.c[n]
+    for n in NODE_COLUMNS
+]
+# One statement object each: SQLAlchemy then reuses its compiled form as is.
+_LISTING = select(*_COLUMNS).where(~TABLE.c.revoked).order_by(TABLE.c.hostname)
+_BY_IDS = select(*_COLUMNS).where(
+    TABLE.c.id.in_(bindparam("ids", expanding=True)), ~TABLE.c.revoked
+)
+_encode = msgspec.json.Encoder().encode
+
+
+def _columns(row: Row[Any]) -> dict[str, Any]:
+    node = dict(zip(NODE_COLUMNS, row, strict=True))
+    if isinstance(node["labels"], str):  # SQLite; PostgreSQL's driver decodes JSON itself
+        node["labels"] = msgspec.json.decode(node["labels"])
+    return node
 
 
 class Nodes:
@@ -25,17 +51,39 @@ class Nodes:
         self.agents = agents
         self.orchestrator = orchestrator
         self._load_published: dict[str, float] = {}
+        self._to_publish: dict[str, bool] = {}  # node ids to publish this turn: planned?
+
+    def listing_json(self) -> bytes:
+        """`GET /nodes` as JSON: one Core query and plain data, cheap enough to poll."""
+        with self.db.engine.connect() as conn:
+            nodes = [node_view(_columns(row), self.agents) for row in conn.execute(_LISTING)]
+        return _encode(nodes)
 
     def publish(self, node_id: str, planned: bool = False) -> None:
-        """`planned`: the node went offline on purpose (its agent said goodbye, or this master is
+        """Tell subscribers how the node is now, at the end of this turn of the event loop,
+        with the other nodes that changed in it (one query for a whole reconnect burst).
+        `planned`: the node went offline on purpose (its agent said goodbye, or this master is
         stopping), which the alert engine does not count as a node lost."""
-        with self.db.session() as s:
-            node = s.get(models.Node, node_id)
-            if node is not None:
-                data = node_out(node, self.agents).model_dump()
-                if planned:
+        first = not self._to_publish
+        self._to_publish[node_id] = self._to_publish.get(node_id, False) or planned
+        if first:
+            try:
+                asyncio.get_running_loop().call_soon(self.flush)
+            except RuntimeError:  # no loop (a synchronous caller): at once
+                self.flush()
+
+    def flush(self) -> None:
+        planned, self._to_publish = self._to_publish, {}
+        if planned:
+            for data in self._read(planned):
+                if planned.get(data["id"]):
                     data["planned"] = True
                 self.hub.publish("node", data)
+
+    def _read(self, ids: Iterable[str]) -> list[dict[str, Any]]:
+        with self.db.engine.connect() as conn:
+            result = conn.execute(_BY_IDS, {"ids": list(ids)})
+            return [node_view(_columns(row), self.agents) for row in result]
 
     def publish_load(self, link: AgentLink) -> None:
         now = time.monotonic()
@@ -48,11 +96,12 @@ class Nodes:
 
     def offline(self, link: AgentLink, planned: bool = False) -> None:
         """The node's socket is gone: remember when it was last seen, its processes are unknown."""
-        with self.db.session() as s:
-            node = s.get(models.Node, link.node_id)
-            if node is not None:
-                node.last_seen = link.last_seen_wall
-                s.commit()
+        with self.db.engine.begin() as conn:
+            conn.execute(
+                update(TABLE)
+                .where(TABLE.c.id == link.node_id)
+                .values(last_seen=link.last_seen_wall)
+            )
         self.orchestrator.mark_node_unknown(link.node_id)
         self.publish(link.node_id, planned)
 

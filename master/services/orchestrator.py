@@ -8,11 +8,10 @@ master/services/reconcile.py decides and re-drives what was interrupted.
 
 import asyncio
 import logging
-import time
 from collections.abc import Coroutine
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import ColumnElement, Table, select, update
+from sqlalchemy import ColumnElement, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -20,7 +19,7 @@ from master.config import Settings
 from master.db import models
 from master.db.session import Database
 from master.hub import Hub
-from master.services import accounts, instance_rows, instance_settings
+from master.services import instance_rows, instance_settings
 from master.services.agents import AgentLink, AgentRegistry
 from master.services.commands import (
     DESTROY_EXTRA,
@@ -30,8 +29,9 @@ from master.services.commands import (
     start_settings,
     stop_timeout,
 )
+from master.services.hellos import HelloQueue
 from master.services.instance_feed import InstanceFeed
-from master.services.reconcile import Action, reconcile
+from master.services.reconcile import Action
 from master.services.reports import ReportQueue
 from protocol.errors import ErrorCode, GdosError
 from protocol.manifest import Manifest
@@ -39,8 +39,6 @@ from protocol.messages import Hello, Start, Stop
 from protocol.states import ACTIVE_STATES, BUSY_STATES, DesiredState, InstanceState
 
 log = logging.getLogger(__name__)
-
-NODES = cast(Table, models.Node.__table__)
 
 
 class Orchestrator:
@@ -51,6 +49,7 @@ class Orchestrator:
         self.feed = InstanceFeed(hub)
         self.commands = Commands(db, self.feed)
         self.reports = ReportQueue(db, self.feed)
+        self.hellos = HelloQueue(db, self.feed, self.reports)
         self._tasks: set[asyncio.Task[Any]] = set()
         # Nodes whose `hello` has been applied since they (or this master) last went away.
         self.reconciled: set[str] = set()
@@ -63,6 +62,7 @@ class Orchestrator:
 
     async def close(self) -> None:
         self.reports.flush()
+        self.hellos.close()
         for task in list(self._tasks):
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
@@ -218,23 +218,8 @@ class Orchestrator:
 
     async def on_hello(self, link: AgentLink, hello: Hello) -> list[str]:
         """Reconcile after a (re)connect; returns ids the agent runs that the master does not know.
-        Core, not the ORM: after a master restart the whole fleet says hello at once."""
-        self.reports.flush()  # what the previous connection said comes first
-        with self.db.engine.begin() as conn:
-            conn.execute(
-                update(NODES)
-                .where(NODES.c.id == link.node_id)
-                .values(
-                    **accounts.host_columns(hello.host),
-                    agent_version=hello.agent_version,
-                    last_seen=time.time(),
-                )
-            )
-            rows = instance_rows.load_node(conn, link.node_id)
-            decided = reconcile(rows, hello.instances)
-            instance_rows.write(conn, decided.changes)
-        for view in decided.views.values():
-            self.feed.publish_view(view)
+        Batched with the other hellos of this turn (master/services/hellos.py)."""
+        decided = await self.hellos.submit(link.node_id, hello)
         if decided.actions:  # rare (a command lost with the connection): the ORM is fine here
             with self.db.session() as s:
                 for action, iid in decided.actions:
@@ -280,7 +265,7 @@ class Orchestrator:
         if node_id is not None:
             which.append(table.c.node_id == node_id)
         with self.db.engine.begin() as conn:
-            rows = [dict(row._mapping) for row in conn.execute(select(table).where(*which))]
+            rows = instance_rows.rows(conn.execute(select(table).where(*which)))
             if rows:
                 conn.execute(update(table).where(*which).values(state=InstanceState.UNKNOWN))
         for row in rows:

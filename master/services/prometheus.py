@@ -85,6 +85,12 @@ def render(svc: "Services") -> str:
         kind, help_text = MASTER_SERIES[name]
         page.family(name, kind, help_text, [("", value)])
     page.family("gdos_alerts_firing", "gauge", "alerts firing now", _alerts_firing(svc))
+    page.histogram(
+        "gdos_master_event_loop_delay_seconds",
+        "how late the master's event loop ran a timer, every sample since start",
+        svc.loop_lag.cumulative(),
+        svc.loop_lag.total,
+    )
     _process(page)
     return page.text()
 
@@ -97,6 +103,16 @@ class _Page:
         self.lines.append(f"# HELP {name} {help_text}")
         self.lines.append(f"# TYPE {name} {kind}")
         self.lines.extend(f"{name}{labels} {_num(value)}" for labels, value in samples)
+
+    def histogram(
+        self, name: str, help_text: str, cumulative: list[tuple[float, int]], total: float
+    ) -> None:
+        self.lines.append(f"# HELP {name} {help_text}")
+        self.lines.append(f"# TYPE {name} histogram")
+        for bound, count in cumulative:
+            self.lines.append(f'{name}_bucket{{le="{le_label(bound)}"}} {count}')
+        self.lines.append(f"{name}_sum {total!r}")
+        self.lines.append(f"{name}_count {cumulative[-1][1]}")
 
     def columns(
         self, series: Iterable[tuple[str, str]], rows: list[tuple[str, list[float]]]
@@ -151,7 +167,7 @@ def _master_values(svc: "Services") -> dict[str, float]:
         "gdos_master_webhook_sent_total": notifier.sent,
         "gdos_master_webhook_failed_total": notifier.failed,
         "gdos_master_webhook_dropped_total": notifier.dropped,
-        "gdos_master_event_loop_lag_seconds": max(list(alerts.loop_lags), default=0.0),
+        "gdos_master_event_loop_lag_seconds": svc.loop_lag.worst(10.0),
         "gdos_master_alerts_fired_total": alerts.fired,
     }
 
@@ -205,6 +221,10 @@ def _instance_labels(i: InstanceInfo) -> str:
             instance_id=i.id, name=i.name, node_id=i.node_id, system_id=i.system_id
         )
     return text
+
+
+def le_label(bound: float) -> str:
+    return "+Inf" if bound == float("inf") else repr(bound)
 
 
 def _num(value: float) -> str:

@@ -3,6 +3,8 @@ processes. Batched per turn of the event loop, through SQLAlchemy Core (the hot 
 
 import asyncio
 import logging
+from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 from master.db import models
@@ -13,31 +15,67 @@ from protocol.messages import InstanceReport
 
 log = logging.getLogger(__name__)
 
+MAX_REPORTS = 500  # reports per transaction at the end of a turn; a larger burst takes more turns
+
+
+Queued = tuple[str, list[InstanceReport]] | Callable[[], None]
+
 
 class ReportQueue:
     def __init__(self, db: Database, feed: InstanceFeed) -> None:
         self.db = db
         self.feed = feed
-        self._queued: list[tuple[str, list[InstanceReport]]] = []
+        self._queued: deque[Queued] = deque()
+        self._scheduled = False
 
     def queue(self, node_id: str, reports: list[InstanceReport]) -> None:
         """Reports as they arrive: applied at the end of this turn of the event loop, together
         with those of every other agent whose messages arrived in the same turn (one transaction
-        per burst, not per message). Order is kept: the flush is scheduled before any waiter a
-        later message of the turn wakes."""
+        per burst, not per message). A burst larger than `MAX_REPORTS` goes on in the next
+        turns, oldest first."""
         self._queued.append((node_id, reports))
-        if len(self._queued) == 1:
-            asyncio.get_running_loop().call_soon(self.flush)
+        self._schedule()
 
-    def flush(self) -> None:
-        """Apply what `queue` holds (also called before anything reads it back)."""
-        queued, self._queued = self._queued, []
-        if not queued:
+    def after(self, callback: Callable[[], None]) -> None:
+        """Run `callback` once every report queued before it is applied: a command's answer
+        (a waiter woken) never overtakes the reports its agent sent before it."""
+        if not self._queued:
+            callback()
             return
-        try:
-            self.apply(queued)
-        except Exception:  # a callback of the loop: nobody else would see it
-            log.exception("could not apply %d report messages", len(queued))
+        self._queued.append(callback)
+        self._schedule()
+
+    def _schedule(self) -> None:
+        if not self._scheduled:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self._flush_some)
+
+    def _flush_some(self) -> None:
+        self._scheduled = False
+        self.flush(MAX_REPORTS)
+        if self._queued:
+            self._schedule()
+
+    def flush(self, limit: int | None = None) -> None:
+        """Apply what `queue` holds, everything unless `limit` reports (also called before
+        anything reads it back); the callbacks taken with them run after their commit."""
+        queued: list[tuple[str, list[InstanceReport]]] = []
+        callbacks: list[Callable[[], None]] = []
+        count = 0
+        while self._queued and (limit is None or count < limit):
+            item = self._queued.popleft()
+            if callable(item):
+                callbacks.append(item)
+                continue
+            queued.append(item)
+            count += len(item[1])
+        if queued:
+            try:
+                self.apply(queued)
+            except Exception:  # a callback of the loop: nobody else would see it
+                log.exception("could not apply %d report messages", len(queued))
+        for callback in callbacks:
+            callback()
 
     def apply(self, batches: list[tuple[str, list[InstanceReport]]]) -> None:
         """Reports of one or more nodes, in order, in one transaction. Identity comes from the

@@ -1,6 +1,7 @@
 """Passwords (scrypt, stdlib) and bearer secrets (random, stored only as SHA-256)."""
 
 import base64
+import functools
 import hashlib
 import hmac
 import secrets
@@ -26,8 +27,11 @@ def verify_password(password: str, stored: str) -> bool:
     return hmac.compare_digest(digest, base64.b64decode(digest_b64))
 
 
-# Verifying against this when the user does not exist keeps the timing the same.
-DUMMY_HASH = hash_password(secrets.token_urlsafe(16))
+@functools.cache
+def dummy_hash() -> str:
+    """Verifying against this when the user does not exist keeps the timing the same (made at
+    the first such login, not at import: scrypt is a master's slowest start-up step)."""
+    return hash_password(secrets.token_urlsafe(16))
 
 
 def new_secret(prefix: str) -> str:

@@ -1,10 +1,13 @@
 """Database rows to REST bodies; the same shapes go out on the event stream."""
 
+from collections.abc import Mapping
+from typing import Any
+
 from master.db import models
 from master.services.agents import AgentRegistry
+from protocol.messages import Load
 from protocol.rest import (
     InstanceOut,
-    LoadOut,
     ModuleOut,
     NodeOut,
     PackageOut,
@@ -12,6 +15,8 @@ from protocol.rest import (
     UserOut,
     iso,
 )
+
+_NO_LOAD = Load()
 
 
 def instance_out(inst: models.Instance) -> InstanceOut:
@@ -44,30 +49,59 @@ def instance_out(inst: models.Instance) -> InstanceOut:
     )
 
 
-def node_out(node: models.Node, agents: AgentRegistry) -> NodeOut:
-    link = agents.get(node.id)
-    load = LoadOut(**link.load.to_dict()) if link else LoadOut()
-    last_seen = node.last_seen
+# The node columns a NodeOut is made of (the listing reads only these, through Core).
+NODE_COLUMNS = (
+    "id",
+    "hostname",
+    "ip",
+    "os",
+    "arch",
+    "mac",
+    "cpu_count",
+    "mem_total",
+    "disk_total",
+    "agent_version",
+    "labels",
+    "enrolled_at",
+    "last_seen",
+)
+
+
+def node_view(node: Mapping[str, Any], agents: AgentRegistry) -> dict[str, Any]:
+    """NodeOut as plain data from a node's columns: what the listing and the `node` event
+    send, without a model per node (a fleet's listing is a thousand of them)."""
+    link = agents.get(node["id"])
+    last_seen = node["last_seen"]
     if link is not None:
         last_seen = max(last_seen or 0.0, link.last_seen_wall)
-    return NodeOut(
-        id=node.id,
-        hostname=node.hostname,
-        ip=node.ip,
-        os=node.os,
-        arch=node.arch,
-        mac=node.mac,
-        cpu_count=node.cpu_count,
-        mem_total=node.mem_total,
-        disk_total=node.disk_total,
-        status="online" if link else "offline",
-        last_seen=iso(last_seen),
-        agent_version=node.agent_version,
-        labels={str(k): str(v) for k, v in (node.labels or {}).items()},
-        load=load,
-        enrolled_at=iso(node.enrolled_at),
-        unmanaged_instances=list(link.unmanaged) if link else [],
-    )
+    load = link.load if link is not None else _NO_LOAD
+    return {
+        "id": node["id"],
+        "hostname": node["hostname"],
+        "ip": node["ip"],
+        "os": node["os"],
+        "arch": node["arch"],
+        "mac": node["mac"],
+        "cpu_count": node["cpu_count"],
+        "mem_total": node["mem_total"],
+        "disk_total": node["disk_total"],
+        "status": "online" if link else "offline",
+        "last_seen": iso(last_seen),
+        "agent_version": node["agent_version"],
+        "labels": {str(k): str(v) for k, v in (node["labels"] or {}).items()},
+        "load": {
+            "cpu_percent": float(load.cpu_percent),
+            "mem_percent": float(load.mem_percent),
+            "disk_percent": float(load.disk_percent),
+            "load1": float(load.load1),
+        },
+        "enrolled_at": iso(node["enrolled_at"]),
+        "unmanaged_instances": list(link.unmanaged) if link else [],
+    }
+
+
+def node_out(node: models.Node, agents: AgentRegistry) -> NodeOut:
+    return NodeOut.model_validate(node_view({c: getattr(node, c) for c in NODE_COLUMNS}, agents))
 
 
 def package_out(pkg: models.Package) -> PackageOut:

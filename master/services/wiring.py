@@ -14,6 +14,7 @@ from master.services.alerting.webhooks import Notifier
 from master.services.backups import BackupService
 from master.services.directory import Directory
 from master.services.logs import LogRelay
+from master.services.loop_lag import LoopLag
 from master.services.metrics import MetricsService, MetricsStore
 from master.services.nodes import Nodes
 from master.services.operations import Operations
@@ -37,6 +38,7 @@ class Services:
         self.stopping = False
         self.db = Database(settings.database_url)
         self.hub = Hub()
+        self.loop_lag = LoopLag()
         self.agents = AgentRegistry()
         self.orchestrator = Orchestrator(self.db, self.agents, self.hub, settings)
         self.login_throttle = LoginThrottle()
@@ -87,6 +89,7 @@ class Services:
             accounts.bootstrap(s, self.settings)
             self.directory.load(s)
             self.alerts.load(s)
+        self._tasks.append(asyncio.create_task(self.loop_lag.run()))
         self._store = await open_store(self.settings)
         self.orchestrator.commands.store = self._store
         self._uploads = UploadService(self.db, self._store, self.settings)

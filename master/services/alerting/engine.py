@@ -17,7 +17,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from typing import Any, Protocol
 
@@ -87,7 +86,6 @@ class AlertEngine:
         self._started = time.time()
         self._startup_checked = False
         self._task: asyncio.Task[None] | None = None
-        self.loop_lags: deque[float] = deque(maxlen=int(10 / TICK))  # the last 10 s
         hub.listen("instance", self.on_instance)
         hub.listen("node", self.on_node)
 
@@ -138,13 +136,8 @@ class AlertEngine:
         self.outbox.flush()
 
     async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
         while True:
-            began = loop.time()
             await asyncio.sleep(TICK)
-            # How late the loop woke us: the master's own health (a busy loop delays ingest,
-            # events and liveness alike).
-            self.loop_lags.append(max(0.0, loop.time() - began - TICK))
             self.tick(time.time())
 
     # -- rules -----------------------------------------------------------------------------

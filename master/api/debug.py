@@ -1,0 +1,22 @@
+"""The master's internals for benchmarks; served only with `--debug-endpoints`."""
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from master.api.deps import ServicesDep, Viewer
+from master.api.errors import ERROR_RESPONSES
+from master.services.loop_lag import PERIOD
+from protocol.monitoring import LoopLagOut
+
+router = APIRouter(prefix="/api/v1/debug", tags=["debug"], responses=ERROR_RESPONSES)
+
+
+@router.get("/loop-lag", response_model=LoopLagOut)
+async def loop_lag(
+    _: Viewer,
+    svc: ServicesDep,
+    since: Annotated[float, Query(description="only samples after this wall time")] = 0.0,
+) -> LoopLagOut:
+    """How late the event loop ran its timer, sample by sample (about the last 11 minutes)."""
+    return LoopLagOut(period=PERIOD, samples=svc.loop_lag.since(since))

@@ -1,0 +1,128 @@
+"""Agents' hellos applied in batches: every hello that arrives in one turn of the event loop is
+reconciled in one transaction (after a master restart the whole fleet says hello at once).
+
+What a node's hello changes is master/services/reconcile.py's decision; this module reads the
+rows, writes the changes, publishes them and hands each caller its node's decision. Order:
+the reports queued before a batch are applied first (`ReportQueue.flush`), hellos of a batch
+in the order they arrived, and nothing is published before its transaction commits.
+"""
+
+import asyncio
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import Table, bindparam, update
+
+from master.db import models
+from master.db.session import Database
+from master.services import accounts, instance_rows
+from master.services.instance_feed import InstanceFeed
+from master.services.reconcile import Reconciliation, reconcile
+from master.services.reports import ReportQueue
+from protocol.messages import Hello
+
+log = logging.getLogger(__name__)
+
+NODES = cast(Table, models.Node.__table__)
+MAX_ROWS = 2000  # instance rows per transaction: a larger burst goes on in the next turn
+MAX_NODES = 500
+_UPDATE_NODE = update(NODES).where(NODES.c.id == bindparam("b_id"))
+
+
+@dataclass
+class _Hello:
+    node_id: str
+    hello: Hello
+    decided: "asyncio.Future[Reconciliation]"
+
+
+class HelloQueue:
+    def __init__(self, db: Database, feed: InstanceFeed, reports: ReportQueue) -> None:
+        self.db = db
+        self.feed = feed
+        self.reports = reports
+        self._queued: deque[_Hello] = deque()
+        self._scheduled = False
+
+    def submit(self, node_id: str, hello: Hello) -> "asyncio.Future[Reconciliation]":
+        """Reconcile the node from its hello at the end of this turn of the event loop."""
+        loop = asyncio.get_running_loop()
+        item = _Hello(node_id, hello, loop.create_future())
+        self._queued.append(item)
+        if not self._scheduled:
+            self._scheduled = True
+            loop.call_soon(self.flush)
+        return item.decided
+
+    def flush(self) -> None:
+        """Apply the queued hellos, up to a transaction's worth; the rest in the next turn."""
+        self._scheduled = False
+        batch: list[_Hello] = []
+        rows = 0
+        while self._queued and len(batch) < MAX_NODES:
+            size = len(self._queued[0].hello.instances)
+            if batch and rows + size > MAX_ROWS:
+                break
+            batch.append(self._queued.popleft())
+            rows += size
+        if self._queued:
+            self._scheduled = True
+            asyncio.get_running_loop().call_soon(self.flush)
+        if not batch:
+            return
+        self.reports.flush()  # what the nodes' previous connections said comes first
+        try:
+            decided = self.apply([(item.node_id, item.hello) for item in batch])
+        except Exception as exc:  # a callback of the loop: hand it to each waiting greeting
+            log.exception("could not apply %d hellos", len(batch))
+            for item in batch:
+                if not item.decided.done():
+                    item.decided.set_exception(exc)
+            return
+        for item, decision in zip(batch, decided, strict=True):
+            for view in decision.views.values():
+                self.feed.publish_view(view)
+            if not item.decided.done():  # a greeting cancelled meanwhile (shutdown) is gone
+                item.decided.set_result(decision)
+
+    def apply(self, hellos: list[tuple[str, Hello]]) -> list[Reconciliation]:
+        """Hellos of one or more nodes, in order, in one transaction."""
+        now = time.time()
+        decided: list[Reconciliation] = []
+        with self.db.engine.begin() as conn:
+            conn.execute(
+                _UPDATE_NODE,
+                [
+                    {
+                        "b_id": node_id,
+                        **accounts.host_columns(hello.host),
+                        "agent_version": hello.agent_version,
+                        "last_seen": now,
+                    }
+                    for node_id, hello in hellos
+                ],
+            )
+            by_node: dict[str, dict[str, dict[str, Any]]] = {}
+            loaded = instance_rows.load_nodes(conn, {node_id for node_id, _ in hellos})
+            for iid, row in loaded.items():
+                by_node.setdefault(row["node_id"], {})[iid] = row
+            changes: dict[str, dict[str, Any]] = {}
+            for node_id, hello in hellos:
+                rows = by_node.get(node_id, {})
+                decision = reconcile(rows, hello.instances)
+                for iid, change in decision.changes.items():
+                    rows[iid].update(change)  # a second hello of the node in this batch sees it
+                    changes.setdefault(iid, {}).update(change)
+                decided.append(decision)
+            instance_rows.write(conn, changes)
+        return decided
+
+    def close(self) -> None:
+        """The master stops (or restores a backup): greetings still waiting fail."""
+        while self._queued:
+            item = self._queued.popleft()
+            if not item.decided.done():
+                item.decided.cancel()
