@@ -6,7 +6,8 @@
             print(node.hostname, node.status)
 
 Modules: rest (`Client`, the endpoints), transport (requests, credentials, TLS), tus (package
-uploads), logs (log files and tails), events (the event stream), errors (`ClientError`).
+uploads), logs (log files and tails), releases (settings, rollouts, rollbacks, history), events
+(the event stream), errors (`ClientError`).
 
 Exceptions (all failures of a call become one of these, with the server's own words):
 

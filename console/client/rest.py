@@ -8,6 +8,7 @@ from typing import Any
 
 from console.client.events import EventStream
 from console.client.logs import Logs
+from console.client.releases import Releases
 from console.client.transport import API
 from console.client.tus import Uploads
 from protocol.monitoring import (
@@ -35,9 +36,9 @@ from protocol.rest import (
 from protocol.rest_records import BackupOut, RestoreOut
 
 
-class Client(Uploads, Logs):
+class Client(Uploads, Logs, Releases):
     """An async client of one master. `token` is set by `login()` or given directly; uploads
-    (tus.py) and logs (logs.py) are its methods too."""
+    (tus.py), logs (logs.py) and releases (releases.py) are its methods too."""
 
     # -- auth and users -------------------------------------------------------------------
 
