@@ -5,7 +5,6 @@ cancelled rollout and the release history."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,7 +19,7 @@ from tests.console.clicks import accepted, answer, click_action, dialog, ok, pre
 from tests.console.conftest import until
 from tests.e2e.release_support import answer as http_answer
 from tests.e2e.release_support import package
-from tests.support import Api, free_port
+from tests.support import free_port
 
 pytestmark = pytest.mark.slow
 
@@ -40,7 +39,7 @@ def inst(app: ConsoleApp, instance_id: str) -> dict[str, Any]:
 
 
 async def test_roll_out_resume_roll_back_and_cancel_by_keys_and_clicks(
-    qtbot, app: ConsoleApp, shared_api: Api, node: str, tmp_path: Path
+    qtbot, app, shared_api, node, tmp_path
 ):
     fleet = app.fleet
     events = tmp_path / "events"
@@ -73,9 +72,7 @@ async def test_roll_out_resume_roll_back_and_cancel_by_keys_and_clicks(
             form.env.setPlainText(f"PORT={ports[instance_id]}")
             form.user.setText("-bad")
             await ok(qtbot, form)
-            await until(
-                lambda f=form: f.field_problem("user"), what="the master's word on the user"
-            )
+            await until(lambda: form.field_problem("user"), what="the master's word on the user")  # noqa: B023
             assert form.isVisible() and "Run as" in form.field_problem("user")
             form.user.setText("")
         else:
@@ -206,7 +203,7 @@ async def test_roll_out_resume_roll_back_and_cancel_by_keys_and_clicks(
     mine.reject()
 
 
-async def test_system_rollout_needs_a_version_picked(qtbot, app: ConsoleApp, tmp_path: Path):
+async def test_system_rollout_needs_a_version_picked(qtbot, app, tmp_path):
     fleet = app.fleet
     events = tmp_path / "events"
     await app.uploads.upload_one(package(tmp_path / "pkgs", "2.0.0", events, name="relsys"))
