@@ -10,6 +10,7 @@ from protocol import pattern
 from protocol.manifest import (
     ACCOUNT_SCHEMA_PATTERN,
     NAME_SCHEMA_PATTERN,
+    PORT_TEXT_PATTERN,
     HealthCheck,
     check_account,
 )
@@ -117,13 +118,34 @@ class InstanceOut(BaseModel):
     user: str | None = Field(
         default=None, description="the account its process runs as on the node ('root' is marked)"
     )
+    cpu_percent: float | None = Field(
+        default=None, description="newest sample (REST reads only; null when none is recent)"
+    )
+    rss_bytes: int | None = Field(
+        default=None, description="newest sample (REST reads only; null when none is recent)"
+    )
+    previous_version: str | None = Field(
+        default=None, description="the version it ran before its last upgrade, rollout or rollback"
+    )
+    drift: bool = Field(
+        default=False,
+        description="its module's version, env or args differ from what it was last started with",
+    )
+    index: int | None = Field(
+        default=None, description="GDOS_INSTANCE_INDEX: 1, 2, ... in its module"
+    )
+    settings: dict[str, Any] = Field(
+        default_factory=lambda: {"env": {}, "args": None, "user": None},
+        description='its own settings over its module\'s: {"env", "args", "user"}',
+    )
 
 
 def _health_schema() -> dict[str, Any]:
     """service.json's health check as JSON Schema: msgspec's, plus what HealthCheck checks."""
     schema: dict[str, Any] = msgspec.json.schema(HealthCheck)["$defs"]["HealthCheck"]
     props = schema["properties"]
-    props["http"]["anyOf"][0]["pattern"] = "^https?://"
+    props["http"]["anyOf"][0]["pattern"] = "^(https?://|\\$\\{)"
+    props["tcp"]["anyOf"][1]["pattern"] = PORT_TEXT_PATTERN
     props["command"]["anyOf"][0] = COMMAND_LIST_SCHEMA
     schema["oneOf"] = [
         {"required": [kind], "not": {"properties": {kind: {"type": "null"}}}}
@@ -268,15 +290,21 @@ class StepOut(BaseModel):
     name: str
     node_id: str
     level: int
-    state: str  # pending|starting|waiting_health|stopping|done|failed|skipped|cancelled
+    # pending|starting|waiting_health|stopping|done|failed|skipped|cancelled; rollouts also
+    # preparing|prepared|switching|rolling_back|rolled_back
+    state: str
     error: str | None
     started_at: str | None
     finished_at: str | None
+    # Rollouts and rollbacks: the versions it goes from and to, and its batch (1, 2, ...).
+    from_version: str | None = None
+    to_version: str | None = None
+    batch: int | None = None
 
 
 class OperationOut(BaseModel):
     id: str
-    kind: Literal["start", "stop"]
+    kind: Literal["start", "stop", "rollout", "rollback"]
     system_id: str
     state: Literal["running", "succeeded", "failed"]
     error: str | None
@@ -286,6 +314,9 @@ class OperationOut(BaseModel):
     level: int | None  # the start_order being worked on
     resumed: int  # how many times a master restart resumed it
     steps: list[StepOut]
+    module_id: str | None = None  # a module's rollout or rollback
+    paused: bool = False  # a canary waiting for POST /operations/{id}/resume (or /cancel)
+    rollout: dict[str, Any] | None = None  # rollouts and rollbacks: rest_releases.RolloutOut
 
 
 class OperationStarted(OperationOut):

@@ -6,8 +6,7 @@
             print(node.hostname, node.status)
 
 Modules: rest (`Client`, the endpoints), transport (requests, credentials, TLS), tus (package
-uploads), logs (log files and tails), releases (settings, rollouts, rollbacks, history), events
-(the event stream), errors (`ClientError`).
+uploads), logs (log files and tails), follow (`LogFollower`: one log followed), events (the event stream), errors (`ClientError`).
 
 Exceptions (all failures of a call become one of these, with the server's own words):
 
@@ -20,6 +19,7 @@ Exceptions (all failures of a call become one of these, with the server's own wo
 
 from console.client.errors import ClientError
 from console.client.events import EventHandler, EventStream, StatusHandler
+from console.client.follow import LogFollower
 from console.client.logs import LogTail
 from console.client.rest import Client
 from console.client.transport import API, CHUNK, ssl_context
@@ -33,6 +33,7 @@ __all__ = [
     "ClientError",
     "EventHandler",
     "EventStream",
+    "LogFollower",
     "LogTail",
     "Progress",
     "StatusHandler",

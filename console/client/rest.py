@@ -8,7 +8,6 @@ from typing import Any
 
 from console.client.events import EventStream
 from console.client.logs import Logs
-from console.client.releases import Releases
 from console.client.transport import API
 from console.client.tus import Uploads
 from protocol.monitoring import (
@@ -23,6 +22,7 @@ from protocol.monitoring import (
 from protocol.rest import (
     AuditOut,
     InstanceOut,
+    JoinTokenOut,
     LoginOut,
     ModuleOut,
     NodeOut,
@@ -36,9 +36,9 @@ from protocol.rest import (
 from protocol.rest_records import BackupOut, RestoreOut
 
 
-class Client(Uploads, Logs, Releases):
+class Client(Uploads, Logs):
     """An async client of one master. `token` is set by `login()` or given directly; uploads
-    (tus.py), logs (logs.py) and releases (releases.py) are its methods too."""
+    (tus.py) and logs (logs.py) are its methods too."""
 
     # -- auth and users -------------------------------------------------------------------
 
@@ -85,8 +85,9 @@ class Client(Uploads, Logs, Releases):
 
     # -- packages -------------------------------------------------------------------------
 
-    async def packages(self) -> list[PackageOut]:
-        return await self._list("/packages", PackageOut)
+    async def packages(self, name: str | None = None) -> list[PackageOut]:
+        """Grouped by name, newest upload first (the first of a name is the newest)."""
+        return await self._list("/packages", PackageOut, name=name)
 
     async def package(self, package_id: str) -> PackageOut:
         return await self._get(f"/packages/{package_id}", PackageOut)
@@ -166,10 +167,19 @@ class Client(Uploads, Logs, Releases):
     # -- instances ------------------------------------------------------------------------
 
     async def instances(
-        self, system_id: str | None = None, node_id: str | None = None, state: str | None = None
+        self,
+        system_id: str | None = None,
+        node_id: str | None = None,
+        state: str | None = None,
+        name: str | None = None,
     ) -> list[InstanceOut]:
         return await self._list(
-            "/instances", InstanceOut, system_id=system_id, node_id=node_id, state=state
+            "/instances",
+            InstanceOut,
+            system_id=system_id,
+            node_id=node_id,
+            state=state,
+            name=name,
         )
 
     async def instance(self, instance_id: str) -> InstanceOut:
@@ -194,6 +204,46 @@ class Client(Uploads, Logs, Releases):
 
     async def adopt(self, body: dict[str, Any]) -> InstanceOut:
         return await self._send("POST", "/instances/adopt", InstanceOut, body)
+
+    # -- releases (API.md "Releases"): plain JSON, whatever fields this master adds ----------
+
+    async def update_instance(self, instance_id: str, changes: dict[str, Any]) -> dict[str, Any]:
+        """The instance's own settings (`env`, `args`, `user`), applied at its next start."""
+        return await self._json("PATCH", f"/instances/{instance_id}", changes)
+
+    async def upgrade_instance(self, instance_id: str, version: str | None) -> dict[str, Any]:
+        return await self._json("POST", f"/instances/{instance_id}/upgrade", {"version": version})
+
+    async def rollout_module(self, module_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """An operation of kind `rollout` (202): follow it like a batch start."""
+        return await self._json("POST", f"/modules/{module_id}/rollout", body)
+
+    async def rollback_module(self, module_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        return await self._json("POST", f"/modules/{module_id}/rollback", body)
+
+    async def rollout_system(self, system_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Several modules as one operation, level by level: `{"versions": {name: version}}`."""
+        return await self._json("POST", f"/systems/{system_id}/rollout", body)
+
+    async def module_releases(self, module_id: str) -> list[dict[str, Any]]:
+        data: list[dict[str, Any]] = (
+            await self.request("GET", f"/modules/{module_id}/releases")
+        ).json()
+        return data
+
+    async def resume_operation(self, operation_id: str) -> dict[str, Any]:
+        return await self._json("POST", f"/operations/{operation_id}/resume")
+
+    async def cancel_operation(self, operation_id: str) -> dict[str, Any]:
+        return await self._json("POST", f"/operations/{operation_id}/cancel")
+
+    async def operation_data(self, operation_id: str) -> dict[str, Any]:
+        """An operation of any kind as the master sends it (rollouts carry more fields)."""
+        return await self._json("GET", f"/operations/{operation_id}")
+
+    async def _json(self, method: str, path: str, body: Any = None) -> dict[str, Any]:
+        data: dict[str, Any] = (await self.request(method, path, json_body=body)).json()
+        return data
 
     async def instance_metrics(
         self, instance_id: str, seconds: float = 300
@@ -261,6 +311,16 @@ class Client(Uploads, Logs, Releases):
         return await self._list(
             "/audit", AuditOut, since=since, actor=actor, action=action, limit=limit
         )
+
+    async def verify_audit(self) -> dict[str, Any]:
+        """`{"ok": true, "count", "head"}` or `{"ok": false, "count", "broken": {"id", "reason"}}`."""
+        return await self._json("GET", "/audit/verify")
+
+    async def create_join_token(
+        self, ttl_seconds: float | None = 24 * 3600.0, max_uses: int | None = None
+    ) -> JoinTokenOut:
+        body = {"ttl_seconds": ttl_seconds, "max_uses": max_uses}
+        return await self._send("POST", "/join-tokens", JoinTokenOut, body)
 
     async def audit_csv(
         self,

@@ -66,12 +66,14 @@ class Uploads(Transport):
         on_created: Callable[[str], None] | None = None,
         retries: int = 8,
         chunk_size: int = TUS_CHUNK,
+        metadata: dict[str, str] | None = None,
     ) -> PackageOut:
-        """Resumable upload (tus 1.0): a dropped connection resumes from the server's offset."""
+        """Resumable upload (tus 1.0): a dropped connection resumes from the server's offset.
+        `metadata` goes into Upload-Metadata beside the file name (shown in `uploads()`)."""
         size = path.stat().st_size
         url = resume_url
         if url is None:
-            url = await self._tus_create(path, size)
+            url = await self._tus_create(path, size, metadata)
             if on_created:
                 on_created(url)
         failures = 0
@@ -103,8 +105,11 @@ class Uploads(Transport):
             progress(size, size)
         return parse(PackageOut, (await self.request("GET", url, absolute=True)).json())
 
-    async def _tus_create(self, path: Path, size: int) -> str:
-        meta = "filename " + base64.b64encode(path.name.encode()).decode()
+    async def _tus_create(self, path: Path, size: int, metadata: dict[str, str] | None) -> str:
+        meta = ",".join(
+            f"{key} {base64.b64encode(value.encode()).decode()}"
+            for key, value in {"filename": path.name, **(metadata or {})}.items()
+        )
         resp = await self.request(
             "POST",
             "/packages/uploads",

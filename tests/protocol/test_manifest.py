@@ -150,3 +150,21 @@ def test_the_schema_form_of_the_name_rule_agrees_with_the_python_form(value):
     except ValidationError:
         schema_ok = False
     assert schema_ok == bool(NAME_PATTERN.search(value)) == (value in NAMES_ACCEPTED)
+
+
+def test_unknown_fields_are_refused_with_a_suggestion_when_strict():
+    body = {"name": "a", "version": "1", "entrypoint": "a", "restrat": "on-failure"}
+    body["health"] = {"tcp": 80, "intervall": 2}
+    body["log_rotate"] = {"backups": 2, "zzz": 1}
+    with pytest.raises(ManifestError) as info:
+        parse_manifest(json.dumps(body), strict=True)
+    assert "unknown field restrat (did you mean restart?)" in str(info.value)
+    problems = {p["field"]: p["message"] for p in info.value.problems}
+    assert problems["health.intervall"] == "unknown field health.intervall (did you mean interval?)"
+    assert problems["log_rotate.zzz"] == "unknown field log_rotate.zzz"
+    # An agent reading a package takes what it does not know (a newer master's fields).
+    assert parse_manifest(json.dumps(body)).restart == "no"
+
+
+def test_the_documented_example_has_no_unknown_field():
+    assert parse_manifest(documented_example(), strict=True).name == "payment-service"
