@@ -66,6 +66,7 @@ class FleetService(QObject):
             ("system", self.on_system),
             ("package", self.on_package),
             ("module", self.on_module),
+            ("operation", self.on_operation),
         ):
             session.on(topic, self._recording(handler))
         self.instances.attach_live(session.live.samples)
@@ -199,6 +200,15 @@ class FleetService(QObject):
             self.module_packages[module_id] = str(data.get("package", ""))
             self.module_systems[module_id] = str(data.get("system_id", ""))
         self._mark_stale(str(data.get("system_id", "")))
+
+    def on_operation(self, data: dict[str, Any]) -> None:
+        """A rollout or rollback that ended may have changed its modules' versions (the master
+        sends no module event for that): their system is loaded again."""
+        if data.get("kind") in ("rollout", "rollback") and data.get("state") not in (
+            None,
+            "running",
+        ):
+            self._mark_stale(str(data.get("system_id", "")))
 
     def on_metrics(self, samples: dict[str, dict[str, Any]], changed: set[str] | None) -> None:
         """New `metrics:<id>` samples: the instance table's live columns read `samples`

@@ -68,7 +68,7 @@ async def test_roll_out_resume_roll_back_and_cancel_by_keys_and_clicks(
         if n == 0:
             form.env.setPlainText("PORT")
             await ok(qtbot, form)
-            assert form.field_problem("env") == "the line 'PORT' is not NAME=value"
+            assert form.field_problem("env") == "The line 'PORT' is not NAME=value"
             form.env.setPlainText(f"PORT={ports[instance_id]}")
             form.user.setText("-bad")
             await ok(qtbot, form)
@@ -128,7 +128,10 @@ async def test_roll_out_resume_roll_back_and_cancel_by_keys_and_clicks(
     assert "web 1.0.0 → 1.0.1" in panel.label.text()
     assert systems.resume_action.isEnabled() and systems.cancel_action.isEnabled()
     steps = app.operations.steps
-    assert sorted(str(steps.row(i).get("state")) for i in ids) == ["done", "prepared"]
+    await until(
+        lambda: sorted(str((steps.row(i) or {}).get("state")) for i in ids) == ["done", "prepared"],
+        what="the canary done, the other prepared",
+    )
 
     # A second rollout while this one runs: the master's 409, in words, in the dialog.
     systems.select("module", module_id)
