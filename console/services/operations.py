@@ -14,6 +14,7 @@ from typing import Any, cast
 from PySide6.QtCore import QObject, Signal
 
 from console.client import ClientError
+from console.errors import in_the_way
 from console.message import action, async_slot, info
 from console.models.rows import OperationRow, StepRow, as_row
 from console.models.tables import OperationStepModel
@@ -109,7 +110,7 @@ class OperationsService(QObject):
                     "(it needs a newer master)",
                     code="not_available",
                 ) from None
-            raise
+            raise in_the_way(exc) from None
         last = await self.follow(as_row(op, OperationRow))
         final = str(last.get("state"))
         name = self.fleet.system_names.get(system_id, system_id)

@@ -10,6 +10,7 @@ from typing import Any, TypeVar, cast
 from PySide6.QtCore import QObject
 
 from console.client import ClientError
+from console.errors import in_the_way
 from console.message import action, async_slot, error, info
 from console.models.rows import OperationRow, ReleaseRow
 from console.models.tables import ReleaseTableModel
@@ -22,7 +23,8 @@ T = TypeVar("T")
 
 
 async def _needs_releases(call: Awaitable[T]) -> T:
-    """The call, or a sentence saying this master has no releases when the route is missing."""
+    """The call, or a sentence saying this master has no releases when the route is missing;
+    an operation in the way is named with what to do here (the master names its URL)."""
     try:
         return await call
     except ClientError as exc:
@@ -30,7 +32,7 @@ async def _needs_releases(call: Awaitable[T]) -> T:
             raise ClientError(
                 f"releases are {NOT_AVAILABLE} (it needs a newer master)", code="not_available"
             ) from None
-        raise
+        raise in_the_way(exc) from None
 
 
 def instance_history(releases: list[ReleaseRow], instance_id: str) -> list[ReleaseRow]:

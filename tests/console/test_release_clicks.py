@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from console import message
 from console.app import ConsoleApp
 from console.models.systems import VERSION
 from console.ui.dialogs.instance_settings import InstanceSettingsDialog
@@ -140,8 +141,22 @@ async def test_roll_out_resume_roll_back_and_cancel_by_keys_and_clicks(
     again.pick("1.0.0")
     await ok(qtbot, again)
     await until(lambda: again.problem.isVisible(), what="the refusal shown")
-    assert op_id in again.problem.text() or "rollout" in again.problem.text()
+    assert again.problem.text() == (
+        f"A rollout ({op_id}) is running on this system: wait for it to end, or cancel it "
+        "(Cancel operation, below the systems)"
+    )
     again.reject()
+    # Nor does a start of the whole system go while it runs: said in a message, in words.
+    systems.select("system", system_id)
+    await press(qtbot, systems.tree, "Ctrl+Shift+S")
+    said = await until(
+        lambda: [t for _, t in message.bridge().history if t.startswith("starting the system")],
+        what="the start refused",
+    )
+    assert said[-1] == (
+        f"starting the system failed: a rollout ({op_id}) is running on this system: wait for "
+        "it to end, or cancel it (Cancel operation, below the systems)"
+    )
 
     # Resume (Ctrl+Shift+P): the rest goes, the versions change live.
     await press(qtbot, systems.tree, "Ctrl+Shift+P")

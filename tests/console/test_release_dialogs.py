@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import pytest
 
+from console.client import ClientError
+from console.errors import in_the_way
 from console.models.systems import VERSION, SystemTreeModel
 from console.models.tables import InstanceTableModel, OperationStepModel
 from console.services.releases import instance_history
@@ -252,3 +254,20 @@ def test_versions_and_drift_are_shown_and_marked():
     )
     assert steps.index(0, steps.column("versions")).data() == "1.0.0 → 1.0.1"
     assert steps.index(0, steps.column("state")).data() == "switching"
+
+
+def test_an_operation_in_the_way_is_named_with_what_to_do_here():
+    busy = ClientError(
+        "operation op1 (rollout) is running on this system: ... POST /api/v1/operations/op1/cancel",
+        status=409,
+        code="conflict",
+        details={"operation_id": "op1", "kind": "rollout"},
+    )
+    worded = in_the_way(busy)
+    assert worded.message == (
+        "a rollout (op1) is running on this system: wait for it to end, or cancel it "
+        "(Cancel operation, below the systems)"
+    )
+    assert (worded.status, worded.code, worded.details) == (409, "conflict", busy.details)
+    other = ClientError("name taken", status=409, code="already_exists")
+    assert in_the_way(other) is other
