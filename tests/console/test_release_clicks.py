@@ -103,6 +103,13 @@ async def test_roll_out_resume_roll_back_and_cancel_by_keys_and_clicks(
         lambda: all(version_cell(app, "instance", i) == "1.0.0 (drift)" for i in ids),
         what="drift marked",
     )
+    drift = fleet.instances.column("drift")
+    await until(
+        lambda: all(
+            fleet.instances.index(fleet.instances.row_of(i), drift).data() == "drift" for i in ids
+        ),
+        what="drift in the instances table",
+    )
 
     # Roll out (Ctrl+Shift+O): no version picked is said; 1.0.1 with a canary of one.
     systems.select("module", module_id)
@@ -174,6 +181,8 @@ async def test_roll_out_resume_roll_back_and_cancel_by_keys_and_clicks(
     await press(qtbot, systems.tree, "Ctrl+Shift+B")
     back = await dialog(RollbackDialog)
     assert "now 1.0.1" in back.question.text() and back.ok_button.text() == "Roll back"
+    await until(lambda: back.version.findData("1.0.0") >= 0, what="the kept version offered")
+    assert back.version.currentData() is None  # the previous release, unless one is picked
     await ok(qtbot, back)
     await accepted(back)
     await until(
