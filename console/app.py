@@ -22,6 +22,7 @@ from console.services.fleet import FleetService
 from console.services.logs import LogsService
 from console.services.metrics import MetricsService
 from console.services.operations import OperationsService
+from console.services.releases import ReleasesService
 from console.services.session import Session
 from console.services.uploads import UploadService
 from console.services.users import UsersService
@@ -84,6 +85,7 @@ class ConsoleApp:
         self.store = SeriesStore()
         self.fleet = FleetService(self.session, tick_ms)
         self.operations = OperationsService(self.session, self.fleet, tick_ms)
+        self.releases = ReleasesService(self.session, self.fleet, self.operations)
         self.metrics = MetricsService(self.session, self.store)
         self.uploads = UploadService(self.session, settings)
         self.alerts = AlertsService(self.session, tick_ms)
@@ -118,8 +120,8 @@ class ConsoleApp:
         )
         self.nodes_page = NodesPage(self.fleet, self.metrics, settings)
         self.packages_page = PackagesPage(self.fleet, self.uploads, settings)
-        self.systems_page = SystemsPage(self.fleet, self.operations)
-        self.instances_page = InstancesPage(self.fleet, self.metrics, settings)
+        self.systems_page = SystemsPage(self.fleet, self.operations, self.releases)
+        self.instances_page = InstancesPage(self.fleet, self.metrics, self.releases, settings)
         self.logs_page = LogsPage(self.logs, self.fleet.instances)
         self.alerts_page = AlertsPage(self.alerts, settings, self._scopes)
         self.audit_page = AuditPage(self.audit, settings)

@@ -111,3 +111,19 @@ def sentence(exc: ClientError) -> str:
     return "; ".join(
         f"{field.replace('_', ' ')} {text}" if field else text for field, text in problems.items()
     )
+
+
+def in_the_way(exc: ClientError) -> ClientError:
+    """A 409 naming the operation running on the system, worded for the console (the master's
+    sentence names its URL); any other refusal as it is."""
+    busy = exc.details.get("operation_id")
+    if exc.status != 409 or not busy:
+        return exc
+    kind = exc.details.get("kind") or "operation"
+    return ClientError(
+        f"a {kind} ({busy}) is running on this system: wait for it to end, or cancel it "
+        "(Cancel operation, below the systems)",
+        status=exc.status,
+        code=exc.code,
+        details=exc.details,
+    )

@@ -2,7 +2,8 @@
 
 Starts the console with an embedded master and agent in a temporary data directory and makes
 real demo data through the console's own services: packages, two systems, instances started by
-a real batch operation, one that keeps failing, real CPU/RSS/IO from the services (some burn
+a real batch operation, one that keeps failing, a module changed so its instances drift, a
+canary rollout paused after its first instance, real CPU/RSS/IO from the services (some burn
 CPU and hold memory), real logs, alert rules that really fire (one acknowledged, one silenced),
 and a backup. It lets a couple of minutes of metrics accumulate, then shows each page and saves
 it as a PNG.
@@ -30,6 +31,7 @@ sys.path.insert(0, str(ROOT))
 SETTLE = 100.0  # seconds of metrics before the pictures (the charts show the last 5 minutes)
 
 from console.app import ConsoleApp, load_style  # noqa: E402
+from console.ui.dialogs.rollout import RolloutDialog  # noqa: E402
 
 SERVICE = """\
 import http.server, os, random, sys, threading, time
@@ -134,14 +136,16 @@ async def demo_data(app: ConsoleApp, work: Path) -> dict[str, str]:
     shop = await client.create_system("shop", "The web shop: proxy, API and storefront")
     billing = await client.create_system("billing", "Invoicing")
     mods = [
-        (shop.id, "db-proxy", "postgres-proxy", 1, {"BUSY": "0.01", "HOLD_MIB": "24"}),
-        (shop.id, "api", "orders-api", 2, {"BUSY": "0.05", "HOLD_MIB": "96"}),
-        (shop.id, "web", "storefront", 3, {"BUSY": "0.12", "HOLD_MIB": "48"}),
-        (billing.id, "worker", "billing-worker", 1, {"CRASH": "1"}),
+        (shop.id, "db-proxy", "postgres-proxy", None, 1, {"BUSY": "0.01", "HOLD_MIB": "24"}),
+        (shop.id, "api", "orders-api", "2.0.0", 2, {"BUSY": "0.05", "HOLD_MIB": "96"}),
+        (shop.id, "web", "storefront", None, 3, {"BUSY": "0.12", "HOLD_MIB": "48"}),
+        (billing.id, "worker", "billing-worker", None, 1, {"CRASH": "1"}),
     ]
     ids: dict[str, str] = {}
-    for n, (sid, name, pkg, order, env) in enumerate(mods):
-        m = await client.create_module(sid, name, pkg, None, order, env, ["--port", str(port + n)])
+    for n, (sid, name, pkg, pinned, order, env) in enumerate(mods):
+        args = ["--port", str(port + n)]
+        m = await client.create_module(sid, name, pkg, pinned, order, env, args)
+        ids[f"module:{name}"] = m.id
         for _ in range(2 if name == "api" else 1):
             inst = await client.deploy(m.id, node)
             ids.setdefault(name, inst.id)
@@ -188,6 +192,10 @@ async def demo_data(app: ConsoleApp, work: Path) -> dict[str, str]:
         return row is not None and row.get("state") == "failed"
 
     await until(worker_failed, 60)
+    # The api's env changes: its instances drift until they start again (the rollout does it).
+    await client.update_module(
+        ids["module:api"], env={"BUSY": "0.05", "HOLD_MIB": "96", "LOG_LEVEL": "debug"}
+    )
     ids["shop"] = shop.id
     ids["billing"] = billing.id
     return ids
@@ -245,8 +253,9 @@ async def main(out: Path) -> int:
         w.show_page("packages")
         await shoot(app, out, "packages")
         w.show_page("systems")
-        app.systems_page.select("system", ids["shop"])
+        app.systems_page.select("module", ids["module:api"])
         await shoot(app, out, "systems")
+        await rollout_shots(app, out, ids["module:api"])
         w.show_page("instances")
         app.instances_page.table.view.sortByColumn(
             app.fleet.instances.column("cpu_percent"), Qt.SortOrder.DescendingOrder
@@ -272,6 +281,33 @@ async def main(out: Path) -> int:
         await app.shutdown()
         stop_services(work)
         shutil.rmtree(work, ignore_errors=True)
+
+
+async def rollout_shots(app: ConsoleApp, out: Path, module_id: str) -> None:
+    """The Roll out dialog filled in, then the rollout paused after its canary."""
+    dlg = app.systems_page.rollout()
+    assert isinstance(dlg, RolloutDialog)
+    dlg.pick("2.1.0")
+    dlg.batch.setText("50%")
+    dlg.canary.setValue(1)
+    await shoot_screen(app, out, "rollout")
+    dlg.ok_button.click()
+    await until(app.operations.can_resume, 90)
+    await until(lambda: app.systems_page.resume_action.isEnabled(), 10)
+    await shoot(app, out, "rollout-progress", 1.0)
+    app.systems_page.resume()
+    await until(lambda: app.operations.state == "succeeded", 120)
+
+
+async def shoot_screen(app: ConsoleApp, out: Path, name: str) -> None:
+    """The window with the dialog open over it, as the screen shows them."""
+    await asyncio.sleep(0.8)
+    QApplication.processEvents()
+    screen = QApplication.primaryScreen()
+    g = app.window.frameGeometry()
+    path = out / f"{name}.png"
+    screen.grabWindow(0, g.x(), g.y(), g.width(), g.height()).save(str(path))
+    print("saved", path.relative_to(ROOT) if path.is_relative_to(ROOT) else path, flush=True)
 
 
 def stop_services(work: Path) -> None:

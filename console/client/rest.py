@@ -221,6 +221,10 @@ class Client(Uploads, Logs):
     async def rollback_module(self, module_id: str, body: dict[str, Any]) -> dict[str, Any]:
         return await self._json("POST", f"/modules/{module_id}/rollback", body)
 
+    async def rollout_system(self, system_id: str, body: dict[str, Any]) -> dict[str, Any]:
+        """Several modules as one operation, level by level: `{"versions": {name: version}}`."""
+        return await self._json("POST", f"/systems/{system_id}/rollout", body)
+
     async def module_releases(self, module_id: str) -> list[dict[str, Any]]:
         data: list[dict[str, Any]] = (
             await self.request("GET", f"/modules/{module_id}/releases")

@@ -48,6 +48,13 @@ STATE_COLORS = {
     "offline": "#d93025",
     "unknown": "#9aa0a6",
     "root": "#d93025",  # an instance's user: a service running as root is marked
+    "drift": "#b06000",  # an instance that differs from its module until upgraded or restarted
+    "preparing": "#1a73e8",  # rollout steps
+    "prepared": "#1a73e8",
+    "switching": "#b06000",
+    "rolling_back": "#b06000",
+    "rolled_back": "#b06000",
+    "paused": "#1a73e8",
 }
 STALE_COLOR = "#9aa0a6"  # rows that are not live (the master is unreachable)
 COLORS = {state: QColor(color) for state, color in STATE_COLORS.items()}

@@ -43,20 +43,32 @@ class NodeRow(TypedDict, total=False):
     unmanaged_instances: list[str]
 
 
+class InstanceSettingsRow(TypedDict, total=False):
+    """An instance's own settings over its module's (`PATCH /instances/{id}`)."""
+
+    args: list[str] | None
+    env: dict[str, str]
+    user: str | None
+
+
 class InstanceRow(TypedDict, total=False):
     adopted: bool
     deleted: bool  # an event: the instance is gone
     desired_state: str
+    drift: bool  # its module's version, env or args differ from what it last started with
     exit_code: int | None
     health: str
     health_detail: str | None
     id: Required[str]
+    index: int | None  # GDOS_INSTANCE_INDEX
     last_error: str | None
     module_id: str | None
     name: str
     node_id: str
     pid: int | None
+    previous_version: str | None
     restarts: int
+    settings: InstanceSettingsRow
     started_at: str | None
     state: str
     system_id: str
@@ -91,6 +103,8 @@ class ModuleRow(TypedDict, total=False):
     start_order: int
     system_id: str
     version: str | None
+    # the console's own
+    newest_version: str  # the newest upload of its package (what "newest" means now)
 
 
 class SystemRow(TypedDict, total=False):
@@ -106,34 +120,83 @@ class SystemRow(TypedDict, total=False):
 
 
 class StepRow(TypedDict, total=False):
-    """One instance's step in a system's start or stop."""
+    """One instance's step in a system's start or stop, or in a rollout or rollback."""
 
+    batch: int | None  # rollouts: its batch (1, 2, ...)
     error: str | None
     finished_at: str | None
+    from_version: str | None
     instance_id: Required[str]
     level: int
     name: str
     node_id: str
     started_at: str | None
-    state: str  # pending|starting|waiting_health|stopping|done|failed|skipped|cancelled
+    # pending|starting|waiting_health|stopping|done|failed|skipped|cancelled; rollouts also
+    # preparing|prepared|switching|rolling_back|rolled_back
+    state: str
+    to_version: str | None
     # the console's own
     node_name: str
 
 
+class RolloutRow(TypedDict, total=False):
+    """How a rollout or rollback goes and where it stands (an operation's `rollout`)."""
+
+    auto_rollback: bool
+    batch: int | None
+    batch_size: int | str
+    batches: int | None
+    canary: int
+    min_ready_seconds: float
+    modules: dict[str, dict[str, Any]]  # module id -> {"name", "from", "to"}
+    pause_seconds: float
+    phase: str  # preparing|rolling|paused|rolling_back|done
+
+
 class OperationRow(TypedDict, total=False):
-    """A system's start or stop as the master runs it, level by level."""
+    """A system's start or stop, level by level, or a rollout or rollback, batch by batch."""
 
     actor: str
     created_at: str | None
     error: str | None
     finished_at: str | None
     id: Required[str]
-    kind: str
+    kind: str  # start|stop|rollout|rollback
     level: int | None
+    module_id: str | None
+    paused: bool  # a canary waiting to be resumed (or cancelled)
     resumed: int
+    rollout: RolloutRow | None
     state: str
     steps: list[StepRow]
     system_id: str
+
+
+class ReleaseInstanceRow(TypedDict, total=False):
+    error: str | None
+    instance_id: Required[str]
+    name: str
+    node_id: str
+    state: str
+    to: str | None
+    # "from" is a keyword: read it with row.get("from")
+
+
+class ReleaseRow(TypedDict, total=False):
+    """One rollout or rollback of a module (`GET /modules/{id}/releases`); for an instance's
+    history, its own entry's versions, state and error are lifted to the row."""
+
+    actor: str
+    error: str | None
+    finished_at: str | None
+    from_version: str | None
+    instances: list[ReleaseInstanceRow]
+    kind: str
+    module_id: str
+    operation_id: Required[str]
+    started_at: str | None
+    state: str
+    to_version: str | None
 
 
 class AlertRow(TypedDict, total=False):

@@ -8,11 +8,14 @@ from typing import Any
 from PySide6.QtGui import QBrush, QColor, QStandardItem, QStandardItemModel
 
 from console.models.cells import KEY_ROLE, STATE_COLORS
-from console.models.rows import InstanceRow, SystemRow
+from console.models.rows import InstanceRow, ModuleRow, SystemRow
+from console.models.tables import DRIFT_HELP
 
 KIND_ROLE = KEY_ROLE + 10
 ROW_ROLE = KEY_ROLE + 11
-HEADERS = ("Name", "Details", "State")
+CELLS_ROLE = KEY_ROLE + 20  # the texts of the other columns, until the row is in the model
+HEADERS = ("Name", "Details", "State", "Version")
+VERSION = HEADERS.index("Version")
 
 
 class SystemTreeModel(QStandardItemModel):
@@ -25,6 +28,11 @@ class SystemTreeModel(QStandardItemModel):
 
     def item_for(self, kind: str, key: str) -> QStandardItem | None:
         return self._items.get((kind, key))
+
+    def row_of(self, kind: str, key: str) -> dict[str, Any]:
+        """The row (system with its modules, module or instance) held for `key`; {} if none."""
+        item = self._items.get((kind, key))
+        return dict(item.data(ROW_ROLE) or {}) if item is not None else {}
 
     def set_systems(self, systems: list[SystemRow]) -> None:
         # Rows only: clear() would drop the columns too, and views would lose their header setup.
@@ -67,6 +75,7 @@ class SystemTreeModel(QStandardItemModel):
         item.setData(merged, ROW_ROLE)
         self._set_state(self._cell(item, 2), str(merged.get("state", "")))
         self._cell(item, 1).setText(_instance_detail(merged))
+        self._set_version(self._cell(item, VERSION), merged)
         return True
 
     def system_ids(self) -> list[str]:
@@ -76,7 +85,7 @@ class SystemTreeModel(QStandardItemModel):
 
     def _add_system(self, detail: SystemRow) -> None:
         sys_item = self._row(
-            "system", detail, str(detail.get("name")), str(detail.get("description", "")), ""
+            "system", detail, str(detail.get("name")), str(detail.get("description", "")), "", ""
         )
         self.appendRow(self._with_cells(sys_item))
         instances = list(detail.get("instances", []))
@@ -88,6 +97,7 @@ class SystemTreeModel(QStandardItemModel):
                 str(mod.get("name")),
                 f"{mod.get('package')} @ {version} · order {mod.get('start_order')}",
                 "",
+                _module_version(mod),
             )
             sys_item.appendRow(self._with_cells(mod_item))
             for inst in instances:
@@ -99,32 +109,39 @@ class SystemTreeModel(QStandardItemModel):
 
     def _instance_item(self, inst: InstanceRow) -> QStandardItem:
         item = self._row(
-            "instance", inst, str(inst.get("name")), _instance_detail(inst), str(inst.get("state"))
+            "instance",
+            inst,
+            str(inst.get("name")),
+            _instance_detail(inst),
+            str(inst.get("state")),
+            "",
         )
         return item
 
     def _row(
-        self, kind: str, row: Mapping[str, Any], name: str, detail: str, state: str
+        self, kind: str, row: Mapping[str, Any], name: str, detail: str, state: str, version: str
     ) -> QStandardItem:
         item = QStandardItem(name)
         item.setEditable(False)
         item.setData(kind, KIND_ROLE)
         item.setData(str(row["id"]), KEY_ROLE)
         item.setData(dict(row), ROW_ROLE)
-        item.setData([detail, state], KEY_ROLE + 20)
+        item.setData([detail, state, version], CELLS_ROLE)
         self._items[(kind, str(row["id"]))] = item
         return item
 
     def _with_cells(self, item: QStandardItem) -> list[QStandardItem]:
-        detail, state = item.data(KEY_ROLE + 20)
+        detail, state, version = item.data(CELLS_ROLE)
         cells = [item]
-        for text in (detail, state):
+        for text in (detail, state, version):
             cell = QStandardItem(text)
             cell.setEditable(False)
             cell.setData(item.data(KIND_ROLE), KIND_ROLE)
             cell.setData(item.data(KEY_ROLE), KEY_ROLE)
             cells.append(cell)
         self._set_state(cells[2], state)
+        if item.data(KIND_ROLE) == "instance":
+            self._set_version(cells[VERSION], item.data(ROW_ROLE))
         return cells
 
     def _cell(self, item: QStandardItem, column: int) -> QStandardItem:
@@ -141,6 +158,21 @@ class SystemTreeModel(QStandardItemModel):
         if color:
             cell.setForeground(QBrush(QColor(color)))
 
+    @staticmethod
+    def _set_version(cell: QStandardItem, inst: Mapping[str, Any]) -> None:
+        """What the instance runs; "drift" marked in colour, with why in its tooltip."""
+        version = str(inst.get("version") or "")
+        drift = bool(inst.get("drift"))
+        text = f"{version} (drift)" if drift else version
+        if cell.text() != text:
+            cell.setText(text)
+        color = STATE_COLORS["drift"] if drift else None
+        cell.setForeground(QBrush(QColor(color)) if color else QBrush())
+        tip = [f"was {inst['previous_version']} before"] if inst.get("previous_version") else []
+        if drift:
+            tip.insert(0, f"drift: {DRIFT_HELP}")
+        cell.setToolTip("\n".join(tip))
+
     def _drop(self, item: QStandardItem) -> None:
         self._items.pop((str(item.data(KIND_ROLE)), str(item.data(KEY_ROLE))), None)
         for r in range(item.rowCount()):
@@ -149,10 +181,16 @@ class SystemTreeModel(QStandardItemModel):
                 self._drop(child)
 
 
+def _module_version(mod: ModuleRow) -> str:
+    """The module's version; for one on "newest", the newest upload it resolves to."""
+    if mod.get("version"):
+        return str(mod["version"])
+    newest = mod.get("newest_version")
+    return f"newest: {newest}" if newest else "newest"
+
+
 def _instance_detail(inst: InstanceRow) -> str:
     parts = [f"on {inst.get('node_name') or inst.get('node_id')}"]
     if inst.get("pid"):
         parts.append(f"pid {inst['pid']}")
-    if inst.get("version"):
-        parts.append(f"v{inst['version']}")
     return " · ".join(parts)

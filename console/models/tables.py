@@ -14,8 +14,14 @@ from console.models.rows import (
     InstanceRow,
     NodeRow,
     PackageRow,
+    ReleaseRow,
     SilenceRow,
     StepRow,
+)
+
+DRIFT_HELP = (
+    "its module's version, env or args differ from what it runs: "
+    "a rollout or an upgrade brings the version, a restart the env and args"
 )
 
 
@@ -97,6 +103,13 @@ class InstanceTableModel(RowTableModel[InstanceRow]):
         Column("user", "User", _user, colored=True, tooltip="the account its process runs as"),
         Column("restarts", "Restarts", numeric=True),
         Column("version", "Version"),
+        Column(
+            "drift",
+            "Drift",
+            get=lambda r: "drift" if r.get("drift") else "",
+            colored=True,
+            tooltip=DRIFT_HELP,
+        ),
         Column("started_at", "Started", fmt.when),
         Column("adopted", "Adopted", lambda v: "yes" if v else ""),
     )
@@ -111,6 +124,10 @@ class InstanceTableModel(RowTableModel[InstanceRow]):
             parts.append(f"exit code {row['exit_code']}")
         if row.get("user") == "root":
             parts.append("runs as root: it can do anything on its node")
+        if row.get("drift"):
+            parts.append(f"drift: {DRIFT_HELP}")
+        if row.get("previous_version"):
+            parts.append(f"ran {row['previous_version']} before")
         live = self.live(str(row.get("id")))
         if live and live.get("threads"):
             parts.append(f"{live['threads']} threads")
@@ -286,8 +303,15 @@ class BackupTableModel(RowTableModel[Row]):
     )
 
 
+def _versions(row: Row) -> str:
+    """ "1.0.0 → 1.0.1" for a rollout's step; empty for a start or stop."""
+    old, new = row.get("from_version"), row.get("to_version")
+    return f"{old or '?'} → {new}" if new else ""
+
+
 class OperationStepModel(RowTableModel[StepRow]):
-    """Steps of one system start/stop (the master's operation), keyed by instance id."""
+    """Steps of one operation (a system's start/stop, a rollout or rollback), keyed by
+    instance id."""
 
     KEY = "instance_id"
     COLUMNS = (
@@ -302,5 +326,31 @@ class OperationStepModel(RowTableModel[StepRow]):
         Column("state", "State", lambda v: str(v or "").replace("_", " "), colored=True),
         Column("started_at", "Started", fmt.when),
         Column("finished_at", "Finished", fmt.when),
+        Column("batch", "Batch", numeric=True),
+        Column("versions", "Version", get=_versions, deps=("from_version", "to_version")),
         Column("error", "Error"),
     )
+
+
+class ReleaseTableModel(RowTableModel[ReleaseRow]):
+    """A module's (or one instance's) rollouts and rollbacks, newest first."""
+
+    KEY = "operation_id"
+    COLUMNS = (
+        Column("started_at", "When", fmt.when),
+        Column("kind", "Kind"),
+        Column("from_version", "From"),
+        Column("to_version", "To"),
+        Column("actor", "By"),
+        Column("state", "Result", colored=True),
+        Column("finished_at", "Finished", fmt.when),
+        Column("error", "Error"),
+    )
+
+    def tooltip(self, row: ReleaseRow, col: Column) -> str | None:
+        lines = [f"{row.get('kind')} {row.get('operation_id')}"]
+        for inst in row.get("instances") or []:
+            what = f"{inst.get('name') or inst.get('instance_id')}: {inst.get('from')} → "
+            what += f"{inst.get('to')} {inst.get('state')}"
+            lines.append(what + (f" ({inst['error']})" if inst.get("error") else ""))
+        return "\n".join(lines)

@@ -49,6 +49,7 @@ class FleetService(QObject):
         self.system_names: dict[str, str] = {}
         self.module_names: dict[str, str] = {}
         self.module_packages: dict[str, str] = {}  # module id -> package name
+        self.module_systems: dict[str, str] = {}  # module id -> system id
         self.package_checks: dict[tuple[str, str], bool] = {}  # (name, version) -> has a check
         self._stale_systems: set[str] = set()
         self._reload_timer = QTimer(self)
@@ -65,6 +66,7 @@ class FleetService(QObject):
             ("system", self.on_system),
             ("package", self.on_package),
             ("module", self.on_module),
+            ("operation", self.on_operation),
         ):
             session.on(topic, self._recording(handler))
         self.instances.attach_live(session.live.samples)
@@ -101,6 +103,7 @@ class FleetService(QObject):
         self.system_names = {s.id: s.name for s in systems}
         self.module_names = {m.id: m.name for d in details for m in d.modules}
         self.module_packages = {m.id: m.package for d in details for m in d.modules}
+        self.module_systems = {m.id: d.id for d in details for m in d.modules}
         self.package_checks = {(p.name, p.version): _has_check(p.manifest) for p in packages}
         self.nodes.set_rows(as_row(n, NodeRow) for n in nodes)
         self.packages.set_rows(as_row(p, PackageRow) for p in packages)
@@ -132,7 +135,17 @@ class FleetService(QObject):
 
     def _enrich_detail(self, detail: SystemRow) -> SystemRow:
         detail["instances"] = [self.enrich(i) for i in detail.get("instances", [])]
+        for mod in detail.get("modules", []):
+            newest = self.versions_of(str(mod.get("package", "")))
+            if newest:
+                mod["newest_version"] = newest[0]
         return detail
+
+    def versions_of(self, package: str) -> list[str]:
+        """The versions of a package the master has, newest upload first."""
+        rows = [r for r in self.packages.rows() if r.get("name") == package]
+        rows.sort(key=lambda r: str(r.get("uploaded_at") or ""), reverse=True)
+        return [str(r.get("version")) for r in rows]
 
     # -- events ---------------------------------------------------------------------------
 
@@ -171,6 +184,11 @@ class FleetService(QObject):
                 data.get("manifest") or {}
             )
         self.packages.update(cast(PackageRow, data))
+        # Modules on "newest" now mean another version: their systems show it.
+        name = data.get("name")
+        for module_id, package in self.module_packages.items():
+            if name and package == name:
+                self._mark_stale(self.module_systems.get(module_id, ""))
 
     def on_module(self, data: dict[str, Any]) -> None:
         """A module was added, changed or deleted: its system's subtree is loaded again."""
@@ -180,7 +198,17 @@ class FleetService(QObject):
         elif data.get("name"):
             self.module_names[module_id] = str(data["name"])
             self.module_packages[module_id] = str(data.get("package", ""))
+            self.module_systems[module_id] = str(data.get("system_id", ""))
         self._mark_stale(str(data.get("system_id", "")))
+
+    def on_operation(self, data: dict[str, Any]) -> None:
+        """A rollout or rollback that ended may have changed its modules' versions (the master
+        sends no module event for that): their system is loaded again."""
+        if data.get("kind") in ("rollout", "rollback") and data.get("state") not in (
+            None,
+            "running",
+        ):
+            self._mark_stale(str(data.get("system_id", "")))
 
     def on_metrics(self, samples: dict[str, dict[str, Any]], changed: set[str] | None) -> None:
         """New `metrics:<id>` samples: the instance table's live columns read `samples`
@@ -225,6 +253,7 @@ class FleetService(QObject):
         self.system_names[detail.id] = detail.name
         self.module_names.update({m.id: m.name for m in detail.modules})
         self.module_packages.update({m.id: m.package for m in detail.modules})
+        self.module_systems.update({m.id: detail.id for m in detail.modules})
         self.systems.upsert_system(self._enrich_detail(as_row(detail, SystemRow)))
 
     # -- instances ------------------------------------------------------------------------

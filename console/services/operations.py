@@ -1,4 +1,6 @@
-"""A whole system started or stopped: the master's batch operation, followed step by step.
+"""The master's operations followed step by step: a whole system started or stopped, and the
+rollouts and rollbacks the releases service begins; a running one can be resumed (a paused
+canary) or cancelled.
 
 Operation events carry every step; the steps table shows the operation followed (or a new one
 starting). A slow poll is the safety net should an event be missed.
@@ -12,15 +14,17 @@ from typing import Any, cast
 from PySide6.QtCore import QObject, Signal
 
 from console.client import ClientError
+from console.errors import in_the_way
 from console.message import action, async_slot, info
 from console.models.rows import OperationRow, StepRow, as_row
 from console.models.tables import OperationStepModel
 from console.services.feature import NOT_AVAILABLE
 from console.services.fleet import FleetService
 from console.services.session import Session
+from protocol.rest import OperationStarted
 
 OPERATION_POLL = 2.0  # seconds between two reads of an operation no event has moved
-FINISHED_STEPS = frozenset({"done", "skipped"})
+FINISHED_STEPS = frozenset({"done", "skipped", "rolled_back"})
 
 
 class OperationsService(QObject):
@@ -93,6 +97,7 @@ class OperationsService(QObject):
     async def _run(self, system_id: str, start: bool) -> str:
         """Start or stop the system level by level and follow it until it succeeds or fails."""
         client = self.session.require()
+        op: OperationStarted
         try:
             if start:
                 op = await client.start_system(system_id)
@@ -105,23 +110,55 @@ class OperationsService(QObject):
                     "(it needs a newer master)",
                     code="not_available",
                 ) from None
-            raise
-        self._done = done = asyncio.Event()
-        self.show(as_row(op, OperationRow))
-        while self._shown(op.id) is not None and self.state == "running":
-            try:
-                await asyncio.wait_for(done.wait(), OPERATION_POLL)
-            except TimeoutError:
-                if self._shown(op.id) is not None:
-                    self._apply(as_row(await client.operation(op.id), OperationRow))
-        self.steps.flush()
-        shown = self._shown(op.id)
-        final = str(shown.get("state")) if shown is not None else ""
-        if not final:  # another operation on the system superseded this one
-            final = (await client.operation(op.id)).state
+            raise in_the_way(exc) from None
+        last = await self.follow(as_row(op, OperationRow))
+        final = str(last.get("state"))
         name = self.fleet.system_names.get(system_id, system_id)
         if final == "failed":
-            why = shown.get("error") if shown is not None else None
+            why = last.get("error")
             raise ClientError(why or f"the operation on {name} failed", code="operation_failed")
         info(f"system {name} {'started' if start else 'stopped'}")
         return final
+
+    async def follow(self, op: OperationRow) -> OperationRow:
+        """Show `op` and follow it until it ends; its last state (read from the master when
+        another operation took its place in the table meanwhile)."""
+        client = self.session.require()
+        op_id = op["id"]
+        self._done = done = asyncio.Event()
+        self.show(op)
+        while self._shown(op_id) is not None and self.state == "running":
+            try:
+                await asyncio.wait_for(done.wait(), OPERATION_POLL)
+            except TimeoutError:
+                if self._shown(op_id) is not None:
+                    self._apply(as_row(await client.operation(op_id), OperationRow))
+        self.steps.flush()
+        shown = self._shown(op_id)
+        if shown is not None:
+            return shown
+        return as_row(await client.operation(op_id), OperationRow)
+
+    # -- a running operation --------------------------------------------------------------
+
+    def can_resume(self) -> bool:
+        op = self.current
+        return op is not None and op.get("state") == "running" and bool(op.get("paused"))
+
+    def can_cancel(self) -> bool:
+        op = self.current
+        return op is not None and op.get("state") == "running"
+
+    @async_slot(str)
+    @action("resuming the operation")
+    async def resume(self, operation_id: str) -> None:
+        """A paused canary goes on with the next batches."""
+        data = await self.session.require().resume_operation(operation_id)
+        self.on_operation(data)
+
+    @async_slot(str)
+    @action("cancelling the operation")
+    async def cancel(self, operation_id: str) -> None:
+        """A rollout switches back what it touched; a batch start or stop ends where it is."""
+        data = await self.session.require().cancel_operation(operation_id)
+        self.on_operation(data)

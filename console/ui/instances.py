@@ -1,4 +1,5 @@
-"""Instances: sortable, filterable, live; start, stop, restart, destroy, adopt; charts."""
+"""Instances: sortable, filterable, live; start, stop, restart, destroy, adopt; an instance's
+own settings and release history; charts."""
 
 from __future__ import annotations
 
@@ -11,9 +12,13 @@ from PySide6.QtWidgets import QComboBox, QSplitter, QVBoxLayout, QWidget
 from console.models.rows import InstanceRow
 from console.services.fleet import FleetService
 from console.services.metrics import MetricsService
+from console.services.releases import ReleasesService
 from console.ui import common
 from console.ui.charts import ChartPanel
 from console.ui.dialogs.adopt import AdoptDialog
+from console.ui.dialogs.instance_settings import InstanceSettingsDialog
+from console.ui.dialogs.release_history import ReleaseHistoryDialog
+from console.ui.release_actions import ReleaseActions
 from console.ui.table_panel import TablePanel
 from protocol.states import ACTIVE_STATES, BUSY_STATES, STARTABLE_STATES, InstanceState
 
@@ -27,14 +32,24 @@ def _restartable(rows: list[InstanceRow]) -> bool:
     return any(r.get("state") not in {s.value for s in BUSY_STATES} for r in rows)
 
 
+def _deployed_one(rows: list[InstanceRow]) -> bool:
+    """One instance with a module (adopted ones have no settings or releases)."""
+    return len(rows) == 1 and bool(rows[0].get("module_id")) and not rows[0].get("adopted")
+
+
 class InstancesPage(QWidget):
     open_logs = Signal(str)  # instance id
 
     def __init__(
-        self, fleet: FleetService, metrics: MetricsService, settings: QSettings | None = None
+        self,
+        fleet: FleetService,
+        metrics: MetricsService,
+        releases: ReleasesService,
+        settings: QSettings | None = None,
     ) -> None:
         super().__init__()
         self.fleet, self.metrics = fleet, metrics
+        self.release_actions = ReleaseActions(self, fleet, releases)
         lay = QVBoxLayout(self)
         lay.addWidget(common.page_title("Instances"))
         split = QSplitter(Qt.Orientation.Vertical)
@@ -56,6 +71,12 @@ class InstancesPage(QWidget):
             "Adopt…", self.adopt, "Ctrl+Shift+A", needs_selection=False
         )
         self.logs_action = t.add_action("Logs", self._logs, "Ctrl+Shift+L")
+        self.settings_action = t.add_action(
+            "Settings…", self.edit_settings, "F2", enabled_when=_deployed_one
+        )
+        self.history_action = t.add_action(
+            "History…", self.history, "Ctrl+H", enabled_when=_deployed_one
+        )
         self.state_filter = QComboBox()
         self.state_filter.addItem("all states", "")
         for s in InstanceState:
@@ -153,6 +174,14 @@ class InstancesPage(QWidget):
         dlg.submit = self.fleet.adopt
         dlg.open()
         return dlg
+
+    def edit_settings(self) -> InstanceSettingsDialog | None:
+        rows = self.table.selected_rows()
+        return self.release_actions.settings(rows[0]) if _deployed_one(rows) else None
+
+    def history(self) -> ReleaseHistoryDialog | None:
+        rows = self.table.selected_rows()
+        return self.release_actions.instance_history(rows[0]) if _deployed_one(rows) else None
 
     def _logs(self) -> None:
         keys = self.table.selected_keys()

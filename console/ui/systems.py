@@ -1,4 +1,5 @@
-"""Systems: the systems -> modules -> instances tree; create and edit; deploy; start/stop all."""
+"""Systems: the systems -> modules -> instances tree with versions and drift; create and edit;
+deploy; start/stop all; roll out, roll back and release history; an instance's settings."""
 
 from __future__ import annotations
 
@@ -9,10 +10,7 @@ from PySide6.QtGui import QAction
 from PySide6.QtWidgets import (
     QAbstractItemView,
     QHeaderView,
-    QLabel,
-    QProgressBar,
     QSplitter,
-    QTableView,
     QToolBar,
     QTreeView,
     QVBoxLayout,
@@ -20,20 +18,27 @@ from PySide6.QtWidgets import (
 )
 
 from console.models.cells import KEY_ROLE
-from console.models.rows import ModuleRow, SystemRow
+from console.models.rows import InstanceRow, ModuleRow, SystemRow
 from console.models.systems import KIND_ROLE, ROW_ROLE
 from console.services.fleet import FleetService
 from console.services.operations import OperationsService
+from console.services.releases import ReleasesService
 from console.ui import common
+from console.ui.dialogs.instance_settings import InstanceSettingsDialog
 from console.ui.dialogs.module import ModuleDialog
 from console.ui.dialogs.node_picker import NodePicker
 from console.ui.dialogs.system import SystemDialog
+from console.ui.operation_panel import OperationPanel
+from console.ui.release_actions import ReleaseActions
 
 
 class SystemsPage(QWidget):
-    def __init__(self, fleet: FleetService, operations: OperationsService) -> None:
+    def __init__(
+        self, fleet: FleetService, operations: OperationsService, releases: ReleasesService
+    ) -> None:
         super().__init__()
-        self.fleet, self.operations = fleet, operations
+        self.fleet, self.operations, self.releases = fleet, operations, releases
+        self.release_actions = ReleaseActions(self, fleet, releases)
         lay = QVBoxLayout(self)
         lay.addWidget(common.page_title("Systems"))
         self.toolbar = QToolBar()
@@ -47,15 +52,29 @@ class SystemsPage(QWidget):
         self.start_action = self._action("Start system", self.start_system, "Ctrl+Shift+S")
         self.stop_action = self._action("Stop system", self.stop_system, "Ctrl+Shift+X")
         self.toolbar.addSeparator()
+        self.rollout_action = self._action("Roll out…", self.rollout, "Ctrl+Shift+O")
+        self.rollback_action = self._action("Roll back…", self.rollback, "Ctrl+Shift+B")
+        self.history_action = self._action("History…", self.history, "Ctrl+H")
+        self.toolbar.addSeparator()
         self.delete_action = self._action("Delete", self.delete, "Del")
+        # Resume and Cancel sit beside the operation they act on.
+        self.resume_action = common.make_action(self, "Resume", self.resume, "Ctrl+Shift+P")
+        self.cancel_action = common.make_action(
+            self, "Cancel operation", self.cancel_operation, "Ctrl+Shift+C"
+        )
+        self.operation_panel = OperationPanel(
+            fleet, operations, self.resume_action, self.cancel_action
+        )
         split = QSplitter(Qt.Orientation.Vertical)
         split.addWidget(self._build_tree(fleet))
-        split.addWidget(self._build_operation(operations))
+        split.addWidget(self.operation_panel)
         split.setStretchFactor(0, 3)
         split.setStretchFactor(1, 1)
         lay.addWidget(split, 1)
-        operations.changed.connect(self._operation)
+        operations.changed.connect(lambda *_: self._enable_operation())
+        operations.shown.connect(lambda _: self._enable_operation())
         self._enable()
+        self._enable_operation()
 
     def _build_tree(self, fleet: FleetService) -> QTreeView:
         """The systems and their modules; what was selected stays selected through rebuilds."""
@@ -68,6 +87,7 @@ class SystemsPage(QWidget):
         # Systems trees are small (dozens of rows): sizing to contents is cheap and always right.
         self.tree.header().setSectionResizeMode(0, QHeaderView.ResizeMode.ResizeToContents)
         self.tree.header().setSectionResizeMode(1, QHeaderView.ResizeMode.ResizeToContents)
+        self.tree.header().setSectionResizeMode(2, QHeaderView.ResizeMode.ResizeToContents)
         self.tree.header().setStretchLastSection(True)
         self.tree.doubleClicked.connect(lambda _: self.edit())
         self.tree.selectionModel().selectionChanged.connect(lambda *_: self._enable())
@@ -81,33 +101,6 @@ class SystemsPage(QWidget):
         fleet.systems.rowsInserted.connect(lambda *_: self._reselect())
         fleet.systems.modelReset.connect(self._reselect)
         return self.tree
-
-    def _build_operation(self, operations: OperationsService) -> QWidget:
-        """The running operation: its label, progress bar and steps."""
-        ops = QWidget()
-        ops_lay = QVBoxLayout(ops)
-        ops_lay.setContentsMargins(0, 0, 0, 0)
-        self.op_label = QLabel("No operation running.")
-        self.op_label.setObjectName("sectionTitle")
-        self.op_bar = QProgressBar()
-        self.op_bar.setRange(0, 1)
-        self.op_bar.setValue(0)
-        self.steps = QTableView()
-        self.steps.setObjectName("operationSteps")
-        self.steps.setModel(operations.steps)
-        self.steps.verticalHeader().hide()
-        self.steps.horizontalHeader().setStretchLastSection(True)
-        self.steps.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
-        self.steps.verticalHeader().setDefaultSectionSize(24)
-        self.steps.setColumnWidth(0, 220)
-        self.steps.setColumnWidth(1, 140)
-        self.steps.setColumnWidth(2, 60)
-        self.steps.setColumnWidth(3, 120)
-        self.steps.setColumnWidth(4, 150)
-        self.steps.setColumnWidth(5, 150)
-        for w in (self.op_label, self.op_bar, self.steps):
-            ops_lay.addWidget(w)
-        return ops
 
     def _action(self, text: str, slot: Any, shortcut: str, always: bool = False) -> QAction:
         act = common.make_action(self, text, slot, shortcut)
@@ -158,13 +151,25 @@ class SystemsPage(QWidget):
             self._kept = ("", "")
 
     def _enable(self) -> None:
-        kind, _, _ = self.selected()
-        self.edit_action.setEnabled(kind in ("system", "module"))
+        kind, _, row = self.selected()
+        self.edit_action.setEnabled(kind in ("system", "module") or self._has_settings(kind, row))
         self.add_module_action.setEnabled(kind in ("system", "module"))
         self.deploy_action.setEnabled(kind == "module")
         self.start_action.setEnabled(bool(kind))
         self.stop_action.setEnabled(bool(kind))
         self.delete_action.setEnabled(bool(kind))
+        self.rollout_action.setEnabled(kind in ("system", "module"))
+        self.rollback_action.setEnabled(kind == "module")
+        self.history_action.setEnabled(kind == "module" or self._has_settings(kind, row))
+
+    @staticmethod
+    def _has_settings(kind: str, row: dict[str, Any]) -> bool:
+        """A deployed instance (an adopted one has no module, settings or releases)."""
+        return kind == "instance" and bool(row.get("module_id")) and not row.get("adopted")
+
+    def _enable_operation(self) -> None:
+        self.resume_action.setEnabled(self.operations.can_resume())
+        self.cancel_action.setEnabled(self.operations.can_cancel())
 
     # -- actions --------------------------------------------------------------------------
 
@@ -181,8 +186,10 @@ class SystemsPage(QWidget):
     def create_system(self, name: str, description: str = "") -> Any:
         return self.fleet.create_system(name, description)
 
-    def edit(self) -> SystemDialog | ModuleDialog | None:
+    def edit(self) -> SystemDialog | ModuleDialog | InstanceSettingsDialog | None:
         kind, key, row = self.selected()
+        if self._has_settings(kind, row):
+            return self.release_actions.settings(cast(InstanceRow, row))
         if kind == "system":
             dlg = SystemDialog(cast(SystemRow, row), self)
             dlg.submit = lambda v: self.fleet.update_system(key, v["description"])
@@ -270,28 +277,57 @@ class SystemsPage(QWidget):
             )
         return None
 
+    # -- releases -------------------------------------------------------------------------
+
+    def rollout(self) -> Any:
+        """The Roll out dialog for the selected module, or for the modules of the system."""
+        kind, _, row = self.selected()
+        if kind == "module":
+            return self.release_actions.rollout_module(cast(ModuleRow, row))
+        system_id = self.system_of_selection()
+        return self.release_actions.rollout_system(system_id) if system_id else None
+
+    def rollback(self) -> Any:
+        kind, _, row = self.selected()
+        return self.release_actions.rollback(cast(ModuleRow, row)) if kind == "module" else None
+
+    def history(self) -> Any:
+        kind, _, row = self.selected()
+        if kind == "module":
+            return self.release_actions.module_history(cast(ModuleRow, row))
+        if self._has_settings(kind, row):
+            return self.release_actions.instance_history(cast(InstanceRow, row))
+        return None
+
+    def resume(self) -> Any:
+        op = self.operations.current
+        if not self.operations.can_resume() or op is None:
+            return None
+        return self.operations.resume(op["id"])
+
+    def cancel_operation(self) -> Any:
+        op = self.operations.current
+        if not self.operations.can_cancel() or op is None:
+            return None
+        kind = str(op.get("kind") or "operation")
+        goes_back = kind in ("rollout", "rollback")
+        return common.confirm(
+            self,
+            "Cancel operation",
+            f"Cancel the running {kind}? "
+            + (
+                "What it switched goes back to the release it ran before."
+                if goes_back
+                else "It ends where it is; what it started or stopped stays so."
+            ),
+            lambda: self.operations.cancel(op["id"]),
+        )
+
     def _package_versions(self) -> dict[str, list[str]]:
         out: dict[str, list[str]] = {}
         for r in self.fleet.packages.rows():
             out.setdefault(str(r.get("name")), []).append(str(r.get("version")))
         return out
-
-    def _operation(self, system_id: str, state: str, done: int, total: int) -> None:
-        op = self.operations.current
-        if op is None:
-            return
-        name = self.fleet.system_names.get(system_id, system_id)
-        self.op_bar.setRange(0, max(1, total))
-        self.op_bar.setValue(done)
-        words = {"running": "in progress", "succeeded": "done", "failed": "failed"}.get(
-            state, state
-        )
-        level = f", start order {op['level']}" if state == "running" and op.get("level") else ""
-        by = f" by {op['actor']}" if op.get("actor") else ""
-        text = f"{op.get('kind', 'operation')} {name}{by}: {words} ({done} of {total} steps{level})"
-        if state == "failed" and op.get("error"):
-            text += f": {op['error']}"
-        self.op_label.setText(text)
 
     def current_index(self) -> QModelIndex:
         return self.tree.currentIndex()

@@ -6,6 +6,7 @@ import asyncio
 import os
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
@@ -123,3 +124,57 @@ async def until(predicate: Callable[[], Any], timeout: float = 30.0, what: str =
 async def settled(timeout: float = 30.0) -> None:
     """Until no task but the caller's is pending (the loads a log-in starts are done)."""
     await until(lambda: len(asyncio.all_tasks()) <= 1, timeout, what="the console settled")
+
+
+@pytest.fixture(scope="module")
+def node_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """The work directory of the module's agent."""
+    from tests.support import kill_services_under
+
+    root = tmp_path_factory.mktemp("node")
+    yield root / "agent"
+    kill_services_under(root)
+
+
+@pytest.fixture(scope="module")
+def node(shared_master, shared_api, node_dir: Path) -> Iterator[str]:
+    """One real agent for the module (beside its `shared_master`); its node id."""
+    from tests.support import Agent
+
+    agent = Agent(shared_master, node_dir)
+    node_id = agent.start_and_wait(shared_api)
+    yield node_id
+    agent.stop()
+
+
+@pytest.fixture
+async def connected_console(settings, tmp_path, shared_master, node: str):
+    """A console window (offscreen) logged in to the module's master, its agent listed."""
+    from PySide6.QtWidgets import QFileDialog
+
+    from console import message
+    from console.app import ConsoleApp
+    from tests.support import ADMIN_PASSWORD
+
+    console = ConsoleApp(settings, data_dir=tmp_path / "embedded", tick_ms=20)
+    console.window.resize(1200, 800)
+    console.window.show()
+    message.bridge().history.clear()
+    await console._login(
+        {
+            "url": shared_master.url,
+            "username": "admin",
+            "password": ADMIN_PASSWORD,
+            "verify": True,
+            "ca": "",
+        }
+    )
+    await until(lambda: console.session.reachable and console.fleet.nodes.row(node), what="loaded")
+    await settled()
+    try:
+        yield console
+    finally:
+        for w in console.window.findChildren(QFileDialog):
+            w.reject()
+        await console.shutdown()
+        console.window.close()

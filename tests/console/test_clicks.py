@@ -8,7 +8,6 @@ test the logic; these test the wiring a person uses.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -40,60 +39,15 @@ from tests.console.clicks import (
     press,
     type_in,
 )
-from tests.console.conftest import settled, until
-from tests.support import (
-    ADMIN_PASSWORD,
-    Agent,
-    Api,
-    Master,
-    build_package,
-    kill_services_under,
-)
+from tests.console.conftest import until
+from tests.support import build_package
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module")
-def node_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
-    """The work directory of the module's agent."""
-    root = tmp_path_factory.mktemp("node")
-    yield root / "agent"
-    kill_services_under(root)
-
-
-@pytest.fixture(scope="module")
-def node(shared_master: Master, shared_api: Api, node_dir: Path) -> Iterator[str]:
-    """One real agent for the module; its node id."""
-    agent = Agent(shared_master, node_dir)
-    node_id = agent.start_and_wait(shared_api)
-    yield node_id
-    agent.stop()
-
-
 @pytest.fixture
-async def app(settings, tmp_path, shared_master: Master, node: str) -> AsyncIterator[ConsoleApp]:
-    console = ConsoleApp(settings, data_dir=tmp_path / "embedded", tick_ms=20)
-    console.window.resize(1200, 800)
-    console.window.show()
-    message.bridge().history.clear()
-    await console._login(
-        {
-            "url": shared_master.url,
-            "username": "admin",
-            "password": ADMIN_PASSWORD,
-            "verify": True,
-            "ca": "",
-        }
-    )
-    await until(lambda: console.session.reachable and console.fleet.nodes.row(node), what="loaded")
-    await settled()
-    try:
-        yield console
-    finally:
-        for w in console.window.findChildren(QFileDialog):
-            w.reject()
-        await console.shutdown()
-        console.window.close()
+def app(connected_console: ConsoleApp) -> ConsoleApp:
+    return connected_console
 
 
 def shown(app: ConsoleApp, page: str) -> None:

@@ -24,6 +24,7 @@ from protocol.rest import (
     StepOut,
     SystemDetail,
 )
+from protocol.rest_releases import InstanceSettings, ReleaseInstance, ReleaseOut, RolloutOut
 from tests.console.conftest import _app
 
 FAIL = QAbstractItemModelTester.FailureReportingMode.Fatal
@@ -380,6 +381,7 @@ CONSOLE_FIELDS = {
     "health_check",
     "matcher_text",
     "module_name",
+    "newest_version",
     "node_name",
     "scope_text",
     "system_name",
@@ -397,6 +399,10 @@ CONSOLE_FIELDS = {
         (rows.SystemRow, SystemDetail),
         (rows.StepRow, StepOut),
         (rows.OperationRow, OperationOut),
+        (rows.RolloutRow, RolloutOut),
+        (rows.InstanceSettingsRow, InstanceSettings),
+        (rows.ReleaseRow, ReleaseOut),
+        (rows.ReleaseInstanceRow, ReleaseInstance),
         (rows.AlertRow, AlertOut),
         (rows.AlertRuleRow, AlertRuleOut),
         (rows.SilenceRow, SilenceOut),
@@ -406,4 +412,9 @@ def test_row_types_name_only_fields_their_api_model_has(row_type, api_model):
     """A typo in a row type, or a field the API no longer sends, fails here, not in a view."""
     declared = row_type.__required_keys__ | row_type.__optional_keys__
     assert declared - CONSOLE_FIELDS <= set(api_model.model_fields)
-    assert "id" in declared or "instance_id" in declared or row_type is rows.LoadRow
+    assert (
+        "id" in declared
+        or "instance_id" in declared
+        or "operation_id" in declared
+        or row_type in (rows.LoadRow, rows.RolloutRow, rows.InstanceSettingsRow)
+    )
