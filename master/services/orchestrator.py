@@ -18,13 +18,13 @@ from sqlalchemy.orm import Session
 
 from master.config import Settings
 from master.db import models
-from master.db.session import Database
+from master.db.session import Database, lock_by_id, lock_row, retry_conflicts
 from master.hub import Hub
 from master.services import accounts, instance_rows
 from master.services.agents import AgentLink, AgentRegistry
 from master.services.commands import DESTROY_EXTRA, START_TIMEOUT, Commands, spec_for, stop_timeout
 from master.services.instance_feed import InstanceFeed
-from master.services.reconcile import Action, reconcile
+from master.services.reconcile import Action, Reconciliation, reconcile
 from master.services.reports import ReportQueue
 from protocol.errors import ErrorCode, GdosError
 from protocol.manifest import Manifest
@@ -93,6 +93,9 @@ class Orchestrator:
     def _insert_instance(
         self, s: Session, mod: models.Module, node: models.Node, pkg: models.Package
     ) -> models.Instance:
+        # Deploys to one system take turns for a name (several masters), and see a delete.
+        if not lock_by_id(s, models.System, mod.system_id):
+            raise GdosError(ErrorCode.NOT_FOUND, f"no system {mod.system_id}")
         taken = set(
             s.scalars(
                 select(models.Instance.name).where(models.Instance.system_id == mod.system_id)
@@ -128,7 +131,8 @@ class Orchestrator:
                 {"instance_id": inst.id},
             )
 
-    def _check_controllable(self, inst: models.Instance) -> AgentLink:
+    def _check_controllable(self, s: Session, inst: models.Instance) -> AgentLink:
+        lock_row(s, inst)  # the state checked is the state changed, whichever master asks
         if inst.state in BUSY_STATES:
             raise GdosError(
                 ErrorCode.INVALID_STATE,
@@ -138,7 +142,7 @@ class Orchestrator:
         return self.agents.require(inst.node_id)
 
     async def start(self, s: Session, inst: models.Instance) -> models.Instance:
-        link = self._check_controllable(inst)
+        link = self._check_controllable(s, inst)
         if inst.state not in ACTIVE_STATES:
             self.check_startable(inst)
         inst.desired_state = DesiredState.RUNNING
@@ -154,7 +158,7 @@ class Orchestrator:
         return inst
 
     async def stop(self, s: Session, inst: models.Instance) -> models.Instance:
-        link = self._check_controllable(inst)
+        link = self._check_controllable(s, inst)
         inst.desired_state = DesiredState.STOPPED
         if inst.state == InstanceState.STOPPED:
             s.commit()
@@ -168,7 +172,7 @@ class Orchestrator:
         return inst
 
     async def restart(self, s: Session, inst: models.Instance) -> models.Instance:
-        link = self._check_controllable(inst)
+        link = self._check_controllable(s, inst)
         self.check_startable(inst)
         inst.desired_state = DesiredState.RUNNING
         inst.state = (
@@ -183,6 +187,7 @@ class Orchestrator:
     async def destroy(
         self, s: Session, inst: models.Instance, force: bool = False
     ) -> models.Instance:
+        lock_row(s, inst)
         link = self.agents.get(inst.node_id)
         if link is None and not force:
             raise GdosError(
@@ -209,19 +214,24 @@ class Orchestrator:
         """Reconcile after a (re)connect; returns ids the agent runs that the master does not know.
         Core, not the ORM: after a master restart the whole fleet says hello at once."""
         self.reports.flush()  # what the previous connection said comes first
-        with self.db.engine.begin() as conn:
-            conn.execute(
-                update(NODES)
-                .where(NODES.c.id == link.node_id)
-                .values(
-                    **accounts.host_columns(hello.host),
-                    agent_version=hello.agent_version,
-                    last_seen=time.time(),
+
+        def apply() -> Reconciliation:
+            with self.db.engine.begin() as conn:
+                conn.execute(
+                    update(NODES)
+                    .where(NODES.c.id == link.node_id)
+                    .values(
+                        **accounts.host_columns(hello.host),
+                        agent_version=hello.agent_version,
+                        last_seen=time.time(),
+                    )
                 )
-            )
-            rows = instance_rows.load_node(conn, link.node_id)
-            decided = reconcile(rows, hello.instances)
-            instance_rows.write(conn, decided.changes)
+                rows = instance_rows.load_node(conn, link.node_id)
+                decided = reconcile(rows, hello.instances)
+                instance_rows.write(conn, decided.changes)
+            return decided
+
+        decided = retry_conflicts(apply)
         for view in decided.views.values():
             self.feed.publish_view(view)
         if decided.actions:  # rare (a command lost with the connection): the ORM is fine here
@@ -264,10 +274,17 @@ class Orchestrator:
         ]
         if node_id is not None:
             which.append(table.c.node_id == node_id)
-        with self.db.engine.begin() as conn:
-            rows = [dict(row._mapping) for row in conn.execute(select(table).where(*which))]
-            if rows:
-                conn.execute(update(table).where(*which).values(state=InstanceState.UNKNOWN))
+
+        def mark() -> list[dict[str, Any]]:
+            with self.db.engine.begin() as conn:
+                # Locked in id order, as every other writer of many instance rows does.
+                chosen = select(table).where(*which).order_by(table.c.id).with_for_update()
+                rows = [dict(row._mapping) for row in conn.execute(chosen)]
+                if rows:
+                    conn.execute(update(table).where(*which).values(state=InstanceState.UNKNOWN))
+            return rows
+
+        rows = retry_conflicts(mark)
         for row in rows:
             row["state"] = InstanceState.UNKNOWN
             self.feed.publish_view(instance_rows.view(row))
