@@ -11,15 +11,16 @@ from pathlib import Path
 
 import httpx
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from master.__main__ import main as master_main
 from master.db import models
-from master.db.session import Database, normalize_url
+from master.db.session import Database, normalize_url, retry_conflicts
 from master.services import accounts
 from protocol.errors import GdosError
 from protocol.messages import HostInfo
 from tests.master.inprocess import make_app, running
+from tests.pg import reset
 from tests.support import Master, build_package, free_port, wait_for
 
 
@@ -46,6 +47,21 @@ def test_the_api_answers_alike_on_both_databases(db_url, tmp_path):
         headers = {**auth, "Content-Type": "application/zip"}
         r = client.post("/api/v1/packages", content=zipped, headers=headers)
         assert r.status_code == 201, r.text
+        # The resumable way, in two pieces: the upload's row is read and written each time.
+        second = build_package(tmp_path / "pkgs", "web", "1.0.1").read_bytes()
+        tus = {**auth, "Tus-Resumable": "1.0.0"}
+        r = client.post(
+            "/api/v1/packages/uploads", headers={**tus, "Upload-Length": str(len(second))}
+        )
+        assert r.status_code == 201, r.text
+        where, half = r.headers["Location"], len(second) // 2
+        octets = {**tus, "Content-Type": "application/offset+octet-stream"}
+        for at, piece in ((0, second[:half]), (half, second[half:])):
+            r = client.patch(where, content=piece, headers={**octets, "Upload-Offset": str(at)})
+            assert r.status_code == 204, r.text
+        assert client.head(where, headers=tus).headers["Upload-Offset"] == str(len(second))
+        versions = {p["version"] for p in call("GET", "/packages", 200).json()}
+        assert versions == {"1.0.0", "1.0.1"}
         module = {"name": "web", "package": "web"}
         mod = call("POST", f"/systems/{system['id']}/modules", 201, json=module).json()
         call("POST", f"/systems/{system['id']}/modules", 409, json=module)
@@ -97,6 +113,35 @@ def test_concurrent_enrolments_take_exactly_the_uses_a_join_token_allows(db_url,
         uses = s.scalar(select(models.JoinToken.uses).where(models.JoinToken.id == row.id))
     db.dispose()
     assert outcomes.count(True) == 3 and uses == 3
+
+
+def test_a_transaction_aborted_by_a_deadlock_is_run_again(pg_module_db):
+    reset(pg_module_db)
+    db = Database(pg_module_db)
+    with db.session() as s:
+        s.add_all([models.System(id="a", name="a"), models.System(id="b", name="b")])
+        s.commit()
+    table = models.System.__table__
+    both_hold_one = threading.Barrier(2)
+    attempts: list[str] = []
+
+    def crosswise(first: str, second: str) -> None:
+        def once() -> None:
+            attempts.append(first)
+            with db.engine.begin() as conn:
+                conn.execute(update(table).where(table.c.id == first).values(description="1"))
+                if attempts.count(first) == 1:
+                    both_hold_one.wait(30)
+                conn.execute(update(table).where(table.c.id == second).values(description="2"))
+
+        retry_conflicts(once)
+
+    with ThreadPoolExecutor(2) as pool:
+        done = [pool.submit(crosswise, "a", "b"), pool.submit(crosswise, "b", "a")]
+        for future in done:
+            future.result(60)  # neither gives up
+    db.dispose()
+    assert sorted(attempts) in (["a", "a", "b"], ["a", "b", "b"])  # one of them ran twice
 
 
 def serve_in_process(capsys, *args: str) -> tuple[int, str]:
