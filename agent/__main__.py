@@ -11,7 +11,10 @@ from agent import autostart, tls
 from agent.flags import DEFAULT_DOWNLOAD_RETRY_SECONDS, DEFAULT_LOG_ROOTS, parse_log_roots
 from protocol.errors import GdosError
 from protocol.frozen import version_text
+from protocol.helpformat import DefaultsHelp
 from protocol.seedargs import normalize_seed_args
+
+DEFAULT_WORK_DIR = Path("instances")
 
 
 def _env(name: str, default: str | None) -> str | None:
@@ -24,25 +27,42 @@ def build_parser() -> argparse.ArgumentParser:
         prog="gdos-agent",
         description="GDOS agent: runs and watches the services the master places on this host.",
         epilog="Flags can also be set with GDOS_AGENT_<FLAG> (e.g. GDOS_AGENT_MASTER).",
+        formatter_class=DefaultsHelp,
     )
     p.add_argument("--version", action="store_true", help="print version and build info, exit")
     p.add_argument(
         "--self-check", action="store_true", help="import every module; exit 1 naming what failed"
     )
-    p.add_argument("--master", default=_env("master", "http://127.0.0.1:8080"), help="master URL")
-    p.add_argument("--token", default=_env("token", None), help="join token (first start only)")
+    p.add_argument(
+        "--master",
+        default=_env("master", "http://127.0.0.1:8080"),
+        help="URL of the master to join and report to",
+    )
+    p.add_argument(
+        "--token",
+        default=_env("token", None),
+        help="join token, needed at the first start only (default: $GDOS_AGENT_TOKEN)",
+    )
     p.add_argument(
         "--token-file",
         type=Path,
         default=_env("token-file", None),
-        help="read the join token from this file (keeps it out of the process list)",
+        help="read the join token from this file, keeping it out of the process list "
+        "(default: $GDOS_AGENT_TOKEN_FILE, else --token)",
     )
-    p.add_argument("--work-dir", type=Path, default=Path(_env("work-dir", "./instances") or "."))
+    work_dir = _env("work-dir", None)
+    p.add_argument(
+        "--work-dir",
+        type=Path,
+        default=Path(work_dir) if work_dir else None,
+        help="where the agent keeps its credential, state, instances and their logs (default: "
+        f"./{DEFAULT_WORK_DIR} in the folder it starts in; it says which at start)",
+    )
     p.add_argument(
         "--port",
         type=int,
         default=_env("port", None),
-        help="serve GET /healthz on 127.0.0.1:PORT (off unless given)",
+        help="serve GET /healthz on 127.0.0.1:PORT (default: none, no port is opened)",
     )
     p.add_argument(
         "--autostart",
@@ -58,13 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["auto", *autostart.OS_CHOICES],
         metavar="OS",
         help="print the unit / task / plist --autostart 1 would install (this OS, or linux, "
-        "windows, macos) and exit",
+        "windows, macos) and exit (default OS: this one)",
     )
     p.add_argument(
         "--ca-cert",
         type=Path,
         default=_env("ca-cert", None),
-        help="CA bundle to verify an https master",
+        help="CA bundle to verify an https master (default: the system's CAs)",
     )
     p.add_argument(
         "--metrics-interval",
@@ -100,6 +120,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level",
         default=_env("log-level", "info"),
         choices=["debug", "info", "warning", "error"],
+        help="how much the agent logs",
     )
     return p
 
@@ -119,6 +140,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         from protocol import selfcheck
 
         return selfcheck.run("gdos-agent", "agent")
+    work_dir_given = args.work_dir is not None
+    if not work_dir_given:
+        args.work_dir = DEFAULT_WORK_DIR
     try:
         args.log_roots = parse_log_roots(args.log_roots)
     except ValueError as exc:
@@ -136,6 +160,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    say_where(Path(args.work_dir), work_dir_given)
     if not tls.needed(args.master, args.ca_cert):
         tls.forgo()  # before the imports below: they would load OpenSSL (see agent.tls)
     import asyncio
@@ -155,6 +180,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def say_where(work_dir: Path, given: bool) -> None:
+    """The work folder, absolute, in the log: without --work-dir it depends on where the agent
+    was started, which is easy to lose."""
+    log = logging.getLogger("gdos.agent")
+    if given:
+        log.info("keeping this node's files in %s", work_dir.absolute())
+    else:
+        log.warning(
+            "no --work-dir given: keeping this node's files in %s (the folder it started in)",
+            work_dir.absolute(),
+        )
 
 
 if __name__ == "__main__":

@@ -35,6 +35,7 @@ from protocol.messages import (
     Deploy,
     Destroy,
     FollowLog,
+    Goodbye,
     Heartbeat,
     Hello,
     InstanceReport,
@@ -42,9 +43,11 @@ from protocol.messages import (
     InstanceStates,
     ListLogs,
     Load,
+    Prepare,
     Result,
     Start,
     Stop,
+    Switch,
     TailLog,
     WireError,
 )
@@ -231,7 +234,18 @@ class Link:
         self._spawn(self._execute(msg))
 
     async def _execute(
-        self, msg: Deploy | Start | Stop | Destroy | Batch | Adopt | ListLogs | TailLog | FollowLog
+        self,
+        msg: Deploy
+        | Start
+        | Stop
+        | Destroy
+        | Batch
+        | Prepare
+        | Switch
+        | Adopt
+        | ListLogs
+        | TailLog
+        | FollowLog,
     ) -> None:
         sup = self.supervisor
         data: dict[str, Any] = {}
@@ -242,7 +256,7 @@ class Link:
             elif isinstance(msg, Deploy):
                 await sup.deploy(msg.spec)
             elif isinstance(msg, Start):
-                await sup.start(msg.instance_id)
+                await sup.start(msg.instance_id, msg.settings)
             elif isinstance(msg, Stop):
                 await sup.stop(msg.instance_id)
             elif isinstance(msg, Destroy):
@@ -250,11 +264,21 @@ class Link:
             elif isinstance(msg, Batch):
                 data["results"] = await self._batch(msg)
                 ok = not any(data["results"].values())
+            elif isinstance(msg, Prepare):
+                data["release"], data["fetched"] = await sup.prepare(msg.instance_id, msg.package)
+                data["report"] = sup.get(msg.instance_id).report().to_dict()
+            elif isinstance(msg, Switch):
+                data["previous"] = await sup.switch(
+                    msg.instance_id, msg.package, msg.start, msg.settings
+                )
+                m = sup.get(msg.instance_id)
+                data["release"], data["report"] = m.release, m.report().to_dict()
             elif isinstance(msg, Adopt):
                 data["report"] = (await sup.adopt(msg.spec)).to_dict()
             result = Result(reply_to=msg.id, ok=ok, data=data)
         except GdosError as exc:
-            result = Result(reply_to=msg.id, ok=False, error=WireError(**exc.to_wire()))
+            error = WireError(**exc.to_wire())
+            result = Result(reply_to=msg.id, ok=False, error=error, data=self._where(msg))
         except Exception as exc:  # an agent bug must still answer, not leave the master waiting
             log.exception("%s failed", msg.type)
             wire = WireError(
@@ -263,13 +287,24 @@ class Link:
             result = Result(reply_to=msg.id, ok=False, error=wire)
         await self._send(result)
 
+    def _where(self, msg: Any) -> dict[str, Any]:
+        """A failed prepare or switch still says where the instance stands (a switch may have
+        happened and only its start failed)."""
+        if not isinstance(msg, Prepare | Switch):
+            return {}
+        m = self.supervisor.instances.get(msg.instance_id)
+        return {} if m is None else {"release": m.release, "report": m.report().to_dict()}
+
     async def _batch(self, msg: Batch) -> dict[str, dict[str, Any] | None]:
         """Every instance at once; each answers for itself (null = done, else its error)."""
-        act = self.supervisor.start if msg.action == "start" else self.supervisor.stop
+        sup = self.supervisor
 
         async def one(instance_id: str) -> dict[str, Any] | None:
             try:
-                await act(instance_id)
+                if msg.action == "start":
+                    await sup.start(instance_id, msg.settings.get(instance_id))
+                else:
+                    await sup.stop(instance_id)
             except GdosError as exc:
                 return exc.to_wire()
             except Exception as exc:  # an agent bug answers for this instance only
@@ -279,6 +314,15 @@ class Link:
 
         outcomes = await asyncio.gather(*(one(i) for i in msg.instance_ids))
         return dict(zip(msg.instance_ids, outcomes, strict=True))
+
+    async def goodbye(self, reason: str, timeout: float = 2.0) -> None:
+        """Tell the master this node is leaving on purpose, then close the socket."""
+        ws = self.ws
+        if ws is None:
+            return
+        with contextlib.suppress(ConnectionClosed, OSError, TimeoutError):
+            await asyncio.wait_for(ws.send(Goodbye(reason=reason).to_json()), timeout)
+            await asyncio.wait_for(ws.close(), timeout)
 
     async def close(self) -> None:
         for task in list(self._tasks):

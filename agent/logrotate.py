@@ -28,6 +28,7 @@ from protocol.errors import GdosError
 from protocol.manifest import LogRotate, Manifest
 
 if TYPE_CHECKING:
+    from agent.executor.managed import Managed
     from agent.executor.supervisor import Supervisor
 
 log = logging.getLogger(__name__)
@@ -55,18 +56,19 @@ class Targets:
         for instance_id, m in list(current.items()):
             cached = self._cache.get(instance_id)
             if cached is None or cached[0] is not m.manifest:
-                cached = (m.manifest, _build(supervisor, instance_id, m.manifest))
+                cached = (m.manifest, _build(supervisor, m))
                 self._cache[instance_id] = cached
             yield from cached[1]
 
 
-def _build(supervisor: "Supervisor", instance_id: str, manifest: Manifest | None) -> list[Target]:
-    rule = manifest.log_rotate if manifest else DEFAULT
+def _build(supervisor: "Supervisor", m: "Managed") -> list[Target]:
+    rule = m.manifest.log_rotate if m.manifest else DEFAULT
     if rule.max_bytes <= 0:
         return []
+    inst_dir, app = supervisor.instance_dir(m.id), supervisor.app_dir(m)
     return [
         (str(entry.path), entry, rule)
-        for entry in declared(supervisor.instance_dir(instance_id), manifest, supervisor.log_roots)
+        for entry in declared(inst_dir, app, m.manifest, supervisor.log_roots)
         if entry.own or rule.log_paths
     ]
 

@@ -1,7 +1,7 @@
 """Service logs on the agent: which files an instance declares, reading them safely, following them.
 
 Only declared logs are readable: `stdout` and `stderr` (`<work>/<instance>/logs/*.log`) and the
-manifest's `log_paths` (relative ones inside the instance's `app/` directory, absolute ones
+manifest's `log_paths` (relative ones inside the instance's current release, absolute ones
 exactly as declared, and only under the agent's `--log-roots` or the instance's own folder: a
 declaration cannot reach /etc/shadow). Paths are resolved on every read: the file is opened
 without following a symlink, must be a regular file, and must be the file that the declared path
@@ -23,9 +23,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from agent.executor.releases import RELEASES, SHARED
 from agent.flags import DEFAULT_LOG_ROOTS
 from protocol.errors import ErrorCode, GdosError
-from protocol.manifest import Manifest, is_absolute_path
+from protocol.manifest import Manifest, is_absolute_path, shared_path_name
 from protocol.messages import FollowLog, ListLogs, LogChunk, TailLog
 
 if TYPE_CHECKING:
@@ -94,21 +95,29 @@ class LogFile:
 
 def declared(
     instance_dir: Path,
+    app: Path | None,
     manifest: Manifest | None,
     log_roots: tuple[Path, ...] = DEFAULT_LOG_ROOTS,
 ) -> list[LogFile]:
-    """stdout, stderr, then the manifest's log_paths, in that order."""
+    """stdout, stderr, then the manifest's log_paths, in that order. A relative one lies in the
+    current release's folder `app`, or in `<instance>/shared` when a shared path holds it (its
+    real place: the link to it in the release would read as a swapped folder)."""
     out = [
         LogFile(name, instance_dir / "logs" / f"{name}.log", instance_dir, True)
         for name in ("stdout", "stderr")
     ]
+    shared = [shared_path_name(p)[0] for p in (manifest.shared_paths if manifest else ())]
     for name, raw in (manifest.log_paths if manifest else {}).items():
         if is_absolute_path(raw):
             root = allowed_root(raw, log_roots, instance_dir)
             out.append(LogFile(name, Path(raw), root, False))
+            continue
+        rel = posixpath.normpath(raw.replace("\\", "/"))
+        if any(rel == s or rel.startswith(s + "/") for s in shared):
+            path = instance_dir / SHARED / rel
         else:
-            rel = posixpath.normpath("app/" + raw.replace("\\", "/"))
-            out.append(LogFile(name, instance_dir / rel, instance_dir, False))
+            path = (app if app is not None else instance_dir / RELEASES) / rel
+        out.append(LogFile(name, path, instance_dir, False))
     return out
 
 
@@ -218,7 +227,7 @@ class AgentLogs:
     def logs_of(self, instance_id: str) -> list[LogFile]:
         m = self.supervisor.get(instance_id)
         sup = self.supervisor
-        return declared(sup.instance_dir(instance_id), m.manifest, sup.log_roots)
+        return declared(sup.instance_dir(instance_id), sup.app_dir(m), m.manifest, sup.log_roots)
 
     async def handle(self, msg: ListLogs | TailLog | FollowLog) -> dict[str, Any]:
         logs = self.logs_of(msg.instance_id)

@@ -177,6 +177,8 @@ async def _serve(link: Link, monitor: Monitor, supervisor: Supervisor) -> int:
     if failed:  # exit non-zero, so that the service manager starts the agent again
         log.error("the link to the master ended", exc_info=runner.exception())
     log.info("agent stopping; services keep running and are re-adopted at the next start")
+    if not failed:
+        await link.goodbye("the agent was stopped")
     for task in (runner, sampler, stopper, rotator):
         task.cancel()
     await asyncio.gather(runner, sampler, stopper, rotator, return_exceptions=True)

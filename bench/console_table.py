@@ -47,7 +47,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 os.environ.setdefault("QT_QPA_PLATFORM", "offscreen")
 ROOT = Path(__file__).resolve().parents[1]
@@ -196,9 +196,10 @@ def bench_table(
     from PySide6.QtWidgets import QApplication
 
     from console.client import Client
+    from console.models.rows import InstanceRow
     from console.services.fleet import FleetService
     from console.services.session import Session
-    from console.ui.common import TablePanel
+    from console.ui.table_panel import TablePanel
 
     app = QApplication.instance()
     assert isinstance(app, QApplication)
@@ -208,7 +209,7 @@ def bench_table(
     fleet.system_names = {f"s{n}": f"system-{n}" for n in range(40)}
     fleet.node_names = {f"n{n:03d}": f"host-{n:03d}" for n in range(100)}
     model = fleet.instances
-    model.set_rows(fleet.enrich(dict(i)) for i in instances_of(rows))
+    model.set_rows(fleet.enrich(cast(InstanceRow, dict(i))) for i in instances_of(rows))
     panel = TablePanel(model, "bench")
     panel.resize(1400, 900)
     panel.show()

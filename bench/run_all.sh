@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every benchmark, one after the other, on a machine doing nothing else (about 25 minutes).
+# Every benchmark, one after the other, on a machine doing nothing else (about 27 minutes).
 # Figures are printed; copy them into bench/RESULTS.md with the date and machine printed first.
 #   bench/run_all.sh               all of them
 #   bench/run_all.sh batch fleet   only those (names below)
@@ -14,7 +14,7 @@ echo "python: $($PY --version)"
 # A raised autogroup priority lasts for the whole shell session that set it, and flatters GDOS
 # against services in sessions of their own (see Issue 9 in RESULTS.md): print it with the run.
 echo "autogroup: $(cat /proc/self/autogroup 2>/dev/null || echo n/a)"
-all=(foundation batch batch-disk footprint fleet upload frozen console)
+all=(foundation batch batch-disk footprint fleet upload frozen console cli rollout)
 wanted=("$@")
 [ ${#wanted[@]} -eq 0 ] && wanted=("${all[@]}")
 for name in "${wanted[@]}"; do
@@ -28,6 +28,8 @@ for name in "${wanted[@]}"; do
     upload) $PY bench/upload.py ;;
     frozen) $PY bench/frozen_agent.py --runs 5 ;;
     console) QT_QPA_PLATFORM=offscreen $PY bench/console_table.py ;;
+    cli) $PY bench/cli.py ;;
+    rollout) $PY bench/rollout.py ;;
     *) echo "unknown benchmark '$name' (known: ${all[*]})" >&2; exit 2 ;;
   esac
 done

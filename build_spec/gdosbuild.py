@@ -33,7 +33,7 @@ PROGRAMS = ("agent", "master", "console")  # each its package's name
 MIGRATIONS = ROOT / "master" / "db" / "migrations"
 
 # Things a development venv holds (or optional imports reach) that no GDOS program needs frozen:
-# werkzeug comes in through a test dependency's hook and drags in cryptography (14 MB).
+# werkzeug comes in through a test dependency's hook and drags in cryptography.
 EXCLUDES = [
     "werkzeug",
     "flask",

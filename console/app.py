@@ -15,25 +15,28 @@ from PySide6.QtWidgets import QApplication
 from console.embedded import EmbeddedMaster
 from console.message import async_slot, describe, error, info, warning
 from console.models.series import SeriesStore
+from console.services.alerts import AlertsService
+from console.services.audit import AuditService
+from console.services.backups import BackupsService
 from console.services.fleet import FleetService
+from console.services.logs import LogsService
 from console.services.metrics import MetricsService
-from console.services.records import (
-    AlertsService,
-    AuditService,
-    BackupsService,
-    LogsService,
-    UsersService,
-)
+from console.services.operations import OperationsService
 from console.services.session import Session
 from console.services.uploads import UploadService
-from console.ui.dialogs import LoginDialog
+from console.services.users import UsersService
+from console.ui.alerts_page import AlertsPage
+from console.ui.audit_page import AuditPage
+from console.ui.backups_page import BackupsPage
+from console.ui.dialogs.login import LoginDialog
 from console.ui.instances import InstancesPage
+from console.ui.logs_page import LogsPage
 from console.ui.main_window import MainWindow
 from console.ui.nodes import NodesPage
 from console.ui.overview import OverviewPage
 from console.ui.packages import PackagesPage
-from console.ui.records import AlertsPage, AuditPage, BackupsPage, LogsPage, UsersPage
 from console.ui.systems import SystemsPage
+from console.ui.users_page import UsersPage
 
 log = logging.getLogger(__name__)
 RESOURCES = Path(__file__).resolve().parent.parent / "resources"
@@ -80,6 +83,7 @@ class ConsoleApp:
         self.session = Session()
         self.store = SeriesStore()
         self.fleet = FleetService(self.session, tick_ms)
+        self.operations = OperationsService(self.session, self.fleet, tick_ms)
         self.metrics = MetricsService(self.session, self.store)
         self.uploads = UploadService(self.session, settings)
         self.alerts = AlertsService(self.session, tick_ms)
@@ -87,13 +91,34 @@ class ConsoleApp:
         self.audit = AuditService(self.session)
         self.backups = BackupsService(self.session)
         self.users = UsersService(self.session)
-        w = self.window = MainWindow(settings, icon)
+        self.window = MainWindow(settings, icon)
+        self._add_pages(settings)
+        self._connect()
+        self.window.restore_state()
+        self._login_dialog: LoginDialog | None = None
+        # The local master's supervision: restarted on the same port when it dies.
+        self._restart_timer = QTimer(self.window)
+        self._restart_timer.setSingleShot(True)
+        self._restart_timer.timeout.connect(lambda: self.restart_embedded())
+        self._quick_deaths = 0
+        self._embedded_since = 0.0
+        self.live_models = (
+            self.fleet.nodes,
+            self.fleet.instances,
+            self.fleet.packages,
+            self.alerts.alerts,
+            self.alerts.rules,
+            self.alerts.silences,
+        )
+
+    def _add_pages(self, settings: QSettings) -> None:
+        """One page per service, added to the window in the sidebar's order."""
         self.overview = OverviewPage(
             self.fleet.nodes, self.fleet.instances, self.alerts.alerts, self.fleet.packages
         )
         self.nodes_page = NodesPage(self.fleet, self.metrics, settings)
         self.packages_page = PackagesPage(self.fleet, self.uploads, settings)
-        self.systems_page = SystemsPage(self.fleet)
+        self.systems_page = SystemsPage(self.fleet, self.operations)
         self.instances_page = InstancesPage(self.fleet, self.metrics, settings)
         self.logs_page = LogsPage(self.logs, self.fleet.instances)
         self.alerts_page = AlertsPage(self.alerts, settings, self._scopes)
@@ -112,7 +137,11 @@ class ConsoleApp:
             ("backups", "Backups", self.backups_page),
             ("users", "Users", self.users_page),
         ):
-            w.add_page(name, title, page)
+            self.window.add_page(name, title, page)
+
+    def _connect(self) -> None:
+        """The signals between services, pages and the window."""
+        w = self.window
         self.instances_page.open_logs.connect(self._open_logs)
         self.metrics.released.connect(self.fleet.instances.clear_live)
         self.alerts.names = self._name_of
@@ -131,22 +160,6 @@ class ConsoleApp:
         w.disconnect_requested.connect(self.disconnect)
         w.refresh_requested.connect(self._refresh)
         w.quit_requested.connect(self.quit)
-        w.restore_state()
-        self._login_dialog: LoginDialog | None = None
-        # The local master's supervision: restarted on the same port when it dies.
-        self._restart_timer = QTimer(w)
-        self._restart_timer.setSingleShot(True)
-        self._restart_timer.timeout.connect(lambda: self.restart_embedded())
-        self._quick_deaths = 0
-        self._embedded_since = 0.0
-        self.live_models = (
-            self.fleet.nodes,
-            self.fleet.instances,
-            self.fleet.packages,
-            self.alerts.alerts,
-            self.alerts.rules,
-            self.alerts.silences,
-        )
 
     # -- connecting -----------------------------------------------------------------------
 
@@ -353,6 +366,7 @@ class ConsoleApp:
             for owner in (
                 self.session,
                 self.fleet,
+                self.operations,
                 self.metrics,
                 self.alerts,
                 self.logs,

@@ -13,7 +13,7 @@ from master.cli import parse_args, settings_from_args
 from master.config import Settings
 from master.db.session import DatabaseUnavailable, check_database
 from master.local_agent import LocalAgent, agent_command
-from master.server import guarded_protocol, tune_allocator
+from master.server import NotifyingServer, guarded_protocol, tune_allocator
 from master.storage import open_store
 from protocol import __version__
 from protocol.frozen import version_text
@@ -59,7 +59,8 @@ async def serve(settings: Settings, with_agent: bool) -> int:
         access_log=settings.log_level == "debug",
         timeout_graceful_shutdown=5,
     )
-    server = uvicorn.Server(config)
+    services = app.state.services
+    server = NotifyingServer(config, on_exit=lambda: setattr(services, "stopping", True))
     # uvicorn re-raises the signal that stopped it once it is done serving; with the default
     # handlers that kills this process before the local agent is stopped below. Handlers that
     # only note the signal let the cleanup run (uvicorn installs its own while serving).

@@ -4,7 +4,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from master.api import (
     agent,
@@ -20,11 +20,13 @@ from master.api import (
     nodes,
     operations,
     packages,
+    releases,
     systems,
 )
 from master.api.body_limits import BodyLimitMiddleware
 from master.api.errors import install as install_error_handlers
 from master.api.middleware import AuditMiddleware, GateMiddleware
+from master.api.query import refuse_unknown_query
 from master.config import Settings
 from master.services.wiring import Services
 from protocol import __version__
@@ -52,6 +54,7 @@ def create_app(settings: Settings) -> FastAPI:
         description="Run the services of a fleet: packages, systems, instances, nodes.",
         lifespan=lifespan,
         strict_content_type=False,  # `curl -d '{...}'` without a JSON content type still works
+        dependencies=[Depends(refuse_unknown_query)],
     )
     app.state.services = svc
     install_error_handlers(app)
@@ -64,6 +67,7 @@ def create_app(settings: Settings) -> FastAPI:
         systems,
         instances,
         operations,
+        releases,
         audit,
         events,
         monitoring,

@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from master.config import Settings
+from protocol.helpformat import DefaultsHelp
 from protocol.seedargs import normalize_seed_args
+
+EPILOG = """commands:
+  gdos-master restore FILE   put a backup in place of a stopped master's database
+                             (see: gdos-master restore --help)
+
+Every flag can also be set with GDOS_<FLAG> (e.g. GDOS_DATA_DIR=/var/lib/gdos)."""
 
 
 def _env(name: str, default: Any) -> Any:
@@ -40,7 +47,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="gdos-master",
         description="GDOS master: REST + WebSocket API for agents and the console.",
-        epilog="Every flag can also be set with GDOS_<FLAG> (e.g. GDOS_DATA_DIR).",
+        epilog=EPILOG,
+        formatter_class=DefaultsHelp,
     )
     p.add_argument("--version", action="store_true", help="print version and build info, exit")
     p.add_argument(
@@ -50,28 +58,48 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add = p.add_argument
     add("--port", default=_env("port", ":8080"), help="listen address, ':8080' or 'host:port'")
-    add("--host", default=_env("host", None), help="interface to bind (default all)")
-    add("--data-dir", type=Path, default=Path(_env("data-dir", ".")), help="state directory")
+    add(
+        "--host",
+        default=_env("host", None),
+        help="interface to bind (default: the host in --port, else all interfaces)",
+    )
+    add(
+        "--data-dir",
+        type=Path,
+        default=Path(_env("data-dir", ".")),
+        help="state directory: database, packages, backups, join token, admin password",
+    )
     add(
         "--db-path",
         type=Path,
         default=_env("db-path", None),
-        help="SQLite file (<data-dir>/ops_data.db)",
+        help="SQLite file (default: <data-dir>/ops_data.db)",
     )
     add(
-        "--db-url", default=_env("db-url", ""), help="SQLAlchemy URL, e.g. postgresql+psycopg://..."
+        "--db-url",
+        default=_env("db-url", ""),
+        help="SQLAlchemy URL, e.g. postgresql+psycopg://... (default: SQLite at --db-path)",
     )
     add(
         "--upload-dir",
         type=Path,
         default=_env("upload-dir", None),
-        help="package directory (<data-dir>/uploads)",
+        help="package directory (default: <data-dir>/uploads)",
     )
-    add("--store-type", choices=["local", "minio"], default=_env("store-type", "local"))
-    add("--minio-endpoint", default=_env("minio-endpoint", ""), help="host:port of MinIO/S3")
-    add("--minio-ak", default=_env("minio-ak", ""), help="access key")
-    add("--minio-sk", default=_env("minio-sk", ""), help="secret key")
-    add("--minio-bucket", default=_env("minio-bucket", "gdos-packages"))
+    add(
+        "--store-type",
+        choices=["local", "minio"],
+        default=_env("store-type", "local"),
+        help="where packages are kept: local (--upload-dir) or minio (MinIO or S3)",
+    )
+    add(
+        "--minio-endpoint",
+        default=_env("minio-endpoint", ""),
+        help="host:port of MinIO/S3 (default: none; needed with --store-type minio)",
+    )
+    add("--minio-ak", default=_env("minio-ak", ""), help="access key (default: $GDOS_MINIO_AK)")
+    add("--minio-sk", default=_env("minio-sk", ""), help="secret key (default: $GDOS_MINIO_SK)")
+    add("--minio-bucket", default=_env("minio-bucket", "gdos-packages"), help="bucket of packages")
     add(
         "--minio-secure",
         action="store_true",
@@ -83,12 +111,18 @@ def build_parser() -> argparse.ArgumentParser:
         default=_env("minio-region", "us-east-1"),
         help="region the bucket lives in (presigned URLs are signed for it)",
     )
-    add("--admin-password", default=_env("admin-password", None), help="first admin password")
+    add(
+        "--admin-password",
+        default=_env("admin-password", None),
+        help="password of the first admin (default: $GDOS_ADMIN_PASSWORD, else one is generated "
+        "and written to <data-dir>/initial-admin-password)",
+    )
     add(
         "--admin-password-file",
         type=Path,
         default=_env("admin-password-file", None),
-        help="read the first admin password from this file (keeps it out of the process list)",
+        help="read the first admin password from this file, keeping it out of the process list "
+        "(default: $GDOS_ADMIN_PASSWORD_FILE, else none)",
     )
     add(
         "--token-ttl",
@@ -96,14 +130,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=float(_env("token-ttl", 12 * 3600)),
         help="login lifetime, s",
     )
-    add("--heartbeat-interval", type=float, default=float(_env("heartbeat-interval", 1.0)))
+    add(
+        "--heartbeat-interval",
+        type=float,
+        default=float(_env("heartbeat-interval", 1.0)),
+        help="seconds between the heartbeats agents send while they send no metrics",
+    )
     add(
         "--heartbeat-grace",
         type=float,
         default=float(_env("heartbeat-grace", 3.0)),
         help="seconds of silence before an agent is offline",
     )
-    add("--max-package-size", type=int, default=int(_env("max-package-size", 4 << 30)))
+    add(
+        "--max-package-size",
+        type=int,
+        default=int(_env("max-package-size", 4 << 30)),
+        help="largest package upload, bytes",
+    )
     add(
         "--max-body-bytes",
         type=int,
@@ -122,9 +166,24 @@ def build_parser() -> argparse.ArgumentParser:
         default=float(_env("upload-ttl", 24 * 3600)),
         help="seconds an unfinished resumable upload is kept after its last byte",
     )
-    add("--public-url", default=_env("public-url", ""), help="URL agents use to reach this master")
-    add("--tls-cert", type=Path, default=_env("tls-cert", None))
-    add("--tls-key", type=Path, default=_env("tls-key", None))
+    add(
+        "--public-url",
+        default=_env("public-url", ""),
+        help="URL agents use to reach this master (default: http(s)://<host>:<port> as listened "
+        "on, 127.0.0.1 for all interfaces)",
+    )
+    add(
+        "--tls-cert",
+        type=Path,
+        default=_env("tls-cert", None),
+        help="certificate chain (PEM) to serve HTTPS (default: none, plain HTTP)",
+    )
+    add(
+        "--tls-key",
+        type=Path,
+        default=_env("tls-key", None),
+        help="private key (PEM) of --tls-cert (default: none)",
+    )
     add(
         "--metrics-public",
         action="store_true",
@@ -159,6 +218,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-level",
         default=_env("log-level", "info"),
         choices=["debug", "info", "warning", "error"],
+        help="how much the master logs",
     )
     add(
         "--backup-interval",
@@ -172,7 +232,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=int(_env("backup-keep", 7)),
         help="scheduled backups to keep (older ones are deleted)",
     )
-    add("--backup-dir", type=Path, default=_env("backup-dir", None), help="<data-dir>/backups")
+    add(
+        "--backup-dir",
+        type=Path,
+        default=_env("backup-dir", None),
+        help="folder of backups (default: <data-dir>/backups)",
+    )
     add(
         "--with-agent",
         action="store_true",

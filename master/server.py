@@ -17,8 +17,10 @@ import ctypes.util
 import logging
 import sys
 from collections.abc import Callable
+from types import FrameType
 from typing import Any, ClassVar
 
+import uvicorn
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
@@ -202,3 +204,16 @@ def guarded_protocol() -> type[Any]:
             super().on_headers_complete()
 
     return GuardedHttpToolsProtocol
+
+
+class NotifyingServer(uvicorn.Server):
+    """uvicorn's server, calling `on_exit` when a signal begins the shutdown (before it closes
+    the open connections), so that the agents it disconnects are not taken for lost nodes."""
+
+    def __init__(self, config: uvicorn.Config, on_exit: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.on_exit = on_exit
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        self.on_exit()
+        super().handle_exit(sig, frame)

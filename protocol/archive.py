@@ -180,9 +180,9 @@ def _check_stored_in_place(
     return True
 
 
-def _parse_manifest_bytes(data: bytes) -> Manifest:
+def _parse_manifest_bytes(data: bytes, strict: bool = False) -> Manifest:
     try:
-        return parse_manifest(data)
+        return parse_manifest(data, strict)
     except ManifestError as exc:
         raise PackageError(
             ErrorCode.INVALID_MANIFEST,
@@ -205,7 +205,8 @@ def _check_manifest_targets(manifest: Manifest, files: set[str]) -> None:
 
 
 def inspect_package(path: Path, limits: ArchiveLimits | None = None) -> Manifest:
-    """Validate a package on disk completely (every entry decompressed) and return its manifest."""
+    """Validate a package on disk completely (every entry decompressed) and return its manifest.
+    Unknown keys in its service.json are refused (extraction on a node takes them)."""
     limits = limits or ArchiveLimits()
     budget = _Budget(limits)
     files: set[str] = set()
@@ -224,7 +225,7 @@ def inspect_package(path: Path, limits: ArchiveLimits | None = None) -> Manifest
         raise PackageError(
             ErrorCode.INVALID_MANIFEST, "the package has no service.json at its root"
         )
-    manifest = _parse_manifest_bytes(bytes(manifest_bytes))
+    manifest = _parse_manifest_bytes(bytes(manifest_bytes), strict=True)
     _check_manifest_targets(manifest, files)
     return manifest
 

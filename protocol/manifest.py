@@ -1,5 +1,6 @@
 """The `service.json` manifest: model, parser, and violations reported field by field."""
 
+import difflib
 import json
 import posixpath
 import re
@@ -24,6 +25,7 @@ NAME_RULE = "must start with a letter or digit and hold only letters, digits, '.
 ACCOUNT_PATTERN = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,31}\$?")
 ACCOUNT_SCHEMA_PATTERN = "^" + ACCOUNT_PATTERN.pattern + "$"  # the same rule for JSON Schema
 _DRIVE = re.compile(r"^[A-Za-z]:")
+MANIFEST_FILE = "service.json"
 
 
 class ManifestError(ValueError):
@@ -31,7 +33,14 @@ class ManifestError(ValueError):
 
     def __init__(self, problems: list[dict[str, str]]) -> None:
         self.problems = problems
-        super().__init__("; ".join(f"{p['field']}: {p['message']}" for p in problems))
+        super().__init__("; ".join(_said(p) for p in problems))
+
+
+def _said(problem: dict[str, str]) -> str:
+    # "unknown field restrat (did you mean restart?)" names its field already.
+    if problem["message"].startswith(UNKNOWN_FIELD):
+        return problem["message"]
+    return f"{problem['field']}: {problem['message']}"
 
 
 def is_safe_relative_path(path: str) -> bool:
@@ -54,7 +63,11 @@ def normalize_relative(path: str) -> str:
 
 
 class HealthCheck(FrozenStruct, frozen=True):
-    tcp: Annotated[int, Meta(ge=1, le=65535)] | None = None
+    """How the agent tells an instance is healthy. `tcp` may be a string naming a variable
+    ("${PORT}"), and `http`, `host` and `command` may hold `${VAR}`: the agent expands them from
+    the instance's environment (protocol.expand) before it probes."""
+
+    tcp: Annotated[int, Meta(ge=1, le=65535)] | Annotated[str, Meta(max_length=256)] | None = None
     host: Annotated[str, Meta(min_length=1, max_length=255)] = "127.0.0.1"  # for tcp
     http: str | None = None
     command: list[str] | None = None
@@ -69,7 +82,9 @@ class HealthCheck(FrozenStruct, frozen=True):
         given = [k for k in ("tcp", "http", "command") if getattr(self, k) is not None]
         if len(given) != 1:
             raise ValueError("give exactly one of tcp, http, command")
-        if self.http is not None and not self.http.startswith(("http://", "https://")):
+        if isinstance(self.tcp, str):
+            _port_text(self.tcp)
+        if self.http is not None and not self.http.startswith(("http://", "https://", "${")):
             raise ValueError("http must be an http:// or https:// URL")
         if self.command is not None:
             try:
@@ -77,6 +92,32 @@ class HealthCheck(FrozenStruct, frozen=True):
             except launch.LaunchError as exc:
                 where = f"command.{exc.where}" if exc.where is not None else "command"
                 raise ValueError(f"{where}: {exc}") from None
+
+
+# A port given as text: 1-65535 in digits, or text naming a variable ("${PORT}"; `$${X}` is a
+# literal, no variable). Also JSON Schema's pattern, so `.` is spelled as ECMAScript reads it.
+_LINE_CHAR = "[^\\n\\r\u2028\u2029]"
+PORT_TEXT_PATTERN = (
+    "^(?:6553[0-5]|655[0-2][0-9]|65[0-4][0-9]{2}|6[0-4][0-9]{3}|[1-5][0-9]{4}|[1-9][0-9]{0,3}"
+    f"|(?:{_LINE_CHAR}*[^$\\n\\r\u2028\u2029])?\\$\\{{[A-Za-z_][A-Za-z0-9_]*\\}}{_LINE_CHAR}*)$"
+)
+_PORT_TEXT = re.compile(PORT_TEXT_PATTERN.removeprefix("^").removesuffix("$"))
+
+
+def _port_text(text: str) -> None:
+    if not _PORT_TEXT.fullmatch(text):
+        raise ValueError(
+            f'tcp must be a port (1-65535) or name a variable like "${{PORT}}", not {text[:40]!r}'
+        )
+
+
+def port_of(value: int | str) -> int:
+    """The port a probe connects to, once `${VAR}` is expanded; ValueError when it is none."""
+    if isinstance(value, int):
+        return value
+    if not value.isdigit() or not 1 <= int(value) <= 65535:
+        raise ValueError(f"the health check's tcp port is {value[:40]!r}, not a port (1-65535)")
+    return int(value)
 
 
 DEFAULT_LOG_MAX_BYTES = 10 << 20
@@ -116,6 +157,29 @@ def _log_paths(paths: dict[str, str]) -> None:
             )
 
 
+def _shared_paths(paths: list[str]) -> None:
+    seen: list[str] = []
+    for raw in paths:
+        if not is_safe_relative_path(raw):
+            raise ValueError(f"{raw[:80]!r} must be a relative path inside the package (no '..')")
+        path = normalize_relative(raw)
+        if path in (".", "") or path == MANIFEST_FILE:
+            raise ValueError(f"{raw[:80]!r} cannot be shared: name a file or folder inside it")
+        for other in seen:
+            if _overlaps(path, other):
+                raise ValueError(f"{raw[:80]!r} overlaps {other!r}: share one or the other")
+        seen.append(path)
+
+
+def _overlaps(a: str, b: str) -> bool:
+    return a == b or a.startswith(b + "/") or b.startswith(a + "/")
+
+
+def shared_path_name(raw: str) -> tuple[str, bool]:
+    """A shared path normalised, and whether it is a folder (written with a trailing '/')."""
+    return normalize_relative(raw), raw.replace("\\", "/").endswith("/")
+
+
 def check_account(value: str | None) -> None:
     """A user or group name as the node's account database spells it."""
     if value is not None and ACCOUNT_PATTERN.fullmatch(value) is None:
@@ -137,6 +201,7 @@ _FIELD_CHECKS: dict[str, Callable[[Any], None]] = {
     "env": launch.check_env,
     "args": launch.check_args,
     "stop_args": launch.check_args,
+    "shared_paths": _shared_paths,
     "log_paths": _log_paths,
     "process_cmdline": _cmdline_pattern,
     "user": check_account,
@@ -172,6 +237,11 @@ class Manifest(FrozenStruct, frozen=True):
     # to the user's primary group.
     user: str | None = None
     group: str | None = None
+    # Releases: how many unpacked versions the agent keeps beside each other (the current and
+    # the previous one are always kept), and files or folders ("uploads/") kept outside every
+    # release and linked into each one.
+    keep_releases: Annotated[int, Meta(ge=1, le=100)] = 3
+    shared_paths: list[str] = []
 
     def __post_init__(self) -> None:
         for field, check in _FIELD_CHECKS.items():
@@ -183,6 +253,12 @@ class Manifest(FrozenStruct, frozen=True):
                 msgspec.structs.force_setattr(self, field, normalize_relative(value))
         if self.pid_strategy == "match" and not (self.process_name or self.process_cmdline):
             raise ValueError("pid_strategy 'match' needs process_name or process_cmdline")
+        for raw in self.shared_paths:
+            shared, _ = shared_path_name(raw)
+            for field in ("entrypoint", "stop_entrypoint"):
+                value = getattr(self, field)
+                if value is not None and _overlaps(shared, value):
+                    raise ValueError(f"shared_paths: {raw!r} would replace the {field} {value!r}")
 
 
 def _field_problems(data: dict[str, Any]) -> list[dict[str, str]]:
@@ -244,10 +320,45 @@ def _bad_key(value: Any, field_type: Any) -> str | None:
     return None
 
 
-def manifest_from_data(data: Any) -> Manifest:
+UNKNOWN_FIELD = "unknown field "
+
+
+def unknown_fields(
+    data: dict[str, Any], struct: Any = None, prefix: str = ""
+) -> list[dict[str, str]]:
+    """Keys no field of service.json (or of its `health` and `log_rotate` objects) has: a typo
+    such as `restrat` would otherwise leave the service without the setting it meant."""
+    struct = struct or Manifest
+    fields = {f.encode_name: f for f in msgspec.structs.fields(struct)}
+    problems: list[dict[str, str]] = []
+    for key, value in data.items():
+        path = prefix + str(key)
+        field = fields.get(key)
+        if field is None:
+            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.6)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            problems.append({"field": path, "message": f"{UNKNOWN_FIELD}{path}{hint}"})
+            continue
+        inner = _struct_of(field.type)
+        if inner is not None and isinstance(value, dict):
+            problems += unknown_fields(value, inner, path + ".")
+    return problems
+
+
+def _struct_of(field_type: Any) -> Any:
+    """The Struct type of a field (also inside `X | None`), else None."""
+    for arg in (field_type, *typing.get_args(field_type)):
+        if isinstance(arg, type) and issubclass(arg, msgspec.Struct):
+            return arg
+    return None
+
+
+def manifest_from_data(data: Any, strict: bool = False) -> Manifest:
+    """`strict` also refuses unknown keys: the master does, on upload; an agent reading a
+    package it was sent does not, so a newer master's fields never stop an older agent."""
     if not isinstance(data, dict):
         raise ManifestError([{"field": "service.json", "message": "must be a JSON object"}])
-    problems = _field_problems(data)
+    problems = (unknown_fields(data) if strict else []) + _field_problems(data)
     if problems:
         raise ManifestError(problems)
     try:
@@ -257,8 +368,9 @@ def manifest_from_data(data: Any) -> Manifest:
         raise ManifestError([{"field": path or "service.json", "message": message}]) from None
 
 
-def parse_manifest(text: str | bytes) -> Manifest:
-    """Parse service.json text (comments and trailing commas allowed)."""
+def parse_manifest(text: str | bytes, strict: bool = False) -> Manifest:
+    """Parse service.json text (comments and trailing commas allowed); `strict`: see
+    `manifest_from_data`."""
     if isinstance(text, bytes):
         try:
             text = text.decode("utf-8-sig")
@@ -277,4 +389,4 @@ def parse_manifest(text: str | bytes) -> Manifest:
                 }
             ]
         ) from None
-    return manifest_from_data(data)
+    return manifest_from_data(data, strict)

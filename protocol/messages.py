@@ -63,6 +63,9 @@ class InstanceReport(Struct):
     adopted: bool = False
     health_detail: str | None = None  # what the last probe said (why it is unhealthy)
     user: str | None = None  # the account its process runs as (or will run as)
+    # The release it runs (or would start): its package version and release folder name.
+    version: str | None = None
+    release: str | None = None
 
 
 class WireError(Struct):
@@ -144,7 +147,16 @@ class LogChunk(Message, tag="log_chunk"):
     error: str | None = None  # following stopped: why (e.g. the file became a symlink)
 
 
-AgentMessage = Hello | Heartbeat | InstanceStateMsg | InstanceStates | Metrics | Result | LogChunk
+class Goodbye(Message, tag="goodbye"):
+    """The agent is stopping on purpose (a signal, a service manager): its node going offline
+    next is planned, not a failure to alert on. A master that does not know it skips it."""
+
+    reason: str = ""
+
+
+AgentMessage = (
+    Hello | Heartbeat | InstanceStateMsg | InstanceStates | Metrics | Result | LogChunk | Goodbye
+)
 AGENT_MESSAGE = msgspec.json.Decoder(AgentMessage)
 
 
@@ -186,12 +198,25 @@ class InstanceSpec(Struct):
 
     instance_id: str
     name: str
-    package: PackageRef | None = None  # None for an adopted process
-    env: dict[str, str] = {}
+    package: PackageRef | None = None  # None for an adopted process; the current release's
+    env: dict[str, str] = {}  # over the manifest's env
     args: list[str] | None = None  # None: the manifest's args
     adopt: AdoptSpec | None = None
     # A per-instance setting over service.json's `user`/`group` (None: the manifest's, then the
     # agent's --default-user).
+    user: str | None = None
+    group: str | None = None
+    index: int | None = None  # GDOS_INSTANCE_INDEX: 1, 2, ... within its module
+
+
+class Settings(Struct):
+    """What runs an instance, as the master holds it now (the module's env and args with the
+    instance's own over them, its index and account). Sent with a start or a switch, it replaces
+    the instance's spec from that start on, and the agent keeps it for its own restarts."""
+
+    env: dict[str, str] = {}
+    args: list[str] | None = None
+    index: int | None = None
     user: str | None = None
     group: str | None = None
 
@@ -204,6 +229,7 @@ class Deploy(Message, tag="deploy"):
 class Start(Message, tag="start"):
     id: str
     instance_id: str
+    settings: Settings | None = None  # None: as it was last started
 
 
 class Stop(Message, tag="stop"):
@@ -223,6 +249,29 @@ class Batch(Message, tag="batch"):
     id: str
     action: Literal["start", "stop"]
     instance_ids: list[str]
+    settings: dict[str, Settings] = {}  # by instance id, for starts (see Start.settings)
+
+
+class Prepare(Message, tag="prepare"):
+    """Fetch, check and unpack a package as a release beside the running one; nothing stops.
+    Idempotent: a release already kept is neither fetched nor unpacked again. The result's data
+    is {"report", "release", "fetched": bool}."""
+
+    id: str
+    instance_id: str
+    package: PackageRef
+
+
+class Switch(Message, tag="switch"):
+    """Make a prepared release the current one, under the instance's lock: stop, point
+    `current` at it, start. `start`: true starts it, false leaves it stopped, null starts it
+    when it was running. Idempotent. The result's data is {"report", "release", "previous"}."""
+
+    id: str
+    instance_id: str
+    package: PackageRef
+    start: bool | None = None
+    settings: Settings | None = None
 
 
 class Adopt(Message, tag="adopt"):
@@ -264,7 +313,18 @@ class FollowLog(Message, tag="follow_log"):
 
 
 MasterMessage = (
-    Deploy | Start | Stop | Destroy | Batch | Adopt | Config | ListLogs | TailLog | FollowLog
+    Deploy
+    | Start
+    | Stop
+    | Destroy
+    | Batch
+    | Prepare
+    | Switch
+    | Adopt
+    | Config
+    | ListLogs
+    | TailLog
+    | FollowLog
 )
 MASTER_MESSAGE = msgspec.json.Decoder(MasterMessage)
 

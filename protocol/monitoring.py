@@ -1,6 +1,5 @@
 """REST bodies of monitoring and alerting (API.md "Monitoring and alerts"): metrics queries,
-alert rules, alerts, silences, and the webhook body. Kept apart from `rest.py` so the
-vocabulary of alerts stays in one place."""
+alert rules, alerts, silences, and the webhook body."""
 
 from itertools import combinations
 from typing import Annotated, Any, Literal
@@ -16,7 +15,7 @@ from pydantic import (
     WithJsonSchema,
 )
 
-from protocol.rest import JSON_NUMBER, NullMeans, PatchBody, RequestBody, parse_iso
+from protocol.rest_base import JSON_NUMBER, NullMeans, PatchBody, RequestBody, parse_iso
 from protocol.states import InstanceState
 
 Metric = Literal["cpu_percent", "rss_bytes", "state", "node_status"]

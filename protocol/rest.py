@@ -1,568 +1,98 @@
-"""REST request and response bodies (API.md). FastAPI renders these into /openapi.json, and the
-console's client parses responses with the same classes."""
+"""REST request and response bodies (API.md), one module per resource; FastAPI renders them into
+/openapi.json and the console's client parses responses with the same classes.
 
-import math
-import time
-from datetime import datetime
-from typing import Annotated, Any, Literal
+rest_base: what every body shares · rest_auth: log-in, users, join tokens, enrolment ·
+rest_fleet: nodes, packages, uploads · rest_systems: systems, modules, instances, adoption,
+operations · rest_records: audit, backups, logs · monitoring: metrics, alerts, silences.
+This module gathers the names others import.
+"""
 
-import msgspec
-from pydantic import (
-    BaseModel,
-    BeforeValidator,
-    ConfigDict,
-    Field,
-    GetJsonSchemaHandler,
-    ValidationInfo,
-    WithJsonSchema,
-    field_validator,
-    model_validator,
+from protocol.rest_auth import (
+    ROLE_RANK,
+    EnrollIn,
+    EnrollOut,
+    HostIn,
+    JoinTokenIn,
+    JoinTokenOut,
+    LoginIn,
+    LoginOut,
+    Role,
+    UserIn,
+    UserOut,
 )
-from pydantic.fields import FieldInfo
-from pydantic.json_schema import JsonSchemaValue
-from pydantic_core import CoreSchema, PydanticCustomError
-
-from protocol import pattern
-from protocol.manifest import (
-    ACCOUNT_SCHEMA_PATTERN,
-    NAME_SCHEMA_PATTERN,
-    HealthCheck,
-    check_account,
+from protocol.rest_base import (
+    JSON_NUMBER,
+    ErrorDetail,
+    ErrorOut,
+    HealthOut,
+    NullMeans,
+    PatchBody,
+    RequestBody,
+    iso,
+    parse_iso,
 )
-from protocol.messages import RestartMode
-from protocol.rest_launch import COMMAND_LIST_SCHEMA, ArgList, Command, EnvMap, LaunchSettings
-from protocol.wire import describe
-
-Role = Literal["admin", "operator", "viewer"]
-ROLE_RANK: dict[str, int] = {"viewer": 0, "operator": 1, "admin": 2}
-
-
-def iso(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    # time.strftime is three times cheaper than datetime here, and this runs for every
-    # timestamp of every instance event.
-    whole = math.floor(ts)
-    micros = round((ts - whole) * 1e6)
-    if micros == 1_000_000:
-        whole, micros = whole + 1, 0
-    return f"{time.strftime('%Y-%m-%dT%H:%M:%S', time.gmtime(whole))}.{micros:06d}Z"
-
-
-def parse_iso(text: str) -> float:
-    # RFC 3339 also allows a lowercase "t" and "z".
-    return datetime.fromisoformat(text.upper().replace("Z", "+00:00")).timestamp()
-
-
-def _json_number(value: Any) -> Any:
-    # JSON Schema's integer admits 58.0 but no number admits `true` or "58".
-    if isinstance(value, bool | str):
-        raise ValueError("must be a JSON number")
-    return value
-
-
-# Constraints go before this in Annotated[...], or the OpenAPI schema loses them.
-JSON_NUMBER = BeforeValidator(_json_number)
-StartOrder = Annotated[int, Field(ge=0, le=10_000), JSON_NUMBER]
-
-
-class RequestBody(BaseModel):
-    """A request body: unknown fields and non-finite numbers (Python's json reads `Infinity` and
-    `NaN`, which are not JSON) are refused."""
-
-    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
-
-
-class NullMeans:
-    """Marks a PATCH field whose null means something, e.g. `Annotated[str | None,
-    NullMeans("the newest version")]`; the schema offers null with that meaning."""
-
-    def __init__(self, meaning: str) -> None:
-        self.meaning = meaning
-
-
-def _null_meaning(field: FieldInfo) -> str | None:
-    return next((m.meaning for m in field.metadata if isinstance(m, NullMeans)), None)
-
-
-class PatchBody(RequestBody):
-    """A PATCH body: only the fields given change. A field left out keeps its value; an explicit
-    null is refused by name (422) unless the field is marked `NullMeans`, and the schema offers
-    null only where it is accepted."""
-
-    @field_validator("*", mode="before")
-    @classmethod
-    def _null_only_where_it_means_something(cls, value: Any, info: ValidationInfo) -> Any:
-        name = info.field_name
-        if value is None and name is not None and _null_meaning(cls.model_fields[name]) is None:
-            raise PydanticCustomError(
-                "null", "cannot be null: leave the field out to keep its current value"
-            )
-        return value
-
-    @classmethod
-    def __get_pydantic_json_schema__(
-        cls, core_schema: CoreSchema, handler: GetJsonSchemaHandler
-    ) -> JsonSchemaValue:
-        schema = handler.resolve_ref_schema(handler(core_schema))
-        for name, field in cls.model_fields.items():
-            prop = schema["properties"][field.alias or name]
-            meaning = _null_meaning(field)
-            if meaning is not None:
-                prop["description"] = f"{prop.get('description', '')}; null: {meaning}".lstrip("; ")
-                continue
-            options = [o for o in prop.pop("anyOf", []) if o.get("type") != "null"]
-            if len(options) == 1:
-                prop.update(options[0])
-            elif options:
-                prop["anyOf"] = options
-            if "default" in prop and prop["default"] is None:
-                del prop["default"]
-        return schema
-
-
-class ErrorDetail(BaseModel):
-    code: str
-    message: str
-    details: dict[str, Any] = Field(default_factory=dict)
-
-
-class ErrorOut(BaseModel):
-    error: ErrorDetail
-
-
-class HealthOut(BaseModel):
-    status: str
-    version: str
-
-
-class LoginIn(RequestBody):
-    username: str = Field(min_length=1, max_length=64)
-    password: str = Field(min_length=1, max_length=1024)
-
-
-class UserOut(BaseModel):
-    id: str
-    username: str
-    role: Role
-    created_at: str | None = None
-
-
-class LoginOut(BaseModel):
-    token: str
-    expires_at: str
-    user: UserOut
-
-
-class UserIn(RequestBody):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [{"username": "ops", "password": "a long passphrase", "role": "operator"}]
-        }
-    )
-
-    username: str = Field(min_length=1, max_length=64, pattern=NAME_SCHEMA_PATTERN)
-    password: str = Field(min_length=8, max_length=1024)
-    role: Role
-
-
-class JoinTokenIn(RequestBody):
-    ttl_seconds: Annotated[float, Field(gt=0, le=10 * 365 * 86400), JSON_NUMBER] | None = (
-        24 * 3600.0
-    )
-    # How many nodes may enrol with it (1: single-use); null or absent: any number until it expires.
-    max_uses: Annotated[int, Field(ge=1, le=1_000_000), JSON_NUMBER] | None = None
-
-
-class JoinTokenOut(BaseModel):
-    id: str
-    token: str
-    expires_at: str | None
-    max_uses: int | None = None
-    uses: int = 0
-
-
-class HostIn(BaseModel):
-    """The host facts an agent enrols with (the same fields as the channel's HostInfo)."""
-
-    model_config = ConfigDict(extra="ignore")
-
-    hostname: str = Field(min_length=1, max_length=255)
-    ip: str = Field(default="", max_length=64)
-    os: str = Field(default="", max_length=32)
-    arch: str = Field(default="", max_length=32)
-    mac: str = Field(default="", max_length=32)
-    cpu_count: Annotated[int, Field(ge=0, le=1 << 20), JSON_NUMBER] = 0
-    mem_total: Annotated[int, Field(ge=0), JSON_NUMBER] = 0
-    disk_total: Annotated[int, Field(ge=0), JSON_NUMBER] = 0
-    disk_free: Annotated[int, Field(ge=0), JSON_NUMBER] = 0
-    platform: str = Field(default="", max_length=255)
-
-
-class EnrollIn(RequestBody):
-    join_token: str = Field(min_length=1, max_length=256)
-    host: HostIn
-
-
-class EnrollOut(BaseModel):
-    node_id: str
-    node_secret: str
-
-
-class LoadOut(BaseModel):
-    cpu_percent: float = 0.0
-    mem_percent: float = 0.0
-    disk_percent: float = 0.0
-    load1: float = 0.0
-
-
-class NodeOut(BaseModel):
-    id: str
-    hostname: str
-    ip: str
-    os: str
-    arch: str
-    mac: str
-    cpu_count: int
-    mem_total: int
-    disk_total: int
-    status: Literal["online", "offline"]
-    last_seen: str | None
-    agent_version: str
-    labels: dict[str, str]
-    load: LoadOut
-    enrolled_at: str | None = None
-    # Instances the node's agent runs that the master does not know (e.g. after a restore);
-    # they are kept running and only reported.
-    unmanaged_instances: list[str] = Field(default_factory=list)
-
-
-class NodePatch(PatchBody):
-    model_config = ConfigDict(
-        json_schema_extra={"examples": [{"labels": {"rack": "r12", "tier": "web"}}]}
-    )
-
-    labels: dict[str, str]
-
-
-class PackageOut(BaseModel):
-    id: str
-    name: str
-    version: str
-    description: str
-    os: str | None
-    sha256: str
-    size: int
-    uploaded_at: str
-    manifest: dict[str, Any]
-
-
-class UploadOut(BaseModel):
-    """A resumable (tus) upload; `location` is where HEAD/PATCH/GET/DELETE go."""
-
-    id: str
-    location: str
-    length: int
-    offset: int
-    state: Literal["receiving", "complete", "failed"]
-    metadata: dict[str, str]
-    created_by: str
-    created_at: str
-    expires_at: str
-    package_id: str | None = None
-    error: ErrorDetail | None = None
-
-
-class SystemIn(RequestBody):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [{"name": "payments", "description": "payment gateway and its workers"}]
-        }
-    )
-
-    name: str = Field(min_length=1, max_length=128, pattern=NAME_SCHEMA_PATTERN)
-    description: str = Field(default="", max_length=4096)
-
-
-class SystemPatch(PatchBody):
-    model_config = ConfigDict(
-        json_schema_extra={"examples": [{"description": "payment gateway, workers and reports"}]}
-    )
-
-    description: str = Field(max_length=4096)
-
-
-class ModuleIn(RequestBody, LaunchSettings):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [
-                {
-                    "name": "api",
-                    "package": "payment-service",
-                    "version": None,
-                    "start_order": 2,
-                    "env": {"GIN_MODE": "release"},
-                    "args": ["-c", "../conf/config.yaml"],
-                }
-            ]
-        }
-    )
-
-    name: str = Field(min_length=1, max_length=128, pattern=NAME_SCHEMA_PATTERN)
-    package: str = Field(min_length=1, max_length=128)
-    version: str | None = None
-    start_order: StartOrder = 1
-    env: EnvMap = Field(default_factory=dict)
-    args: ArgList | None = None
-
-
-class ModulePatch(PatchBody, LaunchSettings):
-    model_config = ConfigDict(
-        json_schema_extra={
-            "examples": [{"version": "1.0.2", "env": {"GIN_MODE": "debug"}}, {"start_order": 3}]
-        }
-    )
-
-    version: Annotated[str | None, NullMeans("the newest version of the package")] = None
-    start_order: StartOrder | None = None
-    env: EnvMap | None = None
-    args: Annotated[ArgList | None, NullMeans("the args of the package's service.json")] = None
-
-
-class ModuleOut(BaseModel):
-    id: str
-    system_id: str
-    name: str
-    package: str
-    version: str | None
-    start_order: int
-    env: dict[str, str]
-    args: list[str] | None
-
-
-class InstanceCreate(RequestBody):
-    model_config = ConfigDict(
-        json_schema_extra={"examples": [{"module_id": "4f2a9c01b7de", "node_id": "9d1e0c4b2a77"}]}
-    )
-
-    module_id: str = Field(min_length=1, max_length=64)
-    node_id: str = Field(min_length=1, max_length=64)
-
-
-class InstanceOut(BaseModel):
-    id: str
-    system_id: str
-    module_id: str | None
-    node_id: str
-    name: str
-    state: str
-    desired_state: str
-    health: str
-    pid: int | None
-    started_at: str | None
-    restarts: int
-    exit_code: int | None
-    last_error: str | None
-    adopted: bool
-    version: str | None
-    health_detail: str | None = None
-    user: str | None = Field(
-        default=None, description="the account its process runs as on the node ('root' is marked)"
-    )
-
-
-def _health_schema() -> dict[str, Any]:
-    """service.json's health check as JSON Schema: msgspec's, plus what HealthCheck checks."""
-    schema: dict[str, Any] = msgspec.json.schema(HealthCheck)["$defs"]["HealthCheck"]
-    props = schema["properties"]
-    props["http"]["anyOf"][0]["pattern"] = "^https?://"
-    props["command"]["anyOf"][0] = COMMAND_LIST_SCHEMA
-    schema["oneOf"] = [
-        {"required": [kind], "not": {"properties": {kind: {"type": "null"}}}}
-        for kind in ("tcp", "http", "command")
-    ]
-    return schema
-
-
-HEALTH_SCHEMA = _health_schema()
-_HEALTH_INTS = {k for k, v in HEALTH_SCHEMA["properties"].items() if "integer" in str(v)}
-
-_ADOPT_NEEDS = {
-    "pid_file": "pid_file",
-    "process_name": "process_name",
-    "cmdline": "cmdline_pattern",
-}
-# The rules across fields that AdoptIn's validator checks, stated in its schema too.
-_ADOPT_RULES: dict[str, Any] = {
-    "allOf": [
-        *(
-            {
-                "if": {"properties": {"strategy": {"const": strategy}}},
-                "then": {"required": [field], "properties": {field: {"type": "string"}}},
-            }
-            for strategy, field in _ADOPT_NEEDS.items()
-        ),
-        {
-            "if": {
-                "properties": {"restart": {"enum": ["on-failure", "always"]}},
-                "required": ["restart"],
-            },
-            "then": {
-                "required": ["start_command"],
-                "not": {"properties": {"start_command": {"type": "null"}}},
-            },
-        },
-    ]
-}
-
-
-class AdoptIn(RequestBody):
-    """Take over a process GDOS did not start (API.md, "Adopt an external process")."""
-
-    model_config = ConfigDict(
-        json_schema_extra={
-            **_ADOPT_RULES,
-            "examples": [
-                {
-                    "system_id": "5c3e9b7a1d20",
-                    "node_id": "9d1e0c4b2a77",
-                    "name": "legacy-billing",
-                    "strategy": "pid_file",
-                    "pid_file": "/var/run/billing.pid",
-                    "start_command": ["/opt/billing/bin/start", "--daemon"],
-                    "restart": "on-failure",
-                }
-            ],
-        }
-    )
-
-    system_id: str = Field(min_length=1, max_length=64)
-    node_id: str = Field(min_length=1, max_length=64)
-    name: str = Field(min_length=1, max_length=160, pattern=NAME_SCHEMA_PATTERN)
-    strategy: Literal["pid_file", "process_name", "cmdline"]
-    pid_file: str | None = Field(default=None, min_length=1, max_length=4096)
-    process_name: str | None = Field(default=None, min_length=1, max_length=255)
-    cmdline_pattern: str | None = Field(
-        default=None,
-        min_length=1,
-        max_length=pattern.MAX_PATTERN,
-        description="RE2 syntax (linear time; no backreferences or lookaround)",
-    )
-    start_command: Command | None = None
-    stop_command: Command | None = None
-    stop_timeout: Annotated[float, Field(gt=0, le=3600), JSON_NUMBER] = 10.0
-    log_paths: dict[str, str] = Field(default_factory=dict)
-    health: Annotated[dict[str, Any], WithJsonSchema(HEALTH_SCHEMA)] | None = Field(
-        default=None,
-        description='as in service.json: {"tcp": 8888} | {"http": URL} | {"command": [...]}, '
-        "with optional timeout, interval, ready_timeout, failure_threshold, host",
-    )
-    restart: RestartMode = "no"
-    restart_limit: Annotated[int, Field(ge=1, le=1000), JSON_NUMBER] = 5
-    restart_window: Annotated[float, Field(gt=0, le=24 * 3600), JSON_NUMBER] = 60.0
-    start_order: StartOrder = 0
-    user: str | None = Field(
-        default=None,
-        max_length=33,
-        description="who the start, stop and probe commands run as (default: the agent's --default-user)",
-        json_schema_extra={"pattern": ACCOUNT_SCHEMA_PATTERN},
-    )
-    group: str | None = Field(
-        default=None, max_length=33, json_schema_extra={"pattern": ACCOUNT_SCHEMA_PATTERN}
-    )
-
-    @field_validator("user", "group")
-    @classmethod
-    def _account(cls, value: str | None) -> str | None:
-        check_account(value)
-        return value
-
-    @field_validator("health")
-    @classmethod
-    def _health(cls, value: dict[str, Any] | None) -> dict[str, Any] | None:
-        if value is None:
-            return None
-        # JSON Schema's integer admits 8888.0; msgspec's int does not.
-        value = {
-            k: int(v) if k in _HEALTH_INTS and isinstance(v, float) and v.is_integer() else v
-            for k, v in value.items()
-        }
-        try:
-            return HealthCheck.from_data(value).to_dict()  # service.json's rules, defaults filled
-        except msgspec.ValidationError as exc:
-            path, message = describe(exc)
-            raise ValueError(f"health{'.' + path if path else ''}: {message}") from None
-
-    @model_validator(mode="after")
-    def _strategy_has_its_field(self) -> "AdoptIn":
-        field = _ADOPT_NEEDS[self.strategy]
-        if not getattr(self, field):
-            raise ValueError(f"strategy {self.strategy!r} needs {field!r}")
-        if self.cmdline_pattern is not None:
-            try:
-                pattern.check(self.cmdline_pattern)
-            except pattern.PatternError as exc:
-                raise ValueError(f"cmdline_pattern: {exc}") from None
-        if self.restart != "no" and not self.start_command:
-            raise ValueError("a restart policy needs a start_command")
-        return self
-
-
-class BatchIn(RequestBody):
-    ready_timeout: Annotated[float, Field(gt=0, le=24 * 3600), JSON_NUMBER] | None = Field(
-        default=None,
-        description="seconds each instance may take to become healthy (default: its health check's ready_timeout)",
-    )
-
-
-class StepOut(BaseModel):
-    instance_id: str
-    name: str
-    node_id: str
-    level: int
-    state: str  # pending|starting|waiting_health|stopping|done|failed|skipped|cancelled
-    error: str | None
-    started_at: str | None
-    finished_at: str | None
-
-
-class OperationOut(BaseModel):
-    id: str
-    kind: Literal["start", "stop"]
-    system_id: str
-    state: Literal["running", "succeeded", "failed"]
-    error: str | None
-    actor: str
-    created_at: str | None
-    finished_at: str | None
-    level: int | None  # the start_order being worked on
-    resumed: int  # how many times a master restart resumed it
-    steps: list[StepOut]
-
-
-class OperationStarted(OperationOut):
-    operation_id: str
-
-
-class SystemOut(BaseModel):
-    id: str
-    name: str
-    description: str
-    created_at: str | None
-
-
-class SystemDetail(SystemOut):
-    modules: list[ModuleOut]
-    instances: list[InstanceOut]
-
-
-class AuditOut(BaseModel):
-    ts: str
-    actor: str
-    action: str
-    target: str
-    result: str
-    source_ip: str
-    detail: dict[str, Any]
-    id: int | None = None  # the row's place in the hash chain (GET /audit/verify names it)
-    hash: str = ""
+from protocol.rest_fleet import LoadOut, NodeOut, NodePatch, PackageOut, UploadOut
+from protocol.rest_records import AuditOut
+from protocol.rest_systems import (
+    HEALTH_SCHEMA,
+    AdoptIn,
+    BatchIn,
+    InstanceCreate,
+    InstanceOut,
+    ModuleIn,
+    ModuleOut,
+    ModulePatch,
+    OperationOut,
+    OperationStarted,
+    StartOrder,
+    StepOut,
+    SystemDetail,
+    SystemIn,
+    SystemOut,
+    SystemPatch,
+)
+
+__all__ = [
+    "HEALTH_SCHEMA",
+    "JSON_NUMBER",
+    "ROLE_RANK",
+    "AdoptIn",
+    "AuditOut",
+    "BatchIn",
+    "EnrollIn",
+    "EnrollOut",
+    "ErrorDetail",
+    "ErrorOut",
+    "HealthOut",
+    "HostIn",
+    "InstanceCreate",
+    "InstanceOut",
+    "JoinTokenIn",
+    "JoinTokenOut",
+    "LoadOut",
+    "LoginIn",
+    "LoginOut",
+    "ModuleIn",
+    "ModuleOut",
+    "ModulePatch",
+    "NodeOut",
+    "NodePatch",
+    "NullMeans",
+    "OperationOut",
+    "OperationStarted",
+    "PackageOut",
+    "PatchBody",
+    "RequestBody",
+    "Role",
+    "StartOrder",
+    "StepOut",
+    "SystemDetail",
+    "SystemIn",
+    "SystemOut",
+    "SystemPatch",
+    "UploadOut",
+    "UserIn",
+    "UserOut",
+    "iso",
+    "parse_iso",
+]

@@ -1,8 +1,20 @@
 """REST bodies of the records the master keeps of what happened: audit, backups, logs."""
 
-from typing import Literal
+from typing import Any, Literal
 
 from pydantic import BaseModel
+
+
+class AuditOut(BaseModel):
+    ts: str
+    actor: str
+    action: str
+    target: str
+    result: str
+    source_ip: str
+    detail: dict[str, Any]
+    id: int | None = None  # the row's place in the hash chain (GET /audit/verify names it)
+    hash: str = ""
 
 
 class AuditBreak(BaseModel):

@@ -7,8 +7,8 @@
 #                       embedded mode starts (a laptop needs nothing else)
 #   deb                 `all`, then dist/deb/gdos-{agent,master,console}_<version>_<arch>.deb
 #                       (scripts/package-deb.sh; Debian and Ubuntu)
-# Work files go to build/pyinstaller/. `all` analyses each program once (a few minutes on two
-# cores); a single program takes 30-120 s. Details and installing: docs/install.md.
+# Work files go to build/pyinstaller/. `all` analyses each program once. Details and installing:
+# docs/install.md.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh

@@ -180,9 +180,14 @@ async def demo_data(app: ConsoleApp, work: Path) -> dict[str, str]:
             "severity": "critical",
         }
     )
-    await app.fleet.start_system(shop.id)  # a real batch operation, level by level
+    await app.operations.start_system(shop.id)  # a real batch operation, level by level
     await client.start_instance(ids["worker"])  # restarts twice, then stays `failed`
-    await until(lambda: (app.fleet.instances.row(ids["worker"]) or {}).get("state") == "failed", 60)
+
+    def worker_failed() -> bool:
+        row = app.fleet.instances.row(ids["worker"])
+        return row is not None and row.get("state") == "failed"
+
+    await until(worker_failed, 60)
     ids["shop"] = shop.id
     ids["billing"] = billing.id
     return ids

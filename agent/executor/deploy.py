@@ -1,6 +1,7 @@
-"""Fetch a package, check its sha256, and unpack it safely into the instance directory."""
+"""Fetch a package, check its sha256, and unpack it safely as a release of an instance."""
 
 import asyncio
+import errno
 import logging
 import os
 import random
@@ -11,7 +12,8 @@ from pathlib import Path
 from urllib.parse import urljoin, urlsplit
 
 from agent import logs
-from agent.executor import runas
+from agent.executor import releases, runas
+from agent.executor.releases import Release
 from agent.flags import DEFAULT_DOWNLOAD_RETRY_SECONDS
 from agent.hostinfo import os_name
 from agent.http import Http, HttpError, Progress
@@ -93,8 +95,17 @@ async def download(
             delay = min(delay * 2, RETRY_MAX)
         except OSError as exc:
             dest.unlink(missing_ok=True)
-            raise GdosError(ErrorCode.DEPLOY_FAILED, f"cannot write {ref.name}: {exc}") from None
+            raise write_error(exc, f"cannot write package {ref.name} {ref.version}") from None
     _check_digest(ref, dest, progress.sha256.hexdigest())
+
+
+def write_error(exc: OSError, what: str) -> GdosError:
+    """A failed write on the node: `storage_full` when the disk (or a quota) is full."""
+    if exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC)):
+        return GdosError(
+            ErrorCode.STORAGE_FULL, f"{what}: the disk of this node is full ({exc.strerror})"
+        )
+    return GdosError(ErrorCode.DEPLOY_FAILED, f"{what}: {exc.strerror or exc}")
 
 
 def _gave_up(ref: PackageRef, store: str, exc: HttpError, tries: int, spent: float) -> GdosError:
@@ -126,23 +137,42 @@ async def install(
     instance_dir: Path,
     log_roots: tuple[Path, ...],
     account: Callable[[Manifest], runas.Account],
-) -> tuple[Manifest, runas.Account]:
-    """Fetch, check and unpack a package into `instance_dir`; its folders made ready for the
-    account it runs as (returned with its manifest). Raises GdosError or OSError."""
-    await asyncio.to_thread(instance_dir.mkdir, parents=True, exist_ok=True)
-    zip_path = instance_dir / "package.zip"
-    await fetch(package, zip_path)
-    manifest = await asyncio.to_thread(unpack, zip_path, instance_dir / "app")
-    zip_path.unlink(missing_ok=True)
-    if manifest.os and manifest.os != os_name():
-        raise GdosError(
-            ErrorCode.OS_MISMATCH,
-            f"package {package.name} is for {manifest.os}; this node runs {os_name()}",
-        )
-    logs.check_log_roots(manifest.log_paths, log_roots, instance_dir)
-    run_as = account(manifest)
-    await asyncio.to_thread(runas.prepare_folders, instance_dir, run_as, manifest)
-    return manifest, run_as
+) -> tuple[Release, runas.Account]:
+    """Fetch, check and unpack a package as a release of the instance, beside any other: its
+    shared paths linked, its folders made ready for the account it runs as (returned with it).
+    Nothing of a release that fails is left. Raises GdosError."""
+    name = releases.release_name(package)
+    target = releases.folder(instance_dir, name)
+    zip_path = releases.staging(instance_dir, name)
+    what = f"cannot unpack {package.name} {package.version}"
+    try:
+        await asyncio.to_thread(target.parent.mkdir, parents=True, exist_ok=True)
+        await fetch(package, zip_path)
+        manifest = await asyncio.to_thread(unpack, zip_path, target)
+    except OSError as exc:
+        raise write_error(exc, what) from None
+    finally:
+        await asyncio.to_thread(zip_path.unlink, missing_ok=True)
+    try:
+        if manifest.os and manifest.os != os_name():
+            raise GdosError(
+                ErrorCode.OS_MISMATCH,
+                f"package {package.name} is for {manifest.os}; this node runs {os_name()}",
+            )
+        logs.check_log_roots(manifest.log_paths, log_roots, instance_dir)
+        run_as = account(manifest)
+        await asyncio.to_thread(_settle, instance_dir, target, manifest, run_as)
+    except BaseException as exc:
+        await asyncio.to_thread(releases.remove_release, instance_dir, name)
+        if isinstance(exc, OSError):
+            raise write_error(exc, what) from None
+        raise
+    return Release(name, package, manifest), run_as
+
+
+def _settle(instance_dir: Path, release: Path, manifest: Manifest, account: runas.Account) -> None:
+    shared = releases.link_shared(instance_dir, release, manifest)
+    runas.prepare_folders(instance_dir, account, manifest, release, shared)
 
 
 def unpack(zip_path: Path, app_dir: Path) -> Manifest:

@@ -2,9 +2,10 @@
 2xx, or a command that exits 0, each within `timeout`.
 
 A monitor runs per running instance and reports only changes. Until the first success it probes
-on a fast ramp (50 ms, doubling up to `interval`) so a readiness gate opens as soon as the service
-is ready; once healthy it probes every `interval` and needs `failure_threshold` failures in a row
-before it says unhealthy (one lost probe on a busy host is not an outage).
+on a fast ramp (50 ms, doubling up to `interval`; a TCP or HTTP probe, cheap, at most 0.2 s apart)
+so a readiness gate (a batch start, a rollout's batch) opens as soon as the service is ready; once
+healthy it probes every `interval` and needs `failure_threshold` failures in a row before it says
+unhealthy (one lost probe on a busy host is not an outage).
 """
 
 import asyncio
@@ -22,12 +23,13 @@ from agent import http
 from agent.executor import process
 from agent.executor.runas import Account
 from protocol.frozen import child_environ
-from protocol.manifest import HealthCheck
+from protocol.manifest import HealthCheck, port_of
 from protocol.states import HealthState
 
 log = logging.getLogger(__name__)
 
 FIRST_PROBE_DELAY = 0.05
+STARTING_MAX_GAP = 0.2  # TCP and HTTP probes while a service starts (a command probe is a process)
 
 
 @dataclass(frozen=True)
@@ -120,7 +122,11 @@ def _kill_group(pid: int) -> None:
 
 async def probe(check: HealthCheck, ctx: ProbeContext) -> ProbeResult:
     if check.tcp is not None:
-        return await probe_tcp(check.host, check.tcp, check.timeout)
+        try:
+            port = port_of(check.tcp)  # a "${PORT}" is expanded before the monitor begins
+        except ValueError as exc:
+            return ProbeResult(False, str(exc))
+        return await probe_tcp(check.host, port, check.timeout)
     if check.http is not None:
         return await probe_http(check.http, check.timeout)
     assert check.command is not None
@@ -152,6 +158,7 @@ class HealthMonitor:
     async def _run(self) -> None:
         check = self.check
         delay = FIRST_PROBE_DELAY
+        ramp_cap = check.interval if check.command else min(check.interval, STARTING_MAX_GAP)
         failures = 0
         ever_healthy = False
         while True:
@@ -176,5 +183,5 @@ class HealthMonitor:
             if new != self.state:
                 self.state = new
                 self.on_change(new, None if result.ok else result.detail)
-            delay = check.interval if ever_healthy else min(check.interval, delay * 2)
+            delay = check.interval if ever_healthy else min(ramp_cap, delay * 2)
             await asyncio.sleep(delay)

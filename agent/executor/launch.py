@@ -15,13 +15,15 @@ from agent.executor import locate, process
 from agent.executor.health import ProbeContext
 from agent.executor.restart import RestartPolicy
 from agent.executor.runas import DATA_DIR, ENV_DATA_DIR, Account
+from protocol import expand
 from protocol.errors import ErrorCode, GdosError
 from protocol.frozen import child_environ
-from protocol.manifest import HealthCheck, Manifest
+from protocol.manifest import HealthCheck, Manifest, port_of
 from protocol.messages import AdoptSpec, InstanceSpec
 
 ENV_INSTANCE_ID = "GDOS_INSTANCE_ID"
 ENV_INSTANCE_NAME = "GDOS_INSTANCE_NAME"
+ENV_INSTANCE_INDEX = "GDOS_INSTANCE_INDEX"
 LOCATE_TIMEOUT = 30.0  # how long a start command may take to bring its process up
 
 
@@ -49,6 +51,8 @@ def base_env(spec: InstanceSpec, manifest: Manifest | None) -> dict[str, str]:
     env = {**child_environ(), **(manifest.env if manifest else {}), **spec.env}
     env[ENV_INSTANCE_ID] = spec.instance_id
     env[ENV_INSTANCE_NAME] = spec.name
+    if spec.index is not None:
+        env[ENV_INSTANCE_INDEX] = str(spec.index)
     return env
 
 
@@ -63,7 +67,11 @@ def adopt_target(adopt: AdoptSpec) -> locate.Target:
     return locate.Target(matcher=matcher)
 
 
-def start_plan(spec: InstanceSpec, manifest: Manifest | None, instance_dir: Path) -> Plan:
+def start_plan(
+    spec: InstanceSpec, manifest: Manifest | None, instance_dir: Path, app: Path | None
+) -> Plan:
+    """`app`: the current release's folder (None for an adopted process). The arguments still
+    hold `${VAR}`: `expanded` fills them once the environment is complete."""
     env = base_env(spec, manifest)
     if spec.adopt is not None:
         if not spec.adopt.start_command:
@@ -74,9 +82,9 @@ def start_plan(spec: InstanceSpec, manifest: Manifest | None, instance_dir: Path
         return Plan(
             command_argv(spec.adopt.start_command), instance_dir, env, adopt_target(spec.adopt)
         )
-    if manifest is None:
+    if manifest is None or app is None:
         raise GdosError(ErrorCode.INVALID_STATE, f"instance {spec.name} is not deployed")
-    exe = process.executable(instance_dir / "app" / manifest.entrypoint)
+    exe = process.executable(app / manifest.entrypoint)
     args = spec.args if spec.args is not None else manifest.args
     target = None
     if manifest.pid_strategy == "match":
@@ -84,15 +92,17 @@ def start_plan(spec: InstanceSpec, manifest: Manifest | None, instance_dir: Path
     return Plan([str(exe), *args], exe.parent, env, target)
 
 
-def stop_plan(spec: InstanceSpec, manifest: Manifest | None, instance_dir: Path) -> Plan | None:
+def stop_plan(
+    spec: InstanceSpec, manifest: Manifest | None, instance_dir: Path, app: Path | None
+) -> Plan | None:
     """The stop command, or None to stop by signals."""
     if spec.adopt is not None:
         if not spec.adopt.stop_command:
             return None
         return Plan(command_argv(spec.adopt.stop_command), instance_dir, _stop_env(spec, manifest))
-    if manifest is None or not manifest.stop_entrypoint:
+    if manifest is None or not manifest.stop_entrypoint or app is None:
         return None
-    exe = process.executable(instance_dir / "app" / manifest.stop_entrypoint)
+    exe = process.executable(app / manifest.stop_entrypoint)
     return Plan([str(exe), *manifest.stop_args], exe.parent, _stop_env(spec, manifest))
 
 
@@ -125,16 +135,57 @@ def health_check(spec: InstanceSpec, manifest: Manifest | None) -> HealthCheck |
     return manifest.health if manifest else None
 
 
+def expanded_health(check: HealthCheck, env: dict[str, str]) -> HealthCheck:
+    """The check with `${VAR}` filled from the instance's environment; MissingVariable or
+    ValueError (a tcp port that is none) when it cannot be."""
+    changes: dict[str, object] = {"host": expand.expand(check.host, env, "the health check's host")}
+    if isinstance(check.tcp, str):
+        changes["tcp"] = port_of(expand.expand(check.tcp, env, "the health check's tcp port"))
+    if check.http is not None:
+        changes["http"] = expand.expand(check.http, env, "the health check's http URL")
+    if check.command is not None:
+        changes["command"] = expand.expand_all(check.command, env, "health command word")
+    return check.replace(**changes)
+
+
+def expanded(plan: Plan, check: HealthCheck | None, args: bool) -> Plan:
+    """The plan with `${VAR}` in its arguments filled from its (complete) environment when
+    `args` (a package's arguments; an adopted start command is run as written), checking the
+    health check's too: a variable either lacks is a GdosError naming it."""
+    try:
+        argv = plan.argv
+        if args:
+            argv = [argv[0], *expand.expand_all(argv[1:], plan.env, "argument")]
+        if check is not None:
+            expanded_health(check, plan.env)
+    except (expand.MissingVariable, ValueError) as exc:
+        raise GdosError(ErrorCode.START_FAILED, str(exc)) from None
+    return Plan(argv, plan.cwd, plan.env, plan.target)
+
+
+def service_env(
+    spec: InstanceSpec, manifest: Manifest | None, instance_dir: Path, account: Account | None
+) -> dict[str, str]:
+    """The environment the service is started with (what `${VAR}` in its health check reads)."""
+    env = base_env(spec, manifest)
+    if account is not None:
+        env.update(account.env())
+    if spec.adopt is None:
+        env[ENV_DATA_DIR] = str(instance_dir / DATA_DIR)
+    return env
+
+
 def probe_context(
     spec: InstanceSpec,
     manifest: Manifest | None,
-    instance_dir: Path,
+    app: Path | None,
     account: Account | None = None,
     refusal: str | None = None,
 ) -> ProbeContext:
-    """A command probe runs as the service's account; `refusal` (that account cannot be used)
-    fails every command probe with that sentence rather than run it as the agent."""
-    root = instance_dir / "app" if spec.adopt is None else None
+    """A command probe runs as the service's account, from the current release (`app`);
+    `refusal` (that account cannot be used) fails every command probe with that sentence
+    rather than run it as the agent."""
+    root = app if spec.adopt is None else None
     env = {**(manifest.env if manifest else {}), **spec.env}
     # The name, not the id marker: a probe is not one of the service's processes.
     env[ENV_INSTANCE_NAME] = spec.name

@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from agent.executor import process, states
 from agent.executor.health import HealthMonitor
+from agent.executor.releases import Release
 from agent.executor.restart import Backoff
 from agent.executor.states import ProcessState
 from protocol.manifest import Manifest
@@ -42,14 +43,21 @@ class Managed:
     health_detail: str | None = None
     adopted: bool = False
     user: str | None = None  # the account its process runs as (or will run as)
+    # Deployed instances: the current release's name, the one current before the last switch,
+    # and every release kept on disk (the current one included), least recently used first.
+    release: str | None = None
+    previous: str | None = None
+    releases: tuple[Release, ...] = ()
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    prepare_lock: asyncio.Lock = field(default_factory=asyncio.Lock)  # one prepare at a time
+    prepare_task: asyncio.Task[Any] | None = None  # the prepare under way (a destroy cancels it)
     popen: subprocess.Popen[bytes] | None = None
     watcher: asyncio.Task[None] | None = None
     monitor: HealthMonitor | None = None
     backoff: Backoff | None = None
     restart_task: asyncio.Task[None] | None = None
     stopping_saved: asyncio.Future[None] | None = None  # the save of `stopping`, once begun
-    _static: dict[str, Any] | None = None  # spec and manifest, dumped once
+    _static: dict[str, Any] | None = None  # spec, manifest and releases, dumped once
 
     @property
     def id(self) -> str:
@@ -78,6 +86,9 @@ class Managed:
         if new != old:
             log.debug("%s: %s -> %s", self.spec.name, old, new)
 
+    def kept(self, name: str | None) -> Release | None:
+        return next((r for r in self.releases if r.name == name), None)
+
     def forget_process(self) -> None:
         """The process is gone (or no longer ours): nothing may be signalled by its identity."""
         self.popen, self.pid, self.create_time, self.cmdline = None, None, None, None
@@ -96,16 +107,22 @@ class Managed:
             adopted=self.adopted,
             health_detail=self.health_detail,
             user=self.user,
+            version=self.spec.package.version if self.spec.package else None,
+            release=self.release,
         )
 
     def record(self) -> dict[str, Any]:
         """What the state file keeps (the report's fields but health, which is re-probed after
         an agent restart). Built field by field: a save of a host's table builds every record."""
-        if self._static is None or self._static["manifest_obj"] is not self.manifest:
+        key = (self.spec, self.manifest, self.releases)
+        if self._static is None or any(
+            a is not b for a, b in zip(self._static["key"], key, strict=True)
+        ):
             self._static = {
                 "spec": self.spec.to_dict(),
                 "manifest": self.manifest.to_dict() if self.manifest else None,
-                "manifest_obj": self.manifest,
+                "releases": [r.record() for r in self.releases],
+                "key": key,
             }
         backoff = self.state == ProcessState.BACKOFF
         return {
@@ -123,6 +140,9 @@ class Managed:
             "restarts": self.restarts,
             "adopted": self.adopted,
             "user": self.user,
+            "release": self.release,
+            "previous_release": self.previous,
+            "releases": self._static["releases"],
         }
 
     @classmethod
@@ -144,4 +164,7 @@ class Managed:
             restarts=record.get("restarts", 0),
             adopted=record.get("adopted", False),
             user=record.get("user"),
+            release=record.get("release"),
+            previous=record.get("previous_release"),
+            releases=tuple(Release.from_record(r) for r in record.get("releases") or ()),
         )

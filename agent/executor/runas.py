@@ -6,11 +6,12 @@ group defaults to the user's primary group; the user's supplementary groups come
 root agent can run a service as another account; on Windows this is not supported yet.
 
 Folders of an instance run as another account (who owns what):
-- `<instance>/` (group: the service's, 0750: other accounts stay out) and `app/`: the agent's,
-  readable by the service, never writable by it (a compromised service cannot rewrite its own
-  code or the agent's files);
+- `<instance>/` (group: the service's, 0750: other accounts stay out), `releases/` and each
+  release: the agent's, readable by the service, never writable by it (a compromised service
+  cannot rewrite its own code or the agent's files);
 - `data/`: the service's (mode 0750), its place to write (`GDOS_DATA_DIR`);
-- the folders of its relative `log_paths` inside `app/` (and those files): the service's;
+- what `shared/` holds (the manifest's shared_paths): the service's, as `data/`;
+- the folders of its relative `log_paths` inside a release (and those files): the service's;
 - `logs/` (stdout, stderr): the agent's; the service writes them through inherited handles.
 """
 
@@ -165,8 +166,15 @@ def log_files(manifest: Manifest | None) -> Iterable[str]:
             yield normalize_relative(raw)
 
 
-def prepare_folders(instance_dir: Path, account: Account, manifest: Manifest | None) -> None:
-    """Make `data/` and, for another account, hand it and the log folders over (see above)."""
+def prepare_folders(
+    instance_dir: Path,
+    account: Account,
+    manifest: Manifest | None,
+    app: Path,
+    shared: Iterable[Path] = (),
+) -> None:
+    """Make `data/` and, for another account, hand it, the `shared` paths and the log folders
+    of the release in `app` over (see above)."""
     data = instance_dir / DATA_DIR
     data.mkdir(exist_ok=True)
     if not account.switch:
@@ -176,13 +184,16 @@ def prepare_folders(instance_dir: Path, account: Account, manifest: Manifest | N
     # cannot read its code or logs. Inside, the agent's files are readable, never writable.
     os.chown(instance_dir, -1, account.gid, follow_symlinks=False)
     os.chmod(instance_dir, 0o750)  # noqa: S103 - the service's group may enter, no one else
-    app = instance_dir / "app"
-    if app.is_dir() and not app.is_symlink():
-        os.chmod(app, 0o755)  # noqa: S103 - readable, never writable, by the service
+    for folder in (app.parent, app):
+        if folder.is_dir() and not folder.is_symlink():
+            os.chmod(folder, 0o755)  # noqa: S103 - readable, never writable, by the service
     _own(data, account, 0o750)
+    for path in shared:
+        _own(path, account, 0o750 if path.is_dir() else 0o640)
     for rel in log_files(manifest):
         target = app / rel
         if target.parent != app:
             target.parent.mkdir(parents=True, exist_ok=True)
-            _own(target.parent, account, 0o750)
+            if not target.parent.is_symlink():  # a shared folder is the service's already
+                _own(target.parent, account, 0o750)
         _own(target, account, 0o640, create=True)

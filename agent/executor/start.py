@@ -4,6 +4,7 @@ The state changes around a start are the supervisor's; this is the work on the h
 command with its logs, and when the command only launches the service, find what it launched.
 """
 
+import os
 import subprocess
 import time
 from collections.abc import Awaitable, Callable
@@ -18,6 +19,9 @@ from agent.executor.launch import ENV_INSTANCE_ID
 from protocol.errors import GdosError
 
 Background = Callable[[Awaitable[Any]], None]
+STDERR_TAIL_BYTES = 4096  # read from the end of stderr.log when a service exits on its own
+STDERR_TAIL_LINES = 3
+STDERR_TAIL_CHARS = 400
 
 
 class StartFailed(Exception):
@@ -88,3 +92,22 @@ def _discard_launcher(popen: subprocess.Popen[bytes], background: Background) ->
     if proc is not None:
         process.kill_tree(process.tree(proc))
     background(process.reap(popen))
+
+
+def stderr_tail(instance_dir: Path, since: float | None) -> str:
+    """The last lines of the service's stderr, when it wrote any since `since` (its start):
+    why a start failed, for `last_error`. Empty when there is nothing recent to show."""
+    try:
+        with open(instance_dir / "logs" / "stderr.log", "rb") as f:
+            st = os.fstat(f.fileno())
+            if since is not None and st.st_mtime < since - 1.0:
+                return ""  # nothing written by this run
+            f.seek(max(0, st.st_size - STDERR_TAIL_BYTES))
+            data = f.read(STDERR_TAIL_BYTES)
+    except OSError:
+        return ""
+    lines = [line.strip() for line in data.decode("utf-8", "replace").splitlines()]
+    if st.st_size > STDERR_TAIL_BYTES:
+        lines = lines[1:]  # the first may be cut
+    text = " / ".join([line for line in lines if line][-STDERR_TAIL_LINES:])
+    return text if len(text) <= STDERR_TAIL_CHARS else "..." + text[-STDERR_TAIL_CHARS:]

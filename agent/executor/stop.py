@@ -25,11 +25,13 @@ async def request_stop(
     m: Managed,
     procs: list[psutil.Process],
     instance_dir: Path,
+    app: Path | None,
     account: Callable[[], runas.Account],
     timeout: float,
 ) -> None:
-    """The instance's stop command when it has one, else SIGTERM to its tree."""
-    plan = launch.stop_plan(m.spec, m.manifest, instance_dir)
+    """The instance's stop command (from its current release, `app`) when it has one, else
+    SIGTERM to its tree."""
+    plan = launch.stop_plan(m.spec, m.manifest, instance_dir, app)
     if plan is None:
         process.terminate_tree(procs)
     else:

@@ -1,11 +1,12 @@
-"""The agent's commands on its instances (deploy, start, stop, adopt, destroy) and its start-up,
-which re-adopts what the last agent ran.
+"""The agent's commands on its instances (deploy, start, stop, prepare, switch, adopt, destroy)
+and its start-up, which re-adopts what the last agent ran and tidies its release folders.
 
 Commands on one instance run one at a time (a lock per instance); different instances run
 concurrently. A change is saved, then reported (the two exceptions say why where they happen),
 so what the master hears is what the agent will remember after a crash. States change only
 through `Managed.change_state` (checked against `states.TRANSITIONS`); what an exit leads to is
-`watch`'s; the work on the host is done by `deploy`, `start`, `stop`, `readopt` and `locate`.
+`watch`'s; the work on the host is done by `deploy`, `start`, `stop`, `readopt` and `locate`,
+and changes of release by `upgrade`.
 """
 
 import asyncio
@@ -18,8 +19,9 @@ from pathlib import Path
 import psutil
 
 from agent import logs
-from agent.executor import deploy, launch, locate, process, protected, states
+from agent.executor import deploy, launch, locate, process, protected, releases, states, upgrade
 from agent.executor.deploy import Fetch
+from agent.executor.downloads import Downloads
 from agent.executor.launch import ENV_INSTANCE_ID
 from agent.executor.managed import Managed
 from agent.executor.readopt import Survivors
@@ -31,7 +33,7 @@ from agent.executor.watch import Watch
 from agent.flags import DEFAULT_LOG_ROOTS
 from agent.state import StateFile
 from protocol.errors import ErrorCode, GdosError
-from protocol.messages import InstanceReport, InstanceSpec
+from protocol.messages import InstanceReport, InstanceSpec, PackageRef, Settings
 
 log = logging.getLogger(__name__)
 
@@ -54,11 +56,13 @@ class Supervisor(InstanceTable):
         super().__init__(work_dir, state, report, default_user)
         self.log_roots = log_roots  # where absolute log_paths may point (--log-roots)
         self.fetch = fetch
+        self.downloads = Downloads(fetch, work_dir)
         self.watch = Watch(self, functools.partial(self._start_locked, manual=False))
 
     # -- start-up: re-adopt what survived the agent -------------------------------------------
 
     async def load(self) -> None:
+        await asyncio.to_thread(self.downloads.clean)
         survivors = Survivors()
         ended: list[Managed] = []
         for instance_id, record in self.state.instances.items():
@@ -72,6 +76,8 @@ class Supervisor(InstanceTable):
                 shutil.rmtree(self.instance_dir(m.id), ignore_errors=True)
                 continue
             self.instances[m.id] = m
+            if not m.adopted:
+                await asyncio.to_thread(self._settle_releases, m)
             if self._readopt(m, survivors.of(m)):
                 ended.append(m)
         try:
@@ -83,6 +89,23 @@ class Supervisor(InstanceTable):
                 self.watch.restart_after(m, 0.0)
             else:  # it ended while nobody watched: the restart policy still applies
                 await self.watch.after_unexpected_exit(m, m.error or "the process ended", None)
+
+    def _settle_releases(self, m: Managed) -> None:
+        """Releases as the state file says: an instance unpacked by an agent before releases
+        moved into `releases/` (its process keeps running), what an interrupted prepare left
+        removed, and `current` pointing at the recorded release."""
+        inst_dir = self.instance_dir(m.id)
+        if m.release is None and m.spec.package is not None and m.manifest is not None:
+            name = releases.release_name(m.spec.package)
+            if releases.migrate_legacy(inst_dir, name):
+                m.release = name
+                m.releases = (releases.Release(name, m.spec.package, m.manifest),)
+        m.releases = tuple(
+            r
+            for r in m.releases
+            if r.name == m.release or releases.folder(inst_dir, r.name).is_dir()
+        )
+        releases.tidy(inst_dir, {r.name for r in m.releases}, m.release)
 
     def _readopt(self, m: Managed, proc: psutil.Process | None) -> bool:
         """Take up where the last agent left; True when the restart policy has a say."""
@@ -127,13 +150,14 @@ class Supervisor(InstanceTable):
             await self.commit(m)
             inst_dir = self.instance_dir(m.id)
             try:
-                manifest, account = await deploy.install(
-                    self.fetch,
+                release, account = await deploy.install(
+                    self.downloads.get,
                     package,
                     inst_dir,
                     self.log_roots,
                     functools.partial(self.account, spec),
                 )
+                await asyncio.to_thread(releases.write_pointer, inst_dir, release.name)
             except (GdosError, OSError) as exc:
                 shutil.rmtree(inst_dir, ignore_errors=True)
                 del self.instances[m.id]
@@ -142,15 +166,21 @@ class Supervisor(InstanceTable):
                 if isinstance(exc, GdosError):
                     raise
                 raise GdosError(ErrorCode.DEPLOY_FAILED, f"deploy failed: {exc}") from None
-            m.manifest, m.user = manifest, account.user
+            m.manifest, m.user = release.manifest, account.user
+            m.release, m.releases = release.name, (release,)
             m.change_state(S.STOPPED, error=None)
             await self.commit(m)
             log.info("deployed %s (%s %s)", spec.name, package.name, package.version)
 
-    async def start(self, instance_id: str) -> None:
+    async def start(self, instance_id: str, settings: Settings | None = None) -> None:
+        """Start (an operator's start); `settings`, when given, apply from this start on."""
         m = self.get(instance_id)
         async with m.lock:
-            await self._start_locked(m, manual=True)
+            upgrade.apply_settings(m, settings)
+            await self.start_locked(m)
+
+    async def start_locked(self, m: Managed) -> None:
+        await self._start_locked(m, manual=True)
 
     async def _start_locked(self, m: Managed, manual: bool) -> None:
         if m.state in (S.RUNNING, S.STARTING) and m.identity and process.find(m.identity):
@@ -164,15 +194,17 @@ class Supervisor(InstanceTable):
             if m.backoff is not None:
                 m.backoff.reset()
         inst_dir = self.instance_dir(m.id)
-        plan = launch.start_plan(m.spec, m.manifest, inst_dir)
+        plan = launch.start_plan(m.spec, m.manifest, inst_dir, self.app_dir(m))
         try:
             account = self.account(m.spec, m.manifest)
+            plan = launch.with_account(plan, account, inst_dir, deployed=not m.adopted)
+            check = launch.health_check(m.spec, m.manifest)
+            plan = launch.expanded(plan, check, args=not m.adopted)
         except GdosError as exc:
             error = f"cannot start {m.spec.name}: {exc.message}"
             m.change_state(S.FAILED, error=error)
             await self.commit(m, durable=False)
             raise GdosError(exc.code, error) from None
-        plan = launch.with_account(plan, account, inst_dir, deployed=not m.adopted)
         m.change_state(S.STARTING, error=None)
         m.exit_code = None
         # No save before the spawn: if the agent dies right after it, the next agent finds the
@@ -217,7 +249,10 @@ class Supervisor(InstanceTable):
     async def stop(self, instance_id: str) -> None:
         m = self.get(instance_id)
         async with m.lock:
-            await self._stop_locked(m, S.STOPPING)
+            await self.stop_locked(m)
+
+    async def stop_locked(self, m: Managed) -> None:
+        await self._stop_locked(m, S.STOPPING)
 
     async def _stop_locked(self, m: Managed, transition: ProcessState) -> None:
         self.watch.cancel_restart(m)
@@ -243,7 +278,7 @@ class Supervisor(InstanceTable):
         m.stopping_saved = saving
         timeout = launch.stop_timeout(m.spec, m.manifest)
         account = functools.partial(self.account, m.spec, m.manifest)
-        await request_stop(m, procs, self.instance_dir(m.id), account, timeout)
+        await request_stop(m, procs, self.instance_dir(m.id), self.app_dir(m), account, timeout)
         left = await wait_stopped(m.watcher, procs, timeout)
         await saving
         m.stopping_saved = None
@@ -256,6 +291,21 @@ class Supervisor(InstanceTable):
                 f"{len(left)} process(es) of {m.spec.name} survived SIGKILL",
                 {"pids": [p.pid for p in left]},
             )
+
+    async def prepare(self, instance_id: str, package: PackageRef) -> tuple[str, bool]:
+        """A release of `package` beside the running one; (its name, whether it was fetched)."""
+        release, fetched = await upgrade.prepare(self, self.get(instance_id), package)
+        return release.name, fetched
+
+    async def switch(
+        self,
+        instance_id: str,
+        package: PackageRef,
+        start: bool | None = None,
+        settings: Settings | None = None,
+    ) -> str | None:
+        """Make the prepared release of `package` current; the release current before."""
+        return await upgrade.switch(self, self.get(instance_id), package, start, settings)
 
     async def adopt(self, spec: InstanceSpec) -> InstanceReport:
         """Take over a running process found by PID file, name or command line."""
@@ -306,7 +356,9 @@ class Supervisor(InstanceTable):
         m = self.instances.get(instance_id)
         if m is None:
             return  # already gone: destroy is idempotent
-        async with m.lock:
+        if m.prepare_task is not None:
+            m.prepare_task.cancel()  # a release being fetched for an instance about to go
+        async with m.lock, m.prepare_lock:
             if m.adopted:
                 # Forget it: the process and its files were never ours; it keeps running.
                 self.watch.cancel_restart(m)

@@ -7,7 +7,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from agent.executor import runas
+from agent.executor import releases, runas
 from agent.executor.managed import Managed
 from agent.state import StateFile
 from protocol.errors import ErrorCode, GdosError
@@ -31,6 +31,13 @@ class InstanceTable:
 
     def instance_dir(self, instance_id: str) -> Path:
         return self.work_dir / instance_id
+
+    def app_dir(self, m: Managed) -> Path | None:
+        """The folder of `m`'s current release (None for an adopted process). Computed from
+        the state, not through the `current` pointer, so that both pointer forms work."""
+        if m.adopted or m.release is None:
+            return None
+        return releases.folder(self.instance_dir(m.id), m.release)
 
     async def commit(self, m: Managed | None = None, durable: bool = True) -> None:
         """Save the table, then tell the master about `m`. Changes of a process's state need

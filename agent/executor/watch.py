@@ -10,13 +10,14 @@ import signal
 import subprocess
 from collections.abc import Awaitable, Callable
 
-from agent.executor import launch, process
+from agent.executor import launch, process, start
 from agent.executor.health import HealthMonitor
 from agent.executor.managed import Managed
 from agent.executor.restart import Backoff
 from agent.executor.states import ProcessState
 from agent.executor.table import InstanceTable
 from protocol.errors import GdosError
+from protocol.expand import MissingVariable
 from protocol.states import HealthState
 
 log = logging.getLogger(__name__)
@@ -37,18 +38,23 @@ class Watch:
         assert ident is not None
         m.watcher = asyncio.create_task(self._watch(m, ident, popen))
         check = launch.health_check(m.spec, m.manifest)
-        if check is not None:
-            account, refusal = None, None
-            if check.command is not None:
-                try:
-                    account = self.table.account(m.spec, m.manifest)
-                except GdosError as exc:
-                    refusal = exc.message
-            ctx = launch.probe_context(
-                m.spec, m.manifest, self.table.instance_dir(m.id), account, refusal
-            )
-            m.monitor = HealthMonitor(check, ctx, lambda h, d: self._health_changed(m, ident, h, d))
-            m.monitor.start()
+        if check is None:
+            return
+        account, refusal = None, None
+        try:
+            account = self.table.account(m.spec, m.manifest)
+        except GdosError as exc:
+            refusal = exc.message
+        env = launch.service_env(m.spec, m.manifest, self.table.instance_dir(m.id), account)
+        try:
+            check = launch.expanded_health(check, env)
+        except (MissingVariable, ValueError) as exc:
+            # Checked at every start: only a process re-adopted under other settings gets here.
+            self._health_changed(m, ident, HealthState.UNHEALTHY, f"not probed: {exc}")
+            return
+        ctx = launch.probe_context(m.spec, m.manifest, self.table.app_dir(m), account, refusal)
+        m.monitor = HealthMonitor(check, ctx, lambda h, d: self._health_changed(m, ident, h, d))
+        m.monitor.start()
 
     def _health_changed(
         self, m: Managed, ident: process.Identity, health: HealthState, detail: str | None
@@ -70,6 +76,7 @@ class Watch:
         code = await process.wait_exit(ident, popen)
         if m.pid != ident.pid:
             return  # superseded by a newer start
+        started_at = m.started_at
         self.stop_monitor(m)
         m.forget_process()
         m.exit_code = code
@@ -87,7 +94,9 @@ class Watch:
                 m.change_state(S.STOPPED)
             await self.table.commit(m, durable=False)
             return
-        await self.after_unexpected_exit(m, exit_text(code), code)
+        reason = exit_text(code)
+        said = start.stderr_tail(self.table.instance_dir(m.id), started_at)
+        await self.after_unexpected_exit(m, f"{reason}; stderr: {said}" if said else reason, code)
 
     async def after_unexpected_exit(self, m: Managed, reason: str, code: int | None) -> None:
         """Apply the restart policy: restart (now or after a backoff), or give up."""

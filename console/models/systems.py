@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 from PySide6.QtGui import QBrush, QColor, QStandardItem, QStandardItemModel
 
-from console.models.base import KEY_ROLE, STATE_COLORS, Row
+from console.models.cells import KEY_ROLE, STATE_COLORS
+from console.models.rows import InstanceRow, SystemRow
 
 KIND_ROLE = KEY_ROLE + 10
 ROW_ROLE = KEY_ROLE + 11
@@ -24,20 +26,20 @@ class SystemTreeModel(QStandardItemModel):
     def item_for(self, kind: str, key: str) -> QStandardItem | None:
         return self._items.get((kind, key))
 
-    def set_systems(self, systems: list[Row]) -> None:
+    def set_systems(self, systems: list[SystemRow]) -> None:
         # Rows only: clear() would drop the columns too, and views would lose their header setup.
         self.removeRows(0, self.rowCount())
         self._items.clear()
         for detail in sorted(systems, key=lambda s: str(s.get("name", ""))):
             self._add_system(detail)
 
-    def upsert_system(self, detail: Row) -> None:
+    def upsert_system(self, detail: SystemRow) -> None:
         """Replace one system's subtree (after an edit, a deploy, or a `system` event)."""
         old = self._items.get(("system", str(detail["id"])))
         if old is not None and "modules" not in detail:
             old.setText(str(detail.get("name", old.text())))
             self._cell(old, 1).setText(str(detail.get("description", "")))
-            old.setData(dict(old.data(ROW_ROLE) or {}, **detail), ROW_ROLE)
+            old.setData({**(old.data(ROW_ROLE) or {}), **detail}, ROW_ROLE)
             return
         if old is not None:
             self._drop(old)
@@ -50,7 +52,7 @@ class SystemTreeModel(QStandardItemModel):
             self._drop(item)
             self.removeRow(item.row())
 
-    def update_instance(self, row: Row) -> bool:
+    def update_instance(self, row: InstanceRow) -> bool:
         """Update an instance's state in place; False when the tree does not hold it yet."""
         item = self._items.get(("instance", str(row["id"])))
         if item is None:
@@ -61,7 +63,7 @@ class SystemTreeModel(QStandardItemModel):
             if parent is not None:
                 parent.removeRow(item.row())
             return True
-        merged = dict(item.data(ROW_ROLE) or {}, **row)
+        merged: InstanceRow = {**(item.data(ROW_ROLE) or {}), **row}
         item.setData(merged, ROW_ROLE)
         self._set_state(self._cell(item, 2), str(merged.get("state", "")))
         self._cell(item, 1).setText(_instance_detail(merged))
@@ -72,7 +74,7 @@ class SystemTreeModel(QStandardItemModel):
 
     # -- building -------------------------------------------------------------------------
 
-    def _add_system(self, detail: Row) -> None:
+    def _add_system(self, detail: SystemRow) -> None:
         sys_item = self._row(
             "system", detail, str(detail.get("name")), str(detail.get("description", "")), ""
         )
@@ -95,13 +97,15 @@ class SystemTreeModel(QStandardItemModel):
             if not inst.get("module_id"):
                 sys_item.appendRow(self._with_cells(self._instance_item(inst)))
 
-    def _instance_item(self, inst: Row) -> QStandardItem:
+    def _instance_item(self, inst: InstanceRow) -> QStandardItem:
         item = self._row(
             "instance", inst, str(inst.get("name")), _instance_detail(inst), str(inst.get("state"))
         )
         return item
 
-    def _row(self, kind: str, row: Row, name: str, detail: str, state: str) -> QStandardItem:
+    def _row(
+        self, kind: str, row: Mapping[str, Any], name: str, detail: str, state: str
+    ) -> QStandardItem:
         item = QStandardItem(name)
         item.setEditable(False)
         item.setData(kind, KIND_ROLE)
@@ -145,7 +149,7 @@ class SystemTreeModel(QStandardItemModel):
                 self._drop(child)
 
 
-def _instance_detail(inst: Row) -> str:
+def _instance_detail(inst: InstanceRow) -> str:
     parts = [f"on {inst.get('node_name') or inst.get('node_id')}"]
     if inst.get("pid"):
         parts.append(f"pid {inst['pid']}")

@@ -6,7 +6,17 @@ import json
 from typing import Any
 
 from console import fmt
-from console.models.base import Column, Row, RowTableModel
+from console.models.base import RowTableModel
+from console.models.cells import Column, Row
+from console.models.rows import (
+    AlertRow,
+    AlertRuleRow,
+    InstanceRow,
+    NodeRow,
+    PackageRow,
+    SilenceRow,
+    StepRow,
+)
 
 
 def _load(key: str) -> Any:
@@ -17,7 +27,7 @@ def _labels(row: Row) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted((row.get("labels") or {}).items()))
 
 
-class NodeTableModel(RowTableModel):
+class NodeTableModel(RowTableModel[NodeRow]):
     COLUMNS = (
         Column("hostname", "Host"),
         Column("status", "Status", colored=True),
@@ -50,7 +60,7 @@ class NodeTableModel(RowTableModel):
         Column("last_seen", "Last seen", fmt.ago),
     )
 
-    def tooltip(self, row: Row, col: Column) -> str | None:
+    def tooltip(self, row: NodeRow, col: Column) -> str | None:
         return f"{row.get('hostname')} ({row.get('id')})\nMAC {row.get('mac', '')}"
 
 
@@ -66,7 +76,7 @@ def _health(row: Row) -> str:
     return "no check" if row.get("health_check") is False else "—"
 
 
-class InstanceTableModel(RowTableModel):
+class InstanceTableModel(RowTableModel[InstanceRow]):
     """Instances; CPU, RSS and IO are live columns (`set_live` with `metrics:<id>` samples).
 
     The service adds `system_name`, `module_name`, `node_name` and `health_check` (whether its
@@ -91,7 +101,7 @@ class InstanceTableModel(RowTableModel):
         Column("adopted", "Adopted", lambda v: "yes" if v else ""),
     )
 
-    def tooltip(self, row: Row, col: Column) -> str | None:
+    def tooltip(self, row: InstanceRow, col: Column) -> str | None:
         parts = [f"{row.get('name')} ({row.get('id')})"]
         if row.get("last_error"):
             parts.append(f"last error: {row['last_error']}")
@@ -107,7 +117,7 @@ class InstanceTableModel(RowTableModel):
         return "\n".join(parts)
 
 
-class PackageTableModel(RowTableModel):
+class PackageTableModel(RowTableModel[PackageRow]):
     COLUMNS = (
         Column("name", "Package"),
         Column("version", "Version"),
@@ -118,7 +128,7 @@ class PackageTableModel(RowTableModel):
         Column("sha256", "sha256", lambda v: (v or "")[:16]),
     )
 
-    def tooltip(self, row: Row, col: Column) -> str | None:
+    def tooltip(self, row: PackageRow, col: Column) -> str | None:
         return json.dumps(row.get("manifest", {}), indent=2)[:2000]
 
 
@@ -144,7 +154,7 @@ def _condition(row: Row) -> str:
     return f"{row.get('metric')} {row.get('op')} {_number(threshold)}"
 
 
-class AlertRuleTableModel(RowTableModel):
+class AlertRuleTableModel(RowTableModel[AlertRuleRow]):
     """Rules; the service adds `scope_text` (the scope's name, not its id)."""
 
     COLUMNS = (
@@ -163,7 +173,7 @@ class AlertRuleTableModel(RowTableModel):
         Column("webhook_url", "Webhook"),
     )
 
-    def tooltip(self, row: Row, col: Column) -> str | None:
+    def tooltip(self, row: AlertRuleRow, col: Column) -> str | None:
         return (
             f"{row.get('name')} ({row.get('id')})\nhysteresis {_number(row.get('hysteresis'))}, "
             f"created {fmt.when(row.get('created_at'))}"
@@ -179,7 +189,7 @@ def _value(row: Row) -> str:
     return _number(value)
 
 
-class AlertTableModel(RowTableModel):
+class AlertTableModel(RowTableModel[AlertRow]):
     COLUMNS = (
         Column("state", "State", colored=True),
         Column("severity", "Severity", colored=True),
@@ -209,7 +219,7 @@ class AlertTableModel(RowTableModel):
         Column("silenced", "Silenced", lambda v: "silenced" if v else ""),
     )
 
-    def tooltip(self, row: Row, col: Column) -> str | None:
+    def tooltip(self, row: AlertRow, col: Column) -> str | None:
         parts = [f"alert {row.get('id')} of rule {row.get('rule_name') or row.get('rule_id')}"]
         if row.get("resolved_value") is not None:
             parts.append(f"resolved at {_number(row.get('resolved_value'))}")
@@ -224,7 +234,7 @@ def _matcher(row: Row) -> str:
     return ", ".join(f"{k}={v}" for k, v in sorted((row.get("matcher") or {}).items()))
 
 
-class SilenceTableModel(RowTableModel):
+class SilenceTableModel(RowTableModel[SilenceRow]):
     """Silences; the service adds `matcher_text` (names instead of ids where it knows them)."""
 
     COLUMNS = (
@@ -242,7 +252,7 @@ class SilenceTableModel(RowTableModel):
     )
 
 
-class AuditTableModel(RowTableModel):
+class AuditTableModel(RowTableModel[Row]):
     KEY = "_key"
     COLUMNS = (
         Column("ts", "Time", fmt.when),
@@ -255,7 +265,7 @@ class AuditTableModel(RowTableModel):
     )
 
 
-class UserTableModel(RowTableModel):
+class UserTableModel(RowTableModel[Row]):
     KEY = "username"
     COLUMNS = (
         Column("username", "User"),
@@ -264,7 +274,7 @@ class UserTableModel(RowTableModel):
     )
 
 
-class BackupTableModel(RowTableModel):
+class BackupTableModel(RowTableModel[Row]):
     COLUMNS = (
         Column("created_at", "Created", fmt.when),
         Column("kind", "Kind"),
@@ -276,7 +286,7 @@ class BackupTableModel(RowTableModel):
     )
 
 
-class OperationStepModel(RowTableModel):
+class OperationStepModel(RowTableModel[StepRow]):
     """Steps of one system start/stop (the master's operation), keyed by instance id."""
 
     KEY = "instance_id"

@@ -9,22 +9,18 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
 
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from console.client import ClientError
 from console.message import action, async_slot, info
-from console.models.base import Row
+from console.models.rows import InstanceRow, LoadRow, NodeRow, PackageRow, SystemRow, as_row
 from console.models.systems import SystemTreeModel
-from console.models.tables import (
-    InstanceTableModel,
-    NodeTableModel,
-    OperationStepModel,
-    PackageTableModel,
-)
-from console.services.records import NOT_AVAILABLE
+from console.models.tables import InstanceTableModel, NodeTableModel, PackageTableModel
 from console.services.session import Session
+from protocol.rest import InstanceOut
 from protocol.states import DOWN_STATES
 
 log = logging.getLogger(__name__)
@@ -35,15 +31,11 @@ def _has_check(manifest: dict[str, Any]) -> bool:
 
 
 NODE_LOAD = ("cpu_percent", "mem_percent", "disk_percent", "load1")
-OPERATION_POLL = 2.0  # seconds; operations are followed by events, this is the safety net
-FINISHED_STEPS = frozenset({"done", "skipped"})
 GONE_STATES = frozenset({*DOWN_STATES, "unknown", "deploying", "destroying"})
 
 
 class FleetService(QObject):
     loaded = Signal()  # a full reload finished
-    operation_changed = Signal(str, str, int, int)  # system id, state, steps done, steps total
-    operation_shown = Signal(dict)  # the operation the steps table now shows (OperationOut)
     instances_deployed = Signal(list)  # ids of instances created by `deploy`
 
     def __init__(self, session: Session, tick_ms: int = 100) -> None:
@@ -53,15 +45,11 @@ class FleetService(QObject):
         self.instances = InstanceTableModel(self, tick_ms)
         self.packages = PackageTableModel(self, tick_ms)
         self.systems = SystemTreeModel(self)
-        self.operation_steps = OperationStepModel(self, tick_ms)
         self.node_names: dict[str, str] = {}
         self.system_names: dict[str, str] = {}
         self.module_names: dict[str, str] = {}
         self.module_packages: dict[str, str] = {}  # module id -> package name
         self.package_checks: dict[tuple[str, str], bool] = {}  # (name, version) -> has a check
-        self.operation_state = ""
-        self.operation: dict[str, Any] = {}  # the operation the steps table shows
-        self._operation_done = asyncio.Event()
         self._stale_systems: set[str] = set()
         self._reload_timer = QTimer(self)
         self._reload_timer.setSingleShot(True)
@@ -81,7 +69,6 @@ class FleetService(QObject):
             session.on(topic, self._recording(handler))
         self.instances.attach_live(session.live.samples)
         session.on_metrics(self.on_metrics)
-        session.on("operation", self.on_operation)
         session.resynced.connect(self.reload)
         session.logged_out.connect(self.clear)
 
@@ -115,24 +102,27 @@ class FleetService(QObject):
         self.module_names = {m.id: m.name for d in details for m in d.modules}
         self.module_packages = {m.id: m.package for d in details for m in d.modules}
         self.package_checks = {(p.name, p.version): _has_check(p.manifest) for p in packages}
-        self.nodes.set_rows(n.model_dump() for n in nodes)
-        self.packages.set_rows(p.model_dump() for p in packages)
+        self.nodes.set_rows(as_row(n, NodeRow) for n in nodes)
+        self.packages.set_rows(as_row(p, PackageRow) for p in packages)
         # Live figures already shown survive a reload: the model keeps them apart from rows.
-        self.instances.set_rows(self.enrich(inst.model_dump()) for inst in instances)
+        self.instances.set_rows(self.enrich(as_row(i, InstanceRow)) for i in instances)
         self.instances.clear_live(i.id for i in instances if i.state in GONE_STATES)
-        self.systems.set_systems([self._enrich_detail(d.model_dump()) for d in details])
+        self.systems.set_systems([self._enrich_detail(as_row(d, SystemRow)) for d in details])
         for handler, data in replay:
             handler(data)
         self.loaded.emit()
 
     def clear(self) -> None:
-        for model in (self.nodes, self.instances, self.packages, self.operation_steps):
+        for model in (self.nodes, self.instances, self.packages):
             model.set_rows([])
         self.systems.set_systems([])
 
-    def enrich(self, row: Row) -> Row:
-        row["system_name"] = self.system_names.get(row.get("system_id", ""), row.get("system_id"))
-        row["node_name"] = self.node_names.get(row.get("node_id", ""), row.get("node_id"))
+    def enrich(self, row: InstanceRow) -> InstanceRow:
+        """The instance with the names of its system, node and module, and whether its package
+        has a health check (when known)."""
+        system_id, node_id = row.get("system_id", ""), row.get("node_id", "")
+        row["system_name"] = self.system_names.get(system_id, system_id)
+        row["node_name"] = self.node_names.get(node_id, node_id)
         row["module_name"] = self.module_names.get(row.get("module_id") or "", "")
         package = self.module_packages.get(row.get("module_id") or "")
         check = self.package_checks.get((package, str(row.get("version")))) if package else None
@@ -140,7 +130,7 @@ class FleetService(QObject):
             row["health_check"] = check
         return row
 
-    def _enrich_detail(self, detail: Row) -> Row:
+    def _enrich_detail(self, detail: SystemRow) -> SystemRow:
         detail["instances"] = [self.enrich(i) for i in detail.get("instances", [])]
         return detail
 
@@ -148,7 +138,7 @@ class FleetService(QObject):
 
     def on_node(self, data: dict[str, Any]) -> None:
         node_id = str(data["id"])
-        self.nodes.update(data)
+        self.nodes.update(cast(NodeRow, data))
         name = data.get("hostname")
         if name and self.node_names.get(node_id) != name:
             self.node_names[node_id] = str(name)
@@ -158,7 +148,7 @@ class FleetService(QObject):
                     self.instances.update({"id": key, "node_name": name})
 
     def on_instance(self, data: dict[str, Any]) -> None:
-        row = self.enrich(dict(data))
+        row = self.enrich(cast(InstanceRow, dict(data)))
         self.instances.update(row)
         if data.get("state") in GONE_STATES:  # no process: its last figures are not live
             self.instances.clear_live([str(data["id"])])
@@ -180,7 +170,7 @@ class FleetService(QObject):
             self.package_checks[(str(data["name"]), str(data["version"]))] = _has_check(
                 data.get("manifest") or {}
             )
-        self.packages.update(data)
+        self.packages.update(cast(PackageRow, data))
 
     def on_module(self, data: dict[str, Any]) -> None:
         """A module was added, changed or deleted: its system's subtree is loaded again."""
@@ -205,44 +195,9 @@ class FleetService(QObject):
     def _node_load(self, node_id: str, sample: dict[str, Any]) -> None:
         row = self.nodes.row(node_id)
         if row is not None:
-            load = dict(row.get("load") or {})
-            load.update({f: sample[f] for f in NODE_LOAD if f in sample})
+            figures = {f: sample[f] for f in NODE_LOAD if f in sample}
+            load = cast(LoadRow, {**(row.get("load") or {}), **figures})
             self.nodes.update({"id": node_id, "load": load})
-
-    def on_operation(self, data: dict[str, Any]) -> None:
-        """Operation events carry every step: show the one followed, or a new one starting."""
-        op_id = data.get("id")
-        if not op_id:
-            return
-        if op_id != self.operation.get("id"):
-            if data.get("state") != "running" and self.operation.get("state") == "running":
-                return  # an old operation's last word while another one is shown
-            self.show_operation(data)
-            return
-        self._apply_operation(data)
-
-    def show_operation(self, data: dict[str, Any]) -> None:
-        self.operation = dict(data)
-        steps = [self._step_row(s) for s in data.get("steps") or [] if isinstance(s, dict)]
-        self.operation_steps.set_rows(steps)
-        self.operation_shown.emit(dict(data))
-        self._apply_operation(data)
-
-    def _apply_operation(self, data: dict[str, Any]) -> None:
-        self.operation.update(data)
-        steps = [s for s in data.get("steps") or [] if isinstance(s, dict)]
-        for step in steps:
-            self.operation_steps.update(self._step_row(step))
-        state = str(data.get("state") or "running")
-        self.operation_state = state
-        done = sum(1 for s in steps if s.get("state") in FINISHED_STEPS)
-        self.operation_changed.emit(str(data.get("system_id", "")), state, done, len(steps))
-        if state != "running":
-            self._operation_done.set()
-
-    def _step_row(self, step: dict[str, Any]) -> dict[str, Any]:
-        node = str(step.get("node_id") or "")
-        return {**step, "node_name": self.node_names.get(node, node), "error": step.get("error")}
 
     def _mark_stale(self, system_id: str) -> None:
         if system_id:
@@ -270,15 +225,15 @@ class FleetService(QObject):
         self.system_names[detail.id] = detail.name
         self.module_names.update({m.id: m.name for m in detail.modules})
         self.module_packages.update({m.id: m.package for m in detail.modules})
-        self.systems.upsert_system(self._enrich_detail(detail.model_dump()))
+        self.systems.upsert_system(self._enrich_detail(as_row(detail, SystemRow)))
 
     # -- instances ------------------------------------------------------------------------
 
-    async def _each(self, ids: list[str], call: Any) -> None:
+    async def _each(self, ids: list[str], call: Callable[[str], Awaitable[InstanceOut]]) -> None:
         results = await asyncio.gather(*(call(i) for i in ids), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
         for r in results:
-            if not isinstance(r, BaseException) and hasattr(r, "model_dump"):
+            if isinstance(r, InstanceOut):
                 self.on_instance(r.model_dump())
         if errors:
             raise errors[0]
@@ -376,59 +331,13 @@ class FleetService(QObject):
         await self.session.require().delete_module(module_id)
         await self.reload_system(system_id)
 
-    @async_slot(str)
-    @action("starting the system")
-    async def start_system(self, system_id: str) -> str:
-        return await self._run_system(system_id, start=True)
-
-    @async_slot(str)
-    @action("stopping the system")
-    async def stop_system(self, system_id: str) -> str:
-        return await self._run_system(system_id, start=False)
-
-    async def _run_system(self, system_id: str, start: bool) -> str:
-        """The master's batch operation (level by level), followed by its `operation` events
-        (and a slow poll, should an event be missed) until it succeeds or fails."""
-        client = self.session.require()
-        try:
-            if start:
-                op = await client.start_system(system_id)
-            else:
-                op = await client.stop_system(system_id)
-        except ClientError as exc:
-            if exc.endpoint_missing:
-                raise ClientError(
-                    f"starting or stopping a whole system is {NOT_AVAILABLE} "
-                    "(it needs a newer master)",
-                    code="not_available",
-                ) from None
-            raise
-        self._operation_done = done = asyncio.Event()
-        self.show_operation(op.model_dump())
-        while self.operation.get("id") == op.id and self.operation_state == "running":
-            try:
-                await asyncio.wait_for(done.wait(), OPERATION_POLL)
-            except TimeoutError:
-                if self.operation.get("id") == op.id:
-                    self._apply_operation((await client.operation(op.id)).model_dump())
-        self.operation_steps.flush()
-        final = str(self.operation.get("state")) if self.operation.get("id") == op.id else ""
-        if not final:  # another operation on the system superseded this one
-            final = (await client.operation(op.id)).state
-        name = self.system_names.get(system_id, system_id)
-        if final == "failed":
-            why = self.operation.get("error") if self.operation.get("id") == op.id else None
-            raise ClientError(why or f"the operation on {name} failed", code="operation_failed")
-        info(f"system {name} {'started' if start else 'stopped'}")
-        return final
-
     # -- nodes and packages ---------------------------------------------------------------
 
     @async_slot(str, dict)
     @action("saving the node's labels")
     async def set_node_labels(self, node_id: str, labels: dict[str, str]) -> None:
         node = await self.session.require().set_node_labels(node_id, labels)
-        self.nodes.update(node.model_dump())
+        self.nodes.update(as_row(node, NodeRow))
 
     @async_slot(str)
     @action("removing the node")

@@ -1,7 +1,7 @@
 """The event stream on its own thread, so that reading and parsing it never costs the GUI thread.
 
-A fleet's worth of `metrics` events is thousands of JSON objects a second; `json.loads` and the
-WebSocket framing of that alone would take most of a 20 ms GUI tick. Here a daemon thread runs
+A fleet's worth of `metrics` events is thousands of JSON objects a second, too much parsing for
+the GUI thread. Here a daemon thread runs
 the client's `EventStream` on its own asyncio loop and puts what arrives in an `Inbox`:
 - state events (`instance`, `node`, `alert`, `operation`, `log`...) in arrival order;
 - `metrics` samples straight into `LiveFigures` (the newest per target wins; at 1 Hz per
@@ -82,7 +82,7 @@ class Inbox:
         self.live = live if live is not None else LiveFigures()
         self._woken = False
         self._wake = wake
-        self.received = 0  # events put, for the benchmark and diagnostics
+        self.received = 0  # events put, for diagnostics
         self.last_put = 0.0  # time.monotonic() of the newest event
 
     def put(self, topic: str, data: Any) -> None:

@@ -8,21 +8,22 @@ from typing import Any
 from PySide6.QtCore import QSettings, Qt, QTimer, Signal
 from PySide6.QtWidgets import QComboBox, QSplitter, QVBoxLayout, QWidget
 
-from console.models.base import Row
+from console.models.rows import InstanceRow
 from console.services.fleet import FleetService
 from console.services.metrics import MetricsService
 from console.ui import common
 from console.ui.charts import ChartPanel
-from console.ui.dialogs import AdoptDialog
+from console.ui.dialogs.adopt import AdoptDialog
+from console.ui.table_panel import TablePanel
 from protocol.states import ACTIVE_STATES, BUSY_STATES, STARTABLE_STATES, InstanceState
 
 
-def _any_in(states: frozenset[InstanceState]) -> Callable[[list[Row]], bool]:
+def _any_in(states: frozenset[InstanceState]) -> Callable[[list[InstanceRow]], bool]:
     words = {s.value for s in states}
     return lambda rows: any(r.get("state") in words for r in rows)
 
 
-def _restartable(rows: list[Row]) -> bool:
+def _restartable(rows: list[InstanceRow]) -> bool:
     return any(r.get("state") not in {s.value for s in BUSY_STATES} for r in rows)
 
 
@@ -37,7 +38,7 @@ class InstancesPage(QWidget):
         lay = QVBoxLayout(self)
         lay.addWidget(common.page_title("Instances"))
         split = QSplitter(Qt.Orientation.Vertical)
-        self.table = common.TablePanel(fleet.instances, "instances", settings)
+        self.table = TablePanel(fleet.instances, "instances", settings)
         t = self.table
         # Start only what has no process, stop only what has one.
         self.start_action = t.add_action(
@@ -115,8 +116,9 @@ class InstancesPage(QWidget):
         if self.current:
             self.metrics.unwatch(self.current)
         self.current = keys[0]
-        row = self.fleet.instances.row(self.current) or {}
-        self.charts.show_target("instance", self.current, str(row.get("name", self.current)))
+        row = self.fleet.instances.row(self.current)
+        name = row.get("name", self.current) if row else self.current
+        self.charts.show_target("instance", self.current, str(name))
         self.metrics.watch("instance", self.current, 3600)
 
     def _each(self, call: Callable[[list[str]], Any]) -> Any:

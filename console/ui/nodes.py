@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from PySide6.QtCore import QSettings, Qt
@@ -20,7 +20,8 @@ from console.services.fleet import FleetService
 from console.services.metrics import MetricsService
 from console.ui import common
 from console.ui.charts import ChartPanel
-from console.ui.dialogs import LabelsDialog, parse_labels
+from console.ui.dialogs.labels import LabelsDialog, parse_labels
+from console.ui.table_panel import TablePanel
 
 __all__ = ["FACTS", "NodesPage", "parse_labels"]
 
@@ -51,7 +52,7 @@ class NodesPage(QWidget):
         lay.addWidget(common.page_title("Nodes"))
         split = QSplitter(Qt.Orientation.Vertical)
         top = QSplitter(Qt.Orientation.Horizontal)
-        self.table = common.TablePanel(fleet.nodes, "nodes", settings)
+        self.table = TablePanel(fleet.nodes, "nodes", settings)
         self.labels_action = self.table.add_action("Edit labels…", self.edit_labels, "Ctrl+L")
         self.remove_action = self.table.add_action("Remove node", self.remove, "Del")
         top.addWidget(self.table)
@@ -84,17 +85,20 @@ class NodesPage(QWidget):
         if self.current:
             self.metrics.unwatch(self.current)
         self.current = keys[0]
-        row = self.fleet.nodes.row(self.current) or {}
+        row = self.fleet.nodes.row(self.current)
         self._show_facts()
-        self.charts.show_target("node", self.current, str(row.get("hostname", self.current)))
+        name = row.get("hostname", self.current) if row else self.current
+        self.charts.show_target("node", self.current, str(name))
         self.metrics.watch("node", self.current, 3600)
 
     def _show_facts(self) -> None:
-        row = self.fleet.nodes.row(self.current) if self.current else None
+        row: Mapping[str, Any] = (
+            self.fleet.nodes.row(self.current) if self.current else None
+        ) or {}
         for key, _, f in FACTS:
-            value = (row or {}).get(key)
+            value = row.get(key)
             self.values[key].setText("" if value is None else f(value))
-        labels = (row or {}).get("labels") or {}
+        labels = row.get("labels") or {}
         self.labels_value.setText(", ".join(f"{k}={v}" for k, v in sorted(labels.items())))
 
     def edit_labels(self) -> LabelsDialog | None:
@@ -109,14 +113,11 @@ class NodesPage(QWidget):
         return dlg
 
     def remove(self) -> Any:
-        rows = self.table.selected_rows()
-        if not rows:
-            return None
-        node_id = str(rows[0]["id"])
-        return common.confirm(
-            self,
+        return self.table.confirm_first(
             "Remove node",
-            f"Remove node {rows[0].get('hostname')} and revoke its credential? "
-            "Its agent will have to enrol again.",
-            lambda: self.fleet.delete_node(node_id),
+            lambda node: (
+                f"Remove node {node.get('hostname')} and revoke its credential? "
+                "Its agent will have to enrol again."
+            ),
+            self.fleet.delete_node,
         )

@@ -18,7 +18,9 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from console.models.base import STATE_COLORS, RowTableModel
+from console.models.base import RowTableModel
+from console.models.cells import STATE_COLORS
+from console.models.rows import AlertRow, InstanceRow, NodeRow, PackageRow
 from console.ui import common
 from protocol.states import InstanceState
 
@@ -67,10 +69,10 @@ def _colored(counts: Counter[str], order: list[str], live: bool = True) -> str:
 class OverviewPage(QWidget):
     def __init__(
         self,
-        nodes: RowTableModel,
-        instances: RowTableModel,
-        alerts: RowTableModel,
-        packages: RowTableModel,
+        nodes: RowTableModel[NodeRow],
+        instances: RowTableModel[InstanceRow],
+        alerts: RowTableModel[AlertRow],
+        packages: RowTableModel[PackageRow],
         parent: QWidget | None = None,
     ) -> None:
         super().__init__(parent)
@@ -134,9 +136,19 @@ class OverviewPage(QWidget):
             self.refresh()
 
     def refresh(self) -> None:
+        """Count everything again: the cards, the systems table and what needs attention."""
         self._stale = False
+        nodes, instances = self.nodes.rows(), self.instances.rows()
+        firing = [r for r in self.alerts.rows() if r.get("state") == "firing"]
+        self._show_cards(nodes, instances, firing)
+        self._show_systems(instances)
+        self._show_problems(nodes, instances, firing)
+
+    def _show_cards(
+        self, nodes: list[NodeRow], instances: list[InstanceRow], firing: list[AlertRow]
+    ) -> None:
         live = self.live
-        node_states = Counter(str(r.get("status")) for r in self.nodes.rows())
+        node_states = Counter(str(r.get("status")) for r in nodes)
         online = node_states.get("online", 0)
         offline = node_states.get("offline", 0)
         self.node_card.show_value(
@@ -146,7 +158,7 @@ class OverviewPage(QWidget):
             else "last known: the master is unreachable",
             STALE if not live else STATE_COLORS["offline"] if offline else STATE_COLORS["online"],
         )
-        inst_states = Counter(str(r.get("state")) for r in self.instances.rows())
+        inst_states = Counter(str(r.get("state")) for r in instances)
         running = inst_states.get("running", 0)
         bad = inst_states.get("failed", 0) + inst_states.get("unknown", 0)
         self.instance_card.show_value(
@@ -154,7 +166,6 @@ class OverviewPage(QWidget):
             _colored(inst_states, STATES, live),
             STALE if not live else STATE_COLORS["warning"] if bad else None,
         )
-        firing = [r for r in self.alerts.rows() if r.get("state") == "firing"]
         unacked = [r for r in firing if not r.get("acked")]
         self.alert_card.show_value(
             str(len(firing)),
@@ -165,8 +176,13 @@ class OverviewPage(QWidget):
         self.package_card.show_value(
             str(len(names)), plural(len(self.packages), "version"), STALE if not live else None
         )
+        for card in (self.node_card, self.instance_card, self.alert_card, self.package_card):
+            card.title.setText(card.name + ("" if live else " (last known)"))
+
+    def _show_systems(self, instances: list[InstanceRow]) -> None:
+        live = self.live
         by_system: dict[str, Counter[str]] = {}
-        for r in self.instances.rows():
+        for r in instances:
             by_system.setdefault(str(r.get("system_name") or r.get("system_id")), Counter())[
                 str(r.get("state"))
             ] += 1
@@ -184,31 +200,36 @@ class OverviewPage(QWidget):
             self.systems.setItem(n, 0, QTableWidgetItem(name))
             self.systems.setItem(n, 1, cell)
             self.systems.setCellWidget(n, 2, states)
+
+    def _show_problems(
+        self, nodes: list[NodeRow], instances: list[InstanceRow], firing: list[AlertRow]
+    ) -> None:
         self.problems.clear()
-        if not live:
+        if not self.live:
             self.problems.addItem(
                 "The master is unreachable: what is shown is the last known state."
             )
+        for node in nodes:
+            if node.get("status") == "offline":
+                self.problems.addItem(f"node {node.get('hostname')} is offline")
         shown = 0
-        for r in self.nodes.rows():
-            if r.get("status") == "offline":
-                self.problems.addItem(f"node {r.get('hostname')} is offline")
-        for r in self.instances.rows():
-            if r.get("state") in ("failed", "unknown", "exited"):
-                why = f": {r['last_error']}" if r.get("last_error") else ""
+        for inst in instances:
+            if inst.get("state") in ("failed", "unknown", "exited"):
+                why = f": {inst['last_error']}" if inst.get("last_error") else ""
                 shown += 1
                 if shown <= MAX_PROBLEMS:
-                    self.problems.addItem(f"instance {r.get('name')} is {r.get('state')}{why}")
+                    self.problems.addItem(
+                        f"instance {inst.get('name')} is {inst.get('state')}{why}"
+                    )
         if shown > MAX_PROBLEMS:
             self.problems.addItem(f"… and {shown - MAX_PROBLEMS} more instances (see Instances)")
-        for r in firing:
+        for alert in firing:
             self.problems.addItem(
-                f"alert {r.get('rule_name') or r.get('rule_id')} ({r.get('severity')}) firing on "
-                f"{r.get('target_kind', '')} {r.get('target_name') or r.get('target')}"
-                + (" (acknowledged)" if r.get("acked") else "")
-                + (" (silenced)" if r.get("silenced") else "")
+                f"alert {alert.get('rule_name') or alert.get('rule_id')} ({alert.get('severity')}) "
+                f"firing on {alert.get('target_kind', '')} "
+                f"{alert.get('target_name') or alert.get('target')}"
+                + (" (acknowledged)" if alert.get("acked") else "")
+                + (" (silenced)" if alert.get("silenced") else "")
             )
         if not self.problems.count():
             self.problems.addItem("Nothing needs attention.")
-        for card in (self.node_card, self.instance_card, self.alert_card, self.package_card):
-            card.title.setText(card.name + ("" if live else " (last known)"))

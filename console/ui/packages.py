@@ -12,6 +12,7 @@ from console import fmt
 from console.services.fleet import FleetService
 from console.services.uploads import UploadService
 from console.ui import common
+from console.ui.table_panel import TablePanel
 
 
 class PackagesPage(QWidget):
@@ -23,7 +24,7 @@ class PackagesPage(QWidget):
         self.setAcceptDrops(True)
         lay = QVBoxLayout(self)
         lay.addWidget(common.page_title("Packages"))
-        self.table = common.TablePanel(fleet.packages, "packages", settings)
+        self.table = TablePanel(fleet.packages, "packages", settings)
         self.upload_action = self.table.add_action(
             "Upload…", self.choose_files, "Ctrl+U", needs_selection=False
         )
@@ -100,13 +101,8 @@ class PackagesPage(QWidget):
         style.polish(self.bar)
 
     def delete(self) -> Any:
-        rows = self.table.selected_rows()
-        if not rows:
-            return None
-        package_id = str(rows[0]["id"])
-        return common.confirm(
-            self,
+        return self.table.confirm_first(
             "Delete package",
-            f"Delete {rows[0].get('name')} {rows[0].get('version')}?",
-            lambda: self.fleet.delete_package(package_id),
+            lambda package: f"Delete {package.get('name')} {package.get('version')}?",
+            self.fleet.delete_package,
         )

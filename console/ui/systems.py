@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 from PySide6.QtCore import QModelIndex, Qt
 from PySide6.QtGui import QAction
@@ -19,17 +19,21 @@ from PySide6.QtWidgets import (
     QWidget,
 )
 
-from console.models.base import KEY_ROLE
+from console.models.cells import KEY_ROLE
+from console.models.rows import ModuleRow, SystemRow
 from console.models.systems import KIND_ROLE, ROW_ROLE
 from console.services.fleet import FleetService
+from console.services.operations import OperationsService
 from console.ui import common
-from console.ui.dialogs import ModuleDialog, NodePicker, SystemDialog
+from console.ui.dialogs.module import ModuleDialog
+from console.ui.dialogs.node_picker import NodePicker
+from console.ui.dialogs.system import SystemDialog
 
 
 class SystemsPage(QWidget):
-    def __init__(self, fleet: FleetService) -> None:
+    def __init__(self, fleet: FleetService, operations: OperationsService) -> None:
         super().__init__()
-        self.fleet = fleet
+        self.fleet, self.operations = fleet, operations
         lay = QVBoxLayout(self)
         lay.addWidget(common.page_title("Systems"))
         self.toolbar = QToolBar()
@@ -45,6 +49,16 @@ class SystemsPage(QWidget):
         self.toolbar.addSeparator()
         self.delete_action = self._action("Delete", self.delete, "Del")
         split = QSplitter(Qt.Orientation.Vertical)
+        split.addWidget(self._build_tree(fleet))
+        split.addWidget(self._build_operation(operations))
+        split.setStretchFactor(0, 3)
+        split.setStretchFactor(1, 1)
+        lay.addWidget(split, 1)
+        operations.changed.connect(self._operation)
+        self._enable()
+
+    def _build_tree(self, fleet: FleetService) -> QTreeView:
+        """The systems and their modules; what was selected stays selected through rebuilds."""
         self.tree = QTreeView()
         self.tree.setObjectName("systemsTree")
         self.tree.setModel(fleet.systems)
@@ -66,7 +80,10 @@ class SystemsPage(QWidget):
         fleet.systems.modelAboutToBeReset.connect(self._keep)
         fleet.systems.rowsInserted.connect(lambda *_: self._reselect())
         fleet.systems.modelReset.connect(self._reselect)
-        split.addWidget(self.tree)
+        return self.tree
+
+    def _build_operation(self, operations: OperationsService) -> QWidget:
+        """The running operation: its label, progress bar and steps."""
         ops = QWidget()
         ops_lay = QVBoxLayout(ops)
         ops_lay.setContentsMargins(0, 0, 0, 0)
@@ -77,7 +94,7 @@ class SystemsPage(QWidget):
         self.op_bar.setValue(0)
         self.steps = QTableView()
         self.steps.setObjectName("operationSteps")
-        self.steps.setModel(fleet.operation_steps)
+        self.steps.setModel(operations.steps)
         self.steps.verticalHeader().hide()
         self.steps.horizontalHeader().setStretchLastSection(True)
         self.steps.verticalHeader().setSectionResizeMode(QHeaderView.ResizeMode.Fixed)
@@ -90,12 +107,7 @@ class SystemsPage(QWidget):
         self.steps.setColumnWidth(5, 150)
         for w in (self.op_label, self.op_bar, self.steps):
             ops_lay.addWidget(w)
-        split.addWidget(ops)
-        split.setStretchFactor(0, 3)
-        split.setStretchFactor(1, 1)
-        lay.addWidget(split, 1)
-        fleet.operation_changed.connect(self._operation)
-        self._enable()
+        return ops
 
     def _action(self, text: str, slot: Any, shortcut: str, always: bool = False) -> QAction:
         act = common.make_action(self, text, slot, shortcut)
@@ -172,12 +184,12 @@ class SystemsPage(QWidget):
     def edit(self) -> SystemDialog | ModuleDialog | None:
         kind, key, row = self.selected()
         if kind == "system":
-            dlg = SystemDialog(row, self)
+            dlg = SystemDialog(cast(SystemRow, row), self)
             dlg.submit = lambda v: self.fleet.update_system(key, v["description"])
             dlg.open()
             return dlg
         if kind == "module":
-            mdlg = ModuleDialog(self._package_versions(), row, self)
+            mdlg = ModuleDialog(self._package_versions(), cast(ModuleRow, row), self)
             system_id = str(row.get("system_id"))
             mdlg.submit = lambda v: self.fleet.update_module(
                 system_id, key, {k: v[k] for k in ("version", "start_order", "env", "args")}
@@ -217,7 +229,7 @@ class SystemsPage(QWidget):
 
     def start_system(self) -> Any:
         system_id = self.system_of_selection()
-        return self.fleet.start_system(system_id) if system_id else None
+        return self.operations.start_system(system_id) if system_id else None
 
     def stop_system(self) -> Any:
         system_id = self.system_of_selection()
@@ -228,7 +240,7 @@ class SystemsPage(QWidget):
             self,
             "Stop system",
             f"Stop every instance of {name}, in reverse start order?",
-            lambda: self.fleet.stop_system(system_id),
+            lambda: self.operations.stop_system(system_id),
         )
 
     def delete(self) -> Any:
@@ -265,7 +277,9 @@ class SystemsPage(QWidget):
         return out
 
     def _operation(self, system_id: str, state: str, done: int, total: int) -> None:
-        op = self.fleet.operation
+        op = self.operations.current
+        if op is None:
+            return
         name = self.fleet.system_names.get(system_id, system_id)
         self.op_bar.setRange(0, max(1, total))
         self.op_bar.setValue(done)

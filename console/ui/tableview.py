@@ -1,30 +1,27 @@
-"""The table view of every page, made cheap enough for a 10,000-row table updated each second.
+"""The table view of every page, cheap enough for a large table with live figures every tick.
 
 Two things Qt's `QTableView` does not do here:
-- A `dataChanged` that reaches past the viewport (a tick of live figures spans every row) makes
-  Qt repaint a band as wide as the whole table; here the dirty rectangle is clipped to the
-  visible rows and the changed columns.
-- Painting a cell through Qt's item delegate costs about seven calls into the Python model (one
-  per role, through the proxy) and a text layout: some 60 µs a cell, 60 ms for a screenful. Over
-  a `RowTableModel` this view paints the cells itself, one pass per paint event: a row's texts
-  come from the model's cache in one call, each is drawn as plain text at a position computed
-  from its cached width (no layout per cell), and backgrounds, alternating rows, selection, grid, state colors and
-  alignment follow the palette the style sheet set and the model's columns. A text too wide for
-  its cell is elided as Qt would. About ten times cheaper; the model still answers every role
-  for other views, tooltips and accessibility.
-`paint_seconds` adds up the GUI thread's CPU time spent painting (the benchmark reads it).
+- a `dataChanged` that reaches past the viewport makes Qt repaint a band as wide as the whole
+  table; here the dirty rectangle is clipped to the visible rows and the changed columns;
+- over a `RowTableModel` this view paints the cells itself, one pass per paint event, from the
+  model's cached texts and widths (Qt's delegate asks the Python model once per role per cell).
+  The model still answers every role for other views, tooltips and accessibility.
+`paint_seconds` adds up the GUI thread's CPU time spent painting.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Sequence
+from typing import Any
 
 from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QPointF, QRect, Qt
 from PySide6.QtGui import QColor, QPainter, QPaintEvent, QPalette, QRegion
 from PySide6.QtWidgets import QStyle, QStyleOptionViewItem, QTableView, QWidget
 
-from console.models.base import STALE_COLOR, FilterProxy, RowTableModel
+from console.models.base import RowTableModel
+from console.models.cells import STALE_COLOR
+from console.models.filter_proxy import FilterProxy
 
 MARGIN = 3  # pixels between a cell's text and its edge: Qt's delegate leaves (and sizes for) 3
 MAX_TEXTS = 8192  # distinct strings whose width is kept
@@ -107,9 +104,11 @@ class TableView(QTableView):
         )
 
     def _paint(self, region: QRegion) -> None:
+        """Paint the visible cells in `region`. One long function on purpose: the paint hot path
+        keeps its locals in one frame rather than paying for calls per row."""
         proxy = self._proxy
         assert proxy is not None
-        model: RowTableModel = proxy.source
+        model: RowTableModel[Any] = proxy.source
         box = region.boundingRect()
         first = self.rowAt(box.top())
         if first < 0:

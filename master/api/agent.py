@@ -24,6 +24,7 @@ from protocol.messages import (
     CLOSE_REPLACED,
     Config,
     DecodeError,
+    Goodbye,
     Heartbeat,
     Hello,
     InstanceStateMsg,
@@ -114,8 +115,9 @@ async def agent_socket(ws: WebSocket, svc: ServicesDep) -> None:
             raise
     finally:
         if svc.agents.detach(link):
-            svc.nodes.offline(link)
-            log.info("node %s disconnected", node_id)
+            planned = link.leaving or svc.stopping
+            svc.nodes.offline(link, planned)
+            log.info("node %s disconnected%s", node_id, " (planned)" if planned else "")
 
 
 async def _replace(old: AgentLink, link: AgentLink, svc: ServicesDep) -> None:
@@ -218,6 +220,9 @@ async def _serve(ws: WebSocket, link: AgentLink, svc: ServicesDep) -> None:
             svc.logs.on_chunk(link.node_id, msg)
         elif isinstance(msg, Hello):
             await svc.orchestrator.on_hello(link, msg)
+        elif isinstance(msg, Goodbye):
+            link.leaving = True
+            log.info("node %s is leaving: %s", link.node_id, msg.reason or "no reason given")
 
 
 def _summary(text: str, exc: ValidationError) -> str:

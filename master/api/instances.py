@@ -13,6 +13,7 @@ from master.services import adoption
 from master.services.serializers import instance_out
 from protocol.errors import ErrorCode, GdosError
 from protocol.rest import AdoptIn, InstanceCreate, InstanceOut
+from protocol.states import InstanceState
 
 router = APIRouter(prefix="/api/v1/instances", tags=["instances"], responses=ERROR_RESPONSES)
 Id = Annotated[str, Path(max_length=64)]
@@ -55,23 +56,32 @@ async def adopt_instance(
 def list_instances(
     _: Viewer,
     s: SessionDep,
+    svc: ServicesDep,
     system_id: Annotated[str | None, Query(max_length=64)] = None,
     node_id: Annotated[str | None, Query(max_length=64)] = None,
-    state: Annotated[str | None, Query(max_length=32)] = None,
+    state: InstanceState | None = None,
+    name: Annotated[str | None, Query(max_length=160, description="only this name")] = None,
 ) -> list[InstanceOut]:
     q = select(models.Instance).order_by(models.Instance.name)
+    if name is not None:
+        q = q.where(models.Instance.name == name)
     if system_id:
         q = q.where(models.Instance.system_id == system_id)
     if node_id:
         q = q.where(models.Instance.node_id == node_id)
     if state:
         q = q.where(models.Instance.state == state)
-    return [instance_out(i) for i in s.scalars(q)]
+    return [_with_figures(instance_out(i), svc) for i in s.scalars(q)]
+
+
+def _with_figures(out: InstanceOut, svc: ServicesDep) -> InstanceOut:
+    figures = svc.metrics.instance_now(out.id)
+    return out.model_copy(update=figures) if figures else out
 
 
 @router.get("/{instance_id}", response_model=InstanceOut)
-def read_instance(instance_id: Id, _: Viewer, s: SessionDep) -> InstanceOut:
-    return instance_out(get_instance(s, instance_id))
+def read_instance(instance_id: Id, _: Viewer, s: SessionDep, svc: ServicesDep) -> InstanceOut:
+    return _with_figures(instance_out(get_instance(s, instance_id)), svc)
 
 
 @router.post("/{instance_id}/start", response_model=InstanceOut, status_code=202)

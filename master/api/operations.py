@@ -1,6 +1,6 @@
 """Batch start/stop of a system, and the `operation` resource that shows its progress."""
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Request
 from sqlalchemy import select
@@ -26,6 +26,7 @@ async def _begin(
     svc: ServicesDep,
 ) -> OperationStarted:
     system = get_system(s, system_id)
+    svc.rollouts.refuse_if_busy(system.id, only_releases=True)  # never superseded silently
     ready_timeout = body.ready_timeout if body else None
     op = svc.operations.begin(s, system, kind, principal.name, ready_timeout)
     request.state.audit_target = f"system={system.id}"
@@ -62,7 +63,8 @@ async def stop_system(
 
 @router.get("/operations/{operation_id}", response_model=OperationOut)
 def read_operation(operation_id: Id, _: Viewer, s: SessionDep, svc: ServicesDep) -> OperationOut:
-    return svc.operations.get(s, operation_id)
+    rollout = svc.rollouts.live.get(operation_id)
+    return rollout.out() if rollout is not None else svc.operations.get(s, operation_id)
 
 
 @router.get("/operations", response_model=list[OperationOut])
@@ -71,7 +73,7 @@ def list_operations(
     s: SessionDep,
     svc: ServicesDep,
     system_id: Annotated[str | None, Query(max_length=64)] = None,
-    state: Annotated[str | None, Query(max_length=16)] = None,
+    state: Literal["running", "succeeded", "failed"] | None = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> list[OperationOut]:
     """Newest first."""
@@ -82,6 +84,6 @@ def list_operations(
         q = q.where(models.Operation.state == state)
     out = []
     for row in s.scalars(q):
-        live = svc.operations.live.get(row.id)
+        live = svc.operations.live.get(row.id) or svc.rollouts.live.get(row.id)
         out.append(live.out() if live is not None else operation_out(row))
     return out

@@ -10,6 +10,7 @@ from master.api.deps import Operator, ServicesDep, SessionDep, Viewer
 from master.api.errors import ERROR_RESPONSES
 from master.db import models
 from master.db.session import get_or_404, lock_by_id, lock_row
+from master.services import instance_settings
 from master.services.serializers import instance_out, module_out, system_out
 from protocol.errors import ErrorCode, GdosError
 from protocol.launch import LaunchError, check_total
@@ -22,6 +23,7 @@ from protocol.rest import (
     SystemOut,
     SystemPatch,
 )
+from protocol.rest_releases import ModuleChanged
 
 router = APIRouter(prefix="/api/v1", tags=["systems"], responses=ERROR_RESPONSES)
 Id = Annotated[str, Path(max_length=64)]
@@ -136,11 +138,17 @@ async def create_module(
     return out
 
 
-@router.patch("/modules/{module_id}", response_model=ModuleOut)
+@router.get("/modules/{module_id}", response_model=ModuleOut)
+def read_module(module_id: Id, _: Viewer, s: SessionDep) -> ModuleOut:
+    return module_out(get_module(s, module_id))
+
+
+@router.patch("/modules/{module_id}", response_model=ModuleChanged)
 async def update_module(
     module_id: Id, body: ModulePatch, _: Operator, s: SessionDep, svc: ServicesDep
-) -> ModuleOut:
-    """Change a module; running instances keep what they were deployed with until redeployed."""
+) -> ModuleChanged:
+    """Change a module. What runs does not change by itself: `drifted` lists the instances that
+    now differ (a new version: until upgraded or rolled out; env or args: until restarted)."""
     mod = get_module(s, module_id)
     given = body.model_dump(exclude_unset=True)
     if "version" in given:
@@ -152,10 +160,16 @@ async def update_module(
         raise GdosError(ErrorCode.VALIDATION_FAILED, f"{where}: {exc}", {"field": where}) from None
     for key, value in given.items():
         setattr(mod, key, value)
+    s.flush()
+    insts = instance_settings.of_modules(s, [mod.id])
+    instance_settings.refresh_drift(s, insts)
     s.commit()
+    for inst in insts:
+        svc.orchestrator.feed.publish(inst)
     out = module_out(mod)
     svc.hub.publish("module", out.model_dump())
-    return out
+    drifted = sorted(inst.id for inst in insts if inst.drift)
+    return ModuleChanged(**out.model_dump(), drifted=drifted)
 
 
 @router.delete("/modules/{module_id}", status_code=204, response_class=Response)

@@ -159,10 +159,23 @@ class Instance(Base):
     adoption: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     # The account its process runs as on the node, as its agent reports it.
     user: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # Releases: GDOS_INSTANCE_INDEX (1, 2, ... within its module, the lowest free at deploy);
+    # its own settings over its module's; what it ran before; what it was last started with
+    # (`applied`: {"package_id", "settings"}, a digest of the settings) and whether that now
+    # differs from its module (`drift`).
+    module_index: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    override_env: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    override_args: Mapped[list[str] | None] = mapped_column(JSON, nullable=True)
+    override_user: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    previous_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    previous_package_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    applied: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    drift: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
 
 
 class Operation(Base):
-    """A batch start or stop of a system: its steps (one per instance) and how it ended."""
+    """A batch start or stop of a system, or a rollout or rollback: its steps (one per instance)
+    and how it ended."""
 
     __tablename__ = "operations"
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
@@ -177,6 +190,11 @@ class Operation(Base):
     steps: Mapped[list[dict[str, Any]]] = mapped_column(JSON, default=list)
     created_at: Mapped[float] = mapped_column(Float, default=time.time, index=True)
     finished_at: Mapped[float | None] = mapped_column(Float, nullable=True)
+    # Rollouts and rollbacks: the module (null for a system's), a canary's pause, and the
+    # settings and progress (protocol.rest_releases.RolloutOut) that let a restarted master resume it.
+    module_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
+    rollout: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
 
 
 class AuditEntry(Base):

@@ -39,6 +39,7 @@ class AgentLink:
         self.closed = False
         self.unmanaged: list[str] = []  # instance ids the agent runs that the master does not know
         self.peer = ""  # the agent's address as the master sees it
+        self.leaving = False  # the agent said goodbye: its disconnection is planned
         self._send_lock = asyncio.Lock()
 
     async def send(self, msg: Struct) -> None:

@@ -7,6 +7,7 @@ from sqlalchemy.orm import Session
 
 from master.db import models
 from master.db.session import Database
+from master.services import instance_settings
 from master.services.agents import AgentLink
 from master.services.instance_feed import InstanceFeed
 from master.services.serializers import instance_out
@@ -18,9 +19,12 @@ from protocol.messages import (
     Destroy,
     InstanceSpec,
     PackageRef,
+    Prepare,
     Result,
+    Settings,
     Start,
     Stop,
+    Switch,
 )
 from protocol.states import InstanceState
 
@@ -45,18 +49,37 @@ def package_ref(pkg: models.Package) -> PackageRef:
 
 
 def spec_for(s: Session, inst: models.Instance) -> InstanceSpec:
+    """What a deploy sends; recorded on the instance as what it runs with (`applied`)."""
     pkg = s.get(models.Package, inst.package_id) if inst.package_id else None
     if pkg is None:
         raise GdosError(ErrorCode.NOT_FOUND, f"the package of instance {inst.name} is gone")
-    mod = s.get(models.Module, inst.module_id) if inst.module_id else None
-    env = dict(pkg.manifest.get("env") or {})
-    args = None
-    if mod is not None:
-        env.update(mod.env or {})
-        args = mod.args
+    settings = start_settings(s, inst)
+    assert settings is not None, "only a module's instances are deployed"
     return InstanceSpec(
-        instance_id=inst.id, name=inst.name, package=package_ref(pkg), env=env, args=args
+        instance_id=inst.id,
+        name=inst.name,
+        package=package_ref(pkg),
+        env=settings.env,
+        args=settings.args,
+        index=settings.index,
+        user=settings.user,
     )
+
+
+def start_settings(
+    s: Session, inst: models.Instance, modules: dict[str, models.Module] | None = None
+) -> Settings | None:
+    """The settings a start (or deploy, or switch) carries to a module's instance, recorded as
+    applied and its drift refreshed (not committed); None for an adopted process, whose
+    command is its own. `modules` saves a query per instance on a batch."""
+    if inst.adopted or inst.module_id is None:
+        return None
+    mod = modules.get(inst.module_id) if modules is not None else None
+    mod = mod or s.get(models.Module, inst.module_id)
+    settings = instance_settings.settings_for(mod, inst)
+    inst.applied = instance_settings.applied(inst.package_id, settings)
+    instance_settings.refresh_drift(s, [inst])
+    return settings
 
 
 def stop_timeout(s: Session, inst: models.Instance) -> float:
@@ -94,7 +117,7 @@ class Commands:
     async def send(
         self,
         link: AgentLink,
-        msg: Deploy | Start | Stop | Destroy | Batch,
+        msg: Deploy | Start | Stop | Destroy | Batch | Prepare | Switch,
         instance_id: str,
         timeout: float,
     ) -> Result | None:
@@ -110,16 +133,17 @@ class Commands:
             self.note_failure(instance_id, err, result.data.get("state"))
         return result
 
-    async def restart(self, link: AgentLink, instance_id: str, stop_timeout: float) -> None:
-        """Stop, then start once the stop succeeded."""
+    async def restart(
+        self, link: AgentLink, instance_id: str, stop_timeout: float, settings: Settings | None
+    ) -> None:
+        """Stop, then start (with the instance's settings) once the stop succeeded."""
         stopped = await self.send(
             link, Stop(id=link.next_id(), instance_id=instance_id), instance_id, stop_timeout
         )
         if stopped is None or not stopped.ok:
             return
-        await self.send(
-            link, Start(id=link.next_id(), instance_id=instance_id), instance_id, START_TIMEOUT
-        )
+        start = Start(id=link.next_id(), instance_id=instance_id, settings=settings)
+        await self.send(link, start, instance_id, START_TIMEOUT)
 
     async def destroy(self, link: AgentLink, instance_id: str, timeout: float) -> None:
         """Destroy on the node; the master forgets the instance once the agent has."""

@@ -62,6 +62,7 @@ def report_changes(row: Mapping[str, Any], report: InstanceReport) -> Row:
         "health_detail": report.health_detail,
         "last_error": report.error or row["last_error"],
         "user": report.user or row["user"],
+        "version": report.version or row["version"],
     }
     return changes
 

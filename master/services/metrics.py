@@ -320,3 +320,11 @@ class MetricsService:
     def latest(self, key: str) -> tuple[int, list[float]] | None:
         series = self.store.get(key)
         return series.latest() if series is not None else None
+
+    def instance_now(self, instance_id: str, fresh: float = 10.0) -> dict[str, Any]:
+        """`cpu_percent` and `rss_bytes` of the newest sample, or nothing when none is recent."""
+        found = self.latest(instance_key(instance_id))
+        if found is None or found[0] < time.time() - fresh:
+            return {}
+        values = dict(zip(INSTANCE_FIELDS, found[1], strict=False))
+        return {"cpu_percent": values["cpu_percent"], "rss_bytes": int(values["rss_bytes"])}

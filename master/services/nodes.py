@@ -26,11 +26,16 @@ class Nodes:
         self.orchestrator = orchestrator
         self._load_published: dict[str, float] = {}
 
-    def publish(self, node_id: str) -> None:
+    def publish(self, node_id: str, planned: bool = False) -> None:
+        """`planned`: the node went offline on purpose (its agent said goodbye, or this master is
+        stopping), which the alert engine does not count as a node lost."""
         with self.db.session() as s:
             node = s.get(models.Node, node_id)
             if node is not None:
-                self.hub.publish("node", node_out(node, self.agents).model_dump())
+                data = node_out(node, self.agents).model_dump()
+                if planned:
+                    data["planned"] = True
+                self.hub.publish("node", data)
 
     def publish_load(self, link: AgentLink) -> None:
         now = time.monotonic()
@@ -41,7 +46,7 @@ class Nodes:
             "node", {"id": link.node_id, "status": "online", "load": link.load.to_dict()}
         )
 
-    def offline(self, link: AgentLink) -> None:
+    def offline(self, link: AgentLink, planned: bool = False) -> None:
         """The node's socket is gone: remember when it was last seen, its processes are unknown."""
         with self.db.session() as s:
             node = s.get(models.Node, link.node_id)
@@ -49,7 +54,7 @@ class Nodes:
                 node.last_seen = link.last_seen_wall
                 s.commit()
         self.orchestrator.mark_node_unknown(link.node_id)
-        self.publish(link.node_id)
+        self.publish(link.node_id, planned)
 
     async def drop_stale(self, link: AgentLink) -> None:
         """An agent silent past the grace: offline, and its socket closed."""

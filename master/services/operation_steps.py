@@ -1,5 +1,6 @@
 """The `operation` resource in memory: its steps (one per instance), their states, and the
-shapes it is saved and published in. The runner that moves them is master/services/operations.py."""
+shapes it is saved and published in. The runners that move them are master/services/operations.py
+(batch start and stop) and master/services/rollouts.py (rollouts and rollbacks)."""
 
 import asyncio
 from dataclasses import dataclass, field
@@ -27,9 +28,23 @@ class StepState(StrEnum):
     FAILED = "failed"
     SKIPPED = "skipped"  # never reached: a lower level failed
     CANCELLED = "cancelled"  # in progress when the operation ended
+    # Rollouts and rollbacks.
+    PREPARING = "preparing"  # its node fetches and unpacks the new release beside the running one
+    PREPARED = "prepared"  # waiting for its batch
+    SWITCHING = "switching"  # stop, switch, start
+    ROLLING_BACK = "rolling_back"  # back to the release it ran before the rollout
+    ROLLED_BACK = "rolled_back"
 
 
-FINAL_STEPS = frozenset({StepState.DONE, StepState.FAILED, StepState.SKIPPED, StepState.CANCELLED})
+FINAL_STEPS = frozenset(
+    {
+        StepState.DONE,
+        StepState.FAILED,
+        StepState.SKIPPED,
+        StepState.CANCELLED,
+        StepState.ROLLED_BACK,
+    }
+)
 
 
 @dataclass
@@ -45,6 +60,17 @@ class Step:
     error: str | None = None
     started_at: float | None = None
     finished_at: float | None = None
+    # Rollouts and rollbacks: the releases it goes from and to, its batch, whether it ran
+    # before (then it is started after its switch), and whether it was switched (touched: a
+    # rollback switches it back).
+    module_id: str | None = None
+    from_package: str | None = None
+    to_package: str | None = None
+    from_version: str | None = None
+    to_version: str | None = None
+    batch: int | None = None
+    was_running: bool = False
+    touched: bool = False
     _view: tuple[tuple[Any, ...], dict[str, Any]] | None = field(default=None, repr=False)
 
     @property
@@ -64,6 +90,7 @@ class Step:
             "error": self.error,
             "started_at": self.started_at,
             "finished_at": self.finished_at,
+            **({f: getattr(self, f) for f in _ROLLOUT_FIELDS} if self.to_package else {}),
         }
 
     @classmethod
@@ -80,12 +107,13 @@ class Step:
             error=r.get("error"),
             started_at=r.get("started_at"),
             finished_at=r.get("finished_at"),
+            **{f: r[f] for f in _ROLLOUT_FIELDS if f in r},
         )
 
     def view(self) -> dict[str, Any]:
         """StepOut as a plain dict, rebuilt only when the step changed (an operation of a
         hundred steps is published several times a second while it runs)."""
-        key = (self.state, self.error, self.started_at, self.finished_at)
+        key = (self.state, self.error, self.started_at, self.finished_at, self.batch)
         if self._view is None or self._view[0] != key:
             self._view = (key, self._build_view())
         return self._view[1]
@@ -100,16 +128,31 @@ class Step:
             "error": self.error,
             "started_at": iso(self.started_at),
             "finished_at": iso(self.finished_at),
+            "from_version": self.from_version,
+            "to_version": self.to_version,
+            "batch": self.batch,
         }
 
     def out(self) -> StepOut:
         return StepOut(**self.view())
 
 
+_ROLLOUT_FIELDS = (
+    "module_id",
+    "from_package",
+    "to_package",
+    "from_version",
+    "to_version",
+    "batch",
+    "was_running",
+    "touched",
+)
+
+
 @dataclass
 class Op:
     id: str
-    kind: str  # start | stop
+    kind: str  # start | stop | rollout | rollback
     system_id: str
     actor: str
     created_at: float
@@ -123,6 +166,11 @@ class Op:
     task: asyncio.Task[None] | None = None
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     touched: set[str] = field(default_factory=set)  # instances changed since the last look
+    # Rollouts and rollbacks: the module (None for a system's), a canary's pause, and the
+    # settings and progress (protocol.rest_releases.RolloutOut as a dict).
+    module_id: str | None = None
+    paused: bool = False
+    rollout: dict[str, Any] | None = None
 
     def view(self) -> dict[str, Any]:
         """OperationOut as a plain dict: what the event stream carries."""
@@ -138,6 +186,9 @@ class Op:
             "level": self.level,
             "resumed": self.resumed,
             "steps": [st.view() for st in self.steps],
+            "module_id": self.module_id,
+            "paused": self.paused,
+            "rollout": self.rollout,
         }
 
     def out(self) -> OperationOut:
@@ -157,4 +208,7 @@ def operation_out(row: models.Operation) -> OperationOut:
         level=row.level,
         resumed=row.resumed,
         steps=[Step.from_record(r).out() for r in row.steps or []],
+        module_id=row.module_id,
+        paused=row.paused,
+        rollout=row.rollout,
     )

@@ -4,6 +4,7 @@ read back after a master restart."""
 
 import asyncio
 from collections.abc import Iterable
+from typing import Any
 
 from sqlalchemy import select
 from sqlalchemy.orm import Session
@@ -35,6 +36,8 @@ class OperationStore:
         actor: str,
         steps: list[Step],
         ready_timeout: float | None,
+        module_id: str | None = None,
+        rollout: dict[str, Any] | None = None,
     ) -> Op:
         row = models.Operation(
             kind=kind,
@@ -43,6 +46,8 @@ class OperationStore:
             actor=actor,
             ready_timeout=ready_timeout,
             steps=[st.record() for st in steps],
+            module_id=module_id,
+            rollout=rollout,
         )
         s.add(row)
         s.commit()
@@ -54,6 +59,8 @@ class OperationStore:
             created_at=row.created_at,
             steps=steps,
             ready_timeout=ready_timeout,
+            module_id=module_id,
+            rollout=rollout,
         )
         return op
 
@@ -83,21 +90,28 @@ class OperationStore:
                 row.state, row.error, row.level = str(op.state), op.error, op.level
                 row.finished_at, row.resumed = op.finished_at, op.resumed
                 row.steps = [st.record() for st in op.steps]
+                row.paused = op.paused
+                row.rollout = dict(op.rollout) if op.rollout is not None else None
             s.commit()
         for op in ops:
             self._dirty.pop(op.id, None)
             self.publish(op)
 
-    def left_running(self) -> list[Op]:
-        """Operations a previous master run left running, their steps pending again."""
+    def left_running(self, kinds: Iterable[str], reset: bool = True) -> list[Op]:
+        """Operations of these kinds a previous master run left running; with `reset`, their
+        steps pending again (batch operations redo every level; rollouts keep each step's
+        progress)."""
         with self.db.session() as s:
             rows = s.scalars(
-                select(models.Operation).where(models.Operation.state == OpState.RUNNING)
+                select(models.Operation).where(
+                    models.Operation.state == OpState.RUNNING,
+                    models.Operation.kind.in_(list(kinds)),
+                )
             )
             ops = []
             for row in rows:
                 steps = [Step.from_record(r) for r in row.steps or []]
-                for st in steps:
+                for st in steps if reset else ():
                     st.state, st.error, st.finished_at = StepState.PENDING, None, None
                 ops.append(
                     Op(
@@ -110,6 +124,9 @@ class OperationStore:
                         ready_timeout=row.ready_timeout,
                         level=row.level,
                         resumed=row.resumed + 1,
+                        module_id=row.module_id,
+                        paused=row.paused,
+                        rollout=row.rollout,
                     )
                 )
         return ops

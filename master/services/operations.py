@@ -23,19 +23,20 @@ from sqlalchemy.orm import Session
 from master.db import models
 from master.db.session import Database
 from master.hub import Hub
-from master.services import instance_rows, operation_plan
+from master.services import instance_rows, instance_settings, operation_plan
 from master.services.agents import AgentRegistry
 from master.services.commands import COMMAND_SLACK, START_TIMEOUT
 from master.services.operation_steps import FINAL_STEPS, Op, OpState, Step, StepState
 from master.services.operation_store import OperationStore
 from master.services.orchestrator import Orchestrator
 from protocol.errors import GdosError
-from protocol.messages import Batch
+from protocol.messages import Batch, Settings
 from protocol.rest import InstanceOut, OperationOut
 
 log = logging.getLogger(__name__)
 
 RESUME_GRACE = 60.0  # how long a resumed operation waits for its nodes to come back
+BATCH_KINDS = ("start", "stop")  # rollouts and rollbacks are master/services/rollouts.py's
 
 
 class Operations:
@@ -71,6 +72,13 @@ class Operations:
         log.info("operation %s: %s system %s (%d instances)", op.id, kind, system.name, len(steps))
         return op
 
+    def cancel(self, operation_id: str, actor: str) -> Op | None:
+        """End a running batch start or stop where it is (None: no such running operation)."""
+        op = self.live.get(operation_id)
+        if op is not None:
+            self._end(op, OpState.FAILED, f"cancelled by {actor}")
+        return op
+
     def get(self, s: Session, operation_id: str) -> OperationOut:
         op = self.live.get(operation_id)
         if op is not None:
@@ -99,6 +107,7 @@ class Operations:
     async def _level(self, op: Op, steps: list[Step]) -> str | None:
         starting = op.kind == "start"
         sends: dict[str, list[str]] = {}
+        settings: dict[str, tuple[Settings, dict[str, Any]]] = {}
         began = time.perf_counter()
         with self.db.engine.begin() as conn:  # Core: a level may hold hundreds of rows
             rows = instance_rows.load(conn, (st.instance_id for st in steps))
@@ -118,6 +127,13 @@ class Operations:
                     sends.setdefault(row["node_id"], []).append(row["id"])
                 row.update(change)
                 changes[row["id"]] = change
+            if starting:  # each start carries the instance's settings, recorded as applied
+                started = [rows[i] for ids in sends.values() for i in ids]
+                with Session(bind=conn) as s:
+                    settings = instance_settings.for_rows(s, started)
+                for iid, (_, recorded) in settings.items():
+                    rows[iid].update(recorded)
+                    changes[iid].update(recorded)
             instance_rows.write(conn, changes)
         for row in rows.values():
             self.orch.feed.publish_view(instance_rows.view(row))  # also refreshes our view of it
@@ -128,7 +144,9 @@ class Operations:
             timeout = (
                 START_TIMEOUT if starting else max(stop_timeout[i] for i in ids) + COMMAND_SLACK
             )
-            self.orch.spawn(self._send(op, node_id, "start" if starting else "stop", ids, timeout))
+            carried = {i: settings[i][0] for i in ids if i in settings} if starting else {}
+            action: Literal["start", "stop"] = "start" if starting else "stop"
+            self.orch.spawn(self._send(op, node_id, action, ids, timeout, carried))
         sent = time.perf_counter()
         outcome = await self._settle(op, steps)
         log.info(
@@ -157,14 +175,20 @@ class Operations:
         return None
 
     async def _send(
-        self, op: Op, node_id: str, action: Literal["start", "stop"], ids: list[str], timeout: float
+        self,
+        op: Op,
+        node_id: str,
+        action: Literal["start", "stop"],
+        ids: list[str],
+        timeout: float,
+        settings: dict[str, Settings],
     ) -> None:
         link = self.agents.get(node_id)
         errors: dict[str, str] = {}
         if link is None:
             errors = dict.fromkeys(ids, f"node {node_id} went offline")
         else:
-            msg = Batch(id=link.next_id(), action=action, instance_ids=ids)
+            msg = Batch(id=link.next_id(), action=action, instance_ids=ids, settings=settings)
             try:
                 result = await link.request(msg, timeout)
             except GdosError as exc:
@@ -274,7 +298,7 @@ class Operations:
 
     def resume_all(self) -> None:
         """Pick up operations a previous master run left running."""
-        for op in self.store.left_running():
+        for op in self.store.left_running(BATCH_KINDS):
             self._track(op)
             op.task = self.orch.spawn(self._resume(op))
             log.info("operation %s (%s) resumes after a master restart", op.id, op.kind)

@@ -20,9 +20,16 @@ from master.config import Settings
 from master.db import models
 from master.db.session import Database, lock_by_id, lock_row, retry_conflicts
 from master.hub import Hub
-from master.services import accounts, instance_rows
+from master.services import accounts, instance_rows, instance_settings
 from master.services.agents import AgentLink, AgentRegistry
-from master.services.commands import DESTROY_EXTRA, START_TIMEOUT, Commands, spec_for, stop_timeout
+from master.services.commands import (
+    DESTROY_EXTRA,
+    START_TIMEOUT,
+    Commands,
+    spec_for,
+    start_settings,
+    stop_timeout,
+)
 from master.services.instance_feed import InstanceFeed
 from master.services.reconcile import Action, Reconciliation, reconcile
 from master.services.reports import ReportQueue
@@ -86,6 +93,7 @@ class Orchestrator:
         link = self.agents.require(node.id)
         inst = self._insert_instance(s, mod, node, pkg)
         spec = spec_for(s, inst)
+        s.commit()
         self.feed.publish(inst)
         self.spawn(self.commands.deploy(link, spec))
         return inst
@@ -113,6 +121,7 @@ class Orchestrator:
             version=pkg.version,
             state=InstanceState.DEPLOYING,
             desired_state=DesiredState.STOPPED,
+            module_index=instance_settings.next_index(s, mod.id),
         )
         s.add(inst)
         try:
@@ -151,9 +160,10 @@ class Orchestrator:
             return inst  # already starting or running: never a second process
         inst.state = InstanceState.STARTING
         inst.last_error = None
+        settings = start_settings(s, inst)
         s.commit()
         self.feed.publish(inst)
-        msg = Start(id=link.next_id(), instance_id=inst.id)
+        msg = Start(id=link.next_id(), instance_id=inst.id, settings=settings)
         self.spawn(self.commands.send(link, msg, inst.id, START_TIMEOUT))
         return inst
 
@@ -179,9 +189,10 @@ class Orchestrator:
             InstanceState.STOPPING if inst.state in ACTIVE_STATES else InstanceState.STARTING
         )
         inst.last_error = None
+        settings = start_settings(s, inst)
         s.commit()
         self.feed.publish(inst)
-        self.spawn(self.commands.restart(link, inst.id, stop_timeout(s, inst)))
+        self.spawn(self.commands.restart(link, inst.id, stop_timeout(s, inst), settings))
         return inst
 
     async def destroy(
@@ -248,9 +259,13 @@ class Orchestrator:
         if action == "forget":
             self.commands.forget(s, inst)
         elif action == "deploy":
-            self.spawn(self.commands.deploy(link, spec_for(s, inst)))
+            spec = spec_for(s, inst)
+            s.commit()
+            self.spawn(self.commands.deploy(link, spec))
         elif action == "start":
-            msg: Start | Stop = Start(id=link.next_id(), instance_id=inst.id)
+            settings = start_settings(s, inst)
+            s.commit()
+            msg: Start | Stop = Start(id=link.next_id(), instance_id=inst.id, settings=settings)
             self.spawn(self.commands.send(link, msg, inst.id, START_TIMEOUT))
         elif action == "stop":
             msg = Stop(id=link.next_id(), instance_id=inst.id)

@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from master.db import models
+from master.services import instance_settings
 from master.storage.base import PackageStore
 from master.storage.spool import Spool, new_hash
 from protocol.archive import ArchiveLimits, inspect_package
@@ -123,6 +124,7 @@ async def register_file(
             raise storage_error(exc) from None
         if before_commit is not None:
             before_commit(pkg)
+        _newest_changed(s, pkg)
         s.commit()
     except IntegrityError:
         s.rollback()
@@ -137,6 +139,16 @@ async def register_file(
             os.unlink(path)
     log.info("package %s %s registered (%d bytes)", pkg.name, pkg.version, size)
     return pkg
+
+
+def _newest_changed(s: Session, pkg: models.Package) -> None:
+    """Instances of modules on the newest version of this package now differ from it."""
+    modules = s.scalars(
+        select(models.Module.id).where(
+            models.Module.package_name == pkg.name, models.Module.version.is_(None)
+        )
+    )
+    instance_settings.refresh_drift(s, instance_settings.of_modules(s, modules))
 
 
 async def delete_package(s: Session, store: PackageStore, pkg: models.Package) -> None:

@@ -68,6 +68,11 @@ class ReportQueue:
 
 def apply_to_instance(inst: models.Instance, report: InstanceReport) -> None:
     """`instance_rows.report_changes` on an ORM instance (the adoption path)."""
-    current = {"state": inst.state, "last_error": inst.last_error, "user": inst.user}
+    current = {
+        "state": inst.state,
+        "last_error": inst.last_error,
+        "user": inst.user,
+        "version": inst.version,
+    }
     for key, value in instance_rows.report_changes(current, report).items():
         setattr(inst, key, value)

@@ -33,6 +33,14 @@ def instance_out(inst: models.Instance) -> InstanceOut:
         version=inst.version,
         health_detail=inst.health_detail,
         user=inst.user,
+        previous_version=inst.previous_version,
+        drift=bool(inst.drift),
+        index=inst.module_index,
+        settings={
+            "env": dict(inst.override_env or {}),
+            "args": inst.override_args,
+            "user": inst.override_user,
+        },
     )
 
 

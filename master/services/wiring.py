@@ -18,7 +18,9 @@ from master.services.metrics import MetricsService, MetricsStore
 from master.services.nodes import Nodes
 from master.services.operations import Operations
 from master.services.orchestrator import Orchestrator
+from master.services.releases import Releases
 from master.services.restore import Gate
+from master.services.rollouts import Rollouts
 from master.services.throttle import LoginThrottle
 from master.services.uploads import UploadService
 from master.storage import PackageStore, open_store
@@ -31,6 +33,8 @@ class Services:
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
+        # Set when this master begins to shut down: the agents it disconnects then are not lost.
+        self.stopping = False
         self.db = Database(settings.database_url)
         self.hub = Hub()
         self.agents = AgentRegistry()
@@ -41,6 +45,10 @@ class Services:
         self.logs = LogRelay(self.db, self.agents, self.hub)
         self.backups.restore_hooks.append(self.logs.reset)
         self.operations = Operations(self.db, self.orchestrator, self.agents, self.hub)
+        self.releases = Releases(self.db, self.orchestrator, self.agents)
+        self.rollouts = Rollouts(
+            self.db, self.orchestrator, self.agents, self.operations, self.releases
+        )
         self.nodes = Nodes(self.db, self.hub, self.agents, self.orchestrator)
         # Hub listeners run in this order: the directory first, so the others see fresh facts.
         self.directory = Directory(self.hub)
@@ -88,6 +96,7 @@ class Services:
         # No agent is connected yet: what their processes do is unknown until they say hello.
         self.orchestrator.mark_node_unknown(None)
         self.operations.resume_all()  # they wait for their nodes' hello
+        self.rollouts.resume_all()
         self._tasks.append(
             asyncio.create_task(
                 watch_liveness(self.agents, self.settings.heartbeat_grace, self.nodes.drop_stale)
@@ -106,6 +115,7 @@ class Services:
             )
 
     async def stop(self) -> None:
+        self.stopping = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)

@@ -21,6 +21,7 @@ from protocol.manifest import LogRotate, Manifest
 from protocol.messages import FollowLog, InstanceSpec, ListLogs, LogChunk, PackageRef, TailLog
 
 SECRET = "root:x:0:0:the secret\n"
+APP = "releases/1-00000000"  # the current release's folder of the instance `inst`
 
 
 def manifest(**kw) -> Manifest:
@@ -31,10 +32,10 @@ def manifest(**kw) -> Manifest:
 def inst(tmp_path: Path) -> Path:
     d = tmp_path / "work" / "i1"
     (d / "logs").mkdir(parents=True)
-    (d / "app" / "logs").mkdir(parents=True)
+    (d / APP / "logs").mkdir(parents=True)
     (d / "logs" / "stdout.log").write_text("out line\n")
     (d / "logs" / "stderr.log").write_text("err line\n")
-    (d / "app" / "logs" / "access.log").write_text("GET /\n")
+    (d / APP / "logs" / "access.log").write_text("GET /\n")
     (tmp_path / "secret.txt").write_text(SECRET)
     return d
 
@@ -48,7 +49,7 @@ def refused(entry: LogFile) -> str:
 
 def test_declared_logs_in_order_and_only_by_name(inst: Path, tmp_path: Path):
     m = manifest(log_paths={"Access Log": "logs/access.log", "Sys": str(tmp_path / "sys.log")})
-    logs = declared(inst, m)
+    logs = declared(inst, inst / APP, m)
     assert [e.name for e in logs] == ["stdout", "stderr", "Access Log", "Sys"]
     assert tail(find(logs, "stdout"), 100)[0] == b"out line\n"
     assert tail(find(logs, "Access Log"), 100)[0] == b"GET /\n"
@@ -61,7 +62,7 @@ def test_declared_logs_in_order_and_only_by_name(inst: Path, tmp_path: Path):
 def test_tail_returns_the_end(inst: Path):
     out = inst / "logs" / "stdout.log"
     out.write_bytes(b"".join(b"line %05d\n" % i for i in range(10_000)))
-    data, size, start = tail(declared(inst, None)[0], 25)
+    data, size, start = tail(declared(inst, inst / APP, None)[0], 25)
     assert data == b"97\nline 09998\nline 09999\n" and size == out.stat().st_size
     assert start == size - 25
 
@@ -70,8 +71,8 @@ def test_a_log_swapped_for_a_symlink_is_refused(inst: Path, tmp_path: Path):
     out = inst / "logs" / "stdout.log"
     out.unlink()
     out.symlink_to(tmp_path / "secret.txt")
-    assert "symbolic link" in refused(declared(inst, None)[0])
-    info = describe(declared(inst, None)[0])
+    assert "symbolic link" in refused(declared(inst, inst / APP, None)[0])
+    info = describe(declared(inst, inst / APP, None)[0])
     assert info["exists"] and "symbolic link" in info["error"] and info["size"] == 0
 
 
@@ -79,10 +80,10 @@ def test_a_directory_on_the_path_swapped_for_a_symlink_is_refused(inst: Path, tm
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
     (elsewhere / "access.log").write_text(SECRET)
-    (inst / "app" / "logs" / "access.log").unlink()
-    (inst / "app" / "logs").rmdir()
-    (inst / "app" / "logs").symlink_to(elsewhere)
-    entry = find(declared(inst, manifest(log_paths={"a": "logs/access.log"})), "a")
+    (inst / APP / "logs" / "access.log").unlink()
+    (inst / APP / "logs").rmdir()
+    (inst / APP / "logs").symlink_to(elsewhere)
+    entry = find(declared(inst, inst / APP, manifest(log_paths={"a": "logs/access.log"})), "a")
     assert "directory on its path" in refused(entry)
 
 
@@ -90,7 +91,7 @@ def test_paths_leaving_the_instance_are_refused(inst: Path):
     # service.json validation already rejects this; the agent does not rely on it.
     crafted = manifest()
     msgspec.structs.force_setattr(crafted, "log_paths", {"x": "../../../secret.txt"})
-    entry = find(declared(inst, crafted), "x")
+    entry = find(declared(inst, inst / APP, crafted), "x")
     assert "leaves the instance" in refused(entry)
     with pytest.raises(ValueError, match="stay inside the package"):
         manifest(log_paths={"x": "../x.log"})
@@ -102,7 +103,7 @@ def test_an_absolute_log_is_read_only_under_the_log_roots(inst: Path, tmp_path: 
     real = roots[0] / "sys.log"
     real.write_text("system\n")
     m = manifest(log_paths={"Sys": str(real)})
-    entry = find(declared(inst, m, roots), "Sys")
+    entry = find(declared(inst, inst / APP, m, roots), "Sys")
     assert tail(entry, 100)[0] == b"system\n"
     real.unlink()
     real.symlink_to(tmp_path / "secret.txt")
@@ -114,19 +115,20 @@ def test_an_absolute_log_is_read_only_under_the_log_roots(inst: Path, tmp_path: 
         with pytest.raises(GdosError) as info:
             check_log_roots(crafted.log_paths, roots, inst)
         assert info.value.code == "forbidden" and "--log-roots" in info.value.message
-        entry = find(declared(inst, crafted, roots), "Shadow")
+        entry = find(declared(inst, inst / APP, crafted, roots), "Shadow")
         assert "--log-roots" in refused(entry)
         assert describe(entry)["size"] == 0
     # A folder inside the root that is a link out of it is refused at read time.
     (roots[0] / "app").symlink_to(tmp_path)
     linked = find(
-        declared(inst, manifest(log_paths={"L": f"{roots[0]}/app/secret.txt"}), roots), "L"
+        declared(inst, inst / APP, manifest(log_paths={"L": f"{roots[0]}/app/secret.txt"}), roots),
+        "L",
     )
     assert "directory on its path" in refused(linked)
     # The instance's own folder is always allowed, by absolute path too.
     own = manifest(log_paths={"Own": str(inst / "logs" / "stdout.log")})
     check_log_roots(own.log_paths, (), inst)
-    assert tail(find(declared(inst, own, ()), "Own"), 100)[0] == b"out line\n"
+    assert tail(find(declared(inst, inst / APP, own, ()), "Own"), 100)[0] == b"out line\n"
 
 
 def test_log_roots_flag_parsing():
@@ -140,7 +142,7 @@ def test_a_fifo_is_refused_without_hanging(inst: Path):
     out = inst / "logs" / "stdout.log"
     out.unlink()
     os.mkfifo(out)
-    assert "not a regular file" in refused(declared(inst, None)[0])
+    assert "not a regular file" in refused(declared(inst, inst / APP, None)[0])
 
 
 def numbered(n: int) -> bytes:
@@ -151,7 +153,7 @@ def test_rotation_cuts_a_big_file_into_bounded_backups(inst: Path):
     out = inst / "logs" / "stdout.log"
     out.write_bytes(numbered(10_500))  # 105,000 bytes
     rule = LogRotate(max_bytes=10_000, backups=3)
-    entry = declared(inst, None)[0]
+    entry = declared(inst, inst / APP, None)[0]
     assert logrotate.needs_rotation(entry, rule)
     assert logrotate.rotate(entry, rule) == 3
     assert out.stat().st_size == 0
@@ -178,7 +180,7 @@ def test_rotation_never_writes_through_a_symlink(inst: Path, tmp_path: Path):
     out.unlink()
     out.symlink_to(tmp_path / "secret.txt")
     rule = LogRotate(max_bytes=5, backups=1)
-    entry = declared(inst, None)[0]
+    entry = declared(inst, inst / APP, None)[0]
     assert not logrotate.needs_rotation(entry, rule)
     with pytest.raises(GdosError):
         logrotate.rotate(entry, rule)
@@ -203,7 +205,7 @@ def test_copytruncate_while_the_service_appends(inst: Path):
     with open(out, "ab") as f:
         child = process.spawn(WRITER, inst, dict(os.environ), f, f)
     rule = LogRotate(max_bytes=100_000, backups=2)
-    entry = declared(inst, None)[0]
+    entry = declared(inst, inst / APP, None)[0]
     rotations = 0
     while child.poll() is None:
         if logrotate.needs_rotation(entry, rule):
@@ -227,7 +229,9 @@ def supervisor_with(inst: Path, m: Manifest) -> Supervisor:
     sup = Supervisor(inst.parent, StateFile(inst.parent / "state.json"), None, lambda r: None)  # type: ignore[arg-type]
     ref = PackageRef(id="p", name="svc", version="1", sha256="0" * 64, size=1, url="/x")
     spec = InstanceSpec(instance_id=inst.name, name="svc-1", package=ref)
-    sup.instances[inst.name] = Managed(spec=spec, manifest=m, state=ProcessState.RUNNING)
+    sup.instances[inst.name] = Managed(
+        spec=spec, manifest=m, state=ProcessState.RUNNING, release=Path(APP).name
+    )
     return sup
 
 
@@ -261,7 +265,7 @@ async def test_requests_from_the_master(inst: Path):
             break
         await asyncio.sleep(0.05)
     assert [(c.data, c.offset, c.reset) for c in sent] == [("héllo\n", 9, False)]
-    logrotate.rotate(declared(inst, None)[0], LogRotate(max_bytes=1, backups=1))
+    logrotate.rotate(declared(inst, inst / APP, None)[0], LogRotate(max_bytes=1, backups=1))
     with open(inst / "logs" / "stdout.log", "ab") as f:
         f.write(b"after\n")
     for _ in range(100):

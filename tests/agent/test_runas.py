@@ -36,6 +36,7 @@ RUN = """#!/bin/sh
 echo $$ > "$GDOS_DATA_DIR/pid"
 echo "$(id -u) $(id -g) $USER $HOME" > "$GDOS_DATA_DIR/whoami"
 echo hello >> ../logs/app.log
+echo kept > ../uploads/by-service
 ( echo x >> "$GDOS_DATA_DIR/../../agent-state.json" ) 2>/dev/null && touch "$GDOS_DATA_DIR/wrote-state"
 ( echo x >> ../service.json ) 2>/dev/null && touch "$GDOS_DATA_DIR/wrote-code"
 ( touch ../new-file ) 2>/dev/null && touch "$GDOS_DATA_DIR/wrote-app"
@@ -55,6 +56,7 @@ def package(dest: Path, **manifest: object) -> Path:
         "stop_entrypoint": "bin/stop",
         "log_paths": {"App": "logs/app.log"},
         "health": {"command": ["bin/check"], "interval": 0.2},
+        "shared_paths": ["uploads/"],
         **manifest,
     }
     buf = io.BytesIO()
@@ -115,15 +117,15 @@ async def test_a_service_runs_as_its_user_and_writes_only_its_own_folders(open_d
     s = spec()
     await sup.deploy(s)
     inst = sup.instance_dir(s.instance_id)
+    app = sup.app_dir(sup.get(s.instance_id))
+    assert app is not None and app.parent == inst / "releases"
     me = (0, 0)
     nobody = (NOBODY.pw_uid, NOBODY.pw_gid)
     assert owner(inst) == (0, NOBODY.pw_gid) and stat.S_IMODE(inst.stat().st_mode) == 0o750
-    assert owner(inst / "app") == me and owner(inst / "app" / "bin") == me
+    assert owner(inst / "releases") == me and owner(app) == me and owner(app / "bin") == me
+    assert owner(inst / "shared" / "uploads") == nobody
     assert owner(inst / "data") == nobody and stat.S_IMODE((inst / "data").stat().st_mode) == 0o750
-    assert (
-        owner(inst / "app" / "logs") == nobody
-        and owner(inst / "app" / "logs" / "app.log") == nobody
-    )
+    assert owner(app / "logs") == nobody and owner(app / "logs" / "app.log") == nobody
     assert sup.get(s.instance_id).report().user == "nobody"
 
     await sup.start(s.instance_id)
@@ -140,14 +142,15 @@ async def test_a_service_runs_as_its_user_and_writes_only_its_own_folders(open_d
         "nobody",
         NOBODY.pw_dir,
     )
-    assert (inst / "app" / "logs" / "app.log").read_text() == "hello\n"
+    assert (app / "logs" / "app.log").read_text() == "hello\n"
+    assert (inst / "shared" / "uploads" / "by-service").read_text() == "kept\n"
     for breach in ("wrote-state", "wrote-code", "wrote-app", "wrote-stdout"):
         assert not (data / breach).exists(), breach
     assert "x" not in (open_dir / "work" / "agent-state.json").read_text()[-2:]
     assert owner(inst / "logs" / "stdout.log") == me  # the agent's, written by inheritance
 
     await until(lambda: m.health == HealthState.HEALTHY, "the probe passes")
-    assert (inst / "app" / "logs" / "probe-uid").read_text().strip() == str(NOBODY.pw_uid)
+    assert (app / "logs" / "probe-uid").read_text().strip() == str(NOBODY.pw_uid)
     await sup.stop(s.instance_id)
     assert m.state == ProcessState.STOPPED
     assert (data / "stop-uid").read_text().strip() == str(NOBODY.pw_uid)

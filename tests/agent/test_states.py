@@ -275,7 +275,7 @@ async def _refused_starts(walk: Walk, sup: Supervisor) -> None:
             await sup.start(iid)
     sup.default_user = None
     c = await walk.deploy(sup)
-    (sup.instance_dir(c) / "app" / "bin" / "run").unlink()
+    (sup.instance_dir(c) / "current" / "bin" / "run").unlink()
     with pytest.raises(GdosError):
         await sup.start(c)  # stopped -> starting -> failed
 

@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+import ast
 import asyncio
 import hashlib
+import importlib.util
 import os
 import re
+from pathlib import Path
 
 import httpx
 import pytest
 
 from console.client import Client, ClientError, EventStream
+from protocol import selfcheck
 from tests.console.conftest import until
 from tests.support import ADMIN_PASSWORD, Master, build_package, free_port
 
@@ -21,6 +25,21 @@ async def client(shared_master):
     await c.login("admin", ADMIN_PASSWORD)
     yield c
     await c.close()
+
+
+def test_the_client_never_imports_qt():
+    """Scripts and gdosctl use the client without a display: nothing it reaches imports Qt."""
+    reached = selfcheck.reachable_modules("console.client")
+    assert "console.client.events" in reached and "protocol.rest" in reached
+    assert not [m for m in reached if m.startswith("console.") and "client" not in m]
+    for name in reached:
+        spec = importlib.util.find_spec(name)
+        assert spec is not None and spec.origin is not None
+        for node in ast.walk(ast.parse(Path(spec.origin).read_bytes())):
+            if isinstance(node, ast.Import | ast.ImportFrom):
+                names = [a.name for a in node.names] if isinstance(node, ast.Import) else []
+                names.append(getattr(node, "module", None) or "")
+                assert not [n for n in names if n.startswith(("PySide6", "shiboken6"))], name
 
 
 async def test_wrong_password_is_a_clear_error(shared_master):

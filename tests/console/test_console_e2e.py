@@ -19,7 +19,7 @@ import pytest
 from PySide6.QtCore import Qt
 
 from console.app import ConsoleApp
-from console.models.base import KEY_ROLE
+from console.models.cells import KEY_ROLE
 from console.ui import common
 from tests.console.conftest import until
 from tests.support import build_package, free_port, port_open
@@ -99,17 +99,15 @@ async def test_upload_deploy_start_stop_through_the_ui(console, tmp_path):
 
     # The whole system from the systems page: stop (confirmed), then start, with step progress.
     ops: list[tuple[str, int, int]] = []
-    app.fleet.operation_changed.connect(
-        lambda sid, state, done, total: ops.append((state, done, total))
-    )
+    app.operations.changed.connect(lambda sid, state, done, total: ops.append((state, done, total)))
     page.select("system", system_id)
     await page.stop_system()
-    assert app.fleet.operation_state == "succeeded", ops
+    assert app.operations.state == "succeeded", ops
     await until(
         lambda: state_cell(app, instance_id) == "stopped", what="stopped by the system stop"
     )
     assert ops[-1] == ("succeeded", 1, 1)
-    assert app.fleet.operation_steps.row(instance_id)["state"] in ("stopped", "done")
+    assert app.operations.steps.row(instance_id)["state"] in ("stopped", "done")
     await page.start_system()
     await until(lambda: state_cell(app, instance_id) == "running", timeout=60, what="system start")
     assert ops[-1] == ("succeeded", 1, 1)

@@ -14,7 +14,7 @@ import pytest
 import console.app
 from console import fmt
 from console.app import ConsoleApp
-from console.models.base import STALE_COLOR
+from console.models.cells import STALE_COLOR
 from tests.console.clicks import click
 from tests.console.conftest import until
 from tests.console.test_console_e2e import running_service

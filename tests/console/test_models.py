@@ -7,10 +7,23 @@ import pytest
 from PySide6.QtCore import QModelIndex, QObject, Qt, Signal
 from PySide6.QtTest import QAbstractItemModelTester
 
-from console.models import tables
-from console.models.base import KEY_ROLE, ROW_ROLE, SORT_ROLE, FilterProxy, RowTableModel
+from console.models import rows, tables
+from console.models.base import RowTableModel
+from console.models.cells import KEY_ROLE, ROW_ROLE, SORT_ROLE
+from console.models.filter_proxy import FilterProxy
 from console.models.series import Series, SeriesStore, decimate
 from console.models.systems import KIND_ROLE, SystemTreeModel
+from protocol.monitoring import AlertOut, AlertRuleOut, SilenceOut
+from protocol.rest import (
+    InstanceOut,
+    LoadOut,
+    ModuleOut,
+    NodeOut,
+    OperationOut,
+    PackageOut,
+    StepOut,
+    SystemDetail,
+)
 from tests.console.conftest import _app
 
 FAIL = QAbstractItemModelTester.FailureReportingMode.Fatal
@@ -359,3 +372,38 @@ def test_one_hundred_thousand_signals_from_python():
     import sys
 
     assert sys.getrefcount(True) > 0
+
+
+# What the console adds to the API's rows (names instead of ids, flags), or events carry.
+CONSOLE_FIELDS = {
+    "deleted",
+    "health_check",
+    "matcher_text",
+    "module_name",
+    "node_name",
+    "scope_text",
+    "system_name",
+}
+
+
+@pytest.mark.parametrize(
+    ("row_type", "api_model"),
+    [
+        (rows.LoadRow, LoadOut),
+        (rows.NodeRow, NodeOut),
+        (rows.InstanceRow, InstanceOut),
+        (rows.PackageRow, PackageOut),
+        (rows.ModuleRow, ModuleOut),
+        (rows.SystemRow, SystemDetail),
+        (rows.StepRow, StepOut),
+        (rows.OperationRow, OperationOut),
+        (rows.AlertRow, AlertOut),
+        (rows.AlertRuleRow, AlertRuleOut),
+        (rows.SilenceRow, SilenceOut),
+    ],
+)
+def test_row_types_name_only_fields_their_api_model_has(row_type, api_model):
+    """A typo in a row type, or a field the API no longer sends, fails here, not in a view."""
+    declared = row_type.__required_keys__ | row_type.__optional_keys__
+    assert declared - CONSOLE_FIELDS <= set(api_model.model_fields)
+    assert "id" in declared or "instance_id" in declared or row_type is rows.LoadRow

@@ -9,8 +9,11 @@ import io
 import pytest
 
 from console.client import LogTail
-from console.services.records import AlertsService, AuditService, LogsService, UsersService
+from console.services.alerts import AlertsService
+from console.services.audit import AuditService
+from console.services.logs import LogsService
 from console.services.session import Session
+from console.services.users import UsersService
 from protocol.rest_records import LogFileOut
 from tests.console.conftest import until
 from tests.support import ADMIN_PASSWORD

@@ -18,9 +18,9 @@ from PySide6.QtWidgets import QWidget
 from console.app import ConsoleApp
 from console.client import ClientError
 from console.errors import WHOLE, field_problems, phrase, sentence
+from console.ui.logs_page import worth_showing
 from console.ui.main_window import MainWindow
 from console.ui.overview import plural
-from console.ui.records import worth_showing
 from tests.support import ROOT
 
 

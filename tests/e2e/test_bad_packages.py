@@ -47,6 +47,10 @@ CASES = {
         "version",
     ),
     "wrong_type": (lambda p: zip_of(p, base(args="not-a-list")), "args"),
+    "unknown_field": (
+        lambda p: zip_of(p, base(restrat="on-failure")),
+        "unknown field restrat (did you mean restart?)",
+    ),
     "entrypoint_absent": (
         lambda p: zip_of(p, {"service.json": json.dumps(MANIFEST)}),
         "entrypoint",

@@ -1,5 +1,6 @@
-"""The batch benchmark still runs (GDOS only, 4 processes over 2 agents, one round): a change
-to the API or the agent must not leave bench/batch.py broken until the next benchmark run."""
+"""The batch and rollout benchmarks still run (GDOS only, a few processes): a change to the API
+or the agent must not leave bench/batch.py or bench/rollout.py broken until the next benchmark
+run."""
 
 import json
 import subprocess
@@ -26,3 +27,15 @@ def test_batch_bench_runs_and_reports_every_figure(tmp_path):
     assert 0 < row["respawn_ms"] < 30_000  # each kill -9 victim was replaced
     assert row["daemon_rss_mib"] > 5  # two agents' RSS, read with the 4 processes running
     assert "| GDOS |" in done.stdout  # the table a reader copies into RESULTS.md
+
+
+def test_rollout_bench_runs_and_reports_every_figure(tmp_path):
+    argv = [sys.executable, str(ROOT / "bench" / "rollout.py"), "--only", "gdos", "--n", "2"]
+    argv += ["--agents", "1", "--mib", "1", "--batch", "1", "--work", str(tmp_path / "bench")]
+    done = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout[-2000:] + done.stderr[-2000:]
+    text = done.stdout[done.stdout.index("-- gdos:") + len("-- gdos:") :]
+    row = json.loads(text)
+    assert row["batches"] == 2 and 0 < row["rolling_s"] < row["rollout_total_s"]
+    assert row["downtime_samples"] == 2 and row["rollback_fetches"] == 0
+    assert 0 < row["agent_rss_growth_mib"] < 100

@@ -88,7 +88,7 @@ def test_s3_down_then_back_and_s3_that_stays_down(s3, s3_master, agent_factory, 
         s3.start()
     wait_for(lambda: api.get(f"/instances/{iid}")["state"] == "stopped", what="deployed")
     assert f"the object store at {s3.endpoint}" in agent.tail(200)
-    assert (agent.work_dir / iid / "app" / "blob").stat().st_size == 300_000
+    assert (agent.work_dir / iid / "current" / "blob").stat().st_size == 300_000
 
     # Down for good: a clear error naming the store once the retries run out.
     s3.stop()
@@ -176,7 +176,7 @@ def test_a_cut_download_resumes_with_range(master, api, agent_factory, tmp_path)
         resumed_at = int(head.split("range: bytes=", 1)[1].split("-", 1)[0])
         assert 0 < resumed_at < 200_000
         assert proxy.answers[1].startswith(b"HTTP/1.1 206")
-        assert (agent.work_dir / iid / "app" / "blob").stat().st_size == 1_000_000
+        assert (agent.work_dir / iid / "current" / "blob").stat().st_size == 1_000_000
         assert "retry 1 in" in agent.tail(200) and "the master (" in agent.tail(200)
     finally:
         proxy.close()

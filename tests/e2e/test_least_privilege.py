@@ -58,7 +58,7 @@ def test_a_service_runs_as_its_user_and_the_api_shows_it(api, node, tmp_path):
     inst = wait_for(lambda: (i := api.get(f"/instances/{iid}"))["state"] == "running" and i)
     assert psutil.Process(inst["pid"]).uids().real == 65534 and inst["user"] == "nobody"
     data = agent.work_dir / iid / "data"
-    assert data.stat().st_uid == 65534 and (agent.work_dir / iid / "app").stat().st_uid == 0
+    assert data.stat().st_uid == 65534 and (agent.work_dir / iid / "current").stat().st_uid == 0
 
     # An adopted process shows the user it really runs as.
     tag = f"lp-{uuid.uuid4().hex[:8]}"

@@ -47,7 +47,7 @@ def test_deploy_start_stop_destroy(master, api, agent_factory, tmp_path):
     inst = deploy_hello(api, node_id, tmp_path, port)
     iid = inst["id"]
     inst_dir = agent.work_dir / iid
-    assert (inst_dir / "app" / "bin" / "run").stat().st_mode & 0o100
+    assert (inst_dir / "current" / "bin" / "run").stat().st_mode & 0o100
 
     t0 = time.monotonic()
     api.post(f"/instances/{iid}/start", expect=202)

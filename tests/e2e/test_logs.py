@@ -62,7 +62,7 @@ def test_logs(master, api, agent_factory, tmp_path):
 
     wait_for(lambda: "finished" in tail("stderr"), timeout=120, what="50 MB written")
     stdout = agent.work_dir / iid / "logs" / "stdout.log"
-    app_log = agent.work_dir / iid / "app" / "logs" / "app.log"
+    app_log = agent.work_dir / iid / "current" / "logs" / "app.log"
     budget = MAX_BYTES * (BACKUPS + 1) + (64 << 10)
     wait_for(
         lambda: on_disk(stdout) <= budget and on_disk(app_log) <= budget,
@@ -110,7 +110,7 @@ def test_logs(master, api, agent_factory, tmp_path):
     assert r.status_code == 403 and "symbolic link" in r.json()["error"]["message"]
     assert "node_secret" not in r.text
     assert "symbolic link" in api.get(f"/instances/{iid}/logs")[1]["error"]
-    logs_dir = agent.work_dir / iid / "app" / "logs"
+    logs_dir = agent.work_dir / iid / "current" / "logs"
     os.rename(logs_dir, logs_dir.with_name("real-logs"))
     (tmp_path / "decoy").mkdir()
     (tmp_path / "decoy" / "app.log").write_text("decoy\n")

@@ -185,7 +185,7 @@ def test_alerts_fire_resolve_notify_and_respect_node_loss(master, api, agent_fac
         headers = hook.headers[hook.bodies.index(body)]
         assert headers["x-gdos-event"] == "firing" and headers["content-type"] == "application/json"
 
-        app_dir = agent.work_dir / ids["burn"] / "app" / "bin"
+        app_dir = agent.work_dir / ids["burn"] / "current" / "bin"
         (app_dir / "calm").write_text("")
         resolved = wait_for(
             lambda: alert_event(events, ids["burn"], "resolved"), timeout=60, what="cpu resolved"

@@ -148,3 +148,26 @@ def test_the_agent_restarts_a_crashed_service_while_the_master_is_down(
     )
     assert inst["restarts"] == 1 and inst["desired_state"] == "running"
     api.close()
+
+
+BAD_CONFIG = """\
+import sys
+print("reading /etc/app.yaml", file=sys.stderr, flush=True)
+print("ConfigError: port must be a number, not 'eighty'", file=sys.stderr, flush=True)
+sys.exit(3)
+"""
+
+
+def test_a_failed_start_shows_the_last_lines_of_stderr(shared_api, node, tmp_path):
+    pkg = build_package(tmp_path / "p", "badconf", script=BAD_CONFIG)
+    iid = one_instance(shared_api, node, pkg, "badconf")
+    shared_api.post(f"/instances/{iid}/start", expect=202)
+    inst = wait_for(
+        lambda: (i := shared_api.get(f"/instances/{iid}"))["state"] == "exited" and i,
+        60,
+        what="exited",
+    )
+    assert inst["last_error"] == (
+        "exited with code 3; stderr: reading /etc/app.yaml / "
+        "ConfigError: port must be a number, not 'eighty'"
+    )

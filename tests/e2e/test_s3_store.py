@@ -199,7 +199,7 @@ def test_a_corrupted_object_is_refused_by_the_agent(
         what="deploy refused",
     )
     assert "sha256" in failed["last_error"]
-    assert not (agent.work_dir / inst["id"] / "app").exists()
+    assert not (agent.work_dir / inst["id"] / "current").exists()
 
 
 def test_a_misconfigured_store_stops_the_master_with_one_clear_line(tmp_path):

@@ -68,3 +68,25 @@ def test_body_limits_come_from_flags_and_environment(monkeypatch):
     monkeypatch.setenv("GDOS_BODY_TIMEOUT", "7.5")
     s = settings_from_args(parse_args([]))
     assert (s.max_body_bytes, s.body_timeout) == (2048, 7.5)
+
+
+def test_help_gives_every_flag_a_meaning_and_a_default_and_lists_restore():
+    from agent.__main__ import build_parser as agent_parser
+    from master.cli import build_parser as master_parser
+    from protocol.helpformat import undocumented
+
+    assert undocumented(master_parser()) == []
+    assert undocumented(agent_parser()) == []
+    text = " ".join(master_parser().format_help().split())
+    assert "gdos-master restore FILE" in text
+    assert "(default: :8080)" in text and "(default: <data-dir>/ops_data.db)" in text
+    assert "(default: ./instances" in " ".join(agent_parser().format_help().split())
+
+
+def test_help_never_prints_a_secret_from_the_environment(monkeypatch):
+    from master.cli import build_parser
+
+    monkeypatch.setenv("GDOS_ADMIN_PASSWORD", "s3cret-pw")
+    monkeypatch.setenv("GDOS_MINIO_SK", "s3cret-key")
+    text = build_parser().format_help()
+    assert "s3cret" not in text

@@ -33,6 +33,14 @@ def row(state: str, desired: str = "running", **kw: Any) -> dict[str, Any]:
         "health_detail": None,
         "adoption": None,
         "user": None,
+        "module_index": 1,
+        "override_env": None,
+        "override_args": None,
+        "override_user": None,
+        "previous_version": None,
+        "previous_package_id": None,
+        "applied": None,
+        "drift": False,
     }
     return {**base, **kw}
 

@@ -1,12 +1,24 @@
 """`gdos-master --with-agent` (what ./run.sh and the console's embedded mode start)."""
 
+import contextlib
+import os
 import signal
+import subprocess
 import sys
+import time
 
 import psutil
 import pytest
 
-from tests.support import ADMIN_PASSWORD, Api, Proc, child_env, free_port, wait_for
+from tests.support import (
+    ADMIN_PASSWORD,
+    Api,
+    Proc,
+    child_env,
+    free_port,
+    kill_services_under,
+    wait_for,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -40,6 +52,72 @@ def test_local_agent_enrols_and_stops_with_the_master(tmp_path, sig):
         assert alive == [], "the local agent outlived its master"
     finally:
         proc.stop()
+
+
+def _master_with_agent(tmp_path, port):
+    argv = [
+        sys.executable,
+        "-m",
+        "master",
+        "--with-agent",
+        "--port",
+        f"127.0.0.1:{port}",
+        "--data-dir",
+        str(tmp_path / "d"),
+        "--admin-password",
+        ADMIN_PASSWORD,
+    ]
+    log = open(tmp_path / "out.log", "ab")  # noqa: SIM115 - handed to the child
+    # Its own process group, as in a terminal: Ctrl-C reaches the master and its agent.
+    proc = subprocess.Popen(
+        argv, env=child_env(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    log.close()
+    url = f"http://127.0.0.1:{port}"
+    api = wait_for(lambda: Api.login(url), timeout=60, what="master up")
+    wait_for(
+        lambda: [n for n in api.get("/nodes") if n["status"] == "online"],
+        timeout=60,
+        what="local agent online",
+    )
+    return proc, api
+
+
+@pytest.mark.parametrize("how", ["ctrl-c", "sigterm-to-master", "agent-alone"])
+def test_a_planned_stop_fires_no_node_offline_alert(tmp_path, how):
+    """Ctrl-C of ./run.sh (the group), the console quitting its embedded master (SIGTERM to the
+    master) and a service manager stopping the agent are planned: no node-offline alert. A
+    killed agent still raises one (tests/e2e/test_monitoring.py)."""
+    port = free_port()
+    proc, api = _master_with_agent(tmp_path, port)
+    try:
+        if how == "agent-alone":
+            [agent] = psutil.Process(proc.pid).children()
+            agent.terminate()
+            _gone, alive = psutil.wait_procs([agent], timeout=30)
+            assert alive == []
+            # The master starts its agent again: the node was offline in between, on purpose.
+            wait_for(
+                lambda: [c for c in psutil.Process(proc.pid).children() if c.pid != agent.pid],
+                timeout=30,
+                what="the agent started again",
+            )
+            wait_for(lambda: api.get("/nodes")[0]["status"] == "online", timeout=60, what="online")
+            time.sleep(1.0)  # alerts are evaluated four times a second
+        else:
+            if how == "ctrl-c":
+                os.killpg(proc.pid, signal.SIGINT)
+            else:
+                proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0
+            proc, api = _master_with_agent(tmp_path, port)
+        alerts = api.get("/alerts")
+        assert [a for a in alerts if a["rule_id"] == "node-offline"] == []
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(30)
+        kill_services_under(tmp_path)
 
 
 def _cmdline(pid: int) -> str:

@@ -7,22 +7,24 @@ import pytest
 from protocol.jsonc import strip_jsonc
 from protocol.manifest import ManifestError, parse_manifest
 
-README = Path(__file__).resolve().parents[2] / "README.md"
+PACKAGES_DOC = Path(__file__).resolve().parents[2] / "docs" / "packages.md"
 
 
-def readme_example() -> str:
-    text = README.read_text()
+def documented_example() -> str:
+    text = PACKAGES_DOC.read_text()
     match = re.search(r"```jsonc\n(.*?)```", text, re.S)
-    assert match, "README must carry the service.json example in a ```jsonc block"
+    assert match, "docs/packages.md must carry the service.json example in a ```jsonc block"
     return match.group(1)
 
 
-def test_readme_example_parses_as_written():
-    m = parse_manifest(readme_example())
+def test_documented_example_parses_as_written():
+    m = parse_manifest(documented_example())
     assert m.name == "payment-service"
     assert m.entrypoint == "bin/app_linux"
     assert m.args == ["-c", "../conf/config.yaml"]
     assert m.log_paths["Access Log"] == "logs/access.log"
+    assert m.user == "payments"
+    assert m.restart_limit == 5
 
 
 def test_comments_and_trailing_commas():
@@ -148,3 +150,21 @@ def test_the_schema_form_of_the_name_rule_agrees_with_the_python_form(value):
     except ValidationError:
         schema_ok = False
     assert schema_ok == bool(NAME_PATTERN.search(value)) == (value in NAMES_ACCEPTED)
+
+
+def test_unknown_fields_are_refused_with_a_suggestion_when_strict():
+    body = {"name": "a", "version": "1", "entrypoint": "a", "restrat": "on-failure"}
+    body["health"] = {"tcp": 80, "intervall": 2}
+    body["log_rotate"] = {"backups": 2, "zzz": 1}
+    with pytest.raises(ManifestError) as info:
+        parse_manifest(json.dumps(body), strict=True)
+    assert "unknown field restrat (did you mean restart?)" in str(info.value)
+    problems = {p["field"]: p["message"] for p in info.value.problems}
+    assert problems["health.intervall"] == "unknown field health.intervall (did you mean interval?)"
+    assert problems["log_rotate.zzz"] == "unknown field log_rotate.zzz"
+    # An agent reading a package takes what it does not know (a newer master's fields).
+    assert parse_manifest(json.dumps(body)).restart == "no"
+
+
+def test_the_documented_example_has_no_unknown_field():
+    assert parse_manifest(documented_example(), strict=True).name == "payment-service"

@@ -258,6 +258,8 @@ class AlertEngine:
         if status == "offline":
             for iid in list(self.directory.owned_by(node_id)):
                 self._suppress_instance(iid)
+            if data.get("planned"):
+                return  # its agent said goodbye, or this master is stopping: not a lost node
         if not self.lease.held():
             return
         now = time.time()
