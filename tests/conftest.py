@@ -105,9 +105,10 @@ def pg_cluster() -> Iterator[Cluster]:
     cluster.stop()
 
 
-@pytest.fixture(scope="module")
-def pg_module_db(pg_cluster: Cluster) -> Iterator[str]:
-    """One fresh PostgreSQL database per test module, migrated to the newest schema."""
+@pytest.fixture(scope="session")
+def pg_migrated(pg_cluster: Cluster) -> str:
+    """A database migrated once per session, the template of the modules' databases (nobody
+    stays connected to it)."""
     from master.db.session import Database
 
     url = pg_cluster.create_database()
@@ -115,6 +116,13 @@ def pg_module_db(pg_cluster: Cluster) -> Iterator[str]:
     db.migrate()
     db.dispose()
     keep_seed(url)
+    return url
+
+
+@pytest.fixture(scope="module")
+def pg_module_db(pg_cluster: Cluster, pg_migrated: str) -> Iterator[str]:
+    """One fresh PostgreSQL database per test module, at the newest schema."""
+    url = pg_cluster.create_database(template=pg_migrated)
     yield url
     pg_cluster.drop_database(url)
 
