@@ -73,7 +73,9 @@ class Orchestrator:
         q = select(models.Package).where(models.Package.name == name)
         if version is not None:
             q = q.where(models.Package.version == version)
-        pkg = s.scalars(q.order_by(models.Package.uploaded_at.desc()).limit(1)).first()
+        # FOR SHARE (PostgreSQL): a delete of this package waits until what uses it is saved.
+        q = q.order_by(models.Package.uploaded_at.desc()).limit(1).with_for_update(read=True)
+        pkg = s.scalars(q).first()
         if pkg is None:
             what = f"{name} {version}" if version else name
             raise GdosError(
