@@ -74,12 +74,12 @@ def retry_conflicts(work: Callable[[], T], attempts: int = RETRY_ATTEMPTS) -> T:
     raise AssertionError("unreachable")
 
 
-def lock_row(s: Session, obj: object) -> None:
-    """Re-read `obj` under a row lock (SELECT ... FOR UPDATE) on PostgreSQL, so that a check
-    and the write after it see no other master's change in between; SQLite serialises writers
-    by itself, so nothing is done there."""
+def lock_row(s: Session, obj: object, share: bool = False) -> None:
+    """Re-read `obj` under a row lock (SELECT ... FOR UPDATE, or FOR SHARE with `share`) on
+    PostgreSQL, so that a check and the write after it see no other master's change in
+    between; SQLite serialises writers by itself, so nothing is done there."""
     if s.get_bind().dialect.name == "postgresql":
-        s.refresh(obj, with_for_update=True)
+        s.refresh(obj, with_for_update={"read": True} if share else True)
 
 
 def lock_by_id(s: Session, model: type[Any], ident: str) -> bool:

@@ -103,9 +103,13 @@ class Orchestrator:
     def _insert_instance(
         self, s: Session, mod: models.Module, node: models.Node, pkg: models.Package
     ) -> models.Instance:
-        # Deploys to one system take turns for a name (several masters), and see a delete.
+        # Deploys to one system take turns for a name (several masters), and see a delete of
+        # the system or of the node.
         if not lock_by_id(s, models.System, mod.system_id):
             raise GdosError(ErrorCode.NOT_FOUND, f"no system {mod.system_id}")
+        lock_row(s, node, share=True)
+        if node.revoked:
+            raise GdosError(ErrorCode.NOT_FOUND, f"no node {node.id}")
         taken = set(
             s.scalars(
                 select(models.Instance.name).where(models.Instance.system_id == mod.system_id)

@@ -73,8 +73,10 @@ def test_the_api_answers_alike_on_both_databases(db_url, tmp_path):
 
         token = call("POST", "/join-tokens", 201, json={"max_uses": 1}).json()
         enrol = {"join_token": token["token"], "host": HostInfo(hostname="h1").to_dict()}
-        assert client.post("/api/v1/agent/enroll", json=enrol).status_code == 201
+        enrolled = client.post("/api/v1/agent/enroll", json=enrol)
+        assert enrolled.status_code == 201, enrolled.text
         assert client.post("/api/v1/agent/enroll", json=enrol).status_code == 403
+        call("DELETE", f"/nodes/{enrolled.json()['node_id']}", 204)
 
         backup = client.post("/api/v1/backups", headers=auth)
         if db_url.startswith("postgresql"):
