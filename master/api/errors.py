@@ -162,7 +162,10 @@ async def _database_error(request: Request, exc: Exception) -> JSONResponse:
             "another request changed the same data at the same moment; retry",
             headers={"Retry-After": "1"},
         )
-    if exc.connection_invalidated or state.startswith("08"):
+    # psycopg reports a refused or dropped connection without a SQLSTATE (SQLite's "locked" is
+    # not one of these: its driver module is sqlite3).
+    lost = not state and type(exc.orig).__module__.startswith("psycopg")
+    if exc.connection_invalidated or state.startswith("08") or lost:
         log.warning("database unreachable on %s %s: %s", request.method, request.url.path, exc)
         return error_response(
             503,

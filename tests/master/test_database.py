@@ -95,6 +95,28 @@ def test_the_api_answers_alike_on_both_databases(db_url, tmp_path):
         assert verified["ok"] and verified["count"] >= 10, verified
 
 
+def test_a_database_out_of_reach_is_a_503_to_retry(pg_cluster, pg_module_db, tmp_path):
+    url = pg_cluster.create_database(template=pg_module_db)
+    name = url.rsplit("/", 1)[1]
+    app = make_app(tmp_path / "data", db_url=url)
+    try:
+        with running(app) as (client, auth):
+            assert client.get("/api/v1/systems", headers=auth).status_code == 200
+            pg_cluster.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS false')
+            pg_cluster.execute(
+                f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'"
+            )
+            r = client.get("/api/v1/systems", headers=auth)
+            assert r.status_code == 503, r.text
+            assert r.json()["error"]["message"] == (
+                "the master cannot reach its database; retry shortly"
+            )
+            pg_cluster.execute(f'ALTER DATABASE "{name}" ALLOW_CONNECTIONS true')
+            assert client.get("/api/v1/systems", headers=auth).status_code == 200
+    finally:
+        pg_cluster.drop_database(url)
+
+
 def test_concurrent_enrolments_take_exactly_the_uses_a_join_token_allows(db_url, tmp_path):
     db = Database(db_url)
     db.migrate()
