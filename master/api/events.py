@@ -48,12 +48,12 @@ async def events(ws: WebSocket, svc: ServicesDep) -> None:
 
 async def _write_events(ws: WebSocket, sub: Subscriber) -> None:
     overflow = asyncio.create_task(sub.overflowed.wait())
+    get: asyncio.Task[str] | None = None
     try:
         while True:
             get = asyncio.create_task(sub.queue.get())
             done, _ = await asyncio.wait({get, overflow}, return_when=asyncio.FIRST_COMPLETED)
             if overflow in done:
-                get.cancel()
                 await ws.close(CLOSE_TOO_SLOW, "event stream reader too slow")
                 return
             text = get.result()
@@ -66,7 +66,10 @@ async def _write_events(ws: WebSocket, sub: Subscriber) -> None:
                 text = "[" + ",".join(texts) + "]"
             await ws.send_text(text)
     finally:
+        # A cancelled writer leaves its pending get behind unless it is cancelled too.
         overflow.cancel()
+        if get is not None:
+            get.cancel()
 
 
 async def _read_subscriptions(ws: WebSocket, sub: Subscriber, changed: Callable[[], None]) -> None:

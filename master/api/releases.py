@@ -94,16 +94,21 @@ def _started(op_out: OperationOut, request: Request, target: str) -> OperationSt
     return OperationStarted(operation_id=op_out.id, **op_out.model_dump())
 
 
-def _running_version(s: Session, mod: models.Module) -> str | None:
-    """What a module's instances run now (the most common version), else its own setting."""
+def _running_version(s: Session, mod: models.Module, moving_to: str) -> str | None:
+    """What a rollout to `moving_to` moves the module away from: the most common version its
+    instances run other than `moving_to` (a tie goes to the module's own), else its own setting."""
     versions = Counter(
         v
         for v in s.scalars(
             select(models.Instance.version).where(models.Instance.module_id == mod.id)
         )
-        if v
+        if v and v != moving_to
     )
-    return versions.most_common(1)[0][0] if versions else mod.version
+    if not versions:
+        return mod.version
+    top = max(versions.values())
+    tied = [v for v, n in versions.items() if n == top]
+    return mod.version if mod.version in tied else tied[0]
 
 
 def _target(s: Session, svc: "Services", mod: models.Module, version: str | None) -> Target:
@@ -114,7 +119,7 @@ def _target(s: Session, svc: "Services", mod: models.Module, version: str | None
         level=mod.start_order,
         package_id=pkg.id,
         version=pkg.version,
-        from_version=_running_version(s, mod),
+        from_version=_running_version(s, mod, pkg.version),
     )
 
 

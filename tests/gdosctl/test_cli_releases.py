@@ -1,5 +1,4 @@
-"""gdosctl's release commands and apply's rollouts (API.md "Releases"). They run once the master
-has the releases API; until then they are skipped, by a probe of the master's routes."""
+"""gdosctl's release commands and apply's rollouts (API.md "Releases")."""
 
 from __future__ import annotations
 
@@ -8,17 +7,7 @@ import uuid
 import pytest
 import yaml
 
-
-def _master_has_releases() -> bool:
-    from master.api import instances
-
-    return any(getattr(r, "path", "").endswith("/upgrade") for r in instances.router.routes)
-
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not _master_has_releases(), reason="needs the releases API"),
-]
+pytestmark = pytest.mark.slow
 
 
 def release_file(system: str, pkg: str, host: str, version: str | None, own_env: str = "") -> str:
