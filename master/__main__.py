@@ -11,6 +11,7 @@ import uvicorn
 from master.app import create_app
 from master.cli import parse_args, settings_from_args
 from master.config import Settings
+from master.db.session import DatabaseUnavailable, check_database
 from master.local_agent import LocalAgent, agent_command
 from master.server import (
     NotifyingServer,
@@ -40,6 +41,11 @@ def print_banner(settings: Settings, with_agent: bool) -> None:
 
 
 async def serve(settings: Settings, with_agent: bool) -> int:
+    try:
+        check_database(settings.database_url)  # no driver, no server: one clear line
+    except DatabaseUnavailable as exc:
+        print(f"gdos-master: {exc}", file=sys.stderr, flush=True)
+        return 2
     try:
         await open_store(settings)  # a misconfigured bucket: one clear line, before listening
     except SystemExit as exc:

@@ -18,7 +18,7 @@ if [ -z "$PY" ]; then
   exit 2
 fi
 
-EXTRAS=${GDOS_EXTRAS:-dev,s3,console}
+EXTRAS=${GDOS_EXTRAS:-dev,s3,console,postgres}
 if [ ! -x .venv/bin/python ]; then
   echo "bootstrap: creating .venv with $($PY --version)"
   "$PY" -m venv .venv || { echo "bootstrap: 'python -m venv' failed (on Debian: apt-get install python3-venv)" >&2; exit 2; }

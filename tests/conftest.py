@@ -1,4 +1,5 @@
-"""Fixtures that start real masters and agents; their logs are printed when a test fails."""
+"""Fixtures that start real masters and agents; their logs are printed when a test fails. The
+master's database is SQLite, or with `db_url` SQLite and then a throwaway PostgreSQL server."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.pg import Cluster, find_bindir, keep_seed, missing_reason, reset
 from tests.support import Agent, Api, Master, Proc, kill_services_under
 
 _started: list[Proc] = []
@@ -88,3 +90,49 @@ def shared_api(shared_master: Master) -> Iterator[Api]:
     client = shared_master.api()
     yield client
     client.close()
+
+
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """A PostgreSQL server of its own for the session (skipped, saying why, where it cannot)."""
+    reason = missing_reason()
+    if reason is not None:
+        pytest.skip(reason)
+    bindir = find_bindir()
+    assert bindir is not None
+    cluster = Cluster(bindir).start()
+    yield cluster
+    cluster.stop()
+
+
+@pytest.fixture(scope="session")
+def pg_migrated(pg_cluster: Cluster) -> str:
+    """A database migrated once per session, the template of the modules' databases (nobody
+    stays connected to it)."""
+    from master.db.session import Database
+
+    url = pg_cluster.create_database()
+    db = Database(url)
+    db.migrate()
+    db.dispose()
+    keep_seed(url)
+    return url
+
+
+@pytest.fixture(scope="module")
+def pg_module_db(pg_cluster: Cluster, pg_migrated: str) -> Iterator[str]:
+    """One fresh PostgreSQL database per test module, at the newest schema."""
+    url = pg_cluster.create_database(template=pg_migrated)
+    yield url
+    pg_cluster.drop_database(url)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The master's database URL: a new SQLite file, then the module's PostgreSQL database
+    as freshly migrated (emptied, the rows migrations seed put back)."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'master.db'}"
+    url: str = request.getfixturevalue("pg_module_db")
+    reset(url)
+    return url

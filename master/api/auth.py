@@ -5,6 +5,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
 from sqlalchemy import select
+from sqlalchemy.exc import IntegrityError
 
 from master.api.deps import Admin, ServicesDep, SessionDep
 from master.api.errors import ERROR_RESPONSES
@@ -57,7 +58,11 @@ def create_user(body: UserIn, _: Admin, request: Request, s: SessionDep) -> User
         username=body.username, password_hash=hash_password(body.password), role=body.role
     )
     s.add(user)
-    s.commit()
+    try:
+        s.commit()
+    except IntegrityError:  # another master created it since the check
+        s.rollback()
+        raise GdosError(ErrorCode.ALREADY_EXISTS, f"user {body.username} already exists") from None
     return user_out(user)
 
 

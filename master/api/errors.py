@@ -6,9 +6,11 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from master.api.routes import methods_at
+from master.db.session import RETRYABLE_SQLSTATES, sqlstate
 from protocol.errors import ErrorCode, GdosError
 from protocol.rest import ErrorOut
 
@@ -147,10 +149,38 @@ async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
     return error_response(500, ErrorCode.INTERNAL, "internal error; the master's log has details")
 
 
+async def _database_error(request: Request, exc: Exception) -> JSONResponse:
+    """Races the database settled (another master's write won, a deadlock it broke) are a
+    conflict to retry; a database out of reach is a pause; anything else a bug."""
+    assert isinstance(exc, DBAPIError)
+    state = sqlstate(exc) or ""
+    if isinstance(exc, IntegrityError) or state in RETRYABLE_SQLSTATES:
+        log.info("database conflict on %s %s: %s", request.method, request.url.path, state)
+        return error_response(
+            409,
+            ErrorCode.CONFLICT,
+            "another request changed the same data at the same moment; retry",
+            headers={"Retry-After": "1"},
+        )
+    # psycopg reports a refused or dropped connection without a SQLSTATE (SQLite's "locked" is
+    # not one of these: its driver module is sqlite3).
+    lost = not state and type(exc.orig).__module__.startswith("psycopg")
+    if exc.connection_invalidated or state.startswith("08") or lost:
+        log.warning("database unreachable on %s %s: %s", request.method, request.url.path, exc)
+        return error_response(
+            503,
+            ErrorCode.UNAVAILABLE,
+            "the master cannot reach its database; retry shortly",
+            headers={"Retry-After": "5"},
+        )
+    return await _unexpected(request, exc)
+
+
 def install(app: FastAPI) -> None:
     app.add_exception_handler(GdosError, _gdos_error)
     app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_exception_handler(DBAPIError, _database_error)
     app.add_exception_handler(Exception, _unexpected)
 
 

@@ -8,7 +8,7 @@ from sqlalchemy import select
 from master.api.deps import Operator, ServicesDep, SessionDep, Viewer
 from master.api.errors import ERROR_RESPONSES
 from master.db import models
-from master.db.session import get_or_404
+from master.db.session import get_or_404, lock_row
 from master.services.serializers import node_out
 from protocol.errors import ErrorCode, GdosError
 from protocol.messages import CLOSE_AUTH_FAILED
@@ -54,6 +54,7 @@ async def delete_node(
 ) -> Response:
     """Remove a node and revoke its credential (409 while it has instances)."""
     node = get_node(s, node_id)
+    lock_row(s, node)  # a deploy to it on another master finishes first, or finds it removed
     has = s.scalars(select(models.Instance.id).where(models.Instance.node_id == node_id)).first()
     if has is not None:
         raise GdosError(

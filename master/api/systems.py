@@ -9,7 +9,7 @@ from sqlalchemy.exc import IntegrityError
 from master.api.deps import Operator, ServicesDep, SessionDep, Viewer
 from master.api.errors import ERROR_RESPONSES
 from master.db import models
-from master.db.session import get_or_404
+from master.db.session import get_or_404, lock_by_id, lock_row
 from master.services import instance_settings
 from master.services.serializers import instance_out, module_out, system_out
 from protocol.errors import ErrorCode, GdosError
@@ -97,6 +97,7 @@ async def update_system(
 @router.delete("/systems/{system_id}", status_code=204, response_class=Response)
 async def delete_system(system_id: Id, _: Operator, s: SessionDep, svc: ServicesDep) -> Response:
     system = get_system(s, system_id)
+    lock_row(s, system)  # a deploy on another master waits, then finds no system
     if s.scalars(select(models.Instance.id).where(models.Instance.system_id == system_id)).first():
         raise GdosError(
             ErrorCode.IN_USE, f"system {system.name} still has instances; destroy them first"
@@ -174,6 +175,7 @@ async def update_module(
 @router.delete("/modules/{module_id}", status_code=204, response_class=Response)
 async def delete_module(module_id: Id, _: Operator, s: SessionDep, svc: ServicesDep) -> Response:
     mod = get_module(s, module_id)
+    lock_by_id(s, models.System, mod.system_id)  # deploys of the system wait (several masters)
     if s.scalars(select(models.Instance.id).where(models.Instance.module_id == module_id)).first():
         raise GdosError(
             ErrorCode.IN_USE, f"module {mod.name} still has instances; destroy them first"

@@ -1,20 +1,100 @@
-"""Engine and sessions. SQLite runs in WAL mode so readers never block the writer."""
+"""Engine and sessions. SQLite runs in WAL mode so readers never block the writer; PostgreSQL
+(psycopg 3) runs under READ COMMITTED, so its read-check-writes lock rows (`lock_row`,
+`with_for_update()`) and retry when it aborts them (`retry_conflicts`)."""
 
 import functools
+import logging
+import random
 import re
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, make_url, text
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy import Engine, create_engine, event, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
 from protocol.errors import ErrorCode, GdosError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
 T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+# Keys of PostgreSQL advisory locks (one 64-bit space per database): "gdos" and a number.
+MIGRATION_LOCK_KEY = 0x6764_6F73_0001
+BOOTSTRAP_LOCK_KEY = 0x6764_6F73_0002
+# SQLSTATEs after which PostgreSQL has rolled the transaction back and a new attempt may pass.
+RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, deadlock detected
+RETRY_ATTEMPTS = 5
+
+
+class DatabaseUnavailable(Exception):
+    """The configured database cannot be used; the message is one sentence for the operator."""
+
+
+def normalize_url(url: str) -> str:
+    """PostgreSQL URLs go through psycopg 3 whatever driver they name (or none)."""
+    for prefix in ("postgres://", "postgresql://", "postgresql+psycopg2://"):
+        if url.startswith(prefix):
+            return "postgresql+psycopg://" + url[len(prefix) :]
+    return url
+
+
+def _where(url: str) -> str:
+    """The server and database a URL names, without its password."""
+    try:
+        u = make_url(url)
+    except ArgumentError:
+        return "the database"
+    port = f":{u.port}" if u.port else ""
+    return f"{u.host or 'localhost'}{port}/{u.database or ''}"
+
+
+def sqlstate(exc: BaseException) -> str | None:
+    """The SQLSTATE of a database error, when the driver gives one."""
+    orig = getattr(exc, "orig", exc)
+    code = getattr(orig, "sqlstate", None) or getattr(orig, "pgcode", None)
+    return str(code) if code else None
+
+
+def retry_conflicts(work: Callable[[], T], attempts: int = RETRY_ATTEMPTS) -> T:
+    """Run `work` (one whole transaction) again when PostgreSQL aborted it for a deadlock or a
+    serialization failure; SQLite never raises those. Other errors pass through at once."""
+    for attempt in range(1, attempts + 1):
+        try:
+            return work()
+        except DBAPIError as exc:
+            if sqlstate(exc) not in RETRYABLE_SQLSTATES or attempt == attempts:
+                raise
+            log.info("database conflict (%s), attempt %d: trying again", sqlstate(exc), attempt)
+            time.sleep(random.uniform(0.005, 0.05) * attempt)
+    raise AssertionError("unreachable")
+
+
+def lock_row(s: Session, obj: object, share: bool = False) -> None:
+    """Re-read `obj` under a row lock (SELECT ... FOR UPDATE, or FOR SHARE with `share`) on
+    PostgreSQL, so that a check and the write after it see no other master's change in
+    between; SQLite serialises writers by itself, so nothing is done there."""
+    if s.get_bind().dialect.name == "postgresql":
+        s.refresh(obj, with_for_update={"read": True} if share else True)
+
+
+def lock_by_id(s: Session, model: type[Any], ident: str) -> bool:
+    """Lock one row by primary key until the transaction ends (PostgreSQL; SQLite needs no
+    lock); False when the row is gone."""
+    if s.get_bind().dialect.name != "postgresql":
+        return True
+    key = model.__table__.c.id
+    return s.execute(select(key).where(key == ident).with_for_update()).first() is not None
+
+
+def advisory_xact_lock(s: Session, key: int) -> None:
+    """Hold a PostgreSQL advisory lock until the session's transaction ends (no-op on SQLite)."""
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -28,8 +108,9 @@ def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
 
 class Database:
     def __init__(self, url: str) -> None:
-        self.url = url
-        self.is_sqlite = url.startswith("sqlite")
+        self.url = normalize_url(url)
+        self.is_sqlite = self.url.startswith("sqlite")
+        self.is_postgres = self.url.startswith("postgresql")
         self._open()
 
     def _open(self) -> None:
@@ -41,6 +122,18 @@ class Database:
                 # No cap on connections: a capped pool makes the event loop wait, blocked, for a
                 # connection a suspended request holds, and that request needs the loop to finish.
                 kwargs["max_overflow"] = -1
+        if self.is_postgres:
+            try:
+                import psycopg  # noqa: F401
+            except ImportError:
+                raise DatabaseUnavailable(
+                    "--db-url names PostgreSQL but psycopg is not installed: "
+                    "pip install 'gdos[postgres]'"
+                ) from None
+            # A connection the server dropped (a restart, a failover) is replaced, not used;
+            # a server that does not answer is reported, not waited for.
+            kwargs["pool_pre_ping"] = True
+            kwargs["connect_args"] = {"connect_timeout": 10}
         self.engine: Engine = create_engine(self.url, **kwargs)
         if self.is_sqlite:
             event.listen(self.engine, "connect", _sqlite_pragmas)
@@ -68,8 +161,22 @@ class Database:
         self._open()
         self.migrate()
 
+    def check_reachable(self) -> None:
+        """Connect once, or raise `DatabaseUnavailable` saying which server did not answer."""
+        try:
+            with self.engine.connect() as conn:
+                conn.execute(text("SELECT 1"))
+        except DBAPIError as exc:
+            first = str(getattr(exc, "orig", exc)).strip().splitlines()
+            why = first[0] if first else type(exc).__name__
+            raise DatabaseUnavailable(
+                f"cannot use the database at {_where(self.url)}: {why}"
+            ) from None
+
     def migrate(self) -> None:
-        """Bring the schema to the newest revision (creates it on an empty database)."""
+        """Bring the schema to the newest revision (creates it on an empty database). On
+        PostgreSQL one master at a time migrates, under an advisory lock held until the
+        migration commits: masters starting together wait, then find the schema current."""
         if self._at_head():
             return  # the usual start: alembic, a tenth of the start-up, is not even imported
         from alembic import command
@@ -79,6 +186,8 @@ class Database:
         cfg.set_main_option("script_location", str(MIGRATIONS))
         cfg.attributes["connection"] = None
         with self.engine.begin() as conn:
+            if self.is_postgres:
+                conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
 
@@ -94,6 +203,15 @@ class Database:
         except SQLAlchemyError:  # a new database: no table yet
             return False
         return stamped == [head]
+
+    def now(self) -> float:
+        """UNIX seconds by the database's clock on PostgreSQL (every master agrees on it), by
+        this host's on SQLite (one master)."""
+        if not self.is_postgres:
+            return time.time()
+        with self.engine.connect() as conn:
+            value = conn.execute(text("SELECT extract(epoch from clock_timestamp())")).scalar()
+        return float(value or 0.0)
 
     @staticmethod
     def known_revisions() -> set[str]:
@@ -132,6 +250,17 @@ def script_head() -> str | None:
             parents.add(down.group(1))
     heads = revisions - parents
     return heads.pop() if len(heads) == 1 else None
+
+
+def check_database(url: str) -> None:
+    """Before serving: the driver is installed and a server database answers, else
+    `DatabaseUnavailable` (a SQLite file is created at start, so it is not opened here)."""
+    db = Database(url)
+    try:
+        if not db.is_sqlite:
+            db.check_reachable()
+    finally:
+        db.dispose()
 
 
 def get_or_404(s: Session, model: type[T], ident: str, noun: str) -> T:

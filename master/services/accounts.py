@@ -12,6 +12,7 @@ from sqlalchemy.orm import Session
 
 from master.config import Settings
 from master.db import models
+from master.db.session import BOOTSTRAP_LOCK_KEY, advisory_xact_lock
 from master.services.security import (
     dummy_hash,
     hash_password,
@@ -36,8 +37,10 @@ def write_secret_file(path: Path, content: str) -> None:
 
 
 def bootstrap(s: Session, settings: Settings) -> None:
-    """First start: the admin user and the default join token."""
+    """First start: the admin user and the default join token. Masters sharing a PostgreSQL
+    database take turns here (an advisory lock until the commit), so they make one of each."""
     settings.data_dir.mkdir(parents=True, exist_ok=True)
+    advisory_xact_lock(s, BOOTSTRAP_LOCK_KEY)
     if s.scalars(select(models.User).where(models.User.username == "admin")).first() is None:
         password = settings.admin_password or secrets.token_urlsafe(12)
         s.add(models.User(username="admin", password_hash=hash_password(password), role="admin"))
@@ -52,7 +55,15 @@ def bootstrap(s: Session, settings: Settings) -> None:
     default = s.scalars(
         select(models.JoinToken).where(models.JoinToken.is_default, ~models.JoinToken.revoked)
     ).first()
-    if default is None or not token_file.is_file():
+    shared = s.get_bind().dialect.name != "sqlite"
+    if default is not None and not token_file.is_file() and shared:
+        # Another master sharing the database made it; its file is in that master's data dir.
+        log.warning(
+            "the default join token was made by another master sharing this database: it is "
+            "in that master's %s (or create one: POST /api/v1/join-tokens)",
+            token_file.name,
+        )
+    elif default is None or not token_file.is_file():
         if default is not None:
             default.revoked = True
         token = new_secret("gdj")

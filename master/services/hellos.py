@@ -17,7 +17,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, update
 
 from master.db import models
-from master.db.session import Database
+from master.db.session import Database, retry_conflicts
 from master.services import accounts, instance_rows
 from master.services.instance_feed import InstanceFeed
 from master.services.reconcile import Reconciliation, reconcile
@@ -75,7 +75,8 @@ class HelloQueue:
             return
         self.reports.flush()  # what the nodes' previous connections said comes first
         try:
-            decided = self.apply([(item.node_id, item.hello) for item in batch])
+            hellos = [(item.node_id, item.hello) for item in batch]
+            decided = retry_conflicts(lambda: self.apply(hellos))
         except Exception as exc:  # a callback of the loop: hand it to each waiting greeting
             log.exception("could not apply %d hellos", len(batch))
             for item in batch:

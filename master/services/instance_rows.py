@@ -22,8 +22,19 @@ TABLE = cast(Table, models.Instance.__table__)
 Row = dict[str, Any]
 # One statement object for every call: SQLAlchemy re-keys a cached statement's result columns
 # for each new but equal statement (`_adapt_to_context`); the same object skips that.
-_BY_IDS = select(TABLE).where(TABLE.c.id.in_(bindparam("ids", expanding=True)))
-_BY_NODES = select(TABLE).where(TABLE.c.node_id.in_(bindparam("node_ids", expanding=True)))
+# Rows are read to be written: locked (PostgreSQL; nothing on SQLite), in id order everywhere.
+_BY_IDS = (
+    select(TABLE)
+    .where(TABLE.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(TABLE.c.id)
+    .with_for_update()
+)
+_BY_NODES = (
+    select(TABLE)
+    .where(TABLE.c.node_id.in_(bindparam("node_ids", expanding=True)))
+    .order_by(TABLE.c.id)
+    .with_for_update()
+)
 
 
 def load(conn: Connection, ids: Iterable[str]) -> dict[str, Row]:

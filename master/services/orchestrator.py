@@ -17,7 +17,7 @@ from sqlalchemy.orm import Session
 
 from master.config import Settings
 from master.db import models
-from master.db.session import Database
+from master.db.session import Database, lock_by_id, lock_row, retry_conflicts
 from master.hub import Hub
 from master.services import instance_rows, instance_settings
 from master.services.agents import AgentLink, AgentRegistry
@@ -73,7 +73,9 @@ class Orchestrator:
         q = select(models.Package).where(models.Package.name == name)
         if version is not None:
             q = q.where(models.Package.version == version)
-        pkg = s.scalars(q.order_by(models.Package.uploaded_at.desc()).limit(1)).first()
+        # FOR SHARE (PostgreSQL): a delete of this package waits until what uses it is saved.
+        q = q.order_by(models.Package.uploaded_at.desc()).limit(1).with_for_update(read=True)
+        pkg = s.scalars(q).first()
         if pkg is None:
             what = f"{name} {version}" if version else name
             raise GdosError(
@@ -101,6 +103,13 @@ class Orchestrator:
     def _insert_instance(
         self, s: Session, mod: models.Module, node: models.Node, pkg: models.Package
     ) -> models.Instance:
+        # Deploys to one system take turns for a name (several masters), and see a delete of
+        # the system or of the node.
+        if not lock_by_id(s, models.System, mod.system_id):
+            raise GdosError(ErrorCode.NOT_FOUND, f"no system {mod.system_id}")
+        lock_row(s, node, share=True)
+        if node.revoked:
+            raise GdosError(ErrorCode.NOT_FOUND, f"no node {node.id}")
         taken = set(
             s.scalars(
                 select(models.Instance.name).where(models.Instance.system_id == mod.system_id)
@@ -137,7 +146,8 @@ class Orchestrator:
                 {"instance_id": inst.id},
             )
 
-    def _check_controllable(self, inst: models.Instance) -> AgentLink:
+    def _check_controllable(self, s: Session, inst: models.Instance) -> AgentLink:
+        lock_row(s, inst)  # the state checked is the state changed, whichever master asks
         if inst.state in BUSY_STATES:
             raise GdosError(
                 ErrorCode.INVALID_STATE,
@@ -147,7 +157,7 @@ class Orchestrator:
         return self.agents.require(inst.node_id)
 
     async def start(self, s: Session, inst: models.Instance) -> models.Instance:
-        link = self._check_controllable(inst)
+        link = self._check_controllable(s, inst)
         if inst.state not in ACTIVE_STATES:
             self.check_startable(inst)
         inst.desired_state = DesiredState.RUNNING
@@ -164,7 +174,7 @@ class Orchestrator:
         return inst
 
     async def stop(self, s: Session, inst: models.Instance) -> models.Instance:
-        link = self._check_controllable(inst)
+        link = self._check_controllable(s, inst)
         inst.desired_state = DesiredState.STOPPED
         if inst.state == InstanceState.STOPPED:
             s.commit()
@@ -178,7 +188,7 @@ class Orchestrator:
         return inst
 
     async def restart(self, s: Session, inst: models.Instance) -> models.Instance:
-        link = self._check_controllable(inst)
+        link = self._check_controllable(s, inst)
         self.check_startable(inst)
         inst.desired_state = DesiredState.RUNNING
         inst.state = (
@@ -194,6 +204,7 @@ class Orchestrator:
     async def destroy(
         self, s: Session, inst: models.Instance, force: bool = False
     ) -> models.Instance:
+        lock_row(s, inst)
         link = self.agents.get(inst.node_id)
         if link is None and not force:
             raise GdosError(
@@ -264,10 +275,17 @@ class Orchestrator:
         ]
         if node_id is not None:
             which.append(table.c.node_id == node_id)
-        with self.db.engine.begin() as conn:
-            rows = instance_rows.rows(conn.execute(select(table).where(*which)))
-            if rows:
-                conn.execute(update(table).where(*which).values(state=InstanceState.UNKNOWN))
+
+        def mark() -> list[dict[str, Any]]:
+            with self.db.engine.begin() as conn:
+                # Locked in id order, as every other writer of many instance rows does.
+                chosen = select(table).where(*which).order_by(table.c.id).with_for_update()
+                rows = instance_rows.rows(conn.execute(chosen))
+                if rows:
+                    conn.execute(update(table).where(*which).values(state=InstanceState.UNKNOWN))
+            return rows
+
+        rows = retry_conflicts(mark)
         for row in rows:
             row["state"] = InstanceState.UNKNOWN
             self.feed.publish_view(instance_rows.view(row))

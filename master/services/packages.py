@@ -18,6 +18,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from master.db import models
+from master.db.session import lock_row
 from master.services import instance_settings
 from master.storage.base import PackageStore
 from master.storage.spool import Spool, new_hash
@@ -152,6 +153,7 @@ def _newest_changed(s: Session, pkg: models.Package) -> None:
 
 
 async def delete_package(s: Session, store: PackageStore, pkg: models.Package) -> None:
+    lock_row(s, pkg)  # a module or deploy resolving it on another master finishes first
     users = s.scalars(
         select(models.Module.id).where(
             models.Module.package_name == pkg.name,

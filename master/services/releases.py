@@ -10,7 +10,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from master.db import models
-from master.db.session import Database
+from master.db.session import Database, lock_row
 from master.services import instance_settings
 from master.services.agents import AgentRegistry
 from master.services.commands import DEPLOY_TIMEOUT, START_TIMEOUT, package_ref, stop_timeout
@@ -118,6 +118,7 @@ class Releases:
         """Prepare beside the running release, then stop -> switch -> start (a stopped instance
         only switches). Checked before anything moves; the rest runs in the background and a
         failure lands on the instance (`last_error`)."""
+        lock_row(s, inst)  # the state checked is the state changed, whichever master asks
         mod = s.get(models.Module, inst.module_id) if inst.module_id else None
         if inst.adopted or mod is None:
             raise GdosError(

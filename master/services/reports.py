@@ -8,7 +8,7 @@ from collections.abc import Callable
 from typing import Any
 
 from master.db import models
-from master.db.session import Database
+from master.db.session import Database, retry_conflicts
 from master.services import instance_rows
 from master.services.instance_feed import InstanceFeed
 from protocol.messages import InstanceReport
@@ -81,6 +81,14 @@ class ReportQueue:
         """Reports of one or more nodes, in order, in one transaction. Identity comes from the
         socket: a node only changes its own instances."""
         flat = [(node_id, report) for node_id, reports in batches for report in reports]
+        rows, changes = retry_conflicts(lambda: self._write(flat))
+        for instance_id in changes:
+            self.feed.publish_view(instance_rows.view(rows[instance_id]))
+
+    def _write(
+        self, flat: list[tuple[str, InstanceReport]]
+    ) -> tuple[dict[str, instance_rows.Row], dict[str, instance_rows.Row]]:
+        """One transaction: the rows read (locked) and the changes written to them."""
         with self.db.engine.begin() as conn:
             rows = instance_rows.load(conn, {report.instance_id for _, report in flat})
             changes: dict[str, dict[str, Any]] = {}  # a later report of an instance wins
@@ -91,11 +99,9 @@ class ReportQueue:
                     continue
                 changes[row["id"]] = instance_rows.report_changes(row, report)
                 row.update(changes[row["id"]])
-            if not changes:
-                return
-            instance_rows.write(conn, changes)
-        for instance_id in changes:
-            self.feed.publish_view(instance_rows.view(rows[instance_id]))
+            if changes:
+                instance_rows.write(conn, changes)
+        return rows, changes
 
 
 def apply_to_instance(inst: models.Instance, report: InstanceReport) -> None:

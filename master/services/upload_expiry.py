@@ -4,7 +4,6 @@ leftovers; and uploads whose bytes all arrived before a master stopped are regis
 import asyncio
 import contextlib
 import logging
-import time
 
 from sqlalchemy import select
 
@@ -17,7 +16,7 @@ log = logging.getLogger(__name__)
 
 async def expire(uploads: UploadService) -> int:
     """One pass; returns how many uploads and files it removed."""
-    now = time.time()
+    now = uploads.db.now()  # the clock expiry times were written with
     files = list(uploads.dir.glob("*.part"))  # listed before the rows are read: see create()
     removed = 0
     with uploads.db.session() as s:

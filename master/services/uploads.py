@@ -15,7 +15,6 @@ import os
 import re
 import secrets
 import shutil
-import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
@@ -135,7 +134,7 @@ class UploadService:
     def load(self, upload_id: str) -> models.PackageUpload:
         with self.db.session() as s:
             row = s.get(models.PackageUpload, upload_id)
-        if row is None or row.expires_at < time.time():
+        if row is None or row.expires_at < self.db.now():
             raise not_found(upload_id)
         return row
 
@@ -144,7 +143,7 @@ class UploadService:
             return list(
                 s.scalars(
                     select(models.PackageUpload)
-                    .where(models.PackageUpload.expires_at >= time.time())
+                    .where(models.PackageUpload.expires_at >= self.db.now())
                     .order_by(models.PackageUpload.created_at.desc())
                 )
             )
@@ -165,7 +164,7 @@ class UploadService:
                 "free space or move --upload-dir",
                 {"free": free, "length": length},
             )
-        now = time.time()
+        now = self.db.now()
         row = models.PackageUpload(
             id=secrets.token_hex(16),
             length=length,
@@ -298,7 +297,7 @@ class UploadService:
         self._touch(row.id, spool.offset)
 
     def _touch(self, upload_id: str, offset: int) -> None:
-        now = time.time()
+        now = self.db.now()
         with self.db.session() as s:
             row = s.get(models.PackageUpload, upload_id)
             if row is not None:
@@ -317,7 +316,7 @@ class UploadService:
         return error
 
     def _mark_failed(self, upload_id: str, error: GdosError) -> None:
-        now = time.time()
+        now = self.db.now()
         try:
             with self.db.session() as s:
                 row = s.get(models.PackageUpload, upload_id)
@@ -343,9 +342,9 @@ class UploadService:
         sha = hasher.hexdigest()
 
         def mark_complete(pkg: models.Package) -> None:
-            up = s.get(models.PackageUpload, row.id)
+            up = s.get(models.PackageUpload, row.id, with_for_update=True)
             if up is not None:
-                now = time.time()
+                now = self.db.now()
                 up.state, up.package_id, up.offset = COMPLETE, pkg.id, row.length
                 up.updated_at, up.expires_at = now, now + self.ttl
 

@@ -1,5 +1,6 @@
-"""The master's services on a real SQLite file, with agents faked at the channel seam: each
-fake records the commands sent down its socket and answers them as the test says."""
+"""The master's services on a real database (a SQLite file, or PostgreSQL), with agents faked
+at the channel seam: each fake records the commands sent down its socket and answers them as
+the test says."""
 
 from __future__ import annotations
 
@@ -57,8 +58,8 @@ def refuse(message: str, state: str | None = None) -> Answer:
 class World:
     """A database, a hub that keeps what it publishes, and an orchestrator over them."""
 
-    def __init__(self, tmp_path: Path) -> None:
-        self.db = Database(f"sqlite:///{tmp_path / 'master.db'}")
+    def __init__(self, tmp_path: Path, db_url: str | None = None) -> None:
+        self.db = Database(db_url or f"sqlite:///{tmp_path / 'master.db'}")
         self.db.migrate()
         self.hub = Hub()
         self.events: list[dict[str, Any]] = []

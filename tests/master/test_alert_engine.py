@@ -1,4 +1,5 @@
-"""The alert engine on a real SQLite database, fed through the hub like the master feeds it."""
+"""The alert engine on a real database (SQLite and PostgreSQL), fed through the hub like the
+master feeds it."""
 
 import time
 
@@ -24,8 +25,8 @@ class _Channel:
 
 
 class World:
-    def __init__(self, tmp_path) -> None:
-        self.db = Database(f"sqlite:///{tmp_path / 'alerts.db'}")
+    def __init__(self, db_url: str) -> None:
+        self.db = Database(db_url)
         self.db.migrate()
         self.hub = Hub()
         self.directory = Directory(self.hub)
@@ -74,8 +75,8 @@ class World:
 
 
 @pytest.fixture
-def world(tmp_path):
-    w = World(tmp_path)
+def world(db_url):
+    w = World(db_url)
     yield w
     w.db.dispose()
 

@@ -1,9 +1,9 @@
-"""Batch operations on a real SQLite file, with an agent faked at the channel seam that reports
-its instances' new states as a real one does after a `batch`."""
+"""Batch operations on a real database (SQLite and PostgreSQL), with an agent faked at the
+channel seam that reports its instances' new states as a real one does after a `batch`."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
@@ -17,8 +17,8 @@ from tests.master.fake_agent import FakeAgent, World, until
 
 
 class Fleet(World):
-    def __init__(self, tmp_path) -> None:
-        super().__init__(tmp_path)
+    def __init__(self, tmp_path, db_url=None) -> None:
+        super().__init__(tmp_path, db_url)
         self.ops = Operations(self.db, self.orch, self.agents, self.hub)
         self.published: list[dict[str, Any]] = []
         self.hub.listen("operation", self.published.append)
@@ -63,8 +63,10 @@ def obeys(action: str, iid: str) -> InstanceReport:
 
 
 @pytest.fixture
-def fleet(tmp_path) -> Fleet:
-    return Fleet(tmp_path)
+def fleet(tmp_path, db_url) -> Iterator[Fleet]:
+    f = Fleet(tmp_path, db_url)
+    yield f
+    f.db.dispose()
 
 
 def batches(agent: FakeAgent) -> list[tuple[str, list[str]]]:

@@ -1,7 +1,9 @@
-"""The orchestrator on a real SQLite file with an agent faked at the channel seam: what each verb
+"""The orchestrator on a real database (SQLite and PostgreSQL) with an agent faked at the channel seam: what each verb
 writes, which command goes down, and how an answer (or its absence) lands on the instance."""
 
 from __future__ import annotations
+
+from collections.abc import Iterator
 
 import pytest
 
@@ -13,8 +15,10 @@ from tests.master.fake_agent import FakeAgent, World, refuse, until
 
 
 @pytest.fixture
-def world(tmp_path) -> World:
-    return World(tmp_path)
+def world(tmp_path, db_url) -> Iterator[World]:
+    w = World(tmp_path, db_url)
+    yield w
+    w.db.dispose()
 
 
 async def test_start_sets_starting_sends_one_start_and_never_a_second_process(world):
