@@ -33,6 +33,7 @@ from master.services.orchestrator import Orchestrator
 from master.services.releases import RELEASE_KINDS, Releases, check_os
 from master.services.rollout_plan import InstanceRow, Target
 from master.services.rollout_switch import Switcher, finish
+from master.services.serializers import module_out
 from protocol.errors import ErrorCode, GdosError
 from protocol.rest import InstanceOut
 from protocol.rest_releases import RolloutSettings
@@ -279,13 +280,17 @@ class Rollouts:
     def _succeed(self, op: Op) -> None:
         modules = self._settings(op)["modules"]
         with self.db.session() as s:
+            moved_modules = []
             for module_id, moved in modules.items():
                 mod = s.get(models.Module, module_id)
                 if mod is not None:
                     mod.version = moved["to"]
+                    moved_modules.append(mod)
             s.flush()
             changed = instance_settings.refresh_drift(s, instance_settings.of_modules(s, modules))
             s.commit()
+            for mod in moved_modules:  # a module's version changed: the same event as a PATCH
+                self.orch.feed.hub.publish("module", module_out(mod).model_dump())
             for inst in changed:
                 self.orch.feed.publish(inst)
         self._end(op, OpState.SUCCEEDED)

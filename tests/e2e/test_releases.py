@@ -15,7 +15,7 @@ from tests.e2e.release_support import (
     read_events,
     steps_by_instance,
 )
-from tests.support import wait_for
+from tests.support import EventStream, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -57,6 +57,7 @@ def test_a_canary_rollout_then_a_rollback_keep_every_instance(master, api, agent
         0.5,
         "metrics of the first version",
     )
+    stream = EventStream(master.url, api.token or "")
     started = fleet.rollout(version="1.0.1", batch_size=2, canary=1, min_ready_seconds=0.5)
     assert started["kind"] == "rollout" and started["module_id"] == fleet.module_id
     op_id = started["operation_id"]
@@ -75,6 +76,16 @@ def test_a_canary_rollout_then_a_rollback_keep_every_instance(master, api, agent
     assert op["state"] == "succeeded", op
     assert sorted(st["batch"] for st in op["steps"]) == [1, 2, 2, 3]
     assert api.get(f"/modules/{fleet.module_id}")["version"] == "1.0.1"
+    # Consoles learn the module's new version from the stream, as after a PATCH.
+    wait_for(
+        lambda: any(
+            m["id"] == fleet.module_id and m["version"] == "1.0.1" for m in stream.topic("module")
+        ),
+        30,
+        0.1,
+        "the module event of the rollout",
+    )
+    stream.close()
     after = fleet.all()
     assert [i["id"] for i in after] == ids, "the same instances"
     assert [i["restarts"] for i in after] == [1, 0, 0, 0], "its restart count too"
@@ -85,8 +96,14 @@ def test_a_canary_rollout_then_a_rollback_keep_every_instance(master, api, agent
     stdout = api.request("GET", f"/instances/{ids[0]}/logs/stdout").text
     assert "serving 1.0.0" in stdout and "serving 1.0.1" in stdout, "one log across versions"
     assert api.get(f"/alert-rules/{rule['id']}")["scope"] == {"instance_id": ids[0]}
-    samples = api.get(f"/instances/{ids[0]}/metrics", params={"seconds": 300})["samples"]
-    assert samples[0]["ts"] < op["created_at"] < samples[-1]["ts"], "one series across versions"
+
+    def series() -> list[dict]:
+        return api.get(f"/instances/{ids[0]}/metrics", params={"seconds": 300})["samples"]
+
+    # One series across versions: samples from before the rollout, and (within a few samples)
+    # from after it, under the same instance.
+    wait_for(lambda: series()[-1]["ts"] > op["created_at"], 30, 0.5, "a sample after the rollout")
+    assert series()[0]["ts"] < op["created_at"], "one series across versions"
     starts = [e for e in read_events(events) if e[1] == "start" and e[2] == "1.0.1"]
     assert sorted(name for name, _, _ in starts) == sorted(i["name"] for i in after)
 
