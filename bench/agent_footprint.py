@@ -21,7 +21,6 @@ import argparse
 import contextlib
 import json
 import os
-import resource
 import shutil
 import statistics
 import subprocess
@@ -36,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import compile_sources  # noqa: E402
+from bench.fleet_bench import raise_nofile  # noqa: E402
 from tests.support import Agent, Api, Master, build_package, kill_services_under  # noqa: E402
 
 NODE_DIR = ROOT / "bench" / ".node"
@@ -168,12 +168,6 @@ def run_pm2(tmp: Path, n: int) -> tuple[dict[str, str], subprocess.Popen[str], i
     return env, poller, daemon
 
 
-def raise_nofile() -> None:
-    """Room for a thousand services' log files in the agent (it inherits this limit)."""
-    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
 def start_psutil_loop(api: Api, n: int) -> subprocess.Popen[bytes]:
     """A plain psutil loop over the agent's N service processes, in a process of its own."""
     pids = [str(i["pid"]) for i in api.get("/instances") if i.get("pid")]
@@ -196,7 +190,7 @@ def main() -> None:
     tmp = Path(f"/tmp/gdos-footprint-{os.getpid()}")
     tmp.mkdir(parents=True)
     n = args.processes
-    raise_nofile()
+    raise_nofile()  # room for a thousand services' log files in the agent, which inherits it
     print(
         f"agent footprint: {n} processes, {args.seconds:.0f} s; {os.cpu_count()} cores, "
         f"load {os.getloadavg()[0]:.1f}",
