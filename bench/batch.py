@@ -18,6 +18,9 @@ from npm into bench/.node. Measured, per tool:
   respawn     kill -9 one process; time until its replacement exists (a new child of the
               managing daemon running the program), polled every 0.2 ms; median of 5.
   RSS         of the managing daemon(s) with the N running.
+The limit (`--only limit`, in every full run): the same N programs started by posix_spawn from
+this one process with no bookkeeping until each is seen alive, and stopped by one SIGTERM each
+until all are reaped; every tool's start-all and stop-all are printed over it.
 
 --disk-pressure runs it all while another process keeps the disk busy with buffered writes (a
 2 GiB file rewritten over and over in the work dir, as a database or a chatty service would),
