@@ -10,8 +10,11 @@ Both run the same trivial service (`sleep`), so what is measured is the supervis
 - PM2: installed on first use with `npm install --prefix bench/.node pm2` (Node 20), its own
   PM2_HOME; a small client asks the daemon for its process list with CPU and memory every
   second (`pm2.list`, what `pm2 monit` does), which makes PM2 sample every process at 1 Hz.
+- The limit for Python: a plain psutil loop in a process of its own, sampling the agent's same N
+  service processes at 1 Hz (cpu_percent, memory_info, io_counters each, as an agent must).
 Reported: RSS (average and peak) and CPU (percent of one core over the window) of the agent
-process and of PM2's daemon (its polling client shown apart).
+process, of the psutil loop and of PM2's daemon (its polling client shown apart).
+`--processes 1000` is the scale target.
 """
 
 import argparse
@@ -32,6 +35,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench import compile_sources  # noqa: E402
+from bench.fleet_bench import raise_nofile  # noqa: E402
 from tests.support import Agent, Api, Master, build_package, kill_services_under  # noqa: E402
 
 NODE_DIR = ROOT / "bench" / ".node"
@@ -47,6 +51,24 @@ pm2.connect((err) => {
     process.stdout.write(JSON.stringify({n: list.length, cpu, mem}) + "\\n");
   }), 1000);
 });
+"""
+
+
+# The limit for Python: the least a Python process can do to sample the same processes at 1 Hz.
+PSUTIL_LOOP = """
+import sys, time
+import psutil
+procs = [psutil.Process(int(pid)) for pid in sys.argv[1].split(",")]
+tick = time.monotonic()
+while True:
+    for p in procs:
+        try:
+            with p.oneshot():
+                p.cpu_percent(), p.memory_info(), p.io_counters()
+        except psutil.Error:
+            pass
+    tick += 1.0
+    time.sleep(max(0.0, tick - time.monotonic()))
 """
 
 
@@ -92,7 +114,7 @@ def run_gdos(tmp: Path, n: int, interval: float, started: list) -> tuple[Master,
     # Deploys go in batches of 8: each package download holds one of the master's 15 database
     # connections while it streams, and 200 at once starve the pool (reported to the lead).
     ids: list[str] = []
-    deadline = time.monotonic() + 600
+    deadline = time.monotonic() + max(600, 2 * n)  # a thousand deploys take a while
     while len(ids) < n:
         batch = [
             api.post("/instances", {"module_id": module["id"], "node_id": node})["id"]
@@ -146,12 +168,21 @@ def run_pm2(tmp: Path, n: int) -> tuple[dict[str, str], subprocess.Popen[str], i
     return env, poller, daemon
 
 
+def start_psutil_loop(api: Api, n: int) -> subprocess.Popen[bytes]:
+    """A plain psutil loop over the agent's N service processes, in a process of its own."""
+    pids = [str(i["pid"]) for i in api.get("/instances") if i.get("pid")]
+    if len(pids) != n:
+        raise RuntimeError(f"{len(pids)} of {n} instances report a pid")
+    return subprocess.Popen([sys.executable, "-c", PSUTIL_LOOP, ",".join(pids)])
+
+
 def main() -> None:
     compile_sources()
     p = argparse.ArgumentParser(description="agent footprint vs PM2 (issue 4)")
     p.add_argument("--processes", type=int, default=200)
     p.add_argument("--seconds", type=float, default=60)
     p.add_argument("--no-pm2", action="store_true")
+    p.add_argument("--no-psutil-loop", action="store_true", help="without the limit row")
     p.add_argument(
         "--metrics-interval", type=float, default=1.0, help="the agent's (0: monitoring off)"
     )
@@ -159,6 +190,7 @@ def main() -> None:
     tmp = Path(f"/tmp/gdos-footprint-{os.getpid()}")
     tmp.mkdir(parents=True)
     n = args.processes
+    raise_nofile()  # room for a thousand services' log files in the agent, which inherits it
     print(
         f"agent footprint: {n} processes, {args.seconds:.0f} s; {os.cpu_count()} cores, "
         f"load {os.getloadavg()[0]:.1f}",
@@ -166,15 +198,20 @@ def main() -> None:
     )
     master = agent = None
     poller = None
+    loop: subprocess.Popen[bytes] | None = None
     pm2_env: dict[str, str] | None = None
     ok = False
     started: list = []  # stopped even when setting up fails half-way
     try:
         master, agent, api = run_gdos(tmp, n, args.metrics_interval, started)
+        if not args.no_psutil_loop:
+            loop = start_psutil_loop(api, n)
         if not args.no_pm2:
             pm2_env, poller, daemon = run_pm2(tmp, n)
         time.sleep(5)  # settle: first samples, PM2's first list
         samplers = {"gdos agent": Sampler(agent.pid)}
+        if loop is not None:
+            samplers["psutil loop (limit)"] = Sampler(loop.pid)
         if poller is not None:
             samplers["pm2 daemon"] = Sampler(daemon)
             samplers["pm2 client (poller)"] = Sampler(poller.pid)
@@ -206,6 +243,9 @@ def main() -> None:
         print(f"load at the end: {os.getloadavg()[0]:.1f}")
         ok = True
     finally:
+        if loop is not None:
+            loop.kill()
+            loop.wait()
         if poller is not None:
             poller.kill()
         if pm2_env is not None:

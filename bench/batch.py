@@ -18,6 +18,9 @@ from npm into bench/.node. Measured, per tool:
   respawn     kill -9 one process; time until its replacement exists (a new child of the
               managing daemon running the program), polled every 0.2 ms; median of 5.
   RSS         of the managing daemon(s) with the N running.
+The limit (`--only limit`, in every full run): the same N programs started by posix_spawn from
+this one process with no bookkeeping until each is seen alive, and stopped by one SIGTERM each
+until all are reaped; every tool's start-all and stop-all are printed over it.
 
 --disk-pressure runs it all while another process keeps the disk busy with buffered writes (a
 2 GiB file rewritten over and over in the work dir, as a database or a chatty service would),
@@ -96,17 +99,31 @@ def cmdline(pid: int) -> str:
         return ""
 
 
+def is_prog(cmdline: list[str] | None, status: str, root: Path) -> bool:
+    """A live process (not a zombie) running this bench's program (under `root`)."""
+    needle = str(root)
+    return status != psutil.STATUS_ZOMBIE and any(
+        "prog.py" in part and needle in part for part in cmdline or []
+    )
+
+
 def running_progs(root: Path) -> list[int]:
     """Live processes running this bench's program (under `root`)."""
-    found = []
-    needle = str(root)
-    for proc in psutil.process_iter(["cmdline", "status"]):
-        info = proc.info
-        if info["status"] == psutil.STATUS_ZOMBIE:
-            continue
-        if any("prog.py" in part and needle in part for part in info["cmdline"] or []):
-            found.append(proc.pid)
-    return found
+    return [
+        proc.pid
+        for proc in psutil.process_iter(["cmdline", "status"])
+        if is_prog(proc.info["cmdline"], proc.info["status"], root)
+    ]
+
+
+def alive(pid: int, root: Path) -> bool:
+    """`pid` runs the program, by the test `running_progs` applies (without a scan of all)."""
+    try:
+        proc = psutil.Process(pid)
+        with proc.oneshot():
+            return is_prog(proc.cmdline(), proc.status(), root)
+    except psutil.Error:
+        return False
 
 
 def respawn_latency(daemon_pid: int, victim: int, timeout: float = 30.0) -> float:
@@ -383,7 +400,9 @@ def main() -> int:
     p.add_argument("--n", type=int, default=100)
     p.add_argument("--agents", type=int, default=10)
     p.add_argument("--rounds", type=int, default=3)
-    p.add_argument("--only", choices=["gdos", "supervisord", "circus", "pm2"], action="append")
+    p.add_argument(
+        "--only", choices=["limit", "gdos", "supervisord", "circus", "pm2"], action="append"
+    )
     p.add_argument("--work", type=Path, default=Path("/tmp/gdos-bench-batch"))
     p.add_argument(
         "--disk-pressure", action="store_true", help="another process writes to disk meanwhile"
@@ -395,7 +414,7 @@ def main() -> int:
         "on with --disk-pressure",
     )
     args = p.parse_args()
-    tools = args.only or ["gdos", "supervisord", "circus", "pm2"]
+    tools = args.only or ["limit", "gdos", "supervisord", "circus", "pm2"]
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
     results = []
@@ -457,11 +476,99 @@ def print_table(results: list[Result], args: argparse.Namespace) -> None:
             f"| {r.tool} | {row['start_all_s']:.3f} s ({row['start_all_min_s']:.3f}) "
             f"| {row['stop_all_s']:.3f} s ({row['stop_all_min_s']:.3f}) "
             f"| {row['stop_all_gone_s']:.3f} s "
-            f"| {row['respawn_ms']:.1f} ms | {row['daemon_rss_mib']:.1f} MiB |"
+            f"| {row['respawn_ms']:.1f} ms "
+            f"| {f'{rss:.1f} MiB' if (rss := row['daemon_rss_mib']) else '-'} |"
         )
     for r in results:
         if r.note:
             print(f"- {r.tool}: {r.note}")
+    limit = next((r for r in results if r.tool == "limit"), None)
+    if limit is not None:
+        bare = limit.row()
+        for r in results:
+            if r is not limit:
+                row = r.row()
+                print(
+                    f"- {r.tool} / limit: start-all {row['start_all_s'] / bare['start_all_s']:.2f}, "
+                    f"stop-all {row['stop_all_s'] / bare['stop_all_s']:.2f} (medians)"
+                )
+
+
+# -- the limit ------------------------------------------------------------------------------------
+
+
+def bare_spawn(prog: Path, logs: Path, name: str) -> int:
+    """One program started the cheapest way: posix_spawn, its own session, stdin from /dev/null
+    and stdout/stderr to files, as an agent starts a service (the program's shebang runs it)."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND
+    actions = [
+        (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+        (os.POSIX_SPAWN_OPEN, 1, str(logs / f"{name}.out"), flags, 0o644),
+        (os.POSIX_SPAWN_OPEN, 2, str(logs / f"{name}.err"), flags, 0o644),
+    ]
+    return os.posix_spawn(
+        str(prog), [str(prog), name], dict(os.environ), file_actions=actions, setsid=True
+    )
+
+
+def bench_limit(work: Path, n: int, rounds: int) -> Result:
+    """What the machine allows: the same N programs started by posix_spawn from this one process
+    with no bookkeeping until all are alive (counted as for the peers), and stopped by one
+    SIGTERM each until all are reaped. Respawn: kill -9, reap, spawn again, in line."""
+    res = Result("limit")
+    prog = write_prog(work)
+    logs = work / "logs"
+    res.load = load()
+    pids: dict[str, int] = {}
+    spawn_only: list[float] = []
+
+    def stop_all() -> None:
+        for pid in pids.values():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+        for pid in pids.values():
+            with contextlib.suppress(ChildProcessError):
+                os.waitpid(pid, 0)
+        pids.clear()
+
+    try:
+        for _ in range(rounds):
+            time.sleep(1.0)
+            t0 = time.perf_counter()
+            for i in range(n):
+                pids[f"p{i}"] = bare_spawn(prog, logs, f"p{i}")
+            spawn_only.append(time.perf_counter() - t0)
+            waiting = list(pids.values())
+            while waiting := [pid for pid in waiting if not alive(pid, work)]:
+                if time.perf_counter() - t0 > 60:
+                    raise TimeoutError(f"{len(waiting)} of {n} programs not alive")
+                time.sleep(0.0002)
+            res.start.append(time.perf_counter() - t0)
+            time.sleep(1.0)
+            t0 = time.perf_counter()
+            stop_all()
+            res.stop.append(time.perf_counter() - t0)
+            res.gone.append(time_until_count(work, 0, t0))
+        for i in range(n):
+            pids[f"p{i}"] = bare_spawn(prog, logs, f"p{i}")
+        wait_count(work, n)
+        time.sleep(1.0)
+        for name in list(pids)[:5]:
+            t0 = time.perf_counter()
+            os.kill(pids[name], signal.SIGKILL)
+            os.waitpid(pids[name], 0)
+            pids[name] = bare_spawn(prog, logs, name)
+            res.respawn.append(time.perf_counter() - t0)
+            time.sleep(0.3)
+        res.note = (
+            "posix_spawn from one Python process, no bookkeeping; start-all is until each "
+            "program is seen alive in /proc as the peers' are counted (the spawn calls alone: "
+            f"{median(spawn_only):.3f} s), "
+            "stop-all until all are reaped (waitpid); no daemon, so no RSS"
+        )
+    finally:
+        stop_all()
+    return res
 
 
 # -- peers ----------------------------------------------------------------------------------------
@@ -786,6 +893,7 @@ PEERS: dict[str, Callable[[Path, int, int], Result]] = {
     "supervisord": bench_supervisord,
     "circus": bench_circus,
     "pm2": bench_pm2,
+    "limit": bench_limit,
 }
 
 if __name__ == "__main__":

@@ -16,8 +16,9 @@ what changed, offscreen (raster).
 
 GUI-thread time per tick = the GUI thread's CPU time over each 1-second tick (`time.thread_time`
 in that thread: draining, dispatching, merging, flushing, the proxy, painting, Qt's own event
-handling). Target < 20 ms. The parts (drain, flush, paint) are timed separately; the stream
-thread's CPU is reported too (it shares the GIL). Runs:
+handling). Target < 16 ms (one frame at 60 Hz), at the median and the p95. The parts (drain,
+flush, paint) are timed separately, median and p95; the stream thread's CPU is reported too
+(it shares the GIL). Runs:
 - every row's figures each second (10,000 samples a tick): more than a master sends today, which
   caps a console at 256 `metrics:<id>` keys, but what a fleet-wide topic would send;
 - 240 rows' figures each second: what the console subscribes to in a large fleet (the rows in
@@ -26,8 +27,9 @@ thread's CPU is reported too (it shares the GIL). Runs:
 - the naive reference: one model reset per tick.
 
 Charts: one chart widget with 8 lines of 3,600 points each (60 minutes at 1 Hz); every frame
-appends a sample to each line, redraws and paints. Target >= 30 fps. With min/max decimation to
-the plot's pixel width (what the console does) and without.
+appends a sample to each line, redraws and paints. Target >= 30 fps, overall and at the p95
+frame time. With min/max decimation to the plot's pixel width (what the console does) and
+without.
 """
 
 from __future__ import annotations
@@ -55,6 +57,11 @@ sys.path.insert(0, str(ROOT))
 
 FRAME_EVENTS = 1000  # the master's MAX_BATCH: events per frame in batch mode
 STATES = ["running", "running", "running", "stopped", "starting", "stopping", "exited"]
+
+
+def p95(xs: list[float]) -> float:
+    """The 95th percentile (nearest rank below), as the tick figures report it."""
+    return sorted(xs)[int(0.95 * (len(xs) - 1))]
 
 
 def iso(ts: float) -> str:
@@ -328,10 +335,12 @@ def bench_table(
         "ticks": len(per_tick),
         "events_per_tick": live + rows // 100,
         "median_ms": statistics.median(plain) * 1000,
-        "p95_ms": sorted(plain)[int(0.95 * (len(plain) - 1))] * 1000,
+        "p95_ms": p95(plain) * 1000,
         "max_ms": max(plain) * 1000,
         "resort_tick_ms": statistics.median(with_resort) * 1000 if with_resort else None,
+        "resort_tick_p95_ms": p95(with_resort) * 1000 if with_resort else None,
         "parts_ms": {k: statistics.median(v) * 1000 for k, v in part_ticks.items() if v},
+        "parts_p95_ms": {k: p95(v) * 1000 for k, v in part_ticks.items() if v},
         "stream_cpu_ms_per_s": out["stream_cpu"] / out["elapsed"] * 1000,
         "resorts": model.resorts - resorts_before,
         "paints": panel.view.paints,
@@ -372,8 +381,10 @@ def bench_charts(
     app.processEvents()
     drawn = 0
     redraw = paint = 0.0
+    per_frame: list[float] = []
     t0 = time.perf_counter()
     for k in range(frames):
+        t_frame = time.perf_counter()
         for n in range(lines):
             store.get(f"t{n}", "cpu_percent").append(now + k + 1, 50.0 + n)
         t1 = time.perf_counter()
@@ -384,6 +395,7 @@ def bench_charts(
         t3 = time.perf_counter()
         redraw += t2 - t1
         paint += t3 - t2
+        per_frame.append(t3 - t_frame)
     elapsed = time.perf_counter() - t0
     chart.close()
     return {
@@ -391,6 +403,9 @@ def bench_charts(
         "frames": frames,
         "fps": frames / elapsed,
         "ms_per_frame": elapsed / frames * 1000,
+        "median_frame_ms": statistics.median(per_frame) * 1000,
+        "p95_frame_ms": p95(per_frame) * 1000,
+        "fps_p95": 1 / p95(per_frame),  # the frame rate the slowest 5 % of frames hold
         "redraw_ms": redraw / frames * 1000,
         "paint_ms": paint / frames * 1000,
         "points_in_window": drawn,
@@ -429,13 +444,16 @@ def main() -> int:
     for name, kw in runs:
         ticks = args.ticks if not kw.get("naive") else max(6, args.ticks // 4)
         r = bench_table(args.rows, ticks, **kw)
-        parts = ", ".join(f"{k} {v:.1f}" for k, v in r["parts_ms"].items())
+        parts = ", ".join(
+            f"{k} {v:.1f} (p95 {r['parts_p95_ms'][k]:.1f})" for k, v in r["parts_ms"].items()
+        )
         if r["naive"]:  # a reset takes longer than a tick: its own cost is the figure
             reset = r["parts_ms"]["flush"] + r["parts_ms"]["paint"]
             print(f"table, {name}: {r['rows']} rows: {reset:.0f} ms per tick [{parts}]", flush=True)
             continue
         resort = (
-            f"; ticks with a re-sort: {r['resort_tick_ms']:.1f} ms ({r['resorts']} re-sorts)"
+            f"; ticks with a re-sort: median {r['resort_tick_ms']:.1f} ms, "
+            f"p95 {r['resort_tick_p95_ms']:.1f} ms ({r['resorts']} re-sorts)"
             if r["resort_tick_ms"] is not None
             else ""
         )
@@ -453,7 +471,9 @@ def main() -> int:
         c = bench_charts(args.frames, dec)
         print(
             f"charts 8 x 3600, decimation {'on ' if dec else 'off'}: {c['fps']:.1f} fps "
-            f"({c['ms_per_frame']:.1f} ms/frame: redraw {c['redraw_ms']:.1f}, paint "
+            f"(p95 {c['fps_p95']:.1f} fps; frame median {c['median_frame_ms']:.1f} ms, "
+            f"p95 {c['p95_frame_ms']:.1f} ms; "
+            f"{c['ms_per_frame']:.1f} ms/frame: redraw {c['redraw_ms']:.1f}, paint "
             f"{c['paint_ms']:.1f}; {c['points_in_window']} points drawn per frame)",
             flush=True,
         )

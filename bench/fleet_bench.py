@@ -15,6 +15,9 @@ What it does, all over real sockets (see bench/fleet.py for the simulated agents
 4b. command fan-out (DESIGN.md): a system with one instance on each of the fleet's agents is
    started and stopped through the API (`--fanout-rounds`), metrics still flowing: when each
    agent received its `batch`, and when the operation succeeded (every agent acknowledged);
+4c. the agent channel against its limit: µs of master CPU per metrics message over the steady
+   window (all the master did, over the messages the fleet sent meanwhile) beside a plain
+   `json.loads` of the same message bytes in this process (and the master's msgspec decoder);
 5. metrics stop; messages and rows sent are compared with what the master stored;
 6. node loss: 10 agents killed (their worker process gets SIGKILL: sockets close) and 10 frozen
    (SIGSTOP: sockets stay open, silence only); time until the console sees them offline;
@@ -40,6 +43,7 @@ import statistics
 import subprocess
 import sys
 import time
+import timeit
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +51,7 @@ import httpx
 import psutil
 from websockets.asyncio.client import connect
 
-from bench import api_probe, compile_sources
+from bench import api_probe, compile_sources, fleet
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -59,6 +63,24 @@ def pct(values: list[float], q: float) -> float:
         return float("nan")
     values = sorted(values)
     return values[min(len(values) - 1, round(q / 100 * (len(values) - 1)))]
+
+
+def decode_limit(message: str, repeat: int = 5, number: int = 2000) -> dict[str, float]:
+    """µs to decode one metrics message in this process, the best of `repeat` runs: a plain
+    `json.loads` (the limit for this encoding) and the master's own msgspec decoder."""
+    from protocol.messages import AGENT_MESSAGE
+
+    timers = {
+        "json_loads": timeit.Timer(lambda: json.loads(message)),
+        "msgspec_decode": timeit.Timer(lambda: AGENT_MESSAGE.decode(message)),
+    }
+    return {k: min(t.repeat(repeat, number)) / number * 1e6 for k, t in timers.items()}
+
+
+async def messages_sent(groups: "list[Worker]") -> int:
+    """Metrics messages the simulated agents have sent so far."""
+    stats = [await g.ask({"cmd": "stats"}, "stats") for g in groups]
+    return sum(int(x["metrics_messages"]) for x in stats)
 
 
 def free_port() -> int:
@@ -496,6 +518,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         await asyncio.sleep(args.warmup)
 
         proc = psutil.Process(master.pid)
+        sent_before = await messages_sent(groups)
+        cpu_before = sum(proc.cpu_times()[:2])
         console.measuring = True
         steady_from = time.time()
         samples: list[tuple[float, float, float]] = []  # (t, cpu cores, rss MiB)
@@ -526,6 +550,8 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
                     await asyncio.sleep(0.37)
         console.measuring = False
         steady: list[Window] = [(steady_from, time.time())]
+        cpu_steady = sum(proc.cpu_times()[:2]) - cpu_before
+        sent_steady = await messages_sent(groups) - sent_before
         await asyncio.sleep(5)  # the last alerts
         print(f"fan-out: {args.fanout_rounds} rounds (master pid {master.pid})", flush=True)
         result.update(await fanout(api, console, workers, fan_system, args.fanout_rounds))
@@ -537,6 +563,22 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         rss = [r for _, _, r in samples]
         result["master_cpu_cores_avg"] = round(statistics.mean(cpu_cores), 3)
         result["master_cpu_cores_max"] = round(max(cpu_cores), 3)
+        # The agent channel's cost against the limit for its encoding (the same message bytes).
+        sample = fleet.SimAgent("", "", "", "", instances=next(iter(mapping.values())))
+        limit = decode_limit(sample.metrics_text(time.time()))
+        per_message = cpu_steady / max(sent_steady, 1) * 1e6
+        result["master_cpu_us_per_metrics_message"] = round(per_message, 1)
+        result["json_loads_us_per_metrics_message"] = round(limit["json_loads"], 1)
+        result["msgspec_decode_us_per_metrics_message"] = round(limit["msgspec_decode"], 1)
+        result["master_over_json_loads"] = round(per_message / limit["json_loads"], 1)
+        print(
+            f"agent channel: {per_message:.0f} µs of master CPU per metrics message "
+            f"({sent_steady} messages, all the master did in the steady window); the limit, "
+            f"json.loads of the same bytes: {limit['json_loads']:.1f} µs "
+            f"(msgspec decode, as the master: {limit['msgspec_decode']:.1f} µs); "
+            f"ratio {per_message / limit['json_loads']:.1f}",
+            flush=True,
+        )
         result["master_rss_mib_first"] = round(rss[0], 1)
         result["master_rss_mib_last"] = round(rss[-1], 1)
         result["master_rss_mib_max"] = round(max(rss), 1)

@@ -9,7 +9,9 @@ uploads), then the same file uploaded to a real master subprocess (`python -m ma
 chunk size does), and as a one-shot POST. Printed for context: `cp` with the source evicted
 from the page cache, `dd bs=1M` (a copy through user space), `dd conv=fsync` (until the copy
 is on disk), sha256 of the file and of the same bytes already in memory (which every upload must
-compute, on one core: it cannot be split).
+compute, on one core: it cannot be split). The limit: "sha256 limit" is hashlib's time alone
+over the same file in the chunks the master's spool hashes, in this process, on one core;
+each upload's MB/s is printed over it.
 
 The client sends with sendfile() so it costs next to no CPU (its CPU time is printed). Each
 upload is timed until the master answered, i.e. until the package was hashed, validated (every
@@ -101,6 +103,22 @@ def sha256_in_memory(size: int) -> float:
     for _ in range(size >> 20):
         h.update(block)
     return time.perf_counter() - t
+
+
+RECEIVE_CHUNK = 64 << 10  # what the master's HTTP server hands its upload spool at a time
+
+
+def sha256_limit(path: Path, chunk: int = RECEIVE_CHUNK) -> float:
+    """Seconds hashlib spends hashing `path`'s bytes in `chunk`-sized updates on this one core
+    (reads not counted): the most an upload, which must hash every byte in order, can reach."""
+    h = hashlib.sha256()
+    hashing = 0.0
+    with open(path, "rb", buffering=0) as f:
+        while block := f.read(chunk):
+            t = time.perf_counter()
+            h.update(block)
+            hashing += time.perf_counter() - t
+    return hashing
 
 
 def peer(seconds: float) -> dict[str, Any]:
@@ -304,6 +322,7 @@ def main() -> int:
                 "dd bs=1M conv=fsync": [],
                 "sha256 of the file": [],
                 "sha256 in memory": [],
+                "sha256 limit": [],
                 "tus, one PATCH": [],
                 "tus, 64 MiB PATCHes": [],
                 "one-shot POST": [],
@@ -325,6 +344,7 @@ def main() -> int:
                     peer(time_cmd([sys.executable, "-c", HASH, str(src)]))
                 )
                 results["sha256 in memory"].append(peer(sha256_in_memory(size)))
+                results["sha256 limit"].append(peer(sha256_limit(src)))
                 results["tus, one PATCH"].append(run(master, api, token, src, tus_upload, size))
                 results["tus, 64 MiB PATCHes"].append(
                     run(master, api, token, src, tus_upload, 64 * MB)
@@ -360,6 +380,15 @@ def main() -> int:
         else:
             line += " " * 57
         print(f"{line}   {runs}")
+    sha_rate = size / best["sha256 limit"]["seconds"] / 1e6
+    print(
+        f"\nlimit: sha256 of the same bytes on one core ({RECEIVE_CHUNK >> 10} KiB updates) "
+        f"{sha_rate:.0f} MB/s; upload / limit: "
+        + ", ".join(
+            f"{name} {size / best[name]['seconds'] / 1e6 / sha_rate:.2f}"
+            for name in ("tus, one PATCH", "tus, 64 MiB PATCHes", "one-shot POST")
+        )
+    )
     tus_best = best["tus, one PATCH"]
     rate = size / tus_best["seconds"] / 1e6
     growth = max(
