@@ -217,6 +217,7 @@ class AdoptIn(RequestBody):
         min_length=1,
         max_length=pattern.MAX_PATTERN,
         description="RE2 syntax (linear time; no backreferences or lookaround)",
+        json_schema_extra={"format": "regex"},
     )
     start_command: Command | None = None
     stop_command: Command | None = None

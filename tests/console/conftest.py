@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import os
 import time
 from collections.abc import Callable, Iterator
@@ -77,6 +78,10 @@ def gui_thread_gc() -> Iterator[None]:
     collector = GuiGarbageCollector(_app())
     collector.start()
     yield
+    # Cycles the test left are collected here, on the GUI thread: else a later test's thread
+    # (an S3 server's, say) may collect a QObject with timers ("Timers cannot be stopped from
+    # another thread").
+    gc.collect()
     collector.stop()
     collector.deleteLater()
 
