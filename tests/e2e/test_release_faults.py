@@ -18,7 +18,7 @@ from tests.e2e.release_support import (
     state_record,
     steps_by_instance,
 )
-from tests.support import wait_for
+from tests.support import kill_services_under, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -165,6 +165,7 @@ def small_disk(tmp_path: Path):
     if r.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here (needs root): {r.stderr.strip()}")
     yield mnt
+    kill_services_under(mnt)  # before the unmount: after it their folders no longer match
     if subprocess.run(["umount", str(mnt)], capture_output=True).returncode != 0:
         subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
 
