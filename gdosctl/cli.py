@@ -22,7 +22,7 @@ COMMANDS: dict[str, tuple[str, str, str]] = {
     "logs": ("logs", "logs", "Print (and follow) an instance's log."),
     "alerts": ("reading", "alerts", "List alerts."),
     "audit": ("reading", "audit", "List the audit trail; `audit verify` checks its chain."),
-    "operations": ("reading", "operations", "List batch operations and rollouts, or show one."),
+    "operations": ("operations", "operations", "List batch operations and rollouts, or show one."),
     "packages": ("reading", "packages", "List packages (or the versions of one)."),
     "systems": ("reading", "systems", "List systems."),
     "push": ("push", "push", "Upload a package (resumable: run it again after a cut)."),
