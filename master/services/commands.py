@@ -94,6 +94,9 @@ class Commands:
         self.db = db
         self.feed = feed
         self.store: PackageStore | None = None  # set at startup
+        # Restarts whose stop got no answer (the node went away mid-stop): its next hello starts
+        # them if the agent found the process gone, instead of leaving them exited.
+        self.interrupted_restarts: set[str] = set()
 
     async def presigned_ref(self, ref: PackageRef) -> PackageRef:
         """With an object store, agents fetch straight from the bucket (the master stays out of
@@ -140,7 +143,10 @@ class Commands:
         stopped = await self.send(
             link, Stop(id=link.next_id(), instance_id=instance_id), instance_id, stop_timeout
         )
-        if stopped is None or not stopped.ok:
+        if stopped is None:
+            self.interrupted_restarts.add(instance_id)
+            return
+        if not stopped.ok:
             return
         start = Start(id=link.next_id(), instance_id=instance_id, settings=settings)
         await self.send(link, start, instance_id, START_TIMEOUT)

@@ -40,10 +40,20 @@ class _Hello:
 
 
 class HelloQueue:
-    def __init__(self, db: Database, feed: InstanceFeed, reports: ReportQueue) -> None:
+    def __init__(
+        self,
+        db: Database,
+        feed: InstanceFeed,
+        reports: ReportQueue,
+        interrupted_restarts: set[str] | None = None,
+    ) -> None:
         self.db = db
         self.feed = feed
         self.reports = reports
+        # Restarts cut off mid-stop (Commands): decided at the node's hello, then forgotten.
+        self.interrupted_restarts = (
+            interrupted_restarts if interrupted_restarts is not None else set()
+        )
         self._queued: deque[_Hello] = deque()
         self._scheduled = False
 
@@ -113,12 +123,13 @@ class HelloQueue:
             changes: dict[str, dict[str, Any]] = {}
             for node_id, hello in hellos:
                 rows = by_node.get(node_id, {})
-                decision = reconcile(rows, hello.instances)
+                decision = reconcile(rows, hello.instances, self.interrupted_restarts)
                 for iid, change in decision.changes.items():
                     rows[iid].update(change)  # a second hello of the node in this batch sees it
                     changes.setdefault(iid, {}).update(change)
                 decided.append(decision)
             instance_rows.write(conn, changes)
+        self.interrupted_restarts.difference_update(loaded)
         return decided
 
     def close(self) -> None:

@@ -49,7 +49,7 @@ class Orchestrator:
         self.feed = InstanceFeed(hub)
         self.commands = Commands(db, self.feed)
         self.reports = ReportQueue(db, self.feed)
-        self.hellos = HelloQueue(db, self.feed, self.reports)
+        self.hellos = HelloQueue(db, self.feed, self.reports, self.commands.interrupted_restarts)
         self._tasks: set[asyncio.Task[Any]] = set()
         # Nodes whose `hello` has been applied since they (or this master) last went away.
         self.reconciled: set[str] = set()

@@ -2,7 +2,7 @@
 agent's reports. The orchestrator writes the changes, publishes the views and re-drives the
 actions (commands lost with the connection), so nothing is started twice or forgotten."""
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
@@ -25,7 +25,13 @@ class Reconciliation:
     unmanaged: list[str]  # ids the agent runs that the master does not know, sorted
 
 
-def reconcile(rows: Mapping[str, Row], reports: Iterable[InstanceReport]) -> Reconciliation:
+def reconcile(
+    rows: Mapping[str, Row],
+    reports: Iterable[InstanceReport],
+    restarting: Collection[str] = frozenset(),
+) -> Reconciliation:
+    """`restarting`: instances whose restart lost its stop with the connection; one the agent
+    found ended is started (for any other, an ended process is the service's own doing)."""
     reported = {r.instance_id: r for r in reports}
     actions: list[tuple[Action, str]] = []
     changes: dict[str, Row] = {}
@@ -46,7 +52,10 @@ def reconcile(rows: Mapping[str, Row], reports: Iterable[InstanceReport]) -> Rec
         change = instance_rows.report_changes(row, report)
         if change["state"] == InstanceState.DESTROYING:
             actions.append(("destroy", iid))
-        elif row["desired_state"] == DesiredState.RUNNING and report.state == InstanceState.STOPPED:
+        elif row["desired_state"] == DesiredState.RUNNING and (
+            report.state == InstanceState.STOPPED
+            or (report.state == InstanceState.EXITED and iid in restarting)
+        ):
             change["state"] = InstanceState.STARTING  # a start that never arrived
             actions.append(("start", iid))
         elif row["desired_state"] == DesiredState.STOPPED and report.state in ACTIVE_STATES:

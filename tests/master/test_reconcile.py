@@ -65,6 +65,17 @@ CASES = [
 ]
 
 
+def test_a_restart_cut_off_mid_stop_is_started_and_a_crash_is_not():
+    """An ended process is started again only when the master's restart lost its stop."""
+    ended = report(S.EXITED, exit_code=-15)
+    cut = reconcile({"i1": row("unknown")}, [ended], restarting={"i1"})
+    assert cut.actions == [("start", "i1")] and cut.changes["i1"]["state"] == "starting"
+    crashed = reconcile({"i1": row("unknown")}, [ended])
+    assert crashed.actions == [] and crashed.changes["i1"]["state"] == "exited"
+    wanted_stopped = reconcile({"i1": row("unknown", "stopped")}, [ended], restarting={"i1"})
+    assert wanted_stopped.actions == []
+
+
 @pytest.mark.parametrize(
     ("current", "reported", "written", "action"),
     [case[1:] for case in CASES],
