@@ -126,12 +126,7 @@ def operation_resume(opts: Options, operation: str) -> None:
       gdosctl operations resume 3f9a
     """
 
-    async def go(client: Client) -> dict[str, Any]:
-        op = await _operation(client, operation)
-        return await client.resume_operation(op["id"])
-
-    op = run(opts, go)
-    click.echo(f"{op.get('kind')} {op.get('id')} resumed")
+    _act(opts, operation, "resume", "resumed")
 
 
 @operations.command("cancel")
@@ -145,9 +140,16 @@ def operation_cancel(opts: Options, operation: str) -> None:
       gdosctl operations cancel 3f9a
     """
 
+    _act(opts, operation, "cancel", "cancelled")
+
+
+def _act(opts: Options, operation: str, verb: str, done: str) -> None:
+    """Resume or cancel the operation a name or id prefix designates, and say so."""
+
     async def go(client: Client) -> dict[str, Any]:
         op = await _operation(client, operation)
-        return await client.cancel_operation(op["id"])
+        call = client.resume_operation if verb == "resume" else client.cancel_operation
+        return await call(op["id"])
 
     op = run(opts, go)
-    click.echo(f"{op.get('kind')} {op.get('id')} cancelled")
+    click.echo(f"{op.get('kind')} {op.get('id')} {done}")
