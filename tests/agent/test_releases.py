@@ -428,6 +428,24 @@ async def test_instances_preparing_one_package_together_download_it_once(node: N
     sup = node.supervisor()
     ids = [await node.deploy(sup, "1") for _ in range(3)]
     assert node.fetched == ["1", "1", "1"], "one after another: each its own download"
+    # "Together" means all three ask while the download is in flight: hold the download until
+    # the third has asked, or a loaded machine may finish it before the last one gets there.
+    asked = 0
+    all_asked = asyncio.Event()
+    get, fetch = sup.downloads.get, sup.downloads.fetch
+
+    async def counting_get(ref: PackageRef, dest: Path) -> None:
+        nonlocal asked
+        asked += 1
+        if asked == len(ids):
+            all_asked.set()
+        await get(ref, dest)
+
+    async def held_fetch(ref: PackageRef, dest: Path) -> None:
+        await asyncio.wait_for(all_asked.wait(), 30)
+        await fetch(ref, dest)
+
+    sup.downloads.get, sup.downloads.fetch = counting_get, held_fetch  # type: ignore[method-assign]
     await asyncio.gather(*(sup.prepare(iid, node.refs["2"]) for iid in ids))
     assert node.fetched == ["1", "1", "1", "2"], "together: one download"
     assert all(len(on_disk(sup, iid)) == 2 for iid in ids)
