@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 
-import numpy as np
 from PySide6.QtCharts import QChart, QChartView, QLineSeries, QValueAxis
-from PySide6.QtCore import QMargins, Qt, QTimer
+from PySide6.QtCore import QMargins, QPointF, Qt, QTimer
 from PySide6.QtGui import QColor, QPainter, QPen
 from PySide6.QtWidgets import QButtonGroup, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
@@ -117,12 +117,12 @@ class Chart(QWidget):
                 continue
             ts, v = self.store.get(line.target, line.field).window(self.seconds, now)
             if len(v):
-                top = max(top, float(v.max()) * self.scale)
+                top = max(top, max(v) * self.scale)
             if self.decimation:
                 ts, v = decimate(ts, v, buckets)
-            self._series[n].replaceNp(
-                np.ascontiguousarray((ts - now) / 60.0),  # type: ignore[arg-type]
-                np.ascontiguousarray(v * self.scale),  # type: ignore[arg-type]
+            scale = self.scale
+            self._series[n].replace(
+                [QPointF((t - now) / 60.0, y * scale) for t, y in zip(ts, v, strict=True)]
             )
             drawn += len(ts)
         nice = _nice(top)
@@ -139,7 +139,7 @@ class Chart(QWidget):
 def _nice(value: float) -> float:
     if value <= 0:
         return 1.0
-    exp = 10 ** np.floor(np.log10(value))
+    exp = 10.0 ** math.floor(math.log10(value))
     for step in (1, 2, 2.5, 5, 10):
         if value <= step * exp:
             return float(step * exp)

@@ -21,14 +21,12 @@ import gdosbuild
         ("PySide6/Qt/plugins/platforminputcontexts/libqtvirtualkeyboardplugin.so", True),
         ("PySide6\\plugins\\platforms\\qvnc.dll", True),
         ("PySide6/Qt/plugins/imageformats/libqpdf.dylib", True),
-        ("numpy/_core/_simd.cpython-311-x86_64-linux-gnu.so", True),
         ("PySide6/Qt/plugins/platforms/libqxcb.so", False),
         ("PySide6\\plugins\\platforms\\qwindows.dll", False),
         ("PySide6/Qt/plugins/platforms/libqcocoa.dylib", False),
         ("PySide6/Qt/plugins/imageformats/libqsvg.so", False),
         ("PySide6/Qt/plugins/iconengines/libqsvgicon.so", False),
         ("PySide6/Qt/plugins/platformthemes/libqxdgdesktopportal.so", False),
-        ("numpy/_core/_multiarray_umath.cpython-311-x86_64-linux-gnu.so", False),
     ],
 )
 def test_what_the_console_leaves_out(name, left_out):
