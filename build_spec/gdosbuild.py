@@ -107,6 +107,10 @@ QT_UNUSED = [
     "PySide6/*plugins/imageformats/*qwebp.*",
 ]
 
+# Libraries every Linux desktop has, left to the system (on Linux): D-Bus's client library, and
+# with it systemd's and libgcrypt, which it alone brings.
+DESKTOP_LIBRARIES = ("libdbus-1.so.3",)
+
 # Linux binaries (libpython above all) carry symbol tables: `stripped()` removes
 # them; elsewhere they stay.
 STRIP = sys.platform.startswith("linux")
@@ -410,7 +414,7 @@ def without_unused(entries: list[Entry]) -> list[Entry]:
     """`entries` minus QT_UNUSED, and on Linux minus the shared libraries nothing kept needs."""
     kept = [e for e in entries if not unused(e[0])]
     if sys.platform.startswith("linux"):
-        kept = _needed_only(kept)
+        kept = _needed_only([e for e in kept if e[0] not in DESKTOP_LIBRARIES])
     # PyInstaller's links to libraries (src: the target, relative to the link) go with them.
     names = {e[0] for e in kept if e[2] != "SYMLINK"}
     return [

@@ -1,10 +1,9 @@
 """A smaller ICU data library for the console bundle (Linux).
 
 Qt's `libicudata.so.NN` is one symbol, `icudtNN_dat`: ICU's data for every locale and converter
-(about 31 MiB). Qt reads only a little of it (collation, case mapping, time zones, converter
-aliases), and the console speaks English: `reduced()` keeps the root and English locales and the
-data that is no locale's, drops the legacy converters, transliterators and other locales (ICU
-falls back to root), and assembles the rest into a library exporting the same symbol. It needs
+(about 31 MiB). Qt reads only a little of it (collation, time zones, converter aliases), and
+the console speaks English: `reduced()` keeps that data for the root and English locales (ICU
+falls back to root for the others) and assembles it into a library exporting the same symbol. It needs
 `icupkg` (Debian: icu-devtools) and a C compiler; scripts/system-deps.sh installs both.
 """
 
@@ -20,10 +19,13 @@ from pathlib import Path
 
 # Locales kept in every tree (the English ones Qt picks for an English or unknown locale).
 KEEP_LOCALES = frozenset({"root", "en", "en_001", "en_150", "en_GB", "en_US", "en_US_POSIX"})
-# Legacy code pages (UTF-8 and Latin-1 need no table), stringprep profiles, confusables, and
-# word-break dictionaries for scripts without spaces.
+# Qt calls ICU for collation (coll/), case mapping (in the code), time zones (zone/, zoneinfo64)
+# and converters; not for break iterators, transliteration, number spelling, names of
+# currencies, languages, regions or units, nor character names. Legacy code pages (UTF-8 and
+# Latin-1 need no table), stringprep profiles and confusables go too.
 DROP_KINDS = frozenset({"cnv", "spp", "cfu", "dict"})
-DROP_TREES = frozenset({"translit", "rbnf"})
+DROP_TREES = frozenset({"translit", "rbnf", "brkitr", "curr", "lang", "region", "unit"})
+DROP_ITEMS = frozenset({"unames.icu", "uemoji.icu", "ulayout.icu", "langInfo.res"})
 LOCALE = re.compile(r"^[a-z]{2,3}(_[A-Za-z0-9]*)*$")  # de, de_AT, sr_Latn_RS, de__PHONEBOOK
 SYMBOL = re.compile(r"\b(icudt\d+_dat)\b")
 MISSING = re.compile(r"depends on missing item (\S+)")
@@ -33,7 +35,7 @@ def keep(item: str) -> bool:
     """Whether the data item (e.g. `coll/de.res`, a path inside the package) stays."""
     tree, _, name = item.rpartition("/")
     stem, _, kind = name.rpartition(".")
-    if tree in DROP_TREES or kind in DROP_KINDS:
+    if tree in DROP_TREES or kind in DROP_KINDS or item in DROP_ITEMS:
         return False
     if kind == "res" and stem not in ("res_index", "pool") and LOCALE.match(stem):
         return stem in KEEP_LOCALES
@@ -91,7 +93,9 @@ def _package(full: Path, out_dir: Path) -> Path:
 def reduced(library: Path, cache: Path) -> Path:
     """A copy of `library` (libicudata.so.NN) holding only the data `keep()` keeps (cached)."""
     st = library.stat()
-    recipe = f"{sorted(KEEP_LOCALES)}|{sorted(DROP_KINDS)}|{sorted(DROP_TREES)}"
+    recipe = (
+        f"{sorted(KEEP_LOCALES)}|{sorted(DROP_KINDS)}|{sorted(DROP_TREES)}|{sorted(DROP_ITEMS)}"
+    )
     key = hashlib.sha256(
         f"{recipe}|{os.path.realpath(library)}|{st.st_size}|{st.st_mtime_ns}".encode()
     )

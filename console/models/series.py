@@ -22,6 +22,7 @@ class Series:
         self._v = array("d", bytes(8 * capacity))
         self._n = 0  # samples held
         self._head = 0  # next write position
+        self.count = 0  # samples ever appended: the newest held is number count - 1
         self.version = 0  # bumps on every change: charts redraw only what changed
 
     def __len__(self) -> int:
@@ -34,6 +35,7 @@ class Series:
         self._v[self._head] = value
         self._head = (self._head + 1) % self.capacity
         self._n = min(self._n + 1, self.capacity)
+        self.count += 1
         self.version += 1
 
     def extend(self, ts: Iterable[float], values: Iterable[float]) -> None:
@@ -63,22 +65,28 @@ class Series:
         start = bisect_left(ts, end - seconds)
         return ts[start:], v[start:]
 
+    def since(self, number: int) -> tuple[Array, Array] | None:
+        """The samples from number `number` on (see `count`), or None if some are gone."""
+        ts, v = self.arrays()
+        skip = number - (self.count - self._n)
+        if skip < 0:
+            return None
+        return ts[skip:], v[skip:]
+
     def clear(self) -> None:
-        self._n = self._head = 0
+        self._n = self._head = self.count = 0
         self.version += 1
 
 
-def decimate(ts: Array, values: Array, buckets: int) -> tuple[Array, Array]:
-    """Min and max of each of `buckets` equal slices, in time order: what a pixel column shows."""
-    n = len(ts)
-    if buckets <= 0 or n <= 2 * buckets:
+def bucket_points(ts: Array, values: Array, per: int) -> tuple[Array, Array]:
+    """Min and max of each slice of `per` samples, in time order (the samples as they are for
+    `per` 1); a trailing part slice is left out."""
+    if per <= 1:
         return ts, values
-    per = n // buckets
-    used = per * buckets
     out_t = array("d")
     out_v = array("d")
     add_t, add_v = out_t.append, out_v.append
-    for start in range(0, used, per):
+    for start in range(0, len(ts) - per + 1, per):
         chunk = values[start : start + per]
         lo, hi = min(chunk), max(chunk)
         i, j = chunk.index(lo), chunk.index(hi)
@@ -88,9 +96,20 @@ def decimate(ts: Array, values: Array, buckets: int) -> tuple[Array, Array]:
         add_t(ts[start + j])
         add_v(lo)
         add_v(hi)
+    return out_t, out_v
+
+
+def decimate(ts: Array, values: Array, buckets: int) -> tuple[Array, Array]:
+    """Min and max of each of `buckets` equal slices, in time order: what a pixel column shows."""
+    n = len(ts)
+    if buckets <= 0 or n <= 2 * buckets:
+        return ts, values
+    per = n // buckets
+    used = per * buckets
+    out_t, out_v = bucket_points(ts[:used], values[:used], per)
     if used < n:  # the tail that did not fill a bucket keeps its last point
-        add_t(ts[-1])
-        add_v(values[-1])
+        out_t.append(ts[-1])
+        out_v.append(values[-1])
     return out_t, out_v
 
 

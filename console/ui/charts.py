@@ -1,9 +1,15 @@
-"""Live charts: bounded series drawn on a timer (never per message), 5/15/60-minute windows."""
+"""Live charts: bounded series drawn on a timer (never per message), 5/15/60-minute windows.
+
+A redraw adds only what came since the last one: the lines are drawn against a hidden time axis
+that scrolls, under a fixed "minutes ago" axis, and are decimated into min/max buckets of fixed
+sample numbers, so a bucket once drawn stays as it is until it leaves the window.
+"""
 
 from __future__ import annotations
 
 import math
 import time
+from bisect import bisect_left
 from dataclasses import dataclass
 
 from PySide6.QtCharts import QChart, QChartView, QLineSeries, QValueAxis
@@ -11,7 +17,7 @@ from PySide6.QtCore import QMargins, QPointF, Qt, QTimer
 from PySide6.QtGui import QColor, QPainter, QPen
 from PySide6.QtWidgets import QButtonGroup, QHBoxLayout, QLabel, QPushButton, QVBoxLayout, QWidget
 
-from console.models.series import SeriesStore, decimate
+from console.models.series import Array, Series, SeriesStore, bucket_points
 
 WINDOWS = {"5 min": 300, "15 min": 900, "60 min": 3600}
 PALETTE = ["#1a73e8", "#d93025", "#1e8e3e", "#f9ab00", "#9334e6", "#12b5cb", "#e8710a", "#5f6368"]
@@ -22,6 +28,17 @@ class Line:
     target: str
     field: str
     label: str
+
+
+@dataclass
+class _Drawn:
+    """What one line shows: the points of the buckets of `per` samples up to sample number
+    `done` (kept, their x does not change), then the samples after them as they are."""
+
+    series: Series
+    per: int
+    done: int
+    points: list[QPointF]
 
 
 class Chart(QWidget):
@@ -44,22 +61,27 @@ class Chart(QWidget):
         self.decimation = True  # min/max per pixel column: same picture, bounded cost
         self.lines: list[Line] = []
         self._series: list[QLineSeries] = []
+        self._drawn: list[_Drawn | None] = []
+        self._origin = time.time()  # x of the lines: minutes since then
         self.chart = QChart()
         self.chart.setTitle(title)
         self.chart.setMargins(QMargins(4, 4, 4, 4))
         self.chart.legend().setAlignment(Qt.AlignmentFlag.AlignBottom)
         self.chart.setAnimationOptions(QChart.AnimationOption.NoAnimation)
-        # x is "minutes ago" (now = 0): the axis stays put while the lines scroll, so a redraw
-        # replaces points once instead of also re-laying out every series for a new range.
+        # The visible axis says "minutes ago" (now = 0) and stays put; the lines hang on a
+        # hidden axis of minutes since `_origin` whose range follows the clock.
         self.x_axis = QValueAxis()
         self.x_axis.setLabelFormat("%.0f min")
         self.x_axis.setTickCount(6)
         self.x_axis.setRange(-self.seconds / 60, 0)
+        self.time_axis = QValueAxis()
+        self.time_axis.setVisible(False)
         self._top = 1.0
         self.y_axis = QValueAxis()
         self.y_axis.setLabelFormat("%.0f" + (" " + unit.replace("%", "%%") if unit else ""))
         self.y_axis.setRange(0, 1)
         self.chart.addAxis(self.x_axis, Qt.AlignmentFlag.AlignBottom)
+        self.chart.addAxis(self.time_axis, Qt.AlignmentFlag.AlignBottom)
         self.chart.addAxis(self.y_axis, Qt.AlignmentFlag.AlignLeft)
         self.view = QChartView(self.chart)
         self.view.setRenderHint(QPainter.RenderHint.Antialiasing, False)
@@ -88,13 +110,14 @@ class Chart(QWidget):
         for s in self._series:
             self.chart.removeSeries(s)
         self._series, self.lines = [], list(lines)
+        self._drawn = [None] * len(lines)
         for n, line in enumerate(lines):
             s = QLineSeries()
             s.setName(line.label)
             s.setPen(QPen(QColor(PALETTE[n % len(PALETTE)]), 1.5))
             s.setUseOpenGL(False)
             self.chart.addSeries(s)
-            s.attachAxis(self.x_axis)
+            s.attachAxis(self.time_axis)
             s.attachAxis(self.y_axis)
             self._series.append(s)
         self.redraw(force=True)
@@ -106,8 +129,10 @@ class Chart(QWidget):
         self.redraw(force=True)
 
     def redraw(self, force: bool = False) -> int:
-        """Replace each line's points with the current window; returns points drawn."""
+        """Bring each line up to the current window; returns the points the lines hold."""
         now = time.time()
+        end = (now - self._origin) / 60.0
+        self.time_axis.setRange(end - self.seconds / 60, end)
         # One point per pixel column on average (min and max of every two columns).
         buckets = max(50, int(self.chart.plotArea().width() or self.view.width() or 800) // 2)
         top = 0.0
@@ -115,16 +140,12 @@ class Chart(QWidget):
         for n, line in enumerate(self.lines):
             if not self.store.has(line.target, line.field):
                 continue
-            ts, v = self.store.get(line.target, line.field).window(self.seconds, now)
+            series = self.store.get(line.target, line.field)
+            ts, v = series.window(self.seconds, now)
             if len(v):
                 top = max(top, max(v) * self.scale)
-            if self.decimation:
-                ts, v = decimate(ts, v, buckets)
-            scale = self.scale
-            self._series[n].replace(
-                [QPointF((t - now) / 60.0, y * scale) for t, y in zip(ts, v, strict=True)]
-            )
-            drawn += len(ts)
+            per = max(1, len(ts) // buckets) if self.decimation else 1
+            drawn += self._update(n, series, ts, v, per, force)
         nice = _nice(top)
         if nice != self._top or force:
             self._top = nice
@@ -134,6 +155,37 @@ class Chart(QWidget):
             unit = " " + self.unit.replace("%", "%%") if self.unit else ""
             self.y_axis.setLabelFormat(f"%.{digits}f{unit}")
         return drawn
+
+    def _points(self, ts: Array, v: Array) -> list[QPointF]:
+        origin, scale = self._origin, self.scale
+        return [QPointF((t - origin) / 60.0, y * scale) for t, y in zip(ts, v, strict=True)]
+
+    def _update(self, n: int, series: Series, ts: Array, v: Array, per: int, force: bool) -> int:
+        """Line n's kept points plus the new buckets and the tail: one `replace` a redraw."""
+        drawn = self._drawn[n]
+        new = None
+        if not force and drawn is not None and drawn.series is series and drawn.per == per:
+            new = series.since(drawn.done)
+        if drawn is None or new is None:
+            first = series.count - len(ts)  # the window's first sample number
+            lead = min(len(ts), -first % per)  # samples before the first bucket boundary
+            drawn = self._drawn[n] = _Drawn(
+                series, per, first + lead, self._points(ts[:lead], v[:lead])
+            )
+            new = ts[lead:], v[lead:]
+        nts, nv = new
+        full = len(nts) // per * per
+        drawn.points += self._points(*bucket_points(nts[:full], nv[:full], per))
+        drawn.done += full
+        if len(ts):  # points of samples that left the window go
+            left = (ts[0] - self._origin) / 60.0
+            points = drawn.points
+            old = bisect_left(points, left, key=QPointF.x)
+            if old:
+                del points[:old]
+        line = drawn.points + self._points(nts[full:], nv[full:])
+        self._series[n].replace(line)
+        return len(line)
 
 
 def _nice(value: float) -> float:
