@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from array import array
 from bisect import bisect_left
 from dataclasses import dataclass
 
@@ -131,12 +132,11 @@ class Chart(QWidget):
     def redraw(self, force: bool = False) -> int:
         """Bring each line up to the current window; returns the points the lines hold."""
         now = time.time()
-        end = (now - self._origin) / 60.0
-        self.time_axis.setRange(end - self.seconds / 60, end)
         # One point per pixel column on average (min and max of every two columns).
         buckets = max(50, int(self.chart.plotArea().width() or self.view.width() or 800) // 2)
         top = 0.0
         drawn = 0
+        points: dict[int, list[QPointF]] = {}
         for n, line in enumerate(self.lines):
             if not self.store.has(line.target, line.field):
                 continue
@@ -145,7 +145,16 @@ class Chart(QWidget):
             if len(v):
                 top = max(top, max(v) * self.scale)
             per = max(1, len(ts) // buckets) if self.decimation else 1
-            drawn += self._update(n, series, ts, v, per, force)
+            points[n] = self._update(n, series, ts, v, per, force)
+            drawn += len(points[n])
+        # Qt lays a line out again on each change of it or of its axis: the axis moves while
+        # the lines are empty, so each is laid out once, with its new points.
+        for n in points:
+            self._series[n].clear()
+        end = (now - self._origin) / 60.0
+        self.time_axis.setRange(end - self.seconds / 60, end)
+        for n, line_points in points.items():
+            self._series[n].replace(line_points)
         nice = _nice(top)
         if nice != self._top or force:
             self._top = nice
@@ -160,19 +169,23 @@ class Chart(QWidget):
         origin, scale = self._origin, self.scale
         return [QPointF((t - origin) / 60.0, y * scale) for t, y in zip(ts, v, strict=True)]
 
-    def _update(self, n: int, series: Series, ts: Array, v: Array, per: int, force: bool) -> int:
-        """Line n's kept points plus the new buckets and the tail: one `replace` a redraw."""
+    def _update(
+        self, n: int, series: Series, ts: Array, v: Array, per: int, force: bool
+    ) -> list[QPointF]:
+        """Line n's points: those kept, then the new buckets, then the samples after them."""
         drawn = self._drawn[n]
         new = None
         if not force and drawn is not None and drawn.series is series and drawn.per == per:
             new = series.since(drawn.done)
         if drawn is None or new is None:
+            # Buckets start at multiples of `per` (sample numbers), the first one maybe before
+            # the window: the points left of it are cut below, as they are when it scrolls.
             first = series.count - len(ts)  # the window's first sample number
-            lead = min(len(ts), -first % per)  # samples before the first bucket boundary
-            drawn = self._drawn[n] = _Drawn(
-                series, per, first + lead, self._points(ts[:lead], v[:lead])
-            )
-            new = ts[lead:], v[lead:]
+            start = first - first % per
+            if series.since(start) is None:  # that bucket's first samples are gone: the next
+                start += per
+            new = series.since(start) or (array("d"), array("d"))
+            drawn = self._drawn[n] = _Drawn(series, per, start, [])
         nts, nv = new
         full = len(nts) // per * per
         drawn.points += self._points(*bucket_points(nts[:full], nv[:full], per))
@@ -183,9 +196,7 @@ class Chart(QWidget):
             old = bisect_left(points, left, key=QPointF.x)
             if old:
                 del points[:old]
-        line = drawn.points + self._points(nts[full:], nv[full:])
-        self._series[n].replace(line)
-        return len(line)
+        return drawn.points + self._points(nts[full:], nv[full:])
 
 
 def _nice(value: float) -> float:
