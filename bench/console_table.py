@@ -39,6 +39,7 @@ import asyncio
 import cProfile
 import itertools
 import json
+import math
 import os
 import pstats
 import random
@@ -356,7 +357,6 @@ def bench_table(
 def bench_charts(
     frames: int, decimation: bool, lines: int = 8, points: int = 3600
 ) -> dict[str, Any]:
-    import numpy as np
     from PySide6.QtWidgets import QApplication
 
     from console.models.series import SeriesStore
@@ -366,12 +366,11 @@ def bench_charts(
     assert isinstance(app, QApplication)
     store = SeriesStore(capacity=points)
     now = time.time()
-    ts = np.arange(now - points, now, 1.0)
+    ts = [now - points + k for k in range(points)]
     for n in range(lines):
+        noise = random.Random(n)
         s = store.get(f"t{n}", "cpu_percent")
-        s.extend(
-            ts, 50 + 40 * np.sin(ts / (50.0 + 7 * n)) + np.random.default_rng(n).random(points) * 5
-        )
+        s.extend(ts, [50 + 40 * math.sin(t / (50.0 + 7 * n)) + noise.random() * 5 for t in ts])
     chart = Chart(store, "bench", unit="%", interval_ms=10_000_000)
     chart.decimation = decimation
     chart.set_window(3600)

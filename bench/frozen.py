@@ -59,8 +59,6 @@ def console_breakdown(folder: Path) -> list[tuple[str, int]]:
         "ICU (Qt's Unicode data and libraries)": "_internal/PySide6/Qt/lib/libicu*",
         "other Qt libraries and plugins": "_internal/PySide6/Qt/*",
         "PySide6 bindings and shiboken": "_internal/*/*.abi3.so*",
-        "NumPy's OpenBLAS and Fortran runtime": "_internal/numpy.libs/*",
-        "NumPy": "_internal/numpy/*",
         "the three programs' code archives": "gdos-*",
     }
     files = [p for p in folder.rglob("*") if p.is_file() and not p.is_symlink()]

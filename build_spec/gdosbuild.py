@@ -15,6 +15,7 @@ import functools
 import hashlib
 import importlib.util
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -60,7 +61,11 @@ EXCLUDES = [
     "PyInstaller",
     "setuptools",
     "pip",
+    "numpy",  # no GDOS program imports it; shiboken's optional support would bring it
 ]
+# The embedded master keeps its data in SQLite: the console bundle's master leaves PostgreSQL's
+# driver (and its libpq, OpenSSL and Kerberos) to the standalone master.
+CONSOLE_MASTER_WITHOUT = ("psycopg", "psycopg_binary", "psycopg_c", "psycopg_pool")
 # The console draws with QtWidgets and QtCharts only; the hooks of these would bring their Qt
 # libraries and plugins (QML and Quick above all).
 CONSOLE_EXCLUDES = [
@@ -72,14 +77,6 @@ CONSOLE_EXCLUDES = [
     "PySide6.QtQuick",
     "PySide6.QtSvg",
     "PySide6.QtPdf",
-    # numpy parts the console's series and sorting never import.
-    "numpy.random",
-    "numpy.fft",
-    "numpy.polynomial",
-    "numpy.ma",
-    "numpy.f2py",
-    "numpy.distutils",
-    "numpy.testing",
 ]
 # What the console's Qt keeps out, by path in the bundle: translations (the console is in
 # English), the GTK theme (the build cannot find its GTK libraries; Qt falls back to its own
@@ -108,15 +105,11 @@ QT_UNUSED = [
     "PySide6/*plugins/imageformats/*qtiff.*",
     "PySide6/*plugins/imageformats/*qwbmp.*",
     "PySide6/*plugins/imageformats/*qwebp.*",
-    # numpy's compiled self-tests.
-    "numpy/_core/_simd.*",
-    "numpy/_core/_multiarray_tests.*",
-    "numpy/_core/_umath_tests.*",
-    "numpy/_core/_rational_tests.*",
-    "numpy/_core/_struct_ufunc_tests.*",
-    "numpy/_core/_operand_flag_tests.*",
-    "numpy/_core/tests/*",
 ]
+
+# Libraries every Linux desktop has, left to the system (on Linux): D-Bus's client library, and
+# with it systemd's and libgcrypt, which it alone brings.
+DESKTOP_LIBRARIES = ("libdbus-1.so.3",)
 
 # Linux binaries (libpython above all) carry symbol tables: `stripped()` removes
 # them; elsewhere they stay.
@@ -201,9 +194,10 @@ def console_bundle(console: Any, master: Any, agent: Any) -> Any:
     icon = icon_file()
     programs = [("gdos-console", console, False), ("gdos-master", master, True)]
     programs.append(("gdos-agent", agent, True))
+    pure = {"gdos-master": without_packages(master.pure, CONSOLE_MASTER_WITHOUT)}
     exes = [
         EXE(
-            PYZ(a.pure),
+            PYZ(pure.get(name, a.pure)),
             a.scripts,
             [],
             exclude_binaries=True,
@@ -217,9 +211,11 @@ def console_bundle(console: Any, master: Any, agent: Any) -> Any:
     ]
     for exe in exes:  # the modules the bootloader itself needs (zlib, _struct) come through here
         exe.dependencies = stripped(exe.dependencies)
+    files = [e for _, a, _ in programs for e in (*a.binaries, *a.datas)]
+    files = without_packages(files, CONSOLE_MASTER_WITHOUT)  # only the master brings these
     folder = COLLECT(
         *exes,
-        stripped(without_unused([e for _, a, _ in programs for e in (*a.binaries, *a.datas)])),
+        stripped(with_small_icu(without_unused(files))),
         strip=False,
         upx=False,
         name="gdos-console",
@@ -262,7 +258,6 @@ def agent_analysis(info_dir: str) -> dict[str, Any]:
         # Of websockets the agent uses at most the sans-I/O client protocol (agent.wsclient).
         "excludes": [
             *EXCLUDES,
-            "numpy",
             "click",
             "PySide6",
             "shiboken6",
@@ -304,7 +299,7 @@ def master_analysis(info_dir: str) -> dict[str, Any]:
             ),
             *optional("minio"),
         ],
-        "excludes": [*EXCLUDES, "numpy", "PySide6", "shiboken6", "qasync"],
+        "excludes": [*EXCLUDES, "PySide6", "shiboken6", "qasync"],
         "noarchive": False,
     }
 
@@ -321,7 +316,7 @@ def console_analysis(info_dir: str) -> dict[str, Any]:
             # Named so PySide6's hooks collect their Qt plugins even while the console imports
             # them lazily.
             *optional("PySide6.QtCore", "PySide6.QtGui", "PySide6.QtWidgets", "PySide6.QtCharts"),
-            *optional("qasync", "numpy"),
+            *optional("qasync"),
         ],
         "excludes": [*EXCLUDES, *CONSOLE_EXCLUDES, "fastapi", "uvicorn", "sqlalchemy", "alembic"],
         "noarchive": False,
@@ -382,6 +377,33 @@ def stripped(entries: list[Entry]) -> list[Entry]:
     return out
 
 
+def without_packages(entries: list[Entry], packages: tuple[str, ...]) -> list[Entry]:
+    """`entries` (modules by dotted name, or files by path in the bundle) minus those of these
+    top-level packages, their `.libs/` folders and their `.dist-info/`."""
+
+    def top(name: str) -> str:
+        first = name.replace("\\", "/").split("/")[0]
+        return first.split(".")[0].split("-")[0]
+
+    return [e for e in entries if top(e[0]) not in packages]
+
+
+def with_small_icu(entries: list[Entry]) -> list[Entry]:
+    """On Linux, Qt's ICU data library swapped for one with only what the console uses
+    (build_spec/icudata.py); elsewhere Qt brings no ICU of its own."""
+    if not sys.platform.startswith("linux"):
+        return entries
+    import icudata
+
+    cache = ROOT / "build" / "icu-cache"
+    return [
+        (dest, str(icudata.reduced(Path(src), cache)), kind)
+        if kind == "BINARY" and re.fullmatch(r"libicudata\.so\.\d+", os.path.basename(dest))
+        else (dest, src, kind)
+        for dest, src, kind in entries
+    ]
+
+
 def unused(name: str) -> bool:
     """In QT_UNUSED (`name`: the path in the bundle, either separator)."""
     posix = name.replace("\\", "/")
@@ -392,7 +414,7 @@ def without_unused(entries: list[Entry]) -> list[Entry]:
     """`entries` minus QT_UNUSED, and on Linux minus the shared libraries nothing kept needs."""
     kept = [e for e in entries if not unused(e[0])]
     if sys.platform.startswith("linux"):
-        kept = _needed_only(kept)
+        kept = _needed_only([e for e in kept if e[0] not in DESKTOP_LIBRARIES])
     # PyInstaller's links to libraries (src: the target, relative to the link) go with them.
     names = {e[0] for e in kept if e[2] != "SYMLINK"}
     return [

@@ -145,9 +145,7 @@ def copyright_text(package: Package) -> str:
         " packages of GDOS's pyproject.toml (MIT, BSD or Apache-2.0 licensed)"
     )
     if package.name == "gdos-console":
-        bundled += (
-            ", Qt 6 and PySide6 (LGPL-3), ICU (Unicode-3.0), NumPy and OpenBLAS (BSD-3-clause)"
-        )
+        bundled += ", Qt 6 and PySide6 (LGPL-3), ICU (Unicode-3.0)"
     return (
         "Format: https://www.debian.org/doc/packaging-manuals/copyright-format/1.0/\n"
         "Upstream-Name: GDOS\n"
@@ -256,7 +254,7 @@ def owners(paths: list[str]) -> dict[str, str]:
 def unbundle_system_libraries(internal: Path) -> list[str]:
     """Remove the copies PyInstaller made of this system's own libraries (they sit at the top of
     _internal/); the package depends on their Debian packages instead, so they get Debian's
-    security updates. Wheels' libraries (Qt, OpenBLAS: in their packages' folders) and
+    security updates. Wheels' libraries (Qt, psycopg's: in their packages' folders) and
     libpython (the bootloader opens it by path) stay."""
     where = system_libraries()
     copies = [

@@ -10,7 +10,7 @@ from pathlib import Path
 from protocol import selfcheck
 from protocol.frozen import child_environ, is_frozen, program_command
 
-LOADED_BY_NAME = ("PySide6.QtCharts", "numpy", "qasync")
+LOADED_BY_NAME = ("PySide6.QtCharts", "qasync")
 # Platform plugins a desktop of this OS needs (the others are optional).
 PLATFORM_PLUGINS = {"linux": ("xcb",), "win32": ("windows",), "darwin": ("cocoa",)}
 

@@ -18,6 +18,9 @@ command -v systemd-analyze >/dev/null 2>&1 || TEST_PKGS="$TEST_PKGS systemd"
 # the build clears search paths a Python built into a prefix records (build_spec/gdosbuild.py).
 command -v objdump >/dev/null 2>&1 || TEST_PKGS="$TEST_PKGS binutils"
 command -v patchelf >/dev/null 2>&1 || TEST_PKGS="$TEST_PKGS patchelf"
+# The console bundle's smaller ICU data: icupkg repackages it, the C compiler makes the library.
+command -v icupkg >/dev/null 2>&1 || TEST_PKGS="$TEST_PKGS icu-devtools"
+command -v cc >/dev/null 2>&1 || TEST_PKGS="$TEST_PKGS gcc"
 # The database tests also run on a throwaway PostgreSQL server (tests/pg.py starts one).
 compgen -G "/usr/lib/postgresql/*/bin/initdb" >/dev/null || TEST_PKGS="$TEST_PKGS postgresql"
 # PyInstaller bundles Python's shared library; a Debian python3 links it statically.

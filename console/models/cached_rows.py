@@ -15,7 +15,6 @@ import time
 from collections.abc import Mapping, Sequence
 from typing import Any, Generic, TypeVar, cast
 
-import numpy as np
 from PySide6.QtCore import (
     QAbstractTableModel,
     QByteArray,
@@ -306,16 +305,13 @@ class CachedRows(QAbstractTableModel, Generic[RowT]):
         else:
             values = [col.value(r) for r in rows]
         descending = self.sort_order != _ASC
-        if col.numeric:  # numbers: one stable argsort in numpy, no Python compares
-            nums = np.fromiter(
-                (v if type(v) is float or type(v) is int else -1.0 for v in values),
-                dtype=np.float64,
-                count=len(values),
-            )
-            order = np.argsort(-nums if descending else nums, kind="stable").tolist()
+        if col.numeric:  # numbers compare as floats; missing ones (and NaN) as -1
+            keys: list[float] | list[str] = [
+                v if (type(v) is float and v == v) or type(v) is int else -1.0 for v in values
+            ]
         else:
             keys = ["" if v is None else str(v).lower() for v in values]
-            order = sorted(range(len(rows)), key=keys.__getitem__, reverse=descending)
+        order = sorted(range(len(rows)), key=keys.__getitem__, reverse=descending)
         return [rows[i] for i in order]
 
     def _reindex(self) -> None:
