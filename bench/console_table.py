@@ -441,7 +441,10 @@ def main() -> int:
         ("every row's figures each second", dict(live=args.rows, profile=args.profile)),
         ("240 subscribed rows' figures each second", dict(live=240)),
         ("every row's figures, table sorted by CPU", dict(live=args.rows, sort_by="cpu_percent")),
-        ("240 subscribed rows' figures, table sorted by CPU", dict(live=240, sort_by="cpu_percent")),
+        (
+            "240 subscribed rows' figures, table sorted by CPU",
+            dict(live=240, sort_by="cpu_percent"),
+        ),
         ("naive reference: a model reset per tick", dict(live=args.rows, naive=True)),
     ]
     for name, kw in runs:
