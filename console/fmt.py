@@ -23,14 +23,28 @@ def percent(n: Any) -> str:
     return "" if n is None or n == "" else f"{float(n):.1f} %"
 
 
+_WHEN: dict[str, str] = {}  # ISO text -> local time as shown: tables show the same few often
+_WHEN_MAX = 4096
+
+
 def when(text: Any) -> str:
     """An ISO 8601 UTC time in local time, to the second."""
     if not text:
         return ""
+    iso = str(text)
+    shown = _WHEN.get(iso)
+    if shown is None:
+        if len(_WHEN) >= _WHEN_MAX:
+            _WHEN.clear()
+        shown = _WHEN[iso] = _local_time(iso)
+    return shown
+
+
+def _local_time(iso: str) -> str:
     try:
-        ts = datetime.fromisoformat(str(text).replace("Z", "+00:00"))
+        ts = datetime.fromisoformat(iso.replace("Z", "+00:00"))
     except ValueError:
-        return str(text)
+        return iso
     return ts.astimezone().strftime("%Y-%m-%d %H:%M:%S")
 
 

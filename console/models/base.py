@@ -67,7 +67,6 @@ class RowTableModel(CachedRows[RowT]):
         self._texts.clear()
         self._hay.clear()
         self._order()
-        self._reindex()
         for key in [k for k in self._live_texts if k not in self._index]:
             del self._live_texts[key]
         self.endResetModel()
@@ -148,10 +147,10 @@ class RowTableModel(CachedRows[RowT]):
         if not pending:
             return 0
         gone = self._apply_removals(pending.removals) if pending.removals else 0
-        changed, new, resort = self._merge(pending.changes)
-        live, live_resort = self._signal_live(pending)
+        changed, new = self._merge(pending.changes)
+        live = self._signal_live(pending)
         added = self._insert(new)
-        if resort or live_resort or (added and self.sort_column >= 0):
+        if self.order_stale:
             self._resort_soon()
         applied = gone + changed + live + added
         self.flushed.emit(applied)
@@ -159,12 +158,12 @@ class RowTableModel(CachedRows[RowT]):
             self.content_changed.emit()
         return applied
 
-    def _merge(self, changes: dict[str, Row]) -> tuple[int, list[Row], bool]:
+    def _merge(self, changes: dict[str, Row]) -> tuple[int, list[Row]]:
         """Merge changes into their rows and signal them, grouped by the span of columns that
-        really changed. Returns (rows signalled, new rows, whether the sorted column changed)."""
+        really changed. Returns (rows signalled, new rows)."""
         spans: dict[tuple[int, int], list[int]] = {}
         new: list[Row] = []
-        resort = False
+        resorted: list[str] = []  # rows whose sort key may have changed
         sort_col = self.sort_column
         index, rows, texts, hay = self._index, self._rows, self._texts, self._hay
         for key, change in changes.items():
@@ -184,17 +183,17 @@ class RowTableModel(CachedRows[RowT]):
             if span is not None:
                 spans.setdefault(span, []).append(i)
                 if span[0] <= sort_col <= span[1]:
-                    resort = True
+                    resorted.append(key)
         for (first_col, last_col), signalled in spans.items():
             self._emit_changed(signalled, first_col, last_col, (DISPLAY, FOREGROUND, TOOLTIP))
-        return sum(len(s) for s in spans.values()), new, resort
+        self._unsort(resorted)
+        return sum(len(s) for s in spans.values()), new
 
-    def _signal_live(self, pending: _Pending) -> tuple[int, bool]:
-        """Signal the live columns of the rows with new figures. Returns (rows signalled,
-        whether the order may have changed)."""
+    def _signal_live(self, pending: _Pending) -> int:
+        """Signal the live columns of the rows with new figures; returns how many."""
         rows = self._rows
         if not (pending.live or pending.live_all) or not rows:
-            return 0, False
+            return 0
         first, last = self._live_cols[0], self._live_cols[-1]
         if pending.live_all:
             self.dataChanged.emit(self.index(0, first), self.index(len(rows) - 1, last), [DISPLAY])
@@ -205,18 +204,25 @@ class RowTableModel(CachedRows[RowT]):
             if hit:
                 self._emit_changed(hit, first, last, (DISPLAY,))
             signalled = len(hit)
-        return signalled, self.sort_column in self._live_pos
+        if self.sort_column in self._live_pos:
+            self._unsort(None if pending.live_all else pending.live)
+        return signalled
 
     def _insert(self, new: list[Row]) -> int:
         """Append new rows in one `rowsInserted` (the order catches up at the re-sort)."""
         if not new:
             return 0
-        rows, index = self._rows, self._index
+        rows, keys, index = self._rows, self._keys, self._index
         first = len(rows)
         self.beginInsertRows(QModelIndex(), first, first + len(new) - 1)
         for n, row in enumerate(new):
+            key = str(row[self.KEY])
             rows.append(row)
-            index[str(row[self.KEY])] = first + n
+            keys.append(key)
+            index[key] = first + n
+        if self._unsorted is not None:  # their keys are read at the next sort
+            self._sort_keys.extend([None] * len(new))
+            self._unsort(keys[first:])
         self.endInsertRows()
         return len(new)
 
@@ -238,6 +244,9 @@ class RowTableModel(CachedRows[RowT]):
         for first, last in runs:
             self.beginRemoveRows(QModelIndex(), first, last)
             del self._rows[first : last + 1]
+            del self._keys[first : last + 1]
+            if self._unsorted is not None:
+                del self._sort_keys[first : last + 1]
             self.endRemoveRows()
         self._reindex()
         return len(doomed)

@@ -6,13 +6,16 @@ ordinary columns, per sample for the live ones), so `data()` is a lookup and a t
 only the cells that are visible and changed. Sorting is a key function over cached values
 (`sort()`, reached through the proxy), not `QSortFilterProxyModel`'s comparisons, which would
 call `data()` twice per comparison. When the sorted column changes, small tables re-sort at the
-next tick and large ones on a slower timer.
+next tick and large ones on a slower timer; a re-sort reads again only the keys of the rows that
+changed since the last one and merges them in (row_order.py).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
+from itertools import repeat
+from operator import itemgetter
 from typing import Any, Generic, TypeVar, cast
 
 from PySide6.QtCore import (
@@ -41,6 +44,7 @@ from console.models.cells import (
     Row,
     as_text,
 )
+from console.models.row_order import Key, full_order, merged_order, sort_keys, worth_merging
 
 Index = QModelIndex | QPersistentModelIndex
 RowT = TypeVar("RowT", bound=Mapping[str, Any])  # the row type of a table (models/rows.py)
@@ -61,7 +65,12 @@ class CachedRows(QAbstractTableModel, Generic[RowT]):
     def __init__(self, parent: Any = None, resort_ms: int = RESORT_MS) -> None:
         super().__init__(parent)
         self._rows: list[Row] = []
-        self._index: dict[str, int] = {}
+        self._keys: list[str] = []  # each row's key, in row order
+        self._index: dict[str, int] = {}  # key -> row
+        # The order's bookkeeping: each row's sort key as of the last sort (in row order), and
+        # the rows whose key may have changed since (None: any row, sort them all again).
+        self._sort_keys: list[Key | None] = []
+        self._unsorted: set[str] | None = None
         self._texts: dict[str, list[str]] = {}  # key -> shown text per column (live ones "")
         self._hay: dict[str, str] = {}  # key -> lower-case text of the row, for filters
         self._live: dict[str, Row] = {}  # key -> newest live sample
@@ -147,6 +156,7 @@ class CachedRows(QAbstractTableModel, Generic[RowT]):
         """Sort by a column (the view's header click arrives here through the proxy)."""
         self.sort_column = column if 0 <= column < self._ncols else -1
         self.sort_order = order
+        self._unsorted = None  # every key is read again for the new column
         self.resort()
 
     def tooltip(self, row: RowT, col: Column) -> str | None:
@@ -214,7 +224,7 @@ class CachedRows(QAbstractTableModel, Generic[RowT]):
         return cast(RowT, self._rows[i])
 
     def key_at(self, i: int) -> str:
-        return str(self._rows[i][self.KEY])
+        return self._keys[i]
 
     def row_of(self, key: str) -> int:
         return self._index.get(key, -1)
@@ -223,7 +233,7 @@ class CachedRows(QAbstractTableModel, Generic[RowT]):
         return cast("list[RowT]", list(self._rows))
 
     def key_list(self) -> list[str]:
-        return list(self._index)
+        return list(self._keys)
 
     @property
     def live_columns(self) -> list[int]:
@@ -270,19 +280,32 @@ class CachedRows(QAbstractTableModel, Generic[RowT]):
         elif not self._resort_timer.isActive():
             self._resort_timer.start(int((interval - since) * 1000) + 500)
 
+    @property
+    def order_stale(self) -> bool:
+        """Rows may be out of order: a re-sort is due."""
+        return self.sort_column >= 0 and (self._unsorted is None or bool(self._unsorted))
+
+    def _unsort(self, keys: Iterable[str] | None) -> None:
+        """These rows' sort keys may have changed (None: any row's)."""
+        if self.sort_column < 0:
+            return
+        if keys is None:
+            self._unsorted = None
+        elif self._unsorted is not None:
+            self._unsorted.update(keys)
+
     def resort(self) -> None:
         """Bring the order up to date with the sort column (one layout change, selection kept)."""
         self._resort_timer.stop()
         self._resorted_at = time.monotonic()
-        if self.sort_column < 0 or len(self._rows) < 2:
-            return
-        ordered = self._ordered(self._rows)
-        if all(a is b for a, b in zip(ordered, self._rows, strict=True)):
+        order = self._new_order()
+        if order is None:
             return  # nothing moved: no layout change for views and proxies to redo
         self.layoutAboutToBeChanged.emit()
         persistent = self.persistentIndexList()
-        held = [(self._rows[p.row()][self.KEY], p.column()) for p in persistent]
-        self._rows = ordered
+        held = [(self._keys[p.row()], p.column()) for p in persistent]
+        self._rows = list(map(self._rows.__getitem__, order))
+        self._keys = list(map(self._keys.__getitem__, order))
         self._reindex()
         self.changePersistentIndexList(
             persistent, [self.index(self._index[key], col) for key, col in held]
@@ -291,29 +314,54 @@ class CachedRows(QAbstractTableModel, Generic[RowT]):
         self.resorts += 1
 
     def _order(self) -> None:
-        self._rows = self._ordered(self._rows)
+        """Sort the rows from scratch before views see them (inside a reset)."""
+        self._keys = [str(r[self.KEY]) for r in self._rows]
+        self._reindex()
+        self._unsorted = None
+        order = self._new_order()
+        if order is not None:
+            self._rows = list(map(self._rows.__getitem__, order))
+            self._keys = list(map(self._keys.__getitem__, order))
+            self._reindex()
 
-    def _ordered(self, rows: list[Row]) -> list[Row]:
-        """`rows` sorted by the sort column (stable): one key per row, then one sort."""
-        c = self.sort_column
-        if c < 0:
-            return rows
-        col = self.COLUMNS[c]
-        if col.live:
-            live, name, k = self._live, col.key, self.KEY
-            values = [(s.get(name) if (s := live.get(r[k])) is not None else None) for r in rows]
-        else:
-            values = [col.value(r) for r in rows]
+    def _new_order(self) -> list[int] | None:
+        """The rows' new order (the old row of each new one) by the sort column, reading the
+        keys of only the rows changed since the last sort when they are few; None: unchanged."""
+        unsorted, self._unsorted = self._unsorted, set()
+        n = len(self._rows)
+        if self.sort_column < 0:
+            self._unsorted = None  # a later sort starts from scratch
+            return None
         descending = self.sort_order != _ASC
-        if col.numeric:  # numbers compare as floats; missing ones (and NaN) as -1
-            keys: list[float] | list[str] = [
-                v if (type(v) is float and v == v) or type(v) is int else -1.0 for v in values
-            ]
+        if unsorted is not None and worth_merging(len(unsorted), n):
+            index = self._index
+            changed = sorted(i for k in unsorted if (i := index.get(k)) is not None)
+            if not changed:
+                return None
+            old = cast("list[Key]", self._sort_keys)  # only the changed rows' may be None
+            order, keys = merged_order(old, changed, self._sort_keys_at(changed), descending)
         else:
-            keys = ["" if v is None else str(v).lower() for v in values]
-        order = sorted(range(len(rows)), key=keys.__getitem__, reverse=descending)
-        return [rows[i] for i in order]
+            fresh = self._sort_keys_at(None)
+            order = full_order(fresh, descending)
+            keys = list(map(fresh.__getitem__, order))
+        self._sort_keys = cast("list[Key | None]", keys)
+        return None if order == list(range(n)) else order
+
+    def _sort_keys_at(self, rows: list[int] | None) -> list[Key]:
+        """The sort keys of these rows (None: all), read in one pass in C where values allow."""
+        c = self.sort_column
+        col = self.COLUMNS[c]
+        try:
+            if col.live:  # a row without a sample reads as one without the figure
+                keys = self._keys if rows is None else [self._keys[i] for i in rows]
+                samples = map(self._live.get, keys, repeat({col.key: None}))
+                values = list(map(itemgetter(col.key), samples))
+            else:
+                found = self._rows if rows is None else [self._rows[i] for i in rows]
+                values = list(map(col.get or itemgetter(col.key), found))
+        except KeyError:  # a sample or a row without the field
+            values = [self.value(i, c) for i in (range(len(self._rows)) if rows is None else rows)]
+        return sort_keys(values, col.numeric)
 
     def _reindex(self) -> None:
-        k = self.KEY
-        self._index = {str(r[k]): i for i, r in enumerate(self._rows)}
+        self._index = dict(zip(self._keys, range(len(self._keys)), strict=True))

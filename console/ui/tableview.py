@@ -117,25 +117,27 @@ class TableView(QTableView):
         if last < 0:
             last = proxy.rowCount() - 1
         width = self.viewport().width()
+        live_slot = {c: n for n, c in enumerate(model.live_columns)}
+        colored = set(model.colored_columns) if not model.stale else set()
+        right = model.right_aligned
+        line = 1 if self.showGrid() else 0
+        # Per visible column: where it is, the room for its text, and where its text comes from
+        # (the live slot, or -1 for the row's cached texts).
         cols = []
         for c in range(model.columnCount()):
             if self.isColumnHidden(c):
                 continue
             x, w = self.columnViewportPosition(c), self.columnWidth(c)
             if w > 0 and x + w > box.left() and x <= box.right() and x < width:
-                cols.append((c, x, w))
+                room = w - line - 2 * MARGIN
+                cols.append((c, x, w, room, right[c], live_slot.get(c, -1), c in colored))
         if not cols:
             return
-        live = set(model.live_columns)
-        live_slot = {c: n for n, c in enumerate(model.live_columns)}
-        colored = set(model.colored_columns)
-        right = model.right_aligned
+        live = bool(live_slot)
         base, alternate, highlight, text, selected_text, grid = self._colors()
         if model.stale:  # not live: greyed, no state colors
             text = selected_text = QColor(STALE_COLOR)
-            colored = set()
         alternating = self.alternatingRowColors()
-        line = 1 if self.showGrid() else 0
         filtering = proxy.filtering
         selected = self._selected
         metrics = self.fontMetrics()
@@ -148,44 +150,48 @@ class TableView(QTableView):
         current: QColor | None = None  # the pen's color now
         top = self.rowViewportPosition(first)
         bottom = self.rowViewportPosition(last) + self.rowHeight(last)
-        if line:
-            left, end = cols[0][1], cols[-1][1] + cols[-1][2]
+        left, end = cols[0][1], cols[-1][1] + cols[-1][2]
+        if line:  # the lines between rows show through; those between columns come below
             painter.fillRect(QRect(left, top, end - left, bottom - top), grid)
+        rows = []
         for r in range(first, last + 1):
             y, h = self.rowViewportPosition(r), self.rowHeight(r)
+            is_selected = r in selected
+            stripe = alternate if alternating and r & 1 else base
+            background = highlight if is_selected else stripe
+            painter.fillRect(QRect(left, y, end - left, h - line), background)
+            rows.append((r, y, h, is_selected))
+        if line:
+            for _, x, w, *_ in cols:
+                painter.fillRect(QRect(x + w - line, top, line, bottom - top), grid)
+        for r, y, h, is_selected in rows:
             src = r if not filtering else proxy.mapToSource(proxy.index(r, 0)).row()
             texts = model.texts_at(src)
             figures = model.live_texts_at(src) if live else texts
-            is_selected = r in selected
-            if is_selected:
-                background, pen = highlight, selected_text
-            else:
-                background = alternate if alternating and r & 1 else base
-                pen = text
-            for c, x, w in cols:
-                painter.fillRect(QRect(x, y, w - line, h - line), background)
-                shown = figures[live_slot[c]] if c in live else texts[c]
+            pen = selected_text if is_selected else text
+            ty = y + baseline
+            for c, x, w, room, at_right, slot, is_colored in cols:
+                shown = figures[slot] if slot >= 0 else texts[c]
                 if not shown:
                     continue
                 color = pen
-                if c in colored and not is_selected:
+                if is_colored and not is_selected:
                     color = model.color_at(src, c) or pen
                 if color is not current:
                     painter.setPen(color)
                     current = color
-                room = w - line - 2 * MARGIN
                 tw = widths.get(shown)
                 if tw is None:
                     if len(widths) >= MAX_TEXTS:
                         widths.clear()
                     tw = widths[shown] = metrics.horizontalAdvance(shown)
                 if tw <= room:
-                    tx = x + w - line - MARGIN - tw if right[c] else x + MARGIN
-                    painter.drawText(QPointF(tx, y + baseline), shown)
+                    tx = x + w - line - MARGIN - tw if at_right else x + MARGIN
+                    painter.drawText(QPointF(tx, ty), shown)
                     continue
                 # Too wide for its cell: elided, as Qt's delegate would.
                 elided = metrics.elidedText(shown, Qt.TextElideMode.ElideRight, room)
                 painter.drawText(
-                    QRect(x + MARGIN, y, room, h - line), _RIGHT if right[c] else _LEFT, elided
+                    QRect(x + MARGIN, y, room, h - line), _RIGHT if at_right else _LEFT, elided
                 )
         painter.end()

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import itertools
 import math
+import random
 from array import array
 
 import pytest
 from PySide6.QtCore import QModelIndex, QObject, Qt, Signal
 from PySide6.QtTest import QAbstractItemModelTester
 
-from console.models import rows, tables
+from console.models import row_order, rows, tables
 from console.models.base import RowTableModel
 from console.models.cells import KEY_ROLE, ROW_ROLE, SORT_ROLE
 from console.models.filter_proxy import FilterProxy
@@ -226,6 +227,66 @@ def test_sorting_keeps_the_selection_on_its_row():
     model.flush()
     assert proxy.key_at(0) == "i0"
     assert proxy.key_at(selection.selectedRows()[0].row()) == "i3"
+
+
+@pytest.mark.parametrize("descending", [True, False])
+def test_merging_changed_keys_in_orders_as_a_full_sort_would(descending):
+    rng = random.Random(11)
+    keys = sorted(
+        (rng.choice([-1.0, rng.randrange(40) / 4]) for _ in range(500)), reverse=descending
+    )
+    changed = sorted(rng.sample(range(500), 60))
+    fresh = [rng.choice([-1.0, rng.randrange(40) / 4]) for _ in changed]
+    order, merged = row_order.merged_order(keys, changed, fresh, descending)
+    # The same as a stable full sort of the unchanged rows followed by the changed ones.
+    now = dict(enumerate(keys)) | dict(zip(changed, fresh, strict=True))
+    lined_up = [i for i in range(500) if i not in set(changed)] + changed
+    assert order == sorted(lined_up, key=now.__getitem__, reverse=descending)
+    assert merged == [now[i] for i in order]
+
+
+@pytest.mark.parametrize("column", ["cpu_percent", "pid", "name"])
+def test_a_resort_of_a_few_changed_rows_matches_a_full_sort(column):
+    _app()
+    from PySide6.QtCore import QItemSelectionModel
+
+    rng = random.Random(5)
+    model = tables.InstanceTableModel(tick_ms=1000, resort_ms=1_000_000)
+    model.set_rows(
+        [
+            {"id": f"i{n}", "name": f"n{rng.randrange(300)}", "pid": rng.choice([None, n])}
+            for n in range(3000)
+        ]
+    )
+    model.set_live({f"i{n}": _cpu(rng.random() * 100) for n in range(0, 3000, 2)})
+    model.flush()
+    proxy = FilterProxy(model)
+    QAbstractItemModelTester(proxy, FAIL)
+    selection = QItemSelectionModel(proxy)
+    c = model.column(column)
+    proxy.sort(c, Qt.SortOrder.DescendingOrder)
+    flags = QItemSelectionModel.SelectionFlag
+    selection.select(proxy.index(7, 0), flags.ClearAndSelect | flags.Rows)
+    chosen = proxy.key_at(7)
+    for step in range(4):  # a few rows change, come and go each time: merged in, not re-sorted
+        picked = rng.sample(range(3000), 150)
+        model.set_live({f"i{n}": _cpu(rng.random() * 100) for n in picked[:100]})
+        model.clear_live([f"i{n}" for n in picked[100:110]])
+        for n in picked[110:140]:
+            model.update({"id": f"i{n}", "name": f"n{rng.randrange(300)}", "pid": n + step})
+        model.update({"id": f"new{step}", "name": "new", "pid": 5})
+        model.remove(model.key_at(rng.randrange(len(model))) if step else "nothing")
+        model.flush()
+        model.resort()  # what the timer does
+        merged = [model.key_at(r) for r in range(len(model))]
+        shown = [model.data(model.index(r, c), SORT_ROLE) for r in range(len(model))]
+        assert shown == sorted(shown, reverse=True)
+        assert all(model.row_of(k) == r for r, k in enumerate(merged))
+        assert proxy.key_at(selection.selectedRows()[0].row()) == chosen
+        model.sort(c, Qt.SortOrder.DescendingOrder)  # from scratch: the same values in order
+        assert [model.data(model.index(r, c), SORT_ROLE) for r in range(len(model))] == shown
+        assert sorted(merged) == sorted(model.key_at(r) for r in range(len(model)))
+    assert model.resorts >= 4
 
 
 def test_an_update_that_changes_nothing_signals_nothing():
