@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from itertools import chain, pairwise
 from math import isnan
-from typing import Any
+from typing import Any, cast
 
 Key = float | str  # floats for numeric columns, lower-case text otherwise
 MERGE_SHARE = 4  # merge the changed rows in while at most 1/4 of the rows changed
@@ -22,9 +22,9 @@ def sort_keys(values: list[Any], numeric: bool) -> list[Key]:
     if not numeric:
         return ["" if v is None else str(v).lower() for v in values]
     if set(map(type, values)) <= _NUMBERS:  # the usual case: every value a number
-        keys: list[Key] = list(map(float, values))
-        if not any(map(isnan, keys)):
-            return keys
+        floats = list(map(float, values))
+        if not any(map(isnan, floats)):
+            return cast("list[Key]", floats)
     # NaN compares false with everything and would break the order: it sorts as missing.
     return [float(v) if type(v) in _NUMBERS and v == v else MISSING for v in values]
 
