@@ -186,9 +186,10 @@ async def wait_exit(identity: Identity, popen: subprocess.Popen[bytes] | None = 
     else:
         while (popen.poll() is None) if popen is not None else find(identity) is not None:
             await asyncio.sleep(0.1)
-    if popen is not None:
-        return await asyncio.to_thread(popen.wait)  # reaps the zombie
-    return None
+    if popen is None:
+        return None
+    code = popen.poll()  # it has ended: reaping the zombie does not block (no thread hop)
+    return code if code is not None else await asyncio.to_thread(popen.wait)
 
 
 async def reap(popen: subprocess.Popen[bytes]) -> None:

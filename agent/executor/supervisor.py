@@ -274,7 +274,7 @@ class Supervisor(InstanceTable):
         # The save runs while the process stops: stop latency is then the longer of the two,
         # not their sum. An agent dying in that window finds the process gone and the state
         # running: the master, wanting it stopped, says so again.
-        saving = asyncio.ensure_future(self.commit(m, durable=False))
+        saving = asyncio.ensure_future(self._save_stopping(m, transition))
         m.stopping_saved = saving
         timeout = launch.stop_timeout(m.spec, m.manifest)
         account = functools.partial(self.account, m.spec, m.manifest)
@@ -291,6 +291,17 @@ class Supervisor(InstanceTable):
                 f"{len(left)} process(es) of {m.spec.name} survived SIGKILL",
                 {"pids": [p.pid for p in left]},
             )
+
+    async def _save_stopping(self, m: Managed, transition: ProcessState) -> None:
+        """Save the stop's first state, then report it unless the process has ended meanwhile:
+        its watcher reports `stopped` right after this save (one report per stop, not two)."""
+        try:
+            await self.commit(durable=False)
+        except GdosError:
+            self.on_report(m.report())  # as `commit` does: the change happened, only not on disk
+            raise
+        if m.state == transition:
+            self.on_report(m.report())
 
     async def prepare(self, instance_id: str, package: PackageRef) -> tuple[str, bool]:
         """A release of `package` beside the running one; (its name, whether it was fetched)."""

@@ -35,6 +35,9 @@ _BY_NODES = (
     .order_by(TABLE.c.id)
     .with_for_update()
 )
+# The columns set come from each executemany's parameters: one object serves every shape, and
+# its cache key is computed once, not for every write.
+_UPDATE_BY_ID = update(TABLE).where(TABLE.c.id == bindparam("b_id"))
 
 
 def load(conn: Connection, ids: Iterable[str]) -> dict[str, Row]:
@@ -79,7 +82,7 @@ def write(conn: Connection, changes: Mapping[str, Row]) -> None:
     for instance_id, values in changes.items():
         shapes.setdefault(frozenset(values), []).append({"b_id": instance_id, **values})
     for params in shapes.values():
-        conn.execute(update(TABLE).where(TABLE.c.id == bindparam("b_id")), params)
+        conn.execute(_UPDATE_BY_ID, params)
 
 
 def view(row: Mapping[str, Any]) -> InstanceOut:

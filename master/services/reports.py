@@ -97,8 +97,11 @@ class ReportQueue:
                 if row is None or row["node_id"] != node_id:
                     log.info("node %s reported unknown instance %s", node_id, report.instance_id)
                     continue
-                changes[row["id"]] = instance_rows.report_changes(row, report)
-                row.update(changes[row["id"]])
+                change = instance_rows.report_changes(row, report)
+                if all(row[key] == value for key, value in change.items()):
+                    continue  # nothing new (said twice, or what the master wrote itself)
+                changes.setdefault(row["id"], {}).update(change)
+                row.update(change)
             if changes:
                 instance_rows.write(conn, changes)
         return rows, changes

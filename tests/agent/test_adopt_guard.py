@@ -4,9 +4,11 @@ file's content. Command-line patterns run on RE2 (linear time). Real processes t
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import subprocess
+import sys
 import time
 import uuid
 from pathlib import Path
@@ -20,6 +22,7 @@ from agent.executor.supervisor import Supervisor
 from agent.state import StateFile
 from protocol.errors import ErrorCode, GdosError
 from protocol.messages import AdoptSpec, InstanceSpec
+from tests.support import child_env
 
 
 def pid_file(tmp_path: Path, pid: int) -> Path:
@@ -88,6 +91,44 @@ def test_catastrophic_patterns_run_in_linear_time():
     with pytest.raises(GdosError) as exc:
         locate.Matcher(cmdline_pattern=r"(a)\1").matches("prog", long_line)
     assert exc.value.code == ErrorCode.VALIDATION_FAILED and "RE2" in exc.value.message
+
+
+ANCESTORS_LEAF = """
+import json, os, time
+from agent.executor import protected
+first, parent = protected.protected_pids(), os.getppid()
+print(json.dumps([os.getpid(), sorted(first), protected.protected_pids() is first]), flush=True)
+while os.getppid() == parent:  # until its parent is killed
+    time.sleep(0.01)
+print(json.dumps(sorted(protected.protected_pids())), flush=True)
+"""
+
+
+@pytest.mark.skipif(not hasattr(os, "pidfd_open"), reason="kept only where pidfds tell an exit")
+def test_the_ancestors_are_read_once_and_again_after_one_exits():
+    """Kept between stops, the set is read again once an ancestor has exited: its PID leaves
+    the set (another process may get that PID), and the chain is what it is now (the leaf
+    went to PID 1 or to a subreaper among its older ancestors)."""
+    shell = subprocess.Popen(
+        ["/bin/sh", "-c", '"$0" -c "$1" & wait', sys.executable, ANCESTORS_LEAF],
+        stdout=subprocess.PIPE,
+        env=child_env(),
+        text=True,
+    )
+    assert shell.stdout is not None
+    leaf_pid = None
+    try:
+        leaf_pid, first, kept = json.loads(shell.stdout.readline())
+        assert kept, "read again although no ancestor exited"
+        assert {1, leaf_pid, shell.pid, os.getpid()} <= set(first)
+        shell.kill()
+        shell.wait(10)
+        after = set(json.loads(shell.stdout.readline()))
+        assert shell.pid not in after and {1, leaf_pid} <= after < set(first)
+    finally:
+        if leaf_pid is not None:
+            with contextlib.suppress(psutil.Error):
+                psutil.Process(leaf_pid).kill()
 
 
 def test_a_tree_holding_the_agent_is_never_signalled():

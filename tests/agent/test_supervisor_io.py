@@ -199,3 +199,33 @@ async def test_a_start_whose_save_fails_says_so_and_keeps_the_process(
     assert (saved["state"], saved["pid"]) == ("running", m.pid)
     await sup.stop(spec.instance_id)
     await sup.close()
+
+
+async def test_a_stop_whose_process_ends_before_its_save_reports_stopped_once(
+    tmp_path: Path, deployed: tuple[Path, InstanceSpec]
+):
+    """The save of `stopping` runs while the process stops: when the exit comes first, the
+    master hears `stopped` once (after that save), not `stopped` twice."""
+    pkg, spec = deployed
+    work, state, sup, reports, _ = await _agent_with(tmp_path, pkg, spec)
+    await sup.start(spec.instance_id)
+    m = sup.get(spec.instance_id)
+    pid = m.pid
+    assert pid is not None
+    real_save, gate = state.save, asyncio.Event()
+
+    async def slow_save(durable: bool = True) -> None:
+        await gate.wait()
+        await real_save(durable)
+
+    state.save = slow_save  # type: ignore[method-assign]
+    reports.clear()
+    stopping = asyncio.create_task(sup.stop(spec.instance_id))
+    while _alive(pid) or m.state != ProcessState.STOPPED:  # the exit seen, the save held
+        await asyncio.sleep(0.01)
+    assert reports == [], "reported before the save of `stopping`"
+    gate.set()
+    await asyncio.wait_for(stopping, 30)
+    assert [r.state for r in reports] == [InstanceState.STOPPED]
+    assert StateFile(work / "state.json").instances[spec.instance_id]["state"] == "stopped"
+    await sup.close()

@@ -179,6 +179,7 @@ GUARDED = {
     ("agent/executor/process.py", "kill_tree"): {"SIGKILL"},
     ("agent/executor/process.py", "popen_options"): {"start_new_session"},
     ("agent/executor/process.py", "_pidfd"): {"pidfd_open"},
+    ("agent/executor/protected.py", "watch"): {"pidfd_open"},  # getattr(os, "pidfd_open", None)
     ("agent/executor/process.py", "wait_exit"): {"add_reader"},  # only with a pidfd (Linux)
     ("agent/hostinfo.py", "current_load"): {"getloadavg"},
     ("agent/autostart/system.py", "is_admin"): {"geteuid"},

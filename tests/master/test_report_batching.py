@@ -111,3 +111,41 @@ def test_hello_publishes_each_changed_instance_once_and_nothing_unchanged(tmp_pa
         with svc.db.session() as s:
             row = s.get(models.Instance, moved_id)
             assert row is not None and (row.state, row.pid) == ("running", 22)
+
+
+def test_a_report_that_changes_nothing_is_neither_written_nor_published(tmp_path):
+    """An agent may say the same twice (a state saved, then the same state once more): the
+    second report costs no UPDATE and no event."""
+    app = make_app(tmp_path / "m")
+    with running(app) as (client, _):
+        svc = services_of(app)
+        with svc.db.session() as s:
+            node = models.Node(secret_hash="a")
+            system = models.System(name="s")
+            s.add_all([node, system])
+            s.flush()
+            inst = models.Instance(system_id=system.id, node_id=node.id, name="i", state="stopping")
+            s.add(inst)
+            s.commit()
+            node_id, iid = node.id, inst.id
+        seen: list[str] = []
+        svc.orchestrator.feed.listeners.append(lambda view: seen.append(view.state))
+        updates: list[str] = []
+
+        def listener(conn, cursor, statement, parameters, context, executemany) -> None:
+            if statement.lstrip().upper().startswith("UPDATE INSTANCES"):
+                updates.append(statement)
+
+        event.listen(svc.db.engine, "before_cursor_execute", listener)
+        reports = svc.orchestrator.reports
+
+        async def report(state: InstanceState) -> None:
+            reports.queue(node_id, [InstanceReport(iid, state, exit_code=0)])
+            await asyncio.sleep(0)  # the end of this turn: the flush runs
+
+        try:
+            client.portal.call(report, InstanceState.STOPPED)
+            client.portal.call(report, InstanceState.STOPPED)
+        finally:
+            event.remove(svc.db.engine, "before_cursor_execute", listener)
+        assert (len(updates), seen) == (1, ["stopped"])
