@@ -27,7 +27,7 @@ async def test_events_go_out_one_by_one_or_as_one_batch_per_burst():
     hub = Hub()
     sub = hub.subscribe()
     ws = Recorder()
-    writer = asyncio.create_task(_write_events(ws, sub))  # type: ignore[arg-type]
+    writer = asyncio.create_task(_write_events(ws, sub))
     hub.publish("system", {"id": "s1"})
     await asyncio.wait_for(ws.sent.wait(), 10)
     assert [json.loads(f)["data"]["id"] for f in ws.frames] == ["s1"]
@@ -50,5 +50,5 @@ async def test_a_reader_too_slow_for_its_queue_is_cut_off():
         hub.publish("system", {"id": f"s{n}"})
     assert sub.overflowed.is_set()
     ws = Recorder()
-    await asyncio.wait_for(_write_events(ws, sub), 10)  # type: ignore[arg-type]
+    await asyncio.wait_for(_write_events(ws, sub), 10)
     assert ws.closed == (CLOSE_TOO_SLOW, "event stream reader too slow") and ws.frames == []
