@@ -37,7 +37,13 @@ import psutil
 from websockets.asyncio.client import ClientConnection, connect
 
 from bench import compile_sources, fleet
-from bench.fleet_bench import ADMIN_PASSWORD, free_port, seed_instances
+from bench.fleet_bench import (
+    ADMIN_PASSWORD,
+    HOT_RULE,
+    free_port,
+    master_args,
+    seed_instances,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 PY = sys.executable
@@ -59,18 +65,12 @@ class MasterUnderTest:
         self.popen = subprocess.Popen(
             [
                 PY,
-                "-m",
-                "master",
-                "--port",
-                f"127.0.0.1:{self.port}",
-                "--data-dir",
-                str(data / "master"),
-                "--admin-password",
-                ADMIN_PASSWORD,
-                "--log-level",
-                "warning",
-                "--heartbeat-grace",  # agents connecting one by one are silent meanwhile
-                "60",
+                *master_args(
+                    self.port,
+                    data / "master",
+                    "--heartbeat-grace",  # agents connecting one by one are silent meanwhile
+                    "60",
+                ),
             ],
             cwd=root,
             env={**os.environ, "PYTHONPATH": str(root)},
@@ -109,13 +109,7 @@ class MasterUnderTest:
             r = await client.post(
                 self.url + "/api/v1/alert-rules",
                 headers={"Authorization": f"Bearer {self.token}"},
-                json={
-                    "name": "hot",
-                    "metric": "cpu_percent",
-                    "op": ">",
-                    "threshold": 50,
-                    "for_seconds": 3,
-                },
+                json=HOT_RULE,
             )
             r.raise_for_status()
         self.agents = [
