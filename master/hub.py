@@ -43,6 +43,7 @@ class Hub:
         self.published = 0
         # Called when the set of subscribed keys may have changed (log follows start and stop).
         self.key_listeners: list[Callable[[], None]] = []
+        self._wanted: frozenset[str] | None = None  # every subscribed key, until they change
 
     def listen(self, topic: str, listener: Listener) -> None:
         """Call `listener(data)` in-process for every event of a broadcast topic (the alert
@@ -52,28 +53,39 @@ class Hub:
     def subscribe(self, maxsize: int = 10_000) -> Subscriber:
         sub = Subscriber(maxsize)
         self._subs.add(sub)
+        self._wanted = None
         return sub
 
     def unsubscribe(self, sub: Subscriber) -> None:
         self._subs.discard(sub)
+        self._wanted = None
 
     @property
     def subscriber_count(self) -> int:
         return len(self._subs)
 
     def has_key(self, key: str) -> bool:
-        return any(key in s.keys for s in self._subs)
+        return key in self.wanted_keys()
 
     def subscribed_keys(self) -> set[str]:
-        return set().union(*(s.keys for s in self._subs))
+        return set(self.wanted_keys())
+
+    def wanted_keys(self) -> frozenset[str]:
+        """Every key some subscriber wants, for hot paths to test rows against (one set
+        lookup each). Cached: whoever changes a subscriber's keys calls `keys_changed`."""
+        wanted = self._wanted
+        if wanted is None:
+            wanted = self._wanted = frozenset().union(*(s.keys for s in self._subs))
+        return wanted
 
     def keys_changed(self) -> None:
+        self._wanted = None
         for listener in self.key_listeners:
             listener()
 
     def has_keyed_subscribers(self) -> bool:
         """Cheap pre-check for hot paths: does anybody want any keyed (high-volume) topic?"""
-        return any(s.keys for s in self._subs)
+        return bool(self.wanted_keys())
 
     def queue_depths(self) -> list[int]:
         """Safe from another thread (a scrape): works on a copy of the subscriber set."""

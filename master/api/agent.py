@@ -2,14 +2,13 @@
 
 import asyncio
 import contextlib
-import json
 import logging
-from functools import partial
 
 from fastapi import APIRouter, Request, WebSocket, WebSocketDisconnect
 from starlette.websockets import WebSocketState
 
 from master.api import wsutil
+from master.api.agent_inbox import Inbox, Unreadable
 from master.api.deps import ServicesDep, SessionDep, bearer_token
 from master.api.errors import ERROR_RESPONSES
 from master.db import models
@@ -25,16 +24,7 @@ from protocol.messages import (
     CLOSE_REPLACED,
     Config,
     DecodeError,
-    Goodbye,
-    Heartbeat,
     Hello,
-    InstanceStateMsg,
-    InstanceStates,
-    Load,
-    LogChunk,
-    Metrics,
-    Result,
-    ValidationError,
 )
 from protocol.rest import EnrollIn, EnrollOut, iso
 
@@ -42,7 +32,6 @@ log = logging.getLogger(__name__)
 router = APIRouter(prefix="/api/v1/agent", tags=["agent"], responses=ERROR_RESPONSES)
 
 HELLO_TIMEOUT = 10.0
-MAX_FRAME = 4 << 20
 _noisy = LogBudget()  # lines a misbehaving node can cause in the master's log
 
 
@@ -174,6 +163,7 @@ async def _greet(ws: WebSocket, link: AgentLink, hello: Hello, svc: ServicesDep)
 
 
 async def _serve(ws: WebSocket, link: AgentLink, svc: ServicesDep) -> None:
+    inbox = Inbox(link, svc)
     while True:
         try:
             text = await wsutil.receive_text(ws)
@@ -181,57 +171,13 @@ async def _serve(ws: WebSocket, link: AgentLink, svc: ServicesDep) -> None:
             return
         if text is None:
             return
-        link.touch()
-        svc.agents.messages_in += 1
-        if len(text) > MAX_FRAME:
-            await _close(ws, 1009, "frame too large")
-            return
         try:
-            msg = AGENT_MESSAGE.decode(text)
-        except ValidationError as exc:
-            # JSON this master does not understand (a newer agent's message): skip it.
-            held = _noisy.allow(f"invalid:{link.node_id}")
-            if held is not None:
-                log.warning(
-                    "node %s sent an invalid message: %s%s",
-                    link.node_id,
-                    _summary(text, exc),
-                    f" ({held} more since, not logged)" if held else "",
-                )
-            continue
-        except DecodeError:
-            await _close(ws, wsutil.CLOSE_INVALID_PAYLOAD, "frames must be JSON")
+            hello = inbox.receive(text)
+        except Unreadable as exc:
+            await _close(ws, exc.code, exc.reason)
             return
-        if isinstance(msg, Metrics):
-            svc.metrics.ingest(link.node_id, msg)
-            if msg.node is not None:  # agents skip heartbeats while metrics carry the load
-                cpu, mem, disk, _, _, load1 = msg.node
-                link.load = Load(cpu_percent=cpu, mem_percent=mem, disk_percent=disk, load1=load1)
-                svc.nodes.publish_load(link)
-        elif isinstance(msg, Heartbeat):
-            link.load = msg.load
-            svc.nodes.publish_load(link)
-        elif isinstance(msg, InstanceStateMsg):
-            svc.orchestrator.reports.queue(link.node_id, [msg])
-        elif isinstance(msg, InstanceStates):
-            svc.orchestrator.reports.queue(link.node_id, msg.reports)
-        elif isinstance(msg, Result):
-            svc.orchestrator.reports.after(partial(link.resolve, msg))
-        elif isinstance(msg, LogChunk):
-            svc.logs.on_chunk(link.node_id, msg)
-        elif isinstance(msg, Hello):
-            await svc.orchestrator.on_hello(link, msg)
-        elif isinstance(msg, Goodbye):
-            link.leaving = True
-            log.info("node %s is leaving: %s", link.node_id, msg.reason or "no reason given")
-
-
-def _summary(text: str, exc: ValidationError) -> str:
-    try:
-        kind = json.loads(text).get("type", "?")
-    except (ValueError, AttributeError):
-        kind = "?"
-    return f"type={kind}: {exc}"
+        if hello is not None:
+            await svc.orchestrator.on_hello(link, hello)
 
 
 async def _close(ws: WebSocket, code: int, reason: str) -> None:

@@ -47,29 +47,22 @@ async def events(ws: WebSocket, svc: ServicesDep) -> None:
 
 
 async def _write_events(ws: WebSocket, sub: Subscriber) -> None:
-    overflow = asyncio.create_task(sub.overflowed.wait())
-    get: asyncio.Task[str] | None = None
-    try:
-        while True:
-            get = asyncio.create_task(sub.queue.get())
-            done, _ = await asyncio.wait({get, overflow}, return_when=asyncio.FIRST_COMPLETED)
-            if overflow in done:
-                await ws.close(CLOSE_TOO_SLOW, "event stream reader too slow")
-                return
-            text = get.result()
-            if sub.batch:
-                # Everything queued goes in one frame: a batch of 100 instance changes costs
-                # one socket write instead of 100.
-                texts = [text]
-                while len(texts) < MAX_BATCH and not sub.queue.empty():
-                    texts.append(sub.queue.get_nowait())
-                text = "[" + ",".join(texts) + "]"
-            await ws.send_text(text)
-    finally:
-        # A cancelled writer leaves its pending get behind unless it is cancelled too.
-        overflow.cancel()
-        if get is not None:
-            get.cancel()
+    # No task per event: the queue overflows only while it holds events, so the overflow is
+    # seen as soon as the next one is taken (and `get` returns at once while it holds some).
+    queue = sub.queue
+    while True:
+        text = await queue.get()
+        if sub.overflowed.is_set():
+            await ws.close(CLOSE_TOO_SLOW, "event stream reader too slow")
+            return
+        if sub.batch:
+            # Everything queued goes in one frame: a batch of 100 instance changes costs
+            # one socket write instead of 100.
+            texts = [text]
+            while len(texts) < MAX_BATCH and not queue.empty():
+                texts.append(queue.get_nowait())
+            text = "[" + ",".join(texts) + "]"
+        await ws.send_text(text)
 
 
 async def _read_subscriptions(ws: WebSocket, sub: Subscriber, changed: Callable[[], None]) -> None:

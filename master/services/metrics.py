@@ -284,8 +284,9 @@ class MetricsService:
         self.messages += 1
         self.samples += count
         self._update_rate()
-        if self.hub.has_keyed_subscribers():
-            self._publish(node_id, ts, msg, accepted)
+        wanted = self.hub.wanted_keys()
+        if wanted:
+            self._publish(node_id, ts, msg, accepted, wanted)
         if self.on_samples is not None and accepted:
             self.on_samples(node_id, ts, msg.interval, accepted)
 
@@ -296,16 +297,23 @@ class MetricsService:
             self.rate = (self.samples - self._rate_base) / elapsed
             self._rate_at, self._rate_base = mono, self.samples
 
-    def _publish(self, node_id: str, ts: float, msg: Metrics, rows: list[tuple[Any, ...]]) -> None:
+    def _publish(
+        self,
+        node_id: str,
+        ts: float,
+        msg: Metrics,
+        rows: list[tuple[Any, ...]],
+        wanted: frozenset[str],
+    ) -> None:
         hub = self.hub
         key = "metrics:" + node_id
-        if msg.node is not None and hub.has_key(key):
+        if msg.node is not None and key in wanted:
             data = _sample(NODE_FIELDS, ts, msg.node)
             data.update(id=node_id, kind="node")
             hub.publish("metrics", data, key=key)
         for row in rows:
             key = "metrics:" + row[0]
-            if hub.has_key(key):
+            if key in wanted:
                 data = _sample(INSTANCE_FIELDS, ts, row[1:])
                 data.update(id=row[0], kind="instance", node_id=node_id)
                 hub.publish("metrics", data, key=key)
