@@ -100,6 +100,11 @@ class Masters:
         self.agents.master_id = me
         log.info("registered as master %s (%s)", me, self.settings.advertised_url)
 
+    def register_again(self) -> None:
+        """After a restore swapped the (SQLite) database: this master's row is written again."""
+        self.id = ""
+        self.register()
+
     async def run(self) -> None:
         """Heartbeats (PostgreSQL only): refresh this master's row and the list of peers, and
         close links to nodes another master has taken since."""

@@ -69,6 +69,7 @@ class Services:
         self.metrics.on_samples = self.alerts.observe_samples
         # Caches of database state start over from the restored database.
         self.backups.restore_hooks.append(self._reload_caches)
+        self.backups.restore_hooks.append(self.masters.register_again)
         self._store: PackageStore | None = None
         self._uploads: UploadService | None = None
         self._tasks: list[asyncio.Task[None]] = []
