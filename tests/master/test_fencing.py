@@ -97,6 +97,24 @@ async def test_a_master_that_lost_its_node_cannot_command_it(world: World) -> No
     assert at_a.sent == [] and not a.agents.is_online(world.node_id)
 
 
+async def test_reports_over_a_stale_link_are_dropped(world: World) -> None:
+    if not world.db.is_postgres:
+        pytest.skip("one master on SQLite: no other master can take its nodes")
+    iid = world.add_instance("web-1", S.RUNNING, "running")
+    a, b = Holder(world, "master-a"), Holder(world, "master-b")
+    at_a = await a.hello(iid)
+    await b.hello(iid)
+    stale = InstanceReport(iid, S.FAILED, exit_code=1)  # sent to A before the agent moved
+    a.orch.reports.queue(world.node_id, [stale], at_a.link.epoch)
+    a.orch.reports.flush()
+    inst = world.instance(iid)
+    assert inst is not None and inst.state == S.RUNNING
+    b.orch.reports.queue(world.node_id, [stale], 2)  # the holder's are applied
+    b.orch.reports.flush()
+    inst = world.instance(iid)
+    assert inst is not None and inst.state == S.FAILED
+
+
 def masters_for(
     world: World, tmp_path: Path, name: str, store: Literal["local", "minio"] = "minio"
 ) -> Masters:
