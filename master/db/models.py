@@ -88,6 +88,7 @@ class Master(Base):
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     url: Mapped[str] = mapped_column(String(255), default="")
     status: Mapped[str] = mapped_column(String(16), default="online")  # online | offline
+    store: Mapped[str] = mapped_column(String(16), default="local")  # its --store-type
     started_at: Mapped[float] = mapped_column(Float)
     last_seen: Mapped[float] = mapped_column(Float)
 

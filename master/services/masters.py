@@ -70,35 +70,46 @@ class Masters:
         if self.id:
             return
         me = master_id(self.settings.master_id_file)
+        store = self.settings.store_type
         with self.db.session() as s:
             advisory_xact_lock(s, REGISTER_LOCK_KEY)  # two masters starting see each other
             conn = s.connection()
             now = _now(conn) if self.db.is_postgres else self.db.now()
-            if self.db.is_postgres and self.settings.store_type == "local":
-                other = conn.execute(
-                    select(TABLE.c.id, TABLE.c.url).where(_online(now), TABLE.c.id != me).limit(1)
-                ).first()
-                if other is not None:
-                    raise SeveralMastersRefused(
-                        f"another master ({other.id} at {other.url}) is online on this database, "
-                        "and with --store-type local each master would keep packages on its own "
-                        "disk: give every master --store-type minio (one S3 bucket), or stop the "
-                        "other master first"
-                    )
+            if self.db.is_postgres:
+                self._check_alone(conn, me, now)
             row = s.get(models.Master, me)
             if row is None:
                 row = models.Master(id=me)
                 s.add(row)
-            row.url, row.status, row.started_at, row.last_seen = (
-                self.settings.advertised_url,
-                "online",
-                now,
-                now,
-            )
+            row.url, row.status, row.store = self.settings.advertised_url, "online", store
+            row.started_at = row.last_seen = now
             s.commit()
         self.id, self.started_at = me, now
         self.agents.master_id = me
         log.info("registered as master %s (%s)", me, self.settings.advertised_url)
+
+    def _check_alone(self, conn: Connection, me: str, now: float) -> None:
+        """Packages on a master's own disk are seen by that master only: no master with the
+        local store runs beside another."""
+        others = select(TABLE.c.id, TABLE.c.url, TABLE.c.store).where(
+            _online(now), TABLE.c.id != me
+        )
+        if self.settings.store_type != "local":
+            others = others.where(TABLE.c.store == "local")
+        other = conn.execute(others.limit(1)).first()
+        if other is None:
+            return
+        if self.settings.store_type == "local":
+            raise SeveralMastersRefused(
+                f"another master ({other.id} at {other.url}) is online on this database, and "
+                "with --store-type local each master would keep packages on its own disk: give "
+                "every master --store-type minio (one S3 bucket), or stop the other master first"
+            )
+        raise SeveralMastersRefused(
+            f"another master ({other.id} at {other.url}) is online on this database with "
+            "--store-type local, which keeps packages on its own disk: restart it with "
+            "--store-type minio (one S3 bucket for every master), or stop it first"
+        )
 
     def register_again(self) -> None:
         """After a restore swapped the (SQLite) database: this master's row is written again."""

@@ -159,8 +159,15 @@ async def test_masters_register_and_a_local_store_refuses_to_run_beside_another(
     again.register()  # the same master (its data directory) starting again is not another
     assert again.id == first.id
     if world.db.is_postgres:
-        with pytest.raises(SeveralMastersRefused, match="--store-type minio"):
+        with pytest.raises(SeveralMastersRefused, match="with --store-type local each master"):
             masters_for(world, tmp_path, "m2", store="local").register()
+        again.retire()
+        alone = masters_for(world, tmp_path, "m1", store="local")
+        alone.register()  # alone on the database, the local store is fine
+        with pytest.raises(SeveralMastersRefused, match="online on this database with --store"):
+            masters_for(world, tmp_path, "m4").register()  # not beside a local-store master
+        first = masters_for(world, tmp_path, "m1")
+        first.register()  # the same master, now on S3
     second = masters_for(world, tmp_path, "m3")
     second.register()
     listed = {m["id"]: m for m in second.listing()}

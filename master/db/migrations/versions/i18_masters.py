@@ -21,6 +21,7 @@ def upgrade() -> None:
         sa.Column("id", sa.String(length=32), primary_key=True),
         sa.Column("url", sa.String(length=255), nullable=False, server_default=""),
         sa.Column("status", sa.String(length=16), nullable=False, server_default="online"),
+        sa.Column("store", sa.String(length=16), nullable=False, server_default="local"),
         sa.Column("started_at", sa.Float(), nullable=False),
         sa.Column("last_seen", sa.Float(), nullable=False),
     )
