@@ -8,8 +8,6 @@ from __future__ import annotations
 import os
 import re
 import signal
-import subprocess
-import sys
 import time
 from datetime import datetime
 from pathlib import Path
@@ -17,10 +15,11 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from master.__main__ import main as master_main
 from master.db import models
 from master.db.session import Database
 from tests.e2e.test_s3_store import s3_flags
-from tests.support import ADMIN_PASSWORD, Api, build_package, child_env, free_port, wait_for
+from tests.support import Api, Master, Proc, build_package, free_port, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -45,16 +44,19 @@ def noticed_after(log: Path, url: str, since: float) -> float | None:
 
 
 def test_an_agent_fails_over_between_two_masters_and_a_stale_one_marks_nothing(
-    master_factory, agent_factory, pg_cluster, s3_server, tmp_path
+    agent_factory, pg_cluster, pg_migrated, s3_server, tmp_path, capsys
 ):
-    url = pg_cluster.create_database()
+    url = pg_cluster.create_database(template=pg_migrated)
     flags = ["--db-url", url, *s3_flags(s3_server, "failover")]
-    a = master_factory("a", extra=flags)
-    b = master_factory("b", extra=flags)
-    ids = {m: (m.data_dir / "master-id").read_text().strip() for m in (a, b)}
-    api_a, api_b = a.api(), b.api()
+    a, b = (Master(tmp_path / name, extra=flags) for name in ("a", "b"))
     stopped = False
     try:
+        for m in (a, b):
+            Proc.start(m)  # both at once
+        for m in (a, b):
+            wait_for(m._healthy, 90, what=f"master {m.data_dir.name}\n{m.tail()}")
+        ids = {m: (m.data_dir / "master-id").read_text().strip() for m in (a, b)}
+        api_a, api_b = a.api(), b.api()
         for api in (api_a, api_b):
             listed = {m["id"]: m for m in api.get("/masters")}
             assert set(listed) == set(ids.values())
@@ -62,18 +64,11 @@ def test_an_agent_fails_over_between_two_masters_and_a_stale_one_marks_nothing(
             assert listed[ids[a]]["url"] == a.url and not listed[ids[a]]["leader"]
 
         # A third master with its packages on its own disk refuses to join them.
-        third = tmp_path / "third"
-        argv = [sys.executable, "-m", "master", "--port", f"127.0.0.1:{free_port()}"]
-        refused = subprocess.run(
-            [*argv, "--data-dir", str(third), "--db-url", url, "--admin-password", ADMIN_PASSWORD],
-            env=child_env(),
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
-        assert refused.returncode == 2, refused.stderr
-        last = refused.stderr.strip().splitlines()[-1]
-        assert last.startswith("gdos-master: another master (") and "--store-type minio" in last
+        third = ["--data-dir", str(tmp_path / "third"), "--db-url", url]
+        code = master_main(["--port", f"127.0.0.1:{free_port()}", *third])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 2 and len(err) == 1, err
+        assert err[0].startswith("gdos-master: another master (") and "--store-type minio" in err[0]
 
         agent = agent_factory(a, extra=["--master", f"{a.url},{b.url}"])
         node_id = agent.start_and_wait(api_a)
@@ -125,5 +120,5 @@ def test_an_agent_fails_over_between_two_masters_and_a_stale_one_marks_nothing(
     finally:
         if stopped:
             os.kill(a.pid, signal.SIGCONT)
-        api_a.close()
-        api_b.close()
+        for m in (a, b):
+            m.stop()
