@@ -36,7 +36,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--master",
         default=_env("master", "http://127.0.0.1:8080"),
-        help="URL of the master to join and report to",
+        help="URL of the master to join and report to; several, separated by commas, to fail "
+        "over between them",
     )
     p.add_argument(
         "--token",

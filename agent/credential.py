@@ -16,9 +16,14 @@ CREDENTIAL_FILE = "agent-credential.json"
 
 @dataclass(frozen=True)
 class Credential:
-    master: str
+    master: str  # the first master URL (the one field an older agent reads)
     node_id: str
     node_secret: str
+    masters: tuple[str, ...] = ()  # every master URL, in the order given; empty: `master` only
+
+    @property
+    def urls(self) -> tuple[str, ...]:
+        return self.masters or (self.master,)
 
 
 class EnrollmentRefused(Exception):
@@ -30,13 +35,19 @@ def load(work_dir: Path) -> Credential | None:
     if not data:
         return None
     try:
-        return Credential(data["master"], data["node_id"], data["node_secret"])
-    except KeyError:
+        masters = tuple(str(u) for u in data.get("masters") or ())
+        return Credential(data["master"], data["node_id"], data["node_secret"], masters)
+    except (KeyError, TypeError):
         return None
 
 
 def save(work_dir: Path, cred: Credential) -> None:
-    body = {"master": cred.master, "node_id": cred.node_id, "node_secret": cred.node_secret}
+    body = {
+        "master": cred.master,
+        "masters": list(cred.urls),
+        "node_id": cred.node_id,
+        "node_secret": cred.node_secret,
+    }
     atomic_write(work_dir / CREDENTIAL_FILE, json.dumps(body, indent=1).encode(), mode=0o600)
 
 

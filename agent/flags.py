@@ -21,3 +21,9 @@ def parse_log_roots(text: str) -> tuple[Path, ...]:
         if not root.is_absolute():
             raise ValueError(f"--log-roots takes absolute folders, not {str(root)!r}")
     return roots
+
+
+def parse_masters(text: str) -> tuple[str, ...]:
+    """`http://a:8080,http://b:8080` (or one URL) as the master URLs in order, without a
+    trailing slash; empty entries are skipped."""
+    return tuple(u.strip().rstrip("/") for u in text.split(",") if u.strip())

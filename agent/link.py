@@ -1,7 +1,9 @@
 """The agent's one connection to the master: dial out, say hello, heartbeat, obey, reconnect.
 
 Reconnects back off exponentially with full jitter (so a thousand agents do not return in
-lockstep after a master restart) and reset once a connection has lived a while.
+lockstep after a master restart) and reset once a connection has lived a while. With several
+master URLs each attempt goes to the next one, and a quick keepalive notices a hung master
+(stopped, or a link dead without a FIN) within `FAILOVER_PING` seconds.
 """
 
 import asyncio
@@ -59,6 +61,10 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BACKOFF_MIN, BACKOFF_MAX, STABLE_AFTER = 0.5, 30.0, 30.0
+# Keepalive (ping interval, pong deadline), s: with one master a slow one is simply waited
+# for; with several, one that stops answering is left for the next within interval + deadline.
+SINGLE_PING = (20.0, 20.0)
+FAILOVER_PING = (2.0, 2.5)
 
 
 def ws_url(master: str) -> str:
@@ -86,6 +92,8 @@ class Link:
         ssl_context: "ssl.SSLContext | None" = None,
     ) -> None:
         self.cred = cred
+        self.urls = cred.urls
+        self._at = 0  # index in `urls` of the master this link dials
         self.supervisor = supervisor
         self.work_dir = work_dir
         self.ssl_context = ssl_context
@@ -99,6 +107,11 @@ class Link:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.logs = AgentLogs(supervisor, self._send)
         self._outbox: dict[str, InstanceReport] = {}
+
+    @property
+    def master(self) -> str:
+        """The URL of the master this link is connected to (or dials next)."""
+        return self.urls[self._at]
 
     # -- outgoing -----------------------------------------------------------------------------
 
@@ -163,41 +176,44 @@ class Link:
             except (OSError, WebSocketError, TimeoutError) as exc:
                 log.warning(
                     "connection to %s lost or refused: %s",
-                    self.cred.master,
+                    self.master,
                     exc or type(exc).__name__,
                 )
             except Exception:  # a bug must cost one connection, never the node's link for good
-                log.exception("connection to %s failed unexpectedly", self.cred.master)
+                log.exception("connection to %s failed unexpectedly", self.master)
             finally:
                 self.ws = None
                 self.connected.clear()
             if time.monotonic() - began > STABLE_AFTER:
                 delays = backoff_delays()
             delay = next(delays)
-            log.info("reconnecting in %.1f s", delay)
+            self._at = (self._at + 1) % len(self.urls)
+            log.info("reconnecting to %s in %.1f s", self.master, delay)
             await asyncio.sleep(delay)
 
     async def _session(self) -> None:
         headers = {"Authorization": f"Bearer {self.cred.node_secret}"}
+        ping_interval, ping_timeout = FAILOVER_PING if len(self.urls) > 1 else SINGLE_PING
+        master = self.master
         ws = await connect(
-            ws_url(self.cred.master),
+            ws_url(master),
             headers=headers,
             ssl=self.ssl_context,
-            open_timeout=10,
-            ping_interval=20,
-            ping_timeout=20,
+            open_timeout=10 if len(self.urls) == 1 else 5,
+            ping_interval=ping_interval,
+            ping_timeout=ping_timeout,
             max_size=8 << 20,
         )
         async with ws:
             hello = Hello(
                 agent_version=__version__,
-                host=await asyncio.to_thread(host_info, self.cred.master, self.work_dir),
+                host=await asyncio.to_thread(host_info, master, self.work_dir),
                 instances=self.supervisor.reports(),
             )
             await ws.send(hello.to_json())
             self.ws = ws
             self.connected.set()
-            log.info("connected to %s as node %s", self.cred.master, self.cred.node_id)
+            log.info("connected to %s as node %s", master, self.cred.node_id)
             heart = asyncio.create_task(self._heartbeats(ws))
             try:
                 async for raw in ws:

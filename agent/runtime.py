@@ -15,6 +15,7 @@ from agent import autostart, credential, local_health, logrotate, tls
 from agent.credential import Credential, EnrollmentRefused
 from agent.executor import deploy
 from agent.executor.supervisor import Supervisor
+from agent.flags import parse_masters
 from agent.hostinfo import host_info
 from agent.http import Http, HttpError
 from agent.link import Link
@@ -29,11 +30,14 @@ STATE_FILE = "agent-state.json"
 
 
 async def obtain_credential(args: argparse.Namespace, http: Http) -> Credential:
+    """The node's credential, with the master URLs of `--master` (one, or several separated by
+    commas); enrolled with the first master that answers when there is none yet."""
     work_dir: Path = args.work_dir
+    urls = parse_masters(args.master or "")
     cred = credential.load(work_dir)
     if cred is not None:
-        if args.master and cred.master != args.master.rstrip("/"):
-            cred = Credential(args.master.rstrip("/"), cred.node_id, cred.node_secret)
+        if urls and cred.urls != urls:
+            cred = Credential(urls[0], cred.node_id, cred.node_secret, urls)
             credential.save(work_dir, cred)
         return cred
     if not args.token:
@@ -41,20 +45,27 @@ async def obtain_credential(args: argparse.Namespace, http: Http) -> Credential:
             f"this node is not enrolled yet ({work_dir / credential.CREDENTIAL_FILE} is missing): "
             "start it once with --token <join token> (see the master's join-token file)"
         )
+    if not urls:
+        raise EnrollmentRefused("--master names no master URL: give it one, or several with commas")
     delay = 1.0
+    attempt = 0
     while True:
+        master = urls[attempt % len(urls)]
+        attempt += 1
         try:
-            host = await asyncio.to_thread(host_info, args.master, work_dir)
-            cred = await credential.enroll(http, args.master.rstrip("/"), args.token, host)
+            host = await asyncio.to_thread(host_info, master, work_dir)
+            cred = await credential.enroll(http, master, args.token, host)
         except HttpError as exc:
-            log.warning(
-                "cannot reach %s to enrol (%s); retrying in %.0f s", args.master, exc, delay
-            )
+            if attempt % len(urls):
+                log.warning("cannot reach %s to enrol (%s); trying the next master", master, exc)
+                continue
+            log.warning("cannot reach %s to enrol (%s); retrying in %.0f s", master, exc, delay)
             await asyncio.sleep(delay)
             delay = min(delay * 2, 30)
             continue
+        cred = Credential(urls[0], cred.node_id, cred.node_secret, urls)
         credential.save(work_dir, cred)
-        log.info("enrolled as node %s", cred.node_id)
+        log.info("enrolled as node %s with %s", cred.node_id, master)
         return cred
 
 
@@ -105,8 +116,9 @@ async def _run(args: argparse.Namespace, work_dir: Path) -> int:
     link: Link | None = None
 
     async def fetch(ref: PackageRef, dest: Path) -> None:
+        master = link.master if link is not None else cred.master  # the one connected to
         await deploy.download(
-            http, cred.master, cred.node_secret, ref, dest, args.download_retry_seconds
+            http, master, cred.node_secret, ref, dest, args.download_retry_seconds
         )
 
     def report(rep: InstanceReport) -> None:

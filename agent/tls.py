@@ -21,8 +21,9 @@ _OPENSSL = (*_SSL, "_hashlib")
 
 
 def needed(master_url: str, ca_cert: Path | None) -> bool:
-    """Does the link to the master itself use TLS?"""
-    return master_url.strip().lower().startswith("https://") or ca_cert is not None
+    """Does the link to the master itself use TLS (any of them, for a comma-separated list)?"""
+    urls = master_url.lower().split(",")
+    return any(u.strip().startswith("https://") for u in urls) or ca_cert is not None
 
 
 def forgo() -> bool:

@@ -19,6 +19,7 @@ from master.server import (
     paced_websocket_protocol,
     tune_allocator,
 )
+from master.services.masters import SeveralMastersRefused
 from master.storage import open_store
 from protocol import __version__
 from protocol.frozen import version_text
@@ -52,6 +53,11 @@ async def serve(settings: Settings, with_agent: bool) -> int:
         print(exc, file=sys.stderr, flush=True)
         return 2
     app = create_app(settings)
+    try:
+        app.state.services.prepare()  # migrated and registered before anything listens
+    except SeveralMastersRefused as exc:
+        print(f"gdos-master: {exc}", file=sys.stderr, flush=True)
+        return 2
     config = uvicorn.Config(
         app,
         http=guarded_protocol(),

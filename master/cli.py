@@ -173,6 +173,12 @@ def build_parser() -> argparse.ArgumentParser:
         "on, 127.0.0.1 for all interfaces)",
     )
     add(
+        "--advertise-url",
+        default=_env("advertise-url", ""),
+        help="URL of this master as the other masters and GET /api/v1/masters show it "
+        "(default: --public-url, else as listened on)",
+    )
+    add(
         "--tls-cert",
         type=Path,
         default=_env("tls-cert", None),
@@ -299,6 +305,7 @@ def settings_from_args(args: argparse.Namespace) -> Settings:
         body_timeout=args.body_timeout,
         upload_ttl=args.upload_ttl,
         public_url=args.public_url,
+        advertise_url=args.advertise_url,
         tls_cert=Path(args.tls_cert) if args.tls_cert else None,
         tls_key=Path(args.tls_key) if args.tls_key else None,
         metrics_public=args.metrics_public,

@@ -29,6 +29,7 @@ class Settings:
     body_timeout: float = 30.0  # a JSON body must arrive within this; an upload may pause this long
     upload_ttl: float = 24 * 3600.0  # an unfinished resumable upload untouched this long expires
     public_url: str = ""  # how agents reach this master; derived from host/port when empty
+    advertise_url: str = ""  # this master's URL in the masters table; base_url when empty
     tls_cert: Path | None = None
     tls_key: Path | None = None
     metrics_public: bool = False
@@ -68,6 +69,14 @@ class Settings:
         scheme = "https" if self.tls_cert else "http"
         host = "127.0.0.1" if self.host in ("0.0.0.0", "::", "") else self.host
         return f"{scheme}://{host}:{self.port}"
+
+    @property
+    def advertised_url(self) -> str:
+        return self.advertise_url.rstrip("/") or self.base_url
+
+    @property
+    def master_id_file(self) -> Path:
+        return self.data_dir / "master-id"
 
     @property
     def admin_password_file(self) -> Path:

@@ -31,7 +31,7 @@ from protocol.rest_base import (
     iso,
     parse_iso,
 )
-from protocol.rest_fleet import LoadOut, NodeOut, NodePatch, PackageOut, UploadOut
+from protocol.rest_fleet import LoadOut, MasterOut, NodeOut, NodePatch, PackageOut, UploadOut
 from protocol.rest_records import AuditOut
 from protocol.rest_systems import (
     HEALTH_SCHEMA,
@@ -72,6 +72,7 @@ __all__ = [
     "LoadOut",
     "LoginIn",
     "LoginOut",
+    "MasterOut",
     "ModuleIn",
     "ModuleOut",
     "ModulePatch",

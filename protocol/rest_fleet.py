@@ -33,6 +33,8 @@ class NodeOut(BaseModel):
     # Instances the node's agent runs that the master does not know (e.g. after a restore);
     # they are kept running and only reported.
     unmanaged_instances: list[str] = Field(default_factory=list)
+    # The master holding the node's connection (several masters); null while it is offline.
+    master_id: str | None = None
 
 
 class NodePatch(PatchBody):
@@ -69,3 +71,15 @@ class UploadOut(BaseModel):
     expires_at: str
     package_id: str | None = None
     error: ErrorDetail | None = None
+
+
+class MasterOut(BaseModel):
+    """A master sharing the database (`GET /api/v1/masters`)."""
+
+    id: str
+    url: str
+    status: Literal["online", "offline"]
+    leader: bool = False  # no leader election yet: always false
+    started_at: str | None
+    last_seen: str | None
+    nodes: int  # nodes whose connection it holds

@@ -37,6 +37,7 @@ class NodeRow(TypedDict, total=False):
     last_seen: str | None
     load: LoadRow
     mac: str
+    master_id: str | None  # the master holding the node's connection (several masters)
     mem_total: int
     os: str
     status: str

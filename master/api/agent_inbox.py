@@ -86,9 +86,9 @@ class Inbox:
             link.load = msg.load
             svc.nodes.publish_load(link)
         elif isinstance(msg, InstanceStateMsg):
-            svc.orchestrator.reports.queue(link.node_id, [msg])
+            svc.orchestrator.reports.queue(link.node_id, [msg], link.epoch)
         elif isinstance(msg, InstanceStates):
-            svc.orchestrator.reports.queue(link.node_id, msg.reports)
+            svc.orchestrator.reports.queue(link.node_id, msg.reports, link.epoch)
         elif isinstance(msg, Result):
             svc.orchestrator.reports.after(partial(link.resolve, msg))
         elif isinstance(msg, LogChunk):

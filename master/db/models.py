@@ -74,6 +74,23 @@ class Node(Base):
     enrolled_at: Mapped[float] = mapped_column(Float, default=time.time)
     last_seen: Mapped[float | None] = mapped_column(Float, nullable=True)
     revoked: Mapped[bool] = mapped_column(Boolean, default=False)
+    # The master holding the node's connection, and the ownership epoch (fencing): each hello a
+    # master accepts adds one, and a master acts on the node only while the epoch is still its.
+    master_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    epoch: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class Master(Base):
+    """One master process sharing this database: where it is and when it was last heard of
+    (by the database's clock)."""
+
+    __tablename__ = "masters"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    url: Mapped[str] = mapped_column(String(255), default="")
+    status: Mapped[str] = mapped_column(String(16), default="online")  # online | offline
+    store: Mapped[str] = mapped_column(String(16), default="local")  # its --store-type
+    started_at: Mapped[float] = mapped_column(Float)
+    last_seen: Mapped[float] = mapped_column(Float)
 
 
 class Package(Base):

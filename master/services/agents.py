@@ -40,6 +40,7 @@ class AgentLink:
         self.unmanaged: list[str] = []  # instance ids the agent runs that the master does not know
         self.peer = ""  # the agent's address as the master sees it
         self.leaving = False  # the agent said goodbye: its disconnection is planned
+        self.epoch: int | None = None  # the node's ownership epoch its last hello got
         self._send_lock = asyncio.Lock()
 
     async def send(self, msg: Struct) -> None:
@@ -87,6 +88,15 @@ class AgentRegistry:
     def __init__(self) -> None:
         self.links: dict[str, AgentLink] = {}
         self.messages_in = 0
+        self.master_id: str | None = None  # this master's id in the masters table
+        self.peers: frozenset[str] = frozenset()  # the other masters online (several masters)
+
+    def holder(self, node_id: str, master_id: str | None) -> str | None:
+        """The master holding the node: this one when it has the link, else the one the node's
+        row names if that master is online, else None (the node is offline)."""
+        if node_id in self.links:
+            return self.master_id or ""
+        return master_id if master_id in self.peers else None
 
     def get(self, node_id: str) -> AgentLink | None:
         return self.links.get(node_id)

@@ -18,7 +18,8 @@ from sqlalchemy import Table, bindparam, update
 
 from master.db import models
 from master.db.session import Database, retry_conflicts
-from master.services import accounts, instance_rows
+from master.services import accounts, instance_rows, ownership
+from master.services.agents import AgentLink, AgentRegistry
 from master.services.instance_feed import InstanceFeed
 from master.services.reconcile import Reconciliation, reconcile
 from master.services.reports import ReportQueue
@@ -29,7 +30,8 @@ log = logging.getLogger(__name__)
 NODES = cast(Table, models.Node.__table__)
 MAX_ROWS = 2000  # instance rows per transaction: a larger burst goes on in the next turn
 MAX_NODES = 500
-_UPDATE_NODE = update(NODES).where(NODES.c.id == bindparam("b_id"))
+# Each accepted hello claims the node: its epoch goes up by one and names this master.
+_UPDATE_NODE = update(NODES).where(NODES.c.id == bindparam("b_id")).values(**ownership.CLAIM)
 
 
 @dataclass
@@ -37,6 +39,7 @@ class _Hello:
     node_id: str
     hello: Hello
     decided: "asyncio.Future[Reconciliation]"
+    link: AgentLink | None = None
 
 
 class HelloQueue:
@@ -46,6 +49,7 @@ class HelloQueue:
         feed: InstanceFeed,
         reports: ReportQueue,
         interrupted_restarts: set[str] | None = None,
+        agents: AgentRegistry | None = None,
     ) -> None:
         self.db = db
         self.feed = feed
@@ -54,13 +58,17 @@ class HelloQueue:
         self.interrupted_restarts = (
             interrupted_restarts if interrupted_restarts is not None else set()
         )
+        self.agents = agents  # names this master on the nodes it claims
         self._queued: deque[_Hello] = deque()
         self._scheduled = False
 
-    def submit(self, node_id: str, hello: Hello) -> "asyncio.Future[Reconciliation]":
-        """Reconcile the node from its hello at the end of this turn of the event loop."""
+    def submit(
+        self, node_id: str, hello: Hello, link: AgentLink | None = None
+    ) -> "asyncio.Future[Reconciliation]":
+        """Reconcile the node from its hello at the end of this turn of the event loop; `link`
+        gets the node's new ownership epoch."""
         loop = asyncio.get_running_loop()
-        item = _Hello(node_id, hello, loop.create_future())
+        item = _Hello(node_id, hello, loop.create_future(), link)
         self._queued.append(item)
         if not self._scheduled:
             self._scheduled = True
@@ -86,7 +94,8 @@ class HelloQueue:
         self.reports.flush()  # what the nodes' previous connections said comes first
         try:
             hellos = [(item.node_id, item.hello) for item in batch]
-            decided = retry_conflicts(lambda: self.apply(hellos))
+            epochs: dict[str, int] = {}
+            decided = retry_conflicts(lambda: self.apply(hellos, epochs))
         except Exception as exc:  # a callback of the loop: hand it to each waiting greeting
             log.exception("could not apply %d hellos", len(batch))
             for item in batch:
@@ -94,14 +103,20 @@ class HelloQueue:
                     item.decided.set_exception(exc)
             return
         for item, decision in zip(batch, decided, strict=True):
+            if item.link is not None:
+                item.link.epoch = epochs.get(item.node_id)
             for view in decision.views.values():
                 self.feed.publish_view(view)
             if not item.decided.done():  # a greeting cancelled meanwhile (shutdown) is gone
                 item.decided.set_result(decision)
 
-    def apply(self, hellos: list[tuple[str, Hello]]) -> list[Reconciliation]:
-        """Hellos of one or more nodes, in order, in one transaction."""
+    def apply(
+        self, hellos: list[tuple[str, Hello]], epochs: dict[str, int] | None = None
+    ) -> list[Reconciliation]:
+        """Hellos of one or more nodes, in order, in one transaction; `epochs` gets each
+        node's ownership epoch as this transaction left it."""
         now = time.time()
+        me = self.agents.master_id if self.agents is not None else None
         decided: list[Reconciliation] = []
         with self.db.engine.begin() as conn:
             conn.execute(
@@ -112,10 +127,13 @@ class HelloQueue:
                         **accounts.host_columns(hello.host),
                         "agent_version": hello.agent_version,
                         "last_seen": now,
+                        "master_id": me,
                     }
                     for node_id, hello in hellos
                 ],
             )
+            if epochs is not None:
+                epochs.update(ownership.epochs(conn, {node_id for node_id, _ in hellos}))
             by_node: dict[str, dict[str, dict[str, Any]]] = {}
             loaded = instance_rows.load_nodes(conn, {node_id for node_id, _ in hellos})
             for iid, row in loaded.items():

@@ -3,21 +3,24 @@ and the node listing."""
 
 import asyncio
 import contextlib
+import logging
 import time
 from collections.abc import Iterable
 from typing import Any, cast
 
 import msgspec
-from sqlalchemy import Row, Table, Text, bindparam, select, type_coerce, update
+from sqlalchemy import Connection, Row, Table, Text, bindparam, select, type_coerce
 
 from master.db import models
 from master.db.session import Database
 from master.hub import Hub
+from master.services import ownership
 from master.services.agents import AgentLink, AgentRegistry
 from master.services.orchestrator import Orchestrator
 from master.services.serializers import NODE_COLUMNS, node_view
 from protocol.messages import CLOSE_POLICY
 
+log = logging.getLogger(__name__)
 NODE_LOAD_EVERY = (
     5.0  # seconds between broadcast `node` load events per node (charts: metrics:<id>)
 )
@@ -94,16 +97,20 @@ class Nodes:
             "node", {"id": link.node_id, "status": "online", "load": link.load.to_dict()}
         )
 
-    def offline(self, link: AgentLink, planned: bool = False) -> None:
-        """The node's socket is gone: remember when it was last seen, its processes are unknown."""
-        with self.db.engine.begin() as conn:
-            conn.execute(
-                update(TABLE)
-                .where(TABLE.c.id == link.node_id)
-                .values(last_seen=link.last_seen_wall)
-            )
-        self.orchestrator.mark_node_unknown(link.node_id)
+    def offline(self, link: AgentLink, planned: bool = False) -> bool:
+        """The node's socket is gone: remember when it was last seen, its processes are unknown.
+        Only while the node is still this master's (its epoch): False, and nothing written,
+        when it said hello to another master since."""
+        me = self.agents.master_id
+
+        def release(conn: Connection) -> bool:
+            return ownership.release(conn, link.node_id, link.epoch, me, link.last_seen_wall)
+
+        if not self.orchestrator.mark_node_unknown(link.node_id, release):
+            log.info("node %s is held by another master: not marked offline", link.node_id)
+            return False
         self.publish(link.node_id, planned)
+        return True
 
     async def drop_stale(self, link: AgentLink) -> None:
         """An agent silent past the grace: offline, and its socket closed."""

@@ -8,10 +8,10 @@ master/services/reconcile.py decides and re-drives what was interrupted.
 
 import asyncio
 import logging
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from typing import Any
 
-from sqlalchemy import ColumnElement, select, update
+from sqlalchemy import ColumnElement, Connection, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -19,7 +19,7 @@ from master.config import Settings
 from master.db import models
 from master.db.session import Database, lock_by_id, lock_row, retry_conflicts
 from master.hub import Hub
-from master.services import instance_rows, instance_settings
+from master.services import instance_rows, instance_settings, ownership
 from master.services.agents import AgentLink, AgentRegistry
 from master.services.commands import (
     DESTROY_EXTRA,
@@ -49,7 +49,9 @@ class Orchestrator:
         self.feed = InstanceFeed(hub)
         self.commands = Commands(db, self.feed)
         self.reports = ReportQueue(db, self.feed)
-        self.hellos = HelloQueue(db, self.feed, self.reports, self.commands.interrupted_restarts)
+        self.hellos = HelloQueue(
+            db, self.feed, self.reports, self.commands.interrupted_restarts, agents
+        )
         self._tasks: set[asyncio.Task[Any]] = set()
         # Nodes whose `hello` has been applied since they (or this master) last went away.
         self.reconciled: set[str] = set()
@@ -154,7 +156,15 @@ class Orchestrator:
                 f"instance {inst.name} is {inst.state}; wait until that finishes",
                 {"state": inst.state},
             )
-        return self.agents.require(inst.node_id)
+        link = self.agents.require(inst.node_id)
+        if self.db.is_postgres and not ownership.holds(s.connection(), link.node_id, link.epoch):
+            self.agents.detach(link)  # a stale link: the node said hello to another master since
+            raise GdosError(
+                ErrorCode.NODE_OFFLINE,
+                f"node {inst.node_id} is connected to another master now; send this there",
+                {"node_id": inst.node_id},
+            )
+        return link
 
     async def start(self, s: Session, inst: models.Instance) -> models.Instance:
         link = self._check_controllable(s, inst)
@@ -230,7 +240,7 @@ class Orchestrator:
     async def on_hello(self, link: AgentLink, hello: Hello) -> list[str]:
         """Reconcile after a (re)connect; returns ids the agent runs that the master does not know.
         Batched with the other hellos of this turn (master/services/hellos.py)."""
-        decided = await self.hellos.submit(link.node_id, hello)
+        decided = await self.hellos.submit(link.node_id, hello, link)
         if decided.actions:  # rare (a command lost with the connection): the ORM is fine here
             with self.db.session() as s:
                 for action, iid in decided.actions:
@@ -260,9 +270,18 @@ class Orchestrator:
             timeout = stop_timeout(s, inst) + DESTROY_EXTRA
             self.spawn(self.commands.destroy(link, inst.id, timeout))
 
-    def mark_node_unknown(self, node_id: str | None = None) -> None:
+    def mark_node_unknown(
+        self,
+        node_id: str | None = None,
+        fence: Callable[[Connection], Any] | None = None,
+    ) -> bool:
         """A node went offline (or, with None, the master just started): its processes are
-        out of sight. Pending deploys and destroys keep their state to be re-driven."""
+        out of sight. Pending deploys and destroys keep their state to be re-driven.
+
+        `fence(conn)`, run first in the same transaction: False means this master no longer
+        holds the node (nothing is marked); anything else is a condition on node rows that
+        limits which nodes' instances are marked (at start: those no online master holds).
+        Returns whether the fence let it through."""
         self.reports.flush()
         if node_id is None:
             self.reconciled.clear()
@@ -276,16 +295,26 @@ class Orchestrator:
         if node_id is not None:
             which.append(table.c.node_id == node_id)
 
-        def mark() -> list[dict[str, Any]]:
+        def mark() -> list[dict[str, Any]] | None:
+            where = list(which)
             with self.db.engine.begin() as conn:
+                held = True if fence is None else fence(conn)
+                if held is False:
+                    return None
+                if held is not True:
+                    nodes = select(ownership.NODES.c.id).where(held).scalar_subquery()
+                    where.append(table.c.node_id.in_(nodes))
                 # Locked in id order, as every other writer of many instance rows does.
-                chosen = select(table).where(*which).order_by(table.c.id).with_for_update()
+                chosen = select(table).where(*where).order_by(table.c.id).with_for_update()
                 rows = instance_rows.rows(conn.execute(chosen))
                 if rows:
-                    conn.execute(update(table).where(*which).values(state=InstanceState.UNKNOWN))
+                    conn.execute(update(table).where(*where).values(state=InstanceState.UNKNOWN))
             return rows
 
         rows = retry_conflicts(mark)
+        if rows is None:
+            return False
         for row in rows:
             row["state"] = InstanceState.UNKNOWN
             self.feed.publish_view(instance_rows.view(row))
+        return True

@@ -9,7 +9,7 @@ from typing import Any
 
 from master.db import models
 from master.db.session import Database, retry_conflicts
-from master.services import instance_rows
+from master.services import instance_rows, ownership
 from master.services.instance_feed import InstanceFeed
 from protocol.messages import InstanceReport
 
@@ -18,7 +18,8 @@ log = logging.getLogger(__name__)
 MAX_REPORTS = 500  # reports per transaction at the end of a turn; a larger burst takes more turns
 
 
-Queued = tuple[str, list[InstanceReport]] | Callable[[], None]
+Batch = tuple[str, list[InstanceReport], int | None]  # node id, reports, the link's epoch
+Queued = Batch | Callable[[], None]
 
 
 class ReportQueue:
@@ -28,12 +29,13 @@ class ReportQueue:
         self._queued: deque[Queued] = deque()
         self._scheduled = False
 
-    def queue(self, node_id: str, reports: list[InstanceReport]) -> None:
+    def queue(self, node_id: str, reports: list[InstanceReport], epoch: int | None = None) -> None:
         """Reports as they arrive: applied at the end of this turn of the event loop, together
         with those of every other agent whose messages arrived in the same turn (one transaction
         per burst, not per message). A burst larger than `MAX_REPORTS` goes on in the next
-        turns, oldest first."""
-        self._queued.append((node_id, reports))
+        turns, oldest first. With several masters, reports that came over a link whose `epoch`
+        is no longer the node's (another master holds it now) are dropped."""
+        self._queued.append((node_id, reports, epoch))
         self._schedule()
 
     def after(self, callback: Callable[[], None]) -> None:
@@ -59,7 +61,7 @@ class ReportQueue:
     def flush(self, limit: int | None = None) -> None:
         """Apply what `queue` holds, everything unless `limit` reports (also called before
         anything reads it back); the callbacks taken with them run after their commit."""
-        queued: list[tuple[str, list[InstanceReport]]] = []
+        queued: list[Batch] = []
         callbacks: list[Callable[[], None]] = []
         count = 0
         while self._queued and (limit is None or count < limit):
@@ -77,22 +79,28 @@ class ReportQueue:
         for callback in callbacks:
             callback()
 
-    def apply(self, batches: list[tuple[str, list[InstanceReport]]]) -> None:
+    def apply(self, batches: list[Batch]) -> None:
         """Reports of one or more nodes, in order, in one transaction. Identity comes from the
         socket: a node only changes its own instances."""
-        flat = [(node_id, report) for node_id, reports in batches for report in reports]
-        rows, changes = retry_conflicts(lambda: self._write(flat))
+        flat = [(node_id, report) for node_id, reports, _ in batches for report in reports]
+        held: dict[str, int | None] = {n: e for n, _, e in batches if e is not None}
+        fenced = held if self.db.is_postgres else {}  # one master on SQLite: nobody else's
+        rows, changes = retry_conflicts(lambda: self._write(flat, fenced))
         for instance_id in changes:
             self.feed.publish_view(instance_rows.view(rows[instance_id]))
 
     def _write(
-        self, flat: list[tuple[str, InstanceReport]]
+        self, flat: list[tuple[str, InstanceReport]], held: dict[str, int | None]
     ) -> tuple[dict[str, instance_rows.Row], dict[str, instance_rows.Row]]:
-        """One transaction: the rows read (locked) and the changes written to them."""
+        """One transaction: the rows read (locked) and the changes written to them; reports
+        of the nodes in `held` another master has taken since (their epoch moved) are left."""
         with self.db.engine.begin() as conn:
             rows = instance_rows.load(conn, {report.instance_id for _, report in flat})
+            lost = set(ownership.lost(conn, held)) if held else set()  # read after the locks
             changes: dict[str, dict[str, Any]] = {}  # a later report of an instance wins
             for node_id, report in flat:
+                if node_id in lost:
+                    continue
                 row = rows.get(report.instance_id)
                 if row is None or row["node_id"] != node_id:
                     log.info("node %s reported unknown instance %s", node_id, report.instance_id)

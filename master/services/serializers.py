@@ -64,6 +64,7 @@ NODE_COLUMNS = (
     "labels",
     "enrolled_at",
     "last_seen",
+    "master_id",
 )
 
 
@@ -71,6 +72,7 @@ def node_view(node: Mapping[str, Any], agents: AgentRegistry) -> dict[str, Any]:
     """NodeOut as plain data from a node's columns: what the listing and the `node` event
     send, without a model per node (a fleet's listing is a thousand of them)."""
     link = agents.get(node["id"])
+    holder = agents.holder(node["id"], node["master_id"])
     last_seen = node["last_seen"]
     if link is not None:
         last_seen = max(last_seen or 0.0, link.last_seen_wall)
@@ -85,7 +87,7 @@ def node_view(node: Mapping[str, Any], agents: AgentRegistry) -> dict[str, Any]:
         "cpu_count": node["cpu_count"],
         "mem_total": node["mem_total"],
         "disk_total": node["disk_total"],
-        "status": "online" if link else "offline",
+        "status": "offline" if holder is None else "online",
         "last_seen": iso(last_seen),
         "agent_version": node["agent_version"],
         "labels": {str(k): str(v) for k, v in (node["labels"] or {}).items()},
@@ -97,6 +99,7 @@ def node_view(node: Mapping[str, Any], agents: AgentRegistry) -> dict[str, Any]:
         },
         "enrolled_at": iso(node["enrolled_at"]),
         "unmanaged_instances": list(link.unmanaged) if link else [],
+        "master_id": holder or None,
     }
 
 

@@ -15,6 +15,7 @@ from master.services.backups import BackupService
 from master.services.directory import Directory
 from master.services.logs import LogRelay
 from master.services.loop_lag import LoopLag
+from master.services.masters import Masters
 from master.services.metrics import MetricsService, MetricsStore
 from master.services.nodes import Nodes
 from master.services.operations import Operations
@@ -40,6 +41,7 @@ class Services:
         self.hub = Hub()
         self.loop_lag = LoopLag()
         self.agents = AgentRegistry()
+        self.masters = Masters(self.db, settings, self.agents)
         self.orchestrator = Orchestrator(self.db, self.agents, self.hub, settings)
         self.login_throttle = LoginThrottle()
         self.gate = Gate()
@@ -67,6 +69,7 @@ class Services:
         self.metrics.on_samples = self.alerts.observe_samples
         # Caches of database state start over from the restored database.
         self.backups.restore_hooks.append(self._reload_caches)
+        self.backups.restore_hooks.append(self.masters.register_again)
         self._store: PackageStore | None = None
         self._uploads: UploadService | None = None
         self._tasks: list[asyncio.Task[None]] = []
@@ -81,10 +84,16 @@ class Services:
         assert self._uploads is not None, "resumable uploads open at startup"
         return self._uploads
 
-    async def start(self) -> None:
+    def prepare(self) -> None:
+        """Before serving: the schema, and this master's row in the masters table
+        (`SeveralMastersRefused` when it must not run beside the masters already online)."""
         if self.db.is_sqlite:
             self.settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
         self.db.migrate()
+        self.masters.register()
+
+    async def start(self) -> None:
+        self.prepare()  # done already when started by `gdos-master`
         with self.db.session() as s:
             accounts.bootstrap(s, self.settings)
             self.directory.load(s)
@@ -96,10 +105,12 @@ class Services:
         self._tasks.append(asyncio.create_task(upload_expiry.expire_forever(self._uploads)))
         await self.notifier.start()
         await self.alerts.start()
-        # No agent is connected yet: what their processes do is unknown until they say hello.
-        self.orchestrator.mark_node_unknown(None)
+        # No agent is connected yet: what their processes do is unknown until they say hello;
+        # but nodes another online master holds are that master's to judge.
+        self.orchestrator.mark_node_unknown(None, None if self.db.is_sqlite else self.masters.gone)
         self.operations.resume_all()  # they wait for their nodes' hello
         self.rollouts.resume_all()
+        self._tasks.append(asyncio.create_task(self.masters.run()))
         self._tasks.append(
             asyncio.create_task(
                 watch_liveness(self.agents, self.settings.heartbeat_grace, self.nodes.drop_stale)
@@ -130,6 +141,7 @@ class Services:
         await self.logs.close()
         await self.alerts.stop()
         await self.notifier.stop()
+        self.masters.retire()
         self.db.dispose()
 
     def _reload_caches(self) -> None:

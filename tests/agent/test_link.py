@@ -35,3 +35,41 @@ async def test_an_unexpected_error_costs_one_connection_not_the_link(
     await asyncio.gather(runner, return_exceptions=True)
     assert sessions == [0, 1]
     assert "failed unexpectedly" in caplog.text and "KeyError" in caplog.text
+
+
+async def test_each_reconnect_goes_to_the_next_master_url(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(link_module, "BACKOFF_MIN", 0.01)
+    urls = ("http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3")
+    link = Link(Credential(urls[0], "node-1", "secret", urls), cast(Supervisor, object()), tmp_path)
+    dialled: list[str] = []
+    enough = asyncio.Event()
+
+    async def session() -> None:
+        dialled.append(link.master)
+        if len(dialled) == 5:
+            enough.set()
+            await asyncio.sleep(30)
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(link, "_session", session)
+    runner = asyncio.create_task(link.run_forever())
+    await asyncio.wait_for(enough.wait(), 10)
+    runner.cancel()
+    await asyncio.gather(runner, return_exceptions=True)
+    assert dialled == [*urls, *urls[:2]]
+
+
+def test_the_master_urls_are_kept_with_the_credential(tmp_path: Path) -> None:
+    from agent import credential
+    from agent.flags import parse_masters
+
+    urls = parse_masters(" http://a:8080/, http://b:8080 ,,http://c:8080")
+    assert urls == ("http://a:8080", "http://b:8080", "http://c:8080")
+    credential.save(tmp_path, Credential(urls[0], "n1", "s", urls))
+    loaded = credential.load(tmp_path)
+    assert loaded is not None and loaded.urls == urls and loaded.master == urls[0]
+    credential.save(tmp_path, Credential("http://a:8080", "n1", "s"))  # one URL, as before
+    single = credential.load(tmp_path)
+    assert single is not None and single.urls == ("http://a:8080",)

@@ -42,7 +42,7 @@ def objects(client: Minio) -> list[str]:
     return sorted(o.object_name for o in client.list_objects(BUCKET, recursive=True))
 
 
-def s3_flags(endpoint: str) -> list[str]:
+def s3_flags(endpoint: str, bucket: str = BUCKET) -> list[str]:
     """The master's flags for the test bucket on an S3 server at `endpoint`."""
     return [
         "--store-type",
@@ -54,7 +54,7 @@ def s3_flags(endpoint: str) -> list[str]:
         "--minio-sk",
         KEYS[1],
         "--minio-bucket",
-        BUCKET,
+        bucket,
     ]
 
 

@@ -19,6 +19,7 @@ from master.db.session import Database, normalize_url, retry_conflicts
 from master.services import accounts
 from protocol.errors import GdosError
 from protocol.messages import HostInfo
+from tests.e2e.test_s3_store import s3_flags
 from tests.master.inprocess import make_app, running
 from tests.pg import reset
 from tests.support import Master, build_package, free_port, wait_for
@@ -204,12 +205,14 @@ def problems_in(log: Path) -> list[str]:
 
 
 @pytest.mark.slow
-def test_three_masters_share_one_postgresql_database(pg_cluster, tmp_path):
-    """Cold start at the same instant on an empty database, then concurrent enrolments and
-    audited requests through all three: one admin, one default join token, a token's uses
-    counted exactly, and one audit chain that verifies."""
+def test_three_masters_share_one_postgresql_database(pg_cluster, s3_server, tmp_path):
+    """Cold start at the same instant on an empty database (with one S3 bucket: several masters
+    refuse the local store), then concurrent enrolments and audited requests through all
+    three: one admin, one default join token, a token's uses counted exactly, and one audit
+    chain that verifies."""
     url = pg_cluster.create_database()
-    masters = [Master(tmp_path / f"m{i}", extra=["--db-url", url]) for i in range(3)]
+    extra = ["--db-url", url, *s3_flags(s3_server, "three-masters")]
+    masters = [Master(tmp_path / f"m{i}", extra=extra) for i in range(3)]
     try:
         for m in masters:
             super(Master, m).start()  # all three at once, before any is ready
