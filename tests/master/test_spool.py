@@ -47,6 +47,23 @@ async def test_spool_writes_hashes_and_sums_in_batches(tmp_path: Path):
     assert marks.size == 1000 and marks.crc == zlib.crc32(data[:1000])
 
 
+def test_reserve_takes_blocks_and_leaves_the_size(tmp_path: Path):
+    """A resumable upload's offset is its file's size: reserving must not change it."""
+    from master.storage.prealloc import reserve
+
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        os.write(fd, b"x" * 1000)
+        if not reserve(fd, 1000, 4 << 20):
+            pytest.skip("this filesystem or platform reserves no blocks")
+        st = os.fstat(fd)
+        assert st.st_size == 1000 and st.st_blocks * 512 >= 4 << 20
+        os.write(fd, b"y" * 10)
+        assert os.fstat(fd).st_size == 1010
+    finally:
+        os.close(fd)
+
+
 REAL_WRITE = os.write
 
 
