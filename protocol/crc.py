@@ -9,6 +9,7 @@ A file summed while it was written (`CrcMarks`) needs only the ends of a range r
 
 import concurrent.futures
 import os
+import threading
 import zlib
 from collections.abc import Callable
 from pathlib import Path
@@ -35,17 +36,21 @@ def _gf2_square(matrix: list[int]) -> list[int]:
 
 
 _ZEROS: list[list[int]] = []  # _ZEROS[k]: the operator that appends 2**k zero bytes to a CRC
+_ZEROS_LOCK = threading.Lock()  # validations in two threads must not both extend the table
 
 
 def _zeros_operator(k: int) -> list[int]:
-    if not _ZEROS:
-        op = [_POLY] + [1 << n for n in range(31)]  # one zero bit
-        for _ in range(3):
-            op = _gf2_square(op)
-        _ZEROS.append(op)  # one zero byte
-    while len(_ZEROS) <= k:
-        _ZEROS.append(_gf2_square(_ZEROS[-1]))
-    return _ZEROS[k]
+    if k < len(_ZEROS):
+        return _ZEROS[k]
+    with _ZEROS_LOCK:
+        if not _ZEROS:
+            op = [_POLY] + [1 << n for n in range(31)]  # one zero bit
+            for _ in range(3):
+                op = _gf2_square(op)
+            _ZEROS.append(op)  # one zero byte
+        while len(_ZEROS) <= k:
+            _ZEROS.append(_gf2_square(_ZEROS[-1]))
+        return _ZEROS[k]
 
 
 def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
