@@ -35,6 +35,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench import fleet, upload  # noqa: E402
 from bench.batch import PM2_CALL, PY, ensure_pm2, ensure_python_peers, write_prog  # noqa: E402
+from console.client import TUS_CHUNK  # noqa: E402
 from tests.support import ADMIN_PASSWORD, Master, build_package, free_port, wait_for  # noqa: E402
 
 GDOSCTL = str(ROOT / ".venv" / "bin" / "gdosctl")
@@ -279,7 +280,9 @@ def bench_push(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         env = ctl_env(work / "home", master.url, token)
         raw, ctl = [], []
         for _ in range(args.push_rounds):  # alternating, so that drift hits both alike
-            raw.append(upload.run(master, api, token, path, upload.tus_upload, 8 << 20)["seconds"])
+            raw.append(
+                upload.run(master, api, token, path, upload.tus_upload, TUS_CHUNK)["seconds"]
+            )
             os.sync()
             time.sleep(0.5)
             t0 = time.perf_counter()
@@ -297,7 +300,7 @@ def bench_push(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         r, c = statistics.median(raw), statistics.median(ctl)
         print(f"push ({load()})", flush=True)
         return {
-            f"raw tus upload, {mib} MiB, 8 MiB PATCHes": {
+            f"raw tus upload, {mib} MiB, {TUS_CHUNK >> 20} MiB PATCHes": {
                 "median_s": r,
                 "MB_per_s": mib * 1.048576 / r,
                 "runs_s": raw,

@@ -8,7 +8,8 @@ no symlinks, no duplicate names, and limits on entry count, total size and ratio
 
 A large entry stored without compression is checked straight from the file (its bytes are the
 file's bytes): its CRC-32 is summed over that range in parallel pieces (`protocol.crc`) rather
-than streamed through zipfile on one core. Same rules, same errors.
+than streamed through zipfile on one core, or derived from the CRCs the master took while the
+upload was written (`CrcMarks`). Same rules, same errors.
 """
 
 import hashlib
@@ -21,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, BinaryIO
 
-from protocol.crc import file_crc32
+from protocol.crc import CrcMarks, file_crc32
 from protocol.errors import ErrorCode, GdosError
 from protocol.manifest import Manifest, ManifestError, is_safe_relative_path, parse_manifest
 
@@ -148,7 +149,11 @@ def _read_entry(
 
 
 def _check_stored_in_place(
-    zf: zipfile.ZipFile, path: Path, info: zipfile.ZipInfo, budget: _Budget
+    zf: zipfile.ZipFile,
+    path: Path,
+    info: zipfile.ZipInfo,
+    budget: _Budget,
+    marks: CrcMarks | None = None,
 ) -> bool:
     """Check a large stored entry without streaming it; False if `info` is not one."""
     if (
@@ -172,7 +177,10 @@ def _check_stored_in_place(
     budget.count(info, info.file_size, info.file_size)
     start = info.header_offset + _LOCAL_HEADER.size + name_len + extra_len
     try:
-        crc = file_crc32(path, start, info.file_size)
+        if marks is not None:
+            crc = marks.range_crc(path, start, info.file_size)
+        else:
+            crc = file_crc32(path, start, info.file_size)
     except EOFError:
         raise _unreadable(info, "the archive ends inside it") from None
     if crc != info.CRC:
@@ -204,10 +212,15 @@ def _check_manifest_targets(manifest: Manifest, files: set[str]) -> None:
             )
 
 
-def inspect_package(path: Path, limits: ArchiveLimits | None = None) -> Manifest:
+def inspect_package(
+    path: Path, limits: ArchiveLimits | None = None, marks: CrcMarks | None = None
+) -> Manifest:
     """Validate a package on disk completely (every entry decompressed) and return its manifest.
-    Unknown keys in its service.json are refused (extraction on a node takes them)."""
+    Unknown keys in its service.json are refused (extraction on a node takes them). `marks`,
+    taken while the file was written, spare reading its large stored entries again."""
     limits = limits or ArchiveLimits()
+    if marks is not None and marks.size != os.path.getsize(path):
+        marks = None  # not of this file as it is
     budget = _Budget(limits)
     files: set[str] = set()
     manifest_bytes: bytearray | None = None
@@ -219,7 +232,7 @@ def inspect_package(path: Path, limits: ArchiveLimits | None = None) -> Manifest
             if name == MANIFEST_NAME:
                 manifest_bytes = bytearray()
                 _read_entry(zf, info, budget, _bounded_append(manifest_bytes, limits))
-            elif not _check_stored_in_place(zf, path, info, budget):
+            elif not _check_stored_in_place(zf, path, info, budget, marks):
                 _read_entry(zf, info, budget, _discard)
     if manifest_bytes is None:
         raise PackageError(

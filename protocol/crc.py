@@ -4,16 +4,20 @@ CRC-32 of a long range is one sequential pass on one core, but the checksums of 
 pieces combine into the checksum of the whole (`crc32_combine`, the algorithm of zlib's function
 of that name, which Python's zlib module does not expose). So a large range is split across
 threads (zlib releases the GIL while it sums) and the pieces are combined, which is cheap.
+A file summed while it was written (`CrcMarks`) needs only the ends of a range read again.
 """
 
 import concurrent.futures
 import os
+import threading
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 PIECE_MIN = 16 << 20  # a range is only split into pieces of at least this many bytes
 _BUF = 1 << 20  # read size: small enough to stay in the CPU's cache between read and sum
 _POLY = 0xEDB88320  # CRC-32's polynomial, bit-reversed
+MARK_STEP = 1 << 20  # bytes between two remembered CRCs of a file being written (CrcMarks)
 
 
 def _gf2_times(matrix: list[int], vector: int) -> int:
@@ -31,27 +35,33 @@ def _gf2_square(matrix: list[int]) -> list[int]:
     return [_gf2_times(matrix, matrix[n]) for n in range(32)]
 
 
+_ZEROS: list[list[int]] = []  # _ZEROS[k]: the operator that appends 2**k zero bytes to a CRC
+_ZEROS_LOCK = threading.Lock()  # validations in two threads must not both extend the table
+
+
+def _zeros_operator(k: int) -> list[int]:
+    if k < len(_ZEROS):
+        return _ZEROS[k]
+    with _ZEROS_LOCK:
+        if not _ZEROS:
+            op = [_POLY] + [1 << n for n in range(31)]  # one zero bit
+            for _ in range(3):
+                op = _gf2_square(op)
+            _ZEROS.append(op)  # one zero byte
+        while len(_ZEROS) <= k:
+            _ZEROS.append(_gf2_square(_ZEROS[-1]))
+        return _ZEROS[k]
+
+
 def crc32_combine(crc1: int, crc2: int, len2: int) -> int:
     """The CRC-32 of A + B from crc32(A), crc32(B) and len(B)."""
-    if len2 <= 0:
-        return crc1
-    odd = [_POLY] + [1 << n for n in range(31)]  # the operator for one zero bit
-    even = _gf2_square(odd)  # two zero bits
-    odd = _gf2_square(even)  # four zero bits
-    # Apply len2 zero bytes to crc1, squaring the operator for each bit of len2.
-    while True:
-        even = _gf2_square(odd)
+    # Appending len2 zero bytes to crc1 is a linear map: one squared operator per bit of len2.
+    k = 0
+    while len2 > 0 and crc1:
         if len2 & 1:
-            crc1 = _gf2_times(even, crc1)
+            crc1 = _gf2_times(_zeros_operator(k), crc1)
         len2 >>= 1
-        if not len2:
-            break
-        odd = _gf2_square(even)
-        if len2 & 1:
-            crc1 = _gf2_times(odd, crc1)
-        len2 >>= 1
-        if not len2:
-            break
+        k += 1
     return crc1 ^ crc2
 
 
@@ -88,3 +98,47 @@ def file_crc32(path: Path, start: int, length: int, workers: int | None = None) 
     for i in range(1, pieces):
         crc = crc32_combine(crc, crcs[i], bounds[i + 1] - bounds[i])
     return crc
+
+
+Crc32 = Callable[[memoryview, int], int]  # zlib.crc32, or a faster function of its signature
+
+
+class CrcMarks:
+    """The CRC-32 of a file taken as it is written, remembered every `step` bytes.
+
+    The CRC of any range of the file then costs reading at most two steps of it (the ends that
+    fall between marks) instead of the whole range: the middle is derived from two marks.
+    """
+
+    def __init__(self, step: int = MARK_STEP, crc32: Crc32 = zlib.crc32) -> None:
+        self.step = step
+        self.size = 0  # bytes summed so far
+        self.crc = 0  # their CRC-32
+        self.marks = [0]  # marks[k]: the CRC-32 of the first k * step bytes
+        self._crc32 = crc32
+
+    def update(self, data: bytes | memoryview) -> None:
+        view = memoryview(data).cast("B")
+        while view:
+            part = view[: self.step - self.size % self.step]
+            self.crc = self._crc32(part, self.crc)
+            self.size += len(part)
+            if self.size % self.step == 0:
+                self.marks.append(self.crc)
+            view = view[len(part) :]
+
+    def range_crc(self, path: Path, start: int, length: int) -> int:
+        """crc32 of `length` bytes of `path` from `start`, which must be the file these marks
+        were taken of. Raises EOFError past the end, OSError if the file cannot be read."""
+        end = start + length
+        if start < 0 or length < 0 or end > self.size:
+            raise EOFError(f"{path} ends {end - self.size} bytes before the range does")
+        first = -(-start // self.step)  # the first mark inside the range, and the last
+        last = end // self.step
+        if last - first < 2:  # no more than two steps: reading it is as cheap
+            return _range_crc(path, start, length)
+        lo, hi = first * self.step, last * self.step
+        # The CRC of [lo, hi): the mark at hi without what the bytes before lo put in it.
+        middle = crc32_combine(self.marks[first], self.marks[last], hi - lo)
+        crc = crc32_combine(_range_crc(path, start, lo - start), middle, hi - lo)
+        return crc32_combine(crc, _range_crc(path, hi, end - hi), end - hi)

@@ -57,7 +57,7 @@ async def upload_package(
     s.close()  # hold no pooled connection while the body streams
     body = Body(request.receive)
     try:
-        path, sha, size = await package_service.receive_to_file(
+        path, sha, size, marks = await package_service.receive_to_file(
             body.chunks(), svc.store.incoming_dir, limit
         )
     except GdosError:
@@ -66,7 +66,9 @@ async def upload_package(
     if size == 0:
         path.unlink(missing_ok=True)
         raise GdosError(ErrorCode.INVALID_PACKAGE, "the request body is empty; send the zip file")
-    pkg = await package_service.register_file(s, svc.store, path, sha, size, principal.name)
+    pkg = await package_service.register_file(
+        s, svc.store, path, sha, size, principal.name, marks=marks
+    )
     request.state.audit_target = f"package={pkg.id}"
     request.state.audit_detail = {"name": pkg.name, "version": pkg.version, "sha256": sha}
     out = package_out(pkg)

@@ -12,6 +12,7 @@ import os
 import secrets
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import NamedTuple
 
 from sqlalchemy import select
 from sqlalchemy.exc import IntegrityError
@@ -21,8 +22,9 @@ from master.db import models
 from master.db.session import lock_row
 from master.services import instance_settings
 from master.storage.base import PackageStore
-from master.storage.spool import Spool, new_hash
+from master.storage.spool import Spool, new_hash, new_marks
 from protocol.archive import ArchiveLimits, inspect_package
+from protocol.crc import CrcMarks
 from protocol.errors import ErrorCode, GdosError
 from protocol.manifest import Manifest
 
@@ -46,16 +48,22 @@ def too_large(limit: int) -> GdosError:
     )
 
 
-async def receive_to_file(
-    chunks: AsyncIterator[bytes], incoming: Path, limit: int
-) -> tuple[Path, str, int]:
-    """Write a streamed body to a new file in `incoming`; returns (path, sha256, size)."""
+class Received(NamedTuple):
+    path: Path
+    sha256: str
+    size: int
+    marks: CrcMarks  # the file's CRC-32 taken as it was written, for validation
+
+
+async def receive_to_file(chunks: AsyncIterator[bytes], incoming: Path, limit: int) -> Received:
+    """Write a streamed body to a new file in `incoming`."""
     path = incoming / f"upload-{secrets.token_hex(8)}.part"
     try:
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     except OSError as exc:
         raise storage_error(exc) from None
-    spool = Spool(fd, new_hash(), 0)
+    marks = new_marks()
+    spool = Spool(fd, new_hash(), 0, marks=marks)
     size = 0
     try:
         async for chunk in chunks:
@@ -73,7 +81,7 @@ async def receive_to_file(
     finally:
         spool.settle_now()
         os.close(fd)
-    return path, spool.hasher.hexdigest(), size
+    return Received(path, spool.hasher.hexdigest(), size, marks)
 
 
 def _check_unique(s: Session, manifest: Manifest) -> None:
@@ -99,13 +107,15 @@ async def register_file(
     uploaded_by: str,
     limits: ArchiveLimits | None = None,
     before_commit: Callable[[models.Package], None] | None = None,
+    marks: CrcMarks | None = None,
 ) -> models.Package:
     """Validate the file at `path` and register it; `path` is consumed either way.
 
-    `before_commit` may change rows of the same session, so they commit with the package.
+    `before_commit` may change rows of the same session, so they commit with the package;
+    `marks` are the file's CRCs taken as it was written (validation need not read it again).
     """
     try:
-        manifest = await asyncio.to_thread(inspect_package, path, limits)
+        manifest = await asyncio.to_thread(inspect_package, path, limits, marks)
         _check_unique(s, manifest)
         pkg = models.Package(
             name=manifest.name,

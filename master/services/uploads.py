@@ -26,7 +26,8 @@ from master.db.session import Database
 from master.services import packages as package_service
 from master.services.upload_locks import UploadLocks
 from master.storage.base import PackageStore
-from master.storage.spool import Spool, hash_prefix, new_hash
+from master.storage.spool import Spool, hash_prefix, new_hash, new_marks
+from protocol.crc import CrcMarks
 from protocol.errors import ErrorCode, GdosError
 
 if TYPE_CHECKING:
@@ -111,7 +112,8 @@ class UploadService:
         self.dir = store.incoming_dir / "tus"
         self.dir.mkdir(parents=True, exist_ok=True)
         self.locks = UploadLocks()
-        self._hashes: dict[str, tuple[int, _Hash]] = {}  # running sha256 and where it stands
+        # Running sha256 and CRC marks of each upload's file, and the offset they stand at.
+        self._hashes: dict[str, tuple[int, _Hash, CrcMarks]] = {}
 
     @property
     def ttl(self) -> float:
@@ -244,23 +246,23 @@ class UploadService:
                 return await self._finish(row)
             return self.load(upload_id)
 
-    async def _hasher_at(self, upload_id: str, offset: int) -> "_Hash":
+    async def _digests_at(self, upload_id: str, offset: int) -> tuple["_Hash", CrcMarks]:
         cached = self._hashes.pop(upload_id, None)
         if cached is not None and cached[0] == offset:
-            return cached[1]
+            return cached[1], cached[2]
         if offset == 0:
-            return new_hash()
+            return new_hash(), new_marks()
         # After a restart: hash what is already on disk once, then carry on.
         return await asyncio.to_thread(hash_prefix, self.path(upload_id), offset)
 
     async def _receive(self, row: models.PackageUpload, start: int, body: BodySource) -> None:
         path = self.path(row.id)
         try:
-            hasher = await self._hasher_at(row.id, start)
+            hasher, marks = await self._digests_at(row.id, start)
             fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
         except OSError as exc:
             raise self._storage_failure(row, exc) from None
-        spool = Spool(fd, hasher, start)
+        spool = Spool(fd, hasher, start, marks=marks)
         # A body that stalls reads as cut (master/api/body_limits.py): what arrived is kept.
         received = start
         try:
@@ -293,7 +295,7 @@ class UploadService:
                 {"length": row.length, "offset": start},
             )
         os.close(fd)
-        self._hashes[row.id] = (spool.offset, spool.hasher)
+        self._hashes[row.id] = (spool.offset, spool.hasher, marks)
         self._touch(row.id, spool.offset)
 
     def _touch(self, upload_id: str, offset: int) -> None:
@@ -335,7 +337,7 @@ class UploadService:
         """Validate and register the complete file (called with the upload's lock held)."""
         path = self.path(row.id)
         try:
-            hasher = await self._hasher_at(row.id, row.length)
+            hasher, marks = await self._digests_at(row.id, row.length)
         except OSError as exc:
             raise self._storage_failure(row, exc) from None
         self._hashes.pop(row.id, None)
@@ -358,6 +360,7 @@ class UploadService:
                     row.length,
                     row.created_by,
                     before_commit=mark_complete,
+                    marks=marks,
                 )
             except GdosError as exc:
                 log.info("upload %s refused: %s", row.id, exc.message)

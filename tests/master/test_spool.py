@@ -5,6 +5,7 @@ import errno
 import hashlib
 import os
 import re
+import zlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 
 from master.services import packages
 from master.services.uploads import METADATA_PATTERN, encode_metadata, parse_metadata
-from master.storage.spool import Spool, hash_prefix, new_hash
+from master.storage.spool import Spool, hash_prefix, new_hash, new_marks
 from protocol.errors import ErrorCode, GdosError
 
 
@@ -26,11 +27,11 @@ def chunks_of(data: bytes, sizes: list[int]) -> list[bytes]:
     return out
 
 
-async def test_spool_writes_and_hashes_in_batches(tmp_path: Path):
+async def test_spool_writes_hashes_and_sums_in_batches(tmp_path: Path):
     data = os.urandom(3_000_000)
     path = tmp_path / "f"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT)
-    s = Spool(fd, new_hash(), 0, batch=100_000)
+    s = Spool(fd, new_hash(), 0, batch=100_000, marks=new_marks())
     for chunk in chunks_of(data, [65_536, 1, 250_000, 7]):
         await s.feed(chunk)
     await s.drain()
@@ -38,7 +39,29 @@ async def test_spool_writes_and_hashes_in_batches(tmp_path: Path):
     assert path.read_bytes() == data
     assert s.offset == len(data)
     assert s.hasher.hexdigest() == hashlib.sha256(data).hexdigest()
-    assert hash_prefix(path, 1000).hexdigest() == hashlib.sha256(data[:1000]).hexdigest()
+    assert s.marks is not None and s.marks.size == len(data)
+    assert s.marks.crc == zlib.crc32(data)
+    assert s.marks.range_crc(path, 12_345, 2_500_000) == zlib.crc32(data[12_345:2_512_345])
+    hasher, marks = hash_prefix(path, 1000)
+    assert hasher.hexdigest() == hashlib.sha256(data[:1000]).hexdigest()
+    assert marks.size == 1000 and marks.crc == zlib.crc32(data[:1000])
+
+
+def test_reserve_takes_blocks_and_leaves_the_size(tmp_path: Path):
+    """A resumable upload's offset is its file's size: reserving must not change it."""
+    from master.storage.prealloc import reserve
+
+    fd = os.open(tmp_path / "f", os.O_WRONLY | os.O_CREAT | os.O_APPEND)
+    try:
+        os.write(fd, b"x" * 1000)
+        if not reserve(fd, 1000, 4 << 20):
+            pytest.skip("this filesystem or platform reserves no blocks")
+        st = os.fstat(fd)
+        assert st.st_size == 1000 and st.st_blocks * 512 >= 4 << 20
+        os.write(fd, b"y" * 10)
+        assert os.fstat(fd).st_size == 1010
+    finally:
+        os.close(fd)
 
 
 REAL_WRITE = os.write
@@ -100,7 +123,7 @@ async def test_full_disk_cuts_back_to_whole_chunks(tmp_path: Path, monkeypatch):
     monkeypatch.setattr(os, "write", DiskFillsUp(250_000))
     path = tmp_path / "f"
     fd = os.open(path, os.O_WRONLY | os.O_CREAT)
-    s = Spool(fd, new_hash(), 0, batch=64_000)
+    s = Spool(fd, new_hash(), 0, batch=64_000, marks=new_marks())
     data = os.urandom(1_000_000)
     with pytest.raises(OSError) as exc:
         for chunk in chunks_of(data, [100_000]):
@@ -109,9 +132,11 @@ async def test_full_disk_cuts_back_to_whole_chunks(tmp_path: Path, monkeypatch):
     assert exc.value.errno == errno.ENOSPC
     s.settle_now()
     os.close(fd)
-    # Two whole chunks fit; the half-written third was cut off: size and hash agree.
+    # Two whole chunks fit; the half-written third was cut off: size, hash and CRC agree.
     assert s.offset == 200_000 == path.stat().st_size
     assert s.hasher.hexdigest() == hashlib.sha256(data[:200_000]).hexdigest()
+    assert s.marks is not None and s.marks.size == 200_000
+    assert s.marks.crc == zlib.crc32(data[:200_000])
 
 
 async def body(data: bytes, n: int = 65_536) -> AsyncIterator[bytes]:
@@ -135,11 +160,12 @@ async def test_receive_to_file_over_the_limit_removes_the_file(tmp_path: Path):
     assert list(tmp_path.iterdir()) == []
 
 
-async def test_receive_to_file_returns_sha_and_size(tmp_path: Path):
+async def test_receive_to_file_returns_sha_size_and_crc_marks(tmp_path: Path):
     data = os.urandom(5_000_001)
-    path, sha, size = await packages.receive_to_file(body(data, 70_001), tmp_path, 10**9)
+    path, sha, size, marks = await packages.receive_to_file(body(data, 70_001), tmp_path, 10**9)
     assert path.read_bytes() == data and size == len(data)
     assert sha == hashlib.sha256(data).hexdigest()
+    assert marks.size == len(data) and marks.crc == zlib.crc32(data)
 
 
 def test_upload_metadata_round_trip_and_errors():

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from protocol.archive import ArchiveLimits, PackageError, extract_package, inspect_package
+from protocol.crc import CrcMarks
 from protocol.errors import ErrorCode
 
 MANIFEST = json.dumps({"name": "a", "version": "1", "entrypoint": "bin/run"})
@@ -285,4 +286,108 @@ def test_large_stored_entry_whose_headers_lie_is_refused(tmp_path, small_in_plac
     with pytest.raises(PackageError) as info:
         inspect_package(too_long)
     assert info.value.code == ErrorCode.INVALID_PACKAGE
+    assert "ends inside it" in info.value.message
+
+
+def marks_of(path: Path, step: int = 256 << 10, chunk: int = 100_003) -> CrcMarks:
+    """CRC marks of `path` taken as the master takes them: chunk by chunk as it is written."""
+
+    marks = CrcMarks(step)
+    data = path.read_bytes()
+    for i in range(0, len(data), chunk):
+        marks.update(data[i : i + chunk])
+    return marks
+
+
+def test_crc_marks_give_the_crc_of_any_range(tmp_path):
+    import os
+    import zlib
+
+    data = os.urandom(10_007)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    marks = marks_of(path, step=1000, chunk=333)
+    assert marks.size == len(data) and marks.crc == zlib.crc32(data)
+    assert len(marks.marks) == 11  # one per whole step, and the empty start
+    for start, length in [
+        (0, 10_007),
+        (0, 0),
+        (1000, 3000),  # on marks at both ends
+        (999, 3002),  # just outside them
+        (1001, 2998),  # just inside
+        (17, 9_990),  # to the very end
+        (4321, 5),  # within one step
+        (10_007, 0),
+    ]:
+        assert marks.range_crc(path, start, length) == zlib.crc32(data[start : start + length])
+    with pytest.raises(EOFError):
+        marks.range_crc(path, 9_000, 1_008)
+
+
+def test_crc_marks_read_only_the_ends_of_a_long_range(tmp_path, monkeypatch):
+    import os
+    import zlib
+
+    from protocol import crc
+
+    read: list[int] = []
+    real = crc._range_crc
+
+    def spy(path: Path, start: int, length: int) -> int:
+        read.append(length)
+        return real(path, start, length)
+
+    monkeypatch.setattr(crc, "_range_crc", spy)
+    data = os.urandom(2_000_000)
+    path = tmp_path / "f"
+    path.write_bytes(data)
+    marks = marks_of(path, step=10_000)
+    assert marks.range_crc(path, 5, 1_999_990) == zlib.crc32(data[5:1_999_995])
+    assert sum(read) < 2 * 10_000, read
+
+
+def test_large_stored_entry_is_checked_from_crc_marks(tmp_path, small_in_place, monkeypatch):
+    """With the CRCs the master took while the file was written, the large entry is not read
+    again; marks of another file's size are not trusted and the file is read as without them."""
+    import os
+
+    from protocol import archive
+
+    calls: list[int] = []
+    real = archive.file_crc32
+
+    def spy(path: Path, start: int, length: int) -> int:
+        calls.append(length)
+        return real(path, start, length)
+
+    monkeypatch.setattr(archive, "file_crc32", spy)
+    data = os.urandom(3 << 20)
+    p = stored_zip(tmp_path / "p.zip", [("data/blob.bin", data)])
+    marks = marks_of(p)
+    assert inspect_package(p, marks=marks).name == "a"
+    assert calls == []
+    marks.update(b"one byte more than the file")
+    assert inspect_package(p, marks=marks).name == "a"
+    assert calls == [len(data)]
+
+
+def test_large_stored_entry_with_a_bad_byte_is_refused_from_crc_marks(tmp_path, small_in_place):
+    import os
+    import struct
+
+    data = os.urandom(3 << 20)
+    p = stored_zip(tmp_path / "p.zip", [("data/blob.bin", data)])
+    raw = bytearray(p.read_bytes())
+    raw[raw.find(data[:64]) + 2_000_000] ^= 0xFF
+    p.write_bytes(bytes(raw))
+    with pytest.raises(PackageError) as info:
+        inspect_package(p, marks=marks_of(p))
+    assert info.value.code == ErrorCode.INVALID_PACKAGE
+    assert "data/blob.bin" in info.value.message and "CRC" in info.value.message
+
+    central = raw.rfind(b"PK\x01\x02", 0, raw.rfind(b"data/blob.bin"))
+    struct.pack_into("<II", raw, central + 20, 4 << 20, 4 << 20)  # more than the archive has
+    p.write_bytes(bytes(raw))
+    with pytest.raises(PackageError) as info:
+        inspect_package(p, marks=marks_of(p))
     assert "ends inside it" in info.value.message
