@@ -64,8 +64,10 @@ EXCLUDES = [
     "numpy",  # no GDOS program imports it; shiboken's optional support would bring it
 ]
 # The embedded master keeps its data in SQLite: the console bundle's master leaves PostgreSQL's
-# driver (and its libpq, OpenSSL and Kerberos) to the standalone master.
-CONSOLE_MASTER_WITHOUT = ("psycopg", "psycopg_binary", "psycopg_c", "psycopg_pool")
+# driver (and its libpq, OpenSSL and Kerberos) to the standalone master. It also takes uploads'
+# CRCs with the standard zlib (zlib-ng only makes gigabyte uploads cheaper, and a packaged copy
+# of a zlib is refused by Debian's policy checks).
+CONSOLE_MASTER_WITHOUT = ("psycopg", "psycopg_binary", "psycopg_c", "psycopg_pool", "zlib_ng")
 # The console draws with QtWidgets and QtCharts only; the hooks of these would bring their Qt
 # libraries and plugins (QML and Quick above all).
 CONSOLE_EXCLUDES = [

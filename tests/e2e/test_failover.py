@@ -70,7 +70,10 @@ def test_an_agent_fails_over_between_two_masters_and_a_stale_one_marks_nothing(
         assert code == 2 and len(err) == 1, err
         assert err[0].startswith("gdos-master: another master (") and "--store-type minio" in err[0]
 
-        agent = agent_factory(a, extra=["--master", f"{a.url},{b.url}"])
+        # The default join token is made once, by whichever master came first: its file is there.
+        maker = next(m for m in (a, b) if (m.data_dir / "join-token").exists())
+        extra = ["--master", f"{a.url},{b.url}"]
+        agent = agent_factory(a, extra=extra, token=maker.join_token)
         node_id = agent.start_and_wait(api_a)
         wait_for(lambda: holder(api_b, node_id) == ids[a], 30, what="B sees A holding the node")
         port = free_port()
