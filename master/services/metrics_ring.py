@@ -1,0 +1,379 @@
+"""A compact ring of metric rows: the open block raw, closed blocks encoded in one bytearray.
+
+Rows are numbered (a second, or a minute) and grouped in blocks of `rows` consecutive numbers.
+The open block is a raw `array('f')`, written by slice assignment as before. When a later
+block opens, the closed one is encoded and appended to `seg`; blocks wholly older than the
+window are cut from the front of `seg` (a bytearray deletes its front in place).
+
+A closed block keeps each column at the precision the API shows (`Spec.scales`): a scale of
+100 keeps hundredths rounded half-even (as `round(x, 2)` does on the float32 value), 0 keeps
+the integer part (as `int(x)` does). Each column is stored as one of: the same constant as the
+previous block's last row (one bit), a constant, or offsets from the block's minimum in 1, 2,
+4 or 8 bytes each. A block whose figures do not fit (infinity, beyond 2**62) is kept raw.
+
+Block layout: u16 length, u16 blocks since the previous block, u8 flags (1: rows missing, a
+bitmap follows the mask; 2: raw float32), u8 mask of columns equal to the previous row, then
+per other column a code byte (high nibble: offset width, low nibble: bytes of the minimum,
+zigzag) and its bytes. `seg` starts with the values the first block's "same" columns refer to.
+"""
+
+import math
+from array import array
+from dataclasses import dataclass
+from itertools import compress
+
+NAN = math.nan
+WIDTHS = ("", "B", "H", "I", "Q")  # offset width codes: constant, 1, 2, 4, 8 bytes
+LIMIT = 1 << 62  # larger figures make the block raw
+RAW, GAPS = 2, 1
+_NO_PREFIX = b"\x00"
+
+assert array("I").itemsize == 4 and array("Q").itemsize == 8
+
+
+@dataclass(frozen=True, slots=True)
+class Spec:
+    """The shape shared by every ring of one kind: columns, scales, block and window size."""
+
+    width: int
+    scales: tuple[int, ...]
+    rows: int  # rows per block
+    window: int  # rows kept back from the newest
+
+    @property
+    def nan_block(self) -> array:  # type: ignore[type-arg]
+        return array("f", [NAN]) * (self.rows * self.width)
+
+    @property
+    def ceiling(self) -> int:
+        """The most one ring can hold: every block raw, the window plus the open block."""
+        blocks = -(-self.window // self.rows) + 2
+        raw = self.rows * self.width * 4
+        return (self.rows + 1) * self.width * 4 + blocks * (raw + 6) + 1 + 16 * self.width
+
+
+def _zigzag(n: int) -> int:
+    return n << 1 if n >= 0 else ((-n) << 1) - 1
+
+
+def _unzigzag(z: int) -> int:
+    return z >> 1 if not z & 1 else -((z + 1) >> 1)
+
+
+def _int_bytes(n: int) -> bytes:
+    z = _zigzag(n)
+    return z.to_bytes((z.bit_length() + 7) >> 3, "little")
+
+
+def _quantize(values: "array | list[float]", scale: int) -> list[int]:  # type: ignore[type-arg]
+    if scale:
+        return list(map(round, map(float(scale).__mul__, values)))
+    return list(map(int, values))
+
+
+def _encode_prefix(values: list[int] | None) -> bytes:
+    if values is None:
+        return _NO_PREFIX
+    out = bytearray(b"\x01")
+    for v in values:
+        b = _int_bytes(v)
+        out.append(len(b))
+        out += b
+    return bytes(out)
+
+
+def _decode_prefix(seg: bytearray, width: int) -> tuple[list[int] | None, int]:
+    if seg[0] == 0:
+        return None, 1
+    pos, values = 1, []
+    for _ in range(width):
+        n = seg[pos]
+        values.append(_unzigzag(int.from_bytes(seg[pos + 1 : pos + 1 + n], "little")))
+        pos += 1 + n
+    return values, pos
+
+
+def encode_block(spec: Spec, raw: array, kdelta: int) -> bytes | None:  # type: ignore[type-arg]
+    """Encode the block in `raw[:rows*width]`; its last row `raw[rows*width:]` is the previous
+    block's last present row (NaN: none), updated in place. None when no row is present."""
+    w, n_rows = spec.width, spec.rows
+    end = n_rows * w
+    col0 = raw[0:end:w]
+    total = sum(col0)
+    if total == total:  # no NaN: every row present
+        present: list[bool] | None = None
+        n = n_rows
+        last = n_rows - 1
+    else:
+        present = [v == v for v in col0]
+        n = sum(present)
+        if not n:
+            return None
+        last = n_rows - 1 - present[::-1].index(True)
+    carry = raw[end : end + w]
+    out = bytearray(6)
+    mask = 0
+    try:
+        for j in range(w):
+            col = raw[j:end:w] if present is None else list(compress(raw[j:end:w], present))
+            scale = spec.scales[j]
+            first = col[0]
+            if col.count(first) == n:
+                qs = _quantize([first], scale)
+                c = carry[j]
+                if c == c and _quantize([c], scale) == qs:
+                    mask |= 1 << j
+                    continue
+                lo = hi = qs[0]
+            else:
+                qs = _quantize(col, scale)
+                lo, hi = min(qs), max(qs)
+            if lo <= -LIMIT or hi >= LIMIT:
+                raise OverflowError
+            lo_bytes = _int_bytes(lo)
+            span = hi - lo
+            code = (
+                0
+                if not span
+                else 1
+                if span < 256
+                else 2
+                if span < 65536
+                else 3
+                if span < 1 << 32
+                else 4
+            )
+            out.append(code << 4 | len(lo_bytes))
+            out += lo_bytes
+            if code:
+                out += array(WIDTHS[code], map(lo.__rsub__, qs)).tobytes()
+        flags = 0
+    except (OverflowError, ValueError):
+        out = bytearray(6)
+        out += raw[0:end].tobytes()
+        flags, mask = RAW, 0
+        raw[end : end + w] = array("f", [NAN]) * w  # the next block cannot refer to this one
+    else:
+        raw[end : end + w] = raw[last * w : last * w + w]
+    if present is not None and not flags:
+        bits = sum(1 << i for i, p in enumerate(present) if p)
+        out[6:6] = bits.to_bytes((n_rows + 7) >> 3, "little")
+        flags |= GAPS
+    out[0:6] = (
+        (len(out)).to_bytes(2, "little") + kdelta.to_bytes(2, "little") + bytes((flags, mask))
+    )
+    return bytes(out)
+
+
+def last_row(spec: Spec, seg: bytearray, pos: int, prev: list[int] | None) -> list[int] | None:
+    """The last present row (quantized) of the block at `pos`, given the row before it."""
+    flags, mask = seg[pos + 4], seg[pos + 5]
+    if flags & RAW:
+        return None
+    p, n = pos + 6, spec.rows
+    if flags & GAPS:
+        nb = (n + 7) >> 3
+        n = int.from_bytes(seg[p : p + nb], "little").bit_count()
+        p += nb
+    out = []
+    for j in range(spec.width):
+        if mask >> j & 1:
+            assert prev is not None
+            out.append(prev[j])
+            continue
+        code = seg[p]
+        nb = code & 15
+        lo = _unzigzag(int.from_bytes(seg[p + 1 : p + 1 + nb], "little"))
+        p += 1 + nb
+        wc = code >> 4
+        if wc:
+            size = array(WIDTHS[wc]).itemsize
+            p += size * n
+            lo += int.from_bytes(seg[p - size : p], "little")
+        out.append(lo)
+    return out
+
+
+def decode_blocks(
+    spec: Spec, seg: bytearray, base_k: int
+) -> list[tuple[int, list[int] | None, list[list[float]]]]:
+    """Every block in `seg`: (block number, last quantized row or None, present rows as
+    (row number, values)). Values come back as floats the API rounds to what was kept."""
+    w, n_rows = spec.width, spec.rows
+    prev, pos = _decode_prefix(seg, w)
+    k = base_k
+    out: list[tuple[int, list[int] | None, list[list[float]]]] = []
+    size = len(seg)
+    while pos < size:
+        length = int.from_bytes(seg[pos : pos + 2], "little")
+        k += int.from_bytes(seg[pos + 2 : pos + 4], "little")
+        flags, mask = seg[pos + 4], seg[pos + 5]
+        p = pos + 6
+        pos += length
+        rows: list[list[float]] = []
+        if flags & RAW:
+            block = array("f")
+            block.frombytes(seg[p:pos])
+            for i in range(n_rows):
+                row = list(block[i * w : i * w + w])
+                if row[0] == row[0]:
+                    rows.append([float(k * n_rows + i), *row])
+            out.append((k, None, rows))
+            prev = None
+            continue
+        if flags & GAPS:
+            nb = (n_rows + 7) >> 3
+            bits = int.from_bytes(seg[p : p + nb], "little")
+            p += nb
+            index = [i for i in range(n_rows) if bits >> i & 1]
+        else:
+            index = list(range(n_rows))
+        n = len(index)
+        qcols: list[list[int]] = []
+        for j in range(w):
+            if mask >> j & 1:
+                assert prev is not None
+                qcols.append([int(prev[j])] * n)
+                continue
+            code = seg[p]
+            nb = code & 15
+            lo = _unzigzag(int.from_bytes(seg[p + 1 : p + 1 + nb], "little"))
+            p += 1 + nb
+            wc = code >> 4
+            if not wc:
+                qcols.append([lo] * n)
+                continue
+            offsets = array(WIDTHS[wc])
+            size_b = offsets.itemsize * n
+            offsets.frombytes(seg[p : p + size_b])
+            p += size_b
+            qcols.append(list(map(lo.__add__, offsets)))
+        prev = [col[-1] for col in qcols]
+        cols = [
+            [q / s for q in col] if (s := spec.scales[j]) else [float(q) for q in col]
+            for j, col in enumerate(qcols)
+        ]
+        base = k * n_rows
+        rows = [
+            [float(base + i), *vals] for i, vals in zip(index, zip(*cols, strict=True), strict=True)
+        ]
+        out.append((k, prev, rows))
+    return out
+
+
+class Ring:
+    """Rows `last - window + 1 .. last`: the open block raw, older blocks encoded."""
+
+    __slots__ = ("base_k", "end", "last", "last_k", "raw", "seg", "spec", "start")
+
+    def __init__(self, spec: Spec) -> None:
+        self.spec = spec
+        self.raw = array("f", [NAN]) * ((spec.rows + 1) * spec.width)
+        self.seg = bytearray(_NO_PREFIX)
+        self.last = -(1 << 62)  # newest row written
+        self.start = self.end = self.last  # the open block's rows: start <= row < end
+        self.last_k = self.base_k = 0  # newest block in seg; the one before its first
+
+    def nbytes(self) -> int:
+        return len(self.raw) * 4 + len(self.seg)
+
+    def put_row(self, row: int, values: "array") -> None:  # type: ignore[type-arg]
+        """Write a row at or after the open block's start (a new block first if past it)."""
+        if row >= self.end:
+            self.roll(row)
+        base = (row - self.start) * self.spec.width
+        self.raw[base : base + self.spec.width] = values
+        if row > self.last:
+            self.last = row
+
+    def roll(self, row: int) -> None:
+        """Close the open block and open the one holding `row`; cut what left the window."""
+        spec = self.spec
+        n_rows, w = spec.rows, spec.width
+        if self.end > self.start:
+            k = self.start // n_rows
+            if self.seg == _NO_PREFIX:
+                self.base_k = self.last_k = k - 1
+            if k - self.last_k > 0xFFFF:
+                self._clear()
+                self.base_k = self.last_k = k - 1
+            blob = encode_block(spec, self.raw, k - self.last_k)
+            if blob is not None:
+                self.seg += blob
+                self.last_k = k
+        k = row // n_rows
+        self.start, self.end = k * n_rows, k * n_rows + n_rows
+        self.raw[0 : n_rows * w] = spec.nan_block
+        self._evict(row - spec.window + 1)
+
+    def _clear(self) -> None:
+        self.seg = bytearray(_NO_PREFIX)
+        end = self.spec.rows * self.spec.width
+        self.raw[end:] = array("f", [NAN]) * self.spec.width
+
+    def _evict(self, keep_from: int) -> None:
+        """Cut whole blocks older than row `keep_from`, carrying their last row into the prefix."""
+        seg, n_rows = self.seg, self.spec.rows
+        if len(seg) <= 1:
+            return
+        prev, pos = _decode_prefix(seg, self.spec.width)
+        cut = pos
+        while cut < len(seg):
+            k = self.base_k + int.from_bytes(seg[cut + 2 : cut + 4], "little")
+            if (k + 1) * n_rows > keep_from:
+                break
+            prev = last_row(self.spec, seg, cut, prev)
+            self.base_k = k
+            cut += int.from_bytes(seg[cut : cut + 2], "little")
+        if cut == pos:
+            return
+        if cut >= len(seg):
+            self._clear()
+            return
+        seg[0:cut] = _encode_prefix(prev)
+
+    def rows(self, first: int, final: int) -> list[list[float]]:
+        """Present rows numbered `first..final` (each `[row, *values]`), oldest first."""
+        out: list[list[float]] = []
+        n_rows, w = self.spec.rows, self.spec.width
+        if len(self.seg) > 1 and (self.last_k + 1) * n_rows > first:
+            for k, _, rows in decode_blocks(self.spec, self.seg, self.base_k):
+                if (k + 1) * n_rows > first and k * n_rows <= final:
+                    out.extend(r for r in rows if first <= r[0] <= final)
+        raw = self.raw
+        for row in range(max(first, self.start), min(final, self.end - 1) + 1):
+            base = (row - self.start) * w
+            values = raw[base : base + w]
+            if values[0] == values[0]:
+                out.append([float(row), *values])
+        return out
+
+    def rewrite(self, row: int, values: "array") -> list[float] | None:  # type: ignore[type-arg]
+        """Replace or insert a row in an encoded block (a late sample: rare, so re-encodes
+        every block). Returns the values it replaced, if any."""
+        spec = self.spec
+        n_rows, w = spec.rows, spec.width
+        blocks: dict[int, dict[int, list[float]]] = {}
+        for k, _, found in decode_blocks(spec, self.seg, self.base_k):
+            blocks[k] = {int(r[0]): r[1:] for r in found}
+        k = row // n_rows
+        old = blocks.setdefault(k, {}).get(row)
+        blocks[k][row] = list(values)
+        self._clear()
+        scratch = array("f", [NAN]) * ((n_rows + 1) * w)
+        last_k = -1
+        for i, (bk, block) in enumerate(sorted(blocks.items())):
+            scratch[0 : n_rows * w] = spec.nan_block
+            for r, vals in block.items():
+                base = (r - bk * n_rows) * w
+                scratch[base : base + w] = array("f", vals)
+            if i == 0:
+                self.base_k = last_k = bk - 1
+            blob = encode_block(spec, scratch, bk - last_k)
+            if blob is not None:
+                self.seg += blob
+                last_k = bk
+        self.last_k = last_k
+        carry = scratch[n_rows * w :]
+        self.raw[n_rows * w :] = carry
+        return old
