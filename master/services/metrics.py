@@ -23,7 +23,6 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from functools import lru_cache
-from itertools import compress
 from typing import Any
 
 from master.hub import Hub
@@ -72,7 +71,7 @@ class Series(Ring):
     second (`phase`), so a fleet's series do not all close a block in the same second.
     """
 
-    __slots__ = ("acc", "coarse", "count", "phase", "width")
+    __slots__ = ("acc", "coarse", "phase", "width")
 
     def __init__(
         self,
@@ -89,16 +88,15 @@ class Series(Ring):
         self.coarse = Ring(coarse)
         self.width = width
         self.phase = phase % 60
-        self.acc = array("d", bytes(8 * width))  # the open minute's sums
-        self.count = 0  # and its number of rows
+        self.acc = array("d", bytes(8 * width + 8))  # the open minute's sums, then its rows
 
     @staticmethod
     def ceiling(width: int, fine_slots: int, coarse_slots: int) -> int:
         fine, coarse = _specs(width, max(fine_slots, 60), max(coarse_slots, 1), (0,) * width)
-        return fine.ceiling + coarse.ceiling + 8 * width
+        return fine.ceiling + coarse.ceiling + 8 * width + 8
 
     def nbytes(self) -> int:
-        return Ring.nbytes(self) + self.coarse.nbytes() + 8 * self.width
+        return Ring.nbytes(self) + self.coarse.nbytes() + 8 * self.width + 8
 
     def add(self, sec: int, values: Sequence[Any], offset: int = 0) -> bool:
         """Store `values[offset:offset+width]` for second `sec`; False if too old to keep.
@@ -125,40 +123,23 @@ class Series(Ring):
             if row // 60 == last // 60:  # the open minute's sums take the late row in
                 for j in range(w):
                     self.acc[j] += values[j] - (old[j] if old is not None else 0.0)
-                self.count += old is None
+                self.acc[w] += old is None
             return True
-        if self.end > self.start:
-            self._sum_block()
-            if row // 60 != last // 60:
-                self._close_minute(last // 60)
-        self.roll(row)
+        opened = self.end > self.start
+        self.roll(row, self.acc)
+        if opened and row // 60 != last // 60:
+            self._close_minute(last // 60)
         base = (row - self.start) * w
         self.raw[base : base + w] = values
         self.last = row
         return True
 
-    def _sum_block(self) -> None:
-        """Add the open block's present rows to the minute's sums, in time order."""
-        raw, w, acc = self.raw, self.width, self.acc
-        end = self.spec.rows * w
-        col0 = raw[0:end:w]
-        total = sum(col0)
-        if total == total:  # no NaN: every row present
-            for j in range(w):
-                acc[j] = sum(raw[j:end:w], acc[j])
-            self.count += len(col0)
-            return
-        present = [v == v for v in col0]
-        for j in range(w):
-            acc[j] = sum(compress(raw[j:end:w], present), acc[j])
-        self.count += sum(present)
-
     def _close_minute(self, minute: int) -> None:
-        if self.count:
-            n = self.count
-            self.coarse.put_row(minute, array("f", [a / n for a in self.acc]))
-        self.acc = array("d", bytes(8 * self.width))
-        self.count = 0
+        acc, w = self.acc, self.width
+        n = acc[w]
+        if n:
+            self.coarse.put_row(minute, array("f", [acc[j] / n for j in range(w)]))
+        self.acc = array("d", bytes(8 * w + 8))
 
     def latest(self) -> tuple[int, list[float]] | None:
         if self.end == self.start:
@@ -288,14 +269,19 @@ class MetricsService:
         accepted = [row for row in rows if row[0] in owned]
         self.rejected += len(rows) - len(accepted)
         series_map = store.series_map
-        for row in accepted:  # MetricsStore.add, inlined: the master's hottest loop
+        for row in accepted:  # MetricsStore.add and Series.add, inlined: the hottest loop
             key = "i:" + row[0]
             series = series_map.get(key)
             if series is None:
                 store.add(key, INSTANCE_WIDTH, sec, row, 1)
                 continue
             series_map.move_to_end(key)
-            if not series.add(sec, row, 1):
+            at = sec - series.phase
+            if series.last < at < series.end:  # within the open block: one slice assignment
+                base = (at - series.start) * INSTANCE_WIDTH
+                series.raw[base : base + INSTANCE_WIDTH] = array("f", row[1:])
+                series.last = at
+            elif not series.add(sec, row, 1):
                 store.dropped_old += 1
         count += len(accepted)
         self.messages += 1

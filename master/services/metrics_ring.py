@@ -19,13 +19,14 @@ zigzag) and its bytes. `seg` starts with the values the first block's "same" col
 
 import math
 from array import array
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import compress
 
 NAN = math.nan
 WIDTHS = ("", "B", "H", "I", "Q")  # offset width codes: constant, 1, 2, 4, 8 bytes
 LIMIT = 1 << 62  # larger figures make the block raw
 RAW, GAPS = 2, 1
+EVICT_EVERY = 3  # blocks cut together: the prefix is rewritten once for them
 _NO_PREFIX = b"\x00"
 
 assert array("I").itemsize == 4 and array("Q").itemsize == 8
@@ -39,16 +40,17 @@ class Spec:
     scales: tuple[int, ...]
     rows: int  # rows per block
     window: int  # rows kept back from the newest
+    nan_block: array = field(init=False, repr=False, compare=False)  # type: ignore[type-arg]
 
-    @property
-    def nan_block(self) -> array:  # type: ignore[type-arg]
-        return array("f", [NAN]) * (self.rows * self.width)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "nan_block", array("f", [NAN]) * (self.rows * self.width))
 
     @property
     def ceiling(self) -> int:
         """The most one ring can hold: every block raw, the window plus the open block."""
         blocks = -(-self.window // self.rows) + 2
         raw = self.rows * self.width * 4
+        blocks += EVICT_EVERY
         return (self.rows + 1) * self.width * 4 + blocks * (raw + 6) + 1 + 16 * self.width
 
 
@@ -63,12 +65,6 @@ def _unzigzag(z: int) -> int:
 def _int_bytes(n: int) -> bytes:
     z = _zigzag(n)
     return z.to_bytes((z.bit_length() + 7) >> 3, "little")
-
-
-def _quantize(values: "array | list[float]", scale: int) -> list[int]:  # type: ignore[type-arg]
-    if scale:
-        return list(map(round, map(float(scale).__mul__, values)))
-    return list(map(int, values))
 
 
 def _encode_prefix(values: list[int] | None) -> bytes:
@@ -93,9 +89,16 @@ def _decode_prefix(seg: bytearray, width: int) -> tuple[list[int] | None, int]:
     return values, pos
 
 
-def encode_block(spec: Spec, raw: array, kdelta: int) -> bytes | None:  # type: ignore[type-arg]
+def encode_block(
+    spec: Spec,
+    raw: array,  # type: ignore[type-arg]
+    kdelta: int,
+    acc: array | None = None,  # type: ignore[type-arg]
+) -> bytes | None:
     """Encode the block in `raw[:rows*width]`; its last row `raw[rows*width:]` is the previous
-    block's last present row (NaN: none), updated in place. None when no row is present."""
+    block's last present row (NaN: none), updated in place. None when no row is present.
+    With `acc`, adds each column's present values to `acc[j]` (in row order, as `sum` does)
+    and their number to `acc[width]`."""
     w, n_rows = spec.width, spec.rows
     end = n_rows * w
     col0 = raw[0:end:w]
@@ -111,50 +114,63 @@ def encode_block(spec: Spec, raw: array, kdelta: int) -> bytes | None:  # type: 
             return None
         last = n_rows - 1 - present[::-1].index(True)
     carry = raw[end : end + w]
+    scales = spec.scales
     out = bytearray(6)
     mask = 0
+    sums = [0.0] * w
     try:
         for j in range(w):
             col = raw[j:end:w] if present is None else list(compress(raw[j:end:w], present))
-            scale = spec.scales[j]
+            if acc is not None:
+                sums[j] = sum(col, acc[j])
             first = col[0]
+            c = carry[j]
+            if first == c and col.count(first) == n:
+                mask |= 1 << j
+                continue
+            scale = scales[j]
             if col.count(first) == n:
-                qs = _quantize([first], scale)
+                lo = hi = round(first * scale) if scale else int(first)
                 c = carry[j]
-                if c == c and _quantize([c], scale) == qs:
+                if c == c and (round(c * scale) if scale else int(c)) == lo:
                     mask |= 1 << j
                     continue
-                lo = hi = qs[0]
+                qs = None
             else:
-                qs = _quantize(col, scale)
+                qs = (
+                    list(map(round, map(float(scale).__mul__, col)))
+                    if scale
+                    else list(map(int, col))
+                )
                 lo, hi = min(qs), max(qs)
             if lo <= -LIMIT or hi >= LIMIT:
                 raise OverflowError
-            lo_bytes = _int_bytes(lo)
+            z = lo << 1 if lo >= 0 else ((-lo) << 1) - 1
+            nb = (z.bit_length() + 7) >> 3
             span = hi - lo
-            code = (
-                0
-                if not span
-                else 1
-                if span < 256
-                else 2
-                if span < 65536
-                else 3
-                if span < 1 << 32
-                else 4
-            )
-            out.append(code << 4 | len(lo_bytes))
-            out += lo_bytes
-            if code:
-                out += array(WIDTHS[code], map(lo.__rsub__, qs)).tobytes()
+            if not span:
+                out.append(nb)
+                out += z.to_bytes(nb, "little")
+                continue
+            code = 1 if span < 256 else 2 if span < 65536 else 3 if span < 1 << 32 else 4
+            out.append(code << 4 | nb)
+            out += z.to_bytes(nb, "little")
+            out += array(WIDTHS[code], map(lo.__rsub__, qs)).tobytes()  # type: ignore[arg-type]
         flags = 0
     except (OverflowError, ValueError):
+        if acc is not None:
+            for j in range(w):
+                col = raw[j:end:w] if present is None else list(compress(raw[j:end:w], present))
+                sums[j] = sum(col, acc[j])
         out = bytearray(6)
         out += raw[0:end].tobytes()
         flags, mask = RAW, 0
         raw[end : end + w] = array("f", [NAN]) * w  # the next block cannot refer to this one
     else:
         raw[end : end + w] = raw[last * w : last * w + w]
+    if acc is not None:
+        acc[0:w] = array("d", sums)
+        acc[w] += n
     if present is not None and not flags:
         bits = sum(1 << i for i, p in enumerate(present) if p)
         out[6:6] = bits.to_bytes((n_rows + 7) >> 3, "little")
@@ -264,12 +280,13 @@ def decode_blocks(
 class Ring:
     """Rows `last - window + 1 .. last`: the open block raw, older blocks encoded."""
 
-    __slots__ = ("base_k", "end", "last", "last_k", "raw", "seg", "spec", "start")
+    __slots__ = ("base_k", "end", "last", "last_k", "plen", "raw", "seg", "spec", "start")
 
     def __init__(self, spec: Spec) -> None:
         self.spec = spec
         self.raw = array("f", [NAN]) * ((spec.rows + 1) * spec.width)
         self.seg = bytearray(_NO_PREFIX)
+        self.plen = 1  # bytes of the prefix
         self.last = -(1 << 62)  # newest row written
         self.start = self.end = self.last  # the open block's rows: start <= row < end
         self.last_k = self.base_k = 0  # newest block in seg; the one before its first
@@ -286,8 +303,9 @@ class Ring:
         if row > self.last:
             self.last = row
 
-    def roll(self, row: int) -> None:
-        """Close the open block and open the one holding `row`; cut what left the window."""
+    def roll(self, row: int, acc: array | None = None) -> None:  # type: ignore[type-arg]
+        """Close the open block and open the one holding `row`; cut what left the window.
+        `acc`: the closed block's sums go there (see `encode_block`)."""
         spec = self.spec
         n_rows, w = spec.rows, spec.width
         if self.end > self.start:
@@ -297,7 +315,7 @@ class Ring:
             if k - self.last_k > 0xFFFF:
                 self._clear()
                 self.base_k = self.last_k = k - 1
-            blob = encode_block(spec, self.raw, k - self.last_k)
+            blob = encode_block(spec, self.raw, k - self.last_k, acc)
             if blob is not None:
                 self.seg += blob
                 self.last_k = k
@@ -308,13 +326,18 @@ class Ring:
 
     def _clear(self) -> None:
         self.seg = bytearray(_NO_PREFIX)
+        self.plen = 1
         end = self.spec.rows * self.spec.width
         self.raw[end:] = array("f", [NAN]) * self.spec.width
 
     def _evict(self, keep_from: int) -> None:
         """Cut whole blocks older than row `keep_from`, carrying their last row into the prefix."""
         seg, n_rows = self.seg, self.spec.rows
-        if len(seg) <= 1:
+        pos = self.plen
+        if len(seg) <= pos:
+            return
+        first_k = self.base_k + int.from_bytes(seg[pos + 2 : pos + 4], "little")
+        if (first_k + EVICT_EVERY) * n_rows > keep_from:  # cut a few blocks at a time
             return
         prev, pos = _decode_prefix(seg, self.spec.width)
         cut = pos
@@ -330,7 +353,9 @@ class Ring:
         if cut >= len(seg):
             self._clear()
             return
-        seg[0:cut] = _encode_prefix(prev)
+        prefix = _encode_prefix(prev)
+        seg[0:cut] = prefix
+        self.plen = len(prefix)
 
     def rows(self, first: int, final: int) -> list[list[float]]:
         """Present rows numbered `first..final` (each `[row, *values]`), oldest first."""
