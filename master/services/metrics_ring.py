@@ -12,9 +12,11 @@ previous block's last row (one bit), a constant, or offsets from the block's min
 4 or 8 bytes each. A block whose figures do not fit (infinity, beyond 2**62) is kept raw.
 
 Block layout: u16 length, u16 blocks since the previous block, u8 flags (1: rows missing, a
-bitmap follows the mask; 2: raw float32), u8 mask of columns equal to the previous row, then
-per other column a code byte (high nibble: offset width, low nibble: bytes of the minimum,
-zigzag) and its bytes. `seg` starts with the values the first block's "same" columns refer to.
+bitmap follows the mask; 2: raw float32), u8 mask of columns equal to the previous block's last
+row, then per other column a code byte (high nibble: offset width, low nibble: bytes of the
+minimum, zigzag) and its bytes. Blocks go in groups of `GROUP` (by block number); "same as the
+previous block" never crosses a group, so the front of `seg` is cut a whole group at a time
+with nothing to re-encode.
 """
 
 import math
@@ -26,8 +28,7 @@ NAN = math.nan
 WIDTHS = ("", "B", "H", "I", "Q")  # offset width codes: constant, 1, 2, 4, 8 bytes
 LIMIT = 1 << 62  # larger figures make the block raw
 RAW, GAPS = 2, 1
-EVICT_EVERY = 3  # blocks cut together: the prefix is rewritten once for them
-_NO_PREFIX = b"\x00"
+GROUP = 3  # blocks cut together; the first of a group refers to no earlier block
 
 assert array("I").itemsize == 4 and array("Q").itemsize == 8
 
@@ -50,53 +51,24 @@ class Spec:
         """The most one ring can hold: every block raw, the window plus the open block."""
         blocks = -(-self.window // self.rows) + 2
         raw = self.rows * self.width * 4
-        blocks += EVICT_EVERY
+        blocks += GROUP
         return (self.rows + 1) * self.width * 4 + blocks * (raw + 6) + 1 + 16 * self.width
-
-
-def _zigzag(n: int) -> int:
-    return n << 1 if n >= 0 else ((-n) << 1) - 1
 
 
 def _unzigzag(z: int) -> int:
     return z >> 1 if not z & 1 else -((z + 1) >> 1)
 
 
-def _int_bytes(n: int) -> bytes:
-    z = _zigzag(n)
-    return z.to_bytes((z.bit_length() + 7) >> 3, "little")
-
-
-def _encode_prefix(values: list[int] | None) -> bytes:
-    if values is None:
-        return _NO_PREFIX
-    out = bytearray(b"\x01")
-    for v in values:
-        b = _int_bytes(v)
-        out.append(len(b))
-        out += b
-    return bytes(out)
-
-
-def _decode_prefix(seg: bytearray, width: int) -> tuple[list[int] | None, int]:
-    if seg[0] == 0:
-        return None, 1
-    pos, values = 1, []
-    for _ in range(width):
-        n = seg[pos]
-        values.append(_unzigzag(int.from_bytes(seg[pos + 1 : pos + 1 + n], "little")))
-        pos += 1 + n
-    return values, pos
-
-
 def encode_block(
     spec: Spec,
     raw: array,  # type: ignore[type-arg]
     kdelta: int,
+    chain: bool,
     acc: array | None = None,  # type: ignore[type-arg]
 ) -> bytes | None:
     """Encode the block in `raw[:rows*width]`; its last row `raw[rows*width:]` is the previous
-    block's last present row (NaN: none), updated in place. None when no row is present.
+    block's last present row (NaN: none), updated in place; `chain`: columns may refer to it.
+    None when no row is present.
     With `acc`, adds each column's present values to `acc[j]` (in row order, as `sum` does)
     and their number to `acc[width]`."""
     w, n_rows = spec.width, spec.rows
@@ -113,7 +85,7 @@ def encode_block(
         if not n:
             return None
         last = n_rows - 1 - present[::-1].index(True)
-    carry = raw[end : end + w]
+    carry = raw[end : end + w] if chain else array("f", [NAN]) * w
     scales = spec.scales
     out = bytearray(6)
     mask = 0
@@ -181,42 +153,14 @@ def encode_block(
     return bytes(out)
 
 
-def last_row(spec: Spec, seg: bytearray, pos: int, prev: list[int] | None) -> list[int] | None:
-    """The last present row (quantized) of the block at `pos`, given the row before it."""
-    flags, mask = seg[pos + 4], seg[pos + 5]
-    if flags & RAW:
-        return None
-    p, n = pos + 6, spec.rows
-    if flags & GAPS:
-        nb = (n + 7) >> 3
-        n = int.from_bytes(seg[p : p + nb], "little").bit_count()
-        p += nb
-    out = []
-    for j in range(spec.width):
-        if mask >> j & 1:
-            assert prev is not None
-            out.append(prev[j])
-            continue
-        code = seg[p]
-        nb = code & 15
-        lo = _unzigzag(int.from_bytes(seg[p + 1 : p + 1 + nb], "little"))
-        p += 1 + nb
-        wc = code >> 4
-        if wc:
-            size = array(WIDTHS[wc]).itemsize
-            p += size * n
-            lo += int.from_bytes(seg[p - size : p], "little")
-        out.append(lo)
-    return out
-
-
 def decode_blocks(
     spec: Spec, seg: bytearray, base_k: int
 ) -> list[tuple[int, list[int] | None, list[list[float]]]]:
     """Every block in `seg`: (block number, last quantized row or None, present rows as
     (row number, values)). Values come back as floats the API rounds to what was kept."""
     w, n_rows = spec.width, spec.rows
-    prev, pos = _decode_prefix(seg, w)
+    prev: list[int] | None = None
+    pos = 0
     k = base_k
     out: list[tuple[int, list[int] | None, list[list[float]]]] = []
     size = len(seg)
@@ -280,13 +224,12 @@ def decode_blocks(
 class Ring:
     """Rows `last - window + 1 .. last`: the open block raw, older blocks encoded."""
 
-    __slots__ = ("base_k", "end", "last", "last_k", "plen", "raw", "seg", "spec", "start")
+    __slots__ = ("base_k", "end", "last", "last_k", "raw", "seg", "spec", "start")
 
     def __init__(self, spec: Spec) -> None:
         self.spec = spec
         self.raw = array("f", [NAN]) * ((spec.rows + 1) * spec.width)
-        self.seg = bytearray(_NO_PREFIX)
-        self.plen = 1  # bytes of the prefix
+        self.seg = bytearray()
         self.last = -(1 << 62)  # newest row written
         self.start = self.end = self.last  # the open block's rows: start <= row < end
         self.last_k = self.base_k = 0  # newest block in seg; the one before its first
@@ -303,65 +246,60 @@ class Ring:
         if row > self.last:
             self.last = row
 
+    def _append(self, raw: array, k: int, acc: array | None) -> None:  # type: ignore[type-arg]
+        """Encode block `k` from `raw` after the newest one in `seg`."""
+        if not self.seg or k - self.last_k > 0xFFFF:
+            self._clear()
+            self.base_k = self.last_k = k - 1
+        chain = bool(self.seg) and self.last_k // GROUP == k // GROUP
+        blob = encode_block(self.spec, raw, k - self.last_k, chain, acc)
+        if blob is not None:
+            self.seg += blob
+            self.last_k = k
+
     def roll(self, row: int, acc: array | None = None) -> None:  # type: ignore[type-arg]
         """Close the open block and open the one holding `row`; cut what left the window.
         `acc`: the closed block's sums go there (see `encode_block`)."""
         spec = self.spec
-        n_rows, w = spec.rows, spec.width
+        n_rows = spec.rows
         if self.end > self.start:
-            k = self.start // n_rows
-            if self.seg == _NO_PREFIX:
-                self.base_k = self.last_k = k - 1
-            if k - self.last_k > 0xFFFF:
-                self._clear()
-                self.base_k = self.last_k = k - 1
-            blob = encode_block(spec, self.raw, k - self.last_k, acc)
-            if blob is not None:
-                self.seg += blob
-                self.last_k = k
+            self._append(self.raw, self.start // n_rows, acc)
         k = row // n_rows
         self.start, self.end = k * n_rows, k * n_rows + n_rows
-        self.raw[0 : n_rows * w] = spec.nan_block
+        self.raw[0 : n_rows * spec.width] = spec.nan_block
         self._evict(row - spec.window + 1)
 
     def _clear(self) -> None:
-        self.seg = bytearray(_NO_PREFIX)
-        self.plen = 1
+        self.seg = bytearray()
         end = self.spec.rows * self.spec.width
         self.raw[end:] = array("f", [NAN]) * self.spec.width
 
     def _evict(self, keep_from: int) -> None:
-        """Cut whole blocks older than row `keep_from`, carrying their last row into the prefix."""
-        seg, n_rows = self.seg, self.spec.rows
-        pos = self.plen
-        if len(seg) <= pos:
+        """Cut whole groups of blocks older than row `keep_from` from the front of `seg`."""
+        seg = self.seg
+        if not seg:
             return
-        first_k = self.base_k + int.from_bytes(seg[pos + 2 : pos + 4], "little")
-        if (first_k + EVICT_EVERY) * n_rows > keep_from:  # cut a few blocks at a time
+        rows_per_group = GROUP * self.spec.rows
+        k = self.base_k + int.from_bytes(seg[2:4], "little")
+        if (k // GROUP + 1) * rows_per_group > keep_from:
             return
-        prev, pos = _decode_prefix(seg, self.spec.width)
-        cut = pos
-        while cut < len(seg):
+        cut, size = 0, len(seg)
+        while cut < size:
             k = self.base_k + int.from_bytes(seg[cut + 2 : cut + 4], "little")
-            if (k + 1) * n_rows > keep_from:
+            if (k // GROUP + 1) * rows_per_group > keep_from:
                 break
-            prev = last_row(self.spec, seg, cut, prev)
             self.base_k = k
             cut += int.from_bytes(seg[cut : cut + 2], "little")
-        if cut == pos:
-            return
-        if cut >= len(seg):
+        if cut >= size:
             self._clear()
-            return
-        prefix = _encode_prefix(prev)
-        seg[0:cut] = prefix
-        self.plen = len(prefix)
+        else:
+            del seg[:cut]
 
     def rows(self, first: int, final: int) -> list[list[float]]:
         """Present rows numbered `first..final` (each `[row, *values]`), oldest first."""
         out: list[list[float]] = []
         n_rows, w = self.spec.rows, self.spec.width
-        if len(self.seg) > 1 and (self.last_k + 1) * n_rows > first:
+        if self.seg and (self.last_k + 1) * n_rows > first:
             for k, _, rows in decode_blocks(self.spec, self.seg, self.base_k):
                 if (k + 1) * n_rows > first and k * n_rows <= final:
                     out.extend(r for r in rows if first <= r[0] <= final)
@@ -386,19 +324,11 @@ class Ring:
         blocks[k][row] = list(values)
         self._clear()
         scratch = array("f", [NAN]) * ((n_rows + 1) * w)
-        last_k = -1
-        for i, (bk, block) in enumerate(sorted(blocks.items())):
+        for bk, block in sorted(blocks.items()):
             scratch[0 : n_rows * w] = spec.nan_block
             for r, vals in block.items():
                 base = (r - bk * n_rows) * w
                 scratch[base : base + w] = array("f", vals)
-            if i == 0:
-                self.base_k = last_k = bk - 1
-            blob = encode_block(spec, scratch, bk - last_k)
-            if blob is not None:
-                self.seg += blob
-                last_k = bk
-        self.last_k = last_k
-        carry = scratch[n_rows * w :]
-        self.raw[n_rows * w :] = carry
+            self._append(scratch, bk, None)
+        self.raw[n_rows * w :] = scratch[n_rows * w :]
         return old
