@@ -1,9 +1,10 @@
-"""A compact ring of metric rows: the open block raw, closed blocks encoded in one bytearray.
+"""A compact ring of metric rows: the open block raw, closed blocks encoded in one bytes object.
 
 Rows are numbered (a second, or a minute) and grouped in blocks of `rows` consecutive numbers.
 The open block is a raw `array('f')`, written by slice assignment as before. When a later
 block opens, the closed one is encoded and appended to `seg`; blocks wholly older than the
-window are cut from the front of `seg` (a bytearray deletes its front in place).
+window are cut from the front of `seg`. `seg` is rebuilt at its exact size each time (a copy
+of a kilobyte or two every block): a bytearray's spare room would cost a fifth more memory.
 
 A closed block keeps each column at the precision the API shows (`Spec.scales`): a scale of
 100 keeps hundredths rounded half-even (as `round(x, 2)` does on the float32 value), 0 keeps
@@ -154,7 +155,7 @@ def encode_block(
 
 
 def decode_blocks(
-    spec: Spec, seg: bytearray, base_k: int
+    spec: Spec, seg: bytes, base_k: int
 ) -> list[tuple[int, list[int] | None, list[list[float]]]]:
     """Every block in `seg`: (block number, last quantized row or None, present rows as
     (row number, values)). Values come back as floats the API rounds to what was kept."""
@@ -229,7 +230,7 @@ class Ring:
     def __init__(self, spec: Spec) -> None:
         self.spec = spec
         self.raw = array("f", [NAN]) * ((spec.rows + 1) * spec.width)
-        self.seg = bytearray()
+        self.seg = b""
         self.last = -(1 << 62)  # newest row written
         self.start = self.end = self.last  # the open block's rows: start <= row < end
         self.last_k = self.base_k = 0  # newest block in seg; the one before its first
@@ -254,7 +255,7 @@ class Ring:
         chain = bool(self.seg) and self.last_k // GROUP == k // GROUP
         blob = encode_block(self.spec, raw, k - self.last_k, chain, acc)
         if blob is not None:
-            self.seg += blob
+            self.seg = self.seg + blob
             self.last_k = k
 
     def roll(self, row: int, acc: array | None = None) -> None:  # type: ignore[type-arg]
@@ -270,7 +271,7 @@ class Ring:
         self._evict(row - spec.window + 1)
 
     def _clear(self) -> None:
-        self.seg = bytearray()
+        self.seg = b""
         end = self.spec.rows * self.spec.width
         self.raw[end:] = array("f", [NAN]) * self.spec.width
 
@@ -293,7 +294,7 @@ class Ring:
         if cut >= size:
             self._clear()
         else:
-            del seg[:cut]
+            self.seg = seg[cut:]
 
     def rows(self, first: int, final: int) -> list[list[float]]:
         """Present rows numbered `first..final` (each `[row, *values]`), oldest first."""
