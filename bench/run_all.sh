@@ -14,7 +14,7 @@ echo "python: $($PY --version)"
 # A raised autogroup priority lasts for the whole shell session that set it, and flatters GDOS
 # against services in sessions of their own (see Issue 9 in RESULTS.md): print it with the run.
 echo "autogroup: $(cat /proc/self/autogroup 2>/dev/null || echo n/a)"
-all=(foundation batch batch-disk footprint fleet upload frozen console cli rollout)
+all=(foundation batch batch-disk footprint fleet upload frozen console cli rollout metrics-store)
 wanted=("$@")
 [ ${#wanted[@]} -eq 0 ] && wanted=("${all[@]}")
 for name in "${wanted[@]}"; do
@@ -30,6 +30,7 @@ for name in "${wanted[@]}"; do
     console) QT_QPA_PLATFORM=offscreen $PY bench/console_table.py ;;
     cli) $PY bench/cli.py ;;
     rollout) $PY bench/rollout.py ;;
+    metrics-store) $PY -m bench.metrics_store ;;
     *) echo "unknown benchmark '$name' (known: ${all[*]})" >&2; exit 2 ;;
   esac
 done

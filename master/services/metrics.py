@@ -1,13 +1,15 @@
-"""Live metrics in memory: bounded ring buffers per series, a fixed ceiling whatever the fleet.
+"""Live metrics in memory: bounded, compact rings per series, a fixed ceiling whatever the fleet.
 
-Each series (one node or one instance) holds two preallocated `array('f')` rings, numbers only,
+Each series (one node or one instance) holds two rings (`metrics_ring.Ring`), numbers only,
 never a Python object per sample:
-- recent: one slot per second for `recent_seconds` (10 minutes by default);
+- recent: one row per second for `recent_seconds` (10 minutes by default);
 - history: one average per minute for `history_minutes` (2 hours by default).
-A slot with no sample holds NaN, so gaps cost nothing to mark and are skipped when read.
+The newest block of each ring is raw float32; older blocks are encoded at the precision the API
+shows (hundredths for percents and load, integers for bytes, rates and threads), mostly a few
+bits per constant column and a byte per changing figure. Missing rows are skipped when read.
 The number of series is capped (`max_series`); a new series beyond the cap evicts the one
-written least recently. So memory is at most `max_series x bytes_per_series`, allocated as
-series appear, and nothing grows afterwards.
+written least recently. So memory is at most `max_series x Series.ceiling`, and in practice a
+tenth of it.
 
 Ingest is O(samples) with no database access: ownership checks come from the in-memory
 `Directory`, and `metrics:<id>` events are built only when somebody subscribed to that key.
@@ -20,10 +22,12 @@ import time
 from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 from typing import Any
 
 from master.hub import Hub
 from master.services.directory import Directory
+from master.services.metrics_ring import Ring, Spec
 from protocol.messages import INSTANCE_FIELDS, NODE_FIELDS, Metrics
 from protocol.rest import iso
 
@@ -36,132 +40,129 @@ FRESH_FOR = 120.0  # seconds; older latest values are not exported to Prometheus
 SampleHook = Callable[[str, float, float, list[tuple[Any, ...]]], None]
 
 
-class Series:
-    """Two rings of `width` float32 columns: per second (recent) and per minute (history).
+FINE_BLOCK = 20  # seconds per encoded block of the recent ring (divides a minute)
+COARSE_BLOCK = 10  # minutes per encoded block of the history ring
+ROUNDED = frozenset(("cpu_percent", "mem_percent", "disk_percent", "load1"))  # shown to 0.01
 
-    A sample costs one slice assignment. A minute's average is computed once, when the first
-    sample of a later minute arrives, from the per-second slots still in the recent ring.
-    Each series' minutes start at its own second (`phase`), so a fleet's series do not all
-    close a minute in the same second.
-    """
 
-    __slots__ = (
-        "coarse",
-        "coarse_last",
-        "coarse_slots",
-        "fine",
-        "fine_last",
-        "fine_slots",
-        "phase",
-        "width",
+def scales_of(fields: Sequence[str]) -> tuple[int, ...]:
+    """What the API shows of each field, hence what older rows keep: hundredths or integers."""
+    return tuple(100 if name in ROUNDED else 0 for name in fields)
+
+
+SCALES = {NODE_WIDTH: scales_of(NODE_FIELDS), INSTANCE_WIDTH: scales_of(INSTANCE_FIELDS)}
+
+
+@lru_cache(maxsize=64)
+def _specs(
+    width: int, fine_slots: int, coarse_slots: int, scales: tuple[int, ...]
+) -> tuple[Spec, Spec]:
+    return Spec(width, scales, FINE_BLOCK, fine_slots), Spec(
+        width, scales, COARSE_BLOCK, coarse_slots
     )
 
-    def __init__(self, width: int, fine_slots: int, coarse_slots: int, phase: int = 0) -> None:
+
+class Series(Ring):
+    """Per-second rows (this ring: `recent_seconds`) and per-minute averages (`coarse`).
+
+    A sample costs one slice assignment into the open block. Closing a block adds its columns
+    to the minute's sums (float64, in time order as a plain sum would), so a minute's average
+    is computed from the float32 samples as they came. Each series' minutes start at its own
+    second (`phase`), so a fleet's series do not all close a block in the same second.
+    """
+
+    __slots__ = ("acc", "coarse", "phase", "width")
+
+    def __init__(
+        self,
+        width: int,
+        fine_slots: int,
+        coarse_slots: int,
+        phase: int = 0,
+        scales: tuple[int, ...] | None = None,
+    ) -> None:
+        fine, coarse = _specs(
+            width, max(fine_slots, 60), max(coarse_slots, 1), scales or (100,) * width
+        )
+        super().__init__(fine)
+        self.coarse = Ring(coarse)
         self.width = width
         self.phase = phase % 60
-        self.fine_slots = max(fine_slots, 60)  # a whole minute must fit to be averaged
-        self.coarse_slots = coarse_slots
-        self.fine = array("f", [NAN]) * (self.fine_slots * width)
-        self.coarse = array("f", [NAN]) * (coarse_slots * width)
-        self.fine_last = -1  # newest second written
-        self.coarse_last = -1  # newest minute written to history
+        self.acc = array("d", bytes(8 * width + 8))  # the open minute's sums, then its rows
 
     @staticmethod
-    def nbytes(width: int, fine_slots: int, coarse_slots: int) -> int:
-        return (max(fine_slots, 60) + coarse_slots) * width * 4
+    def ceiling(width: int, fine_slots: int, coarse_slots: int) -> int:
+        fine, coarse = _specs(width, max(fine_slots, 60), max(coarse_slots, 1), (0,) * width)
+        return fine.ceiling + coarse.ceiling + 8 * width + 8
+
+    def nbytes(self) -> int:
+        return Ring.nbytes(self) + self.coarse.nbytes() + 8 * self.width + 8
 
     def add(self, sec: int, values: Sequence[Any], offset: int = 0) -> bool:
         """Store `values[offset:offset+width]` for second `sec`; False if too old to keep.
         A second sample for the same second (intervals under 1 s) replaces the first."""
-        w, fs = self.width, self.fine_slots
-        last = self.fine_last
-        row = array("f", values[offset : offset + w])
-        if sec <= last:
-            if sec <= last - fs:
-                return False
-            base = (sec % fs) * w
-            self.fine[base : base + w] = row
+        row = sec - self.phase
+        if self.last < row < self.end:
+            w = self.width
+            base = (row - self.start) * w
+            self.raw[base : base + w] = array("f", values[offset : offset + w])
+            self.last = row
             return True
-        if last >= 0:
-            ph = self.phase
-            if (sec - ph) // 60 != (last - ph) // 60:
-                self._close_minute((last - ph) // 60)  # before gap clearing reuses slots
-            if sec - last > 1:
-                self._clear(self.fine, fs, last + 1, min(sec - last - 1, fs))
-        base = (sec % fs) * w
-        self.fine[base : base + w] = row
-        self.fine_last = sec
+        return self._add_slow(row, array("f", values[offset : offset + self.width]))
+
+    def _add_slow(self, row: int, values: array) -> bool:  # type: ignore[type-arg]
+        last, w = self.last, self.width
+        if row <= last:
+            if row <= last - self.spec.window:
+                return False
+            if row >= self.start:
+                base = (row - self.start) * w
+                self.raw[base : base + w] = values
+                return True
+            old = self.rewrite(row, values)
+            if row // 60 == last // 60:  # the open minute's sums take the late row in
+                for j in range(w):
+                    self.acc[j] += values[j] - (old[j] if old is not None else 0.0)
+                self.acc[w] += old is None
+            return True
+        opened = self.end > self.start
+        self.roll(row, self.acc)
+        if opened and row // 60 != last // 60:
+            self._close_minute(last // 60)
+        base = (row - self.start) * w
+        self.raw[base : base + w] = values
+        self.last = row
         return True
 
-    def _clear(self, ring: array, slots: int, first: int, count: int) -> None:  # type: ignore[type-arg]
-        w = self.width
-        start = first % slots
-        head = min(count, slots - start)
-        ring[start * w : (start + head) * w] = array("f", [NAN]) * (head * w)
-        if count > head:
-            ring[0 : (count - head) * w] = array("f", [NAN]) * ((count - head) * w)
-
-    def _window(self, first: int, count: int) -> array:  # type: ignore[type-arg]
-        """`count` recent-ring rows from second `first` on, in order."""
-        w, fs = self.width, self.fine_slots
-        start = first % fs
-        head = min(count, fs - start)
-        block = self.fine[start * w : (start + head) * w]
-        if count > head:
-            block += self.fine[0 : (count - head) * w]
-        return block
-
     def _close_minute(self, minute: int) -> None:
-        w, cs = self.width, self.coarse_slots
-        first = max(minute * 60 + self.phase, self.fine_last - self.fine_slots + 1)
-        block = self._window(first, self.fine_last - first + 1)
-        n = len(block) // w
-        # The common case (no gap in the minute, so no NaN in the sums) is a few C-level
-        # slices and sums.
-        sums = [sum(block[j::w]) for j in range(w)]
-        if sums[0] == sums[0]:
-            averages = array("f", [x / n for x in sums])
-        else:
-            present = [i for i, v in enumerate(block[0::w]) if v == v]  # NaN != NaN
-            if not present:
-                return
-            averages = array(
-                "f", [sum(block[i * w + j] for i in present) / len(present) for j in range(w)]
-            )
-        last = self.coarse_last
-        if last >= 0 and minute - last > 1:
-            self._clear(self.coarse, cs, last + 1, min(minute - last - 1, cs))
-        base = (minute % cs) * w
-        self.coarse[base : base + w] = averages
-        self.coarse_last = minute
+        acc, w = self.acc, self.width
+        n = acc[w]
+        if n:
+            self.coarse.put_row(minute, array("f", [acc[j] / n for j in range(w)]))
+        self.acc = array("d", bytes(8 * w + 8))
 
     def latest(self) -> tuple[int, list[float]] | None:
-        if self.fine_last < 0:
+        if self.end == self.start:
             return None
-        base = (self.fine_last % self.fine_slots) * self.width
-        return self.fine_last, list(self.fine[base : base + self.width])
+        base = (self.last - self.start) * self.width
+        return self.last + self.phase, list(self.raw[base : base + self.width])
 
     def read(self, since: int) -> list[tuple[int, list[float]]]:
         """Samples from second `since` on: minute averages before the recent window, then
         every second of the recent window that has a sample. Oldest first."""
+        if self.end == self.start:
+            return []
         out: list[tuple[int, list[float]]] = []
-        w = self.width
-        fine_start = self.fine_last - self.fine_slots + 1
-        if since < fine_start and self.coarse_last >= 0:
-            ph = self.phase
-            first = max((since - ph) // 60, self.coarse_last - self.coarse_slots + 1)
+        ph, coarse = self.phase, self.coarse
+        since_row = since - ph
+        fine_start = self.last - self.spec.window + 1
+        if since_row < fine_start and coarse.end > coarse.start:
+            first = max(since_row // 60, coarse.last - coarse.spec.window + 1)
             # Whole minutes before the recent window (the one it starts in is read per second).
-            end = min(self.coarse_last, (fine_start - ph) // 60 - 1)
-            for minute in range(first, end + 1):
-                base = (minute % self.coarse_slots) * w
-                row = list(self.coarse[base : base + w])
-                if not math.isnan(row[0]):
-                    out.append((minute * 60 + ph, row))
-        for sec in range(max(since, fine_start, 0), self.fine_last + 1):
-            base = (sec % self.fine_slots) * w
-            row = list(self.fine[base : base + w])
-            if not math.isnan(row[0]):
-                out.append((sec, row))
+            final = min(coarse.last, fine_start // 60 - 1)
+            out.extend((int(r[0]) * 60 + ph, r[1:]) for r in coarse.rows(first, final))
+        rows = self.rows(max(since_row, fine_start, -ph), self.last)
+        out.extend((int(r[0]) + ph, r[1:]) for r in rows)
         return out
 
 
@@ -181,12 +182,13 @@ class MetricsStore:
         return len(self.series_map)
 
     def ceiling_bytes(self) -> int:
-        """The most the sample buffers can take, with every series a node (the wider kind)."""
-        return self.max_series * Series.nbytes(NODE_WIDTH, self.fine_slots, self.coarse_slots)
+        """The most the sample buffers can take, with every series a node (the wider kind)
+        and every block stored raw (figures that do not compress at all)."""
+        return self.max_series * Series.ceiling(NODE_WIDTH, self.fine_slots, self.coarse_slots)
 
     def allocated_bytes(self) -> int:
         series = list(self.series_map.values())  # a snapshot: scrapes run in a worker thread
-        return sum(Series.nbytes(s.width, s.fine_slots, s.coarse_slots) for s in series)
+        return sum(s.nbytes() for s in series)
 
     def add(self, key: str, width: int, sec: int, values: Sequence[Any], offset: int = 0) -> None:
         series = self.series_map.get(key)
@@ -195,7 +197,7 @@ class MetricsStore:
                 self.series_map.popitem(last=False)
                 self.evicted += 1
             series = self.series_map[key] = Series(
-                width, self.fine_slots, self.coarse_slots, phase=hash(key)
+                width, self.fine_slots, self.coarse_slots, hash(key), SCALES.get(width)
             )
         else:
             self.series_map.move_to_end(key)
@@ -223,11 +225,7 @@ def instance_key(instance_id: str) -> str:
 def _sample(fields: Sequence[str], ts: float, values: Sequence[float]) -> dict[str, Any]:
     out: dict[str, Any] = {"ts": iso(ts)}
     for name, value in zip(fields, values, strict=True):
-        out[name] = (
-            round(value, 2)
-            if name in ("cpu_percent", "mem_percent", "disk_percent", "load1")
-            else int(value)
-        )
+        out[name] = round(value, 2) if name in ROUNDED else int(value)
     return out
 
 
@@ -271,14 +269,19 @@ class MetricsService:
         accepted = [row for row in rows if row[0] in owned]
         self.rejected += len(rows) - len(accepted)
         series_map = store.series_map
-        for row in accepted:  # MetricsStore.add, inlined: the master's hottest loop
+        for row in accepted:  # MetricsStore.add and Series.add, inlined: the hottest loop
             key = "i:" + row[0]
             series = series_map.get(key)
             if series is None:
                 store.add(key, INSTANCE_WIDTH, sec, row, 1)
                 continue
             series_map.move_to_end(key)
-            if not series.add(sec, row, 1):
+            at = sec - series.phase
+            if series.last < at < series.end:  # within the open block: one slice assignment
+                base = (at - series.start) * INSTANCE_WIDTH
+                series.raw[base : base + INSTANCE_WIDTH] = array("f", row[1:])
+                series.last = at
+            elif not series.add(sec, row, 1):
                 store.dropped_old += 1
         count += len(accepted)
         self.messages += 1
