@@ -149,7 +149,13 @@ def test_the_local_agent_is_kept_and_never_orphaned_and_no_secret_is_in_argv(tmp
             assert "file-given-admin-pw" not in line and token not in line, line
         assert "--token-file" in _cmdline(agent.pid)
 
-        # One agent per work directory: a second one says so and leaves.
+        # One agent per work directory: a second one says so and leaves. The first holds the
+        # directory from its start on; online, it surely does.
+        wait_for(
+            lambda: [n for n in api.get("/nodes") if n["status"] == "online"],
+            timeout=60,
+            what="the local agent online",
+        )
         second = Proc(
             "second agent",
             [sys.executable, "-m", "agent", "--master", url, "--work-dir", str(data / "agent")],
