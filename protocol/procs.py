@@ -1,6 +1,6 @@
 """Child processes the master and the console start: tied to their parent, and awaited.
 
-`die_with_parent` runs in the child before exec (Linux): the child gets SIGTERM when the
+What `die_with_parent` makes runs in the child before exec (Linux): the child gets SIGTERM when the
 process that started it dies, however it dies (kill -9 included), so nothing it started is
 left behind as an orphan. Elsewhere the parents stop their children on the way out.
 `wait_exit` awaits a child's end without polling and reaps it (no zombie is left).
@@ -17,20 +17,28 @@ import threading
 from collections.abc import Callable
 
 
-def die_with_parent() -> None:
-    """In the child before exec: SIGTERM when the parent dies (PR_SET_PDEATHSIG, Linux).
+def die_with_parent() -> Callable[[], None]:
+    """The function to run in the child before exec: SIGTERM when the parent dies
+    (PR_SET_PDEATHSIG, Linux).
 
-    The signal follows the thread that forked, so call Popen from a thread that lives as long
-    as the parent (the main thread), never from a worker thread."""
+    libc is loaded here, in the parent: the child of a process with threads may only do what
+    needs no lock another thread could have held at the fork (an import or a `dlopen` in the
+    child once hung it forever). The signal follows the thread that forked, so call Popen from
+    a thread that lives as long as the parent (the main thread), never from a worker thread."""
     import ctypes
 
-    pr_set_pdeathsig = 1
-    ctypes.CDLL("libc.so.6", use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+    prctl = ctypes.CDLL("libc.so.6", use_errno=True).prctl
+    pr_set_pdeathsig, sigterm = 1, int(signal.SIGTERM)
+
+    def in_child() -> None:
+        prctl(pr_set_pdeathsig, sigterm)
+
+    return in_child
 
 
 def tied_to_parent() -> Callable[[], None] | None:
     """The `preexec_fn` that ties a child to its parent where the OS can, else None."""
-    return die_with_parent if sys.platform == "linux" else None
+    return die_with_parent() if sys.platform == "linux" else None
 
 
 async def wait_exit(proc: subprocess.Popen[bytes]) -> int:
