@@ -59,6 +59,18 @@ def node_row(world: World) -> tuple[str | None, int]:
         return node.master_id, node.epoch
 
 
+async def taken_by_b(world: World) -> tuple[str, Holder, Holder, FakeAgent]:
+    """An instance whose node said hello to master A, then moved to B (PostgreSQL only):
+    (instance id, A, B, A's now stale connection)."""
+    if not world.db.is_postgres:
+        pytest.skip("one master on SQLite: no other master can take its nodes")
+    iid = world.add_instance("web-1", S.RUNNING, "running")
+    a, b = Holder(world, "master-a"), Holder(world, "master-b")
+    at_a = await a.hello(iid)
+    await b.hello(iid)
+    return iid, a, b, at_a
+
+
 async def test_a_master_that_lost_its_node_cannot_mark_it_offline(world: World) -> None:
     iid = world.add_instance("web-1", S.RUNNING, "running")
     a, b = Holder(world, "master-a"), Holder(world, "master-b")
@@ -81,12 +93,7 @@ async def test_a_master_that_lost_its_node_cannot_mark_it_offline(world: World) 
 
 
 async def test_a_master_that_lost_its_node_cannot_command_it(world: World) -> None:
-    if not world.db.is_postgres:
-        pytest.skip("one master on SQLite: no other master can take its nodes")
-    iid = world.add_instance("web-1", S.RUNNING, "running")
-    a, b = Holder(world, "master-a"), Holder(world, "master-b")
-    at_a = await a.hello(iid)
-    await b.hello(iid)
+    iid, a, _b, at_a = await taken_by_b(world)
     with world.db.session() as s:
         inst = s.get(models.Instance, iid)
         assert inst is not None
@@ -98,12 +105,7 @@ async def test_a_master_that_lost_its_node_cannot_command_it(world: World) -> No
 
 
 async def test_reports_over_a_stale_link_are_dropped(world: World) -> None:
-    if not world.db.is_postgres:
-        pytest.skip("one master on SQLite: no other master can take its nodes")
-    iid = world.add_instance("web-1", S.RUNNING, "running")
-    a, b = Holder(world, "master-a"), Holder(world, "master-b")
-    at_a = await a.hello(iid)
-    await b.hello(iid)
+    iid, a, b, at_a = await taken_by_b(world)
     stale = InstanceReport(iid, S.FAILED, exit_code=1)  # sent to A before the agent moved
     a.orch.reports.queue(world.node_id, [stale], at_a.link.epoch)
     a.orch.reports.flush()
