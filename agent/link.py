@@ -19,6 +19,7 @@ from agent.credential import Credential
 from agent.executor.supervisor import Supervisor
 from agent.hostinfo import current_load, host_info
 from agent.logs import AgentLogs
+from agent.recent import RecentCommands
 from agent.wsclient import (
     ClientConnection,
     ConnectionClosed,
@@ -107,6 +108,7 @@ class Link:
         self._tasks: set[asyncio.Task[Any]] = set()
         self.logs = AgentLogs(supervisor, self._send)
         self._outbox: dict[str, InstanceReport] = {}
+        self.recent = RecentCommands()
 
     @property
     def master(self) -> str:
@@ -247,6 +249,13 @@ class Link:
             if self.on_config:
                 self.on_config(msg)
             return
+        if not isinstance(msg, ListLogs | TailLog | FollowLog):  # reads may run twice
+            fresh, earlier = self.recent.begin(msg.id)
+            if not fresh:
+                log.info("%s %s was received before: not run again", msg.type, msg.id)
+                if earlier is not None:
+                    self._spawn(self._send(earlier))
+                return
         self._spawn(self._execute(msg))
 
     async def _execute(
@@ -301,6 +310,7 @@ class Link:
                 code=ErrorCode.INTERNAL, message=f"{msg.type} failed on the agent: {exc}"
             )
             result = Result(reply_to=msg.id, ok=False, error=wire)
+        self.recent.done(msg.id, result)
         await self._send(result)
 
     def _where(self, msg: Any) -> dict[str, Any]:

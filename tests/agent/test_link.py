@@ -10,6 +10,7 @@ from agent import link as link_module
 from agent.credential import Credential
 from agent.executor.supervisor import Supervisor
 from agent.link import Link
+from agent.wsclient import ClientConnection
 
 
 async def test_an_unexpected_error_costs_one_connection_not_the_link(
@@ -73,3 +74,56 @@ def test_the_master_urls_are_kept_with_the_credential(tmp_path: Path) -> None:
     credential.save(tmp_path, Credential("http://a:8080", "n1", "s"))  # one URL, as before
     single = credential.load(tmp_path)
     assert single is not None and single.urls == ("http://a:8080",)
+
+
+class _Sent:
+    """The master's end of the socket: what the agent sent."""
+
+    def __init__(self) -> None:
+        self.texts: list[str] = []
+
+    async def send(self, text: str) -> None:
+        self.texts.append(text)
+
+
+class _Starts:
+    """A supervisor whose starts are counted and finish when the test says."""
+
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+        self.release = asyncio.Event()
+
+    async def start(self, instance_id: str, settings: object) -> None:
+        self.calls.append(instance_id)
+        await self.release.wait()
+
+
+async def test_a_command_id_received_again_runs_once_and_gets_its_first_answer(
+    tmp_path: Path,
+) -> None:
+    import json
+
+    starts = _Starts()
+    link = Link(Credential("http://127.0.0.1:1", "n1", "s"), cast(Supervisor, starts), tmp_path)
+    sent = _Sent()
+    link.ws = cast(ClientConnection, sent)
+    start = json.dumps({"type": "start", "id": "a.1f2e3d.7", "instance_id": "i1"})
+    link._dispatch(start)
+    await asyncio.sleep(0.05)
+    link._dispatch(start)  # again while it runs (through another master): not run again
+    await asyncio.sleep(0.05)
+    assert starts.calls == ["i1"] and sent.texts == []
+    starts.release.set()
+    for _ in range(100):
+        if sent.texts:
+            break
+        await asyncio.sleep(0.01)
+    link._dispatch(start)  # again once it ran: its first answer, not a second start
+    for _ in range(100):
+        if len(sent.texts) == 2:
+            break
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    assert starts.calls == ["i1"]
+    answers = [json.loads(t) for t in sent.texts]
+    assert [(a["reply_to"], a["ok"]) for a in answers] == [("a.1f2e3d.7", True)] * 2, answers
