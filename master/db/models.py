@@ -93,6 +93,38 @@ class Master(Base):
     last_seen: Mapped[float] = mapped_column(Float)
 
 
+class Command(Base):
+    """A command sent through another master: written by the master the API call reached
+    (`origin`), carried out by the one holding the node (`target`), which writes the result."""
+
+    __tablename__ = "commands"
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)  # the message's id
+    node_id: Mapped[str] = mapped_column(String(32))
+    origin: Mapped[str] = mapped_column(String(32))
+    target: Mapped[str] = mapped_column(String(32), index=True)
+    epoch: Mapped[int] = mapped_column(Integer)  # the node's epoch when the origin sent it
+    body: Mapped[str] = mapped_column(Text)  # the message, as sent to the agent
+    timeout: Mapped[float] = mapped_column(Float)
+    state: Mapped[str] = mapped_column(String(16), default="queued")  # queued | running | done
+    result: Mapped[str | None] = mapped_column(Text, nullable=True)  # the agent's `result`
+    created_at: Mapped[float] = mapped_column(Float)  # by the database's clock
+
+
+class ClusterEvent(Base):
+    """A broadcast event published on one master, for the others' event streams; `seq` of one
+    origin is in commit order (one writer per master)."""
+
+    __tablename__ = "cluster_events"
+    __table_args__ = (Index("ix_cluster_events_origin_seq", "origin", "seq"),)
+    seq: Mapped[int] = mapped_column(
+        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
+    )
+    origin: Mapped[str] = mapped_column(String(32))
+    topic: Mapped[str] = mapped_column(String(32))
+    data: Mapped[str] = mapped_column(Text)  # the event's JSON
+    at: Mapped[float] = mapped_column(Float)  # by the database's clock
+
+
 class Package(Base):
     __tablename__ = "packages"
     __table_args__ = (UniqueConstraint("name", "version", name="uq_package_name_version"),)

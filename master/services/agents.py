@@ -1,12 +1,13 @@
 """Connected agents: one socket per node, request/reply over it, liveness.
 
-The only place that knows which agent socket this master holds; with several master
-replicas this becomes the router that forwards a command to the replica holding the node.
+The only place that knows which agent socket this master holds; with several masters,
+`require` gives a link through the master holding the node (master/services/remote_commands.py).
 """
 
 import asyncio
 import itertools
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -16,6 +17,13 @@ from protocol.messages import Load, Result
 from protocol.wire import Struct
 
 log = logging.getLogger(__name__)
+_BOOT = secrets.token_hex(3)  # this process: a restarted master never reuses an id
+_ids = itertools.count(1)
+
+
+def command_id(master_id: str | None) -> str:
+    """A command id unique across masters and their restarts (agents run each id once)."""
+    return f"{master_id or 'm'}.{_BOOT}.{next(_ids)}"
 
 
 class Channel(Protocol):
@@ -25,8 +33,6 @@ class Channel(Protocol):
 
 class AgentLink:
     """The master's end of one agent's WebSocket."""
-
-    _ids = itertools.count(1)
 
     def __init__(self, node_id: str, channel: Channel) -> None:
         self.node_id = node_id
@@ -41,6 +47,7 @@ class AgentLink:
         self.peer = ""  # the agent's address as the master sees it
         self.leaving = False  # the agent said goodbye: its disconnection is planned
         self.epoch: int | None = None  # the node's ownership epoch its last hello got
+        self.master_id: str | None = None  # the master holding this link (set by `attach`)
         self._send_lock = asyncio.Lock()
 
     async def send(self, msg: Struct) -> None:
@@ -53,7 +60,7 @@ class AgentLink:
         self.last_seen_wall = time.time()
 
     def next_id(self) -> str:
-        return f"m{next(self._ids)}"
+        return command_id(self.master_id)
 
     async def request(self, msg: Struct, timeout: float) -> Result:
         """Send a command carrying `id` and wait for the agent's `result`."""
@@ -90,6 +97,8 @@ class AgentRegistry:
         self.messages_in = 0
         self.master_id: str | None = None  # this master's id in the masters table
         self.peers: frozenset[str] = frozenset()  # the other masters online (several masters)
+        # A link through the online master holding a node this one does not (several masters).
+        self.remote: Callable[[str], AgentLink | None] | None = None
 
     def holder(self, node_id: str, master_id: str | None) -> str | None:
         """The master holding the node: this one when it has the link, else the one the node's
@@ -102,7 +111,10 @@ class AgentRegistry:
         return self.links.get(node_id)
 
     def require(self, node_id: str) -> AgentLink:
+        """The node's link: this master's own, or one through the online master holding it."""
         link = self.links.get(node_id)
+        if link is None and self.remote is not None and self.peers:
+            link = self.remote(node_id)
         if link is None:
             raise GdosError(
                 ErrorCode.NODE_OFFLINE,
@@ -117,6 +129,7 @@ class AgentRegistry:
     def attach(self, link: AgentLink) -> AgentLink | None:
         """Register a link; returns the previous one for the same node (to be closed)."""
         old = self.links.get(link.node_id)
+        link.master_id = self.master_id
         self.links[link.node_id] = link
         return old
 

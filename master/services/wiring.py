@@ -12,6 +12,7 @@ from master.services.agents import AgentRegistry, watch_liveness
 from master.services.alerting.engine import AlertEngine
 from master.services.alerting.webhooks import Notifier
 from master.services.backups import BackupService
+from master.services.bus import Bus
 from master.services.directory import Directory
 from master.services.logs import LogRelay
 from master.services.loop_lag import LoopLag
@@ -21,6 +22,7 @@ from master.services.nodes import Nodes
 from master.services.operations import Operations
 from master.services.orchestrator import Orchestrator
 from master.services.releases import Releases
+from master.services.remote_commands import RemoteCommands
 from master.services.restore import Gate
 from master.services.rollouts import Rollouts
 from master.services.throttle import LoginThrottle
@@ -42,6 +44,11 @@ class Services:
         self.loop_lag = LoopLag()
         self.agents = AgentRegistry()
         self.masters = Masters(self.db, settings, self.agents)
+        # Several masters (PostgreSQL only; a master on SQLite is alone and runs none of it).
+        self.bus = Bus(self.db.url, self.db.engine) if self.db.is_postgres else None
+        self.remote_commands = (
+            RemoteCommands(self.db, self.agents, self.bus) if self.bus is not None else None
+        )
         self.orchestrator = Orchestrator(self.db, self.agents, self.hub, settings)
         self.login_throttle = LoginThrottle()
         self.gate = Gate()
@@ -111,6 +118,7 @@ class Services:
         self.operations.resume_all()  # they wait for their nodes' hello
         self.rollouts.resume_all()
         self._tasks.append(asyncio.create_task(self.masters.run()))
+        await self._start_bus()
         self._tasks.append(
             asyncio.create_task(
                 watch_liveness(self.agents, self.settings.heartbeat_grace, self.nodes.drop_stale)
@@ -128,11 +136,25 @@ class Services:
                 )
             )
 
+    async def _start_bus(self) -> None:
+        """Several masters: commands for other masters' nodes and theirs for this one's."""
+        if self.bus is None:
+            return
+        if self.remote_commands is not None:
+            self.remote_commands.attach()
+        await self.bus.start()
+        if self.remote_commands is not None:
+            self._tasks.append(asyncio.create_task(self.remote_commands.run()))
+
     async def stop(self) -> None:
         self.stopping = True
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self.remote_commands is not None:
+            await self.remote_commands.close()
+        if self.bus is not None:
+            await self.bus.stop()
         for link in list(self.agents.links.values()):
             self.agents.detach(link)
             with contextlib.suppress(Exception):

@@ -1,0 +1,285 @@
+"""Commands for a node another online master holds: the master the API call reached (the
+origin) writes the command to the `commands` table and signals the holder (the target) on the
+bus; the target sends it down its own link with the same id, only while it still holds the
+node (its link's epoch is the node's), writes the agent's result and signals the origin back.
+
+A target claims a row with one conditional UPDATE, so a command runs at most once whatever
+the signals do; agents also run each id at most once. A command its target never claims is
+withdrawn (it never runs); one whose target dies mid-way fails with a sentence saying so, and
+the node's desired state, in the database, is re-driven by the hello it says to a survivor.
+"""
+
+import asyncio
+import contextlib
+import logging
+from typing import Any, cast
+
+import msgspec
+from sqlalchemy import Float, Table, delete, insert, literal_column, select, update
+
+from master.db import models
+from master.db.session import Database
+from master.services import ownership
+from master.services.agents import AgentLink, AgentRegistry
+from master.services.bus import Bus
+from protocol.errors import ErrorCode, GdosError
+from protocol.messages import MASTER_MESSAGE, Result, WireError
+from protocol.wire import Struct
+
+log = logging.getLogger(__name__)
+
+TABLE = cast(Table, models.Command.__table__)
+CLAIM_TIMEOUT = 5.0  # a target that has not taken a command by then is not going to
+WATCH = 0.5  # seconds between looks at the target's liveness while waiting
+KEEP = 3600.0  # seconds a row is kept (by the database's clock) before pruning
+PRUNE_EVERY = 60.0
+_NOW = literal_column("extract(epoch from clock_timestamp())", Float)
+_RESULT = msgspec.json.Decoder(Result)
+
+
+def channel(master_id: str) -> str:
+    return f"gdos_cmd_{master_id}"
+
+
+class _NoChannel:
+    async def send_text(self, data: str) -> None:
+        raise AssertionError("a remote link sends through its master")
+
+    async def close(self, code: int = 1000, reason: str | None = None) -> None:
+        pass
+
+
+class RemoteLink(AgentLink):
+    """A node held by another online master, with the same `request` as a local link."""
+
+    def __init__(self, node_id: str, target: str, epoch: int, router: "RemoteCommands") -> None:
+        super().__init__(node_id, _NoChannel())
+        self.target = target
+        self.epoch = epoch
+        self.master_id = router.me
+        self.router = router
+
+    async def request(self, msg: Struct, timeout: float) -> Result:
+        return await self.router.send(self, msg, timeout)
+
+
+class RemoteCommands:
+    def __init__(self, db: Database, agents: AgentRegistry, bus: Bus) -> None:
+        self.db = db
+        self.agents = agents
+        self.bus = bus
+        self._waiting: dict[str, asyncio.Future[Result]] = {}
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    @property
+    def me(self) -> str:
+        return self.agents.master_id or ""
+
+    def attach(self) -> None:
+        """Route this master's commands for other masters' nodes, and take theirs (call once
+        this master is registered)."""
+        self.agents.remote = self.link_for
+        self.bus.on(channel(self.me), self._on_signal)
+        self.bus.on_reconnect(self.resync)
+
+    async def run(self) -> None:
+        """Take what was queued for this master while it was away; then prune old rows."""
+        self.resync()
+        while True:
+            await asyncio.sleep(PRUNE_EVERY)
+            try:
+                self.prune()
+            except Exception:
+                log.warning("pruning routed commands failed", exc_info=True)
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    def link_for(self, node_id: str) -> AgentLink | None:
+        with self.db.engine.connect() as conn:
+            row = conn.execute(
+                select(ownership.NODES.c.master_id, ownership.NODES.c.epoch).where(
+                    ownership.NODES.c.id == node_id
+                )
+            ).first()
+        if row is None or row.master_id is None or row.master_id == self.me:
+            return None
+        if self.agents.holder(node_id, row.master_id) != row.master_id:
+            return None  # its master is not online
+        return RemoteLink(node_id, row.master_id, int(row.epoch), self)
+
+    # -- the origin's side ----------------------------------------------------------------
+
+    async def send(self, link: RemoteLink, msg: Struct, timeout: float) -> Result:
+        cmd_id: str = getattr(msg, "id")  # noqa: B009 - every command model has an id
+        fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
+        self._waiting[cmd_id] = fut
+        try:
+            with self.db.engine.begin() as conn:
+                conn.execute(
+                    insert(TABLE).values(
+                        id=cmd_id,
+                        node_id=link.node_id,
+                        origin=self.me,
+                        target=link.target,
+                        epoch=link.epoch,
+                        body=msg.to_json(),
+                        timeout=timeout,
+                        state="queued",
+                        created_at=_NOW,
+                    )
+                )
+                Bus.notify_in(conn, channel(link.target), f"run:{cmd_id}")
+            return await self._wait(link, cmd_id, fut, timeout)
+        finally:
+            self._waiting.pop(cmd_id, None)
+
+    async def _wait(
+        self, link: RemoteLink, cmd_id: str, fut: asyncio.Future[Result], timeout: float
+    ) -> Result:
+        loop = asyncio.get_running_loop()
+        began = loop.time()
+        claimed = False
+        while True:
+            with contextlib.suppress(TimeoutError):
+                return await asyncio.wait_for(asyncio.shield(fut), WATCH)
+            waited = loop.time() - began
+            if not claimed and waited >= min(CLAIM_TIMEOUT, timeout):
+                claimed = not self._withdraw(cmd_id)
+                if not claimed:
+                    raise GdosError(
+                        ErrorCode.NODE_OFFLINE,
+                        f"master {link.target}, which holds node {link.node_id}, did not take "
+                        "the command; nothing was sent to the node: try again",
+                        {"node_id": link.node_id, "master_id": link.target},
+                    )
+            if link.target not in self.agents.peers:
+                raise GdosError(
+                    ErrorCode.NODE_OFFLINE,
+                    f"master {link.target}, which held node {link.node_id}, went away before "
+                    "the node answered; the node's desired state is applied again when it "
+                    "connects to another master",
+                    {"node_id": link.node_id, "master_id": link.target},
+                )
+            if waited >= timeout:
+                raise GdosError(
+                    ErrorCode.TIMEOUT, f"node {link.node_id} did not answer within {timeout:.0f} s"
+                )
+
+    def _withdraw(self, cmd_id: str) -> bool:
+        """Take back a command nobody has taken: True when it is gone and can never run."""
+        with self.db.engine.begin() as conn:
+            gone = conn.execute(
+                delete(TABLE).where(TABLE.c.id == cmd_id, TABLE.c.state == "queued")
+            )
+        return gone.rowcount == 1
+
+    def _collect(self, cmd_id: str) -> None:
+        fut = self._waiting.get(cmd_id)
+        if fut is None or fut.done():
+            return
+        with self.db.engine.begin() as conn:
+            found = conn.execute(
+                delete(TABLE)
+                .where(TABLE.c.id == cmd_id, TABLE.c.state == "done")
+                .returning(TABLE.c.result)
+            ).first()
+        if found is None:
+            return
+        answer = msgspec.json.decode(found.result or "{}")
+        if answer.get("type") == "result":
+            fut.set_result(_RESULT.decode(found.result))
+        else:
+            error = answer.get("error") or {}
+            fut.set_exception(
+                GdosError(
+                    ErrorCode(error.get("code", ErrorCode.INTERNAL)),
+                    error.get("message", "the command failed on the node's master"),
+                    error.get("details") or {},
+                )
+            )
+
+    # -- the target's side ----------------------------------------------------------------
+
+    def _on_signal(self, payload: str) -> None:
+        kind, _, cmd_id = payload.partition(":")
+        if kind == "run":
+            self._spawn(self._run(cmd_id))
+        elif kind == "done":
+            self._collect(cmd_id)
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _claim(self, cmd_id: str) -> tuple[Any, AgentLink | None]:
+        """Take the command (once, whoever signals it) and the link to send it down: None when
+        this master no longer holds the node, in which case the command is answered at once."""
+        with self.db.engine.begin() as conn:
+            row = conn.execute(
+                update(TABLE)
+                .where(TABLE.c.id == cmd_id, TABLE.c.state == "queued", TABLE.c.target == self.me)
+                .values(state="running")
+                .returning(TABLE.c.node_id, TABLE.c.body, TABLE.c.timeout, TABLE.c.origin)
+            ).first()
+            if row is None:
+                return None, None
+            link = self.agents.links.get(row.node_id)
+            if link is not None and ownership.holds(conn, row.node_id, link.epoch):
+                return row, link
+        return row, None
+
+    async def _run(self, cmd_id: str) -> None:
+        row, link = self._claim(cmd_id)
+        if row is None:
+            return
+        answer: str
+        if link is None:
+            moved = GdosError(
+                ErrorCode.NODE_OFFLINE,
+                f"node {row.node_id} moved to another master before the command reached it; "
+                "nothing was sent: try again",
+                {"node_id": row.node_id},
+            )
+            answer = msgspec.json.encode({"error": moved.to_wire()}).decode()
+        else:
+            try:
+                msg = MASTER_MESSAGE.decode(row.body)
+                result = await link.request(msg, float(row.timeout))
+                answer = result.to_json()
+            except GdosError as exc:
+                answer = msgspec.json.encode({"error": exc.to_wire()}).decode()
+            except Exception as exc:  # a bug here must still answer the origin
+                log.exception("routed command %s failed", cmd_id)
+                wire = WireError(code=ErrorCode.INTERNAL, message=f"routing failed: {exc}")
+                answer = Result(reply_to=cmd_id, ok=False, error=wire).to_json()
+        self._answer(cmd_id, row.origin, answer)
+
+    def _answer(self, cmd_id: str, origin: str, answer: str) -> None:
+        with self.db.engine.begin() as conn:
+            done = conn.execute(
+                update(TABLE).where(TABLE.c.id == cmd_id).values(state="done", result=answer)
+            )
+            if done.rowcount == 1:
+                Bus.notify_in(conn, channel(origin), f"done:{cmd_id}")
+
+    # -- after a lost bus connection, and at start ------------------------------------------
+
+    def resync(self) -> None:
+        """Signals may have been missed: take what is queued for this master, collect the
+        answers this master waits for."""
+        with self.db.engine.connect() as conn:
+            queued = conn.execute(
+                select(TABLE.c.id).where(TABLE.c.target == self.me, TABLE.c.state == "queued")
+            ).all()
+        for (cmd_id,) in queued:
+            self._spawn(self._run(cmd_id))
+        for cmd_id in list(self._waiting):
+            self._collect(cmd_id)
+
+    def prune(self) -> None:
+        with self.db.engine.begin() as conn:
+            conn.execute(delete(TABLE).where(TABLE.c.created_at < _NOW - KEEP))

@@ -1,0 +1,163 @@
+"""Commands for a node another master holds, on a real PostgreSQL server with two masters'
+services and the bus between them, the agent faked at the channel seam: the command reaches
+the node once through its master and the answer comes back; a master that lost the node, or
+never takes the command, or goes away mid-way, leaves a clear error and nothing run twice."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from master.config import Settings
+from master.db import models
+from master.hub import Hub
+from master.services import remote_commands
+from master.services.agents import AgentRegistry
+from master.services.bus import Bus
+from master.services.orchestrator import Orchestrator
+from master.services.remote_commands import RemoteCommands, RemoteLink
+from protocol.errors import ErrorCode, GdosError
+from protocol.messages import Hello, HostInfo, InstanceReport, Start
+from protocol.states import InstanceState as S
+from tests.master.fake_agent import Answer, FakeAgent, World, ok, until
+
+
+class Peer:
+    """One master's services over the shared database, with its bus."""
+
+    def __init__(self, world: World, master_id: str) -> None:
+        self.agents = AgentRegistry()
+        self.agents.master_id = master_id
+        self.orch = Orchestrator(world.db, self.agents, Hub(), Settings(data_dir=Path(".")))
+        self.bus = Bus(world.db.url, world.db.engine)
+        self.remote = RemoteCommands(world.db, self.agents, self.bus)
+        self.remote.attach()
+        self.world = world
+
+    async def hello(self, instance_id: str, answer: Answer = ok) -> FakeAgent:
+        agent = FakeAgent(self.agents, self.world.node_id, answer)
+        report = InstanceReport(instance_id, S.STOPPED)
+        hello = Hello(agent_version="t", host=HostInfo(hostname="h"), instances=[report])
+        await self.orch.on_hello(agent.link, hello)
+        return agent
+
+    async def close(self) -> None:
+        await self.orch.close()
+        await self.remote.close()
+        await self.bus.stop()
+
+
+@pytest.fixture
+async def world(tmp_path: Path, pg_module_db: str) -> AsyncIterator[World]:
+    from tests.pg import reset
+
+    reset(pg_module_db)
+    w = World(tmp_path, pg_module_db)
+    yield w
+    w.db.dispose()
+
+
+@pytest.fixture
+async def pair(world: World) -> AsyncIterator[tuple[Peer, Peer]]:
+    a, b = Peer(world, "master-a"), Peer(world, "master-b")
+    a.agents.peers, b.agents.peers = frozenset({"master-b"}), frozenset({"master-a"})
+    await a.bus.start()
+    await b.bus.start()
+    yield a, b
+    await a.close()
+    await b.close()
+
+
+def rows(world: World) -> int:
+    with world.db.session() as s:
+        return int(s.scalar(select(func.count()).select_from(models.Command)) or 0)
+
+
+async def test_a_start_sent_to_a_reaches_the_node_b_holds_once_and_a_gets_the_answer(
+    world: World, pair: tuple[Peer, Peer]
+) -> None:
+    a, b = pair
+    iid = world.add_instance("web-1", S.STOPPED)
+    agent = await b.hello(iid)
+    link = a.agents.require(world.node_id)
+    assert isinstance(link, RemoteLink) and link.target == "master-b"
+    msg = Start(id=link.next_id(), instance_id=iid)
+    assert msg.id.startswith("master-a.")  # unique across masters
+    result = await link.request(msg, 10)
+    assert result.ok and result.reply_to == msg.id
+    assert [(m["type"], m["id"]) for m in agent.sent] == [("start", msg.id)]
+    assert rows(world) == 0  # collected
+
+    with world.db.session() as s:  # the way a route does it
+        inst = s.get(models.Instance, iid)
+        assert inst is not None
+        await a.orch.start(s, inst)
+    await until(lambda: agent.types() == ["start", "start"], "the routed start")
+    await until(lambda: not a.orch._tasks, "A's command task")
+    inst = world.instance(iid)
+    assert inst is not None and inst.last_error is None and inst.desired_state == "running"
+
+    # Latency through the database and the bus, printed for the report (not asserted).
+    took = []
+    for _ in range(100):
+        began = time.perf_counter()
+        await link.request(Start(id=link.next_id(), instance_id=iid), 10)
+        took.append((time.perf_counter() - began) * 1000)
+    took.sort()
+    print(f"A->B->agent->B->A: median {statistics.median(took):.1f} ms, p99 {took[98]:.1f} ms")
+
+
+async def test_a_master_that_lost_the_node_sends_nothing_and_says_it_moved(
+    world: World, pair: tuple[Peer, Peer]
+) -> None:
+    a, b = pair
+    iid = world.add_instance("web-1", S.STOPPED)
+    at_b = await b.hello(iid)
+    link = a.agents.require(world.node_id)
+    c = Peer(world, "master-c")  # the agent moves to C; B has not noticed yet
+    try:
+        await c.hello(iid)
+        with pytest.raises(GdosError) as refused:
+            await link.request(Start(id=link.next_id(), instance_id=iid), 10)
+        assert refused.value.code == ErrorCode.NODE_OFFLINE and "moved" in refused.value.message
+        assert at_b.sent == []
+    finally:
+        await c.close()
+
+
+async def test_a_command_its_master_never_takes_is_withdrawn(
+    world: World, pair: tuple[Peer, Peer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = pair
+    monkeypatch.setattr(remote_commands, "CLAIM_TIMEOUT", 0.3)
+    iid = world.add_instance("web-1", S.STOPPED)
+    await b.hello(iid)
+    await b.bus.stop()  # B hangs: it takes no signal
+    link = a.agents.require(world.node_id)
+    with pytest.raises(GdosError) as refused:
+        await link.request(Start(id=link.next_id(), instance_id=iid), 10)
+    assert "did not take the command" in refused.value.message
+    assert rows(world) == 0
+    b.remote.resync()  # B wakes: there is nothing left to run
+    assert b.remote._tasks == set()
+
+
+async def test_a_master_that_goes_away_mid_command_is_an_error_not_a_wait(
+    world: World, pair: tuple[Peer, Peer]
+) -> None:
+    a, b = pair
+    iid = world.add_instance("web-1", S.STOPPED)
+    agent = await b.hello(iid, answer=lambda msg: None)  # the node never answers
+    link = a.agents.require(world.node_id)
+    pending = a.orch.spawn(link.request(Start(id=link.next_id(), instance_id=iid), 60))
+    await until(lambda: agent.types() == ["start"], "the start on the node")
+    a.agents.peers = frozenset()  # B's heartbeat stops: it is offline
+    with pytest.raises(GdosError) as lost:
+        await pending
+    assert lost.value.code == ErrorCode.NODE_OFFLINE and "went away" in lost.value.message
+    assert agent.types() == ["start"]
