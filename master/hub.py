@@ -3,7 +3,8 @@
 Each subscriber has a bounded queue: a slow reader is cut off (close code 1013) rather than
 letting the master's memory grow. State topics reach everybody; the high-volume topics
 (`metrics:<id>`, `log:<instance>:<name>`) only reach those who subscribed to that key.
-In-process now; a PostgreSQL LISTEN/NOTIFY implementation can replace it behind `publish`.
+With several masters, `relay` also hands each broadcast event to the other masters
+(master/services/cluster_events.py), which `deliver` theirs here without relaying them again.
 """
 
 import asyncio
@@ -44,6 +45,8 @@ class Hub:
         # Called when the set of subscribed keys may have changed (log follows start and stop).
         self.key_listeners: list[Callable[[], None]] = []
         self._wanted: frozenset[str] | None = None  # every subscribed key, until they change
+        # Several masters: broadcast events published here go to the other masters too.
+        self.relay: Callable[[str, dict[str, Any]], None] | None = None
 
     def listen(self, topic: str, listener: Listener) -> None:
         """Call `listener(data)` in-process for every event of a broadcast topic (the alert
@@ -93,6 +96,12 @@ class Hub:
 
     def publish(self, topic: str, data: dict[str, Any], key: str | None = None) -> None:
         """Send to every subscriber (state topics) or to those subscribed to `key`."""
+        if key is None and self.relay is not None and topic in BROADCAST_TOPICS:
+            self.relay(topic, data)
+        self.deliver(topic, data, key)
+
+    def deliver(self, topic: str, data: dict[str, Any], key: str | None = None) -> None:
+        """Publish here only (an event another master published, relayed already)."""
         if key is None:
             for listener in self._listeners.get(topic, ()):
                 try:

@@ -13,6 +13,7 @@ from master.services.alerting.engine import AlertEngine
 from master.services.alerting.webhooks import Notifier
 from master.services.backups import BackupService
 from master.services.bus import Bus
+from master.services.cluster_events import ClusterEvents
 from master.services.directory import Directory
 from master.services.logs import LogRelay
 from master.services.loop_lag import LoopLag
@@ -48,6 +49,11 @@ class Services:
         self.bus = Bus(self.db.url, self.db.engine) if self.db.is_postgres else None
         self.remote_commands = (
             RemoteCommands(self.db, self.agents, self.bus) if self.bus is not None else None
+        )
+        self.cluster_events = (
+            ClusterEvents(self.db, self.hub, self.bus, self.agents)
+            if self.bus is not None
+            else None
         )
         self.orchestrator = Orchestrator(self.db, self.agents, self.hub, settings)
         self.login_throttle = LoginThrottle()
@@ -112,13 +118,13 @@ class Services:
         self._tasks.append(asyncio.create_task(upload_expiry.expire_forever(self._uploads)))
         await self.notifier.start()
         await self.alerts.start()
+        await self._start_bus()
         # No agent is connected yet: what their processes do is unknown until they say hello;
         # but nodes another online master holds are that master's to judge.
         self.orchestrator.mark_node_unknown(None, None if self.db.is_sqlite else self.masters.gone)
         self.operations.resume_all()  # they wait for their nodes' hello
         self.rollouts.resume_all()
         self._tasks.append(asyncio.create_task(self.masters.run()))
-        await self._start_bus()
         self._tasks.append(
             asyncio.create_task(
                 watch_liveness(self.agents, self.settings.heartbeat_grace, self.nodes.drop_stale)
@@ -137,14 +143,19 @@ class Services:
             )
 
     async def _start_bus(self) -> None:
-        """Several masters: commands for other masters' nodes and theirs for this one's."""
+        """Several masters: commands for other masters' nodes and theirs for this one's,
+        and every master's broadcast events."""
         if self.bus is None:
             return
         if self.remote_commands is not None:
             self.remote_commands.attach()
+        if self.cluster_events is not None:
+            self.cluster_events.attach()
         await self.bus.start()
         if self.remote_commands is not None:
             self._tasks.append(asyncio.create_task(self.remote_commands.run()))
+        if self.cluster_events is not None:
+            self._tasks.append(asyncio.create_task(self.cluster_events.run()))
 
     async def stop(self) -> None:
         self.stopping = True

@@ -1,0 +1,178 @@
+"""Broadcast events on every master: each master writes the broadcast events it publishes to
+`cluster_events` (one writer, in batches) and signals `gdos_events` with its id; the others
+read that origin's rows past the last they took and publish them locally (listeners
+included), never writing them again.
+
+One writer per master makes an origin's `seq` order its commit order, so reading
+`origin = X AND seq > last[X]` misses nothing (a single `seq > last` over every origin would
+skip a row another master committed late). After a lost bus connection every origin is read
+again from its last seq: the gap arrives, once and in order.
+"""
+
+import asyncio
+import logging
+from typing import Any, cast
+
+import msgspec
+from sqlalchemy import Float, Table, delete, func, insert, literal_column, select
+
+from master.db import models
+from master.db.session import Database
+from master.hub import Hub
+from master.services.agents import AgentRegistry
+from master.services.bus import Bus
+
+log = logging.getLogger(__name__)
+
+CHANNEL = "gdos_events"
+TABLE = cast(Table, models.ClusterEvent.__table__)
+READ_LIMIT = 5000  # rows per origin per read; more are read next turn
+KEEP = 600.0  # seconds events are kept (a listener away longer resyncs from the API)
+PRUNE_EVERY = 60.0
+MAX_PENDING = 100_000  # events waiting for a database that is away; older ones are dropped
+_NOW = literal_column("extract(epoch from clock_timestamp())", Float)
+_encode = msgspec.json.Encoder().encode
+_decode = msgspec.json.Decoder(dict[str, Any]).decode
+
+
+class ClusterEvents:
+    def __init__(self, db: Database, hub: Hub, bus: Bus, agents: AgentRegistry) -> None:
+        self.db = db
+        self.hub = hub
+        self.bus = bus
+        self.agents = agents
+        self.last: dict[str, int] = {}  # origin -> the last seq published here
+        self.floor = 0  # seq at this master's start: what came before is history
+        self._pending: list[tuple[str, str]] = []  # (topic, data JSON) to write
+        self._written = asyncio.Event()
+        self._wake_writer = asyncio.Event()
+        self._dirty: set[str] = set()  # origins with rows to read
+        self._wake_reader = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    @property
+    def me(self) -> str:
+        return self.agents.master_id or ""
+
+    def attach(self) -> None:
+        """Relay this master's broadcast events and take the others' (once registered)."""
+        with self.db.engine.connect() as conn:
+            self.floor = int(conn.execute(select(func.max(TABLE.c.seq))).scalar() or 0)
+        self.hub.relay = self.append
+        self.bus.on(CHANNEL, self._on_signal)
+        self.bus.on_reconnect(self.resync)
+
+    async def run(self) -> None:
+        self._tasks = [
+            asyncio.create_task(self._write_forever()),
+            asyncio.create_task(self._read_forever()),
+        ]
+        try:
+            while True:
+                await asyncio.sleep(PRUNE_EVERY)
+                try:
+                    await asyncio.to_thread(self.prune)
+                except Exception:
+                    log.warning("pruning cluster events failed", exc_info=True)
+        finally:
+            for task in self._tasks:
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
+    # -- writing this master's events -----------------------------------------------------
+
+    def append(self, topic: str, data: dict[str, Any]) -> None:
+        try:
+            self._pending.append((topic, _encode(data).decode()))
+        except (TypeError, msgspec.EncodeError):
+            log.exception("a %s event cannot be shared with the other masters", topic)
+            return
+        if len(self._pending) > MAX_PENDING:
+            del self._pending[: len(self._pending) - MAX_PENDING]
+        self._wake_writer.set()
+
+    async def _write_forever(self) -> None:
+        while True:
+            await self._wake_writer.wait()
+            self._wake_writer.clear()
+            batch, self._pending = self._pending, []
+            if not batch:
+                continue
+            try:
+                await asyncio.to_thread(self._insert, batch)
+            except Exception:  # the database away: keep them, in order, and try again
+                log.warning("sharing %d events with the other masters failed", len(batch))
+                self._pending[:0] = batch
+                await asyncio.sleep(1.0)
+                self._wake_writer.set()
+
+    def _insert(self, batch: list[tuple[str, str]]) -> None:
+        rows = [{"origin": self.me, "topic": t, "data": d} for t, d in batch]
+        with self.db.engine.begin() as conn:
+            conn.execute(insert(TABLE).values(at=_NOW), rows)
+            Bus.notify_in(conn, CHANNEL, self.me)
+
+    # -- reading the others' --------------------------------------------------------------
+
+    def _on_signal(self, origin: str) -> None:
+        if origin and origin != self.me:
+            self._dirty.add(origin)
+            self._wake_reader.set()
+
+    def resync(self) -> None:
+        """Signals may have been missed: read every origin that has rows past its last seq."""
+        with self.db.engine.connect() as conn:
+            heads = conn.execute(
+                select(TABLE.c.origin, func.max(TABLE.c.seq))
+                .where(TABLE.c.origin != self.me)
+                .group_by(TABLE.c.origin)
+            ).all()
+        for origin, head in heads:
+            if head > self.last.get(origin, self.floor):
+                self._dirty.add(origin)
+        if self._dirty:
+            self._wake_reader.set()
+
+    async def _read_forever(self) -> None:
+        while True:
+            await self._wake_reader.wait()
+            self._wake_reader.clear()
+            origins, self._dirty = self._dirty, set()
+            after = {origin: self.last.get(origin, self.floor) for origin in origins}
+            try:
+                found = await asyncio.to_thread(self._read, after)
+            except Exception:
+                log.warning("reading the other masters' events failed", exc_info=True)
+                self._dirty |= origins
+                await asyncio.sleep(1.0)
+                self._wake_reader.set()
+                continue
+            for origin, rows in found.items():
+                for seq, topic, data in rows:
+                    if seq <= self.last.get(origin, self.floor):
+                        continue
+                    self.last[origin] = seq
+                    self.hub.deliver(topic, _decode(data))
+                if len(rows) == READ_LIMIT:
+                    self._dirty.add(origin)
+                    self._wake_reader.set()
+
+    def _read(self, after: dict[str, int]) -> dict[str, list[Any]]:
+        found: dict[str, list[Any]] = {}
+        with self.db.engine.connect() as conn:
+            for origin, seq in after.items():
+                found[origin] = list(
+                    conn.execute(
+                        select(TABLE.c.seq, TABLE.c.topic, TABLE.c.data)
+                        .where(TABLE.c.origin == origin, TABLE.c.seq > seq)
+                        .order_by(TABLE.c.seq)
+                        .limit(READ_LIMIT)
+                    ).all()
+                )
+        return found
+
+    def prune(self) -> None:
+        """This master's old rows; any master's much older ones (a master gone for good)."""
+        with self.db.engine.begin() as conn:
+            conn.execute(delete(TABLE).where(TABLE.c.origin == self.me, TABLE.c.at < _NOW - KEEP))
+            conn.execute(delete(TABLE).where(TABLE.c.at < _NOW - 2 * KEEP))

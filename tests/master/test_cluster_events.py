@@ -1,0 +1,116 @@
+"""Broadcast events shared between two masters' hubs on a real PostgreSQL server: an event
+published on one reaches the other's subscribers and listeners once, in order, and is never
+sent back; after the other's listener lost its connection, the events of the gap arrive."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import text
+
+from master.db.session import Database
+from master.hub import Hub
+from master.services import bus as bus_module
+from master.services.agents import AgentRegistry
+from master.services.bus import Bus
+from master.services.cluster_events import ClusterEvents
+
+
+class Peer:
+    def __init__(self, db: Database, master_id: str) -> None:
+        agents = AgentRegistry()
+        agents.master_id = master_id
+        self.hub = Hub()
+        self.sub = self.hub.subscribe()
+        self.heard: list[dict[str, Any]] = []
+        self.hub.listen("instance", self.heard.append)
+        self.bus = Bus(db.url, db.engine)
+        self.events = ClusterEvents(db, self.hub, self.bus, agents)
+        self.events.attach()
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.bus.start()
+        self.task = asyncio.create_task(self.events.run())
+
+    def seen(self) -> list[dict[str, Any]]:
+        out = []
+        while not self.sub.queue.empty():
+            out.append(json.loads(self.sub.queue.get_nowait()))
+        return out
+
+    async def stop(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
+        await self.bus.stop()
+
+
+@pytest.fixture
+async def pair(tmp_path: Path, pg_module_db: str) -> AsyncIterator[tuple[Peer, Peer]]:
+    from tests.pg import reset
+
+    reset(pg_module_db)
+    db = Database(pg_module_db)
+    a, b = Peer(db, "master-a"), Peer(db, "master-b")
+    await a.start()
+    await b.start()
+    yield a, b
+    await a.stop()
+    await b.stop()
+    db.dispose()
+
+
+async def until(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not check():
+        assert loop.time() < deadline, f"timed out waiting for {what}"
+        await asyncio.sleep(0.02)
+
+
+async def test_an_event_published_on_one_master_reaches_the_other_once_in_order(
+    pair: tuple[Peer, Peer],
+) -> None:
+    a, b = pair
+    for n in range(5):
+        a.hub.publish("instance", {"id": "i1", "n": n})
+    a.hub.publish("metrics:n1", {"cpu": 1}, key="metrics:n1")  # keyed: not shared
+    b.hub.publish("node", {"id": "n1", "status": "online"})
+    got: list[dict[str, Any]] = []
+    await until(lambda: len(got.__iadd__(b.seen())) >= 6, "A's events on B")
+    await asyncio.sleep(0.5)  # anything more would have come
+    got += b.seen()
+    assert got[0] == {"topic": "node", "data": {"id": "n1", "status": "online"}}  # B's own
+    assert [(e["topic"], e["data"]["n"]) for e in got[1:]] == [("instance", n) for n in range(5)]
+    assert [e["n"] for e in b.heard] == [0, 1, 2, 3, 4]  # B's listeners too
+    on_a = a.seen()  # A: its own events once, and B's node event, never its own back
+    assert [e["topic"] for e in on_a] == ["instance"] * 5 + ["node"]
+
+
+async def test_after_a_lost_listener_the_events_of_the_gap_arrive(
+    pair: tuple[Peer, Peer], monkeypatch: pytest.MonkeyPatch, pg_module_db: str
+) -> None:
+    a, b = pair
+    monkeypatch.setattr(bus_module, "BACKOFF_MIN", 1.5)  # a gap long enough to publish in
+    db = Database(pg_module_db)
+    try:
+        with db.engine.begin() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": b.bus.backend_pid})
+        await until(lambda: not b.bus.connected.is_set(), "B's listener gone")
+        for n in range(3):
+            a.hub.publish("instance", {"id": "i1", "n": n})
+        await until(lambda: b.bus.connected.is_set(), "B listening again")
+        got: list[dict[str, Any]] = []
+        await until(lambda: len(got.__iadd__(b.seen())) >= 3, "the gap's events on B")
+        await asyncio.sleep(0.5)
+        got += b.seen()
+        assert [e["data"]["n"] for e in got] == [0, 1, 2]
+        assert b.bus.reconnects == 1
+    finally:
+        db.dispose()
