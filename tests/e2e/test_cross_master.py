@@ -1,0 +1,69 @@
+"""Two masters on one PostgreSQL database and one S3 bucket, an agent connected to B only: a
+deploy, a start and a stop sent to A reach the node through B and run once, and A's event
+stream shows what B published about them, once."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.test_failover import holder
+from tests.e2e.test_s3_store import s3_flags
+from tests.support import (
+    EventStream,
+    Master,
+    Proc,
+    build_package,
+    free_port,
+    processes_with_env,
+    wait_for,
+)
+
+pytestmark = pytest.mark.slow
+
+
+def test_commands_sent_to_a_reach_a_node_held_by_b_and_its_events_reach_a(
+    agent_factory, pg_cluster, pg_migrated, s3_server, tmp_path: Path
+) -> None:
+    url = pg_cluster.create_database(template=pg_migrated)
+    flags = ["--db-url", url, *s3_flags(s3_server, "crossmaster")]
+    a, b = (Master(tmp_path / name, extra=flags) for name in ("a", "b"))
+    stream: EventStream | None = None
+    try:
+        for m in (a, b):
+            Proc.start(m)
+        for m in (a, b):
+            wait_for(m._healthy, 90, what=f"master {m.data_dir.name}\n{m.tail()}")
+        id_b = (b.data_dir / "master-id").read_text().strip()
+        api_a, api_b = a.api(), b.api()
+        assert api_a.token is not None
+        stream = EventStream(a.url, api_a.token)
+        maker = next(m for m in (a, b) if (m.data_dir / "join-token").exists())
+        agent = agent_factory(b, token=maker.join_token)  # B's URL only
+        node_id = agent.start_and_wait(api_b)
+        wait_for(lambda: holder(api_a, node_id) == id_b, 30, what="A sees B holding the node")
+
+        port = free_port()
+        api_a.upload(build_package(tmp_path / "pkgs", manifest={"args": ["--port", str(port)]}))
+        system = api_a.post("/systems", {"name": "cross"})
+        module = api_a.post(f"/systems/{system['id']}/modules", {"name": "web", "package": "hello"})
+        iid = api_a.post("/instances", {"module_id": module["id"], "node_id": node_id})["id"]
+        wait_for(lambda: api_a.get(f"/instances/{iid}")["state"] == "stopped", 60, what="deploy")
+        api_a.post(f"/instances/{iid}/start")
+        wait_for(lambda: api_a.get(f"/instances/{iid}")["state"] == "running", 60, what="start")
+        assert len(processes_with_env("GDOS_INSTANCE_ID", iid)) == 1
+        # B applied the agent's report and published it; A's consoles saw it once.
+        wait_for(lambda: "running" in stream.states_of(iid), 30, what="running on A's stream")
+        api_a.post(f"/instances/{iid}/stop")
+        wait_for(lambda: api_a.get(f"/instances/{iid}")["state"] == "stopped", 60, what="stop")
+        wait_for(lambda: not processes_with_env("GDOS_INSTANCE_ID", iid), 30, what="gone")
+        wait_for(lambda: stream.states_of(iid)[-1:] == ["stopped"], 30, what="stopped on A")
+        states = stream.states_of(iid)
+        assert states.count("running") == 1, states
+        assert "was received before" not in agent.log_path.read_text(errors="replace")
+    finally:
+        if stream is not None:
+            stream.close()
+        for m in (a, b):
+            m.stop()
