@@ -6,7 +6,7 @@ from collections import OrderedDict
 
 from protocol.messages import Result
 
-KEEP = 1024  # ids remembered; older ones are forgotten first
+KEEP = 256  # ids remembered (a failover resends within seconds); older ones are forgotten
 RUNNING = None
 
 

@@ -110,11 +110,17 @@ class AgentRegistry:
     def get(self, node_id: str) -> AgentLink | None:
         return self.links.get(node_id)
 
-    def require(self, node_id: str) -> AgentLink:
-        """The node's link: this master's own, or one through the online master holding it."""
+    def reach(self, node_id: str) -> AgentLink | None:
+        """The node's link: this master's own, or one through the online master holding it;
+        None when the node is offline."""
         link = self.links.get(node_id)
         if link is None and self.remote is not None and self.peers:
             link = self.remote(node_id)
+        return link
+
+    def require(self, node_id: str) -> AgentLink:
+        """`reach`, or the API's `node_offline` error."""
+        link = self.reach(node_id)
         if link is None:
             raise GdosError(
                 ErrorCode.NODE_OFFLINE,

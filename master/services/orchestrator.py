@@ -215,7 +215,7 @@ class Orchestrator:
         self, s: Session, inst: models.Instance, force: bool = False
     ) -> models.Instance:
         lock_row(s, inst)
-        link = self.agents.get(inst.node_id)
+        link = self.agents.reach(inst.node_id)
         if link is None and not force:
             raise GdosError(
                 ErrorCode.NODE_OFFLINE,

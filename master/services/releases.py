@@ -39,7 +39,7 @@ class Releases:
     async def prepare(self, node_id: str, instance_id: str, package_id: str) -> str | None:
         """Have the node fetch and unpack the package beside the running release; the error
         (None: prepared; a kept release is not fetched again)."""
-        link = self.agents.get(node_id)
+        link = self.agents.reach(node_id)
         if link is None:
             return f"node {node_id} is offline"
         with self.db.session() as s:
@@ -66,7 +66,7 @@ class Releases:
         """Stop, switch to the prepared release and (when `start`) start, carrying the
         instance's settings; recorded on the instance when it is done. (the agent's report of
         the instance, None) or (None, why it failed)."""
-        link = self.agents.get(node_id)
+        link = self.agents.reach(node_id)
         if link is None:
             return None, f"node {node_id} is offline"
         with self.db.session() as s:
