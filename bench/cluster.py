@@ -15,8 +15,8 @@ One machine, one run, all over real sockets and real processes:
    all its nodes `online` on another master, on the survivors' event streams and in `GET
    /nodes`; each command lost (accepted, never executed), executed twice, or refused; every
    survivor's console checked for every moved node's transition;
-5. SIGSTOP of the second master: the same failover time; then SIGCONT, and what the woken
-   master changed (nodes offline, instances `unknown`: fencing says none);
+5. SIGSTOP of the survivor holding the most nodes: the same failover time; then SIGCONT, and
+   what the woken master changed (nodes offline, instances `unknown`: fencing says none);
 6. the last master alone with the whole fleet: its CPU and RSS.
 
 Prints a table (markdown, for RESULTS.md) and the figures as one JSON line.
@@ -75,9 +75,14 @@ class MasterProc:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def api(self) -> httpx.AsyncClient:
+    def api(self, timeout: float = 30) -> httpx.AsyncClient:
         headers = {"Authorization": f"Bearer {self.token}"}
-        return httpx.AsyncClient(base_url=self.url + "/api/v1", headers=headers, timeout=30)
+        return httpx.AsyncClient(base_url=self.url + "/api/v1", headers=headers, timeout=timeout)
+
+    def log_errors(self, root: Path) -> int:
+        """ERROR lines in its log (a stalled pool, an exception in a callback)."""
+        text = (root / f"{self.name}.log").read_text(errors="replace")
+        return sum(" ERROR " in line for line in text.splitlines())
 
 
 def launch_master(name: str, root: Path, db_url: str, s3: str, nice: int) -> MasterProc:
@@ -336,15 +341,21 @@ def latencies(sent: list[Sent], runs: dict[str, list[float]], cross: bool) -> li
     ]
 
 
-async def holders(master: MasterProc, names: dict[str, str]) -> dict[str, str]:
-    """Node id -> the name of the master holding it ("" offline), as `master` lists them."""
-    async with master.api() as api:
-        nodes = (await api.get("/nodes")).json()
-    return {n["id"]: names.get(n["master_id"] or "", "") for n in nodes}
+async def holders(
+    masters: list[MasterProc], names: dict[str, str], timeout: float = 10
+) -> dict[str, str]:
+    """Node id -> the name of the master holding it ("" offline), as the first of `masters`
+    to answer lists them (the database is shared: any master's listing will do)."""
+    for master in masters:
+        with contextlib.suppress(httpx.HTTPError):
+            async with master.api(timeout) as api:
+                nodes = (await api.get("/nodes")).json()
+            return {n["id"]: names.get(n["master_id"] or "", "") for n in nodes}
+    raise RuntimeError(f"no master answers GET /nodes within {timeout:.0f} s")
 
 
 async def failover(
-    poll: MasterProc,
+    polled_on: list[MasterProc],
     watchers: list[Watcher],
     names: dict[str, str],
     moving: list[str],
@@ -352,13 +363,14 @@ async def failover(
     since: float,
     timeout: float,
 ) -> dict[str, Any]:
-    """Until every node of `moving` is online on another master than `lost` in `poll`'s
-    `GET /nodes`: the time of the last one there and on the watchers' event streams."""
+    """Until every node of `moving` is online on another master than `lost` in `GET /nodes`
+    (of any master of `polled_on` that answers): the time of the last one there and on the
+    watchers' event streams."""
     polled: dict[str, float] = {}
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline and len(polled) < len(moving):
-        with contextlib.suppress(httpx.HTTPError):
-            now_held = await holders(poll, names)
+        with contextlib.suppress(RuntimeError):
+            now_held = await holders(polled_on, names, timeout=2)
             now = time.time()
             for node in moving:
                 if now_held.get(node) not in ("", lost.name, None):
@@ -494,7 +506,7 @@ async def bench(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             )
             held: dict[str, str] = {}
             while time.monotonic() - t0 < 300:
-                held = await holders(masters[0], names)
+                held = await holders(masters, names)
                 if all(held.get(n) for n in nodes):
                     break
                 await asyncio.sleep(0.5)
@@ -542,7 +554,9 @@ async def bench(args: argparse.Namespace, root: Path) -> dict[str, Any]:
 
             # kill -9 of the first master while commands for its nodes go through any master.
             victim, survivors = masters[0], masters[1:]
-            held = await holders(survivors[0], names)
+            before, held = held, await holders(survivors, names)
+            # Nodes that changed master in the steady state (a keepalive missed on a busy machine).
+            result["steady_moves"] = sum(before[n] != held.get(n) for n in nodes)
             moving = [n for n in nodes if held.get(n) == victim.name]
             print(f"kill -9 {victim.name} ({len(moving)} nodes), commands for them", flush=True)
             storm = asyncio.create_task(
@@ -556,7 +570,7 @@ async def bench(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             tasks[0].cancel()  # its console's stream is gone for good
             survivor_watchers = [watchers[m.name] for m in survivors]
             result["kill"] = await failover(
-                survivors[0], survivor_watchers, names, moving, victim, t_kill, 60
+                survivors, survivor_watchers, names, moving, victim, t_kill, 60
             )
             sent = await storm
             await asyncio.sleep(args.grace)
@@ -564,22 +578,23 @@ async def bench(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             result.update(tally(sent, runs, "kill_commands"))
             print(f"  {result['kill']}", flush=True)
 
-            # SIGSTOP of the second master; its nodes go to the others (the first is dead).
-            stopped, rest = survivors[0], survivors[1:]
-            held = await holders(rest[0], names)
+            # SIGSTOP of the survivor holding the most nodes; they go to the others.
+            held = await holders(survivors, names)
+            stopped = max(survivors, key=lambda m: sum(h == m.name for h in held.values()))
+            rest = [m for m in survivors if m is not stopped]
             moving = [n for n in nodes if held.get(n) == stopped.name]
             print(f"SIGSTOP {stopped.name} ({len(moving)} nodes)", flush=True)
             t_stop = time.time()
             os.kill(stopped.popen.pid, signal.SIGSTOP)
             result["stop"] = await failover(
-                rest[0], [watchers[m.name] for m in rest], names, moving, stopped, t_stop, 60
+                rest, [watchers[m.name] for m in rest], names, moving, stopped, t_stop, 60
             )
             print(f"  {result['stop']}", flush=True)
             os.kill(stopped.popen.pid, signal.SIGCONT)
-            stopped = None
+            woken, stopped = stopped, None
             await asyncio.sleep(args.wake)
             result["after_wake_nodes_not_online"] = sum(
-                not h for h in (await holders(rest[0], names)).values()
+                not h for h in (await holders([*rest, woken], names)).values()
             )
             async with rest[0].api() as api:
                 unknown = (await api.get("/instances", params={"state": "unknown"})).json()
@@ -595,6 +610,7 @@ async def bench(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             result["usage_alone"] = {rest[-1].name: alone.figures()}
             result["pg_connections_end"] = await asyncio.to_thread(pg_connections, db_url)
             result["load_at_end"] = round(os.getloadavg()[0], 2)
+            result["master_log_errors"] = {m.name: m.log_errors(root) for m in masters}
             return result
         finally:
             if stopped is not None:
@@ -682,6 +698,12 @@ def table(r: dict[str, Any]) -> str:
             f"{r['after_wake_nodes_not_online']} / {r['after_wake_instances_unknown']}",
             "0 / 0",
         ),
+        ("nodes that changed master in the steady state", f"{r['steady_moves']}", "0"),
+        (
+            "ERROR lines in the masters' logs",
+            ", ".join(f"{k} {v}" for k, v in r["master_log_errors"].items()),
+            "0",
+        ),
     ]
     for name, u in r["usage_steady"].items():
         rows.append(
@@ -694,7 +716,7 @@ def table(r: dict[str, Any]) -> str:
     for name, u in r["usage_alone"].items():
         rows.append(
             (
-                f"{name} holding all {r['agents']}: CPU avg / max, RSS last",
+                f"{name}, the last, holding the fleet: CPU avg / max, RSS last",
                 f"{u['cpu_cores_avg']} / {u['cpu_cores_max']} cores, {u['rss_mib_last']} MiB",
                 "",
             )

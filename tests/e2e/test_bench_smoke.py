@@ -58,11 +58,12 @@ def test_cluster_bench_runs_and_reports_every_figure(pg_cluster, pg_migrated, tm
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     r = json.loads(done.stdout.splitlines()[-1])
     assert r["nodes_per_master"] == {"m0": 2, "m1": 2, "m2": 2}  # the agents' lists rotated
-    # Every node of the killed, then of the stopped master came back on a survivor, on its
-    # event streams and in GET /nodes.
-    for phase, nodes in (("kill", 2), ("stop", 4)):
+    # Every node of the killed, then of the stopped master (then holding 3 or 4) came back on
+    # a survivor, on its event streams and in GET /nodes.
+    assert r["kill"]["nodes"] == 2 and r["stop"]["nodes"] in (3, 4)
+    for phase in ("kill", "stop"):
         moved = r[phase]
-        assert moved["nodes"] == nodes and moved["api_seen"] == moved["events_seen"] == nodes
+        assert moved["api_seen"] == moved["events_seen"] == moved["nodes"]
         assert 0 < moved["api_s"] < 60 and 0 < moved["events_s"] < 60
     # Every command is accounted for: accepted or refused, and each accepted one executed
     # once, twice or lost.
@@ -77,4 +78,5 @@ def test_cluster_bench_runs_and_reports_every_figure(pg_cluster, pg_migrated, tm
     assert set(r["usage_steady"]) == {"m0", "m1", "m2", "postgres"}
     assert all(u["rss_mib_last"] > 10 for u in r["usage_steady"].values())
     assert r["pg_connections_max"] >= 3 and sum(r["pg_connections_per_master"].values()) >= 3
+    assert set(r["master_log_errors"]) == {"m0", "m1", "m2"}
     assert "| kill -9: all its nodes online elsewhere |" in done.stdout
