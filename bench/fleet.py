@@ -4,7 +4,9 @@ Each simulated agent enrolls through the API with the join token (`POST /api/v1/
 connects to `/api/v1/agent/ws` with the node credential it got, says `hello` (with the
 instances it runs), sends a `metrics` message (one row per process; a `heartbeat` instead when
 metrics are paused) every tick, and answers the master's commands (deploy, start, stop, destroy) the way a real agent
-does: a `result`, then `instance_state`. Nothing is mocked on the master's side.
+does: a `result`, then `instance_state`. Nothing is mocked on the master's side. Given several
+master URLs (comma-separated, as the real agent's `--master`) it fails over as the real agent
+does: the next URL on each loss, the agent's jittered backoff and its quick keepalive.
 
 As a library (tests, benches): `enroll()`, `SimAgent`.
 As a worker process driving a slice of the fleet (what bench/fleet_bench.py starts; many
@@ -13,11 +15,13 @@ connections per process, several processes when one core is not enough):
     .venv/bin/python -m bench.fleet --master http://127.0.0.1:8080 --token <join token> \\
         --agents 500 --first 0 --state-dir /tmp/fleet
 
-It enrolls its agents (or reuses `<state-dir>/creds-<first>.json`), prints
+With `--master URL1,URL2,URL3` agent number n starts on URL n mod 3 (the list rotated), so the
+fleet is spread over the masters and each agent fails over to the others. It enrolls its agents (or reuses `<state-dir>/creds-<first>.json`), prints
 `{"event": "enrolled", "nodes": [...]}`, then obeys JSON lines on stdin:
 `{"cmd": "connect", "instances": {node_id: [instance ids]}}`, `{"cmd": "burn", "instance_id":
 ...}` (that process reports 90 % CPU from its agent's next tick on; the answer carries that tick
-as `breach_at`), `{"cmd": "pause"}` (no more metrics), `{"cmd": "stats"}`, `{"cmd": "stop"}`.
+as `breach_at`), `{"cmd": "pause"}` (no more metrics), `{"cmd": "stats"}`, `{"cmd": "executed"}`
+(every start and stop the agents received since the last ask), `{"cmd": "stop"}`.
 """
 
 import argparse
@@ -29,13 +33,15 @@ import random
 import sys
 import time
 from collections.abc import AsyncIterator, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import astuple, dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from agent.link import FAILOVER_PING, STABLE_AFTER, backoff_delays
 
 BASE_CPU = 2.0
 BURN_CPU = 90.0
@@ -87,7 +93,19 @@ class SimInstance:
         return BASE_CPU + random.random()
 
 
+@dataclass(frozen=True)
+class Executed:
+    """A start or stop the simulated agent received: its command id, instance and wall time."""
+
+    command_id: str
+    kind: str
+    instance_id: str
+    at: float
+
+
 class SimAgent:
+    """`master`: one URL, or several comma-separated to fail over between them."""
+
     def __init__(
         self,
         master: str,
@@ -99,7 +117,8 @@ class SimAgent:
         phase: float | None = None,
         stopped: list[str] | None = None,
     ) -> None:
-        self.master = master
+        self.urls = master.split(",")
+        self.master = self.urls[0]  # the URL it dials now
         self.node_id = node_id
         self.secret = secret
         self.hostname = hostname
@@ -117,6 +136,7 @@ class SimAgent:
         self.rows_sent = 0
         self.heartbeats_sent = 0
         self.commands = 0
+        self.executed: list[Executed] = []
         self.connected = asyncio.Event()
         self.ws: ClientConnection | None = None
         self._stop = False
@@ -180,14 +200,22 @@ class SimAgent:
         )
 
     async def run(self, reconnect: bool = True) -> None:
+        failover = len(self.urls) > 1
+        # With one master a slow one is waited for; with several, the real agent's keepalive.
+        ping_interval, ping_timeout = FAILOVER_PING if failover else (20.0, 60.0)
+        delays = backoff_delays()
         while not self._stop:
+            began = time.monotonic()
             try:
                 async with connect(
                     ws_url(self.master),
                     additional_headers={"Authorization": f"Bearer {self.secret}"},
-                    open_timeout=60,
-                    ping_interval=20,
-                    ping_timeout=60,
+                    open_timeout=5 if failover else 60,
+                    ping_interval=ping_interval,
+                    ping_timeout=ping_timeout,
+                    # The real agent drops a link whose pong is late at once, with no close
+                    # handshake to wait for from a master that cannot answer.
+                    close_timeout=0.1 if failover else 10,
                     max_size=8 << 20,
                     proxy=None,
                     compression=None,  # as the real agent (agent.wsclient offers no deflate)
@@ -210,7 +238,13 @@ class SimAgent:
                 self.connected.clear()
             if not reconnect:
                 return
-            await asyncio.sleep(1.0 + random.random())
+            if not failover:
+                await asyncio.sleep(1.0 + random.random())
+                continue
+            if time.monotonic() - began > STABLE_AFTER:
+                delays = backoff_delays()
+            self.master = self.urls[(self.urls.index(self.master) + 1) % len(self.urls)]
+            await asyncio.sleep(next(delays))
 
     def stop(self) -> None:
         self._stop = True
@@ -241,6 +275,10 @@ class SimAgent:
             inst = self.instances.setdefault(iid, SimInstance(iid, state="stopped"))
         elif kind in ("start", "stop", "destroy"):
             inst = self.instances.get(msg["instance_id"])
+            if kind != "destroy":
+                self.executed.append(
+                    Executed(str(msg.get("id", "")), kind, msg["instance_id"], time.time())
+                )
             if inst is not None and kind == "start":
                 inst.state, inst.pid = "running", 20_000 + len(self.instances)
             elif inst is not None and kind == "stop":
@@ -259,6 +297,7 @@ class SimAgent:
         results: dict[str, dict[str, str] | None] = {}
         reports = []
         for iid in msg["instance_ids"]:
+            self.executed.append(Executed(msg["id"], msg["action"], iid, time.time()))
             inst = self.instances.get(iid)
             if inst is None:
                 results[iid] = {"code": "not_found", "message": f"no instance {iid}"}
@@ -335,8 +374,9 @@ async def enroll_many(
 async def worker(args: argparse.Namespace) -> None:
     state = Path(args.state_dir)
     state.mkdir(parents=True, exist_ok=True)
+    urls = args.master.split(",")
     creds = await enroll_many(
-        args.master, args.token, args.first, args.agents, state / f"creds-{args.first}.json"
+        urls[0], args.token, args.first, args.agents, state / f"creds-{args.first}.json"
     )
     emit({"event": "enrolled", "nodes": [c[0] for c in creds]})
     agents: dict[str, SimAgent] = {}
@@ -354,9 +394,10 @@ async def worker(args: argparse.Namespace) -> None:
         if what == "connect":
             instances = cmd.get("instances", {})
             stopped = cmd.get("stopped", {})
-            for node_id, secret, hostname in creds:
+            for n, (node_id, secret, hostname) in enumerate(creds, start=args.first):
+                at = n % len(urls)  # spread over the masters, each agent given them all
                 agent = SimAgent(
-                    args.master,
+                    ",".join(urls[at:] + urls[:at]),
                     node_id,
                     secret,
                     hostname,
@@ -396,6 +437,11 @@ async def worker(args: argparse.Namespace) -> None:
                     "heartbeats": sum(a.heartbeats_sent for a in agents.values()),
                 }
             )
+        elif what == "executed":  # every start/stop received since the last ask; then forget
+            done = [[a.node_id, *astuple(x)] for a in agents.values() for x in a.executed]
+            for agent in agents.values():
+                agent.executed.clear()
+            emit({"event": "executed", "commands": done})
         elif what == "batches":  # when each agent received its `batch` commands; then forget
             received = [t for a in agents.values() for t in a.batches_received]
             for agent in agents.values():

@@ -257,15 +257,16 @@ def parse_iso(text: str) -> float:
 
 
 def seed_instances(
-    db_path: Path, nodes: list[str], per_node: int, name: str = "fleet", state: str = "running"
+    db: Path | str, nodes: list[str], per_node: int, name: str = "fleet", state: str = "running"
 ) -> tuple[str, dict[str, list[str]]]:
-    """Setup shortcut: one system and per_node instances per node, written directly."""
+    """Setup shortcut: one system and per_node instances per node, written directly into the
+    master's database (a SQLite file, or a database URL)."""
     sys.path.insert(0, str(ROOT))
     from sqlalchemy import create_engine, insert
 
     from master.db import models
 
-    engine = create_engine(f"sqlite:///{db_path}")
+    engine = create_engine(db if isinstance(db, str) else f"sqlite:///{db}")
     now = time.time()
     system_id = secrets.token_hex(6)
     mapping: dict[str, list[str]] = {}

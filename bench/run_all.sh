@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Every benchmark, one after the other, on a machine doing nothing else (about 27 minutes).
+# Every benchmark, one after the other, on a machine doing nothing else (about 31 minutes).
 # Figures are printed; copy them into bench/RESULTS.md with the date and machine printed first.
 #   bench/run_all.sh               all of them
 #   bench/run_all.sh batch fleet   only those (names below)
@@ -14,7 +14,7 @@ echo "python: $($PY --version)"
 # A raised autogroup priority lasts for the whole shell session that set it, and flatters GDOS
 # against services in sessions of their own (see Issue 9 in RESULTS.md): print it with the run.
 echo "autogroup: $(cat /proc/self/autogroup 2>/dev/null || echo n/a)"
-all=(foundation batch batch-disk footprint fleet upload frozen console cli rollout metrics-store)
+all=(foundation batch batch-disk footprint fleet upload frozen console cli rollout metrics-store cluster)
 wanted=("$@")
 [ ${#wanted[@]} -eq 0 ] && wanted=("${all[@]}")
 for name in "${wanted[@]}"; do
@@ -31,6 +31,7 @@ for name in "${wanted[@]}"; do
     cli) $PY bench/cli.py ;;
     rollout) $PY bench/rollout.py ;;
     metrics-store) $PY -m bench.metrics_store ;;
+    cluster) $PY -m bench.cluster ;;
     *) echo "unknown benchmark '$name' (known: ${all[*]})" >&2; exit 2 ;;
   esac
 done

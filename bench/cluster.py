@@ -1,0 +1,785 @@
+"""Several masters (issue 18): PostgreSQL 15 + an S3 server + 3 masters + the fleet simulator.
+
+    .venv/bin/python -m bench.cluster                      # 1,000 agents x 20 processes
+    .venv/bin/python -m bench.cluster --agents 200 --seconds 30   # a quick look
+
+One machine, one run, all over real sockets and real processes:
+1. a throwaway PostgreSQL cluster (tests/pg.py; as the `postgres` user when run as root), moto's
+   S3 server, and `--masters` masters on them, started at the same instant;
+2. N simulated agents x 20 processes at 1 Hz (bench/fleet.py), each given every master's URL
+   (its list rotated, so the fleet is spread over the masters) and failing over as the agent;
+3. steady state: per-master CPU and RSS, PostgreSQL's CPU and connections; commands (start)
+   sent through random masters: answer, and latency to the agent, for the master holding the
+   node and for another one (a command routed between masters);
+4. kill -9 of the first master while commands for its nodes go through random masters: kill ->
+   all its nodes `online` on another master, on the survivors' event streams and in `GET
+   /nodes`; each command lost (accepted, never executed), executed twice, or refused; every
+   survivor's console checked for every moved node's transition;
+5. SIGSTOP of the survivor holding the most nodes: the same failover time; then SIGCONT, and
+   what the woken master changed (nodes offline, instances `unknown`: fencing says none);
+6. the last master alone with the whole fleet: its CPU and RSS.
+
+Prints a table (markdown, for RESULTS.md) and the figures as one JSON line.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import random
+import signal
+import statistics
+import subprocess
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+from sqlalchemy.engine import make_url
+
+from bench import compile_sources
+from bench.fleet_bench import (
+    ADMIN_PASSWORD,
+    PY,
+    ROOT,
+    Console,
+    Worker,
+    free_port,
+    master_args,
+    measured_setup,
+    pct,
+    seed_instances,
+)
+from tests.pg import Cluster, find_bindir, missing_reason
+
+S3_KEYS = ("cluster-ak", "cluster-sk")
+BUCKET = "gdos-cluster"
+
+
+@dataclass
+class MasterProc:
+    """One master process on the shared database and bucket."""
+
+    name: str
+    port: int
+    data: Path
+    popen: subprocess.Popen[bytes]
+    id: str = ""
+    token: str = ""
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def api(self, timeout: float = 30) -> httpx.AsyncClient:
+        headers = {"Authorization": f"Bearer {self.token}"}
+        return httpx.AsyncClient(base_url=self.url + "/api/v1", headers=headers, timeout=timeout)
+
+    def log_errors(self, root: Path) -> int:
+        """ERROR lines in its log (a stalled pool, an exception in a callback)."""
+        text = (root / f"{self.name}.log").read_text(errors="replace")
+        return sum(" ERROR " in line for line in text.splitlines())
+
+
+def launch_master(name: str, root: Path, db_url: str, s3: str, nice: int) -> MasterProc:
+    port = free_port()
+    data = root / name
+    data.mkdir(parents=True)
+    url = f"http://127.0.0.1:{port}"
+    store = ["--store-type", "minio", "--minio-endpoint", s3, "--minio-bucket", BUCKET]
+    store += ["--minio-ak", S3_KEYS[0], "--minio-sk", S3_KEYS[1]]
+    argv = master_args(port, data, "--db-url", db_url, "--advertise-url", url, *store)
+    with open(root / f"{name}.log", "ab") as log:
+        popen = subprocess.Popen(
+            [PY, *argv],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            preexec_fn=measured_setup(nice),
+        )
+    return MasterProc(name, port, data, popen)
+
+
+async def wait_healthy(url: str, timeout: float = 180) -> None:
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=2) as client:
+        while time.monotonic() < deadline:
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get(url + "/healthz")).status_code == 200:
+                    return
+            await asyncio.sleep(0.2)
+    raise TimeoutError(f"{url} not healthy after {timeout:.0f} s")
+
+
+class Watcher(Console):
+    """A console on one master's event stream: when each node came online on it, and where."""
+
+    def __init__(self, master: MasterProc) -> None:
+        super().__init__(master.url, master.token)
+        self.name = master.name
+        self.online: dict[str, list[tuple[float, str]]] = {}
+
+    def _seen(self, now: float, msg: dict[str, Any]) -> None:
+        super()._seen(now, msg)
+        data = msg["data"]
+        if msg["topic"] == "node" and data.get("status") == "online" and data.get("master_id"):
+            self.online.setdefault(data["id"], []).append((now, data["master_id"]))
+
+    def moved(self, node: str, since: float, away_from: str) -> float | None:
+        """When this stream showed the node online on another master than `away_from`."""
+        return next(
+            (t for t, m in self.online.get(node, []) if t >= since and m != away_from), None
+        )
+
+
+class Usage:
+    """CPU (cores) and RSS of a set of processes, sampled: a master, or PostgreSQL's tree."""
+
+    def __init__(self, pid: int, tree: bool = False) -> None:
+        self.root = psutil.Process(pid)
+        self.tree = tree
+        self.last = (time.monotonic(), self.cpu())
+        self.samples: list[tuple[float, float]] = []  # (cores, RSS MiB)
+
+    def procs(self) -> list[psutil.Process]:
+        return [self.root, *self.root.children(recursive=True)] if self.tree else [self.root]
+
+    def cpu(self) -> float:
+        total = 0.0
+        for proc in self.procs():
+            with contextlib.suppress(psutil.Error):
+                times = proc.cpu_times()
+                total += times.user + times.system
+        # Backends that ended: their CPU is the postmaster's children's.
+        times = self.root.cpu_times()
+        return total + (times.children_user + times.children_system if self.tree else 0.0)
+
+    def rss(self) -> float:
+        total = 0
+        for proc in self.procs():
+            with contextlib.suppress(psutil.Error):
+                total += proc.memory_info().rss
+        return total / 2**20
+
+    def sample(self) -> tuple[float, float]:
+        now, cpu = time.monotonic(), self.cpu()
+        cores = (cpu - self.last[1]) / max(now - self.last[0], 1e-3)
+        self.last = (now, cpu)
+        self.samples.append((cores, self.rss()))
+        return self.samples[-1]
+
+    def restart(self) -> None:
+        """Forget the samples; the next one covers from now."""
+        self.samples.clear()
+        self.last = (time.monotonic(), self.cpu())
+
+    def figures(self) -> dict[str, float]:
+        cores = [c for c, _ in self.samples] or [float("nan")]
+        rss = [r for _, r in self.samples] or [float("nan")]
+        return {
+            "cpu_cores_avg": round(statistics.mean(cores), 3),
+            "cpu_cores_max": round(max(cores), 3),
+            "rss_mib_last": round(rss[-1], 1),
+            "rss_mib_max": round(max(rss), 1),
+        }
+
+
+def _pg(db_url: str) -> Any:
+    import psycopg
+
+    return psycopg.connect(
+        db_url.replace("postgresql+psycopg://", "postgresql://"), autocommit=True
+    )
+
+
+def pg_connections(db_url: str) -> int:
+    """Connections to the masters' database now (pg_stat_activity, this query's own left out)."""
+    with _pg(db_url) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        ).fetchone()
+    return int(row[0]) if row else 0
+
+
+def pg_server(db_url: str) -> tuple[str, int]:
+    """The server's version and its postmaster's pid (a backend's parent; the server is local)."""
+    with _pg(db_url) as conn:
+        row = conn.execute("SELECT current_setting('server_version'), pg_backend_pid()").fetchone()
+    assert row is not None
+    return str(row[0]), psutil.Process(int(row[1])).ppid()
+
+
+def connections_to(pid: int, port: int) -> int:
+    """The process's TCP connections to `port` (a master's PostgreSQL pool, open now)."""
+    with contextlib.suppress(psutil.Error):
+        conns = psutil.Process(pid).net_connections(kind="tcp")
+        return sum(1 for c in conns if c.raddr and c.raddr.port == port)
+    return 0
+
+
+@dataclass
+class Sent:
+    """One command sent through the API: where, for which node, and how it was answered."""
+
+    instance_id: str
+    node_id: str
+    master: str  # the master asked (its name)
+    holder: str  # the master holding the node when sent, as last seen (name; "" unknown)
+    at: float
+    status: int = 0  # HTTP status; 0: no answer (connection refused or reset)
+    code: str = ""  # the API error's code
+    answered_after: float = 0.0
+
+
+@dataclass
+class Pool:
+    """Stopped instances, one per command, never reused: a second start of one is a double."""
+
+    by_node: dict[str, list[str]]
+    used: set[str] = field(default_factory=set)
+
+    def take(self, nodes: list[str]) -> tuple[str, str] | None:
+        for node in random.sample(nodes, len(nodes)):
+            free = [i for i in self.by_node.get(node, []) if i not in self.used]
+            if free:
+                self.used.add(free[0])
+                return node, free[0]
+        return None
+
+
+async def send_commands(
+    masters: list[MasterProc],
+    pool: Pool,
+    nodes: list[str],
+    holders: dict[str, str],
+    rate: float,
+    seconds: float,
+) -> list[Sent]:
+    """`start` of pool instances on `nodes` through random masters, `rate` a second, each
+    without waiting for the one before."""
+    clients = {m.name: m.api() for m in masters}
+    sent: list[Sent] = []
+
+    async def one(cmd: Sent) -> None:
+        try:
+            reply = await clients[cmd.master].post(f"/instances/{cmd.instance_id}/start")
+            cmd.status = reply.status_code
+            if reply.status_code >= 400:
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    cmd.code = reply.json()["error"]["code"]
+        except httpx.HTTPError as exc:
+            cmd.code = type(exc).__name__
+        cmd.answered_after = time.time() - cmd.at
+
+    tasks = []
+    end = time.monotonic() + seconds
+    while time.monotonic() < end:
+        picked = pool.take(nodes)
+        if picked is None:
+            break
+        node, iid = picked
+        master = random.choice(masters)
+        cmd = Sent(iid, node, master.name, holders.get(node, ""), time.time())
+        sent.append(cmd)
+        tasks.append(asyncio.create_task(one(cmd)))
+        await asyncio.sleep(1 / rate)
+    await asyncio.gather(*tasks)
+    for client in clients.values():
+        await client.aclose()
+    return sent
+
+
+async def executed(workers: list[Worker]) -> dict[str, list[float]]:
+    """Instance id -> when the agent received each start of it, since the last ask."""
+    out: dict[str, list[float]] = {}
+    for w in workers:
+        for _node, _cid, kind, iid, at in (await w.ask({"cmd": "executed"}, "executed"))[
+            "commands"
+        ]:
+            if kind == "start":
+                out.setdefault(iid, []).append(at)
+    return out
+
+
+def tally(sent: list[Sent], runs: dict[str, list[float]], prefix: str) -> dict[str, Any]:
+    """What became of each command: accepted and executed once, lost, executed twice, refused."""
+    accepted = [c for c in sent if 200 <= c.status < 300]
+    refused = [c for c in sent if not 200 <= c.status < 300]
+    codes: dict[str, int] = {}
+    for c in refused:
+        key = f"{c.status} {c.code}" if c.status else f"no answer ({c.code})"
+        codes[key] = codes.get(key, 0) + 1
+    return {
+        f"{prefix}_sent": len(sent),
+        f"{prefix}_accepted": len(accepted),
+        f"{prefix}_executed_once": sum(len(runs.get(c.instance_id, [])) == 1 for c in accepted),
+        f"{prefix}_lost": sum(not runs.get(c.instance_id) for c in accepted),
+        f"{prefix}_executed_twice": sum(len(runs.get(c.instance_id, [])) > 1 for c in sent),
+        f"{prefix}_refused": codes,
+        f"{prefix}_refused_but_executed": sum(bool(runs.get(c.instance_id)) for c in refused),
+        f"{prefix}_not_routed": sum(
+            c.status == 409 and c.holder not in ("", c.master) for c in refused
+        ),
+    }
+
+
+def latencies(sent: list[Sent], runs: dict[str, list[float]], cross: bool) -> list[float]:
+    """ms from the API call to the agent receiving it, for accepted commands sent to the
+    master holding the node (cross False) or to another one (cross True)."""
+    return [
+        (runs[c.instance_id][0] - c.at) * 1000
+        for c in sent
+        if 200 <= c.status < 300
+        and c.instance_id in runs
+        and c.holder
+        and (c.holder != c.master) == cross
+    ]
+
+
+async def holders(
+    masters: list[MasterProc], names: dict[str, str], timeout: float = 10
+) -> dict[str, str]:
+    """Node id -> the name of the master holding it ("" offline), as the first of `masters`
+    to answer lists them (the database is shared: any master's listing will do)."""
+    for master in masters:
+        with contextlib.suppress(httpx.HTTPError):
+            async with master.api(timeout) as api:
+                nodes = (await api.get("/nodes")).json()
+            return {n["id"]: names.get(n["master_id"] or "", "") for n in nodes}
+    raise RuntimeError(f"no master answers GET /nodes within {timeout:.0f} s")
+
+
+async def failover(
+    polled_on: list[MasterProc],
+    watchers: list[Watcher],
+    names: dict[str, str],
+    moving: list[str],
+    lost: MasterProc,
+    since: float,
+    timeout: float,
+) -> dict[str, Any]:
+    """Until every node of `moving` is online on another master than `lost` in `GET /nodes`
+    (of any master of `polled_on` that answers): the time of the last one there and on the
+    watchers' event streams."""
+    polled: dict[str, float] = {}
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline and len(polled) < len(moving):
+        with contextlib.suppress(RuntimeError):
+            now_held = await holders(polled_on, names, timeout=2)
+            now = time.time()
+            for node in moving:
+                if now_held.get(node) not in ("", lost.name, None):
+                    polled.setdefault(node, now)
+        await asyncio.sleep(0.25)
+    deadline = time.monotonic() + 2.0  # the events of the last ones, on their way
+    while time.monotonic() < deadline and not all(
+        any(w.moved(n, since, lost.id) is not None for w in watchers) for n in moving
+    ):
+        await asyncio.sleep(0.1)
+    firsts = [
+        min((t for w in watchers if (t := w.moved(n, since, lost.id)) is not None), default=None)
+        for n in moving
+    ]
+    seen = [t - since for t in firsts if t is not None]
+    out: dict[str, Any] = {
+        "nodes": len(moving),
+        "api_s": round(max(polled.values()) - since, 2) if polled else float("nan"),
+        "api_seen": len(polled),
+        "events_s": round(max(seen), 2) if seen else float("nan"),
+        "events_seen": len(seen),
+        "missed_per_console": {
+            w.name: sum(w.moved(n, since, lost.id) is None for n in moving) for w in watchers
+        },
+    }
+    if len(polled) == len(moving) and len(seen) < len(moving):
+        out["events_s"] = float("nan")  # not every node's event arrived: no failover time
+    return out
+
+
+@contextlib.contextmanager
+def postgres(db_url: str | None) -> Iterator[str]:
+    """`db_url` (an empty database on a local server), else a database on a throwaway cluster."""
+    if db_url:
+        yield db_url
+        return
+    reason = missing_reason()
+    bindir = find_bindir()
+    if reason is not None or bindir is None:
+        raise SystemExit(f"bench.cluster: {reason}")
+    cluster = Cluster(bindir).start()
+    try:
+        yield cluster.create_database()
+    finally:
+        cluster.stop()
+
+
+@contextlib.contextmanager
+def s3_server(root: Path) -> Iterator[str]:
+    port = free_port()
+    with open(root / "moto.log", "ab") as log:
+        popen = subprocess.Popen(
+            [PY, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        yield f"127.0.0.1:{port}"
+    finally:
+        popen.kill()
+        popen.wait()
+
+
+def sample_all(usage: dict[str, Usage], line: str) -> None:
+    parts = [
+        f"{name} {cores:.2f}c/{rss:.0f}M"
+        for name, (cores, rss) in ((n, u.sample()) for n, u in usage.items())
+    ]
+    print(f"  {line}: " + ", ".join(parts) + f"; load {os.getloadavg()[0]:.1f}", flush=True)
+
+
+async def bench(args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    result: dict[str, Any] = {
+        "agents": args.agents,
+        "processes": args.processes,
+        "masters": args.masters,
+        "load_at_start": round(os.getloadavg()[0], 2),
+    }
+    with postgres(args.db_url) as db_url, s3_server(root) as s3:
+        result["postgresql"], pg_pid = pg_server(db_url)
+        pg_port = make_url(db_url).port or 5432
+        masters = [
+            launch_master(f"m{n}", root, db_url, s3, args.master_nice) for n in range(args.masters)
+        ]
+        workers: list[Worker] = []
+        watchers: dict[str, Watcher] = {}
+        tasks: list[asyncio.Task[None]] = []
+        stopped: MasterProc | None = None
+        try:
+            t0 = time.monotonic()
+            await asyncio.gather(*(wait_healthy(m.url) for m in masters))
+            result["masters_healthy_s"] = round(time.monotonic() - t0, 2)
+            async with httpx.AsyncClient(timeout=60) as client:
+                for m in masters:
+                    m.id = (m.data / "master-id").read_text().strip()
+                    login = {"username": "admin", "password": ADMIN_PASSWORD}
+                    reply = await client.post(m.url + "/api/v1/auth/login", json=login)
+                    m.token = reply.raise_for_status().json()["token"]
+            names = {m.id: m.name for m in masters}
+            join = next(
+                (m.data / "join-token").read_text().strip()
+                for m in masters
+                if (m.data / "join-token").exists()
+            )
+            urls = ",".join(m.url for m in masters)
+            per = -(-args.agents // args.workers)
+            for k, first in enumerate(range(0, args.agents, per)):
+                count = min(per, args.agents - first)
+                workers.append(Worker(f"w{k}", urls, join, first, count, root / "sim"))
+            t0 = time.monotonic()
+            for w in workers:
+                w.nodes = (await asyncio.to_thread(w.read, "enrolled"))["nodes"]
+            nodes = [n for w in workers for n in w.nodes]
+            print(f"enrolled {len(nodes)} agents in {time.monotonic() - t0:.1f} s", flush=True)
+            _, mapping = seed_instances(db_url, nodes, args.processes)
+            commands = args.steady_rate * args.seconds + args.kill_rate * args.kill_window
+            per_node = int(-(-commands // len(nodes))) + 1
+            _, pool_ids = seed_instances(db_url, nodes, per_node, "commands", "stopped")
+            pool = Pool(pool_ids)
+            t0 = time.monotonic()
+            await asyncio.gather(
+                *(
+                    w.ask(
+                        {
+                            "cmd": "connect",
+                            "instances": {n: mapping[n] for n in w.nodes},
+                            "stopped": {n: pool_ids[n] for n in w.nodes},
+                        },
+                        "connected",
+                    )
+                    for w in workers
+                )
+            )
+            held: dict[str, str] = {}
+            while time.monotonic() - t0 < 300:
+                held = await holders(masters, names)
+                if all(held.get(n) for n in nodes):
+                    break
+                await asyncio.sleep(0.5)
+            result["connected_s"] = round(time.monotonic() - t0, 1)
+            result["nodes_per_master"] = {
+                m.name: sum(h == m.name for h in held.values()) for m in masters
+            }
+            print(
+                f"all online in {result['connected_s']} s: {result['nodes_per_master']}; "
+                f"warming up {args.warmup:.0f} s",
+                flush=True,
+            )
+            for m in masters:
+                watchers[m.name] = Watcher(m)
+                tasks.append(asyncio.create_task(watchers[m.name].run()))
+            await asyncio.gather(*(w.ready.wait() for w in watchers.values()))
+            await asyncio.sleep(args.warmup)
+
+            # Steady state, commands through random masters.
+            usage = {m.name: Usage(m.popen.pid) for m in masters}
+            usage["postgres"] = Usage(pg_pid, tree=True)
+            connections: list[int] = []
+            steady = asyncio.create_task(
+                send_commands(masters, pool, nodes, held, args.steady_rate, args.seconds)
+            )
+            start = time.monotonic()
+            while time.monotonic() - start < args.seconds:
+                await asyncio.sleep(min(5.0, args.seconds))
+                sample_all(usage, f"t={time.monotonic() - start:4.0f}s")
+                connections.append(await asyncio.to_thread(pg_connections, db_url))
+            sent = await steady
+            result["pg_connections_per_master"] = {
+                m.name: connections_to(m.popen.pid, pg_port) for m in masters
+            }
+            # Nodes that changed master meanwhile (a keepalive missed on a busy machine): which
+            # master held them when a command was sent is not known.
+            before, held = held, await holders(masters, names)
+            result["steady_moves"] = sum(before[n] != held.get(n) for n in nodes)
+            for cmd in sent:
+                if before[cmd.node_id] != held.get(cmd.node_id):
+                    cmd.holder = ""
+            await asyncio.sleep(args.grace)
+            runs = await executed(workers)
+            result.update(tally(sent, runs, "steady"))
+            for cross, label in ((False, "same_master"), (True, "cross_master")):
+                ms = latencies(sent, runs, cross)
+                result[f"command_ms_{label}_p50"] = round(pct(ms, 50), 1)
+                result[f"command_ms_{label}_p99"] = round(pct(ms, 99), 1)
+                result[f"command_ms_{label}_n"] = len(ms)
+            result["usage_steady"] = {name: u.figures() for name, u in usage.items()}
+            result["pg_connections_max"] = max(connections)
+
+            # kill -9 of the first master while commands for its nodes go through any master.
+            victim, survivors = masters[0], masters[1:]
+            held = await holders(survivors, names)
+            moving = [n for n in nodes if held.get(n) == victim.name]
+            print(f"kill -9 {victim.name} ({len(moving)} nodes), commands for them", flush=True)
+            storm = asyncio.create_task(
+                send_commands(masters, pool, moving, held, args.kill_rate, args.kill_window)
+            )
+            await asyncio.sleep(min(1.0, args.kill_window / 4))
+            t_kill = time.time()
+            victim.popen.kill()
+            victim.popen.wait()
+            del usage[victim.name]
+            tasks[0].cancel()  # its console's stream is gone for good
+            survivor_watchers = [watchers[m.name] for m in survivors]
+            result["kill"] = await failover(
+                survivors, survivor_watchers, names, moving, victim, t_kill, 60
+            )
+            sent = await storm
+            await asyncio.sleep(args.grace)
+            runs = await executed(workers)
+            result.update(tally(sent, runs, "kill_commands"))
+            print(f"  {result['kill']}", flush=True)
+
+            # SIGSTOP of the survivor holding the most nodes; they go to the others.
+            held = await holders(survivors, names)
+            stopped = max(survivors, key=lambda m: sum(h == m.name for h in held.values()))
+            rest = [m for m in survivors if m is not stopped]
+            moving = [n for n in nodes if held.get(n) == stopped.name]
+            print(f"SIGSTOP {stopped.name} ({len(moving)} nodes)", flush=True)
+            t_stop = time.time()
+            os.kill(stopped.popen.pid, signal.SIGSTOP)
+            result["stop"] = await failover(
+                rest, [watchers[m.name] for m in rest], names, moving, stopped, t_stop, 60
+            )
+            print(f"  {result['stop']}", flush=True)
+            os.kill(stopped.popen.pid, signal.SIGCONT)
+            woken, stopped = stopped, None
+            await asyncio.sleep(args.wake)
+            result["after_wake_nodes_not_online"] = sum(
+                not h for h in (await holders([*rest, woken], names)).values()
+            )
+            async with rest[0].api() as api:
+                unknown = (await api.get("/instances", params={"state": "unknown"})).json()
+            result["after_wake_instances_unknown"] = len(unknown)
+
+            # The last master with the whole fleet.
+            alone = usage[rest[-1].name]
+            alone.restart()
+            start = time.monotonic()
+            while time.monotonic() - start < args.final:
+                await asyncio.sleep(min(5.0, args.final))
+                sample_all(usage, f"{rest[-1].name} holding them all")
+            result["usage_alone"] = {rest[-1].name: alone.figures()}
+            result["pg_connections_end"] = await asyncio.to_thread(pg_connections, db_url)
+            result["load_at_end"] = round(os.getloadavg()[0], 2)
+            result["master_log_errors"] = {m.name: m.log_errors(root) for m in masters}
+            return result
+        finally:
+            if stopped is not None:
+                os.kill(stopped.popen.pid, signal.SIGCONT)
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            for w in workers:
+                with contextlib.suppress(Exception):
+                    w.popen.kill()
+                    w.popen.wait(10)
+            for m in masters:  # the run is over: nothing to measure in a clean stop
+                m.popen.kill()
+                m.popen.wait()
+
+
+def table(r: dict[str, Any]) -> str:
+    """The figures as RESULTS.md's table, the issue's goal beside each."""
+    kill, stop = r["kill"], r["stop"]
+
+    def seen(phase: dict[str, Any]) -> str:
+        return (
+            f"events {phase['events_s']} s ({phase['events_seen']}/{phase['nodes']}), "
+            f"GET /nodes {phase['api_s']} s ({phase['api_seen']}/{phase['nodes']})"
+        )
+
+    def missed(phase: dict[str, Any]) -> str:
+        per = ", ".join(f"{k} {v}" for k, v in phase["missed_per_console"].items())
+        return f"{per} of {phase['nodes']}"
+
+    def refused(prefix: str) -> str:
+        codes = r[f"{prefix}_refused"]
+        text = ", ".join(f"{n} x {code}" for code, n in sorted(codes.items())) or "none"
+        late = r[f"{prefix}_refused_but_executed"]
+        return text + (f" ({late} of them executed all the same)" if late else "")
+
+    cross = (
+        f"{r['command_ms_cross_master_p50']} / {r['command_ms_cross_master_p99']} ms "
+        f"({r['command_ms_cross_master_n']})"
+        if r["command_ms_cross_master_n"]
+        else f"none routed: {r['steady_not_routed']} answered 409 by a master not holding the node"
+    )
+    rows = [
+        (
+            "masters healthy (3 started at once on an empty database)",
+            f"{r['masters_healthy_s']} s",
+            "",
+        ),
+        (
+            "nodes per master (agents' lists rotated)",
+            ", ".join(f"{k} {v}" for k, v in r["nodes_per_master"].items()),
+            "",
+        ),
+        ("kill -9: all its nodes online elsewhere", seen(kill), "≤ 5 s [2 s]"),
+        ("SIGSTOP: all its nodes online elsewhere", seen(stop), "≤ 6 s [3 s]"),
+        (
+            "moved nodes' `online` events missed by each survivor's console",
+            f"kill: {missed(kill)}; SIGSTOP: {missed(stop)}",
+            "0",
+        ),
+        (
+            "commands during the kill: sent / accepted / executed once",
+            f"{r['kill_commands_sent']} / {r['kill_commands_accepted']} / "
+            f"{r['kill_commands_executed_once']}",
+            "",
+        ),
+        (
+            "  lost / executed twice",
+            f"{r['kill_commands_lost']} / {r['kill_commands_executed_twice']}",
+            "0 / 0",
+        ),
+        ("  refused", refused("kill_commands"), ""),
+        (
+            "commands in steady state: sent / accepted / lost / twice",
+            f"{r['steady_sent']} / {r['steady_accepted']} / {r['steady_lost']} / "
+            f"{r['steady_executed_twice']}; refused: {refused('steady')}",
+            "",
+        ),
+        (
+            "command API call -> agent, master holding the node, p50 / p99",
+            f"{r['command_ms_same_master_p50']} / {r['command_ms_same_master_p99']} ms "
+            f"({r['command_ms_same_master_n']})",
+            "",
+        ),
+        ("command routed between masters, p50 / p99", cross, "p99 ≤ 150 ms [50 ms]"),
+        (
+            "after SIGCONT: nodes not online / instances unknown",
+            f"{r['after_wake_nodes_not_online']} / {r['after_wake_instances_unknown']}",
+            "0 / 0",
+        ),
+        ("nodes that changed master in the steady state", f"{r['steady_moves']}", "0"),
+        (
+            "ERROR lines in the masters' logs",
+            ", ".join(f"{k} {v}" for k, v in r["master_log_errors"].items()),
+            "0",
+        ),
+    ]
+    for name, u in r["usage_steady"].items():
+        rows.append(
+            (
+                f"{name}: CPU avg / max, RSS last (steady)",
+                f"{u['cpu_cores_avg']} / {u['cpu_cores_max']} cores, {u['rss_mib_last']} MiB",
+                "",
+            )
+        )
+    for name, u in r["usage_alone"].items():
+        rows.append(
+            (
+                f"{name}, the last, holding the fleet: CPU avg / max, RSS last",
+                f"{u['cpu_cores_avg']} / {u['cpu_cores_max']} cores, {u['rss_mib_last']} MiB",
+                "",
+            )
+        )
+    rows.append(
+        (
+            "PostgreSQL connections: max (steady) / end; per master (steady)",
+            f"{r['pg_connections_max']} / {r['pg_connections_end']}; "
+            + ", ".join(f"{k} {v}" for k, v in r["pg_connections_per_master"].items()),
+            "",
+        )
+    )
+    lines = ["| what | figure | goal |", "| --- | --- | --- |"]
+    lines += [f"| {a} | {b} | {c} |" for a, b, c in rows]
+    return "\n".join(lines)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--agents", type=int, default=1000)
+    p.add_argument("--processes", type=int, default=20)
+    p.add_argument("--masters", type=int, default=3, help="at least 3 (one killed, one stopped)")
+    p.add_argument("--seconds", type=float, default=60, help="the steady window")
+    p.add_argument("--warmup", type=float, default=10)
+    p.add_argument("--workers", type=int, default=0, help="simulator processes (0: 1 per 250)")
+    p.add_argument("--steady-rate", type=float, default=2, help="commands a second, steady")
+    p.add_argument("--kill-rate", type=float, default=20, help="commands a second, the kill")
+    p.add_argument("--kill-window", type=float, default=10, help="seconds of commands")
+    p.add_argument("--grace", type=float, default=5, help="seconds for late commands to land")
+    p.add_argument("--wake", type=float, default=8, help="seconds after SIGCONT")
+    p.add_argument("--final", type=float, default=15, help="seconds of the last master alone")
+    p.add_argument("--master-nice", type=int, default=0)
+    p.add_argument("--data-dir", default=None)
+    p.add_argument("--db-url", default=None, help="an empty database on a local PostgreSQL server")
+    args = p.parse_args()
+    if args.masters < 3:
+        p.error("--masters must be at least 3")
+    args.workers = args.workers or max(1, min(4, args.agents // 250))
+    compile_sources()
+    root = Path(args.data_dir or f"/tmp/gdos-cluster-bench-{os.getpid()}")
+    root.mkdir(parents=True, exist_ok=True)
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    print(
+        f"cluster bench: {args.masters} masters, {args.agents} agents x {args.processes} "
+        f"processes, {args.seconds:.0f} s steady; commit {commit}, {os.cpu_count()} cores, "
+        f"load {os.getloadavg()[0]:.1f}; data in {root}",
+        flush=True,
+    )
+    result = asyncio.run(bench(args, root))
+    result["commit"] = commit
+    print(table(result))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
