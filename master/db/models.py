@@ -93,6 +93,14 @@ class Master(Base):
     last_seen: Mapped[float] = mapped_column(Float)
 
 
+class ClusterSetting(Base):
+    """A value every master of one database shares (the secret masters present to one another)."""
+
+    __tablename__ = "cluster_settings"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
+
+
 class Package(Base):
     __tablename__ = "packages"
     __table_args__ = (UniqueConstraint("name", "version", name="uq_package_name_version"),)
