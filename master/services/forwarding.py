@@ -249,14 +249,14 @@ class Forwarder:
             self._dirty = False
             try:
                 await self._sync()
-            except Exception:
-                log.exception("placing forwarded keys failed")
+            except Exception as exc:  # the database away: placed again at the next recheck
+                log.warning("placing forwarded keys failed: %s", exc)
 
     async def _sync(self) -> None:
         wanted = {key for key in self.hub.console_keys() if subject(key)}
         placed: dict[str, set[str]] = {}
         urls: dict[str, str] = {}
-        if wanted:
+        if wanted and self.agents.peers - {self.agents.master_id}:  # no peer: all is local
             holders, urls = self._lookup({s for key in wanted if (s := subject(key))})
             placed = place(wanted, holders, urls)
             self._nodes = {node for node, _ in holders.values()}
