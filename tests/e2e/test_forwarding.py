@@ -12,7 +12,11 @@ import time
 from typing import Any
 
 import pytest
+from websockets.exceptions import InvalidStatus
+from websockets.sync.client import connect
 
+from master.services.peer_secret import PEER_HEADER, SECRET_HEADER
+from tests.e2e.batch_support import deploy_all, system_with_modules
 from tests.e2e.test_failover import holder
 from tests.e2e.test_s3_store import s3_flags
 from tests.support import EventStream, Master, Proc, build_package, wait_for
@@ -59,6 +63,17 @@ class TimedStream(EventStream):
         return "".join(d["data"] for d in chunks)
 
 
+def peer_stream_status(master_url: str, headers: dict[str, str]) -> int:
+    """The HTTP status a peer's event stream request gets (101: let in)."""
+    url = master_url.replace("http://", "ws://") + "/api/v1/events"
+    try:
+        with connect(url, additional_headers=headers):
+            return 101
+    except InvalidStatus as exc:
+        assert json.loads(exc.response.body)["error"]["code"] == "unauthenticated"
+        return exc.response.status_code
+
+
 def lines_after(text: str, n: int) -> bool:
     """The log shows a line numbered above `n`."""
     return any(int(w[5:]) > n for w in text.splitlines() if w.startswith("line "))
@@ -78,6 +93,8 @@ def test_live_metrics_and_a_followed_log_of_a_node_on_another_master(
             wait_for(m._healthy, 90, what=f"master {m.data_dir.name}\n{m.tail()}")
         ids = {m: (m.data_dir / "master-id").read_text().strip() for m in (a, b)}
         api_a, api_b = a.api(), b.api()
+        refused = peer_stream_status(a.url, {PEER_HEADER: ids[b], SECRET_HEADER: "guess"})
+        assert refused == 401
         maker = next(m for m in (a, b) if (m.data_dir / "join-token").exists())
         agent = agent_factory(b, extra=["--master", f"{b.url},{a.url}"], token=maker.join_token)
         node_id = agent.start_and_wait(api_b)
@@ -85,10 +102,8 @@ def test_live_metrics_and_a_followed_log_of_a_node_on_another_master(
 
         # The service runs on the node B holds (commands go to B: routing them is not this test's).
         api_b.upload(build_package(tmp_path / "pkgs", name="talker", script=TALKER))
-        system = api_b.post("/systems", {"name": "fwd"})
-        module = api_b.post(f"/systems/{system['id']}/modules", {"name": "t", "package": "talker"})
-        iid = api_b.post("/instances", {"module_id": module["id"], "node_id": node_id})["id"]
-        wait_for(lambda: api_b.get(f"/instances/{iid}")["state"] == "stopped", 60, what="deploy")
+        _, modules = system_with_modules(api_b, "fwd", [{"name": "t", "package": "talker"}])
+        [iid] = deploy_all(api_b, [(modules["t"], node_id)], 60)
         api_b.post(f"/instances/{iid}/start")
         wait_for(lambda: api_b.get(f"/instances/{iid}")["state"] == "running", 60, what="start")
 
