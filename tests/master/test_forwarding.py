@@ -14,11 +14,14 @@ import pytest
 from starlette.testclient import WebSocketDenialResponse
 from websockets.asyncio.server import ServerConnection, serve
 
+from master.db import models
 from master.hub import Hub
 from master.services import forwarding
-from master.services.forwarding import Upstream, event_key, place, subject, ws_url
-from master.services.peer_secret import PEER_HEADER, SECRET_HEADER
+from master.services.forwarding import Forwarder, Upstream, event_key, place, subject, ws_url
+from master.services.peer_secret import PEER_HEADER, SECRET_HEADER, PeerSecret
+from tests.master.fake_agent import FakeAgent, World
 from tests.master.inprocess import make_app, running, services_of
+from tests.pg import reset
 from tests.support import free_port, wait_for
 
 HOLDERS = {
@@ -176,3 +179,37 @@ async def test_an_upstream_subscribes_to_what_is_wanted_relays_it_and_closes_whe
             await until(lambda: up.done)
         finally:
             await up.close()
+
+
+async def test_a_forwarder_subscribes_where_the_node_is_and_lets_go_when_it_comes_here(
+    tmp_path: Path, pg_module_db: str
+) -> None:
+    reset(pg_module_db)
+    world = World(tmp_path, pg_module_db)
+    iid = world.add_instance("t-1", "running")
+    peer, port = FakePeer(), free_port()
+    with world.db.session() as s:
+        s.add(models.Master(id="B", url=f"http://127.0.0.1:{port}", started_at=0, last_seen=0))
+        node = s.get(models.Node, world.node_id)
+        assert node is not None
+        node.master_id = "B"
+        s.commit()
+    world.agents.master_id, world.agents.peers = "A", frozenset({"B"})
+    forwarder = Forwarder(world.db, world.hub, world.agents, PeerSecret(world.db))
+    console = world.hub.subscribe()
+    remote = {f"metrics:{world.node_id}", f"metrics:{iid}", f"log:{iid}:stdout"}
+    try:
+        async with serve(peer.handler, "127.0.0.1", port):
+            console.keys.update({*remote, "metrics:unknown"})
+            world.hub.keys_changed()
+            await until(lambda: peer.subscribed() == remote)
+            assert peer.headers[SECRET_HEADER] == PeerSecret(world.db).value()
+            assert peer.headers[PEER_HEADER] == "A" and list(forwarder.upstreams) == ["B"]
+
+            # The node says hello here: its keys are served locally, the upstream lets them go.
+            FakeAgent(world.agents, world.node_id)
+            world.hub.publish("node", {"id": world.node_id, "status": "online", "master_id": "A"})
+            await until(lambda: peer.subscribed() == set())
+    finally:
+        await forwarder.close()
+        world.db.dispose()
