@@ -12,6 +12,7 @@ from master.api.deps import ServicesDep, bearer_token, resolve_principal
 from master.api.errors import error_response
 from master.hub import Subscriber
 from master.services.peer_secret import PEER_HEADER, SECRET_HEADER
+from master.services.throttle import LogBudget
 from protocol.errors import ErrorCode
 from protocol.messages import CLOSE_AUTH_FAILED, CLOSE_POLICY, CLOSE_TOO_SLOW
 
@@ -21,6 +22,7 @@ router = APIRouter(prefix="/api/v1", tags=["events"])
 MAX_KEYS = 256
 MAX_PEER_KEYS = 16_384  # a peer master subscribes for all of its consoles at once
 MAX_BATCH = 1000
+_refusals = LogBudget()  # lines callers with a wrong peer secret can cause in the master's log
 
 
 @router.websocket("/events")
@@ -31,7 +33,15 @@ async def events(ws: WebSocket, svc: ServicesDep) -> None:
     peer = ws.headers.get(PEER_HEADER)
     if peer is not None:
         if not svc.peer_secret.check(ws.headers.get(SECRET_HEADER)):
-            log.warning("refused an event stream for master %.32r: wrong peer secret", peer)
+            client = ws.client.host if ws.client else "?"
+            held = _refusals.allow(client)
+            if held is not None:
+                log.warning(
+                    "refused an event stream from %s (master %.32r): wrong peer secret%s",
+                    client,
+                    peer,
+                    f" ({held} more not logged)" if held else "",
+                )
             message = "wrong or missing master-to-master secret (X-Gdos-Peer-Secret)"
             await ws.send_denial_response(
                 error_response(401, ErrorCode.UNAUTHENTICATED.value, message)

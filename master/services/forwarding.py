@@ -212,7 +212,7 @@ class Forwarder:
         self.agents = agents
         self.secret = secret
         self.upstreams: dict[str, Upstream] = {}
-        self._nodes: set[str] = set()  # nodes of the keys forwarded now
+        self._nodes: set[str] = set()  # nodes of the wanted keys: their moves recheck
         self._dirty = False
         self._task: asyncio.Task[None] | None = None
         hub.key_listeners.append(self.recheck)
