@@ -20,6 +20,7 @@ import random
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+import httpx
 import msgspec
 from sqlalchemy import select
 from websockets.asyncio.client import ClientConnection, connect
@@ -40,6 +41,7 @@ IDLE = 30.0  # seconds an upstream with no key stays open, for the next subscrib
 OPEN_TIMEOUT = 5.0
 PING_INTERVAL, PING_TIMEOUT = 2.0, 3.0  # a hung peer is left as agents leave it
 BACKOFF_FIRST, BACKOFF_MAX = 0.5, 5.0
+HISTORY_TIMEOUT = 5.0  # seconds for a peer to answer a metrics history request
 MAX_FRAME = 16 << 20
 _decode = msgspec.json.Decoder().decode
 _encode = msgspec.json.Encoder().encode
@@ -274,6 +276,26 @@ class Forwarder:
                 headers = self.secret.headers(self.agents.master_id or "")
                 self.upstreams[peer_id] = Upstream(peer_id, urls[peer_id], self.hub, headers)
                 self.upstreams[peer_id].want(keys)
+
+    async def history(self, ident: str, path: str, seconds: float) -> dict[str, Any] | None:
+        """The metrics history of a node or instance (`path`, its `/metrics` route) from the
+        online peer holding its node; None when no peer holds it or the peer did not answer."""
+        holders, urls = self._lookup({ident}) if self.agents.peers else ({}, {})
+        peer = holders.get(ident, ("", None))[1]
+        if peer is None or peer not in urls:
+            return None
+        headers = self.secret.headers(self.agents.master_id or "")
+        try:
+            async with httpx.AsyncClient(timeout=HISTORY_TIMEOUT) as client:
+                answer = await client.get(
+                    urls[peer].rstrip("/") + path, params={"seconds": seconds}, headers=headers
+                )
+                answer.raise_for_status()
+                found = answer.json()
+        except (httpx.HTTPError, ValueError) as exc:
+            log.warning("metrics history of %s from master %s: %s", ident, peer, exc)
+            return None
+        return found if isinstance(found, dict) else None
 
     def _lookup(self, ids: set[str]) -> tuple[dict[str, tuple[str, str | None]], dict[str, str]]:
         """(node or instance id -> (its node, the master holding it or None), peer -> URL)."""

@@ -115,6 +115,9 @@ def test_live_metrics_and_a_followed_log_of_a_node_on_another_master(
         wait_for(lambda: len(on_a.samples(node_id)) >= 2, 30, what=f"node samples on A\n{a.tail()}")
         wait_for(lambda: len(on_a.samples(iid)) >= 2, 30, what="instance samples on A")
         wait_for(lambda: "line " in on_a.text(iid), 30, what=f"log lines on A\n{b.tail()}")
+        # The history is in B's memory: A asks B for it.
+        for path in (f"/nodes/{node_id}/metrics", f"/instances/{iid}/metrics"):
+            assert api_a.get(path, params={"seconds": 60})["samples"], path
         sample = next(d for d in on_a.topic("metrics") if d["id"] == iid)
         assert sample["kind"] == "instance" and sample["node_id"] == node_id
         assert {"cpu_percent", "rss_bytes"} <= set(sample)

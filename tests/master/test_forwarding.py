@@ -85,11 +85,9 @@ def test_a_peer_subscriber_gets_keyed_events_only_and_its_keys_are_not_forwarded
     assert hub.wanted_keys() == {"metrics:n1", "metrics:n2"}
 
 
-def test_the_event_stream_takes_a_peer_only_with_the_cluster_secret(
-    tmp_path: Path, db_url: str
-) -> None:
+def test_a_peer_is_let_in_only_with_the_cluster_secret(tmp_path: Path, db_url: str) -> None:
     app = make_app(tmp_path, db_url=db_url)
-    with running(app) as (client, _):
+    with running(app) as (client, auth):
         svc = services_of(app)
         secret = svc.peer_secret.value()
         assert (secret is None) == db_url.startswith("sqlite")
@@ -102,12 +100,16 @@ def test_the_event_stream_takes_a_peer_only_with_the_cluster_secret(
                 client.websocket_connect("/api/v1/events", headers=headers),
             ):
                 pass
-            assert refused.value.status_code == 401
-            error = refused.value.json()["error"]
-            assert error["code"] == "unauthenticated" and "secret" in error["message"]
+            history = client.get("/api/v1/instances/i1/metrics", headers={**auth, **headers})
+            for answer in (refused.value, history):
+                assert answer.status_code == 401
+                error = answer.json()["error"]
+                assert error["code"] == "unauthenticated" and "secret" in error["message"]
+        assert client.get("/api/v1/instances/i1/metrics", headers=auth).status_code == 404
         if secret is None:
             return  # SQLite: a master is alone, no peer is ever let in
         headers = {PEER_HEADER: "m2", SECRET_HEADER: secret}
+        assert client.get("/api/v1/instances/i1/metrics", headers=headers).status_code == 404
         with client.websocket_connect("/api/v1/events", headers=headers) as ws:
             ws.send_text(json.dumps({"subscribe": ["metrics:n1"]}))
             wait_for(lambda: "metrics:n1" in svc.hub.wanted_keys(), 10, what="the peer's key")
