@@ -183,35 +183,52 @@ async def test_an_upstream_subscribes_to_what_is_wanted_relays_it_and_closes_whe
             await up.close()
 
 
-async def test_a_forwarder_subscribes_where_the_node_is_and_lets_go_when_it_comes_here(
+def hold(world: World, master_id: str) -> None:
+    with world.db.session() as s:
+        node = s.get(models.Node, world.node_id)
+        assert node is not None
+        node.master_id = master_id
+        s.commit()
+
+
+async def test_a_forwarder_subscribes_where_the_node_is_and_follows_it(
     tmp_path: Path, pg_module_db: str
 ) -> None:
     reset(pg_module_db)
     world = World(tmp_path, pg_module_db)
     iid = world.add_instance("t-1", "running")
-    peer, port = FakePeer(), free_port()
+    peers = {"B": (FakePeer(), free_port()), "C": (FakePeer(), free_port())}
     with world.db.session() as s:
-        s.add(models.Master(id="B", url=f"http://127.0.0.1:{port}", started_at=0, last_seen=0))
-        node = s.get(models.Node, world.node_id)
-        assert node is not None
-        node.master_id = "B"
+        for mid, (_, port) in peers.items():
+            url = f"http://127.0.0.1:{port}"
+            s.add(models.Master(id=mid, url=url, started_at=0, last_seen=0))
         s.commit()
-    world.agents.master_id, world.agents.peers = "A", frozenset({"B"})
+    hold(world, "B")
+    world.agents.master_id, world.agents.peers = "A", frozenset(peers)
     forwarder = Forwarder(world.db, world.hub, world.agents, PeerSecret(world.db))
     console = world.hub.subscribe()
     remote = {f"metrics:{world.node_id}", f"metrics:{iid}", f"log:{iid}:stdout"}
+    b, c = peers["B"][0], peers["C"][0]
     try:
-        async with serve(peer.handler, "127.0.0.1", port):
+        async with (
+            serve(b.handler, "127.0.0.1", peers["B"][1]),
+            serve(c.handler, "127.0.0.1", peers["C"][1]),
+        ):
             console.keys.update({*remote, "metrics:unknown"})
             world.hub.keys_changed()
-            await until(lambda: peer.subscribed() == remote)
-            assert peer.headers[SECRET_HEADER] == PeerSecret(world.db).value()
-            assert peer.headers[PEER_HEADER] == "A" and list(forwarder.upstreams) == ["B"]
+            await until(lambda: b.subscribed() == remote)
+            assert b.headers[SECRET_HEADER] == PeerSecret(world.db).value()
+            assert b.headers[PEER_HEADER] == "A" and list(forwarder.upstreams) == ["B"]
+
+            # The node moves to C: its keys move with it.
+            hold(world, "C")
+            world.hub.publish("node", {"id": world.node_id, "status": "online", "master_id": "C"})
+            await until(lambda: b.subscribed() == set() and c.subscribed() == remote)
 
             # The node says hello here: its keys are served locally, the upstream lets them go.
             FakeAgent(world.agents, world.node_id)
             world.hub.publish("node", {"id": world.node_id, "status": "online", "master_id": "A"})
-            await until(lambda: peer.subscribed() == set())
+            await until(lambda: c.subscribed() == set())
     finally:
         await forwarder.close()
         world.db.dispose()
