@@ -29,6 +29,9 @@ class Subscriber:
         self.keys: set[str] = set()
         self.overflowed = asyncio.Event()
         self.batch = False  # the client asked for JSON arrays of events (one frame per burst)
+        # A peer master relaying keyed topics to its own consoles: no state topics, and its keys
+        # are never forwarded again (`console_keys`), so two masters cannot relay in a loop.
+        self.peer = False
 
     def offer(self, text: str) -> None:
         try:
@@ -81,6 +84,10 @@ class Hub:
             wanted = self._wanted = frozenset().union(*(s.keys for s in self._subs))
         return wanted
 
+    def console_keys(self) -> set[str]:
+        """The keys consoles of this master want (peer masters' subscriptions left out)."""
+        return set().union(*(s.keys for s in self._subs if not s.peer))
+
     def keys_changed(self) -> None:
         self._wanted = None
         for listener in self.key_listeners:
@@ -113,5 +120,12 @@ class Hub:
         text = _encode({"topic": topic, "data": data}).decode()
         self.published += 1
         for sub in self._subs:
-            if key is None or key in sub.keys:
+            if key in sub.keys if key is not None else not sub.peer:
+                sub.offer(text)
+
+    def offer_keyed(self, key: str, text: str) -> None:
+        """Offer an event already encoded (`{"topic","data"}` text) to the subscribers of `key`."""
+        self.published += 1
+        for sub in self._subs:
+            if key in sub.keys:
                 sub.offer(text)

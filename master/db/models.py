@@ -123,6 +123,12 @@ class ClusterEvent(Base):
     topic: Mapped[str] = mapped_column(String(32))
     data: Mapped[str] = mapped_column(Text)  # the event's JSON
     at: Mapped[float] = mapped_column(Float)  # by the database's clock
+class ClusterSetting(Base):
+    """A value every master of one database shares (the secret masters present to one another)."""
+
+    __tablename__ = "cluster_settings"
+    name: Mapped[str] = mapped_column(String(64), primary_key=True)
+    value: Mapped[str] = mapped_column(Text)
 
 
 class Package(Base):

@@ -5,6 +5,7 @@ database. It is loaded once at start and then follows the hub's `instance` and `
 which every change already publishes (a reconnecting agent's hello republishes its instances).
 """
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,6 +43,14 @@ class Directory:
             self._put(InstanceInfo(iid, node_id, system_id, name, state))
         for node_id, hostname in s.execute(select(node.id, node.hostname).where(~node.revoked)):
             self.hostnames[node_id] = hostname
+
+    def learn(self, rows: Iterable[Mapping[str, Any]]) -> None:
+        """Instance rows as the database has them (a node's hello on a master that may not
+        have seen them made)."""
+        for row in rows:
+            self._put(
+                InstanceInfo(row["id"], row["node_id"], row["system_id"], row["name"], row["state"])
+            )
 
     def reload(self, s: Session) -> None:
         """Start over from the database (after a backup restore swapped it)."""

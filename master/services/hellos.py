@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections import deque
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -59,6 +60,9 @@ class HelloQueue:
             interrupted_restarts if interrupted_restarts is not None else set()
         )
         self.agents = agents  # names this master on the nodes it claims
+        # Told every instance row of the greeting nodes once committed (several masters: the
+        # directory learns instances another master made while the node was there).
+        self.on_rows: Callable[[Iterable[Mapping[str, Any]]], None] | None = None
         self._queued: deque[_Hello] = deque()
         self._scheduled = False
 
@@ -148,6 +152,8 @@ class HelloQueue:
                 decided.append(decision)
             instance_rows.write(conn, changes)
         self.interrupted_restarts.difference_update(loaded)
+        if self.on_rows is not None:
+            self.on_rows(loaded.values())
         return decided
 
     def close(self) -> None:

@@ -15,6 +15,7 @@ from master.services.backups import BackupService
 from master.services.bus import Bus
 from master.services.cluster_events import ClusterEvents
 from master.services.directory import Directory
+from master.services.forwarding import Forwarder
 from master.services.logs import LogRelay
 from master.services.loop_lag import LoopLag
 from master.services.masters import Masters
@@ -22,6 +23,7 @@ from master.services.metrics import MetricsService, MetricsStore
 from master.services.nodes import Nodes
 from master.services.operations import Operations
 from master.services.orchestrator import Orchestrator
+from master.services.peer_secret import PeerSecret
 from master.services.releases import Releases
 from master.services.remote_commands import RemoteCommands
 from master.services.restore import Gate
@@ -60,6 +62,13 @@ class Services:
         self.gate = Gate()
         self.backups = BackupService(settings, self.db)
         self.logs = LogRelay(self.db, self.agents, self.hub)
+        self.peer_secret = PeerSecret(self.db)
+        # Live metrics and logs of nodes other masters hold (a master on SQLite is alone).
+        self.forwarder = (
+            Forwarder(self.db, self.hub, self.agents, self.peer_secret)
+            if self.db.is_postgres
+            else None
+        )
         self.backups.restore_hooks.append(self.logs.reset)
         self.operations = Operations(self.db, self.orchestrator, self.agents, self.hub)
         self.releases = Releases(self.db, self.orchestrator, self.agents)
@@ -75,6 +84,8 @@ class Services:
             settings.metrics_max_series,
         )
         self.metrics = MetricsService(store, self.directory, self.hub)
+        if self.db.is_postgres:  # instances another master made are learnt at the node's hello
+            self.orchestrator.hellos.on_rows = self.directory.learn
         self.notifier = Notifier()
         self.alerts = AlertEngine(
             self.db, self.hub, self.directory, self.agents, self.notifier, settings.base_url
@@ -125,6 +136,8 @@ class Services:
         self.operations.resume_all()  # they wait for their nodes' hello
         self.rollouts.resume_all()
         self._tasks.append(asyncio.create_task(self.masters.run()))
+        if self.forwarder is not None:
+            self._tasks.append(asyncio.create_task(self.forwarder.run()))
         self._tasks.append(
             asyncio.create_task(
                 watch_liveness(self.agents, self.settings.heartbeat_grace, self.nodes.drop_stale)
@@ -172,6 +185,8 @@ class Services:
                 await link.channel.close(1001, "master shutting down")
         await self.orchestrator.close()
         await self.logs.close()
+        if self.forwarder is not None:
+            await self.forwarder.close()
         await self.alerts.stop()
         await self.notifier.stop()
         self.masters.retire()
