@@ -123,6 +123,8 @@ class ClusterEvent(Base):
     topic: Mapped[str] = mapped_column(String(32))
     data: Mapped[str] = mapped_column(Text)  # the event's JSON
     at: Mapped[float] = mapped_column(Float)  # by the database's clock
+
+
 class ClusterSetting(Base):
     """A value every master of one database shares (the secret masters present to one another)."""
 
