@@ -1,32 +1,52 @@
 """Alert transitions written in one transaction per loop turn, then published (topic `alert`)
-and handed to the webhook notifier; nothing here waits for the network."""
+and handed to the webhook notifier; nothing here waits for the network.
+
+The database decides between masters: an alert opens only if no alert of its rule and target is
+open (a partial unique index), and resolves only if it is still open (compare-and-set). A
+transition another master made first is neither published nor notified; the engine takes the
+open alert it lost to as its own (`on_lost`). Webhooks are rows of the outbox table written in
+the same transaction (master/services/alerting/delivery.py).
+"""
 
 import asyncio
 import contextlib
 import logging
+from collections.abc import Callable
 from typing import Any
 
-from sqlalchemy import update
+from sqlalchemy import Insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.orm import Session
 
 from master.db import models
 from master.db.session import Database
 from master.hub import Hub
 from master.services.alerting.active import AlertRecord
+from master.services.alerting.delivery import Pending, WebhookOutbox
 from master.services.alerting.rules import Rule
 from master.services.alerting.serializers import alert_out, webhook_body
 from master.services.alerting.webhooks import Notifier
+from protocol.rest import iso
 
 log = logging.getLogger(__name__)
 
+Alert = models.Alert
+Transition = tuple[str, AlertRecord, dict[str, Any], Rule | None]
+
 
 class AlertOutbox:
-    def __init__(self, db: Database, hub: Hub, notifier: Notifier, master_url: str) -> None:
+    def __init__(
+        self, db: Database, hub: Hub, notifier: Notifier, webhooks: WebhookOutbox, master_url: str
+    ) -> None:
         self.db = db
         self.hub = hub
         self.notifier = notifier
+        self.webhooks = webhooks
         self.master_url = master_url
-        self._batch: list[tuple[str, AlertRecord, dict[str, Any], Rule | None]] = []
+        # Told of an alert this master opened too late (another's is open): (ours, theirs).
+        self.on_lost: Callable[[AlertRecord, AlertRecord | None], None] | None = None
+        self._batch: list[Transition] = []
         self._flush_soon = False
 
     @property
@@ -49,24 +69,82 @@ class AlertOutbox:
         batch, self._batch = self._batch, []
         if not batch:
             return
+        lost: dict[str, AlertRecord | None] = {}
+        sends: list[Pending] = []
+        stored = True
         try:
             with self.db.session() as s:
-                new = {rec.id: rec for event, rec, _, _ in batch if event == "firing"}
-                s.add_all(rec.to_row() for rec in new.values())
-                s.flush()
-                for event, rec, _, _ in batch:
-                    if event != "firing" and rec.id not in new:
-                        s.execute(
-                            update(models.Alert)
-                            .where(models.Alert.id == rec.id)
-                            .values(**rec.updates())
-                        )
+                lost = self._write(s, batch, sends)
                 s.commit()
         except SQLAlchemyError:
             log.exception("could not store %d alert transition(s)", len(batch))
+            stored, sends = False, []
         for event, rec, data, rule in batch:
+            if rec.id in lost:
+                continue
             self.hub.publish("alert", data)
-            if rec.notified and rule is not None and rule.webhook_url:
+            if not stored and rec.notified and rule is not None and rule.webhook_url:
                 payload = webhook_body(event, rec, rule, self.master_url)
                 payload["alert"] = data
                 self.notifier.enqueue(rule.webhook_url, payload, event)
+        self.webhooks.hand_off(sends)
+        if self.on_lost is not None:
+            for rec_id, theirs in lost.items():
+                ours = next(r for _, r, _, _ in batch if r.id == rec_id)
+                self.on_lost(ours, theirs)
+
+    def _write(
+        self, s: Session, batch: list[Transition], sends: list[Pending]
+    ) -> dict[str, AlertRecord | None]:
+        """Store the batch; returns the alerts whose transition another master made first
+        (with the open alert that won, for those that lost an opening)."""
+        new = {rec.id: rec for event, rec, _, _ in batch if event == "firing"}
+        lost: dict[str, AlertRecord | None] = {}
+        if new:
+            won = set(s.scalars(self._insert(), [rec.columns() for rec in new.values()]))
+            for rec in new.values():
+                if rec.id not in won:
+                    lost[rec.id] = self._open_one(s, rec)
+        for event, rec, data, _ in batch:
+            if event == "firing" or rec.id in new:
+                continue
+            acked = s.execute(
+                update(Alert)
+                .where(Alert.id == rec.id, Alert.state == "firing")
+                .values(**rec.resolution())
+                .returning(Alert.acked_at, Alert.acked_by)
+            ).first()
+            if acked is None:  # resolved already, by another master
+                lost[rec.id] = None
+                continue
+            data["acked"], data["acked_at"] = acked[0] is not None, iso(acked[0])
+            data["acked_by"] = acked[1]
+        now: float | None = None
+        for event, rec, data, rule in batch:
+            if rec.id in lost or not rec.notified or rule is None or not rule.webhook_url:
+                continue
+            if now is None:
+                now = self.webhooks.now(s)
+            payload = webhook_body(event, rec, rule, self.master_url)
+            payload["alert"] = data
+            sends.append(self.webhooks.add(s, rec.id, event, rule.webhook_url, payload, now))
+        return lost
+
+    def _insert(self) -> Insert:
+        """INSERT ... ON CONFLICT (the open alert of the rule and target) DO NOTHING RETURNING id."""
+        make = postgresql.insert if self.db.is_postgres else sqlite.insert
+        stmt: Insert = make(Alert).on_conflict_do_nothing(
+            index_elements=[Alert.rule_id, Alert.target_id], index_where=Alert.state == "firing"
+        )
+        return stmt.returning(Alert.id)
+
+    @staticmethod
+    def _open_one(s: Session, rec: AlertRecord) -> AlertRecord | None:
+        row = s.scalars(
+            select(Alert).where(
+                Alert.rule_id == rec.rule_id,
+                Alert.target_id == rec.target_id,
+                Alert.state == "firing",
+            )
+        ).first()
+        return None if row is None else AlertRecord.from_row(row)
