@@ -18,15 +18,8 @@ from master.services.alerting import rules
 from master.services.alerting.engine import STARTUP_GRACE, AlertEngine
 from master.services.alerting.webhooks import Notifier
 from master.services.directory import Directory
+from tests.master.test_alert_engine import _Channel
 from tests.master.test_webhooks import Receiver
-
-
-class _Channel:
-    async def send_text(self, data: str) -> None:
-        pass
-
-    async def close(self, code: int = 1000, reason: str | None = None) -> None:
-        pass
 
 
 class ToggledLease:

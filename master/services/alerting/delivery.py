@@ -2,8 +2,9 @@
 
 A row is written in the transaction that opens or resolves the alert it tells of
 (master/services/alerting/outbox.py), claimed by the master that wrote it until
-`claimed_until` (by the database's clock), handed to that master's notifier at once, and deleted
-when the notifier is done with it (sent, or given up). Rows whose claim ran out, whose master is
+`claimed_until` (by the database's clock; renewed every second while its notifier holds it,
+with several masters), handed to that master's notifier at once, and deleted when the notifier
+is done with it (sent, or given up). Rows whose claim ran out, whose master is
 offline, or that a restarted master left behind, are claimed again and sent once more: the one
 duplicate a failover may cause. A row keeps its id as the delivery id (`X-GDOS-Delivery`), so a
 receiver can tell a resend.
@@ -28,7 +29,7 @@ from master.services.masters import OFFLINE_AFTER
 
 log = logging.getLogger(__name__)
 
-CLAIM_SECONDS = 60.0  # longer than a delivery's whole retry schedule
+CLAIM_SECONDS = 30.0  # a claim lasts this long unless its master renews it (`renew`)
 CLAIM_LIMIT = 200  # rows claimed per scan
 Row = models.AlertOutboxRow
 _NOW = text("SELECT extract(epoch from clock_timestamp())")
@@ -93,6 +94,15 @@ class WebhookOutbox:
                 s.commit()
         except SQLAlchemyError:  # sent again later: the one duplicate allowed
             log.warning("could not mark webhook %s done", row_id, exc_info=True)
+
+    def renew(self, s: Session, now: float) -> None:
+        """Several masters: this master is still sending the rows its notifier holds."""
+        if self.inflight:
+            s.execute(
+                update(Row)
+                .where(Row.id.in_(list(self.inflight)), Row.claimed_by == self.me)
+                .values(claimed_until=now + CLAIM_SECONDS)
+            )
 
     def claim(self, at_start: bool = False) -> list[Pending]:
         """Claim the rows nobody is sending: claims run out, their master offline, and at this

@@ -525,6 +525,7 @@ class AlertEngine:
         track = self.tracks.get(key)
         if track is None or track.alert_id != ours.id:
             return
+        self.fired -= 1
         if theirs is None:
             evaluator.resolved(track)
             return
@@ -538,6 +539,7 @@ class AlertEngine:
             self._release_node(node_id)  # taken by another master without a goodbye here
         try:
             with self.db.session() as s:
+                self.webhooks.renew(s, self.webhooks.now(s))
                 self._sync_rules(s)
                 self._load_silences(s, now)
                 if self.lease.held():
@@ -573,7 +575,9 @@ class AlertEngine:
         rows = s.execute(select(models.Node.id, models.Node.master_id).where(~models.Node.revoked))
         unheld = set()
         for node_id, master_id in rows:
-            if self.agents.holder(node_id, master_id) is None and node_id not in self._planned:
+            if self.agents.holder(node_id, master_id) is not None:
+                self._planned.discard(node_id)  # back since its goodbye
+            elif node_id not in self._planned:
                 unheld.add(node_id)
         for node_id in [n for n in self._leading if n not in unheld]:
             del self._leading[node_id]
