@@ -278,3 +278,17 @@ def test_a_live_masters_webhooks_are_not_taken(pg: Database) -> None:
     assert len(outbox_rows(pg)) == 1
     b = Peer(pg, "master-b", leader=True)
     assert b.engine.webhooks.claim() == []
+
+
+def test_a_goodbye_to_the_leader_is_not_a_lost_node(pg: Database) -> None:
+    add_node(pg, "n1", None)
+    a = Peer(pg, "master-a", leader=True)
+    a.engine._started -= STARTUP_GRACE
+    a.hold("n1")
+    link = a.agents.get("n1")
+    assert link is not None
+    a.agents.detach(link)
+    a.hub.publish("node", {"id": "n1", "status": "offline", "planned": True})
+    for later in (0, 10, 20):
+        a.tick(later)
+    assert a.events == [] and alert_rows(pg) == []

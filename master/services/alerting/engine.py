@@ -437,7 +437,7 @@ class AlertEngine:
             return
         self._node_status[node_id] = "online"
         self._planned.discard(node_id)
-        self._leading.pop(node_id, None)
+        self._release_node(node_id)  # what this engine knew of it may be stale: the database
         self._held.add(node_id)
         self._adopting.add(node_id)
         if len(self._adopting) == 1:
@@ -450,6 +450,8 @@ class AlertEngine:
         ids, self._adopting = [n for n in self._adopting if n in self._held], set()
         if not ids:
             return
+        if self.outbox.pending:
+            self.outbox.flush()  # alerts opened this turn are rows before they are read
         try:
             with self.db.session() as s:
                 self._adopt(s, ids, nodes_only=False)

@@ -101,19 +101,24 @@ class AlertOutbox:
         new = {rec.id: rec for event, rec, _, _ in batch if event == "firing"}
         lost: dict[str, AlertRecord | None] = {}
         if new:
-            won = set(s.scalars(self._insert(), [rec.columns() for rec in new.values()]))
+            s.execute(self._insert(), [rec.columns() for rec in new.values()])
+            won = set(s.scalars(select(Alert.id).where(Alert.id.in_(list(new)))))
             for rec in new.values():
                 if rec.id not in won:
                     lost[rec.id] = self._open_one(s, rec)
         for event, rec, data, _ in batch:
             if event == "firing" or rec.id in new:
                 continue
-            acked = s.execute(
+            resolve = (
                 update(Alert)
                 .where(Alert.id == rec.id, Alert.state == "firing")
                 .values(**rec.resolution())
-                .returning(Alert.acked_at, Alert.acked_by)
-            ).first()
+            )
+            if not self.db.is_postgres:  # one master: its own memory has the ack
+                if s.execute(resolve).rowcount == 0:  # type: ignore[attr-defined]
+                    lost[rec.id] = None
+                continue
+            acked = s.execute(resolve.returning(Alert.acked_at, Alert.acked_by)).first()
             if acked is None:  # resolved already, by another master
                 lost[rec.id] = None
                 continue
@@ -131,12 +136,13 @@ class AlertOutbox:
         return lost
 
     def _insert(self) -> Insert:
-        """INSERT ... ON CONFLICT (the open alert of the rule and target) DO NOTHING RETURNING id."""
+        """INSERT ... ON CONFLICT (the open alert of the rule and target) DO NOTHING (no
+        RETURNING: SQLite has it only since 3.35)."""
         make = postgresql.insert if self.db.is_postgres else sqlite.insert
         stmt: Insert = make(Alert).on_conflict_do_nothing(
             index_elements=[Alert.rule_id, Alert.target_id], index_where=Alert.state == "firing"
         )
-        return stmt.returning(Alert.id)
+        return stmt
 
     @staticmethod
     def _open_one(s: Session, rec: AlertRecord) -> AlertRecord | None:
