@@ -292,3 +292,25 @@ def test_a_goodbye_to_the_leader_is_not_a_lost_node(pg: Database) -> None:
     for later in (0, 10, 20):
         a.tick(later)
     assert a.events == [] and alert_rows(pg) == []
+
+
+def test_a_burst_of_transitions_is_stored_in_one_go(db: Database) -> None:
+    rule_id = add_rule(db, metric="state", op="==", threshold="failed", webhook_url="http://h/x")
+    a = Peer(db, "master-a", leader=True)
+    with db.session() as s:
+        a.engine.set_rule(s.get_one(models.AlertRule, rule_id))
+    a.hold("n1")
+    for i in range(3):
+        a.instance(f"i{i}", "failed")
+    a.tick()
+    assert sorted(row.target_id for row in alert_rows(db) if row.state == "firing") == [
+        "i0",
+        "i1",
+        "i2",
+    ]
+    assert len(outbox_rows(db)) == 3 and a.notifier.queue.qsize() == 3
+    for i in range(3):
+        a.instance(f"i{i}", "running")
+    a.tick(later=6)
+    assert [row.state for row in alert_rows(db)] == ["resolved"] * 3
+    assert len(outbox_rows(db)) == 6

@@ -12,9 +12,9 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Insert, select, update
+from sqlalchemy import Connection, Insert, Table, bindparam, select, text, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
@@ -32,6 +32,14 @@ from protocol.rest import iso
 log = logging.getLogger(__name__)
 
 Alert = models.Alert
+FIRING = text("state = 'firing'")  # the partial unique index's condition, as literal SQL
+TABLE = cast(Table, Alert.__table__)
+_RESOLVE = (
+    update(TABLE)
+    .where(TABLE.c.id == bindparam("b_id"), TABLE.c.state == "firing")
+    .values({c: bindparam(c) for c in ("state", "resolved_value", "resolved_at", "duration")})
+)
+_RESOLVE_ACKED = _RESOLVE.returning(TABLE.c.acked_at, TABLE.c.acked_by)
 Transition = tuple[str, AlertRecord, dict[str, Any], Rule | None]
 
 
@@ -106,24 +114,9 @@ class AlertOutbox:
             for rec in new.values():
                 if rec.id not in won:
                     lost[rec.id] = self._open_one(s, rec)
-        for event, rec, data, _ in batch:
-            if event == "firing" or rec.id in new:
-                continue
-            resolve = (
-                update(Alert)
-                .where(Alert.id == rec.id, Alert.state == "firing")
-                .values(**rec.resolution())
-            )
-            if not self.db.is_postgres:  # one master: its own memory has the ack
-                if s.execute(resolve).rowcount == 0:  # type: ignore[attr-defined]
-                    lost[rec.id] = None
-                continue
-            acked = s.execute(resolve.returning(Alert.acked_at, Alert.acked_by)).first()
-            if acked is None:  # resolved already, by another master
-                lost[rec.id] = None
-                continue
-            data["acked"], data["acked_at"] = acked[0] is not None, iso(acked[0])
-            data["acked_by"] = acked[1]
+        resolving = [(rec, data) for event, rec, data, _ in batch if rec.id not in new]
+        if resolving:
+            lost.update(dict.fromkeys(self._resolve(s.connection(), resolving)))
         now: float | None = None
         for event, rec, data, rule in batch:
             if rec.id in lost or not rec.notified or rule is None or not rule.webhook_url:
@@ -135,12 +128,32 @@ class AlertOutbox:
             sends.append(self.webhooks.add(s, rec.id, event, rule.webhook_url, payload, now))
         return lost
 
+    def _resolve(
+        self, conn: Connection, resolving: list[tuple[AlertRecord, dict[str, Any]]]
+    ) -> list[str]:
+        """UPDATE the open rows; returns the ids another master resolved first. On PostgreSQL
+        the events get the ack as the row has it (made on any master)."""
+        params = [{"b_id": rec.id, **rec.resolution()} for rec, _ in resolving]
+        if not self.db.is_postgres:  # one master: its memory has the ack; one executemany
+            if conn.execute(_RESOLVE, params).rowcount == len(params):
+                return []
+            return [p["b_id"] for p in params if conn.execute(_RESOLVE, p).rowcount == 0]
+        lost = []
+        for p, (_, data) in zip(params, resolving, strict=True):
+            acked = conn.execute(_RESOLVE_ACKED, p).first()
+            if acked is None:
+                lost.append(p["b_id"])
+                continue
+            data["acked"], data["acked_at"] = acked[0] is not None, iso(acked[0])
+            data["acked_by"] = acked[1]
+        return lost
+
     def _insert(self) -> Insert:
         """INSERT ... ON CONFLICT (the open alert of the rule and target) DO NOTHING (no
         RETURNING: SQLite has it only since 3.35)."""
         make = postgresql.insert if self.db.is_postgres else sqlite.insert
         stmt: Insert = make(Alert).on_conflict_do_nothing(
-            index_elements=[Alert.rule_id, Alert.target_id], index_where=Alert.state == "firing"
+            index_elements=[Alert.rule_id, Alert.target_id], index_where=FIRING
         )
         return stmt
 
