@@ -314,3 +314,4 @@ def test_a_burst_of_transitions_is_stored_in_one_go(db: Database) -> None:
     a.tick(later=6)
     assert [row.state for row in alert_rows(db)] == ["resolved"] * 3
     assert len(outbox_rows(db)) == 6
+    assert [state for _, state in a.states()] == ["firing"] * 3 + ["resolved"] * 3

@@ -137,7 +137,11 @@ class AlertOutbox:
         if not self.db.is_postgres:  # one master: its memory has the ack; one executemany
             if conn.execute(_RESOLVE, params).rowcount == len(params):
                 return []
-            return [p["b_id"] for p in params if conn.execute(_RESOLVE, p).rowcount == 0]
+            mine = {p["b_id"]: p["resolved_at"] for p in params}
+            rows = conn.execute(
+                select(TABLE.c.id, TABLE.c.resolved_at).where(TABLE.c.id.in_(list(mine)))
+            )
+            return [alert_id for alert_id, at in rows if at != mine[alert_id]]
         lost = []
         for p, (_, data) in zip(params, resolving, strict=True):
             acked = conn.execute(_RESOLVE_ACKED, p).first()
