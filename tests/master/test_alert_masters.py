@@ -221,7 +221,7 @@ def test_a_new_leader_continues_the_node_offline_alert_and_resolves_it(pg: Datab
 
 def test_a_rule_changed_on_one_master_applies_on_the_other(pg: Database) -> None:
     rule_id = add_rule(pg, metric="rss_bytes", op=">", threshold=1000, resolve_for_seconds=0)
-    b = Peer(pg, "master-b")
+    b = Peer(pg, "master-b", leader=True)
     b.hold("n1")
     b.instance("i1", "running")
     b.rss("i1", 5000)
@@ -315,3 +315,22 @@ def test_a_burst_of_transitions_is_stored_in_one_go(db: Database) -> None:
     assert [row.state for row in alert_rows(db)] == ["resolved"] * 3
     assert len(outbox_rows(db)) == 6
     assert [state for _, state in a.states()] == ["firing"] * 3 + ["resolved"] * 3
+
+
+def test_the_leader_resolves_the_alerts_of_a_deleted_rule_nobody_evaluates(pg: Database) -> None:
+    rule_id = add_rule(pg, metric="rss_bytes", op=">", threshold=1000)
+    a = Peer(pg, "master-a")
+    a.tick()
+    a.hold("n1")
+    a.instance("i1", "running")
+    a.rss("i1", 5000)
+    a.tick()
+    [row] = alert_rows(pg)
+    # A dies with the node; the rule is deleted on another master.
+    with pg.session() as s:
+        s.delete(s.get_one(models.AlertRule, rule_id))
+        s.commit()
+    b = Peer(pg, "master-b", leader=True)
+    b.tick()
+    [row] = alert_rows(pg)
+    assert row.state == "resolved" and b.states() == [("instance/i1", "resolved")]

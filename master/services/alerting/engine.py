@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import exists, select
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -590,6 +590,7 @@ class AlertEngine:
             for node_id in new:
                 self._leading[node_id] = now
             self._adopt(s, new, nodes_only=True)
+        self._close_orphans(s, now)
         judge_from = self._started + STARTUP_GRACE
         for node_id, since in self._leading.items():
             if now - since < HANDOVER_GRACE or now < judge_from:
@@ -597,6 +598,20 @@ class AlertEngine:
             for rule in self._nodes:
                 if applies_node(rule, node_id, self.directory):
                     self._observe_state(rule, node_id, "offline", now)
+
+    def _close_orphans(self, s: Session, now: float) -> None:
+        """Open alerts whose rule was deleted or disabled resolve, wherever their target is
+        (the masters evaluating a target resolve its alerts themselves; the others' wait)."""
+        rule = models.AlertRule
+        live = exists().where(rule.id == models.Alert.rule_id, rule.enabled)
+        q = select(models.Alert).where(models.Alert.state == "firing", ~live)
+        busy = self.outbox.pending_ids()
+        for row in s.scalars(q):
+            if row.id in self.open or row.id in busy:
+                continue
+            rec = AlertRecord.from_row(row)
+            rec.state, rec.resolved_at = "resolved", now
+            self.outbox.emit("resolved", rec, None)
 
     # -- operator actions ------------------------------------------------------------------
 

@@ -61,6 +61,9 @@ class AlertOutbox:
     def pending(self) -> bool:
         return bool(self._batch)
 
+    def pending_ids(self) -> set[str]:
+        return {rec.id for _, rec, _, _ in self._batch}
+
     def clear(self) -> None:
         self._batch.clear()
 
