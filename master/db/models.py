@@ -15,6 +15,7 @@ from sqlalchemy import (
     String,
     Text,
     UniqueConstraint,
+    text,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -296,6 +297,15 @@ class Alert(Base):
     __table_args__ = (
         Index("ix_alerts_state_started", "state", "started_at"),
         Index("ix_alerts_rule_target", "rule_id", "target_id"),
+        # One open alert per (rule, target), however many masters evaluate.
+        Index(
+            "uq_alerts_open",
+            "rule_id",
+            "target_id",
+            unique=True,
+            postgresql_where=text("state = 'firing'"),
+            sqlite_where=text("state = 'firing'"),
+        ),
     )
     id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
     rule_id: Mapped[str | None] = mapped_column(String(32), nullable=True)  # kept after a delete
@@ -317,6 +327,21 @@ class Alert(Base):
     acked_by: Mapped[str | None] = mapped_column(String(64), nullable=True)
     silenced: Mapped[bool] = mapped_column(Boolean, default=False)
     notified: Mapped[bool] = mapped_column(Boolean, default=False)
+
+
+class AlertOutboxRow(Base):
+    """A webhook to send: written with the alert transition it tells of, deleted once sent (or
+    given up); `claimed_by` is the master sending it until `claimed_until`."""
+
+    __tablename__ = "alert_outbox"
+    id: Mapped[str] = mapped_column(String(32), primary_key=True, default=new_id)
+    alert_id: Mapped[str] = mapped_column(String(32))
+    event: Mapped[str] = mapped_column(String(16))  # firing | resolved
+    url: Mapped[str] = mapped_column(Text)
+    body: Mapped[str] = mapped_column(Text)  # the JSON sent, as written
+    created_at: Mapped[float] = mapped_column(Float)
+    claimed_by: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    claimed_until: Mapped[float] = mapped_column(Float, default=0.0, server_default="0", index=True)
 
 
 class Silence(Base):

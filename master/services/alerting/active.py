@@ -35,29 +35,30 @@ class AlertRecord:
     def duration(self) -> float | None:
         return None if self.resolved_at is None else self.resolved_at - self.started_at
 
-    def to_row(self) -> models.Alert:
-        return models.Alert(
-            id=self.id,
-            rule_id=self.rule_id,
-            rule_name=self.rule_name,
-            metric=self.metric,
-            severity=self.severity,
-            target_kind=self.target_kind,
-            target_id=self.target_id,
-            target_name=self.target_name,
-            node_id=self.node_id,
-            system_id=self.system_id,
-            value=self.value,
-            resolved_value=self.resolved_value,
-            state=self.state,
-            started_at=self.started_at,
-            resolved_at=self.resolved_at,
-            duration=self.duration,
-            acked_at=self.acked_at,
-            acked_by=self.acked_by,
-            silenced=self.silenced,
-            notified=self.notified,
-        )
+    def columns(self) -> dict[str, Any]:
+        """The row's column values as the alert is now."""
+        return {
+            "id": self.id,
+            "rule_id": self.rule_id,
+            "rule_name": self.rule_name,
+            "metric": self.metric,
+            "severity": self.severity,
+            "target_kind": self.target_kind,
+            "target_id": self.target_id,
+            "target_name": self.target_name,
+            "node_id": self.node_id,
+            "system_id": self.system_id,
+            "value": self.value,
+            "resolved_value": self.resolved_value,
+            "state": self.state,
+            "started_at": self.started_at,
+            "resolved_at": self.resolved_at,
+            "duration": self.duration,
+            "acked_at": self.acked_at,
+            "acked_by": self.acked_by,
+            "silenced": self.silenced,
+            "notified": self.notified,
+        }
 
     @classmethod
     def from_row(cls, row: models.Alert) -> "AlertRecord":
@@ -83,15 +84,13 @@ class AlertRecord:
             acked_by=row.acked_by,
         )
 
-    def updates(self) -> dict[str, Any]:
-        """The columns that change after an alert is first written."""
+    def resolution(self) -> dict[str, Any]:
+        """The columns a resolution writes (an ack is the API's to write, on any master)."""
         return {
             "state": self.state,
             "resolved_value": self.resolved_value,
             "resolved_at": self.resolved_at,
             "duration": self.duration,
-            "acked_at": self.acked_at,
-            "acked_by": self.acked_by,
         }
 
 

@@ -9,8 +9,13 @@ An offline node suppresses its instances: their pending and clearing progress is
 their observations ignored until the node is back, while the node's own `node_status` rule (the
 built-in "node offline" rule by default) raises the one alert that matters.
 
-`Lease` is the seam for several masters: only the holder of the lease evaluates. In-process it
-is always held; a PostgreSQL advisory lock can implement it without touching the callers.
+Several masters (PostgreSQL) split the work by ownership: a master evaluates the instances and
+nodes whose agent it holds (their samples and reports arrive only there), and the holder of the
+`Lease` (the leader) evaluates `node_status` rules for the nodes no online master holds, and
+sends the webhooks nobody else is sending. A master that comes to hold a node, or to lead, takes
+the node's open alerts from the database instead of starting fresh; one that loses it forgets
+them without resolving them. Rules and silences are read again from the database every second.
+On SQLite the master is alone, holds the lease, and none of this runs.
 """
 
 import asyncio
@@ -20,7 +25,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from sqlalchemy import select
+from sqlalchemy import exists, select
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
 from master.db import models
@@ -29,6 +35,7 @@ from master.hub import Hub
 from master.services.agents import AgentRegistry
 from master.services.alerting import evaluator
 from master.services.alerting.active import AlertRecord, SilenceRecord
+from master.services.alerting.delivery import WebhookOutbox
 from master.services.alerting.evaluator import Track, Transition
 from master.services.alerting.outbox import AlertOutbox
 from master.services.alerting.rules import Rule, from_row
@@ -41,7 +48,10 @@ log = logging.getLogger(__name__)
 
 TICK = 0.25
 STARTUP_GRACE = 30.0  # seconds after start before a node that never came back counts as offline
+HANDOVER_GRACE = 5.0  # several masters: a node no master holds for this long is lost
+SYNC_EVERY = 1.0  # several masters: seconds between reads of nodes, rules and silences
 Key = tuple[str, str]  # (rule id, target id)
+ELSEWHERE = "online elsewhere"  # a node's status as seen here while another master holds it
 
 
 class Lease(Protocol):
@@ -49,7 +59,7 @@ class Lease(Protocol):
 
 
 class LocalLease:
-    """A single master always evaluates."""
+    """A single master always leads."""
 
     def held(self) -> bool:
         return True
@@ -66,10 +76,14 @@ class AlertEngine:
         master_url: str,
         lease: Lease | None = None,
     ) -> None:
+        self.db = db
         self.hub = hub
         self.directory = directory
         self.agents = agents
-        self.outbox = AlertOutbox(db, hub, notifier, master_url)
+        self.several = not db.is_sqlite  # other masters may share the database
+        self.webhooks = WebhookOutbox(db, notifier, agents)
+        self.outbox = AlertOutbox(db, hub, notifier, self.webhooks, master_url)
+        self.outbox.on_lost = self._lost
         self.lease: Lease = lease or LocalLease()
         self.rules: dict[str, Rule] = {}
         self.tracks: dict[Key, Track] = {}
@@ -86,6 +100,13 @@ class AlertEngine:
         self._started = time.time()
         self._startup_checked = False
         self._task: asyncio.Task[None] | None = None
+        # Several masters only:
+        self._held: set[str] = set()  # nodes held here whose open alerts are loaded
+        self._leading: dict[str, float] = {}  # nodes no master holds -> since (lease holder)
+        self._planned: set[str] = set()  # nodes whose agent said goodbye
+        self._adopting: set[str] = set()  # nodes held here, open alerts to load this turn
+        self._rule_versions: dict[str, float] = {}
+        self._next_sync = 0.0
         hub.listen("instance", self.on_instance)
         hub.listen("node", self.on_node)
 
@@ -94,12 +115,13 @@ class AlertEngine:
     def load(self, s: Session) -> None:
         for rule_row in s.scalars(select(models.AlertRule)):
             self.rules[rule_row.id] = from_row(rule_row)
+            self._rule_versions[rule_row.id] = rule_row.updated_at
         self._reindex()
         now = time.time()
-        for silence in s.scalars(select(models.Silence).where(models.Silence.ends_at > now)):
-            self.silences[silence.id] = SilenceRecord(
-                silence.id, dict(silence.matcher), silence.starts_at, silence.ends_at
-            )
+        self._load_silences(s, now)
+        self._started = now
+        if self.several:
+            return  # open alerts are taken with the nodes this master comes to hold, or lead
         # Alerts still firing from before a restart keep their identity and resolve normally.
         for row in s.scalars(select(models.Alert).where(models.Alert.state == "firing")):
             rec = AlertRecord.from_row(row)
@@ -111,7 +133,12 @@ class AlertEngine:
             track = self.tracks[(rec.rule_id, rec.target_id)] = Track()
             evaluator.fired(track, rec.id, rec.started_at)
         s.commit()
-        self._started = now
+
+    def _load_silences(self, s: Session, now: float) -> None:
+        self.silences = {
+            row.id: SilenceRecord(row.id, dict(row.matcher), row.starts_at, row.ends_at)
+            for row in s.scalars(select(models.Silence).where(models.Silence.ends_at > now))
+        }
 
     def reload(self, s: Session) -> None:
         """Start over from the database (after a backup restore swapped it): unsent
@@ -122,10 +149,15 @@ class AlertEngine:
         self.open.clear()
         self.silences.clear()
         self._node_status.clear()
+        self._held.clear()
+        self._leading.clear()
+        self._planned.clear()
+        self._rule_versions.clear()
         self.outbox.clear()
         self.load(s)
 
     async def start(self) -> None:
+        self.webhooks.resend(at_start=True)  # what this master's earlier process left unsent
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
@@ -155,6 +187,7 @@ class AlertEngine:
         rule = from_row(row)
         old = self.rules.get(rule.id)
         self.rules[rule.id] = rule
+        self._rule_versions[rule.id] = row.updated_at
         self._reindex()
         if old is not None:
             if not rule.enabled or old.metric != rule.metric:
@@ -165,6 +198,7 @@ class AlertEngine:
 
     def remove_rule(self, rule_id: str) -> None:
         old = self.rules.pop(rule_id, None)
+        self._rule_versions.pop(rule_id, None)
         self._reindex()
         if old is not None:
             self._close(rule_id, old, lambda _: False)
@@ -185,7 +219,7 @@ class AlertEngine:
         self, node_id: str, ts: float, interval: float, rows: list[tuple[Any, ...]]
     ) -> None:
         """Instance rows of one `metrics` message (hot path)."""
-        if not self._numeric or not self.lease.held():
+        if not self._numeric:
             return
         now = time.time()  # master time, like the tick's: agent clocks may be off
         since = now - interval
@@ -222,7 +256,7 @@ class AlertEngine:
         if data.get("deleted"):
             self._forget_target(iid)
             return
-        if not self._states or not self.lease.held():
+        if not self._states:
             return
         info = self.directory.instances.get(iid)
         if info is None:
@@ -242,16 +276,33 @@ class AlertEngine:
             return
         if data.get("deleted"):
             self._node_status.pop(node_id, None)
+            self._held.discard(node_id)
+            self._leading.pop(node_id, None)
+            self._planned.discard(node_id)
             self._forget_target(node_id)
             return
         status = data.get("status")
-        if not isinstance(status, str) or self._node_status.get(node_id) == status:
+        if not isinstance(status, str):
+            return
+        if self.several and status == "online" and node_id not in self._held:
+            self._take_node(node_id)
+            return
+        if self._node_status.get(node_id) == status:
             return  # heartbeat load updates: nothing new for alerts
         self._node_status[node_id] = status
         if status == "offline":
             for iid in list(self.directory.owned_by(node_id)):
                 self._suppress_instance(iid)
-            if data.get("planned"):
+            planned = bool(data.get("planned"))
+            if self.several:  # nobody holds it now: the lease holder's to judge
+                if planned:
+                    self._planned.add(node_id)
+                leads = self.lease.held() and not planned
+                self._release_node(node_id, keep_node=leads)
+                if not leads:
+                    return
+                self._leading[node_id] = time.time() - HANDOVER_GRACE  # lost here: judged now
+            elif planned:
                 return  # its agent said goodbye, or this master is stopping: not a lost node
         if not self.lease.held():
             return
@@ -349,23 +400,218 @@ class AlertEngine:
         self.outbox.emit("resolved", rec, rule)
 
     def tick(self, now: float) -> None:
-        if self.lease.held():
-            for key in list(self.armed):
-                track = self.tracks.get(key)
-                rule = self.rules.get(key[0])
-                if track is None or rule is None:
-                    self.armed.discard(key)
-                    continue
-                self._after(rule, key, track, evaluator.due(rule, track, now), now)
-            if not self._startup_checked and now - self._started >= STARTUP_GRACE:
-                self._startup_checked = True
-                for node_id in list(self.directory.hostnames):
-                    if node_id not in self._node_status and not self.agents.is_online(node_id):
-                        self.on_node({"id": node_id, "status": "offline"})
+        if self.several and now >= self._next_sync:
+            self._next_sync = now + SYNC_EVERY
+            self.sync(now)
+        for key in list(self.armed):
+            track = self.tracks.get(key)
+            rule = self.rules.get(key[0])
+            if track is None or rule is None:
+                self.armed.discard(key)
+                continue
+            self._after(rule, key, track, evaluator.due(rule, track, now), now)
+        if (
+            not self.several  # there the lease holder reads who holds which node (`sync`)
+            and not self._startup_checked
+            and now - self._started >= STARTUP_GRACE
+            and self.lease.held()
+        ):
+            self._startup_checked = True
+            for node_id in list(self.directory.hostnames):
+                if node_id not in self._node_status and not self.agents.is_online(node_id):
+                    self.on_node({"id": node_id, "status": "offline"})
         for sid in [k for k, s in self.silences.items() if s.ends_at <= now]:
             del self.silences[sid]
         if self.outbox.pending:
             self.outbox.flush()
+
+    # -- several masters -------------------------------------------------------------------
+
+    def _take_node(self, node_id: str) -> None:
+        """An online node: this master's to evaluate when it holds the link (its open alerts
+        are loaded at the end of this loop turn, for a whole reconnect burst at once)."""
+        if not self.agents.is_online(node_id):  # held by another master
+            if self._node_status.get(node_id) != ELSEWHERE:
+                self._node_status[node_id] = ELSEWHERE
+                self._release_node(node_id)
+            return
+        self._node_status[node_id] = "online"
+        self._planned.discard(node_id)
+        self._release_node(node_id)  # what this engine knew of it may be stale: the database
+        self._held.add(node_id)
+        self._adopting.add(node_id)
+        if len(self._adopting) == 1:
+            try:
+                asyncio.get_running_loop().call_soon(self._adopt_held)
+            except RuntimeError:  # no loop (unit tests): at once
+                self._adopt_held()
+
+    def _adopt_held(self) -> None:
+        ids, self._adopting = [n for n in self._adopting if n in self._held], set()
+        if not ids:
+            return
+        if self.outbox.pending:
+            self.outbox.flush()  # alerts opened this turn are rows before they are read
+        try:
+            with self.db.session() as s:
+                self._adopt(s, ids, nodes_only=False)
+                s.commit()
+        except SQLAlchemyError:
+            log.warning("could not load the open alerts of %d node(s)", len(ids), exc_info=True)
+            return
+        now = time.time()
+        for node_id in ids:
+            for rule in self._nodes:
+                if applies_node(rule, node_id, self.directory):
+                    self._observe_state(rule, node_id, "online", now)
+            for iid in self.directory.owned_by(node_id):
+                info = self.directory.instances.get(iid)
+                if info is None:
+                    continue
+                for rule in self._states:
+                    if (rule.id, iid) in self.tracks:
+                        self._observe_state(rule, iid, info.state, now)
+
+    def _adopt(self, s: Session, node_ids: list[str], nodes_only: bool) -> None:
+        """Take the open alerts of these nodes (and of their instances, unless `nodes_only`)
+        as this engine's own: they go on firing, and resolve here."""
+        q = select(models.Alert).where(
+            models.Alert.state == "firing", models.Alert.node_id.in_(node_ids)
+        )
+        if nodes_only:
+            q = q.where(models.Alert.target_kind == "node")
+        now = time.time()
+        for row in s.scalars(q):
+            if row.id in self.open:
+                continue
+            rec = AlertRecord.from_row(row)
+            rule = self.rules.get(rec.rule_id or "")
+            if rule is None:  # its rule went away meanwhile
+                rec.state, rec.resolved_at = "resolved", now
+                self.outbox.emit("resolved", rec, None)
+                continue
+            key = (rule.id, rec.target_id)
+            track = self.tracks.get(key)
+            if track is None:
+                track = self.tracks[key] = Track()
+            elif track.firing:
+                continue
+            evaluator.fired(track, rec.id, rec.started_at)
+            self.armed.discard(key)
+            self.open[rec.id] = rec
+
+    def _release_node(self, node_id: str, keep_node: bool = False) -> None:
+        """The node is another master's to evaluate now (or the lease holder's): forget its
+        tracks and open alerts here, resolving nothing (`keep_node`: but its own, which the
+        lease holder goes on evaluating)."""
+        self._held.discard(node_id)
+        self._adopting.discard(node_id)
+        if not keep_node:
+            self._leading.pop(node_id, None)
+        targets = set(self.directory.owned_by(node_id))
+        if not keep_node:
+            targets.add(node_id)
+        for key in [k for k in self.tracks if k[1] in targets]:
+            track = self.tracks.pop(key)
+            self.armed.discard(key)
+            if track.alert_id is not None:
+                self.open.pop(track.alert_id, None)
+        for rec in [r for r in self.open.values() if r.node_id == node_id]:
+            if rec.target_id in targets:
+                del self.open[rec.id]
+
+    def _lost(self, ours: AlertRecord, theirs: AlertRecord | None) -> None:
+        """The database had another master's transition first: follow its alert."""
+        self.open.pop(ours.id, None)
+        key = (ours.rule_id or "", ours.target_id)
+        track = self.tracks.get(key)
+        if track is None or track.alert_id != ours.id:
+            return
+        self.fired -= 1
+        if theirs is None:
+            evaluator.resolved(track)
+            return
+        track.alert_id = theirs.id
+        self.open[theirs.id] = theirs
+
+    def sync(self, now: float) -> None:
+        """Several masters: rules and silences as the database has them; the lease holder's
+        nodes nobody holds and webhooks nobody sends."""
+        for node_id in [n for n in self._held if not self.agents.is_online(n)]:
+            self._release_node(node_id)  # taken by another master without a goodbye here
+        try:
+            with self.db.session() as s:
+                self.webhooks.renew(s, self.webhooks.now(s))
+                self._sync_rules(s)
+                self._load_silences(s, now)
+                if self.lease.held():
+                    self._lead(s, now)
+                s.commit()
+        except SQLAlchemyError:
+            log.warning("could not read alert rules, silences and nodes", exc_info=True)
+            return
+        if self.lease.held():
+            self.webhooks.resend()
+        else:
+            for node_id in list(self._leading):
+                self._release_node(node_id)
+            self._leading.clear()
+
+    def _sync_rules(self, s: Session) -> None:
+        versions = {
+            rule_id: updated
+            for rule_id, updated in s.execute(
+                select(models.AlertRule.id, models.AlertRule.updated_at)
+            )
+        }
+        for rule_id in [r for r in self.rules if r not in versions]:
+            self.remove_rule(rule_id)
+        changed = [r for r, v in versions.items() if self._rule_versions.get(r) != v]
+        if changed:
+            for row in s.scalars(select(models.AlertRule).where(models.AlertRule.id.in_(changed))):
+                self.set_rule(row)
+
+    def _lead(self, s: Session, now: float) -> None:
+        """The lease holder judges the nodes no online master holds: lost once nobody has held
+        them for a while (their agents move to another master within seconds)."""
+        rows = s.execute(select(models.Node.id, models.Node.master_id).where(~models.Node.revoked))
+        unheld = set()
+        for node_id, master_id in rows:
+            if self.agents.holder(node_id, master_id) is not None:
+                self._planned.discard(node_id)  # back since its goodbye
+            elif node_id not in self._planned:
+                unheld.add(node_id)
+        for node_id in [n for n in self._leading if n not in unheld]:
+            del self._leading[node_id]
+            if node_id not in self._held:
+                self._release_node(node_id)
+        new = [n for n in unheld if n not in self._leading]
+        if new:
+            for node_id in new:
+                self._leading[node_id] = now
+            self._adopt(s, new, nodes_only=True)
+        self._close_orphans(s, now)
+        judge_from = self._started + STARTUP_GRACE
+        for node_id, since in self._leading.items():
+            if now - since < HANDOVER_GRACE or now < judge_from:
+                continue
+            for rule in self._nodes:
+                if applies_node(rule, node_id, self.directory):
+                    self._observe_state(rule, node_id, "offline", now)
+
+    def _close_orphans(self, s: Session, now: float) -> None:
+        """Open alerts whose rule was deleted or disabled resolve, wherever their target is
+        (the masters evaluating a target resolve its alerts themselves; the others' wait)."""
+        rule = models.AlertRule
+        live = exists().where(rule.id == models.Alert.rule_id, rule.enabled)
+        q = select(models.Alert).where(models.Alert.state == "firing", ~live)
+        busy = self.outbox.pending_ids()
+        for row in s.scalars(q):
+            if row.id in self.open or row.id in busy:
+                continue
+            rec = AlertRecord.from_row(row)
+            rec.state, rec.resolved_at = "resolved", now
+            self.outbox.emit("resolved", rec, None)
 
     # -- operator actions ------------------------------------------------------------------
 

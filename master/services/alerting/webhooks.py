@@ -2,7 +2,7 @@
 
 `enqueue` never blocks and never waits for the network: when the queue is full the
 notification is dropped and counted (the alert itself is already stored and on the event
-stream). A failed attempt (connection error, timeout, 408, 429, 5xx) is retried later by a
+stream). A delivery's `done` callback hears how it ended (sent or not), once. A failed attempt (connection error, timeout, 408, 429, 5xx) is retried later by a
 timer that puts it back in the queue, so a dead endpoint never holds a worker while it waits.
 Other 4xx answers are final.
 """
@@ -13,6 +13,7 @@ import json
 import logging
 import random
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +33,17 @@ class Delivery:
     event: str
     id: str = field(default_factory=lambda: secrets.token_hex(8))
     attempt: int = 1
+    done: Callable[[bool], None] | None = None  # told once: sent, or given up / dropped
+
+    def finish(self, sent: bool) -> None:
+        if self.done is not None:
+            done, self.done = self.done, None
+            try:
+                done(sent)
+            except Exception:
+                log.exception(
+                    "webhook %s: recording how delivery %s ended failed", self.url, self.id
+                )
 
 
 class Notifier:
@@ -63,8 +75,21 @@ class Notifier:
         return self.queue.qsize() + len(self._waiting)
 
     def enqueue(self, url: str, payload: dict[str, Any], event: str) -> bool:
-        body = json.dumps(payload, separators=(",", ":")).encode()
-        return self._put(Delivery(url, body, event))
+        return self.send(url, encode(payload), event)
+
+    def send(
+        self,
+        url: str,
+        body: bytes,
+        event: str,
+        delivery_id: str | None = None,
+        done: Callable[[bool], None] | None = None,
+    ) -> bool:
+        """Queue a body as it is (a delivery id that a resend keeps, so receivers can tell)."""
+        d = Delivery(url, body, event, done=done)
+        if delivery_id:
+            d.id = delivery_id
+        return self._put(d)
 
     def _put(self, d: Delivery) -> bool:
         try:
@@ -72,6 +97,7 @@ class Notifier:
         except asyncio.QueueFull:
             self.dropped += 1
             log.warning("webhook queue full: dropped a %s notification for %s", d.event, d.url)
+            d.finish(False)
             return False
         return True
 
@@ -114,6 +140,7 @@ class Notifier:
         else:
             if r.status_code < 300:
                 self.sent += 1
+                d.finish(True)
                 return
             problem = f"HTTP {r.status_code}"
             retry = r.status_code >= 500 or r.status_code in RETRY_STATUSES
@@ -135,6 +162,7 @@ class Notifier:
             return
         self.failed += 1
         log.warning("webhook %s gave up after %d attempt(s): %s", d.url, d.attempt, problem)
+        d.finish(False)
 
     async def drain(self, timeout: float = 10.0) -> None:
         """Tests and shutdown: wait until nothing is queued or waiting for a retry."""
@@ -142,3 +170,7 @@ class Notifier:
             async with asyncio.timeout(timeout):
                 while self.depth or self._busy:
                     await asyncio.sleep(0.05)
+
+
+def encode(payload: dict[str, Any]) -> bytes:
+    return json.dumps(payload, separators=(",", ":")).encode()
