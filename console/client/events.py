@@ -39,8 +39,12 @@ class EventStream:
         min_backoff: float = 0.5,
         max_backoff: float = 10.0,
         batch: bool = True,
+        keepalive: tuple[float, float] = (20.0, 20.0),
     ) -> None:
         self.client = client
+        # (ping every, pong within) seconds: websockets' defaults; a console with several
+        # masters pings more often, to leave a hung master within seconds.
+        self.keepalive = keepalive
         self.batch = batch
         self.on_event = on_event or (lambda topic, data: None)
         self.on_status = on_status or (lambda connected, reason: None)
@@ -100,6 +104,8 @@ class EventStream:
                     ssl=_ws_ssl(self.client),
                     open_timeout=10,
                     max_size=16 << 20,
+                    ping_interval=self.keepalive[0],
+                    ping_timeout=self.keepalive[1],
                 ) as ws:
                     self._ws = ws
                     if self.batch:  # a JSON array of events per frame: far cheaper at volume

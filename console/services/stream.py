@@ -117,10 +117,15 @@ class StreamThread:
     """Runs `EventStream(client)` on a daemon thread until `stop()`; events go to `inbox`."""
 
     def __init__(
-        self, client: Client, inbox: Inbox, batch: bool = True, keys: Iterable[str] = ()
+        self,
+        client: Client,
+        inbox: Inbox,
+        batch: bool = True,
+        keys: Iterable[str] = (),
+        keepalive: tuple[float, float] = (20.0, 20.0),
     ) -> None:
         self.inbox = inbox
-        self.stream = EventStream(client, inbox.put, self._status, batch=batch)
+        self.stream = EventStream(client, inbox.put, self._status, batch=batch, keepalive=keepalive)
         self.stream.keys = set(keys)  # subscribed from the first connection on
         self.stream.on_connect = self._connected
         self.loop: asyncio.AbstractEventLoop | None = None
