@@ -349,6 +349,7 @@ class ConsoleApp:
         if self.session.connected:
             self.fleet.reload()
             self.alerts.reload()
+            self.masters.reload()
             self._resynced()
 
     def _name_of(self, kind: str, ident: str) -> str:

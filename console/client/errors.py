@@ -72,6 +72,8 @@ def transport_error(base_url: str, exc: Exception, method: str = "GET") -> Clien
         what = f"TLS failed ({exc})"
     elif isinstance(exc, httpx.ConnectError):
         what = "connection refused" if "refused" in str(exc).lower() else f"cannot connect ({exc})"
+    elif isinstance(exc, httpx.NetworkError | httpx.RemoteProtocolError):
+        what = f"the connection was cut ({exc})" if str(exc) else "the connection was cut"
     else:
         what = str(exc) or type(exc).__name__
     message = f"cannot reach the master at {base_url}: {what}"

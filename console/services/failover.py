@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING
 from PySide6.QtCore import QObject, QTimer, Signal
 
 from console.client import Client, ClientError
+from console.client.events import Keepalive
 from console.client.masters import after, backoff
 
 if TYPE_CHECKING:
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 GRACE = 3.0  # seconds the stream may stay down on the same URL before the session moves
-KEEPALIVE = (2.0, 2.5)  # the stream's ping every / pong within (seconds), with several masters
+KEEPALIVE = Keepalive(2.0, 2.5, 1.0)  # the stream's, with several masters: a hung one left in 5.5 s
 PROBE_TIMEOUT = 5.0  # seconds a master gets to answer `GET /masters` before the next is tried
 
 

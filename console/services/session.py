@@ -21,6 +21,7 @@ from typing import Any
 from PySide6.QtCore import QObject, Qt, QTimer, Signal
 
 from console.client import Client, ClientError
+from console.client.events import ONE_MASTER
 from console.client.masters import split_urls
 from console.services.failover import KEEPALIVE, Failover
 from console.services.stream import CONNECTED, STATUS, Inbox, LiveFigures, StreamThread
@@ -189,7 +190,7 @@ class Session(QObject):
     def start_stream(self, client: Client) -> None:
         """Follow `client`'s event stream (login does this; the benchmark calls it directly)."""
         self.inbox = Inbox(self._wake.emit, self.live)  # fresh: nothing of a previous stream
-        keepalive = KEEPALIVE if self.several else (20.0, 20.0)
+        keepalive = KEEPALIVE if self.several else ONE_MASTER
         self.stream = StreamThread(client, self.inbox, keys=self.keys, keepalive=keepalive)
         self.stream.start()
         self.failover.watch(client)

@@ -21,6 +21,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from console.client import Client, EventStream
+from console.client.events import ONE_MASTER, Keepalive
 
 STATUS = "_status"  # (connected, reason): the stream thread's connectivity changes
 CONNECTED = "_connected"  # the stream (re)connected: state may have been missed
@@ -122,7 +123,7 @@ class StreamThread:
         inbox: Inbox,
         batch: bool = True,
         keys: Iterable[str] = (),
-        keepalive: tuple[float, float] = (20.0, 20.0),
+        keepalive: Keepalive = ONE_MASTER,
     ) -> None:
         self.inbox = inbox
         self.stream = EventStream(client, inbox.put, self._status, batch=batch, keepalive=keepalive)

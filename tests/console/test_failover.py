@@ -5,6 +5,8 @@ action that failed on the dead master is reported, not sent again."""
 from __future__ import annotations
 
 import os
+import signal
+import time
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ from console import message
 from console.app import ConsoleApp
 from tests.console.conftest import settled, until
 from tests.e2e.test_s3_store import s3_flags
-from tests.support import ADMIN_PASSWORD, Master, Proc, wait_for
+from tests.support import ADMIN_PASSWORD, Master, Proc, free_port, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -100,3 +102,52 @@ async def test_the_console_moves_to_the_other_master_when_its_master_is_killed(
         console.window.close()
         for m in (a, b):
             m.stop()
+
+
+async def test_a_hung_master_is_left_by_its_event_stream_and_taken_again_when_it_answers(
+    settings, tmp_path
+):
+    """SIGSTOP: nothing is refused, only the keepalive notices; the session then goes round its
+    URLs (here two names of the same master) until one answers again."""
+    master = Master(tmp_path / "m", port=free_port()).launch()
+    other = master.url.replace("127.0.0.1", "localhost")
+    console = ConsoleApp(settings, data_dir=tmp_path / "embedded", tick_ms=20)
+    console.window.show()
+    session = console.session
+    moving: list[tuple[str, str]] = []
+    moved: list[tuple[str, str, str]] = []
+    session.failover.moving.connect(lambda *a: moving.append(a))
+    session.failover.moved.connect(lambda *a: moved.append(a))
+    stopped = False
+    try:
+        assert await console.login_with(
+            {
+                "url": f"{master.url},{other}",
+                "username": "admin",
+                "password": ADMIN_PASSWORD,
+                "verify": True,
+                "ca": "",
+            }
+        )
+        await until(lambda: session.reachable, what="the stream up")
+        await settled()
+        since = time.monotonic()
+        os.kill(master.pid, signal.SIGSTOP)
+        stopped = True
+        await until(lambda: moving, 30, what="the hung master left")
+        print(f"SIGSTOP: left after {time.monotonic() - since:.1f} s")
+        assert moving[0] == (master.url, "its event stream did not come back")
+        assert not session.reachable and console.window.offline_banner.isVisible()
+        since = time.monotonic()
+        os.kill(master.pid, signal.SIGCONT)
+        stopped = False
+        await until(lambda: moved and session.reachable, 60, what="on a master again")
+        print(f"SIGCONT: on a master again after {time.monotonic() - since:.1f} s")
+        assert session.client is not None and session.client.base_url in (master.url, other)
+        await until(lambda: not console.window.offline_banner.isVisible(), what="banner gone")
+    finally:
+        if stopped:
+            os.kill(master.pid, signal.SIGCONT)
+        await console.shutdown()
+        console.window.close()
+        master.stop()
