@@ -1,5 +1,6 @@
-"""Several master URLs: the list, the order they are tried in, which failures leave a master; the
-Masters page; a log-in past a dead URL; a move round the list to the master that answers."""
+"""Several master URLs: the list, the order they are tried in, which failures leave a master, and
+what a request whose answer was lost says (the Masters page and the moves: test_ui.py,
+test_failover.py)."""
 
 from __future__ import annotations
 
@@ -7,15 +8,10 @@ import ssl
 
 import httpx
 import pytest
-from PySide6.QtCore import Qt
 
-from console import message
 from console.client.errors import transport_error
 from console.client.masters import BACKOFF_MAX, after, backoff, is_gone, split_urls
-from console.models.cells import DISPLAY, KEY_ROLE
 from console.ui.dialogs import LoginDialog
-from tests.console.conftest import settled, until
-from tests.support import ADMIN_PASSWORD, free_port
 
 A, B, C = "http://a:8080", "http://b:8080", "https://c:8443"
 
@@ -87,78 +83,6 @@ def test_the_login_dialog_takes_several_urls(qtbot):
     dlg.url.setText(f"{A},b:8080")
     with pytest.raises(ValueError, match="b:8080"):
         dlg.values()
-
-
-async def test_the_masters_page_lists_this_master_marked_and_the_status_bar_names_it(
-    connected_console, shared_master
-):
-    console = connected_console
-    master_id = (shared_master.data_dir / "master-id").read_text().strip()
-    console.window.show_page("masters")
-    model = console.masters.model
-    await until(lambda: model.rowCount() == 1, what="the master listed")
-    cell = {
-        model.headerData(c, Qt.Orientation.Horizontal): model.index(0, c).data(DISPLAY)
-        for c in range(model.columnCount())
-    }
-    assert model.index(0, 0).data(KEY_ROLE) == master_id
-    assert cell["URL"] == shared_master.url and cell["Status"] == "online"
-    assert cell["Console"] == "this console" and cell["Nodes"] == "1"
-    assert f"{shared_master.url} (master {master_id})" in console.window.conn_label.text()
-    assert master_id in console.window.windowTitle()
-    hint = console.masters_page.hint.text()
-    assert "one master URL" in hint
-
-
-async def test_a_login_goes_past_a_dead_url_and_a_move_comes_round_to_the_live_one(
-    connected_console, shared_master, node
-):
-    console = connected_console
-    session = console.session
-    dead = f"http://127.0.0.1:{free_port()}"
-    assert await console.login_with(
-        {
-            "url": f"{dead},{shared_master.url}",
-            "username": "admin",
-            "password": ADMIN_PASSWORD,
-            "verify": True,
-            "ca": "",
-        }
-    )
-    assert session.urls == [dead, shared_master.url]
-    assert session.client is not None and session.client.base_url == shared_master.url
-    await until(lambda: session.reachable and console.fleet.nodes.row(node), what="loaded")
-    await session.subscribe([f"metrics:{node}"])
-    await settled()
-    token = session.client.token
-    moves: list[tuple[str, str, str]] = []
-    session.failover.moved.connect(lambda *a: moves.append(a))
-
-    # Its master "stops answering": the dead URL is tried first, then round to the live one.
-    message.bridge().history.clear()
-    session.failover.start("a test")
-    await until(lambda: moves, what="moved")
-    assert moves[0][:2] == (shared_master.url, shared_master.url)
-    assert session.client.token == token  # the same log-in, no password asked
-    assert session.stream is not None and f"metrics:{node}" in session.stream.keys
-    await until(lambda: session.reachable and console.fleet.nodes.row(node), what="reloaded")
-    assert any("moved to master" in text for _, text in message.bridge().history)
-    assert "one master URL" not in console.masters_page.hint.text()
-
-
-async def test_a_refused_token_asks_for_a_new_login(connected_console, shared_master):
-    console = connected_console
-    session = console.session
-    other = shared_master.url.replace("127.0.0.1", "localhost")
-    session.urls = [shared_master.url, other]
-    assert session.client is not None
-    session.client.token = "user_not-a-token"
-    session.failover.start("a test")
-    dialog = await until(lambda: console._login_dialog, what="the log-in dialog")
-    assert isinstance(dialog, LoginDialog) and "log in again" in dialog.problem.text()
-    assert not session.connected
-    assert dialog.url.text() == f"{shared_master.url},{other}"
-    dialog.reject()
 
 
 def test_is_gone_ignores_tls_failures_wrapped_by_httpx():
