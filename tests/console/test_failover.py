@@ -10,9 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
+from PySide6.QtWidgets import QApplication
 
 from console import message
-from console.app import ConsoleApp
+from console.app import ConsoleApp, load_style
 from tests.console.conftest import settled, until
 from tests.e2e.test_s3_store import s3_flags
 from tests.support import ADMIN_PASSWORD, Master, Proc, free_port, wait_for
@@ -23,6 +24,9 @@ pytestmark = pytest.mark.slow
 async def test_the_console_moves_to_the_other_master_when_its_master_is_killed(
     settings, agent_factory, pg_cluster, pg_migrated, s3_server, tmp_path
 ):
+    shots = os.environ.get("GDOS_CONSOLE_SHOTS")  # a folder: grabs of the window after the move
+    if shots:
+        load_style(QApplication.instance())
     url = pg_cluster.create_database(template=pg_migrated)
     flags = ["--db-url", url, *s3_flags(s3_server, "console-failover")]
     a, b = (Master(tmp_path / name, extra=flags) for name in ("a", "b"))
@@ -87,7 +91,6 @@ async def test_the_console_moves_to_the_other_master_when_its_master_is_killed(
             what="B marked as this console's master",
         )
         assert "made-while-moving" not in {u.username for u in await session.require().users()}
-        shots = os.environ.get("GDOS_CONSOLE_SHOTS")
         if shots:
             await until(
                 lambda: any(r.get("status") == "offline" for r in console.masters.model.rows()),
