@@ -25,7 +25,8 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 GRACE = 3.0  # seconds the stream may stay down on the same URL before the session moves
-KEEPALIVE = Keepalive(2.0, 2.5, 1.0)  # the stream's, with several masters: a hung one left in 5.5 s
+# The stream's with several masters: a hung master's link is dropped within 5.5 s.
+KEEPALIVE = Keepalive(2.0, 2.5, 1.0)
 PROBE_TIMEOUT = 5.0  # seconds a master gets to answer `GET /masters` before the next is tried
 
 
@@ -81,7 +82,7 @@ class Failover(QObject):
         session = self.session
         log.warning("the master at %s is left: %s", lost.base_url, reason)
         self.moving.emit(lost.base_url, reason)
-        await session.stop_stream()
+        await session.stop_stream(timeout=1.0)  # a daemon thread: a hung link may outlive this
         session.mark_unreachable(
             f"the master at {lost.base_url} stopped answering; moving to another"
         )

@@ -195,19 +195,19 @@ class Session(QObject):
         self.stream.start()
         self.failover.watch(client)
 
-    async def stop_stream(self) -> None:
+    async def stop_stream(self, timeout: float = 5.0) -> None:
         """Stop following the stream (its last words are dropped); the log-in stays."""
         stream, self.stream = self.stream, None
         if stream is not None:
             self.inbox = Inbox(self._wake.emit, LiveFigures())  # the old stream's last words
             with contextlib.suppress(Exception):
-                await stream.stop(timeout=1.0)
+                await stream.stop(timeout)
 
     async def switch(self, client: Client, master_id: str) -> None:
         """Go on with the same log-in on another master (`client` holds the token): its event
         stream with the same subscriptions; the views reload when it connects."""
         old = self.client
-        await self.stop_stream()
+        await self.stop_stream(timeout=1.0)
         client.user = old.user if old is not None else client.user
         self.client = client
         self.start_stream(client)
@@ -230,13 +230,10 @@ class Session(QObject):
 
     async def logout(self, quiet: bool = False) -> None:
         self.failover.cancel()
-        stream, client = self.stream, self.client
-        self.stream = self.client = None
+        client, self.client = self.client, None
         self.master_id = ""
-        if stream is not None:
-            self.inbox = Inbox(self._wake.emit, LiveFigures())  # the old stream's last words
-            with contextlib.suppress(Exception):
-                await stream.stop()
+        if self.stream is not None:
+            await self.stop_stream()
             self.live.samples.clear()
             self.live.take()
         if client is not None:
