@@ -16,31 +16,27 @@ from console.ui.dialogs import LoginDialog
 A, B, C = "http://a:8080", "http://b:8080", "https://c:8443"
 
 
-@pytest.mark.parametrize(
-    ("text", "urls"),
-    [
-        (A, [A]),
-        (f"{A}/", [A]),
-        (f" {A} , {B}/,{C}", [A, B, C]),
-        (f"{A},,{B},{A}", [A, B]),
-    ],
-)
-def test_split_urls(text, urls):
-    assert split_urls(text) == urls
+SPLIT = [
+    (A, [A]),
+    (f"{A}/", [A]),
+    (f" {A} , {B}/,{C}", [A, B, C]),
+    (f"{A},,{B},{A}", [A, B]),
+]
+NOT_URLS = ["", " , ", "a:8080", f"{A},ftp://b", "http://"]
+AFTER = [(A, [B, C, A]), (B, [C, A, B]), (C, [A, B, C]), ("http://gone:1", [A, B, C])]
 
 
-@pytest.mark.parametrize("text", ["", " , ", "a:8080", f"{A},ftp://b", "http://"])
-def test_split_urls_refuses_what_is_not_a_master_url(text):
-    with pytest.raises(ValueError, match="URL"):
-        split_urls(text)
+def test_split_urls():
+    for text, urls in SPLIT:
+        assert split_urls(text) == urls, text
+    for text in NOT_URLS:
+        with pytest.raises(ValueError, match="URL"):
+            split_urls(text)
 
 
-@pytest.mark.parametrize(
-    ("current", "order"),
-    [(A, [B, C, A]), (B, [C, A, B]), (C, [A, B, C]), ("http://gone:1", [A, B, C])],
-)
-def test_after_a_loss_the_next_ones_are_tried_round_the_list(current, order):
-    assert after([A, B, C], current) == order
+def test_after_a_loss_the_next_ones_are_tried_round_the_list():
+    for current, order in AFTER:
+        assert after([A, B, C], current) == order, current
 
 
 def test_backoff_is_jittered_and_bounded():
@@ -52,19 +48,22 @@ def test_backoff_is_jittered_and_bounded():
 REQUEST = httpx.Request("POST", f"{A}/api/v1/users")
 
 
-@pytest.mark.parametrize(
-    ("exc", "gone"),
-    [
-        (httpx.ConnectError("[Errno 111] Connection refused", request=REQUEST), True),
-        (httpx.RemoteProtocolError("Server disconnected", request=REQUEST), True),
-        (httpx.ReadError("Connection reset by peer", request=REQUEST), True),
-        (httpx.ReadTimeout("timed out", request=REQUEST), False),
-        (httpx.ConnectTimeout("timed out", request=REQUEST), False),
-        (httpx.ConnectError("[SSL: CERTIFICATE_VERIFY_FAILED]", request=REQUEST), False),
-    ],
-)
-def test_which_failures_mean_the_master_is_gone(exc, gone):
-    assert is_gone(exc) is gone
+GONE = [
+    (httpx.ConnectError("[Errno 111] Connection refused", request=REQUEST), True),
+    (httpx.RemoteProtocolError("Server disconnected", request=REQUEST), True),
+    (httpx.ReadError("Connection reset by peer", request=REQUEST), True),
+    (httpx.ReadTimeout("timed out", request=REQUEST), False),
+    (httpx.ConnectTimeout("timed out", request=REQUEST), False),
+    (httpx.ConnectError("[SSL: CERTIFICATE_VERIFY_FAILED]", request=REQUEST), False),
+]
+
+
+def test_which_failures_mean_the_master_is_gone():
+    for exc, gone in GONE:
+        assert is_gone(exc) is gone, exc
+    tls = httpx.ConnectError("handshake failed", request=REQUEST)
+    tls.__cause__ = ssl.SSLError("bad handshake")
+    assert not is_gone(tls)
 
 
 def test_a_change_whose_answer_was_lost_says_it_may_have_been_done():
@@ -83,9 +82,3 @@ def test_the_login_dialog_takes_several_urls(qtbot):
     dlg.url.setText(f"{A},b:8080")
     with pytest.raises(ValueError, match="b:8080"):
         dlg.values()
-
-
-def test_is_gone_ignores_tls_failures_wrapped_by_httpx():
-    exc = httpx.ConnectError("handshake failed", request=REQUEST)
-    exc.__cause__ = ssl.SSLError("bad handshake")
-    assert not is_gone(exc)
