@@ -2,6 +2,8 @@
 
 gdos-console                         start screen: connect to a master or start a local one
 gdos-console --master URL            the log-in dialog for that master (remembered)
+gdos-console --master URL1,URL2      several masters sharing one database: on one, moving to
+                                     the next by itself when it stops answering
 gdos-console --embedded              a master on 127.0.0.1 plus a local agent, data in the
                                      user's data directory; quitting stops them
 """
@@ -36,7 +38,8 @@ def parse_args(argv: Sequence[str]) -> argparse.Namespace:
     p.add_argument(
         "--master",
         default=os.environ.get("GDOS_CONSOLE_MASTER"),
-        help="master URL, e.g. https://gdos.example:8080",
+        help="master URL, e.g. https://gdos.example:8080; several masters sharing one database: "
+        "URL1,URL2 (the console moves to the next when its master stops answering)",
     )
     p.add_argument(
         "--user", default=os.environ.get("GDOS_CONSOLE_USER"), help="log in as this user"

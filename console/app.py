@@ -20,6 +20,7 @@ from console.services.audit import AuditService
 from console.services.backups import BackupsService
 from console.services.fleet import FleetService
 from console.services.logs import LogsService
+from console.services.masters import MastersService
 from console.services.metrics import MetricsService
 from console.services.operations import OperationsService
 from console.services.releases import ReleasesService
@@ -33,6 +34,7 @@ from console.ui.dialogs.login import LoginDialog
 from console.ui.instances import InstancesPage
 from console.ui.logs_page import LogsPage
 from console.ui.main_window import MainWindow
+from console.ui.masters_page import MastersPage
 from console.ui.nodes import NodesPage
 from console.ui.overview import OverviewPage
 from console.ui.packages import PackagesPage
@@ -93,6 +95,7 @@ class ConsoleApp:
         self.audit = AuditService(self.session)
         self.backups = BackupsService(self.session)
         self.users = UsersService(self.session)
+        self.masters = MastersService(self.session)
         self.window = MainWindow(settings, icon)
         self._add_pages(settings)
         self._connect()
@@ -127,6 +130,7 @@ class ConsoleApp:
         self.audit_page = AuditPage(self.audit, settings)
         self.backups_page = BackupsPage(self.backups, settings)
         self.users_page = UsersPage(self.users, settings)
+        self.masters_page = MastersPage(self.masters, self.session, settings)
         for name, title, page in (
             ("overview", "Overview", self.overview),
             ("nodes", "Nodes", self.nodes_page),
@@ -138,6 +142,7 @@ class ConsoleApp:
             ("audit", "Audit", self.audit_page),
             ("backups", "Backups", self.backups_page),
             ("users", "Users", self.users_page),
+            ("masters", "Masters", self.masters_page),
         ):
             self.window.add_page(name, title, page)
 
@@ -151,6 +156,9 @@ class ConsoleApp:
         self.session.logged_out.connect(w.set_disconnected)
         self.session.reachable_changed.connect(self._reachable)
         self.session.resynced.connect(self._resynced)
+        self.session.master_changed.connect(w.set_master)
+        self.session.failover.moved.connect(self._moved)
+        self.session.failover.refused.connect(self._refused)
         self.alerts.fired.connect(
             lambda a: warning(
                 f"alert {a.get('rule_name') or a.get('rule_id')} firing on "
@@ -314,6 +322,20 @@ class ConsoleApp:
         else:
             w.set_reachable(False, reason or "no answer")
 
+    def _moved(self, old: str, new: str, master_id: str) -> None:
+        name = f"master {master_id} at {new}" if master_id else f"the master at {new}"
+        warning(
+            f"this console moved to {name}: the master at {old} stopped answering (an action "
+            "that failed there was not sent again: try it again if it is still needed)"
+        )
+
+    @async_slot(str)
+    async def _refused(self, why: str) -> None:
+        urls = ",".join(self.session.urls)
+        error(why)
+        await self.session.logout()
+        self.ask_login(urls, why)
+
     def _logged_in(self, url: str, username: str, role: str) -> None:
         self.window.set_connected(url, username, role)
 
@@ -327,6 +349,7 @@ class ConsoleApp:
         if self.session.connected:
             self.fleet.reload()
             self.alerts.reload()
+            self.masters.reload()
             self._resynced()
 
     def _name_of(self, kind: str, ident: str) -> str:
@@ -372,6 +395,7 @@ class ConsoleApp:
                 self.metrics,
                 self.alerts,
                 self.logs,
+                self.masters,
                 self.window,
             ):
                 for timer in owner.findChildren(QTimer):

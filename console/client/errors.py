@@ -60,17 +60,28 @@ def error_from(resp: httpx.Response) -> ClientError:
         return ClientError(msg, status=resp.status_code, code=f"http_{resp.status_code}")
 
 
-def transport_error(base_url: str, exc: Exception) -> ClientError:
-    """No answer came: say why in a few words (refused, timed out, TLS)."""
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def transport_error(base_url: str, exc: Exception, method: str = "GET") -> ClientError:
+    """No answer came: say why in a few words (refused, timed out, TLS), and whether a change
+    may have been made all the same (the request went out, its answer was lost)."""
     if isinstance(exc, httpx.TimeoutException):
         what = "timed out"
     elif isinstance(exc, ssl.SSLError) or "CERTIFICATE" in str(exc).upper():
         what = f"TLS failed ({exc})"
     elif isinstance(exc, httpx.ConnectError):
         what = "connection refused" if "refused" in str(exc).lower() else f"cannot connect ({exc})"
+    elif isinstance(exc, httpx.NetworkError | httpx.RemoteProtocolError):
+        what = f"the connection was cut ({exc})" if str(exc) else "the connection was cut"
     else:
         what = str(exc) or type(exc).__name__
-    return ClientError(f"cannot reach the master at {base_url}: {what}", code="unreachable")
+    message = f"cannot reach the master at {base_url}: {what}"
+    if method.upper() not in SAFE_METHODS and not isinstance(
+        exc, httpx.ConnectError | httpx.ConnectTimeout
+    ):
+        message += " (the request may have been carried out before its answer was lost: look before trying again)"
+    return ClientError(message, code="unreachable")
 
 
 def parse(model: type[M], data: Any) -> M:

@@ -9,6 +9,7 @@ import logging
 import random
 import ssl
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import websockets
@@ -20,6 +21,18 @@ log = logging.getLogger(__name__)
 
 EventHandler = Callable[[str, dict[str, Any]], None]
 StatusHandler = Callable[[bool, str], None]
+
+
+@dataclass(frozen=True)
+class Keepalive:
+    """Seconds between pings, for the pong, and for the close handshake of a dead link."""
+
+    ping_interval: float = 20.0  # websockets' defaults: a lost master is noticed in 40-50 s
+    ping_timeout: float = 20.0
+    close_timeout: float = 10.0
+
+
+ONE_MASTER = Keepalive()  # as it always was: one master, nowhere else to go
 
 
 class EventStream:
@@ -39,8 +52,11 @@ class EventStream:
         min_backoff: float = 0.5,
         max_backoff: float = 10.0,
         batch: bool = True,
+        keepalive: Keepalive = ONE_MASTER,
     ) -> None:
         self.client = client
+        # A console with several masters pings more often, to leave a hung master in seconds.
+        self.keepalive = keepalive
         self.batch = batch
         self.on_event = on_event or (lambda topic, data: None)
         self.on_status = on_status or (lambda connected, reason: None)
@@ -100,6 +116,9 @@ class EventStream:
                     ssl=_ws_ssl(self.client),
                     open_timeout=10,
                     max_size=16 << 20,
+                    ping_interval=self.keepalive.ping_interval,
+                    ping_timeout=self.keepalive.ping_timeout,
+                    close_timeout=self.keepalive.close_timeout,
                 ) as ws:
                     self._ws = ws
                     if self.batch:  # a JSON array of events per frame: far cheaper at volume

@@ -24,6 +24,7 @@ from protocol.rest import (
     InstanceOut,
     JoinTokenOut,
     LoginOut,
+    MasterOut,
     ModuleOut,
     NodeOut,
     OperationOut,
@@ -63,6 +64,12 @@ class Client(Uploads, Logs):
 
     async def delete_user(self, username: str) -> None:
         await self.request("DELETE", f"/users/{username}")
+
+    # -- masters --------------------------------------------------------------------------
+
+    async def masters(self) -> list[MasterOut]:
+        """The masters sharing this one's database, the answering master first."""
+        return await self._list("/masters", MasterOut)
 
     # -- nodes ----------------------------------------------------------------------------
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import ssl
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -11,6 +12,7 @@ from typing import Any, Self
 import httpx
 
 from console.client.errors import M, error_from, parse, parse_list, transport_error
+from console.client.masters import is_gone
 from protocol.rest import UserOut
 
 API = "/api/v1"
@@ -43,6 +45,9 @@ class Transport:
         self.verify = verify
         self.token = token
         self.user: UserOut | None = None
+        # Called when a request finds this master gone (refused, cut): a console with several
+        # masters moves to another.
+        self.on_gone: Callable[[], None] | None = None
         self._http = httpx.AsyncClient(
             base_url=self.base_url,
             timeout=httpx.Timeout(timeout, connect=10.0),
@@ -92,10 +97,15 @@ class Transport:
                 content=content,
             )
         except httpx.HTTPError as exc:
-            raise transport_error(self.base_url, exc) from None
+            self._failed(exc)
+            raise transport_error(self.base_url, exc, method) from None
         if resp.is_error:
             raise error_from(resp)
         return resp
+
+    def _failed(self, exc: httpx.HTTPError) -> None:
+        if self.on_gone is not None and is_gone(exc):
+            self.on_gone()
 
     async def _get(self, path: str, model: type[M], **params: Any) -> M:
         return parse(model, (await self.request("GET", path, params=params)).json())
@@ -122,5 +132,6 @@ class Transport:
                         f.write(chunk)
         except httpx.HTTPError as exc:
             part.unlink(missing_ok=True)
+            self._failed(exc)
             raise transport_error(self.base_url, exc) from None
         os.replace(part, dest)

@@ -55,6 +55,7 @@ STATE_COLORS = {
     "rolling_back": "#b06000",
     "rolled_back": "#b06000",
     "paused": "#1a73e8",
+    "this console": "#1a73e8",  # the master a console is on (Masters)
 }
 STALE_COLOR = "#9aa0a6"  # rows that are not live (the master is unreachable)
 COLORS = {state: QColor(color) for state, color in STATE_COLORS.items()}

@@ -354,3 +354,25 @@ class ReleaseTableModel(RowTableModel[ReleaseRow]):
             what += f"{inst.get('to')} {inst.get('state')}"
             lines.append(what + (f" ({inst['error']})" if inst.get("error") else ""))
         return "\n".join(lines)
+
+
+class MasterTableModel(RowTableModel[Row]):
+    """The masters sharing the database; the service marks the one this console is on
+    (`current`)."""
+
+    COLUMNS = (
+        Column("id", "Master"),
+        Column("url", "URL"),
+        Column("status", "Status", colored=True),
+        Column(
+            "current",
+            "Console",
+            get=lambda r: "this console" if r.get("current") else "",
+            colored=True,
+            tooltip="the master this console is on",
+        ),
+        Column("leader", "Leader", lambda v: "leader" if v else ""),
+        Column("started_at", "Started", fmt.when),
+        Column("last_seen", "Last seen", fmt.ago),
+        Column("nodes", "Nodes", numeric=True),
+    )

@@ -1,8 +1,9 @@
 """The base of services whose endpoints an older master may lack.
 
 Such a service says through `availability(feature, ok, message)` whether this master has the
-endpoints (404/405 on the route: "not available on this master"), so a view can show that in
-words instead of an error box per click.
+endpoints (404/405 on the route: "not available on this master"; 501: this master does not offer
+it, in its words, as backups on PostgreSQL), so a view can show that in words instead of an
+error box per click or per reconnect.
 """
 
 from __future__ import annotations
@@ -34,6 +35,9 @@ class FeatureService(QObject):
         except ClientError as exc:
             if exc.endpoint_missing:
                 self._set(feature, False, f"{feature}: {NOT_AVAILABLE} (it needs a newer master)")
+                return None
+            if exc.status == 501:
+                self._set(feature, False, f"{feature}: {exc.message}")
                 return None
             raise
         self._set(feature, True, "")

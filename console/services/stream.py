@@ -21,6 +21,7 @@ from concurrent.futures import Future
 from typing import Any
 
 from console.client import Client, EventStream
+from console.client.events import ONE_MASTER, Keepalive
 
 STATUS = "_status"  # (connected, reason): the stream thread's connectivity changes
 CONNECTED = "_connected"  # the stream (re)connected: state may have been missed
@@ -117,10 +118,15 @@ class StreamThread:
     """Runs `EventStream(client)` on a daemon thread until `stop()`; events go to `inbox`."""
 
     def __init__(
-        self, client: Client, inbox: Inbox, batch: bool = True, keys: Iterable[str] = ()
+        self,
+        client: Client,
+        inbox: Inbox,
+        batch: bool = True,
+        keys: Iterable[str] = (),
+        keepalive: Keepalive = ONE_MASTER,
     ) -> None:
         self.inbox = inbox
-        self.stream = EventStream(client, inbox.put, self._status, batch=batch)
+        self.stream = EventStream(client, inbox.put, self._status, batch=batch, keepalive=keepalive)
         self.stream.keys = set(keys)  # subscribed from the first connection on
         self.stream.on_connect = self._connected
         self.loop: asyncio.AbstractEventLoop | None = None

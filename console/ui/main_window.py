@@ -33,6 +33,7 @@ PAGES = [
     "audit",
     "backups",
     "users",
+    "masters",
 ]
 
 
@@ -121,6 +122,8 @@ class MainWindow(QMainWindow):
         self.nav.currentRowChanged.connect(self._show_row)
         self.nav.hide()
         self.conn_label = QLabel("not connected")
+        self.conn_label.setObjectName("connLabel")
+        self._user = ""
         self.statusBar().addPermanentWidget(self.conn_label)
         self._error_timer = QTimer(self)
         self._error_timer.setSingleShot(True)
@@ -189,13 +192,20 @@ class MainWindow(QMainWindow):
             self.stack.setCurrentWidget(self.pages[str(item.data(Qt.ItemDataRole.UserRole))])
 
     def set_connected(self, url: str, username: str, role: str) -> None:
-        self.conn_label.setText(f"{username} ({role}) @ {url}")
+        self._user = f"{username} ({role})"
+        self.conn_label.setText(f"{self._user} @ {url}")
         self.setWindowTitle(f"GDOS console — {url}")
         self.nav.show()
         self.start_page.busy("")
         self.show_page(str(self.settings.value("window/page", "overview")))
         if not self.current_page():
             self.nav.setCurrentRow(0)
+
+    def set_master(self, url: str, master_id: str) -> None:
+        """The master the console is on: its URL and, once known, its id."""
+        on = f"{url} (master {master_id})" if master_id else url
+        self.conn_label.setText(f"{self._user} @ {on}".strip())
+        self.setWindowTitle(f"GDOS console — {on}")
 
     def set_disconnected(self) -> None:
         self.conn_label.setText("not connected")

@@ -34,6 +34,7 @@ from tests.console.clicks import (
     click,
     click_action,
     dialog,
+    in_qt,
     no_dialogs,
     ok,
     press,
@@ -440,8 +441,9 @@ async def test_instances_logs_and_alerts_by_keys_and_clicks(qtbot, app, tmp_path
 
 
 async def test_window_keys_reach_their_pages_from_any_focus(qtbot, app):
-    """Ctrl+1 … Ctrl+9 and Ctrl+0, pressed in a filter box, in a table, in the page list."""
-    names = list(app.window.pages)
+    """Ctrl+1 … Ctrl+9 and Ctrl+0, pressed in a filter box, in a table, in the page list (the
+    first ten pages have one; Masters, the eleventh, is reached from the page list)."""
+    names = list(app.window.pages)[:10]
     for n, name in enumerate(names):
         focus = [app.window.nav, app.packages_page.table.filter, app.instances_page.table.view][
             n % 3
@@ -457,6 +459,22 @@ async def test_window_keys_reach_their_pages_from_any_focus(qtbot, app):
     await press(qtbot, app.window.nav, "Ctrl+O")
     login = await dialog(LoginDialog)
     login.reject()
+
+
+async def test_masters_page_from_the_page_list_and_its_refresh_button(qtbot, app):
+    nav = app.window.nav
+    names = [nav.item(i).data(Qt.ItemDataRole.UserRole) for i in range(nav.count())]
+    where = nav.visualItemRect(nav.item(names.index("masters"))).center()
+    await in_qt(
+        qtbot.mouseClick, nav.viewport(), Qt.MouseButton.LeftButton, Qt.KeyboardModifier(0), where
+    )
+    assert app.window.current_page() == "masters"
+    page = app.masters_page
+    await until(lambda: page.table.model.rowCount() == 1, what="this master listed")
+    page.table.model.set_rows([])
+    await click_action(qtbot, page.table.toolbar, page.refresh_action)
+    await until(lambda: page.table.model.rowCount() == 1, what="listed again by Refresh")
+    assert page.table.model.rows()[0]["current"]
 
 
 async def test_changes_made_elsewhere_show_up_without_f5(app, shared_api, tmp_path):

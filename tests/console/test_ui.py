@@ -1,17 +1,19 @@
-"""Window behaviour: errors in words, the unreachable banner, missing endpoints, window state."""
+"""Window behaviour: errors in words, the unreachable banner, missing endpoints, window state,
+the Masters page and the moves between the URLs of a log-in."""
 
 from __future__ import annotations
 
 import pytest
-from PySide6.QtCore import QByteArray
+from PySide6.QtCore import QByteArray, Qt
 
 from console import message
 from console.__main__ import main, parse_args
 from console.app import ConsoleApp
 from console.client import ClientError
+from console.models.cells import DISPLAY, KEY_ROLE
 from console.ui.dialogs import LoginDialog, ModuleDialog, parse_env
 from console.ui.nodes import parse_labels
-from tests.console.conftest import until
+from tests.console.conftest import settled, until
 from tests.support import ADMIN_PASSWORD, Master, build_package, free_port
 
 
@@ -201,3 +203,67 @@ async def test_a_new_log_in_keeps_the_live_subscriptions(console, shared_master)
     assert "log:i-1:stdout" not in console.session.keys and "log:i-1:stdout" not in second.keys
     await console.session.logout()  # logging out on purpose forgets them
     assert console.session.keys == set()
+
+
+async def test_the_masters_page_lists_this_master_marked_and_the_status_bar_names_it(
+    console, shared_master
+):
+    assert await console.login_with(_login(shared_master.url))
+    master_id = (shared_master.data_dir / "master-id").read_text().strip()
+    console.window.show_page("masters")
+    model = console.masters.model
+    await until(lambda: model.rowCount() == 1, what="the master listed")
+    cell = {
+        model.headerData(c, Qt.Orientation.Horizontal): model.index(0, c).data(DISPLAY)
+        for c in range(model.columnCount())
+    }
+    assert model.index(0, 0).data(KEY_ROLE) == master_id
+    assert cell["URL"] == shared_master.url and cell["Status"] == "online"
+    assert cell["Console"] == "this console" and cell["Nodes"] == "0"
+    assert f"{shared_master.url} (master {master_id})" in console.window.conn_label.text()
+    assert master_id in console.window.windowTitle()
+    hint = console.masters_page.hint.text()
+    assert "one master URL" in hint
+
+
+async def test_a_login_goes_past_a_dead_url_and_a_move_comes_round_to_the_live_one(
+    console, shared_master
+):
+    session = console.session
+    dead = f"http://127.0.0.1:{free_port()}"
+    assert await console.login_with(_login(f"{dead},{shared_master.url}"))
+    assert session.urls == [dead, shared_master.url]
+    assert session.client is not None and session.client.base_url == shared_master.url
+    await until(lambda: session.reachable and console.masters.model.rowCount(), what="loaded")
+    await session.subscribe(["metrics:some-node"])
+    await settled()
+    token = session.client.token
+    moves: list[tuple[str, str, str]] = []
+    session.failover.moved.connect(lambda *a: moves.append(a))
+
+    # Its master "stops answering": the dead URL is tried first, then round to the live one.
+    message.bridge().history.clear()
+    session.failover.start("a test")
+    await until(lambda: moves, what="moved")
+    assert moves[0][:2] == (shared_master.url, shared_master.url)
+    assert session.client.token == token  # the same log-in, no password asked
+    assert session.stream is not None and "metrics:some-node" in session.stream.keys
+    console.masters.model.set_rows([])
+    await until(lambda: session.reachable and console.masters.model.rowCount(), what="reloaded")
+    assert any("moved to master" in text for _, text in message.bridge().history)
+    assert "one master URL" not in console.masters_page.hint.text()
+
+
+async def test_a_refused_token_asks_for_a_new_login(console, shared_master):
+    assert await console.login_with(_login(shared_master.url))
+    session = console.session
+    other = shared_master.url.replace("127.0.0.1", "localhost")
+    session.urls = [shared_master.url, other]
+    assert session.client is not None
+    session.client.token = "user_not-a-token"
+    session.failover.start("a test")
+    dialog = await until(lambda: console._login_dialog, what="the log-in dialog")
+    assert isinstance(dialog, LoginDialog) and "log in again" in dialog.problem.text()
+    assert not session.connected
+    assert dialog.url.text() == f"{shared_master.url},{other}"
+    dialog.reject()

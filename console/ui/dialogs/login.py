@@ -1,4 +1,5 @@
-"""Log in to a master: URL, user, password and TLS options."""
+"""Log in to a master (or to several sharing a database: URL1,URL2): URL, user, password and TLS
+options."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ from typing import Any
 from PySide6.QtWidgets import QCheckBox, QHBoxLayout, QLineEdit, QPushButton, QWidget
 
 from console import errors
+from console.client.masters import join_urls, split_urls
 from console.ui import common
 from console.ui.dialogs.form import FieldError, Form
 
@@ -21,6 +23,10 @@ class LoginDialog(Form):
         self.setObjectName("loginDialog")
         self.name_field = ""
         self.url = QLineEdit(url or "http://127.0.0.1:8080")
+        self.url.setToolTip(
+            "Several masters sharing one database: their URLs separated by commas, in the order "
+            "to try them; the console moves to the next when its master stops answering."
+        )
         self.username = QLineEdit(username)
         self.password = QLineEdit()
         self.password.setEchoMode(QLineEdit.EchoMode.Password)
@@ -48,9 +54,10 @@ class LoginDialog(Form):
         )
 
     def values(self) -> dict[str, Any]:
-        url = self.url.text().strip().rstrip("/")
-        if not url.startswith(("http://", "https://")):
-            raise FieldError("url", "the master URL starts with http:// or https://")
+        try:
+            url = join_urls(split_urls(self.url.text()))
+        except ValueError as exc:
+            raise FieldError("url", str(exc)) from None
         if not self.username.text().strip():
             raise FieldError("username", "give a username")
         if not self.password.text():
