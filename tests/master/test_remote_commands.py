@@ -143,7 +143,7 @@ async def test_a_command_its_master_never_takes_is_withdrawn(
         await link.request(Start(id=link.next_id(), instance_id=iid), 10)
     assert "did not take the command" in refused.value.message
     assert rows(world) == 0
-    b.remote.resync()  # B wakes: there is nothing left to run
+    await b.remote.take_missed()  # B wakes: there is nothing left to run
     assert b.remote._tasks == set()
 
 
