@@ -22,6 +22,7 @@ from master.db.session import Database
 from master.services import ownership
 from master.services.agents import AgentLink, AgentRegistry
 from master.services.bus import Bus
+from master.services.cluster_events import ClusterEvents
 from protocol.errors import ErrorCode, GdosError
 from protocol.messages import MASTER_MESSAGE, Result, WireError
 from protocol.wire import Struct
@@ -91,6 +92,8 @@ class RemoteCommands:
         self.bus = bus
         self._waiting: dict[str, asyncio.Future[Result]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Events published before a command reach its target before the node's answer does.
+        self.events: ClusterEvents | None = None
 
     @property
     def me(self) -> str:
@@ -149,6 +152,8 @@ class RemoteCommands:
             "timeout": timeout,
         }
         try:
+            if self.events is not None:
+                await self.events.written()
             try:
                 await self.bus.fetch(SEND, row)
             except psycopg.errors.UniqueViolation:
@@ -244,6 +249,8 @@ class RemoteCommands:
     async def _run(self, cmd_id: str, node_id: str) -> None:
         """Take the command (once, whoever signals it) and send it down this master's link,
         only while the link is the node's current one; else answer that the node moved."""
+        if self.events is not None:
+            await self.events.read_up()
         link = self.agents.links.get(node_id)
         if link is not None:
             epoch = -1 if link.epoch is None else link.epoch

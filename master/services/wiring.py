@@ -55,6 +55,8 @@ class Services:
             if self.bus is not None
             else None
         )
+        if self.remote_commands is not None:
+            self.remote_commands.events = self.cluster_events
         self.orchestrator = Orchestrator(self.db, self.agents, self.hub, settings)
         self.login_throttle = LoginThrottle()
         self.gate = Gate()

@@ -5,10 +5,12 @@ never takes the command, or goes away mid-way, leaves a clear error and nothing 
 
 from __future__ import annotations
 
+import asyncio
 import statistics
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import func, select
@@ -19,6 +21,7 @@ from master.hub import Hub
 from master.services import remote_commands
 from master.services.agents import AgentRegistry
 from master.services.bus import Bus
+from master.services.cluster_events import ClusterEvents
 from master.services.orchestrator import Orchestrator
 from master.services.remote_commands import RemoteCommands, RemoteLink
 from protocol.errors import ErrorCode, GdosError
@@ -33,11 +36,22 @@ class Peer:
     def __init__(self, world: World, master_id: str) -> None:
         self.agents = AgentRegistry()
         self.agents.master_id = master_id
-        self.orch = Orchestrator(world.db, self.agents, Hub(), Settings(data_dir=Path(".")))
+        self.hub = Hub()
+        self.heard: list[dict[str, Any]] = []
+        self.hub.listen("instance", self.heard.append)
+        self.orch = Orchestrator(world.db, self.agents, self.hub, Settings(data_dir=Path(".")))
         self.bus = Bus(world.db.url, world.db.engine)
         self.remote = RemoteCommands(world.db, self.agents, self.bus)
         self.remote.attach()
+        self.events = ClusterEvents(world.db, self.hub, self.bus, self.agents)
+        self.events.attach()
+        self.remote.events = self.events
         self.world = world
+        self.task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        await self.bus.start()
+        self.task = asyncio.create_task(self.events.run())
 
     async def hello(self, instance_id: str, answer: Answer = ok) -> FakeAgent:
         agent = FakeAgent(self.agents, self.world.node_id, answer)
@@ -47,6 +61,9 @@ class Peer:
         return agent
 
     async def close(self) -> None:
+        if self.task is not None:
+            self.task.cancel()
+            await asyncio.gather(self.task, return_exceptions=True)
         await self.orch.close()
         await self.remote.close()
         await self.bus.stop()
@@ -66,8 +83,8 @@ async def world(tmp_path: Path, pg_module_db: str) -> AsyncIterator[World]:
 async def pair(world: World) -> AsyncIterator[tuple[Peer, Peer]]:
     a, b = Peer(world, "master-a"), Peer(world, "master-b")
     a.agents.peers, b.agents.peers = frozenset({"master-b"}), frozenset({"master-a"})
-    await a.bus.start()
-    await b.bus.start()
+    await a.start()
+    await b.start()
     yield a, b
     await a.close()
     await b.close()
@@ -93,11 +110,16 @@ async def test_a_start_sent_to_a_reaches_the_node_b_holds_once_and_a_gets_the_an
     assert [(m["type"], m["id"]) for m in agent.sent] == [("start", msg.id)]
     assert rows(world) == 0  # collected
 
+    heard_at_start: list[list[str]] = []
+    agent.answer = lambda msg: heard_at_start.append([e["state"] for e in b.heard]) or ok(msg)
     with world.db.session() as s:  # the way a route does it
         inst = s.get(models.Instance, iid)
         assert inst is not None
         await a.orch.start(s, inst)
     await until(lambda: agent.types() == ["start", "start"], "the routed start")
+    # A's event (the instance starting) reached B before the command did: B's consoles see
+    # "starting" before anything the node answers.
+    assert heard_at_start[-1][-1:] == ["starting"], heard_at_start
     await until(lambda: not a.orch._tasks, "A's command task")
     inst = world.instance(iid)
     assert inst is not None and inst.last_error is None and inst.desired_state == "running"
