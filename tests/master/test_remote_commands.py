@@ -25,7 +25,7 @@ from master.services.cluster_events import ClusterEvents
 from master.services.orchestrator import Orchestrator
 from master.services.remote_commands import RemoteCommands, RemoteLink
 from protocol.errors import ErrorCode, GdosError
-from protocol.messages import Hello, HostInfo, InstanceReport, Start
+from protocol.messages import Hello, HostInfo, InstanceReport, Result, Start
 from protocol.states import InstanceState as S
 from tests.master.fake_agent import Answer, FakeAgent, World, ok, until
 
@@ -111,7 +111,12 @@ async def test_a_start_sent_to_a_reaches_the_node_b_holds_once_and_a_gets_the_an
     assert rows(world) == 0  # collected
 
     heard_at_start: list[list[str]] = []
-    agent.answer = lambda msg: heard_at_start.append([e["state"] for e in b.heard]) or ok(msg)
+
+    def answer(msg: dict[str, Any]) -> Result:
+        heard_at_start.append([e["state"] for e in b.heard])
+        return ok(msg)
+
+    agent.answer = answer
     with world.db.session() as s:  # the way a route does it
         inst = s.get(models.Instance, iid)
         assert inst is not None
