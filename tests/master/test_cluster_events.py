@@ -114,3 +114,23 @@ async def test_after_a_lost_listener_the_events_of_the_gap_arrive(
         assert b.bus.reconnects == 1
     finally:
         db.dispose()
+
+
+async def test_old_events_are_pruned(pair: tuple[Peer, Peer], pg_module_db: str) -> None:
+    a, _b = pair
+    db = Database(pg_module_db)
+    try:
+        with db.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO cluster_events (origin, topic, data, at) VALUES "
+                    "('master-a', 'node', '{}', 0), ('master-gone', 'node', '{}', 0), "
+                    "('master-a', 'node', '{}', extract(epoch from clock_timestamp()))"
+                )
+            )
+        a.events.prune()
+        with db.engine.connect() as conn:
+            left = conn.execute(text("SELECT origin, at > 0 FROM cluster_events")).all()
+        assert [tuple(row) for row in left] == [("master-a", True)]
+    finally:
+        db.dispose()

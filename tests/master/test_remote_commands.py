@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from master.config import Settings
 from master.db import models
@@ -172,6 +172,15 @@ async def test_a_command_its_master_never_takes_is_withdrawn(
     assert rows(world) == 0
     await b.remote.take_missed()  # B wakes: there is nothing left to run
     assert b.remote._tasks == set()
+    with world.db.engine.begin() as conn:  # a row nobody collected, from long ago, is pruned
+        conn.execute(
+            text(
+                "INSERT INTO commands (id, node_id, origin, target, epoch, body, timeout, state, "
+                "created_at) VALUES ('old', 'n', 'a', 'b', 1, '{}', 1, 'running', 0)"
+            )
+        )
+    a.remote.prune()
+    assert rows(world) == 0
 
 
 async def test_a_master_that_goes_away_mid_command_is_an_error_not_a_wait(
