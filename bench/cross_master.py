@@ -21,9 +21,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from tests.e2e.test_lifecycle import deploy_hello  # noqa: E402
 from tests.e2e.test_s3_store import s3_flags  # noqa: E402
 from tests.pg import Cluster, find_bindir  # noqa: E402
-from tests.support import Agent, Api, Master, Proc, build_package, free_port, wait_for  # noqa: E402
+from tests.support import Agent, Api, Master, Proc, free_port, wait_for  # noqa: E402
 
 
 def timed(api: Api, path: str, n: int) -> list[float]:
@@ -71,12 +72,7 @@ def main() -> int:
         node_id = agent.start_and_wait(api_b)
         id_b = (b.data_dir / "master-id").read_text().strip()
         wait_for(lambda: api_a.get(f"/nodes/{node_id}")["master_id"] == id_b, 30, what="peer")
-        port = free_port()
-        api_b.upload(build_package(root / "pkgs", manifest={"args": ["--port", str(port)]}))
-        system = api_b.post("/systems", {"name": "bench"})
-        module = api_b.post(f"/systems/{system['id']}/modules", {"name": "web", "package": "hello"})
-        iid = api_b.post("/instances", {"module_id": module["id"], "node_id": node_id})["id"]
-        wait_for(lambda: api_b.get(f"/instances/{iid}")["state"] == "stopped", 60, what="deploy")
+        iid = deploy_hello(api_b, node_id, root, free_port(), name="bench")["id"]
         path = f"/instances/{iid}/logs"
         timed(api_a, path, 20)  # warm both paths
         timed(api_b, path, 20)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from master.services import bus as bus_module
 from master.services.agents import AgentRegistry
 from master.services.bus import Bus
 from master.services.cluster_events import ClusterEvents
+from tests.master.fake_agent import until
 
 
 class Peer:
@@ -64,14 +65,6 @@ async def pair(tmp_path: Path, pg_module_db: str) -> AsyncIterator[tuple[Peer, P
     await a.stop()
     await b.stop()
     db.dispose()
-
-
-async def until(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 async def test_an_event_published_on_one_master_reaches_the_other_once_in_order(

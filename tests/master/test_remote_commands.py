@@ -6,8 +6,6 @@ never takes the command, or goes away mid-way, leaves a clear error and nothing 
 from __future__ import annotations
 
 import asyncio
-import statistics
-import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,7 +17,7 @@ from master.config import Settings
 from master.db import models
 from master.hub import Hub
 from master.services import remote_commands
-from master.services.agents import AgentRegistry
+from master.services.agents import AgentLink, AgentRegistry
 from master.services.bus import Bus
 from master.services.cluster_events import ClusterEvents
 from master.services.orchestrator import Orchestrator
@@ -90,6 +88,16 @@ async def pair(world: World) -> AsyncIterator[tuple[Peer, Peer]]:
     await b.close()
 
 
+async def held_by_b(
+    world: World, pair: tuple[Peer, Peer], answer: Answer = ok
+) -> tuple[str, FakeAgent, AgentLink]:
+    """An instance on a node whose agent is connected to B: (its id, the agent, A's link)."""
+    a, b = pair
+    iid = world.add_instance("web-1", S.STOPPED)
+    agent = await b.hello(iid, answer)
+    return iid, agent, a.agents.require(world.node_id)
+
+
 def rows(world: World) -> int:
     with world.db.session() as s:
         return int(s.scalar(select(func.count()).select_from(models.Command)) or 0)
@@ -99,9 +107,7 @@ async def test_a_start_sent_to_a_reaches_the_node_b_holds_once_and_a_gets_the_an
     world: World, pair: tuple[Peer, Peer]
 ) -> None:
     a, b = pair
-    iid = world.add_instance("web-1", S.STOPPED)
-    agent = await b.hello(iid)
-    link = a.agents.require(world.node_id)
+    iid, agent, link = await held_by_b(world, pair)
     assert isinstance(link, RemoteLink) and link.target == "master-b"
     msg = Start(id=link.next_id(), instance_id=iid)
     assert msg.id.startswith("master-a.")  # unique across masters
@@ -129,23 +135,11 @@ async def test_a_start_sent_to_a_reaches_the_node_b_holds_once_and_a_gets_the_an
     inst = world.instance(iid)
     assert inst is not None and inst.last_error is None and inst.desired_state == "running"
 
-    # Latency through the database and the bus, printed for the report (not asserted).
-    took = []
-    for _ in range(100):
-        began = time.perf_counter()
-        await link.request(Start(id=link.next_id(), instance_id=iid), 10)
-        took.append((time.perf_counter() - began) * 1000)
-    took.sort()
-    print(f"A->B->agent->B->A: median {statistics.median(took):.1f} ms, p99 {took[98]:.1f} ms")
-
 
 async def test_a_master_that_lost_the_node_sends_nothing_and_says_it_moved(
     world: World, pair: tuple[Peer, Peer]
 ) -> None:
-    a, b = pair
-    iid = world.add_instance("web-1", S.STOPPED)
-    at_b = await b.hello(iid)
-    link = a.agents.require(world.node_id)
+    iid, at_b, link = await held_by_b(world, pair)
     c = Peer(world, "master-c")  # the agent moves to C; B has not noticed yet
     try:
         await c.hello(iid)
@@ -162,10 +156,8 @@ async def test_a_command_its_master_never_takes_is_withdrawn(
 ) -> None:
     a, b = pair
     monkeypatch.setattr(remote_commands, "CLAIM_TIMEOUT", 0.3)
-    iid = world.add_instance("web-1", S.STOPPED)
-    await b.hello(iid)
+    iid, _agent, link = await held_by_b(world, pair)
     await b.bus.stop()  # B hangs: it takes no signal
-    link = a.agents.require(world.node_id)
     with pytest.raises(GdosError) as refused:
         await link.request(Start(id=link.next_id(), instance_id=iid), 10)
     assert "did not take the command" in refused.value.message
@@ -186,10 +178,8 @@ async def test_a_command_its_master_never_takes_is_withdrawn(
 async def test_a_master_that_goes_away_mid_command_is_an_error_not_a_wait(
     world: World, pair: tuple[Peer, Peer]
 ) -> None:
-    a, b = pair
-    iid = world.add_instance("web-1", S.STOPPED)
-    agent = await b.hello(iid, answer=lambda msg: None)  # the node never answers
-    link = a.agents.require(world.node_id)
+    a, _b = pair
+    iid, agent, link = await held_by_b(world, pair, answer=lambda msg: None)  # never answers
     pending = a.orch.spawn(link.request(Start(id=link.next_id(), instance_id=iid), 60))
     await until(lambda: agent.types() == ["start"], "the start on the node")
     a.agents.peers = frozenset()  # B's heartbeat stops: it is offline
