@@ -7,11 +7,15 @@ AWX's dispatcher does. Signals carry ids, never data: the data is in the databas
     await bus.start() ... await bus.stop()
     Bus.notify_in(conn, "gdos_x", "id") # inside a caller's transaction: sent at its commit
     bus.notify("gdos_x", "id")          # on its own
+    await bus.fetch(sql, params)        # one statement on the bus's own sending connection
 
 Payloads are refused past `MAX_PAYLOAD` bytes (PostgreSQL's limit is 8,000). The listening
 connection reconnects by itself with backoff; `on_reconnect` callbacks run after every
 reconnect (not the first connect), once every channel is listened to again. Channels are
-listened to while the bus runs too. A master on SQLite has no bus: the wiring gives None.
+listened to while the bus runs too. `fetch` runs one statement in autocommit on a second
+connection, one network round trip, without blocking the event loop (for the short hot
+statements of routed commands; a statement that calls pg_notify sends at its own end). A
+master on SQLite has no bus: the wiring gives None.
 """
 
 import asyncio
@@ -56,6 +60,8 @@ class Bus:
         self._listening: set[str] = set()
         self._task: asyncio.Task[None] | None = None
         self._conn: Any = None  # psycopg.AsyncConnection while connected
+        self._sender: Any = None  # the connection `fetch` uses, opened at its first use
+        self._sending = asyncio.Lock()
         self.connected = asyncio.Event()
         self.reconnects = 0
         self.backend_pid: int | None = None  # the listening connection's server process
@@ -82,6 +88,31 @@ class Bus:
             await asyncio.gather(self._task, return_exceptions=True)
             self._task = None
         await self._close()
+        sender, self._sender = self._sender, None
+        if sender is not None:
+            with contextlib.suppress(Exception):
+                await sender.close()
+
+    async def fetch(self, query: str, params: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """Run one statement (psycopg's `%(name)s` parameters) in autocommit; its rows. A lost
+        connection is opened again and the statement tried once more: statements given here
+        must bear running twice."""
+        import psycopg
+
+        async with self._sending:
+            for attempt in (1, 2):
+                try:
+                    if self._sender is None or self._sender.closed:
+                        self._sender = await self._open("gdos-bus-send")
+                    cur = await self._sender.execute(query, params)
+                    return list(await cur.fetchall()) if cur.description else []
+                except psycopg.OperationalError:
+                    with contextlib.suppress(Exception):
+                        await self._sender.close()
+                    self._sender = None
+                    if attempt == 2:
+                        raise
+        raise AssertionError("unreachable")
 
     def notify(self, channel: str, payload: str) -> None:
         """Send one signal now, in a transaction of its own."""
@@ -119,11 +150,11 @@ class Bus:
             await asyncio.sleep(random.uniform(delay / 2, delay))
             delay = min(delay * 2, BACKOFF_MAX)
 
-    async def _connect(self) -> None:
+    async def _open(self, name: str) -> Any:
         import psycopg
 
         # Keepalives: a server or a link that went silent is noticed in seconds, not hours.
-        self._conn = await psycopg.AsyncConnection.connect(
+        return await psycopg.AsyncConnection.connect(
             self.dsn,
             autocommit=True,
             connect_timeout=5,
@@ -131,8 +162,11 @@ class Bus:
             keepalives_idle=5,
             keepalives_interval=2,
             keepalives_count=3,
-            application_name="gdos-bus",
+            application_name=name,
         )
+
+    async def _connect(self) -> None:
+        self._conn = await self._open("gdos-bus")
         self.backend_pid = self._conn.info.backend_pid
         self._listening = set()
         await self._listen_to_new()

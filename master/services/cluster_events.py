@@ -11,6 +11,7 @@ again from its last seq: the gap arrives, once and in order.
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any, cast
 
 import msgspec
@@ -44,10 +45,11 @@ class ClusterEvents:
         self.last: dict[str, int] = {}  # origin -> the last seq published here
         self.floor = 0  # seq at this master's start: what came before is history
         self._pending: list[tuple[str, str]] = []  # (topic, data JSON) to write
-        self._written = asyncio.Event()
         self._wake_writer = asyncio.Event()
+        self._writing = 0  # events taken by the writer and not yet committed
         self._dirty: set[str] = set()  # origins with rows to read
         self._wake_reader = asyncio.Event()
+        self._reading = False
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -91,6 +93,15 @@ class ClusterEvents:
             del self._pending[: len(self._pending) - MAX_PENDING]
         self._wake_writer.set()
 
+    async def written(self, timeout: float = 1.0) -> None:
+        """Wait (at most `timeout`) until the events published so far are committed: a routed
+        command waits for them, so its target has them before the node's answer."""
+        await _until(lambda: not self._pending and not self._writing, timeout)
+
+    async def read_up(self, timeout: float = 1.0) -> None:
+        """Wait (at most `timeout`) until every origin signalled so far has been read."""
+        await _until(lambda: not self._dirty and not self._reading, timeout)
+
     async def _write_forever(self) -> None:
         while True:
             await self._wake_writer.wait()
@@ -98,6 +109,7 @@ class ClusterEvents:
             batch, self._pending = self._pending, []
             if not batch:
                 continue
+            self._writing = len(batch)
             try:
                 await asyncio.to_thread(self._insert, batch)
             except Exception:  # the database away: keep them, in order, and try again
@@ -105,6 +117,8 @@ class ClusterEvents:
                 self._pending[:0] = batch
                 await asyncio.sleep(1.0)
                 self._wake_writer.set()
+            finally:
+                self._writing = 0
 
     def _insert(self, batch: list[tuple[str, str]]) -> None:
         rows = [{"origin": self.me, "topic": t, "data": d} for t, d in batch]
@@ -139,6 +153,7 @@ class ClusterEvents:
             self._wake_reader.clear()
             origins, self._dirty = self._dirty, set()
             after = {origin: self.last.get(origin, self.floor) for origin in origins}
+            self._reading = True
             try:
                 found = await asyncio.to_thread(self._read, after)
             except Exception:
@@ -147,12 +162,16 @@ class ClusterEvents:
                 await asyncio.sleep(1.0)
                 self._wake_reader.set()
                 continue
+            finally:
+                self._reading = False
+            # Origins read together are merged by seq: the order they were written in.
+            merged = sorted((row[0], origin, row) for origin, rows in found.items() for row in rows)
+            for seq, origin, (_, topic, data) in merged:
+                if seq <= self.last.get(origin, self.floor):
+                    continue
+                self.last[origin] = seq
+                self.hub.deliver(topic, _decode(data))
             for origin, rows in found.items():
-                for seq, topic, data in rows:
-                    if seq <= self.last.get(origin, self.floor):
-                        continue
-                    self.last[origin] = seq
-                    self.hub.deliver(topic, _decode(data))
                 if len(rows) == READ_LIMIT:
                     self._dirty.add(origin)
                     self._wake_reader.set()
@@ -176,3 +195,10 @@ class ClusterEvents:
         with self.db.engine.begin() as conn:
             conn.execute(delete(TABLE).where(TABLE.c.origin == self.me, TABLE.c.at < _NOW - KEEP))
             conn.execute(delete(TABLE).where(TABLE.c.at < _NOW - 2 * KEEP))
+
+
+async def _until(done: Callable[[], bool], timeout: float) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not done() and loop.time() < deadline:
+        await asyncio.sleep(0.002)

@@ -15,13 +15,14 @@ import logging
 from typing import Any, cast
 
 import msgspec
-from sqlalchemy import Float, Table, delete, insert, literal_column, select, update
+from sqlalchemy import Float, Table, delete, literal_column, select
 
 from master.db import models
 from master.db.session import Database
 from master.services import ownership
 from master.services.agents import AgentLink, AgentRegistry
 from master.services.bus import Bus
+from master.services.cluster_events import ClusterEvents
 from protocol.errors import ErrorCode, GdosError
 from protocol.messages import MASTER_MESSAGE, Result, WireError
 from protocol.wire import Struct
@@ -35,10 +36,31 @@ KEEP = 3600.0  # seconds a row is kept (by the database's clock) before pruning
 PRUNE_EVERY = 60.0
 _NOW = literal_column("extract(epoch from clock_timestamp())", Float)
 _RESULT = msgspec.json.Decoder(Result)
+PREFIX = "gdos_cmd_"  # the statements below spell it too
+
+# One statement each, on the bus's sending connection: a signal in a statement goes with it.
+SEND = """WITH c AS (
+  INSERT INTO commands (id, node_id, origin, target, epoch, body, timeout, state, created_at)
+  VALUES (%(id)s, %(node)s, %(origin)s, %(target)s, %(epoch)s, %(body)s, %(timeout)s, 'queued',
+          extract(epoch from clock_timestamp()))
+  RETURNING id, node_id)
+SELECT pg_notify('gdos_cmd_' || %(target)s, 'run:' || id || ':' || node_id) FROM c"""
+# Taken only while the node's epoch is the link's (-1: a link whose hello is not done yet).
+CLAIM = """UPDATE commands SET state = 'running'
+WHERE id = %(id)s AND state = 'queued' AND target = %(me)s AND (%(epoch)s = -1 OR EXISTS (
+  SELECT 1 FROM nodes WHERE nodes.id = commands.node_id AND nodes.epoch = %(epoch)s))
+RETURNING body, timeout, origin"""
+ANSWER = """WITH d AS (
+  UPDATE commands SET state = 'done', result = %(answer)s
+  WHERE id = %(id)s AND state = ANY(%(states)s) RETURNING origin)
+SELECT pg_notify('gdos_cmd_' || origin, 'done:' || %(id)s) FROM d"""
+COLLECT = "DELETE FROM commands WHERE id = %(id)s AND state = 'done' RETURNING result"
+WITHDRAW = "DELETE FROM commands WHERE id = %(id)s AND state = 'queued' RETURNING id"
+QUEUED = "SELECT id, node_id FROM commands WHERE target = %(me)s AND state = 'queued'"
 
 
 def channel(master_id: str) -> str:
-    return f"gdos_cmd_{master_id}"
+    return PREFIX + master_id
 
 
 class _NoChannel:
@@ -70,6 +92,8 @@ class RemoteCommands:
         self.bus = bus
         self._waiting: dict[str, asyncio.Future[Result]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        # Events published before a command reach its target before the node's answer does.
+        self.events: ClusterEvents | None = None
 
     @property
     def me(self) -> str:
@@ -84,7 +108,7 @@ class RemoteCommands:
 
     async def run(self) -> None:
         """Take what was queued for this master while it was away; then prune old rows."""
-        self.resync()
+        await self.take_missed()
         while True:
             await asyncio.sleep(PRUNE_EVERY)
             try:
@@ -113,25 +137,33 @@ class RemoteCommands:
     # -- the origin's side ----------------------------------------------------------------
 
     async def send(self, link: RemoteLink, msg: Struct, timeout: float) -> Result:
+        import psycopg
+
         cmd_id: str = getattr(msg, "id")  # noqa: B009 - every command model has an id
         fut: asyncio.Future[Result] = asyncio.get_running_loop().create_future()
         self._waiting[cmd_id] = fut
+        row = {
+            "id": cmd_id,
+            "node": link.node_id,
+            "origin": self.me,
+            "target": link.target,
+            "epoch": link.epoch,
+            "body": msg.to_json(),
+            "timeout": timeout,
+        }
         try:
-            with self.db.engine.begin() as conn:
-                conn.execute(
-                    insert(TABLE).values(
-                        id=cmd_id,
-                        node_id=link.node_id,
-                        origin=self.me,
-                        target=link.target,
-                        epoch=link.epoch,
-                        body=msg.to_json(),
-                        timeout=timeout,
-                        state="queued",
-                        created_at=_NOW,
-                    )
-                )
-                Bus.notify_in(conn, channel(link.target), f"run:{cmd_id}")
+            if self.events is not None:
+                await self.events.written()
+            try:
+                await self.bus.fetch(SEND, row)
+            except psycopg.errors.UniqueViolation:
+                pass  # written by a first attempt whose answer the connection lost
+            except psycopg.Error as exc:
+                raise GdosError(
+                    ErrorCode.UNAVAILABLE,
+                    f"the command for node {link.node_id} could not be passed to its master "
+                    f"through the database: {str(exc).strip() or type(exc).__name__}",
+                ) from None
             return await self._wait(link, cmd_id, fut, timeout)
         finally:
             self._waiting.pop(cmd_id, None)
@@ -147,7 +179,7 @@ class RemoteCommands:
                 return await asyncio.wait_for(asyncio.shield(fut), WATCH)
             waited = loop.time() - began
             if not claimed and waited >= min(CLAIM_TIMEOUT, timeout):
-                claimed = not self._withdraw(cmd_id)
+                claimed = not await self._withdraw(cmd_id)
                 if not claimed:
                     raise GdosError(
                         ErrorCode.NODE_OFFLINE,
@@ -168,29 +200,21 @@ class RemoteCommands:
                     ErrorCode.TIMEOUT, f"node {link.node_id} did not answer within {timeout:.0f} s"
                 )
 
-    def _withdraw(self, cmd_id: str) -> bool:
+    async def _withdraw(self, cmd_id: str) -> bool:
         """Take back a command nobody has taken: True when it is gone and can never run."""
-        with self.db.engine.begin() as conn:
-            gone = conn.execute(
-                delete(TABLE).where(TABLE.c.id == cmd_id, TABLE.c.state == "queued")
-            )
-        return gone.rowcount == 1
+        return bool(await self.bus.fetch(WITHDRAW, {"id": cmd_id}))
 
-    def _collect(self, cmd_id: str) -> None:
+    async def _collect(self, cmd_id: str) -> None:
         fut = self._waiting.get(cmd_id)
         if fut is None or fut.done():
             return
-        with self.db.engine.begin() as conn:
-            found = conn.execute(
-                delete(TABLE)
-                .where(TABLE.c.id == cmd_id, TABLE.c.state == "done")
-                .returning(TABLE.c.result)
-            ).first()
-        if found is None:
+        found = await self.bus.fetch(COLLECT, {"id": cmd_id})
+        if not found or fut.done():
             return
-        answer = msgspec.json.decode(found.result or "{}")
+        text: str = found[0][0] or "{}"
+        answer = msgspec.json.decode(text)
         if answer.get("type") == "result":
-            fut.set_result(_RESULT.decode(found.result))
+            fut.set_result(_RESULT.decode(text))
         else:
             error = answer.get("error") or {}
             fut.set_exception(
@@ -204,81 +228,79 @@ class RemoteCommands:
     # -- the target's side ----------------------------------------------------------------
 
     def _on_signal(self, payload: str) -> None:
-        kind, _, cmd_id = payload.partition(":")
+        kind, _, rest = payload.partition(":")
         if kind == "run":
-            self._spawn(self._run(cmd_id))
+            cmd_id, _, node_id = rest.rpartition(":")
+            self._spawn(self._run(cmd_id, node_id))
         elif kind == "done":
-            self._collect(cmd_id)
+            self._spawn(self._collect(rest))
 
     def _spawn(self, coro: Any) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._done)
 
-    def _claim(self, cmd_id: str) -> tuple[Any, AgentLink | None]:
-        """Take the command (once, whoever signals it) and the link to send it down: None when
-        this master no longer holds the node, in which case the command is answered at once."""
-        with self.db.engine.begin() as conn:
-            row = conn.execute(
-                update(TABLE)
-                .where(TABLE.c.id == cmd_id, TABLE.c.state == "queued", TABLE.c.target == self.me)
-                .values(state="running")
-                .returning(TABLE.c.node_id, TABLE.c.body, TABLE.c.timeout, TABLE.c.origin)
-            ).first()
-            if row is None:
-                return None, None
-            link = self.agents.links.get(row.node_id)
-            if link is not None and ownership.holds(conn, row.node_id, link.epoch):
-                return row, link
-        return row, None
+    def _done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # The database away: the origin's wait ends by its own checks, never hangs.
+            log.warning("a routed command step failed: %s", task.exception())
 
-    async def _run(self, cmd_id: str) -> None:
-        row, link = self._claim(cmd_id)
-        if row is None:
-            return
-        answer: str
-        if link is None:
-            moved = GdosError(
-                ErrorCode.NODE_OFFLINE,
-                f"node {row.node_id} moved to another master before the command reached it; "
-                "nothing was sent: try again",
-                {"node_id": row.node_id},
-            )
-            answer = msgspec.json.encode({"error": moved.to_wire()}).decode()
-        else:
-            try:
-                msg = MASTER_MESSAGE.decode(row.body)
-                result = await link.request(msg, float(row.timeout))
-                answer = result.to_json()
-            except GdosError as exc:
-                answer = msgspec.json.encode({"error": exc.to_wire()}).decode()
-            except Exception as exc:  # a bug here must still answer the origin
-                log.exception("routed command %s failed", cmd_id)
-                wire = WireError(code=ErrorCode.INTERNAL, message=f"routing failed: {exc}")
-                answer = Result(reply_to=cmd_id, ok=False, error=wire).to_json()
-        self._answer(cmd_id, row.origin, answer)
+    async def _run(self, cmd_id: str, node_id: str) -> None:
+        """Take the command (once, whoever signals it) and send it down this master's link,
+        only while the link is the node's current one; else answer that the node moved."""
+        if self.events is not None:
+            await self.events.read_up()
+        link = self.agents.links.get(node_id)
+        if link is not None:
+            epoch = -1 if link.epoch is None else link.epoch
+            taken = await self.bus.fetch(CLAIM, {"id": cmd_id, "me": self.me, "epoch": epoch})
+            if taken:
+                body, timeout, _origin = taken[0]
+                await self._answer(cmd_id, await self._request(cmd_id, link, body, timeout))
+                return
+        moved = GdosError(
+            ErrorCode.NODE_OFFLINE,
+            f"node {node_id} moved to another master before the command reached it; "
+            "nothing was sent: try again",
+            {"node_id": node_id},
+        )
+        answer = msgspec.json.encode({"error": moved.to_wire()}).decode()
+        await self._answer(cmd_id, answer, "queued")  # only one still queued for this master
 
-    def _answer(self, cmd_id: str, origin: str, answer: str) -> None:
-        with self.db.engine.begin() as conn:
-            done = conn.execute(
-                update(TABLE).where(TABLE.c.id == cmd_id).values(state="done", result=answer)
-            )
-            if done.rowcount == 1:
-                Bus.notify_in(conn, channel(origin), f"done:{cmd_id}")
+    async def _request(self, cmd_id: str, link: AgentLink, body: str, timeout: float) -> str:
+        try:
+            result = await link.request(MASTER_MESSAGE.decode(body), float(timeout))
+            return result.to_json()
+        except GdosError as exc:
+            return msgspec.json.encode({"error": exc.to_wire()}).decode()
+        except Exception as exc:  # a bug here must still answer the origin
+            log.exception("routed command %s failed", cmd_id)
+            wire = WireError(code=ErrorCode.INTERNAL, message=f"routing failed: {exc}")
+            return Result(reply_to=cmd_id, ok=False, error=wire).to_json()
+
+    async def _answer(self, cmd_id: str, answer: str, state: str = "running") -> None:
+        try:
+            await self.bus.fetch(ANSWER, {"id": cmd_id, "answer": answer, "states": [state]})
+        except Exception:
+            log.warning("the answer to routed command %s was lost", cmd_id, exc_info=True)
 
     # -- after a lost bus connection, and at start ------------------------------------------
 
     def resync(self) -> None:
         """Signals may have been missed: take what is queued for this master, collect the
         answers this master waits for."""
-        with self.db.engine.connect() as conn:
-            queued = conn.execute(
-                select(TABLE.c.id).where(TABLE.c.target == self.me, TABLE.c.state == "queued")
-            ).all()
-        for (cmd_id,) in queued:
-            self._spawn(self._run(cmd_id))
-        for cmd_id in list(self._waiting):
-            self._collect(cmd_id)
+        self._spawn(self.take_missed())
+
+    async def take_missed(self) -> None:
+        try:
+            queued = await self.bus.fetch(QUEUED, {"me": self.me})
+            for cmd_id, node_id in queued:
+                self._spawn(self._run(cmd_id, node_id))
+            for cmd_id in list(self._waiting):
+                await self._collect(cmd_id)
+        except Exception:  # the database away: the bus reconnects and calls this again
+            log.warning("reading missed routed commands failed", exc_info=True)
 
     def prune(self) -> None:
         with self.db.engine.begin() as conn:

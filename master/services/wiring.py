@@ -57,6 +57,8 @@ class Services:
             if self.bus is not None
             else None
         )
+        if self.remote_commands is not None:
+            self.remote_commands.events = self.cluster_events
         self.orchestrator = Orchestrator(self.db, self.agents, self.hub, settings)
         self.login_throttle = LoginThrottle()
         self.gate = Gate()
@@ -158,17 +160,13 @@ class Services:
     async def _start_bus(self) -> None:
         """Several masters: commands for other masters' nodes and theirs for this one's,
         and every master's broadcast events."""
-        if self.bus is None:
+        remote, events = self.remote_commands, self.cluster_events
+        if self.bus is None or remote is None or events is None:
             return
-        if self.remote_commands is not None:
-            self.remote_commands.attach()
-        if self.cluster_events is not None:
-            self.cluster_events.attach()
+        remote.attach()
+        events.attach()
         await self.bus.start()
-        if self.remote_commands is not None:
-            self._tasks.append(asyncio.create_task(self.remote_commands.run()))
-        if self.cluster_events is not None:
-            self._tasks.append(asyncio.create_task(self.cluster_events.run()))
+        self._tasks += [asyncio.create_task(remote.run()), asyncio.create_task(events.run())]
 
     async def stop(self) -> None:
         self.stopping = True

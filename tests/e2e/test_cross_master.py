@@ -9,12 +9,12 @@ from pathlib import Path
 import pytest
 
 from tests.e2e.test_failover import holder
+from tests.e2e.test_lifecycle import deploy_hello
 from tests.e2e.test_s3_store import s3_flags
 from tests.support import (
     EventStream,
     Master,
     Proc,
-    build_package,
     free_port,
     processes_with_env,
     wait_for,
@@ -44,12 +44,7 @@ def test_commands_sent_to_a_reach_a_node_held_by_b_and_its_events_reach_a(
         node_id = agent.start_and_wait(api_b)
         wait_for(lambda: holder(api_a, node_id) == id_b, 30, what="A sees B holding the node")
 
-        port = free_port()
-        api_a.upload(build_package(tmp_path / "pkgs", manifest={"args": ["--port", str(port)]}))
-        system = api_a.post("/systems", {"name": "cross"})
-        module = api_a.post(f"/systems/{system['id']}/modules", {"name": "web", "package": "hello"})
-        iid = api_a.post("/instances", {"module_id": module["id"], "node_id": node_id})["id"]
-        wait_for(lambda: api_a.get(f"/instances/{iid}")["state"] == "stopped", 60, what="deploy")
+        iid = deploy_hello(api_a, node_id, tmp_path, free_port(), name="cross")["id"]
         api_a.post(f"/instances/{iid}/start")
         wait_for(lambda: api_a.get(f"/instances/{iid}")["state"] == "running", 60, what="start")
         assert len(processes_with_env("GDOS_INSTANCE_ID", iid)) == 1

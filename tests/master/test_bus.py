@@ -5,13 +5,14 @@ by itself and runs its resync callbacks."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 
 import pytest
 from sqlalchemy import text
 
 from master.db.session import Database
 from master.services.bus import Bus, PayloadTooLarge
+from tests.master.fake_agent import until
 
 
 @pytest.fixture
@@ -19,14 +20,6 @@ async def db(pg_module_db: str) -> AsyncIterator[Database]:
     database = Database(pg_module_db)
     yield database
     database.dispose()
-
-
-async def until(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 async def test_signals_reach_every_listener_and_big_payloads_are_refused(db: Database) -> None:

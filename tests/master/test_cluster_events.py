@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ from master.services import bus as bus_module
 from master.services.agents import AgentRegistry
 from master.services.bus import Bus
 from master.services.cluster_events import ClusterEvents
+from tests.master.fake_agent import until
 
 
 class Peer:
@@ -66,14 +67,6 @@ async def pair(tmp_path: Path, pg_module_db: str) -> AsyncIterator[tuple[Peer, P
     db.dispose()
 
 
-async def until(check: Callable[[], bool], what: str, timeout: float = 20.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not check():
-        assert loop.time() < deadline, f"timed out waiting for {what}"
-        await asyncio.sleep(0.02)
-
-
 async def test_an_event_published_on_one_master_reaches_the_other_once_in_order(
     pair: tuple[Peer, Peer],
 ) -> None:
@@ -112,5 +105,25 @@ async def test_after_a_lost_listener_the_events_of_the_gap_arrive(
         got += b.seen()
         assert [e["data"]["n"] for e in got] == [0, 1, 2]
         assert b.bus.reconnects == 1
+    finally:
+        db.dispose()
+
+
+async def test_old_events_are_pruned(pair: tuple[Peer, Peer], pg_module_db: str) -> None:
+    a, _b = pair
+    db = Database(pg_module_db)
+    try:
+        with db.engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO cluster_events (origin, topic, data, at) VALUES "
+                    "('master-a', 'node', '{}', 0), ('master-gone', 'node', '{}', 0), "
+                    "('master-a', 'node', '{}', extract(epoch from clock_timestamp()))"
+                )
+            )
+        a.events.prune()
+        with db.engine.connect() as conn:
+            left = conn.execute(text("SELECT origin, at > 0 FROM cluster_events")).all()
+        assert [tuple(row) for row in left] == [("master-a", True)]
     finally:
         db.dispose()
