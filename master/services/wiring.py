@@ -13,6 +13,9 @@ from master.services.alerting.engine import AlertEngine
 from master.services.alerting.webhooks import Notifier
 from master.services.backups import BackupService
 from master.services.directory import Directory
+from master.services.leader import LeaderLease
+from master.services.leader_jobs import LeaderJobs
+from master.services.login_failures import SharedLoginThrottle
 from master.services.logs import LogRelay
 from master.services.loop_lag import LoopLag
 from master.services.masters import Masters
@@ -43,7 +46,11 @@ class Services:
         self.agents = AgentRegistry()
         self.masters = Masters(self.db, settings, self.agents)
         self.orchestrator = Orchestrator(self.db, self.agents, self.hub, settings)
-        self.login_throttle = LoginThrottle()
+        # Several masters share lock-outs through the database; one master keeps them in memory.
+        self.login_throttle: LoginThrottle | SharedLoginThrottle = (
+            SharedLoginThrottle(self.db) if self.db.is_postgres else LoginThrottle()
+        )
+        self.leader = LeaderLease(self.db)  # always held on SQLite
         self.gate = Gate()
         self.backups = BackupService(settings, self.db)
         self.logs = LogRelay(self.db, self.agents, self.hub)
@@ -54,6 +61,9 @@ class Services:
             self.db, self.orchestrator, self.agents, self.operations, self.releases
         )
         self.nodes = Nodes(self.db, self.hub, self.agents, self.orchestrator)
+        self.leader_jobs = LeaderJobs(
+            self.db, self.leader, self.masters, self.nodes, self.operations, self.rollouts
+        )
         # Hub listeners run in this order: the directory first, so the others see fresh facts.
         self.directory = Directory(self.hub)
         store = MetricsStore(
@@ -102,15 +112,22 @@ class Services:
         self._store = await open_store(self.settings)
         self.orchestrator.commands.store = self._store
         self._uploads = UploadService(self.db, self._store, self.settings)
-        self._tasks.append(asyncio.create_task(upload_expiry.expire_forever(self._uploads)))
+        self._tasks.append(
+            asyncio.create_task(upload_expiry.expire_forever(self._uploads, self.leader))
+        )
         await self.notifier.start()
         await self.alerts.start()
         # No agent is connected yet: what their processes do is unknown until they say hello;
         # but nodes another online master holds are that master's to judge.
         self.orchestrator.mark_node_unknown(None, None if self.db.is_sqlite else self.masters.gone)
+        if self.db.is_postgres:  # operations name their driver; this master resumes its own
+            self.operations.store.master_id = self.masters.id
+        self.leader.master_id = self.masters.id
         self.operations.resume_all()  # they wait for their nodes' hello
         self.rollouts.resume_all()
         self._tasks.append(asyncio.create_task(self.masters.run()))
+        self._tasks.append(asyncio.create_task(self.leader.run()))
+        self._tasks.append(asyncio.create_task(self.leader_jobs.run()))
         self._tasks.append(
             asyncio.create_task(
                 watch_liveness(self.agents, self.settings.heartbeat_grace, self.nodes.drop_stale)
