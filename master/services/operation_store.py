@@ -73,6 +73,7 @@ class OperationStore:
             ready_timeout=ready_timeout,
             module_id=module_id,
             rollout=rollout,
+            master_id=self.master_id,
         )
         return op
 
@@ -188,4 +189,5 @@ def _op(row: models.Operation, reset: bool) -> Op:
         module_id=row.module_id,
         paused=row.paused,
         rollout=row.rollout,
+        master_id=row.master_id,
     )
