@@ -375,4 +375,4 @@ async def wait_for_nodes(
                 ).all()
             if all(row[1] not in (None, driver, me) for row in held) and len(held) == len(away):
                 return
-        await asyncio.sleep(0.2)
+        await asyncio.sleep(0.1)
