@@ -280,6 +280,13 @@ class Operations:
         for st in op.steps:
             self._following[st.instance_id] = op
 
+    def _untrack(self, op: Op) -> None:
+        self.live.pop(op.id, None)
+        for st in op.steps:
+            if self._following.get(st.instance_id) is op:
+                del self._following[st.instance_id]
+                self._views.pop(st.instance_id, None)
+
     def _on_instance(self, view: InstanceOut) -> None:
         op = self._following.get(view.id)
         if op is not None:
@@ -298,11 +305,7 @@ class Operations:
             elif not st.final:
                 self._finish_step(op, st, StepState.CANCELLED, error)
         op.state, op.error, op.finished_at = state, error, time.time()
-        del self.live[op.id]
-        for st in op.steps:
-            if self._following.get(st.instance_id) is op:
-                del self._following[st.instance_id]
-                self._views.pop(st.instance_id, None)
+        self._untrack(op)
         self.store.save([op])
         if state == OpState.FAILED:
             log.warning("operation %s (%s) failed: %s", op.id, op.kind, error)
@@ -343,15 +346,12 @@ class Operations:
 
     def let_go(self, operation_id: str) -> None:
         """Another master drives this operation now: stop following it, writing nothing."""
-        op = self.live.pop(operation_id, None)
+        op = self.live.get(operation_id)
         if op is None:
             return
         if op.task is not None:
             op.task.cancel()
-        for st in op.steps:
-            if self._following.get(st.instance_id) is op:
-                del self._following[st.instance_id]
-                self._views.pop(st.instance_id, None)
+        self._untrack(op)
 
 
 async def wait_for_nodes(

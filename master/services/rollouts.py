@@ -318,6 +318,15 @@ class Rollouts:
         for st in op.steps:
             self._following[st.instance_id] = op
 
+    def _untrack(self, op: Op) -> None:
+        self.live.pop(op.id, None)
+        self._wake.pop(op.id, None)
+        self._cancelled.pop(op.id, None)
+        for st in op.steps:
+            if self._following.get(st.instance_id) is op:
+                del self._following[st.instance_id]
+                self._views.pop(st.instance_id, None)
+
     def _on_instance(self, view: InstanceOut) -> None:
         op = self._following.get(view.id)
         if op is not None:
@@ -336,13 +345,7 @@ class Rollouts:
                 self._finish(op, st, StepState.CANCELLED, error)
         op.state, op.error, op.finished_at, op.paused = state, error, time.time(), False
         self._settings(op)["phase"] = "done"
-        del self.live[op.id]
-        self._wake.pop(op.id, None)
-        self._cancelled.pop(op.id, None)
-        for st in op.steps:
-            if self._following.get(st.instance_id) is op:
-                del self._following[st.instance_id]
-                self._views.pop(st.instance_id, None)
+        self._untrack(op)
         self.store.save([op])
         modules = self._settings(op)["modules"]
         try:
@@ -379,17 +382,12 @@ class Rollouts:
 
     def let_go(self, operation_id: str) -> None:
         """Another master drives this operation now: stop following it, writing nothing."""
-        op = self.live.pop(operation_id, None)
+        op = self.live.get(operation_id)
         if op is None:
             return
         if op.task is not None:
             op.task.cancel()
-        self._wake.pop(op.id, None)
-        self._cancelled.pop(op.id, None)
-        for st in op.steps:
-            if self._following.get(st.instance_id) is op:
-                del self._following[st.instance_id]
-                self._views.pop(st.instance_id, None)
+        self._untrack(op)
 
     async def _resume(self, op: Op, driver: str | None = None) -> None:
         await wait_for_nodes(self.orch, {st.node_id for st in op.steps}, driver)
