@@ -27,9 +27,12 @@ from master.services.releases import Releases
 from master.services.rollouts import Rollouts
 from master.services.throttle import LoginThrottle
 from protocol.states import InstanceState as S
+from tests.e2e.test_s3_store import KEYS
 from tests.master.fake_agent import until
+from tests.master.inprocess import make_app, running
 from tests.master.test_operations import Fleet, obeys
 from tests.pg import reset
+from tests.support import ADMIN_PASSWORD
 
 
 @pytest.fixture
@@ -287,3 +290,25 @@ def test_five_failed_logins_on_one_master_lock_the_source_out_on_another(
     assert on_a.retry_after("10.0.0.9", later) == pytest.approx(1.0)
     on_a.succeeded("10.0.0.9")  # a good login forgets the source everywhere
     assert on_b.retry_after("10.0.0.9", later) == 0
+
+
+def test_a_source_locked_out_on_one_master_is_locked_out_on_another(
+    pg_url: str, s3_server: str, tmp_path: Path
+) -> None:
+    store = {
+        "db_url": pg_url,
+        "store_type": "minio",
+        "minio_endpoint": s3_server,
+        "minio_ak": KEYS[0],
+        "minio_sk": KEYS[1],
+        "minio_bucket": "logins",
+    }
+    wrong = {"username": "admin", "password": "not the password"}
+    right = {"username": "admin", "password": ADMIN_PASSWORD}
+    a, b = make_app(tmp_path / "a", **store), make_app(tmp_path / "b", **store)
+    with running(a) as (on_a, _), running(b) as (on_b, _):
+        for _ in range(5):
+            assert on_a.post("/api/v1/auth/login", json=wrong).status_code == 401
+        refused = on_b.post("/api/v1/auth/login", json=right)  # even the right password
+        assert refused.status_code == 429, refused.text
+        assert "too many failed logins" in refused.json()["error"]["message"]
