@@ -66,6 +66,7 @@ class LeaderLease:
         self._confirmed = 0.0  # time.monotonic() of the last confirmation
         self._conn: Any = None  # psycopg.Connection, used from one worker thread at a time
         self._callbacks: list[Callable[[bool], None]] = []
+        self._failing = False  # the last round failed (logged once until one succeeds)
 
     def held(self) -> bool:
         """This master leads now (always on SQLite)."""
@@ -105,6 +106,7 @@ class LeaderLease:
         to take it. True when this round took it."""
         if self._conn is None:
             self._connect()
+        self._failing = False
         conn = self._conn
         if self._held:
             conn.execute("SELECT 1")
@@ -150,8 +152,9 @@ class LeaderLease:
         if was:
             log.warning("this master lost the leader lease: %s", exc)
             self._notify(False)
-        else:
-            log.debug("lease connection failed: %s", exc)
+        elif not self._failing:
+            log.warning("the lease connection to the database failed (retrying): %s", exc)
+        self._failing = True
 
     def _close(self) -> None:
         """A clean stop: the session ends, so the lock is free for the others at once."""

@@ -8,7 +8,6 @@ not written, and the runners are told to let it go (`on_lost`), as a lost node i
 """
 
 import asyncio
-import logging
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
@@ -22,7 +21,6 @@ from master.services.operation_steps import Op, OpState, Step, StepState, operat
 from protocol.rest import OperationOut
 
 FLUSH_DELAY = 0.2
-log = logging.getLogger(__name__)
 
 
 class OperationStore:
@@ -117,7 +115,6 @@ class OperationStore:
             if op.id not in lost:
                 self.publish(op)
         for op_id in lost:
-            log.warning("operation %s is driven by another master now: letting it go", op_id)
             for callback in list(self.on_lost):
                 callback(op_id)
 
@@ -133,6 +130,17 @@ class OperationStore:
             if self.master_id is not None:
                 query = query.where(models.Operation.master_id == self.master_id)
             return [_op(row, reset) for row in s.scalars(query)]
+
+    def drives(self, operation_id: str) -> bool:
+        """Does this master still drive the operation (always on SQLite)? Asked before a
+        level's commands: a master that was stopped for a while may have been taken over."""
+        if self.master_id is None:
+            return True
+        with self.db.engine.connect() as conn:
+            driver = conn.execute(
+                select(models.Operation.master_id).where(models.Operation.id == operation_id)
+            ).scalar()
+        return driver == self.master_id
 
     def orphans(self, gone: Iterable[str]) -> list[tuple[str, str | None]]:
         """(id, driver) of the running operations whose driver is one of these dead masters,

@@ -120,6 +120,9 @@ class Operations:
             self._end(op, OpState.FAILED, f"internal error: {exc}")
 
     async def _level(self, op: Op, steps: list[Step]) -> str | None:
+        if not self.store.drives(op.id):
+            self.let_go(op.id)
+            await asyncio.sleep(0)  # cancelled there: another master drives it now
         starting = op.kind == "start"
         sends: dict[str, list[str]] = {}
         settings: dict[str, tuple[Settings, dict[str, Any]]] = {}
@@ -349,6 +352,7 @@ class Operations:
         op = self.live.get(operation_id)
         if op is None:
             return
+        log.warning("operation %s is driven by another master now: letting it go", op.id)
         if op.task is not None:
             op.task.cancel()
         self._untrack(op)

@@ -385,6 +385,7 @@ class Rollouts:
         op = self.live.get(operation_id)
         if op is None:
             return
+        log.warning("operation %s is driven by another master now: letting it go", op.id)
         if op.task is not None:
             op.task.cancel()
         self._untrack(op)

@@ -252,6 +252,7 @@ async def test_the_leader_takes_over_a_dead_masters_batch_start_and_starts_no_st
     # Taken once: another leader's compare-and-set finds it gone, and the old driver, woken,
     # cannot write it and is told to let it go.
     assert c.ops.store.take_over(op.id, c.gone.id) is None
+    assert c.ops.store.drives(op.id) and not theirs.drives(op.id)
     lost: list[str] = []
     theirs.on_lost.append(lost.append)
     op_theirs.state, op_theirs.error = OpState.FAILED, "late"
