@@ -19,6 +19,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from sqlalchemy import text
@@ -64,7 +65,9 @@ class LeaderLease:
         self._always = not db.is_postgres
         self._held = False
         self._confirmed = 0.0  # time.monotonic() of the last confirmation
-        self._conn: Any = None  # psycopg.Connection, used from one worker thread at a time
+        self._conn: Any = None  # psycopg.Connection, used from the lease's thread only
+        # A thread of its own: a busy shared pool must not delay the rounds past the timeout.
+        self._thread = ThreadPoolExecutor(1, thread_name_prefix="gdos-lease")
         self._callbacks: list[Callable[[bool], None]] = []
         self._failing = False  # the last round failed (logged once until one succeeds)
 
@@ -84,10 +87,11 @@ class LeaderLease:
         if self._always:
             self._notify(True)
             return
+        loop = asyncio.get_running_loop()
         try:
             while True:
                 try:
-                    became = await asyncio.to_thread(self._round)
+                    became = await loop.run_in_executor(self._thread, self._round)
                 except Exception as exc:  # the session or the server is gone: connect again
                     self._drop(exc)
                 else:
@@ -97,7 +101,8 @@ class LeaderLease:
                 await asyncio.sleep(POLL)
         finally:
             was = self._held
-            await asyncio.to_thread(self._close)
+            await loop.run_in_executor(self._thread, self._close)
+            self._thread.shutdown(wait=False)
             if was:
                 self._notify(False)
 
