@@ -5,6 +5,7 @@ and operations, fenced; login lock-outs shared through the database, by the in-m
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from sqlalchemy import update
 from master.config import Settings
 from master.db import models
 from master.db.session import Database
+from master.hub import Hub
 from master.services.agents import AgentRegistry
 from master.services.leader import LeaderLease
 from master.services.leader_jobs import LeaderJobs
@@ -23,12 +25,15 @@ from master.services.masters import TABLE, Masters
 from master.services.nodes import Nodes
 from master.services.operation_steps import OpState, Step, StepState
 from master.services.operation_store import OperationStore
+from master.services.operations import Operations
+from master.services.orchestrator import Orchestrator
 from master.services.releases import Releases
 from master.services.rollouts import Rollouts
 from master.services.throttle import LoginThrottle
+from protocol.messages import Hello, HostInfo, InstanceReport, Result
 from protocol.states import InstanceState as S
 from tests.e2e.test_s3_store import KEYS
-from tests.master.fake_agent import until
+from tests.master.fake_agent import FakeAgent, until
 from tests.master.inprocess import make_app, running
 from tests.master.test_operations import Fleet, obeys
 from tests.pg import reset
@@ -101,10 +106,10 @@ async def test_one_master_leads_and_another_takes_over_when_its_session_ends(
     lease_b.on_change(tell("b"))
     await until(lambda: lease_a.held() or lease_b.held(), "a leader", 30)
     await asyncio.sleep(1.5)  # three rounds of the other trying the lock
-    assert lease_a.held() != lease_b.held()
-    first, second = (lease_a, lease_b) if lease_a.held() else (lease_b, lease_a)
-    first_id = first.master_id
-    assert leaders(a) == leaders(b) == {first_id}
+    assert not (lease_a.held() and lease_b.held())
+    (first_id,) = leaders(a)
+    assert leaders(b) == {first_id}
+    first, second = (lease_a, lease_b) if first_id == a.id else (lease_b, lease_a)
     with db.engine.connect() as conn:
         assert a.gone_ids(conn) == set() and b.gone_ids(conn) == set()
 
@@ -261,6 +266,61 @@ async def test_the_leader_takes_over_a_dead_masters_batch_start_and_starts_no_st
     assert c.row(op).state == "succeeded"
 
 
+def started_here(c: Cluster) -> Callable[[dict[str, Any]], Result]:
+    """An agent that starts what it is told to (a `start`, or a `batch` start) and reports it."""
+
+    def answer(msg: dict[str, Any]) -> Result:
+        ids = msg.get("instance_ids") or [msg["instance_id"]]
+        c.orch.reports.queue(c.node_id, [InstanceReport(i, S.RUNNING, pid=7) for i in ids])
+        return Result(reply_to=msg["id"], ok=True, data={"results": dict.fromkeys(ids)})
+
+    return answer
+
+
+async def test_a_stopped_driver_that_wakes_after_a_take_over_lets_its_operation_go(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    c = cluster
+    db_ = c.add_module_instance("db", 1, S.STOPPED)
+    # The dead master's own services, its operation waiting on a start never answered.
+    agents = AgentRegistry()
+    agents.master_id = c.gone.id
+    hub = Hub()
+    orch = Orchestrator(c.db, agents, hub, Settings(data_dir=tmp_path))
+    theirs = Operations(c.db, orch, agents, hub)
+    theirs.store.master_id = c.gone.id
+    FakeAgent(agents, c.node_id, answer=lambda msg: None)
+    with c.db.session() as s:
+        system = s.get(models.System, c.system_id)
+        assert system is not None
+        stale = theirs.begin(s, system, "start", "tester")
+    await until(lambda: stale.level == 1, "its first level begun")
+
+    dead(c.db, c.gone)  # it stopped; the leader takes its operation over
+    c.jobs.once()
+    mine = c.ops.live[stale.id]
+    # The agent, whose start never arrived, says hello here: its hello re-drives the start
+    # (desired running, reported stopped), and the operation sends none of its own.
+    here = FakeAgent(c.agents, c.node_id, answer=started_here(c))
+    hello = Hello(
+        agent_version="t", host=HostInfo(hostname="h"), instances=[InstanceReport(db_, S.STOPPED)]
+    )
+    await c.orch.on_hello(here.link, hello)
+    await until(lambda: mine.state != OpState.RUNNING, "the operation to end here")
+    assert mine.state == OpState.SUCCEEDED, mine.error
+    assert [(m["type"], m.get("instance_id")) for m in here.sent] == [("start", db_)]
+
+    theirs.store.touch(stale)  # it wakes and saves its progress: refused, it lets go
+    await until(lambda: stale.id not in theirs.live, "the woken master to let go")
+    assert stale.task is not None
+    await asyncio.gather(stale.task, return_exceptions=True)
+    assert stale.task.cancelled()
+    row = c.row(mine)
+    assert (row.master_id, row.state) == (c.me.id, "succeeded")
+    assert c.instance(db_).state == S.RUNNING  # type: ignore[union-attr]
+    await orch.close()
+
+
 @pytest.fixture
 def two_throttles(pg_url: str) -> Iterator[tuple[SharedLoginThrottle, SharedLoginThrottle]]:
     a, b = Database(pg_url), Database(pg_url)
@@ -309,6 +369,11 @@ def test_a_source_locked_out_on_one_master_is_locked_out_on_another(
     a, b = make_app(tmp_path / "a", **store), make_app(tmp_path / "b", **store)
     with running(a) as (on_a, _), running(b) as (on_b, _):
         for _ in range(5):
+            assert on_a.post("/api/v1/auth/login", json=wrong).status_code == 401
+        # Locked out for 1 s now, 2 s after the next failure, 4 s after the one after: a
+        # window wide enough for a loaded machine.
+        for wait in (1.1, 2.1):
+            time.sleep(wait)
             assert on_a.post("/api/v1/auth/login", json=wrong).status_code == 401
         refused = on_b.post("/api/v1/auth/login", json=right)  # even the right password
         assert refused.status_code == 429, refused.text
