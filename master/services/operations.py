@@ -343,7 +343,7 @@ class Operations:
         self.store.touch(op)
         await wait_for_nodes(self.orch, {st.node_id for st in op.steps if not st.final}, driver)
         for st in op.steps:
-            if not st.final and st.state != StepState.FAILED:
+            if not st.final:
                 st.state, st.error = StepState.PENDING, None  # begun again from its row
         await self._run(op)
 

@@ -261,7 +261,8 @@ class Rollouts:
             st.state, st.touched, st.error = StepState.SWITCHING, True, None
             st.started_at = st.started_at or now
         self.store.save([op])  # before any switch is sent: a restarted master sends them again
-        await asyncio.sleep(0)  # taken over meanwhile (the save was refused): cancelled here
+        if self.live.get(op.id) is not op:  # taken over meanwhile: the save was refused
+            await asyncio.sleep(0)  # the task was cancelled: it ends here
         return await self.switcher.switch_all(op, todo, back=False)
 
     async def _roll_back(self, op: Op, failure: str) -> None:
@@ -274,7 +275,8 @@ class Rollouts:
         for st in back:
             st.state = StepState.ROLLING_BACK
         self.store.save([op])
-        await asyncio.sleep(0)  # taken over meanwhile (the save was refused): cancelled here
+        if self.live.get(op.id) is not op:  # taken over meanwhile: the save was refused
+            await asyncio.sleep(0)  # the task was cancelled: it ends here
         await self.switcher.switch_all(op, [st for st in back if st.from_package], back=True)
         rolled = [st for st in back if st.state == StepState.ROLLED_BACK]
         stuck = [st for st in back if st.state != StepState.ROLLED_BACK]
