@@ -83,6 +83,7 @@ class Services:
         self._store: PackageStore | None = None
         self._uploads: UploadService | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._lease_task: asyncio.Task[None] | None = None
 
     @property
     def store(self) -> PackageStore:
@@ -126,7 +127,7 @@ class Services:
         self.operations.resume_all()  # they wait for their nodes' hello
         self.rollouts.resume_all()
         self._tasks.append(asyncio.create_task(self.masters.run()))
-        self._tasks.append(asyncio.create_task(self.leader.run()))
+        self._lease_task = asyncio.create_task(self.leader.run())
         self._tasks.append(asyncio.create_task(self.leader_jobs.run()))
         self._tasks.append(
             asyncio.create_task(
@@ -159,6 +160,11 @@ class Services:
         await self.alerts.stop()
         await self.notifier.stop()
         self.masters.retire()
+        # The lease last: once it is free the next leader looks, and finds this master retired
+        # (its nodes let go), not dead.
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            await asyncio.gather(self._lease_task, return_exceptions=True)
         self.db.dispose()
 
     def _reload_caches(self) -> None:
