@@ -17,6 +17,7 @@ from master.config import Settings
 from master.db import models
 from master.db.session import Database
 from master.hub import Hub
+from master.services import upload_expiry
 from master.services.agents import AgentRegistry
 from master.services.leader import LeaderLease
 from master.services.leader_jobs import LeaderJobs
@@ -30,6 +31,8 @@ from master.services.orchestrator import Orchestrator
 from master.services.releases import Releases
 from master.services.rollouts import Rollouts
 from master.services.throttle import LoginThrottle
+from master.services.uploads import UploadService
+from master.storage import open_store
 from protocol.messages import Hello, HostInfo, InstanceReport, Result
 from protocol.states import InstanceState as S
 from tests.e2e.test_s3_store import KEYS
@@ -378,3 +381,39 @@ def test_a_source_locked_out_on_one_master_is_locked_out_on_another(
         refused = on_b.post("/api/v1/auth/login", json=right)  # even the right password
         assert refused.status_code == 429, refused.text
         assert "too many failed logins" in refused.json()["error"]["message"]
+
+
+class Switch:
+    """A lease the test holds or not."""
+
+    def __init__(self) -> None:
+        self.on = False
+
+    def held(self) -> bool:
+        return self.on
+
+
+async def test_uploads_expire_only_on_the_master_holding_the_lease(tmp_path: Path) -> None:
+    settings = Settings(data_dir=tmp_path, upload_ttl=1.0)
+    db = Database(f"sqlite:///{tmp_path / 'master.db'}")
+    db.migrate()
+    uploads = UploadService(db, await open_store(settings), settings)
+    with db.session() as s:
+        s.add(models.PackageUpload(id="abandoned", length=10, expires_at=time.time() - 60))
+        s.commit()
+    uploads.path("abandoned").write_bytes(b"12345")
+    lease = Switch()
+    task = asyncio.create_task(upload_expiry.expire_forever(uploads, lease))
+    try:
+        await asyncio.sleep(0.5)  # passes go by: none while another master leads
+        assert uploads.path("abandoned").exists()
+        with db.session() as s:
+            assert s.get(models.PackageUpload, "abandoned") is not None
+        lease.on = True
+        await until(lambda: not uploads.path("abandoned").exists(), "the expiry", 10)
+        with db.session() as s:
+            assert s.get(models.PackageUpload, "abandoned") is None
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+        db.dispose()
