@@ -269,6 +269,26 @@ async def test_the_leader_takes_over_a_dead_masters_batch_start_and_starts_no_st
     assert c.row(op).state == "succeeded"
 
 
+async def test_a_cleanly_stopped_masters_operation_is_taken_over_and_its_nodes_left_alone(
+    cluster: Cluster,
+) -> None:
+    c = cluster
+    web = c.add_module_instance("web", 1, S.RUNNING)
+    c.hold(c.node_id, c.gone.id, 2)
+    theirs = OperationStore(c.db, c.hub)
+    theirs.master_id = c.gone.id
+    with c.db.session() as s:
+        steps = [step(web, "web", c.node_id, 1, StepState.STOPPING)]
+        left = theirs.create(s, "stop", c.system_id, "tester", steps, None)
+    c.gone.retire()  # a clean stop: offline at once, its nodes let go (their agents move)
+    c.jobs.once()
+    assert c.node(c.node_id) == (None, 2)  # not the leader's to mark: no epoch raised
+    inst = c.instance(web)
+    assert inst is not None and inst.state == S.RUNNING
+    assert left.id in c.ops.live and c.row(left).master_id == c.me.id
+    c.ops.let_go(left.id)  # its node never comes back here: not followed further
+
+
 def started_here(c: Cluster) -> Callable[[dict[str, Any]], Result]:
     """An agent that starts what it is told to (a `start`, or a `batch` start) and reports it."""
 
