@@ -318,6 +318,7 @@ class OperationOut(BaseModel):
     module_id: str | None = None  # a module's rollout or rollback
     paused: bool = False  # a canary waiting for POST /operations/{id}/resume (or /cancel)
     rollout: dict[str, Any] | None = None  # rollouts and rollbacks: rest_releases.RolloutOut
+    master_id: str | None = None  # the master driving it (several masters; null on SQLite)
 
 
 class OperationStarted(OperationOut):

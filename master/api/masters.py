@@ -13,6 +13,6 @@ router = APIRouter(prefix="/api/v1/masters", tags=["masters"], responses=ERROR_R
 
 @router.get("", response_model=list[MasterOut])
 def list_masters(_: Viewer, svc: ServicesDep) -> list[dict[str, Any]]:
-    """Every master that ever registered, this one first; `leader` is false until leader
-    election exists."""
+    """Every master that ever registered, this one first; `leader` marks the one whose lease
+    session holds the leader lock (on SQLite the single master)."""
     return svc.masters.listing()

@@ -92,6 +92,9 @@ class Master(Base):
     store: Mapped[str] = mapped_column(String(16), default="local")  # its --store-type
     started_at: Mapped[float] = mapped_column(Float)
     last_seen: Mapped[float] = mapped_column(Float)
+    # The server process of its lease connection (PostgreSQL): the master is alive while that
+    # session is, and leads while that session holds the leader lock.
+    session_pid: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class Command(Base):
@@ -253,6 +256,20 @@ class Operation(Base):
     module_id: Mapped[str | None] = mapped_column(String(32), nullable=True, index=True)
     paused: Mapped[bool] = mapped_column(Boolean, default=False, server_default="0")
     rollout: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # The master driving it while it runs (several masters: the leader takes it over when that
+    # master dies); null on SQLite, where one master drives everything.
+    master_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
+
+
+class LoginFailure(Base):
+    """Failed logins of one source, shared by the masters on PostgreSQL (one master on SQLite
+    keeps them in memory)."""
+
+    __tablename__ = "login_failures"
+    source: Mapped[str] = mapped_column(String(64), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    last_failure: Mapped[float] = mapped_column(Float)
+    locked_until: Mapped[float] = mapped_column(Float, default=0.0, server_default="0")
 
 
 class AuditEntry(Base):

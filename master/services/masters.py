@@ -1,6 +1,7 @@
 """This master in the `masters` table: registered at start, a heartbeat by the database's clock,
-marked offline at a clean stop; which other masters are online; links to nodes another master
-has taken since (closed); the listing behind `GET /api/v1/masters`.
+marked offline at a clean stop; which other masters are online, and which are dead; links to
+nodes another master has taken since (closed); the listing behind `GET /api/v1/masters`, where
+the leader is the master whose lease session holds the leader lock (master/services/leader.py).
 
 A master on SQLite is alone by definition: it registers (so the listing shows it) but sends no
 heartbeat and never looks for others.
@@ -12,13 +13,14 @@ import logging
 from pathlib import Path
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, func, select, text, update
+from sqlalchemy import Connection, Select, Table, func, literal_column, select, table, text, update
 
 from master.config import Settings
 from master.db import models
 from master.db.session import Database, advisory_xact_lock, retry_conflicts
 from master.services import ownership
 from master.services.agents import AgentLink, AgentRegistry
+from master.services.leader import LEADER_PID
 from protocol.messages import CLOSE_REPLACED
 from protocol.rest import iso
 
@@ -83,6 +85,7 @@ class Masters:
                 s.add(row)
             row.url, row.status, row.store = self.settings.advertised_url, "online", store
             row.started_at = row.last_seen = now
+            row.session_pid = None  # until its lease connection says which one it is
             s.commit()
         self.id, self.started_at = me, now
         self.agents.master_id = me
@@ -174,11 +177,30 @@ class Masters:
         alive = select(TABLE.c.id).where(_online(now), TABLE.c.id != self.id)
         return nodes.c.master_id.is_(None) | nodes.c.master_id.not_in(alive)
 
+    def gone_ids(self, conn: Connection) -> set[str]:
+        """The other masters that are dead (PostgreSQL): unheard of for OFFLINE_AFTER, or
+        whose lease session the server has ended (at once after a kill -9, after the idle
+        timeout of a stopped one)."""
+        now = _now(conn)
+        sessions: Select[Any] = select(literal_column("pid")).select_from(table("pg_stat_activity"))
+        dead = ~_online(now) | (
+            TABLE.c.session_pid.is_not(None) & TABLE.c.session_pid.not_in(sessions)
+        )
+        return {
+            row[0] for row in conn.execute(select(TABLE.c.id).where(dead, TABLE.c.id != self.id))
+        }
+
+    def leader_pid(self, conn: Connection) -> int | None:
+        """The server pid of the session holding the leader lock (PostgreSQL), if any."""
+        found = conn.execute(LEADER_PID).scalar()
+        return int(found) if found is not None else None
+
     def listing(self) -> list[dict[str, Any]]:
         """`GET /api/v1/masters`, this master first."""
         with self.db.engine.connect() as conn:
             now = _now(conn) if self.db.is_postgres else self.db.now()
             rows = conn.execute(select(TABLE).order_by(TABLE.c.started_at)).all()
+            leader = self.leader_pid(conn) if self.db.is_postgres else None
             nodes = ownership.NODES
             counts: dict[str, int] = {
                 row[0]: int(row[1])
@@ -202,7 +224,12 @@ class Masters:
                     "id": row.id,
                     "url": row.url,
                     "status": "online" if online else "offline",
-                    "leader": False,
+                    "leader": online
+                    and (
+                        me
+                        if not self.db.is_postgres
+                        else leader is not None and row.session_pid == leader
+                    ),
                     "started_at": iso(row.started_at),
                     "last_seen": iso(now if me else row.last_seen),
                     "nodes": len(self.agents.links) if me else held if online else 0,

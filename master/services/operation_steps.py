@@ -171,6 +171,7 @@ class Op:
     module_id: str | None = None
     paused: bool = False
     rollout: dict[str, Any] | None = None
+    master_id: str | None = None  # the master driving it (several masters)
 
     def view(self) -> dict[str, Any]:
         """OperationOut as a plain dict: what the event stream carries."""
@@ -189,6 +190,7 @@ class Op:
             "module_id": self.module_id,
             "paused": self.paused,
             "rollout": self.rollout,
+            "master_id": self.master_id,
         }
 
     def out(self) -> OperationOut:
@@ -211,4 +213,5 @@ def operation_out(row: models.Operation) -> OperationOut:
         module_id=row.module_id,
         paused=row.paused,
         rollout=row.rollout,
+        master_id=row.master_id,
     )

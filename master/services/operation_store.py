@@ -1,12 +1,17 @@
 """Batch operations kept: the row written when one begins, saved and published (topic
 `operation`) at most every `FLUSH_DELAY` seconds while it runs and at once when it ends, and
-read back after a master restart."""
+read back after a master restart.
+
+Several masters: each row names the master driving it (`master_id`), and a save writes only
+rows this master still drives; one another master took over (its driver was found dead) is
+not written, and the runners are told to let it go (`on_lost`), as a lost node is fenced.
+"""
 
 import asyncio
-from collections.abc import Iterable
-from typing import Any
+from collections.abc import Callable, Iterable
+from typing import Any, cast
 
-from sqlalchemy import select
+from sqlalchemy import Table, or_, select, update
 from sqlalchemy.orm import Session
 
 from master.db import models
@@ -22,6 +27,10 @@ class OperationStore:
     def __init__(self, db: Database, hub: Hub) -> None:
         self.db = db
         self.hub = hub
+        # This master, written on the operations it begins or takes over (PostgreSQL only:
+        # on SQLite one master drives everything and nothing is fenced).
+        self.master_id: str | None = None
+        self.on_lost: list[Callable[[str], None]] = []  # called with an operation taken over
         self._dirty: dict[str, Op] = {}
         self._flush_handle: asyncio.TimerHandle | None = None
 
@@ -48,6 +57,7 @@ class OperationStore:
             steps=[st.record() for st in steps],
             module_id=module_id,
             rollout=rollout,
+            master_id=self.master_id,
         )
         s.add(row)
         s.commit()
@@ -61,6 +71,7 @@ class OperationStore:
             ready_timeout=ready_timeout,
             module_id=module_id,
             rollout=rollout,
+            master_id=self.master_id,
         )
         return op
 
@@ -82,10 +93,16 @@ class OperationStore:
 
     def save(self, ops: Iterable[Op]) -> None:
         ops = list(ops)
+        lost: list[str] = []
+        fenced = self.master_id is not None
         with self.db.session() as s:
             for op in ops:
-                row = s.get(models.Operation, op.id)
+                # Locked (PostgreSQL): a take-over of this row waits until this save commits.
+                row = s.get(models.Operation, op.id, with_for_update=fenced)
                 if row is None:
+                    continue
+                if fenced and row.master_id != self.master_id:
+                    lost.append(op.id)
                     continue
                 row.state, row.error, row.level = str(op.state), op.error, op.level
                 row.finished_at, row.resumed = op.finished_at, op.resumed
@@ -95,38 +112,90 @@ class OperationStore:
             s.commit()
         for op in ops:
             self._dirty.pop(op.id, None)
-            self.publish(op)
+            if op.id not in lost:
+                self.publish(op)
+        for op_id in lost:
+            for callback in list(self.on_lost):
+                callback(op_id)
 
     def left_running(self, kinds: Iterable[str], reset: bool = True) -> list[Op]:
-        """Operations of these kinds a previous master run left running; with `reset`, their
-        steps pending again (batch operations redo every level; rollouts keep each step's
-        progress)."""
+        """Operations of these kinds a previous run of this master left running (on SQLite:
+        any); with `reset`, their steps pending again (batch operations redo every level;
+        rollouts keep each step's progress)."""
         with self.db.session() as s:
-            rows = s.scalars(
-                select(models.Operation).where(
+            query = select(models.Operation).where(
+                models.Operation.state == OpState.RUNNING,
+                models.Operation.kind.in_(list(kinds)),
+            )
+            if self.master_id is not None:
+                query = query.where(models.Operation.master_id == self.master_id)
+            return [_op(row, reset) for row in s.scalars(query)]
+
+    def drives(self, operation_id: str) -> bool:
+        """Does this master still drive the operation (always on SQLite)? Asked before a
+        level's commands: a master that was stopped for a while may have been taken over."""
+        if self.master_id is None:
+            return True
+        with self.db.engine.connect() as conn:
+            driver = conn.execute(
+                select(models.Operation.master_id).where(models.Operation.id == operation_id)
+            ).scalar()
+        return driver == self.master_id
+
+    def orphans(self, gone: Iterable[str]) -> list[tuple[str, str | None]]:
+        """(id, driver) of the running operations whose driver is one of these dead masters,
+        or none (begun before masters were recorded)."""
+        driver = models.Operation.master_id
+        with self.db.session() as s:
+            rows = s.execute(
+                select(models.Operation.id, driver).where(
                     models.Operation.state == OpState.RUNNING,
-                    models.Operation.kind.in_(list(kinds)),
+                    or_(driver.is_(None), driver.in_(list(gone))),
                 )
             )
-            ops = []
-            for row in rows:
-                steps = [Step.from_record(r) for r in row.steps or []]
-                for st in steps if reset else ():
-                    st.state, st.error, st.finished_at = StepState.PENDING, None, None
-                ops.append(
-                    Op(
-                        id=row.id,
-                        kind=row.kind,
-                        system_id=row.system_id,
-                        actor=row.actor,
-                        created_at=row.created_at,
-                        steps=steps,
-                        ready_timeout=row.ready_timeout,
-                        level=row.level,
-                        resumed=row.resumed + 1,
-                        module_id=row.module_id,
-                        paused=row.paused,
-                        rollout=row.rollout,
-                    )
+            return [(row[0], row[1]) for row in rows]
+
+    def take_over(self, operation_id: str, driver: str | None) -> Op | None:
+        """Make this master the driver of a running operation whose driver was `driver`
+        (compare-and-set: None when another master took it first, or it ended); its steps as
+        recorded."""
+        table = cast(Table, models.Operation.__table__)
+        with self.db.session() as s:
+            taken = s.execute(
+                update(table)
+                .where(
+                    table.c.id == operation_id,
+                    table.c.state == OpState.RUNNING,
+                    table.c.master_id.is_(None) if driver is None else table.c.master_id == driver,
                 )
-        return ops
+                .values(master_id=self.master_id)
+            )
+            if taken.rowcount != 1:  # type: ignore[attr-defined]
+                s.rollback()
+                return None
+            row = s.get(models.Operation, operation_id)
+            s.commit()
+            assert row is not None
+            return _op(row, reset=False)
+
+
+def _op(row: models.Operation, reset: bool) -> Op:
+    """An operation row in memory; with `reset`, every step pending again."""
+    steps = [Step.from_record(r) for r in row.steps or []]
+    for st in steps if reset else ():
+        st.state, st.error, st.finished_at = StepState.PENDING, None, None
+    return Op(
+        id=row.id,
+        kind=row.kind,
+        system_id=row.system_id,
+        actor=row.actor,
+        created_at=row.created_at,
+        steps=steps,
+        ready_timeout=row.ready_timeout,
+        level=row.level,
+        resumed=row.resumed + 1,
+        module_id=row.module_id,
+        paused=row.paused,
+        rollout=row.rollout,
+        master_id=row.master_id,
+    )

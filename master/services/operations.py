@@ -10,6 +10,13 @@ instance feed calls `_on_instance`), never by polling. Decisions are master/serv
 operation_plan.py's, keeping the row is master/services/operation_store.py's. After a master
 restart, running operations resume once their nodes are reconciled; starting a running
 instance is a no-op, so resuming from the first level never starts anything twice.
+
+Several masters: an operation whose master died is taken over by the leader (`take_over`),
+which keeps the steps as recorded and starts no step twice. It waits until the nodes have said
+hello to a surviving master (that hello re-drives any start or stop the dead master wrote as
+desired state but the agent never got); then a recorded final step stays as it is, and every
+other step begins afresh from its instance's row, which the hello made the agent's truth:
+a start is sent only to an instance that is down, a stop only to one that is not stopped.
 """
 
 import asyncio
@@ -18,12 +25,13 @@ import logging
 import time
 from typing import Any, Literal
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from master.db import models
 from master.db.session import Database
 from master.hub import Hub
-from master.services import instance_rows, instance_settings, operation_plan
+from master.services import instance_rows, instance_settings, operation_plan, ownership
 from master.services.agents import AgentRegistry
 from master.services.commands import COMMAND_SLACK, START_TIMEOUT
 from master.services.operation_steps import FINAL_STEPS, Op, OpState, Step, StepState
@@ -51,6 +59,7 @@ class Operations:
         self._following: dict[str, Op] = {}  # instance id -> the live operation that has it
         self._views: dict[str, InstanceOut] = {}  # the newest view of each followed instance
         orchestrator.feed.listeners.append(self._on_instance)
+        self.store.on_lost.append(self.let_go)
 
     # -- API-facing -------------------------------------------------------------------------
 
@@ -89,10 +98,16 @@ class Operations:
 
     async def _run(self, op: Op) -> None:
         try:
+            failed = next((st for st in op.steps if st.state == StepState.FAILED), None)
+            if failed is not None:  # recorded by a master that died before ending it
+                self._end(op, OpState.FAILED, failed.error or f"{failed.name} failed")
+                return
             levels = sorted({st.level for st in op.steps}, reverse=op.kind == "stop")
             for level in levels:
+                steps = [st for st in op.steps if st.level == level and not st.final]
+                if not steps:
+                    continue  # done before a take-over
                 op.level = level
-                steps = [st for st in op.steps if st.level == level]
                 failure = await self._level(op, steps)
                 if failure is not None:
                     self._end(op, OpState.FAILED, failure)
@@ -105,6 +120,9 @@ class Operations:
             self._end(op, OpState.FAILED, f"internal error: {exc}")
 
     async def _level(self, op: Op, steps: list[Step]) -> str | None:
+        if not self.store.drives(op.id):
+            self.let_go(op.id)
+            await asyncio.sleep(0)  # cancelled there: another master drives it now
         starting = op.kind == "start"
         sends: dict[str, list[str]] = {}
         settings: dict[str, tuple[Settings, dict[str, Any]]] = {}
@@ -265,6 +283,13 @@ class Operations:
         for st in op.steps:
             self._following[st.instance_id] = op
 
+    def _untrack(self, op: Op) -> None:
+        self.live.pop(op.id, None)
+        for st in op.steps:
+            if self._following.get(st.instance_id) is op:
+                del self._following[st.instance_id]
+                self._views.pop(st.instance_id, None)
+
     def _on_instance(self, view: InstanceOut) -> None:
         op = self._following.get(view.id)
         if op is not None:
@@ -283,11 +308,7 @@ class Operations:
             elif not st.final:
                 self._finish_step(op, st, StepState.CANCELLED, error)
         op.state, op.error, op.finished_at = state, error, time.time()
-        del self.live[op.id]
-        for st in op.steps:
-            if self._following.get(st.instance_id) is op:
-                del self._following[st.instance_id]
-                self._views.pop(st.instance_id, None)
+        self._untrack(op)
         self.store.save([op])
         if state == OpState.FAILED:
             log.warning("operation %s (%s) failed: %s", op.id, op.kind, error)
@@ -305,11 +326,57 @@ class Operations:
 
     async def _resume(self, op: Op) -> None:
         self.store.touch(op)
-        nodes = {st.node_id for st in op.steps}
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + RESUME_GRACE
         # Wait for every node to say hello (its instances are `unknown` until then); one that
         # does not come back fails its steps with "offline" when its level is reached.
-        while not nodes <= self.orch.reconciled and loop.time() < deadline:
-            await asyncio.sleep(0.1)
+        await wait_for_nodes(self.orch, {st.node_id for st in op.steps})
         await self._run(op)
+
+    # -- several masters ---------------------------------------------------------------------
+
+    def take_over(self, op: Op, driver: str | None) -> None:
+        """Drive a batch operation whose master (`driver`) died, from its recorded steps."""
+        self._track(op)
+        op.task = self.orch.spawn(self._take_over(op, driver))
+        log.info("operation %s (%s) taken over from master %s", op.id, op.kind, driver)
+
+    async def _take_over(self, op: Op, driver: str | None) -> None:
+        self.store.touch(op)
+        await wait_for_nodes(self.orch, {st.node_id for st in op.steps if not st.final}, driver)
+        for st in op.steps:
+            if not st.final:
+                st.state, st.error = StepState.PENDING, None  # begun again from its row
+        await self._run(op)
+
+    def let_go(self, operation_id: str) -> None:
+        """Another master drives this operation now: stop following it, writing nothing."""
+        op = self.live.get(operation_id)
+        if op is None:
+            return
+        log.warning("operation %s is driven by another master now: letting it go", op.id)
+        if op.task is not None:
+            op.task.cancel()
+        self._untrack(op)
+
+
+async def wait_for_nodes(
+    orch: Orchestrator, nodes: set[str], driver: str | None = None, grace: float = RESUME_GRACE
+) -> None:
+    """Until every node has said hello to this master, or (taken over from `driver`, which
+    died) is held by another master, which applied its hello; at most `grace` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + grace
+    me = orch.agents.master_id
+    while loop.time() < deadline:
+        away = nodes - orch.reconciled
+        if not away:
+            return
+        if orch.db.is_postgres and driver != me:
+            with orch.db.engine.connect() as conn:
+                held = conn.execute(
+                    select(ownership.NODES.c.id, ownership.NODES.c.master_id).where(
+                        ownership.NODES.c.id.in_(list(away))
+                    )
+                ).all()
+            if all(row[1] not in (None, driver, me) for row in held) and len(held) == len(away):
+                return
+        await asyncio.sleep(0.1)

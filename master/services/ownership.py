@@ -46,6 +46,31 @@ def release(
     return done.rowcount == 1
 
 
+def orphan(conn: Connection, node_id: str, epoch: int, dead_master: str) -> bool:
+    """The leader's "this node's master died": no master holds it now, and its epoch goes up so
+    that the dead master, should it wake, finds its link stale. False (nothing written) when
+    the node said hello elsewhere since `epoch` was read."""
+    done = conn.execute(
+        update(NODES)
+        .where(NODES.c.id == node_id, NODES.c.epoch == epoch, NODES.c.master_id == dead_master)
+        .values(master_id=None, **CLAIM)
+    )
+    return done.rowcount == 1
+
+
+def held_by(conn: Connection, masters: Iterable[str]) -> list[tuple[str, int, str]]:
+    """(node id, epoch, master id) of the nodes these masters hold."""
+    which = list(masters)
+    if not which:
+        return []
+    rows = conn.execute(
+        select(NODES.c.id, NODES.c.epoch, NODES.c.master_id).where(
+            NODES.c.master_id.in_(which), ~NODES.c.revoked
+        )
+    )
+    return [(row[0], int(row[1]), str(row[2])) for row in rows]
+
+
 def holds(conn: Connection, node_id: str, epoch: int | None) -> bool:
     """Is the epoch still the node's (a link without one is taken at its word)?"""
     if epoch is None:

@@ -28,7 +28,7 @@ from master.db.session import Database
 from master.services import audit, instance_settings, rollout_plan
 from master.services.agents import AgentRegistry
 from master.services.operation_steps import FINAL_STEPS, Op, OpState, Step, StepState
-from master.services.operations import RESUME_GRACE, Operations
+from master.services.operations import Operations, wait_for_nodes
 from master.services.orchestrator import Orchestrator
 from master.services.releases import RELEASE_KINDS, Releases, check_os
 from master.services.rollout_plan import InstanceRow, Target
@@ -67,6 +67,7 @@ class Rollouts:
         self._cancelled: dict[str, str] = {}  # op id -> who cancelled it
         self.switcher = Switcher(db, releases, self.store, self._views, self._cancelled)
         orchestrator.feed.listeners.append(self._on_instance)
+        self.store.on_lost.append(self.let_go)
 
     # -- API-facing -------------------------------------------------------------------------
 
@@ -260,6 +261,8 @@ class Rollouts:
             st.state, st.touched, st.error = StepState.SWITCHING, True, None
             st.started_at = st.started_at or now
         self.store.save([op])  # before any switch is sent: a restarted master sends them again
+        if self.live.get(op.id) is not op:  # taken over meanwhile: the save was refused
+            await asyncio.sleep(0)  # the task was cancelled: it ends here
         return await self.switcher.switch_all(op, todo, back=False)
 
     async def _roll_back(self, op: Op, failure: str) -> None:
@@ -272,6 +275,8 @@ class Rollouts:
         for st in back:
             st.state = StepState.ROLLING_BACK
         self.store.save([op])
+        if self.live.get(op.id) is not op:  # taken over meanwhile: the save was refused
+            await asyncio.sleep(0)  # the task was cancelled: it ends here
         await self.switcher.switch_all(op, [st for st in back if st.from_package], back=True)
         rolled = [st for st in back if st.state == StepState.ROLLED_BACK]
         stuck = [st for st in back if st.state != StepState.ROLLED_BACK]
@@ -315,6 +320,15 @@ class Rollouts:
         for st in op.steps:
             self._following[st.instance_id] = op
 
+    def _untrack(self, op: Op) -> None:
+        self.live.pop(op.id, None)
+        self._wake.pop(op.id, None)
+        self._cancelled.pop(op.id, None)
+        for st in op.steps:
+            if self._following.get(st.instance_id) is op:
+                del self._following[st.instance_id]
+                self._views.pop(st.instance_id, None)
+
     def _on_instance(self, view: InstanceOut) -> None:
         op = self._following.get(view.id)
         if op is not None:
@@ -333,13 +347,7 @@ class Rollouts:
                 self._finish(op, st, StepState.CANCELLED, error)
         op.state, op.error, op.finished_at, op.paused = state, error, time.time(), False
         self._settings(op)["phase"] = "done"
-        del self.live[op.id]
-        self._wake.pop(op.id, None)
-        self._cancelled.pop(op.id, None)
-        for st in op.steps:
-            if self._following.get(st.instance_id) is op:
-                del self._following[st.instance_id]
-                self._views.pop(st.instance_id, None)
+        self._untrack(op)
         self.store.save([op])
         modules = self._settings(op)["modules"]
         try:
@@ -367,12 +375,25 @@ class Rollouts:
             op.task = self.orch.spawn(self._resume(op))
             log.info("operation %s (%s) resumes after a master restart", op.id, op.kind)
 
-    async def _resume(self, op: Op) -> None:
-        nodes = {st.node_id for st in op.steps}
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + RESUME_GRACE
-        while not nodes <= self.orch.reconciled and loop.time() < deadline:
-            await asyncio.sleep(0.1)
+    def take_over(self, op: Op, driver: str | None) -> None:
+        """Drive a rollout or rollback whose master (`driver`) died, each step where it was
+        recorded (a switch is idempotent on the agent: nothing starts twice)."""
+        self._track(op)
+        op.task = self.orch.spawn(self._resume(op, driver))
+        log.info("operation %s (%s) taken over from master %s", op.id, op.kind, driver)
+
+    def let_go(self, operation_id: str) -> None:
+        """Another master drives this operation now: stop following it, writing nothing."""
+        op = self.live.get(operation_id)
+        if op is None:
+            return
+        log.warning("operation %s is driven by another master now: letting it go", op.id)
+        if op.task is not None:
+            op.task.cancel()
+        self._untrack(op)
+
+    async def _resume(self, op: Op, driver: str | None = None) -> None:
+        await wait_for_nodes(self.orch, {st.node_id for st in op.steps}, driver)
         r = self._settings(op)
         if r["phase"] == "paused":
             op.paused = True

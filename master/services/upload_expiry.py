@@ -8,6 +8,7 @@ import logging
 from sqlalchemy import select
 
 from master.db import models
+from master.services.leader import Lease
 from master.services.uploads import RECEIVING, UploadService
 from protocol.errors import GdosError
 
@@ -45,11 +46,13 @@ async def expire(uploads: UploadService) -> int:
     return removed
 
 
-async def expire_forever(uploads: UploadService) -> None:
+async def expire_forever(uploads: UploadService, lease: Lease) -> None:
+    """Passes while this master leads (several masters: one cleans up for all)."""
     interval = min(60.0, max(0.2, uploads.ttl / 10))
     while True:
         try:
-            await expire(uploads)
+            if lease.held():
+                await expire(uploads)
         except Exception:
             log.exception("upload cleanup failed; trying again later")
         await asyncio.sleep(interval)

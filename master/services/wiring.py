@@ -16,6 +16,9 @@ from master.services.bus import Bus
 from master.services.cluster_events import ClusterEvents
 from master.services.directory import Directory
 from master.services.forwarding import Forwarder
+from master.services.leader import LeaderLease
+from master.services.leader_jobs import LeaderJobs
+from master.services.login_failures import SharedLoginThrottle
 from master.services.logs import LogRelay
 from master.services.loop_lag import LoopLag
 from master.services.masters import Masters
@@ -60,7 +63,11 @@ class Services:
         if self.remote_commands is not None:
             self.remote_commands.events = self.cluster_events
         self.orchestrator = Orchestrator(self.db, self.agents, self.hub, settings)
-        self.login_throttle = LoginThrottle()
+        # Several masters share lock-outs through the database; one master keeps them in memory.
+        self.login_throttle: LoginThrottle | SharedLoginThrottle = (
+            SharedLoginThrottle(self.db) if self.db.is_postgres else LoginThrottle()
+        )
+        self.leader = LeaderLease(self.db)  # always held on SQLite
         self.gate = Gate()
         self.backups = BackupService(settings, self.db)
         self.logs = LogRelay(self.db, self.agents, self.hub)
@@ -78,6 +85,9 @@ class Services:
             self.db, self.orchestrator, self.agents, self.operations, self.releases
         )
         self.nodes = Nodes(self.db, self.hub, self.agents, self.orchestrator)
+        self.leader_jobs = LeaderJobs(
+            self.db, self.leader, self.masters, self.nodes, self.operations, self.rollouts
+        )
         # Hub listeners run in this order: the directory first, so the others see fresh facts.
         self.directory = Directory(self.hub)
         store = MetricsStore(
@@ -90,7 +100,13 @@ class Services:
             self.orchestrator.hellos.on_rows = self.directory.learn
         self.notifier = Notifier()
         self.alerts = AlertEngine(
-            self.db, self.hub, self.directory, self.agents, self.notifier, settings.base_url
+            self.db,
+            self.hub,
+            self.directory,
+            self.agents,
+            self.notifier,
+            settings.base_url,
+            lease=self.leader,
         )
         self.metrics.on_samples = self.alerts.observe_samples
         # Caches of database state start over from the restored database.
@@ -99,6 +115,7 @@ class Services:
         self._store: PackageStore | None = None
         self._uploads: UploadService | None = None
         self._tasks: list[asyncio.Task[None]] = []
+        self._lease_task: asyncio.Task[None] | None = None
 
     @property
     def store(self) -> PackageStore:
@@ -128,18 +145,25 @@ class Services:
         self._store = await open_store(self.settings)
         self.orchestrator.commands.store = self._store
         self._uploads = UploadService(self.db, self._store, self.settings)
-        self._tasks.append(asyncio.create_task(upload_expiry.expire_forever(self._uploads)))
+        self._tasks.append(
+            asyncio.create_task(upload_expiry.expire_forever(self._uploads, self.leader))
+        )
         await self.notifier.start()
         await self.alerts.start()
         await self._start_bus()
         # No agent is connected yet: what their processes do is unknown until they say hello;
         # but nodes another online master holds are that master's to judge.
         self.orchestrator.mark_node_unknown(None, None if self.db.is_sqlite else self.masters.gone)
+        if self.db.is_postgres:  # operations name their driver; this master resumes its own
+            self.operations.store.master_id = self.masters.id
+        self.leader.master_id = self.masters.id
         self.operations.resume_all()  # they wait for their nodes' hello
         self.rollouts.resume_all()
         self._tasks.append(asyncio.create_task(self.masters.run()))
         if self.forwarder is not None:
             self._tasks.append(asyncio.create_task(self.forwarder.run()))
+        self._lease_task = asyncio.create_task(self.leader.run())
+        self._tasks.append(asyncio.create_task(self.leader_jobs.run()))
         self._tasks.append(
             asyncio.create_task(
                 watch_liveness(self.agents, self.settings.heartbeat_grace, self.nodes.drop_stale)
@@ -188,6 +212,11 @@ class Services:
         await self.alerts.stop()
         await self.notifier.stop()
         self.masters.retire()
+        # The lease last: once it is free the next leader looks, and finds this master retired
+        # (its nodes let go), not dead.
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+            await asyncio.gather(self._lease_task, return_exceptions=True)
         self.db.dispose()
 
     def _reload_caches(self) -> None:

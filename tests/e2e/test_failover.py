@@ -61,7 +61,10 @@ def test_an_agent_fails_over_between_two_masters_and_a_stale_one_marks_nothing(
             listed = {m["id"]: m for m in api.get("/masters")}
             assert set(listed) == set(ids.values())
             assert {m["status"] for m in listed.values()} == {"online"}
-            assert listed[ids[a]]["url"] == a.url and not listed[ids[a]]["leader"]
+            assert listed[ids[a]]["url"] == a.url
+        wait_for(
+            lambda: sum(m["leader"] for m in api_a.get("/masters")) == 1, 30, what="one leader"
+        )
 
         # A third master with its packages on its own disk refuses to join them.
         third = ["--data-dir", str(tmp_path / "third"), "--db-url", url]

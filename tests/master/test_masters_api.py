@@ -1,4 +1,4 @@
-"""`GET /api/v1/masters` of a master on SQLite: alone, online, not a leader, its id kept."""
+"""`GET /api/v1/masters` of a master on SQLite: alone, online, the leader, its id kept."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ def test_a_master_on_sqlite_lists_itself_online(tmp_path: Path) -> None:
         assert client.get("/api/v1/masters").status_code == 401
     mid = (tmp_path / "master-id").read_text().strip()
     assert [(m["id"], m["url"], m["status"], m["leader"], m["nodes"]) for m in listed] == [
-        (mid, "http://here.example:8080", "online", False, 0)
+        (mid, "http://here.example:8080", "online", True, 0)
     ]
     assert listed[0]["started_at"] and listed[0]["last_seen"]
     with running(make_app(tmp_path)) as (client, auth):  # restarted: the same master
