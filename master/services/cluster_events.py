@@ -51,6 +51,8 @@ class ClusterEvents:
         self._wake_reader = asyncio.Event()
         self._reading = False
         self._tasks: list[asyncio.Task[None]] = []
+        # Called with each event another master published, after the hub has it (by topic).
+        self.on_remote: dict[str, list[Callable[[dict[str, Any]], None]]] = {}
 
     @property
     def me(self) -> str:
@@ -170,7 +172,13 @@ class ClusterEvents:
                 if seq <= self.last.get(origin, self.floor):
                     continue
                 self.last[origin] = seq
-                self.hub.deliver(topic, _decode(data))
+                event = _decode(data)
+                self.hub.deliver(topic, event)
+                for callback in self.on_remote.get(topic, ()):
+                    try:
+                        callback(event)
+                    except Exception:  # an observer's bug must not stop the reader
+                        log.exception("handling another master's %s event failed", topic)
             for origin, rows in found.items():
                 if len(rows) == READ_LIMIT:
                     self._dirty.add(origin)

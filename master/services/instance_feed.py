@@ -2,6 +2,7 @@
 this process (batch operations follow their steps through them)."""
 
 from collections.abc import Callable
+from typing import Any
 
 from master.db import models
 from master.hub import Hub
@@ -21,6 +22,14 @@ class InstanceFeed:
         self.hub.publish("instance", out.model_dump())
         for listener in self.listeners:
             listener(out)
+
+    def remote_view(self, data: dict[str, Any]) -> None:
+        """An instance change another master published: listeners here follow it too (an
+        operation driven here may have steps on nodes another master holds)."""
+        if self.listeners:
+            out = InstanceOut.model_validate({k: v for k, v in data.items() if k != "deleted"})
+            for listener in self.listeners:
+                listener(out)
 
     def publish_gone(self, out: InstanceOut) -> None:
         """A forgotten instance: `deleted` on the stream; listeners get its last view."""

@@ -179,9 +179,10 @@ class Operations:
 
     def _preflight(self, op: Op, steps: list[Step], rows: dict[str, dict[str, Any]]) -> str | None:
         """Refuse a level before touching any of it when one of its instances cannot move."""
+        reachable: dict[str, bool] = {}  # per node: here, or through the master holding it
         for st in steps:
             row = rows.get(st.instance_id)
-            online = row is not None and self.agents.is_online(row["node_id"])
+            online = row is not None and self._reachable(row["node_id"], reachable)
             reason = operation_plan.refusal(op.kind, st, row, online)
             if reason is not None:
                 st.started_at = time.time()
@@ -201,7 +202,7 @@ class Operations:
         timeout: float,
         settings: dict[str, Settings],
     ) -> None:
-        link = self.agents.get(node_id)
+        link = self.agents.reach(node_id)  # through its master when another one holds it
         errors: dict[str, str] = {}
         if link is None:
             errors = dict.fromkeys(ids, f"node {node_id} went offline")
@@ -223,6 +224,13 @@ class Operations:
             if st is not None and not st.final and self.live.get(op.id) is op:
                 self._finish_step(op, st, StepState.FAILED, f"{st.name}: {message}")
         op.changed.set()
+
+    def _reachable(self, node_id: str, known: dict[str, bool]) -> bool:
+        if self.agents.is_online(node_id):
+            return True
+        if node_id not in known:
+            known[node_id] = self.agents.reach(node_id) is not None
+        return known[node_id]
 
     async def _settle(self, op: Op, steps: list[Step]) -> str | None:
         """Wait until every step of the level is done, or one fails, or one runs out of time."""

@@ -63,6 +63,9 @@ class Services:
         if self.remote_commands is not None:
             self.remote_commands.events = self.cluster_events
         self.orchestrator = Orchestrator(self.db, self.agents, self.hub, settings)
+        if self.cluster_events is not None:  # operations follow steps on other masters' nodes
+            feed = self.orchestrator.feed
+            self.cluster_events.on_remote.setdefault("instance", []).append(feed.remote_view)
         # Several masters share lock-outs through the database; one master keeps them in memory.
         self.login_throttle: LoginThrottle | SharedLoginThrottle = (
             SharedLoginThrottle(self.db) if self.db.is_postgres else LoginThrottle()

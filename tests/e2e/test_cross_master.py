@@ -1,6 +1,7 @@
 """Two masters on one PostgreSQL database and one S3 bucket, an agent connected to B only: a
-deploy, a start and a stop sent to A reach the node through B and run once, and A's event
-stream shows what B published about them, once."""
+deploy, a start and a stop sent to A reach the node through B and run once, A's event stream
+shows what B published about them, once, and a system's batch start and stop driven by A go
+through B too."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from tests.e2e.batch_support import wait_operation
 from tests.e2e.test_failover import holder
 from tests.e2e.test_lifecycle import deploy_hello
 from tests.e2e.test_s3_store import s3_flags
@@ -44,7 +46,8 @@ def test_commands_sent_to_a_reach_a_node_held_by_b_and_its_events_reach_a(
         node_id = agent.start_and_wait(api_b)
         wait_for(lambda: holder(api_a, node_id) == id_b, 30, what="A sees B holding the node")
 
-        iid = deploy_hello(api_a, node_id, tmp_path, free_port(), name="cross")["id"]
+        inst = deploy_hello(api_a, node_id, tmp_path, free_port(), name="cross")
+        iid = inst["id"]
         api_a.post(f"/instances/{iid}/start")
         wait_for(lambda: api_a.get(f"/instances/{iid}")["state"] == "running", 60, what="start")
         assert len(processes_with_env("GDOS_INSTANCE_ID", iid)) == 1
@@ -56,6 +59,16 @@ def test_commands_sent_to_a_reach_a_node_held_by_b_and_its_events_reach_a(
         wait_for(lambda: stream.states_of(iid)[-1:] == ["stopped"], 30, what="stopped on A")
         states = stream.states_of(iid)
         assert states.count("running") == 1, states
+        # A batch operation driven by A: its level's command goes through B, its steps follow
+        # the instance changes B publishes.
+        for action, state in (("start", "running"), ("stop", "stopped")):
+            op_id = api_a.post(f"/systems/{inst['system_id']}/{action}", expect=202)[
+                "operation_id"
+            ]
+            op = wait_operation(api_a, op_id, 60)
+            assert op["state"] == "succeeded", op
+            assert api_a.get(f"/instances/{iid}")["state"] == state
+        assert stream.states_of(iid).count("running") == 2, stream.states_of(iid)
         assert "was received before" not in agent.log_path.read_text(errors="replace")
     finally:
         if stream is not None:
