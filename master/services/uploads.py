@@ -16,7 +16,7 @@ import re
 import secrets
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import select
 
@@ -104,34 +104,17 @@ def stored_error(row: models.PackageUpload) -> GdosError:
     return GdosError(code, str(err.get("message", "the upload failed")), err.get("details") or {})
 
 
-class UploadService:
+class UploadRows:
+    """What both kinds of upload service share: the rows and the checks of a new upload."""
+
     def __init__(self, db: Database, store: PackageStore, settings: Settings) -> None:
         self.db = db
         self.store = store
         self.settings = settings
-        self.dir = store.incoming_dir / "tus"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.locks = UploadLocks()
-        # Running sha256 and CRC marks of each upload's file, and the offset they stand at.
-        self._hashes: dict[str, tuple[int, _Hash, CrcMarks]] = {}
 
     @property
     def ttl(self) -> float:
         return self.settings.upload_ttl
-
-    def path(self, upload_id: str) -> Path:
-        return self.dir / f"{upload_id}.part"
-
-    def received(self, upload_id: str) -> int:
-        try:
-            return self.path(upload_id).stat().st_size
-        except FileNotFoundError:
-            return 0
-
-    def offset_of(self, row: models.PackageUpload) -> int:
-        return self.received(row.id) if row.state == RECEIVING else row.length
-
-    # -- reading ------------------------------------------------------------------------------
 
     def load(self, upload_id: str) -> models.PackageUpload:
         with self.db.session() as s:
@@ -150,15 +133,14 @@ class UploadService:
                 )
             )
 
-    # -- creating and removing ----------------------------------------------------------------
-
-    def create(self, length: int, meta: dict[str, str], user: str) -> models.PackageUpload:
+    def check_new(self, length: int, incoming: Path) -> None:
+        """Refuse an upload that is too large, empty, or bigger than the free disk."""
         limit = self.settings.max_package_size
         if length > limit:
             raise package_service.too_large(limit)
         if length == 0:
             raise GdosError(ErrorCode.INVALID_PACKAGE, "the upload is empty; send the zip file")
-        free = shutil.disk_usage(self.dir).free
+        free = shutil.disk_usage(incoming).free
         if free < length:
             raise GdosError(
                 ErrorCode.STORAGE_FULL,
@@ -166,8 +148,12 @@ class UploadService:
                 "free space or move --upload-dir",
                 {"free": free, "length": length},
             )
+
+    def new_row(
+        self, length: int, meta: dict[str, str], user: str, **extra: Any
+    ) -> models.PackageUpload:
         now = self.db.now()
-        row = models.PackageUpload(
+        return models.PackageUpload(
             id=secrets.token_hex(16),
             length=length,
             offset=0,
@@ -177,7 +163,36 @@ class UploadService:
             created_at=now,
             updated_at=now,
             expires_at=now + self.ttl,
+            **extra,
         )
+
+
+class UploadService(UploadRows):
+    def __init__(self, db: Database, store: PackageStore, settings: Settings) -> None:
+        super().__init__(db, store, settings)
+        self.dir = store.incoming_dir / "tus"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.locks = UploadLocks()
+        # Running sha256 and CRC marks of each upload's file, and the offset they stand at.
+        self._hashes: dict[str, tuple[int, _Hash, CrcMarks]] = {}
+
+    def path(self, upload_id: str) -> Path:
+        return self.dir / f"{upload_id}.part"
+
+    def received(self, upload_id: str) -> int:
+        try:
+            return self.path(upload_id).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def offset_of(self, row: models.PackageUpload) -> int:
+        return self.received(row.id) if row.state == RECEIVING else row.length
+
+    # -- creating and removing ----------------------------------------------------------------
+
+    def create(self, length: int, meta: dict[str, str], user: str) -> models.PackageUpload:
+        self.check_new(length, self.dir)
+        row = self.new_row(length, meta, user)
         with self.db.session() as s:
             s.add(row)
             s.commit()

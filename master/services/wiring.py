@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import logging
+from typing import TYPE_CHECKING
 
 from master.config import Settings
 from master.db.session import Database
@@ -26,6 +27,9 @@ from master.services.rollouts import Rollouts
 from master.services.throttle import LoginThrottle
 from master.services.uploads import UploadService
 from master.storage import PackageStore, open_store
+
+if TYPE_CHECKING:
+    from master.services.shared_uploads import SharedUploads
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +75,7 @@ class Services:
         self.backups.restore_hooks.append(self._reload_caches)
         self.backups.restore_hooks.append(self.masters.register_again)
         self._store: PackageStore | None = None
-        self._uploads: UploadService | None = None
+        self._uploads: UploadService | SharedUploads | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     @property
@@ -80,7 +84,7 @@ class Services:
         return self._store
 
     @property
-    def uploads(self) -> UploadService:
+    def uploads(self) -> "UploadService | SharedUploads":
         assert self._uploads is not None, "resumable uploads open at startup"
         return self._uploads
 
@@ -101,8 +105,8 @@ class Services:
         self._tasks.append(asyncio.create_task(self.loop_lag.run()))
         self._store = await open_store(self.settings)
         self.orchestrator.commands.store = self._store
-        self._uploads = UploadService(self.db, self._store, self.settings)
-        self._tasks.append(asyncio.create_task(upload_expiry.expire_forever(self._uploads)))
+        self._uploads = self._open_uploads(self._store)
+        self._tasks.append(asyncio.create_task(self._expire_uploads(self._uploads)))
         await self.notifier.start()
         await self.alerts.start()
         # No agent is connected yet: what their processes do is unknown until they say hello;
@@ -127,6 +131,26 @@ class Services:
                     )
                 )
             )
+
+    def _open_uploads(self, store: PackageStore) -> "UploadService | SharedUploads":
+        """Uploads in the bucket when several masters may share them (PostgreSQL and S3);
+        on the master's disk otherwise, as a single master has always kept them."""
+        if self.db.is_sqlite or self.settings.store_type != "minio":
+            return UploadService(self.db, store, self.settings)
+        from master.services.shared_uploads import SharedUploads
+        from master.storage.s3 import S3Store
+
+        assert isinstance(store, S3Store)
+        return SharedUploads(self.db, store, self.settings)
+
+    @staticmethod
+    async def _expire_uploads(uploads: "UploadService | SharedUploads") -> None:
+        if isinstance(uploads, UploadService):
+            await upload_expiry.expire_forever(uploads, lambda: upload_expiry.expire(uploads))
+            return
+        from master.services import shared_upload_expiry
+
+        await upload_expiry.expire_forever(uploads, lambda: shared_upload_expiry.expire(uploads))
 
     async def stop(self) -> None:
         self.stopping = True
