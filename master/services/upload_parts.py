@@ -29,17 +29,15 @@ class PartSink:
         self.size = part_size_for(row.length)
         self.recorded: list[list[Any]] = [list(p) for p in row.parts or []]
         self._before = ([list(p) for p in self.recorded], row.tail_key, row.tail_size, row.offset)
-        self._chunks: list[bytes] = [tail] if tail else []
-        self._held = len(tail)
+        self._held = bytearray(tail)  # bytes not yet sent, at most a part and a chunk
         self.base = row.offset - len(tail)  # where the bytes held in memory start in the upload
         self.fed = 0  # bytes of this body
         self._flight: asyncio.Task[None] | None = None
 
     async def feed(self, chunk: bytes) -> None:
-        self._chunks.append(chunk)
-        self._held += len(chunk)
+        self._held += chunk
         self.fed += len(chunk)
-        while self._held >= self.size:
+        while len(self._held) >= self.size:
             await self._send(self._take(self.size))
 
     async def close(self) -> None:
@@ -47,7 +45,7 @@ class PartSink:
         await self._land()
         if self.fed == 0:
             return  # nothing new: the row and its tail stay as they were
-        rest = self._take(self._held)
+        rest = self._take(len(self._held))
         end = self.base + len(rest)
         tail_key: str | None = None
         if rest and (end == self.row.length or len(rest) >= MIN_PART):
@@ -77,10 +75,9 @@ class PartSink:
                 await flight
 
     def _take(self, n: int) -> bytes:
-        joined = b"".join(self._chunks)
-        data, rest = joined[:n], joined[n:]
-        self._chunks = [rest] if rest else []
-        self._held = len(rest)
+        with memoryview(self._held) as view:
+            data = bytes(view[:n])
+        del self._held[:n]
         return data
 
     async def _send(self, data: bytes) -> None:
