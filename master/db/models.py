@@ -130,6 +130,7 @@ class PackageUpload(Base):
     parts: Mapped[list[list[Any]] | None] = mapped_column(JSON, nullable=True)  # [n, size, etag]
     tail_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
     tail_size: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_part: Mapped[int] = mapped_column(Integer, default=0)  # the highest number handed out
     writer: Mapped[str | None] = mapped_column(String(32), nullable=True)
     lease_until: Mapped[float] = mapped_column(Float, default=0.0)
 

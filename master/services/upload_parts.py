@@ -15,7 +15,8 @@ from typing import Any
 
 from master.db import models
 from master.services.upload_claims import Claim
-from master.storage.multipart import MIN_PART, Multipart, part_size_for
+from master.storage.multipart import MAX_PARTS, MIN_PART, Multipart, part_size_for
+from protocol.errors import ErrorCode, GdosError
 
 
 class PartSink:
@@ -32,6 +33,7 @@ class PartSink:
         self._held = bytearray(tail)  # bytes not yet sent, at most a part and a chunk
         self.base = row.offset - len(tail)  # where the bytes held in memory start in the upload
         self.fed = 0  # bytes of this body
+        self.last_part = row.last_part
         self._flight: asyncio.Task[None] | None = None
 
     async def feed(self, chunk: bytes) -> None:
@@ -82,9 +84,18 @@ class PartSink:
 
     async def _send(self, data: bytes) -> None:
         await self._land()  # the part before is in S3 and recorded first
-        number = len(self.recorded) + 1
+        # The number is taken in the row before the part goes out: a writer that lost the upload
+        # while its part was in flight can only overwrite a number nobody else will use.
+        self.last_part += 1
+        if self.last_part > MAX_PARTS:
+            raise GdosError(
+                ErrorCode.TOO_LARGE,
+                f"upload {self.row.id} has used all {MAX_PARTS} parts the bucket allows; "
+                "upload the package again in larger PATCHes",
+            )
+        self.claim.record(self.ttl, last_part=self.last_part)
         self.base += len(data)
-        self._flight = asyncio.create_task(self._upload(number, data))
+        self._flight = asyncio.create_task(self._upload(self.last_part, data))
 
     async def _upload(self, number: int, data: bytes) -> None:
         etag = await self.parts.put_part(self.row.id, self.row.s3_upload or "", number, data)

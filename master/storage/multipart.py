@@ -35,8 +35,9 @@ T = TypeVar("T")
 
 
 def part_size_for(length: int) -> int:
-    """Parts of `PART_SIZE`, larger when the upload would not fit in `MAX_PARTS` of them."""
-    return max(PART_SIZE, -(-length // MAX_PARTS))
+    """Parts of `PART_SIZE`, larger when the upload would not fit in half of `MAX_PARTS` (the
+    numbers a writer that lost the upload skips leave gaps)."""
+    return max(PART_SIZE, -(-length // (MAX_PARTS // 2)))
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from master.db.session import Database
 from master.services import shared_upload_expiry
 from master.services.shared_uploads import SharedUploads
 from master.services.upload_claims import Claim
+from master.services.upload_parts import PartSink
 from master.services.uploads import COMPLETE, FAILED, RECEIVING
 from master.storage.multipart import PART_SIZE, PREFIX
 from master.storage.s3 import S3Store
@@ -294,8 +295,6 @@ async def test_an_upload_whose_master_stopped_before_finishing_is_finished_by_ex
     row = a.create(len(package), {}, "admin")
     claim = Claim(sqlite_cluster.db, row.id)
     assert claim.try_take()
-    from master.services.upload_parts import PartSink
-
     sink = PartSink(a.parts, claim, a.load(row.id), b"", a.ttl)
     for i in range(0, len(package), MiB):
         await sink.feed(package[i : i + MiB])
@@ -311,3 +310,33 @@ async def test_an_upload_whose_master_stopped_before_finishing_is_finished_by_ex
     assert done.state == COMPLETE and done.package_id
     assert sqlite_cluster.packages_with(hashlib.sha256(package).hexdigest()) == 1
     assert sqlite_cluster.multipart_uploads() == []
+
+
+async def test_a_part_sent_late_by_a_writer_that_lost_the_upload_spoils_nothing(
+    cluster: Cluster, tmp_path: Path
+) -> None:
+    """A's master froze with its second part in flight; B took the upload over. The part A
+    sends when it wakes has a number B never uses, so the package is B's bytes."""
+    a, b = cluster.masters
+    data = write_big_package(tmp_path / "late.zip", 20 * MiB, name="late").read_bytes()
+    row = a.create(len(data), {}, "admin")
+    claim = Claim(cluster.db, row.id)
+    assert claim.try_take()
+    sink = PartSink(a.parts, claim, a.load(row.id), b"", a.ttl)
+    await sink.feed(data[:PART_SIZE])
+    await sink.close()
+    claim.record(a.ttl, last_part=2)  # A takes the next number, then freezes before sending
+    with cluster.db.session() as s:
+        s.execute(update(models.PackageUpload).values(lease_until=0.0))
+        s.commit()
+
+    middle = 2 * PART_SIZE
+    await b.write(row.id, PART_SIZE, None, Body(data[PART_SIZE:middle]))
+    late = bytes(PART_SIZE)  # A wakes: its part reaches the bucket after B's
+    await a.parts.put_part(row.id, row.s3_upload or "", 2, late)
+    done = await b.write(row.id, middle, None, Body(data[middle:]))
+    assert done.state == COMPLETE, done.error
+    assert [n for n, _size, _etag in b.load(row.id).parts or []] == [1, 3, 4]
+    with cluster.db.session() as s:
+        pkg = s.get(models.Package, done.package_id)
+        assert pkg is not None and pkg.sha256 == hashlib.sha256(data).hexdigest()

@@ -23,11 +23,14 @@ def upgrade() -> None:
         batch.add_column(
             sa.Column("tail_size", sa.BigInteger(), server_default="0", nullable=False)
         )
+        batch.add_column(sa.Column("last_part", sa.Integer(), server_default="0", nullable=False))
         batch.add_column(sa.Column("writer", sa.String(length=32), nullable=True))
         batch.add_column(sa.Column("lease_until", sa.Float(), server_default="0", nullable=False))
 
 
 def downgrade() -> None:
     with op.batch_alter_table("package_uploads") as batch:
-        for name in ("lease_until", "writer", "tail_size", "tail_key", "parts", "s3_upload"):
+        for name in ("lease_until", "writer", "last_part", "tail_size", "tail_key"):
+            batch.drop_column(name)
+        for name in ("parts", "s3_upload"):
             batch.drop_column(name)
