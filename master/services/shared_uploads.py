@@ -32,6 +32,7 @@ from master.services.uploads import (
     RECEIVING,
     BodySource,
     UploadRows,
+    check_patch,
 )
 from master.storage.multipart import Multipart, PartsOverwritten
 from master.storage.s3 import S3Store
@@ -108,31 +109,12 @@ class SharedUploads(UploadRows):
         self.load(upload_id)
         async with holding(self.db, upload_id, self.patch_wait) as claim:
             row = self.load(upload_id)
-            if row.state != RECEIVING:
-                if offset == row.length and not declared:
-                    return row  # a retried last PATCH whose answer was lost
-                raise GdosError(
-                    ErrorCode.CONFLICT,
-                    f"upload {upload_id} is already {row.state}",
-                    {"offset": row.length, "state": row.state},
-                )
+            if check_patch(row, offset, row.offset, declared):
+                return row
             if row.s3_upload is None:
                 raise GdosError(
                     ErrorCode.INVALID_STATE,
                     f"upload {upload_id} was never set up in the bucket; start a new one",
-                )
-            if offset != row.offset:
-                raise GdosError(
-                    ErrorCode.CONFLICT,
-                    f"Upload-Offset is {offset} but the master has {row.offset} bytes; "
-                    "ask with HEAD and resume from there",
-                    {"offset": row.offset},
-                )
-            if declared is not None and offset + declared > row.length:
-                raise GdosError(
-                    ErrorCode.TOO_LARGE,
-                    f"this PATCH would go past the upload's length of {row.length} bytes",
-                    {"length": row.length, "offset": offset},
                 )
             if declared != 0:
                 await self._receive(row, claim, body)

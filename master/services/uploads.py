@@ -104,6 +104,33 @@ def stored_error(row: models.PackageUpload) -> GdosError:
     return GdosError(code, str(err.get("message", "the upload failed")), err.get("details") or {})
 
 
+def check_patch(row: models.PackageUpload, offset: int, current: int, declared: int | None) -> bool:
+    """Refuse a PATCH at `offset` of `declared` bytes that does not fit the upload, which has
+    `current` bytes; True for a retried last PATCH whose answer was lost (answer the row)."""
+    if row.state != RECEIVING:
+        if offset == row.length and not declared:
+            return True
+        raise GdosError(
+            ErrorCode.CONFLICT,
+            f"upload {row.id} is already {row.state}",
+            {"offset": row.length, "state": row.state},
+        )
+    if offset != current:
+        raise GdosError(
+            ErrorCode.CONFLICT,
+            f"Upload-Offset is {offset} but the master has {current} bytes; "
+            "ask with HEAD and resume from there",
+            {"offset": current},
+        )
+    if declared is not None and offset + declared > row.length:
+        raise GdosError(
+            ErrorCode.TOO_LARGE,
+            f"this PATCH would go past the upload's length of {row.length} bytes",
+            {"length": row.length, "offset": offset},
+        )
+    return False
+
+
 class UploadRows:
     """What both kinds of upload service share: the rows and the checks of a new upload."""
 
@@ -233,28 +260,9 @@ class UploadService(UploadRows):
         self.load(upload_id)
         async with self.locks.hold(upload_id, PATCH_LOCK_WAIT):
             row = self.load(upload_id)
-            if row.state != RECEIVING:
-                if offset == row.length and not declared:
-                    return row  # a retried last PATCH whose answer was lost
-                raise GdosError(
-                    ErrorCode.CONFLICT,
-                    f"upload {upload_id} is already {row.state}",
-                    {"offset": row.length, "state": row.state},
-                )
             current = self.received(upload_id)
-            if offset != current:
-                raise GdosError(
-                    ErrorCode.CONFLICT,
-                    f"Upload-Offset is {offset} but the master has {current} bytes; "
-                    "ask with HEAD and resume from there",
-                    {"offset": current},
-                )
-            if declared is not None and offset + declared > row.length:
-                raise GdosError(
-                    ErrorCode.TOO_LARGE,
-                    f"this PATCH would go past the upload's length of {row.length} bytes",
-                    {"length": row.length, "offset": offset},
-                )
+            if check_patch(row, offset, current, declared):
+                return row
             if declared != 0:
                 await self._receive(row, current, body)
             if self.received(upload_id) == row.length:
