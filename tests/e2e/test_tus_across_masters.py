@@ -5,13 +5,19 @@ zip, and an abandoned upload whose multipart upload expiry aborts."""
 from __future__ import annotations
 
 import hashlib
+import socket
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 from minio import Minio
+from sqlalchemy import update
 
+from master.db import models
+from master.db.session import Database
 from tests import tus
 from tests.e2e.test_bad_packages import CASES
 from tests.e2e.test_s3_store import KEYS, s3_flags
@@ -22,13 +28,29 @@ pytestmark = pytest.mark.slow
 
 BUCKET = "across"
 MiB = 1 << 20
-TTL = 6  # seconds an untouched upload lives: the expiry test waits for it
+TTL = 30  # seconds an untouched upload lives (expiry looks every tenth of it)
 
 
 class Pair:
-    def __init__(self, a: Master, b: Master) -> None:
+    def __init__(self, a: Master, b: Master, flags: list[str], db_url: str) -> None:
         self.a, self.b = a, b
+        self.flags = flags  # a master's on this database and bucket
+        self.db_url = db_url
         self.api_a, self.api_b = a.api(), b.api()
+
+    def age(self, location: str) -> None:
+        """Time passes for an upload: its expiry is due now."""
+        db = Database(self.db_url)
+        try:
+            with db.session() as s:
+                s.execute(
+                    update(models.PackageUpload)
+                    .where(models.PackageUpload.id == location.rsplit("/", 1)[1])
+                    .values(expires_at=db.now() - 1)
+                )
+                s.commit()
+        finally:
+            db.dispose()
 
     def on_b(self, location: str) -> str:
         """The same upload's URL on master B."""
@@ -46,7 +68,7 @@ def pair(tmp_path_factory, pg_cluster, pg_migrated, s3_server) -> Iterator[Pair]
     try:
         for m in (a, b):
             wait_for(m._healthy, 90, what=f"master {m.data_dir.name}\n{m.tail()}")
-        yield Pair(a, b)
+        yield Pair(a, b, flags, url)
     finally:
         for m in (a, b):
             m.stop()
@@ -149,8 +171,52 @@ def test_an_abandoned_upload_expires_and_its_multipart_upload_is_aborted(
     tail = tus.create(pair.api_b, 1000).headers["Location"]
     assert tus.patch(pair.api_b, tail, 0, b"x" * 100).status_code == 204  # a tail object
     assert len(in_progress(bucket)) == 3
+    for upload in (location, tail):
+        pair.age(upload)
     wait_for(lambda: in_progress(bucket) == [], timeout=60, what="expiry of both uploads")
     for api, url in ((pair.api_b, pair.on_b(location)), (pair.api_a, tail)):
         assert tus.head(api, url).status_code == 404
     uploads = pair.api_a.get("/packages/uploads")
     assert not [u for u in uploads if u["state"] == "receiving"], uploads
+
+
+def test_a_master_killed_mid_patch_leaves_what_it_recorded_to_the_others(
+    pair: Pair, bucket: Minio, big: Path
+) -> None:
+    """A third master is killed (-9) in the middle of a PATCH: its lease runs out, and the
+    client resumes on B from the last part C recorded."""
+    c = Master(pair.a.data_dir.parent / "c", extra=pair.flags)
+    c.launch(90)
+    try:
+        api_c = c.api()
+        size = big.stat().st_size
+        location = tus.create(api_c, size).headers["Location"]
+        there = location.replace(c.url, pair.b.url)
+        url = urlsplit(location)
+        with socket.create_connection((url.hostname or "", url.port or 80)) as stalled:
+            stalled.sendall(
+                (
+                    f"PATCH {url.path} HTTP/1.1\r\nHost: x\r\n"
+                    f"Authorization: Bearer {api_c.token}\r\nTus-Resumable: 1.0.0\r\n"
+                    f"Upload-Offset: 0\r\nContent-Type: {tus.OCTETS}\r\n"
+                    f"Content-Length: {size}\r\n\r\n"
+                ).encode()
+                + big.read_bytes()[: 10 * MiB]
+            )
+            wait_for(lambda: tus.offset(pair.api_b, there) == 8 * MiB, 30, what="C's part")
+            c.kill9()
+        killed = time.monotonic()
+        while (
+            r := tus.patch_file(pair.api_b, there, big, 8 * MiB, size - 8 * MiB)
+        ).status_code == 409:
+            assert "busy" in r.json()["error"]["message"], r.text
+            assert time.monotonic() - killed < 30, "the dead master's lease never ran out"
+            time.sleep(0.5)
+        print(f"resumed on B {time.monotonic() - killed:.1f} s after C was killed")
+        assert r.status_code == 204, r.text
+        assert pair.api_b.client.get(there).json()["sha256"] == tus.sha256_of(big)
+        assert in_progress(bucket) == []
+    finally:
+        c.kill9()
+    for pkg in pair.api_b.get("/packages?name=across"):
+        pair.api_b.request("DELETE", f"/packages/{pkg['id']}", expect=204)

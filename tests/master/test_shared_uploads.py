@@ -227,7 +227,7 @@ async def test_a_body_past_the_length_keeps_nothing_of_it(sqlite_cluster: Cluste
     assert again.writer is None
 
 
-@pytest.mark.parametrize("case", ["not_a_zip", "dotdot_entry", "symlink_entry", "zip_bomb"])
+@pytest.mark.parametrize("case", ["not_a_zip", "dotdot_entry", "symlink_entry"])
 async def test_a_hostile_zip_is_refused_and_nothing_is_kept(
     sqlite_cluster: Cluster, tmp_path: Path, case: str
 ) -> None:
