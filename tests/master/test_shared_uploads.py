@@ -31,6 +31,8 @@ from protocol.errors import ErrorCode, GdosError
 from tests.e2e.test_bad_packages import CASES
 from tests.e2e.test_tus_upload import write_big_package
 
+pytestmark = pytest.mark.slow  # each test moves MiBs through an S3 server
+
 MiB = 1 << 20
 KEYS = ("test-ak", "test-sk")
 
