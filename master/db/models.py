@@ -153,7 +153,9 @@ class Package(Base):
 
 
 class PackageUpload(Base):
-    """A resumable (tus) upload in progress or just finished; its bytes are in a partial file."""
+    """A resumable (tus) upload in progress or just finished. Its bytes are in a partial file on
+    the master's disk, or, with several masters on S3, in a multipart upload whose parts, tail
+    and current writer this row holds."""
 
     __tablename__ = "package_uploads"
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
@@ -167,6 +169,14 @@ class PackageUpload(Base):
     expires_at: Mapped[float] = mapped_column(Float, index=True)
     package_id: Mapped[str | None] = mapped_column(String(32), nullable=True)
     error: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    # With several masters on S3 (master/services/shared_uploads.py); unused otherwise.
+    s3_upload: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    parts: Mapped[list[list[Any]] | None] = mapped_column(JSON, nullable=True)  # [n, size, etag]
+    tail_key: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    tail_size: Mapped[int] = mapped_column(BigInteger, default=0)
+    last_part: Mapped[int] = mapped_column(Integer, default=0)  # the highest number handed out
+    writer: Mapped[str | None] = mapped_column(String(32), nullable=True)
+    lease_until: Mapped[float] = mapped_column(Float, default=0.0)
 
 
 class System(Base):

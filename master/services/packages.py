@@ -10,7 +10,7 @@ import errno
 import logging
 import os
 import secrets
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import NamedTuple
 
@@ -108,11 +108,13 @@ async def register_file(
     limits: ArchiveLimits | None = None,
     before_commit: Callable[[models.Package], None] | None = None,
     marks: CrcMarks | None = None,
+    put: Callable[[Path, str], Awaitable[None]] | None = None,
 ) -> models.Package:
     """Validate the file at `path` and register it; `path` is consumed either way.
 
     `before_commit` may change rows of the same session, so they commit with the package;
-    `marks` are the file's CRCs taken as it was written (validation need not read it again).
+    `marks` are the file's CRCs taken as it was written (validation need not read it again);
+    `put` stores the bytes instead of `store.put` (when they are in the store already).
     """
     try:
         manifest = await asyncio.to_thread(inspect_package, path, limits, marks)
@@ -130,7 +132,7 @@ async def register_file(
         s.add(pkg)
         s.flush()  # the unique constraint speaks before the file moves
         try:
-            await store.put(path, sha256)
+            await (put or store.put)(path, sha256)
         except OSError as exc:
             raise storage_error(exc) from None
         if before_commit is not None:

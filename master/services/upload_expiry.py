@@ -4,12 +4,14 @@ leftovers; and uploads whose bytes all arrived before a master stopped are regis
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
 
 from sqlalchemy import select
 
 from master.db import models
 from master.services.leader import Lease
-from master.services.uploads import RECEIVING, UploadService
+from master.services.uploads import RECEIVING, UploadRows, UploadService
 from protocol.errors import GdosError
 
 log = logging.getLogger(__name__)
@@ -33,12 +35,7 @@ async def expire(uploads: UploadService) -> int:
         if f.stem not in known:
             f.unlink(missing_ok=True)
             removed += 1
-    # One-shot uploads write `upload-*.part` and remove them themselves; a crash may not.
-    for f in uploads.store.incoming_dir.glob("upload-*.part"):
-        with contextlib.suppress(OSError):
-            if f.stat().st_mtime < now - uploads.ttl:
-                f.unlink()
-                removed += 1
+    removed += remove_stale_files(uploads.store.incoming_dir, now - uploads.ttl)
     for row in rows:
         if row.state == RECEIVING and row.expires_at >= now and not uploads.locks.busy(row.id):
             with contextlib.suppress(GdosError):
@@ -46,13 +43,28 @@ async def expire(uploads: UploadService) -> int:
     return removed
 
 
-async def expire_forever(uploads: UploadService, lease: Lease) -> None:
-    """Passes while this master leads (several masters: one cleans up for all)."""
+def remove_stale_files(incoming: Path, before: float) -> int:
+    """One-shot uploads (and read-backs of shared ones) write `upload-*.part` and remove them
+    themselves; a crash may not."""
+    removed = 0
+    for f in incoming.glob("upload-*.part"):
+        with contextlib.suppress(OSError):
+            if f.stat().st_mtime < before:
+                f.unlink()
+                removed += 1
+    return removed
+
+
+async def expire_forever(
+    uploads: UploadRows, one_pass: Callable[[], Awaitable[int]], lease: Lease
+) -> None:
+    """Run `one_pass` (an `expire` of the uploads' kind) every tenth of the TTL, a minute at
+    most, while this master leads (several masters: one cleans up for all)."""
     interval = min(60.0, max(0.2, uploads.ttl / 10))
     while True:
         try:
             if lease.held():
-                await expire(uploads)
+                await one_pass()
         except Exception:
             log.exception("upload cleanup failed; trying again later")
         await asyncio.sleep(interval)

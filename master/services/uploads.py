@@ -16,7 +16,7 @@ import re
 import secrets
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sqlalchemy import select
 
@@ -104,34 +104,44 @@ def stored_error(row: models.PackageUpload) -> GdosError:
     return GdosError(code, str(err.get("message", "the upload failed")), err.get("details") or {})
 
 
-class UploadService:
+def check_patch(row: models.PackageUpload, offset: int, current: int, declared: int | None) -> bool:
+    """Refuse a PATCH at `offset` of `declared` bytes that does not fit the upload, which has
+    `current` bytes; True for a retried last PATCH whose answer was lost (answer the row)."""
+    if row.state != RECEIVING:
+        if offset == row.length and not declared:
+            return True
+        raise GdosError(
+            ErrorCode.CONFLICT,
+            f"upload {row.id} is already {row.state}",
+            {"offset": row.length, "state": row.state},
+        )
+    if offset != current:
+        raise GdosError(
+            ErrorCode.CONFLICT,
+            f"Upload-Offset is {offset} but the master has {current} bytes; "
+            "ask with HEAD and resume from there",
+            {"offset": current},
+        )
+    if declared is not None and offset + declared > row.length:
+        raise GdosError(
+            ErrorCode.TOO_LARGE,
+            f"this PATCH would go past the upload's length of {row.length} bytes",
+            {"length": row.length, "offset": offset},
+        )
+    return False
+
+
+class UploadRows:
+    """What both kinds of upload service share: the rows and the checks of a new upload."""
+
     def __init__(self, db: Database, store: PackageStore, settings: Settings) -> None:
         self.db = db
         self.store = store
         self.settings = settings
-        self.dir = store.incoming_dir / "tus"
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.locks = UploadLocks()
-        # Running sha256 and CRC marks of each upload's file, and the offset they stand at.
-        self._hashes: dict[str, tuple[int, _Hash, CrcMarks]] = {}
 
     @property
     def ttl(self) -> float:
         return self.settings.upload_ttl
-
-    def path(self, upload_id: str) -> Path:
-        return self.dir / f"{upload_id}.part"
-
-    def received(self, upload_id: str) -> int:
-        try:
-            return self.path(upload_id).stat().st_size
-        except FileNotFoundError:
-            return 0
-
-    def offset_of(self, row: models.PackageUpload) -> int:
-        return self.received(row.id) if row.state == RECEIVING else row.length
-
-    # -- reading ------------------------------------------------------------------------------
 
     def load(self, upload_id: str) -> models.PackageUpload:
         with self.db.session() as s:
@@ -150,15 +160,14 @@ class UploadService:
                 )
             )
 
-    # -- creating and removing ----------------------------------------------------------------
-
-    def create(self, length: int, meta: dict[str, str], user: str) -> models.PackageUpload:
+    def check_new(self, length: int, incoming: Path) -> None:
+        """Refuse an upload that is too large, empty, or bigger than the free disk."""
         limit = self.settings.max_package_size
         if length > limit:
             raise package_service.too_large(limit)
         if length == 0:
             raise GdosError(ErrorCode.INVALID_PACKAGE, "the upload is empty; send the zip file")
-        free = shutil.disk_usage(self.dir).free
+        free = shutil.disk_usage(incoming).free
         if free < length:
             raise GdosError(
                 ErrorCode.STORAGE_FULL,
@@ -166,8 +175,12 @@ class UploadService:
                 "free space or move --upload-dir",
                 {"free": free, "length": length},
             )
+
+    def new_row(
+        self, length: int, meta: dict[str, str], user: str, **extra: Any
+    ) -> models.PackageUpload:
         now = self.db.now()
-        row = models.PackageUpload(
+        return models.PackageUpload(
             id=secrets.token_hex(16),
             length=length,
             offset=0,
@@ -177,7 +190,36 @@ class UploadService:
             created_at=now,
             updated_at=now,
             expires_at=now + self.ttl,
+            **extra,
         )
+
+
+class UploadService(UploadRows):
+    def __init__(self, db: Database, store: PackageStore, settings: Settings) -> None:
+        super().__init__(db, store, settings)
+        self.dir = store.incoming_dir / "tus"
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.locks = UploadLocks()
+        # Running sha256 and CRC marks of each upload's file, and the offset they stand at.
+        self._hashes: dict[str, tuple[int, _Hash, CrcMarks]] = {}
+
+    def path(self, upload_id: str) -> Path:
+        return self.dir / f"{upload_id}.part"
+
+    def received(self, upload_id: str) -> int:
+        try:
+            return self.path(upload_id).stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def offset_of(self, row: models.PackageUpload) -> int:
+        return self.received(row.id) if row.state == RECEIVING else row.length
+
+    # -- creating and removing ----------------------------------------------------------------
+
+    def create(self, length: int, meta: dict[str, str], user: str) -> models.PackageUpload:
+        self.check_new(length, self.dir)
+        row = self.new_row(length, meta, user)
         with self.db.session() as s:
             s.add(row)
             s.commit()
@@ -218,28 +260,9 @@ class UploadService:
         self.load(upload_id)
         async with self.locks.hold(upload_id, PATCH_LOCK_WAIT):
             row = self.load(upload_id)
-            if row.state != RECEIVING:
-                if offset == row.length and not declared:
-                    return row  # a retried last PATCH whose answer was lost
-                raise GdosError(
-                    ErrorCode.CONFLICT,
-                    f"upload {upload_id} is already {row.state}",
-                    {"offset": row.length, "state": row.state},
-                )
             current = self.received(upload_id)
-            if offset != current:
-                raise GdosError(
-                    ErrorCode.CONFLICT,
-                    f"Upload-Offset is {offset} but the master has {current} bytes; "
-                    "ask with HEAD and resume from there",
-                    {"offset": current},
-                )
-            if declared is not None and offset + declared > row.length:
-                raise GdosError(
-                    ErrorCode.TOO_LARGE,
-                    f"this PATCH would go past the upload's length of {row.length} bytes",
-                    {"length": row.length, "offset": offset},
-                )
+            if check_patch(row, offset, current, declared):
+                return row
             if declared != 0:
                 await self._receive(row, current, body)
             if self.received(upload_id) == row.length:

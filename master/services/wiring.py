@@ -3,6 +3,7 @@
 import asyncio
 import contextlib
 import logging
+from typing import TYPE_CHECKING
 
 from master.config import Settings
 from master.db.session import Database
@@ -34,6 +35,9 @@ from master.services.rollouts import Rollouts
 from master.services.throttle import LoginThrottle
 from master.services.uploads import UploadService
 from master.storage import PackageStore, open_store
+
+if TYPE_CHECKING:
+    from master.services.shared_uploads import SharedUploads
 
 log = logging.getLogger(__name__)
 
@@ -116,7 +120,7 @@ class Services:
         self.backups.restore_hooks.append(self._reload_caches)
         self.backups.restore_hooks.append(self.masters.register_again)
         self._store: PackageStore | None = None
-        self._uploads: UploadService | None = None
+        self._uploads: UploadService | SharedUploads | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._lease_task: asyncio.Task[None] | None = None
 
@@ -126,7 +130,7 @@ class Services:
         return self._store
 
     @property
-    def uploads(self) -> UploadService:
+    def uploads(self) -> "UploadService | SharedUploads":
         assert self._uploads is not None, "resumable uploads open at startup"
         return self._uploads
 
@@ -147,10 +151,8 @@ class Services:
         self._tasks.append(asyncio.create_task(self.loop_lag.run()))
         self._store = await open_store(self.settings)
         self.orchestrator.commands.store = self._store
-        self._uploads = UploadService(self.db, self._store, self.settings)
-        self._tasks.append(
-            asyncio.create_task(upload_expiry.expire_forever(self._uploads, self.leader))
-        )
+        self._uploads = self._open_uploads(self._store)
+        self._tasks.append(asyncio.create_task(self._expire_uploads(self._uploads)))
         await self.notifier.start()
         await self.alerts.start()
         await self._start_bus()
@@ -194,6 +196,29 @@ class Services:
         events.attach()
         await self.bus.start()
         self._tasks += [asyncio.create_task(remote.run()), asyncio.create_task(events.run())]
+
+    def _open_uploads(self, store: PackageStore) -> "UploadService | SharedUploads":
+        """Uploads in the bucket when several masters may share them (PostgreSQL and S3);
+        on the master's disk otherwise, as a single master has always kept them."""
+        if self.db.is_sqlite or self.settings.store_type != "minio":
+            return UploadService(self.db, store, self.settings)
+        from master.services.shared_uploads import SharedUploads
+        from master.storage.s3 import S3Store
+
+        assert isinstance(store, S3Store)
+        return SharedUploads(self.db, store, self.settings)
+
+    async def _expire_uploads(self, uploads: "UploadService | SharedUploads") -> None:
+        if isinstance(uploads, UploadService):
+            await upload_expiry.expire_forever(
+                uploads, lambda: upload_expiry.expire(uploads), self.leader
+            )
+            return
+        from master.services import shared_upload_expiry
+
+        await upload_expiry.expire_forever(
+            uploads, lambda: shared_upload_expiry.expire(uploads), self.leader
+        )
 
     async def stop(self) -> None:
         self.stopping = True

@@ -121,8 +121,11 @@ class S3Store:
             expires=timedelta(seconds=expires),
         )
 
-    async def stream(self, sha256: str) -> AsyncIterator[bytes]:
-        response = await self._call(self.client.get_object, self.bucket, self.key(sha256))
+    def stream(self, sha256: str) -> AsyncIterator[bytes]:
+        return self.stream_key(self.key(sha256))
+
+    async def stream_key(self, key: str) -> AsyncIterator[bytes]:
+        response = await self._call(self.client.get_object, self.bucket, key)
         try:
             while chunk := await asyncio.to_thread(response.read, _CHUNK):
                 yield chunk
