@@ -62,9 +62,7 @@ def test_commands_sent_to_a_reach_a_node_held_by_b_and_its_events_reach_a(
         # A batch operation driven by A: its level's command goes through B, its steps follow
         # the instance changes B publishes.
         for action, state in (("start", "running"), ("stop", "stopped")):
-            op_id = api_a.post(f"/systems/{inst['system_id']}/{action}", expect=202)[
-                "operation_id"
-            ]
+            op_id = api_a.post(f"/systems/{inst['system_id']}/{action}", expect=202)["operation_id"]
             op = wait_operation(api_a, op_id, 60)
             assert op["state"] == "succeeded", op
             assert api_a.get(f"/instances/{iid}")["state"] == state

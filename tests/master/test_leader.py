@@ -423,7 +423,9 @@ async def test_uploads_expire_only_on_the_master_holding_the_lease(tmp_path: Pat
         s.commit()
     uploads.path("abandoned").write_bytes(b"12345")
     lease = Switch()
-    task = asyncio.create_task(upload_expiry.expire_forever(uploads, lambda: upload_expiry.expire(uploads), lease))
+    task = asyncio.create_task(
+        upload_expiry.expire_forever(uploads, lambda: upload_expiry.expire(uploads), lease)
+    )
     try:
         await asyncio.sleep(0.5)  # passes go by: none while another master leads
         assert uploads.path("abandoned").exists()
