@@ -78,8 +78,14 @@ def test_embedded_console_comes_up_painted_and_quits_cleanly(console, tmp_path):
             stderr=subprocess.STDOUT,
         )
         try:
+            # The title names the master's URL, then its id once the console knows it.
             title = f"GDOS console — http://127.0.0.1:{port}"
-            wait_for(lambda: title in window_titles(display), 120, 0.5, what=f"window\n{log}")
+            wait_for(
+                lambda: any(t.startswith(title) for t in window_titles(display)),
+                120,
+                0.5,
+                what=f"window\n{log}",
+            )
             health = httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=5)
             assert health.status_code == 200 and health.json()["status"] == "ok"
             # The bundled agent, started by the bundled master, is online.
