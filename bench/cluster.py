@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import random
 import signal
@@ -486,8 +487,11 @@ async def bench(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             nodes = [n for w in workers for n in w.nodes]
             print(f"enrolled {len(nodes)} agents in {time.monotonic() - t0:.1f} s", flush=True)
             _, mapping = seed_instances(db_url, nodes, args.processes)
-            commands = args.steady_rate * args.seconds + args.kill_rate * args.kill_window
-            per_node = int(-(-commands // len(nodes))) + 1
+            # Enough stopped instances for every command: the kill's all go to the nodes of one
+            # master (a third of the fleet, or fewer: twice that share).
+            steady_share = args.steady_rate * args.seconds / len(nodes)
+            kill_share = 2 * args.kill_rate * args.kill_window * args.masters / len(nodes)
+            per_node = math.ceil(steady_share + kill_share) + 1
             _, pool_ids = seed_instances(db_url, nodes, per_node, "commands", "stopped")
             pool = Pool(pool_ids)
             t0 = time.monotonic()
