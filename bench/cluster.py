@@ -160,10 +160,11 @@ class Usage:
         return total + (times.children_user + times.children_system if self.tree else 0.0)
 
     def rss(self) -> float:
+        """RSS; for a tree, the sum of PSS (its shared memory counted once, not per process)."""
         total = 0
         for proc in self.procs():
             with contextlib.suppress(psutil.Error):
-                total += proc.memory_info().rss
+                total += proc.memory_full_info().pss if self.tree else proc.memory_info().rss
         return total / 2**20
 
     def sample(self) -> tuple[float, float]:
@@ -720,7 +721,7 @@ def table(r: dict[str, Any]) -> str:
     for name, u in r["usage_steady"].items():
         rows.append(
             (
-                f"{name}: CPU avg / max, RSS last (steady)",
+                f"{name}: CPU avg / max, {'PSS' if name == 'postgres' else 'RSS'} last (steady)",
                 f"{u['cpu_cores_avg']} / {u['cpu_cores_max']} cores, {u['rss_mib_last']} MiB",
                 "",
             )
