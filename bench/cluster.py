@@ -496,7 +496,7 @@ async def bench(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             _, pool_ids = seed_instances(db_url, nodes, per_node, "commands", "stopped")
             pool = Pool(pool_ids)
             t0 = time.monotonic()
-            await asyncio.gather(
+            connecting = asyncio.gather(
                 *(
                     w.ask(
                         {
@@ -510,11 +510,21 @@ async def bench(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 )
             )
             held: dict[str, str] = {}
-            while time.monotonic() - t0 < 300:
-                held = await holders(masters, names)
-                if all(held.get(n) for n in nodes):
-                    break
-                await asyncio.sleep(0.5)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(connecting, args.connect_timeout)
+                while time.monotonic() - t0 < args.connect_timeout:
+                    with contextlib.suppress(RuntimeError):
+                        held = await holders(masters, names)
+                    if all(held.get(n) for n in nodes):
+                        break
+                    await asyncio.sleep(0.5)
+            online = sum(bool(held.get(n)) for n in nodes)
+            if online < len(nodes):
+                raise RuntimeError(
+                    f"{online} of {len(nodes)} agents online after "
+                    f"{args.connect_timeout:.0f} s: the masters cannot hold this fleet here "
+                    f"(their logs: {root}/m*.log)"
+                )
             result["connected_s"] = round(time.monotonic() - t0, 1)
             result["nodes_per_master"] = {
                 m.name: sum(h == m.name for h in held.values()) for m in masters
@@ -761,6 +771,7 @@ def main() -> None:
     p.add_argument("--grace", type=float, default=5, help="seconds for late commands to land")
     p.add_argument("--wake", type=float, default=8, help="seconds after SIGCONT")
     p.add_argument("--final", type=float, default=15, help="seconds of the last master alone")
+    p.add_argument("--connect-timeout", type=float, default=300, help="s for all to be online")
     p.add_argument("--master-nice", type=int, default=0)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--db-url", default=None, help="an empty database on a local PostgreSQL server")
@@ -780,7 +791,10 @@ def main() -> None:
         f"load {os.getloadavg()[0]:.1f}; data in {root}",
         flush=True,
     )
-    result = asyncio.run(bench(args, root))
+    try:
+        result = asyncio.run(bench(args, root))
+    except RuntimeError as exc:
+        raise SystemExit(f"bench.cluster: {exc}") from None
     result["commit"] = commit
     print(table(result))
     print(json.dumps(result))
