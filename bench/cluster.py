@@ -17,7 +17,7 @@ One machine, one run, all over real sockets and real processes:
    survivor's console checked for every moved node's transition;
 5. SIGSTOP of the survivor holding the most nodes: the same failover time; then SIGCONT, and
    what the woken master changed (nodes offline, instances `unknown`: fencing says none);
-6. the last master alone with the whole fleet: its CPU and RSS.
+6. after the failovers (the fleet on the one master that never failed): CPU and RSS again.
 
 Prints a table (markdown, for RESULTS.md) and the figures as one JSON line.
 """
@@ -620,14 +620,18 @@ async def bench(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 unknown = (await api.get("/instances", params={"state": "unknown"})).json()
             result["after_wake_instances_unknown"] = len(unknown)
 
-            # The last master with the whole fleet.
-            alone = usage[rest[-1].name]
-            alone.restart()
+            # After the failovers: the fleet on the masters that never failed (one, of three).
+            for u in usage.values():
+                u.restart()
             start = time.monotonic()
             while time.monotonic() - start < args.final:
                 await asyncio.sleep(min(5.0, args.final))
-                sample_all(usage, f"{rest[-1].name} holding them all")
-            result["usage_alone"] = {rest[-1].name: alone.figures()}
+                sample_all(usage, "after the failovers")
+            held = await holders(rest, names)
+            result["usage_after"] = {
+                name: {**u.figures(), "nodes": sum(h == name for h in held.values())}
+                for name, u in usage.items()
+            }
             result["pg_connections_end"] = await asyncio.to_thread(pg_connections, db_url)
             result["load_at_end"] = round(os.getloadavg()[0], 2)
             result["master_log_errors"] = {m.name: m.log_errors(root) for m in masters}
@@ -656,6 +660,9 @@ def table(r: dict[str, Any]) -> str:
             f"events {phase['events_s']} s ({phase['events_seen']}/{phase['nodes']}), "
             f"GET /nodes {phase['api_s']} s ({phase['api_seen']}/{phase['nodes']})"
         )
+
+    def memory(name: str) -> str:
+        return "PSS" if name == "postgres" else "RSS"
 
     def missed(phase: dict[str, Any]) -> str:
         per = ", ".join(f"{k} {v}" for k, v in phase["missed_per_console"].items())
@@ -731,15 +738,16 @@ def table(r: dict[str, Any]) -> str:
     for name, u in r["usage_steady"].items():
         rows.append(
             (
-                f"{name}: CPU avg / max, {'PSS' if name == 'postgres' else 'RSS'} last (steady)",
+                f"{name}: CPU avg / max, {memory(name)} last (steady)",
                 f"{u['cpu_cores_avg']} / {u['cpu_cores_max']} cores, {u['rss_mib_last']} MiB",
                 "",
             )
         )
-    for name, u in r["usage_alone"].items():
+    for name, u in r["usage_after"].items():
+        held = f", holding {u['nodes']} nodes" if name != "postgres" else ""
         rows.append(
             (
-                f"{name}, the last, holding the fleet: CPU avg / max, RSS last",
+                f"{name} after the failovers{held}: CPU avg / max, {memory(name)} last",
                 f"{u['cpu_cores_avg']} / {u['cpu_cores_max']} cores, {u['rss_mib_last']} MiB",
                 "",
             )
