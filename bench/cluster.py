@@ -344,7 +344,7 @@ def latencies(sent: list[Sent], runs: dict[str, list[float]], cross: bool) -> li
 
 
 async def holders(
-    masters: list[MasterProc], names: dict[str, str], timeout: float = 10
+    masters: list[MasterProc], names: dict[str, str], timeout: float = 30
 ) -> dict[str, str]:
     """Node id -> the name of the master holding it ("" offline), as the first of `masters`
     to answer lists them (the database is shared: any master's listing will do)."""
@@ -444,13 +444,8 @@ def sample_all(usage: dict[str, Usage], line: str) -> None:
     print(f"  {line}: " + ", ".join(parts) + f"; load {os.getloadavg()[0]:.1f}", flush=True)
 
 
-async def bench(args: argparse.Namespace, root: Path) -> dict[str, Any]:
-    result: dict[str, Any] = {
-        "agents": args.agents,
-        "processes": args.processes,
-        "masters": args.masters,
-        "load_at_start": round(os.getloadavg()[0], 2),
-    }
+async def bench(args: argparse.Namespace, root: Path, result: dict[str, Any]) -> dict[str, Any]:
+    """The run; its figures go into `result` as they come (a run that fails keeps them)."""
     with postgres(args.db_url) as db_url, s3_server(root) as s3:
         result["postgresql"], pg_pid = pg_server(db_url)
         pg_port = make_url(db_url).port or 5432
@@ -799,11 +794,18 @@ def main() -> None:
         f"load {os.getloadavg()[0]:.1f}; data in {root}",
         flush=True,
     )
+    result: dict[str, Any] = {
+        "agents": args.agents,
+        "processes": args.processes,
+        "masters": args.masters,
+        "commit": commit,
+        "load_at_start": round(os.getloadavg()[0], 2),
+    }
     try:
-        result = asyncio.run(bench(args, root))
+        asyncio.run(bench(args, root, result))
     except RuntimeError as exc:
+        print(json.dumps(result))  # the figures so far
         raise SystemExit(f"bench.cluster: {exc}") from None
-    result["commit"] = commit
     print(table(result))
     print(json.dumps(result))
 
