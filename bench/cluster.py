@@ -17,7 +17,7 @@ One machine, one run, all over real sockets and real processes:
    survivor's console checked for every moved node's transition;
 5. SIGSTOP of the survivor holding the most nodes: the same failover time; then SIGCONT, and
    what the woken master changed (nodes offline, instances `unknown`: fencing says none);
-6. the last master alone with the whole fleet: its CPU and RSS.
+6. after the failovers (the fleet on the one master that never failed): CPU and RSS again.
 
 Prints a table (markdown, for RESULTS.md) and the figures as one JSON line.
 """
@@ -26,6 +26,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import math
 import os
 import random
 import signal
@@ -159,10 +160,11 @@ class Usage:
         return total + (times.children_user + times.children_system if self.tree else 0.0)
 
     def rss(self) -> float:
+        """RSS; for a tree, the sum of PSS (its shared memory counted once, not per process)."""
         total = 0
         for proc in self.procs():
             with contextlib.suppress(psutil.Error):
-                total += proc.memory_info().rss
+                total += proc.memory_full_info().pss if self.tree else proc.memory_info().rss
         return total / 2**20
 
     def sample(self) -> tuple[float, float]:
@@ -342,7 +344,7 @@ def latencies(sent: list[Sent], runs: dict[str, list[float]], cross: bool) -> li
 
 
 async def holders(
-    masters: list[MasterProc], names: dict[str, str], timeout: float = 10
+    masters: list[MasterProc], names: dict[str, str], timeout: float = 30
 ) -> dict[str, str]:
     """Node id -> the name of the master holding it ("" offline), as the first of `masters`
     to answer lists them (the database is shared: any master's listing will do)."""
@@ -442,13 +444,8 @@ def sample_all(usage: dict[str, Usage], line: str) -> None:
     print(f"  {line}: " + ", ".join(parts) + f"; load {os.getloadavg()[0]:.1f}", flush=True)
 
 
-async def bench(args: argparse.Namespace, root: Path) -> dict[str, Any]:
-    result: dict[str, Any] = {
-        "agents": args.agents,
-        "processes": args.processes,
-        "masters": args.masters,
-        "load_at_start": round(os.getloadavg()[0], 2),
-    }
+async def bench(args: argparse.Namespace, root: Path, result: dict[str, Any]) -> dict[str, Any]:
+    """The run; its figures go into `result` as they come (a run that fails keeps them)."""
     with postgres(args.db_url) as db_url, s3_server(root) as s3:
         result["postgresql"], pg_pid = pg_server(db_url)
         pg_port = make_url(db_url).port or 5432
@@ -486,12 +483,15 @@ async def bench(args: argparse.Namespace, root: Path) -> dict[str, Any]:
             nodes = [n for w in workers for n in w.nodes]
             print(f"enrolled {len(nodes)} agents in {time.monotonic() - t0:.1f} s", flush=True)
             _, mapping = seed_instances(db_url, nodes, args.processes)
-            commands = args.steady_rate * args.seconds + args.kill_rate * args.kill_window
-            per_node = int(-(-commands // len(nodes))) + 1
+            # Enough stopped instances for every command: the kill's all go to the nodes of one
+            # master (a third of the fleet, or fewer: twice that share).
+            steady_share = args.steady_rate * args.seconds / len(nodes)
+            kill_share = 2 * args.kill_rate * args.kill_window * args.masters / len(nodes)
+            per_node = math.ceil(steady_share + kill_share) + 1
             _, pool_ids = seed_instances(db_url, nodes, per_node, "commands", "stopped")
             pool = Pool(pool_ids)
             t0 = time.monotonic()
-            await asyncio.gather(
+            connecting = asyncio.gather(
                 *(
                     w.ask(
                         {
@@ -505,11 +505,21 @@ async def bench(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 )
             )
             held: dict[str, str] = {}
-            while time.monotonic() - t0 < 300:
-                held = await holders(masters, names)
-                if all(held.get(n) for n in nodes):
-                    break
-                await asyncio.sleep(0.5)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(connecting, args.connect_timeout)
+                while time.monotonic() - t0 < args.connect_timeout:
+                    with contextlib.suppress(RuntimeError):
+                        held = await holders(masters, names)
+                    if all(held.get(n) for n in nodes):
+                        break
+                    await asyncio.sleep(0.5)
+            online = sum(bool(held.get(n)) for n in nodes)
+            if online < len(nodes):
+                raise RuntimeError(
+                    f"{online} of {len(nodes)} agents online after "
+                    f"{args.connect_timeout:.0f} s: the masters cannot hold this fleet here "
+                    f"(their logs: {root}/m*.log)"
+                )
             result["connected_s"] = round(time.monotonic() - t0, 1)
             result["nodes_per_master"] = {
                 m.name: sum(h == m.name for h in held.values()) for m in masters
@@ -605,14 +615,18 @@ async def bench(args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 unknown = (await api.get("/instances", params={"state": "unknown"})).json()
             result["after_wake_instances_unknown"] = len(unknown)
 
-            # The last master with the whole fleet.
-            alone = usage[rest[-1].name]
-            alone.restart()
+            # After the failovers: the fleet on the masters that never failed (one, of three).
+            for u in usage.values():
+                u.restart()
             start = time.monotonic()
             while time.monotonic() - start < args.final:
                 await asyncio.sleep(min(5.0, args.final))
-                sample_all(usage, f"{rest[-1].name} holding them all")
-            result["usage_alone"] = {rest[-1].name: alone.figures()}
+                sample_all(usage, "after the failovers")
+            held = await holders(rest, names)
+            result["usage_after"] = {
+                name: {**u.figures(), "nodes": sum(h == name for h in held.values())}
+                for name, u in usage.items()
+            }
             result["pg_connections_end"] = await asyncio.to_thread(pg_connections, db_url)
             result["load_at_end"] = round(os.getloadavg()[0], 2)
             result["master_log_errors"] = {m.name: m.log_errors(root) for m in masters}
@@ -641,6 +655,9 @@ def table(r: dict[str, Any]) -> str:
             f"events {phase['events_s']} s ({phase['events_seen']}/{phase['nodes']}), "
             f"GET /nodes {phase['api_s']} s ({phase['api_seen']}/{phase['nodes']})"
         )
+
+    def memory(name: str) -> str:
+        return "PSS" if name == "postgres" else "RSS"
 
     def missed(phase: dict[str, Any]) -> str:
         per = ", ".join(f"{k} {v}" for k, v in phase["missed_per_console"].items())
@@ -716,15 +733,16 @@ def table(r: dict[str, Any]) -> str:
     for name, u in r["usage_steady"].items():
         rows.append(
             (
-                f"{name}: CPU avg / max, RSS last (steady)",
+                f"{name}: CPU avg / max, {memory(name)} last (steady)",
                 f"{u['cpu_cores_avg']} / {u['cpu_cores_max']} cores, {u['rss_mib_last']} MiB",
                 "",
             )
         )
-    for name, u in r["usage_alone"].items():
+    for name, u in r["usage_after"].items():
+        held = f", holding {u['nodes']} nodes" if name != "postgres" else ""
         rows.append(
             (
-                f"{name}, the last, holding the fleet: CPU avg / max, RSS last",
+                f"{name} after the failovers{held}: CPU avg / max, {memory(name)} last",
                 f"{u['cpu_cores_avg']} / {u['cpu_cores_max']} cores, {u['rss_mib_last']} MiB",
                 "",
             )
@@ -756,6 +774,7 @@ def main() -> None:
     p.add_argument("--grace", type=float, default=5, help="seconds for late commands to land")
     p.add_argument("--wake", type=float, default=8, help="seconds after SIGCONT")
     p.add_argument("--final", type=float, default=15, help="seconds of the last master alone")
+    p.add_argument("--connect-timeout", type=float, default=300, help="s for all to be online")
     p.add_argument("--master-nice", type=int, default=0)
     p.add_argument("--data-dir", default=None)
     p.add_argument("--db-url", default=None, help="an empty database on a local PostgreSQL server")
@@ -775,8 +794,18 @@ def main() -> None:
         f"load {os.getloadavg()[0]:.1f}; data in {root}",
         flush=True,
     )
-    result = asyncio.run(bench(args, root))
-    result["commit"] = commit
+    result: dict[str, Any] = {
+        "agents": args.agents,
+        "processes": args.processes,
+        "masters": args.masters,
+        "commit": commit,
+        "load_at_start": round(os.getloadavg()[0], 2),
+    }
+    try:
+        asyncio.run(bench(args, root, result))
+    except RuntimeError as exc:
+        print(json.dumps(result))  # the figures so far
+        raise SystemExit(f"bench.cluster: {exc}") from None
     print(table(result))
     print(json.dumps(result))
 
