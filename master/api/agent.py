@@ -181,5 +181,5 @@ async def _serve(ws: WebSocket, link: AgentLink, svc: ServicesDep) -> None:
 
 
 async def _close(ws: WebSocket, code: int, reason: str) -> None:
-    with contextlib.suppress(RuntimeError):  # already closed
+    with contextlib.suppress(RuntimeError, WebSocketDisconnect):  # already closed or gone
         await ws.close(code, reason)

@@ -18,10 +18,11 @@ def test_a_new_database_is_migrated_and_then_seen_at_head(tmp_path):
     db.dispose()
 
 
-def test_more_open_sessions_than_a_default_pool_do_not_wait(tmp_path):
+def test_more_open_sessions_than_a_default_pool_do_not_wait(db_url):
     """The event loop's thread must never block for a connection that a suspended request
-    holds: SQLite connections are not capped."""
-    db = Database(f"sqlite:///{tmp_path / 'db.sqlite'}")
+    holds: connections are not capped (SQLite, and PostgreSQL where max_connections bounds
+    them)."""
+    db = Database(db_url)
     db.migrate()
     held = [db.engine.connect() for _ in range(30)]  # a default pool waits at 15
     try:
