@@ -1,6 +1,7 @@
 """Two masters on one PostgreSQL database and one S3 bucket: an alert firing on the master that
-holds the node stays one alert when that master is killed -9, and its webhook receiver hears it
-fire once (at most one resend, with the same delivery id) and resolve once, from the survivor."""
+holds the node, and leads, stays one alert when that master is killed -9 (a leader failover too),
+and its webhook receiver hears it fire once (at most one resend, with the same delivery id) and
+resolve once, from the survivor."""
 
 from __future__ import annotations
 
@@ -29,6 +30,14 @@ def test_a_firing_alert_survives_the_kill_of_its_master_as_one_alert(
         for m in (a, b):
             wait_for(m._healthy, 90, what=f"master {m.data_dir.name}\n{m.tail()}")
         ids = {m: (m.data_dir / "master-id").read_text().strip() for m in (a, b)}
+        # A is the leader, so that its kill is a leader failover too.
+        leader = wait_for(
+            lambda: next((m["id"] for m in a.api().get("/masters") if m["leader"]), None),
+            30,
+            what="a leader",
+        )
+        if leader == ids[b]:
+            a, b = b, a
         api_a, api_b = a.api(), b.api()
         # The rule is made on B: A reads it from the database within a second, as any master does.
         rule = api_b.post(
@@ -65,6 +74,11 @@ def test_a_firing_alert_survives_the_kill_of_its_master_as_one_alert(
         # kill -9 the master holding the node; the agent says hello to B.
         a.kill9()
         wait_for(lambda: holder(api_b, node_id) == ids[b], 30, what="the node on B")
+        wait_for(
+            lambda: [m["id"] for m in api_b.get("/masters") if m["leader"]] == [ids[b]],
+            30,
+            what="B leading",
+        )
         time.sleep(2.0)  # B's engine has taken the node's open alert, and judged it again
         [alert] = api_b.get("/alerts", params={"rule_id": rule["id"]})
         assert alert["id"] == alert_id and alert["state"] == "firing"
