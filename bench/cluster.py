@@ -212,8 +212,9 @@ def pg_server(db_url: str) -> tuple[str, int]:
     """The server's version and its postmaster's pid (a backend's parent; the server is local)."""
     with _pg(db_url) as conn:
         row = conn.execute("SELECT current_setting('server_version'), pg_backend_pid()").fetchone()
-    assert row is not None
-    return str(row[0]), psutil.Process(int(row[1])).ppid()
+        assert row is not None
+        # Read while the connection is open: its backend exits with it.
+        return str(row[0]), psutil.Process(int(row[1])).ppid()
 
 
 def connections_to(pid: int, port: int) -> int:
