@@ -409,3 +409,13 @@ def kill_services_under(root: Path) -> int:
                 proc.kill()
                 killed += 1
     return killed
+
+
+def start_masters(masters: list[Master]) -> dict[Master, str]:
+    """Start several masters at once (one database, one bucket) and wait until each is healthy;
+    {master: its id in the masters table}."""
+    for m in masters:
+        Proc.start(m)
+    for m in masters:
+        wait_for(m._healthy, 90, what=f"master {m.data_dir.name}\n{m.tail()}")
+    return {m: (m.data_dir / "master-id").read_text().strip() for m in masters}

@@ -23,6 +23,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from typing import Any, Literal
 
 from sqlalchemy import select
@@ -357,13 +358,17 @@ class Operations:
 
     def let_go(self, operation_id: str) -> None:
         """Another master drives this operation now: stop following it, writing nothing."""
-        op = self.live.get(operation_id)
-        if op is None:
-            return
-        log.warning("operation %s is driven by another master now: letting it go", op.id)
-        if op.task is not None:
-            op.task.cancel()
-        self._untrack(op)
+        let_go_of(self.live.get(operation_id), self._untrack)
+
+
+def let_go_of(op: Op | None, untrack: Callable[[Op], None]) -> None:
+    """Stop driving an operation another master has taken over, writing nothing."""
+    if op is None:
+        return
+    log.warning("operation %s is driven by another master now: letting it go", op.id)
+    if op.task is not None:
+        op.task.cancel()
+    untrack(op)
 
 
 async def wait_for_nodes(

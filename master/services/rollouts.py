@@ -28,7 +28,7 @@ from master.db.session import Database
 from master.services import audit, instance_settings, rollout_plan
 from master.services.agents import AgentRegistry
 from master.services.operation_steps import FINAL_STEPS, Op, OpState, Step, StepState
-from master.services.operations import Operations, wait_for_nodes
+from master.services.operations import Operations, let_go_of, wait_for_nodes
 from master.services.orchestrator import Orchestrator
 from master.services.releases import RELEASE_KINDS, Releases, check_os
 from master.services.rollout_plan import InstanceRow, Target
@@ -384,13 +384,7 @@ class Rollouts:
 
     def let_go(self, operation_id: str) -> None:
         """Another master drives this operation now: stop following it, writing nothing."""
-        op = self.live.get(operation_id)
-        if op is None:
-            return
-        log.warning("operation %s is driven by another master now: letting it go", op.id)
-        if op.task is not None:
-            op.task.cancel()
-        self._untrack(op)
+        let_go_of(self.live.get(operation_id), self._untrack)
 
     async def _resume(self, op: Op, driver: str | None = None) -> None:
         await wait_for_nodes(self.orch, {st.node_id for st in op.steps}, driver)

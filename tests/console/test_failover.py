@@ -17,7 +17,7 @@ from console import message
 from console.app import ConsoleApp, load_style
 from tests.console.conftest import settled, until
 from tests.e2e.test_s3_store import s3_flags
-from tests.support import ADMIN_PASSWORD, Master, Proc, free_port, wait_for
+from tests.support import ADMIN_PASSWORD, Master, free_port, start_masters
 
 pytestmark = pytest.mark.slow
 
@@ -36,10 +36,7 @@ async def test_the_console_moves_to_the_other_master_when_its_master_is_killed(
     console.window.show()
     session = console.session
     try:
-        for m in (a, b):
-            Proc.start(m)
-        for m in (a, b):
-            wait_for(m._healthy, 90, what=f"master {m.data_dir.name}\n{m.tail()}")
+        start_masters([a, b])
         ids = {m.url: (m.data_dir / "master-id").read_text().strip() for m in (a, b)}
         maker = next(m for m in (a, b) if (m.data_dir / "join-token").exists())
         agent = agent_factory(a, extra=["--master", f"{a.url},{b.url}"], token=maker.join_token)

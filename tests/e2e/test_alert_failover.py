@@ -12,7 +12,7 @@ import pytest
 from tests.e2e.test_failover import holder
 from tests.e2e.test_s3_store import s3_flags
 from tests.master.test_webhooks import Receiver
-from tests.support import Master, Proc, build_package, free_port, wait_for
+from tests.support import Master, build_package, free_port, start_masters, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -25,11 +25,7 @@ def test_a_firing_alert_survives_the_kill_of_its_master_as_one_alert(
     a, b = (Master(tmp_path / name, extra=flags) for name in ("a", "b"))
     receiver = Receiver([])
     try:
-        for m in (a, b):
-            Proc.start(m)
-        for m in (a, b):
-            wait_for(m._healthy, 90, what=f"master {m.data_dir.name}\n{m.tail()}")
-        ids = {m: (m.data_dir / "master-id").read_text().strip() for m in (a, b)}
+        ids = start_masters([a, b])
         # A is the leader, so that its kill is a leader failover too.
         leader = wait_for(
             lambda: next((m["id"] for m in a.api().get("/masters") if m["leader"]), None),

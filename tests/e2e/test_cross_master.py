@@ -16,9 +16,9 @@ from tests.e2e.test_s3_store import s3_flags
 from tests.support import (
     EventStream,
     Master,
-    Proc,
     free_port,
     processes_with_env,
+    start_masters,
     wait_for,
 )
 
@@ -33,10 +33,7 @@ def test_commands_sent_to_a_reach_a_node_held_by_b_and_its_events_reach_a(
     a, b = (Master(tmp_path / name, extra=flags) for name in ("a", "b"))
     stream: EventStream | None = None
     try:
-        for m in (a, b):
-            Proc.start(m)
-        for m in (a, b):
-            wait_for(m._healthy, 90, what=f"master {m.data_dir.name}\n{m.tail()}")
+        start_masters([a, b])
         id_b = (b.data_dir / "master-id").read_text().strip()
         api_a, api_b = a.api(), b.api()
         assert api_a.token is not None

@@ -19,7 +19,7 @@ from master.__main__ import main as master_main
 from master.db import models
 from master.db.session import Database
 from tests.e2e.test_s3_store import s3_flags
-from tests.support import Api, Master, Proc, build_package, free_port, wait_for
+from tests.support import Api, Master, build_package, free_port, start_masters, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -51,11 +51,7 @@ def test_an_agent_fails_over_between_two_masters_and_a_stale_one_marks_nothing(
     a, b = (Master(tmp_path / name, extra=flags) for name in ("a", "b"))
     stopped = False
     try:
-        for m in (a, b):
-            Proc.start(m)  # both at once
-        for m in (a, b):
-            wait_for(m._healthy, 90, what=f"master {m.data_dir.name}\n{m.tail()}")
-        ids = {m: (m.data_dir / "master-id").read_text().strip() for m in (a, b)}
+        ids = start_masters([a, b])
         api_a, api_b = a.api(), b.api()
         for api in (api_a, api_b):
             listed = {m["id"]: m for m in api.get("/masters")}

@@ -19,7 +19,7 @@ from master.services.peer_secret import PEER_HEADER, SECRET_HEADER
 from tests.e2e.batch_support import deploy_all, system_with_modules
 from tests.e2e.test_failover import holder
 from tests.e2e.test_s3_store import s3_flags
-from tests.support import EventStream, Master, Proc, build_package, wait_for
+from tests.support import EventStream, Master, build_package, start_masters, wait_for
 
 pytestmark = pytest.mark.slow
 
@@ -87,11 +87,7 @@ def test_live_metrics_and_a_followed_log_of_a_node_on_another_master(
     a, b = (Master(tmp_path / name, extra=flags) for name in ("a", "b"))
     streams: list[EventStream] = []
     try:
-        for m in (a, b):
-            Proc.start(m)
-        for m in (a, b):
-            wait_for(m._healthy, 90, what=f"master {m.data_dir.name}\n{m.tail()}")
-        ids = {m: (m.data_dir / "master-id").read_text().strip() for m in (a, b)}
+        ids = start_masters([a, b])
         api_a, api_b = a.api(), b.api()
         refused = peer_stream_status(a.url, {PEER_HEADER: ids[b], SECRET_HEADER: "guess"})
         assert refused == 401

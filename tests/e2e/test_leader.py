@@ -19,18 +19,9 @@ from tests.e2e.batch_support import (
     wait_operation,
 )
 from tests.e2e.test_s3_store import s3_flags
-from tests.support import Api, Master, Proc, build_package, free_port, wait_for
+from tests.support import Api, Master, build_package, free_port, start_masters, wait_for
 
 pytestmark = pytest.mark.slow
-
-
-def started(masters: list[Master]) -> dict[Master, str]:
-    """Start them at once; {master: its id}."""
-    for m in masters:
-        Proc.start(m)
-    for m in masters:
-        wait_for(m._healthy, 90, what=f"master {m.data_dir.name}\n{m.tail()}")
-    return {m: (m.data_dir / "master-id").read_text().strip() for m in masters}
 
 
 def leader(api: Api) -> str | None:
@@ -47,7 +38,7 @@ def test_three_masters_elect_one_leader_and_another_leads_after_a_kill_or_a_stop
     masters = [Master(tmp_path / name, extra=flags) for name in ("a", "b", "c")]
     stopped: Master | None = None
     try:
-        ids = started(masters)
+        ids = start_masters(masters)
         apis = {m: m.api() for m in masters}
         wait_for(lambda: leader(apis[masters[0]]) is not None, 30, what="a leader")
         first = leader(apis[masters[0]])
@@ -118,7 +109,7 @@ def test_a_batch_start_whose_master_dies_mid_way_finishes_on_another_starting_no
     flags = ["--db-url", url, *s3_flags(s3_server, "takeover")]
     a, b = (Master(tmp_path / name, extra=flags) for name in ("a", "b"))
     try:
-        ids = started([a, b])
+        ids = start_masters([a, b])
         api_a, api_b = a.api(), b.api()
         maker = next(m for m in (a, b) if (m.data_dir / "join-token").exists())
         agent = agent_factory(a, extra=["--master", f"{a.url},{b.url}"], token=maker.join_token)
