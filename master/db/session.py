@@ -134,10 +134,9 @@ class Database:
             # a server that does not answer is reported, not waited for.
             kwargs["pool_pre_ping"] = True
             kwargs["connect_args"] = {"connect_timeout": 10}
-            # Uncapped for the same reason as SQLite's file pool: with a cap, the event loop
-            # waits blocked for a connection that a suspended request holds (a whole master
-            # froze 30 s at a time, then its agents left it). The server's max_connections
-            # bounds it instead (docs/several-masters.md says how to size it).
+            # Uncapped for the same reason as SQLite's file pool (a capped pool makes the event
+            # loop wait, blocked, for a connection a suspended request holds); the server's
+            # max_connections bounds it instead (docs/several-masters.md says how to size it).
             kwargs["max_overflow"] = -1
         self.engine: Engine = create_engine(self.url, **kwargs)
         if self.is_sqlite:
