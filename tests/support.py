@@ -239,10 +239,9 @@ class Master(Proc):
 
     def _new_log(self) -> str:
         """What the master logged since its last start."""
-        with contextlib.suppress(FileNotFoundError):
-            with open(self.log_path, errors="replace") as log:
-                log.seek(self._log_from)
-                return log.read()
+        with contextlib.suppress(FileNotFoundError), open(self.log_path, errors="replace") as log:
+            log.seek(self._log_from)
+            return log.read()
         return ""
 
     def _move_to(self, port: int) -> None:
