@@ -2,8 +2,9 @@
 
 Reconnects back off exponentially with full jitter (so a thousand agents do not return in
 lockstep after a master restart) and reset once a connection has lived a while. With several
-master URLs each attempt goes to the next one, and a quick keepalive notices a hung master
-(stopped, or a link dead without a FIN) within `FAILOVER_PING` seconds.
+master URLs each attempt goes to the next one (the first URL, then the others in an order of
+the node's own), and a quick keepalive notices a hung master (stopped, or a link dead without a
+FIN) within `FAILOVER_PING` seconds.
 """
 
 import asyncio
@@ -77,6 +78,14 @@ def ws_url(master: str) -> str:
     return base + "/api/v1/agent/ws"
 
 
+def failover_order(urls: tuple[str, ...], node_id: str) -> tuple[str, ...]:
+    """The first URL, then the others shuffled by the node's id (the same order at every start):
+    the nodes of a lost master spread over the other masters, not all onto the next one."""
+    rest = list(urls[1:])
+    random.Random(node_id).shuffle(rest)
+    return (*urls[:1], *rest)
+
+
 def backoff_delays() -> Any:
     attempt = 0
     while True:
@@ -93,7 +102,7 @@ class Link:
         ssl_context: "ssl.SSLContext | None" = None,
     ) -> None:
         self.cred = cred
-        self.urls = cred.urls
+        self.urls = failover_order(cred.urls, cred.node_id)
         self._at = 0  # index in `urls` of the master this link dials
         self.supervisor = supervisor
         self.work_dir = work_dir
