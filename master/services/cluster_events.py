@@ -7,6 +7,11 @@ One writer per master makes an origin's `seq` order its commit order, so reading
 `origin = X AND seq > last[X]` misses nothing (a single `seq > last` over every origin would
 skip a row another master committed late). After a lost bus connection every origin is read
 again from its last seq: the gap arrives, once and in order.
+
+A row holds the events of one write, in order (topic `BUNDLE`, data a JSON array of
+`[topic, data]`, up to `PER_ROW` of them): a node's hello publishes the node and each of its
+instances, and a row per event made the writer and the readers pay per row. A row of one
+event (topic and data) is read as well.
 """
 
 import asyncio
@@ -27,13 +32,16 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "gdos_events"
 TABLE = cast(Table, models.ClusterEvent.__table__)
-READ_LIMIT = 5000  # rows per origin per read; more are read next turn
+READ_LIMIT = 50  # rows per origin per read; more are read next turn
+PER_ROW = 1000  # events per row at most
+BUNDLE = "*"  # the topic of a row holding several events
 KEEP = 600.0  # seconds events are kept (a listener away longer resyncs from the API)
 PRUNE_EVERY = 60.0
 MAX_PENDING = 100_000  # events waiting for a database that is away; older ones are dropped
 _NOW = literal_column("extract(epoch from clock_timestamp())", Float)
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(dict[str, Any]).decode
+_decode_bundle = msgspec.json.Decoder(list[tuple[str, dict[str, Any]]]).decode
 
 
 class ClusterEvents:
@@ -44,7 +52,7 @@ class ClusterEvents:
         self.agents = agents
         self.last: dict[str, int] = {}  # origin -> the last seq published here
         self.floor = 0  # seq at this master's start: what came before is history
-        self._pending: list[tuple[str, str]] = []  # (topic, data JSON) to write
+        self._pending: list[tuple[str, str]] = []  # (topic JSON, data JSON) to write
         self._wake_writer = asyncio.Event()
         self._writing = 0  # events taken by the writer and not yet committed
         self._dirty: set[str] = set()  # origins with rows to read
@@ -87,7 +95,7 @@ class ClusterEvents:
 
     def append(self, topic: str, data: dict[str, Any]) -> None:
         try:
-            self._pending.append((topic, _encode(data).decode()))
+            self._pending.append((_encode(topic).decode(), _encode(data).decode()))
         except (TypeError, msgspec.EncodeError):
             log.exception("a %s event cannot be shared with the other masters", topic)
             return
@@ -123,7 +131,10 @@ class ClusterEvents:
                 self._writing = 0
 
     def _insert(self, batch: list[tuple[str, str]]) -> None:
-        rows = [{"origin": self.me, "topic": t, "data": d} for t, d in batch]
+        rows = [
+            {"origin": self.me, "topic": BUNDLE, "data": bundle(batch[at : at + PER_ROW])}
+            for at in range(0, len(batch), PER_ROW)
+        ]
         with self.db.engine.begin() as conn:
             conn.execute(insert(TABLE).values(at=_NOW), rows)
             Bus.notify_in(conn, CHANNEL, self.me)
@@ -172,17 +183,27 @@ class ClusterEvents:
                 if seq <= self.last.get(origin, self.floor):
                     continue
                 self.last[origin] = seq
-                event = _decode(data)
-                self.hub.deliver(topic, event)
-                for callback in self.on_remote.get(topic, ()):
-                    try:
-                        callback(event)
-                    except Exception:  # an observer's bug must not stop the reader
-                        log.exception("handling another master's %s event failed", topic)
+                try:
+                    events = _decode_bundle(data) if topic == BUNDLE else [(topic, _decode(data))]
+                except msgspec.DecodeError:
+                    log.exception(
+                        "another master's events (row %d of %s) are unreadable", seq, origin
+                    )
+                    continue
+                for event_topic, event in events:
+                    self._publish(event_topic, event)
             for origin, rows in found.items():
                 if len(rows) == READ_LIMIT:
                     self._dirty.add(origin)
                     self._wake_reader.set()
+
+    def _publish(self, topic: str, event: dict[str, Any]) -> None:
+        self.hub.deliver(topic, event)
+        for callback in self.on_remote.get(topic, ()):
+            try:
+                callback(event)
+            except Exception:  # an observer's bug must not stop the reader
+                log.exception("handling another master's %s event failed", topic)
 
     def _read(self, after: dict[str, int]) -> dict[str, list[Any]]:
         found: dict[str, list[Any]] = {}
@@ -203,6 +224,11 @@ class ClusterEvents:
         with self.db.engine.begin() as conn:
             conn.execute(delete(TABLE).where(TABLE.c.origin == self.me, TABLE.c.at < _NOW - KEEP))
             conn.execute(delete(TABLE).where(TABLE.c.at < _NOW - 2 * KEEP))
+
+
+def bundle(events: list[tuple[str, str]]) -> str:
+    """One row's data: `[[topic, data], ...]` from events already encoded as JSON."""
+    return "[" + ",".join(f"[{topic},{data}]" for topic, data in events) + "]"
 
 
 async def _until(done: Callable[[], bool], timeout: float) -> None:
