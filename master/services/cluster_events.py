@@ -54,10 +54,12 @@ class ClusterEvents:
         self.floor = 0  # seq at this master's start: what came before is history
         self._pending: list[tuple[str, str]] = []  # (topic JSON, data JSON) to write
         self._wake_writer = asyncio.Event()
-        self._writing = 0  # events taken by the writer and not yet committed
+        self.appended = 0  # events handed to the writer so far
+        self.committed = Mark()  # of those, how many are committed (in order)
         self._dirty: set[str] = set()  # origins with rows to read
         self._wake_reader = asyncio.Event()
-        self._reading = False
+        self.signals = 0  # signals of other masters' rows so far
+        self.read = Mark()  # signals whose rows have been read and published here
         self._tasks: list[asyncio.Task[None]] = []
         # Called with each event another master published, after the hub has it (by topic).
         self.on_remote: dict[str, list[Callable[[dict[str, Any]], None]]] = {}
@@ -99,18 +101,23 @@ class ClusterEvents:
         except (TypeError, msgspec.EncodeError):
             log.exception("a %s event cannot be shared with the other masters", topic)
             return
+        self.appended += 1
         if len(self._pending) > MAX_PENDING:
-            del self._pending[: len(self._pending) - MAX_PENDING]
+            dropped = len(self._pending) - MAX_PENDING
+            del self._pending[:dropped]
+            self.committed.advance(self.committed.value + dropped)  # never coming: none waits
         self._wake_writer.set()
 
     async def written(self, timeout: float = 1.0) -> None:
         """Wait (at most `timeout`) until the events published so far are committed: a routed
-        command waits for them, so its target has them before the node's answer."""
-        await _until(lambda: not self._pending and not self._writing, timeout)
+        command waits for them, so its target has them before the node's answer. Events
+        published meanwhile are not waited for (under a steady flow there always are some)."""
+        await self.committed.reach(self.appended, timeout)
 
     async def read_up(self, timeout: float = 1.0) -> None:
-        """Wait (at most `timeout`) until every origin signalled so far has been read."""
-        await _until(lambda: not self._dirty and not self._reading, timeout)
+        """Wait (at most `timeout`) until the rows of every signal received so far have been
+        read (not those of signals received meanwhile)."""
+        await self.read.reach(self.signals, timeout)
 
     async def _write_forever(self) -> None:
         while True:
@@ -119,7 +126,6 @@ class ClusterEvents:
             batch, self._pending = self._pending, []
             if not batch:
                 continue
-            self._writing = len(batch)
             try:
                 await asyncio.to_thread(self._insert, batch)
             except Exception:  # the database away: keep them, in order, and try again
@@ -127,8 +133,8 @@ class ClusterEvents:
                 self._pending[:0] = batch
                 await asyncio.sleep(1.0)
                 self._wake_writer.set()
-            finally:
-                self._writing = 0
+            else:
+                self.committed.advance(self.committed.value + len(batch))
 
     def _insert(self, batch: list[tuple[str, str]]) -> None:
         rows = [
@@ -143,6 +149,7 @@ class ClusterEvents:
 
     def _on_signal(self, origin: str) -> None:
         if origin and origin != self.me:
+            self.signals += 1
             self._dirty.add(origin)
             self._wake_reader.set()
 
@@ -165,8 +172,8 @@ class ClusterEvents:
             await self._wake_reader.wait()
             self._wake_reader.clear()
             origins, self._dirty = self._dirty, set()
+            signals = self.signals  # a round covers the signals received before it starts
             after = {origin: self.last.get(origin, self.floor) for origin in origins}
-            self._reading = True
             try:
                 found = await asyncio.to_thread(self._read, after)
             except Exception:
@@ -175,8 +182,6 @@ class ClusterEvents:
                 await asyncio.sleep(1.0)
                 self._wake_reader.set()
                 continue
-            finally:
-                self._reading = False
             # Origins read together are merged by seq: the order they were written in.
             merged = sorted((row[0], origin, row) for origin, rows in found.items() for row in rows)
             for seq, origin, (_, topic, data) in merged:
@@ -192,10 +197,12 @@ class ClusterEvents:
                     continue
                 for event_topic, event in events:
                     self._publish(event_topic, event)
-            for origin, rows in found.items():
-                if len(rows) == READ_LIMIT:
-                    self._dirty.add(origin)
-                    self._wake_reader.set()
+            more = [origin for origin, rows in found.items() if len(rows) == READ_LIMIT]
+            if more:  # the rest next round, which covers these signals too
+                self._dirty.update(more)
+                self._wake_reader.set()
+            else:
+                self.read.advance(signals)
 
     def _publish(self, topic: str, event: dict[str, Any]) -> None:
         self.hub.deliver(topic, event)
@@ -231,8 +238,33 @@ def bundle(events: list[tuple[str, str]]) -> str:
     return "[" + ",".join(f"[{topic},{data}]" for topic, data in events) + "]"
 
 
-async def _until(done: Callable[[], bool], timeout: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not done() and loop.time() < deadline:
-        await asyncio.sleep(0.002)
+class Mark:
+    """A count that only grows, and waiters for it to reach a value."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+
+    def advance(self, value: int) -> None:
+        self.value = max(self.value, value)
+        waiting = []
+        for target, fut in self._waiters:
+            if target <= self.value:
+                if not fut.done():
+                    fut.set_result(None)
+            else:
+                waiting.append((target, fut))
+        self._waiters = waiting
+
+    async def reach(self, value: int, timeout: float) -> None:
+        """Return once the count is `value` or more, or after `timeout` seconds."""
+        if self.value >= value:
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append((value, fut))
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            self._waiters = [(t, f) for t, f in self._waiters if f is not fut]
