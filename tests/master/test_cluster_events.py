@@ -168,7 +168,7 @@ async def test_written_waits_for_the_events_before_it_not_for_a_flow_that_goes_o
 ) -> None:
     """A routed command waits for the events published before it to be committed; under a
     steady flow of events (a fleet's) it must not wait for the flow to pause."""
-    a, b = pair
+    a, _b = pair
     flowing = True
 
     async def flow() -> None:
