@@ -204,7 +204,7 @@ class SimAgent:
         failover = len(self.urls) > 1
         # With one master a slow one is waited for; with several, the real agent's keepalive.
         ping_interval, ping_timeout = FAILOVER_PING if failover else (20.0, 60.0)
-        delays = backoff_delays()
+        delays = backoff_delays(len(self.urls))
         while not self._stop:
             began = time.monotonic()
             try:
@@ -243,7 +243,7 @@ class SimAgent:
                 await asyncio.sleep(1.0 + random.random())
                 continue
             if time.monotonic() - began > STABLE_AFTER:
-                delays = backoff_delays()
+                delays = backoff_delays(len(self.urls))
             self.master = self.urls[(self.urls.index(self.master) + 1) % len(self.urls)]
             await asyncio.sleep(next(delays))
 

@@ -1,6 +1,7 @@
 """The agent's reconnect loop survives what it did not expect."""
 
 import asyncio
+import random
 from pathlib import Path
 from typing import cast
 
@@ -140,3 +141,15 @@ async def test_a_command_id_received_again_runs_once_and_gets_its_first_answer(
     assert starts.calls == ["i1"]
     answers = [json.loads(t) for t in sent.texts]
     assert [(a["reply_to"], a["ok"]) for a in answers] == [("a.1f2e3d.7", True)] * 2, answers
+
+
+def test_the_backoff_doubles_once_per_round_of_the_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each URL is tried once per round before the waits grow: the agents of a lost master do
+    not wait out a dead and a hung one before reaching a survivor."""
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)  # the caps
+    delays = link_module.backoff_delays(3)
+    caps = [next(delays) for _ in range(9)]
+    low = link_module.BACKOFF_MIN
+    assert caps == [low] * 3 + [2 * low] * 3 + [4 * low] * 3
+    one = link_module.backoff_delays()
+    assert [next(one) for _ in range(3)] == [low, 2 * low, 4 * low]  # one URL: as before
