@@ -32,7 +32,7 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "gdos_events"
 TABLE = cast(Table, models.ClusterEvent.__table__)
-READ_LIMIT = 50  # rows per origin per read; more are read next turn
+READ_LIMIT = 500  # rows (writes) per origin per read; more are read next turn
 PER_ROW = 1000  # events per row at most
 BUNDLE = "*"  # the topic of a row holding several events
 KEEP = 600.0  # seconds events are kept (a listener away longer resyncs from the API)
