@@ -39,7 +39,7 @@ def test_a_master_whose_port_was_taken_starts_on_another(squatter: int, tmp_path
     master = Master(tmp_path / "m")
     master._move_to(squatter)  # as if another process took the port free_port() gave
     try:
-        master.launch()
+        master.launch(timeout=180)  # two starts, the first to the failed bind
         assert master.port != squatter
         assert master.url.endswith(f":{master.port}")
         assert master.api().get("/nodes") == []  # the master itself answers, logged in
