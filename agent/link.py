@@ -2,8 +2,10 @@
 
 Reconnects back off exponentially with full jitter (so a thousand agents do not return in
 lockstep after a master restart) and reset once a connection has lived a while. With several
-master URLs each attempt goes to the next one, and a quick keepalive notices a hung master
-(stopped, or a link dead without a FIN) within `FAILOVER_PING` seconds.
+master URLs each attempt goes to the next one (the first URL, then the others in an order of
+the node's own), the backoff doubling once per round of the list (a lost master's agents reach
+a survivor without waiting out the failures of a dead or hung one), and a quick keepalive
+notices a hung master (stopped, or a link dead without a FIN) within `FAILOVER_PING` seconds.
 """
 
 import asyncio
@@ -64,8 +66,10 @@ log = logging.getLogger(__name__)
 BACKOFF_MIN, BACKOFF_MAX, STABLE_AFTER = 0.5, 30.0, 30.0
 # Keepalive (ping interval, pong deadline), s: with one master a slow one is simply waited
 # for; with several, one that stops answering is left for the next within interval + deadline.
+# Frequent pings with a long deadline: a master whose loop lags 3 s under a storm of hellos
+# is kept, a hung one is left as soon.
 SINGLE_PING = (20.0, 20.0)
-FAILOVER_PING = (2.0, 2.5)
+FAILOVER_PING = (1.0, 3.5)
 
 
 def ws_url(master: str) -> str:
@@ -77,10 +81,21 @@ def ws_url(master: str) -> str:
     return base + "/api/v1/agent/ws"
 
 
-def backoff_delays() -> Any:
+def failover_order(urls: tuple[str, ...], node_id: str) -> tuple[str, ...]:
+    """The first URL, then the others shuffled by the node's id (the same order at every start):
+    the nodes of a lost master spread over the other masters, not all onto the next one."""
+    rest = list(urls[1:])
+    random.Random(node_id).shuffle(rest)
+    return (*urls[:1], *rest)
+
+
+def backoff_delays(per_round: int = 1) -> Any:
+    """Full-jitter delays before each attempt, doubling every `per_round` attempts (the
+    number of master URLs: each is tried once per round before the waits grow)."""
     attempt = 0
     while True:
-        yield random.uniform(0, min(BACKOFF_MAX, BACKOFF_MIN * 2**attempt))
+        cap = BACKOFF_MIN * 2 ** (attempt // max(1, per_round))
+        yield random.uniform(0, min(BACKOFF_MAX, cap))
         attempt += 1
 
 
@@ -93,7 +108,7 @@ class Link:
         ssl_context: "ssl.SSLContext | None" = None,
     ) -> None:
         self.cred = cred
-        self.urls = cred.urls
+        self.urls = failover_order(cred.urls, cred.node_id)
         self._at = 0  # index in `urls` of the master this link dials
         self.supervisor = supervisor
         self.work_dir = work_dir
@@ -159,7 +174,7 @@ class Link:
     # -- the connection loop ---------------------------------------------------------------------
 
     async def run_forever(self) -> None:
-        delays = backoff_delays()
+        delays = backoff_delays(len(self.urls))
         while True:
             began = time.monotonic()
             try:
@@ -187,7 +202,7 @@ class Link:
                 self.ws = None
                 self.connected.clear()
             if time.monotonic() - began > STABLE_AFTER:
-                delays = backoff_delays()
+                delays = backoff_delays(len(self.urls))
             delay = next(delays)
             self._at = (self._at + 1) % len(self.urls)
             log.info("reconnecting to %s in %.1f s", self.master, delay)

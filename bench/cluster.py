@@ -7,7 +7,8 @@ One machine, one run, all over real sockets and real processes:
 1. a throwaway PostgreSQL cluster (tests/pg.py; as the `postgres` user when run as root), moto's
    S3 server, and `--masters` masters on them, started at the same instant;
 2. N simulated agents x 20 processes at 1 Hz (bench/fleet.py), each given every master's URL
-   (its list rotated, so the fleet is spread over the masters) and failing over as the agent;
+   (its list rotated, so the fleet is spread over the masters) and failing over as the agent
+   (the rest of its list in the node's own order: a lost master's nodes spread over the others);
 3. steady state: per-master CPU and RSS, PostgreSQL's CPU and connections; commands (start)
    sent through random masters: answer, and latency to the agent, for the master holding the
    node and for another one (a command routed between masters);
@@ -683,7 +684,7 @@ def table(r: dict[str, Any]) -> str:
             "",
         ),
         (
-            "nodes per master (agents' lists rotated)",
+            "nodes per master (agents' lists rotated, the rest shuffled per node)",
             ", ".join(f"{k} {v}" for k, v in r["nodes_per_master"].items()),
             "",
         ),

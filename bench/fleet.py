@@ -16,7 +16,8 @@ connections per process, several processes when one core is not enough):
         --agents 500 --first 0 --state-dir /tmp/fleet
 
 With `--master URL1,URL2,URL3` agent number n starts on URL n mod 3 (the list rotated), so the
-fleet is spread over the masters and each agent fails over to the others. It enrolls its agents (or reuses `<state-dir>/creds-<first>.json`), prints
+fleet is spread over the masters, and fails over to the others in the agent's own order (the
+others shuffled by node id: a lost master's agents spread over the rest). It enrolls its agents (or reuses `<state-dir>/creds-<first>.json`), prints
 `{"event": "enrolled", "nodes": [...]}`, then obeys JSON lines on stdin:
 `{"cmd": "connect", "instances": {node_id: [instance ids]}}`, `{"cmd": "burn", "instance_id":
 ...}` (that process reports 90 % CPU from its agent's next tick on; the answer carries that tick
@@ -41,7 +42,7 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from agent.link import FAILOVER_PING, STABLE_AFTER, backoff_delays
+from agent.link import FAILOVER_PING, STABLE_AFTER, backoff_delays, failover_order
 
 BASE_CPU = 2.0
 BURN_CPU = 90.0
@@ -117,7 +118,7 @@ class SimAgent:
         phase: float | None = None,
         stopped: list[str] | None = None,
     ) -> None:
-        self.urls = master.split(",")
+        self.urls = list(failover_order(tuple(master.split(",")), node_id))  # as the agent
         self.master = self.urls[0]  # the URL it dials now
         self.node_id = node_id
         self.secret = secret
@@ -203,7 +204,7 @@ class SimAgent:
         failover = len(self.urls) > 1
         # With one master a slow one is waited for; with several, the real agent's keepalive.
         ping_interval, ping_timeout = FAILOVER_PING if failover else (20.0, 60.0)
-        delays = backoff_delays()
+        delays = backoff_delays(len(self.urls))
         while not self._stop:
             began = time.monotonic()
             try:
@@ -242,7 +243,7 @@ class SimAgent:
                 await asyncio.sleep(1.0 + random.random())
                 continue
             if time.monotonic() - began > STABLE_AFTER:
-                delays = backoff_delays()
+                delays = backoff_delays(len(self.urls))
             self.master = self.urls[(self.urls.index(self.master) + 1) % len(self.urls)]
             await asyncio.sleep(next(delays))
 

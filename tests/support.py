@@ -175,7 +175,9 @@ class Master(Proc):
         program: list[str] | None = None,
     ) -> None:
         self.data_dir = data_dir
+        self.own_port = port is None  # a port of our choosing may be taken: we pick another
         self.port = port or free_port()
+        self._log_from = 0  # the log's size when the process last started
         self.ca_file = ca_file  # set when the master serves TLS (then extra carries --tls-*)
         self.url = f"{'https' if ca_file else 'http'}://127.0.0.1:{self.port}"
         data_dir.mkdir(parents=True, exist_ok=True)
@@ -197,17 +199,57 @@ class Master(Proc):
         self.launch()
 
     def launch(self, timeout: float = 60) -> Master:
-        super().start()
+        self.start_process()
         wait_for(self._healthy, timeout, what=f"master on {self.url}\n{self.tail()}")
         return self
 
+    def start_process(self) -> None:
+        """Start the process without waiting for it (`_healthy` says when it serves)."""
+        self._log_from = self.log_path.stat().st_size if self.log_path.exists() else 0
+        super().start()
+
     def _healthy(self) -> bool:
+        """True once this master (not another process that took its port) answers /healthz.
+        A port of our choosing that another process took meanwhile: start again on a new one."""
         if not self.alive():
+            if self.own_port and "address already in use" in self._new_log():
+                self._move_to(free_port())
+                self.start_process()
+                return False
             raise RuntimeError(f"master exited:\n{self.tail()}")
-        with contextlib.suppress(httpx.HTTPError):
+        with contextlib.suppress(httpx.HTTPError, ValueError):
             verify = ssl.create_default_context(cafile=str(self.ca_file)) if self.ca_file else True
-            return httpx.get(self.url + "/healthz", timeout=2, verify=verify).status_code == 200
+            reply = httpx.get(self.url + "/healthz", timeout=2, verify=verify)
+            body = reply.json() if reply.status_code == 200 else {}
+            return body.get("status") == "ok" and "version" in body and self._listens()
         return False
+
+    def _listens(self) -> bool:
+        """This master's process (or a child: a frozen build's bootloader) listens on the port."""
+        import psutil
+
+        with contextlib.suppress(psutil.Error):
+            root = psutil.Process(self.pid)
+            for proc in (root, *root.children(recursive=True)):
+                with contextlib.suppress(psutil.Error):
+                    for conn in proc.net_connections(kind="tcp"):
+                        if conn.status == psutil.CONN_LISTEN and conn.laddr.port == self.port:
+                            return True
+        return False
+
+    def _new_log(self) -> str:
+        """What the master logged since its last start."""
+        with contextlib.suppress(FileNotFoundError), open(self.log_path, errors="replace") as log:
+            log.seek(self._log_from)
+            return log.read()
+        return ""
+
+    def _move_to(self, port: int) -> None:
+        """Listen on `port` instead (its URL, and an advertised URL that names the old one)."""
+        old = f"127.0.0.1:{self.port}"
+        self.argv = [a.replace(old, f"127.0.0.1:{port}") for a in self.argv]
+        self.port = port
+        self.url = f"{'https' if self.ca_file else 'http'}://127.0.0.1:{port}"
 
     @property
     def join_token(self) -> str:
@@ -415,7 +457,7 @@ def start_masters(masters: list[Master]) -> dict[Master, str]:
     """Start several masters at once (one database, one bucket) and wait until each is healthy;
     {master: its id in the masters table}."""
     for m in masters:
-        Proc.start(m)
+        m.start_process()
     for m in masters:
         wait_for(m._healthy, 90, what=f"master {m.data_dir.name}\n{m.tail()}")
     return {m: (m.data_dir / "master-id").read_text().strip() for m in masters}

@@ -7,6 +7,11 @@ One writer per master makes an origin's `seq` order its commit order, so reading
 `origin = X AND seq > last[X]` misses nothing (a single `seq > last` over every origin would
 skip a row another master committed late). After a lost bus connection every origin is read
 again from its last seq: the gap arrives, once and in order.
+
+A row holds the events of one write, in order (topic `BUNDLE`, data a JSON array of
+`[topic, data]`, up to `PER_ROW` of them): a node's hello publishes the node and each of its
+instances, and a row per event made the writer and the readers pay per row. A row of one
+event (topic and data) is read as well.
 """
 
 import asyncio
@@ -27,13 +32,16 @@ log = logging.getLogger(__name__)
 
 CHANNEL = "gdos_events"
 TABLE = cast(Table, models.ClusterEvent.__table__)
-READ_LIMIT = 5000  # rows per origin per read; more are read next turn
+READ_LIMIT = 500  # rows (writes) per origin per read; more are read next turn
+PER_ROW = 1000  # events per row at most
+BUNDLE = "*"  # the topic of a row holding several events
 KEEP = 600.0  # seconds events are kept (a listener away longer resyncs from the API)
 PRUNE_EVERY = 60.0
 MAX_PENDING = 100_000  # events waiting for a database that is away; older ones are dropped
 _NOW = literal_column("extract(epoch from clock_timestamp())", Float)
 _encode = msgspec.json.Encoder().encode
 _decode = msgspec.json.Decoder(dict[str, Any]).decode
+_decode_bundle = msgspec.json.Decoder(list[tuple[str, dict[str, Any]]]).decode
 
 
 class ClusterEvents:
@@ -44,12 +52,14 @@ class ClusterEvents:
         self.agents = agents
         self.last: dict[str, int] = {}  # origin -> the last seq published here
         self.floor = 0  # seq at this master's start: what came before is history
-        self._pending: list[tuple[str, str]] = []  # (topic, data JSON) to write
+        self._pending: list[tuple[str, str]] = []  # (topic JSON, data JSON) to write
         self._wake_writer = asyncio.Event()
-        self._writing = 0  # events taken by the writer and not yet committed
+        self.appended = 0  # events handed to the writer so far
+        self.committed = Mark()  # of those, how many are committed (in order)
         self._dirty: set[str] = set()  # origins with rows to read
         self._wake_reader = asyncio.Event()
-        self._reading = False
+        self.signals = 0  # signals of other masters' rows so far
+        self.read = Mark()  # signals whose rows have been read and published here
         self._tasks: list[asyncio.Task[None]] = []
         # Called with each event another master published, after the hub has it (by topic).
         self.on_remote: dict[str, list[Callable[[dict[str, Any]], None]]] = {}
@@ -87,22 +97,27 @@ class ClusterEvents:
 
     def append(self, topic: str, data: dict[str, Any]) -> None:
         try:
-            self._pending.append((topic, _encode(data).decode()))
+            self._pending.append((_encode(topic).decode(), _encode(data).decode()))
         except (TypeError, msgspec.EncodeError):
             log.exception("a %s event cannot be shared with the other masters", topic)
             return
+        self.appended += 1
         if len(self._pending) > MAX_PENDING:
-            del self._pending[: len(self._pending) - MAX_PENDING]
+            dropped = len(self._pending) - MAX_PENDING
+            del self._pending[:dropped]
+            self.committed.advance(self.committed.value + dropped)  # never coming: none waits
         self._wake_writer.set()
 
     async def written(self, timeout: float = 1.0) -> None:
         """Wait (at most `timeout`) until the events published so far are committed: a routed
-        command waits for them, so its target has them before the node's answer."""
-        await _until(lambda: not self._pending and not self._writing, timeout)
+        command waits for them, so its target has them before the node's answer. Events
+        published meanwhile are not waited for (under a steady flow there always are some)."""
+        await self.committed.reach(self.appended, timeout)
 
     async def read_up(self, timeout: float = 1.0) -> None:
-        """Wait (at most `timeout`) until every origin signalled so far has been read."""
-        await _until(lambda: not self._dirty and not self._reading, timeout)
+        """Wait (at most `timeout`) until the rows of every signal received so far have been
+        read (not those of signals received meanwhile)."""
+        await self.read.reach(self.signals, timeout)
 
     async def _write_forever(self) -> None:
         while True:
@@ -111,7 +126,6 @@ class ClusterEvents:
             batch, self._pending = self._pending, []
             if not batch:
                 continue
-            self._writing = len(batch)
             try:
                 await asyncio.to_thread(self._insert, batch)
             except Exception:  # the database away: keep them, in order, and try again
@@ -119,11 +133,14 @@ class ClusterEvents:
                 self._pending[:0] = batch
                 await asyncio.sleep(1.0)
                 self._wake_writer.set()
-            finally:
-                self._writing = 0
+            else:
+                self.committed.advance(self.committed.value + len(batch))
 
     def _insert(self, batch: list[tuple[str, str]]) -> None:
-        rows = [{"origin": self.me, "topic": t, "data": d} for t, d in batch]
+        rows = [
+            {"origin": self.me, "topic": BUNDLE, "data": bundle(batch[at : at + PER_ROW])}
+            for at in range(0, len(batch), PER_ROW)
+        ]
         with self.db.engine.begin() as conn:
             conn.execute(insert(TABLE).values(at=_NOW), rows)
             Bus.notify_in(conn, CHANNEL, self.me)
@@ -132,6 +149,7 @@ class ClusterEvents:
 
     def _on_signal(self, origin: str) -> None:
         if origin and origin != self.me:
+            self.signals += 1
             self._dirty.add(origin)
             self._wake_reader.set()
 
@@ -154,8 +172,8 @@ class ClusterEvents:
             await self._wake_reader.wait()
             self._wake_reader.clear()
             origins, self._dirty = self._dirty, set()
+            signals = self.signals  # a round covers the signals received before it starts
             after = {origin: self.last.get(origin, self.floor) for origin in origins}
-            self._reading = True
             try:
                 found = await asyncio.to_thread(self._read, after)
             except Exception:
@@ -164,25 +182,35 @@ class ClusterEvents:
                 await asyncio.sleep(1.0)
                 self._wake_reader.set()
                 continue
-            finally:
-                self._reading = False
             # Origins read together are merged by seq: the order they were written in.
             merged = sorted((row[0], origin, row) for origin, rows in found.items() for row in rows)
             for seq, origin, (_, topic, data) in merged:
                 if seq <= self.last.get(origin, self.floor):
                     continue
                 self.last[origin] = seq
-                event = _decode(data)
-                self.hub.deliver(topic, event)
-                for callback in self.on_remote.get(topic, ()):
-                    try:
-                        callback(event)
-                    except Exception:  # an observer's bug must not stop the reader
-                        log.exception("handling another master's %s event failed", topic)
-            for origin, rows in found.items():
-                if len(rows) == READ_LIMIT:
-                    self._dirty.add(origin)
-                    self._wake_reader.set()
+                try:
+                    events = _decode_bundle(data) if topic == BUNDLE else [(topic, _decode(data))]
+                except msgspec.DecodeError:
+                    log.exception(
+                        "another master's events (row %d of %s) are unreadable", seq, origin
+                    )
+                    continue
+                for event_topic, event in events:
+                    self._publish(event_topic, event)
+            more = [origin for origin, rows in found.items() if len(rows) == READ_LIMIT]
+            if more:  # the rest next round, which covers these signals too
+                self._dirty.update(more)
+                self._wake_reader.set()
+            else:
+                self.read.advance(signals)
+
+    def _publish(self, topic: str, event: dict[str, Any]) -> None:
+        self.hub.deliver(topic, event)
+        for callback in self.on_remote.get(topic, ()):
+            try:
+                callback(event)
+            except Exception:  # an observer's bug must not stop the reader
+                log.exception("handling another master's %s event failed", topic)
 
     def _read(self, after: dict[str, int]) -> dict[str, list[Any]]:
         found: dict[str, list[Any]] = {}
@@ -205,8 +233,38 @@ class ClusterEvents:
             conn.execute(delete(TABLE).where(TABLE.c.at < _NOW - 2 * KEEP))
 
 
-async def _until(done: Callable[[], bool], timeout: float) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not done() and loop.time() < deadline:
-        await asyncio.sleep(0.002)
+def bundle(events: list[tuple[str, str]]) -> str:
+    """One row's data: `[[topic, data], ...]` from events already encoded as JSON."""
+    return "[" + ",".join(f"[{topic},{data}]" for topic, data in events) + "]"
+
+
+class Mark:
+    """A count that only grows, and waiters for it to reach a value."""
+
+    def __init__(self) -> None:
+        self.value = 0
+        self._waiters: list[tuple[int, asyncio.Future[None]]] = []
+
+    def advance(self, value: int) -> None:
+        self.value = max(self.value, value)
+        waiting = []
+        for target, fut in self._waiters:
+            if target <= self.value:
+                if not fut.done():
+                    fut.set_result(None)
+            else:
+                waiting.append((target, fut))
+        self._waiters = waiting
+
+    async def reach(self, value: int, timeout: float) -> None:
+        """Return once the count is `value` or more, or after `timeout` seconds."""
+        if self.value >= value:
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._waiters.append((value, fut))
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            self._waiters = [(t, f) for t, f in self._waiters if f is not fut]

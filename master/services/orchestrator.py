@@ -7,8 +7,9 @@ master/services/reconcile.py decides and re-drives what was interrupted.
 """
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
 from sqlalchemy import ColumnElement, Connection, select, update
@@ -86,21 +87,22 @@ class Orchestrator:
         return pkg
 
     async def deploy(self, s: Session, mod: models.Module, node: models.Node) -> models.Instance:
-        pkg = self.resolve_package(s, mod.package_name, mod.version)
-        manifest = Manifest.from_data(pkg.manifest)
-        if manifest.os and node.os and manifest.os != node.os:
-            raise GdosError(
-                ErrorCode.OS_MISMATCH,
-                f"package {pkg.name} {pkg.version} is for {manifest.os}; node "
-                f"{node.hostname} runs {node.os}",
-            )
-        link = self.agents.require(node.id)
-        inst = self._insert_instance(s, mod, node, pkg)
-        spec = spec_for(s, inst)
-        s.commit()
-        self.feed.publish(inst)
-        self.spawn(self.commands.deploy(link, spec))
-        return inst
+        with _unlocked_on_error(s):
+            pkg = self.resolve_package(s, mod.package_name, mod.version)
+            manifest = Manifest.from_data(pkg.manifest)
+            if manifest.os and node.os and manifest.os != node.os:
+                raise GdosError(
+                    ErrorCode.OS_MISMATCH,
+                    f"package {pkg.name} {pkg.version} is for {manifest.os}; node "
+                    f"{node.hostname} runs {node.os}",
+                )
+            link = self.agents.require(node.id)
+            inst = self._insert_instance(s, mod, node, pkg)
+            spec = spec_for(s, inst)
+            s.commit()
+            self.feed.publish(inst)
+            self.spawn(self.commands.deploy(link, spec))
+            return inst
 
     def _insert_instance(
         self, s: Session, mod: models.Module, node: models.Node, pkg: models.Package
@@ -167,75 +169,79 @@ class Orchestrator:
         return link
 
     async def start(self, s: Session, inst: models.Instance) -> models.Instance:
-        link = self._check_controllable(s, inst)
-        if inst.state not in ACTIVE_STATES:
-            self.check_startable(inst)
-        inst.desired_state = DesiredState.RUNNING
-        if inst.state in ACTIVE_STATES - {InstanceState.STOPPING}:
+        with _unlocked_on_error(s):
+            link = self._check_controllable(s, inst)
+            if inst.state not in ACTIVE_STATES:
+                self.check_startable(inst)
+            inst.desired_state = DesiredState.RUNNING
+            if inst.state in ACTIVE_STATES - {InstanceState.STOPPING}:
+                s.commit()
+                return inst  # already starting or running: never a second process
+            inst.state = InstanceState.STARTING
+            inst.last_error = None
+            settings = start_settings(s, inst)
             s.commit()
-            return inst  # already starting or running: never a second process
-        inst.state = InstanceState.STARTING
-        inst.last_error = None
-        settings = start_settings(s, inst)
-        s.commit()
-        self.feed.publish(inst)
-        msg = Start(id=link.next_id(), instance_id=inst.id, settings=settings)
-        self.spawn(self.commands.send(link, msg, inst.id, START_TIMEOUT))
-        return inst
+            self.feed.publish(inst)
+            msg = Start(id=link.next_id(), instance_id=inst.id, settings=settings)
+            self.spawn(self.commands.send(link, msg, inst.id, START_TIMEOUT))
+            return inst
 
     async def stop(self, s: Session, inst: models.Instance) -> models.Instance:
-        link = self._check_controllable(s, inst)
-        inst.desired_state = DesiredState.STOPPED
-        if inst.state == InstanceState.STOPPED:
+        with _unlocked_on_error(s):
+            link = self._check_controllable(s, inst)
+            inst.desired_state = DesiredState.STOPPED
+            if inst.state == InstanceState.STOPPED:
+                s.commit()
+                return inst
+            # Sent for exited and failed instances too: the agent then cancels a pending restart.
+            inst.state = InstanceState.STOPPING
             s.commit()
+            self.feed.publish(inst)
+            msg = Stop(id=link.next_id(), instance_id=inst.id)
+            self.spawn(self.commands.send(link, msg, inst.id, stop_timeout(s, inst)))
             return inst
-        # Sent for exited and failed instances too: the agent then cancels a pending restart.
-        inst.state = InstanceState.STOPPING
-        s.commit()
-        self.feed.publish(inst)
-        msg = Stop(id=link.next_id(), instance_id=inst.id)
-        self.spawn(self.commands.send(link, msg, inst.id, stop_timeout(s, inst)))
-        return inst
 
     async def restart(self, s: Session, inst: models.Instance) -> models.Instance:
-        link = self._check_controllable(s, inst)
-        self.check_startable(inst)
-        inst.desired_state = DesiredState.RUNNING
-        inst.state = (
-            InstanceState.STOPPING if inst.state in ACTIVE_STATES else InstanceState.STARTING
-        )
-        inst.last_error = None
-        settings = start_settings(s, inst)
-        s.commit()
-        self.feed.publish(inst)
-        self.spawn(self.commands.restart(link, inst.id, stop_timeout(s, inst), settings))
-        return inst
+        with _unlocked_on_error(s):
+            link = self._check_controllable(s, inst)
+            self.check_startable(inst)
+            inst.desired_state = DesiredState.RUNNING
+            inst.state = (
+                InstanceState.STOPPING if inst.state in ACTIVE_STATES else InstanceState.STARTING
+            )
+            inst.last_error = None
+            settings = start_settings(s, inst)
+            s.commit()
+            self.feed.publish(inst)
+            self.spawn(self.commands.restart(link, inst.id, stop_timeout(s, inst), settings))
+            return inst
 
     async def destroy(
         self, s: Session, inst: models.Instance, force: bool = False
     ) -> models.Instance:
-        lock_row(s, inst)
-        link = self.agents.reach(inst.node_id)
-        if link is None and not force:
-            raise GdosError(
-                ErrorCode.NODE_OFFLINE,
-                f"node {inst.node_id} is offline; destroy with ?force=true to forget the "
-                "instance without touching the node",
-                {"node_id": inst.node_id},
-            )
-        if link is None:
-            self.commands.forget(s, inst)
+        with _unlocked_on_error(s):
+            lock_row(s, inst)
+            link = self.agents.reach(inst.node_id)
+            if link is None and not force:
+                raise GdosError(
+                    ErrorCode.NODE_OFFLINE,
+                    f"node {inst.node_id} is offline; destroy with ?force=true to forget the "
+                    "instance without touching the node",
+                    {"node_id": inst.node_id},
+                )
+            if link is None:
+                self.commands.forget(s, inst)
+                return inst
+            if inst.state == InstanceState.DESTROYING:
+                return inst
+            inst.state = InstanceState.DESTROYING
+            inst.desired_state = DesiredState.STOPPED
+            s.commit()
+            self.feed.publish(inst)
+            self.spawn(self.commands.destroy(link, inst.id, stop_timeout(s, inst) + DESTROY_EXTRA))
             return inst
-        if inst.state == InstanceState.DESTROYING:
-            return inst
-        inst.state = InstanceState.DESTROYING
-        inst.desired_state = DesiredState.STOPPED
-        s.commit()
-        self.feed.publish(inst)
-        self.spawn(self.commands.destroy(link, inst.id, stop_timeout(s, inst) + DESTROY_EXTRA))
-        return inst
 
-    # -- agent-facing -----------------------------------------------------------------------
+        # -- agent-facing -----------------------------------------------------------------------
 
     async def on_hello(self, link: AgentLink, hello: Hello) -> list[str]:
         """Reconcile after a (re)connect; returns ids the agent runs that the master does not know.
@@ -318,3 +324,15 @@ class Orchestrator:
             row["state"] = InstanceState.UNKNOWN
             self.feed.publish_view(instance_rows.view(row))
         return True
+
+
+@contextlib.contextmanager
+def _unlocked_on_error(s: Session) -> Iterator[None]:
+    """A failed request lets go of the rows it locked at once, on the event loop: its session
+    is closed later, in a worker thread the loop must schedule, and a hello batch waiting on
+    the loop for one of those rows would wait for ever."""
+    try:
+        yield
+    except BaseException:
+        s.rollback()
+        raise

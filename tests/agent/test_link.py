@@ -1,6 +1,7 @@
 """The agent's reconnect loop survives what it did not expect."""
 
 import asyncio
+import random
 from pathlib import Path
 from typing import cast
 
@@ -59,7 +60,20 @@ async def test_each_reconnect_goes_to_the_next_master_url(
     await asyncio.wait_for(enough.wait(), 10)
     runner.cancel()
     await asyncio.gather(runner, return_exceptions=True)
-    assert dialled == [*urls, *urls[:2]]
+    assert dialled[0] == urls[0] and sorted(dialled[:3]) == sorted(urls)  # each, the first first
+    assert dialled[3:] == dialled[:2]  # and round again in the same order
+
+
+def test_the_nodes_of_a_lost_master_spread_over_the_others() -> None:
+    """Every node dials the first URL first; after it, each node its own order of the others,
+    the same at each start: the nodes of the first master do not all land on the second."""
+    urls = ("http://a:1", "http://b:2", "http://c:3", "http://d:4")
+    orders = [link_module.failover_order(urls, f"node-{n}") for n in range(300)]
+    assert all(o[0] == urls[0] and sorted(o) == sorted(urls) for o in orders)
+    assert orders == [link_module.failover_order(urls, f"node-{n}") for n in range(300)]
+    second = {url: sum(o[1] == url for o in orders) for url in urls[1:]}
+    assert all(count > 50 for count in second.values()), second
+    assert link_module.failover_order(urls[:1], "node-1") == urls[:1]
 
 
 def test_the_master_urls_are_kept_with_the_credential(tmp_path: Path) -> None:
@@ -127,3 +141,15 @@ async def test_a_command_id_received_again_runs_once_and_gets_its_first_answer(
     assert starts.calls == ["i1"]
     answers = [json.loads(t) for t in sent.texts]
     assert [(a["reply_to"], a["ok"]) for a in answers] == [("a.1f2e3d.7", True)] * 2, answers
+
+
+def test_the_backoff_doubles_once_per_round_of_the_list(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each URL is tried once per round before the waits grow: the agents of a lost master do
+    not wait out a dead and a hung one before reaching a survivor."""
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)  # the caps
+    delays = link_module.backoff_delays(3)
+    caps = [next(delays) for _ in range(9)]
+    low = link_module.BACKOFF_MIN
+    assert caps == [low] * 3 + [2 * low] * 3 + [4 * low] * 3
+    one = link_module.backoff_delays()
+    assert [next(one) for _ in range(3)] == [low, 2 * low, 4 * low]  # one URL: as before

@@ -127,3 +127,69 @@ async def test_old_events_are_pruned(pair: tuple[Peer, Peer], pg_module_db: str)
         assert [tuple(row) for row in left] == [("master-a", True)]
     finally:
         db.dispose()
+
+
+async def test_a_burst_of_events_is_one_row_and_arrives_whole_and_in_order(
+    pair: tuple[Peer, Peer], pg_module_db: str
+) -> None:
+    """A hello publishes its node and every instance at once: one row, not one per event; a
+    row of one event (as older masters wrote them) is read too."""
+    a, b = pair
+    a.hub.publish("node", {"id": "n1", "status": "online"})
+    for n in range(20):
+        a.hub.publish("instance", {"id": f"i{n}", "n": n})
+    await a.events.written(timeout=10)
+    db = Database(pg_module_db)
+    try:
+        with db.engine.begin() as conn:
+            rows = conn.execute(text("SELECT count(*) FROM cluster_events")).scalar()
+            conn.execute(
+                text(
+                    "INSERT INTO cluster_events (origin, topic, data, at) VALUES "
+                    "('master-a', 'alert', '{\"id\": \"old\"}', 0)"
+                )
+            )
+            conn.execute(text("SELECT pg_notify('gdos_events', 'master-a')"))
+    finally:
+        db.dispose()
+    assert rows == 1
+    got: list[dict[str, Any]] = []
+    await until(lambda: len(got.__iadd__(b.seen())) >= 22, "A's events on B")
+    await asyncio.sleep(0.5)
+    got += b.seen()
+    assert got[0] == {"topic": "node", "data": {"id": "n1", "status": "online"}}
+    assert [e["data"]["n"] for e in got[1:21]] == list(range(20))
+    assert got[21:] == [{"topic": "alert", "data": {"id": "old"}}]
+    assert [e["n"] for e in b.heard] == list(range(20))
+
+
+async def test_written_waits_for_the_events_before_it_not_for_a_flow_that_goes_on(
+    pair: tuple[Peer, Peer], pg_module_db: str
+) -> None:
+    """A routed command waits for the events published before it to be committed; under a
+    steady flow of events (a fleet's) it must not wait for the flow to pause."""
+    a, _b = pair
+    flowing = True
+
+    async def flow() -> None:
+        n = 0
+        while flowing and n < 20_000:  # stops by itself at worst (about 20-40 s)
+            a.hub.publish("instance", {"id": "flow", "n": n})
+            n += 1
+            await asyncio.sleep(0.001)
+
+    publisher = asyncio.create_task(flow())
+    await asyncio.sleep(0.2)
+    a.hub.publish("alert", {"id": "before-the-command"})
+    await a.events.written(timeout=60)
+    still_flowing = not publisher.done()
+    db = Database(pg_module_db)
+    try:
+        with db.engine.connect() as conn:
+            data = [row[0] for row in conn.execute(text("SELECT data FROM cluster_events"))]
+    finally:
+        db.dispose()
+    flowing = False
+    await publisher
+    assert any("before-the-command" in d for d in data)  # committed before written() returned
+    assert still_flowing  # and it returned while events kept coming

@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import select
 
 from master.db import models
 from protocol.errors import GdosError
@@ -154,3 +155,22 @@ async def test_deploy_inserts_a_numbered_instance_and_sends_its_package(world):
     await until(lambda: len(agent.sent) == 2, "two deploys")
     spec = agent.sent[0]["spec"]
     assert spec["package"]["url"] == f"/api/v1/packages/{package_id}/download"
+
+
+async def test_a_refused_verb_lets_go_of_the_instance_row_before_its_session_closes(world):
+    """A request's session closes in a worker thread the event loop schedules; a hello batch
+    waiting on the loop for a row the refused request locked would wait for ever."""
+    offline = world.add_instance("web-1", "stopped")
+    with world.db.session() as s:
+        inst = s.get(models.Instance, offline)
+        assert inst is not None
+        with pytest.raises(GdosError, match="is offline"):
+            await world.orch.start(s, inst)
+        # The session is still open, as a route's is until its teardown: the row is free.
+        with world.db.engine.connect() as other:
+            if world.db.is_postgres:
+                other.exec_driver_sql("SET lock_timeout = '5s'")
+            other.execute(
+                select(models.Instance.id).where(models.Instance.id == offline).with_for_update()
+            ).one()
+            other.rollback()
