@@ -4,6 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
 from master.api.deps import Operator, ServicesDep, SessionDep, Viewer
 from master.api.errors import ERROR_RESPONSES
@@ -27,9 +28,12 @@ def get_node(s: SessionDep, node_id: str) -> models.Node:
 
 
 @router.get("", response_model=list[NodeOut])
-def list_nodes(_: Viewer, request: Request, svc: ServicesDep) -> Response:
+async def list_nodes(_: Viewer, request: Request, svc: ServicesDep) -> Response:
     # Built without a model per node and shared by pollers: consoles poll this on large fleets.
-    listing = svc.nodes.listing()
+    # A current listing is answered on the loop; a build (a query) goes to a worker thread.
+    listing = svc.nodes.cached()
+    if listing is None:
+        listing = await run_in_threadpool(svc.nodes.listing)
     headers = {"ETag": listing.etag, "Cache-Control": "no-cache"}
     if listing.etag in _tags(request.headers.get("if-none-match", "")):
         return Response(status_code=304, headers=headers)

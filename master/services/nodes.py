@@ -81,11 +81,11 @@ class Nodes:
     def listing(self) -> "Listing":
         """`GET /nodes`: built at most once per `LISTING_MAX_AGE` seconds and again after any
         change this master makes to a node, so pollers share one build (called in a thread)."""
-        found = self._fresh()
+        found = self.cached()
         if found is not None:
             return found
         with self._building:
-            found = self._fresh()
+            found = self.cached()
             if found is None:
                 key = self._key()
                 found = Listing(self.listing_json(), key, time.monotonic())
@@ -95,7 +95,8 @@ class Nodes:
     def _key(self) -> tuple[int, frozenset[str]]:
         return self._generation, self.agents.peers  # peers: the other masters' nodes' status
 
-    def _fresh(self) -> "Listing | None":
+    def cached(self) -> "Listing | None":
+        """The built listing while it is current, else None (then `listing` builds one)."""
         found = self._listing
         if (
             found is None
