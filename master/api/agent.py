@@ -36,7 +36,7 @@ _noisy = LogBudget()  # lines a misbehaving node can cause in the master's log
 
 
 @router.post("/enroll", response_model=EnrollOut, status_code=201)
-def enroll(body: EnrollIn, request: Request, s: SessionDep) -> EnrollOut:
+def enroll(body: EnrollIn, request: Request, s: SessionDep, svc: ServicesDep) -> EnrollOut:
     request.state.actor = f"agent@{body.host.hostname}"[:64]
     request.state.audit_detail = {"hostname": body.host.hostname}
     try:
@@ -49,6 +49,7 @@ def enroll(body: EnrollIn, request: Request, s: SessionDep) -> EnrollOut:
     node = models.Node(secret_hash=secret_hash(secret), labels={}, **accounts.host_columns(host))
     s.add(node)
     s.commit()
+    svc.nodes.changed()  # listed at once, offline until its agent says hello
     request.state.audit_target = f"node={node.id}"
     request.state.audit_detail = {
         "hostname": host.hostname,

@@ -4,6 +4,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Request, Response
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 
 from master.api.deps import Operator, ServicesDep, SessionDep, Viewer
 from master.api.errors import ERROR_RESPONSES
@@ -27,9 +28,21 @@ def get_node(s: SessionDep, node_id: str) -> models.Node:
 
 
 @router.get("", response_model=list[NodeOut])
-def list_nodes(_: Viewer, svc: ServicesDep) -> Response:
-    # Built without a model per node: consoles and scripts poll this on fleets of thousands.
-    return Response(svc.nodes.listing_json(), media_type="application/json")
+async def list_nodes(_: Viewer, request: Request, svc: ServicesDep) -> Response:
+    # Built without a model per node and shared by pollers: consoles poll this on large fleets.
+    # A current listing is answered on the loop; a build (a query) goes to a worker thread.
+    listing = svc.nodes.cached()
+    if listing is None:
+        listing = await run_in_threadpool(svc.nodes.listing)
+    headers = {"ETag": listing.etag, "Cache-Control": "no-cache"}
+    if listing.etag in _tags(request.headers.get("if-none-match", "")):
+        return Response(status_code=304, headers=headers)
+    return Response(listing.body, media_type="application/json", headers=headers)
+
+
+def _tags(header: str) -> list[str]:
+    """The entity tags of an If-None-Match header (weak ones compared as strong)."""
+    return [t.strip().removeprefix("W/") for t in header.split(",") if t.strip()]
 
 
 @router.get("/{node_id}", response_model=NodeOut)
@@ -68,5 +81,6 @@ async def delete_node(
         svc.agents.detach(link)
         await link.channel.close(CLOSE_AUTH_FAILED, "node removed")
     request.state.audit_detail = {"hostname": node.hostname}
+    svc.nodes.changed()
     svc.hub.publish("node", {"id": node_id, "deleted": True})
     return Response(status_code=204)

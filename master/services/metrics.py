@@ -8,7 +8,7 @@ The newest block of each ring is raw float32; older blocks are encoded at the pr
 shows (hundredths for percents and load, integers for bytes, rates and threads), mostly a few
 bits per constant column and a byte per changing figure. Missing rows are skipped when read.
 The number of series is capped (`max_series`); a new series beyond the cap evicts the one
-written least recently. So memory is at most `max_series x Series.ceiling`, and in practice a
+written least recently (an instance's recency counts from its newest block, not its newest row). So memory is at most `max_series x Series.ceiling`, and in practice a
 tenth of it.
 
 Ingest is O(samples) with no database access: ownership checks come from the in-memory
@@ -275,13 +275,14 @@ class MetricsService:
             if series is None:
                 store.add(key, INSTANCE_WIDTH, sec, row, 1)
                 continue
-            series_map.move_to_end(key)
             at = sec - series.phase
             if series.last < at < series.end:  # within the open block: one slice assignment
                 base = (at - series.start) * INSTANCE_WIDTH
                 series.raw[base : base + INSTANCE_WIDTH] = array("f", row[1:])
                 series.last = at
-            elif not series.add(sec, row, 1):
+                continue
+            series_map.move_to_end(key)  # recency is kept per block, not per row
+            if not series.add(sec, row, 1):
                 store.dropped_old += 1
         count += len(accepted)
         self.messages += 1

@@ -3,7 +3,9 @@ and the node listing."""
 
 import asyncio
 import contextlib
+import hashlib
 import logging
+import threading
 import time
 from collections.abc import Iterable
 from typing import Any, cast
@@ -36,6 +38,7 @@ _BY_IDS = select(*_COLUMNS).where(
     TABLE.c.id.in_(bindparam("ids", expanding=True)), ~TABLE.c.revoked
 )
 _encode = msgspec.json.Encoder().encode
+LISTING_MAX_AGE = 1.0  # seconds a built listing serves pollers: its live load and last_seen
 
 
 def _columns(row: Row[Any]) -> dict[str, Any]:
@@ -43,6 +46,18 @@ def _columns(row: Row[Any]) -> dict[str, Any]:
     if isinstance(node["labels"], str):  # SQLite; PostgreSQL's driver decodes JSON itself
         node["labels"] = msgspec.json.decode(node["labels"])
     return node
+
+
+class Listing:
+    """An encoded node listing, its entity tag and when it was built."""
+
+    __slots__ = ("body", "built", "etag", "key")
+
+    def __init__(self, body: bytes, key: tuple[int, frozenset[str]], built: float) -> None:
+        self.body = body
+        self.key = key  # what it was built from: a newer generation or peer set outdates it
+        self.built = built
+        self.etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
 
 
 class Nodes:
@@ -55,9 +70,44 @@ class Nodes:
         self.orchestrator = orchestrator
         self._load_published: dict[str, float] = {}
         self._to_publish: dict[str, bool] = {}  # node ids to publish this turn: planned?
+        self._generation = 0  # bumped by every change this master makes to a node
+        self._listing: Listing | None = None
+        self._building = threading.Lock()  # one build at a time; the others wait and share it
+
+    def changed(self) -> None:
+        """A node's row or connection changed: the next listing is built afresh."""
+        self._generation += 1
+
+    def listing(self) -> "Listing":
+        """`GET /nodes`: built at most once per `LISTING_MAX_AGE` seconds and again after any
+        change this master makes to a node, so pollers share one build (called in a thread)."""
+        found = self.cached()
+        if found is not None:
+            return found
+        with self._building:
+            found = self.cached()
+            if found is None:
+                key = self._key()
+                found = Listing(self.listing_json(), key, time.monotonic())
+                self._listing = found
+            return found
+
+    def _key(self) -> tuple[int, frozenset[str]]:
+        return self._generation, self.agents.peers  # peers: the other masters' nodes' status
+
+    def cached(self) -> "Listing | None":
+        """The built listing while it is current, else None (then `listing` builds one)."""
+        found = self._listing
+        if (
+            found is None
+            or found.key != self._key()
+            or time.monotonic() - found.built >= LISTING_MAX_AGE
+        ):
+            return None
+        return found
 
     def listing_json(self) -> bytes:
-        """`GET /nodes` as JSON: one Core query and plain data, cheap enough to poll."""
+        """`GET /nodes` as JSON: one Core query and plain data."""
         with self.db.engine.connect() as conn:
             nodes = [node_view(_columns(row), self.agents) for row in conn.execute(_LISTING)]
         return _encode(nodes)
@@ -67,6 +117,7 @@ class Nodes:
         with the other nodes that changed in it (one query for a whole reconnect burst).
         `planned`: the node went offline on purpose (its agent said goodbye, or this master is
         stopping), which the alert engine does not count as a node lost."""
+        self.changed()
         first = not self._to_publish
         self._to_publish[node_id] = self._to_publish.get(node_id, False) or planned
         if first:
