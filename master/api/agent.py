@@ -74,8 +74,7 @@ async def agent_socket(ws: WebSocket, svc: ServicesDep) -> None:
         await ws.close(CLOSE_POLICY, "cross-origin WebSocket refused")
         return
     token = bearer_token(ws)
-    with svc.db.engine.connect() as conn:
-        node_id = accounts.node_id_for_secret(conn, token) if token else None
+    node_id = await svc.credentials.node_id(token) if token else None
     if node_id is None:
         await ws.close(CLOSE_AUTH_FAILED, "invalid node credential")
         return

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from master.config import Settings
@@ -118,16 +118,6 @@ def node_for_secret(s: Session, secret: str) -> models.Node | None:
     if node is None or node.revoked:
         return None
     return node
-
-
-def node_id_for_secret(conn: Connection, secret: str) -> str | None:
-    """`node_for_secret` through Core, for the agent socket (a reconnecting fleet's every
-    connection asks)."""
-    table = models.Node.__table__
-    row = conn.execute(
-        select(table.c.id).where(table.c.secret_hash == secret_hash(secret), ~table.c.revoked)
-    ).first()
-    return None if row is None else str(row[0])
 
 
 def create_join_token(

@@ -29,7 +29,12 @@ from protocol.messages import Hello
 log = logging.getLogger(__name__)
 
 NODES = cast(Table, models.Node.__table__)
-MAX_ROWS = 2000  # instance rows per transaction: a larger burst goes on in the next turn
+# Instance rows per transaction, one transaction per turn of the event loop: a larger burst
+# goes on in the next turns, and what arrived meanwhile (API calls, metrics) is served between.
+# On SQLite a slice is short enough to keep the loop's lag low; on PostgreSQL each transaction
+# also waits for round trips, so fewer, larger ones.
+MAX_ROWS = 500
+MAX_ROWS_POSTGRES = 2000
 MAX_NODES = 500
 # Each accepted hello claims the node: its epoch goes up by one and names this master.
 _UPDATE_NODE = update(NODES).where(NODES.c.id == bindparam("b_id")).values(**ownership.CLAIM)
@@ -84,9 +89,10 @@ class HelloQueue:
         self._scheduled = False
         batch: list[_Hello] = []
         rows = 0
+        limit = MAX_ROWS_POSTGRES if self.db.is_postgres else MAX_ROWS
         while self._queued and len(batch) < MAX_NODES:
             size = len(self._queued[0].hello.instances)
-            if batch and rows + size > MAX_ROWS:
+            if batch and rows + size > limit:
                 break
             batch.append(self._queued.popleft())
             rows += size

@@ -9,7 +9,7 @@ from typing import Literal
 from master.services import instance_rows
 from master.services.instance_rows import Row
 from protocol.messages import InstanceReport
-from protocol.rest import InstanceOut
+from protocol.rest import InstanceOut, iso
 from protocol.states import ACTIVE_STATES, DesiredState, InstanceState
 
 Action = Literal["forget", "deploy", "start", "stop", "destroy"]
@@ -65,12 +65,24 @@ def reconcile(
     # Only what changed is published: a fleet reconnecting must not flood consoles.
     views: dict[str, InstanceOut] = {}
     for iid, change in changes.items():
-        after = instance_rows.view({**rows[iid], **change})
-        if after != instance_rows.view(rows[iid]):
-            views[iid] = after
+        if _shown_differently(rows[iid], change):
+            views[iid] = instance_rows.view({**rows[iid], **change})
     return Reconciliation(
         changes={iid: changes[iid] for iid in views},
         views=views,
         actions=actions,
         unmanaged=sorted(set(reported) - set(rows)),
     )
+
+
+def _shown_differently(row: Row, change: Row) -> bool:
+    """Would the change alter the instance's view? Each column a report changes is a field of
+    the view as it is, but `started_at`, shown as ISO text (compared here without building
+    two views per instance: a reconnecting fleet's every instance passes here)."""
+    for column, value in change.items():
+        if column == "started_at":
+            if iso(value) != iso(row[column]):
+                return True
+        elif value != row[column]:
+            return True
+    return False

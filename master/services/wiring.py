@@ -15,6 +15,7 @@ from master.services.alerting.webhooks import Notifier
 from master.services.backups import BackupService
 from master.services.bus import Bus
 from master.services.cluster_events import ClusterEvents
+from master.services.credentials import CredentialLookup
 from master.services.directory import Directory
 from master.services.forwarding import Forwarder
 from master.services.leader import LeaderLease
@@ -53,6 +54,7 @@ class Services:
         self.hub = Hub()
         self.loop_lag = LoopLag()
         self.agents = AgentRegistry()
+        self.credentials = CredentialLookup(self.db)  # of the agents' sockets, a turn at a time
         self.masters = Masters(self.db, settings, self.agents)
         # Several masters (PostgreSQL only; a master on SQLite is alone and runs none of it).
         self.bus = Bus(self.db.url, self.db.engine) if self.db.is_postgres else None

@@ -211,11 +211,13 @@ def test_hellos_of_one_turn_go_in_one_transaction_after_the_reports_queued_befor
     committed.close()
 
 
+@pytest.mark.parametrize(("limit", "value"), [("MAX_NODES", 2), ("MAX_ROWS", 6)])
 def test_a_hello_storm_larger_than_a_transaction_loses_none(
-    master: Master, monkeypatch: pytest.MonkeyPatch
+    master: Master, monkeypatch: pytest.MonkeyPatch, limit: str, value: int
 ) -> None:
+    """Two nodes' hellos per transaction, by their count or by their instance rows."""
     svc = master.svc
-    monkeypatch.setattr(hellos_module, "MAX_NODES", 2)
+    monkeypatch.setattr(hellos_module, limit, value)
     per_node = fleet(svc, 5, 3, state="unknown")
     nodes = [node_of(svc, ids[0]) for ids in per_node]
     updates = InstanceUpdates(svc)

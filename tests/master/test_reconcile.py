@@ -124,3 +124,19 @@ def test_actions_come_in_row_order_and_each_instance_is_decided_alone():
     decided = reconcile(rows, reports)
     assert decided.actions == [("start", "a"), ("forget", "b")]
     assert list(decided.views) == ["a"]
+
+
+def test_a_change_the_view_does_not_show_is_neither_written_nor_published():
+    """A start time off by less than the view's precision is no change; one second is."""
+    started = 1_700_000_000.0
+    same = reconcile(
+        {"i1": row("running", pid=7, started_at=started)},
+        [report(S.RUNNING, pid=7, started_at=started + 1e-7)],
+    )
+    assert same.changes == {} and same.views == {}
+    later = reconcile(
+        {"i1": row("running", pid=7, started_at=started)},
+        [report(S.RUNNING, pid=7, started_at=started + 1)],
+    )
+    assert later.changes["i1"]["started_at"] == started + 1
+    assert later.views["i1"].started_at is not None
