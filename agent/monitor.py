@@ -1,13 +1,13 @@
 """Live figures for every instance and for the node, sampled once a tick, sent as one message."""
 
 import asyncio
-import json
 import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import msgspec
 import psutil
 
 from agent.executor.states import ACTIVE
@@ -16,6 +16,8 @@ from agent.sampler import Root, Row, Sampler
 from protocol.messages import Load
 
 log = logging.getLogger(__name__)
+
+_ENCODER = msgspec.json.Encoder()
 
 # (cpu_percent, mem_percent, disk_percent, net_rx_bps, net_tx_bps, load1)
 NodeRow = tuple[float, float, float, int, int, float]
@@ -72,7 +74,8 @@ def roots_of(supervisor: Supervisor) -> list[Root]:
 
 
 def encode(ts: float, interval: float, node: NodeRow | None, rows: list[Row]) -> str:
-    """The `metrics` message (protocol.messages.Metrics), built without a model per row."""
+    """The `metrics` message (protocol.messages.Metrics), built without a model per row and
+    encoded by msgspec (several times faster than json at a thousand rows)."""
     body = {
         "type": "metrics",
         "ts": round(ts, 3),
@@ -80,7 +83,7 @@ def encode(ts: float, interval: float, node: NodeRow | None, rows: list[Row]) ->
         "node": node,
         "instances": rows,
     }
-    return json.dumps(body, separators=(",", ":"))
+    return _ENCODER.encode(body).decode()
 
 
 class Monitor:

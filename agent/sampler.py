@@ -9,7 +9,7 @@ import time
 from dataclasses import dataclass
 
 from agent.executor.process import CREATE_TIME_TOLERANCE
-from agent.proc_source import ProcSource, default_source
+from agent.proc_source import ProcSource, Stat, default_source
 
 RESCAN_EVERY = 30  # ticks: re-inspect foreign PIDs now and then (reused PIDs, reparenting)
 MAX_DEPTH = 64  # parent-chain walk limit
@@ -32,6 +32,7 @@ class _Tracked:
 
     __slots__ = (
         "cpu",
+        "io",
         "io_ok",
         "newborn",
         "owner",
@@ -41,6 +42,7 @@ class _Tracked:
         "read",
         "sid",
         "start",
+        "stat",
         "write",
     )
 
@@ -53,6 +55,9 @@ class _Tracked:
         self.cpu = 0.0
         self.read = self.write = 0
         self.io_ok = True
+        # The source's last tuples: when it hands back the same one, nothing changed.
+        self.stat: Stat | None = None
+        self.io: tuple[int, int] | None = None
 
 
 class Sampler:
@@ -83,19 +88,19 @@ class Sampler:
         self._ticks += 1
         pids = set(src.pids())
 
-        for pid in [p for p in self._tracked if p not in pids]:
+        # Set operations, so that a tick in which nothing started or ended costs no Python loop
+        # over the process table.
+        for pid in self._tracked.keys() - pids:
             del self._tracked[pid]
             src.forget(pid)
         if rescan:
             self._foreign.clear()
         else:
-            for pid in [p for p in self._foreign if p not in pids]:
+            for pid in self._foreign.keys() - pids:
                 del self._foreign[pid]
 
         fresh: dict[int, tuple[int, int, float]] = {}
-        for pid in pids:
-            if pid in self._tracked or pid in self._foreign:
-                continue
+        for pid in pids.difference(self._tracked, self._foreign):
             st = src.stat(pid)
             self.inspected += 1
             # Unreadable (a zombie, hidden): foreign until the next rescan.
@@ -154,6 +159,7 @@ class Sampler:
             if who is None:
                 self._tracked.pop(pid, None)
                 self._foreign[pid] = facts
+                self.source.forget(pid)  # its files are not read again
                 continue
             self._foreign.pop(pid, None)
             t = self._tracked.get(pid)
@@ -163,47 +169,48 @@ class Sampler:
                 t.owner = who
 
     def _collect(self, dt: float) -> list[Row]:
-        src = self.source
+        stat, io_of = self.source.stat, self.source.io
         acc: dict[str, list[float]] = {}
         gone: list[int] = []
         for pid, t in self._tracked.items():
-            st = src.stat(pid)
-            if st is None or abs(st[2] - t.start) > CREATE_TIME_TOLERANCE:
-                gone.append(pid)  # ended, a zombie, or its PID now belongs to someone else
+            st = stat(pid)
+            if st is None:
+                gone.append(pid)  # ended, or a zombie
                 continue
             # A process born during this tick spent all its CPU and IO inside it; one seen for
             # the first time but older (adopted, re-adopted) starts counting from now.
             counts = t.primed or t.newborn
             t.primed = True
-            cpu_delta = st[3] - t.cpu if counts else 0.0
-            t.cpu = st[3]
+            cpu_delta = 0.0
+            if st is not t.stat:  # the source's same tuple again: nothing changed
+                if abs(st[2] - t.start) > CREATE_TIME_TOLERANCE:
+                    gone.append(pid)  # its PID now belongs to someone else
+                    continue
+                if counts:
+                    cpu_delta = max(st[3] - t.cpu, 0.0)
+                t.cpu, t.stat = st[3], st
             read_delta = write_delta = 0
             if t.io_ok:
-                io = src.io(pid)
+                io = io_of(pid)
                 if io is None:
                     t.io_ok = False
-                else:
+                elif io is not t.io:
                     if counts:
-                        read_delta, write_delta = io[0] - t.read, io[1] - t.write
+                        read_delta, write_delta = max(io[0] - t.read, 0), max(io[1] - t.write, 0)
                     t.read, t.write = io
+                    t.io = io
             a = acc.get(t.owner)
             if a is None:
-                acc[t.owner] = [
-                    max(cpu_delta, 0.0),
-                    st[4],
-                    max(read_delta, 0),
-                    max(write_delta, 0),
-                    st[5],
-                ]
+                acc[t.owner] = [cpu_delta, st[4], read_delta, write_delta, st[5]]
             else:
-                a[0] += max(cpu_delta, 0.0)
+                a[0] += cpu_delta
                 a[1] += st[4]
-                a[2] += max(read_delta, 0)
-                a[3] += max(write_delta, 0)
+                a[2] += read_delta
+                a[3] += write_delta
                 a[4] += st[5]
         for pid in gone:
             del self._tracked[pid]
-            src.forget(pid)
+            self.source.forget(pid)
         dt = max(dt, 1e-3)
         return [
             (iid, round(a[0] / dt * 100.0, 2), int(a[1]), int(a[2] / dt), int(a[3] / dt), int(a[4]))
