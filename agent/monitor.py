@@ -103,6 +103,7 @@ class Monitor:
         self.sampler = sampler or Sampler()
         self.node = NodeSampler(work_dir)
         self.latest_load: Load | None = None
+        self.sampled_at = 0.0  # wall time of the last tick that read the processes
         self._changed = asyncio.Event()
 
     def set_interval(self, interval: float) -> None:
@@ -115,9 +116,17 @@ class Monitor:
         """The node's latest figures, for heartbeats (so psutil's CPU baseline has one reader)."""
         return self.latest_load if self.interval > 0 else None
 
+    def active_since(self, instance_id: str, since: float) -> bool:
+        """Whether a process of the instance may have run since `since` (wall time): false only
+        when ticks since then saw none of them change. True whenever sampling is off or late."""
+        if self.interval <= 0 or time.time() - self.sampled_at > 2 * self.interval + 1:
+            return True
+        return self.sampler.active_at.get(instance_id, 0.0) >= since
+
     def _tick(self, roots: list[Root]) -> tuple[float, NodeRow, list[Row] | None]:
         now = time.time()
         rows = self.sampler.sample(roots, now)
+        self.sampled_at = time.time()
         node = self.node.sample()
         return now, node, rows
 

@@ -73,6 +73,8 @@ class Sampler:
         self._last: float | None = None
         self._ticks = 0
         self.inspected = 0  # PIDs looked at to decide ownership (tests watch this stay small)
+        # Instance id -> when a tick last saw one of its processes change (run, grow, start).
+        self.active_at: dict[str, float] = {}
 
     @property
     def tracked_pids(self) -> dict[int, str]:
@@ -172,6 +174,7 @@ class Sampler:
         stat, io_of = self.source.stat, self.source.io
         acc: dict[str, list[float]] = {}
         gone: list[int] = []
+        active: set[str] = set()
         for pid, t in self._tracked.items():
             st = stat(pid)
             if st is None:
@@ -189,6 +192,7 @@ class Sampler:
                 if counts:
                     cpu_delta = max(st[3] - t.cpu, 0.0)
                 t.cpu, t.stat = st[3], st
+                active.add(t.owner)
             read_delta = write_delta = 0
             if t.io_ok:
                 io = io_of(pid)
@@ -211,6 +215,12 @@ class Sampler:
         for pid in gone:
             del self._tracked[pid]
             self.source.forget(pid)
+        # Stamped after the reads: a change made after any earlier moment shows as later.
+        done = time.time()
+        for iid in active:
+            self.active_at[iid] = done
+        if len(self.active_at) > len(acc):  # instances without a process any more
+            self.active_at = {iid: at for iid, at in self.active_at.items() if iid in acc}
         dt = max(dt, 1e-3)
         return [
             (iid, round(a[0] / dt * 100.0, 2), int(a[1]), int(a[2] / dt), int(a[3] / dt), int(a[4]))

@@ -233,3 +233,28 @@ def test_procfs_without_room_for_kept_files_reads_each_time(monkeypatch):
         child.kill()
         child.wait()
     assert src.stat(child.pid) is None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_an_instance_is_active_only_while_its_processes_change():
+    """What log rotation asks before it looks at an instance's logs."""
+    quiet = psutil.Popen(["sleep", "120"])
+    busy = psutil.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        wait_for(lambda: quiet.status() == psutil.STATUS_SLEEPING, what="the sleeper asleep")
+        roots = [Root(name, p.pid, p.create_time()) for name, p in (("q", quiet), ("b", busy))]
+        sampler = Sampler(ProcfsSource())
+        sampler.sample(roots)
+        since = time.time()
+
+        def busy_seen() -> bool:
+            time.sleep(0.2)
+            sampler.sample(roots)
+            return sampler.active_at["b"] >= since
+
+        wait_for(busy_seen, timeout=30, what="the busy loop seen running")
+        assert sampler.active_at["q"] < since
+    finally:
+        for p in (quiet, busy):
+            p.kill()
+            p.wait()
