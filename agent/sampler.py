@@ -6,7 +6,7 @@ into their instance: CPU % (of one core), RSS, IO bytes per second, threads.
 """
 
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from agent.executor.process import CREATE_TIME_TOLERANCE
 from agent.proc_source import ProcSource, Stat, default_source
@@ -18,9 +18,8 @@ MAX_DEPTH = 64  # parent-chain walk limit
 Row = tuple[str, float, int, int, int, int]
 
 
-@dataclass(frozen=True)
-class Root:
-    """An instance's main process, as the supervisor knows it."""
+class Root(NamedTuple):
+    """An instance's main process, as the supervisor knows it (a tuple: built every tick)."""
 
     instance_id: str
     pid: int
@@ -68,7 +67,10 @@ class Sampler:
         self._tracked: dict[int, _Tracked] = {}
         # Foreign PIDs, remembered with what decided it: (ppid, sid, create_time).
         self._foreign: dict[int, tuple[int, int, float]] = {}
-        self._roots_key: frozenset[tuple[str, int]] = frozenset()
+        self._roots: list[Root] = []
+        self._by_pid: dict[int, Root] = {}
+        self._key: frozenset[tuple[str, int]] = frozenset()
+        self._roots_key: frozenset[tuple[str, int]] = frozenset()  # the key owners were decided by
         self._pids: set[int] | None = None  # the previous tick's process list
         self._last: float | None = None
         self._ticks = 0
@@ -84,8 +86,11 @@ class Sampler:
         """Rows for instances with live processes; None on the first (priming) tick."""
         now = time.time() if now is None else now
         src = self.source
-        by_pid = {r.pid: r for r in roots}
-        key = frozenset((r.instance_id, r.pid) for r in roots)
+        if roots != self._roots:  # the supervisor's view changed: rebuild what depends on it
+            self._roots = list(roots)
+            self._by_pid = {r.pid: r for r in roots}
+            self._key = frozenset((r.instance_id, r.pid) for r in roots)
+        by_pid, key = self._by_pid, self._key
         rescan = self._ticks % RESCAN_EVERY == RESCAN_EVERY - 1
         self._ticks += 1
         pids = set(src.pids())
