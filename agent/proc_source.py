@@ -21,6 +21,7 @@ RESERVED_FDS = 256
 
 class ProcSource(Protocol):
     def pids(self) -> Iterable[int]: ...
+    def inspect(self, pid: int) -> Stat | None: ...  # a first look: nothing kept for it yet
     def stat(self, pid: int) -> Stat | None: ...  # None: gone, zombie or not readable
     def io(self, pid: int) -> tuple[int, int] | None: ...  # None: not permitted or unsupported
     def forget(self, pid: int) -> None: ...
@@ -74,6 +75,18 @@ class ProcfsSource:
             return data, -1
         self._room -= 1
         return data, fd
+
+    def inspect(self, pid: int) -> Stat | None:
+        try:
+            fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            return None
+        try:
+            return self._parse_stat(os.read(fd, 4096))
+        except (ProcessLookupError, PermissionError):
+            return None
+        finally:
+            os.close(fd)
 
     def stat(self, pid: int) -> Stat | None:
         files = self._files_of(pid)
@@ -188,6 +201,9 @@ class PsutilSource:
             return None
         except psutil.AccessDenied:
             return None
+
+    def inspect(self, pid: int) -> Stat | None:
+        return self.stat(pid)
 
     def _sid(self, pid: int) -> int:
         if self._getsid is None:

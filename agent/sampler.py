@@ -108,7 +108,7 @@ class Sampler:
 
         fresh: dict[int, tuple[int, int, float]] = {}
         for pid in pids.difference(self._tracked, self._foreign):
-            st = src.stat(pid)
+            st = src.inspect(pid)
             self.inspected += 1
             # Unreadable (a zombie, hidden): foreign until the next rescan.
             fresh[pid] = (st[0], st[1], st[2]) if st is not None else (0, 0, 0.0)

@@ -148,6 +148,8 @@ class FakeSource:
         self.stat_calls.append(pid)
         return self.table.get(pid)
 
+    inspect = stat
+
     def io(self, pid: int):
         return (0, 0)
 
