@@ -171,6 +171,21 @@ def run_pm2(tmp: Path, n: int) -> tuple[dict[str, str], subprocess.Popen[str], i
     return env, poller, daemon
 
 
+def kill_pm2_daemon(home: Path) -> None:
+    """The PM2 daemon and the apps it still runs, if `pm2 kill` left any."""
+    try:
+        daemon = psutil.Process(int((home / "pm2.pid").read_text()))
+        if str(home) not in " ".join(daemon.cmdline()):
+            return  # gone, and its PID is someone else's now
+        procs = [*daemon.children(recursive=True), daemon]
+    except (OSError, ValueError, psutil.Error):
+        return
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(procs, timeout=30)
+
+
 def start_psutil_loop(api: Api, n: int) -> subprocess.Popen[bytes]:
     """A plain psutil loop over the agent's N service processes, in a process of its own."""
     pids = [str(i["pid"]) for i in api.get("/instances") if i.get("pid")]
@@ -315,6 +330,8 @@ def main() -> None:
                     capture_output=True,
                     timeout=60,
                 )
+            # `pm2 kill` stops a thousand apps one by one and may not be done in time.
+            kill_pm2_daemon(tmp / "pm2home")
         for proc in reversed(started):
             proc.stop()
         kill_services_under(tmp)
