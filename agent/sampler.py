@@ -190,7 +190,7 @@ class Sampler:
             counts = t.primed or t.newborn
             t.primed = True
             cpu_delta = 0.0
-            if st is not t.stat:  # the source's same tuple again: nothing changed
+            if st is not t.stat:  # a new tuple: something changed (the same one: nothing did)
                 if abs(st[2] - t.start) > CREATE_TIME_TOLERANCE:
                     gone.append(pid)  # its PID now belongs to someone else
                     continue
