@@ -20,7 +20,8 @@ import logging
 import math
 import os
 import stat
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING
 
 from agent.logs import LogFile, LogMissing, declared, open_log, read_range
@@ -40,25 +41,49 @@ DEFAULT = LogRotate()
 
 
 Target = tuple[str, LogFile, LogRotate]
+# (instance id, since) -> whether its processes may have written since then (wall time).
+Active = Callable[[str, float], bool]
+
+# How often the logs of an instance whose processes showed no change are looked at all the
+# same: a small write can cost less CPU time than the clock tick the kernel counts in.
+QUIET_LOOK = 10.0
+
+
+class _Watched:
+    __slots__ = ("looked_at", "manifest", "targets")
+
+    def __init__(self, manifest: Manifest | None, targets: list[Target]) -> None:
+        self.manifest = manifest
+        self.targets = targets
+        self.looked_at = 0.0
 
 
 class Targets:
     """The logs to watch, per instance, rebuilt only when an instance or its manifest changes
-    (a pass is then one `stat` per log)."""
+    (a pass is then one `stat` per log). With `active`, an instance whose processes did not run
+    since its last look is passed over: its logs cannot have grown."""
 
     def __init__(self) -> None:
-        self._cache: dict[str, tuple[Manifest | None, list[Target]]] = {}
+        self._cache: dict[str, _Watched] = {}
 
-    def of(self, supervisor: "Supervisor") -> Iterator[Target]:
+    def due(
+        self, supervisor: "Supervisor", now: float, active: Active | None = None
+    ) -> Iterator[Target]:
         current = supervisor.instances
         for gone in self._cache.keys() - current.keys():
             del self._cache[gone]
         for instance_id, m in list(current.items()):
-            cached = self._cache.get(instance_id)
-            if cached is None or cached[0] is not m.manifest:
-                cached = (m.manifest, _build(supervisor, m))
-                self._cache[instance_id] = cached
-            yield from cached[1]
+            w = self._cache.get(instance_id)
+            if w is None or w.manifest is not m.manifest:
+                w = self._cache[instance_id] = _Watched(m.manifest, _build(supervisor, m))
+            if (
+                active is not None
+                and now - w.looked_at < QUIET_LOOK
+                and not active(instance_id, w.looked_at)
+            ):
+                continue
+            w.looked_at = now
+            yield from w.targets
 
 
 def _build(supervisor: "Supervisor", m: "Managed") -> list[Target]:
@@ -132,12 +157,14 @@ def _unlink(path: str) -> None:
         os.unlink(path)
 
 
-async def rotate_forever(supervisor: "Supervisor", interval: float = ROTATE_INTERVAL) -> None:
+async def rotate_forever(
+    supervisor: "Supervisor", interval: float = ROTATE_INTERVAL, active: Active | None = None
+) -> None:
     warned: set[tuple[str, str]] = set()
     watched = Targets()
     while True:
         await asyncio.sleep(interval)
-        for path, entry, rule in list(watched.of(supervisor)):
+        for path, entry, rule in list(watched.due(supervisor, time.time(), active)):
             if not needs_rotation(path, rule):
                 continue
             try:

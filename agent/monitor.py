@@ -1,13 +1,13 @@
 """Live figures for every instance and for the node, sampled once a tick, sent as one message."""
 
 import asyncio
-import json
 import logging
 import os
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
+import msgspec
 import psutil
 
 from agent.executor.states import ACTIVE
@@ -16,6 +16,8 @@ from agent.sampler import Root, Row, Sampler
 from protocol.messages import Load
 
 log = logging.getLogger(__name__)
+
+_ENCODER = msgspec.json.Encoder()
 
 # (cpu_percent, mem_percent, disk_percent, net_rx_bps, net_tx_bps, load1)
 NodeRow = tuple[float, float, float, int, int, float]
@@ -72,7 +74,8 @@ def roots_of(supervisor: Supervisor) -> list[Root]:
 
 
 def encode(ts: float, interval: float, node: NodeRow | None, rows: list[Row]) -> str:
-    """The `metrics` message (protocol.messages.Metrics), built without a model per row."""
+    """The `metrics` message (protocol.messages.Metrics), built without a model per row and
+    encoded by msgspec (several times faster than json at a thousand rows)."""
     body = {
         "type": "metrics",
         "ts": round(ts, 3),
@@ -80,7 +83,7 @@ def encode(ts: float, interval: float, node: NodeRow | None, rows: list[Row]) ->
         "node": node,
         "instances": rows,
     }
-    return json.dumps(body, separators=(",", ":"))
+    return _ENCODER.encode(body).decode()
 
 
 class Monitor:
@@ -100,6 +103,7 @@ class Monitor:
         self.sampler = sampler or Sampler()
         self.node = NodeSampler(work_dir)
         self.latest_load: Load | None = None
+        self.sampled_at = 0.0  # wall time of the last tick that read the processes
         self._changed = asyncio.Event()
 
     def set_interval(self, interval: float) -> None:
@@ -112,9 +116,17 @@ class Monitor:
         """The node's latest figures, for heartbeats (so psutil's CPU baseline has one reader)."""
         return self.latest_load if self.interval > 0 else None
 
+    def active_since(self, instance_id: str, since: float) -> bool:
+        """Whether a process of the instance may have run since `since` (wall time): false only
+        when ticks since then saw none of them change. True whenever sampling is off or late."""
+        if self.interval <= 0 or time.time() - self.sampled_at > 2 * self.interval + 1:
+            return True
+        return self.sampler.active_at.get(instance_id, 0.0) >= since
+
     def _tick(self, roots: list[Root]) -> tuple[float, NodeRow, list[Row] | None]:
         now = time.time()
         rows = self.sampler.sample(roots, now)
+        self.sampled_at = time.time()
         node = self.node.sample()
         return now, node, rows
 

@@ -1,6 +1,7 @@
 """Where a process's counters come from: on Linux `/proc/<pid>/stat` and `/proc/<pid>/io`,
-read directly (one small read each, much cheaper than psutil's accessors); elsewhere cached
-`psutil.Process` objects. Processes that vanish, turn zombie or are not ours to read give None.
+read directly (one `pread` each on a descriptor kept open, much cheaper than psutil's
+accessors); elsewhere cached `psutil.Process` objects. Processes that vanish, turn zombie or
+are not ours to read give None.
 """
 
 import os
@@ -13,44 +14,100 @@ import psutil
 # (ppid, sid, create_time, cpu_seconds, rss_bytes, threads)
 Stat = tuple[int, int, float, float, int, int]
 
+# Descriptors left to the rest of the agent (sockets, logs, state files) before /proc files are
+# kept open; past the budget a file is opened, read and closed each time.
+RESERVED_FDS = 256
+
 
 class ProcSource(Protocol):
     def pids(self) -> Iterable[int]: ...
+    def inspect(self, pid: int) -> Stat | None: ...  # a first look: nothing kept for it yet
     def stat(self, pid: int) -> Stat | None: ...  # None: gone, zombie or not readable
     def io(self, pid: int) -> tuple[int, int] | None: ...  # None: not permitted or unsupported
     def forget(self, pid: int) -> None: ...
 
 
+class _Files:
+    """What is kept of one process: its open files and their last text with what it said."""
+
+    __slots__ = ("io", "io_fd", "io_text", "stat", "stat_fd", "stat_text")
+
+    def __init__(self) -> None:
+        self.stat_fd = self.io_fd = -1  # -1: not kept open
+        self.stat_text = self.io_text = b""
+        self.stat: Stat | None = None
+        self.io: tuple[int, int] | None = None
+
+
 class ProcfsSource:
-    """Linux: the kernel's text files, read with one syscall each."""
+    """Linux: the kernel's text files. A process's files are opened once and re-read with
+    `pread` (one syscall per read); the descriptor stays bound to that process, so once it
+    ends (or its PID is reused) the read fails instead of reading another process. A text
+    equal to the last one gives the very same tuple back, unparsed: callers may test `is`."""
 
     def __init__(self) -> None:
         self._hz = float(os.sysconf("SC_CLK_TCK"))
         self._page = os.sysconf("SC_PAGE_SIZE")
         self._boot = psutil.boot_time()  # the same base psutil uses for create_time()
+        self._files: dict[int, _Files] = {}
+        self._room = _descriptor_room()
 
     def pids(self) -> Iterable[int]:
         return [int(name) for name in os.listdir("/proc") if name.isdigit()]
 
-    @staticmethod
-    def _read(path: str) -> bytes | None:
+    def _files_of(self, pid: int) -> _Files:
+        files = self._files.get(pid)
+        if files is None:
+            files = self._files[pid] = _Files()
+        return files
+
+    def _read_new(self, pid: int, name: str) -> tuple[bytes, int]:
+        """The file's text, and its descriptor when there is room to keep it open (else -1).
+        Raises FileNotFoundError when the process is gone."""
+        fd = os.open(f"/proc/{pid}/{name}", os.O_RDONLY)
         try:
-            fd = os.open(path, os.O_RDONLY)
+            data = os.pread(fd, 4096, 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        if self._room <= 0:
+            os.close(fd)
+            return data, -1
+        self._room -= 1
+        return data, fd
+
+    def inspect(self, pid: int) -> Stat | None:
+        try:
+            fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY)
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             return None
         try:
-            return os.read(fd, 4096)
+            return self._parse_stat(os.read(fd, 4096))
         except (ProcessLookupError, PermissionError):
             return None
         finally:
             os.close(fd)
 
     def stat(self, pid: int) -> Stat | None:
-        data = self._read(f"/proc/{pid}/stat")
+        files = self._files_of(pid)
+        try:
+            if files.stat_fd >= 0:
+                data = os.pread(files.stat_fd, 4096, 0)
+            else:
+                data, files.stat_fd = self._read_new(pid, "stat")
+        except (FileNotFoundError, ProcessLookupError, PermissionError):  # ended, or not ours
+            return None
+        if data == files.stat_text:
+            return files.stat
+        files.stat_text = data
+        files.stat = self._parse_stat(data)
+        return files.stat
+
+    def _parse_stat(self, data: bytes) -> Stat | None:
         if not data:
             return None
         # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-        f = data[data.rfind(b")") + 2 :].split()
+        f = data[data.rfind(b")") + 2 :].split(None, 22)
         if f[0] == b"Z":
             return None
         hz = self._hz
@@ -64,19 +121,52 @@ class ProcfsSource:
         )
 
     def io(self, pid: int) -> tuple[int, int] | None:
-        data = self._read(f"/proc/{pid}/io")
-        if not data:
+        files = self._files_of(pid)
+        try:
+            if files.io_fd >= 0:
+                data = os.pread(files.io_fd, 4096, 0)
+            else:
+                data, files.io_fd = self._read_new(pid, "io")
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
             return None
-        read = write = 0
-        for line in data.splitlines():
-            if line.startswith(b"read_bytes:"):
-                read = int(line[11:])
-            elif line.startswith(b"write_bytes:"):
-                write = int(line[12:])
-        return read, write
+        if data == files.io_text:
+            return files.io
+        files.io_text = data
+        files.io = _parse_io(data) if data else None
+        return files.io
 
     def forget(self, pid: int) -> None:
-        pass
+        files = self._files.pop(pid, None)
+        if files is None:
+            return
+        for fd in (files.stat_fd, files.io_fd):
+            if fd >= 0:
+                os.close(fd)
+                self._room += 1
+
+
+def _parse_io(data: bytes) -> tuple[int, int]:
+    f = data.split()
+    if f[8:12:2] == [b"read_bytes:", b"write_bytes:"]:  # the order of every kernel since 2.6.20
+        return int(f[9]), int(f[11])
+    read = write = 0
+    for line in data.splitlines():
+        if line.startswith(b"read_bytes:"):
+            read = int(line[11:])
+        elif line.startswith(b"write_bytes:"):
+            write = int(line[12:])
+    return read, write
+
+
+def _descriptor_room() -> int:
+    """How many /proc descriptors to keep open: two thirds of what the soft limit leaves over a
+    reserve, since each supervised process may also hold a pidfd."""
+    import resource  # POSIX only: imported where Linux is known
+
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft == resource.RLIM_INFINITY:
+        soft = 1 << 20
+    return max(0, (soft - RESERVED_FDS) * 2 // 3)
 
 
 class PsutilSource:
@@ -111,6 +201,9 @@ class PsutilSource:
             return None
         except psutil.AccessDenied:
             return None
+
+    def inspect(self, pid: int) -> Stat | None:
+        return self.stat(pid)
 
     def _sid(self, pid: int) -> int:
         if self._getsid is None:

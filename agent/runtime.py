@@ -183,7 +183,7 @@ async def _serve(link: Link, monitor: Monitor, supervisor: Supervisor) -> int:
     runner = asyncio.create_task(link.run_forever())
     sampler = asyncio.create_task(monitor.run())
     stopper = asyncio.create_task(stop.wait())
-    rotator = asyncio.create_task(logrotate.rotate_forever(supervisor))
+    rotator = asyncio.create_task(logrotate.rotate_forever(supervisor, active=monitor.active_since))
     await asyncio.wait({runner, stopper}, return_when=asyncio.FIRST_COMPLETED)
     failed = runner.done() and not runner.cancelled() and runner.exception() is not None
     if failed:  # exit non-zero, so that the service manager starts the agent again

@@ -6,10 +6,10 @@ into their instance: CPU % (of one core), RSS, IO bytes per second, threads.
 """
 
 import time
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from agent.executor.process import CREATE_TIME_TOLERANCE
-from agent.proc_source import ProcSource, default_source
+from agent.proc_source import ProcSource, Stat, default_source
 
 RESCAN_EVERY = 30  # ticks: re-inspect foreign PIDs now and then (reused PIDs, reparenting)
 MAX_DEPTH = 64  # parent-chain walk limit
@@ -18,9 +18,8 @@ MAX_DEPTH = 64  # parent-chain walk limit
 Row = tuple[str, float, int, int, int, int]
 
 
-@dataclass(frozen=True)
-class Root:
-    """An instance's main process, as the supervisor knows it."""
+class Root(NamedTuple):
+    """An instance's main process, as the supervisor knows it (a tuple: built every tick)."""
 
     instance_id: str
     pid: int
@@ -32,6 +31,7 @@ class _Tracked:
 
     __slots__ = (
         "cpu",
+        "io",
         "io_ok",
         "newborn",
         "owner",
@@ -41,6 +41,7 @@ class _Tracked:
         "read",
         "sid",
         "start",
+        "stat",
         "write",
     )
 
@@ -53,6 +54,9 @@ class _Tracked:
         self.cpu = 0.0
         self.read = self.write = 0
         self.io_ok = True
+        # The source's last tuples: when it hands back the same one, nothing changed.
+        self.stat: Stat | None = None
+        self.io: tuple[int, int] | None = None
 
 
 class Sampler:
@@ -63,11 +67,16 @@ class Sampler:
         self._tracked: dict[int, _Tracked] = {}
         # Foreign PIDs, remembered with what decided it: (ppid, sid, create_time).
         self._foreign: dict[int, tuple[int, int, float]] = {}
-        self._roots_key: frozenset[tuple[str, int]] = frozenset()
+        self._roots: list[Root] = []
+        self._by_pid: dict[int, Root] = {}
+        self._key: frozenset[tuple[str, int]] = frozenset()
+        self._roots_key: frozenset[tuple[str, int]] = frozenset()  # the key owners were decided by
         self._pids: set[int] | None = None  # the previous tick's process list
         self._last: float | None = None
         self._ticks = 0
         self.inspected = 0  # PIDs looked at to decide ownership (tests watch this stay small)
+        # Instance id -> when a tick last saw one of its processes change (run, grow, start).
+        self.active_at: dict[str, float] = {}
 
     @property
     def tracked_pids(self) -> dict[int, str]:
@@ -77,26 +86,29 @@ class Sampler:
         """Rows for instances with live processes; None on the first (priming) tick."""
         now = time.time() if now is None else now
         src = self.source
-        by_pid = {r.pid: r for r in roots}
-        key = frozenset((r.instance_id, r.pid) for r in roots)
+        if roots != self._roots:  # the supervisor's view changed: rebuild what depends on it
+            self._roots = list(roots)
+            self._by_pid = {r.pid: r for r in roots}
+            self._key = frozenset((r.instance_id, r.pid) for r in roots)
+        by_pid, key = self._by_pid, self._key
         rescan = self._ticks % RESCAN_EVERY == RESCAN_EVERY - 1
         self._ticks += 1
         pids = set(src.pids())
 
-        for pid in [p for p in self._tracked if p not in pids]:
+        # Set operations, so that a tick in which nothing started or ended costs no Python loop
+        # over the process table.
+        for pid in self._tracked.keys() - pids:
             del self._tracked[pid]
             src.forget(pid)
         if rescan:
             self._foreign.clear()
         else:
-            for pid in [p for p in self._foreign if p not in pids]:
+            for pid in self._foreign.keys() - pids:
                 del self._foreign[pid]
 
         fresh: dict[int, tuple[int, int, float]] = {}
-        for pid in pids:
-            if pid in self._tracked or pid in self._foreign:
-                continue
-            st = src.stat(pid)
+        for pid in pids.difference(self._tracked, self._foreign):
+            st = src.inspect(pid)
             self.inspected += 1
             # Unreadable (a zombie, hidden): foreign until the next rescan.
             fresh[pid] = (st[0], st[1], st[2]) if st is not None else (0, 0, 0.0)
@@ -154,6 +166,7 @@ class Sampler:
             if who is None:
                 self._tracked.pop(pid, None)
                 self._foreign[pid] = facts
+                self.source.forget(pid)  # its files are not read again
                 continue
             self._foreign.pop(pid, None)
             t = self._tracked.get(pid)
@@ -163,47 +176,56 @@ class Sampler:
                 t.owner = who
 
     def _collect(self, dt: float) -> list[Row]:
-        src = self.source
+        stat, io_of = self.source.stat, self.source.io
         acc: dict[str, list[float]] = {}
         gone: list[int] = []
+        active: set[str] = set()
         for pid, t in self._tracked.items():
-            st = src.stat(pid)
-            if st is None or abs(st[2] - t.start) > CREATE_TIME_TOLERANCE:
-                gone.append(pid)  # ended, a zombie, or its PID now belongs to someone else
+            st = stat(pid)
+            if st is None:
+                gone.append(pid)  # ended, or a zombie
                 continue
             # A process born during this tick spent all its CPU and IO inside it; one seen for
             # the first time but older (adopted, re-adopted) starts counting from now.
             counts = t.primed or t.newborn
             t.primed = True
-            cpu_delta = st[3] - t.cpu if counts else 0.0
-            t.cpu = st[3]
+            cpu_delta = 0.0
+            if st is not t.stat:  # a new tuple: something changed (the same one: nothing did)
+                if abs(st[2] - t.start) > CREATE_TIME_TOLERANCE:
+                    gone.append(pid)  # its PID now belongs to someone else
+                    continue
+                if counts:
+                    cpu_delta = max(st[3] - t.cpu, 0.0)
+                t.cpu, t.stat = st[3], st
+                active.add(t.owner)
             read_delta = write_delta = 0
             if t.io_ok:
-                io = src.io(pid)
+                io = io_of(pid)
                 if io is None:
                     t.io_ok = False
-                else:
+                elif io is not t.io:
                     if counts:
-                        read_delta, write_delta = io[0] - t.read, io[1] - t.write
+                        read_delta, write_delta = max(io[0] - t.read, 0), max(io[1] - t.write, 0)
                     t.read, t.write = io
+                    t.io = io
             a = acc.get(t.owner)
             if a is None:
-                acc[t.owner] = [
-                    max(cpu_delta, 0.0),
-                    st[4],
-                    max(read_delta, 0),
-                    max(write_delta, 0),
-                    st[5],
-                ]
+                acc[t.owner] = [cpu_delta, st[4], read_delta, write_delta, st[5]]
             else:
-                a[0] += max(cpu_delta, 0.0)
+                a[0] += cpu_delta
                 a[1] += st[4]
-                a[2] += max(read_delta, 0)
-                a[3] += max(write_delta, 0)
+                a[2] += read_delta
+                a[3] += write_delta
                 a[4] += st[5]
         for pid in gone:
             del self._tracked[pid]
-            src.forget(pid)
+            self.source.forget(pid)
+        # Stamped after the reads: a change made after any earlier moment shows as later.
+        done = time.time()
+        for iid in active:
+            self.active_at[iid] = done
+        if len(self.active_at) > len(acc):  # instances without a process any more
+            self.active_at = {iid: at for iid, at in self.active_at.items() if iid in acc}
         dt = max(dt, 1e-3)
         return [
             (iid, round(a[0] / dt * 100.0, 2), int(a[1]), int(a[2] / dt), int(a[3] / dt), int(a[4]))

@@ -2,7 +2,8 @@
 next to PM2 (which also samples CPU and memory of each process) with the same N in the same run.
 
     .venv/bin/python -m bench.agent_footprint              # 200 processes, 60 s measured
-    .venv/bin/python -m bench.agent_footprint --processes 100 --seconds 30
+    .venv/bin/python -m bench.agent_footprint --processes 1000 --seconds 60
+    .venv/bin/python -m bench.agent_footprint --base /tmp/main-tree   # and main's agent, alternated
 
 Both run the same trivial service (`sleep`), so what is measured is the supervisor:
 - GDOS: a master and one agent (`--metrics-interval 1`); the agent deploys and starts N
@@ -14,7 +15,9 @@ Both run the same trivial service (`sleep`), so what is measured is the supervis
   service processes at 1 Hz (cpu_percent, memory_info, io_counters each, as an agent must).
 Reported: RSS (average and peak) and CPU (percent of one core over the window) of the agent
 process, of the psutil loop and of PM2's daemon (its polling client shown apart).
-`--processes 1000` is the scale target.
+`--processes 1000` is the scale target. With `--base DIR` (another source tree, e.g. main's) the
+agent is then stopped and started again from DIR and from this tree in turn, `--rounds` times
+each, on the same running services (re-adopted at each start), and both are measured alike.
 """
 
 import argparse
@@ -168,12 +171,75 @@ def run_pm2(tmp: Path, n: int) -> tuple[dict[str, str], subprocess.Popen[str], i
     return env, poller, daemon
 
 
+def kill_pm2_daemon(home: Path) -> None:
+    """The PM2 daemon and the apps it still runs, if `pm2 kill` left any."""
+    try:
+        daemon = psutil.Process(int((home / "pm2.pid").read_text()))
+        if str(home) not in " ".join(daemon.cmdline()):
+            return  # gone, and its PID is someone else's now
+        procs = [*daemon.children(recursive=True), daemon]
+    except (OSError, ValueError, psutil.Error):
+        return
+    for proc in procs:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(procs, timeout=30)
+
+
 def start_psutil_loop(api: Api, n: int) -> subprocess.Popen[bytes]:
     """A plain psutil loop over the agent's N service processes, in a process of its own."""
     pids = [str(i["pid"]) for i in api.get("/instances") if i.get("pid")]
     if len(pids) != n:
         raise RuntimeError(f"{len(pids)} of {n} instances report a pid")
     return subprocess.Popen([sys.executable, "-c", PSUTIL_LOOP, ",".join(pids)])
+
+
+def agent_from(root: Path, master: Master, tmp: Path, interval: float) -> Agent:
+    """An agent on the bench's work dir, its code from the source tree `root`."""
+    agent = Agent(
+        master, tmp / "agent", extra=["--metrics-interval", str(interval), "--log-level", "warning"]
+    )
+    agent.env["PYTHONPATH"] = str(root) + os.pathsep + agent.env["PYTHONPATH"]
+    return agent
+
+
+def alternate(
+    trees: dict[str, Path], started: list, agent: Agent, api: Api, args: argparse.Namespace
+) -> None:
+    """Restart the agent from each tree in turn on the same services; measure each alike.
+    `started` (what the bench stops at the end) always holds the agent of the moment."""
+    master, n, tmp = agent.master, args.processes, agent.work_dir.parent
+    figures: dict[str, list[tuple[float, float]]] = {name: [] for name in trees}
+    for r in range(args.rounds):
+        for name, root in trees.items():
+            agent.stop()
+            at = started.index(agent)
+            agent = started[at] = agent_from(root, master, tmp, args.metrics_interval)
+            agent.start_and_wait(api)
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                states = [i["state"] for i in api.get("/instances")]
+                if states.count("running") == n:
+                    break
+                time.sleep(0.5)
+            time.sleep(10)  # re-adoption done, first samples sent
+            s = Sampler(agent.pid)
+            end = time.monotonic() + args.seconds
+            while time.monotonic() < end:
+                time.sleep(1)
+                s.tick()
+            cpu, rss = s.cpu_percent(), statistics.mean(s.rss)
+            figures[name].append((cpu, rss))
+            print(
+                f"  round {r + 1} {name}: agent {cpu:.2f} % of a core, RSS {rss:.1f} MiB "
+                f"(load {os.getloadavg()[0]:.1f})",
+                flush=True,
+            )
+    for name, got in figures.items():
+        print(
+            f"{name}: median {statistics.median(c for c, _ in got):.2f} % of a core, "
+            f"RSS {statistics.median(m for _, m in got):.1f} MiB over {len(got)} rounds"
+        )
 
 
 def main() -> None:
@@ -186,7 +252,11 @@ def main() -> None:
     p.add_argument(
         "--metrics-interval", type=float, default=1.0, help="the agent's (0: monitoring off)"
     )
+    p.add_argument("--base", default=None, help="another source tree's agent, alternated")
+    p.add_argument("--rounds", type=int, default=3, help="with --base: restarts of each")
     args = p.parse_args()
+    if args.base:
+        compile_sources(Path(args.base).resolve())
     tmp = Path(f"/tmp/gdos-footprint-{os.getpid()}")
     tmp.mkdir(parents=True)
     n = args.processes
@@ -241,6 +311,10 @@ def main() -> None:
             f"\nmaster sees {reported} instances with live CPU figures; node samples in the last 10 s: {len(samples)}"
         )
         print(f"load at the end: {os.getloadavg()[0]:.1f}")
+        if args.base:
+            print(f"\nthe agent alone, restarted in turn ({args.seconds:.0f} s each):", flush=True)
+            trees = {"base": Path(args.base).resolve(), "this": ROOT}
+            alternate(trees, started, agent, api, args)
         ok = True
     finally:
         if loop is not None:
@@ -256,6 +330,8 @@ def main() -> None:
                     capture_output=True,
                     timeout=60,
                 )
+            # `pm2 kill` stops a thousand apps one by one and may not be done in time.
+            kill_pm2_daemon(tmp / "pm2home")
         for proc in reversed(started):
             proc.stop()
         kill_services_under(tmp)

@@ -316,3 +316,27 @@ async def test_a_swap_while_following_stops_the_stream_with_the_reason(inst: Pat
     assert len(sent) == 1 and "symbolic link" in (sent[0].error or "") and sent[0].data == ""
     await asyncio.sleep(0.1)
     assert logs.followers == {}
+
+
+def test_the_logs_of_an_instance_that_did_not_run_are_looked_at_less_often(inst: Path):
+    sup = supervisor_with(inst, manifest())
+    asked: list[tuple[str, float]] = []
+    ran = False
+
+    def active(instance_id: str, since: float) -> bool:
+        asked.append((instance_id, since))
+        return ran
+
+    watched = logrotate.Targets()
+
+    def names(now: float) -> list[str]:
+        return [e.name for _, e, _ in watched.due(sup, now, active)]
+
+    assert names(1000.0) == ["stdout", "stderr"]  # a first look, whatever it did
+    assert names(1001.0) == [] and asked == [(inst.name, 1000.0)]
+    ran = True
+    assert names(1002.0) == ["stdout", "stderr"]
+    ran = False
+    assert names(1003.0) == []
+    assert names(1002.0 + logrotate.QUIET_LOOK) == ["stdout", "stderr"]  # looked at all the same
+    assert [e.name for _, e, _ in watched.due(sup, 1013.0)] == ["stdout", "stderr"]  # no monitor

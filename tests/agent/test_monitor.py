@@ -14,6 +14,7 @@ from agent.monitor import encode
 from agent.proc_source import ProcfsSource, PsutilSource, Stat
 from agent.sampler import Root, Sampler
 from protocol.messages import AGENT_MESSAGE, Metrics
+from tests.support import wait_for
 
 BURN = """\
 import sys, time
@@ -109,6 +110,13 @@ def test_vanished_processes_are_dropped_quietly(tmp_path):
     popen, root = spawn_family(tmp_path)
     sampler = Sampler()
     try:
+        # The family is complete once the last child (never waited for) is a zombie.
+        wait_for(
+            lambda: any(
+                c.status() == psutil.STATUS_ZOMBIE for c in psutil.Process(popen.pid).children()
+            ),
+            what="the root's last child",
+        )
         sampler.sample([root])
         time.sleep(0.5)
         sampler.sample([root])
@@ -139,6 +147,8 @@ class FakeSource:
     def stat(self, pid: int) -> Stat | None:
         self.stat_calls.append(pid)
         return self.table.get(pid)
+
+    inspect = stat
 
     def io(self, pid: int):
         return (0, 0)
@@ -183,3 +193,70 @@ def test_the_encoded_message_is_what_the_master_parses():
     assert isinstance(msg, Metrics)
     assert msg.node == (12.5, 40.0, 71.0, 1200, 800, 0.5)
     assert msg.instances == [("i", 3.2, 4096, 0, 10, 4)]
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_procfs_keeps_a_process_files_open_until_it_is_forgotten():
+    child = psutil.Popen(["sleep", "120"])
+    src = ProcfsSource()
+    try:
+        wait_for(lambda: child.status() == psutil.STATUS_SLEEPING, what="the child asleep")
+        open_before = len(os.listdir("/proc/self/fd"))
+        first = src.stat(child.pid)
+        assert first is not None and first[0] == os.getpid()
+        assert src.io(child.pid) is not None
+        assert len(os.listdir("/proc/self/fd")) == open_before + 2  # stat and io, kept
+        # A sleeping process's text does not change: the same tuple comes back, unparsed.
+        assert src.stat(child.pid) is first
+        # The kept file reads as gone once the process has ended, even before its PID is
+        # reused (and so whatever holds the number by then).
+        child.kill()
+        child.wait()
+        assert src.stat(child.pid) is None and src.io(child.pid) is None
+        src.forget(child.pid)
+        assert len(os.listdir("/proc/self/fd")) == open_before
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_procfs_without_room_for_kept_files_reads_each_time(monkeypatch):
+    monkeypatch.setattr("agent.proc_source.RESERVED_FDS", 1 << 30)  # no room at all
+    child = psutil.Popen([sys.executable, "-c", "import time; time.sleep(120)"])
+    src = ProcfsSource()
+    try:
+        open_before = len(os.listdir("/proc/self/fd"))
+        assert src.stat(child.pid) is not None and src.io(child.pid) is not None
+        assert src.stat(child.pid) is not None
+        assert len(os.listdir("/proc/self/fd")) == open_before
+    finally:
+        child.kill()
+        child.wait()
+    assert src.stat(child.pid) is None
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_an_instance_is_active_only_while_its_processes_change():
+    """What log rotation asks before it looks at an instance's logs."""
+    quiet = psutil.Popen(["sleep", "120"])
+    busy = psutil.Popen([sys.executable, "-c", "while True: pass"])
+    try:
+        wait_for(lambda: quiet.status() == psutil.STATUS_SLEEPING, what="the sleeper asleep")
+        roots = [Root(name, p.pid, p.create_time()) for name, p in (("q", quiet), ("b", busy))]
+        sampler = Sampler(ProcfsSource())
+        sampler.sample(roots)
+        since = time.time()
+
+        def busy_seen() -> bool:
+            time.sleep(0.2)
+            sampler.sample(roots)
+            return sampler.active_at["b"] >= since
+
+        wait_for(busy_seen, timeout=30, what="the busy loop seen running")
+        assert sampler.active_at["q"] < since
+    finally:
+        for p in (quiet, busy):
+            p.kill()
+            p.wait()
