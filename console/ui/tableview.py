@@ -5,7 +5,9 @@ Two things Qt's `QTableView` does not do here:
   table; here the dirty rectangle is clipped to the visible rows and the changed columns;
 - over a `RowTableModel` this view paints the cells itself, one pass per paint event, from the
   model's cached texts and widths (Qt's delegate asks the Python model once per role per cell).
-  The model still answers every role for other views, tooltips and accessibility.
+  The model still answers every role for other views, tooltips and accessibility;
+- it keeps its selection and current row on their items by key across a re-sort, so the model
+  can re-sort without a layout change (no layout pass, header or scroll bar repaint).
 `paint_seconds` adds up the GUI thread's CPU time spent painting.
 """
 
@@ -15,7 +17,15 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QPointF, QRect, Qt
+from PySide6.QtCore import (
+    QItemSelection,
+    QItemSelectionModel,
+    QModelIndex,
+    QPersistentModelIndex,
+    QPointF,
+    QRect,
+    Qt,
+)
 from PySide6.QtGui import QColor, QPainter, QPaintEvent, QPalette, QRegion
 from PySide6.QtWidgets import QStyle, QStyleOptionViewItem, QTableView, QWidget
 
@@ -37,6 +47,8 @@ class TableView(QTableView):
         self._proxy: FilterProxy | None = None
         self._widths: dict[str, float] = {}
         self._selected: set[int] = set()  # proxy rows
+        # Across a re-sort: the selected (key, first column, last column) and the current cell.
+        self._held: tuple[list[tuple[str, int, int]], tuple[str, int] | None] | None = None
 
     def paint_rows_of(self, proxy: FilterProxy) -> None:
         """Paint the cells of `proxy.source` here (call after `setModel(proxy)`)."""
@@ -44,9 +56,54 @@ class TableView(QTableView):
         self.selectionModel().selectionChanged.connect(self._selection)
         for sig in (proxy.layoutChanged, proxy.modelReset, proxy.rowsInserted, proxy.rowsRemoved):
             sig.connect(self._selection)
+        proxy.source.about_to_reorder.connect(self._hold_selection)
+        proxy.source.reordered.connect(self._restore_selection)
+        proxy.keeps_selection_by_key = True
 
     def _selection(self, *_: object) -> None:
         self._selected = {i.row() for i in self.selectionModel().selectedRows()}
+
+    def _hold_selection(self) -> None:
+        """Note the selected and current items by key: their rows are about to move."""
+        proxy, sel = self._proxy, self.selectionModel()
+        assert proxy is not None
+        held = [
+            (proxy.key_at(r), rng.left(), rng.right())
+            for rng in sel.selection().toList()
+            for r in range(rng.top(), rng.bottom() + 1)
+        ]
+        current = sel.currentIndex()
+        here = (proxy.key_at(current.row()), current.column()) if current.isValid() else None
+        self._held = (held, here)
+
+    def _restore_selection(self) -> None:
+        """Select the held items again at their new rows, without signals: for whoever listens
+        the selection did not change (as after a layout change)."""
+        if self._held is None:
+            return
+        held, here = self._held
+        self._held = None
+        proxy, sel = self._proxy, self.selectionModel()
+        assert proxy is not None
+        source = proxy.source
+        cells = sorted((source.row_of(k), a, b) for k, a, b in held if source.row_of(k) >= 0)
+        selection = QItemSelection()
+        start = 0
+        for n in range(1, len(cells) + 1):  # contiguous rows over the same columns: one range
+            r, a, b = cells[n - 1]
+            if n < len(cells) and cells[n] == (r + 1, a, b):
+                continue
+            selection.select(proxy.index(cells[start][0], a), proxy.index(r, b))
+            start = n
+        blocked = sel.blockSignals(True)
+        try:
+            sel.select(selection, QItemSelectionModel.SelectionFlag.ClearAndSelect)
+            if here is not None and source.row_of(here[0]) >= 0:
+                current = proxy.index(source.row_of(here[0]), here[1])
+                sel.setCurrentIndex(current, QItemSelectionModel.SelectionFlag.NoUpdate)
+        finally:
+            sel.blockSignals(blocked)
+        self._selection()
 
     # -- what to repaint ------------------------------------------------------------------
 
