@@ -22,7 +22,6 @@ from PySide6.QtCore import (
     QItemSelectionModel,
     QModelIndex,
     QPersistentModelIndex,
-    QPointF,
     QRect,
     Qt,
 )
@@ -45,7 +44,7 @@ class TableView(QTableView):
         self.paint_seconds = 0.0
         self.paints = 0
         self._proxy: FilterProxy | None = None
-        self._widths: dict[str, float] = {}
+        self._widths: dict[str, int] = {}
         self._selected: set[int] = set()  # proxy rows
         # Across a re-sort: the selected (key, first column, last column) and the current cell.
         self._held: tuple[list[tuple[str, int, int]], tuple[str, int] | None] | None = None
@@ -59,6 +58,8 @@ class TableView(QTableView):
         proxy.source.about_to_reorder.connect(self._hold_selection)
         proxy.source.reordered.connect(self._restore_selection)
         proxy.keeps_selection_by_key = True
+        # The rows paint their own background: the viewport's fill would be painted over.
+        self.viewport().setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
 
     def _selection(self, *_: object) -> None:
         self._selected = {i.row() for i in self.selectionModel().selectedRows()}
@@ -142,7 +143,9 @@ class TableView(QTableView):
         if self._proxy is None:
             super().paintEvent(event)
         else:
-            self._paint(event.region())
+            region = event.region()
+            covered = self._paint(region)
+            self._fill_rest(region if covered is None else region.subtracted(covered))
         self.paint_seconds += time.thread_time() - start
         self.paints += 1
 
@@ -160,16 +163,28 @@ class TableView(QTableView):
             QColor.fromRgba(grid & 0xFFFFFFFF) if grid != -1 else pal.color(QPalette.ColorRole.Mid),
         )
 
-    def _paint(self, region: QRegion) -> None:
-        """Paint the visible cells in `region`. One long function on purpose: the paint hot path
-        keeps its locals in one frame rather than paying for calls per row."""
+    def _fill_rest(self, region: QRegion) -> None:
+        """Fill what no row covered (below the last row, right of the last column) as the
+        viewport's own background fill would have."""
+        if region.isEmpty():
+            return
+        viewport = self.viewport()
+        painter = QPainter(viewport)
+        painter.setClipRegion(region)
+        painter.fillRect(region.boundingRect(), viewport.palette().brush(viewport.backgroundRole()))
+        painter.end()
+
+    def _paint(self, region: QRegion) -> QRegion | None:
+        """Paint the visible cells in `region`; returns the area painted (None: nothing). One
+        long function on purpose: the paint hot path keeps its locals in one frame rather than
+        paying for calls per row."""
         proxy = self._proxy
         assert proxy is not None
         model: RowTableModel[Any] = proxy.source
         box = region.boundingRect()
         first = self.rowAt(box.top())
         if first < 0:
-            return
+            return None
         last = self.rowAt(box.bottom())
         if last < 0:
             last = proxy.rowCount() - 1
@@ -189,7 +204,7 @@ class TableView(QTableView):
                 room = w - line - 2 * MARGIN
                 cols.append((c, x, w, room, right[c], live_slot.get(c, -1), c in colored))
         if not cols:
-            return
+            return None
         live = bool(live_slot)
         base, alternate, highlight, text, selected_text, grid = self._colors()
         if model.stale:  # not live: greyed, no state colors
@@ -244,7 +259,7 @@ class TableView(QTableView):
                     tw = widths[shown] = metrics.horizontalAdvance(shown)
                 if tw <= room:
                     tx = x + w - line - MARGIN - tw if at_right else x + MARGIN
-                    painter.drawText(QPointF(tx, ty), shown)
+                    painter.drawText(tx, ty, shown)
                     continue
                 # Too wide for its cell: elided, as Qt's delegate would.
                 elided = metrics.elidedText(shown, Qt.TextElideMode.ElideRight, room)
@@ -252,3 +267,4 @@ class TableView(QTableView):
                     QRect(x + MARGIN, y, room, h - line), _RIGHT if at_right else _LEFT, elided
                 )
         painter.end()
+        return QRegion(QRect(left, top, end - left, bottom - top))
