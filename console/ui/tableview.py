@@ -68,13 +68,14 @@ class TableView(QTableView):
         """Note the selected and current items by key: their rows are about to move."""
         proxy, sel = self._proxy, self.selectionModel()
         assert proxy is not None
+        key_at = proxy.source.key_at  # no filter (or no quiet re-sort): proxy rows are its rows
         held = [
-            (proxy.key_at(r), rng.left(), rng.right())
+            (key_at(r), rng.left(), rng.right())
             for rng in sel.selection().toList()
             for r in range(rng.top(), rng.bottom() + 1)
         ]
         current = sel.currentIndex()
-        here = (proxy.key_at(current.row()), current.column()) if current.isValid() else None
+        here = (key_at(current.row()), current.column()) if current.isValid() else None
         self._held = (held, here)
 
     def _restore_selection(self) -> None:
