@@ -386,7 +386,8 @@ class CachedRows(QAbstractTableModel, Generic[RowT]):
             order = full_order(fresh, descending)
             keys = list(map(fresh.__getitem__, order))
         self._sort_keys = cast("list[Key | None]", keys)
-        return None if order == list(range(n)) else order
+        moved = order and (order[0] != 0 or order != list(range(n)))  # first: no list to make
+        return order if moved else None
 
     def _sort_keys_at(self, rows: list[int] | None) -> list[Key]:
         """The sort keys of these rows (None: all), read in one pass in C where values allow."""
