@@ -267,7 +267,7 @@ def bench_table(
     part_ticks: dict[str, list[float]] = {"drain": [], "flush": [], "paint": []}
     resorts_before = model.resorts
     samples: list[tuple[float, float, float, float, int]] = []
-    profiler = cProfile.Profile() if profile else None
+    profiler = cProfile.Profile(time.thread_time) if profile else None  # GUI-thread CPU
 
     def sample() -> None:
         samples.append(
@@ -420,13 +420,23 @@ def main() -> int:
     p.add_argument("--rows", type=int, default=10_000)
     p.add_argument("--ticks", type=int, default=30)
     p.add_argument("--frames", type=int, default=150)
-    p.add_argument("--profile", action="store_true", help="cProfile the GUI thread (first run)")
+    p.add_argument("--profile", action="store_true", help="cProfile the GUI thread (each run)")
+    p.add_argument(
+        "--only",
+        help="run only the table runs whose name contains this (e.g. 'sorted'), and no charts",
+    )
+    p.add_argument("--no-charts", action="store_true", help="leave the charts out")
+    p.add_argument(
+        "--base", type=Path, help="measure the console of this checkout (e.g. /work/main) instead"
+    )
     p.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
     p.add_argument("--port", type=int, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.serve:
         serve(args.serve, args.port)
         return 0
+    if args.base:  # the other checkout's console package, this bench
+        sys.path.insert(0, str(args.base.resolve()))
     from PySide6.QtWidgets import QApplication
 
     from console.app import load_style
@@ -437,7 +447,7 @@ def main() -> int:
     GuiGarbageCollector(app).start()  # as the console does
     print(f"load before: {os.getloadavg()[0]:.2f} (1-min average, {os.cpu_count()} CPUs)")
     runs = [
-        ("every row's figures each second", dict(live=args.rows, profile=args.profile)),
+        ("every row's figures each second", dict(live=args.rows)),
         ("240 subscribed rows' figures each second", dict(live=240)),
         ("every row's figures, table sorted by CPU", dict(live=args.rows, sort_by="cpu_percent")),
         (
@@ -446,7 +456,10 @@ def main() -> int:
         ),
         ("naive reference: a model reset per tick", dict(live=args.rows, naive=True)),
     ]
+    if args.only:
+        runs = [(name, kw) for name, kw in runs if args.only in name]
     for name, kw in runs:
+        kw["profile"] = args.profile
         ticks = args.ticks if not kw.get("naive") else max(6, args.ticks // 4)
         r = bench_table(args.rows, ticks, **kw)
         parts = ", ".join(
@@ -472,7 +485,7 @@ def main() -> int:
         if "profile" in r:
             stats = pstats.Stats(r["profile"])
             stats.sort_stats("tottime").print_stats(18)
-    for dec in (True, False):
+    for dec in (True, False) if not (args.only or args.no_charts) else ():
         c = bench_charts(args.frames, dec)
         print(
             f"charts 8 x 3600, decimation {'on ' if dec else 'off'}: {c['fps']:.1f} fps "

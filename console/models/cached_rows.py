@@ -8,12 +8,17 @@ only the cells that are visible and changed. Sorting is a key function over cach
 call `data()` twice per comparison. When the sorted column changes, small tables re-sort at the
 next tick and large ones on a slower timer; a re-sort reads again only the keys of the rows that
 changed since the last one and merges them in (row_order.py).
+
+A re-sort is a layout change, unless every view behind the model keeps its selection by key
+itself (`add_reorder_check`): then it is one `dataChanged` over every row, which spares the views,
+headers and scroll bars their layout pass and a full repaint.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Mapping, Sequence
+import weakref
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from itertools import repeat
 from operator import itemgetter
 from typing import Any, Generic, TypeVar, cast
@@ -25,6 +30,7 @@ from PySide6.QtCore import (
     QPersistentModelIndex,
     Qt,
     QTimer,
+    Signal,
 )
 from PySide6.QtGui import QColor
 
@@ -61,6 +67,10 @@ RESORT_MS = 2000  # larger tables re-sort at most this often while the sorted co
 class CachedRows(QAbstractTableModel, Generic[RowT]):
     COLUMNS: Sequence[Column] = ()
     KEY = "id"
+    # A re-sort moves rows without a layout change: views that keep their selection by key
+    # note it before (about_to_reorder) and put it back after (reordered).
+    about_to_reorder = Signal()
+    reordered = Signal()  # rows moved by a re-sort (either way)
 
     def __init__(self, parent: Any = None, resort_ms: int = RESORT_MS) -> None:
         super().__init__(parent)
@@ -92,6 +102,8 @@ class CachedRows(QAbstractTableModel, Generic[RowT]):
         self._resorted_at = 0.0
         self.resorts = 0  # how many times the order was brought up to date
         self.stale = False  # the last known state, not live: every cell is greyed
+        # Who must agree before a re-sort goes without a layout change (see add_reorder_check).
+        self._reorder_checks: list[weakref.WeakMethod[Callable[[], bool]]] = []
 
     # -- Qt model interface ---------------------------------------------------------------
 
@@ -294,24 +306,53 @@ class CachedRows(QAbstractTableModel, Generic[RowT]):
         elif self._unsorted is not None:
             self._unsorted.update(keys)
 
+    def add_reorder_check(self, check: Callable[[], bool]) -> None:
+        """`check` (a bound method, held weakly) says whether what sits behind it takes a
+        re-sort as a change of every row's data: nothing there holds a row by its position, or
+        what does puts it back by key on `reordered`. A re-sort is a layout change unless every
+        check agrees and nothing holds an index of this model."""
+        self._reorder_checks.append(weakref.WeakMethod(check))
+
+    def _quiet_reorder(self) -> bool:
+        for ref in list(self._reorder_checks):
+            check = ref()
+            try:
+                if check is not None and not check():
+                    return False
+            except RuntimeError:  # its Qt object is gone
+                check = None
+            if check is None:
+                self._reorder_checks.remove(ref)
+        return not self.persistentIndexList()
+
     def resort(self) -> None:
-        """Bring the order up to date with the sort column (one layout change, selection kept)."""
+        """Bring the order up to date with the sort column (selection kept on its rows)."""
         self._resort_timer.stop()
         self._resorted_at = time.monotonic()
         order = self._new_order()
         if order is None:
             return  # nothing moved: no layout change for views and proxies to redo
-        self.layoutAboutToBeChanged.emit()
-        persistent = self.persistentIndexList()
-        held = [(self._keys[p.row()], p.column()) for p in persistent]
+        if self._quiet_reorder():
+            self.about_to_reorder.emit()
+            self._move(order)
+            last = self.index(len(self._rows) - 1, self._ncols - 1)
+            self.dataChanged.emit(self.index(0, 0), last, [])
+        else:
+            self.layoutAboutToBeChanged.emit()
+            persistent = self.persistentIndexList()
+            held = [(self._keys[p.row()], p.column()) for p in persistent]
+            self._move(order)
+            self.changePersistentIndexList(
+                persistent, [self.index(self._index[key], col) for key, col in held]
+            )
+            self.layoutChanged.emit()
+        self.resorts += 1
+        self.reordered.emit()
+
+    def _move(self, order: list[int]) -> None:
         self._rows = list(map(self._rows.__getitem__, order))
         self._keys = list(map(self._keys.__getitem__, order))
         self._reindex()
-        self.changePersistentIndexList(
-            persistent, [self.index(self._index[key], col) for key, col in held]
-        )
-        self.layoutChanged.emit()
-        self.resorts += 1
 
     def _order(self) -> None:
         """Sort the rows from scratch before views see them (inside a reset)."""
@@ -345,7 +386,8 @@ class CachedRows(QAbstractTableModel, Generic[RowT]):
             order = full_order(fresh, descending)
             keys = list(map(fresh.__getitem__, order))
         self._sort_keys = cast("list[Key | None]", keys)
-        return None if order == list(range(n)) else order
+        moved = order and (order[0] != 0 or order != list(range(n)))  # first: no list to make
+        return order if moved else None
 
     def _sort_keys_at(self, rows: list[int] | None) -> list[Key]:
         """The sort keys of these rows (None: all), read in one pass in C where values allow."""

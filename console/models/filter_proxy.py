@@ -39,6 +39,9 @@ class FilterProxy(QSortFilterProxyModel):
         self._refilter.timeout.connect(self.refilter)
         source.content_changed.connect(self._content_changed)
         self.filtering = False  # a filter is set: proxy rows are not source rows
+        # Its view puts its selection back by key after a re-sort (TableView does).
+        self.keeps_selection_by_key = False
+        source.add_reorder_check(self.takes_quiet_reorder)
 
     def set_text(self, text: str, column: int = -1) -> None:
         """Show only rows containing `text` (in `column`, or anywhere but the live figures)."""
@@ -55,6 +58,13 @@ class FilterProxy(QSortFilterProxyModel):
         """Apply the filter again to every row (after content changes)."""
         self.beginFilterChange()
         self.endFilterChange(QSortFilterProxyModel.Direction.Rows)
+
+    def takes_quiet_reorder(self) -> bool:
+        """A re-sort may come as a change of every row's data: proxy rows are source rows, and
+        nothing holds a row by position, or the view puts its selection back by key."""
+        return not self.filtering and (
+            self.keeps_selection_by_key or not self.persistentIndexList()
+        )
 
     def _content_changed(self) -> None:
         if self.filtering and not self._refilter.isActive():

@@ -102,6 +102,7 @@ class InstancesPage(QWidget):
         proxy = t.proxy
         for sig in (proxy.modelReset, proxy.layoutChanged, proxy.rowsInserted, proxy.rowsRemoved):
             sig.connect(lambda *_: self._rows_timer.start())
+        t.model.reordered.connect(self._rows_timer.start)  # a re-sort may come without a layout
         t.view.verticalScrollBar().valueChanged.connect(lambda _: self._rows_timer.start())
 
     def resizeEvent(self, event: Any) -> None:

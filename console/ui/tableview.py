@@ -5,7 +5,9 @@ Two things Qt's `QTableView` does not do here:
   table; here the dirty rectangle is clipped to the visible rows and the changed columns;
 - over a `RowTableModel` this view paints the cells itself, one pass per paint event, from the
   model's cached texts and widths (Qt's delegate asks the Python model once per role per cell).
-  The model still answers every role for other views, tooltips and accessibility.
+  The model still answers every role for other views, tooltips and accessibility;
+- it keeps its selection and current row on their items by key across a re-sort, so the model
+  can re-sort without a layout change (no layout pass, header or scroll bar repaint).
 `paint_seconds` adds up the GUI thread's CPU time spent painting.
 """
 
@@ -15,7 +17,14 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-from PySide6.QtCore import QModelIndex, QPersistentModelIndex, QPointF, QRect, Qt
+from PySide6.QtCore import (
+    QItemSelection,
+    QItemSelectionModel,
+    QModelIndex,
+    QPersistentModelIndex,
+    QRect,
+    Qt,
+)
 from PySide6.QtGui import QColor, QPainter, QPaintEvent, QPalette, QRegion
 from PySide6.QtWidgets import QStyle, QStyleOptionViewItem, QTableView, QWidget
 
@@ -35,8 +44,10 @@ class TableView(QTableView):
         self.paint_seconds = 0.0
         self.paints = 0
         self._proxy: FilterProxy | None = None
-        self._widths: dict[str, float] = {}
+        self._widths: dict[str, int] = {}
         self._selected: set[int] = set()  # proxy rows
+        # Across a re-sort: the selected (key, first column, last column) and the current cell.
+        self._held: tuple[list[tuple[str, int, int]], tuple[str, int] | None] | None = None
 
     def paint_rows_of(self, proxy: FilterProxy) -> None:
         """Paint the cells of `proxy.source` here (call after `setModel(proxy)`)."""
@@ -44,9 +55,57 @@ class TableView(QTableView):
         self.selectionModel().selectionChanged.connect(self._selection)
         for sig in (proxy.layoutChanged, proxy.modelReset, proxy.rowsInserted, proxy.rowsRemoved):
             sig.connect(self._selection)
+        proxy.source.about_to_reorder.connect(self._hold_selection)
+        proxy.source.reordered.connect(self._restore_selection)
+        proxy.keeps_selection_by_key = True
+        # The rows paint their own background: the viewport's fill would be painted over.
+        self.viewport().setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
 
     def _selection(self, *_: object) -> None:
         self._selected = {i.row() for i in self.selectionModel().selectedRows()}
+
+    def _hold_selection(self) -> None:
+        """Note the selected and current items by key: their rows are about to move."""
+        proxy, sel = self._proxy, self.selectionModel()
+        assert proxy is not None
+        key_at = proxy.source.key_at  # no filter (or no quiet re-sort): proxy rows are its rows
+        held = [
+            (key_at(r), rng.left(), rng.right())
+            for rng in sel.selection().toList()
+            for r in range(rng.top(), rng.bottom() + 1)
+        ]
+        current = sel.currentIndex()
+        here = (key_at(current.row()), current.column()) if current.isValid() else None
+        self._held = (held, here)
+
+    def _restore_selection(self) -> None:
+        """Select the held items again at their new rows, without signals: for whoever listens
+        the selection did not change (as after a layout change)."""
+        if self._held is None:
+            return
+        held, here = self._held
+        self._held = None
+        proxy, sel = self._proxy, self.selectionModel()
+        assert proxy is not None
+        source = proxy.source
+        cells = sorted((source.row_of(k), a, b) for k, a, b in held if source.row_of(k) >= 0)
+        selection = QItemSelection()
+        start = 0
+        for n in range(1, len(cells) + 1):  # contiguous rows over the same columns: one range
+            r, a, b = cells[n - 1]
+            if n < len(cells) and cells[n] == (r + 1, a, b):
+                continue
+            selection.select(proxy.index(cells[start][0], a), proxy.index(r, b))
+            start = n
+        blocked = sel.blockSignals(True)
+        try:
+            sel.select(selection, QItemSelectionModel.SelectionFlag.ClearAndSelect)
+            if here is not None and source.row_of(here[0]) >= 0:
+                current = proxy.index(source.row_of(here[0]), here[1])
+                sel.setCurrentIndex(current, QItemSelectionModel.SelectionFlag.NoUpdate)
+        finally:
+            sel.blockSignals(blocked)
+        self._selection()
 
     # -- what to repaint ------------------------------------------------------------------
 
@@ -85,7 +144,9 @@ class TableView(QTableView):
         if self._proxy is None:
             super().paintEvent(event)
         else:
-            self._paint(event.region())
+            region = event.region()
+            covered = self._paint(region)
+            self._fill_rest(region if covered is None else region.subtracted(covered))
         self.paint_seconds += time.thread_time() - start
         self.paints += 1
 
@@ -103,16 +164,28 @@ class TableView(QTableView):
             QColor.fromRgba(grid & 0xFFFFFFFF) if grid != -1 else pal.color(QPalette.ColorRole.Mid),
         )
 
-    def _paint(self, region: QRegion) -> None:
-        """Paint the visible cells in `region`. One long function on purpose: the paint hot path
-        keeps its locals in one frame rather than paying for calls per row."""
+    def _fill_rest(self, region: QRegion) -> None:
+        """Fill what no row covered (below the last row, right of the last column) as the
+        viewport's own background fill would have."""
+        if region.isEmpty():
+            return
+        viewport = self.viewport()
+        painter = QPainter(viewport)
+        painter.setClipRegion(region)
+        painter.fillRect(region.boundingRect(), viewport.palette().brush(viewport.backgroundRole()))
+        painter.end()
+
+    def _paint(self, region: QRegion) -> QRegion | None:
+        """Paint the visible cells in `region`; returns the area painted (None: nothing). One
+        long function on purpose: the paint hot path keeps its locals in one frame rather than
+        paying for calls per row."""
         proxy = self._proxy
         assert proxy is not None
         model: RowTableModel[Any] = proxy.source
         box = region.boundingRect()
         first = self.rowAt(box.top())
         if first < 0:
-            return
+            return None
         last = self.rowAt(box.bottom())
         if last < 0:
             last = proxy.rowCount() - 1
@@ -132,7 +205,7 @@ class TableView(QTableView):
                 room = w - line - 2 * MARGIN
                 cols.append((c, x, w, room, right[c], live_slot.get(c, -1), c in colored))
         if not cols:
-            return
+            return None
         live = bool(live_slot)
         base, alternate, highlight, text, selected_text, grid = self._colors()
         if model.stale:  # not live: greyed, no state colors
@@ -187,7 +260,7 @@ class TableView(QTableView):
                     tw = widths[shown] = metrics.horizontalAdvance(shown)
                 if tw <= room:
                     tx = x + w - line - MARGIN - tw if at_right else x + MARGIN
-                    painter.drawText(QPointF(tx, ty), shown)
+                    painter.drawText(tx, ty, shown)
                     continue
                 # Too wide for its cell: elided, as Qt's delegate would.
                 elided = metrics.elidedText(shown, Qt.TextElideMode.ElideRight, room)
@@ -195,3 +268,4 @@ class TableView(QTableView):
                     QRect(x + MARGIN, y, room, h - line), _RIGHT if at_right else _LEFT, elided
                 )
         painter.end()
+        return QRegion(QRect(left, top, end - left, bottom - top))
