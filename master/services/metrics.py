@@ -35,6 +35,10 @@ NAN = math.nan
 NODE_WIDTH = len(NODE_FIELDS)
 INSTANCE_WIDTH = len(INSTANCE_FIELDS)
 MAX_SKEW = 30.0  # seconds; an agent clock further off than this is replaced by the master's
+# A node stamped by the master's clock keeps that until its own is this close again: a clock (or a
+# backlog) near MAX_SKEW would otherwise alternate the two, and every sample stamped by its own,
+# older clock after one stamped "now" lands behind the newest row (a costly rewrite of the block).
+TRUST_AGAIN = MAX_SKEW / 2
 FRESH_FOR = 120.0  # seconds; older latest values are not exported to Prometheus
 
 SampleHook = Callable[[str, float, float, list[tuple[Any, ...]]], None]
@@ -243,6 +247,7 @@ class MetricsService:
         self.rate = 0.0  # samples per second over the last few seconds
         self._rate_at = time.monotonic()
         self._rate_base = 0
+        self._master_clock: set[str] = set()  # nodes whose samples the master's clock stamps
         hub.listen("instance", self._on_gone(instance_key))
         hub.listen("node", self._on_gone(node_key))
 
@@ -252,12 +257,12 @@ class MetricsService:
         def listener(data: dict[str, Any]) -> None:
             if data.get("deleted") and isinstance(data.get("id"), str):
                 self.store.drop(key_of(data["id"]))
+                self._master_clock.discard(data["id"])
 
         return listener
 
     def ingest(self, node_id: str, msg: Metrics) -> None:
-        now = time.time()
-        ts = msg.ts if abs(msg.ts - now) <= MAX_SKEW else now
+        ts = self._stamp(node_id, msg.ts)
         sec = int(ts)
         store = self.store
         count = 0
@@ -293,6 +298,21 @@ class MetricsService:
             self._publish(node_id, ts, msg, accepted, wanted)
         if self.on_samples is not None and accepted:
             self.on_samples(node_id, ts, msg.interval, accepted)
+
+    def _stamp(self, node_id: str, sent: float) -> float:
+        """The second a message's samples are stored at: the agent's own clock, or the master's
+        while the two are (or were lately) further apart than MAX_SKEW."""
+        now = time.time()
+        off = abs(sent - now)
+        clocked = self._master_clock
+        if node_id in clocked:
+            if off > TRUST_AGAIN:
+                return now
+            clocked.discard(node_id)
+        elif off > MAX_SKEW:
+            clocked.add(node_id)
+            return now
+        return sent
 
     def _update_rate(self) -> None:
         mono = time.monotonic()

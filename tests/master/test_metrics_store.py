@@ -132,3 +132,26 @@ def test_figures_too_large_to_encode_are_kept_raw():
     rows = s.read(T0 + 70)
     assert [ts for ts, _ in rows] == list(range(T0 + 70, T0 + 130))
     assert all(v == [float(array("f", [3e38])[0]) if ts % 2 else 1.5, 7.0] for ts, v in rows)
+
+
+def test_a_node_near_the_skew_limit_is_stamped_by_one_clock_until_it_is_close_again(monkeypatch):
+    """Samples of a node whose clock (or backlog) sits near the skew limit would alternate between
+    its clock and the master's, and every other one would land behind the newest row."""
+    from master.hub import Hub
+    from master.services import metrics
+    from master.services.directory import Directory
+    from protocol.messages import Metrics
+
+    hub = Hub()
+    svc = metrics.MetricsService(MetricsStore(), Directory(hub), hub)
+    now = [float(T0 + 1000)]
+    monkeypatch.setattr(metrics.time, "time", lambda: now[0])
+    stored = []
+    for step, behind in enumerate([31, 29, 29.5, 16, 14, 2, 31, 20]):
+        now[0] += 1
+        msg = Metrics(ts=now[0] - behind, node=[1.0, 2.0, 3.0, 4.0, 5.0, float(step)])
+        svc.ingest("n1", msg)
+        at = [sec for sec, v in svc.store.get("n:n1").read(T0) if v[5] == step]
+        stored.append(at[0] - now[0])
+    # The master's clock from the first breach until the node is within half the limit again.
+    assert stored == [0, 0, 0, 0, -14, -2, 0, 0]
