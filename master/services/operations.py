@@ -156,6 +156,8 @@ class Operations:
                     rows[iid].update(recorded)
                     changes[iid].update(recorded)
             instance_rows.write(conn, changes)
+        for iid in rows:
+            self._views.pop(iid, None)  # a view published from now on is newer than the rows
         self.store.touch(op)
         # Shielded: once the rows say `starting`, every command goes out even if the operation
         # is cancelled or superseded meanwhile (an instance would otherwise wait for nothing).
@@ -193,7 +195,8 @@ class Operations:
         done = 0
         for node_id, node_rows in by_node.items():
             for row in node_rows:
-                self.orch.feed.publish_view(instance_rows.view(row))  # also our view of it
+                if row["id"] not in self._views:  # else a report or a call published a newer one
+                    self.orch.feed.publish_view(instance_rows.view(row))  # also our view of it
             ids = sends.get(node_id)
             if ids:
                 timeout = (
