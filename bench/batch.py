@@ -282,13 +282,31 @@ def gdos_package(dest: Path) -> Path:
     return path
 
 
+def from_root(root: Path | None, module: str) -> list[str] | None:
+    """The command that runs `module` (master, agent) from another source tree (before/after)."""
+    if root is None:
+        return None
+    code = f"import runpy, sys; sys.path.insert(0, {str(root)!r}); runpy.run_module({module!r}, run_name='__main__', alter_sys=True)"
+    return [sys.executable, "-c", code]
+
+
 def bench_gdos(
-    work: Path, n: int, n_agents: int, rounds: int, label: str = "GDOS", probe: bool = False
+    work: Path,
+    n: int,
+    n_agents: int,
+    rounds: int,
+    label: str = "GDOS",
+    probe: bool = False,
+    root: Path | None = None,
 ) -> Result:
     res = Result(label)
     work.mkdir(parents=True, exist_ok=True)
     # A generous grace: on a shared, overloaded machine a starved agent misses heartbeats.
-    master = Master(work / "master", extra=["--log-level", LOG_LEVEL, "--heartbeat-grace", "15"])
+    master = Master(
+        work / "master",
+        extra=["--log-level", LOG_LEVEL, "--heartbeat-grace", "15"],
+        program=from_root(root, "master"),
+    )
     agents: list[Agent] = []
     try:
         master.launch()
@@ -300,6 +318,7 @@ def bench_gdos(
                 work / f"agent-{i}",
                 extra=["--log-level", LOG_LEVEL]
                 + (["--port", str(probe_port)] if probe and i == 0 else []),
+                program=from_root(root, "agent"),
             )
             for i in range(n_agents)
         ]
@@ -413,7 +432,12 @@ def main() -> int:
         help="time agent 0's and the master's /healthz every 20 ms (their event loops' stalls); "
         "on with --disk-pressure",
     )
+    p.add_argument(
+        "--root", type=Path, default=None, help="run GDOS's master and agents from this source tree"
+    )
     args = p.parse_args()
+    if args.root:
+        compile_sources(args.root)
     tools = args.only or ["limit", "gdos", "supervisord", "circus", "pm2"]
     shutil.rmtree(args.work, ignore_errors=True)
     args.work.mkdir(parents=True)
@@ -423,7 +447,14 @@ def main() -> int:
         with disk_writer(args.work) if args.disk_pressure else contextlib.nullcontext():
             if tool == "gdos":
                 probe = args.probe_agent or args.disk_pressure
-                r = bench_gdos(args.work / "gdos", args.n, args.agents, args.rounds, probe=probe)
+                r = bench_gdos(
+                    args.work / "gdos",
+                    args.n,
+                    args.agents,
+                    args.rounds,
+                    probe=probe,
+                    root=args.root,
+                )
             else:
                 r = PEERS[tool](args.work / tool, args.n, args.rounds)
         results.append(r)

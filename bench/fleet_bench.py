@@ -617,6 +617,14 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         result["master_loop_lag_s_last_10s"] = stored["gdos_master_event_loop_lag_seconds"]
         result["false_offline_during_run"] = _count_offline(data / "master.log")
 
+        if not args.crash:  # a quick fan-out look: no node loss, no master restart
+            rows = api_probe.read(str(probe_file))
+            result.update(probed(rows, "steady", steady))
+            result.update(probed(rows, "fanout", fan_windows))
+            console_task.cancel()
+            result["load_at_end"] = os.getloadavg()[0]
+            return result
+
         # Node loss.
         console.offline_at.clear()
         t_kill = time.time()
@@ -715,6 +723,12 @@ def main() -> None:
     p.add_argument("--watch", type=int, default=100, help="instances the console subscribes to")
     p.add_argument("--burns", type=int, default=20, help="processes that breach the alert rule")
     p.add_argument("--fanout-rounds", type=int, default=3, help="system start+stop over the fleet")
+    p.add_argument(
+        "--no-crash",
+        dest="crash",
+        action="store_false",
+        help="skip node loss and the master's kill -9 and restart (a quick fan-out look)",
+    )
     p.add_argument("--data-dir", default=None)
     p.add_argument("--profile", default=None, help="run the master under cProfile, write here")
     p.add_argument("--master-root", default=None, help="run the master from this source tree")

@@ -12,6 +12,7 @@ from master.app import create_app
 from master.cli import parse_args, settings_from_args
 from master.config import Settings
 from master.db.session import DatabaseUnavailable, check_database
+from master.heap import settle_heap
 from master.local_agent import LocalAgent, agent_command
 from master.server import (
     NotifyingServer,
@@ -84,6 +85,7 @@ async def serve(settings: Settings, with_agent: bool) -> int:
     if serving.done():
         await serving
         return 1
+    settle_heap()
     agent: LocalAgent | None = None
     keeper: asyncio.Task[None] | None = None
     print_banner(settings, with_agent)

@@ -2,7 +2,8 @@
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query, Request
+import msgspec
+from fastapi import APIRouter, Path, Query, Request, Response
 from sqlalchemy import select
 
 from master.api.deps import Operator, ServicesDep, SessionDep, Viewer
@@ -14,6 +15,7 @@ from protocol.rest import BatchIn, OperationOut, OperationStarted
 
 router = APIRouter(prefix="/api/v1", tags=["operations"], responses=ERROR_RESPONSES)
 Id = Annotated[str, Path(max_length=64)]
+_encode = msgspec.json.Encoder().encode
 
 
 async def _begin(
@@ -24,14 +26,16 @@ async def _begin(
     request: Request,
     s: SessionDep,
     svc: ServicesDep,
-) -> OperationStarted:
+) -> Response:
     system = get_system(s, system_id)
     svc.rollouts.refuse_if_busy(system.id, only_releases=True)  # never superseded silently
     ready_timeout = body.ready_timeout if body else None
     op = svc.operations.begin(s, system, kind, principal.name, ready_timeout)
     request.state.audit_target = f"system={system.id}"
     request.state.audit_detail = {"operation": op.id, "instances": len(op.steps)}
-    return OperationStarted(operation_id=op.id, **op.out().model_dump())
+    # OperationStarted built without models: the steps of a fleet-wide system number thousands.
+    answer = _encode({**op.view(), "operation_id": op.id})
+    return Response(answer, status_code=202, media_type="application/json")
 
 
 @router.post("/systems/{system_id}/start", response_model=OperationStarted, status_code=202)
@@ -42,7 +46,7 @@ async def start_system(
     s: SessionDep,
     svc: ServicesDep,
     body: BatchIn | None = None,
-) -> OperationStarted:
+) -> Response:
     """Start every instance, level by level (ascending `start_order`); a level begins when the
     one below runs and is healthy. Follow it at `GET /operations/{operation_id}`."""
     return await _begin("start", system_id, body, principal, request, s, svc)
@@ -56,7 +60,7 @@ async def stop_system(
     s: SessionDep,
     svc: ServicesDep,
     body: BatchIn | None = None,
-) -> OperationStarted:
+) -> Response:
     """Stop every instance, level by level, in reverse `start_order`."""
     return await _begin("stop", system_id, body, principal, request, s, svc)
 

@@ -35,6 +35,7 @@ from master.hub import Hub
 from master.services import instance_rows, instance_settings, operation_plan, ownership
 from master.services.agents import AgentRegistry
 from master.services.commands import COMMAND_SLACK, START_TIMEOUT
+from master.services.instance_rows import Row
 from master.services.operation_steps import FINAL_STEPS, Op, OpState, Step, StepState
 from master.services.operation_store import OperationStore
 from master.services.orchestrator import Orchestrator
@@ -46,6 +47,7 @@ log = logging.getLogger(__name__)
 
 RESUME_GRACE = 60.0  # how long a resumed operation waits for its nodes to come back
 BATCH_KINDS = ("start", "stop")  # rollouts and rollbacks are master/services/rollouts.py's
+DISPATCH_SLICE = 50  # instances published and commanded per turn of the event loop
 
 
 class Operations:
@@ -154,18 +156,12 @@ class Operations:
                     rows[iid].update(recorded)
                     changes[iid].update(recorded)
             instance_rows.write(conn, changes)
-        for row in rows.values():
-            self.orch.feed.publish_view(instance_rows.view(row))  # also refreshes our view of it
+        for iid in rows:
+            self._views.pop(iid, None)  # a view published from now on is newer than the rows
         self.store.touch(op)
-        # Per node, from a map: a scan of the level per node is quadratic at a fleet's width.
-        stop_timeout = {st.instance_id: st.stop_timeout for st in steps}
-        for node_id, ids in sends.items():
-            timeout = (
-                START_TIMEOUT if starting else max(stop_timeout[i] for i in ids) + COMMAND_SLACK
-            )
-            carried = {i: settings[i][0] for i in ids if i in settings} if starting else {}
-            action: Literal["start", "stop"] = "start" if starting else "stop"
-            self.orch.spawn(self._send(op, node_id, action, ids, timeout, carried))
+        # Shielded: once the rows say `starting`, every command goes out even if the operation
+        # is cancelled or superseded meanwhile (an instance would otherwise wait for nothing).
+        await asyncio.shield(self.orch.spawn(self._dispatch(op, steps, rows, sends, settings)))
         sent = time.perf_counter()
         outcome = await self._settle(op, steps)
         log.info(
@@ -177,6 +173,42 @@ class Operations:
             (time.perf_counter() - began) * 1000,
         )
         return outcome
+
+    async def _dispatch(
+        self,
+        op: Op,
+        steps: list[Step],
+        rows: dict[str, Row],
+        sends: dict[str, list[str]],
+        settings: dict[str, tuple[Settings, dict[str, Any]]],
+    ) -> None:
+        """Publish the level's committed rows and send each node its command, a slice of nodes
+        per turn of the event loop so that a fleet-wide level never holds the loop. A node's
+        views go out before its command: its agent's report can only follow them."""
+        starting = op.kind == "start"
+        action: Literal["start", "stop"] = "start" if starting else "stop"
+        # Per node, from a map: a scan of the level per node is quadratic at a fleet's width.
+        stop_timeout = {st.instance_id: st.stop_timeout for st in steps}
+        by_node: dict[str, list[Row]] = {}
+        for row in rows.values():
+            by_node.setdefault(row["node_id"], []).append(row)
+        done = 0
+        for node_id, node_rows in by_node.items():
+            for row in node_rows:
+                if row["id"] not in self._views:  # else a report or a call published a newer one
+                    self.orch.feed.publish_view(instance_rows.view(row))  # also our view of it
+            ids = sends.get(node_id)
+            if ids:
+                timeout = (
+                    START_TIMEOUT if starting else max(stop_timeout[i] for i in ids) + COMMAND_SLACK
+                )
+                carried = {i: settings[i][0] for i in ids if i in settings} if starting else {}
+                self.orch.spawn(self._send(op, node_id, action, ids, timeout, carried))
+            done += len(node_rows)
+            if done >= DISPATCH_SLICE:
+                done = 0
+                await asyncio.sleep(0)  # the commands spawned so far leave in the next turn
+        await asyncio.sleep(0)
 
     def _preflight(self, op: Op, steps: list[Step], rows: dict[str, dict[str, Any]]) -> str | None:
         """Refuse a level before touching any of it when one of its instances cannot move."""

@@ -7,6 +7,7 @@ instance ends in the state asked for. Also keeps the benchmark's simulator hones
 import asyncio
 
 from bench.fleet import connected_agents
+from protocol.rest import OperationStarted
 from tests.support import build_package, wait_for
 
 NODES = 40
@@ -24,6 +25,10 @@ def test_a_system_over_many_nodes_starts_and_stops_once_per_node(master_factory,
 
     def operation(action: str) -> dict:
         op = api.post(f"/systems/{system['id']}/{action}", expect=202)
+        # The answer is encoded without models: it must still be what the API documents.
+        started = OperationStarted.model_validate(op)
+        assert started.operation_id == started.id and len(started.steps) == NODES
+        assert started.kind == action and started.state == "running"
         return wait_for(
             lambda: (o := api.get(f"/operations/{op['operation_id']}"))["state"] != "running" and o,
             60,

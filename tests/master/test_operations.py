@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from master.db import models
+from master.services import operations as operations_module
 from master.services.operation_steps import Op, OpState, Step
 from master.services.operations import Operations
 from protocol.messages import InstanceReport, Result
@@ -164,3 +165,48 @@ async def test_an_operation_left_running_resumes_once_its_node_is_reconciled(fle
     assert op.state == OpState.SUCCEEDED and op.resumed == 1
     assert batches(agent) == [("start", [db])]
     assert fleet.row(op).resumed == 1
+
+
+async def test_a_report_during_a_level_dispatch_is_not_overwritten_by_the_rows(fleet, monkeypatch):
+    """A level is published and sent a slice per loop turn; a report that lands between slices
+    stays the newest view of its instance (its step is judged on it, not on the rows)."""
+    monkeypatch.setattr(operations_module, "DISPATCH_SLICE", 1)
+    mine = fleet.add_module_instance("a", 1, "running")
+    with fleet.db.session() as s:
+        node = models.Node(secret_hash="n2", hostname="other")
+        s.add(node)
+        s.commit()
+        other = node.id
+        inst = models.Instance(
+            system_id=fleet.system_id,
+            node_id=other,
+            name="b",
+            state="running",
+            desired_state="running",
+            module_id=fleet.instance(mine).module_id,
+        )
+        s.add(inst)
+        s.commit()
+        theirs = inst.id
+    node_of = {mine: fleet.node_id, theirs: other}
+    fleet.agent(obeys)
+
+    def obeys_too(msg: dict[str, Any]) -> Result:
+        ids = msg["instance_ids"]
+        fleet.orch.reports.queue(other, [obeys(msg["action"], i) for i in ids])
+        return Result(reply_to=msg["id"], ok=True, data={"results": dict.fromkeys(ids)})
+
+    FakeAgent(fleet.agents, other, obeys_too)
+    crashed: list[str] = []
+
+    def crash_the_later_one(data: dict[str, Any]) -> None:
+        if data["state"] == "stopping" and not crashed:  # the first slice is out
+            crashed.append(later := theirs if data["id"] == mine else mine)
+            report = InstanceReport(instance_id=later, state=S.FAILED, error="crashed")
+            fleet.orch.reports.queue(node_of[later], [report])
+
+    fleet.hub.listen("instance", crash_the_later_one)
+    op = fleet.begin("stop")
+    await ended(op)
+    assert op.state == OpState.SUCCEEDED, op.error
+    assert [e["state"] for e in fleet.events if e["id"] == crashed[0]] == ["failed", "stopped"]
