@@ -60,9 +60,12 @@ class FleetService(QObject):
         # the snapshot, which may predate them (a package uploaded during the fetch).
         self._reloading = 0
         self._replay: list[tuple[Any, dict[str, Any]]] = []
+        # Instance events received, per instance: an action's answer is older than any event
+        # that arrived while it was on its way (see _apply_answers).
+        self._instance_events: dict[str, int] = {}
         for topic, handler in (
             ("node", self.on_node),
-            ("instance", self.on_instance),
+            ("instance", self._on_instance_event),
             ("system", self.on_system),
             ("package", self.on_package),
             ("module", self.on_module),
@@ -159,6 +162,23 @@ class FleetService(QObject):
                 row = self.instances.row(key)
                 if row is not None and row.get("node_id") == node_id:
                     self.instances.update({"id": key, "node_name": name})
+
+    def _on_instance_event(self, data: dict[str, Any]) -> None:
+        key = str(data.get("id"))
+        self._instance_events[key] = self._instance_events.get(key, 0) + 1
+        self.on_instance(data)
+
+    def _events_seen(self) -> dict[str, int]:
+        return dict(self._instance_events)
+
+    def _apply_answers(self, seen: dict[str, int], answers: list[InstanceOut]) -> None:
+        """Show what the master answered to an action, unless the event stream brought news of
+        that instance meanwhile: the stream's view is then as new or newer (a start answered
+        "starting" after the stream said "running" would otherwise stay "starting"), and the
+        master publishes the answer's view on the stream too."""
+        for inst in answers:
+            if self._instance_events.get(inst.id, 0) == seen.get(inst.id, 0):
+                self.on_instance(inst.model_dump())
 
     def on_instance(self, data: dict[str, Any]) -> None:
         row = self.enrich(cast(InstanceRow, dict(data)))
@@ -259,11 +279,10 @@ class FleetService(QObject):
     # -- instances ------------------------------------------------------------------------
 
     async def _each(self, ids: list[str], call: Callable[[str], Awaitable[InstanceOut]]) -> None:
+        seen = self._events_seen()
         results = await asyncio.gather(*(call(i) for i in ids), return_exceptions=True)
         errors = [r for r in results if isinstance(r, BaseException)]
-        for r in results:
-            if isinstance(r, InstanceOut):
-                self.on_instance(r.model_dump())
+        self._apply_answers(seen, [r for r in results if isinstance(r, InstanceOut)])
         if errors:
             raise errors[0]
 
@@ -293,9 +312,9 @@ class FleetService(QObject):
     @action("deploying")
     async def deploy(self, module_id: str, node_ids: list[str]) -> list[str]:
         client = self.session.require()
+        seen = self._events_seen()
         made = await asyncio.gather(*(client.deploy(module_id, n) for n in node_ids))
-        for inst in made:
-            self.on_instance(inst.model_dump())
+        self._apply_answers(seen, made)
         ids = [i.id for i in made]
         self.instances_deployed.emit(ids)
         return ids
@@ -303,6 +322,7 @@ class FleetService(QObject):
     @async_slot(dict)
     @action("adopting a process")
     async def adopt(self, body: dict[str, Any]) -> str | None:
+        seen = self._events_seen()
         try:
             inst = await self.session.require().adopt(body)
         except ClientError as exc:
@@ -314,7 +334,7 @@ class FleetService(QObject):
                 )
                 raise ClientError(f"{exc.message}: {listed}", code=exc.code) from None
             raise
-        self.on_instance(inst.model_dump())
+        self._apply_answers(seen, [inst])
         info(f"adopted {inst.name}")
         return inst.id
 

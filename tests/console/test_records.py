@@ -266,3 +266,54 @@ async def test_an_event_during_a_reload_is_not_lost():
     await task
     fleet.packages.flush()
     assert fleet.packages.row("p1") is not None  # and still there on top of the older snapshot
+
+
+def _instance(state: str) -> dict:
+    return {
+        "id": "i1",
+        "system_id": "s1",
+        "module_id": "m1",
+        "node_id": "n1",
+        "name": "web-1",
+        "state": state,
+        "desired_state": "running",
+        "health": "unknown",
+        "pid": 7 if state == "running" else None,
+        "started_at": None,
+        "restarts": 0,
+        "exit_code": None,
+        "last_error": None,
+        "adopted": False,
+        "version": "1",
+    }
+
+
+class SlowStartClient(SlowFleetClient):
+    """Answers a start only when told, as a master whose answer is overtaken by its events."""
+
+    async def start_instance(self, instance_id: str):
+        from protocol.rest import InstanceOut
+
+        await self.gate.wait()
+        return InstanceOut.model_validate(_instance("starting"))
+
+
+@pytest.mark.parametrize("event_first", [True, False])
+async def test_an_answer_overtaken_by_the_event_stream_does_not_put_the_state_back(event_first):
+    import asyncio
+
+    from console.services.fleet import FleetService
+
+    session = Session()
+    client = SlowStartClient()
+    session.client = client
+    fleet = FleetService(session, tick_ms=0)
+    session.dispatch("instance", _instance("stopped"))
+    task = asyncio.ensure_future(fleet.start_instances(["i1"]))
+    await asyncio.sleep(0)
+    if event_first:  # the stream says "running" while the answer ("starting") is on its way
+        session.dispatch("instance", _instance("running"))
+    client.gate.set()
+    await task
+    fleet.instances.flush()
+    assert fleet.instances.row("i1")["state"] == ("running" if event_first else "starting")
