@@ -19,7 +19,8 @@ HOLD_TIMEOUT = 60.0  # how long a request waits at the closed gate before a 503
 
 class AuditMiddleware:
     """Writes the audit row of every POST/PUT/PATCH/DELETE under /api/v1 once its status is
-    known, so no route can forget it; routes enrich it through `request.state`."""
+    known, so no route can forget it; routes enrich it through `request.state`. The row is
+    written before the answer goes out: whoever reads the audit log after an answer finds it."""
 
     def __init__(self, app: ASGIApp, db: Database, hub: Hub | None = None) -> None:
         self.app = app
@@ -35,17 +36,21 @@ class AuditMiddleware:
             await self.app(scope, receive, send)
             return
         status = 500
+        written = False
 
         async def capture(message: Message) -> None:
-            nonlocal status
+            nonlocal status, written
             if message["type"] == "http.response.start":
                 status = message["status"]
+                written = True
+                self._write(scope, status)
             await send(message)
 
         try:
             await self.app(scope, receive, capture)
         finally:
-            self._write(scope, status)
+            if not written:  # no answer started: the request failed before one
+                self._write(scope, status)
 
     def _write(self, scope: Scope, status: int) -> None:
         state: dict[str, Any] = scope.get("state") or {}
