@@ -97,6 +97,15 @@ def test_a_killed_instance_fires_a_state_alert_with_a_webhook(world):
     assert b'"event":"firing"' in delivery.body
 
 
+def test_a_state_rule_made_while_its_instance_is_already_in_that_state_fires(world):
+    world.online("n1")
+    world.instance("i1", "running")
+    world.instance("i1", "exited")  # down before any rule watches it
+    world.add_rule(metric="state", op="==", threshold="exited")
+    world.flush()
+    assert [(e["target"], e["state"]) for e in world.events] == [("instance/i1", "firing")]
+
+
 def test_an_offline_node_raises_one_node_alert_and_suppresses_its_instances(world):
     world.add_rule(metric="state", op="!=", threshold="running")
     world.online("n1")

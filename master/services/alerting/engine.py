@@ -189,12 +189,23 @@ class AlertEngine:
         self.rules[rule.id] = rule
         self._rule_versions[rule.id] = row.updated_at
         self._reindex()
+        if old is None and any(r is rule for r in self._states):
+            self._seed_states(rule)
         if old is not None:
             if not rule.enabled or old.metric != rule.metric:
                 self._close(rule.id, old, lambda _: False)
             else:
                 self._close(rule.id, old, lambda target: covers(rule, target, self.directory))
         return rule
+
+    def _seed_states(self, rule: Rule) -> None:
+        """A new state rule also judges the states instances are in already (a rule made while
+        its instance is down, or learnt from another master after the change), not only the next
+        change."""
+        now = time.time()
+        for info in list(self.directory.instances.values()):
+            if applies_instance(rule, info) and self.agents.is_online(info.node_id):
+                self._observe_state(rule, info.id, info.state, now)
 
     def remove_rule(self, rule_id: str) -> None:
         old = self.rules.pop(rule_id, None)
