@@ -232,7 +232,7 @@ def _receive(resp: Any, dest: Path, progress: Progress) -> None:
     with open(dest, mode) as f:
         f.seek(progress.got)
         f.truncate()
-        while chunk := resp.read(_CHUNK):
+        while chunk := _read(resp, progress):
             f.write(chunk)
             progress.sha256.update(chunk)
             progress.got += len(chunk)
@@ -240,6 +240,15 @@ def _receive(resp: Any, dest: Path, progress: Progress) -> None:
     # the checksum to call the package corrupted.
     if progress.total is not None and progress.got < progress.total:
         raise HttpError(f"connection closed after {progress.got} of {progress.total} bytes")
+
+
+def _read(resp: Any, progress: Progress) -> bytes:
+    """The next chunk of the body; a reset or a stall mid-body is a lost connection (retried
+    from where it stopped), not an error writing the file."""
+    try:
+        return resp.read(_CHUNK)  # type: ignore[no-any-return]
+    except (OSError, http.client.HTTPException) as exc:
+        raise HttpError(f"connection lost after {progress.got} bytes: {_describe(exc)}") from None
 
 
 # Health probes: like Kubernetes' httpGet probes, certificates are not verified (internal

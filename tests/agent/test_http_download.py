@@ -3,10 +3,14 @@ so and leaves no partial file (the checksum would catch it too, but call it corr
 
 import hashlib
 import socket
+import struct
 import threading
 from pathlib import Path
 
-from agent.http import Http, HttpError
+import pytest
+
+from agent.executor.deploy import retryable
+from agent.http import Http, HttpError, Progress
 
 BODY = b"x" * 100_000
 
@@ -47,3 +51,43 @@ async def test_a_dropped_download_is_an_error_and_leaves_nothing(tmp_path: Path)
     # The same body, whole this time.
     assert await Http().download(url, {}, dest) == hashlib.sha256(BODY).hexdigest()
     assert dest.read_bytes() == BODY
+
+
+def serve_then(head: bytes, then: str) -> str:
+    """A server sending `head`, then resetting the connection or going silent."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen()
+    release = threading.Event()
+
+    def run() -> None:
+        with srv:
+            conn, _ = srv.accept()
+            with conn:
+                conn.recv(65536)
+                conn.sendall(head)
+                if then == "reset":  # SO_LINGER 0: close sends RST, not FIN
+                    conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                else:
+                    release.wait(30)
+
+    threading.Thread(target=run, daemon=True).start()
+    return f"http://127.0.0.1:{srv.getsockname()[1]}/pkg.zip"
+
+
+@pytest.mark.parametrize("then", ["reset", "stall"])
+async def test_a_reset_or_stalled_body_is_a_lost_connection_to_retry(
+    tmp_path: Path, then: str
+) -> None:
+    url = serve_then(b"HTTP/1.1 200 OK\r\nContent-Length: 1048576\r\n\r\n" + BODY, then)
+    dest = tmp_path / "pkg.zip"
+    progress = Progress()
+    try:
+        await Http().fetch_into(url, {}, dest, progress, timeout=1.0)
+    except HttpError as exc:  # not OSError: that would be taken for a failed write, not retried
+        assert exc.status is None and retryable(exc)
+        assert str(exc).startswith("connection lost after "), str(exc)
+    else:
+        raise AssertionError("a broken download was taken for a whole one")
+    # What arrived stays, to resume from with a Range request.
+    assert progress.got == dest.stat().st_size <= len(BODY)
