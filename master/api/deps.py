@@ -1,11 +1,12 @@
 """Request dependencies: the app's services, a DB session, and who is calling."""
 
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
 from master.services import accounts
@@ -23,9 +24,18 @@ def services(conn: HTTPConnection) -> "Services":
 ServicesDep = Annotated["Services", Depends(services)]
 
 
-def get_session(conn: HTTPConnection) -> Iterator[Session]:
-    with services(conn).db.session() as s:
+async def get_session(conn: HTTPConnection) -> AsyncIterator[Session]:
+    """The request's session. A failed request lets go of its row locks at once, on the event
+    loop: closing runs later in a worker thread the loop must schedule, and loop-side work
+    waiting for one of those rows (a hello batch on PostgreSQL) would wait for ever."""
+    s = services(conn).db.sessionmaker()
+    try:
         yield s
+    except BaseException:
+        s.rollback()
+        raise
+    finally:
+        await run_in_threadpool(s.close)
 
 
 SessionDep = Annotated[Session, Depends(get_session)]

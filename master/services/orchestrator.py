@@ -233,6 +233,7 @@ class Orchestrator:
                 self.commands.forget(s, inst)
                 return inst
             if inst.state == InstanceState.DESTROYING:
+                s.commit()  # nothing to change: let go of the row now, not at the session's close
                 return inst
             inst.state = InstanceState.DESTROYING
             inst.desired_state = DesiredState.STOPPED

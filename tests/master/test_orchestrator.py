@@ -174,3 +174,20 @@ async def test_a_refused_verb_lets_go_of_the_instance_row_before_its_session_clo
                 select(models.Instance.id).where(models.Instance.id == offline).with_for_update()
             ).one()
             other.rollback()
+
+
+async def test_a_destroy_already_under_way_lets_go_of_the_instance_row_too(world):
+    """The same for a verb that succeeds without changing anything."""
+    FakeAgent(world.agents, world.node_id)
+    going = world.add_instance("web-1", "destroying")
+    with world.db.session() as s:
+        inst = s.get(models.Instance, going)
+        assert inst is not None
+        assert (await world.orch.destroy(s, inst)).state == "destroying"
+        with world.db.engine.connect() as other:
+            if world.db.is_postgres:
+                other.exec_driver_sql("SET lock_timeout = '5s'")
+            other.execute(
+                select(models.Instance.id).where(models.Instance.id == going).with_for_update()
+            ).one()
+            other.rollback()
