@@ -31,6 +31,16 @@ RETRYABLE_SQLSTATES = frozenset({"40001", "40P01"})  # serialization failure, de
 RETRY_ATTEMPTS = 5
 
 
+# A master stopped (SIGSTOP) or cut off mid-transaction would hold its row locks until it woke
+# up, and the other masters' hello batches would wait for them: the server ends such a session
+# after this long idle in a transaction, and finds a host gone without a FIN by keepalives.
+IDLE_IN_TRANSACTION_TIMEOUT_MS = 10_000
+PG_SESSION_OPTIONS = (
+    f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT_MS} "
+    "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3"
+)
+
+
 class DatabaseUnavailable(Exception):
     """The configured database cannot be used; the message is one sentence for the operator."""
 
@@ -133,7 +143,7 @@ class Database:
             # A connection the server dropped (a restart, a failover) is replaced, not used;
             # a server that does not answer is reported, not waited for.
             kwargs["pool_pre_ping"] = True
-            kwargs["connect_args"] = {"connect_timeout": 10}
+            kwargs["connect_args"] = {"connect_timeout": 10, "options": PG_SESSION_OPTIONS}
             # Uncapped for the same reason as SQLite's file pool (a capped pool makes the event
             # loop wait, blocked, for a connection a suspended request holds); the server's
             # max_connections bounds it instead (docs/several-masters.md says how to size it).

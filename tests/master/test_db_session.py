@@ -5,6 +5,7 @@ import threading
 from types import SimpleNamespace
 
 import httpx
+import pytest
 from alembic.script import ScriptDirectory
 from fastapi import FastAPI
 from sqlalchemy import event
@@ -82,3 +83,16 @@ async def test_a_refused_request_lets_go_of_its_row_locks_on_the_event_loop(db_u
     assert r.status_code == 409, r.text
     assert r.json()["error"]["code"] == "in_use"
     assert loop_thread in rolled_back_on
+
+
+def test_a_postgresql_session_idle_in_a_transaction_is_ended_by_the_server(db_url: str) -> None:
+    """A stopped master's row locks do not outlive the timeout (the server enforces it)."""
+    db = Database(db_url)
+    try:
+        if not db.is_postgres:
+            pytest.skip("SQLite has no server sessions")
+        with db.engine.connect() as conn:
+            setting = conn.exec_driver_sql("SHOW idle_in_transaction_session_timeout").scalar()
+        assert setting == "10s"
+    finally:
+        db.dispose()
