@@ -188,3 +188,27 @@ def test_a_restarted_engine_continues_a_firing_alert_instead_of_duplicating_it(w
     world.flush()
     [row] = world.rows()
     assert row.id == first.id and row.state == "resolved" and row.resolved_value == 10
+
+
+def test_a_node_rule_made_while_its_node_is_already_offline_fires(world):
+    if world.engine.several:
+        pytest.skip("with several masters the lease holder judges lost nodes at each sync")
+    world.online("n1")
+    world.offline("n1")
+    world.hub.publish("node", {"id": "n1", "status": "offline"})
+    world.flush()
+    assert [(e["rule_id"], e["state"]) for e in world.events] == [("node-offline", "firing")]
+    rule_id = world.add_rule(metric="node_status", op="==", threshold="offline")
+    world.flush()
+    assert [(e["rule_id"], e["target"], e["state"]) for e in world.events[1:]] == [
+        (rule_id, "node/n1", "firing")
+    ]
+
+
+def test_a_node_rule_made_after_a_goodbye_does_not_take_the_node_for_lost(world):
+    world.online("n1")
+    world.offline("n1")
+    world.hub.publish("node", {"id": "n1", "status": "offline", "planned": True})
+    world.add_rule(metric="node_status", op="==", threshold="offline")
+    world.flush()
+    assert world.events == []

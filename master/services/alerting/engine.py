@@ -191,6 +191,8 @@ class AlertEngine:
         self._reindex()
         if old is None and any(r is rule for r in self._states):
             self._seed_states(rule)
+        if old is None and any(r is rule for r in self._nodes):
+            self._seed_nodes(rule)
         if old is not None:
             if not rule.enabled or old.metric != rule.metric:
                 self._close(rule.id, old, lambda _: False)
@@ -206,6 +208,19 @@ class AlertEngine:
         for info in list(self.directory.instances.values()):
             if applies_instance(rule, info) and self.agents.is_online(info.node_id):
                 self._observe_state(rule, info.id, info.state, now)
+
+    def _seed_nodes(self, rule: Rule) -> None:
+        """The same for a new node rule and the nodes' current status: a node already lost is
+        judged now; one whose agent said goodbye is not a lost node. (With several masters the
+        lease holder judges the lost nodes with every rule at each sync.)"""
+        if self.several or not self.lease.held():
+            return
+        now = time.time()
+        for node_id, status in list(self._node_status.items()):
+            if node_id in self._planned:
+                continue
+            if applies_node(rule, node_id, self.directory):
+                self._observe_state(rule, node_id, status, now)
 
     def remove_rule(self, rule_id: str) -> None:
         old = self.rules.pop(rule_id, None)
@@ -301,6 +316,8 @@ class AlertEngine:
         if self._node_status.get(node_id) == status:
             return  # heartbeat load updates: nothing new for alerts
         self._node_status[node_id] = status
+        if status != "offline":
+            self._planned.discard(node_id)
         if status == "offline":
             for iid in list(self.directory.owned_by(node_id)):
                 self._suppress_instance(iid)
@@ -314,6 +331,7 @@ class AlertEngine:
                     return
                 self._leading[node_id] = time.time() - HANDOVER_GRACE  # lost here: judged now
             elif planned:
+                self._planned.add(node_id)
                 return  # its agent said goodbye, or this master is stopping: not a lost node
         if not self.lease.held():
             return
