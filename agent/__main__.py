@@ -166,12 +166,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         tls.forgo()  # before the imports below: they would load OpenSSL (see agent.tls)
     import asyncio
 
-    from agent import runtime
+    from agent import limits, runtime
     from agent.state import Unreadable
 
     try:
         if args.autostart in ("1", "0"):
             return autostart.apply(args, enrol=lambda: runtime.enrol_once(args))
+        limits.raise_open_files()  # before the sampler sizes its descriptor budget
         return asyncio.run(runtime.run(args))
     except Unreadable as exc:
         print(f"gdos-agent: {exc}", file=sys.stderr)

@@ -1,0 +1,32 @@
+"""Process limits the agent raises for itself at start."""
+
+import logging
+
+log = logging.getLogger(__name__)
+
+WANTED_OPEN_FILES = 65_536
+
+
+def raise_open_files(wanted: int = WANTED_OPEN_FILES) -> int | None:
+    """Raise the soft open-file limit towards `wanted` (within the hard limit); returns the new
+    soft limit, or None where there is none to raise (Windows).
+
+    systemd and most shells start services with a soft limit of 1,024, and an agent keeps a
+    pidfd per supervised process and /proc descriptors beside it: at 1,000 services it would
+    run out. Its services inherit the raised limit, as they would from systemd's `LimitNOFILE`.
+    """
+    try:
+        import resource
+    except ImportError:
+        return None
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+    if soft == resource.RLIM_INFINITY or soft >= target:
+        return soft
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+    except (ValueError, OSError) as exc:  # e.g. a sandbox that refuses
+        log.warning("could not raise the open-file limit from %d to %d: %s", soft, target, exc)
+        return soft
+    log.debug("open-file limit raised from %d to %d", soft, target)
+    return target
