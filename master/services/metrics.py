@@ -44,7 +44,8 @@ TRUST_AGAIN = MAX_SKEW / 2
 FRESH_FOR = 120.0  # seconds; older latest values are not exported to Prometheus
 
 SampleHook = Callable[[str, float, float, list[tuple[Any, ...]]], None]
-# An instance row's figures written as float32 straight into the open block (no array per row).
+# An instance row's figures written as float32 straight into the open block (no array per row);
+# native packing casts as an array does (beyond float32: infinity, not an error).
 _pack_instance = struct.Struct(f"{INSTANCE_WIDTH}f").pack_into
 
 
@@ -290,13 +291,8 @@ class MetricsService:
             at = sec - series.phase
             if series.last < at < series.end:  # within the open block: one write in place
                 _, cpu, rss, read, write, threads = row
-                try:
-                    _pack_instance(
-                        series.raw, (at - series.start) * ROW_BYTES, cpu, rss, read, write, threads
-                    )
-                except OverflowError:  # beyond float32: stored as infinity, as an array stores it
-                    base = (at - series.start) * INSTANCE_WIDTH
-                    series.raw[base : base + INSTANCE_WIDTH] = array("f", row[1:])
+                offset = (at - series.start) * ROW_BYTES
+                _pack_instance(series.raw, offset, cpu, rss, read, write, threads)
                 series.last = at
                 continue
             series_map.move_to_end(key)  # recency is kept per block, not per row
