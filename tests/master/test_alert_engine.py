@@ -172,24 +172,6 @@ def test_samples_fire_and_deleting_the_rule_resolves(world):
     assert world.engine.tracks == {} and world.engine.open == {}
 
 
-def test_a_restarted_engine_continues_a_firing_alert_instead_of_duplicating_it(world):
-    world.add_rule(metric="rss_bytes", op=">", threshold=1000, for_seconds=0, resolve_for_seconds=0)
-    world.online("n1")
-    world.instance("i1", "running")
-    world.engine.observe_samples("n1", time.time(), 1.0, [("i1", 1.0, 5000, 0, 0, 1)])
-    world.flush()
-    [first] = world.rows()
-
-    world.engine = world.make_engine()  # a master restart: state comes back from the database
-    world.engine.observe_samples("n1", time.time(), 1.0, [("i1", 1.0, 6000, 0, 0, 1)])
-    world.flush()
-    assert [row.id for row in world.rows()] == [first.id]
-    world.engine.observe_samples("n1", time.time(), 1.0, [("i1", 1.0, 10, 0, 0, 1)])
-    world.flush()
-    [row] = world.rows()
-    assert row.id == first.id and row.state == "resolved" and row.resolved_value == 10
-
-
 @pytest.mark.parametrize(
     ("metric", "op", "threshold", "bad", "good"),
     [
@@ -213,3 +195,21 @@ def test_each_operator_reads_its_own_metric_from_the_row(world, metric, op, thre
         ("i1", "firing", value)
     ]
     assert list(world.engine.tracks) == [(rule_id, "i1")]  # the quiet one holds no track
+
+
+def test_a_restarted_engine_continues_a_firing_alert_instead_of_duplicating_it(world):
+    world.add_rule(metric="rss_bytes", op=">", threshold=1000, for_seconds=0, resolve_for_seconds=0)
+    world.online("n1")
+    world.instance("i1", "running")
+    world.engine.observe_samples("n1", time.time(), 1.0, [("i1", 1.0, 5000, 0, 0, 1)])
+    world.flush()
+    [first] = world.rows()
+
+    world.engine = world.make_engine()  # a master restart: state comes back from the database
+    world.engine.observe_samples("n1", time.time(), 1.0, [("i1", 1.0, 6000, 0, 0, 1)])
+    world.flush()
+    assert [row.id for row in world.rows()] == [first.id]
+    world.engine.observe_samples("n1", time.time(), 1.0, [("i1", 1.0, 10, 0, 0, 1)])
+    world.flush()
+    [row] = world.rows()
+    assert row.id == first.id and row.state == "resolved" and row.resolved_value == 10
