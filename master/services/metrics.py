@@ -18,6 +18,7 @@ shard series by node behind the same `ingest`/`query` calls.
 """
 
 import math
+import struct
 import time
 from array import array
 from collections import OrderedDict
@@ -34,6 +35,7 @@ from protocol.rest import iso
 NAN = math.nan
 NODE_WIDTH = len(NODE_FIELDS)
 INSTANCE_WIDTH = len(INSTANCE_FIELDS)
+ROW_BYTES = 4 * INSTANCE_WIDTH  # one instance row in a float32 block
 MAX_SKEW = 30.0  # seconds; an agent clock further off than this is replaced by the master's
 # A node stamped by the master's clock keeps that until its own is this close again: a clock (or a
 # backlog) near MAX_SKEW would otherwise alternate the two, and every sample stamped by its own,
@@ -42,6 +44,9 @@ TRUST_AGAIN = MAX_SKEW / 2
 FRESH_FOR = 120.0  # seconds; older latest values are not exported to Prometheus
 
 SampleHook = Callable[[str, float, float, list[tuple[Any, ...]]], None]
+# An instance row's figures written as float32 straight into the open block (no array per row);
+# native packing casts as an array does (beyond float32: infinity, not an error).
+_pack_instance = struct.Struct(f"{INSTANCE_WIDTH}f").pack_into
 
 
 FINE_BLOCK = 20  # seconds per encoded block of the recent ring (divides a minute)
@@ -248,6 +253,9 @@ class MetricsService:
         self._rate_at = time.monotonic()
         self._rate_base = 0
         self._master_clock: set[str] = set()  # nodes whose samples the master's clock stamps
+        # The ids in the hub's `metrics:<id>` keys, derived once per change of its key set.
+        self._wanted_keys: frozenset[str] = frozenset()
+        self._wanted_ids: frozenset[str] = frozenset()
         hub.listen("instance", self._on_gone(instance_key))
         hub.listen("node", self._on_gone(node_key))
 
@@ -281,9 +289,10 @@ class MetricsService:
                 store.add(key, INSTANCE_WIDTH, sec, row, 1)
                 continue
             at = sec - series.phase
-            if series.last < at < series.end:  # within the open block: one slice assignment
-                base = (at - series.start) * INSTANCE_WIDTH
-                series.raw[base : base + INSTANCE_WIDTH] = array("f", row[1:])
+            if series.last < at < series.end:  # within the open block: one write in place
+                _, cpu, rss, read, write, threads = row
+                offset = (at - series.start) * ROW_BYTES
+                _pack_instance(series.raw, offset, cpu, rss, read, write, threads)
                 series.last = at
                 continue
             series_map.move_to_end(key)  # recency is kept per block, not per row
@@ -330,17 +339,19 @@ class MetricsService:
         wanted: frozenset[str],
     ) -> None:
         hub = self.hub
-        key = "metrics:" + node_id
-        if msg.node is not None and key in wanted:
+        if wanted is not self._wanted_keys:
+            self._wanted_keys = wanted
+            self._wanted_ids = frozenset(k[8:] for k in wanted if k.startswith("metrics:"))
+        ids = self._wanted_ids
+        if msg.node is not None and node_id in ids:
             data = _sample(NODE_FIELDS, ts, msg.node)
             data.update(id=node_id, kind="node")
-            hub.publish("metrics", data, key=key)
+            hub.publish("metrics", data, key="metrics:" + node_id)
         for row in rows:
-            key = "metrics:" + row[0]
-            if key in wanted:
+            if row[0] in ids:  # the id's hash is cached from the ownership check
                 data = _sample(INSTANCE_FIELDS, ts, row[1:])
                 data.update(id=row[0], kind="instance", node_id=node_id)
-                hub.publish("metrics", data, key=key)
+                hub.publish("metrics", data, key="metrics:" + row[0])
 
     def query(self, key: str, fields: Sequence[str], seconds: float) -> list[dict[str, Any]]:
         series = self.store.get(key)

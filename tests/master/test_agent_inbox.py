@@ -2,7 +2,9 @@
 back, what ends the connection and what is skipped."""
 
 import json
+import math
 import time
+from array import array
 from pathlib import Path
 from typing import Any
 
@@ -113,3 +115,25 @@ def test_a_goodbye_makes_the_disconnection_planned(svc: Services):
     link = AgentLink("n1", Silent())
     Inbox(link, svc).receive(json.dumps({"type": "goodbye", "reason": "systemd stop"}))
     assert link.leaving
+
+
+def test_figures_are_kept_as_float32_and_one_beyond_float32_as_infinity(svc: Services):
+    """Rows after a series' first one are written into its open block in place: the same float32
+    values as before, and a figure too large for float32 stored as infinity, not an error.
+    Two rows of each kind in a row: a block boundary can fall between only one pair."""
+    inbox = Inbox(AgentLink("n1", Silent()), svc)
+    now = int(time.time())
+    rows = [
+        [0.1, 3.3e9, 1e-3, 7.7, 4],
+        [2.53, 1e39, 0, 4096, 4],
+        [2.54, 1e39, 0, 4096, 4],
+        [99.99, 48 << 20, 1.5, 0, 1],
+        [0.07, 48 << 20, 1.5, 0, 1],
+    ]
+    for k, figures in enumerate(rows):
+        inbox.receive(metrics(now - 4 + k, ["a1", *figures]))
+        sec, values = svc.metrics.latest(instance_key("a1")) or (0, [])
+        assert sec == now - 4 + k
+        want = list(array("f", figures))
+        assert values == want and (values[1] == math.inf) == (figures[1] == 1e39)
+    assert svc.metrics.store.dropped_old == 0

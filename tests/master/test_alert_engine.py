@@ -172,6 +172,31 @@ def test_samples_fire_and_deleting_the_rule_resolves(world):
     assert world.engine.tracks == {} and world.engine.open == {}
 
 
+@pytest.mark.parametrize(
+    ("metric", "op", "threshold", "bad", "good"),
+    [
+        ("cpu_percent", "<", 10, (1.0, 5e8), (20.0, 1.0)),
+        ("rss_bytes", "<", 1000, (90.0, 10), (1.0, 5000)),
+        ("rss_bytes", "==", 4096, (1.0, 4096), (90.0, 4097)),
+        ("cpu_percent", "!=", 0, (0.5, 0), (0.0, 9e9)),
+    ],
+)
+def test_each_operator_reads_its_own_metric_from_the_row(world, metric, op, threshold, bad, good):
+    """Samples are positional rows: each rule tests its metric's column with its operator."""
+    rule_id = world.add_rule(metric=metric, op=op, threshold=threshold, for_seconds=0)
+    world.online("n1")
+    world.instance("i1", "running")
+    world.instance("i2", "running")
+    now = time.time()
+    world.engine.observe_samples("n1", now, 1.0, [("i1", *bad, 0, 0, 1), ("i2", *good, 0, 0, 1)])
+    world.flush()
+    value = bad[0] if metric == "cpu_percent" else bad[1]
+    assert [(e["target_id"], e["state"], e["value"]) for e in world.events] == [
+        ("i1", "firing", value)
+    ]
+    assert list(world.engine.tracks) == [(rule_id, "i1")]  # the quiet one holds no track
+
+
 def test_a_restarted_engine_continues_a_firing_alert_instead_of_duplicating_it(world):
     world.add_rule(metric="rss_bytes", op=">", threshold=1000, for_seconds=0, resolve_for_seconds=0)
     world.online("n1")

@@ -38,7 +38,7 @@ from master.services.alerting.active import AlertRecord, SilenceRecord
 from master.services.alerting.delivery import WebhookOutbox
 from master.services.alerting.evaluator import Track, Transition
 from master.services.alerting.outbox import AlertOutbox
-from master.services.alerting.rules import Rule, from_row
+from master.services.alerting.rules import Rule, breach_test, from_row
 from master.services.alerting.scope import applies_instance, applies_node, covers, target_of
 from master.services.alerting.serializers import alert_out
 from master.services.alerting.webhooks import Notifier
@@ -51,6 +51,8 @@ STARTUP_GRACE = 30.0  # seconds after start before a node that never came back c
 HANDOVER_GRACE = 5.0  # several masters: a node no master holds for this long is lost
 SYNC_EVERY = 1.0  # several masters: seconds between reads of nodes, rules and silences
 Key = tuple[str, str]  # (rule id, target id)
+# A numeric rule as a sample row meets it: the rule, the row column, its breach test, threshold.
+NumericCheck = tuple[Rule, int, Callable[[Any, Any], Any], Any]
 ELSEWHERE = "online elsewhere"  # a node's status as seen here while another master holds it
 
 
@@ -95,7 +97,8 @@ class AlertEngine:
         self._numeric: list[Rule] = []
         self._states: list[Rule] = []
         self._nodes: list[Rule] = []
-        self._per_instance: dict[str, tuple[Rule, ...]] = {}
+        # Per instance: the numeric rules that apply, each with its row column and breach test.
+        self._per_instance: dict[str, tuple[NumericCheck, ...]] = {}
         self._node_status: dict[str, str] = {}
         self._started = time.time()
         self._startup_checked = False
@@ -254,25 +257,28 @@ class AlertEngine:
         tracks = self.tracks
         for row in rows:
             iid = row[0]
-            rules = cache.get(iid)
-            if rules is None:
-                rules = self._numeric_for(iid)
-            for rule in rules:
-                value = row[1] if rule.metric == "cpu_percent" else row[2]
+            checks = cache.get(iid)
+            if checks is None:
+                checks = self._numeric_for(iid)
+            for rule, column, test, threshold in checks:
+                value = row[column]
                 key = (rule.id, iid)
                 track = tracks.get(key)
                 if track is None:
-                    if not rule.breached(value):
+                    if not test(value, threshold):
                         continue
                     track = tracks[key] = Track()
                 step = evaluator.observe(rule, track, value, now, since, fresh_for)
                 self._after(rule, key, track, step, now)
 
-    def _numeric_for(self, instance_id: str) -> tuple[Rule, ...]:
+    def _numeric_for(self, instance_id: str) -> tuple[NumericCheck, ...]:
         info = self.directory.instances.get(instance_id)
-        rules = tuple(r for r in self._numeric if applies_instance(r, info)) if info else ()
-        self._per_instance[instance_id] = rules
-        return rules
+        rules = [r for r in self._numeric if applies_instance(r, info)] if info else []
+        checks = tuple(
+            (r, 1 if r.metric == "cpu_percent" else 2, breach_test(r), r.threshold) for r in rules
+        )
+        self._per_instance[instance_id] = checks
+        return checks
 
     def on_instance(self, data: dict[str, Any]) -> None:
         iid = data.get("id")

@@ -7,6 +7,8 @@ value is `hysteresis` beyond the threshold on the good side, for `resolve_for_se
 """
 
 import math
+import operator
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,6 +78,18 @@ def compare(op: str, value: Any, threshold: Any) -> bool:
     if op == "==":
         return bool(value == threshold)
     return bool(value != threshold)
+
+
+_TESTS: dict[str, Callable[[Any, Any], Any]] = {
+    ">": operator.gt,
+    "<": operator.lt,
+    "==": operator.eq,
+}
+
+
+def breach_test(rule: Rule) -> Callable[[float, Any], Any]:
+    """`rule.breached` for a number (never None) as one C call: `test(value, rule.threshold)`."""
+    return _TESTS.get(rule.op, operator.ne)
 
 
 def invalid(field: str, message: str) -> GdosError:
