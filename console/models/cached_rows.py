@@ -12,6 +12,10 @@ changed since the last one and merges them in (row_order.py).
 A re-sort is a layout change, unless every view behind the model keeps its selection by key
 itself (`add_reorder_check`): then it is one `dataChanged` over every row, which spares the views,
 headers and scroll bars their layout pass and a full repaint.
+
+By a live column, with the stream thread attached (`attach_order`), the stream thread works the
+new order out and a re-sort swaps it in (live_order.py); a due re-sort waits a little for it
+while a burst of samples is still arriving.
 """
 
 from __future__ import annotations
@@ -63,6 +67,8 @@ _ASC = Qt.SortOrder.AscendingOrder
 
 SMALL_TABLE = 2000  # rows; up to this many, a changed sort column re-sorts at the next tick
 RESORT_MS = 2000  # larger tables re-sort at most this often while the sorted column changes
+ORDER_WAIT = 1.0  # seconds a due re-sort may wait for the stream thread's order
+ORDER_POLL_MS = 40  # how often it looks whether that order came
 
 
 class CachedRows(QAbstractTableModel, Generic[RowT]):
@@ -105,7 +111,12 @@ class CachedRows(QAbstractTableModel, Generic[RowT]):
         self._resort_timer = QTimer(self)
         self._resort_timer.setSingleShot(True)
         self._resort_ms = resort_ms
-        self._resort_timer.timeout.connect(self.resort)
+        self._resort_timer.timeout.connect(self._resort_when_ready)
+        # While the stream thread is about to deliver the order, a due re-sort waits for it.
+        self._order_timer = QTimer(self)
+        self._order_timer.setSingleShot(True)
+        self._order_timer.timeout.connect(self._resort_when_ready)
+        self._due_at: float | None = None  # when the re-sort waiting for it became due
         self._resorted_at = 0.0
         self.resorts = 0  # how many times the order was brought up to date
         self.stale = False  # the last known state, not live: every cell is greyed
@@ -298,9 +309,28 @@ class CachedRows(QAbstractTableModel, Generic[RowT]):
         since = time.monotonic() - self._resorted_at
         interval = self._resort_ms / 1000
         if len(self._rows) <= SMALL_TABLE or since >= interval * 0.9:
-            self.resort()
+            self._resort_when_ready()
         elif not self._resort_timer.isActive():
             self._resort_timer.start(int((interval - since) * 1000) + 500)
+
+    def _resort_when_ready(self) -> None:
+        """Re-sort now, or a moment later when the stream thread is still working the order
+        out (a burst of samples not over yet), for at most `ORDER_WAIT` seconds."""
+        now = time.monotonic()
+        if self._due_at is None:
+            self._due_at = now
+        order = self._live_order
+        if (
+            now - self._due_at < ORDER_WAIT
+            and order is not None
+            and order.attended
+            and self._order_request is not None
+            and self._ready_order() is None
+        ):
+            if not self._order_timer.isActive():
+                self._order_timer.start(ORDER_POLL_MS)
+            return
+        self.resort()
 
     @property
     def order_stale(self) -> bool:
@@ -338,6 +368,8 @@ class CachedRows(QAbstractTableModel, Generic[RowT]):
     def resort(self) -> None:
         """Bring the order up to date with the sort column (selection kept on its rows)."""
         self._resort_timer.stop()
+        self._order_timer.stop()
+        self._due_at = None
         self._resorted_at = time.monotonic()
         ready = self._ready_order()
         order = self._new_order() if ready is None else None

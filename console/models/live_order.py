@@ -75,6 +75,15 @@ class LiveOrder:
         self._lock = threading.Lock()  # one computation at a time
         self.computed = 0  # orders computed, for tests and the benchmark
 
+    @property
+    def attended(self) -> bool:
+        """A stream thread computes orders (woken by `touch` and `request`)."""
+        return self.wake is not _nothing
+
+    def attend(self, wake: Callable[[], None] | None) -> None:
+        """The stream thread's `wake` from now on (None: no thread computes any more)."""
+        self.wake = wake or _nothing
+
     def touch(self) -> None:
         """The samples changed (their writer calls this after the change)."""
         self.changes = next(_changes)

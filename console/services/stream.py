@@ -80,10 +80,6 @@ class LiveFigures:
         self.order.touch()
 
 
-def _nothing() -> None:
-    pass
-
-
 class Inbox:
     """Hand-over from the stream thread to the GUI thread (both sides lock briefly)."""
 
@@ -156,14 +152,14 @@ class StreamThread:
         self.loop = loop
         asyncio.set_event_loop(loop)
         order = self.inbox.live.order
-        order.wake = self._order_soon
+        order.attend(self._order_soon)
         self._ready.set()
         try:
             loop.run_until_complete(self.stream.run())
             loop.run_until_complete(loop.shutdown_asyncgens())
         finally:
-            if order.wake == self._order_soon:
-                order.wake = _nothing
+            if order.wake == self._order_soon:  # not yet another stream thread's
+                order.attend(None)
             loop.close()
 
     def _order_soon(self) -> None:

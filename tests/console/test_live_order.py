@@ -184,8 +184,9 @@ def test_selection_and_current_row_follow_their_items_and_filters_still_apply() 
     panel.close()
 
 
-async def test_the_stream_thread_works_the_order_out_once_a_burst_is_over() -> None:
-    """A real stream thread (its master unreachable: it only retries) fed samples on its loop."""
+async def test_a_due_resort_waits_for_the_order_the_stream_thread_works_out() -> None:
+    """A real stream thread (its master unreachable: it only retries) fed a burst on its loop;
+    the GUI thread's re-sort falls due at once and waits for the stream thread's order."""
     _app()
     inbox = Inbox(lambda: None)
     live = inbox.live
@@ -195,7 +196,7 @@ async def test_the_stream_thread_works_the_order_out_once_a_burst_is_over() -> N
     stream = StreamThread(Client("http://127.0.0.1:9", token="t"), inbox)
     stream.start()
     try:
-        assert stream.loop is not None
+        assert stream.loop is not None and live.order.attended
         samples = _samples(8)
 
         def burst() -> None:
@@ -203,16 +204,17 @@ async def test_the_stream_thread_works_the_order_out_once_a_burst_is_over() -> N
                 inbox.put("metrics", s)
 
         stream.loop.call_soon_threadsafe(burst)
-        request = model._order_request
-        assert request is not None
-        await until(lambda: live.order.take(request) is not None, what="the order")
-        model.live_changed(live.take())
+        before = model.resorts
+        model.live_changed(None)  # "maybe every row": due now, whatever arrived yet
         model.flush()
+        await until(lambda: model.resorts > before, what="the re-sort")
         assert model.ready_resorts == 1
+        await until(lambda: len(live.samples) == len(samples), what="the burst")
         cpu = _cpu(model)
         assert cpu == sorted(cpu, reverse=True)
     finally:
         await stream.stop()
+    assert not live.order.attended
 
 
 def test_a_row_cleared_here_between_bursts_is_placed_at_once() -> None:
