@@ -139,9 +139,7 @@ def test_rows_cleared_here_after_the_order_was_worked_out_are_merged_in_next() -
 
 def _panel(live: LiveFigures) -> tuple[tables.InstanceTableModel, TablePanel]:
     app = _app()
-    model = tables.InstanceTableModel(tick_ms=1000, resort_ms=1_000_000)
-    model.set_rows({"id": f"i{n}", "name": f"n{n:04d}"} for n in range(ROWS))
-    model.attach_live(live.samples, live.order)
+    model = _model(live)
     panel = TablePanel(model, "test")
     panel.resize(900, 500)
     panel.show()
