@@ -20,6 +20,7 @@ from PySide6.QtCore import QModelIndex, QTimer, Signal
 
 from console.models.cached_rows import RESORT_MS, CachedRows, RowT
 from console.models.cells import DISPLAY, FOREGROUND, TOOLTIP, Row
+from console.models.live_order import LiveOrder
 
 _MISSING: Any = object()
 ALL_LIVE = 512  # from this many live samples in a tick, signal the whole live column range
@@ -96,11 +97,16 @@ class RowTableModel(CachedRows[RowT]):
         self._pending.removals.add(key)
         self._schedule()
 
-    def attach_live(self, samples: dict[str, Row]) -> None:
+    def attach_live(self, samples: dict[str, Row], order: LiveOrder | None = None) -> None:
         """Read live figures from `samples` (shared with the stream thread, which writes it;
-        see services/stream.py) instead of a dict of the model's own."""
+        see services/stream.py) instead of a dict of the model's own; with `order` (the one
+        the writer of `samples` touches), the stream thread works out re-sorts by them."""
         self._live = samples
         self._live_texts.clear()
+        if order is not None:
+            self.attach_order(order)
+        else:
+            self._ask_order()
 
     def live_changed(self, keys: Iterable[str] | None) -> None:
         """These rows have new live figures (None: many, maybe all): signal them at the tick."""
@@ -124,16 +130,21 @@ class RowTableModel(CachedRows[RowT]):
         if not samples or not self._live_cols:
             return
         self._live.update(samples)
+        self._samples_changed(samples)
         self.live_changed(samples if len(samples) < ALL_LIVE else None)
 
     def clear_live(self, keys: Iterable[str]) -> None:
         """Forget the live figures of these rows (no longer followed: blank, not stale)."""
         pending = self._pending
+        cleared = []
         for key in keys:
             if self._live.pop(key, None) is not None:
+                cleared.append(key)
                 self._live_texts.pop(key, None)
                 if not pending.live_all:
                     pending.live.add(key)
+        if cleared:
+            self._samples_changed(cleared)
         self._schedule()
 
     def _schedule(self) -> None:
@@ -212,18 +223,18 @@ class RowTableModel(CachedRows[RowT]):
         """Append new rows in one `rowsInserted` (the order catches up at the re-sort)."""
         if not new:
             return 0
-        rows, keys, index = self._rows, self._keys, self._index
-        first = len(rows)
+        first = len(self._rows)
+        added = [str(row[self.KEY]) for row in new]
         self.beginInsertRows(QModelIndex(), first, first + len(new) - 1)
-        for n, row in enumerate(new):
-            key = str(row[self.KEY])
-            rows.append(row)
-            keys.append(key)
-            index[key] = first + n
+        # New lists, not appends: the stream thread may be reading the old ones.
+        self._rows = self._rows + new
+        self._keys = self._keys + added
+        self._index.update(zip(added, range(first, first + len(new)), strict=True))
         if self._unsorted is not None:  # their keys are read at the next sort
             self._sort_keys.extend([None] * len(new))
-            self._unsort(keys[first:])
+            self._unsort(added)
         self.endInsertRows()
+        self._ask_order()
         return len(new)
 
     def _apply_removals(self, keys: set[str]) -> int:
@@ -241,6 +252,7 @@ class RowTableModel(CachedRows[RowT]):
                 runs[-1] = (i, runs[-1][1])
             else:
                 runs.append((i, i))
+        self._rows, self._keys = list(self._rows), list(self._keys)  # the stream thread's stay
         for first, last in runs:
             self.beginRemoveRows(QModelIndex(), first, last)
             del self._rows[first : last + 1]
@@ -249,6 +261,7 @@ class RowTableModel(CachedRows[RowT]):
                 del self._sort_keys[first : last + 1]
             self.endRemoveRows()
         self._reindex()
+        self._ask_order()
         return len(doomed)
 
     def _span(self, fields: tuple[str, ...]) -> tuple[int, int] | None:

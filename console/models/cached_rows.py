@@ -12,6 +12,10 @@ changed since the last one and merges them in (row_order.py).
 A re-sort is a layout change, unless every view behind the model keeps its selection by key
 itself (`add_reorder_check`): then it is one `dataChanged` over every row, which spares the views,
 headers and scroll bars their layout pass and a full repaint.
+
+By a live column, with the stream thread attached (`attach_order`), the stream thread works the
+new order out and a re-sort swaps it in (live_order.py); a due re-sort waits a little for it
+while a burst of samples is still arriving.
 """
 
 from __future__ import annotations
@@ -50,6 +54,7 @@ from console.models.cells import (
     Row,
     as_text,
 )
+from console.models.live_order import LiveOrder, OrderRequest, ReadyOrder, live_sort_keys
 from console.models.row_order import Key, full_order, merged_order, sort_keys, worth_merging
 
 Index = QModelIndex | QPersistentModelIndex
@@ -62,6 +67,8 @@ _ASC = Qt.SortOrder.AscendingOrder
 
 SMALL_TABLE = 2000  # rows; up to this many, a changed sort column re-sorts at the next tick
 RESORT_MS = 2000  # larger tables re-sort at most this often while the sorted column changes
+ORDER_WAIT = 1.0  # seconds a due re-sort may wait for the stream thread's order
+ORDER_POLL_MS = 40  # how often it looks whether that order came
 
 
 class CachedRows(QAbstractTableModel, Generic[RowT]):
@@ -85,6 +92,12 @@ class CachedRows(QAbstractTableModel, Generic[RowT]):
         self._hay: dict[str, str] = {}  # key -> lower-case text of the row, for filters
         self._live: dict[str, Row] = {}  # key -> newest live sample
         self._live_texts: dict[str, tuple[Row, list[str]]] = {}  # key -> (sample, texts)
+        # The stream thread's work on the order by a live column (live_order.py): what was
+        # asked of it. `_rows` and `_keys` are never changed in place once asked: new lists.
+        self._live_order: LiveOrder | None = None
+        self._order_request: OrderRequest | None = None
+        self.ready_resorts = 0  # re-sorts that took an order the stream thread computed
+        self._edited: set[str] = set()  # rows whose samples this thread changed itself since
         cols = self.COLUMNS
         self._ncols = len(cols)
         self._col = {c.key: i for i, c in enumerate(cols)}
@@ -98,7 +111,12 @@ class CachedRows(QAbstractTableModel, Generic[RowT]):
         self._resort_timer = QTimer(self)
         self._resort_timer.setSingleShot(True)
         self._resort_ms = resort_ms
-        self._resort_timer.timeout.connect(self.resort)
+        self._resort_timer.timeout.connect(self._resort_when_ready)
+        # While the stream thread is about to deliver the order, a due re-sort waits for it.
+        self._order_timer = QTimer(self)
+        self._order_timer.setSingleShot(True)
+        self._order_timer.timeout.connect(self._resort_when_ready)
+        self._due_at: float | None = None  # when the re-sort waiting for it became due
         self._resorted_at = 0.0
         self.resorts = 0  # how many times the order was brought up to date
         self.stale = False  # the last known state, not live: every cell is greyed
@@ -169,7 +187,10 @@ class CachedRows(QAbstractTableModel, Generic[RowT]):
         self.sort_column = column if 0 <= column < self._ncols else -1
         self.sort_order = order
         self._unsorted = None  # every key is read again for the new column
+        self._order_request = None  # an order the stream thread computed is by the old one
         self.resort()
+        if self._order_request is None:
+            self._ask_order()
 
     def tooltip(self, row: RowT, col: Column) -> str | None:
         return None
@@ -288,9 +309,28 @@ class CachedRows(QAbstractTableModel, Generic[RowT]):
         since = time.monotonic() - self._resorted_at
         interval = self._resort_ms / 1000
         if len(self._rows) <= SMALL_TABLE or since >= interval * 0.9:
-            self.resort()
+            self._resort_when_ready()
         elif not self._resort_timer.isActive():
             self._resort_timer.start(int((interval - since) * 1000) + 500)
+
+    def _resort_when_ready(self) -> None:
+        """Re-sort now, or a moment later when the stream thread is still working the order
+        out (a burst of samples not over yet), for at most `ORDER_WAIT` seconds."""
+        now = time.monotonic()
+        if self._due_at is None:
+            self._due_at = now
+        order = self._live_order
+        if (
+            now - self._due_at < ORDER_WAIT
+            and order is not None
+            and order.attended
+            and self._order_request is not None
+            and self._ready_order() is None
+        ):
+            if not self._order_timer.isActive():
+                self._order_timer.start(ORDER_POLL_MS)
+            return
+        self.resort()
 
     @property
     def order_stale(self) -> bool:
@@ -328,20 +368,32 @@ class CachedRows(QAbstractTableModel, Generic[RowT]):
     def resort(self) -> None:
         """Bring the order up to date with the sort column (selection kept on its rows)."""
         self._resort_timer.stop()
+        self._order_timer.stop()
+        self._due_at = None
         self._resorted_at = time.monotonic()
-        order = self._new_order()
-        if order is None:
+        ready = self._ready_order()
+        order = self._new_order() if ready is None else None
+        if ready is not None:
+            # Rows whose samples were edited here after the order was computed: merged in at
+            # the next re-sort (by the stream thread's next order, or here).
+            self._unsorted = set() if self._latest(ready) else set(self._edited)
+            if not self._unsorted:
+                self._edited.clear()
+            self._sort_keys = cast("list[Key | None]", ready.sort_keys)
+            if not ready.moved:
+                return
+        elif order is None:
             return  # nothing moved: no layout change for views and proxies to redo
         if self._quiet_reorder():
             self.about_to_reorder.emit()
-            self._move(order)
+            self._move(order, ready)
             last = self.index(len(self._rows) - 1, self._ncols - 1)
             self.dataChanged.emit(self.index(0, 0), last, [])
         else:
             self.layoutAboutToBeChanged.emit()
             persistent = self.persistentIndexList()
             held = [(self._keys[p.row()], p.column()) for p in persistent]
-            self._move(order)
+            self._move(order, ready)
             self.changePersistentIndexList(
                 persistent, [self.index(self._index[key], col) for key, col in held]
             )
@@ -349,10 +401,63 @@ class CachedRows(QAbstractTableModel, Generic[RowT]):
         self.resorts += 1
         self.reordered.emit()
 
-    def _move(self, order: list[int]) -> None:
+    def _move(self, order: list[int] | None, ready: ReadyOrder | None) -> None:
+        """Put the rows in their new order: the stream thread's, ready to swap in, or `order`
+        (the old row of each new one)."""
+        if ready is not None:
+            self._rows, self._keys, self._index = ready.rows, ready.keys, ready.index
+            self.ready_resorts += 1
+            self._ask_order(ready if self._latest(ready) else None)
+            return
+        assert order is not None
         self._rows = list(map(self._rows.__getitem__, order))
         self._keys = list(map(self._keys.__getitem__, order))
         self._reindex()
+        self._ask_order()
+
+    # -- the order computed on the stream thread ------------------------------------------
+
+    def attach_order(self, order: LiveOrder) -> None:
+        """Have the stream thread work out the order by a live column (`order` is fed by the
+        writer of the samples this model reads; see attach_live)."""
+        self._live_order = order
+        self._ask_order()
+
+    def _ask_order(self, ready: ReadyOrder | None = None) -> None:
+        """Tell the stream thread what to sort now (after any change of the rows, their order,
+        the samples' dict or the sort column). `ready`: just applied, so already in order."""
+        order = self._live_order
+        if order is None:
+            return
+        c = self.sort_column
+        if c < 0 or not self.COLUMNS[c].live:
+            self._order_request = None
+            order.request(None)
+            return
+        request = OrderRequest(
+            self._rows, self._keys, self._live, self.COLUMNS[c].key, self.sort_order != _ASC
+        )
+        self._order_request = request
+        order.request(request, ready)
+
+    def _ready_order(self) -> ReadyOrder | None:
+        """The stream thread's order for the rows as they are, if it has one that moves rows
+        (or is up to date with every edit here: then nothing moves)."""
+        order, request = self._live_order, self._order_request
+        ready = None if order is None or request is None else order.take(request)
+        if ready is not None and not ready.moved and not self._latest(ready):
+            return None  # rows edited here since: merged in here
+        return ready
+
+    def _latest(self, ready: ReadyOrder) -> bool:
+        return self._live_order is None or ready.edits == self._live_order.edits
+
+    def _samples_changed(self, keys: Iterable[str]) -> None:
+        """This thread changed these rows' samples itself (an order computed before may have
+        them out of place)."""
+        if self._live_order is not None:
+            self._edited.update(keys)
+            self._live_order.edit()
 
     def _order(self) -> None:
         """Sort the rows from scratch before views see them (inside a reset)."""
@@ -364,11 +469,13 @@ class CachedRows(QAbstractTableModel, Generic[RowT]):
             self._rows = list(map(self._rows.__getitem__, order))
             self._keys = list(map(self._keys.__getitem__, order))
             self._reindex()
+        self._ask_order()
 
     def _new_order(self) -> list[int] | None:
         """The rows' new order (the old row of each new one) by the sort column, reading the
         keys of only the rows changed since the last sort when they are few; None: unchanged."""
         unsorted, self._unsorted = self._unsorted, set()
+        self._edited.clear()  # read again below (or at the next flush, if not signalled yet)
         n = len(self._rows)
         if self.sort_column < 0:
             self._unsorted = None  # a later sort starts from scratch
@@ -396,6 +503,8 @@ class CachedRows(QAbstractTableModel, Generic[RowT]):
         try:
             if col.live:  # a row without a sample reads as one without the figure
                 keys = self._keys if rows is None else [self._keys[i] for i in rows]
+                if col.numeric:
+                    return live_sort_keys(self._live, keys, col.key)
                 samples = map(self._live.get, keys, repeat({col.key: None}))
                 values = list(map(itemgetter(col.key), samples))
             else:

@@ -72,7 +72,7 @@ class FleetService(QObject):
             ("operation", self.on_operation),
         ):
             session.on(topic, self._recording(handler))
-        self.instances.attach_live(session.live.samples)
+        self.instances.attach_live(session.live.samples, session.live.order)
         session.on_metrics(self.on_metrics)
         session.resynced.connect(self.reload)
         session.logged_out.connect(self.clear)

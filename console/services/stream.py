@@ -6,6 +6,8 @@ the client's `EventStream` on its own asyncio loop and puts what arrives in an `
 - state events (`instance`, `node`, `alert`, `operation`, `log`...) in arrival order;
 - `metrics` samples straight into `LiveFigures` (the newest per target wins; at 1 Hz per
   target nothing a view shows is lost).
+Once a burst of samples is over, the thread also works out the order of a table sorted by a live
+column (`LiveOrder`, models/live_order.py), so the GUI thread's re-sort only swaps it in.
 The first event after a drain wakes the GUI thread once (a queued Qt signal); the GUI thread then
 takes everything that piled up in one go: batching happens by itself when the GUI is busy.
 """
@@ -22,6 +24,7 @@ from typing import Any
 
 from console.client import Client, EventStream
 from console.client.events import ONE_MASTER, Keepalive
+from console.models.live_order import LiveOrder
 
 STATUS = "_status"  # (connected, reason): the stream thread's connectivity changes
 CONNECTED = "_connected"  # the stream (re)connected: state may have been missed
@@ -30,6 +33,7 @@ Event = tuple[str, Any]
 
 
 MANY = 512  # changed targets in one drain from which "everything may have changed" is cheaper
+ORDER_QUIET = 0.01  # seconds without a new sample before the stream thread works out the order
 
 
 class LiveFigures:
@@ -47,10 +51,12 @@ class LiveFigures:
         self._lock = threading.Lock()
         self._changed: set[str] = set()
         self._many = False
+        self.order = LiveOrder()  # a table's order by a live column, worked out off the GUI
 
     def put(self, key: str, sample: dict[str, Any]) -> None:
         """Stream thread (or GUI thread: tests, `Session.dispatch`)."""
         self.samples[key] = sample
+        self.order.touch()
         with self._lock:
             if self._many:
                 return
@@ -71,6 +77,7 @@ class LiveFigures:
     def forget(self, keys: Iterable[str]) -> None:
         for key in keys:
             self.samples.pop(key, None)
+        self.order.touch()
 
 
 class Inbox:
@@ -132,6 +139,7 @@ class StreamThread:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._ready = threading.Event()
         self._thread = threading.Thread(target=self._main, name="gdos-event-stream", daemon=True)
+        self._order_due = False  # a computation of the live order is scheduled
 
     def start(self) -> None:
         self._thread.start()
@@ -143,12 +151,42 @@ class StreamThread:
         loop = asyncio.DefaultEventLoopPolicy().new_event_loop()
         self.loop = loop
         asyncio.set_event_loop(loop)
+        order = self.inbox.live.order
+        order.attend(self._order_soon)
         self._ready.set()
         try:
             loop.run_until_complete(self.stream.run())
             loop.run_until_complete(loop.shutdown_asyncgens())
         finally:
+            if order.wake == self._order_soon:  # not yet another stream thread's
+                order.attend(None)
             loop.close()
+
+    def _order_soon(self) -> None:
+        """Any thread: the samples or what to sort changed; work the order out on this thread
+        once the samples have been quiet for `ORDER_QUIET` (one computation per burst)."""
+        if self._order_due:
+            return
+        loop = self.loop
+        if loop is None or loop.is_closed():
+            return
+        self._order_due = True
+        try:
+            if threading.get_ident() == self._thread.ident:
+                loop.call_soon(self._order_when_quiet, None)
+            else:
+                loop.call_soon_threadsafe(self._order_when_quiet, None)
+        except RuntimeError:  # the loop closed meanwhile
+            self._order_due = False
+
+    def _order_when_quiet(self, seen: int | None) -> None:
+        order = self.inbox.live.order
+        assert self.loop is not None
+        if order.changes != seen:  # samples still coming: look again after a quiet moment
+            self.loop.call_later(ORDER_QUIET, self._order_when_quiet, order.changes)
+            return
+        self._order_due = False
+        order.compute()
 
     def _status(self, connected: bool, reason: str) -> None:
         self.inbox.put(STATUS, (connected, reason))

@@ -1,0 +1,230 @@
+"""A table sorted by a live column takes the order the stream thread worked out when it still fits
+the samples, and sorts itself otherwise: the same order either way."""
+
+from __future__ import annotations
+
+import random
+import threading
+from typing import Any
+
+from PySide6.QtCore import QItemSelectionModel, Qt
+
+from console.models import tables
+from console.models.cells import SORT_ROLE
+from console.services.stream import Inbox, LiveFigures, StreamThread
+from console.ui.table_panel import TablePanel
+from tests.console.conftest import _app, until
+
+ROWS = 300
+
+
+def _model(live: LiveFigures | None) -> tables.InstanceTableModel:
+    model = tables.InstanceTableModel(tick_ms=1000, resort_ms=1_000_000)
+    model.set_rows({"id": f"i{n}", "name": f"n{n:04d}"} for n in range(ROWS))
+    if live is not None:
+        model.attach_live(live.samples, live.order)
+    model.sort(model.column("cpu_percent"), Qt.SortOrder.DescendingOrder)
+    return model
+
+
+def _samples(seed: int) -> dict[str, dict[str, Any]]:
+    rng = random.Random(seed)
+    out: dict[str, dict[str, Any]] = {
+        f"i{n}": {"id": f"i{n}", "cpu_percent": float(rng.randrange(20))}  # many ties
+        for n in range(ROWS)
+        if n % 50  # every 50th row has no sample: no figure
+    }
+    out["i3"]["cpu_percent"] = float("nan")  # sorts as missing
+    out["i7"] = {"id": "i7"}  # a sample without the figure
+    return out
+
+
+def _on_a_thread(fn: Any) -> None:
+    """Run `fn` on another thread, as the stream thread runs its side."""
+    worker = threading.Thread(target=fn)
+    worker.start()
+    worker.join(30)
+    assert not worker.is_alive()
+
+
+def _stream_side(live: LiveFigures, samples: dict[str, dict[str, Any]], compute: bool) -> None:
+    def side() -> None:
+        for key, sample in samples.items():
+            live.put(key, sample)
+        if compute:
+            assert live.order.compute()
+
+    _on_a_thread(side)
+
+
+def _cpu(model: tables.InstanceTableModel) -> list[float]:
+    col = model.column("cpu_percent")
+    return [model.data(model.index(r, col), SORT_ROLE) for r in range(len(model))]
+
+
+def test_the_stream_threads_order_is_swapped_in_and_is_the_gui_threads_own() -> None:
+    _app()
+    live = LiveFigures()
+    fast, plain = _model(live), _model(None)
+    for seed in range(3):
+        samples = _samples(seed)
+        _stream_side(live, samples, compute=True)
+        fast.live_changed(live.take())
+        fast.flush()
+        plain.set_live({k: dict(v) for k, v in samples.items()})
+        plain.flush()
+        assert fast.key_list() == plain.key_list()  # ties included: both sorts are stable
+        assert fast.ready_resorts == seed + 1 and plain.ready_resorts == 0
+        cpu = _cpu(fast)
+        assert cpu == sorted(cpu, reverse=True)
+        assert fast.key_at(ROWS - 1) in {"i0", "i3", "i7", "i50"} | {
+            f"i{n}" for n in range(0, ROWS, 50)
+        }
+        assert not fast.order_stale
+        assert [fast.row_of(k) for k in fast.key_list()] == list(range(ROWS))  # the key index
+
+
+def test_a_sample_written_after_the_order_was_worked_out_leaves_that_order_aside() -> None:
+    _app()
+    live = LiveFigures()
+    model = _model(live)
+    _stream_side(live, _samples(1), compute=True)
+    _stream_side(live, {"i9": {"id": "i9", "cpu_percent": 99.0}}, compute=False)
+    model.live_changed(live.take())
+    model.flush()
+    assert model.ready_resorts == 0  # stale: sorted here instead
+    assert model.key_at(0) == "i9"
+    cpu = _cpu(model)
+    assert cpu == sorted(cpu, reverse=True)
+
+
+def test_a_sort_order_changed_mid_stream_takes_effect_at_once() -> None:
+    _app()
+    live = LiveFigures()
+    model = _model(live)
+    _stream_side(live, _samples(2), compute=True)  # an order by CPU, descending, is ready
+    model.sort(model.column("cpu_percent"), Qt.SortOrder.AscendingOrder)
+    assert model.ready_resorts == 0
+    cpu = _cpu(model)
+    assert cpu == sorted(cpu)
+    model.sort(model.column("name"), Qt.SortOrder.AscendingOrder)
+    assert model.key_list() == [f"i{n}" for n in range(ROWS)]
+    # Back to CPU: the stream thread has nothing to work out for a column that is not live.
+    assert not live.order.compute()
+
+
+def test_rows_cleared_here_after_the_order_was_worked_out_are_merged_in_next() -> None:
+    _app()
+    live = LiveFigures()
+    model = _model(live)
+    _stream_side(live, _samples(3), compute=True)
+    model.live_changed(live.take())
+    model.flush()
+    top = model.key_at(0)
+    _stream_side(
+        live,
+        {k: dict(v, cpu_percent=200.0 - n) for n, (k, v) in enumerate(_samples(4).items())},
+        compute=True,
+    )
+    model.live_changed(live.take())
+    model.clear_live([top])  # its instance stopped: no figures, last
+    model.flush()
+    assert model.ready_resorts == 2  # the stream thread's order, though it predates the clear
+    assert model.order_stale  # with the cleared row still to place
+    model.resort()  # the next re-sort merges it in (here: no stream thread computed again)
+    cpu = _cpu(model)
+    assert cpu == sorted(cpu, reverse=True) and not model.order_stale
+    assert cpu[model.row_of(top)] == -1.0  # among the rows without a figure, at the end
+
+
+def _panel(live: LiveFigures) -> tuple[tables.InstanceTableModel, TablePanel]:
+    app = _app()
+    model = _model(live)
+    panel = TablePanel(model, "test")
+    panel.resize(900, 500)
+    panel.show()
+    panel.view.sortByColumn(model.column("cpu_percent"), Qt.SortOrder.DescendingOrder)
+    app.processEvents()
+    return model, panel
+
+
+def test_selection_and_current_row_follow_their_items_and_filters_still_apply() -> None:
+    live = LiveFigures()
+    model, panel = _panel(live)
+    _stream_side(live, _samples(5), compute=True)
+    model.live_changed(live.take())
+    model.flush()
+    flags = QItemSelectionModel.SelectionFlag
+    sel = panel.view.selectionModel()
+    for r in (4, 5, 30):
+        sel.select(panel.proxy.index(r, 0), flags.Select | flags.Rows)
+    sel.setCurrentIndex(panel.proxy.index(4, 2), flags.NoUpdate)
+    chosen = sorted(panel.proxy.key_at(i.row()) for i in sel.selectedRows())
+    current = panel.proxy.key_at(sel.currentIndex().row())
+    layouts: list[int] = []
+    panel.proxy.layoutChanged.connect(lambda *_: layouts.append(1))
+    _stream_side(live, _samples(6), compute=True)
+    model.live_changed(live.take())
+    model.flush()
+    assert model.ready_resorts == 2 and layouts == []
+    assert sorted(panel.proxy.key_at(i.row()) for i in sel.selectedRows()) == chosen
+    assert panel.proxy.key_at(sel.currentIndex().row()) == current
+    assert {model.key_at(r) for r in panel.view._selected} == set(chosen)
+    panel.proxy.set_text("n01")  # n0100 to n0199
+    _app().processEvents()
+    _stream_side(live, _samples(7), compute=True)
+    model.live_changed(live.take())
+    model.flush()
+    assert model.ready_resorts == 3 and layouts == [1]  # under a filter: a layout change
+    col = model.column("cpu_percent")
+    shown = [panel.proxy.index(r, col).data(SORT_ROLE) for r in range(panel.proxy.rowCount())]
+    assert panel.proxy.rowCount() == 100 and shown == sorted(shown, reverse=True)
+    panel.close()
+
+
+async def test_a_due_resort_waits_for_the_order_the_stream_thread_works_out() -> None:
+    """A real stream thread (its master unreachable: it only retries) fed a burst on its loop;
+    the GUI thread's re-sort falls due at once and waits for the stream thread's order."""
+    _app()
+    inbox = Inbox(lambda: None)
+    live = inbox.live
+    model = _model(live)
+    from console.client import Client
+
+    stream = StreamThread(Client("http://127.0.0.1:9", token="t"), inbox)
+    stream.start()
+    try:
+        assert stream.loop is not None and live.order.attended
+        samples = _samples(8)
+
+        def burst() -> None:
+            for s in samples.values():
+                inbox.put("metrics", s)
+
+        stream.loop.call_soon_threadsafe(burst)
+        before = model.resorts
+        model.live_changed(None)  # "maybe every row": due now, whatever arrived yet
+        model.flush()
+        await until(lambda: model.resorts > before, what="the re-sort")
+        assert model.ready_resorts == 1
+        await until(lambda: len(live.samples) == len(samples), what="the burst")
+        cpu = _cpu(model)
+        assert cpu == sorted(cpu, reverse=True)
+    finally:
+        await stream.stop()
+    assert not live.order.attended
+
+
+def test_a_row_cleared_here_between_bursts_is_placed_at_once() -> None:
+    _app()
+    live = LiveFigures()
+    model = _model(live)
+    _stream_side(live, _samples(9), compute=True)
+    model.live_changed(live.take())
+    model.flush()  # the stream thread's order: in order now, as far as it knows
+    top = model.key_at(0)
+    model.clear_live([top])  # its instance stopped before the next burst
+    model.flush()
+    assert model.ready_resorts == 1 and not model.order_stale
+    cpu = _cpu(model)
+    assert cpu == sorted(cpu, reverse=True) and cpu[model.row_of(top)] == -1.0
