@@ -146,6 +146,8 @@ class Services:
 
     async def start(self) -> None:
         self.prepare()  # done already when started by `gdos-master`
+        if self.db.is_sqlite:  # alone: marked before the caches below read the states
+            self.orchestrator.mark_all_unknown_unannounced()
         with self.db.session() as s:
             accounts.bootstrap(s, self.settings)
             self.directory.load(s)
@@ -160,7 +162,8 @@ class Services:
         await self._start_bus()
         # No agent is connected yet: what their processes do is unknown until they say hello;
         # but nodes another online master holds are that master's to judge.
-        self.orchestrator.mark_node_unknown(None, None if self.db.is_sqlite else self.masters.gone)
+        if not self.db.is_sqlite:
+            self.orchestrator.mark_node_unknown(None, self.masters.gone)
         if self.db.is_postgres:  # operations name their driver; this master resumes its own
             self.operations.store.master_id = self.masters.id
         self.leader.master_id = self.masters.id
