@@ -17,7 +17,6 @@ from master.services.bus import Bus
 from master.services.cluster_events import ClusterEvents
 from master.services.credentials import CredentialLookup
 from master.services.directory import Directory
-from master.services.forwarding import Forwarder
 from master.services.leader import LeaderLease
 from master.services.leader_jobs import LeaderJobs
 from master.services.login_failures import SharedLoginThrottle
@@ -38,6 +37,7 @@ from master.services.uploads import UploadService
 from master.storage import PackageStore, open_store
 
 if TYPE_CHECKING:
+    from master.services.forwarding import Forwarder
     from master.services.shared_uploads import SharedUploads
 
 log = logging.getLogger(__name__)
@@ -82,11 +82,11 @@ class Services:
         self.logs = LogRelay(self.db, self.agents, self.hub)
         self.peer_secret = PeerSecret(self.db)
         # Live metrics and logs of nodes other masters hold (a master on SQLite is alone).
-        self.forwarder = (
-            Forwarder(self.db, self.hub, self.agents, self.peer_secret)
-            if self.db.is_postgres
-            else None
-        )
+        self.forwarder: Forwarder | None = None
+        if self.db.is_postgres:  # imported only here: a master on SQLite starts sooner
+            from master.services.forwarding import Forwarder as PeerForwarder
+
+            self.forwarder = PeerForwarder(self.db, self.hub, self.agents, self.peer_secret)
         self.backups.restore_hooks.append(self.logs.reset)
         self.operations = Operations(self.db, self.orchestrator, self.agents, self.hub)
         self.releases = Releases(self.db, self.orchestrator, self.agents)
