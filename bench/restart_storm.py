@@ -173,7 +173,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         mine = [r for r in rows if r["code"] == label]
         if mine:
             medians[label] = {
-                k: statistics.median(r[k] for r in mine) for k in mine[0] if k != "code"
+                k: round(statistics.median(r[k] for r in mine), 2) for k in mine[0] if k != "code"
             }
     return {"runs": rows, "medians": medians}
 
