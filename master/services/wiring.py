@@ -33,10 +33,12 @@ from master.services.remote_commands import RemoteCommands
 from master.services.restore import Gate
 from master.services.rollouts import Rollouts
 from master.services.throttle import LoginThrottle
+from master.services.token_cache import TokenCache
 from master.services.uploads import UploadService
 from master.storage import PackageStore, open_store
 
 if TYPE_CHECKING:
+    from master.api.deps import Principal
     from master.services.forwarding import Forwarder
     from master.services.shared_uploads import SharedUploads
 
@@ -55,6 +57,8 @@ class Services:
         self.loop_lag = LoopLag()
         self.agents = AgentRegistry()
         self.credentials = CredentialLookup(self.db)  # of the agents' sockets, a turn at a time
+        # API callers verified a moment ago (a master alone on its database only).
+        self.principals: TokenCache[Principal] = TokenCache(enabled=self.db.is_sqlite)
         self.masters = Masters(self.db, settings, self.agents)
         # Several masters (PostgreSQL only; a master on SQLite is alone and runs none of it).
         self.bus = Bus(self.db.url, self.db.engine) if self.db.is_postgres else None
@@ -120,6 +124,7 @@ class Services:
         self.metrics.on_samples = self.alerts.observe_samples
         # Caches of database state start over from the restored database.
         self.backups.restore_hooks.append(self._reload_caches)
+        self.backups.restore_hooks.append(self.principals.forget_all)
         self.backups.restore_hooks.append(self.masters.register_again)
         self._store: PackageStore | None = None
         self._uploads: UploadService | SharedUploads | None = None
