@@ -1,12 +1,12 @@
 """Request dependencies: the app's services, a DB session, and who is calling."""
 
-import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from fastapi import Depends, Request
 from sqlalchemy.orm import Session
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import HTTPConnection
 
 from master.services import accounts
@@ -90,7 +90,7 @@ async def verified(request: Request) -> Principal:
             with db.session() as s:
                 return resolve_principal(s, token)
 
-        principal = await asyncio.to_thread(lookup)
+        principal = await run_in_threadpool(lookup)
         if principal is not None:
             cache.put(token, principal)
     if principal is None:
