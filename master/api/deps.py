@@ -99,17 +99,22 @@ async def verified(request: Request) -> Principal:
     return principal
 
 
+def check_role(principal: Principal, role: str) -> Principal:
+    """The caller, if a user with at least `role`; else 403."""
+    if principal.is_node:
+        raise GdosError(ErrorCode.FORBIDDEN, "an agent credential cannot call operator routes")
+    if ROLE_RANK.get(principal.role, -1) < ROLE_RANK[role]:
+        raise GdosError(
+            ErrorCode.FORBIDDEN,
+            f"this needs the {role} role; you are {principal.role}",
+            {"required_role": role},
+        )
+    return principal
+
+
 def require_role(role: str) -> Any:
     async def check(principal: Annotated[Principal, Depends(verified)]) -> Principal:
-        if principal.is_node:
-            raise GdosError(ErrorCode.FORBIDDEN, "an agent credential cannot call operator routes")
-        if ROLE_RANK.get(principal.role, -1) < ROLE_RANK[role]:
-            raise GdosError(
-                ErrorCode.FORBIDDEN,
-                f"this needs the {role} role; you are {principal.role}",
-                {"required_role": role},
-            )
-        return principal
+        return check_role(principal, role)
 
     return Depends(check)
 
