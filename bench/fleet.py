@@ -139,6 +139,7 @@ class SimAgent:
         self.commands = 0
         self.executed: list[Executed] = []
         self.connected = asyncio.Event()
+        self.unexpected = 0  # connections ended by an error the protocol does not name
         self.ws: ClientConnection | None = None
         self._stop = False
 
@@ -234,6 +235,11 @@ class SimAgent:
                             await ticker
             except (OSError, ConnectionClosed, InvalidStatus, TimeoutError):
                 pass
+            except Exception as exc:  # as the real agent: one lost connection, never the agent
+                if not reconnect:
+                    raise
+                self.unexpected += 1
+                print(f"{self.hostname}: connection failed unexpectedly: {exc!r}", file=sys.stderr)
             finally:
                 self.ws = None
                 self.connected.clear()
@@ -436,6 +442,7 @@ async def worker(args: argparse.Namespace) -> None:
                     "metrics_messages": sum(a.metrics_sent for a in agents.values()),
                     "rows": sum(a.rows_sent for a in agents.values()),
                     "heartbeats": sum(a.heartbeats_sent for a in agents.values()),
+                    "unexpected_errors": sum(a.unexpected for a in agents.values()),
                 }
             )
         elif what == "executed":  # every start/stop received since the last ask; then forget

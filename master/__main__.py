@@ -1,104 +1,17 @@
-"""`gdos-master` / `python -m master`: serve the API, optionally with a local agent."""
+"""`gdos-master` / `python -m master`: serve the API, optionally with a local agent.
+
+The port is taken before the application is imported (master/listen.py): agents reconnecting
+to a restarted master queue for it rather than being refused and backing off.
+"""
 
 import asyncio
 import logging
-import signal
 import sys
 from collections.abc import Sequence
 
-import uvicorn
-
-from master.app import create_app
 from master.cli import parse_args, settings_from_args
-from master.config import Settings
-from master.db.session import DatabaseUnavailable, check_database
-from master.heap import settle_heap
-from master.local_agent import LocalAgent, agent_command
-from master.server import (
-    NotifyingServer,
-    guarded_protocol,
-    paced_websocket_protocol,
-    tune_allocator,
-)
-from master.services.masters import SeveralMastersRefused
-from master.storage import open_store
-from protocol import __version__
+from master.listen import close_all, listen
 from protocol.frozen import version_text
-
-log = logging.getLogger("gdos.master")
-
-
-def print_banner(settings: Settings, with_agent: bool) -> None:
-    pw = settings.admin_password_file
-    lines = [
-        f"GDOS master {__version__} listening on {settings.base_url}",
-        f"  data directory : {settings.data_dir}",
-        f"  admin password : {pw if pw.exists() else '(given with --admin-password)'}",
-        f"  join token     : {settings.join_token_file}",
-    ]
-    if with_agent:
-        lines.append(f"  local agent    : work dir {settings.data_dir / 'agent'}")
-    lines.append("  stop with Ctrl-C (services keep running and are re-adopted at the next start)")
-    print("\n".join(lines), flush=True)
-
-
-async def serve(settings: Settings, with_agent: bool) -> int:
-    try:
-        check_database(settings.database_url)  # no driver, no server: one clear line
-    except DatabaseUnavailable as exc:
-        print(f"gdos-master: {exc}", file=sys.stderr, flush=True)
-        return 2
-    try:
-        await open_store(settings)  # a misconfigured bucket: one clear line, before listening
-    except SystemExit as exc:
-        print(exc, file=sys.stderr, flush=True)
-        return 2
-    app = create_app(settings)
-    try:
-        app.state.services.prepare()  # migrated and registered before anything listens
-    except SeveralMastersRefused as exc:
-        print(f"gdos-master: {exc}", file=sys.stderr, flush=True)
-        return 2
-    config = uvicorn.Config(
-        app,
-        http=guarded_protocol(),
-        ws=paced_websocket_protocol(),
-        host=settings.host,
-        port=settings.port,
-        log_level=settings.log_level,
-        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
-        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
-        ws_max_size=8 << 20,
-        access_log=settings.log_level == "debug",
-        timeout_graceful_shutdown=5,
-    )
-    services = app.state.services
-    server = NotifyingServer(config, on_exit=lambda: setattr(services, "stopping", True))
-    # uvicorn re-raises the signal that stopped it once it is done serving; with the default
-    # handlers that kills this process before the local agent is stopped below. Handlers that
-    # only note the signal let the cleanup run (uvicorn installs its own while serving).
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: None)
-    serving = asyncio.create_task(server.serve())
-    while not server.started and not serving.done():
-        await asyncio.sleep(0.05)
-    if serving.done():
-        await serving
-        return 1
-    settle_heap()
-    agent: LocalAgent | None = None
-    keeper: asyncio.Task[None] | None = None
-    print_banner(settings, with_agent)
-    if with_agent:
-        agent = LocalAgent(agent_command(settings, settings.data_dir / "agent"))
-        keeper = asyncio.create_task(agent.run())
-    try:
-        await serving
-    finally:
-        if agent is not None and keeper is not None:
-            agent.stop()
-            await asyncio.gather(keeper, return_exceptions=True)
-    return 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -120,11 +33,33 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    tune_allocator()  # before the first request: uploads read 1 MiB at a time
+    from master.db.session import DatabaseUnavailable, check_database
+
     try:
-        return asyncio.run(serve(settings, args.with_agent))
+        check_database(settings.database_url)  # no driver, no server: one clear line
+    except DatabaseUnavailable as exc:
+        print(f"gdos-master: {exc}", file=sys.stderr, flush=True)
+        return 2
+    try:
+        sockets = listen(settings.host, settings.port)
+    except OSError as exc:
+        reason = (exc.strerror or str(exc)).lower()
+        print(
+            f"gdos-master: cannot listen on {settings.host}:{settings.port}: {reason}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return 1
+    try:
+        from master.server import tune_allocator
+        from master.serving import serve  # the application: the seconds of a start
+
+        tune_allocator()  # before the first request: uploads read 1 MiB at a time
+        return asyncio.run(serve(settings, args.with_agent, sockets))
     except KeyboardInterrupt:
         return 130
+    finally:
+        close_all(sockets)
 
 
 if __name__ == "__main__":

@@ -68,7 +68,10 @@ def create_user(body: UserIn, _: Admin, request: Request, s: SessionDep) -> User
 
 @router.delete("/users/{username}", status_code=204, response_class=Response)
 def delete_user(
-    username: Annotated[str, Path(max_length=64)], principal: Admin, s: SessionDep
+    username: Annotated[str, Path(max_length=64)],
+    principal: Admin,
+    s: SessionDep,
+    svc: ServicesDep,
 ) -> Response:
     user = s.scalars(select(models.User).where(models.User.username == username)).first()
     if user is None:
@@ -78,6 +81,7 @@ def delete_user(
     s.query(models.ApiToken).filter(models.ApiToken.user_id == user.id).delete()
     s.delete(user)
     s.commit()
+    svc.principals.forget_all()  # its tokens no longer authenticate, not even a moment
     return Response(status_code=204)
 
 

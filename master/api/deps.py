@@ -73,29 +73,57 @@ def resolve_principal(s: Session, token: str | None) -> Principal | None:
     return None
 
 
+UNAUTHENTICATED = (
+    "missing, invalid or expired credentials; log in and send 'Authorization: Bearer <token>'"
+)
+
+
 def authenticated(request: Request, s: SessionDep) -> Principal:
     principal = resolve_principal(s, bearer_token(request))
     if principal is None:
-        raise GdosError(
-            ErrorCode.UNAUTHENTICATED,
-            "missing, invalid or expired credentials; log in and send "
-            "'Authorization: Bearer <token>'",
-        )
+        raise GdosError(ErrorCode.UNAUTHENTICATED, UNAUTHENTICATED)
     request.state.actor = principal.name
     return principal
 
 
+async def verified(request: Request) -> Principal:
+    """The caller, from the credential cache when its token was verified a moment ago; else
+    from the database in a worker thread (and remembered)."""
+    token = bearer_token(request)
+    cache = services(request).principals
+    principal = cache.get(token) if token else None
+    if principal is None and token:
+        db = services(request).db
+
+        def lookup() -> Principal | None:
+            with db.session() as s:
+                return resolve_principal(s, token)
+
+        principal = await run_in_threadpool(lookup)
+        if principal is not None:
+            cache.put(token, principal)
+    if principal is None:
+        raise GdosError(ErrorCode.UNAUTHENTICATED, UNAUTHENTICATED)
+    request.state.actor = principal.name
+    return principal
+
+
+def check_role(principal: Principal, role: str) -> Principal:
+    """The caller, if a user with at least `role`; else 403."""
+    if principal.is_node:
+        raise GdosError(ErrorCode.FORBIDDEN, "an agent credential cannot call operator routes")
+    if ROLE_RANK.get(principal.role, -1) < ROLE_RANK[role]:
+        raise GdosError(
+            ErrorCode.FORBIDDEN,
+            f"this needs the {role} role; you are {principal.role}",
+            {"required_role": role},
+        )
+    return principal
+
+
 def require_role(role: str) -> Any:
-    def check(principal: Annotated[Principal, Depends(authenticated)]) -> Principal:
-        if principal.is_node:
-            raise GdosError(ErrorCode.FORBIDDEN, "an agent credential cannot call operator routes")
-        if ROLE_RANK.get(principal.role, -1) < ROLE_RANK[role]:
-            raise GdosError(
-                ErrorCode.FORBIDDEN,
-                f"this needs the {role} role; you are {principal.role}",
-                {"required_role": role},
-            )
-        return principal
+    async def check(principal: Annotated[Principal, Depends(verified)]) -> Principal:
+        return check_role(principal, role)
 
     return Depends(check)
 
@@ -103,4 +131,4 @@ def require_role(role: str) -> Any:
 Viewer = Annotated[Principal, require_role("viewer")]
 Operator = Annotated[Principal, require_role("operator")]
 Admin = Annotated[Principal, require_role("admin")]
-AnyPrincipal = Annotated[Principal, Depends(authenticated)]
+AnyPrincipal = Annotated[Principal, Depends(verified)]

@@ -10,7 +10,7 @@ from master.api.deps import (
     SessionDep,
     authenticated,
     bearer_token,
-    require_role,
+    check_role,
     resolve_principal,
 )
 from master.api.errors import ERROR_RESPONSES
@@ -40,7 +40,7 @@ def viewer_or_peer(request: Request, s: SessionDep, svc: ServicesDep) -> bool:
     never asked further); otherwise the caller must be a viewer, and False."""
     peer = request.headers.get(PEER_HEADER)
     if peer is None:
-        _viewer(authenticated(request, s))
+        check_role(authenticated(request, s), "viewer")
         return False
     if not svc.peer_secret.check(request.headers.get(SECRET_HEADER)):
         raise GdosError(
@@ -51,7 +51,6 @@ def viewer_or_peer(request: Request, s: SessionDep, svc: ServicesDep) -> bool:
     return True
 
 
-_viewer = require_role("viewer").dependency  # the check behind `Viewer`, called directly
 FromPeer = Annotated[bool, Depends(viewer_or_peer)]
 
 

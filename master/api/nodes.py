@@ -76,6 +76,7 @@ async def delete_node(
     node.revoked = True
     node.labels = {}
     s.commit()
+    svc.principals.forget_all()  # its credential no longer authenticates, not even a moment
     link = svc.agents.get(node_id)
     if link is not None:
         svc.agents.detach(link)

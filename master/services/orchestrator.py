@@ -277,6 +277,18 @@ class Orchestrator:
             timeout = stop_timeout(s, inst) + DESTROY_EXTRA
             self.spawn(self.commands.destroy(link, inst.id, timeout))
 
+    def mark_all_unknown_unannounced(self) -> None:
+        """A single master starts: every instance's process is out of sight until its node's
+        hello. One statement and no views: nothing listens yet, and the caches load after it."""
+        self.reconciled.clear()
+        table = instance_rows.TABLE
+        with self.db.engine.begin() as conn:
+            conn.execute(
+                update(table)
+                .where(table.c.state.not_in([*BUSY_STATES, InstanceState.UNKNOWN]))
+                .values(state=InstanceState.UNKNOWN)
+            )
+
     def mark_node_unknown(
         self,
         node_id: str | None = None,

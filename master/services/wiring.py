@@ -17,7 +17,6 @@ from master.services.bus import Bus
 from master.services.cluster_events import ClusterEvents
 from master.services.credentials import CredentialLookup
 from master.services.directory import Directory
-from master.services.forwarding import Forwarder
 from master.services.leader import LeaderLease
 from master.services.leader_jobs import LeaderJobs
 from master.services.login_failures import SharedLoginThrottle
@@ -34,10 +33,13 @@ from master.services.remote_commands import RemoteCommands
 from master.services.restore import Gate
 from master.services.rollouts import Rollouts
 from master.services.throttle import LoginThrottle
+from master.services.token_cache import TokenCache
 from master.services.uploads import UploadService
 from master.storage import PackageStore, open_store
 
 if TYPE_CHECKING:
+    from master.api.deps import Principal
+    from master.services.forwarding import Forwarder
     from master.services.shared_uploads import SharedUploads
 
 log = logging.getLogger(__name__)
@@ -55,6 +57,8 @@ class Services:
         self.loop_lag = LoopLag()
         self.agents = AgentRegistry()
         self.credentials = CredentialLookup(self.db)  # of the agents' sockets, a turn at a time
+        # API callers verified a moment ago (a master alone on its database only).
+        self.principals: TokenCache[Principal] = TokenCache(enabled=self.db.is_sqlite)
         self.masters = Masters(self.db, settings, self.agents)
         # Several masters (PostgreSQL only; a master on SQLite is alone and runs none of it).
         self.bus = Bus(self.db.url, self.db.engine) if self.db.is_postgres else None
@@ -82,11 +86,11 @@ class Services:
         self.logs = LogRelay(self.db, self.agents, self.hub)
         self.peer_secret = PeerSecret(self.db)
         # Live metrics and logs of nodes other masters hold (a master on SQLite is alone).
-        self.forwarder = (
-            Forwarder(self.db, self.hub, self.agents, self.peer_secret)
-            if self.db.is_postgres
-            else None
-        )
+        self.forwarder: Forwarder | None = None
+        if self.db.is_postgres:  # imported only here: a master on SQLite starts sooner
+            from master.services.forwarding import Forwarder as PeerForwarder
+
+            self.forwarder = PeerForwarder(self.db, self.hub, self.agents, self.peer_secret)
         self.backups.restore_hooks.append(self.logs.reset)
         self.operations = Operations(self.db, self.orchestrator, self.agents, self.hub)
         self.releases = Releases(self.db, self.orchestrator, self.agents)
@@ -120,6 +124,7 @@ class Services:
         self.metrics.on_samples = self.alerts.observe_samples
         # Caches of database state start over from the restored database.
         self.backups.restore_hooks.append(self._reload_caches)
+        self.backups.restore_hooks.append(self.principals.forget_all)
         self.backups.restore_hooks.append(self.masters.register_again)
         self._store: PackageStore | None = None
         self._uploads: UploadService | SharedUploads | None = None
@@ -146,6 +151,8 @@ class Services:
 
     async def start(self) -> None:
         self.prepare()  # done already when started by `gdos-master`
+        if self.db.is_sqlite:  # alone: marked before the caches below read the states
+            self.orchestrator.mark_all_unknown_unannounced()
         with self.db.session() as s:
             accounts.bootstrap(s, self.settings)
             self.directory.load(s)
@@ -160,7 +167,8 @@ class Services:
         await self._start_bus()
         # No agent is connected yet: what their processes do is unknown until they say hello;
         # but nodes another online master holds are that master's to judge.
-        self.orchestrator.mark_node_unknown(None, None if self.db.is_sqlite else self.masters.gone)
+        if not self.db.is_sqlite:
+            self.orchestrator.mark_node_unknown(None, self.masters.gone)
         if self.db.is_postgres:  # operations name their driver; this master resumes its own
             self.operations.store.master_id = self.masters.id
         self.leader.master_id = self.masters.id

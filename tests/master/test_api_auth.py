@@ -84,6 +84,7 @@ def test_agent_credential_is_refused_on_operator_routes(shared_master):
         ("POST", "/systems"),
         ("GET", "/users"),
         ("GET", "/audit"),
+        ("GET", "/nodes/x/metrics"),  # a viewer's read, unless a peer master asks
     ]:
         resp = agent.request(method, path, json={"name": "x"} if method == "POST" else None)
         assert resp.status_code == 403, (method, path, resp.text)
@@ -171,3 +172,26 @@ def test_admin_password_generated_when_not_given(tmp_path):
         Api.login(m.url, "admin", pw_file.read_text().strip())
     finally:
         m.stop()
+
+
+def test_a_deleted_users_token_is_refused_at_once(shared_master, shared_api):
+    shared_api.post(
+        "/users", {"username": "brief", "password": "brief-pass-1", "role": "viewer"}, expect=201
+    )
+    viewer = Api.login(shared_master.url, "brief", "brief-pass-1")
+    assert viewer.request("GET", "/systems").status_code == 200  # verified, remembered
+    shared_api.request("DELETE", "/users/brief").raise_for_status()
+    assert viewer.request("GET", "/systems").status_code == 401
+
+
+def test_a_removed_nodes_credential_is_refused_at_once(shared_master, shared_api):
+    host = HostInfo(hostname="brief-node").to_dict()
+    r = httpx.post(
+        shared_master.url + "/api/v1/agent/enroll",
+        json={"join_token": shared_master.join_token, "host": host},
+    )
+    assert r.status_code == 201
+    node = Api(shared_master.url, r.json()["node_secret"])
+    assert node.request("GET", "/nodes").status_code == 403  # known (remembered), not allowed
+    shared_api.request("DELETE", f"/nodes/{r.json()['node_id']}").raise_for_status()
+    assert node.request("GET", "/nodes").status_code == 401

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from sqlalchemy import Connection, Insert, Table, bindparam, select, text, update
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.dialects import sqlite
 from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.orm import Session
 
@@ -158,8 +158,14 @@ class AlertOutbox:
     def _insert(self) -> Insert:
         """INSERT ... ON CONFLICT (the open alert of the rule and target) DO NOTHING (no
         RETURNING: SQLite has it only since 3.35)."""
-        make = postgresql.insert if self.db.is_postgres else sqlite.insert
-        stmt: Insert = make(Alert).on_conflict_do_nothing(
+        if self.db.is_postgres:  # imported only where used: a master on SQLite starts sooner
+            from sqlalchemy.dialects import postgresql
+
+            made: Insert = postgresql.insert(Alert).on_conflict_do_nothing(
+                index_elements=[Alert.rule_id, Alert.target_id], index_where=FIRING
+            )
+            return made
+        stmt: Insert = sqlite.insert(Alert).on_conflict_do_nothing(
             index_elements=[Alert.rule_id, Alert.target_id], index_where=FIRING
         )
         return stmt

@@ -15,11 +15,12 @@ import random
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
-
-import httpx
+from typing import TYPE_CHECKING, Any
 
 from protocol import __version__
+
+if TYPE_CHECKING:
+    import httpx
 
 log = logging.getLogger(__name__)
 
@@ -124,7 +125,9 @@ class Notifier:
                 self._busy -= 1
 
     async def _deliver(self, d: Delivery) -> None:
-        if self._client is None:  # made at the first webhook: most masters never send one
+        import httpx  # at the first webhook: most masters never send one, and start sooner
+
+        if self._client is None:
             self._client = httpx.AsyncClient(timeout=self.timeout, follow_redirects=False)
         headers = {
             "content-type": "application/json",

@@ -1,0 +1,197 @@
+"""A master's kill -9 and restart under a connected fleet, two source trees alternated.
+
+    .venv/bin/python -m bench.restart_storm --base /work/main --rounds 3
+
+One fleet of simulated agents (bench/fleet.py: 1,000 x 20 processes by default) stays up; the
+master is killed (SIGKILL) and started again on the same data, from this tree and from `--base`
+in turn (which goes first alternates each round). Per restart: seconds from the kill until
+`/healthz` answers and until every agent is online again (`GET /nodes`, polled every 0.2 s),
+the master's CPU seconds until then (a figure a loaded machine does not inflate much), its
+event-loop lag p99 / max over the storm, and the load average at the kill. Medians per tree at
+the end, as JSON.
+"""
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import statistics
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import psutil
+
+from bench import compile_sources
+from bench.fleet_bench import (
+    ADMIN_PASSWORD,
+    PY,
+    ROOT,
+    Worker,
+    free_port,
+    loop_lag,
+    master_args,
+    measured_setup,
+    seed_instances,
+)
+
+
+def launch(root: Path, port: int, data: Path, log: Any) -> subprocess.Popen[bytes]:
+    return subprocess.Popen(
+        [PY, *master_args(port, data, "--debug-endpoints")],
+        cwd=root,
+        env={**os.environ, "PYTHONPATH": str(root)},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        preexec_fn=measured_setup(0),
+    )
+
+
+def wait_healthy(url: str, timeout: float = 300) -> float:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(url + "/healthz", timeout=5).status_code == 200:
+                return time.time()
+        time.sleep(0.05)
+    raise TimeoutError("the master did not answer /healthz")
+
+
+def wait_online(api: httpx.Client, nodes: set[str], timeout: float = 180) -> float:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with contextlib.suppress(httpx.HTTPError, ValueError):
+            listed = api.get("/nodes").json()
+            if nodes <= {n["id"] for n in listed if n["status"] == "online"}:
+                return time.time()
+        time.sleep(0.2)
+    raise TimeoutError("not every agent came back online")
+
+
+def restart(
+    label: str,
+    root: Path,
+    running: list[subprocess.Popen[bytes]],
+    port: int,
+    data: Path,
+    log: Any,
+    api: httpx.Client,
+    url: str,
+    nodes: set[str],
+) -> dict[str, Any]:
+    """Kill the master in `running` and start one from `root` in its place."""
+    load = os.getloadavg()[0]
+    os.kill(running[0].pid, signal.SIGKILL)
+    running[0].wait()
+    t0 = time.time()
+    master = running[0] = launch(root, port, data, log)
+    proc = psutil.Process(master.pid)
+    healthy = wait_healthy(url)
+    try:
+        online = wait_online(api, nodes)
+    except TimeoutError:  # a figure too, not the end of the comparison
+        online = float("nan")
+    cpu = sum(proc.cpu_times()[:2])
+    time.sleep(1.5)
+    lag = loop_lag(api, "storm", [(t0, time.time() if online != online else online + 1)])
+    row = {
+        "code": label,
+        "load_at_kill": round(load, 1),
+        "healthz_s": round(healthy - t0, 2),
+        "all_online_s": round(online - t0, 2),
+        "master_cpu_s_to_online": round(cpu, 2),
+        "lag_p99_ms": lag["loop_lag_ms_storm_p99"],
+        "lag_max_ms": lag["loop_lag_ms_storm_max"],
+    }
+    print(json.dumps(row), flush=True)
+    return row
+
+
+async def run(args: argparse.Namespace) -> dict[str, Any]:
+    data = Path(args.data_dir or f"/tmp/gdos-restart-storm-{os.getpid()}")
+    data.mkdir(parents=True, exist_ok=True)
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    trees = {"this": ROOT, "base": Path(args.base).resolve()}
+    log = open(data / "master.log", "ab")  # noqa: SIM115
+    running = [launch(ROOT, port, data / "master", log)]  # the master now serving
+    workers: list[Worker] = []
+    rows: list[dict[str, Any]] = []
+    try:
+        wait_healthy(url)
+        token = httpx.post(
+            url + "/api/v1/auth/login", json={"username": "admin", "password": ADMIN_PASSWORD}
+        ).json()["token"]
+        join = (data / "master" / "join-token").read_text().strip()
+        per = -(-args.agents // args.workers)
+        for n in range(args.workers):
+            count = min(per, args.agents - n * per)
+            workers.append(Worker(f"w{n}", url, join, n * per, count, data / "sim"))
+        for w in workers:
+            w.nodes = (await asyncio.to_thread(w.read, "enrolled"))["nodes"]
+        nodes = [n for w in workers for n in w.nodes]
+        _, mapping = seed_instances(data / "master" / "ops_data.db", nodes, args.processes)
+        await asyncio.gather(
+            *(
+                w.ask(
+                    {"cmd": "connect", "instances": {n: mapping[n] for n in w.nodes}}, "connected"
+                )
+                for w in workers
+            )
+        )
+        api = httpx.Client(
+            base_url=url + "/api/v1", headers={"Authorization": f"Bearer {token}"}, timeout=60
+        )
+        wait_online(api, set(nodes))
+        print(f"{len(nodes)} agents online; settling {args.settle:.0f} s", flush=True)
+        time.sleep(args.settle)
+        for r in range(args.rounds):
+            order = ["base", "this"] if r % 2 == 0 else ["this", "base"]
+            for label in order:
+                row = restart(
+                    label, trees[label], running, port, data / "master", log, api, url, set(nodes)
+                )
+                rows.append(row)
+                time.sleep(args.settle)
+    finally:
+        for w in workers:
+            with contextlib.suppress(Exception):
+                w.popen.kill()
+                w.popen.wait(10)
+        running[0].terminate()
+        try:
+            running[0].wait(20)
+        except subprocess.TimeoutExpired:
+            running[0].kill()
+        log.close()
+    medians: dict[str, Any] = {}
+    for label in trees:
+        mine = [r for r in rows if r["code"] == label]
+        if mine:
+            medians[label] = {
+                k: round(statistics.median(r[k] for r in mine), 2) for k in mine[0] if k != "code"
+            }
+    return {"runs": rows, "medians": medians}
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--base", required=True, help="the other source tree (e.g. /work/main)")
+    p.add_argument("--agents", type=int, default=1000)
+    p.add_argument("--processes", type=int, default=20)
+    p.add_argument("--workers", type=int, default=4, help="simulator processes")
+    p.add_argument("--rounds", type=int, default=3, help="restarts of each tree")
+    p.add_argument("--settle", type=float, default=8, help="seconds between restarts")
+    p.add_argument("--data-dir", default=None)
+    args = p.parse_args()
+    compile_sources()
+    compile_sources(Path(args.base))
+    print(json.dumps(asyncio.run(run(args)), indent=1))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,89 @@
+"""The master's application served on sockets `gdos-master` opened (master/listen.py)."""
+
+import asyncio
+import signal
+import socket
+import sys
+
+import uvicorn
+
+from master.app import create_app
+from master.config import Settings
+from master.heap import settle_heap
+from master.local_agent import LocalAgent, agent_command
+from master.server import (
+    NotifyingServer,
+    guarded_protocol,
+    paced_websocket_protocol,
+)
+from master.services.masters import SeveralMastersRefused
+from master.storage import open_store
+from protocol import __version__
+
+
+def print_banner(settings: Settings, with_agent: bool) -> None:
+    pw = settings.admin_password_file
+    lines = [
+        f"GDOS master {__version__} listening on {settings.base_url}",
+        f"  data directory : {settings.data_dir}",
+        f"  admin password : {pw if pw.exists() else '(given with --admin-password)'}",
+        f"  join token     : {settings.join_token_file}",
+    ]
+    if with_agent:
+        lines.append(f"  local agent    : work dir {settings.data_dir / 'agent'}")
+    lines.append("  stop with Ctrl-C (services keep running and are re-adopted at the next start)")
+    print("\n".join(lines), flush=True)
+
+
+async def serve(settings: Settings, with_agent: bool, sockets: list[socket.socket]) -> int:
+    try:
+        await open_store(settings)  # a misconfigured bucket: one clear line
+    except SystemExit as exc:
+        print(exc, file=sys.stderr, flush=True)
+        return 2
+    app = create_app(settings)
+    try:
+        app.state.services.prepare()  # migrated and registered before anything is served
+    except SeveralMastersRefused as exc:
+        print(f"gdos-master: {exc}", file=sys.stderr, flush=True)
+        return 2
+    config = uvicorn.Config(
+        app,
+        http=guarded_protocol(),
+        ws=paced_websocket_protocol(),
+        host=settings.host,
+        port=settings.port,
+        log_level=settings.log_level,
+        ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
+        ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
+        ws_max_size=8 << 20,
+        access_log=settings.log_level == "debug",
+        timeout_graceful_shutdown=5,
+    )
+    services = app.state.services
+    server = NotifyingServer(config, on_exit=lambda: setattr(services, "stopping", True))
+    # uvicorn re-raises the signal that stopped it once it is done serving; with the default
+    # handlers that kills this process before the local agent is stopped below. Handlers that
+    # only note the signal let the cleanup run (uvicorn installs its own while serving).
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: None)
+    serving = asyncio.create_task(server.serve(sockets=sockets))
+    while not server.started and not serving.done():
+        await asyncio.sleep(0.05)
+    if serving.done():
+        await serving
+        return 1
+    settle_heap()
+    agent: LocalAgent | None = None
+    keeper: asyncio.Task[None] | None = None
+    print_banner(settings, with_agent)
+    if with_agent:
+        agent = LocalAgent(agent_command(settings, settings.data_dir / "agent"))
+        keeper = asyncio.create_task(agent.run())
+    try:
+        await serving
+    finally:
+        if agent is not None and keeper is not None:
+            agent.stop()
+            await asyncio.gather(keeper, return_exceptions=True)
+    return 0

@@ -1,0 +1,61 @@
+"""API credentials verified a moment ago are taken from memory: no database read per request
+(a removed user or node is refused at once all the same: tests/master/test_api_auth.py)."""
+
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import event
+
+from master.services.token_cache import TokenCache
+from tests.master.inprocess import make_app, running, services_of
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_an_entry_lives_its_ttl_and_forget_all_drops_every_one() -> None:
+    clock = Clock()
+    cache: TokenCache[str] = TokenCache(ttl=2.0, clock=clock)
+    cache.put("a", "alice")
+    cache.put("b", "bob")
+    clock.now += 1.9
+    assert cache.get("a") == "alice"
+    clock.now += 0.2
+    assert cache.get("a") is None
+    cache.put("a", "alice")
+    cache.forget_all()
+    assert cache.get("a") is None and cache.get("b") is None
+
+
+def test_a_disabled_cache_keeps_nothing() -> None:
+    cache: TokenCache[str] = TokenCache(enabled=False)
+    cache.put("a", "alice")
+    assert cache.get("a") is None
+
+
+def test_repeated_requests_with_one_token_read_it_from_the_database_once(tmp_path: Path) -> None:
+    app = make_app(tmp_path / "m")
+    with running(app) as (client, auth):
+        svc = services_of(app)
+        svc.principals.ttl = 3600.0  # this test is about the reads, not the clock
+        reads: list[str] = []
+
+        def seen(conn: Any, cursor: Any, statement: str, *rest: Any) -> None:
+            if "FROM api_tokens" in statement:
+                reads.append(statement)
+
+        event.listen(svc.db.engine, "before_cursor_execute", seen)
+        try:
+            for _ in range(5):
+                assert client.get("/api/v1/nodes", headers=auth).status_code == 200
+                assert client.get("/api/v1/systems", headers=auth).status_code == 200
+        finally:
+            event.remove(svc.db.engine, "before_cursor_execute", seen)
+        assert len(reads) == 1
+        bad = client.get("/api/v1/nodes", headers={"Authorization": "Bearer gdu_forged"})
+        assert bad.status_code == 401
