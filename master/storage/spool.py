@@ -42,6 +42,11 @@ fast_crc32: Crc32 = _fast_crc32
 BATCH = 2 << 20  # bytes handed to the threads at once
 WINDOW = 3  # batches the loop may have handed over and not yet seen hashed
 _READ = 1 << 20
+# Bytes per write() call: not a power of two, so that the file offsets of the writes are not
+# aligned to one either. An aligned large write makes the kernel take a large page-cache folio,
+# which needs contiguous memory (in a VM, often memory the host took back): several times the
+# CPU of the same bytes written into small folios.
+WRITE_PIECE = 252 << 10
 
 
 def new_hash() -> "_Hash":
@@ -151,7 +156,7 @@ class Spool:
             view = memoryview(chunk)
             try:
                 while view:
-                    view = view[os.write(fd, view) :]
+                    view = view[os.write(fd, view[:WRITE_PIECE]) :]
             except OSError as exc:
                 self._failed = True
                 os.ftruncate(fd, self.offset)  # never half a chunk: size and hash stay in step
