@@ -243,6 +243,26 @@ def test_pipelined_requests_after_a_body_read_straight_from_the_socket(port):
     assert answers[0][1]["sha"] == hashlib.sha256(data).hexdigest()
 
 
+def test_a_client_waiting_for_100_continue_gets_it_before_a_body_read_from_the_socket(port):
+    """curl sends `Expect: 100-continue` with large bodies and waits for the interim answer."""
+    data = os.urandom(3 << 20)
+    head = (
+        f"POST /pour HTTP/1.1\r\nHost: t\r\nExpect: 100-continue\r\n"
+        f"Content-Length: {len(data)}\r\n\r\n"
+    ).encode()
+    with connect(port) as sock:
+        sock.sendall(head)
+        buf = bytearray()
+        while b"\r\n\r\n" not in buf:
+            buf += sock.recv(65536)
+        assert bytes(buf).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        del buf[: len(b"HTTP/1.1 100 Continue\r\n\r\n")]
+        sock.sendall(data)
+        status, doc = read_response(sock, buf)
+    assert (status, doc["direct"], doc["size"]) == (200, True, len(data))
+    assert doc["sha"] == hashlib.sha256(data).hexdigest()
+
+
 def test_a_cut_body_read_straight_from_the_socket_keeps_what_arrived(port):
     poured.clear()
     with connect(port) as sock:
