@@ -23,8 +23,8 @@ thread). "others" is the CPU that processes other than the master and this clien
 the upload (the machine may be shared), in cores. Targets: >= 0.9 x the sha256 limit
 (issue 20), >= 200 MB/s and growth < 32 MB (DESIGN.md).
 
-`--before COMMIT` starts a second master from that commit's sources and uploads to both in
-turn, each kind of upload to one then the other, so that a change is measured against what it
+`--before COMMIT` (or a checkout's directory, e.g. /work/main, used as it is) starts a second
+master from those sources and uploads to both in turn, each kind of upload to one then the other, so that a change is measured against what it
 changes under the same load ("..., before" rows).
 """
 
@@ -324,7 +324,9 @@ def main() -> int:
     ap.add_argument("--size-mb", type=int, default=1024)
     ap.add_argument("--dir", type=Path, default=ROOT / "bench" / ".work")
     ap.add_argument("--repeat", type=int, default=2, help="runs of each; the best is reported")
-    ap.add_argument("--before", metavar="COMMIT", help="also upload to a master of COMMIT")
+    ap.add_argument(
+        "--before", metavar="COMMIT|DIR", help="also upload to a master of COMMIT (or DIR)"
+    )
     args = ap.parse_args()
     work = args.dir.absolute()
     shutil.rmtree(work, ignore_errors=True)
@@ -339,9 +341,14 @@ def main() -> int:
         )
         targets.append(Target("", Master(work / "master")))
         if args.before:
-            tree = extract(args.before, work / "before")
-            compile_sources(tree)
+            if Path(args.before).is_dir():  # another checkout: used as it is, never written
+                tree = Path(args.before).absolute()
+            else:
+                tree = extract(args.before, work / "before")
+                compile_sources(tree)
             env = {"PYTHONPATH": f"{tree}{os.pathsep}{ROOT}"}
+            if tree == Path(args.before).absolute():
+                env["PYTHONDONTWRITEBYTECODE"] = "1"
             targets.append(Target(", before", Master(work / "master-before", env=env)))
             print(f"before: {args.before}; after: this checkout")
         try:

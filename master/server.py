@@ -7,7 +7,7 @@ connection must deliver complete request headers within `HEADER_TIMEOUT` seconds
 handshake in milliseconds, so only idle sockets are ever cut.
 
 It also makes large request bodies (package uploads) cheap for the event loop: see
-`tune_allocator` and `_FastBody`.
+`tune_allocator`, `_FastBody` and `DirectBody`.
 """
 
 import asyncio
@@ -15,6 +15,7 @@ import contextlib
 import ctypes
 import ctypes.util
 import logging
+import os
 import sys
 from collections.abc import Callable
 from types import FrameType
@@ -117,6 +118,9 @@ class _FastBody:
 
     cycle: Any
     parser: Any
+    scope: Any
+    scheme: str
+    transport: asyncio.Transport
     flow: Any
     headers: list[tuple[bytes, bytes]]
     _unset_keepalive_if_required: Callable[[], None]
@@ -133,6 +137,12 @@ class _FastBody:
     def on_headers_complete(self) -> None:
         super().on_headers_complete()  # type: ignore[misc]
         self._body_left = 0 if self.parser.should_upgrade() else _plain_length(self.headers)
+        if self._body_left > 0 and self._plain_socket() and self.cycle.scope is self.scope:
+            self.scope.setdefault("extensions", {})[DIRECT_BODY] = DirectBody(self, self.cycle)
+
+    def _plain_socket(self) -> bool:
+        """A TCP socket without TLS, read by asyncio's own transport."""
+        return hasattr(self.transport, "max_size") and self.scheme == "http"
 
     def on_body(self, body: bytes) -> None:
         self._body_left -= len(body)
@@ -170,6 +180,62 @@ class _FastBody:
         if len(cycle.body) > HIGH_WATER_LIMIT:
             self.flow.pause_reading()
         cycle.message_event.set()
+
+
+DIRECT_BODY = "gdos.direct_body"  # the ASGI scope extension holding a request's `DirectBody`
+
+
+class DirectBody:
+    """A plain-TCP request body of known length that the app may read from the socket itself
+    (on a thread, with no trip through the loop per piece) instead of through `receive`.
+
+    `take()` stops the loop reading the socket and gives the app what is needed to read the
+    rest; `give_back(read, close)` says how many bytes it took from the socket, after which
+    `receive` goes on from there (nothing, once the whole body was read).
+    """
+
+    def __init__(self, protocol: Any, cycle: Any) -> None:
+        self._protocol = protocol
+        self._cycle = cycle
+        self._taken = False
+
+    def take(self) -> tuple[int, bytes, int] | None:
+        """(a duplicate of the socket's fd, the body bytes already read, the bytes left in the
+        socket), or None when the body cannot be read that way (any more)."""
+        p, cycle = self._protocol, self._cycle
+        left = p._body_left
+        if self._taken or p.cycle is not cycle or left <= 0 or p.transport.is_closing():
+            return None
+        if cycle.response_complete or cycle.disconnected or cycle.more_body is False:
+            return None
+        sock = p.transport.get_extra_info("socket")
+        if sock is None:
+            return None
+        if cycle.waiting_for_100_continue:
+            p.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+            cycle.waiting_for_100_continue = False
+        p.flow.pause_reading()
+        # The thread's own fd: the socket outlives a transport closed meanwhile.
+        fd = os.dup(sock.fileno())
+        pending = bytes(cycle.body)
+        cycle.body = bytearray()
+        cycle.message_event.clear()
+        self._taken = True
+        return fd, pending, left
+
+    def give_back(self, read: int, close: bool) -> None:
+        """The app read `read` bytes from the socket; `close`: end the connection after the
+        answer (the body stalled or was cut)."""
+        p, cycle = self._protocol, self._cycle
+        p._body_left -= read
+        if close:
+            cycle.keep_alive = False
+        if p._body_left <= 0 and p.parser is not None and p.cycle is cycle:
+            p._body_left = 0
+            p.parser = _new_parser(p)
+            p.on_message_complete()  # `receive` now answers the body's end
+        elif not close:
+            p.flow.resume_reading()
 
 
 def _plain_length(headers: list[tuple[bytes, bytes]]) -> int:

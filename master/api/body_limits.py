@@ -62,7 +62,7 @@ class BodyLimitMiddleware:
             async with asyncio.timeout(max(0.0, deadline - time.monotonic())):
                 ended = await self._read(receive, chunks)
         except TimeoutError:
-            await _refuse(scope, receive, send, 408, _timed_out(self.timeout), close=True)
+            await _refuse(scope, receive, send, 408, timed_out(self.timeout), close=True)
             return
         except _TooLarge as exc:
             chunks.clear()
@@ -133,7 +133,7 @@ class _IdleLimited:
 
         await self.app(scope, limited_receive, guarded_send)
         if self.stalled and not self.started:
-            await _refuse(scope, receive, send, 408, _timed_out(self.timeout), close=True)
+            await _refuse(scope, receive, send, 408, timed_out(self.timeout), close=True)
 
 
 def _replay(body: bytes, receive: Receive) -> Receive:
@@ -173,7 +173,8 @@ def _content_length(headers: Headers) -> int | None:
     return int(value)
 
 
-def _timed_out(timeout: float) -> str:
+def timed_out(timeout: float) -> str:
+    """The 408 message of a body that did not arrive in time."""
     return (
         f"the request body did not arrive within {timeout:g} s (--body-timeout); "
         "send it without pausing"

@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.routing import APIRoute
 
 from master.api.body import Body
+from master.api.body_limits import timed_out
 from master.api.deps import Operator, ServicesDep, SessionDep, Viewer
 from master.api.errors import ERROR_RESPONSES, STATUS, error_response
 from master.db import models
@@ -250,7 +251,10 @@ async def patch_upload(
             ErrorCode.UNSUPPORTED_MEDIA_TYPE, f"a PATCH body must be sent as {OFFSET_TYPE}"
         )
     declared = _int_header(request.headers.get("content-length"), "Content-Length")
-    row = await svc.uploads.write(upload_id, upload_offset, declared, Body(request.receive))
+    body = Body(request.receive, request.scope)
+    row = await svc.uploads.write(upload_id, upload_offset, declared, body)
+    if body.stalled:  # read straight from the socket: the idle limit was enforced there
+        raise GdosError(ErrorCode.REQUEST_TIMEOUT, timed_out(svc.settings.body_timeout))
     request.state.audit_detail = {"offset": svc.uploads.offset_of(row), "state": row.state}
     if row.state == upload_service.FAILED:
         raise upload_service.stored_error(row)

@@ -16,7 +16,7 @@ import re
 import secrets
 import shutil
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from sqlalchemy import select
 
@@ -48,6 +48,15 @@ class BodySource(Protocol):
 
     async def next(self) -> bytes | None: ...
     async def discard(self) -> None: ...
+
+
+@runtime_checkable
+class DirectBodySource(BodySource, Protocol):
+    """A body that may also be read straight from its socket by a spool (`Body.pour`)."""
+
+    stalled: bool  # sent nothing for the idle timeout (then `cut` too)
+
+    async def pour(self, spool: Spool, idle_timeout: float) -> bool: ...
 
 
 # tus: comma-separated `key base64value` pairs; keys are printable ASCII without spaces or commas.
@@ -289,11 +298,16 @@ class UploadService(UploadRows):
         # A body that stalls reads as cut (master/api/body_limits.py): what arrived is kept.
         received = start
         try:
-            while (chunk := await body.next()) is not None:
-                received += len(chunk)
-                if received > row.length:
-                    break
-                await spool.feed(chunk)
+            # Straight from the socket when the server allows (the length is then checked).
+            poured = isinstance(body, DirectBodySource) and await body.pour(
+                spool, self.settings.body_timeout
+            )
+            if not poured:
+                while (chunk := await body.next()) is not None:
+                    received += len(chunk)
+                    if received > row.length:
+                        break
+                    await spool.feed(chunk)
             await spool.drain()  # after a cut too: whatever arrived is kept
         except OSError as exc:
             spool.settle_now()
@@ -305,7 +319,7 @@ class UploadService(UploadRows):
             os.close(fd)
             raise
         if body.cut:
-            log.info("upload %s: client went away at %d bytes; keeping them", row.id, received)
+            log.info("upload %s: client went away at %d bytes; keeping them", row.id, spool.offset)
         if received > row.length:
             os.ftruncate(fd, start)  # refuse the whole PATCH, not part of it
             os.close(fd)

@@ -12,6 +12,10 @@ The writer also takes the CRC-32 of what it wrote (`CrcMarks`), which is cheap b
 with zlib-ng's CRC: validation then checks a large stored entry's CRC without reading it again,
 and nothing but the last batch's hash is left to do once the last byte arrived.
 
+A body whose socket the loop hands over (`pour`) skips the loop altogether: the writer thread
+reads it from the socket into buffers of `batch` bytes it reuses, writes each and passes it to
+the hash thread, which gives it back once hashed (`window + 1` buffers in all).
+
 A byte counts as received once the kernel has it (`os.write` returned): that survives the
 master process dying, which is what a resumable upload needs. The hasher only takes bytes the
 writer has written, so after a failed write (cut back to the last whole chunk) the file size,
@@ -23,10 +27,13 @@ import collections
 import concurrent.futures
 import hashlib
 import os
+import queue
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from master.storage.prealloc import reserve
+from master.storage.socket_reader import SocketReader
 from protocol.crc import Crc32, CrcMarks
 
 if TYPE_CHECKING:
@@ -42,6 +49,11 @@ fast_crc32: Crc32 = _fast_crc32
 BATCH = 2 << 20  # bytes handed to the threads at once
 WINDOW = 3  # batches the loop may have handed over and not yet seen hashed
 _READ = 1 << 20
+# Bytes per write() call: not a power of two, so that the file offsets of the writes are not
+# aligned to one either. An aligned large write makes the kernel take a large page-cache folio,
+# which needs contiguous memory (in a VM, often memory the host took back): several times the
+# CPU of the same bytes written into small folios.
+WRITE_PIECE = 252 << 10
 
 
 def new_hash() -> "_Hash":
@@ -110,6 +122,31 @@ class Spool:
             if not self._flights:
                 self._stop_threads()
 
+    async def pour(self, reader: SocketReader) -> None:
+        """Write and hash the rest of the body straight from `reader`'s socket on the spool's
+        threads until it ends (complete, cut or stalled: `reader` says which); raises the
+        write's OSError. Cancelled, it stops the reader (call `settle_now` after)."""
+        await self._hand_off()
+        while self._flights:
+            await self._settle_oldest()
+        free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
+        for _ in range(self._window + 1):
+            free.put(bytearray(self._batch))
+        full: queue.SimpleQueue[tuple[bytearray, int] | None] = queue.SimpleQueue()
+        self._start_threads()
+        assert self._writer is not None and self._hashing is not None
+        self._flights.append(self._writer.submit(self._receive, reader, free, full))
+        self._flights.append(self._hashing.submit(self._hash_buffers, free, full))
+        try:
+            while self._flights:
+                await self._settle_oldest()
+        except BaseException:
+            reader.stop()
+            raise
+        finally:
+            if not self._flights:
+                self._stop_threads()
+
     def settle_now(self) -> None:
         """Block until the threads are idle (after a cancellation or an error: the fd must
         outlive them)."""
@@ -123,9 +160,8 @@ class Spool:
         while len(self._flights) >= self._window:
             await self._settle_oldest()
         chunks, self._chunks, self._pending = self._chunks, [], 0
-        if self._writer is None or self._hashing is None:
-            self._writer = concurrent.futures.ThreadPoolExecutor(1, "gdos-spool-write")
-            self._hashing = concurrent.futures.ThreadPoolExecutor(1, "gdos-spool-hash")
+        self._start_threads()
+        assert self._writer is not None and self._hashing is not None
         written = self._writer.submit(self._write, chunks)
         self._flights.append(self._hashing.submit(self._hash, chunks, written))
 
@@ -134,13 +170,18 @@ class Spool:
         await asyncio.shield(asyncio.wrap_future(flight))  # cancelled: settle_now() waits
         self._flights.popleft()
 
+    def _start_threads(self) -> None:
+        if self._writer is None or self._hashing is None:
+            self._writer = concurrent.futures.ThreadPoolExecutor(1, "gdos-spool-write")
+            self._hashing = concurrent.futures.ThreadPoolExecutor(1, "gdos-spool-hash")
+
     def _stop_threads(self) -> None:
         for pool in (self._writer, self._hashing):
             if pool is not None:
                 pool.shutdown(wait=False)
         self._writer = self._hashing = None
 
-    def _write(self, chunks: list[bytes]) -> tuple[int, OSError | None]:
+    def _write(self, chunks: Sequence[bytes | memoryview]) -> tuple[int, OSError | None]:
         """Write whole chunks; returns how many made it, and the error that stopped it."""
         fd = self.fd
         if not self._failed:
@@ -151,7 +192,7 @@ class Spool:
             view = memoryview(chunk)
             try:
                 while view:
-                    view = view[os.write(fd, view) :]
+                    view = view[os.write(fd, view[:WRITE_PIECE]) :]
             except OSError as exc:
                 self._failed = True
                 os.ftruncate(fd, self.offset)  # never half a chunk: size and hash stay in step
@@ -171,3 +212,39 @@ class Spool:
             hasher.update(chunk)
         if error is not None:
             raise error
+
+    def _receive(
+        self,
+        reader: SocketReader,
+        free: "queue.SimpleQueue[bytearray]",
+        full: "queue.SimpleQueue[tuple[bytearray, int] | None]",
+    ) -> None:
+        """Writer thread: fill a free buffer from the socket, write it, pass it to the hasher."""
+        try:
+            while not reader.ended:
+                buffer = free.get()
+                view = memoryview(buffer)
+                n = reader.fill(view)
+                if not n:
+                    free.put(buffer)
+                    continue
+                count, error = self._write([view[:n]])
+                if count:
+                    full.put((buffer, n))
+                if error is not None:
+                    reader.stop()
+                    raise error
+        finally:
+            full.put(None)
+
+    def _hash_buffers(
+        self,
+        free: "queue.SimpleQueue[bytearray]",
+        full: "queue.SimpleQueue[tuple[bytearray, int] | None]",
+    ) -> None:
+        """Hash thread: hash each written buffer in order and give it back for the next bytes."""
+        hasher = self.hasher
+        while (item := full.get()) is not None:
+            buffer, n = item
+            hasher.update(memoryview(buffer)[:n])
+            free.put(buffer)
