@@ -12,7 +12,7 @@ import pytest
 from agent.executor import process
 from agent.monitor import encode
 from agent.proc_source import ProcfsSource, PsutilSource, Stat
-from agent.sampler import Root, Sampler
+from agent.sampler import IO_EVERY, LIST_EVERY, Root, Sampler
 from protocol.messages import AGENT_MESSAGE, Metrics
 from tests.support import wait_for
 
@@ -139,9 +139,13 @@ class FakeSource:
 
     def __init__(self) -> None:
         self.table: dict[int, Stat] = {}
+        self.io_table: dict[int, tuple[int, int]] = {}
         self.stat_calls: list[int] = []
+        self.io_calls: list[int] = []
+        self.listings = 0
 
     def pids(self):
+        self.listings += 1
         return list(self.table)
 
     def stat(self, pid: int) -> Stat | None:
@@ -151,7 +155,8 @@ class FakeSource:
     inspect = stat
 
     def io(self, pid: int):
-        return (0, 0)
+        self.io_calls.append(pid)
+        return self.io_table.get(pid, (0, 0))
 
     def forget(self, pid: int) -> None:
         pass
@@ -185,6 +190,54 @@ def test_only_new_pids_are_inspected_and_a_reused_pid_starts_over():
     assert set(sampler.tracked_pids) == {700}
     sampler.sample([root], now=1004.0)
     assert sampler.inspected == 501 and set(sampler.tracked_pids) == {700}  # a stranger now
+
+
+def test_the_table_is_listed_after_a_change_and_a_fork_counts_in_its_own_tick():
+    src = FakeSource()
+    src.table = {pid: (1, pid, 100.0, 0.0, 1000, 1) for pid in range(2, 50)}  # strangers
+    src.table[700] = (1, 700, 100.0, 5.0, 4096, 1)
+    root = Root("i", 700, 100.0)
+    sampler = Sampler(src)
+    sampler.sample([root], now=1000.0)
+    listed = src.listings
+    for tick in range(1, LIST_EVERY):  # nothing followed changes: the table is not read
+        assert sampler.sample([root], now=1000.0 + tick) == [("i", 0.0, 4096, 0, 0, 1)]
+    assert src.listings == listed
+    sampler.sample([root], now=1000.0 + LIST_EVERY)  # read all the same now and then
+    assert src.listings == listed + 1
+
+    # The root forks: its text changes, the table is read and the child counted at once.
+    src.table[700] = (1, 700, 100.0, 5.1, 4096, 1)
+    src.table[701] = (700, 700, 1005.5, 0.3, 2048, 1)
+    rows = sampler.sample([root], now=1000.0 + LIST_EVERY + 1)
+    assert src.listings == listed + 2
+    assert rows == [("i", 40.0, 6144, 0, 0, 2)]
+    assert set(sampler.tracked_pids) == {700, 701}
+
+
+def test_io_of_a_quiet_process_is_read_now_and_then_and_nothing_is_lost():
+    src = FakeSource()
+    src.table[700] = (1, 700, 100.0, 5.0, 4096, 1)
+    src.io_table[700] = (0, 0)
+    root = Root("i", 700, 100.0)
+    sampler = Sampler(src)
+    sampler.sample([root], now=1000.0)
+    src.io_calls.clear()
+    # It writes without its stat text changing (less CPU than the kernel's tick).
+    src.io_table[700] = (0, 8192)
+    written = 0
+    for tick in range(1, IO_EVERY + 1):
+        rows = sampler.sample([root], now=1000.0 + tick)
+        assert rows is not None
+        written += rows[0][4]
+    assert len(src.io_calls) == 1  # once in IO_EVERY ticks
+    assert written == 8192  # the whole write, in the tick that read it
+    # A process that runs has its io read every tick.
+    for tick in range(IO_EVERY + 1, IO_EVERY + 4):
+        src.table[700] = (1, 700, 100.0, 5.0 + tick, 4096, 1)
+        src.io_table[700] = (0, 8192 + tick)
+        sampler.sample([root], now=1000.0 + tick)
+    assert len(src.io_calls) == 4
 
 
 def test_the_encoded_message_is_what_the_master_parses():
