@@ -11,7 +11,7 @@ import pytest
 
 from agent.executor import process
 from agent.monitor import encode
-from agent.proc_source import ProcfsSource, PsutilSource, Stat
+from agent.proc_source import STAT_EVERY, ProcfsSource, PsutilSource, Stat
 from agent.sampler import IO_EVERY, LIST_EVERY, Root, Sampler
 from protocol.messages import AGENT_MESSAGE, Metrics
 from tests.support import wait_for
@@ -38,6 +38,8 @@ subprocess.Popen([sys.executable, d + "/orphaner.py", d + "/burn.py", d + "/b.do
 subprocess.Popen([sys.executable, "-c", "pass"])  # never waited for: a zombie
 time.sleep(120)
 """
+
+THREADED = "import threading, time; threading.Thread(target=time.sleep, args=(120,)).start()"
 
 SOURCES = [ProcfsSource, PsutilSource] if sys.platform.startswith("linux") else [PsutilSource]
 
@@ -258,7 +260,8 @@ def test_procfs_keeps_a_process_files_open_until_it_is_forgotten():
         first = src.stat(child.pid)
         assert first is not None and first[0] == os.getpid()
         assert src.io(child.pid) is not None
-        assert len(os.listdir("/proc/self/fd")) == open_before + 2  # stat and io, kept
+        # stat and io kept; schedstat too, the process having one thread
+        assert len(os.listdir("/proc/self/fd")) == open_before + 3
         # A sleeping process's text does not change: the same tuple comes back, unparsed.
         assert src.stat(child.pid) is first
         # The kept file reads as gone once the process has ended, even before its PID is
@@ -272,6 +275,39 @@ def test_procfs_keeps_a_process_files_open_until_it_is_forgotten():
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_procfs_rereads_the_stat_of_a_one_thread_sleeper_only_now_and_then(monkeypatch):
+    sleeper = psutil.Popen(["sleep", "120"])
+    threaded = psutil.Popen([sys.executable, "-c", THREADED])
+    src = ProcfsSource()
+    reads: list[str] = []
+    pread = os.pread
+
+    def counting(fd: int, n: int, at: int) -> bytes:
+        reads.append(os.readlink(f"/proc/self/fd/{fd}").rsplit("/", 1)[-1])
+        return pread(fd, n, at)
+
+    try:
+        wait_for(lambda: sleeper.status() == psutil.STATUS_SLEEPING, what="the sleeper asleep")
+        wait_for(lambda: threaded.num_threads() == 2, what="the second thread")
+        monkeypatch.setattr(os, "pread", counting)
+        for _ in range(2):  # the baselines
+            first = src.stat(sleeper.pid)
+            assert src.stat(threaded.pid) is not None
+        reads.clear()
+        for _ in range(2 * (STAT_EVERY + 1)):
+            assert src.stat(sleeper.pid) is first  # nothing changed: the same tuple
+        assert reads.count("stat") == 2 and reads.count("schedstat") == 2 * (STAT_EVERY + 1)
+        reads.clear()
+        for _ in range(3):  # with two threads, schedstat cannot tell: stat every time
+            assert src.stat(threaded.pid) is not None
+        assert reads == ["stat"] * 3
+    finally:
+        for p in (sleeper, threaded):
+            p.kill()
+            p.wait()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
