@@ -51,11 +51,8 @@ class Release:
         return self.package.version
 
     def record(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "package": self.package.to_dict(),
-            "manifest": self.manifest.to_dict(),
-        }
+        """For the state file, whose encoder writes the structs as their dicts."""
+        return {"name": self.name, "package": self.package, "manifest": self.manifest}
 
     @classmethod
     def from_record(cls, record: dict[str, Any]) -> "Release":
