@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Literal
 
-from agent.executor import process, states
+from agent.executor import process, releases, states
 from agent.executor.health import HealthMonitor
 from agent.executor.releases import Release
 from agent.executor.restart import Backoff
@@ -141,9 +141,10 @@ class Managed:
         state = ProcessState(record.get("state", "stopped"))
         if state == ProcessState.EXITED and record.get("restart_pending"):
             state = ProcessState.BACKOFF
+        spec = InstanceSpec.from_data(record["spec"])
         return cls(
-            spec=InstanceSpec.from_data(record["spec"]),
-            manifest=Manifest.from_data(manifest) if manifest else None,
+            spec=spec,
+            manifest=releases.shared(Manifest.from_data(manifest)) if manifest else None,
             state=state,
             pid=record.get("pid"),
             create_time=record.get("create_time"),
@@ -156,5 +157,7 @@ class Managed:
             user=record.get("user"),
             release=record.get("release"),
             previous=record.get("previous_release"),
-            releases=tuple(Release.from_record(r) for r in record.get("releases") or ()),
+            releases=tuple(
+                Release.from_record(r, spec.package) for r in record.get("releases") or ()
+            ),
         )

@@ -136,8 +136,12 @@ async def test_collected_records_are_written_as_their_dicts_and_not_kept(tmp_pat
     assert record["releases"] == [
         {"name": "1.0.0-abababab", "package": pkg.to_dict(), "manifest": manifest.to_dict()}
     ]
-    back = Managed.from_record(StateFile(p).instances["i-1"])
+    loaded = StateFile(p).instances["i-1"]
+    back, again = Managed.from_record(loaded), Managed.from_record(loaded)
     assert (back.spec, back.manifest, back.releases) == (m.spec, m.manifest, m.releases)
+    # Equal manifests and the instance's own package come back as one object each.
+    assert back.manifest is back.releases[0].manifest is again.manifest
+    assert back.releases[0].package is back.spec.package
 
 
 # -- process states in two slots rewritten in place --------------------------------------------
