@@ -119,9 +119,17 @@ class Sampler:
         if last is None:
             return None  # counters became the baselines
         dt = max(dt, 1e-3)
+        # Zeros (a quiet instance's usual row) skip the arithmetic.
         return [
-            (iid, round(a[0] / dt * 100.0, 2), int(a[1]), int(a[2] / dt), int(a[3] / dt), int(a[4]))
-            for iid, a in acc.items()
+            (
+                iid,
+                round(cpu / dt * 100.0, 2) if cpu else 0.0,
+                int(rss),
+                int(read / dt) if read else 0,
+                int(write / dt) if write else 0,
+                int(threads),
+            )
+            for iid, (cpu, rss, read, write, threads) in acc.items()
         ]
 
     def _list(self, tick: int) -> list["_Tracked"]:

@@ -5,15 +5,18 @@ import os
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import psutil
 import pytest
 
 from agent.executor import process
-from agent.monitor import encode
+from agent.executor.managed import Managed
+from agent.executor.states import ProcessState
+from agent.monitor import Roots, encode
 from agent.proc_source import STAT_EVERY, ProcfsSource, PsutilSource, Stat
 from agent.sampler import IO_EVERY, LIST_EVERY, Root, Sampler
-from protocol.messages import AGENT_MESSAGE, Metrics
+from protocol.messages import AGENT_MESSAGE, InstanceSpec, Metrics
 from tests.support import wait_for
 
 BURN = """\
@@ -240,6 +243,29 @@ def test_io_of_a_quiet_process_is_read_now_and_then_and_nothing_is_lost():
         src.io_table[700] = (0, 8192 + tick)
         sampler.sample([root], now=1000.0 + tick)
     assert len(src.io_calls) == 4
+
+
+def test_roots_are_rebuilt_only_for_instances_whose_process_changed():
+    def managed(iid: str, pid: int | None, state: ProcessState) -> Managed:
+        m = Managed(spec=InstanceSpec(instance_id=iid, name=iid), state=state)
+        m.pid, m.create_time = pid, (100.0 if pid else None)
+        return m
+
+    sup = SimpleNamespace(
+        instances={
+            "a": managed("a", 10, ProcessState.RUNNING),
+            "b": managed("b", 11, ProcessState.STARTING),
+            "c": managed("c", None, ProcessState.STOPPED),
+        }
+    )
+    roots = Roots()
+    first = roots.of(sup)
+    assert first == [Root("a", 10, 100.0), Root("b", 11, 100.0)]
+    again = roots.of(sup)
+    assert all(x is y for x, y in zip(first, again, strict=True))
+    sup.instances["b"].pid = 12  # restarted
+    sup.instances["a"].state = ProcessState.EXITED
+    assert roots.of(sup) == [Root("b", 12, 100.0)]
 
 
 def test_the_encoded_message_is_what_the_master_parses():
