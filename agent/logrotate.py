@@ -40,7 +40,9 @@ _O_BINARY = getattr(os, "O_BINARY", 0)
 DEFAULT = LogRotate()
 
 
-Target = tuple[str, LogFile, LogRotate]
+# (instance id, log path, log name, rule): what a pass looks at, kept as text (the LogFile is
+# built again only when the log is to be rotated).
+Target = tuple[str, str, str, LogRotate]
 # (instance id, since) -> whether its processes may have written since then (wall time).
 Active = Callable[[str, float], bool]
 
@@ -52,7 +54,7 @@ QUIET_LOOK = 10.0
 class _Watched:
     __slots__ = ("looked_at", "manifest", "targets")
 
-    def __init__(self, manifest: Manifest | None, targets: list[Target]) -> None:
+    def __init__(self, manifest: Manifest | None, targets: tuple[Target, ...]) -> None:
         self.manifest = manifest
         self.targets = targets
         self.looked_at = 0.0
@@ -86,16 +88,28 @@ class Targets:
             yield from w.targets
 
 
-def _build(supervisor: "Supervisor", m: "Managed") -> list[Target]:
+def _build(supervisor: "Supervisor", m: "Managed") -> tuple[Target, ...]:
+    return tuple((m.id, str(entry.path), entry.name, rule) for entry, rule in _logs(supervisor, m))
+
+
+def _logs(supervisor: "Supervisor", m: "Managed") -> list[tuple[LogFile, LogRotate]]:
     rule = m.manifest.log_rotate if m.manifest else DEFAULT
     if rule.max_bytes <= 0:
         return []
     inst_dir, app = supervisor.instance_dir(m.id), supervisor.app_dir(m)
     return [
-        (str(entry.path), entry, rule)
+        (entry, rule)
         for entry in declared(inst_dir, app, m.manifest, supervisor.log_roots)
         if entry.own or rule.log_paths
     ]
+
+
+def entry_of(supervisor: "Supervisor", instance_id: str, name: str) -> LogFile | None:
+    """The instance's log of that name as it is declared now (None once it is gone)."""
+    m = supervisor.instances.get(instance_id)
+    if m is None:
+        return None
+    return next((entry for entry, _ in _logs(supervisor, m) if entry.name == name), None)
 
 
 def needs_rotation(entry: LogFile | str, rule: LogRotate) -> bool:
@@ -164,8 +178,11 @@ async def rotate_forever(
     watched = Targets()
     while True:
         await asyncio.sleep(interval)
-        for path, entry, rule in list(watched.due(supervisor, time.time(), active)):
+        for instance_id, path, name, rule in list(watched.due(supervisor, time.time(), active)):
             if not needs_rotation(path, rule):
+                continue
+            entry = entry_of(supervisor, instance_id, name)
+            if entry is None:
                 continue
             try:
                 await asyncio.to_thread(rotate, entry, rule)

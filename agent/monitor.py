@@ -65,12 +65,28 @@ class NodeSampler:
         )
 
 
-def roots_of(supervisor: Supervisor) -> list[Root]:
-    return [
-        Root(m.id, m.pid, m.create_time)
-        for m in supervisor.instances.values()
-        if m.pid is not None and m.create_time is not None and m.state in ACTIVE
-    ]
+class Roots:
+    """The supervisor's running main processes, once a tick. A Root is built again only when its
+    instance's process changed, so that an unchanged table compares equal at once (the same
+    objects) and a tick builds nothing."""
+
+    def __init__(self) -> None:
+        self._made: dict[str, Root] = {}
+
+    def of(self, supervisor: Supervisor) -> list[Root]:
+        made = self._made
+        out: list[Root] = []
+        for iid, m in supervisor.instances.items():
+            pid, created = m.pid, m.create_time
+            if pid is None or created is None or m.state not in ACTIVE:
+                continue
+            r = made.get(iid)
+            if r is None or r.pid != pid or r.create_time != created:
+                r = made[iid] = Root(iid, pid, created)
+            out.append(r)
+        if len(made) > len(out):  # instances gone or stopped: forget their roots
+            self._made = {r.instance_id: r for r in out}
+        return out
 
 
 def encode(ts: float, interval: float, node: NodeRow | None, rows: list[Row]) -> str:
@@ -105,6 +121,7 @@ class Monitor:
         self.latest_load: Load | None = None
         self.sampled_at = 0.0  # wall time of the last tick that read the processes
         self._changed = asyncio.Event()
+        self._roots = Roots()
 
     def set_interval(self, interval: float) -> None:
         if interval != self.interval:
@@ -140,7 +157,9 @@ class Monitor:
                 next_at = loop.time()
                 continue
             try:
-                ts, node, rows = await asyncio.to_thread(self._tick, roots_of(self.supervisor))
+                ts, node, rows = await asyncio.to_thread(
+                    self._tick, self._roots.of(self.supervisor)
+                )
             except OSError as exc:  # /proc unreadable for a moment: skip this tick, not the loop
                 log.warning("sampling failed: %s", exc)
                 rows = None

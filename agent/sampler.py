@@ -13,6 +13,11 @@ from agent.proc_source import ProcSource, Stat, default_source
 
 RESCAN_EVERY = 30  # ticks: re-inspect foreign PIDs now and then (reused PIDs, reparenting)
 MAX_DEPTH = 64  # parent-chain walk limit
+# Ticks between reads of the process table and of `io` for processes that showed no change.
+# A process forks or does IO by running, which changes its stat text nearly always; these
+# catch what ran for less than the kernel counts and touched no page.
+LIST_EVERY = 5
+IO_EVERY = 5
 
 # (instance_id, cpu_percent, rss_bytes, read_bps, write_bps, threads)
 Row = tuple[str, float, int, int, int, int]
@@ -85,22 +90,59 @@ class Sampler:
     def sample(self, roots: list[Root], now: float | None = None) -> list[Row] | None:
         """Rows for instances with live processes; None on the first (priming) tick."""
         now = time.time() if now is None else now
-        src = self.source
         if roots != self._roots:  # the supervisor's view changed: rebuild what depends on it
             self._roots = list(roots)
             self._by_pid = {r.pid: r for r in roots}
             self._key = frozenset((r.instance_id, r.pid) for r in roots)
-        by_pid, key = self._by_pid, self._key
-        rescan = self._ticks % RESCAN_EVERY == RESCAN_EVERY - 1
+        tick = self._ticks
         self._ticks += 1
-        pids = set(src.pids())
+        last = self._last
+        self._last = now
+        dt = 1.0 if last is None else now - last
+        acc: dict[str, list[float]] = {}
+        # The table is read first when the roots changed or a look is due anyway; else only
+        # after a followed process changed (a fork shows in its parent), and the processes it
+        # finds are read in this same tick.
+        first = (
+            self._pids is None
+            or self._key != self._roots_key
+            or tick % RESCAN_EVERY == RESCAN_EVERY - 1
+            or tick % LIST_EVERY == 0
+        )
+        if first:
+            self._list(tick)
+        stirred = self._collect(list(self._tracked.values()), acc, dt, tick)
+        if not first and stirred:
+            self._collect(self._list(tick), acc, dt, tick)
+        if len(self.active_at) > len(acc):  # instances without a process any more
+            self.active_at = {iid: at for iid, at in self.active_at.items() if iid in acc}
+        if last is None:
+            return None  # counters became the baselines
+        dt = max(dt, 1e-3)
+        # Zeros (a quiet instance's usual row) skip the arithmetic.
+        return [
+            (
+                iid,
+                round(cpu / dt * 100.0, 2) if cpu else 0.0,
+                int(rss),
+                int(read / dt) if read else 0,
+                int(write / dt) if write else 0,
+                int(threads),
+            )
+            for iid, (cpu, rss, read, write, threads) in acc.items()
+        ]
 
+    def _list(self, tick: int) -> list["_Tracked"]:
+        """Read the process table: forget what ended, decide the owners of new PIDs; returns
+        the processes followed from now on."""
+        src = self.source
+        pids = set(src.pids())
         # Set operations, so that a tick in which nothing started or ended costs no Python loop
         # over the process table.
         for pid in self._tracked.keys() - pids:
             del self._tracked[pid]
             src.forget(pid)
-        if rescan:
+        if tick % RESCAN_EVERY == RESCAN_EVERY - 1:
             self._foreign.clear()
         else:
             for pid in self._foreign.keys() - pids:
@@ -112,21 +154,17 @@ class Sampler:
             self.inspected += 1
             # Unreadable (a zombie, hidden): foreign until the next rescan.
             fresh[pid] = (st[0], st[1], st[2]) if st is not None else (0, 0, 0.0)
+        added: list[_Tracked] = []
+        key = self._key
         if key != self._roots_key or fresh:
-            # New since the last list: born during this tick. (Comparing create times with the
+            # New since the last list: born since then. (Comparing create times with the
             # clock would not do: the kernel's boot time is rounded to the second.)
             prev = self._pids
             born = {p for p in fresh if prev is not None and p not in prev}
-            self._assign(by_pid, fresh, born, reassign=key != self._roots_key)
+            added = self._assign(self._by_pid, fresh, born, reassign=key != self._roots_key)
             self._roots_key = key
         self._pids = pids
-
-        last = self._last
-        self._last = now
-        if last is None:
-            self._collect(1.0)  # counters become the baselines
-            return None
-        return self._collect(now - last)
+        return added
 
     def _assign(
         self,
@@ -134,8 +172,9 @@ class Sampler:
         fresh: dict[int, tuple[int, int, float]],
         born: set[int],
         reassign: bool,
-    ) -> None:
-        """Decide the owner of new PIDs (and of all known ones when the roots changed)."""
+    ) -> list["_Tracked"]:
+        """Decide the owner of new PIDs (and of all known ones when the roots changed); returns
+        the processes followed from now on."""
         info = dict(fresh)
         if reassign:
             info.update(self._foreign)
@@ -161,6 +200,7 @@ class Sampler:
             memo[pid] = found
             return found
 
+        added: list[_Tracked] = []
         for pid, facts in info.items():
             who = owner(pid)
             if who is None:
@@ -171,16 +211,22 @@ class Sampler:
             self._foreign.pop(pid, None)
             t = self._tracked.get(pid)
             if t is None:
-                self._tracked[pid] = _Tracked(pid, facts, who, pid in born)
+                t = self._tracked[pid] = _Tracked(pid, facts, who, pid in born)
+                added.append(t)
             else:
                 t.owner = who
+        return added
 
-    def _collect(self, dt: float) -> list[Row]:
+    def _collect(
+        self, procs: list["_Tracked"], acc: dict[str, list[float]], dt: float, tick: int
+    ) -> bool:
+        """Add the processes' use since the last tick into `acc` (per instance); returns
+        whether any of them changed or ended."""
         stat, io_of = self.source.stat, self.source.io
-        acc: dict[str, list[float]] = {}
         gone: list[int] = []
         active: set[str] = set()
-        for pid, t in self._tracked.items():
+        for t in procs:
+            pid = t.pid
             st = stat(pid)
             if st is None:
                 gone.append(pid)  # ended, or a zombie
@@ -188,9 +234,9 @@ class Sampler:
             # A process born during this tick spent all its CPU and IO inside it; one seen for
             # the first time but older (adopted, re-adopted) starts counting from now.
             counts = t.primed or t.newborn
-            t.primed = True
             cpu_delta = 0.0
-            if st is not t.stat:  # a new tuple: something changed (the same one: nothing did)
+            changed = st is not t.stat  # a new tuple: something changed (the same one: nothing)
+            if changed:
                 if abs(st[2] - t.start) > CREATE_TIME_TOLERANCE:
                     gone.append(pid)  # its PID now belongs to someone else
                     continue
@@ -199,7 +245,9 @@ class Sampler:
                 t.cpu, t.stat = st[3], st
                 active.add(t.owner)
             read_delta = write_delta = 0
-            if t.io_ok:
+            # `io` of a process that did not run is read only now and then (its counters
+            # stay exact: what it did shows, later, as a delta of the same totals).
+            if t.io_ok and (changed or not t.primed or (tick + pid) % IO_EVERY == 0):
                 io = io_of(pid)
                 if io is None:
                     t.io_ok = False
@@ -208,6 +256,7 @@ class Sampler:
                         read_delta, write_delta = max(io[0] - t.read, 0), max(io[1] - t.write, 0)
                     t.read, t.write = io
                     t.io = io
+            t.primed = True
             a = acc.get(t.owner)
             if a is None:
                 acc[t.owner] = [cpu_delta, st[4], read_delta, write_delta, st[5]]
@@ -224,10 +273,4 @@ class Sampler:
         done = time.time()
         for iid in active:
             self.active_at[iid] = done
-        if len(self.active_at) > len(acc):  # instances without a process any more
-            self.active_at = {iid: at for iid, at in self.active_at.items() if iid in acc}
-        dt = max(dt, 1e-3)
-        return [
-            (iid, round(a[0] / dt * 100.0, 2), int(a[1]), int(a[2] / dt), int(a[3] / dt), int(a[4]))
-            for iid, a in acc.items()
-        ]
+        return bool(active or gone)

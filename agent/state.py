@@ -79,7 +79,8 @@ def read_json(path: Path) -> dict[str, Any] | None:
 
 
 class StateFile:
-    """`{"version": 1, "seq": n, "instances": {id: record}}` kept in memory, flushed on `save()`."""
+    """`{"version": 1, "seq": n, "instances": {id: record}}` kept in memory, flushed on `save()`;
+    with `collect` set, the records are asked for at each write instead and not kept."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
@@ -123,12 +124,14 @@ class StateFile:
         self._io.submit(lambda: None).result()  # its thread starts now, not in a busy moment
 
     def snapshot(self) -> bytes:
+        table = self.instances
         if self.collect is not None:
-            self.instances = self.collect()
+            # Built afresh for each write, so not kept: the table read at start goes too.
+            table = self.collect()
+            self.instances = {}
         # msgspec rather than json: much faster on a table of many manifests.
         return msgspec.json.encode(
-            {"version": STATE_VERSION, "seq": self._seq, "instances": self.instances},
-            order="sorted",
+            {"version": STATE_VERSION, "seq": self._seq, "instances": table}, order="sorted"
         )
 
     async def save(self, durable: bool = True) -> None:

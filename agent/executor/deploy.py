@@ -167,7 +167,7 @@ async def install(
         if isinstance(exc, OSError):
             raise write_error(exc, what) from None
         raise
-    return Release(name, package, manifest), run_as
+    return Release(name, package, releases.shared(manifest)), run_as
 
 
 def _settle(instance_dir: Path, release: Path, manifest: Manifest, account: runas.Account) -> None:

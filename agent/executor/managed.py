@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Literal
 
-from agent.executor import process, states
+from agent.executor import process, releases, states
 from agent.executor.health import HealthMonitor
 from agent.executor.releases import Release
 from agent.executor.restart import Backoff
@@ -57,7 +57,6 @@ class Managed:
     backoff: Backoff | None = None
     restart_task: asyncio.Task[None] | None = None
     stopping_saved: asyncio.Future[None] | None = None  # the save of `stopping`, once begun
-    _static: dict[str, Any] | None = None  # spec, manifest and releases, dumped once
 
     @property
     def id(self) -> str:
@@ -113,21 +112,12 @@ class Managed:
 
     def record(self) -> dict[str, Any]:
         """What the state file keeps (the report's fields but health, which is re-probed after
-        an agent restart). Built field by field: a save of a host's table builds every record."""
-        key = (self.spec, self.manifest, self.releases)
-        if self._static is None or any(
-            a is not b for a, b in zip(self._static["key"], key, strict=True)
-        ):
-            self._static = {
-                "spec": self.spec.to_dict(),
-                "manifest": self.manifest.to_dict() if self.manifest else None,
-                "releases": [r.record() for r in self.releases],
-                "key": key,
-            }
+        an agent restart). Spec, manifest and releases go in as the structs they are: the
+        state file's encoder writes them as it would their dicts, and nothing is kept for it."""
         backoff = self.state == ProcessState.BACKOFF
         return {
-            "spec": self._static["spec"],
-            "manifest": self._static["manifest"],
+            "spec": self.spec,
+            "manifest": self.manifest,
             "cmdline": self.cmdline,
             # BACKOFF is written as older agents wrote it, so that either can read the file.
             "restart_pending": backoff,
@@ -142,7 +132,7 @@ class Managed:
             "user": self.user,
             "release": self.release,
             "previous_release": self.previous,
-            "releases": self._static["releases"],
+            "releases": [r.record() for r in self.releases],
         }
 
     @classmethod
@@ -151,9 +141,10 @@ class Managed:
         state = ProcessState(record.get("state", "stopped"))
         if state == ProcessState.EXITED and record.get("restart_pending"):
             state = ProcessState.BACKOFF
+        spec = InstanceSpec.from_data(record["spec"])
         return cls(
-            spec=InstanceSpec.from_data(record["spec"]),
-            manifest=Manifest.from_data(manifest) if manifest else None,
+            spec=spec,
+            manifest=releases.shared(Manifest.from_data(manifest)) if manifest else None,
             state=state,
             pid=record.get("pid"),
             create_time=record.get("create_time"),
@@ -166,5 +157,7 @@ class Managed:
             user=record.get("user"),
             release=record.get("release"),
             previous=record.get("previous_release"),
-            releases=tuple(Release.from_record(r) for r in record.get("releases") or ()),
+            releases=tuple(
+                Release.from_record(r, spec.package) for r in record.get("releases") or ()
+            ),
         )

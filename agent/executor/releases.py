@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from agent.state import atomic_write
 from protocol.errors import ErrorCode, GdosError
 from protocol.manifest import NAME_PATTERN, Manifest, shared_path_name
@@ -51,19 +53,35 @@ class Release:
         return self.package.version
 
     def record(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "package": self.package.to_dict(),
-            "manifest": self.manifest.to_dict(),
-        }
+        """For the state file, whose encoder writes the structs as their dicts."""
+        return {"name": self.name, "package": self.package, "manifest": self.manifest}
 
     @classmethod
-    def from_record(cls, record: dict[str, Any]) -> "Release":
+    def from_record(cls, record: dict[str, Any], package: PackageRef | None = None) -> "Release":
+        """`package`: the instance's own, used when it is the same (one object, not two)."""
+        ref = PackageRef.from_data(record["package"])
         return cls(
             name=str(record["name"]),
-            package=PackageRef.from_data(record["package"]),
-            manifest=Manifest.from_data(record["manifest"]),
+            package=package if package == ref and package is not None else ref,
+            manifest=shared(Manifest.from_data(record["manifest"])),
         )
+
+
+_SHARED: dict[bytes, Manifest] = {}
+SHARED_MAX = 64  # distinct manifests remembered, the oldest forgotten first
+
+
+def shared(manifest: Manifest) -> Manifest:
+    """One object for equal manifests (frozen): a host runs many instances of one package,
+    and each instance's manifest and release would otherwise be copies."""
+    key = msgspec.json.encode(manifest)
+    found = _SHARED.get(key)
+    if found is not None:
+        return found
+    if len(_SHARED) >= SHARED_MAX:
+        del _SHARED[next(iter(_SHARED))]
+    _SHARED[key] = manifest
+    return manifest
 
 
 def release_name(package: PackageRef) -> str:

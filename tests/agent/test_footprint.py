@@ -3,6 +3,8 @@ supervisord). Checked in a fresh interpreter: the import of the agent's entry po
 pull in modules only some agents ever need."""
 
 import json
+import os
+import platform
 import subprocess
 import sys
 from pathlib import Path
@@ -77,3 +79,49 @@ def test_an_autostart_backend_still_loads_when_asked_for() -> None:
     command = agent_command("http://127.0.0.1:8080", ROOT / "work")
     assert backend_for("macos", command).name == "launchd"
     assert backend_for("windows", command).name == "Task Scheduler"
+
+
+# Eight threads that allocate at once, then the number of glibc heaps besides the main one
+# (each 64 MiB-aligned in the address space).
+ARENAS = """
+import os, sys, threading
+from agent.__main__ import few_malloc_arenas
+if sys.argv[1] == "capped":
+    assert few_malloc_arenas()
+barrier = threading.Barrier(8)
+kept = []
+def work():
+    barrier.wait()
+    kept.append([bytearray(2000) for _ in range(200)])
+    barrier.wait()
+threads = [threading.Thread(target=work) for _ in range(8)]
+for t in threads: t.start()
+for t in threads: t.join()
+heaps = 0
+for line in open("/proc/self/maps"):
+    start, _, rest = line.partition("-")
+    if int(start, 16) % (64 << 20) == 0 and len(line.split()) == 5:
+        heaps += 1
+print(heaps)
+"""
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+    reason="glibc's malloc arenas",
+)
+def test_the_agent_caps_malloc_arenas_so_threads_leave_little_behind() -> None:
+    def heaps(mode: str) -> int:
+        env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
+        out = subprocess.run(
+            [sys.executable, "-c", ARENAS, mode],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        return int(out.stdout)
+
+    assert heaps("capped") <= 1  # the main arena and one more
+    assert heaps("free") > 2  # what it would be: an arena per busy thread

@@ -330,7 +330,7 @@ def test_the_logs_of_an_instance_that_did_not_run_are_looked_at_less_often(inst:
     watched = logrotate.Targets()
 
     def names(now: float) -> list[str]:
-        return [e.name for _, e, _ in watched.due(sup, now, active)]
+        return [name for _, _, name, _ in watched.due(sup, now, active)]
 
     assert names(1000.0) == ["stdout", "stderr"]  # a first look, whatever it did
     assert names(1001.0) == [] and asked == [(inst.name, 1000.0)]
@@ -339,4 +339,11 @@ def test_the_logs_of_an_instance_that_did_not_run_are_looked_at_less_often(inst:
     ran = False
     assert names(1003.0) == []
     assert names(1002.0 + logrotate.QUIET_LOOK) == ["stdout", "stderr"]  # looked at all the same
-    assert [e.name for _, e, _ in watched.due(sup, 1013.0)] == ["stdout", "stderr"]  # no monitor
+    assert [name for _, _, name, _ in watched.due(sup, 1013.0)] == [
+        "stdout",
+        "stderr",
+    ]  # no monitor
+    path = inst / "logs" / "stdout.log"
+    assert next(watched.due(sup, 1014.0))[:3] == (inst.name, str(path), "stdout")
+    entry = logrotate.entry_of(sup, inst.name, "stdout")
+    assert entry is not None and entry.path == path and entry.own

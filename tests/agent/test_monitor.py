@@ -5,15 +5,18 @@ import os
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import psutil
 import pytest
 
 from agent.executor import process
-from agent.monitor import encode
-from agent.proc_source import ProcfsSource, PsutilSource, Stat
-from agent.sampler import Root, Sampler
-from protocol.messages import AGENT_MESSAGE, Metrics
+from agent.executor.managed import Managed
+from agent.executor.states import ProcessState
+from agent.monitor import Roots, encode
+from agent.proc_source import STAT_EVERY, ProcfsSource, PsutilSource, Stat
+from agent.sampler import IO_EVERY, LIST_EVERY, Root, Sampler
+from protocol.messages import AGENT_MESSAGE, InstanceSpec, Metrics
 from tests.support import wait_for
 
 BURN = """\
@@ -38,6 +41,8 @@ subprocess.Popen([sys.executable, d + "/orphaner.py", d + "/burn.py", d + "/b.do
 subprocess.Popen([sys.executable, "-c", "pass"])  # never waited for: a zombie
 time.sleep(120)
 """
+
+THREADED = "import threading, time; threading.Thread(target=time.sleep, args=(120,)).start()"
 
 SOURCES = [ProcfsSource, PsutilSource] if sys.platform.startswith("linux") else [PsutilSource]
 
@@ -139,9 +144,13 @@ class FakeSource:
 
     def __init__(self) -> None:
         self.table: dict[int, Stat] = {}
+        self.io_table: dict[int, tuple[int, int]] = {}
         self.stat_calls: list[int] = []
+        self.io_calls: list[int] = []
+        self.listings = 0
 
     def pids(self):
+        self.listings += 1
         return list(self.table)
 
     def stat(self, pid: int) -> Stat | None:
@@ -151,7 +160,8 @@ class FakeSource:
     inspect = stat
 
     def io(self, pid: int):
-        return (0, 0)
+        self.io_calls.append(pid)
+        return self.io_table.get(pid, (0, 0))
 
     def forget(self, pid: int) -> None:
         pass
@@ -187,6 +197,77 @@ def test_only_new_pids_are_inspected_and_a_reused_pid_starts_over():
     assert sampler.inspected == 501 and set(sampler.tracked_pids) == {700}  # a stranger now
 
 
+def test_the_table_is_listed_after_a_change_and_a_fork_counts_in_its_own_tick():
+    src = FakeSource()
+    src.table = {pid: (1, pid, 100.0, 0.0, 1000, 1) for pid in range(2, 50)}  # strangers
+    src.table[700] = (1, 700, 100.0, 5.0, 4096, 1)
+    root = Root("i", 700, 100.0)
+    sampler = Sampler(src)
+    sampler.sample([root], now=1000.0)
+    listed = src.listings
+    for tick in range(1, LIST_EVERY):  # nothing followed changes: the table is not read
+        assert sampler.sample([root], now=1000.0 + tick) == [("i", 0.0, 4096, 0, 0, 1)]
+    assert src.listings == listed
+    sampler.sample([root], now=1000.0 + LIST_EVERY)  # read all the same now and then
+    assert src.listings == listed + 1
+
+    # The root forks: its text changes, the table is read and the child counted at once.
+    src.table[700] = (1, 700, 100.0, 5.1, 4096, 1)
+    src.table[701] = (700, 700, 1005.5, 0.3, 2048, 1)
+    rows = sampler.sample([root], now=1000.0 + LIST_EVERY + 1)
+    assert src.listings == listed + 2
+    assert rows == [("i", 40.0, 6144, 0, 0, 2)]
+    assert set(sampler.tracked_pids) == {700, 701}
+
+
+def test_io_of_a_quiet_process_is_read_now_and_then_and_nothing_is_lost():
+    src = FakeSource()
+    src.table[700] = (1, 700, 100.0, 5.0, 4096, 1)
+    src.io_table[700] = (0, 0)
+    root = Root("i", 700, 100.0)
+    sampler = Sampler(src)
+    sampler.sample([root], now=1000.0)
+    src.io_calls.clear()
+    # It writes without its stat text changing (less CPU than the kernel's tick).
+    src.io_table[700] = (0, 8192)
+    written = 0
+    for tick in range(1, IO_EVERY + 1):
+        rows = sampler.sample([root], now=1000.0 + tick)
+        assert rows is not None
+        written += rows[0][4]
+    assert len(src.io_calls) == 1  # once in IO_EVERY ticks
+    assert written == 8192  # the whole write, in the tick that read it
+    # A process that runs has its io read every tick.
+    for tick in range(IO_EVERY + 1, IO_EVERY + 4):
+        src.table[700] = (1, 700, 100.0, 5.0 + tick, 4096, 1)
+        src.io_table[700] = (0, 8192 + tick)
+        sampler.sample([root], now=1000.0 + tick)
+    assert len(src.io_calls) == 4
+
+
+def test_roots_are_rebuilt_only_for_instances_whose_process_changed():
+    def managed(iid: str, pid: int | None, state: ProcessState) -> Managed:
+        m = Managed(spec=InstanceSpec(instance_id=iid, name=iid), state=state)
+        m.pid, m.create_time = pid, (100.0 if pid else None)
+        return m
+
+    sup = SimpleNamespace(
+        instances={
+            "a": managed("a", 10, ProcessState.RUNNING),
+            "b": managed("b", 11, ProcessState.STARTING),
+            "c": managed("c", None, ProcessState.STOPPED),
+        }
+    )
+    roots = Roots()
+    first = roots.of(sup)
+    assert first == [Root("a", 10, 100.0), Root("b", 11, 100.0)]
+    again = roots.of(sup)
+    assert all(x is y for x, y in zip(first, again, strict=True))
+    sup.instances["b"].pid = 12  # restarted
+    sup.instances["a"].state = ProcessState.EXITED
+    assert roots.of(sup) == [Root("b", 12, 100.0)]
+
+
 def test_the_encoded_message_is_what_the_master_parses():
     text = encode(1000.5, 1.0, (12.5, 40.0, 71.0, 1200, 800, 0.5), [("i", 3.2, 4096, 0, 10, 4)])
     msg = AGENT_MESSAGE.decode(text)
@@ -205,7 +286,8 @@ def test_procfs_keeps_a_process_files_open_until_it_is_forgotten():
         first = src.stat(child.pid)
         assert first is not None and first[0] == os.getpid()
         assert src.io(child.pid) is not None
-        assert len(os.listdir("/proc/self/fd")) == open_before + 2  # stat and io, kept
+        # stat and io kept; schedstat too, the process having one thread
+        assert len(os.listdir("/proc/self/fd")) == open_before + 3
         # A sleeping process's text does not change: the same tuple comes back, unparsed.
         assert src.stat(child.pid) is first
         # The kept file reads as gone once the process has ended, even before its PID is
@@ -219,6 +301,39 @@ def test_procfs_keeps_a_process_files_open_until_it_is_forgotten():
         if child.poll() is None:
             child.kill()
             child.wait()
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_procfs_rereads_the_stat_of_a_one_thread_sleeper_only_now_and_then(monkeypatch):
+    sleeper = psutil.Popen(["sleep", "120"])
+    threaded = psutil.Popen([sys.executable, "-c", THREADED])
+    src = ProcfsSource()
+    reads: list[str] = []
+    pread = os.pread
+
+    def counting(fd: int, n: int, at: int) -> bytes:
+        reads.append(os.readlink(f"/proc/self/fd/{fd}").rsplit("/", 1)[-1])
+        return pread(fd, n, at)
+
+    try:
+        wait_for(lambda: sleeper.status() == psutil.STATUS_SLEEPING, what="the sleeper asleep")
+        wait_for(lambda: threaded.num_threads() == 2, what="the second thread")
+        monkeypatch.setattr(os, "pread", counting)
+        for _ in range(2):  # the baselines
+            first = src.stat(sleeper.pid)
+            assert src.stat(threaded.pid) is not None
+        reads.clear()
+        for _ in range(2 * (STAT_EVERY + 1)):
+            assert src.stat(sleeper.pid) is first  # nothing changed: the same tuple
+        assert reads.count("stat") == 2 and reads.count("schedstat") == 2 * (STAT_EVERY + 1)
+        reads.clear()
+        for _ in range(3):  # with two threads, schedstat cannot tell: stat every time
+            assert src.stat(threaded.pid) is not None
+        assert reads == ["stat"] * 3
+    finally:
+        for p in (sleeper, threaded):
+            p.kill()
+            p.wait()
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")

@@ -7,8 +7,13 @@ from pathlib import Path
 
 import pytest
 
+from agent.executor.managed import Managed
+from agent.executor.releases import Release
+from agent.executor.states import ProcessState
 from agent.slots import CRC, HEADER
 from agent.state import StateFile, Unreadable, atomic_write, read_json
+from protocol.manifest import Manifest
+from protocol.messages import InstanceSpec, PackageRef
 from tests.support import ROOT, child_env
 
 
@@ -107,6 +112,36 @@ async def test_the_table_is_built_once_per_write_not_once_per_change(tmp_path):
     table["7"] = {"n": -7}
     await state.save(durable=False)
     assert StateFile(p).instances["7"] == {"n": -7}, "a later change is written"
+
+
+async def test_collected_records_are_written_as_their_dicts_and_not_kept(tmp_path):
+    """Spec, manifest and releases go into the table as structs (no dict copies kept per
+    instance): the file holds what their dicts say, and the instance comes back from it."""
+    pkg = PackageRef(id="p", name="s", version="1.0.0", sha256="ab" * 32, size=1, url="/p")
+    manifest = Manifest(name="s", version="1.0.0", entrypoint="bin/run", env={"A": "1"})
+    m = Managed(
+        spec=InstanceSpec(instance_id="i-1", name="svc", package=pkg),
+        manifest=manifest,
+        state=ProcessState.RUNNING,
+        release="1.0.0-abababab",
+        releases=(Release("1.0.0-abababab", pkg, manifest),),
+    )
+    p = tmp_path / "state.json"
+    state = StateFile(p)
+    state.collect = lambda: {m.id: m.record()}
+    await state.save()
+    assert state.instances == {}  # nothing kept between writes
+    record = json.loads(p.read_bytes())["instances"]["i-1"]
+    assert record["spec"] == m.spec.to_dict() and record["manifest"] == manifest.to_dict()
+    assert record["releases"] == [
+        {"name": "1.0.0-abababab", "package": pkg.to_dict(), "manifest": manifest.to_dict()}
+    ]
+    loaded = StateFile(p).instances["i-1"]
+    back, again = Managed.from_record(loaded), Managed.from_record(loaded)
+    assert (back.spec, back.manifest, back.releases) == (m.spec, m.manifest, m.releases)
+    # Equal manifests and the instance's own package come back as one object each.
+    assert back.manifest is back.releases[0].manifest is again.manifest
+    assert back.releases[0].package is back.spec.package
 
 
 # -- process states in two slots rewritten in place --------------------------------------------
