@@ -169,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from agent import limits, runtime
     from agent.state import Unreadable
 
-    few_malloc_arenas()
+    limits.few_malloc_arenas()
 
     try:
         if args.autostart in ("1", "0"):
@@ -184,25 +184,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     except KeyboardInterrupt:
         return 130
-
-
-# glibc's mallopt parameter for the most arenas (M_ARENA_MAX).
-_M_ARENA_MAX = -8
-
-
-def few_malloc_arenas(arenas: int = 2) -> bool:
-    """Cap glibc's malloc arenas before any thread starts. It gives each thread that allocates
-    an arena of its own, kept after the thread's burst: a deploy's download and unpacking
-    threads left several MiB there. The agent's threads mostly wait on I/O, so two do; ctypes
-    costs far less. MALLOC_ARENA_MAX, when set, is left to glibc. False where nothing was set."""
-    if not sys.platform.startswith("linux") or os.environ.get("MALLOC_ARENA_MAX"):
-        return False
-    try:
-        import ctypes
-
-        return bool(ctypes.CDLL(None).mallopt(_M_ARENA_MAX, arenas))
-    except (OSError, AttributeError):  # no C library to ask, or not one with mallopt
-        return False
 
 
 def say_where(work_dir: Path, given: bool) -> None:

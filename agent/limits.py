@@ -1,6 +1,8 @@
 """Process limits the agent raises for itself at start."""
 
 import logging
+import os
+import sys
 
 log = logging.getLogger(__name__)
 
@@ -30,3 +32,22 @@ def raise_open_files(wanted: int = WANTED_OPEN_FILES) -> int | None:
         return soft
     log.debug("open-file limit raised from %d to %d", soft, target)
     return target
+
+
+# glibc's mallopt parameter for the most arenas (M_ARENA_MAX).
+_M_ARENA_MAX = -8
+
+
+def few_malloc_arenas(arenas: int = 2) -> bool:
+    """Cap glibc's malloc arenas before any thread starts. It gives each thread that allocates
+    an arena of its own, kept after the thread's burst: a deploy's download and unpacking
+    threads left several MiB there. The agent's threads mostly wait on I/O, so two do; ctypes
+    costs far less. MALLOC_ARENA_MAX, when set, is left to glibc. False where nothing was set."""
+    if not sys.platform.startswith("linux") or os.environ.get("MALLOC_ARENA_MAX"):
+        return False
+    try:
+        import ctypes
+
+        return bool(ctypes.CDLL(None).mallopt(_M_ARENA_MAX, arenas))
+    except (OSError, AttributeError):  # no C library to ask, or not one with mallopt
+        return False

@@ -85,7 +85,7 @@ def test_an_autostart_backend_still_loads_when_asked_for() -> None:
 # (each 64 MiB-aligned in the address space).
 ARENAS = """
 import os, sys, threading
-from agent.__main__ import few_malloc_arenas
+from agent.limits import few_malloc_arenas
 if sys.argv[1] == "capped":
     assert few_malloc_arenas()
 barrier = threading.Barrier(8)
