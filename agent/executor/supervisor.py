@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 __all__ = ["ENV_INSTANCE_ID", "Managed", "Report", "Supervisor"]
 
 S = ProcessState
+# A stop still under way this long after its save is reported as such. The master wrote
+# `stopping` itself when it asked; a quicker stop's `stopped` comes alone, one message less.
+STOPPING_SAID_AFTER = 0.5
 
 
 class Supervisor(InstanceTable):
@@ -296,13 +299,19 @@ class Supervisor(InstanceTable):
             )
 
     async def _save_stopping(self, m: Managed, transition: ProcessState) -> None:
-        """Save the stop's first state, then report it unless the process has ended meanwhile:
-        its watcher reports `stopped` right after this save (one report per stop, not two)."""
+        """Save the stop's first state, then report it if the process is still stopping a
+        moment later: its watcher reports `stopped` right after this save (one report per
+        stop, not two)."""
         try:
             await self.commit(durable=False)
         except GdosError:
             self.on_report(m.report())  # as `commit` does: the change happened, only not on disk
             raise
+        if m.state == transition:
+            loop = asyncio.get_running_loop()
+            loop.call_later(STOPPING_SAID_AFTER, self._still_stopping, m, transition)
+
+    def _still_stopping(self, m: Managed, transition: ProcessState) -> None:
         if m.state == transition:
             self.on_report(m.report())
 

@@ -19,6 +19,7 @@ from typing import NamedTuple
 import psutil
 import pytest
 
+import agent.executor.supervisor
 import agent.executor.table
 import agent.slots
 from agent.executor.launch import ENV_INSTANCE_ID
@@ -254,6 +255,7 @@ async def test_stopped_is_saved_soon_after_and_an_agent_dying_first_restarts_not
     ref = PackageRef(id="p", name="slow", version="1.0.0", sha256="0" * 64, size=1, url="/x")
     spec = InstanceSpec(instance_id=f"i-{uuid.uuid4().hex[:12]}", name="slow-1", package=ref)
     work, _, sup, reports, fetch = await _agent_with(tmp_path, pkg, spec)
+    monkeypatch.setattr(agent.executor.supervisor, "STOPPING_SAID_AFTER", 0.0)
     try:
         await _start_catching_sigterm(sup, spec.instance_id)
         reports.clear()
@@ -295,3 +297,19 @@ async def _start_catching_sigterm(sup: Supervisor, instance_id: str) -> None:
             return
         await asyncio.sleep(0.01)
     raise AssertionError("the service never set its SIGTERM handler")
+
+
+async def test_a_quick_stop_is_reported_stopped_alone(
+    tmp_path: Path, deployed: tuple[Path, InstanceSpec], monkeypatch
+):
+    """`stopping` is said only of a stop still under way a while after its save: the master
+    wrote it already when it asked, so a stop that ends before says `stopped` alone."""
+    monkeypatch.setattr(agent.executor.supervisor, "STOPPING_SAID_AFTER", 3600.0)
+    pkg, spec = deployed
+    made = await _agent_with(tmp_path, pkg, spec)
+    sup, reports = made.sup, made.reports
+    await sup.start(spec.instance_id)
+    reports.clear()
+    await sup.stop(spec.instance_id)
+    assert [r.state for r in reports] == [InstanceState.STOPPED]
+    await sup.close()
