@@ -92,6 +92,13 @@ def start_plan(
     return Plan([str(exe), *args], exe.parent, env, target)
 
 
+def has_stop_command(spec: InstanceSpec, manifest: Manifest | None) -> bool:
+    """Whether `stop_plan` may give a command (else the instance is stopped by signals)."""
+    if spec.adopt is not None:
+        return bool(spec.adopt.stop_command)
+    return manifest is not None and bool(manifest.stop_entrypoint)
+
+
 def stop_plan(
     spec: InstanceSpec, manifest: Manifest | None, instance_dir: Path, app: Path | None
 ) -> Plan | None:

@@ -48,8 +48,17 @@ class Identity:
             return False
 
 
-def find(identity: Identity) -> psutil.Process | None:
-    """The live process with this identity, or None (gone, or its PID now belongs to another)."""
+def find(identity: Identity, child: subprocess.Popen[bytes] | None = None) -> psutil.Process | None:
+    """The live process with this identity, or None (gone, or its PID now belongs to another).
+
+    `child`: the agent's own child, when the process is one. Until the agent reaps it, its PID
+    names nothing else, and whether it has ended is a wait call (which reaps it), not a read."""
+    if child is not None and child.pid == identity.pid and child.returncode is None:
+        if child.poll() is not None:
+            return None
+        with contextlib.suppress(psutil.NoSuchProcess):
+            return psutil.Process(identity.pid)
+        return None
     try:
         proc = psutil.Process(identity.pid)
     except psutil.NoSuchProcess:
@@ -254,9 +263,8 @@ def _direct_children(pid: int) -> list[int] | None:
 
 
 def tree(proc: psutil.Process) -> list[psutil.Process]:
-    """The process and all its descendants, parents before their children."""
-    if not proc.is_running():
-        return []
+    """The process and all its descendants, parents before their children. `proc` was found a
+    moment ago (`find`, or `psutil.Process`): it is not checked again."""
     scanned: dict[int, list[int]] | None = None
     out, queue, seen = [proc], [proc.pid], {proc.pid}
     while queue:
@@ -275,12 +283,13 @@ def tree(proc: psutil.Process) -> list[psutil.Process]:
     return out
 
 
-def terminate_tree(procs: list[psutil.Process]) -> None:
-    """Ask a tree to stop: SIGTERM to its group and each member; `taskkill /T` on Windows."""
+def terminate_tree(procs: list[psutil.Process], fresh: bool = False) -> None:
+    """Ask a tree to stop: SIGTERM to its group and each member; `taskkill /T` on Windows.
+    `fresh`: see `signal_tree`."""
     if IS_WINDOWS:
         _taskkill(procs, force=False)
     else:
-        signal_tree(procs, signal.SIGTERM)
+        signal_tree(procs, signal.SIGTERM, fresh)
 
 
 def kill_tree(procs: list[psutil.Process]) -> None:
@@ -294,9 +303,10 @@ def kill_tree(procs: list[psutil.Process]) -> None:
         signal_tree(procs, signal.SIGKILL)
 
 
-def signal_tree(procs: list[psutil.Process], sig: int) -> None:
+def signal_tree(procs: list[psutil.Process], sig: int, fresh: bool = False) -> None:
     """POSIX: signal every process of a tree; psutil refuses a PID reused since `procs` was taken.
-    The leader's group is signalled at once only when no protected process is in it."""
+    The leader's group is signalled at once only when no protected process is in it. `fresh`:
+    the tree was read a moment ago, with no wait since, so the leader's PID is not checked again."""
     barred = protected.protected_pids()
     procs = [p for p in procs if p.pid not in barred]
     leader = procs[0] if procs else None
@@ -306,7 +316,7 @@ def signal_tree(procs: list[psutil.Process], sig: int) -> None:
             pgid = os.getpgid(leader.pid)
             # No protected process may be in the group (a group signal would reach it).
             shared = any(_pgid(pid) == pgid for pid in barred)
-            if leader.is_running() and pgid == leader.pid and not shared:
+            if pgid == leader.pid and not shared and (fresh or leader.is_running()):
                 os.killpg(leader.pid, sig)  # its whole session's group at once
                 group = leader.pid
     for proc in procs:

@@ -102,12 +102,9 @@ def is_kernel_thread(pid: int, ppid: int | None) -> bool:
 
 def why_protected(proc: psutil.Process, protected: frozenset[int] | None = None) -> str | None:
     """Why GDOS must leave this process alone, or None when it may take it."""
-    if proc.pid == 1:
-        return "it is PID 1, the node's init process"
-    if proc.pid == os.getpid():
-        return "it is this GDOS agent"
-    if proc.pid in (protected if protected is not None else protected_pids()):
-        return "it is an ancestor of this GDOS agent"
+    why = _why_listed(proc.pid, protected if protected is not None else protected_pids())
+    if why is not None:
+        return why
     try:
         ppid = proc.ppid()
     except psutil.Error:
@@ -117,12 +114,26 @@ def why_protected(proc: psutil.Process, protected: frozenset[int] | None = None)
     return None
 
 
-def guard_tree(procs: list[psutil.Process], name: str) -> None:
-    """Refuse to signal a tree that holds a protected process (checked again at every stop:
-    what an adopted process's tree holds can change after the adoption)."""
+def _why_listed(pid: int, protected: frozenset[int]) -> str | None:
+    if pid == 1:
+        return "it is PID 1, the node's init process"
+    if pid == os.getpid():
+        return "it is this GDOS agent"
+    if pid in protected:
+        return "it is an ancestor of this GDOS agent"
+    return None
+
+
+def guard_tree(procs: list[psutil.Process], name: str, child: bool = False) -> None:
+    """Refuse to signal a tree (its root first) that holds a protected process (checked again
+    at every stop: what an adopted process's tree holds can change after the adoption).
+    `child`: the root is the agent's own child, so neither a kernel thread nor an ancestor."""
     protected = protected_pids()
-    for proc in procs:
-        why = why_protected(proc, protected)
+    for i, proc in enumerate(procs):
+        # A kernel thread's parent is kthreadd (PID 2), itself one: below a root that is not
+        # a kernel thread there is none, so only the root's parent is read.
+        full = i == 0 and not child
+        why = why_protected(proc, protected) if full else _why_listed(proc.pid, protected)
         if why is not None:
             raise GdosError(
                 ErrorCode.FORBIDDEN,

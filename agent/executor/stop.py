@@ -24,16 +24,18 @@ KILL_WAIT = 5.0  # how long SIGKILL may take to end a tree
 async def request_stop(
     m: Managed,
     procs: list[psutil.Process],
-    instance_dir: Path,
-    app: Path | None,
+    folders: Callable[[], tuple[Path, Path | None]],
     account: Callable[[], runas.Account],
     timeout: float,
 ) -> None:
-    """The instance's stop command (from its current release, `app`) when it has one, else
-    SIGTERM to its tree."""
-    plan = launch.stop_plan(m.spec, m.manifest, instance_dir, app)
+    """The instance's stop command when it has one, else SIGTERM to its tree. `folders`: the
+    instance's folder and its current release's, asked only for a stop command."""
+    plan = None
+    if launch.has_stop_command(m.spec, m.manifest):
+        instance_dir, app = folders()
+        plan = launch.stop_plan(m.spec, m.manifest, instance_dir, app)
     if plan is None:
-        process.terminate_tree(procs)
+        process.terminate_tree(procs, fresh=True)  # `procs` were read just before the call
     else:
         await _run_stop_command(m, plan, instance_dir, account, timeout)
 
@@ -47,7 +49,14 @@ async def wait_stopped(
     deadline = loop.time() + timeout
     if watcher is not None and not watcher.done():
         await asyncio.wait({watcher}, timeout=timeout)
+    if watcher is not None and watcher.done() and _watched_to_the_end(watcher):
+        procs = procs[1:]  # the leader: its watcher saw it end
     return await process.wait_gone(procs, max(0.0, deadline - loop.time()))
+
+
+def _watched_to_the_end(watcher: asyncio.Task[None]) -> bool:
+    """A watcher that ended without an error or a cancel saw its process end."""
+    return not watcher.cancelled() and watcher.exception() is None
 
 
 async def kill_left(left: list[psutil.Process], name: str, timeout: float) -> list[psutil.Process]:

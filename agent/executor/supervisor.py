@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 __all__ = ["ENV_INSTANCE_ID", "Managed", "Report", "Supervisor"]
 
 S = ProcessState
+# A stop still under way this long after its save is reported as such. The master wrote
+# `stopping` itself when it asked; a quicker stop's `stopped` comes alone, one message less.
+STOPPING_SAID_AFTER = 0.5
 
 
 class Supervisor(InstanceTable):
@@ -257,7 +260,7 @@ class Supervisor(InstanceTable):
     async def _stop_locked(self, m: Managed, transition: ProcessState) -> None:
         self.watch.cancel_restart(m)
         ident = m.identity
-        proc = process.find(ident) if ident else None
+        proc = process.find(ident, m.popen) if ident else None
         if proc is None:
             self.watch.stop_monitor(m)
             if transition == S.DESTROYING:
@@ -269,7 +272,9 @@ class Supervisor(InstanceTable):
             await self.commit(m, durable=False)
             return
         procs = process.tree(proc)
-        protected.guard_tree(procs, m.spec.name)  # before anything changes: it keeps running
+        child = m.popen is not None and m.popen.pid == proc.pid and m.popen.returncode is None
+        # Before anything changes: a refused stop leaves the process running as it was.
+        protected.guard_tree(procs, m.spec.name, child)
         m.change_state(transition)
         # The save runs while the process stops: stop latency is then the longer of the two,
         # not their sum. An agent dying in that window finds the process gone and the state
@@ -278,12 +283,13 @@ class Supervisor(InstanceTable):
         m.stopping_saved = saving
         timeout = launch.stop_timeout(m.spec, m.manifest)
         account = functools.partial(self.account, m.spec, m.manifest)
-        await request_stop(m, procs, self.instance_dir(m.id), self.app_dir(m), account, timeout)
+        folders = lambda: (self.instance_dir(m.id), self.app_dir(m))  # noqa: E731
+        await request_stop(m, procs, folders, account, timeout)
         left = await wait_stopped(m.watcher, procs, timeout)
         await saving
         m.stopping_saved = None
         left = await kill_left(left, m.spec.name, timeout)
-        if m.watcher is not None:
+        if m.watcher is not None and not m.watcher.done():
             await asyncio.wait({m.watcher}, timeout=5.0)
         if left:
             raise GdosError(
@@ -293,13 +299,19 @@ class Supervisor(InstanceTable):
             )
 
     async def _save_stopping(self, m: Managed, transition: ProcessState) -> None:
-        """Save the stop's first state, then report it unless the process has ended meanwhile:
-        its watcher reports `stopped` right after this save (one report per stop, not two)."""
+        """Save the stop's first state, then report it if the process is still stopping a
+        moment later: its watcher reports `stopped` right after this save (one report per
+        stop, not two)."""
         try:
             await self.commit(durable=False)
         except GdosError:
             self.on_report(m.report())  # as `commit` does: the change happened, only not on disk
             raise
+        if m.state == transition:
+            loop = asyncio.get_running_loop()
+            loop.call_later(STOPPING_SAID_AFTER, self._still_stopping, m, transition)
+
+    def _still_stopping(self, m: Managed, transition: ProcessState) -> None:
         if m.state == transition:
             self.on_report(m.report())
 

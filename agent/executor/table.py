@@ -3,6 +3,7 @@ the master; what the supervisor's commands and its watch over running processes 
 
 import asyncio
 import errno
+import logging
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,12 @@ from protocol.errors import ErrorCode, GdosError
 from protocol.manifest import Manifest
 from protocol.messages import InstanceReport, InstanceSpec
 
+log = logging.getLogger(__name__)
+
 Report = Callable[[InstanceReport], None]
+# How long a change that need not be saved at once waits for the others of its burst (the
+# exits of a batch stop): they are then written together, once.
+SAVE_SOON = 0.5
 
 
 class InstanceTable:
@@ -28,6 +34,7 @@ class InstanceTable:
         self.instances: dict[str, Managed] = {}
         state.collect = lambda: {i: m.record() for i, m in self.instances.items()}
         self._background: set[asyncio.Task[Any]] = set()
+        self._soon: asyncio.TimerHandle | None = None
 
     def instance_dir(self, instance_id: str) -> Path:
         return self.work_dir / instance_id
@@ -57,6 +64,22 @@ class InstanceTable:
         if m is not None:
             self.on_report(m.report())
 
+    def save_soon(self) -> None:
+        """Save within `SAVE_SOON` seconds, with every change made meanwhile: for a change the
+        next agent recovers without its save (see `Watch`), so nothing waits for it."""
+        if self._soon is None:
+            self._soon = asyncio.get_running_loop().call_later(SAVE_SOON, self._save_now)
+
+    def _save_now(self) -> None:
+        self._soon = None
+        self.spawn_bg(self._save_logged())
+
+    async def _save_logged(self) -> None:
+        try:
+            await self.state.save(durable=False)
+        except OSError as exc:  # the next save that succeeds writes the change
+            log.warning("%s", self.not_saved(exc).message)
+
     def not_saved(self, exc: OSError, then: str = "") -> GdosError:
         full = exc.errno in (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
         return GdosError(
@@ -80,6 +103,9 @@ class InstanceTable:
         task.add_done_callback(self._background.discard)
 
     def cancel_background(self) -> None:
+        if self._soon is not None:
+            self._soon.cancel()
+            self._soon = None
         for task in list(self._background):
             task.cancel()
 

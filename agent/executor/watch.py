@@ -82,12 +82,12 @@ class Watch:
         m.exit_code = code
         if m.state == S.STOPPING and m.stopping_saved is not None:
             m.change_state(S.STOPPED)
-            # Reported before its own save: once `stopping` is written, an agent that dies now
-            # comes back to "stopping, process gone", which it reads as stopped. One state
-            # write less between the exit and the master hearing of it.
+            # Reported before its own save, and saved with the other exits of its burst: once
+            # `stopping` is written, an agent that dies before that save comes back to
+            # "stopping, process gone", which it reads as stopped.
             await m.stopping_saved
             self.table.on_report(m.report())
-            await self.table.commit(durable=False)
+            self.table.save_soon()
             return
         if m.state in (S.STOPPING, S.DESTROYING):
             if m.state == S.STOPPING:

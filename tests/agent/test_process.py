@@ -53,6 +53,28 @@ def test_identity_refuses_a_reused_pid(tmp_path):
         p.wait()
 
 
+def test_an_own_child_is_found_until_it_ends_and_is_reaped_then(tmp_path):
+    """The agent's own child is told alive or ended by a wait call: an ended one is not found
+    (and is reaped then), whatever /proc still shows of it."""
+    p = spawn(SLEEPER, tmp_path)
+    ident = process.identity_of(p.pid)
+    assert ident is not None
+    try:
+        found = process.find(ident, p)
+        assert found is not None and found.pid == p.pid
+        os.kill(p.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 30
+        while psutil.Process(p.pid).status() != psutil.STATUS_ZOMBIE:  # exited, not yet reaped
+            assert time.monotonic() < deadline, "the child did not end"
+            time.sleep(0.01)
+        assert process.find(ident, p) is None
+        assert p.returncode == -signal.SIGKILL
+    finally:
+        if p.returncode is None:
+            p.kill()
+            p.wait()
+
+
 async def test_wait_exit_is_an_event_for_children_and_strangers(tmp_path):
     p = spawn([sys.executable, "-c", "import time; time.sleep(0.3); raise SystemExit(7)"], tmp_path)
     ident = process.identity_of(p.pid)

@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
@@ -18,6 +19,8 @@ from typing import NamedTuple
 import psutil
 import pytest
 
+import agent.executor.supervisor
+import agent.executor.table
 import agent.slots
 from agent.executor.launch import ENV_INSTANCE_ID
 from agent.executor.readopt import processes_by_marker
@@ -228,4 +231,85 @@ async def test_a_stop_whose_process_ends_before_its_save_reports_stopped_once(
     await asyncio.wait_for(stopping, 30)
     assert [r.state for r in reports] == [InstanceState.STOPPED]
     assert StateFile(work / "state.json").instances[spec.instance_id]["state"] == "stopped"
+    await sup.close()
+
+
+# Asks to stop, then takes a moment to end: the save of `stopping` is long done by the exit.
+SLOW_TO_STOP = (
+    "import signal, sys, time\n"
+    "signal.signal(signal.SIGTERM, lambda *_: (time.sleep(0.5), sys.exit(0)))\n"
+    "while True: time.sleep(1)\n"
+)
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+async def test_stopped_is_saved_soon_after_and_an_agent_dying_first_restarts_nothing(
+    tmp_path: Path, monkeypatch
+):
+    """The stops of a burst write `stopped` together, soon after their reports; an agent that
+    dies before that write finds `stopping` with the process gone, reads it as stopped, and
+    does not restart a service the master was told stopped (its policy restarts on any end)."""
+    pkg = build_package(
+        tmp_path / "pkg", name="slow", script=SLOW_TO_STOP, manifest={"restart": "always"}
+    )
+    ref = PackageRef(id="p", name="slow", version="1.0.0", sha256="0" * 64, size=1, url="/x")
+    spec = InstanceSpec(instance_id=f"i-{uuid.uuid4().hex[:12]}", name="slow-1", package=ref)
+    work, _, sup, reports, fetch = await _agent_with(tmp_path, pkg, spec)
+    monkeypatch.setattr(agent.executor.supervisor, "STOPPING_SAID_AFTER", 0.0)
+    try:
+        await _start_catching_sigterm(sup, spec.instance_id)
+        reports.clear()
+        await sup.stop(spec.instance_id)
+        assert [r.state for r in reports] == [InstanceState.STOPPING, InstanceState.STOPPED]
+        saved = lambda: StateFile(work / "state.json").instances[spec.instance_id]["state"]  # noqa: E731
+        for _ in range(3000):  # the later save, on this loop
+            if saved() == "stopped":
+                break
+            await asyncio.sleep(0.01)
+        assert saved() == "stopped"
+
+        # Again, with the agent dying before that later save.
+        monkeypatch.setattr(agent.executor.table, "SAVE_SOON", 3600.0)
+        await _start_catching_sigterm(sup, spec.instance_id)
+        await sup.stop(spec.instance_id)
+        assert sup.get(spec.instance_id).state == ProcessState.STOPPED
+        await sup.close()
+        assert saved() == "stopping"
+    finally:
+        await sup.close()
+    again = Supervisor(work, StateFile(work / "state.json"), fetch, lambda r: None)
+    await again.load()
+    m = again.get(spec.instance_id)
+    assert (m.state, m.pid, m.restart_task) == (ProcessState.STOPPED, None, None)
+    await asyncio.sleep(0.5)  # a restart, were one scheduled, would start now
+    assert processes_with_env(ENV_INSTANCE_ID, spec.instance_id) == []
+    await again.close()
+
+
+async def _start_catching_sigterm(sup: Supervisor, instance_id: str) -> None:
+    """Start, then wait until the service has set its SIGTERM handler (its start-up done)."""
+    await sup.start(instance_id)
+    pid = sup.get(instance_id).pid
+    for _ in range(3000):
+        with open(f"/proc/{pid}/status") as f:
+            caught = next(int(line.split()[1], 16) for line in f if line.startswith("SigCgt:"))
+        if caught & (1 << (signal.SIGTERM - 1)):
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError("the service never set its SIGTERM handler")
+
+
+async def test_a_quick_stop_is_reported_stopped_alone(
+    tmp_path: Path, deployed: tuple[Path, InstanceSpec], monkeypatch
+):
+    """`stopping` is said only of a stop still under way a while after its save: the master
+    wrote it already when it asked, so a stop that ends before says `stopped` alone."""
+    monkeypatch.setattr(agent.executor.supervisor, "STOPPING_SAID_AFTER", 3600.0)
+    pkg, spec = deployed
+    made = await _agent_with(tmp_path, pkg, spec)
+    sup, reports = made.sup, made.reports
+    await sup.start(spec.instance_id)
+    reports.clear()
+    await sup.stop(spec.instance_id)
+    assert [r.state for r in reports] == [InstanceState.STOPPED]
     await sup.close()
