@@ -404,4 +404,7 @@ class Supervisor(InstanceTable):
             for task in (m.watcher, m.restart_task):
                 if task is not None:
                     task.cancel()
+        pending = self.save_pending()
         self.cancel_background()
+        if pending:  # a stop's `stopped` waiting for its burst: on disk before the agent ends
+            await self._save_logged()

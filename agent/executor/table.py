@@ -70,6 +70,9 @@ class InstanceTable:
         if self._soon is None:
             self._soon = asyncio.get_running_loop().call_later(SAVE_SOON, self._save_now)
 
+    def save_pending(self) -> bool:
+        return self._soon is not None
+
     def _save_now(self) -> None:
         self._soon = None
         self.spawn_bg(self._save_logged())

@@ -268,12 +268,12 @@ async def test_stopped_is_saved_soon_after_and_an_agent_dying_first_restarts_not
             await asyncio.sleep(0.01)
         assert saved() == "stopped"
 
-        # Again, with the agent dying before that later save.
+        # Again, with the agent dying (kill -9: nothing more runs) before that later save.
         monkeypatch.setattr(agent.executor.table, "SAVE_SOON", 3600.0)
         await _start_catching_sigterm(sup, spec.instance_id)
         await sup.stop(spec.instance_id)
         assert sup.get(spec.instance_id).state == ProcessState.STOPPED
-        await sup.close()
+        sup.cancel_background()
         assert saved() == "stopping"
     finally:
         await sup.close()
@@ -283,7 +283,14 @@ async def test_stopped_is_saved_soon_after_and_an_agent_dying_first_restarts_not
     assert (m.state, m.pid, m.restart_task) == (ProcessState.STOPPED, None, None)
     await asyncio.sleep(0.5)  # a restart, were one scheduled, would start now
     assert processes_with_env(ENV_INSTANCE_ID, spec.instance_id) == []
-    await again.close()
+    # A clean shutdown writes the pending save before it ends.
+    try:
+        await _start_catching_sigterm(again, spec.instance_id)
+        await again.stop(spec.instance_id)
+        assert saved() == "stopping"
+    finally:
+        await again.close()
+    assert saved() == "stopped"
 
 
 async def _start_catching_sigterm(sup: Supervisor, instance_id: str) -> None:
