@@ -167,13 +167,7 @@ async def test_a_refused_verb_lets_go_of_the_instance_row_before_its_session_clo
         with pytest.raises(GdosError, match="is offline"):
             await world.orch.start(s, inst)
         # The session is still open, as a route's is until its teardown: the row is free.
-        with world.db.engine.connect() as other:
-            if world.db.is_postgres:
-                other.exec_driver_sql("SET lock_timeout = '5s'")
-            other.execute(
-                select(models.Instance.id).where(models.Instance.id == offline).with_for_update()
-            ).one()
-            other.rollback()
+        lock_from_elsewhere(world, offline)
 
 
 async def test_a_destroy_already_under_way_lets_go_of_the_instance_row_too(world):
@@ -184,10 +178,15 @@ async def test_a_destroy_already_under_way_lets_go_of_the_instance_row_too(world
         inst = s.get(models.Instance, going)
         assert inst is not None
         assert (await world.orch.destroy(s, inst)).state == "destroying"
-        with world.db.engine.connect() as other:
-            if world.db.is_postgres:
-                other.exec_driver_sql("SET lock_timeout = '5s'")
-            other.execute(
-                select(models.Instance.id).where(models.Instance.id == going).with_for_update()
-            ).one()
-            other.rollback()
+        lock_from_elsewhere(world, going)
+
+
+def lock_from_elsewhere(world: World, instance_id: str) -> None:
+    """Lock the instance's row from another connection; fails (lock timeout) while it is held."""
+    with world.db.engine.connect() as other:
+        if world.db.is_postgres:
+            other.exec_driver_sql("SET lock_timeout = '5s'")
+        other.execute(
+            select(models.Instance.id).where(models.Instance.id == instance_id).with_for_update()
+        ).one()
+        other.rollback()
