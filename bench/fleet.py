@@ -140,6 +140,8 @@ class SimAgent:
         self.executed: list[Executed] = []
         self.connected = asyncio.Event()
         self.unexpected = 0  # connections ended by an error the protocol does not name
+        # The last lost connection: [lost at, first retry at, attempts, greeted again at].
+        self.reconnect: list[float] | None = None
         self.ws: ClientConnection | None = None
         self._stop = False
 
@@ -208,6 +210,9 @@ class SimAgent:
         delays = backoff_delays(len(self.urls))
         while not self._stop:
             began = time.monotonic()
+            if self.reconnect is not None:
+                self.reconnect[1] = self.reconnect[1] or time.time()
+                self.reconnect[2] += 1
             try:
                 async with connect(
                     ws_url(self.master),
@@ -223,6 +228,8 @@ class SimAgent:
                     compression=None,  # as the real agent (agent.wsclient offers no deflate)
                 ) as ws:
                     await ws.send(self.hello_text())
+                    if self.reconnect is not None and not self.reconnect[3]:
+                        self.reconnect[3] = time.time()
                     self.ws = ws
                     self.connected.set()
                     ticker = asyncio.create_task(self._ticker(ws))
@@ -241,6 +248,8 @@ class SimAgent:
                 self.unexpected += 1
                 print(f"{self.hostname}: connection failed unexpectedly: {exc!r}", file=sys.stderr)
             finally:
+                if self.ws is not None:
+                    self.reconnect = [time.time(), 0.0, 0, 0.0]
                 self.ws = None
                 self.connected.clear()
             if not reconnect:
@@ -455,6 +464,11 @@ async def worker(args: argparse.Namespace) -> None:
             for agent in agents.values():
                 agent.batches_received.clear()
             emit({"event": "batches", "received": received})
+        elif what == "reconnects":  # each agent's last lost connection; then forget
+            lost = [a.reconnect for a in agents.values() if a.reconnect is not None]
+            for agent in agents.values():
+                agent.reconnect = None
+            emit({"event": "reconnects", "agents": lost})
         elif what == "stop":
             break
     await stop_agents(agents.values(), tasks)

@@ -9,6 +9,12 @@ in turn (which goes first alternates each round). Per restart: seconds from the 
 the master's CPU seconds until then (a figure a loaded machine does not inflate much), its
 event-loop lag p99 / max over the storm, and the load average at the kill. Medians per tree at
 the end, as JSON.
+
+The timeline of each restart, in seconds from the kill: the master's process start and the
+phases it marks (`/debug/start-up`: imports, database, port, serving, first and last hello);
+the simulator's side (when each agent saw the drop, its first retry, its attempts, when it
+greeted again: p50 / max over the fleet). `--profile DIR` records the restarted master with
+py-spy (collapsed stacks, one file per restart).
 """
 
 import argparse
@@ -72,6 +78,33 @@ def wait_online(api: httpx.Client, nodes: set[str], timeout: float = 180) -> flo
     raise TimeoutError("not every agent came back online")
 
 
+def timeline(api: httpx.Client, t0: float, started: float, workers: list[Worker]) -> dict[str, Any]:
+    """Seconds from the kill to each phase of the master's start and of the agents' return."""
+    out: dict[str, Any] = {"process_start": round(started - t0, 3)}
+    with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+        body = api.get("/debug/start-up").json()
+        for phase, at in sorted(body["marks"].items(), key=lambda kv: kv[1]):
+            out[phase] = round(at - t0, 3)
+        out["hello_batches"] = body["counts"].get("hellos_applied", 0)
+    lost: list[list[float]] = []
+    for w in workers:
+        w.send({"cmd": "reconnects"})
+    for w in workers:
+        lost += w.read("reconnects")["agents"]
+    if lost:
+
+        def spread_s(values: list[float]) -> list[float]:
+            values.sort()
+            return [round(values[len(values) // 2], 3), round(values[-1], 3)]
+
+        out["agents_lost"] = len(lost)
+        out["agent_saw_drop_p50_max"] = spread_s([x[0] - t0 for x in lost])
+        out["agent_first_retry_after_drop_p50_max"] = spread_s([x[1] - x[0] for x in lost if x[1]])
+        out["agent_attempts_p50_max"] = spread_s([float(x[2]) for x in lost])
+        out["agent_greeted_p50_max"] = spread_s([x[3] - t0 for x in lost if x[3]])
+    return out
+
+
 def restart(
     label: str,
     root: Path,
@@ -82,20 +115,37 @@ def restart(
     api: httpx.Client,
     url: str,
     nodes: set[str],
+    workers: list[Worker],
+    profile: Path | None,
+    number: int,
 ) -> dict[str, Any]:
     """Kill the master in `running` and start one from `root` in its place."""
     load = os.getloadavg()[0]
+    t0 = time.time()
     os.kill(running[0].pid, signal.SIGKILL)
     running[0].wait()
-    t0 = time.time()
     master = running[0] = launch(root, port, data, log)
     proc = psutil.Process(master.pid)
+    spy = None
+    if profile is not None:
+        profile.mkdir(parents=True, exist_ok=True)
+        out = profile / f"restart-{number}-{label}.txt"
+        spy = subprocess.Popen(
+            [
+                *("py-spy", "record", "--pid", str(master.pid), "--rate", "200"),
+                *("--duration", "15", "--format", "raw", "--nonblocking", "-o", str(out)),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
     healthy = wait_healthy(url)
     try:
         online = wait_online(api, nodes)
     except TimeoutError:  # a figure too, not the end of the comparison
         online = float("nan")
     cpu = sum(proc.cpu_times()[:2])
+    if spy is not None:
+        spy.wait()
     time.sleep(1.5)
     lag = loop_lag(api, "storm", [(t0, time.time() if online != online else online + 1)])
     row = {
@@ -106,6 +156,7 @@ def restart(
         "master_cpu_s_to_online": round(cpu, 2),
         "lag_p99_ms": lag["loop_lag_ms_storm_p99"],
         "lag_max_ms": lag["loop_lag_ms_storm_max"],
+        "timeline": timeline(api, t0, proc.create_time(), workers),
     }
     print(json.dumps(row), flush=True)
     return row
@@ -153,7 +204,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             order = ["base", "this"] if r % 2 == 0 else ["this", "base"]
             for label in order:
                 row = restart(
-                    label, trees[label], running, port, data / "master", log, api, url, set(nodes)
+                    label,
+                    trees[label],
+                    running,
+                    port,
+                    data / "master",
+                    log,
+                    api,
+                    url,
+                    set(nodes),
+                    workers,
+                    Path(args.profile) if args.profile else None,
+                    len(rows),
                 )
                 rows.append(row)
                 time.sleep(args.settle)
@@ -173,7 +235,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         mine = [r for r in rows if r["code"] == label]
         if mine:
             medians[label] = {
-                k: round(statistics.median(r[k] for r in mine), 2) for k in mine[0] if k != "code"
+                k: round(statistics.median(r[k] for r in mine), 2)
+                for k in mine[0]
+                if k not in ("code", "timeline")
             }
     return {"runs": rows, "medians": medians}
 
@@ -187,6 +251,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=3, help="restarts of each tree")
     p.add_argument("--settle", type=float, default=8, help="seconds between restarts")
     p.add_argument("--data-dir", default=None)
+    p.add_argument("--profile", default=None, help="py-spy each restarted master into this dir")
     args = p.parse_args()
     compile_sources()
     compile_sources(Path(args.base))

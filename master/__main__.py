@@ -11,10 +11,12 @@ from collections.abc import Sequence
 
 from master.cli import parse_args, settings_from_args
 from master.listen import close_all, listen
+from master.start_marks import mark
 from protocol.frozen import version_text
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    mark("main")
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["restore"]:
         from master.restore_cli import main as restore_main
@@ -40,6 +42,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except DatabaseUnavailable as exc:
         print(f"gdos-master: {exc}", file=sys.stderr, flush=True)
         return 2
+    mark("database_checked")
     try:
         sockets = listen(settings.host, settings.port)
     except OSError as exc:
@@ -50,10 +53,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             flush=True,
         )
         return 1
+    mark("listening")
     try:
         from master.server import tune_allocator
         from master.serving import serve  # the application: the seconds of a start
 
+        mark("imported")
         tune_allocator()  # before the first request: uploads read 1 MiB at a time
         return asyncio.run(serve(settings, args.with_agent, sockets))
     except KeyboardInterrupt:

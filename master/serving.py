@@ -17,6 +17,7 @@ from master.server import (
     paced_websocket_protocol,
 )
 from master.services.masters import SeveralMastersRefused
+from master.start_marks import mark
 from master.storage import open_store
 from protocol import __version__
 
@@ -42,11 +43,13 @@ async def serve(settings: Settings, with_agent: bool, sockets: list[socket.socke
         print(exc, file=sys.stderr, flush=True)
         return 2
     app = create_app(settings)
+    mark("app_created")
     try:
         app.state.services.prepare()  # migrated and registered before anything is served
     except SeveralMastersRefused as exc:
         print(f"gdos-master: {exc}", file=sys.stderr, flush=True)
         return 2
+    mark("prepared")
     config = uvicorn.Config(
         app,
         http=guarded_protocol(),
@@ -73,6 +76,7 @@ async def serve(settings: Settings, with_agent: bool, sockets: list[socket.socke
     if serving.done():
         await serving
         return 1
+    mark("serving")
     settle_heap()
     agent: LocalAgent | None = None
     keeper: asyncio.Task[None] | None = None

@@ -134,6 +134,16 @@ class InstanceMetricsOut(BaseModel):
     samples: list[InstanceSample]
 
 
+class StartUpOut(BaseModel):
+    """When the master reached each phase of its start (a debug endpoint for benchmarks)."""
+
+    marks: dict[str, float] = Field(
+        description="phase -> wall time (seconds since the epoch): first reached, or for "
+        "repeated events (`hellos_applied`, `greeted`) the latest"
+    )
+    counts: dict[str, int] = Field(description="repeated event -> how many times it happened")
+
+
 class LoopLagOut(BaseModel):
     """The master's event-loop lateness samples (a debug endpoint for benchmarks)."""
 

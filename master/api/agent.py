@@ -16,6 +16,7 @@ from master.services import accounts, audit
 from master.services.agents import AgentLink
 from master.services.security import new_secret, secret_hash
 from master.services.throttle import LogBudget
+from master.start_marks import mark, mark_latest
 from protocol.errors import GdosError
 from protocol.messages import (
     AGENT_MESSAGE,
@@ -79,6 +80,7 @@ async def agent_socket(ws: WebSocket, svc: ServicesDep) -> None:
         await ws.close(CLOSE_AUTH_FAILED, "invalid node credential")
         return
     await ws.accept()
+    mark("first_agent_socket")
     try:
         first = await asyncio.wait_for(ws.receive_text(), HELLO_TIMEOUT)
         hello = AGENT_MESSAGE.decode(first)
@@ -159,6 +161,7 @@ async def _greet(ws: WebSocket, link: AgentLink, hello: Hello, svc: ServicesDep)
         )
     )
     svc.nodes.publish(node_id)
+    mark_latest("greeted")
     log.info("node %s connected (%s)", node_id, hello.host.hostname)
 
 

@@ -7,7 +7,8 @@ from fastapi import APIRouter, Query
 from master.api.deps import ServicesDep, Viewer
 from master.api.errors import ERROR_RESPONSES
 from master.services.loop_lag import PERIOD
-from protocol.monitoring import LoopLagOut
+from master.start_marks import COUNTS, MARKS
+from protocol.monitoring import LoopLagOut, StartUpOut
 
 router = APIRouter(prefix="/api/v1/debug", tags=["debug"], responses=ERROR_RESPONSES)
 
@@ -20,3 +21,9 @@ async def loop_lag(
 ) -> LoopLagOut:
     """How late the event loop ran its timer, sample by sample (about the last 11 minutes)."""
     return LoopLagOut(period=PERIOD, samples=svc.loop_lag.since(since))
+
+
+@router.get("/start-up", response_model=StartUpOut)
+async def start_up(_: Viewer) -> StartUpOut:
+    """When this master reached each phase of its start, and the greetings that followed."""
+    return StartUpOut(marks=dict(MARKS), counts=dict(COUNTS))

@@ -24,6 +24,7 @@ from master.services.agents import AgentLink, AgentRegistry
 from master.services.instance_feed import InstanceFeed
 from master.services.reconcile import Reconciliation, reconcile
 from master.services.reports import ReportQueue
+from master.start_marks import mark, mark_latest
 from protocol.messages import Hello
 
 log = logging.getLogger(__name__)
@@ -78,6 +79,7 @@ class HelloQueue:
         gets the node's new ownership epoch."""
         loop = asyncio.get_running_loop()
         item = _Hello(node_id, hello, loop.create_future(), link)
+        mark("first_hello")
         self._queued.append(item)
         if not self._scheduled:
             self._scheduled = True
@@ -112,6 +114,7 @@ class HelloQueue:
                 if not item.decided.done():
                     item.decided.set_exception(exc)
             return
+        mark_latest("hellos_applied", len(batch))
         for item, decision in zip(batch, decided, strict=True):
             if item.link is not None:
                 item.link.epoch = epochs.get(item.node_id)

@@ -35,6 +35,7 @@ from master.services.rollouts import Rollouts
 from master.services.throttle import LoginThrottle
 from master.services.token_cache import TokenCache
 from master.services.uploads import UploadService
+from master.start_marks import mark
 from master.storage import PackageStore, open_store
 
 if TYPE_CHECKING:
@@ -195,6 +196,7 @@ class Services:
                     )
                 )
             )
+        mark("services_started")
 
     async def _start_bus(self) -> None:
         """Several masters: commands for other masters' nodes and theirs for this one's,
