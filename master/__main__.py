@@ -1,15 +1,18 @@
 """`gdos-master` / `python -m master`: serve the API, optionally with a local agent.
 
-The port is taken before the application is imported (master/listen.py): agents reconnecting
-to a restarted master queue for it rather than being refused and backing off.
+The port is taken before the database layer and the application are imported
+(master/listen.py): agents reconnecting to a restarted master queue for it rather than being
+refused and backing off.
 """
 
 import asyncio
 import logging
+import socket
 import sys
 from collections.abc import Sequence
 
 from master.cli import parse_args, settings_from_args
+from master.config import Settings
 from master.listen import close_all, listen
 from master.start_marks import mark
 from protocol.frozen import version_text
@@ -35,14 +38,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         level=settings.log_level.upper(),
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
-    from master.db.session import DatabaseUnavailable, check_database
-
-    try:
-        check_database(settings.database_url)  # no driver, no server: one clear line
-    except DatabaseUnavailable as exc:
-        print(f"gdos-master: {exc}", file=sys.stderr, flush=True)
-        return 2
-    mark("database_checked")
     try:
         sockets = listen(settings.host, settings.port)
     except OSError as exc:
@@ -55,16 +50,30 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
     mark("listening")
     try:
-        from master.server import tune_allocator
-        from master.serving import serve  # the application: the seconds of a start
-
-        mark("imported")
-        tune_allocator()  # before the first request: uploads read 1 MiB at a time
-        return asyncio.run(serve(settings, args.with_agent, sockets))
+        return _serve(settings, args.with_agent, sockets)
     except KeyboardInterrupt:
         return 130
     finally:
         close_all(sockets)
+
+
+def _serve(settings: Settings, with_agent: bool, sockets: list[socket.socket]) -> int:
+    """Everything after the port is taken: the database checked, the application imported
+    and served (importing the database layer alone takes a loaded machine a second)."""
+    from master.db.session import DatabaseUnavailable, check_database
+
+    try:
+        check_database(settings.database_url)  # no driver, no server: one clear line
+    except DatabaseUnavailable as exc:
+        print(f"gdos-master: {exc}", file=sys.stderr, flush=True)
+        return 2
+    mark("database_checked")
+    from master.server import tune_allocator
+    from master.serving import serve  # the application: the seconds of a start
+
+    mark("imported")
+    tune_allocator()  # before the first request: uploads read 1 MiB at a time
+    return asyncio.run(serve(settings, with_agent, sockets))
 
 
 if __name__ == "__main__":

@@ -68,3 +68,19 @@ def test_a_request_sent_while_the_master_starts_is_answered_once_it_serves(
         assert "ready on" in master.tail()
     finally:
         master.stop()
+
+
+def test_an_unreachable_database_is_one_line_exit_2_and_the_port_let_go(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The port is taken before the database is checked; a database that does not answer
+    still ends the start with one line, and the port is free again."""
+    port, dead = free_port(), free_port()
+    argv = ["--port", f"127.0.0.1:{port}", "--data-dir", str(tmp_path)]
+    url = f"postgresql+psycopg://gdos@127.0.0.1:{dead}/gdos"
+    code = master_main([*argv, "--admin-password", ADMIN_PASSWORD, "--db-url", url])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2
+    assert len(err) == 1 and err[0].startswith("gdos-master: cannot use the database at"), err
+    with socket.socket() as again:
+        again.bind(("127.0.0.1", port))

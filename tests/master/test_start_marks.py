@@ -8,8 +8,8 @@ from tests.support import wait_for
 
 PHASES = (
     "main",
-    "database_checked",
     "listening",
+    "database_checked",
     "imported",
     "app_created",
     "prepared",
