@@ -30,10 +30,13 @@ def get_node(s: SessionDep, node_id: str) -> models.Node:
 @router.get("", response_model=list[NodeOut])
 async def list_nodes(_: Viewer, request: Request, svc: ServicesDep) -> Response:
     # Built without a model per node and shared by pollers: consoles poll this on large fleets.
-    # A current listing is answered on the loop; a build (a query) goes to a worker thread.
+    # A current listing is answered on the loop; a build (a query) goes to a worker thread,
+    # ahead of the listing's expiry while pollers keep asking.
     listing = svc.nodes.cached()
     if listing is None:
         listing = await run_in_threadpool(svc.nodes.listing)
+    else:
+        svc.nodes.refresh_ahead()
     headers = {"ETag": listing.etag, "Cache-Control": "no-cache"}
     if listing.etag in _tags(request.headers.get("if-none-match", "")):
         return Response(status_code=304, headers=headers)

@@ -39,6 +39,9 @@ _BY_IDS = select(*_COLUMNS).where(
 )
 _encode = msgspec.json.Encoder().encode
 LISTING_MAX_AGE = 1.0  # seconds a built listing serves pollers: its live load and last_seen
+# Past this age a listing still serves pollers while its successor is built in a worker thread:
+# a poller then never waits for a build that only its age asked for.
+LISTING_REFRESH_AFTER = 0.75
 
 
 def _columns(row: Row[Any]) -> dict[str, Any]:
@@ -60,6 +63,12 @@ class Listing:
         self.etag = '"' + hashlib.blake2b(body, digest_size=12).hexdigest() + '"'
 
 
+def _refreshed(done: "asyncio.Future[Listing]") -> None:
+    """A build ahead that failed: logged; the next poller past the age limit builds again."""
+    if not done.cancelled() and (exc := done.exception()) is not None:
+        log.warning("could not build the node listing ahead of time: %s", exc)
+
+
 class Nodes:
     def __init__(
         self, db: Database, hub: Hub, agents: AgentRegistry, orchestrator: Orchestrator
@@ -73,6 +82,7 @@ class Nodes:
         self._generation = 0  # bumped by every change this master makes to a node
         self._listing: Listing | None = None
         self._building = threading.Lock()  # one build at a time; the others wait and share it
+        self._refresh: asyncio.Future[Listing] | None = None  # the build ahead of expiry
 
     def changed(self) -> None:
         """A node's row or connection changed: the next listing is built afresh."""
@@ -90,6 +100,25 @@ class Nodes:
                 key = self._key()
                 found = Listing(self.listing_json(), key, time.monotonic())
                 self._listing = found
+            return found
+
+    def refresh_ahead(self) -> None:
+        """A current listing near its age limit: build the next one in a worker thread now
+        (one at a time), so the pollers that come after find it built."""
+        found, running = self._listing, self._refresh
+        if found is None or time.monotonic() - found.built < LISTING_REFRESH_AFTER:
+            return
+        if running is None or running.done():
+            self._refresh = asyncio.get_running_loop().run_in_executor(None, self._rebuild, found)
+            self._refresh.add_done_callback(_refreshed)
+
+    def _rebuild(self, old: "Listing") -> "Listing":
+        with self._building:
+            found = self._listing
+            if found is not None and found is not old:
+                return found  # built meanwhile (a change, or a poller past the age limit)
+            key = self._key()
+            found = self._listing = Listing(self.listing_json(), key, time.monotonic())
             return found
 
     def _key(self) -> tuple[int, frozenset[str]]:

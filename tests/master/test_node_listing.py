@@ -2,8 +2,12 @@
 and every change the master makes to a node shows in the very next listing."""
 
 import httpx
+from sqlalchemy import text
 
+from master.services import nodes as nodes_service
 from protocol.messages import HostInfo
+from tests.master.inprocess import make_app, running, services_of
+from tests.support import wait_for
 
 
 def enroll(url: str, join_token: str, hostname: str) -> str:
@@ -40,3 +44,36 @@ def test_changes_show_in_the_next_listing(shared_master, shared_api):
 
     shared_api.request("DELETE", f"/nodes/{node_id}", expect=204)
     assert node_id not in [n["id"] for n in shared_api.get("/nodes")]
+
+
+def test_a_listing_near_its_age_limit_is_answered_while_the_next_is_built(tmp_path, monkeypatch):
+    """Pollers never wait for a build that only the listing's age asked for: past
+    `LISTING_REFRESH_AFTER` the built listing is still answered and its successor is built in a
+    worker thread, which a later poll gets (what changed without this master: another master's
+    writes, a node's load)."""
+    monkeypatch.setattr(nodes_service, "LISTING_MAX_AGE", 3600.0)  # age alone never expires it
+    app = make_app(tmp_path)
+    with running(app) as (client, auth):
+        join = (tmp_path / "join-token").read_text().strip()
+        host = HostInfo(hostname="aging-host").to_dict()
+        enrolled = client.post("/api/v1/agent/enroll", json={"join_token": join, "host": host})
+        assert enrolled.status_code == 201, enrolled.text
+        first = client.get("/api/v1/nodes", headers=auth)
+        assert [n["hostname"] for n in first.json()] == ["aging-host"]
+        nodes = services_of(app).nodes
+        with services_of(app).db.engine.begin() as conn:  # as another master would
+            conn.execute(text("UPDATE nodes SET hostname = 'renamed-host'"))
+        assert client.get("/api/v1/nodes", headers=auth).content == first.content  # current
+
+        built = nodes.cached()
+        assert built is not None
+        built.built -= nodes_service.LISTING_REFRESH_AFTER + 1
+        aged = client.get("/api/v1/nodes", headers=auth)
+        assert aged.content == first.content and aged.headers["etag"] == first.headers["etag"]
+
+        def renamed() -> bool:
+            body = client.get("/api/v1/nodes", headers=auth).json()
+            return [n["hostname"] for n in body] == ["renamed-host"]
+
+        wait_for(renamed, 30, what="the listing built ahead")
+        assert nodes.cached() is not built
