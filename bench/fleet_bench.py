@@ -383,6 +383,18 @@ def loop_lag(api: httpx.Client, phase: str, windows: list[Window]) -> dict[str, 
     return out
 
 
+def start_up(api: httpx.Client, t0: float) -> dict[str, Any]:
+    """Seconds from `t0` (the kill) to each phase the restarted master marked (empty for a
+    tree without `/debug/start-up`), and how many hellos it applied."""
+    out: dict[str, Any] = {}
+    with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+        body = api.get("/debug/start-up").json()
+        for phase, at in sorted(body["marks"].items(), key=lambda kv: kv[1]):
+            out[phase] = round(at - t0, 3)
+        out["hellos"] = body["counts"].get("hellos_applied", 0)
+    return out
+
+
 def probed(
     rows: list[tuple[float, float, int]], phase: str, windows: list[Window]
 ) -> dict[str, Any]:
@@ -683,6 +695,7 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         result["restart_master_healthy_s"] = round(t_healthy - t_restart, 2)
         result["restart_all_online_s"] = round(max(back, default=float("nan")), 2)
         result["restart_online_seen"] = f"{len(back)}/{len(fleet_nodes)}"
+        result["restart_timeline_s"] = await asyncio.to_thread(start_up, api, t_restart)
         after = await asyncio.to_thread(scrape, url, token)
         result["restart_loop_lag_s_last_10s"] = after["gdos_master_event_loop_lag_seconds"]
         result["console_events"] = console.events

@@ -43,6 +43,7 @@ from bench.fleet_bench import (
     master_args,
     measured_setup,
     seed_instances,
+    start_up,
 )
 
 
@@ -80,12 +81,7 @@ def wait_online(api: httpx.Client, nodes: set[str], timeout: float = 180) -> flo
 
 def timeline(api: httpx.Client, t0: float, started: float, workers: list[Worker]) -> dict[str, Any]:
     """Seconds from the kill to each phase of the master's start and of the agents' return."""
-    out: dict[str, Any] = {"process_start": round(started - t0, 3)}
-    with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
-        body = api.get("/debug/start-up").json()
-        for phase, at in sorted(body["marks"].items(), key=lambda kv: kv[1]):
-            out[phase] = round(at - t0, 3)
-        out["hello_batches"] = body["counts"].get("hellos_applied", 0)
+    out: dict[str, Any] = {"process_start": round(started - t0, 3), **start_up(api, t0)}
     lost: list[list[float]] = []
     for w in workers:
         w.send({"cmd": "reconnects"})
