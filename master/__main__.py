@@ -6,6 +6,7 @@ refused and backing off.
 """
 
 import asyncio
+import gc
 import logging
 import socket
 import sys
@@ -60,6 +61,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _serve(settings: Settings, with_agent: bool, sockets: list[socket.socket]) -> int:
     """Everything after the port is taken: the database checked, the application imported
     and served (importing the database layer alone takes a loaded machine a second)."""
+    # No collection while the start builds objects that live as long as the process: they are
+    # collected once, then frozen, when the master serves (`serve`, master/heap.py).
+    gc.disable()
     from master.db.session import DatabaseUnavailable, check_database
 
     try:

@@ -1,6 +1,7 @@
 """The master's application served on sockets `gdos-master` opened (master/listen.py)."""
 
 import asyncio
+import gc
 import signal
 import socket
 import sys
@@ -78,6 +79,7 @@ async def serve(settings: Settings, with_agent: bool, sockets: list[socket.socke
         return 1
     mark("serving")
     settle_heap()
+    gc.enable()  # off while the master started (`gdos-master`)
     agent: LocalAgent | None = None
     keeper: asyncio.Task[None] | None = None
     print_banner(settings, with_agent)

@@ -142,6 +142,9 @@ class StartUpOut(BaseModel):
         "repeated events (`hellos_applied`, `greeted`) the latest"
     )
     counts: dict[str, int] = Field(description="repeated event -> how many times it happened")
+    collecting: bool = Field(
+        description="the garbage collector runs (it is off while the master starts)"
+    )
 
 
 class LoopLagOut(BaseModel):

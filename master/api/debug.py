@@ -1,5 +1,6 @@
 """The master's internals for benchmarks; served only with `--debug-endpoints`."""
 
+import gc
 from typing import Annotated
 
 from fastapi import APIRouter, Query
@@ -26,4 +27,4 @@ async def loop_lag(
 @router.get("/start-up", response_model=StartUpOut)
 async def start_up(_: Viewer) -> StartUpOut:
     """When this master reached each phase of its start, and the greetings that followed."""
-    return StartUpOut(marks=dict(MARKS), counts=dict(COUNTS))
+    return StartUpOut(marks=dict(MARKS), counts=dict(COUNTS), collecting=gc.isenabled())

@@ -26,6 +26,7 @@ def test_the_start_is_marked_in_order_and_each_greeting_counted(master_factory):
     assert [p for p in PHASES if p in marks] == list(PHASES), marks
     assert [marks[p] for p in PHASES] == sorted(marks[p] for p in PHASES), marks
     assert "first_hello" not in marks and before["counts"] == {}
+    assert before["collecting"], "the collector is off only until the master serves"
 
     def greeted() -> dict | None:
         body = api.get("/debug/start-up")
