@@ -141,6 +141,9 @@ class SimAgent:
         self.connected = asyncio.Event()
         self.unexpected = 0  # connections ended by an error the protocol does not name
         self.ws: ClientConnection | None = None
+        self.timeline: list[
+            tuple[float, str, str]
+        ] = []  # (wall time, "dial", "hello" or "lost", URL)
         self._stop = False
 
     # -- ticks -----------------------------------------------------------------------------
@@ -208,6 +211,7 @@ class SimAgent:
         delays = backoff_delays(len(self.urls))
         while not self._stop:
             began = time.monotonic()
+            self.timeline.append((time.time(), "dial", self.master))
             try:
                 async with connect(
                     ws_url(self.master),
@@ -223,6 +227,7 @@ class SimAgent:
                     compression=None,  # as the real agent (agent.wsclient offers no deflate)
                 ) as ws:
                     await ws.send(self.hello_text())
+                    self.timeline.append((time.time(), "hello", self.master))
                     self.ws = ws
                     self.connected.set()
                     ticker = asyncio.create_task(self._ticker(ws))
@@ -241,6 +246,8 @@ class SimAgent:
                 self.unexpected += 1
                 print(f"{self.hostname}: connection failed unexpectedly: {exc!r}", file=sys.stderr)
             finally:
+                if self.ws is not None:
+                    self.timeline.append((time.time(), "lost", self.master))
                 self.ws = None
                 self.connected.clear()
             if not reconnect:
@@ -455,6 +462,11 @@ async def worker(args: argparse.Namespace) -> None:
             for agent in agents.values():
                 agent.batches_received.clear()
             emit({"event": "batches", "received": received})
+        elif what == "timeline":  # each agent's hellos and lost links since the last ask
+            lines = {a.node_id: a.timeline for a in agents.values() if a.timeline}
+            emit({"event": "timeline", "nodes": lines})
+            for agent in agents.values():
+                agent.timeline = []
         elif what == "stop":
             break
     await stop_agents(agents.values(), tasks)
