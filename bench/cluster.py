@@ -122,19 +122,79 @@ async def wait_healthy(url: str, timeout: float = 180) -> None:
     raise TimeoutError(f"{url} not healthy after {timeout:.0f} s")
 
 
-class Watcher(Console):
-    """A console on one master's event stream: when each node came online on it, and where."""
-
-    def __init__(self, master: MasterProc) -> None:
-        super().__init__(master.url, master.token)
-        self.name = master.name
-        self.online: dict[str, list[tuple[float, str]]] = {}
+class Stream(Console):
+    """A console on one master's event stream (`--watch`, its own process): each node's
+    `online` as one JSON line [wall time, node id, master id] on stdout, and the stream's ends
+    (a 1013 "reader too slow" among them) as {"ended": why}."""
 
     def _seen(self, now: float, msg: dict[str, Any]) -> None:
         super()._seen(now, msg)
         data = msg["data"]
         if msg["topic"] == "node" and data.get("status") == "online" and data.get("master_id"):
-            self.online.setdefault(data["id"], []).append((now, data["master_id"]))
+            print(json.dumps([now, data["id"], data["master_id"]]), flush=True)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self._run()
+            except Exception as exc:
+                print(json.dumps({"ended": repr(exc)}), flush=True)
+                await asyncio.sleep(0.5)
+
+    async def _run(self) -> None:
+        self.ready = asyncio.Event()
+        waiting = asyncio.create_task(self.ready.wait())
+        waiting.add_done_callback(lambda _: print(json.dumps({"ready": True}), flush=True))
+        await super()._run()
+
+
+class Watcher:
+    """A console on one master's event stream, read in a process of its own (a console is one:
+    the bench's loop, busy with polls and commands, must not be what falls behind): when each
+    node came online on it, and where."""
+
+    def __init__(self, master: MasterProc, root: Path) -> None:
+        self.name = master.name
+        self.url, self.token = master.url, master.token
+        self.out = root / f"stream-{master.name}.jsonl"
+        self.online: dict[str, list[tuple[float, str]]] = {}
+        self.ready = asyncio.Event()
+        self.ends: list[str] = []
+        self._read = 0
+
+    async def run(self) -> None:
+        """The reading process, until cancelled (then it is killed)."""
+        with open(self.out, "wb") as out:
+            popen = subprocess.Popen(
+                [PY, "-m", "bench.cluster", "--watch", self.url, "--token", self.token],
+                cwd=ROOT,
+                stdout=out,
+            )
+        try:
+            while popen.poll() is None:
+                self.refresh()
+                await asyncio.sleep(0.1)
+        finally:
+            popen.kill()
+            popen.wait()
+
+    def refresh(self) -> None:
+        """Take in what the reading process wrote since the last call (whole lines)."""
+        with open(self.out, "rb") as f:
+            f.seek(self._read)
+            chunk = f.read()
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        self._read += len(complete)
+        for line in complete.splitlines():
+            item = json.loads(line)
+            if isinstance(item, dict):
+                if item.get("ready"):
+                    self.ready.set()
+                elif "ended" in item:
+                    self.ends.append(item["ended"])
+                continue
+            now, node, master = item
+            self.online.setdefault(node, []).append((now, master))
 
     def moved(self, node: str, since: float, away_from: str) -> float | None:
         """When this stream showed the node online on another master than `away_from`."""
@@ -476,6 +536,8 @@ async def failover(
                     polled.setdefault(node, now)
         await asyncio.sleep(0.25)
     deadline = time.monotonic() + 2.0  # the events of the last ones, on their way
+    for w in watchers:
+        w.refresh()
     while time.monotonic() < deadline and not all(
         any(w.moved(n, since, lost.id) is not None for w in watchers) for n in moving
     ):
@@ -628,7 +690,7 @@ async def bench(args: argparse.Namespace, root: Path, result: dict[str, Any]) ->
                 flush=True,
             )
             for m in masters:
-                watchers[m.name] = Watcher(m)
+                watchers[m.name] = Watcher(m, root)
                 tasks.append(asyncio.create_task(watchers[m.name].run()))
             await asyncio.gather(*(w.ready.wait() for w in watchers.values()))
             await asyncio.sleep(args.warmup)
@@ -720,6 +782,7 @@ async def bench(args: argparse.Namespace, root: Path, result: dict[str, Any]) ->
             lines: dict[str, list[list[Any]]] = {}
             for w in workers:
                 lines.update((await w.ask({"cmd": "timeline"}, "timeline"))["nodes"])
+            result["stream_ends"] = {w.name: w.ends for w in watchers.values()}
             result["stop"]["timeline"] = timeline_figures(
                 lines, [watchers[m.name] for m in rest], moving, stopped, t_stop
             )
@@ -881,6 +944,8 @@ def table(r: dict[str, Any]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--watch", default=None, help=argparse.SUPPRESS)  # a Watcher's process
+    p.add_argument("--token", default="", help=argparse.SUPPRESS)
     p.add_argument("--agents", type=int, default=1000)
     p.add_argument("--processes", type=int, default=20)
     p.add_argument("--masters", type=int, default=3, help="at least 3 (one killed, one stopped)")
@@ -899,6 +964,9 @@ def main() -> None:
     p.add_argument("--data-dir", default=None)
     p.add_argument("--db-url", default=None, help="an empty database on a local PostgreSQL server")
     args = p.parse_args()
+    if args.watch:
+        asyncio.run(Stream(args.watch, args.token).run())
+        return
     if args.masters < 3:
         p.error("--masters must be at least 3")
     args.workers = args.workers or max(1, min(4, args.agents // 250))
