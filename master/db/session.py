@@ -42,9 +42,10 @@ PG_SESSION_OPTIONS = (
 )
 
 
-# Each master's sessions carry its tag (pg_stat_activity's application_name), so that another
-# master can tell a stalled master's sessions from its own.
-SESSION_TAG_PREFIX = "gdos-master "
+# Each master's pooled sessions carry its tag (pg_stat_activity's application_name, beside its
+# lease session's `gdos-master <id>` and its bus's `gdos-bus`), so that another master can tell a
+# stalled master's sessions from its own.
+SESSION_TAG_PREFIX = "gdos-pool "
 # A take-over (an agent's hello) waits this long for a row lock before it looks for the holder.
 LOCK_WAIT_MS = 500
 LOCK_NOT_AVAILABLE = "55P03"  # the SQLSTATE of a lock_timeout
