@@ -33,6 +33,7 @@ import random
 import signal
 import statistics
 import subprocess
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -87,7 +88,10 @@ class MasterProc:
         return sum(" ERROR " in line for line in text.splitlines())
 
 
-def launch_master(name: str, root: Path, db_url: str, s3: str, nice: int) -> MasterProc:
+def launch_master(
+    name: str, root: Path, db_url: str, s3: str, nice: int, code: Path = ROOT
+) -> MasterProc:
+    """One master from the source tree `code` (another checkout: before/after runs)."""
     port = free_port()
     data = root / name
     data.mkdir(parents=True)
@@ -98,7 +102,8 @@ def launch_master(name: str, root: Path, db_url: str, s3: str, nice: int) -> Mas
     with open(root / f"{name}.log", "ab") as log:
         popen = subprocess.Popen(
             [PY, *argv],
-            cwd=ROOT,
+            cwd=code,
+            env={**os.environ, "PYTHONPATH": str(code)},
             stdout=log,
             stderr=subprocess.STDOUT,
             preexec_fn=measured_setup(nice),
@@ -117,19 +122,79 @@ async def wait_healthy(url: str, timeout: float = 180) -> None:
     raise TimeoutError(f"{url} not healthy after {timeout:.0f} s")
 
 
-class Watcher(Console):
-    """A console on one master's event stream: when each node came online on it, and where."""
-
-    def __init__(self, master: MasterProc) -> None:
-        super().__init__(master.url, master.token)
-        self.name = master.name
-        self.online: dict[str, list[tuple[float, str]]] = {}
+class Stream(Console):
+    """A console on one master's event stream (`--watch`, its own process): each node's
+    `online` as one JSON line [wall time, node id, master id] on stdout, and the stream's ends
+    (a 1013 "reader too slow" among them) as {"ended": why}."""
 
     def _seen(self, now: float, msg: dict[str, Any]) -> None:
         super()._seen(now, msg)
         data = msg["data"]
         if msg["topic"] == "node" and data.get("status") == "online" and data.get("master_id"):
-            self.online.setdefault(data["id"], []).append((now, data["master_id"]))
+            print(json.dumps([now, data["id"], data["master_id"]]), flush=True)
+
+    async def run(self) -> None:
+        while True:
+            try:
+                await self._run()
+            except Exception as exc:
+                print(json.dumps({"ended": repr(exc)}), flush=True)
+                await asyncio.sleep(0.5)
+
+    async def _run(self) -> None:
+        self.ready = asyncio.Event()
+        waiting = asyncio.create_task(self.ready.wait())
+        waiting.add_done_callback(lambda _: print(json.dumps({"ready": True}), flush=True))
+        await super()._run()
+
+
+class Watcher:
+    """A console on one master's event stream, read in a process of its own (a console is one:
+    the bench's loop, busy with polls and commands, must not be what falls behind): when each
+    node came online on it, and where."""
+
+    def __init__(self, master: MasterProc, root: Path) -> None:
+        self.name = master.name
+        self.url, self.token = master.url, master.token
+        self.out = root / f"stream-{master.name}.jsonl"
+        self.online: dict[str, list[tuple[float, str]]] = {}
+        self.ready = asyncio.Event()
+        self.ends: list[str] = []
+        self._read = 0
+
+    async def run(self) -> None:
+        """The reading process, until cancelled (then it is killed)."""
+        with open(self.out, "wb") as out:
+            popen = subprocess.Popen(
+                [PY, "-m", "bench.cluster", "--watch", self.url, "--token", self.token],
+                cwd=ROOT,
+                stdout=out,
+            )
+        try:
+            while popen.poll() is None:
+                self.refresh()
+                await asyncio.sleep(0.1)
+        finally:
+            popen.kill()
+            popen.wait()
+
+    def refresh(self) -> None:
+        """Take in what the reading process wrote since the last call (whole lines)."""
+        with open(self.out, "rb") as f:
+            f.seek(self._read)
+            chunk = f.read()
+        complete = chunk[: chunk.rfind(b"\n") + 1]
+        self._read += len(complete)
+        for line in complete.splitlines():
+            item = json.loads(line)
+            if isinstance(item, dict):
+                if item.get("ready"):
+                    self.ready.set()
+                elif "ended" in item:
+                    self.ends.append(item["ended"])
+                continue
+            now, node, master = item
+            self.online.setdefault(node, []).append((now, master))
 
     def moved(self, node: str, since: float, away_from: str) -> float | None:
         """When this stream showed the node online on another master than `away_from`."""
@@ -224,6 +289,96 @@ def connections_to(pid: int, port: int) -> int:
         conns = psutil.Process(pid).net_connections(kind="tcp")
         return sum(1 for c in conns if c.raddr and c.raddr.port == port)
     return 0
+
+
+_ACTIVITY = (
+    "SELECT pid, client_port, state, wait_event_type, wait_event, "
+    "extract(epoch from now() - xact_start), pg_blocking_pids(pid), left(query, 60) "
+    "FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()"
+)
+
+
+def sample_activity(
+    db_url: str, masters: list[MasterProc], since: float, stop: threading.Event, out: Path
+) -> dict[str, Any]:
+    """pg_stat_activity every 0.2 s until `stop` (a thread): each session named by its
+    master (client port), its state, lock waits and blockers; the raw samples go to `out`.
+    Returns, per master, the seconds (since `since`) it had sessions idle in a transaction
+    and sessions waiting on a lock, and whose sessions blocked them."""
+    port_of: dict[int, str] = {}
+    for m in masters:
+        with contextlib.suppress(psutil.Error):
+            for c in psutil.Process(m.popen.pid).net_connections(kind="tcp"):
+                if c.laddr:
+                    port_of[c.laddr.port] = m.name
+    idle: dict[str, list[float]] = {}
+    waiting: dict[str, list[float]] = {}
+    blockers: dict[str, set[str]] = {}
+    with _pg(db_url) as conn, open(out, "a") as raw:
+        while not stop.wait(0.2):
+            t = round(time.time() - since, 2)
+            rows = conn.execute(_ACTIVITY).fetchall()
+            by_pid = {r[0]: port_of.get(r[1] or 0, "?") for r in rows}
+            sample = []
+            for pid, port, state, wtype, wevent, age, blocked_by, query in rows:
+                name = port_of.get(port or 0, "?")
+                if state == "idle in transaction":
+                    idle.setdefault(name, []).append(t)
+                if wtype == "Lock":
+                    waiting.setdefault(name, []).append(t)
+                    blockers.setdefault(name, set()).update(by_pid.get(b, "?") for b in blocked_by)
+                if state != "idle":
+                    sample.append([name, pid, state, wevent, age, blocked_by, query])
+            raw.write(json.dumps({"t": t, "sessions": sample}, default=str) + "\n")
+    span = {k: [min(v), max(v)] for k, v in idle.items()}
+    return {
+        "idle_in_transaction_s": span,
+        "lock_wait_s": {k: [min(v), max(v)] for k, v in waiting.items()},
+        "blocked_by": {k: sorted(v) for k, v in blockers.items()},
+    }
+
+
+def timeline_figures(
+    lines: dict[str, list[list[Any]]],
+    watchers: list["Watcher"],
+    moving: list[str],
+    lost: MasterProc,
+    since: float,
+) -> dict[str, Any]:
+    """Per moved node, seconds after `since`: the agent's link lost, its last dial (the one to
+    the survivor that took it) begun, its hello sent to that survivor, its `online` seen on a
+    survivor's stream; p50 / p90 / max of each."""
+    dropped: list[float] = []
+    dialled: list[float] = []
+    greeted: list[float] = []
+    online: list[float] = []
+    for node in moving:
+        events = [(t, what, url) for t, what, url in lines.get(node, []) if t >= since]
+        t_lost = next((t for t, what, _ in events if what == "lost"), None)
+        t_hello = next((t for t, what, url in events if what == "hello" and url != lost.url), None)
+        t_dial = next(
+            (t for t, what, url in reversed(events) if what == "dial" and t <= (t_hello or 0)),
+            None,
+        )
+        t_online = min(
+            (t for w in watchers if (t := w.moved(node, since, lost.id)) is not None),
+            default=None,
+        )
+        pairs = ((dropped, t_lost), (dialled, t_dial), (greeted, t_hello), (online, t_online))
+        for into, t in pairs:
+            if t is not None:
+                into.append(t - since)
+
+    def spread(xs: list[float]) -> list[float]:
+        return [round(pct(xs, q), 2) for q in (50, 90, 100)] if xs else []
+
+    return {
+        "link_lost_s": spread(dropped),
+        "last_dial_s": spread(dialled),
+        "hello_sent_s": spread(greeted),
+        "online_seen_s": spread(online),
+        "nodes_timed": [len(dropped), len(dialled), len(greeted), len(online)],
+    }
 
 
 @dataclass
@@ -381,6 +536,8 @@ async def failover(
                     polled.setdefault(node, now)
         await asyncio.sleep(0.25)
     deadline = time.monotonic() + 2.0  # the events of the last ones, on their way
+    for w in watchers:
+        w.refresh()
     while time.monotonic() < deadline and not all(
         any(w.moved(n, since, lost.id) is not None for w in watchers) for n in moving
     ):
@@ -452,7 +609,8 @@ async def bench(args: argparse.Namespace, root: Path, result: dict[str, Any]) ->
         result["postgresql"], pg_pid = pg_server(db_url)
         pg_port = make_url(db_url).port or 5432
         masters = [
-            launch_master(f"m{n}", root, db_url, s3, args.master_nice) for n in range(args.masters)
+            launch_master(f"m{n}", root, db_url, s3, args.master_nice, args.master_root)
+            for n in range(args.masters)
         ]
         workers: list[Worker] = []
         watchers: dict[str, Watcher] = {}
@@ -532,7 +690,7 @@ async def bench(args: argparse.Namespace, root: Path, result: dict[str, Any]) ->
                 flush=True,
             )
             for m in masters:
-                watchers[m.name] = Watcher(m)
+                watchers[m.name] = Watcher(m, root)
                 tasks.append(asyncio.create_task(watchers[m.name].run()))
             await asyncio.gather(*(w.ready.wait() for w in watchers.values()))
             await asyncio.sleep(args.warmup)
@@ -601,10 +759,32 @@ async def bench(args: argparse.Namespace, root: Path, result: dict[str, Any]) ->
             rest = [m for m in survivors if m is not stopped]
             moving = [n for n in nodes if held.get(n) == stopped.name]
             print(f"SIGSTOP {stopped.name} ({len(moving)} nodes)", flush=True)
+            for w in workers:  # forget the timelines so far
+                await w.ask({"cmd": "timeline"}, "timeline")
             t_stop = time.time()
+            sampling = threading.Event()
+            activity = asyncio.create_task(
+                asyncio.to_thread(
+                    sample_activity,
+                    db_url,
+                    survivors,
+                    t_stop,
+                    sampling,
+                    root / "stop_activity.jsonl",
+                )
+            )
             os.kill(stopped.popen.pid, signal.SIGSTOP)
             result["stop"] = await failover(
                 rest, [watchers[m.name] for m in rest], names, moving, stopped, t_stop, 60
+            )
+            sampling.set()
+            result["stop"]["postgresql"] = await activity
+            lines: dict[str, list[list[Any]]] = {}
+            for w in workers:
+                lines.update((await w.ask({"cmd": "timeline"}, "timeline"))["nodes"])
+            result["stream_ends"] = {w.name: w.ends for w in watchers.values()}
+            result["stop"]["timeline"] = timeline_figures(
+                lines, [watchers[m.name] for m in rest], moving, stopped, t_stop
             )
             print(f"  {result['stop']}", flush=True)
             os.kill(stopped.popen.pid, signal.SIGCONT)
@@ -764,6 +944,8 @@ def table(r: dict[str, Any]) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--watch", default=None, help=argparse.SUPPRESS)  # a Watcher's process
+    p.add_argument("--token", default="", help=argparse.SUPPRESS)
     p.add_argument("--agents", type=int, default=1000)
     p.add_argument("--processes", type=int, default=20)
     p.add_argument("--masters", type=int, default=3, help="at least 3 (one killed, one stopped)")
@@ -778,9 +960,13 @@ def main() -> None:
     p.add_argument("--final", type=float, default=15, help="seconds of the last master alone")
     p.add_argument("--connect-timeout", type=float, default=300, help="s for all to be online")
     p.add_argument("--master-nice", type=int, default=0)
+    p.add_argument("--master-root", type=Path, default=ROOT, help="the masters' source tree")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--db-url", default=None, help="an empty database on a local PostgreSQL server")
     args = p.parse_args()
+    if args.watch:
+        asyncio.run(Stream(args.watch, args.token).run())
+        return
     if args.masters < 3:
         p.error("--masters must be at least 3")
     args.workers = args.workers or max(1, min(4, args.agents // 250))
@@ -801,6 +987,7 @@ def main() -> None:
         "processes": args.processes,
         "masters": args.masters,
         "commit": commit,
+        "master_root": str(args.master_root),
         "load_at_start": round(os.getloadavg()[0], 2),
     }
     try:

@@ -143,6 +143,9 @@ class SimAgent:
         # The last lost connection: [lost at, first retry at, attempts, greeted again at].
         self.reconnect: list[float] | None = None
         self.ws: ClientConnection | None = None
+        self.timeline: list[
+            tuple[float, str, str]
+        ] = []  # (wall time, "dial", "hello" or "lost", URL)
         self._stop = False
 
     # -- ticks -----------------------------------------------------------------------------
@@ -213,6 +216,7 @@ class SimAgent:
             if self.reconnect is not None:
                 self.reconnect[1] = self.reconnect[1] or time.time()
                 self.reconnect[2] += 1
+            self.timeline.append((time.time(), "dial", self.master))
             try:
                 async with connect(
                     ws_url(self.master),
@@ -230,6 +234,7 @@ class SimAgent:
                     await ws.send(self.hello_text())
                     if self.reconnect is not None and not self.reconnect[3]:
                         self.reconnect[3] = time.time()
+                    self.timeline.append((time.time(), "hello", self.master))
                     self.ws = ws
                     self.connected.set()
                     ticker = asyncio.create_task(self._ticker(ws))
@@ -250,6 +255,7 @@ class SimAgent:
             finally:
                 if self.ws is not None:
                     self.reconnect = [time.time(), 0.0, 0, 0.0]
+                    self.timeline.append((time.time(), "lost", self.master))
                 self.ws = None
                 self.connected.clear()
             if not reconnect:
@@ -469,6 +475,11 @@ async def worker(args: argparse.Namespace) -> None:
             for agent in agents.values():
                 agent.reconnect = None
             emit({"event": "reconnects", "agents": lost})
+        elif what == "timeline":  # each agent's hellos and lost links since the last ask
+            lines = {a.node_id: a.timeline for a in agents.values() if a.timeline}
+            emit({"event": "timeline", "nodes": lines})
+            for agent in agents.values():
+                agent.timeline = []
         elif what == "stop":
             break
     await stop_agents(agents.values(), tasks)

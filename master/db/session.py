@@ -6,13 +6,14 @@ import functools
 import logging
 import random
 import re
+import secrets
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
 
-from sqlalchemy import Engine, create_engine, event, select, text
+from sqlalchemy import Connection, Engine, create_engine, event, select, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
@@ -38,6 +39,28 @@ IDLE_IN_TRANSACTION_TIMEOUT_MS = 10_000
 PG_SESSION_OPTIONS = (
     f"-c idle_in_transaction_session_timeout={IDLE_IN_TRANSACTION_TIMEOUT_MS} "
     "-c tcp_keepalives_idle=5 -c tcp_keepalives_interval=2 -c tcp_keepalives_count=3"
+)
+
+
+# Each master's pooled sessions carry its tag (pg_stat_activity's application_name, beside its
+# lease session's `gdos-master <id>` and its bus's `gdos-bus`), so that another master can tell a
+# stalled master's sessions from its own.
+SESSION_TAG_PREFIX = "gdos-pool "
+# A take-over (an agent's hello) waits this long for a row lock before it looks for the holder.
+LOCK_WAIT_MS = 500
+LOCK_NOT_AVAILABLE = "55P03"  # the SQLSTATE of a lock_timeout
+LOCK_WAIT_ATTEMPTS = 20
+# Another master's session idle in a transaction this long while it blocks a take-over is a
+# stopped process: a live master never pauses between the statements of a transaction so long.
+STALLED_AFTER_S = 2.0
+_END_STALLED = text(
+    "SELECT a.pid, a.application_name, pg_terminate_backend(a.pid) FROM pg_stat_activity a "
+    "WHERE a.datname = current_database() AND a.pid <> pg_backend_pid() "
+    "AND a.state = 'idle in transaction' "
+    "AND a.state_change < clock_timestamp() - make_interval(secs => :stalled) "
+    "AND a.application_name LIKE :others AND a.application_name <> :me "
+    "AND EXISTS (SELECT 1 FROM pg_locks l WHERE l.pid = a.pid "
+    "AND l.relation = ANY(CAST(:tables AS regclass[])))"
 )
 
 
@@ -84,6 +107,27 @@ def retry_conflicts(work: Callable[[], T], attempts: int = RETRY_ATTEMPTS) -> T:
     raise AssertionError("unreachable")
 
 
+def take_over(
+    db: "Database",
+    work: Callable[[], T],
+    tables: Iterable[str],
+    attempts: int = LOCK_WAIT_ATTEMPTS,
+) -> T:
+    """Run `work` (one whole transaction that began with `db.bound_lock_wait`) as
+    `retry_conflicts` does; when it gave up waiting for a lock, end the stalled masters'
+    sessions holding locks on `tables` (`end_stalled`) and try again, instead of waiting for
+    the server's idle-in-transaction timeout."""
+    names = list(tables)
+    for attempt in range(1, attempts + 1):
+        try:
+            return retry_conflicts(work)
+        except DBAPIError as exc:
+            if sqlstate(exc) != LOCK_NOT_AVAILABLE or attempt == attempts:
+                raise
+            db.end_stalled(names)
+    raise AssertionError("unreachable")
+
+
 def lock_row(s: Session, obj: object, share: bool = False) -> None:
     """Re-read `obj` under a row lock (SELECT ... FOR UPDATE, or FOR SHARE with `share`) on
     PostgreSQL, so that a check and the write after it see no other master's change in
@@ -121,6 +165,7 @@ class Database:
         self.url = normalize_url(url)
         self.is_sqlite = self.url.startswith("sqlite")
         self.is_postgres = self.url.startswith("postgresql")
+        self.session_tag = SESSION_TAG_PREFIX + secrets.token_hex(6)  # this master's sessions
         self._open()
 
     def _open(self) -> None:
@@ -143,7 +188,11 @@ class Database:
             # A connection the server dropped (a restart, a failover) is replaced, not used;
             # a server that does not answer is reported, not waited for.
             kwargs["pool_pre_ping"] = True
-            kwargs["connect_args"] = {"connect_timeout": 10, "options": PG_SESSION_OPTIONS}
+            kwargs["connect_args"] = {
+                "connect_timeout": 10,
+                "options": PG_SESSION_OPTIONS,
+                "application_name": self.session_tag,
+            }
             # Uncapped for the same reason as SQLite's file pool (a capped pool makes the event
             # loop wait, blocked, for a connection a suspended request holds); the server's
             # max_connections bounds it instead (docs/several-masters.md says how to size it).
@@ -218,6 +267,38 @@ class Database:
             return False
         return stamped == [head]
 
+    def bound_lock_wait(self, conn: Connection) -> None:
+        """This transaction waits `LOCK_WAIT_MS` at most for a row lock (PostgreSQL), then
+        fails with `LOCK_NOT_AVAILABLE` (see `take_over`)."""
+        if self.is_postgres:
+            conn.execute(text(f"SET LOCAL lock_timeout = {LOCK_WAIT_MS}"))
+
+    def end_stalled(self, tables: list[str]) -> int:
+        """End the sessions of other masters idle in a transaction for `STALLED_AFTER_S` or
+        more that hold locks on `tables`: their process is stopped (SIGSTOP, a frozen VM) and
+        would hold the rows until the server's idle timeout. Their transaction rolls back, so
+        a stalled master that wakes writes nothing it read before it stopped."""
+        if not self.is_postgres:
+            return 0
+        params = {
+            "stalled": STALLED_AFTER_S,
+            "others": SESSION_TAG_PREFIX + "%",
+            "me": self.session_tag,
+            "tables": names_literal(tables),
+        }
+        with self.engine.connect() as conn:
+            ended = conn.execute(_END_STALLED, params).all()
+            conn.commit()
+        for pid, tag, _ in ended:
+            log.warning(
+                "ended database session %s of %s: idle in a transaction for %.0f s or more "
+                "while holding rows another master needs (a stopped master)",
+                pid,
+                tag.removeprefix(SESSION_TAG_PREFIX),
+                STALLED_AFTER_S,
+            )
+        return len(ended)
+
     def now(self) -> float:
         """UNIX seconds by the database's clock on PostgreSQL (every master agrees on it), by
         this host's on SQLite (one master)."""
@@ -264,6 +345,11 @@ def script_head() -> str | None:
             parents.add(down.group(1))
     heads = revisions - parents
     return heads.pop() if len(heads) == 1 else None
+
+
+def names_literal(tables: Iterable[str]) -> str:
+    """Table names as a PostgreSQL array literal (`{nodes,instances}`)."""
+    return "{" + ",".join(tables) + "}"
 
 
 def check_database(url: str) -> None:

@@ -18,7 +18,7 @@ from typing import Any, cast
 from sqlalchemy import Table, bindparam, update
 
 from master.db import models
-from master.db.session import Database, retry_conflicts
+from master.db.session import Database, take_over
 from master.services import accounts, instance_rows, ownership
 from master.services.agents import AgentLink, AgentRegistry
 from master.services.instance_feed import InstanceFeed
@@ -37,6 +37,7 @@ NODES = cast(Table, models.Node.__table__)
 MAX_ROWS = 500
 MAX_ROWS_POSTGRES = 2000
 MAX_NODES = 500
+TAKEN_TABLES = ("nodes", "instances")  # the rows a hello locks
 # Each accepted hello claims the node: its epoch goes up by one and names this master.
 _UPDATE_NODE = update(NODES).where(NODES.c.id == bindparam("b_id")).values(**ownership.CLAIM)
 
@@ -107,7 +108,8 @@ class HelloQueue:
         try:
             hellos = [(item.node_id, item.hello) for item in batch]
             epochs: dict[str, int] = {}
-            decided = retry_conflicts(lambda: self.apply(hellos, epochs))
+            # A stopped master's transaction holding these nodes' rows is ended, not waited for.
+            decided = take_over(self.db, lambda: self.apply(hellos, epochs), TAKEN_TABLES)
         except Exception as exc:  # a callback of the loop: hand it to each waiting greeting
             log.exception("could not apply %d hellos", len(batch))
             for item in batch:
@@ -132,6 +134,7 @@ class HelloQueue:
         me = self.agents.master_id if self.agents is not None else None
         decided: list[Reconciliation] = []
         with self.db.engine.begin() as conn:
+            self.db.bound_lock_wait(conn)
             conn.execute(
                 _UPDATE_NODE,
                 [

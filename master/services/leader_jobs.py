@@ -13,6 +13,7 @@ its driver (and the old driver's saves are refused from then on).
 import asyncio
 import contextlib
 import logging
+import time
 
 from sqlalchemy import Connection
 
@@ -28,6 +29,11 @@ from master.services.rollouts import Rollouts
 log = logging.getLogger(__name__)
 
 EVERY = 1.0  # seconds between the leader's looks at the masters table
+# Seconds a dead master's nodes get to say hello to another master before the leader marks them
+# offline: its agents are back within a few seconds (at once after a kill -9), and marking them
+# meanwhile would fight their hellos for the same rows and send every console an offline event
+# and an `unknown` for each instance, which the hello then undoes.
+LOSS_GRACE = 5.0
 
 
 class LeaderJobs:
@@ -39,8 +45,11 @@ class LeaderJobs:
         nodes: Nodes,
         operations: Operations,
         rollouts: Rollouts,
+        grace: float = LOSS_GRACE,
     ) -> None:
         self.db = db
+        self.grace = grace
+        self._gone_since: dict[str, float] = {}  # dead master -> when this leader saw it dead
         self.lease = lease
         self.masters = masters
         self.nodes = nodes
@@ -69,9 +78,12 @@ class LeaderJobs:
 
     def once(self) -> None:
         """One look: every node and operation of a dead master dealt with."""
+        now = time.monotonic()
         with self.db.engine.connect() as conn:
             gone = self.masters.gone_ids(conn)
-            held = ownership.held_by(conn, gone)
+            since = {m: self._gone_since.get(m, now) for m in gone}
+            self._gone_since = since
+            held = ownership.held_by(conn, [m for m in gone if now - since[m] >= self.grace])
         for node_id, epoch, dead in held:
             if not self.lease.held():
                 return

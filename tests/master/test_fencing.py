@@ -5,15 +5,18 @@ another online master holds."""
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import select, text, update
+from sqlalchemy.exc import OperationalError
 
 from master.config import Settings
 from master.db import models
+from master.db.session import Database
 from master.hub import Hub
 from master.services.agents import AgentRegistry
 from master.services.masters import Masters, SeveralMastersRefused
@@ -184,3 +187,49 @@ async def test_masters_register_and_a_local_store_refuses_to_run_beside_another(
     assert listed[first.id]["status"] == expected
     first.retire()
     assert {m["id"]: m["status"] for m in second.listing()}[first.id] == "offline"
+
+
+async def test_a_hello_ends_a_stopped_masters_transaction_instead_of_waiting(
+    world: World,
+) -> None:
+    """Master A stopped (SIGSTOP) in the middle of a transaction on the node's rows: B's hello
+    ends that transaction and takes the node, without waiting for A to wake or for the
+    server's idle timeout; A's transaction, should it wake, commits nothing."""
+    if not world.db.is_postgres:
+        pytest.skip("one master on SQLite: no other master holds its rows")
+    iid = world.add_instance("web-1", S.RUNNING, "running")
+    stopped = Database(world.db.url)  # master A's pool: its sessions carry A's tag
+    held = stopped.engine.connect()
+    bystander = stopped.engine.connect()
+    held.execute(text("SET idle_in_transaction_session_timeout = 0"))  # only we end it
+    bystander.execute(text("SET idle_in_transaction_session_timeout = 0"))
+    held.commit()
+    bystander.commit()
+    held.execute(select(models.Instance.id).where(models.Instance.id == iid).with_for_update())
+    held.execute(update(models.Node).values(last_seen=1.0))  # what A was writing when it stopped
+    bystander.execute(select(models.Master.id))  # idle in a transaction, locking nothing taken
+    pid = held.execute(text("SELECT pg_backend_pid()")).scalar()
+    rescued = threading.Event()
+
+    def rescue() -> None:  # the test's own way out, should the hello wait for A
+        rescued.set()
+        with world.db.engine.connect() as conn:
+            conn.execute(text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+
+    timer = threading.Timer(60, rescue)
+    timer.start()
+    try:
+        b = Holder(world, "master-b")
+        await b.hello(iid)
+    finally:
+        timer.cancel()
+    try:
+        assert not rescued.is_set(), "the hello waited for the stopped master's transaction"
+        assert node_row(world) == ("master-b", 1)
+        with pytest.raises(OperationalError):  # A wakes: its transaction is gone
+            held.commit()
+        bystander.commit()  # a session not in the way is left alone
+    finally:
+        held.invalidate()
+        bystander.close()
+        stopped.dispose()

@@ -155,7 +155,9 @@ class Cluster(Fleet):
         )
         self.lease = LeaderLease(self.db)
         self.lease.master_id = self.me.id
-        self.jobs = LeaderJobs(self.db, self.lease, self.me, self.nodes, self.ops, rollouts)
+        self.jobs = LeaderJobs(
+            self.db, self.lease, self.me, self.nodes, self.ops, rollouts, grace=0
+        )
         self.node_events: list[dict[str, Any]] = []
         self.hub.listen("node", self.node_events.append)
 
@@ -218,6 +220,26 @@ async def test_the_leader_marks_offline_the_nodes_of_a_dead_master_fenced_by_epo
     c.jobs.once()  # nothing left to do: no second event
     await asyncio.sleep(0)
     assert len([e for e in c.node_events if e["id"] == c.node_id]) == 1
+
+
+async def test_a_dead_masters_node_that_says_hello_elsewhere_within_the_grace_stays_online(
+    cluster: Cluster,
+) -> None:
+    c = cluster
+    back = c.add_instance("back-1", S.RUNNING, "running")
+    c.hold(c.node_id, c.gone.id, 3)
+    c.jobs.grace = 3600
+    dead(c.db, c.gone)
+    c.jobs.once()  # dead, but its agents get the grace to move
+    assert c.node(c.node_id) == (c.gone.id, 3)
+    c.hold(c.node_id, c.me.id, 4)  # its hello here
+    c.jobs.grace = 0
+    c.jobs.once()
+    assert c.node(c.node_id) == (c.me.id, 4)
+    inst = c.instance(back)
+    assert inst is not None and inst.state == S.RUNNING
+    await asyncio.sleep(0)
+    assert not [e for e in c.node_events if e["id"] == c.node_id]
 
 
 def step(instance_id: str, name: str, node_id: str, level: int, state: StepState) -> Step:
