@@ -227,11 +227,13 @@ def _receive(resp: Any, dest: Path, progress: Progress) -> None:
     else:
         raise HttpError(f"HTTP {resp.status}", resp.status)
     length = resp.headers.get("Content-Length")
+    size = _CHUNK
     if length and length.isascii() and length.isdigit():
         progress.total = progress.got + int(length)
+        size = min(size, int(length))  # a small package: a small buffer
     # One buffer for the whole body: a fresh 1 MiB block per chunk is mapped and unmapped
     # each time (the agent keeps glibc's mmap threshold low, see agent.limits).
-    buffer = memoryview(bytearray(_CHUNK))
+    buffer = memoryview(bytearray(size))
     with open(dest, mode) as f:
         f.seek(progress.got)
         f.truncate()
