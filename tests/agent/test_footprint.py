@@ -106,22 +106,27 @@ print(heaps)
 """
 
 
+def run_without_malloc_settings(code: str, mode: str) -> str:
+    """What `code` prints in a fresh interpreter, with no MALLOC_* variable to tune glibc."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    out = subprocess.run(
+        [sys.executable, "-c", code, mode],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip()
+
+
 @pytest.mark.skipif(
     not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
     reason="glibc's malloc arenas",
 )
 def test_the_agent_caps_malloc_arenas_so_threads_leave_little_behind() -> None:
     def heaps(mode: str) -> int:
-        env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
-        out = subprocess.run(
-            [sys.executable, "-c", ARENAS, mode],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return int(out.stdout)
+        return int(run_without_malloc_settings(ARENAS, mode))
 
     assert heaps("capped") <= 1  # the main arena and one more
     assert heaps("free") > 2  # what it would be: an arena per busy thread
@@ -149,16 +154,7 @@ print("heap" if low <= at < high else "mapped")
 )
 def test_the_agent_keeps_large_blocks_out_of_the_heap_after_a_larger_one_was_freed() -> None:
     def where(mode: str) -> str:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
-        out = subprocess.run(
-            [sys.executable, "-c", MAPPED_ALONE, mode],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return out.stdout.strip()
+        return run_without_malloc_settings(MAPPED_ALONE, mode)
 
     assert where("steady") == "mapped"  # given back to the system when freed
     assert where("free") == "heap"  # glibc's default: the threshold rose to 1 MiB
