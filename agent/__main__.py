@@ -170,6 +170,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from agent.state import Unreadable
 
     limits.few_malloc_arenas()
+    limits.steady_mmap_threshold()
 
     try:
         if args.autostart in ("1", "0"):

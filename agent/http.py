@@ -227,26 +227,32 @@ def _receive(resp: Any, dest: Path, progress: Progress) -> None:
     else:
         raise HttpError(f"HTTP {resp.status}", resp.status)
     length = resp.headers.get("Content-Length")
+    size = _CHUNK
     if length and length.isascii() and length.isdigit():
         progress.total = progress.got + int(length)
+        size = min(size, int(length))  # a small package: a small buffer
+    # One buffer for the whole body: a fresh 1 MiB block per chunk is mapped and unmapped
+    # each time (the agent keeps glibc's mmap threshold low, see agent.limits).
+    buffer = memoryview(bytearray(size))
     with open(dest, mode) as f:
         f.seek(progress.got)
         f.truncate()
-        while chunk := _read(resp, progress):
+        while n := _read_into(resp, buffer, progress):
+            chunk = buffer[:n]
             f.write(chunk)
             progress.sha256.update(chunk)
-            progress.got += len(chunk)
+            progress.got += n
     # read(n) ends quietly when the connection drops early: say so, rather than leave it to
     # the checksum to call the package corrupted.
     if progress.total is not None and progress.got < progress.total:
         raise HttpError(f"connection closed after {progress.got} of {progress.total} bytes")
 
 
-def _read(resp: Any, progress: Progress) -> bytes:
-    """The next chunk of the body; a reset or a stall mid-body is a lost connection (retried
-    from where it stopped), not an error writing the file."""
+def _read_into(resp: Any, buffer: memoryview, progress: Progress) -> int:
+    """The next chunk of the body into `buffer` (its length; 0 at the end); a reset or a stall
+    mid-body is a lost connection (retried from where it stopped), not an error writing the file."""
     try:
-        return resp.read(_CHUNK)  # type: ignore[no-any-return]
+        return resp.readinto(buffer)  # type: ignore[no-any-return]
     except (OSError, http.client.HTTPException) as exc:
         raise HttpError(f"connection lost after {progress.got} bytes: {_describe(exc)}") from None
 

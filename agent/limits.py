@@ -34,8 +34,10 @@ def raise_open_files(wanted: int = WANTED_OPEN_FILES) -> int | None:
     return target
 
 
-# glibc's mallopt parameter for the most arenas (M_ARENA_MAX).
+# glibc's mallopt parameters: the most arenas, and the size from which a block is mapped alone.
 _M_ARENA_MAX = -8
+_M_MMAP_THRESHOLD = -3
+MMAP_THRESHOLD = 128 * 1024  # glibc's own starting value, kept instead of raised
 
 
 def few_malloc_arenas(arenas: int = 2) -> bool:
@@ -43,11 +45,28 @@ def few_malloc_arenas(arenas: int = 2) -> bool:
     an arena of its own, kept after the thread's burst: a deploy's download and unpacking
     threads left several MiB there. The agent's threads mostly wait on I/O, so two do; ctypes
     costs far less. MALLOC_ARENA_MAX, when set, is left to glibc. False where nothing was set."""
-    if not sys.platform.startswith("linux") or os.environ.get("MALLOC_ARENA_MAX"):
+    if os.environ.get("MALLOC_ARENA_MAX"):
+        return False
+    return _mallopt(_M_ARENA_MAX, arenas)
+
+
+def steady_mmap_threshold(size: int = MMAP_THRESHOLD) -> bool:
+    """Keep glibc mapping blocks of `size` bytes and more on their own, returned to the system
+    when freed. By default glibc raises that threshold to the largest mapped block freed so far
+    (and the trim threshold to twice that): after a deploy's large blocks (state-file snapshots,
+    package reads) later ones came from the heap and left it several MiB larger for good.
+    MALLOC_MMAP_THRESHOLD_, when set, is left to glibc. False where nothing was set."""
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_"):
+        return False
+    return _mallopt(_M_MMAP_THRESHOLD, size)
+
+
+def _mallopt(param: int, value: int) -> bool:
+    if not sys.platform.startswith("linux"):
         return False
     try:
         import ctypes
 
-        return bool(ctypes.CDLL(None).mallopt(_M_ARENA_MAX, arenas))
+        return bool(ctypes.CDLL(None).mallopt(param, value))
     except (OSError, AttributeError):  # no C library to ask, or not one with mallopt
         return False

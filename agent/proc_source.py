@@ -20,6 +20,8 @@ RESERVED_FDS = 256
 # A one-thread process whose scheduler counters did not move has not run: its last stat stands,
 # re-read all the same after this many reads (memory reclaim can shrink a sleeper's RSS).
 STAT_EVERY = 5
+# What a text's hash is compared with before the first read: CPython never hashes anything to -1.
+NOTHING_SEEN = -1
 
 
 class ProcSource(Protocol):
@@ -31,23 +33,24 @@ class ProcSource(Protocol):
 
 
 class _Files:
-    """What is kept of one process: its open files and their last text with what it said."""
+    """What is kept of one process: its open files, and the hash of each one's last text with
+    what it said (a hash rather than the text: a few hundred bytes less per process)."""
 
     __slots__ = (
         "io",
         "io_fd",
-        "io_text",
+        "io_seen",
         "kept",
         "sched_fd",
-        "sched_text",
+        "sched_seen",
         "stat",
         "stat_fd",
-        "stat_text",
+        "stat_seen",
     )
 
     def __init__(self) -> None:
         self.stat_fd = self.io_fd = self.sched_fd = -1  # -1: not kept open
-        self.stat_text = self.io_text = self.sched_text = b""
+        self.stat_seen = self.io_seen = self.sched_seen = NOTHING_SEEN
         self.kept = 0  # reads in a row that kept the last stat
         self.stat: Stat | None = None
         self.io: tuple[int, int] | None = None
@@ -57,7 +60,8 @@ class ProcfsSource:
     """Linux: the kernel's text files. A process's files are opened once and re-read with
     `pread` (one syscall per read); the descriptor stays bound to that process, so once it
     ends (or its PID is reused) the read fails instead of reading another process. A text
-    equal to the last one gives the very same tuple back, unparsed: callers may test `is`."""
+    equal to the last one (by its hash) gives the very same tuple back, unparsed: callers may
+    test `is`."""
 
     def __init__(self) -> None:
         self._hz = float(os.sysconf("SC_CLK_TCK"))
@@ -108,11 +112,11 @@ class ProcfsSource:
             if files.sched_fd >= 0:
                 # `schedstat` (the main thread's run time and run count) costs a third of `stat`
                 # to produce; read first, so that a run between the two reads shows next time.
-                sched = os.pread(files.sched_fd, 256, 0)
-                if sched == files.sched_text and files.kept < STAT_EVERY:
+                sched = hash(os.pread(files.sched_fd, 256, 0))
+                if sched == files.sched_seen and files.kept < STAT_EVERY:
                     files.kept += 1
                     return files.stat
-                files.sched_text = sched
+                files.sched_seen = sched
             if files.stat_fd >= 0:
                 data = os.pread(files.stat_fd, 4096, 0)
             else:
@@ -120,9 +124,10 @@ class ProcfsSource:
         except (FileNotFoundError, ProcessLookupError, PermissionError):  # ended, or not ours
             return None
         files.kept = 0
-        if data == files.stat_text:
+        seen = hash(data)
+        if seen == files.stat_seen:
             return files.stat
-        files.stat_text = data
+        files.stat_seen = seen
         st = files.stat = self._parse_stat(data)
         if st is not None and (st[5] == 1) != (files.sched_fd >= 0):
             self._watch_runs(pid, files, st[5] == 1)
@@ -141,7 +146,7 @@ class ProcfsSource:
             except OSError:  # gone, or a kernel without scheduler statistics
                 return
             self._room -= 1
-        files.sched_text = b""  # the next read is a whole one: it sets the baseline
+        files.sched_seen = NOTHING_SEEN  # the next read is a whole one: it sets the baseline
 
     def _parse_stat(self, data: bytes) -> Stat | None:
         if not data:
@@ -169,9 +174,10 @@ class ProcfsSource:
                 data, files.io_fd = self._read_new(pid, "io")
         except (FileNotFoundError, ProcessLookupError, PermissionError):
             return None
-        if data == files.io_text:
+        seen = hash(data)
+        if seen == files.io_seen:
             return files.io
-        files.io_text = data
+        files.io_seen = seen
         files.io = _parse_io(data) if data else None
         return files.io
 

@@ -106,22 +106,55 @@ print(heaps)
 """
 
 
+def run_without_malloc_settings(code: str, mode: str) -> str:
+    """What `code` prints in a fresh interpreter, with no MALLOC_* variable to tune glibc."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")}
+    out = subprocess.run(
+        [sys.executable, "-c", code, mode],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    return out.stdout.strip()
+
+
 @pytest.mark.skipif(
     not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
     reason="glibc's malloc arenas",
 )
 def test_the_agent_caps_malloc_arenas_so_threads_leave_little_behind() -> None:
     def heaps(mode: str) -> int:
-        env = {k: v for k, v in os.environ.items() if k != "MALLOC_ARENA_MAX"}
-        out = subprocess.run(
-            [sys.executable, "-c", ARENAS, mode],
-            cwd=ROOT,
-            env=env,
-            capture_output=True,
-            text=True,
-            check=True,
-        )
-        return int(out.stdout)
+        return int(run_without_malloc_settings(ARENAS, mode))
 
     assert heaps("capped") <= 1  # the main arena and one more
     assert heaps("free") > 2  # what it would be: an arena per busy thread
+
+
+# A 1 MiB block freed, then a 600 kB one: is the second one mapped on its own, or in the heap?
+MAPPED_ALONE = """
+import ctypes, sys
+from agent.limits import steady_mmap_threshold
+if sys.argv[1] == "steady":
+    assert steady_mmap_threshold()
+big = bytearray(1 << 20)  # mapped alone, then freed
+del big
+block = bytearray(b"x" * 600_000)
+at = ctypes.addressof((ctypes.c_char * len(block)).from_buffer(block))
+heap = next(line.split()[0] for line in open("/proc/self/maps") if line.rstrip().endswith("[heap]"))
+low, high = (int(x, 16) for x in heap.split("-"))
+print("heap" if low <= at < high else "mapped")
+"""
+
+
+@pytest.mark.skipif(
+    not sys.platform.startswith("linux") or platform.libc_ver()[0] != "glibc",
+    reason="glibc's mmap threshold",
+)
+def test_the_agent_keeps_large_blocks_out_of_the_heap_after_a_larger_one_was_freed() -> None:
+    def where(mode: str) -> str:
+        return run_without_malloc_settings(MAPPED_ALONE, mode)
+
+    assert where("steady") == "mapped"  # given back to the system when freed
+    assert where("free") == "heap"  # glibc's default: the threshold rose to 1 MiB

@@ -91,3 +91,19 @@ async def test_a_reset_or_stalled_body_is_a_lost_connection_to_retry(
         raise AssertionError("a broken download was taken for a whole one")
     # What arrived stays, to resume from with a Range request.
     assert progress.got == dest.stat().st_size <= len(BODY)
+
+
+async def test_a_body_of_several_buffers_or_sent_in_chunks_arrives_whole(tmp_path: Path) -> None:
+    big = bytes(range(256)) * 10_000  # 2.4 MiB: over two reads of the one buffer
+    chunked = b"".join(b"%x\r\n%s\r\n" % (len(part), part) for part in (BODY, big[:70_000]))
+    url = serve(
+        [
+            b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n" % len(big) + big,
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n" + chunked + b"0\r\n\r\n",
+        ]
+    )
+    dest = tmp_path / "pkg.zip"
+    assert await Http().download(url, {}, dest) == hashlib.sha256(big).hexdigest()
+    assert dest.read_bytes() == big
+    assert await Http().download(url, {}, dest) == hashlib.sha256(BODY + big[:70_000]).hexdigest()
+    assert dest.read_bytes() == BODY + big[:70_000]
