@@ -10,6 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from master.services.agents import AgentLink
 from protocol.errors import ErrorCode, GdosError
 from protocol.messages import Hello, HostInfo, InstanceReport
 from protocol.states import InstanceState as S
@@ -62,3 +63,23 @@ async def test_a_start_while_the_nodes_hello_waits_in_its_batch_reaches_the_agen
     await until(lambda: not world.orch._tasks, "the start to finish")
     assert agent.types().count("start") == 1
 
+
+async def test_a_failure_on_the_nodes_old_connection_leaves_the_newer_hellos_start_alone(
+    world: World,
+) -> None:
+    iid = world.add_instance("web-1", S.STOPPED)
+    old = FakeAgent(world.agents, world.node_id, answer=lambda msg: None)  # lost on the wire
+    await world.orch.on_hello(old.link, hello_stopped(iid))
+    await world.act(iid, world.orch.start)
+    await until(lambda: old.types() == ["start"], "the start on the old connection")
+    new = connect(world)  # the agent never got it, and reconnects
+    await world.orch.on_hello(new.link, hello_stopped(iid))
+    await until(lambda: new.types() == ["start"], "the hello's re-drive")
+    old_link: AgentLink = old.link
+    old_link.fail_pending()  # the old socket's end is noticed only now
+    await until(lambda: not world.orch._tasks, "the commands to finish")
+    inst = world.instance(iid)
+    assert inst is not None and (inst.state, inst.last_error) == (S.STARTING, None)
+    await world.act(iid, world.orch.start)  # a client that retries: already starting
+    await until(lambda: not world.orch._tasks, "the commands to finish")
+    assert new.types() == ["start"]
