@@ -193,7 +193,7 @@ async def test_a_routed_start_decided_before_the_node_reconnected_is_not_sent_ag
     world: World, pair: tuple[Peer, Peer], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     a, b = pair
-    iid, _first, link = await held_by_b(world, pair)
+    iid, _first, _link = await held_by_b(world, pair)
     gate = asyncio.Event()
     take = b.remote._run
 
