@@ -1,7 +1,6 @@
 """A second start of an instance already starting or running (a re-drive after a reconnect has a
 new command id) starts no second process: the real agent's link and supervisor, real children."""
 
-import asyncio
 import json
 from pathlib import Path
 from typing import cast
