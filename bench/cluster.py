@@ -370,6 +370,25 @@ def tally(
     }
 
 
+async def lost_detail(master: MasterProc, lost: list[Sent]) -> list[dict[str, Any]]:
+    """Each accepted command no agent received: where it was sent, and its instance now."""
+    out = []
+    async with master.api() as api:
+        for c in lost:
+            inst = (await api.get(f"/instances/{c.instance_id}")).json()
+            out.append(
+                {
+                    "instance": c.instance_id,
+                    "node": c.node_id,
+                    "asked": c.master,
+                    "holder": c.holder,
+                    "at": c.at,
+                    "now": {k: inst.get(k) for k in ("state", "desired_state", "last_error")},
+                }
+            )
+    return out
+
+
 def latencies(sent: list[Sent], runs: dict[str, list[Run]], cross: bool) -> list[float]:
     """ms from the API call to the agent receiving it, for accepted commands sent to the
     master holding the node (cross False) or to another one (cross True)."""
@@ -634,6 +653,10 @@ async def bench(args: argparse.Namespace, root: Path, result: dict[str, Any]) ->
             print(f"  {result['kill']}", flush=True)
             for double in result["kill_commands_twice"]:
                 print(f"  executed twice: {double}", flush=True)
+            lost = [c for c in sent if 200 <= c.status < 300 and not runs.get(c.instance_id)]
+            result["kill_commands_lost_detail"] = await lost_detail(survivors[0], lost)
+            for gone in result["kill_commands_lost_detail"]:
+                print(f"  lost: {gone}", flush=True)
 
             # SIGSTOP of the survivor holding the most nodes; they go to the others.
             held = await holders(survivors, names)
@@ -656,6 +679,11 @@ async def bench(args: argparse.Namespace, root: Path, result: dict[str, Any]) ->
             async with rest[0].api() as api:
                 unknown = (await api.get("/instances", params={"state": "unknown"})).json()
             result["after_wake_instances_unknown"] = len(unknown)
+            late = await executed(workers)  # a start lost at the kill that arrived since
+            for gone in result["kill_commands_lost_detail"]:
+                gone["later"] = [
+                    [r.command_id, r.at - gone["at"]] for r in late.get(gone["instance"], [])
+                ]
 
             # After the failovers: the fleet on the masters that never failed (one, of three).
             for u in usage.values():
@@ -722,6 +750,16 @@ def table(r: dict[str, Any]) -> str:
             or "none"
         )
 
+    def lost() -> str:
+        return (
+            "; ".join(
+                f"{d['instance']} asked {d['asked']} (held by {d['holder'] or '?'}): "
+                f"{d['now']}, later {d.get('later')}"
+                for d in r["kill_commands_lost_detail"]
+            )
+            or "none"
+        )
+
     cross = (
         f"{r['command_ms_cross_master_p50']} / {r['command_ms_cross_master_p99']} ms "
         f"({r['command_ms_cross_master_n']})"
@@ -759,6 +797,7 @@ def table(r: dict[str, Any]) -> str:
         ),
         ("  refused", refused("kill_commands"), ""),
         ("  each executed twice: its starts (id, via, s after the call)", twice(), ""),
+        ("  each lost: where sent, its instance after the grace, a start since", lost(), ""),
         (
             "commands in steady state: sent / accepted / lost / twice",
             f"{r['steady_sent']} / {r['steady_accepted']} / {r['steady_lost']} / "
