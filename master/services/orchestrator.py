@@ -288,7 +288,6 @@ class Orchestrator:
                     inst = s.get(models.Instance, iid)
                     if inst is not None:
                         self._redrive(s, link, action, inst)  # commits what it changes
-        link.greeting = False  # commands decided from now on are this link's to send
         self.reconciled.add(link.node_id)
         return decided.unmanaged
 

@@ -254,7 +254,7 @@ class RemoteCommands:
         if self.events is not None:
             await self.events.read_up()
         link = self.agents.links.get(node_id)
-        if link is not None and link.epoch is not None and not link.greeting:
+        if link is not None and link.epoch is not None:  # its hello applied
             claim = {"id": cmd_id, "me": self.me, "epoch": link.epoch}
             taken = await self.bus.fetch(CLAIM, claim)
             if taken:

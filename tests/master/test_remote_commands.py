@@ -211,3 +211,22 @@ async def test_a_routed_start_decided_before_the_node_reconnected_is_not_sent_ag
     assert again.types() == ["start"]
     inst = world.instance(iid)
     assert inst is not None and (inst.state, inst.last_error) == (S.STARTING, None)
+
+
+async def test_a_routed_start_right_after_the_nodes_hello_is_applied_reaches_it_once(
+    world: World, pair: tuple[Peer, Peer]
+) -> None:
+    a, b = pair
+    iid = world.add_instance("web-1", S.STOPPED)
+    agent = FakeAgent(b.agents, world.node_id)
+    agent.link.greeting = True  # as the socket does until the hello is applied
+    hello = Hello(
+        agent_version="t", host=HostInfo(hostname="h"), instances=[InstanceReport(iid, S.STOPPED)]
+    )
+    decided = b.orch.hellos.submit(world.node_id, hello, agent.link)
+    b.orch.hellos.flush()  # applied; the greeting that awaits it has not resumed yet
+    assert decided.done() and not decided.result().actions
+    await world.act(iid, a.orch.start)  # decided after that hello read: B must send it
+    await until(lambda: agent.types() == ["start"], "the routed start")
+    await until(lambda: not a.orch._tasks and not b.remote._tasks, "the routed command")
+    assert agent.types() == ["start"]
