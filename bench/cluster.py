@@ -370,6 +370,10 @@ def tally(
     }
 
 
+def accepted_lost(sent: list[Sent], runs: dict[str, list[Run]]) -> list[Sent]:
+    return [c for c in sent if 200 <= c.status < 300 and not runs.get(c.instance_id)]
+
+
 async def lost_detail(master: MasterProc, lost: list[Sent]) -> list[dict[str, Any]]:
     """Each accepted command no agent received: where it was sent, and its instance now."""
     out = []
@@ -620,6 +624,7 @@ async def bench(args: argparse.Namespace, root: Path, result: dict[str, Any]) ->
             await asyncio.sleep(args.grace)
             runs = await executed(workers)
             result.update(tally(sent, runs, "steady", masters))
+            result["steady_lost_detail"] = await lost_detail(masters[0], accepted_lost(sent, runs))
             for cross, label in ((False, "same_master"), (True, "cross_master")):
                 ms = latencies(sent, runs, cross)
                 result[f"command_ms_{label}_p50"] = round(pct(ms, 50), 1)
@@ -653,7 +658,7 @@ async def bench(args: argparse.Namespace, root: Path, result: dict[str, Any]) ->
             print(f"  {result['kill']}", flush=True)
             for double in result["kill_commands_twice"]:
                 print(f"  executed twice: {double}", flush=True)
-            lost = [c for c in sent if 200 <= c.status < 300 and not runs.get(c.instance_id)]
+            lost = accepted_lost(sent, runs)
             result["kill_commands_lost_detail"] = await lost_detail(survivors[0], lost)
             for gone in result["kill_commands_lost_detail"]:
                 print(f"  lost: {gone}", flush=True)
@@ -680,7 +685,7 @@ async def bench(args: argparse.Namespace, root: Path, result: dict[str, Any]) ->
                 unknown = (await api.get("/instances", params={"state": "unknown"})).json()
             result["after_wake_instances_unknown"] = len(unknown)
             late = await executed(workers)  # a start lost at the kill that arrived since
-            for gone in result["kill_commands_lost_detail"]:
+            for gone in result["kill_commands_lost_detail"] + result["steady_lost_detail"]:
                 gone["later"] = [
                     [r.command_id, r.at - gone["at"]] for r in late.get(gone["instance"], [])
                 ]
@@ -755,7 +760,7 @@ def table(r: dict[str, Any]) -> str:
             "; ".join(
                 f"{d['instance']} asked {d['asked']} (held by {d['holder'] or '?'}): "
                 f"{d['now']}, later {d.get('later')}"
-                for d in r["kill_commands_lost_detail"]
+                for d in r["kill_commands_lost_detail"] + r["steady_lost_detail"]
             )
             or "none"
         )
@@ -797,7 +802,7 @@ def table(r: dict[str, Any]) -> str:
         ),
         ("  refused", refused("kill_commands"), ""),
         ("  each executed twice: its starts (id, via, s after the call)", twice(), ""),
-        ("  each lost: where sent, its instance after the grace, a start since", lost(), ""),
+        ("  each lost (kill, steady): where sent, its instance, a start since", lost(), ""),
         (
             "commands in steady state: sent / accepted / lost / twice",
             f"{r['steady_sent']} / {r['steady_accepted']} / {r['steady_lost']} / "
