@@ -200,4 +200,4 @@ def _news(s: Session, link: AgentLink) -> bool:
     if link.epoch is None:
         return True
     pinned = ownership.pin(s.connection(), link.node_id)
-    return pinned is None or pinned[0] == link.epoch
+    return pinned is None or pinned == link.epoch

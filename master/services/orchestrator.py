@@ -176,8 +176,7 @@ class Orchestrator:
         only with the epoch seen here, so the node gets one or the other, never both."""
         if not self.db.is_postgres:
             return None
-        pinned = ownership.pin(s.connection(), node_id)
-        return None if pinned is None else pinned[0]
+        return ownership.pin(s.connection(), node_id)
 
     def _usable(self, node_id: str, link: AgentLink | None, epoch: int | None) -> AgentLink | None:
         """`link` if a command may go down it: not while the node's hello is still being
