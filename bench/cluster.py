@@ -453,20 +453,57 @@ async def send_commands(
     return sent
 
 
-async def executed(workers: list[Worker]) -> dict[str, list[float]]:
-    """Instance id -> when the agent received each start of it, since the last ask."""
-    out: dict[str, list[float]] = {}
+@dataclass(frozen=True)
+class Run:
+    """One start an agent received: when, its command id, the master URL it came through."""
+
+    at: float
+    command_id: str
+    via: str
+
+
+async def executed(workers: list[Worker]) -> dict[str, list[Run]]:
+    """Instance id -> each start of it the agent received since the last ask, in order."""
+    out: dict[str, list[Run]] = {}
     for w in workers:
-        for _node, _cid, kind, iid, at in (await w.ask({"cmd": "executed"}, "executed"))[
+        for _node, cid, kind, iid, at, via in (await w.ask({"cmd": "executed"}, "executed"))[
             "commands"
         ]:
             if kind == "start":
-                out.setdefault(iid, []).append(at)
+                out.setdefault(iid, []).append(Run(at, cid, via))
+    for each in out.values():
+        each.sort(key=lambda run: run.at)
     return out
 
 
-def tally(sent: list[Sent], runs: dict[str, list[float]], prefix: str) -> dict[str, Any]:
-    """What became of each command: accepted and executed once, lost, executed twice, refused."""
+def doubles(
+    sent: list[Sent], runs: dict[str, list[Run]], masters: list[MasterProc]
+) -> list[dict[str, Any]]:
+    """Each instance started more than once: the API call, and every start the agent got (its
+    command id, the master it came through, seconds after the call)."""
+    name = {m.url: m.name for m in masters}
+    return [
+        {
+            "instance": c.instance_id,
+            "node": c.node_id,
+            "asked": c.master,
+            "holder": c.holder,
+            "status": c.status or c.code,
+            "starts": [
+                [r.command_id, name.get(r.via, r.via), round(r.at - c.at, 3)]
+                for r in runs[c.instance_id]
+            ],
+        }
+        for c in sent
+        if len(runs.get(c.instance_id, [])) > 1
+    ]
+
+
+def tally(
+    sent: list[Sent], runs: dict[str, list[Run]], prefix: str, masters: list[MasterProc]
+) -> dict[str, Any]:
+    """What became of each command: accepted and executed once, lost, executed twice (each
+    named), refused."""
     accepted = [c for c in sent if 200 <= c.status < 300]
     refused = [c for c in sent if not 200 <= c.status < 300]
     codes: dict[str, int] = {}
@@ -479,6 +516,7 @@ def tally(sent: list[Sent], runs: dict[str, list[float]], prefix: str) -> dict[s
         f"{prefix}_executed_once": sum(len(runs.get(c.instance_id, [])) == 1 for c in accepted),
         f"{prefix}_lost": sum(not runs.get(c.instance_id) for c in accepted),
         f"{prefix}_executed_twice": sum(len(runs.get(c.instance_id, [])) > 1 for c in sent),
+        f"{prefix}_twice": doubles(sent, runs, masters),
         f"{prefix}_refused": codes,
         f"{prefix}_refused_but_executed": sum(bool(runs.get(c.instance_id)) for c in refused),
         f"{prefix}_not_routed": sum(
@@ -487,11 +525,34 @@ def tally(sent: list[Sent], runs: dict[str, list[float]], prefix: str) -> dict[s
     }
 
 
-def latencies(sent: list[Sent], runs: dict[str, list[float]], cross: bool) -> list[float]:
+def accepted_lost(sent: list[Sent], runs: dict[str, list[Run]]) -> list[Sent]:
+    return [c for c in sent if 200 <= c.status < 300 and not runs.get(c.instance_id)]
+
+
+async def lost_detail(master: MasterProc, lost: list[Sent]) -> list[dict[str, Any]]:
+    """Each accepted command no agent received: where it was sent, and its instance now."""
+    out = []
+    async with master.api() as api:
+        for c in lost:
+            inst = (await api.get(f"/instances/{c.instance_id}")).json()
+            out.append(
+                {
+                    "instance": c.instance_id,
+                    "node": c.node_id,
+                    "asked": c.master,
+                    "holder": c.holder,
+                    "at": c.at,
+                    "now": {k: inst.get(k) for k in ("state", "desired_state", "last_error")},
+                }
+            )
+    return out
+
+
+def latencies(sent: list[Sent], runs: dict[str, list[Run]], cross: bool) -> list[float]:
     """ms from the API call to the agent receiving it, for accepted commands sent to the
     master holding the node (cross False) or to another one (cross True)."""
     return [
-        (runs[c.instance_id][0] - c.at) * 1000
+        (runs[c.instance_id][0].at - c.at) * 1000
         for c in sent
         if 200 <= c.status < 300
         and c.instance_id in runs
@@ -720,7 +781,8 @@ async def bench(args: argparse.Namespace, root: Path, result: dict[str, Any]) ->
                     cmd.holder = ""
             await asyncio.sleep(args.grace)
             runs = await executed(workers)
-            result.update(tally(sent, runs, "steady"))
+            result.update(tally(sent, runs, "steady", masters))
+            result["steady_lost_detail"] = await lost_detail(masters[0], accepted_lost(sent, runs))
             for cross, label in ((False, "same_master"), (True, "cross_master")):
                 ms = latencies(sent, runs, cross)
                 result[f"command_ms_{label}_p50"] = round(pct(ms, 50), 1)
@@ -750,8 +812,14 @@ async def bench(args: argparse.Namespace, root: Path, result: dict[str, Any]) ->
             sent = await storm
             await asyncio.sleep(args.grace)
             runs = await executed(workers)
-            result.update(tally(sent, runs, "kill_commands"))
+            result.update(tally(sent, runs, "kill_commands", masters))
             print(f"  {result['kill']}", flush=True)
+            for double in result["kill_commands_twice"]:
+                print(f"  executed twice: {double}", flush=True)
+            lost = accepted_lost(sent, runs)
+            result["kill_commands_lost_detail"] = await lost_detail(survivors[0], lost)
+            for gone in result["kill_commands_lost_detail"]:
+                print(f"  lost: {gone}", flush=True)
 
             # SIGSTOP of the survivor holding the most nodes; they go to the others.
             held = await holders(survivors, names)
@@ -796,6 +864,11 @@ async def bench(args: argparse.Namespace, root: Path, result: dict[str, Any]) ->
             async with rest[0].api() as api:
                 unknown = (await api.get("/instances", params={"state": "unknown"})).json()
             result["after_wake_instances_unknown"] = len(unknown)
+            late = await executed(workers)  # a start lost at the kill that arrived since
+            for gone in result["kill_commands_lost_detail"] + result["steady_lost_detail"]:
+                gone["later"] = [
+                    [r.command_id, r.at - gone["at"]] for r in late.get(gone["instance"], [])
+                ]
 
             # After the failovers: the fleet on the masters that never failed (one, of three).
             for u in usage.values():
@@ -851,6 +924,27 @@ def table(r: dict[str, Any]) -> str:
         late = r[f"{prefix}_refused_but_executed"]
         return text + (f" ({late} of them executed all the same)" if late else "")
 
+    def twice() -> str:
+        found = r["kill_commands_twice"] + r["steady_twice"]
+        return (
+            "; ".join(
+                f"{d['instance']} asked {d['asked']} (held by {d['holder'] or '?'}, {d['status']}): "
+                + ", ".join(f"{cid} via {via} +{dt} s" for cid, via, dt in d["starts"])
+                for d in found
+            )
+            or "none"
+        )
+
+    def lost() -> str:
+        return (
+            "; ".join(
+                f"{d['instance']} asked {d['asked']} (held by {d['holder'] or '?'}): "
+                f"{d['now']}, later {d.get('later')}"
+                for d in r["kill_commands_lost_detail"] + r["steady_lost_detail"]
+            )
+            or "none"
+        )
+
     cross = (
         f"{r['command_ms_cross_master_p50']} / {r['command_ms_cross_master_p99']} ms "
         f"({r['command_ms_cross_master_n']})"
@@ -887,6 +981,8 @@ def table(r: dict[str, Any]) -> str:
             "0 / 0",
         ),
         ("  refused", refused("kill_commands"), ""),
+        ("  each executed twice: its starts (id, via, s after the call)", twice(), ""),
+        ("  each lost (kill, steady): where sent, its instance, a start since", lost(), ""),
         (
             "commands in steady state: sent / accepted / lost / twice",
             f"{r['steady_sent']} / {r['steady_accepted']} / {r['steady_lost']} / "

@@ -96,12 +96,14 @@ class SimInstance:
 
 @dataclass(frozen=True)
 class Executed:
-    """A start or stop the simulated agent received: its command id, instance and wall time."""
+    """A start or stop the simulated agent received: its command id, instance, wall time and
+    the master URL it came through."""
 
     command_id: str
     kind: str
     instance_id: str
     at: float
+    via: str
 
 
 class SimAgent:
@@ -299,7 +301,9 @@ class SimAgent:
             inst = self.instances.get(msg["instance_id"])
             if kind != "destroy":
                 self.executed.append(
-                    Executed(str(msg.get("id", "")), kind, msg["instance_id"], time.time())
+                    Executed(
+                        str(msg.get("id", "")), kind, msg["instance_id"], time.time(), self.master
+                    )
                 )
             if inst is not None and kind == "start":
                 inst.state, inst.pid = "running", 20_000 + len(self.instances)
@@ -319,7 +323,7 @@ class SimAgent:
         results: dict[str, dict[str, str] | None] = {}
         reports = []
         for iid in msg["instance_ids"]:
-            self.executed.append(Executed(msg["id"], msg["action"], iid, time.time()))
+            self.executed.append(Executed(msg["id"], msg["action"], iid, time.time(), self.master))
             inst = self.instances.get(iid)
             if inst is None:
                 results[iid] = {"code": "not_found", "message": f"no instance {iid}"}

@@ -93,6 +93,7 @@ async def agent_socket(ws: WebSocket, svc: ServicesDep) -> None:
         return
     link = AgentLink(node_id, ws)
     link.peer = ws.client.host if ws.client else ""
+    link.greeting = True  # until its hello is applied (master/services/hellos.py)
     old = svc.agents.attach(link)
     try:
         if old is not None:

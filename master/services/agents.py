@@ -47,6 +47,9 @@ class AgentLink:
         self.peer = ""  # the agent's address as the master sees it
         self.leaving = False  # the agent said goodbye: its disconnection is planned
         self.epoch: int | None = None  # the node's ownership epoch its last hello got
+        # Attached, its hello not applied yet: that hello re-drives the desired state it reads,
+        # so a command decided meanwhile would reach the agent twice (the socket sets it).
+        self.greeting = False
         self.master_id: str | None = None  # the master holding this link (set by `attach`)
         self._send_lock = asyncio.Lock()
 

@@ -7,7 +7,7 @@ from sqlalchemy.orm import Session
 
 from master.db import models
 from master.db.session import Database
-from master.services import instance_settings
+from master.services import instance_settings, ownership
 from master.services.agents import AgentLink
 from master.services.instance_feed import InstanceFeed
 from master.services.serializers import instance_out
@@ -129,11 +129,11 @@ class Commands:
             result = await link.request(msg, timeout)
         except GdosError as exc:
             log.warning("%s %s on %s: %s", msg.type, instance_id, link.node_id, exc.message)
-            self.note_failure(instance_id, exc.message)
+            self.note_failure(instance_id, exc.message, link=link)
             return None
         if not result.ok:
             err = result.error.message if result.error else f"{msg.type} failed"
-            self.note_failure(instance_id, err, result.data.get("state"))
+            self.note_failure(instance_id, err, result.data.get("state"), link)
         return result
 
     async def restart(
@@ -161,8 +161,19 @@ class Commands:
                 if inst is not None:
                     self.forget(s, inst)
 
-    def note_failure(self, instance_id: str, message: str, state: str | None = None) -> None:
+    def note_failure(
+        self,
+        instance_id: str,
+        message: str,
+        state: str | None = None,
+        link: AgentLink | None = None,
+    ) -> None:
+        """`link`: the command went down it; its failure is not written once the node said
+        hello since (that hello applied the desired state, and may have sent it again)."""
         with self.db.session() as s:
+            if link is not None and not _news(s, link):
+                log.info("%s on %s: not noted, the node reconnected since", message, link.node_id)
+                return
             inst = s.get(models.Instance, instance_id)
             if inst is None:
                 return
@@ -181,3 +192,12 @@ class Commands:
         s.delete(inst)
         s.commit()
         self.feed.publish_gone(out)
+
+
+def _news(s: Session, link: AgentLink) -> bool:
+    """Is a failure on `link` still news: the node's epoch is still the link's? The node's row
+    stays locked (PostgreSQL) until the write, so a hello claiming it comes after."""
+    if link.epoch is None:
+        return True
+    pinned = ownership.pin(s.connection(), link.node_id)
+    return pinned is None or pinned == link.epoch

@@ -120,6 +120,7 @@ class HelloQueue:
         for item, decision in zip(batch, decided, strict=True):
             if item.link is not None:
                 item.link.epoch = epochs.get(item.node_id)
+                item.link.greeting = False  # what is decided from now on, this hello did not read
             for view in decision.views.values():
                 self.feed.publish_view(view)
             if not item.decided.done():  # a greeting cancelled meanwhile (shutdown) is gone

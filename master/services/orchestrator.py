@@ -97,7 +97,7 @@ class Orchestrator:
                     f"{node.hostname} runs {node.os}",
                 )
             link = self.agents.require(node.id)
-            inst = self._insert_instance(s, mod, node, pkg)
+            inst = self._insert_instance(s, mod, node, pkg, link)
             spec = spec_for(s, inst)
             s.commit()
             self.feed.publish(inst)
@@ -105,7 +105,12 @@ class Orchestrator:
             return inst
 
     def _insert_instance(
-        self, s: Session, mod: models.Module, node: models.Node, pkg: models.Package
+        self,
+        s: Session,
+        mod: models.Module,
+        node: models.Node,
+        pkg: models.Package,
+        link: AgentLink,
     ) -> models.Instance:
         # Deploys to one system take turns for a name (several masters), and see a delete of
         # the system or of the node.
@@ -114,6 +119,7 @@ class Orchestrator:
         lock_row(s, node, share=True)
         if node.revoked:
             raise GdosError(ErrorCode.NOT_FOUND, f"no node {node.id}")
+        self._usable(node.id, link, node.epoch if self.db.is_postgres else None)
         taken = set(
             s.scalars(
                 select(models.Instance.name).where(models.Instance.system_id == mod.system_id)
@@ -151,6 +157,7 @@ class Orchestrator:
             )
 
     def _check_controllable(self, s: Session, inst: models.Instance) -> AgentLink:
+        epoch = self._pin_node(s, inst.node_id)
         lock_row(s, inst)  # the state checked is the state changed, whichever master asks
         if inst.state in BUSY_STATES:
             raise GdosError(
@@ -158,13 +165,38 @@ class Orchestrator:
                 f"instance {inst.name} is {inst.state}; wait until that finishes",
                 {"state": inst.state},
             )
-        link = self.agents.require(inst.node_id)
-        if self.db.is_postgres and not ownership.holds(s.connection(), link.node_id, link.epoch):
+        link = self._usable(inst.node_id, self.agents.require(inst.node_id), epoch)
+        assert link is not None
+        return link
+
+    def _pin_node(self, s: Session, node_id: str) -> int | None:
+        """The node's epoch, its row locked until this call commits (PostgreSQL; None on
+        SQLite), taken before the instance's row as a hello takes them. A hello elsewhere
+        then comes after this call's write and re-drives it; the command this call sends goes
+        only with the epoch seen here, so the node gets one or the other, never both."""
+        if not self.db.is_postgres:
+            return None
+        return ownership.pin(s.connection(), node_id)
+
+    def _usable(self, node_id: str, link: AgentLink | None, epoch: int | None) -> AgentLink | None:
+        """`link` if a command may go down it: not while the node's hello is still being
+        applied (that hello re-drives what this call writes), nor once the node said hello
+        to another master (its epoch is no longer `epoch`, the node's pinned one)."""
+        if link is None:
+            return None
+        if link.greeting:
+            raise GdosError(
+                ErrorCode.NODE_OFFLINE,
+                f"node {node_id} is connecting to this master; nothing was done: try again "
+                "in a moment",
+                {"node_id": node_id},
+            )
+        if epoch is not None and link.epoch is not None and link.epoch != epoch:
             self.agents.detach(link)  # a stale link: the node said hello to another master since
             raise GdosError(
                 ErrorCode.NODE_OFFLINE,
-                f"node {inst.node_id} is connected to another master now; send this there",
-                {"node_id": inst.node_id},
+                f"node {node_id} is connected to another master now; send this there",
+                {"node_id": node_id},
             )
         return link
 
@@ -220,8 +252,9 @@ class Orchestrator:
         self, s: Session, inst: models.Instance, force: bool = False
     ) -> models.Instance:
         with _unlocked_on_error(s):
+            epoch = self._pin_node(s, inst.node_id)
             lock_row(s, inst)
-            link = self.agents.reach(inst.node_id)
+            link = self._usable(inst.node_id, self.agents.reach(inst.node_id), epoch)
             if link is None and not force:
                 raise GdosError(
                     ErrorCode.NODE_OFFLINE,

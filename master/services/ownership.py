@@ -71,12 +71,14 @@ def held_by(conn: Connection, masters: Iterable[str]) -> list[tuple[str, int, st
     return [(row[0], int(row[1]), str(row[2])) for row in rows]
 
 
-def holds(conn: Connection, node_id: str, epoch: int | None) -> bool:
-    """Is the epoch still the node's (a link without one is taken at its word)?"""
-    if epoch is None:
-        return True
-    current = conn.execute(select(NODES.c.epoch).where(NODES.c.id == node_id)).scalar()
-    return current == epoch
+def pin(conn: Connection, node_id: str) -> int | None:
+    """The node's epoch, its row locked FOR SHARE until the transaction ends (PostgreSQL): a
+    hello claiming the node waits, so it reads what this transaction writes. None when the
+    node is gone."""
+    epoch = conn.execute(
+        select(NODES.c.epoch).where(NODES.c.id == node_id).with_for_update(read=True)
+    ).scalar()
+    return None if epoch is None else int(epoch)
 
 
 def lost(conn: Connection, held: dict[str, int | None]) -> list[str]:

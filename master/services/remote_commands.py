@@ -1,7 +1,8 @@
 """Commands for a node another online master holds: the master the API call reached (the
 origin) writes the command to the `commands` table and signals the holder (the target) on the
-bus; the target sends it down its own link with the same id, only while it still holds the
-node (its link's epoch is the node's), writes the agent's result and signals the origin back.
+bus; the target sends it down its own link with the same id, only under the node's epoch
+the origin decided it in (still the node's and the link's: a hello since re-drives the node's
+desired state itself), writes the agent's result and signals the origin back.
 
 A target claims a row with one conditional UPDATE, so a command runs at most once whatever
 the signals do; agents also run each id at most once. A command its target never claims is
@@ -45,10 +46,11 @@ SEND = """WITH c AS (
           extract(epoch from clock_timestamp()))
   RETURNING id, node_id)
 SELECT pg_notify('gdos_cmd_' || %(target)s, 'run:' || id || ':' || node_id) FROM c"""
-# Taken only while the node's epoch is the link's (-1: a link whose hello is not done yet).
+# Taken only under the epoch the origin decided it in, still the node's and the link's: a
+# later hello re-drives the node's desired state itself.
 CLAIM = """UPDATE commands SET state = 'running'
-WHERE id = %(id)s AND state = 'queued' AND target = %(me)s AND (%(epoch)s = -1 OR EXISTS (
-  SELECT 1 FROM nodes WHERE nodes.id = commands.node_id AND nodes.epoch = %(epoch)s))
+WHERE id = %(id)s AND state = 'queued' AND target = %(me)s AND epoch = %(epoch)s AND EXISTS (
+  SELECT 1 FROM nodes WHERE nodes.id = commands.node_id AND nodes.epoch = %(epoch)s)
 RETURNING body, timeout, origin"""
 ANSWER = """WITH d AS (
   UPDATE commands SET state = 'done', result = %(answer)s
@@ -252,17 +254,17 @@ class RemoteCommands:
         if self.events is not None:
             await self.events.read_up()
         link = self.agents.links.get(node_id)
-        if link is not None:
-            epoch = -1 if link.epoch is None else link.epoch
-            taken = await self.bus.fetch(CLAIM, {"id": cmd_id, "me": self.me, "epoch": epoch})
+        if link is not None and link.epoch is not None:  # its hello applied
+            claim = {"id": cmd_id, "me": self.me, "epoch": link.epoch}
+            taken = await self.bus.fetch(CLAIM, claim)
             if taken:
                 body, timeout, _origin = taken[0]
                 await self._answer(cmd_id, await self._request(cmd_id, link, body, timeout))
                 return
         moved = GdosError(
             ErrorCode.NODE_OFFLINE,
-            f"node {node_id} moved to another master before the command reached it; "
-            "nothing was sent: try again",
+            f"node {node_id} moved or reconnected before the command reached it through "
+            f"master {self.me}; nothing was sent to the node: try again",
             {"node_id": node_id},
         )
         answer = msgspec.json.encode({"error": moved.to_wire()}).decode()

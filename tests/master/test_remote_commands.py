@@ -187,3 +187,46 @@ async def test_a_master_that_goes_away_mid_command_is_an_error_not_a_wait(
         await pending
     assert lost.value.code == ErrorCode.NODE_OFFLINE and "went away" in lost.value.message
     assert agent.types() == ["start"]
+
+
+async def test_a_routed_start_decided_before_the_node_reconnected_is_not_sent_again(
+    world: World, pair: tuple[Peer, Peer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    a, b = pair
+    iid, _first, _link = await held_by_b(world, pair)
+    gate = asyncio.Event()
+    take = b.remote._run
+
+    async def late(cmd_id: str, node_id: str) -> None:  # B reads its signal late
+        await gate.wait()
+        await take(cmd_id, node_id)
+
+    monkeypatch.setattr(b.remote, "_run", late)
+    await world.act(iid, a.orch.start)  # written under the node's epoch, routed to B
+    await until(lambda: rows(world) == 1, "the routed command queued for B")
+    again = await b.hello(iid)  # the node reconnects to B: its hello re-drives the start
+    await until(lambda: again.types() == ["start"], "the hello's re-drive")
+    gate.set()
+    await until(lambda: not a.orch._tasks and not b.remote._tasks, "the routed command")
+    assert again.types() == ["start"]
+    inst = world.instance(iid)
+    assert inst is not None and (inst.state, inst.last_error) == (S.STARTING, None)
+
+
+async def test_a_routed_start_right_after_the_nodes_hello_is_applied_reaches_it_once(
+    world: World, pair: tuple[Peer, Peer]
+) -> None:
+    a, b = pair
+    iid = world.add_instance("web-1", S.STOPPED)
+    agent = FakeAgent(b.agents, world.node_id)
+    agent.link.greeting = True  # as the socket does until the hello is applied
+    hello = Hello(
+        agent_version="t", host=HostInfo(hostname="h"), instances=[InstanceReport(iid, S.STOPPED)]
+    )
+    decided = b.orch.hellos.submit(world.node_id, hello, agent.link)
+    b.orch.hellos.flush()  # applied; the greeting that awaits it has not resumed yet
+    assert decided.done() and not decided.result().actions
+    await world.act(iid, a.orch.start)  # decided after that hello read: B must send it
+    await until(lambda: agent.types() == ["start"], "the routed start")
+    await until(lambda: not a.orch._tasks and not b.remote._tasks, "the routed command")
+    assert agent.types() == ["start"]
