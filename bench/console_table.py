@@ -173,6 +173,7 @@ def serve(path: Path, port: int) -> None:
 
 
 KEEP: list[Any] = []
+COLLECTOR: list[Any] = []  # the app's GuiGarbageCollector: its time is a part of a tick
 
 
 def free_port() -> int:
@@ -258,16 +259,28 @@ def bench_table(
         return n
 
     session.drain = timed_drain  # type: ignore[method-assign]
+    parts["gc"] = 0.0
+    for collector in COLLECTOR:
+        check = collector.check
+
+        def timed_check(check: Any = check) -> int:
+            t = time.thread_time()
+            n = check()
+            parts["gc"] += time.thread_time() - t
+            return int(n)
+
+        collector._timer.timeout.disconnect()
+        collector._timer.timeout.connect(timed_check)
     model._timer.timeout.disconnect()
     model._timer.timeout.connect(timed_flush)
 
     done = asyncio.Event()
     session.on("bench", lambda data: done.set())
     per_tick: list[float] = []
-    part_ticks: dict[str, list[float]] = {"drain": [], "flush": [], "paint": []}
+    part_ticks: dict[str, list[float]] = {"drain": [], "flush": [], "paint": [], "gc": []}
     resorts_before = model.resorts
     ready_before = getattr(model, "ready_resorts", 0)  # a base checkout may not have it
-    samples: list[tuple[float, float, float, float, int]] = []
+    samples: list[tuple[float, float, float, float, int, float]] = []
     profiler = cProfile.Profile(time.thread_time) if profile else None  # GUI-thread CPU
 
     def sample() -> None:
@@ -278,6 +291,7 @@ def bench_table(
                 parts["flush"],
                 panel.view.paint_seconds,
                 model.resorts,
+                parts["gc"],
             )
         )
 
@@ -324,6 +338,7 @@ def bench_table(
         part_ticks["drain"].append(b[1] - a[1])
         part_ticks["flush"].append(b[2] - a[2])
         part_ticks["paint"].append(b[3] - a[3])
+        part_ticks["gc"].append(b[5] - a[5])
         resorted.append(b[4] > a[4])
     # The first and last windows are partial (the stream starts and ends inside them).
     per_tick, resorted = per_tick[1:-1] or per_tick, resorted[1:-1] or resorted
@@ -331,6 +346,15 @@ def bench_table(
         part_ticks[k] = part_ticks[k][1:-1] or part_ticks[k]
     plain = [t for t, r in zip(per_tick, resorted, strict=True) if not r] or per_tick
     with_resort = [t for t, r in zip(per_tick, resorted, strict=True) if r]
+    # The same parts over the ticks with a re-sort only, and what no part covers (Qt's own
+    # event handling, timers, the proxy's signals).
+    part_ticks["other"] = [
+        t - sum(part_ticks[k][n] for k in ("drain", "flush", "paint", "gc"))
+        for n, t in enumerate(per_tick)
+    ]
+    resort_parts = {
+        k: [v for v, r in zip(vs, resorted, strict=True) if r] for k, vs in part_ticks.items()
+    }
     result = {
         "rows": rows,
         "live": live,
@@ -345,6 +369,7 @@ def bench_table(
         "resort_tick_p95_ms": p95(with_resort) * 1000 if with_resort else None,
         "parts_ms": {k: statistics.median(v) * 1000 for k, v in part_ticks.items() if v},
         "parts_p95_ms": {k: p95(v) * 1000 for k, v in part_ticks.items() if v},
+        "resort_parts_ms": {k: statistics.median(v) * 1000 for k, v in resort_parts.items() if v},
         "stream_cpu_ms_per_s": out["stream_cpu"] / out["elapsed"] * 1000,
         "resorts": model.resorts - resorts_before,
         "ready_resorts": getattr(model, "ready_resorts", 0) - ready_before,
@@ -512,7 +537,9 @@ def main() -> int:
 
     app = QApplication([])
     load_style(app)
-    GuiGarbageCollector(app).start()  # as the console does
+    collector = GuiGarbageCollector(app)
+    collector.start()  # as the console does
+    COLLECTOR.append(collector)
     print(f"load before: {os.getloadavg()[0]:.2f} (1-min average, {os.cpu_count()} CPUs)")
     if args.resort_only:
         r = bench_resort(args.rows, args.ticks)
@@ -550,7 +577,9 @@ def main() -> int:
         resort = (
             f"; ticks with a re-sort: median {r['resort_tick_ms']:.1f} ms, "
             f"p95 {r['resort_tick_p95_ms']:.1f} ms ({r['resorts']} re-sorts, "
-            f"{r['ready_resorts']} with the stream thread's order)"
+            f"{r['ready_resorts']} with the stream thread's order; parts "
+            + ", ".join(f"{k} {v:.1f}" for k, v in r["resort_parts_ms"].items())
+            + ")"
             if r["resort_tick_ms"] is not None
             else ""
         )
