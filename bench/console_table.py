@@ -402,6 +402,7 @@ def bench_resort(rows: int, ticks: int) -> dict[str, Any]:
     live = LiveFigures()
     order = getattr(live, "order", None)  # a checkout without it sorts on the GUI thread
     if order is not None:
+        order.attend(lambda: None)  # a stream thread attends: the worker below computes
         model.attach_live(live.samples, order)
     else:
         model.attach_live(live.samples)

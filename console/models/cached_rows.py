@@ -379,6 +379,7 @@ class CachedRows(QAbstractTableModel, Generic[RowT]):
             self._unsorted = set() if self._latest(ready) else set(self._edited)
             if not self._unsorted:
                 self._edited.clear()
+            self._retire(self._sort_keys)
             self._sort_keys = cast("list[Key | None]", ready.sort_keys)
             if not ready.moved:
                 return
@@ -405,6 +406,7 @@ class CachedRows(QAbstractTableModel, Generic[RowT]):
         """Put the rows in their new order: the stream thread's, ready to swap in, or `order`
         (the old row of each new one)."""
         if ready is not None:
+            self._retire((self._rows, self._keys, self._index, self._order_request))
             self._rows, self._keys, self._index = ready.rows, ready.keys, ready.index
             self.ready_resorts += 1
             self._ask_order(ready if self._latest(ready) else None)
@@ -448,6 +450,12 @@ class CachedRows(QAbstractTableModel, Generic[RowT]):
         if ready is not None and not ready.moved and not self._latest(ready):
             return None  # rows edited here since: merged in here
         return ready
+
+    def _retire(self, old: object) -> None:
+        """Let the stream thread free what the old order held, when one attends."""
+        order = self._live_order
+        if order is not None and order.attended:
+            order.retire(old)
 
     def _latest(self, ready: ReadyOrder) -> bool:
         return self._live_order is None or ready.edits == self._live_order.edits

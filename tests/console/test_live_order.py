@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import threading
+import weakref
 from typing import Any
 
 from PySide6.QtCore import QItemSelectionModel, Qt
@@ -228,3 +229,31 @@ def test_a_row_cleared_here_between_bursts_is_placed_at_once() -> None:
     assert model.ready_resorts == 1 and not model.order_stale
     cpu = _cpu(model)
     assert cpu == sorted(cpu, reverse=True) and cpu[model.row_of(top)] == -1.0
+
+
+def test_the_old_order_is_freed_by_the_stream_thread_that_attends() -> None:
+    _app()
+    live = LiveFigures()
+    model = _model(live)
+    _stream_side(live, _samples(3), compute=True)
+    model.live_changed(live.take())
+    old = weakref.ref(model._order_request)  # holds the rows and keys as they were
+    model.flush()
+    assert model.ready_resorts == 1 and live.order.retired == 0  # no thread attends: freed here
+    assert old() is None
+
+    live.order.attend(lambda: None)  # a stream thread attends from now on
+    _stream_side(live, _samples(4), compute=True)
+    model.live_changed(live.take())
+    old = weakref.ref(model._order_request)
+    model.flush()
+    assert model.ready_resorts == 2 and live.order.retired == 2  # the lists, the sort keys
+    assert old() is not None  # not freed by the GUI thread's swap
+    freed_on: list[str] = []
+    weakref.finalize(old(), lambda: freed_on.append(threading.current_thread().name))
+    _on_a_thread(live.order.compute)  # the stream thread's next computation frees them first
+    assert old() is None and freed_on and freed_on[0] != threading.main_thread().name
+    assert live.order.retired == 0
+    cpu = _cpu(model)
+    assert cpu == sorted(cpu, reverse=True)
+    live.order.attend(None)
