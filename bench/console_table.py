@@ -280,7 +280,7 @@ def bench_table(
     part_ticks: dict[str, list[float]] = {"drain": [], "flush": [], "paint": [], "gc": []}
     resorts_before = model.resorts
     ready_before = getattr(model, "ready_resorts", 0)  # a base checkout may not have it
-    samples: list[tuple[float, float, float, float, int, float]] = []
+    samples: list[tuple[float, float, float, float, int, float, int]] = []
     profiler = cProfile.Profile(time.thread_time) if profile else None  # GUI-thread CPU
 
     def sample() -> None:
@@ -292,6 +292,7 @@ def bench_table(
                 panel.view.paint_seconds,
                 model.resorts,
                 parts["gc"],
+                panel.view.paints,
             )
         )
 
@@ -333,15 +334,18 @@ def bench_table(
     # next run's stream thread, and Qt aborts when timers die on a thread not their own.
     KEEP.append((session, fleet, model, panel))
     resorted: list[bool] = []
+    paint_events: list[int] = []  # the view's paint events per tick
     for a, b in itertools.pairwise(samples):
         per_tick.append(b[0] - a[0])
         part_ticks["drain"].append(b[1] - a[1])
         part_ticks["flush"].append(b[2] - a[2])
         part_ticks["paint"].append(b[3] - a[3])
         part_ticks["gc"].append(b[5] - a[5])
+        paint_events.append(b[6] - a[6])
         resorted.append(b[4] > a[4])
     # The first and last windows are partial (the stream starts and ends inside them).
     per_tick, resorted = per_tick[1:-1] or per_tick, resorted[1:-1] or resorted
+    paint_events = paint_events[1:-1] or paint_events
     for k in part_ticks:
         part_ticks[k] = part_ticks[k][1:-1] or part_ticks[k]
     plain = [t for t, r in zip(per_tick, resorted, strict=True) if not r] or per_tick
@@ -374,6 +378,12 @@ def bench_table(
         "resorts": model.resorts - resorts_before,
         "ready_resorts": getattr(model, "ready_resorts", 0) - ready_before,
         "paints": panel.view.paints,
+        "paints_per_tick": statistics.median(
+            [p for p, r in zip(paint_events, resorted, strict=True) if not r] or [0]
+        ),
+        "paints_per_resort_tick": statistics.median(
+            [p for p, r in zip(paint_events, resorted, strict=True) if r] or [0]
+        ),
     }
     if profiler:
         result["profile"] = profiler
@@ -578,7 +588,8 @@ def main() -> int:
         resort = (
             f"; ticks with a re-sort: median {r['resort_tick_ms']:.1f} ms, "
             f"p95 {r['resort_tick_p95_ms']:.1f} ms ({r['resorts']} re-sorts, "
-            f"{r['ready_resorts']} with the stream thread's order; parts "
+            f"{r['ready_resorts']} with the stream thread's order; "
+            f"{r['paints_per_resort_tick']:g} paint events a tick; parts "
             + ", ".join(f"{k} {v:.1f}" for k, v in r["resort_parts_ms"].items())
             + ")"
             if r["resort_tick_ms"] is not None
@@ -587,7 +598,8 @@ def main() -> int:
         print(
             f"table, {name}: {r['rows']} rows, {r['events_per_tick']} events/tick, "
             f"{r['ticks']} ticks: GUI thread per tick median {r['median_ms']:.1f} ms, "
-            f"p95 {r['p95_ms']:.1f} ms, max {r['max_ms']:.1f} ms [{parts}]; "
+            f"p95 {r['p95_ms']:.1f} ms, max {r['max_ms']:.1f} ms [{parts}; "
+            f"{r['paints_per_tick']:g} paint events a tick]; "
             f"stream thread {r['stream_cpu_ms_per_s']:.0f} ms/s{resort}",
             flush=True,
         )
