@@ -173,6 +173,12 @@ def serve(path: Path, port: int) -> None:
 
 
 KEEP: list[Any] = []
+
+
+class NoTicks(Exception):
+    """A run measured no whole 1-second window."""
+
+
 COLLECTOR: list[Any] = []  # the app's GuiGarbageCollector: its time is a part of a tick
 
 
@@ -348,6 +354,8 @@ def bench_table(
     paint_events = paint_events[1:-1] or paint_events
     for k in part_ticks:
         part_ticks[k] = part_ticks[k][1:-1] or part_ticks[k]
+    if not per_tick:  # no whole window (the naive run's resets can outlast the run)
+        raise NoTicks(f"no whole tick was measured ({len(samples)} samples); try more --ticks")
     plain = [t for t, r in zip(per_tick, resorted, strict=True) if not r] or per_tick
     with_resort = [t for t, r in zip(per_tick, resorted, strict=True) if r]
     # The same parts over the ticks with a re-sort only, and what no part covers (Qt's own
@@ -525,6 +533,7 @@ def main() -> int:
         help="run only the table runs whose name contains this (e.g. 'sorted'), and no charts",
     )
     p.add_argument("--no-charts", action="store_true", help="leave the charts out")
+    p.add_argument("--charts-only", action="store_true", help="only the charts")
     p.add_argument(
         "--resort-only",
         action="store_true",
@@ -572,12 +581,16 @@ def main() -> int:
         ),
         ("naive reference: a model reset per tick", dict(live=args.rows, naive=True)),
     ]
-    if args.only:
-        runs = [(name, kw) for name, kw in runs if args.only in name]
+    if args.only or args.charts_only:
+        runs = [(name, kw) for name, kw in runs if args.only and args.only in name]
     for name, kw in runs:
         kw["profile"] = args.profile
         ticks = args.ticks if not kw.get("naive") else max(6, args.ticks // 4)
-        r = bench_table(args.rows, ticks, **kw)
+        try:
+            r = bench_table(args.rows, ticks, **kw)
+        except NoTicks as exc:
+            print(f"table, {name}: {exc}", flush=True)
+            continue
         parts = ", ".join(
             f"{k} {v:.1f} (p95 {r['parts_p95_ms'][k]:.1f})" for k, v in r["parts_ms"].items()
         )
