@@ -175,6 +175,13 @@ def serve(path: Path, port: int) -> None:
 KEEP: list[Any] = []
 
 
+class NoTicks(Exception):
+    """A run measured no whole 1-second window."""
+
+
+COLLECTOR: list[Any] = []  # the app's GuiGarbageCollector: its time is a part of a tick
+
+
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -258,16 +265,28 @@ def bench_table(
         return n
 
     session.drain = timed_drain  # type: ignore[method-assign]
+    parts["gc"] = 0.0
+    for collector in COLLECTOR:
+        check = collector.check
+
+        def timed_check(check: Any = check) -> int:
+            t = time.thread_time()
+            n = check()
+            parts["gc"] += time.thread_time() - t
+            return int(n)
+
+        collector._timer.timeout.disconnect()
+        collector._timer.timeout.connect(timed_check)
     model._timer.timeout.disconnect()
     model._timer.timeout.connect(timed_flush)
 
     done = asyncio.Event()
     session.on("bench", lambda data: done.set())
     per_tick: list[float] = []
-    part_ticks: dict[str, list[float]] = {"drain": [], "flush": [], "paint": []}
+    part_ticks: dict[str, list[float]] = {"drain": [], "flush": [], "paint": [], "gc": []}
     resorts_before = model.resorts
     ready_before = getattr(model, "ready_resorts", 0)  # a base checkout may not have it
-    samples: list[tuple[float, float, float, float, int]] = []
+    samples: list[tuple[float, float, float, float, int, float, int]] = []
     profiler = cProfile.Profile(time.thread_time) if profile else None  # GUI-thread CPU
 
     def sample() -> None:
@@ -278,6 +297,8 @@ def bench_table(
                 parts["flush"],
                 panel.view.paint_seconds,
                 model.resorts,
+                parts["gc"],
+                panel.view.paints,
             )
         )
 
@@ -319,18 +340,33 @@ def bench_table(
     # next run's stream thread, and Qt aborts when timers die on a thread not their own.
     KEEP.append((session, fleet, model, panel))
     resorted: list[bool] = []
+    paint_events: list[int] = []  # the view's paint events per tick
     for a, b in itertools.pairwise(samples):
         per_tick.append(b[0] - a[0])
         part_ticks["drain"].append(b[1] - a[1])
         part_ticks["flush"].append(b[2] - a[2])
         part_ticks["paint"].append(b[3] - a[3])
+        part_ticks["gc"].append(b[5] - a[5])
+        paint_events.append(b[6] - a[6])
         resorted.append(b[4] > a[4])
     # The first and last windows are partial (the stream starts and ends inside them).
     per_tick, resorted = per_tick[1:-1] or per_tick, resorted[1:-1] or resorted
+    paint_events = paint_events[1:-1] or paint_events
     for k in part_ticks:
         part_ticks[k] = part_ticks[k][1:-1] or part_ticks[k]
+    if not per_tick:  # no whole window (the naive run's resets can outlast the run)
+        raise NoTicks(f"no whole tick was measured ({len(samples)} samples); try more --ticks")
     plain = [t for t, r in zip(per_tick, resorted, strict=True) if not r] or per_tick
     with_resort = [t for t, r in zip(per_tick, resorted, strict=True) if r]
+    # The same parts over the ticks with a re-sort only, and what no part covers (Qt's own
+    # event handling, timers, the proxy's signals).
+    part_ticks["other"] = [
+        t - sum(part_ticks[k][n] for k in ("drain", "flush", "paint", "gc"))
+        for n, t in enumerate(per_tick)
+    ]
+    resort_parts = {
+        k: [v for v, r in zip(vs, resorted, strict=True) if r] for k, vs in part_ticks.items()
+    }
     result = {
         "rows": rows,
         "live": live,
@@ -345,10 +381,17 @@ def bench_table(
         "resort_tick_p95_ms": p95(with_resort) * 1000 if with_resort else None,
         "parts_ms": {k: statistics.median(v) * 1000 for k, v in part_ticks.items() if v},
         "parts_p95_ms": {k: p95(v) * 1000 for k, v in part_ticks.items() if v},
+        "resort_parts_ms": {k: statistics.median(v) * 1000 for k, v in resort_parts.items() if v},
         "stream_cpu_ms_per_s": out["stream_cpu"] / out["elapsed"] * 1000,
         "resorts": model.resorts - resorts_before,
         "ready_resorts": getattr(model, "ready_resorts", 0) - ready_before,
         "paints": panel.view.paints,
+        "paints_per_tick": statistics.median(
+            [p for p, r in zip(paint_events, resorted, strict=True) if not r] or [0]
+        ),
+        "paints_per_resort_tick": statistics.median(
+            [p for p, r in zip(paint_events, resorted, strict=True) if r] or [0]
+        ),
     }
     if profiler:
         result["profile"] = profiler
@@ -377,6 +420,7 @@ def bench_resort(rows: int, ticks: int) -> dict[str, Any]:
     live = LiveFigures()
     order = getattr(live, "order", None)  # a checkout without it sorts on the GUI thread
     if order is not None:
+        order.attend(lambda: None)  # a stream thread attends: the worker below computes
         model.attach_live(live.samples, order)
     else:
         model.attach_live(live.samples)
@@ -489,6 +533,7 @@ def main() -> int:
         help="run only the table runs whose name contains this (e.g. 'sorted'), and no charts",
     )
     p.add_argument("--no-charts", action="store_true", help="leave the charts out")
+    p.add_argument("--charts-only", action="store_true", help="only the charts")
     p.add_argument(
         "--resort-only",
         action="store_true",
@@ -512,7 +557,9 @@ def main() -> int:
 
     app = QApplication([])
     load_style(app)
-    GuiGarbageCollector(app).start()  # as the console does
+    collector = GuiGarbageCollector(app)
+    collector.start()  # as the console does
+    COLLECTOR.append(collector)
     print(f"load before: {os.getloadavg()[0]:.2f} (1-min average, {os.cpu_count()} CPUs)")
     if args.resort_only:
         r = bench_resort(args.rows, args.ticks)
@@ -534,12 +581,16 @@ def main() -> int:
         ),
         ("naive reference: a model reset per tick", dict(live=args.rows, naive=True)),
     ]
-    if args.only:
-        runs = [(name, kw) for name, kw in runs if args.only in name]
+    if args.only or args.charts_only:
+        runs = [(name, kw) for name, kw in runs if args.only and args.only in name]
     for name, kw in runs:
         kw["profile"] = args.profile
         ticks = args.ticks if not kw.get("naive") else max(6, args.ticks // 4)
-        r = bench_table(args.rows, ticks, **kw)
+        try:
+            r = bench_table(args.rows, ticks, **kw)
+        except NoTicks as exc:
+            print(f"table, {name}: {exc}", flush=True)
+            continue
         parts = ", ".join(
             f"{k} {v:.1f} (p95 {r['parts_p95_ms'][k]:.1f})" for k, v in r["parts_ms"].items()
         )
@@ -550,14 +601,18 @@ def main() -> int:
         resort = (
             f"; ticks with a re-sort: median {r['resort_tick_ms']:.1f} ms, "
             f"p95 {r['resort_tick_p95_ms']:.1f} ms ({r['resorts']} re-sorts, "
-            f"{r['ready_resorts']} with the stream thread's order)"
+            f"{r['ready_resorts']} with the stream thread's order; "
+            f"{r['paints_per_resort_tick']:g} paint events a tick; parts "
+            + ", ".join(f"{k} {v:.1f}" for k, v in r["resort_parts_ms"].items())
+            + ")"
             if r["resort_tick_ms"] is not None
             else ""
         )
         print(
             f"table, {name}: {r['rows']} rows, {r['events_per_tick']} events/tick, "
             f"{r['ticks']} ticks: GUI thread per tick median {r['median_ms']:.1f} ms, "
-            f"p95 {r['p95_ms']:.1f} ms, max {r['max_ms']:.1f} ms [{parts}]; "
+            f"p95 {r['p95_ms']:.1f} ms, max {r['max_ms']:.1f} ms [{parts}; "
+            f"{r['paints_per_tick']:g} paint events a tick]; "
             f"stream thread {r['stream_cpu_ms_per_s']:.0f} ms/s{resort}",
             flush=True,
         )

@@ -64,6 +64,7 @@ class RowTableModel(CachedRows[RowT]):
         lose e.g. a package uploaded during the fetch. Live figures are kept (they are not rows).
         """
         self.beginResetModel()
+        self._live_held = False  # every cell is read again
         self._rows = [dict(r) for r in rows]
         self._texts.clear()
         self._hay.clear()
@@ -159,10 +160,12 @@ class RowTableModel(CachedRows[RowT]):
             return 0
         gone = self._apply_removals(pending.removals) if pending.removals else 0
         changed, new = self._merge(pending.changes)
-        live = self._signal_live(pending)
+        self._unsort_live(pending)
         added = self._insert(new)
+        resorts = self.resorts
         if self.order_stale:
             self._resort_soon()
+        live = self._signal_live(pending, repainted=self.resorts != resorts)
         applied = gone + changed + live + added
         self.flushed.emit(applied)
         if gone or changed or added:
@@ -200,23 +203,34 @@ class RowTableModel(CachedRows[RowT]):
         self._unsort(resorted)
         return sum(len(s) for s in spans.values()), new
 
-    def _signal_live(self, pending: _Pending) -> int:
-        """Signal the live columns of the rows with new figures; returns how many."""
+    def _unsort_live(self, pending: _Pending) -> None:
+        """Rows with new figures may be out of place when sorted by a live column."""
+        if (pending.live or pending.live_all) and self.sort_column in self._live_pos:
+            self._unsort(None if pending.live_all else pending.live)
+
+    def _signal_live(self, pending: _Pending, repainted: bool) -> int:
+        """Signal the live columns of the rows with new figures; returns how many. Not when a
+        re-sort just signalled every row (`repainted`), nor while a due re-sort waits for the
+        stream thread's order: it signals them then, so the view repaints once, not twice."""
         rows = self._rows
         if not (pending.live or pending.live_all) or not rows:
             return 0
-        first, last = self._live_cols[0], self._live_cols[-1]
         if pending.live_all:
-            self.dataChanged.emit(self.index(0, first), self.index(len(rows) - 1, last), [DISPLAY])
+            hit = None
             signalled = len(rows)
         else:
             index = self._index
             hit = [i for k in pending.live if (i := index.get(k)) is not None]
-            if hit:
-                self._emit_changed(hit, first, last, (DISPLAY,))
             signalled = len(hit)
-        if self.sort_column in self._live_pos:
-            self._unsort(None if pending.live_all else pending.live)
+        if repainted or not signalled:
+            return signalled
+        if self.awaiting_order:
+            self._live_held = True  # the re-sort signals every row
+        elif hit is None:
+            first, last = self._live_cols[0], self._live_cols[-1]
+            self.dataChanged.emit(self.index(0, first), self.index(len(rows) - 1, last), [DISPLAY])
+        else:
+            self._emit_changed(hit, self._live_cols[0], self._live_cols[-1], (DISPLAY,))
         return signalled
 
     def _insert(self, new: list[Row]) -> int:

@@ -15,7 +15,8 @@ headers and scroll bars their layout pass and a full repaint.
 
 By a live column, with the stream thread attached (`attach_order`), the stream thread works the
 new order out and a re-sort swaps it in (live_order.py); a due re-sort waits a little for it
-while a burst of samples is still arriving.
+while a burst of samples is still arriving. The new figures wait with it: the view repaints
+once, with the new order and figures, instead of the figures first and every row again after.
 """
 
 from __future__ import annotations
@@ -117,6 +118,7 @@ class CachedRows(QAbstractTableModel, Generic[RowT]):
         self._order_timer.setSingleShot(True)
         self._order_timer.timeout.connect(self._resort_when_ready)
         self._due_at: float | None = None  # when the re-sort waiting for it became due
+        self._live_held = False  # new figures not signalled yet: the re-sort will signal them
         self._resorted_at = 0.0
         self.resorts = 0  # how many times the order was brought up to date
         self.stale = False  # the last known state, not live: every cell is greyed
@@ -333,6 +335,21 @@ class CachedRows(QAbstractTableModel, Generic[RowT]):
         self.resort()
 
     @property
+    def awaiting_order(self) -> bool:
+        """A due re-sort waits for the order the stream thread is working out."""
+        return self._order_timer.isActive()
+
+    def _release_live(self) -> None:
+        """Signal the live columns held for a re-sort that moved nothing."""
+        if self._live_held:
+            self._live_held = False
+            if self._rows and self._live_cols:
+                first, last = self._live_cols[0], self._live_cols[-1]
+                self.dataChanged.emit(
+                    self.index(0, first), self.index(len(self._rows) - 1, last), [DISPLAY]
+                )
+
+    @property
     def order_stale(self) -> bool:
         """Rows may be out of order: a re-sort is due."""
         return self.sort_column >= 0 and (self._unsorted is None or bool(self._unsorted))
@@ -379,11 +396,15 @@ class CachedRows(QAbstractTableModel, Generic[RowT]):
             self._unsorted = set() if self._latest(ready) else set(self._edited)
             if not self._unsorted:
                 self._edited.clear()
+            self._retire(self._sort_keys)
             self._sort_keys = cast("list[Key | None]", ready.sort_keys)
             if not ready.moved:
+                self._release_live()
                 return
         elif order is None:
+            self._release_live()
             return  # nothing moved: no layout change for views and proxies to redo
+        self._live_held = False  # every row is signalled below
         if self._quiet_reorder():
             self.about_to_reorder.emit()
             self._move(order, ready)
@@ -405,6 +426,7 @@ class CachedRows(QAbstractTableModel, Generic[RowT]):
         """Put the rows in their new order: the stream thread's, ready to swap in, or `order`
         (the old row of each new one)."""
         if ready is not None:
+            self._retire((self._rows, self._keys, self._index, self._order_request))
             self._rows, self._keys, self._index = ready.rows, ready.keys, ready.index
             self.ready_resorts += 1
             self._ask_order(ready if self._latest(ready) else None)
@@ -448,6 +470,12 @@ class CachedRows(QAbstractTableModel, Generic[RowT]):
         if ready is not None and not ready.moved and not self._latest(ready):
             return None  # rows edited here since: merged in here
         return ready
+
+    def _retire(self, old: object) -> None:
+        """Let the stream thread free what the old order held, when one attends."""
+        order = self._live_order
+        if order is not None and order.attended:
+            order.retire(old)
 
     def _latest(self, ready: ReadyOrder) -> bool:
         return self._live_order is None or ready.edits == self._live_order.edits

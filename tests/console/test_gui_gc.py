@@ -50,3 +50,19 @@ def test_a_cycle_with_a_running_timer_is_freed_by_the_gui_thread_only():
     finally:
         collector.stop()
     assert gc.isenabled()
+
+
+def test_objects_in_flight_do_not_make_each_check_collect():
+    _app()
+    collector = GuiGarbageCollector()
+    collector.start()
+    try:
+        gc.collect()  # every count back to 0
+        in_flight = [{"frame": [n]} for n in range(1_000)]  # a stream frame being handed out
+        assert gc.get_count()[0] > 700  # the interpreter's own threshold would collect now
+        assert collector.check() == -1
+        kept = [[n] for n in range(collector.threshold[0])]  # made and kept: a collection is due
+        assert collector.check() == 0
+        del in_flight, kept
+    finally:
+        collector.stop()

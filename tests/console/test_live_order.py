@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import random
 import threading
+import weakref
 from typing import Any
 
 from PySide6.QtCore import QItemSelectionModel, Qt
@@ -228,3 +229,79 @@ def test_a_row_cleared_here_between_bursts_is_placed_at_once() -> None:
     assert model.ready_resorts == 1 and not model.order_stale
     cpu = _cpu(model)
     assert cpu == sorted(cpu, reverse=True) and cpu[model.row_of(top)] == -1.0
+
+
+def test_the_old_order_is_freed_by_the_stream_thread_that_attends() -> None:
+    _app()
+    live = LiveFigures()
+    model = _model(live)
+    _stream_side(live, _samples(3), compute=True)
+    model.live_changed(live.take())
+    old = weakref.ref(model._order_request)  # holds the rows and keys as they were
+    model.flush()
+    assert model.ready_resorts == 1 and live.order.retired == 0  # no thread attends: freed here
+    assert old() is None
+
+    live.order.attend(lambda: None)  # a stream thread attends from now on
+    _stream_side(live, _samples(4), compute=True)
+    model.live_changed(live.take())
+    old = weakref.ref(model._order_request)
+    model.flush()
+    assert model.ready_resorts == 2 and live.order.retired == 2  # the lists, the sort keys
+    assert old() is not None  # not freed by the GUI thread's swap
+    freed_on: list[str] = []
+    weakref.finalize(old(), lambda: freed_on.append(threading.current_thread().name))
+    _on_a_thread(live.order.compute)  # the stream thread's next computation frees them first
+    assert old() is None and freed_on and freed_on[0] != threading.main_thread().name
+    assert live.order.retired == 0
+    cpu = _cpu(model)
+    assert cpu == sorted(cpu, reverse=True)
+    live.order.attend(None)
+
+
+def _signals(model: tables.InstanceTableModel) -> list[tuple[int, int, int, int]]:
+    """Every dataChanged the model emits from now on: (top, left, bottom, right)."""
+    seen: list[tuple[int, int, int, int]] = []
+    model.dataChanged.connect(
+        lambda a, b, *_: seen.append((a.row(), a.column(), b.row(), b.column()))
+    )
+    return seen
+
+
+async def test_new_figures_wait_with_the_resort_so_the_view_repaints_once() -> None:
+    _app()
+    live = LiveFigures()
+    model = _model(live)
+    live.order.attend(lambda: None)  # a stream thread attends (this test computes for it)
+    try:
+        _stream_side(live, _samples(5), compute=True)
+        model.live_changed(live.take())
+        model.flush()
+        assert model.ready_resorts == 1
+        seen = _signals(model)
+        every_row = (0, 0, ROWS - 1, model.columnCount() - 1)
+
+        # A burst the stream thread has not ordered yet: the figures wait for the re-sort.
+        _stream_side(live, _samples(6), compute=False)
+        model.live_changed(live.take())
+        model.flush()
+        assert model.awaiting_order and seen == []
+        _on_a_thread(live.order.compute)
+        await until(lambda: model.resorts > 1, what="the re-sort")
+        assert seen == [every_row] and model.ready_resorts == 2  # figures and order, once
+
+        # The same figures again (new samples): nothing moves, the figures are signalled then.
+        seen.clear()
+        _stream_side(live, {k: dict(v) for k, v in _samples(6).items()}, compute=False)
+        model.live_changed(live.take())
+        model.flush()
+        assert model.awaiting_order and seen == []
+        _on_a_thread(live.order.compute)
+        first, last = model.live_columns[0], model.live_columns[-1]
+        await until(lambda: seen, what="the held figures")
+        assert seen == [(0, first, ROWS - 1, last)] and not model.awaiting_order
+        assert model.resorts == 2
+        cpu = _cpu(model)
+        assert cpu == sorted(cpu, reverse=True)
+    finally:
+        live.order.attend(None)
