@@ -25,8 +25,15 @@ HOST = {
 
 
 def alive(kind: type) -> int:
+    """This test's hellos and instance reports still in memory (other tests may hold theirs)."""
     gc.collect()
-    return sum(1 for o in gc.get_objects() if type(o) is kind)
+    count = 0
+    for o in gc.get_objects():
+        if isinstance(o, Hello) and kind is Hello:
+            count += o.host.hostname == HOST["hostname"]
+        elif type(o) is InstanceReport and kind is InstanceReport:
+            count += o.instance_id.startswith("memtest")
+    return count
 
 
 def test_a_greeted_agent_socket_holds_no_hello(tmp_path: Path) -> None:
@@ -40,7 +47,7 @@ def test_a_greeted_agent_socket_holds_no_hello(tmp_path: Path) -> None:
             "type": "hello",
             "agent_version": "test",
             "host": HOST,
-            "instances": [{"instance_id": f"unknown{n}", "state": "running"} for n in range(3)],
+            "instances": [{"instance_id": f"memtest{n}", "state": "running"} for n in range(3)],
         }
         headers = {"Authorization": f"Bearer {secret}"}
         with client.websocket_connect("/api/v1/agent/ws", headers=headers) as ws:
