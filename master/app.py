@@ -3,6 +3,7 @@
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from functools import partial
 
 from fastapi import Depends, FastAPI
 
@@ -27,7 +28,7 @@ from master.api import (
 )
 from master.api.body_limits import BodyLimitMiddleware
 from master.api.errors import install as install_error_handlers
-from master.api.middleware import AuditMiddleware, GateMiddleware
+from master.api.middleware import AgentSocketShortcut, AuditMiddleware, GateMiddleware
 from master.api.query import refuse_unknown_query
 from master.config import Settings
 from master.services.wiring import Services
@@ -84,11 +85,16 @@ def create_app(settings: Settings) -> FastAPI:
     # The gate sits inside the audit: a request held during a restore is still audited.
     app.add_middleware(GateMiddleware, gate=svc.gate)
     app.add_middleware(AuditMiddleware, db=svc.db, hub=svc.hub)
-    # Outermost: a body over the limit is refused before it is audited, authenticated or routed.
+    # Outermost for HTTP: a body over the limit is refused before it is audited, authenticated
+    # or routed.
     app.add_middleware(
         BodyLimitMiddleware,
         max_bytes=settings.max_body_bytes,
         timeout=settings.body_timeout,
         streamed=packages.streams_its_body,
+    )
+    # Agents' sockets skip the layers above, which pass WebSockets through (one gate check).
+    app.add_middleware(
+        AgentSocketShortcut, gate=svc.gate, handler=partial(agent.agent_socket, svc=svc)
     )
     return app

@@ -81,15 +81,8 @@ async def agent_socket(ws: WebSocket, svc: ServicesDep) -> None:
         return
     await ws.accept()
     mark("first_agent_socket")
-    try:
-        first = await asyncio.wait_for(ws.receive_text(), HELLO_TIMEOUT)
-        hello = AGENT_MESSAGE.decode(first)
-    except (TimeoutError, DecodeError, WebSocketDisconnect, KeyError) as exc:
-        log.info("node %s: no valid hello (%s)", node_id, type(exc).__name__)
-        await _close(ws, CLOSE_POLICY, "expected hello")
-        return
-    if not isinstance(hello, Hello):
-        await _close(ws, CLOSE_POLICY, "expected hello")
+    hello = await _first_hello(ws, node_id)
+    if hello is None:
         return
     link = AgentLink(node_id, ws)
     link.peer = ws.client.host if ws.client else ""
@@ -98,7 +91,9 @@ async def agent_socket(ws: WebSocket, svc: ServicesDep) -> None:
     try:
         if old is not None:
             await _replace(old, link, svc)
+            del old
         await _greet(ws, link, hello, svc)
+        del hello  # its instance reports are not kept for the connection's life
         await _serve(ws, link, svc)
     except WebSocketDisconnect:
         pass  # gone (or replaced) while it was being greeted
@@ -111,6 +106,21 @@ async def agent_socket(ws: WebSocket, svc: ServicesDep) -> None:
             planned = link.leaving or svc.stopping
             svc.nodes.offline(link, planned)
             log.info("node %s disconnected%s", node_id, " (planned)" if planned else "")
+
+
+async def _first_hello(ws: WebSocket, node_id: str) -> Hello | None:
+    """The agent's first message, which must be its hello; None once the socket is closed
+    for lack of one."""
+    try:
+        hello = AGENT_MESSAGE.decode(await asyncio.wait_for(ws.receive_text(), HELLO_TIMEOUT))
+    except (TimeoutError, DecodeError, WebSocketDisconnect, KeyError) as exc:
+        log.info("node %s: no valid hello (%s)", node_id, type(exc).__name__)
+        await _close(ws, CLOSE_POLICY, "expected hello")
+        return None
+    if not isinstance(hello, Hello):
+        await _close(ws, CLOSE_POLICY, "expected hello")
+        return None
+    return hello
 
 
 async def _replace(old: AgentLink, link: AgentLink, svc: ServicesDep) -> None:

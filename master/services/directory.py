@@ -7,6 +7,7 @@ which every change already publishes (a reconnecting agent's hello republishes i
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from sys import intern
 from typing import Any
 
 from sqlalchemy import select
@@ -60,6 +61,10 @@ class Directory:
         self.load(s)
 
     def _put(self, info: InstanceInfo) -> None:
+        # One string per node, system and state, not one per instance: a fleet's events and
+        # rows bring each in a copy of its own.
+        info.node_id, info.system_id = intern(info.node_id), intern(info.system_id)
+        info.state = intern(info.state)
         old = self.instances.get(info.id)
         if old is not None and old.node_id != info.node_id:
             self.by_node.get(old.node_id, set()).discard(info.id)
