@@ -121,6 +121,8 @@ class EventStream:
                     close_timeout=self.keepalive.close_timeout,
                 ) as ws:
                     self._ws = ws
+                    if self._stopping.is_set():  # stopped while opening: nothing closed it
+                        break
                     if self.batch:  # a JSON array of events per frame: far cheaper at volume
                         await ws.send(json.dumps({"batch": True}))
                     if self.keys:

@@ -210,3 +210,33 @@ async def test_tus_upload_survives_dropped_connections(tmp_path):
     assert bytes(fake.data) == payload
     assert pkg.sha256 == hashlib.sha256(payload).hexdigest()
     assert fake.patches >= 7  # 5 chunks + 2 cut ones resumed from HEAD's offset
+
+
+async def test_a_stream_stopped_while_it_opens_ends_once_open():
+    """`stop()` while the WebSocket is opening (reconnecting): `run()` ends once it is open,
+    not when the master next closes the stream (`gdosctl logs -f` outlived its Ctrl-C)."""
+    from websockets.asyncio.server import ServerConnection, serve
+
+    opening = asyncio.Event()
+
+    async def slow_opening(connection: ServerConnection, request: object) -> None:
+        opening.set()
+        await asyncio.sleep(0.5)
+
+    async def silent(ws: ServerConnection) -> None:
+        await ws.wait_closed()  # says nothing and never closes the stream itself
+
+    async with serve(silent, "127.0.0.1", 0, process_request=slow_opening) as server:
+        port = server.sockets[0].getsockname()[1]
+        c = Client(f"http://127.0.0.1:{port}")
+        stream = EventStream(c)
+        task = asyncio.ensure_future(stream.run())
+        try:
+            await asyncio.wait_for(opening.wait(), 10)
+            stream.stop()
+            await asyncio.wait_for(asyncio.shield(task), 10)
+            assert not stream.connected
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            await c.close()
