@@ -10,6 +10,7 @@ import threading
 import time
 import uuid
 import zipfile
+from pathlib import Path
 
 import pytest
 import yaml
@@ -175,8 +176,24 @@ def test_logs_follow_prints_a_line_written_after_it_started(world):
         assert sum("serving on" in line for line in seen) == 1  # the tail once, no repeat
     finally:
         follower.send_signal(signal.SIGINT)
-        follower.wait(30)
+        stopped_by_sigint(follower)
     ctl("destroy", inst["id"], "--yes")
+
+
+def stopped_by_sigint(proc: subprocess.Popen[str]) -> None:
+    """Wait for a process sent SIGINT; if it outlives it, fail naming its signal masks and
+    what it wrote on stderr (a SIGINT inherited as ignored, or a hang on the way out)."""
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        status = Path(f"/proc/{proc.pid}/status").read_text()
+        masks = [line for line in status.splitlines() if line.startswith(("SigBlk", "SigIgn"))]
+        proc.kill()
+        proc.wait(10)
+        err = proc.stderr.read() if proc.stderr else ""
+        raise AssertionError(
+            f"still running 30 s after SIGINT; {masks}; stderr: {err[-2000:]}"
+        ) from None
 
 
 def shop_file(system: str, pkg: str, host: str, count: int = 2, env: str = "info") -> str:
