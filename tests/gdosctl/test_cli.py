@@ -156,6 +156,7 @@ def test_logs_follow_prints_a_line_written_after_it_started(world):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        preexec_fn=as_in_a_terminal,
     )
     seen: list[str] = []
     reader = threading.Thread(
@@ -178,6 +179,12 @@ def test_logs_follow_prints_a_line_written_after_it_started(world):
         follower.send_signal(signal.SIGINT)
         stopped_by_sigint(follower)
     ctl("destroy", inst["id"], "--yes")
+
+
+def as_in_a_terminal() -> None:
+    """In the child: SIGINT as a foreground command in a terminal has it (a suite run in the
+    background of a non-interactive shell, or under nohup, passes SIGINT on as ignored)."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def stopped_by_sigint(proc: subprocess.Popen[str]) -> None:
