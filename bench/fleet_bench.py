@@ -709,20 +709,28 @@ async def bench(args: argparse.Namespace) -> dict[str, Any]:
         result["load_at_end"] = os.getloadavg()[0]
         return result
     finally:
-        if probe is not None:
-            probe.terminate()
-            probe.wait(10)
-        for g in groups or workers:
-            with contextlib.suppress(Exception):
-                os.kill(g.popen.pid, signal.SIGCONT)
-                g.popen.kill()
-                g.popen.wait(10)
-        master.terminate()
-        try:
-            master.wait(20)
-        except subprocess.TimeoutExpired:
-            master.kill()
+        stop_all(probe, groups or workers, master)
         master_log.close()
+
+
+def stop_all(
+    probe: "subprocess.Popen[bytes] | None", groups: list[Worker], master: "subprocess.Popen[bytes]"
+) -> None:
+    """End a run: the API probe, the simulator's workers (woken first: one may be stopped) and
+    the master."""
+    if probe is not None:
+        probe.terminate()
+        probe.wait(10)
+    for g in groups:
+        with contextlib.suppress(Exception):
+            os.kill(g.popen.pid, signal.SIGCONT)
+            g.popen.kill()
+            g.popen.wait(10)
+    master.terminate()
+    try:
+        master.wait(20)
+    except subprocess.TimeoutExpired:
+        master.kill()
 
 
 def main() -> None:

@@ -46,6 +46,7 @@ from bench.fleet_bench import (
     master_args,
     measured_setup,
     seed_instances,
+    stop_all,
 )
 
 HOOK = ROOT / "bench" / "heap_hook"
@@ -158,18 +159,7 @@ async def one_run(root: Path, args: argparse.Namespace, label: str) -> dict[str,
             console_task.cancel()
             with contextlib.suppress(BaseException):
                 await console_task
-        if probe is not None:
-            probe.terminate()
-            probe.wait(10)
-        for g in groups:
-            with contextlib.suppress(Exception):
-                g.popen.kill()
-                g.popen.wait(10)
-        master.terminate()
-        try:
-            master.wait(20)
-        except subprocess.TimeoutExpired:
-            master.kill()
+        stop_all(probe, groups, master)
         log.close()
     return result
 
