@@ -12,7 +12,7 @@ from PySide6.QtCore import QSettings, QStandardPaths, QTimer
 from PySide6.QtGui import QIcon
 from PySide6.QtWidgets import QApplication
 
-from console.embedded import EmbeddedMaster
+from console.embedded import EmbeddedMaster, StartOvertaken
 from console.message import async_slot, describe, error, info, warning
 from console.models.series import SeriesStore
 from console.services.alerts import AlertsService
@@ -107,6 +107,8 @@ class ConsoleApp:
         self._restart_timer.timeout.connect(lambda: self.restart_embedded())
         self._quick_deaths = 0
         self._embedded_since = 0.0
+        self._restarting = False  # one restart at a time (the timer and the button may race)
+        self._closing = False  # set by shutdown(): nothing is started or logged into after it
         self.live_models = (
             self.fleet.nodes,
             self.fleet.instances,
@@ -261,23 +263,41 @@ class ConsoleApp:
         self._restart_timer.stop()
         if master is None:
             return await self.start_embedded()
-        if master.running:
-            return True
+        if master.running or self._restarting or self._closing:
+            return master.running
+        self._restarting = True
+        try:
+            return await self._restart(master)
+        finally:
+            self._restarting = False
+
+    async def _restart(self, master: EmbeddedMaster) -> bool:
         self.window.offline_banner.say(
             f"Starting the local master again (data in {self.data_dir})…"
         )
         try:
             await master.start()
+        except StartOvertaken:
+            return False  # the console is closing, or was disconnected meanwhile
         except Exception as exc:
             log.warning("restarting the local master failed: %s", describe(exc))
             self._embedded_since = time.monotonic()
             self._embedded_died(f"did not start again ({describe(exc)})")
             return False
+        if self._closing or self.embedded is not master:
+            return False
         self._embedded_since = time.monotonic()
         if self.session.client is not None and self.session.client.base_url == master.url:
             self.session.retry_now()  # the stream reconnects now, with its subscriptions
         else:
-            await self.session.login(master.url, "admin", master.password)
+            try:
+                await self.session.login(master.url, "admin", master.password)
+            except Exception as exc:
+                if self._closing:
+                    return False
+                error(f"the local master is running again, but logging in failed: {describe(exc)}")
+                self._show_master_state()
+                return False
         info(f"the local master is running again on {master.url}")
         self._show_master_state()
         return True
@@ -384,6 +404,7 @@ class ConsoleApp:
 
     async def shutdown(self) -> None:
         """Log out and stop what this console started (the embedded master and its agent)."""
+        self._closing = True
         try:
             await self.session.logout(quiet=True)
         finally:

@@ -100,6 +100,10 @@ def admin_password(data_dir: Path) -> tuple[str, bool]:
     return password, True
 
 
+class StartOvertaken(RuntimeError):
+    """`EmbeddedMaster.stop()` was called while `start()` waited: the start is abandoned."""
+
+
 class EmbeddedMaster:
     """One local master (and its agent) at a time; `start()` again after it died reuses the
     port, so a console connected to it reconnects by itself."""
@@ -118,6 +122,7 @@ class EmbeddedMaster:
         self.exit_reason = ""
         self._watch: asyncio.Task[None] | None = None
         self._ready: subprocess.Popen[bytes] | None = None  # the process that answered
+        self._stops = 0  # counts stop() calls: a start() they overtook gives up
 
     @property
     def agent_dir(self) -> Path:
@@ -141,10 +146,14 @@ class EmbeddedMaster:
         return self.proc is not None and self.proc.poll() is None
 
     async def start(self, timeout: float = 60.0) -> None:
-        """Start and wait until `/healthz` answers; raises RuntimeError with the log's tail."""
+        """Start and wait until `/healthz` answers; raises RuntimeError with the log's tail, or
+        StartOvertaken if `stop()` was called meanwhile (nothing is left running then)."""
+        stops = self._stops
         self.data_dir.mkdir(parents=True, exist_ok=True)
         self.password, _ = admin_password(self.data_dir)
         await asyncio.to_thread(stop_stray_agent, self.agent_dir)
+        if self._stops != stops:
+            raise StartOvertaken("the local master was stopped while it was starting")
         # A frozen console's own bootloader variables must not reach the frozen master.
         env = {k: v for k, v in child_environ().items() if not k.startswith("GDOS_")}
         env["PYTHONUNBUFFERED"] = "1"
@@ -167,6 +176,8 @@ class EmbeddedMaster:
         deadline = loop.time() + timeout
         async with httpx.AsyncClient(timeout=2.0) as http:
             while loop.time() < deadline:
+                if self._stops != stops:  # stop() ended `proc` already
+                    raise StartOvertaken("the local master was stopped while it was starting")
                 if proc.poll() is not None:
                     raise RuntimeError(
                         f"the local master {describe_exit(proc.returncode)} before it answered: "
@@ -196,6 +207,8 @@ class EmbeddedMaster:
         log.warning("the embedded master %s", self.exit_reason)
         # Its agent gets SIGTERM with it (Linux); elsewhere, or if it lingers, it goes now.
         await asyncio.to_thread(stop_stray_agent, self.agent_dir)
+        if self.proc is not None:
+            return  # started again meanwhile (the Restart button): that start is what counts
         if self.on_exit is not None and self._ready is proc:  # not a failed start: start() says
             self.on_exit(self.exit_reason)
 
@@ -204,6 +217,7 @@ class EmbeddedMaster:
         left (a master ended by a signal may not get to stop it). The services the agent
         started keep running (they are re-adopted at the next start)."""
         proc, self.proc = self.proc, None
+        self._stops += 1
         atexit.unregister(self.stop)
         if proc is None:
             return

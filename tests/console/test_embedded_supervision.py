@@ -4,6 +4,7 @@ left behind, no secret on either command line, and every live view resumes (real
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import time
@@ -12,6 +13,7 @@ import psutil
 import pytest
 
 import console.app
+import console.embedded
 from console import fmt
 from console.app import ConsoleApp
 from console.models.cells import STALE_COLOR
@@ -131,3 +133,65 @@ async def test_a_killed_local_master_is_noticed_restarted_and_live_again(
     await until(lambda: app.embedded.running, timeout=60, what="restarted from the button")
     await until(lambda: app.session.reachable, timeout=60, what="the stream back again")
     await until(lambda: len(agents_on(str(app.data_dir / "agent"))) == 1, what="one agent")
+
+
+def slowed_stray_agent_stops(monkeypatch, first_only: bool) -> list[int]:
+    """Make `stop_stray_agent` (run by the watcher after a death, and by each start) take 2 s,
+    so that what races with it can be made to happen; returns its calls."""
+    real = console.embedded.stop_stray_agent
+    calls: list[int] = []
+
+    def slow(work_dir, timeout: float = 15.0) -> None:
+        calls.append(1)
+        if len(calls) == 1 or not first_only:
+            time.sleep(2.0)
+        real(work_dir, timeout)
+
+    monkeypatch.setattr(console.embedded, "stop_stray_agent", slow)
+    return calls
+
+
+async def test_a_restart_runs_once_and_a_closing_console_overtakes_it_quietly(app, monkeypatch):
+    """The timer and the Restart button may both ask: one start. A console closing while the
+    local master starts again starts nothing, logs into nothing, and raises nothing."""
+    assert await app.start_embedded(), app.embedded.tail() if app.embedded else "no master"
+    monkeypatch.setattr(console.app, "RESTART_DELAYS", (600, 600, 600))
+    await kill_master(app)
+    master = app.embedded
+    slowed_stray_agent_stops(monkeypatch, first_only=False)
+    starts: list[int] = []
+    real_start = master.start
+
+    async def counted(timeout: float = 60.0) -> None:
+        starts.append(1)
+        await real_start(timeout)
+
+    monkeypatch.setattr(master, "start", counted)
+    first = app.restart_embedded()
+    await until(lambda: starts, what="the first restart under way")
+    second = app.restart_embedded()
+    await asyncio.sleep(0.2)
+    assert len(starts) == 1, "a second restart started a second master"
+    await app.shutdown()
+    assert await first is False
+    await second
+    assert master.proc is None, "a master was started after the console closed"
+    assert app.session.client is None, "the closed console logged in again"
+
+
+async def test_a_restart_before_the_death_is_handled_is_not_taken_for_a_new_death(app, monkeypatch):
+    """The Restart button is offered as soon as the stream drops; pressed while the watcher
+    still reaps the old master, the new master must not be reported dead."""
+    assert await app.start_embedded(), app.embedded.tail() if app.embedded else "no master"
+    monkeypatch.setattr(console.app, "RESTART_DELAYS", (600, 600, 600))
+    calls = slowed_stray_agent_stops(monkeypatch, first_only=True)  # the watcher's call
+    deaths = app._quick_deaths
+    await kill_master(app)
+    watcher = app.embedded._watch
+    assert watcher is not None
+    assert await app.restart_embedded(), app.embedded.tail()
+    await asyncio.wait_for(watcher, 30)  # the old master's watcher has said what it says
+    assert len(calls) >= 2
+    assert app._quick_deaths == deaths
+    assert not app._restart_timer.isActive(), "the running master was taken for a new death"
+    assert app.embedded.running
