@@ -68,6 +68,8 @@ async def test_packages_upload_and_delete_by_keys_and_clicks(qtbot, app, tmp_pat
     await choose_file(qtbot, good)
     await until(lambda: page.table.proxy.rowCount() >= 1, what="the package listed")
     assert any(r["name"] == "clicked" for r in app.fleet.packages.rows())
+    # The package's event may come before the upload's own answer: the bar goes with the answer.
+    await until(lambda: "uploaded as" in page.status.text(), what="the upload's answer")
     assert not page.bar.isVisible()
     # A refused upload says so, and its bar shows it (not a full bar).
     bad = tmp_path / "broken.zip"
