@@ -192,6 +192,7 @@ class Operations:
         by_node: dict[str, list[Row]] = {}
         for row in rows.values():
             by_node.setdefault(row["node_id"], []).append(row)
+        decided_at = min((st.started_at for st in steps if st.started_at), default=0.0)
         done = 0
         for node_id, node_rows in by_node.items():
             for row in node_rows:
@@ -203,7 +204,7 @@ class Operations:
                     START_TIMEOUT if starting else max(stop_timeout[i] for i in ids) + COMMAND_SLACK
                 )
                 carried = {i: settings[i][0] for i in ids if i in settings} if starting else {}
-                self.orch.spawn(self._send(op, node_id, action, ids, timeout, carried))
+                self.orch.spawn(self._send(op, node_id, action, ids, timeout, carried, decided_at))
             done += len(node_rows)
             if done >= DISPATCH_SLICE:
                 done = 0
@@ -234,10 +235,14 @@ class Operations:
         ids: list[str],
         timeout: float,
         settings: dict[str, Settings],
+        decided_at: float,
     ) -> None:
         link = self.agents.reach(node_id)  # through its master when another one holds it
         errors: dict[str, str] = {}
-        if link is None:
+        if link is not None and link.greeted_since(decided_at):
+            # The node's hello comes after the level's rows: it re-drives them, once.
+            log.info("operation %s: node %s is greeting; its hello sends the level", op.id, node_id)
+        elif link is None:
             errors = dict.fromkeys(ids, f"node {node_id} went offline")
         else:
             msg = Batch(id=link.next_id(), action=action, instance_ids=ids, settings=settings)
