@@ -13,6 +13,7 @@ the node's desired state, in the database, is re-driven by the hello it says to 
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any, cast
 
 import msgspec
@@ -153,9 +154,11 @@ class RemoteCommands:
             "body": msg.to_json(),
             "timeout": timeout,
         }
+        began = time.time()
         try:
             if self.events is not None:
                 await self.events.written()
+            written = time.time()
             try:
                 await self.bus.fetch(SEND, row)
             except psycopg.errors.UniqueViolation:
@@ -166,7 +169,18 @@ class RemoteCommands:
                     f"the command for node {link.node_id} could not be passed to its master "
                     f"through the database: {str(exc).strip() or type(exc).__name__}",
                 ) from None
-            return await self._wait(link, cmd_id, fut, timeout)
+            queued = time.time()
+            result = await self._wait(link, cmd_id, fut, timeout)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "routed %s origin: began %.6f written %.6f queued %.6f answered %.6f",
+                    cmd_id,
+                    began,
+                    written,
+                    queued,
+                    time.time(),
+                )
+            return result
         finally:
             self._waiting.pop(cmd_id, None)
 
@@ -233,7 +247,7 @@ class RemoteCommands:
         kind, _, rest = payload.partition(":")
         if kind == "run":
             cmd_id, _, node_id = rest.rpartition(":")
-            self._spawn(self._run(cmd_id, node_id))
+            self._spawn(self._run(cmd_id, node_id, time.time()))
         elif kind == "done":
             self._spawn(self._collect(rest))
 
@@ -248,18 +262,35 @@ class RemoteCommands:
             # The database away: the origin's wait ends by its own checks, never hangs.
             log.warning("a routed command step failed: %s", task.exception())
 
-    async def _run(self, cmd_id: str, node_id: str) -> None:
+    async def _run(self, cmd_id: str, node_id: str, signalled: float = 0.0) -> None:
         """Take the command (once, whoever signals it) and send it down this master's link,
         only while the link is the node's current one; else answer that the node moved."""
+        began = time.time()
         if self.events is not None:
             await self.events.read_up()
+        read = time.time()
         link = self.agents.links.get(node_id)
         if link is not None and link.epoch is not None:  # its hello applied
             claim = {"id": cmd_id, "me": self.me, "epoch": link.epoch}
             taken = await self.bus.fetch(CLAIM, claim)
             if taken:
+                claimed = time.time()
                 body, timeout, _origin = taken[0]
-                await self._answer(cmd_id, await self._request(cmd_id, link, body, timeout))
+                answer = await self._request(cmd_id, link, body, timeout)
+                replied = time.time()
+                await self._answer(cmd_id, answer)
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug(
+                        "routed %s target: signalled %.6f began %.6f read %.6f claimed %.6f "
+                        "replied %.6f answered %.6f",
+                        cmd_id,
+                        signalled,
+                        began,
+                        read,
+                        claimed,
+                        replied,
+                        time.time(),
+                    )
                 return
         moved = GdosError(
             ErrorCode.NODE_OFFLINE,
