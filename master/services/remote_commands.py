@@ -95,6 +95,7 @@ class RemoteCommands:
         self.bus = bus
         self._waiting: dict[str, asyncio.Future[Result]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._signalled: dict[str, float] = {}  # command id -> when its signal came (debug)
         # Events published before a command reach its target before the node's answer does.
         self.events: ClusterEvents | None = None
 
@@ -247,7 +248,9 @@ class RemoteCommands:
         kind, _, rest = payload.partition(":")
         if kind == "run":
             cmd_id, _, node_id = rest.rpartition(":")
-            self._spawn(self._run(cmd_id, node_id, time.time()))
+            if log.isEnabledFor(logging.DEBUG):
+                self._signalled[cmd_id] = time.time()
+            self._spawn(self._run(cmd_id, node_id))
         elif kind == "done":
             self._spawn(self._collect(rest))
 
@@ -262,19 +265,21 @@ class RemoteCommands:
             # The database away: the origin's wait ends by its own checks, never hangs.
             log.warning("a routed command step failed: %s", task.exception())
 
-    async def _run(self, cmd_id: str, node_id: str, signalled: float = 0.0) -> None:
+    async def _run(self, cmd_id: str, node_id: str) -> None:
         """Take the command (once, whoever signals it) and send it down this master's link,
         only while the link is the node's current one; else answer that the node moved."""
         began = time.time()
-        if self.events is not None:
-            await self.events.read_up()
-        read = time.time()
+        signalled = self._signalled.pop(cmd_id, began)
         link = self.agents.links.get(node_id)
+        taken: list[tuple[Any, ...]] = []
         if link is not None and link.epoch is not None:  # its hello applied
             claim = {"id": cmd_id, "me": self.me, "epoch": link.epoch}
-            taken = await self.bus.fetch(CLAIM, claim)
-            if taken:
-                claimed = time.time()
+            # Claimed while the events before it are read: sent only once both are done.
+            taken = await self._claim_reading(claim)
+            read = claimed = time.time()
+            if taken and self.agents.links.get(node_id) is not link:
+                link = None  # the node reconnected meanwhile: its hello re-drives it
+            elif taken:
                 body, timeout, _origin = taken[0]
                 answer = await self._request(cmd_id, link, body, timeout)
                 replied = time.time()
@@ -299,7 +304,19 @@ class RemoteCommands:
             {"node_id": node_id},
         )
         answer = msgspec.json.encode({"error": moved.to_wire()}).decode()
-        await self._answer(cmd_id, answer, "queued")  # only one still queued for this master
+        # Only one still queued for this master, or the one it claimed just now.
+        await self._answer(cmd_id, answer, "running" if taken else "queued")
+
+    async def _claim_reading(self, claim: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """The claim's rows, once the events of the signals received so far are read too."""
+        if self.events is None:
+            return await self.bus.fetch(CLAIM, claim)
+        claiming = asyncio.ensure_future(self.bus.fetch(CLAIM, claim))
+        try:
+            await self.events.read_up()
+        finally:
+            taken = await claiming  # never left running: the row it takes must be answered
+        return taken
 
     async def _request(self, cmd_id: str, link: AgentLink, body: str, timeout: float) -> str:
         try:

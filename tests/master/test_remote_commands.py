@@ -230,3 +230,25 @@ async def test_a_routed_start_right_after_the_nodes_hello_is_applied_reaches_it_
     await until(lambda: agent.types() == ["start"], "the routed start")
     await until(lambda: not a.orch._tasks and not b.remote._tasks, "the routed command")
     assert agent.types() == ["start"]
+
+
+async def test_a_node_that_reconnects_while_its_master_claims_the_command_gets_nothing_from_it(
+    world: World, pair: tuple[Peer, Peer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _a, b = pair
+    iid, first, link = await held_by_b(world, pair)
+    reconnected: list[FakeAgent] = []
+    read_up = b.events.read_up
+
+    async def reconnect_meanwhile(timeout: float = 1.0) -> None:  # B claims while it reads
+        again = FakeAgent(b.agents, world.node_id)
+        again.link.greeting = True  # its hello is not applied yet: it re-drives what it reads
+        reconnected.append(again)
+        await read_up(timeout)
+
+    monkeypatch.setattr(b.events, "read_up", reconnect_meanwhile)
+    with pytest.raises(GdosError) as moved:
+        await link.request(Start(id=link.next_id(), instance_id=iid), 10)
+    assert moved.value.code == ErrorCode.NODE_OFFLINE and "moved" in moved.value.message
+    assert first.sent == [] and reconnected and reconnected[0].sent == []
+    assert rows(world) == 0  # answered and collected, not left for the timeout
