@@ -19,6 +19,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -45,19 +46,21 @@ def summary(name: str, ms: list[float]) -> str:
 
 
 STAGES = (
-    ("origin: events written", "o.began", "o.written"),
+    ("API call -> origin's send (bench.cluster)", "api.called", "o.began"),
+    ("origin: events (+ row) committed", "o.began", "o.written"),
     ("origin: row inserted + NOTIFY", "o.written", "o.queued"),
     ("NOTIFY -> target's listener", "o.queued", "t.signalled"),
     ("target: task scheduled", "t.signalled", "t.began"),
     ("target: events read", "t.began", "t.read"),
     ("target: claimed", "t.read", "t.claimed"),
+    ("target: sent -> agent has it (bench.cluster)", "t.claimed", "agent.received"),
     ("target: agent's reply", "t.claimed", "t.replied"),
     ("target: answer written + NOTIFY", "t.replied", "t.answered"),
     ("origin: answer collected", "t.answered", "o.answered"),
 )
 
 
-def stage_marks(logs: list[Path]) -> list[dict[str, float]]:
+def stage_marks(logs: list[Path]) -> dict[str, dict[str, float]]:
     """Per routed command, the wall-clock marks both masters logged (o.* origin, t.* target)."""
     found: dict[str, dict[str, float]] = {}
     for path in logs:
@@ -72,7 +75,7 @@ def stage_marks(logs: list[Path]) -> list[dict[str, float]]:
             mine = found.setdefault(cmd_id, {})
             for name, value in zip(words[::2], words[1::2], strict=True):
                 mine[f"{side[0]}.{name}"] = float(value)
-    return [marks for marks in found.values() if len(marks) >= 10]
+    return {cmd_id: marks for cmd_id, marks in found.items() if len(marks) >= 10}
 
 
 def _is_float(word: str) -> bool:
@@ -83,12 +86,21 @@ def _is_float(word: str) -> bool:
     return True
 
 
-def stage_table(marks: list[dict[str, float]]) -> str:
-    lines = [f"stages of {len(marks)} routed commands (ms): median / p99"]
+def stage_figures(marks: Iterable[dict[str, float]]) -> dict[str, list[float]]:
+    """Per step, [median, p99] in ms over the commands both masters logged."""
+    out: dict[str, list[float]] = {}
     for name, a, b in STAGES:
-        ms = sorted((m[b] - m[a]) * 1000 for m in marks)
-        p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
-        lines.append(f"  {name:36s} {statistics.median(ms):7.2f} / {p99:7.2f}")
+        ms = sorted((m[b] - m[a]) * 1000 for m in marks if a in m and b in m)
+        if ms:
+            p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
+            out[name] = [round(statistics.median(ms), 2), round(p99, 2)]
+    return out
+
+
+def stage_table(marks: Collection[dict[str, float]]) -> str:
+    lines = [f"stages of {len(marks)} routed commands (ms): median / p99"]
+    for name, (median, p99) in stage_figures(marks).items():
+        lines.append(f"  {name:36s} {median:7.2f} / {p99:7.2f}")
     return "\n".join(lines)
 
 
@@ -141,7 +153,8 @@ def main() -> int:
         cost = statistics.median(routed) - statistics.median(local)
         print(f"routing's own cost: median {cost:.1f} ms")
         if args.stages:
-            print(stage_table(stage_marks([m.data_dir / "master.log" for m in masters])))
+            marks = stage_marks([m.data_dir / "master.log" for m in masters])
+            print(stage_table(marks.values()))
     finally:
         if agent is not None:
             agent.stop()

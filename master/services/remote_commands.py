@@ -17,6 +17,7 @@ import time
 from typing import Any, cast
 
 import msgspec
+import sqlalchemy.exc
 from sqlalchemy import Float, Table, delete, literal_column, select
 
 from master.db import models
@@ -157,19 +158,20 @@ class RemoteCommands:
         }
         began = time.time()
         try:
-            if self.events is not None:
-                await self.events.written()
-            written = time.time()
             try:
-                await self.bus.fetch(SEND, row)
-            except psycopg.errors.UniqueViolation:
+                if self.events is not None:  # committed with the events published before it
+                    await self.events.carry(SEND, row)
+                else:
+                    await self.bus.fetch(SEND, row)
+            except (psycopg.errors.UniqueViolation, sqlalchemy.exc.IntegrityError):
                 pass  # written by a first attempt whose answer the connection lost
-            except psycopg.Error as exc:
+            except (psycopg.Error, sqlalchemy.exc.DBAPIError) as exc:
                 raise GdosError(
                     ErrorCode.UNAVAILABLE,
                     f"the command for node {link.node_id} could not be passed to its master "
                     f"through the database: {str(exc).strip() or type(exc).__name__}",
                 ) from None
+            written = time.time()
             queued = time.time()
             result = await self._wait(link, cmd_id, fut, timeout)
             if log.isEnabledFor(logging.DEBUG):
