@@ -128,7 +128,12 @@ def main() -> int:
         flags = ["--db-url", url, *s3_flags(f"127.0.0.1:{s3_port}", "bench")]
         if args.stages:
             flags += ["--log-level", "debug"]
-        env = {"PYTHONPATH": str(Path(args.master_root).resolve())} if args.master_root else {}
+        env = {}
+        if args.master_root:  # read only: no bytecode written there
+            env = {
+                "PYTHONPATH": str(Path(args.master_root).resolve()),
+                "PYTHONDONTWRITEBYTECODE": "1",
+            }
         masters = [Master(root / name, extra=flags, env=env) for name in ("a", "b")]
         a, b = masters
         Proc.start(b)
