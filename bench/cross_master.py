@@ -47,6 +47,8 @@ def summary(name: str, ms: list[float]) -> str:
 
 STAGES = (
     ("API call -> origin's send (bench.cluster)", "api.called", "o.began"),
+    ("origin: holder looked up (node row)", "o.asked", "o.linked"),
+    ("origin: holder known -> send", "o.linked", "o.began"),
     ("origin: events (+ row) committed", "o.began", "o.written"),
     ("origin: row inserted + NOTIFY", "o.written", "o.queued"),
     ("NOTIFY -> target's listener", "o.queued", "t.signalled"),

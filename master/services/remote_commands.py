@@ -84,6 +84,7 @@ class RemoteLink(AgentLink):
         self.epoch = epoch
         self.master_id = router.me
         self.router = router
+        self.asked_at = self.made_at = 0.0  # when its holder was looked up, and found (debug)
 
     async def request(self, msg: Struct, timeout: float) -> Result:
         return await self.router.send(self, msg, timeout)
@@ -127,6 +128,7 @@ class RemoteCommands:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def link_for(self, node_id: str) -> AgentLink | None:
+        asked = time.time()
         with self.db.engine.connect() as conn:
             row = conn.execute(
                 select(ownership.NODES.c.master_id, ownership.NODES.c.epoch).where(
@@ -137,7 +139,9 @@ class RemoteCommands:
             return None
         if self.agents.holder(node_id, row.master_id) != row.master_id:
             return None  # its master is not online
-        return RemoteLink(node_id, row.master_id, int(row.epoch), self)
+        link = RemoteLink(node_id, row.master_id, int(row.epoch), self)
+        link.asked_at, link.made_at = asked, time.time()
+        return link
 
     # -- the origin's side ----------------------------------------------------------------
 
@@ -176,8 +180,11 @@ class RemoteCommands:
             result = await self._wait(link, cmd_id, fut, timeout)
             if log.isEnabledFor(logging.DEBUG):
                 log.debug(
-                    "routed %s origin: began %.6f written %.6f queued %.6f answered %.6f",
+                    "routed %s origin: asked %.6f linked %.6f began %.6f written %.6f "
+                    "queued %.6f answered %.6f",
                     cmd_id,
+                    link.asked_at,
+                    link.made_at,
                     began,
                     written,
                     queued,
