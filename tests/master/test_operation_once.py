@@ -60,7 +60,7 @@ async def test_a_batch_start_while_the_nodes_hello_waits_reaches_the_agent_once(
     report = InstanceReport(iid, S.STOPPED)
     hello = Hello(agent_version="t", host=HostInfo(hostname="h"), instances=[report])
     greeting = asyncio.create_task(fleet.orch.on_hello(agent.link, hello))
-    await until(lambda: len(hellos._queued) == 1, "the hello in its batch")
+    await until(lambda: len(hellos._queued) == 1, "the hello in its batch", 60)
     if applied == "between the rows and the send":
         dispatch = fleet.ops._dispatch
 
@@ -70,11 +70,13 @@ async def test_a_batch_start_while_the_nodes_hello_waits_reaches_the_agent_once(
 
         monkeypatch.setattr(fleet.ops, "_dispatch", hello_first)
     op = fleet.begin("start")
-    await until(lambda: getattr(fleet.instance(iid), "desired_state", "") == "running", "rows")
-    await until(lambda: len(fleet.orch._tasks) == 1, "the level's commands (only the climb left)")
+    await until(lambda: getattr(fleet.instance(iid), "desired_state", "") == "running", "rows", 60)
+    await until(
+        lambda: len(fleet.orch._tasks) == 1, "the level's commands (only the climb left)", 60
+    )
     monkeypatch.undo()
     hellos.flush()
     await greeting
-    await until(lambda: op.state != OpState.RUNNING, "the operation to end")
+    await until(lambda: op.state != OpState.RUNNING, "the operation to end", 60)
     assert op.state == OpState.SUCCEEDED, op.error
     assert starts(agent, iid) == 1, agent.sent
