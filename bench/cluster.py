@@ -45,6 +45,7 @@ import psutil
 from sqlalchemy.engine import make_url
 
 from bench import compile_sources
+from bench.cross_master import stage_figures, stage_marks, stage_table
 from bench.fleet_bench import (
     ADMIN_PASSWORD,
     PY,
@@ -88,8 +89,23 @@ class MasterProc:
         return sum(" ERROR " in line for line in text.splitlines())
 
 
+# With --stages, a master's routed commands log each step's time (master/services/
+# remote_commands.py at debug; the rest of the master at its usual level).
+STAGED = (
+    "import logging, runpy; "
+    "logging.getLogger('master.services.remote_commands').setLevel(logging.DEBUG); "
+    "runpy.run_module('master', run_name='__main__', alter_sys=True)"
+)
+
+
 def launch_master(
-    name: str, root: Path, db_url: str, s3: str, nice: int, code: Path = ROOT
+    name: str,
+    root: Path,
+    db_url: str,
+    s3: str,
+    nice: int,
+    code: Path = ROOT,
+    stages: bool = False,
 ) -> MasterProc:
     """One master from the source tree `code` (another checkout: before/after runs)."""
     port = free_port()
@@ -99,6 +115,8 @@ def launch_master(
     store = ["--store-type", "minio", "--minio-endpoint", s3, "--minio-bucket", BUCKET]
     store += ["--minio-ak", S3_KEYS[0], "--minio-sk", S3_KEYS[1]]
     argv = master_args(port, data, "--db-url", db_url, "--advertise-url", url, *store)
+    if stages:
+        argv[:2] = ["-c", STAGED]
     with open(root / f"{name}.log", "ab") as log:
         popen = subprocess.Popen(
             [PY, *argv],
@@ -670,7 +688,9 @@ async def bench(args: argparse.Namespace, root: Path, result: dict[str, Any]) ->
         result["postgresql"], pg_pid = pg_server(db_url)
         pg_port = make_url(db_url).port or 5432
         masters = [
-            launch_master(f"m{n}", root, db_url, s3, args.master_nice, args.master_root)
+            launch_master(
+                f"m{n}", root, db_url, s3, args.master_nice, args.master_root, args.stages
+            )
             for n in range(args.masters)
         ]
         workers: list[Worker] = []
@@ -790,6 +810,17 @@ async def bench(args: argparse.Namespace, root: Path, result: dict[str, Any]) ->
                 result[f"command_ms_{label}_n"] = len(ms)
             result["usage_steady"] = {name: u.figures() for name, u in usage.items()}
             result["pg_connections_max"] = max(connections)
+            if args.stages:
+                marks = stage_marks([root / f"{m.name}.log" for m in masters])
+                for c in sent:  # the bench's own ends: the API call, the agent's receipt
+                    got = runs.get(c.instance_id)
+                    run = got[0] if got else None
+                    if run is not None and run.command_id in marks:
+                        marks[run.command_id].update({"api.called": c.at, "agent.received": run.at})
+                result["routed_stages_ms"] = stage_figures(marks.values())
+                print(stage_table(marks.values()), flush=True)
+            if args.steady_only:
+                return result
 
             # kill -9 of the first master while commands for its nodes go through any master.
             victim, survivors = masters[0], masters[1:]
@@ -1056,6 +1087,8 @@ def main() -> None:
     p.add_argument("--final", type=float, default=15, help="seconds of the last master alone")
     p.add_argument("--connect-timeout", type=float, default=300, help="s for all to be online")
     p.add_argument("--master-nice", type=int, default=0)
+    p.add_argument("--stages", action="store_true", help="where routed commands' time goes")
+    p.add_argument("--steady-only", action="store_true", help="end after the steady state")
     p.add_argument("--master-root", type=Path, default=ROOT, help="the masters' source tree")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--db-url", default=None, help="an empty database on a local PostgreSQL server")
@@ -1091,6 +1124,18 @@ def main() -> None:
     except RuntimeError as exc:
         print(json.dumps(result))  # the figures so far
         raise SystemExit(f"bench.cluster: {exc}") from None
+    if args.steady_only:
+        result["load_at_end"] = round(os.getloadavg()[0], 2)
+        print(
+            "steady: command through the holding master p50 / p99 "
+            f"{result['command_ms_same_master_p50']} / {result['command_ms_same_master_p99']} ms "
+            f"({result['command_ms_same_master_n']}); routed "
+            f"{result['command_ms_cross_master_p50']} / {result['command_ms_cross_master_p99']} ms "
+            f"({result['command_ms_cross_master_n']}); load {result['load_at_start']} -> "
+            f"{result['load_at_end']}"
+        )
+        print(json.dumps(result))
+        return
     print(table(result))
     print(json.dumps(result))
 

@@ -3,9 +3,12 @@ tests make) and one moto S3 bucket, one real agent connected to master B; the sa
 command (`list_logs`, through `GET /api/v1/instances/{id}/logs`) asked of B (local) and of A
 (A -> commands table + bus -> B -> agent -> B -> bus -> A), sequentially.
 
-    .venv/bin/python bench/cross_master.py [--requests 300]
+    .venv/bin/python bench/cross_master.py [--requests 300] [--master-root DIR] [--stages]
 
 Prints the median and p99 of each, and of their difference (the routing's own cost).
+`--master-root` runs the masters from another checkout (an A/B against main); `--stages`
+runs them at log level debug and prints where a routed command's time goes, step by step,
+from the origin's and the target's timestamps (this checkout's masters log them).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import statistics
 import sys
 import tempfile
 import time
+from collections.abc import Collection, Iterable
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,9 +45,72 @@ def summary(name: str, ms: list[float]) -> str:
     return f"{name}: median {statistics.median(ms):.1f} ms, p99 {p99:.1f} ms"
 
 
+STAGES = (
+    ("API call -> origin's send (bench.cluster)", "api.called", "o.began"),
+    ("origin: holder looked up (node row)", "o.asked", "o.linked"),
+    ("origin: holder known -> send", "o.linked", "o.began"),
+    ("origin: events (+ row) committed", "o.began", "o.written"),
+    ("origin: row inserted + NOTIFY", "o.written", "o.queued"),
+    ("NOTIFY -> target's listener", "o.queued", "t.signalled"),
+    ("target: task scheduled", "t.signalled", "t.began"),
+    ("target: events read", "t.began", "t.read"),
+    ("target: claimed", "t.read", "t.claimed"),
+    ("target: sent -> agent has it (bench.cluster)", "t.claimed", "agent.received"),
+    ("target: agent's reply", "t.claimed", "t.replied"),
+    ("target: answer written + NOTIFY", "t.replied", "t.answered"),
+    ("origin: answer collected", "t.answered", "o.answered"),
+)
+
+
+def stage_marks(logs: list[Path]) -> dict[str, dict[str, float]]:
+    """Per routed command, the wall-clock marks both masters logged (o.* origin, t.* target)."""
+    found: dict[str, dict[str, float]] = {}
+    for path in logs:
+        for line in path.read_text(errors="replace").splitlines():
+            _, hit, rest = line.partition("routed ")
+            if not hit or (" origin: " not in rest and " target: " not in rest):
+                continue
+            cmd_id, side, marks = rest.split(" ", 2)
+            words = marks.split()
+            if len(words) % 2 or not all(_is_float(w) for w in words[1::2]):
+                continue
+            mine = found.setdefault(cmd_id, {})
+            for name, value in zip(words[::2], words[1::2], strict=True):
+                mine[f"{side[0]}.{name}"] = float(value)
+    return {cmd_id: marks for cmd_id, marks in found.items() if len(marks) >= 10}
+
+
+def _is_float(word: str) -> bool:
+    try:
+        float(word)
+    except ValueError:
+        return False
+    return True
+
+
+def stage_figures(marks: Iterable[dict[str, float]]) -> dict[str, list[float]]:
+    """Per step, [median, p99] in ms over the commands both masters logged."""
+    out: dict[str, list[float]] = {}
+    for name, a, b in STAGES:
+        ms = sorted((m[b] - m[a]) * 1000 for m in marks if a in m and b in m)
+        if ms:
+            p99 = ms[min(len(ms) - 1, int(len(ms) * 0.99))]
+            out[name] = [round(statistics.median(ms), 2), round(p99, 2)]
+    return out
+
+
+def stage_table(marks: Collection[dict[str, float]]) -> str:
+    lines = [f"stages of {len(marks)} routed commands (ms): median / p99"]
+    for name, (median, p99) in stage_figures(marks).items():
+        lines.append(f"  {name:36s} {median:7.2f} / {p99:7.2f}")
+    return "\n".join(lines)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--master-root", default=None, help="another checkout's masters")
+    parser.add_argument("--stages", action="store_true", help="log and print each step")
     args = parser.parse_args()
     from moto.server import ThreadedMotoServer
 
@@ -61,7 +128,15 @@ def main() -> int:
     try:
         url = cluster.create_database()
         flags = ["--db-url", url, *s3_flags(f"127.0.0.1:{s3_port}", "bench")]
-        masters = [Master(root / name, extra=flags) for name in ("a", "b")]
+        if args.stages:
+            flags += ["--log-level", "debug"]
+        env = {}
+        if args.master_root:  # read only: no bytecode written there
+            env = {
+                "PYTHONPATH": str(Path(args.master_root).resolve()),
+                "PYTHONDONTWRITEBYTECODE": "1",
+            }
+        masters = [Master(root / name, extra=flags, env=env) for name in ("a", "b")]
         a, b = masters
         Proc.start(b)
         wait_for(b._healthy, 90, what="master b")
@@ -84,6 +159,9 @@ def main() -> int:
         print(summary("through A (routed via B)", routed))
         cost = statistics.median(routed) - statistics.median(local)
         print(f"routing's own cost: median {cost:.1f} ms")
+        if args.stages:
+            marks = stage_marks([m.data_dir / "master.log" for m in masters])
+            print(stage_table(marks.values()))
     finally:
         if agent is not None:
             agent.stop()

@@ -49,9 +49,26 @@ class AgentLink:
         self.epoch: int | None = None  # the node's ownership epoch its last hello got
         # Attached, its hello not applied yet: that hello re-drives the desired state it reads,
         # so a command decided meanwhile would reach the agent twice (the socket sets it).
-        self.greeting = False
+        self._greeting = False
+        self.greeted_at = 0.0  # wall clock when its hello was applied (0: never greeted)
         self.master_id: str | None = None  # the master holding this link (set by `attach`)
         self._send_lock = asyncio.Lock()
+
+    @property
+    def greeting(self) -> bool:
+        return self._greeting
+
+    @greeting.setter
+    def greeting(self, value: bool) -> None:
+        if self._greeting and not value:
+            self.greeted_at = time.time()
+        self._greeting = value
+
+    def greeted_since(self, decided_at: float) -> bool:
+        """Whether this link's hello is not applied yet, or was applied after `decided_at`:
+        either way that hello read (or will read) a desired state written before it, and
+        re-drives it itself."""
+        return self._greeting or self.greeted_at > decided_at
 
     async def send(self, msg: Struct) -> None:
         text = msg.to_json()

@@ -53,6 +53,8 @@ class ClusterEvents:
         self.last: dict[str, int] = {}  # origin -> the last seq published here
         self.floor = 0  # seq at this master's start: what came before is history
         self._pending: list[tuple[str, str]] = []  # (topic JSON, data JSON) to write
+        # Statements committed with the next batch, after its events (routed commands).
+        self._carried: list[tuple[str, dict[str, Any], asyncio.Future[None]]] = []
         self._wake_writer = asyncio.Event()
         self.appended = 0  # events handed to the writer so far
         self.committed = Mark()  # of those, how many are committed (in order)
@@ -108,6 +110,15 @@ class ClusterEvents:
             self.committed.advance(self.committed.value + dropped)  # never coming: none waits
         self._wake_writer.set()
 
+    async def carry(self, statement: str, params: dict[str, Any]) -> None:
+        """Run `statement` (psycopg's `%(name)s` parameters) in the transaction that writes
+        the events published so far, after them: a routed command's row and its signal reach
+        the target with the events before it, in one commit. Raises what the write raised."""
+        done = asyncio.get_running_loop().create_future()
+        self._carried.append((statement, params, done))
+        self._wake_writer.set()
+        await done
+
     async def written(self, timeout: float = 1.0) -> None:
         """Wait (at most `timeout`) until the events published so far are committed: a routed
         command waits for them, so its target has them before the node's answer. Events
@@ -124,26 +135,41 @@ class ClusterEvents:
             await self._wake_writer.wait()
             self._wake_writer.clear()
             batch, self._pending = self._pending, []
-            if not batch:
+            carried, self._carried = self._carried, []
+            if not batch and not carried:
                 continue
+            statements = [(statement, params) for statement, params, _ in carried]
             try:
-                await asyncio.to_thread(self._insert, batch)
-            except Exception:  # the database away: keep them, in order, and try again
+                await asyncio.to_thread(self._insert, batch, statements)
+            except Exception as exc:  # the database away: keep them, in order, and try again
+                for _, _, done in carried:  # their callers say so (no retry behind their back)
+                    if not done.done():
+                        done.set_exception(exc)
+                if not batch:
+                    continue
                 log.warning("sharing %d events with the other masters failed", len(batch))
                 self._pending[:0] = batch
                 await asyncio.sleep(1.0)
                 self._wake_writer.set()
             else:
                 self.committed.advance(self.committed.value + len(batch))
+                for _, _, done in carried:
+                    if not done.done():
+                        done.set_result(None)
 
-    def _insert(self, batch: list[tuple[str, str]]) -> None:
+    def _insert(
+        self, batch: list[tuple[str, str]], carried: list[tuple[str, dict[str, Any]]] | None = None
+    ) -> None:
         rows = [
             {"origin": self.me, "topic": BUNDLE, "data": bundle(batch[at : at + PER_ROW])}
             for at in range(0, len(batch), PER_ROW)
         ]
         with self.db.engine.begin() as conn:
-            conn.execute(insert(TABLE).values(at=_NOW), rows)
-            Bus.notify_in(conn, CHANNEL, self.me)
+            if rows:
+                conn.execute(insert(TABLE).values(at=_NOW), rows)
+                Bus.notify_in(conn, CHANNEL, self.me)
+            for statement, params in carried or ():
+                conn.exec_driver_sql(statement, params)
 
     # -- reading the others' --------------------------------------------------------------
 

@@ -33,7 +33,7 @@ from master.db import models
 from master.db.session import Database
 from master.hub import Hub
 from master.services import instance_rows, instance_settings, operation_plan, ownership
-from master.services.agents import AgentRegistry
+from master.services.agents import AgentLink, AgentRegistry
 from master.services.commands import COMMAND_SLACK, START_TIMEOUT
 from master.services.instance_rows import Row
 from master.services.operation_steps import FINAL_STEPS, Op, OpState, Step, StepState
@@ -61,6 +61,9 @@ class Operations:
         self.live: dict[str, Op] = {}
         self._following: dict[str, Op] = {}  # instance id -> the live operation that has it
         self._views: dict[str, InstanceOut] = {}  # the newest view of each followed instance
+        # Per operation, the links its level's preflight found (a routed one carries the node's
+        # epoch from before the level's commit: a hello elsewhere since re-drives the level).
+        self._level_links: dict[str, dict[str, AgentLink | None]] = {}
         orchestrator.feed.listeners.append(self._on_instance)
         self.store.on_lost.append(self.let_go)
 
@@ -192,6 +195,8 @@ class Operations:
         by_node: dict[str, list[Row]] = {}
         for row in rows.values():
             by_node.setdefault(row["node_id"], []).append(row)
+        decided_at = min((st.started_at for st in steps if st.started_at), default=0.0)
+        links = self._level_links.pop(op.id, {})
         done = 0
         for node_id, node_rows in by_node.items():
             for row in node_rows:
@@ -203,7 +208,10 @@ class Operations:
                     START_TIMEOUT if starting else max(stop_timeout[i] for i in ids) + COMMAND_SLACK
                 )
                 carried = {i: settings[i][0] for i in ids if i in settings} if starting else {}
-                self.orch.spawn(self._send(op, node_id, action, ids, timeout, carried))
+                link = self.agents.get(node_id) or links.get(node_id)
+                self.orch.spawn(
+                    self._send(op, node_id, action, ids, timeout, carried, link, decided_at)
+                )
             done += len(node_rows)
             if done >= DISPATCH_SLICE:
                 done = 0
@@ -212,7 +220,8 @@ class Operations:
 
     def _preflight(self, op: Op, steps: list[Step], rows: dict[str, dict[str, Any]]) -> str | None:
         """Refuse a level before touching any of it when one of its instances cannot move."""
-        reachable: dict[str, bool] = {}  # per node: here, or through the master holding it
+        reachable: dict[str, AgentLink | None] = {}  # per node: through the master holding it
+        self._level_links[op.id] = reachable
         for st in steps:
             row = rows.get(st.instance_id)
             online = row is not None and self._reachable(row["node_id"], reachable)
@@ -223,6 +232,7 @@ class Operations:
                 for other in steps:
                     if not other.final:
                         self._finish_step(op, other, StepState.SKIPPED)
+                self._level_links.pop(op.id, None)
                 return reason
         return None
 
@@ -234,10 +244,16 @@ class Operations:
         ids: list[str],
         timeout: float,
         settings: dict[str, Settings],
+        link: AgentLink | None,
+        decided_at: float,
     ) -> None:
-        link = self.agents.reach(node_id)  # through its master when another one holds it
+        """`link`: the node's own, or the one through its master the level's preflight found
+        (not looked up again: the node's hello elsewhere since re-drives the level)."""
         errors: dict[str, str] = {}
-        if link is None:
+        if link is not None and link.greeted_since(decided_at):
+            # The node's hello comes after the level's rows: it re-drives them, once.
+            log.info("operation %s: node %s is greeting; its hello sends the level", op.id, node_id)
+        elif link is None:
             errors = dict.fromkeys(ids, f"node {node_id} went offline")
         else:
             msg = Batch(id=link.next_id(), action=action, instance_ids=ids, settings=settings)
@@ -258,12 +274,12 @@ class Operations:
                 self._finish_step(op, st, StepState.FAILED, f"{st.name}: {message}")
         op.changed.set()
 
-    def _reachable(self, node_id: str, known: dict[str, bool]) -> bool:
+    def _reachable(self, node_id: str, known: dict[str, AgentLink | None]) -> bool:
         if self.agents.is_online(node_id):
             return True
         if node_id not in known:
-            known[node_id] = self.agents.reach(node_id) is not None
-        return known[node_id]
+            known[node_id] = self.agents.reach(node_id)
+        return known[node_id] is not None
 
     async def _settle(self, op: Op, steps: list[Step]) -> str | None:
         """Wait until every step of the level is done, or one fails, or one runs out of time."""

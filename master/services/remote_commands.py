@@ -13,9 +13,11 @@ the node's desired state, in the database, is re-driven by the hello it says to 
 import asyncio
 import contextlib
 import logging
+import time
 from typing import Any, cast
 
 import msgspec
+import sqlalchemy.exc
 from sqlalchemy import Float, Table, delete, literal_column, select
 
 from master.db import models
@@ -82,6 +84,7 @@ class RemoteLink(AgentLink):
         self.epoch = epoch
         self.master_id = router.me
         self.router = router
+        self.asked_at = self.made_at = 0.0  # when its holder was looked up, and found (debug)
 
     async def request(self, msg: Struct, timeout: float) -> Result:
         return await self.router.send(self, msg, timeout)
@@ -94,6 +97,7 @@ class RemoteCommands:
         self.bus = bus
         self._waiting: dict[str, asyncio.Future[Result]] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._signalled: dict[str, float] = {}  # command id -> when its signal came (debug)
         # Events published before a command reach its target before the node's answer does.
         self.events: ClusterEvents | None = None
 
@@ -124,6 +128,7 @@ class RemoteCommands:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     def link_for(self, node_id: str) -> AgentLink | None:
+        asked = time.time()
         with self.db.engine.connect() as conn:
             row = conn.execute(
                 select(ownership.NODES.c.master_id, ownership.NODES.c.epoch).where(
@@ -134,7 +139,9 @@ class RemoteCommands:
             return None
         if self.agents.holder(node_id, row.master_id) != row.master_id:
             return None  # its master is not online
-        return RemoteLink(node_id, row.master_id, int(row.epoch), self)
+        link = RemoteLink(node_id, row.master_id, int(row.epoch), self)
+        link.asked_at, link.made_at = asked, time.time()
+        return link
 
     # -- the origin's side ----------------------------------------------------------------
 
@@ -153,20 +160,37 @@ class RemoteCommands:
             "body": msg.to_json(),
             "timeout": timeout,
         }
+        began = time.time()
         try:
-            if self.events is not None:
-                await self.events.written()
             try:
-                await self.bus.fetch(SEND, row)
-            except psycopg.errors.UniqueViolation:
+                if self.events is not None:  # committed with the events published before it
+                    await self.events.carry(SEND, row)
+                else:
+                    await self.bus.fetch(SEND, row)
+            except (psycopg.errors.UniqueViolation, sqlalchemy.exc.IntegrityError):
                 pass  # written by a first attempt whose answer the connection lost
-            except psycopg.Error as exc:
+            except (psycopg.Error, sqlalchemy.exc.DBAPIError) as exc:
                 raise GdosError(
                     ErrorCode.UNAVAILABLE,
                     f"the command for node {link.node_id} could not be passed to its master "
                     f"through the database: {str(exc).strip() or type(exc).__name__}",
                 ) from None
-            return await self._wait(link, cmd_id, fut, timeout)
+            written = time.time()
+            queued = time.time()
+            result = await self._wait(link, cmd_id, fut, timeout)
+            if log.isEnabledFor(logging.DEBUG):
+                log.debug(
+                    "routed %s origin: asked %.6f linked %.6f began %.6f written %.6f "
+                    "queued %.6f answered %.6f",
+                    cmd_id,
+                    link.asked_at,
+                    link.made_at,
+                    began,
+                    written,
+                    queued,
+                    time.time(),
+                )
+            return result
         finally:
             self._waiting.pop(cmd_id, None)
 
@@ -233,6 +257,8 @@ class RemoteCommands:
         kind, _, rest = payload.partition(":")
         if kind == "run":
             cmd_id, _, node_id = rest.rpartition(":")
+            if log.isEnabledFor(logging.DEBUG):
+                self._signalled[cmd_id] = time.time()
             self._spawn(self._run(cmd_id, node_id))
         elif kind == "done":
             self._spawn(self._collect(rest))
@@ -251,15 +277,34 @@ class RemoteCommands:
     async def _run(self, cmd_id: str, node_id: str) -> None:
         """Take the command (once, whoever signals it) and send it down this master's link,
         only while the link is the node's current one; else answer that the node moved."""
-        if self.events is not None:
-            await self.events.read_up()
+        began = time.time()
+        signalled = self._signalled.pop(cmd_id, began)
         link = self.agents.links.get(node_id)
+        taken: list[tuple[Any, ...]] = []
         if link is not None and link.epoch is not None:  # its hello applied
             claim = {"id": cmd_id, "me": self.me, "epoch": link.epoch}
-            taken = await self.bus.fetch(CLAIM, claim)
-            if taken:
+            # Claimed while the events before it are read: sent only once both are done.
+            taken = await self._claim_reading(claim)
+            read = claimed = time.time()
+            if taken and self.agents.links.get(node_id) is not link:
+                link = None  # the node reconnected meanwhile: its hello re-drives it
+            elif taken:
                 body, timeout, _origin = taken[0]
-                await self._answer(cmd_id, await self._request(cmd_id, link, body, timeout))
+                answer = await self._request(cmd_id, link, body, timeout)
+                replied = time.time()
+                await self._answer(cmd_id, answer)
+                if log.isEnabledFor(logging.DEBUG):
+                    log.debug(
+                        "routed %s target: signalled %.6f began %.6f read %.6f claimed %.6f "
+                        "replied %.6f answered %.6f",
+                        cmd_id,
+                        signalled,
+                        began,
+                        read,
+                        claimed,
+                        replied,
+                        time.time(),
+                    )
                 return
         moved = GdosError(
             ErrorCode.NODE_OFFLINE,
@@ -268,7 +313,19 @@ class RemoteCommands:
             {"node_id": node_id},
         )
         answer = msgspec.json.encode({"error": moved.to_wire()}).decode()
-        await self._answer(cmd_id, answer, "queued")  # only one still queued for this master
+        # Only one still queued for this master, or the one it claimed just now.
+        await self._answer(cmd_id, answer, "running" if taken else "queued")
+
+    async def _claim_reading(self, claim: dict[str, Any]) -> list[tuple[Any, ...]]:
+        """The claim's rows, once the events of the signals received so far are read too."""
+        if self.events is None:
+            return await self.bus.fetch(CLAIM, claim)
+        claiming = asyncio.ensure_future(self.bus.fetch(CLAIM, claim))
+        try:
+            await self.events.read_up()
+        finally:
+            taken = await claiming  # never left running: the row it takes must be answered
+        return taken
 
     async def _request(self, cmd_id: str, link: AgentLink, body: str, timeout: float) -> str:
         try:

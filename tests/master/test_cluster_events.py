@@ -193,3 +193,21 @@ async def test_written_waits_for_the_events_before_it_not_for_a_flow_that_goes_o
     await publisher
     assert any("before-the-command" in d for d in data)  # committed before written() returned
     assert still_flowing  # and it returned while events kept coming
+
+
+async def test_a_carried_statement_commits_with_the_events_before_it_and_its_failure_is_its_own(
+    pair: tuple[Peer, Peer],
+) -> None:
+    import sqlalchemy.exc
+
+    a, b = pair
+    for n in range(3):
+        a.hub.publish("instance", {"id": "i1", "n": n})
+    await a.events.carry("SELECT pg_notify('gdos_test', %(p)s)", {"p": "x"})
+    assert a.events.committed.value == a.events.appended == 3  # committed with (or before) it
+    a.hub.publish("instance", {"id": "i1", "n": 3})
+    with pytest.raises(sqlalchemy.exc.ProgrammingError):  # its caller hears, at once
+        await a.events.carry("SELECT * FROM no_such_table", {})
+    a.hub.publish("instance", {"id": "i1", "n": 4})
+    await until(lambda: len(b.heard) == 5, "A's events on B, the failed write's retried")
+    assert [e["n"] for e in b.heard] == [0, 1, 2, 3, 4]

@@ -230,3 +230,68 @@ async def test_a_routed_start_right_after_the_nodes_hello_is_applied_reaches_it_
     await until(lambda: agent.types() == ["start"], "the routed start")
     await until(lambda: not a.orch._tasks and not b.remote._tasks, "the routed command")
     assert agent.types() == ["start"]
+
+
+async def test_a_node_that_reconnects_while_its_master_claims_the_command_gets_nothing_from_it(
+    world: World, pair: tuple[Peer, Peer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    _a, b = pair
+    iid, first, link = await held_by_b(world, pair)
+    reconnected: list[FakeAgent] = []
+    read_up = b.events.read_up
+
+    async def reconnect_meanwhile(timeout: float = 1.0) -> None:  # B claims while it reads
+        again = FakeAgent(b.agents, world.node_id)
+        again.link.greeting = True  # its hello is not applied yet: it re-drives what it reads
+        reconnected.append(again)
+        await read_up(timeout)
+
+    monkeypatch.setattr(b.events, "read_up", reconnect_meanwhile)
+    with pytest.raises(GdosError) as moved:
+        await link.request(Start(id=link.next_id(), instance_id=iid), 10)
+    assert moved.value.code == ErrorCode.NODE_OFFLINE and "moved" in moved.value.message
+    assert first.sent == [] and reconnected and reconnected[0].sent == []
+    assert rows(world) == 0  # answered and collected, not left for the timeout
+
+
+async def test_a_batch_level_routed_after_the_node_moved_again_is_not_sent_twice(
+    world: World, pair: tuple[Peer, Peer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from master.services.operations import Operations
+    from tests.master.test_operation_once import starts
+
+    a, b = pair
+    with world.db.session() as s:
+        mod = models.Module(system_id=world.system_id, name="web", package_name="web")
+        s.add(mod)
+        s.commit()
+        module_id = mod.id
+    iid = world.add_instance("web-1", S.STOPPED, module_id=module_id)
+    first = await b.hello(iid)
+    c = Peer(world, "master-c")
+    await c.start()
+    a.agents.peers = frozenset({"master-b", "master-c"})
+    ops = Operations(world.db, a.orch, a.agents, a.hub)
+    moved: list[FakeAgent] = []
+    dispatch = ops._dispatch
+
+    async def node_moves_first(*args: Any) -> None:  # after the level's commit, before its send
+        moved.append(await c.hello(iid))  # C's hello reads the level's rows: it re-drives them
+        await dispatch(*args)
+
+    monkeypatch.setattr(ops, "_dispatch", node_moves_first)
+    try:
+        with world.db.session() as s:
+            system = s.get(models.System, world.system_id)
+            assert system is not None
+            ops.begin(s, system, "start", "tester")
+        await until(lambda: bool(moved) and starts(moved[0], iid) >= 1, "C's re-drive", 60)
+        await until(
+            lambda: len(a.orch._tasks) <= 1 and rows(world) == 0 and not c.remote._tasks,
+            "the level's command",
+            60,
+        )
+        assert starts(moved[0], iid) == 1, moved[0].sent
+        assert first.sent == []
+    finally:
+        await c.close()
