@@ -881,6 +881,7 @@ async def bench(args: argparse.Namespace, root: Path, result: dict[str, Any]) ->
             for w in workers:
                 lines.update((await w.ask({"cmd": "timeline"}, "timeline"))["nodes"])
             result["stream_ends"] = {w.name: w.ends for w in watchers.values()}
+            result["stop"]["collateral_lost"] = collateral(lines, moving, t_stop)
             result["stop"]["timeline"] = timeline_figures(
                 lines, [watchers[m.name] for m in rest], moving, stopped, t_stop
             )
