@@ -6,7 +6,8 @@ master URLs each attempt goes to the next one (the first URL, then the others in
 the node's own), the backoff doubling once per round of the list (a lost master's agents reach
 a survivor without waiting out the failures of a dead or hung one), and a quick keepalive
 notices a hung master (stopped, or a link dead without a FIN) within `FAILOVER_PING` seconds;
-the next master is then dialled at once (the ping's phase already spreads those dials).
+after a link that lived `STABLE_AFTER` the next master is then dialled at once (the ping's
+phase already spreads those dials).
 """
 
 import asyncio
@@ -71,7 +72,7 @@ BACKOFF_MIN, BACKOFF_MAX, STABLE_AFTER = 0.5, 30.0, 30.0
 # Frequent pings with a long deadline: a master whose loop lags 3 s under a storm of hellos
 # is kept, a hung one is left as soon.
 SINGLE_PING = (20.0, 20.0)
-FAILOVER_PING = (1.0, 3.5)
+FAILOVER_PING = (0.5, 3.5)
 
 
 def ws_url(master: str) -> str:
@@ -211,9 +212,12 @@ class Link:
             finally:
                 self.ws = None
                 self.connected.clear()
-            if time.monotonic() - began > STABLE_AFTER:
+            stable = time.monotonic() - began > STABLE_AFTER
+            if stable:
                 delays = backoff_delays(len(self.urls))
-            delay = 0.0 if at_once and len(self.urls) > 1 else next(delays)
+            # A master that held the link a while, then stopped answering pings, is hung: the
+            # next is dialled at once. Links that keep failing back off as ever.
+            delay = 0.0 if at_once and stable and len(self.urls) > 1 else next(delays)
             self._at = (self._at + 1) % len(self.urls)
             log.info("reconnecting to %s in %.1f s", self.master, delay)
             await asyncio.sleep(delay)

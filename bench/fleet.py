@@ -290,10 +290,11 @@ class SimAgent:
             if not failover:
                 await asyncio.sleep(1.0 + random.random())
                 continue
-            if time.monotonic() - began > STABLE_AFTER:
+            stable = time.monotonic() - began > STABLE_AFTER
+            if stable:
                 delays = backoff_delays(len(self.urls))
             self.master = self.urls[(self.urls.index(self.master) + 1) % len(self.urls)]
-            await asyncio.sleep(0.0 if at_once else next(delays))
+            await asyncio.sleep(0.0 if at_once and stable else next(delays))
 
     def stop(self) -> None:
         self._stop = True
