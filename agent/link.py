@@ -5,7 +5,9 @@ lockstep after a master restart) and reset once a connection has lived a while. 
 master URLs each attempt goes to the next one (the first URL, then the others in an order of
 the node's own), the backoff doubling once per round of the list (a lost master's agents reach
 a survivor without waiting out the failures of a dead or hung one), and a quick keepalive
-notices a hung master (stopped, or a link dead without a FIN) within `FAILOVER_PING` seconds.
+notices a hung master (stopped, or a link dead without a FIN) within `FAILOVER_PING` seconds;
+after a link that lived `STABLE_AFTER` the next master is then dialled at once (the ping's
+phase already spreads those dials).
 """
 
 import asyncio
@@ -23,6 +25,7 @@ from agent.hostinfo import current_load, host_info
 from agent.logs import AgentLogs
 from agent.recent import RecentCommands
 from agent.wsclient import (
+    KEEPALIVE_LOST,
     ClientConnection,
     ConnectionClosed,
     InvalidStatus,
@@ -69,7 +72,7 @@ BACKOFF_MIN, BACKOFF_MAX, STABLE_AFTER = 0.5, 30.0, 30.0
 # Frequent pings with a long deadline: a master whose loop lags 3 s under a storm of hellos
 # is kept, a hung one is left as soon.
 SINGLE_PING = (20.0, 20.0)
-FAILOVER_PING = (1.0, 3.5)
+FAILOVER_PING = (0.5, 3.5)
 
 
 def ws_url(master: str) -> str:
@@ -87,6 +90,12 @@ def failover_order(urls: tuple[str, ...], node_id: str) -> tuple[str, ...]:
     rest = list(urls[1:])
     random.Random(node_id).shuffle(rest)
     return (*urls[:1], *rest)
+
+
+def hung_master(exc: BaseException) -> bool:
+    """Whether a link ended because its master stopped answering pings (rather than closing
+    or refusing): the next master is then dialled with no backoff."""
+    return isinstance(exc, ConnectionClosed) and exc.reason == KEEPALIVE_LOST
 
 
 def backoff_delays(per_round: int = 1) -> Any:
@@ -177,6 +186,7 @@ class Link:
         delays = backoff_delays(len(self.urls))
         while True:
             began = time.monotonic()
+            at_once = False
             try:
                 await self._session()
             except InvalidStatus as exc:
@@ -191,6 +201,7 @@ class Link:
                 else:
                     log.warning("master answered HTTP %d; retrying", status)
             except (OSError, WebSocketError, TimeoutError) as exc:
+                at_once = hung_master(exc)
                 log.warning(
                     "connection to %s lost or refused: %s",
                     self.master,
@@ -201,9 +212,12 @@ class Link:
             finally:
                 self.ws = None
                 self.connected.clear()
-            if time.monotonic() - began > STABLE_AFTER:
+            stable = time.monotonic() - began > STABLE_AFTER
+            if stable:
                 delays = backoff_delays(len(self.urls))
-            delay = next(delays)
+            # A master that held the link a while, then stopped answering pings, is hung: the
+            # next is dialled at once. Links that keep failing back off as ever.
+            delay = 0.0 if at_once and stable and len(self.urls) > 1 else next(delays)
             self._at = (self._at + 1) % len(self.urls)
             log.info("reconnecting to %s in %.1f s", self.master, delay)
             await asyncio.sleep(delay)

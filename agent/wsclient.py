@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 _READ_SIZE = 1 << 16
 _NORMAL = (1000, 1001, 1005)  # 1005: the server closed without a code
 _DATA = (Opcode.TEXT, Opcode.BINARY, Opcode.CONT)
+KEEPALIVE_LOST = "keepalive ping timeout"  # the reason of a link the keepalive gave up on
 
 
 class WebSocketError(Exception):
@@ -221,7 +222,7 @@ class ClientConnection:
             except ConnectionClosed:
                 return
             except TimeoutError:
-                self._abort(ConnectionClosed(1011, "keepalive ping timeout"))
+                self._abort(ConnectionClosed(1011, KEEPALIVE_LOST))
                 return
 
 

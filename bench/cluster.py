@@ -46,6 +46,7 @@ from sqlalchemy.engine import make_url
 
 from bench import compile_sources
 from bench.cross_master import stage_figures, stage_marks, stage_table
+from bench.fleet import KEEPALIVE_ENV, agent_keepalive
 from bench.fleet_bench import (
     ADMIN_PASSWORD,
     PY,
@@ -114,7 +115,9 @@ def launch_master(
     url = f"http://127.0.0.1:{port}"
     store = ["--store-type", "minio", "--minio-endpoint", s3, "--minio-bucket", BUCKET]
     store += ["--minio-ak", S3_KEYS[0], "--minio-sk", S3_KEYS[1]]
-    argv = master_args(port, data, "--db-url", db_url, "--advertise-url", url, *store)
+    argv = master_args(
+        port, data, "--db-url", db_url, "--advertise-url", url, "--debug-endpoints", *store
+    )
     if stages:
         argv[:2] = ["-c", STAGED]
     with open(root / f"{name}.log", "ab") as log:
@@ -397,6 +400,27 @@ def timeline_figures(
         "online_seen_s": spread(online),
         "nodes_timed": [len(dropped), len(dialled), len(greeted), len(online)],
     }
+
+
+async def loop_lags(masters: list[MasterProc], since: float, until: float) -> dict[str, Any]:
+    """Per master, its event loop's lateness between `since` and `until` (wall times), ms:
+    p99 / max. The longest a healthy master left a ping unanswered: what a pong deadline must
+    cover."""
+    out: dict[str, Any] = {}
+    for m in masters:
+        with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
+            async with m.api(10) as api:
+                body = (await api.get("/debug/loop-lag", params={"since": since})).json()
+            lags = [lag * 1000 for t, lag, _ in body["samples"] if t <= until]
+            out[m.name] = [round(pct(lags, 99), 1), round(max(lags, default=0.0), 1)]
+    return out
+
+
+def collateral(lines: dict[str, list[list[Any]]], moving: list[str], since: float) -> int:
+    """Nodes that were not moving but lost their link after `since` anyway (a survivor slow
+    to answer a ping while it takes the moving nodes over)."""
+    kept = set(lines) - set(moving)
+    return sum(any(what == "lost" and t >= since for t, what, _ in lines[n]) for n in kept)
 
 
 @dataclass
@@ -783,12 +807,13 @@ async def bench(args: argparse.Namespace, root: Path, result: dict[str, Any]) ->
             steady = asyncio.create_task(
                 send_commands(masters, pool, nodes, held, args.steady_rate, args.seconds)
             )
-            start = time.monotonic()
+            start, steady_since = time.monotonic(), time.time()
             while time.monotonic() - start < args.seconds:
                 await asyncio.sleep(min(5.0, args.seconds))
                 sample_all(usage, f"t={time.monotonic() - start:4.0f}s")
                 connections.append(await asyncio.to_thread(pg_connections, db_url))
             sent = await steady
+            result["loop_lag_ms_steady"] = await loop_lags(masters, steady_since, time.time())
             result["pg_connections_per_master"] = {
                 m.name: connections_to(m.popen.pid, pg_port) for m in masters
             }
@@ -840,6 +865,8 @@ async def bench(args: argparse.Namespace, root: Path, result: dict[str, Any]) ->
             result["kill"] = await failover(
                 survivors, survivor_watchers, names, moving, victim, t_kill, 60
             )
+            result["kill"]["loop_lag_ms"] = await loop_lags(survivors, t_kill, time.time())
+            kill_moving = moving
             sent = await storm
             await asyncio.sleep(args.grace)
             runs = await executed(workers)
@@ -858,8 +885,10 @@ async def bench(args: argparse.Namespace, root: Path, result: dict[str, Any]) ->
             rest = [m for m in survivors if m is not stopped]
             moving = [n for n in nodes if held.get(n) == stopped.name]
             print(f"SIGSTOP {stopped.name} ({len(moving)} nodes)", flush=True)
-            for w in workers:  # forget the timelines so far
-                await w.ask({"cmd": "timeline"}, "timeline")
+            lines: dict[str, list[list[Any]]] = {}
+            for w in workers:  # the kill's timelines; forgotten by the asking
+                lines.update((await w.ask({"cmd": "timeline"}, "timeline"))["nodes"])
+            result["kill"]["collateral_lost"] = collateral(lines, kill_moving, t_kill)
             t_stop = time.time()
             sampling = threading.Event()
             activity = asyncio.create_task(
@@ -878,10 +907,12 @@ async def bench(args: argparse.Namespace, root: Path, result: dict[str, Any]) ->
             )
             sampling.set()
             result["stop"]["postgresql"] = await activity
-            lines: dict[str, list[list[Any]]] = {}
+            result["stop"]["loop_lag_ms"] = await loop_lags(rest, t_stop, time.time())
+            lines = {}
             for w in workers:
                 lines.update((await w.ask({"cmd": "timeline"}, "timeline"))["nodes"])
             result["stream_ends"] = {w.name: w.ends for w in watchers.values()}
+            result["stop"]["collateral_lost"] = collateral(lines, moving, t_stop)
             result["stop"]["timeline"] = timeline_figures(
                 lines, [watchers[m.name] for m in rest], moving, stopped, t_stop
             )
@@ -1034,6 +1065,36 @@ def table(r: dict[str, Any]) -> str:
         ),
         ("nodes that changed master in the steady state", f"{r['steady_moves']}", "0"),
         (
+            "survivors' own nodes that lost their link meanwhile: kill / SIGSTOP",
+            f"{kill.get('collateral_lost')} / {stop.get('collateral_lost')}",
+            "0",
+        ),
+        (
+            "SIGSTOP per node p50 / p90 / max, s: link lost; last dial; hello sent; online seen",
+            "; ".join(
+                "/".join(map(str, stop.get("timeline", {}).get(k, [])))
+                for k in ("link_lost_s", "last_dial_s", "hello_sent_s", "online_seen_s")
+            ),
+            "",
+        ),
+        (
+            "masters' loop lag p99 / max, ms: steady; kill (survivors); SIGSTOP (the rest)",
+            "; ".join(
+                ", ".join(f"{k} {v[0]} / {v[1]}" for k, v in lags.items())
+                for lags in (
+                    r.get("loop_lag_ms_steady", {}),
+                    kill.get("loop_lag_ms", {}),
+                    stop.get("loop_lag_ms", {}),
+                )
+            ),
+            "",
+        ),
+        (
+            "agents' keepalive (ping s, pong deadline s, redial after a hung master)",
+            r.get("agent_keepalive", ""),
+            "",
+        ),
+        (
             "ERROR lines in the masters' logs",
             ", ".join(f"{k} {v}" for k, v in r["master_log_errors"].items()),
             "0",
@@ -1092,6 +1153,12 @@ def main() -> None:
     p.add_argument("--master-root", type=Path, default=ROOT, help="the masters' source tree")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--db-url", default=None, help="an empty database on a local PostgreSQL server")
+    p.add_argument(
+        "--agent-keepalive",
+        default="",
+        help='the simulated agents\' "ping s,pong deadline s,now|backoff" (redial after a hung '
+        "master), to replay another version's; default: this tree's agent",
+    )
     args = p.parse_args()
     if args.watch:
         asyncio.run(Stream(args.watch, args.token).run())
@@ -1099,6 +1166,8 @@ def main() -> None:
     if args.masters < 3:
         p.error("--masters must be at least 3")
     args.workers = args.workers or max(1, min(4, args.agents // 250))
+    if args.agent_keepalive:
+        os.environ[KEEPALIVE_ENV] = args.agent_keepalive  # the simulator processes inherit it
     compile_sources()
     root = Path(args.data_dir or f"/tmp/gdos-cluster-bench-{os.getpid()}")
     root.mkdir(parents=True, exist_ok=True)
@@ -1118,6 +1187,7 @@ def main() -> None:
         "commit": commit,
         "master_root": str(args.master_root),
         "load_at_start": round(os.getloadavg()[0], 2),
+        "agent_keepalive": "{}, {}, {}".format(*agent_keepalive()),
     }
     try:
         asyncio.run(bench(args, root, result))

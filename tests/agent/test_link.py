@@ -10,8 +10,8 @@ import pytest
 from agent import link as link_module
 from agent.credential import Credential
 from agent.executor.supervisor import Supervisor
-from agent.link import Link
-from agent.wsclient import ClientConnection
+from agent.link import Link, hung_master
+from agent.wsclient import KEEPALIVE_LOST, ClientConnection, ConnectionClosed
 
 
 async def test_an_unexpected_error_costs_one_connection_not_the_link(
@@ -62,6 +62,64 @@ async def test_each_reconnect_goes_to_the_next_master_url(
     await asyncio.gather(runner, return_exceptions=True)
     assert dialled[0] == urls[0] and sorted(dialled[:3]) == sorted(urls)  # each, the first first
     assert dialled[3:] == dialled[:2]  # and round again in the same order
+
+
+async def test_a_hung_master_is_left_for_the_next_at_once_a_refusal_backs_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr(link_module, "STABLE_AFTER", 0.0)  # each link lived long enough
+    monkeypatch.setattr(link_module, "BACKOFF_MIN", 1000.0)  # no backoff ends within the test
+    monkeypatch.setattr(link_module, "BACKOFF_MAX", 1000.0)
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)
+    urls = ("http://127.0.0.1:1", "http://127.0.0.1:2", "http://127.0.0.1:3")
+    link = Link(Credential(urls[0], "node-1", "secret", urls), cast(Supervisor, object()), tmp_path)
+    dialled: list[str] = []
+    refused = asyncio.Event()
+
+    async def session() -> None:
+        dialled.append(link.master)
+        if len(dialled) == 1:  # the master stopped answering pings
+            raise ConnectionClosed(1011, KEEPALIVE_LOST)
+        refused.set()
+        raise OSError("connection refused")
+
+    monkeypatch.setattr(link, "_session", session)
+    caplog.set_level("INFO", logger="agent.link")
+    runner = asyncio.create_task(link.run_forever())
+    await asyncio.wait_for(refused.wait(), 10)
+    await asyncio.sleep(0.2)  # a third dial now would have skipped the backoff
+    runner.cancel()
+    await asyncio.gather(runner, return_exceptions=True)
+    assert dialled == list(link.urls[:2])
+    assert f"reconnecting to {link.urls[1]} in 0.0 s" in caplog.text
+    assert f"reconnecting to {link.urls[2]} in 1000.0 s" in caplog.text
+    assert not hung_master(ConnectionClosed(1006, "connection lost"))
+
+
+async def test_a_link_that_keeps_missing_its_pongs_backs_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Not at once after a link that did not live `STABLE_AFTER`: a fleet bouncing between
+    overloaded masters slows down instead of adding to their load."""
+    monkeypatch.setattr(link_module, "BACKOFF_MIN", 1000.0)
+    monkeypatch.setattr(link_module, "BACKOFF_MAX", 1000.0)
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)
+    urls = ("http://127.0.0.1:1", "http://127.0.0.1:2")
+    link = Link(Credential(urls[0], "node-1", "secret", urls), cast(Supervisor, object()), tmp_path)
+    lost = asyncio.Event()
+
+    async def session() -> None:
+        lost.set()
+        raise ConnectionClosed(1011, KEEPALIVE_LOST)
+
+    monkeypatch.setattr(link, "_session", session)
+    caplog.set_level("INFO", logger="agent.link")
+    runner = asyncio.create_task(link.run_forever())
+    await asyncio.wait_for(lost.wait(), 10)
+    await asyncio.sleep(0.2)
+    runner.cancel()
+    await asyncio.gather(runner, return_exceptions=True)
+    assert f"reconnecting to {link.urls[1]} in 1000.0 s" in caplog.text
 
 
 def test_the_nodes_of_a_lost_master_spread_over_the_others() -> None:

@@ -13,6 +13,7 @@ import trustme
 from websockets.asyncio.server import ServerConnection, serve
 from websockets.utils import accept_key
 
+from agent.link import hung_master
 from agent.wsclient import ConnectionClosed, InvalidStatus, WebSocketError, connect
 
 Handler = Callable[[ServerConnection], Awaitable[None]]
@@ -191,6 +192,7 @@ async def test_a_silent_server_is_dropped_by_the_keepalive() -> None:
         with pytest.raises(ConnectionClosed) as info:
             await asyncio.wait_for(ws.recv(), 20)
     assert info.value.code == 1011 and "ping" in info.value.reason
+    assert hung_master(info.value)  # the link dials the next master at once
 
 
 @pytest.mark.parametrize(
