@@ -18,8 +18,9 @@ The client sends with sendfile() so it costs next to no CPU (its CPU time is pri
 upload is timed until the master answered, i.e. until the package was hashed, validated (every
 entry's CRC checked) and registered; "tail" is the part after the client's last byte left. The
 master's RSS is sampled every 10 ms (growth = peak over its RSS just before the upload), and
-so is its CPU per thread: all threads, the event loop's, and the busiest other one (the sha256
-thread). "others" is the CPU that processes other than the master and this client used during
+so is its CPU per thread: all threads, the event loop's, the spool's writer thread's and its
+sha256 thread's (by their OS names; a master whose threads have no names shows the busiest other
+thread as the sha256 one). "others" is the CPU that processes other than the master and this client used during
 the upload (the machine may be shared), in cores. Targets: >= 0.9 x the sha256 limit
 (issue 20), >= 200 MB/s and growth < 32 MB (DESIGN.md).
 
@@ -38,6 +39,7 @@ import os
 import resource
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -130,7 +132,14 @@ def sha256_limit(path: Path, chunk: int = RECEIVE_CHUNK) -> float:
 
 def peer(seconds: float) -> dict[str, Any]:
     nan = float("nan")
-    return {"seconds": seconds, "rss_growth": 0, "cpu": nan, "loop_cpu": nan, "top_cpu": nan}
+    return {
+        "seconds": seconds,
+        "rss_growth": 0,
+        "cpu": nan,
+        "loop_cpu": nan,
+        "top_cpu": nan,
+        "writer_cpu": nan,
+    }
 
 
 def busy_seconds() -> float:
@@ -146,6 +155,7 @@ class Sampler:
 
     def __init__(self, pid: int) -> None:
         self.proc = psutil.Process(pid)
+        self.names: dict[int, str] = {}  # thread id -> its OS name
         self.base = self.proc.memory_info().rss
         self.peak = self.base
         self.start = self._threads()
@@ -156,7 +166,12 @@ class Sampler:
         self._thread.start()
 
     def _threads(self) -> dict[int, float]:
-        return {t.id: t.user_time + t.system_time for t in self.proc.threads()}
+        threads = {t.id: t.user_time + t.system_time for t in self.proc.threads()}
+        for tid in threads.keys() - self.names.keys():
+            with contextlib.suppress(OSError):
+                comm = Path(f"/proc/{self.proc.pid}/task/{tid}/comm").read_text().strip()
+                self.names[tid] = comm
+        return threads
 
     def _run(self) -> None:
         while not self._stop.wait(0.01):
@@ -170,11 +185,19 @@ class Sampler:
         self.last.update(self._threads())
         used = {tid: cpu - self.start.get(tid, 0.0) for tid, cpu in self.last.items()}
         loop = used.pop(self.proc.pid, 0.0)  # the event loop's thread: HTTP, the app
+        by_name: dict[str, float] = {}
+        for tid, cpu in used.items():  # the spool's threads name themselves (one pair per body)
+            name = self.names.get(tid, "")
+            by_name[name] = by_name.get(name, 0.0) + cpu
+        named = "gdos-spool-hash" in by_name
+        nan = float("nan")
         return {
             "rss_growth": self.peak - self.base,
             "cpu": loop + sum(used.values()),
             "loop_cpu": loop,
-            "top_cpu": max(used.values(), default=0.0),
+            # the sha256 thread: the busiest other one where the threads have no names
+            "top_cpu": by_name["gdos-spool-hash"] if named else max(used.values(), default=0.0),
+            "writer_cpu": by_name.get("gdos-spool-writ", 0.0) if named else nan,
             "machine": busy_seconds() - self.machine0,
         }
 
@@ -369,6 +392,7 @@ def main() -> int:
             for name in UPLOADS:
                 for target in targets:
                     results[name + target.label] = []
+            turn = -1
             for _ in range(args.repeat):
                 copy = work / "copy.zip"
                 results["cp"].append(peer(time_cmd(["cp", str(src), str(copy)], copy)))
@@ -388,7 +412,8 @@ def main() -> int:
                 results["sha256 in memory"].append(peer(sha256_in_memory(size)))
                 results["sha256 limit"].append(peer(sha256_limit(src)))
                 for name, (how, chunk) in UPLOADS.items():
-                    for target in targets:
+                    turn += 1  # which master goes first alternates
+                    for target in targets[turn % 2 :] + targets[: turn % 2]:
                         results[name + target.label].append(target.upload(src, how, chunk or size))
             base_rss = results["tus, one PATCH"][0]["rss_base"]
         finally:
@@ -402,12 +427,13 @@ def main() -> int:
     print(f"\nmaster RSS before uploads: {base_rss / MB:.0f} MiB; load: {os.getloadavg()}")
     print(
         f"{'what':<30} {'best s':>6} {'MB/s':>5} {'vs cp':>5} {'RSS +':>7} {'tail':>5} "
-        f"{'master CPU s: all':>17} {'loop':>5} {'hash':>5} {'client':>6} {'others':>6}"
+        f"{'master CPU s: all':>17} {'loop':>5} {'write':>5} {'hash':>5} {'client':>6} "
+        f"{'others':>6}"
         "   all runs: s (others)"
     )
     for name, r in best.items():
         rate = size / r["seconds"] / 1e6
-        runs = ", ".join(
+        runs = f"median {statistics.median(x['seconds'] for x in results[name]):.2f}: " + ", ".join(
             f"{x['seconds']:.2f}" + (f" ({x['others']:.1f})" if "others" in x else "")
             for x in results[name]
         )
@@ -416,10 +442,11 @@ def main() -> int:
             growth = max(x["rss_growth"] for x in results[name])
             line += (
                 f" {growth / MB:>5.1f}MB {r['tail']:>5.2f} {r['cpu']:>17.2f} {r['loop_cpu']:>5.2f}"
-                f" {r['top_cpu']:>5.2f} {r['client_cpu']:>6.2f} {r['others']:>6.2f}"
+                f" {r['writer_cpu']:>5.2f} {r['top_cpu']:>5.2f} {r['client_cpu']:>6.2f}"
+                f" {r['others']:>6.2f}"
             )
         else:
-            line += " " * 57
+            line += " " * 63
         print(f"{line}   {runs}")
     sha_rate = size / best["sha256 limit"]["seconds"] / 1e6
     print(
