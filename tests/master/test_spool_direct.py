@@ -3,6 +3,7 @@ skips the page cache (O_DIRECT), an unaligned head and tail do not; the file, it
 CRC marks always match the bytes sent, a cut body leaves exactly what arrived and resumes from
 there, and a file system that refuses direct writes gets buffered ones."""
 
+import contextlib
 import errno
 import fcntl
 import hashlib
@@ -24,6 +25,7 @@ pytestmark = pytest.mark.skipif(
 
 BATCH = 64 << 10
 REAL_WRITE = os.write
+spools: list[Spool] = []  # the last one poured into
 
 
 def refuses_direct(path: Path) -> bool:
@@ -58,7 +60,7 @@ async def pour(path: Path, data: bytes, length: int, write: Writes | None = None
     ours.setblocking(False)
 
     def send() -> None:
-        with theirs:
+        with theirs, contextlib.suppress(OSError):  # the reader may stop first and close
             theirs.sendall(data)
 
     sender = threading.Thread(target=send)
@@ -68,14 +70,18 @@ async def pour(path: Path, data: bytes, length: int, write: Writes | None = None
         write.fd = fd
     reader = SocketReader(os.dup(ours.fileno()), b"", length, idle_timeout=30)
     spool = Spool(fd, hasher, start, batch=BATCH, marks=marks)
+    spools.append(spool)
     try:
         await spool.pour(reader)
         assert not fcntl.fcntl(fd, fcntl.F_GETFL) & direct_io.O_DIRECT, "left on after the body"
+    except BaseException:
+        spool.settle_now()  # as `Body.pour` does: the threads are done with the fd
+        raise
     finally:
         reader.close()
         os.close(fd)
-        sender.join()
         ours.close()
+        sender.join()
     return spool
 
 
@@ -163,3 +169,27 @@ async def test_direct_writes_refused_at_write_time_fall_back_to_the_page_cache(
     spool = await pour(path, data, len(data))
     assert_matches(path, spool, data)
     assert refused == [BATCH]  # tried once, then never again for this body
+
+
+async def test_a_full_disk_mid_body_keeps_whole_buffers_and_a_matching_hash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """ENOSPC while more of the body waits in the socket: the error reaches the caller, the
+    threads end (none waits for a buffer forever), and the file holds whole buffers that its
+    hash and CRC marks match: a resumable upload's offset."""
+    room = [3 * BATCH + 100]
+
+    def disk_fills_up(fd: int, data: bytes | memoryview) -> int:
+        if len(data) > room[0]:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        room[0] -= len(data)
+        return REAL_WRITE(fd, data)
+
+    monkeypatch.setattr(os, "write", disk_fills_up)
+    path = tmp_path / "f.part"
+    path.touch()
+    data = os.urandom(12 * BATCH)
+    with pytest.raises(OSError) as exc:
+        await pour(path, data, len(data))
+    assert exc.value.errno == errno.ENOSPC
+    assert_matches(path, spools[-1], data[: 3 * BATCH])
