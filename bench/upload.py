@@ -19,8 +19,8 @@ The client sends with sendfile() so it costs next to no CPU (its CPU time is pri
 upload is timed until the master answered, i.e. until the package was hashed, validated (every
 entry's CRC checked) and registered; "tail" is the part after the client's last byte left. The
 master's RSS is sampled every 10 ms (growth = peak over its RSS just before the upload), and
-so is its CPU per thread: all threads, the event loop's, the spool's writer thread's and its
-sha256 thread's (by their OS names; a master whose threads have no names shows the busiest other
+so is its CPU per thread: all threads, the event loop's, the spool's receiving, writer and
+sha256 threads' (by their OS names; a master whose threads have no names shows the busiest other
 thread as the sha256 one). "others" is the CPU that processes other than the master and this client used during
 the upload (the machine may be shared), in cores. Targets: >= 0.9 x the sha256 limit
 (issue 20), >= 200 MB/s and growth < 32 MB (DESIGN.md).
@@ -140,6 +140,7 @@ def peer(seconds: float) -> dict[str, Any]:
         "loop_cpu": nan,
         "top_cpu": nan,
         "writer_cpu": nan,
+        "recv_cpu": nan,
     }
 
 
@@ -201,6 +202,7 @@ class Sampler:
             # the sha256 thread: the busiest other one where the threads have no names
             "top_cpu": by_name["gdos-spool-hash"] if named else max(used.values(), default=0.0),
             "writer_cpu": by_name.get("gdos-spool-writ", 0.0) if named else nan,
+            "recv_cpu": by_name.get("gdos-spool-recv", 0.0) if named else nan,
             "machine": busy_seconds() - self.machine0,
         }
 
@@ -434,7 +436,7 @@ def main() -> int:
     print(f"\nmaster RSS before uploads: {base_rss / MB:.0f} MiB; load: {os.getloadavg()}")
     print(
         f"{'what':<30} {'best s':>6} {'MB/s':>5} {'vs cp':>5} {'RSS +':>7} {'tail':>5} "
-        f"{'master CPU s: all':>17} {'loop':>5} {'write':>5} {'hash':>5} {'client':>6} "
+        f"{'master CPU s: all':>17} {'loop':>5} {'recv':>5} {'write':>5} {'hash':>5} {'client':>6} "
         f"{'others':>6}"
         "   all runs: s (others)"
     )
@@ -449,11 +451,12 @@ def main() -> int:
             growth = max(x["rss_growth"] for x in results[name])
             line += (
                 f" {growth / MB:>5.1f}MB {r['tail']:>5.2f} {r['cpu']:>17.2f} {r['loop_cpu']:>5.2f}"
-                f" {r['writer_cpu']:>5.2f} {r['top_cpu']:>5.2f} {r['client_cpu']:>6.2f}"
+                f" {r['recv_cpu']:>5.2f} {r['writer_cpu']:>5.2f} {r['top_cpu']:>5.2f}"
+                f" {r['client_cpu']:>6.2f}"
                 f" {r['others']:>6.2f}"
             )
         else:
-            line += " " * 63
+            line += " " * 69
         print(f"{line}   {runs}")
     sha_rate = size / best["sha256 limit"]["seconds"] / 1e6
     print(
