@@ -19,8 +19,8 @@ The client sends with sendfile() so it costs next to no CPU (its CPU time is pri
 upload is timed until the master answered, i.e. until the package was hashed, validated (every
 entry's CRC checked) and registered; "tail" is the part after the client's last byte left. The
 master's RSS is sampled every 10 ms (growth = peak over its RSS just before the upload), and
-so is its CPU per thread: all threads, the event loop's, the spool's receiving, writer and
-sha256 threads' (by their OS names; a master whose threads have no names shows the busiest other
+so is its CPU per thread: all threads, the event loop's, the spool's writer and sha256
+threads' and a receiving thread's where there is one (by their OS names; a master whose threads have no names shows the busiest other
 thread as the sha256 one). "others" is the CPU that processes other than the master and this client used during
 the upload (the machine may be shared), in cores. Targets: >= 0.9 x the sha256 limit
 (issue 20), >= 200 MB/s and growth < 32 MB (DESIGN.md).

@@ -12,11 +12,10 @@ The writer also takes the CRC-32 of what it wrote (`CrcMarks`), which is cheap b
 with zlib-ng's CRC: validation then checks a large stored entry's CRC without reading it again,
 and nothing but the last batch's hash is left to do once the last byte arrived.
 
-A body whose socket the loop hands over (`pour`) skips the loop altogether: a third thread
-reads it from the socket into page-aligned buffers of `batch` bytes that are reused, the writer
-writes each (while the next one fills) and passes it to the hash thread, which gives it back
-once hashed (`window + 2` buffers in all). Those writes skip the page cache where the file
-system allows (master/storage/direct_io.py).
+A body whose socket the loop hands over (`pour`) skips the loop altogether: the writer thread
+reads it from the socket into page-aligned buffers of `batch` bytes it reuses, writes each and
+passes it to the hash thread, which gives it back once hashed (`window + 1` buffers in all).
+Those writes skip the page cache where the file system allows (master/storage/direct_io.py).
 
 A byte counts as received once the kernel has it (`os.write` returned): that survives the
 master process dying, which is what a resumable upload needs. The hasher only takes bytes the
@@ -122,7 +121,6 @@ class Spool:
         self._flights: collections.deque[concurrent.futures.Future[None]] = collections.deque()
         self._writer: concurrent.futures.ThreadPoolExecutor | None = None
         self._hashing: concurrent.futures.ThreadPoolExecutor | None = None
-        self._receiving: concurrent.futures.ThreadPoolExecutor | None = None  # while pouring
 
     async def feed(self, chunk: bytes) -> None:
         self._chunks.append(chunk)
@@ -148,21 +146,14 @@ class Spool:
         while self._flights:
             await self._settle_oldest()
         free: queue.SimpleQueue[mmap.mmap] = queue.SimpleQueue()
-        for _ in range(self._window + 2):
+        for _ in range(self._window + 1):
             free.put(aligned_buffer(self._batch))
-        filled: queue.SimpleQueue[tuple[mmap.mmap, int] | None] = queue.SimpleQueue()
-        written: queue.SimpleQueue[tuple[mmap.mmap, int] | None] = queue.SimpleQueue()
+        full: queue.SimpleQueue[tuple[mmap.mmap, int] | None] = queue.SimpleQueue()
         self._direct = self._batch % ALIGN == 0
         self._start_threads()
-        self._receiving = concurrent.futures.ThreadPoolExecutor(
-            1, "gdos-spool-recv", initializer=name_os_thread, initargs=("gdos-spool-recv",)
-        )
         assert self._writer is not None and self._hashing is not None
-        self._flights.append(self._receiving.submit(self._receive, reader, free, filled))
-        self._flights.append(
-            self._writer.submit(self._write_buffers, reader, free, filled, written)
-        )
-        self._flights.append(self._hashing.submit(self._hash_buffers, free, written))
+        self._flights.append(self._writer.submit(self._receive, reader, free, full))
+        self._flights.append(self._hashing.submit(self._hash_buffers, free, full))
         try:
             while self._flights:
                 await self._settle_oldest()
@@ -206,10 +197,10 @@ class Spool:
             )
 
     def _stop_threads(self) -> None:
-        for pool in (self._writer, self._hashing, self._receiving):
+        for pool in (self._writer, self._hashing):
             if pool is not None:
                 pool.shutdown(wait=False)
-        self._writer = self._hashing = self._receiving = None
+        self._writer = self._hashing = None
 
     def _write(
         self, chunks: Sequence[bytes | memoryview], aligned: bool = False
@@ -266,58 +257,38 @@ class Spool:
         self,
         reader: SocketReader,
         free: "queue.SimpleQueue[mmap.mmap]",
-        filled: "queue.SimpleQueue[tuple[mmap.mmap, int] | None]",
+        full: "queue.SimpleQueue[tuple[mmap.mmap, int] | None]",
     ) -> None:
-        """Receiving thread: fill free buffers from the socket, in order, for the writer (which
-        then waits on the disk while the next buffer fills)."""
-        at = self.offset
+        """Writer thread: fill a free buffer from the socket, write it, pass it to the hasher."""
         try:
             while not reader.ended:
                 buffer = free.get()
                 view = memoryview(buffer)
                 # From an unaligned offset, only up to the next aligned one: the rest goes direct.
-                head = -at % ALIGN if self._direct else 0
+                head = -self.offset % ALIGN if self._direct else 0
                 n = reader.fill(view[: head or len(view)])
                 if not n:
                     free.put(buffer)
                     continue
-                filled.put((buffer, n))
-                at += n
-        finally:
-            filled.put(None)
-
-    def _write_buffers(
-        self,
-        reader: SocketReader,
-        free: "queue.SimpleQueue[mmap.mmap]",
-        filled: "queue.SimpleQueue[tuple[mmap.mmap, int] | None]",
-        written: "queue.SimpleQueue[tuple[mmap.mmap, int] | None]",
-    ) -> None:
-        """Writer thread: write each filled buffer in order, then pass it to the hasher."""
-        try:
-            while (item := filled.get()) is not None:
-                buffer, n = item
-                count, error = self._write([memoryview(buffer)[:n]], aligned=True)
+                count, error = self._write([view[:n]], aligned=True)
                 if count:
-                    written.put(item)
+                    full.put((buffer, n))
                 if error is not None:
                     reader.stop()
-                    while (item := filled.get()) is not None:  # the receiving thread may wait
-                        free.put(item[0])
                     raise error
         finally:
             if self._fd_direct:
                 self._fd_direct = set_direct(self.fd, False)
-            written.put(None)
+            full.put(None)
 
     def _hash_buffers(
         self,
         free: "queue.SimpleQueue[mmap.mmap]",
-        written: "queue.SimpleQueue[tuple[mmap.mmap, int] | None]",
+        full: "queue.SimpleQueue[tuple[mmap.mmap, int] | None]",
     ) -> None:
         """Hash thread: hash each written buffer in order and give it back for the next bytes."""
         hasher = self.hasher
-        while (item := written.get()) is not None:
+        while (item := full.get()) is not None:
             buffer, n = item
             hasher.update(memoryview(buffer)[:n])
             free.put(buffer)
