@@ -8,7 +8,8 @@ In one run, on one disk: `cp` of the package file (the peer, page cache warm as 
 uploads), then the same file uploaded to a real master subprocess (`python -m master`, the
 `gdos-master` entry point) as one tus PATCH, as 64 MiB tus PATCHes (what a tus client with a
 chunk size does), and as a one-shot POST. Printed for context: `cp` with the source evicted
-from the page cache, `dd bs=1M` (a copy through user space), `dd conv=fsync` (until the copy
+from the page cache, `dd bs=1M` (a copy through user space), `dd oflag=direct` (the disk's
+rate for writes that skip the page cache, as the spool's do), `dd conv=fsync` (until the copy
 is on disk), sha256 of the file and of the same bytes already in memory (which every upload must
 compute, on one core: it cannot be split). The limit: "sha256 limit" is hashlib's time alone
 over the same file in the chunks the master's spool hashes, in this process, on one core;
@@ -18,8 +19,9 @@ The client sends with sendfile() so it costs next to no CPU (its CPU time is pri
 upload is timed until the master answered, i.e. until the package was hashed, validated (every
 entry's CRC checked) and registered; "tail" is the part after the client's last byte left. The
 master's RSS is sampled every 10 ms (growth = peak over its RSS just before the upload), and
-so is its CPU per thread: all threads, the event loop's, and the busiest other one (the sha256
-thread). "others" is the CPU that processes other than the master and this client used during
+so is its CPU per thread: all threads, the event loop's, the spool's writer and sha256
+threads' and a receiving thread's where there is one (by their OS names; a master whose threads have no names shows the busiest other
+thread as the sha256 one). "others" is the CPU that processes other than the master and this client used during
 the upload (the machine may be shared), in cores. Targets: >= 0.9 x the sha256 limit
 (issue 20), >= 200 MB/s and growth < 32 MB (DESIGN.md).
 
@@ -38,6 +40,7 @@ import os
 import resource
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import threading
@@ -130,7 +133,15 @@ def sha256_limit(path: Path, chunk: int = RECEIVE_CHUNK) -> float:
 
 def peer(seconds: float) -> dict[str, Any]:
     nan = float("nan")
-    return {"seconds": seconds, "rss_growth": 0, "cpu": nan, "loop_cpu": nan, "top_cpu": nan}
+    return {
+        "seconds": seconds,
+        "rss_growth": 0,
+        "cpu": nan,
+        "loop_cpu": nan,
+        "top_cpu": nan,
+        "writer_cpu": nan,
+        "recv_cpu": nan,
+    }
 
 
 def busy_seconds() -> float:
@@ -146,6 +157,7 @@ class Sampler:
 
     def __init__(self, pid: int) -> None:
         self.proc = psutil.Process(pid)
+        self.names: dict[int, str] = {}  # thread id -> its OS name
         self.base = self.proc.memory_info().rss
         self.peak = self.base
         self.start = self._threads()
@@ -156,7 +168,14 @@ class Sampler:
         self._thread.start()
 
     def _threads(self) -> dict[int, float]:
-        return {t.id: t.user_time + t.system_time for t in self.proc.threads()}
+        threads = {t.id: t.user_time + t.system_time for t in self.proc.threads()}
+        for tid in threads:  # a thread names itself once started: read until it has
+            if self.names.get(tid, "").startswith("gdos-"):
+                continue
+            with contextlib.suppress(OSError):
+                comm = Path(f"/proc/{self.proc.pid}/task/{tid}/comm").read_text().strip()
+                self.names[tid] = comm
+        return threads
 
     def _run(self) -> None:
         while not self._stop.wait(0.01):
@@ -170,11 +189,20 @@ class Sampler:
         self.last.update(self._threads())
         used = {tid: cpu - self.start.get(tid, 0.0) for tid, cpu in self.last.items()}
         loop = used.pop(self.proc.pid, 0.0)  # the event loop's thread: HTTP, the app
+        by_name: dict[str, float] = {}
+        for tid, cpu in used.items():  # the spool's threads name themselves (one pair per body)
+            name = self.names.get(tid, "")
+            by_name[name] = by_name.get(name, 0.0) + cpu
+        named = "gdos-spool-hash" in by_name
+        nan = float("nan")
         return {
             "rss_growth": self.peak - self.base,
             "cpu": loop + sum(used.values()),
             "loop_cpu": loop,
-            "top_cpu": max(used.values(), default=0.0),
+            # the sha256 thread: the busiest other one where the threads have no names
+            "top_cpu": by_name["gdos-spool-hash"] if named else max(used.values(), default=0.0),
+            "writer_cpu": by_name.get("gdos-spool-writ", 0.0) if named else nan,
+            "recv_cpu": by_name.get("gdos-spool-recv", 0.0) if named else nan,
             "machine": busy_seconds() - self.machine0,
         }
 
@@ -361,6 +389,7 @@ def main() -> int:
                 "cp": [],
                 "cp, source not cached": [],
                 "dd bs=1M": [],
+                "dd bs=2M oflag=direct": [],
                 "dd bs=1M conv=fsync": [],
                 "sha256 of the file": [],
                 "sha256 in memory": [],
@@ -369,6 +398,7 @@ def main() -> int:
             for name in UPLOADS:
                 for target in targets:
                     results[name + target.label] = []
+            turn = -1
             for _ in range(args.repeat):
                 copy = work / "copy.zip"
                 results["cp"].append(peer(time_cmd(["cp", str(src), str(copy)], copy)))
@@ -379,6 +409,9 @@ def main() -> int:
                 results["dd bs=1M"].append(
                     peer(time_cmd(["dd", f"if={src}", f"of={copy}", "bs=1M"], copy))
                 )
+                results["dd bs=2M oflag=direct"].append(
+                    peer(time_cmd(["dd", f"if={src}", f"of={copy}", "bs=2M", "oflag=direct"], copy))
+                )
                 results["dd bs=1M conv=fsync"].append(
                     peer(time_cmd(["dd", f"if={src}", f"of={copy}", "bs=1M", "conv=fsync"], copy))
                 )
@@ -388,7 +421,8 @@ def main() -> int:
                 results["sha256 in memory"].append(peer(sha256_in_memory(size)))
                 results["sha256 limit"].append(peer(sha256_limit(src)))
                 for name, (how, chunk) in UPLOADS.items():
-                    for target in targets:
+                    turn += 1  # which master goes first alternates
+                    for target in targets[turn % 2 :] + targets[: turn % 2]:
                         results[name + target.label].append(target.upload(src, how, chunk or size))
             base_rss = results["tus, one PATCH"][0]["rss_base"]
         finally:
@@ -402,12 +436,13 @@ def main() -> int:
     print(f"\nmaster RSS before uploads: {base_rss / MB:.0f} MiB; load: {os.getloadavg()}")
     print(
         f"{'what':<30} {'best s':>6} {'MB/s':>5} {'vs cp':>5} {'RSS +':>7} {'tail':>5} "
-        f"{'master CPU s: all':>17} {'loop':>5} {'hash':>5} {'client':>6} {'others':>6}"
+        f"{'master CPU s: all':>17} {'loop':>5} {'recv':>5} {'write':>5} {'hash':>5} {'client':>6} "
+        f"{'others':>6}"
         "   all runs: s (others)"
     )
     for name, r in best.items():
         rate = size / r["seconds"] / 1e6
-        runs = ", ".join(
+        runs = f"median {statistics.median(x['seconds'] for x in results[name]):.2f}: " + ", ".join(
             f"{x['seconds']:.2f}" + (f" ({x['others']:.1f})" if "others" in x else "")
             for x in results[name]
         )
@@ -416,10 +451,12 @@ def main() -> int:
             growth = max(x["rss_growth"] for x in results[name])
             line += (
                 f" {growth / MB:>5.1f}MB {r['tail']:>5.2f} {r['cpu']:>17.2f} {r['loop_cpu']:>5.2f}"
-                f" {r['top_cpu']:>5.2f} {r['client_cpu']:>6.2f} {r['others']:>6.2f}"
+                f" {r['recv_cpu']:>5.2f} {r['writer_cpu']:>5.2f} {r['top_cpu']:>5.2f}"
+                f" {r['client_cpu']:>6.2f}"
+                f" {r['others']:>6.2f}"
             )
         else:
-            line += " " * 57
+            line += " " * 69
         print(f"{line}   {runs}")
     sha_rate = size / best["sha256 limit"]["seconds"] / 1e6
     print(
