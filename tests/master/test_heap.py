@@ -39,7 +39,7 @@ def test_a_full_collection_freezes_its_survivors(restored_gc: None) -> None:
 def test_dead_cycles_among_frozen_objects_are_collected_once_the_frozen_set_grows(
     restored_gc: None,
 ) -> None:
-    freezer = settle_heap()
+    freezer = settle_heap(interval=0)
     try:
         cycle: list[object] = []
         cycle.append(cycle)
@@ -56,6 +56,20 @@ def test_dead_cycles_among_frozen_objects_are_collected_once_the_frozen_set_grow
         assert probe() is None  # the dead cycle is gone
         assert freezer.full_walks == 1 and not freezer.full_walk_pending
         del grown
+    finally:
+        gc.callbacks.remove(freezer)
+
+
+def test_no_full_walk_before_the_interval_however_the_frozen_set_grows(
+    restored_gc: None,
+) -> None:
+    freezer = settle_heap(interval=3600)  # a reconnect storm's objects are live: no walk then
+    try:
+        grown = [[n] for n in range(int(gc.get_freeze_count() * GROWTH) + 1000)]
+        gc.collect()
+        gc.collect()
+        assert not freezer.full_walk_pending and freezer.full_walks == 0
+        assert not any(o is grown[0] for o in gc.get_objects())  # frozen all the same
     finally:
         gc.callbacks.remove(freezer)
 
