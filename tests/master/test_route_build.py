@@ -2,6 +2,7 @@
 has them built before it serves, so the first requests after a restart do not hold the loop."""
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi import routing
@@ -16,13 +17,13 @@ def test_routes_built_before_serving_are_not_built_again_by_requests(
     app = make_app(tmp_path)
     assert build_routes(app.router.routes) >= 10  # the API's routers, each built
     built_later: list[str] = []
-    original = routing._EffectiveRouteContext.from_api_route.__func__
+    original = routing._EffectiveRouteContext.from_api_route  # bound to its class
 
-    def counted(cls, *, original_route, include_context):  # type: ignore[no-untyped-def]
+    def counted(*, original_route: Any, include_context: Any) -> Any:
         built_later.append(original_route.path)
-        return original(cls, original_route=original_route, include_context=include_context)
+        return original(original_route=original_route, include_context=include_context)
 
-    monkeypatch.setattr(routing._EffectiveRouteContext, "from_api_route", classmethod(counted))
+    monkeypatch.setattr(routing._EffectiveRouteContext, "from_api_route", staticmethod(counted))
     with running(app) as (client, auth):
         assert client.get("/api/v1/nodes", headers=auth).status_code == 200
         assert client.get("/api/v1/operations", headers=auth).status_code == 200
