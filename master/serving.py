@@ -5,6 +5,8 @@ import gc
 import signal
 import socket
 import sys
+from collections.abc import Sequence
+from typing import Any
 
 import uvicorn
 
@@ -37,6 +39,22 @@ def print_banner(settings: Settings, with_agent: bool) -> None:
     print("\n".join(lines), flush=True)
 
 
+def build_routes(routes: Sequence[Any]) -> int:
+    """Have FastAPI build each included router's routes now, before anything is served: it
+    builds them at the first request that reaches them, which after a restart holds the loop
+    in the middle of the reconnect storm. Returns the routers built."""
+    built = 0
+    for route in routes:
+        candidates = getattr(route, "effective_candidates", None)  # an included router
+        if candidates is None:
+            continue
+        built += 1 + build_routes(candidates())
+        low_priority = getattr(route, "effective_low_priority_routes", None)
+        if low_priority is not None:
+            low_priority()
+    return built
+
+
 async def serve(settings: Settings, with_agent: bool, sockets: list[socket.socket]) -> int:
     try:
         await open_store(settings)  # a misconfigured bucket: one clear line
@@ -51,6 +69,8 @@ async def serve(settings: Settings, with_agent: bool, sockets: list[socket.socke
         print(f"gdos-master: {exc}", file=sys.stderr, flush=True)
         return 2
     mark("prepared")
+    build_routes(app.router.routes)
+    mark("routes_built")
     config = uvicorn.Config(
         app,
         http=guarded_protocol(),

@@ -196,5 +196,8 @@ async def watch_liveness(
             registry.excuse(late)
             continue
         for link in registry.stale(grace):
+            if link.closed or time.monotonic() - link.last_seen < grace:
+                continue  # gone, or heard from, while an earlier one was dropped
             log.warning("node %s silent for %.1f s: marking offline", link.node_id, grace)
             await on_stale(link)
+            await asyncio.sleep(0)  # one node per turn: a fleet gone silent never holds the loop

@@ -1,17 +1,24 @@
 """The master's garbage-collector settings, applied once start-up is done."""
 
 import gc
+import weakref
 from collections.abc import Iterator
 
 import pytest
 
-from master.heap import settle_heap
+from master.heap import GROWTH, SurvivorFreezer, settle_heap
 
 
 @pytest.fixture
 def restored_gc() -> Iterator[None]:
+    """Only the tests' own collections run (an automatic one would move the counts)."""
+    enabled = gc.isenabled()
+    gc.disable()
     yield
+    gc.callbacks[:] = [h for h in gc.callbacks if not isinstance(h, SurvivorFreezer)]
     gc.unfreeze()
+    if enabled:
+        gc.enable()
 
 
 def test_start_up_objects_are_frozen_and_later_ones_collected(restored_gc: None) -> None:
@@ -21,3 +28,51 @@ def test_start_up_objects_are_frozen_and_later_ones_collected(restored_gc: None)
     assert not any(o is built_at_start_up for o in gc.get_objects())  # out of every collection
     made_after = {"b": [4]}
     assert any(o is made_after for o in gc.get_objects())  # collected as usual
+
+
+def test_a_full_collection_freezes_its_survivors(restored_gc: None) -> None:
+    settle_heap()
+    before = gc.get_freeze_count()
+    survivors = [[n] for n in range(1000)]  # lists: always tracked
+    gc.collect()  # a full collection: what it leaves alive is not walked again
+    assert gc.get_freeze_count() >= before + 1000
+    assert not any(o is survivors[0] for o in gc.get_objects())
+
+
+def test_dead_cycles_among_frozen_objects_are_collected_once_the_frozen_set_grows(
+    restored_gc: None,
+) -> None:
+    freezer = settle_heap(interval=0)
+    cycle: list[object] = []
+    cycle.append(cycle)
+    probe = weakref.ref(_Node(cycle))
+    gc.collect()  # the cycle survives this one: frozen with the rest
+    frozen = gc.get_freeze_count()
+    del cycle
+    gc.collect()
+    assert probe() is not None  # frozen: a full collection does not walk it
+    grown = [[n] for n in range(int(frozen * (GROWTH - 1)) + 1000)]
+    gc.collect()  # past GROWTH: everything is unfrozen for the next full collection
+    assert freezer.full_walk_pending
+    gc.collect()
+    assert probe() is None  # the dead cycle is gone
+    assert freezer.full_walks == 1 and not freezer.full_walk_pending
+    del grown
+
+
+def test_no_full_walk_before_the_interval_however_the_frozen_set_grows(
+    restored_gc: None,
+) -> None:
+    freezer = settle_heap(interval=3600)  # a reconnect storm's objects are live: no walk then
+    grown = [[n] for n in range(int(gc.get_freeze_count() * GROWTH) + 1000)]
+    gc.collect()
+    gc.collect()
+    assert not freezer.full_walk_pending and freezer.full_walks == 0
+    assert not any(o is grown[0] for o in gc.get_objects())  # frozen all the same
+
+
+class _Node:
+    """Something a weak reference can point at, kept alive only by a cycle."""
+
+    def __init__(self, cycle: list[object]) -> None:
+        cycle.append(self)

@@ -13,6 +13,7 @@ PHASES = (
     "imported",
     "app_created",
     "prepared",
+    "routes_built",
     "services_started",
     "serving",
 )
