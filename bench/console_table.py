@@ -2,6 +2,7 @@
 
     .venv/bin/python bench/console_table.py              # about three minutes; prints the figures
     .venv/bin/python bench/console_table.py --ticks 20 --frames 120 --profile
+    .venv/bin/python bench/console_table.py --paint-ab --base /work/main --ticks 200
 
 Table. A recorded event stream is replayed at 1 Hz over a real WebSocket, from another process
 (so its cost is not the console's), in the master's own shapes: `metrics` events as
@@ -460,6 +461,86 @@ def bench_resort(rows: int, ticks: int) -> dict[str, Any]:
     }
 
 
+def bench_paint_ab(rows: int, ticks: int, base: Path) -> dict[str, list[float]]:
+    """The view's paint after a re-sort of every row by CPU, without the stream, this checkout's
+    paint and `base`'s (its console/ui/tableview.py) alternating tick by tick in one process, so
+    the machine's load weighs on both alike; GUI-thread CPU per paint."""
+    import importlib.util
+    import threading
+
+    from PySide6.QtCore import Qt
+    from PySide6.QtWidgets import QApplication
+
+    from console.models.rows import InstanceRow
+    from console.services.fleet import FleetService
+    from console.services.session import Session
+    from console.services.stream import LiveFigures
+    from console.ui.table_panel import TablePanel
+
+    spec = importlib.util.spec_from_file_location(
+        "base_tableview", base / "console/ui/tableview.py"
+    )
+    assert spec is not None and spec.loader is not None
+    other = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(other)
+    app = QApplication.instance()
+    assert isinstance(app, QApplication)
+    session = Session()
+    fleet = FleetService(session)
+    session.resynced.disconnect()
+    fleet.system_names = {f"s{n}": f"system-{n}" for n in range(40)}
+    fleet.node_names = {f"n{n:03d}": f"host-{n:03d}" for n in range(100)}
+    model = fleet.instances
+    model._timer.timeout.disconnect()  # flushed below, once per tick
+    model._resort_ms = 0  # a re-sort every tick
+    model.set_rows(fleet.enrich(cast(InstanceRow, dict(i))) for i in instances_of(rows))
+    live = LiveFigures()
+    live.order.attend(lambda: None)  # the worker below computes the order
+    model.attach_live(live.samples, live.order)
+    panel = TablePanel(model, "bench-paint")
+    panel.resize(1400, 900)
+    panel.show()
+    panel.view.sortByColumn(model.column("cpu_percent"), Qt.SortOrder.DescendingOrder)
+    app.processEvents()
+    view, keys, rng = panel.view, model.key_list(), random.Random(7)
+    view_any = cast(Any, view)
+
+    def stream_side() -> None:
+        for key in keys:
+            sample = {
+                "id": key,
+                "cpu_percent": round(rng.random() * 100, 2),
+                "rss_bytes": rng.randrange(20, 2000) << 20,
+                "read_bps": rng.randrange(0, 5 << 20),
+                "write_bps": rng.randrange(0, 5 << 20),
+            }
+            live.put(key, sample)
+        live.order.compute()
+
+    result: dict[str, list[float]] = {"this": [], "base": []}
+    widths: dict[str, dict[str, int]] = {"this": view_any._widths, "base": {}}
+    for tick in range(ticks):
+        worker = threading.Thread(target=stream_side)
+        worker.start()
+        worker.join()
+        model.live_changed(live.take())
+        model.flush()
+        which = "base" if tick % 2 else "this"
+        view_any._widths = widths[which]  # each its own cache of text widths
+        if which == "base":
+            view_any._paint = lambda region: other.TableView._paint(view, region)
+        before = view.paint_seconds
+        app.processEvents()
+        if which == "base":
+            del view_any._paint
+        widths[which] = view_any._widths
+        result[which].append(view.paint_seconds - before)
+    view_any._widths = widths["this"]
+    panel.close()
+    KEEP.append((session, fleet, model, panel, live))
+    return {k: v[2:] for k, v in result.items()}  # the first ticks format every visible cell
+
+
 # -- the charts -------------------------------------------------------------------------
 
 
@@ -540,6 +621,11 @@ def main() -> int:
         help="only a forced re-sort per tick of every row, without the stream (quick A/B)",
     )
     p.add_argument(
+        "--paint-ab",
+        action="store_true",
+        help="only the view's paint after a re-sort, this checkout's and --base's alternated",
+    )
+    p.add_argument(
         "--base", type=Path, help="measure the console of this checkout (e.g. /work/main) instead"
     )
     p.add_argument("--serve", type=Path, help=argparse.SUPPRESS)
@@ -548,7 +634,9 @@ def main() -> int:
     if args.serve:
         serve(args.serve, args.port)
         return 0
-    if args.base:  # the other checkout's console package, this bench
+    if args.paint_ab and not args.base:
+        p.error("--paint-ab compares with --base's table view")
+    if args.base and not args.paint_ab:  # the other checkout's console package, this bench
         sys.path.insert(0, str(args.base.resolve()))
     from PySide6.QtWidgets import QApplication
 
@@ -561,6 +649,17 @@ def main() -> int:
     collector.start()  # as the console does
     COLLECTOR.append(collector)
     print(f"load before: {os.getloadavg()[0]:.2f} (1-min average, {os.cpu_count()} CPUs)")
+    if args.paint_ab:
+        ab = bench_paint_ab(args.rows, args.ticks, args.base)
+        for name, xs in ab.items():
+            print(
+                f"paint after a re-sort, {name}: GUI thread per paint median "
+                f"{statistics.median(xs) * 1000:.2f} ms, p95 {p95(xs) * 1000:.2f} ms, "
+                f"min {min(xs) * 1000:.2f} ms ({len(xs)} paints)",
+                flush=True,
+            )
+        print(f"load after: {os.getloadavg()[0]:.2f}")
+        return 0
     if args.resort_only:
         r = bench_resort(args.rows, args.ticks)
         print(

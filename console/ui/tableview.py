@@ -8,6 +8,9 @@ Two things Qt's `QTableView` does not do here:
   The model still answers every role for other views, tooltips and accessibility;
 - it keeps its selection and current row on their items by key across a re-sort, so the model
   can re-sort without a layout change (no layout pass, header or scroll bar repaint).
+Cells are drawn with the view's font without shaping (`QFont.PreferNoShaping`): Latin text
+is only mapped to glyphs, without kerning or ligatures, which makes a cell's text and its width
+cheaper (scripts that need shaping are still shaped).
 `paint_seconds` adds up the GUI thread's CPU time spent painting.
 """
 
@@ -25,7 +28,7 @@ from PySide6.QtCore import (
     QRect,
     Qt,
 )
-from PySide6.QtGui import QColor, QPainter, QPaintEvent, QPalette, QRegion
+from PySide6.QtGui import QColor, QFont, QFontMetrics, QPainter, QPaintEvent, QPalette, QRegion
 from PySide6.QtWidgets import QStyle, QStyleOptionViewItem, QTableView, QWidget
 
 from console.models.base import RowTableModel
@@ -44,6 +47,10 @@ class TableView(QTableView):
         self.paint_seconds = 0.0
         self.paints = 0
         self._proxy: FilterProxy | None = None
+        # The font cells are drawn with, made from the view's, and its widths of texts drawn.
+        self._font_of: QFont | None = None
+        self._font = QFont()
+        self._metrics = QFontMetrics(self._font)
         self._widths: dict[str, int] = {}
         self._selected: set[int] = set()  # proxy rows
         # Across a re-sort: the selected (key, first column, last column) and the current cell.
@@ -164,6 +171,18 @@ class TableView(QTableView):
             QColor.fromRgba(grid & 0xFFFFFFFF) if grid != -1 else pal.color(QPalette.ColorRole.Mid),
         )
 
+    def paint_font(self) -> tuple[QFont, QFontMetrics, dict[str, int]]:
+        """The font cells are drawn with, its metrics and its cache of text widths (emptied
+        when the view's font changes)."""
+        font = self.font()
+        if font != self._font_of:
+            self._font_of = QFont(font)
+            self._font = QFont(font)
+            self._font.setStyleStrategy(QFont.StyleStrategy.PreferNoShaping)
+            self._metrics = QFontMetrics(self._font)
+            self._widths = {}
+        return self._font, self._metrics, self._widths
+
     def _fill_rest(self, region: QRegion) -> None:
         """Fill what no row covered (below the last row, right of the last column) as the
         viewport's own background fill would have."""
@@ -213,34 +232,43 @@ class TableView(QTableView):
         alternating = self.alternatingRowColors()
         filtering = proxy.filtering
         selected = self._selected
-        metrics = self.fontMetrics()
-        widths = self._widths
+        font, metrics, widths = self.paint_font()
+        width_of = widths.get
+        advance = metrics.horizontalAdvance
         row_height = self.verticalHeader().defaultSectionSize()
         baseline = (row_height - line - metrics.height()) // 2 + metrics.ascent()
         painter = QPainter(self.viewport())
         painter.setClipRegion(region)
-        painter.setFont(self.font())
+        painter.setFont(font)
+        draw, fill, set_pen = painter.drawText, painter.fillRect, painter.setPen
         current: QColor | None = None  # the pen's color now
         top = self.rowViewportPosition(first)
         bottom = self.rowViewportPosition(last) + self.rowHeight(last)
         left, end = cols[0][1], cols[-1][1] + cols[-1][2]
         if line:  # the lines between rows show through; those between columns come below
-            painter.fillRect(QRect(left, top, end - left, bottom - top), grid)
+            fill(QRect(left, top, end - left, bottom - top), grid)
         rows = []
+        # Rows of one height, none hidden (the tables' fixed rows): positions without asking.
+        uniform = bottom - top == (last - first + 1) * row_height
+        position, height = self.rowViewportPosition, self.rowHeight
         for r in range(first, last + 1):
-            y, h = self.rowViewportPosition(r), self.rowHeight(r)
+            if uniform:
+                y, h = top + (r - first) * row_height, row_height
+            else:
+                y, h = position(r), height(r)
             is_selected = r in selected
             stripe = alternate if alternating and r & 1 else base
             background = highlight if is_selected else stripe
-            painter.fillRect(QRect(left, y, end - left, h - line), background)
+            fill(QRect(left, y, end - left, h - line), background)
             rows.append((r, y, h, is_selected))
         if line:
             for _, x, w, *_ in cols:
-                painter.fillRect(QRect(x + w - line, top, line, bottom - top), grid)
+                fill(QRect(x + w - line, top, line, bottom - top), grid)
+        texts_at, live_texts_at, color_at = model.texts_at, model.live_texts_at, model.color_at
         for r, y, h, is_selected in rows:
             src = r if not filtering else proxy.mapToSource(proxy.index(r, 0)).row()
-            texts = model.texts_at(src)
-            figures = model.live_texts_at(src) if live else texts
+            texts = texts_at(src)
+            figures = live_texts_at(src) if live else texts
             pen = selected_text if is_selected else text
             ty = y + baseline
             for c, x, w, room, at_right, slot, is_colored in cols:
@@ -249,23 +277,20 @@ class TableView(QTableView):
                     continue
                 color = pen
                 if is_colored and not is_selected:
-                    color = model.color_at(src, c) or pen
+                    color = color_at(src, c) or pen
                 if color is not current:
-                    painter.setPen(color)
+                    set_pen(color)
                     current = color
-                tw = widths.get(shown)
+                tw = width_of(shown)
                 if tw is None:
                     if len(widths) >= MAX_TEXTS:
                         widths.clear()
-                    tw = widths[shown] = metrics.horizontalAdvance(shown)
+                    tw = widths[shown] = advance(shown)
                 if tw <= room:
-                    tx = x + w - line - MARGIN - tw if at_right else x + MARGIN
-                    painter.drawText(tx, ty, shown)
+                    draw(x + w - line - MARGIN - tw if at_right else x + MARGIN, ty, shown)
                     continue
                 # Too wide for its cell: elided, as Qt's delegate would.
                 elided = metrics.elidedText(shown, Qt.TextElideMode.ElideRight, room)
-                painter.drawText(
-                    QRect(x + MARGIN, y, room, h - line), _RIGHT if at_right else _LEFT, elided
-                )
+                draw(QRect(x + MARGIN, y, room, h - line), _RIGHT if at_right else _LEFT, elided)
         painter.end()
         return QRegion(QRect(left, top, end - left, bottom - top))

@@ -6,6 +6,7 @@ from __future__ import annotations
 import random
 
 from PySide6.QtCore import QItemSelectionModel, Qt
+from PySide6.QtGui import QFont
 from PySide6.QtTest import QAbstractItemModelTester
 
 from console.models import tables
@@ -112,4 +113,25 @@ def test_a_resort_is_a_layout_change_while_a_view_holds_a_row_of_the_model_itsel
     _live(model, 2)
     assert layouts == [1]
     assert model.key_at(other.selectedRows()[0].row()) == chosen
+    panel.close()
+
+
+def test_the_paint_font_is_the_views_without_shaping_and_its_widths_follow_a_font_change() -> None:
+    model, panel = _panel()
+    _live(model, 1)
+    view = panel.view
+    view.viewport().repaint()
+    font, metrics, widths = view.paint_font()
+    assert font.styleStrategy() & QFont.StyleStrategy.PreferNoShaping
+    assert font.pointSizeF() == view.font().pointSizeF()
+    shown = model.texts_at(0)[model.column("name")]
+    assert widths[shown] == metrics.horizontalAdvance(shown)
+    bigger = QFont(view.font())
+    bigger.setPointSizeF(view.font().pointSizeF() * 2)
+    view.setFont(bigger)
+    font2, metrics2, widths2 = view.paint_font()
+    assert widths2 == {} and font2.pointSizeF() == bigger.pointSizeF()
+    view.viewport().repaint()
+    assert widths2[shown] == metrics2.horizontalAdvance(shown) > widths[shown]
+    assert view.paint_font()[2] is widths2  # the same font: the same cache
     panel.close()
