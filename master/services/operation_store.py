@@ -11,7 +11,18 @@ import asyncio
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
-from sqlalchemy import Connection, Table, bindparam, or_, select, update
+import msgspec
+from sqlalchemy import (
+    JSON,
+    Connection,
+    Dialect,
+    Table,
+    TypeDecorator,
+    bindparam,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from master.db import models
@@ -22,13 +33,29 @@ from protocol.rest import OperationOut
 
 FLUSH_DELAY = 0.2
 TABLE = cast(Table, models.Operation.__table__)
+_encode = msgspec.json.Encoder().encode  # several times faster than json.dumps
+
+
+class _Encoded(TypeDecorator[Any]):
+    """A JSON column's value bound as the text `_encode` made of it."""
+
+    impl = JSON
+    cache_ok = True
+
+    def bind_processor(self, dialect: Dialect) -> None:
+        return None
+
+
 # One statement object for every save (its cache key computed once): the columns an
-# operation changes while it runs.
-_SAVED = ("state", "error", "level", "finished_at", "resumed", "steps", "paused", "rollout")
+# operation changes while it runs, its steps encoded already.
+_SAVED = ("state", "error", "level", "finished_at", "resumed", "paused", "rollout")
 _SAVE = (
     update(TABLE)
     .where(TABLE.c.id == bindparam("b_id"))
-    .values({name: bindparam(name, type_=TABLE.c[name].type) for name in _SAVED})
+    .values(
+        {name: bindparam(name, type_=TABLE.c[name].type) for name in _SAVED}
+        | {"steps": bindparam("steps", type_=_Encoded())}
+    )
 )
 _SAVE_FENCED = _SAVE.where(TABLE.c.master_id == bindparam("b_master"))
 
@@ -193,7 +220,7 @@ def _saved(op: Op, master_id: str | None) -> dict[str, Any]:
         "level": op.level,
         "finished_at": op.finished_at,
         "resumed": op.resumed,
-        "steps": [st.record() for st in op.steps],
+        "steps": _encode([st.record() for st in op.steps]).decode(),
         "paused": op.paused,
         "rollout": dict(op.rollout) if op.rollout is not None else None,
     }
