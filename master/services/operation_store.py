@@ -8,6 +8,7 @@ not written, and the runners are told to let it go (`on_lost`), as a lost node i
 """
 
 import asyncio
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
@@ -19,6 +20,7 @@ from sqlalchemy import (
     Table,
     TypeDecorator,
     bindparam,
+    insert,
     or_,
     select,
     update,
@@ -58,6 +60,7 @@ _SAVE = (
     )
 )
 _SAVE_FENCED = _SAVE.where(TABLE.c.master_id == bindparam("b_master"))
+_CREATE = insert(TABLE).values(steps=bindparam("steps", type_=_Encoded()))
 
 
 class OperationStore:
@@ -85,31 +88,24 @@ class OperationStore:
         module_id: str | None = None,
         rollout: dict[str, Any] | None = None,
     ) -> Op:
-        row = models.Operation(
-            kind=kind,
-            system_id=system_id,
-            state=OpState.RUNNING,
-            actor=actor,
-            ready_timeout=ready_timeout,
-            steps=[st.record() for st in steps],
-            module_id=module_id,
-            rollout=rollout,
-            master_id=self.master_id,
-        )
-        s.add(row)
-        s.commit()
         op = Op(
-            id=row.id,
+            id=models.new_id(),
             kind=kind,
             system_id=system_id,
             actor=actor,
-            created_at=row.created_at,
+            created_at=time.time(),
             steps=steps,
             ready_timeout=ready_timeout,
             module_id=module_id,
             rollout=rollout,
             master_id=self.master_id,
         )
+        fixed: dict[str, Any] = {"id": op.id, "kind": kind, "system_id": system_id, "actor": actor}
+        fixed |= {"created_at": op.created_at, "ready_timeout": ready_timeout}
+        fixed |= {"module_id": module_id, "master_id": self.master_id}
+        changing = _saved(op, self.master_id)
+        s.execute(_CREATE, fixed | {name: changing[name] for name in (*_SAVED, "steps")})
+        s.commit()
         return op
 
     def read(self, s: Session, operation_id: str) -> OperationOut:
