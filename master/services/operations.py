@@ -308,8 +308,11 @@ class Operations:
             if not waiting:
                 return None
             until = min(deadlines[st.instance_id] for st in waiting) - now
+            # In this task (not wait_for's own): woken in the turn a report's views set the
+            # event, so the level's end is published with them rather than a turn behind.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(op.changed.wait(), max(until, 0.001))
+                async with asyncio.timeout(max(until, 0.001)):
+                    await op.changed.wait()
 
     def _evaluate(self, op: Op, st: Step) -> None:
         view = self._views.get(st.instance_id)

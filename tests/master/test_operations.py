@@ -4,6 +4,7 @@ channel seam that reports its instances' new states as a real one does after a `
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -256,3 +257,36 @@ async def test_a_level_cancelled_while_its_commands_leave_publishes_no_stale_vie
     assert {iid: [e["state"] for e in fleet.events if e["id"] == iid][-1] for iid in ids} == {
         iid: "stopped" for iid in ids
     }
+
+
+async def test_a_levels_end_goes_out_in_the_event_frame_of_the_views_that_ended_it(fleet):
+    """A console's stream writer woken by the last view finds the operation's end queued with
+    it: one frame, not a second one a turn later."""
+    from master.api.events import _write_events
+
+    class Console:
+        def __init__(self) -> None:
+            self.frames: list[list[dict[str, Any]]] = []
+
+        async def send_text(self, text: str) -> None:
+            self.frames.append(json.loads(text))
+
+    iid = fleet.add_module_instance("a", 1, "running")
+    loop = asyncio.get_running_loop()
+
+    def answer(msg: dict[str, Any]) -> Result:  # the process exits a moment later
+        report = [obeys("stop", iid)]
+        loop.call_later(0.05, fleet.orch.reports.queue, fleet.node_id, report)
+        return Result(reply_to=msg["id"], ok=True, data={"results": {}})
+
+    FakeAgent(fleet.agents, fleet.node_id, answer)
+    console, sub = Console(), fleet.hub.subscribe()
+    sub.batch = True
+    writer = asyncio.create_task(_write_events(console, sub))
+    op = fleet.begin("stop")
+    await ended(op)
+    await until(lambda: not sub.queue.qsize(), "the stream written")
+    writer.cancel()
+    ended_it = next(f for f in console.frames if any(e["data"]["state"] == "stopped" for e in f))
+    said = [(e["topic"], e["data"]["state"]) for e in ended_it]
+    assert said[-2:] == [("instance", "stopped"), ("operation", "succeeded")], said
