@@ -1,0 +1,141 @@
+"""The master's own CPU for a batch stop-all and start-all of N instances over 10 nodes: the
+master's services in process (no HTTP, agents faked at the channel seam, each reporting its
+instances' new states 20 ms after the command, as the programs' exits would), a real SQLite
+file, one console on the event stream (batched, as the console asks).
+
+    .venv/bin/python -m bench.operation_cpu                     # 100 instances, 8 rounds
+    .venv/bin/python -m bench.operation_cpu --base /work/main   # another checkout, alternated
+
+CPU is this process's (`time.process_time`), from the call until the operation ended and its
+events were written, plus a quarter second for what follows (a deferred save). Load hardly
+distorts it, unlike the wall time of bench/batch.py. Prints the median per variant, in ms.
+"""
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+async def measure(n: int, rounds: int) -> dict[str, float]:
+    """Runs with the master package of the tree first on sys.path (see `main`)."""
+    from master.api.events import _write_events
+    from master.db import models
+    from master.services.operation_steps import OpState
+    from protocol.messages import InstanceReport, Result
+    from protocol.states import InstanceState
+    from tests.master.fake_agent import FakeAgent
+    from tests.master.test_operations import Fleet
+
+    loop = asyncio.get_running_loop()
+    fleet = Fleet(Path(tempfile.mkdtemp(prefix="gdos-operation-cpu-")))
+    nodes = [fleet.node_id]
+    with fleet.db.session() as s:
+        for i in range(9):
+            node = models.Node(secret_hash=f"bench-node-{i}", hostname=f"h{i}")
+            s.add(node)
+            s.commit()
+            nodes.append(node.id)
+        mod = models.Module(system_id=fleet.system_id, name="p", package_name="p", start_order=1)
+        s.add(mod)
+        s.commit()
+        for i in range(n):
+            s.add(
+                models.Instance(
+                    system_id=fleet.system_id,
+                    node_id=nodes[i % len(nodes)],
+                    name=f"p-{i}",
+                    state="stopped",
+                    desired_state="stopped",
+                    module_id=mod.id,
+                )
+            )
+        s.commit()
+
+    def agent(node: str) -> None:
+        def answer(msg: dict[str, Any]) -> Result:
+            ids = msg["instance_ids"]
+            state = InstanceState.RUNNING if msg["action"] == "start" else InstanceState.STOPPED
+            reports = [InstanceReport(instance_id=i, state=state) for i in ids]
+            loop.call_later(0.02, fleet.orch.reports.queue, node, reports)
+            return Result(reply_to=msg["id"], ok=True, data={"results": dict.fromkeys(ids)})
+
+        FakeAgent(fleet.agents, node, answer)
+
+    for node_id in nodes:
+        agent(node_id)
+
+    class Console:
+        async def send_text(self, text: str) -> None:
+            json.loads(text)
+
+    sub = fleet.hub.subscribe()
+    sub.batch = True
+    writer = asyncio.create_task(_write_events(Console(), sub))  # type: ignore[arg-type]
+    cpu: dict[str, list[float]] = {"start": [], "stop": []}
+    for _ in range(rounds):
+        for kind in ("start", "stop"):
+            await asyncio.sleep(0.3)
+            c0 = time.process_time()
+            op = fleet.begin(kind)
+            while op.state == OpState.RUNNING:
+                await asyncio.sleep(0.001)
+            await asyncio.sleep(0.25)  # its events written, a deferred save
+            cpu[kind].append((time.process_time() - c0) * 1000)
+            assert op.state == OpState.SUCCEEDED, op.error
+    writer.cancel()
+    fleet.db.dispose()
+    return {k: statistics.median(v) for k, v in cpu.items()}
+
+
+def run_variant(root: Path, n: int, rounds: int) -> dict[str, Any]:
+    """`measure` in a process of its own, with the master of the tree at `root`."""
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(ROOT)])}
+    argv = [sys.executable, __file__, "--child", "--n", str(n), "--rounds", str(rounds)]
+    out = subprocess.run(argv, capture_output=True, text=True, check=True, cwd=root, env=env)
+    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--n", type=int, default=100, help="instances, over 10 nodes")
+    p.add_argument("--rounds", type=int, default=8)
+    p.add_argument("--base", type=Path, help="another checkout, measured in turn with this one")
+    p.add_argument("--turns", type=int, default=3, help="alternations with --base")
+    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.child:
+        print(json.dumps(asyncio.run(measure(args.n, args.rounds))))
+        return 0
+    variants = [("this", ROOT)] + ([("base", args.base.resolve())] if args.base else [])
+    seen: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in variants}
+    for _ in range(args.turns if args.base else 1):
+        for name, root in variants:
+            load = os.getloadavg()[0]
+            got = run_variant(root, args.n, args.rounds)
+            seen[name].append(got)
+            print(
+                f"{name}: master CPU per stop-all {got['stop']:.2f} ms, start-all "
+                f"{got['start']:.2f} ms, {args.n} instances (load {load:.1f})",
+                flush=True,
+            )
+    for name, runs in seen.items():
+        summary = {k: round(statistics.median(r[k] for r in runs), 2) for k in ("stop", "start")}
+        print(json.dumps({"variant": name, "n": args.n, "rounds": args.rounds, **summary}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
