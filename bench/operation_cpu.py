@@ -81,14 +81,21 @@ async def measure(n: int, rounds: int) -> dict[str, float]:
     sub = fleet.hub.subscribe()
     sub.batch = True
     writer = asyncio.create_task(_write_events(Console(), sub))  # type: ignore[arg-type]
+    ended = asyncio.Event()  # set by the operation's final event (no polling: its CPU would count)
+
+    def on_operation(data: dict[str, Any]) -> None:
+        if data["state"] != "running":
+            ended.set()
+
+    fleet.hub.listen("operation", on_operation)
     cpu: dict[str, list[float]] = {"start": [], "stop": []}
     for _ in range(rounds):
         for kind in ("start", "stop"):
             await asyncio.sleep(0.3)
+            ended.clear()
             c0 = time.process_time()
             op = fleet.begin(kind)
-            while op.state == OpState.RUNNING:
-                await asyncio.sleep(0.001)
+            await ended.wait()
             await asyncio.sleep(0.25)  # its events written, a deferred save
             cpu[kind].append((time.process_time() - c0) * 1000)
             assert op.state == OpState.SUCCEEDED, op.error
