@@ -11,12 +11,9 @@ events were written, plus a quarter second for what follows (a deferred save). L
 distorts it, unlike the wall time of bench/batch.py. Prints the median per variant, in ms.
 """
 
-import argparse
 import asyncio
 import json
-import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,6 +21,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.stop_path import alternated  # noqa: E402
 
 
 async def measure(n: int, rounds: int) -> dict[str, float]:
@@ -104,44 +104,18 @@ async def measure(n: int, rounds: int) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in cpu.items()}
 
 
-def run_variant(root: Path, n: int, rounds: int) -> dict[str, Any]:
-    """`measure` in a process of its own, with the master of the tree at `root`."""
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(ROOT)])}
-    argv = [sys.executable, __file__, "--child", "--n", str(n), "--rounds", str(rounds)]
-    out = subprocess.run(argv, capture_output=True, text=True, check=True, cwd=root, env=env)
-    result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    return result
-
-
 def main() -> int:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    return alternated(
+        __doc__ or "",
+        __file__,
+        measure,
+        100,
+        8,
+        lambda got, n: (
+            f"master CPU per stop-all {got['stop']:.2f} ms, start-all {got['start']:.2f} ms, "
+            f"{n} instances"
+        ),
     )
-    p.add_argument("--n", type=int, default=100, help="instances, over 10 nodes")
-    p.add_argument("--rounds", type=int, default=8)
-    p.add_argument("--base", type=Path, help="another checkout, measured in turn with this one")
-    p.add_argument("--turns", type=int, default=3, help="alternations with --base")
-    p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    args = p.parse_args()
-    if args.child:
-        print(json.dumps(asyncio.run(measure(args.n, args.rounds))))
-        return 0
-    variants = [("this", ROOT)] + ([("base", args.base.resolve())] if args.base else [])
-    seen: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in variants}
-    for _ in range(args.turns if args.base else 1):
-        for name, root in variants:
-            load = os.getloadavg()[0]
-            got = run_variant(root, args.n, args.rounds)
-            seen[name].append(got)
-            print(
-                f"{name}: master CPU per stop-all {got['stop']:.2f} ms, start-all "
-                f"{got['start']:.2f} ms, {args.n} instances (load {load:.1f})",
-                flush=True,
-            )
-    for name, runs in seen.items():
-        summary = {k: round(statistics.median(r[k] for r in runs), 2) for k in ("stop", "start")}
-        print(json.dumps({"variant": name, "n": args.n, "rounds": args.rounds, **summary}))
-    return 0
 
 
 if __name__ == "__main__":
