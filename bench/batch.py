@@ -158,6 +158,8 @@ class Result:
         self.rss: list[float] = []
         self.note = ""
         self.load = ""
+        # GDOS: each operation's parts in seconds, per kind (see `op_parts`).
+        self.parts: dict[str, dict[str, list[float]]] = {}
 
     def row(self) -> dict[str, Any]:
         return {
@@ -173,6 +175,16 @@ class Result:
             "stop_all_rounds_s": [round(x, 3) for x in self.stop],
             "note": self.note,
             "load": self.load,
+            **(
+                {
+                    "parts_ms": {
+                        kind: {k: round(median(v) * 1000, 1) for k, v in parts.items()}
+                        for kind, parts in self.parts.items()
+                    }
+                }
+                if self.parts
+                else {}
+            ),
         }
 
 
@@ -238,6 +250,7 @@ class OpWatcher:
         self.ws = self._cm.__enter__()
         self.ws.send(json.dumps({"batch": True}))  # what a console does: arrays per burst
         self.done: dict[str, tuple[float, dict[str, Any]]] = {}
+        self.seen_at: dict[str, float] = {}  # wall-clock time of each final event's receipt
         self.cond = threading.Condition()
         threading.Thread(target=self._read, daemon=True).start()
 
@@ -252,6 +265,9 @@ class OpWatcher:
                     data = event["data"]
                     if event["topic"] == "operation" and data["state"] != "running":
                         with self.cond:
+                            self.seen_at.setdefault(
+                                data["id"], time.time() - (time.perf_counter() - now)
+                            )
                             self.done.setdefault(data["id"], (now, data))
                             self.cond.notify_all()
 
@@ -263,6 +279,25 @@ class OpWatcher:
 
     def close(self) -> None:
         self._cm.__exit__(None, None, None)
+
+
+def wall(stamp: str) -> float:
+    """An ISO 8601 UTC timestamp of the API as seconds since the epoch."""
+    from datetime import datetime
+
+    return datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp()
+
+
+def op_parts(asked: float, seen: float, data: dict[str, Any]) -> dict[str, float]:
+    """Where an operation's time went, from the wall-clock stamps of its final event (one
+    level): `head` from the request until its level began (the operation's row, the level's
+    load), `level` until its last step was seen done (the level's write, views, commands, the
+    agents' work, their reports' apply), `tail` until the operation ended, `out` until its
+    event reached this client (the final save, publication, the event stream)."""
+    begun = min(wall(st["started_at"]) for st in data["steps"] if st["started_at"])
+    last = max(wall(st["finished_at"]) for st in data["steps"] if st["finished_at"])
+    ended = wall(data["finished_at"])
+    return {"head": begun - asked, "level": last - begun, "tail": ended - last, "out": seen - ended}
 
 
 def gdos_package(dest: Path) -> Path:
@@ -358,12 +393,15 @@ def bench_gdos(
             for kind, out in (("start", res.start), ("stop", res.stop)):
                 time.sleep(1.0)  # let the previous round's reports and saves settle
                 c0 = cpu_now()
-                t0 = time.perf_counter()
+                asked, t0 = time.time(), time.perf_counter()
                 op = api.post(f"/systems/{system['id']}/{kind}", expect=202)
                 t1, final = watcher.wait(op["operation_id"])
                 c1 = cpu_now()
                 assert final["state"] == "succeeded", final
                 out.append(t1 - t0)
+                parts = op_parts(asked, watcher.seen_at[final["id"]], final)
+                for part, seconds in parts.items():
+                    res.parts.setdefault(kind, {}).setdefault(part, []).append(seconds)
                 cpu[kind].append((c1[0] - c0[0], sum(c1[1:]) - sum(c0[1:])))
                 if kind == "stop":
                     res.gone.append(time_until_count(work, 0, t0))
@@ -390,7 +428,14 @@ def bench_gdos(
             "operation, master / all agents: "
             + ", ".join(
                 f"{k} {median([m for m, _ in v]) * 1000:.0f} / {median([a for _, a in v]) * 1000:.0f} ms"
+                f" (means, finer than a tick: {statistics.mean(m for m, _ in v) * 1000:.1f} / "
+                f"{statistics.mean(a for _, a in v) * 1000:.1f})"
                 for k, v in cpu.items()
+            )
+            + "; parts per operation (medians, ms): "
+            + ", ".join(
+                f"{kind} " + " / ".join(f"{k} {median(v) * 1000:.1f}" for k, v in parts.items())
+                for kind, parts in res.parts.items()
             )
             + (f"; {probed}" if probed else "")
         )

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -68,47 +69,63 @@ async def measure(n: int, rounds: int) -> dict[str, float]:
     return {k: statistics.median(v) for k, v in cpu.items()}
 
 
-def run_variant(root: Path, n: int, rounds: int) -> dict[str, Any]:
-    """`measure` in a process of its own, with the agent of the tree at `root`."""
+def run_variant(script: str, root: Path, n: int, rounds: int) -> dict[str, Any]:
+    """`script`'s measure in a process of its own, with the packages of the tree at `root`."""
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(root), str(ROOT)])}
-    argv = [sys.executable, __file__, "--child", "--n", str(n), "--rounds", str(rounds)]
+    argv = [sys.executable, script, "--child", "--n", str(n), "--rounds", str(rounds)]
     out = subprocess.run(argv, capture_output=True, text=True, check=True, cwd=root, env=env)
     result: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
     return result
 
 
-def main() -> int:
+def alternated(
+    doc: str,
+    script: str,
+    measure: Callable[[int, int], Awaitable[dict[str, float]]],
+    n: int,
+    rounds: int,
+    line: Callable[[dict[str, Any], int], str],
+) -> int:
+    """The command line of an in-process CPU bench: `measure` of this tree, or of this tree and
+    `--base`'s in turn, each run in a process of its own; `line` prints one run."""
     p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=doc, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    p.add_argument("--n", type=int, default=10, help="instances (10: one agent of batch.py)")
-    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--n", type=int, default=n, help="instances")
+    p.add_argument("--rounds", type=int, default=rounds)
     p.add_argument("--base", type=Path, help="another checkout, measured in turn with this one")
     p.add_argument("--turns", type=int, default=3, help="alternations with --base")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
-        print(json.dumps(asyncio.run(measure(args.n, args.rounds))))
+        print(json.dumps(asyncio.run(measure(args.n, args.rounds))))  # type: ignore[arg-type]
         return 0
     variants = [("this", ROOT)] + ([("base", args.base.resolve())] if args.base else [])
     seen: dict[str, list[dict[str, Any]]] = {name: [] for name, _ in variants}
     for _ in range(args.turns if args.base else 1):
         for name, root in variants:
             load = os.getloadavg()[0]
-            got = run_variant(root, args.n, args.rounds)
+            got = run_variant(script, root, args.n, args.rounds)
             seen[name].append(got)
-            print(
-                f"{name}: stop {got['stop']:.2f} ms (sys {got['stop_sys']:.2f}), "
-                f"start {got['start']:.2f} ms per {args.n} instances (load {load:.1f})",
-                flush=True,
-            )
+            print(f"{name}: {line(got, args.n)} (load {load:.1f})", flush=True)
     for name, runs in seen.items():
-        summary = {
-            k: round(statistics.median(r[k] for r in runs), 2)
-            for k in ("stop", "stop_sys", "start")
-        }
+        summary = {k: round(statistics.median(r[k] for r in runs), 2) for k in runs[0]}
         print(json.dumps({"variant": name, "n": args.n, "rounds": args.rounds, **summary}))
     return 0
+
+
+def main() -> int:
+    return alternated(
+        __doc__ or "",
+        __file__,
+        measure,
+        10,  # one agent of batch.py
+        15,
+        lambda got, n: (
+            f"stop {got['stop']:.2f} ms (sys {got['stop_sys']:.2f}), "
+            f"start {got['start']:.2f} ms per {n} instances"
+        ),
+    )
 
 
 if __name__ == "__main__":

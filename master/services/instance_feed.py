@@ -19,9 +19,11 @@ class InstanceFeed:
         self.publish_view(instance_out(inst))
 
     def publish_view(self, out: InstanceOut) -> None:
-        self.hub.publish("instance", out.model_dump())
+        # Listeners first: they only take note, and a batch operation they wake publishes its
+        # end in the same frame of the event stream as the views that ended it.
         for listener in self.listeners:
             listener(out)
+        self.hub.publish("instance", out.model_dump())
 
     def remote_view(self, data: dict[str, Any]) -> None:
         """An instance change another master published: listeners here follow it too (an

@@ -29,6 +29,14 @@ _BY_IDS = (
     .order_by(TABLE.c.id)
     .with_for_update()
 )
+# A report compares and publishes: every column but those only a level or an adoption reads
+# (JSON, decoded per row: most of a row's read).
+_REPORTED_BY_IDS = (
+    select(*(c for c in TABLE.c if c.name not in ("adoption", "applied")))
+    .where(TABLE.c.id.in_(bindparam("ids", expanding=True)))
+    .order_by(TABLE.c.id)
+    .with_for_update()
+)
 _BY_NODES = (
     select(TABLE)
     .where(TABLE.c.node_id.in_(bindparam("node_ids", expanding=True)))
@@ -42,6 +50,11 @@ _UPDATE_BY_ID = update(TABLE).where(TABLE.c.id == bindparam("b_id"))
 
 def load(conn: Connection, ids: Iterable[str]) -> dict[str, Row]:
     return _rows(conn.execute(_BY_IDS, {"ids": list(ids)}))
+
+
+def load_reported(conn: Connection, ids: Iterable[str]) -> dict[str, Row]:
+    """`load` without the columns a report neither changes nor publishes."""
+    return _rows(conn.execute(_REPORTED_BY_IDS, {"ids": list(ids)}))
 
 
 def load_nodes(conn: Connection, node_ids: Iterable[str]) -> dict[str, Row]:

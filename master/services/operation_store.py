@@ -8,10 +8,23 @@ not written, and the runners are told to let it go (`on_lost`), as a lost node i
 """
 
 import asyncio
+import time
 from collections.abc import Callable, Iterable
 from typing import Any, cast
 
-from sqlalchemy import Table, or_, select, update
+import msgspec
+from sqlalchemy import (
+    JSON,
+    Connection,
+    Dialect,
+    Table,
+    TypeDecorator,
+    bindparam,
+    insert,
+    or_,
+    select,
+    update,
+)
 from sqlalchemy.orm import Session
 
 from master.db import models
@@ -21,6 +34,33 @@ from master.services.operation_steps import Op, OpState, Step, StepState, operat
 from protocol.rest import OperationOut
 
 FLUSH_DELAY = 0.2
+TABLE = cast(Table, models.Operation.__table__)
+_encode = msgspec.json.Encoder().encode  # several times faster than json.dumps
+
+
+class _Encoded(TypeDecorator[Any]):
+    """A JSON column's value bound as the text `_encode` made of it."""
+
+    impl = JSON
+    cache_ok = True
+
+    def bind_processor(self, dialect: Dialect) -> None:
+        return None
+
+
+# One statement object for every save (its cache key computed once): the columns an
+# operation changes while it runs, its steps encoded already.
+_SAVED = ("state", "error", "level", "finished_at", "resumed", "paused", "rollout")
+_SAVE = (
+    update(TABLE)
+    .where(TABLE.c.id == bindparam("b_id"))
+    .values(
+        {name: bindparam(name, type_=TABLE.c[name].type) for name in _SAVED}
+        | {"steps": bindparam("steps", type_=_Encoded())}
+    )
+)
+_SAVE_FENCED = _SAVE.where(TABLE.c.master_id == bindparam("b_master"))
+_CREATE = insert(TABLE).values(steps=bindparam("steps", type_=_Encoded()))
 
 
 class OperationStore:
@@ -48,31 +88,24 @@ class OperationStore:
         module_id: str | None = None,
         rollout: dict[str, Any] | None = None,
     ) -> Op:
-        row = models.Operation(
-            kind=kind,
-            system_id=system_id,
-            state=OpState.RUNNING,
-            actor=actor,
-            ready_timeout=ready_timeout,
-            steps=[st.record() for st in steps],
-            module_id=module_id,
-            rollout=rollout,
-            master_id=self.master_id,
-        )
-        s.add(row)
-        s.commit()
         op = Op(
-            id=row.id,
+            id=models.new_id(),
             kind=kind,
             system_id=system_id,
             actor=actor,
-            created_at=row.created_at,
+            created_at=time.time(),
             steps=steps,
             ready_timeout=ready_timeout,
             module_id=module_id,
             rollout=rollout,
             master_id=self.master_id,
         )
+        fixed: dict[str, Any] = {"id": op.id, "kind": kind, "system_id": system_id, "actor": actor}
+        fixed |= {"created_at": op.created_at, "ready_timeout": ready_timeout}
+        fixed |= {"module_id": module_id, "master_id": self.master_id}
+        changing = _saved(op, self.master_id)
+        s.execute(_CREATE, fixed | {name: changing[name] for name in (*_SAVED, "steps")})
+        s.commit()
         return op
 
     def read(self, s: Session, operation_id: str) -> OperationOut:
@@ -92,24 +125,18 @@ class OperationStore:
             self.save(ops)
 
     def save(self, ops: Iterable[Op]) -> None:
+        """Write each operation's row, then publish it: nothing is seen ended before it is saved.
+        One Core UPDATE per operation (no ORM read of the row and its old steps first)."""
         ops = list(ops)
         lost: list[str] = []
         fenced = self.master_id is not None
-        with self.db.session() as s:
+        with self.db.engine.begin() as conn:
             for op in ops:
-                # Locked (PostgreSQL): a take-over of this row waits until this save commits.
-                row = s.get(models.Operation, op.id, with_for_update=fenced)
-                if row is None:
-                    continue
-                if fenced and row.master_id != self.master_id:
+                # Fenced (PostgreSQL): only a row this master still drives; the UPDATE locks it,
+                # so a take-over of this row waits until this save commits.
+                done = conn.execute(_SAVE_FENCED if fenced else _SAVE, _saved(op, self.master_id))
+                if fenced and done.rowcount != 1 and _exists(conn, op.id):
                     lost.append(op.id)
-                    continue
-                row.state, row.error, row.level = str(op.state), op.error, op.level
-                row.finished_at, row.resumed = op.finished_at, op.resumed
-                row.steps = [st.record() for st in op.steps]
-                row.paused = op.paused
-                row.rollout = dict(op.rollout) if op.rollout is not None else None
-            s.commit()
         for op in ops:
             self._dirty.pop(op.id, None)
             if op.id not in lost:
@@ -177,6 +204,26 @@ class OperationStore:
             s.commit()
             assert row is not None
             return _op(row, reset=False)
+
+
+def _saved(op: Op, master_id: str | None) -> dict[str, Any]:
+    """The parameters of `_SAVE` for `op`: what changes while an operation runs."""
+    return {
+        "b_id": op.id,
+        "b_master": master_id,
+        "state": str(op.state),
+        "error": op.error,
+        "level": op.level,
+        "finished_at": op.finished_at,
+        "resumed": op.resumed,
+        "steps": _encode([st.record() for st in op.steps]).decode(),
+        "paused": op.paused,
+        "rollout": dict(op.rollout) if op.rollout is not None else None,
+    }
+
+
+def _exists(conn: Connection, operation_id: str) -> bool:
+    return conn.execute(select(TABLE.c.id).where(TABLE.c.id == operation_id)).first() is not None
 
 
 def _op(row: models.Operation, reset: bool) -> Op:

@@ -185,9 +185,10 @@ class Operations:
         sends: dict[str, list[str]],
         settings: dict[str, tuple[Settings, dict[str, Any]]],
     ) -> None:
-        """Publish the level's committed rows and send each node its command, a slice of nodes
-        per turn of the event loop so that a fleet-wide level never holds the loop. A node's
-        views go out before its command: its agent's report can only follow them."""
+        """Send each node its command, then publish the level's committed rows, a slice of
+        nodes per turn of the event loop so that a fleet-wide level never holds the loop. The
+        commands go first: the level's time is the agents'; a report that overtakes its row's
+        view publishes a newer one, and the row's is then left out (`_views`)."""
         starting = op.kind == "start"
         action: Literal["start", "stop"] = "start" if starting else "stop"
         # Per node, from a map: a scan of the level per node is quadratic at a fleet's width.
@@ -199,9 +200,6 @@ class Operations:
         links = self._level_links.pop(op.id, {})
         done = 0
         for node_id, node_rows in by_node.items():
-            for row in node_rows:
-                if row["id"] not in self._views:  # else a report or a call published a newer one
-                    self.orch.feed.publish_view(instance_rows.view(row))  # also our view of it
             ids = sends.get(node_id)
             if ids:
                 timeout = (
@@ -217,6 +215,18 @@ class Operations:
                 done = 0
                 await asyncio.sleep(0)  # the commands spawned so far leave in the next turn
         await asyncio.sleep(0)
+        unfollowed: list[str] = []  # the operation ended meanwhile: its newer views unknown
+        for done, row in enumerate(rows.values(), 1):
+            if self._following.get(row["id"]) is not op:
+                unfollowed.append(row["id"])
+            elif row["id"] not in self._views:  # else a report or a call published a newer one
+                self.orch.feed.publish_view(instance_rows.view(row))  # also our view of it
+            if done % DISPATCH_SLICE == 0:
+                await asyncio.sleep(0)
+        if unfollowed:  # as committed now: never older than a view published already
+            with self.db.engine.connect() as conn:
+                for row in instance_rows.load(conn, unfollowed).values():
+                    self.orch.feed.publish_view(instance_rows.view(row))
 
     def _preflight(self, op: Op, steps: list[Step], rows: dict[str, dict[str, Any]]) -> str | None:
         """Refuse a level before touching any of it when one of its instances cannot move."""
@@ -314,8 +324,11 @@ class Operations:
             if not waiting:
                 return None
             until = min(deadlines[st.instance_id] for st in waiting) - now
+            # In this task (not wait_for's own): woken in the turn a report's views set the
+            # event, so the level's end is published with them rather than a turn behind.
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(op.changed.wait(), max(until, 0.001))
+                async with asyncio.timeout(max(until, 0.001)):
+                    await op.changed.wait()
 
     def _evaluate(self, op: Op, st: Step) -> None:
         view = self._views.get(st.instance_id)

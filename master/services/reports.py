@@ -95,7 +95,7 @@ class ReportQueue:
         """One transaction: the rows read (locked) and the changes written to them; reports
         of the nodes in `held` another master has taken since (their epoch moved) are left."""
         with self.db.engine.begin() as conn:
-            rows = instance_rows.load(conn, {report.instance_id for _, report in flat})
+            rows = instance_rows.load_reported(conn, {report.instance_id for _, report in flat})
             lost = set(ownership.lost(conn, held)) if held else set()  # read after the locks
             changes: dict[str, dict[str, Any]] = {}  # a later report of an instance wins
             for node_id, report in flat:

@@ -3,6 +3,8 @@ channel seam that reports its instances' new states as a real one does after a `
 
 from __future__ import annotations
 
+import asyncio
+import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -168,8 +170,8 @@ async def test_an_operation_left_running_resumes_once_its_node_is_reconciled(fle
 
 
 async def test_a_report_during_a_level_dispatch_is_not_overwritten_by_the_rows(fleet, monkeypatch):
-    """A level is published and sent a slice per loop turn; a report that lands between slices
-    stays the newest view of its instance (its step is judged on it, not on the rows)."""
+    """A level is sent a slice per loop turn, then published; a report that lands between
+    slices stays the newest view of its instance (its step is judged on it, not on the rows)."""
     monkeypatch.setattr(operations_module, "DISPATCH_SLICE", 1)
     mine = fleet.add_module_instance("a", 1, "running")
     with fleet.db.session() as s:
@@ -189,24 +191,102 @@ async def test_a_report_during_a_level_dispatch_is_not_overwritten_by_the_rows(f
         s.commit()
         theirs = inst.id
     node_of = {mine: fleet.node_id, theirs: other}
-    fleet.agent(obeys)
-
-    def obeys_too(msg: dict[str, Any]) -> Result:
-        ids = msg["instance_ids"]
-        fleet.orch.reports.queue(other, [obeys(msg["action"], i) for i in ids])
-        return Result(reply_to=msg["id"], ok=True, data={"results": dict.fromkeys(ids)})
-
-    FakeAgent(fleet.agents, other, obeys_too)
     crashed: list[str] = []
 
-    def crash_the_later_one(data: dict[str, Any]) -> None:
-        if data["state"] == "stopping" and not crashed:  # the first slice is out
-            crashed.append(later := theirs if data["id"] == mine else mine)
+    def crash_the_later_one(msg: dict[str, Any]) -> None:
+        if not crashed:  # the first slice is out
+            crashed.append(later := theirs if msg["instance_ids"] == [mine] else mine)
             report = InstanceReport(instance_id=later, state=S.FAILED, error="crashed")
             fleet.orch.reports.queue(node_of[later], [report])
 
-    fleet.hub.listen("instance", crash_the_later_one)
+    def obeying(node_id: str) -> Callable[[dict[str, Any]], Result]:
+        def answer(msg: dict[str, Any]) -> Result:
+            crash_the_later_one(msg)
+            ids = msg["instance_ids"]
+            fleet.orch.reports.queue(node_id, [obeys(msg["action"], i) for i in ids])
+            return Result(reply_to=msg["id"], ok=True, data={"results": dict.fromkeys(ids)})
+
+        return answer
+
+    FakeAgent(fleet.agents, fleet.node_id, obeying(fleet.node_id))
+    FakeAgent(fleet.agents, other, obeying(other))
     op = fleet.begin("stop")
     await ended(op)
     assert op.state == OpState.SUCCEEDED, op.error
     assert [e["state"] for e in fleet.events if e["id"] == crashed[0]] == ["failed", "stopped"]
+
+
+async def test_a_levels_commands_leave_before_its_views_are_published(fleet):
+    """The agents get their commands first; the level's rows are published after them."""
+    a = fleet.add_module_instance("a", 1, "running")
+    b = fleet.add_module_instance("b", 1, "running")
+    seen: list[tuple[str, str]] = []
+    fleet.hub.listen("instance", lambda data: seen.append(("view", data["state"])))
+
+    def answer(msg: dict[str, Any]) -> Result:
+        seen.append(("command", msg["action"]))
+        return Result(reply_to=msg["id"], ok=True, data={"results": {}})
+
+    FakeAgent(fleet.agents, fleet.node_id, answer)
+    op = fleet.begin("stop")
+    await until(lambda: len(seen) == 3, "the command and both views")
+    assert seen == [("command", "stop"), ("view", "stopping"), ("view", "stopping")]
+    fleet.orch.reports.queue(fleet.node_id, [obeys("stop", a), obeys("stop", b)])
+    await ended(op)
+    assert op.state == OpState.SUCCEEDED, op.error
+
+
+async def test_a_level_cancelled_while_its_commands_leave_publishes_no_stale_view(fleet):
+    """An operation ended between its commands and its views no longer knows which newer views
+    were published: the rows it publishes then are read again, never older than a report's."""
+    ids = [fleet.add_module_instance(name, 1, "running") for name in ("a", "b")]
+    ops: list[Op] = []
+
+    def answer(msg: dict[str, Any]) -> Result:
+        fleet.ops.cancel(ops[0].id, "tester")
+        fleet.orch.reports.queue(fleet.node_id, [obeys("stop", i) for i in msg["instance_ids"]])
+        fleet.orch.reports.flush()  # published before the level's views
+        return Result(reply_to=msg["id"], ok=True, data={"results": {}})
+
+    FakeAgent(fleet.agents, fleet.node_id, answer)
+    ops.append(fleet.begin("stop"))
+    await ended(ops[0])
+    assert ops[0].error == "cancelled by tester"
+    for _ in range(3):
+        await asyncio.sleep(0.01)  # whatever the level still publishes
+    assert {iid: [e["state"] for e in fleet.events if e["id"] == iid][-1] for iid in ids} == {
+        iid: "stopped" for iid in ids
+    }
+
+
+async def test_a_levels_end_goes_out_in_the_event_frame_of_the_views_that_ended_it(fleet):
+    """A console's stream writer woken by the last view finds the operation's end queued with
+    it: one frame, not a second one a turn later."""
+    from master.api.events import _write_events
+
+    class Console:
+        def __init__(self) -> None:
+            self.frames: list[list[dict[str, Any]]] = []
+
+        async def send_text(self, text: str) -> None:
+            self.frames.append(json.loads(text))
+
+    iid = fleet.add_module_instance("a", 1, "running")
+    loop = asyncio.get_running_loop()
+
+    def answer(msg: dict[str, Any]) -> Result:  # the process exits a moment later
+        report = [obeys("stop", iid)]
+        loop.call_later(0.05, fleet.orch.reports.queue, fleet.node_id, report)
+        return Result(reply_to=msg["id"], ok=True, data={"results": {}})
+
+    FakeAgent(fleet.agents, fleet.node_id, answer)
+    console, sub = Console(), fleet.hub.subscribe()
+    sub.batch = True
+    writer = asyncio.create_task(_write_events(console, sub))
+    op = fleet.begin("stop")
+    await ended(op)
+    await until(lambda: not sub.queue.qsize(), "the stream written")
+    writer.cancel()
+    ended_it = next(f for f in console.frames if any(e["data"]["state"] == "stopped" for e in f))
+    said = [(e["topic"], e["data"]["state"]) for e in ended_it]
+    assert said[-2:] == [("instance", "stopped"), ("operation", "succeeded")], said
