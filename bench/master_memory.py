@@ -204,6 +204,8 @@ def imports(trees: list[tuple[str, Path]], rounds: int) -> dict[str, Any]:
 def print_heap(heap: dict[str, Any], top: int) -> None:
     mib = {k: round(v / 2**20, 1) for k, v in heap.get("mallinfo2", {}).items()}
     print(f"glibc malloc (MiB): {mib}; Python blocks {heap['allocated_blocks']}")
+    sqlite = {k: round(v / 2**20, 1) for k, v in heap.get("sqlite", {}).items()}
+    print(f"SQLite's heap (MiB): {sqlite}")
     if "filename" in heap:
         print(f"traced: {heap['traced_bytes'] / 2**20:.1f} MiB; top by file:")
         for where, size, count in heap["filename"][:top]:

@@ -44,6 +44,18 @@ def _mallinfo2() -> dict[str, int]:
     return {field[0]: getattr(info, field[0]) for field in _Mallinfo2._fields_}
 
 
+def _sqlite_memory() -> dict[str, int]:
+    """SQLite's own heap (page caches, prepared statements) over every connection: now, peak."""
+    try:
+        lib = ctypes.CDLL("libsqlite3.so.0")
+    except OSError:
+        return {}
+    for name in ("sqlite3_memory_used", "sqlite3_memory_highwater"):
+        getattr(lib, name).restype = ctypes.c_int64
+    lib.sqlite3_memory_highwater.argtypes = [ctypes.c_int]
+    return {"used": lib.sqlite3_memory_used(), "highwater": lib.sqlite3_memory_highwater(0)}
+
+
 def _malloc_info(path: str) -> None:
     """glibc's per-arena XML (malloc_info) written to `path`."""
     try:
@@ -74,6 +86,7 @@ def _report(_signum: int, _frame: object) -> None:
         out["traced_bytes"] = tracemalloc.get_traced_memory()[0]
     out["allocated_blocks"] = sys.getallocatedblocks()
     out["mallinfo2"] = _mallinfo2()
+    out["sqlite"] = _sqlite_memory()
     if _REPORT is not None:
         _malloc_info(_REPORT + ".malloc.xml")
     types: collections.Counter[str] = collections.Counter()

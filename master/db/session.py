@@ -185,6 +185,9 @@ class Database:
                     "--db-url names PostgreSQL but psycopg is not installed: "
                     "pip install 'gdos[postgres]'"
                 ) from None
+            from master.db import models  # here: this module is imported before the models
+
+            models.use_postgresql()
             # A connection the server dropped (a restart, a failover) is replaced, not used;
             # a server that does not answer is reported, not waited for.
             kwargs["pool_pre_ping"] = True

@@ -222,6 +222,21 @@ def decode_blocks(
     return out
 
 
+_SHARED: dict[int, int] = {}
+SHARED_MAX = 4096  # numbers kept: rings close their blocks at the same few numbers at a time
+
+
+def shared(n: int) -> int:
+    """One int object for a number many rings hold (block boundaries and numbers, minutes):
+    an int past 256 is 32 bytes, and a fleet's rings would each hold their own copies."""
+    got = _SHARED.get(n)
+    if got is None:
+        if len(_SHARED) >= SHARED_MAX:
+            _SHARED.clear()
+        got = _SHARED[n] = n
+    return got
+
+
 class Ring:
     """Rows `last - window + 1 .. last`: the open block raw, older blocks encoded."""
 
@@ -245,18 +260,18 @@ class Ring:
         base = (row - self.start) * self.spec.width
         self.raw[base : base + self.spec.width] = values
         if row > self.last:
-            self.last = row
+            self.last = shared(row)
 
     def _append(self, raw: array, k: int, acc: array | None) -> None:  # type: ignore[type-arg]
         """Encode block `k` from `raw` after the newest one in `seg`."""
         if not self.seg or k - self.last_k > 0xFFFF:
             self._clear()
-            self.base_k = self.last_k = k - 1
+            self.base_k = self.last_k = shared(k - 1)
         chain = bool(self.seg) and self.last_k // GROUP == k // GROUP
         blob = encode_block(self.spec, raw, k - self.last_k, chain, acc)
         if blob is not None:
             self.seg = self.seg + blob
-            self.last_k = k
+            self.last_k = shared(k)
 
     def roll(self, row: int, acc: array | None = None) -> None:  # type: ignore[type-arg]
         """Close the open block and open the one holding `row`; cut what left the window.
@@ -266,7 +281,7 @@ class Ring:
         if self.end > self.start:
             self._append(self.raw, self.start // n_rows, acc)
         k = row // n_rows
-        self.start, self.end = k * n_rows, k * n_rows + n_rows
+        self.start, self.end = shared(k * n_rows), shared(k * n_rows + n_rows)
         self.raw[0 : n_rows * spec.width] = spec.nan_block
         self._evict(row - spec.window + 1)
 
@@ -289,7 +304,7 @@ class Ring:
             k = self.base_k + int.from_bytes(seg[cut + 2 : cut + 4], "little")
             if (k // GROUP + 1) * rows_per_group > keep_from:
                 break
-            self.base_k = k
+            self.base_k = shared(k)
             cut += int.from_bytes(seg[cut : cut + 2], "little")
         if cut >= size:
             self._clear()

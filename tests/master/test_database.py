@@ -262,3 +262,40 @@ def test_three_masters_share_one_postgresql_database(pg_cluster, s3_server, tmp_
         for m in masters:
             m.stop()
         pg_cluster.drop_database(url)
+
+
+SQLITE_MASTER_IMPORTS = """
+import sys, tempfile
+from pathlib import Path
+import master.app
+from master.config import Settings
+from master.db.session import Database
+master.app.create_app(Settings(data_dir=Path(tempfile.mkdtemp())))
+Database("sqlite:///" + tempfile.mkdtemp() + "/x.db").dispose()
+print("sqlalchemy.dialects.postgresql" in sys.modules)
+"""
+
+
+def test_a_master_on_sqlite_leaves_the_postgresql_dialect_unimported(tmp_path):
+    import subprocess
+
+    out = subprocess.run(
+        [sys.executable, "-c", SQLITE_MASTER_IMPORTS],
+        cwd=Path(__file__).resolve().parents[2],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    assert out.strip().splitlines()[-1] == "False", out
+
+
+def test_on_postgresql_the_open_alert_index_is_partial_as_its_migration_made_it():
+    from sqlalchemy.dialects import postgresql, sqlite
+    from sqlalchemy.schema import CreateIndex
+
+    index = next(i for i in models.Alert.__table__.indexes if i.name == "uq_alerts_open")
+    assert "WHERE state = 'firing'" in str(CreateIndex(index).compile(dialect=sqlite.dialect()))
+    models.use_postgresql()
+    models.use_postgresql()  # once or again: the same
+    ddl = str(CreateIndex(index).compile(dialect=postgresql.dialect()))
+    assert ddl.rstrip().endswith("WHERE state = 'firing'"), ddl

@@ -155,3 +155,33 @@ def test_a_node_near_the_skew_limit_is_stamped_by_one_clock_until_it_is_close_ag
         stored.append(at[0] - now[0])
     # The master's clock from the first breach until the node is within half the limit again.
     assert stored == [0, 0, 0, 0, -14, -2, 0, 0]
+
+
+def test_series_share_their_block_numbers_and_read_back_the_same_rows():
+    from master.services import metrics_ring
+
+    store = MetricsStore(recent_seconds=120, history_minutes=10, max_series=50)
+    for sec in range(T0 + 1, T0 + 400):
+        for i in range(50):
+            store.add(f"i:{i}", INSTANCE_WIDTH, sec, [sec % 97, 1e8, 5.0, 6.0, 7.0])
+    held: dict[int, int] = {}  # a number -> the object every ring holding it holds
+    pairs = 0
+    for _, series in store.items():
+        for ring in (series, series.coarse):
+            for number in (ring.start, ring.end, ring.last_k, ring.base_k):
+                pairs += number in held
+                assert held.setdefault(number, number) is number
+    assert pairs > 100  # the series shared numbers: the check above compared objects
+    first = store.get("i:0")
+    assert first is not None
+    want = first.read(T0)
+    for n in range(metrics_ring.SHARED_MAX + 10):  # the table is bounded: cleared, then refilled
+        metrics_ring.shared(T0 * 7 + n)
+    assert len(metrics_ring._SHARED) <= metrics_ring.SHARED_MAX
+    for sec in range(T0 + 400, T0 + 460):
+        store.add("i:0", INSTANCE_WIDTH, sec, [sec % 97, 1e8, 5.0, 6.0, 7.0])
+    recent = first.read(T0 + 340)  # the recent window: one row a second, across the clear
+    assert [(sec, row[0]) for sec, row in recent] == [
+        (sec, float(sec % 97)) for sec in range(T0 + 340, T0 + 460)
+    ]
+    assert first.read(T0)[:3] == want[:3]  # the minutes before it
