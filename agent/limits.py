@@ -2,7 +2,8 @@
 
 import logging
 import os
-import sys
+
+from protocol.allocator import M_ARENA_MAX, M_MMAP_THRESHOLD, mallopt
 
 log = logging.getLogger(__name__)
 
@@ -34,9 +35,6 @@ def raise_open_files(wanted: int = WANTED_OPEN_FILES) -> int | None:
     return target
 
 
-# glibc's mallopt parameters: the most arenas, and the size from which a block is mapped alone.
-_M_ARENA_MAX = -8
-_M_MMAP_THRESHOLD = -3
 MMAP_THRESHOLD = 128 * 1024  # glibc's own starting value, kept instead of raised
 
 
@@ -47,7 +45,7 @@ def few_malloc_arenas(arenas: int = 2) -> bool:
     costs far less. MALLOC_ARENA_MAX, when set, is left to glibc. False where nothing was set."""
     if os.environ.get("MALLOC_ARENA_MAX"):
         return False
-    return _mallopt(_M_ARENA_MAX, arenas)
+    return mallopt(M_ARENA_MAX, arenas)
 
 
 def steady_mmap_threshold(size: int = MMAP_THRESHOLD) -> bool:
@@ -58,15 +56,4 @@ def steady_mmap_threshold(size: int = MMAP_THRESHOLD) -> bool:
     MALLOC_MMAP_THRESHOLD_, when set, is left to glibc. False where nothing was set."""
     if os.environ.get("MALLOC_MMAP_THRESHOLD_"):
         return False
-    return _mallopt(_M_MMAP_THRESHOLD, size)
-
-
-def _mallopt(param: int, value: int) -> bool:
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        import ctypes
-
-        return bool(ctypes.CDLL(None).mallopt(param, value))
-    except (OSError, AttributeError):  # no C library to ask, or not one with mallopt
-        return False
+    return mallopt(M_MMAP_THRESHOLD, size)

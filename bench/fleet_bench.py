@@ -760,6 +760,8 @@ def main() -> None:
         help="niceness of the master and the API probe (e.g. -10 as root on a shared machine)",
     )
     args = p.parse_args()
+    if args.fanout_rounds < 1:
+        p.error("--fanout-rounds must be at least 1: the fan-out's figures need a round")
     if args.master_root:
         compile_sources(Path(args.master_root))
     print(

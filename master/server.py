@@ -12,11 +12,8 @@ It also makes large request bodies (package uploads) cheap for the event loop: s
 
 import asyncio
 import contextlib
-import ctypes
-import ctypes.util
 import logging
 import os
-import sys
 from collections.abc import Callable
 from types import FrameType
 from typing import Any, ClassVar
@@ -25,10 +22,11 @@ import uvicorn
 from uvicorn.protocols.http.flow_control import HIGH_WATER_LIMIT
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from protocol.allocator import M_ARENA_MAX, M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, mallopt
+
 HEADER_TIMEOUT = 10.0
 MAX_SILENT = 1024
 READ_SIZE = 1 << 20  # bytes asked of the socket per read (asyncio's default is 256 KiB)
-_M_TRIM_THRESHOLD, _M_MMAP_THRESHOLD, _M_ARENA_MAX = -1, -3, -8  # glibc's mallopt() parameters
 MMAP_THRESHOLD = 4 << 20
 TRIM_THRESHOLD = 8 << 20
 MALLOC_ARENAS = 2
@@ -49,18 +47,9 @@ def tune_allocator() -> bool:
     (MALLOC_ARENA_MAX, when set, is left to glibc). Call it before any thread starts.
     Returns whether the tuning applied (only on glibc; elsewhere nothing changes).
     """
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # musl or another libc without mallopt
-        return False
-    ok = bool(mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD)) and bool(
-        mallopt(_M_TRIM_THRESHOLD, TRIM_THRESHOLD)
-    )
+    ok = mallopt(M_MMAP_THRESHOLD, MMAP_THRESHOLD) and mallopt(M_TRIM_THRESHOLD, TRIM_THRESHOLD)
     if not os.environ.get("MALLOC_ARENA_MAX"):
-        ok = bool(mallopt(_M_ARENA_MAX, MALLOC_ARENAS)) and ok
+        ok = mallopt(M_ARENA_MAX, MALLOC_ARENAS) and ok
     if not ok:
         log.debug("mallopt refused the allocator tuning")
     return ok
