@@ -13,9 +13,8 @@ with zlib-ng's CRC: validation then checks a large stored entry's CRC without re
 and nothing but the last batch's hash is left to do once the last byte arrived.
 
 A body whose socket the loop hands over (`pour`) skips the loop altogether: the writer thread
-reads it from the socket into page-aligned buffers of `batch` bytes it reuses, writes each and
-passes it to the hash thread, which gives it back once hashed (`window + 1` buffers in all).
-Those writes skip the page cache where the file system allows (master/storage/direct_io.py).
+reads it from the socket into buffers of `batch` bytes it reuses, writes each and passes it to
+the hash thread, which gives it back once hashed (`window + 1` buffers in all).
 
 A byte counts as received once the kernel has it (`os.write` returned): that survives the
 master process dying, which is what a resumable upload needs. The hasher only takes bytes the
@@ -26,9 +25,7 @@ the running hash and the CRC marks still agree.
 import asyncio
 import collections
 import concurrent.futures
-import errno
 import hashlib
-import mmap
 import os
 import queue
 import sys
@@ -36,7 +33,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from master.storage.direct_io import ALIGN, aligned_buffer, can_write_direct, set_direct
 from master.storage.prealloc import reserve
 from master.storage.socket_reader import SocketReader
 from protocol.crc import Crc32, CrcMarks
@@ -116,8 +112,6 @@ class Spool:
         self._chunks: list[bytes] = []
         self._pending = 0
         self._failed = False  # a write failed: later batches are not written (nor hashed)
-        self._direct = False  # aligned writes may skip the page cache (while pouring)
-        self._fd_direct = False  # O_DIRECT is on for the fd now
         self._flights: collections.deque[concurrent.futures.Future[None]] = collections.deque()
         self._writer: concurrent.futures.ThreadPoolExecutor | None = None
         self._hashing: concurrent.futures.ThreadPoolExecutor | None = None
@@ -145,11 +139,10 @@ class Spool:
         await self._hand_off()
         while self._flights:
             await self._settle_oldest()
-        free: queue.SimpleQueue[mmap.mmap] = queue.SimpleQueue()
+        free: queue.SimpleQueue[bytearray] = queue.SimpleQueue()
         for _ in range(self._window + 1):
-            free.put(aligned_buffer(self._batch))
-        full: queue.SimpleQueue[tuple[mmap.mmap, int] | None] = queue.SimpleQueue()
-        self._direct = self._batch % ALIGN == 0
+            free.put(bytearray(self._batch))
+        full: queue.SimpleQueue[tuple[bytearray, int] | None] = queue.SimpleQueue()
         self._start_threads()
         assert self._writer is not None and self._hashing is not None
         self._flights.append(self._writer.submit(self._receive, reader, free, full))
@@ -202,19 +195,18 @@ class Spool:
                 pool.shutdown(wait=False)
         self._writer = self._hashing = None
 
-    def _write(
-        self, chunks: Sequence[bytes | memoryview], aligned: bool = False
-    ) -> tuple[int, OSError | None]:
-        """Write whole chunks (`aligned`: from page-aligned memory); returns how many made it,
-        and the error that stopped it."""
+    def _write(self, chunks: Sequence[bytes | memoryview]) -> tuple[int, OSError | None]:
+        """Write whole chunks; returns how many made it, and the error that stopped it."""
         fd = self.fd
         if not self._failed:
             reserve(fd, self.offset, sum(map(len, chunks)))
         for i, chunk in enumerate(chunks):
             if self._failed:
                 return i, None
+            view = memoryview(chunk)
             try:
-                self._put(memoryview(chunk), aligned)
+                while view:
+                    view = view[os.write(fd, view[:WRITE_PIECE]) :]
             except OSError as exc:
                 self._failed = True
                 os.ftruncate(fd, self.offset)  # never half a chunk: size and hash stay in step
@@ -223,24 +215,6 @@ class Spool:
             if self.marks is not None:
                 self.marks.update(chunk)
         return len(chunks), None
-
-    def _put(self, view: memoryview, aligned: bool) -> None:
-        """Write all of `view` at the file's end: straight to the disk when it may go so, else
-        through the page cache in pieces."""
-        fd = self.fd
-        direct = aligned and self._direct and can_write_direct(self.offset, len(view))
-        if direct != self._fd_direct:
-            self._fd_direct = set_direct(fd, direct)
-            self._direct = self._direct and (self._fd_direct or not direct)
-        while view:
-            try:
-                view = view[os.write(fd, view if self._fd_direct else view[:WRITE_PIECE]) :]
-            except OSError as exc:
-                if not (self._fd_direct and exc.errno == errno.EINVAL):
-                    raise
-                # Refused direct (a short write left the rest unaligned, or the file system):
-                # the rest of the body goes through the page cache.
-                self._direct = self._fd_direct = set_direct(fd, False)
 
     def _hash(
         self, chunks: list[bytes], written: "concurrent.futures.Future[tuple[int, OSError | None]]"
@@ -256,35 +230,31 @@ class Spool:
     def _receive(
         self,
         reader: SocketReader,
-        free: "queue.SimpleQueue[mmap.mmap]",
-        full: "queue.SimpleQueue[tuple[mmap.mmap, int] | None]",
+        free: "queue.SimpleQueue[bytearray]",
+        full: "queue.SimpleQueue[tuple[bytearray, int] | None]",
     ) -> None:
         """Writer thread: fill a free buffer from the socket, write it, pass it to the hasher."""
         try:
             while not reader.ended:
                 buffer = free.get()
                 view = memoryview(buffer)
-                # From an unaligned offset, only up to the next aligned one: the rest goes direct.
-                head = -self.offset % ALIGN if self._direct else 0
-                n = reader.fill(view[: head or len(view)])
+                n = reader.fill(view)
                 if not n:
                     free.put(buffer)
                     continue
-                count, error = self._write([view[:n]], aligned=True)
+                count, error = self._write([view[:n]])
                 if count:
                     full.put((buffer, n))
                 if error is not None:
                     reader.stop()
                     raise error
         finally:
-            if self._fd_direct:
-                self._fd_direct = set_direct(self.fd, False)
             full.put(None)
 
     def _hash_buffers(
         self,
-        free: "queue.SimpleQueue[mmap.mmap]",
-        full: "queue.SimpleQueue[tuple[mmap.mmap, int] | None]",
+        free: "queue.SimpleQueue[bytearray]",
+        full: "queue.SimpleQueue[tuple[bytearray, int] | None]",
     ) -> None:
         """Hash thread: hash each written buffer in order and give it back for the next bytes."""
         hasher = self.hasher
