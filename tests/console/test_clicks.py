@@ -282,7 +282,11 @@ async def test_backups_and_audit_by_keys_and_clicks(qtbot, app, tmp_path):
     shown(app, "audit")
     await click(qtbot, audit.apply_button)
     await until(lambda: len(app.audit.model) > 0, what="the audit rows")
-    assert any(r["action"] == "delete_backup" for r in app.audit.model.rows())
+    # The delete's record is in the loaded rows, or arrives live just after them.
+    await until(
+        lambda: any(r["action"] == "delete_backup" for r in app.audit.model.rows()),
+        what="the backup's delete in the audit trail",
+    )
     app.fleet.create_system("audited-live", "")
     await until(
         lambda: any(
