@@ -12,6 +12,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
+from sqlalchemy.exc import ProgrammingError
 
 from master.db.session import Database
 from master.hub import Hub
@@ -198,15 +199,13 @@ async def test_written_waits_for_the_events_before_it_not_for_a_flow_that_goes_o
 async def test_a_carried_statement_commits_with_the_events_before_it_and_its_failure_is_its_own(
     pair: tuple[Peer, Peer],
 ) -> None:
-    import sqlalchemy.exc
-
     a, b = pair
     for n in range(3):
         a.hub.publish("instance", {"id": "i1", "n": n})
     await a.events.carry("SELECT pg_notify('gdos_test', %(p)s)", {"p": "x"})
     assert a.events.committed.value == a.events.appended == 3  # committed with (or before) it
     a.hub.publish("instance", {"id": "i1", "n": 3})
-    with pytest.raises(sqlalchemy.exc.ProgrammingError):  # its caller hears, at once
+    with pytest.raises(ProgrammingError):  # its caller hears, at once
         await a.events.carry("SELECT * FROM no_such_table", {})
     a.hub.publish("instance", {"id": "i1", "n": 4})
     await until(lambda: len(b.heard) == 5, "A's events on B, the failed write's retried")
