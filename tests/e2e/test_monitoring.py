@@ -145,23 +145,27 @@ def test_alerts_fire_resolve_notify_and_respect_node_loss(master, api, agent_fac
         },
         expect=201,
     )
-    not_running = api.post(
-        "/alert-rules",
-        {
-            "name": "not running",
-            "metric": "state",
-            "op": "!=",
-            "threshold": "running",
-            "for_seconds": 1,
-            "scope": {"system_id": system["id"]},
-        },
-        expect=201,
-    )
     events = EventStream(master.url, api.token)
     events.send({"subscribe": [f"metrics:{ids['burn']}", f"metrics:{node_id}"]})
     try:
         for iid in ids.values():
             api.post(f"/instances/{iid}/start", expect=202)
+        # Made once all three run: a start slower than its for_seconds (a loaded machine) would
+        # rightly fire it for the burner, and this test is about what a node loss leaves quiet.
+        for iid in ids.values():
+            wait_for(lambda i=iid: api.get(f"/instances/{i}")["state"] == "running", what="running")
+        not_running = api.post(
+            "/alert-rules",
+            {
+                "name": "not running",
+                "metric": "state",
+                "op": "!=",
+                "threshold": "running",
+                "for_seconds": 1,
+                "scope": {"system_id": system["id"]},
+            },
+            expect=201,
+        )
 
         # CPU: fires (event, history, webhook with the documented body), then resolves.
         firing = wait_for(
