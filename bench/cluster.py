@@ -91,10 +91,13 @@ class MasterProc:
 
 
 # With --stages, a master's routed commands log each step's time (master/services/
-# remote_commands.py at debug; the rest of the master at its usual level).
+# remote_commands.py at debug), and each agent socket its greeting's (master/api/agent.py);
+# the rest of the master at its usual level.
 STAGED = (
     "import logging, runpy; "
     "logging.getLogger('master.services.remote_commands').setLevel(logging.DEBUG); "
+    "logging.getLogger('master.api.agent').setLevel(logging.DEBUG); "
+    "logging.getLogger('master.services.hellos').setLevel(logging.DEBUG); "
     "runpy.run_module('master', run_name='__main__', alter_sys=True)"
 )
 
@@ -913,6 +916,10 @@ async def bench(args: argparse.Namespace, root: Path, result: dict[str, Any]) ->
                 lines.update((await w.ask({"cmd": "timeline"}, "timeline"))["nodes"])
             result["stream_ends"] = {w.name: w.ends for w in watchers.values()}
             result["stop"]["collateral_lost"] = collateral(lines, moving, t_stop)
+            # Each moved node's own timeline, to join with the survivors' logs (--stages).
+            (root / "stop_timeline.json").write_text(
+                json.dumps({"since": t_stop, "moving": moving, "nodes": lines})
+            )
             result["stop"]["timeline"] = timeline_figures(
                 lines, [watchers[m.name] for m in rest], moving, stopped, t_stop
             )
@@ -1156,7 +1163,7 @@ def main() -> None:
     p.add_argument(
         "--agent-keepalive",
         default="",
-        help='the simulated agents\' "ping s,pong deadline s,now|backoff" (redial after a hung '
+        help='the simulated agents\' "ping s,pong deadline s,round|now|backoff" (redial after a hung '
         "master), to replay another version's; default: this tree's agent",
     )
     args = p.parse_args()
