@@ -6,8 +6,9 @@ master URLs each attempt goes to the next one (the first URL, then the others in
 the node's own), the backoff doubling once per round of the list (a lost master's agents reach
 a survivor without waiting out the failures of a dead or hung one), and a quick keepalive
 notices a hung master (stopped, or a link dead without a FIN) within `FAILOVER_PING` seconds;
-after a link that lived `STABLE_AFTER` the next master is then dialled at once (the ping's
-phase already spreads those dials).
+after a link that lived `STABLE_AFTER` the other masters are then dialled at once, one round
+of the list (the ping's phase already spreads those dials; a dead master among them refuses
+at once and costs no backoff).
 """
 
 import asyncio
@@ -108,6 +109,30 @@ def backoff_delays(per_round: int = 1) -> Any:
         attempt += 1
 
 
+class Redials:
+    """The wait before each dial of a link with `urls` master URLs: the backoff's, except
+    after a hung master's link that lived `STABLE_AFTER`, when the rest of the list is dialled
+    at once, one round (a refused dial to a dead master on the way costs nothing; any failure
+    after the round backs off, so a fleet bouncing between overloaded masters slows down)."""
+
+    def __init__(self, urls: int) -> None:
+        self.urls = urls
+        self._delays = backoff_delays(urls)
+        self._free = 0  # dials left in the round that needs no wait
+
+    def after(self, lived: float, hung: bool) -> float:
+        """Seconds to wait before the next dial, given how long the last link lived and
+        whether its master stopped answering pings."""
+        if lived > STABLE_AFTER:
+            self._delays = backoff_delays(self.urls)
+            if hung and self.urls > 1:
+                self._free = self.urls - 1  # each other master once; the hung one waits
+        if self._free > 0:
+            self._free -= 1
+            return 0.0
+        return float(next(self._delays))
+
+
 class Link:
     def __init__(
         self,
@@ -183,7 +208,7 @@ class Link:
     # -- the connection loop ---------------------------------------------------------------------
 
     async def run_forever(self) -> None:
-        delays = backoff_delays(len(self.urls))
+        redials = Redials(len(self.urls))
         while True:
             began = time.monotonic()
             at_once = False
@@ -212,12 +237,9 @@ class Link:
             finally:
                 self.ws = None
                 self.connected.clear()
-            stable = time.monotonic() - began > STABLE_AFTER
-            if stable:
-                delays = backoff_delays(len(self.urls))
             # A master that held the link a while, then stopped answering pings, is hung: the
-            # next is dialled at once. Links that keep failing back off as ever.
-            delay = 0.0 if at_once and stable and len(self.urls) > 1 else next(delays)
+            # others are dialled at once. Links that keep failing back off as ever.
+            delay = redials.after(time.monotonic() - began, at_once)
             self._at = (self._at + 1) % len(self.urls)
             log.info("reconnecting to %s in %.1f s", self.master, delay)
             await asyncio.sleep(delay)

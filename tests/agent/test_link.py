@@ -64,9 +64,11 @@ async def test_each_reconnect_goes_to_the_next_master_url(
     assert dialled[3:] == dialled[:2]  # and round again in the same order
 
 
-async def test_a_hung_master_is_left_for_the_next_at_once_a_refusal_backs_off(
+async def test_a_hung_master_is_left_for_the_others_at_once_then_a_refusal_backs_off(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    """After a hung master, one round of the other masters with no wait: a dead one refusing
+    on the way costs no backoff; a refusal after the round does."""
     monkeypatch.setattr(link_module, "STABLE_AFTER", 0.0)  # each link lived long enough
     monkeypatch.setattr(link_module, "BACKOFF_MIN", 1000.0)  # no backoff ends within the test
     monkeypatch.setattr(link_module, "BACKOFF_MAX", 1000.0)
@@ -80,19 +82,21 @@ async def test_a_hung_master_is_left_for_the_next_at_once_a_refusal_backs_off(
         dialled.append(link.master)
         if len(dialled) == 1:  # the master stopped answering pings
             raise ConnectionClosed(1011, KEEPALIVE_LOST)
-        refused.set()
+        if len(dialled) == 3:
+            refused.set()
         raise OSError("connection refused")
 
     monkeypatch.setattr(link, "_session", session)
     caplog.set_level("INFO", logger="agent.link")
     runner = asyncio.create_task(link.run_forever())
     await asyncio.wait_for(refused.wait(), 10)
-    await asyncio.sleep(0.2)  # a third dial now would have skipped the backoff
+    await asyncio.sleep(0.2)  # a fourth dial now would have skipped the backoff
     runner.cancel()
     await asyncio.gather(runner, return_exceptions=True)
-    assert dialled == list(link.urls[:2])
+    assert dialled == list(link.urls)  # the hung one is not dialled again at once
     assert f"reconnecting to {link.urls[1]} in 0.0 s" in caplog.text
-    assert f"reconnecting to {link.urls[2]} in 1000.0 s" in caplog.text
+    assert f"reconnecting to {link.urls[2]} in 0.0 s" in caplog.text
+    assert f"reconnecting to {link.urls[0]} in 1000.0 s" in caplog.text
     assert not hung_master(ConnectionClosed(1006, "connection lost"))
 
 
