@@ -6,7 +6,7 @@ master URLs each attempt goes to the next one (the first URL, then the others in
 the node's own), the backoff doubling once per round of the list (a lost master's agents reach
 a survivor without waiting out the failures of a dead or hung one), and a quick keepalive
 notices a hung master (stopped, or a link dead without a FIN) within `FAILOVER_PING` seconds;
-after a link that lived `STABLE_AFTER` the other masters are then dialled at once, one round
+after a link that lived `HUNG_AFTER` the other masters are then dialled at once, one round
 of the list (the ping's phase already spreads those dials; a dead master among them refuses
 at once and costs no backoff).
 """
@@ -68,6 +68,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BACKOFF_MIN, BACKOFF_MAX, STABLE_AFTER = 0.5, 30.0, 30.0
+# A link that lived this long before its pongs stopped had a healthy master (some 20 pings
+# answered): it hung, so the others are dialled at once. A link an overloaded master keeps
+# dropping lives its pong deadline and greeting (4-5 s) and backs off. Shorter than
+# STABLE_AFTER: a master that takes a killed one's nodes and hangs 15 s later is left as fast.
+HUNG_AFTER = 10.0
 # Keepalive (ping interval, pong deadline), s: with one master a slow one is simply waited
 # for; with several, one that stops answering is left for the next within interval + deadline.
 # Frequent pings with a long deadline: a master whose loop lags 3 s under a storm of hellos
@@ -110,10 +115,11 @@ def backoff_delays(per_round: int = 1) -> Any:
 
 
 class Redials:
-    """The wait before each dial of a link with `urls` master URLs: the backoff's, except
-    after a hung master's link that lived `STABLE_AFTER`, when the rest of the list is dialled
-    at once, one round (a refused dial to a dead master on the way costs nothing; any failure
-    after the round backs off, so a fleet bouncing between overloaded masters slows down)."""
+    """The wait before each dial of a link with `urls` master URLs: the backoff's (reset by a
+    link that lived `STABLE_AFTER`), except after a hung master's link that lived `HUNG_AFTER`,
+    when the rest of the list is dialled at once, one round (a refused dial to a dead master on
+    the way costs nothing; any failure after the round backs off, so a fleet bouncing between
+    overloaded masters slows down)."""
 
     def __init__(self, urls: int) -> None:
         self.urls = urls
@@ -125,8 +131,8 @@ class Redials:
         whether its master stopped answering pings."""
         if lived > STABLE_AFTER:
             self._delays = backoff_delays(self.urls)
-            if hung and self.urls > 1:
-                self._free = self.urls - 1  # each other master once; the hung one waits
+        if hung and lived > HUNG_AFTER and self.urls > 1:
+            self._free = self.urls - 1  # each other master once; the hung one waits
         if self._free > 0:
             self._free -= 1
             return 0.0

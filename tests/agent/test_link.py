@@ -70,6 +70,7 @@ async def test_a_hung_master_is_left_for_the_others_at_once_then_a_refusal_backs
     """After a hung master, one round of the other masters with no wait: a dead one refusing
     on the way costs no backoff; a refusal after the round does."""
     monkeypatch.setattr(link_module, "STABLE_AFTER", 0.0)  # each link lived long enough
+    monkeypatch.setattr(link_module, "HUNG_AFTER", 0.0)
     monkeypatch.setattr(link_module, "BACKOFF_MIN", 1000.0)  # no backoff ends within the test
     monkeypatch.setattr(link_module, "BACKOFF_MAX", 1000.0)
     monkeypatch.setattr(random, "uniform", lambda low, high: high)
@@ -215,3 +216,22 @@ def test_the_backoff_doubles_once_per_round_of_the_list(monkeypatch: pytest.Monk
     assert caps == [low] * 3 + [2 * low] * 3 + [4 * low] * 3
     one = link_module.backoff_delays()
     assert [next(one) for _ in range(3)] == [low, 2 * low, 4 * low]  # one URL: as before
+
+
+def test_a_master_that_hung_after_a_healthy_while_is_left_at_once_a_bouncing_link_backs_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A link that lived `HUNG_AFTER` (a node that moved to a master when another died, and
+    that master hung 15 s later) dials the others at once, one round, without resetting the
+    backoff; a link that lived only its pong deadline (an overloaded master dropping it) backs
+    off as before."""
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)  # the caps
+    low = link_module.BACKOFF_MIN
+    redials = link_module.Redials(3)
+    assert [redials.after(0.0, False) for _ in range(3)] == [low] * 3  # a round of refusals
+    assert redials.after(15.0, True) == 0.0  # hung after a healthy while: the others at once
+    assert redials.after(0.0, False) == 0.0  # a dead one on the way: the round goes on
+    assert redials.after(0.0, False) == 2 * low  # after the round, the backoff where it was
+    bouncing = link_module.Redials(3)
+    assert bouncing.after(4.5, True) == low  # dropped by its pong deadline soon after greeting
+    assert link_module.STABLE_AFTER > 15.0 > link_module.HUNG_AFTER > 4.5
