@@ -131,8 +131,8 @@ class Redials:
         whether its master stopped answering pings."""
         if lived > STABLE_AFTER:
             self._delays = backoff_delays(self.urls)
-        if hung and lived > HUNG_AFTER and self.urls > 1:
-            self._free = self.urls - 1  # each other master once; the hung one waits
+        if lived > HUNG_AFTER:  # a round left unfinished by a link that lived ends with it
+            self._free = self.urls - 1 if hung else 0  # each other master once; not the hung one
         if self._free > 0:
             self._free -= 1
             return 0.0

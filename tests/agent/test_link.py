@@ -69,8 +69,8 @@ async def test_a_hung_master_is_left_for_the_others_at_once_then_a_refusal_backs
 ) -> None:
     """After a hung master, one round of the other masters with no wait: a dead one refusing
     on the way costs no backoff; a refusal after the round does."""
-    monkeypatch.setattr(link_module, "STABLE_AFTER", 0.0)  # each link lived long enough
-    monkeypatch.setattr(link_module, "HUNG_AFTER", 0.0)
+    monkeypatch.setattr(link_module, "STABLE_AFTER", 0.5)  # the first link lived long enough
+    monkeypatch.setattr(link_module, "HUNG_AFTER", 0.5)
     monkeypatch.setattr(link_module, "BACKOFF_MIN", 1000.0)  # no backoff ends within the test
     monkeypatch.setattr(link_module, "BACKOFF_MAX", 1000.0)
     monkeypatch.setattr(random, "uniform", lambda low, high: high)
@@ -82,6 +82,7 @@ async def test_a_hung_master_is_left_for_the_others_at_once_then_a_refusal_backs
     async def session() -> None:
         dialled.append(link.master)
         if len(dialled) == 1:  # the master stopped answering pings
+            await asyncio.sleep(0.6)
             raise ConnectionClosed(1011, KEEPALIVE_LOST)
         if len(dialled) == 3:
             refused.set()
@@ -234,4 +235,7 @@ def test_a_master_that_hung_after_a_healthy_while_is_left_at_once_a_bouncing_lin
     assert redials.after(0.0, False) == 2 * low  # after the round, the backoff where it was
     bouncing = link_module.Redials(3)
     assert bouncing.after(4.5, True) == low  # dropped by its pong deadline soon after greeting
+    closed = link_module.Redials(3)
+    assert closed.after(60.0, True) == 0.0  # the next master took the link, one dial left...
+    assert closed.after(3600.0, False) == low  # ...but that link lived: a close backs off
     assert link_module.STABLE_AFTER > 15.0 > link_module.HUNG_AFTER > 4.5
