@@ -405,17 +405,24 @@ def timeline_figures(
     }
 
 
-async def loop_lags(masters: list[MasterProc], since: float, until: float) -> dict[str, Any]:
+async def loop_lags(
+    masters: list[MasterProc], since: float, until: float, keep: Path | None = None
+) -> dict[str, Any]:
     """Per master, its event loop's lateness between `since` and `until` (wall times), ms:
     p99 / max. The longest a healthy master left a ping unanswered: what a pong deadline must
-    cover."""
+    cover. `keep`: the samples themselves (with the CPU the master used over each: a stall
+    with little CPU behind it was waiting for a core) go to that file."""
     out: dict[str, Any] = {}
+    samples: dict[str, Any] = {}
     for m in masters:
         with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
             async with m.api(10) as api:
                 body = (await api.get("/debug/loop-lag", params={"since": since})).json()
-            lags = [lag * 1000 for t, lag, _ in body["samples"] if t <= until]
+            samples[m.name] = [s for s in body["samples"] if s[0] <= until]
+            lags = [lag * 1000 for t, lag, _ in samples[m.name]]
             out[m.name] = [round(pct(lags, 99), 1), round(max(lags, default=0.0), 1)]
+    if keep is not None:
+        keep.write_text(json.dumps({"since": since, "samples": samples}))
     return out
 
 
@@ -910,7 +917,9 @@ async def bench(args: argparse.Namespace, root: Path, result: dict[str, Any]) ->
             )
             sampling.set()
             result["stop"]["postgresql"] = await activity
-            result["stop"]["loop_lag_ms"] = await loop_lags(rest, t_stop, time.time())
+            result["stop"]["loop_lag_ms"] = await loop_lags(
+                rest, t_stop, time.time(), root / "stop_loop_lag.json"
+            )
             lines = {}
             for w in workers:
                 lines.update((await w.ask({"cmd": "timeline"}, "timeline"))["nodes"])
