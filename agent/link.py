@@ -6,8 +6,9 @@ master URLs each attempt goes to the next one (the first URL, then the others in
 the node's own), the backoff doubling once per round of the list (a lost master's agents reach
 a survivor without waiting out the failures of a dead or hung one), and a quick keepalive
 notices a hung master (stopped, or a link dead without a FIN) within `FAILOVER_PING` seconds;
-after a link that lived `STABLE_AFTER` the next master is then dialled at once (the ping's
-phase already spreads those dials).
+after a link that lived `HUNG_AFTER` the other masters are then dialled at once, one round
+of the list (the ping's phase already spreads those dials; a dead master among them refuses
+at once and costs no backoff).
 """
 
 import asyncio
@@ -67,6 +68,11 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BACKOFF_MIN, BACKOFF_MAX, STABLE_AFTER = 0.5, 30.0, 30.0
+# A link that lived this long before its pongs stopped had a healthy master (some 20 pings
+# answered): it hung, so the others are dialled at once. A link an overloaded master keeps
+# dropping lives its pong deadline and greeting (4-5 s) and backs off. Shorter than
+# STABLE_AFTER: a master that takes a killed one's nodes and hangs 15 s later is left as fast.
+HUNG_AFTER = 10.0
 # Keepalive (ping interval, pong deadline), s: with one master a slow one is simply waited
 # for; with several, one that stops answering is left for the next within interval + deadline.
 # Frequent pings with a long deadline: a master whose loop lags 3 s under a storm of hellos
@@ -106,6 +112,31 @@ def backoff_delays(per_round: int = 1) -> Any:
         cap = BACKOFF_MIN * 2 ** (attempt // max(1, per_round))
         yield random.uniform(0, min(BACKOFF_MAX, cap))
         attempt += 1
+
+
+class Redials:
+    """The wait before each dial of a link with `urls` master URLs: the backoff's (reset by a
+    link that lived `STABLE_AFTER`), except after a hung master's link that lived `HUNG_AFTER`,
+    when the rest of the list is dialled at once, one round (a refused dial to a dead master on
+    the way costs nothing; any failure after the round backs off, so a fleet bouncing between
+    overloaded masters slows down)."""
+
+    def __init__(self, urls: int) -> None:
+        self.urls = urls
+        self._delays = backoff_delays(urls)
+        self._free = 0  # dials left in the round that needs no wait
+
+    def after(self, lived: float, hung: bool) -> float:
+        """Seconds to wait before the next dial, given how long the last link lived and
+        whether its master stopped answering pings."""
+        if lived > STABLE_AFTER:
+            self._delays = backoff_delays(self.urls)
+        if lived > HUNG_AFTER:  # a round left unfinished by a link that lived ends with it
+            self._free = self.urls - 1 if hung else 0  # each other master once; not the hung one
+        if self._free > 0:
+            self._free -= 1
+            return 0.0
+        return float(next(self._delays))
 
 
 class Link:
@@ -183,7 +214,7 @@ class Link:
     # -- the connection loop ---------------------------------------------------------------------
 
     async def run_forever(self) -> None:
-        delays = backoff_delays(len(self.urls))
+        redials = Redials(len(self.urls))
         while True:
             began = time.monotonic()
             at_once = False
@@ -212,12 +243,9 @@ class Link:
             finally:
                 self.ws = None
                 self.connected.clear()
-            stable = time.monotonic() - began > STABLE_AFTER
-            if stable:
-                delays = backoff_delays(len(self.urls))
             # A master that held the link a while, then stopped answering pings, is hung: the
-            # next is dialled at once. Links that keep failing back off as ever.
-            delay = 0.0 if at_once and stable and len(self.urls) > 1 else next(delays)
+            # others are dialled at once. Links that keep failing back off as ever.
+            delay = redials.after(time.monotonic() - began, at_once)
             self._at = (self._at + 1) % len(self.urls)
             log.info("reconnecting to %s in %.1f s", self.master, delay)
             await asyncio.sleep(delay)

@@ -91,10 +91,13 @@ class MasterProc:
 
 
 # With --stages, a master's routed commands log each step's time (master/services/
-# remote_commands.py at debug; the rest of the master at its usual level).
+# remote_commands.py at debug), and each agent socket its greeting's (master/api/agent.py);
+# the rest of the master at its usual level.
 STAGED = (
     "import logging, runpy; "
     "logging.getLogger('master.services.remote_commands').setLevel(logging.DEBUG); "
+    "logging.getLogger('master.api.agent').setLevel(logging.DEBUG); "
+    "logging.getLogger('master.services.hellos').setLevel(logging.DEBUG); "
     "runpy.run_module('master', run_name='__main__', alter_sys=True)"
 )
 
@@ -402,17 +405,24 @@ def timeline_figures(
     }
 
 
-async def loop_lags(masters: list[MasterProc], since: float, until: float) -> dict[str, Any]:
+async def loop_lags(
+    masters: list[MasterProc], since: float, until: float, keep: Path | None = None
+) -> dict[str, Any]:
     """Per master, its event loop's lateness between `since` and `until` (wall times), ms:
     p99 / max. The longest a healthy master left a ping unanswered: what a pong deadline must
-    cover."""
+    cover. `keep`: the samples themselves (with the CPU the master used over each: a stall
+    with little CPU behind it was waiting for a core) go to that file."""
     out: dict[str, Any] = {}
+    samples: dict[str, Any] = {}
     for m in masters:
         with contextlib.suppress(httpx.HTTPError, ValueError, KeyError):
             async with m.api(10) as api:
                 body = (await api.get("/debug/loop-lag", params={"since": since})).json()
-            lags = [lag * 1000 for t, lag, _ in body["samples"] if t <= until]
+            samples[m.name] = [s for s in body["samples"] if s[0] <= until]
+            lags = [lag * 1000 for t, lag, _ in samples[m.name]]
             out[m.name] = [round(pct(lags, 99), 1), round(max(lags, default=0.0), 1)]
+    if keep is not None:
+        keep.write_text(json.dumps({"since": since, "samples": samples}))
     return out
 
 
@@ -907,12 +917,18 @@ async def bench(args: argparse.Namespace, root: Path, result: dict[str, Any]) ->
             )
             sampling.set()
             result["stop"]["postgresql"] = await activity
-            result["stop"]["loop_lag_ms"] = await loop_lags(rest, t_stop, time.time())
+            result["stop"]["loop_lag_ms"] = await loop_lags(
+                rest, t_stop, time.time(), root / "stop_loop_lag.json"
+            )
             lines = {}
             for w in workers:
                 lines.update((await w.ask({"cmd": "timeline"}, "timeline"))["nodes"])
             result["stream_ends"] = {w.name: w.ends for w in watchers.values()}
             result["stop"]["collateral_lost"] = collateral(lines, moving, t_stop)
+            # Each moved node's own timeline, to join with the survivors' logs (--stages).
+            (root / "stop_timeline.json").write_text(
+                json.dumps({"since": t_stop, "moving": moving, "nodes": lines})
+            )
             result["stop"]["timeline"] = timeline_figures(
                 lines, [watchers[m.name] for m in rest], moving, stopped, t_stop
             )
@@ -1156,7 +1172,7 @@ def main() -> None:
     p.add_argument(
         "--agent-keepalive",
         default="",
-        help='the simulated agents\' "ping s,pong deadline s,now|backoff" (redial after a hung '
+        help='the simulated agents\' "ping s,pong deadline s,round|now|backoff" (redial after a hung '
         "master), to replay another version's; default: this tree's agent",
     )
     args = p.parse_args()

@@ -43,7 +43,7 @@ import httpx
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from agent.link import FAILOVER_PING, STABLE_AFTER, backoff_delays, failover_order
+from agent.link import FAILOVER_PING, STABLE_AFTER, Redials, backoff_delays, failover_order
 from agent.wsclient import KEEPALIVE_LOST
 
 BASE_CPU = 2.0
@@ -85,15 +85,16 @@ async def enroll(
 KEEPALIVE_ENV = "GDOS_BENCH_AGENT_KEEPALIVE"
 
 
-def agent_keepalive() -> tuple[float, float, bool]:
-    """The agent's failover keepalive: ping interval, pong deadline, and whether a hung master's
-    agents dial the next at once. `GDOS_BENCH_AGENT_KEEPALIVE` ("1.0,3.5,backoff") replays
+def agent_keepalive() -> tuple[float, float, str]:
+    """The agent's failover keepalive: ping interval, pong deadline, and how a hung master's
+    agents redial: "round" (the others at once, one round: `Redials`), "now" (the next at once,
+    then the backoff) or "backoff". `GDOS_BENCH_AGENT_KEEPALIVE` ("0.5,3.5,now") replays
     another version's for before/after runs."""
     given = os.environ.get(KEEPALIVE_ENV, "")
     if not given:
-        return (*FAILOVER_PING, True)
+        return (*FAILOVER_PING, "round")
     interval, deadline, redial = given.split(",")
-    return float(interval), float(deadline), redial == "now"
+    return float(interval), float(deadline), redial
 
 
 def keepalive_lost(exc: ConnectionClosed) -> bool:
@@ -232,9 +233,10 @@ class SimAgent:
     async def run(self, reconnect: bool = True) -> None:
         failover = len(self.urls) > 1
         # With one master a slow one is waited for; with several, the real agent's keepalive.
-        interval, deadline, redial_now = agent_keepalive()
+        interval, deadline, redial = agent_keepalive()
         ping_interval, ping_timeout = (interval, deadline) if failover else (20.0, 60.0)
-        delays = backoff_delays(len(self.urls))
+        redials = Redials(len(self.urls))
+        delays = backoff_delays(len(self.urls))  # replaying an older agent's redial
         while not self._stop:
             began = time.monotonic()
             at_once = False
@@ -271,7 +273,7 @@ class SimAgent:
                         with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
                             await ticker
             except ConnectionClosed as exc:
-                at_once = redial_now and keepalive_lost(exc)
+                at_once = keepalive_lost(exc)
             except (OSError, InvalidStatus, TimeoutError):
                 pass
             except Exception as exc:  # as the real agent: one lost connection, never the agent
@@ -290,11 +292,15 @@ class SimAgent:
             if not failover:
                 await asyncio.sleep(1.0 + random.random())
                 continue
-            stable = time.monotonic() - began > STABLE_AFTER
-            if stable:
-                delays = backoff_delays(len(self.urls))
             self.master = self.urls[(self.urls.index(self.master) + 1) % len(self.urls)]
-            await asyncio.sleep(0.0 if at_once and stable else next(delays))
+            lived = time.monotonic() - began
+            if redial == "round":
+                await asyncio.sleep(redials.after(lived, at_once))
+                continue
+            if lived > STABLE_AFTER:
+                delays = backoff_delays(len(self.urls))
+            now = at_once and redial == "now" and lived > STABLE_AFTER
+            await asyncio.sleep(0.0 if now else next(delays))
 
     def stop(self) -> None:
         self._stop = True

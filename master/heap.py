@@ -8,6 +8,8 @@ full collection that walks it finds almost nothing: the survivors of each full c
 frozen too, so the next one walks only what came since. Cycles among frozen objects that die
 later are found by one full walk of everything once the frozen set has grown by `GROWTH` and
 `WALK_INTERVAL` has passed (not in the middle of a reconnect storm, whose objects are live).
+Counting the frozen set walks all of it (`gc.get_freeze_count`), as long as a full walk of
+everything: it is counted only once that interval has passed, at most every `COUNT_EVERY`.
 """
 
 import gc
@@ -16,6 +18,7 @@ from typing import Any
 
 GROWTH = 1.5  # the frozen set may grow by half (new live objects or dead cycles) between walks
 WALK_INTERVAL = 600.0  # seconds: at most one full walk of everything in this time
+COUNT_EVERY = 60.0  # seconds between counts of the frozen set past the interval
 
 
 class SurvivorFreezer:
@@ -28,6 +31,7 @@ class SurvivorFreezer:
         self.walked_at = time.monotonic()
         self.full_walk_pending = False
         self.full_walks = 0
+        self.next_count = 0.0  # monotonic time before which the frozen set is not counted
 
     def __call__(self, phase: str, info: dict[str, Any]) -> None:
         if phase != "stop" or info["generation"] != 2:
@@ -38,10 +42,14 @@ class SurvivorFreezer:
             self.full_walks += 1
             self.walked = gc.get_freeze_count()
             self.walked_at = time.monotonic()
-        elif (
-            gc.get_freeze_count() > self.walked * GROWTH
-            and time.monotonic() - self.walked_at >= self.interval
-        ):
+            return
+        now = time.monotonic()
+        # A take-over's storm runs full collections one after another: each counting millions
+        # of frozen objects held the loop as long as a walk of them, which freezing avoids.
+        if now - self.walked_at < self.interval or now < self.next_count:
+            return
+        self.next_count = now + min(self.interval, COUNT_EVERY)
+        if gc.get_freeze_count() > self.walked * GROWTH:
             gc.unfreeze()
             self.full_walk_pending = True
 

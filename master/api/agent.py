@@ -81,9 +81,11 @@ async def agent_socket(ws: WebSocket, svc: ServicesDep) -> None:
         return
     await ws.accept()
     mark("first_agent_socket")
+    log.debug("node %s: socket accepted", node_id)  # stage marks of a take-over (bench.cluster)
     hello = await _first_hello(ws, node_id)
     if hello is None:
         return
+    log.debug("node %s: hello received", node_id)
     link = AgentLink(node_id, ws)
     link.peer = ws.client.host if ws.client else ""
     link.greeting = True  # until its hello is applied (master/services/hellos.py)
@@ -150,6 +152,7 @@ async def _greet(ws: WebSocket, link: AgentLink, hello: Hello, svc: ServicesDep)
     """Reconcile from the hello, then send the agent its configuration."""
     node_id = link.node_id
     unmanaged = await svc.orchestrator.on_hello(link, hello)
+    log.debug("node %s: hello applied", node_id)
     link.unmanaged = unmanaged
     if unmanaged:
         log.warning("node %s runs instances the master does not know: %s", node_id, unmanaged)

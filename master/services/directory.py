@@ -64,7 +64,7 @@ class Directory:
         # One string per node, system and state, not one per instance: a fleet's events and
         # rows bring each in a copy of its own.
         info.node_id, info.system_id = intern(info.node_id), intern(info.system_id)
-        info.state = intern(info.state)
+        info.state = intern(str(info.state))  # a hello's changes bring `InstanceState` members
         old = self.instances.get(info.id)
         if old is not None and old.node_id != info.node_id:
             self.by_node.get(old.node_id, set()).discard(info.id)

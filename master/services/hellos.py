@@ -104,6 +104,7 @@ class HelloQueue:
             asyncio.get_running_loop().call_soon(self.flush)
         if not batch:
             return
+        began = time.perf_counter()
         self.reports.flush()  # what the nodes' previous connections said comes first
         try:
             hellos = [(item.node_id, item.hello) for item in batch]
@@ -117,6 +118,13 @@ class HelloQueue:
                     item.decided.set_exception(exc)
             return
         mark_latest("hellos_applied", len(batch))
+        log.debug(  # a take-over's stage marks (bench.cluster --stages)
+            "applied %d hellos (%d rows) in %.1f ms, %d queued",
+            len(batch),
+            rows,
+            (time.perf_counter() - began) * 1000,
+            len(self._queued),
+        )
         for item, decision in zip(batch, decided, strict=True):
             if item.link is not None:
                 item.link.epoch = epochs.get(item.node_id)

@@ -64,10 +64,13 @@ async def test_each_reconnect_goes_to_the_next_master_url(
     assert dialled[3:] == dialled[:2]  # and round again in the same order
 
 
-async def test_a_hung_master_is_left_for_the_next_at_once_a_refusal_backs_off(
+async def test_a_hung_master_is_left_for_the_others_at_once_then_a_refusal_backs_off(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    monkeypatch.setattr(link_module, "STABLE_AFTER", 0.0)  # each link lived long enough
+    """After a hung master, one round of the other masters with no wait: a dead one refusing
+    on the way costs no backoff; a refusal after the round does."""
+    monkeypatch.setattr(link_module, "STABLE_AFTER", 0.5)  # the first link lived long enough
+    monkeypatch.setattr(link_module, "HUNG_AFTER", 0.5)
     monkeypatch.setattr(link_module, "BACKOFF_MIN", 1000.0)  # no backoff ends within the test
     monkeypatch.setattr(link_module, "BACKOFF_MAX", 1000.0)
     monkeypatch.setattr(random, "uniform", lambda low, high: high)
@@ -79,20 +82,23 @@ async def test_a_hung_master_is_left_for_the_next_at_once_a_refusal_backs_off(
     async def session() -> None:
         dialled.append(link.master)
         if len(dialled) == 1:  # the master stopped answering pings
+            await asyncio.sleep(0.6)
             raise ConnectionClosed(1011, KEEPALIVE_LOST)
-        refused.set()
+        if len(dialled) == 3:
+            refused.set()
         raise OSError("connection refused")
 
     monkeypatch.setattr(link, "_session", session)
     caplog.set_level("INFO", logger="agent.link")
     runner = asyncio.create_task(link.run_forever())
     await asyncio.wait_for(refused.wait(), 10)
-    await asyncio.sleep(0.2)  # a third dial now would have skipped the backoff
+    await asyncio.sleep(0.2)  # a fourth dial now would have skipped the backoff
     runner.cancel()
     await asyncio.gather(runner, return_exceptions=True)
-    assert dialled == list(link.urls[:2])
+    assert dialled == list(link.urls)  # the hung one is not dialled again at once
     assert f"reconnecting to {link.urls[1]} in 0.0 s" in caplog.text
-    assert f"reconnecting to {link.urls[2]} in 1000.0 s" in caplog.text
+    assert f"reconnecting to {link.urls[2]} in 0.0 s" in caplog.text
+    assert f"reconnecting to {link.urls[0]} in 1000.0 s" in caplog.text
     assert not hung_master(ConnectionClosed(1006, "connection lost"))
 
 
@@ -211,3 +217,25 @@ def test_the_backoff_doubles_once_per_round_of_the_list(monkeypatch: pytest.Monk
     assert caps == [low] * 3 + [2 * low] * 3 + [4 * low] * 3
     one = link_module.backoff_delays()
     assert [next(one) for _ in range(3)] == [low, 2 * low, 4 * low]  # one URL: as before
+
+
+def test_a_master_that_hung_after_a_healthy_while_is_left_at_once_a_bouncing_link_backs_off(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A link that lived `HUNG_AFTER` (a node that moved to a master when another died, and
+    that master hung 15 s later) dials the others at once, one round, without resetting the
+    backoff; a link that lived only its pong deadline (an overloaded master dropping it) backs
+    off as before."""
+    monkeypatch.setattr(random, "uniform", lambda low, high: high)  # the caps
+    low = link_module.BACKOFF_MIN
+    redials = link_module.Redials(3)
+    assert [redials.after(0.0, False) for _ in range(3)] == [low] * 3  # a round of refusals
+    assert redials.after(15.0, True) == 0.0  # hung after a healthy while: the others at once
+    assert redials.after(0.0, False) == 0.0  # a dead one on the way: the round goes on
+    assert redials.after(0.0, False) == 2 * low  # after the round, the backoff where it was
+    bouncing = link_module.Redials(3)
+    assert bouncing.after(4.5, True) == low  # dropped by its pong deadline soon after greeting
+    closed = link_module.Redials(3)
+    assert closed.after(60.0, True) == 0.0  # the next master took the link, one dial left...
+    assert closed.after(3600.0, False) == low  # ...but that link lived: a close backs off
+    assert link_module.STABLE_AFTER > 15.0 > link_module.HUNG_AFTER > 4.5

@@ -3,6 +3,7 @@ and events name them (a fleet's 20,000 instances would otherwise hold 60,000 cop
 
 from master.hub import Hub
 from master.services.directory import Directory
+from protocol.states import InstanceState
 
 
 def fresh(text: str) -> str:
@@ -29,3 +30,16 @@ def test_instances_of_one_node_share_its_strings() -> None:
         assert info.system_id is infos[0].system_id
         assert info.state is infos[0].state
     assert directory.owned_by("node-1") == {"i0", "i1", "i2"}
+
+
+def test_a_hello_that_changed_a_state_is_learnt_with_the_state_as_a_plain_string() -> None:
+    """A hello's reconcile writes states as `InstanceState` members (a str subclass, which
+    `sys.intern` refuses): the directory learns the rows all the same, or the whole batch of
+    hellos fails and its agents dial again (seen when a take-over outlasted the leader's 5 s)."""
+    directory = Directory(Hub())
+    row = {"id": "i1", "node_id": "node-1", "system_id": "sys-1", "name": "p1"}
+    directory.learn([{**row, "state": InstanceState.STARTING}])
+    directory.learn([{**row, "id": "i2", "state": fresh("starting")}])
+    info = directory.instances["i1"]
+    assert type(info.state) is str and info.state == "starting"
+    assert directory.instances["i2"].state is info.state

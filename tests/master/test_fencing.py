@@ -19,6 +19,7 @@ from master.db import models
 from master.db.session import Database
 from master.hub import Hub
 from master.services.agents import AgentRegistry
+from master.services.directory import Directory
 from master.services.masters import Masters, SeveralMastersRefused
 from master.services.nodes import Nodes
 from master.services.orchestrator import Orchestrator
@@ -233,3 +234,24 @@ async def test_a_hello_ends_a_stopped_masters_transaction_instead_of_waiting(
         held.invalidate()
         bystander.close()
         stopped.dispose()
+
+
+async def test_a_hello_that_changes_a_state_is_applied_where_the_directory_learns_its_rows(
+    world: World,
+) -> None:
+    """Several masters: a hello's rows go to the directory (instances another master made).
+    A start that never arrived (the node reports stopped what should run, as a command lost
+    in a failover leaves it) is decided again with the state as an `InstanceState`: the hello
+    is applied all the same, not failed with the rest of its batch (its agent would dial
+    again)."""
+    iid = world.add_instance("web-1", S.RUNNING, "running")
+    holder = Holder(world, "master-b")
+    directory = Directory(Hub())
+    holder.orch.hellos.on_rows = directory.learn
+    agent = FakeAgent(holder.agents, world.node_id)
+    report = InstanceReport(iid, S.STOPPED, pid=0)
+    hello = Hello(agent_version="t", host=HostInfo(hostname="h"), instances=[report])
+    decided = await holder.orch.hellos.submit(world.node_id, hello, agent.link)
+    assert ("start", iid) in decided.actions
+    assert directory.instances[iid].state == "starting"
+    assert type(directory.instances[iid].state) is str
