@@ -24,13 +24,6 @@ from master.start_marks import mark
 from master.storage import open_store
 from protocol import __version__
 
-# Connections accepted per turn of the event loop (asyncio's `backlog`; the kernel's queue is
-# `master.listen.BACKLOG` all the same). After a restart the whole fleet waits in that queue:
-# taken at once, its thousand WebSocket handshakes were parsed in one turn (a fifth of a second
-# of CPU with every other caller waiting); taken this many at a time, the handshakes, credential
-# checks and hellos of a batch share the turns with the API calls and the agents already back.
-ACCEPTS_PER_TURN = 64
-
 
 def print_banner(settings: Settings, with_agent: bool) -> None:
     pw = settings.admin_password_file
@@ -91,7 +84,6 @@ async def serve(settings: Settings, with_agent: bool, sockets: list[socket.socke
         ssl_certfile=str(settings.tls_cert) if settings.tls_cert else None,
         ssl_keyfile=str(settings.tls_key) if settings.tls_key else None,
         ws_max_size=8 << 20,
-        backlog=ACCEPTS_PER_TURN,
         access_log=settings.log_level == "debug",
         timeout_graceful_shutdown=5,
     )

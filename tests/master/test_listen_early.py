@@ -3,10 +3,8 @@ for it (in the kernel's queue) instead of being refused."""
 
 from __future__ import annotations
 
-import asyncio
 import socket
 import time
-from collections import Counter
 from pathlib import Path
 
 import pytest
@@ -86,47 +84,3 @@ def test_an_unreachable_database_is_one_line_exit_2_and_the_port_let_go(
     assert len(err) == 1 and err[0].startswith("gdos-master: cannot use the database at"), err
     with socket.socket() as again:
         again.bind(("127.0.0.1", port))
-
-
-def test_the_kernel_queue_keeps_its_length_when_asyncio_paces_the_accepts() -> None:
-    """asyncio's server calls `listen(backlog)` with its accepts per turn: a restarted
-    master's whole fleet still waits in the queue, and is taken a few connections a turn."""
-    pace, clients_n = 4, 40
-
-    async def run() -> list[int]:
-        (sock,) = listen("127.0.0.1", 0)
-        port = sock.getsockname()[1]
-        turns, accepted_at = 0, []
-
-        async def count_turns() -> None:
-            nonlocal turns
-            while True:
-                await asyncio.sleep(0)  # one turn of the loop
-                turns += 1
-
-        class Count(asyncio.Protocol):
-            def connection_made(self, transport: asyncio.BaseTransport) -> None:
-                accepted_at.append(turns)
-
-        server = await asyncio.get_running_loop().create_server(Count, sock=sock, backlog=pace)
-        # The queue is asyncio's `pace` long now unless the socket keeps its own length:
-        # then clients past it would hang in connect() (their SYNs dropped).
-        clients = [
-            socket.create_connection(("127.0.0.1", port), timeout=2) for _ in range(clients_n)
-        ]
-        ticker = asyncio.create_task(count_turns())
-        try:
-            for _ in range(500):
-                if len(accepted_at) == clients_n:
-                    break
-                await asyncio.sleep(0.01)
-        finally:
-            ticker.cancel()
-            for client in clients:
-                client.close()
-            server.close()
-        return accepted_at
-
-    accepted_at = asyncio.run(run())
-    assert len(accepted_at) == clients_n
-    assert max(Counter(accepted_at).values()) <= pace
