@@ -114,6 +114,7 @@ def restart(
     workers: list[Worker],
     profile: Path | None,
     number: int,
+    profile_seconds: int = 15,
 ) -> dict[str, Any]:
     """Kill the master in `running` and start one from `root` in its place."""
     load = os.getloadavg()[0]
@@ -129,7 +130,8 @@ def restart(
         spy = subprocess.Popen(
             [
                 *("py-spy", "record", "--pid", str(master.pid), "--rate", "200"),
-                *("--duration", "15", "--format", "raw", "--nonblocking", "-o", str(out)),
+                *("--duration", str(profile_seconds), "--format", "raw", "--nonblocking"),
+                *("-o", str(out)),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -212,6 +214,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     workers,
                     Path(args.profile) if args.profile else None,
                     len(rows),
+                    args.profile_seconds,
                 )
                 rows.append(row)
                 time.sleep(args.settle)
@@ -248,6 +251,7 @@ def main() -> None:
     p.add_argument("--settle", type=float, default=8, help="seconds between restarts")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--profile", default=None, help="py-spy each restarted master into this dir")
+    p.add_argument("--profile-seconds", type=int, default=15, help="from the restart")
     args = p.parse_args()
     compile_sources()
     compile_sources(Path(args.base))

@@ -62,7 +62,8 @@ def _serve(settings: Settings, with_agent: bool, sockets: list[socket.socket]) -
     """Everything after the port is taken: the database checked, the application imported
     and served (importing the database layer alone takes a loaded machine a second)."""
     # No collection while the start builds objects that live as long as the process: they are
-    # collected once, then frozen, when the master serves (`serve`, master/heap.py).
+    # collected once before the services start, then frozen when the master serves (`serve`,
+    # master/heap.py).
     gc.disable()
     from master.db.session import DatabaseUnavailable, check_database
 

@@ -10,6 +10,12 @@ later are found by one full walk of everything once the frozen set has grown by 
 `WALK_INTERVAL` has passed (not in the middle of a reconnect storm, whose objects are live).
 Counting the frozen set walks all of it (`gc.get_freeze_count`), as long as a full walk of
 everything: it is counted only once that interval has passed, at most every `COUNT_EVERY`.
+
+While agents reconnect in bulk (a restart, a take-over) no full collection runs at all: each
+would walk the burst's new objects (sockets, links, series), nearly all of them live, with the
+loop held in the middle of the storm. Full collections are held from the first greeting until
+`QUIET` seconds pass without one (at most `MAX_HOLD`), then the burst's survivors are frozen as
+a full collection would have left them; the young collections go on meanwhile.
 """
 
 import gc
@@ -19,6 +25,9 @@ from typing import Any
 GROWTH = 1.5  # the frozen set may grow by half (new live objects or dead cycles) between walks
 WALK_INTERVAL = 600.0  # seconds: at most one full walk of everything in this time
 COUNT_EVERY = 60.0  # seconds between counts of the frozen set past the interval
+QUIET = 2.0  # seconds without a greeting that end a reconnect burst
+MAX_HOLD = 30.0  # seconds: full collections are held at most this long at a time
+NEVER = 1 << 30  # a generation-2 threshold never reached
 
 
 class SurvivorFreezer:
@@ -32,10 +41,46 @@ class SurvivorFreezer:
         self.full_walk_pending = False
         self.full_walks = 0
         self.next_count = 0.0  # monotonic time before which the frozen set is not counted
+        self.held_since = 0.0  # monotonic time the current hold began; 0: none
+        self.held_until = 0.0
+        self.holds = 0
+        self.may_hold = True  # a full collection ran since the last hold (or none was held)
+        self._old_threshold = 0
+
+    def hold(self, quiet: float = QUIET) -> None:
+        """Agents are greeting in bulk: no full collection until `quiet` seconds pass without
+        another call (and at most `MAX_HOLD` seconds in all)."""
+        now = time.monotonic()
+        if not self.held_since:
+            if self.full_walk_pending or not self.may_hold:
+                return  # a full collection first (the walk of everything, when due)
+            young, middle, self._old_threshold = gc.get_threshold()
+            gc.set_threshold(young, middle, NEVER)
+            self.held_since = now
+            self.holds += 1
+        self.held_until = min(now + quiet, self.held_since + MAX_HOLD)
+
+    def release(self) -> None:
+        """The burst is over: its survivors are frozen, and full collections run again."""
+        if not self.held_since:
+            return
+        self.held_since = self.held_until = 0.0
+        self.may_hold = False  # greetings that go on do not hold every full collection off
+        young, middle, _ = gc.get_threshold()
+        gc.set_threshold(young, middle, self._old_threshold)
+        gc.freeze()
 
     def __call__(self, phase: str, info: dict[str, Any]) -> None:
-        if phase != "stop" or info["generation"] != 2:
+        if phase != "stop":
             return
+        generation = info["generation"]
+        if self.held_since and generation and time.monotonic() >= self.held_until:
+            # After a middle or full collection the young garbage is gone: what is left is
+            # the burst's survivors. Checked at the collections the burst's own work causes.
+            self.release()
+        if generation != 2:
+            return
+        self.may_hold = True
         gc.freeze()
         if self.full_walk_pending:  # this collection walked everything
             self.full_walk_pending = False
@@ -54,13 +99,28 @@ class SurvivorFreezer:
             self.full_walk_pending = True
 
 
-def settle_heap(interval: float = WALK_INTERVAL) -> SurvivorFreezer:
+_freezer: SurvivorFreezer | None = None  # this process's, once settled
+
+
+def settle_heap(interval: float = WALK_INTERVAL, collect: bool = True) -> SurvivorFreezer:
     """Once start-up is done: leave what it built out of every later collection (it lives as
-    long as the process), and from then on freeze each full collection's survivors."""
-    gc.collect()
+    long as the process), and from then on freeze each full collection's survivors.
+    `collect=False`: frozen as it is (its garbage was collected already, before the loop took
+    callers: a collection now would hold them all)."""
+    global _freezer
+    if collect:
+        gc.collect()
     gc.freeze()
     for hook in [h for h in gc.callbacks if isinstance(h, SurvivorFreezer)]:
+        hook.release()
         gc.callbacks.remove(hook)  # settled again (tests): one hook
-    freezer = SurvivorFreezer(interval)
+    _freezer = freezer = SurvivorFreezer(interval)
     gc.callbacks.append(freezer)
     return freezer
+
+
+def greeting() -> None:
+    """An agent greets this master: full collections wait for the end of the burst (nothing
+    before `settle_heap`, so tests and tools that import the services change no setting)."""
+    if _freezer is not None and _freezer in gc.callbacks:
+        _freezer.hold()

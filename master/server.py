@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+from collections import deque
 from collections.abc import Callable
 from types import FrameType
 from typing import Any, ClassVar
@@ -26,6 +27,7 @@ from protocol.allocator import M_ARENA_MAX, M_MMAP_THRESHOLD, M_TRIM_THRESHOLD, 
 
 HEADER_TIMEOUT = 10.0
 MAX_SILENT = 1024
+UPGRADES_PER_TURN = 32  # WebSocket handshakes begun per turn of the event loop
 READ_SIZE = 1 << 20  # bytes asked of the socket per read (asyncio's default is 256 KiB)
 MMAP_THRESHOLD = 4 << 20
 TRIM_THRESHOLD = 8 << 20
@@ -253,17 +255,76 @@ def _new_parser(protocol: object) -> Any:
     return parser
 
 
-def guarded_protocol() -> type[Any]:
-    """httptools when installed (much faster on large bodies), else h11; both guarded."""
+class UpgradePacer:
+    """WebSocket handshakes begun at most `per_turn` a turn of the event loop; the others wait
+    for the next turns in arrival order, their sockets unread meanwhile.
+
+    After a restart the whole fleet's upgrade requests arrive in one turn, and each handshake
+    is a protocol object, the handshake's parse and an ASGI task (then, in the app, a credential
+    check and a hello): begun at once, a thousand held the loop for a fifth of a second of CPU.
+    Plain HTTP requests are not paced: an API call never waits behind the agents' handshakes.
+    """
+
+    def __init__(self, per_turn: int = UPGRADES_PER_TURN) -> None:
+        self.per_turn = per_turn
+        self.waiting: deque[Callable[[], None]] = deque()
+        self.begun = 0  # handshakes begun in this turn
+        self.deferred = 0  # handshakes that waited for a later turn, since start
+        self._loop: asyncio.AbstractEventLoop | None = None  # whose turns are counted
+
+    def begin(self, upgrade: Callable[[], None]) -> bool:
+        """Run `upgrade` now if this turn has room (True), else queue it for a later turn."""
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # the first handshake of this turn (or of a new loop)
+            self._loop, self.begun = loop, 0
+            self.waiting.clear()  # a closed loop's connections are gone with it
+            loop.call_soon(self._next_turn)
+        if self.begun < self.per_turn and not self.waiting:
+            self.begun += 1
+            upgrade()
+            return True
+        self.waiting.append(upgrade)
+        self.deferred += 1
+        return False
+
+    def _next_turn(self) -> None:
+        self.begun = 0
+        while self.waiting and self.begun < self.per_turn:
+            self.begun += 1
+            upgrade = self.waiting.popleft()
+            try:
+                upgrade()
+            except Exception:  # one connection's failure; the others go on
+                log.exception("a WebSocket upgrade failed")
+        if self.begun and self._loop is not None:
+            self._loop.call_soon(self._next_turn)  # counts the next turn too
+        else:
+            self._loop = None  # idle: the next handshake starts counting again
+
+
+def guarded_protocol(upgrades: UpgradePacer | None = None) -> type[Any]:
+    """httptools when installed (much faster on large bodies), else h11; both guarded.
+    With httptools, WebSocket handshakes are paced by `upgrades` (a pacer of its own if None)."""
     try:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
     except ImportError:
         return GuardedH11Protocol
+    pacer = upgrades if upgrades is not None else UpgradePacer()
 
     class GuardedHttpToolsProtocol(_Guard, _FastBody, HttpToolsProtocol):  # type: ignore[misc]
         def on_headers_complete(self) -> None:
             self._spoke()
             super().on_headers_complete()
+
+        def handle_websocket_upgrade(self) -> None:
+            if not pacer.begin(self._upgrade):
+                self.transport.pause_reading()  # nothing more is read until it begins
+
+        def _upgrade(self) -> None:
+            if self.transport.is_closing():
+                return  # closed while it waited (the server stopping)
+            self.transport.resume_reading()  # paused only if it waited
+            super().handle_websocket_upgrade()
 
     return GuardedHttpToolsProtocol
 

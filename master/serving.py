@@ -71,6 +71,9 @@ async def serve(settings: Settings, with_agent: bool, sockets: list[socket.socke
     mark("prepared")
     build_routes(app.router.routes)
     mark("routes_built")
+    # The start's garbage, collected before the services start: from then on the loop's lag
+    # is sampled, and once it serves, the fleet reconnects (master/heap.py).
+    gc.collect()
     config = uvicorn.Config(
         app,
         http=guarded_protocol(),
@@ -98,7 +101,7 @@ async def serve(settings: Settings, with_agent: bool, sockets: list[socket.socke
         await serving
         return 1
     mark("serving")
-    settle_heap()
+    settle_heap(collect=False).hold()  # the fleet reconnects now: a burst (master/heap.py)
     gc.enable()  # off while the master started (`gdos-master`)
     agent: LocalAgent | None = None
     keeper: asyncio.Task[None] | None = None

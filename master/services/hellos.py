@@ -17,6 +17,7 @@ from typing import Any, cast
 
 from sqlalchemy import Table, bindparam, update
 
+from master import heap
 from master.db import models
 from master.db.session import Database, take_over
 from master.services import accounts, instance_rows, ownership
@@ -81,6 +82,7 @@ class HelloQueue:
         loop = asyncio.get_running_loop()
         item = _Hello(node_id, hello, loop.create_future(), link)
         mark("first_hello")
+        heap.greeting()
         self._queued.append(item)
         if not self._scheduled:
             self._scheduled = True

@@ -6,16 +6,20 @@ from collections.abc import Iterator
 
 import pytest
 
-from master.heap import GROWTH, SurvivorFreezer, settle_heap
+from master import heap
+from master.heap import GROWTH, MAX_HOLD, NEVER, SurvivorFreezer, greeting, settle_heap
 
 
 @pytest.fixture
 def restored_gc() -> Iterator[None]:
     """Only the tests' own collections run (an automatic one would move the counts)."""
     enabled = gc.isenabled()
+    threshold = gc.get_threshold()
     gc.disable()
     yield
     gc.callbacks[:] = [h for h in gc.callbacks if not isinstance(h, SurvivorFreezer)]
+    heap._freezer = None
+    gc.set_threshold(*threshold)
     gc.unfreeze()
     if enabled:
         gc.enable()
@@ -107,6 +111,61 @@ def test_past_the_interval_the_frozen_set_is_counted_at_most_every_count_every(
         gc.collect()
     assert counts == [1]  # once, then not before COUNT_EVERY
     assert not freezer.full_walk_pending
+
+
+def test_a_greeting_burst_holds_full_collections_then_freezes_its_survivors(
+    restored_gc: None,
+) -> None:
+    """Agents reconnecting in bulk: their objects are live, and a full collection in the middle
+    of the burst would walk them all with the loop held."""
+    threshold = gc.get_threshold()
+    freezer = settle_heap()
+    greeting()
+    assert gc.get_threshold() == (*threshold[:2], NEVER)  # no full collection while held
+    burst = [[n] for n in range(1000)]
+    cycle: list[object] = []
+    cycle.append(cycle)
+    probe = weakref.ref(_Node(cycle))
+    del cycle  # garbage of the burst: a young collection finds it
+    freezer.hold(quiet=0)  # the last greeting: the burst ends at the next collection
+    gc.collect(0)
+    assert gc.get_threshold()[2] == NEVER  # the youngest generation alone: still held
+    before = gc.get_freeze_count()
+    gc.collect(1)  # a middle collection, as the burst's own work causes
+    assert gc.get_threshold() == threshold
+    assert gc.get_freeze_count() >= before + 1000  # frozen as a full collection leaves them
+    assert not any(o is burst[0] for o in gc.get_objects())
+    assert probe() is None  # collected, not frozen
+    assert freezer.holds == 1
+    greeting()
+    assert gc.get_threshold() == threshold  # a full collection first, then the next hold
+    gc.collect()
+    greeting()
+    assert gc.get_threshold()[2] == NEVER and freezer.holds == 2
+
+
+def test_a_hold_lasts_at_most_max_hold_however_agents_keep_greeting(
+    restored_gc: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr("master.heap.time.monotonic", lambda: now[0])
+    threshold = gc.get_threshold()
+    settle_heap()
+    for _ in range(int(MAX_HOLD) + 5):  # a greeting every second, for longer than a hold
+        greeting()
+        now[0] += 1.0
+        gc.collect(1)
+        if gc.get_threshold() == threshold:
+            break
+    assert gc.get_threshold() == threshold
+    assert now[0] - 1000.0 <= MAX_HOLD + 1
+
+
+def test_greetings_change_no_setting_before_the_heap_is_settled(restored_gc: None) -> None:
+    """Tests and tools that run the services in their own process keep their collector."""
+    threshold = gc.get_threshold()
+    greeting()
+    assert gc.get_threshold() == threshold
 
 
 class _Node:
