@@ -1,14 +1,14 @@
 """Migrating the schema in a child process, so that alembic never enters a serving master.
 
 Alembic imports Mako, Pygments (through Mako's error pages) and SQLAlchemy's PostgreSQL
-dialect: about 15 MiB a master kept for its whole life after migrating a new or older database
-(issue 18's memory budget). `gdos-master` migrates through a child of its own instead (the same
-program, `CHILD_ARG`, the database URL on its standard input: a password stays out of `ps`),
-then finds the schema current and imports none of it.
+dialect: 13-15 MiB of RSS a master kept for its whole life after migrating a new or older
+database (issue 18's memory budget). `gdos-master` migrates through a child of its own instead
+(the same interpreter and source, or the frozen program given `CHILD_ARG`; the database URL on
+its standard input, so that a password stays out of `ps`), then finds the schema current and
+imports none of it.
 """
 
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -19,11 +19,19 @@ SOURCE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding the `mas
 log = logging.getLogger(__name__)
 
 
+# From source: this interpreter, finding `master` where this process found it (appended to
+# the path, so that nothing of this tree shadows the standard library or the venv).
+_FROM_SOURCE = (
+    "import sys; sys.path.append(sys.argv[1]); "
+    "from master.db.apart import child_main; sys.exit(child_main())"
+)
+
+
 def child_command() -> list[str]:
-    """This program again: the frozen executable, or this interpreter running `master`."""
+    """This program again: the frozen executable, or this interpreter from source."""
     if getattr(sys, "frozen", False):
         return [sys.executable, CHILD_ARG]
-    return [sys.executable, "-m", "master", CHILD_ARG]
+    return [sys.executable, "-c", _FROM_SOURCE, str(SOURCE_ROOT)]
 
 
 def migrate_apart(url: str) -> bool:
@@ -31,15 +39,12 @@ def migrate_apart(url: str) -> bool:
     caller then migrates in process, which raises the migration's own error)."""
     import subprocess  # here: `gdos-master` imports this module before it takes its port
 
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(SOURCE_ROOT), env.get("PYTHONPATH")]))
     try:
         done = subprocess.run(
             child_command(),
             input=url,
             text=True,
             capture_output=True,
-            env=env,
             timeout=TIMEOUT_S,
             check=False,
         )

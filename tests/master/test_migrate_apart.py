@@ -76,3 +76,22 @@ def test_a_database_in_memory_is_migrated_in_process(monkeypatch: pytest.MonkeyP
         assert db._at_head() and not asked
     finally:
         db.dispose()
+
+
+def test_the_programs_own_entry_migrates_as_the_frozen_master_asks_it(tmp_path: Path) -> None:
+    """A frozen master runs itself with `CHILD_ARG` (no `-c` there): `master.__main__` answers."""
+    url = f"sqlite:///{tmp_path / 'master.db'}"
+    subprocess.run(
+        [sys.executable, "-m", "master", apart.CHILD_ARG],
+        input=url,
+        text=True,
+        capture_output=True,
+        cwd=ROOT,
+        timeout=120,
+        check=True,
+    )
+    db = Database(url)
+    try:
+        assert db._at_head()
+    finally:
+        db.dispose()
