@@ -27,6 +27,7 @@ import os
 import signal
 import statistics
 import subprocess
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -64,8 +65,8 @@ def smaps_rollup(pid: int) -> dict[str, float]:
 
 
 async def one_run(root: Path, args: argparse.Namespace, label: str) -> dict[str, Any]:
-    data = Path(f"/tmp/gdos-master-memory-{os.getpid()}-{label}")
-    data.mkdir(parents=True, exist_ok=True)
+    # A new folder each run: a second round in the same one found its database seeded already.
+    data = Path(tempfile.mkdtemp(prefix=f"gdos-master-memory-{os.getpid()}-{label}-"))
     port = free_port()
     url = f"http://127.0.0.1:{port}"
     report = data / "heap.json"

@@ -14,6 +14,7 @@ from collections.abc import Sequence
 
 from master.cli import parse_args, settings_from_args
 from master.config import Settings
+from master.db.apart import CHILD_ARG
 from master.listen import close_all, listen
 from master.start_marks import mark
 from protocol.frozen import version_text
@@ -22,6 +23,10 @@ from protocol.frozen import version_text
 def main(argv: Sequence[str] | None = None) -> int:
     mark("main")
     argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == [CHILD_ARG]:  # a serving master's migration (master/db/apart.py)
+        from master.db.apart import child_main
+
+        return child_main()
     if argv[:1] == ["restore"]:
         from master.restore_cli import main as restore_main
 

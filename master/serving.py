@@ -64,7 +64,7 @@ async def serve(settings: Settings, with_agent: bool, sockets: list[socket.socke
     app = create_app(settings)
     mark("app_created")
     try:
-        app.state.services.prepare()  # migrated and registered before anything is served
+        app.state.services.prepare(migrate_apart=True)  # before anything is served
     except SeveralMastersRefused as exc:
         print(f"gdos-master: {exc}", file=sys.stderr, flush=True)
         return 2

@@ -18,6 +18,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError, SQLAlchemyError
 from sqlalchemy.orm import Session, sessionmaker
 
+from master.db import apart as schema_apart
 from protocol.errors import ErrorCode, GdosError
 
 MIGRATIONS = Path(__file__).with_name("migrations")
@@ -239,12 +240,16 @@ class Database:
                 f"cannot use the database at {_where(self.url)}: {why}"
             ) from None
 
-    def migrate(self) -> None:
+    def migrate(self, apart: bool = False) -> None:
         """Bring the schema to the newest revision (creates it on an empty database). On
         PostgreSQL one master at a time migrates, under an advisory lock held until the
-        migration commits: masters starting together wait, then find the schema current."""
+        migration commits: masters starting together wait, then find the schema current.
+        `apart`: a schema behind is migrated by a child process (`master.db.apart`), so that
+        alembic's imports never enter this one; should that fail, it is migrated here."""
         if self._at_head():
             return  # the usual start: alembic, a tenth of the start-up, is not even imported
+        if apart and self._shared() and schema_apart.migrate_apart(self.url) and self._at_head():
+            return
         from alembic import command
         from alembic.config import Config
 
@@ -256,6 +261,10 @@ class Database:
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": MIGRATION_LOCK_KEY})
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
+
+    def _shared(self) -> bool:
+        """Whether another process opening this URL sees the same database (not in memory)."""
+        return self.is_postgres or self.sqlite_file is not None
 
     def _at_head(self) -> bool:
         head = script_head()

@@ -142,12 +142,13 @@ class Services:
         assert self._uploads is not None, "resumable uploads open at startup"
         return self._uploads
 
-    def prepare(self) -> None:
+    def prepare(self, migrate_apart: bool = False) -> None:
         """Before serving: the schema, and this master's row in the masters table
-        (`SeveralMastersRefused` when it must not run beside the masters already online)."""
+        (`SeveralMastersRefused` when it must not run beside the masters already online).
+        `migrate_apart`: a schema behind is migrated by a child process (`Database.migrate`)."""
         if self.db.is_sqlite:
             self.settings.sqlite_path.parent.mkdir(parents=True, exist_ok=True)
-        self.db.migrate()
+        self.db.migrate(apart=migrate_apart)
         self.masters.register()
 
     async def start(self) -> None:
