@@ -173,6 +173,7 @@ async def test_a_report_during_a_level_dispatch_is_not_overwritten_by_the_rows(f
     """A level is sent a slice per loop turn, then published; a report that lands between
     slices stays the newest view of its instance (its step is judged on it, not on the rows)."""
     monkeypatch.setattr(operations_module, "DISPATCH_SLICE", 1)
+    monkeypatch.setattr(operations_module, "COMMAND_SLICE", 1)
     mine = fleet.add_module_instance("a", 1, "running")
     with fleet.db.session() as s:
         node = models.Node(secret_hash="n2", hostname="other")
