@@ -291,3 +291,34 @@ async def test_a_levels_end_goes_out_in_the_event_frame_of_the_views_that_ended_
     ended_it = next(f for f in console.frames if any(e["data"]["state"] == "stopped" for e in f))
     said = [(e["topic"], e["data"]["state"]) for e in ended_it]
     assert said[-2:] == [("instance", "stopped"), ("operation", "succeeded")], said
+
+
+async def test_a_wide_operation_is_saved_less_often_than_a_small_one(fleet):
+    """Each save of a running operation encodes and publishes all its steps: one of a fleet's
+    width waits up to a second between saves, a small one 0.2 s as before."""
+    from master.services.operation_store import FLUSH_DELAY, MAX_FLUSH_DELAY
+
+    loop = asyncio.get_running_loop()
+
+    def scheduled_after(steps: int) -> float:
+        store = fleet.ops.store
+        op = Op(
+            id=f"op-{steps}",
+            kind="start",
+            system_id=fleet.system_id,
+            actor="t",
+            created_at=0.0,
+            steps=[
+                Step(instance_id=f"i{n}", name=f"i{n}", node_id="n", level=1) for n in range(steps)
+            ],
+        )
+        store.touch(op)
+        handle = store._flush_handle
+        assert handle is not None
+        handle.cancel()
+        store._flush_handle, store._dirty = None, {}
+        return handle.when() - loop.time()
+
+    assert scheduled_after(10) <= FLUSH_DELAY
+    assert scheduled_after(1000) > MAX_FLUSH_DELAY - 0.1
+    assert FLUSH_DELAY < scheduled_after(500) <= 0.5
