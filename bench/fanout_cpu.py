@@ -16,7 +16,6 @@ HTTP and the request's own path are not in it: bench/fleet_bench.py measures tho
 """
 
 import asyncio
-import gc
 import random
 import statistics
 import sys
@@ -51,6 +50,7 @@ async def measure(n: int, rounds: int) -> dict[str, float]:
     """Runs with the master package of the tree first on sys.path (see `main`)."""
     from master.api.events import _write_events
     from master.db import models
+    from master.heap import settle_heap
     from master.services.operation_steps import OpState
     from protocol.messages import InstanceReport, Result
     from protocol.states import InstanceState
@@ -107,8 +107,7 @@ async def measure(n: int, rounds: int) -> dict[str, float]:
     writer = asyncio.create_task(_write_events(Console(), sub))  # type: ignore[arg-type]
     ended = asyncio.Event()  # set by the operation's final event (no polling: its CPU would count)
     fleet.hub.listen("operation", lambda data: ended.set() if data["state"] != "running" else None)
-    gc.collect()
-    gc.freeze()  # as the master does once it serves (master/heap.py): set-up is not walked
+    settle_heap()  # as the master once it serves: set-up frozen, then each collection's survivors
     turns: list[float] = []
     _count_turns(turns)
     cpu: dict[str, list[float]] = {"start": [], "stop": []}
