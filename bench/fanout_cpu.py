@@ -11,7 +11,8 @@ Per operation (the first round is a warm-up): this process's CPU from the call u
 operation ended plus a quarter second (`start`, `stop`, ms); the loop thread's CPU in its
 largest turn and the 99th percentile of its turns (`turn_max`, `turn_p99`, ms: what holds the
 loop, and so sets its lag, leaving out waiting for a core); and the wall time until the last
-command left (`last_sent`, ms: loaded, it measures the machine too). The websocket layer,
+command left (`last_sent`, ms: loaded, it measures the machine too); the `operation` events
+published per operation (each a save of every step). The websocket layer,
 HTTP and the request's own path are not in it: bench/fleet_bench.py measures those.
 """
 
@@ -106,19 +107,28 @@ async def measure(n: int, rounds: int) -> dict[str, float]:
     sub.batch = True
     writer = asyncio.create_task(_write_events(Console(), sub))  # type: ignore[arg-type]
     ended = asyncio.Event()  # set by the operation's final event (no polling: its CPU would count)
-    fleet.hub.listen("operation", lambda data: ended.set() if data["state"] != "running" else None)
+    published: list[int] = [0]  # `operation` events (saves) of the operation measured
+
+    def on_operation(data: dict[str, Any]) -> None:
+        published[0] += 1
+        if data["state"] != "running":
+            ended.set()
+
+    fleet.hub.listen("operation", on_operation)
     settle_heap()  # as the master once it serves: set-up frozen, then each collection's survivors
     turns: list[float] = []
     _count_turns(turns)
     cpu: dict[str, list[float]] = {"start": [], "stop": []}
     kept: list[float] = []
     last_sent: list[float] = []
+    events: list[float] = []
     for r in range(rounds):
         for kind in ("start", "stop"):
             await asyncio.sleep(0.3)
             ended.clear()
             sent.clear()
             turns.clear()
+            published[0] = 0
             c0, w0 = time.process_time(), time.perf_counter()
             op = fleet.begin(kind)
             await ended.wait()
@@ -129,6 +139,7 @@ async def measure(n: int, rounds: int) -> dict[str, float]:
             cpu[kind].append((time.process_time() - c0) * 1000)
             kept.extend(turns)
             last_sent.append((max(sent) - w0) * 1000)
+            events.append(published[0])
     writer.cancel()
     fleet.db.dispose()
     kept.sort()
@@ -136,6 +147,7 @@ async def measure(n: int, rounds: int) -> dict[str, float]:
         "turn_max": kept[-1],
         "turn_p99": kept[int(len(kept) * 0.99)],
         "last_sent": statistics.median(last_sent),
+        "operation_events": statistics.median(events),
     }
 
 
@@ -149,7 +161,8 @@ def main() -> int:
         lambda got, n: (
             f"master CPU per start {got['start']:.0f} ms, stop {got['stop']:.0f} ms over {n} "
             f"nodes; largest loop turn {got['turn_max']:.1f} ms, p99 {got['turn_p99']:.1f}; "
-            f"last command out after {got['last_sent']:.0f} ms"
+            f"last command out after {got['last_sent']:.0f} ms; "
+            f"{got['operation_events']:.0f} operation events each"
         ),
     )
 
