@@ -18,6 +18,7 @@ HTTP and the request's own path are not in it: bench/fleet_bench.py measures tho
 
 import asyncio
 import random
+import shutil
 import statistics
 import sys
 import tempfile
@@ -59,7 +60,8 @@ async def measure(n: int, rounds: int) -> dict[str, float]:
     from tests.master.test_operations import Fleet
 
     loop = asyncio.get_running_loop()
-    fleet = Fleet(Path(tempfile.mkdtemp(prefix="gdos-fanout-cpu-")))
+    work = Path(tempfile.mkdtemp(prefix="gdos-fanout-cpu-"))
+    fleet = Fleet(work)
     nodes: list[str] = []
     with fleet.db.session() as s:
         for i in range(n):
@@ -142,6 +144,7 @@ async def measure(n: int, rounds: int) -> dict[str, float]:
             events.append(published[0])
     writer.cancel()
     fleet.db.dispose()
+    shutil.rmtree(work, ignore_errors=True)
     kept.sort()
     return {k: statistics.median(v) for k, v in cpu.items()} | {
         "turn_max": kept[-1],
