@@ -322,3 +322,38 @@ async def test_a_wide_operation_is_saved_less_often_than_a_small_one(fleet):
     assert scheduled_after(10) <= FLUSH_DELAY
     assert scheduled_after(1000) > MAX_FLUSH_DELAY - 0.1
     assert FLUSH_DELAY < scheduled_after(500) <= 0.5
+
+
+async def test_a_step_its_agent_refuses_fails_the_level_and_cancels_the_waiting_ones(fleet):
+    """The level is judged from the steps touched since its last look: a refusal in the agent's
+    answer (no report follows), coming while the level waits, is one of them."""
+    a = fleet.add_module_instance("a", 1, "running")
+    b = fleet.add_module_instance("b", 1, "running")
+    loop = asyncio.get_running_loop()
+
+    def answer(msg: dict[str, Any]) -> None:  # b refused; a stops, but never says so
+        results = {a: None, b: {"code": "failed", "message": "permission denied"}}
+        reply = Result(reply_to=msg["id"], ok=False, data={"results": results})
+        loop.call_later(0.1, agent.link.resolve, reply)
+
+    agent = FakeAgent(fleet.agents, fleet.node_id, answer)
+    op = fleet.begin("stop")
+    await ended(op)
+    assert op.state == OpState.FAILED and op.error == "b: permission denied", op.error
+    steps = {st["name"]: st["state"] for st in fleet.row(op).steps}
+    assert steps == {"a": "cancelled", "b": "failed"}
+
+
+async def test_a_step_past_its_time_fails_the_level_naming_it(fleet, monkeypatch):
+    a = fleet.add_module_instance("a", 1, "running")
+    b = fleet.add_module_instance("b", 1, "running")
+    limits = {a: 30.0, b: 0.3}
+    monkeypatch.setattr(
+        operations_module.operation_plan, "allowed", lambda kind, st, ready: limits[st.instance_id]
+    )
+    fleet.agent(lambda action, iid: obeys(action, iid) if iid == a else None)  # b never stops
+    op = fleet.begin("stop")
+    await ended(op)
+    assert op.state == OpState.FAILED and op.error == "b did not stop within 0.3 s", op.error
+    steps = {st["name"]: st["state"] for st in fleet.row(op).steps}
+    assert steps == {"a": "done", "b": "failed"}
