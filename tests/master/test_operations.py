@@ -173,6 +173,7 @@ async def test_a_report_during_a_level_dispatch_is_not_overwritten_by_the_rows(f
     """A level is sent a slice per loop turn, then published; a report that lands between
     slices stays the newest view of its instance (its step is judged on it, not on the rows)."""
     monkeypatch.setattr(operations_module, "DISPATCH_SLICE", 1)
+    monkeypatch.setattr(operations_module, "COMMAND_SLICE", 1)
     mine = fleet.add_module_instance("a", 1, "running")
     with fleet.db.session() as s:
         node = models.Node(secret_hash="n2", hostname="other")
@@ -290,3 +291,69 @@ async def test_a_levels_end_goes_out_in_the_event_frame_of_the_views_that_ended_
     ended_it = next(f for f in console.frames if any(e["data"]["state"] == "stopped" for e in f))
     said = [(e["topic"], e["data"]["state"]) for e in ended_it]
     assert said[-2:] == [("instance", "stopped"), ("operation", "succeeded")], said
+
+
+async def test_a_wide_operation_is_saved_less_often_than_a_small_one(fleet):
+    """Each save of a running operation encodes and publishes all its steps: one of a fleet's
+    width waits up to a second between saves, a small one 0.2 s as before."""
+    from master.services.operation_store import FLUSH_DELAY, MAX_FLUSH_DELAY
+
+    loop = asyncio.get_running_loop()
+
+    def scheduled_after(steps: int) -> float:
+        store = fleet.ops.store
+        op = Op(
+            id=f"op-{steps}",
+            kind="start",
+            system_id=fleet.system_id,
+            actor="t",
+            created_at=0.0,
+            steps=[
+                Step(instance_id=f"i{n}", name=f"i{n}", node_id="n", level=1) for n in range(steps)
+            ],
+        )
+        store.touch(op)
+        handle = store._flush_handle
+        assert handle is not None
+        handle.cancel()
+        store._flush_handle, store._dirty = None, {}
+        return handle.when() - loop.time()
+
+    assert scheduled_after(10) <= FLUSH_DELAY
+    assert scheduled_after(1000) > MAX_FLUSH_DELAY - 0.1
+    assert FLUSH_DELAY < scheduled_after(500) <= 0.5
+
+
+async def test_a_step_its_agent_refuses_fails_the_level_and_cancels_the_waiting_ones(fleet):
+    """The level is judged from the steps touched since its last look: a refusal in the agent's
+    answer (no report follows), coming while the level waits, is one of them."""
+    a = fleet.add_module_instance("a", 1, "running")
+    b = fleet.add_module_instance("b", 1, "running")
+    loop = asyncio.get_running_loop()
+
+    def answer(msg: dict[str, Any]) -> None:  # b refused; a stops, but never says so
+        results = {a: None, b: {"code": "failed", "message": "permission denied"}}
+        reply = Result(reply_to=msg["id"], ok=False, data={"results": results})
+        loop.call_later(0.1, agent.link.resolve, reply)
+
+    agent = FakeAgent(fleet.agents, fleet.node_id, answer)
+    op = fleet.begin("stop")
+    await ended(op)
+    assert op.state == OpState.FAILED and op.error == "b: permission denied", op.error
+    steps = {st["name"]: st["state"] for st in fleet.row(op).steps}
+    assert steps == {"a": "cancelled", "b": "failed"}
+
+
+async def test_a_step_past_its_time_fails_the_level_naming_it(fleet, monkeypatch):
+    a = fleet.add_module_instance("a", 1, "running")
+    b = fleet.add_module_instance("b", 1, "running")
+    limits = {a: 30.0, b: 0.3}
+    monkeypatch.setattr(
+        operations_module.operation_plan, "allowed", lambda kind, st, ready: limits[st.instance_id]
+    )
+    fleet.agent(lambda action, iid: obeys(action, iid) if iid == a else None)  # b never stops
+    op = fleet.begin("stop")
+    await ended(op)
+    assert op.state == OpState.FAILED and op.error == "b did not stop within 0.3 s", op.error
+    steps = {st["name"]: st["state"] for st in fleet.row(op).steps}
+    assert steps == {"a": "done", "b": "failed"}

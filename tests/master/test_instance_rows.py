@@ -1,0 +1,50 @@
+"""Instance rows written on the hot paths: plain columns go straight to SQLite's driver, JSON
+ones through SQLAlchemy; either way every change lands and `updated_at` moves."""
+
+from __future__ import annotations
+
+import time
+
+from master.db import models
+from master.db.session import Database
+from master.services import instance_rows
+from protocol.states import InstanceState
+
+
+def test_a_write_of_plain_and_json_changes_lands_and_moves_updated_at(db_url):
+    db = Database(db_url)
+    db.migrate()
+    try:
+        with db.session() as s:
+            node, system = models.Node(secret_hash="n"), models.System(name="s")
+            s.add_all([node, system])
+            s.flush()
+            insts = [
+                models.Instance(system_id=system.id, node_id=node.id, name=f"i{n}", state="stopped")
+                for n in range(3)
+            ]
+            s.add_all(insts)
+            s.commit()
+            ids = [i.id for i in insts]
+        before = time.time()
+        plain = {"state": InstanceState.RUNNING, "pid": 42, "drift": True, "last_error": None}
+        with db.engine.begin() as conn:
+            instance_rows.write(
+                conn,
+                {
+                    ids[0]: plain,
+                    ids[1]: {"state": "starting", "applied": {"package_id": None, "settings": "x"}},
+                },
+            )
+        with db.engine.connect() as conn:
+            rows = instance_rows.load(conn, ids)
+        first, second, untouched = (rows[i] for i in ids)
+        assert (first["state"], first["pid"], first["drift"]) == ("running", 42, True)
+        assert (second["state"], second["applied"]) == (
+            "starting",
+            {"package_id": None, "settings": "x"},
+        )
+        assert first["updated_at"] >= before and second["updated_at"] >= before
+        assert untouched["state"] == "stopped" and untouched["updated_at"] < before
+    finally:
+        db.dispose()
