@@ -32,30 +32,32 @@ class TermBurst:
     the first. Sent together they leave within a few microseconds of each other."""
 
     def __init__(self) -> None:
-        self._trees: list[list[psutil.Process]] = []
-        self._sent: asyncio.Future[None] | None = None
+        self._queued: list[tuple[list[psutil.Process], asyncio.Future[None]]] = []
 
     def terminate(self, procs: list[psutil.Process]) -> asyncio.Future[None]:
-        """Queue `procs` (read in this turn, with no wait since); done once signalled."""
-        if self._sent is None:
-            loop = asyncio.get_running_loop()
-            self._sent = loop.create_future()
+        """Queue `procs` (read in this turn, with no wait since); done once signalled. Each
+        stop waits on a future of its own: one cancelled leaves the others' alone."""
+        loop = asyncio.get_running_loop()
+        if not self._queued:
             loop.call_soon(self._send)
-        self._trees.append(procs)
-        return self._sent
+        sent = loop.create_future()
+        self._queued.append((procs, sent))
+        return sent
 
     def _send(self) -> None:
-        trees, sent = self._trees, self._sent
-        self._trees, self._sent = [], None
-        assert sent is not None
+        queued, self._queued = self._queued, []
         try:
             # Read in the turn just before, with no wait since: still `fresh` (an own child's
             # PID cannot be reused before this loop reaps it, which comes after this callback).
-            process.terminate_trees(trees, fresh=True)
+            process.terminate_trees([procs for procs, _ in queued], fresh=True)
         except Exception as exc:  # every stop of the burst hears it, as from its own call
-            sent.set_exception(exc)
+            for _, sent in queued:
+                if not sent.done():
+                    sent.set_exception(exc)
         else:
-            sent.set_result(None)
+            for _, sent in queued:
+                if not sent.done():
+                    sent.set_result(None)
 
 
 async def request_stop(
@@ -74,7 +76,7 @@ async def request_stop(
         instance_dir, app = folders()
         plan = launch.stop_plan(m.spec, m.manifest, instance_dir, app)
     if plan is None:
-        await asyncio.shield(burst.terminate(procs))  # `procs` were read just before the call
+        await burst.terminate(procs)  # `procs` were read just before the call
     else:
         await _run_stop_command(m, plan, instance_dir, account, timeout)
 

@@ -81,7 +81,7 @@ async def test_a_batch_stop_reads_every_tree_before_its_first_signal(
 async def test_a_stop_cancelled_in_its_burst_leaves_the_others_signalled(
     tmp_path: Path, specs: list[InstanceSpec]
 ):
-    """The burst's signal is shared: one waiter cancelled must not cancel it for the rest."""
+    """A stop cancelled while it waits for its burst leaves the burst and the others whole."""
     sup = await _running(tmp_path, specs)
     pids = [sup.get(s.instance_id).pid for s in specs]
     stops = [asyncio.create_task(sup.stop(s.instance_id)) for s in specs]
