@@ -8,7 +8,12 @@
 Every tool runs the same small long-running Python program (`bench/prog.py` semantics, written
 to the work dir) as N separate processes, with stdout/stderr to files and respawn on a crash.
 Peers are installed on first use: supervisor and circus from PyPI into bench/.peers-venv, pm2
-from npm into bench/.node. Measured, per tool:
+from npm into bench/.node. GDOS's master and each agent run in a session of their own, as a
+service manager starts daemons (systemd gives each service its own session, so, with the kernel's
+autogroup, its own scheduling group, as each program here has); `--one-session` keeps them in
+this bench's session, as before 2026-12-08 (then 10 agents and the master shared one group's CPU
+against 100 programs' groups, a tenth of what one agent per host has against its own).
+Measured, per tool:
   start-all   from the request until the manager says all N run (GDOS: POST /systems/{id}/start
               until the operation's `succeeded` event on the event stream; supervisord:
               startAllProcesses(wait) over XML-RPC; Circus: `start` with waiting over ZeroMQ;
@@ -333,6 +338,7 @@ def bench_gdos(
     label: str = "GDOS",
     probe: bool = False,
     root: Path | None = None,
+    one_session: bool = False,
 ) -> Result:
     res = Result(label)
     work.mkdir(parents=True, exist_ok=True)
@@ -342,6 +348,7 @@ def bench_gdos(
         extra=["--log-level", LOG_LEVEL, "--heartbeat-grace", "15"],
         program=from_root(root, "master"),
     )
+    master.own_session = not one_session
     agents: list[Agent] = []
     try:
         master.launch()
@@ -358,6 +365,7 @@ def bench_gdos(
             for i in range(n_agents)
         ]
         for a in agents:
+            a.own_session = not one_session
             a.start()
         nodes: list[str] = []
         for a in agents:
@@ -480,6 +488,12 @@ def main() -> int:
     p.add_argument(
         "--root", type=Path, default=None, help="run GDOS's master and agents from this source tree"
     )
+    p.add_argument(
+        "--one-session",
+        action="store_true",
+        help="GDOS's master and agents in this bench's session (before 2026-12-08) rather than "
+        "each in a session of its own, as a service manager starts them",
+    )
     args = p.parse_args()
     if args.root:
         compile_sources(args.root)
@@ -499,6 +513,7 @@ def main() -> int:
                     args.rounds,
                     probe=probe,
                     root=args.root,
+                    one_session=args.one_session,
                 )
             else:
                 r = PEERS[tool](args.work / tool, args.n, args.rounds)

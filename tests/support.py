@@ -124,11 +124,19 @@ class Proc:
         self.cwd = cwd
         self.env = env
         self.popen: subprocess.Popen[bytes] | None = None
+        # In a session of its own, as a service manager starts a daemon (systemd: each service
+        # its own session, so its own scheduling group under the kernel's autogroup).
+        self.own_session = False
 
     def start(self) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - handed to the child
         self.popen = subprocess.Popen(
-            self.argv, cwd=self.cwd, env=self.env, stdout=log, stderr=subprocess.STDOUT
+            self.argv,
+            cwd=self.cwd,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=self.own_session,
         )
         log.close()
 

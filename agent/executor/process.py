@@ -285,11 +285,17 @@ def tree(proc: psutil.Process) -> list[psutil.Process]:
 
 def terminate_tree(procs: list[psutil.Process], fresh: bool = False) -> None:
     """Ask a tree to stop: SIGTERM to its group and each member; `taskkill /T` on Windows.
-    `fresh`: see `signal_tree`."""
+    `fresh`: see `signal_trees`."""
+    terminate_trees([procs], fresh)
+
+
+def terminate_trees(trees: Sequence[list[psutil.Process]], fresh: bool = False) -> None:
+    """`terminate_tree` for several trees, back to back."""
     if IS_WINDOWS:
-        _taskkill(procs, force=False)
+        for procs in trees:
+            _taskkill(procs, force=False)
     else:
-        signal_tree(procs, signal.SIGTERM, fresh)
+        signal_trees(trees, signal.SIGTERM, fresh)
 
 
 def kill_tree(procs: list[psutil.Process]) -> None:
@@ -304,26 +310,38 @@ def kill_tree(procs: list[psutil.Process]) -> None:
 
 
 def signal_tree(procs: list[psutil.Process], sig: int, fresh: bool = False) -> None:
-    """POSIX: signal every process of a tree; psutil refuses a PID reused since `procs` was taken.
-    The leader's group is signalled at once only when no protected process is in it. `fresh`:
-    the tree was read a moment ago, with no wait since, so the leader's PID is not checked again."""
+    """POSIX: `signal_trees` for one tree."""
+    signal_trees([procs], sig, fresh)
+
+
+def signal_trees(trees: Sequence[list[psutil.Process]], sig: int, fresh: bool = False) -> None:
+    """POSIX: signal every process of each tree; psutil refuses a PID reused since a tree was
+    taken. A leader's group is signalled at once only when no protected process is in it (the
+    protected set and its groups are read once for all the trees). `fresh`: the trees were read
+    a moment ago, with no wait since, so a leader's PID is not checked again."""
     barred = protected.protected_pids()
-    procs = [p for p in procs if p.pid not in barred]
-    leader = procs[0] if procs else None
-    group = None
-    if leader is not None:
-        with contextlib.suppress(ProcessLookupError, PermissionError, psutil.Error):
-            pgid = os.getpgid(leader.pid)
-            # No protected process may be in the group (a group signal would reach it).
-            shared = any(_pgid(pid) == pgid for pid in barred)
-            if pgid == leader.pid and not shared and (fresh or leader.is_running()):
-                os.killpg(leader.pid, sig)  # its whole session's group at once
-                group = leader.pid
-    for proc in procs:
-        with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, OSError):
-            if group is not None and os.getpgid(proc.pid) == group:
-                continue  # the group signal reached it already
-            proc.send_signal(sig)
+    barred_groups: set[int] | None = None  # read at the first group signal
+    for tree in trees:
+        procs = [p for p in tree if p.pid not in barred]
+        leader = procs[0] if procs else None
+        group = None
+        if leader is not None:
+            with contextlib.suppress(ProcessLookupError, PermissionError, psutil.Error):
+                pgid = os.getpgid(leader.pid)
+                if pgid == leader.pid and barred_groups is None:
+                    barred_groups = {g for g in map(_pgid, barred) if g is not None}
+                # No protected process may be in the group (a group signal would reach it).
+                shared = barred_groups is None or pgid in barred_groups
+                if pgid == leader.pid and not shared and (fresh or leader.is_running()):
+                    os.killpg(leader.pid, sig)  # its whole session's group at once
+                    group = leader.pid
+        for proc in procs:
+            if group is not None and proc is leader:
+                continue  # it leads the group signalled
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied, OSError):
+                if group is not None and os.getpgid(proc.pid) == group:
+                    continue  # the group signal reached it already
+                proc.send_signal(sig)
 
 
 def _pgid(pid: int) -> int | None:

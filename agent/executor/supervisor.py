@@ -27,7 +27,7 @@ from agent.executor.managed import Managed
 from agent.executor.readopt import Survivors
 from agent.executor.start import Started, StartFailed, bring_up
 from agent.executor.states import ProcessState
-from agent.executor.stop import kill_left, request_stop, wait_stopped
+from agent.executor.stop import TermBurst, kill_left, request_stop, wait_stopped
 from agent.executor.table import InstanceTable, Report
 from agent.executor.watch import Watch
 from agent.flags import DEFAULT_LOG_ROOTS
@@ -61,6 +61,7 @@ class Supervisor(InstanceTable):
         self.fetch = fetch
         self.downloads = Downloads(fetch, work_dir)
         self.watch = Watch(self, functools.partial(self._start_locked, manual=False))
+        self.terms = TermBurst()  # the SIGTERMs of the stops of one turn, sent together
 
     # -- start-up: re-adopt what survived the agent -------------------------------------------
 
@@ -284,7 +285,7 @@ class Supervisor(InstanceTable):
         timeout = launch.stop_timeout(m.spec, m.manifest)
         account = functools.partial(self.account, m.spec, m.manifest)
         folders = lambda: (self.instance_dir(m.id), self.app_dir(m))  # noqa: E731
-        await request_stop(m, procs, folders, account, timeout)
+        await request_stop(m, procs, folders, account, timeout, self.terms)
         left = await wait_stopped(m.watcher, procs, timeout)
         await saving
         m.stopping_saved = None

@@ -170,8 +170,8 @@ POSIX_ONLY = {
     "fork",
 }
 GUARDED = {
-    ("agent/executor/process.py", "signal_tree"): {"killpg", "getpgid"},
-    ("agent/executor/process.py", "_pgid"): {"getpgid"},  # only from signal_tree
+    ("agent/executor/process.py", "signal_trees"): {"killpg", "getpgid"},
+    ("agent/executor/process.py", "_pgid"): {"getpgid"},  # only from signal_trees
     ("agent/executor/runas.py", "own_user"): {"geteuid"},  # after `if IS_WINDOWS`
     ("agent/executor/runas.py", "resolve"): {"geteuid"},  # after `if IS_WINDOWS`
     # Only for another account, which resolve() never gives on Windows.
