@@ -12,7 +12,9 @@ from npm into bench/.node. GDOS's master and each agent run in a session of thei
 service manager starts daemons (systemd gives each service its own session, so, with the kernel's
 autogroup, its own scheduling group, as each program here has); `--one-session` keeps them in
 this bench's session, as before 2026-12-08 (then 10 agents and the master shared one group's CPU
-against 100 programs' groups, a tenth of what one agent per host has against its own).
+against 100 programs' groups, a tenth of what one agent per host has against its own). The
+peers' daemons get the same: supervisord and circusd in a session of their own (PM2's daemon
+detaches into one by itself); their programs stay in their daemon's session, as they place them.
 Measured, per tool:
   start-all   from the request until the manager says all N run (GDOS: POST /systems/{id}/start
               until the operation's `succeeded` event on the event stream; supervisord:
@@ -516,7 +518,7 @@ def main() -> int:
                     one_session=args.one_session,
                 )
             else:
-                r = PEERS[tool](args.work / tool, args.n, args.rounds)
+                r = PEERS[tool](args.work / tool, args.n, args.rounds, args.one_session)
         results.append(r)
         print(json.dumps(r.row()), flush=True)
     print_table(results, args)
@@ -602,10 +604,11 @@ def bare_spawn(prog: Path, logs: Path, name: str) -> int:
     )
 
 
-def bench_limit(work: Path, n: int, rounds: int) -> Result:
+def bench_limit(work: Path, n: int, rounds: int, one_session: bool = False) -> Result:
     """What the machine allows: the same N programs started by posix_spawn from this one process
     with no bookkeeping until all are alive (counted as for the peers), and stopped by one
-    SIGTERM each until all are reaped. Respawn: kill -9, reap, spawn again, in line."""
+    SIGTERM each until all are reaped. Respawn: kill -9, reap, spawn again, in line.
+    `one_session` changes nothing here: the launcher is this process, there is no daemon to place."""
     res = Result("limit")
     prog = write_prog(work)
     logs = work / "logs"
@@ -734,7 +737,7 @@ def measure_peer(
     stop()
 
 
-def bench_supervisord(work: Path, n: int, rounds: int) -> Result:
+def bench_supervisord(work: Path, n: int, rounds: int, one_session: bool = False) -> Result:
     res = Result("supervisord")
     py = ensure_python_peers()
     prog = write_prog(work)
@@ -769,6 +772,7 @@ supervisor.rpcinterface_factory = supervisor.rpcinterface:make_main_rpcinterface
         [str(py.parent / "supervisord"), "-c", str(conf)],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=not one_session,
     )
     rpc: Any = xmlrpc.client.ServerProxy(f"http://127.0.0.1:{port}/RPC2")
     try:
@@ -820,7 +824,7 @@ for line in sys.stdin:
 """
 
 
-def bench_circus(work: Path, n: int, rounds: int) -> Result:
+def bench_circus(work: Path, n: int, rounds: int, one_session: bool = False) -> Result:
     res = Result("Circus")
     py = ensure_python_peers()
     prog = write_prog(work)
@@ -854,6 +858,7 @@ check_delay = 5
         cwd=work,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
+        start_new_session=not one_session,
     )
     client = subprocess.Popen(
         [str(py), "-c", CIRCUS_CALL, endpoint],
@@ -923,7 +928,7 @@ pm2.connect((err) => {
 """
 
 
-def bench_pm2(work: Path, n: int, rounds: int) -> Result:
+def bench_pm2(work: Path, n: int, rounds: int, one_session: bool = False) -> Result:
     res = Result("PM2")
     pm2 = ensure_pm2()
     prog = write_prog(work)
@@ -980,7 +985,7 @@ def bench_pm2(work: Path, n: int, rounds: int) -> Result:
     return res
 
 
-PEERS: dict[str, Callable[[Path, int, int], Result]] = {
+PEERS: dict[str, Callable[[Path, int, int, bool], Result]] = {
     "supervisord": bench_supervisord,
     "circus": bench_circus,
     "pm2": bench_pm2,
