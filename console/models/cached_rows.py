@@ -71,6 +71,7 @@ SMALL_TABLE = 2000  # rows; up to this many, a changed sort column re-sorts at t
 RESORT_MS = 2000  # larger tables re-sort at most this often while the sorted column changes
 ORDER_WAIT = 1.0  # seconds a due re-sort may wait for the stream thread's order
 ORDER_POLL_MS = 40  # how often it looks whether that order came
+MAX_RUNS = 8  # runs of changed rows signalled apart; more: one signal over their range
 
 
 class CachedRows(QAbstractTableModel, Generic[RowT]):
@@ -371,18 +372,25 @@ class CachedRows(QAbstractTableModel, Generic[RowT]):
         roles: Sequence[int],
         gap: int = 16,
     ) -> None:
-        """Signal these rows' columns, one `dataChanged` per run of rows close together."""
+        """Signal these rows' columns, one `dataChanged` per run of rows close together; rows
+        scattered over more than `MAX_RUNS` runs get one signal over their whole range (each
+        signal costs the proxy and every view a call; views repaint only what they show)."""
         rows.sort()
-        roles_list = list(roles)
+        runs: list[tuple[int, int]] = []
         start = prev = rows[0]
         for i in rows[1:]:
             if i - prev > gap:
-                self.dataChanged.emit(
-                    self.index(start, first_col), self.index(prev, last_col), roles_list
-                )
+                runs.append((start, prev))
                 start = i
             prev = i
-        self.dataChanged.emit(self.index(start, first_col), self.index(prev, last_col), roles_list)
+        runs.append((start, prev))
+        if len(runs) > MAX_RUNS:
+            runs = [(rows[0], rows[-1])]
+        roles_list = list(roles)
+        for top, bottom in runs:
+            self.dataChanged.emit(
+                self.index(top, first_col), self.index(bottom, last_col), roles_list
+            )
 
     @property
     def order_stale(self) -> bool:
