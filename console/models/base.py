@@ -12,7 +12,7 @@ work. What views read, and the order, is `CachedRows` (cached_rows.py).
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -65,6 +65,7 @@ class RowTableModel(CachedRows[RowT]):
         """
         self.beginResetModel()
         self._live_held = False  # every cell is read again
+        self._held_rows = set()
         self._rows = [dict(r) for r in rows]
         self._texts.clear()
         self._hay.clear()
@@ -159,22 +160,33 @@ class RowTableModel(CachedRows[RowT]):
         if not pending:
             return 0
         gone = self._apply_removals(pending.removals) if pending.removals else 0
-        changed, new = self._merge(pending.changes)
+        changed, new, spans = self._merge(pending.changes)
         self._unsort_live(pending)
         added = self._insert(new)
         resorts = self.resorts
         if self.order_stale:
             self._resort_soon()
-        live = self._signal_live(pending, repainted=self.resorts != resorts)
+        repainted = self.resorts != resorts
+        self._signal_rows(spans, repainted)
+        live = self._signal_live(pending, repainted)
         applied = gone + changed + live + added
         self.flushed.emit(applied)
         if gone or changed or added:
             self.content_changed.emit()
         return applied
 
-    def _merge(self, changes: dict[str, Row]) -> tuple[int, list[Row]]:
-        """Merge changes into their rows and signal them, grouped by the span of columns that
-        really changed. Returns (rows signalled, new rows)."""
+    def _resort_due(self) -> None:
+        """Changes queued meanwhile are applied with the re-sort: one repaint for both."""
+        if self._pending:
+            self.flush()
+        else:
+            self._resort_when_ready()
+
+    def _merge(
+        self, changes: dict[str, Row]
+    ) -> tuple[int, list[Row], dict[tuple[int, int], list[int]]]:
+        """Merge changes into their rows, grouped by the span of columns that really changed.
+        Returns (rows changed, new rows, the rows of each span: see _signal_rows)."""
         spans: dict[tuple[int, int], list[int]] = {}
         new: list[Row] = []
         resorted: list[str] = []  # rows whose sort key may have changed
@@ -198,10 +210,20 @@ class RowTableModel(CachedRows[RowT]):
                 spans.setdefault(span, []).append(i)
                 if span[0] <= sort_col <= span[1]:
                     resorted.append(key)
-        for (first_col, last_col), signalled in spans.items():
-            self._emit_changed(signalled, first_col, last_col, (DISPLAY, FOREGROUND, TOOLTIP))
         self._unsort(resorted)
-        return sum(len(s) for s in spans.values()), new
+        return sum(len(s) for s in spans.values()), new, spans
+
+    def _signal_rows(self, spans: dict[tuple[int, int], list[int]], repainted: bool) -> None:
+        """Signal merged rows, unless a re-sort just signalled every row (`repainted`) or a
+        due one waits for the stream thread's order: then they wait with it (by key)."""
+        if repainted or not spans:
+            return
+        if self.awaiting_order:
+            keys = self._keys
+            self._held_rows.update(keys[i] for rows in spans.values() for i in rows)
+            return
+        for (first_col, last_col), rows in spans.items():
+            self._emit_changed(rows, first_col, last_col, (DISPLAY, FOREGROUND, TOOLTIP))
 
     def _unsort_live(self, pending: _Pending) -> None:
         """Rows with new figures may be out of place when sorted by a live column."""
@@ -286,23 +308,3 @@ class RowTableModel(CachedRows[RowT]):
         if len(self._span_cache) < 1024:
             self._span_cache[fields] = span
         return span
-
-    def _emit_changed(
-        self,
-        rows: list[int],
-        first_col: int,
-        last_col: int,
-        roles: Sequence[int],
-        gap: int = 16,
-    ) -> None:
-        rows.sort()
-        roles_list = list(roles)
-        start = prev = rows[0]
-        for i in rows[1:]:
-            if i - prev > gap:
-                self.dataChanged.emit(
-                    self.index(start, first_col), self.index(prev, last_col), roles_list
-                )
-                start = i
-            prev = i
-        self.dataChanged.emit(self.index(start, first_col), self.index(prev, last_col), roles_list)

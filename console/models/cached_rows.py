@@ -15,8 +15,9 @@ headers and scroll bars their layout pass and a full repaint.
 
 By a live column, with the stream thread attached (`attach_order`), the stream thread works the
 new order out and a re-sort swaps it in (live_order.py); a due re-sort waits a little for it
-while a burst of samples is still arriving. The new figures wait with it: the view repaints
-once, with the new order and figures, instead of the figures first and every row again after.
+while a burst of samples is still arriving. The new figures, and rows changed meanwhile, wait
+with it, and changes queued when it comes are applied with it: the view repaints once, with the
+new order, figures and rows, instead of those first and every row again after.
 """
 
 from __future__ import annotations
@@ -70,6 +71,7 @@ SMALL_TABLE = 2000  # rows; up to this many, a changed sort column re-sorts at t
 RESORT_MS = 2000  # larger tables re-sort at most this often while the sorted column changes
 ORDER_WAIT = 1.0  # seconds a due re-sort may wait for the stream thread's order
 ORDER_POLL_MS = 40  # how often it looks whether that order came
+MAX_RUNS = 8  # runs of changed rows signalled apart; more: one signal over their range
 
 
 class CachedRows(QAbstractTableModel, Generic[RowT]):
@@ -112,13 +114,16 @@ class CachedRows(QAbstractTableModel, Generic[RowT]):
         self._resort_timer = QTimer(self)
         self._resort_timer.setSingleShot(True)
         self._resort_ms = resort_ms
-        self._resort_timer.timeout.connect(self._resort_when_ready)
+        self._resort_timer.timeout.connect(self._resort_due)
         # While the stream thread is about to deliver the order, a due re-sort waits for it.
         self._order_timer = QTimer(self)
         self._order_timer.setSingleShot(True)
-        self._order_timer.timeout.connect(self._resort_when_ready)
+        self._order_timer.timeout.connect(self._resort_due)
         self._due_at: float | None = None  # when the re-sort waiting for it became due
-        self._live_held = False  # new figures not signalled yet: the re-sort will signal them
+        # Not signalled yet, because the re-sort that is due signals every row: new figures,
+        # and rows changed meanwhile (by key: rows may come and go before it).
+        self._live_held = False
+        self._held_rows: set[str] = set()
         self._resorted_at = 0.0
         self.resorts = 0  # how many times the order was brought up to date
         self.stale = False  # the last known state, not live: every cell is greyed
@@ -315,6 +320,10 @@ class CachedRows(QAbstractTableModel, Generic[RowT]):
         elif not self._resort_timer.isActive():
             self._resort_timer.start(int((interval - since) * 1000) + 500)
 
+    def _resort_due(self) -> None:
+        """The re-sort timer or the wait for the stream thread's order is over."""
+        self._resort_when_ready()
+
     def _resort_when_ready(self) -> None:
         """Re-sort now, or a moment later when the stream thread is still working the order
         out (a burst of samples not over yet), for at most `ORDER_WAIT` seconds."""
@@ -340,7 +349,13 @@ class CachedRows(QAbstractTableModel, Generic[RowT]):
         return self._order_timer.isActive()
 
     def _release_live(self) -> None:
-        """Signal the live columns held for a re-sort that moved nothing."""
+        """Signal the live columns and the rows held for a re-sort that moved nothing."""
+        if self._held_rows:
+            index = self._index
+            held = [i for k in self._held_rows if (i := index.get(k)) is not None]
+            self._held_rows = set()
+            if held:
+                self._emit_changed(held, 0, self._ncols - 1, (DISPLAY, FOREGROUND, TOOLTIP))
         if self._live_held:
             self._live_held = False
             if self._rows and self._live_cols:
@@ -348,6 +363,34 @@ class CachedRows(QAbstractTableModel, Generic[RowT]):
                 self.dataChanged.emit(
                     self.index(0, first), self.index(len(self._rows) - 1, last), [DISPLAY]
                 )
+
+    def _emit_changed(
+        self,
+        rows: list[int],
+        first_col: int,
+        last_col: int,
+        roles: Sequence[int],
+        gap: int = 16,
+    ) -> None:
+        """Signal these rows' columns, one `dataChanged` per run of rows close together; rows
+        scattered over more than `MAX_RUNS` runs get one signal over their whole range (each
+        signal costs the proxy and every view a call; views repaint only what they show)."""
+        rows.sort()
+        runs: list[tuple[int, int]] = []
+        start = prev = rows[0]
+        for i in rows[1:]:
+            if i - prev > gap:
+                runs.append((start, prev))
+                start = i
+            prev = i
+        runs.append((start, prev))
+        if len(runs) > MAX_RUNS:
+            runs = [(rows[0], rows[-1])]
+        roles_list = list(roles)
+        for top, bottom in runs:
+            self.dataChanged.emit(
+                self.index(top, first_col), self.index(bottom, last_col), roles_list
+            )
 
     @property
     def order_stale(self) -> bool:
@@ -405,6 +448,7 @@ class CachedRows(QAbstractTableModel, Generic[RowT]):
             self._release_live()
             return  # nothing moved: no layout change for views and proxies to redo
         self._live_held = False  # every row is signalled below
+        self._held_rows = set()
         if self._quiet_reorder():
             self.about_to_reorder.emit()
             self._move(order, ready)

@@ -33,7 +33,11 @@ Event = tuple[str, Any]
 
 
 MANY = 512  # changed targets in one drain from which "everything may have changed" is cheaper
-ORDER_QUIET = 0.01  # seconds without a new sample before the stream thread works out the order
+# Seconds without a new sample before the stream thread works out the order: as long as the GUI
+# thread waits before it drains (session.DRAIN_MS), so both see the same end of a burst; shorter,
+# frames of one burst more than this apart had the order swapped in before the last ones came,
+# and the view painted the re-sort tick twice.
+ORDER_QUIET = 0.03
 
 
 class LiveFigures:

@@ -305,3 +305,53 @@ async def test_new_figures_wait_with_the_resort_so_the_view_repaints_once() -> N
         assert cpu == sorted(cpu, reverse=True)
     finally:
         live.order.attend(None)
+
+
+async def test_rows_changed_while_a_resort_waits_are_signalled_with_it_once() -> None:
+    """A state change merged while the re-sort waits for the stream thread's order, and one
+    still queued when that order comes, reach the view in the re-sort's one signal; with
+    nothing to move, the held row is signalled on its own."""
+    _app()
+    live = LiveFigures()
+    model = _model(live)
+    live.order.attend(lambda: None)  # a stream thread attends (this test computes for it)
+    try:
+        _stream_side(live, _samples(5), compute=True)
+        model.live_changed(live.take())
+        model.flush()
+        assert model.ready_resorts == 1
+        seen = _signals(model)
+        every_row = (0, 0, ROWS - 1, model.columnCount() - 1)
+        first, second = model.key_at(10), model.key_at(20)
+
+        _stream_side(live, _samples(6), compute=False)
+        model.live_changed(live.take())
+        model.update({"id": first, "state": "stopping"})
+        model.flush()  # merged now, signalled with the re-sort
+        assert model.awaiting_order and seen == []
+        assert model.row(first)["state"] == "stopping"  # type: ignore[index]
+        model.update({"id": second, "state": "starting"})  # queued: the next tick's
+        _on_a_thread(live.order.compute)
+        await until(lambda: model.resorts > 1, what="the re-sort")
+        assert seen == [every_row] and model.ready_resorts == 2
+        assert model.row(second)["state"] == "starting"  # type: ignore[index]
+        assert not model._pending and not model._held_rows
+
+        # The same figures again: nothing moves; the held row is signalled, then the figures.
+        seen.clear()
+        _stream_side(live, {k: dict(v) for k, v in _samples(6).items()}, compute=False)
+        model.live_changed(live.take())
+        model.update({"id": first, "state": "running"})
+        model.flush()
+        assert model.awaiting_order and seen == []
+        _on_a_thread(live.order.compute)
+        await until(lambda: len(seen) == 2, what="the held row and figures")
+        row = model.row_of(first)
+        live_first, live_last = model.live_columns[0], model.live_columns[-1]
+        assert seen == [
+            (row, 0, row, model.columnCount() - 1),
+            (0, live_first, ROWS - 1, live_last),
+        ]
+        assert model.resorts == 2
+    finally:
+        live.order.attend(None)

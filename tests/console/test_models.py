@@ -324,6 +324,22 @@ def test_sparse_updates_give_one_signal_per_run_and_removals_keep_index():
     assert model.row("i10") is None
 
 
+def test_rows_scattered_over_many_runs_are_one_signal_over_their_range():
+    """A tick's state changes of rows all over a large table: one signal, not one per run
+    (views repaint only what they show of it)."""
+    _app()
+    model = tables.InstanceTableModel(tick_ms=1000)
+    model.set_rows([{"id": f"i{n}", "name": f"i{n}"} for n in range(10_000)])
+    changed = []
+    model.dataChanged.connect(lambda a, b, roles=None: changed.append((a.row(), b.row())))
+    scattered = [37 + 97 * n for n in range(100)]
+    for n in scattered:
+        model.update({"id": f"i{n}", "state": "stopping"})
+    model.flush()
+    assert changed == [(scattered[0], scattered[-1])]
+    assert model.row(f"i{scattered[50]}")["state"] == "stopping"
+
+
 def test_filter_proxy_sorts_numbers_as_numbers_and_filters_text():
     _app()
     model = tables.InstanceTableModel(tick_ms=0)
