@@ -9,6 +9,7 @@ import os
 import shutil
 import subprocess
 import tempfile
+import time
 from pathlib import Path
 
 from tests.support import free_port
@@ -121,9 +122,27 @@ class Cluster:
         returns its SQLAlchemy URL."""
         self._seq += 1
         name = f"t_{self._seq}"
-        copy = f' TEMPLATE "{template.rsplit("/", 1)[1]}" STRATEGY FILE_COPY' if template else ""
-        self.execute(f'CREATE DATABASE "{name}"{copy}')
-        return self.url(name)
+        if template is None:
+            self.execute(f'CREATE DATABASE "{name}"')
+            return self.url(name)
+        import psycopg
+
+        source = template.rsplit("/", 1)[1]
+        # A test that used the template may leave a session closing behind it (a pool's or a
+        # listener's connection ends after its engine): the copy refuses while one is there.
+        self.execute(
+            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+            f"WHERE datname = '{source}' AND pid <> pg_backend_pid()"
+        )
+        for attempt in range(50):
+            try:
+                self.execute(f'CREATE DATABASE "{name}" TEMPLATE "{source}" STRATEGY FILE_COPY')
+                return self.url(name)
+            except psycopg.errors.ObjectInUse:
+                if attempt == 49:
+                    raise
+                time.sleep(0.1)  # the terminated session is still going away
+        raise AssertionError("not reached: the last attempt raises")
 
     def drop_database(self, url: str) -> None:
         name = url.rsplit("/", 1)[1]
