@@ -280,6 +280,14 @@ class MetricsService:
         self._wanted_ids: frozenset[str] = frozenset()
         hub.listen("instance", self._on_gone(instance_key))
         hub.listen("node", self._on_gone(node_key))
+        hub.listen("node", self._on_node)
+
+    def _on_node(self, data: dict[str, Any]) -> None:
+        """A node no longer online here (or removed) drops the series kept for its rows: a
+        node that sends no more keeps no evicted series alive. Found again at its next message."""
+        node_id = data.get("id")
+        if isinstance(node_id, str) and data.get("status") != "online":
+            self._rows.pop(node_id, None)
 
     def _on_gone(self, key_of: Callable[[str], str]) -> Callable[[dict[str, Any]], None]:
         """A destroyed instance or a removed node: its series go at once, not at eviction."""

@@ -2,6 +2,7 @@
 
 import math
 import random
+import time
 from array import array
 
 import pytest
@@ -261,3 +262,23 @@ def test_a_series_evicted_by_another_nodes_rows_is_made_again_for_the_same_rows(
     now[0] += 1
     send("n1", "a")  # the same rows as before: stored all the same
     assert svc.latest(metrics.instance_key("a")) == (int(now[0]), [1.0, 1.0, 2.0, 3.0, now[0] - T0])
+
+
+def test_news_of_a_node_lets_go_of_the_series_kept_for_its_rows():
+    """An offline node sends no more rows: what ingest kept for them must not keep its series
+    alive once the store evicts them."""
+    from master.hub import Hub
+    from master.services import metrics
+    from master.services.directory import Directory, InstanceInfo
+    from protocol.messages import Metrics
+
+    hub = Hub()
+    directory = Directory(hub)
+    directory._put(InstanceInfo("a", "n1", "s", "a", "running"))
+    svc = metrics.MetricsService(MetricsStore(), directory, hub)
+    svc.ingest("n1", Metrics(ts=time.time(), instances=[("a", 1.0, 2.0, 3.0, 4.0, 5.0)]))
+    assert svc._rows["n1"].series == (svc.store.get(metrics.instance_key("a")),)
+    hub.publish("node", {"id": "n1", "status": "online", "load": {}})  # its load: kept
+    assert "n1" in svc._rows
+    hub.publish("node", {"id": "n1", "status": "offline"})
+    assert "n1" not in svc._rows
