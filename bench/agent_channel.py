@@ -228,10 +228,12 @@ def limits(message: str, repeat: int = 5, number: int = 2000) -> dict[str, float
     return {"json_loads": min(timer.repeat(repeat, number)) / number * 1e6}
 
 
-async def handler_alone(agents: int, processes: int, messages: int) -> float:
+async def handler_alone(agents: int, processes: int, messages: int, warm: int = 21) -> float:
     """CPU µs per message of the master's handler alone (no sockets), in this process, on a
     real `Services` (SQLite in a temporary directory) with the same fleet, rule and console
-    keys: what the transport adds is the socket figure minus this one."""
+    keys: what the transport adds is the socket figure minus this one. The first `warm` turns
+    are not measured: the series are created and each closes its first (partial) block, so the
+    measured turns close blocks as a fleet's steady state does (whole ones, one per 20 s)."""
     from master.api.agent_inbox import Inbox
     from master.config import Settings
     from master.db import models
@@ -286,7 +288,7 @@ async def handler_alone(agents: int, processes: int, messages: int) -> float:
             )
             texts = [
                 [(ib, sim.metrics_text(first + k)) for ib, sim in inboxes]
-                for k in range(messages + 1)
+                for k in range(warm + messages)
             ]
 
             def feed(k: int) -> None:
@@ -296,9 +298,10 @@ async def handler_alone(agents: int, processes: int, messages: int) -> float:
                 while not sub.queue.empty():
                     sub.queue.get_nowait()
 
-            feed(0)  # the series are created (not measured, as over the sockets)
+            for k in range(warm):
+                feed(k)
             c0 = time.process_time()
-            for k in range(1, messages + 1):
+            for k in range(warm, warm + messages):
                 feed(k)
             used = time.process_time() - c0
         finally:

@@ -24,6 +24,7 @@ from array import array
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any
 
 from master.hub import Hub
@@ -186,6 +187,7 @@ class MetricsStore:
         self.series_map: OrderedDict[str, Series] = OrderedDict()
         self.evicted = 0
         self.dropped_old = 0
+        self.removed = 0  # series evicted or dropped so far: what callers' references go stale by
 
     def __len__(self) -> int:
         return len(self.series_map)
@@ -202,22 +204,29 @@ class MetricsStore:
     def add(self, key: str, width: int, sec: int, values: Sequence[Any], offset: int = 0) -> None:
         series = self.series_map.get(key)
         if series is None:
-            if len(self.series_map) >= self.max_series:
-                self.series_map.popitem(last=False)
-                self.evicted += 1
-            series = self.series_map[key] = Series(
-                width, self.fine_slots, self.coarse_slots, hash(key), SCALES.get(width)
-            )
+            series = self.create(key, width)
         else:
             self.series_map.move_to_end(key)
         if not series.add(sec, values, offset):
             self.dropped_old += 1
 
+    def create(self, key: str, width: int) -> Series:
+        """A new, empty series for `key` (the stalest one evicted at the cap)."""
+        if len(self.series_map) >= self.max_series:
+            self.series_map.popitem(last=False)
+            self.evicted += 1
+            self.removed += 1
+        series = self.series_map[key] = Series(
+            width, self.fine_slots, self.coarse_slots, hash(key), SCALES.get(width)
+        )
+        return series
+
     def get(self, key: str) -> Series | None:
         return self.series_map.get(key)
 
     def drop(self, key: str) -> None:
-        self.series_map.pop(key, None)
+        if self.series_map.pop(key, None) is not None:
+            self.removed += 1
 
     def items(self) -> list[tuple[str, Series]]:
         return list(self.series_map.items())  # a snapshot: safe to walk while ingest goes on
@@ -238,6 +247,18 @@ def _sample(fields: Sequence[str], ts: float, values: Sequence[float]) -> dict[s
     return out
 
 
+class _Rows:
+    """A node's instance rows as its last message had them: ids and series, in row order."""
+
+    __slots__ = ("ids", "removed", "series")
+
+    def __init__(self, ids: tuple[str, ...], series: tuple[Series, ...], removed: int) -> None:
+        self.ids, self.series, self.removed = ids, series, removed
+
+
+_first = itemgetter(0)
+
+
 class MetricsService:
     """Ingest from agents, queries for the API, live `metrics:<id>` events, health counters."""
 
@@ -253,11 +274,20 @@ class MetricsService:
         self._rate_at = time.monotonic()
         self._rate_base = 0
         self._master_clock: set[str] = set()  # nodes whose samples the master's clock stamps
+        self._rows: dict[str, _Rows] = {}  # per node: its last message's rows' series
         # The ids in the hub's `metrics:<id>` keys, derived once per change of its key set.
         self._wanted_keys: frozenset[str] = frozenset()
         self._wanted_ids: frozenset[str] = frozenset()
         hub.listen("instance", self._on_gone(instance_key))
         hub.listen("node", self._on_gone(node_key))
+        hub.listen("node", self._on_node)
+
+    def _on_node(self, data: dict[str, Any]) -> None:
+        """A node no longer online here (or removed) drops the series kept for its rows: a
+        node that sends no more keeps no evicted series alive. Found again at its next message."""
+        node_id = data.get("id")
+        if isinstance(node_id, str) and data.get("status") != "online":
+            self._rows.pop(node_id, None)
 
     def _on_gone(self, key_of: Callable[[str], str]) -> Callable[[dict[str, Any]], None]:
         """A destroyed instance or a removed node: its series go at once, not at eviction."""
@@ -266,6 +296,7 @@ class MetricsService:
             if data.get("deleted") and isinstance(data.get("id"), str):
                 self.store.drop(key_of(data["id"]))
                 self._master_clock.discard(data["id"])
+                self._rows.pop(data["id"], None)
 
         return listener
 
@@ -277,25 +308,24 @@ class MetricsService:
         if msg.node is not None:
             store.add("n:" + node_id, NODE_WIDTH, sec, msg.node)
             count += 1
-        owned = self.directory.owned_by(node_id)
         rows = msg.instances
-        accepted = [row for row in rows if row[0] in owned]
-        self.rejected += len(rows) - len(accepted)
-        series_map = store.series_map
-        for row in accepted:  # MetricsStore.add and Series.add, inlined: the hottest loop
-            key = "i:" + row[0]
-            series = series_map.get(key)
-            if series is None:
-                store.add(key, INSTANCE_WIDTH, sec, row, 1)
-                continue
-            at = sec - series.phase
+        ids = tuple(map(_first, rows))
+        owned = self.directory.owned_by(node_id)
+        if owned.issuperset(ids):
+            accepted = rows
+        else:
+            accepted = [row for row in rows if row[0] in owned]
+            ids = tuple(map(_first, accepted))
+            self.rejected += len(rows) - len(accepted)
+        for series, row in zip(self._series_of(node_id, ids), accepted, strict=True):
+            at = sec - series.phase  # MetricsStore.add and Series.add, inlined: the hottest loop
             if series.last < at < series.end:  # within the open block: one write in place
                 _, cpu, rss, read, write, threads = row
                 offset = (at - series.start) * ROW_BYTES
                 _pack_instance(series.raw, offset, cpu, rss, read, write, threads)
                 series.last = at
                 continue
-            series_map.move_to_end(key)  # recency is kept per block, not per row
+            store.series_map.move_to_end("i:" + row[0])  # recency is kept per block, not per row
             if not series.add(sec, row, 1):
                 store.dropped_old += 1
         count += len(accepted)
@@ -307,6 +337,26 @@ class MetricsService:
             self._publish(node_id, ts, msg, accepted, wanted)
         if self.on_samples is not None and accepted:
             self.on_samples(node_id, ts, msg.interval, accepted)
+
+    def _series_of(self, node_id: str, ids: tuple[str, ...]) -> tuple[Series, ...]:
+        """The series of `ids`, in their order. An agent sends its rows in the same order every
+        time, so the list found for a node's last message is kept and reused while its ids
+        are the same and no series was removed since: no key built or looked up per row."""
+        store = self.store
+        held = self._rows.get(node_id)
+        if held is not None and held.removed == store.removed and held.ids == ids:
+            return held.series
+        removed = store.removed  # before: a series this creates may evict one of the others
+        instances, series_map = self.directory.instances, store.series_map
+        found = []
+        for iid in ids:
+            key = "i:" + iid
+            series = series_map.get(key)
+            found.append(series if series is not None else store.create(key, INSTANCE_WIDTH))
+        # The directory's id strings, not the message's: the same text, held once.
+        kept = tuple(info.id if (info := instances.get(iid)) is not None else iid for iid in ids)
+        held = self._rows[node_id] = _Rows(kept, tuple(found), removed)
+        return held.series
 
     def _stamp(self, node_id: str, sent: float) -> float:
         """The second a message's samples are stored at: the agent's own clock, or the master's

@@ -197,6 +197,24 @@ def test_each_operator_reads_its_own_metric_from_the_row(world, metric, op, thre
     assert list(world.engine.tracks) == [(rule_id, "i1")]  # the quiet one holds no track
 
 
+def test_a_good_sample_ends_a_pending_breach_though_nothing_breaches_any_more(world):
+    """Messages in which no row breaches skip the rows, unless a row's target has a track:
+    a value back on the good side must still end its pending breach."""
+    world.add_rule(metric="cpu_percent", op=">", threshold=50, for_seconds=30)
+    world.online("n1")
+    for iid in ("i1", "i2"):
+        world.instance(iid, "running")
+    world.engine.observe_samples("n1", time.time(), 1.0, [("i1", 95.0, 1e6, 0, 0, 1)])
+    assert world.engine.tracks.targets == {"i1": 1} and world.engine.armed
+    world.engine.observe_samples(
+        "n1", time.time(), 1.0, [("i2", 5.0, 1e6, 0, 0, 1), ("i1", 5.0, 1e6, 0, 0, 1)]
+    )
+    assert world.engine.tracks == {} and world.engine.tracks.targets == {}
+    assert not world.engine.armed  # the tick has nothing left to fire 30 s on
+    world.flush(time.time() + 60)
+    assert world.events == []
+
+
 def test_a_restarted_engine_continues_a_firing_alert_instead_of_duplicating_it(world):
     world.add_rule(metric="rss_bytes", op=">", threshold=1000, for_seconds=0, resolve_for_seconds=0)
     world.online("n1")

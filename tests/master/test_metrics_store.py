@@ -2,6 +2,7 @@
 
 import math
 import random
+import time
 from array import array
 
 import pytest
@@ -185,3 +186,99 @@ def test_series_share_their_block_numbers_and_read_back_the_same_rows():
         (sec, float(sec % 97)) for sec in range(T0 + 340, T0 + 460)
     ]
     assert first.read(T0)[:3] == want[:3]  # the minutes before it
+
+
+def test_a_nodes_rows_reach_their_series_after_evictions_moves_and_reordering(monkeypatch):
+    """Ingest keeps each node's row order and series between messages: a series evicted or
+    dropped, an instance moved to another node or rows in another order must not send a row
+    to a stale or wrong series."""
+    from master.hub import Hub
+    from master.services import metrics
+    from master.services.directory import Directory, InstanceInfo
+    from protocol.messages import Metrics
+
+    hub = Hub()
+    directory = Directory(hub)
+    for iid in ("a", "b", "c"):
+        directory._put(InstanceInfo(iid, "n1", "s", iid, "running"))
+    svc = metrics.MetricsService(MetricsStore(max_series=3), directory, hub)
+    now = [float(T0 + 1000)]
+    monkeypatch.setattr(metrics.time, "time", lambda: now[0])
+
+    def send(*ids: str) -> None:
+        now[0] += 1
+        rows = [(iid, float(ord(iid)), 1.0, 2.0, 3.0, now[0] - T0) for iid in ids]
+        svc.ingest("n1", Metrics(ts=now[0], instances=rows))
+
+    def newest(iid: str) -> list[float] | None:
+        found = svc.latest(metrics.instance_key(iid))
+        return None if found is None else found[1]
+
+    send("a", "b", "c")
+    send("a", "b", "c")
+    assert newest("a") == [ord("a"), 1.0, 2.0, 3.0, now[0] - T0]
+    send("c", "b", "a")  # another order: each row still to its own series
+    assert [newest(i)[0] for i in "abc"] == [ord(i) for i in "abc"]
+    hub.publish("instance", {"id": "b", "deleted": True})  # its series goes
+    directory.remove_instance("b")
+    send("c", "a")
+    assert newest("b") is None and newest("a")[4] == now[0] - T0
+    # A new instance evicts the stalest series at the cap of 3 ("a": written least recently).
+    directory._put(InstanceInfo("d", "n1", "s", "d", "running"))
+    send("c", "d")
+    send("c", "d", "e")  # "e" is not the node's: rejected, not stored
+    assert newest("e") is None and svc.rejected == 1
+    send("a", "c", "d")  # "a" was evicted by "d"'s series: a new series, and a row in it
+    assert newest("a")[4] == now[0] - T0 and newest("d")[4] == now[0] - T0
+    directory._put(InstanceInfo("c", "n2", "s", "c", "running"))  # moved to another node
+    send("a", "c", "d")
+    assert newest("c")[4] == now[0] - T0 - 1 and svc.rejected == 2
+
+
+def test_a_series_evicted_by_another_nodes_rows_is_made_again_for_the_same_rows(monkeypatch):
+    from master.hub import Hub
+    from master.services import metrics
+    from master.services.directory import Directory, InstanceInfo
+    from protocol.messages import Metrics
+
+    hub = Hub()
+    directory = Directory(hub)
+    for iid, node in (("a", "n1"), ("x", "n2"), ("y", "n2"), ("z", "n2")):
+        directory._put(InstanceInfo(iid, node, "s", iid, "running"))
+    svc = metrics.MetricsService(MetricsStore(max_series=3), directory, hub)
+    now = [float(T0 + 1000)]
+    monkeypatch.setattr(metrics.time, "time", lambda: now[0])
+
+    def send(node: str, *ids: str) -> None:
+        rows = [(iid, 1.0, 1.0, 2.0, 3.0, now[0] - T0) for iid in ids]
+        svc.ingest(node, Metrics(ts=now[0], instances=rows))
+
+    for _ in range(2):
+        now[0] += 1
+        send("n1", "a")
+        send("n2", "x", "y")
+    send("n2", "z")  # a fourth series: "a", the stalest, is evicted
+    assert svc.latest(metrics.instance_key("a")) is None
+    now[0] += 1
+    send("n1", "a")  # the same rows as before: stored all the same
+    assert svc.latest(metrics.instance_key("a")) == (int(now[0]), [1.0, 1.0, 2.0, 3.0, now[0] - T0])
+
+
+def test_news_of_a_node_lets_go_of_the_series_kept_for_its_rows():
+    """An offline node sends no more rows: what ingest kept for them must not keep its series
+    alive once the store evicts them."""
+    from master.hub import Hub
+    from master.services import metrics
+    from master.services.directory import Directory, InstanceInfo
+    from protocol.messages import Metrics
+
+    hub = Hub()
+    directory = Directory(hub)
+    directory._put(InstanceInfo("a", "n1", "s", "a", "running"))
+    svc = metrics.MetricsService(MetricsStore(), directory, hub)
+    svc.ingest("n1", Metrics(ts=time.time(), instances=[("a", 1.0, 2.0, 3.0, 4.0, 5.0)]))
+    assert svc._rows["n1"].series == (svc.store.get(metrics.instance_key("a")),)
+    hub.publish("node", {"id": "n1", "status": "online", "load": {}})  # its load: kept
+    assert "n1" in svc._rows
+    hub.publish("node", {"id": "n1", "status": "offline"})
+    assert "n1" not in svc._rows

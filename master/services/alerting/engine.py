@@ -23,6 +23,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any, Protocol
 
 from sqlalchemy import exists, select
@@ -41,6 +42,7 @@ from master.services.alerting.outbox import AlertOutbox
 from master.services.alerting.rules import Rule, breach_test, from_row
 from master.services.alerting.scope import applies_instance, applies_node, covers, target_of
 from master.services.alerting.serializers import alert_out
+from master.services.alerting.tracks import Tracks
 from master.services.alerting.webhooks import Notifier
 from master.services.directory import Directory
 
@@ -53,6 +55,7 @@ SYNC_EVERY = 1.0  # several masters: seconds between reads of nodes, rules and s
 Key = tuple[str, str]  # (rule id, target id)
 # A numeric rule as a sample row meets it: the rule, the row column, its breach test, threshold.
 NumericCheck = tuple[Rule, int, Callable[[Any, Any], Any], Any]
+_first, _CPU, _RSS = itemgetter(0), itemgetter(1), itemgetter(2)  # a sample row's columns
 ELSEWHERE = "online elsewhere"  # a node's status as seen here while another master holds it
 
 
@@ -88,7 +91,7 @@ class AlertEngine:
         self.outbox.on_lost = self._lost
         self.lease: Lease = lease or LocalLease()
         self.rules: dict[str, Rule] = {}
-        self.tracks: dict[Key, Track] = {}
+        self.tracks = Tracks()
         self.armed: set[Key] = set()
         self.open: dict[str, AlertRecord] = {}  # firing alerts by id
         self.silences: dict[str, SilenceRecord] = {}
@@ -248,8 +251,10 @@ class AlertEngine:
         self, node_id: str, ts: float, interval: float, rows: list[tuple[Any, ...]]
     ) -> None:
         """Instance rows of one `metrics` message (hot path)."""
-        if not self._numeric:
+        if not self._numeric or not rows:
             return
+        if self.tracks.targets.keys().isdisjoint(map(_first, rows)) and not self._any_breach(rows):
+            return  # no row has a track, none breaches a rule: nothing to start or follow
         now = time.time()  # master time, like the tick's: agent clocks may be off
         since = now - interval
         fresh_for = interval * 2.5 + 1.0
@@ -270,6 +275,24 @@ class AlertEngine:
                     track = tracks[key] = Track()
                 step = evaluator.observe(rule, track, value, now, since, fresh_for)
                 self._after(rule, key, track, step, now)
+
+    def _any_breach(self, rows: list[tuple[Any, ...]]) -> bool:
+        """Whether a row breaches a numeric rule, whatever the rule's scope: one C pass over
+        a column per rule (the extreme value for `>` and `<`)."""
+        for rule in self._numeric:
+            values = list(map(_CPU if rule.metric == "cpu_percent" else _RSS, rows))
+            op, threshold = rule.op, rule.threshold
+            if op == ">":
+                hit = max(values) > threshold
+            elif op == "<":
+                hit = min(values) < threshold
+            elif op == "==":
+                hit = threshold in values
+            else:
+                hit = values.count(threshold) != len(values)
+            if hit:
+                return True
+        return False
 
     def _numeric_for(self, instance_id: str) -> tuple[NumericCheck, ...]:
         info = self.directory.instances.get(instance_id)
