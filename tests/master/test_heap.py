@@ -75,12 +75,8 @@ def test_no_full_walk_before_the_interval_however_the_frozen_set_grows(
     assert not any(o is grown[0] for o in gc.get_objects())  # frozen all the same
 
 
-def test_full_collections_do_not_count_the_frozen_set_before_the_interval(
-    restored_gc: None, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """Counting the frozen set walks all of it: a take-over's full collections, one after
-    another, must not each pay that walk (the freezing is there to avoid it)."""
-    settle_heap(interval=3600)
+def _counts_after_five_full_collections(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per count of the frozen set (`gc.get_freeze_count`) over five full collections."""
     counts: list[int] = []
     real = gc.get_freeze_count
 
@@ -91,6 +87,16 @@ def test_full_collections_do_not_count_the_frozen_set_before_the_interval(
     monkeypatch.setattr(gc, "get_freeze_count", counted)
     for _ in range(5):
         gc.collect()
+    return counts
+
+
+def test_full_collections_do_not_count_the_frozen_set_before_the_interval(
+    restored_gc: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Counting the frozen set walks all of it: a take-over's full collections, one after
+    another, must not each pay that walk (the freezing is there to avoid it)."""
+    settle_heap(interval=3600)
+    counts = _counts_after_five_full_collections(monkeypatch)
     assert counts == []
 
 
@@ -99,16 +105,7 @@ def test_past_the_interval_the_frozen_set_is_counted_at_most_every_count_every(
 ) -> None:
     freezer = settle_heap(interval=3600)
     freezer.walked_at -= 3600  # the interval has passed
-    counts: list[int] = []
-    real = gc.get_freeze_count
-
-    def counted() -> int:
-        counts.append(1)
-        return real()
-
-    monkeypatch.setattr(gc, "get_freeze_count", counted)
-    for _ in range(5):
-        gc.collect()
+    counts = _counts_after_five_full_collections(monkeypatch)
     assert counts == [1]  # once, then not before COUNT_EVERY
     assert not freezer.full_walk_pending
 
