@@ -268,16 +268,23 @@ def _signals(model: tables.InstanceTableModel) -> list[tuple[int, int, int, int]
     return seen
 
 
-async def test_new_figures_wait_with_the_resort_so_the_view_repaints_once() -> None:
+def _resorted_once() -> tuple[LiveFigures, tables.InstanceTableModel]:
+    """A model sorted once with the stream thread's order, a stream thread attending (the test
+    computes for it, and detaches it with `live.order.attend(None)`)."""
     _app()
     live = LiveFigures()
     model = _model(live)
-    live.order.attend(lambda: None)  # a stream thread attends (this test computes for it)
+    live.order.attend(lambda: None)
+    _stream_side(live, _samples(5), compute=True)
+    model.live_changed(live.take())
+    model.flush()
+    assert model.ready_resorts == 1
+    return live, model
+
+
+async def test_new_figures_wait_with_the_resort_so_the_view_repaints_once() -> None:
+    live, model = _resorted_once()
     try:
-        _stream_side(live, _samples(5), compute=True)
-        model.live_changed(live.take())
-        model.flush()
-        assert model.ready_resorts == 1
         seen = _signals(model)
         every_row = (0, 0, ROWS - 1, model.columnCount() - 1)
 
@@ -311,15 +318,8 @@ async def test_rows_changed_while_a_resort_waits_are_signalled_with_it_once() ->
     """A state change merged while the re-sort waits for the stream thread's order, and one
     still queued when that order comes, reach the view in the re-sort's one signal; with
     nothing to move, the held row is signalled on its own."""
-    _app()
-    live = LiveFigures()
-    model = _model(live)
-    live.order.attend(lambda: None)  # a stream thread attends (this test computes for it)
+    live, model = _resorted_once()
     try:
-        _stream_side(live, _samples(5), compute=True)
-        model.live_changed(live.take())
-        model.flush()
-        assert model.ready_resorts == 1
         seen = _signals(model)
         every_row = (0, 0, ROWS - 1, model.columnCount() - 1)
         first, second = model.key_at(10), model.key_at(20)
