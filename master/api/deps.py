@@ -21,7 +21,14 @@ def services(conn: HTTPConnection) -> "Services":
     return conn.app.state.services  # type: ignore[no-any-return]
 
 
-ServicesDep = Annotated["Services", Depends(services)]
+async def services_dependency(conn: HTTPConnection) -> "Services":
+    """`services` as a dependency. A coroutine so that FastAPI calls it on the event loop: a
+    plain function dependency goes through a worker thread, about four loop turns each way,
+    which a busy loop (a fan-out, a reconnect storm) makes hundreds of milliseconds."""
+    return services(conn)
+
+
+ServicesDep = Annotated["Services", Depends(services_dependency)]
 
 
 async def get_session(conn: HTTPConnection) -> AsyncIterator[Session]:

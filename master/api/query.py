@@ -30,7 +30,9 @@ def _collect(route: APIRoute) -> frozenset[str]:
     return frozenset(names)
 
 
-def refuse_unknown_query(conn: HTTPConnection) -> None:
+async def refuse_unknown_query(conn: HTTPConnection) -> None:
+    """A coroutine, so it runs on the event loop: every request passes here, and a plain
+    function dependency would cost each one a worker thread's round trip (see deps.py)."""
     route = conn.scope.get("route")
     if conn.scope["type"] != "http" or not isinstance(route, APIRoute):
         return  # the event socket takes ?token=, read by hand

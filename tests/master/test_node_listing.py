@@ -77,3 +77,26 @@ def test_a_listing_near_its_age_limit_is_answered_while_the_next_is_built(tmp_pa
 
         wait_for(renamed, 30, what="the listing built ahead")
         assert nodes.cached() is not built
+
+
+def test_a_current_listing_is_answered_without_a_worker_thread(tmp_path, monkeypatch):
+    """A poll of a built listing runs on the event loop from end to end: a trip through a
+    worker thread (a plain function dependency, app-wide or per route) costs about four loop
+    turns, and when the loop is busy (a fan-out, a reconnect storm) every turn is long."""
+    import anyio.to_thread
+
+    app = make_app(tmp_path)
+    with running(app) as (client, auth):
+        assert client.get("/api/v1/nodes", headers=auth).status_code == 200  # built, cached
+        assert services_of(app).nodes.cached() is not None
+        trips: list[object] = []
+        run_sync = anyio.to_thread.run_sync
+
+        async def counted(func, *args, **kwargs):
+            trips.append(func)
+            return await run_sync(func, *args, **kwargs)
+
+        monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+        assert client.get("/api/v1/nodes", headers=auth).status_code == 200
+        assert client.get("/healthz").status_code == 200
+        assert trips == []
