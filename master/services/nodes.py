@@ -42,6 +42,9 @@ LISTING_MAX_AGE = 1.0  # seconds a built listing serves pollers: its live load a
 # Past this age a listing still serves pollers while its successor is built in a worker thread:
 # a poller then never waits for a build that only its age asked for.
 LISTING_REFRESH_AFTER = 0.75
+# A listing past its age limit is still answered while that build runs (a busy loop or a loaded
+# machine can make it take longer than the quarter second left), but never one older than this.
+LISTING_STALE_MAX = 5.0
 
 
 def _columns(row: Row[Any]) -> dict[str, Any]:
@@ -131,6 +134,24 @@ class Nodes:
             found is None
             or found.key != self._key()
             or time.monotonic() - found.built >= LISTING_MAX_AGE
+        ):
+            return None
+        return found
+
+    def current(self) -> "Listing | None":
+        """What a poller is answered without waiting for a build: the listing while it is
+        current, and, past its age limit only, while the successor `refresh_ahead` began is
+        still being built (up to `LISTING_STALE_MAX`). None: the caller builds (`listing`)."""
+        found = self.cached()
+        if found is not None:
+            return found
+        found, running = self._listing, self._refresh
+        if (
+            found is None
+            or running is None
+            or running.done()
+            or found.key != self._key()  # a change waits for its build
+            or time.monotonic() - found.built >= LISTING_STALE_MAX
         ):
             return None
         return found

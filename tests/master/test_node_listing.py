@@ -1,6 +1,8 @@
 """`GET /nodes` on a real master: pollers share one built listing, with an entity tag for 304s,
 and every change the master makes to a node shows in the very next listing."""
 
+import threading
+
 import httpx
 from sqlalchemy import text
 
@@ -100,3 +102,48 @@ def test_a_current_listing_is_answered_without_a_worker_thread(tmp_path, monkeyp
         assert client.get("/api/v1/nodes", headers=auth).status_code == 200
         assert client.get("/healthz").status_code == 200
         assert trips == []
+
+
+def test_an_aged_listing_is_answered_while_its_successor_is_still_being_built(
+    tmp_path, monkeypatch
+):
+    """Past its age limit a listing is still answered while the build `refresh_ahead` began is
+    running (a loaded machine can take longer than the quarter second left); the poller does
+    not queue behind that build."""
+    app = make_app(tmp_path)
+    with running(app) as (client, auth):
+        join = (tmp_path / "join-token").read_text().strip()
+        host = HostInfo(hostname="slow-build-host").to_dict()
+        enrolled = client.post("/api/v1/agent/enroll", json={"join_token": join, "host": host})
+        assert enrolled.status_code == 201, enrolled.text
+        first = client.get("/api/v1/nodes", headers=auth)
+        nodes = services_of(app).nodes
+        with services_of(app).db.engine.begin() as conn:  # as another master would
+            conn.execute(text("UPDATE nodes SET hostname = 'renamed-host'"))
+        gate = threading.Event()
+        build = nodes.listing_json
+
+        def held_build() -> bytes:
+            gate.wait(60)
+            return build()
+
+        monkeypatch.setattr(nodes, "listing_json", held_build)
+        opener = threading.Timer(20, gate.set)  # never a hang, whatever the route does
+        opener.start()
+        try:
+            built = nodes.cached()
+            assert built is not None
+            built.built -= nodes_service.LISTING_REFRESH_AFTER + 0.01  # due for a build ahead
+            assert client.get("/api/v1/nodes", headers=auth).content == first.content
+            built.built -= nodes_service.LISTING_MAX_AGE  # past its age, the build still held
+            aged = client.get("/api/v1/nodes", headers=auth)
+            assert aged.content == first.content  # without waiting: not the renamed host yet
+        finally:
+            gate.set()
+            opener.cancel()
+
+        def renamed() -> bool:
+            body = client.get("/api/v1/nodes", headers=auth).json()
+            return [n["hostname"] for n in body] == ["renamed-host"]
+
+        wait_for(renamed, 30, what="the listing built ahead")
