@@ -1,5 +1,6 @@
 """Request dependencies: the app's services, a DB session, and who is calling."""
 
+import asyncio
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal
@@ -14,6 +15,8 @@ from protocol.errors import ErrorCode, GdosError
 from protocol.rest import ROLE_RANK
 
 if TYPE_CHECKING:
+    from master.db.session import Database
+    from master.services.token_cache import TokenCache
     from master.services.wiring import Services
 
 
@@ -95,24 +98,39 @@ def authenticated(request: Request, s: SessionDep) -> Principal:
 
 async def verified(request: Request) -> Principal:
     """The caller, from the credential cache when its token was verified a moment ago; else
-    from the database in a worker thread (and remembered)."""
+    from the database in a worker thread (and remembered). A cached token is verified again
+    in the background before its entry expires (`TokenCache.due`)."""
     token = bearer_token(request)
-    cache = services(request).principals
+    svc = services(request)
+    cache = svc.principals
     principal = cache.get(token) if token else None
     if principal is None and token:
-        db = services(request).db
-
-        def lookup() -> Principal | None:
-            with db.session() as s:
-                return resolve_principal(s, token)
-
-        principal = await run_in_threadpool(lookup)
+        principal = await run_in_threadpool(_lookup, svc.db, token)
         if principal is not None:
             cache.put(token, principal)
+    elif token and cache.due(token):
+        _verify_ahead(svc.db, cache, token)
     if principal is None:
         raise GdosError(ErrorCode.UNAUTHENTICATED, UNAUTHENTICATED)
     request.state.actor = principal.name
     return principal
+
+
+def _lookup(db: "Database", token: str) -> Principal | None:
+    with db.session() as s:
+        return resolve_principal(s, token)
+
+
+def _verify_ahead(db: "Database", cache: "TokenCache[Principal]", token: str) -> None:
+    """`token`'s principal read again in a worker thread while the request goes on."""
+
+    def done(read: "asyncio.Future[Principal | None]") -> None:
+        if read.cancelled() or read.exception() is not None:
+            cache.forget(token)  # the next request verifies it itself
+            return
+        cache.verified_ahead(token, read.result())
+
+    asyncio.get_running_loop().run_in_executor(None, _lookup, db, token).add_done_callback(done)
 
 
 def check_role(principal: Principal, role: str) -> Principal:

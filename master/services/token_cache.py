@@ -3,7 +3,10 @@ worker thread it takes) that checking their credential costs.
 
 An entry lives `TTL` seconds at most; removing a user, a node or restoring a backup forgets
 them all at once. Only a master alone on its database keeps any: another master's change
-could not reach this cache.
+could not reach this cache. Past `REFRESH_AFTER` of its life an entry is `due`: the caller
+verifies the token again in the background, so a steady poller never waits for that read
+(each wait was a worker thread's round trip, long loop turns in a fan-out or a storm), and
+no entry is answered longer than `TTL` after its last verification.
 """
 
 import time
@@ -12,6 +15,7 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 TTL = 2.0
+REFRESH_AFTER = 1.0  # seconds into an entry's life from which `due` asks for a verification
 MAX_ENTRIES = 10_000  # tokens; beyond, the cache starts over (a flood of distinct tokens)
 
 
@@ -23,6 +27,7 @@ class TokenCache(Generic[T]):
         self.ttl = ttl
         self.clock = clock
         self._entries: dict[str, tuple[T, float]] = {}
+        self._refreshing: set[str] = set()  # tokens whose verification ahead is under way
 
     def get(self, token: str) -> T | None:
         entry = self._entries.get(token)
@@ -34,12 +39,40 @@ class TokenCache(Generic[T]):
             return None
         return value
 
+    def due(self, token: str) -> bool:
+        """True once per entry past `REFRESH_AFTER` of its life (until `put` or `forget`):
+        the caller verifies the token again ahead of its expiry."""
+        entry = self._entries.get(token)
+        if entry is None or token in self._refreshing:
+            return False
+        if self.clock() < entry[1] - self.ttl + REFRESH_AFTER:
+            return False
+        self._refreshing.add(token)
+        return True
+
+    def verified_ahead(self, token: str, value: T | None) -> None:
+        """The verification `due` asked for: remembered afresh, or forgotten (no longer
+        valid); nothing when the cache forgot the token meanwhile (a removal: its answer may
+        be older than that)."""
+        if token not in self._refreshing:
+            return
+        if value is None:
+            self.forget(token)
+        else:
+            self.put(token, value)
+
+    def forget(self, token: str) -> None:
+        self._entries.pop(token, None)
+        self._refreshing.discard(token)
+
     def put(self, token: str, value: T) -> None:
         if not self.enabled:
             return
         if len(self._entries) >= MAX_ENTRIES:
             self._entries.clear()
+        self._refreshing.discard(token)
         self._entries[token] = (value, self.clock() + self.ttl)
 
     def forget_all(self) -> None:
         self._entries.clear()
+        self._refreshing.clear()

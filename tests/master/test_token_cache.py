@@ -6,8 +6,9 @@ from typing import Any
 
 from sqlalchemy import event
 
-from master.services.token_cache import TokenCache
+from master.services.token_cache import REFRESH_AFTER, TTL, TokenCache
 from tests.master.inprocess import make_app, running, services_of
+from tests.support import wait_for
 
 
 class Clock:
@@ -59,3 +60,56 @@ def test_repeated_requests_with_one_token_read_it_from_the_database_once(tmp_pat
         assert len(reads) == 1
         bad = client.get("/api/v1/nodes", headers={"Authorization": "Bearer gdu_forged"})
         assert bad.status_code == 401
+
+
+def test_an_entry_is_due_once_past_its_refresh_point_and_a_late_answer_is_dropped() -> None:
+    clock = Clock()
+    cache: TokenCache[str] = TokenCache(ttl=2.0, clock=clock)
+    cache.put("a", "alice")
+    assert not cache.due("a") and not cache.due("unknown")
+    clock.now += REFRESH_AFTER
+    assert cache.due("a") and not cache.due("a")  # one verification at a time
+    cache.verified_ahead("a", "alice")
+    clock.now += 1.5  # past the first verification's TTL, not the second's
+    assert cache.get("a") == "alice"
+    assert cache.due("a")
+    cache.verified_ahead("a", None)  # no longer valid
+    assert cache.get("a") is None
+    cache.put("b", "bob")
+    clock.now += REFRESH_AFTER
+    assert cache.due("b")
+    cache.forget_all()  # a removal while the verification ran: its answer may predate it
+    cache.verified_ahead("b", "bob")
+    assert cache.get("b") is None
+
+
+def test_a_polled_token_is_verified_again_before_its_entry_expires(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """A poller's request past the entry's refresh point is answered from the cache and
+    verifies the token in the background, so the request after the old entry's expiry takes
+    no worker thread (a trip of four loop turns) to read it."""
+    import anyio.to_thread
+
+    app = make_app(tmp_path / "m")
+    with running(app) as (client, auth):
+        cache = services_of(app).principals
+        clock = Clock()
+        cache.clock = clock
+        cache.forget_all()
+        token = auth["Authorization"].split()[1]
+        assert client.get("/api/v1/nodes", headers=auth).status_code == 200  # read, cached
+        trips: list[object] = []
+        run_sync = anyio.to_thread.run_sync
+
+        async def counted(func: Any, *args: Any, **kwargs: Any) -> Any:
+            trips.append(func)
+            return await run_sync(func, *args, **kwargs)
+
+        monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
+        clock.now += REFRESH_AFTER + 0.1
+        assert client.get("/api/v1/nodes", headers=auth).status_code == 200
+        wait_for(lambda: token not in cache._refreshing, 30, what="the verification ahead")
+        clock.now += TTL - REFRESH_AFTER  # the first entry's expiry has passed
+        assert client.get("/api/v1/nodes", headers=auth).status_code == 200
+        assert trips == []
