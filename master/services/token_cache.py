@@ -3,7 +3,7 @@ worker thread it takes) that checking their credential costs.
 
 An entry lives `TTL` seconds at most; removing a user, a node or restoring a backup forgets
 them all at once. Only a master alone on its database keeps any: another master's change
-could not reach this cache. Past `REFRESH_AFTER` of its life an entry is `due`: the caller
+could not reach this cache. Past `REFRESH_SHARE` of its life an entry is `due`: the caller
 verifies the token again in the background, so a steady poller never waits for that read
 (each wait was a worker thread's round trip, long loop turns in a fan-out or a storm), and
 no entry is answered longer than `TTL` after its last verification.
@@ -15,7 +15,7 @@ from typing import Generic, TypeVar
 
 T = TypeVar("T")
 TTL = 2.0
-REFRESH_AFTER = 1.0  # seconds into an entry's life from which `due` asks for a verification
+REFRESH_SHARE = 0.5  # of an entry's life, after which `due` asks for a verification
 MAX_ENTRIES = 10_000  # tokens; beyond, the cache starts over (a flood of distinct tokens)
 
 
@@ -26,26 +26,24 @@ class TokenCache(Generic[T]):
         self.enabled = enabled
         self.ttl = ttl
         self.clock = clock
-        self._entries: dict[str, tuple[T, float]] = {}
+        self._entries: dict[str, tuple[T, float, float]] = {}  # value, expiry, due from
         self._refreshing: set[str] = set()  # tokens whose verification ahead is under way
 
     def get(self, token: str) -> T | None:
         entry = self._entries.get(token)
         if entry is None:
             return None
-        value, until = entry
+        value, until, _ = entry
         if self.clock() >= until:
             del self._entries[token]
             return None
         return value
 
     def due(self, token: str) -> bool:
-        """True once per entry past `REFRESH_AFTER` of its life (until `put` or `forget`):
+        """True once per entry past `REFRESH_SHARE` of its life (until `put` or `forget`):
         the caller verifies the token again ahead of its expiry."""
         entry = self._entries.get(token)
-        if entry is None or token in self._refreshing:
-            return False
-        if self.clock() < entry[1] - self.ttl + REFRESH_AFTER:
+        if entry is None or token in self._refreshing or self.clock() < entry[2]:
             return False
         self._refreshing.add(token)
         return True
@@ -71,7 +69,8 @@ class TokenCache(Generic[T]):
         if len(self._entries) >= MAX_ENTRIES:
             self._entries.clear()
         self._refreshing.discard(token)
-        self._entries[token] = (value, self.clock() + self.ttl)
+        now = self.clock()
+        self._entries[token] = (value, now + self.ttl, now + self.ttl * REFRESH_SHARE)
 
     def forget_all(self) -> None:
         self._entries.clear()

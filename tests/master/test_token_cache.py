@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import event
 
-from master.services.token_cache import REFRESH_AFTER, TTL, TokenCache
+from master.services.token_cache import REFRESH_SHARE, TTL, TokenCache
 from tests.master.inprocess import make_app, running, services_of
 from tests.support import wait_for
 
@@ -67,7 +67,7 @@ def test_an_entry_is_due_once_past_its_refresh_point_and_a_late_answer_is_droppe
     cache: TokenCache[str] = TokenCache(ttl=2.0, clock=clock)
     cache.put("a", "alice")
     assert not cache.due("a") and not cache.due("unknown")
-    clock.now += REFRESH_AFTER
+    clock.now += 2.0 * REFRESH_SHARE
     assert cache.due("a") and not cache.due("a")  # one verification at a time
     cache.verified_ahead("a", "alice")
     clock.now += 1.5  # past the first verification's TTL, not the second's
@@ -76,7 +76,7 @@ def test_an_entry_is_due_once_past_its_refresh_point_and_a_late_answer_is_droppe
     cache.verified_ahead("a", None)  # no longer valid
     assert cache.get("a") is None
     cache.put("b", "bob")
-    clock.now += REFRESH_AFTER
+    clock.now += 2.0 * REFRESH_SHARE
     assert cache.due("b")
     cache.forget_all()  # a removal while the verification ran: its answer may predate it
     cache.verified_ahead("b", "bob")
@@ -107,9 +107,9 @@ def test_a_polled_token_is_verified_again_before_its_entry_expires(
             return await run_sync(func, *args, **kwargs)
 
         monkeypatch.setattr(anyio.to_thread, "run_sync", counted)
-        clock.now += REFRESH_AFTER + 0.1
+        clock.now += TTL * REFRESH_SHARE + 0.1
         assert client.get("/api/v1/nodes", headers=auth).status_code == 200
         wait_for(lambda: token not in cache._refreshing, 30, what="the verification ahead")
-        clock.now += TTL - REFRESH_AFTER  # the first entry's expiry has passed
+        clock.now += TTL * (1 - REFRESH_SHARE)  # the first entry's expiry has passed
         assert client.get("/api/v1/nodes", headers=auth).status_code == 200
         assert trips == []
