@@ -2,8 +2,11 @@
 and every change the master makes to a node shows in the very next listing."""
 
 import threading
+from pathlib import Path
 
 import httpx
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
 from sqlalchemy import text
 
 from master.services import nodes as nodes_service
@@ -18,6 +21,22 @@ def enroll(url: str, join_token: str, hostname: str) -> str:
     assert r.status_code == 201, r.text
     node_id: str = r.json()["node_id"]
     return node_id
+
+
+def listed_then_renamed(
+    app: FastAPI, client: TestClient, auth: dict[str, str], data_dir: Path
+) -> httpx.Response:
+    """One node enrolled and listed (the listing is returned), then renamed in the database
+    behind the master's back, as another master would."""
+    join = (data_dir / "join-token").read_text().strip()
+    host = HostInfo(hostname="aging-host").to_dict()
+    enrolled = client.post("/api/v1/agent/enroll", json={"join_token": join, "host": host})
+    assert enrolled.status_code == 201, enrolled.text
+    first = client.get("/api/v1/nodes", headers=auth)
+    assert [n["hostname"] for n in first.json()] == ["aging-host"]
+    with services_of(app).db.engine.begin() as conn:
+        conn.execute(text("UPDATE nodes SET hostname = 'renamed-host'"))
+    return first
 
 
 def test_listing_answers_304_to_its_own_tag(shared_master, shared_api):
@@ -56,15 +75,8 @@ def test_a_listing_near_its_age_limit_is_answered_while_the_next_is_built(tmp_pa
     monkeypatch.setattr(nodes_service, "LISTING_MAX_AGE", 3600.0)  # age alone never expires it
     app = make_app(tmp_path)
     with running(app) as (client, auth):
-        join = (tmp_path / "join-token").read_text().strip()
-        host = HostInfo(hostname="aging-host").to_dict()
-        enrolled = client.post("/api/v1/agent/enroll", json={"join_token": join, "host": host})
-        assert enrolled.status_code == 201, enrolled.text
-        first = client.get("/api/v1/nodes", headers=auth)
-        assert [n["hostname"] for n in first.json()] == ["aging-host"]
+        first = listed_then_renamed(app, client, auth, tmp_path)
         nodes = services_of(app).nodes
-        with services_of(app).db.engine.begin() as conn:  # as another master would
-            conn.execute(text("UPDATE nodes SET hostname = 'renamed-host'"))
         assert client.get("/api/v1/nodes", headers=auth).content == first.content  # current
 
         built = nodes.cached()
@@ -112,14 +124,8 @@ def test_an_aged_listing_is_answered_while_its_successor_is_still_being_built(
     not queue behind that build."""
     app = make_app(tmp_path)
     with running(app) as (client, auth):
-        join = (tmp_path / "join-token").read_text().strip()
-        host = HostInfo(hostname="slow-build-host").to_dict()
-        enrolled = client.post("/api/v1/agent/enroll", json={"join_token": join, "host": host})
-        assert enrolled.status_code == 201, enrolled.text
-        first = client.get("/api/v1/nodes", headers=auth)
+        first = listed_then_renamed(app, client, auth, tmp_path)
         nodes = services_of(app).nodes
-        with services_of(app).db.engine.begin() as conn:  # as another master would
-            conn.execute(text("UPDATE nodes SET hostname = 'renamed-host'"))
         gate = threading.Event()
         build = nodes.listing_json
 
