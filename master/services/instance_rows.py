@@ -60,7 +60,7 @@ class _RawRead:
     """The same read as a statement above, straight to SQLite's driver: one statement text
     whatever the number of ids (they go as one JSON array, `json_each`), so no expanding IN
     rendered per call, and the rows decoded here (booleans, JSON) instead of by SQLAlchemy's
-    result processing: about half of a 1,000-row read's CPU, a fleet-wide level's and a burst
+    result processing: about a quarter of a 1,000-row read's CPU, a fleet-wide level's and a burst
     of reports'. Only the table's own column names go into the text, no input."""
 
     def __init__(self, statement: Any) -> None:
