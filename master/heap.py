@@ -16,6 +16,12 @@ would walk the burst's new objects (sockets, links, series), nearly all of them 
 loop held in the middle of the storm. Full collections are held from the first greeting until
 `QUIET` seconds pass without one (at most `MAX_HOLD`), then the burst's survivors are frozen as
 a full collection would have left them; the young collections go on meanwhile.
+
+While a fleet-wide batch level goes out and its agents answer (`defer`), a full collection waits
+too: it would land in one of the level's turns, already the longest of the loop's, while every
+API call and console waits behind them. It runs once the level is settled, at a moment its
+caller picks (or at the next middle collection `DEFER_MAX` later), in a loop that has turns to
+spare; its survivors are frozen then as usual.
 """
 
 import gc
@@ -28,6 +34,7 @@ COUNT_EVERY = 60.0  # seconds between counts of the frozen set past the interval
 QUIET = 2.0  # seconds without a greeting that end a reconnect burst
 MAX_HOLD = 30.0  # seconds: full collections are held at most this long at a time
 NEVER = 1 << 30  # a generation-2 threshold never reached
+DEFER_MAX = 10.0  # seconds: bulk work holds full collections at most this long at a time
 
 
 class SurvivorFreezer:
@@ -45,7 +52,49 @@ class SurvivorFreezer:
         self.held_until = 0.0
         self.holds = 0
         self.may_hold = True  # a full collection ran since the last hold (or none was held)
+        self.deferred_since = 0.0  # monotonic time bulk work began holding full collections
+        self.deferred_until = 0.0  # monotonic time it holds them to; 0: none
+        self.may_defer = True  # a full collection ran since the last deferral (or none was)
         self._old_threshold = 0
+
+    def _gate(self) -> None:
+        """Generation 2's threshold: NEVER while a greeting burst or bulk work holds full
+        collections, else the one they found."""
+        young, middle, old = gc.get_threshold()
+        held = bool(self.held_since or self.deferred_until)
+        if held and old != NEVER:
+            self._old_threshold = old
+            gc.set_threshold(young, middle, NEVER)
+        elif not held and old == NEVER:
+            gc.set_threshold(young, middle, self._old_threshold)
+
+    def defer(self, seconds: float = DEFER_MAX) -> None:
+        """Bulk work an operator waits on is under way (a fleet-wide batch level): no full
+        collection until `resume`, at most `seconds` from now (checked at each middle
+        collection), and `DEFER_MAX` in all: bulk work that goes on (one level after another)
+        does not hold every full collection off, the next deferral waits for one to run.
+        Nothing is frozen at its end: the full collection it held runs then, when due."""
+        now = time.monotonic()
+        if not self.deferred_since:
+            if not self.may_defer:
+                return
+            self.deferred_since = now
+        self.deferred_until = min(
+            max(self.deferred_until, now + seconds), self.deferred_since + DEFER_MAX
+        )
+        self._gate()
+
+    def resume(self, collect: bool = False) -> None:
+        """The bulk work is done: full collections run again. `collect`: the one held off, if
+        it came due meanwhile, runs now (the caller's moment is a quiet one; never from a
+        collector's callback), else the next one runs when it is due."""
+        if self.deferred_since:
+            self.deferred_since = self.deferred_until = 0.0
+            self._gate()
+            # Held off one (or may have): the next deferral waits for a full collection.
+            self.may_defer = collect
+            if collect and gc.get_count()[2] > gc.get_threshold()[2]:
+                gc.collect()  # the freezer's hook freezes its survivors
 
     def hold(self, quiet: float = QUIET) -> None:
         """Agents are greeting in bulk: no full collection until `quiet` seconds pass without
@@ -54,10 +103,9 @@ class SurvivorFreezer:
         if not self.held_since:
             if self.full_walk_pending or not self.may_hold:
                 return  # a full collection first (the walk of everything, when due)
-            young, middle, self._old_threshold = gc.get_threshold()
-            gc.set_threshold(young, middle, NEVER)
             self.held_since = now
             self.holds += 1
+            self._gate()
         self.held_until = min(now + quiet, self.held_since + MAX_HOLD)
 
     def release(self) -> None:
@@ -66,21 +114,22 @@ class SurvivorFreezer:
             return
         self.held_since = self.held_until = 0.0
         self.may_hold = False  # greetings that go on do not hold every full collection off
-        young, middle, _ = gc.get_threshold()
-        gc.set_threshold(young, middle, self._old_threshold)
+        self._gate()
         gc.freeze()
 
     def __call__(self, phase: str, info: dict[str, Any]) -> None:
         if phase != "stop":
             return
         generation = info["generation"]
+        if self.deferred_until and generation and time.monotonic() >= self.deferred_until:
+            self.resume()  # bulk work that did not say it ended: held long enough
         if self.held_since and generation and time.monotonic() >= self.held_until:
             # After a middle or full collection the young garbage is gone: what is left is
             # the burst's survivors. Checked at the collections the burst's own work causes.
             self.release()
         if generation != 2:
             return
-        self.may_hold = True
+        self.may_hold = self.may_defer = True
         gc.freeze()
         if self.full_walk_pending:  # this collection walked everything
             self.full_walk_pending = False
@@ -113,10 +162,25 @@ def settle_heap(interval: float = WALK_INTERVAL, collect: bool = True) -> Surviv
     gc.freeze()
     for hook in [h for h in gc.callbacks if isinstance(h, SurvivorFreezer)]:
         hook.release()
+        hook.resume()
         gc.callbacks.remove(hook)  # settled again (tests): one hook
     _freezer = freezer = SurvivorFreezer(interval)
     gc.callbacks.append(freezer)
     return freezer
+
+
+def defer_full_collections(seconds: float = DEFER_MAX) -> None:
+    """Bulk work an operator waits on begins: `SurvivorFreezer.defer` (nothing before
+    `settle_heap`)."""
+    if _freezer is not None and _freezer in gc.callbacks:
+        _freezer.defer(seconds)
+
+
+def resume_full_collections() -> None:
+    """The bulk work `defer_full_collections` announced is done: the full collection it held
+    off runs now if it came due (call it at a quiet moment)."""
+    if _freezer is not None and _freezer in gc.callbacks:
+        _freezer.resume(collect=True)
 
 
 def greeting() -> None:

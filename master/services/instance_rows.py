@@ -6,12 +6,13 @@ row). These helpers read rows as dicts, write changes with one executemany per s
 render the same `InstanceOut` the rest of the master publishes.
 """
 
+import json
 import time
 from collections.abc import Iterable, Mapping
 from types import SimpleNamespace
 from typing import Any, cast
 
-from sqlalchemy import JSON, Connection, Result, Table, bindparam, select, update
+from sqlalchemy import JSON, Boolean, Connection, Result, Table, bindparam, select, update
 
 from master.db import models
 from master.services.serializers import instance_out
@@ -55,12 +56,54 @@ _PLAIN = frozenset(c.name for c in TABLE.c if not isinstance(c.type, JSON)) - {"
 _RAW_UPDATES: dict[frozenset[str], tuple[str, tuple[str, ...]]] = {}
 
 
+class _RawRead:
+    """The same read as a statement above, straight to SQLite's driver: one statement text
+    whatever the number of ids (they go as one JSON array, `json_each`), so no expanding IN
+    rendered per call, and the rows decoded here (booleans, JSON) instead of by SQLAlchemy's
+    result processing: about a quarter of a 1,000-row read's CPU, a fleet-wide level's and a burst
+    of reports'. Only the table's own column names go into the text, no input."""
+
+    def __init__(self, statement: Any) -> None:
+        self.keys = tuple(c.name for c in statement.selected_columns)
+        names = ", ".join(f'"{name}"' for name in self.keys)
+        self.sql = (
+            f"SELECT {names} FROM {TABLE.name} "  # noqa: S608
+            "WHERE id IN (SELECT value FROM json_each(?)) ORDER BY id"
+        )
+        types = {c.name: c.type for c in TABLE.c}
+        self.flags = tuple(k for k in self.keys if isinstance(types[k], Boolean))
+        self.json = tuple(k for k in self.keys if isinstance(types[k], JSON))
+
+    def __call__(self, conn: Connection, ids: Iterable[str]) -> dict[str, Row]:
+        result = conn.exec_driver_sql(self.sql, (json.dumps(list(ids)),))
+        keys, flags, loaded = self.keys, self.flags, self.json
+        out: dict[str, Row] = {}
+        for values in result.cursor.fetchall():
+            row = dict(zip(keys, values, strict=True))
+            for key in flags:
+                if row[key] is not None:
+                    row[key] = bool(row[key])
+            for key in loaded:
+                if row[key] is not None:
+                    row[key] = json.loads(row[key])
+            out[row["id"]] = row
+        return out
+
+
+_RAW_BY_IDS = _RawRead(_BY_IDS)
+_RAW_REPORTED_BY_IDS = _RawRead(_REPORTED_BY_IDS)
+
+
 def load(conn: Connection, ids: Iterable[str]) -> dict[str, Row]:
+    if conn.dialect.name == "sqlite":
+        return _RAW_BY_IDS(conn, ids)
     return _rows(conn.execute(_BY_IDS, {"ids": list(ids)}))
 
 
 def load_reported(conn: Connection, ids: Iterable[str]) -> dict[str, Row]:
     """`load` without the columns a report neither changes nor publishes."""
+    if conn.dialect.name == "sqlite":
+        return _RAW_REPORTED_BY_IDS(conn, ids)
     return _rows(conn.execute(_REPORTED_BY_IDS, {"ids": list(ids)}))
 
 

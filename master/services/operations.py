@@ -29,6 +29,7 @@ from typing import Any, Literal
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from master import heap
 from master.db import models
 from master.db.session import Database
 from master.hub import Hub
@@ -52,6 +53,12 @@ DISPATCH_SLICE = 50  # instances published per turn of the event loop
 # turn between two slices also carries the answers of the agents commanded before (tens of ms
 # each), so slices of 50 left the last agent of 1,000 twenty such turns behind the first.
 COMMAND_SLICE = 200
+# A level this wide holds full collections off while it goes out and its agents answer
+# (master/heap.py): one would land in its turns, the loop's longest already.
+DEFER_GC_AT = 100
+# Seconds after the last wide level settles that full collections run again: the one held off
+# then lands after the operation's end and its events, not in the same turn.
+RESUME_GC_AFTER = 0.5
 
 
 class Operations:
@@ -68,6 +75,8 @@ class Operations:
         # Per operation, the links its level's preflight found (a routed one carries the node's
         # epoch from before the level's commit: a hello elsewhere since re-drives the level).
         self._level_links: dict[str, dict[str, AgentLink | None]] = {}
+        self._wide_levels = 0  # levels under way that hold full collections off
+        self._resume_gc: asyncio.TimerHandle | None = None
         orchestrator.feed.listeners.append(self._on_instance)
         self.store.on_lost.append(self.let_go)
 
@@ -118,7 +127,7 @@ class Operations:
                 if not steps:
                     continue  # done before a take-over
                 op.level = level
-                failure = await self._level(op, steps)
+                failure = await self._wide(op, steps)
                 if failure is not None:
                     self._end(op, OpState.FAILED, failure)
                     return
@@ -128,6 +137,24 @@ class Operations:
         except Exception as exc:
             log.exception("operation %s failed unexpectedly", op.id)
             self._end(op, OpState.FAILED, f"internal error: {exc}")
+
+    async def _wide(self, op: Op, steps: list[Step]) -> str | None:
+        """`_level`, a wide one with full collections held off until it is settled."""
+        if len(steps) < DEFER_GC_AT:
+            return await self._level(op, steps)
+        self._wide_levels += 1
+        if self._resume_gc is not None:
+            self._resume_gc.cancel()
+            self._resume_gc = None
+        heap.defer_full_collections()
+        try:
+            return await self._level(op, steps)
+        finally:
+            self._wide_levels -= 1
+            if not self._wide_levels:
+                self._resume_gc = asyncio.get_running_loop().call_later(
+                    RESUME_GC_AFTER, heap.resume_full_collections
+                )
 
     async def _level(self, op: Op, steps: list[Step]) -> str | None:
         if not self.store.drives(op.id):

@@ -7,7 +7,17 @@ from collections.abc import Iterator
 import pytest
 
 from master import heap
-from master.heap import GROWTH, MAX_HOLD, NEVER, SurvivorFreezer, greeting, settle_heap
+from master.heap import (
+    DEFER_MAX,
+    GROWTH,
+    MAX_HOLD,
+    NEVER,
+    SurvivorFreezer,
+    defer_full_collections,
+    greeting,
+    resume_full_collections,
+    settle_heap,
+)
 
 
 @pytest.fixture
@@ -163,6 +173,73 @@ def test_greetings_change_no_setting_before_the_heap_is_settled(restored_gc: Non
     threshold = gc.get_threshold()
     greeting()
     assert gc.get_threshold() == threshold
+
+
+def test_bulk_work_defers_full_collections_and_its_end_runs_the_one_that_came_due(
+    restored_gc: None,
+) -> None:
+    """A fleet-wide batch level: a full collection would land in its turns; it runs at the
+    moment its end is announced instead, and its survivors are frozen as usual."""
+    threshold = gc.get_threshold()
+    settle_heap()
+    defer_full_collections()
+    assert gc.get_threshold() == (*threshold[:2], NEVER)
+    for _ in range(threshold[2] + 1):
+        gc.collect(1)  # middle collections as the level's work causes: none goes on to full
+    assert gc.get_threshold()[2] == NEVER
+    survivor = [[n] for n in range(100)]
+    before = gc.get_freeze_count()
+    resume_full_collections()
+    assert gc.get_threshold() == threshold
+    assert gc.get_count()[2] == 0  # the full collection that came due ran
+    assert gc.get_freeze_count() >= before + 100 and survivor
+    defer_full_collections()  # the next level defers again: nothing was starved
+    assert gc.get_threshold()[2] == NEVER
+    resume_full_collections()
+    assert gc.get_threshold() == threshold
+
+
+def test_bulk_work_that_goes_on_holds_full_collections_at_most_defer_max(
+    restored_gc: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    now = [1000.0]
+    monkeypatch.setattr("master.heap.time.monotonic", lambda: now[0])
+    threshold = gc.get_threshold()
+    settle_heap()
+    for _ in range(int(DEFER_MAX) + 5):  # one level after another, never announced as done
+        defer_full_collections()
+        now[0] += 1.0
+        gc.collect(1)
+        if gc.get_threshold() == threshold:
+            break
+    assert gc.get_threshold() == threshold
+    assert now[0] - 1000.0 <= DEFER_MAX + 1
+    defer_full_collections()  # no full collection since: this one does not hold it off
+    assert gc.get_threshold() == threshold
+    gc.collect()
+    defer_full_collections()
+    assert gc.get_threshold()[2] == NEVER
+
+
+def test_a_deferral_and_a_greeting_burst_both_end_before_full_collections_run(
+    restored_gc: None,
+) -> None:
+    threshold = gc.get_threshold()
+    freezer = settle_heap()
+    defer_full_collections()
+    greeting()
+    resume_full_collections()
+    assert gc.get_threshold()[2] == NEVER  # the burst still holds them
+    freezer.hold(quiet=0)
+    gc.collect(1)
+    assert gc.get_threshold() == threshold
+
+
+def test_deferrals_change_no_setting_before_the_heap_is_settled(restored_gc: None) -> None:
+    threshold = gc.get_threshold()
+    defer_full_collections()
+    assert gc.get_threshold() == threshold
+    resume_full_collections()
 
 
 class _Node:

@@ -48,3 +48,52 @@ def test_a_write_of_plain_and_json_changes_lands_and_moves_updated_at(db_url):
         assert untouched["state"] == "stopped" and untouched["updated_at"] < before
     finally:
         db.dispose()
+
+
+def test_reads_give_the_rows_sqlalchemy_gives_whatever_the_columns_hold(db_url):
+    """SQLite's rows are read past SQLAlchemy's result processing: the same dicts, keys in the
+    same order, booleans as booleans, JSON decoded, NULL as None, rows in id order."""
+    db = Database(db_url)
+    db.migrate()
+    try:
+        with db.session() as s:
+            node, system = models.Node(secret_hash="n"), models.System(name="s")
+            s.add_all([node, system])
+            s.flush()
+            insts = [
+                models.Instance(
+                    system_id=system.id, node_id=node.id, name="plain", state="stopped"
+                ),
+                models.Instance(
+                    system_id=system.id,
+                    node_id=node.id,
+                    name="adopted",
+                    state="running",
+                    pid=7,
+                    started_at=1.5,
+                    adopted=True,
+                    drift=True,
+                    adoption={"start_command": "x", "n": [1, 2]},
+                    override_env={"A": "1"},
+                    override_args=["--x"],
+                    applied={"package_id": None, "settings": "abc"},
+                ),
+            ]
+            s.add_all(insts)
+            s.commit()
+            ids = [i.id for i in insts] + ["missing"]
+        with db.engine.connect() as conn:
+            for read, statement in (
+                (instance_rows.load, instance_rows._BY_IDS),
+                (instance_rows.load_reported, instance_rows._REPORTED_BY_IDS),
+            ):
+                got = read(conn, reversed(ids))
+                want = instance_rows._rows(conn.execute(statement, {"ids": ids}))
+                assert got == want and list(got) == sorted(ids[:2])
+                for iid, row in got.items():
+                    assert list(row) == list(want[iid])
+                    assert [type(v) for v in row.values()] == [type(v) for v in want[iid].values()]
+        adopted = got[insts[1].id]
+        assert adopted["adopted"] is True and adopted["override_args"] == ["--x"]
+    finally:
+        db.dispose()

@@ -4,12 +4,14 @@ channel seam that reports its instances' new states as a real one does after a `
 from __future__ import annotations
 
 import asyncio
+import gc
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
+from master import heap
 from master.db import models
 from master.services import operations as operations_module
 from master.services.operation_steps import Op, OpState, Step
@@ -357,3 +359,39 @@ async def test_a_step_past_its_time_fails_the_level_naming_it(fleet, monkeypatch
     assert op.state == OpState.FAILED and op.error == "b did not stop within 0.3 s", op.error
     steps = {st["name"]: st["state"] for st in fleet.row(op).steps}
     assert steps == {"a": "done", "b": "failed"}
+
+
+@pytest.fixture
+def settled_heap() -> Iterator[None]:
+    """The master's collector settings (master/heap.py), undone afterwards."""
+    threshold = gc.get_threshold()
+    heap.settle_heap(collect=False)
+    yield
+    gc.callbacks[:] = [h for h in gc.callbacks if not isinstance(h, heap.SurvivorFreezer)]
+    heap._freezer = None
+    gc.set_threshold(*threshold)
+    gc.unfreeze()
+
+
+async def test_a_wide_level_holds_full_collections_off_until_it_is_settled(
+    fleet, settled_heap, monkeypatch
+):
+    """A full collection in a fleet-wide level's turns would hold every API call and console
+    behind the loop's longest turns: it waits until the level is settled."""
+    monkeypatch.setattr(operations_module, "DEFER_GC_AT", 2)
+    monkeypatch.setattr(operations_module, "RESUME_GC_AFTER", 0.0)
+    threshold = gc.get_threshold()
+    for n in range(2):
+        fleet.add_instance(f"p{n}", "stopped")
+    seen: list[int] = []
+
+    def obeys_noting(action: str, iid: str) -> InstanceReport:
+        seen.append(gc.get_threshold()[2])
+        return obeys(action, iid)
+
+    fleet.agent(obeys_noting)
+    op = fleet.begin("start")
+    await ended(op)
+    assert op.state == OpState.SUCCEEDED, op.error
+    assert seen == [heap.NEVER, heap.NEVER]  # while the level's commands went out
+    await until(lambda: gc.get_threshold() == threshold, "full collections to run again")
