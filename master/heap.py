@@ -15,7 +15,9 @@ While agents reconnect in bulk (a restart, a take-over) no full collection runs 
 would walk the burst's new objects (sockets, links, series), nearly all of them live, with the
 loop held in the middle of the storm. Full collections are held from the first greeting until
 `QUIET` seconds pass without one (at most `MAX_HOLD`), then the burst's survivors are frozen as
-a full collection would have left them; the young collections go on meanwhile.
+a full collection would have left them. The young collections go on meanwhile, and what
+survives each is frozen at once: the middle collections walked it again (10,000-17,000 live
+objects, tens of ms at a time in a fleet's storm); the hold ends at the first collection past it.
 """
 
 import gc
@@ -74,10 +76,15 @@ class SurvivorFreezer:
         if phase != "stop":
             return
         generation = info["generation"]
-        if self.held_since and generation and time.monotonic() >= self.held_until:
-            # After a middle or full collection the young garbage is gone: what is left is
-            # the burst's survivors. Checked at the collections the burst's own work causes.
-            self.release()
+        if self.held_since:
+            # The burst's young survivors are live (sockets, links, series): each collection's
+            # are frozen at once, so no middle collection walks them a second time (freezing
+            # also leaves no middle collection due: the hold ends at a young one). Checked at
+            # the collections the burst's own work causes.
+            if time.monotonic() >= self.held_until:
+                self.release()
+            else:
+                gc.freeze()
         if generation != 2:
             return
         self.may_hold = True
