@@ -12,7 +12,7 @@ import uvicorn
 
 from master.app import create_app
 from master.config import Settings
-from master.heap import settle_heap
+from master.heap import frozen_count, settle_heap
 from master.local_agent import LocalAgent, agent_command
 from master.server import (
     NotifyingServer,
@@ -71,9 +71,10 @@ async def serve(settings: Settings, with_agent: bool, sockets: list[socket.socke
     mark("prepared")
     build_routes(app.router.routes)
     mark("routes_built")
-    # The start's garbage, collected before the services start: from then on the loop's lag
-    # is sampled, and once it serves, the fleet reconnects (master/heap.py).
-    gc.collect()
+    # The start's garbage, collected (and what is left frozen and counted) before the services
+    # start: from then on the loop's lag is sampled, and once it serves, the fleet reconnects
+    # (master/heap.py).
+    frozen = frozen_count()
     config = uvicorn.Config(
         app,
         http=guarded_protocol(),
@@ -101,7 +102,8 @@ async def serve(settings: Settings, with_agent: bool, sockets: list[socket.socke
         await serving
         return 1
     mark("serving")
-    settle_heap(collect=False).hold()  # the fleet reconnects now: a burst (master/heap.py)
+    # The fleet reconnects now: a burst (master/heap.py).
+    settle_heap(collect=False, walked=frozen).hold()
     gc.enable()  # off while the master started (`gdos-master`)
     agent: LocalAgent | None = None
     keeper: asyncio.Task[None] | None = None

@@ -7,7 +7,15 @@ from collections.abc import Iterator
 import pytest
 
 from master import heap
-from master.heap import GROWTH, MAX_HOLD, NEVER, SurvivorFreezer, greeting, settle_heap
+from master.heap import (
+    GROWTH,
+    MAX_HOLD,
+    NEVER,
+    SurvivorFreezer,
+    frozen_count,
+    greeting,
+    settle_heap,
+)
 
 
 @pytest.fixture
@@ -108,6 +116,27 @@ def test_past_the_interval_the_frozen_set_is_counted_at_most_every_count_every(
     counts = _counts_after_five_full_collections(monkeypatch)
     assert counts == [1]  # once, then not before COUNT_EVERY
     assert not freezer.full_walk_pending
+
+
+def test_serving_does_not_count_the_frozen_set_counted_before(
+    restored_gc: None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The count walks every frozen object: at serving it held the loop's first turn of the
+    reconnect storm 15-20 ms; counted before the loop takes callers, it is only handed over."""
+    built_at_start_up = [[n] for n in range(1000)]
+    frozen = frozen_count()
+    assert frozen == gc.get_freeze_count() and frozen >= 1000
+    assert not any(o is built_at_start_up[0] for o in gc.get_objects())
+    counts: list[int] = []
+    real = gc.get_freeze_count
+
+    def counted() -> int:
+        counts.append(1)
+        return real()
+
+    monkeypatch.setattr(gc, "get_freeze_count", counted)
+    freezer = settle_heap(collect=False, walked=frozen)
+    assert counts == [] and freezer.walked == frozen
 
 
 def test_a_greeting_burst_holds_full_collections_then_freezes_its_survivors(
