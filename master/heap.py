@@ -15,7 +15,9 @@ While agents reconnect in bulk (a restart, a take-over) no full collection runs 
 would walk the burst's new objects (sockets, links, series), nearly all of them live, with the
 loop held in the middle of the storm. Full collections are held from the first greeting until
 `QUIET` seconds pass without one (at most `MAX_HOLD`), then the burst's survivors are frozen as
-a full collection would have left them; the young collections go on meanwhile.
+a full collection would have left them. The young collections go on meanwhile, and what
+survives each is frozen at once: the middle collections walked it again (10,000-17,000 live
+objects, tens of ms at a time in a fleet's storm); the hold ends at the first collection past it.
 
 While a fleet-wide batch level goes out and its agents answer (`defer`), a full collection waits
 too: it would land in one of the level's turns, already the longest of the loop's, while every
@@ -41,9 +43,10 @@ class SurvivorFreezer:
     """A `gc.callbacks` hook: after each full collection, freeze its survivors; past `GROWTH`
     unfreeze everything instead, so that the next full collection walks it all once."""
 
-    def __init__(self, interval: float = WALK_INTERVAL) -> None:
+    def __init__(self, interval: float = WALK_INTERVAL, walked: int | None = None) -> None:
         self.interval = interval
-        self.walked = gc.get_freeze_count()  # frozen objects after the last full walk
+        # Frozen objects after the last full walk (counting them walks them all).
+        self.walked = gc.get_freeze_count() if walked is None else walked
         self.walked_at = time.monotonic()
         self.full_walk_pending = False
         self.full_walks = 0
@@ -123,10 +126,15 @@ class SurvivorFreezer:
         generation = info["generation"]
         if self.deferred_until and generation and time.monotonic() >= self.deferred_until:
             self.resume()  # bulk work that did not say it ended: held long enough
-        if self.held_since and generation and time.monotonic() >= self.held_until:
-            # After a middle or full collection the young garbage is gone: what is left is
-            # the burst's survivors. Checked at the collections the burst's own work causes.
-            self.release()
+        if self.held_since:
+            # The burst's young survivors are live (sockets, links, series): each collection's
+            # are frozen at once, so no middle collection walks them a second time (freezing
+            # also leaves no middle collection due: the hold ends at a young one). Checked at
+            # the collections the burst's own work causes.
+            if time.monotonic() >= self.held_until:
+                self.release()
+            else:
+                gc.freeze()
         if generation != 2:
             return
         self.may_hold = self.may_defer = True
@@ -151,11 +159,14 @@ class SurvivorFreezer:
 _freezer: SurvivorFreezer | None = None  # this process's, once settled
 
 
-def settle_heap(interval: float = WALK_INTERVAL, collect: bool = True) -> SurvivorFreezer:
+def settle_heap(
+    interval: float = WALK_INTERVAL, collect: bool = True, walked: int | None = None
+) -> SurvivorFreezer:
     """Once start-up is done: leave what it built out of every later collection (it lives as
     long as the process), and from then on freeze each full collection's survivors.
     `collect=False`: frozen as it is (its garbage was collected already, before the loop took
-    callers: a collection now would hold them all)."""
+    callers: a collection now would hold them all). `walked`: the frozen set as counted then
+    (`frozen_count`; a count now would walk all of it, 15-20 ms as the fleet reconnects)."""
     global _freezer
     if collect:
         gc.collect()
@@ -164,7 +175,7 @@ def settle_heap(interval: float = WALK_INTERVAL, collect: bool = True) -> Surviv
         hook.release()
         hook.resume()
         gc.callbacks.remove(hook)  # settled again (tests): one hook
-    _freezer = freezer = SurvivorFreezer(interval)
+    _freezer = freezer = SurvivorFreezer(interval, walked)
     gc.callbacks.append(freezer)
     return freezer
 
@@ -181,6 +192,14 @@ def resume_full_collections() -> None:
     off runs now if it came due (call it at a quiet moment)."""
     if _freezer is not None and _freezer in gc.callbacks:
         _freezer.resume(collect=True)
+
+
+def frozen_count() -> int:
+    """Collect and freeze start-up's objects, and count them (a walk of them all): done before
+    the loop takes callers, for `settle_heap(walked=...)` once it serves."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 def greeting() -> None:

@@ -8,11 +8,12 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+import anyio.to_thread
 import uvicorn
 
 from master.app import create_app
 from master.config import Settings
-from master.heap import settle_heap
+from master.heap import frozen_count, settle_heap
 from master.local_agent import LocalAgent, agent_command
 from master.server import (
     NotifyingServer,
@@ -37,6 +38,17 @@ def print_banner(settings: Settings, with_agent: bool) -> None:
         lines.append(f"  local agent    : work dir {settings.data_dir / 'agent'}")
     lines.append("  stop with Ctrl-C (services keep running and are re-adopted at the next start)")
     print("\n".join(lines), flush=True)
+
+
+async def warm_worker_threads() -> None:
+    """anyio imports its asyncio backend at the first call for a worker thread (an API call's
+    credential check, the node listing) and starts the thread then: after a restart that held
+    the loop 15-25 ms in the middle of the reconnect storm. Done before anything is served."""
+    await anyio.to_thread.run_sync(_nothing)
+
+
+def _nothing() -> None:
+    pass
 
 
 def build_routes(routes: Sequence[Any]) -> int:
@@ -71,9 +83,11 @@ async def serve(settings: Settings, with_agent: bool, sockets: list[socket.socke
     mark("prepared")
     build_routes(app.router.routes)
     mark("routes_built")
-    # The start's garbage, collected before the services start: from then on the loop's lag
-    # is sampled, and once it serves, the fleet reconnects (master/heap.py).
-    gc.collect()
+    await warm_worker_threads()
+    # The start's garbage, collected (and what is left frozen and counted) before the services
+    # start: from then on the loop's lag is sampled, and once it serves, the fleet reconnects
+    # (master/heap.py).
+    frozen = frozen_count()
     config = uvicorn.Config(
         app,
         http=guarded_protocol(),
@@ -101,7 +115,8 @@ async def serve(settings: Settings, with_agent: bool, sockets: list[socket.socke
         await serving
         return 1
     mark("serving")
-    settle_heap(collect=False).hold()  # the fleet reconnects now: a burst (master/heap.py)
+    # The fleet reconnects now: a burst (master/heap.py).
+    settle_heap(collect=False, walked=frozen).hold()
     gc.enable()  # off while the master started (`gdos-master`)
     agent: LocalAgent | None = None
     keeper: asyncio.Task[None] | None = None
