@@ -262,6 +262,7 @@ class Link:
             ping_interval=ping_interval,
             ping_timeout=ping_timeout,
             max_size=8 << 20,
+            probe_liveness=len(self.urls) > 1,
         )
         async with ws:
             hello = Hello(

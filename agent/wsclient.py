@@ -21,6 +21,7 @@ from websockets.protocol import CONNECTING, OPEN, Protocol
 from websockets.uri import parse_uri
 
 from agent import tls
+from agent.liveness import Liveness, pong_or_stopped
 
 if TYPE_CHECKING:
     import ssl
@@ -68,6 +69,8 @@ class ClientConnection:
         ping_interval: float | None,
         ping_timeout: float,
         frames: Iterable[Frame] = (),
+        liveness: Liveness | None = None,
+        master: str = "",
     ) -> None:
         self._protocol = protocol
         self._reader = reader
@@ -77,6 +80,8 @@ class ClientConnection:
         self._text = False
         self._ping_timeout = ping_timeout
         self._pong = asyncio.Event()
+        self._liveness = liveness
+        self._master = master
         self._closed: ConnectionClosed | None = None
         self._keepalive = (
             asyncio.create_task(self._pinger(ping_interval)) if ping_interval else None
@@ -204,12 +209,18 @@ class ClientConnection:
         self._writer.transport.abort()
         if self._keepalive is not None and self._keepalive is not asyncio.current_task():
             self._keepalive.cancel()
+        if self._liveness is not None:
+            self._liveness.close()
 
     async def _pinger(self, interval: float) -> None:
-        """A dead master (or a silent network) is noticed within interval + timeout."""
+        """A dead master (or a silent network) is noticed within interval + timeout, a stopped
+        one sooner when its liveness probe was answered before (agent/liveness.py)."""
+        live = self._liveness
         while self._closed is None:
             await asyncio.sleep(interval)
             self._pong.clear()
+            if live is not None:
+                live.prove()
             try:
                 # The timeout covers the write too: a peer that stopped reading fills the send
                 # buffer, and then the ping itself never leaves.
@@ -218,7 +229,8 @@ class ClientConnection:
                         return
                     self._protocol.send_ping(os.urandom(4))
                     await self._flush()
-                    await self._pong.wait()
+                    if not await pong_or_stopped(self._pong.wait(), live, self._master):
+                        raise TimeoutError
             except ConnectionClosed:
                 return
             except TimeoutError:
@@ -246,8 +258,10 @@ async def connect(
     ping_interval: float | None = 20.0,
     ping_timeout: float = 20.0,
     max_size: int = 1 << 20,
+    probe_liveness: bool = False,
 ) -> ClientConnection:
-    """Open a WebSocket to `url` (ws:// or wss://); InvalidStatus if the server refuses."""
+    """Open a WebSocket to `url` (ws:// or wss://); InvalidStatus if the server refuses. With
+    `probe_liveness`, the keepalive also asks the peer's process whether it runs (UDP)."""
     try:
         uri = parse_uri(url)
     except (InvalidURI, ValueError) as exc:  # ValueError: e.g. a port over 65535
@@ -284,4 +298,9 @@ async def connect(
             raise
     frames = [e for e in protocol.events_received() if isinstance(e, Frame)]
     writer.writelines(protocol.data_to_send())  # pongs to pings that came with the upgrade
-    return ClientConnection(protocol, reader, writer, ping_interval, ping_timeout, frames)
+    live = None
+    if probe_liveness and ping_interval:
+        live = await Liveness.open(writer.get_extra_info("peername"))
+    return ClientConnection(
+        protocol, reader, writer, ping_interval, ping_timeout, frames, live, url
+    )

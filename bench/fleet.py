@@ -29,6 +29,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import logging
 import math
 import os
 import random
@@ -44,6 +45,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from agent.link import FAILOVER_PING, STABLE_AFTER, Redials, backoff_delays, failover_order
+from agent.liveness import Liveness, pong_or_stopped
 from agent.wsclient import KEEPALIVE_LOST
 
 BASE_CPU = 2.0
@@ -249,7 +251,8 @@ class SimAgent:
                     ws_url(self.master),
                     additional_headers={"Authorization": f"Bearer {self.secret}"},
                     open_timeout=5 if failover else 60,
-                    ping_interval=ping_interval,
+                    # With several masters, the real agent's keepalive (`_keepalive`).
+                    ping_interval=None if failover else ping_interval,
                     ping_timeout=ping_timeout,
                     # The real agent drops a link whose pong is late at once, with no close
                     # handshake to wait for from a master that cannot answer.
@@ -265,13 +268,20 @@ class SimAgent:
                     self.ws = ws
                     self.connected.set()
                     ticker = asyncio.create_task(self._ticker(ws))
+                    keeper = (
+                        asyncio.create_task(self._keepalive(ws, interval, deadline))
+                        if failover
+                        else None
+                    )
                     try:
                         async for raw in ws:
                             await self._handle(ws, json.loads(raw))
                     finally:
-                        ticker.cancel()
-                        with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
-                            await ticker
+                        for task in (ticker, keeper):
+                            if task is not None:
+                                task.cancel()
+                                with contextlib.suppress(asyncio.CancelledError, ConnectionClosed):
+                                    await task
             except ConnectionClosed as exc:
                 at_once = keepalive_lost(exc)
             except (OSError, InvalidStatus, TimeoutError):
@@ -304,6 +314,27 @@ class SimAgent:
 
     def stop(self) -> None:
         self._stop = True
+
+    async def _keepalive(self, ws: ClientConnection, interval: float, deadline: float) -> None:
+        """The real agent's (agent.wsclient): a ping every `interval`; a pong later than
+        `deadline`, or a master whose liveness probe goes unanswered, fails the link as the
+        library's keepalive would (so `keepalive_lost` holds)."""
+        probe = await Liveness.open(ws.transport.get_extra_info("peername"))
+        try:
+            while True:
+                await asyncio.sleep(interval)
+                if probe is not None:
+                    probe.prove()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(deadline):
+                        if await pong_or_stopped(await ws.ping(), probe, self.master):
+                            continue
+                async with ws.send_context():
+                    ws.protocol.fail(1011, KEEPALIVE_LOST)
+                return
+        finally:
+            if probe is not None:
+                probe.close()
 
     async def _report(self, ws: ClientConnection, inst: SimInstance) -> None:
         body = {
@@ -528,6 +559,8 @@ def main() -> None:
     p.add_argument("--agents", type=int, default=100)
     p.add_argument("--first", type=int, default=0, help="index of this worker's first agent")
     p.add_argument("--state-dir", default="/tmp/gdos-fleet")
+    # A line per agent leaving a stopped master is the real agent's log, noise for a bench.
+    logging.getLogger("agent.liveness").setLevel(logging.ERROR)
     asyncio.run(worker(p.parse_args()))
 
 

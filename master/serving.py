@@ -14,6 +14,7 @@ import uvicorn
 from master.app import create_app
 from master.config import Settings
 from master.heap import frozen_count, settle_heap
+from master.liveness import LivenessResponder
 from master.local_agent import LocalAgent, agent_command
 from master.server import (
     NotifyingServer,
@@ -115,6 +116,8 @@ async def serve(settings: Settings, with_agent: bool, sockets: list[socket.socke
         await serving
         return 1
     mark("serving")
+    # Several masters: agents ask whether this process runs, answered beside the loop.
+    responder = LivenessResponder.beside(sockets) if services.db.is_postgres else None
     # The fleet reconnects now: a burst (master/heap.py).
     settle_heap(collect=False, walked=frozen).hold()
     gc.enable()  # off while the master started (`gdos-master`)
@@ -127,6 +130,8 @@ async def serve(settings: Settings, with_agent: bool, sockets: list[socket.socke
     try:
         await serving
     finally:
+        if responder is not None:
+            responder.close()
         if agent is not None and keeper is not None:
             agent.stop()
             await asyncio.gather(keeper, return_exceptions=True)

@@ -1,7 +1,8 @@
 """Two masters on one PostgreSQL database and one S3 bucket, and an agent given both URLs: each
-master lists both, a third with the local store refuses to start, and the agent fails over
-after SIGSTOP and after kill -9 of its master, fenced: the stopped master, woken up, marks
-nothing offline."""
+master lists both, a third with the local store refuses to start, the agent keeps a master
+whose loop is busy for longer than its liveness probe waits, and fails over after SIGSTOP
+(told by the probe, before the pong deadline) and after kill -9 of its master, fenced: the
+stopped master, woken up, marks nothing offline."""
 
 from __future__ import annotations
 
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select
 
+from agent.link import ws_url
 from master.__main__ import main as master_main
 from master.db import models
 from master.db.session import Database
@@ -24,6 +26,7 @@ from tests.support import Api, Master, build_package, free_port, start_masters, 
 pytestmark = pytest.mark.slow
 
 _LOST = re.compile(r"^(\S+ \S+) WARNING agent\.link: connection to (\S+) lost")
+_STOPPED = re.compile(r"WARNING agent\.liveness: the master at (\S+) answers neither pings")
 
 
 def holder(api: Api, node_id: str) -> str | None:
@@ -48,7 +51,7 @@ def test_an_agent_fails_over_between_two_masters_and_a_stale_one_marks_nothing(
 ):
     url = pg_cluster.create_database(template=pg_migrated)
     flags = ["--db-url", url, *s3_flags(s3_server, "failover")]
-    a, b = (Master(tmp_path / name, extra=flags) for name in ("a", "b"))
+    a, b = (Master(tmp_path / name, extra=[*flags, "--debug-endpoints"]) for name in "ab")
     stopped = False
     try:
         ids = start_masters([a, b])
@@ -84,6 +87,15 @@ def test_an_agent_fails_over_between_two_masters_and_a_stale_one_marks_nothing(
         api_a.post(f"/instances/{iid}/start")
         wait_for(lambda: api_a.get(f"/instances/{iid}")["state"] == "running", 60, what="start")
 
+        # A busy loop (2.5 s: past the probe's 1 s + 1 s, within the 3.5 s pong deadline) is not
+        # a stopped master: A's probe is answered from its own thread, and the node stays.
+        since = time.time()
+        for _ in range(2):
+            api_a.request("POST", "/debug/stall", expect=204, params={"seconds": 2.5})
+            time.sleep(1.0)
+        assert noticed_after(agent.log_path, a.url, since) is None, agent.tail()
+        assert holder(api_b, node_id) == ids[a]
+
         # SIGSTOP: A hangs with the connection open; the agent notices and moves to B.
         since = time.time()
         os.kill(a.pid, signal.SIGSTOP)
@@ -93,6 +105,9 @@ def test_an_agent_fails_over_between_two_masters_and_a_stale_one_marks_nothing(
         noticed = noticed_after(agent.log_path, a.url, since)
         print(f"SIGSTOP: noticed after {noticed} s, online on B after {moved:.2f} s")
         assert noticed is not None and noticed < 10, agent.tail()
+        # Left because its process stopped answering the liveness probe, not at the pong deadline.
+        told = _STOPPED.findall(agent.log_path.read_text(errors="replace"))
+        assert told == [ws_url(a.url)], agent.tail()
         wait_for(lambda: api_b.get(f"/instances/{iid}")["state"] == "running", 30, what="run")
 
         # A wakes up: its link is stale (epoch), so it marks neither the node nor its instance.
