@@ -334,7 +334,8 @@ LARGE_MESSAGE = 64 << 10  # bytes; a message this large pauses reads at once, as
 
 
 def paced_websocket_protocol() -> type[Any]:
-    """uvicorn's sans-I/O WebSocket protocol, pausing the socket only when messages pile up.
+    """uvicorn's sans-I/O WebSocket protocol, pausing the socket only when messages pile up,
+    and handing text messages to an app's sink directly (master/ws_direct.py).
 
     uvicorn stops reading a socket after every message and starts again once the app took it:
     two epoll_ctl calls and their bookkeeping per message, a tenth of the CPU of a master fed
@@ -343,16 +344,22 @@ def paced_websocket_protocol() -> type[Any]:
     """
     from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
 
-    class PacedWebSocketProtocol(WebSocketsSansIOProtocol):
+    from master.ws_direct import DirectText
+
+    class PacedWebSocketProtocol(DirectText, WebSocketsSansIOProtocol):
         def send_receive_event_to_app(self) -> None:
-            size = sum(len(frame) for frame in self.frames)
+            frames = self.frames
+            size = len(frames[0]) if len(frames) == 1 else sum(map(len, frames))
+            queued = self.queue.qsize()
             paused = self.read_paused
             self.read_paused = True  # so the parent does not pause at this message
             try:
                 super().send_receive_event_to_app()
             finally:
                 self.read_paused = paused
-            if not paused and (self.queue.qsize() >= QUEUE_HIGH or size >= LARGE_MESSAGE):
+            if paused or self.queue.qsize() == queued:
+                return  # already paused, or the message did not wait (a sink took it)
+            if self.queue.qsize() >= QUEUE_HIGH or size >= LARGE_MESSAGE:
                 self.read_paused = True
                 self.transport.pause_reading()
 

@@ -17,6 +17,7 @@ from master.services.agents import AgentLink
 from master.services.security import new_secret, secret_hash
 from master.services.throttle import LogBudget
 from master.start_marks import mark, mark_latest
+from master.ws_direct import direct_text
 from protocol.errors import GdosError
 from protocol.messages import (
     AGENT_MESSAGE,
@@ -181,6 +182,9 @@ async def _greet(ws: WebSocket, link: AgentLink, hello: Hello, svc: ServicesDep)
 
 async def _serve(ws: WebSocket, link: AgentLink, svc: ServicesDep) -> None:
     inbox = Inbox(link, svc)
+    attach = direct_text(ws.scope.get("extensions"))
+    if attach is not None:  # most frames are handled where they are parsed; the rest come here
+        attach(inbox.take)
     while True:
         try:
             text = await wsutil.receive_text(ws)

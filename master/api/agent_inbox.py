@@ -57,25 +57,48 @@ class Inbox:
         """Handle one text frame. Returns a repeated `hello` for the caller to reconcile;
         raises `Unreadable` for a frame that must close the socket (too large, not JSON).
         JSON this master does not understand (a newer agent's message) is logged and skipped."""
-        link, svc = self.link, self.svc
-        link.touch()
-        svc.agents.messages_in += 1
+        self.link.touch()
+        self.svc.agents.messages_in += 1
         if len(text) > MAX_FRAME:
             raise Unreadable(1009, "frame too large")
         try:
             msg = AGENT_MESSAGE.decode(text)
         except ValidationError as exc:
-            held = _noisy.allow(f"invalid:{link.node_id}")
+            held = _noisy.allow(f"invalid:{self.link.node_id}")
             if held is not None:
                 log.warning(
                     "node %s sent an invalid message: %s%s",
-                    link.node_id,
+                    self.link.node_id,
                     _summary(text, exc),
                     f" ({held} more since, not logged)" if held else "",
                 )
             return None
         except DecodeError:
             raise Unreadable(wsutil.CLOSE_INVALID_PAYLOAD, "frames must be JSON") from None
+        if isinstance(msg, Hello):
+            return msg
+        self._apply(msg)
+        return None
+
+    def take(self, text: str) -> bool:
+        """`receive` for a frame that needs nothing awaited, called where it is parsed (the
+        socket's sink, master/ws_direct.py). False, with nothing done, for one that does
+        or that is not plainly valid (a hello, an error): `receive` then has it."""
+        if len(text) > MAX_FRAME:
+            return False
+        try:
+            msg = AGENT_MESSAGE.decode(text)
+        except (ValidationError, DecodeError):
+            return False
+        if isinstance(msg, Hello):
+            return False
+        self.link.touch()
+        self.svc.agents.messages_in += 1
+        self._apply(msg)
+        return True
+
+    def _apply(self, msg: object) -> None:
+        link, svc = self.link, self.svc
         if type(msg) is Metrics:  # the fleet's steady stream: first, and nothing else to do
             svc.metrics.ingest(link.node_id, msg)
             if msg.node is not None:  # agents skip heartbeats while metrics carry the load
@@ -93,12 +116,9 @@ class Inbox:
             svc.orchestrator.reports.after(partial(link.resolve, msg))
         elif isinstance(msg, LogChunk):
             svc.logs.on_chunk(link.node_id, msg)
-        elif isinstance(msg, Hello):
-            return msg
         elif isinstance(msg, Goodbye):
             link.leaving = True
             log.info("node %s is leaving: %s", link.node_id, msg.reason or "no reason given")
-        return None
 
 
 def _summary(text: str, exc: ValidationError) -> str:

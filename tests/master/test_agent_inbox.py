@@ -137,3 +137,39 @@ def test_figures_are_kept_as_float32_and_one_beyond_float32_as_infinity(svc: Ser
         want = list(array("f", figures))
         assert values == want and (values[1] == math.inf) == (figures[1] == 1e39)
     assert svc.metrics.store.dropped_old == 0
+
+
+def test_take_handles_a_plain_frame_where_it_is_parsed(svc: Services):
+    """`take` (called by the socket's sink as the frame is parsed) stores a metrics frame as
+    `receive` does, and counts it."""
+    link = AgentLink("n1", Silent())
+    inbox = Inbox(link, svc)
+    link.last_seen = 0.0
+    now = time.time()
+    assert inbox.take(metrics(now, ["a1", 2.5, 1 << 20, 0, 4096, 4])) is True
+    sec, values = svc.metrics.latest(instance_key("a1")) or (0, [])
+    assert sec == int(now) and values == [2.5, 1 << 20, 0.0, 4096.0, 4.0]
+    assert link.load.cpu_percent == 35.5 and link.last_seen > 0.0
+    assert svc.agents.messages_in == 1
+    assert inbox.take(json.dumps({"type": "goodbye", "reason": "stop"})) is True
+    assert link.leaving
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        json.dumps({"type": "hello", "agent_version": "1.0", "host": {"hostname": "h1"}}),
+        "{not json",
+        " " * (MAX_FRAME + 1),
+        json.dumps({"type": "metrics", "ts": "not a number"}),
+        json.dumps({"type": "from_a_newer_agent", "x": 1}),
+    ],
+)
+def test_take_leaves_to_receive_what_needs_awaiting_closing_or_logging(svc: Services, text: str):
+    """A hello (awaited), a frame that closes the socket and one that is logged are declined
+    with nothing done: `receive` then handles them once, as before."""
+    link = AgentLink("n1", Silent())
+    link.last_seen = 0.0
+    assert Inbox(link, svc).take(text) is False
+    assert svc.agents.messages_in == 0 and link.last_seen == 0.0
+    assert svc.metrics.messages == 0
