@@ -85,6 +85,7 @@ def _report(_signum: int, _frame: object) -> None:
             out[key] = [[str(s.traceback[0]), s.size, s.count] for s in stats[:60]]
         out["traced_bytes"] = tracemalloc.get_traced_memory()[0]
     out["allocated_blocks"] = sys.getallocatedblocks()
+    out["modules"] = sorted(sys.modules)
     out["mallinfo2"] = _mallinfo2()
     out["sqlite"] = _sqlite_memory()
     if _REPORT is not None:
