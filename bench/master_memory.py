@@ -171,6 +171,10 @@ async def _one_run(
         result["rss_mib_max"] = round(max(r for _, r in samples), 1)
         result["smaps_rollup_mib"] = smaps_rollup(master.pid)
         result["cpu_s"] = round(sum(proc.cpu_times()[:2]), 1)
+        if args.trim:  # what glibc's free space holds of RSS: malloc_trim(0) (the heap hook)
+            os.kill(master.pid, signal.SIGUSR2)
+            await asyncio.sleep(2)
+            result["rss_mib_after_trim"] = round(proc.memory_info().rss / 2**20, 1)
         result["load_at_end"] = os.getloadavg()[0]
         os.kill(master.pid, signal.SIGUSR1)
         for _ in range(600):
@@ -260,6 +264,7 @@ def main() -> None:
         help="NAME=VALUE for the master (e.g. MALLOC_ARENA_MAX=2)",
     )
     p.add_argument("--imports", action="store_true", help="only the RSS of importing the app")
+    p.add_argument("--trim", action="store_true", help="then malloc_trim(0): RSS after it")
     p.add_argument(
         "--postgres",
         action="store_true",
