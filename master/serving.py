@@ -12,7 +12,7 @@ import uvicorn
 
 from master.app import create_app
 from master.config import Settings
-from master.heap import settle_heap
+from master.heap import settle_heap, trim_periodically
 from master.local_agent import LocalAgent, agent_command
 from master.server import (
     NotifyingServer,
@@ -103,6 +103,7 @@ async def serve(settings: Settings, with_agent: bool, sockets: list[socket.socke
     mark("serving")
     settle_heap(collect=False).hold()  # the fleet reconnects now: a burst (master/heap.py)
     gc.enable()  # off while the master started (`gdos-master`)
+    trimmer = asyncio.create_task(trim_periodically())
     agent: LocalAgent | None = None
     keeper: asyncio.Task[None] | None = None
     print_banner(settings, with_agent)
@@ -112,6 +113,7 @@ async def serve(settings: Settings, with_agent: bool, sockets: list[socket.socke
     try:
         await serving
     finally:
+        trimmer.cancel()
         if agent is not None and keeper is not None:
             agent.stop()
             await asyncio.gather(keeper, return_exceptions=True)
