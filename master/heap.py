@@ -31,7 +31,7 @@ COUNT_EVERY = 60.0  # seconds between counts of the frozen set past the interval
 QUIET = 2.0  # seconds without a greeting that end a reconnect burst
 MAX_HOLD = 30.0  # seconds: full collections are held at most this long at a time
 NEVER = 1 << 30  # a generation-2 threshold never reached
-TRIM_EVERY = 60.0  # seconds between two returns of glibc's free pages (`trim_periodically`)
+TRIM_EVERY = 10.0  # seconds between two returns of glibc's free pages (`trim_periodically`)
 
 
 class SurvivorFreezer:
@@ -136,7 +136,9 @@ async def trim_periodically(every: float = TRIM_EVERY) -> None:
     glibc returns only the top of a heap past its trim threshold; the blocks freed inside it
     keep their pages. After the bursts of a master's life (a fleet connecting, a take-over, frames
     queued while the loop is behind) 15-23 MiB of a PostgreSQL master's RSS with 1,000 nodes was
-    such free space (bench.master_memory --postgres --trim). A trim costs milliseconds of CPU.
+    such free space (bench.master_memory --postgres --trim). The agents' frames refill those
+    holes as they come (a trim every 60 s was undone within the minute), hence a short period;
+    a trim costs 0.1-2 ms of CPU, in a worker thread (ctypes lets go of the GIL).
     """
     while True:
         await asyncio.sleep(every)
