@@ -171,6 +171,8 @@ async def _one_run(
         result["rss_mib_max"] = round(max(r for _, r in samples), 1)
         result["smaps_rollup_mib"] = smaps_rollup(master.pid)
         result["cpu_s"] = round(sum(proc.cpu_times()[:2]), 1)
+        # Minor page faults: what touching pages again costs (after a trim gave them back).
+        result["minor_faults"] = int(Path(f"/proc/{master.pid}/stat").read_text().split()[9])
         if args.trim:  # what glibc's free space holds of RSS: malloc_trim(0) (the heap hook)
             os.kill(master.pid, signal.SIGUSR2)
             await asyncio.sleep(2)
