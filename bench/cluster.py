@@ -59,6 +59,7 @@ from bench.fleet_bench import (
     pct,
     seed_instances,
 )
+from bench.master_memory import HOOK, smaps_rollup
 from tests.pg import Cluster, find_bindir, missing_reason
 
 S3_KEYS = ("cluster-ak", "cluster-sk")
@@ -127,12 +128,36 @@ def launch_master(
         popen = subprocess.Popen(
             [PY, *argv],
             cwd=code,
-            env={**os.environ, "PYTHONPATH": str(code)},
+            # The heap hook (bench/master_memory.py's): SIGUSR1 writes the master's heap figures.
+            env={
+                **os.environ,
+                "PYTHONPATH": f"{code}{os.pathsep}{HOOK}",
+                "GDOS_BENCH_HEAP_REPORT": str(data / "heap.json"),
+            },
             stdout=log,
             stderr=subprocess.STDOUT,
             preexec_fn=measured_setup(nice),
         )
     return MasterProc(name, port, data, popen)
+
+
+async def heap_figures(master: MasterProc) -> dict[str, Any]:
+    """What a master's RSS is made of (smaps_rollup; glibc's arenas in use and free; the
+    collector's objects by type), read through the heap hook's SIGUSR1 report."""
+    report = master.data / "heap.json"
+    out: dict[str, Any] = {"smaps_mib": smaps_rollup(master.popen.pid)}
+    os.kill(master.popen.pid, signal.SIGUSR1)
+    for _ in range(240):
+        if report.exists():
+            heap = json.loads(report.read_text())
+            out["mallinfo2_mib"] = {
+                k: round(v / 2**20, 1) for k, v in heap["mallinfo2"].items() if v > 2**20
+            }
+            out["gc_objects"] = heap["gc_objects"]
+            out["gc_types"] = heap["gc_types"][:12]
+            break
+        await asyncio.sleep(0.5)
+    return out
 
 
 async def wait_healthy(url: str, timeout: float = 180) -> None:
@@ -961,6 +986,7 @@ async def bench(args: argparse.Namespace, root: Path, result: dict[str, Any]) ->
                 for name, u in usage.items()
             }
             result["pg_connections_end"] = await asyncio.to_thread(pg_connections, db_url)
+            result["heap_after"] = {m.name: await heap_figures(m) for m in [*rest, woken]}
             result["load_at_end"] = round(os.getloadavg()[0], 2)
             result["master_log_errors"] = {m.name: m.log_errors(root) for m in masters}
             return result

@@ -13,6 +13,9 @@ connected (140: fleet_bench's last steady window, its 20 s warm-up and 120 s mea
 `/proc/<pid>/smaps_rollup` is read then, and glibc's malloc totals (bench/heap_hook). RSS is not distorted by a loaded machine the way CPU
 is, but the metrics history grows with time: compare at the same age.
 
+`--postgres` runs the master as one of bench.cluster's (a throwaway PostgreSQL 15 database and
+moto's S3 server, each its own per run): the fleet all on that one master.
+
 `--tracemalloc N` runs the master with PYTHONTRACEMALLOC=N (much slower, more memory: a
 breakdown, not a figure) and prints its top allocations by file and by line at the end, with the
 objects its collector tracks by type (bench/heap_hook). `--imports` measures, in fresh
@@ -67,8 +70,28 @@ def smaps_rollup(pid: int) -> dict[str, float]:
 async def one_run(root: Path, args: argparse.Namespace, label: str) -> dict[str, Any]:
     # A new folder each run: a second round in the same one found its database seeded already.
     data = Path(tempfile.mkdtemp(prefix=f"gdos-master-memory-{os.getpid()}-{label}-"))
+    if not args.postgres:
+        return await _one_run(root, args, label, data, [], data / "master" / "ops_data.db")
+    from bench.cluster import BUCKET, S3_KEYS, postgres, s3_server
+
+    with postgres(None) as db_url, s3_server(data) as s3:
+        cluster = ["--db-url", db_url, "--store-type", "minio", "--minio-endpoint", s3]
+        cluster += ["--minio-bucket", BUCKET, "--minio-ak", S3_KEYS[0], "--minio-sk", S3_KEYS[1]]
+        return await _one_run(root, args, label, data, cluster, db_url)
+
+
+async def _one_run(
+    root: Path,
+    args: argparse.Namespace,
+    label: str,
+    data: Path,
+    cluster: list[str],
+    db: Path | str,
+) -> dict[str, Any]:
     port = free_port()
     url = f"http://127.0.0.1:{port}"
+    if cluster:
+        cluster += ["--advertise-url", url]
     report = data / "heap.json"
     env = {
         **os.environ,
@@ -80,7 +103,7 @@ async def one_run(root: Path, args: argparse.Namespace, label: str) -> dict[str,
     env.update(item.split("=", 1) for item in args.env)
     log = open(data / "master.log", "ab")  # noqa: SIM115
     master = subprocess.Popen(
-        [PY, *master_args(port, data / "master", "--debug-endpoints")],
+        [PY, *master_args(port, data / "master", "--debug-endpoints", *cluster)],
         cwd=root,
         env=env,
         stdout=log,
@@ -112,7 +135,7 @@ async def one_run(root: Path, args: argparse.Namespace, label: str) -> dict[str,
         for g in groups:
             g.nodes = (await asyncio.to_thread(g.read, "enrolled"))["nodes"]
         nodes = [n for g in groups for n in g.nodes]
-        _, mapping = seed_instances(data / "master" / "ops_data.db", nodes, args.processes)
+        _, mapping = seed_instances(db, nodes, args.processes)
         httpx.post(
             url + "/api/v1/alert-rules", json=HOT_RULE, headers={"Authorization": f"Bearer {token}"}
         ).raise_for_status()
@@ -148,6 +171,12 @@ async def one_run(root: Path, args: argparse.Namespace, label: str) -> dict[str,
         result["rss_mib_max"] = round(max(r for _, r in samples), 1)
         result["smaps_rollup_mib"] = smaps_rollup(master.pid)
         result["cpu_s"] = round(sum(proc.cpu_times()[:2]), 1)
+        # Minor page faults: what touching pages again costs (after a trim gave them back).
+        result["minor_faults"] = int(Path(f"/proc/{master.pid}/stat").read_text().split()[9])
+        if args.trim:  # what glibc's free space holds of RSS: malloc_trim(0) (the heap hook)
+            os.kill(master.pid, signal.SIGUSR2)
+            await asyncio.sleep(2)
+            result["rss_mib_after_trim"] = round(proc.memory_info().rss / 2**20, 1)
         result["load_at_end"] = os.getloadavg()[0]
         os.kill(master.pid, signal.SIGUSR1)
         for _ in range(600):
@@ -237,6 +266,12 @@ def main() -> None:
         help="NAME=VALUE for the master (e.g. MALLOC_ARENA_MAX=2)",
     )
     p.add_argument("--imports", action="store_true", help="only the RSS of importing the app")
+    p.add_argument("--trim", action="store_true", help="then malloc_trim(0): RSS after it")
+    p.add_argument(
+        "--postgres",
+        action="store_true",
+        help="the master on a throwaway PostgreSQL and moto's S3, as bench.cluster's masters",
+    )
     args = p.parse_args()
     trees = [("tree", ROOT)]
     if args.base:

@@ -13,7 +13,7 @@ import uvicorn
 
 from master.app import create_app
 from master.config import Settings
-from master.heap import frozen_count, settle_heap
+from master.heap import frozen_count, settle_heap, trim_periodically
 from master.liveness import LivenessResponder
 from master.local_agent import LocalAgent, agent_command
 from master.server import (
@@ -121,6 +121,7 @@ async def serve(settings: Settings, with_agent: bool, sockets: list[socket.socke
     # The fleet reconnects now: a burst (master/heap.py).
     settle_heap(collect=False, walked=frozen).hold()
     gc.enable()  # off while the master started (`gdos-master`)
+    trimmer = asyncio.create_task(trim_periodically())
     agent: LocalAgent | None = None
     keeper: asyncio.Task[None] | None = None
     print_banner(settings, with_agent)
@@ -130,6 +131,7 @@ async def serve(settings: Settings, with_agent: bool, sockets: list[socket.socke
     try:
         await serving
     finally:
+        trimmer.cancel()
         if responder is not None:
             responder.close()
         if agent is not None and keeper is not None:

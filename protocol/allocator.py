@@ -20,3 +20,16 @@ def mallopt(param: int, value: int) -> bool:
         return bool(ctypes.CDLL(None).mallopt(param, value))
     except (OSError, AttributeError):  # no C library to ask, or not one with mallopt
         return False
+
+
+def malloc_trim() -> bool:
+    """Give the whole free pages inside glibc's heaps back to the system (malloc_trim(0));
+    False where there is no glibc. ctypes lets go of the GIL meanwhile."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        return bool(ctypes.CDLL(None).malloc_trim(0))
+    except (OSError, AttributeError):
+        return False

@@ -1,11 +1,13 @@
 """Benchmarks only (bench/master_memory.py puts this folder on a master's PYTHONPATH).
 
+On SIGUSR2 the process calls glibc's malloc_trim(0) (what RSS a trim would give back).
 On SIGUSR1 the process writes what its Python heap holds to $GDOS_BENCH_HEAP_REPORT (JSON):
 tracemalloc's top allocations by file and by line when tracing (PYTHONTRACEMALLOC), and the
 objects the collector tracks, counted by type (with their shallow sizes), and glibc malloc's
 totals.
 """
 
+import contextlib
 import ctypes
 import os
 import signal
@@ -85,6 +87,7 @@ def _report(_signum: int, _frame: object) -> None:
             out[key] = [[str(s.traceback[0]), s.size, s.count] for s in stats[:60]]
         out["traced_bytes"] = tracemalloc.get_traced_memory()[0]
     out["allocated_blocks"] = sys.getallocatedblocks()
+    out["modules"] = sorted(sys.modules)
     out["mallinfo2"] = _mallinfo2()
     out["sqlite"] = _sqlite_memory()
     if _REPORT is not None:
@@ -110,5 +113,12 @@ def _report(_signum: int, _frame: object) -> None:
     os.replace(_REPORT + ".tmp", _REPORT)
 
 
+def _trim(_signum: int, _frame: object) -> None:
+    """glibc's malloc_trim(0): free pages inside its arenas go back to the system."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None).malloc_trim(0)
+
+
 if _REPORT:
     signal.signal(signal.SIGUSR1, _report)
+    signal.signal(signal.SIGUSR2, _trim)

@@ -20,7 +20,6 @@ import random
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-import httpx
 import msgspec
 from sqlalchemy import select
 from websockets.asyncio.client import ClientConnection, connect
@@ -29,6 +28,7 @@ from websockets.exceptions import InvalidStatus, WebSocketException
 from master.db import models
 from master.db.session import Database
 from master.hub import Hub
+from master.lean_imports import load_httpx
 from master.services import logs
 from master.services.agents import AgentRegistry
 from master.services.peer_secret import PeerSecret
@@ -285,6 +285,9 @@ class Forwarder:
         if peer is None or peer not in urls:
             return None
         headers = self.secret.headers(self.agents.master_id or "")
+        load_httpx()  # at the first history asked of a peer, without httpx's command line
+        import httpx
+
         try:
             async with httpx.AsyncClient(timeout=HISTORY_TIMEOUT) as client:
                 answer = await client.get(

@@ -15,14 +15,18 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from minio.commonconfig import ComposeSource
-from minio.datatypes import Part
-from minio.deleteobjects import DeleteObject
-from minio.error import MinioException, S3Error
-from urllib3.exceptions import HTTPError
+from master.lean_imports import load_minio
 
-from master.storage.s3 import S3Store
-from protocol.errors import ErrorCode, GdosError
+load_minio()  # before any minio import: without its admin client
+
+from minio.commonconfig import ComposeSource  # noqa: E402
+from minio.datatypes import Part  # noqa: E402
+from minio.deleteobjects import DeleteObject  # noqa: E402
+from minio.error import MinioException, S3Error  # noqa: E402
+from urllib3.exceptions import HTTPError  # noqa: E402
+
+from master.storage.s3 import S3Store  # noqa: E402
+from protocol.errors import ErrorCode, GdosError  # noqa: E402
 
 log = logging.getLogger(__name__)
 

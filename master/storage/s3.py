@@ -13,11 +13,15 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
-from minio import Minio
-from minio.error import MinioException, S3Error
-from urllib3.exceptions import HTTPError
+from master.lean_imports import load_minio
 
-from protocol.errors import ErrorCode, GdosError
+load_minio()  # before any minio import: without its admin client
+
+from minio import Minio  # noqa: E402
+from minio.error import MinioException, S3Error  # noqa: E402
+from urllib3.exceptions import HTTPError  # noqa: E402
+
+from protocol.errors import ErrorCode, GdosError  # noqa: E402
 
 log = logging.getLogger(__name__)
 

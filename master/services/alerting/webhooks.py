@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from master.lean_imports import load_httpx
 from protocol import __version__
 
 if TYPE_CHECKING:
@@ -125,6 +126,7 @@ class Notifier:
                 self._busy -= 1
 
     async def _deliver(self, d: Delivery) -> None:
+        load_httpx()  # without httpx's command line
         import httpx  # at the first webhook: most masters never send one, and start sooner
 
         if self._client is None:
