@@ -245,8 +245,15 @@ def test_a_series_evicted_by_another_nodes_rows_is_made_again_for_the_same_rows(
     directory = Directory(hub)
     for iid, node in (("a", "n1"), ("x", "n2"), ("y", "n2"), ("z", "n2")):
         directory._put(InstanceInfo(iid, node, "s", iid, "running"))
-    svc = metrics.MetricsService(MetricsStore(max_series=3), directory, hub)
-    now = [float(T0 + 1000)]
+    store = MetricsStore(max_series=3)
+    svc = metrics.MetricsService(store, directory, hub)
+    # "a"'s rows in one block: a block that opens renews a series' recency, and where blocks begin
+    # depends on the key's hash (one run in 20 crossed one between the two rows below).
+    block = metrics.Series(metrics.INSTANCE_WIDTH, store.fine_slots, store.coarse_slots).spec.rows
+    first = T0 + 1000
+    while (first + 1 - hash(metrics.instance_key("a")) % 60) % block > block - 3:
+        first += 1
+    now = [float(first)]
     monkeypatch.setattr(metrics.time, "time", lambda: now[0])
 
     def send(node: str, *ids: str) -> None:
