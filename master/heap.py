@@ -16,8 +16,8 @@ would walk the burst's new objects (sockets, links, series), nearly all of them 
 loop held in the middle of the storm. Full collections are held from the first greeting until
 `QUIET` seconds pass without one (at most `MAX_HOLD`), then the burst's survivors are frozen as
 a full collection would have left them. The young collections go on meanwhile, and what
-survives each is frozen at once: the middle collections walked it again (10,000-17,000 live
-objects, tens of ms at a time in a fleet's storm); the hold ends at the first collection past it.
+survives each is frozen at once, so that no middle collection walks those live objects again;
+the hold ends at the first collection past it.
 
 While a fleet-wide batch level goes out and its agents answer (`defer`), a full collection waits
 too: it would land in one of the level's turns, already the longest of the loop's, while every
@@ -170,7 +170,7 @@ def settle_heap(
     long as the process), and from then on freeze each full collection's survivors.
     `collect=False`: frozen as it is (its garbage was collected already, before the loop took
     callers: a collection now would hold them all). `walked`: the frozen set as counted then
-    (`frozen_count`; a count now would walk all of it, 15-20 ms as the fleet reconnects)."""
+    (`frozen_count`; a count now would walk all of it while the fleet reconnects)."""
     global _freezer
     if collect:
         gc.collect()
@@ -217,11 +217,9 @@ async def trim_periodically(every: float = TRIM_EVERY) -> None:
     """Every `every` seconds, give glibc's free pages back (malloc_trim(0)), in a worker thread.
 
     glibc returns only the top of a heap past its trim threshold; the blocks freed inside it
-    keep their pages. After the bursts of a master's life (a fleet connecting, a take-over, frames
-    queued while the loop is behind) 15-23 MiB of a PostgreSQL master's RSS with 1,000 nodes was
-    such free space (bench.master_memory --postgres --trim). The agents' frames refill those
-    holes as they come (a trim every 60 s was undone within the minute), hence a short period;
-    a trim costs 0.1-2 ms of CPU, in a worker thread (ctypes lets go of the GIL).
+    keep their pages, and a master's bursts (a fleet connecting, a take-over) leave many such
+    blocks (bench.master_memory --postgres --trim; figures in bench/RESULTS.md). The agents'
+    frames refill them soon, hence a short period; ctypes lets go of the GIL for the call.
     """
     while True:
         await asyncio.sleep(every)
