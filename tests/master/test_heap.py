@@ -87,8 +87,8 @@ def test_no_full_walk_before_the_interval_however_the_frozen_set_grows(
     assert not any(o is grown[0] for o in gc.get_objects())  # frozen all the same
 
 
-def _counts_after_five_full_collections(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """One entry per count of the frozen set (`gc.get_freeze_count`) over five full collections."""
+def _freeze_counts(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """From now on, one entry per count of the frozen set (`gc.get_freeze_count`)."""
     counts: list[int] = []
     real = gc.get_freeze_count
 
@@ -97,6 +97,12 @@ def _counts_after_five_full_collections(monkeypatch: pytest.MonkeyPatch) -> list
         return real()
 
     monkeypatch.setattr(gc, "get_freeze_count", counted)
+    return counts
+
+
+def _counts_after_five_full_collections(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """One entry per count of the frozen set over five full collections."""
+    counts = _freeze_counts(monkeypatch)
     for _ in range(5):
         gc.collect()
     return counts
@@ -126,19 +132,12 @@ def test_serving_does_not_count_the_frozen_set_counted_before(
     restored_gc: None, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The count walks every frozen object: at serving it held the loop's first turn of the
-    reconnect storm 15-20 ms; counted before the loop takes callers, it is only handed over."""
+    reconnect storm; counted before the loop takes callers, it is only handed over."""
     built_at_start_up = [[n] for n in range(1000)]
     frozen = frozen_count()
     assert frozen == gc.get_freeze_count() and frozen >= 1000
     assert not any(o is built_at_start_up[0] for o in gc.get_objects())
-    counts: list[int] = []
-    real = gc.get_freeze_count
-
-    def counted() -> int:
-        counts.append(1)
-        return real()
-
-    monkeypatch.setattr(gc, "get_freeze_count", counted)
+    counts = _freeze_counts(monkeypatch)
     freezer = settle_heap(collect=False, walked=frozen)
     assert counts == [] and freezer.walked == frozen
 

@@ -11,21 +11,23 @@ from master.services import instance_rows
 from protocol.states import InstanceState
 
 
+def _seed(db: Database, *instances: dict[str, object]) -> list[str]:
+    """A node, a system and one instance per dict of columns; their ids in that order."""
+    with db.session() as s:
+        node, system = models.Node(secret_hash="n"), models.System(name="s")
+        s.add_all([node, system])
+        s.flush()
+        insts = [models.Instance(system_id=system.id, node_id=node.id, **c) for c in instances]
+        s.add_all(insts)
+        s.commit()
+        return [i.id for i in insts]
+
+
 def test_a_write_of_plain_and_json_changes_lands_and_moves_updated_at(db_url):
     db = Database(db_url)
     db.migrate()
     try:
-        with db.session() as s:
-            node, system = models.Node(secret_hash="n"), models.System(name="s")
-            s.add_all([node, system])
-            s.flush()
-            insts = [
-                models.Instance(system_id=system.id, node_id=node.id, name=f"i{n}", state="stopped")
-                for n in range(3)
-            ]
-            s.add_all(insts)
-            s.commit()
-            ids = [i.id for i in insts]
+        ids = _seed(db, *({"name": f"i{n}", "state": "stopped"} for n in range(3)))
         before = time.time()
         plain = {"state": InstanceState.RUNNING, "pid": 42, "drift": True, "last_error": None}
         with db.engine.begin() as conn:
@@ -56,32 +58,23 @@ def test_reads_give_the_rows_sqlalchemy_gives_whatever_the_columns_hold(db_url):
     db = Database(db_url)
     db.migrate()
     try:
-        with db.session() as s:
-            node, system = models.Node(secret_hash="n"), models.System(name="s")
-            s.add_all([node, system])
-            s.flush()
-            insts = [
-                models.Instance(
-                    system_id=system.id, node_id=node.id, name="plain", state="stopped"
-                ),
-                models.Instance(
-                    system_id=system.id,
-                    node_id=node.id,
-                    name="adopted",
-                    state="running",
-                    pid=7,
-                    started_at=1.5,
-                    adopted=True,
-                    drift=True,
-                    adoption={"start_command": "x", "n": [1, 2]},
-                    override_env={"A": "1"},
-                    override_args=["--x"],
-                    applied={"package_id": None, "settings": "abc"},
-                ),
-            ]
-            s.add_all(insts)
-            s.commit()
-            ids = [i.id for i in insts] + ["missing"]
+        seeded = _seed(
+            db,
+            {"name": "plain", "state": "stopped"},
+            dict(
+                name="adopted",
+                state="running",
+                pid=7,
+                started_at=1.5,
+                adopted=True,
+                drift=True,
+                adoption={"start_command": "x", "n": [1, 2]},
+                override_env={"A": "1"},
+                override_args=["--x"],
+                applied={"package_id": None, "settings": "abc"},
+            ),
+        )
+        ids = [*seeded, "missing"]
         with db.engine.connect() as conn:
             for read, statement in (
                 (instance_rows.load, instance_rows._BY_IDS),
@@ -93,7 +86,7 @@ def test_reads_give_the_rows_sqlalchemy_gives_whatever_the_columns_hold(db_url):
                 for iid, row in got.items():
                     assert list(row) == list(want[iid])
                     assert [type(v) for v in row.values()] == [type(v) for v in want[iid].values()]
-        adopted = got[insts[1].id]
+        adopted = got[seeded[1]]
         assert adopted["adopted"] is True and adopted["override_args"] == ["--x"]
     finally:
         db.dispose()
